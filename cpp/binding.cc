@@ -1,0 +1,339 @@
+// binding.cc — the N-API surface of the addon, and the only file that includes napi.h.
+//
+// JS sees a handful of functions: storage management (alloc, free, read, write, copy between
+// devices), device queries, and `run(kernel, args)`, which converts the JS argument list into
+// KernelArgs, checks every tensor view against its storage, picks the kernel registered for the
+// device of the tensors, and rethrows any C++ exception as a JS Error. Nothing here decides shapes,
+// broadcasting or dtypes: that is TypeScript's job; this layer only refuses what would be unsafe.
+#include <napi.h>
+
+#include <cmath>
+#include <map>
+#include <mutex>
+
+#include "kernel_api.h"
+
+namespace llava {
+
+// ---------------------------------------------------------------- storage
+namespace {
+struct Counters {
+  int64_t live[2] = {0, 0};
+  int64_t bytes[2] = {0, 0};
+} counters;
+
+Storage* get_storage(const Napi::Value& v, const char* op) {
+  if (!v.IsExternal()) throw KernelError(std::string("[") + op + "] expected a storage handle");
+  auto* s = v.As<Napi::External<Storage>>().Data();
+  if (!s || s->freed) throw KernelError(std::string("[") + op + "] storage was already freed (tensor disposed)");
+  return s;
+}
+
+void release(Storage* s) {
+  if (s->freed) return;
+  auto* be = find_backend(s->device);
+  if (be && s->ptr) be->free(s->ptr, s->nbytes);
+  int d = static_cast<int>(s->device);
+  counters.live[d]--;
+  counters.bytes[d] -= (int64_t)s->nbytes;
+  s->ptr = nullptr;
+  s->freed = true;
+}
+
+Device parse_device(const Napi::Value& v, const char* op) {
+  if (!v.IsNumber()) throw KernelError(std::string("[") + op + "] device must be a number");
+  int d = v.As<Napi::Number>().Int32Value();
+  if (d != 0 && d != 1) throw KernelError(std::string("[") + op + "] unknown device " + std::to_string(d));
+  return static_cast<Device>(d);
+}
+
+const DeviceBackend& usable_backend(Device d, const char* op) {
+  auto* be = find_backend(d);
+  if (!be) throw KernelError(std::string("[") + op + "] this build has no CUDA support (nvcc was not found at build time)");
+  if (!be->available()) throw KernelError(std::string("[") + op + "] device not available: " + be->describe());
+  return *be;
+}
+
+double get_number(const Napi::Object& o, const char* key, const char* op) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+void get_int_array(const Napi::Value& v, int64_t* out, int n, const char* key, const char* op) {
+  if (!v.IsArray()) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must be an array");
+  auto arr = v.As<Napi::Array>();
+  if ((int)arr.Length() != n) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' has the wrong length");
+  for (int i = 0; i < n; i++) {
+    Napi::Value e = arr.Get(i);
+    if (!e.IsNumber()) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must hold numbers");
+    double x = e.As<Napi::Number>().DoubleValue();
+    if (x != std::floor(x)) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must hold integers");
+    out[i] = static_cast<int64_t>(x);
+  }
+}
+
+// A JS tensor view: {s: storage handle, d: dtype code, sh: shape, st: strides, o: offset}.
+TensorArg parse_tensor(const Napi::Object& o, const char* op) {
+  TensorArg t;
+  t.storage = get_storage(o.Get("s"), op);
+  double d = get_number(o, "d", op);
+  if (d < 0 || d > 7 || d != std::floor(d)) throw KernelError(std::string("[") + op + "] unknown dtype code");
+  t.dtype = static_cast<DType>(static_cast<int>(d));
+  Napi::Value sh = o.Get("sh");
+  if (!sh.IsArray()) throw KernelError(std::string("[") + op + "] tensor shape must be an array");
+  uint32_t nd = sh.As<Napi::Array>().Length();
+  if (nd > (uint32_t)kMaxDims) throw KernelError(std::string("[") + op + "] tensors have at most 8 dims");
+  t.ndim = static_cast<int>(nd);
+  get_int_array(sh, t.shape, t.ndim, "sh", op);
+  get_int_array(o.Get("st"), t.strides, t.ndim, "st", op);
+  double off = get_number(o, "o", op);
+  if (off < 0 || off != std::floor(off)) throw KernelError(std::string("[") + op + "] tensor offset must be a non-negative integer");
+  t.offset = static_cast<int64_t>(off);
+  int64_t lo = t.offset, hi = t.offset;
+  bool empty = false;
+  for (int i = 0; i < t.ndim; i++) {
+    if (t.shape[i] < 0) throw KernelError(std::string("[") + op + "] negative dimension in shape");
+    if (t.shape[i] == 0) empty = true;
+    int64_t ext = (t.shape[i] - 1) * t.strides[i];
+    if (ext < 0) lo += ext; else hi += ext;
+  }
+  int64_t item = (int64_t)dtype_size(t.dtype);
+  if (!empty && (lo < 0 || (hi + 1) * item > (int64_t)t.storage->nbytes))
+    throw KernelError(std::string("[") + op + "] tensor view reaches outside its storage");
+  return t;
+}
+
+KernelArg parse_arg(const Napi::Value& v, const char* op) {
+  if (v.IsNull() || v.IsUndefined()) return std::monostate{};
+  if (v.IsNumber()) return v.As<Napi::Number>().DoubleValue();
+  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value();
+  if (v.IsString()) return v.As<Napi::String>().Utf8Value();
+  if (v.IsArray()) {
+    auto arr = v.As<Napi::Array>();
+    std::vector<int64_t> out(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value e = arr.Get(i);
+      if (!e.IsNumber()) throw KernelError(std::string("[") + op + "] list arguments must hold numbers");
+      double x = e.As<Napi::Number>().DoubleValue();
+      if (x != std::floor(x)) throw KernelError(std::string("[") + op + "] list arguments must hold integers");
+      out[i] = static_cast<int64_t>(x);
+    }
+    return out;
+  }
+  if (v.IsObject()) return parse_tensor(v.As<Napi::Object>(), op);
+  throw KernelError(std::string("[") + op + "] unsupported argument type");
+}
+
+template <typename F>
+Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(info.Env(), "out of host memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), e.what());
+  }
+}
+
+// ---------------------------------------------------------------- JS functions
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Device dev = parse_device(info[0], "alloc");
+    if (!info[1].IsNumber()) throw KernelError("[alloc] nbytes must be a number");
+    double nb = info[1].As<Napi::Number>().DoubleValue();
+    if (nb < 0 || nb != std::floor(nb) || nb > 1e15) throw KernelError("[alloc] nbytes must be a non-negative integer");
+    const DeviceBackend& be = usable_backend(dev, "alloc");
+    auto* s = new Storage();
+    s->nbytes = static_cast<size_t>(nb);
+    s->device = dev;
+    try {
+      s->ptr = be.alloc(s->nbytes);
+    } catch (...) {
+      delete s;
+      throw;
+    }
+    counters.live[(int)dev]++;
+    counters.bytes[(int)dev] += (int64_t)s->nbytes;
+    // The finalizer is a safety net for tensors that were never disposed.
+    return Napi::External<Storage>::New(info.Env(), s, [](Napi::Env, Storage* st) {
+      release(st);
+      delete st;
+    });
+  });
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsExternal()) throw KernelError("[free] expected a storage handle");
+    release(info[0].As<Napi::External<Storage>>().Data());
+    return info.Env().Undefined();
+  });
+}
+
+void check_range(const Storage* s, double off, double n, const char* op) {
+  if (off < 0 || n < 0 || off != std::floor(off) || n != std::floor(n) || off + n > (double)s->nbytes)
+    throw KernelError(std::string("[") + op + "] byte range outside the storage");
+}
+
+// write(storage, byteOffset, typedArray)
+Napi::Value Write(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = get_storage(info[0], "write");
+    if (!info[1].IsNumber()) throw KernelError("[write] offset must be a number");
+    if (!info[2].IsTypedArray()) throw KernelError("[write] data must be a typed array");
+    auto ta = info[2].As<Napi::TypedArray>();
+    double off = info[1].As<Napi::Number>().DoubleValue();
+    size_t n = ta.ByteLength();
+    check_range(s, off, (double)n, "write");
+    const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    usable_backend(s->device, "write").copy_from_host(static_cast<char*>(s->ptr) + (size_t)off, src, n);
+    return info.Env().Undefined();
+  });
+}
+
+// read(storage, byteOffset, nbytes) -> ArrayBuffer (a copy)
+Napi::Value Read(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = get_storage(info[0], "read");
+    if (!info[1].IsNumber() || !info[2].IsNumber()) throw KernelError("[read] offset and size must be numbers");
+    double off = info[1].As<Napi::Number>().DoubleValue(), n = info[2].As<Napi::Number>().DoubleValue();
+    check_range(s, off, n, "read");
+    auto ab = Napi::ArrayBuffer::New(info.Env(), (size_t)n);
+    usable_backend(s->device, "read").copy_to_host(ab.Data(), static_cast<char*>(s->ptr) + (size_t)off, (size_t)n);
+    return ab;
+  });
+}
+
+// copyBytes(dst, dstOff, src, srcOff, n): byte copy between any two devices (used by to(device)).
+Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* d = get_storage(info[0], "copy");
+    Storage* s = get_storage(info[2], "copy");
+    for (int i : {1, 3, 4})
+      if (!info[i].IsNumber()) throw KernelError("[copy] offsets and size must be numbers");
+    double doff = info[1].As<Napi::Number>().DoubleValue(), soff = info[3].As<Napi::Number>().DoubleValue(),
+           n = info[4].As<Napi::Number>().DoubleValue();
+    check_range(d, doff, n, "copy");
+    check_range(s, soff, n, "copy");
+    char* dp = static_cast<char*>(d->ptr) + (size_t)doff;
+    const char* sp = static_cast<const char*>(s->ptr) + (size_t)soff;
+    if (d->device == Device::CPU && s->device == Device::CPU) std::memmove(dp, sp, (size_t)n);
+    else if (d->device == s->device) usable_backend(d->device, "copy").copy_within(dp, sp, (size_t)n);
+    else if (s->device == Device::CPU) usable_backend(d->device, "copy").copy_from_host(dp, sp, (size_t)n);
+    else usable_backend(s->device, "copy").copy_to_host(dp, sp, (size_t)n);
+    return info.Env().Undefined();
+  });
+}
+
+// run(kernelName, argsArray)
+Napi::Value Run(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsString()) throw KernelError("[run] kernel name must be a string");
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    if (!info[1].IsArray()) throw KernelError("[" + name + "] arguments must be an array");
+    auto arr = info[1].As<Napi::Array>();
+    std::vector<KernelArg> args;
+    args.reserve(arr.Length());
+    int device = -1;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      args.push_back(parse_arg(arr.Get(i), name.c_str()));
+      if (auto* t = std::get_if<TensorArg>(&args.back())) {
+        int d = static_cast<int>(t->device());
+        if (device >= 0 && d != device) throw KernelError("[" + name + "] tensors are on different devices");
+        device = d;
+      }
+    }
+    Device dev = device < 0 ? Device::CPU : static_cast<Device>(device);
+    const KernelFn* fn = find_kernel(name, dev);
+    if (!fn) throw KernelError("[" + name + "] no kernel for device " + (dev == Device::CPU ? "cpu" : "cuda"));
+    (*fn)(KernelArgs(name, std::move(args)));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Device dev = parse_device(info[0], "device_info");
+    auto o = Napi::Object::New(info.Env());
+    auto* be = find_backend(dev);
+    bool ok = be && be->available();
+    o.Set("compiled", be != nullptr);
+    o.Set("available", ok);
+    o.Set("description", be ? be->describe() : std::string("this build has no CUDA support (nvcc was not found at build time)"));
+    return o;
+  });
+}
+
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Device dev = parse_device(info[0], "memory");
+    auto o = Napi::Object::New(info.Env());
+    o.Set("liveStorages", (double)counters.live[(int)dev]);
+    o.Set("bytes", (double)counters.bytes[(int)dev]);
+    auto* be = find_backend(dev);
+    if (be && be->available() && be->stats) {
+      double st[4] = {0, 0, 0, 0};
+      be->stats(st);
+      o.Set("bytesInUse", st[0]);
+      o.Set("bytesCached", st[1]);
+      o.Set("deviceMallocs", st[2]);
+      o.Set("peakBytes", st[3]);
+    }
+    return o;
+  });
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Device dev = parse_device(info[0], "synchronize");
+    auto* be = find_backend(dev);
+    if (be && be->available() && be->synchronize) be->synchronize();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Device dev = parse_device(info[0], "empty_cache");
+    auto* be = find_backend(dev);
+    if (be && be->available() && be->empty_cache) be->empty_cache();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Kernels(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Device dev = parse_device(info[0], "kernels");
+    auto names = kernel_names(dev);
+    auto arr = Napi::Array::New(info.Env(), names.size());
+    for (size_t i = 0; i < names.size(); i++) arr.Set((uint32_t)i, names[i]);
+    return arr;
+  });
+}
+
+Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("alloc", Napi::Function::New(env, Alloc));
+  exports.Set("free", Napi::Function::New(env, Free));
+  exports.Set("write", Napi::Function::New(env, Write));
+  exports.Set("read", Napi::Function::New(env, Read));
+  exports.Set("copyBytes", Napi::Function::New(env, CopyBytes));
+  exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("deviceInfo", Napi::Function::New(env, DeviceInfo));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
+  exports.Set("kernels", Napi::Function::New(env, Kernels));
+  exports.Set("numThreads", Napi::Function::New(env, NumThreads));
+  return exports;
+}
+
+}  // namespace
+}  // namespace llava
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return llava::Init(env, exports); }
+NODE_API_MODULE(llava_native, InitAddon)

@@ -1,0 +1,146 @@
+// cpu_backend.cc — host memory (64-byte aligned, for AVX loads) and the worker pool behind
+// parallel_for.
+//
+// The pool is sized to the machine's cores and created on first use. parallel_for splits [0, n)
+// into one contiguous range per worker (no work stealing: our kernels hand it even work), runs the
+// first range on the calling thread and waits for the rest. Nested calls run serially, so a kernel
+// may call another parallel kernel without deadlocking the pool.
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "kernel_api.h"
+
+namespace llava {
+namespace {
+
+class Pool {
+ public:
+  Pool() {
+    unsigned hc = std::thread::hardware_concurrency();
+    const char* env = std::getenv("LLAVA_NUM_THREADS");
+    int n = env ? std::atoi(env) : (int)(hc ? hc : 1);
+    n_ = std::max(1, std::min(n, 256));
+    for (int i = 1; i < n_; i++) workers_.emplace_back([this, i] { loop(i); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stop_ = true;
+      gen_++;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
+  int size() const { return n_; }
+
+  void run(int parts, const std::function<void(int)>& fn) {
+    std::unique_lock<std::mutex> call(call_mu_);  // one parallel region at a time
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      fn_ = &fn;
+      parts_ = parts;
+      pending_ = parts - 1;
+      error_ = nullptr;
+      gen_++;
+    }
+    cv_.notify_all();
+    try {
+      fn(0);
+    } catch (...) {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (!error_) error_ = std::current_exception();
+    }
+    std::unique_lock<std::mutex> lk(mu_);
+    done_cv_.wait(lk, [this] { return pending_ == 0; });
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void loop(int id) {
+    uint64_t seen = 0;
+    for (;;) {
+      const std::function<void(int)>* fn;
+      {
+        std::unique_lock<std::mutex> lk(mu_);
+        cv_.wait(lk, [&] { return gen_ != seen; });
+        seen = gen_;
+        if (stop_) return;
+        if (id >= parts_) continue;
+        fn = fn_;
+      }
+      try {
+        (*fn)(id);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!error_) error_ = std::current_exception();
+      }
+      std::lock_guard<std::mutex> lk(mu_);
+      if (--pending_ == 0) done_cv_.notify_one();
+    }
+  }
+
+  int n_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex mu_, call_mu_;
+  std::condition_variable cv_, done_cv_;
+  const std::function<void(int)>* fn_ = nullptr;
+  int parts_ = 0, pending_ = 0;
+  uint64_t gen_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+};
+
+Pool& pool() {
+  static Pool p;
+  return p;
+}
+thread_local bool in_parallel = false;
+
+}  // namespace
+
+int num_threads() { return pool().size(); }
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  int64_t parts = std::min<int64_t>(pool().size(), (n + std::max<int64_t>(grain, 1) - 1) / std::max<int64_t>(grain, 1));
+  if (parts <= 1 || in_parallel) {
+    fn(0, n);
+    return;
+  }
+  pool().run((int)parts, [&](int p) {
+    int64_t b = n * p / parts, e = n * (p + 1) / parts;
+    in_parallel = true;
+    try {
+      if (b < e) fn(b, e);
+    } catch (...) {
+      in_parallel = false;
+      throw;
+    }
+    in_parallel = false;
+  });
+}
+
+static BackendRegistrar cpu_backend(Device::CPU, DeviceBackend{
+    [] { return true; },
+    [] { return std::string("cpu (") + std::to_string(num_threads()) + " threads)"; },
+    [](size_t n) -> void* {
+      size_t sz = std::max<size_t>(64, (n + 63) / 64 * 64);
+      void* p = std::aligned_alloc(64, sz);
+      if (!p) throw KernelError("[alloc] out of host memory: asked for " + std::to_string(n) + " bytes");
+      return p;
+    },
+    [](void* p, size_t) { std::free(p); },
+    [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+    [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+    [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+    [] {},
+    nullptr,
+    nullptr,
+});
+
+}  // namespace llava

@@ -1,0 +1,119 @@
+// cpu_common.h — what every CPU kernel file shares: 16-bit float storage types, the compute type
+// of each storage type (f32 for bf16/f16/f32, f64 for f64), dtype dispatch and a strided index walker.
+//
+// bf16/f16 are storage formats only: kernels load them into f32 registers, compute, and round once
+// on store (round-to-nearest-even, as PyTorch does).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "kernel_api.h"
+
+namespace llava {
+
+struct bf16 {
+  uint16_t bits;
+};
+struct f16 {
+  uint16_t bits;
+};
+
+inline float bf16_to_f32(uint16_t b) {
+  uint32_t u = uint32_t(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40);  // keep NaN a NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+inline uint16_t f32_to_f16(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+
+template <typename T> struct Compute { using type = T; };
+template <> struct Compute<bf16> { using type = float; };
+template <> struct Compute<f16> { using type = float; };
+template <> struct Compute<bool> { using type = float; };
+template <typename T> using acc_t = typename Compute<T>::type;
+
+template <typename T> inline acc_t<T> load(const T* p) { return acc_t<T>(*p); }
+template <> inline float load<bf16>(const bf16* p) { return bf16_to_f32(p->bits); }
+template <> inline float load<f16>(const f16* p) { return f16_to_f32(p->bits); }
+template <> inline float load<bool>(const bool* p) { return *p ? 1.f : 0.f; }
+template <typename T, typename V> inline void store(T* p, V v) { *p = T(v); }
+template <typename V> inline void store(bf16* p, V v) { p->bits = f32_to_bf16(float(v)); }
+template <typename V> inline void store(f16* p, V v) { p->bits = f32_to_f16(float(v)); }
+template <typename V> inline void store(bool* p, V v) { *p = v != V(0); }
+
+// Run `body` with `T` bound to the storage type of dtype `dt` (floating types only).
+#define LLAVA_DISPATCH_FLOAT(args, dt, T, ...)                              \
+  switch (dt) {                                                           \
+    case ::llava::DType::F32: { using T = float; __VA_ARGS__; break; }    \
+    case ::llava::DType::F64: { using T = double; __VA_ARGS__; break; }   \
+    case ::llava::DType::BF16: { using T = ::llava::bf16; __VA_ARGS__; break; } \
+    case ::llava::DType::F16: { using T = ::llava::f16; __VA_ARGS__; break; }   \
+    default: (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
+  }
+
+#define LLAVA_DISPATCH_ALL(args, dt, T, ...)                                \
+  switch (dt) {                                                           \
+    case ::llava::DType::F32: { using T = float; __VA_ARGS__; break; }    \
+    case ::llava::DType::F64: { using T = double; __VA_ARGS__; break; }   \
+    case ::llava::DType::BF16: { using T = ::llava::bf16; __VA_ARGS__; break; } \
+    case ::llava::DType::F16: { using T = ::llava::f16; __VA_ARGS__; break; }   \
+    case ::llava::DType::I32: { using T = int32_t; __VA_ARGS__; break; }  \
+    case ::llava::DType::I64: { using T = int64_t; __VA_ARGS__; break; }  \
+    case ::llava::DType::U8: { using T = uint8_t; __VA_ARGS__; break; }   \
+    case ::llava::DType::BOOL: { using T = bool; __VA_ARGS__; break; }    \
+    default: (args).fail("unknown dtype");                                \
+  }
+
+// Element offset of linear index `i` of a view (row-major order over its shape).
+inline int64_t strided_offset(const TensorArg& t, int64_t i) {
+  int64_t off = 0;
+  for (int d = t.ndim - 1; d >= 0; d--) {
+    int64_t s = t.shape[d];
+    off += (i % s) * t.strides[d];
+    i /= s;
+  }
+  return off;
+}
+
+// Walks the elements [begin, end) of a shape in row-major order, keeping the element offsets of up
+// to three strided operands in step without a division per element.
+template <int N>
+struct StridedWalker {
+  int ndim;
+  const int64_t* shape;
+  const int64_t* strides[N];
+  int64_t idx[kMaxDims];
+  int64_t off[N];
+
+  StridedWalker(int nd, const int64_t* shp, const int64_t* const* strd, int64_t start) : ndim(nd), shape(shp) {
+    for (int k = 0; k < N; k++) { strides[k] = strd[k]; off[k] = 0; }
+    for (int d = nd - 1; d >= 0; d--) {
+      idx[d] = shp[d] ? start % shp[d] : 0;
+      start = shp[d] ? start / shp[d] : 0;
+      for (int k = 0; k < N; k++) off[k] += idx[d] * strides[k][d];
+    }
+  }
+  inline void next() {
+    for (int d = ndim - 1; d >= 0; d--) {
+      idx[d]++;
+      for (int k = 0; k < N; k++) off[k] += strides[k][d];
+      if (idx[d] < shape[d]) return;
+      for (int k = 0; k < N; k++) off[k] -= strides[k][d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+};
+
+}  // namespace llava

@@ -1,0 +1,415 @@
+// cpu_elementwise.cc — strided copy/cast, fill, arange, unary and binary maps, where, and the
+// counter-based random generator, on the CPU.
+//
+// Inputs may be any strided view (broadcast inputs arrive with stride 0: TypeScript expands them);
+// outputs are written through their own strides too, so `copy` also serves `contiguous()`, casts
+// and writing into slices (cat). When every operand is contiguous the loop is a flat one the
+// compiler vectorises; otherwise a StridedWalker keeps offsets without per-element division.
+//
+// Random numbers: Philox-4x32-10 keyed by the seed, counter = element index + offset, so a stream
+// is reproducible, splittable, and the CUDA kernel can produce the same numbers.
+#include <cmath>
+
+#include "cpu_common.h"
+
+namespace llava {
+namespace {
+
+constexpr int64_t kGrain = 1 << 14;
+
+// Calls f(out_offset, in_offsets...) for every element of out's shape, in parallel chunks.
+template <int N, typename F>
+void for_each_strided(const TensorArg& out, const TensorArg* const* ins, F&& f) {
+  int64_t n = out.numel();
+  bool contig = out.is_contiguous();
+  for (int k = 0; k < N - 1; k++) contig = contig && ins[k]->is_contiguous();
+  if (contig) {
+    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+      int64_t offs[N];
+      for (int64_t i = b; i < e; i++) {
+        for (int k = 0; k < N; k++) offs[k] = i;
+        f(offs);
+      }
+    });
+    return;
+  }
+  const int64_t* strides[N];
+  strides[0] = out.strides;
+  for (int k = 0; k < N - 1; k++) {
+    if (ins[k]->ndim != out.ndim) throw KernelError("internal: operand rank differs from output rank");
+    strides[k + 1] = ins[k]->strides;
+  }
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    StridedWalker<N> w(out.ndim, out.shape, strides, b);
+    for (int64_t i = b; i < e; i++, w.next()) f(w.off);
+  });
+}
+
+template <typename TO, typename TI>
+inline void cast_one(TO* o, const TI* i) {
+  if constexpr (std::is_same_v<TO, TI>) *o = *i;
+  else store(o, load(i));
+}
+
+template <typename T>
+inline T int_unary(int op, T v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    switch (op) {
+      case 0: return T(-v);
+      case 1: return T(v < 0 ? -v : v);
+      case 2: return T(v * v);
+      default: return T((v > 0) - (v < 0));
+    }
+  }
+  return v;
+}
+
+void check_same_shape(const KernelArgs& a, const TensorArg& out, const TensorArg& x, const char* what) {
+  if (out.ndim != x.ndim) a.fail(std::string(what) + " rank differs from the output's");
+  for (int d = 0; d < out.ndim; d++)
+    if (out.shape[d] != x.shape[d]) a.fail(std::string(what) + " shape differs from the output's (broadcast first)");
+}
+
+// copy(out, x): out[...] = cast(x[...]), any dtypes, any strides.
+void copy_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  check_same_shape(a, out, x, "input");
+  a.check_no_overlap(out, x, "copy");
+  const TensorArg* ins[1] = {&x};
+  if (out.dtype == x.dtype && out.is_contiguous() && x.is_contiguous()) {
+    std::memcpy(out.bytes(), x.bytes(), out.numel() * dtype_size(out.dtype));
+    return;
+  }
+  LLAVA_DISPATCH_ALL(a, out.dtype, TO, {
+    LLAVA_DISPATCH_ALL(a, x.dtype, TI, {
+      TO* po = out.data<TO>();
+      const TI* px = x.data<TI>();
+      for_each_strided<2>(out, ins, [&](const int64_t* o) {
+        cast_one(po + o[0], px + o[1]);
+      });
+    });
+  });
+}
+
+// fill(out, value)
+void fill_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  double v = a.num(1);
+  LLAVA_DISPATCH_ALL(a, out.dtype, T, {
+    T* p = out.data<T>();
+    T val;
+    store(&val, v);
+    for_each_strided<1>(out, nullptr, [&](const int64_t* o) { p[o[0]] = val; });
+  });
+}
+
+// arange(out, start, step): out[i] = start + i * step (out contiguous 1-D).
+void arange_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  a.check_contiguous(out, "out");
+  double start = a.num(1), step = a.num(2);
+  LLAVA_DISPATCH_ALL(a, out.dtype, T, {
+    T* p = out.data<T>();
+    int64_t n = out.numel();
+    for (int64_t i = 0; i < n; i++) store(p + i, start + double(i) * step);
+  });
+}
+
+// --------------------------------------------------------------- unary
+enum class U { Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sin, Cos, Tanh, Sigmoid, Relu, Gelu, GeluTanh, QuickGelu, Silu, Pow, Square, Reciprocal, Sign, Erf, Log1p, Expm1 };
+
+U parse_unary(const KernelArgs& a, const std::string& s) {
+  static const std::pair<const char*, U> table[] = {
+      {"neg", U::Neg}, {"exp", U::Exp}, {"log", U::Log}, {"sqrt", U::Sqrt}, {"rsqrt", U::Rsqrt}, {"abs", U::Abs},
+      {"sin", U::Sin}, {"cos", U::Cos}, {"tanh", U::Tanh}, {"sigmoid", U::Sigmoid}, {"relu", U::Relu},
+      {"gelu", U::Gelu}, {"gelu_tanh", U::GeluTanh}, {"quick_gelu", U::QuickGelu}, {"silu", U::Silu},
+      {"pow", U::Pow}, {"square", U::Square}, {"reciprocal", U::Reciprocal}, {"sign", U::Sign}, {"erf", U::Erf},
+      {"log1p", U::Log1p}, {"expm1", U::Expm1}};
+  for (auto& kv : table)
+    if (s == kv.first) return kv.second;
+  a.fail("unknown unary op '" + s + "'");
+}
+
+template <typename F> inline F sigm(F x) { return F(1) / (F(1) + std::exp(-x)); }
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+template <typename F>
+inline F unary_fwd(U op, F x, F p) {
+  switch (op) {
+    case U::Neg: return -x;
+    case U::Exp: return std::exp(x);
+    case U::Log: return std::log(x);
+    case U::Sqrt: return std::sqrt(x);
+    case U::Rsqrt: return F(1) / std::sqrt(x);
+    case U::Abs: return std::fabs(x);
+    case U::Sin: return std::sin(x);
+    case U::Cos: return std::cos(x);
+    case U::Tanh: return std::tanh(x);
+    case U::Sigmoid: return sigm(x);
+    case U::Relu: return x > F(0) ? x : F(0);
+    case U::Gelu: return F(0.5) * x * (F(1) + std::erf(x * F(kInvSqrt2)));
+    case U::GeluTanh: return F(0.5) * x * (F(1) + std::tanh(F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x)));
+    case U::QuickGelu: return x * sigm(F(1.702) * x);
+    case U::Silu: return x * sigm(x);
+    case U::Pow: return std::pow(x, p);
+    case U::Square: return x * x;
+    case U::Reciprocal: return F(1) / x;
+    case U::Sign: return F((x > F(0)) - (x < F(0)));
+    case U::Erf: return std::erf(x);
+    case U::Log1p: return std::log1p(x);
+    case U::Expm1: return std::expm1(x);
+  }
+  return x;
+}
+
+// d f(x) / dx
+template <typename F>
+inline F unary_grad(U op, F x, F p) {
+  switch (op) {
+    case U::Neg: return F(-1);
+    case U::Exp: return std::exp(x);
+    case U::Log: return F(1) / x;
+    case U::Sqrt: return F(0.5) / std::sqrt(x);
+    case U::Rsqrt: return F(-0.5) / (x * std::sqrt(x));
+    case U::Abs: return F((x > F(0)) - (x < F(0)));
+    case U::Sin: return std::cos(x);
+    case U::Cos: return -std::sin(x);
+    case U::Tanh: { F t = std::tanh(x); return F(1) - t * t; }
+    case U::Sigmoid: { F s = sigm(x); return s * (F(1) - s); }
+    case U::Relu: return x > F(0) ? F(1) : F(0);
+    case U::Gelu: return F(0.5) * (F(1) + std::erf(x * F(kInvSqrt2))) + x * F(kInvSqrt2Pi) * std::exp(F(-0.5) * x * x);
+    case U::GeluTanh: {
+      F u = F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x);
+      F t = std::tanh(u);
+      F du = F(kSqrt2OverPi) * (F(1) + F(3 * 0.044715) * x * x);
+      return F(0.5) * (F(1) + t) + F(0.5) * x * (F(1) - t * t) * du;
+    }
+    case U::QuickGelu: { F s = sigm(F(1.702) * x); return s + x * F(1.702) * s * (F(1) - s); }
+    case U::Silu: { F s = sigm(x); return s * (F(1) + x * (F(1) - s)); }
+    case U::Pow: return p == F(0) ? F(0) : p * std::pow(x, p - F(1));
+    case U::Square: return F(2) * x;
+    case U::Reciprocal: return F(-1) / (x * x);
+    case U::Sign: return F(0);
+    case U::Erf: return F(2 * kInvSqrt2Pi * 1.4142135623730951) * std::exp(-x * x);  // 2/sqrt(pi)
+    case U::Log1p: return F(1) / (F(1) + x);
+    case U::Expm1: return std::exp(x);
+  }
+  return F(0);
+}
+
+// unary(out, x, op, p): out = f(x). Neg/abs/sign also take integer dtypes.
+void unary_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  U op = parse_unary(a, a.str(2));
+  double p = a.is_none(3) ? 0.0 : a.num(3);
+  check_same_shape(a, out, x, "input");
+  a.check_same_dtype(out, x, "unary");
+  const TensorArg* ins[1] = {&x};
+  if (!is_float(x.dtype)) {
+    if (op != U::Neg && op != U::Abs && op != U::Sign && op != U::Square) a.fail("op needs a floating dtype");
+    if (x.dtype == DType::BOOL) a.fail("op not defined for bool");
+    int iop = op == U::Neg ? 0 : op == U::Abs ? 1 : op == U::Square ? 2 : 3;
+    LLAVA_DISPATCH_ALL(a, x.dtype, T, {
+      T* po = out.data<T>();
+      const T* px = x.data<T>();
+      for_each_strided<2>(out, ins, [&](const int64_t* o) { po[o[0]] = int_unary<T>(iop, px[o[1]]); });
+    });
+    return;
+  }
+  LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
+    using F = acc_t<T>;
+    T* po = out.data<T>();
+    const T* px = x.data<T>();
+    for_each_strided<2>(out, ins, [&](const int64_t* o) { store(po + o[0], unary_fwd<F>(op, load(px + o[1]), F(p))); });
+  });
+}
+
+// unary_bwd(dx, x, dy, op, p): dx = dy * f'(x)
+void unary_bwd_kernel(const KernelArgs& a) {
+  const TensorArg& dx = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& dy = a.tensor(2);
+  U op = parse_unary(a, a.str(3));
+  double p = a.is_none(4) ? 0.0 : a.num(4);
+  check_same_shape(a, dx, x, "x");
+  check_same_shape(a, dx, dy, "dy");
+  a.check_float(x, "x");
+  a.check_same_dtype(dx, x, "x");
+  a.check_same_dtype(dx, dy, "dy");
+  const TensorArg* ins[2] = {&x, &dy};
+  LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
+    using F = acc_t<T>;
+    T* po = dx.data<T>();
+    const T* px = x.data<T>();
+    const T* pd = dy.data<T>();
+    for_each_strided<3>(dx, ins, [&](const int64_t* o) {
+      store(po + o[0], load(pd + o[2]) * unary_grad<F>(op, load(px + o[1]), F(p)));
+    });
+  });
+}
+
+// --------------------------------------------------------------- binary
+enum class B { Add, Sub, Mul, Div, Max, Min, Pow, Eq, Ne, Lt, Le, Gt, Ge, And, Or };
+
+B parse_binary(const KernelArgs& a, const std::string& s) {
+  static const std::pair<const char*, B> table[] = {
+      {"add", B::Add}, {"sub", B::Sub}, {"mul", B::Mul}, {"div", B::Div}, {"maximum", B::Max}, {"minimum", B::Min},
+      {"pow", B::Pow}, {"eq", B::Eq}, {"ne", B::Ne}, {"lt", B::Lt}, {"le", B::Le}, {"gt", B::Gt}, {"ge", B::Ge},
+      {"logical_and", B::And}, {"logical_or", B::Or}};
+  for (auto& kv : table)
+    if (s == kv.first) return kv.second;
+  a.fail("unknown binary op '" + s + "'");
+}
+bool is_compare(B op) { return op >= B::Eq; }
+
+template <typename F>
+inline F binary_fwd(B op, F x, F y) {
+  switch (op) {
+    case B::Add: return x + y;
+    case B::Sub: return x - y;
+    case B::Mul: return x * y;
+    case B::Div: return x / y;
+    // NaN propagates as in torch.maximum / torch.minimum
+    case B::Max: return (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y);
+    case B::Min: return (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y);
+    case B::Pow: return F(std::pow(double(x), double(y)));
+    default: return F(0);
+  }
+}
+template <typename F>
+inline bool compare(B op, F x, F y) {
+  switch (op) {
+    case B::Eq: return x == y;
+    case B::Ne: return x != y;
+    case B::Lt: return x < y;
+    case B::Le: return x <= y;
+    case B::Gt: return x > y;
+    case B::Ge: return x >= y;
+    case B::And: return x != F(0) && y != F(0);
+    case B::Or: return x != F(0) || y != F(0);
+    default: return false;
+  }
+}
+
+// binary(out, a, b, op): a and b have out's shape (broadcast views) and one dtype; comparisons
+// write bool.
+void binary_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& y = a.tensor(2);
+  B op = parse_binary(a, a.str(3));
+  check_same_shape(a, out, x, "first input");
+  check_same_shape(a, out, y, "second input");
+  a.check_same_dtype(x, y, "inputs");
+  if (is_compare(op)) a.check_dtype(out, DType::BOOL, "comparison output");
+  else a.check_same_dtype(out, x, "output");
+  if (!is_float(x.dtype) && (op == B::Div || op == B::Pow)) a.fail("integer inputs must be promoted to a float dtype first");
+  const TensorArg* ins[2] = {&x, &y};
+  LLAVA_DISPATCH_ALL(a, x.dtype, T, {
+    using F = acc_t<T>;
+    const T* px = x.data<T>();
+    const T* py = y.data<T>();
+    if (is_compare(op)) {
+      bool* po = out.data<bool>();
+      for_each_strided<3>(out, ins, [&](const int64_t* o) { po[o[0]] = compare<F>(op, load(px + o[1]), load(py + o[2])); });
+    } else if constexpr (std::is_same_v<T, bool>) {
+      a.fail("arithmetic on bool tensors is not supported");
+    } else {
+      T* po = out.data<T>();
+      if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && op <= B::Div) {
+        // Flat loops the compiler vectorises.
+        parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; i++) store(po + i, binary_fwd<F>(op, load(px + i), load(py + i)));
+        });
+      } else {
+        for_each_strided<3>(out, ins, [&](const int64_t* o) { store(po + o[0], binary_fwd<F>(op, load(px + o[1]), load(py + o[2]))); });
+      }
+    }
+  });
+}
+
+// where(out, cond, x, y): out = cond ? x : y (cond bool, all views of out's shape)
+void where_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& c = a.tensor(1);
+  const TensorArg& x = a.tensor(2);
+  const TensorArg& y = a.tensor(3);
+  a.check_dtype(c, DType::BOOL, "condition");
+  check_same_shape(a, out, c, "condition");
+  check_same_shape(a, out, x, "first input");
+  check_same_shape(a, out, y, "second input");
+  a.check_same_dtype(out, x, "first input");
+  a.check_same_dtype(out, y, "second input");
+  const bool* pc = c.data<bool>();
+  const TensorArg* ins[3] = {&c, &x, &y};
+  LLAVA_DISPATCH_ALL(a, out.dtype, T, {
+    T* po = out.data<T>();
+    const T* px = x.data<T>();
+    const T* py = y.data<T>();
+    for_each_strided<4>(out, ins, [&](const int64_t* o) { po[o[0]] = pc[o[1]] ? px[o[2]] : py[o[3]]; });
+  });
+}
+
+// --------------------------------------------------------------- random
+inline void philox(uint32_t ctr[4], uint32_t key[2]) {
+  for (int r = 0; r < 10; r++) {
+    uint64_t p0 = uint64_t(0xD2511F53u) * ctr[0];
+    uint64_t p1 = uint64_t(0xCD9E8D57u) * ctr[2];
+    uint32_t n0 = uint32_t(p1 >> 32) ^ ctr[1] ^ key[0];
+    uint32_t n2 = uint32_t(p0 >> 32) ^ ctr[3] ^ key[1];
+    ctr[1] = uint32_t(p1);
+    ctr[3] = uint32_t(p0);
+    ctr[0] = n0;
+    ctr[2] = n2;
+    key[0] += 0x9E3779B9u;
+    key[1] += 0xBB67AE85u;
+  }
+}
+
+// random(out, kind, seed, offset, p): kind 'uniform' [0,1), 'normal' N(0,1) by Box-Muller,
+// 'bernoulli' (1 with probability p). Element i uses Philox counter (offset + i).
+void random_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  a.check_contiguous(out, "out");
+  const std::string& kind = a.str(1);
+  uint64_t seed = (uint64_t)a.int_(2);
+  uint64_t offset = (uint64_t)a.int_(3);
+  double p = a.is_none(4) ? 0.5 : a.num(4);
+  int k = kind == "uniform" ? 0 : kind == "normal" ? 1 : kind == "bernoulli" ? 2 : -1;
+  if (k < 0) a.fail("unknown distribution '" + kind + "'");
+  LLAVA_DISPATCH_ALL(a, out.dtype, T, {
+    T* po = out.data<T>();
+    parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        uint64_t c = offset + (uint64_t)i;
+        uint32_t ctr[4] = {uint32_t(c), uint32_t(c >> 32), 0, 0};
+        uint32_t key[2] = {uint32_t(seed), uint32_t(seed >> 32)};
+        philox(ctr, key);
+        double u1 = (double(ctr[0]) + 0.5) / 4294967296.0;
+        double v;
+        if (k == 0) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
+        else if (k == 1) {
+          double u2 = double(ctr[1]) / 4294967296.0;
+          v = std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+        } else v = u1 < p ? 1.0 : 0.0;
+        store(po + i, v);
+      }
+    });
+  });
+}
+
+REGISTER_KERNEL("copy", Device::CPU, copy_kernel);
+REGISTER_KERNEL("fill", Device::CPU, fill_kernel);
+REGISTER_KERNEL("arange", Device::CPU, arange_kernel);
+REGISTER_KERNEL("unary", Device::CPU, unary_kernel);
+REGISTER_KERNEL("unary_bwd", Device::CPU, unary_bwd_kernel);
+REGISTER_KERNEL("binary", Device::CPU, binary_kernel);
+REGISTER_KERNEL("where", Device::CPU, where_kernel);
+REGISTER_KERNEL("random", Device::CPU, random_kernel);
+
+}  // namespace
+}  // namespace llava

@@ -1,0 +1,265 @@
+// cpu_index.cc — indexing (index_select / index_add, gather / scatter_add), rotary embedding and
+// the fused AdamW step on the CPU.
+//
+// Index kernels see contiguous tensors as [outer, n, inner] around `dim`, so embedding lookup is
+// index_select on dim 0 and its backward is index_add. Every index is range-checked before any
+// write. index_add parallelises over `inner` columns so two threads never add into one element.
+#include <cmath>
+
+#include "cpu_common.h"
+
+namespace llava {
+namespace {
+
+inline int64_t idx_at(const TensorArg& t, int64_t i) {
+  return t.dtype == DType::I64 ? t.data<int64_t>()[i] : int64_t(t.data<int32_t>()[i]);
+}
+
+void check_index_tensor(const KernelArgs& a, const TensorArg& idx, int64_t limit) {
+  if (idx.dtype != DType::I64 && idx.dtype != DType::I32) a.fail("index must be int64 or int32");
+  a.check_contiguous(idx, "index");
+  int64_t n = idx.numel();
+  for (int64_t i = 0; i < n; i++) {
+    int64_t v = idx_at(idx, i);
+    if (v < 0 || v >= limit)
+      a.fail("index " + std::to_string(v) + " out of range for dimension of size " + std::to_string(limit));
+  }
+}
+
+int64_t norm_dim(const KernelArgs& a, int64_t dim, int ndim) {
+  if (dim < 0) dim += ndim;
+  if (dim < 0 || dim >= ndim) a.fail("dim out of range");
+  return dim;
+}
+
+void split_dims(const TensorArg& t, int64_t dim, int64_t& outer, int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int d = 0; d < dim; d++) outer *= t.shape[d];
+  for (int d = (int)dim + 1; d < t.ndim; d++) inner *= t.shape[d];
+}
+
+// index_select(out, x, idx, dim)
+void index_select_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& idx = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
+  a.check_contiguous(x, "input");
+  a.check_contiguous(out, "output");
+  a.check_same_dtype(out, x, "output");
+  if (idx.ndim != 1) a.fail("index must be 1-D");
+  check_index_tensor(a, idx, x.shape[dim]);
+  int64_t outer, inner;
+  split_dims(x, dim, outer, inner);
+  int64_t n = x.shape[dim], m = idx.numel();
+  a.check_numel(out, outer * m * inner, "output");
+  size_t item = dtype_size(x.dtype);
+  parallel_for(outer * m, std::max<int64_t>(1, 4096 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; r++) {
+      int64_t o = r / m, j = r % m;
+      std::memcpy(out.bytes() + (size_t)r * inner * item, x.bytes() + (size_t)(o * n + idx_at(idx, j)) * inner * item, inner * item);
+    }
+  });
+}
+
+// index_add(out, idx, src, dim): out[o, idx[j], i] += src[o, j, i]
+void index_add_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& idx = a.tensor(1);
+  const TensorArg& src = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
+  a.check_contiguous(out, "output");
+  a.check_contiguous(src, "source");
+  a.check_same_dtype(out, src, "source");
+  a.check_float(out, "output");
+  a.check_no_overlap(out, src, "index_add");
+  if (idx.ndim != 1) a.fail("index must be 1-D");
+  check_index_tensor(a, idx, out.shape[dim]);
+  int64_t outer, inner;
+  split_dims(out, dim, outer, inner);
+  int64_t n = out.shape[dim], m = idx.numel();
+  a.check_numel(src, outer * m * inner, "source");
+  LLAVA_DISPATCH_FLOAT(a, out.dtype, T, {
+    T* po = out.data<T>();
+    const T* ps = src.data<T>();
+    // Columns are disjoint across threads; rows that repeat an index are summed in order.
+    parallel_for(inner, 64, [&](int64_t b, int64_t e) {
+      for (int64_t o = 0; o < outer; o++)
+        for (int64_t j = 0; j < m; j++) {
+          T* dst = po + (o * n + idx_at(idx, j)) * inner;
+          const T* s = ps + (o * m + j) * inner;
+          for (int64_t i = b; i < e; i++) store(dst + i, load(dst + i) + load(s + i));
+        }
+    });
+  });
+}
+
+void check_gather_shapes(const KernelArgs& a, const TensorArg& x, const TensorArg& idx, int64_t dim) {
+  if (idx.ndim != x.ndim) a.fail("index must have the input's rank");
+  for (int d = 0; d < x.ndim; d++)
+    if (d != dim && idx.shape[d] > x.shape[d]) a.fail("index is larger than the input outside dim");
+}
+
+// gather(out, x, idx, dim): out[...j...] = x[...idx[...j...]...]; all contiguous, idx shaped like out
+void gather_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& idx = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
+  for (const TensorArg* t : {&out, &x, &idx}) a.check_contiguous(*t, "operand");
+  a.check_same_dtype(out, x, "output");
+  check_gather_shapes(a, x, idx, dim);
+  a.check_numel(out, idx.numel(), "output");
+  check_index_tensor(a, idx, x.shape[dim]);
+  int64_t n = idx.numel();
+  size_t item = dtype_size(x.dtype);
+  parallel_for(n, 4096, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; i++) {
+      int64_t rem = i, off = 0, stride = 1;
+      for (int d = idx.ndim - 1; d >= 0; d--) {
+        int64_t c = rem % idx.shape[d];
+        rem /= idx.shape[d];
+        off += (d == dim ? idx_at(idx, i) : c) * stride;
+        stride *= x.shape[d];
+      }
+      std::memcpy(out.bytes() + i * item, x.bytes() + off * item, item);
+    }
+  });
+}
+
+// scatter_add(out, idx, src, dim): out[...idx[...j...]...] += src[...j...] (serial: indices may repeat)
+void scatter_add_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& idx = a.tensor(1);
+  const TensorArg& src = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
+  for (const TensorArg* t : {&out, &idx, &src}) a.check_contiguous(*t, "operand");
+  a.check_same_dtype(out, src, "source");
+  a.check_float(out, "output");
+  check_gather_shapes(a, out, idx, dim);
+  a.check_numel(src, idx.numel(), "source");
+  check_index_tensor(a, idx, out.shape[dim]);
+  LLAVA_DISPATCH_FLOAT(a, out.dtype, T, {
+    T* po = out.data<T>();
+    const T* ps = src.data<T>();
+    int64_t n = idx.numel();
+    for (int64_t i = 0; i < n; i++) {
+      int64_t rem = i, off = 0, stride = 1;
+      for (int d = idx.ndim - 1; d >= 0; d--) {
+        int64_t c = rem % idx.shape[d];
+        rem /= idx.shape[d];
+        off += (d == dim ? idx_at(idx, i) : c) * stride;
+        stride *= out.shape[d];
+      }
+      store(po + off, load(po + off) + load(ps + i));
+    }
+  });
+}
+
+// rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin, where
+// rotate_half(x) = cat(-x[D/2:], x[:D/2]). x may be strided (last stride 1); cos/sin contiguous.
+void rope_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& cs = a.tensor(2);
+  const TensorArg& sn = a.tensor(3);
+  a.check_ndim(x, 4, "x");
+  a.check_contiguous(out, "output");
+  a.check_numel(out, x.numel(), "output");
+  a.check_float(x, "x");
+  a.check_same_dtype(out, x, "output");
+  a.check_same_dtype(cs, x, "cos");
+  a.check_same_dtype(sn, x, "sin");
+  a.check_contiguous(cs, "cos");
+  a.check_contiguous(sn, "sin");
+  int64_t B = x.shape[0], H = x.shape[1], T = x.shape[2], D = x.shape[3];
+  if (D % 2) a.fail("head dim must be even");
+  if (x.strides[3] != 1) a.fail("x must have unit stride in its last dim");
+  a.check_ndim(cs, 3, "cos");
+  a.check_ndim(sn, 3, "sin");
+  if ((cs.shape[0] != 1 && cs.shape[0] != B) || cs.shape[1] != T || cs.shape[2] != D) a.fail("cos must be [1 or B, T, D]");
+  for (int d = 0; d < 3; d++)
+    if (sn.shape[d] != cs.shape[d]) a.fail("sin and cos shapes differ");
+  int64_t half = D / 2;
+  bool per_batch = cs.shape[0] == B && B > 1;
+  LLAVA_DISPATCH_FLOAT(a, x.dtype, T_, {
+    using F = acc_t<T_>;
+    parallel_for(B * H * T, 64, [&](int64_t b0, int64_t e0) {
+      for (int64_t r = b0; r < e0; r++) {
+        int64_t b = r / (H * T), h = (r / T) % H, t = r % T;
+        const T_* px = x.data<T_>() + b * x.strides[0] + h * x.strides[1] + t * x.strides[2];
+        const T_* pc = cs.data<T_>() + ((per_batch ? b : 0) * T + t) * D;
+        const T_* ps = sn.data<T_>() + ((per_batch ? b : 0) * T + t) * D;
+        T_* po = out.data<T_>() + r * D;
+        for (int64_t i = 0; i < half; i++) {
+          F x1 = load(px + i), x2 = load(px + i + half);
+          store(po + i, x1 * F(load(pc + i)) - x2 * F(load(ps + i)));
+          store(po + i + half, x2 * F(load(pc + i + half)) + x1 * F(load(ps + i + half)));
+        }
+      }
+    });
+  });
+}
+
+// adamw(param, grad, m, v, master?, lr, beta1, beta2, eps, weight_decay, step)
+void adamw_kernel(const KernelArgs& a) {
+  const TensorArg& p = a.tensor(0);
+  const TensorArg& g = a.tensor(1);
+  const TensorArg& m = a.tensor(2);
+  const TensorArg& v = a.tensor(3);
+  const TensorArg* master = a.optional_tensor(4);
+  double lr = a.num(5), b1 = a.num(6), b2 = a.num(7), eps = a.num(8), wd = a.num(9);
+  int64_t step = a.int_(10);
+  if (step < 1) a.fail("step must be >= 1");
+  if (!(lr >= 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(eps > 0) || !(wd >= 0)) a.fail("invalid hyperparameters");
+  a.check_float(p, "param");
+  a.check_same_dtype(g, p, "grad");
+  int64_t n = p.numel();
+  for (const TensorArg* t : {&p, &g, &m, &v}) {
+    a.check_contiguous(*t, "operand");
+    a.check_numel(*t, n, "operand");
+  }
+  // Moments are f32, or f64 for an f64 parameter.
+  DType sd = p.dtype == DType::F64 ? DType::F64 : DType::F32;
+  a.check_dtype(m, sd, "exp_avg");
+  a.check_dtype(v, sd, "exp_avg_sq");
+  if (master) {
+    a.check_dtype(*master, DType::F32, "master weights");
+    a.check_contiguous(*master, "master weights");
+    a.check_numel(*master, n, "master weights");
+  }
+  double bc1 = 1.0 - std::pow(b1, double(step)), bc2 = 1.0 - std::pow(b2, double(step));
+  LLAVA_DISPATCH_FLOAT(a, p.dtype, T, {
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    T* pp = p.data<T>();
+    const T* pg = g.data<T>();
+    S* pm = m.data<S>();
+    S* pv = v.data<S>();
+    float* pw = master ? master->data<float>() : nullptr;
+    parallel_for(n, 8192, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) {
+        S w = pw ? S(pw[i]) : S(load(pp + i));
+        S gi = S(load(pg + i));
+        w -= S(lr * wd) * w;
+        S mi = S(b1) * pm[i] + S(1 - b1) * gi;
+        S vi = S(b2) * pv[i] + S(1 - b2) * gi * gi;
+        pm[i] = mi;
+        pv[i] = vi;
+        w -= S(lr) * (mi / S(bc1)) / (std::sqrt(vi / S(bc2)) + S(eps));
+        if (pw) pw[i] = float(w);
+        store(pp + i, w);
+      }
+    });
+  });
+}
+
+REGISTER_KERNEL("index_select", Device::CPU, index_select_kernel);
+REGISTER_KERNEL("index_add", Device::CPU, index_add_kernel);
+REGISTER_KERNEL("gather", Device::CPU, gather_kernel);
+REGISTER_KERNEL("scatter_add", Device::CPU, scatter_add_kernel);
+REGISTER_KERNEL("rope", Device::CPU, rope_kernel);
+REGISTER_KERNEL("adamw", Device::CPU, adamw_kernel);
+
+}  // namespace
+}  // namespace llava

@@ -1,0 +1,295 @@
+// cpu_reduce.cc — reductions, softmax and fused softmax cross-entropy on the CPU.
+//
+// reduce: x is contiguous and seen as [outer, R, inner]; one output per (outer, inner). TypeScript
+// permutes several reduced dims together first. Sums accumulate in f64 for f64 and f32 otherwise,
+// with a pairwise-ish blocked order (8 partial sums) so long f32 rows keep their precision.
+// softmax / cross-entropy work on rows of a contiguous [N, C]; cross-entropy never writes the
+// probabilities: forward keeps only the row's logsumexp, backward recomputes exp(x - lse).
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu_common.h"
+
+namespace llava {
+namespace {
+
+enum class R { Sum, Mean, Max, Min, Argmax, Argmin, Var, Lse, Prod };
+
+R parse_reduce(const KernelArgs& a, const std::string& s) {
+  static const std::pair<const char*, R> table[] = {{"sum", R::Sum}, {"mean", R::Mean}, {"max", R::Max},
+      {"min", R::Min}, {"argmax", R::Argmax}, {"argmin", R::Argmin}, {"var", R::Var}, {"logsumexp", R::Lse},
+      {"prod", R::Prod}};
+  for (auto& kv : table)
+    if (s == kv.first) return kv.second;
+  a.fail("unknown reduction '" + s + "'");
+}
+
+// Reduces n values at p[0], p[stride], ... with op; `arg` receives the index for argmax/argmin.
+template <typename T, typename F>
+F reduce_line(R op, const T* p, int64_t n, int64_t stride, double correction, int64_t* arg) {
+  if (op == R::Sum || op == R::Mean || op == R::Var) {
+    F acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      for (int k = 0; k < 8; k++) acc[k] += load(p + (i + k) * stride);
+    for (; i < n; i++) acc[0] += load(p + i * stride);
+    F s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    if (op == R::Sum) return s;
+    F mean = s / F(n);
+    if (op == R::Mean) return mean;
+    F ss = 0;
+    for (int64_t j = 0; j < n; j++) {
+      F d = load(p + j * stride) - mean;
+      ss += d * d;
+    }
+    return ss / F(double(n) - correction);
+  }
+  if (op == R::Prod) {
+    F acc = 1;
+    for (int64_t i = 0; i < n; i++) acc *= load(p + i * stride);
+    return acc;
+  }
+  if (op == R::Lse) {
+    F m = -std::numeric_limits<F>::infinity();
+    for (int64_t i = 0; i < n; i++) m = std::max(m, F(load(p + i * stride)));
+    if (std::isinf(m)) return m;
+    F s = 0;
+    for (int64_t i = 0; i < n; i++) s += std::exp(F(load(p + i * stride)) - m);
+    return m + std::log(s);
+  }
+  // max / min / argmax / argmin: NaN wins, first index on ties (as PyTorch)
+  bool want_max = op == R::Max || op == R::Argmax;
+  F best = load(p);
+  int64_t bi = 0;
+  for (int64_t i = 1; i < n && best == best; i++) {
+    F v = load(p + i * stride);
+    if (v != v || (want_max ? v > best : v < best)) {
+      best = v;
+      bi = i;
+    }
+  }
+  *arg = bi;
+  return best;
+}
+
+// reduce(out, x, op, R, correction?)
+void reduce_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  R op = parse_reduce(a, a.str(2));
+  int64_t n = a.int_(3);
+  double correction = a.is_none(4) ? 1.0 : a.num(4);
+  a.check_contiguous(x, "input");
+  a.check_contiguous(out, "output");
+  if (n <= 0 && op != R::Sum && op != R::Prod) a.fail("cannot reduce over an empty dimension");
+  if (n < 0 || (n > 0 && x.numel() % n != 0)) a.fail("reduced size does not divide the input");
+  bool arg_op = op == R::Argmax || op == R::Argmin;
+  if (arg_op) a.check_dtype(out, DType::I64, "output");
+  else a.check_same_dtype(out, x, "output");
+  if (!is_float(x.dtype) && !arg_op && op != R::Sum && op != R::Max && op != R::Min && op != R::Prod)
+    a.fail("integer input needs a floating dtype for this reduction");
+  int64_t outer_inner = out.numel();
+  if (n == 0) {
+    LLAVA_DISPATCH_ALL(a, out.dtype, T, {
+      T* po = out.data<T>();
+      for (int64_t i = 0; i < outer_inner; i++) store(po + i, op == R::Prod ? 1.0 : 0.0);
+    });
+    return;
+  }
+  if (outer_inner * n != x.numel()) a.fail("output size does not match input size / R");
+  // inner is the trailing extent after the reduced dim: recover it from the output's last dims.
+  int64_t inner = a.is_none(5) ? 1 : a.int_(5);
+  if (inner <= 0 || outer_inner % inner != 0) a.fail("bad inner extent");
+  int64_t outer = outer_inner / inner;
+  LLAVA_DISPATCH_ALL(a, x.dtype, T, {
+    if constexpr (!std::is_same_v<T, bool>) {
+      using F = acc_t<T>;
+      const T* px = x.data<T>();
+      parallel_for(outer_inner, std::max<int64_t>(1, 4096 / n), [&](int64_t b, int64_t e) {
+        for (int64_t oi = b; oi < e; oi++) {
+          int64_t o = oi / inner, i = oi % inner;
+          int64_t arg = 0;
+          F r = reduce_line<T, F>(op, px + o * n * inner + i, n, inner, correction, &arg);
+          if (arg_op) out.data<int64_t>()[oi] = arg;
+          else store(out.data<T>() + oi, r);
+        }
+      });
+    } else {
+      a.fail("cannot reduce bool tensors (cast first)");
+    }
+  });
+}
+
+// softmax_fwd(y, x, log)
+void softmax_fwd_kernel(const KernelArgs& a) {
+  const TensorArg& y = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  bool logsm = a.flag(2);
+  a.check_float(x, "input");
+  a.check_same_dtype(y, x, "output");
+  a.check_contiguous(x, "input");
+  a.check_contiguous(y, "output");
+  if (x.ndim < 1) a.fail("input needs at least one dim");
+  a.check_numel(y, x.numel(), "output");
+  int64_t C = x.shape[x.ndim - 1], N = C ? x.numel() / C : 0;
+  LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
+    using F = acc_t<T>;
+    parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; r++) {
+        const T* px = x.data<T>() + r * C;
+        T* py = y.data<T>() + r * C;
+        F m = -std::numeric_limits<F>::infinity();
+        for (int64_t i = 0; i < C; i++) m = std::max(m, F(load(px + i)));
+        F s = 0;
+        for (int64_t i = 0; i < C; i++) s += std::exp(F(load(px + i)) - m);
+        if (logsm) {
+          F lse = m + std::log(s);
+          for (int64_t i = 0; i < C; i++) store(py + i, F(load(px + i)) - lse);
+        } else {
+          F inv = F(1) / s;
+          for (int64_t i = 0; i < C; i++) store(py + i, std::exp(F(load(px + i)) - m) * inv);
+        }
+      }
+    });
+  });
+}
+
+// softmax_bwd(dx, y, dy, log): softmax: dx = y * (dy - sum(dy*y)); log: dx = dy - exp(y) * sum(dy)
+void softmax_bwd_kernel(const KernelArgs& a) {
+  const TensorArg& dx = a.tensor(0);
+  const TensorArg& y = a.tensor(1);
+  const TensorArg& dy = a.tensor(2);
+  bool logsm = a.flag(3);
+  a.check_float(y, "y");
+  a.check_same_dtype(dx, y, "dx");
+  a.check_same_dtype(dy, y, "dy");
+  for (const TensorArg* t : {&dx, &y, &dy}) a.check_contiguous(*t, "operand");
+  a.check_numel(dx, y.numel(), "dx");
+  a.check_numel(dy, y.numel(), "dy");
+  if (y.ndim < 1) a.fail("input needs at least one dim");
+  int64_t C = y.shape[y.ndim - 1], N = C ? y.numel() / C : 0;
+  LLAVA_DISPATCH_FLOAT(a, y.dtype, T, {
+    using F = acc_t<T>;
+    parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; r++) {
+        const T* py = y.data<T>() + r * C;
+        const T* pd = dy.data<T>() + r * C;
+        T* po = dx.data<T>() + r * C;
+        F s = 0;
+        if (logsm) {
+          for (int64_t i = 0; i < C; i++) s += load(pd + i);
+          for (int64_t i = 0; i < C; i++) store(po + i, F(load(pd + i)) - std::exp(F(load(py + i))) * s);
+        } else {
+          for (int64_t i = 0; i < C; i++) s += F(load(pd + i)) * F(load(py + i));
+          for (int64_t i = 0; i < C; i++) store(po + i, F(load(py + i)) * (F(load(pd + i)) - s));
+        }
+      }
+    });
+  });
+}
+
+void check_ce_common(const KernelArgs& a, const TensorArg& logits, const TensorArg& target, const TensorArg& lse) {
+  a.check_float(logits, "logits");
+  a.check_ndim(logits, 2, "logits");
+  a.check_contiguous(logits, "logits");
+  if (target.dtype != DType::I64 && target.dtype != DType::I32) a.fail("target must be int64 or int32");
+  a.check_contiguous(target, "target");
+  a.check_numel(target, logits.shape[0], "target");
+  a.check_contiguous(lse, "lse");
+  a.check_numel(lse, logits.shape[0], "lse");
+  if (lse.dtype != DType::F32 && lse.dtype != DType::F64) a.fail("lse must be float32 or float64");
+}
+
+inline int64_t target_at(const TensorArg& t, int64_t i) {
+  return t.dtype == DType::I64 ? t.data<int64_t>()[i] : int64_t(t.data<int32_t>()[i]);
+}
+
+template <typename S> inline double sload(const TensorArg& t, int64_t i) {
+  return double(t.data<S>()[i]);
+}
+inline double stat_at(const TensorArg& t, int64_t i) {
+  return t.dtype == DType::F64 ? sload<double>(t, i) : sload<float>(t, i);
+}
+inline void stat_set(const TensorArg& t, int64_t i, double v) {
+  if (t.dtype == DType::F64) t.data<double>()[i] = v;
+  else t.data<float>()[i] = float(v);
+}
+
+// cross_entropy_fwd(loss[N], lse[N], logits[N,V], target[N], ignore_index)
+void cross_entropy_fwd_kernel(const KernelArgs& a) {
+  const TensorArg& loss = a.tensor(0);
+  const TensorArg& lse = a.tensor(1);
+  const TensorArg& logits = a.tensor(2);
+  const TensorArg& target = a.tensor(3);
+  int64_t ignore = a.int_(4);
+  check_ce_common(a, logits, target, lse);
+  a.check_contiguous(loss, "loss");
+  a.check_numel(loss, logits.shape[0], "loss");
+  a.check_same_dtype(loss, lse, "loss");
+  int64_t N = logits.shape[0], V = logits.shape[1];
+  for (int64_t i = 0; i < N; i++) {
+    int64_t t = target_at(target, i);
+    if (t != ignore && (t < 0 || t >= V)) a.fail("target " + std::to_string(t) + " out of range [0, " + std::to_string(V) + ")");
+  }
+  LLAVA_DISPATCH_FLOAT(a, logits.dtype, T, {
+    using F = acc_t<T>;
+    parallel_for(N, 1, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; r++) {
+        const T* px = logits.data<T>() + r * V;
+        F m = -std::numeric_limits<F>::infinity();
+        for (int64_t i = 0; i < V; i++) m = std::max(m, F(load(px + i)));
+        F s = 0;
+        for (int64_t i = 0; i < V; i++) s += std::exp(F(load(px + i)) - m);
+        F l = m + std::log(s);
+        int64_t t = target_at(target, r);
+        stat_set(lse, r, l);
+        stat_set(loss, r, t == ignore ? 0.0 : double(l - F(load(px + t))));
+      }
+    });
+  });
+}
+
+// cross_entropy_bwd(dlogits[N,V], logits, target, lse, dloss[N], ignore_index)
+void cross_entropy_bwd_kernel(const KernelArgs& a) {
+  const TensorArg& dl = a.tensor(0);
+  const TensorArg& logits = a.tensor(1);
+  const TensorArg& target = a.tensor(2);
+  const TensorArg& lse = a.tensor(3);
+  const TensorArg& dloss = a.tensor(4);
+  int64_t ignore = a.int_(5);
+  check_ce_common(a, logits, target, lse);
+  a.check_same_dtype(dl, logits, "dlogits");
+  a.check_contiguous(dl, "dlogits");
+  a.check_numel(dl, logits.numel(), "dlogits");
+  a.check_contiguous(dloss, "dloss");
+  a.check_numel(dloss, logits.shape[0], "dloss");
+  a.check_same_dtype(dloss, lse, "dloss");
+  int64_t N = logits.shape[0], V = logits.shape[1];
+  LLAVA_DISPATCH_FLOAT(a, logits.dtype, T, {
+    using F = acc_t<T>;
+    parallel_for(N, 1, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; r++) {
+        const T* px = logits.data<T>() + r * V;
+        T* po = dl.data<T>() + r * V;
+        int64_t t = target_at(target, r);
+        if (t == ignore) {
+          for (int64_t i = 0; i < V; i++) store(po + i, 0.0);
+          continue;
+        }
+        if (t < 0 || t >= V) a.fail("target out of range");
+        F l = F(stat_at(lse, r)), g = F(stat_at(dloss, r));
+        for (int64_t i = 0; i < V; i++) store(po + i, (std::exp(F(load(px + i)) - l) - F(i == t)) * g);
+      }
+    });
+  });
+}
+
+REGISTER_KERNEL("reduce", Device::CPU, reduce_kernel);
+REGISTER_KERNEL("softmax_fwd", Device::CPU, softmax_fwd_kernel);
+REGISTER_KERNEL("softmax_bwd", Device::CPU, softmax_bwd_kernel);
+REGISTER_KERNEL("cross_entropy_fwd", Device::CPU, cross_entropy_fwd_kernel);
+REGISTER_KERNEL("cross_entropy_bwd", Device::CPU, cross_entropy_bwd_kernel);
+
+}  // namespace
+}  // namespace llava

@@ -1,0 +1,154 @@
+// kernel_api.h — the plain C++ contract between the N-API binding and every kernel, CPU or CUDA.
+//
+// No napi.h here: this header is also compiled by nvcc. The binding turns the JS argument list of a
+// kernel call into `KernelArgs` (tensors, numbers, strings, int lists), looks the kernel up by
+// (name, device) in one registry, and turns any exception into a JS Error. Kernels register
+// themselves with REGISTER_KERNEL from their own translation unit, so adding an op touches no
+// central file. Kernels never allocate tensors: TypeScript allocates outputs from the shape rule.
+//
+// Tensor arguments carry shape and strides in elements plus an element offset into a Storage. The
+// binding has already checked that every element a view can address lies inside its storage.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace llava {
+
+enum class DType : int { F32 = 0, F64 = 1, BF16 = 2, F16 = 3, I32 = 4, I64 = 5, U8 = 6, BOOL = 7 };
+enum class Device : int { CPU = 0, CUDA = 1 };
+
+constexpr int kMaxDims = 8;
+
+inline size_t dtype_size(DType d) {
+  switch (d) {
+    case DType::F32: case DType::I32: return 4;
+    case DType::F64: case DType::I64: return 8;
+    case DType::BF16: case DType::F16: return 2;
+    case DType::U8: case DType::BOOL: return 1;
+  }
+  return 0;
+}
+const char* dtype_name(DType d);
+inline bool is_float(DType d) {
+  return d == DType::F32 || d == DType::F64 || d == DType::BF16 || d == DType::F16;
+}
+
+// Every failure inside a kernel is one of these; the binding rethrows it as a JS Error "[op] msg".
+struct KernelError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Storage {
+  void* ptr = nullptr;
+  size_t nbytes = 0;
+  Device device = Device::CPU;
+  bool freed = false;
+};
+
+struct TensorArg {
+  Storage* storage = nullptr;
+  DType dtype = DType::F32;
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {0};
+  int64_t strides[kMaxDims] = {0};  // in elements
+  int64_t offset = 0;               // in elements
+
+  Device device() const { return storage->device; }
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+  }
+  bool is_contiguous() const {
+    int64_t expect = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+      if (shape[i] != 1 && strides[i] != expect) return false;
+      expect *= shape[i];
+    }
+    return true;
+  }
+  char* bytes() const { return static_cast<char*>(storage->ptr) + offset * (int64_t)dtype_size(dtype); }
+  template <typename T> T* data() const { return reinterpret_cast<T*>(bytes()); }
+  int64_t size(int d) const { return shape[d < 0 ? d + ndim : d]; }
+};
+
+using KernelArg = std::variant<TensorArg, double, bool, std::string, std::vector<int64_t>, std::monostate>;
+
+// Typed access to a kernel's positional arguments, with errors that name the op and the position.
+class KernelArgs {
+ public:
+  KernelArgs(std::string op, std::vector<KernelArg> args) : op_(std::move(op)), args_(std::move(args)) {}
+  const std::string& op() const { return op_; }
+  size_t size() const { return args_.size(); }
+  const TensorArg& tensor(size_t i) const;
+  bool is_none(size_t i) const;
+  const TensorArg* optional_tensor(size_t i) const;  // null for `null`/`undefined` from JS
+  double num(size_t i) const;
+  int64_t int_(size_t i) const;  // a number that must be integral
+  bool flag(size_t i) const;
+  const std::string& str(size_t i) const;
+  const std::vector<int64_t>& ints(size_t i) const;
+  [[noreturn]] void fail(const std::string& msg) const { throw KernelError("[" + op_ + "] " + msg); }
+
+  // Common checks; each throws KernelError naming the op.
+  void check_dtype(const TensorArg& t, DType d, const char* what) const;
+  void check_float(const TensorArg& t, const char* what) const;
+  void check_same_dtype(const TensorArg& a, const TensorArg& b, const char* what) const;
+  void check_contiguous(const TensorArg& t, const char* what) const;
+  void check_ndim(const TensorArg& t, int ndim, const char* what) const;
+  void check_shape(const TensorArg& t, const std::vector<int64_t>& shape, const char* what) const;
+  void check_numel(const TensorArg& t, int64_t n, const char* what) const;
+  // Output storage may not share bytes with an input (kernels are not written to be in-place safe).
+  void check_no_overlap(const TensorArg& out, const TensorArg& in, const char* what) const;
+
+ private:
+  const KernelArg& at(size_t i, const char* kind) const;
+  std::string op_;
+  std::vector<KernelArg> args_;
+};
+
+using KernelFn = std::function<void(const KernelArgs&)>;
+
+void register_kernel(const std::string& name, Device device, KernelFn fn);
+const KernelFn* find_kernel(const std::string& name, Device device);
+std::vector<std::string> kernel_names(Device device);
+
+struct KernelRegistrar {
+  KernelRegistrar(const char* name, Device device, KernelFn fn) { register_kernel(name, device, std::move(fn)); }
+};
+#define LLAVA_CAT2(a, b) a##b
+#define LLAVA_CAT(a, b) LLAVA_CAT2(a, b)
+#define REGISTER_KERNEL(name, device, fn) \
+  static ::llava::KernelRegistrar LLAVA_CAT(llava_kernel_reg_, __LINE__)(name, device, fn)
+
+// A device backend: memory, copies and synchronisation. The CPU one lives in storage.cc; the CUDA
+// one registers itself from cuda/ when the build has nvcc.
+struct DeviceBackend {
+  std::function<bool()> available;
+  std::function<std::string()> describe;  // name, or why it is unavailable
+  std::function<void*(size_t)> alloc;     // throws KernelError on failure (OOM says asked/free)
+  std::function<void(void*, size_t)> free;
+  std::function<void(void* dst, const void* src, size_t n)> copy_from_host;
+  std::function<void(void* dst, const void* src, size_t n)> copy_to_host;  // synchronises
+  std::function<void(void* dst, const void* src, size_t n)> copy_within;
+  std::function<void()> synchronize;
+  std::function<void(double* stats)> stats;  // [bytes_in_use, bytes_cached, n_cuda_malloc, peak]
+  std::function<void()> empty_cache;
+};
+void register_backend(Device device, DeviceBackend backend);
+const DeviceBackend* find_backend(Device device);
+struct BackendRegistrar {
+  BackendRegistrar(Device d, DeviceBackend b) { register_backend(d, std::move(b)); }
+};
+
+// Work splitting for CPU kernels: fn(begin, end) over [0, n) in chunks of at least `grain`.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+int num_threads();
+
+}  // namespace llava

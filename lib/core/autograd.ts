@@ -1,0 +1,155 @@
+// autograd.ts — the define-by-run tape: grad mode, graph nodes, and backward().
+//
+// Each differentiable op that sees an input requiring grad records a Node holding its inputs, the
+// tensors its backward needs (saved as extra references, so tidy() disposing the originals does not
+// break backward), and a vjp closure. Inputs that do not require grad get no gradient and cost no
+// work. backward() walks the nodes in reverse topological order, accumulates into leaf `.grad`, and
+// frees the saved tensors (the graph is single-use, like PyTorch without retain_graph).
+//
+// Node lifetime is refcounted: a node lives while an output tensor or a downstream node refers to
+// it, so disposing a loss that was never backpropagated frees its whole graph.
+import type { Tensor } from './tensor';
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Run fn with gradient recording off (inference, optimizer updates). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Run fn with gradient recording on (e.g. activation recomputation inside noGrad). */
+export function enableGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = true;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+export type VJP = (grad: Tensor, saved: Tensor[]) => (Tensor | null | undefined)[];
+
+export class Node {
+  refs = 0;
+  released = false;
+  /** parents[i] is the node or leaf tensor behind input i; null where no gradient is needed. */
+  readonly edges: (Node | Tensor | null)[];
+
+  constructor(
+    readonly name: string,
+    inputs: (Tensor | null)[],
+    public saved: Tensor[],
+    readonly vjp: VJP,
+  ) {
+    this.edges = inputs.map((t) => {
+      if (!t || !t.requiresGrad) return null;
+      if (t.gradFn) {
+        t.gradFn.refs++;
+        return t.gradFn;
+      }
+      return t; // a leaf
+    });
+  }
+
+  /** Drop saved tensors and the references to upstream nodes (recursively when they hit zero). */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const s of this.saved) s.dispose();
+    this.saved = [];
+    for (const e of this.edges) if (e instanceof Node && --e.refs <= 0) e.release();
+  }
+}
+
+export interface BackwardOptions {
+  /** Keep the graph (saved tensors) for a second backward. */
+  retainGraph?: boolean;
+}
+
+/**
+ * Backpropagate from `root` with upstream gradient `grad`. Called by Tensor.backward, which
+ * supplies ones for scalars.
+ */
+export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, ops: GradOps): void {
+  const start = root.gradFn;
+  if (!start) {
+    if (root.requiresGrad) ops.accumulate(root, grad);
+    return;
+  }
+  if (start.released) throw new Error('[backward] the graph was already freed (call backward once, or pass {retainGraph: true})');
+  // Reverse topological order by DFS post-order over nodes.
+  const order: Node[] = [];
+  const seen = new Set<Node>();
+  const stack: [Node, number][] = [[start, 0]];
+  seen.add(start);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [n, i] = top;
+    if (i < n.edges.length) {
+      top[1]++;
+      const e = n.edges[i];
+      if (e instanceof Node && !seen.has(e)) {
+        if (e.released) throw new Error('[backward] part of the graph was already freed');
+        seen.add(e);
+        stack.push([e, 0]);
+      }
+    } else {
+      order.push(n);
+      stack.pop();
+    }
+  }
+  const grads = new Map<Node, Tensor>();
+  grads.set(start, grad.ref());
+  noGrad(() => {
+    for (let k = order.length - 1; k >= 0; k--) {
+      const n = order[k];
+      const g = grads.get(n);
+      grads.delete(n);
+      if (!g) continue;
+      // A vjp may hand back g itself (add, reshape...): give each use its own reference.
+      const inGrads = n.vjp(g, n.saved).map((gi) => (gi === g ? g.ref() : gi));
+      g.dispose();
+      n.edges.forEach((e, i) => {
+        const gi = inGrads[i];
+        if (!e || !gi) {
+          gi?.dispose();
+          return;
+        }
+        if (e instanceof Node) {
+          const prev = grads.get(e);
+          if (prev) {
+            grads.set(e, ops.addInto(prev, gi));
+          } else grads.set(e, gi);
+        } else {
+          ops.accumulate(e, gi);
+          gi.dispose();
+        }
+      });
+      if (!opts.retainGraph) {
+        for (const s of n.saved) s.dispose();
+        n.saved = [];
+        n.released = true;
+      }
+    }
+  });
+  for (const g of grads.values()) g.dispose();
+}
+
+/** What backward needs from the op layer (injected to keep this file free of op imports). */
+export interface GradOps {
+  /** leaf.grad += g (creating it with g's value when absent). */
+  accumulate(leaf: Tensor, g: Tensor): void;
+  /** Returns a + b, disposing both inputs (or adding in place into a). */
+  addInto(a: Tensor, b: Tensor): Tensor;
+}

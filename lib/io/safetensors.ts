@@ -1,0 +1,532 @@
+// safetensors reader and writer (format: 8-byte little-endian header length N, N bytes of UTF-8 JSON
+// {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data section;
+// offsets are relative to the start of the data section).
+//
+// Decisions:
+// - Never read a whole file into one Buffer: Node 20 Buffers stop at 4 GiB and LLaVA shards are larger.
+//   The header is read once; each tensor is read on demand with positioned fs.readSync calls, in chunks
+//   of at most 1 GiB (one read call cannot move more than 2 GiB).
+// - read() returns a fresh Uint8Array that owns its ArrayBuffer at offset 0, so any typed view over it is
+//   aligned (Buffer.allocUnsafe slices of the shared pool are not).
+// - Validation is strict where a bad value would corrupt data (dtype, shape, size = numel * itemsize,
+//   offsets inside the data section, no overlap) and lenient where it would not: gaps between tensors are
+//   allowed, header key order is ignored. Every error names the file and, where there is one, the tensor.
+// - The writer orders tensors by item size (largest first, stable) so every tensor starts aligned to its
+//   own item size, pads the header with spaces to a multiple of 8 as the format requires, and writes a
+//   temp file in the same directory, fsyncs it and renames it over the target, so a crash never leaves a
+//   half-written checkpoint under the real name.
+// - Data is little-endian on disk; typed views assume a little-endian host (checked once).
+import * as fs from 'fs';
+import * as path from 'path';
+import { randomBytes } from 'crypto';
+import { bf16ToF32, f16ToF32 } from './half';
+
+export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+
+export const dtypeSizes: Readonly<Record<SafetensorsDtype, number>> = {
+  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+};
+
+export interface TensorInfo {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** [begin, end) in bytes, relative to the start of the data section. */
+  dataOffsets: [number, number];
+}
+
+export interface SafetensorsHeader {
+  header: Map<string, TensorInfo>;
+  metadata: Record<string, string>;
+  /** Absolute file offset of the data section (8 + header length). */
+  dataStart: number;
+  fileSize: number;
+}
+
+export interface RawTensor {
+  dtype: SafetensorsDtype;
+  shape: number[];
+  /** The tensor's bytes, little-endian, in a fresh ArrayBuffer (byteOffset 0). */
+  data: Uint8Array;
+}
+
+export interface TensorToWrite {
+  dtype: SafetensorsDtype;
+  shape: readonly number[];
+  data: ArrayBufferView;
+}
+
+/** What both a single file and a sharded checkpoint offer. */
+export interface TensorSource {
+  names(): string[];
+  has(name: string): boolean;
+  info(name: string): TensorInfo;
+  read(name: string): RawTensor;
+  readAsFloat32(name: string): Float32Array;
+  close(): void;
+}
+
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+const IO_CHUNK = 1 << 30;
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+export function isSafetensorsDtype(d: unknown): d is SafetensorsDtype {
+  return typeof d === 'string' && Object.prototype.hasOwnProperty.call(dtypeSizes, d);
+}
+
+/** Element count of a shape (1 for a scalar []). */
+export function numelOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const s of shape) n *= s;
+  return n;
+}
+
+function fail(file: string, msg: string): never {
+  throw new Error(`safetensors: ${file}: ${msg}`);
+}
+
+/** Parses and validates the JSON header; `dataSize` is the byte length of the data section. */
+function parseHeader(file: string, json: Uint8Array, dataSize: number): Omit<SafetensorsHeader, 'dataStart' | 'fileSize'> {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+  } catch {
+    fail(file, 'header is not valid UTF-8');
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    fail(file, `header is not valid JSON (${(e as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail(file, 'header JSON is not an object');
+
+  const header = new Map<string, TensorInfo>();
+  const metadata: Record<string, string> = {};
+  for (const [name, raw] of Object.entries(parsed as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, '__metadata__ is not an object');
+      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        if (typeof v !== 'string') fail(file, `__metadata__ value for '${k}' is not a string`);
+        metadata[k] = v;
+      }
+      continue;
+    }
+    const where = `tensor '${name}'`;
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) fail(file, `${where}: entry is not an object`);
+    const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
+    if (!isSafetensorsDtype(dtype)) fail(file, `${where}: unknown dtype ${JSON.stringify(dtype)}`);
+    if (!Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && s >= 0)) {
+      fail(file, `${where}: shape ${JSON.stringify(shape)} is not a list of integers >= 0`);
+    }
+    if (
+      !Array.isArray(offsets) || offsets.length !== 2 ||
+      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]
+    ) {
+      fail(file, `${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (end > dataSize) {
+      fail(file, `${where}: data_offsets [${begin}, ${end}] out of range: the data section holds ${dataSize} bytes`);
+    }
+    const bytes = numelOf(shape) * dtypeSizes[dtype];
+    if (!Number.isSafeInteger(bytes) || bytes !== end - begin) {
+      fail(file, `${where}: size mismatch: shape [${shape.join(', ')}] of ${dtype} needs ${bytes} bytes but data_offsets span ${end - begin}`);
+    }
+    header.set(name, { dtype, shape: shape.slice(), dataOffsets: [begin, end] });
+  }
+
+  // Overlap check on the non-empty tensors sorted by start (an empty tensor may sit anywhere).
+  const spans = [...header].filter(([, i]) => i.dataOffsets[1] > i.dataOffsets[0]);
+  spans.sort((a, b) => a[1].dataOffsets[0] - b[1].dataOffsets[0]);
+  for (let i = 1; i < spans.length; i++) {
+    const [pn, p] = spans[i - 1];
+    const [cn, c] = spans[i];
+    if (c.dataOffsets[0] < p.dataOffsets[1]) {
+      fail(file, `tensors '${pn}' [${p.dataOffsets}] and '${cn}' [${c.dataOffsets}] overlap`);
+    }
+  }
+  return { header, metadata };
+}
+
+function readExactly(fd: number, dst: Uint8Array, position: number, file: string, what: string): void {
+  let done = 0;
+  while (done < dst.length) {
+    const len = Math.min(IO_CHUNK, dst.length - done);
+    const n = fs.readSync(fd, dst, done, len, position + done);
+    if (n === 0) fail(file, `unexpected end of file reading ${what} (${done} of ${dst.length} bytes at offset ${position})`);
+    done += n;
+  }
+}
+
+function readHeaderFromFd(fd: number, file: string): SafetensorsHeader {
+  const fileSize = fs.fstatSync(fd).size;
+  if (fileSize < 8) fail(file, `file is ${fileSize} bytes, too small to hold the 8-byte header length`);
+  const lenBuf = Buffer.alloc(8);
+  readExactly(fd, lenBuf, 0, file, 'the header length');
+  const n64 = lenBuf.readBigUInt64LE(0);
+  if (n64 > BigInt(MAX_HEADER_BYTES)) fail(file, `header length ${n64} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+  const n = Number(n64);
+  if (8 + n > fileSize) fail(file, `header length ${n} is larger than the file (${fileSize} bytes)`);
+  if (n < 2) fail(file, `header length ${n} is too small for a JSON object`);
+  const json = new Uint8Array(n);
+  readExactly(fd, json, 8, file, 'the header');
+  const dataStart = 8 + n;
+  return { ...parseHeader(file, json, fileSize - dataStart), dataStart, fileSize };
+}
+
+/** Reads and validates only the header of a .safetensors file. */
+export function readSafetensorsHeader(filePath: string): SafetensorsHeader {
+  let fd: number;
+  try {
+    fd = fs.openSync(filePath, 'r');
+  } catch (e) {
+    fail(filePath, `cannot open (${(e as Error).message})`);
+  }
+  try {
+    return readHeaderFromFd(fd, filePath);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** A typed view of a tensor's bytes in its own dtype (F16/BF16 as raw Uint16 bits, I64 as BigInt64). */
+export function typedView(dtype: SafetensorsDtype, data: Uint8Array) {
+  if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
+  const size = dtypeSizes[dtype];
+  if (data.byteLength % size !== 0) throw new Error(`safetensors: ${data.byteLength} bytes is not a whole number of ${dtype}`);
+  const src = data.byteOffset % size === 0 ? data : data.slice(); // slice() realigns to offset 0
+  const n = src.byteLength / size;
+  switch (dtype) {
+    case 'F64': return new Float64Array(src.buffer, src.byteOffset, n);
+    case 'F32': return new Float32Array(src.buffer, src.byteOffset, n);
+    case 'F16': case 'BF16': return new Uint16Array(src.buffer, src.byteOffset, n);
+    case 'I64': return new BigInt64Array(src.buffer, src.byteOffset, n);
+    case 'I32': return new Int32Array(src.buffer, src.byteOffset, n);
+    case 'I16': return new Int16Array(src.buffer, src.byteOffset, n);
+    case 'I8': return new Int8Array(src.buffer, src.byteOffset, n);
+    case 'U8': case 'BOOL': return new Uint8Array(src.buffer, src.byteOffset, n);
+  }
+}
+
+/** Converts raw tensor bytes to float32 (I64 beyond 2^24 loses precision, as any f32 cast does). */
+export function toFloat32(dtype: SafetensorsDtype, data: Uint8Array): Float32Array {
+  const view = typedView(dtype, data);
+  switch (dtype) {
+    case 'F32': return view as Float32Array;
+    case 'F16': return f16ToF32(view as Uint16Array);
+    case 'BF16': return bf16ToF32(view as Uint16Array);
+    case 'I64': {
+      const v = view as BigInt64Array;
+      const out = new Float32Array(v.length);
+      for (let i = 0; i < v.length; i++) out[i] = Number(v[i]);
+      return out;
+    }
+    default: return Float32Array.from(view as Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array);
+  }
+}
+
+/** One open .safetensors file: header in memory, tensors read on demand. */
+export class SafetensorsFile implements TensorSource {
+  readonly path: string;
+  readonly header: Map<string, TensorInfo>;
+  readonly metadata: Record<string, string>;
+  readonly dataStart: number;
+  readonly fileSize: number;
+  private fd: number | null;
+
+  private constructor(filePath: string, fd: number, h: SafetensorsHeader) {
+    this.path = filePath;
+    this.fd = fd;
+    this.header = h.header;
+    this.metadata = h.metadata;
+    this.dataStart = h.dataStart;
+    this.fileSize = h.fileSize;
+  }
+
+  static open(filePath: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = fs.openSync(filePath, 'r');
+    } catch (e) {
+      fail(filePath, `cannot open (${(e as Error).message})`);
+    }
+    try {
+      return new SafetensorsFile(filePath, fd, readHeaderFromFd(fd, filePath));
+    } catch (e) {
+      fs.closeSync(fd);
+      throw e;
+    }
+  }
+
+  names(): string[] {
+    return [...this.header.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.header.has(name);
+  }
+
+  info(name: string): TensorInfo {
+    const i = this.header.get(name);
+    if (!i) fail(this.path, `no tensor named '${name}'`);
+    return { dtype: i.dtype, shape: i.shape.slice(), dataOffsets: [i.dataOffsets[0], i.dataOffsets[1]] };
+  }
+
+  read(name: string): RawTensor {
+    if (this.fd === null) fail(this.path, `read('${name}') after close()`);
+    const i = this.info(name);
+    const [begin, end] = i.dataOffsets;
+    let data: Uint8Array;
+    try {
+      data = new Uint8Array(end - begin);
+    } catch (e) {
+      fail(this.path, `tensor '${name}': cannot allocate ${end - begin} bytes (${(e as Error).message})`);
+    }
+    readExactly(this.fd, data, this.dataStart + begin, this.path, `tensor '${name}'`);
+    return { dtype: i.dtype, shape: i.shape, data };
+  }
+
+  readAsFloat32(name: string): Float32Array {
+    const t = this.read(name);
+    return toFloat32(t.dtype, t.data);
+  }
+
+  close(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+/** Several files seen as one checkpoint (a sharded model, or one file). */
+export class ShardedSafetensors implements TensorSource {
+  readonly files: SafetensorsFile[];
+  /** The index's "metadata" object (e.g. total_size), or the single file's __metadata__. */
+  readonly metadata: Record<string, unknown>;
+  private readonly owner: Map<string, SafetensorsFile>;
+
+  constructor(files: SafetensorsFile[], owner: Map<string, SafetensorsFile>, metadata: Record<string, unknown>) {
+    this.files = files;
+    this.owner = owner;
+    this.metadata = metadata;
+  }
+
+  names(): string[] {
+    return [...this.owner.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.owner.has(name);
+  }
+
+  /** The file that holds a tensor. */
+  fileOf(name: string): string {
+    return this.get(name).path;
+  }
+
+  info(name: string): TensorInfo {
+    return this.get(name).info(name);
+  }
+
+  read(name: string): RawTensor {
+    return this.get(name).read(name);
+  }
+
+  readAsFloat32(name: string): Float32Array {
+    return this.get(name).readAsFloat32(name);
+  }
+
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+
+  private get(name: string): SafetensorsFile {
+    const f = this.owner.get(name);
+    if (!f) throw new Error(`safetensors: no tensor named '${name}' in ${this.files.map((x) => x.path).join(', ')}`);
+    return f;
+  }
+}
+
+function openAll(paths: string[]): SafetensorsFile[] {
+  const files: SafetensorsFile[] = [];
+  try {
+    for (const p of paths) files.push(SafetensorsFile.open(p));
+  } catch (e) {
+    for (const f of files) f.close();
+    throw e;
+  }
+  return files;
+}
+
+/**
+ * Opens a checkpoint directory: `model.safetensors.index.json` (weight_map name -> shard file) if present,
+ * else `model.safetensors`, else every `*.safetensors` in it. A path to a single file opens just that file.
+ */
+export function loadSharded(dir: string): ShardedSafetensors {
+  if (fs.existsSync(dir) && fs.statSync(dir).isFile()) {
+    const [f] = openAll([dir]);
+    return new ShardedSafetensors([f], new Map(f.names().map((n) => [n, f])), { ...f.metadata });
+  }
+  if (!fs.existsSync(dir)) throw new Error(`safetensors: checkpoint directory ${dir} does not exist`);
+
+  const indexPath = path.join(dir, 'model.safetensors.index.json');
+  if (fs.existsSync(indexPath)) return loadIndexed(dir, indexPath);
+
+  const single = path.join(dir, 'model.safetensors');
+  const paths = fs.existsSync(single)
+    ? [single]
+    : fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort().map((f) => path.join(dir, f));
+  if (paths.length === 0) {
+    throw new Error(`safetensors: ${dir} has no model.safetensors.index.json, model.safetensors or *.safetensors file`);
+  }
+  const files = openAll(paths);
+  const owner = new Map<string, SafetensorsFile>();
+  for (const f of files) {
+    for (const n of f.names()) {
+      const prev = owner.get(n);
+      if (prev) {
+        for (const g of files) g.close();
+        throw new Error(`safetensors: tensor '${n}' is duplicated in ${prev.path} and ${f.path}`);
+      }
+      owner.set(n, f);
+    }
+  }
+  return new ShardedSafetensors(files, owner, paths.length === 1 ? { ...files[0].metadata } : {});
+}
+
+function loadIndexed(dir: string, indexPath: string): ShardedSafetensors {
+  let index: unknown;
+  try {
+    index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
+  } catch (e) {
+    throw new Error(`safetensors: ${indexPath}: cannot parse (${(e as Error).message})`);
+  }
+  const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
+  if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
+    throw new Error(`safetensors: ${indexPath}: no "weight_map" object`);
+  }
+  const entries = Object.entries(weightMap as Record<string, unknown>);
+  const shardNames = new Set<string>();
+  for (const [name, shard] of entries) {
+    // Shards must be plain files in the checkpoint directory: an index must not point elsewhere.
+    if (typeof shard !== 'string' || shard === '' || shard !== path.basename(shard) || shard === '..') {
+      throw new Error(`safetensors: ${indexPath}: tensor '${name}' maps to invalid shard file ${JSON.stringify(shard)}`);
+    }
+    shardNames.add(shard);
+  }
+  const shardPaths = [...shardNames].sort().map((s) => path.join(dir, s));
+  for (const p of shardPaths) {
+    if (!fs.existsSync(p)) throw new Error(`safetensors: ${indexPath}: missing shard ${p}`);
+  }
+  const files = openAll(shardPaths);
+  const byShard = new Map(files.map((f) => [path.basename(f.path), f]));
+  const closeAllAndThrow = (msg: string): never => {
+    for (const f of files) f.close();
+    throw new Error(`safetensors: ${indexPath}: ${msg}`);
+  };
+  // A tensor present in two shards is ambiguous even if the index names one of them.
+  const seen = new Map<string, string>();
+  for (const f of files) {
+    for (const n of f.names()) {
+      const prev = seen.get(n);
+      if (prev !== undefined) closeAllAndThrow(`tensor '${n}' is duplicated in shards ${prev} and ${f.path}`);
+      seen.set(n, f.path);
+    }
+  }
+  const owner = new Map<string, SafetensorsFile>();
+  for (const [name, shard] of entries) {
+    const f = byShard.get(shard as string)!;
+    if (!f.has(name)) closeAllAndThrow(`tensor '${name}' is listed for shard ${shard} but that file does not contain it`);
+    owner.set(name, f);
+  }
+  const meta = (index as { metadata?: unknown }).metadata;
+  return new ShardedSafetensors(files, owner, typeof meta === 'object' && meta !== null ? { ...meta } : {});
+}
+
+function writeAll(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.length) {
+    done += fs.writeSync(fd, bytes, done, Math.min(IO_CHUNK, bytes.length - done));
+  }
+}
+
+/**
+ * Writes tensors to `filePath` atomically (temp file in the same directory, fsync, rename).
+ * Accepts a plain object or a Map (a Map keeps names like "0" in the caller's order).
+ */
+export function writeSafetensors(
+  filePath: string,
+  tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
+  metadata?: Record<string, string>,
+): void {
+  if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
+  const list = [...(tensors instanceof Map ? tensors : Object.entries(tensors))];
+  const items = list.map(([name, t]) => {
+    const where = `tensor '${name}'`;
+    if (name === '__metadata__' || name === '') fail(filePath, `${where}: reserved or empty name`);
+    if (!isSafetensorsDtype(t.dtype)) fail(filePath, `${where}: unknown dtype ${JSON.stringify(t.dtype)}`);
+    if (!Array.isArray(t.shape) || !t.shape.every((s) => Number.isSafeInteger(s) && s >= 0)) {
+      fail(filePath, `${where}: shape ${JSON.stringify(t.shape)} is not a list of integers >= 0`);
+    }
+    const bytes = numelOf(t.shape) * dtypeSizes[t.dtype];
+    if (!ArrayBuffer.isView(t.data) || t.data.byteLength !== bytes) {
+      fail(filePath, `${where}: size mismatch: shape [${t.shape.join(', ')}] of ${t.dtype} needs ${bytes} bytes, data has ${t.data?.byteLength}`);
+    }
+    return { name, t, bytes: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) };
+  });
+  // Largest item size first keeps every tensor aligned to its item size (the data section starts at a
+  // multiple of 8). Array.prototype.sort is stable, so equal sizes keep the caller's order.
+  items.sort((a, b) => dtypeSizes[b.t.dtype] - dtypeSizes[a.t.dtype]);
+
+  // Built by hand rather than JSON.stringify(object) so integer-like names keep their position.
+  const parts: string[] = [];
+  if (metadata) {
+    for (const [k, v] of Object.entries(metadata)) {
+      if (typeof v !== 'string') fail(filePath, `__metadata__ value for '${k}' is not a string`);
+    }
+    parts.push(`"__metadata__":${JSON.stringify(metadata)}`);
+  }
+  let offset = 0;
+  for (const it of items) {
+    const info = { dtype: it.t.dtype, shape: [...it.t.shape], data_offsets: [offset, offset + it.bytes.length] };
+    parts.push(`${JSON.stringify(it.name)}:${JSON.stringify(info)}`);
+    offset += it.bytes.length;
+  }
+  const json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
+  const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, 0x20);
+  json.copy(padded);
+  const lenBuf = Buffer.alloc(8);
+  lenBuf.writeBigUInt64LE(BigInt(padded.length));
+
+  const dir = path.dirname(path.resolve(filePath));
+  const tmp = path.join(dir, `.${path.basename(filePath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(tmp, 'wx', 0o644);
+    writeAll(fd, lenBuf);
+    writeAll(fd, padded);
+    for (const it of items) writeAll(fd, it.bytes);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = null;
+    fs.renameSync(tmp, filePath);
+  } catch (e) {
+    if (fd !== null) fs.closeSync(fd);
+    try {
+      fs.unlinkSync(tmp);
+    } catch {
+      // the temp file may not exist; the original error is what matters
+    }
+    fail(filePath, `write failed (${(e as Error).message})`);
+  }
+  // Make the rename itself durable; some filesystems refuse fsync on a directory, which is not fatal.
+  try {
+    const dfd = fs.openSync(dir, 'r');
+    try {
+      fs.fsyncSync(dfd);
+    } finally {
+      fs.closeSync(dfd);
+    }
+  } catch {
+    // best effort
+  }
+}

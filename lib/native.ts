@@ -1,0 +1,54 @@
+// native.ts — the only file that touches the addon. Everything above it speaks Tensor; this file
+// speaks storage handles and kernel names (see cpp/KERNELS.md for each kernel's argument list).
+import * as path from 'path';
+import * as fs from 'fs';
+
+/** An opaque handle to native memory (a napi External). */
+export type StorageHandle = object & { readonly __storage: unique symbol };
+
+/** The wire form of a tensor view passed to kernels. */
+export interface NativeView {
+  s: StorageHandle;
+  d: number;
+  sh: number[];
+  st: number[];
+  o: number;
+}
+export type KernelArg = NativeView | number | boolean | string | number[] | null | undefined;
+
+interface Addon {
+  alloc(device: number, nbytes: number): StorageHandle;
+  free(s: StorageHandle): void;
+  write(s: StorageHandle, byteOffset: number, data: ArrayBufferView): void;
+  read(s: StorageHandle, byteOffset: number, nbytes: number): ArrayBuffer;
+  copyBytes(dst: StorageHandle, dstOff: number, src: StorageHandle, srcOff: number, n: number): void;
+  run(kernel: string, args: KernelArg[]): void;
+  deviceInfo(device: number): { compiled: boolean; available: boolean; description: string };
+  memoryStats(device: number): {
+    liveStorages: number;
+    bytes: number;
+    bytesInUse?: number;
+    bytesCached?: number;
+    deviceMallocs?: number;
+    peakBytes?: number;
+  };
+  synchronize(device: number): void;
+  emptyCache(device: number): void;
+  kernels(device: number): string[];
+  numThreads(): number;
+}
+
+function load(): Addon {
+  const root = path.resolve(__dirname, '..', fs.existsSync(path.resolve(__dirname, '..', 'binding.gyp')) ? '' : '..');
+  const candidates = [
+    process.env.LLAVA_NATIVE,
+    path.join(root, 'build', 'Release', 'llava_native.node'),
+    path.join(root, 'build', 'Debug', 'llava_native.node'),
+  ].filter((p): p is string => !!p);
+  for (const p of candidates) {
+    if (fs.existsSync(p)) return require(p) as Addon;
+  }
+  throw new Error(`native addon not found (looked in ${candidates.join(', ')}); run \`npm run build:native\``);
+}
+
+export const native: Addon = load();

@@ -1,0 +1,226 @@
+// creation.ts — making tensors: from JS data, constant fills, ranges, and seeded random numbers.
+//
+// Random numbers come from a counter-based generator (Philox-4x32-10 in the kernels): a Generator is
+// a seed plus a running offset, so the same seed gives the same numbers on every device and a stream
+// can be replayed by restoring (seed, offset).
+import { native } from '../native';
+import { Tensor, Shape, NestedArray, checkShape, numelOf } from '../core/tensor';
+import { Device, DType, checkDevice, checkDType, DEVICE_CODE } from '../core/dtype';
+import { f32ToBf16, f32ToF16 } from '../io/half';
+import { kernel } from './util';
+
+export interface TensorOptions {
+  dtype?: DType;
+  device?: Device;
+  requiresGrad?: boolean;
+}
+export interface FromDataOptions extends TensorOptions {
+  /** Reshape flat data to this shape. */
+  shape?: Shape;
+}
+
+function finish(t: Tensor, opts: TensorOptions): Tensor {
+  if (opts.requiresGrad) t.setRequiresGrad(true);
+  return t;
+}
+
+function inferShape(data: NestedArray, op: string): Shape {
+  const shape: Shape = [];
+  let cur: NestedArray = data;
+  while (Array.isArray(cur)) {
+    shape.push(cur.length);
+    cur = cur[0];
+    if (cur === undefined) break;
+  }
+  return shape;
+}
+
+function flatten(data: NestedArray, shape: Shape, op: string): (number | boolean)[] {
+  const out: (number | boolean)[] = [];
+  const walk = (x: NestedArray, d: number): void => {
+    if (d === shape.length) {
+      if (Array.isArray(x)) throw new Error(`[${op}] ragged nested array (too deep at dim ${d})`);
+      if (typeof x !== 'number' && typeof x !== 'boolean') throw new Error(`[${op}] elements must be numbers or booleans, got ${typeof x}`);
+      out.push(x);
+      return;
+    }
+    if (!Array.isArray(x) || x.length !== shape[d]) throw new Error(`[${op}] ragged nested array at dim ${d} (expected length ${shape[d]})`);
+    for (const e of x) walk(e, d + 1);
+  };
+  walk(data, 0);
+  return out;
+}
+
+type AnyTyped = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array | Int8Array | Int16Array | Uint32Array;
+
+function encode(values: ArrayLike<number | boolean | bigint>, dtype: DType): ArrayBufferView {
+  const n = values.length;
+  const num = (i: number): number => Number(values[i]);
+  switch (dtype) {
+    case 'float32':
+      return Float32Array.from({ length: n }, (_, i) => num(i));
+    case 'float64':
+      return Float64Array.from({ length: n }, (_, i) => num(i));
+    case 'bfloat16':
+      return f32ToBf16(Float32Array.from({ length: n }, (_, i) => num(i)));
+    case 'float16':
+      return f32ToF16(Float32Array.from({ length: n }, (_, i) => num(i)));
+    case 'int32':
+      return Int32Array.from({ length: n }, (_, i) => Math.trunc(num(i)));
+    case 'int64':
+      return BigInt64Array.from({ length: n }, (_, i) => {
+        const v = values[i];
+        return typeof v === 'bigint' ? v : BigInt(Math.trunc(Number(v)));
+      });
+    case 'uint8':
+      return Uint8Array.from({ length: n }, (_, i) => num(i) & 255);
+    case 'bool':
+      return Uint8Array.from({ length: n }, (_, i) => (num(i) ? 1 : 0));
+  }
+}
+
+/** Upload host values into a new tensor of the given shape/dtype/device. */
+export function fromValues(values: ArrayLike<number | boolean | bigint>, shape: Shape, dtype: DType, device: Device): Tensor {
+  const t = Tensor.empty(shape, dtype, device);
+  if (values.length) native.write(t.storage.handle, 0, encode(values, dtype));
+  return t;
+}
+
+function typedDType(a: AnyTyped): DType {
+  if (a instanceof Float32Array) return 'float32';
+  if (a instanceof Float64Array) return 'float64';
+  if (a instanceof Int32Array) return 'int32';
+  if (a instanceof BigInt64Array) return 'int64';
+  if (a instanceof Uint8Array) return 'uint8';
+  return 'float32';
+}
+
+/**
+ * A tensor from nested arrays, a flat typed array, or a number. Dtype is inferred as PyTorch does
+ * (floats → float32, integers → int64, booleans → bool; typed arrays keep their type) unless given.
+ */
+export function tensor(data: NestedArray | AnyTyped, opts: FromDataOptions = {}): Tensor {
+  const op = 'tensor';
+  const device = checkDevice(opts.device ?? 'cpu', op);
+  let values: ArrayLike<number | boolean | bigint>;
+  let shape: Shape;
+  let inferred: DType;
+  if (ArrayBuffer.isView(data)) {
+    values = data as AnyTyped;
+    shape = [values.length];
+    inferred = typedDType(data as AnyTyped);
+  } else if (typeof data === 'number' || typeof data === 'boolean') {
+    values = [data];
+    shape = [];
+    inferred = typeof data === 'boolean' ? 'bool' : Number.isInteger(data) ? 'int64' : 'float32';
+  } else if (Array.isArray(data)) {
+    shape = inferShape(data, op);
+    const flat = flatten(data, shape, op);
+    values = flat;
+    inferred = flat.length && flat.every((x) => typeof x === 'boolean') ? 'bool' : flat.length && flat.every((x) => typeof x === 'number' && Number.isInteger(x)) ? 'int64' : 'float32';
+  } else {
+    throw new Error(`[${op}] data must be a number, a nested array or a typed array`);
+  }
+  if (opts.shape) {
+    const s = checkShape(opts.shape, op);
+    if (numelOf(s) !== values.length) throw new Error(`[${op}] shape [${s.join(', ')}] needs ${numelOf(s)} elements, data has ${values.length}`);
+    shape = s.slice();
+  }
+  const dtype = opts.dtype ? checkDType(opts.dtype, op) : inferred;
+  return finish(fromValues(values, shape, dtype, device), opts);
+}
+
+/** A tensor over a typed array's values with an explicit shape. */
+export function fromTypedArray(data: AnyTyped, shape: Shape, opts: TensorOptions = {}): Tensor {
+  if (!ArrayBuffer.isView(data)) throw new Error('[fromTypedArray] data must be a typed array');
+  return tensor(data, { ...opts, shape });
+}
+
+function resolve(shape: Shape, opts: TensorOptions, op: string): { shape: Shape; dtype: DType; device: Device } {
+  return { shape: checkShape(shape, op).slice(), dtype: checkDType(opts.dtype ?? 'float32', op), device: checkDevice(opts.device ?? 'cpu', op) };
+}
+
+export function empty(shape: Shape, opts: TensorOptions = {}): Tensor {
+  const r = resolve(shape, opts, 'empty');
+  return finish(Tensor.empty(r.shape, r.dtype, r.device), opts);
+}
+
+export function full(shape: Shape, value: number | boolean, opts: TensorOptions = {}): Tensor {
+  const r = resolve(shape, opts, 'full');
+  if (typeof value !== 'number' && typeof value !== 'boolean') throw new Error('[full] value must be a number or boolean');
+  const t = Tensor.empty(r.shape, r.dtype, r.device);
+  kernel('fill', [t, Number(value)]);
+  return finish(t, opts);
+}
+export const zeros = (shape: Shape, opts: TensorOptions = {}): Tensor => full(shape, 0, opts);
+export const ones = (shape: Shape, opts: TensorOptions = {}): Tensor => full(shape, 1, opts);
+export const zerosLike = (t: Tensor, opts: TensorOptions = {}): Tensor => full(t.shape, 0, { dtype: t.dtype, device: t.device, ...opts });
+export const onesLike = (t: Tensor, opts: TensorOptions = {}): Tensor => full(t.shape, 1, { dtype: t.dtype, device: t.device, ...opts });
+export const fullLike = (t: Tensor, v: number, opts: TensorOptions = {}): Tensor => full(t.shape, v, { dtype: t.dtype, device: t.device, ...opts });
+
+/** arange(end) or arange(start, end, step); integer arguments give int64 as in PyTorch. */
+export function arange(start: number, end?: number, step = 1, opts: TensorOptions = {}): Tensor {
+  if (end === undefined) {
+    end = start;
+    start = 0;
+  }
+  for (const v of [start, end, step]) if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error('[arange] start, end and step must be finite numbers');
+  if (step === 0) throw new Error('[arange] step must be non-zero');
+  const n = Math.max(0, Math.ceil((end - start) / step));
+  const allInt = Number.isInteger(start) && Number.isInteger(end) && Number.isInteger(step);
+  const r = resolve([n], { dtype: opts.dtype ?? (allInt ? 'int64' : 'float32'), device: opts.device }, 'arange');
+  const t = Tensor.empty(r.shape, r.dtype, r.device);
+  kernel('arange', [t, start, step]);
+  return finish(t, opts);
+}
+
+/** A seeded stream of random numbers: (seed, offset) fully determines what comes next. */
+export class Generator {
+  constructor(
+    public seed = 0,
+    public offset = 0,
+  ) {
+    if (!Number.isSafeInteger(seed) || seed < 0) throw new Error('[Generator] seed must be a non-negative integer');
+  }
+  /** Reserve n counters and return the first. */
+  take(n: number): number {
+    const o = this.offset;
+    this.offset += n;
+    return o;
+  }
+  getState(): { seed: number; offset: number } {
+    return { seed: this.seed, offset: this.offset };
+  }
+  setState(s: { seed: number; offset: number }): void {
+    this.seed = s.seed;
+    this.offset = s.offset;
+  }
+}
+export const defaultGenerator = new Generator(0x5eed);
+export function manualSeed(seed: number): void {
+  defaultGenerator.setState({ seed, offset: 0 });
+}
+
+export interface RandomOptions extends TensorOptions {
+  generator?: Generator;
+}
+function random(kind: string, shape: Shape, opts: RandomOptions, op: string, p?: number): Tensor {
+  const r = resolve(shape, opts, op);
+  const g = opts.generator ?? defaultGenerator;
+  const t = Tensor.empty(r.shape, r.dtype, r.device);
+  kernel('random', [t, kind, g.seed, g.take(t.numel), p ?? null]);
+  return finish(t, opts);
+}
+/** Uniform on [0, 1). */
+export const rand = (shape: Shape, opts: RandomOptions = {}): Tensor => random('uniform', shape, opts, 'rand');
+/** Standard normal. */
+export const randn = (shape: Shape, opts: RandomOptions = {}): Tensor => random('normal', shape, opts, 'randn');
+/** 1 with probability p, else 0. */
+export function bernoulli(shape: Shape, p: number, opts: RandomOptions = {}): Tensor {
+  if (!(p >= 0 && p <= 1)) throw new Error('[bernoulli] p must be in [0, 1]');
+  return random('bernoulli', shape, opts, 'bernoulli', p);
+}
+
+export function cudaAvailable(): boolean {
+  return native.deviceInfo(DEVICE_CODE.cuda).available;
+}

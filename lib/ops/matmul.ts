@@ -1,0 +1,171 @@
+// matmul.ts — matmul with PyTorch semantics (1-D promotion, broadcast batch dims) and linear
+// (x @ W^T + b with the bias fused into the kernel's epilogue).
+//
+// The kernel takes [Bt, M, K] @ [Bt, K, N] views with arbitrary strides, so transposes are free and
+// broadcast batch dims are stride 0. Batch dims are collapsed into one when their strides allow it;
+// otherwise the operand is copied. For a 2-D weight, the weight gradient is one [K, N'] GEMM over
+// all rows (x flattened to [rows, K]) rather than a batched GEMM plus a sum.
+import { Tensor, Shape, numelOf } from '../core/tensor';
+import { isFloat } from '../core/dtype';
+import { kernel, record, broadcastShapes, broadcastView, checkTensor, checkSameDevice, checkDTypeEq } from './util';
+import { contiguous, reshape, transpose, unsqueeze, squeeze, sumToShape } from './view';
+import { sum } from './reduce';
+
+/** A [Bt, R, C] view of t broadcast to [...batch, R, C], copying only if the batch dims cannot merge. */
+function as3d(t: Tensor, batch: Shape, op: string): { v: Tensor; copy: Tensor | null } {
+  const R = t.shape[t.ndim - 2];
+  const C = t.shape[t.ndim - 1];
+  const full = broadcastView(t, [...batch, R, C], op);
+  const nb = batch.length;
+  const bt = numelOf(batch);
+  let stride = 0;
+  let ok = true;
+  // Merge batch dims: each non-unit dim must step exactly over the next ones.
+  let expect: number | null = null;
+  for (let i = nb - 1; i >= 0; i--) {
+    if (full.shape[i] === 1) continue;
+    if (expect === null) {
+      stride = full.strides[i];
+      expect = full.strides[i] * full.shape[i];
+    } else if (full.strides[i] !== expect) {
+      ok = false;
+      break;
+    } else expect = full.strides[i] * full.shape[i];
+  }
+  if (ok) {
+    const v = full.makeView([bt, R, C], [stride, full.strides[nb], full.strides[nb + 1]], full.offset);
+    full.dispose();
+    return { v, copy: null };
+  }
+  const c = contiguous(full);
+  full.dispose();
+  const v = c.makeView([bt, R, C], [R * C, C, 1], c.offset);
+  return { v, copy: c };
+}
+
+function rawMatmul(a: Tensor, b: Tensor, bias: Tensor | null, op: string): Tensor {
+  // a [..., M, K], b [..., K, N], both at least 2-D
+  const M = a.shape[a.ndim - 2];
+  const K = a.shape[a.ndim - 1];
+  const N = b.shape[b.ndim - 1];
+  if (b.shape[b.ndim - 2] !== K)
+    throw new Error(`[${op}] shapes [${a.shape.join(', ')}] and [${b.shape.join(', ')}] cannot be multiplied (${K} vs ${b.shape[b.ndim - 2]})`);
+  const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), op);
+  const out = Tensor.empty([...batch, M, N], a.dtype, a.device);
+  const A = as3d(a, batch, op);
+  const B = as3d(b, batch, op);
+  const o3 = out.makeView([numelOf(batch), M, N], [M * N, N, 1], 0);
+  try {
+    kernel('matmul', [o3, A.v, B.v, bias, null]);
+  } finally {
+    [o3, A.v, B.v].forEach((t) => t.dispose());
+    A.copy?.dispose();
+    B.copy?.dispose();
+  }
+  return out;
+}
+
+function checkOperands(op: string, a: Tensor, b: Tensor): void {
+  checkTensor(a, op, 'first operand');
+  checkTensor(b, op, 'second operand');
+  checkSameDevice(op, a, b);
+  checkDTypeEq(op, a, b, 'operands');
+  if (!isFloat(a.dtype)) throw new Error(`[${op}] operands must be floating, got ${a.dtype}`);
+  if (a.ndim === 0 || b.ndim === 0) throw new Error(`[${op}] operands must be at least 1-D`);
+}
+
+/** Matrix product with torch.matmul semantics. */
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  checkOperands('matmul', a, b);
+  if (a.ndim === 1 || b.ndim === 1) {
+    const a2 = a.ndim === 1 ? unsqueeze(a, 0) : a;
+    const b2 = b.ndim === 1 ? unsqueeze(b, -1) : b;
+    const r = matmul(a2, b2);
+    let s = r;
+    if (b.ndim === 1) s = squeeze(s, -1);
+    if (a.ndim === 1) {
+      const s2 = squeeze(s, a.ndim === 1 && b.ndim === 1 ? -1 : -2);
+      if (s !== r) s.dispose();
+      s = s2;
+    }
+    if (a2 !== a) a2.dispose();
+    if (b2 !== b) b2.dispose();
+    if (s !== r) r.dispose();
+    return s;
+  }
+  const out = rawMatmul(a, b, null, 'matmul');
+  const aShape = a.shape.slice();
+  const bShape = b.shape.slice();
+  return record('matmul', out, [a, b], (g, [as, bs]) => {
+    let ga: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (a.requiresGrad) {
+      const bt = transpose(bs, -1, -2);
+      const full = rawMatmul(g, bt, null, 'matmul_bwd');
+      bt.dispose();
+      ga = sumToShape(full, aShape);
+      if (ga !== full) full.dispose();
+    }
+    if (b.requiresGrad) {
+      if (bShape.length === 2 && aShape.length > 2) {
+        const a2 = reshape(as, [-1, aShape[aShape.length - 1]]);
+        const g2 = reshape(g, [-1, g.shape[g.ndim - 1]]);
+        const a2t = transpose(a2, 0, 1);
+        gb = rawMatmul(a2t, g2, null, 'matmul_bwd');
+        [a2, g2, a2t].forEach((t) => t.dispose());
+      } else {
+        const at = transpose(as, -1, -2);
+        const full = rawMatmul(at, g, null, 'matmul_bwd');
+        at.dispose();
+        gb = sumToShape(full, bShape);
+        if (gb !== full) full.dispose();
+      }
+    }
+    return [ga, gb];
+  }, [a, b]);
+}
+
+/** y = x @ weight^T + bias, weight [out, in] as in torch.nn.Linear. */
+export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  checkOperands('linear', x, weight);
+  if (weight.ndim !== 2) throw new Error(`[linear] weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
+  const [O, I] = weight.shape;
+  if (x.shape[x.ndim - 1] !== I) throw new Error(`[linear] input has ${x.shape[x.ndim - 1]} features, weight expects ${I}`);
+  if (bias) {
+    checkTensor(bias, 'linear', 'bias');
+    checkDTypeEq('linear', x, bias, 'input and bias');
+    checkSameDevice('linear', x, bias);
+    if (bias.ndim !== 1 || bias.shape[0] !== O) throw new Error(`[linear] bias must be [${O}], got [${bias.shape.join(', ')}]`);
+  }
+  const lead = x.shape.slice(0, -1);
+  const x2 = x.ndim === 2 ? x : reshape(x, [-1, I]);
+  const wt = transpose(weight, 0, 1);
+  const b = bias && !bias.isContiguous() ? contiguous(bias) : bias ?? null;
+  const y2 = rawMatmul(x2, wt, b, 'linear');
+  wt.dispose();
+  if (b && b !== bias) b.dispose();
+  if (x2 !== x) x2.dispose();
+  const y = x.ndim === 2 ? y2 : reshape(y2, [...lead, O]);
+  if (y !== y2) y2.dispose();
+  return record('linear', y, [x, weight, bias], (g, [xs, ws]) => {
+    const g2 = reshape(g, [-1, O]);
+    let gx: Tensor | null = null;
+    let gw: Tensor | null = null;
+    let gb: Tensor | null = null;
+    if (x.requiresGrad) {
+      const gx2 = rawMatmul(g2, ws, null, 'linear_bwd');
+      gx = reshape(gx2, xs.shape);
+      if (gx !== gx2) gx2.dispose();
+    }
+    if (weight.requiresGrad) {
+      const x2b = reshape(xs, [-1, I]);
+      const gt = transpose(g2, 0, 1);
+      gw = rawMatmul(gt, x2b, null, 'linear_bwd');
+      x2b.dispose();
+      gt.dispose();
+    }
+    if (bias && bias.requiresGrad) gb = sum(g2, 0);
+    g2.dispose();
+    return [gx, gw, gb];
+  }, [x, weight]);
+}

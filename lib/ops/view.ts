@@ -1,0 +1,305 @@
+// view.ts — shape ops. reshape/view, permute/transpose, slice/narrow/select, expand, squeeze and
+// unsqueeze return views sharing storage (no copy); contiguous, clone, cat, to() copy through the
+// strided `copy` kernel. Each records its vjp: views map the gradient back by the inverse view or
+// by writing it into a zero tensor of the input's shape.
+import { native } from '../native';
+import { Tensor, Shape, contiguousStrides, numelOf, checkShape } from '../core/tensor';
+import { Device, DType, DEVICE_CODE, ITEMSIZE, checkDType, checkDevice } from '../core/dtype';
+import { kernel, record, normDim, checkTensor, broadcastView, sameShape } from './util';
+
+function makeView(x: Tensor, shape: Shape, strides: number[], offset: number, name: string, vjp: (g: Tensor) => Tensor): Tensor {
+  const out = x.makeView(shape, strides, offset);
+  return record(name, out, [x], (g) => [vjp(g)]);
+}
+
+/** A contiguous copy (or a fresh view when already contiguous). */
+export function contiguous(x: Tensor): Tensor {
+  checkTensor(x, 'contiguous');
+  if (x.isContiguous()) return makeView(x, x.shape.slice(), x.strides.slice(), x.offset, 'contiguous', (g) => g);
+  const out = Tensor.empty(x.shape, x.dtype, x.device);
+  kernel('copy', [out, x]);
+  return record('contiguous', out, [x], (g) => [g]);
+}
+
+export function clone(x: Tensor): Tensor {
+  checkTensor(x, 'clone');
+  const out = Tensor.empty(x.shape, x.dtype, x.device);
+  kernel('copy', [out, x]);
+  return record('clone', out, [x], (g) => [g]);
+}
+
+function resolveShape(shape: number[], numel: number, op: string): Shape {
+  let infer = -1;
+  let known = 1;
+  shape.forEach((d, i) => {
+    if (d === -1) {
+      if (infer >= 0) throw new Error(`[${op}] only one dimension can be -1`);
+      infer = i;
+    } else {
+      if (!Number.isInteger(d) || d < 0) throw new Error(`[${op}] invalid dimension ${d}`);
+      known *= d;
+    }
+  });
+  const out = shape.slice();
+  if (infer >= 0) {
+    if (known === 0 || numel % known !== 0) throw new Error(`[${op}] cannot infer -1 in [${shape.join(', ')}] for ${numel} elements`);
+    out[infer] = numel / known;
+  }
+  if (numelOf(out) !== numel) throw new Error(`[${op}] shape [${shape.join(', ')}] is invalid for input of size ${numel}`);
+  return checkShape(out, op);
+}
+
+/** A view with a new shape; the input must be contiguous (use reshape otherwise). */
+export function view(x: Tensor, shape: number[]): Tensor {
+  checkTensor(x, 'view');
+  const s = resolveShape(shape, x.numel, 'view');
+  if (!x.isContiguous()) throw new Error('[view] input is not contiguous; use reshape() or contiguous().view()');
+  const inShape = x.shape.slice();
+  return makeView(x, s, contiguousStrides(s), x.offset, 'view', (g) => reshape(g, inShape));
+}
+
+/** view() when possible, else a contiguous copy with the new shape. */
+export function reshape(x: Tensor, shape: number[]): Tensor {
+  checkTensor(x, 'reshape');
+  const s = resolveShape(shape, x.numel, 'reshape');
+  if (x.isContiguous()) return view(x, s);
+  const c = contiguous(x);
+  try {
+    return view(c, s);
+  } finally {
+    c.dispose();
+  }
+}
+
+export function flatten(x: Tensor, startDim = 0, endDim = -1): Tensor {
+  checkTensor(x, 'flatten');
+  if (x.ndim === 0) return reshape(x, [1]);
+  const s = normDim(startDim, x.ndim, 'flatten');
+  const e = normDim(endDim, x.ndim, 'flatten');
+  if (e < s) throw new Error('[flatten] endDim must not precede startDim');
+  const shape = [...x.shape.slice(0, s), numelOf(x.shape.slice(s, e + 1)), ...x.shape.slice(e + 1)];
+  return reshape(x, shape);
+}
+
+export function permute(x: Tensor, dims: number[]): Tensor {
+  checkTensor(x, 'permute');
+  if (dims.length !== x.ndim) throw new Error(`[permute] expected ${x.ndim} dims, got ${dims.length}`);
+  const d = dims.map((v) => normDim(v, x.ndim, 'permute'));
+  if (new Set(d).size !== d.length) throw new Error('[permute] repeated dim');
+  const inv = new Array<number>(d.length);
+  d.forEach((v, i) => (inv[v] = i));
+  return makeView(x, d.map((i) => x.shape[i]), d.map((i) => x.strides[i]), x.offset, 'permute', (g) => permute(g, inv));
+}
+
+export function transpose(x: Tensor, d0: number, d1: number): Tensor {
+  checkTensor(x, 'transpose');
+  const dims = x.shape.map((_, i) => i);
+  const a = normDim(d0, x.ndim, 'transpose');
+  const b = normDim(d1, x.ndim, 'transpose');
+  [dims[a], dims[b]] = [dims[b], dims[a]];
+  return permute(x, dims);
+}
+
+/** Write g into a zero tensor of `shape` through the view `place` (the backward of slicing). */
+function scatterInto(g: Tensor, shape: Shape, place: (z: Tensor) => Tensor): Tensor {
+  const z = Tensor.empty(shape, g.dtype, g.device);
+  kernel('fill', [z, 0]);
+  const dst = place(z);
+  kernel('copy', [dst, g]);
+  dst.dispose();
+  return z;
+}
+
+/** x[start:end:step] along dim (Python slice semantics for negative and clamped bounds). */
+export function slice(x: Tensor, dim: number, start?: number, end?: number, step = 1): Tensor {
+  checkTensor(x, 'slice');
+  const d = normDim(dim, x.ndim, 'slice');
+  if (!Number.isInteger(step) || step <= 0) throw new Error('[slice] step must be a positive integer');
+  const n = x.shape[d];
+  const clamp = (v: number | undefined, dflt: number): number => {
+    if (v === undefined || v === null) return dflt;
+    if (!Number.isInteger(v)) throw new Error('[slice] bounds must be integers');
+    const w = v < 0 ? v + n : v;
+    return Math.min(Math.max(w, 0), n);
+  };
+  const s = clamp(start, 0);
+  const e = Math.max(clamp(end, n), s);
+  const len = Math.ceil((e - s) / step);
+  const shape = x.shape.slice();
+  shape[d] = len;
+  const strides = x.strides.slice();
+  strides[d] *= step;
+  const inShape = x.shape.slice();
+  return makeView(x, shape, strides, x.offset + s * x.strides[d], 'slice', (g) => scatterInto(g, inShape, (z) => z.makeView(shape, strides.map((st, i) => (i === d ? z.strides[i] * step : z.strides[i])), s * z.strides[d])));
+}
+
+export function narrow(x: Tensor, dim: number, start: number, length: number): Tensor {
+  checkTensor(x, 'narrow');
+  const d = normDim(dim, x.ndim, 'narrow');
+  const st = start < 0 ? start + x.shape[d] : start;
+  if (!Number.isInteger(st) || !Number.isInteger(length) || st < 0 || length < 0 || st + length > x.shape[d])
+    throw new Error(`[narrow] range [${start}, ${start}+${length}) out of bounds for dim of size ${x.shape[d]}`);
+  return slice(x, d, st, st + length);
+}
+
+/** x[index] along dim, removing the dim. */
+export function select(x: Tensor, dim: number, index: number): Tensor {
+  checkTensor(x, 'select');
+  const d = normDim(dim, x.ndim, 'select');
+  const n = x.shape[d];
+  const i = index < 0 ? index + n : index;
+  if (!Number.isInteger(i) || i < 0 || i >= n) throw new Error(`[select] index ${index} out of range for dim of size ${n}`);
+  const shape = x.shape.filter((_, k) => k !== d);
+  const strides = x.strides.filter((_, k) => k !== d);
+  const inShape = x.shape.slice();
+  return makeView(x, shape, strides, x.offset + i * x.strides[d], 'select', (g) =>
+    scatterInto(g, inShape, (z) => z.makeView(shape, z.strides.filter((_, k) => k !== d), i * z.strides[d])),
+  );
+}
+
+/** Sum g over broadcast dims so it has `shape` again. */
+export function sumToShape(g: Tensor, shape: Shape): Tensor {
+  if (sameShape(g.shape, shape)) return g;
+  // Imported lazily: reduce.ts imports this file.
+  const { sum } = require('./reduce') as typeof import('./reduce');
+  const lead = g.ndim - shape.length;
+  const dims: number[] = [];
+  for (let i = 0; i < g.ndim; i++) if (i < lead || (shape[i - lead] === 1 && g.shape[i] !== 1)) dims.push(i);
+  const s = sum(g, dims, true);
+  const r = reshape(s, shape);
+  s.dispose();
+  return r;
+}
+
+export function expand(x: Tensor, shape: number[]): Tensor {
+  checkTensor(x, 'expand');
+  const target = shape.map((d, i) => (d === -1 ? x.shape[x.ndim - shape.length + i] : d));
+  checkShape(target, 'expand');
+  const v = broadcastView(x, target, 'expand');
+  const inShape = x.shape.slice();
+  return record('expand', v, [x], (g) => [sumToShape(g, inShape)]);
+}
+export const broadcastTo = expand;
+
+export function squeeze(x: Tensor, dim?: number): Tensor {
+  checkTensor(x, 'squeeze');
+  let keepIdx: number[];
+  if (dim === undefined) keepIdx = x.shape.map((_, i) => i).filter((i) => x.shape[i] !== 1);
+  else {
+    const d = normDim(dim, x.ndim, 'squeeze');
+    keepIdx = x.shape.map((_, i) => i).filter((i) => i !== d || x.shape[i] !== 1);
+  }
+  const inShape = x.shape.slice();
+  return makeView(x, keepIdx.map((i) => x.shape[i]), keepIdx.map((i) => x.strides[i]), x.offset, 'squeeze', (g) => reshape(g, inShape));
+}
+
+export function unsqueeze(x: Tensor, dim: number): Tensor {
+  checkTensor(x, 'unsqueeze');
+  const d = normDim(dim, x.ndim + 1, 'unsqueeze');
+  const shape = x.shape.slice();
+  const strides = x.strides.slice();
+  shape.splice(d, 0, 1);
+  strides.splice(d, 0, d < x.ndim ? x.strides[d] * x.shape[d] : 1);
+  const inShape = x.shape.slice();
+  return makeView(x, shape, strides, x.offset, 'unsqueeze', (g) => reshape(g, inShape));
+}
+
+/** Cast to a dtype or move to a device (a copy; the same dtype/device gives a fresh view). */
+export function to(x: Tensor, target: DType | Device | string): Tensor {
+  checkTensor(x, 'to');
+  if (target === 'cpu' || target === 'cuda' || target === 'cuda:0') return toDevice(x, checkDevice(target, 'to'));
+  const dtype = checkDType(target, 'to');
+  if (dtype === x.dtype) return contiguous(x);
+  const out = Tensor.empty(x.shape, dtype, x.device);
+  kernel('copy', [out, x]);
+  const src = x.dtype;
+  return record('to', out, [x], (g) => [to(g, src)]);
+}
+
+export function toDevice(x: Tensor, device: Device): Tensor {
+  if (device === x.device) return contiguous(x);
+  const c = x.isContiguous() ? x : contiguous(x);
+  const out = Tensor.empty(x.shape, x.dtype, device);
+  const item = ITEMSIZE[x.dtype];
+  native.copyBytes(out.storage.handle, 0, c.storage.handle, c.offset * item, x.numel * item);
+  if (c !== x) c.dispose();
+  const src = x.device;
+  return record('to_device', out, [x], (g) => [toDevice(g, src)]);
+}
+
+/** Concatenate along dim (all other dims equal; one dtype and device). */
+export function cat(tensors: Tensor[], dim = 0): Tensor {
+  if (!Array.isArray(tensors) || tensors.length === 0) throw new Error('[cat] expected a non-empty array of tensors');
+  tensors.forEach((t, i) => checkTensor(t, 'cat', `tensor ${i}`));
+  const first = tensors[0];
+  const d = normDim(dim, first.ndim, 'cat');
+  for (const t of tensors) {
+    if (t.ndim !== first.ndim) throw new Error('[cat] tensors must have the same rank');
+    if (t.dtype !== first.dtype) throw new Error(`[cat] dtypes differ (${first.dtype} vs ${t.dtype})`);
+    if (t.device !== first.device) throw new Error('[cat] tensors are on different devices');
+    for (let k = 0; k < t.ndim; k++)
+      if (k !== d && t.shape[k] !== first.shape[k]) throw new Error(`[cat] sizes differ in dim ${k} ([${first.shape}] vs [${t.shape}])`);
+  }
+  const shape = first.shape.slice();
+  shape[d] = tensors.reduce((a, t) => a + t.shape[d], 0);
+  const out = Tensor.empty(shape, first.dtype, first.device);
+  const sizes: number[] = [];
+  let pos = 0;
+  for (const t of tensors) {
+    const dst = out.makeView(t.shape.slice(), out.strides.slice(), pos * out.strides[d]);
+    kernel('copy', [dst, t]);
+    dst.dispose();
+    sizes.push(t.shape[d]);
+    pos += t.shape[d];
+  }
+  return record('cat', out, tensors, (g) => {
+    let p = 0;
+    return sizes.map((n) => {
+      const s = contiguous(narrow(g, d, p, n));
+      p += n;
+      return s;
+    });
+  });
+}
+
+export function stack(tensors: Tensor[], dim = 0): Tensor {
+  if (!Array.isArray(tensors) || tensors.length === 0) throw new Error('[stack] expected a non-empty array of tensors');
+  const d = normDim(dim, tensors[0].ndim + 1, 'stack');
+  const us = tensors.map((t) => unsqueeze(t, d));
+  try {
+    return cat(us, d);
+  } finally {
+    us.forEach((u) => u.dispose());
+  }
+}
+
+/** Views of consecutive pieces: equal pieces of `size`, or the listed section sizes. */
+export function split(x: Tensor, sizeOrSections: number | number[], dim = 0): Tensor[] {
+  checkTensor(x, 'split');
+  const d = normDim(dim, x.ndim, 'split');
+  const n = x.shape[d];
+  let sizes: number[];
+  if (Array.isArray(sizeOrSections)) {
+    sizes = sizeOrSections;
+    if (sizes.reduce((a, b) => a + b, 0) !== n) throw new Error(`[split] sections [${sizes}] do not sum to ${n}`);
+  } else {
+    if (!Number.isInteger(sizeOrSections) || sizeOrSections <= 0) throw new Error('[split] size must be a positive integer');
+    sizes = [];
+    for (let p = 0; p < n; p += sizeOrSections) sizes.push(Math.min(sizeOrSections, n - p));
+  }
+  let p = 0;
+  return sizes.map((s) => {
+    const v = narrow(x, d, p, s);
+    p += s;
+    return v;
+  });
+}
+
+export function chunk(x: Tensor, chunks: number, dim = 0): Tensor[] {
+  checkTensor(x, 'chunk');
+  if (!Number.isInteger(chunks) || chunks <= 0) throw new Error('[chunk] chunks must be a positive integer');
+  const d = normDim(dim, x.ndim, 'chunk');
+  return split(x, Math.max(1, Math.ceil(x.shape[d] / chunks)), d);
+}
+
+export { DEVICE_CODE };
