@@ -1,5 +1,6 @@
 // dtype.ts — dtype and device names, codes shared with the addon, sizes, and PyTorch's type
 // promotion (bool < integers < floating; f16 with bf16 meets at f32).
+import { native } from '../native';
 
 export type DType = 'float32' | 'float64' | 'bfloat16' | 'float16' | 'int32' | 'int64' | 'uint8' | 'bool';
 export type Device = 'cpu' | 'cuda';
@@ -39,8 +40,13 @@ export function checkDType(d: unknown, op = 'tensor'): DType {
   throw new Error(`[${op}] unknown dtype ${JSON.stringify(d)} (expected one of ${Object.keys(DTYPE_CODE).join(', ')})`);
 }
 export function checkDevice(d: unknown, op = 'tensor'): Device {
-  if (d === 'cpu' || d === 'cuda') return d;
-  if (typeof d === 'string' && /^cuda:0$/.test(d)) return 'cuda';
+  if (d === 'cpu') return d;
+  if (d === 'cuda' || d === 'cuda:0') {
+    // Say so under the caller's op name rather than letting the allocator fail later.
+    const info = native.deviceInfo(DEVICE_CODE.cuda);
+    if (!info.available) throw new Error(`[${op}] device 'cuda' is not available: ${info.description}`);
+    return 'cuda';
+  }
   throw new Error(`[${op}] unknown device ${JSON.stringify(d)} (expected 'cpu' or 'cuda')`);
 }
 

@@ -191,6 +191,7 @@ export class Tensor {
     return build(0, 0);
   }
   item(): number {
+    this.assertAlive('item');
     if (this.numel !== 1) throw new Error(`[item] tensor has ${this.numel} elements, expected 1`);
     return this.toNumbers()[0];
   }

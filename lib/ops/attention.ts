@@ -60,7 +60,9 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const ki = lastUnit(k);
   const vi = lastUnit(v);
   const out = Tensor.empty([B, H, T, D], q.dtype, q.device);
-  const lse = Tensor.empty([B, H, T], 'float32', q.device);
+  // Row statistics in f32, or f64 for f64 inputs: an f32 lse would cap the f64 backward (which
+  // recomputes P = exp(s - lse)) at ~1e-7 relative accuracy and blur the gradient checks.
+  const lse = Tensor.empty([B, H, T], q.dtype === 'float64' ? 'float64' : 'float32', q.device);
   try {
     kernel('attention_fwd', [out, lse, qi, ki, vi, mv, causal, scale]);
   } catch (e) {

@@ -235,6 +235,16 @@ export const logicalOr = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compa
 export function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {
   checkTensor(cond, 'where', 'condition');
   if (cond.dtype !== 'bool') throw new Error(`[where] condition must be bool, got ${cond.dtype}`);
+  if (!(a instanceof Tensor) && !(b instanceof Tensor) && ['number', 'boolean'].includes(typeof a) && ['number', 'boolean'].includes(typeof b)) {
+    // where(cond, 1, 0) as torch: two scalars give int64 (integers), bool (booleans) or float32.
+    const dt: DType = typeof a === 'boolean' && typeof b === 'boolean' ? 'bool' : Number.isInteger(a) && Number.isInteger(b) ? 'int64' : 'float32';
+    const ta = scalarTensor(a, dt, cond);
+    try {
+      return where(cond, ta, b);
+    } finally {
+      ta.dispose();
+    }
+  }
   const { x, y, temps, dtype } = prepare('where', a, b, false);
   try {
     checkSameDevice('where', cond, x);

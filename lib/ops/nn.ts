@@ -7,7 +7,7 @@
 import { Tensor, Shape, numelOf } from '../core/tensor';
 import { isFloat } from '../core/dtype';
 import { kernel, record, normDim, checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
-import { contiguous, reshape, transpose, permute, to } from './view';
+import { contiguous, reshape, transpose, permute, to, narrow, cat } from './view';
 import { mul, div, neg, ne } from './elementwise';
 import { sum } from './reduce';
 import { linear } from './matmul';
@@ -116,8 +116,11 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     // Upstream gradient per row.
     let dl: Tensor;
     const gf = g.dtype === sdt ? g : to(g, sdt);
-    if (reduction === 'none') dl = mul(reshape(gf, [N]), vf);
-    else {
+    if (reduction === 'none') {
+      const gr = reshape(gf, [N]);
+      dl = mul(gr, vf);
+      gr.dispose();
+    } else {
       const s = cnt ? div(gf, cnt) : gf.ref();
       const gb = broadcastView(s, [N], op);
       dl = mul(gb, vf);
@@ -163,6 +166,7 @@ function flatParam(t?: Tensor | null): Tensor | null {
 /** Layer normalisation over the trailing `normalizedShape` dims. */
 export function layerNorm(x: Tensor, normalizedShape: number | Shape, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
   const op = 'layer_norm';
+  checkTensor(x, op);
   const ns = typeof normalizedShape === 'number' ? [normalizedShape] : normalizedShape;
   if (x.ndim < ns.length || x.shape.slice(x.ndim - ns.length).join() !== ns.join())
     throw new Error(`[${op}] normalizedShape [${ns.join(', ')}] does not match the input's trailing dims [${x.shape.join(', ')}]`);
@@ -211,6 +215,7 @@ function castParamGrad(g: Tensor | null, param?: Tensor | null): Tensor | null {
 /** RMS normalisation over the last dim, as HF LlamaRMSNorm (statistics in float32). */
 export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   const op = 'rms_norm';
+  checkTensor(x, op);
   if (x.ndim < 1) throw new Error(`[${op}] input must be at least 1-D`);
   const C = x.shape[x.ndim - 1];
   const { x2, N } = normPrep(op, x, C, weight, null);
@@ -280,9 +285,17 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   checkTensor(ids, 'embedding', 'ids');
   checkTensor(weight, 'embedding', 'weight');
   if (weight.ndim !== 2) throw new Error(`[embedding] weight must be [V, C], got [${weight.shape.join(', ')}]`);
+  if (ids.dtype !== 'int64' && ids.dtype !== 'int32') throw new Error(`[embedding] ids must be int64 or int32, got ${ids.dtype}`);
   const flat = reshape(ids, [-1]);
-  const rows = indexSelect(weight, 0, flat);
-  flat.dispose();
+  let rows: Tensor;
+  try {
+    rows = indexSelect(weight, 0, flat);
+  } catch (e) {
+    // The lookup is index_select underneath; report it under the op the caller used.
+    throw new Error(`[embedding] ${(e as Error).message.replace(/^\[index_select\] /, '')}`);
+  } finally {
+    flat.dispose();
+  }
   const out = reshape(rows, [...ids.shape, weight.shape[1]]);
   rows.dispose();
   return out;
@@ -321,6 +334,8 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   checkTensor(x, op);
   checkFloat(x, op);
   if (x.ndim !== 4) throw new Error(`[${op}] x must be [B, H, T, D], got [${x.shape.join(', ')}]`);
+  checkTensor(cos, op, 'cos');
+  checkTensor(sin, op, 'sin');
   const c3 = cos.ndim === 2 ? reshape(cos, [1, ...cos.shape]) : contiguous(cos);
   const s3 = sin.ndim === 2 ? reshape(sin, [1, ...sin.shape]) : contiguous(sin);
   const xin = x.strides[3] === 1 ? x : contiguous(x);
@@ -335,7 +350,15 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   }
   if (xin !== x) xin.dispose();
   const res = record(op, out, [x], (g, [cs, sn]) => {
-    const ns = neg(sn);
+    // d/dx of out = x*cos + rotate_half(x)*sin is rope(g, cos, s') with s' = -swap_halves(sin)
+    // (s'[i] = -sin[i + D/2], s'[i + D/2] = -sin[i]); for the usual tables, whose halves are equal,
+    // that is just -sin, but per-position tables built any other way must stay correct.
+    const half = sn.shape[2] / 2;
+    const lo = narrow(sn, -1, 0, half);
+    const hi = narrow(sn, -1, half, half);
+    const sw = cat([hi, lo], -1);
+    const ns = neg(sw);
+    [lo, hi, sw].forEach((t) => t.dispose());
     const gc = g.strides[3] === 1 ? g : contiguous(g);
     const dx = Tensor.empty(g.shape, g.dtype, g.device);
     kernel('rope', [dx, gc, cs, ns]);

@@ -208,6 +208,8 @@ export function unsqueeze(x: Tensor, dim: number): Tensor {
 export function to(x: Tensor, target: DType | Device | string): Tensor {
   checkTensor(x, 'to');
   if (target === 'cpu' || target === 'cuda' || target === 'cuda:0') return toDevice(x, checkDevice(target, 'to'));
+  if (typeof target !== 'string' || !(target in ITEMSIZE))
+    throw new Error(`[to] unknown target ${JSON.stringify(target)} (expected a dtype, 'cpu' or 'cuda')`);
   const dtype = checkDType(target, 'to');
   if (dtype === x.dtype) return contiguous(x);
   const out = Tensor.empty(x.shape, dtype, x.device);
@@ -255,7 +257,9 @@ export function cat(tensors: Tensor[], dim = 0): Tensor {
   return record('cat', out, tensors, (g) => {
     let p = 0;
     return sizes.map((n) => {
-      const s = contiguous(narrow(g, d, p, n));
+      const piece = narrow(g, d, p, n);
+      const s = contiguous(piece);
+      piece.dispose();
       p += n;
       return s;
     });
@@ -264,6 +268,9 @@ export function cat(tensors: Tensor[], dim = 0): Tensor {
 
 export function stack(tensors: Tensor[], dim = 0): Tensor {
   if (!Array.isArray(tensors) || tensors.length === 0) throw new Error('[stack] expected a non-empty array of tensors');
+  tensors.forEach((t, i) => checkTensor(t, 'stack', `tensor ${i}`));
+  for (const t of tensors)
+    if (!sameShape(t.shape, tensors[0].shape)) throw new Error(`[stack] all tensors must have one shape ([${tensors[0].shape}] vs [${t.shape}])`);
   const d = normDim(dim, tensors[0].ndim + 1, 'stack');
   const us = tensors.map((t) => unsqueeze(t, d));
   try {

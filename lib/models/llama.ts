@@ -1,0 +1,236 @@
+// llama.ts — the LLaMA decoder (HF LlamaForCausalLM): RMSNorm, rotate-half RoPE, grouped-query
+// causal attention, SwiGLU MLP, untied lm_head, and a preallocated KV cache.
+//
+// Shapes: x [B, T, C]; q [B, H, T, D]; k, v [B, Hkv, S, D] with S = cached + T. Positions are
+// explicit ([B, T] numbers) so right padding, left padding and spliced image rows all work.
+// The KV cache holds one [B, Hkv, capacity, D] buffer per layer and per k/v; a step writes its T new
+// rows into place and attends over a narrowed view, so decoding costs one position per token.
+// Attention masks: causal (bottom-right, so cached keys stay visible) and an optional key-padding
+// mask [B, S] (true = real token).
+import { Tensor } from '../core/tensor';
+import { Module, ModuleList } from '../nn/module';
+import { Linear, RMSNorm, Embedding, LayerOptions } from '../nn/layers';
+import { add, mul, silu, copyInto } from '../ops/elementwise';
+import { reshape, permute, narrow } from '../ops/view';
+import { rope } from '../ops/nn';
+import { scaledDotProductAttention } from '../ops/attention';
+import { fromValues, zeros } from '../ops/creation';
+import { tidy, keep } from '../core/memory';
+import { DType, Device } from '../core/dtype';
+
+export interface LlamaConfig {
+  vocab_size: number;
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads?: number;
+  head_dim?: number;
+  rms_norm_eps?: number;
+  rope_theta?: number;
+  rope_parameters?: { rope_theta?: number; rope_type?: string };
+  max_position_embeddings?: number;
+  attention_bias?: boolean;
+  mlp_bias?: boolean;
+  tie_word_embeddings?: boolean;
+  bos_token_id?: number;
+  eos_token_id?: number | number[];
+  pad_token_id?: number;
+}
+
+export function ropeTheta(cfg: LlamaConfig): number {
+  return cfg.rope_parameters?.rope_theta ?? cfg.rope_theta ?? 10000;
+}
+
+/** cos/sin tables [B, T, D] for explicit positions (computed in float64, stored in `dtype`). */
+export function ropeTables(positions: number[][], D: number, theta: number, dtype: DType, device: Device): { cos: Tensor; sin: Tensor } {
+  const B = positions.length;
+  const T = positions[0]?.length ?? 0;
+  const half = D / 2;
+  const invFreq = Array.from({ length: half }, (_, j) => 1 / Math.pow(theta, (2 * j) / D));
+  const c = new Float64Array(B * T * D);
+  const s = new Float64Array(B * T * D);
+  for (let b = 0; b < B; b++)
+    for (let t = 0; t < T; t++)
+      for (let j = 0; j < half; j++) {
+        // HF computes pos * inv_freq in float32; round the product the same way.
+        const f = Math.fround(Math.fround(positions[b][t]) * Math.fround(invFreq[j]));
+        const base = (b * T + t) * D;
+        c[base + j] = c[base + j + half] = Math.cos(f);
+        s[base + j] = s[base + j + half] = Math.sin(f);
+      }
+  return { cos: fromValues(c, [B, T, D], dtype, device), sin: fromValues(s, [B, T, D], dtype, device) };
+}
+
+export class KVCache {
+  readonly k: Tensor[] = [];
+  readonly v: Tensor[] = [];
+  /** Positions filled so far. */
+  length = 0;
+  constructor(
+    readonly layers: number,
+    readonly B: number,
+    readonly Hkv: number,
+    readonly capacity: number,
+    readonly D: number,
+    dtype: DType,
+    device: Device,
+  ) {
+    for (let i = 0; i < layers; i++) {
+      this.k.push(keep(zeros([B, Hkv, capacity, D], { dtype, device })));
+      this.v.push(keep(zeros([B, Hkv, capacity, D], { dtype, device })));
+    }
+  }
+  /** Write T new rows for layer i at the current length; returns views [B, Hkv, length + T, D]. */
+  append(i: number, k: Tensor, v: Tensor): { k: Tensor; v: Tensor } {
+    const T = k.shape[2];
+    if (this.length + T > this.capacity) throw new Error(`[kv_cache] capacity ${this.capacity} exceeded (${this.length} + ${T})`);
+    const dk = narrow(this.k[i], 2, this.length, T);
+    const dv = narrow(this.v[i], 2, this.length, T);
+    copyInto(dk, k);
+    copyInto(dv, v);
+    dk.dispose();
+    dv.dispose();
+    return { k: narrow(this.k[i], 2, 0, this.length + T), v: narrow(this.v[i], 2, 0, this.length + T) };
+  }
+  dispose(): void {
+    [...this.k, ...this.v].forEach((t) => t.dispose());
+  }
+}
+
+export interface LlamaStep {
+  /** cos/sin [B, T, D] for the positions of this step. */
+  cos: Tensor;
+  sin: Tensor;
+  /** Key padding mask [B, S] over all keys (cached + new); true = real. */
+  keyMask?: Tensor | null;
+  cache?: KVCache | null;
+}
+
+class LlamaAttention extends Module {
+  readonly q_proj: Linear;
+  readonly k_proj: Linear;
+  readonly v_proj: Linear;
+  readonly o_proj: Linear;
+  constructor(
+    readonly C: number,
+    readonly H: number,
+    readonly Hkv: number,
+    readonly D: number,
+    bias: boolean,
+    o: LayerOptions,
+  ) {
+    super();
+    this.q_proj = this.registerModule('q_proj', new Linear(C, H * D, bias, o));
+    this.k_proj = this.registerModule('k_proj', new Linear(C, Hkv * D, bias, o));
+    this.v_proj = this.registerModule('v_proj', new Linear(C, Hkv * D, bias, o));
+    this.o_proj = this.registerModule('o_proj', new Linear(H * D, C, bias, o));
+  }
+  forward(x: Tensor, step: LlamaStep, layer: number): Tensor {
+    return tidy(() => {
+      const [B, T] = x.shape;
+      const heads = (t: Tensor, h: number): Tensor => permute(reshape(t, [B, T, h, this.D]), [0, 2, 1, 3]);
+      const q = rope(heads(this.q_proj.forward(x), this.H), step.cos, step.sin);
+      let k = rope(heads(this.k_proj.forward(x), this.Hkv), step.cos, step.sin);
+      let v = heads(this.v_proj.forward(x), this.Hkv);
+      if (step.cache) ({ k, v } = step.cache.append(layer, k, v));
+      const S = k.shape[2];
+      const mask = step.keyMask ? reshape(step.keyMask, [B, 1, 1, S]) : null;
+      const o = scaledDotProductAttention(q, k, v, { isCausal: true, mask });
+      return this.o_proj.forward(reshape(permute(o, [0, 2, 1, 3]), [B, T, this.H * this.D]));
+    });
+  }
+}
+
+class LlamaMLP extends Module {
+  readonly gate_proj: Linear;
+  readonly up_proj: Linear;
+  readonly down_proj: Linear;
+  constructor(C: number, I: number, bias: boolean, o: LayerOptions) {
+    super();
+    this.gate_proj = this.registerModule('gate_proj', new Linear(C, I, bias, o));
+    this.up_proj = this.registerModule('up_proj', new Linear(C, I, bias, o));
+    this.down_proj = this.registerModule('down_proj', new Linear(I, C, bias, o));
+  }
+  forward(x: Tensor): Tensor {
+    return tidy(() => this.down_proj.forward(mul(silu(this.gate_proj.forward(x)), this.up_proj.forward(x))));
+  }
+}
+
+class LlamaDecoderLayer extends Module {
+  readonly self_attn: LlamaAttention;
+  readonly mlp: LlamaMLP;
+  readonly input_layernorm: RMSNorm;
+  readonly post_attention_layernorm: RMSNorm;
+  constructor(cfg: LlamaConfig, o: LayerOptions) {
+    super();
+    const C = cfg.hidden_size;
+    const H = cfg.num_attention_heads;
+    const D = cfg.head_dim ?? C / H;
+    const eps = cfg.rms_norm_eps ?? 1e-6;
+    this.self_attn = this.registerModule('self_attn', new LlamaAttention(C, H, cfg.num_key_value_heads ?? H, D, !!cfg.attention_bias, o));
+    this.mlp = this.registerModule('mlp', new LlamaMLP(C, cfg.intermediate_size, !!cfg.mlp_bias, o));
+    this.input_layernorm = this.registerModule('input_layernorm', new RMSNorm(C, eps, o));
+    this.post_attention_layernorm = this.registerModule('post_attention_layernorm', new RMSNorm(C, eps, o));
+  }
+  forward(x: Tensor, step: LlamaStep, layer: number): Tensor {
+    return tidy(() => {
+      const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), step, layer));
+      return add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
+    });
+  }
+}
+
+/** LlamaForCausalLM with parameters named as on disk (`model.layers.0...`, `lm_head.weight`). */
+export class LlamaForCausalLM extends Module {
+  readonly embed: Embedding;
+  readonly layers: ModuleList<LlamaDecoderLayer>;
+  readonly norm: RMSNorm;
+  readonly lmHead: Linear;
+  readonly headDim: number;
+  constructor(
+    readonly config: LlamaConfig,
+    o: LayerOptions = {},
+  ) {
+    super();
+    const C = config.hidden_size;
+    this.headDim = config.head_dim ?? C / config.num_attention_heads;
+    const model = this.registerModule('model', new Module());
+    this.embed = model.registerModule('embed_tokens', new Embedding(config.vocab_size, C, o));
+    this.layers = model.registerModule('layers', new ModuleList(Array.from({ length: config.num_hidden_layers }, () => new LlamaDecoderLayer(config, o))));
+    this.norm = model.registerModule('norm', new RMSNorm(C, config.rms_norm_eps ?? 1e-6, o));
+    this.lmHead = this.registerModule('lm_head', new Linear(C, config.vocab_size, false, o));
+  }
+
+  newCache(B: number, capacity: number): KVCache {
+    const w = this.embed.getParameter('weight')!;
+    const cfg = this.config;
+    return new KVCache(cfg.num_hidden_layers, B, cfg.num_key_value_heads ?? cfg.num_attention_heads, capacity, this.headDim, w.dtype, w.device);
+  }
+
+  /**
+   * Decoder hidden states after the final norm for input embeddings [B, T, C] at `positions`.
+   * `keyMask` [B, S] marks real keys (S = cache length + T); the cache, if given, is advanced.
+   */
+  hidden(embeds: Tensor, positions: number[][], keyMask?: Tensor | null, cache?: KVCache | null): Tensor {
+    const w = this.embed.getParameter('weight')!;
+    const out = tidy(() => {
+      const { cos, sin } = ropeTables(positions, this.headDim, ropeTheta(this.config), embeds.dtype, embeds.device);
+      const step: LlamaStep = { cos, sin, keyMask, cache };
+      let h = embeds;
+      this.layers.items.forEach((layer, i) => (h = layer.forward(h, step, i)));
+      return this.norm.forward(h);
+    });
+    if (cache) cache.length += embeds.shape[1];
+    void w;
+    return out;
+  }
+
+  logits(hidden: Tensor): Tensor {
+    return this.lmHead.forward(hidden);
+  }
+
+  embedTokens(ids: Tensor): Tensor {
+    return this.embed.forward(ids);
+  }
+}

@@ -1,0 +1,217 @@
+// loader.ts — fromPretrained: configs and weights of llava-hf, original llava_llama (+ a separate
+// CLIP directory), and plain CLIP / LLaMA checkpoints, in safetensors (single or sharded).
+//
+// Every checkpoint name is mapped to this engine's names (the llava-hf on-disk layout); each
+// parameter is read tensor by tensor, cast on the CPU to the requested dtype and copied to the
+// device, so a shard never sits in memory whole. Missing, unexpected and mis-shaped tensors are
+// errors that name them; a few known-unused names (rotary inv_freq, CLIP's text tower) are skipped.
+import * as fs from 'fs';
+import * as path from 'path';
+import { native } from '../native';
+import { Tensor } from '../core/tensor';
+import { DType, Device, ITEMSIZE } from '../core/dtype';
+import { noGrad } from '../core/autograd';
+import { to } from '../ops/view';
+import { loadSharded, TensorSource } from '../io/safetensors';
+import { Module } from '../nn/module';
+import { LlavaForConditionalGeneration, LlavaConfig } from './llava';
+import { CLIPVisionModel, CLIPVisionConfig } from './clip';
+import { LlamaForCausalLM, LlamaConfig } from './llama';
+
+export interface LoadOptions {
+  dtype?: DType;
+  device?: Device;
+  /** CLIP directory for original llava_llama checkpoints (default: mm_vision_tower if it is a local dir). */
+  visionTower?: string;
+  /** Called per tensor for progress display. */
+  onProgress?: (done: number, total: number) => void;
+}
+
+const ST_DTYPE: Record<string, DType> = {
+  F32: 'float32',
+  F64: 'float64',
+  BF16: 'bfloat16',
+  F16: 'float16',
+  I64: 'int64',
+  I32: 'int32',
+  U8: 'uint8',
+  BOOL: 'bool',
+};
+
+function readJson(file: string): Record<string, unknown> {
+  if (!fs.existsSync(file)) throw new Error(`[fromPretrained] ${file} not found`);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw new Error(`[fromPretrained] ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Map a checkpoint tensor name to this engine's name, or null to skip it. */
+export function canonicalName(name: string): string | null {
+  if (/rotary_emb\.inv_freq$/.test(name)) return null;
+  let m: RegExpExecArray | null;
+  // newer transformers in-memory names
+  if (name.startsWith('model.language_model.')) return 'language_model.model.' + name.slice('model.language_model.'.length);
+  if (name.startsWith('model.multi_modal_projector.')) return name.slice('model.'.length);
+  if (name.startsWith('model.vision_tower.vision_model.')) return name.slice('model.'.length);
+  // original llava_llama names
+  if ((m = /^model\.mm_projector\.(\d+)\.(weight|bias)$/.exec(name))) return `multi_modal_projector.linear_${Number(m[1]) / 2 + 1}.${m[2]}`;
+  if ((m = /^model\.mm_projector\.(weight|bias)$/.exec(name))) return `multi_modal_projector.linear_1.${m[1]}`;
+  if (name.startsWith('model.vision_tower.vision_tower.vision_model.')) return 'vision_tower.vision_model.' + name.slice('model.vision_tower.vision_tower.vision_model.'.length);
+  if (name.startsWith('model.')) return 'language_model.' + name;
+  if (name === 'lm_head.weight') return 'language_model.lm_head.weight';
+  // plain CLIP checkpoints
+  if (name.startsWith('vision_model.')) return 'vision_tower.' + name;
+  if (name.startsWith('text_model.') || /^(logit_scale|text_projection|visual_projection)/.test(name)) return null;
+  return name;
+}
+
+/** Copy checkpoint tensors into a module's parameters, checking names and shapes. */
+export function loadWeights(
+  module: Module,
+  sources: { src: TensorSource; rename: (n: string) => string | null }[],
+  opts: { onProgress?: (d: number, t: number) => void; allowMissing?: (name: string) => boolean } = {},
+): void {
+  const params = new Map(module.namedParameters());
+  const missing = new Set(params.keys());
+  const unexpected: string[] = [];
+  const todo: [TensorSource, string, string][] = [];
+  for (const { src, rename } of sources)
+    for (const n of src.names()) {
+      const c = rename(n);
+      if (c === null) continue;
+      if (!params.has(c)) unexpected.push(n);
+      else todo.push([src, n, c]);
+    }
+  if (unexpected.length) throw new Error(`[fromPretrained] unexpected tensors in checkpoint: ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ''}`);
+  let done = 0;
+  for (const [src, n, c] of todo) {
+    const p = params.get(c)!;
+    const info = src.info(n);
+    if (info.shape.join() !== p.shape.join())
+      throw new Error(`[fromPretrained] tensor '${n}' has shape [${info.shape.join(', ')}], model expects [${p.shape.join(', ')}]`);
+    const dt = ST_DTYPE[info.dtype];
+    if (!dt) throw new Error(`[fromPretrained] tensor '${n}' has unsupported dtype ${info.dtype}`);
+    const raw = src.read(n);
+    const host = Tensor.empty(info.shape, dt, 'cpu');
+    try {
+      if (raw.data.byteLength) native.write(host.storage.handle, 0, raw.data);
+      const cast = dt === p.dtype ? host : noGrad(() => to(host, p.dtype));
+      native.copyBytes(p.storage.handle, p.offset * ITEMSIZE[p.dtype], cast.storage.handle, 0, p.numel * ITEMSIZE[p.dtype]);
+      if (cast !== host) cast.dispose();
+    } finally {
+      host.dispose();
+    }
+    missing.delete(c);
+    opts.onProgress?.(++done, todo.length);
+  }
+  const stillMissing = [...missing].filter((n) => !opts.allowMissing?.(n));
+  if (stillMissing.length)
+    throw new Error(`[fromPretrained] missing tensors: ${stillMissing.slice(0, 8).join(', ')}${stillMissing.length > 8 ? ` (+${stillMissing.length - 8} more)` : ''}`);
+}
+
+function visionConfigFrom(cfg: Record<string, unknown>): CLIPVisionConfig {
+  const v = (cfg.vision_config ?? cfg) as CLIPVisionConfig;
+  for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'image_size', 'patch_size'] as const)
+    if (typeof v[k] !== 'number') throw new Error(`[fromPretrained] vision config lacks '${k}'`);
+  return v;
+}
+function textConfigFrom(cfg: Record<string, unknown>): LlamaConfig {
+  const t = cfg as unknown as LlamaConfig;
+  for (const k of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const)
+    if (typeof t[k] !== 'number') throw new Error(`[fromPretrained] text config lacks '${k}'`);
+  return t;
+}
+
+/** Read a LLaVA config (llava-hf or original llava_llama) into LlavaConfig. */
+export function readLlavaConfig(dir: string, visionTower?: string): { config: LlavaConfig; visionDir: string | null } {
+  const cfg = readJson(path.join(dir, 'config.json'));
+  if (cfg.model_type === 'llava' || cfg.text_config) {
+    const text = textConfigFrom(cfg.text_config as Record<string, unknown>);
+    const fl = cfg.vision_feature_layer;
+    if (Array.isArray(fl)) throw new Error('[fromPretrained] a list of vision_feature_layer values is not supported');
+    return {
+      config: {
+        vision: visionConfigFrom(cfg),
+        text,
+        projectorType: 'mlp2x_gelu',
+        projectorBias: cfg.multimodal_projector_bias !== false,
+        imageTokenIndex: Number(cfg.image_token_index ?? cfg.image_token_id ?? 32000),
+        visionFeatureLayer: Number(fl ?? -2),
+        visionFeatureSelectStrategy: String(cfg.vision_feature_select_strategy ?? 'default'),
+        maxLength: Number(text.max_position_embeddings ?? 2048),
+        imageAspectRatio: 'pad',
+        format: 'llava-hf',
+      },
+      visionDir: null,
+    };
+  }
+  if (cfg.model_type === 'llava_llama' || cfg.mm_vision_tower) {
+    const vt = visionTower ?? String(cfg.mm_vision_tower ?? '');
+    const vdir = vt && fs.existsSync(path.join(vt, 'config.json')) ? vt : fs.existsSync(path.join(dir, vt, 'config.json')) ? path.join(dir, vt) : null;
+    if (!vdir) throw new Error(`[fromPretrained] original LLaVA checkpoint needs its CLIP vision tower directory: pass visionTower (config names '${vt}')`);
+    return {
+      config: {
+        vision: visionConfigFrom(readJson(path.join(vdir, 'config.json'))),
+        text: textConfigFrom(cfg),
+        projectorType: String(cfg.mm_projector_type ?? 'linear'),
+        projectorBias: true,
+        imageTokenIndex: -200,
+        visionFeatureLayer: Number(cfg.mm_vision_select_layer ?? -2),
+        visionFeatureSelectStrategy: String(cfg.mm_vision_select_feature ?? 'patch'),
+        maxLength: Number(cfg.tokenizer_model_max_length ?? 2048),
+        imageAspectRatio: cfg.image_aspect_ratio === 'pad' ? 'pad' : 'square',
+        format: 'llava_llama',
+      },
+      visionDir: vdir,
+    };
+  }
+  throw new Error(`[fromPretrained] ${dir}/config.json is not a LLaVA config (model_type ${String(cfg.model_type)})`);
+}
+
+/** Load a LLaVA checkpoint directory (llava-hf or original). */
+export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditionalGeneration {
+  const { config, visionDir } = readLlavaConfig(dir, opts.visionTower);
+  const model = new LlavaForConditionalGeneration(config, { dtype: opts.dtype ?? 'float32', device: opts.device ?? 'cpu' });
+  try {
+    const sources = [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }];
+    if (visionDir) sources.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
+    // post_layernorm is unused by LLaVA and absent from some exports.
+    loadWeights(model, sources, { onProgress: opts.onProgress, allowMissing: (n) => n.includes('post_layernorm') });
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return model;
+}
+
+/** Load a plain CLIP vision checkpoint (CLIPModel or CLIPVisionModel). */
+export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
+  const cfg = visionConfigFrom(readJson(path.join(dir, 'config.json')));
+  const holder = new Module();
+  const m = holder.registerModule('vision_tower', new Module()).registerModule('vision_model', new CLIPVisionModel(cfg, { dtype: opts.dtype, device: opts.device }));
+  try {
+    loadWeights(holder, [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }], { onProgress: opts.onProgress });
+  } catch (e) {
+    holder.dispose();
+    throw e;
+  }
+  return m;
+}
+
+/** Load a plain LLaMA checkpoint (LlamaForCausalLM). */
+export function loadLlama(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
+  const cfg = textConfigFrom(readJson(path.join(dir, 'config.json')));
+  const holder = new Module();
+  const m = holder.registerModule('language_model', new LlamaForCausalLM(cfg, { dtype: opts.dtype, device: opts.device }));
+  try {
+    loadWeights(holder, [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }], { onProgress: opts.onProgress });
+  } catch (e) {
+    holder.dispose();
+    throw e;
+  }
+  return m;
+}
+
+export const fromPretrained = loadLlava;

@@ -1,0 +1,3 @@
+export { Module, ModuleList } from './module';
+export { Linear, LayerNorm, RMSNorm, Embedding } from './layers';
+export type { LayerOptions } from './layers';

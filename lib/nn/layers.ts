@@ -1,0 +1,98 @@
+// layers.ts — the basic layers: Linear, LayerNorm, RMSNorm, Embedding. Parameters are created
+// uninitialised-but-zeroed by default (checkpoints overwrite them) or with PyTorch's default init
+// when `init: true` (kaiming-uniform bound 1/sqrt(fan_in), as nn.Linear).
+import { Tensor } from '../core/tensor';
+import { DType, Device } from '../core/dtype';
+import { zeros, ones, rand, Generator } from '../ops/creation';
+import { linear } from '../ops/matmul';
+import { layerNorm, rmsNorm, embedding } from '../ops/nn';
+import { noGrad } from '../core/autograd';
+import { mul, sub } from '../ops/elementwise';
+import { Module } from './module';
+
+export interface LayerOptions {
+  dtype?: DType;
+  device?: Device;
+  /** PyTorch default initialisation instead of zeros (for layers trained from scratch). */
+  init?: boolean;
+  generator?: Generator;
+}
+
+function uniform(shape: number[], bound: number, opts: LayerOptions): Tensor {
+  return noGrad(() => {
+    const u = rand(shape, { dtype: opts.dtype ?? 'float32', device: opts.device, generator: opts.generator });
+    const c = sub(u, 0.5);
+    const r = mul(c, 2 * bound);
+    u.dispose();
+    c.dispose();
+    return r;
+  });
+}
+
+export class Linear extends Module {
+  get weight(): Tensor {
+    return this.getParameter('weight')!;
+  }
+  get bias(): Tensor | null {
+    return this.getParameter('bias') ?? null;
+  }
+  constructor(
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    bias = true,
+    opts: LayerOptions = {},
+  ) {
+    super();
+    const o = { dtype: opts.dtype ?? 'float32', device: opts.device };
+    const bound = 1 / Math.sqrt(inFeatures);
+    this.registerParameter('weight', opts.init ? uniform([outFeatures, inFeatures], bound, opts) : zeros([outFeatures, inFeatures], o));
+    this.registerParameter('bias', bias ? (opts.init ? uniform([outFeatures], bound, opts) : zeros([outFeatures], o)) : null);
+  }
+  forward(x: Tensor): Tensor {
+    return linear(x, this.weight, this.bias);
+  }
+}
+
+export class LayerNorm extends Module {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-5,
+    opts: LayerOptions = {},
+  ) {
+    super();
+    const o = { dtype: opts.dtype ?? 'float32', device: opts.device };
+    this.registerParameter('weight', ones([dim], o));
+    this.registerParameter('bias', zeros([dim], o));
+  }
+  forward(x: Tensor): Tensor {
+    return layerNorm(x, [this.dim], this.getParameter('weight'), this.getParameter('bias'), this.eps);
+  }
+}
+
+export class RMSNorm extends Module {
+  constructor(
+    readonly dim: number,
+    readonly eps = 1e-6,
+    opts: LayerOptions = {},
+  ) {
+    super();
+    this.registerParameter('weight', ones([dim], { dtype: opts.dtype ?? 'float32', device: opts.device }));
+  }
+  forward(x: Tensor): Tensor {
+    return rmsNorm(x, this.getParameter('weight'), this.eps);
+  }
+}
+
+export class Embedding extends Module {
+  constructor(
+    readonly numEmbeddings: number,
+    readonly dim: number,
+    opts: LayerOptions = {},
+  ) {
+    super();
+    this.registerParameter('weight', zeros([numEmbeddings, dim], { dtype: opts.dtype ?? 'float32', device: opts.device }));
+  }
+  forward(ids: Tensor): Tensor {
+    return embedding(ids, this.getParameter('weight')!);
+  }
+}

@@ -1,0 +1,2 @@
+export { AdamW, clipGradNorm, cosineWithWarmup } from './adamw';
+export type { AdamWOptions, ParamGroup } from './adamw';
