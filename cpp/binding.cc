@@ -42,9 +42,9 @@ void release(Storage* s) {
 
 Device parse_device(const Napi::Value& v, const char* op) {
   if (!v.IsNumber()) throw KernelError(std::string("[") + op + "] device must be a number");
-  int d = v.As<Napi::Number>().Int32Value();
-  if (d != 0 && d != 1) throw KernelError(std::string("[") + op + "] unknown device " + std::to_string(d));
-  return static_cast<Device>(d);
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (d != 0 && d != 1) throw KernelError(std::string("[") + op + "] unknown device " + v.ToString().Utf8Value());
+  return static_cast<Device>(static_cast<int>(d));
 }
 
 const DeviceBackend& usable_backend(Device d, const char* op) {
@@ -53,6 +53,10 @@ const DeviceBackend& usable_backend(Device d, const char* op) {
   if (!be->available()) throw KernelError(std::string("[") + op + "] device not available: " + be->describe());
   return *be;
 }
+
+// Shapes, strides and offsets are bounded by 2^48 (far beyond any real storage), so that
+// (size - 1) * stride summed over 8 dims is exact in __int128 and int64 element offsets never wrap.
+constexpr double kMaxIndex = 281474976710656.0;  // 2^48
 
 double get_number(const Napi::Object& o, const char* key, const char* op) {
   Napi::Value v = o.Get(key);
@@ -69,6 +73,8 @@ void get_int_array(const Napi::Value& v, int64_t* out, int n, const char* key, c
     if (!e.IsNumber()) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must hold numbers");
     double x = e.As<Napi::Number>().DoubleValue();
     if (x != std::floor(x)) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must hold integers");
+    // Bounding every field keeps the extent arithmetic below (and in the kernels) free of overflow.
+    if (std::fabs(x) > kMaxIndex) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' holds a value beyond 2^48");
     out[i] = static_cast<int64_t>(x);
   }
 }
@@ -88,18 +94,23 @@ TensorArg parse_tensor(const Napi::Object& o, const char* op) {
   get_int_array(sh, t.shape, t.ndim, "sh", op);
   get_int_array(o.Get("st"), t.strides, t.ndim, "st", op);
   double off = get_number(o, "o", op);
-  if (off < 0 || off != std::floor(off)) throw KernelError(std::string("[") + op + "] tensor offset must be a non-negative integer");
+  if (!(off >= 0) || off != std::floor(off) || off > kMaxIndex)
+    throw KernelError(std::string("[") + op + "] tensor offset must be a non-negative integer below 2^48");
   t.offset = static_cast<int64_t>(off);
-  int64_t lo = t.offset, hi = t.offset;
+  // 128-bit arithmetic: with 64 bits, e.g. shape [5] stride [2^62] wraps to an extent of 0 and
+  // the view would pass while its elements lie far outside the storage.
+  __int128 lo = t.offset, hi = t.offset, numel = 1;
   bool empty = false;
   for (int i = 0; i < t.ndim; i++) {
     if (t.shape[i] < 0) throw KernelError(std::string("[") + op + "] negative dimension in shape");
     if (t.shape[i] == 0) empty = true;
-    int64_t ext = (t.shape[i] - 1) * t.strides[i];
+    numel *= t.shape[i];
+    if (numel > ((__int128)1 << 53)) throw KernelError(std::string("[") + op + "] tensor has more than 2^53 elements");
+    __int128 ext = (__int128)(t.shape[i] - 1) * t.strides[i];
     if (ext < 0) lo += ext; else hi += ext;
   }
-  int64_t item = (int64_t)dtype_size(t.dtype);
-  if (!empty && (lo < 0 || (hi + 1) * item > (int64_t)t.storage->nbytes))
+  __int128 item = (__int128)dtype_size(t.dtype);
+  if (!empty && (lo < 0 || (hi + 1) * item > (__int128)t.storage->nbytes))
     throw KernelError(std::string("[") + op + "] tensor view reaches outside its storage");
   return t;
 }
@@ -116,7 +127,8 @@ KernelArg parse_arg(const Napi::Value& v, const char* op) {
       Napi::Value e = arr.Get(i);
       if (!e.IsNumber()) throw KernelError(std::string("[") + op + "] list arguments must hold numbers");
       double x = e.As<Napi::Number>().DoubleValue();
-      if (x != std::floor(x)) throw KernelError(std::string("[") + op + "] list arguments must hold integers");
+      if (x != std::floor(x) || std::fabs(x) > 9007199254740992.0)
+        throw KernelError(std::string("[") + op + "] list arguments must hold integers of magnitude <= 2^53");
       out[i] = static_cast<int64_t>(x);
     }
     return out;

@@ -83,7 +83,8 @@ void reduce_kernel(const KernelArgs& a) {
   a.check_contiguous(x, "input");
   a.check_contiguous(out, "output");
   if (n <= 0 && op != R::Sum && op != R::Prod) a.fail("cannot reduce over an empty dimension");
-  if (n < 0 || (n > 0 && x.numel() % n != 0)) a.fail("reduced size does not divide the input");
+  int64_t xn = x.numel();
+  if (n < 0 || (n > 0 && xn % n != 0)) a.fail("reduced size does not divide the input");
   bool arg_op = op == R::Argmax || op == R::Argmin;
   if (arg_op) a.check_dtype(out, DType::I64, "output");
   else a.check_same_dtype(out, x, "output");
@@ -97,7 +98,10 @@ void reduce_kernel(const KernelArgs& a) {
     });
     return;
   }
-  if (outer_inner * n != x.numel()) a.fail("output size does not match input size / R");
+  if (outer_inner == 0) return;  // e.g. x [0, 5] reduced over its last dim: nothing to write
+  // Compare by division: outer_inner * n can wrap (out [2^11] with R = 2^53 gives 2^64 == 0, which
+  // once let an empty input pass and the loop read far outside it).
+  if (n > xn || outer_inner != xn / n) a.fail("output size does not match input size / R");
   // inner is the trailing extent after the reduced dim: recover it from the output's last dims.
   int64_t inner = a.is_none(5) ? 1 : a.int_(5);
   if (inner <= 0 || outer_inner % inner != 0) a.fail("bad inner extent");

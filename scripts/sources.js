@@ -6,5 +6,6 @@ const root = path.join(__dirname, '..');
 const kind = process.argv[2];
 const dir = kind === 'cuda' ? 'cuda' : 'cpp';
 const ext = kind === 'cuda' ? '.cu' : '.cc';
-const files = fs.readdirSync(path.join(root, dir)).filter((f) => f.endsWith(ext)).sort();
+const full = path.join(root, dir);
+const files = (fs.existsSync(full) ? fs.readdirSync(full) : []).filter((f) => f.endsWith(ext)).sort();
 process.stdout.write(files.map((f) => `${dir}/${f}`).join('\n') + '\n');

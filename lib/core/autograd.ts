@@ -116,7 +116,10 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
       const n = order[k];
       const g = grads.get(n);
       grads.delete(n);
-      if (!g) continue;
+      if (!g) {
+        if (!opts.retainGraph) freeSaved(n);
+        continue;
+      }
       // A vjp may hand back g itself (add, reshape...): give each use its own reference.
       const inGrads = n.vjp(g, n.saved).map((gi) => (gi === g ? g.ref() : gi));
       g.dispose();
@@ -136,14 +139,16 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
           gi.dispose();
         }
       });
-      if (!opts.retainGraph) {
-        for (const s of n.saved) s.dispose();
-        n.saved = [];
-        n.released = true;
-      }
+      if (!opts.retainGraph) freeSaved(n);
     }
   });
   for (const g of grads.values()) g.dispose();
+}
+
+function freeSaved(n: Node): void {
+  for (const s of n.saved) s.dispose();
+  n.saved = [];
+  n.released = true;
 }
 
 /** What backward needs from the op layer (injected to keep this file free of op imports). */

@@ -141,7 +141,8 @@ export function readLlavaConfig(dir: string, visionTower?: string): { config: Ll
         visionFeatureLayer: Number(fl ?? -2),
         visionFeatureSelectStrategy: String(cfg.vision_feature_select_strategy ?? 'default'),
         maxLength: Number(text.max_position_embeddings ?? 2048),
-        imageAspectRatio: 'pad',
+        // The HF processor center-crops (no pad-to-square), as the fixture's pixel values show.
+        imageAspectRatio: 'square',
         format: 'llava-hf',
       },
       visionDir: null,

@@ -206,6 +206,8 @@ export interface RandomOptions extends TensorOptions {
 }
 function random(kind: string, shape: Shape, opts: RandomOptions, op: string, p?: number): Tensor {
   const r = resolve(shape, opts, op);
+  if (kind !== 'bernoulli' && !['float32', 'float64', 'bfloat16', 'float16'].includes(r.dtype))
+    throw new Error(`[${op}] dtype must be floating, got ${r.dtype}`);
   const g = opts.generator ?? defaultGenerator;
   const t = Tensor.empty(r.shape, r.dtype, r.device);
   kernel('random', [t, kind, g.seed, g.take(t.numel), p ?? null]);

@@ -13,7 +13,8 @@ import { fromValues } from './creation';
 type ROp = 'sum' | 'mean' | 'max' | 'min' | 'argmax' | 'argmin' | 'var' | 'logsumexp';
 
 function normDims(x: Tensor, dim: number | number[] | undefined, op: string): number[] {
-  if (dim === undefined || dim === null) return x.shape.map((_, i) => i);
+  // An empty list reduces every dim, as torch.sum(x, dim=[]) does.
+  if (dim === undefined || dim === null || (Array.isArray(dim) && dim.length === 0)) return x.shape.map((_, i) => i);
   const ds = (Array.isArray(dim) ? dim : [dim]).map((d) => normDim(d, x.ndim, op));
   if (new Set(ds).size !== ds.length) throw new Error(`[${op}] repeated dim`);
   return ds.sort((a, b) => a - b);

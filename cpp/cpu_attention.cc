@@ -1,0 +1,637 @@
+// cpu_attention.cc — fused scaled-dot-product attention, forward and backward, on the CPU.
+//
+// Shapes: q[B,H,T,D], k/v[B,Hkv,S,D], out[B,H,T,D], lse[B,H,T]; H % Hkv == 0 (grouped-query: query
+// head h reads kv head h / G, G = H/Hkv). The G query heads that share a kv head are one problem of
+// G*T rows ordered t-major (row r = t*G + g), so a K/V tile loaded once serves the whole group (for
+// T = 1 decode this is what makes GQA cheap) and a block of rows spans few positions (tight causal skips).
+//
+// Algorithm: FlashAttention-2. Forward: for a block of kBr rows, stream over key tiles of kBc with an
+// online softmax (running max m and sum l per row); the T x S score matrix never exists, only one
+// kBr x kBc tile per thread. lse = m + log(l) (natural log, scale included) is saved.
+// Backward: delta = rowsum(dO * O) first; then one work item per (b, kv head, key range): for each key
+// tile and each row block that can see it, recompute P = exp(S*scale - lse), dV += P^T dO,
+// dP = dO V^T, dS = P (dP - delta) scale, dK += dS^T Q, dQ += dS K. An item owns its dK/dV rows (sums
+// over the group included), so no races. Normally an item covers all keys of its (b, kv head) and owns
+// those dQ rows too (accumulated in a per-thread f32/f64 buffer); only when B*Hkv is too small to feed
+// the threads are the keys split, with per-split dQ partials summed in split order at the end.
+// Deterministic for a given thread count; no atomics on data.
+//
+// Masking: causal is bottom-right aligned (key j visible to query i iff j <= i + S - T); the optional
+// mask is a bool view [B,H,T,S] with any strides (0 = broadcast), true = attend. A row with no visible
+// key gives out 0 and lse -inf, and 0 gradients (P is forced to 0 where lse = -inf, never exp(nan)).
+//
+// Numerics: bf16/f16 are widened to f32 on load and rounded once on store; f64 computes in f64 (for
+// the gradient checks). lse is f32 per the kernel table, or f64 (accepted so the f64 gradient check keeps
+// full precision). The scale is applied to the raw dot products in both passes, identically, so the
+// backward recomputes exactly the forward's scores.
+//
+// Inner loops are two AVX2 register-blocked micro-kernels (f32): `qk` (C = A B^T: dot products along D,
+// 3 rows x 4 keys, used for S = Q K^T and dP = dO V^T) and `pv` (C += A B: broadcast-FMA, 6 rows x 16
+// columns, used for O += P V, dQ += dS K and, with A read transposed, dV += P^T dO, dK += dS^T Q).
+// K/V rows are read in place when they are f32 with D % 8 == 0 (any row stride); otherwise a tile is
+// widened into a zero-padded buffer of row length Dp = round8(D). f64 uses plain scalar loops.
+// Work is handed out dynamically (an atomic item counter) because parallel_for gives fixed ranges and
+// causal blocks differ in cost; heavy blocks go first.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <type_traits>
+#include <vector>
+
+#include "cpu_common.h"
+
+namespace llava {
+namespace {
+
+// Tile sizes: Br 30..120 and Bc 32..128 measured within noise of each other (2-core AVX2 host);
+// 60 x 64 keeps a D = 128 block (Q, O, S, K, V tiles: ~140 KB) well inside L2.
+constexpr int kBr = 60;  // rows per block: a multiple of both micro-tile heights (3 and 6)
+constexpr int kBc = 64;  // keys per tile
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+inline int64_t round8(int64_t n) { return (n + 7) & ~int64_t(7); }
+
+// ------------------------------------------------------------------ 8-lane f32 loads/stores
+inline __m256 ld8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 ld8(const bf16* p) {
+  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+inline __m256 ld8(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+inline void st8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+inline void st8(bf16* p, __m256 v) {  // round-to-nearest-even, NaN stays NaN (as f32_to_bf16)
+  __m256i u = _mm256_castps_si256(v);
+  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
+  __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+  r = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
+  __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
+}
+inline void st8(f16* p, __m256 v) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
+}
+// The four horizontal sums of a0..a3 as one 4-lane vector.
+inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+// exp for 8 lanes (Cephes expf: range reduction by ln2, degree-5 polynomial; ~1 ulp on the range that
+// matters here, x <= 0). Inputs below -87 (including -inf) give exactly 0, never NaN.
+inline __m256 exp8(__m256 x) {
+  const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
+  x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(tiny, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+}
+
+// ------------------------------------------------------------------ row conversion
+// dst[0, np) = widen(src[0, n)), zero-padded.
+template <typename T, typename A> void load_row(const T* src, int64_t n, A* dst, int64_t np) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<T, A>) {
+    std::memcpy(dst, src, n * sizeof(A));
+    i = n;
+  } else if constexpr (std::is_same_v<A, float>) {
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8(src + i));
+  }
+  for (; i < n; i++) dst[i] = load(src + i);
+  for (; i < np; i++) dst[i] = A(0);
+}
+// dst[0, n) = round(src[0, n) * mul).
+template <typename T, typename A> void store_row(T* dst, const A* src, int64_t n, A mul) {
+  int64_t i = 0;
+  if constexpr (std::is_same_v<A, float>) {
+    const __m256 m = _mm256_set1_ps(mul);
+    for (; i + 8 <= n; i += 8) st8(dst + i, _mm256_mul_ps(_mm256_loadu_ps(src + i), m));
+  }
+  for (; i < n; i++) store(dst + i, src[i] * mul);
+}
+// sum(a * b) over a row of storage type T, in the compute type.
+template <typename T> acc_t<T> dot_row(const T* a, const T* b, int64_t n) {
+  using A = acc_t<T>;
+  A s = 0;
+  int64_t i = 0;
+  if constexpr (std::is_same_v<A, float>) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (; i + 16 <= n; i += 16) {
+      acc0 = _mm256_fmadd_ps(ld8(a + i), ld8(b + i), acc0);
+      acc1 = _mm256_fmadd_ps(ld8(a + i + 8), ld8(b + i + 8), acc1);
+    }
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(ld8(a + i), ld8(b + i), acc0);
+    s = hsum(_mm256_add_ps(acc0, acc1));
+  }
+  for (; i < n; i++) s += load(a + i) * load(b + i);
+  return s;
+}
+
+// ------------------------------------------------------------------ micro-kernels
+// qk: c[i][j] = dot(a row i, b row j) over Dp (a multiple of 8), i < m, j < nb (written up to round4(nb)).
+// Key rows past nb - 1 are clamped to nb - 1 (valid memory; those columns are ignored by the caller).
+template <int MR>
+inline void qk_tile(const float* a, int64_t lda, const float* const* bp, int Dp, float* c, int64_t ldc) {
+  __m256 acc[MR][4];
+  #pragma GCC unroll 8
+  for (int i = 0; i < MR; i++)
+    #pragma GCC unroll 8
+    for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();
+  for (int d = 0; d < Dp; d += 8) {
+    __m256 av[MR];
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) av[i] = _mm256_loadu_ps(a + i * lda + d);
+    #pragma GCC unroll 8
+    for (int j = 0; j < 4; j++) {
+      __m256 bv = _mm256_loadu_ps(bp[j] + d);
+      #pragma GCC unroll 8
+      for (int i = 0; i < MR; i++) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int i = 0; i < MR; i++) _mm_storeu_ps(c + i * ldc, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+}
+void qk(const float* a, int64_t lda, int m, const float* b, int64_t ldb, int nb, int Dp, float* c, int64_t ldc) {
+  for (int j0 = 0; j0 < nb; j0 += 4) {
+    const float* bp[4];
+    #pragma GCC unroll 8
+    for (int j = 0; j < 4; j++) bp[j] = b + std::min(j0 + j, nb - 1) * ldb;
+    int i = 0;
+    for (; i + 3 <= m; i += 3) qk_tile<3>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
+    if (m - i == 2) qk_tile<2>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
+    else if (m - i == 1) qk_tile<1>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
+  }
+}
+void qk(const double* a, int64_t lda, int m, const double* b, int64_t ldb, int nb, int Dp, double* c, int64_t ldc) {
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < nb; j++) {
+      double s = 0;
+      for (int d = 0; d < Dp; d++) s += a[i * lda + d] * b[j * ldb + d];
+      c[i * ldc + j] = s;
+    }
+}
+
+// pv: c[i][0, Dp) += sum_k a(i, k) * b[k][0, Dp), i < m, k < K, where a(i, k) = a[i*ars + k*acs]
+// (so a transposed operand is just swapped strides). 6 x 16 tile: 12 accumulators + 2 loads + 1 broadcast.
+template <int MR, int NV>
+inline void pv_tile(const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb, int K, float* c, int64_t ldc) {
+  __m256 acc[MR][NV];
+  #pragma GCC unroll 8
+  for (int i = 0; i < MR; i++)
+    #pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) acc[i][v] = _mm256_loadu_ps(c + i * ldc + 8 * v);
+  for (int k = 0; k < K; k++) {
+    __m256 bv[NV];
+    #pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
+    #pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+      __m256 av = _mm256_broadcast_ss(a + i * ars + k * acs);
+      #pragma GCC unroll 8
+      for (int v = 0; v < NV; v++) acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int i = 0; i < MR; i++)
+    #pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
+}
+template <int NV>
+inline void pv_rows(int mr, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb, int K, float* c, int64_t ldc) {
+  switch (mr) {
+    case 6: pv_tile<6, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
+    case 5: pv_tile<5, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
+    case 4: pv_tile<4, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
+    case 3: pv_tile<3, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
+    case 2: pv_tile<2, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
+    default: pv_tile<1, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
+  }
+}
+void pv(const float* a, int64_t ars, int64_t acs, int m, const float* b, int64_t ldb, int K, int Dp, float* c, int64_t ldc) {
+  if (K <= 0) return;
+  for (int i = 0; i < m; i += 6) {
+    int mr = std::min(6, m - i);
+    for (int d = 0; d < Dp; d += 16) {
+      if (d + 16 <= Dp) pv_rows<2>(mr, a + i * ars, ars, acs, b + d, ldb, K, c + i * ldc + d, ldc);
+      else pv_rows<1>(mr, a + i * ars, ars, acs, b + d, ldb, K, c + i * ldc + d, ldc);
+    }
+  }
+}
+void pv(const double* a, int64_t ars, int64_t acs, int m, const double* b, int64_t ldb, int K, int Dp, double* c, int64_t ldc) {
+  for (int i = 0; i < m; i++)
+    for (int k = 0; k < K; k++) {
+      double av = a[i * ars + k * acs];
+      for (int d = 0; d < Dp; d++) c[i * ldc + d] += av * b[k * ldb + d];
+    }
+}
+
+// ------------------------------------------------------------------ row operations (n8: multiple of 8)
+void scale_row(float* x, int n8, float s) {
+  const __m256 sv = _mm256_set1_ps(s);
+  for (int j = 0; j < n8; j += 8) _mm256_storeu_ps(x + j, _mm256_mul_ps(_mm256_loadu_ps(x + j), sv));
+}
+void scale_row(double* x, int n8, double s) {
+  for (int j = 0; j < n8; j++) x[j] *= s;
+}
+float row_max(const float* x, int n8) {
+  __m256 m = _mm256_set1_ps(kNegInf);
+  for (int j = 0; j < n8; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
+  return hmax(m);
+}
+double row_max(const double* x, int n8) {
+  double m = -std::numeric_limits<double>::infinity();
+  for (int j = 0; j < n8; j++) m = std::max(m, x[j]);
+  return m;
+}
+// x = exp(x - m), returns the sum.
+float exp_row(float* x, int n8, float m) {
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 s = _mm256_setzero_ps();
+  for (int j = 0; j < n8; j += 8) {
+    __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
+    _mm256_storeu_ps(x + j, p);
+    s = _mm256_add_ps(s, p);
+  }
+  return hsum(s);
+}
+double exp_row(double* x, int n8, double m) {
+  double s = 0;
+  for (int j = 0; j < n8; j++) s += (x[j] = std::exp(x[j] - m));
+  return s;
+}
+// dp = p * (dp - delta) * scale (dS, with the scale folded in for dQ and dK).
+void ds_row(const float* p, float* dp, int n8, float delta, float scale) {
+  const __m256 dv = _mm256_set1_ps(delta), sv = _mm256_set1_ps(scale);
+  for (int j = 0; j < n8; j += 8) {
+    __m256 t = _mm256_mul_ps(_mm256_loadu_ps(p + j), _mm256_sub_ps(_mm256_loadu_ps(dp + j), dv));
+    _mm256_storeu_ps(dp + j, _mm256_mul_ps(t, sv));
+  }
+}
+void ds_row(const double* p, double* dp, int n8, double delta, double scale) {
+  for (int j = 0; j < n8; j++) dp[j] = p[j] * (dp[j] - delta) * scale;
+}
+
+// ------------------------------------------------------------------ problem description
+struct Attn {
+  int64_t B, H, Hkv, G, T, S, D, Dp;
+  bool causal;
+  double scale;
+  const TensorArg *q, *k, *v, *mask;
+  int64_t R() const { return G * T; }  // rows of one (b, kv head) problem
+};
+
+template <typename T> inline const T* row_ptr(const TensorArg& t, int64_t b, int64_t h, int64_t i) {
+  return t.data<T>() + b * t.strides[0] + h * t.strides[1] + i * t.strides[2];
+}
+
+// Scales a row of raw scores and sets invisible keys (and the padding up to n8) to -inf.
+// Keys of this tile are c0 + [0, kc); query position t of head h.
+template <typename A>
+inline void scale_mask_row(const Attn& p, A* s, int kc, int n8, int64_t b, int64_t h, int64_t t, int64_t c0) {
+  const A ninf = -std::numeric_limits<A>::infinity();
+  scale_row(s, n8, A(p.scale));
+  int64_t vis = kc;  // keys [vis, kc) are hidden by causality
+  if (p.causal) vis = std::clamp<int64_t>(t + p.S - p.T + 1 - c0, 0, kc);
+  for (int64_t j = vis; j < n8; j++) s[j] = ninf;
+  if (p.mask) {
+    const TensorArg& m = *p.mask;
+    const uint8_t* mr = reinterpret_cast<const uint8_t*>(m.bytes()) + b * m.strides[0] + h * m.strides[1] +
+                        t * m.strides[2] + c0 * m.strides[3];
+    const int64_t ms = m.strides[3];
+    for (int64_t j = 0; j < vis; j++)
+      if (!mr[j * ms]) s[j] = ninf;
+  }
+}
+
+// K (or V) rows of one tile, in place when possible, otherwise widened into buf (kBc x Dp).
+template <typename T, typename A>
+inline const A* tile_rows(const Attn& p, const TensorArg& t, int64_t b, int64_t kvh, int64_t c0, int kc, A* buf, int64_t& ld) {
+  const T* src = row_ptr<T>(t, b, kvh, c0);
+  if constexpr (std::is_same_v<T, A>) {
+    if (p.D == p.Dp) {
+      ld = t.strides[2];
+      return reinterpret_cast<const A*>(src);
+    }
+  }
+  for (int j = 0; j < kc; j++) load_row(src + j * t.strides[2], p.D, buf + j * p.Dp, p.Dp);
+  ld = p.Dp;
+  return buf;
+}
+
+// Loads rows [r0, r0 + n) of a (b, kv head) problem from a [B,H,T,D] view into buf (n x Dp).
+template <typename T, typename A>
+inline void load_rows(const Attn& p, const TensorArg& t, int64_t b, int64_t kvh, int64_t r0, int n, A* buf) {
+  for (int i = 0; i < n; i++) {
+    int64_t r = r0 + i, tt = r / p.G, h = kvh * p.G + r % p.G;
+    load_row(row_ptr<T>(t, b, h, tt), p.D, buf + i * p.Dp, p.Dp);
+  }
+}
+
+// Runs fn(item) for item in [0, n) on all threads, handing items out one at a time.
+template <typename F> void for_items(int64_t n, F&& make_worker) {
+  std::atomic<int64_t> next{0};
+  int64_t parts = std::max<int64_t>(1, std::min<int64_t>(num_threads(), n));
+  parallel_for(parts, 1, [&](int64_t, int64_t) {
+    auto work = make_worker();  // per-thread scratch lives in the worker
+    for (int64_t it; (it = next.fetch_add(1, std::memory_order_relaxed)) < n;) work(it);
+  });
+}
+
+// ------------------------------------------------------------------ forward
+template <typename T>
+void attention_fwd_impl(const Attn& p, const TensorArg& out, const TensorArg& lse) {
+  using A = acc_t<T>;
+  const int64_t R = p.R(), BK = p.B * p.Hkv, nrb = (R + kBr - 1) / kBr, Dp = p.Dp, D = p.D;
+  const A ninf = -std::numeric_limits<A>::infinity();
+  T* outp = out.data<T>();
+  for_items(BK * nrb, [&] {
+    struct W {
+      std::vector<A> q, o, s, kb, vb, m, l;
+    };
+    auto w = std::make_shared<W>();
+    w->q.resize(kBr * Dp);
+    w->o.resize(kBr * Dp);
+    w->s.resize(kBr * kBc);
+    w->kb.resize(kBc * Dp);
+    w->vb.resize(kBc * Dp);
+    w->m.resize(kBr);
+    w->l.resize(kBr);
+    return [&, w](int64_t item) {
+      // Largest causal blocks first: the block index runs backwards over the item order.
+      const int64_t rb = nrb - 1 - item / BK, bk = item % BK, b = bk / p.Hkv, kvh = bk % p.Hkv;
+      const int64_t r0 = rb * kBr;
+      const int n = (int)std::min<int64_t>(kBr, R - r0);
+      A *Q = w->q.data(), *O = w->o.data(), *S = w->s.data(), *M = w->m.data(), *L = w->l.data();
+      load_rows<T>(p, *p.q, b, kvh, r0, n, Q);
+      std::fill(O, O + n * Dp, A(0));
+      std::fill(M, M + n, ninf);
+      std::fill(L, L + n, A(0));
+      const int64_t tmax = (r0 + n - 1) / p.G;
+      const int64_t kend = p.causal ? std::min(p.S, tmax + p.S - p.T + 1) : p.S;
+      for (int64_t c0 = 0; c0 < kend; c0 += kBc) {
+        const int kc = (int)std::min<int64_t>(kBc, kend - c0), n8 = (int)round8(kc);
+        int64_t ldk, ldv;
+        const A* K = tile_rows<T>(p, *p.k, b, kvh, c0, kc, w->kb.data(), ldk);
+        const A* V = tile_rows<T>(p, *p.v, b, kvh, c0, kc, w->vb.data(), ldv);
+        qk(Q, Dp, n, K, ldk, kc, (int)Dp, S, kBc);
+        for (int i = 0; i < n; i++) {
+          const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
+          A* s = S + i * kBc;
+          scale_mask_row(p, s, kc, n8, b, h, t, c0);
+          const A mnew = std::max(M[i], row_max(s, n8));
+          if (mnew == ninf) {  // nothing visible yet in this row: P = 0, O and l stay 0
+            std::fill(s, s + n8, A(0));
+            continue;
+          }
+          const A alpha = std::exp(M[i] - mnew);  // 0 when M was -inf
+          L[i] = L[i] * alpha + exp_row(s, n8, mnew);
+          M[i] = mnew;
+          if (alpha != A(1)) scale_row(O + i * Dp, (int)Dp, alpha);
+        }
+        pv(S, kBc, 1, n, V, ldv, kc, (int)Dp, O, Dp);
+      }
+      for (int i = 0; i < n; i++) {
+        const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
+        const int64_t row = (b * p.H + h) * p.T + t;
+        const bool any = L[i] > A(0);
+        store_row(outp + row * D, O + i * Dp, D, any ? A(1) / L[i] : A(0));
+        const double l = any ? double(M[i]) + std::log(double(L[i])) : -std::numeric_limits<double>::infinity();
+        if (lse.dtype == DType::F64) lse.data<double>()[row] = l;
+        else lse.data<float>()[row] = float(l);
+      }
+    };
+  });
+}
+
+// ------------------------------------------------------------------ backward
+template <typename T>
+void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk, const TensorArg& dv,
+                        const TensorArg& out, const TensorArg& dout, const TensorArg& lse) {
+  using A = acc_t<T>;
+  const int64_t R = p.R(), BK = p.B * p.Hkv, Dp = p.Dp, D = p.D, BHT = p.B * p.H * p.T;
+  const int64_t nkb = (p.S + kBc - 1) / kBc;
+  const A ninf = -std::numeric_limits<A>::infinity();
+
+  // delta = rowsum(dO * O) and lse, per (b, h, t), in the compute type.
+  std::vector<A> delta(BHT), lsev(BHT);
+  parallel_for(BHT, 256, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; i++) {
+      int64_t t = i % p.T, bh = i / p.T, h = bh % p.H, b = bh / p.H;
+      delta[i] = dot_row(row_ptr<T>(dout, b, h, t), row_ptr<T>(out, b, h, t), D);
+      lsev[i] = lse.dtype == DType::F64 ? A(lse.data<double>()[i]) : A(lse.data<float>()[i]);
+    }
+  });
+
+  // Split the keys of each (b, kv head) only when there are too few of those to feed the threads.
+  // One split: an item sees every key, so it accumulates dQ for its rows in a per-thread buffer and
+  // writes it out at the end. Several: dQ partials go to shared scratch [split][b, kvh][row][Dp]
+  // (rows t-major like the items), summed in split order afterwards.
+  const int64_t want = 4 * num_threads();
+  const int64_t nsplit = std::max<int64_t>(1, std::min<int64_t>(nkb, BK > 0 ? (want + BK - 1) / BK : 1));
+  const int64_t per_split = BK * R * Dp;
+  std::vector<A> dqacc(nsplit > 1 ? nsplit * per_split : 0, A(0));
+  T *dkp = dk.data<T>(), *dvp = dv.data<T>(), *dqp = dq.data<T>();
+  auto store_dq_row = [&](int64_t b, int64_t kvh, int64_t r, const A* src) {
+    const int64_t h = kvh * p.G + r % p.G, t = r / p.G;
+    store_row(dqp + ((b * p.H + h) * p.T + t) * D, src, D, A(1));
+  };
+
+  for_items(BK * nsplit, [&] {
+    struct W {
+      std::vector<A> q, dO, s, dp, dK, dV, kb, vb, dq;
+    };
+    auto w = std::make_shared<W>();
+    w->q.resize(kBr * Dp);
+    w->dO.resize(kBr * Dp);
+    w->s.resize(kBr * kBc);
+    w->dp.resize(kBr * kBc);
+    w->dK.resize(kBc * Dp);
+    w->dV.resize(kBc * Dp);
+    w->kb.resize(kBc * Dp);
+    w->vb.resize(kBc * Dp);
+    if (nsplit == 1) w->dq.resize(R * Dp);
+    return [&, w](int64_t item) {
+      const int64_t split = item / BK, bk = item % BK, b = bk / p.Hkv, kvh = bk % p.Hkv;
+      const int64_t kb0 = nkb * split / nsplit, kb1 = nkb * (split + 1) / nsplit;
+      A* dQ = nsplit == 1 ? w->dq.data() : dqacc.data() + split * per_split + bk * R * Dp;
+      if (nsplit == 1) std::fill(dQ, dQ + R * Dp, A(0));
+      A *Q = w->q.data(), *dO = w->dO.data(), *S = w->s.data(), *dP = w->dp.data(), *dK = w->dK.data(), *dV = w->dV.data();
+      for (int64_t kbi = kb0; kbi < kb1; kbi++) {
+        const int64_t c0 = kbi * kBc;
+        const int kc = (int)std::min<int64_t>(kBc, p.S - c0), n8 = (int)round8(kc);
+        int64_t ldk, ldv;
+        const A* K = tile_rows<T>(p, *p.k, b, kvh, c0, kc, w->kb.data(), ldk);
+        const A* V = tile_rows<T>(p, *p.v, b, kvh, c0, kc, w->vb.data(), ldv);
+        std::fill(dK, dK + kc * Dp, A(0));
+        std::fill(dV, dV + kc * Dp, A(0));
+        // Causal: rows before position c0 - (S - T) see none of this tile.
+        const int64_t rstart = p.causal ? std::max<int64_t>(0, c0 - (p.S - p.T)) * p.G : 0;
+        for (int64_t r0 = rstart; r0 < R; r0 += kBr) {
+          const int n = (int)std::min<int64_t>(kBr, R - r0);
+          load_rows<T>(p, *p.q, b, kvh, r0, n, Q);
+          load_rows<T>(p, dout, b, kvh, r0, n, dO);
+          qk(Q, Dp, n, K, ldk, kc, (int)Dp, S, kBc);    // S = Q K^T
+          qk(dO, Dp, n, V, ldv, kc, (int)Dp, dP, kBc);  // dP = dO V^T
+          for (int i = 0; i < n; i++) {
+            const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
+            const int64_t row = (b * p.H + h) * p.T + t;
+            A* s = S + i * kBc;
+            if (lsev[row] == ninf) {  // a row that saw no key: no gradient (and no exp(-inf + inf))
+              std::fill(s, s + n8, A(0));
+            } else {
+              scale_mask_row(p, s, kc, n8, b, h, t, c0);
+              exp_row(s, n8, lsev[row]);  // P
+            }
+            ds_row(s, dP + i * kBc, n8, delta[row], A(p.scale));  // dS (scaled)
+          }
+          pv(S, 1, kBc, kc, dO, Dp, n, (int)Dp, dV, Dp);              // dV += P^T dO
+          pv(dP, 1, kBc, kc, Q, Dp, n, (int)Dp, dK, Dp);              // dK += dS^T Q
+          pv(dP, kBc, 1, n, K, ldk, kc, (int)Dp, dQ + r0 * Dp, Dp);   // dQ += dS K
+        }
+        const int64_t krow = (b * p.Hkv + kvh) * p.S + c0;
+        for (int j = 0; j < kc; j++) {
+          store_row(dkp + (krow + j) * D, dK + j * Dp, D, A(1));
+          store_row(dvp + (krow + j) * D, dV + j * Dp, D, A(1));
+        }
+      }
+      if (nsplit == 1)
+        for (int64_t r = 0; r < R; r++) store_dq_row(b, kvh, r, dQ + r * Dp);
+    };
+  });
+  if (nsplit == 1) return;
+
+  // dq = sum of the split partials, in split order.
+  parallel_for(BK * R, 64, [&](int64_t i0, int64_t i1) {
+    std::vector<A> acc(Dp);
+    for (int64_t i = i0; i < i1; i++) {
+      const A* src = dqacc.data() + i * Dp;
+      std::copy(src, src + Dp, acc.begin());
+      for (int64_t s = 1; s < nsplit; s++)
+        for (int64_t d = 0; d < Dp; d++) acc[d] += src[s * per_split + d];
+      store_dq_row(i / R / p.Hkv, (i / R) % p.Hkv, i % R, acc.data());
+    }
+  });
+}
+
+// ------------------------------------------------------------------ validation
+void check_head_view(const KernelArgs& a, const TensorArg& t, const char* what) {
+  a.check_ndim(t, 4, what);
+  if (t.shape[3] > 1 && t.strides[3] != 1) a.fail(std::string(what) + " must have unit stride in its last (head) dim");
+}
+
+// Checks q/k/v/mask/causal/scale at the given positions and fills the problem description.
+Attn check_inputs(const KernelArgs& a, size_t iq, size_t imask, size_t icausal) {
+  const TensorArg &q = a.tensor(iq), &k = a.tensor(iq + 1), &v = a.tensor(iq + 2);
+  const TensorArg* mask = a.optional_tensor(imask);
+  Attn p;
+  p.causal = a.flag(icausal);
+  p.scale = a.num(icausal + 1);
+  if (!std::isfinite(p.scale)) a.fail("scale must be finite");
+  a.check_float(q, "q");
+  a.check_same_dtype(k, q, "k");
+  a.check_same_dtype(v, q, "v");
+  check_head_view(a, q, "q");
+  check_head_view(a, k, "k");
+  check_head_view(a, v, "v");
+  p.B = q.shape[0], p.H = q.shape[1], p.T = q.shape[2], p.D = q.shape[3];
+  p.Hkv = k.shape[1], p.S = k.shape[2];
+  if (p.D <= 0) a.fail("head dim D must be positive");
+  if (p.D > (1 << 20)) a.fail("head dim D is too large");
+  a.check_shape(k, {p.B, p.Hkv, p.S, p.D}, "k");
+  a.check_shape(v, {p.B, p.Hkv, p.S, p.D}, "v");
+  if (p.Hkv <= 0) a.fail("k/v must have at least one head");
+  if (p.H % p.Hkv != 0)
+    a.fail("query heads (" + std::to_string(p.H) + ") must be a multiple of kv heads (" + std::to_string(p.Hkv) + ")");
+  p.G = p.H / p.Hkv;
+  p.Dp = round8(p.D);
+  if (mask) {
+    a.check_dtype(*mask, DType::BOOL, "mask");
+    a.check_shape(*mask, {p.B, p.H, p.T, p.S}, "mask");
+  }
+  p.q = &q, p.k = &k, p.v = &v, p.mask = mask;
+  return p;
+}
+
+void check_no_overlaps(const KernelArgs& a, std::initializer_list<const TensorArg*> outs,
+                       std::initializer_list<const TensorArg*> ins) {
+  std::vector<const TensorArg*> o(outs);
+  for (size_t i = 0; i < o.size(); i++) {
+    for (const TensorArg* in : ins)
+      if (in) a.check_no_overlap(*o[i], *in, "attention");
+    for (size_t j = i + 1; j < o.size(); j++) a.check_no_overlap(*o[i], *o[j], "attention");
+  }
+}
+
+void check_lse(const KernelArgs& a, const TensorArg& lse, const Attn& p) {
+  if (lse.dtype != DType::F32 && lse.dtype != DType::F64)
+    a.fail(std::string("lse must be float32 or float64, got ") + dtype_name(lse.dtype));
+  a.check_contiguous(lse, "lse");
+  a.check_shape(lse, {p.B, p.H, p.T}, "lse");
+}
+
+// attention_fwd(out, lse, q, k, v, mask?, causal, scale)
+void attention_fwd_kernel(const KernelArgs& a) {
+  const TensorArg &out = a.tensor(0), &lse = a.tensor(1);
+  Attn p = check_inputs(a, 2, 5, 6);
+  a.check_same_dtype(out, *p.q, "out");
+  a.check_contiguous(out, "out");
+  a.check_shape(out, {p.B, p.H, p.T, p.D}, "out");
+  check_lse(a, lse, p);
+  check_no_overlaps(a, {&out, &lse}, {p.q, p.k, p.v, p.mask});
+  if (p.B * p.H * p.T == 0) return;
+  LLAVA_DISPATCH_FLOAT(a, p.q->dtype, T, attention_fwd_impl<T>(p, out, lse));
+}
+
+// attention_bwd(dq, dk, dv, q, k, v, out, dout, lse, mask?, causal, scale)
+void attention_bwd_kernel(const KernelArgs& a) {
+  const TensorArg &dq = a.tensor(0), &dk = a.tensor(1), &dv = a.tensor(2);
+  Attn p = check_inputs(a, 3, 9, 10);
+  const TensorArg &out = a.tensor(6), &dout = a.tensor(7), &lse = a.tensor(8);
+  const std::pair<const TensorArg*, const char*> grads[] = {{&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}};
+  const TensorArg* like[] = {p.q, p.k, p.v};
+  for (int i = 0; i < 3; i++) {
+    const TensorArg& g = *grads[i].first;
+    a.check_same_dtype(g, *p.q, grads[i].second);
+    a.check_contiguous(g, grads[i].second);
+    a.check_shape(g, std::vector<int64_t>(like[i]->shape, like[i]->shape + 4), grads[i].second);
+  }
+  for (auto [t, what] : {std::pair<const TensorArg*, const char*>{&out, "out"}, {&dout, "dout"}}) {
+    a.check_same_dtype(*t, *p.q, what);
+    check_head_view(a, *t, what);
+    a.check_shape(*t, {p.B, p.H, p.T, p.D}, what);
+  }
+  check_lse(a, lse, p);
+  check_no_overlaps(a, {&dq, &dk, &dv}, {p.q, p.k, p.v, &out, &dout, &lse, p.mask});
+  if (p.B * p.Hkv == 0) return;
+  LLAVA_DISPATCH_FLOAT(a, p.q->dtype, T, attention_bwd_impl<T>(p, dq, dk, dv, out, dout, lse));
+}
+
+}  // namespace
+
+REGISTER_KERNEL("attention_fwd", Device::CPU, attention_fwd_kernel);
+REGISTER_KERNEL("attention_bwd", Device::CPU, attention_bwd_kernel);
+
+}  // namespace llava

@@ -1,0 +1,572 @@
+// cpu_matmul.cc — the `matmul` kernel on the CPU: out[Bt,M,N] = a[Bt,M,K] @ b[Bt,K,N] (+ bias[N])
+// (+ beta * out_old).
+//
+// Algorithm: Goto/BLIS blocking. C is cut into "units" (batch, row range, column range) that the
+// thread pool shares out; each unit is an ordinary GEMM run by one thread with its own packing:
+//
+//   for pc in K step KC:                      B[pc:pc+KC, unit cols] -> NR-column panels (L3)
+//     for ic in unit rows step MC:            A[ic:ic+MC, pc:pc+KC]  -> MR-row panels    (L2)
+//       for jr in unit cols step NR:          one B micro-panel KC x NR stays in L1
+//         for ir in MC step MR:               micro-kernel: MR x NR tile of C in registers
+//
+// Packing is where layouts and dtypes disappear: a and b are arbitrary strided views (a transposed
+// matrix is a view with swapped strides, batch stride 0 is broadcast), and bf16/f16 are widened to
+// f32 while packing, so the micro-kernels only ever see unit-stride f32 (or f64) panels. Both
+// packings are the same operation ("W lanes x kc depth, lane stride sw, depth stride sk"), with
+// AVX2 fast paths for unit lane stride (copy) and unit depth stride (8x8 transposes).
+//
+// Micro-kernels (row-major C tile, B row of NR floats times a broadcast A value per k):
+//   avx512  12 x 32, 24 zmm accumulators (chosen at run time when the CPU has AVX-512F; the addon
+//           is built with -mavx2, so this one function carries a target attribute)
+//   avx2     6 x 16, 12 ymm accumulators
+//   f64      4 x 8 plain C++ (f64 serves gradient checks: simple, not tuned)
+// AVX-512 doubles the FMA width, and on the AVX-512 dev machine it is what reaches OpenBLAS (the
+// AVX2 kernel tops out near 0.6 of it). N <= 16 uses the 6x16 tile; LLAVA_MATMUL_ISA=avx2 forces
+// it everywhere (the tests run both).
+//
+// Accumulation is always f32 (f64 for f64). f32/f64 outputs are accumulated in place across K
+// blocks; bias and beta*out_old are folded into the first K block's store. bf16/f16 outputs go
+// through an f32 scratch per unit and are rounded once at the end (units are capped in size so the
+// scratch stays small). beta == 0 means "do not read out" (as in BLAS), so an uninitialised out
+// never leaks NaNs.
+//
+// M == 1 or N == 1 (decode, matrix-vector) skip packing: a GEMV streams the matrix once, as dot
+// products when its K stride is 1 and as axpy over rows otherwise.
+//
+// Threads: units are (batch x row chunks x column chunks), split until there are enough of them to
+// keep every core busy with even shares (parallel_for hands out contiguous ranges, no stealing).
+// Each unit packs its own B panels, so threads never wait on each other; the duplicated packing
+// costs about 1/(2 * unit rows) of the multiply-adds. Packing buffers are thread_local and only
+// grow, so steady state makes no allocation.
+#include <algorithm>
+#include <cstdlib>
+#include <type_traits>
+
+#include "cpu_common.h"
+
+namespace llava {
+namespace {
+
+// ------------------------------------------------------------------ thread-local buffers
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  template <typename U> U* get(size_t n) {
+    size_t bytes = (n + 32) * sizeof(U);  // + slack: the transposing packer overruns by < 8 lanes
+    if (bytes > cap) {
+      std::free(p);
+      cap = (bytes + 4095) / 4096 * 4096;
+      p = std::aligned_alloc(64, cap);
+      if (!p) { cap = 0; throw KernelError("[matmul] out of host memory for packing buffers"); }
+    }
+    return static_cast<U*>(p);
+  }
+};
+thread_local Scratch tl_apack, tl_bpack, tl_cacc, tl_vec;
+thread_local Scratch tl_bias;  // used on the calling thread only
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ------------------------------------------------------------------ 8-wide loads that widen to f32
+template <typename T> inline __m256 load8(const T* p);
+template <> inline __m256 load8<float>(const float* p) { return _mm256_loadu_ps(p); }
+template <> inline __m256 load8<bf16>(const bf16* p) {
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+template <> inline __m256 load8<f16>(const f16* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+inline void transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// ------------------------------------------------------------------ packing
+// dst[k*W + w] = src[w*sw + k*sk] for w < wvalid, k < kc; lanes w >= wvalid are zero. This packs
+// an A panel (lanes = MR rows) and a B panel (lanes = NR columns) alike.
+template <typename T, int W, typename Acc>
+void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Acc* dst) {
+  int64_t k = 0;
+  if constexpr (std::is_same_v<Acc, float>) {
+    constexpr int G = (W + 7) / 8;
+    if (sw == 1 && wvalid == W && W % 8 == 0) {
+      // Lanes contiguous (row-major B, column-major A): straight vector copies.
+      for (; k < kc; k++)
+        for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + k * W + g * 8, load8(src + k * sk + g * 8));
+      return;
+    }
+    if (sk == 1) {
+      // Depth contiguous (row-major A, column-major B i.e. x @ W^T): 8x8 transposes. The last
+      // group of a W that is not a multiple of 8 stores 8 lanes; the extra ones land on the next
+      // k row (written right after) or on the buffer's slack.
+      for (; k + 8 <= kc; k += 8) {
+        __m256 r[G][8];
+        for (int g = 0; g < G; g++) {
+          for (int j = 0; j < 8; j++) {
+            int w = g * 8 + j;
+            r[g][j] = w < wvalid ? load8(src + w * sw + k) : _mm256_setzero_ps();
+          }
+          transpose8(r[g]);
+        }
+        for (int kk = 0; kk < 8; kk++)
+          for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + (k + kk) * W + g * 8, r[g][kk]);
+      }
+    }
+  }
+  for (; k < kc; k++) {  // general strides and remainders
+    const T* s = src + k * sk;
+    Acc* d = dst + k * W;
+    for (int w = 0; w < wvalid; w++) d[w] = Acc(load(s + w * sw));
+    for (int w = wvalid; w < W; w++) d[w] = Acc(0);
+  }
+}
+
+// ------------------------------------------------------------------ micro-kernels
+// C[MR x NR] (row stride ldc) = first ? acc + bias + beta*C : C + acc, where acc = A panel @ B panel.
+// bias (NR values) may be null; beta == 0 means C is not read on the first block.
+
+struct KernAvx2 {
+  using acc = float;
+  static constexpr int MR = 6, NR = 16;  // 12 accumulators + 2 B rows + 1 broadcast of 16 ymm
+  static constexpr int64_t KC = 256, MC = 144, NC = 3072;  // 16 KiB B micro-panel in L1, 144 KiB A block in L2
+  static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
+                  const float* bias) {
+    __m256 c[MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+      __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        __m256 a = _mm256_broadcast_ss(A + r);
+        c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+        c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+      }
+      A += MR;
+      B += NR;
+    }
+    if (first) {
+      __m256 bb0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+      __m256 bb1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+      __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        float* cr = C + r * ldc;
+        __m256 v0 = _mm256_add_ps(c[r][0], bb0), v1 = _mm256_add_ps(c[r][1], bb1);
+        if (beta != 0.f) {
+          v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), v0);
+          v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), v1);
+        }
+        _mm256_storeu_ps(cr, v0);
+        _mm256_storeu_ps(cr + 8, v1);
+      }
+    } else {
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        float* cr = C + r * ldc;
+        _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), c[r][0]));
+        _mm256_storeu_ps(cr + 8, _mm256_add_ps(_mm256_loadu_ps(cr + 8), c[r][1]));
+      }
+    }
+  }
+};
+
+// AVX-512 is compiled for this one function only and used only when the CPU reports it, so the
+// addon still loads on AVX2-only machines. The A broadcasts fold into the FMAs ({1to16}).
+__attribute__((target("avx512f"))) void ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C,
+                                                          int64_t ldc, bool first, float beta, const float* bias) {
+  constexpr int MR = 12, NR = 32;
+  __m512 c[MR][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      __m512 a = _mm512_set1_ps(A[r]);
+      c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+      c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+    }
+    A += MR;
+    B += NR;
+  }
+  if (first) {
+    __m512 bb0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+    __m512 bb1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+    __m512 vb = _mm512_set1_ps(beta);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      float* cr = C + r * ldc;
+      __m512 v0 = _mm512_add_ps(c[r][0], bb0), v1 = _mm512_add_ps(c[r][1], bb1);
+      if (beta != 0.f) {
+        v0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr), v0);
+        v1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr + 16), v1);
+      }
+      _mm512_storeu_ps(cr, v0);
+      _mm512_storeu_ps(cr + 16, v1);
+    }
+  } else {
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      float* cr = C + r * ldc;
+      _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c[r][0]));
+      _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), c[r][1]));
+    }
+  }
+}
+
+struct KernAvx512 {
+  using acc = float;
+  static constexpr int MR = 12, NR = 32;
+  // B micro-panel KC x NR = 32 KiB stays in a 48 KiB L1; the A block MC x KC = 192 KiB sits in L2
+  // (2 MiB on the dev machine); a B panel KC x NC = 3 MiB lives in L3. Tuned on the dev machine:
+  // KC 192..384, MC 96..240 and NC 512..4096 are all within noise of this.
+  static constexpr int64_t KC = 256, MC = 192, NC = 3072;
+  static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
+                  const float* bias) {
+    ukr_avx512_12x32(kc, A, B, C, ldc, first, beta, bias);
+  }
+};
+
+struct KernF64 {
+  using acc = double;
+  static constexpr int MR = 4, NR = 8;
+  static constexpr int64_t KC = 256, MC = 96, NC = 2048;
+  static void ukr(int64_t kc, const double* A, const double* B, double* C, int64_t ldc, bool first, double beta,
+                  const double* bias) {
+    double c[MR][NR] = {};
+    for (int64_t k = 0; k < kc; k++, A += MR, B += NR)
+      for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) c[r][j] += A[r] * B[j];
+    for (int r = 0; r < MR; r++)
+      for (int j = 0; j < NR; j++) {
+        double& o = C[r * ldc + j];
+        if (!first) o += c[r][j];
+        else o = c[r][j] + (bias ? bias[j] : 0.0) + (beta != 0.0 ? beta * o : 0.0);
+      }
+  }
+};
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+
+// ------------------------------------------------------------------ the problem, as seen by the drivers
+struct Problem {
+  int64_t Bt, M, N, K;
+  const char* a;  // element pointers (typed by the driver)
+  const char* b;
+  char* out;
+  int64_t as[3], bs[3];  // strides in elements
+  const void* bias;      // gathered to the compute type (float or double), contiguous, or null
+  double beta;           // 0 = do not read out
+};
+
+// ------------------------------------------------------------------ blocked GEMM for one unit
+// Unit: batch `bt`, rows [m0, m1), columns [n0, n1) of C.
+template <typename Kern, typename T>
+void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+  using Acc = typename Kern::acc;
+  constexpr int MR = Kern::MR, NR = Kern::NR;
+  constexpr bool direct = std::is_same_v<T, Acc>;  // accumulate in place in out
+  const T* A = reinterpret_cast<const T*>(p.a) + bt * p.as[0];
+  const T* B = reinterpret_cast<const T*>(p.b) + bt * p.bs[0];
+  T* O = reinterpret_cast<T*>(p.out) + bt * p.M * p.N;
+  const Acc* bias = static_cast<const Acc*>(p.bias);
+  const int64_t nu = n1 - n0, K = p.K;
+
+  Acc* C;
+  int64_t ldc;
+  if constexpr (direct) {
+    C = reinterpret_cast<Acc*>(O) + m0 * p.N + n0;
+    ldc = p.N;
+  } else {
+    C = tl_cacc.get<Acc>((m1 - m0) * nu);
+    ldc = nu;
+  }
+  const Acc beta = direct ? Acc(p.beta) : Acc(0);  // 16-bit outputs apply beta when rounding
+
+  const int64_t kc_max = std::min<int64_t>(Kern::KC, K);
+  Acc* Bp = tl_bpack.get<Acc>(kc_max * ceil_div(nu, NR) * NR);
+  Acc* Ap = tl_apack.get<Acc>(kc_max * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), MR) * MR);
+  alignas(64) Acc tile[MR * NR];
+
+  for (int64_t pc = 0; pc < K; pc += Kern::KC) {
+    const int64_t kc = std::min<int64_t>(Kern::KC, K - pc);
+    const bool first = pc == 0;
+    for (int64_t j = 0; j < nu; j += NR)
+      pack_panel<T, NR>(B + pc * p.bs[1] + (n0 + j) * p.bs[2], p.bs[2], p.bs[1], int(std::min<int64_t>(NR, nu - j)),
+                        kc, Bp + j * kc);
+    for (int64_t ic = m0; ic < m1; ic += Kern::MC) {
+      const int64_t mc = std::min<int64_t>(Kern::MC, m1 - ic);
+      for (int64_t i = 0; i < mc; i += MR)
+        pack_panel<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2], int(std::min<int64_t>(MR, mc - i)),
+                          kc, Ap + i * kc);
+      for (int64_t j = 0; j < nu; j += NR) {
+        const int nr = int(std::min<int64_t>(NR, nu - j));
+        const Acc* bj = bias ? bias + n0 + j : nullptr;
+        for (int64_t i = 0; i < mc; i += MR) {
+          const int mr = int(std::min<int64_t>(MR, mc - i));
+          Acc* c = C + (ic - m0 + i) * ldc + j;
+          if (mr == MR && nr == NR) {
+            Kern::ukr(kc, Ap + i * kc, Bp + j * kc, c, ldc, first, beta, bj);
+            continue;
+          }
+          // Edge tile: full tile into a local buffer, then merge the valid part.
+          Kern::ukr(kc, Ap + i * kc, Bp + j * kc, tile, NR, true, Acc(0), nullptr);
+          for (int r = 0; r < mr; r++)
+            for (int q = 0; q < nr; q++) {
+              Acc& o = c[r * ldc + q];
+              Acc v = tile[r * NR + q];
+              if (!first) o += v;
+              else o = v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * o : Acc(0));
+            }
+        }
+      }
+    }
+  }
+  if constexpr (!direct) {  // round the f32 scratch into the 16-bit output once
+    const float bt_ = float(p.beta);
+    for (int64_t r = m0; r < m1; r++) {
+      T* o = O + r * p.N + n0;
+      const Acc* c = C + (r - m0) * ldc;
+      for (int64_t q = 0; q < nu; q++) store(o + q, bt_ != 0.f ? c[q] + bt_ * load(o + q) : c[q]);
+    }
+  }
+}
+
+// Splits C into units and runs them on the pool.
+template <typename Kern, typename T>
+void gemm(const Problem& p) {
+  constexpr int MR = Kern::MR, NR = Kern::NR;
+  const int64_t th = num_threads();
+  int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
+  if constexpr (!std::is_same_v<T, typename Kern::acc>)  // cap the f32 scratch at ~2 MiB per unit
+    mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 19);
+  // Split further until every thread gets an equal share (or the shares are small enough that
+  // imbalance stops mattering). Split the dimension that has more micro-tiles left.
+  for (;;) {
+    int64_t total = p.Bt * mu * nu;
+    if (total >= th && (total % th == 0 || total >= 8 * th)) break;
+    int64_t mt = ceil_div(p.M, mu * MR), nt = ceil_div(p.N, nu * NR);
+    if (mt <= 1 && nt <= 1) break;
+    if (mt >= nt) mu++;
+    else nu++;
+  }
+  const int64_t mch = ceil_div(ceil_div(p.M, mu), MR) * MR, nch = ceil_div(ceil_div(p.N, nu), NR) * NR;
+  mu = ceil_div(p.M, mch);
+  nu = ceil_div(p.N, nch);
+  parallel_for(p.Bt * mu * nu, 1, [&](int64_t u0, int64_t u1) {
+    for (int64_t u = u0; u < u1; u++) {
+      int64_t bt = u / (mu * nu), r = u % (mu * nu), mi = r / nu, ni = r % nu;
+      gemm_unit<Kern, T>(p, bt, mi * mch, std::min(p.M, (mi + 1) * mch), ni * nch, std::min(p.N, (ni + 1) * nch));
+    }
+  });
+}
+
+// ------------------------------------------------------------------ GEMV (M == 1 or N == 1)
+// y[i] = sum_k X[i*xi + k*xk] * v[k*vs] for i < L, per batch; y is contiguous in out.
+struct Gemv {
+  int64_t L, K;
+  int64_t xi, xk, xb;  // X strides (rows, depth, batch)
+  int64_t vs, vb;      // v strides (depth, batch)
+  bool bias_per_row;   // M == 1: bias[i]; N == 1: bias[0]
+};
+
+template <typename T>
+void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
+  using Acc = acc_t<T>;
+  const Acc* bias = static_cast<const Acc*>(p.bias);
+  T* Y = reinterpret_cast<T*>(p.out);
+  const int64_t L = g.L, K = g.K;
+  // Tasks of `rows` outputs: at least ~32k multiply-adds each (worth a task), but no more than an
+  // even share per thread. The axpy path works on 64 columns at a time, so its tasks are multiples
+  // of 64 (full cache lines of every row of X).
+  const int64_t quantum = (g.xk != 1 && g.xi == 1) ? 64 : 8;
+  const int64_t want = ceil_div(32768, std::max<int64_t>(K, 1)), share = ceil_div(L, num_threads());
+  const int64_t rows = ceil_div(std::max<int64_t>(1, std::min(want, share)), quantum) * quantum;
+  const int64_t nch = ceil_div(L, rows);
+  parallel_for(p.Bt * nch, 1, [&](int64_t u0, int64_t u1) {
+    int64_t have_bt = -1;
+    Acc* v = tl_vec.get<Acc>(K);
+    for (int64_t u = u0; u < u1; u++) {
+      const int64_t bt = u / nch, i0 = (u % nch) * rows, i1 = std::min(L, i0 + rows);
+      if (bt != have_bt) {  // gather v once per batch: unit stride, compute type
+        const T* vp = V + bt * g.vb;
+        for (int64_t k = 0; k < K; k++) v[k] = Acc(load(vp + k * g.vs));
+        have_bt = bt;
+      }
+      const T* x = X + bt * g.xb;
+      T* y = Y + bt * L;
+      auto finish = [&](int64_t i, Acc s) {
+        if (bias) s += bias[g.bias_per_row ? i : 0];
+        if (p.beta != 0.0) s += Acc(p.beta) * load(y + i);
+        store(y + i, s);
+      };
+      if constexpr (!std::is_same_v<Acc, double>) {
+        if (g.xk == 1) {  // dot products along contiguous rows
+          for (int64_t i = i0; i < i1; i++) {
+            const T* xr = x + i * g.xi;
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            int64_t k = 0;
+            for (; k + 32 <= K; k += 32) {
+              s0 = _mm256_fmadd_ps(load8(xr + k), _mm256_loadu_ps(v + k), s0);
+              s1 = _mm256_fmadd_ps(load8(xr + k + 8), _mm256_loadu_ps(v + k + 8), s1);
+              s2 = _mm256_fmadd_ps(load8(xr + k + 16), _mm256_loadu_ps(v + k + 16), s2);
+              s3 = _mm256_fmadd_ps(load8(xr + k + 24), _mm256_loadu_ps(v + k + 24), s3);
+            }
+            for (; k + 8 <= K; k += 8) s0 = _mm256_fmadd_ps(load8(xr + k), _mm256_loadu_ps(v + k), s0);
+            __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_add_ss(h, _mm_movehdup_ps(h));
+            float acc = _mm_cvtss_f32(h);
+            for (; k < K; k++) acc += load(xr + k) * v[k];
+            finish(i, acc);
+          }
+          continue;
+        }
+        if (g.xi == 1) {  // axpy: 64 (then 8) rows in registers, walk down the depth
+          int64_t i = i0;
+          for (; i + 64 <= i1; i += 64) {
+            __m256 s[8];
+            for (int j = 0; j < 8; j++) s[j] = _mm256_setzero_ps();
+            for (int64_t k = 0; k < K; k++) {
+              const T* xr = x + k * g.xk + i;
+              __m256 vk = _mm256_set1_ps(v[k]);
+              for (int j = 0; j < 8; j++) s[j] = _mm256_fmadd_ps(load8(xr + 8 * j), vk, s[j]);
+            }
+            alignas(32) float tmp[64];
+            for (int j = 0; j < 8; j++) _mm256_store_ps(tmp + 8 * j, s[j]);
+            for (int j = 0; j < 64; j++) finish(i + j, tmp[j]);
+          }
+          for (; i + 8 <= i1; i += 8) {
+            __m256 s = _mm256_setzero_ps();
+            for (int64_t k = 0; k < K; k++) s = _mm256_fmadd_ps(load8(x + k * g.xk + i), _mm256_set1_ps(v[k]), s);
+            alignas(32) float tmp[8];
+            _mm256_store_ps(tmp, s);
+            for (int j = 0; j < 8; j++) finish(i + j, tmp[j]);
+          }
+          for (; i < i1; i++) {
+            float acc = 0.f;
+            for (int64_t k = 0; k < K; k++) acc += load(x + k * g.xk + i) * v[k];
+            finish(i, acc);
+          }
+          continue;
+        }
+      }
+      for (int64_t i = i0; i < i1; i++) {  // f64 and general strides
+        Acc acc = 0;
+        const T* xr = x + i * g.xi;
+        for (int64_t k = 0; k < K; k++) acc += Acc(load(xr + k * g.xk)) * v[k];
+        finish(i, acc);
+      }
+    }
+  });
+}
+
+template <typename T>
+void run_gemv(const Problem& p) {
+  const T* a = reinterpret_cast<const T*>(p.a);
+  const T* b = reinterpret_cast<const T*>(p.b);
+  if (p.M == 1)  // out row = a_row @ b: X = b^T (rows n), v = a[0, :]
+    gemv<T>(p, Gemv{p.N, p.K, p.bs[2], p.bs[1], p.bs[0], p.as[2], p.as[0], true}, b, a);
+  else  // N == 1: X = a (rows m), v = b[:, 0]
+    gemv<T>(p, Gemv{p.M, p.K, p.as[1], p.as[2], p.as[0], p.bs[1], p.bs[0], false}, a, b);
+}
+
+// ------------------------------------------------------------------ entry point
+template <typename T>
+void run_typed(const Problem& p) {
+  using Acc = acc_t<T>;
+  if (p.K == 0) {  // empty sum: out = bias + beta*out
+    T* o = reinterpret_cast<T*>(p.out);
+    const Acc* bias = static_cast<const Acc*>(p.bias);
+    for (int64_t i = 0; i < p.Bt * p.M; i++)
+      for (int64_t j = 0; j < p.N; j++) {
+        T* e = o + i * p.N + j;
+        store(e, (bias ? bias[j] : Acc(0)) + (p.beta != 0.0 ? Acc(p.beta) * load(e) : Acc(0)));
+      }
+    return;
+  }
+  if (p.M == 1 || p.N == 1) return run_gemv<T>(p);
+  if constexpr (std::is_same_v<Acc, double>) {
+    gemm<KernF64, T>(p);
+  } else {
+    const char* isa = std::getenv("LLAVA_MATMUL_ISA");
+    bool avx2_only = isa && std::string(isa) == "avx2";
+    // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
+    if (cpu_has_avx512() && !avx2_only && p.N > 16) gemm<KernAvx512, T>(p);
+    else gemm<KernAvx2, T>(p);
+  }
+}
+
+void matmul_kernel(const KernelArgs& args) {
+  const TensorArg& out = args.tensor(0);
+  const TensorArg& a = args.tensor(1);
+  const TensorArg& b = args.tensor(2);
+  const TensorArg* bias = args.optional_tensor(3);
+  const bool has_beta = !args.is_none(4);
+  const double beta = has_beta ? args.num(4) : 0.0;
+
+  args.check_ndim(out, 3, "out");
+  args.check_ndim(a, 3, "a");
+  args.check_ndim(b, 3, "b");
+  args.check_float(out, "out");
+  args.check_same_dtype(out, a, "out and a");
+  args.check_same_dtype(out, b, "out and b");
+  for (const TensorArg* t : {&out, &a, &b, bias})
+    if (t && t->device() != Device::CPU) args.fail("all tensors must be on the CPU");
+  const int64_t Bt = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
+  if (b.shape[0] != Bt) args.fail("batch sizes differ: a has " + std::to_string(Bt) + ", b has " + std::to_string(b.shape[0]));
+  if (b.shape[1] != K)
+    args.fail("inner dimensions differ: a is [.., " + std::to_string(M) + ", " + std::to_string(K) + "], b is [.., " +
+              std::to_string(b.shape[1]) + ", " + std::to_string(N) + "]");
+  args.check_shape(out, {Bt, M, N}, "out");
+  args.check_contiguous(out, "out");
+  args.check_no_overlap(out, a, "a");
+  args.check_no_overlap(out, b, "b");
+  if (bias) {
+    args.check_same_dtype(out, *bias, "out and bias");
+    args.check_shape(*bias, {N}, "bias");
+    args.check_no_overlap(out, *bias, "bias");
+  }
+  if (!std::isfinite(beta)) args.fail("beta must be finite");
+  if (Bt == 0 || M == 0 || N == 0) return;
+
+  Problem p{Bt, M, N, K, a.bytes(), b.bytes(), out.bytes(), {a.strides[0], a.strides[1], a.strides[2]},
+            {b.strides[0], b.strides[1], b.strides[2]}, nullptr, beta};
+  LLAVA_DISPATCH_FLOAT(args, out.dtype, T, {
+    using Acc = acc_t<T>;
+    if (bias) {  // gather once: contiguous, compute type, read by every thread
+      Acc* bb = tl_bias.get<Acc>(N);
+      const T* src = bias->data<T>();
+      for (int64_t j = 0; j < N; j++) bb[j] = Acc(load(src + j * bias->strides[0]));
+      p.bias = bb;
+    }
+    run_typed<T>(p);
+  });
+}
+
+REGISTER_KERNEL("matmul", Device::CPU, matmul_kernel);
+
+}  // namespace
+}  // namespace llava

@@ -1,0 +1,566 @@
+// elementwise.cu — copy/cast, fill, arange, unary and unary_bwd, binary (+ comparisons to bool),
+// where, and the counter-based random generator on the GPU. Same names, arguments, checks and
+// formulas as cpp/cpu_elementwise.cc.
+//
+// Shapes: every operand is a view with the output's shape (broadcast inputs arrive with stride 0),
+// outputs may be strided too (copy into a slice).
+// Two paths per map:
+//   * contiguous fast path — all operands contiguous and 16-byte aligned: each thread moves one
+//     16-byte vector (8 bf16, 4 f32, ...) per operand (Pack<T,V>), grid-stride loop, the last
+//     n % V elements handled one per thread;
+//   * strided path — make_geo() coalesces dims (a contiguous-but-unaligned view becomes 1-D) and
+//     each element's offsets come from a div/mod walk over at most 8 dims (32-bit when it fits).
+// The op is a runtime switch inside the kernel (uniform across a warp, so no divergence) rather
+// than a template parameter: 22 unary ops x dtypes x paths would be hundreds of kernels.
+// Math follows the CPU formulas op for op, with CUDA's accurate (not fast-math) functions, so CUDA
+// and CPU agree to a few ulps, not bit for bit (pow and random use f64 like the CPU).
+//
+// Random: Philox-4x32-10 with the CPU's constants; element i uses counter (offset + i) and key
+// seed, uniform = (ctr0 >> 8) / 2^24, normal = Box-Muller on ctr0/ctr1 in f64, bernoulli = u1 < p,
+// so CPU and CUDA produce the same numbers.
+#include <cmath>
+#include <type_traits>
+
+#include "cuda_common.cuh"
+
+namespace llava {
+namespace gpu {
+namespace {
+
+constexpr int kBlock = 256;
+
+__device__ __forceinline__ int64_t global_tid() { return blockIdx.x * (int64_t)blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t grid_stride() { return (int64_t)gridDim.x * blockDim.x; }
+
+void check_same_shape(const KernelArgs& a, const TensorArg& out, const TensorArg& x, const char* what) {
+  if (out.ndim != x.ndim) a.fail(std::string(what) + " rank differs from the output's");
+  for (int d = 0; d < out.ndim; d++)
+    if (out.shape[d] != x.shape[d]) a.fail(std::string(what) + " shape differs from the output's (broadcast first)");
+}
+
+// ---------------------------------------------------------------- generic N-ary map
+// out = op(in[0][i], ..., in[NIN-1][i]); all inputs share the storage type TI.
+template <typename TO, typename TI, int NIN> struct MapPtrs {
+  TO* out;
+  const TI* in[NIN];
+};
+
+template <int NIN, typename Op, typename TI>
+__device__ __forceinline__ auto apply_op(const Op& op, const TI (&x)[NIN]) {
+  if constexpr (NIN == 1) return op(x[0]);
+  else return op(x[0], x[1]);
+}
+
+template <int V, typename TO, typename TI, int NIN, typename Op>
+__global__ void __launch_bounds__(kBlock) map_vec_kernel(MapPtrs<TO, TI, NIN> p, int64_t n, Op op) {
+  int64_t groups = n / V;
+  for (int64_t g = global_tid(); g < groups; g += grid_stride()) {
+    Pack<TI, V> in[NIN];
+#pragma unroll
+    for (int k = 0; k < NIN; k++) in[k] = reinterpret_cast<const Pack<TI, V>*>(p.in[k])[g];
+    Pack<TO, V> r;
+#pragma unroll
+    for (int j = 0; j < V; j++) {
+      TI x[NIN];
+#pragma unroll
+      for (int k = 0; k < NIN; k++) x[k] = in[k].v[j];
+      r.v[j] = apply_op<NIN>(op, x);
+    }
+    reinterpret_cast<Pack<TO, V>*>(p.out)[g] = r;
+  }
+  int64_t t = groups * V + global_tid();  // the n % V tail
+  if (t < n) {
+    TI x[NIN];
+#pragma unroll
+    for (int k = 0; k < NIN; k++) x[k] = p.in[k][t];
+    p.out[t] = apply_op<NIN>(op, x);
+  }
+}
+
+template <typename I, typename TO, typename TI, int NIN, typename Op>
+__global__ void __launch_bounds__(kBlock) map_strided_kernel(MapPtrs<TO, TI, NIN> p, Geo<NIN + 1> g, int64_t n, Op op) {
+  for (int64_t i = global_tid(); i < n; i += grid_stride()) {
+    int64_t off[NIN + 1];
+    geo_offsets<NIN + 1, I>(g, (I)i, off);
+    TI x[NIN];
+#pragma unroll
+    for (int k = 0; k < NIN; k++) x[k] = p.in[k][off[k + 1]];
+    p.out[off[0]] = apply_op<NIN>(op, x);
+  }
+}
+
+template <typename TO, typename TI, int NIN, typename Op>
+void launch_map(const KernelArgs& a, const TensorArg& out, const TensorArg* const* ins, Op op) {
+  int64_t n = out.numel();
+  if (n == 0) return;
+  MapPtrs<TO, TI, NIN> p;
+  p.out = reinterpret_cast<TO*>(out.bytes());
+  for (int k = 0; k < NIN; k++) p.in[k] = reinterpret_cast<const TI*>(ins[k]->bytes());
+  constexpr int V = int(16 / (sizeof(TO) > sizeof(TI) ? sizeof(TO) : sizeof(TI)));
+  bool fast = out.is_contiguous() && aligned_to(p.out, sizeof(TO) * V);
+  for (int k = 0; k < NIN; k++) fast = fast && ins[k]->is_contiguous() && aligned_to(p.in[k], sizeof(TI) * V);
+  cudaStream_t s = stream();
+  if (fast) {
+    map_vec_kernel<V, TO, TI, NIN, Op><<<grid_for(n / V + 1), kBlock, 0, s>>>(p, n, op);
+  } else {
+    Geo<NIN + 1> g = make_geo<NIN + 1>(out, ins);
+    if (n <= (int64_t)UINT32_MAX) map_strided_kernel<uint32_t, TO, TI, NIN, Op><<<grid_for(n), kBlock, 0, s>>>(p, g, n, op);
+    else map_strided_kernel<int64_t, TO, TI, NIN, Op><<<grid_for(n), kBlock, 0, s>>>(p, g, n, op);
+  }
+  check_launch(a);
+}
+
+// ---------------------------------------------------------------- copy
+template <typename TO, typename TI> struct CastOp {
+  __device__ __forceinline__ TO operator()(TI x) const { return from_acc<TO>(to_acc<TI>(x)); }
+};
+template <typename U> struct RawOp {
+  __device__ __forceinline__ U operator()(U x) const { return x; }
+};
+
+// copy(out, x): out[...] = cast(x[...]), any dtypes, any strides.
+void copy_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  check_same_shape(a, out, x, "input");
+  a.check_no_overlap(out, x, "copy");
+  const TensorArg* ins[1] = {&x};
+  if (out.numel() == 0) return;
+  if (out.dtype == x.dtype) {
+    if (out.is_contiguous() && x.is_contiguous()) {
+      CUDA_CHECK(cudaMemcpyAsync(out.bytes(), x.bytes(), out.numel() * dtype_size(out.dtype), cudaMemcpyDeviceToDevice, stream()));
+      return;
+    }
+    GPU_DISPATCH_BITS(a, dtype_size(out.dtype), U, launch_map<U, U, 1>(a, out, ins, RawOp<U>{}));
+    return;
+  }
+  GPU_DISPATCH_ALL(a, out.dtype, TO, {
+    GPU_DISPATCH_ALL(a, x.dtype, TI, {
+      if constexpr (!std::is_same_v<TO, TI>) launch_map<TO, TI, 1>(a, out, ins, CastOp<TO, TI>{});
+    });
+  });
+}
+
+// ---------------------------------------------------------------- fill / arange
+template <typename U, int V>
+__global__ void __launch_bounds__(kBlock) fill_vec_kernel(U* p, int64_t n, U v) {
+  Pack<U, V> pk;
+#pragma unroll
+  for (int j = 0; j < V; j++) pk.v[j] = v;
+  int64_t groups = n / V;
+  for (int64_t g = global_tid(); g < groups; g += grid_stride()) reinterpret_cast<Pack<U, V>*>(p)[g] = pk;
+  int64_t t = groups * V + global_tid();
+  if (t < n) p[t] = v;
+}
+
+template <typename U, typename I>
+__global__ void __launch_bounds__(kBlock) fill_strided_kernel(U* p, Geo<1> g, int64_t n, U v) {
+  for (int64_t i = global_tid(); i < n; i += grid_stride()) {
+    int64_t off[1];
+    geo_offsets<1, I>(g, (I)i, off);
+    p[off[0]] = v;
+  }
+}
+
+template <typename U> void launch_fill(const KernelArgs& a, const TensorArg& out, U v) {
+  int64_t n = out.numel();
+  U* p = reinterpret_cast<U*>(out.bytes());
+  cudaStream_t s = stream();
+  constexpr int V = int(16 / sizeof(U));
+  if (out.is_contiguous()) {
+    unsigned char b[sizeof(U)];
+    std::memcpy(b, &v, sizeof(U));
+    bool same = true;
+    for (size_t k = 1; k < sizeof(U); k++) same = same && b[k] == b[0];
+    if (same) {
+      CUDA_CHECK(cudaMemsetAsync(p, b[0], n * sizeof(U), s));
+      return;
+    }
+    if (aligned_to(p, 16)) fill_vec_kernel<U, V><<<grid_for(n / V + 1), kBlock, 0, s>>>(p, n, v);
+    else fill_vec_kernel<U, 1><<<grid_for(n), kBlock, 0, s>>>(p, n, v);
+  } else {
+    Geo<1> g = make_geo<1>(out, nullptr);
+    if (n <= (int64_t)UINT32_MAX) fill_strided_kernel<U, uint32_t><<<grid_for(n), kBlock, 0, s>>>(p, g, n, v);
+    else fill_strided_kernel<U, int64_t><<<grid_for(n), kBlock, 0, s>>>(p, g, n, v);
+  }
+  check_launch(a);
+}
+
+// The storage bits of `v` as the CPU's store(&val, v) computes them.
+template <typename U> U fill_bits(DType dt, double v) {
+  uint64_t bits = 0;
+  switch (dt) {
+    case DType::F32: { float f = float(v); std::memcpy(&bits, &f, 4); break; }
+    case DType::F64: std::memcpy(&bits, &v, 8); break;
+    case DType::BF16: bits = host_f32_to_bf16(float(v)); break;
+    case DType::F16: bits = host_f32_to_f16(float(v)); break;
+    case DType::I32: { int32_t i = int32_t(v); std::memcpy(&bits, &i, 4); break; }
+    case DType::I64: { int64_t i = int64_t(v); std::memcpy(&bits, &i, 8); break; }
+    case DType::U8: bits = uint8_t(v); break;
+    case DType::BOOL: bits = v != 0.0 ? 1 : 0; break;
+  }
+  U u;
+  std::memcpy(&u, &bits, sizeof(U));  // little-endian: the low bytes hold the value
+  return u;
+}
+
+// fill(out, value)
+void fill_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  double v = a.num(1);
+  if (out.numel() == 0) return;
+  GPU_DISPATCH_BITS(a, dtype_size(out.dtype), U, launch_fill<U>(a, out, fill_bits<U>(out.dtype, v)));
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) arange_kernel_dev(T* p, int64_t n, double start, double step) {
+  for (int64_t i = global_tid(); i < n; i += grid_stride()) store(p + i, start + double(i) * step);
+}
+
+// arange(out, start, step): out[i] = start + i * step (out contiguous 1-D).
+void arange_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  a.check_contiguous(out, "out");
+  double start = a.num(1), step = a.num(2);
+  int64_t n = out.numel();
+  if (n == 0) return;
+  GPU_DISPATCH_ALL(a, out.dtype, T, {
+    arange_kernel_dev<T><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(out.bytes()), n, start, step);
+  });
+  check_launch(a);
+}
+
+// ---------------------------------------------------------------- unary
+enum U { Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sin, Cos, Tanh, Sigmoid, Relu, Gelu, GeluTanh, QuickGelu, Silu, Pow, Square,
+         Reciprocal, Sign, Erf, Log1p, Expm1 };
+
+int parse_unary(const KernelArgs& a, const std::string& s) {
+  static const std::pair<const char*, int> table[] = {
+      {"neg", Neg}, {"exp", Exp}, {"log", Log}, {"sqrt", Sqrt}, {"rsqrt", Rsqrt}, {"abs", Abs},
+      {"sin", Sin}, {"cos", Cos}, {"tanh", Tanh}, {"sigmoid", Sigmoid}, {"relu", Relu},
+      {"gelu", Gelu}, {"gelu_tanh", GeluTanh}, {"quick_gelu", QuickGelu}, {"silu", Silu},
+      {"pow", Pow}, {"square", Square}, {"reciprocal", Reciprocal}, {"sign", Sign}, {"erf", Erf},
+      {"log1p", Log1p}, {"expm1", Expm1}};
+  for (auto& kv : table)
+    if (s == kv.first) return kv.second;
+  a.fail("unknown unary op '" + s + "'");
+}
+
+template <typename F> __device__ __forceinline__ F sigm(F x) { return F(1) / (F(1) + m_exp(-x)); }
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+
+template <typename F>
+__device__ __forceinline__ F unary_fwd(int op, F x, F p) {
+  switch (op) {
+    case Neg: return -x;
+    case Exp: return m_exp(x);
+    case Log: return m_log(x);
+    case Sqrt: return m_sqrt(x);
+    case Rsqrt: return F(1) / m_sqrt(x);
+    case Abs: return m_fabs(x);
+    case Sin: return m_sin(x);
+    case Cos: return m_cos(x);
+    case Tanh: return m_tanh(x);
+    case Sigmoid: return sigm(x);
+    case Relu: return x > F(0) ? x : F(0);
+    case Gelu: return F(0.5) * x * (F(1) + m_erf(x * F(kInvSqrt2)));
+    case GeluTanh: return F(0.5) * x * (F(1) + m_tanh(F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x)));
+    case QuickGelu: return x * sigm(F(1.702) * x);
+    case Silu: return x * sigm(x);
+    case Pow: return m_pow(x, p);
+    case Square: return x * x;
+    case Reciprocal: return F(1) / x;
+    case Sign: return F((x > F(0)) - (x < F(0)));
+    case Erf: return m_erf(x);
+    case Log1p: return m_log1p(x);
+    case Expm1: return m_expm1(x);
+  }
+  return x;
+}
+
+template <typename F>
+__device__ __forceinline__ F unary_grad(int op, F x, F p) {
+  switch (op) {
+    case Neg: return F(-1);
+    case Exp: return m_exp(x);
+    case Log: return F(1) / x;
+    case Sqrt: return F(0.5) / m_sqrt(x);
+    case Rsqrt: return F(-0.5) / (x * m_sqrt(x));
+    case Abs: return F((x > F(0)) - (x < F(0)));
+    case Sin: return m_cos(x);
+    case Cos: return -m_sin(x);
+    case Tanh: { F t = m_tanh(x); return F(1) - t * t; }
+    case Sigmoid: { F s = sigm(x); return s * (F(1) - s); }
+    case Relu: return x > F(0) ? F(1) : F(0);
+    case Gelu: return F(0.5) * (F(1) + m_erf(x * F(kInvSqrt2))) + x * F(kInvSqrt2Pi) * m_exp(F(-0.5) * x * x);
+    case GeluTanh: {
+      F u = F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x);
+      F t = m_tanh(u);
+      F du = F(kSqrt2OverPi) * (F(1) + F(3 * 0.044715) * x * x);
+      return F(0.5) * (F(1) + t) + F(0.5) * x * (F(1) - t * t) * du;
+    }
+    case QuickGelu: { F s = sigm(F(1.702) * x); return s + x * F(1.702) * s * (F(1) - s); }
+    case Silu: { F s = sigm(x); return s * (F(1) + x * (F(1) - s)); }
+    case Pow: return p == F(0) ? F(0) : p * m_pow(x, p - F(1));
+    case Square: return F(2) * x;
+    case Reciprocal: return F(-1) / (x * x);
+    case Sign: return F(0);
+    case Erf: return F(2 * kInvSqrt2Pi * 1.4142135623730951) * m_exp(-x * x);  // 2/sqrt(pi)
+    case Log1p: return F(1) / (F(1) + x);
+    case Expm1: return m_exp(x);
+  }
+  return F(0);
+}
+
+template <typename T> struct UnaryOp {
+  int op;
+  acc_t<T> p;
+  __device__ __forceinline__ T operator()(T x) const { return from_acc<T>(unary_fwd<acc_t<T>>(op, to_acc<T>(x), p)); }
+};
+template <typename T> struct IntUnaryOp {  // 0 neg, 1 abs, 2 square, 3 sign
+  int op;
+  __device__ __forceinline__ T operator()(T v) const {
+    switch (op) {
+      case 0: return T(-v);
+      case 1:
+        if constexpr (std::is_signed_v<T>) return T(v < 0 ? -v : v);
+        else return v;
+      case 2: return T(v * v);
+      default:
+        if constexpr (std::is_signed_v<T>) return T((v > 0) - (v < 0));
+        else return T(v > 0);
+    }
+  }
+};
+template <typename T> struct UnaryBwdOp {  // (x, dy) -> dy * f'(x)
+  int op;
+  acc_t<T> p;
+  __device__ __forceinline__ T operator()(T x, T dy) const {
+    return from_acc<T>(to_acc<T>(dy) * unary_grad<acc_t<T>>(op, to_acc<T>(x), p));
+  }
+};
+
+// unary(out, x, op, p): out = f(x). Neg/abs/sign/square also take integer dtypes.
+void unary_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  int op = parse_unary(a, a.str(2));
+  double p = a.is_none(3) ? 0.0 : a.num(3);
+  check_same_shape(a, out, x, "input");
+  a.check_same_dtype(out, x, "unary");
+  const TensorArg* ins[1] = {&x};
+  if (!is_float(x.dtype)) {
+    if (op != Neg && op != Abs && op != Sign && op != Square) a.fail("op needs a floating dtype");
+    if (x.dtype == DType::BOOL) a.fail("op not defined for bool");
+    int iop = op == Neg ? 0 : op == Abs ? 1 : op == Square ? 2 : 3;
+    switch (x.dtype) {
+      case DType::I32: launch_map<int32_t, int32_t, 1>(a, out, ins, IntUnaryOp<int32_t>{iop}); break;
+      case DType::I64: launch_map<int64_t, int64_t, 1>(a, out, ins, IntUnaryOp<int64_t>{iop}); break;
+      case DType::U8: launch_map<uint8_t, uint8_t, 1>(a, out, ins, IntUnaryOp<uint8_t>{iop}); break;
+      default: a.fail("unknown dtype");
+    }
+    return;
+  }
+  GPU_DISPATCH_FLOAT(a, x.dtype, T, { launch_map<T, T, 1>(a, out, ins, UnaryOp<T>{op, acc_t<T>(p)}); });
+}
+
+// unary_bwd(dx, x, dy, op, p): dx = dy * f'(x)
+void unary_bwd_kernel(const KernelArgs& a) {
+  const TensorArg& dx = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& dy = a.tensor(2);
+  int op = parse_unary(a, a.str(3));
+  double p = a.is_none(4) ? 0.0 : a.num(4);
+  check_same_shape(a, dx, x, "x");
+  check_same_shape(a, dx, dy, "dy");
+  a.check_float(x, "x");
+  a.check_same_dtype(dx, x, "x");
+  a.check_same_dtype(dx, dy, "dy");
+  const TensorArg* ins[2] = {&x, &dy};
+  GPU_DISPATCH_FLOAT(a, x.dtype, T, { launch_map<T, T, 2>(a, dx, ins, UnaryBwdOp<T>{op, acc_t<T>(p)}); });
+}
+
+// ---------------------------------------------------------------- binary
+enum B { Add, Sub, Mul, Div, Max, Min, BPow, Eq, Ne, Lt, Le, Gt, Ge, And, Or };
+
+int parse_binary(const KernelArgs& a, const std::string& s) {
+  static const std::pair<const char*, int> table[] = {
+      {"add", Add}, {"sub", Sub}, {"mul", Mul}, {"div", Div}, {"maximum", Max}, {"minimum", Min},
+      {"pow", BPow}, {"eq", Eq}, {"ne", Ne}, {"lt", Lt}, {"le", Le}, {"gt", Gt}, {"ge", Ge},
+      {"logical_and", And}, {"logical_or", Or}};
+  for (auto& kv : table)
+    if (s == kv.first) return kv.second;
+  a.fail("unknown binary op '" + s + "'");
+}
+
+template <typename T> struct BinaryOp {
+  int op;
+  __device__ __forceinline__ T operator()(T xs, T ys) const {
+    using F = acc_t<T>;
+    F x = to_acc<T>(xs), y = to_acc<T>(ys), r;
+    switch (op) {
+      case Add: r = x + y; break;
+      case Sub: r = x - y; break;
+      case Mul: r = x * y; break;
+      case Div: r = x / y; break;
+      // NaN propagates as in torch.maximum / torch.minimum
+      case Max: r = (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y); break;
+      case Min: r = (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y); break;
+      case BPow: r = F(pow(double(x), double(y))); break;
+      default: r = F(0);
+    }
+    return from_acc<T>(r);
+  }
+};
+template <typename T> struct CompareOp {
+  int op;
+  __device__ __forceinline__ bool operator()(T xs, T ys) const {
+    using F = acc_t<T>;
+    F x = to_acc<T>(xs), y = to_acc<T>(ys);
+    switch (op) {
+      case Eq: return x == y;
+      case Ne: return x != y;
+      case Lt: return x < y;
+      case Le: return x <= y;
+      case Gt: return x > y;
+      case Ge: return x >= y;
+      case And: return x != F(0) && y != F(0);
+      case Or: return x != F(0) || y != F(0);
+      default: return false;
+    }
+  }
+};
+
+// binary(out, a, b, op): a and b have out's shape (broadcast views) and one dtype; comparisons
+// write bool.
+void binary_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& y = a.tensor(2);
+  int op = parse_binary(a, a.str(3));
+  bool cmp = op >= Eq;
+  check_same_shape(a, out, x, "first input");
+  check_same_shape(a, out, y, "second input");
+  a.check_same_dtype(x, y, "inputs");
+  if (cmp) a.check_dtype(out, DType::BOOL, "comparison output");
+  else a.check_same_dtype(out, x, "output");
+  if (!is_float(x.dtype) && (op == Div || op == BPow)) a.fail("integer inputs must be promoted to a float dtype first");
+  if (!cmp && x.dtype == DType::BOOL) a.fail("arithmetic on bool tensors is not supported");
+  const TensorArg* ins[2] = {&x, &y};
+  GPU_DISPATCH_ALL(a, x.dtype, T, {
+    if (cmp) {
+      launch_map<bool, T, 2>(a, out, ins, CompareOp<T>{op});
+    } else if constexpr (!std::is_same_v<T, bool>) {
+      launch_map<T, T, 2>(a, out, ins, BinaryOp<T>{op});
+    }
+  });
+}
+
+// ---------------------------------------------------------------- where
+template <typename U, typename I>
+__global__ void __launch_bounds__(kBlock) where_kernel_dev(U* out, const bool* c, const U* x, const U* y, Geo<4> g, int64_t n) {
+  for (int64_t i = global_tid(); i < n; i += grid_stride()) {
+    int64_t off[4];
+    geo_offsets<4, I>(g, (I)i, off);
+    out[off[0]] = c[off[1]] ? x[off[2]] : y[off[3]];
+  }
+}
+
+// where(out, cond, x, y): out = cond ? x : y (cond bool, all views of out's shape). A raw select,
+// so it runs on element bits by size; contiguous operands coalesce to one dim.
+void where_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& c = a.tensor(1);
+  const TensorArg& x = a.tensor(2);
+  const TensorArg& y = a.tensor(3);
+  a.check_dtype(c, DType::BOOL, "condition");
+  check_same_shape(a, out, c, "condition");
+  check_same_shape(a, out, x, "first input");
+  check_same_shape(a, out, y, "second input");
+  a.check_same_dtype(out, x, "first input");
+  a.check_same_dtype(out, y, "second input");
+  int64_t n = out.numel();
+  if (n == 0) return;
+  const TensorArg* ins[3] = {&c, &x, &y};
+  Geo<4> g = make_geo<4>(out, ins);
+  cudaStream_t s = stream();
+  GPU_DISPATCH_BITS(a, dtype_size(out.dtype), U, {
+    U* po = reinterpret_cast<U*>(out.bytes());
+    const bool* pc = reinterpret_cast<const bool*>(c.bytes());
+    const U* px = reinterpret_cast<const U*>(x.bytes());
+    const U* py = reinterpret_cast<const U*>(y.bytes());
+    if (n <= (int64_t)UINT32_MAX) where_kernel_dev<U, uint32_t><<<grid_for(n), kBlock, 0, s>>>(po, pc, px, py, g, n);
+    else where_kernel_dev<U, int64_t><<<grid_for(n), kBlock, 0, s>>>(po, pc, px, py, g, n);
+  });
+  check_launch(a);
+}
+
+// ---------------------------------------------------------------- random
+// Philox-4x32-10, identical to the CPU's: mulhi/mullo of the same constants, same key schedule.
+__device__ __forceinline__ void philox(uint32_t (&ctr)[4], uint32_t (&key)[2]) {
+#pragma unroll
+  for (int r = 0; r < 10; r++) {
+    uint32_t hi0 = __umulhi(0xD2511F53u, ctr[0]), lo0 = 0xD2511F53u * ctr[0];
+    uint32_t hi1 = __umulhi(0xCD9E8D57u, ctr[2]), lo1 = 0xCD9E8D57u * ctr[2];
+    uint32_t n0 = hi1 ^ ctr[1] ^ key[0];
+    uint32_t n2 = hi0 ^ ctr[3] ^ key[1];
+    ctr[1] = lo1;
+    ctr[3] = lo0;
+    ctr[0] = n0;
+    ctr[2] = n2;
+    key[0] += 0x9E3779B9u;
+    key[1] += 0xBB67AE85u;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) random_kernel_dev(T* out, int64_t n, uint64_t seed, uint64_t offset, int kind, double p) {
+  for (int64_t i = global_tid(); i < n; i += grid_stride()) {
+    uint64_t c = offset + (uint64_t)i;
+    uint32_t ctr[4] = {uint32_t(c), uint32_t(c >> 32), 0u, 0u};
+    uint32_t key[2] = {uint32_t(seed), uint32_t(seed >> 32)};
+    philox(ctr, key);
+    double u1 = (double(ctr[0]) + 0.5) / 4294967296.0;
+    double v;
+    if (kind == 0) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
+    else if (kind == 1) {
+      double u2 = double(ctr[1]) / 4294967296.0;
+      v = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+    } else v = u1 < p ? 1.0 : 0.0;
+    store(out + i, v);
+  }
+}
+
+// random(out, kind, seed, offset, p): kind 'uniform' [0,1), 'normal' N(0,1) by Box-Muller,
+// 'bernoulli' (1 with probability p). Element i uses Philox counter (offset + i).
+void random_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  a.check_contiguous(out, "out");
+  const std::string& kind = a.str(1);
+  uint64_t seed = (uint64_t)a.int_(2);
+  uint64_t offset = (uint64_t)a.int_(3);
+  double p = a.is_none(4) ? 0.5 : a.num(4);
+  int k = kind == "uniform" ? 0 : kind == "normal" ? 1 : kind == "bernoulli" ? 2 : -1;
+  if (k < 0) a.fail("unknown distribution '" + kind + "'");
+  int64_t n = out.numel();
+  if (n == 0) return;
+  GPU_DISPATCH_ALL(a, out.dtype, T, {
+    random_kernel_dev<T><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(out.bytes()), n, seed, offset, k, p);
+  });
+  check_launch(a);
+}
+
+REGISTER_KERNEL("copy", Device::CUDA, copy_kernel);
+REGISTER_KERNEL("fill", Device::CUDA, fill_kernel);
+REGISTER_KERNEL("arange", Device::CUDA, arange_kernel);
+REGISTER_KERNEL("unary", Device::CUDA, unary_kernel);
+REGISTER_KERNEL("unary_bwd", Device::CUDA, unary_bwd_kernel);
+REGISTER_KERNEL("binary", Device::CUDA, binary_kernel);
+REGISTER_KERNEL("where", Device::CUDA, where_kernel);
+REGISTER_KERNEL("random", Device::CUDA, random_kernel);
+
+}  // namespace
+}  // namespace gpu
+}  // namespace llava

@@ -1,0 +1,401 @@
+// index.cu — index_select / index_add, gather / scatter_add, rotary embedding (rope) and the fused
+// AdamW step on the GPU; same names, arguments, checks and formulas as cpp/cpu_index.cc.
+//
+// Index kernels see contiguous tensors as [outer, n, inner] around `dim` (embedding lookup is
+// index_select on dim 0; its backward is index_add). Every index is range-checked on the device
+// BEFORE the main kernel runs (first_bad_index: one small kernel and a stream sync), so a bad index
+// fails with the CPU's message and never becomes an illegal address.
+//   * index_select / gather are raw copies: index_select moves each selected row in the widest unit
+//     (16/8/4/2/1 bytes) that the row length and both base pointers allow.
+//   * index_add / scatter_add use atomicAdd in the destination dtype: f32 and f64 natively, bf16/f16
+//     with the 16-bit atomics (native on sm_90, a CAS loop on sm_80), in pairs (__nv_bfloat162 /
+//     __half2) when rows allow. Each add rounds to the storage dtype — the same rounding the CPU's
+//     sequential load-add-store does — but the order of repeated indices is not fixed, so results
+//     with repeated indices can differ from the CPU (and between runs) by rounding. We chose this
+//     over an f32 scratch copy of `out` because `out` is typically a vocab x C embedding gradient
+//     (512 MB in f32 for LLaMA-7B); see the comment at index_add_kernel.
+//   * rope: one thread per (row, i < D/2) pair, x may be strided (last stride 1).
+//   * adamw: one thread per element, exactly the CPU's expression order (PyTorch AdamW: decoupled
+//     decay, then moments, bias-corrected step); with master weights the f32 master is updated and
+//     the 16-bit param receives its rounded copy.
+#include <cmath>
+
+#include "cuda_common.cuh"
+
+namespace llava {
+namespace gpu {
+namespace {
+
+constexpr int kBlock = 256;
+
+__device__ __forceinline__ int64_t gtid() { return blockIdx.x * (int64_t)blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t gstride() { return (int64_t)gridDim.x * blockDim.x; }
+__device__ __forceinline__ int64_t idx_at(const void* p, bool i64, int64_t i) {
+  return i64 ? static_cast<const int64_t*>(p)[i] : int64_t(static_cast<const int32_t*>(p)[i]);
+}
+
+void check_index_tensor(const KernelArgs& a, const TensorArg& idx, int64_t limit) {
+  if (idx.dtype != DType::I64 && idx.dtype != DType::I32) a.fail("index must be int64 or int32");
+  a.check_contiguous(idx, "index");
+  int64_t bad = 0;
+  if (first_bad_index(idx.bytes(), idx.dtype == DType::I64, idx.numel(), limit, false, 0, &bad) >= 0)
+    a.fail("index " + std::to_string(bad) + " out of range for dimension of size " + std::to_string(limit));
+}
+
+int64_t norm_dim(const KernelArgs& a, int64_t dim, int ndim) {
+  if (dim < 0) dim += ndim;
+  if (dim < 0 || dim >= ndim) a.fail("dim out of range");
+  return dim;
+}
+
+void split_dims(const TensorArg& t, int64_t dim, int64_t& outer, int64_t& inner) {
+  outer = 1;
+  inner = 1;
+  for (int d = 0; d < dim; d++) outer *= t.shape[d];
+  for (int d = (int)dim + 1; d < t.ndim; d++) inner *= t.shape[d];
+}
+
+// ---------------------------------------------------------------- index_select
+// Unit e of the output: row r = e / row_u (r = o * m + j), column c; source row o * n + idx[j].
+template <typename U>
+__global__ void __launch_bounds__(kBlock) index_select_dev(U* out, const U* x, const void* idx, bool i64, int64_t total, int64_t m,
+                                                           int64_t n, int64_t row_u) {
+  for (int64_t e = gtid(); e < total; e += gstride()) {
+    const int64_t r = e / row_u, c = e - r * row_u, o = r / m, j = r - o * m;
+    out[e] = x[(o * n + idx_at(idx, i64, j)) * row_u + c];
+  }
+}
+
+// index_select(out, x, idx, dim)
+void index_select_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& idx = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
+  a.check_contiguous(x, "input");
+  a.check_contiguous(out, "output");
+  a.check_same_dtype(out, x, "output");
+  if (idx.ndim != 1) a.fail("index must be 1-D");
+  check_index_tensor(a, idx, x.shape[dim]);
+  int64_t outer, inner;
+  split_dims(x, dim, outer, inner);
+  int64_t n = x.shape[dim], m = idx.numel();
+  a.check_numel(out, outer * m * inner, "output");
+  a.check_no_overlap(out, x, "index_select");
+  const size_t row_bytes = (size_t)inner * dtype_size(x.dtype);
+  const int64_t total_bytes = outer * m * (int64_t)row_bytes;
+  if (total_bytes == 0) return;
+  size_t unit = 16;
+  while (unit > 1 && (row_bytes % unit || !aligned_to(out.bytes(), unit) || !aligned_to(x.bytes(), unit))) unit /= 2;
+  const int64_t row_u = (int64_t)(row_bytes / unit), total = total_bytes / (int64_t)unit;
+  const bool i64 = idx.dtype == DType::I64;
+  cudaStream_t s = stream();
+  switch (unit) {
+#define LLAVA_SEL(BYTES, U)                                                                                         \
+  case BYTES:                                                                                                       \
+    index_select_dev<U><<<grid_for(total), kBlock, 0, s>>>(reinterpret_cast<U*>(out.bytes()),                       \
+                                                           reinterpret_cast<const U*>(x.bytes()), idx.bytes(), i64, \
+                                                           total, m, n, row_u);                                     \
+    break;
+    LLAVA_SEL(16, uint4)
+    LLAVA_SEL(8, unsigned long long)
+    LLAVA_SEL(4, uint32_t)
+    LLAVA_SEL(2, uint16_t)
+    LLAVA_SEL(1, uint8_t)
+#undef LLAVA_SEL
+  }
+  check_launch(a);
+}
+
+// ---------------------------------------------------------------- atomic adds
+template <typename T> __device__ __forceinline__ void atomic_add(T* p, T v) { atomicAdd(p, v); }
+// Two neighbouring 16-bit elements at once (each half is atomic on its own).
+__device__ __forceinline__ void atomic_add2(__nv_bfloat16* p, __nv_bfloat16 a, __nv_bfloat16 b) {
+  atomicAdd(reinterpret_cast<__nv_bfloat162*>(p), __halves2bfloat162(a, b));
+}
+__device__ __forceinline__ void atomic_add2(__half* p, __half a, __half b) {
+  atomicAdd(reinterpret_cast<__half2*>(p), __halves2half2(a, b));
+}
+
+// Element group e (P consecutive elements of one row) of src: src row r = o * m + j -> out row
+// o * n + idx[j]. P = 2 only for 16-bit types with an even inner extent and aligned pointers.
+template <typename T, int P>
+__global__ void __launch_bounds__(kBlock) index_add_dev(T* out, const T* src, const void* idx, bool i64, int64_t total, int64_t m,
+                                                        int64_t n, int64_t inner_p) {
+  for (int64_t e = gtid(); e < total; e += gstride()) {
+    const int64_t r = e / inner_p, c = e - r * inner_p, o = r / m, j = r - o * m;
+    T* dst = out + ((o * n + idx_at(idx, i64, j)) * inner_p + c) * P;
+    if constexpr (P == 1) atomic_add(dst, src[e]);
+    else atomic_add2(dst, src[2 * e], src[2 * e + 1]);
+  }
+}
+
+template <typename T>
+void launch_index_add(const TensorArg& out, const TensorArg& src, const TensorArg& idx, bool i64, int64_t total, int64_t m,
+                      int64_t n, int64_t inner) {
+  T* po = reinterpret_cast<T*>(out.bytes());
+  const T* ps = reinterpret_cast<const T*>(src.bytes());
+  cudaStream_t s = stream();
+  if constexpr (sizeof(T) == 2) {
+    if (inner % 2 == 0 && aligned_to(po, 4) && aligned_to(ps, 4)) {
+      index_add_dev<T, 2><<<grid_for(total / 2), kBlock, 0, s>>>(po, ps, idx.bytes(), i64, total / 2, m, n, inner / 2);
+      return;
+    }
+  }
+  index_add_dev<T, 1><<<grid_for(total), kBlock, 0, s>>>(po, ps, idx.bytes(), i64, total, m, n, inner);
+}
+
+// index_add(out, idx, src, dim): out[o, idx[j], i] += src[o, j, i]. The CPU parallelises over
+// columns and sums repeated indices in order; here every source element is one atomicAdd, which
+// is the fast choice for embedding backward (few columns, many rows, mostly distinct indices) at
+// the price of run-to-run rounding differences where indices repeat.
+void index_add_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& idx = a.tensor(1);
+  const TensorArg& src = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
+  a.check_contiguous(out, "output");
+  a.check_contiguous(src, "source");
+  a.check_same_dtype(out, src, "source");
+  a.check_float(out, "output");
+  a.check_no_overlap(out, src, "index_add");
+  if (idx.ndim != 1) a.fail("index must be 1-D");
+  check_index_tensor(a, idx, out.shape[dim]);
+  int64_t outer, inner;
+  split_dims(out, dim, outer, inner);
+  int64_t n = out.shape[dim], m = idx.numel();
+  a.check_numel(src, outer * m * inner, "source");
+  a.check_no_overlap(out, idx, "index_add");
+  const int64_t total = outer * m * inner;
+  if (total == 0) return;
+  const bool i64 = idx.dtype == DType::I64;
+  GPU_DISPATCH_FLOAT(a, out.dtype, T, launch_index_add<T>(out, src, idx, i64, total, m, n, inner));
+  check_launch(a);
+}
+
+// ---------------------------------------------------------------- gather / scatter_add
+// idx's shape and the contiguous strides of the indexed tensor (x for gather, out for scatter).
+struct GatherGeo {
+  int ndim, dim;
+  int64_t shape[kMaxDims];
+  int64_t strides[kMaxDims];
+};
+
+GatherGeo make_gather_geo(const TensorArg& idx, const TensorArg& target, int64_t dim) {
+  GatherGeo g{};
+  g.ndim = idx.ndim;
+  g.dim = (int)dim;
+  int64_t stride = 1;
+  for (int d = idx.ndim - 1; d >= 0; d--) {
+    g.shape[d] = idx.shape[d];
+    g.strides[d] = stride;
+    stride *= target.shape[d];
+  }
+  return g;
+}
+
+// Element offset in the indexed tensor of element i of idx (idx's own coordinate along dim
+// replaced by the index value v).
+__device__ __forceinline__ int64_t gather_offset(const GatherGeo& g, int64_t i, int64_t v) {
+  int64_t off = 0;
+#pragma unroll
+  for (int d = kMaxDims - 1; d >= 0; d--) {
+    if (d < g.ndim) {
+      const int64_t c = i % g.shape[d];
+      i /= g.shape[d];
+      off += (d == g.dim ? v : c) * g.strides[d];
+    }
+  }
+  return off;
+}
+
+template <typename U>
+__global__ void __launch_bounds__(kBlock) gather_dev(U* out, const U* x, const void* idx, bool i64, int64_t n, GatherGeo g) {
+  for (int64_t i = gtid(); i < n; i += gstride()) out[i] = x[gather_offset(g, i, idx_at(idx, i64, i))];
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBlock) scatter_add_dev(T* out, const T* src, const void* idx, bool i64, int64_t n, GatherGeo g) {
+  for (int64_t i = gtid(); i < n; i += gstride()) atomic_add(out + gather_offset(g, i, idx_at(idx, i64, i)), src[i]);
+}
+
+void check_gather_shapes(const KernelArgs& a, const TensorArg& x, const TensorArg& idx, int64_t dim) {
+  if (idx.ndim != x.ndim) a.fail("index must have the input's rank");
+  for (int d = 0; d < x.ndim; d++)
+    if (d != dim && idx.shape[d] > x.shape[d]) a.fail("index is larger than the input outside dim");
+}
+
+// gather(out, x, idx, dim): out[...j...] = x[...idx[...j...]...]; all contiguous, idx shaped like out
+void gather_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& idx = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
+  for (const TensorArg* t : {&out, &x, &idx}) a.check_contiguous(*t, "operand");
+  a.check_same_dtype(out, x, "output");
+  check_gather_shapes(a, x, idx, dim);
+  a.check_numel(out, idx.numel(), "output");
+  check_index_tensor(a, idx, x.shape[dim]);
+  a.check_no_overlap(out, x, "gather");
+  a.check_no_overlap(out, idx, "gather");
+  const int64_t n = idx.numel();
+  if (n == 0) return;
+  GatherGeo g = make_gather_geo(idx, x, dim);
+  const bool i64 = idx.dtype == DType::I64;
+  GPU_DISPATCH_BITS(a, dtype_size(x.dtype), U, {
+    gather_dev<U><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<U*>(out.bytes()), reinterpret_cast<const U*>(x.bytes()),
+                                                        idx.bytes(), i64, n, g);
+  });
+  check_launch(a);
+}
+
+// scatter_add(out, idx, src, dim): out[...idx[...j...]...] += src[...j...] (atomics: indices may repeat)
+void scatter_add_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& idx = a.tensor(1);
+  const TensorArg& src = a.tensor(2);
+  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
+  for (const TensorArg* t : {&out, &idx, &src}) a.check_contiguous(*t, "operand");
+  a.check_same_dtype(out, src, "source");
+  a.check_float(out, "output");
+  check_gather_shapes(a, out, idx, dim);
+  a.check_numel(src, idx.numel(), "source");
+  check_index_tensor(a, idx, out.shape[dim]);
+  a.check_no_overlap(out, src, "scatter_add");
+  a.check_no_overlap(out, idx, "scatter_add");
+  const int64_t n = idx.numel();
+  if (n == 0) return;
+  GatherGeo g = make_gather_geo(idx, out, dim);
+  const bool i64 = idx.dtype == DType::I64;
+  GPU_DISPATCH_FLOAT(a, out.dtype, T, {
+    scatter_add_dev<T><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(out.bytes()),
+                                                             reinterpret_cast<const T*>(src.bytes()), idx.bytes(), i64, n, g);
+  });
+  check_launch(a);
+}
+
+// ---------------------------------------------------------------- rope
+// Pair e = (r, i): r = (b, h, t) row of x, i < D/2; out contiguous [B, H, T, D].
+template <typename T>
+__global__ void __launch_bounds__(kBlock) rope_dev(T* out, const T* x, const T* cs, const T* sn, int64_t total, int64_t H,
+                                                   int64_t T_, int64_t D, int64_t sx0, int64_t sx1, int64_t sx2, bool per_batch) {
+  using F = acc_t<T>;
+  const int64_t half = D / 2;
+  for (int64_t e = gtid(); e < total; e += gstride()) {
+    const int64_t r = e / half, i = e - r * half;
+    const int64_t t = r % T_, bh = r / T_, h = bh % H, b = bh / H;
+    const T* px = x + b * sx0 + h * sx1 + t * sx2;
+    const int64_t cb = ((per_batch ? b : 0) * T_ + t) * D;
+    const T* pc = cs + cb;
+    const T* ps = sn + cb;
+    T* po = out + r * D;
+    const F x1 = load(px + i), x2 = load(px + i + half);
+    store(po + i, x1 * F(load(pc + i)) - x2 * F(load(ps + i)));
+    store(po + i + half, x2 * F(load(pc + i + half)) + x1 * F(load(ps + i + half)));
+  }
+}
+
+// rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin.
+void rope_kernel(const KernelArgs& a) {
+  const TensorArg& out = a.tensor(0);
+  const TensorArg& x = a.tensor(1);
+  const TensorArg& cs = a.tensor(2);
+  const TensorArg& sn = a.tensor(3);
+  a.check_ndim(x, 4, "x");
+  a.check_contiguous(out, "output");
+  a.check_numel(out, x.numel(), "output");
+  a.check_float(x, "x");
+  a.check_same_dtype(out, x, "output");
+  a.check_same_dtype(cs, x, "cos");
+  a.check_same_dtype(sn, x, "sin");
+  a.check_contiguous(cs, "cos");
+  a.check_contiguous(sn, "sin");
+  int64_t B = x.shape[0], H = x.shape[1], T = x.shape[2], D = x.shape[3];
+  if (D % 2) a.fail("head dim must be even");
+  if (x.strides[3] != 1) a.fail("x must have unit stride in its last dim");
+  a.check_ndim(cs, 3, "cos");
+  a.check_ndim(sn, 3, "sin");
+  if ((cs.shape[0] != 1 && cs.shape[0] != B) || cs.shape[1] != T || cs.shape[2] != D) a.fail("cos must be [1 or B, T, D]");
+  for (int d = 0; d < 3; d++)
+    if (sn.shape[d] != cs.shape[d]) a.fail("sin and cos shapes differ");
+  for (const TensorArg* in : {&x, &cs, &sn}) a.check_no_overlap(out, *in, "rope");
+  const bool per_batch = cs.shape[0] == B && B > 1;
+  const int64_t total = B * H * T * (D / 2);
+  if (total == 0) return;
+  GPU_DISPATCH_FLOAT(a, x.dtype, T_, {
+    rope_dev<T_><<<grid_for(total), kBlock, 0, stream()>>>(
+        reinterpret_cast<T_*>(out.bytes()), reinterpret_cast<const T_*>(x.bytes()), reinterpret_cast<const T_*>(cs.bytes()),
+        reinterpret_cast<const T_*>(sn.bytes()), total, H, T, D, x.strides[0], x.strides[1], x.strides[2], per_batch);
+  });
+  check_launch(a);
+}
+
+// ---------------------------------------------------------------- adamw
+template <typename S> struct AdamHyper {
+  S lr, lr_wd, b1, one_m_b1, b2, one_m_b2, bc1, bc2, eps;
+};
+
+template <typename T, typename S>
+__global__ void __launch_bounds__(kBlock) adamw_dev(T* p, const T* g, S* m, S* v, float* master, int64_t n, AdamHyper<S> hp) {
+  for (int64_t i = gtid(); i < n; i += gstride()) {
+    S w = master ? S(master[i]) : S(load(p + i));
+    const S gi = S(load(g + i));
+    w -= hp.lr_wd * w;
+    const S mi = hp.b1 * m[i] + hp.one_m_b1 * gi;
+    const S vi = hp.b2 * v[i] + hp.one_m_b2 * gi * gi;
+    m[i] = mi;
+    v[i] = vi;
+    w -= hp.lr * (mi / hp.bc1) / (m_sqrt(vi / hp.bc2) + hp.eps);
+    if (master) master[i] = float(w);
+    store(p + i, w);
+  }
+}
+
+// adamw(param, grad, m, v, master?, lr, beta1, beta2, eps, weight_decay, step)
+void adamw_kernel(const KernelArgs& a) {
+  const TensorArg& p = a.tensor(0);
+  const TensorArg& g = a.tensor(1);
+  const TensorArg& m = a.tensor(2);
+  const TensorArg& v = a.tensor(3);
+  const TensorArg* master = a.optional_tensor(4);
+  double lr = a.num(5), b1 = a.num(6), b2 = a.num(7), eps = a.num(8), wd = a.num(9);
+  int64_t step = a.int_(10);
+  if (step < 1) a.fail("step must be >= 1");
+  if (!(lr >= 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(eps > 0) || !(wd >= 0)) a.fail("invalid hyperparameters");
+  a.check_float(p, "param");
+  a.check_same_dtype(g, p, "grad");
+  int64_t n = p.numel();
+  for (const TensorArg* t : {&p, &g, &m, &v}) {
+    a.check_contiguous(*t, "operand");
+    a.check_numel(*t, n, "operand");
+  }
+  DType sd = p.dtype == DType::F64 ? DType::F64 : DType::F32;
+  a.check_dtype(m, sd, "exp_avg");
+  a.check_dtype(v, sd, "exp_avg_sq");
+  if (master) {
+    a.check_dtype(*master, DType::F32, "master weights");
+    a.check_contiguous(*master, "master weights");
+    a.check_numel(*master, n, "master weights");
+  }
+  if (n == 0) return;
+  double bc1 = 1.0 - std::pow(b1, double(step)), bc2 = 1.0 - std::pow(b2, double(step));
+  GPU_DISPATCH_FLOAT(a, p.dtype, T, {
+    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
+    AdamHyper<S> hp{S(lr), S(lr * wd), S(b1), S(1 - b1), S(b2), S(1 - b2), S(bc1), S(bc2), S(eps)};
+    adamw_dev<T, S><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(p.bytes()), reinterpret_cast<const T*>(g.bytes()),
+                                                          reinterpret_cast<S*>(m.bytes()), reinterpret_cast<S*>(v.bytes()),
+                                                          master ? reinterpret_cast<float*>(master->bytes()) : nullptr, n, hp);
+  });
+  check_launch(a);
+}
+
+REGISTER_KERNEL("index_select", Device::CUDA, index_select_kernel);
+REGISTER_KERNEL("index_add", Device::CUDA, index_add_kernel);
+REGISTER_KERNEL("gather", Device::CUDA, gather_kernel);
+REGISTER_KERNEL("scatter_add", Device::CUDA, scatter_add_kernel);
+REGISTER_KERNEL("rope", Device::CUDA, rope_kernel);
+REGISTER_KERNEL("adamw", Device::CUDA, adamw_kernel);
+
+}  // namespace
+}  // namespace gpu
+}  // namespace llava
