@@ -12,6 +12,8 @@ import { Tensor } from '../core/tensor';
 import { DType, Device, ITEMSIZE } from '../core/dtype';
 import { noGrad } from '../core/autograd';
 import { to } from '../ops/view';
+import { rand, Generator } from '../ops/creation';
+import { sub, mul, copyInto } from '../ops/elementwise';
 import { loadSharded, TensorSource } from '../io/safetensors';
 import { Module } from '../nn/module';
 import { LlavaForConditionalGeneration, LlavaConfig } from './llava';
@@ -25,6 +27,10 @@ export interface LoadOptions {
   visionTower?: string;
   /** Called per tensor for progress display. */
   onProgress?: (done: number, total: number) => void;
+  /** Seed for initialising a projector the checkpoint lacks (original-style stage-1 start). */
+  seed?: number;
+  /** Non-fatal notes (e.g. a freshly initialised projector); default prints to stderr. */
+  onWarning?: (msg: string) => void;
 }
 
 const ST_DTYPE: Record<string, DType> = {
@@ -72,7 +78,7 @@ export function loadWeights(
   module: Module,
   sources: { src: TensorSource; rename: (n: string) => string | null }[],
   opts: { onProgress?: (d: number, t: number) => void; allowMissing?: (name: string) => boolean } = {},
-): void {
+): string[] {
   const params = new Map(module.namedParameters());
   const missing = new Set(params.keys());
   const unexpected: string[] = [];
@@ -109,6 +115,25 @@ export function loadWeights(
   const stillMissing = [...missing].filter((n) => !opts.allowMissing?.(n));
   if (stillMissing.length)
     throw new Error(`[fromPretrained] missing tensors: ${stillMissing.slice(0, 8).join(', ')}${stillMissing.length > 8 ? ` (+${stillMissing.length - 8} more)` : ''}`);
+  return [...missing];
+}
+
+/** PyTorch's nn.Linear default: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias. */
+function initProjector(model: LlavaForConditionalGeneration, seed: number): void {
+  const g = new Generator(seed);
+  noGrad(() => {
+    for (const lin of model.projector.linears) {
+      const bound = 1 / Math.sqrt(lin.inFeatures);
+      for (const p of [lin.weight, lin.bias]) {
+        if (!p) continue;
+        const u = rand(p.shape, { dtype: 'float32', device: p.device, generator: g });
+        const c = sub(u, 0.5);
+        const r = mul(c, 2 * bound);
+        copyInto(p, r);
+        [u, c, r].forEach((t) => t.dispose());
+      }
+    }
+  });
 }
 
 function visionConfigFrom(cfg: Record<string, unknown>): CLIPVisionConfig {
@@ -178,8 +203,20 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
   try {
     const sources = [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }];
     if (visionDir) sources.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
-    // post_layernorm is unused by LLaVA and absent from some exports.
-    loadWeights(model, sources, { onProgress: opts.onProgress, allowMissing: (n) => n.includes('post_layernorm') });
+    // post_layernorm is unused by LLaVA and absent from some exports. An original-style directory
+    // assembled for stage 1 (Vicuna + mm_* config keys) has no projector yet: it starts from
+    // PyTorch's default initialisation, as initialize_vision_modules does.
+    const isProj = (n: string): boolean => n.startsWith('multi_modal_projector.');
+    const allowProj = config.format === 'llava_llama';
+    const missing = loadWeights(model, sources, { onProgress: opts.onProgress, allowMissing: (n) => n.includes('post_layernorm') || (allowProj && isProj(n)) });
+    const projMissing = missing.filter(isProj);
+    const projTotal = model.projector.parameters().length;
+    if (projMissing.length && projMissing.length !== projTotal)
+      throw new Error(`[fromPretrained] missing tensors: ${projMissing.join(', ')} (the checkpoint has only part of the projector)`);
+    if (projMissing.length) {
+      initProjector(model, opts.seed ?? 0);
+      (opts.onWarning ?? ((m: string) => process.stderr.write(m + "\n")))(`[fromPretrained] ${dir} has no projector weights: initialised ${model.config.projectorType} with PyTorch's default init (seed ${opts.seed ?? 0})`);
+    }
   } catch (e) {
     model.dispose();
     throw e;
