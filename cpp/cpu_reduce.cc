@@ -5,6 +5,7 @@
 // with a pairwise-ish blocked order (8 partial sums) so long f32 rows keep their precision.
 // softmax / cross-entropy work on rows of a contiguous [N, C]; cross-entropy never writes the
 // probabilities: forward keeps only the row's logsumexp, backward recomputes exp(x - lse).
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -29,21 +30,33 @@ R parse_reduce(const KernelArgs& a, const std::string& s) {
 template <typename T, typename F>
 F reduce_line(R op, const T* p, int64_t n, int64_t stride, double correction, int64_t* arg) {
   if (op == R::Sum || op == R::Mean || op == R::Var) {
-    F acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int k = 0; k < 8; k++) acc[k] += load(p + (i + k) * stride);
-    for (; i < n; i++) acc[0] += load(p + i * stride);
-    F s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    F s = 0;
+    if constexpr (std::is_floating_point_v<F>) {
+      // 8 partial sums in the compute type over blocks of 128 elements (vectorisable), blocks added
+      // in double: a long float32 row keeps its precision (2^28 ones sum to 2^28).
+      double total = 0;
+      for (int64_t b0 = 0; b0 < n; b0 += 128) {
+        int64_t b1 = std::min<int64_t>(n, b0 + 128);
+        F acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i = b0;
+        for (; i + 8 <= b1; i += 8)
+          for (int k = 0; k < 8; k++) acc[k] += load(p + (i + k) * stride);
+        for (; i < b1; i++) acc[0] += load(p + i * stride);
+        total += double(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
+      }
+      s = F(total);
+    } else {
+      for (int64_t i = 0; i < n; i++) s += load(p + i * stride);  // integers: exact
+    }
     if (op == R::Sum) return s;
     F mean = s / F(n);
     if (op == R::Mean) return mean;
-    F ss = 0;
+    double ss = 0;
     for (int64_t j = 0; j < n; j++) {
-      F d = load(p + j * stride) - mean;
+      double d = double(load(p + j * stride)) - double(mean);
       ss += d * d;
     }
-    return ss / F(double(n) - correction);
+    return F(ss / (double(n) - correction));
   }
   if (op == R::Prod) {
     F acc = 1;

@@ -1173,3 +1173,14 @@ t.test('ops leave no tensors behind', async (t) => {
   t.equal(before.numTensors, 0, 'no live tensors after the suite');
   t.equal(before.cpu.storages, 0, 'no live storages after the suite');
 });
+
+t.test('long float32 sums keep their precision', async (tt) => {
+  // 1e7 copies of 0.1f: a running float32 sum drifts by ~1e-3 relative; blocks summed in double stay exact to ~1e-7.
+  L.tidy(() => {
+    const n = 10_000_000;
+    const x = L.full([n], 0.1);
+    const exact = n * Math.fround(0.1);
+    tt.ok(Math.abs(L.sum(x).item() - exact) / exact < 1e-6, 'sum');
+    tt.ok(Math.abs(L.mean(x).item() - Math.fround(0.1)) / 0.1 < 1e-6, 'mean');
+  });
+});

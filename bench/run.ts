@@ -1,0 +1,42 @@
+// run.ts — `npm run bench` (node dist/bench/run.js): the engine's benchmark cases, one JSON line each.
+//
+//   npm run bench -- [--filter REGEX] [--quick] [--device cpu|cuda|all] [--out FILE]
+//   npx tsx bench/run.ts --quick --device cpu          (from the source tree)
+//
+// Each line: {op, scenario, dtype, device, shape, median_ms, gflops | tflops (CUDA) | gbps | tokens_per_s,
+// baseline, baseline_ms, ratio, samples}. The baseline is measured in the same run: numpy for CPU matmul
+// (bench/numpy_peer.py), the composite fallback for fused ops on the CPU, PyTorch on the GPU
+// (bench/torch_peer.py). ratio = baseline_ms / median_ms, so > 1 means the engine is faster.
+// The first line names the run (node version, CUDA device or null, options); lines with `skipped` say
+// why a group did not run (no numpy, no torch, no CUDA); a final `summary` line per device gives the
+// wall time and the live tensor count (a leak shows there). GPU timings are host-side (hrtime around
+// calls closed by cuda.synchronize()), so they include N-API launch overhead; the peer uses CUDA events.
+// Cases live in cpu_cases.ts and gpu_cases.ts; timing and output in harness.ts.
+import * as L from '../lib';
+import { closeOut, emit, openOut, parseOptions } from './harness';
+import { runCpuCases } from './cpu_cases';
+import { runGpuCases } from './gpu_cases';
+
+function main(): number {
+  let opts;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (e) {
+    console.error((e as Error).message);
+    return 2;
+  }
+  openOut(opts.out);
+  try {
+    emit({ bench: 'llava-node', node: process.version, cuda: L.cuda.isAvailable() ? L.cuda.describe() : null, quick: opts.quick, device: opts.device });
+    if (opts.gpuDryRun) runGpuCases(opts);
+    else {
+      if (opts.device === 'cpu' || opts.device === 'all') runCpuCases(opts);
+      if (opts.device === 'cuda' || opts.device === 'all') runGpuCases(opts);
+    }
+  } finally {
+    closeOut();
+  }
+  return 0;
+}
+
+process.exitCode = main();

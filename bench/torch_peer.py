@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""torch_peer.py — the GPU peer of `npm run bench`: PyTorch on the same cases, shapes and dtype.
+
+    python3 bench/torch_peer.py --spec spec.json
+
+bench/gpu_cases.ts writes the spec ({device, dtype, reps, cases: [{key, kind, ...shape}]}) from its own
+case table and matches results by `key`. Kinds: gemm (a[M,K] @ b[K,N]), attention
+(F.scaled_dot_product_attention, q/k/v [B,H,T,D], fwd or fwd+bwd), layer_norm / rms_norm (F.layer_norm,
+F.rms_norm where torch has it; fwd or fwd+bwd), patch_embed (F.conv2d stride = kernel, then the
+[B, P, O] view CLIP uses), cross_entropy (fwd+bwd with the fp32 upcast HF uses: F.cross_entropy(x.float())),
+llama_train (LLaMA decoder layers as HF writes them: RMSNorm in fp32, rotate-half RoPE, SDPA causal,
+SwiGLU; embed + lm_head; loss on fp32 logits; AdamW fused on CUDA) with peak memory.
+
+Timing: warm-up calls, then the median of up to `reps` samples; a sample is `inner` calls between two
+torch.cuda.Event records (inner chosen from the warm-up so a sample lasts ~5 ms), divided by inner. On the
+CPU (for bench --gpu-dry-run) time.perf_counter() replaces the events.
+Prints {"peer": ...} first, then {"key", "median_ms", "min_ms", "samples"[, "peak_gib"]} per case, or
+{"key", "error"} for a case that failed. Without torch (or without CUDA when the spec asks for it) it
+prints {"skipped": "torch", "reason": ...} and exits 0.
+"""
+import argparse
+import json
+import math
+import sys
+import time
+
+
+def emit(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", required=True, help="JSON file written by bench/gpu_cases.ts")
+    args = ap.parse_args()
+    with open(args.spec) as f:
+        spec = json.load(f)
+    try:
+        import torch
+        import torch.nn.functional as F  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means no peer
+        emit({"skipped": "torch", "reason": f"torch cannot be imported: {e}"})
+        return 0
+    device = spec.get("device", "cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        emit({"skipped": "torch", "reason": f"torch {torch.__version__} sees no CUDA device"})
+        return 0
+    dtype = getattr(torch, spec.get("dtype", "bfloat16"))
+    reps = int(spec.get("reps", 10))
+    desc = f"torch {torch.__version__}"
+    if device == "cuda":
+        desc += f" (CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)})"
+        # Same numerics as the engine: no TF32 for fp32 maths (the bf16 cases do not use it anyway).
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    emit({"peer": desc})
+    runner = Runner(torch, device, dtype, reps)
+    for case in spec["cases"]:
+        key = case["key"]
+        try:
+            res = runner.run(case)
+            res["key"] = key
+            emit(res)
+        except Exception as e:  # noqa: BLE001 - report and go on with the next case
+            emit({"key": key, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+        finally:
+            runner.cleanup()
+    return 0
+
+
+class Runner:
+    def __init__(self, torch, device, dtype, reps):
+        self.torch = torch
+        self.F = torch.nn.functional
+        self.device = device
+        self.dtype = dtype
+        self.reps = reps
+        self.gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def cleanup(self):
+        import gc
+
+        gc.collect()
+        if self.device == "cuda":
+            self.torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------ helpers
+    def rand(self, shape, scale=1.0, requires_grad=False):
+        t = (self.torch.rand(shape, generator=self.gen) * 2 - 1) * scale
+        t = t.to(device=self.device, dtype=self.dtype)
+        return t.requires_grad_(requires_grad)
+
+    def sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def time(self, fn, warmup=2, reps=None, max_s=3.0, min_reps=3):
+        reps = reps or self.reps
+        torch = self.torch
+        self.sync()
+        warm = 0.0
+        for _ in range(warmup):
+            t0 = time.perf_counter()
+            fn()
+            self.sync()
+            warm = time.perf_counter() - t0
+        inner = max(1, min(50, int(0.005 / warm))) if self.device == "cuda" and warm > 0 else 1
+        samples = []
+        start = time.perf_counter()
+        while len(samples) < reps:
+            if self.device == "cuda":
+                a = torch.cuda.Event(enable_timing=True)
+                b = torch.cuda.Event(enable_timing=True)
+                a.record()
+                for _ in range(inner):
+                    fn()
+                b.record()
+                b.synchronize()
+                samples.append(a.elapsed_time(b) / inner)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                samples.append((time.perf_counter() - t0) * 1e3)
+            if len(samples) >= min_reps and time.perf_counter() - start > max_s:
+                break
+        samples.sort()
+        return {"median_ms": samples[len(samples) // 2], "min_ms": samples[0], "samples": len(samples)}
+
+    def sdpa(self, q, k, v, causal):
+        F = self.F
+        if hasattr(F, "scaled_dot_product_attention"):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        # torch < 2.0 (CPU dry runs only): the materialised composite
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if causal:
+            T, S = s.shape[-2], s.shape[-1]
+            mask = self.torch.ones(T, S, dtype=self.torch.bool, device=q.device).tril(S - T)
+            s = s.masked_fill(~mask, float("-inf"))
+        return s.softmax(-1) @ v
+
+    def rms_norm(self, x, w, eps):
+        F = self.F
+        if hasattr(F, "rms_norm"):
+            return F.rms_norm(x, (x.shape[-1],), w, eps)
+        x32 = x.float()
+        return (x32 * self.torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+
+    # ------------------------------------------------------------------ cases
+    def run(self, c):
+        kind = c["kind"]
+        return getattr(self, "case_" + kind)(c)
+
+    def case_gemm(self, c):
+        a = self.rand((c["M"], c["K"]))
+        b = self.rand((c["K"], c["N"]))
+        with self.torch.no_grad():
+            return self.time(lambda: a @ b)
+
+    def case_attention(self, c):
+        shape = (c["B"], c["H"], c["T"], c["D"])
+        kv_shape = (c["B"], c["H"], c.get("S", c["T"]), c["D"])
+        bwd = c["bwd"]
+        q = self.rand(shape, requires_grad=bwd)
+        k, v = (self.rand(kv_shape, requires_grad=bwd) for _ in range(2))
+        causal = c["causal"]
+        if not bwd:
+            with self.torch.no_grad():
+                return self.time(lambda: self.sdpa(q, k, v, causal))
+        g = self.rand(shape)
+
+        def step():
+            self.sdpa(q, k, v, causal).backward(g)
+            q.grad = k.grad = v.grad = None
+
+        return self.time(step)
+
+    def _norm(self, c, kind):
+        N, C = c["N"], c["C"]
+        bwd = c["bwd"]
+        x = self.rand((N, C), requires_grad=bwd)
+        w = self.rand((C,), requires_grad=bwd)
+        b = self.rand((C,), requires_grad=bwd)
+        F = self.F
+        if kind == "layer_norm":
+            f = lambda: F.layer_norm(x, (C,), w, b, 1e-5)  # noqa: E731
+        else:
+            f = lambda: self.rms_norm(x, w, 1e-6)  # noqa: E731
+        if not bwd:
+            with self.torch.no_grad():
+                return self.time(f)
+        g = self.rand((N, C))
+
+        def step():
+            f().backward(g)
+            x.grad = w.grad = b.grad = None
+
+        return self.time(step)
+
+    def case_layer_norm(self, c):
+        return self._norm(c, "layer_norm")
+
+    def case_rms_norm(self, c):
+        return self._norm(c, "rms_norm")
+
+    def case_patch_embed(self, c):
+        x = self.rand((c["B"], c["C"], c["img"], c["img"]))
+        w = self.rand((c["O"], c["C"], c["patch"], c["patch"]), 0.05)
+        b = self.rand((c["O"],))
+        p = c["patch"]
+        with self.torch.no_grad():
+            return self.time(lambda: self.F.conv2d(x, w, b, stride=p).flatten(2).transpose(1, 2))
+
+    def case_cross_entropy(self, c):
+        N, V = c["N"], c["V"]
+        x = self.rand((N, V), 4.0, requires_grad=True)
+        t = (self.torch.arange(N) * 7919 % V).to(self.device)
+
+        def step():
+            self.F.cross_entropy(x.float(), t).backward()
+            x.grad = None
+
+        return self.time(step)
+
+    def case_llama_train(self, c):
+        torch = self.torch
+        nn = torch.nn
+        F = self.F
+        B, T, L, C, I, H, V = c["B"], c["T"], c["layers"], c["hidden"], c["inter"], c["heads"], c["vocab"]
+        D = C // H
+        runner = self
+
+        class RMSNorm(nn.Module):
+            # HF LlamaRMSNorm: normalise in fp32, cast back, then scale
+            def __init__(self, n, eps=1e-5):
+                super().__init__()
+                self.weight = nn.Parameter(torch.ones(n))
+                self.eps = eps
+
+            def forward(self, x):
+                x32 = x.float()
+                return self.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+        def rot(x, cos, sin):
+            x1, x2 = x[..., : D // 2], x[..., D // 2:]
+            return x * cos + torch.cat((-x2, x1), -1) * sin
+
+        class Layer(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(C, C, bias=False) for _ in range(4))
+                self.gate_proj = nn.Linear(C, I, bias=False)
+                self.up_proj = nn.Linear(C, I, bias=False)
+                self.down_proj = nn.Linear(I, C, bias=False)
+                self.input_layernorm = RMSNorm(C)
+                self.post_attention_layernorm = RMSNorm(C)
+
+            def forward(self, x, cos, sin):
+                h = self.input_layernorm(x)
+                heads = lambda t: t.view(B, T, H, D).transpose(1, 2)  # noqa: E731
+                q = rot(heads(self.q_proj(h)), cos, sin)
+                k = rot(heads(self.k_proj(h)), cos, sin)
+                v = heads(self.v_proj(h))
+                o = runner.sdpa(q, k, v, True)
+                x = x + self.o_proj(o.transpose(1, 2).reshape(B, T, C))
+                h = self.post_attention_layernorm(x)
+                return x + self.down_proj(F.silu(self.gate_proj(h)) * self.up_proj(h))
+
+        class Model(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embed_tokens = nn.Embedding(V, C)
+                nn.init.normal_(self.embed_tokens.weight, std=0.02)
+                self.layers = nn.ModuleList(Layer() for _ in range(L))
+                self.norm = RMSNorm(C)
+                self.lm_head = nn.Linear(C, V, bias=False)
+
+            def forward(self, ids, cos, sin):
+                x = self.embed_tokens(ids)
+                for layer in self.layers:
+                    x = layer(x, cos, sin)
+                return self.lm_head(self.norm(x))
+
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        model = Model().to(device=self.device, dtype=self.dtype)
+        try:
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0, fused=self.device == "cuda")
+        except TypeError:  # torch without the fused flag
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
+        N = B * T
+        ids = (torch.arange(N) * 7919 % V).view(B, T).to(self.device)
+        targets = ((torch.arange(N) + 1) * 7919 % V).to(self.device)
+        inv = 1.0 / (10000 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+        f = torch.outer(torch.arange(T, dtype=torch.float32), inv)
+        emb = torch.cat((f, f), -1)
+        cos = emb.cos().to(device=self.device, dtype=self.dtype)
+        sin = emb.sin().to(device=self.device, dtype=self.dtype)
+
+        def step():
+            logits = model(ids, cos, sin)
+            F.cross_entropy(logits.float().view(N, V), targets).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        res = self.time(step, warmup=1, reps=int(c.get("steps", 5)), max_s=12.0, min_reps=2)
+        res["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+        if self.device == "cuda":
+            res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        del model, opt
+        return res
+
+
+if __name__ == "__main__":
+    sys.exit(main())

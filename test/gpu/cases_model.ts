@@ -1,0 +1,108 @@
+// cases_model.ts — the tiny LLaVA fixture on the device under test against transformers' float64
+// reference (test/fixtures/tiny-llava): logits at attended positions, the stage-2 loss and all 25
+// gradients, with the tolerances of test/llava_model.test.ts (float32 maths vs float64: atol 3e-5 /
+// rtol 1e-4 on logits, 1e-5 on the loss, atol 1e-6 / rtol 1e-3 on gradients). A bf16 run of the same
+// model is held to the flash-attention rule against the CPU: its error vs the reference must be at
+// most 2x the CPU bf16 engine's error (plus one bf16 rounding of the largest value).
+import * as L from '../../lib';
+import { loadLlava } from '../../lib/models/loader';
+import { LlavaForConditionalGeneration } from '../../lib/models/llava';
+import { fixtureDir, tinyLlavaRef } from './fixture';
+import { EPS, OutputStat, Outputs, ParityCase, compare, f64, maxAbs, maxAbsErr } from './parity';
+
+/** Logits (attended rows only), stage-2 loss and every stage-2 gradient for a model on `dev`. */
+function modelOutputs(dev: L.Device, dtype: L.DType): Outputs {
+  const r = tinyLlavaRef();
+  const model: LlavaForConditionalGeneration = loadLlava(fixtureDir(), { device: dev, dtype });
+  const batch = r.batch(dev, dtype);
+  try {
+    const out: Outputs = {};
+    const V = model.config.text.vocab_size;
+    const flatMask = r.mask.flat();
+    L.tidy(() => {
+      const logits = f64(L.noGrad(() => model.forward(batch).logits));
+      const kept: number[] = [];
+      for (let i = 0; i < logits.length; i++) if (flatMask[Math.floor(i / V)] === 1) kept.push(logits[i]);
+      out.logits = Float64Array.from(kept);
+    });
+    model.setStage(2);
+    L.tidy(() => {
+      const { loss } = model.loss(batch);
+      loss.backward();
+      out.loss = f64(loss);
+    });
+    for (const [name, p] of model.namedParameters()) if (p.grad) out[`grad.${name}`] = f64(p.grad);
+    return out;
+  } finally {
+    batch.pixelValues?.dispose();
+    model.dispose();
+  }
+}
+
+function referenceOutputs(): Outputs {
+  const r = tinyLlavaRef();
+  const out: Outputs = {};
+  const flatMask = r.mask.flat();
+  const logits = r.refF('logits');
+  const V = logits.length / flatMask.length;
+  out.logits = Float64Array.from(Array.from(logits).filter((_, i) => flatMask[Math.floor(i / V)] === 1));
+  out.loss = Float64Array.from(r.refF('stage2.loss'));
+  for (const n of r.ref.names()) if (n.startsWith('stage2.grad.')) out[`grad.${n.slice('stage2.grad.'.length)}`] = Float64Array.from(r.refF(n));
+  return out;
+}
+
+const tolFor = (k: string): { atol: number; rtol: number } => (k === 'logits' ? { atol: 3e-5, rtol: 1e-4 } : k === 'loss' ? { atol: 1e-5, rtol: 0 } : { atol: 1e-6, rtol: 1e-3 });
+
+export function modelCases(): ParityCase[] {
+  return [
+    {
+      group: 'model',
+      name: 'tiny-llava f32: logits, stage-2 loss and 25 gradients vs the transformers reference',
+      evaluate(dev) {
+        const got = modelOutputs(dev, 'float32');
+        const ref = referenceOutputs();
+        const stats: Record<string, OutputStat> = {};
+        let pass = true;
+        for (const k of Object.keys(ref)) {
+          if (!got[k]) {
+            stats[k] = { n: ref[k].length, bad: ref[k].length, maxAbs: Infinity, maxRel: Infinity, nmse: Infinity, worst: 'no gradient' };
+            pass = false;
+            continue;
+          }
+          stats[k] = compare(got[k], ref[k], tolFor(k));
+          if (stats[k].bad) pass = false;
+        }
+        const extra = Object.keys(got).filter((k) => !ref[k]);
+        if (extra.length) pass = false;
+        return { pass, stats, detail: `${Object.keys(ref).length - 2} gradients checked${extra.length ? `; unexpected gradients: ${extra.join(', ')}` : ''}` };
+      },
+    },
+    {
+      group: 'model',
+      name: 'tiny-llava bf16: logits, loss, gradients within 2x the CPU bf16 error',
+      evaluate(dev, refDev) {
+        const ref = referenceOutputs();
+        const got = modelOutputs(dev, 'bfloat16');
+        const cpu = modelOutputs(refDev, 'bfloat16');
+        const stats: Record<string, OutputStat> = {};
+        let pass = true;
+        let worstRatio = 0;
+        for (const k of Object.keys(ref)) {
+          if (!got[k] || !cpu[k]) {
+            pass = false;
+            stats[k] = { n: ref[k].length, bad: 1, maxAbs: Infinity, maxRel: Infinity, nmse: Infinity, worst: 'missing' };
+            continue;
+          }
+          const ed = maxAbsErr(got[k], ref[k]);
+          const ec = maxAbsErr(cpu[k], ref[k]);
+          const floor = EPS.bfloat16 * maxAbs(ref[k]);
+          const ok = ed <= 2 * ec + floor;
+          worstRatio = Math.max(worstRatio, ed / Math.max(ec, 1e-30));
+          if (!ok) pass = false;
+          stats[k] = { n: ref[k].length, bad: ok ? 0 : 1, maxAbs: ed, maxRel: ed / Math.max(maxAbs(ref[k]), 1e-30), nmse: NaN, ...(ok ? {} : { worst: `device err ${ed.toExponential(2)} > 2 x cpu ${ec.toExponential(2)} + ${floor.toExponential(1)}` }) };
+        }
+        return { pass, stats, detail: `worst device/cpu error ratio ${worstRatio.toFixed(2)}` };
+      },
+    },
+  ];
+}
