@@ -138,6 +138,30 @@ void reduce_kernel(const KernelArgs& a) {
   });
 }
 
+// float32 rows take the vectorised exp (cpu_common.h); other dtypes fall back to the scalar loops.
+template <typename T, typename F> inline bool softmax_row_fast(const T*, T*, int64_t, F) { return false; }
+inline bool softmax_row_fast(const float* px, float* py, int64_t C, float m) {
+  if (std::isinf(m) && m < 0) {  // every entry -inf: a NaN row, as PyTorch
+    for (int64_t i = 0; i < C; i++) py[i] = std::numeric_limits<float>::quiet_NaN();
+    return true;
+  }
+  float inv = float(1.0 / exp_shift_sum_f32(px, m, py, C));
+  for (int64_t i = 0; i < C; i++) py[i] *= inv;
+  return true;
+}
+template <typename T, typename F> inline bool exp_sum_fast(const T*, F, int64_t, F&) { return false; }
+inline bool exp_sum_fast(const float* px, float m, int64_t n, float& s) {
+  s = float(exp_shift_sum_f32(px, m, nullptr, n));
+  return true;
+}
+template <typename T, typename F> inline bool ce_grad_row_fast(const T*, T*, int64_t, int64_t, F, F) { return false; }
+inline bool ce_grad_row_fast(const float* px, float* po, int64_t V, int64_t t, float l, float g) {
+  exp_shift_sum_f32(px, l, po, V);
+  for (int64_t i = 0; i < V; i++) po[i] *= g;
+  po[t] -= g;
+  return true;
+}
+
 // softmax_fwd(y, x, log)
 void softmax_fwd_kernel(const KernelArgs& a) {
   const TensorArg& y = a.tensor(0);
@@ -158,6 +182,7 @@ void softmax_fwd_kernel(const KernelArgs& a) {
         T* py = y.data<T>() + r * C;
         F m = -std::numeric_limits<F>::infinity();
         for (int64_t i = 0; i < C; i++) m = std::max(m, F(load(px + i)));
+        if (!logsm && softmax_row_fast(px, py, C, m)) continue;
         F s = 0;
         for (int64_t i = 0; i < C; i++) s += std::exp(F(load(px + i)) - m);
         if (logsm) {
@@ -257,7 +282,8 @@ void cross_entropy_fwd_kernel(const KernelArgs& a) {
         F m = -std::numeric_limits<F>::infinity();
         for (int64_t i = 0; i < V; i++) m = std::max(m, F(load(px + i)));
         F s = 0;
-        for (int64_t i = 0; i < V; i++) s += std::exp(F(load(px + i)) - m);
+        if (!exp_sum_fast(px, m, V, s))
+          for (int64_t i = 0; i < V; i++) s += std::exp(F(load(px + i)) - m);
         F l = m + std::log(s);
         int64_t t = target_at(target, r);
         stat_set(lse, r, l);
@@ -296,7 +322,8 @@ void cross_entropy_bwd_kernel(const KernelArgs& a) {
         }
         if (t < 0 || t >= V) a.fail("target out of range");
         F l = F(stat_at(lse, r)), g = F(stat_at(dloss, r));
-        for (int64_t i = 0; i < V; i++) store(po + i, (std::exp(F(load(px + i)) - l) - F(i == t)) * g);
+        if (!ce_grad_row_fast(px, po, V, t, l, g))
+          for (int64_t i = 0; i < V; i++) store(po + i, (std::exp(F(load(px + i)) - l) - F(i == t)) * g);
       }
     });
   });
