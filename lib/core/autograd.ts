@@ -84,7 +84,11 @@ export interface BackwardOptions {
 export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, ops: GradOps): void {
   const start = root.gradFn;
   if (!start) {
-    if (root.requiresGrad) ops.accumulate(root, grad);
+    if (root.requiresGrad) {
+      // The caller owns `grad`: hand over a second reference, which accumulate may not adopt.
+      const r = grad.ref();
+      if (!ops.accumulate(root, r)) r.dispose();
+    }
     return;
   }
   if (start.released) throw new Error('[backward] the graph was already freed (call backward once, or pass {retainGraph: true})');
@@ -135,8 +139,7 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
             grads.set(e, ops.addInto(prev, gi));
           } else grads.set(e, gi);
         } else {
-          ops.accumulate(e, gi);
-          gi.dispose();
+          if (!ops.accumulate(e, gi)) gi.dispose();
         }
       });
       if (!opts.retainGraph) freeSaved(n);
@@ -153,8 +156,8 @@ function freeSaved(n: Node): void {
 
 /** What backward needs from the op layer (injected to keep this file free of op imports). */
 export interface GradOps {
-  /** leaf.grad += g (creating it with g's value when absent). */
-  accumulate(leaf: Tensor, g: Tensor): void;
+  /** leaf.grad += g (creating it from g when absent); true when g itself became leaf.grad. */
+  accumulate(leaf: Tensor, g: Tensor): boolean;
   /** Returns a + b, disposing both inputs (or adding in place into a). */
   addInto(a: Tensor, b: Tensor): Tensor;
 }

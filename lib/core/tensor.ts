@@ -224,13 +224,18 @@ export class Tensor {
     try {
       runBackward(this, g, opts, {
         accumulate: (leaf, gi) => {
-          const gc = gi.dtype === leaf.dtype ? gi : O.to(gi, leaf.dtype);
-          if (!leaf.grad) {
-            leaf.grad = keep(O.clone(gc));
-          } else {
-            O.addInPlace(leaf.grad, gc);
+          // A fresh, unshared, contiguous gradient becomes .grad as is (no copy); anything that
+          // shares storage (e.g. the same upstream gradient handed to two inputs) is copied, so a
+          // later in-place accumulation cannot leak into another tensor.
+          if (!leaf.grad && gi.dtype === leaf.dtype && gi.storage.refs === 1 && gi.isContiguous() && gi.offset === 0 && gi.numel * ITEMSIZE[gi.dtype] === gi.storage.nbytes) {
+            leaf.grad = keep(gi);
+            return true;
           }
+          const gc = gi.dtype === leaf.dtype ? gi : O.to(gi, leaf.dtype);
+          if (!leaf.grad) leaf.grad = keep(O.clone(gc));
+          else O.addInPlace(leaf.grad, gc);
           if (gc !== gi) gc.dispose();
+          return false;
         },
         addInto: (a, b) => {
           const s = O.add(a, b);

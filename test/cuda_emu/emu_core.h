@@ -1,0 +1,128 @@
+// test/cuda_emu/emu_core.h — force-included (-include) before any CUDA source compiled for the host emulator.
+// Every CUDA thread is a fiber (ucontext) of one OS thread; one block runs at a time; __syncthreads
+// and warp collectives are barriers in a cooperative scheduler. cp.async copies are deferred to the
+// cp.async.wait that retires their group (worst-case timing), shared memory is poisoned per block.
+#pragma once
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <vector>
+
+#undef __device__
+#undef __global__
+#undef __host__
+#undef __shared__
+#undef __forceinline__
+#undef __launch_bounds__
+#define __device__
+#define __global__
+#define __host__
+#define __shared__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+
+namespace emu {
+
+[[noreturn]] void die(const char* fmt, ...);
+
+struct Copy {
+  void* dst;
+  const void* src;
+  int n;
+};
+
+struct Fiber {
+  void* ctx = nullptr;  // ucontext_t*
+  char* stack = nullptr;
+  bool done = false;
+  int tid = 0;
+  uint3 tidx{0, 0, 0};
+  std::vector<Copy> open;
+  std::vector<std::vector<Copy>> groups;
+  const int* wait_gen = nullptr;
+  int wait_val = 0;
+  long cp_seq = 0;
+};
+
+struct Warp {
+  int live = 0, count = 0, gen = 0;
+  const char* tag = nullptr;
+  uint64_t in[32][8];
+  uint64_t out[32][8];
+};
+
+extern Fiber* cur;
+extern bool cp_eager;
+extern uint3 g_blockIdx;
+extern dim3 g_blockDim, g_gridDim;
+extern unsigned char* smem_base;
+extern size_t smem_size;
+
+Warp& my_warp();
+int lane();
+void yield_wait(const int* gen, int val);
+void syncthreads();
+void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, const void*), const void* ctx);
+void check_smem(const void* p, size_t n, const char* what);
+void check_global(const void* p, size_t n, const char* what);
+void run_block(int nthreads, const std::function<void()>& fn);
+void memset_async(void* p, int v, size_t n);
+void note_phase(const char* what, int ways);
+void note_cp_async(const void* smem);
+void begin_kernel(const void* fn);
+void end_kernel();
+
+}  // namespace emu
+
+#define threadIdx (::emu::cur->tidx)
+#define blockIdx (::emu::g_blockIdx)
+#define blockDim (::emu::g_blockDim)
+#define gridDim (::emu::g_gridDim)
+
+inline void __syncthreads() { ::emu::syncthreads(); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  ::emu::warp_collective("syncwarp", false, [](::emu::Warp&, const void*) {}, nullptr);
+}
+
+template <typename V>
+inline V __shfl_xor_sync(unsigned, V v, int lm) {
+  static_assert(sizeof(V) <= 8, "shfl of <= 8 bytes");
+  ::emu::Warp& w = ::emu::my_warp();
+  const int L = ::emu::lane();
+  std::memcpy(&w.in[L][0], &v, sizeof(V));
+  w.in[L][1] = (uint64_t)lm;
+  ::emu::warp_collective("shfl_xor", true, [](::emu::Warp& w, const void*) {
+    for (int l = 0; l < 32; l++) {
+      if (w.in[l][1] != w.in[0][1]) ::emu::die("shfl_xor with different lane masks");
+      w.out[l][0] = w.in[l ^ (int)w.in[l][1]][0];
+    }
+  }, nullptr);
+  V r;
+  std::memcpy(&r, &w.out[L][0], sizeof(V));
+  return r;
+}
+
+inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
+inline double atomicAdd(double* p, double v) { double o = *p; *p = o + v; return o; }
+
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long min(long a, long b) { return a < b ? a : b; }
+inline long max(long a, long b) { return a > b ? a : b; }
+using std::erf;
+using std::exp;
+using std::fma;
+using std::fmax;
+using std::log;
+using std::tanh;
+
+#define cudaMemsetAsync(p, v, n, s) (::emu::memset_async((p), (v), (n)), cudaSuccess)
