@@ -323,7 +323,7 @@ export function buildProgram(): Command {
     .option('--weight-decay <w>', 'AdamW weight decay (biases and norms excluded)', floatArg(0), 0)
     .option('--max-grad-norm <n>', 'clip the gradient norm (0 = off)', floatArg(0), 0)
     .option('--warmup-ratio <r>', 'linear warmup fraction of the schedule', floatArg(0, 1), 0.03)
-    .option('--gradient-checkpointing', 'accepted for compatibility; a no-op in this engine')
+    .option('--gradient-checkpointing', 'recompute each decoder layer in backward instead of keeping its activations')
     .addOption(new Option('--on-error <mode>', 'malformed records: skip (reported) or fatal').choices(['skip', 'fatal']).default('fatal'))
     .option('--workers <n>', 'data-loading worker threads (default: 2 on cuda, 0 on cpu)', intArg(0))
     .option('--save-steps <n>', 'checkpoint every N steps (0 = at the end only)', intArg(0), 0)

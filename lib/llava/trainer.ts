@@ -19,8 +19,8 @@
 //   no-decay group (HF's get_parameter_names rule).
 // - bf16: load the model in bf16 (on the GPU); AdamW keeps float32 master weights and moments for
 //   low-precision parameters, so updates never accumulate bf16 rounding.
-// - Activation checkpointing: not implemented by this engine's autograd; the option is accepted and
-//   reported as a no-op (activations are kept for backward), so memory is that of a plain run.
+// - Activation checkpointing (gradientCheckpointing): each LLaMA decoder layer keeps only its input
+//   and is recomputed in backward (lib/core/checkpoint.ts); gradients are unchanged.
 import * as fs from 'fs';
 import * as path from 'path';
 import { Tensor } from '../core/tensor';
@@ -298,7 +298,7 @@ export class Trainer {
     if (!(this.epochs > 0)) throw new Error(`[trainer] epochs must be positive (got ${this.epochs})`);
     if (opts.maxSteps !== undefined && !(Number.isInteger(opts.maxSteps) && opts.maxSteps > 0))
       throw new Error(`[trainer] max steps must be a positive integer (got ${opts.maxSteps})`);
-    if (opts.gradientCheckpointing) this.log('[trainer] activation checkpointing is not implemented in this engine: flag accepted, activations are kept');
+    model.lm.gradientCheckpointing = !!opts.gradientCheckpointing;
     model.setStage(this.stage, { trainVision: opts.trainVision });
     this.trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
     if (!this.trainable.length) throw new Error('[trainer] no trainable parameters');

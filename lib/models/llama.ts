@@ -16,6 +16,7 @@ import { rope } from '../ops/nn';
 import { scaledDotProductAttention } from '../ops/attention';
 import { fromValues, zeros } from '../ops/creation';
 import { tidy, keep } from '../core/memory';
+import { checkpoint } from '../core/checkpoint';
 import { DType, Device } from '../core/dtype';
 
 export interface LlamaConfig {
@@ -188,6 +189,8 @@ export class LlamaForCausalLM extends Module {
   readonly norm: RMSNorm;
   readonly lmHead: Linear;
   readonly headDim: number;
+  /** Recompute each decoder layer in backward instead of keeping its activations (training only). */
+  gradientCheckpointing = false;
   constructor(
     readonly config: LlamaConfig,
     o: LayerOptions = {},
@@ -218,7 +221,12 @@ export class LlamaForCausalLM extends Module {
       const { cos, sin } = ropeTables(positions, this.headDim, ropeTheta(this.config), embeds.dtype, embeds.device);
       const step: LlamaStep = { cos, sin, keyMask, cache };
       let h = embeds;
-      this.layers.items.forEach((layer, i) => (h = layer.forward(h, step, i)));
+      this.layers.items.forEach((layer, i) => {
+        if (this.gradientCheckpointing && !cache) {
+          // Keep only each layer's input; recompute the layer in backward.
+          h = checkpoint((x, c, s, m) => layer.forward(x, { cos: c, sin: s, keyMask: m }, i), [h, cos, sin, keyMask ?? null], layer.parameters());
+        } else h = layer.forward(h, step, i);
+      });
       return this.norm.forward(h);
     });
     if (cache) cache.length += embeds.shape[1];
