@@ -41,6 +41,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace {
@@ -537,59 +538,31 @@ void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk,
 }
 
 // ------------------------------------------------------------------ validation
+// Validation is shared with the CUDA kernels (kernel_checks.h); these adapt it to Attn.
 void check_head_view(const KernelArgs& a, const TensorArg& t, const char* what) {
-  a.check_ndim(t, 4, what);
-  if (t.shape[3] > 1 && t.strides[3] != 1) a.fail(std::string(what) + " must have unit stride in its last (head) dim");
+  checks::attn_head_view(a, t, what, Device::CPU);
 }
 
 // Checks q/k/v/mask/causal/scale at the given positions and fills the problem description.
 Attn check_inputs(const KernelArgs& a, size_t iq, size_t imask, size_t icausal) {
-  const TensorArg &q = a.tensor(iq), &k = a.tensor(iq + 1), &v = a.tensor(iq + 2);
-  const TensorArg* mask = a.optional_tensor(imask);
+  const AttnInputs in = parse_attention_inputs(a, iq, imask, icausal, Device::CPU);
   Attn p;
-  p.causal = a.flag(icausal);
-  p.scale = a.num(icausal + 1);
-  if (!std::isfinite(p.scale)) a.fail("scale must be finite");
-  a.check_float(q, "q");
-  a.check_same_dtype(k, q, "k");
-  a.check_same_dtype(v, q, "v");
-  check_head_view(a, q, "q");
-  check_head_view(a, k, "k");
-  check_head_view(a, v, "v");
-  p.B = q.shape[0], p.H = q.shape[1], p.T = q.shape[2], p.D = q.shape[3];
-  p.Hkv = k.shape[1], p.S = k.shape[2];
-  if (p.D <= 0) a.fail("head dim D must be positive");
-  if (p.D > (1 << 20)) a.fail("head dim D is too large");
-  a.check_shape(k, {p.B, p.Hkv, p.S, p.D}, "k");
-  a.check_shape(v, {p.B, p.Hkv, p.S, p.D}, "v");
-  if (p.Hkv <= 0) a.fail("k/v must have at least one head");
-  if (p.H % p.Hkv != 0)
-    a.fail("query heads (" + std::to_string(p.H) + ") must be a multiple of kv heads (" + std::to_string(p.Hkv) + ")");
+  p.B = in.B, p.H = in.H, p.Hkv = in.Hkv, p.T = in.T, p.S = in.S, p.D = in.D;
+  p.causal = in.causal;
+  p.scale = in.scale;
   p.G = p.H / p.Hkv;
   p.Dp = round8(p.D);
-  if (mask) {
-    a.check_dtype(*mask, DType::BOOL, "mask");
-    a.check_shape(*mask, {p.B, p.H, p.T, p.S}, "mask");
-  }
-  p.q = &q, p.k = &k, p.v = &v, p.mask = mask;
+  p.q = in.q, p.k = in.k, p.v = in.v, p.mask = in.mask;
   return p;
 }
 
 void check_no_overlaps(const KernelArgs& a, std::initializer_list<const TensorArg*> outs,
                        std::initializer_list<const TensorArg*> ins) {
-  std::vector<const TensorArg*> o(outs);
-  for (size_t i = 0; i < o.size(); i++) {
-    for (const TensorArg* in : ins)
-      if (in) a.check_no_overlap(*o[i], *in, "attention");
-    for (size_t j = i + 1; j < o.size(); j++) a.check_no_overlap(*o[i], *o[j], "attention");
-  }
+  checks::no_overlaps(a, outs, ins, "attention");
 }
 
 void check_lse(const KernelArgs& a, const TensorArg& lse, const Attn& p) {
-  if (lse.dtype != DType::F32 && lse.dtype != DType::F64)
-    a.fail(std::string("lse must be float32 or float64, got ") + dtype_name(lse.dtype));
-  a.check_contiguous(lse, "lse");
-  a.check_shape(lse, {p.B, p.H, p.T}, "lse");
+  check_attention_lse(a, lse, p.B, p.H, p.T, Device::CPU);
 }
 
 // attention_fwd(out, lse, q, k, v, mask?, causal, scale)

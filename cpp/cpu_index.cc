@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "cpu_common.h"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace {
@@ -204,31 +205,11 @@ void rope_kernel(const KernelArgs& a) {
 
 // adamw(param, grad, m, v, master?, lr, beta1, beta2, eps, weight_decay, step)
 void adamw_kernel(const KernelArgs& a) {
-  const TensorArg& p = a.tensor(0);
-  const TensorArg& g = a.tensor(1);
-  const TensorArg& m = a.tensor(2);
-  const TensorArg& v = a.tensor(3);
-  const TensorArg* master = a.optional_tensor(4);
-  double lr = a.num(5), b1 = a.num(6), b2 = a.num(7), eps = a.num(8), wd = a.num(9);
-  int64_t step = a.int_(10);
-  if (step < 1) a.fail("step must be >= 1");
-  if (!(lr >= 0) || !(b1 >= 0 && b1 < 1) || !(b2 >= 0 && b2 < 1) || !(eps > 0) || !(wd >= 0)) a.fail("invalid hyperparameters");
-  a.check_float(p, "param");
-  a.check_same_dtype(g, p, "grad");
-  int64_t n = p.numel();
-  for (const TensorArg* t : {&p, &g, &m, &v}) {
-    a.check_contiguous(*t, "operand");
-    a.check_numel(*t, n, "operand");
-  }
-  // Moments are f32, or f64 for an f64 parameter.
-  DType sd = p.dtype == DType::F64 ? DType::F64 : DType::F32;
-  a.check_dtype(m, sd, "exp_avg");
-  a.check_dtype(v, sd, "exp_avg_sq");
-  if (master) {
-    a.check_dtype(*master, DType::F32, "master weights");
-    a.check_contiguous(*master, "master weights");
-    a.check_numel(*master, n, "master weights");
-  }
+  const AdamwArgs A = parse_adamw(a);
+  const TensorArg &p = *A.p, &g = *A.g, &m = *A.m, &v = *A.v;
+  const TensorArg* master = A.master;
+  const double lr = A.lr, b1 = A.b1, b2 = A.b2, eps = A.eps, wd = A.wd;
+  const int64_t step = A.step, n = A.n;
   double bc1 = 1.0 - std::pow(b1, double(step)), bc2 = 1.0 - std::pow(b2, double(step));
   LLAVA_DISPATCH_FLOAT(a, p.dtype, T, {
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace {
@@ -141,63 +142,7 @@ template <typename T> inline acc_t<T> row_sqdev(const T* x, int64_t C, acc_t<T> 
   return s;
 }
 
-// ------------------------------------------------------------------ validation helpers
-struct Rows {
-  int64_t N = 0, C = 0;
-};
-
-Rows check_x(const KernelArgs& a, const TensorArg& x) {
-  a.check_float(x, "x");
-  a.check_contiguous(x, "x");
-  if (x.ndim < 1) a.fail("x must have at least one dim (the normalised one)");
-  Rows r;
-  r.C = x.shape[x.ndim - 1];
-  r.N = 1;
-  for (int d = 0; d < x.ndim - 1; d++) r.N *= x.shape[d];
-  if (r.C <= 0 && r.N > 0) a.fail("the normalised (last) dim of x is empty");
-  return r;
-}
-void check_like(const KernelArgs& a, const TensorArg& t, const TensorArg& x, const char* what) {
-  a.check_same_dtype(t, x, what);
-  a.check_contiguous(t, what);
-  bool ok = t.ndim == x.ndim;
-  for (int d = 0; ok && d < x.ndim; d++) ok = t.shape[d] == x.shape[d];
-  if (!ok) a.fail(std::string(what) + " must have the shape of x");
-}
-void check_stats(const KernelArgs& a, const TensorArg& t, int64_t N, const char* what) {
-  if (t.dtype != DType::F32 && t.dtype != DType::F64)
-    a.fail(std::string(what) + " must be float32 or float64, got " + dtype_name(t.dtype));
-  a.check_contiguous(t, what);
-  a.check_numel(t, N, what);
-}
-void check_param(const KernelArgs& a, const TensorArg* p, const TensorArg& x, int64_t C, const char* what) {
-  if (!p) return;
-  a.check_same_dtype(*p, x, what);
-  a.check_contiguous(*p, what);
-  a.check_shape(*p, {C}, what);
-}
-void check_grad_param(const KernelArgs& a, const TensorArg* p, int64_t C, const char* what) {
-  if (!p) return;
-  a.check_float(*p, what);
-  a.check_contiguous(*p, what);
-  a.check_shape(*p, {C}, what);
-}
-double check_eps(const KernelArgs& a, size_t i) {
-  double eps = a.num(i);
-  if (!std::isfinite(eps) || eps < 0) a.fail("eps must be a finite number >= 0");
-  return eps;
-}
-// Every output against every input (and the outputs against each other).
-void check_outputs(const KernelArgs& a, std::initializer_list<const TensorArg*> outs, std::initializer_list<const TensorArg*> ins) {
-  std::vector<const TensorArg*> o(outs);
-  for (size_t i = 0; i < o.size(); i++) {
-    if (!o[i]) continue;
-    for (const TensorArg* in : ins)
-      if (in) a.check_no_overlap(*o[i], *in, "norm");
-    for (size_t j = i + 1; j < o.size(); j++)
-      if (o[j]) a.check_no_overlap(*o[i], *o[j], "norm");
-  }
-}
+// ------------------------------------------------------------------ validation: parse_*_norm_* in kernel_checks.h
 
 inline double stat_at(const TensorArg& t, int64_t i) {
   return t.dtype == DType::F64 ? t.data<double>()[i] : double(t.data<float>()[i]);
@@ -267,16 +212,10 @@ void ln_fwd_rows(T* y, const TensorArg& mean, const TensorArg& rstd, const T* x,
 
 // layer_norm_fwd(y, mean, rstd, x, w?, b?, eps)
 void layer_norm_fwd_kernel(const KernelArgs& a) {
-  const TensorArg &y = a.tensor(0), &mean = a.tensor(1), &rstd = a.tensor(2), &x = a.tensor(3);
-  const TensorArg *w = a.optional_tensor(4), *b = a.optional_tensor(5);
-  double eps = check_eps(a, 6);
-  Rows rw = check_x(a, x);
-  check_like(a, y, x, "y");
-  check_stats(a, mean, rw.N, "mean");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_param(a, w, x, rw.C, "w");
-  check_param(a, b, x, rw.C, "b");
-  check_outputs(a, {&y, &mean, &rstd}, {&x, w, b});
+  const NormFwdArgs rw = parse_layer_norm_fwd(a);
+  const TensorArg &y = *rw.y, &mean = *rw.mean, &rstd = *rw.rstd, &x = *rw.x;
+  const TensorArg *w = rw.w, *b = rw.b;
+  const double eps = rw.eps;
   const int64_t N = rw.N, C = rw.C;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     T* yp = y.data<T>();
@@ -384,21 +323,9 @@ void ln_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw, 
 
 // layer_norm_bwd(dx, dw?, db?, dy, x, w?, mean, rstd)
 void layer_norm_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg *dw = a.optional_tensor(1), *db = a.optional_tensor(2);
-  const TensorArg &dy = a.tensor(3), &x = a.tensor(4);
-  const TensorArg* w = a.optional_tensor(5);
-  const TensorArg &mean = a.tensor(6), &rstd = a.tensor(7);
-  Rows rw = check_x(a, x);
-  check_like(a, dx, x, "dx");
-  check_like(a, dy, x, "dy");
-  check_param(a, w, x, rw.C, "w");
-  if (dw && !w) a.fail("dw was asked for but w is absent");
-  check_grad_param(a, dw, rw.C, "dw");
-  check_grad_param(a, db, rw.C, "db");
-  check_stats(a, mean, rw.N, "mean");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_outputs(a, {&dx, dw, db}, {&dy, &x, w, &mean, &rstd});
+  const NormBwdArgs rw = parse_layer_norm_bwd(a);
+  const TensorArg &dx = *rw.dx, &dy = *rw.dy, &x = *rw.x, &mean = *rw.mean, &rstd = *rw.rstd;
+  const TensorArg *dw = rw.dw, *db = rw.db, *w = rw.w;
   const int64_t N = rw.N, C = rw.C;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, ln_bwd_impl<T>(a, dx, dw, db, dy, x, w, mean, rstd, N, C));
 }
@@ -430,14 +357,10 @@ void rms_fwd_rows(T* y, const TensorArg& rstd, const T* x, const T* w, double ep
 
 // rms_norm_fwd(y, rstd, x, w?, eps)
 void rms_norm_fwd_kernel(const KernelArgs& a) {
-  const TensorArg &y = a.tensor(0), &rstd = a.tensor(1), &x = a.tensor(2);
-  const TensorArg* w = a.optional_tensor(3);
-  double eps = check_eps(a, 4);
-  Rows rw = check_x(a, x);
-  check_like(a, y, x, "y");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_param(a, w, x, rw.C, "w");
-  check_outputs(a, {&y, &rstd}, {&x, w});
+  const NormFwdArgs rw = parse_rms_norm_fwd(a);
+  const TensorArg &y = *rw.y, &rstd = *rw.rstd, &x = *rw.x;
+  const TensorArg* w = rw.w;
+  const double eps = rw.eps;
   const int64_t N = rw.N, C = rw.C;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     T* yp = y.data<T>();
@@ -488,19 +411,9 @@ inline void rms_bwd_row(T* dx, acc_t<T>* dwp, const T* dy, const T* x, const T* 
 
 // rms_norm_bwd(dx, dw?, dy, x, w?, rstd)
 void rms_norm_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg* dw = a.optional_tensor(1);
-  const TensorArg &dy = a.tensor(2), &x = a.tensor(3);
-  const TensorArg* w = a.optional_tensor(4);
-  const TensorArg& rstd = a.tensor(5);
-  Rows rw = check_x(a, x);
-  check_like(a, dx, x, "dx");
-  check_like(a, dy, x, "dy");
-  check_param(a, w, x, rw.C, "w");
-  if (dw && !w) a.fail("dw was asked for but w is absent");
-  check_grad_param(a, dw, rw.C, "dw");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_outputs(a, {&dx, dw}, {&dy, &x, w, &rstd});
+  const NormBwdArgs rw = parse_rms_norm_bwd(a);
+  const TensorArg &dx = *rw.dx, &dy = *rw.dy, &x = *rw.x, &rstd = *rw.rstd;
+  const TensorArg *dw = rw.dw, *w = rw.w;
   const int64_t N = rw.N, C = rw.C;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     using A = acc_t<T>;

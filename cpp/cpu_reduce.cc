@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace {
@@ -164,16 +165,10 @@ inline bool ce_grad_row_fast(const float* px, float* po, int64_t V, int64_t t, f
 
 // softmax_fwd(y, x, log)
 void softmax_fwd_kernel(const KernelArgs& a) {
-  const TensorArg& y = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  bool logsm = a.flag(2);
-  a.check_float(x, "input");
-  a.check_same_dtype(y, x, "output");
-  a.check_contiguous(x, "input");
-  a.check_contiguous(y, "output");
-  if (x.ndim < 1) a.fail("input needs at least one dim");
-  a.check_numel(y, x.numel(), "output");
-  int64_t C = x.shape[x.ndim - 1], N = C ? x.numel() / C : 0;
+  const SoftmaxFwdArgs A = parse_softmax_fwd(a);
+  const TensorArg &y = *A.y, &x = *A.x;
+  const bool logsm = A.log;
+  const int64_t C = A.C, N = A.N;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     using F = acc_t<T>;
     parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
@@ -199,18 +194,10 @@ void softmax_fwd_kernel(const KernelArgs& a) {
 
 // softmax_bwd(dx, y, dy, log): softmax: dx = y * (dy - sum(dy*y)); log: dx = dy - exp(y) * sum(dy)
 void softmax_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg& y = a.tensor(1);
-  const TensorArg& dy = a.tensor(2);
-  bool logsm = a.flag(3);
-  a.check_float(y, "y");
-  a.check_same_dtype(dx, y, "dx");
-  a.check_same_dtype(dy, y, "dy");
-  for (const TensorArg* t : {&dx, &y, &dy}) a.check_contiguous(*t, "operand");
-  a.check_numel(dx, y.numel(), "dx");
-  a.check_numel(dy, y.numel(), "dy");
-  if (y.ndim < 1) a.fail("input needs at least one dim");
-  int64_t C = y.shape[y.ndim - 1], N = C ? y.numel() / C : 0;
+  const SoftmaxBwdArgs A = parse_softmax_bwd(a);
+  const TensorArg &dx = *A.dx, &y = *A.y, &dy = *A.dy;
+  const bool logsm = A.log;
+  const int64_t C = A.C, N = A.N;
   LLAVA_DISPATCH_FLOAT(a, y.dtype, T, {
     using F = acc_t<T>;
     parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
@@ -231,18 +218,6 @@ void softmax_bwd_kernel(const KernelArgs& a) {
   });
 }
 
-void check_ce_common(const KernelArgs& a, const TensorArg& logits, const TensorArg& target, const TensorArg& lse) {
-  a.check_float(logits, "logits");
-  a.check_ndim(logits, 2, "logits");
-  a.check_contiguous(logits, "logits");
-  if (target.dtype != DType::I64 && target.dtype != DType::I32) a.fail("target must be int64 or int32");
-  a.check_contiguous(target, "target");
-  a.check_numel(target, logits.shape[0], "target");
-  a.check_contiguous(lse, "lse");
-  a.check_numel(lse, logits.shape[0], "lse");
-  if (lse.dtype != DType::F32 && lse.dtype != DType::F64) a.fail("lse must be float32 or float64");
-}
-
 inline int64_t target_at(const TensorArg& t, int64_t i) {
   return t.dtype == DType::I64 ? t.data<int64_t>()[i] : int64_t(t.data<int32_t>()[i]);
 }
@@ -260,19 +235,13 @@ inline void stat_set(const TensorArg& t, int64_t i, double v) {
 
 // cross_entropy_fwd(loss[N], lse[N], logits[N,V], target[N], ignore_index)
 void cross_entropy_fwd_kernel(const KernelArgs& a) {
-  const TensorArg& loss = a.tensor(0);
-  const TensorArg& lse = a.tensor(1);
-  const TensorArg& logits = a.tensor(2);
-  const TensorArg& target = a.tensor(3);
-  int64_t ignore = a.int_(4);
-  check_ce_common(a, logits, target, lse);
-  a.check_contiguous(loss, "loss");
-  a.check_numel(loss, logits.shape[0], "loss");
-  a.check_same_dtype(loss, lse, "loss");
-  int64_t N = logits.shape[0], V = logits.shape[1];
+  const CrossEntropyFwdArgs A = parse_cross_entropy_fwd(a);
+  const TensorArg &loss = *A.loss, &lse = *A.lse, &logits = *A.logits, &target = *A.target;
+  const int64_t ignore = A.ignore;
+  const int64_t N = A.N, V = A.V;
   for (int64_t i = 0; i < N; i++) {
     int64_t t = target_at(target, i);
-    if (t != ignore && (t < 0 || t >= V)) a.fail("target " + std::to_string(t) + " out of range [0, " + std::to_string(V) + ")");
+    if (t != ignore && (t < 0 || t >= V)) a.fail(ce_target_range_message(t, V));
   }
   LLAVA_DISPATCH_FLOAT(a, logits.dtype, T, {
     using F = acc_t<T>;
@@ -295,20 +264,10 @@ void cross_entropy_fwd_kernel(const KernelArgs& a) {
 
 // cross_entropy_bwd(dlogits[N,V], logits, target, lse, dloss[N], ignore_index)
 void cross_entropy_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dl = a.tensor(0);
-  const TensorArg& logits = a.tensor(1);
-  const TensorArg& target = a.tensor(2);
-  const TensorArg& lse = a.tensor(3);
-  const TensorArg& dloss = a.tensor(4);
-  int64_t ignore = a.int_(5);
-  check_ce_common(a, logits, target, lse);
-  a.check_same_dtype(dl, logits, "dlogits");
-  a.check_contiguous(dl, "dlogits");
-  a.check_numel(dl, logits.numel(), "dlogits");
-  a.check_contiguous(dloss, "dloss");
-  a.check_numel(dloss, logits.shape[0], "dloss");
-  a.check_same_dtype(dloss, lse, "dloss");
-  int64_t N = logits.shape[0], V = logits.shape[1];
+  const CrossEntropyBwdArgs A = parse_cross_entropy_bwd(a);
+  const TensorArg &dl = *A.dlogits, &logits = *A.logits, &target = *A.target, &lse = *A.lse, &dloss = *A.dloss;
+  const int64_t ignore = A.ignore;
+  const int64_t N = A.N, V = A.V;
   LLAVA_DISPATCH_FLOAT(a, logits.dtype, T, {
     using F = acc_t<T>;
     parallel_for(N, 1, [&](int64_t b, int64_t e) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "cuda_common.cuh"
+#include "kernel_checks.h"
 #include "gemm_mma.cuh"
 
 namespace llava {
@@ -53,69 +54,27 @@ __device__ __forceinline__ bool visible(const AttnParams& p, int b, int h, int i
 }
 
 // ------------------------------------------------------------------ validation (mirrors the CPU)
-struct Inputs {
-  const TensorArg *q, *k, *v, *mask;
-  int64_t B, H, Hkv, T, S, D;
-  bool causal;
-  double scale;
-};
+using Inputs = AttnInputs;  // parse_attention_inputs in kernel_checks.h, shared with the CPU kernels
 
 inline void check_head_view(const KernelArgs& a, const TensorArg& t, const char* what) {
-  a.check_ndim(t, 4, what);
-  if (t.shape[3] > 1 && t.strides[3] != 1) a.fail(std::string(what) + " must have unit stride in its last (head) dim");
-  if (t.device() != Device::CUDA) a.fail(std::string(what) + " must be on the CUDA device");
+  checks::attn_head_view(a, t, what, Device::CUDA);
 }
 
 inline Inputs check_inputs(const KernelArgs& a, size_t iq, size_t imask, size_t icausal) {
-  const TensorArg &q = a.tensor(iq), &k = a.tensor(iq + 1), &v = a.tensor(iq + 2);
-  Inputs p;
-  p.mask = a.optional_tensor(imask);
-  p.causal = a.flag(icausal);
-  p.scale = a.num(icausal + 1);
-  if (!std::isfinite(p.scale)) a.fail("scale must be finite");
-  a.check_float(q, "q");
-  a.check_same_dtype(k, q, "k");
-  a.check_same_dtype(v, q, "v");
-  check_head_view(a, q, "q");
-  check_head_view(a, k, "k");
-  check_head_view(a, v, "v");
-  p.B = q.shape[0], p.H = q.shape[1], p.T = q.shape[2], p.D = q.shape[3];
-  p.Hkv = k.shape[1], p.S = k.shape[2];
-  if (p.D <= 0) a.fail("head dim D must be positive");
-  if (p.D > (1 << 20)) a.fail("head dim D is too large");
-  a.check_shape(k, {p.B, p.Hkv, p.S, p.D}, "k");
-  a.check_shape(v, {p.B, p.Hkv, p.S, p.D}, "v");
-  if (p.Hkv <= 0) a.fail("k/v must have at least one head");
-  if (p.H % p.Hkv != 0)
-    a.fail("query heads (" + std::to_string(p.H) + ") must be a multiple of kv heads (" + std::to_string(p.Hkv) + ")");
-  if (p.mask) {
-    a.check_dtype(*p.mask, DType::BOOL, "mask");
-    a.check_shape(*p.mask, {p.B, p.H, p.T, p.S}, "mask");
-    if (p.mask->device() != Device::CUDA) a.fail("mask must be on the CUDA device");
-  }
+  Inputs p = parse_attention_inputs(a, iq, imask, icausal, Device::CUDA);
   // Grid limits (gridDim.y/z) and 32-bit row/column indices inside the kernels.
   if (p.B > 65535 || p.H > 65535) a.fail("B and H must each be at most 65535 on CUDA");
   if (p.T > INT32_MAX / 2 || p.S > INT32_MAX / 2) a.fail("T and S must be below 2^30 on CUDA");
-  p.q = &q, p.k = &k, p.v = &v;
   return p;
 }
 
 inline void check_no_overlaps(const KernelArgs& a, std::initializer_list<const TensorArg*> outs,
                               std::initializer_list<const TensorArg*> ins) {
-  std::vector<const TensorArg*> o(outs);
-  for (size_t i = 0; i < o.size(); i++) {
-    for (const TensorArg* in : ins)
-      if (in) a.check_no_overlap(*o[i], *in, "attention");
-    for (size_t j = i + 1; j < o.size(); j++) a.check_no_overlap(*o[i], *o[j], "attention");
-  }
+  checks::no_overlaps(a, outs, ins, "attention");
 }
 
 inline void check_lse(const KernelArgs& a, const TensorArg& lse, const Inputs& p) {
-  if (lse.dtype != DType::F32 && lse.dtype != DType::F64)
-    a.fail(std::string("lse must be float32 or float64, got ") + dtype_name(lse.dtype));
-  a.check_contiguous(lse, "lse");
-  a.check_shape(lse, {p.B, p.H, p.T}, "lse");
-  if (lse.device() != Device::CUDA) a.fail("lse must be on the CUDA device");
+  check_attention_lse(a, lse, p.B, p.H, p.T, Device::CUDA);
 }
 
 // Strides of dims b, h, t; a size-1 dim gets stride 0 (it is never stepped, and 0 keeps the

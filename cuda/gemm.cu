@@ -37,6 +37,7 @@
 #include <string>
 
 #include "cuda_common.cuh"
+#include "kernel_checks.h"
 #include "gemm_mma.cuh"
 
 namespace llava {
@@ -402,43 +403,12 @@ void run_simt(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
 }
 
 void matmul_cuda(const KernelArgs& args) {
-  const TensorArg& out = args.tensor(0);
-  const TensorArg& a = args.tensor(1);
-  const TensorArg& b = args.tensor(2);
-  const TensorArg* bias = args.optional_tensor(3);
-  const bool has_beta = !args.is_none(4);
-  const double beta = has_beta ? args.num(4) : 0.0;
-  int act = kActNone;
-  if (!args.is_none(5)) {
-    const std::string& e = args.str(5);
-    if (e == "gelu") act = kActGelu;
-    else if (e == "gelu_tanh") act = kActGeluTanh;
-    else if (e != "none") args.fail("unknown epilogue '" + e + "' (expected none, gelu or gelu_tanh)");
-  }
-
-  args.check_ndim(out, 3, "out");
-  args.check_ndim(a, 3, "a");
-  args.check_ndim(b, 3, "b");
-  args.check_float(out, "out");
-  args.check_same_dtype(out, a, "out and a");
-  args.check_same_dtype(out, b, "out and b");
-  for (const TensorArg* t : {&out, &a, &b, bias})
-    if (t && t->device() != Device::CUDA) args.fail("all tensors must be on the CUDA device");
-  const int64_t Bt = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
-  if (b.shape[0] != Bt) args.fail("batch sizes differ: a has " + std::to_string(Bt) + ", b has " + std::to_string(b.shape[0]));
-  if (b.shape[1] != K)
-    args.fail("inner dimensions differ: a is [.., " + std::to_string(M) + ", " + std::to_string(K) + "], b is [.., " +
-              std::to_string(b.shape[1]) + ", " + std::to_string(N) + "]");
-  args.check_shape(out, {Bt, M, N}, "out");
-  args.check_contiguous(out, "out");
-  args.check_no_overlap(out, a, "a");
-  args.check_no_overlap(out, b, "b");
-  if (bias) {
-    args.check_same_dtype(out, *bias, "out and bias");
-    args.check_shape(*bias, {N}, "bias");
-    args.check_no_overlap(out, *bias, "bias");
-  }
-  if (!std::isfinite(beta)) args.fail("beta must be finite");
+  const MatmulArgs P = parse_matmul(args, Device::CUDA);
+  const TensorArg &out = *P.out, &a = *P.a, &b = *P.b;
+  const TensorArg* bias = P.bias;
+  const double beta = P.beta;
+  const int64_t Bt = P.Bt, M = P.M, K = P.K, N = P.N;
+  const int act = P.epilogue == MatmulEpilogue::Gelu ? kActGelu : P.epilogue == MatmulEpilogue::GeluTanh ? kActGeluTanh : kActNone;
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) args.fail("M, N and K must each be below 2^31");
   if (Bt == 0 || M == 0 || N == 0) return;
 

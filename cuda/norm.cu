@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cuda_common.cuh"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace gpu {
@@ -323,62 +324,7 @@ void dispatch_rows(int64_t C, std::initializer_list<const void*> ptrs, Launch&& 
   else go(integral_constant<int, 256>(), integral_constant<bool, false>());
 }
 
-// ---------------------------------------------------------------- validation (as cpu_norm.cc)
-struct Rows {
-  int64_t N = 0, C = 0;
-};
-
-Rows check_x(const KernelArgs& a, const TensorArg& x) {
-  a.check_float(x, "x");
-  a.check_contiguous(x, "x");
-  if (x.ndim < 1) a.fail("x must have at least one dim (the normalised one)");
-  Rows r;
-  r.C = x.shape[x.ndim - 1];
-  r.N = 1;
-  for (int d = 0; d < x.ndim - 1; d++) r.N *= x.shape[d];
-  if (r.C <= 0 && r.N > 0) a.fail("the normalised (last) dim of x is empty");
-  return r;
-}
-void check_like(const KernelArgs& a, const TensorArg& t, const TensorArg& x, const char* what) {
-  a.check_same_dtype(t, x, what);
-  a.check_contiguous(t, what);
-  bool ok = t.ndim == x.ndim;
-  for (int d = 0; ok && d < x.ndim; d++) ok = t.shape[d] == x.shape[d];
-  if (!ok) a.fail(std::string(what) + " must have the shape of x");
-}
-void check_stats(const KernelArgs& a, const TensorArg& t, int64_t N, const char* what) {
-  if (t.dtype != DType::F32 && t.dtype != DType::F64)
-    a.fail(std::string(what) + " must be float32 or float64, got " + dtype_name(t.dtype));
-  a.check_contiguous(t, what);
-  a.check_numel(t, N, what);
-}
-void check_param(const KernelArgs& a, const TensorArg* p, const TensorArg& x, int64_t C, const char* what) {
-  if (!p) return;
-  a.check_same_dtype(*p, x, what);
-  a.check_contiguous(*p, what);
-  a.check_shape(*p, {C}, what);
-}
-void check_grad_param(const KernelArgs& a, const TensorArg* p, int64_t C, const char* what) {
-  if (!p) return;
-  a.check_float(*p, what);
-  a.check_contiguous(*p, what);
-  a.check_shape(*p, {C}, what);
-}
-double check_eps(const KernelArgs& a, size_t i) {
-  double eps = a.num(i);
-  if (!std::isfinite(eps) || eps < 0) a.fail("eps must be a finite number >= 0");
-  return eps;
-}
-void check_outputs(const KernelArgs& a, std::initializer_list<const TensorArg*> outs, std::initializer_list<const TensorArg*> ins) {
-  std::vector<const TensorArg*> o(outs);
-  for (size_t i = 0; i < o.size(); i++) {
-    if (!o[i]) continue;
-    for (const TensorArg* in : ins)
-      if (in) a.check_no_overlap(*o[i], *in, "norm");
-    for (size_t j = i + 1; j < o.size(); j++)
-      if (o[j]) a.check_no_overlap(*o[i], *o[j], "norm");
-  }
-}
+// ---------------------------------------------------------------- validation: parse_*_norm_* in kernel_checks.h
 
 template <typename T> const T* tptr(const TensorArg* t) { return t ? reinterpret_cast<const T*>(t->bytes()) : nullptr; }
 
@@ -455,67 +401,35 @@ void norm_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw
 
 // layer_norm_fwd(y, mean, rstd, x, w?, b?, eps)
 void layer_norm_fwd_kernel(const KernelArgs& a) {
-  const TensorArg &y = a.tensor(0), &mean = a.tensor(1), &rstd = a.tensor(2), &x = a.tensor(3);
-  const TensorArg *w = a.optional_tensor(4), *b = a.optional_tensor(5);
-  double eps = check_eps(a, 6);
-  Rows rw = check_x(a, x);
-  check_like(a, y, x, "y");
-  check_stats(a, mean, rw.N, "mean");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_param(a, w, x, rw.C, "w");
-  check_param(a, b, x, rw.C, "b");
-  check_outputs(a, {&y, &mean, &rstd}, {&x, w, b});
+  const NormFwdArgs rw = parse_layer_norm_fwd(a);
+  const TensorArg &y = *rw.y, &mean = *rw.mean, &rstd = *rw.rstd, &x = *rw.x;
+  const TensorArg *w = rw.w, *b = rw.b;
+  const double eps = rw.eps;
   norm_fwd(a, y, &mean, rstd, x, w, b, eps, rw.N, rw.C, false);
 }
 
 // layer_norm_bwd(dx, dw?, db?, dy, x, w?, mean, rstd)
 void layer_norm_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg *dw = a.optional_tensor(1), *db = a.optional_tensor(2);
-  const TensorArg &dy = a.tensor(3), &x = a.tensor(4);
-  const TensorArg* w = a.optional_tensor(5);
-  const TensorArg &mean = a.tensor(6), &rstd = a.tensor(7);
-  Rows rw = check_x(a, x);
-  check_like(a, dx, x, "dx");
-  check_like(a, dy, x, "dy");
-  check_param(a, w, x, rw.C, "w");
-  if (dw && !w) a.fail("dw was asked for but w is absent");
-  check_grad_param(a, dw, rw.C, "dw");
-  check_grad_param(a, db, rw.C, "db");
-  check_stats(a, mean, rw.N, "mean");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_outputs(a, {&dx, dw, db}, {&dy, &x, w, &mean, &rstd});
+  const NormBwdArgs rw = parse_layer_norm_bwd(a);
+  const TensorArg &dx = *rw.dx, &dy = *rw.dy, &x = *rw.x, &mean = *rw.mean, &rstd = *rw.rstd;
+  const TensorArg *dw = rw.dw, *db = rw.db, *w = rw.w;
   GPU_DISPATCH_FLOAT(a, x.dtype, T, norm_bwd_impl<T>(a, dx, dw, db, dy, x, w, &mean, rstd, rw.N, rw.C, false));
 }
 
 // rms_norm_fwd(y, rstd, x, w?, eps)
 void rms_norm_fwd_kernel(const KernelArgs& a) {
-  const TensorArg &y = a.tensor(0), &rstd = a.tensor(1), &x = a.tensor(2);
-  const TensorArg* w = a.optional_tensor(3);
-  double eps = check_eps(a, 4);
-  Rows rw = check_x(a, x);
-  check_like(a, y, x, "y");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_param(a, w, x, rw.C, "w");
-  check_outputs(a, {&y, &rstd}, {&x, w});
+  const NormFwdArgs rw = parse_rms_norm_fwd(a);
+  const TensorArg &y = *rw.y, &rstd = *rw.rstd, &x = *rw.x;
+  const TensorArg* w = rw.w;
+  const double eps = rw.eps;
   norm_fwd(a, y, nullptr, rstd, x, w, nullptr, eps, rw.N, rw.C, true);
 }
 
 // rms_norm_bwd(dx, dw?, dy, x, w?, rstd)
 void rms_norm_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg* dw = a.optional_tensor(1);
-  const TensorArg &dy = a.tensor(2), &x = a.tensor(3);
-  const TensorArg* w = a.optional_tensor(4);
-  const TensorArg& rstd = a.tensor(5);
-  Rows rw = check_x(a, x);
-  check_like(a, dx, x, "dx");
-  check_like(a, dy, x, "dy");
-  check_param(a, w, x, rw.C, "w");
-  if (dw && !w) a.fail("dw was asked for but w is absent");
-  check_grad_param(a, dw, rw.C, "dw");
-  check_stats(a, rstd, rw.N, "rstd");
-  check_outputs(a, {&dx, dw}, {&dy, &x, w, &rstd});
+  const NormBwdArgs rw = parse_rms_norm_bwd(a);
+  const TensorArg &dx = *rw.dx, &dy = *rw.dy, &x = *rw.x, &rstd = *rw.rstd;
+  const TensorArg *dw = rw.dw, *w = rw.w;
   GPU_DISPATCH_FLOAT(a, x.dtype, T, norm_bwd_impl<T>(a, dx, dw, nullptr, dy, x, w, nullptr, rstd, rw.N, rw.C, true));
 }
 

@@ -29,6 +29,7 @@
 #include <type_traits>
 
 #include "cuda_common.cuh"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace gpu {
@@ -472,17 +473,10 @@ void launch_rows(int64_t N, int64_t C, std::initializer_list<const void*> ptrs, 
 
 // softmax_fwd(y, x, log)
 void softmax_fwd_kernel(const KernelArgs& a) {
-  const TensorArg& y = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  bool logsm = a.flag(2);
-  a.check_float(x, "input");
-  a.check_same_dtype(y, x, "output");
-  a.check_contiguous(x, "input");
-  a.check_contiguous(y, "output");
-  if (x.ndim < 1) a.fail("input needs at least one dim");
-  a.check_numel(y, x.numel(), "output");
-  a.check_no_overlap(y, x, "softmax");
-  int64_t C = x.shape[x.ndim - 1], N = C ? x.numel() / C : 0;
+  const SoftmaxFwdArgs A = parse_softmax_fwd(a);
+  const TensorArg &y = *A.y, &x = *A.x;
+  const bool logsm = A.log;
+  const int64_t C = A.C, N = A.N;
   if (N == 0) return;
   GPU_DISPATCH_FLOAT(a, x.dtype, T, {
     T* py = reinterpret_cast<T*>(y.bytes());
@@ -496,20 +490,10 @@ void softmax_fwd_kernel(const KernelArgs& a) {
 
 // softmax_bwd(dx, y, dy, log): softmax: dx = y * (dy - sum(dy*y)); log: dx = dy - exp(y) * sum(dy)
 void softmax_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg& y = a.tensor(1);
-  const TensorArg& dy = a.tensor(2);
-  bool logsm = a.flag(3);
-  a.check_float(y, "y");
-  a.check_same_dtype(dx, y, "dx");
-  a.check_same_dtype(dy, y, "dy");
-  for (const TensorArg* t : {&dx, &y, &dy}) a.check_contiguous(*t, "operand");
-  a.check_numel(dx, y.numel(), "dx");
-  a.check_numel(dy, y.numel(), "dy");
-  if (y.ndim < 1) a.fail("input needs at least one dim");
-  a.check_no_overlap(dx, y, "softmax_bwd");
-  a.check_no_overlap(dx, dy, "softmax_bwd");
-  int64_t C = y.shape[y.ndim - 1], N = C ? y.numel() / C : 0;
+  const SoftmaxBwdArgs A = parse_softmax_bwd(a);
+  const TensorArg &dx = *A.dx, &y = *A.y, &dy = *A.dy;
+  const bool logsm = A.log;
+  const int64_t C = A.C, N = A.N;
   if (N == 0) return;
   GPU_DISPATCH_FLOAT(a, y.dtype, T, {
     T* pdx = reinterpret_cast<T*>(dx.bytes());
@@ -595,41 +579,17 @@ __global__ void __launch_bounds__(kBlock) ce_bwd_kernel(T* dl, const T* x, const
   }
 }
 
-void check_ce_common(const KernelArgs& a, const TensorArg& logits, const TensorArg& target, const TensorArg& lse) {
-  a.check_float(logits, "logits");
-  a.check_ndim(logits, 2, "logits");
-  a.check_contiguous(logits, "logits");
-  if (target.dtype != DType::I64 && target.dtype != DType::I32) a.fail("target must be int64 or int32");
-  a.check_contiguous(target, "target");
-  a.check_numel(target, logits.shape[0], "target");
-  a.check_contiguous(lse, "lse");
-  a.check_numel(lse, logits.shape[0], "lse");
-  if (lse.dtype != DType::F32 && lse.dtype != DType::F64) a.fail("lse must be float32 or float64");
-}
-
 // cross_entropy_fwd(loss[N], lse[N], logits[N,V], target[N], ignore_index)
 void cross_entropy_fwd_kernel(const KernelArgs& a) {
-  const TensorArg& loss = a.tensor(0);
-  const TensorArg& lse = a.tensor(1);
-  const TensorArg& logits = a.tensor(2);
-  const TensorArg& target = a.tensor(3);
-  int64_t ignore = a.int_(4);
-  check_ce_common(a, logits, target, lse);
-  a.check_contiguous(loss, "loss");
-  a.check_numel(loss, logits.shape[0], "loss");
-  a.check_same_dtype(loss, lse, "loss");
-  for (const TensorArg* o : {&loss, &lse}) {
-    a.check_no_overlap(*o, logits, "cross_entropy_fwd");
-    a.check_no_overlap(*o, target, "cross_entropy_fwd");
-  }
-  a.check_no_overlap(loss, lse, "cross_entropy_fwd");
-  int64_t N = logits.shape[0], C = logits.shape[1];
+  const CrossEntropyFwdArgs A = parse_cross_entropy_fwd(a);
+  const TensorArg &loss = *A.loss, &lse = *A.lse, &logits = *A.logits, &target = *A.target;
+  const int64_t ignore = A.ignore;
+  const int64_t N = A.N, C = A.V;
   if (N == 0) return;
-  if (C == 0) a.fail("cannot take the cross-entropy over zero classes");
   const bool t64 = target.dtype == DType::I64;
   int64_t bad = 0;
   if (first_bad_index(target.bytes(), t64, N, C, true, ignore, &bad) >= 0)
-    a.fail("target " + std::to_string(bad) + " out of range [0, " + std::to_string(C) + ")");
+    a.fail(ce_target_range_message(bad, C));
   Stat sl{loss.bytes(), loss.dtype == DType::F64}, ss{lse.bytes(), lse.dtype == DType::F64};
   GPU_DISPATCH_FLOAT(a, logits.dtype, T, {
     const T* px = reinterpret_cast<const T*>(logits.bytes());
@@ -643,21 +603,10 @@ void cross_entropy_fwd_kernel(const KernelArgs& a) {
 
 // cross_entropy_bwd(dlogits[N,V], logits, target, lse, dloss[N], ignore_index)
 void cross_entropy_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dl = a.tensor(0);
-  const TensorArg& logits = a.tensor(1);
-  const TensorArg& target = a.tensor(2);
-  const TensorArg& lse = a.tensor(3);
-  const TensorArg& dloss = a.tensor(4);
-  int64_t ignore = a.int_(5);
-  check_ce_common(a, logits, target, lse);
-  a.check_same_dtype(dl, logits, "dlogits");
-  a.check_contiguous(dl, "dlogits");
-  a.check_numel(dl, logits.numel(), "dlogits");
-  a.check_contiguous(dloss, "dloss");
-  a.check_numel(dloss, logits.shape[0], "dloss");
-  a.check_same_dtype(dloss, lse, "dloss");
-  for (const TensorArg* in : {&logits, &target, &lse, &dloss}) a.check_no_overlap(dl, *in, "cross_entropy_bwd");
-  int64_t N = logits.shape[0], C = logits.shape[1];
+  const CrossEntropyBwdArgs A = parse_cross_entropy_bwd(a);
+  const TensorArg &dl = *A.dlogits, &logits = *A.logits, &target = *A.target, &lse = *A.lse, &dloss = *A.dloss;
+  const int64_t ignore = A.ignore;
+  const int64_t N = A.N, C = A.V;
   if (N == 0 || C == 0) return;
   const bool t64 = target.dtype == DType::I64;
   if (first_bad_index(target.bytes(), t64, N, C, true, ignore, nullptr) >= 0) a.fail("target out of range");

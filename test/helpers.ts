@@ -8,19 +8,11 @@
 import type { Test } from 'tap';
 import { Tensor, tensor, noGrad, tidy, sum, mul, memory } from '../lib';
 import type { DType } from '../lib';
+import { mulberry32 } from '../lib/llava/data';
 
 // ------------------------------------------------------------------ data
-/** mulberry32: a tiny seeded PRNG so every test input is reproducible. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (lib/llava/data.ts): a tiny seeded PRNG so every test input is reproducible. */
+export const rng: (seed: number) => () => number = mulberry32;
 
 /** n values uniform in [lo, hi). */
 export function randArray(n: number, seed: number, lo = -1, hi = 1): Float64Array {

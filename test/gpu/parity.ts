@@ -14,6 +14,7 @@
 // Low-precision attention and model checks use the flash-attention rule instead (see cases): the error
 // against a float64 reference must be at most 2x the error of the composite in the same dtype.
 import * as L from '../../lib';
+import { mulberry32 } from '../../lib/llava/data';
 
 export type Outputs = Record<string, Float64Array>;
 
@@ -68,17 +69,8 @@ export interface ParityCase {
 }
 
 // ------------------------------------------------------------------ data
-/** mulberry32: a seeded PRNG (the same as test/helpers.ts) so both devices see identical inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32 (lib/llava/data.ts): a seeded PRNG so both devices see identical inputs. */
+export const rng: (seed: number) => () => number = mulberry32;
 export const numel = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 
 /** n values uniform in [lo, hi), optionally kept |x| >= gap away from 0. */
