@@ -15,7 +15,7 @@ import { LayerOptions } from '../nn/layers';
 import { CLIPVisionModel, CLIPVisionConfig } from './clip';
 import { LlamaForCausalLM, LlamaConfig, KVCache } from './llama';
 import { Projector } from './projector';
-import { tidy, keep } from '../core/memory';
+import { tidy } from '../core/memory';
 import { noGrad } from '../core/autograd';
 import { fromValues, zeros } from '../ops/creation';
 import { reshape, cat, slice, narrow } from '../ops/view';
@@ -312,4 +312,3 @@ export class LlavaForConditionalGeneration extends Module {
   }
 }
 
-export { keep };

@@ -2,7 +2,7 @@
 // (Linear(Cv→C), then N-1 times [GELU(erf), Linear(C→C)]), or `identity`. Layers are named
 // linear_1..linear_N as in llava-hf checkpoints; the loader maps the original `mm_projector.{0,2,..}`.
 import { Tensor } from '../core/tensor';
-import { Module, ModuleList } from '../nn/module';
+import { Module } from '../nn/module';
 import { Linear, LayerOptions } from '../nn/layers';
 import { gelu } from '../ops/elementwise';
 import { tidy } from '../core/memory';
@@ -38,4 +38,3 @@ export class Projector extends Module {
     });
   }
 }
-export { ModuleList };

@@ -12,7 +12,7 @@ import { contiguous, reshape, expand, unsqueeze, transpose } from './view';
 import { matmul } from './matmul';
 import { softmax } from './nn';
 import { mul, where, logicalAnd } from './elementwise';
-import { fromValues, ones } from './creation';
+import { fromValues } from './creation';
 
 export interface AttentionOptions {
   /** Causal (bottom-right aligned) masking. */
@@ -142,4 +142,3 @@ export function attentionComposite(q: Tensor, k: Tensor, v: Tensor, opts: Attent
   return o;
 }
 
-export { ones };

@@ -24,7 +24,7 @@ function finish(t: Tensor, opts: TensorOptions): Tensor {
   return t;
 }
 
-function inferShape(data: NestedArray, op: string): Shape {
+function inferShape(data: NestedArray): Shape {
   const shape: Shape = [];
   let cur: NestedArray = data;
   while (Array.isArray(cur)) {
@@ -114,7 +114,7 @@ export function tensor(data: NestedArray | AnyTyped, opts: FromDataOptions = {})
     shape = [];
     inferred = typeof data === 'boolean' ? 'bool' : Number.isInteger(data) ? 'int64' : 'float32';
   } else if (Array.isArray(data)) {
-    shape = inferShape(data, op);
+    shape = inferShape(data);
     const flat = flatten(data, shape, op);
     values = flat;
     inferred = flat.length && flat.every((x) => typeof x === 'boolean') ? 'bool' : flat.length && flat.every((x) => typeof x === 'number' && Number.isInteger(x)) ? 'int64' : 'float32';

@@ -28,7 +28,7 @@ function unary(op: UnaryName, x: Tensor, p?: number): Tensor {
   if (op === 'sign') return out;
   return record(op, out, [x], (g, [xs]) => {
     const dx = Tensor.empty(xs.shape, xs.dtype, xs.device);
-    kernel('unary_bwd', [dx, xs, g.isContiguous() ? g : g, op, p ?? null]);
+    kernel('unary_bwd', [dx, xs, g, op, p ?? null]);
     return [dx];
   }, [x]);
 }
@@ -199,7 +199,7 @@ export const minimum = (a: TensorOrScalar, b: TensorOrScalar): Tensor => binary(
 export function pow(x: TensorOrScalar, e: TensorOrScalar): Tensor {
   if (x instanceof Tensor && typeof e === 'number') {
     if (e === 2) return square(x);
-    return unary('pow', isFloat(x.dtype) ? x : x, e);
+    return unary('pow', x, e);
   }
   return binary('pow', x, e);
 }

@@ -5,13 +5,12 @@
 // Fused ops keep only what their backward kernel needs: softmax keeps its output, the norms keep
 // per-row mean / rstd, cross-entropy keeps per-row logsumexp (never the probabilities).
 import { Tensor, Shape, numelOf } from '../core/tensor';
-import { isFloat } from '../core/dtype';
 import { kernel, record, normDim, checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
 import { contiguous, reshape, transpose, permute, to, narrow, cat } from './view';
 import { mul, div, neg, ne } from './elementwise';
 import { sum } from './reduce';
 import { linear } from './matmul';
-import { zeros, bernoulli, Generator, fromValues } from './creation';
+import { zeros, bernoulli, Generator } from './creation';
 
 /** Run fn on x with `dim` moved last (contiguous), moving the result back. */
 function lastDim(x: Tensor, dim: number, op: string, fn: (c: Tensor) => Tensor): Tensor {
@@ -111,7 +110,6 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     }
   }
   rows.dispose();
-  const outShape = loss.shape.slice();
   const res = record(op, loss, [l2], (g, [ls, ts, lsev, vf, cnt]) => {
     // Upstream gradient per row.
     let dl: Tensor;
@@ -137,7 +135,6 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
   }, count ? [l2, t1, lse, validF, count] : [l2, t1, lse, validF]);
   [l2, t1, lse, validF].forEach((t) => t.dispose());
   count?.dispose();
-  void outShape;
   return res;
 }
 
@@ -410,4 +407,3 @@ export function patchEmbed(x: Tensor, weight: Tensor, bias?: Tensor | null): Ten
   return y;
 }
 
-export { fromValues, isFloat };

@@ -8,7 +8,6 @@ import { isFloat } from '../core/dtype';
 import { kernel, record, normDim, checkTensor } from './util';
 import { contiguous, permute, reshape, expand, to } from './view';
 import { mul, div, sub, exp, eq, where } from './elementwise';
-import { fromValues } from './creation';
 
 type ROp = 'sum' | 'mean' | 'max' | 'min' | 'argmax' | 'argmin' | 'var' | 'logsumexp';
 
@@ -43,19 +42,16 @@ function rawReduce(op: ROp, x: Tensor, dims: number[], keepdim: boolean, correct
   }
   const isRun = dims.every((d, i) => i === 0 || d === dims[i - 1] + 1);
   let src: Tensor;
-  let outer: number;
   let inner: number;
   const R = numelOf(dims.map((d) => x.shape[d]));
   if (isRun) {
     src = x.isContiguous() ? x : contiguous(x);
-    outer = numelOf(x.shape.slice(0, dims[0]));
     inner = numelOf(x.shape.slice(dims[dims.length - 1] + 1));
   } else {
     const rest = x.shape.map((_, i) => i).filter((i) => !dims.includes(i));
     const p = permute(x, [...rest, ...dims]);
     src = contiguous(p);
     p.dispose();
-    outer = numelOf(rest.map((i) => x.shape[i]));
     inner = 1;
   }
   try {
@@ -192,4 +188,3 @@ export function logsumexp(x: Tensor, dim: number | number[], keepdim = false): T
   }, [x, out]);
 }
 
-export { fromValues };

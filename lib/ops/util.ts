@@ -1,7 +1,7 @@
 // util.ts — what every op file shares: calling a kernel with tensors, recording a graph node,
 // broadcasting rules, dim normalisation, and reducing a broadcast gradient back to its input shape.
 import { native, KernelArg } from '../native';
-import { Tensor, Shape, needsGrad, numelOf } from '../core/tensor';
+import { Tensor, Shape, needsGrad } from '../core/tensor';
 import { Node, VJP } from '../core/autograd';
 import { DType, isFloat } from '../core/dtype';
 
@@ -87,4 +87,3 @@ export function out(shape: Shape, dtype: DType, like: Tensor): Tensor {
   return Tensor.empty(shape, dtype, like.device);
 }
 
-export { numelOf };

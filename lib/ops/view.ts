@@ -4,7 +4,7 @@
 // by writing it into a zero tensor of the input's shape.
 import { native } from '../native';
 import { Tensor, Shape, contiguousStrides, numelOf, checkShape } from '../core/tensor';
-import { Device, DType, DEVICE_CODE, ITEMSIZE, checkDType, checkDevice } from '../core/dtype';
+import { Device, DType, ITEMSIZE, checkDType, checkDevice } from '../core/dtype';
 import { kernel, record, normDim, checkTensor, broadcastView, sameShape } from './util';
 
 function makeView(x: Tensor, shape: Shape, strides: number[], offset: number, name: string, vjp: (g: Tensor) => Tensor): Tensor {
@@ -130,7 +130,9 @@ export function slice(x: Tensor, dim: number, start?: number, end?: number, step
   const strides = x.strides.slice();
   strides[d] *= step;
   const inShape = x.shape.slice();
-  return makeView(x, shape, strides, x.offset + s * x.strides[d], 'slice', (g) => scatterInto(g, inShape, (z) => z.makeView(shape, strides.map((st, i) => (i === d ? z.strides[i] * step : z.strides[i])), s * z.strides[d])));
+  // Backward: the same slice of a zero tensor of the input's shape receives the gradient.
+  const sliceOf = (z: Tensor): Tensor => z.makeView(shape, z.strides.map((st, i) => (i === d ? st * step : st)), s * z.strides[d]);
+  return makeView(x, shape, strides, x.offset + s * x.strides[d], 'slice', (g) => scatterInto(g, inShape, sliceOf));
 }
 
 export function narrow(x: Tensor, dim: number, start: number, length: number): Tensor {
@@ -309,4 +311,3 @@ export function chunk(x: Tensor, chunks: number, dim = 0): Tensor[] {
   return split(x, Math.max(1, Math.ceil(x.shape[d] / chunks)), d);
 }
 
-export { DEVICE_CODE };
