@@ -7,3 +7,15 @@ export { tidy, keep, memory, emptyCache } from './core/memory';
 export type { MemoryInfo, DeviceMemory } from './core/memory';
 export * from './ops';
 export * as cuda from './cuda';
+
+// Layers, optimisers and the LLaVA stack.
+export * as nn from './nn';
+export * as optim from './optim';
+export { checkpoint } from './core/checkpoint';
+export { loadLlava, loadClipVision, loadLlama, fromPretrained } from './models/loader';
+export type { LoadOptions } from './models/loader';
+export { LlavaForConditionalGeneration } from './models/llava';
+export type { LlavaConfig, LlavaBatch } from './models/llava';
+export { Tokenizer } from './llava/tokenizer';
+export { CLIPImageProcessor, decodeImage } from './llava/image';
+export { generate, generateText } from './llava/generate';
