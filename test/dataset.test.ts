@@ -14,15 +14,13 @@ import { makeDemoData, DemoData } from '../lib/llava/demo_data';
 import {
   LlavaDataset,
   DatasetSpec,
-  PrefetchLoader,
-  EncoderPool,
   collate,
-  microBatches,
   renderTrainingPrompt,
   resolveProcessorConfig,
   DataError,
   CollatedBatch,
 } from '../lib/llava/dataset';
+import { PrefetchLoader, EncoderPool, microBatches } from '../lib/llava/loader';
 import { preprocessSample } from '../lib/llava/preprocess';
 import { Tokenizer } from '../lib/llava/tokenizer';
 import { Trainer } from '../lib/llava/trainer';

@@ -31,7 +31,8 @@ import { fromTypedArray, mul, copyInto } from '../ops';
 import { AdamW, ParamGroup, clipGradNorm, cosineWithWarmup } from '../optim/adamw';
 import type { LlavaForConditionalGeneration } from '../models/llava';
 import { epochOrder } from './data';
-import { LlavaDataset, PrefetchLoader, EncoderPool, CollatedBatch, microBatches } from './dataset';
+import { LlavaDataset, CollatedBatch } from './dataset';
+import { PrefetchLoader, EncoderPool, microBatches } from './loader';
 import {
   TrainerState,
   STATE_FILE,
