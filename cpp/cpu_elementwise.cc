@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "cpu_common.h"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace {
@@ -51,31 +52,24 @@ inline void cast_one(TO* o, const TI* i) {
   else store(o, load(i));
 }
 
+// neg / abs / square / sign of an integer (parse_unary admits no other op for integers).
 template <typename T>
-inline T int_unary(int op, T v) {
+inline T int_unary(UnaryOp op, T v) {
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     switch (op) {
-      case 0: return T(-v);
-      case 1: return T(v < 0 ? -v : v);
-      case 2: return T(v * v);
+      case UnaryOp::Neg: return T(-v);
+      case UnaryOp::Abs: return T(v < 0 ? -v : v);
+      case UnaryOp::Square: return T(v * v);
       default: return T((v > 0) - (v < 0));
     }
   }
   return v;
 }
 
-void check_same_shape(const KernelArgs& a, const TensorArg& out, const TensorArg& x, const char* what) {
-  if (out.ndim != x.ndim) a.fail(std::string(what) + " rank differs from the output's");
-  for (int d = 0; d < out.ndim; d++)
-    if (out.shape[d] != x.shape[d]) a.fail(std::string(what) + " shape differs from the output's (broadcast first)");
-}
-
 // copy(out, x): out[...] = cast(x[...]), any dtypes, any strides.
 void copy_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  check_same_shape(a, out, x, "input");
-  a.check_no_overlap(out, x, "copy");
+  const CopyArgs A = parse_copy(a);
+  const TensorArg &out = *A.out, &x = *A.x;
   const TensorArg* ins[1] = {&x};
   if (out.dtype == x.dtype && out.is_contiguous() && x.is_contiguous()) {
     std::memcpy(out.bytes(), x.bytes(), out.numel() * dtype_size(out.dtype));
@@ -94,8 +88,9 @@ void copy_kernel(const KernelArgs& a) {
 
 // fill(out, value)
 void fill_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  double v = a.num(1);
+  const FillArgs A = parse_fill(a);
+  const TensorArg& out = *A.out;
+  const double v = A.value;
   LLAVA_DISPATCH_ALL(a, out.dtype, T, {
     T* p = out.data<T>();
     T val;
@@ -106,9 +101,9 @@ void fill_kernel(const KernelArgs& a) {
 
 // arange(out, start, step): out[i] = start + i * step (out contiguous 1-D).
 void arange_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  a.check_contiguous(out, "out");
-  double start = a.num(1), step = a.num(2);
+  const ArangeArgs A = parse_arange(a);
+  const TensorArg& out = *A.out;
+  const double start = A.start, step = A.step;
   LLAVA_DISPATCH_ALL(a, out.dtype, T, {
     T* p = out.data<T>();
     int64_t n = out.numel();
@@ -117,19 +112,7 @@ void arange_kernel(const KernelArgs& a) {
 }
 
 // --------------------------------------------------------------- unary
-enum class U { Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sin, Cos, Tanh, Sigmoid, Relu, Gelu, GeluTanh, QuickGelu, Silu, Pow, Square, Reciprocal, Sign, Erf, Log1p, Expm1 };
-
-U parse_unary(const KernelArgs& a, const std::string& s) {
-  static const std::pair<const char*, U> table[] = {
-      {"neg", U::Neg}, {"exp", U::Exp}, {"log", U::Log}, {"sqrt", U::Sqrt}, {"rsqrt", U::Rsqrt}, {"abs", U::Abs},
-      {"sin", U::Sin}, {"cos", U::Cos}, {"tanh", U::Tanh}, {"sigmoid", U::Sigmoid}, {"relu", U::Relu},
-      {"gelu", U::Gelu}, {"gelu_tanh", U::GeluTanh}, {"quick_gelu", U::QuickGelu}, {"silu", U::Silu},
-      {"pow", U::Pow}, {"square", U::Square}, {"reciprocal", U::Reciprocal}, {"sign", U::Sign}, {"erf", U::Erf},
-      {"log1p", U::Log1p}, {"expm1", U::Expm1}};
-  for (auto& kv : table)
-    if (s == kv.first) return kv.second;
-  a.fail("unknown unary op '" + s + "'");
-}
+using U = UnaryOp;  // op names and numbering: kernel_ops.h
 
 template <typename F> inline F sigm(F x) { return F(1) / (F(1) + std::exp(-x)); }
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
@@ -200,23 +183,18 @@ inline F unary_grad(U op, F x, F p) {
   return F(0);
 }
 
-// unary(out, x, op, p): out = f(x). Neg/abs/sign also take integer dtypes.
+// unary(out, x, op, p): out = f(x). Neg/abs/sign/square also take integer dtypes.
 void unary_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  U op = parse_unary(a, a.str(2));
-  double p = a.is_none(3) ? 0.0 : a.num(3);
-  check_same_shape(a, out, x, "input");
-  a.check_same_dtype(out, x, "unary");
+  const UnaryArgs A = parse_unary(a);
+  const TensorArg &out = *A.out, &x = *A.x;
+  const U op = A.op;
+  const double p = A.p;
   const TensorArg* ins[1] = {&x};
   if (!is_float(x.dtype)) {
-    if (op != U::Neg && op != U::Abs && op != U::Sign && op != U::Square) a.fail("op needs a floating dtype");
-    if (x.dtype == DType::BOOL) a.fail("op not defined for bool");
-    int iop = op == U::Neg ? 0 : op == U::Abs ? 1 : op == U::Square ? 2 : 3;
     LLAVA_DISPATCH_ALL(a, x.dtype, T, {
       T* po = out.data<T>();
       const T* px = x.data<T>();
-      for_each_strided<2>(out, ins, [&](const int64_t* o) { po[o[0]] = int_unary<T>(iop, px[o[1]]); });
+      for_each_strided<2>(out, ins, [&](const int64_t* o) { po[o[0]] = int_unary<T>(op, px[o[1]]); });
     });
     return;
   }
@@ -230,16 +208,10 @@ void unary_kernel(const KernelArgs& a) {
 
 // unary_bwd(dx, x, dy, op, p): dx = dy * f'(x)
 void unary_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& dy = a.tensor(2);
-  U op = parse_unary(a, a.str(3));
-  double p = a.is_none(4) ? 0.0 : a.num(4);
-  check_same_shape(a, dx, x, "x");
-  check_same_shape(a, dx, dy, "dy");
-  a.check_float(x, "x");
-  a.check_same_dtype(dx, x, "x");
-  a.check_same_dtype(dx, dy, "dy");
+  const UnaryBwdArgs A = parse_unary_bwd(a);
+  const TensorArg &dx = *A.dx, &x = *A.x, &dy = *A.dy;
+  const U op = A.op;
+  const double p = A.p;
   const TensorArg* ins[2] = {&x, &dy};
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     using F = acc_t<T>;
@@ -253,18 +225,7 @@ void unary_bwd_kernel(const KernelArgs& a) {
 }
 
 // --------------------------------------------------------------- binary
-enum class B { Add, Sub, Mul, Div, Max, Min, Pow, Eq, Ne, Lt, Le, Gt, Ge, And, Or };
-
-B parse_binary(const KernelArgs& a, const std::string& s) {
-  static const std::pair<const char*, B> table[] = {
-      {"add", B::Add}, {"sub", B::Sub}, {"mul", B::Mul}, {"div", B::Div}, {"maximum", B::Max}, {"minimum", B::Min},
-      {"pow", B::Pow}, {"eq", B::Eq}, {"ne", B::Ne}, {"lt", B::Lt}, {"le", B::Le}, {"gt", B::Gt}, {"ge", B::Ge},
-      {"logical_and", B::And}, {"logical_or", B::Or}};
-  for (auto& kv : table)
-    if (s == kv.first) return kv.second;
-  a.fail("unknown binary op '" + s + "'");
-}
-bool is_compare(B op) { return op >= B::Eq; }
+using B = BinaryOp;  // op names and numbering: kernel_ops.h
 
 template <typename F>
 inline F binary_fwd(B op, F x, F y) {
@@ -298,27 +259,18 @@ inline bool compare(B op, F x, F y) {
 // binary(out, a, b, op): a and b have out's shape (broadcast views) and one dtype; comparisons
 // write bool.
 void binary_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& y = a.tensor(2);
-  B op = parse_binary(a, a.str(3));
-  check_same_shape(a, out, x, "first input");
-  check_same_shape(a, out, y, "second input");
-  a.check_same_dtype(x, y, "inputs");
-  if (is_compare(op)) a.check_dtype(out, DType::BOOL, "comparison output");
-  else a.check_same_dtype(out, x, "output");
-  if (!is_float(x.dtype) && (op == B::Div || op == B::Pow)) a.fail("integer inputs must be promoted to a float dtype first");
+  const BinaryArgs A = parse_binary(a);
+  const TensorArg &out = *A.out, &x = *A.x, &y = *A.y;
+  const B op = A.op;
   const TensorArg* ins[2] = {&x, &y};
   LLAVA_DISPATCH_ALL(a, x.dtype, T, {
     using F = acc_t<T>;
     const T* px = x.data<T>();
     const T* py = y.data<T>();
-    if (is_compare(op)) {
+    if (A.cmp) {
       bool* po = out.data<bool>();
       for_each_strided<3>(out, ins, [&](const int64_t* o) { po[o[0]] = compare<F>(op, load(px + o[1]), load(py + o[2])); });
-    } else if constexpr (std::is_same_v<T, bool>) {
-      a.fail("arithmetic on bool tensors is not supported");
-    } else {
+    } else if constexpr (!std::is_same_v<T, bool>) {  // parse_binary refuses arithmetic on bool
       T* po = out.data<T>();
       if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && op <= B::Div) {
         // Flat loops the compiler vectorises.
@@ -334,16 +286,8 @@ void binary_kernel(const KernelArgs& a) {
 
 // where(out, cond, x, y): out = cond ? x : y (cond bool, all views of out's shape)
 void where_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& c = a.tensor(1);
-  const TensorArg& x = a.tensor(2);
-  const TensorArg& y = a.tensor(3);
-  a.check_dtype(c, DType::BOOL, "condition");
-  check_same_shape(a, out, c, "condition");
-  check_same_shape(a, out, x, "first input");
-  check_same_shape(a, out, y, "second input");
-  a.check_same_dtype(out, x, "first input");
-  a.check_same_dtype(out, y, "second input");
+  const WhereArgs A = parse_where(a);
+  const TensorArg &out = *A.out, &c = *A.cond, &x = *A.x, &y = *A.y;
   const bool* pc = c.data<bool>();
   const TensorArg* ins[3] = {&c, &x, &y};
   LLAVA_DISPATCH_ALL(a, out.dtype, T, {
@@ -373,14 +317,11 @@ inline void philox(uint32_t ctr[4], uint32_t key[2]) {
 // random(out, kind, seed, offset, p): kind 'uniform' [0,1), 'normal' N(0,1) by Box-Muller,
 // 'bernoulli' (1 with probability p). Element i uses Philox counter (offset + i).
 void random_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  a.check_contiguous(out, "out");
-  const std::string& kind = a.str(1);
-  uint64_t seed = (uint64_t)a.int_(2);
-  uint64_t offset = (uint64_t)a.int_(3);
-  double p = a.is_none(4) ? 0.5 : a.num(4);
-  int k = kind == "uniform" ? 0 : kind == "normal" ? 1 : kind == "bernoulli" ? 2 : -1;
-  if (k < 0) a.fail("unknown distribution '" + kind + "'");
+  const RandomArgs A = parse_random(a);
+  const TensorArg& out = *A.out;
+  const uint64_t seed = A.seed, offset = A.offset;
+  const double p = A.p;
+  const RandomKind k = A.kind;
   LLAVA_DISPATCH_ALL(a, out.dtype, T, {
     T* po = out.data<T>();
     parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
@@ -391,8 +332,8 @@ void random_kernel(const KernelArgs& a) {
         philox(ctr, key);
         double u1 = (double(ctr[0]) + 0.5) / 4294967296.0;
         double v;
-        if (k == 0) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
-        else if (k == 1) {
+        if (k == RandomKind::Uniform) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
+        else if (k == RandomKind::Normal) {
           double u2 = double(ctr[1]) / 4294967296.0;
           v = std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
         } else v = u1 < p ? 1.0 : 0.0;

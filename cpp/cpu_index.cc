@@ -16,45 +16,20 @@ inline int64_t idx_at(const TensorArg& t, int64_t i) {
   return t.dtype == DType::I64 ? t.data<int64_t>()[i] : int64_t(t.data<int32_t>()[i]);
 }
 
-void check_index_tensor(const KernelArgs& a, const TensorArg& idx, int64_t limit) {
-  if (idx.dtype != DType::I64 && idx.dtype != DType::I32) a.fail("index must be int64 or int32");
-  a.check_contiguous(idx, "index");
+// Every index in [0, limit), checked before any write.
+void check_index_range(const KernelArgs& a, const TensorArg& idx, int64_t limit) {
   int64_t n = idx.numel();
   for (int64_t i = 0; i < n; i++) {
     int64_t v = idx_at(idx, i);
-    if (v < 0 || v >= limit)
-      a.fail("index " + std::to_string(v) + " out of range for dimension of size " + std::to_string(limit));
+    if (v < 0 || v >= limit) checks::index_range_fail(a, v, limit);
   }
-}
-
-int64_t norm_dim(const KernelArgs& a, int64_t dim, int ndim) {
-  if (dim < 0) dim += ndim;
-  if (dim < 0 || dim >= ndim) a.fail("dim out of range");
-  return dim;
-}
-
-void split_dims(const TensorArg& t, int64_t dim, int64_t& outer, int64_t& inner) {
-  outer = 1;
-  inner = 1;
-  for (int d = 0; d < dim; d++) outer *= t.shape[d];
-  for (int d = (int)dim + 1; d < t.ndim; d++) inner *= t.shape[d];
 }
 
 // index_select(out, x, idx, dim)
 void index_select_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& idx = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
-  a.check_contiguous(x, "input");
-  a.check_contiguous(out, "output");
-  a.check_same_dtype(out, x, "output");
-  if (idx.ndim != 1) a.fail("index must be 1-D");
-  check_index_tensor(a, idx, x.shape[dim]);
-  int64_t outer, inner;
-  split_dims(x, dim, outer, inner);
-  int64_t n = x.shape[dim], m = idx.numel();
-  a.check_numel(out, outer * m * inner, "output");
+  const IndexRowsArgs A = parse_index_select(a, check_index_range);
+  const TensorArg &out = *A.out, &x = *A.src, &idx = *A.idx;
+  const int64_t outer = A.outer, inner = A.inner, n = A.n, m = A.m;
   size_t item = dtype_size(x.dtype);
   parallel_for(outer * m, std::max<int64_t>(1, 4096 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; r++) {
@@ -66,21 +41,9 @@ void index_select_kernel(const KernelArgs& a) {
 
 // index_add(out, idx, src, dim): out[o, idx[j], i] += src[o, j, i]
 void index_add_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& idx = a.tensor(1);
-  const TensorArg& src = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
-  a.check_contiguous(out, "output");
-  a.check_contiguous(src, "source");
-  a.check_same_dtype(out, src, "source");
-  a.check_float(out, "output");
-  a.check_no_overlap(out, src, "index_add");
-  if (idx.ndim != 1) a.fail("index must be 1-D");
-  check_index_tensor(a, idx, out.shape[dim]);
-  int64_t outer, inner;
-  split_dims(out, dim, outer, inner);
-  int64_t n = out.shape[dim], m = idx.numel();
-  a.check_numel(src, outer * m * inner, "source");
+  const IndexRowsArgs A = parse_index_add(a, check_index_range);
+  const TensorArg &out = *A.out, &idx = *A.idx, &src = *A.src;
+  const int64_t outer = A.outer, inner = A.inner, n = A.n, m = A.m;
   LLAVA_DISPATCH_FLOAT(a, out.dtype, T, {
     T* po = out.data<T>();
     const T* ps = src.data<T>();
@@ -96,23 +59,11 @@ void index_add_kernel(const KernelArgs& a) {
   });
 }
 
-void check_gather_shapes(const KernelArgs& a, const TensorArg& x, const TensorArg& idx, int64_t dim) {
-  if (idx.ndim != x.ndim) a.fail("index must have the input's rank");
-  for (int d = 0; d < x.ndim; d++)
-    if (d != dim && idx.shape[d] > x.shape[d]) a.fail("index is larger than the input outside dim");
-}
-
 // gather(out, x, idx, dim): out[...j...] = x[...idx[...j...]...]; all contiguous, idx shaped like out
 void gather_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& idx = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
-  for (const TensorArg* t : {&out, &x, &idx}) a.check_contiguous(*t, "operand");
-  a.check_same_dtype(out, x, "output");
-  check_gather_shapes(a, x, idx, dim);
-  a.check_numel(out, idx.numel(), "output");
-  check_index_tensor(a, idx, x.shape[dim]);
+  const GatherArgs A = parse_gather(a, check_index_range);
+  const TensorArg &out = *A.out, &x = *A.src, &idx = *A.idx;
+  const int64_t dim = A.dim;
   int64_t n = idx.numel();
   size_t item = dtype_size(x.dtype);
   parallel_for(n, 4096, [&](int64_t b, int64_t e) {
@@ -131,16 +82,9 @@ void gather_kernel(const KernelArgs& a) {
 
 // scatter_add(out, idx, src, dim): out[...idx[...j...]...] += src[...j...] (serial: indices may repeat)
 void scatter_add_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& idx = a.tensor(1);
-  const TensorArg& src = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
-  for (const TensorArg* t : {&out, &idx, &src}) a.check_contiguous(*t, "operand");
-  a.check_same_dtype(out, src, "source");
-  a.check_float(out, "output");
-  check_gather_shapes(a, out, idx, dim);
-  a.check_numel(src, idx.numel(), "source");
-  check_index_tensor(a, idx, out.shape[dim]);
+  const GatherArgs A = parse_scatter_add(a, check_index_range);
+  const TensorArg &out = *A.out, &idx = *A.idx, &src = *A.src;
+  const int64_t dim = A.dim;
   LLAVA_DISPATCH_FLOAT(a, out.dtype, T, {
     T* po = out.data<T>();
     const T* ps = src.data<T>();
@@ -161,29 +105,11 @@ void scatter_add_kernel(const KernelArgs& a) {
 // rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin, where
 // rotate_half(x) = cat(-x[D/2:], x[:D/2]). x may be strided (last stride 1); cos/sin contiguous.
 void rope_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& cs = a.tensor(2);
-  const TensorArg& sn = a.tensor(3);
-  a.check_ndim(x, 4, "x");
-  a.check_contiguous(out, "output");
-  a.check_numel(out, x.numel(), "output");
-  a.check_float(x, "x");
-  a.check_same_dtype(out, x, "output");
-  a.check_same_dtype(cs, x, "cos");
-  a.check_same_dtype(sn, x, "sin");
-  a.check_contiguous(cs, "cos");
-  a.check_contiguous(sn, "sin");
-  int64_t B = x.shape[0], H = x.shape[1], T = x.shape[2], D = x.shape[3];
-  if (D % 2) a.fail("head dim must be even");
-  if (x.strides[3] != 1) a.fail("x must have unit stride in its last dim");
-  a.check_ndim(cs, 3, "cos");
-  a.check_ndim(sn, 3, "sin");
-  if ((cs.shape[0] != 1 && cs.shape[0] != B) || cs.shape[1] != T || cs.shape[2] != D) a.fail("cos must be [1 or B, T, D]");
-  for (int d = 0; d < 3; d++)
-    if (sn.shape[d] != cs.shape[d]) a.fail("sin and cos shapes differ");
-  int64_t half = D / 2;
-  bool per_batch = cs.shape[0] == B && B > 1;
+  const RopeArgs A = parse_rope(a);
+  const TensorArg &out = *A.out, &x = *A.x, &cs = *A.cos, &sn = *A.sin;
+  const int64_t B = A.B, H = A.H, T = A.T, D = A.D;
+  const int64_t half = D / 2;
+  const bool per_batch = A.per_batch;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T_, {
     using F = acc_t<T_>;
     parallel_for(B * H * T, 64, [&](int64_t b0, int64_t e0) {

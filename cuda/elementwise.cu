@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "cuda_common.cuh"
+#include "kernel_checks.h"
 
 namespace llava {
 namespace gpu {
@@ -31,12 +32,6 @@ constexpr int kBlock = 256;
 
 __device__ __forceinline__ int64_t global_tid() { return blockIdx.x * (int64_t)blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t grid_stride() { return (int64_t)gridDim.x * blockDim.x; }
-
-void check_same_shape(const KernelArgs& a, const TensorArg& out, const TensorArg& x, const char* what) {
-  if (out.ndim != x.ndim) a.fail(std::string(what) + " rank differs from the output's");
-  for (int d = 0; d < out.ndim; d++)
-    if (out.shape[d] != x.shape[d]) a.fail(std::string(what) + " shape differs from the output's (broadcast first)");
-}
 
 // ---------------------------------------------------------------- generic N-ary map
 // out = op(in[0][i], ..., in[NIN-1][i]); all inputs share the storage type TI.
@@ -120,10 +115,8 @@ template <typename U> struct RawOp {
 
 // copy(out, x): out[...] = cast(x[...]), any dtypes, any strides.
 void copy_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  check_same_shape(a, out, x, "input");
-  a.check_no_overlap(out, x, "copy");
+  const CopyArgs A = parse_copy(a);
+  const TensorArg &out = *A.out, &x = *A.x;
   const TensorArg* ins[1] = {&x};
   if (out.numel() == 0) return;
   if (out.dtype == x.dtype) {
@@ -206,8 +199,9 @@ template <typename U> U fill_bits(DType dt, double v) {
 
 // fill(out, value)
 void fill_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  double v = a.num(1);
+  const FillArgs A = parse_fill(a);
+  const TensorArg& out = *A.out;
+  const double v = A.value;
   if (out.numel() == 0) return;
   GPU_DISPATCH_BITS(a, dtype_size(out.dtype), U, launch_fill<U>(a, out, fill_bits<U>(out.dtype, v)));
 }
@@ -219,9 +213,9 @@ __global__ void __launch_bounds__(kBlock) arange_kernel_dev(T* p, int64_t n, dou
 
 // arange(out, start, step): out[i] = start + i * step (out contiguous 1-D).
 void arange_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  a.check_contiguous(out, "out");
-  double start = a.num(1), step = a.num(2);
+  const ArangeArgs A = parse_arange(a);
+  const TensorArg& out = *A.out;
+  const double start = A.start, step = A.step;
   int64_t n = out.numel();
   if (n == 0) return;
   GPU_DISPATCH_ALL(a, out.dtype, T, {
@@ -231,20 +225,8 @@ void arange_kernel(const KernelArgs& a) {
 }
 
 // ---------------------------------------------------------------- unary
-enum U { Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sin, Cos, Tanh, Sigmoid, Relu, Gelu, GeluTanh, QuickGelu, Silu, Pow, Square,
-         Reciprocal, Sign, Erf, Log1p, Expm1 };
-
-int parse_unary(const KernelArgs& a, const std::string& s) {
-  static const std::pair<const char*, int> table[] = {
-      {"neg", Neg}, {"exp", Exp}, {"log", Log}, {"sqrt", Sqrt}, {"rsqrt", Rsqrt}, {"abs", Abs},
-      {"sin", Sin}, {"cos", Cos}, {"tanh", Tanh}, {"sigmoid", Sigmoid}, {"relu", Relu},
-      {"gelu", Gelu}, {"gelu_tanh", GeluTanh}, {"quick_gelu", QuickGelu}, {"silu", Silu},
-      {"pow", Pow}, {"square", Square}, {"reciprocal", Reciprocal}, {"sign", Sign}, {"erf", Erf},
-      {"log1p", Log1p}, {"expm1", Expm1}};
-  for (auto& kv : table)
-    if (s == kv.first) return kv.second;
-  a.fail("unknown unary op '" + s + "'");
-}
+// Op names and numbering: kernel_ops.h (op stays an int on the device).
+using namespace unary_op;
 
 template <typename F> __device__ __forceinline__ F sigm(F x) { return F(1) / (F(1) + m_exp(-x)); }
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
@@ -319,15 +301,15 @@ template <typename T> struct UnaryOp {
   acc_t<T> p;
   __device__ __forceinline__ T operator()(T x) const { return from_acc<T>(unary_fwd<acc_t<T>>(op, to_acc<T>(x), p)); }
 };
-template <typename T> struct IntUnaryOp {  // 0 neg, 1 abs, 2 square, 3 sign
+template <typename T> struct IntUnaryOp {  // neg, abs, square, sign (parse_unary admits no other)
   int op;
   __device__ __forceinline__ T operator()(T v) const {
     switch (op) {
-      case 0: return T(-v);
-      case 1:
+      case Neg: return T(-v);
+      case Abs:
         if constexpr (std::is_signed_v<T>) return T(v < 0 ? -v : v);
         else return v;
-      case 2: return T(v * v);
+      case Square: return T(v * v);
       default:
         if constexpr (std::is_signed_v<T>) return T((v > 0) - (v < 0));
         else return T(v > 0);
@@ -344,21 +326,16 @@ template <typename T> struct UnaryBwdOp {  // (x, dy) -> dy * f'(x)
 
 // unary(out, x, op, p): out = f(x). Neg/abs/sign/square also take integer dtypes.
 void unary_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  int op = parse_unary(a, a.str(2));
-  double p = a.is_none(3) ? 0.0 : a.num(3);
-  check_same_shape(a, out, x, "input");
-  a.check_same_dtype(out, x, "unary");
+  const UnaryArgs A = parse_unary(a);
+  const TensorArg &out = *A.out, &x = *A.x;
+  const int op = A.op;
+  const double p = A.p;
   const TensorArg* ins[1] = {&x};
   if (!is_float(x.dtype)) {
-    if (op != Neg && op != Abs && op != Sign && op != Square) a.fail("op needs a floating dtype");
-    if (x.dtype == DType::BOOL) a.fail("op not defined for bool");
-    int iop = op == Neg ? 0 : op == Abs ? 1 : op == Square ? 2 : 3;
     switch (x.dtype) {
-      case DType::I32: launch_map<int32_t, int32_t, 1>(a, out, ins, IntUnaryOp<int32_t>{iop}); break;
-      case DType::I64: launch_map<int64_t, int64_t, 1>(a, out, ins, IntUnaryOp<int64_t>{iop}); break;
-      case DType::U8: launch_map<uint8_t, uint8_t, 1>(a, out, ins, IntUnaryOp<uint8_t>{iop}); break;
+      case DType::I32: launch_map<int32_t, int32_t, 1>(a, out, ins, IntUnaryOp<int32_t>{op}); break;
+      case DType::I64: launch_map<int64_t, int64_t, 1>(a, out, ins, IntUnaryOp<int64_t>{op}); break;
+      case DType::U8: launch_map<uint8_t, uint8_t, 1>(a, out, ins, IntUnaryOp<uint8_t>{op}); break;
       default: a.fail("unknown dtype");
     }
     return;
@@ -368,47 +345,30 @@ void unary_kernel(const KernelArgs& a) {
 
 // unary_bwd(dx, x, dy, op, p): dx = dy * f'(x)
 void unary_bwd_kernel(const KernelArgs& a) {
-  const TensorArg& dx = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& dy = a.tensor(2);
-  int op = parse_unary(a, a.str(3));
-  double p = a.is_none(4) ? 0.0 : a.num(4);
-  check_same_shape(a, dx, x, "x");
-  check_same_shape(a, dx, dy, "dy");
-  a.check_float(x, "x");
-  a.check_same_dtype(dx, x, "x");
-  a.check_same_dtype(dx, dy, "dy");
+  const UnaryBwdArgs A = parse_unary_bwd(a);
+  const TensorArg &dx = *A.dx, &x = *A.x, &dy = *A.dy;
+  const int op = A.op;
+  const double p = A.p;
   const TensorArg* ins[2] = {&x, &dy};
   GPU_DISPATCH_FLOAT(a, x.dtype, T, { launch_map<T, T, 2>(a, dx, ins, UnaryBwdOp<T>{op, acc_t<T>(p)}); });
 }
 
 // ---------------------------------------------------------------- binary
-enum B { Add, Sub, Mul, Div, Max, Min, BPow, Eq, Ne, Lt, Le, Gt, Ge, And, Or };
-
-int parse_binary(const KernelArgs& a, const std::string& s) {
-  static const std::pair<const char*, int> table[] = {
-      {"add", Add}, {"sub", Sub}, {"mul", Mul}, {"div", Div}, {"maximum", Max}, {"minimum", Min},
-      {"pow", BPow}, {"eq", Eq}, {"ne", Ne}, {"lt", Lt}, {"le", Le}, {"gt", Gt}, {"ge", Ge},
-      {"logical_and", And}, {"logical_or", Or}};
-  for (auto& kv : table)
-    if (s == kv.first) return kv.second;
-  a.fail("unknown binary op '" + s + "'");
-}
-
-template <typename T> struct BinaryOp {
+// Op names and numbering: kernel_ops.h. Qualified (BinaryOp::Pow) because unary_op is in scope.
+template <typename T> struct BinaryFn {
   int op;
   __device__ __forceinline__ T operator()(T xs, T ys) const {
     using F = acc_t<T>;
     F x = to_acc<T>(xs), y = to_acc<T>(ys), r;
     switch (op) {
-      case Add: r = x + y; break;
-      case Sub: r = x - y; break;
-      case Mul: r = x * y; break;
-      case Div: r = x / y; break;
+      case BinaryOp::Add: r = x + y; break;
+      case BinaryOp::Sub: r = x - y; break;
+      case BinaryOp::Mul: r = x * y; break;
+      case BinaryOp::Div: r = x / y; break;
       // NaN propagates as in torch.maximum / torch.minimum
-      case Max: r = (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y); break;
-      case Min: r = (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y); break;
-      case BPow: r = F(pow(double(x), double(y))); break;
+      case BinaryOp::Max: r = (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y); break;
+      case BinaryOp::Min: r = (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y); break;
+      case BinaryOp::Pow: r = F(pow(double(x), double(y))); break;
       default: r = F(0);
     }
     return from_acc<T>(r);
@@ -420,14 +380,14 @@ template <typename T> struct CompareOp {
     using F = acc_t<T>;
     F x = to_acc<T>(xs), y = to_acc<T>(ys);
     switch (op) {
-      case Eq: return x == y;
-      case Ne: return x != y;
-      case Lt: return x < y;
-      case Le: return x <= y;
-      case Gt: return x > y;
-      case Ge: return x >= y;
-      case And: return x != F(0) && y != F(0);
-      case Or: return x != F(0) || y != F(0);
+      case BinaryOp::Eq: return x == y;
+      case BinaryOp::Ne: return x != y;
+      case BinaryOp::Lt: return x < y;
+      case BinaryOp::Le: return x <= y;
+      case BinaryOp::Gt: return x > y;
+      case BinaryOp::Ge: return x >= y;
+      case BinaryOp::And: return x != F(0) && y != F(0);
+      case BinaryOp::Or: return x != F(0) || y != F(0);
       default: return false;
     }
   }
@@ -436,24 +396,16 @@ template <typename T> struct CompareOp {
 // binary(out, a, b, op): a and b have out's shape (broadcast views) and one dtype; comparisons
 // write bool.
 void binary_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& y = a.tensor(2);
-  int op = parse_binary(a, a.str(3));
-  bool cmp = op >= Eq;
-  check_same_shape(a, out, x, "first input");
-  check_same_shape(a, out, y, "second input");
-  a.check_same_dtype(x, y, "inputs");
-  if (cmp) a.check_dtype(out, DType::BOOL, "comparison output");
-  else a.check_same_dtype(out, x, "output");
-  if (!is_float(x.dtype) && (op == Div || op == BPow)) a.fail("integer inputs must be promoted to a float dtype first");
-  if (!cmp && x.dtype == DType::BOOL) a.fail("arithmetic on bool tensors is not supported");
+  const BinaryArgs A = parse_binary(a);
+  const TensorArg &out = *A.out, &x = *A.x, &y = *A.y;
+  const int op = A.op;
+  const bool cmp = A.cmp;
   const TensorArg* ins[2] = {&x, &y};
   GPU_DISPATCH_ALL(a, x.dtype, T, {
     if (cmp) {
       launch_map<bool, T, 2>(a, out, ins, CompareOp<T>{op});
     } else if constexpr (!std::is_same_v<T, bool>) {
-      launch_map<T, T, 2>(a, out, ins, BinaryOp<T>{op});
+      launch_map<T, T, 2>(a, out, ins, BinaryFn<T>{op});
     }
   });
 }
@@ -471,16 +423,8 @@ __global__ void __launch_bounds__(kBlock) where_kernel_dev(U* out, const bool* c
 // where(out, cond, x, y): out = cond ? x : y (cond bool, all views of out's shape). A raw select,
 // so it runs on element bits by size; contiguous operands coalesce to one dim.
 void where_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& c = a.tensor(1);
-  const TensorArg& x = a.tensor(2);
-  const TensorArg& y = a.tensor(3);
-  a.check_dtype(c, DType::BOOL, "condition");
-  check_same_shape(a, out, c, "condition");
-  check_same_shape(a, out, x, "first input");
-  check_same_shape(a, out, y, "second input");
-  a.check_same_dtype(out, x, "first input");
-  a.check_same_dtype(out, y, "second input");
+  const WhereArgs A = parse_where(a);
+  const TensorArg &out = *A.out, &c = *A.cond, &x = *A.x, &y = *A.y;
   int64_t n = out.numel();
   if (n == 0) return;
   const TensorArg* ins[3] = {&c, &x, &y};
@@ -524,8 +468,8 @@ __global__ void __launch_bounds__(kBlock) random_kernel_dev(T* out, int64_t n, u
     philox(ctr, key);
     double u1 = (double(ctr[0]) + 0.5) / 4294967296.0;
     double v;
-    if (kind == 0) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
-    else if (kind == 1) {
+    if (kind == RandomKind::Uniform) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
+    else if (kind == RandomKind::Normal) {
       double u2 = double(ctr[1]) / 4294967296.0;
       v = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
     } else v = u1 < p ? 1.0 : 0.0;
@@ -536,14 +480,11 @@ __global__ void __launch_bounds__(kBlock) random_kernel_dev(T* out, int64_t n, u
 // random(out, kind, seed, offset, p): kind 'uniform' [0,1), 'normal' N(0,1) by Box-Muller,
 // 'bernoulli' (1 with probability p). Element i uses Philox counter (offset + i).
 void random_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  a.check_contiguous(out, "out");
-  const std::string& kind = a.str(1);
-  uint64_t seed = (uint64_t)a.int_(2);
-  uint64_t offset = (uint64_t)a.int_(3);
-  double p = a.is_none(4) ? 0.5 : a.num(4);
-  int k = kind == "uniform" ? 0 : kind == "normal" ? 1 : kind == "bernoulli" ? 2 : -1;
-  if (k < 0) a.fail("unknown distribution '" + kind + "'");
+  const RandomArgs A = parse_random(a);
+  const TensorArg& out = *A.out;
+  const uint64_t seed = A.seed, offset = A.offset;
+  const double p = A.p;
+  const int k = A.kind;
   int64_t n = out.numel();
   if (n == 0) return;
   GPU_DISPATCH_ALL(a, out.dtype, T, {

@@ -35,25 +35,11 @@ __device__ __forceinline__ int64_t idx_at(const void* p, bool i64, int64_t i) {
   return i64 ? static_cast<const int64_t*>(p)[i] : int64_t(static_cast<const int32_t*>(p)[i]);
 }
 
-void check_index_tensor(const KernelArgs& a, const TensorArg& idx, int64_t limit) {
-  if (idx.dtype != DType::I64 && idx.dtype != DType::I32) a.fail("index must be int64 or int32");
-  a.check_contiguous(idx, "index");
+// Every index in [0, limit), checked on the device (one small kernel and a sync) before any write.
+void check_index_range(const KernelArgs& a, const TensorArg& idx, int64_t limit) {
   int64_t bad = 0;
   if (first_bad_index(idx.bytes(), idx.dtype == DType::I64, idx.numel(), limit, false, 0, &bad) >= 0)
-    a.fail("index " + std::to_string(bad) + " out of range for dimension of size " + std::to_string(limit));
-}
-
-int64_t norm_dim(const KernelArgs& a, int64_t dim, int ndim) {
-  if (dim < 0) dim += ndim;
-  if (dim < 0 || dim >= ndim) a.fail("dim out of range");
-  return dim;
-}
-
-void split_dims(const TensorArg& t, int64_t dim, int64_t& outer, int64_t& inner) {
-  outer = 1;
-  inner = 1;
-  for (int d = 0; d < dim; d++) outer *= t.shape[d];
-  for (int d = (int)dim + 1; d < t.ndim; d++) inner *= t.shape[d];
+    checks::index_range_fail(a, bad, limit);
 }
 
 // ---------------------------------------------------------------- index_select
@@ -69,20 +55,9 @@ __global__ void __launch_bounds__(kBlock) index_select_dev(U* out, const U* x, c
 
 // index_select(out, x, idx, dim)
 void index_select_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& idx = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
-  a.check_contiguous(x, "input");
-  a.check_contiguous(out, "output");
-  a.check_same_dtype(out, x, "output");
-  if (idx.ndim != 1) a.fail("index must be 1-D");
-  check_index_tensor(a, idx, x.shape[dim]);
-  int64_t outer, inner;
-  split_dims(x, dim, outer, inner);
-  int64_t n = x.shape[dim], m = idx.numel();
-  a.check_numel(out, outer * m * inner, "output");
-  a.check_no_overlap(out, x, "index_select");
+  const IndexRowsArgs A = parse_index_select(a, check_index_range);
+  const TensorArg &out = *A.out, &x = *A.src, &idx = *A.idx;
+  const int64_t outer = A.outer, inner = A.inner, n = A.n, m = A.m;
   const size_t row_bytes = (size_t)inner * dtype_size(x.dtype);
   const int64_t total_bytes = outer * m * (int64_t)row_bytes;
   if (total_bytes == 0) return;
@@ -151,22 +126,9 @@ void launch_index_add(const TensorArg& out, const TensorArg& src, const TensorAr
 // is the fast choice for embedding backward (few columns, many rows, mostly distinct indices) at
 // the price of run-to-run rounding differences where indices repeat.
 void index_add_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& idx = a.tensor(1);
-  const TensorArg& src = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
-  a.check_contiguous(out, "output");
-  a.check_contiguous(src, "source");
-  a.check_same_dtype(out, src, "source");
-  a.check_float(out, "output");
-  a.check_no_overlap(out, src, "index_add");
-  if (idx.ndim != 1) a.fail("index must be 1-D");
-  check_index_tensor(a, idx, out.shape[dim]);
-  int64_t outer, inner;
-  split_dims(out, dim, outer, inner);
-  int64_t n = out.shape[dim], m = idx.numel();
-  a.check_numel(src, outer * m * inner, "source");
-  a.check_no_overlap(out, idx, "index_add");
+  const IndexRowsArgs A = parse_index_add(a, check_index_range);
+  const TensorArg &out = *A.out, &idx = *A.idx, &src = *A.src;
+  const int64_t outer = A.outer, inner = A.inner, n = A.n, m = A.m;
   const int64_t total = outer * m * inner;
   if (total == 0) return;
   const bool i64 = idx.dtype == DType::I64;
@@ -220,25 +182,11 @@ __global__ void __launch_bounds__(kBlock) scatter_add_dev(T* out, const T* src, 
   for (int64_t i = gtid(); i < n; i += gstride()) atomic_add(out + gather_offset(g, i, idx_at(idx, i64, i)), src[i]);
 }
 
-void check_gather_shapes(const KernelArgs& a, const TensorArg& x, const TensorArg& idx, int64_t dim) {
-  if (idx.ndim != x.ndim) a.fail("index must have the input's rank");
-  for (int d = 0; d < x.ndim; d++)
-    if (d != dim && idx.shape[d] > x.shape[d]) a.fail("index is larger than the input outside dim");
-}
-
 // gather(out, x, idx, dim): out[...j...] = x[...idx[...j...]...]; all contiguous, idx shaped like out
 void gather_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& idx = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), x.ndim);
-  for (const TensorArg* t : {&out, &x, &idx}) a.check_contiguous(*t, "operand");
-  a.check_same_dtype(out, x, "output");
-  check_gather_shapes(a, x, idx, dim);
-  a.check_numel(out, idx.numel(), "output");
-  check_index_tensor(a, idx, x.shape[dim]);
-  a.check_no_overlap(out, x, "gather");
-  a.check_no_overlap(out, idx, "gather");
+  const GatherArgs A = parse_gather(a, check_index_range);
+  const TensorArg &out = *A.out, &x = *A.src, &idx = *A.idx;
+  const int64_t dim = A.dim;
   const int64_t n = idx.numel();
   if (n == 0) return;
   GatherGeo g = make_gather_geo(idx, x, dim);
@@ -252,18 +200,9 @@ void gather_kernel(const KernelArgs& a) {
 
 // scatter_add(out, idx, src, dim): out[...idx[...j...]...] += src[...j...] (atomics: indices may repeat)
 void scatter_add_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& idx = a.tensor(1);
-  const TensorArg& src = a.tensor(2);
-  int64_t dim = norm_dim(a, a.int_(3), out.ndim);
-  for (const TensorArg* t : {&out, &idx, &src}) a.check_contiguous(*t, "operand");
-  a.check_same_dtype(out, src, "source");
-  a.check_float(out, "output");
-  check_gather_shapes(a, out, idx, dim);
-  a.check_numel(src, idx.numel(), "source");
-  check_index_tensor(a, idx, out.shape[dim]);
-  a.check_no_overlap(out, src, "scatter_add");
-  a.check_no_overlap(out, idx, "scatter_add");
+  const GatherArgs A = parse_scatter_add(a, check_index_range);
+  const TensorArg &out = *A.out, &idx = *A.idx, &src = *A.src;
+  const int64_t dim = A.dim;
   const int64_t n = idx.numel();
   if (n == 0) return;
   GatherGeo g = make_gather_geo(idx, out, dim);
@@ -298,29 +237,10 @@ __global__ void __launch_bounds__(kBlock) rope_dev(T* out, const T* x, const T* 
 
 // rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin.
 void rope_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  const TensorArg& cs = a.tensor(2);
-  const TensorArg& sn = a.tensor(3);
-  a.check_ndim(x, 4, "x");
-  a.check_contiguous(out, "output");
-  a.check_numel(out, x.numel(), "output");
-  a.check_float(x, "x");
-  a.check_same_dtype(out, x, "output");
-  a.check_same_dtype(cs, x, "cos");
-  a.check_same_dtype(sn, x, "sin");
-  a.check_contiguous(cs, "cos");
-  a.check_contiguous(sn, "sin");
-  int64_t B = x.shape[0], H = x.shape[1], T = x.shape[2], D = x.shape[3];
-  if (D % 2) a.fail("head dim must be even");
-  if (x.strides[3] != 1) a.fail("x must have unit stride in its last dim");
-  a.check_ndim(cs, 3, "cos");
-  a.check_ndim(sn, 3, "sin");
-  if ((cs.shape[0] != 1 && cs.shape[0] != B) || cs.shape[1] != T || cs.shape[2] != D) a.fail("cos must be [1 or B, T, D]");
-  for (int d = 0; d < 3; d++)
-    if (sn.shape[d] != cs.shape[d]) a.fail("sin and cos shapes differ");
-  for (const TensorArg* in : {&x, &cs, &sn}) a.check_no_overlap(out, *in, "rope");
-  const bool per_batch = cs.shape[0] == B && B > 1;
+  const RopeArgs A = parse_rope(a);
+  const TensorArg &out = *A.out, &x = *A.x, &cs = *A.cos, &sn = *A.sin;
+  const int64_t B = A.B, H = A.H, T = A.T, D = A.D;
+  const bool per_batch = A.per_batch;
   const int64_t total = B * H * T * (D / 2);
   if (total == 0) return;
   GPU_DISPATCH_FLOAT(a, x.dtype, T_, {

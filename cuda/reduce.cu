@@ -37,15 +37,8 @@ namespace {
 
 constexpr int kBlock = 256;
 
-enum R { Sum, Mean, Max, Min, Argmax, Argmin, Var, Lse, Prod };
-
-int parse_reduce(const KernelArgs& a, const std::string& s) {
-  static const std::pair<const char*, int> table[] = {{"sum", Sum}, {"mean", Mean}, {"max", Max}, {"min", Min},
-      {"argmax", Argmax}, {"argmin", Argmin}, {"var", Var}, {"logsumexp", Lse}, {"prod", Prod}};
-  for (auto& kv : table)
-    if (s == kv.first) return kv.second;
-  a.fail("unknown reduction '" + s + "'");
-}
+// Op names and numbering: kernel_ops.h (RParams carries the op as an int).
+using namespace reduce_op;
 
 struct RParams {
   int op;
@@ -330,21 +323,11 @@ void run_reduce(const KernelArgs& a, const TensorArg& out, const TensorArg& x, c
 
 // reduce(out, x, op, R, correction?, inner?)
 void reduce_kernel(const KernelArgs& a) {
-  const TensorArg& out = a.tensor(0);
-  const TensorArg& x = a.tensor(1);
-  int op = parse_reduce(a, a.str(2));
-  int64_t n = a.int_(3);
-  double correction = a.is_none(4) ? 1.0 : a.num(4);
-  a.check_contiguous(x, "input");
-  a.check_contiguous(out, "output");
-  if (n <= 0 && op != Sum && op != Prod) a.fail("cannot reduce over an empty dimension");
-  if (n < 0 || (n > 0 && x.numel() % n != 0)) a.fail("reduced size does not divide the input");
-  bool arg_op = op == Argmax || op == Argmin;
-  if (arg_op) a.check_dtype(out, DType::I64, "output");
-  else a.check_same_dtype(out, x, "output");
-  if (!is_float(x.dtype) && !arg_op && op != Sum && op != Max && op != Min && op != Prod)
-    a.fail("integer input needs a floating dtype for this reduction");
-  int64_t outer_inner = out.numel();
+  const ReduceArgs A = parse_reduce(a);
+  const TensorArg &out = *A.out, &x = *A.x;
+  const int op = A.op;
+  const int64_t n = A.n, outer_inner = A.outer_inner;
+  const double correction = A.correction;
   if (n == 0) {
     if (outer_inner == 0) return;
     GPU_DISPATCH_ALL(a, out.dtype, T, {
@@ -354,13 +337,8 @@ void reduce_kernel(const KernelArgs& a) {
     check_launch(a);
     return;
   }
-  if (outer_inner * n != x.numel()) a.fail("output size does not match input size / R");
-  int64_t inner = a.is_none(5) ? 1 : a.int_(5);
-  if (inner <= 0 || outer_inner % inner != 0) a.fail("bad inner extent");
-  int64_t outer = outer_inner / inner;
-  if (x.dtype == DType::BOOL) a.fail("cannot reduce bool tensors (cast first)");
+  const int64_t outer = A.outer, inner = A.inner;
   if (outer_inner == 0) return;
-  a.check_no_overlap(out, x, "reduce");
   RParams p{op, n, correction};
   GPU_DISPATCH_ALL(a, x.dtype, T, {
     if constexpr (!std::is_same_v<T, bool>) {
