@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "cpu_common.h"
+#include "elementwise_math.h"
 #include "kernel_checks.h"
 
 namespace llava {
@@ -50,20 +51,6 @@ template <typename TO, typename TI>
 inline void cast_one(TO* o, const TI* i) {
   if constexpr (std::is_same_v<TO, TI>) *o = *i;
   else store(o, load(i));
-}
-
-// neg / abs / square / sign of an integer (parse_unary admits no other op for integers).
-template <typename T>
-inline T int_unary(UnaryOp op, T v) {
-  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-    switch (op) {
-      case UnaryOp::Neg: return T(-v);
-      case UnaryOp::Abs: return T(v < 0 ? -v : v);
-      case UnaryOp::Square: return T(v * v);
-      default: return T((v > 0) - (v < 0));
-    }
-  }
-  return v;
 }
 
 // copy(out, x): out[...] = cast(x[...]), any dtypes, any strides.
@@ -114,74 +101,7 @@ void arange_kernel(const KernelArgs& a) {
 // --------------------------------------------------------------- unary
 using U = UnaryOp;  // op names and numbering: kernel_ops.h
 
-template <typename F> inline F sigm(F x) { return F(1) / (F(1) + std::exp(-x)); }
-constexpr double kSqrt2OverPi = 0.79788456080286535588;
-constexpr double kInvSqrt2 = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
-
-template <typename F>
-inline F unary_fwd(U op, F x, F p) {
-  switch (op) {
-    case U::Neg: return -x;
-    case U::Exp: return std::exp(x);
-    case U::Log: return std::log(x);
-    case U::Sqrt: return std::sqrt(x);
-    case U::Rsqrt: return F(1) / std::sqrt(x);
-    case U::Abs: return std::fabs(x);
-    case U::Sin: return std::sin(x);
-    case U::Cos: return std::cos(x);
-    case U::Tanh: return std::tanh(x);
-    case U::Sigmoid: return sigm(x);
-    case U::Relu: return x > F(0) ? x : F(0);
-    case U::Gelu: return F(0.5) * x * (F(1) + std::erf(x * F(kInvSqrt2)));
-    case U::GeluTanh: return F(0.5) * x * (F(1) + std::tanh(F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x)));
-    case U::QuickGelu: return x * sigm(F(1.702) * x);
-    case U::Silu: return x * sigm(x);
-    case U::Pow: return std::pow(x, p);
-    case U::Square: return x * x;
-    case U::Reciprocal: return F(1) / x;
-    case U::Sign: return F((x > F(0)) - (x < F(0)));
-    case U::Erf: return std::erf(x);
-    case U::Log1p: return std::log1p(x);
-    case U::Expm1: return std::expm1(x);
-  }
-  return x;
-}
-
-// d f(x) / dx
-template <typename F>
-inline F unary_grad(U op, F x, F p) {
-  switch (op) {
-    case U::Neg: return F(-1);
-    case U::Exp: return std::exp(x);
-    case U::Log: return F(1) / x;
-    case U::Sqrt: return F(0.5) / std::sqrt(x);
-    case U::Rsqrt: return F(-0.5) / (x * std::sqrt(x));
-    case U::Abs: return F((x > F(0)) - (x < F(0)));
-    case U::Sin: return std::cos(x);
-    case U::Cos: return -std::sin(x);
-    case U::Tanh: { F t = std::tanh(x); return F(1) - t * t; }
-    case U::Sigmoid: { F s = sigm(x); return s * (F(1) - s); }
-    case U::Relu: return x > F(0) ? F(1) : F(0);
-    case U::Gelu: return F(0.5) * (F(1) + std::erf(x * F(kInvSqrt2))) + x * F(kInvSqrt2Pi) * std::exp(F(-0.5) * x * x);
-    case U::GeluTanh: {
-      F u = F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x);
-      F t = std::tanh(u);
-      F du = F(kSqrt2OverPi) * (F(1) + F(3 * 0.044715) * x * x);
-      return F(0.5) * (F(1) + t) + F(0.5) * x * (F(1) - t * t) * du;
-    }
-    case U::QuickGelu: { F s = sigm(F(1.702) * x); return s + x * F(1.702) * s * (F(1) - s); }
-    case U::Silu: { F s = sigm(x); return s * (F(1) + x * (F(1) - s)); }
-    case U::Pow: return p == F(0) ? F(0) : p * std::pow(x, p - F(1));
-    case U::Square: return F(2) * x;
-    case U::Reciprocal: return F(-1) / (x * x);
-    case U::Sign: return F(0);
-    case U::Erf: return F(2 * kInvSqrt2Pi * 1.4142135623730951) * std::exp(-x * x);  // 2/sqrt(pi)
-    case U::Log1p: return F(1) / (F(1) + x);
-    case U::Expm1: return std::exp(x);
-  }
-  return F(0);
-}
+// The formulas (unary_fwd, unary_grad, int_unary): elementwise_math.h, shared with CUDA.
 
 // unary(out, x, op, p): out = f(x). Neg/abs/sign/square also take integer dtypes.
 void unary_kernel(const KernelArgs& a) {
@@ -227,34 +147,7 @@ void unary_bwd_kernel(const KernelArgs& a) {
 // --------------------------------------------------------------- binary
 using B = BinaryOp;  // op names and numbering: kernel_ops.h
 
-template <typename F>
-inline F binary_fwd(B op, F x, F y) {
-  switch (op) {
-    case B::Add: return x + y;
-    case B::Sub: return x - y;
-    case B::Mul: return x * y;
-    case B::Div: return x / y;
-    // NaN propagates as in torch.maximum / torch.minimum
-    case B::Max: return (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y);
-    case B::Min: return (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y);
-    case B::Pow: return F(std::pow(double(x), double(y)));
-    default: return F(0);
-  }
-}
-template <typename F>
-inline bool compare(B op, F x, F y) {
-  switch (op) {
-    case B::Eq: return x == y;
-    case B::Ne: return x != y;
-    case B::Lt: return x < y;
-    case B::Le: return x <= y;
-    case B::Gt: return x > y;
-    case B::Ge: return x >= y;
-    case B::And: return x != F(0) && y != F(0);
-    case B::Or: return x != F(0) || y != F(0);
-    default: return false;
-  }
-}
+// The formulas (binary_fwd, binary_compare): elementwise_math.h, shared with CUDA.
 
 // binary(out, a, b, op): a and b have out's shape (broadcast views) and one dtype; comparisons
 // write bool.
@@ -269,7 +162,7 @@ void binary_kernel(const KernelArgs& a) {
     const T* py = y.data<T>();
     if (A.cmp) {
       bool* po = out.data<bool>();
-      for_each_strided<3>(out, ins, [&](const int64_t* o) { po[o[0]] = compare<F>(op, load(px + o[1]), load(py + o[2])); });
+      for_each_strided<3>(out, ins, [&](const int64_t* o) { po[o[0]] = binary_compare<F>(op, load(px + o[1]), load(py + o[2])); });
     } else if constexpr (!std::is_same_v<T, bool>) {  // parse_binary refuses arithmetic on bool
       T* po = out.data<T>();
       if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && op <= B::Div) {

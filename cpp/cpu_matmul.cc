@@ -30,6 +30,13 @@
 // scratch stays small). beta == 0 means "do not read out" (as in BLAS), so an uninitialised out
 // never leaks NaNs.
 //
+// Epilogue 'gelu' / 'gelu_tanh' (optional 6th argument, same semantics as the CUDA kernel): out =
+// act(a@b + bias) + beta*out_old, act applied to the f32 (f64) accumulator value, one rounding on
+// store. beta has to come after act, and f32/f64 outputs fold beta*out_old into the first K block,
+// so with an activation every output goes through the per-unit scratch like bf16/f16 do (bias in the
+// first block, act and beta when the scratch is written out). The GEMV and K == 0 paths apply it in
+// their single store. With epilogue 'none' nothing changes.
+//
 // M == 1 or N == 1 (decode, matrix-vector) skip packing: a GEMV streams the matrix once, as dot
 // products when its K stride is 1 and as axpy over rows otherwise.
 //
@@ -39,6 +46,7 @@
 // costs about 1/(2 * unit rows) of the multiply-adds. Packing buffers are thread_local and only
 // grow, so steady state makes no allocation.
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <type_traits>
 
@@ -68,6 +76,17 @@ thread_local Scratch tl_apack, tl_bpack, tl_cacc, tl_vec;
 thread_local Scratch tl_bias;  // used on the calling thread only
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ------------------------------------------------------------------ epilogue activations
+// act: 0 none, 1 gelu (erf), 2 gelu_tanh; evaluated in the accumulation type, as cuda/gemm.cu does.
+template <typename Acc> inline Acc activate(int act, Acc v) {
+  if (act == 1) return Acc(0.5) * v * (Acc(1) + std::erf(v * Acc(0.70710678118654752440)));
+  if (act == 2) {
+    const Acc k0 = Acc(0.79788456080286535588), k1 = Acc(0.044715);
+    return Acc(0.5) * v * (Acc(1) + std::tanh(k0 * (v + k1 * v * v * v)));
+  }
+  return v;
+}
 
 // ------------------------------------------------------------------ 8-wide loads that widen to f32
 template <typename T> inline __m256 load8(const T* p);
@@ -279,6 +298,7 @@ struct Problem {
   int64_t as[3], bs[3];  // strides in elements
   const void* bias;      // gathered to the compute type (float or double), contiguous, or null
   double beta;           // 0 = do not read out
+  int act;               // epilogue activation: 0 none, 1 gelu, 2 gelu_tanh (see activate)
 };
 
 // ------------------------------------------------------------------ blocked GEMM for one unit
@@ -287,7 +307,8 @@ template <typename Kern, typename T>
 void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
   using Acc = typename Kern::acc;
   constexpr int MR = Kern::MR, NR = Kern::NR;
-  constexpr bool direct = std::is_same_v<T, Acc>;  // accumulate in place in out
+  // Accumulate in place in out, unless the output is 16-bit or an activation has to run before beta.
+  const bool direct = std::is_same_v<T, Acc> && p.act == 0;
   const T* A = reinterpret_cast<const T*>(p.a) + bt * p.as[0];
   const T* B = reinterpret_cast<const T*>(p.b) + bt * p.bs[0];
   T* O = reinterpret_cast<T*>(p.out) + bt * p.M * p.N;
@@ -296,14 +317,14 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
 
   Acc* C;
   int64_t ldc;
-  if constexpr (direct) {
+  if (direct) {
     C = reinterpret_cast<Acc*>(O) + m0 * p.N + n0;
     ldc = p.N;
   } else {
     C = tl_cacc.get<Acc>((m1 - m0) * nu);
     ldc = nu;
   }
-  const Acc beta = direct ? Acc(p.beta) : Acc(0);  // 16-bit outputs apply beta when rounding
+  const Acc beta = direct ? Acc(p.beta) : Acc(0);  // the scratch path applies beta when storing
 
   const int64_t kc_max = std::min<int64_t>(Kern::KC, K);
   Acc* Bp = tl_bpack.get<Acc>(kc_max * ceil_div(nu, NR) * NR);
@@ -344,12 +365,21 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
       }
     }
   }
-  if constexpr (!direct) {  // round the f32 scratch into the 16-bit output once
-    const float bt_ = float(p.beta);
+  if (!direct) {  // store the scratch into out once: act, then beta*old, one rounding
+    const Acc bt_ = Acc(p.beta);
+    const int act = p.act;
     for (int64_t r = m0; r < m1; r++) {
       T* o = O + r * p.N + n0;
       const Acc* c = C + (r - m0) * ldc;
-      for (int64_t q = 0; q < nu; q++) store(o + q, bt_ != 0.f ? c[q] + bt_ * load(o + q) : c[q]);
+      if (act == 0) {
+        for (int64_t q = 0; q < nu; q++) store(o + q, bt_ != Acc(0) ? c[q] + bt_ * load(o + q) : c[q]);
+      } else {
+        for (int64_t q = 0; q < nu; q++) {
+          Acc v = activate<Acc>(act, c[q]);
+          if (bt_ != Acc(0)) v += bt_ * load(o + q);
+          store(o + q, v);
+        }
+      }
     }
   }
 }
@@ -360,7 +390,7 @@ void gemm(const Problem& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const int64_t th = num_threads();
   int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
-  if constexpr (!std::is_same_v<T, typename Kern::acc>)  // cap the f32 scratch at ~2 MiB per unit
+  if (!std::is_same_v<T, typename Kern::acc> || p.act != 0)  // cap the scratch at ~2 MiB (f32) per unit
     mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 19);
   // Split further until every thread gets an equal share (or the shares are small enough that
   // imbalance stops mattering). Split the dimension that has more micro-tiles left.
@@ -419,6 +449,7 @@ void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
       T* y = Y + bt * L;
       auto finish = [&](int64_t i, Acc s) {
         if (bias) s += bias[g.bias_per_row ? i : 0];
+        if (p.act) s = activate<Acc>(p.act, s);
         if (p.beta != 0.0) s += Acc(p.beta) * load(y + i);
         store(y + i, s);
       };
@@ -498,13 +529,14 @@ void run_gemv(const Problem& p) {
 template <typename T>
 void run_typed(const Problem& p) {
   using Acc = acc_t<T>;
-  if (p.K == 0) {  // empty sum: out = bias + beta*out
+  if (p.K == 0) {  // empty sum: out = act(bias) + beta*out
     T* o = reinterpret_cast<T*>(p.out);
     const Acc* bias = static_cast<const Acc*>(p.bias);
     for (int64_t i = 0; i < p.Bt * p.M; i++)
       for (int64_t j = 0; j < p.N; j++) {
         T* e = o + i * p.N + j;
-        store(e, (bias ? bias[j] : Acc(0)) + (p.beta != 0.0 ? Acc(p.beta) * load(e) : Acc(0)));
+        const Acc v = activate<Acc>(p.act, bias ? bias[j] : Acc(0));
+        store(e, v + (p.beta != 0.0 ? Acc(p.beta) * load(e) : Acc(0)));
       }
     return;
   }
@@ -526,11 +558,11 @@ void matmul_kernel(const KernelArgs& args) {
   const TensorArg* bias = P.bias;
   const double beta = P.beta;
   const int64_t Bt = P.Bt, M = P.M, K = P.K, N = P.N;
-  if (P.epilogue != MatmulEpilogue::None) args.fail("the gelu epilogues are CUDA only so far");
+  const int act = P.epilogue == MatmulEpilogue::Gelu ? 1 : P.epilogue == MatmulEpilogue::GeluTanh ? 2 : 0;
   if (Bt == 0 || M == 0 || N == 0) return;
 
   Problem p{Bt, M, N, K, a.bytes(), b.bytes(), out.bytes(), {a.strides[0], a.strides[1], a.strides[2]},
-            {b.strides[0], b.strides[1], b.strides[2]}, nullptr, beta};
+            {b.strides[0], b.strides[1], b.strides[2]}, nullptr, beta, act};
   LLAVA_DISPATCH_FLOAT(args, out.dtype, T, {
     using Acc = acc_t<T>;
     if (bias) {  // gather once: contiguous, compute type, read by every thread

@@ -12,8 +12,9 @@
 //     each element's offsets come from a div/mod walk over at most 8 dims (32-bit when it fits).
 // The op is a runtime switch inside the kernel (uniform across a warp, so no divergence) rather
 // than a template parameter: 22 unary ops x dtypes x paths would be hundreds of kernels.
-// Math follows the CPU formulas op for op, with CUDA's accurate (not fast-math) functions, so CUDA
-// and CPU agree to a few ulps, not bit for bit (pow and random use f64 like the CPU).
+// The scalar formulas are the CPU's own (cpp/elementwise_math.h, __host__ __device__), with CUDA's
+// accurate (not fast-math) functions, so CUDA and CPU agree to a few ulps, not bit for bit (pow
+// and random use f64 like the CPU).
 //
 // Random: Philox-4x32-10 with the CPU's constants; element i uses counter (offset + i) and key
 // seed, uniform = (ctr0 >> 8) / 2^24, normal = Box-Muller on ctr0/ctr1 in f64, bernoulli = u1 < p,
@@ -22,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda_common.cuh"
+#include "elementwise_math.h"
 #include "kernel_checks.h"
 
 namespace llava {
@@ -228,74 +230,7 @@ void arange_kernel(const KernelArgs& a) {
 // Op names and numbering: kernel_ops.h (op stays an int on the device).
 using namespace unary_op;
 
-template <typename F> __device__ __forceinline__ F sigm(F x) { return F(1) / (F(1) + m_exp(-x)); }
-constexpr double kSqrt2OverPi = 0.79788456080286535588;
-constexpr double kInvSqrt2 = 0.70710678118654752440;
-constexpr double kInvSqrt2Pi = 0.39894228040143267794;
-
-template <typename F>
-__device__ __forceinline__ F unary_fwd(int op, F x, F p) {
-  switch (op) {
-    case Neg: return -x;
-    case Exp: return m_exp(x);
-    case Log: return m_log(x);
-    case Sqrt: return m_sqrt(x);
-    case Rsqrt: return F(1) / m_sqrt(x);
-    case Abs: return m_fabs(x);
-    case Sin: return m_sin(x);
-    case Cos: return m_cos(x);
-    case Tanh: return m_tanh(x);
-    case Sigmoid: return sigm(x);
-    case Relu: return x > F(0) ? x : F(0);
-    case Gelu: return F(0.5) * x * (F(1) + m_erf(x * F(kInvSqrt2)));
-    case GeluTanh: return F(0.5) * x * (F(1) + m_tanh(F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x)));
-    case QuickGelu: return x * sigm(F(1.702) * x);
-    case Silu: return x * sigm(x);
-    case Pow: return m_pow(x, p);
-    case Square: return x * x;
-    case Reciprocal: return F(1) / x;
-    case Sign: return F((x > F(0)) - (x < F(0)));
-    case Erf: return m_erf(x);
-    case Log1p: return m_log1p(x);
-    case Expm1: return m_expm1(x);
-  }
-  return x;
-}
-
-template <typename F>
-__device__ __forceinline__ F unary_grad(int op, F x, F p) {
-  switch (op) {
-    case Neg: return F(-1);
-    case Exp: return m_exp(x);
-    case Log: return F(1) / x;
-    case Sqrt: return F(0.5) / m_sqrt(x);
-    case Rsqrt: return F(-0.5) / (x * m_sqrt(x));
-    case Abs: return F((x > F(0)) - (x < F(0)));
-    case Sin: return m_cos(x);
-    case Cos: return -m_sin(x);
-    case Tanh: { F t = m_tanh(x); return F(1) - t * t; }
-    case Sigmoid: { F s = sigm(x); return s * (F(1) - s); }
-    case Relu: return x > F(0) ? F(1) : F(0);
-    case Gelu: return F(0.5) * (F(1) + m_erf(x * F(kInvSqrt2))) + x * F(kInvSqrt2Pi) * m_exp(F(-0.5) * x * x);
-    case GeluTanh: {
-      F u = F(kSqrt2OverPi) * (x + F(0.044715) * x * x * x);
-      F t = m_tanh(u);
-      F du = F(kSqrt2OverPi) * (F(1) + F(3 * 0.044715) * x * x);
-      return F(0.5) * (F(1) + t) + F(0.5) * x * (F(1) - t * t) * du;
-    }
-    case QuickGelu: { F s = sigm(F(1.702) * x); return s + x * F(1.702) * s * (F(1) - s); }
-    case Silu: { F s = sigm(x); return s * (F(1) + x * (F(1) - s)); }
-    case Pow: return p == F(0) ? F(0) : p * m_pow(x, p - F(1));
-    case Square: return F(2) * x;
-    case Reciprocal: return F(-1) / (x * x);
-    case Sign: return F(0);
-    case Erf: return F(2 * kInvSqrt2Pi * 1.4142135623730951) * m_exp(-x * x);  // 2/sqrt(pi)
-    case Log1p: return F(1) / (F(1) + x);
-    case Expm1: return m_exp(x);
-  }
-  return F(0);
-}
-
+// The formulas (unary_fwd, unary_grad, int_unary): cpp/elementwise_math.h, shared with the CPU.
 template <typename T> struct UnaryOp {
   int op;
   acc_t<T> p;
@@ -303,18 +238,7 @@ template <typename T> struct UnaryOp {
 };
 template <typename T> struct IntUnaryOp {  // neg, abs, square, sign (parse_unary admits no other)
   int op;
-  __device__ __forceinline__ T operator()(T v) const {
-    switch (op) {
-      case Neg: return T(-v);
-      case Abs:
-        if constexpr (std::is_signed_v<T>) return T(v < 0 ? -v : v);
-        else return v;
-      case Square: return T(v * v);
-      default:
-        if constexpr (std::is_signed_v<T>) return T((v > 0) - (v < 0));
-        else return T(v > 0);
-    }
-  }
+  __device__ __forceinline__ T operator()(T v) const { return int_unary<T>(op, v); }
 };
 template <typename T> struct UnaryBwdOp {  // (x, dy) -> dy * f'(x)
   int op;
@@ -355,41 +279,17 @@ void unary_bwd_kernel(const KernelArgs& a) {
 
 // ---------------------------------------------------------------- binary
 // Op names and numbering: kernel_ops.h. Qualified (BinaryOp::Pow) because unary_op is in scope.
+// Formulas (binary_fwd, binary_compare): cpp/elementwise_math.h, shared with the CPU.
 template <typename T> struct BinaryFn {
   int op;
-  __device__ __forceinline__ T operator()(T xs, T ys) const {
-    using F = acc_t<T>;
-    F x = to_acc<T>(xs), y = to_acc<T>(ys), r;
-    switch (op) {
-      case BinaryOp::Add: r = x + y; break;
-      case BinaryOp::Sub: r = x - y; break;
-      case BinaryOp::Mul: r = x * y; break;
-      case BinaryOp::Div: r = x / y; break;
-      // NaN propagates as in torch.maximum / torch.minimum
-      case BinaryOp::Max: r = (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y); break;
-      case BinaryOp::Min: r = (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y); break;
-      case BinaryOp::Pow: r = F(pow(double(x), double(y))); break;
-      default: r = F(0);
-    }
-    return from_acc<T>(r);
+  __device__ __forceinline__ T operator()(T x, T y) const {
+    return from_acc<T>(binary_fwd<acc_t<T>>(op, to_acc<T>(x), to_acc<T>(y)));
   }
 };
 template <typename T> struct CompareOp {
   int op;
-  __device__ __forceinline__ bool operator()(T xs, T ys) const {
-    using F = acc_t<T>;
-    F x = to_acc<T>(xs), y = to_acc<T>(ys);
-    switch (op) {
-      case BinaryOp::Eq: return x == y;
-      case BinaryOp::Ne: return x != y;
-      case BinaryOp::Lt: return x < y;
-      case BinaryOp::Le: return x <= y;
-      case BinaryOp::Gt: return x > y;
-      case BinaryOp::Ge: return x >= y;
-      case BinaryOp::And: return x != F(0) && y != F(0);
-      case BinaryOp::Or: return x != F(0) || y != F(0);
-      default: return false;
-    }
+  __device__ __forceinline__ bool operator()(T x, T y) const {
+    return binary_compare<acc_t<T>>(op, to_acc<T>(x), to_acc<T>(y));
   }
 };
 

@@ -13,6 +13,12 @@
 // the accumulation type (f32 for f32/bf16/f16, f64 for f64) and u_out that of the output dtype (one
 // final rounding). sqrt(K) is the usual growth of a blocked sum's error; a wrong element or a missed
 // K block is off by O(S), orders of magnitude above this.
+//
+// Epilogues ('gelu', 'gelu_tanh'; optional 6th argument): the reference is act(sum + bias) +
+// beta*old in double. GELU's slope is at most ~1.13, so the pre-activation bound is scaled by 1.25,
+// and the activation's own rounding (a few ulps of the accumulation type times |pre|) is covered by
+// the existing u_acc * 8 * S term (S >= |pre|). Applying beta before act, skipping the bias or using
+// the other GELU form is off by far more on these shapes.
 #include <cmath>
 #include <cstdio>
 
@@ -75,13 +81,23 @@ struct Case {
   bool bias = false;
   bool has_beta = false;
   double beta = 0;
+  int act = -1;  // epilogue argument: -1 absent, 0 'none', 1 'gelu', 2 'gelu_tanh'
 };
 
+const char* act_name(int act) { return act == 1 ? "gelu" : act == 2 ? "gelu_tanh" : "none"; }
+
+double act_ref(int act, double x) {
+  if (act == 1) return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+  if (act == 2) return 0.5 * x * (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
+  return x;
+}
+
 std::string describe(const Case& c, const char* isa) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, "%s Bt=%lld M=%lld K=%lld N=%lld a=%s b=%s%s beta=%s [%s]", dtype_name(c.dt),
+  char buf[320];
+  std::snprintf(buf, sizeof buf, "%s Bt=%lld M=%lld K=%lld N=%lld a=%s b=%s%s beta=%s%s%s [%s]", dtype_name(c.dt),
                 (long long)c.Bt, (long long)c.M, (long long)c.K, (long long)c.N, layout_name(c.la), layout_name(c.lb),
-                c.bias ? " bias" : "", c.has_beta ? std::to_string(c.beta).c_str() : "none", isa);
+                c.bias ? " bias" : "", c.has_beta ? std::to_string(c.beta).c_str() : "none",
+                c.act >= 0 ? " epilogue=" : "", c.act >= 0 ? act_name(c.act) : "", isa);
   return buf;
 }
 
@@ -104,6 +120,7 @@ void run_case(const Case& c, const char* isa, uint64_t seed) {
   std::vector<KernelArg> args{out.view, a.view, b.view};
   args.push_back(c.bias ? KernelArg(bias.view) : KernelArg(std::monostate{}));
   args.push_back(c.has_beta ? KernelArg(c.beta) : KernelArg(std::monostate{}));
+  if (c.act >= 0) args.push_back(KernelArg(std::string(act_name(c.act))));
   try {
     call("matmul", args);
   } catch (const std::exception& e) {
@@ -130,6 +147,7 @@ void run_case(const Case& c, const char* isa, uint64_t seed) {
           ref += v;
           scale += std::fabs(v);
         }
+        if (c.act > 0) ref = act_ref(c.act, ref);
         int64_t i = (bt * c.M + m) * c.N + n;
         if (reads_old) {
           ref += c.beta * old[i];
@@ -137,7 +155,8 @@ void run_case(const Case& c, const char* isa, uint64_t seed) {
         }
         double got = get(out.view, i);
         double err = std::fabs(got - ref);
-        double tol = u_acc * (2 * std::sqrt(double(c.K)) + 8) * scale + 2 * u_out * std::fabs(ref);
+        double tol = (c.act > 0 ? 1.25 : 1.0) * u_acc * (2 * std::sqrt(double(c.K)) + 8) * scale +
+                     2 * u_out * std::fabs(ref);
         se += (got - ref) * (got - ref);
         sr += ref * ref;
         if (!(err <= tol)) {  // also catches NaN
@@ -203,6 +222,8 @@ void invalid_calls() {
   expect_throw("integer dtype", {oi.view, ai.view, bi.view, none, none});
   expect_throw("beta not a number", {out.view, a.view, b.view, none, KernelArg(std::string("x"))});
   expect_throw("missing b", {out.view, a.view});
+  expect_throw("unknown epilogue", {out.view, a.view, b.view, none, none, KernelArg(std::string("relu"))});
+  expect_throw("epilogue not a string", {out.view, a.view, b.view, none, none, KernelArg(1.0)});
 }
 
 }  // namespace
@@ -249,6 +270,41 @@ int main() {
           c.beta = -0.5;
           cases.push_back(c);
         }
+  // Epilogues (gelu, gelu_tanh; 'none' spelled out too) on every path: GEMM with edge tiles, several
+  // K blocks, M past MC, N past NC, GEMV both ways (dot and axpy), K == 0, broadcast batches; with and
+  // without bias and beta (beta 0: out is NaN and must not be read).
+  {
+    const std::vector<std::vector<int64_t>> ep_shapes = {
+        {1, 1, 1, 1},   {1, 7, 13, 5},  {1, 37, 129, 70}, {2, 13, 300, 33}, {1, 1, 300, 77}, {1, 77, 300, 1},
+        {5, 1, 50, 33}, {5, 33, 50, 1}, {1, 4, 0, 5},     {2, 1, 0, 7},     {1, 8, 40, 3100}, {1, 130, 520, 70},
+        {1, 300, 40, 45}};
+    const std::vector<std::pair<L, L>> ep_layouts = {{L::Row, L::Row}, {L::Col, L::Col}, {L::Row, L::Col}, {L::Strided, L::BcastCol}};
+    int li = 0;
+    for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16})
+      for (auto& s : ep_shapes)
+        for (int act : {1, 2})
+          for (int mode = 0; mode < 4; mode++) {
+            if (dt == DType::F16 && mode % 2) continue;  // f16: a lighter subset
+            auto lab = ep_layouts[li++ % ep_layouts.size()];
+            Case c{s[0], s[1], s[2], s[3], lab.first, lab.second, dt};
+            c.bias = mode == 1 || mode == 3;
+            c.has_beta = mode >= 2;
+            c.beta = mode == 2 ? 0.0 : -0.75;
+            c.act = act;
+            cases.push_back(c);
+          }
+    Case none_spelled{1, 37, 129, 70, L::Row, L::Col, DType::F32, true, true, 0.5};
+    none_spelled.act = 0;
+    cases.push_back(none_spelled);
+    none_spelled.dt = DType::BF16;
+    cases.push_back(none_spelled);
+    Case big{2, 261, 515, 263, L::Row, L::Col, DType::F32, true, true, 1.0};
+    big.act = 1;
+    cases.push_back(big);
+    big.dt = DType::BF16;
+    big.act = 2;
+    cases.push_back(big);
+  }
   // Larger: several K blocks, many tiles, both threads, ragged everywhere.
   cases.push_back({1, 517, 700, 390, L::Row, L::Row});
   cases.push_back({1, 517, 700, 390, L::Col, L::Col, DType::F32, true, true, 0.25});
