@@ -106,7 +106,7 @@ function sync(device: BenchDevice): void {
 
 /** Run fn (inside tidy) repeatedly; return the median time of one call. */
 export function timeIt(fn: () => unknown, o: TimeOptions): Timing {
-  const warmup = o.warmup ?? 1;
+  const warmup = o.warmup ?? 3;
   const reps = o.reps ?? 10;
   const minReps = o.minReps ?? 3;
   const maxMs = o.maxMs ?? 5000;
@@ -123,8 +123,9 @@ export function timeIt(fn: () => unknown, o: TimeOptions): Timing {
     sync(o.device);
     warmMs = ms(t0, now());
   }
-  // Batch small GPU calls so a sample is not dominated by synchronize().
-  const inner = o.device === 'cuda' && warmMs > 0 ? Math.max(1, Math.min(50, Math.floor(5 / warmMs))) : 1;
+  // A sample of a sub-5 ms op is a batch of calls (as bench/numpy_peer.py does), so it is not dominated
+  // by synchronize() on the GPU or by timer and wake-up noise on the CPU.
+  const inner = warmMs > 0 ? Math.max(1, Math.min(50, Math.floor(5 / warmMs))) : 1;
   const samples: number[] = [];
   const start = now();
   while (samples.length < reps) {

@@ -4,8 +4,13 @@
 // The pool is sized to the machine's cores and created on first use. parallel_for splits [0, n)
 // into one contiguous range per worker (no work stealing: our kernels hand it even work), runs the
 // first range on the calling thread and waits for the rest. Nested calls run serially, so a kernel
-// may call another parallel kernel without deadlocking the pool.
+// may call another parallel kernel without deadlocking the pool. Both sides spin briefly (kSpin)
+// before sleeping on a condition variable: kernels come in quick succession, and waking a sleeping
+// worker costs tens of microseconds, more than a small kernel's whole run.
+#include <immintrin.h>
+
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -16,6 +21,19 @@
 
 namespace llava {
 namespace {
+
+constexpr auto kSpin = std::chrono::microseconds(50);
+
+// Spin (with pause) until pred() or kSpin has passed; true when pred() held.
+template <typename P>
+bool spin_until(P pred) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0;; i++) {
+    if (pred()) return true;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() - t0 > kSpin) return false;
+    _mm_pause();
+  }
+}
 
 class Pool {
  public:
@@ -44,8 +62,10 @@ class Pool {
       fn_ = &fn;
       parts_ = parts;
       pending_ = parts - 1;
+      pending_pub_.store(parts - 1, std::memory_order_release);
       error_ = nullptr;
       gen_++;
+      gen_pub_.store(gen_, std::memory_order_release);
     }
     cv_.notify_all();
     try {
@@ -54,6 +74,7 @@ class Pool {
       std::lock_guard<std::mutex> lk(mu_);
       if (!error_) error_ = std::current_exception();
     }
+    spin_until([this] { return pending_pub_.load(std::memory_order_acquire) == 0; });
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [this] { return pending_ == 0; });
     fn_ = nullptr;
@@ -65,6 +86,7 @@ class Pool {
     uint64_t seen = 0;
     for (;;) {
       const std::function<void(int)>* fn;
+      spin_until([&] { return gen_pub_.load(std::memory_order_acquire) != seen; });
       {
         std::unique_lock<std::mutex> lk(mu_);
         cv_.wait(lk, [&] { return gen_ != seen; });
@@ -80,7 +102,8 @@ class Pool {
         if (!error_) error_ = std::current_exception();
       }
       std::lock_guard<std::mutex> lk(mu_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      pending_pub_.store(--pending_, std::memory_order_release);
+      if (pending_ == 0) done_cv_.notify_one();
     }
   }
 
@@ -91,6 +114,9 @@ class Pool {
   const std::function<void(int)>* fn_ = nullptr;
   int parts_ = 0, pending_ = 0;
   uint64_t gen_ = 0;
+  // Lock-free mirrors of gen_ and pending_ for the spin phase (written under mu_).
+  std::atomic<uint64_t> gen_pub_{0};
+  std::atomic<int> pending_pub_{0};
   bool stop_ = false;
   std::exception_ptr error_;
 };
