@@ -28,20 +28,7 @@ using namespace llava_native;
 
 namespace {
 
-int g_pass = 0, g_fail = 0;
 const double kInf = std::numeric_limits<double>::infinity();
-
-const bool g_verbose = std::getenv("LLAVA_TEST_VERBOSE") != nullptr;  // print passes too, with their errors
-
-void report(bool ok, const std::string& name, const std::string& detail = "") {
-  if (ok) {
-    g_pass++;
-    if (g_verbose) std::printf("ok   %s %s\n", name.c_str(), detail.c_str());
-  } else {
-    g_fail++;
-    std::printf("FAIL %s %s\n", name.c_str(), detail.c_str());
-  }
-}
 
 // ------------------------------------------------------------------ tensors
 enum class Layout { Contig, Permuted, Padded };  // [B,H,T,D] contiguous / a view of [B,T,H,D] / row stride D+5, offset 3
@@ -68,11 +55,6 @@ void fill(const TensorArg& t, Rng& rng, double amp = 1.0) {
   for (int64_t i = 0; i < t.numel(); i++) put(t, strided_offset(t, i), amp * rng.uniform());
 }
 // Values in logical (row-major) order, as double.
-std::vector<double> values(const TensorArg& t) {
-  std::vector<double> v(t.numel());
-  for (int64_t i = 0; i < t.numel(); i++) v[i] = get(t, strided_offset(t, i));
-  return v;
-}
 
 struct Cmp {
   double max_err = 0, max_ref = 0, nmse_num = 0, nmse_den = 0;
@@ -459,16 +441,6 @@ void test_deterministic() {
 }
 
 // ------------------------------------------------------------------ invalid calls
-void expect_throw(const std::string& name, const std::function<void()>& f) {
-  try {
-    f();
-    report(false, "invalid call accepted: " + name);
-  } catch (const KernelError&) {
-    report(true, name);
-  } catch (const std::exception& e) {
-    report(false, "invalid call threw a non-KernelError: " + name, e.what());
-  }
-}
 
 void test_invalid() {
   const DType F = DType::F32;

@@ -28,8 +28,6 @@ using namespace llava_native;
 
 namespace {
 
-int g_pass = 0, g_fail = 0;
-
 // How an operand [Bt, R, C] is laid out in memory.
 enum class Layout { Row, Col, Strided, BcastRow, BcastCol };
 const char* layout_name(Layout l) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -104,5 +105,38 @@ struct Rng {
     return double(s >> 11) / double(1ull << 52) - 1.0;
   }
 };
+
+// ---------------------------------------------------------------- the labs' tally
+// Pass/fail counts, a report line per failure (and per pass with LLAVA_TEST_VERBOSE set), the
+// elements of a view as doubles, and the rule for invalid calls: they must throw KernelError.
+inline int g_pass = 0, g_fail = 0;
+inline const bool g_verbose = std::getenv("LLAVA_TEST_VERBOSE") != nullptr;
+
+inline void report(bool ok, const std::string& name, const std::string& detail = "") {
+  if (ok) {
+    g_pass++;
+    if (g_verbose) std::printf("ok   %s %s\n", name.c_str(), detail.c_str());
+  } else {
+    g_fail++;
+    std::printf("FAIL %s %s\n", name.c_str(), detail.c_str());
+  }
+}
+
+inline std::vector<double> values(const TensorArg& t) {
+  std::vector<double> v(t.numel());
+  for (int64_t i = 0; i < t.numel(); i++) v[i] = get(t, strided_offset(t, i));
+  return v;
+}
+
+inline void expect_throw(const std::string& name, const std::function<void()>& f) {
+  try {
+    f();
+    report(false, "invalid call accepted: " + name);
+  } catch (const KernelError&) {
+    report(true, name);
+  } catch (const std::exception& e) {
+    report(false, "invalid call threw a non-KernelError: " + name, e.what());
+  }
+}
 
 }  // namespace llava_native

@@ -28,24 +28,6 @@ using namespace llava_native;
 
 namespace {
 
-int g_pass = 0, g_fail = 0;
-const bool g_verbose = std::getenv("LLAVA_TEST_VERBOSE") != nullptr;
-
-void report(bool ok, const std::string& name, const std::string& detail = "") {
-  if (ok) {
-    g_pass++;
-    if (g_verbose) std::printf("ok   %s %s\n", name.c_str(), detail.c_str());
-  } else {
-    g_fail++;
-    std::printf("FAIL %s %s\n", name.c_str(), detail.c_str());
-  }
-}
-
-std::vector<double> values(const TensorArg& t) {
-  std::vector<double> v(t.numel());
-  for (int64_t i = 0; i < t.numel(); i++) v[i] = get(t, strided_offset(t, i));
-  return v;
-}
 HostTensor filled(DType dt, std::vector<int64_t> shape, Rng& rng, double amp, double shift = 0) {
   HostTensor t = make_contiguous(dt, shape);
   for (int64_t i = 0; i < t.view.numel(); i++) put(t.view, i, shift + amp * rng.uniform());
@@ -301,16 +283,6 @@ void check_finite_differences() {
 }
 
 // ------------------------------------------------------------------ invalid calls
-void expect_throw(const std::string& name, const std::function<void()>& f) {
-  try {
-    f();
-    report(false, "invalid call accepted: " + name);
-  } catch (const KernelError&) {
-    report(true, name);
-  } catch (const std::exception& e) {
-    report(false, "invalid call threw a non-KernelError: " + name, e.what());
-  }
-}
 
 void check_invalid() {
   const DType F = DType::F32;
