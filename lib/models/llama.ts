@@ -224,7 +224,7 @@ export class LlamaForCausalLM extends Module {
       this.layers.items.forEach((layer, i) => {
         if (this.gradientCheckpointing && !cache) {
           // Keep only each layer's input; recompute the layer in backward.
-          h = checkpoint((x, c, s, m) => layer.forward(x, { cos: c, sin: s, keyMask: m }, i), [h, cos, sin, keyMask ?? null], layer.parameters());
+          h = checkpoint((x, c, s, m) => layer.forward(x!, { cos: c!, sin: s!, keyMask: m }, i), [h, cos, sin, keyMask ?? null], layer.parameters());
         } else h = layer.forward(h, step, i);
       });
       return this.norm.forward(h);
