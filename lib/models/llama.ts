@@ -216,7 +216,6 @@ export class LlamaForCausalLM extends Module {
    * `keyMask` [B, S] marks real keys (S = cache length + T); the cache, if given, is advanced.
    */
   hidden(embeds: Tensor, positions: number[][], keyMask?: Tensor | null, cache?: KVCache | null): Tensor {
-    const w = this.embed.getParameter('weight')!;
     const out = tidy(() => {
       const { cos, sin } = ropeTables(positions, this.headDim, ropeTheta(this.config), embeds.dtype, embeds.device);
       const step: LlamaStep = { cos, sin, keyMask, cache };
@@ -230,7 +229,6 @@ export class LlamaForCausalLM extends Module {
       return this.norm.forward(h);
     });
     if (cache) cache.length += embeds.shape[1];
-    void w;
     return out;
   }
 

@@ -136,12 +136,9 @@ export class LlavaForConditionalGeneration extends Module {
     if (sentinels && imageTokens) throw new Error('[llava] a batch mixes -200 sentinels and expanded image tokens');
     if (sentinels > N) throw new Error(`[llava] ${sentinels} image placeholders but ${N} images`);
     if (imageTokens && imageTokens !== N * P) throw new Error(`[llava] ${imageTokens} image tokens but ${N} images x ${P} features = ${N * P}`);
-    if (!sentinels && !imageTokens && N > 0 && batch.pixelValues) {
-      // Text-only samples with dummy images: features are computed and dropped (reference behaviour).
-    }
-    // Row sources: >= 0 text row (b*T + t), image rows offset by B*T, zero row last.
+    // Row sources: text rows b*T0 + t, then image rows from B*T0, then one zero row. Images of a
+    // text-only batch (the reference's dummy images) are encoded and their rows never picked.
     const T0 = Math.max(...inputIds.map((r) => r.length));
-    const textBase = 0;
     const imgBase = B * T0;
     const zeroRow = imgBase + N * P;
     const rows: number[][] = [];
@@ -169,7 +166,7 @@ export class LlavaForConditionalGeneration extends Module {
           real++;
           if (real % P === 0) img++;
         } else {
-          src.push(textBase + b * T0 + t);
+          src.push(b * T0 + t);
           lab.push(labs ? labs[t] : IGNORE_INDEX);
         }
       }
