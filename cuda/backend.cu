@@ -310,10 +310,10 @@ int64_t first_bad_index(const void* idx, bool is_i64, int64_t n, int64_t limit, 
   CUDA_CHECK(cudaMemsetAsync(flag.get(), 0xff, sizeof(unsigned long long), s));
   unsigned grid = grid_for(n);
   if (is_i64)
-    find_bad_index_kernel<int64_t><<<grid, 256, 0, s>>>(static_cast<const int64_t*>(idx), n, limit, has_ignore, ignore,
+    launch(find_bad_index_kernel<int64_t>, grid, 256, 0, s, static_cast<const int64_t*>(idx), n, limit, has_ignore, ignore,
                                                         flag.as<unsigned long long>());
   else
-    find_bad_index_kernel<int32_t><<<grid, 256, 0, s>>>(static_cast<const int32_t*>(idx), n, limit, has_ignore, ignore,
+    launch(find_bad_index_kernel<int32_t>, grid, 256, 0, s, static_cast<const int32_t*>(idx), n, limit, has_ignore, ignore,
                                                         flag.as<unsigned long long>());
   CUDA_CHECK(cudaGetLastError());
   unsigned long long pos = ULLONG_MAX;

@@ -305,3 +305,6 @@ template <typename F> __device__ __forceinline__ F warp_max(F v) {
 
 }  // namespace gpu
 }  // namespace llava
+
+// gpu::launch (after CUDA_CHECK, which it uses).
+#include "launch.cuh"

@@ -98,11 +98,11 @@ void launch_map(const KernelArgs& a, const TensorArg& out, const TensorArg* cons
   for (int k = 0; k < NIN; k++) fast = fast && ins[k]->is_contiguous() && aligned_to(p.in[k], sizeof(TI) * V);
   cudaStream_t s = stream();
   if (fast) {
-    map_vec_kernel<V, TO, TI, NIN, Op><<<grid_for(n / V + 1), kBlock, 0, s>>>(p, n, op);
+    launch(map_vec_kernel<V, TO, TI, NIN, Op>, grid_for(n / V + 1), kBlock, 0, s, p, n, op);
   } else {
     Geo<NIN + 1> g = make_geo<NIN + 1>(out, ins);
-    if (n <= (int64_t)UINT32_MAX) map_strided_kernel<uint32_t, TO, TI, NIN, Op><<<grid_for(n), kBlock, 0, s>>>(p, g, n, op);
-    else map_strided_kernel<int64_t, TO, TI, NIN, Op><<<grid_for(n), kBlock, 0, s>>>(p, g, n, op);
+    if (n <= (int64_t)UINT32_MAX) launch(map_strided_kernel<uint32_t, TO, TI, NIN, Op>, grid_for(n), kBlock, 0, s, p, g, n, op);
+    else launch(map_strided_kernel<int64_t, TO, TI, NIN, Op>, grid_for(n), kBlock, 0, s, p, g, n, op);
   }
   check_launch(a);
 }
@@ -171,12 +171,12 @@ template <typename U> void launch_fill(const KernelArgs& a, const TensorArg& out
       CUDA_CHECK(cudaMemsetAsync(p, b[0], n * sizeof(U), s));
       return;
     }
-    if (aligned_to(p, 16)) fill_vec_kernel<U, V><<<grid_for(n / V + 1), kBlock, 0, s>>>(p, n, v);
-    else fill_vec_kernel<U, 1><<<grid_for(n), kBlock, 0, s>>>(p, n, v);
+    if (aligned_to(p, 16)) launch(fill_vec_kernel<U, V>, grid_for(n / V + 1), kBlock, 0, s, p, n, v);
+    else launch(fill_vec_kernel<U, 1>, grid_for(n), kBlock, 0, s, p, n, v);
   } else {
     Geo<1> g = make_geo<1>(out, nullptr);
-    if (n <= (int64_t)UINT32_MAX) fill_strided_kernel<U, uint32_t><<<grid_for(n), kBlock, 0, s>>>(p, g, n, v);
-    else fill_strided_kernel<U, int64_t><<<grid_for(n), kBlock, 0, s>>>(p, g, n, v);
+    if (n <= (int64_t)UINT32_MAX) launch(fill_strided_kernel<U, uint32_t>, grid_for(n), kBlock, 0, s, p, g, n, v);
+    else launch(fill_strided_kernel<U, int64_t>, grid_for(n), kBlock, 0, s, p, g, n, v);
   }
   check_launch(a);
 }
@@ -221,7 +221,7 @@ void arange_kernel(const KernelArgs& a) {
   int64_t n = out.numel();
   if (n == 0) return;
   GPU_DISPATCH_ALL(a, out.dtype, T, {
-    arange_kernel_dev<T><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(out.bytes()), n, start, step);
+    launch(arange_kernel_dev<T>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()), n, start, step);
   });
   check_launch(a);
 }
@@ -335,8 +335,8 @@ void where_kernel(const KernelArgs& a) {
     const bool* pc = reinterpret_cast<const bool*>(c.bytes());
     const U* px = reinterpret_cast<const U*>(x.bytes());
     const U* py = reinterpret_cast<const U*>(y.bytes());
-    if (n <= (int64_t)UINT32_MAX) where_kernel_dev<U, uint32_t><<<grid_for(n), kBlock, 0, s>>>(po, pc, px, py, g, n);
-    else where_kernel_dev<U, int64_t><<<grid_for(n), kBlock, 0, s>>>(po, pc, px, py, g, n);
+    if (n <= (int64_t)UINT32_MAX) launch(where_kernel_dev<U, uint32_t>, grid_for(n), kBlock, 0, s, po, pc, px, py, g, n);
+    else launch(where_kernel_dev<U, int64_t>, grid_for(n), kBlock, 0, s, po, pc, px, py, g, n);
   });
   check_launch(a);
 }
@@ -388,7 +388,7 @@ void random_kernel(const KernelArgs& a) {
   int64_t n = out.numel();
   if (n == 0) return;
   GPU_DISPATCH_ALL(a, out.dtype, T, {
-    random_kernel_dev<T><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(out.bytes()), n, seed, offset, k, p);
+    launch(random_kernel_dev<T>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()), n, seed, offset, k, p);
   });
   check_launch(a);
 }

@@ -382,14 +382,14 @@ template <typename T>
 void launch_delta(const KernelArgs& a, const AttnParams& p, acc_t<T>* delta) {
   const int64_t rows = (int64_t)p.B * p.H * p.T;
   if (rows == 0) return;
-  CUDA_CHECK(mma::launch(attention_bwd_delta_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0, gpu::stream(), p, delta));
+  gpu::launch(attention_bwd_delta_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0, gpu::stream(), p, delta);
   gpu::check_launch(a);
 }
 
 template <typename T, typename A>
 void launch_cast(const KernelArgs& a, T* out, const A* in, int64_t n, A mul) {
   if (n == 0) return;
-  CUDA_CHECK(mma::launch(attention_bwd_cast_kernel<T, A>, dim3(gpu::grid_for(n)), dim3(256), 0, gpu::stream(), out, in, n, mul));
+  gpu::launch(attention_bwd_cast_kernel<T, A>, dim3(gpu::grid_for(n)), dim3(256), 0, gpu::stream(), out, in, n, mul);
   gpu::check_launch(a);
 }
 
@@ -404,7 +404,7 @@ void run_tc(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   launch_delta<T>(a, p, delta.as<float>());
   if (p.S > 0) {
     const dim3 grid((p.S + Cfg::BC - 1) / Cfg::BC, p.Hkv, p.B);
-    CUDA_CHECK(mma::launch(attention_bwd_tc_kernel<T, D, BR>, grid, dim3(Cfg::THREADS), Cfg::SMEM, gpu::stream(), p, bo));
+    gpu::launch(attention_bwd_tc_kernel<T, D, BR>, grid, dim3(Cfg::THREADS), Cfg::SMEM, gpu::stream(), p, bo);
     gpu::check_launch(a);
   }
   launch_cast<T, float>(a, static_cast<T*>(bo.dq), dq_acc.as<float>(), rows * D, (float)p.scale);
@@ -421,7 +421,7 @@ void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   launch_delta<T>(a, p, delta.as<C>());
   if (rows > 0) {
     const dim3 grid((p.T + 3) / 4, p.H, p.B);
-    CUDA_CHECK(mma::launch(attention_bwd_simt_kernel<T>, grid, dim3(128), bwd_simt_smem<C>(p.D), gpu::stream(), p, bo));
+    gpu::launch(attention_bwd_simt_kernel<T>, grid, dim3(128), bwd_simt_smem<C>(p.D), gpu::stream(), p, bo);
     gpu::check_launch(a);
   }
   launch_cast<T, C>(a, static_cast<T*>(bo.dk), dkv.as<C>(), kv, C(1));

@@ -324,12 +324,12 @@ void run_tc(const KernelArgs& a, AttnParams p) {
     so.l = so.m + rows;
   }
   const dim3 grid(qtiles, p.H, p.B * so.nsplit);
-  CUDA_CHECK(mma::launch(attention_fwd_tc_kernel<T, D, NW>, grid, dim3(Cfg::THREADS), Cfg::SMEM, gpu::stream(), p, so));
+  gpu::launch(attention_fwd_tc_kernel<T, D, NW>, grid, dim3(Cfg::THREADS), Cfg::SMEM, gpu::stream(), p, so);
   gpu::check_launch(a);
   if (so.nsplit > 1) {
     const int64_t rows = (int64_t)p.B * p.H * p.T;
-    CUDA_CHECK(mma::launch(attention_fwd_combine_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0,
-                           gpu::stream(), p, so));
+    gpu::launch(attention_fwd_combine_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0,
+                           gpu::stream(), p, so);
     gpu::check_launch(a);
   }
 }
@@ -345,7 +345,7 @@ void run_tc_d(const KernelArgs& a, const AttnParams& p) {
 template <typename T>
 void run_simt(const KernelArgs& a, const AttnParams& p) {
   const dim3 grid((p.T + 3) / 4, p.H, p.B);
-  CUDA_CHECK(mma::launch(attention_fwd_simt_kernel<T>, grid, dim3(128), fwd_simt_smem<acc_t<T>>(p.D), gpu::stream(), p));
+  gpu::launch(attention_fwd_simt_kernel<T>, grid, dim3(128), fwd_simt_smem<acc_t<T>>(p.D), gpu::stream(), p);
   gpu::check_launch(a);
 }
 

@@ -355,7 +355,7 @@ void launch_batches(const KernelArgs& args, Kernel kernel, GemmParams p, int64_t
   for (int64_t b0 = 0; b0 < Bt; b0 += 65535) {
     p.batch0 = static_cast<int>(b0);
     const dim3 grid(static_cast<unsigned>(tiles), 1, static_cast<unsigned>(std::min<int64_t>(65535, Bt - b0)));
-    CUDA_CHECK(mma::launch(kernel, grid, dim3(threads), smem, gpu::stream(), p));
+    gpu::launch(kernel, grid, dim3(threads), smem, gpu::stream(), p);
     gpu::check_launch(args);
   }
 }

@@ -1,5 +1,5 @@
 // gemm_mma.cuh — the warp-level tensor-core and async-copy primitives that gemm.cu and the flash
-// attention kernels are built from, plus the one launch helper they all use.
+// attention kernels are built from.
 //
 // Everything here is a thin wrapper over one PTX instruction (sm_80+, also valid on sm_90):
 //   cp.async.cg 16 B global->shared with zero fill       (multistage pipelines)
@@ -19,7 +19,7 @@
 // r3 = (rows 8-15, k 8-15): an A fragment {r0,r1,r2,r3}, or two B fragments {r0,r2} and {r1,r3}.
 //
 // Keep this header to these primitives: the host-side emulator that tests the kernels on machines
-// without a GPU replaces exactly these functions (and `launch`) with software versions.
+// without a GPU replaces exactly these functions with software versions.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -27,9 +27,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <mutex>
-#include <unordered_map>
-#include <utility>
 
 namespace llava {
 namespace mma {
@@ -99,29 +96,6 @@ template <>
 __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
   __half2 v = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<uint32_t*>(&v);
-}
-
-// Launch `kernel` on `stream`, raising its dynamic shared-memory limit first when it needs more than
-// the default 48 KB. Returns the status of that attribute call (for CUDA_CHECK); the launch itself
-// is checked by the caller with gpu::check_launch(args), which reads cudaGetLastError.
-template <typename... KParams, typename... Args>
-inline cudaError_t launch(void (*kernel)(KParams...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                          Args&&... args) {
-  if (smem > 48 * 1024) {
-    // Raise the limit once per kernel (and again only if a launch needs more than before).
-    static std::mutex mu;
-    static std::unordered_map<const void*, size_t> raised;
-    const void* fn = reinterpret_cast<const void*>(kernel);
-    std::lock_guard<std::mutex> lock(mu);
-    size_t& have = raised[fn];
-    if (have < smem) {
-      cudaError_t e = cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-      if (e != cudaSuccess) return e;
-      have = smem;
-    }
-  }
-  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
-  return cudaSuccess;
 }
 
 }  // namespace mma

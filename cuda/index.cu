@@ -69,7 +69,7 @@ void index_select_kernel(const KernelArgs& a) {
   switch (unit) {
 #define LLAVA_SEL(BYTES, U)                                                                                         \
   case BYTES:                                                                                                       \
-    index_select_dev<U><<<grid_for(total), kBlock, 0, s>>>(reinterpret_cast<U*>(out.bytes()),                       \
+    launch(index_select_dev<U>, grid_for(total), kBlock, 0, s, reinterpret_cast<U*>(out.bytes()),                       \
                                                            reinterpret_cast<const U*>(x.bytes()), idx.bytes(), i64, \
                                                            total, m, n, row_u);                                     \
     break;
@@ -114,11 +114,11 @@ void launch_index_add(const TensorArg& out, const TensorArg& src, const TensorAr
   cudaStream_t s = stream();
   if constexpr (sizeof(T) == 2) {
     if (inner % 2 == 0 && aligned_to(po, 4) && aligned_to(ps, 4)) {
-      index_add_dev<T, 2><<<grid_for(total / 2), kBlock, 0, s>>>(po, ps, idx.bytes(), i64, total / 2, m, n, inner / 2);
+      launch(index_add_dev<T, 2>, grid_for(total / 2), kBlock, 0, s, po, ps, idx.bytes(), i64, total / 2, m, n, inner / 2);
       return;
     }
   }
-  index_add_dev<T, 1><<<grid_for(total), kBlock, 0, s>>>(po, ps, idx.bytes(), i64, total, m, n, inner);
+  launch(index_add_dev<T, 1>, grid_for(total), kBlock, 0, s, po, ps, idx.bytes(), i64, total, m, n, inner);
 }
 
 // index_add(out, idx, src, dim): out[o, idx[j], i] += src[o, j, i]. The CPU parallelises over
@@ -192,7 +192,7 @@ void gather_kernel(const KernelArgs& a) {
   GatherGeo g = make_gather_geo(idx, x, dim);
   const bool i64 = idx.dtype == DType::I64;
   GPU_DISPATCH_BITS(a, dtype_size(x.dtype), U, {
-    gather_dev<U><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<U*>(out.bytes()), reinterpret_cast<const U*>(x.bytes()),
+    launch(gather_dev<U>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<U*>(out.bytes()), reinterpret_cast<const U*>(x.bytes()),
                                                         idx.bytes(), i64, n, g);
   });
   check_launch(a);
@@ -208,7 +208,7 @@ void scatter_add_kernel(const KernelArgs& a) {
   GatherGeo g = make_gather_geo(idx, out, dim);
   const bool i64 = idx.dtype == DType::I64;
   GPU_DISPATCH_FLOAT(a, out.dtype, T, {
-    scatter_add_dev<T><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(out.bytes()),
+    launch(scatter_add_dev<T>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()),
                                                              reinterpret_cast<const T*>(src.bytes()), idx.bytes(), i64, n, g);
   });
   check_launch(a);
@@ -244,7 +244,7 @@ void rope_kernel(const KernelArgs& a) {
   const int64_t total = B * H * T * (D / 2);
   if (total == 0) return;
   GPU_DISPATCH_FLOAT(a, x.dtype, T_, {
-    rope_dev<T_><<<grid_for(total), kBlock, 0, stream()>>>(
+    launch(rope_dev<T_>, grid_for(total), kBlock, 0, stream(), 
         reinterpret_cast<T_*>(out.bytes()), reinterpret_cast<const T_*>(x.bytes()), reinterpret_cast<const T_*>(cs.bytes()),
         reinterpret_cast<const T_*>(sn.bytes()), total, H, T, D, x.strides[0], x.strides[1], x.strides[2], per_batch);
   });
@@ -284,7 +284,7 @@ void adamw_kernel(const KernelArgs& a) {
   GPU_DISPATCH_FLOAT(a, p.dtype, T, {
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     AdamHyper<S> hp{S(lr), S(lr * wd), S(b1), S(1 - b1), S(b2), S(1 - b2), S(bc1), S(bc2), S(eps)};
-    adamw_dev<T, S><<<grid_for(n), kBlock, 0, stream()>>>(reinterpret_cast<T*>(p.bytes()), reinterpret_cast<const T*>(g.bytes()),
+    launch(adamw_dev<T, S>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(p.bytes()), reinterpret_cast<const T*>(g.bytes()),
                                                           reinterpret_cast<S*>(m.bytes()), reinterpret_cast<S*>(v.bytes()),
                                                           master ? reinterpret_cast<float*>(master->bytes()) : nullptr, n, hp);
   });

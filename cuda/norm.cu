@@ -339,8 +339,8 @@ void norm_fwd(const KernelArgs& a, const TensorArg& y, const TensorArg* mean, co
     dispatch_rows<T>(C, {py, px, pw, pb}, [&](auto g, auto v, auto cache) {
       constexpr int G = decltype(g)::value;
       unsigned grid = grid_for((N + kBlock / G - 1) / (kBlock / G), 1);
-      norm_fwd_kernel<T, G, decltype(v)::value, decltype(cache)::value>
-          <<<grid, kBlock, 0, stream()>>>(py, sm, sr, px, pw, pb, eps, N, C, rms);
+      launch(norm_fwd_kernel<T, G, decltype(v)::value, decltype(cache)::value>, grid, kBlock, 0, stream(),
+             py, sm, sr, px, pw, pb, eps, N, C, rms);
     });
   });
   check_launch(a);
@@ -385,7 +385,7 @@ void norm_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw
       pdb = db ? partial.as<A>() + (dw ? P * C : 0) : nullptr;
       if (!CACHE) CUDA_CHECK(cudaMemsetAsync(partial.get(), 0, all, s));
     }
-    kernel<<<grid, kBlock, 0, s>>>(pdx, pdw, pdb, pdy, px, pw, sm, sr, N, C, rms);
+    launch(kernel, grid, kBlock, 0, s, pdx, pdw, pdb, pdy, px, pw, sm, sr, N, C, rms);
   });
   check_launch(a);
   for (int k = 0; k < 2; k++) {
@@ -393,7 +393,7 @@ void norm_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw
     if (!out) continue;
     const A* part = partial.as<A>() + (k == 1 && dw ? P * C : 0);
     GPU_DISPATCH_FLOAT(a, out->dtype, TO, {
-      colsum_kernel<TO, A><<<grid_for((C + 31) / 32, 1), kBlock, 0, s>>>(reinterpret_cast<TO*>(out->bytes()), part, P, C);
+      launch(colsum_kernel<TO, A>, grid_for((C + 31) / 32, 1), kBlock, 0, s, reinterpret_cast<TO*>(out->bytes()), part, P, C);
     });
     check_launch(a);
   }

@@ -304,19 +304,19 @@ void run_reduce(const KernelArgs& a, const TensorArg& out, const TensorArg& x, c
     int64_t items = outer * splits;
     unsigned grid = (unsigned)std::min<int64_t>((items + (warp ? 7 : 0)) / (warp ? 8 : 1), 1 << 30);
     if (warp)
-      reduce_rows_kernel<T, Fam, 32><<<grid, kBlock, 0, st>>>(px, outer, R, chunk, splits, p, po, partial.as<S>());
+      launch(reduce_rows_kernel<T, Fam, 32>, grid, kBlock, 0, st, px, outer, R, chunk, splits, p, po, partial.as<S>());
     else
-      reduce_rows_kernel<T, Fam, kBlock><<<grid, kBlock, 0, st>>>(px, outer, R, chunk, splits, p, po, partial.as<S>());
+      launch(reduce_rows_kernel<T, Fam, kBlock>, grid, kBlock, 0, st, px, outer, R, chunk, splits, p, po, partial.as<S>());
   } else {
     int64_t blocks = outer * ((inner + 31) / 32);
     plan_split(blocks, R, 64, chunk, splits);
     if (splits > 1) partial = Scratch(sizeof(S) * nout * splits);
     unsigned grid = (unsigned)std::min<int64_t>(blocks * splits, 1 << 30);
-    reduce_cols_kernel<T, Fam><<<grid, kBlock, 0, st>>>(px, outer, R, inner, chunk, splits, p, po, partial.as<S>());
+    launch(reduce_cols_kernel<T, Fam>, grid, kBlock, 0, st, px, outer, R, inner, chunk, splits, p, po, partial.as<S>());
   }
   check_launch(a);
   if (splits > 1) {
-    reduce_finish_kernel<Fam><<<grid_for(nout), kBlock, 0, st>>>(partial.as<S>(), nout, splits, p, po);
+    launch(reduce_finish_kernel<Fam>, grid_for(nout), kBlock, 0, st, partial.as<S>(), nout, splits, p, po);
     check_launch(a);
   }
 }
@@ -331,7 +331,7 @@ void reduce_kernel(const KernelArgs& a) {
   if (n == 0) {
     if (outer_inner == 0) return;
     GPU_DISPATCH_ALL(a, out.dtype, T, {
-      fill_value_kernel<T><<<grid_for(outer_inner), kBlock, 0, stream()>>>(reinterpret_cast<T*>(out.bytes()), outer_inner,
+      launch(fill_value_kernel<T>, grid_for(outer_inner), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()), outer_inner,
                                                                            op == Prod ? 1.0 : 0.0);
     });
     check_launch(a);
@@ -460,7 +460,7 @@ void softmax_fwd_kernel(const KernelArgs& a) {
     T* py = reinterpret_cast<T*>(y.bytes());
     const T* px = reinterpret_cast<const T*>(x.bytes());
     launch_rows<T>(N, C, {py, px}, [&](auto g, auto v, unsigned grid) {
-      softmax_fwd_kernel_dev<T, decltype(g)::value, decltype(v)::value><<<grid, kBlock, 0, stream()>>>(py, px, N, C, logsm);
+      launch(softmax_fwd_kernel_dev<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), py, px, N, C, logsm);
     });
   });
   check_launch(a);
@@ -478,7 +478,7 @@ void softmax_bwd_kernel(const KernelArgs& a) {
     const T* py = reinterpret_cast<const T*>(y.bytes());
     const T* pdy = reinterpret_cast<const T*>(dy.bytes());
     launch_rows<T>(N, C, {pdx, py, pdy}, [&](auto g, auto v, unsigned grid) {
-      softmax_bwd_kernel_dev<T, decltype(g)::value, decltype(v)::value><<<grid, kBlock, 0, stream()>>>(pdx, py, pdy, N, C, logsm);
+      launch(softmax_bwd_kernel_dev<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), pdx, py, pdy, N, C, logsm);
     });
   });
   check_launch(a);
@@ -573,7 +573,7 @@ void cross_entropy_fwd_kernel(const KernelArgs& a) {
     const T* px = reinterpret_cast<const T*>(logits.bytes());
     const void* pt = target.bytes();
     launch_rows<T>(N, C, {px}, [&](auto g, auto v, unsigned grid) {
-      ce_fwd_kernel<T, decltype(g)::value, decltype(v)::value><<<grid, kBlock, 0, stream()>>>(sl, ss, px, pt, t64, N, C, ignore);
+      launch(ce_fwd_kernel<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), sl, ss, px, pt, t64, N, C, ignore);
     });
   });
   check_launch(a);
@@ -597,8 +597,8 @@ void cross_entropy_bwd_kernel(const KernelArgs& a) {
     const bool vec = C % VV == 0 && aligned_to(pd, 16) && aligned_to(px, 16);
     const int64_t nv = vec ? C / VV : C;
     dim3 grid((unsigned)std::min<int64_t>((nv + kBlock - 1) / kBlock, 1024), (unsigned)std::min<int64_t>(N, 65535));
-    if (vec) ce_bwd_kernel<T, VV><<<grid, kBlock, 0, stream()>>>(pd, px, pt, t64, sl, sd, N, C, ignore);
-    else ce_bwd_kernel<T, 1><<<grid, kBlock, 0, stream()>>>(pd, px, pt, t64, sl, sd, N, C, ignore);
+    if (vec) launch(ce_bwd_kernel<T, VV>, grid, kBlock, 0, stream(), pd, px, pt, t64, sl, sd, N, C, ignore);
+    else launch(ce_bwd_kernel<T, 1>, grid, kBlock, 0, stream(), pd, px, pt, t64, sl, sd, N, C, ignore);
   });
   check_launch(a);
 }
