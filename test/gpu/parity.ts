@@ -255,8 +255,9 @@ export function parity(group: string, name: string, dtype: L.DType, run: (dev: L
     name,
     slow,
     evaluate(dev, refDev) {
-      const got = run(dev);
-      const ref = run(refDev);
+      // Outputs are host arrays: every tensor a case makes is released here.
+      const got = L.tidy(() => run(dev));
+      const ref = L.tidy(() => run(refDev));
       return compareAll(got, ref, t);
     },
   };
