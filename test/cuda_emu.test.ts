@@ -7,13 +7,11 @@
 // a skip carrying the reason, never a pass. Build and run times are reported as comments.
 import t from 'tap';
 import type { Test } from 'tap';
-import { spawn, spawnSync } from 'child_process';
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
+import { EMU, cleanEnv, how, run, secs, skipReason, tail } from './cuda_emu/harness';
 
-const EMU = path.join(__dirname, 'cuda_emu');
-const CUDA_INC = process.env.CUDA_INC || '/usr/local/cuda/include';
 const BUILD_TIMEOUT_MS = 600_000;
 const RUN_TIMEOUT_MS = 300_000;
 
@@ -21,57 +19,13 @@ const RUN_TIMEOUT_MS = 300_000;
 // another test file can take a good part of that, so ask the runner for more.
 t.setTimeout(1_200_000);
 
-function skipReason(): string | null {
-  if (process.platform !== 'linux' || process.arch !== 'x64') {
-    return `host emulator needs linux x86-64 (ucontext fibers, AVX2/F16C); this is ${process.platform}/${process.arch}`;
-  }
-  const gxx = spawnSync('g++', ['--version'], { encoding: 'utf8' });
-  if (gxx.error || gxx.status !== 0) return 'g++ not found (needed to build the CUDA host emulator)';
-  const hdr = path.join(CUDA_INC, 'cuda_bf16.h');
-  if (!fs.existsSync(hdr)) return `${hdr} not found (CUDA toolkit headers needed to build the CUDA host emulator)`;
-  return null;
-}
-
-interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  out: string;
-  ms: number;
-  error?: Error;
-}
-
-/** Runs a command, collecting stdout and stderr together; never rejects. */
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    let out = '';
-    let error: Error | undefined;
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('error', (e) => (error = e));
-    child.on('close', (code, signal) => resolve({ code, signal, out, ms: Date.now() - t0, error }));
-  });
-}
-
-/** The inherited environment without EMU_* knobs, so the default run is the default run. */
-function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('EMU_')) env[k] = v;
-  return { ...env, CUDA_INC, ...extra };
-}
-
-const secs = (ms: number) => (ms / 1000).toFixed(1);
-const tail = (s: string, n = 40) => s.trimEnd().split('\n').slice(-n).join('\n');
-
 async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<string, string>): Promise<number> {
   const r = await run(bin, [], cleanEnv(extra), RUN_TIMEOUT_MS);
   tt.comment(`emulator run [${mode}]: ${secs(r.ms)} s`);
   const summary = [...r.out.matchAll(/^(\d+) passed, (\d+) failed$/gm)].pop();
   const failing = r.out.split('\n').filter((l) => /^FAIL|EMU FATAL/.test(l));
-  const how = r.error ? `error ${r.error.message}` : r.signal ? `signal ${r.signal}` : `exit code ${r.code}`;
   if (!summary) {
-    tt.fail(`[${mode}] no "N passed, N failed" summary (${how}; a FATAL aborts the run)`, {
+    tt.fail(`[${mode}] no "N passed, N failed" summary (${how(r)}; a FATAL aborts the run)`, {
       failing: failing.slice(0, 50).join('\n'),
       output_tail: tail(r.out),
     });
@@ -83,7 +37,7 @@ async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<st
     failing: failing.slice(0, 50).join('\n') || '(none printed)',
   });
   tt.ok(passed > 100, `[${mode}] more than 100 checks passed (${passed})`);
-  tt.equal(r.code, 0, `[${mode}] test binary exits 0 (${how})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
+  tt.equal(r.code, 0, `[${mode}] test binary exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
   return r.ms;
 }
 

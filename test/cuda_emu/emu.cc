@@ -1,6 +1,5 @@
 // test/cuda_emu/emu.cc — host CUDA emulator runtime (see README.md): fiber scheduler, barriers, warp
-// collectives, memory checks, and the host-side functions that cuda/backend.cu normally provides to
-// cuda_common.cuh.
+// collectives, memory checks and the bank-conflict report.
 #include <ucontext.h>
 #include <dlfcn.h>
 #include <unistd.h>
@@ -9,15 +8,6 @@
 #include <cstdarg>
 #include <map>
 #include <stdexcept>
-
-#include "cuda_common.cuh"
-#include "gemm_mma.cuh"
-
-namespace llava {
-namespace mma {
-int launches = 0;
-}
-}  // namespace llava
 
 namespace emu {
 
@@ -167,33 +157,12 @@ void check_smem(const void* p, size_t n, const char* what) {
   if (a < smem_base || a + n > smem_base + smem_size)
     die("%s: shared offset %ld (+%zu) outside dynamic smem of %zu", what, (long)(a - smem_base), n, smem_size);
 }
-void memset_async(void* p, int v, size_t n) { std::memset(p, v, n); }
+void memset_async(void* p, int v, size_t n) {
+  if (n) check_global(p, n, "cudaMemsetAsync");
+  std::memset(p, v, n);
+}
 
 }  // namespace emu
-
-// ---------------------------------------------------------------- backend.cu replacements
-namespace llava {
-namespace gpu {
-int emu_sms = 4;
-void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
-  throw KernelError(std::string("[cuda] ") + expr + " failed (" + std::to_string((int)e) + ") at " + file + ":" + std::to_string(line));
-}
-void check_launch(const KernelArgs&) {}
-cudaStream_t stream() { return nullptr; }
-int num_sms() { return emu_sms; }
-void* device_alloc(size_t bytes) {
-  void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
-  std::memset(p, 0xff, bytes);  // poison scratch
-  emu::register_region(p, bytes);
-  return p;
-}
-void device_free(void* p) {
-  emu::unregister_region(p);
-  std::free(p);
-}
-uint16_t host_f32_to_f16(float f) { return _cvtss_sh(f, 0); }
-}  // namespace gpu
-}  // namespace llava
 
 namespace emu {
 struct Stats { long phases = 0, conflicted = 0, worst = 1; };

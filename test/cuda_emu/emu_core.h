@@ -26,7 +26,9 @@
 #define __device__
 #define __global__
 #define __host__
-#define __shared__
+// A static __shared__ array becomes a function-local static: one copy that every fiber of the running
+// block sees (blocks run one at a time), like shared memory.
+#define __shared__ static
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 
@@ -65,6 +67,8 @@ extern bool cp_eager;
 extern uint3 g_blockIdx;
 extern dim3 g_blockDim, g_gridDim;
 extern unsigned char* smem_base;
+alignas(128) inline unsigned char dyn_smem_buf[256 * 1024];  // dynamic shared memory of the running block
+inline int launches = 0;                                     // kernel launches so far
 extern size_t smem_size;
 
 Warp& my_warp();
@@ -80,6 +84,9 @@ void note_phase(const char* what, int ways);
 void note_cp_async(const void* smem);
 void begin_kernel(const void* fn);
 void end_kernel();
+void register_region(const void* p, size_t n);  // a global buffer the bounds checks accept
+void unregister_region(const void* p);
+void print_bank_stats();
 
 }  // namespace emu
 
@@ -111,13 +118,37 @@ inline V __shfl_xor_sync(unsigned, V v, int lm) {
   return r;
 }
 
-inline float atomicAdd(float* p, float v) { float o = *p; *p = o + v; return o; }
-inline double atomicAdd(double* p, double v) { double o = *p; *p = o + v; return o; }
+// Atomics are plain read-modify-writes: fibers only switch at barriers, so nothing interleaves them.
+template <typename T>
+inline T atomicAdd(T* p, T v) {
+  T o = *p;
+  *p = o + v;
+  return o;
+}
+inline __nv_bfloat162 atomicAdd(__nv_bfloat162* p, __nv_bfloat162 v) {
+  __nv_bfloat162 o = *p;
+  *p = __floats2bfloat162_rn(__low2float(o) + __low2float(v), __high2float(o) + __high2float(v));
+  return o;
+}
+inline __half2 atomicAdd(__half2* p, __half2 v) {
+  __half2 o = *p;
+  *p = __floats2half2_rn(__low2float(o) + __low2float(v), __high2float(o) + __high2float(v));
+  return o;
+}
+template <typename T>
+inline T atomicMin(T* p, T v) {
+  T o = *p;
+  if (v < o) *p = v;
+  return o;
+}
 
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 inline long min(long a, long b) { return a < b ? a : b; }
 inline long max(long a, long b) { return a > b ? a : b; }
+inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
+using std::isinf;
+using std::isnan;
 using std::erf;
 using std::exp;
 using std::fma;
@@ -126,3 +157,13 @@ using std::log;
 using std::tanh;
 
 #define cudaMemsetAsync(p, v, n, s) (::emu::memset_async((p), (v), (n)), cudaSuccess)
+
+// cuda_runtime.h declares these typed conveniences only for nvcc; the host build needs them too.
+template <typename T>
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, T* entry) {
+  return ::cudaFuncGetAttributes(a, reinterpret_cast<const void*>(entry));
+}
+template <typename T>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, T* entry, int block, size_t smem) {
+  return ::cudaOccupancyMaxActiveBlocksPerMultiprocessor(n, reinterpret_cast<const void*>(entry), block, smem);
+}

@@ -25,9 +25,7 @@ else
   trap 'rm -rf "$OUT"' EXIT
 fi
 mkdir -p "$OUT/src"
-for f in gemm.cu flash_attn_fwd.cu flash_attn_bwd.cu flash_attn_common.cuh cuda_common.cuh; do
-  cp "$ROOT/cuda/$f" "$OUT/src/"
-done
+cp "$ROOT"/cuda/*.cu "$ROOT"/cuda/*.cuh "$OUT/src/"
 
 python3 - "$OUT/src/$1" "$2" "$3" <<'PY' || exit 1
 import sys

@@ -13,17 +13,9 @@
 
 #include "kernel_api.h"
 
-namespace emu {
-void register_region(const void* p, size_t n);
-void unregister_region(const void* p);
-void print_bank_stats();
-}  // namespace emu
 namespace llava {
 namespace gpu {
 extern int emu_sms;
-}
-namespace mma {
-extern int launches;
 }
 }  // namespace llava
 using namespace llava;
@@ -212,7 +204,7 @@ static void test_matmul(DType dt, int64_t Bt, int64_t M, int64_t N, int64_t K, b
   args.push_back(beta != 0 ? KernelArg(beta) : KernelArg(std::monostate{}));
   const char* acts[] = {"none", "gelu", "gelu_tanh"};
   args.push_back(KernelArg(std::string(acts[act])));
-  const int l0 = mma::launches;
+  const int l0 = ::emu::launches;
   run("matmul", Device::CUDA, args);
   // reference in double
   double max_err = 0, max_ref = 0;
@@ -243,7 +235,7 @@ static void test_matmul(DType dt, int64_t Bt, int64_t M, int64_t N, int64_t K, b
                 "matmul %s Bt=%ld M=%ld N=%ld K=%ld a_%s b_%s bias=%d beta=%g act=%s bbcast=%d aoff=%ld sms=%d "
                 "(max err %.3g, max |ref| %.3g, %d launches)",
                 dtype_name(dt), (long)Bt, (long)M, (long)N, (long)K, a_cm ? "cm" : "rm", b_cm ? "cm" : "rm", bias,
-                beta, acts[act], b_bcast, (long)a_off, sms, max_err, max_ref, mma::launches - l0);
+                beta, acts[act], b_bcast, (long)a_off, sms, max_err, max_ref, ::emu::launches - l0);
   report(ok, what);
   if (vs_cpu && act == 0) {  // the CPU kernel on the same inputs must agree within twice the tolerance
     Tensor ac = clone_as(a, dt, Device::CPU), bc = clone_as(b, dt, Device::CPU), bic = clone_as(bi, dt, Device::CPU);
@@ -363,9 +355,9 @@ static void test_attention(const AttnCase& c, bool do_bwd = true) {
   fill_value(out, 777.0);
   fill_value(lse, 777.0);
   Tensor mg;
-  const int l0 = mma::launches;
+  const int l0 = ::emu::launches;
   run("attention_fwd", Device::CUDA, {out.t, lse.t, q.t, k.t, v.t, opt_mask(Device::CUDA, mg), c.causal, scale});
-  const int nl = mma::launches - l0;
+  const int nl = ::emu::launches - l0;
   // CPU forward in the same dtype and in f64
   auto cpu_fwd = [&](DType cdt, Tensor& o, Tensor& l) {
     Tensor qc = clone_as(q, cdt, Device::CPU), kc = clone_as(k, cdt, Device::CPU), vc = clone_as(v, cdt, Device::CPU), mc;
@@ -398,10 +390,10 @@ static void test_attention(const AttnCase& c, bool do_bwd = true) {
   fill_value(dk, 777);
   fill_value(dv, 777);
   Tensor mg2;
-  const int l1 = mma::launches;
+  const int l1 = ::emu::launches;
   run("attention_bwd", Device::CUDA,
       {dq.t, dk.t, dv.t, q.t, k.t, v.t, o_in.t, dout.t, l_in.t, opt_mask(Device::CUDA, mg2), c.causal, scale});
-  const int nl2 = mma::launches - l1;
+  const int nl2 = ::emu::launches - l1;
   auto cpu_bwd = [&](DType cdt, const Tensor& o, const Tensor& l, Tensor& gq, Tensor& gk, Tensor& gv) {
     Tensor qc = clone_as(q, cdt, Device::CPU), kc = clone_as(k, cdt, Device::CPU), vc = clone_as(v, cdt, Device::CPU),
            oc = clone_as(o, cdt, Device::CPU), dc = clone_as(dout, cdt, Device::CPU),

@@ -8,7 +8,8 @@
 namespace llava {
 namespace mma {
 
-alignas(128) inline unsigned char dyn_smem[256 * 1024];
+// The dynamic shared memory of the running block (see shim/launch.cuh).
+inline unsigned char* const dyn_smem = ::emu::dyn_smem_buf;
 
 inline void cp_async16(void* smem, const void* gmem, int src_bytes) {
   if ((uintptr_t)smem % 16) ::emu::die("cp.async: shared address not 16-byte aligned");
@@ -163,32 +164,6 @@ inline uint32_t pack2<__half>(float lo, float hi) {
   return u;
 }
 
-extern int launches;
-template <typename... KParams, typename... Args>
-inline cudaError_t launch(void (*kernel)(KParams...), dim3 grid, dim3 block, size_t smem, cudaStream_t,
-                          Args&&... args) {
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0) ::emu::die("launch with an empty grid");
-  if (grid.y > 65535 || grid.z > 65535) ::emu::die("grid y/z too large");
-  const int nt = block.x * block.y * block.z;
-  if (nt > 1024 || nt <= 0) ::emu::die("bad block");
-  if (smem > 227 * 1024) ::emu::die("dynamic smem %zu > 227 KB", smem);
-  launches++;
-  ::emu::begin_kernel((const void*)kernel);
-  std::tuple<std::decay_t<KParams>...> params(std::forward<Args>(args)...);
-  ::emu::g_gridDim = grid;
-  ::emu::g_blockDim = block;
-  ::emu::smem_base = dyn_smem;
-  ::emu::smem_size = smem;
-  for (unsigned z = 0; z < grid.z; z++)
-    for (unsigned y = 0; y < grid.y; y++)
-      for (unsigned x = 0; x < grid.x; x++) {
-        ::emu::g_blockIdx = make_uint3(x, y, z);
-        std::memset(dyn_smem, 0xff, smem);  // NaN poison: stale reads show up
-        ::emu::run_block(nt, [&] { std::apply(kernel, params); });
-      }
-  ::emu::end_kernel();
-  return cudaSuccess;
-}
 
 }  // namespace mma
 }  // namespace llava

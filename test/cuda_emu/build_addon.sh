@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# test/cuda_emu/build_addon.sh — builds the whole native addon with its CUDA backend running under the
+# host emulator (see README.md, "The emulated addon"): OUT_DIR/llava_native.node.
+#
+#   bash test/cuda_emu/build_addon.sh [OUT_DIR]
+#   LLAVA_NATIVE=OUT_DIR/llava_native.node node ...    # L.cuda.isAvailable() is true; 'cuda' is emulated
+#
+# Every cuda/*.cu (the real backend.cu included) is compiled by g++ against the emulator, runtime.cc
+# stands in for the CUDA runtime library, and cpp/*.cc are compiled as node-gyp would. The CPU objects
+# are reused from an earlier build in the same OUT_DIR when their sources are older. Needs the Node
+# headers (node-gyp's nodedir, /usr/include/node by default; set NODE_INC) and node-addon-api.
+# Env: NODE_INC, and see common.sh.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+emu_setup "${1:-${EMU_OUT:-}}"
+
+NODE_INC=${NODE_INC:-/usr/include/node}
+[ -f "$NODE_INC/node_api.h" ] || { echo "$ME: $NODE_INC/node_api.h not found (set NODE_INC)" >&2; exit 2; }
+NAPI_INC=$(cd "$ROOT" && node -p "require('node-addon-api').include_dir")
+NAPI_INC=$(cd "$ROOT" && realpath "$NAPI_INC")
+
+ADDON_DEFS=(-DNAPI_VERSION=8 -DNODE_ADDON_API_DISABLE_DEPRECATED -fPIC -fexceptions -pthread)
+CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -fno-math-errno "${ADDON_DEFS[@]}" -I"$NODE_INC" -I"$NAPI_INC" -I"$ROOT/cpp")
+
+# Longest compiles first.
+CU=(flash_attn_bwd flash_attn_fwd gemm reduce norm elementwise index backend)
+for f in "${CU[@]}"; do
+  job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
+done
+CPP=()
+for p in "$ROOT"/cpp/*.cc; do
+  f=$(basename "$p" .cc)
+  CPP+=("$f")
+  if stale "$OBJ/cpu_$f.o" "$p"; then
+    job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" -c "$p" -o "$OBJ/cpu_$f.o"
+  fi
+done
+for f in emu runtime; do
+  job "$f.cc" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
+done
+emu_wait
+
+OBJS=()
+for f in "${CU[@]}" emu runtime; do OBJS+=("$OBJ/$f.o"); done
+for f in "${CPP[@]}"; do OBJS+=("$OBJ/cpu_$f.o"); done
+"$CXX" -shared -pthread "${OBJS[@]}" -o "$OUT/llava_native.node" -ldl
+echo "$OUT/llava_native.node"

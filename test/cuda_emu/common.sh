@@ -1,0 +1,66 @@
+# test/cuda_emu/common.sh — sourced by build.sh and build_addon.sh: settings, the output directory, the
+# copied kernel sources, and a small parallel compile pool. Sets HERE, ROOT, OUT, SRC, OBJ, CXX, CUDA_INC,
+# OPT, JOBS and EMU_FLAGS (the flags every emulated CUDA source is compiled with).
+# Env: EMU_JOBS (parallel compiles, 1 or 2; default 2), OPT (default -O1), CXX (default g++),
+#      CUDA_INC (default /usr/local/cuda/include: only the headers are needed, no GPU, no nvcc),
+#      SKIP_COPY=1 (reuse OUT/src as is; mutate.sh edits a kernel there first).
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ME=$(basename "$0")
+
+# emu_setup OUT_DIR_OR_EMPTY: resolves OUT (a fresh temp dir when empty; never inside the repository),
+# checks the tools, and copies the kernel sources to OUT/src.
+emu_setup() {
+  OUT=${1:-}
+  if [ -z "$OUT" ]; then OUT=$(mktemp -d "${TMPDIR:-/tmp}/cuda_emu.XXXXXX"); fi
+  OUT=$(realpath -m "$OUT")
+  case "$OUT/" in
+    "$ROOT"/*) echo "$ME: output dir $OUT is inside the repository; pick one outside it" >&2; exit 2 ;;
+  esac
+  mkdir -p "$OUT"
+
+  CXX=${CXX:-g++}
+  CUDA_INC=${CUDA_INC:-/usr/local/cuda/include}
+  OPT=${OPT:--O1}
+  JOBS=${EMU_JOBS:-2}
+  if ! [[ "$JOBS" =~ ^[0-9]+$ ]] || [ "$JOBS" -lt 1 ]; then JOBS=1; fi
+  if [ "$JOBS" -gt 2 ]; then JOBS=2; fi
+  command -v "$CXX" >/dev/null || { echo "$ME: $CXX not found" >&2; exit 2; }
+  [ -f "$CUDA_INC/cuda_bf16.h" ] || { echo "$ME: $CUDA_INC/cuda_bf16.h not found (set CUDA_INC)" >&2; exit 2; }
+
+  SRC=$OUT/src
+  OBJ=$OUT/obj
+  mkdir -p "$SRC" "$OBJ"
+  # The kernel sources are copied next to each other WITHOUT cuda/gemm_mma.cuh and cuda/launch.cuh, so
+  # that their `#include "gemm_mma.cuh"` / `#include "launch.cuh"` (searched first in the including
+  # file's directory) fall through to -I shim and pick up the emulated versions; the rest is real.
+  if [ -z "${SKIP_COPY:-}" ]; then cp "$ROOT"/cuda/*.cu "$ROOT"/cuda/*.cuh "$SRC/"; fi
+  rm -f "$SRC/gemm_mma.cuh" "$SRC/launch.cuh"
+  EMU_FLAGS=(-std=c++17 "$OPT" -g -mavx2 -mfma -mf16c -Wno-attributes -I"$HERE/shim" -I"$SRC" -I"$ROOT/cpp" -I"$CUDA_INC")
+}
+
+# job LABEL CMD...: runs CMD in the background, at most $JOBS at a time; emu_wait waits for all and
+# fails the build if any of them failed.
+running=0
+failed=0
+reap() {
+  if wait -n; then :; else failed=1; fi
+  running=$((running - 1))
+}
+job() {
+  while [ "$running" -ge "$JOBS" ]; do reap; done
+  echo "  CXX $1" >&2
+  shift
+  "$@" &
+  running=$((running + 1))
+}
+emu_wait() {
+  while [ "$running" -gt 0 ]; do reap; done
+  if [ "$failed" -ne 0 ]; then
+    echo "$ME: compilation failed" >&2
+    exit 1
+  fi
+}
+
+# stale OBJ SOURCE: true when OBJ is missing or older than SOURCE (so an OUT dir can be reused).
+stale() { [ ! "$1" -nt "$2" ]; }

@@ -1,0 +1,55 @@
+// harness.ts — what the two emulator test files (test/cuda_emu.test.ts: the kernel test binary;
+// test/cuda_emu_addon.test.ts: the whole addon with its CUDA backend emulated) share: the reason to skip
+// on a machine that cannot build the emulator, running a command without ever rejecting, and a clean
+// environment (no inherited EMU_* knobs).
+import { spawn, spawnSync } from 'child_process';
+import fs from 'fs';
+import path from 'path';
+
+export const EMU = __dirname;
+export const CUDA_INC = process.env.CUDA_INC || '/usr/local/cuda/include';
+
+export function skipReason(): string | null {
+  if (process.platform !== 'linux' || process.arch !== 'x64') {
+    return `host emulator needs linux x86-64 (ucontext fibers, AVX2/F16C); this is ${process.platform}/${process.arch}`;
+  }
+  const gxx = spawnSync('g++', ['--version'], { encoding: 'utf8' });
+  if (gxx.error || gxx.status !== 0) return 'g++ not found (needed to build the CUDA host emulator)';
+  const hdr = path.join(CUDA_INC, 'cuda_bf16.h');
+  if (!fs.existsSync(hdr)) return `${hdr} not found (CUDA toolkit headers needed to build the CUDA host emulator)`;
+  return null;
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  out: string;
+  ms: number;
+  error?: Error;
+}
+
+/** Runs a command, collecting stdout and stderr together; never rejects. */
+export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<RunResult> {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    let out = '';
+    let error: Error | undefined;
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs, killSignal: 'SIGKILL' });
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('error', (e) => (error = e));
+    child.on('close', (code, signal) => resolve({ code, signal, out, ms: Date.now() - t0, error }));
+  });
+}
+
+/** The inherited environment without EMU_* knobs, so the default run is the default run. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('EMU_')) env[k] = v;
+  return { ...env, CUDA_INC, ...extra };
+}
+
+/** How a finished command ended, in words. */
+export const how = (r: RunResult): string => (r.error ? `error ${r.error.message}` : r.signal ? `signal ${r.signal}` : `exit code ${r.code}`);
+export const secs = (ms: number): string => (ms / 1000).toFixed(1);
+export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice(-n).join('\n');

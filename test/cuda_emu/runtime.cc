@@ -1,0 +1,168 @@
+// test/cuda_emu/runtime.cc — a host stand-in for the parts of the CUDA runtime API that cuda/*.cu call,
+// so the emulated addon (build_addon.sh) can compile the real cuda/backend.cu — discovery, stream,
+// caching allocator, copies, out-of-memory handling — and run the kernels under the emulator.
+//
+// The "device" is host memory: cudaMalloc is an aligned malloc registered with the emulator's bounds
+// checks and poisoned (0xff, NaN in every float type) so reading memory nobody wrote shows up; copies
+// are memcpy; the stream is a dummy and everything is synchronous. Environment knobs:
+//   EMU_SMS=N          multiprocessor count reported (default 4; it steers tile and split choices)
+//   EMU_MEM_MIB=N      device memory size (default 4096); cudaMalloc beyond it fails with
+//                      cudaErrorMemoryAllocation, which exercises the allocator's retry and OOM message
+// Errors follow the runtime's rules where backend.cu depends on them: a failed call returns its code
+// and also leaves it for cudaGetLastError, which returns it once and clears it.
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+namespace {
+
+long env_num(const char* name, long dflt) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return dflt;
+  char* end = nullptr;
+  long n = std::strtol(v, &end, 10);
+  return (end && *end == 0 && n > 0) ? n : dflt;
+}
+
+size_t capacity() {
+  static const size_t cap = size_t(env_num("EMU_MEM_MIB", 4096)) << 20;
+  return cap;
+}
+
+std::mutex mu;
+std::unordered_map<void*, size_t> blocks;  // live cudaMalloc blocks -> size
+size_t used = 0;
+thread_local cudaError_t last = cudaSuccess;
+
+cudaError_t fail(cudaError_t e) {
+  last = e;
+  return e;
+}
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetLastError(void) {
+  cudaError_t e = last;
+  last = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return last; }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+    default: return "cudaErrorUnknown";
+  }
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+    default: return "unknown error";
+  }
+}
+
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorInvalidValue); }
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+  if (d != 0) return fail(cudaErrorInvalidValue);
+  std::memset(p, 0, sizeof *p);
+  std::strncpy(p->name, "CUDA emulator (host)", sizeof p->name - 1);
+  p->major = 8;
+  p->minor = 0;
+  p->multiProcessorCount = (int)env_num("EMU_SMS", 4);
+  p->totalGlobalMem = capacity();
+  p->sharedMemPerBlockOptin = 227 * 1024;
+  p->warpSize = 32;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
+  std::memset(a, 0, sizeof *a);
+  a->maxThreadsPerBlock = 1024;
+  a->ptxVersion = a->binaryVersion = 80;
+  return cudaSuccess;
+}
+cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, const void*, int, size_t) {
+  *n = 2;
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = CUDART_VERSION;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
+  static int dummy;
+  *s = reinterpret_cast<cudaStream_t>(&dummy);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+
+cudaError_t cudaMalloc(void** p, size_t n) {
+  std::lock_guard<std::mutex> lk(mu);
+  if (n == 0) {
+    *p = nullptr;
+    return cudaSuccess;
+  }
+  if (used + n > capacity()) return fail(cudaErrorMemoryAllocation);
+  void* q = std::aligned_alloc(256, (n + 255) / 256 * 256);
+  if (!q) return fail(cudaErrorMemoryAllocation);
+  std::memset(q, 0xff, n);
+  blocks[q] = n;
+  used += n;
+  emu::register_region(q, n);
+  *p = q;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  std::lock_guard<std::mutex> lk(mu);
+  auto it = blocks.find(p);
+  if (it == blocks.end()) return fail(cudaErrorInvalidDevicePointer);
+  used -= it->second;
+  blocks.erase(it);
+  emu::unregister_region(p);
+  std::free(p);
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  std::lock_guard<std::mutex> lk(mu);
+  *free_bytes = capacity() - used;
+  *total = capacity();
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
+  // Device-side ranges must lie inside cudaMalloc blocks (the bounds checker knows them).
+  if (n && (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice)) emu::check_global(src, n, "cudaMemcpy src");
+  if (n && (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice)) emu::check_global(dst, n, "cudaMemcpy dst");
+  if (n) std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+
+}  // extern "C"
