@@ -13,57 +13,14 @@
 //   `llava <command>: error: ...` and exit code 1; commander's own usage errors also exit 1.
 import * as fs from 'fs';
 import * as path from 'path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
+import { registerDataCommands } from './gpt_data_cli';
+import { UsageError, floatArg, intArg, mustDir, mustFile, runAction } from './cli_util';
 
-// ---------------------------------------------------------------------------------------------------------
-// Argument parsers
-
-function intArg(min: number) {
-  return (v: string): number => {
-    if (!/^[+-]?\d+$/.test(v.trim())) throw new InvalidArgumentError('not an integer.');
-    const n = Number(v);
-    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}.`);
-    return n;
-  };
-}
-function floatArg(min: number, max = Infinity) {
-  return (v: string): number => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError('not a number.');
-    if (n < min || n > max) throw new InvalidArgumentError(`must be between ${min} and ${max}.`);
-    return n;
-  };
-}
-
-class UsageError extends Error {}
-
-function mustDir(p: string, what: string): string {
-  if (!fs.existsSync(p)) throw new UsageError(`${what} ${p} not found`);
-  if (!fs.statSync(p).isDirectory()) throw new UsageError(`${what} ${p} is not a directory`);
-  return p;
-}
-function mustFile(p: string, what: string): string {
-  if (!fs.existsSync(p)) throw new UsageError(`${what} ${p} not found`);
-  if (!fs.statSync(p).isFile()) throw new UsageError(`${what} ${p} is not a file`);
-  return p;
-}
 function mustModelDir(p: string): string {
   mustDir(p, 'model directory');
   mustFile(path.join(p, 'config.json'), 'model config');
   return p;
-}
-
-function runAction<A extends unknown[]>(name: string, fn: (...a: A) => Promise<void> | void) {
-  return async (...a: A): Promise<void> => {
-    try {
-      await fn(...a);
-    } catch (e) {
-      const msg = (e as Error).message ?? String(e);
-      process.stderr.write(`llava ${name}: error: ${msg}\n`);
-      if (process.env.LLAVA_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
-      process.exitCode = 1;
-    }
-  };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -372,6 +329,7 @@ export function buildProgram(): Command {
     .option('--json', 'print {"input_ids": [...], "labels": [...]} (image placeholder = -200)')
     .action(runAction('preprocess', preprocessAction));
 
+  registerDataCommands(program);
   return program;
 }
 

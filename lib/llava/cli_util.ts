@@ -1,0 +1,53 @@
+// cli_util.ts — what every `llava` command shares: number parsers for commander options, path checks,
+// and the action wrapper that turns any error into one line `llava <command>: error: ...` on stderr and
+// exit code 1 (the stack too when LLAVA_DEBUG is set). A UsageError is a mistake in the arguments.
+import * as fs from 'fs';
+import { InvalidArgumentError } from 'commander';
+
+/** Parser for an integer option >= min. */
+export function intArg(min: number) {
+  return (v: string): number => {
+    if (!/^[+-]?\d+$/.test(v.trim())) throw new InvalidArgumentError('not an integer.');
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}.`);
+    return n;
+  };
+}
+
+/** Parser for a finite number option in [min, max]. */
+export function floatArg(min: number, max = Infinity) {
+  return (v: string): number => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError('not a number.');
+    if (n < min || n > max) throw new InvalidArgumentError(`must be between ${min} and ${max}.`);
+    return n;
+  };
+}
+
+export class UsageError extends Error {}
+
+export function mustDir(p: string, what: string): string {
+  if (!fs.existsSync(p)) throw new UsageError(`${what} ${p} not found`);
+  if (!fs.statSync(p).isDirectory()) throw new UsageError(`${what} ${p} is not a directory`);
+  return p;
+}
+
+export function mustFile(p: string, what: string): string {
+  if (!fs.existsSync(p)) throw new UsageError(`${what} ${p} not found`);
+  if (!fs.statSync(p).isFile()) throw new UsageError(`${what} ${p} is not a file`);
+  return p;
+}
+
+/** Wraps a command action: errors become `<prog> <name>: error: <message>` and exit code 1. */
+export function runAction<A extends unknown[]>(name: string, fn: (...a: A) => Promise<void> | void, prog = 'llava') {
+  return async (...a: A): Promise<void> => {
+    try {
+      await fn(...a);
+    } catch (e) {
+      const msg = (e as Error).message ?? String(e);
+      process.stderr.write(`${prog} ${name}: error: ${msg}\n`);
+      if (process.env.LLAVA_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
+      process.exitCode = 1;
+    }
+  };
+}
