@@ -37,11 +37,11 @@ import {
   parseDataType,
   parseGptOutput,
   parseQAPairs,
-  pyFixed,
   readGenerationJsonl,
   writeDryRun,
   writePromptsDir,
 } from '../lib/llava/gpt_data';
+import { pyFixed } from '../lib/llava/pyformat';
 import type { ChatMessage, GenerationLine, GptDataType, ImageContextSource } from '../lib/llava/gpt_data';
 import { validateRecord } from '../lib/llava/data';
 
@@ -137,13 +137,13 @@ t.test('COCO join and context strings', async (t) => {
 
 t.test("numbers: Python '%.3f' including exact ties to even", async (t) => {
   // Python: '%.3f' % 0.0625 == '0.062', '%.3f' % 0.3125 == '0.312', '%.3f' % 0.1875 == '0.188'
-  t.equal(pyFixed(0.0625), '0.062');
+  t.equal(pyFixed(0.0625, 3), '0.062');
   t.equal((0.0625).toFixed(3), '0.063', 'JS toFixed differs here, hence pyFixed');
-  t.equal(pyFixed(0.3125), '0.312');
-  t.equal(pyFixed(0.1875), '0.188');
-  t.equal(pyFixed(0.0005), '0.001', '0.0005 is not an exact binary tie (slightly above)');
-  t.equal(pyFixed(1), '1.000');
-  t.equal(pyFixed(-0.0001), '-0.000');
+  t.equal(pyFixed(0.3125, 3), '0.312');
+  t.equal(pyFixed(0.1875, 3), '0.188');
+  t.equal(pyFixed(0.0005, 3), '0.001', '0.0005 is not an exact binary tie (slightly above)');
+  t.equal(pyFixed(1, 3), '1.000');
+  t.equal(pyFixed(-0.0001, 3), '-0.000');
   t.equal(pyFixed(2.5, 0), '2');
   t.equal(pyFixed(3.5, 0), '4');
   t.equal(formatCoord(0.5, 'round'), '0.5');
@@ -414,7 +414,7 @@ t.test('client: retries on 500 and 429, fails fast on 400, key handling', async 
   const c = new OpenAIChatClient({ apiKey: 'k', baseUrl: mock.url, model: 'm', temperature: 0.7, maxTokens: 50, maxRetries: 2, retryBaseMs: 1 });
   mock.requests.length = 0;
   mock.handler = () => ({ status: 503, body: { error: { message: 'overloaded' } } });
-  await t.rejects(c.complete(msgs), /HTTP 503 .* after 3 attempt\(s\): overloaded/);
+  await t.rejects(c.complete(msgs), /failed after 3 attempt\(s\): HTTP 503: overloaded/);
   t.equal(mock.requests.length, 3, 'maxRetries 2 -> 3 attempts');
   t.same(mock.requests[0].body, { model: 'm', messages: msgs, temperature: 0.7, max_tokens: 50 });
   mock.requests.length = 0;
@@ -530,7 +530,7 @@ t.test('generate: concurrency limit, JSONL lines, resume, malformed outputs, ret
   mock.handler = (b) => (b.messages[5].content.includes('scene 1002') ? { status: 500, body: 'down' } : ok(formatReply(b)));
   const s5 = await generateInstructData({ type: 'conversation', images, client, outJsonl: failOut, progress: 'none', log: quiet });
   t.equal(s5.apiErrors.length, 1);
-  t.match(s5.apiErrors[0], { imageId: '1002', reason: /HTTP 500 .* after 4 attempt\(s\)/ });
+  t.match(s5.apiErrors[0], { imageId: '1002', reason: /failed after 4 attempt\(s\): HTTP 500/ });
   t.equal(readGenerationJsonl(failOut).lines.length, 8);
 });
 

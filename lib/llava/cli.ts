@@ -15,6 +15,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Command, Option } from 'commander';
 import { registerDataCommands } from './gpt_data_cli';
+import { registerEvalCommands } from './eval_cli';
 import { UsageError, floatArg, intArg, mustDir, mustFile, runAction } from './cli_util';
 
 function mustModelDir(p: string): string {
@@ -330,6 +331,7 @@ export function buildProgram(): Command {
     .action(runAction('preprocess', preprocessAction));
 
   registerDataCommands(program);
+  registerEvalCommands(program);
   return program;
 }
 

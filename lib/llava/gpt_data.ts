@@ -58,8 +58,11 @@ import {
   SYSTEM_MESSAGES,
 } from './gpt_prompts';
 import type { FewShotExample, GptDataType } from './gpt_prompts';
+import { pyFixed } from './pyformat';
+import { ApiError, requestBody, type ChatCompleter, type ChatCompletionResult, type ChatMessage } from './openai';
 
 export * from './gpt_prompts';
+export * from './openai';
 
 /** Errors in the caller's input (files, options); the CLI prints them as one line. */
 export class GptDataError extends Error {
@@ -83,24 +86,9 @@ export function parseDataType(s: string): GptDataType {
 /** 'fixed': Python '%.3f' ("0.500"); 'round': Python repr(round(v, 3)) ("0.5"). */
 export type CoordStyle = 'fixed' | 'round';
 
-/** Python `'%.{digits}f' % v`: correctly rounded, exact binary ties to even (JS toFixed rounds them up). */
-export function pyFixed(v: number, digits = 3): string {
-  if (!Number.isFinite(v)) throw new GptDataError(`cannot format ${v} as a coordinate`);
-  const neg = v < 0 || Object.is(v, -0);
-  const a = Math.abs(v);
-  let s = a.toFixed(digits);
-  // 30 more digits of the exact binary value: enough to tell an exact tie from any neighbouring double.
-  const exact = a.toFixed(Math.min(100, digits + 30));
-  const cut = exact.indexOf('.') + 1 + digits;
-  if (/^50*$/.test(exact.slice(cut))) {
-    const down = exact.slice(0, digits === 0 ? cut - 1 : cut);
-    if (Number(down[down.length - 1]) % 2 === 0) s = down;
-  }
-  return (neg ? '-' : '') + s;
-}
-
 /** One box coordinate in the chosen style. */
 export function formatCoord(v: number, style: CoordStyle = 'fixed'): string {
+  if (!Number.isFinite(v)) throw new GptDataError(`cannot format ${v} as a coordinate`);
   const fixed = pyFixed(v, 3);
   if (style === 'fixed') return fixed;
   // round(v, 3) is the double nearest to the correctly rounded decimal; repr prints its shortest form.
@@ -273,11 +261,6 @@ export function buildContext(img: ImageContextSource, type: GptDataType, opts: C
 
 // ---------------------------------------------------------------------------------------------------------
 // Prompts
-
-export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant';
-  content: string;
-}
 
 /** A system message and the few-shot examples of one type. */
 export interface PromptSet {
@@ -500,162 +483,6 @@ export function recordIdentity(img: ImageContextSource, imagePrefix = ''): { id:
 // Client
 
 export const DEFAULT_MODEL = 'gpt-4-0314';
-export const DEFAULT_BASE_URL = 'https://api.openai.com/v1';
-
-export interface ChatCompletionResult {
-  content: string;
-  finishReason: string | null;
-  model: string | null;
-  usage: Record<string, unknown> | null;
-  /** HTTP attempts used (1 = no retry). */
-  attempts: number;
-}
-
-/** What the generator needs from a client (lets tests and other back ends plug in). */
-export interface ChatCompleter {
-  readonly model: string;
-  complete(messages: ChatMessage[]): Promise<ChatCompletionResult>;
-}
-
-/** A failed API call. `fatal` errors (401/403/404) stop a whole run. */
-export class ApiError extends Error {
-  constructor(
-    message: string,
-    readonly status: number | null,
-    readonly fatal: boolean,
-  ) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
-
-export interface ChatClientOptions {
-  /** Default: $OPENAI_API_KEY. Required. */
-  apiKey?: string;
-  /** Default: $OPENAI_BASE_URL, else https://api.openai.com/v1 (requests go to <base>/chat/completions). */
-  baseUrl?: string;
-  model?: string;
-  /** Omitted from the request when unset (the server's default applies). */
-  temperature?: number;
-  maxTokens?: number;
-  /** Retries after the first attempt on 408/429/5xx and network errors (default 5). */
-  maxRetries?: number;
-  /** First backoff in ms (default 1000); doubles per retry, with jitter in [0.5, 1]. */
-  retryBaseMs?: number;
-  /** Backoff ceiling, also the cap on a Retry-After header (default 60000). */
-  retryMaxMs?: number;
-  /** Per-request timeout in ms (default 300000). */
-  timeoutMs?: number;
-  env?: NodeJS.ProcessEnv;
-  fetch?: typeof fetch;
-  sleep?: (ms: number) => Promise<void>;
-}
-
-/** The JSON body of a chat-completions request. */
-export function requestBody(model: string, messages: ChatMessage[], o: { temperature?: number; maxTokens?: number } = {}): Record<string, unknown> {
-  const body: Record<string, unknown> = { model, messages };
-  if (o.temperature !== undefined) body.temperature = o.temperature;
-  if (o.maxTokens !== undefined) body.max_tokens = o.maxTokens;
-  return body;
-}
-
-function retryAfterMs(h: string | null): number | null {
-  if (!h) return null;
-  const s = Number(h);
-  if (Number.isFinite(s) && s >= 0) return s * 1000;
-  const d = Date.parse(h);
-  return Number.isFinite(d) ? Math.max(0, d - Date.now()) : null;
-}
-
-function errorText(body: string): string {
-  try {
-    const j = JSON.parse(body) as { error?: { message?: unknown } | string };
-    if (typeof j.error === 'string') return j.error;
-    if (j.error && typeof j.error.message === 'string') return j.error.message;
-  } catch {
-    // not JSON
-  }
-  return body.slice(0, 200).replace(/\s+/g, ' ').trim();
-}
-
-/** POSTs to an OpenAI-compatible /chat/completions endpoint with Node's fetch, retrying transient failures. */
-export class OpenAIChatClient implements ChatCompleter {
-  readonly model: string;
-  readonly baseUrl: string;
-  readonly url: string;
-  private readonly apiKey: string;
-  private readonly o: ChatClientOptions;
-  private readonly fetchFn: typeof fetch;
-  private readonly sleep: (ms: number) => Promise<void>;
-
-  constructor(o: ChatClientOptions = {}) {
-    const env = o.env ?? process.env;
-    const key = o.apiKey ?? env.OPENAI_API_KEY;
-    if (!key) throw new GptDataError('no API key: set OPENAI_API_KEY or pass --api-key (or use --dry-run to write the prompts without calling the API)');
-    this.apiKey = key;
-    this.baseUrl = (o.baseUrl ?? env.OPENAI_BASE_URL ?? DEFAULT_BASE_URL).replace(/\/+$/, '');
-    this.url = `${this.baseUrl}/chat/completions`;
-    this.model = o.model ?? DEFAULT_MODEL;
-    this.o = o;
-    this.fetchFn = o.fetch ?? fetch;
-    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
-  }
-
-  private backoff(attempt: number, retryAfter: number | null): number {
-    const max = this.o.retryMaxMs ?? 60_000;
-    if (retryAfter !== null) return Math.min(retryAfter, max);
-    const base = (this.o.retryBaseMs ?? 1000) * 2 ** attempt;
-    return Math.min(max, base * (0.5 + 0.5 * Math.random()));
-  }
-
-  async complete(messages: ChatMessage[]): Promise<ChatCompletionResult> {
-    const maxRetries = this.o.maxRetries ?? 5;
-    const body = JSON.stringify(requestBody(this.model, messages, this.o));
-    for (let attempt = 0; ; attempt++) {
-      let res: Response;
-      let text: string;
-      try {
-        res = await this.fetchFn(this.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${this.apiKey}` },
-          body,
-          signal: AbortSignal.timeout(this.o.timeoutMs ?? 300_000),
-        });
-        text = await res.text();
-      } catch (e) {
-        const why = (e as Error).cause ? `${(e as Error).message} (${String(((e as Error).cause as Error).message ?? (e as Error).cause)})` : (e as Error).message;
-        if (attempt >= maxRetries) throw new ApiError(`request to ${this.url} failed after ${attempt + 1} attempt(s): ${why}`, null, false);
-        await this.sleep(this.backoff(attempt, null));
-        continue;
-      }
-      if (res.ok) {
-        let j: { choices?: { message?: { content?: unknown }; finish_reason?: unknown }[]; model?: unknown; usage?: unknown };
-        try {
-          j = JSON.parse(text);
-        } catch {
-          throw new ApiError(`${this.url}: response is not JSON: ${text.slice(0, 120)}`, res.status, false);
-        }
-        const c = j.choices?.[0];
-        if (!c || typeof c.message?.content !== 'string')
-          throw new ApiError(`${this.url}: response has no choices[0].message.content${c?.finish_reason ? ` (finish_reason ${String(c.finish_reason)})` : ''}`, res.status, false);
-        return {
-          content: c.message.content,
-          finishReason: typeof c.finish_reason === 'string' ? c.finish_reason : null,
-          model: typeof j.model === 'string' ? j.model : null,
-          usage: j.usage && typeof j.usage === 'object' ? (j.usage as Record<string, unknown>) : null,
-          attempts: attempt + 1,
-        };
-      }
-      const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
-      if (!retryable || attempt >= maxRetries) {
-        const fatal = res.status === 401 || res.status === 403 || res.status === 404;
-        const tries = retryable ? ` after ${attempt + 1} attempt(s)` : '';
-        throw new ApiError(`HTTP ${res.status} from ${this.url}${tries}: ${errorText(text)}`, res.status, fatal);
-      }
-      await this.sleep(this.backoff(attempt, retryAfterMs(res.headers.get('retry-after'))));
-    }
-  }
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // JSONL log and collection
@@ -961,7 +788,8 @@ export async function generateInstructData(o: GenerateOptions): Promise<Generate
         stop.error ??= e as Error;
         return;
       }
-      const parsed = parseGptOutput(o.type, r.content, { id, image, imageId: img.imageId, seed: o.seed, imagePosition: o.imagePosition });
+      const content = r.content ?? ''; // a null content (filtered reply) fails to parse and is reported
+      const parsed = parseGptOutput(o.type, content, { id, image, imageId: img.imageId, seed: o.seed, imagePosition: o.imagePosition });
       const line: GenerationLine = {
         type: o.type,
         index: img.index,
@@ -969,7 +797,7 @@ export async function generateInstructData(o: GenerateOptions): Promise<Generate
         id,
         image,
         model: r.model ?? o.client.model,
-        response: r.content,
+        response: content,
         finish_reason: r.finishReason,
         usage: r.usage,
         record: parsed.ok ? parsed.value : null,

@@ -105,6 +105,7 @@ async function genDataAction(o: GenDataCliOptions): Promise<void> {
     maxRetries: o.maxRetries,
     retryBaseMs: o.retryBaseMs,
     timeoutMs: o.timeout * 1000,
+    missingKeyHint: '(or use --dry-run to write the prompts without calling the API)',
   });
   const log = (m: string): void => void process.stderr.write(m + '\n');
   log(`[gen-data] ${type}: ${images.length} image(s), model ${client.model} at ${client.baseUrl}, concurrency ${o.concurrency}, prompts ${prompts.source}`);
