@@ -311,10 +311,10 @@ int64_t first_bad_index(const void* idx, bool is_i64, int64_t n, int64_t limit, 
   unsigned grid = grid_for(n);
   if (is_i64)
     launch(find_bad_index_kernel<int64_t>, grid, 256, 0, s, static_cast<const int64_t*>(idx), n, limit, has_ignore, ignore,
-                                                        flag.as<unsigned long long>());
+           flag.as<unsigned long long>());
   else
     launch(find_bad_index_kernel<int32_t>, grid, 256, 0, s, static_cast<const int32_t*>(idx), n, limit, has_ignore, ignore,
-                                                        flag.as<unsigned long long>());
+           flag.as<unsigned long long>());
   CUDA_CHECK(cudaGetLastError());
   unsigned long long pos = ULLONG_MAX;
   CUDA_CHECK(cudaMemcpyAsync(&pos, flag.get(), sizeof pos, cudaMemcpyDeviceToHost, s));

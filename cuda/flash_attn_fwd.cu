@@ -329,7 +329,7 @@ void run_tc(const KernelArgs& a, AttnParams p) {
   if (so.nsplit > 1) {
     const int64_t rows = (int64_t)p.B * p.H * p.T;
     gpu::launch(attention_fwd_combine_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0,
-                           gpu::stream(), p, so);
+                gpu::stream(), p, so);
     gpu::check_launch(a);
   }
 }

@@ -69,9 +69,9 @@ void index_select_kernel(const KernelArgs& a) {
   switch (unit) {
 #define LLAVA_SEL(BYTES, U)                                                                                         \
   case BYTES:                                                                                                       \
-    launch(index_select_dev<U>, grid_for(total), kBlock, 0, s, reinterpret_cast<U*>(out.bytes()),                       \
-                                                           reinterpret_cast<const U*>(x.bytes()), idx.bytes(), i64, \
-                                                           total, m, n, row_u);                                     \
+    launch(index_select_dev<U>, grid_for(total), kBlock, 0, s, reinterpret_cast<U*>(out.bytes()),                   \
+           reinterpret_cast<const U*>(x.bytes()), idx.bytes(), i64,                                                 \
+           total, m, n, row_u);                                                                                     \
     break;
     LLAVA_SEL(16, uint4)
     LLAVA_SEL(8, unsigned long long)
@@ -193,7 +193,7 @@ void gather_kernel(const KernelArgs& a) {
   const bool i64 = idx.dtype == DType::I64;
   GPU_DISPATCH_BITS(a, dtype_size(x.dtype), U, {
     launch(gather_dev<U>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<U*>(out.bytes()), reinterpret_cast<const U*>(x.bytes()),
-                                                        idx.bytes(), i64, n, g);
+           idx.bytes(), i64, n, g);
   });
   check_launch(a);
 }
@@ -209,7 +209,7 @@ void scatter_add_kernel(const KernelArgs& a) {
   const bool i64 = idx.dtype == DType::I64;
   GPU_DISPATCH_FLOAT(a, out.dtype, T, {
     launch(scatter_add_dev<T>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()),
-                                                             reinterpret_cast<const T*>(src.bytes()), idx.bytes(), i64, n, g);
+           reinterpret_cast<const T*>(src.bytes()), idx.bytes(), i64, n, g);
   });
   check_launch(a);
 }
@@ -244,9 +244,9 @@ void rope_kernel(const KernelArgs& a) {
   const int64_t total = B * H * T * (D / 2);
   if (total == 0) return;
   GPU_DISPATCH_FLOAT(a, x.dtype, T_, {
-    launch(rope_dev<T_>, grid_for(total), kBlock, 0, stream(), 
-        reinterpret_cast<T_*>(out.bytes()), reinterpret_cast<const T_*>(x.bytes()), reinterpret_cast<const T_*>(cs.bytes()),
-        reinterpret_cast<const T_*>(sn.bytes()), total, H, T, D, x.strides[0], x.strides[1], x.strides[2], per_batch);
+    launch(rope_dev<T_>, grid_for(total), kBlock, 0, stream(),
+           reinterpret_cast<T_*>(out.bytes()), reinterpret_cast<const T_*>(x.bytes()), reinterpret_cast<const T_*>(cs.bytes()),
+           reinterpret_cast<const T_*>(sn.bytes()), total, H, T, D, x.strides[0], x.strides[1], x.strides[2], per_batch);
   });
   check_launch(a);
 }
@@ -285,8 +285,8 @@ void adamw_kernel(const KernelArgs& a) {
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     AdamHyper<S> hp{S(lr), S(lr * wd), S(b1), S(1 - b1), S(b2), S(1 - b2), S(bc1), S(bc2), S(eps)};
     launch(adamw_dev<T, S>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(p.bytes()), reinterpret_cast<const T*>(g.bytes()),
-                                                          reinterpret_cast<S*>(m.bytes()), reinterpret_cast<S*>(v.bytes()),
-                                                          master ? reinterpret_cast<float*>(master->bytes()) : nullptr, n, hp);
+           reinterpret_cast<S*>(m.bytes()), reinterpret_cast<S*>(v.bytes()),
+           master ? reinterpret_cast<float*>(master->bytes()) : nullptr, n, hp);
   });
   check_launch(a);
 }

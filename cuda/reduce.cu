@@ -332,7 +332,7 @@ void reduce_kernel(const KernelArgs& a) {
     if (outer_inner == 0) return;
     GPU_DISPATCH_ALL(a, out.dtype, T, {
       launch(fill_value_kernel<T>, grid_for(outer_inner), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()), outer_inner,
-                                                                           op == Prod ? 1.0 : 0.0);
+             op == Prod ? 1.0 : 0.0);
     });
     check_launch(a);
     return;
