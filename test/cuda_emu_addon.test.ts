@@ -55,7 +55,9 @@ t.test('GPU check (parity, allocator, OOM) on the addon with its CUDA backend em
   if (!tt.ok(b.code === 0 && fs.existsSync(addon), 'test/cuda_emu/build_addon.sh builds the addon', { output_tail: b.code === 0 ? '' : tail(b.out, 60) })) return;
 
   const out = path.join(dir, 'out');
-  const env = cleanEnv({ LLAVA_NATIVE: addon, OUT: out });
+  // EMU_RANDOM=1: threads of a block resume in a shuffled (seeded, so repeatable) order, which with the
+  // poisoned shared memory turns a missing __syncthreads into a wrong result.
+  const env = cleanEnv({ LLAVA_NATIVE: addon, OUT: out, EMU_RANDOM: '1' });
   const r = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench'], env, 600_000);
   tt.comment(`gpu check under the emulator: ${secs(r.ms)} s`);
   const file = path.join(out, 'gpu_check.json');

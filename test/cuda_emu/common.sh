@@ -36,6 +36,14 @@ emu_setup() {
   # file's directory) fall through to -I shim and pick up the emulated versions; the rest is real.
   if [ -z "${SKIP_COPY:-}" ]; then cp "$ROOT"/cuda/*.cu "$ROOT"/cuda/*.cuh "$SRC/"; fi
   rm -f "$SRC/gemm_mma.cuh" "$SRC/launch.cuh"
+  # The one rewrite of the kernel sources: a static shared array `__shared__ T name[...];` becomes
+  # EMU_STATIC_SHARED(T, name, [...]), which NaN-poisons it at the start of every block (emu_core.h), as
+  # dynamic shared memory is, so a thread reading a slot no thread of this block wrote is caught.
+  perl -pi -e 's/^(\s*)__shared__ (\w+) (\w+)((?:\[[^\]]*\])+);/$1EMU_STATIC_SHARED($2, $3, $4);/' "$SRC"/*.cu
+  if grep -n '__shared__' "$SRC"/*.cu | grep -v 'extern __shared__' >&2; then
+    echo "$ME: the __shared__ declarations above are not in the form 'T name[...];' that common.sh rewrites" >&2
+    exit 2
+  fi
   EMU_FLAGS=(-std=c++17 "$OPT" -g -mavx2 -mfma -mf16c -Wno-attributes -I"$HERE/shim" -I"$SRC" -I"$ROOT/cpp" -I"$CUDA_INC")
 }
 

@@ -97,7 +97,18 @@ static void trampoline() {
   if (w.count > 0 && w.count == w.live) die("warp collective %s completed by exiting lanes", w.tag);
 }
 
+static long block_serial = 0;  // counts blocks run, so static shared arrays are poisoned once per block
+static std::map<void*, long> static_smem_block;
+
+void fresh_shared(void* p, size_t n) {
+  long& seen = static_smem_block[p];
+  if (seen == block_serial) return;
+  seen = block_serial;
+  std::memset(p, 0xff, n);
+}
+
 void run_block(int nthreads, const std::function<void()>& fn) {
+  block_serial++;
   fibers.assign(nthreads, Fiber());
   ctxs.resize(nthreads);
   warps.assign((nthreads + 31) / 32, Warp());

@@ -27,8 +27,13 @@
 #define __global__
 #define __host__
 // A static __shared__ array becomes a function-local static: one copy that every fiber of the running
-// block sees (blocks run one at a time), like shared memory.
+// block sees (blocks run one at a time), like shared memory. The build rewrites each declaration
+// `__shared__ T name[...];` into EMU_STATIC_SHARED(T, name, [...]) (common.sh), which also poisons the
+// array once per block: the first fiber of a block to reach the declaration fills it with 0xff.
 #define __shared__ static
+#define EMU_STATIC_SHARED(T, name, dims) \
+  static T name dims;                    \
+  ::emu::fresh_shared(name, sizeof(name))
 #define __forceinline__ inline
 #define __launch_bounds__(...)
 
@@ -77,6 +82,7 @@ void yield_wait(const int* gen, int val);
 void syncthreads();
 void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, const void*), const void* ctx);
 void check_smem(const void* p, size_t n, const char* what);
+void fresh_shared(void* p, size_t n);  // poison a static shared array once per block
 void check_global(const void* p, size_t n, const char* what);
 void run_block(int nthreads, const std::function<void()>& fn);
 void memset_async(void* p, int v, size_t n);
