@@ -25,12 +25,12 @@ function llava(...args: string[]): { code: number; out: string; err: string } {
 t.test('--help on every command', async (t) => {
   const top = llava('--help');
   t.equal(top.code, 0);
-  for (const c of ['train', 'chat', 'verify', 'preprocess']) t.match(top.out, new RegExp(`\\b${c}\\b`));
+  for (const c of ['train', 'chat', 'verify', 'preprocess', 'serve', 'eval', 'gen-data', 'collect-data', 'export-prompts']) t.match(top.out, new RegExp(`\\b${c}\\b`));
   const train = llava('train', '--help');
   t.equal(train.code, 0);
   for (const o of ['--stage', '--model', '--data', '--image-folder', '--output', '--template', '--preset', '--lr', '--epochs', '--max-steps', '--batch-size', '--grad-accum', '--max-length', '--device', '--dtype', '--seed', '--resume', '--pretrain-mm-mlp-adapter'])
     t.match(train.out, o, `train --help lists ${o}`);
-  for (const c of ['chat', 'verify', 'preprocess']) {
+  for (const c of ['chat', 'verify', 'preprocess', 'serve']) {
     const h = llava(c, '--help');
     t.equal(h.code, 0, `${c} --help`);
     t.match(h.out, '--model');

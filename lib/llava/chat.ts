@@ -16,6 +16,7 @@ import { Tensor } from '../core/tensor';
 import { loadLlava } from '../models/loader';
 import { LlavaForConditionalGeneration } from '../models/llava';
 import { Tokenizer } from './tokenizer';
+import { resolveProcessorConfig } from './dataset';
 import { CLIPImageProcessor, AspectMode } from './image';
 import { buildPrompt, getTemplate, stopString, templateForModelName } from './conversation';
 import { generate, encodePrompt, checkRuntime } from './generate';
@@ -63,13 +64,6 @@ export function defaultAspect(model: LlavaForConditionalGeneration): AspectMode 
   return model.config.format === 'llava-hf' ? 'square' : (model.config.imageAspectRatio ?? 'square');
 }
 
-function imageProcessorFor(model: LlavaForConditionalGeneration, dirs: string[]): CLIPImageProcessor {
-  for (const d of dirs) if (fs.existsSync(path.join(d, 'preprocessor_config.json'))) return CLIPImageProcessor.fromDir(d);
-  // No preprocessor config: CLIP defaults at the vision tower's resolution.
-  const S = model.config.vision.image_size;
-  return new CLIPImageProcessor({ size: { shortest_edge: S }, crop_size: { height: S, width: S } });
-}
-
 /** `llava chat`: returns 0 on success. Setup problems (missing image or model, no CUDA, unknown template)
  *  throw an Error with a message for the user. */
 export async function runChat(o: ChatOptions): Promise<number> {
@@ -90,7 +84,7 @@ export async function runChat(o: ChatOptions): Promise<number> {
     const template = o.template ?? defaultTemplate(model, o.model);
     const conv = getTemplate(template);
     const stop = stopString(conv);
-    const proc = imageProcessorFor(model, [o.model, ...(o.visionTower ? [o.visionTower] : [])]);
+    const proc = new CLIPImageProcessor(resolveProcessorConfig(o.model, { visionDir: o.visionTower, imageSize: model.config.vision.image_size }));
     let pv;
     try {
       pv = proc.preprocess(o.image, { aspect: o.aspect ?? defaultAspect(model) });

@@ -16,6 +16,7 @@ import * as path from 'path';
 import { Command, Option } from 'commander';
 import { registerDataCommands } from './gpt_data_cli';
 import { registerEvalCommands } from './eval_cli';
+import { registerServeCommand } from './serve_cli';
 import { UsageError, floatArg, intArg, mustDir, mustFile, runAction } from './cli_util';
 
 function mustModelDir(p: string): string {
@@ -332,6 +333,7 @@ export function buildProgram(): Command {
 
   registerDataCommands(program);
   registerEvalCommands(program);
+  registerServeCommand(program);
   return program;
 }
 
