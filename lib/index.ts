@@ -19,3 +19,10 @@ export type { LlavaConfig, LlavaBatch } from './models/llava';
 export { Tokenizer } from './llava/tokenizer';
 export { CLIPImageProcessor, decodeImage } from './llava/image';
 export { generate, generateText } from './llava/generate';
+
+// Around the model: evaluation (ScienceQA, LLaVA-Bench), the GPT-assisted data pipeline, the HTTP server.
+export * as evaluation from './llava/eval';
+export { OpenAIJudge, runBenchReview } from './llava/eval_judge';
+export { generateAnswers, loadEvalModel } from './llava/eval_generate';
+export * as gptData from './llava/gpt_data';
+export { createServer as createLlavaServer, startServer as startLlavaServer } from './llava/serve';
