@@ -24,7 +24,8 @@
 import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import * as L from '../index';
+import { keep } from '../core/memory';
+import { tensor } from '../ops/creation';
 import type { Tensor } from '../core/tensor';
 import type { DType, Device } from '../core/dtype';
 import { loadLlava, readLlavaConfig } from '../models/loader';
@@ -243,7 +244,7 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
           }
           if (pv.shape[1] !== S || pv.shape[2] !== S)
             throw new EvalError(`the image processor makes ${pv.shape[1]}x${pv.shape[2]} images; the vision tower takes ${S}x${S}`);
-          pixels = L.keep(L.tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: param.dtype, device: param.device }));
+          pixels = keep(tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: param.dtype, device: param.device }));
         }
         const conv = getTemplate(template);
         appendMessage(conv, conv.roles[0], it.question);

@@ -53,7 +53,8 @@ import * as http from 'http';
 import * as path from 'path';
 import { randomBytes } from 'crypto';
 import type { AddressInfo } from 'net';
-import * as L from '../index';
+import { keep } from '../core/memory';
+import { tensor } from '../ops/creation';
 import { Tensor } from '../core/tensor';
 import type { Device, DType } from '../core/dtype';
 import { loadLlava } from '../models/loader';
@@ -671,7 +672,7 @@ export function createServer(opts: ServeOptions): LlavaServer {
     if (signal.aborted) return { text, ids, finish: 'aborted' };
     let pix: Tensor | null = null;
     try {
-      if (p.pixels) pix = L.keep(L.tensor(p.pixels.pixelValues, { shape: [1, ...p.pixels.shape], dtype, device }));
+      if (p.pixels) pix = keep(tensor(p.pixels.pixelValues, { shape: [1, ...p.pixels.shape], dtype, device }));
       let finish: FinishReason | 'aborted' = 'length';
       for await (const piece of generate(model, tokenizer, {
         promptIds: p.promptIds,
