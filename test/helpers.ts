@@ -6,9 +6,13 @@
 // Tolerance rule (docs/DESIGN.md "Numbers and tests"): |a - r| <= atol + rtol * |r|, with f32
 // defaults atol 1e-6 / rtol 1e-5 scaled by sqrt(K) for ops that reduce over K terms.
 import type { Test } from 'tap';
-import { Tensor, tensor, noGrad, tidy, sum, mul, memory } from '../lib';
-import type { DType } from '../lib';
+import { Tensor, tensor, noGrad, tidy, sum, mul, memory, setDefaultDevice } from '../lib';
+import type { DType, Device } from '../lib';
 import { mulberry32 } from '../lib/llava/data';
+
+// LLAVA_TEST_DEVICE=cuda runs a test file with tensor factories defaulting to that device, so the op
+// suites (ops, grad) run once per device; test/cuda_emu_addon.test.ts does it on the emulated GPU.
+if (process.env.LLAVA_TEST_DEVICE) setDefaultDevice(process.env.LLAVA_TEST_DEVICE as Device);
 
 // ------------------------------------------------------------------ data
 /** mulberry32 (lib/llava/data.ts): a tiny seeded PRNG so every test input is reproducible. */

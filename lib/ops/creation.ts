@@ -79,6 +79,22 @@ function encode(values: ArrayLike<number | boolean | bigint>, dtype: DType): Arr
   }
 }
 
+let defaultDevice: Device = 'cpu';
+
+/**
+ * The device that factories (tensor, zeros, full, arange, rand, ...) use when their options name none,
+ * like torch.set_default_device; 'cpu' unless changed. Returns the previous default. Ops on existing
+ * tensors always stay on their operands' device.
+ */
+export function setDefaultDevice(d: Device | 'cuda:0'): Device {
+  const prev = defaultDevice;
+  defaultDevice = checkDevice(d, 'setDefaultDevice');
+  return prev;
+}
+export function getDefaultDevice(): Device {
+  return defaultDevice;
+}
+
 /** Upload host values into a new tensor of the given shape/dtype/device. */
 export function fromValues(values: ArrayLike<number | boolean | bigint>, shape: Shape, dtype: DType, device: Device): Tensor {
   const t = Tensor.empty(shape, dtype, device);
@@ -101,7 +117,7 @@ function typedDType(a: AnyTyped): DType {
  */
 export function tensor(data: NestedArray | AnyTyped, opts: FromDataOptions = {}): Tensor {
   const op = 'tensor';
-  const device = checkDevice(opts.device ?? 'cpu', op);
+  const device = checkDevice(opts.device ?? defaultDevice, op);
   let values: ArrayLike<number | boolean | bigint>;
   let shape: Shape;
   let inferred: DType;
@@ -137,7 +153,7 @@ export function fromTypedArray(data: AnyTyped, shape: Shape, opts: TensorOptions
 }
 
 function resolve(shape: Shape, opts: TensorOptions, op: string): { shape: Shape; dtype: DType; device: Device } {
-  return { shape: checkShape(shape, op).slice(), dtype: checkDType(opts.dtype ?? 'float32', op), device: checkDevice(opts.device ?? 'cpu', op) };
+  return { shape: checkShape(shape, op).slice(), dtype: checkDType(opts.dtype ?? 'float32', op), device: checkDevice(opts.device ?? defaultDevice, op) };
 }
 
 export function empty(shape: Shape, opts: TensorOptions = {}): Tensor {
