@@ -14,9 +14,10 @@
 //   * few outputs and long R (e.g. the global sum of a gradient): R is also split across blocks
 //     (split-K style) into per-chunk partial states in a scratch buffer, merged in chunk order by
 //     a second small kernel. Deterministic: no atomics anywhere.
-// Accumulation is f32 for 16-bit and f32 inputs, f64 for f64, the integer type for integers — as
-// the CPU. The summation order differs from the CPU's (tree vs blocked), so sums agree to
-// rounding, not bit for bit.
+// Accumulation is f32 for 16-bit and f32 inputs (f64 for the running sum of sum/mean, see SumFam),
+// f64 for f64, the integer type for integers — as the CPU, which adds f32 blocks in f64. The
+// summation order differs from the CPU's (tree vs blocked), so sums agree to rounding, not bit for
+// bit.
 //
 // softmax_fwd/bwd: rows of a contiguous [N, C]; one warp per row for C <= 1024, else one block;
 // online max/sum in one pass, then one pass that writes (16-byte vector loads when rows are
@@ -53,17 +54,21 @@ template <typename V> __device__ __forceinline__ V shfl_any(V v, int m) {
 }
 
 // ---------------------------------------------------------------- families
+// The running sum of float (and 16-bit) inputs is a double: a thread may add thousands of elements in
+// sequence (long rows split over few blocks on a small GPU), and an f32 running sum would drift by
+// ~n * 2^-24 relative. One f64 add per loaded element stays far below the memory bound on A100/H100.
 template <typename T> struct SumFam {  // sum, mean
   using F = acc_t<T>;
-  struct S { F s; };
-  __host__ __device__ static S init() { return {F(0)}; }
-  __host__ __device__ static void add(S& a, F x, int64_t) { a.s += x; }
+  using A = std::conditional_t<std::is_same_v<F, float>, double, F>;
+  struct S { A s; };
+  __host__ __device__ static S init() { return {A(0)}; }
+  __host__ __device__ static void add(S& a, F x, int64_t) { a.s += A(x); }
   __host__ __device__ static void merge(S& a, const S& b, const RParams&) { a.s += b.s; }
   __device__ static S shfl(const S& a, int m) { return {shfl_any(a.s, m)}; }
   __device__ static void finish(const S& a, const RParams& p, void* out, int64_t oi) {
-    F r = a.s;
-    if (p.op == Mean) r = r / F(p.n);
-    store(static_cast<T*>(out) + oi, r);
+    A r = a.s;
+    if (p.op == Mean) r = r / A(p.n);
+    store(static_cast<T*>(out) + oi, F(r));
   }
 };
 
