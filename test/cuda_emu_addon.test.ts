@@ -4,6 +4,7 @@
 // itself (test/gpu/check.ts --no-bench) runs in a child process with LLAVA_NATIVE pointing at that build:
 // every device parity case on 'cuda' against the CPU through the TypeScript API, the caching allocator's
 // steady state over tiny-LLaVA training steps, and out-of-memory errors with the process staying usable.
+// Then test/ops.test.ts and test/grad.test.ts run again with tensors created on the emulated 'cuda'.
 //
 // This checks the kernels' logic, the backend and the TypeScript device paths on every push without a
 // GPU. It is no evidence of how they behave on real hardware (memory ordering, the PTX strings, timing):
@@ -73,4 +74,22 @@ t.test('GPU check (parity, allocator, OOM) on the addon with its CUDA backend em
   tt.ok(mem.length >= 4, `the memory checks ran (${mem.length})`);
   for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
   tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
+
+  // The op suites once more with tensor factories defaulting to the emulated 'cuda' (test/helpers.ts):
+  // every op against its float64 reference and every finite-difference gradient check, on the device.
+  for (const suite of ['ops', 'grad']) {
+    // A plain `node file.test.ts` run: without this runner's TAP_* / NODE_OPTIONS the child prints its own
+    // TAP and summary instead of reporting to a parent runner.
+    const env2 = cleanEnv({ LLAVA_NATIVE: addon, LLAVA_TEST_DEVICE: 'cuda' });
+    for (const k of Object.keys(env2)) if (/^(TAP|_TAPJS_)/.test(k) || k === 'NODE_OPTIONS') delete env2[k];
+    env2.TAP_TIMEOUT = '900';
+    const s = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', `${suite}.test.ts`)], env2, 900_000);
+    tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);
+    const m = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(s.out);
+    const failing = s.out.split('\n').filter((l) => /^\s*not ok/.test(l));
+    tt.ok(m && Number(m[1]) > 300 && !m[3] && s.code === 0, `test/${suite}.test.ts passes on the emulated cuda device (${m ? `${m[2]}/${m[1]}` : 'no summary'}; ${how(s)})`, {
+      failing: failing.slice(0, 30).join('\n'),
+      output_tail: s.code === 0 ? '' : tail(s.out),
+    });
+  }
 });
