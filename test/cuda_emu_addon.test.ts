@@ -14,7 +14,7 @@ import t from 'tap';
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
-import { EMU, cleanEnv, how, run, secs, skipReason, tail } from './cuda_emu/harness';
+import { EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from './cuda_emu/harness';
 
 const ROOT = path.join(__dirname, '..');
 const NODE_INC = process.env.NODE_INC || '/usr/include/node';
@@ -78,17 +78,10 @@ t.test('GPU check (parity, allocator, OOM) on the addon with its CUDA backend em
   // The op suites once more with tensor factories defaulting to the emulated 'cuda' (test/helpers.ts):
   // every op against its float64 reference and every finite-difference gradient check, on the device.
   for (const suite of ['ops', 'grad']) {
-    // A plain `node file.test.ts` run: without this runner's TAP_* / NODE_OPTIONS the child prints its own
-    // TAP and summary instead of reporting to a parent runner.
-    const env2 = cleanEnv({ LLAVA_NATIVE: addon, LLAVA_TEST_DEVICE: 'cuda' });
-    for (const k of Object.keys(env2)) if (/^(TAP|_TAPJS_)/.test(k) || k === 'NODE_OPTIONS') delete env2[k];
-    env2.TAP_TIMEOUT = '900';
-    const s = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', `${suite}.test.ts`)], env2, 900_000);
+    const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon });
     tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);
-    const m = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(s.out);
-    const failing = s.out.split('\n').filter((l) => /^\s*not ok/.test(l));
-    tt.ok(m && Number(m[1]) > 300 && !m[3] && s.code === 0, `test/${suite}.test.ts passes on the emulated cuda device (${m ? `${m[2]}/${m[1]}` : 'no summary'}; ${how(s)})`, {
-      failing: failing.slice(0, 30).join('\n'),
+    tt.ok(s.total > 300 && s.fail === 0 && s.code === 0, `test/${suite}.test.ts passes on the emulated cuda device (${s.pass}/${s.total}; ${how(s)})`, {
+      failing: s.failing.slice(0, 30).join('\n'),
       output_tail: s.code === 0 ? '' : tail(s.out),
     });
   }

@@ -1,7 +1,8 @@
-// harness.ts — what the two emulator test files (test/cuda_emu.test.ts: the kernel test binary;
-// test/cuda_emu_addon.test.ts: the whole addon with its CUDA backend emulated) share: the reason to skip
-// on a machine that cannot build the emulator, running a command without ever rejecting, and a clean
-// environment (no inherited EMU_* knobs).
+// harness.ts — what the emulator test files (test/cuda_emu.test.ts: the kernel test binary;
+// test/cuda_emu_addon.test.ts: the whole addon with its CUDA backend emulated) and
+// test/device_suites.test.ts share: the reason to skip on a machine that cannot build the emulator,
+// running a command without ever rejecting, a clean environment (no inherited EMU_* knobs), and running
+// a test file of the suite on a given device.
 import { spawn, spawnSync } from 'child_process';
 import fs from 'fs';
 import path from 'path';
@@ -53,3 +54,32 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
 export const how = (r: RunResult): string => (r.error ? `error ${r.error.message}` : r.signal ? `signal ${r.signal}` : `exit code ${r.code}`);
 export const secs = (ms: number): string => (ms / 1000).toFixed(1);
 export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice(-n).join('\n');
+
+export interface SuiteRun extends RunResult {
+  total: number;
+  pass: number;
+  fail: number;
+  /** The `not ok` lines, for the failure report. */
+  failing: string[];
+}
+
+/**
+ * Runs one test file of the suite as a plain `node --import=tsx FILE` with tensor factories defaulting to
+ * `device` (LLAVA_TEST_DEVICE, test/helpers.ts) and `extra` in the environment. The calling runner's
+ * TAP_* / NODE_OPTIONS are dropped, so the child prints its own TAP and summary instead of reporting to a
+ * parent runner.
+ */
+export async function runSuiteOn(file: string, device: string, extra: Record<string, string> = {}, timeoutMs = 900_000): Promise<SuiteRun> {
+  const env = cleanEnv({ ...extra, LLAVA_TEST_DEVICE: device });
+  for (const k of Object.keys(env)) if (/^(TAP|_TAPJS_)/.test(k) || k === 'NODE_OPTIONS') delete env[k];
+  env.TAP_TIMEOUT = String(Math.ceil(timeoutMs / 1000));
+  const r = await run(process.execPath, ['--import=tsx', file], env, timeoutMs);
+  const m = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(r.out);
+  return {
+    ...r,
+    total: m ? Number(m[1]) : 0,
+    pass: m ? Number(m[2]) : 0,
+    fail: m ? Number(m[3] ?? 0) : 0,
+    failing: r.out.split('\n').filter((l) => /^\s*not ok/.test(l)),
+  };
+}
