@@ -4,7 +4,8 @@
 // itself (test/gpu/check.ts --no-bench) runs in a child process with LLAVA_NATIVE pointing at that build:
 // every device parity case on 'cuda' against the CPU through the TypeScript API, the caching allocator's
 // steady state over tiny-LLaVA training steps, and out-of-memory errors with the process staying usable.
-// Then test/ops.test.ts and test/grad.test.ts run again with tensors created on the emulated 'cuda'.
+// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate) run again with tensors created
+// on the emulated 'cuda'.
 //
 // This checks the kernels' logic, the backend and the TypeScript device paths on every push without a
 // GPU. It is no evidence of how they behave on real hardware (memory ordering, the PTX strings, timing):
@@ -14,7 +15,7 @@ import t from 'tap';
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
-import { EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from './cuda_emu/harness';
+import { DEVICE_SUITES, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from './cuda_emu/harness';
 
 const ROOT = path.join(__dirname, '..');
 const NODE_INC = process.env.NODE_INC || '/usr/include/node';
@@ -75,12 +76,13 @@ t.test('GPU check (parity, allocator, OOM) on the addon with its CUDA backend em
   for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
   tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
 
-  // The op suites once more with tensor factories defaulting to the emulated 'cuda' (test/helpers.ts):
-  // every op against its float64 reference and every finite-difference gradient check, on the device.
-  for (const suite of ['ops', 'grad']) {
+  // The device suites once more with tensor factories (and loadLlava) defaulting to the emulated 'cuda'
+  // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,
+  // the tiny LLaVA against the transformers fixture, and generation, on the device.
+  for (const suite of DEVICE_SUITES) {
     const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon });
     tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);
-    tt.ok(s.total > 300 && s.fail === 0 && s.code === 0, `test/${suite}.test.ts passes on the emulated cuda device (${s.pass}/${s.total}; ${how(s)})`, {
+    tt.ok(s.total > 50 && s.fail === 0 && s.code === 0, `test/${suite}.test.ts passes on the emulated cuda device (${s.pass}/${s.total}; ${how(s)})`, {
       failing: s.failing.slice(0, 30).join('\n'),
       output_tail: s.code === 0 ? '' : tail(s.out),
     });

@@ -199,7 +199,7 @@ export function readLlavaConfig(dir: string, visionTower?: string): { config: Ll
 /** Load a LLaVA checkpoint directory (llava-hf or original). */
 export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditionalGeneration {
   const { config, visionDir } = readLlavaConfig(dir, opts.visionTower);
-  const model = new LlavaForConditionalGeneration(config, { dtype: opts.dtype ?? 'float32', device: opts.device ?? 'cpu' });
+  const model = new LlavaForConditionalGeneration(config, { dtype: opts.dtype ?? 'float32', device: opts.device });
   try {
     const sources = [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }];
     if (visionDir) sources.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });

@@ -55,6 +55,10 @@ export const how = (r: RunResult): string => (r.error ? `error ${r.error.message
 export const secs = (ms: number): string => (ms / 1000).toFixed(1);
 export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice(-n).join('\n');
 
+/** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, the tiny LLaVA against
+ *  the transformers fixture, generation. */
+export const DEVICE_SUITES = ['ops', 'grad', 'llava_model', 'generate'];
+
 export interface SuiteRun extends RunResult {
   total: number;
   pass: number;
