@@ -4,7 +4,7 @@
 // itself (test/gpu/check.ts --no-bench) runs in a child process with LLAVA_NATIVE pointing at that build:
 // every device parity case on 'cuda' against the CPU through the TypeScript API, the caching allocator's
 // steady state over tiny-LLaVA training steps, and out-of-memory errors with the process staying usable.
-// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate) run again with tensors created
+// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, checkpoint) run again with tensors created
 // on the emulated 'cuda'.
 //
 // This checks the kernels' logic, the backend and the TypeScript device paths on every push without a
@@ -78,7 +78,7 @@ t.test('GPU check (parity, allocator, OOM) on the addon with its CUDA backend em
 
   // The device suites once more with tensor factories (and loadLlava) defaulting to the emulated 'cuda'
   // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,
-  // the tiny LLaVA against the transformers fixture, and generation, on the device.
+  // the tiny LLaVA against the transformers fixture, generation and training, on the device.
   for (const suite of DEVICE_SUITES) {
     const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon });
     tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);

@@ -56,8 +56,9 @@ export const secs = (ms: number): string => (ms / 1000).toFixed(1);
 export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice(-n).join('\n');
 
 /** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, the tiny LLaVA against
- *  the transformers fixture, generation. */
-export const DEVICE_SUITES = ['ops', 'grad', 'llava_model', 'generate'];
+ *  the transformers fixture, generation, the trainer (bf16 master weights, accumulation, resume) and
+ *  activation checkpointing. */
+export const DEVICE_SUITES = ['ops', 'grad', 'llava_model', 'generate', 'trainer', 'checkpoint'];
 
 export interface SuiteRun extends RunResult {
   total: number;
