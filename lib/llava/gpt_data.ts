@@ -7,7 +7,7 @@
 //   buildContext                 the user turn for one image (captions, then normalised boxes)
 //   builtinPromptSet / loadPromptSet / writePromptsDir / buildMessages   system message + few-shot turns
 //   parseQAPairs / parseDetailOutput / parseGptOutput                    model output -> LLaVA record
-//   OpenAIChatClient             fetch-based client with retries and exponential backoff
+//   OpenAIChatClient             the shared chat-completions client (openai.ts, re-exported here)
 //   generateInstructData         the resumable, concurrent run writing one JSONL line per image
 //   collectInstructData          JSONL file(s) -> the LLaVA JSON array (llava_instruct_*.json style)
 //   writeDryRun                  the prompts only, as OpenAI Batch-API request lines, no key needed
