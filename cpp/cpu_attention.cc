@@ -54,61 +54,18 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 inline int64_t round8(int64_t n) { return (n + 7) & ~int64_t(7); }
 
-// ------------------------------------------------------------------ 8-lane f32 loads/stores
-inline __m256 ld8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 ld8(const bf16* p) {
-  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-inline __m256 ld8(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline void st8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline void st8(bf16* p, __m256 v) {  // round-to-nearest-even, NaN stays NaN (as f32_to_bf16)
-  __m256i u = _mm256_castps_si256(v);
-  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
-  __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
-  r = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
-  __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
-}
-inline void st8(f16* p, __m256 v) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-}
-
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_max_ss(s, _mm_movehdup_ps(s)));
-}
+// ------------------------------------------------------------------ 8-lane helpers
+// (vload / vstore / hsum / hmax / exp256_ps come from cpu_common.h.)
 // The four horizontal sums of a0..a3 as one 4-lane vector.
 inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-// exp for 8 lanes (Cephes expf: range reduction by ln2, degree-5 polynomial; ~1 ulp on the range that
-// matters here, x <= 0). Inputs below -87 (including -inf) give exactly 0, never NaN.
+// exp for 8 lanes: exp256_ps with inputs below -87 (including -inf, masked scores) flushed to exactly 0.
 inline __m256 exp8(__m256 x) {
   const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-  x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
-  x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
-  __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
-  return _mm256_andnot_ps(tiny, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
+  return _mm256_andnot_ps(tiny, exp256_ps(x));
 }
 
 // ------------------------------------------------------------------ row conversion
@@ -119,7 +76,7 @@ template <typename T, typename A> void load_row(const T* src, int64_t n, A* dst,
     std::memcpy(dst, src, n * sizeof(A));
     i = n;
   } else if constexpr (std::is_same_v<A, float>) {
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, ld8(src + i));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, vload(src + i));
   }
   for (; i < n; i++) dst[i] = load(src + i);
   for (; i < np; i++) dst[i] = A(0);
@@ -129,7 +86,7 @@ template <typename T, typename A> void store_row(T* dst, const A* src, int64_t n
   int64_t i = 0;
   if constexpr (std::is_same_v<A, float>) {
     const __m256 m = _mm256_set1_ps(mul);
-    for (; i + 8 <= n; i += 8) st8(dst + i, _mm256_mul_ps(_mm256_loadu_ps(src + i), m));
+    for (; i + 8 <= n; i += 8) vstore(dst + i, _mm256_mul_ps(_mm256_loadu_ps(src + i), m));
   }
   for (; i < n; i++) store(dst + i, src[i] * mul);
 }
@@ -141,10 +98,10 @@ template <typename T> acc_t<T> dot_row(const T* a, const T* b, int64_t n) {
   if constexpr (std::is_same_v<A, float>) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (; i + 16 <= n; i += 16) {
-      acc0 = _mm256_fmadd_ps(ld8(a + i), ld8(b + i), acc0);
-      acc1 = _mm256_fmadd_ps(ld8(a + i + 8), ld8(b + i + 8), acc1);
+      acc0 = _mm256_fmadd_ps(vload(a + i), vload(b + i), acc0);
+      acc1 = _mm256_fmadd_ps(vload(a + i + 8), vload(b + i + 8), acc1);
     }
-    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(ld8(a + i), ld8(b + i), acc0);
+    for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(vload(a + i), vload(b + i), acc0);
     s = hsum(_mm256_add_ps(acc0, acc1));
   }
   for (; i < n; i++) s += load(a + i) * load(b + i);

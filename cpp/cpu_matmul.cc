@@ -88,17 +88,6 @@ template <typename Acc> inline Acc activate(int act, Acc v) {
   return v;
 }
 
-// ------------------------------------------------------------------ 8-wide loads that widen to f32
-template <typename T> inline __m256 load8(const T* p);
-template <> inline __m256 load8<float>(const float* p) { return _mm256_loadu_ps(p); }
-template <> inline __m256 load8<bf16>(const bf16* p) {
-  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-template <> inline __m256 load8<f16>(const f16* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
 inline void transpose8(__m256 r[8]) {
   __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
   __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
@@ -125,7 +114,7 @@ void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Ac
     if (sw == 1 && wvalid == W && W % 8 == 0) {
       // Lanes contiguous (row-major B, column-major A): straight vector copies.
       for (; k < kc; k++)
-        for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + k * W + g * 8, load8(src + k * sk + g * 8));
+        for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + k * W + g * 8, vload(src + k * sk + g * 8));
       return;
     }
     if (sk == 1) {
@@ -137,7 +126,7 @@ void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Ac
         for (int g = 0; g < G; g++) {
           for (int j = 0; j < 8; j++) {
             int w = g * 8 + j;
-            r[g][j] = w < wvalid ? load8(src + w * sw + k) : _mm256_setzero_ps();
+            r[g][j] = w < wvalid ? vload(src + w * sw + k) : _mm256_setzero_ps();
           }
           transpose8(r[g]);
         }
@@ -460,12 +449,12 @@ void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
             __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
             int64_t k = 0;
             for (; k + 32 <= K; k += 32) {
-              s0 = _mm256_fmadd_ps(load8(xr + k), _mm256_loadu_ps(v + k), s0);
-              s1 = _mm256_fmadd_ps(load8(xr + k + 8), _mm256_loadu_ps(v + k + 8), s1);
-              s2 = _mm256_fmadd_ps(load8(xr + k + 16), _mm256_loadu_ps(v + k + 16), s2);
-              s3 = _mm256_fmadd_ps(load8(xr + k + 24), _mm256_loadu_ps(v + k + 24), s3);
+              s0 = _mm256_fmadd_ps(vload(xr + k), _mm256_loadu_ps(v + k), s0);
+              s1 = _mm256_fmadd_ps(vload(xr + k + 8), _mm256_loadu_ps(v + k + 8), s1);
+              s2 = _mm256_fmadd_ps(vload(xr + k + 16), _mm256_loadu_ps(v + k + 16), s2);
+              s3 = _mm256_fmadd_ps(vload(xr + k + 24), _mm256_loadu_ps(v + k + 24), s3);
             }
-            for (; k + 8 <= K; k += 8) s0 = _mm256_fmadd_ps(load8(xr + k), _mm256_loadu_ps(v + k), s0);
+            for (; k + 8 <= K; k += 8) s0 = _mm256_fmadd_ps(vload(xr + k), _mm256_loadu_ps(v + k), s0);
             __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
             __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
             h = _mm_add_ps(h, _mm_movehl_ps(h, h));
@@ -484,7 +473,7 @@ void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
             for (int64_t k = 0; k < K; k++) {
               const T* xr = x + k * g.xk + i;
               __m256 vk = _mm256_set1_ps(v[k]);
-              for (int j = 0; j < 8; j++) s[j] = _mm256_fmadd_ps(load8(xr + 8 * j), vk, s[j]);
+              for (int j = 0; j < 8; j++) s[j] = _mm256_fmadd_ps(vload(xr + 8 * j), vk, s[j]);
             }
             alignas(32) float tmp[64];
             for (int j = 0; j < 8; j++) _mm256_store_ps(tmp + 8 * j, s[j]);
@@ -492,7 +481,7 @@ void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
           }
           for (; i + 8 <= i1; i += 8) {
             __m256 s = _mm256_setzero_ps();
-            for (int64_t k = 0; k < K; k++) s = _mm256_fmadd_ps(load8(x + k * g.xk + i), _mm256_set1_ps(v[k]), s);
+            for (int64_t k = 0; k < K; k++) s = _mm256_fmadd_ps(vload(x + k * g.xk + i), _mm256_set1_ps(v[k]), s);
             alignas(32) float tmp[8];
             _mm256_store_ps(tmp, s);
             for (int j = 0; j < 8; j++) finish(i + j, tmp[j]);

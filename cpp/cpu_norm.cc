@@ -28,35 +28,6 @@ namespace llava {
 namespace {
 
 // ------------------------------------------------------------------ SIMD: 8 x f32 or 4 x f64 lanes
-// vload/vstore widen/narrow a storage type to its compute type's register (bf16/f16 -> f32).
-inline __m256 vload(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 vload(const bf16* p) {
-  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-}
-inline __m256 vload(const f16* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
-inline __m256d vload(const double* p) { return _mm256_loadu_pd(p); }
-
-// f32 -> bf16 bits, round-to-nearest-even with NaN kept a NaN (the vector form of f32_to_bf16).
-inline __m256i bf16_bits(__m256 v) {
-  __m256i u = _mm256_castps_si256(v);
-  __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), lsb)), 16);
-  __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
-  __m256i qnan = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
-  return _mm256_blendv_epi8(r, qnan, nan);
-}
-inline void vstore(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
-inline void vstore(double* p, __m256d v) { _mm256_storeu_pd(p, v); }
-inline void vstore(bf16* p, __m256 v) {
-  __m256i r = bf16_bits(v);
-  __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_castsi256_si128(packed));
-}
-inline void vstore(f16* p, __m256 v) {
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-}
-
 // Rounding through the storage type (identity for f32/f64): HF RMSNorm rounds h before * w.
 template <typename T> inline __m256 vround(__m256 v) {
   if constexpr (std::is_same_v<T, bf16>) return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
@@ -88,15 +59,6 @@ inline __m256 vfma(__m256 a, __m256 b, __m256 c) { return _mm256_fmadd_ps(a, b, 
 inline __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fmadd_pd(a, b, c); }
 inline __m256 vfnma(__m256 a, __m256 b, __m256 c) { return _mm256_fnmadd_ps(a, b, c); }  // c - a*b
 inline __m256d vfnma(__m256d a, __m256d b, __m256d c) { return _mm256_fnmadd_pd(a, b, c); }
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
-}
-inline double hsum(__m256d v) {
-  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
-  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
-}
 
 template <typename A> struct Lanes { static constexpr int64_t W = 32 / sizeof(A); };
 template <typename A> struct Reg;
