@@ -26,6 +26,7 @@
 #include <cstring>
 #include <string>
 
+#include "elementwise_math.h"
 #include "kernel_api.h"
 
 namespace llava {
@@ -267,25 +268,8 @@ struct Stat {
 inline Stat make_stat(const TensorArg& t) { return Stat{t.bytes(), t.dtype == DType::F64}; }
 
 // ---------------------------------------------------------------- math
-// f32 / f64 overloads with explicit names, so a float argument can never silently promote to the
-// f64 function. Accurate versions (no fast-math), like the CPU's std:: functions. Host-callable
-// too, so the reduction state logic can be unit-tested on a machine without a GPU.
-#define LLAVA_MATH1(name, f32fn, f64fn)                                   \
-  __host__ __device__ __forceinline__ float m_##name(float x) { return f32fn(x); } \
-  __host__ __device__ __forceinline__ double m_##name(double x) { return f64fn(x); }
-LLAVA_MATH1(exp, expf, exp)
-LLAVA_MATH1(log, logf, log)
-LLAVA_MATH1(sqrt, sqrtf, sqrt)
-LLAVA_MATH1(fabs, fabsf, fabs)
-LLAVA_MATH1(sin, sinf, sin)
-LLAVA_MATH1(cos, cosf, cos)
-LLAVA_MATH1(tanh, tanhf, tanh)
-LLAVA_MATH1(erf, erff, erf)
-LLAVA_MATH1(log1p, log1pf, log1p)
-LLAVA_MATH1(expm1, expm1f, expm1)
-#undef LLAVA_MATH1
-__host__ __device__ __forceinline__ float m_pow(float x, float y) { return powf(x, y); }
-__host__ __device__ __forceinline__ double m_pow(double x, double y) { return pow(x, y); }
+// exp / log / sqrt / ... : ewmath:: in elementwise_math.h, shared with the CPU kernels (explicit f32 and
+// f64 overloads, accurate versions, host-callable).
 
 // ---------------------------------------------------------------- warp helpers
 constexpr unsigned kFullMask = 0xffffffffu;

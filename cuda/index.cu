@@ -266,7 +266,7 @@ __global__ void __launch_bounds__(kBlock) adamw_dev(T* p, const T* g, S* m, S* v
     const S vi = hp.b2 * v[i] + hp.one_m_b2 * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    w -= hp.lr * (mi / hp.bc1) / (m_sqrt(vi / hp.bc2) + hp.eps);
+    w -= hp.lr * (mi / hp.bc1) / (ewmath::sqrt(vi / hp.bc2) + hp.eps);
     if (master) master[i] = float(w);
     store(p + i, w);
   }

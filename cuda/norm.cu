@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kBlock) norm_fwd_kernel(T* y, Stat mean, Stat 
       }
     });
     group_sum2<G>(ss, unused, smem);
-    const F rs = F(1) / m_sqrt(ss / F(C) + F(eps));
+    const F rs = F(1) / ewmath::sqrt(ss / F(C) + F(eps));
     if (!live) continue;
     if (lane == 0) {
       if (!rms) mean.set(row, double(mu));

@@ -142,22 +142,22 @@ template <typename T> struct LseFam {  // online logsumexp: value = m + log(s)
   __host__ __device__ static void add(S& a, F x, int64_t = 0) {
     if (x != x) { a.s = x; return; }
     if (x > a.m) {
-      a.s = a.s * m_exp(a.m - x) + F(1);  // exp(-inf) = 0 when nothing finite was seen; NaN stays NaN
+      a.s = a.s * ewmath::exp(a.m - x) + F(1);  // exp(-inf) = 0 when nothing finite was seen; NaN stays NaN
       a.m = x;
     } else if (x != F(-INFINITY)) {
-      a.s += m_exp(x - a.m);
+      a.s += ewmath::exp(x - a.m);
     }
   }
   __host__ __device__ static void merge(S& a, const S& b, const RParams&) {
     F m = a.m < b.m ? b.m : a.m;
-    F sa = a.m == m ? a.s : a.s * m_exp(a.m - m);
-    F sb = b.m == m ? b.s : b.s * m_exp(b.m - m);
+    F sa = a.m == m ? a.s : a.s * ewmath::exp(a.m - m);
+    F sb = b.m == m ? b.s : b.s * ewmath::exp(b.m - m);
     a.m = m;
     a.s = sa + sb;
   }
   __device__ static S shfl(const S& a, int m) { return {shfl_any(a.m, m), shfl_any(a.s, m)}; }
   __device__ static void finish(const S& a, const RParams&, void* out, int64_t oi) {
-    store(static_cast<T*>(out) + oi, isinf(a.m) ? a.m : a.m + m_log(a.s));
+    store(static_cast<T*>(out) + oi, isinf(a.m) ? a.m : a.m + ewmath::log(a.s));
   }
 };
 
@@ -390,13 +390,13 @@ __global__ void __launch_bounds__(kBlock) softmax_fwd_kernel_dev(T* y, const T* 
     st = group_reduce<Fam, G>(st, p, smem);
     if (row >= N) continue;
     F m = st.m, s = isinf(st.m) ? F(NAN) : st.s;  // CPU: exp(inf - inf) makes such rows NaN
-    F lse = m + m_log(s), inv = F(1) / s;
+    F lse = m + ewmath::log(s), inv = F(1) / s;
     for (int64_t j = lane; j < nv; j += G) {
       Pack<T, V> pk = load_pack<T, V>(x + row * C, j), r;
 #pragma unroll
       for (int k = 0; k < V; k++) {
         F v = to_acc<T>(pk.v[k]);
-        r.v[k] = from_acc<T>(logsm ? v - lse : m_exp(v - m) * inv);
+        r.v[k] = from_acc<T>(logsm ? v - lse : ewmath::exp(v - m) * inv);
       }
       reinterpret_cast<Pack<T, V>*>(y + row * C)[j] = r;
     }
@@ -430,7 +430,7 @@ __global__ void __launch_bounds__(kBlock) softmax_bwd_kernel_dev(T* dx, const T*
 #pragma unroll
       for (int k = 0; k < V; k++) {
         F dv = to_acc<T>(d.v[k]), yv = to_acc<T>(yy.v[k]);
-        r.v[k] = from_acc<T>(logsm ? dv - m_exp(yv) * s : yv * (dv - s));
+        r.v[k] = from_acc<T>(logsm ? dv - ewmath::exp(yv) * s : yv * (dv - s));
       }
       reinterpret_cast<Pack<T, V>*>(dx + row * C)[j] = r;
     }
@@ -526,7 +526,7 @@ __global__ void __launch_bounds__(kBlock) ce_fwd_kernel(Stat loss, Stat lse, con
     st = group_reduce<Fam, G>(st, p, smem);
     if (row < N && lane == 0) {
       F s = isinf(st.m) ? F(NAN) : st.s;  // CPU: sum of exp(x - m) is NaN when m = +-inf
-      F l = st.m + m_log(s);
+      F l = st.m + ewmath::log(s);
       int64_t t = target_at(target, t64, row);
       lse.set(row, double(l));
       loss.set(row, t == ignore ? 0.0 : double(l - load(x + row * C + t)));
@@ -554,7 +554,7 @@ __global__ void __launch_bounds__(kBlock) ce_bwd_kernel(T* dl, const T* x, const
 #pragma unroll
         for (int k = 0; k < V; k++) {
           int64_t col = j * V + k;
-          r.v[k] = from_acc<T>((m_exp(to_acc<T>(pk.v[k]) - l) - F(col == t)) * g);
+          r.v[k] = from_acc<T>((ewmath::exp(to_acc<T>(pk.v[k]) - l) - F(col == t)) * g);
         }
       }
       reinterpret_cast<Pack<T, V>*>(dl + row * C)[j] = r;
