@@ -57,6 +57,7 @@ template <typename V> __device__ __forceinline__ V shfl_any(V v, int m) {
 // The running sum of float (and 16-bit) inputs is a double: a thread may add thousands of elements in
 // sequence (long rows split over few blocks on a small GPU), and an f32 running sum would drift by
 // ~n * 2^-24 relative. One f64 add per loaded element stays far below the memory bound on A100/H100.
+// softmax_bwd's row dot product sum(dy * y) uses this state too, so it is also accumulated in f64.
 template <typename T> struct SumFam {  // sum, mean
   using F = acc_t<T>;
   using A = std::conditional_t<std::is_same_v<F, float>, double, F>;
