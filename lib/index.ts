@@ -11,18 +11,18 @@ export * as cuda from './cuda';
 // Layers, optimisers and the LLaVA stack.
 export * as nn from './nn';
 export * as optim from './optim';
-export { checkpoint } from './core/checkpoint';
+export { checkpoint } from './core/recompute';
 export { loadLlava, loadClipVision, loadLlama, fromPretrained } from './models/loader';
 export type { LoadOptions } from './models/loader';
 export { LlavaForConditionalGeneration } from './models/llava';
 export type { LlavaConfig, LlavaBatch } from './models/llava';
-export { Tokenizer } from './llava/tokenizer';
-export { CLIPImageProcessor, decodeImage } from './llava/image';
-export { generate, generateText } from './llava/generate';
+export { Tokenizer } from './app/processing/tokenizer';
+export { CLIPImageProcessor, decodeImage } from './app/processing/image';
+export { generate, generateText } from './app/inference/generate';
 
 // Around the model: evaluation (ScienceQA, LLaVA-Bench), the GPT-assisted data pipeline, the HTTP server.
-export * as evaluation from './llava/eval';
-export { OpenAIJudge, runBenchReview } from './llava/eval_judge';
-export { generateAnswers, loadEvalModel } from './llava/eval_generate';
-export * as gptData from './llava/gpt_data';
-export { createServer as createLlavaServer, startServer as startLlavaServer } from './llava/serve';
+export * as evaluation from './app/eval/benchmarks';
+export { OpenAIJudge, runBenchReview } from './app/eval/judge';
+export { generateAnswers, loadEvalModel } from './app/eval/answer';
+export * as gptData from './app/datagen/pipeline';
+export { createServer as createLlavaServer, startServer as startLlavaServer } from './app/serve/server';

@@ -8,14 +8,18 @@
 import type { Test } from 'tap';
 import { Tensor, tensor, noGrad, tidy, sum, mul, memory, setDefaultDevice } from '../lib';
 import type { DType, Device } from '../lib';
-import { mulberry32 } from '../lib/llava/data';
+import { mulberry32 } from '../lib/app/util/random';
+
 
 // LLAVA_TEST_DEVICE=cuda runs a test file with tensor factories defaulting to that device, so the op
-// suites (ops, grad) run once per device; test/cuda_emu_addon.test.ts does it on the emulated GPU.
+// suites (ops, grad) run once per device; test/cuda/cuda_emu_addon.test.ts does it on the emulated GPU.
 if (process.env.LLAVA_TEST_DEVICE) setDefaultDevice(process.env.LLAVA_TEST_DEVICE as Device);
 
 // ------------------------------------------------------------------ data
-/** mulberry32 (lib/llava/data.ts): a tiny seeded PRNG so every test input is reproducible. */
+/** mulberry32 (lib/app/processing/data.ts): a tiny seeded PRNG so every test input is reproducible. */
+/** The test/ folder: tests in sub-folders find fixtures and the repo root from here. */
+export const TEST_DIR = __dirname;
+
 export const rng: (seed: number) => () => number = mulberry32;
 
 /** n values uniform in [lo, hi). */

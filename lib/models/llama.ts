@@ -16,7 +16,7 @@ import { rope } from '../ops/nn';
 import { scaledDotProductAttention } from '../ops/attention';
 import { fromValues, zeros } from '../ops/creation';
 import { tidy, keep } from '../core/memory';
-import { checkpoint } from '../core/checkpoint';
+import { checkpoint } from '../core/recompute';
 import { DType, Device } from '../core/dtype';
 
 export interface LlamaConfig {

@@ -21,9 +21,8 @@ import { fromValues, zeros } from '../ops/creation';
 import { reshape, cat, slice, narrow } from '../ops/view';
 import { indexSelect, crossEntropy } from '../ops/nn';
 import { argmax } from '../ops/reduce';
+import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../constants';
 
-export const IGNORE_INDEX = -100;
-export const IMAGE_SENTINEL = -200;
 
 export interface LlavaConfig {
   vision: CLIPVisionConfig;
@@ -128,7 +127,7 @@ export class LlavaForConditionalGeneration extends Module {
       if (!Array.isArray(row) || masks[b]?.length !== row.length) throw new Error(`[llava] sample ${b}: inputIds and attentionMask lengths differ`);
       for (const id of row) {
         if (!Number.isInteger(id)) throw new Error(`[llava] sample ${b}: ids must be integers`);
-        if (id === IMAGE_SENTINEL) sentinels++;
+        if (id === IMAGE_TOKEN_INDEX) sentinels++;
         else if (id === imgTok) imageTokens++;
         else if (id < 0 || id >= V) throw new Error(`[llava] sample ${b}: token id ${id} out of range [0, ${V})`);
       }
@@ -154,7 +153,7 @@ export class LlavaForConditionalGeneration extends Module {
       let real = 0;
       for (let t = 0; t < ids.length; t++) {
         if (!masks[b][t] && !imageTokens) continue; // original scheme: drop padding, re-pad below
-        if (ids[t] === IMAGE_SENTINEL) {
+        if (ids[t] === IMAGE_TOKEN_INDEX) {
           for (let p = 0; p < P; p++) {
             src.push(imgBase + img * P + p);
             lab.push(IGNORE_INDEX);
@@ -192,7 +191,7 @@ export class LlavaForConditionalGeneration extends Module {
       if (labelsOut) while (labelsOut[b].length < T) labelsOut[b].push(IGNORE_INDEX);
     }
     const embeds = tidy(() => {
-      const idsFlat = inputIds.flatMap((r) => [...r.map((id) => (id === IMAGE_SENTINEL || id === imgTok ? 0 : id)), ...new Array(T0 - r.length).fill(0)]);
+      const idsFlat = inputIds.flatMap((r) => [...r.map((id) => (id === IMAGE_TOKEN_INDEX || id === imgTok ? 0 : id)), ...new Array(T0 - r.length).fill(0)]);
       const idT = fromValues(idsFlat, [B * T0], 'int64', emb.device);
       const parts = [this.lm.embedTokens(idT)];
       if (N > 0 && batch.pixelValues) parts.push(reshape(this.imageFeatures(batch.pixelValues), [N * P, C]));

@@ -19,6 +19,9 @@ import { Module } from '../nn/module';
 import { LlavaForConditionalGeneration, LlavaConfig } from './llava';
 import { CLIPVisionModel, CLIPVisionConfig } from './clip';
 import { LlamaForCausalLM, LlamaConfig } from './llama';
+import { readJson } from '../io/json';
+
+const readConfig = (file: string): Record<string, unknown> => readJson(file, 'config', 'fromPretrained', { object: true });
 
 export interface LoadOptions {
   dtype?: DType;
@@ -43,15 +46,6 @@ const ST_DTYPE: Record<string, DType> = {
   U8: 'uint8',
   BOOL: 'bool',
 };
-
-function readJson(file: string): Record<string, unknown> {
-  if (!fs.existsSync(file)) throw new Error(`[fromPretrained] ${file} not found`);
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`[fromPretrained] ${file} is not valid JSON: ${(e as Error).message}`);
-  }
-}
 
 /** Map a checkpoint tensor name to this engine's name, or null to skip it. */
 export function canonicalName(name: string): string | null {
@@ -151,7 +145,7 @@ function textConfigFrom(cfg: Record<string, unknown>): LlamaConfig {
 
 /** Read a LLaVA config (llava-hf or original llava_llama) into LlavaConfig. */
 export function readLlavaConfig(dir: string, visionTower?: string): { config: LlavaConfig; visionDir: string | null } {
-  const cfg = readJson(path.join(dir, 'config.json'));
+  const cfg = readConfig(path.join(dir, 'config.json'));
   if (cfg.model_type === 'llava' || cfg.text_config) {
     const text = textConfigFrom(cfg.text_config as Record<string, unknown>);
     const fl = cfg.vision_feature_layer;
@@ -179,7 +173,7 @@ export function readLlavaConfig(dir: string, visionTower?: string): { config: Ll
     if (!vdir) throw new Error(`[fromPretrained] original LLaVA checkpoint needs its CLIP vision tower directory: pass visionTower (config names '${vt}')`);
     return {
       config: {
-        vision: visionConfigFrom(readJson(path.join(vdir, 'config.json'))),
+        vision: visionConfigFrom(readConfig(path.join(vdir, 'config.json'))),
         text: textConfigFrom(cfg),
         projectorType: String(cfg.mm_projector_type ?? 'linear'),
         projectorBias: true,
@@ -226,7 +220,7 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
 
 /** Load a plain CLIP vision checkpoint (CLIPModel or CLIPVisionModel). */
 export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
-  const cfg = visionConfigFrom(readJson(path.join(dir, 'config.json')));
+  const cfg = visionConfigFrom(readConfig(path.join(dir, 'config.json')));
   const holder = new Module();
   const m = holder.registerModule('vision_tower', new Module()).registerModule('vision_model', new CLIPVisionModel(cfg, { dtype: opts.dtype, device: opts.device }));
   try {
@@ -240,7 +234,7 @@ export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionM
 
 /** Load a plain LLaMA checkpoint (LlamaForCausalLM). */
 export function loadLlama(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
-  const cfg = textConfigFrom(readJson(path.join(dir, 'config.json')));
+  const cfg = textConfigFrom(readConfig(path.join(dir, 'config.json')));
   const holder = new Module();
   const m = holder.registerModule('language_model', new LlamaForCausalLM(cfg, { dtype: opts.dtype, device: opts.device }));
   try {

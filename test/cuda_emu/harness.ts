@@ -1,6 +1,6 @@
-// harness.ts — what the emulator test files (test/cuda_emu.test.ts: the kernel test binary;
-// test/cuda_emu_addon.test.ts: the whole addon with its CUDA backend emulated) and
-// test/device_suites.test.ts share: the reason to skip on a machine that cannot build the emulator,
+// harness.ts — what the emulator test files (test/cuda/cuda_emu.test.ts: the kernel test binary;
+// test/cuda/cuda_emu_addon.test.ts: the whole addon with its CUDA backend emulated) and
+// test/cuda/device_suites.test.ts share: the reason to skip on a machine that cannot build the emulator,
 // running a command without ever rejecting, a clean environment (no inherited EMU_* knobs), and running
 // a test file of the suite on a given device.
 import { spawn, spawnSync } from 'child_process';
@@ -58,7 +58,7 @@ export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice
 /** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, the tiny LLaVA against
  *  the transformers fixture, generation, the trainer (bf16 master weights, accumulation, resume) and
  *  activation checkpointing. */
-export const DEVICE_SUITES = ['ops', 'grad', 'llava_model', 'generate', 'trainer', 'checkpoint'];
+export const DEVICE_SUITES = ['engine/ops', 'engine/grad', 'models/llava_model', 'app/inference/generate', 'app/train/trainer', 'engine/recompute'];
 
 export interface SuiteRun extends RunResult {
   total: number;

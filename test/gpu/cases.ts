@@ -1,5 +1,5 @@
 // cases.ts — the device parity case table, shared by test/gpu/check.ts (one command on the GPU machine)
-// and test/device_parity.test.ts (the tap suite, which skips with the reason when CUDA is missing).
+// and test/cuda/device_parity.test.ts (the tap suite, which skips with the reason when CUDA is missing).
 // Every case runs the same computation through the TypeScript API on the device under test ('cuda')
 // and on the CPU from the same host data; parity.ts holds the harness and the tolerance rules,
 // cases_core.ts / cases_nn.ts / cases_model.ts the cases.

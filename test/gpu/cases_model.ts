@@ -1,6 +1,6 @@
 // cases_model.ts — the tiny LLaVA fixture on the device under test against transformers' float64
 // reference (test/fixtures/tiny-llava): logits at attended positions, the stage-2 loss and all 25
-// gradients, with the tolerances of test/llava_model.test.ts (float32 maths vs float64: atol 3e-5 /
+// gradients, with the tolerances of test/models/llava_model.test.ts (float32 maths vs float64: atol 3e-5 /
 // rtol 1e-4 on logits, 1e-5 on the loss, atol 1e-6 / rtol 1e-3 on gradients). A bf16 run of the same
 // model is held to the flash-attention rule against the CPU: its error vs the reference must be at
 // most 2x the CPU bf16 engine's error (plus one bf16 rounding of the largest value).

@@ -1,7 +1,7 @@
 // fixture.ts — the tiny LLaVA fixture (test/fixtures/tiny-llava) as the device checks and the bench use
 // it: its directory (found from the source tree or from dist/), the reference batch (2 samples x 143
 // tokens, 16 image tokens each, labels, pixels) and the reference tensors computed by transformers in
-// float64 (stored as float32). See test/llava_model.test.ts for the CPU model test over the same data.
+// float64 (stored as float32). See test/models/llava_model.test.ts for the CPU model test over the same data.
 import * as fs from 'fs';
 import * as path from 'path';
 import * as L from '../../lib';

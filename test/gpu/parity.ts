@@ -1,5 +1,5 @@
 // parity.ts — the device parity harness shared by test/gpu/check.ts (the one-command GPU check) and
-// test/device_parity.test.ts (the tap suite): seeded input data, running a case on two devices, the
+// test/cuda/device_parity.test.ts (the tap suite): seeded input data, running a case on two devices, the
 // element-wise comparison, and one result line per case.
 //
 // A case computes named outputs (forward values and gradients, read back as float64) on the device under
@@ -14,7 +14,8 @@
 // Low-precision attention and model checks use the flash-attention rule instead (see cases): the error
 // against a float64 reference must be at most 2x the error of the composite in the same dtype.
 import * as L from '../../lib';
-import { mulberry32 } from '../../lib/llava/data';
+import { mulberry32 } from '../../lib/app/util/random';
+
 
 export type Outputs = Record<string, Float64Array>;
 
@@ -69,7 +70,7 @@ export interface ParityCase {
 }
 
 // ------------------------------------------------------------------ data
-/** mulberry32 (lib/llava/data.ts): a seeded PRNG so both devices see identical inputs. */
+/** mulberry32 (lib/app/processing/data.ts): a seeded PRNG so both devices see identical inputs. */
 export const rng: (seed: number) => () => number = mulberry32;
 export const numel = (shape: number[]): number => shape.reduce((a, b) => a * b, 1);
 

@@ -1,0 +1,117 @@
+#!/usr/bin/env node
+// serve_cli.ts — the `llava serve` command: load one model and serve it over HTTP (serve.ts) until SIGINT
+// or SIGTERM.
+//
+// `registerServeCommand(program)` adds the command to a commander program (cli.ts's buildProgram() can call
+// it); run directly (`node dist/lib/app/cli/serve.js serve --model DIR`) the file is a small program of
+// its own.
+//
+// Decisions:
+// - Same conventions as cli.ts: commander validates numbers and choices, the model directory is checked
+//   before anything heavy loads, every other bad input ends in one line `llava serve: error: ...` on stderr
+//   and exit code 1 (runAction in cli_util.ts). serve.ts (and with it the native addon) is imported inside
+//   the action, so `--help` stays fast.
+// - When the server listens, one line on stdout: `llava serve: listening on http://HOST:PORT (...)`; with
+//   --port 0 the line carries the port the system picked. Request log lines go to stderr.
+// - SIGINT / SIGTERM: stop listening, stop the running and queued completions, close connections, free the
+//   model, exit 0. A second signal while shutting down exits at once (code 130).
+import * as path from 'path';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { UsageError, intArg, mustDir, mustFile, runAction } from './util';
+
+interface ServeCliOptions {
+  model: string;
+  host?: string;
+  port?: number;
+  template?: string;
+  aspect?: 'square' | 'pad';
+  device: string;
+  dtype: string;
+  visionTower?: string;
+}
+
+/** Parser for a TCP port (0 = let the system pick one). */
+function portArg(v: string): number {
+  const n = intArg(0)(v);
+  if (n > 65535) throw new InvalidArgumentError('must be between 0 and 65535.');
+  return n;
+}
+
+function mustModelDir(p: string): string {
+  mustDir(p, 'model directory');
+  mustFile(path.join(p, 'config.json'), 'model config');
+  return p;
+}
+
+async function serveAction(o: ServeCliOptions): Promise<void> {
+  mustModelDir(o.model);
+  if (o.visionTower) mustDir(o.visionTower, 'vision tower directory');
+  if (o.host !== undefined && o.host.trim() === '') throw new UsageError('--host must not be empty');
+  const { TEMPLATE_NAMES } = await import('../processing/conversation');
+  if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template))
+    throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')})`);
+
+  const { startServer } = await import('../serve/server');
+  const running = await startServer({
+    model: o.model,
+    host: o.host,
+    port: o.port,
+    template: o.template,
+    aspect: o.aspect,
+    device: o.device,
+    dtype: o.dtype,
+    visionTower: o.visionTower,
+  });
+  const s = running.server.llava;
+  const stopped = new Promise<void>((resolve, reject) => {
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      if (stopping) {
+        process.stderr.write(`llava serve: ${sig} again, exiting now\n`);
+        process.exit(130);
+      }
+      stopping = true;
+      process.stderr.write(`llava serve: ${sig}, shutting down\n`);
+      running.close().then(() => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        process.stdout.write('llava serve: stopped\n');
+        resolve();
+      }, reject);
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+  // Printed only once the signal handlers are in place: whoever waits for this line may signal at once.
+  process.stdout.write(`llava serve: listening on ${running.url} (model ${s.modelName}, template ${s.template}, ${s.device}/${s.dtype}); Ctrl-C stops\n`);
+  await stopped;
+}
+
+/** Adds `serve` to a commander program. */
+export function registerServeCommand(program: Command): Command {
+  program
+    .command('serve')
+    .description('serve one model over HTTP: OpenAI-compatible POST /v1/chat/completions (+ GET /v1/models, GET /health)')
+    .requiredOption('--model <dir>', 'model directory')
+    .option('--host <host>', 'address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)')
+    .option('--port <n>', 'TCP port, 0 = any free port (default 8000)', portArg)
+    .option('--template <name>', 'conversation template (default: from the model format / name)')
+    .addOption(new Option('--aspect <mode>', 'image preprocessing (default: from the model)').choices(['square', 'pad']))
+    .addOption(new Option('--device <device>', 'compute device').choices(['cpu', 'cuda']).default('cpu'))
+    .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(['float32', 'bfloat16', 'float16']).default('float32'))
+    .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
+    .action(runAction('serve', serveAction));
+  return program;
+}
+
+if (require.main === module) {
+  const program = new Command('llava')
+    .description('llava serve (standalone)')
+    .showHelpAfterError('(add --help for usage)');
+  registerServeCommand(program)
+    .parseAsync(process.argv)
+    .catch((e) => {
+      process.stderr.write(`llava: error: ${(e as Error).message}\n`);
+      process.exitCode = 1;
+    });
+}

@@ -1,0 +1,270 @@
+// eval_generate.ts — the answer-generation step of the benchmarks (spec §8.1, §8.2, §9): what the reference's
+// `model_vqa.py` (LLaVA-Bench) and `model_vqa_science.py` (ScienceQA) do, one question at a time, writing
+// `{question_id, prompt, text, answer_id, model_id, metadata}` lines.
+//
+// Decisions:
+// - One user turn per question, image (if any) as "<image>\n" before the question, a pending assistant turn,
+//   rendered by the chosen template. Default template: `llava_hf` for llava-hf checkpoints, `vicuna_v1`
+//   (the v1.5 benchmark scripts' --conv-mode) for original ones.
+// - Decoding as the v1.5 scripts run it: temperature 0 (greedy), max_new_tokens 1024, KV cache; sampling
+//   when temperature > 0.001 with a per-question seed (seed + question index), so reruns are reproducible.
+//   HEAD stops only on EOS; `stopAtSeparator` also stops on the template's stop string (the model worker's
+//   behaviour, useful with `###` templates). The reply is decoded without special tokens and stripped.
+// - Images go through the CLIP processor with the model's aspect handling (original: config
+//   image_aspect_ratio, `pad` for v1.5; llava-hf: no padding), as process_images does.
+// - `prompt` in the output is the question text as the reference records it: the raw question for
+//   LLaVA-Bench, "<image>\n" + question (+ the single-prediction suffix) for ScienceQA.
+// - `answer_id` is a random 22-character id in shortuuid's alphabet; `model_id` is the model directory's
+//   name (get_model_name_from_path).
+// - Resumable: question ids already in the answers file are skipped and every answer is appended (and
+//   flushed) as soon as it exists. --num-chunks / --chunk-idx split the questions as the reference does.
+// - The v0-era ScienceQA "answer prompter" second pass is available (answerPrompter): the reply plus
+//   " ###\nANSWER:" is fed back for up to 64 more tokens and the text becomes reply + "\n The answer is " +
+//   second reply.
+import * as crypto from 'crypto';
+import * as fs from 'fs';
+import * as path from 'path';
+import { keep } from '../../core/memory';
+import { tensor } from '../../ops/creation';
+import type { Tensor } from '../../core/tensor';
+import type { DType, Device } from '../../core/dtype';
+import { loadLlava, readLlavaConfig } from '../../models/loader';
+import { LlavaForConditionalGeneration } from '../../models/llava';
+import { Tokenizer } from '../processing/tokenizer';
+import { CLIPImageProcessor, type AspectMode } from '../processing/image';
+import { appendMessage, getTemplate, render, stopString } from '../processing/conversation';
+import { generate, checkRuntime, encodePrompt, type GenerateResult } from '../inference/generate';
+import { defaultAspect, modelNameFromPath } from '../inference/chat';
+import { resolveProcessorConfig } from '../train/dataset';
+import { imagePath } from '../processing/data';
+import { EvalError, sqaPrompt, type AnswerRecord, type BenchQuestion, type SqaQuestion } from './benchmarks';
+import { pyStrip } from '../util/pyformat';
+import { Progress, type ProgressMode } from '../util/progress';
+import { appendJsonl, prepareJsonlOutput } from '../util/files';
+
+// ---------------------------------------------------------------------------------------------------------
+// Model loading
+
+/** A loaded model with what answering needs. Call dispose() when done. */
+export interface EvalModel {
+  model: LlavaForConditionalGeneration;
+  tokenizer: Tokenizer;
+  imageProcessor: CLIPImageProcessor;
+  /** get_model_name_from_path of the model directory. */
+  modelId: string;
+  /** Template the eval scripts would use for this checkpoint format (see defaultEvalTemplate). */
+  template: string;
+  aspect: AspectMode;
+  dtype: DType;
+  device: Device;
+  dispose(): void;
+}
+
+/** The default --conv-mode: llava_hf for llava-hf checkpoints, vicuna_v1 (v1.5 eval scripts) otherwise. */
+export function defaultEvalTemplate(model: LlavaForConditionalGeneration): string {
+  return model.config.format === 'llava-hf' ? 'llava_hf' : 'vicuna_v1';
+}
+
+export interface LoadEvalModelOptions {
+  device?: string;
+  dtype?: string;
+  /** CLIP directory for original llava_llama checkpoints. */
+  visionTower?: string;
+}
+
+/** Loads model, tokenizer and image processor from a model directory. */
+export function loadEvalModel(dir: string, o: LoadEvalModelOptions = {}): EvalModel {
+  const { device, dtype } = checkRuntime(o.device, o.dtype);
+  if (!fs.existsSync(path.join(dir, 'config.json'))) throw new EvalError(`${dir} is not a model directory (no config.json)`);
+  const tokenizer = Tokenizer.fromDir(dir);
+  const { visionDir } = readLlavaConfig(dir, o.visionTower);
+  const model = loadLlava(dir, { dtype, device, visionTower: o.visionTower });
+  try {
+    const imageProcessor = new CLIPImageProcessor(resolveProcessorConfig(dir, { visionDir, imageSize: model.config.vision.image_size }));
+    return {
+      model,
+      tokenizer,
+      imageProcessor,
+      modelId: modelNameFromPath(path.resolve(dir)),
+      template: defaultEvalTemplate(model),
+      aspect: defaultAspect(model),
+      dtype,
+      device,
+      dispose: () => model.dispose(),
+    };
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+/** The reference's get_chunk: ceil(n / numChunks) questions per chunk, chunk k of them. */
+export function getChunk<T>(items: readonly T[], numChunks: number, chunkIdx: number): T[] {
+  if (!(Number.isInteger(numChunks) && numChunks >= 1)) throw new EvalError(`numChunks must be a positive integer (got ${numChunks})`);
+  if (!(Number.isInteger(chunkIdx) && chunkIdx >= 0 && chunkIdx < numChunks)) throw new EvalError(`chunkIdx must be in [0, ${numChunks}) (got ${chunkIdx})`);
+  const size = Math.ceil(items.length / numChunks);
+  return items.slice(chunkIdx * size, (chunkIdx + 1) * size);
+}
+
+const SHORTUUID_ALPHABET = '23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
+
+/** A random 22-character id in shortuuid's 57-letter alphabet (the reference's answer_id). */
+export function shortUuid(): string {
+  const n = SHORTUUID_ALPHABET.length;
+  const limit = 256 - (256 % n); // rejection sampling keeps the letters uniform
+  let s = '';
+  while (s.length < 22) for (const b of crypto.randomBytes(32)) if (b < limit && s.length < 22) s += SHORTUUID_ALPHABET[b % n];
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Answering
+
+export type QuestionSet = { kind: 'bench'; questions: readonly BenchQuestion[] } | { kind: 'sqa'; questions: readonly SqaQuestion[] };
+
+export interface GenerateAnswersOptions {
+  model: LlavaForConditionalGeneration;
+  tokenizer: Tokenizer;
+  imageProcessor: CLIPImageProcessor;
+  /** 'bench' (model_vqa.py: every question has an image) or 'sqa' (model_vqa_science.py). */
+  set: QuestionSet;
+  /** Folder the questions' image paths are relative to. */
+  imageFolder: string;
+  /** Output JSONL (appended; question ids already present are skipped). */
+  answersFile: string;
+  /** model_id written with each answer. */
+  modelId: string;
+  /** --conv-mode (default defaultEvalTemplate(model)). */
+  template?: string;
+  /** Default: the model's own (defaultAspect). */
+  aspect?: AspectMode;
+  /** Default 0 (greedy, the v1.5 scripts). */
+  temperature?: number;
+  topP?: number;
+  /** Default 1024. */
+  maxNewTokens?: number;
+  /** Sampling seed; question i uses seed + i (default 0). */
+  seed?: number;
+  /** ScienceQA v1.5: the "Answer with the option's letter ..." suffix. */
+  singlePredPrompt?: boolean;
+  /** ScienceQA v0-era second pass (see the file header). */
+  answerPrompter?: boolean;
+  /** Also stop on the template's separator (default false: EOS only, as HEAD). */
+  stopAtSeparator?: boolean;
+  numChunks?: number;
+  chunkIdx?: number;
+  progress?: ProgressMode;
+  log?: (m: string) => void;
+}
+
+export interface GenerateAnswersResult {
+  /** Questions in this chunk. */
+  total: number;
+  /** Already answered in the file. */
+  skipped: number;
+  /** Answered by this run. */
+  written: number;
+}
+
+interface Item {
+  id: string | number;
+  /** The user message put into the conversation. */
+  question: string;
+  /** What the output's `prompt` field records. */
+  prompt: string;
+  image: string | null;
+}
+
+function itemsOf(set: QuestionSet, o: GenerateAnswersOptions): Item[] {
+  if (set.kind === 'bench') {
+    return set.questions.map((q) => ({ id: q.question_id, question: '<image>\n' + q.text, prompt: q.text, image: q.image }));
+  }
+  return set.questions.map((q) => {
+    const p = sqaPrompt(q, { singlePredPrompt: o.singlePredPrompt });
+    if (p.hasImage && typeof q.image !== 'string') throw new EvalError(`question ${q.id}: "image" must be a file path`);
+    return { id: q.id, question: p.question, prompt: p.prompt, image: p.hasImage ? (q.image as string) : null };
+  });
+}
+
+async function run(it: AsyncGenerator<unknown, GenerateResult, undefined>): Promise<GenerateResult> {
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Answers every question of the (chunk of the) set that the answers file does not hold yet. */
+export async function generateAnswers(o: GenerateAnswersOptions): Promise<GenerateAnswersResult> {
+  const log = o.log ?? ((m: string) => console.log(m));
+  const model = o.model;
+  const template = o.template ?? defaultEvalTemplate(model);
+  const conv0 = getTemplate(template); // unknown names fail before any work
+  const stop = o.stopAtSeparator ? stopString(conv0) : null;
+  const aspect = o.aspect ?? defaultAspect(model);
+  const temperature = o.temperature ?? 0;
+  const maxNewTokens = o.maxNewTokens ?? 1024;
+  const seed = o.seed ?? 0;
+  const S = model.config.vision.image_size;
+  const param = model.vision.parameters()[0];
+
+  const all = itemsOf(o.set, o);
+  const items = getChunk(all, o.numChunks ?? 1, o.chunkIdx ?? 0);
+  const seenIds = new Set<string>();
+  for (const it of items) {
+    const k = String(it.id);
+    if (seenIds.has(k)) throw new EvalError(`question id ${k} appears twice in the questions`);
+    seenIds.add(k);
+  }
+  const done = new Set(prepareJsonlOutput<AnswerRecord>(o.answersFile).map((a) => String(a.question_id)));
+  const todo = items.map((it, i) => ({ it, i })).filter(({ it }) => !done.has(String(it.id)));
+  const result: GenerateAnswersResult = { total: items.length, skipped: items.length - todo.length, written: 0 };
+  if (result.skipped > 0) log(`[answer] ${result.skipped} of ${items.length} questions already answered in ${o.answersFile}`);
+  if (todo.length === 0) return result;
+
+  const progress = new Progress({ mode: o.progress, label: '[answer]', total: items.length, done: result.skipped, log });
+  try {
+    for (const { it, i } of todo) {
+      let pixels: Tensor | null = null;
+      try {
+        if (it.image !== null) {
+          const file = imagePath(o.imageFolder, it.image);
+          if (!fs.existsSync(file)) throw new EvalError(`question ${it.id}: image file ${file} not found`);
+          let pv;
+          try {
+            pv = o.imageProcessor.preprocess(file, { aspect });
+          } catch (e) {
+            throw new EvalError(`question ${it.id}: cannot read image ${file}: ${(e as Error).message}`);
+          }
+          if (pv.shape[1] !== S || pv.shape[2] !== S)
+            throw new EvalError(`the image processor makes ${pv.shape[1]}x${pv.shape[2]} images; the vision tower takes ${S}x${S}`);
+          pixels = keep(tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: param.dtype, device: param.device }));
+        }
+        const conv = getTemplate(template);
+        appendMessage(conv, conv.roles[0], it.question);
+        appendMessage(conv, conv.roles[1], null);
+        const prompt = render(conv);
+        const sampling = { temperature, topP: o.topP, maxNewTokens, seed: seed + i, stop, pixelValues: pixels };
+        const first = await run(generate(model, o.tokenizer, { promptIds: encodePrompt(model, o.tokenizer, prompt), ...sampling }));
+        let text = pyStrip(first.text);
+        if (o.answerPrompter) {
+          const again = await run(
+            generate(model, o.tokenizer, { promptIds: encodePrompt(model, o.tokenizer, prompt + text + ' ###\nANSWER:'), ...sampling, maxNewTokens: 64 }),
+          );
+          text = text + '\n The answer is ' + pyStrip(again.text);
+        }
+        const rec: AnswerRecord = { question_id: it.id, prompt: it.prompt, text, answer_id: shortUuid(), model_id: o.modelId, metadata: {} };
+        appendJsonl(o.answersFile, rec);
+        result.written++;
+        progress.tick();
+      } catch (e) {
+        if (e instanceof EvalError) throw e;
+        throw new EvalError(`question ${it.id}: ${(e as Error).message} (${result.written} new answers were written to ${o.answersFile}; run again to resume)`);
+      } finally {
+        pixels?.dispose();
+      }
+    }
+  } finally {
+    progress.stop();
+  }
+  return result;
+}

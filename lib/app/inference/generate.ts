@@ -1,0 +1,357 @@
+// generate.ts — autoregressive generation for LLaVA with the KV cache: prefill the prompt (image rows
+// spliced in), then one decode step per new token. Streaming (async generator of text pieces) and
+// non-streaming (`generateText`) forms.
+//
+// Decisions:
+// - Sampling runs on the host in float64 from the step's logits: softmax(logits / temperature), then
+//   top-k (keep the k most probable), then top-p (keep the smallest set, in descending probability, whose
+//   cumulative probability reaches p), renormalise, draw with a seeded PRNG. Ties are broken by the lower
+//   token id, so a tiny top_p or temperature <= 0.001 (the model worker's threshold) is exactly greedy.
+// - Greedy is a host argmax (first maximum), like torch.argmax.
+// - max_new_tokens is capped by max_position_embeddings − (spliced prompt length), as the model worker does;
+//   a prompt that already fills the context is an error.
+// - EOS: the config's eos_token_id (number or list), else the tokenizer's; the EOS token is part of `ids`
+//   (HF generate includes it) but never of the text (special tokens are skipped when decoding).
+// - Stop strings: generation ends at the first occurrence of any stop string in the decoded reply; the
+//   stop string and anything after it are dropped. Text that could still become a stop string is held
+//   back from the stream until it is decided.
+// - Streaming decode re-decodes the whole reply (the LLaMA decoder strips the first piece's leading
+//   space, which a windowed decode would get wrong) and emits only the new suffix; a trailing U+FFFD
+//   (an incomplete UTF-8 sequence from byte-fallback tokens) is held back until its bytes complete, so
+//   multi-byte characters come out whole. At the end everything still held is flushed.
+// - Each sampled token is yielded exactly once; the last piece carries `finishReason`.
+import { Tensor } from '../../core/tensor';
+import type { Device, DType } from '../../core/dtype';
+import * as cuda from '../../cuda';
+import { LlavaForConditionalGeneration } from '../../models/llava';
+import { Tokenizer } from '../processing/tokenizer';
+import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess';
+import { IMAGE_TOKEN_INDEX, IGNORE_INDEX } from '../../constants';
+import { mulberry32, mixSeed } from '../util/random';
+
+
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+export interface GeneratedPiece {
+  /** The sampled token id. */
+  token: number;
+  /** Text that became final with this token ('' while held back). */
+  text: string;
+  /** 0-based index of the token in the reply. */
+  index: number;
+  /** Set on the last piece. */
+  finishReason?: FinishReason;
+}
+
+export interface SamplingOptions {
+  /** <= 0.001 → greedy (model worker threshold). Default 0 (greedy). */
+  temperature?: number;
+  /** Nucleus sampling: keep the smallest set with cumulative probability >= topP. Default 1 (off). */
+  topP?: number;
+  /** Keep only the k most probable tokens. Default off. */
+  topK?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Prompt ids: llava-hf models take expanded image tokens (or -200 sentinels, expanded here), original
+   *  models take one -200 per image. Give this or `prompt`. */
+  promptIds?: number[];
+  /** Prompt text with `<image>` placeholders, tokenized with `encodePrompt`. */
+  prompt?: string;
+  /** [N, 3, S, S] images for the prompt's placeholders, in the model's dtype/device. */
+  pixelValues?: Tensor | null;
+  /** Default 512; capped by max_position_embeddings − prompt length. */
+  maxNewTokens?: number;
+  /** PRNG seed for sampling (default: random). */
+  seed?: number;
+  /** Stop strings (checked on the decoded reply, removed from the output). */
+  stop?: string | string[] | null;
+  /** Override the EOS id(s); null disables EOS stopping. Default: config eos_token_id, else the tokenizer's. */
+  eosTokenId?: number | number[] | null;
+}
+
+export interface GenerateResult {
+  text: string;
+  ids: number[];
+  finishReason: FinishReason;
+  /** Positions the prompt occupies after splicing (image rows included). */
+  promptLength: number;
+}
+
+/** The model-worker rule: sampling iff temperature > 0.001. */
+export function isGreedy(o: SamplingOptions): boolean {
+  return !((o.temperature ?? 0) > 0.001);
+}
+
+/** A seeded uniform [0, 1) generator with 53-bit resolution (two mulberry32 draws). */
+export function seededRandom(seed: number): () => number {
+  const r = mulberry32(mixSeed(seed >>> 0, Math.floor(seed / 4294967296) >>> 0));
+  return () => {
+    const hi = Math.floor(r() * 2 ** 26);
+    const lo = Math.floor(r() * 2 ** 27);
+    return (hi * 2 ** 27 + lo) / 2 ** 53;
+  };
+}
+
+function argmaxHost(x: ArrayLike<number>): number {
+  let best = 0;
+  let bv = -Infinity;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i];
+    if (v > bv) {
+      bv = v;
+      best = i;
+    }
+  }
+  return best;
+}
+
+function checkFinite(logits: ArrayLike<number>): void {
+  for (let i = 0; i < logits.length; i++) if (Number.isNaN(logits[i])) throw new Error(`[generate] logits contain NaN (token ${i})`);
+}
+
+/**
+ * The sampling distribution after temperature, top-k and top-p: kept token ids in descending probability
+ * (ties: lower id first) and their renormalised probabilities (float64).
+ */
+export function samplingDistribution(logits: ArrayLike<number>, o: SamplingOptions): { ids: number[]; probs: Float64Array } {
+  const V = logits.length;
+  if (V === 0) throw new Error('[generate] empty logits');
+  checkFinite(logits);
+  const T = o.temperature ?? 1;
+  if (!(T > 0)) throw new Error(`[generate] samplingDistribution needs temperature > 0 (got ${T})`);
+  const topP = o.topP ?? 1;
+  const topK = o.topK ?? 0;
+  if (!(topP > 0 && topP <= 1)) throw new Error(`[generate] topP must be in (0, 1] (got ${topP})`);
+  if (!(Number.isInteger(topK) && topK >= 0)) throw new Error(`[generate] topK must be a non-negative integer (got ${topK})`);
+  let m = -Infinity;
+  for (let i = 0; i < V; i++) m = Math.max(m, logits[i] / T);
+  if (m === -Infinity) throw new Error('[generate] every logit is -inf');
+  const p = new Float64Array(V);
+  for (let i = 0; i < V; i++) p[i] = Math.exp(logits[i] / T - m);
+  let order = Array.from({ length: V }, (_, i) => i);
+  const needSort = topP < 1 || (topK > 0 && topK < V);
+  if (needSort) order.sort((a, b) => p[b] - p[a] || a - b);
+  if (topK > 0 && topK < V) order = order.slice(0, topK);
+  let total = 0;
+  for (const i of order) total += p[i];
+  if (topP < 1) {
+    let cum = 0;
+    let n = 0;
+    while (n < order.length) {
+      cum += p[order[n]] / total;
+      n++;
+      if (cum >= topP) break;
+    }
+    order = order.slice(0, n);
+    total = 0;
+    for (const i of order) total += p[i];
+  }
+  const probs = new Float64Array(order.length);
+  order.forEach((id, k) => (probs[k] = p[id] / total));
+  return { ids: order, probs };
+}
+
+/** One token from step logits: greedy argmax, or a draw from `samplingDistribution`. */
+export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, rng: () => number): number {
+  if (isGreedy(o)) {
+    checkFinite(logits);
+    return argmaxHost(logits);
+  }
+  const { ids, probs } = samplingDistribution(logits, o);
+  const u = rng();
+  let cum = 0;
+  for (let k = 0; k < ids.length; k++) {
+    cum += probs[k];
+    if (u < cum) return ids[k];
+  }
+  return ids[ids.length - 1]; // rounding: u landed past the last cumulative sum
+}
+
+/**
+ * Incremental detokenizer: push ids, get the text that is final so far. Text that may still turn into a
+ * stop string, and a trailing incomplete UTF-8 sequence, are held back until decided.
+ */
+export class StreamDecoder {
+  readonly ids: number[] = [];
+  /** Decoded reply (up to a stop string once one is found). */
+  private text = '';
+  private emitted = 0;
+  stopped = false;
+  private readonly stops: string[];
+
+  constructor(
+    private readonly tokenizer: Pick<Tokenizer, 'decode' | 'vocabSize'>,
+    stop: string | string[] | null | undefined = null,
+  ) {
+    this.stops = (stop === null || stop === undefined ? [] : Array.isArray(stop) ? stop : [stop]).filter((s) => s.length > 0);
+  }
+
+  /** Adds a token; returns newly final text. After a stop string is found, `stopped` is true. */
+  push(id: number): string {
+    if (this.stopped) throw new Error('[generate] StreamDecoder: push after a stop string');
+    this.ids.push(id);
+    // Ids past the tokenizer's vocabulary (embedding rows padded to a multiple of 64) decode to nothing.
+    const full = this.tokenizer.decode(this.ids.filter((t) => t < this.tokenizer.vocabSize));
+    // Earliest stop string at or after the part that was still undecided.
+    const maxStop = Math.max(0, ...this.stops.map((s) => s.length));
+    const from = Math.max(0, this.emitted - maxStop);
+    let cut = -1;
+    for (const s of this.stops) {
+      const at = full.indexOf(s, from);
+      if (at >= 0 && (cut < 0 || at < cut)) cut = at;
+    }
+    if (cut >= 0) {
+      this.stopped = true;
+      this.text = full.slice(0, Math.max(cut, 0));
+      return this.flush();
+    }
+    this.text = full;
+    let end = full.length;
+    // Hold back an incomplete multi-byte character (decoded as U+FFFD until its bytes arrive).
+    while (end > this.emitted && full.charCodeAt(end - 1) === 0xfffd) end--;
+    // Hold back the longest tail that is a proper prefix of a stop string.
+    let hold = 0;
+    for (const s of this.stops)
+      for (let k = Math.min(s.length - 1, end - this.emitted); k > hold; k--)
+        if (full.slice(end - k, end) === s.slice(0, k)) {
+          hold = k;
+          break;
+        }
+    return this.take(end - hold);
+  }
+
+  /** Everything not yet emitted (call when generation ends for a reason other than a stop string). */
+  flush(): string {
+    return this.take(this.text.length);
+  }
+
+  /** The whole reply text (stop string removed). */
+  get fullText(): string {
+    return this.text;
+  }
+
+  private take(end: number): string {
+    if (end <= this.emitted) return '';
+    // The decoded prefix can change only in held-back text; emitted text is never revised.
+    const piece = this.text.slice(this.emitted, end);
+    this.emitted = end;
+    return piece;
+  }
+}
+
+/** EOS ids from the model config (text config eos_token_id, number or list), else the tokenizer's. */
+export function eosIds(model: LlavaForConditionalGeneration, tokenizer?: Pick<Tokenizer, 'eosId'>): number[] {
+  const e = model.config.text.eos_token_id;
+  if (Array.isArray(e)) return e.slice();
+  if (typeof e === 'number') return [e];
+  return tokenizer?.eosId !== undefined ? [tokenizer.eosId] : [];
+}
+
+/** Prompt text with `<image>` → ids the model expects (llava-hf: expanded image tokens; original: -200). */
+export function encodePrompt(model: LlavaForConditionalGeneration, tokenizer: Tokenizer, prompt: string): number[] {
+  const ids = tokenizerImageToken(prompt, tokenizer, IMAGE_TOKEN_INDEX);
+  return prepareIds(model, ids);
+}
+
+/** For llava-hf models, expand -200 sentinels to numImageTokens copies of the image token id. */
+export function prepareIds(model: LlavaForConditionalGeneration, ids: number[]): number[] {
+  if (model.config.format !== 'llava-hf' || !ids.includes(IMAGE_TOKEN_INDEX)) return ids.slice();
+  return expandImageTokens(ids, ids.map(() => IGNORE_INDEX), model.numImageTokens, model.config.imageTokenIndex).inputIds;
+}
+
+/** Positions a prompt occupies once image rows are spliced in. */
+export function splicedLength(model: LlavaForConditionalGeneration, ids: number[]): number {
+  const sentinels = ids.filter((id) => id === IMAGE_TOKEN_INDEX).length;
+  return ids.length + sentinels * (model.numImageTokens - 1);
+}
+
+/** The context length: text max_position_embeddings (original checkpoints: also the training max length). */
+export function contextLength(model: LlavaForConditionalGeneration): number {
+  return model.config.text.max_position_embeddings ?? model.config.maxLength;
+}
+
+/** Streams a reply: one piece per sampled token (text may be '' while held back). */
+export async function* generate(
+  model: LlavaForConditionalGeneration,
+  tokenizer: Tokenizer,
+  opts: GenerateOptions,
+): AsyncGenerator<GeneratedPiece, GenerateResult, undefined> {
+  if (!opts.promptIds && opts.prompt === undefined) throw new Error('[generate] give promptIds or prompt');
+  const ids = opts.promptIds ? prepareIds(model, opts.promptIds) : encodePrompt(model, tokenizer, opts.prompt!);
+  if (ids.length === 0) throw new Error('[generate] empty prompt');
+  const requested = opts.maxNewTokens ?? 512;
+  if (!(Number.isInteger(requested) && requested >= 0)) throw new Error(`[generate] maxNewTokens must be a non-negative integer (got ${requested})`);
+  const temperature = opts.temperature ?? 0;
+  if (!(temperature >= 0)) throw new Error(`[generate] temperature must be >= 0 (got ${temperature})`);
+  const sampling: SamplingOptions = { temperature, topP: opts.topP, topK: opts.topK };
+  if (!isGreedy(sampling)) samplingDistribution([0], sampling); // validates topP/topK up front
+  const L = splicedLength(model, ids);
+  const ctx = contextLength(model);
+  if (L >= ctx) throw new Error(`[generate] the prompt takes ${L} positions; the context holds ${ctx}: nothing left to generate`);
+  const maxNew = Math.min(requested, ctx - L);
+  const eos = opts.eosTokenId === null ? [] : opts.eosTokenId === undefined ? eosIds(model, tokenizer) : ([] as number[]).concat(opts.eosTokenId);
+  const rng = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const dec = new StreamDecoder(tokenizer, opts.stop);
+  const out: number[] = [];
+  let finish: FinishReason = 'length';
+  if (maxNew === 0) return { text: '', ids: out, finishReason: finish, promptLength: L };
+
+  const { cache, logits, length } = model.prefill(ids, opts.pixelValues ?? null, L + maxNew);
+  let lg: Tensor | null = logits;
+  try {
+    for (let i = 0; i < maxNew; i++) {
+      const host = lg!.dataSync() as Float32Array;
+      lg!.dispose();
+      lg = null;
+      const tok = sampleToken(host, sampling, rng);
+      out.push(tok);
+      let text: string;
+      let done: FinishReason | undefined;
+      if (eos.includes(tok)) {
+        done = 'eos';
+        text = dec.flush();
+      } else {
+        text = dec.push(tok);
+        if (dec.stopped) done = 'stop';
+        else if (i === maxNew - 1) {
+          done = 'length';
+          text += dec.flush();
+        }
+      }
+      if (done) finish = done;
+      yield done ? { token: tok, text, index: i, finishReason: done } : { token: tok, text, index: i };
+      if (done) break;
+      lg = model.decodeStep(tok, length + i, cache);
+      await new Promise<void>((r) => setImmediate(r)); // let I/O (stdout, signals) run between tokens
+    }
+  } finally {
+    lg?.dispose();
+    cache.dispose();
+  }
+  return { text: dec.fullText, ids: out, finishReason: finish, promptLength: L };
+}
+
+/** Non-streaming generation: the whole reply (stripped, as the reference's decode(...).strip()) and its ids. */
+export async function generateText(model: LlavaForConditionalGeneration, tokenizer: Tokenizer, opts: GenerateOptions): Promise<GenerateResult> {
+  const it = generate(model, tokenizer, opts);
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return { ...r.value, text: r.value.text.trim() };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Shared by the chat and verify commands
+
+export const DTYPES: readonly DType[] = ['float32', 'bfloat16', 'float16'];
+
+/** Validates --device / --dtype; a CUDA request on a machine without CUDA is a clear error. */
+export function checkRuntime(device: string | undefined, dtype: string | undefined): { device: Device; dtype: DType } {
+  const dev = (device ?? 'cpu') as Device;
+  if (dev !== 'cpu' && dev !== 'cuda') throw new Error(`unknown device '${device}' (cpu or cuda)`);
+  if (dev === 'cuda' && !cuda.isAvailable()) throw new Error(`--device cuda: CUDA is not available (${cuda.describe()})`);
+  const dt = (dtype ?? 'float32') as DType;
+  if (!DTYPES.includes(dt)) throw new Error(`unsupported dtype '${dtype}' (${DTYPES.join(', ')})`);
+  return { device: dev, dtype: dt };
+}

@@ -1,0 +1,519 @@
+// trainer.ts — the two LLaVA training stages (spec §5): freezing by stage, AdamW with a cosine schedule
+// and 3% warmup, gradient accumulation to the global batch, optional clipping, checkpoints that resume
+// with the same data order and schedule, a progress display, a JSONL log and a loss plot.
+//
+// Semantics (as the reference's HF Trainer, with the differences named):
+// - One optimizer step = gradAccum micro-batches. Each micro-batch loss is the token mean over that
+//   micro-batch's supervised targets (spec §1.8); it is scaled by 1/k before backward, so the step's
+//   gradient is the average of the k micro-batch gradients. The logged loss is the mean of the k
+//   micro-batch losses. (k = gradAccum, or fewer for the last group of an epoch: an epoch has
+//   ceil(ceil(N/micro)/accum) steps. HF instead carries a partial group into the next epoch.)
+// - lr for step s (0-based) = cosineWithWarmup(s, totalSteps, lr, warmupRatio): the first step runs at lr 0
+//   when there is warmup, as HF's LambdaLR does. totalSteps = maxSteps if given (HF max_steps; epochs then
+//   repeat as needed), else epochs × steps per epoch.
+// - Data order: epoch e uses `epochOrder(samples, {seed, epoch: e, ...})` (plain seeded shuffle, or the
+//   modality-length grouped sampler), cut into micro-batches. A checkpoint stores (epoch, micro-batch
+//   index), so a resumed run sees exactly the batches the uninterrupted run would have.
+// - Parameters: `model.setStage(stage)` freezes (stage 1: projector only; stage 2: projector + LLM; the
+//   vision tower stays frozen unless trainVision). With weightDecay > 0 biases and norm weights go into a
+//   no-decay group (HF's get_parameter_names rule).
+// - bf16: load the model in bf16 (on the GPU); AdamW keeps float32 master weights and moments for
+//   low-precision parameters, so updates never accumulate bf16 rounding.
+// - Activation checkpointing (gradientCheckpointing): each LLaMA decoder layer keeps only its input
+//   and is recomputed in backward (lib/core/recompute.ts); gradients are unchanged.
+import * as fs from 'fs';
+import * as path from 'path';
+import { Tensor } from '../../core/tensor';
+import { tidy } from '../../core/memory';
+import { noGrad } from '../../core/autograd';
+// '../ops' (not its files) so the ops are installed as Tensor methods, which backward() needs.
+import { fromTypedArray, mul, copyInto } from '../../ops';
+import { AdamW, ParamGroup, clipGradNorm, cosineWithWarmup } from '../../optim/adamw';
+import type { LlavaForConditionalGeneration } from '../../models/llava';
+
+import { LlavaDataset, CollatedBatch } from './dataset';
+import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
+import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveWeights, saveOptimizer, loadOptimizer, loadPartialWeights, readTrainerState, pruneCheckpoints } from './train_state';
+import { writeLossPlot } from './loss_plot';
+import { epochOrder } from './sampler';
+import { Progress } from '../util/progress';
+import { writeDirAtomic, writeFileAtomic } from '../util/files';
+
+// ---------------------------------------------------------------------------------------------------------
+// Presets (spec §5)
+
+export type StageName = 'pretrain' | 'finetune';
+export type PresetName = 'paper' | 'v1' | 'v1.5';
+
+export interface StagePreset {
+  lr: number;
+  globalBatch: number;
+  epochs: number;
+  /** Training `--version`. */
+  template: string;
+  aspect: 'square' | 'pad';
+  groupByModalityLength: boolean;
+}
+
+/** Paper (v0): stage 1 2e-3 / 128 / 1 epoch, stage 2 2e-5 / 32 / 3 epochs, `###` template.
+ *  v1 scripts: 2e-3 / 128 / 1 (plain), 2e-5 / 128 / 1 (v1). v1.5: 1e-3 / 256 / 1 (plain), 2e-5 / 128 / 1
+ *  (v1, pad aspect, modality-length grouping). */
+export const PRESETS: Record<PresetName, Record<StageName, StagePreset>> = {
+  paper: {
+    pretrain: { lr: 2e-3, globalBatch: 128, epochs: 1, template: 'llava_v0', aspect: 'square', groupByModalityLength: false },
+    finetune: { lr: 2e-5, globalBatch: 32, epochs: 3, template: 'llava_v0', aspect: 'square', groupByModalityLength: false },
+  },
+  v1: {
+    pretrain: { lr: 2e-3, globalBatch: 128, epochs: 1, template: 'plain', aspect: 'square', groupByModalityLength: false },
+    finetune: { lr: 2e-5, globalBatch: 128, epochs: 1, template: 'v1', aspect: 'square', groupByModalityLength: false },
+  },
+  'v1.5': {
+    pretrain: { lr: 1e-3, globalBatch: 256, epochs: 1, template: 'plain', aspect: 'square', groupByModalityLength: false },
+    finetune: { lr: 2e-5, globalBatch: 128, epochs: 1, template: 'v1', aspect: 'pad', groupByModalityLength: true },
+  },
+};
+
+export function stageNumber(s: StageName | 1 | 2 | string): 1 | 2 {
+  if (s === 1 || s === 'pretrain' || s === '1') return 1;
+  if (s === 2 || s === 'finetune' || s === '2') return 2;
+  throw new Error(`[trainer] unknown stage '${s}' (pretrain or finetune)`);
+}
+
+/** Validate --device / --dtype for training; CUDA must be present when asked for. */
+export function checkRuntimeOptions(device = 'cpu', dtype = 'float32'): { device: 'cpu' | 'cuda'; dtype: 'float32' | 'bfloat16' } {
+  if (device !== 'cpu' && device !== 'cuda') throw new Error(`unknown device '${device}' (cpu or cuda)`);
+  if (dtype !== 'float32' && dtype !== 'bfloat16') throw new Error(`unsupported training dtype '${dtype}' (float32 or bfloat16)`);
+  if (device === 'cuda') {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const cuda = require('../../cuda') as typeof import('../../cuda');
+    if (!cuda.isAvailable()) throw new Error(`--device cuda: CUDA is not available (${cuda.describe()})`);
+  }
+  return { device, dtype };
+}
+
+/** Resolve global batch / micro-batch / accumulation from whichever two (or one) are given. */
+export function resolveBatching(o: { globalBatch?: number; microBatch?: number; gradAccum?: number }): { globalBatch: number; microBatch: number; gradAccum: number } {
+  const pos = (v: number | undefined, name: string): void => {
+    if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new Error(`[trainer] ${name} must be a positive integer (got ${v})`);
+  };
+  pos(o.globalBatch, 'batch size');
+  pos(o.microBatch, 'micro-batch size');
+  pos(o.gradAccum, 'gradient accumulation');
+  let { globalBatch: g, microBatch: m, gradAccum: a } = o;
+  if (g !== undefined && m !== undefined && a !== undefined && g !== m * a)
+    throw new Error(`[trainer] batch size ${g} != micro-batch ${m} x accumulation ${a}`);
+  if (m !== undefined && a !== undefined) g = m * a;
+  else if (g !== undefined && a !== undefined) {
+    if (g % a) throw new Error(`[trainer] batch size ${g} is not divisible by gradient accumulation ${a}`);
+    m = g / a;
+  } else if (g !== undefined) {
+    m = m ?? Math.min(g, 4);
+    if (g % m) throw new Error(`[trainer] batch size ${g} is not divisible by micro-batch size ${m}`);
+    a = g / m;
+  } else {
+    m = m ?? 4;
+    a = a ?? 1;
+    g = m * a;
+  }
+  return { globalBatch: g!, microBatch: m!, gradAccum: a! };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Options and records
+
+export interface TrainerOptions {
+  stage: 1 | 2;
+  lr: number;
+  epochs?: number;
+  globalBatch?: number;
+  microBatch?: number;
+  gradAccum?: number;
+  /** Schedule length in optimizer steps (HF max_steps); epochs repeat as needed. */
+  maxSteps?: number;
+  warmupRatio?: number;
+  weightDecay?: number;
+  /** Clip the global gradient norm to this (0 / undefined: off). */
+  maxGradNorm?: number;
+  seed?: number;
+  groupByModalityLength?: boolean;
+  /** Accepted, no-op (see file header). */
+  gradientCheckpointing?: boolean;
+  trainVision?: boolean;
+  /** Where checkpoints, final weights, train_log.jsonl and loss.png go (none: nothing is written). */
+  outputDir?: string;
+  /** Base model directory: config/tokenizer files are copied next to saved weights. */
+  baseModelDir?: string;
+  /** Edits the copied config.json of saved models (e.g. an absolute mm_vision_tower path). */
+  configPatch?: (cfg: Record<string, unknown>) => void;
+  /** Checkpoint every N steps (0: only at the end). */
+  saveSteps?: number;
+  /** Keep this many checkpoint-N directories (default 1, as the reference scripts). */
+  saveTotalLimit?: number;
+  progress?: 'auto' | 'bar' | 'plain' | 'none';
+  /** Plain progress: a line every N steps (default: ~20 lines per run). */
+  logEvery?: number;
+  workers?: number;
+  prefetch?: number;
+  /** Messages (default console.log). */
+  log?: (msg: string) => void;
+  /** Label shown in the progress display. */
+  label?: string;
+  /** Write loss.png at the end (default true when outputDir is set). */
+  plot?: boolean;
+}
+
+export interface StepRecord {
+  step: number;
+  epoch: number;
+  loss: number;
+  lr: number;
+  tokens_per_s: number;
+  grad_norm?: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  history: StepRecord[];
+  firstLoss: number;
+  lastLoss: number;
+  seconds: number;
+  checkpoint: string | null;
+}
+
+/** Trainable parameters split for weight decay: biases and norm weights never decay. */
+export function paramGroups(named: [string, Tensor][], weightDecay: number): ParamGroup[] {
+  if (!(weightDecay > 0)) return [{ params: named.map(([, p]) => p), weightDecay: 0 }];
+  const noDecay = (n: string): boolean => n.endsWith('bias') || /norm/i.test(n);
+  const decay = named.filter(([n]) => !noDecay(n)).map(([, p]) => p);
+  const rest = named.filter(([n]) => noDecay(n)).map(([, p]) => p);
+  return [
+    { params: decay, weightDecay },
+    { params: rest, weightDecay: 0 },
+  ].filter((g) => g.params.length > 0);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Trainer
+
+export const LOG_FILE = 'train_log.jsonl';
+export const PLOT_FILE = 'loss.png';
+
+export class Trainer {
+  readonly stage: 1 | 2;
+  readonly optimizer: AdamW;
+  readonly trainable: [string, Tensor][];
+  readonly globalBatch: number;
+  readonly microBatch: number;
+  readonly gradAccum: number;
+  readonly stepsPerEpoch: number;
+  readonly epochs: number;
+  state: TrainerState;
+  /** Records of the steps run by this object (a resumed run's earlier steps live in train_log.jsonl). */
+  readonly history: StepRecord[] = [];
+  private readonly log: (m: string) => void;
+  private readonly device: Tensor['device'];
+  private readonly dtype: Tensor['dtype'];
+  private logReady = false;
+
+  constructor(
+    readonly model: LlavaForConditionalGeneration,
+    readonly dataset: LlavaDataset,
+    readonly opts: TrainerOptions,
+  ) {
+    this.stage = stageNumber(opts.stage);
+    this.log = opts.log ?? ((m) => console.log(m));
+    if (!(opts.lr >= 0)) throw new Error(`[trainer] learning rate must be >= 0 (got ${opts.lr})`);
+    const b = resolveBatching(opts);
+    this.globalBatch = b.globalBatch;
+    this.microBatch = b.microBatch;
+    this.gradAccum = b.gradAccum;
+    this.epochs = opts.epochs ?? 1;
+    if (!(this.epochs > 0)) throw new Error(`[trainer] epochs must be positive (got ${this.epochs})`);
+    if (opts.maxSteps !== undefined && !(Number.isInteger(opts.maxSteps) && opts.maxSteps > 0))
+      throw new Error(`[trainer] max steps must be a positive integer (got ${opts.maxSteps})`);
+    model.lm.gradientCheckpointing = !!opts.gradientCheckpointing;
+    model.setStage(this.stage, { trainVision: opts.trainVision });
+    this.trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
+    if (!this.trainable.length) throw new Error('[trainer] no trainable parameters');
+    const w = model.lm.embed.getParameter('weight')!;
+    this.device = w.device;
+    this.dtype = w.dtype;
+    this.optimizer = new AdamW(paramGroups(this.trainable, opts.weightDecay ?? 0), { lr: opts.lr, weightDecay: opts.weightDecay ?? 0 });
+    this.stepsPerEpoch = Math.max(1, Math.ceil(Math.ceil(dataset.length / this.microBatch) / this.gradAccum));
+    const totalSteps = opts.maxSteps ?? Math.ceil(this.epochs * this.stepsPerEpoch);
+    this.state = {
+      version: 1,
+      stage: this.stage,
+      step: 0,
+      totalSteps,
+      epoch: 0,
+      batchInEpoch: 0,
+      seed: opts.seed ?? 42,
+      numSamples: dataset.length,
+      samplesSeen: 0,
+      tokensSeen: 0,
+      options: {
+        lr: opts.lr,
+        epochs: this.epochs,
+        globalBatch: this.globalBatch,
+        microBatch: this.microBatch,
+        gradAccum: this.gradAccum,
+        maxSteps: opts.maxSteps ?? null,
+        warmupRatio: opts.warmupRatio ?? 0.03,
+        weightDecay: opts.weightDecay ?? 0,
+        maxGradNorm: opts.maxGradNorm ?? 0,
+        groupByModalityLength: !!opts.groupByModalityLength,
+        template: dataset.spec.template,
+        aspect: dataset.spec.aspect,
+        dtype: this.dtype,
+      },
+    };
+  }
+
+  get totalSteps(): number {
+    return this.state.totalSteps;
+  }
+
+  /** Micro-batches (sample positions) of one epoch, in order. */
+  epochPlan(epoch: number): number[][] {
+    const order = epochOrder(this.dataset.samples, {
+      seed: this.state.seed,
+      epoch,
+      batchSize: this.microBatch,
+      worldSize: this.gradAccum,
+      groupByModalityLength: !!this.opts.groupByModalityLength,
+    });
+    return microBatches(order, this.microBatch);
+  }
+
+  /** lr used by step `s` (0-based). */
+  lrAt(s: number): number {
+    return cosineWithWarmup(s, this.state.totalSteps, this.opts.lr, this.opts.warmupRatio ?? 0.03);
+  }
+
+  private toPixels(b: CollatedBatch): Tensor | null {
+    if (!b.pixels) return null;
+    const S = b.imageSize;
+    return fromTypedArray(b.pixels, [b.numImages, 3, S, S], { dtype: this.dtype, device: this.device });
+  }
+
+  /** Forward + backward of one micro-batch with its loss scaled by `scale`; returns the unscaled loss. */
+  microStep(b: CollatedBatch, scale: number): number {
+    return tidy(() => {
+      const pixelValues = this.toPixels(b);
+      const { loss } = this.model.loss({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels, pixelValues });
+      (scale === 1 ? loss : mul(loss, scale)).backward();
+      return loss.item();
+    });
+  }
+
+  private scaleGrads(f: number): void {
+    noGrad(() => {
+      for (const [, p] of this.trainable)
+        if (p.grad) {
+          const s = mul(p.grad, f);
+          copyInto(p.grad, s);
+          s.dispose();
+        }
+    });
+  }
+
+  private logPath(): string | null {
+    return this.opts.outputDir ? path.join(this.opts.outputDir, LOG_FILE) : null;
+  }
+
+  /** Start (or, after resume, trim to the resumed step) the JSONL log. */
+  private prepareLog(): void {
+    if (this.logReady) return;
+    this.logReady = true;
+    const f = this.logPath();
+    if (!f) return;
+    fs.mkdirSync(path.dirname(f), { recursive: true });
+    let keep: string[] = [];
+    if (this.state.step > 0 && fs.existsSync(f))
+      keep = fs
+        .readFileSync(f, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim() && (JSON.parse(l) as StepRecord).step <= this.state.step);
+    fs.writeFileSync(f, keep.map((l) => l + '\n').join(''));
+  }
+
+  /** All logged steps (earlier runs included when resuming with an output dir). */
+  fullHistory(): StepRecord[] {
+    const f = this.logPath();
+    if (f && fs.existsSync(f))
+      return fs
+        .readFileSync(f, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => JSON.parse(l) as StepRecord);
+    return this.history.slice();
+  }
+
+  /**
+   * Train until `untilStep` optimizer steps are done (default: the whole schedule). Saves checkpoints every
+   * saveSteps and at the end (when outputDir is set), then the final weights and the loss plot.
+   */
+  async train(o: { untilStep?: number } = {}): Promise<TrainResult> {
+    const until = Math.min(o.untilStep ?? this.state.totalSteps, this.state.totalSteps);
+    const t0 = Date.now();
+    this.prepareLog();
+    const every = this.opts.logEvery ?? Math.max(1, Math.round(this.state.totalSteps / 20));
+    const progress = new Progress({
+      mode: this.opts.progress,
+      label: this.opts.label ?? `stage ${this.stage}`,
+      unit: 'step ',
+      total: this.state.totalSteps,
+      done: this.state.step,
+      every,
+      log: this.log,
+    });
+    const maxEpochs = this.opts.maxSteps !== undefined ? Infinity : this.epochs;
+    let lastCheckpoint: string | null = null;
+    const pool = (this.opts.workers ?? 0) > 0 ? new EncoderPool(this.dataset.spec, this.opts.workers!) : null;
+    try {
+      while (this.state.step < until && this.state.epoch < maxEpochs) {
+        const plan = this.epochPlan(this.state.epoch);
+        if (this.state.batchInEpoch >= plan.length) {
+          this.state.epoch++;
+          this.state.batchInEpoch = 0;
+          continue;
+        }
+        const loader = new PrefetchLoader(this.dataset, plan.slice(this.state.batchInEpoch), { prefetch: this.opts.prefetch ?? 2, pool: pool ?? undefined });
+        const stepsBefore = this.state.step;
+        const fromStart = this.state.batchInEpoch === 0;
+        try {
+          while (this.state.step < until && this.state.batchInEpoch < plan.length) {
+            const r = await this.optimizerStep(loader, plan.length);
+            if (!r) continue;
+            this.history.push(r);
+            const f = this.logPath();
+            if (f) fs.appendFileSync(f, JSON.stringify(r) + '\n');
+            progress.update(r.step, [`loss ${r.loss.toFixed(4)}`, `lr ${r.lr.toExponential(2)}`, `${r.tokens_per_s.toFixed(0)} tok/s`]);
+            const save = this.opts.saveSteps ?? 0;
+            if (this.opts.outputDir && save > 0 && this.state.step % save === 0 && this.state.step < this.state.totalSteps) lastCheckpoint = this.saveCheckpoint();
+          }
+        } finally {
+          loader.close();
+        }
+        if (this.state.batchInEpoch >= plan.length) {
+          if (fromStart && this.state.step === stepsBefore)
+            throw new Error('[trainer] a whole epoch produced no optimizer step (every sample was skipped?)');
+          this.state.epoch++;
+          this.state.batchInEpoch = 0;
+        }
+      }
+    } finally {
+      progress.stop();
+      pool?.close();
+    }
+    if (this.opts.outputDir) {
+      lastCheckpoint = this.saveCheckpoint();
+      if (this.state.step >= this.state.totalSteps || o.untilStep === undefined) this.saveFinal();
+    }
+    const h = this.history;
+    return {
+      steps: h.length,
+      history: h.slice(),
+      firstLoss: h.length ? h[0].loss : NaN,
+      lastLoss: h.length ? h[h.length - 1].loss : NaN,
+      seconds: (Date.now() - t0) / 1000,
+      checkpoint: lastCheckpoint,
+    };
+  }
+
+  /** One optimizer step over the next group of micro-batches; null when every sample of it was dropped. */
+  private async optimizerStep(loader: PrefetchLoader, planLength: number): Promise<StepRecord | null> {
+    const t0 = performance.now();
+    const k = Math.min(this.gradAccum, planLength - this.state.batchInEpoch);
+    let lossSum = 0;
+    let n = 0;
+    let inTokens = 0;
+    for (let i = 0; i < k; i++) {
+      const e = await loader.nextEntry();
+      if (!e) break;
+      this.state.batchInEpoch++;
+      if (!e.batch) continue;
+      const l = this.microStep(e.batch, 1 / k);
+      if (!Number.isFinite(l)) {
+        this.optimizer.zeroGrad();
+        throw new Error(`[trainer] non-finite loss ${l} at step ${this.state.step + 1} (samples ${e.batch.ids.join(', ')})`);
+      }
+      lossSum += l;
+      n++;
+      inTokens += e.batch.inputTokens;
+      this.state.samplesSeen += e.batch.ids.length;
+      this.state.tokensSeen += e.batch.supervisedTokens;
+    }
+    if (n === 0) return null;
+    if (n < k) this.scaleGrads(k / n); // dropped micro-batches: average over the ones that ran
+    let gradNorm: number | undefined;
+    if (this.opts.maxGradNorm && this.opts.maxGradNorm > 0) gradNorm = clipGradNorm(this.trainable.map(([, p]) => p), this.opts.maxGradNorm);
+    const lr = this.lrAt(this.state.step);
+    this.optimizer.stepUpdate(lr);
+    this.optimizer.zeroGrad();
+    this.state.step++;
+    const dt = (performance.now() - t0) / 1000;
+    const rec: StepRecord = {
+      step: this.state.step,
+      epoch: Number((this.state.epoch + this.state.batchInEpoch / planLength).toFixed(4)),
+      loss: lossSum / n,
+      lr,
+      tokens_per_s: Number((inTokens / Math.max(dt, 1e-9)).toFixed(1)),
+    };
+    if (gradNorm !== undefined) rec.grad_norm = gradNorm;
+    return rec;
+  }
+
+  /** Write checkpoint-{step} under outputDir (atomically) and prune old ones; returns its path. */
+  saveCheckpoint(dir?: string): string {
+    const out = this.opts.outputDir;
+    const target = dir ?? (out ? path.join(out, `checkpoint-${this.state.step}`) : null);
+    if (!target) throw new Error('[trainer] saveCheckpoint needs a directory (no outputDir set)');
+    writeDirAtomic(target, (tmp) => {
+      saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.opts.configPatch);
+      saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE));
+      writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
+    });
+    if (!dir && out) pruneCheckpoints(out, this.opts.saveTotalLimit ?? 1);
+    return target;
+  }
+
+  /** Final weights in outputDir (stage 1: mm_projector.safetensors; stage 2: model.safetensors + configs),
+   *  trainer_state.json and loss.png. */
+  saveFinal(): void {
+    const out = this.opts.outputDir;
+    if (!out) return;
+    saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.opts.configPatch);
+    writeFileAtomic(path.join(out, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
+    if (this.opts.plot !== false) {
+      const pts = this.fullHistory().map((r) => ({ step: r.step, loss: r.loss }));
+      writeLossPlot(path.join(out, PLOT_FILE), pts, { title: `stage ${this.stage} loss` });
+    }
+  }
+
+  /** Continue from a checkpoint directory: weights, optimizer moments, step, epoch and data position. */
+  resume(dir: string): void {
+    const s = readTrainerState(dir);
+    if (s.stage !== this.stage) throw new Error(`[trainer] checkpoint ${dir} is from stage ${s.stage}, this run is stage ${this.stage}`);
+    if (s.numSamples !== this.dataset.length)
+      throw new Error(`[trainer] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`);
+    const o = s.options ?? {};
+    for (const k of ['microBatch', 'gradAccum'] as const)
+      if (o[k] !== undefined && o[k] !== this[k]) throw new Error(`[trainer] checkpoint ${dir} used ${k} ${String(o[k])}, this run ${this[k]}: the data order would differ`);
+    if (s.totalSteps !== this.state.totalSteps) this.log(`[trainer] resuming with the checkpoint's schedule length ${s.totalSteps} (this run computed ${this.state.totalSteps})`);
+    const wfile = path.join(dir, this.stage === 1 ? PROJECTOR_FILE : MODEL_FILE);
+    loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
+    const ofile = path.join(dir, OPTIMIZER_FILE);
+    if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
+    else this.log(`[trainer] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
+    this.optimizer.step = s.step;
+    this.state = { ...s, options: { ...this.state.options, ...o } };
+    this.logReady = false;
+  }
+
+  dispose(): void {
+    this.optimizer.dispose();
+  }
+}
+

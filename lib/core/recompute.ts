@@ -1,0 +1,49 @@
+// recompute.ts — activation checkpointing: run a block without keeping its activations and
+// recompute them during backward (torch.utils.checkpoint).
+//
+// The forward runs under noGrad and records a single graph node that saves only the block's
+// inputs. Its vjp re-runs the block with gradients on from detached copies of those inputs and
+// backpropagates the incoming gradient through the recomputed graph: parameters inside the block
+// (listed in `params`, since a closure hides them) accumulate their .grad there directly, and the
+// inputs' gradients flow on through the outer graph. The block must be deterministic (no dropout).
+import { Tensor } from './tensor';
+import { noGrad, enableGrad, isGradEnabled } from './autograd';
+import { tidy } from './memory';
+import { record } from '../ops/util';
+
+export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Tensor | null)[], params: Tensor[]): Tensor {
+  const present = inputs.filter((t): t is Tensor => !!t);
+  const wanted = present.map((t) => t.requiresGrad);
+  const trainable = wanted.some(Boolean) || params.some((p) => p.requiresGrad);
+  if (!isGradEnabled() || !trainable) return fn(...inputs);
+  if (!present.length) throw new Error('[checkpoint] the block needs at least one tensor input');
+  const out = noGrad(() => fn(...inputs));
+  // record() attaches a node only when an input requires grad. When only the parameters do, the
+  // first input stands in as the node's edge for the duration of the call; its gradient is dropped.
+  const forced = !wanted.some(Boolean);
+  if (forced) present[0].requiresGrad = true;
+  try {
+    return record('checkpoint', out, present, (g, saved) => {
+      const ins = saved.map((s, i) => {
+        const d = s.detach();
+        if (wanted[i]) d.setRequiresGrad(true);
+        return d;
+      });
+      const grads = enableGrad(() =>
+        tidy(() => {
+          let k = 0;
+          fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
+          return ins.map((d) => {
+            const gr = d.grad;
+            d.grad = null;
+            return gr;
+          });
+        }),
+      );
+      ins.forEach((d) => d.dispose());
+      return grads;
+    }, present);
+  } finally {
+    if (forced) present[0].requiresGrad = false;
+  }
+}
