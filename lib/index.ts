@@ -18,11 +18,13 @@ export { LlavaForConditionalGeneration } from './models/llava';
 export type { LlavaConfig, LlavaBatch } from './models/llava';
 export { Tokenizer } from './app/processing/tokenizer';
 export { CLIPImageProcessor, decodeImage } from './app/processing/image';
+export { LlavaSession, resolveVision } from './app/processing/session';
+export type { SessionOptions } from './app/processing/session';
 export { generate, generateText } from './app/inference/generate';
 
 // Around the model: evaluation (ScienceQA, LLaVA-Bench), the GPT-assisted data pipeline, the HTTP server.
-export * as evaluation from './app/eval/benchmarks';
+export * as evaluation from './app/eval/index';
 export { OpenAIJudge, runBenchReview } from './app/eval/judge';
 export { generateAnswers, loadEvalModel } from './app/eval/answer';
-export * as gptData from './app/datagen/pipeline';
+export * as gptData from './app/datagen/index';
 export { createServer as createLlavaServer, startServer as startLlavaServer } from './app/serve/server';

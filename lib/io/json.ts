@@ -9,7 +9,7 @@ export interface ReadJsonOptions {
   makeError?: (message: string) => Error;
 }
 
-/** Parses `file` as JSON. Errors read "[area] <what> <file> not found" or "... invalid JSON (reason)". */
+/** Parses `file` as JSON. Errors read "[area] <what> <file> not found" or "... malformed JSON (reason)". */
 export function readJson<T = unknown>(file: string, what: string, area: string, o: ReadJsonOptions = {}): T {
   const fail = (m: string): never => {
     throw (o.makeError ?? ((s: string) => new Error(s)))(`[${area}] ${what} ${file}${m}`);
@@ -25,8 +25,8 @@ export function readJson<T = unknown>(file: string, what: string, area: string, 
   try {
     v = JSON.parse(text);
   } catch (e) {
-    fail(`: invalid JSON (${(e as Error).message})`);
+    fail(`: malformed JSON (${(e as Error).message})`);
   }
-  if (o.object && (typeof v !== 'object' || v === null || Array.isArray(v))) fail(': invalid JSON (not a JSON object)');
+  if (o.object && (typeof v !== 'object' || v === null || Array.isArray(v))) fail(': malformed JSON (not a JSON object)');
   return v as T;
 }

@@ -1,4 +1,5 @@
-// safetensors reader and writer (format: 8-byte little-endian header length N, N bytes of UTF-8 JSON
+// safetensors reader (the writer is safetensors_write.ts; what both share, safetensors_format.ts).
+// Format: 8-byte little-endian header length N, N bytes of UTF-8 JSON
 // {name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}, then the data section;
 // offsets are relative to the start of the data section).
 //
@@ -18,73 +19,25 @@
 // - Data is little-endian on disk; typed views assume a little-endian host (checked once).
 import * as fs from 'fs';
 import * as path from 'path';
-import { randomBytes } from 'crypto';
 import { bf16ToF32, f16ToF32 } from './half';
+import {
+  dtypeSizes,
+  fail,
+  isSafetensorsDtype,
+  numelOf,
+  IO_CHUNK,
+  LITTLE_ENDIAN_HOST,
+  MAX_HEADER_BYTES,
+  type RawTensor,
+  type SafetensorsDtype,
+  type SafetensorsHeader,
+  type TensorInfo,
+  type TensorSource,
+} from './safetensors_format';
 
-export type SafetensorsDtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+export * from './safetensors_format';
+export { writeSafetensors } from './safetensors_write';
 
-export const dtypeSizes: Readonly<Record<SafetensorsDtype, number>> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
-};
-
-export interface TensorInfo {
-  dtype: SafetensorsDtype;
-  shape: number[];
-  /** [begin, end) in bytes, relative to the start of the data section. */
-  dataOffsets: [number, number];
-}
-
-export interface SafetensorsHeader {
-  header: Map<string, TensorInfo>;
-  metadata: Record<string, string>;
-  /** Absolute file offset of the data section (8 + header length). */
-  dataStart: number;
-  fileSize: number;
-}
-
-export interface RawTensor {
-  dtype: SafetensorsDtype;
-  shape: number[];
-  /** The tensor's bytes, little-endian, in a fresh ArrayBuffer (byteOffset 0). */
-  data: Uint8Array;
-}
-
-export interface TensorToWrite {
-  dtype: SafetensorsDtype;
-  shape: readonly number[];
-  data: ArrayBufferView;
-}
-
-/** What both a single file and a sharded checkpoint offer. */
-export interface TensorSource {
-  names(): string[];
-  has(name: string): boolean;
-  info(name: string): TensorInfo;
-  read(name: string): RawTensor;
-  readAsFloat32(name: string): Float32Array;
-  close(): void;
-}
-
-const MAX_HEADER_BYTES = 100 * 1024 * 1024;
-const IO_CHUNK = 1 << 30;
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-export function isSafetensorsDtype(d: unknown): d is SafetensorsDtype {
-  return typeof d === 'string' && Object.prototype.hasOwnProperty.call(dtypeSizes, d);
-}
-
-/** Element count of a shape (1 for a scalar []). */
-export function numelOf(shape: readonly number[]): number {
-  let n = 1;
-  for (const s of shape) n *= s;
-  return n;
-}
-
-function fail(file: string, msg: string): never {
-  throw new Error(`safetensors: ${file}: ${msg}`);
-}
-
-/** Parses and validates the JSON header; `dataSize` is the byte length of the data section. */
 function parseHeader(file: string, json: Uint8Array, dataSize: number): Omit<SafetensorsHeader, 'dataStart' | 'fileSize'> {
   let text: string;
   try {
@@ -440,93 +393,4 @@ function loadIndexed(dir: string, indexPath: string): ShardedSafetensors {
   }
   const meta = (index as { metadata?: unknown }).metadata;
   return new ShardedSafetensors(files, owner, typeof meta === 'object' && meta !== null ? { ...meta } : {});
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) {
-    done += fs.writeSync(fd, bytes, done, Math.min(IO_CHUNK, bytes.length - done));
-  }
-}
-
-/**
- * Writes tensors to `filePath` atomically (temp file in the same directory, fsync, rename).
- * Accepts a plain object or a Map (a Map keeps names like "0" in the caller's order).
- */
-export function writeSafetensors(
-  filePath: string,
-  tensors: Record<string, TensorToWrite> | Map<string, TensorToWrite>,
-  metadata?: Record<string, string>,
-): void {
-  if (!LITTLE_ENDIAN_HOST) throw new Error('safetensors: big-endian hosts are not supported');
-  const list = [...(tensors instanceof Map ? tensors : Object.entries(tensors))];
-  const items = list.map(([name, t]) => {
-    const where = `tensor '${name}'`;
-    if (name === '__metadata__' || name === '') fail(filePath, `${where}: reserved or empty name`);
-    if (!isSafetensorsDtype(t.dtype)) fail(filePath, `${where}: unknown dtype ${JSON.stringify(t.dtype)}`);
-    if (!Array.isArray(t.shape) || !t.shape.every((s) => Number.isSafeInteger(s) && s >= 0)) {
-      fail(filePath, `${where}: shape ${JSON.stringify(t.shape)} is not a list of integers >= 0`);
-    }
-    const bytes = numelOf(t.shape) * dtypeSizes[t.dtype];
-    if (!ArrayBuffer.isView(t.data) || t.data.byteLength !== bytes) {
-      fail(filePath, `${where}: size mismatch: shape [${t.shape.join(', ')}] of ${t.dtype} needs ${bytes} bytes, data has ${t.data?.byteLength}`);
-    }
-    return { name, t, bytes: new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) };
-  });
-  // Largest item size first keeps every tensor aligned to its item size (the data section starts at a
-  // multiple of 8). Array.prototype.sort is stable, so equal sizes keep the caller's order.
-  items.sort((a, b) => dtypeSizes[b.t.dtype] - dtypeSizes[a.t.dtype]);
-
-  // Built by hand rather than JSON.stringify(object) so integer-like names keep their position.
-  const parts: string[] = [];
-  if (metadata) {
-    for (const [k, v] of Object.entries(metadata)) {
-      if (typeof v !== 'string') fail(filePath, `__metadata__ value for '${k}' is not a string`);
-    }
-    parts.push(`"__metadata__":${JSON.stringify(metadata)}`);
-  }
-  let offset = 0;
-  for (const it of items) {
-    const info = { dtype: it.t.dtype, shape: [...it.t.shape], data_offsets: [offset, offset + it.bytes.length] };
-    parts.push(`${JSON.stringify(it.name)}:${JSON.stringify(info)}`);
-    offset += it.bytes.length;
-  }
-  const json = Buffer.from(`{${parts.join(',')}}`, 'utf8');
-  const padded = Buffer.alloc(Math.ceil(json.length / 8) * 8, 0x20);
-  json.copy(padded);
-  const lenBuf = Buffer.alloc(8);
-  lenBuf.writeBigUInt64LE(BigInt(padded.length));
-
-  const dir = path.dirname(path.resolve(filePath));
-  const tmp = path.join(dir, `.${path.basename(filePath)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-  let fd: number | null = null;
-  try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
-    writeAll(fd, lenBuf);
-    writeAll(fd, padded);
-    for (const it of items) writeAll(fd, it.bytes);
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(tmp, filePath);
-  } catch (e) {
-    if (fd !== null) fs.closeSync(fd);
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      // the temp file may not exist; the original error is what matters
-    }
-    fail(filePath, `write failed (${(e as Error).message})`);
-  }
-  // Make the rename itself durable; some filesystems refuse fsync on a directory, which is not fatal.
-  try {
-    const dfd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
-  } catch {
-    // best effort
-  }
 }

@@ -1,14 +1,14 @@
 #!/usr/bin/env node
-// gpt_data_cli.ts — commands of the GPT-assisted data pipeline (gpt_data.ts), for the `llava` program:
+// datagen.ts — commands of the GPT-assisted data pipeline (lib/app/datagen/), for the `llava` program:
 //   gen-data        COCO captions (+ instances) -> prompts -> chat-completions API -> LLaVA JSON
 //   collect-data    generation JSONL file(s) -> one LLaVA JSON array
 //   export-prompts  the built-in system messages and few-shot examples, in the reference folder layout
 //
-// `registerDataCommands(program)` adds them to a commander program (cli.ts's `buildProgram()` can call it);
+// `registerDataCommands(program)` adds them to a commander program (main.ts's `buildProgram()` calls it);
 // run directly (`node dist/lib/app/cli/datagen.js gen-data ...`) the file is a small program of its own.
 //
 // Decisions:
-// - Same conventions as cli.ts: commander validates numbers and choices; every other bad input ends in one
+// - Same conventions as main.ts: commander validates numbers and choices; every other bad input ends in one
 //   line `llava <command>: error: ...` on stderr and exit code 1 (stack with LLAVA_DEBUG set).
 // - gen-data writes into --out: <type>.jsonl (one line per image: raw response + parsed record, appended as
 //   responses arrive, read back on restart), then llava_instruct_<type>.json (the LLaVA array, rebuilt from the
@@ -22,7 +22,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Command, Option } from 'commander';
 import { UsageError, floatArg, intArg, mustFile, runAction } from './util';
-import type { CoordStyle, ImageIssue, ImagePosition, ProgressMode } from '../datagen/pipeline';
+import { DEFAULT_MODEL } from '../util/openai';
+import type { CoordStyle, ImageIssue, ImagePosition, ProgressMode } from '../datagen/index';
 
 /** File names gen-data uses inside --out. */
 export function genDataPaths(out: string, type: string): { jsonl: string; json: string; prompts: string } {
@@ -69,7 +70,7 @@ interface GenDataCliOptions {
 }
 
 async function genDataAction(o: GenDataCliOptions): Promise<void> {
-  const g = await import('../datagen/pipeline');
+  const g = await import('../datagen/index');
   const type = g.parseDataType(o.type);
   mustFile(o.captions, 'captions file');
   if (o.instances !== undefined) mustFile(o.instances, 'instances file');
@@ -141,7 +142,7 @@ async function genDataAction(o: GenDataCliOptions): Promise<void> {
 // collect-data / export-prompts
 
 async function collectAction(files: string[], o: { out: string }): Promise<void> {
-  const g = await import('../datagen/pipeline');
+  const g = await import('../datagen/index');
   for (const f of files) mustFile(f, 'JSONL file');
   const c = g.collectInstructData(files, o.out);
   for (const b of c.bad) process.stderr.write(`[collect-data] warning: ${b.file}:${b.line} ignored: ${b.reason}\n`);
@@ -152,7 +153,7 @@ async function collectAction(files: string[], o: { out: string }): Promise<void>
 }
 
 async function exportPromptsAction(o: { out: string; type?: string }): Promise<void> {
-  const g = await import('../datagen/pipeline');
+  const g = await import('../datagen/index');
   const types = o.type !== undefined ? [g.parseDataType(o.type)] : g.GPT_DATA_TYPES;
   const files = g.writePromptsDir(o.out, types);
   process.stdout.write(`[export-prompts] wrote ${files.length} file(s) under ${o.out} (edit them and pass --prompts-dir ${o.out} to gen-data)\n`);
@@ -174,7 +175,7 @@ export function registerDataCommands(program: Command): Command {
     .option('--limit <n>', 'use at most n images (after --offset)', intArg(1))
     .option('--offset <n>', 'skip the first n images of the captions file', intArg(0), 0)
     .option('--concurrency <n>', 'requests in flight at once', intArg(1), 4)
-    .option('--model <name>', 'chat model name', 'gpt-4-0314')
+    .option('--model <name>', 'chat model name', DEFAULT_MODEL)
     .option('--temperature <t>', 'sampling temperature (default: the server\'s)', floatArg(0, 2))
     .option('--max-tokens <n>', 'max_tokens of each request (default: the server\'s)', intArg(1))
     .option('--base-url <url>', 'OpenAI-compatible API base, requests go to <url>/chat/completions (default: $OPENAI_BASE_URL or https://api.openai.com/v1)')

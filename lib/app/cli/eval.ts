@@ -1,4 +1,4 @@
-// eval_cli.ts — the `llava eval ...` commands (ScienceQA and LLaVA-Bench, spec §6.3 / §8), registered onto
+// eval.ts — the `llava eval ...` commands (ScienceQA and LLaVA-Bench, docs/reference.md §6.3 / §8), registered onto
 // an existing commander program by registerEvalCommands(program):
 //
 //   eval sqa-convert   problems.json + pid_splits.json → llava_{split}_{format}.json
@@ -8,15 +8,17 @@
 //   eval bench-review  the GPT judge scores model answers against GPT-4's (eval_gpt_review_*.py)
 //   eval bench-summary relative scores per category from review files (summarize_gpt_review.py)
 //
-// Same conventions as cli.ts: heavy modules (the native addon, models) load inside the actions; every bad
+// Same conventions as main.ts: heavy modules (the native addon, models) load inside the actions; every bad
 // input ends in one line `llava eval <command>: error: ...` on stderr and exit code 1 (set through
 // process.exitCode, or the io hooks when given); commander's own usage errors behave as the program is
 // configured (exitOverride etc. are inherited from the parent program at registration time).
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, Option } from 'commander';
-import { readJsonl } from '../util/files';
 import { UsageError, floatArg, intArg, mustDir, mustFile } from './util';
+import { DEVICES, INFERENCE_DTYPES } from '../util/runtime';
+import type { SqaPidSplits, SqaProblems } from '../eval/scienceqa';
+import type { BenchKind, ReviewLike, ReviewSummaryRow } from '../eval/llava_bench';
 
 /** Where the commands write and how they report failure (defaults: process streams, process.exitCode). */
 export interface EvalCliIO {
@@ -28,11 +30,27 @@ export interface EvalCliIO {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Argument checks (the parsers are cli_util's)
+// Argument checks and files (the parsers are cli/util's)
 
 function mustWritable(p: string, what: string): string {
   if (fs.existsSync(p) && !fs.statSync(p).isFile()) throw new UsageError(`${what} ${p} exists and is not a file`);
   return p;
+}
+
+/** Writes an output file (creating its folder) after checking that the path is not a folder. */
+function writeOutput(file: string, text: string): void {
+  mustWritable(file, 'output');
+  fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
+  fs.writeFileSync(file, text);
+}
+
+/** problems.json and pid_splits.json of a ScienceQA folder. */
+async function readSqaFolder(baseDir: string): Promise<{ problems: SqaProblems; splits: SqaPidSplits }> {
+  const { readJson } = await import('../eval/common');
+  return {
+    problems: readJson<SqaProblems>(mustFile(path.join(baseDir, 'problems.json'), 'problems file'), 'problems file'),
+    splits: readJson<SqaPidSplits>(mustFile(path.join(baseDir, 'pid_splits.json'), 'splits file'), 'splits file'),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -74,10 +92,11 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
   if (o.chunkIdx >= o.numChunks) throw new UsageError(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
   const { TEMPLATE_NAMES } = await import('../processing/conversation');
   if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template)) throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')})`);
-  const E = await import('../eval/benchmarks');
   // Read the questions before the model loads: a bad file fails fast.
   const set: import('../eval/answer').QuestionSet =
-    kind === 'sqa' ? { kind, questions: E.readSqaQuestions(o.questions) } : { kind, questions: E.readBenchQuestions(o.questions) };
+    kind === 'sqa'
+      ? { kind, questions: (await import('../eval/scienceqa')).readSqaQuestions(o.questions) }
+      : { kind, questions: (await import('../eval/llava_bench')).readBenchQuestions(o.questions) };
   const G = await import('../eval/answer');
   const m = G.loadEvalModel(o.model, { device: o.device, dtype: o.dtype, visionTower: o.visionTower });
   try {
@@ -119,15 +138,13 @@ interface ConvertCliOptions {
 
 async function convertAction(o: ConvertCliOptions, c: Ctx): Promise<void> {
   mustDir(o.baseDir, 'ScienceQA folder');
-  const E = await import('../eval/benchmarks');
-  const problems = E.readJson<import('../eval/benchmarks').SqaProblems>(mustFile(path.join(o.baseDir, 'problems.json'), 'problems file'), 'problems file');
-  const splits = E.readJson<import('../eval/benchmarks').SqaPidSplits>(mustFile(path.join(o.baseDir, 'pid_splits.json'), 'splits file'), 'splits file');
+  const { problems, splits } = await readSqaFolder(o.baseDir);
+  const E = await import('../eval/scienceqa');
+  const { pyJsonDump } = await import('../util/pyformat');
   const fmt = E.parseSqaFormat(o.promptFormat);
   const recs = E.convertScienceQA(problems, splits, o.split, fmt);
   const out = o.output ?? path.join(o.baseDir, E.sqaConvertedFileName(o.split, fmt.input, fmt.output));
-  mustWritable(out, 'output');
-  fs.mkdirSync(path.dirname(path.resolve(out)), { recursive: true });
-  fs.writeFileSync(out, E.pyJsonDump(recs, 2));
+  writeOutput(out, pyJsonDump(recs, 2));
   c.out(`Number of samples: ${recs.length}\n[convert] wrote ${out}\n`);
 }
 
@@ -145,20 +162,15 @@ interface ScoreCliOptions {
 async function scoreAction(o: ScoreCliOptions, c: Ctx): Promise<void> {
   mustDir(o.baseDir, 'ScienceQA folder');
   mustFile(o.resultFile, 'answers file');
-  const E = await import('../eval/benchmarks');
-  const problems = E.readJson<import('../eval/benchmarks').SqaProblems>(mustFile(path.join(o.baseDir, 'problems.json'), 'problems file'), 'problems file');
-  const splits = E.readJson<import('../eval/benchmarks').SqaPidSplits>(mustFile(path.join(o.baseDir, 'pid_splits.json'), 'splits file'), 'splits file');
+  const { problems, splits } = await readSqaFolder(o.baseDir);
+  const E = await import('../eval/scienceqa');
+  const C = await import('../eval/common');
   const ids = splits[o.split];
   if (!Array.isArray(ids)) throw new UsageError(`split '${o.split}' is not in pid_splits.json (${Object.keys(splits).join(', ')})`);
-  const preds = E.validateBenchAnswers(readJsonl(o.resultFile, 'answers file'), `answers file ${o.resultFile}`);
+  const preds = C.validateBenchAnswers(C.readJsonl(o.resultFile, 'answers file'), `answers file ${o.resultFile}`);
   const s = E.scoreScienceQA(problems, preds, ids, { onInvalid: o.onInvalid as 'wrong' | 'random', seed: o.seed });
-  const write = (file: string, value: unknown) => {
-    mustWritable(file, 'output');
-    fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
-    fs.writeFileSync(file, JSON.stringify(value, null, 2));
-  };
-  if (o.outputFile) write(o.outputFile, s.analysis);
-  if (o.outputResult) write(o.outputResult, E.sqaResultJson(s));
+  if (o.outputFile) writeOutput(o.outputFile, JSON.stringify(s.analysis, null, 2));
+  if (o.outputResult) writeOutput(o.outputResult, JSON.stringify(E.sqaResultJson(s), null, 2));
   if (o.json) {
     const { total, correct, accuracy, imgTotal, imgCorrect, imgAccuracy, categories, categoryCounts } = s;
     c.out(JSON.stringify({ total, correct, accuracy, imgTotal, imgCorrect, imgAccuracy, categories, categoryCounts }) + '\n');
@@ -188,9 +200,9 @@ async function reviewAction(o: ReviewCliOptions, c: Ctx): Promise<void> {
   for (const [f, what] of [[o.questions, 'questions file'], [o.context, 'context file'], [o.reference, 'reference answers file'], [o.answers, 'answers file']] as const) mustFile(f, what);
   if (o.rule) mustFile(o.rule, 'rule file');
   mustWritable(o.output, 'output');
-  const E = await import('../eval/benchmarks');
+  const E = await import('../eval/llava_bench');
   const J = await import('../eval/judge');
-  const kind = o.benchmark as import('../eval/benchmarks').BenchKind;
+  const kind = o.benchmark as BenchKind;
   const questions = E.readBenchQuestions(o.questions);
   const contexts = E.readBenchContexts(o.context, kind);
   const references = E.readBenchAnswers(o.reference);
@@ -243,11 +255,12 @@ async function summaryAction(files: string[], o: SummaryCliOptions, c: Ctx): Pro
     if (list.length === 0) throw new UsageError(`no review files (review_*.jsonl, reviews_*.jsonl, gpt4_text*.jsonl) in ${o.dir}`);
   } else throw new UsageError('give review files, or --dir with review_*.jsonl files');
   for (const f of list) mustFile(f, 'review file');
-  const E = await import('../eval/benchmarks');
+  const E = await import('../eval/llava_bench');
+  const { readJsonl } = await import('../eval/common');
   const sorted = list.slice().sort((a, b) => (path.basename(a) < path.basename(b) ? -1 : path.basename(a) > path.basename(b) ? 1 : 0));
-  const all: Record<string, import('../eval/benchmarks').ReviewSummaryRow[]> = {};
+  const all: Record<string, ReviewSummaryRow[]> = {};
   for (const f of sorted) {
-    const rows = E.summarizeReviews(readJsonl<import('../eval/benchmarks').ReviewLike>(f, 'review file'), { ignore: o.ignore });
+    const rows = E.summarizeReviews(readJsonl<ReviewLike>(f, 'review file'), { ignore: o.ignore });
     all[E.reviewConfigName(f)] = rows;
     if (!o.json) c.out(E.formatReviewSummary(E.reviewConfigName(f), rows) + '\n');
   }
@@ -270,8 +283,8 @@ function answerOptions(cmd: Command): Command {
     .option('--stop-at-separator', 'also stop at the template\'s separator (### or </s>); the reference stops at EOS only')
     .option('--num-chunks <n>', 'split the questions into this many chunks', intArg(1), 1)
     .option('--chunk-idx <k>', 'answer only chunk k (0-based)', intArg(0), 0)
-    .addOption(new Option('--device <device>', 'compute device').choices(['cpu', 'cuda']).default('cpu'))
-    .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(['float32', 'bfloat16', 'float16']).default('float32'))
+    .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
+    .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))
     .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
     .addOption(new Option('--progress <mode>', 'progress display').choices(['auto', 'bar', 'plain', 'none']).default('auto'));
 }

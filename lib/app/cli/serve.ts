@@ -1,23 +1,22 @@
 #!/usr/bin/env node
-// serve_cli.ts — the `llava serve` command: load one model and serve it over HTTP (serve.ts) until SIGINT
+// serve.ts — the `llava serve` command: load one model and serve it over HTTP (serve/server.ts) until SIGINT
 // or SIGTERM.
 //
-// `registerServeCommand(program)` adds the command to a commander program (cli.ts's buildProgram() can call
-// it); run directly (`node dist/lib/app/cli/serve.js serve --model DIR`) the file is a small program of
-// its own.
+// `registerServeCommand(program)` adds the command to a commander program (cli/main.ts does); run
+// directly (`node dist/lib/app/cli/serve.js serve --model DIR`) the file is a small program of its own.
 //
 // Decisions:
-// - Same conventions as cli.ts: commander validates numbers and choices, the model directory is checked
-//   before anything heavy loads, every other bad input ends in one line `llava serve: error: ...` on stderr
-//   and exit code 1 (runAction in cli_util.ts). serve.ts (and with it the native addon) is imported inside
+// - Same conventions as the other commands: commander validates numbers and choices, the model directory
+//   is checked before anything heavy loads, every other bad input ends in one line `llava serve: error: ...` on stderr
+//   and exit code 1 (runAction in cli/util.ts). The server (and with it the native addon) is imported inside
 //   the action, so `--help` stays fast.
 // - When the server listens, one line on stdout: `llava serve: listening on http://HOST:PORT (...)`; with
 //   --port 0 the line carries the port the system picked. Request log lines go to stderr.
 // - SIGINT / SIGTERM: stop listening, stop the running and queued completions, close connections, free the
 //   model, exit 0. A second signal while shutting down exits at once (code 130).
-import * as path from 'path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { UsageError, intArg, mustDir, mustFile, runAction } from './util';
+import { UsageError, intArg, mustDir, mustModelDir, runAction } from './util';
+import { DEVICES, INFERENCE_DTYPES } from '../util/runtime';
 
 interface ServeCliOptions {
   model: string;
@@ -35,12 +34,6 @@ function portArg(v: string): number {
   const n = intArg(0)(v);
   if (n > 65535) throw new InvalidArgumentError('must be between 0 and 65535.');
   return n;
-}
-
-function mustModelDir(p: string): string {
-  mustDir(p, 'model directory');
-  mustFile(path.join(p, 'config.json'), 'model config');
-  return p;
 }
 
 async function serveAction(o: ServeCliOptions): Promise<void> {
@@ -97,8 +90,8 @@ export function registerServeCommand(program: Command): Command {
     .option('--port <n>', 'TCP port, 0 = any free port (default 8000)', portArg)
     .option('--template <name>', 'conversation template (default: from the model format / name)')
     .addOption(new Option('--aspect <mode>', 'image preprocessing (default: from the model)').choices(['square', 'pad']))
-    .addOption(new Option('--device <device>', 'compute device').choices(['cpu', 'cuda']).default('cpu'))
-    .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(['float32', 'bfloat16', 'float16']).default('float32'))
+    .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
+    .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))
     .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
     .action(runAction('serve', serveAction));
   return program;

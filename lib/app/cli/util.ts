@@ -1,7 +1,8 @@
-// cli_util.ts — what every `llava` command shares: number parsers for commander options, path checks,
+// util.ts — what every `llava` command shares: number parsers for commander options, path checks,
 // and the action wrapper that turns any error into one line `llava <command>: error: ...` on stderr and
 // exit code 1 (the stack too when LLAVA_DEBUG is set). A UsageError is a mistake in the arguments.
 import * as fs from 'fs';
+import * as path from 'path';
 import { InvalidArgumentError } from 'commander';
 
 /** Parser for an integer option >= min. */
@@ -35,6 +36,13 @@ export function mustDir(p: string, what: string): string {
 export function mustFile(p: string, what: string): string {
   if (!fs.existsSync(p)) throw new UsageError(`${what} ${p} not found`);
   if (!fs.statSync(p).isFile()) throw new UsageError(`${what} ${p} is not a file`);
+  return p;
+}
+
+/** A model directory: exists and has a config.json. */
+export function mustModelDir(p: string): string {
+  mustDir(p, 'model directory');
+  mustFile(path.join(p, 'config.json'), 'model config');
   return p;
 }
 

@@ -1,23 +1,24 @@
-// gpt_prompts.ts — the fixed text of the GPT-assisted data pipeline (spec §7): the three system messages,
-// the detailed-description and brief-description instruction lists, and a built-in set of few-shot examples.
+// prompts.ts — the fixed text of the GPT-assisted data pipeline (docs/reference.md §7): the three system
+// messages, the detailed-description and brief-description instruction lists, and a built-in set of
+// few-shot examples.
 //
 // Decisions:
-// - The system messages and the two instruction lists are data and are copied verbatim from spec §7. The
-//   spec prints the system messages wrapped to its page width; the line breaks kept here are the ones that
-//   are real in the text (a short line followed by a new sentence, and the "(1)"/"(2)" items), the others are
-//   the page's wrapping and became spaces. The double spaces after "well-organized.", "bounding box." and
-//   "user's request." are in the original and are kept.
+// - The system messages and the two instruction lists are data and are copied verbatim from
+//   docs/reference.md §7. The reference prints the system messages wrapped to its page width; the line
+//   breaks kept here are the ones that are real in the text (a short line followed by a new sentence, and
+//   the "(1)"/"(2)" items), the others are the page's wrapping and became spaces. The double spaces after
+//   "well-organized.", "bounding box." and "user's request." are in the original and are kept.
 // - The reference few-shot files (playground/data/prompts/*/NNN_caps.txt, NNN_conv.txt) are not available.
 //   The examples below are our own (invented scenes, invented boxes), written in the same input and output
 //   formats, in the same numbers as the reference (conversation 2, detail 3, complex reasoning 3). They are
 //   TypeScript constants rather than .txt assets so that the module works unchanged from lib/ (tsx) and from
-//   dist/lib/ (tsc does not copy non-TS files). `writePromptsDir()` in gpt_data.ts writes them out in the
+//   dist/lib/ (tsc does not copy non-TS files). `writePromptsDir()` in prompt_set.ts writes them out in the
 //   reference folder layout, which is also the layout `--prompts-dir` reads, so they can be edited or
 //   replaced by the original files.
 // - Box coordinates in the examples use the same style the context builder emits by default (three decimals,
 //   trailing zeros kept), so the few-shot inputs look exactly like the query input.
 
-/** The three kinds of generated data (spec §7). */
+/** The three kinds of generated data (docs/reference.md §7). */
 export type GptDataType = 'conversation' | 'detail' | 'complex_reasoning';
 export const GPT_DATA_TYPES: readonly GptDataType[] = ['conversation', 'detail', 'complex_reasoning'];
 
@@ -28,11 +29,11 @@ export const PROMPT_FOLDERS: Readonly<Record<GptDataType, string>> = {
   complex_reasoning: 'complex_reasoning',
 };
 
-/** Number of few-shot examples the reference uses per type (spec §7). */
+/** Number of few-shot examples the reference uses per type (docs/reference.md §7). */
 export const FEW_SHOT_COUNTS: Readonly<Record<GptDataType, number>> = { conversation: 2, detail: 3, complex_reasoning: 3 };
 
 // ---------------------------------------------------------------------------------------------------------
-// System messages (verbatim, spec §7)
+// System messages (verbatim, docs/reference.md §7)
 
 export const CONVERSATION_SYSTEM_MESSAGE = [
   'You are an AI visual assistant, and you are seeing a single image. What you see are provided with five sentences, describing the same image you are looking at. Answer all questions as you are seeing the image.',
@@ -85,7 +86,7 @@ export const SYSTEM_MESSAGES: Readonly<Record<GptDataType, string>> = {
 };
 
 // ---------------------------------------------------------------------------------------------------------
-// Instruction lists (verbatim, spec §7)
+// Instruction lists (verbatim, docs/reference.md §7)
 
 /** The 16 detailed-description instructions; the human turn of a `detail` sample is drawn from these. */
 export const DETAIL_DESCRIPTION_QUESTIONS: readonly string[] = [

@@ -28,16 +28,16 @@ import { keep } from '../../core/memory';
 import { tensor } from '../../ops/creation';
 import type { Tensor } from '../../core/tensor';
 import type { DType, Device } from '../../core/dtype';
-import { loadLlava, readLlavaConfig } from '../../models/loader';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, type AspectMode } from '../processing/image';
 import { appendMessage, getTemplate, render, stopString } from '../processing/conversation';
-import { generate, checkRuntime, encodePrompt, type GenerateResult } from '../inference/generate';
-import { defaultAspect, modelNameFromPath } from '../inference/chat';
-import { resolveProcessorConfig } from '../train/dataset';
+import { LlavaSession, defaultAspect } from '../processing/session';
+import { generate, encodePrompt, type GenerateResult } from '../inference/generate';
 import { imagePath } from '../processing/data';
-import { EvalError, sqaPrompt, type AnswerRecord, type BenchQuestion, type SqaQuestion } from './benchmarks';
+import { EvalError, type AnswerRecord } from './common';
+import { sqaPrompt, type SqaQuestion } from './scienceqa';
+import type { BenchQuestion } from './llava_bench';
 import { pyStrip } from '../util/pyformat';
 import { Progress, type ProgressMode } from '../util/progress';
 import { appendJsonl, prepareJsonlOutput } from '../util/files';
@@ -72,30 +72,22 @@ export interface LoadEvalModelOptions {
   visionTower?: string;
 }
 
-/** Loads model, tokenizer and image processor from a model directory. */
+/** Loads model, tokenizer and image processor from a model directory (an LlavaSession: the vision tower
+ *  and its preprocessor config are found as chat, serve and train find them). */
 export function loadEvalModel(dir: string, o: LoadEvalModelOptions = {}): EvalModel {
-  const { device, dtype } = checkRuntime(o.device, o.dtype);
   if (!fs.existsSync(path.join(dir, 'config.json'))) throw new EvalError(`${dir} is not a model directory (no config.json)`);
-  const tokenizer = Tokenizer.fromDir(dir);
-  const { visionDir } = readLlavaConfig(dir, o.visionTower);
-  const model = loadLlava(dir, { dtype, device, visionTower: o.visionTower });
-  try {
-    const imageProcessor = new CLIPImageProcessor(resolveProcessorConfig(dir, { visionDir, imageSize: model.config.vision.image_size }));
-    return {
-      model,
-      tokenizer,
-      imageProcessor,
-      modelId: modelNameFromPath(path.resolve(dir)),
-      template: defaultEvalTemplate(model),
-      aspect: defaultAspect(model),
-      dtype,
-      device,
-      dispose: () => model.dispose(),
-    };
-  } catch (e) {
-    model.dispose();
-    throw e;
-  }
+  const s = LlavaSession.load(dir, { device: o.device, dtype: o.dtype, visionTower: o.visionTower });
+  return {
+    model: s.model,
+    tokenizer: s.tokenizer,
+    imageProcessor: s.processor,
+    modelId: s.name,
+    template: defaultEvalTemplate(s.model),
+    aspect: s.aspect,
+    dtype: s.dtype,
+    device: s.device,
+    dispose: () => s.dispose(),
+  };
 }
 
 /** The reference's get_chunk: ceil(n / numChunks) questions per chunk, chunk k of them. */

@@ -1,5 +1,5 @@
-// eval_judge.ts — the GPT judge of LLaVA-Bench (spec §8.1): the reference's judge settings on the shared
-// chat-completions client (openai.ts), and the review loop that writes `tuple`-scored reviews to a JSONL file.
+// judge.ts — the GPT judge of LLaVA-Bench (docs/reference.md §8.1): the reference's judge settings on the shared
+// chat-completions client (util/openai.ts), and the review loop that writes `tuple`-scored reviews to a JSONL file.
 //
 // Decisions:
 // - Defaults are the reference's: gpt-4-0314, temperature 0.2, max_tokens 1024.
@@ -11,10 +11,12 @@
 //   fails for good, no new ones start, the ones in flight are still written, and the run throws; running it
 //   again picks up where it stopped.
 // - Answers are matched to questions by question_id (the reference zips the three files line by line).
-import { BENCH_RULES, EvalError, judgePrompt, parseJudgeScores, ruleKey, type AnswerRecord, type BenchContext, type BenchKind, type BenchQuestion, type BenchReview, type JudgeMessage, type RulePrompt } from './benchmarks';
+import { EvalError, type AnswerRecord } from './common';
+import { BENCH_RULES, judgePrompt, parseJudgeScores, ruleKey, type BenchContext, type BenchKind, type BenchQuestion, type BenchReview, type JudgeMessage, type RulePrompt } from './llava_bench';
 import { OpenAIChatClient, type ChatClientOptions } from '../util/openai';
 import { Progress, type ProgressMode } from '../util/progress';
 import { appendJsonl, prepareJsonlOutput } from '../util/files';
+import { forEachConcurrent } from '../util/pool';
 
 /** Anything that can answer a judge prompt (OpenAIJudge, or a stub in tests). */
 export interface Judge {
@@ -121,12 +123,8 @@ export async function runBenchReview(o: BenchReviewOptions): Promise<BenchReview
   if (todo.length === 0) return result;
 
   const progress = new Progress({ mode: o.progress, label: '[review]', total: jobs.length, done: result.skipped, log });
-  const concurrency = o.concurrency ?? 4;
-  let next = 0;
-  let failure: Error | null = null;
-  const worker = async (): Promise<void> => {
-    while (failure === null && next < todo.length) {
-      const job = todo[next++];
+  try {
+    await forEachConcurrent(todo, o.concurrency ?? 4, async (job) => {
       try {
         const content = await o.judge.complete(job.messages);
         const tuple = parseJudgeScores(content);
@@ -139,17 +137,13 @@ export async function runBenchReview(o: BenchReviewOptions): Promise<BenchReview
         result.written++;
         progress.tick();
       } catch (e) {
-        failure ??= new EvalError(`question ${job.id}: ${(e as Error).message}`);
+        throw new EvalError(`question ${job.id}: ${(e as Error).message}`);
       }
-    }
-  };
-  try {
-    await Promise.all(Array.from({ length: Math.min(concurrency, todo.length) }, worker));
+    });
+  } catch (e) {
+    throw new EvalError(`${(e as Error).message} (${result.written} new reviews were written to ${o.outputFile}; run again to resume)`);
   } finally {
     progress.stop();
-  }
-  if (failure !== null) {
-    throw new EvalError(`${(failure as Error).message} (${result.written} new reviews were written to ${o.outputFile}; run again to resume)`);
   }
   return result;
 }

@@ -21,14 +21,11 @@
 //   multi-byte characters come out whole. At the end everything still held is flushed.
 // - Each sampled token is yielded exactly once; the last piece carries `finishReason`.
 import { Tensor } from '../../core/tensor';
-import type { Device, DType } from '../../core/dtype';
-import * as cuda from '../../cuda';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess';
 import { IMAGE_TOKEN_INDEX, IGNORE_INDEX } from '../../constants';
 import { mulberry32, mixSeed } from '../util/random';
-
 
 export type FinishReason = 'eos' | 'stop' | 'length';
 
@@ -257,7 +254,12 @@ export function encodePrompt(model: LlavaForConditionalGeneration, tokenizer: To
 /** For llava-hf models, expand -200 sentinels to numImageTokens copies of the image token id. */
 export function prepareIds(model: LlavaForConditionalGeneration, ids: number[]): number[] {
   if (model.config.format !== 'llava-hf' || !ids.includes(IMAGE_TOKEN_INDEX)) return ids.slice();
-  return expandImageTokens(ids, ids.map(() => IGNORE_INDEX), model.numImageTokens, model.config.imageTokenIndex).inputIds;
+  return expandImageTokens(
+    ids,
+    ids.map(() => IGNORE_INDEX),
+    model.numImageTokens,
+    model.config.imageTokenIndex,
+  ).inputIds;
 }
 
 /** Positions a prompt occupies once image rows are spliced in. */
@@ -339,19 +341,4 @@ export async function generateText(model: LlavaForConditionalGeneration, tokeniz
     const r = await it.next();
     if (r.done) return { ...r.value, text: r.value.text.trim() };
   }
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Shared by the chat and verify commands
-
-export const DTYPES: readonly DType[] = ['float32', 'bfloat16', 'float16'];
-
-/** Validates --device / --dtype; a CUDA request on a machine without CUDA is a clear error. */
-export function checkRuntime(device: string | undefined, dtype: string | undefined): { device: Device; dtype: DType } {
-  const dev = (device ?? 'cpu') as Device;
-  if (dev !== 'cpu' && dev !== 'cuda') throw new Error(`unknown device '${device}' (cpu or cuda)`);
-  if (dev === 'cuda' && !cuda.isAvailable()) throw new Error(`--device cuda: CUDA is not available (${cuda.describe()})`);
-  const dt = (dtype ?? 'float32') as DType;
-  if (!DTYPES.includes(dt)) throw new Error(`unsupported dtype '${dtype}' (${DTYPES.join(', ')})`);
-  return { device: dev, dtype: dt };
 }

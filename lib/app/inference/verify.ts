@@ -13,15 +13,19 @@
 // float16 run every matmul in 8/11-bit mantissas, so their defaults are looser (see DEFAULT_TOL) and the
 // table says so. Greedy ids in low precision may legitimately diverge; they are still compared exactly.
 import * as fs from 'fs';
-import * as L from '../../index';
 import { Tensor } from '../../core/tensor';
+import { keep, tidy } from '../../core/memory';
+import { noGrad } from '../../core/autograd';
+import { tensor } from '../../ops/creation';
+import { narrow } from '../../ops/view';
 import type { DType, Device } from '../../core/dtype';
 import { SafetensorsFile, typedView, SafetensorsDtype } from '../../io/safetensors';
-import { loadLlava } from '../../models/loader';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { AdamW } from '../../optim/adamw';
 import { Tokenizer } from '../processing/tokenizer';
-import { generate, checkRuntime } from './generate';
+import { generate } from './generate';
+import { LlavaSession } from '../processing/session';
+import { checkRuntime } from '../util/runtime';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
 
 export interface VerifyOptions {
@@ -62,14 +66,14 @@ export const FIXTURE_ADAMW = { lr: 2e-3, betas: [0.9, 0.999] as [number, number]
 function readInts(ref: SafetensorsFile, name: string): { values: number[]; shape: number[] } {
   const r = ref.read(name);
   const dt = r.dtype as SafetensorsDtype;
-  if (!['I64', 'I32', 'I16', 'I8', 'U8'].includes(dt)) throw new Error(`verify: reference '${name}' must be an integer tensor (is ${dt})`);
+  if (!['I64', 'I32', 'I16', 'I8', 'U8'].includes(dt)) throw new Error(`[verify] reference '${name}' must be an integer tensor (is ${dt})`);
   const v = typedView(dt, r.data);
   return { values: Array.from(v as ArrayLike<number | bigint>, Number), shape: r.shape };
 }
 
 function rowsOf(values: number[], shape: number[], name: string): number[][] {
   if (shape.length === 1) return [values];
-  if (shape.length !== 2) throw new Error(`verify: reference '${name}' must be [B, T] (is [${shape.join(', ')}])`);
+  if (shape.length !== 2) throw new Error(`[verify] reference '${name}' must be [B, T] (is [${shape.join(', ')}])`);
   const [B, T] = shape;
   return Array.from({ length: B }, (_, b) => values.slice(b * T, (b + 1) * T));
 }
@@ -87,7 +91,14 @@ export function compare(
   const sameShape = actualShape.length === expectedShape.length && actualShape.every((d, i) => d === expectedShape[i]);
   const scalarLike = actual.length === 1 && expected.length === 1;
   if (!sameShape && !scalarLike)
-    return { name, shape: expectedShape, maxAbsErr: null, maxRelErr: null, ok: false, note: `shape [${actualShape.join(', ')}] != expected [${expectedShape.join(', ')}]` };
+    return {
+      name,
+      shape: expectedShape,
+      maxAbsErr: null,
+      maxRelErr: null,
+      ok: false,
+      note: `shape [${actualShape.join(', ')}] != expected [${expectedShape.join(', ')}]`,
+    };
   let abs = 0;
   let rel = 0;
   let bad = 0;
@@ -107,7 +118,14 @@ export function compare(
     if (!Number.isNaN(abs)) abs = Math.max(abs, d);
     if (!Number.isNaN(rel)) rel = Math.max(rel, e !== 0 ? d / Math.abs(e) : d > 0 ? Infinity : 0);
   }
-  return { name, shape: expectedShape, maxAbsErr: abs, maxRelErr: rel, ok: bad === 0, note: bad ? `${bad} of ${n} elements out of tolerance` : undefined };
+  return {
+    name,
+    shape: expectedShape,
+    maxAbsErr: abs,
+    maxRelErr: rel,
+    ok: bad === 0,
+    note: bad ? `${bad} of ${n} elements out of tolerance` : undefined,
+  };
 }
 
 function host(t: Tensor): Float32Array | Float64Array {
@@ -142,16 +160,16 @@ export async function verifyModel(
   try {
     if (has('pixel_values')) {
       used.add('pixel_values');
-      pixels = L.keep(L.tensor(ref.readAsFloat32('pixel_values'), { shape: shapeOf('pixel_values'), dtype, device }));
+      pixels = keep(tensor(ref.readAsFloat32('pixel_values'), { shape: shapeOf('pixel_values'), dtype, device }));
     }
     const needPixels = (what: string): Tensor => {
-      if (!pixels) throw new Error(`verify: reference has '${what}' but no 'pixel_values'`);
+      if (!pixels) throw new Error(`[verify] reference has '${what}' but no 'pixel_values'`);
       return pixels;
     };
 
     // Vision tower and projector.
-    L.noGrad(() =>
-      L.tidy(() => {
+    noGrad(() =>
+      tidy(() => {
         if (has('vision_select_features')) check('vision_select_features', model.visionFeatures(needPixels('vision_select_features')));
         if (has('vision_last_hidden_state')) check('vision_last_hidden_state', model.vision.forward(needPixels('vision_last_hidden_state'), -1));
         if (has('image_features')) check('image_features', model.imageFeatures(needPixels('image_features')));
@@ -177,13 +195,19 @@ export async function verifyModel(
         labels = rowsOf(l.values, l.shape, 'labels');
       }
     }
-    const hasImages = (rowsIds: number[][]): boolean => rowsIds.some((r) => r.some((id) => id === IMAGE_TOKEN_INDEX || id === model.config.imageTokenIndex));
-    const batch = () => ({ inputIds: ids!, attentionMask: mask!, labels: labels ?? undefined, pixelValues: ids && hasImages(ids) ? needPixels('input_ids') : null });
+    const hasImages = (rowsIds: number[][]): boolean =>
+      rowsIds.some((r) => r.some((id) => id === IMAGE_TOKEN_INDEX || id === model.config.imageTokenIndex));
+    const batch = () => ({
+      inputIds: ids!,
+      attentionMask: mask!,
+      labels: labels ?? undefined,
+      pixelValues: ids && hasImages(ids) ? needPixels('input_ids') : null,
+    });
 
     if (has('logits')) {
-      if (!ids) throw new Error("verify: reference has 'logits' but no 'input_ids'");
-      L.noGrad(() =>
-        L.tidy(() => {
+      if (!ids) throw new Error("[verify] reference has 'logits' but no 'input_ids'");
+      noGrad(() =>
+        tidy(() => {
           const { logits } = model.forward(batch());
           const V = logits.shape[2];
           const flat = mask!.flat();
@@ -198,17 +222,39 @@ export async function verifyModel(
       used.add('greedy.output_ids');
       const expected = readInts(ref, 'greedy.output_ids').values;
       if (!has('greedy.prompt_ids')) {
-        rows.push({ name: 'greedy.output_ids', shape: [expected.length], maxAbsErr: null, maxRelErr: null, ok: false, note: "no 'greedy.prompt_ids' in the reference" });
+        rows.push({
+          name: 'greedy.output_ids',
+          shape: [expected.length],
+          maxAbsErr: null,
+          maxRelErr: null,
+          ok: false,
+          note: "no 'greedy.prompt_ids' in the reference",
+        });
       } else if (!tokenizer) {
-        rows.push({ name: 'greedy.output_ids', shape: [expected.length], maxAbsErr: null, maxRelErr: null, ok: false, note: 'no tokenizer.json in the model directory' });
+        rows.push({
+          name: 'greedy.output_ids',
+          shape: [expected.length],
+          maxAbsErr: null,
+          maxRelErr: null,
+          ok: false,
+          note: 'no tokenizer.json in the model directory',
+        });
       } else {
         used.add('greedy.prompt_ids');
         const prompt = readInts(ref, 'greedy.prompt_ids').values;
-        const nImg = prompt.filter((id) => id === IMAGE_TOKEN_INDEX).length || Math.ceil(prompt.filter((id) => id === model.config.imageTokenIndex).length / model.numImageTokens);
-        const pix = nImg ? L.keep(L.narrow(needPixels('greedy.prompt_ids'), 0, 0, nImg)) : null;
+        const nImg =
+          prompt.filter((id) => id === IMAGE_TOKEN_INDEX).length ||
+          Math.ceil(prompt.filter((id) => id === model.config.imageTokenIndex).length / model.numImageTokens);
+        const pix = nImg ? keep(narrow(needPixels('greedy.prompt_ids'), 0, 0, nImg)) : null;
         const got: number[] = [];
         try {
-          for await (const piece of generate(model, tokenizer, { promptIds: prompt, pixelValues: pix, maxNewTokens: expected.length, temperature: 0 })) got.push(piece.token);
+          for await (const piece of generate(model, tokenizer, {
+            promptIds: prompt,
+            pixelValues: pix,
+            maxNewTokens: expected.length,
+            temperature: 0,
+          }))
+            got.push(piece.token);
         } finally {
           pix?.dispose();
         }
@@ -229,10 +275,10 @@ export async function verifyModel(
     for (const stage of [2, 1] as const) {
       const gradNames = ref.names().filter((n) => n.startsWith(`stage${stage}.grad.`));
       if (!has(`stage${stage}.loss`) && !gradNames.length) continue;
-      if (!ids || !labels) throw new Error(`verify: reference has stage${stage} values but no 'input_ids'/'labels'`);
+      if (!ids || !labels) throw new Error(`[verify] reference has stage${stage} values but no 'input_ids'/'labels'`);
       model.zeroGrad();
       model.setStage(stage);
-      const lossT = L.tidy(() => {
+      const lossT = tidy(() => {
         const { loss } = model.loss(batch());
         if (gradNames.length) loss.backward();
         return loss;
@@ -246,7 +292,8 @@ export async function verifyModel(
         expectedParams.add(pname);
         const p = params.get(pname);
         if (!p) rows.push({ name: n, shape: shapeOf(n), maxAbsErr: null, maxRelErr: null, ok: false, note: 'not a parameter of this model' });
-        else if (!p.grad) rows.push({ name: n, shape: shapeOf(n), maxAbsErr: null, maxRelErr: null, ok: false, note: 'the parameter got no gradient' });
+        else if (!p.grad)
+          rows.push({ name: n, shape: shapeOf(n), maxAbsErr: null, maxRelErr: null, ok: false, note: 'the parameter got no gradient' });
         else check(n, p.grad);
         used.add(n);
       }
@@ -259,7 +306,9 @@ export async function verifyModel(
           maxAbsErr: null,
           maxRelErr: null,
           ok: leaked.length === 0,
-          note: leaked.length ? `frozen parameters got gradients: ${leaked.slice(0, 5).join(', ')}${leaked.length > 5 ? ` (+${leaked.length - 5} more)` : ''}` : `${frozen} frozen parameters, no gradients`,
+          note: leaked.length
+            ? `frozen parameters got gradients: ${leaked.slice(0, 5).join(', ')}${leaked.length > 5 ? ` (+${leaked.length - 5} more)` : ''}`
+            : `${frozen} frozen parameters, no gradients`,
         });
       }
     }
@@ -272,10 +321,20 @@ export async function verifyModel(
       const missingGrad = targets.filter(([, p]) => !p?.grad);
       if (missingGrad.length) {
         for (const [n, p] of missingGrad)
-          rows.push({ name: n, shape: shapeOf(n), maxAbsErr: null, maxRelErr: null, ok: false, note: p ? 'needs stage1.grad of this parameter in the reference' : 'not a parameter of this model' });
+          rows.push({
+            name: n,
+            shape: shapeOf(n),
+            maxAbsErr: null,
+            maxRelErr: null,
+            ok: false,
+            note: p ? 'needs stage1.grad of this parameter in the reference' : 'not a parameter of this model',
+          });
         adamNames.forEach((n) => used.add(n));
       } else {
-        const opt = new AdamW(targets.map(([, p]) => p!), FIXTURE_ADAMW);
+        const opt = new AdamW(
+          targets.map(([, p]) => p!),
+          FIXTURE_ADAMW,
+        );
         opt.stepUpdate();
         opt.stepUpdate();
         opt.dispose();
@@ -295,9 +354,19 @@ const fmt = (x: number | null): string => (x === null ? '-' : Number.isNaN(x) ? 
 /** The results table, one line per check. */
 export function formatTable(rows: CheckRow[]): string[] {
   const head = ['name', 'shape', 'max abs err', 'max rel err', 'status'];
-  const body = rows.map((r) => [r.name, `[${r.shape.join(',')}]`, fmt(r.maxAbsErr), fmt(r.maxRelErr), (r.ok ? 'ok' : 'FAIL') + (r.note ? ` (${r.note})` : '')]);
+  const body = rows.map((r) => [
+    r.name,
+    `[${r.shape.join(',')}]`,
+    fmt(r.maxAbsErr),
+    fmt(r.maxRelErr),
+    (r.ok ? 'ok' : 'FAIL') + (r.note ? ` (${r.note})` : ''),
+  ]);
   const w = head.map((h, c) => Math.max(h.length, ...body.map((b) => (c < 4 ? b[c].length : 0))));
-  const line = (cells: string[]): string => cells.map((s, c) => (c < 4 ? s.padEnd(w[c]) : s)).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((s, c) => (c < 4 ? s.padEnd(w[c]) : s))
+      .join('  ')
+      .trimEnd();
   return [line(head), line(w.map((n) => '-'.repeat(n)).concat('------')), ...body.map(line)];
 }
 
@@ -305,42 +374,59 @@ export function formatTable(rows: CheckRow[]): string[] {
  *  unusable reference) throw an Error with a message for the user. */
 export async function runVerify(o: VerifyOptions): Promise<number> {
   const log = o.log ?? ((s: string) => process.stdout.write(s + '\n'));
-  const { device, dtype } = checkRuntime(o.device, o.dtype);
+  const { device, dtype } = checkRuntime(o.device, o.dtype, { area: 'verify' });
   const def = DEFAULT_TOL[dtype];
   const tol = { atol: o.atol ?? def.atol, rtol: o.rtol ?? def.rtol };
-  for (const [k, v] of Object.entries(tol)) if (!(v >= 0)) throw new Error(`verify: --${k} must be a number >= 0 (got ${v})`);
-  if (!fs.existsSync(o.reference)) throw new Error(`verify: reference file ${o.reference} not found`);
-  if (!fs.existsSync(o.model)) throw new Error(`verify: model directory ${o.model} not found`);
+  for (const [k, v] of Object.entries(tol)) if (!(v >= 0)) throw new Error(`[verify] --${k} must be a number >= 0 (got ${v})`);
+  if (!fs.existsSync(o.reference)) throw new Error(`[verify] reference file ${o.reference} not found`);
+  if (!fs.existsSync(o.model)) throw new Error(`[verify] model directory ${o.model} not found`);
   const ref = SafetensorsFile.open(o.reference);
-  let model: LlavaForConditionalGeneration | null = null;
+  let session: LlavaSession | null = null;
   const t0 = Date.now();
   try {
-    model = loadLlava(o.model, { dtype, device, visionTower: o.visionTower });
-    let tokenizer: Tokenizer | null = null;
-    try {
-      tokenizer = Tokenizer.fromDir(o.model);
-    } catch {
-      tokenizer = null; // only greedy decoding needs it; that row says so
-    }
-    const { rows, unchecked } = await verifyModel(model, tokenizer, ref, tol);
+    // Only greedy decoding needs the tokenizer (its row says so when there is none); no images are read.
+    session = LlavaSession.load(o.model, { device, dtype, visionTower: o.visionTower, tokenizer: 'optional', images: false });
+    const model = session.model;
+    const { rows, unchecked } = await verifyModel(model, session.tokenizerOrNull, ref, tol);
     log(`model ${o.model} (${model.config.format}), ${dtype} on ${device}; reference ${o.reference}`);
-    const note = dtype === 'float32' ? '' : ` (looser defaults for ${dtype}: float32 uses atol ${DEFAULT_TOL.float32.atol}, rtol ${DEFAULT_TOL.float32.rtol})`;
-    log(`tolerance: |a - e| <= atol + rtol*|e| with atol ${tol.atol}, rtol ${tol.rtol}${o.atol !== undefined || o.rtol !== undefined ? ' (given)' : note}`);
+    const note =
+      dtype === 'float32' ? '' : ` (looser defaults for ${dtype}: float32 uses atol ${DEFAULT_TOL.float32.atol}, rtol ${DEFAULT_TOL.float32.rtol})`;
+    log(
+      `tolerance: |a - e| <= atol + rtol*|e| with atol ${tol.atol}, rtol ${tol.rtol}${o.atol !== undefined || o.rtol !== undefined ? ' (given)' : note}`,
+    );
     log('');
     for (const l of formatTable(rows)) log(l);
     log('');
     if (unchecked.length) log(`not checked: ${unchecked.join(', ')}`);
     const failed = rows.filter((r) => !r.ok);
     if (!rows.length) log('nothing to check: the reference holds none of the known quantities');
-    log(failed.length ? `FAILED: ${failed.length} of ${rows.length} checks (${failed.map((r) => r.name).join(', ')})` : `PASSED: ${rows.length} checks in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    log(
+      failed.length
+        ? `FAILED: ${failed.length} of ${rows.length} checks (${failed.map((r) => r.name).join(', ')})`
+        : `PASSED: ${rows.length} checks in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
     if (o.out)
       fs.writeFileSync(
         o.out,
-        JSON.stringify({ model: o.model, reference: o.reference, dtype, device, atol: tol.atol, rtol: tol.rtol, passed: failed.length === 0 && rows.length > 0, rows, unchecked }, (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v), 2) + '\n',
+        JSON.stringify(
+          {
+            model: o.model,
+            reference: o.reference,
+            dtype,
+            device,
+            atol: tol.atol,
+            rtol: tol.rtol,
+            passed: failed.length === 0 && rows.length > 0,
+            rows,
+            unchecked,
+          },
+          (_, v) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v),
+          2,
+        ) + '\n',
       );
     return failed.length || !rows.length ? 1 : 0;
   } finally {
-    model?.dispose();
+    session?.dispose();
     ref.close();
   }
 }

@@ -439,3 +439,22 @@ export class CLIPImageProcessor {
     return this.toPixelValues(this.prepareRgb(img, aspect));
   }
 }
+
+/** The image processor config a checkpoint uses: preprocessor_config.json of the model directory, else of
+ *  its vision tower directory, else CLIP's defaults at the tower's image size. Plain file reading (no
+ *  native code), so training's worker threads may call it too. */
+export function resolveProcessorConfig(modelDir: string, opts: { visionDir?: string | null; imageSize?: number } = {}): ClipProcessorConfig {
+  for (const d of [modelDir, opts.visionDir]) {
+    if (!d) continue;
+    const f = path.join(d, 'preprocessor_config.json');
+    if (fs.existsSync(f)) {
+      try {
+        return JSON.parse(fs.readFileSync(f, 'utf8')) as ClipProcessorConfig;
+      } catch (e) {
+        throw new Error(`[image] ${f}: invalid JSON (${(e as Error).message})`);
+      }
+    }
+  }
+  const s = opts.imageSize ?? 224;
+  return { size: { shortest_edge: s }, crop_size: { height: s, width: s } };
+}

@@ -65,7 +65,7 @@ export class EncoderPool {
   }
 
   encode(sample: Sample, pos: number, index: number): Promise<EncodedItem> {
-    if (this.closed) return Promise.reject(new Error('[EncoderPool] closed'));
+    if (this.closed) return Promise.reject(new Error('[dataset] encoder pool closed'));
     const job = this.seq++;
     return new Promise<EncodedItem>((resolve, reject) => {
       this.jobs.set(job, { resolve, reject });
@@ -92,7 +92,7 @@ export class EncoderPool {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.failAll(new Error('[EncoderPool] closed'));
+    this.failAll(new Error('[dataset] encoder pool closed'));
     for (const w of this.workers) void w.terminate();
     this.workers.length = 0;
   }
@@ -192,7 +192,7 @@ export class PrefetchLoader {
   /** The next plan entry: its index and collated batch (null when every sample of it was dropped), or
    *  null at the end of the plan. */
   async nextEntry(): Promise<{ planIndex: number; batch: CollatedBatch | null } | null> {
-    if (this.closed) throw new Error('[PrefetchLoader] closed');
+    if (this.closed) throw new Error('[dataset] loader closed');
     if (this.next_ >= this.plan.length) return null;
     const b = this.next_;
     if (!this.pending.has(b)) this.fill();

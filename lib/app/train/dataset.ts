@@ -26,7 +26,6 @@
 //   reports it.
 // - Prefetching lives in loader.ts.
 import * as fs from 'fs';
-import * as path from 'path';
 import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, ClipProcessorConfig, AspectMode } from '../processing/image';
 import {
@@ -49,6 +48,8 @@ import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../../constants';
 import { DEFAULT_IMAGE_TOKEN } from '../../constants';
 
 export { DataError, IGNORE_INDEX, IMAGE_TOKEN_INDEX };
+// Lives in processing/image.ts (inference, serving and evaluation need it too); re-exported for old callers.
+export { resolveProcessorConfig } from '../processing/image';
 
 /** Everything needed to encode items: plain data, so it can be sent to a worker thread. */
 export interface DatasetSpec {
@@ -109,24 +110,6 @@ export interface DatasetOptions {
 
 // ---------------------------------------------------------------------------------------------------------
 // Spec helpers
-
-/** The image processor config for a model: preprocessor_config.json of the model dir, else of the vision
- *  tower dir, else CLIP defaults with the tower's image size. */
-export function resolveProcessorConfig(modelDir: string, opts: { visionDir?: string | null; imageSize?: number } = {}): ClipProcessorConfig {
-  for (const d of [modelDir, opts.visionDir]) {
-    if (!d) continue;
-    const f = path.join(d, 'preprocessor_config.json');
-    if (fs.existsSync(f)) {
-      try {
-        return JSON.parse(fs.readFileSync(f, 'utf8')) as ClipProcessorConfig;
-      } catch (e) {
-        throw new Error(`[dataset] ${f}: invalid JSON (${(e as Error).message})`);
-      }
-    }
-  }
-  const s = opts.imageSize ?? 224;
-  return { size: { shortest_edge: s }, crop_size: { height: s, width: s } };
-}
 
 /** The prompt string a training template renders for a sample (what the tokenizer sees), `<image>` kept. */
 export function renderTrainingPrompt(sample: Sample, template: string): string {

@@ -6,27 +6,22 @@
 //    stage-2 conversations ("What is in the image?" -> "A blue circle.", plus text-only samples).
 // 3. Stage 1 (projector only, `plain` template) then stage 2 (projector + language model, `v1` template),
 //    a few hundred optimizer steps in all, with the progress display, JSONL logs and loss plots.
-// 4. Greedy answers for every image (the KV-cache generator of generate.ts when present, else the model's
-//    prefill/decodeStep loop), one shown in full and an accuracy count.
+// 4. Greedy answers for every image (the KV-cache generator of generate.ts, the prompt encoded as chat
+//    encodes it), one shown in full and an accuracy count.
 // Runs on the GPU when CUDA is available, else on the CPU (about ten seconds to a minute on 2 cores).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Command, InvalidArgumentError } from 'commander';
-import { Tensor } from '../../core/tensor';
-import { fromTypedArray, argmax } from '../../ops';
 import * as cuda from '../../cuda';
-import { loadLlava } from '../../models/loader';
-import type { LlavaForConditionalGeneration } from '../../models/llava';
-import { Tokenizer } from '../processing/tokenizer';
-import { CLIPImageProcessor } from '../processing/image';
+import { LlavaSession } from '../processing/session';
 import { buildPrompt } from '../processing/conversation';
-import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess';
-import { LlavaDataset, resolveProcessorConfig, DatasetSpec } from './dataset';
+import { encodePrompt, generateText } from '../inference/generate';
+import { LlavaDataset, DatasetSpec } from './dataset';
 import { Trainer, TrainResult } from './trainer';
 import { makeDemoData, answerFor, DEMO_QUESTION } from './demo_data';
-import { IMAGE_TOKEN_INDEX } from '../../constants';
 import { packageRoot } from '../util/paths';
+import { checkRuntime } from '../util/runtime';
 
 /** The bundled tiny checkpoint (test/fixtures/tiny-llava under the package root). */
 export function findTinyModel(): string {
@@ -35,62 +30,14 @@ export function findTinyModel(): string {
   return dir;
 }
 
-/** Greedy reply with the KV cache: prefill, then argmax + decodeStep until EOS or maxNew tokens. */
-export function greedyReply(model: LlavaForConditionalGeneration, ids: number[], pixels: Tensor | null, eos: number[], maxNew: number): number[] {
-  const { cache, logits, length } = model.prefill(ids, pixels, ids.length + maxNew + 1);
-  const out: number[] = [];
-  let lg: Tensor | null = logits;
+/** Answer a question about one image with greedy decoding, the prompt built and encoded as `llava chat`
+ *  does it (template `template`, the image in the first user turn). */
+export async function answer(session: LlavaSession, imageFile: string, question: string, template = 'v1', maxNew = 24): Promise<string> {
+  const promptIds = encodePrompt(session.model, session.tokenizer, buildPrompt(template, question, { image: true }));
+  const pixels = session.pixelTensor(imageFile);
   try {
-    for (let i = 0; i < maxNew; i++) {
-      const a = argmax(lg);
-      const next = a.item();
-      a.dispose();
-      lg.dispose();
-      lg = null;
-      out.push(next);
-      if (eos.includes(next)) break;
-      lg = model.decodeStep(next, length + i, cache);
-    }
-    return out;
-  } finally {
-    lg?.dispose();
-    cache.dispose();
-  }
-}
-
-type GenerateModule = {
-  generateText?: (m: LlavaForConditionalGeneration, t: Tokenizer, o: Record<string, unknown>) => Promise<{ text: string; ids: number[] }>;
-};
-
-/** Answer a question about one image with greedy decoding (generate.ts when it is there). */
-export async function answer(
-  model: LlavaForConditionalGeneration,
-  tok: Tokenizer,
-  processor: CLIPImageProcessor,
-  imageFile: string,
-  question: string,
-  template = 'v1',
-  maxNew = 24,
-): Promise<string> {
-  const prompt = buildPrompt(template, question, { image: true });
-  let ids = tokenizerImageToken(prompt, tok, IMAGE_TOKEN_INDEX);
-  if (model.config.format === 'llava-hf') ids = expandImageTokens(ids, ids.map(() => -100), model.numImageTokens, model.config.imageTokenIndex).inputIds;
-  const pv = processor.preprocess(imageFile, { aspect: 'square' });
-  const w = model.lm.embed.getParameter('weight')!;
-  const pixels = fromTypedArray(pv.pixelValues, [1, ...pv.shape], { dtype: w.dtype, device: w.device });
-  try {
-    let gen: GenerateModule | null = null;
-    try {
-      gen = (await import('../inference/generate')) as unknown as GenerateModule;
-    } catch {
-      gen = null;
-    }
-    if (gen && typeof gen.generateText === 'function') {
-      const r = await gen.generateText(model, tok, { promptIds: ids, pixelValues: pixels, maxNewTokens: maxNew, temperature: 0, seed: 0 });
-      return r.text.trim();
-    }
-    const eos = tok.eosId !== undefined ? [tok.eosId] : [];
-    return tok.decode(greedyReply(model, ids, pixels, eos, maxNew)).trim();
+    const r = await generateText(session.model, session.tokenizer, { promptIds, pixelValues: pixels, maxNewTokens: maxNew, temperature: 0, seed: 0 });
+    return r.text;
   } finally {
     pixels.dispose();
   }
@@ -123,17 +70,20 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const outDir = o.outDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'llava-demo-'));
   fs.mkdirSync(outDir, { recursive: true });
   const data = makeDemoData(path.join(outDir, 'data'));
-  log(`LLaVA demo: tiny model from ${path.relative(process.cwd(), modelDir) || modelDir} on ${device === 'cuda' ? `cuda (${cuda.describe()})` : 'cpu'}`);
+  log(
+    `LLaVA demo: tiny model from ${path.relative(process.cwd(), modelDir) || modelDir} on ${device === 'cuda' ? `cuda (${cuda.describe()})` : 'cpu'}`,
+  );
   log(`data: ${data.items.length} generated images + conversations in ${data.dir}`);
 
-  const model = loadLlava(modelDir, { device, dtype: 'float32' });
+  // The demo data is square-cropped both in training and when answering.
+  const session = LlavaSession.load(modelDir, { device, dtype: 'float32', aspect: 'square' });
+  const model = session.model;
   try {
-    const tok = Tokenizer.fromDir(modelDir);
-    const processorCfg = resolveProcessorConfig(modelDir, { imageSize: model.config.vision.image_size });
+    const tok = session.tokenizer;
     const spec = (template: string): DatasetSpec => ({
       imageFolder: data.imageFolder,
       tokenizerDir: modelDir,
-      processor: processorCfg,
+      processor: session.processorConfig,
       template,
       aspect: 'square',
       modelMaxLength: model.config.maxLength,
@@ -146,13 +96,32 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
 
     log('\n== stage 1: feature alignment (projector only, plain captions) ==');
     const ds1 = LlavaDataset.fromFile(data.pretrainJson, spec('plain'), { tokenizer: tok });
-    const t1 = new Trainer(model, ds1, { ...common, stage: 1, lr: 5e-3, globalBatch: 4, microBatch: 4, maxSteps: o.stage1Steps ?? 100, outputDir: path.join(outDir, 'stage1'), label: 'stage 1' });
+    const t1 = new Trainer(model, ds1, {
+      ...common,
+      stage: 1,
+      lr: 5e-3,
+      globalBatch: 4,
+      microBatch: 4,
+      maxSteps: o.stage1Steps ?? 100,
+      outputDir: path.join(outDir, 'stage1'),
+      label: 'stage 1',
+    });
     const r1 = await t1.train();
     t1.dispose();
 
     log('\n== stage 2: instruction tuning (projector + language model, v1 template) ==');
     const ds2 = LlavaDataset.fromFile(data.finetuneJson, spec('v1'), { tokenizer: tok });
-    const t2 = new Trainer(model, ds2, { ...common, stage: 2, lr: 2e-3, globalBatch: 4, microBatch: 2, gradAccum: 2, maxSteps: o.stage2Steps ?? 250, outputDir: path.join(outDir, 'stage2'), label: 'stage 2' });
+    const t2 = new Trainer(model, ds2, {
+      ...common,
+      stage: 2,
+      lr: 2e-3,
+      globalBatch: 4,
+      microBatch: 2,
+      gradAccum: 2,
+      maxSteps: o.stage2Steps ?? 250,
+      outputDir: path.join(outDir, 'stage2'),
+      label: 'stage 2',
+    });
     const r2 = await t2.train();
     t2.dispose();
 
@@ -160,14 +129,13 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     log(`stage 1 loss: first ${r1.firstLoss.toFixed(3)} -> last ${r1.lastLoss.toFixed(3)} (${r1.steps} steps, ${r1.seconds.toFixed(1)} s)`);
     log(`stage 2 loss: first ${r2.firstLoss.toFixed(3)} -> last ${r2.lastLoss.toFixed(3)} (${r2.steps} steps, ${r2.seconds.toFixed(1)} s)`);
 
-    const processor = new CLIPImageProcessor(processorCfg);
     let correct = 0;
     let sample: DemoResult['sample'] | null = null;
     const show = data.items.findIndex((it) => it.colour === 'blue' && it.shape === 'circle');
     for (let i = 0; i < data.items.length; i++) {
       const it = data.items[i];
       const file = path.join(data.imageFolder, it.file);
-      const a = await answer(model, tok, processor, file, DEMO_QUESTION);
+      const a = await answer(session, file, DEMO_QUESTION);
       const expected = answerFor(it);
       if (a === expected) correct++;
       if (i === show) sample = { image: file, question: DEMO_QUESTION, answer: a, expected };
@@ -180,7 +148,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     log(`outputs (logs, loss plots, weights): ${outDir}; total ${seconds.toFixed(1)} s`);
     return { stage1: r1, stage2: r2, correct, total: data.items.length, sample: sample!, seconds, outDir };
   } finally {
-    model.dispose();
+    session.dispose();
   }
 }
 
@@ -197,8 +165,13 @@ if (require.main === module) {
     .option('--out <dir>', 'where data, logs and weights go (default: a temp dir)')
     .option('--device <d>', 'cpu or cuda (default: cuda when available)')
     .action(async (opts: { stage1Steps: number; stage2Steps: number; out?: string; device?: string }) => {
-      if (opts.device && opts.device !== 'cpu' && opts.device !== 'cuda') throw new Error(`unknown device '${opts.device}'`);
-      await runDemo({ stage1Steps: opts.stage1Steps, stage2Steps: opts.stage2Steps, outDir: opts.out, device: opts.device as 'cpu' | 'cuda' | undefined });
+      if (opts.device) checkRuntime(opts.device, undefined, { area: 'demo' });
+      await runDemo({
+        stage1Steps: opts.stage1Steps,
+        stage2Steps: opts.stage2Steps,
+        outDir: opts.out,
+        device: opts.device as 'cpu' | 'cuda' | undefined,
+      });
     });
   program.parseAsync(process.argv).catch((e) => {
     process.stderr.write(`demo: error: ${(e as Error).message}\n`);

@@ -21,6 +21,9 @@
 //   low-precision parameters, so updates never accumulate bf16 rounding.
 // - Activation checkpointing (gradientCheckpointing): each LLaMA decoder layer keeps only its input
 //   and is recomputed in backward (lib/core/recompute.ts); gradients are unchanged.
+// - Options: declared once in options.ts (defaults, ranges, what a resume keeps); the constructor
+//   resolves them, so `this.opts` is complete. resume() keeps the checkpoint's schedule length and seed
+//   and refuses a different micro-batch / accumulation.
 import * as fs from 'fs';
 import * as path from 'path';
 import { Tensor } from '../../core/tensor';
@@ -38,129 +41,12 @@ import { writeLossPlot } from './loss_plot';
 import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
 import { writeDirAtomic, writeFileAtomic } from '../util/files';
+import { RESUME_MUST_MATCH, resolveOne, resolveTrainerOptions, type ResolvedTrainerOptions, type TrainerKey, type TrainerOptions } from './options';
+
+export type { TrainerOptions } from './options';
 
 // ---------------------------------------------------------------------------------------------------------
-// Presets (spec §5)
-
-export type StageName = 'pretrain' | 'finetune';
-export type PresetName = 'paper' | 'v1' | 'v1.5';
-
-export interface StagePreset {
-  lr: number;
-  globalBatch: number;
-  epochs: number;
-  /** Training `--version`. */
-  template: string;
-  aspect: 'square' | 'pad';
-  groupByModalityLength: boolean;
-}
-
-/** Paper (v0): stage 1 2e-3 / 128 / 1 epoch, stage 2 2e-5 / 32 / 3 epochs, `###` template.
- *  v1 scripts: 2e-3 / 128 / 1 (plain), 2e-5 / 128 / 1 (v1). v1.5: 1e-3 / 256 / 1 (plain), 2e-5 / 128 / 1
- *  (v1, pad aspect, modality-length grouping). */
-export const PRESETS: Record<PresetName, Record<StageName, StagePreset>> = {
-  paper: {
-    pretrain: { lr: 2e-3, globalBatch: 128, epochs: 1, template: 'llava_v0', aspect: 'square', groupByModalityLength: false },
-    finetune: { lr: 2e-5, globalBatch: 32, epochs: 3, template: 'llava_v0', aspect: 'square', groupByModalityLength: false },
-  },
-  v1: {
-    pretrain: { lr: 2e-3, globalBatch: 128, epochs: 1, template: 'plain', aspect: 'square', groupByModalityLength: false },
-    finetune: { lr: 2e-5, globalBatch: 128, epochs: 1, template: 'v1', aspect: 'square', groupByModalityLength: false },
-  },
-  'v1.5': {
-    pretrain: { lr: 1e-3, globalBatch: 256, epochs: 1, template: 'plain', aspect: 'square', groupByModalityLength: false },
-    finetune: { lr: 2e-5, globalBatch: 128, epochs: 1, template: 'v1', aspect: 'pad', groupByModalityLength: true },
-  },
-};
-
-export function stageNumber(s: StageName | 1 | 2 | string): 1 | 2 {
-  if (s === 1 || s === 'pretrain' || s === '1') return 1;
-  if (s === 2 || s === 'finetune' || s === '2') return 2;
-  throw new Error(`[trainer] unknown stage '${s}' (pretrain or finetune)`);
-}
-
-/** Validate --device / --dtype for training; CUDA must be present when asked for. */
-export function checkRuntimeOptions(device = 'cpu', dtype = 'float32'): { device: 'cpu' | 'cuda'; dtype: 'float32' | 'bfloat16' } {
-  if (device !== 'cpu' && device !== 'cuda') throw new Error(`unknown device '${device}' (cpu or cuda)`);
-  if (dtype !== 'float32' && dtype !== 'bfloat16') throw new Error(`unsupported training dtype '${dtype}' (float32 or bfloat16)`);
-  if (device === 'cuda') {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const cuda = require('../../cuda') as typeof import('../../cuda');
-    if (!cuda.isAvailable()) throw new Error(`--device cuda: CUDA is not available (${cuda.describe()})`);
-  }
-  return { device, dtype };
-}
-
-/** Resolve global batch / micro-batch / accumulation from whichever two (or one) are given. */
-export function resolveBatching(o: { globalBatch?: number; microBatch?: number; gradAccum?: number }): { globalBatch: number; microBatch: number; gradAccum: number } {
-  const pos = (v: number | undefined, name: string): void => {
-    if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new Error(`[trainer] ${name} must be a positive integer (got ${v})`);
-  };
-  pos(o.globalBatch, 'batch size');
-  pos(o.microBatch, 'micro-batch size');
-  pos(o.gradAccum, 'gradient accumulation');
-  let { globalBatch: g, microBatch: m, gradAccum: a } = o;
-  if (g !== undefined && m !== undefined && a !== undefined && g !== m * a)
-    throw new Error(`[trainer] batch size ${g} != micro-batch ${m} x accumulation ${a}`);
-  if (m !== undefined && a !== undefined) g = m * a;
-  else if (g !== undefined && a !== undefined) {
-    if (g % a) throw new Error(`[trainer] batch size ${g} is not divisible by gradient accumulation ${a}`);
-    m = g / a;
-  } else if (g !== undefined) {
-    m = m ?? Math.min(g, 4);
-    if (g % m) throw new Error(`[trainer] batch size ${g} is not divisible by micro-batch size ${m}`);
-    a = g / m;
-  } else {
-    m = m ?? 4;
-    a = a ?? 1;
-    g = m * a;
-  }
-  return { globalBatch: g!, microBatch: m!, gradAccum: a! };
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Options and records
-
-export interface TrainerOptions {
-  stage: 1 | 2;
-  lr: number;
-  epochs?: number;
-  globalBatch?: number;
-  microBatch?: number;
-  gradAccum?: number;
-  /** Schedule length in optimizer steps (HF max_steps); epochs repeat as needed. */
-  maxSteps?: number;
-  warmupRatio?: number;
-  weightDecay?: number;
-  /** Clip the global gradient norm to this (0 / undefined: off). */
-  maxGradNorm?: number;
-  seed?: number;
-  groupByModalityLength?: boolean;
-  /** Accepted, no-op (see file header). */
-  gradientCheckpointing?: boolean;
-  trainVision?: boolean;
-  /** Where checkpoints, final weights, train_log.jsonl and loss.png go (none: nothing is written). */
-  outputDir?: string;
-  /** Base model directory: config/tokenizer files are copied next to saved weights. */
-  baseModelDir?: string;
-  /** Edits the copied config.json of saved models (e.g. an absolute mm_vision_tower path). */
-  configPatch?: (cfg: Record<string, unknown>) => void;
-  /** Checkpoint every N steps (0: only at the end). */
-  saveSteps?: number;
-  /** Keep this many checkpoint-N directories (default 1, as the reference scripts). */
-  saveTotalLimit?: number;
-  progress?: 'auto' | 'bar' | 'plain' | 'none';
-  /** Plain progress: a line every N steps (default: ~20 lines per run). */
-  logEvery?: number;
-  workers?: number;
-  prefetch?: number;
-  /** Messages (default console.log). */
-  log?: (msg: string) => void;
-  /** Label shown in the progress display. */
-  label?: string;
-  /** Write loss.png at the end (default true when outputDir is set). */
-  plot?: boolean;
-}
+// Records
 
 export interface StepRecord {
   step: number;
@@ -214,55 +100,52 @@ export class Trainer {
   private readonly device: Tensor['device'];
   private readonly dtype: Tensor['dtype'];
   private logReady = false;
+  /** The options with every default filled in (options.ts). */
+  readonly opts: ResolvedTrainerOptions;
 
   constructor(
     readonly model: LlavaForConditionalGeneration,
     readonly dataset: LlavaDataset,
-    readonly opts: TrainerOptions,
+    options: TrainerOptions,
   ) {
-    this.stage = stageNumber(opts.stage);
-    this.log = opts.log ?? ((m) => console.log(m));
-    if (!(opts.lr >= 0)) throw new Error(`[trainer] learning rate must be >= 0 (got ${opts.lr})`);
-    const b = resolveBatching(opts);
-    this.globalBatch = b.globalBatch;
-    this.microBatch = b.microBatch;
-    this.gradAccum = b.gradAccum;
-    this.epochs = opts.epochs ?? 1;
-    if (!(this.epochs > 0)) throw new Error(`[trainer] epochs must be positive (got ${this.epochs})`);
-    if (opts.maxSteps !== undefined && !(Number.isInteger(opts.maxSteps) && opts.maxSteps > 0))
-      throw new Error(`[trainer] max steps must be a positive integer (got ${opts.maxSteps})`);
-    model.lm.gradientCheckpointing = !!opts.gradientCheckpointing;
-    model.setStage(this.stage, { trainVision: opts.trainVision });
+    const o = (this.opts = resolveTrainerOptions(options));
+    this.stage = o.stage;
+    this.log = o.log;
+    this.globalBatch = o.globalBatch;
+    this.microBatch = o.microBatch;
+    this.gradAccum = o.gradAccum;
+    this.epochs = o.epochs;
+    model.lm.gradientCheckpointing = o.gradientCheckpointing;
+    model.setStage(this.stage, { trainVision: o.trainVision });
     this.trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
-    if (!this.trainable.length) throw new Error('[trainer] no trainable parameters');
+    if (!this.trainable.length) throw new Error('[train] no trainable parameters');
     const w = model.lm.embed.getParameter('weight')!;
     this.device = w.device;
     this.dtype = w.dtype;
-    this.optimizer = new AdamW(paramGroups(this.trainable, opts.weightDecay ?? 0), { lr: opts.lr, weightDecay: opts.weightDecay ?? 0 });
+    this.optimizer = new AdamW(paramGroups(this.trainable, o.weightDecay), { lr: o.lr, weightDecay: o.weightDecay });
     this.stepsPerEpoch = Math.max(1, Math.ceil(Math.ceil(dataset.length / this.microBatch) / this.gradAccum));
-    const totalSteps = opts.maxSteps ?? Math.ceil(this.epochs * this.stepsPerEpoch);
     this.state = {
       version: 1,
       stage: this.stage,
       step: 0,
-      totalSteps,
+      totalSteps: o.maxSteps !== undefined ? o.maxSteps : Math.ceil(this.epochs * this.stepsPerEpoch),
       epoch: 0,
       batchInEpoch: 0,
-      seed: opts.seed ?? 42,
+      seed: o.seed,
       numSamples: dataset.length,
       samplesSeen: 0,
       tokensSeen: 0,
       options: {
-        lr: opts.lr,
+        lr: o.lr,
         epochs: this.epochs,
         globalBatch: this.globalBatch,
         microBatch: this.microBatch,
         gradAccum: this.gradAccum,
-        maxSteps: opts.maxSteps ?? null,
-        warmupRatio: opts.warmupRatio ?? 0.03,
-        weightDecay: opts.weightDecay ?? 0,
-        maxGradNorm: opts.maxGradNorm ?? 0,
-        groupByModalityLength: !!opts.groupByModalityLength,
+        maxSteps: o.maxSteps !== undefined ? o.maxSteps : null,
+        warmupRatio: o.warmupRatio,
+        weightDecay: o.weightDecay,
+        maxGradNorm: o.maxGradNorm,
+        groupByModalityLength: o.groupByModalityLength,
         template: dataset.spec.template,
         aspect: dataset.spec.aspect,
         dtype: this.dtype,
@@ -281,14 +164,14 @@ export class Trainer {
       epoch,
       batchSize: this.microBatch,
       worldSize: this.gradAccum,
-      groupByModalityLength: !!this.opts.groupByModalityLength,
+      groupByModalityLength: this.opts.groupByModalityLength,
     });
     return microBatches(order, this.microBatch);
   }
 
   /** lr used by step `s` (0-based). */
   lrAt(s: number): number {
-    return cosineWithWarmup(s, this.state.totalSteps, this.opts.lr, this.opts.warmupRatio ?? 0.03);
+    return cosineWithWarmup(s, this.state.totalSteps, this.opts.lr, this.opts.warmupRatio);
   }
 
   private toPixels(b: CollatedBatch): Tensor | null {
@@ -358,19 +241,18 @@ export class Trainer {
     const until = Math.min(o.untilStep ?? this.state.totalSteps, this.state.totalSteps);
     const t0 = Date.now();
     this.prepareLog();
-    const every = this.opts.logEvery ?? Math.max(1, Math.round(this.state.totalSteps / 20));
     const progress = new Progress({
       mode: this.opts.progress,
-      label: this.opts.label ?? `stage ${this.stage}`,
+      label: this.opts.label,
       unit: 'step ',
       total: this.state.totalSteps,
       done: this.state.step,
-      every,
+      every: resolveOne('logEvery', this.opts.logEvery, { totalSteps: this.state.totalSteps }),
       log: this.log,
     });
     const maxEpochs = this.opts.maxSteps !== undefined ? Infinity : this.epochs;
     let lastCheckpoint: string | null = null;
-    const pool = (this.opts.workers ?? 0) > 0 ? new EncoderPool(this.dataset.spec, this.opts.workers!) : null;
+    const pool = this.opts.workers > 0 ? new EncoderPool(this.dataset.spec, this.opts.workers) : null;
     try {
       while (this.state.step < until && this.state.epoch < maxEpochs) {
         const plan = this.epochPlan(this.state.epoch);
@@ -379,7 +261,7 @@ export class Trainer {
           this.state.batchInEpoch = 0;
           continue;
         }
-        const loader = new PrefetchLoader(this.dataset, plan.slice(this.state.batchInEpoch), { prefetch: this.opts.prefetch ?? 2, pool: pool ?? undefined });
+        const loader = new PrefetchLoader(this.dataset, plan.slice(this.state.batchInEpoch), { prefetch: this.opts.prefetch, pool: pool ?? undefined });
         const stepsBefore = this.state.step;
         const fromStart = this.state.batchInEpoch === 0;
         try {
@@ -390,7 +272,7 @@ export class Trainer {
             const f = this.logPath();
             if (f) fs.appendFileSync(f, JSON.stringify(r) + '\n');
             progress.update(r.step, [`loss ${r.loss.toFixed(4)}`, `lr ${r.lr.toExponential(2)}`, `${r.tokens_per_s.toFixed(0)} tok/s`]);
-            const save = this.opts.saveSteps ?? 0;
+            const save = this.opts.saveSteps;
             if (this.opts.outputDir && save > 0 && this.state.step % save === 0 && this.state.step < this.state.totalSteps) lastCheckpoint = this.saveCheckpoint();
           }
         } finally {
@@ -398,7 +280,7 @@ export class Trainer {
         }
         if (this.state.batchInEpoch >= plan.length) {
           if (fromStart && this.state.step === stepsBefore)
-            throw new Error('[trainer] a whole epoch produced no optimizer step (every sample was skipped?)');
+            throw new Error('[train] a whole epoch produced no optimizer step (every sample was skipped?)');
           this.state.epoch++;
           this.state.batchInEpoch = 0;
         }
@@ -437,7 +319,7 @@ export class Trainer {
       const l = this.microStep(e.batch, 1 / k);
       if (!Number.isFinite(l)) {
         this.optimizer.zeroGrad();
-        throw new Error(`[trainer] non-finite loss ${l} at step ${this.state.step + 1} (samples ${e.batch.ids.join(', ')})`);
+        throw new Error(`[train] non-finite loss ${l} at step ${this.state.step + 1} (samples ${e.batch.ids.join(', ')})`);
       }
       lossSum += l;
       n++;
@@ -448,7 +330,7 @@ export class Trainer {
     if (n === 0) return null;
     if (n < k) this.scaleGrads(k / n); // dropped micro-batches: average over the ones that ran
     let gradNorm: number | undefined;
-    if (this.opts.maxGradNorm && this.opts.maxGradNorm > 0) gradNorm = clipGradNorm(this.trainable.map(([, p]) => p), this.opts.maxGradNorm);
+    if (this.opts.maxGradNorm > 0) gradNorm = clipGradNorm(this.trainable.map(([, p]) => p), this.opts.maxGradNorm);
     const lr = this.lrAt(this.state.step);
     this.optimizer.stepUpdate(lr);
     this.optimizer.zeroGrad();
@@ -469,13 +351,13 @@ export class Trainer {
   saveCheckpoint(dir?: string): string {
     const out = this.opts.outputDir;
     const target = dir ?? (out ? path.join(out, `checkpoint-${this.state.step}`) : null);
-    if (!target) throw new Error('[trainer] saveCheckpoint needs a directory (no outputDir set)');
+    if (!target) throw new Error('[train] saveCheckpoint needs a directory (no outputDir set)');
     writeDirAtomic(target, (tmp) => {
       saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.opts.configPatch);
       saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE));
       writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     });
-    if (!dir && out) pruneCheckpoints(out, this.opts.saveTotalLimit ?? 1);
+    if (!dir && out) pruneCheckpoints(out, this.opts.saveTotalLimit);
     return target;
   }
 
@@ -486,7 +368,7 @@ export class Trainer {
     if (!out) return;
     saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.opts.configPatch);
     writeFileAtomic(path.join(out, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
-    if (this.opts.plot !== false) {
+    if (this.opts.plot) {
       const pts = this.fullHistory().map((r) => ({ step: r.step, loss: r.loss }));
       writeLossPlot(path.join(out, PLOT_FILE), pts, { title: `stage ${this.stage} loss` });
     }
@@ -495,19 +377,22 @@ export class Trainer {
   /** Continue from a checkpoint directory: weights, optimizer moments, step, epoch and data position. */
   resume(dir: string): void {
     const s = readTrainerState(dir);
-    if (s.stage !== this.stage) throw new Error(`[trainer] checkpoint ${dir} is from stage ${s.stage}, this run is stage ${this.stage}`);
+    if (s.stage !== this.stage) throw new Error(`[train] checkpoint ${dir} is from stage ${s.stage}, this run is stage ${this.stage}`);
     if (s.numSamples !== this.dataset.length)
-      throw new Error(`[trainer] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`);
+      throw new Error(`[train] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`);
     const o = s.options ?? {};
-    for (const k of ['microBatch', 'gradAccum'] as const)
-      if (o[k] !== undefined && o[k] !== this[k]) throw new Error(`[trainer] checkpoint ${dir} used ${k} ${String(o[k])}, this run ${this[k]}: the data order would differ`);
-    if (s.totalSteps !== this.state.totalSteps) this.log(`[trainer] resuming with the checkpoint's schedule length ${s.totalSteps} (this run computed ${this.state.totalSteps})`);
+    for (const k of RESUME_MUST_MATCH as TrainerKey[])
+      if (o[k] !== undefined && o[k] !== this.opts[k])
+        throw new Error(`[train] checkpoint ${dir} used ${k} ${String(o[k])}, this run ${String(this.opts[k])}: the data order would differ`);
+    if (s.totalSteps !== this.state.totalSteps) this.log(`[train] resuming with the checkpoint's schedule length ${s.totalSteps} (this run computed ${this.state.totalSteps})`);
     const wfile = path.join(dir, this.stage === 1 ? PROJECTOR_FILE : MODEL_FILE);
     loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
     const ofile = path.join(dir, OPTIMIZER_FILE);
     if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
-    else this.log(`[trainer] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
+    else this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
     this.optimizer.step = s.step;
+    // The checkpoint's schedule length, seed and data position replace this run's (options.ts, onResume:
+    // 'checkpoint'); the options it recorded stay on record over this run's.
     this.state = { ...s, options: { ...this.state.options, ...o } };
     this.logReady = false;
   }

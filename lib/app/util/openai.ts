@@ -1,5 +1,5 @@
 // openai.ts — the one client for OpenAI-compatible chat-completions APIs, used by the GPT-assisted data
-// pipeline (gpt_data.ts) and the LLaVA-Bench judge (eval_judge.ts).
+// pipeline (datagen/) and the LLaVA-Bench judge (eval/judge.ts). Errors are ApiErrors reading `[openai] ...`.
 //
 // - Plain HTTP through Node's global fetch: POST {baseUrl}/chat/completions with {model, messages} plus
 //   temperature / max_tokens when set; the answer is choices[0].message.content.
@@ -17,6 +17,9 @@ export interface ChatMessage {
 }
 
 export const DEFAULT_BASE_URL = 'https://api.openai.com/v1';
+
+/** The model of LLaVA's published data and judge numbers, the client's default. */
+export const DEFAULT_MODEL = 'gpt-4-0314';
 
 export interface ChatCompletionResult {
   /** choices[0].message.content; null when the server sent a null content (e.g. a filtered reply). */
@@ -41,7 +44,7 @@ export class ApiError extends Error {
     readonly status: number | null,
     readonly fatal: boolean,
   ) {
-    super(message);
+    super(`[openai] ${message}`);
     this.name = 'ApiError';
   }
 }
@@ -51,7 +54,7 @@ export interface ChatClientOptions {
   apiKey?: string;
   /** Default: $OPENAI_BASE_URL, else https://api.openai.com/v1 (requests go to <base>/chat/completions). */
   baseUrl?: string;
-  /** Default 'gpt-4-0314' (the model of LLaVA's published data and judge numbers). */
+  /** Default DEFAULT_MODEL ('gpt-4-0314'). */
   model?: string;
   /** Omitted from the request when unset (the server's default applies). */
   temperature?: number;
@@ -137,13 +140,13 @@ export class OpenAIChatClient implements ChatCompleter {
     const key = o.apiKey ?? env.OPENAI_API_KEY;
     if (!key) throw new ApiError(`no API key: set OPENAI_API_KEY or pass --api-key${o.missingKeyHint ? ` ${o.missingKeyHint}` : ''}`, null, true);
     this.maxRetries = o.maxRetries ?? 5;
-    if (!(Number.isInteger(this.maxRetries) && this.maxRetries >= 0)) throw new RangeError(`maxRetries must be a non-negative integer (got ${o.maxRetries})`);
+    if (!(Number.isInteger(this.maxRetries) && this.maxRetries >= 0)) throw new RangeError(`[openai] maxRetries must be a non-negative integer (got ${o.maxRetries})`);
     if (o.concurrency !== undefined && !(Number.isInteger(o.concurrency) && o.concurrency >= 1))
-      throw new RangeError(`concurrency must be a positive integer (got ${o.concurrency})`);
+      throw new RangeError(`[openai] concurrency must be a positive integer (got ${o.concurrency})`);
     this.apiKey = key;
     this.baseUrl = (o.baseUrl ?? env.OPENAI_BASE_URL ?? DEFAULT_BASE_URL).replace(/\/+$/, '');
     this.url = `${this.baseUrl}/chat/completions`;
-    this.model = o.model ?? 'gpt-4-0314';
+    this.model = o.model ?? DEFAULT_MODEL;
     this.o = o;
     this.fetchFn = o.fetch ?? fetch;
     this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));

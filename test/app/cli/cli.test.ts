@@ -1,11 +1,15 @@
 // The `llava` command (lib/app/cli/main.ts), run as a child process like a user would: --help on every
 // subcommand, preprocess (text and --json), clear errors with a non-zero exit code, a tiny `train` run
 // (--max-steps 3 -> 3 log lines and a checkpoint), stage 2 from the stage-1 projector, and --resume.
+// In process: the train flags built from the option table, and which values count as typed.
 import t from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
+import { Command } from 'commander';
+import { addTrainOptions, explicitTrainFlags } from '../../../lib/app/cli/train';
+import { resolveTrainRun, type Layer } from '../../../lib/app/train/options';
 import { makeDemoData } from '../../../lib/app/train/demo_data';
 import { Tokenizer } from '../../../lib/app/processing/tokenizer';
 import { preprocessSample } from '../../../lib/app/processing/preprocess';
@@ -36,6 +40,28 @@ t.test('--help on every command', async (t) => {
     t.equal(h.code, 0, `${c} --help`);
     t.match(h.out, '--model');
   }
+});
+
+t.test('train flags: only typed values are explicit, commander defaults are not', async (t) => {
+  const parse = async (...args: string[]): Promise<Layer> => {
+    let seen: Layer = {};
+    const cmd = addTrainOptions(new Command('train').exitOverride()).action((_o: unknown, c: Command) => void (seen = explicitTrainFlags(c)));
+    await cmd.parseAsync(['--stage', 'finetune', '--model', 'm', '--data', 'd', '--image-folder', 'i', '--output', 'o', ...args], { from: 'user' });
+    return seen;
+  };
+  const base = { stage: 'finetune', baseModelDir: 'm', data: 'd', imageFolder: 'i', outputDir: 'o' };
+  t.same(await parse(), base, 'seed, warmup, device, preset ... left to the defaults');
+  t.same(await parse('--seed', '42', '--no-group-by-modality-length', '--resume', '--micro-batch-size', '2', '--warmup-ratio', '0'), {
+    ...base,
+    seed: 42,
+    groupByModalityLength: false,
+    resume: true,
+    microBatch: 2,
+    warmupRatio: 0,
+  });
+  const run = resolveTrainRun(await parse('--preset', 'paper', '--lr', '1e-4', '--grad-accum', '2'));
+  t.same([run.preset, run.lr, run.globalBatch, run.microBatch, run.gradAccum, run.template, run.seed], ['paper', 1e-4, 32, 16, 2, 'llava_v0', 42]);
+  await t.rejects(parse('--warmup-ratio', '2'), /must be between 0 and 1/, 'the table range parses the flag');
 });
 
 t.test('preprocess: --json ids/labels with -200, and the text view', async (t) => {

@@ -1,4 +1,4 @@
-// The GPT-assisted data pipeline (lib/app/datagen/pipeline.ts, gpt_data_cli.ts; spec §7 and §6.1): context strings
+// The GPT-assisted data pipeline (lib/app/datagen/, cli/datagen.ts; docs/reference.md §7 and §6.1): context strings
 // for a hand-made COCO image (boxes normalised by hand), the chat sent for each type, output parsing into LLaVA
 // records (and the reasons given for malformed outputs), the fetch client against a local mock server (retries,
 // fatal errors, missing key), the resumable concurrent run, JSONL -> JSON collection, and the CLI end to end.
@@ -40,14 +40,14 @@ import {
   readGenerationJsonl,
   writeDryRun,
   writePromptsDir,
-} from '../../../lib/app/datagen/pipeline';
+} from '../../../lib/app/datagen/index';
 import { pyFixed } from '../../../lib/app/util/pyformat';
 import type {
   ChatMessage,
   GenerationLine,
   GptDataType,
   ImageContextSource,
-} from '../../../lib/app/datagen/pipeline';
+} from '../../../lib/app/datagen/index';
 import { validateRecord } from '../../../lib/app/processing/data';
 import { TEST_DIR } from '../../helpers';
 
@@ -188,7 +188,7 @@ t.test('system messages and instruction lists are the spec text', async (t) => {
   t.equal(BRIEF_DESCRIPTION_QUESTIONS[6], "Present a compact description of the photo's key features.");
   t.equal(BRIEF_DESCRIPTION_QUESTIONS[10], 'Create a compact narrative representing the image presented.');
   t.equal(parseDataType('detail_description'), 'detail');
-  t.throws(() => parseDataType('captions'), /unknown data type 'captions'/);
+  t.throws(() => parseDataType('captions'), /^\[gen-data\] unknown data type 'captions'/);
 });
 
 t.test('messages: system, (user caps, assistant conv) x k, user context', async (t) => {
@@ -427,7 +427,7 @@ t.test('client: retries on 500 and 429, fails fast on 400, key handling', async 
   mock.handler = () => ({ status: 400, body: { error: { message: 'context too long' } } });
   const e400 = await c.complete(msgs).catch((e) => e);
   t.ok(e400 instanceof ApiError && !e400.fatal && e400.status === 400);
-  t.match(e400.message, /HTTP 400 .*: context too long/);
+  t.match(e400.message, /^\[openai\] HTTP 400 .*: context too long/);
   t.equal(mock.requests.length, 1, '400 is not retried');
   mock.handler = () => ({ status: 401, body: { error: { message: 'bad key' } } });
   const e401 = await c.complete(msgs).catch((e) => e);
@@ -729,7 +729,7 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
 
   // Errors: one line, exit 1.
   const cases: [string[], Record<string, string>, RegExp][] = [
-    [['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o2')], { OPENAI_BASE_URL: mock.url }, /llava gen-data: error: no API key: set OPENAI_API_KEY/],
+    [['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o2')], { OPENAI_BASE_URL: mock.url }, /llava gen-data: error: \[openai\] no API key: set OPENAI_API_KEY/],
     [['gen-data', '--type', 'detail', '--captions', capFile, '--out', path.join(dir, 'o2')], env, /--instances is required for --type detail/],
     [['gen-data', '--type', 'captions', '--captions', capFile, '--out', path.join(dir, 'o2')], env, /argument 'captions' is invalid/],
     [['gen-data', '--type', 'conversation', '--captions', path.join(dir, 'nope.json'), '--out', path.join(dir, 'o2')], env, /captions file .*nope\.json not found/],
@@ -745,5 +745,5 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
   mock.handler = () => ({ status: 401, body: { error: { message: 'Incorrect API key provided' } } });
   const bad = await cli(['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o3'), '--progress', 'none'], env);
   t.equal(bad.code, 1);
-  t.match(bad.err, /llava gen-data: error: HTTP 401 .*Incorrect API key provided \(stopped;/);
+  t.match(bad.err, /llava gen-data: error: \[openai\] HTTP 401 .*Incorrect API key provided \(stopped;/);
 });

@@ -1,4 +1,4 @@
-// Evaluation harnesses (llava-spec §6.3, §8): ScienceQA answer extraction rule by rule, prompts, conversion,
+// Evaluation harnesses (lib/app/eval/, cli/eval.ts; docs/reference.md §6.3, §8): ScienceQA answer extraction rule by rule, prompts, conversion,
 // accuracy and the official categories on a hand-made problem set; LLaVA-Bench judge prompts (full strings),
 // score parsing, the summary's roundings; the judge client and review loop against a local HTTP mock;
 // answer generation on the tiny fixture model; and every `llava eval` command through registerEvalCommands.
@@ -11,7 +11,7 @@ import { AddressInfo } from 'net';
 import { Command, CommanderError } from 'commander';
 import { SafetensorsFile } from '../../../lib/io/safetensors';
 import { parseDataset } from '../../../lib/app/processing/data';
-import { convertScienceQA, extractSqaAnswer, formatReviewSummary, formatSqaReport, judgeContent, judgePrompt, parseJudgeScores, parseSqaFormat, pyFixed, pyFloatRepr, pyJsonDump, scienceQACategoryAccuracy, scoreScienceQA, sqaConvertedFileName, sqaPrompt, sqaResultJson, summarizeReviews, BENCH_RULES, JUDGE_SYSTEM_PROMPT, type AnswerRecord, type BenchQuestion, type CocoContext, type SqaProblem, type SqaProblems, type WildContext } from '../../../lib/app/eval/benchmarks';
+import { convertScienceQA, extractSqaAnswer, formatReviewSummary, formatSqaReport, judgeContent, judgePrompt, parseJudgeScores, parseSqaFormat, pyFixed, pyFloatRepr, pyJsonDump, scienceQACategoryAccuracy, scoreScienceQA, sqaConvertedFileName, sqaPrompt, sqaResultJson, summarizeReviews, BENCH_RULES, JUDGE_SYSTEM_PROMPT, type AnswerRecord, type BenchQuestion, type CocoContext, type SqaProblem, type SqaProblems, type WildContext } from '../../../lib/app/eval/index';
 import { OpenAIJudge, runBenchReview, type Judge } from '../../../lib/app/eval/judge';
 import {
   generateAnswers,
@@ -91,7 +91,7 @@ t.test('sqaPrompt: model_vqa_science.py question text', async (t) => {
   t.same(text, { question: "Question: Why?\nAnswer with the option's letter from the given choices directly.", prompt: "Question: Why?\nAnswer with the option's letter from the given choices directly.", hasImage: false });
   t.equal(sqaPrompt(q, { mmUseImStartEnd: true }).question.split('\n')[0], '<im_start><image><im_end>');
   t.equal(sqaPrompt(q, { mmUseImStartEnd: true }).prompt.split('\n')[0], '<image>', 'the recorded prompt keeps <image>');
-  t.throws(() => sqaPrompt({ id: '4', conversations: [] }), /no human turn/);
+  t.throws(() => sqaPrompt({ id: '4', conversations: [] }), /^\[eval\] ScienceQA question 4: no human turn/);
 });
 
 const prob = (o: Partial<SqaProblem>): SqaProblem => ({
@@ -140,7 +140,7 @@ t.test('convertScienceQA: spec §6.3 layouts', async (t) => {
   t.equal(parsed.report.valid, 3);
   t.same(parsed.report.warnings, []);
   t.same(parseSqaFormat('CQM-A'), { input: 'CQM', output: 'A' });
-  t.throws(() => parseSqaFormat('QCM'), /INPUT-OUTPUT/);
+  t.throws(() => parseSqaFormat('QCM'), /^\[eval\] ScienceQA prompt format 'QCM' must look like INPUT-OUTPUT/);
   t.throws(() => parseSqaFormat('QXM-A'), /unknown ScienceQA input format 'QXM'/);
   t.equal(sqaConvertedFileName('test', 'CQM', 'A'), 'llava_test_CQM-A.json');
   t.throws(() => convertScienceQA(problems, splits, 'val'), /split 'val' is not in pid_splits/);
@@ -471,7 +471,7 @@ t.test('runBenchReview: review lines, resume, failure and restart', async (t) =>
 
   // Inputs are checked before any request.
   const n0 = m.requests.length;
-  await t.rejects(runBenchReview({ ...wbase, outputFile: tmpFile('x.jsonl'), candidates: cands.slice(1) }), /question 2: no model answer/);
+  await t.rejects(runBenchReview({ ...wbase, outputFile: tmpFile('x.jsonl'), candidates: cands.slice(1) }), /^\[eval\] question 2: no model answer/);
   await t.rejects(runBenchReview({ ...wbase, outputFile: tmpFile('x.jsonl'), contexts: [] }), /no context line for image 001\.jpg/);
   t.equal(m.requests.length, n0);
 });
@@ -657,7 +657,7 @@ t.test('eval CLI: every command', async (t) => {
   c = cli();
   await c.run('bench-review', ...reviewArgs.slice(0, -4), '--output', tmpFile('r.jsonl'), '--progress', 'none');
   t.same(c.codes, [1], 'no key: exit code 1');
-  t.match(c.err, /^llava eval bench-review: error: no API key: set OPENAI_API_KEY or pass --api-key/);
+  t.match(c.err, /^llava eval bench-review: error: \[openai\] no API key: set OPENAI_API_KEY or pass --api-key/);
   c = cli();
   await c.run('bench-review', ...reviewArgs, '--api-key', 'k', '--base-url', m.url);
   t.match(c.out, /2 already there/, 'resumed: nothing left');

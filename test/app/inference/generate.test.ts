@@ -21,7 +21,8 @@ import {
   prepareIds,
   eosIds,
 } from '../../../lib/app/inference/generate';
-import { runChat, modelNameFromPath, defaultAspect, defaultTemplate } from '../../../lib/app/inference/chat';
+import { runChat } from '../../../lib/app/inference/chat';
+import { modelNameFromPath, defaultAspect, defaultTemplate } from '../../../lib/app/processing/session';
 import { TEST_DIR } from '../../helpers';
 
 const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');

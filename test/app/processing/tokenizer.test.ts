@@ -61,7 +61,7 @@ t.test('missing or broken files give clear errors', async (t) => {
   t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
   t.throws(() => Tokenizer.fromDir(tmp), /tokenizer\.json not found/);
   fs.writeFileSync(path.join(tmp, 'tokenizer.json'), '{not json');
-  t.throws(() => Tokenizer.fromDir(tmp), /invalid JSON/);
+  t.throws(() => Tokenizer.fromDir(tmp), /malformed JSON/);
   // Without tokenizer_config.json: no pad, default max length, BOS from the post-processor.
   fs.copyFileSync(path.join(dir, 'tokenizer.json'), path.join(tmp, 'tokenizer.json'));
   const bare = Tokenizer.fromDir(tmp);

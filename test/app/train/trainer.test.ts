@@ -14,15 +14,9 @@ import { cosineWithWarmup } from '../../../lib/optim';
 import { SafetensorsFile } from '../../../lib/io/safetensors';
 import { makeDemoData } from '../../../lib/app/train/demo_data';
 import { LlavaDataset, DatasetSpec, resolveProcessorConfig, collate } from '../../../lib/app/train/dataset';
-import {
-  Trainer,
-  TrainerOptions,
-  resolveBatching,
-  paramGroups,
-  PRESETS,
-  stageNumber,
-  StepRecord,
-} from '../../../lib/app/train/trainer';
+import { Trainer, paramGroups, StepRecord } from '../../../lib/app/train/trainer';
+import { TrainerOptions, resolveBatching, stageNumber } from '../../../lib/app/train/options';
+import { PRESETS } from '../../../lib/app/train/presets';
 import {
   originalName,
   loadPartialWeights,
@@ -245,6 +239,36 @@ t.test('resume: same data order, same next losses', async (t) => {
     const lines = fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n');
     t.equal(lines.length, 7, 'log continues: 4 + 3 lines');
     t.same(lines.map((l) => (JSON.parse(l) as StepRecord).step), [1, 2, 3, 4, 5, 6, 7]);
+  }
+});
+
+t.test("resume: the checkpoint's schedule length and seed win, micro-batch and accumulation must match", async (t) => {
+  const ds = finetune();
+  const out = path.join(tmp, 'resume-precedence');
+  const base = { ...quietOpts, stage: 2, lr: 1e-3, microBatch: 2, gradAccum: 2 } as TrainerOptions;
+  const m0 = loadLlava(FIX);
+  const first = new Trainer(m0, ds, { ...base, maxSteps: 5, seed: 7, outputDir: out });
+  await first.train({ untilStep: 1 });
+  first.dispose();
+  m0.dispose();
+  const ck = findCheckpoint(out)!;
+  const logs: string[] = [];
+  const m1 = loadLlava(FIX);
+  try {
+    const again = new Trainer(m1, ds, { ...base, maxSteps: 9, seed: 8, warmupRatio: 0.5, log: (m) => logs.push(m) });
+    t.equal(again.state.totalSteps, 9);
+    again.resume(ck);
+    t.equal(again.state.totalSteps, 5, "the checkpoint's schedule length, over this run's --max-steps");
+    t.equal(again.state.seed, 7, "the checkpoint's seed, over this run's --seed");
+    t.equal(again.state.step, 1);
+    t.match(logs.join('\n'), /\[train\] resuming with the checkpoint's schedule length 5 \(this run computed 9\)/);
+    t.equal(again.lrAt(1), cosineWithWarmup(1, 5, 1e-3, 0.5), "lr and warmup ratio are this run's own");
+    again.dispose();
+    const other = new Trainer(m1, ds, { ...base, microBatch: 1, gradAccum: 4, maxSteps: 5 });
+    t.throws(() => other.resume(ck), /\[train\] checkpoint .* used microBatch 2, this run 1: the data order would differ/);
+    other.dispose();
+  } finally {
+    m1.dispose();
   }
 });
 

@@ -1,0 +1,241 @@
+// train.ts — the training commands of `llava`: `train` (either stage) and `preprocess` (one training
+// sample as the trainer sees it: rendered prompt, tokens, which of them are supervised).
+//
+// Decisions:
+// - `llava train`'s flags are generated from the option table (train/options.ts): flag, help text,
+//   number parser with the table's range, choices, and the default commander shows. Only values typed
+//   on the command line count as explicit (commander's value source 'cli'); resolveTrainRun then puts the
+//   preset's values for the stage under them and the built-in defaults under both.
+// - Batch sizes: --batch-size is the global batch per optimizer step, --micro-batch-size the samples per
+//   forward pass, --grad-accum the micro-batches per step; any two determine the third (one alone: the
+//   preset's global batch fills in).
+// - Checks run in the order a user fixes them: stage, then the paths, then the option values, then the
+//   device; only then does the native addon load (models, trainer and dataset are imported inside the
+//   action, so `--help` and `preprocess` start fast).
+import * as fs from 'fs';
+import * as path from 'path';
+import { Command, Option } from 'commander';
+import { UsageError, floatArg, intArg, mustDir, mustFile, mustModelDir, runAction } from './util';
+import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../../constants';
+import { TRAIN_DTYPES, checkRuntime } from '../util/runtime';
+import {
+  TRAIN_KEYS,
+  TRAIN_OPTIONS,
+  TRAINING_TEMPLATE_LIST,
+  helpText,
+  isTrainingTemplate,
+  resolveOne,
+  resolveTrainRun,
+  shownDefault,
+  stageNumber,
+  trainerPart,
+  type Layer,
+  type OptionSpec,
+} from '../train/options';
+
+// ---------------------------------------------------------------------------------------------------------
+// train
+
+/** Adds one commander option per table entry that has a flag (a boolean with `negatable` gets its --no- form). */
+export function addTrainOptions(cmd: Command): Command {
+  for (const key of TRAIN_KEYS) {
+    const s = TRAIN_OPTIONS[key] as OptionSpec<unknown>;
+    if (!s.flag) continue;
+    const o = new Option(s.flag, helpText(key));
+    if (s.choices) o.choices(s.choices as string[]);
+    else if (s.kind === 'int') o.argParser(intArg(s.min ?? 0));
+    else if (s.kind === 'float') o.argParser(floatArg(s.min ?? -Infinity, s.max));
+    const d = shownDefault(key);
+    if (d !== undefined) o.default(d);
+    if (s.required) o.makeOptionMandatory();
+    cmd.addOption(o);
+    if (s.negatable) cmd.addOption(new Option(s.flag.replace(/^--/, '--no-'), s.negatable));
+  }
+  return cmd;
+}
+
+/** The values typed on the command line, by table name (defaults commander filled in are left out). */
+export function explicitTrainFlags(cmd: Command): Layer {
+  const out: Layer = {};
+  for (const key of TRAIN_KEYS) {
+    const flag = (TRAIN_OPTIONS[key] as OptionSpec<unknown>).flag;
+    if (!flag) continue;
+    const attr = new Option(flag).attributeName();
+    if (cmd.getOptionValueSource(attr) === 'cli') out[key] = cmd.getOptionValue(attr);
+  }
+  return out;
+}
+
+async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
+  const flags = explicitTrainFlags(cmd);
+  const stage = stageNumber(flags.stage as string);
+  const stageName = stage === 1 ? 'pretrain' : 'finetune';
+  // Paths have no preset or default: check them as given, before any option value.
+  const given = flags as {
+    baseModelDir: string;
+    data: string;
+    imageFolder: string;
+    outputDir: string;
+    pretrainMmMlpAdapter?: string;
+    visionTower?: string;
+  };
+  mustModelDir(given.baseModelDir);
+  mustFile(given.data, 'data file');
+  mustDir(given.imageFolder, 'image folder');
+  if (given.pretrainMmMlpAdapter) mustFile(given.pretrainMmMlpAdapter, 'projector file');
+  if (given.visionTower) mustDir(given.visionTower, 'vision tower directory');
+  if (fs.existsSync(given.outputDir) && !fs.statSync(given.outputDir).isDirectory())
+    throw new UsageError(`output ${given.outputDir} exists and is not a directory`);
+  const s = resolveTrainRun(flags);
+  const modelDir = s.baseModelDir!;
+  const outputDir = s.outputDir!;
+
+  // Runtime and model (the native addon loads here).
+  const { device, dtype } = checkRuntime(s.device, s.dtype, { dtypes: TRAIN_DTYPES, area: 'train' });
+  const { loadLlava } = await import('../../models/loader');
+  const { resolveVision } = await import('../processing/session');
+  const { visionDir, processorConfig } = resolveVision(modelDir, s.visionTower);
+  const { LlavaDataset } = await import('../train/dataset');
+  const { findCheckpoint, loadPartialWeights } = await import('../train/train_state');
+  const { Trainer } = await import('../train/trainer');
+  const log = (m: string): void => console.log(m);
+  log(
+    `[train] stage ${stage} (${stageName}), preset ${s.preset}, template ${s.template}, lr ${s.lr}, global batch ${s.globalBatch} = ${s.microBatch} x ${s.gradAccum}, ${device}/${dtype}`,
+  );
+  const model = loadLlava(modelDir, { dtype, device, visionTower: s.visionTower });
+  try {
+    const maxLength = resolveOne('maxLength', s.maxLength, { modelMaxLength: model.config.maxLength })!;
+    model.config.maxLength = maxLength;
+    if (s.pretrainMmMlpAdapter) {
+      loadPartialWeights(model, s.pretrainMmMlpAdapter, { only: 'projector' });
+      log(`[train] projector loaded from ${s.pretrainMmMlpAdapter}`);
+    }
+    const spec = {
+      imageFolder: s.imageFolder,
+      tokenizerDir: modelDir,
+      processor: processorConfig,
+      template: s.template,
+      aspect: s.aspect,
+      modelMaxLength: maxLength,
+      format: model.config.format,
+      numImageTokens: model.numImageTokens,
+      imageTokenIndex: model.config.imageTokenIndex,
+      maxLength,
+    };
+    const dataset = LlavaDataset.fromFile(s.data, spec, { onError: s.onError, logger: (m) => console.warn(m) });
+    log(`[train] ${dataset.length} samples from ${s.data}${dataset.skipped.length ? ` (${dataset.skipped.length} skipped)` : ''}`);
+    fs.mkdirSync(outputDir, { recursive: true });
+    const trainer = new Trainer(model, dataset, {
+      ...trainerPart(s),
+      // Original checkpoints name their CLIP tower in the config: make it absolute so the output loads anywhere.
+      configPatch: visionDir && model.config.format === 'llava_llama' ? (cfg) => void (cfg.mm_vision_tower = path.resolve(visionDir)) : undefined,
+      log,
+    });
+    try {
+      if (s.resume) {
+        const where = s.resume === true ? outputDir : s.resume;
+        const ck = findCheckpoint(where);
+        if (!ck) throw new UsageError(`--resume: no checkpoint found in ${where}`);
+        trainer.resume(ck);
+        log(`[train] resumed from ${ck} at step ${trainer.state.step}/${trainer.totalSteps}`);
+      }
+      const r = await trainer.train();
+      log(
+        `[train] done: ${trainer.state.step}/${trainer.totalSteps} steps, loss ${r.firstLoss.toFixed(4)} -> ${r.lastLoss.toFixed(4)}, ` +
+          `${r.seconds.toFixed(1)} s; outputs in ${outputDir} (${stage === 1 ? 'mm_projector.safetensors' : 'model.safetensors'}, train_log.jsonl, loss.png)`,
+      );
+    } finally {
+      trainer.dispose();
+    }
+  } finally {
+    model.dispose();
+  }
+}
+
+/** Adds `train` to a commander program. */
+export function registerTrainCommand(program: Command): Command {
+  const cmd = program.command('train').description('train a LLaVA stage: pretrain (projector only) or finetune (projector + language model)');
+  addTrainOptions(cmd).action(runAction('train', trainAction));
+  return program;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// preprocess
+
+interface PreprocessCliOptions {
+  template: string;
+  model: string;
+  data: string;
+  index: number;
+  json?: boolean;
+  maxLength?: number;
+}
+
+async function preprocessAction(o: PreprocessCliOptions): Promise<void> {
+  mustFile(o.data, 'data file');
+  mustDir(o.model, 'model directory');
+  const { loadDataset } = await import('../processing/data');
+  const { Tokenizer } = await import('../processing/tokenizer');
+  const { preprocessSample, resolveTrainingTemplate } = await import('../processing/preprocess');
+  const { renderTrainingPrompt } = await import('../train/dataset');
+  if (!isTrainingTemplate(o.template)) throw new UsageError(`unknown template '${o.template}' (${TRAINING_TEMPLATE_LIST})`);
+  const tpl = resolveTrainingTemplate(o.template);
+  const parsed = loadDataset(o.data, { onError: 'skip', logger: () => {} });
+  const total = parsed.report.total;
+  if (o.index >= total) throw new UsageError(`--index ${o.index} out of range: ${o.data} has ${total} records`);
+  const k = parsed.indices.indexOf(o.index);
+  if (k < 0) {
+    const errs = parsed.report.errors.filter((e) => e.index === o.index);
+    throw new UsageError(`record ${o.index} (id ${errs[0]?.id ?? '?'}) is malformed: ${errs.map((e) => e.message).join('; ')}`);
+  }
+  const sample = parsed.samples[k];
+  const tok = Tokenizer.fromDir(o.model);
+  const maxLength = o.maxLength ?? Math.min(2048, tok.modelMaxLength);
+  const r = preprocessSample(sample, {
+    template: o.template,
+    tokenizer: tok,
+    modelMaxLength: maxLength,
+    onWarning: (m) => process.stderr.write(m + '\n'),
+  });
+  if (o.json) {
+    process.stdout.write(JSON.stringify({ input_ids: r.inputIds, labels: r.labels }) + '\n');
+    return;
+  }
+  const out: string[] = [];
+  out.push(`record ${o.index} (id ${sample.id})${sample.image !== undefined ? `, image ${sample.image}` : ', text-only'}`);
+  out.push(
+    `template ${tpl.name} (${tpl.path} path${tpl.name !== o.template ? `, from --template ${o.template}` : ''}), ${r.inputIds.length} tokens, ` +
+      `${r.labels.filter((l) => l !== IGNORE_INDEX).length} supervised${r.mismatch ? ', TOKENIZATION MISMATCH: every label masked' : ''}`,
+  );
+  out.push('--- prompt ---');
+  out.push(renderTrainingPrompt(sample, o.template));
+  out.push('--- tokens (* = supervised) ---');
+  r.inputIds.forEach((id, i) => {
+    const piece = id === IMAGE_TOKEN_INDEX ? '<image>' : tok.idToToken(id);
+    const sup = r.labels[i] !== IGNORE_INDEX;
+    out.push(`${String(i).padStart(5)} ${sup ? '*' : ' '} ${String(id).padStart(6)}  ${JSON.stringify(piece)}`);
+  });
+  out.push('--- supervised text ---');
+  out.push(
+    tok.decode(
+      r.labels.filter((l) => l !== IGNORE_INDEX),
+      { skipSpecialTokens: false },
+    ),
+  );
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+/** Adds `preprocess` to a commander program. */
+export function registerPreprocessCommand(program: Command): Command {
+  program
+    .command('preprocess')
+    .description('show one training sample as the trainer sees it: rendered prompt, tokens and which are supervised')
+    .requiredOption('--model <dir>', 'model directory (its tokenizer.json is used)')
+    .requiredOption('--data <file>', 'LLaVA JSON file')
+    .requiredOption('--index <i>', 'record index in the JSON array', intArg(0))
+    .option('--template <name>', 'training template / --version', 'v1')
+    .option('--max-length <n>', 'model max length (default: min(2048, tokenizer model_max_length))', intArg(1))
+    .option('--json', 'print {"input_ids": [...], "labels": [...]} (image placeholder = -200)')
+    .action(runAction('preprocess', preprocessAction));
+  return program;
+}

@@ -1,0 +1,273 @@
+// session.ts — one loaded LLaVA checkpoint together with what turns user input into model input: the part
+// transformers' LlavaProcessor plays (tokenizer + CLIP image processor), plus the model, its device and
+// dtype, the conversation template and the image aspect mode. `llava chat`, `llava serve`, `llava verify`,
+// the benchmark answerer and the demo all open their checkpoint through here.
+//
+// Decisions:
+// - The CLIP tower of an original-layout (`llava_llama`) checkpoint is found in one place
+//   (resolveVisionDir, and resolveVision with the processor config): the --vision-tower flag when given, else the config's mm_vision_tower (an existing directory, or one
+//   relative to the checkpoint), exactly as the loader finds the tower's weights. The image processor
+//   config then comes from the checkpoint's own preprocessor_config.json, else the tower's, else CLIP
+//   defaults at the tower's image size (resolveProcessorConfig). Training resolves the same way, so every
+//   entry point preprocesses a given image into the same pixels.
+// - Template default: llava-hf checkpoints use `llava_hf`; original ones pick by model name as the
+//   reference CLI does (templateForModelName of get_model_name_from_path). Callers with their own rule
+//   (the eval scripts' vicuna_v1) pass a template or ignore this one.
+// - Aspect default: llava-hf checkpoints are preprocessed as HF's processor does (no pad-to-square);
+//   original ones follow the config's image_aspect_ratio (process_images, docs/reference.md §2.2).
+// - The processor must produce the size the vision tower takes; load() checks it once on a 1x1 image and
+//   preprocess() checks every image (a processor that resizes without cropping keeps the aspect ratio).
+// - A session opened with load() owns its model and frees it in dispose(); one wrapped around an already
+//   loaded model (fromModel) never frees it.
+// - Pure file reading stays in image.ts (resolveProcessorConfig) so training's worker threads never pull
+//   the model loader in; this module loads the native engine. Device/dtype checks are util/runtime.ts's.
+import * as fs from 'fs';
+import * as path from 'path';
+import { keep } from '../../core/memory';
+import { tensor } from '../../ops/creation';
+import type { Tensor } from '../../core/tensor';
+import type { DType, Device } from '../../core/dtype';
+import { loadLlava, readLlavaConfig } from '../../models/loader';
+import type { LlavaForConditionalGeneration } from '../../models/llava';
+import { Tokenizer } from './tokenizer';
+import { CLIPImageProcessor, resolveProcessorConfig, type AspectMode, type ClipProcessorConfig, type PixelValues, type RgbImage } from './image';
+import { getTemplate, stopString, templateForModelName } from './conversation';
+import { checkRuntime } from '../util/runtime';
+
+export { resolveProcessorConfig };
+
+// ---------------------------------------------------------------------------------------------------------
+// Names and defaults
+
+/** The reference's get_model_name_from_path: the last path component, or the last two joined by '_' when
+ *  the last one is a `checkpoint-*` directory. */
+export function modelNameFromPath(modelPath: string): string {
+  const parts = modelPath.replace(/[/\\]+$/, '').split(/[/\\]/);
+  const last = parts[parts.length - 1] ?? '';
+  return last.startsWith('checkpoint-') && parts.length > 1 ? `${parts[parts.length - 2]}_${last}` : last;
+}
+
+/** The chat template a loaded model gets by default (llava-hf → llava_hf; original → by model name). */
+export function defaultTemplate(model: LlavaForConditionalGeneration, modelPath: string): string {
+  return model.config.format === 'llava-hf' ? 'llava_hf' : templateForModelName(modelNameFromPath(path.resolve(modelPath)));
+}
+
+/** llava-hf's processor never pads (the fixture's pixel_values are the unpadded ones); original checkpoints
+ *  follow their config's image_aspect_ratio. */
+export function defaultAspect(model: LlavaForConditionalGeneration): AspectMode {
+  return model.config.format === 'llava-hf' ? 'square' : (model.config.imageAspectRatio ?? 'square');
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The vision tower and its image processor
+
+export interface VisionSetup {
+  /** The CLIP directory of an original-layout checkpoint; null for llava-hf (the tower is inside). */
+  visionDir: string | null;
+  /** The tower's input size S (images are [3, S, S]). */
+  imageSize: number;
+  /** What CLIPImageProcessor is built from (see resolveProcessorConfig). */
+  processorConfig: ClipProcessorConfig;
+}
+
+/** Where a checkpoint's vision tower is: `visionTower` (the --vision-tower flag) wins, else the config's
+ *  mm_vision_tower, found as the loader finds it. Also the tower's input size. */
+export function resolveVisionDir(modelDir: string, visionTower?: string): { visionDir: string | null; imageSize: number } {
+  const { config, visionDir } = readLlavaConfig(modelDir, visionTower);
+  return { visionDir, imageSize: config.vision.image_size };
+}
+
+/** Where a checkpoint's vision tower is and how its images are preprocessed: the one resolver every entry
+ *  point (chat, serve, eval, train) uses. */
+export function resolveVision(modelDir: string, visionTower?: string): VisionSetup {
+  const { visionDir, imageSize } = resolveVisionDir(modelDir, visionTower);
+  return { visionDir, imageSize, processorConfig: resolveProcessorConfig(modelDir, { visionDir, imageSize }) };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Session
+
+export interface SessionOptions {
+  /** 'cpu' (default) or 'cuda'. Ignored by fromModel (the model's own). */
+  device?: string;
+  /** 'float32' (default), 'bfloat16' or 'float16'. Ignored by fromModel. */
+  dtype?: string;
+  /** Conversation template (default: defaultTemplate). Unknown names fail before the model loads. */
+  template?: string;
+  /** CLIP directory for original llava_llama checkpoints (default: the config's mm_vision_tower). */
+  visionTower?: string;
+  /** Image preprocessing: 'pad' (expand to square) or 'square' (crop); default defaultAspect. */
+  aspect?: AspectMode;
+  /** 'optional': a directory without a usable tokenizer still loads (`tokenizerOrNull` is then null). */
+  tokenizer?: 'required' | 'optional';
+  /** false: do not build and check the image processor at load (it is built on first use). */
+  images?: boolean;
+}
+
+interface SessionParts {
+  dir: string;
+  model: LlavaForConditionalGeneration;
+  tokenizer: Tokenizer | null;
+  owned: boolean;
+  device: Device;
+  dtype: DType;
+  template: string;
+  aspect: AspectMode;
+  vision: { visionDir: string | null; imageSize: number };
+}
+
+/** A loaded checkpoint: model, tokenizer, image processor, template and aspect mode. */
+export class LlavaSession {
+  readonly dir: string;
+  readonly model: LlavaForConditionalGeneration;
+  readonly device: Device;
+  readonly dtype: DType;
+  /** The conversation template name. */
+  readonly template: string;
+  readonly aspect: AspectMode;
+  /** get_model_name_from_path of the directory (the reference's model id). */
+  readonly name: string;
+  /** The resolved CLIP directory (original layout), or null. */
+  readonly visionDir: string | null;
+  /** Whether dispose() frees the model. */
+  readonly owned: boolean;
+  private readonly tok: Tokenizer | null;
+  private proc: CLIPImageProcessor | null = null;
+  private procConfig: ClipProcessorConfig | null = null;
+  private disposed = false;
+
+  private constructor(p: SessionParts) {
+    this.dir = p.dir;
+    this.model = p.model;
+    this.tok = p.tokenizer;
+    this.owned = p.owned;
+    this.device = p.device;
+    this.dtype = p.dtype;
+    this.template = p.template;
+    this.aspect = p.aspect;
+    this.visionDir = p.vision.visionDir;
+    this.name = modelNameFromPath(path.resolve(p.dir));
+  }
+
+  /** Loads the checkpoint in `dir` (llava-hf or original layout). Setup problems throw an Error. */
+  static load(dir: string, o: SessionOptions = {}): LlavaSession {
+    if (!fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`[session] ${dir} is not a model directory (no config.json)`);
+    const { device, dtype } = checkRuntime(o.device, o.dtype, { area: 'session' });
+    if (o.template) getTemplate(o.template); // unknown names fail before the weights load
+    const { visionDir, imageSize } = resolveVisionDir(dir, o.visionTower);
+    let tokenizer: Tokenizer | null = null;
+    if (o.tokenizer === 'optional') {
+      try {
+        tokenizer = Tokenizer.fromDir(dir);
+      } catch {
+        tokenizer = null;
+      }
+    } else tokenizer = Tokenizer.fromDir(dir);
+    const model = loadLlava(dir, { dtype, device, visionTower: o.visionTower });
+    return LlavaSession.assemble({ dir, model, tokenizer, owned: true, device, dtype, vision: { visionDir, imageSize } }, o);
+  }
+
+  /** Wraps a model that is already loaded (from `dir`); the session never frees it. */
+  static fromModel(
+    model: LlavaForConditionalGeneration,
+    tokenizer: Tokenizer | null,
+    dir: string,
+    o: Omit<SessionOptions, 'device' | 'dtype'> = {},
+  ): LlavaSession {
+    if (o.template) getTemplate(o.template);
+    const w = model.parameters()[0];
+    const device = (w?.device ?? 'cpu') as Device;
+    const dtype = (w?.dtype ?? 'float32') as DType;
+    const visionDir = model.config.format === 'llava-hf' ? null : resolveVisionDir(dir, o.visionTower).visionDir;
+    const vision = { visionDir, imageSize: model.config.vision.image_size };
+    return LlavaSession.assemble({ dir, model, tokenizer, owned: false, device, dtype, vision }, o);
+  }
+
+  /** Picks template and aspect, checks the image processor; frees an owned model when anything fails. */
+  private static assemble(p: Omit<SessionParts, 'template' | 'aspect'>, o: SessionOptions): LlavaSession {
+    try {
+      const template = o.template ?? defaultTemplate(p.model, p.dir);
+      try {
+        getTemplate(template);
+      } catch (e) {
+        throw new Error(`[session] ${(e as Error).message}; choose one with --template`);
+      }
+      const s = new LlavaSession({ ...p, template, aspect: o.aspect ?? defaultAspect(p.model) });
+      if (o.images !== false) s.checkImageSize();
+      return s;
+    } catch (e) {
+      if (p.owned) p.model.dispose();
+      throw e;
+    }
+  }
+
+  get format(): 'llava-hf' | 'llava_llama' {
+    return this.model.config.format;
+  }
+
+  /** The vision tower's input size S. */
+  get imageSize(): number {
+    return this.model.config.vision.image_size;
+  }
+
+  /** The tokenizer; throws when the directory had none (only possible with tokenizer: 'optional'). */
+  get tokenizer(): Tokenizer {
+    if (!this.tok) throw new Error(`[session] ${this.dir} has no usable tokenizer (tokenizer.json)`);
+    return this.tok;
+  }
+
+  get tokenizerOrNull(): Tokenizer | null {
+    return this.tok;
+  }
+
+  /** The template's stop string (`###` for SINGLE, `</s>` for TWO), or null. */
+  get stop(): string | null {
+    return stopString(getTemplate(this.template));
+  }
+
+  /** The image processor config (checkpoint's, else the tower's, else CLIP defaults). */
+  get processorConfig(): ClipProcessorConfig {
+    return (this.procConfig ??= resolveProcessorConfig(this.dir, { visionDir: this.visionDir, imageSize: this.imageSize }));
+  }
+
+  get processor(): CLIPImageProcessor {
+    return (this.proc ??= new CLIPImageProcessor(this.processorConfig));
+  }
+
+  /** Throws when the processor does not produce the tower's input size (checked on a 1x1 image). */
+  checkImageSize(): void {
+    const probe = this.processor.preprocess({ width: 1, height: 1, data: new Uint8Array(3) }, { aspect: this.aspect });
+    this.checkShape(probe);
+  }
+
+  private checkShape(pv: PixelValues): void {
+    const S = this.imageSize;
+    if (pv.shape[1] !== S || pv.shape[2] !== S)
+      throw new Error(`[session] the image processor makes ${pv.shape[1]}x${pv.shape[2]} images; the vision tower takes ${S}x${S}`);
+  }
+
+  /** Host pixel values [3, S, S] of one image (file path, encoded bytes or decoded RGB). Decoding errors
+   *  are thrown as they come; callers say which image it was. */
+  preprocess(image: string | Uint8Array | RgbImage, aspect: AspectMode = this.aspect): PixelValues {
+    const pv = this.processor.preprocess(image, { aspect });
+    this.checkShape(pv);
+    return pv;
+  }
+
+  /** Pixel values as a kept [1, 3, S, S] tensor on the model's device and dtype; the caller disposes it. */
+  toTensor(pv: PixelValues): Tensor {
+    return keep(tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: this.dtype, device: this.device }));
+  }
+
+  /** preprocess + toTensor. */
+  pixelTensor(image: string | Uint8Array | RgbImage): Tensor {
+    return this.toTensor(this.preprocess(image));
+  }
+
+  /** Frees the model if this session loaded it (idempotent). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.owned) this.model.dispose();
+  }
+}

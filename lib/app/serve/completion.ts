@@ -1,0 +1,247 @@
+// completion.ts — POST /v1/chat/completions for `llava serve`: validate and prepare a request (prompt ids,
+// image pixels, token caps) before it queues, then generate inside the serial queue and answer as one JSON
+// body or as an event stream. Owns the queue, the in-flight requests and the counters; server.ts routes to
+// it and reports its state.
+//
+// Decisions (see server.ts's header for the protocol-level ones):
+// - Everything that can fail on a bad request happens in prepare(), before the queue: a prepared request
+//   can only fail on an internal error (500, or an SSE error event once streaming has begun).
+// - A client that goes away while waiting is skipped when its turn comes; one that goes away while
+//   generating stops at the next token (breaking out of the generator frees its KV cache).
+// - shutdown() refuses new work (503), aborts queued and running completions and waits for the queue; a
+//   completion stopped by shutdown (not by its client) is told so: a 503, or an error event on a stream.
+import type * as http from 'http';
+import type { Tensor } from '../../core/tensor';
+import type { LlavaSession } from '../processing/session';
+import type { PixelValues } from '../processing/image';
+import { generate, encodePrompt, splicedLength, contextLength, type FinishReason } from '../inference/generate';
+import {
+  ApiError,
+  bad,
+  parseChatRequest,
+  renderChatPrompt,
+  imageDimensions,
+  TrimmedStream,
+  MAX_TOKENS_CAP,
+  completionBase,
+  completionBody,
+  chunkBody,
+  usageChunkBody,
+  usageOf,
+  finishReason,
+  type ChatRequest,
+  type ImageInput,
+  type CompletionBase,
+} from './protocol';
+import { EventStream, readJsonBody, sendJson } from './http';
+import { SerialQueue } from './queue';
+
+/** A validated request with everything generation needs. */
+export interface Prepared {
+  req: ChatRequest;
+  promptIds: number[];
+  /** Positions the prompt occupies, image rows included. */
+  promptLength: number;
+  pixels: PixelValues | null;
+  /** max_tokens after the caps. */
+  maxNew: number;
+  stop: string[];
+}
+
+export interface Outcome {
+  text: string;
+  ids: number[];
+  finish: FinishReason | 'aborted';
+}
+
+/** Per-request details for the server's log line. */
+export interface LogInfo {
+  note?: string;
+}
+
+const shuttingDown = (): ApiError => new ApiError(503, 'the server is shutting down', null, 'server_shutting_down');
+
+/** The pixels of a request's image: its size is checked from the header before decoding. Throws 400. */
+export function requestPixels(session: LlavaSession, image: ImageInput, maxPixels: number): PixelValues {
+  const param = image.param;
+  const dims = imageDimensions(image.bytes);
+  if (dims && dims.width * dims.height > maxPixels)
+    throw bad(`${param}: the image is ${dims.width}x${dims.height}; at most ${maxPixels} pixels are accepted`, param, 'image_too_large');
+  try {
+    return session.preprocess(image.bytes);
+  } catch (e) {
+    throw bad(`${param}: cannot read the image: ${(e as Error).message.replace(/^image: <buffer>: /, '')}`, param, 'invalid_image');
+  }
+}
+
+export class Completions {
+  readonly queue = new SerialQueue();
+  /** Positions the model can hold. */
+  readonly contextLength: number;
+  completed = 0;
+  aborted = 0;
+  private readonly active = new Set<AbortController>();
+  private readonly templateStop: string | null;
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    readonly session: LlavaSession,
+    private readonly o: { modelName: string; maxBodyBytes: number; maxImagePixels: number },
+  ) {
+    this.contextLength = contextLength(session.model);
+    this.templateStop = session.stop;
+  }
+
+  get isClosing(): boolean {
+    return this.closing !== null;
+  }
+
+  /** Tokenizes, preprocesses the image and applies the caps; throws ApiError 400. */
+  prepare(req: ChatRequest): Prepared {
+    const { model, tokenizer, template } = this.session;
+    const prompt = renderChatPrompt(template, req, req.image !== null);
+    const pixels = req.image ? requestPixels(this.session, req.image, this.o.maxImagePixels) : null;
+    const promptIds = encodePrompt(model, tokenizer, prompt);
+    const promptLength = splicedLength(model, promptIds);
+    const ctx = this.contextLength;
+    if (promptLength >= ctx)
+      throw bad(
+        `the prompt takes ${promptLength} positions (image included); the model's context holds ${ctx}`,
+        'messages',
+        'context_length_exceeded',
+      );
+    // The model worker's rule (docs/reference.md §9): min(requested, 1024, context − prompt − image tokens).
+    const maxNew = Math.min(req.maxTokens, MAX_TOKENS_CAP, ctx - promptLength);
+    const stop = [...(this.templateStop ? [this.templateStop] : []), ...req.stop];
+    return { req, promptIds, promptLength, pixels, maxNew, stop };
+  }
+
+  /** Runs one generation (inside the queue); `onText` gets each piece of final text. */
+  async generate(p: Prepared, signal: AbortSignal, onText: (s: string) => void): Promise<Outcome> {
+    const ids: number[] = [];
+    let text = '';
+    if (signal.aborted) return { text, ids, finish: 'aborted' };
+    let pix: Tensor | null = null;
+    try {
+      if (p.pixels) pix = this.session.toTensor(p.pixels);
+      let finish: FinishReason | 'aborted' = 'length';
+      for await (const piece of generate(this.session.model, this.session.tokenizer, {
+        promptIds: p.promptIds,
+        pixelValues: pix,
+        temperature: p.req.temperature,
+        topP: p.req.topP,
+        topK: p.req.topK,
+        maxNewTokens: p.maxNew,
+        seed: p.req.seed,
+        stop: p.stop,
+      })) {
+        ids.push(piece.token);
+        text += piece.text;
+        if (piece.text) onText(piece.text);
+        if (piece.finishReason) finish = piece.finishReason;
+        if (signal.aborted && !piece.finishReason) {
+          finish = 'aborted';
+          break; // for-await calls return(): the generator's finally frees the cache
+        }
+      }
+      return { text, ids, finish };
+    } finally {
+      pix?.dispose();
+    }
+  }
+
+  /** The POST handler: read, validate and prepare, then wait for the queue and answer. */
+  async handle(req: http.IncomingMessage, res: http.ServerResponse, info: LogInfo): Promise<void> {
+    if (this.closing) throw shuttingDown();
+    const prep = this.prepare(parseChatRequest(await readJsonBody(req, this.o.maxBodyBytes)));
+    const ac = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableFinished) ac.abort();
+    };
+    res.on('close', onClose);
+    if (res.destroyed || req.socket.destroyed) ac.abort(); // gone before we started listening for it
+    this.active.add(ac);
+    const base = completionBase(this.o.modelName);
+    try {
+      await this.queue.run(async () => {
+        if (this.closing) throw shuttingDown();
+        if (ac.signal.aborted) {
+          this.aborted++;
+          info.note = 'client closed while queued';
+          return;
+        }
+        if (prep.req.stream) await this.stream(prep, base, res, ac.signal, info);
+        else await this.reply(prep, base, res, ac.signal, info);
+      });
+    } finally {
+      this.active.delete(ac);
+      res.off('close', onClose);
+    }
+  }
+
+  /** A streamed completion: a role chunk, content chunks, a finish chunk, [usage], [DONE]. */
+  private async stream(prep: Prepared, base: CompletionBase, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
+    const events = new EventStream(res);
+    events.send(chunkBody(base, { role: 'assistant', content: '' }, null));
+    const trim = new TrimmedStream();
+    let out: Outcome;
+    try {
+      out = await this.generate(prep, signal, (s) => {
+        const t = trim.push(s);
+        if (t) events.send(chunkBody(base, { content: t }, null));
+      });
+    } catch (e) {
+      info.note = `error: ${(e as Error).message}`;
+      events.fail(new ApiError(500, (e as Error).message, null, 'generation_failed'));
+      return;
+    }
+    if (out.finish === 'aborted') {
+      this.aborted++;
+      if (this.closing && !res.destroyed) {
+        // stopped by shutdown, not by the client: tell it why
+        info.note = `stopped by shutdown after ${out.ids.length} tokens`;
+        events.fail(shuttingDown());
+      } else info.note = `client closed after ${out.ids.length} tokens`;
+      return;
+    }
+    this.completed++;
+    events.send(chunkBody(base, {}, finishReason(out.finish)));
+    if (prep.req.includeUsage) events.send(usageChunkBody(base, usageOf(prep.promptLength, out.ids.length)));
+    events.end();
+    info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finish)}`;
+  }
+
+  /** A non-streamed completion: one JSON body. */
+  private async reply(prep: Prepared, base: CompletionBase, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
+    let out: Outcome;
+    try {
+      out = await this.generate(prep, signal, () => {});
+    } catch (e) {
+      throw new ApiError(500, `generation failed: ${(e as Error).message}`, null, 'generation_failed');
+    }
+    if (out.finish === 'aborted') {
+      this.aborted++;
+      if (this.closing && !res.destroyed) throw shuttingDown();
+      info.note = `client closed after ${out.ids.length} tokens`;
+      return;
+    }
+    this.completed++;
+    const body = completionBody(base, {
+      content: out.text.trim(),
+      finish: out.finish,
+      usage: usageOf(prep.promptLength, out.ids.length),
+      tokenIds: prep.req.returnTokenIds ? { prompt: prep.promptIds, completion: out.ids } : undefined,
+    });
+    info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finish)}`;
+    sendJson(res, 200, body);
+  }
+
+  /** Refuse new completions, stop queued and running ones, wait for the queue to drain (idempotent). */
+  shutdown(): Promise<void> {
+    this.closing ??= (async () => {
+      for (const ac of this.active) ac.abort();
+      await this.queue.idle();
+    })();
+    return this.closing;
+  }
+}

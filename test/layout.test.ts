@@ -1,0 +1,139 @@
+// layout.test.ts — the house rules of the source tree, checked on every run (README "Layout"):
+//   1. rooms import only rooms below them (the RANK table), peers never import each other (type-only
+//      imports excepted: Tensor's method signatures come from lib/ops that way, and they vanish at run time);
+//   2. only lib/core, lib/cuda.ts and lib/native.ts itself touch the native addon (lib/native.ts);
+//   3. nothing under lib/ imports the package index (lib/index.ts);
+//   4. no import cycles between files of lib/ (type-only imports excepted: they vanish at run time);
+//   5. the line budget: .ts ≤ 500 lines, .cc/.h ≤ 600, .cu/.cuh ≤ 800, test files ≤ 800,
+//      except the files in ALLOW, each with its reason.
+import t from 'tap';
+import * as fs from 'fs';
+import * as path from 'path';
+import { TEST_DIR } from './helpers';
+
+const ROOT = path.join(TEST_DIR, '..');
+
+/** Rooms from the bottom up; a room may import rooms of a lower rank only. */
+const RANK: Record<string, number> = {
+  native: 0,
+  constants: 0,
+  io: 0,
+  core: 1,
+  cuda: 1,
+  ops: 2,
+  nn: 3,
+  optim: 3,
+  models: 4,
+  'app/util': 5,
+  'app/processing': 6,
+  'app/inference': 7,
+  'app/train': 8,
+  'app/serve': 9,
+  'app/eval': 9,
+  'app/datagen': 9,
+  'app/cli': 10,
+  index: 11,
+};
+
+/** Files over the line budget, and why they stay whole. */
+const ALLOW: Record<string, string> = {
+  'cpp/kernel_checks.h': 'one argument parser per op, shared by the CPU and CUDA kernels; splitting it scatters the one definition of each op',
+  'test/engine/ops.test.ts': 'the op table: every op against its float64 reference in one place',
+};
+
+function walk(dir: string, keep: (f: string) => boolean): string[] {
+  const abs = path.join(ROOT, dir);
+  if (!fs.existsSync(abs)) return [];
+  return fs.readdirSync(abs, { withFileTypes: true }).flatMap((e) => {
+    const rel = path.join(dir, e.name);
+    if (e.isDirectory()) return e.name === 'node_modules' || e.name === 'fixtures' ? [] : walk(rel, keep);
+    return keep(rel) ? [rel] : [];
+  });
+}
+
+/** The room of a file under lib/: its folder (app rooms by their sub-folder) or its stem. */
+function roomOf(file: string): string {
+  const p = file.split('/');
+  if (p[1] === 'app') return `app/${p[2]}`;
+  return p.length > 2 ? p[1] : p[1].replace(/\.ts$/, '');
+}
+
+interface Edge {
+  from: string;
+  to: string;
+  typeOnly: boolean;
+}
+
+const IMPORT_RE = /(import\s+type\s[^;]*?from\s*|(?:^|[^\w.])(?:from|import)\s*\(?\s*|require\s*\(\s*)['"](\.{1,2}\/[^'"]*)['"]/gm;
+
+function importsOf(file: string): Edge[] {
+  const src = fs.readFileSync(path.join(ROOT, file), 'utf8');
+  const out: Edge[] = [];
+  for (const m of src.matchAll(IMPORT_RE)) {
+    const base = path.normalize(path.join(path.dirname(file), m[2]));
+    const to = [`${base}.ts`, path.join(base, 'index.ts'), base].find((c) => c.endsWith('.ts') && fs.existsSync(path.join(ROOT, c)));
+    if (to) out.push({ from: file, to, typeOnly: m[1].startsWith('import type') || /^\s*import\s+type\b/.test(m[0]) });
+  }
+  return out;
+}
+
+const libFiles = walk('lib', (f) => f.endsWith('.ts'));
+const edges = libFiles.flatMap(importsOf);
+
+t.test('every file under lib/ belongs to a known room', async (tt) => {
+  const unknown = libFiles.filter((f) => RANK[roomOf(f)] === undefined);
+  tt.same(unknown, [], 'rooms missing from the RANK table');
+});
+
+t.test('rooms import only rooms below them', async (tt) => {
+  const bad = edges
+    .filter((e) => !e.typeOnly && roomOf(e.from) !== roomOf(e.to))
+    .filter((e) => !(RANK[roomOf(e.to)] < RANK[roomOf(e.from)]))
+    .map((e) => `${e.from} -> ${e.to}`);
+  tt.same(bad, [], 'imports that go up or sideways');
+  tt.ok(edges.length > 100, `import graph read (${edges.length} imports)`);
+});
+
+t.test('only the engine core touches the native addon', async (tt) => {
+  const bad = edges.filter((e) => e.to === 'lib/native.ts' && !/^lib\/(core\/|cuda\.ts)/.test(e.from)).map((e) => e.from);
+  tt.same(bad, [], 'files importing lib/native.ts directly');
+});
+
+t.test('nothing under lib/ imports the package index', async (tt) => {
+  tt.same(edges.filter((e) => e.to === 'lib/index.ts').map((e) => e.from), []);
+});
+
+t.test('no import cycles between files', async (tt) => {
+  const next = new Map<string, string[]>();
+  for (const e of edges) if (!e.typeOnly && e.from !== e.to) next.set(e.from, [...(next.get(e.from) ?? []), e.to]);
+  const state = new Map<string, 1 | 2>();
+  const cycles: string[] = [];
+  const visit = (f: string, stack: string[]): void => {
+    state.set(f, 1);
+    for (const g of next.get(f) ?? []) {
+      if (state.get(g) === 1) cycles.push([...stack.slice(stack.indexOf(g)), f, g].join(' -> '));
+      else if (!state.has(g)) visit(g, [...stack, f]);
+    }
+    state.set(f, 2);
+  };
+  for (const f of libFiles) if (!state.has(f)) visit(f, []);
+  tt.same(cycles, [], 'import cycles');
+});
+
+t.test('line budget', async (tt) => {
+  const limit = (f: string): number =>
+    /\.test\.ts$/.test(f) ? 800 : f.endsWith('.ts') ? 500 : /\.(cc|h)$/.test(f) ? 600 : /\.(cu|cuh)$/.test(f) ? 800 : Infinity;
+  const src = [
+    ...walk('lib', (f) => f.endsWith('.ts')),
+    ...walk('bench', (f) => f.endsWith('.ts')),
+    ...walk('test', (f) => /\.(ts|cc|h)$/.test(f)),
+    ...walk('cpp', (f) => /\.(cc|h)$/.test(f)),
+    ...walk('cuda', (f) => /\.(cu|cuh)$/.test(f)),
+  ];
+  const over = src
+    .map((f) => ({ f, n: fs.readFileSync(path.join(ROOT, f), 'utf8').split('\n').length - 1 }))
+    .filter(({ f, n }) => n > limit(f) && !ALLOW[f])
+    .map(({ f, n }) => `${f}: ${n} lines (budget ${limit(f)})`);
+  tt.same(over, [], 'files over the line budget (split them, or add them to ALLOW with the reason)');
+  for (const f of Object.keys(ALLOW)) tt.ok(fs.existsSync(path.join(ROOT, f)), `allow-listed ${f} exists`);
+});
