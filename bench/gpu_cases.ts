@@ -9,14 +9,11 @@
 // with 2 (and 4) decoder layers, embed + lm_head, AdamW: tokens/s and peak device memory.
 // The peer spec is built from the same table, so shapes cannot drift apart. --gpu-dry-run runs the table
 // on the CPU at toy sizes (each dim / 16) to exercise this file on a machine with no GPU.
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 import * as L from '../lib';
 import { LlamaForCausalLM, LlamaConfig } from '../lib/models/llama';
 import { AdamW } from '../lib/optim';
 import { attentionFlops } from './cpu_cases';
-import { BenchDevice, BenchOptions, CaseRecord, PeerResult, benchDir, emit, peerMs, randU, report, round, runPeer, selected, timeIt } from './harness';
+import { BenchDevice, BenchOptions, CaseRecord, PeerResult, emit, peerMs, randU, report, round, runPeerSpec, selected, timeIt } from './harness';
 
 type Spec =
   | { kind: 'gemm'; M: number; N: number; K: number }
@@ -300,7 +297,7 @@ export function runGpuCases(o: BenchOptions): void {
       reps: o.quick ? 5 : 10,
       cases: cases.map((c) => ({ key: c.key, ...c.spec })),
     };
-    peer = runPeerSpec(o, spec);
+    peer = runPeerSpec(o.python, 'torch_peer.py', spec, 900_000);
     if (!peer.ok) emit({ device: cases[0].rec.device, skipped: 'torch', reason: peer.reason });
   }
   if (!o.gpuDryRun) L.emptyCache();
@@ -314,15 +311,4 @@ export function runGpuCases(o: BenchOptions): void {
   }
   emitLlamaFit(cases[0].rec.device);
   if (!o.filter) emit({ summary: o.gpuDryRun ? 'gpu dry run' : 'cuda', wall_s: round(Number(process.hrtime.bigint() - t0) / 1e9, 3), live_tensors: L.memory().numTensors });
-}
-
-function runPeerSpec(o: BenchOptions, spec: unknown): PeerResult {
-  // The spec travels in a temporary file: argv has length limits and stdin is the peer's to ignore.
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'bench-peer-')), 'spec.json');
-  fs.writeFileSync(file, JSON.stringify(spec));
-  try {
-    return runPeer(o.python, path.join(benchDir(), 'torch_peer.py'), ['--spec', file], 900_000);
-  } finally {
-    fs.rmSync(path.dirname(file), { recursive: true, force: true });
-  }
 }

@@ -11,6 +11,7 @@
 // ratio = baseline_ms / median_ms: the engine's speed relative to its baseline (> 1 = faster).
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as os from 'os';
 import * as path from 'path';
 import * as L from '../lib';
 
@@ -25,11 +26,13 @@ export interface BenchOptions {
   gpuDryRun: boolean;
   /** Skip the peers (numpy / PyTorch); ratios are then null. */
   noPeers: boolean;
+  /** JSON lines only: no table after them (the PNG chart is still written with --out). */
+  jsonOnly: boolean;
   python: string;
 }
 
 export function parseOptions(argv: string[]): BenchOptions {
-  const o: BenchOptions = { filter: null, quick: false, device: 'all', out: null, gpuDryRun: false, noPeers: false, python: process.env.PYTHON ?? 'python3' };
+  const o: BenchOptions = { filter: null, quick: false, device: 'all', out: null, gpuDryRun: false, noPeers: false, jsonOnly: false, python: process.env.PYTHON ?? 'python3' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = (): string => {
@@ -49,12 +52,15 @@ export function parseOptions(argv: string[]): BenchOptions {
     } else if (key === '--out') o.out = val();
     else if (key === '--gpu-dry-run') o.gpuDryRun = true;
     else if (key === '--no-peers') o.noPeers = true;
+    else if (key === '--json') o.jsonOnly = true;
     else if (key === '--python') o.python = val();
     else if (key === '--help' || key === '-h') {
       console.log(
         'usage: npm run bench -- [--filter REGEX] [--quick] [--device cpu|cuda|all] [--out FILE]\n' +
-          '                        [--no-peers] [--python PY] [--gpu-dry-run]\n' +
-          'Prints one JSON line per case; ratio = baseline_ms / median_ms (> 1: the engine is faster).\n' +
+          '                        [--no-peers] [--python PY] [--gpu-dry-run] [--json]\n' +
+          'Prints one JSON line per case, then a table of them (not with --json); ratio = baseline_ms / median_ms\n' +
+          '(> 1: the engine is faster). --out FILE also writes the JSON lines to FILE and a chart of the ratios\n' +
+          'beside it (FILE with .png for its extension).\n' +
           '--filter matches "op scenario dtype device shape"; --gpu-dry-run runs the GPU list on the CPU at toy sizes.',
       );
       process.exit(0);
@@ -70,10 +76,14 @@ export function openOut(file: string | null): void {
   fs.mkdirSync(path.dirname(path.resolve(file)), { recursive: true });
   outFd = fs.openSync(file, 'w');
 }
+/** Every line emitted in this run, for the table and chart that follow the JSON (bench/report.ts). */
+export const emitted: Record<string, unknown>[] = [];
+
 /** Print one JSON line (and append it to --out). */
 export function emit(rec: Record<string, unknown>): void {
   const line = JSON.stringify(rec);
   console.log(line);
+  emitted.push(rec);
   if (outFd !== null) fs.writeSync(outFd, line + '\n');
 }
 export function closeOut(): void {
@@ -232,6 +242,18 @@ export function runPeer(python: string, script: string, args: string[], timeoutM
     return { ok: false, times, reason: `${path.basename(script)} exited ${r.status ?? r.signal}: ${err}` };
   }
   return { ok: true, times, version };
+}
+
+/** Run a peer script (in bench/) with `--spec FILE`, the spec written to a temporary file: argv has length
+ *  limits and stdin is the peer's to ignore. */
+export function runPeerSpec(python: string, script: string, spec: unknown, timeoutMs: number): PeerResult {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'bench-peer-')), 'spec.json');
+  fs.writeFileSync(file, JSON.stringify(spec));
+  try {
+    return runPeer(python, path.join(benchDir(), script), ['--spec', file], timeoutMs);
+  } finally {
+    fs.rmSync(path.dirname(file), { recursive: true, force: true });
+  }
 }
 
 /** The peer's median for a case key, or null. */

@@ -1,19 +1,23 @@
 // run.ts — `npm run bench` (node dist/bench/run.js): the engine's benchmark cases, one JSON line each.
 //
-//   npm run bench -- [--filter REGEX] [--quick] [--device cpu|cuda|all] [--out FILE]
+//   npm run bench -- [--filter REGEX] [--quick] [--device cpu|cuda|all] [--out FILE] [--json]
 //   npx tsx bench/run.ts --quick --device cpu          (from the source tree)
 //
 // Each line: {op, scenario, dtype, device, shape, median_ms, gflops | tflops (CUDA) | gbps | tokens_per_s,
 // baseline, baseline_ms, ratio, samples}. The baseline is measured in the same run: numpy for CPU matmul
-// (bench/numpy_peer.py), the composite fallback for fused ops on the CPU, PyTorch on the GPU
-// (bench/torch_peer.py). ratio = baseline_ms / median_ms, so > 1 means the engine is faster.
+// (bench/numpy_peer.py); for the fused ops on the CPU, PyTorch on the CPU when it is installed, numpy
+// otherwise, with the engine's own composite fallback beside it (composite_ms, composite_ratio); PyTorch
+// on the GPU (bench/torch_peer.py). ratio = baseline_ms / median_ms, so > 1 means the engine is faster.
+// After the JSON lines comes a readable table of them (--json leaves it out), and with --out FILE a PNG
+// chart of the ratios is written beside FILE (bench/report.ts).
 // The first line names the run (node version, CUDA device or null, options); lines with `skipped` say
 // why a group did not run (no numpy, no torch, no CUDA); a final `summary` line per device gives the
 // wall time and the live tensor count (a leak shows there). GPU timings are host-side (hrtime around
 // calls closed by cuda.synchronize()), so they include N-API launch overhead; the peer uses CUDA events.
 // Cases live in cpu_cases.ts and gpu_cases.ts; timing and output in harness.ts.
 import * as L from '../lib';
-import { closeOut, emit, openOut, parseOptions } from './harness';
+import { closeOut, emit, emitted, openOut, parseOptions } from './harness';
+import { finishReport } from './report';
 import { runCpuCases } from './cpu_cases';
 import { runGpuCases } from './gpu_cases';
 
@@ -36,6 +40,7 @@ function main(): number {
   } finally {
     closeOut();
   }
+  finishReport(emitted, opts);
   return 0;
 }
 

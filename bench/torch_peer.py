@@ -4,7 +4,8 @@
     python3 bench/torch_peer.py --spec spec.json
 
 bench/gpu_cases.ts writes the spec ({device, dtype, reps, cases: [{key, kind, ...shape}]}) from its own
-case table and matches results by `key`. Kinds: gemm (a[M,K] @ b[K,N]), attention
+case table and matches results by `key`; bench/cpu_cases.ts writes one with device "cpu" and float32 for
+the CPU's fused ops. Kinds: softmax (x[N, C] over the last dim), gemm (a[M,K] @ b[K,N]), attention
 (F.scaled_dot_product_attention, q/k/v [B,H,T,D], fwd or fwd+bwd), layer_norm / rms_norm (F.layer_norm,
 F.rms_norm where torch has it; fwd or fwd+bwd), patch_embed (F.conv2d stride = kernel, then the
 [B, P, O] view CLIP uses), cross_entropy (fwd+bwd with the fp32 upcast HF uses: F.cross_entropy(x.float())),
@@ -48,6 +49,8 @@ def main():
     dtype = getattr(torch, spec.get("dtype", "bfloat16"))
     reps = int(spec.get("reps", 10))
     desc = f"torch {torch.__version__}"
+    if device == "cpu":
+        desc += f" (cpu, {torch.get_num_threads()} threads)"
     if device == "cuda":
         desc += f" (CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)})"
         # Same numerics as the engine: no TF32 for fp32 maths (the bf16 cases do not use it anyway).
@@ -149,6 +152,11 @@ class Runner:
     def run(self, c):
         kind = c["kind"]
         return getattr(self, "case_" + kind)(c)
+
+    def case_softmax(self, c):
+        x = self.rand((c["N"], c["C"]))
+        with self.torch.no_grad():
+            return self.time(lambda: x.softmax(-1))
 
     def case_gemm(self, c):
         a = self.rand((c["M"], c["K"]))

@@ -3,7 +3,7 @@
 // NMSE and worst-index reporting, a deterministic PRNG for test data, and a finite-difference
 // gradient checker.
 //
-// Tolerance rule (docs/DESIGN.md "Numbers and tests"): |a - r| <= atol + rtol * |r|, with f32
+// Tolerance rule (docs/design.md "Numbers and tests"): |a - r| <= atol + rtol * |r|, with f32
 // defaults atol 1e-6 / rtol 1e-5 scaled by sqrt(K) for ops that reduce over K terms.
 import type { Test } from 'tap';
 import { Tensor, tensor, noGrad, tidy, sum, mul, memory, setDefaultDevice } from '../lib';

@@ -26,3 +26,20 @@ t.test('the tensor API example runs and leaks nothing', async (tt) => {
   // x, w, b, y and the two gradients are alive: six tensors, nothing from the 100 steps.
   tt.ok(mem && Number(mem[1]) <= 6, `live tensors after training: ${mem?.[1]}`);
 });
+
+// The npm commands the README tells a new user to type exist, and the closing line it quotes for `npm test`
+// is the one scripts/run_tests.js prints (CI reads it).
+t.test('npm commands in the README exist; the quoted npm test line matches the runner', async (tt) => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+  // `npm run NAME`, `npm start` and `npm test` run package.json scripts; other npm words (ci, install) are npm's own.
+  const scripts = new Set<string>();
+  for (const m of readme.matchAll(/\bnpm (run )?([a-z][\w:-]*)/g)) if (m[1] || m[2] === 'start' || m[2] === 'test') scripts.add(m[2]);
+  tt.ok(
+    scripts.has('start') && scripts.has('test') && scripts.has('bench'),
+    `the README names npm start, npm test and npm run bench (${[...scripts]})`,
+  );
+  for (const name of scripts) tt.ok(name in pkg.scripts, `npm ${name === 'test' || name === 'start' ? '' : 'run '}${name} is a package.json script`);
+  const runner = fs.readFileSync(path.join(root, 'scripts', 'run_tests.js'), 'utf8');
+  tt.match(readme, /"N passed, N failed, N skipped"/, 'the README quotes the closing line');
+  tt.match(runner, /\$\{s\.pass\} passed, \$\{s\.fail\} failed, \$\{s\.skip \+ s\.todo\} skipped/, 'the runner prints that line');
+});

@@ -1,6 +1,6 @@
 // device_parity.test.ts — the device parity suite under tap: every case of test/gpu/cases.ts on 'cuda'
 // against the CPU, one subtest per group. Without a usable GPU each group is a skip carrying the reason
-// (docs/DESIGN.md: a device missing at run time is a skip, never a pass). The same table runs in one
+// (docs/design.md: a device missing at run time is a skip, never a pass). The same table runs in one
 // command on the GPU machine through test/gpu/check.ts, which also checks memory and runs the bench.
 import t from 'tap';
 import * as L from '../../lib';

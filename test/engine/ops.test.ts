@@ -1,6 +1,6 @@
 // ops.test.ts — every public op on the CPU against a float64 reference computed in plain JS from
 // the values the kernel actually saw (inputs read back after rounding to their dtype). Shape and
-// dtype are checked before values. Tolerances follow docs/DESIGN.md: f32 atol 1e-6 / rtol 1e-5,
+// dtype are checked before values. Tolerances follow docs/design.md: f32 atol 1e-6 / rtol 1e-5,
 // scaled by sqrt(K) where an op reduces over K terms (f32Tol(K)); f64 results must agree to
 // ~1e-12 (the kernels compute f64 in f64); bf16 tolerances are derived from bf16 rounding.
 import t from 'tap';

@@ -17,6 +17,7 @@ import * as path from 'path';
 import { Command, Option } from 'commander';
 import { UsageError, floatArg, intArg, mustDir, mustFile } from './util';
 import { DEVICES, INFERENCE_DTYPES } from '../util/runtime';
+import { commandErrorLine } from '../util/messages';
 import type { SqaPidSplits, SqaProblems } from '../eval/scienceqa';
 import type { BenchKind, ReviewLike, ReviewSummaryRow } from '../eval/llava_bench';
 
@@ -91,7 +92,9 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
   mustWritable(o.answersFile, 'answers file');
   if (o.chunkIdx >= o.numChunks) throw new UsageError(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
   const { TEMPLATE_NAMES } = await import('../processing/conversation');
-  if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template)) throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')})`);
+  const { CHAT_TEMPLATE } = await import('../processing/chat_template');
+  if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template) && o.template !== CHAT_TEMPLATE)
+    throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')}, ${CHAT_TEMPLATE})`);
   // Read the questions before the model loads: a bad file fails fast.
   const set: import('../eval/answer').QuestionSet =
     kind === 'sqa'
@@ -101,7 +104,7 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
   const m = G.loadEvalModel(o.model, { device: o.device, dtype: o.dtype, visionTower: o.visionTower });
   try {
     const template = o.template ?? m.template;
-    c.out(`[answer] ${set.questions.length} questions, model ${m.modelId}, template ${template}, temperature ${o.temperature}, max ${o.maxNewTokens} new tokens\n`);
+    c.out(`[answer] ${set.questions.length} questions, model ${m.modelId}, template ${template}, aspect ${m.aspect}, temperature ${o.temperature}, max ${o.maxNewTokens} new tokens\n`);
     const r = await G.generateAnswers({
       model: m.model,
       tokenizer: m.tokenizer,
@@ -111,6 +114,8 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
       imageFolder: o.imageFolder,
       answersFile: o.answersFile,
       template,
+      chatTemplate: m.chatTemplate,
+      aspect: m.aspect,
       temperature: o.temperature,
       topP: o.topP,
       maxNewTokens: o.maxNewTokens,
@@ -275,7 +280,7 @@ function answerOptions(cmd: Command): Command {
     .requiredOption('--model <dir>', 'model directory (config.json, *.safetensors, tokenizer.json)')
     .requiredOption('--image-folder <dir>', 'folder that the questions\' image paths are relative to')
     .requiredOption('--answers-file <file>', 'output JSONL, one {question_id, prompt, text, answer_id, model_id, metadata} per line; existing question_ids are skipped (resume)')
-    .option('--template <name>', '--conv-mode: conversation template (default: llava_hf for llava-hf checkpoints, vicuna_v1 otherwise)')
+    .option('--template <name>', '--conv-mode: conversation template (default: the one the model was trained with, else llava-hf: its chat_template or llava_hf; vicuna_v1 otherwise)')
     .option('--temperature <t>', 'sampling temperature, 0 = greedy (the v1.5 scripts)', floatArg(0), 0)
     .option('--top-p <p>', 'nucleus sampling probability', floatArg(0, 1))
     .option('--max-new-tokens <n>', 'generation limit per answer', intArg(1), 1024)
@@ -306,7 +311,7 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
       try {
         await fn(...a);
       } catch (e) {
-        ctx.err(`llava eval ${name}: error: ${(e as Error).message ?? String(e)}\n`);
+        ctx.err(commandErrorLine('llava', `eval ${name}`, (e as Error).message ?? String(e)) + '\n');
         if (ctx.env.LLAVA_DEBUG) ctx.err(`${(e as Error).stack}\n`);
         setExit(1);
       }

@@ -41,13 +41,18 @@ export function registerInferenceCommands(program: Command): Command {
     .requiredOption('--model <dir>', 'model directory')
     .requiredOption('--image <file>', 'image file (PNG or JPEG)')
     .option('--prompt <text>', 'a single question (omit for an interactive session)')
-    .option('--template <name>', 'conversation template (default: from the model format / name)')
+    .option(
+      '--template <name>',
+      "conversation template, or chat_template for the checkpoint's Jinja one (default: the one the model was trained with, else from its format / name)",
+    )
     .option('--temperature <t>', 'sampling temperature, 0 = greedy (default 0.2)', floatArg(0))
     .option('--top-p <p>', 'nucleus sampling probability', floatArg(0, 1))
     .option('--top-k <k>', 'keep the k most probable tokens', intArg(1))
     .option('--max-new-tokens <n>', 'generation limit (default 512)', intArg(0))
     .option('--seed <n>', 'sampling seed', intArg(0))
-    .addOption(new Option('--aspect <mode>', 'image preprocessing (default: from the model)').choices(['square', 'pad']))
+    .addOption(
+      new Option('--aspect <mode>', 'image preprocessing (default: config.json image_aspect_ratio, else from the format)').choices(['square', 'pad']),
+    )
     .addOption(deviceOption())
     .addOption(dtypeOption())
     .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')

@@ -10,8 +10,9 @@
 //   is checked before anything heavy loads, every other bad input ends in one line `llava serve: error: ...` on stderr
 //   and exit code 1 (runAction in cli/util.ts). The server (and with it the native addon) is imported inside
 //   the action, so `--help` stays fast.
-// - When the server listens, one line on stdout: `llava serve: listening on http://HOST:PORT (...)`; with
-//   --port 0 the line carries the port the system picked. Request log lines go to stderr.
+// - When the server listens, one line on stdout: `llava serve: listening on http://HOST:PORT (model NAME,
+//   template T (why), aspect A (why), DEVICE/DTYPE)`; with --port 0 the line carries the port the system
+//   picked. Request log lines go to stderr.
 // - SIGINT / SIGTERM: stop listening, stop the running and queued completions, close connections, free the
 //   model, exit 0. A second signal while shutting down exits at once (code 130).
 import { Command, InvalidArgumentError, Option } from 'commander';
@@ -41,8 +42,9 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
   if (o.visionTower) mustDir(o.visionTower, 'vision tower directory');
   if (o.host !== undefined && o.host.trim() === '') throw new UsageError('--host must not be empty');
   const { TEMPLATE_NAMES } = await import('../processing/conversation');
-  if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template))
-    throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')})`);
+  const { CHAT_TEMPLATE } = await import('../processing/chat_template');
+  if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template) && o.template !== CHAT_TEMPLATE)
+    throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')}, ${CHAT_TEMPLATE})`);
 
   const { startServer } = await import('../serve/server');
   const running = await startServer({
@@ -76,7 +78,7 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     process.on('SIGTERM', onSignal);
   });
   // Printed only once the signal handlers are in place: whoever waits for this line may signal at once.
-  process.stdout.write(`llava serve: listening on ${running.url} (model ${s.modelName}, template ${s.template}, ${s.device}/${s.dtype}); Ctrl-C stops\n`);
+  process.stdout.write(`llava serve: listening on ${running.url} (model ${s.modelName}, ${s.describe}, ${s.device}/${s.dtype}); Ctrl-C stops\n`);
   await stopped;
 }
 
@@ -88,7 +90,7 @@ export function registerServeCommand(program: Command): Command {
     .requiredOption('--model <dir>', 'model directory')
     .option('--host <host>', 'address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)')
     .option('--port <n>', 'TCP port, 0 = any free port (default 8000)', portArg)
-    .option('--template <name>', 'conversation template (default: from the model format / name)')
+    .option('--template <name>', "conversation template, or chat_template for the checkpoint's Jinja one (default: the one the model was trained with, else from its format / name)")
     .addOption(new Option('--aspect <mode>', 'image preprocessing (default: from the model)').choices(['square', 'pad']))
     .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
     .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))

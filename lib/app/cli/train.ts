@@ -10,8 +10,16 @@
 //   forward pass, --grad-accum the micro-batches per step; any two determine the third (one alone: the
 //   preset's global batch fills in).
 // - Checks run in the order a user fixes them: stage, then the paths, then the option values, then the
-//   device; only then does the native addon load (models, trainer and dataset are imported inside the
+//   device, then the output directory (train/output_dir.ts: a non-empty one needs --resume or
+//   --overwrite-output); only then does the model load (models, trainer and dataset are imported inside the
 //   action, so `--help` and `preprocess` start fast).
+// - The start line comes once the data set is read, so it can say when the data set is smaller than the
+//   global batch.
+// - Ctrl-C (SIGINT) or SIGTERM: the run stops after the optimizer step under way, saves a checkpoint, prints
+//   the command that resumes it and exits 130 (SIGTERM: 143, 128 + the signal number as shells report it);
+//   a second signal exits at once. A resume keeps the checkpoint's schedule unless --epochs / --max-steps
+//   is typed again; the other options it recorded (lr, template, aspect, batch sizes, ...) fill in under
+//   the typed flags (withCheckpointOptions). A run with no step left to do fails without writing a model.
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, Option } from 'commander';
@@ -31,6 +39,7 @@ import {
   trainerPart,
   type Layer,
   type OptionSpec,
+  type TrainKey,
 } from '../train/options';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -86,22 +95,25 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   if (given.visionTower) mustDir(given.visionTower, 'vision tower directory');
   if (fs.existsSync(given.outputDir) && !fs.statSync(given.outputDir).isDirectory())
     throw new UsageError(`output ${given.outputDir} exists and is not a directory`);
-  const s = resolveTrainRun(flags);
+  if (flags.resume !== undefined && flags.overwriteOutput) throw new UsageError('--resume and --overwrite-output contradict each other: choose one');
+  const fromCheckpoint = await withCheckpointOptions(flags);
+  const s = resolveTrainRun(fromCheckpoint.layer);
   const modelDir = s.baseModelDir!;
   const outputDir = s.outputDir!;
 
   // Runtime and model (the native addon loads here).
   const { device, dtype } = checkRuntime(s.device, s.dtype, { dtypes: TRAIN_DTYPES, area: 'train' });
+  const log = (m: string): void => console.log(m);
+  const { prepareOutputDir, resumeCommand } = await import('../train/output_dir');
+  prepareOutputDir(outputDir, { resume: s.resume !== undefined, overwrite: s.overwriteOutput, log });
   const { loadLlava } = await import('../../models/loader');
   const { resolveVision } = await import('../processing/session');
   const { visionDir, processorConfig } = resolveVision(modelDir, s.visionTower);
   const { LlavaDataset } = await import('../train/dataset');
   const { findCheckpoint, loadPartialWeights } = await import('../train/train_state');
   const { Trainer } = await import('../train/trainer');
-  const log = (m: string): void => console.log(m);
-  log(
-    `[train] stage ${stage} (${stageName}), preset ${s.preset}, template ${s.template}, lr ${s.lr}, global batch ${s.globalBatch} = ${s.microBatch} x ${s.gradAccum}, ${device}/${dtype}`,
-  );
+  if (fromCheckpoint.taken.length) log(`[train] --resume: as the checkpoint was trained (flags override): ${fromCheckpoint.taken.join(', ')}`);
+  log(`[train] loading ${modelDir} (${device}/${dtype})`);
   const model = loadLlava(modelDir, { dtype, device, visionTower: s.visionTower });
   try {
     const maxLength = resolveOne('maxLength', s.maxLength, { modelMaxLength: model.config.maxLength })!;
@@ -124,32 +136,114 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
     };
     const dataset = LlavaDataset.fromFile(s.data, spec, { onError: s.onError, logger: (m) => console.warn(m) });
     log(`[train] ${dataset.length} samples from ${s.data}${dataset.skipped.length ? ` (${dataset.skipped.length} skipped)` : ''}`);
-    fs.mkdirSync(outputDir, { recursive: true });
+    log(
+      `[train] stage ${stage} (${stageName}), preset ${s.preset}, template ${s.template}, aspect ${s.aspect}, lr ${s.lr}, ` +
+        `${batchText(s.globalBatch!, s.microBatch!, s.gradAccum!, dataset.length)}, ${device}/${dtype}`,
+    );
     const trainer = new Trainer(model, dataset, {
       ...trainerPart(s),
       // Original checkpoints name their CLIP tower in the config: make it absolute so the output loads anywhere.
       configPatch: visionDir && model.config.format === 'llava_llama' ? (cfg) => void (cfg.mm_vision_tower = path.resolve(visionDir)) : undefined,
       log,
     });
+    const signals = stopOnSignals(trainer);
     try {
       if (s.resume) {
         const where = s.resume === true ? outputDir : s.resume;
         const ck = findCheckpoint(where);
         if (!ck) throw new UsageError(`--resume: no checkpoint found in ${where}`);
-        trainer.resume(ck);
+        // The schedule stays the checkpoint's unless --epochs / --max-steps was typed (options.ts).
+        trainer.resume(ck, { given: Object.keys(flags) });
         log(`[train] resumed from ${ck} at step ${trainer.state.step}/${trainer.totalSteps}`);
       }
       const r = await trainer.train();
+      if (r.interrupted) {
+        log(
+          `[train] stopped by ${signals.received()} at step ${trainer.state.step}/${trainer.totalSteps}; checkpoint ${r.checkpoint ?? '(none: no output directory)'}`,
+        );
+        log(`[train] to resume: ${resumeCommand(flags)}`);
+        process.exitCode = signals.received() === 'SIGTERM' ? 143 : 130;
+        return;
+      }
       log(
         `[train] done: ${trainer.state.step}/${trainer.totalSteps} steps, loss ${r.firstLoss.toFixed(4)} -> ${r.lastLoss.toFixed(4)}, ` +
           `${r.seconds.toFixed(1)} s; outputs in ${outputDir} (${stage === 1 ? 'mm_projector.safetensors' : 'model.safetensors'}, train_log.jsonl, loss.png)`,
       );
     } finally {
+      signals.remove();
       trainer.dispose();
     }
   } finally {
     model.dispose();
   }
+}
+
+/** Options a checkpoint records (trainer_state.json `options`) that a resume takes over when not typed. */
+const RECORDED: readonly TrainKey[] = [
+  'lr',
+  'epochs',
+  'maxSteps',
+  'warmupRatio',
+  'weightDecay',
+  'maxGradNorm',
+  'groupByModalityLength',
+  'template',
+  'aspect',
+  'dtype',
+];
+const BATCH_KEYS: readonly TrainKey[] = ['globalBatch', 'microBatch', 'gradAccum'];
+
+/** On --resume, the options the checkpoint was trained with go under the typed flags (above the preset), so
+ *  a resume continues the run as it was started unless a flag says otherwise; the batch sizes only when no
+ *  batch flag is typed (a resume must match them anyway). Returns the layer and the names taken over. */
+async function withCheckpointOptions(flags: Layer): Promise<{ layer: Layer; taken: string[] }> {
+  if (flags.resume === undefined) return { layer: flags, taken: [] };
+  const { findCheckpoint, readTrainerState } = await import('../train/train_state');
+  const ck = findCheckpoint(flags.resume === true ? String(flags.outputDir) : String(flags.resume));
+  if (!ck) return { layer: flags, taken: [] }; // reported later, with the other resume errors
+  const rec = readTrainerState(ck).options ?? {};
+  const keys = [...RECORDED, ...(BATCH_KEYS.some((k) => flags[k] !== undefined) ? [] : (['microBatch', 'gradAccum'] as TrainKey[]))];
+  const layer: Layer = { ...flags };
+  const taken: string[] = [];
+  for (const k of keys)
+    if (flags[k] === undefined && rec[k] !== undefined && rec[k] !== null) {
+      layer[k] = rec[k];
+      taken.push(`${k} ${String(rec[k])}`);
+    }
+  return { layer, taken };
+}
+
+/** The batch part of the start line; a data set smaller than the global batch makes every step one pass
+ *  over all of it (the trainer's last group of an epoch is short), which the line says instead. */
+export function batchText(globalBatch: number, micro: number, accum: number, samples: number): string {
+  const text = `global batch ${globalBatch} = ${micro} x ${accum}`;
+  if (samples >= globalBatch) return text;
+  const micros = Math.ceil(samples / micro);
+  return `${text}, but the data set has only ${samples} samples: each step takes all ${samples} (${micros} micro-batch${micros === 1 ? '' : 'es'} of up to ${micro})`;
+}
+
+/** SIGINT / SIGTERM during training: the first asks the trainer to stop after the current optimizer step
+ *  (it then saves a checkpoint), a second one exits at once. */
+function stopOnSignals(trainer: { requestStop(): void }): { received(): NodeJS.Signals | null; remove(): void } {
+  let got: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (got) {
+      process.stderr.write(`[train] ${sig} again: exiting now (the last saved checkpoint stays)\n`);
+      process.exit(sig === 'SIGTERM' ? 143 : 130);
+    }
+    got = sig;
+    process.stderr.write(`[train] ${sig}: finishing the current optimizer step, then saving a checkpoint (again to exit at once)\n`);
+    trainer.requestStop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    received: () => got,
+    remove: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
 }
 
 /** Adds `train` to a commander program. */

@@ -4,6 +4,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { InvalidArgumentError } from 'commander';
+import { commandErrorLine } from '../util/messages';
 
 /** Parser for an integer option >= min. */
 export function intArg(min: number) {
@@ -46,14 +47,15 @@ export function mustModelDir(p: string): string {
   return p;
 }
 
-/** Wraps a command action: errors become `<prog> <name>: error: <message>` and exit code 1. */
+/** Wraps a command action: errors become `<prog> <name>: error: <message>` and exit code 1; a leading
+ *  `[name] ` in the message that repeats the command is dropped (util/messages.ts). */
 export function runAction<A extends unknown[]>(name: string, fn: (...a: A) => Promise<void> | void, prog = 'llava') {
   return async (...a: A): Promise<void> => {
     try {
       await fn(...a);
     } catch (e) {
-      const msg = (e as Error).message ?? String(e);
-      process.stderr.write(`${prog} ${name}: error: ${msg}\n`);
+      const msg = (e as Error)?.message ?? String(e);
+      process.stderr.write(`${commandErrorLine(prog, name, msg)}\n`);
       if (process.env.LLAVA_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
       process.exitCode = 1;
     }

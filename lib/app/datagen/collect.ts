@@ -113,7 +113,7 @@ export interface CollectResult {
   records: LlavaRecord[];
   /** Images whose latest line has no record (malformed output), with the reason. */
   failures: ImageIssue[];
-  /** Records that data.ts validation rejects (should not happen; reported, left out). */
+  /** Records that processing/data.ts validation rejects (should not happen; reported, left out). */
   invalid: ImageIssue[];
   bad: JsonlReadResult['bad'];
   outFile: string | null;
@@ -140,7 +140,7 @@ function writeJsonArray(file: string, records: readonly unknown[]): void {
 /**
  * Collects generation JSONL files into one LLaVA JSON array. Per file, the latest line of each (type, image)
  * wins and records are ordered by source position; files are concatenated in the order given. Each record is
- * checked with the training-data validator (data.ts). With `outFile` the array is written there.
+ * checked with the training-data validator (processing/data.ts). With `outFile` the array is written there.
  */
 export function collectInstructData(files: readonly string[], outFile?: string): CollectResult {
   const res: CollectResult = { records: [], failures: [], invalid: [], bad: [], outFile: outFile ?? null };

@@ -1,11 +1,13 @@
-// eval_generate.ts — the answer-generation step of the benchmarks (spec §8.1, §8.2, §9): what the reference's
+// answer.ts — the answer-generation step of the benchmarks (docs/reference.md §8.1, §8.2, §9): what the reference's
 // `model_vqa.py` (LLaVA-Bench) and `model_vqa_science.py` (ScienceQA) do, one question at a time, writing
 // `{question_id, prompt, text, answer_id, model_id, metadata}` lines.
 //
 // Decisions:
 // - One user turn per question, image (if any) as "<image>\n" before the question, a pending assistant turn,
-//   rendered by the chosen template. Default template: `llava_hf` for llava-hf checkpoints, `vicuna_v1`
-//   (the v1.5 benchmark scripts' --conv-mode) for original ones.
+//   rendered by the chosen template. Default template: the one the folder was trained with (config.json
+//   conversation_template, processing/training_record.ts); else for llava-hf checkpoints their Jinja
+//   chat_template when they ship one, else `llava_hf`; `vicuna_v1` (the v1.5 benchmark scripts'
+//   --conv-mode) for original ones.
 // - Decoding as the v1.5 scripts run it: temperature 0 (greedy), max_new_tokens 1024, KV cache; sampling
 //   when temperature > 0.001 with a per-question seed (seed + question index), so reruns are reproducible.
 //   HEAD stops only on EOS; `stopAtSeparator` also stops on the template's stop string (the model worker's
@@ -33,6 +35,8 @@ import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, type AspectMode } from '../processing/image';
 import { appendMessage, getTemplate, render, stopString } from '../processing/conversation';
 import { LlavaSession, defaultAspect } from '../processing/session';
+import { CHAT_TEMPLATE, readChatTemplate, renderJinjaPrompt, type JinjaTemplate } from '../processing/chat_template';
+import { readTrainingRecord } from '../processing/training_record';
 import { generate, encodePrompt, type GenerateResult } from '../inference/generate';
 import { imagePath } from '../processing/data';
 import { EvalError, type AnswerRecord } from './common';
@@ -52,16 +56,24 @@ export interface EvalModel {
   imageProcessor: CLIPImageProcessor;
   /** get_model_name_from_path of the model directory. */
   modelId: string;
-  /** Template the eval scripts would use for this checkpoint format (see defaultEvalTemplate). */
+  /** Template the eval scripts would use for this checkpoint (see defaultEvalTemplate). */
   template: string;
+  /** The checkpoint's Jinja chat template (template 'chat_template'), else null. */
+  chatTemplate: JinjaTemplate | null;
   aspect: AspectMode;
   dtype: DType;
   device: Device;
   dispose(): void;
 }
 
-/** The default --conv-mode: llava_hf for llava-hf checkpoints, vicuna_v1 (v1.5 eval scripts) otherwise. */
-export function defaultEvalTemplate(model: LlavaForConditionalGeneration): string {
+/** The default --conv-mode: with the model directory, the template it was trained with, else (llava-hf)
+ *  its Jinja chat_template; then llava_hf for llava-hf checkpoints, vicuna_v1 (v1.5 eval scripts) otherwise. */
+export function defaultEvalTemplate(model: LlavaForConditionalGeneration, dir?: string): string {
+  if (dir !== undefined) {
+    const rec = readTrainingRecord(dir);
+    if (rec.template) return rec.template;
+    if (model.config.format === 'llava-hf' && readChatTemplate(dir)) return CHAT_TEMPLATE;
+  }
   return model.config.format === 'llava-hf' ? 'llava_hf' : 'vicuna_v1';
 }
 
@@ -82,7 +94,8 @@ export function loadEvalModel(dir: string, o: LoadEvalModelOptions = {}): EvalMo
     tokenizer: s.tokenizer,
     imageProcessor: s.processor,
     modelId: s.name,
-    template: defaultEvalTemplate(s.model),
+    template: defaultEvalTemplate(s.model, dir),
+    chatTemplate: s.chatTemplate,
     aspect: s.aspect,
     dtype: s.dtype,
     device: s.device,
@@ -126,8 +139,10 @@ export interface GenerateAnswersOptions {
   answersFile: string;
   /** model_id written with each answer. */
   modelId: string;
-  /** --conv-mode (default defaultEvalTemplate(model)). */
+  /** --conv-mode (default defaultEvalTemplate(model)); 'chat_template' renders with `chatTemplate`. */
   template?: string;
+  /** The checkpoint's Jinja chat template (EvalModel.chatTemplate). */
+  chatTemplate?: JinjaTemplate | null;
   /** Default: the model's own (defaultAspect). */
   aspect?: AspectMode;
   /** Default 0 (greedy, the v1.5 scripts). */
@@ -190,8 +205,10 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
   const log = o.log ?? ((m: string) => console.log(m));
   const model = o.model;
   const template = o.template ?? defaultEvalTemplate(model);
-  const conv0 = getTemplate(template); // unknown names fail before any work
-  const stop = o.stopAtSeparator ? stopString(conv0) : null;
+  const jinja = template === CHAT_TEMPLATE ? o.chatTemplate : null;
+  if (template === CHAT_TEMPLATE && !jinja) throw new EvalError("template 'chat_template' needs the checkpoint's Jinja template (chatTemplate)");
+  const conv0 = jinja ? null : getTemplate(template); // unknown names fail before any work
+  const stop = o.stopAtSeparator && conv0 ? stopString(conv0) : null;
   const aspect = o.aspect ?? defaultAspect(model);
   const temperature = o.temperature ?? 0;
   const maxNewTokens = o.maxNewTokens ?? 1024;
@@ -231,10 +248,14 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
             throw new EvalError(`the image processor makes ${pv.shape[1]}x${pv.shape[2]} images; the vision tower takes ${S}x${S}`);
           pixels = keep(tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: param.dtype, device: param.device }));
         }
-        const conv = getTemplate(template);
-        appendMessage(conv, conv.roles[0], it.question);
-        appendMessage(conv, conv.roles[1], null);
-        const prompt = render(conv);
+        let prompt: string;
+        if (jinja) prompt = renderJinjaPrompt(jinja, [{ role: 'user', text: it.question }]);
+        else {
+          const conv = getTemplate(template);
+          appendMessage(conv, conv.roles[0], it.question);
+          appendMessage(conv, conv.roles[1], null);
+          prompt = render(conv);
+        }
         const sampling = { temperature, topP: o.topP, maxNewTokens, seed: seed + i, stop, pixelValues: pixels };
         const first = await run(generate(model, o.tokenizer, { promptIds: encodePrompt(model, o.tokenizer, prompt), ...sampling }));
         let text = pyStrip(first.text);

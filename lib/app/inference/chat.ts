@@ -1,9 +1,11 @@
 // chat.ts — `llava chat`: ask about one image, streaming the answer; without a prompt, an interactive loop
-// on stdin that keeps the conversation (the image goes into the first user turn only, spec §9).
+// on stdin that keeps the conversation (the image goes into the first user turn only, docs/reference.md §9).
 //
 // The checkpoint is opened as an LlavaSession (processing/session.ts), which picks the template (--template,
-// else llava_hf for llava-hf checkpoints and by model name for original ones: llama-2 → llava_llama_2, v1 →
-// llava_v1, else llava_v0), the aspect mode and the vision tower exactly as serve, eval and train do. The
+// else the one the folder was trained with (config.json conversation_template), else for llava-hf checkpoints
+// their Jinja chat_template or llava_hf, and by model name for original ones: llama-2 → llava_llama_2, v1 →
+// llava_v1, else llava_v0), the aspect mode and the vision tower exactly as serve, eval and train do; one
+// line on stderr says which template and aspect were chosen and why. The
 // template's stop string (`###` for SINGLE, `</s>` for TWO) ends a reply besides EOS. Defaults follow the
 // reference CLI: temperature 0.2, no top_p, 512 new tokens. The whole conversation is prefilled again each
 // turn.
@@ -12,7 +14,6 @@ import * as readline from 'readline';
 import type { Tensor } from '../../core/tensor';
 import { LlavaSession } from '../processing/session';
 import { decodeImage, type AspectMode } from '../processing/image';
-import { buildPrompt, getTemplate } from '../processing/conversation';
 import { generate, encodePrompt } from './generate';
 
 export interface ChatOptions {
@@ -38,6 +39,8 @@ export interface ChatOptions {
   /** Streams (default process.stdin / process.stdout). */
   input?: NodeJS.ReadableStream;
   output?: { write(s: string): unknown };
+  /** Where the "template ..., aspect ..." line goes (default: stderr). */
+  info?: (line: string) => void;
 }
 
 /** Checks the --image argument before anything loads. */
@@ -69,6 +72,7 @@ export async function runChat(o: ChatOptions): Promise<number> {
   const out = o.output ?? process.stdout;
   checkImageFile(o.image);
   const session = openChatSession(o);
+  (o.info ?? ((l: string) => process.stderr.write(l + '\n')))(`llava chat: ${session.describe()}`);
   let pixels: Tensor | null = null;
   try {
     pixels = chatPixels(session, o.image);
@@ -95,7 +99,7 @@ async function answerTurn(
   question: string,
   out: { write(s: string): unknown },
 ): Promise<string> {
-  const text = buildPrompt(session.template, question, { image: true, history });
+  const text = session.prompt(question, { image: true, history });
   let reply = '';
   for await (const piece of generate(session.model, session.tokenizer, {
     promptIds: encodePrompt(session.model, session.tokenizer, text),
@@ -124,7 +128,7 @@ async function interactiveLoop(
   answer: (q: string) => Promise<string>,
 ): Promise<void> {
   const rl = readline.createInterface({ input, terminal: false });
-  const [user, assistant] = getTemplate(session.template).roles;
+  const [user, assistant] = session.roles;
   try {
     out.write(`${user}: `);
     for await (const raw of rl) {

@@ -1,4 +1,4 @@
-// Conversation templates (spec §3) and the `<image>` placeholder handling of training data (spec §4.2).
+// Conversation templates (docs/reference.md §3) and the `<image>` placeholder handling of training data (docs/reference.md §4.2).
 //
 // `render(conv)` reproduces the reference `Conversation.get_prompt()` byte for byte:
 // - a message that is empty or null is "pending": SINGLE/TWO render `role + ":"`, LLAMA_2/PLAIN render nothing
@@ -8,11 +8,11 @@
 //   `Received.`;
 // - LLAMA_2 strips the leading *characters* '<', 's', '>' (Python `lstrip(sep)` takes a character set), and
 //   wraps the system prompt only when it is non-empty (HEAD behaviour);
-// - PLAIN: the spec renders `m + sep` for every message; the reference would concatenate `sep2` (None) for
+// - PLAIN: docs/reference.md §3 renders `m + sep` for every message; the reference would concatenate `sep2` (None) for
 //   odd messages and raise, so we use `sep2 ?? sep` (training never renders PLAIN, §4.3).
 // `llava_hf` is the llava-hf prompt `USER: <image>\n{prompt} ASSISTANT:` (no system prompt, §1.9); its
 // multi-turn layout (answer + " " between turns, no `</s>`) follows the llava-1.5-hf chat template and is
-// [unverified] against the spec, which only gives the single-turn form. MPT/chatml/mistral are out of scope.
+// [unverified] against docs/reference.md, which only gives the single-turn form. MPT/chatml/mistral are out of scope.
 
 import { type Turn } from './data';
 import { mulberry32 } from '../util/random';
@@ -236,14 +236,14 @@ export function render(conv: Conversation): string {
   return ret;
 }
 
-/** String that ends a generated reply (model worker, spec §9): `sep` for SINGLE, `sep2` for TWO/LLAMA_2. */
+/** String that ends a generated reply (model worker, docs/reference.md §9): `sep` for SINGLE, `sep2` for TWO/LLAMA_2. */
 export function stopString(conv: Conversation): string | null {
   if (conv.sepStyle === 'SINGLE') return conv.sep;
   if (conv.sepStyle === 'TWO' || conv.sepStyle === 'LLAMA_2') return conv.sep2;
   return null;
 }
 
-/** CLI template auto-pick from a model name (spec §9). Out-of-scope names are returned as is. */
+/** CLI template auto-pick from a model name (docs/reference.md §9). Out-of-scope names are returned as is. */
 export function templateForModelName(modelName: string): string {
   const n = modelName.toLowerCase();
   if (n.includes('llama-2')) return 'llava_llama_2';

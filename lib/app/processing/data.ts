@@ -1,6 +1,6 @@
-// LLaVA training data records: parsing and validation of the JSON datasets (spec §6), image-file checks,
-// the reference's length heuristics (`lengths` / `modality_lengths`, spec §4.7) and the samplers
-// (`group_by_modality_length`, spec §4.8, plus plain seeded shuffling).
+// data.ts — LLaVA training data records: parsing and validation of the JSON datasets (docs/reference.md §6),
+// image-file checks and the reference's length heuristics (`lengths` / `modality_lengths`, §4.7). The
+// samplers that use those lengths are in train/sampler.ts, the seeded randomness in util/random.ts.
 //
 // Non-obvious decisions:
 // - Validation is strict about anything the reference would crash on or silently train nothing on (bad roles,
@@ -12,17 +12,12 @@
 // - "has an image" is `'image' in record`, as the reference tests it; `"image": null` is therefore an error,
 //   not a text-only sample.
 // - Word counts use Python `str.split()` semantics (runs of Python whitespace), so lengths match the reference.
-// - Randomness: mulberry32 (32-bit state, one 32-bit multiply-xorshift step per draw) seeded through a
-//   splitmix32 mix of (seed, epoch). Permutations are Fisher–Yates. The reference draws from torch's global
-//   RNG; we reproduce the algorithm and its determinism, not torch's random stream.
-// - In the modality-grouped sampler the *last* megabatch of each modality is always set aside and appended
-//   (merged and index-sorted) at the end, even when it happens to be full — this is what the reference does;
-//   spec §4.8 describes it as "the trailing partial megabatches".
 
 import * as fs from 'fs';
 import * as path from 'path';
 import { pyStrip, pyWhitespaceSplit } from '../util/pyformat';
 import { DEFAULT_IMAGE_TOKEN } from '../../constants';
+import { describeJsonError } from '../../io/json';
 
 export interface Turn {
   from: 'human' | 'gpt';
@@ -194,7 +189,7 @@ export function parseDataset(text: string, opts: ParseOptions = {}): ParsedDatas
   try {
     raw = JSON.parse(text);
   } catch (e) {
-    throw new DataError(`[data] ${source}: malformed JSON: ${(e as Error).message}`);
+    throw new DataError(`[data] ${source}: ${describeJsonError(text, e)}`);
   }
   if (!Array.isArray(raw)) throw new DataError(`[data] ${source}: top level must be a JSON array of samples`);
 

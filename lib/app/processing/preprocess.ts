@@ -1,4 +1,4 @@
-// Training-sample tokenisation and label masking, as the reference `llava/train/train.py` does it (spec §1.5,
+// Training-sample tokenisation and label masking, as the reference `llava/train/train.py` does it (docs/reference.md §1.5,
 // §4). Output: input ids with IMAGE_TOKEN_INDEX (-200) standing for each image, and labels with IGNORE_INDEX
 // (-100) on everything that is not supervised. Image rows are expanded later by the splice (§1.6), or here by
 // `expandImageTokens` for the llava-hf scheme.

@@ -10,11 +10,16 @@
 //   config then comes from the checkpoint's own preprocessor_config.json, else the tower's, else CLIP
 //   defaults at the tower's image size (resolveProcessorConfig). Training resolves the same way, so every
 //   entry point preprocesses a given image into the same pixels.
-// - Template default: llava-hf checkpoints use `llava_hf`; original ones pick by model name as the
-//   reference CLI does (templateForModelName of get_model_name_from_path). Callers with their own rule
-//   (the eval scripts' vicuna_v1) pass a template or ignore this one.
-// - Aspect default: llava-hf checkpoints are preprocessed as HF's processor does (no pad-to-square);
-//   original ones follow the config's image_aspect_ratio (process_images, docs/reference.md §2.2).
+// - Template default, first rule that applies: the folder's own record (config.json
+//   `conversation_template`, which our trainer writes: training_record.ts); for llava-hf checkpoints the
+//   Jinja `chat_template` they ship (chat_template.ts; the pseudo template name `chat_template`), else the
+//   hand-written `llava_hf`; original ones by model name as the reference CLI does (templateForModelName of
+//   get_model_name_from_path). Callers with their own rule (the eval scripts' vicuna_v1) pass a template.
+// - Aspect default: config.json `image_aspect_ratio` when it says 'pad' or 'square' (original checkpoints
+//   carry it, process_images, docs/reference.md §2.2; our trainer writes it for llava-hf folders too); else
+//   llava-hf checkpoints are preprocessed as HF's processor does (no pad-to-square).
+// - The session remembers where each choice came from (templateSource, aspectSource; describe()), so chat and
+//   serve can say which template and aspect they use.
 // - The processor must produce the size the vision tower takes; load() checks it once on a 1x1 image and
 //   preprocess() checks every image (a processor that resizes without cropping keeps the aspect ratio).
 // - A session opened with load() owns its model and frees it in dispose(); one wrapped around an already
@@ -31,7 +36,9 @@ import { loadLlava, readLlavaConfig } from '../../models/loader';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from './tokenizer';
 import { CLIPImageProcessor, resolveProcessorConfig, type AspectMode, type ClipProcessorConfig, type PixelValues, type RgbImage } from './image';
-import { getTemplate, stopString, templateForModelName } from './conversation';
+import { buildPrompt, getTemplate, stopString, templateForModelName } from './conversation';
+import { CHAT_TEMPLATE, readChatTemplate, renderJinjaPrompt, type JinjaTemplate, type PromptMessage } from './chat_template';
+import { ASPECT_KEY, TEMPLATE_KEY, readTrainingRecord, type TrainingRecord } from './training_record';
 import { checkRuntime } from '../util/runtime';
 
 export { resolveProcessorConfig };
@@ -47,15 +54,51 @@ export function modelNameFromPath(modelPath: string): string {
   return last.startsWith('checkpoint-') && parts.length > 1 ? `${parts[parts.length - 2]}_${last}` : last;
 }
 
-/** The chat template a loaded model gets by default (llava-hf → llava_hf; original → by model name). */
-export function defaultTemplate(model: LlavaForConditionalGeneration, modelPath: string): string {
-  return model.config.format === 'llava-hf' ? 'llava_hf' : templateForModelName(modelNameFromPath(path.resolve(modelPath)));
+/** A choice and where it came from (for the line chat and serve print). */
+export interface Choice<T> {
+  value: T;
+  source: string;
 }
 
-/** llava-hf's processor never pads (the fixture's pixel_values are the unpadded ones); original checkpoints
- *  follow their config's image_aspect_ratio. */
-export function defaultAspect(model: LlavaForConditionalGeneration): AspectMode {
-  return model.config.format === 'llava-hf' ? 'square' : (model.config.imageAspectRatio ?? 'square');
+/** The Jinja template of a llava-hf checkpoint, or null (original checkpoints' tokenizers carry text-only
+ *  templates, if any, which know nothing of images: those keep the reference's name rule). */
+function llavaHfChatTemplate(model: LlavaForConditionalGeneration, dir: string): JinjaTemplate | null {
+  return model.config.format === 'llava-hf' ? readChatTemplate(dir) : null;
+}
+
+/** The template a checkpoint gets when none is given, and why (see the header for the order). */
+export function chooseTemplate(
+  model: LlavaForConditionalGeneration,
+  modelPath: string,
+  rec: TrainingRecord = readTrainingRecord(modelPath),
+): Choice<string> {
+  if (rec.template) return { value: rec.template, source: `config.json ${TEMPLATE_KEY}` };
+  if (model.config.format === 'llava-hf') {
+    const jinja = llavaHfChatTemplate(model, modelPath);
+    if (jinja) return { value: CHAT_TEMPLATE, source: `the Jinja chat_template of ${path.basename(jinja.file)}` };
+    return { value: 'llava_hf', source: 'llava-hf format' };
+  }
+  const name = modelNameFromPath(path.resolve(modelPath));
+  return { value: templateForModelName(name), source: `model name '${name}'` };
+}
+
+/** The chat template a loaded model gets by default (chooseTemplate's value). */
+export function defaultTemplate(model: LlavaForConditionalGeneration, modelPath: string): string {
+  return chooseTemplate(model, modelPath).value;
+}
+
+/** The aspect mode a checkpoint gets when none is given, and why. */
+export function chooseAspect(model: LlavaForConditionalGeneration, modelPath?: string, rec?: TrainingRecord): Choice<AspectMode> {
+  const r = rec ?? (modelPath !== undefined ? readTrainingRecord(modelPath) : undefined);
+  if (r?.aspect) return { value: r.aspect, source: `config.json ${ASPECT_KEY}` };
+  if (model.config.format === 'llava-hf') return { value: 'square', source: 'llava-hf processor: no padding' };
+  return { value: model.config.imageAspectRatio ?? 'square', source: 'default' };
+}
+
+/** config.json's image_aspect_ratio when given (`modelPath`), else llava-hf's processor never pads (the
+ *  fixture's pixel_values are the unpadded ones) and original checkpoints follow their loaded config. */
+export function defaultAspect(model: LlavaForConditionalGeneration, modelPath?: string): AspectMode {
+  return chooseAspect(model, modelPath).value;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -87,12 +130,18 @@ export function resolveVision(modelDir: string, visionTower?: string): VisionSet
 // ---------------------------------------------------------------------------------------------------------
 // Session
 
+/** Fails on a template name that is neither a hand-written template nor 'chat_template'. */
+function checkTemplateName(name: string | undefined): void {
+  if (name && name !== CHAT_TEMPLATE) getTemplate(name);
+}
+
 export interface SessionOptions {
   /** 'cpu' (default) or 'cuda'. Ignored by fromModel (the model's own). */
   device?: string;
   /** 'float32' (default), 'bfloat16' or 'float16'. Ignored by fromModel. */
   dtype?: string;
-  /** Conversation template (default: defaultTemplate). Unknown names fail before the model loads. */
+  /** Conversation template, or 'chat_template' for the checkpoint's Jinja one (default: chooseTemplate).
+   *  Unknown names fail before the model loads. */
   template?: string;
   /** CLIP directory for original llava_llama checkpoints (default: the config's mm_vision_tower). */
   visionTower?: string;
@@ -111,8 +160,10 @@ interface SessionParts {
   owned: boolean;
   device: Device;
   dtype: DType;
-  template: string;
-  aspect: AspectMode;
+  template: Choice<string>;
+  aspect: Choice<AspectMode>;
+  record: TrainingRecord;
+  chatTemplate: JinjaTemplate | null;
   vision: { visionDir: string | null; imageSize: number };
 }
 
@@ -122,9 +173,16 @@ export class LlavaSession {
   readonly model: LlavaForConditionalGeneration;
   readonly device: Device;
   readonly dtype: DType;
-  /** The conversation template name. */
+  /** The conversation template name ('chat_template': the checkpoint's Jinja template, chatTemplate). */
   readonly template: string;
   readonly aspect: AspectMode;
+  /** Where template and aspect came from ('--template', 'config.json conversation_template', ...). */
+  readonly templateSource: string;
+  readonly aspectSource: string;
+  /** The checkpoint's Jinja chat template (llava-hf checkpoints that ship one), else null. */
+  readonly chatTemplate: JinjaTemplate | null;
+  /** config.json mm_use_im_start_end: the image token is wrapped as <im_start><image><im_end>. */
+  readonly mmUseImStartEnd: boolean;
   /** get_model_name_from_path of the directory (the reference's model id). */
   readonly name: string;
   /** The resolved CLIP directory (original layout), or null. */
@@ -143,8 +201,12 @@ export class LlavaSession {
     this.owned = p.owned;
     this.device = p.device;
     this.dtype = p.dtype;
-    this.template = p.template;
-    this.aspect = p.aspect;
+    this.template = p.template.value;
+    this.templateSource = p.template.source;
+    this.aspect = p.aspect.value;
+    this.aspectSource = p.aspect.source;
+    this.chatTemplate = p.chatTemplate;
+    this.mmUseImStartEnd = p.record.mmUseImStartEnd;
     this.visionDir = p.vision.visionDir;
     this.name = modelNameFromPath(path.resolve(p.dir));
   }
@@ -153,7 +215,8 @@ export class LlavaSession {
   static load(dir: string, o: SessionOptions = {}): LlavaSession {
     if (!fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`[session] ${dir} is not a model directory (no config.json)`);
     const { device, dtype } = checkRuntime(o.device, o.dtype, { area: 'session' });
-    if (o.template) getTemplate(o.template); // unknown names fail before the weights load
+    checkTemplateName(o.template); // unknown names fail before the weights load
+    readTrainingRecord(dir); // so does a config.json naming an unknown template
     const { visionDir, imageSize } = resolveVisionDir(dir, o.visionTower);
     let tokenizer: Tokenizer | null = null;
     if (o.tokenizer === 'optional') {
@@ -174,7 +237,7 @@ export class LlavaSession {
     dir: string,
     o: Omit<SessionOptions, 'device' | 'dtype'> = {},
   ): LlavaSession {
-    if (o.template) getTemplate(o.template);
+    checkTemplateName(o.template);
     const w = model.parameters()[0];
     const device = (w?.device ?? 'cpu') as Device;
     const dtype = (w?.dtype ?? 'float32') as DType;
@@ -184,21 +247,53 @@ export class LlavaSession {
   }
 
   /** Picks template and aspect, checks the image processor; frees an owned model when anything fails. */
-  private static assemble(p: Omit<SessionParts, 'template' | 'aspect'>, o: SessionOptions): LlavaSession {
+  private static assemble(p: Omit<SessionParts, 'template' | 'aspect' | 'record' | 'chatTemplate'>, o: SessionOptions): LlavaSession {
     try {
-      const template = o.template ?? defaultTemplate(p.model, p.dir);
+      const record = readTrainingRecord(p.dir);
+      const template = o.template ? { value: o.template, source: '--template' } : chooseTemplate(p.model, p.dir, record);
+      const chatTemplate = llavaHfChatTemplate(p.model, p.dir);
+      if (template.value === CHAT_TEMPLATE && !chatTemplate)
+        throw new Error(
+          `[session] ${p.dir} ships no Jinja chat_template (tokenizer_config.json, chat_template.json) for llava-hf; choose a template with --template`,
+        );
       try {
-        getTemplate(template);
+        if (template.value !== CHAT_TEMPLATE) getTemplate(template.value);
       } catch (e) {
         throw new Error(`[session] ${(e as Error).message}; choose one with --template`);
       }
-      const s = new LlavaSession({ ...p, template, aspect: o.aspect ?? defaultAspect(p.model) });
+      const aspect = o.aspect ? { value: o.aspect, source: '--aspect' } : chooseAspect(p.model, p.dir, record);
+      const s = new LlavaSession({ ...p, template, aspect, record, chatTemplate });
       if (o.images !== false) s.checkImageSize();
       return s;
     } catch (e) {
       if (p.owned) p.model.dispose();
       throw e;
     }
+  }
+
+  /** One line for the user: which template and aspect this session uses, and why. */
+  describe(): string {
+    return `template ${this.template} (${this.templateSource}), aspect ${this.aspect} (${this.aspectSource})`;
+  }
+
+  /** The prompt for `question` after the earlier [question, answer] rounds, with the reply pending, rendered
+   *  by the session's template (the Jinja chat_template, or the hand-written one as buildPrompt does); the
+   *  image goes into the first question. */
+  prompt(question: string, o: { image?: boolean; history?: Array<[string, string]> } = {}): string {
+    const history = o.history ?? [];
+    if (this.template !== CHAT_TEMPLATE)
+      return buildPrompt(this.template, question, { image: o.image, history, mmUseImStartEnd: this.mmUseImStartEnd });
+    const messages: PromptMessage[] = [];
+    for (const [q, a] of [...history, [question, null] as const]) {
+      messages.push({ role: 'user', text: q, image: messages.length === 0 && o.image === true });
+      if (a !== null) messages.push({ role: 'assistant', text: a });
+    }
+    return renderJinjaPrompt(this.chatTemplate!, messages);
+  }
+
+  /** The user and assistant role names shown in an interactive chat. */
+  get roles(): [string, string] {
+    return this.template === CHAT_TEMPLATE ? ['USER', 'ASSISTANT'] : getTemplate(this.template).roles;
   }
 
   get format(): 'llava-hf' | 'llava_llama' {
@@ -220,9 +315,9 @@ export class LlavaSession {
     return this.tok;
   }
 
-  /** The template's stop string (`###` for SINGLE, `</s>` for TWO), or null. */
+  /** The template's stop string (`###` for SINGLE, `</s>` for TWO), or null (Jinja templates: EOS only). */
   get stop(): string | null {
-    return stopString(getTemplate(this.template));
+    return this.template === CHAT_TEMPLATE ? null : stopString(getTemplate(this.template));
   }
 
   /** The image processor config (checkpoint's, else the tower's, else CLIP defaults). */

@@ -6,7 +6,7 @@
 //   Prepend + Replace, BPE with byte fallback, TemplateProcessing adding <s>, decoder Replace/ByteFallback/
 //   Fuse/Strip): every reference case matched as-is, so no sentencepiece fix-ups live here. Notably the
 //   dummy-prefix '▁' is added per text segment between added tokens, so "<image>\nX" yields '▁', '<0x0A>'
-//   after the image token, which LLaVA's chunk-wise tokenization (spec 1.5) relies on.
+//   after the image token, which LLaVA's chunk-wise tokenization (docs/reference.md §1.5) relies on.
 // - Edge cases handled here: decode([]) returns '' as Rust does (the library throws); an id outside the
 //   vocabulary is an Error (Rust silently drops it, which would hide an off-by-one in a sampler).
 // - bos/eos/unk/pad ids come from tokenizer_config.json token strings (which may be plain strings or

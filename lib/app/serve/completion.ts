@@ -98,8 +98,8 @@ export class Completions {
 
   /** Tokenizes, preprocesses the image and applies the caps; throws ApiError 400. */
   prepare(req: ChatRequest): Prepared {
-    const { model, tokenizer, template } = this.session;
-    const prompt = renderChatPrompt(template, req, req.image !== null);
+    const { model, tokenizer, template, chatTemplate, mmUseImStartEnd } = this.session;
+    const prompt = renderChatPrompt(template, req, req.image !== null, { jinja: chatTemplate, mmUseImStartEnd });
     const pixels = req.image ? requestPixels(this.session, req.image, this.o.maxImagePixels) : null;
     const promptIds = encodePrompt(model, tokenizer, prompt);
     const promptLength = splicedLength(model, promptIds);

@@ -9,6 +9,7 @@
 // - Defaults follow docs/reference.md §9: temperature 0.2, max_tokens 512, the model worker's 1024 cap.
 import { randomBytes } from 'crypto';
 import { Conversation, appendMessage, getTemplate, insertImageToken, render } from '../processing/conversation';
+import { CHAT_TEMPLATE, renderJinjaPrompt, type JinjaTemplate, type PromptMessage } from '../processing/chat_template';
 import type { FinishReason } from '../inference/generate';
 import { DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER } from '../../constants';
 
@@ -332,13 +333,25 @@ function applySystem(conv: Conversation, templateName: string, system: string): 
   }
 }
 
-/** The prompt string for a request: template, optional system override, turns, pending reply. */
-export function renderChatPrompt(templateName: string, req: Pick<ChatRequest, 'system' | 'turns'>, hasImage: boolean): string {
+/** The prompt string for a request: template, optional system override, turns, pending reply. With the
+ *  'chat_template' template the checkpoint's Jinja template renders it (the system text as a system message). */
+export function renderChatPrompt(
+  templateName: string,
+  req: Pick<ChatRequest, 'system' | 'turns'>,
+  hasImage: boolean,
+  o: { jinja?: JinjaTemplate | null; mmUseImStartEnd?: boolean } = {},
+): string {
+  if (templateName === CHAT_TEMPLATE) {
+    if (!o.jinja) throw new ApiError(500, "the chat_template template needs the checkpoint's Jinja template");
+    const messages: PromptMessage[] = req.system !== null ? [{ role: 'system', text: req.system }] : [];
+    req.turns.forEach((t, i) => messages.push({ role: t.role, text: t.text, image: i === 0 && hasImage }));
+    return renderJinjaPrompt(o.jinja, messages);
+  }
   const conv = getTemplate(templateName);
   if (req.system !== null) applySystem(conv, templateName, req.system);
   req.turns.forEach((t, i) => {
     const role = t.role === 'user' ? conv.roles[0] : conv.roles[1];
-    appendMessage(conv, role, i === 0 && hasImage ? insertImageToken(t.text) : t.text);
+    appendMessage(conv, role, i === 0 && hasImage ? insertImageToken(t.text, { mmUseImStartEnd: o.mmUseImStartEnd }) : t.text);
   });
   appendMessage(conv, conv.roles[1], null);
   return render(conv);

@@ -2,7 +2,7 @@
 // chat-completions protocol, so tools written for that API can use the model as a backend.
 //
 // Endpoints
-//   GET  /health               {status:'ok', model, device, dtype, template, format, running, waiting}
+//   GET  /health               {status:'ok', model, device, dtype, template, aspect, format, running, waiting}
 //   GET  /v1/models            OpenAI list format with the one served model (also GET /v1/models/<id>)
 //   POST /v1/chat/completions  OpenAI chat completions, streaming (SSE) or not
 //
@@ -10,18 +10,20 @@
 // - One model, one device: requests run one at a time, in arrival order, through a FIFO queue. A request
 //   whose client goes away while it waits is skipped; one that goes away mid-generation stops at the next
 //   token (the generator's `finally` frees the KV cache). Generation yields to the event loop between
-//   tokens (generate.ts), so the server keeps accepting, validating and queueing meanwhile.
+//   tokens (inference/generate.ts), so the server keeps accepting, validating and queueing meanwhile.
 // - Everything that can be checked before the queue is: JSON, field types, message layout, the image
 //   (decoded and preprocessed), the prompt length against the context. A request that passes these can
 //   only fail on an internal error (500, or an SSE error event once streaming has started).
 // - Prompts are built with the model's conversation template exactly as `llava chat` builds them
 //   (conversation.ts: getTemplate / appendMessage / insertImageToken / render): the image goes into the
 //   first user turn, earlier user/assistant pairs are history, the last message must come from the user.
-//   A single user turn therefore renders the same string as chat.ts's buildPrompt.
+//   A single user turn therefore renders the same string as chat's buildPrompt (processing/conversation.ts).
+//   The template is the session's (processing/session.ts: the one the model was trained with, else for
+//   llava-hf checkpoints their Jinja chat_template, which then renders the request, system text included).
 // - System messages (role 'system' or 'developer') may only lead the conversation; several are joined with
 //   '\n'. They replace the template's own system prompt for SINGLE, TWO and LLAMA_2 templates (an empty
 //   one removes it). llava_hf has no system slot in conversation.ts; the text is put in front followed by
-//   one space, as the llava-1.5-hf chat template prints a system turn ([unverified] against the spec).
+//   one space, as the llava-1.5-hf chat template prints a system turn ([unverified] against docs/reference.md).
 //   The plain template has no place for one: 400.
 // - Images: at most one per request, only as a `data:image/png|jpeg;base64,...` URI, only in the first
 //   user message (LLaVA inserts its one image into the first user turn, docs/reference.md §9). Nothing is
@@ -122,6 +124,9 @@ export interface ServeStats {
 export interface ServeState {
   readonly modelName: string;
   readonly template: string;
+  /** Image aspect mode, and one line saying which template and aspect are used and why. */
+  readonly aspect: AspectMode;
+  readonly describe: string;
   readonly device: Device;
   readonly dtype: DType;
   readonly format: string;
@@ -202,6 +207,7 @@ function health(app: App): Record<string, unknown> {
     device: session.device,
     dtype: session.dtype,
     template: session.template,
+    aspect: session.aspect,
     format: session.format,
     running: completions.queue.running,
     waiting: completions.queue.waiting,
@@ -271,6 +277,8 @@ export function createServer(opts: ServeOptions): LlavaServer {
   const state: ServeState = {
     modelName,
     template: session.template,
+    aspect: session.aspect,
+    describe: session.describe(),
     device: session.device,
     dtype: session.dtype,
     format: session.format,

@@ -1,4 +1,4 @@
-// loader.ts — the prefetching loader: encodes micro-batches ahead of the consumer, either inline (one
+// batch_loader.ts — the prefetching loader: encodes micro-batches ahead of the consumer, either inline (one
 // item per setImmediate turn, so the event loop stays responsive while the device works) or in a pool
 // of worker_threads (true parallelism: decoding never starves a GPU). Both give identical batches in
 // the same order. Items are encoded by dataset.ts's SampleEncoder, which is pure JS and so runs

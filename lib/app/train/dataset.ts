@@ -12,19 +12,19 @@
 //   imageTokenIndex (`expandImageTokens`), cut to the model's max length after expansion; a cut through
 //   an image block cannot be fed to the model and makes the sample malformed. For original `llava_llama`
 //   checkpoints the -200 sentinels stay and the model splices (and truncates) itself.
-// - Text-only samples get a zero image of the crop size (spec §1.6 step 5, `LazySupervisedDataset`). The
+// - Text-only samples get a zero image of the crop size (docs/reference.md §1.6 step 5, `LazySupervisedDataset`). The
 //   collator orders a batch's images so the model's in-order consumption by placeholders matches the
 //   reference: real images first (in sample order), the zero images after them, where they are encoded
 //   and dropped. llava-hf batches that contain image tokens cannot carry extra images (the model checks
 //   counts), so zero images are kept there only when the whole batch is text-only.
 // - Padding: ids are right-padded with the tokenizer's pad id (else UNK, else 0); the attention mask comes
 //   from the real lengths, not from `ids != pad` (the reference's pad = UNK would mask real UNK tokens).
-// - Malformed records: JSON-level problems are found by data.ts (`loadDataset`); missing image files are
+// - Malformed records: JSON-level problems are found by processing/data.ts (`loadDataset`); missing image files are
 //   found up front (`checkImages`); decode failures, truncation through an image and samples with no
 //   supervised token (their token-mean loss would be NaN) are found when the item is encoded. Each is
 //   reported with the record index and id; onError 'fatal' throws a DataError, 'skip' drops the sample and
 //   reports it.
-// - Prefetching lives in loader.ts.
+// - Prefetching lives in batch_loader.ts.
 import * as fs from 'fs';
 import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, ClipProcessorConfig, AspectMode } from '../processing/image';

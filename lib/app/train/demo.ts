@@ -2,15 +2,19 @@
 //
 // 1. Model: the bundled tiny llava-hf checkpoint (test/fixtures/tiny-llava: 28 px CLIP, 16 image tokens,
 //    2-layer LLaMA, vocab 678). Its weights are random, so everything it answers is learned here.
-// 2. Data: 12 coloured-shape PNGs generated procedurally into a temp directory, with stage-1 captions and
-//    stage-2 conversations ("What is in the image?" -> "A blue circle.", plus text-only samples).
+// 2. Data: 12 coloured-shape PNGs generated procedurally, with stage-1 captions and stage-2 conversations
+//    ("What is in the image?" -> "A blue circle.", plus text-only samples), written to ./llava-demo/data
+//    (--out DIR to choose; relative to where `npm start` was typed, which npm passes in INIT_CWD); the
+//    training outputs go beside it (stage1/, stage2/).
 // 3. Stage 1 (projector only, `plain` template) then stage 2 (projector + language model, `v1` template),
 //    a few hundred optimizer steps in all, with the progress display, JSONL logs and loss plots.
-// 4. Greedy answers for every image (the KV-cache generator of generate.ts, the prompt encoded as chat
+// 4. Greedy answers for every image (the KV-cache generator of inference/generate.ts, the prompt encoded as chat
 //    encodes it), one shown in full and an accuracy count.
-// Runs on the GPU when CUDA is available, else on the CPU (about ten seconds to a minute on 2 cores).
+// 5. The two `llava train` command lines that train the same stages on the same data with the CLI (into
+//    cli-stage1/ and cli-stage2/); they give the same losses, stage 2 starting from stage 1's projector file.
+// Runs on the GPU when CUDA is available, else on the CPU (about ten seconds to a minute on 2 cores);
+// --device cuda on a machine without a usable GPU fails at once, before any data is written.
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { Command, InvalidArgumentError } from 'commander';
 import * as cuda from '../../cuda';
@@ -22,6 +26,8 @@ import { Trainer, TrainResult } from './trainer';
 import { makeDemoData, answerFor, DEMO_QUESTION } from './demo_data';
 import { packageRoot } from '../util/paths';
 import { checkRuntime } from '../util/runtime';
+import { commandErrorLine } from '../util/messages';
+import { shellQuote } from './output_dir';
 
 /** The bundled tiny checkpoint (test/fixtures/tiny-llava under the package root). */
 export function findTinyModel(): string {
@@ -43,9 +49,20 @@ export async function answer(session: LlavaSession, imageFile: string, question:
   }
 }
 
+/** Where `npm start` writes its data and outputs when --out is not given (relative to the current directory). */
+export const DEFAULT_DEMO_DIR = 'llava-demo';
+
+/** The demo's hyperparameters per stage; the CLI command lines repeat them. */
+const STAGES = {
+  1: { lr: 5e-3, globalBatch: 4, microBatch: 4, gradAccum: 1, template: 'plain' },
+  2: { lr: 2e-3, globalBatch: 4, microBatch: 2, gradAccum: 2, template: 'v1' },
+} as const;
+const DEMO_SEED = 0;
+
 export interface DemoOptions {
   stage1Steps?: number;
   stage2Steps?: number;
+  /** Data and outputs (default ./llava-demo). */
   outDir?: string;
   device?: 'cpu' | 'cuda';
   progress?: 'auto' | 'bar' | 'plain' | 'none';
@@ -60,20 +77,96 @@ export interface DemoResult {
   sample: { image: string; question: string; answer: string; expected: string };
   seconds: number;
   outDir: string;
+  /** `llava train` arguments (after `train`) that repeat stage 1 and stage 2 with the CLI. */
+  commands: { stage1: string[]; stage2: string[] };
+}
+
+/** A path as the user should type it: relative to the user's directory when inside it (npm runs `npm start`
+ *  in the package root and says where the user was in INIT_CWD). */
+function shownPath(p: string): string {
+  const rel = path.relative(process.env.INIT_CWD || process.cwd(), path.resolve(p));
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : path.resolve(p);
+}
+
+/** `llava train` arguments (after `train`) that train the demo's stages on its data with the CLI:
+ *  the same hyperparameters, seed and schedule, outputs in <out>/cli-stage1 and <out>/cli-stage2. */
+export function demoTrainCommands(o: {
+  modelDir: string;
+  dataDir: string;
+  outDir: string;
+  device: 'cpu' | 'cuda';
+  stage1Steps: number;
+  stage2Steps: number;
+}): { stage1: string[]; stage2: string[] } {
+  const p = shownPath;
+  const stage1Out = path.join(o.outDir, 'cli-stage1');
+  const common = (stage: 1 | 2, steps: number): string[] => {
+    const s = STAGES[stage];
+    return [
+      '--model',
+      p(o.modelDir),
+      '--data',
+      p(path.join(o.dataDir, stage === 1 ? 'pretrain.json' : 'finetune.json')),
+      '--image-folder',
+      p(path.join(o.dataDir, 'images')),
+      '--output',
+      p(path.join(o.outDir, `cli-stage${stage}`)),
+      '--template',
+      s.template,
+      '--lr',
+      String(s.lr),
+      '--batch-size',
+      String(s.globalBatch),
+      '--micro-batch-size',
+      String(s.microBatch),
+      '--max-steps',
+      String(steps),
+      '--aspect',
+      'square',
+      '--seed',
+      String(DEMO_SEED),
+      '--device',
+      o.device,
+      // a rerun (after another `npm start`) replaces the previous CLI run's outputs
+      '--overwrite-output',
+    ];
+  };
+  return {
+    stage1: ['--stage', 'pretrain', ...common(1, o.stage1Steps)],
+    stage2: [
+      '--stage',
+      'finetune',
+      ...common(2, o.stage2Steps),
+      '--no-group-by-modality-length',
+      '--pretrain-mm-mlp-adapter',
+      p(path.join(stage1Out, 'mm_projector.safetensors')),
+    ],
+  };
+}
+
+/** How to start the CLI from here: `node <dist/lib/app/cli/main.js>` in a checkout, `llava` when installed. */
+function cliPrefix(): string {
+  const main = path.join(packageRoot(), 'dist', 'lib', 'app', 'cli', 'main.js');
+  if (!fs.existsSync(main)) return 'llava';
+  const installed = main.split(path.sep).includes('node_modules');
+  return installed ? 'npx llava' : `node ${shellQuote(shownPath(main))}`;
 }
 
 export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
   const t0 = Date.now();
   const log = o.log ?? ((m: string) => console.log(m));
-  const device = o.device ?? (cuda.isAvailable() ? 'cuda' : 'cpu');
+  // A cuda request without a usable GPU fails here, before any data is written.
+  const device = o.device ? checkRuntime(o.device, undefined, { area: 'demo' }).device : cuda.isAvailable() ? 'cuda' : 'cpu';
   const modelDir = findTinyModel();
-  const outDir = o.outDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'llava-demo-'));
+  const outDir = path.resolve(o.outDir ?? DEFAULT_DEMO_DIR);
+  if (fs.existsSync(outDir) && !fs.statSync(outDir).isDirectory()) throw new Error(`[demo] output ${outDir} exists and is not a directory`);
   fs.mkdirSync(outDir, { recursive: true });
   const data = makeDemoData(path.join(outDir, 'data'));
-  log(
-    `LLaVA demo: tiny model from ${path.relative(process.cwd(), modelDir) || modelDir} on ${device === 'cuda' ? `cuda (${cuda.describe()})` : 'cpu'}`,
-  );
-  log(`data: ${data.items.length} generated images + conversations in ${data.dir}`);
+  const stage1Steps = o.stage1Steps ?? 100;
+  const stage2Steps = o.stage2Steps ?? 250;
+  const commands = demoTrainCommands({ modelDir, dataDir: data.dir, outDir, device, stage1Steps, stage2Steps });
+  log(`LLaVA demo: tiny model from ${shownPath(modelDir)} on ${device === 'cuda' ? `cuda (${cuda.describe()})` : 'cpu'}`);
+  log(`data: ${data.items.length} generated images + conversations in ${shownPath(data.dir)}/ (outputs in ${shownPath(outDir)}/)`);
 
   // The demo data is square-cropped both in training and when answering.
   const session = LlavaSession.load(modelDir, { device, dtype: 'float32', aspect: 'square' });
@@ -92,17 +185,17 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       imageTokenIndex: model.config.imageTokenIndex,
       maxLength: model.config.maxLength,
     });
-    const common = { progress: o.progress ?? ('auto' as const), log, baseModelDir: modelDir, warmupRatio: 0.03, seed: 0 };
+    const common = { progress: o.progress ?? ('auto' as const), log, baseModelDir: modelDir, warmupRatio: 0.03, seed: DEMO_SEED };
 
     log('\n== stage 1: feature alignment (projector only, plain captions) ==');
-    const ds1 = LlavaDataset.fromFile(data.pretrainJson, spec('plain'), { tokenizer: tok });
+    const ds1 = LlavaDataset.fromFile(data.pretrainJson, spec(STAGES[1].template), { tokenizer: tok });
     const t1 = new Trainer(model, ds1, {
       ...common,
       stage: 1,
-      lr: 5e-3,
-      globalBatch: 4,
-      microBatch: 4,
-      maxSteps: o.stage1Steps ?? 100,
+      lr: STAGES[1].lr,
+      globalBatch: STAGES[1].globalBatch,
+      microBatch: STAGES[1].microBatch,
+      maxSteps: stage1Steps,
       outputDir: path.join(outDir, 'stage1'),
       label: 'stage 1',
     });
@@ -110,15 +203,15 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     t1.dispose();
 
     log('\n== stage 2: instruction tuning (projector + language model, v1 template) ==');
-    const ds2 = LlavaDataset.fromFile(data.finetuneJson, spec('v1'), { tokenizer: tok });
+    const ds2 = LlavaDataset.fromFile(data.finetuneJson, spec(STAGES[2].template), { tokenizer: tok });
     const t2 = new Trainer(model, ds2, {
       ...common,
       stage: 2,
-      lr: 2e-3,
-      globalBatch: 4,
-      microBatch: 2,
-      gradAccum: 2,
-      maxSteps: o.stage2Steps ?? 250,
+      lr: STAGES[2].lr,
+      globalBatch: STAGES[2].globalBatch,
+      microBatch: STAGES[2].microBatch,
+      gradAccum: STAGES[2].gradAccum,
+      maxSteps: stage2Steps,
       outputDir: path.join(outDir, 'stage2'),
       label: 'stage 2',
     });
@@ -145,8 +238,12 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     log(`(greedy decoding; expected "${sample!.expected}")`);
     log(`answered ${correct}/${data.items.length} images exactly right`);
     const seconds = (Date.now() - t0) / 1000;
-    log(`outputs (logs, loss plots, weights): ${outDir}; total ${seconds.toFixed(1)} s`);
-    return { stage1: r1, stage2: r2, correct, total: data.items.length, sample: sample!, seconds, outDir };
+    log(`\noutputs (logs, loss plots, weights): ${shownPath(outDir)}/stage1, ${shownPath(outDir)}/stage2; total ${seconds.toFixed(1)} s`);
+    const cli = cliPrefix();
+    log('the same two stages with the command line (outputs in cli-stage1/, cli-stage2/):');
+    log(`  ${cli} train ${commands.stage1.map(shellQuote).join(' ')}`);
+    log(`  ${cli} train ${commands.stage2.map(shellQuote).join(' ')}`);
+    return { stage1: r1, stage2: r2, correct, total: data.items.length, sample: sample!, seconds, outDir, commands };
   } finally {
     session.dispose();
   }
@@ -162,19 +259,19 @@ if (require.main === module) {
     .description('train a tiny LLaVA on generated coloured shapes (stage 1 + stage 2), then ask it about them')
     .option('--stage1-steps <n>', 'stage-1 optimizer steps', int, 100)
     .option('--stage2-steps <n>', 'stage-2 optimizer steps', int, 250)
-    .option('--out <dir>', 'where data, logs and weights go (default: a temp dir)')
+    .option('--out <dir>', 'where data, logs and weights go (relative to the directory npm start was typed in)', DEFAULT_DEMO_DIR)
     .option('--device <d>', 'cpu or cuda (default: cuda when available)')
     .action(async (opts: { stage1Steps: number; stage2Steps: number; out?: string; device?: string }) => {
-      if (opts.device) checkRuntime(opts.device, undefined, { area: 'demo' });
       await runDemo({
         stage1Steps: opts.stage1Steps,
         stage2Steps: opts.stage2Steps,
-        outDir: opts.out,
+        outDir: path.resolve(process.env.INIT_CWD || process.cwd(), opts.out ?? DEFAULT_DEMO_DIR),
         device: opts.device as 'cpu' | 'cuda' | undefined,
       });
     });
   program.parseAsync(process.argv).catch((e) => {
-    process.stderr.write(`demo: error: ${(e as Error).message}\n`);
+    process.stderr.write(`${commandErrorLine('', 'demo', (e as Error)?.message ?? String(e))}\n`);
+    if (process.env.LLAVA_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
     process.exitCode = 1;
   });
 }

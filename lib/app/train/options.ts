@@ -8,9 +8,11 @@
 // Precedence, per option: an explicit flag (or a value the Trainer API is given) > the preset's value for
 // the stage (presets.ts; --batch-size only when --micro-batch-size and --grad-accum do not already fix
 // it) > the built-in default. A resumed run (Trainer.resume) then takes from the checkpoint what the
-// table marks `onResume: 'checkpoint'` (the schedule length that epochs / max steps produced, and the data
-// seed), even over a flag, so the data order and lr curve continue; `onResume: 'match'` options must equal
-// the checkpoint's. All other options are this run's own.
+// table marks `onResume: 'checkpoint'` (the data seed), even over a flag, so the data order continues;
+// `onResume: 'checkpoint-unless-given'` options (epochs, max steps: together the schedule, so the lr curve
+// continues) come from the checkpoint unless the user typed one of them for this run (then this run's
+// epochs / max steps set the schedule); `onResume: 'match'` options must equal the checkpoint's. All other
+// options are this run's own.
 //
 // Decisions:
 // - Entries are keyed by the Trainer's names (globalBatch, outputDir, ...); the flag keeps its CLI spelling
@@ -60,8 +62,9 @@ export interface OptionSpec<T, W extends Scope = Scope> {
   negatable?: string;
   /** Custom check / normalisation (instead of the kind's). */
   check?: (v: unknown) => T;
-  /** On resume: 'checkpoint' = the checkpoint's value wins; 'match' = must equal the checkpoint's. */
-  onResume?: 'checkpoint' | 'match';
+  /** On resume: 'checkpoint' = the checkpoint's value wins; 'checkpoint-unless-given' = the checkpoint's
+   *  unless given explicitly for this run; 'match' = must equal the checkpoint's. */
+  onResume?: 'checkpoint' | 'checkpoint-unless-given' | 'match';
 }
 
 type Fields<T> = Omit<OptionSpec<T>, 'scope' | 'kind' | 'choices'>;
@@ -128,9 +131,21 @@ export const TRAIN_OPTIONS = {
     check: checkTemplate,
   }),
   lr: float('trainer', { flag: '--lr <lr>', help: 'peak learning rate', defaultText: 'preset', min: 0 }),
-  epochs: float('trainer', { flag: '--epochs <n>', help: 'epochs', defaultText: 'preset', min: 1e-9, default: 1, onResume: 'checkpoint' }),
+  epochs: float('trainer', {
+    flag: '--epochs <n>',
+    help: "epochs (on --resume: the checkpoint's schedule unless given)",
+    defaultText: 'preset',
+    min: 1e-9,
+    default: 1,
+    onResume: 'checkpoint-unless-given',
+  }),
   maxSteps: maybe(
-    int('trainer', { flag: '--max-steps <n>', help: 'schedule length in optimizer steps (overrides epochs)', min: 1, onResume: 'checkpoint' }),
+    int('trainer', {
+      flag: '--max-steps <n>',
+      help: "schedule length in optimizer steps (overrides epochs; on --resume: the checkpoint's unless given)",
+      min: 1,
+      onResume: 'checkpoint-unless-given',
+    }),
   ),
   globalBatch: maybe(int('trainer', { flag: '--batch-size <n>', help: 'global batch per optimizer step', defaultText: 'preset', min: 1 })),
   microBatch: maybe(
@@ -156,11 +171,16 @@ export const TRAIN_OPTIONS = {
   resume: maybe(
     custom('command', 'optional-string', {
       flag: '--resume [dir]',
-      help: 'resume from a checkpoint directory',
+      help: 'resume from a checkpoint directory; what it recorded (schedule, lr, template, aspect, batch sizes, ...) applies unless typed again',
       defaultText: 'the newest checkpoint-N in --output',
       check: checkResume,
     }),
   ),
+  overwriteOutput: bool('command', {
+    flag: '--overwrite-output',
+    help: "start over in a non-empty --output: first delete the old run's checkpoint-N folders, log, plot and model files",
+    default: false,
+  }),
   pretrainMmMlpAdapter: maybe(
     text('command', { flag: '--pretrain-mm-mlp-adapter <file>', help: 'stage-1 projector (mm_projector.safetensors) to start stage 2 from' }),
   ),
@@ -194,9 +214,16 @@ export const TRAIN_OPTIONS = {
     default: (s) => (s.device === 'cuda' ? 2 : 0),
   }),
   saveSteps: int('trainer', { flag: '--save-steps <n>', help: 'checkpoint every N steps (0 = at the end only)', min: 0, default: 0 }),
+  // 1 as the reference's scripts (--save_total_limit 1): a 7B stage-2 checkpoint with its optimizer state is
+  // about 100 GB. The newest is written completely before older ones go.
+  saveTotalLimit: int('trainer', {
+    flag: '--save-total-limit <n>',
+    help: 'checkpoint-N folders kept, newest first (0 = keep all; 1 as the reference scripts)',
+    min: 0,
+    default: 1,
+  }),
   progress: oneOf('trainer', PROGRESS_MODES, { flag: '--progress <mode>', help: 'progress display', default: 'auto' }),
   // Trainer API only.
-  saveTotalLimit: int('trainer', { help: 'checkpoint-N directories kept (0 = all; the reference scripts keep 1)', min: 0, default: 1 }),
   logEvery: maybe(
     int('trainer', {
       help: 'plain progress: a line every N steps',
@@ -224,7 +251,8 @@ export type TrainerSettings = Pick<TrainSettings, TrainerKey>;
 export interface TrainerHooks {
   /** Messages (default console.log). */
   log?: (msg: string) => void;
-  /** Edits the copied config.json of saved models (e.g. an absolute mm_vision_tower path). */
+  /** Edits the copied config.json of saved models (e.g. an absolute mm_vision_tower path), after the
+   *  trainer's own record of template, aspect and image token scheme. */
   configPatch?: (cfg: Record<string, unknown>) => void;
 }
 /** What `new Trainer(...)` takes: stage and lr are required, the rest default from the table. */
@@ -238,6 +266,8 @@ export const TRAIN_KEYS = Object.keys(TRAIN_OPTIONS) as TrainKey[];
 export const TRAINER_KEYS = TRAIN_KEYS.filter((k) => spec(k).scope === 'trainer') as TrainerKey[];
 /** Options that must equal the checkpoint's on resume (else the data order would differ). */
 export const RESUME_MUST_MATCH = TRAIN_KEYS.filter((k) => spec(k).onResume === 'match');
+/** Options that set the schedule: a resume keeps the checkpoint's unless one of them is given. */
+export const RESUME_UNLESS_GIVEN = TRAIN_KEYS.filter((k) => spec(k).onResume === 'checkpoint-unless-given');
 
 // ---------------------------------------------------------------------------------------------------------
 // Resolution
@@ -310,7 +340,7 @@ export function resolveTrainerOptions(opts: TrainerOptions): ResolvedTrainerOpti
   return {
     ...(resolveLayers(TRAINER_KEYS, [opts], {}) as ResolvedTrainerOptions),
     log: opts.log ?? ((m) => console.log(m)),
-    // Left undefined when not given: saveWeights copies config.json byte for byte then.
+    // Runs after the training record (Trainer.modelFilesPatch) is written into config.json.
     configPatch: opts.configPatch,
   };
 }

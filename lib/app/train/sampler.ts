@@ -1,6 +1,13 @@
 // sampler.ts — the order in which training visits samples each epoch: a seeded shuffle, or the
 // reference's length-grouped and modality-grouped samplers (docs/reference.md §4.8), deterministic in
 // (seed, epoch) so a resumed run continues the same order.
+//
+// - Randomness: mulberry32 seeded through a splitmix32 mix of (seed, epoch); permutations are Fisher–Yates
+//   (util/random.ts). The reference draws from torch's global RNG: we keep its algorithm and determinism,
+//   not torch's random stream.
+// - In the modality-grouped sampler the *last* megabatch of each modality is always set aside and appended
+//   (merged and index-sorted) at the end, even when it happens to be full: the reference does this, though
+//   docs/reference.md §4.8 calls them "the trailing partial megabatches".
 import { DataError, modalityLengthOf, type Sample } from '../processing/data';
 import { mulberry32, mixSeed, randomPermutation, shuffleIndices } from '../util/random';
 

@@ -1,4 +1,4 @@
-// checkpoint.ts — saving and restoring training state: weights, the stage-1 projector file, optimizer
+// train_state.ts — saving and restoring training state: weights, the stage-1 projector file, optimizer
 // moments and the trainer's position in the data.
 //
 // Layout of a checkpoint directory (all files written atomically: temp name + fsync + rename; the whole
@@ -8,15 +8,20 @@
 //                              (model.mm_projector.0.weight, .0.bias, .2.weight, .2.bias)
 //   model.safetensors          stage 2: the whole model (llava-hf names for llava-hf checkpoints,
 //                              original `model.*` names for llava_llama ones) so loadLlava reads it back
-//   config.json, tokenizer*.json, preprocessor_config.json   copied from the base model (stage 2), so the
-//                              directory loads on its own
+//   config.json, tokenizer*.json, preprocessor_config.json, chat_template.*   copied from the base model
+//                              (stage 2), so the directory loads on its own; config.json gets the training
+//                              record (template, aspect, image token scheme: processing/training_record.ts)
+//                              and a base's Jinja chat_template is replaced by the training template's
 //   optimizer.safetensors      AdamW exp_avg / exp_avg_sq / master (by parameter index), float32
 //   trainer_state.json         step, epoch, position in the epoch's data order, seed, schedule length, ...
 //
 // Decisions:
 // - Weights are written as F32 whatever the training dtype: bf16 values are exactly representable, so a
 //   bf16 run round-trips bit for bit, and the files load into any dtype.
-// - Names are the inverse of loader.ts's canonicalName, so the loader maps every saved name back.
+// - Names are the inverse of models/loader.ts's canonicalName, so the loader maps every saved name back.
+// - Old checkpoints are pruned through a temp name (util/files.ts removeDirAtomic): a kill mid-delete never
+//   leaves a half checkpoint-N that findCheckpoint would pick. readTrainLog drops a torn last line of
+//   train_log.jsonl (a kill mid-append) with a warning; every error here names its file.
 import * as fs from 'fs';
 import * as path from 'path';
 import { Tensor } from '../../core/tensor';
@@ -26,13 +31,62 @@ import { writeSafetensors, SafetensorsFile, TensorToWrite } from '../../io/safet
 import { canonicalName, loadWeights } from '../../models/loader';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import type { AdamW } from '../../optim/adamw';
-import { writeFileAtomic } from '../util/files';
+import { removeDirAtomic, writeFileAtomic } from '../util/files';
 
 export const PROJECTOR_FILE = 'mm_projector.safetensors';
 export const MODEL_FILE = 'model.safetensors';
 export const OPTIMIZER_FILE = 'optimizer.safetensors';
 export const STATE_FILE = 'trainer_state.json';
-const MODEL_SIDE_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'preprocessor_config.json', 'generation_config.json'];
+export const MODEL_SIDE_FILES = [
+  'config.json',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'special_tokens_map.json',
+  'preprocessor_config.json',
+  'generation_config.json',
+  'chat_template.json',
+  'chat_template.jinja',
+];
+
+/** How the copied model files of a saved model are changed. */
+export interface ModelFilesPatch {
+  /** Edits config.json (the training record, an absolute mm_vision_tower path, ...). */
+  config?: (cfg: Record<string, unknown>) => void;
+  /** Replaces a Jinja chat template the base ships (tokenizer_config.json `chat_template`,
+   *  chat_template.json, chat_template.jinja); null removes it; undefined copies it as is. */
+  chatTemplate?: string | null;
+}
+
+function readJsonFile(file: string): Record<string, unknown> {
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new Error(`[checkpoint] ${file}: ${(e as Error).message}`);
+  }
+}
+
+const writeJson = (file: string, v: unknown): void => writeFileAtomic(file, JSON.stringify(v, null, 2) + '\n');
+
+/** One side file into `dir`, patched as `patch` says. */
+function copySideFile(f: string, src: string, dir: string, patch: ModelFilesPatch): void {
+  const dst = path.join(dir, f);
+  const jt = patch.chatTemplate;
+  if (f === 'config.json' && patch.config) {
+    const cfg = readJsonFile(src);
+    patch.config(cfg);
+    writeJson(dst, cfg);
+  } else if (jt !== undefined && f === 'tokenizer_config.json') {
+    const tc = readJsonFile(src);
+    if (tc.chat_template === undefined) return fs.copyFileSync(src, dst);
+    if (jt === null) delete tc.chat_template;
+    else tc.chat_template = jt;
+    writeJson(dst, tc);
+  } else if (jt !== undefined && f === 'chat_template.json') {
+    if (jt !== null) writeJson(dst, { ...readJsonFile(src), chat_template: jt });
+  } else if (jt !== undefined && f === 'chat_template.jinja') {
+    if (jt !== null) writeFileAtomic(dst, jt);
+  } else fs.copyFileSync(src, dst);
+}
 
 /** Where training stands; enough to continue with the same data order and schedule. */
 export interface TrainerState {
@@ -52,6 +106,12 @@ export interface TrainerState {
   tokensSeen: number;
   /** Options the run was started with (lr, batch sizes, ...), for reference and consistency checks. */
   options: Record<string, unknown>;
+}
+
+/** An error that names `file` (prefixed when its message does not already). */
+function withFile(e: unknown, file: string): Error {
+  const m = (e as Error)?.message ?? String(e);
+  return m.includes(file) ? (e as Error) : new Error(`[checkpoint] ${file}: ${m}`);
 }
 
 /** Engine name → original LLaVA (`llava_llama`) checkpoint name; inverse of loader's canonicalName. */
@@ -102,7 +162,11 @@ export function loadPartialWeights(model: LlavaForConditionalGeneration, file: s
       loaded.push(c);
       return c;
     };
-    loadWeights(model, [{ src, rename }], { allowMissing: () => true });
+    try {
+      loadWeights(model, [{ src, rename }], { allowMissing: () => true });
+    } catch (e) {
+      throw withFile(e, file);
+    }
     if (opts.only === 'projector') {
       const want = model.projector.namedParameters('multi_modal_projector.').map(([n]) => n);
       const missing = want.filter((n) => !loaded.includes(n));
@@ -114,21 +178,25 @@ export function loadPartialWeights(model: LlavaForConditionalGeneration, file: s
   }
 }
 
-/** Copy config/tokenizer/preprocessor files of the base model (those present) into `dir`. */
-export function copyModelFiles(baseDir: string, dir: string, configPatch?: (cfg: Record<string, unknown>) => void): void {
+/** Copy config/tokenizer/preprocessor/chat-template files of the base model (those present) into `dir`.
+ *  `patch` may be a config.json editor alone (the older form). */
+export function copyModelFiles(baseDir: string, dir: string, patch: ModelFilesPatch | ModelFilesPatch['config'] = {}): void {
+  const p: ModelFilesPatch = typeof patch === 'function' ? { config: patch } : patch;
   for (const f of MODEL_SIDE_FILES) {
     const src = path.join(baseDir, f);
-    if (!fs.existsSync(src)) continue;
-    if (f === 'config.json' && configPatch) {
-      const cfg = JSON.parse(fs.readFileSync(src, 'utf8')) as Record<string, unknown>;
-      configPatch(cfg);
-      writeFileAtomic(path.join(dir, f), JSON.stringify(cfg, null, 2) + '\n');
-    } else fs.copyFileSync(src, path.join(dir, f));
+    if (fs.existsSync(src)) copySideFile(f, src, dir, p);
   }
 }
 
 /** Save the weights a stage produces: stage 1 the projector file (+ config), stage 2 the whole model. */
-export function saveWeights(model: LlavaForConditionalGeneration, dir: string, stage: 1 | 2, baseDir?: string, configPatch?: (cfg: Record<string, unknown>) => void): void {
+export function saveWeights(
+  model: LlavaForConditionalGeneration,
+  dir: string,
+  stage: 1 | 2,
+  baseDir?: string,
+  patch: ModelFilesPatch | ModelFilesPatch['config'] = {},
+): void {
+  const p: ModelFilesPatch = typeof patch === 'function' ? { config: patch } : patch;
   fs.mkdirSync(dir, { recursive: true });
   if (stage === 1) writeSafetensors(path.join(dir, PROJECTOR_FILE), projectorTensors(model), { format: 'pt' });
   else writeSafetensors(path.join(dir, MODEL_FILE), modelTensors(model), { format: 'pt' });
@@ -136,11 +204,11 @@ export function saveWeights(model: LlavaForConditionalGeneration, dir: string, s
     if (stage === 1) {
       const src = path.join(baseDir, 'config.json');
       if (fs.existsSync(src)) {
-        const cfg = JSON.parse(fs.readFileSync(src, 'utf8')) as Record<string, unknown>;
-        configPatch?.(cfg);
-        writeFileAtomic(path.join(dir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+        const cfg = readJsonFile(src);
+        p.config?.(cfg);
+        writeJson(path.join(dir, 'config.json'), cfg);
       }
-    } else copyModelFiles(baseDir, dir, configPatch);
+    } else copyModelFiles(baseDir, dir, p);
   }
 }
 
@@ -167,7 +235,11 @@ export function loadOptimizer(opt: AdamW, file: string, step: number): void {
       const data = info.dtype === 'F64' ? new Float64Array(src.read(n).data.buffer) : src.readAsFloat32(n);
       ts.set(n, noGrad(() => fromTypedArray(data, info.shape, { dtype, device: p.device })));
     }
-    opt.loadStateTensors(ts, step);
+    try {
+      opt.loadStateTensors(ts, step);
+    } catch (e) {
+      throw withFile(e, file);
+    }
   } finally {
     for (const t of ts.values()) t.dispose();
     src.close();
@@ -202,13 +274,56 @@ export function findCheckpoint(dir: string): string | null {
   return fs.existsSync(path.join(dir, STATE_FILE)) ? dir : null;
 }
 
-/** Remove all but the newest `keep` checkpoint-N directories. */
-export function pruneCheckpoints(dir: string, keep: number): void {
-  if (!(keep > 0) || !fs.existsSync(dir)) return;
-  const all = fs
+/** The checkpoint-N directory names under `dir`, newest first. */
+export function listCheckpoints(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return fs
     .readdirSync(dir)
     .map((n) => /^checkpoint-(\d+)$/.exec(n))
     .filter((m): m is RegExpExecArray => !!m)
-    .sort((a, b) => Number(b[1]) - Number(a[1]));
-  for (const m of all.slice(keep)) fs.rmSync(path.join(dir, m[0]), { recursive: true, force: true });
+    .sort((a, b) => Number(b[1]) - Number(a[1]))
+    .map((m) => m[0]);
+}
+
+/** Remove all but the newest `keep` checkpoint-N directories (keep 0: remove none). Each goes atomically
+ *  (renamed to a temp name, then deleted), so a kill never leaves half a checkpoint under its real name. */
+export function pruneCheckpoints(dir: string, keep: number): string[] {
+  if (!(keep > 0)) return [];
+  const gone = listCheckpoints(dir).slice(keep);
+  for (const n of gone) removeDirAtomic(path.join(dir, n));
+  return gone;
+}
+
+/**
+ * The records of a train_log.jsonl. A last line that does not parse (the process was killed while writing
+ * it) is dropped with a warning and cut off the file; any other bad line is an error naming the file and the
+ * line. A missing file has no records.
+ */
+export function readTrainLog<T extends { step: number }>(file: string, warn: (m: string) => void): T[] {
+  if (!fs.existsSync(file)) return [];
+  const text = fs.readFileSync(file, 'utf8');
+  const lines = text.split('\n');
+  const out: T[] = [];
+  let keepChars = 0;
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const last = lines.slice(i + 1).every((l) => l.trim() === '');
+    if (line.trim() !== '') {
+      let rec: T | null = null;
+      try {
+        rec = JSON.parse(line) as T;
+      } catch {
+        rec = null;
+      }
+      if (!rec || typeof rec !== 'object' || !Number.isInteger(rec.step)) {
+        if (!last) throw new Error(`[train] ${file}: line ${i + 1} is not a step record: ${line.slice(0, 80)}`);
+        warn(`[train] ${file}: dropped a torn last line (the run was killed while writing it): ${line.slice(0, 80)}`);
+        fs.truncateSync(file, Buffer.byteLength(text.slice(0, keepChars), 'utf8'));
+        break;
+      }
+      out.push(rec);
+    }
+    keepChars += line.length + 1;
+  }
+  return out;
 }

@@ -1,10 +1,10 @@
-// trainer.ts — the two LLaVA training stages (spec §5): freezing by stage, AdamW with a cosine schedule
+// trainer.ts — the two LLaVA training stages (docs/reference.md §5): freezing by stage, AdamW with a cosine schedule
 // and 3% warmup, gradient accumulation to the global batch, optional clipping, checkpoints that resume
 // with the same data order and schedule, a progress display, a JSONL log and a loss plot.
 //
 // Semantics (as the reference's HF Trainer, with the differences named):
 // - One optimizer step = gradAccum micro-batches. Each micro-batch loss is the token mean over that
-//   micro-batch's supervised targets (spec §1.8); it is scaled by 1/k before backward, so the step's
+//   micro-batch's supervised targets (docs/reference.md §1.8); it is scaled by 1/k before backward, so the step's
 //   gradient is the average of the k micro-batch gradients. The logged loss is the mean of the k
 //   micro-batch losses. (k = gradAccum, or fewer for the last group of an epoch: an epoch has
 //   ceil(ceil(N/micro)/accum) steps. HF instead carries a partial group into the next epoch.)
@@ -22,8 +22,16 @@
 // - Activation checkpointing (gradientCheckpointing): each LLaMA decoder layer keeps only its input
 //   and is recomputed in backward (lib/core/recompute.ts); gradients are unchanged.
 // - Options: declared once in options.ts (defaults, ranges, what a resume keeps); the constructor
-//   resolves them, so `this.opts` is complete. resume() keeps the checkpoint's schedule length and seed
-//   and refuses a different micro-batch / accumulation.
+//   resolves them, so `this.opts` is complete. resume() keeps the checkpoint's seed, its schedule (epochs
+//   or max steps, and so the length and the epoch bound) unless this run gives one, and refuses a
+//   different micro-batch / accumulation.
+// - A train() call that would run no optimizer step (a finished schedule, say) throws before touching the
+//   output directory: it never writes a "final" model that is the checkpoint again. requestStop() (Ctrl-C in
+//   `llava train`) ends the run after the step under way, with a checkpoint and without the final model.
+// - Saved model folders record how they were trained (modelFilesPatch: config.json template, aspect and
+//   image token scheme; a llava-hf base's Jinja chat_template rewritten), so chat and serve need no flags.
+// - At the start of train() the output directory loses the temp entries of a killed run
+//   (util/files.ts cleanStaleTemps); old checkpoints are pruned atomically; a torn last log line is dropped.
 import * as fs from 'fs';
 import * as path from 'path';
 import { Tensor } from '../../core/tensor';
@@ -36,12 +44,17 @@ import type { LlavaForConditionalGeneration } from '../../models/llava';
 
 import { LlavaDataset, CollatedBatch } from './dataset';
 import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
-import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveWeights, saveOptimizer, loadOptimizer, loadPartialWeights, readTrainerState, pruneCheckpoints } from './train_state';
+import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveWeights, saveOptimizer, loadOptimizer } from './train_state';
+import { loadPartialWeights, readTrainerState, readTrainLog, pruneCheckpoints, type ModelFilesPatch } from './train_state';
 import { writeLossPlot } from './loss_plot';
 import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
-import { writeDirAtomic, writeFileAtomic } from '../util/files';
-import { RESUME_MUST_MATCH, resolveOne, resolveTrainerOptions, type ResolvedTrainerOptions, type TrainerKey, type TrainerOptions } from './options';
+import { cleanStaleTemps, writeDirAtomic, writeFileAtomic } from '../util/files';
+import { resolveTrainingTemplate } from '../processing/preprocess';
+import { jinjaForTemplate } from '../processing/chat_template';
+import { trainingConfigKeys } from '../processing/training_record';
+import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
+import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
 
 export type { TrainerOptions } from './options';
 
@@ -64,6 +77,8 @@ export interface TrainResult {
   lastLoss: number;
   seconds: number;
   checkpoint: string | null;
+  /** requestStop() ended the run early (after a whole optimizer step and a checkpoint; no final model). */
+  interrupted: boolean;
 }
 
 /** Trainable parameters split for weight decay: biases and norm weights never decay. */
@@ -92,7 +107,9 @@ export class Trainer {
   readonly microBatch: number;
   readonly gradAccum: number;
   readonly stepsPerEpoch: number;
-  readonly epochs: number;
+  /** The schedule: epochs, or maxSteps (then epochs repeat as needed); a resume may take the checkpoint's. */
+  epochs: number;
+  maxSteps: number | undefined;
   state: TrainerState;
   /** Records of the steps run by this object (a resumed run's earlier steps live in train_log.jsonl). */
   readonly history: StepRecord[] = [];
@@ -100,6 +117,11 @@ export class Trainer {
   private readonly device: Tensor['device'];
   private readonly dtype: Tensor['dtype'];
   private logReady = false;
+  private stopRequested = false;
+  /** The checkpoint resume() read, for messages. */
+  private resumedFrom: string | null = null;
+  /** Option names given explicitly to the constructor (a resume keeps their values, options.ts). */
+  private readonly given: ReadonlySet<string>;
   /** The options with every default filled in (options.ts). */
   readonly opts: ResolvedTrainerOptions;
 
@@ -109,12 +131,14 @@ export class Trainer {
     options: TrainerOptions,
   ) {
     const o = (this.opts = resolveTrainerOptions(options));
+    this.given = new Set(Object.entries(options).filter(([, v]) => v !== undefined).map(([k]) => k));
     this.stage = o.stage;
     this.log = o.log;
     this.globalBatch = o.globalBatch;
     this.microBatch = o.microBatch;
     this.gradAccum = o.gradAccum;
     this.epochs = o.epochs;
+    this.maxSteps = o.maxSteps;
     model.lm.gradientCheckpointing = o.gradientCheckpointing;
     model.setStage(this.stage, { trainVision: o.trainVision });
     this.trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
@@ -205,32 +229,40 @@ export class Trainer {
     return this.opts.outputDir ? path.join(this.opts.outputDir, LOG_FILE) : null;
   }
 
-  /** Start (or, after resume, trim to the resumed step) the JSONL log. */
+  /** Start (or, after resume, trim to the resumed step) the JSONL log; a torn last line is dropped. */
   private prepareLog(): void {
     if (this.logReady) return;
     this.logReady = true;
     const f = this.logPath();
     if (!f) return;
     fs.mkdirSync(path.dirname(f), { recursive: true });
-    let keep: string[] = [];
-    if (this.state.step > 0 && fs.existsSync(f))
-      keep = fs
-        .readFileSync(f, 'utf8')
-        .split('\n')
-        .filter((l) => l.trim() && (JSON.parse(l) as StepRecord).step <= this.state.step);
-    fs.writeFileSync(f, keep.map((l) => l + '\n').join(''));
+    const keep = this.state.step > 0 ? readTrainLog<StepRecord>(f, this.log).filter((r) => r.step <= this.state.step) : [];
+    fs.writeFileSync(f, keep.map((r) => JSON.stringify(r) + '\n').join(''));
   }
 
   /** All logged steps (earlier runs included when resuming with an output dir). */
   fullHistory(): StepRecord[] {
     const f = this.logPath();
-    if (f && fs.existsSync(f))
-      return fs
-        .readFileSync(f, 'utf8')
-        .split('\n')
-        .filter((l) => l.trim())
-        .map((l) => JSON.parse(l) as StepRecord);
+    if (f && fs.existsSync(f)) return readTrainLog<StepRecord>(f, this.log);
     return this.history.slice();
+  }
+
+  /** Ends train() after the optimizer step under way (or the next one), with a checkpoint and no final
+   *  model: what Ctrl-C does in `llava train`. */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  /** Why train() has nothing to do, or null. */
+  private nothingToDo(until: number, maxEpochs: number): string | null {
+    const s = this.state;
+    if (s.step < until && s.epoch < maxEpochs) return null;
+    const where = this.resumedFrom ? ` (resumed from ${this.resumedFrom})` : '';
+    const what =
+      s.step >= s.totalSteps || s.epoch >= maxEpochs
+        ? `the run is already at step ${s.step} of its ${s.totalSteps}-step schedule${s.epoch >= maxEpochs && s.step < s.totalSteps ? ` (epoch ${s.epoch} of ${maxEpochs})` : ''}${where}; give a longer schedule (--max-steps or --epochs) to train further`
+        : `untilStep ${until} is not past the current step ${s.step}${where}`;
+    return `[train] nothing to train: ${what}`;
   }
 
   /**
@@ -239,7 +271,12 @@ export class Trainer {
    */
   async train(o: { untilStep?: number } = {}): Promise<TrainResult> {
     const until = Math.min(o.untilStep ?? this.state.totalSteps, this.state.totalSteps);
+    const maxEpochs = this.maxSteps !== undefined ? Infinity : this.epochs;
+    const idle = this.nothingToDo(until, maxEpochs);
+    if (idle) throw new Error(idle);
     const t0 = Date.now();
+    this.stopRequested = false;
+    if (this.opts.outputDir) for (const line of cleanStaleTemps(this.opts.outputDir)) this.log(`[train] ${line} (left by a killed run)`);
     this.prepareLog();
     const progress = new Progress({
       mode: this.opts.progress,
@@ -250,11 +287,11 @@ export class Trainer {
       every: resolveOne('logEvery', this.opts.logEvery, { totalSteps: this.state.totalSteps }),
       log: this.log,
     });
-    const maxEpochs = this.opts.maxSteps !== undefined ? Infinity : this.epochs;
     let lastCheckpoint: string | null = null;
+    const stepsBefore0 = this.history.length;
     const pool = this.opts.workers > 0 ? new EncoderPool(this.dataset.spec, this.opts.workers) : null;
     try {
-      while (this.state.step < until && this.state.epoch < maxEpochs) {
+      while (this.state.step < until && this.state.epoch < maxEpochs && !this.stopRequested) {
         const plan = this.epochPlan(this.state.epoch);
         if (this.state.batchInEpoch >= plan.length) {
           this.state.epoch++;
@@ -265,7 +302,7 @@ export class Trainer {
         const stepsBefore = this.state.step;
         const fromStart = this.state.batchInEpoch === 0;
         try {
-          while (this.state.step < until && this.state.batchInEpoch < plan.length) {
+          while (this.state.step < until && this.state.batchInEpoch < plan.length && !this.stopRequested) {
             const r = await this.optimizerStep(loader, plan.length);
             if (!r) continue;
             this.history.push(r);
@@ -289,9 +326,12 @@ export class Trainer {
       progress.stop();
       pool?.close();
     }
-    if (this.opts.outputDir) {
+    const interrupted = this.stopRequested && this.state.step < until;
+    const ran = this.history.length - stepsBefore0;
+    if (ran === 0 && !interrupted) throw new Error(`[train] no optimizer step was run (step ${this.state.step} of ${this.state.totalSteps}): nothing saved`);
+    if (this.opts.outputDir && ran > 0) {
       lastCheckpoint = this.saveCheckpoint();
-      if (this.state.step >= this.state.totalSteps || o.untilStep === undefined) this.saveFinal();
+      if (!interrupted && (this.state.step >= this.state.totalSteps || o.untilStep === undefined)) this.saveFinal();
     }
     const h = this.history;
     return {
@@ -301,6 +341,7 @@ export class Trainer {
       lastLoss: h.length ? h[h.length - 1].loss : NaN,
       seconds: (Date.now() - t0) / 1000,
       checkpoint: lastCheckpoint,
+      interrupted,
     };
   }
 
@@ -353,7 +394,7 @@ export class Trainer {
     const target = dir ?? (out ? path.join(out, `checkpoint-${this.state.step}`) : null);
     if (!target) throw new Error('[train] saveCheckpoint needs a directory (no outputDir set)');
     writeDirAtomic(target, (tmp) => {
-      saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.opts.configPatch);
+      saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
       saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE));
       writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     });
@@ -361,12 +402,36 @@ export class Trainer {
     return target;
   }
 
+  /** How saved model folders differ from the base's files: config.json records the training template,
+   *  aspect and image token scheme (processing/training_record.ts), then the caller's configPatch; a llava-hf
+   *  base's Jinja chat_template becomes the training template's (removed when it has no Jinja form). */
+  modelFilesPatch(): ModelFilesPatch {
+    const spec = this.dataset.spec;
+    const template = resolveTrainingTemplate(spec.template).name;
+    const keys = trainingConfigKeys({
+      template,
+      aspect: spec.aspect,
+      format: this.model.config.format,
+      numImageTokens: this.model.numImageTokens,
+      imageTokenIndex: this.model.config.imageTokenIndex,
+      maxLength: spec.maxLength,
+    });
+    const user = this.opts.configPatch;
+    return {
+      config: (cfg) => {
+        Object.assign(cfg, keys);
+        user?.(cfg);
+      },
+      chatTemplate: this.model.config.format === 'llava-hf' ? jinjaForTemplate(template) : undefined,
+    };
+  }
+
   /** Final weights in outputDir (stage 1: mm_projector.safetensors; stage 2: model.safetensors + configs),
    *  trainer_state.json and loss.png. */
   saveFinal(): void {
     const out = this.opts.outputDir;
     if (!out) return;
-    saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.opts.configPatch);
+    saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
     writeFileAtomic(path.join(out, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     if (this.opts.plot) {
       const pts = this.fullHistory().map((r) => ({ step: r.step, loss: r.loss }));
@@ -374,26 +439,45 @@ export class Trainer {
     }
   }
 
-  /** Continue from a checkpoint directory: weights, optimizer moments, step, epoch and data position. */
-  resume(dir: string): void {
+  /**
+   * Continue from a checkpoint directory: weights, optimizer moments, step, epoch and data position. The
+   * schedule (epochs / max steps, options.ts `onResume: 'checkpoint-unless-given'`) is the checkpoint's
+   * unless one of them is in `given` (default: the options given to the constructor; `llava train` passes
+   * the flags typed on its command line); the seed is always the checkpoint's.
+   */
+  resume(dir: string, o: { given?: Iterable<string> } = {}): void {
     const s = readTrainerState(dir);
     if (s.stage !== this.stage) throw new Error(`[train] checkpoint ${dir} is from stage ${s.stage}, this run is stage ${this.stage}`);
     if (s.numSamples !== this.dataset.length)
       throw new Error(`[train] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`);
-    const o = s.options ?? {};
+    const rec = s.options ?? {};
     for (const k of RESUME_MUST_MATCH as TrainerKey[])
-      if (o[k] !== undefined && o[k] !== this.opts[k])
-        throw new Error(`[train] checkpoint ${dir} used ${k} ${String(o[k])}, this run ${String(this.opts[k])}: the data order would differ`);
-    if (s.totalSteps !== this.state.totalSteps) this.log(`[train] resuming with the checkpoint's schedule length ${s.totalSteps} (this run computed ${this.state.totalSteps})`);
+      if (rec[k] !== undefined && rec[k] !== this.opts[k])
+        throw new Error(`[train] checkpoint ${dir} used ${k} ${String(rec[k])}, this run ${String(this.opts[k])}: the data order would differ`);
+    const given = new Set(o.given ?? this.given);
+    const ownSchedule = RESUME_UNLESS_GIVEN.some((k: string) => given.has(k));
+    const computed = this.state.totalSteps;
     const wfile = path.join(dir, this.stage === 1 ? PROJECTOR_FILE : MODEL_FILE);
     loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
     const ofile = path.join(dir, OPTIMIZER_FILE);
     if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
     else this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
     this.optimizer.step = s.step;
-    // The checkpoint's schedule length, seed and data position replace this run's (options.ts, onResume:
-    // 'checkpoint'); the options it recorded stay on record over this run's.
-    this.state = { ...s, options: { ...this.state.options, ...o } };
+    // The checkpoint's seed and data position replace this run's; the options it recorded stay on record
+    // under this run's schedule when this run gives its own.
+    this.state = { ...s, options: { ...this.state.options, ...rec } };
+    if (ownSchedule) {
+      this.state.totalSteps = computed;
+      this.state.options.epochs = this.epochs;
+      this.state.options.maxSteps = this.maxSteps ?? null;
+      if (computed !== s.totalSteps) this.log(`[train] schedule length ${computed} from this run's epochs / max steps (the checkpoint's was ${s.totalSteps})`);
+    } else {
+      const ms = rec.maxSteps;
+      this.maxSteps = typeof ms === 'number' ? ms : undefined;
+      if (typeof rec.epochs === 'number') this.epochs = rec.epochs;
+      if (s.totalSteps !== computed) this.log(`[train] resuming with the checkpoint's schedule length ${s.totalSteps} (this run computed ${computed})`);
+    }
+    this.resumedFrom = dir;
     this.logReady = false;
   }
 

@@ -1,6 +1,12 @@
 // files.ts — files the application writes and reads back: JSONL records (read whole, or appended one
 // line at a time and resumed after a crash) and atomic writes (a file or a whole folder appears complete
 // or not at all), used by training state, evaluation answers/reviews and GPT-data outputs.
+//
+// Temp names: every atomic write goes through `.NAME.tmp-PID-HEX` next to its target (writeFileAtomic,
+// writeDirAtomic and the safetensors writer); writeDirAtomic parks the folder it replaces as `...tmp-...old`
+// and removeDirAtomic renames a folder to `...tmp-....del` before deleting it. A process killed with -9
+// leaves these behind; cleanStaleTemps removes them (and puts back a parked `.old` folder whose target
+// vanished), skipping names whose process is still alive.
 import * as fs from 'fs';
 import * as path from 'path';
 import { randomBytes } from 'crypto';
@@ -72,6 +78,61 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
     fs.rmSync(tmp, { force: true });
     throw e;
   }
+}
+
+/** A temp name next to `target` (see the header). */
+function tempName(target: string, suffix = ''): string {
+  const r = path.resolve(target);
+  return path.join(path.dirname(r), `.${path.basename(r)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}${suffix}`);
+}
+
+const TEMP_RE = /^\.(.+)\.tmp-(\d+)-[0-9a-f]{8}(\.old|\.del)?$/;
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return false; // ours: none can be in use before we start writing
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Removes the temp files and folders that atomic writes of killed processes left in `dir` (not below it);
+ *  a parked `.old` folder whose target is gone is renamed back instead. Returns one line per action. */
+export function cleanStaleTemps(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  const done: string[] = [];
+  for (const name of fs.readdirSync(dir)) {
+    const m = TEMP_RE.exec(name);
+    if (!m || processAlive(Number(m[2]))) continue;
+    const p = path.join(dir, name);
+    const target = path.join(dir, m[1]);
+    try {
+      if (m[3] === '.old' && !fs.existsSync(target)) {
+        fs.renameSync(p, target);
+        done.push(`restored ${target} from ${name}`);
+      } else {
+        fs.rmSync(p, { recursive: true, force: true });
+        done.push(`removed ${p}`);
+      }
+    } catch (e) {
+      throw new Error(`${p}: cannot clean up a stale temp entry (${(e as Error).message})`);
+    }
+  }
+  return done;
+}
+
+/** Deletes a folder so that it is either whole or gone at any moment: renamed to a temp name first. */
+export function removeDirAtomic(dir: string): void {
+  if (!fs.existsSync(dir)) return;
+  const tmp = tempName(dir, '.del');
+  try {
+    fs.renameSync(dir, tmp);
+  } catch (e) {
+    throw new Error(`${dir}: cannot remove (${(e as Error).message})`);
+  }
+  fs.rmSync(tmp, { recursive: true, force: true });
 }
 
 /** Build a directory under a temp name with `fill(tmpDir)`, then move it to `dir` (replacing it). */

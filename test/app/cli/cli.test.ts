@@ -1,12 +1,14 @@
 // The `llava` command (lib/app/cli/main.ts), run as a child process like a user would: --help on every
 // subcommand, preprocess (text and --json), clear errors with a non-zero exit code, a tiny `train` run
-// (--max-steps 3 -> 3 log lines and a checkpoint), stage 2 from the stage-1 projector, and --resume.
+// (--max-steps 3 -> 3 log lines and a checkpoint), stage 2 from the stage-1 projector, and --resume (a finished
+// run fails: nothing to train); Ctrl-C during training (a checkpoint, the resume command, exit 130; a second
+// Ctrl-C exits at once), a non-empty --output refused, --overwrite-output, and the small-data start line.
 // In process: the train flags built from the option table, and which values count as typed.
 import t from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { spawnSync } from 'child_process';
+import { spawn, spawnSync } from 'child_process';
 import { Command } from 'commander';
 import { addTrainOptions, explicitTrainFlags } from '../../../lib/app/cli/train';
 import { resolveTrainRun, type Layer } from '../../../lib/app/train/options';
@@ -130,10 +132,123 @@ t.test('train: --max-steps 3 writes 3 log lines and a checkpoint; stage 2 from t
   for (const f of ['checkpoint-3/model.safetensors', 'checkpoint-3/optimizer.safetensors', 'checkpoint-3/trainer_state.json', 'model.safetensors', 'config.json', 'loss.png'])
     t.ok(fs.existsSync(path.join(out2, f)), `${f} written`);
 
+  // A finished run has nothing left to do: the resume says so and fails, and writes no model.
+  const model2 = path.join(out2, 'model.safetensors');
+  const before = fs.statSync(model2).mtimeMs;
   const again = llava('train', '--stage', 'finetune', ...common, '--data', demo.finetuneJson, '--output', out2, '--max-steps', '3', '--batch-size', '4', '--grad-accum', '2', '--resume');
-  t.equal(again.code, 0, again.err);
+  t.not(again.code, 0, 'a resume with no step left fails');
   t.match(again.out, /resumed from .*checkpoint-3 at step 3\/3/);
+  t.match(again.err, /nothing to train: the run is already at step 3 of its 3-step schedule .*give a longer schedule/);
+  t.equal(fs.statSync(model2).mtimeMs, before, 'model.safetensors untouched');
   const bad = llava('train', '--stage', 'finetune', ...common, '--data', demo.finetuneJson, '--output', path.join(tmp, 'empty'), '--max-steps', '3', '--resume');
   t.not(bad.code, 0);
   t.match(bad.err, /--resume: no checkpoint found/);
+});
+
+/** `llava` started in the background, with its output collected. */
+function llavaBackground(...args: string[]) {
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const r = { child, out: '', err: '', exited: null as Promise<number | null> | null };
+  child.stdout.on('data', (d) => (r.out += d));
+  child.stderr.on('data', (d) => (r.err += d));
+  r.exited = new Promise((res) => child.on('exit', (code) => res(code)));
+  return r;
+}
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const logLines = (out: string): number => (fs.existsSync(path.join(out, 'train_log.jsonl')) ? fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').split('\n').filter((l) => l.trim()).length : 0);
+
+t.test('train: Ctrl-C finishes the step, saves a checkpoint, prints the resume command, exits 130', async (t) => {
+  const out = path.join(tmp, 'sigint');
+  const run = llavaBackground('train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--max-steps', '100000', '--batch-size', '2', '--lr', '1e-4', '--progress', 'none');
+  try {
+    await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
+    run.child.kill('SIGINT');
+    t.equal(await run.exited, 130, run.err);
+  } finally {
+    if (run.child.exitCode === null) run.child.kill('SIGKILL');
+  }
+  t.match(run.err, /\[train\] SIGINT: finishing the current optimizer step, then saving a checkpoint/);
+  const n = logLines(out);
+  t.match(run.out, new RegExp(`\\[train\\] stopped by SIGINT at step ${n}/100000; checkpoint .*checkpoint-${n}`));
+  t.ok(fs.existsSync(path.join(out, `checkpoint-${n}`, 'optimizer.safetensors')), `checkpoint-${n} saved`);
+  t.notOk(fs.existsSync(path.join(out, 'model.safetensors')), 'no final model');
+  const cmd = /\[train\] to resume: (.*)/.exec(run.out)?.[1] ?? '';
+  // (`npx llava` when npx started the command, as it started this test)
+  t.match(cmd, /^(npx )?llava train --stage finetune --model .* --output .*sigint .*--max-steps 100000 --batch-size 2 .*--resume$/);
+  // the printed command resumes (here with a shorter schedule typed after it)
+  const words = cmd.split(' ');
+  const again = llava(...words.slice(words.indexOf('train')), '--max-steps', String(n + 1));
+  t.equal(again.code, 0, again.err);
+  t.match(again.out, new RegExp(`resumed from .*checkpoint-${n} at step ${n}/${n + 1}`));
+  t.match(again.out, new RegExp(`done: ${n + 1}/${n + 1} steps`));
+});
+
+t.test('train: SIGTERM stops the same way (exit 143)', async (t) => {
+  const out = path.join(tmp, 'sigterm');
+  const run = llavaBackground('train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--max-steps', '100000', '--batch-size', '2', '--progress', 'none');
+  try {
+    await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
+    run.child.kill('SIGTERM');
+    t.equal(await run.exited, 143, run.err);
+  } finally {
+    if (run.child.exitCode === null) run.child.kill('SIGKILL');
+  }
+  const n = logLines(out);
+  t.ok(fs.existsSync(path.join(out, `checkpoint-${n}`, 'trainer_state.json')), `checkpoint-${n} saved`);
+  t.match(run.out, /\[train\] to resume: .*--resume/);
+  // As if the run had been started with --max-steps n+2: a bare --resume (no schedule, no batch flags)
+  // continues with the checkpoint's schedule and batch sizes.
+  const stateFile = path.join(out, `checkpoint-${n}`, 'trainer_state.json');
+  const st = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
+  fs.writeFileSync(stateFile, JSON.stringify({ ...st, totalSteps: n + 2, options: { ...st.options, maxSteps: n + 2 } }));
+  const again = llava('train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--progress', 'none', '--resume');
+  t.equal(again.code, 0, again.err);
+  t.match(again.out, /--resume: as the checkpoint was trained \(flags override\): .*maxSteps \d+.*microBatch 2, gradAccum 1/);
+  t.match(again.out, new RegExp(`done: ${n + 2}/${n + 2} steps, loss \\d`));
+});
+
+t.test('train: a second Ctrl-C exits at once', async (t) => {
+  // 140 samples in one optimizer step of 140 micro-batches: a step long enough to signal twice inside it
+  const recs = JSON.parse(fs.readFileSync(demo.finetuneJson, 'utf8')) as { id: string }[];
+  const big = path.join(tmp, 'big.json');
+  fs.writeFileSync(big, JSON.stringify(Array.from({ length: 10 }, (_, k) => recs.map((r) => ({ ...r, id: `${r.id}-${k}` }))).flat()));
+  const out = path.join(tmp, 'sigint2');
+  const run = llavaBackground('train', '--stage', 'finetune', '--model', FIX, '--data', big, '--image-folder', demo.imageFolder, '--output', out, '--max-steps', '1000', '--micro-batch-size', '1', '--grad-accum', '140', '--progress', 'none');
+  try {
+    await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
+    run.child.kill('SIGINT');
+    await waitFor(() => /finishing the current optimizer step/.test(run.err) || run.child.exitCode !== null, 20_000, 'the first signal');
+    run.child.kill('SIGINT');
+    t.equal(await run.exited, 130);
+  } finally {
+    if (run.child.exitCode === null) run.child.kill('SIGKILL');
+  }
+  t.match(run.err, /SIGINT again: exiting now/);
+  t.notMatch(run.out, /to resume/, 'no checkpoint was waited for');
+  t.equal(logLines(out), 1, 'the step under way was not finished');
+});
+
+t.test('train: a non-empty --output needs --resume or --overwrite-output; --save-total-limit; the small-data start line', async (t) => {
+  const out = path.join(tmp, 'stage2');
+  const args = ['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--progress', 'none'];
+  const refused = llava(...args, '--max-steps', '1');
+  t.not(refused.code, 0);
+  t.match(refused.err, /output directory .*stage2 is not empty \(checkpoint-3, .*\): pass --resume to continue the run in it, --overwrite-output to delete/);
+  const over = llava(...args, '--max-steps', '2', '--save-steps', '1', '--save-total-limit', '0', '--overwrite-output');
+  t.equal(over.code, 0, over.err);
+  t.match(over.out, /--overwrite-output: removed 1 checkpoint folder\(s\) and \d+ file\(s\)/);
+  t.match(over.out, /global batch 128 = 4 x 32, but the data set has only 14 samples: each step takes all 14 \(4 micro-batches of up to 4\)/);
+  t.same(fs.readdirSync(out).filter((f) => f.startsWith('checkpoint-')).sort(), ['checkpoint-1', 'checkpoint-2'], "the old run's checkpoint-3 is gone; --save-total-limit 0 keeps all");
+  t.equal(logLines(out), 2);
+  const both = llava(...args, '--resume', '--overwrite-output');
+  t.not(both.code, 0);
+  t.match(both.err, /--resume and --overwrite-output contradict each other/);
 });

@@ -131,7 +131,7 @@ t.test('COCO join and context strings', async (t) => {
     "coordStyle 'round' = Python repr(round(v, 3))",
   );
   t.equal(buildContext(im7, 'detail'), ['1', '2', '3', '4', '5'].map((k) => `A cat on a sofa, view ${k}.`).join('\n'), 'no boxes -> no blank line');
-  t.equal(formatBox([367.36, 143.04, 113.92, 194.88], 640, 480), '[0.574, 0.298, 0.752, 0.704]', 'the spec example');
+  t.equal(formatBox([367.36, 143.04, 113.92, 194.88], 640, 480), '[0.574, 0.298, 0.752, 0.704]', 'the example of docs/reference.md §7');
 
   t.throws(() => cocoFromJson({ images: [] }), /has no 'annotations' array/);
   t.throws(
@@ -161,7 +161,7 @@ t.test("numbers: Python '%.3f' including exact ties to even", async (t) => {
 // ---------------------------------------------------------------------------------------------------------
 // Prompts
 
-t.test('system messages and instruction lists are the spec text', async (t) => {
+t.test('system messages and instruction lists are the reference text (docs/reference.md §7)', async (t) => {
   const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
   t.equal(sha(CONVERSATION_SYSTEM_MESSAGE), '757b171c13466d57c9b951fef24b82308a77cfbcf5178cfdbf746161a3bed8ac', 'conversation (1400 chars)');
   t.equal(sha(DETAIL_SYSTEM_MESSAGE), '4a5cd9a1388cb55640da17ffc126e756060226abd37ae2696899a92e4d98384e', 'detail (1017 chars)');

@@ -98,7 +98,7 @@ const prob = (o: Partial<SqaProblem>): SqaProblem => ({
   question: 'Q?', choices: ['a', 'b'], answer: 0, hint: '', image: null, subject: 'natural science', grade: 'grade3', split: 'test', lecture: '', solution: '', ...o,
 });
 
-t.test('convertScienceQA: spec §6.3 layouts', async (t) => {
+t.test('convertScienceQA: docs/reference.md §6.3 layouts', async (t) => {
   const problems: SqaProblems = {
     '10': prob({
       question: 'Which animal is a mammal?', choices: ['cat', 'trout', 'frog'], answer: 0, hint: 'Look  at the picture.', image: 'image.png',

@@ -1,5 +1,5 @@
 // Conversation templates: every rendered prompt is compared with a string written out by hand from the rules
-// and system messages of llava-spec §3 (and §1.9 for llava-hf), plus the §4.2 placeholder handling.
+// and system messages of docs/reference.md §3 (and §1.9 for llava-hf), plus the §4.2 placeholder handling.
 import t from 'tap';
 import {
   appendMessage,

@@ -1,4 +1,4 @@
-// Data records (llava-spec §4.7, §4.8, §6): parsing and validation reports, image checks, length heuristics,
+// Data records (docs/reference.md §4.7, §4.8, §6): parsing and validation reports, image checks, length heuristics,
 // seeded shuffling and the modality-grouped sampler.
 import t from 'tap';
 import * as fs from 'fs';

@@ -1,4 +1,4 @@
-// Training preprocessing (llava-spec §1.5, §4): label masks checked token by token.
+// Training preprocessing (docs/reference.md §1.5, §4): label masks checked token by token.
 //
 // Two tokenizers:
 // - the fixture tokenizer (test/fixtures/tiny-llava, LLaMA-style byte-fallback BPE, legacy dummy prefix on

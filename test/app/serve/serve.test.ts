@@ -652,7 +652,7 @@ t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTE
     await waitFor(() => /listening on http:\/\/\S+/.test(out) || child.exitCode !== null, 50_000);
     const url = /listening on (http:\/\/[^\s]+)/.exec(out)?.[1];
     tt.ok(url, `printed the URL: ${out}${err}`);
-    tt.match(out, /model tiny-llava, template llava_hf, cpu\/float32/);
+    tt.match(out, /model tiny-llava, template llava_hf \(llava-hf format\), aspect square \(llava-hf processor: no padding\), cpu\/float32/);
     const h = (await (await fetch(url + '/health')).json()) as { status: string; model: string };
     tt.match(h, { status: 'ok', model: 'tiny-llava' });
     const r = (await (

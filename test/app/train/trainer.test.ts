@@ -68,7 +68,7 @@ t.test('schedule: linear warmup from 0, cosine to 0', async (t) => {
   t.ok(Math.abs(cosineWithWarmup(3 + 97 / 2, 100, 1e-3) - 5e-4) < 1e-12, 'half way down the cosine');
   t.ok(cosineWithWarmup(99, 100, 1e-3) > 0 && cosineWithWarmup(99, 100, 1e-3) < 1e-6);
   t.equal(cosineWithWarmup(100, 100, 1e-3), 0, 'ends at 0');
-  // v1.5 pretrain: ~2180 steps, warmup 66 (spec §5).
+  // v1.5 pretrain: ~2180 steps, warmup 66 (docs/reference.md §5).
   t.equal(Math.ceil(0.03 * 2180), 66);
   t.equal(cosineWithWarmup(66, 2180, 1e-3), 1e-3);
   t.ok(cosineWithWarmup(65, 2180, 1e-3) < 1e-3);
@@ -242,7 +242,7 @@ t.test('resume: same data order, same next losses', async (t) => {
   }
 });
 
-t.test("resume: the checkpoint's schedule length and seed win, micro-batch and accumulation must match", async (t) => {
+t.test("resume: the checkpoint's schedule unless this run gives one, its seed always, micro-batch and accumulation must match", async (t) => {
   const ds = finetune();
   const out = path.join(tmp, 'resume-precedence');
   const base = { ...quietOpts, stage: 2, lr: 1e-3, microBatch: 2, gradAccum: 2 } as TrainerOptions;
@@ -255,15 +255,29 @@ t.test("resume: the checkpoint's schedule length and seed win, micro-batch and a
   const logs: string[] = [];
   const m1 = loadLlava(FIX);
   try {
-    const again = new Trainer(m1, ds, { ...base, maxSteps: 9, seed: 8, warmupRatio: 0.5, log: (m) => logs.push(m) });
-    t.equal(again.state.totalSteps, 9);
+    // no schedule given: the checkpoint's (max steps 5), even though this run's default would be 1 epoch
+    const kept = new Trainer(m1, ds, { ...base, seed: 8, warmupRatio: 0.5, log: (m) => logs.push(m) });
+    t.equal(kept.state.totalSteps, 4, 'this run alone: one epoch of 14 samples = 4 steps');
+    kept.resume(ck);
+    t.equal(kept.state.totalSteps, 5, "the checkpoint's schedule length");
+    t.equal(kept.maxSteps, 5, "and its step-based schedule (epochs repeat), so it cannot stop at the epoch's end");
+    t.equal(kept.state.seed, 7, "the checkpoint's seed, over this run's --seed");
+    t.equal(kept.state.step, 1);
+    t.match(logs.join('\n'), /\[train\] resuming with the checkpoint's schedule length 5 \(this run computed 4\)/);
+    t.equal(kept.lrAt(1), cosineWithWarmup(1, 5, 1e-3, 0.5), "lr and warmup ratio are this run's own");
+    kept.dispose();
+    // a schedule given explicitly wins
+    const again = new Trainer(m1, ds, { ...base, maxSteps: 9, seed: 8, log: (m) => logs.push(m) });
     again.resume(ck);
-    t.equal(again.state.totalSteps, 5, "the checkpoint's schedule length, over this run's --max-steps");
-    t.equal(again.state.seed, 7, "the checkpoint's seed, over this run's --seed");
-    t.equal(again.state.step, 1);
-    t.match(logs.join('\n'), /\[train\] resuming with the checkpoint's schedule length 5 \(this run computed 9\)/);
-    t.equal(again.lrAt(1), cosineWithWarmup(1, 5, 1e-3, 0.5), "lr and warmup ratio are this run's own");
+    t.equal(again.state.totalSteps, 9, "this run's --max-steps, given explicitly");
+    t.equal(again.state.seed, 7);
+    t.match(logs.join('\n'), /\[train\] schedule length 9 from this run's epochs \/ max steps \(the checkpoint's was 5\)/);
     again.dispose();
+    // the caller says which options were typed (llava train: the flags on its command line)
+    const typed = new Trainer(m1, ds, { ...base, maxSteps: 9, epochs: 1 });
+    typed.resume(ck, { given: ['stage', 'lr'] });
+    t.equal(typed.state.totalSteps, 5, 'maxSteps from a preset or default is not "given"');
+    typed.dispose();
     const other = new Trainer(m1, ds, { ...base, microBatch: 1, gradAccum: 4, maxSteps: 5 });
     t.throws(() => other.resume(ck), /\[train\] checkpoint .* used microBatch 2, this run 1: the data order would differ/);
     other.dispose();
