@@ -260,7 +260,7 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
     }
     Device dev = device < 0 ? Device::CPU : static_cast<Device>(device);
     const KernelFn* fn = find_kernel(name, dev);
-    if (!fn) throw KernelError("[" + name + "] no kernel for device " + (dev == Device::CPU ? "cpu" : "cuda"));
+    if (!fn) throw KernelError("[" + name + "] no kernel for device " + device_name(dev));
     (*fn)(KernelArgs(name, std::move(args)));
     return info.Env().Undefined();
   });
@@ -329,6 +329,13 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // A kernel registered twice for one device is a build error that static constructors could not
+  // report: refuse to load, naming it.
+  try {
+    check_registrations();
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
   exports.Set("alloc", Napi::Function::New(env, Alloc));
   exports.Set("free", Napi::Function::New(env, Free));
   exports.Set("write", Napi::Function::New(env, Write));

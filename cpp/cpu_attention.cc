@@ -1,4 +1,5 @@
-// cpu_attention.cc — fused scaled-dot-product attention, forward and backward, on the CPU.
+// cpu_attention.cc — fused scaled-dot-product attention, forward and backward, on the CPU (CUDA
+// twins: cuda/attention_fwd.cu and cuda/attention_bwd.cu).
 //
 // Shapes: q[B,H,T,D], k/v[B,Hkv,S,D], out[B,H,T,D], lse[B,H,T]; H % Hkv == 0 (grouped-query: query
 // head h reads kv head h / G, G = H/Hkv). The G query heads that share a kv head are one problem of

@@ -1,5 +1,5 @@
 // cpu_backend.cc — host memory (64-byte aligned, for AVX loads) and the worker pool behind
-// parallel_for.
+// parallel_for. The CUDA backend is cuda/backend.cu.
 //
 // The pool is sized to the machine's cores and created on first use. parallel_for splits [0, n)
 // into one contiguous range per worker (no work stealing: our kernels hand it even work), runs the

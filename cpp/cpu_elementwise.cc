@@ -1,5 +1,5 @@
 // cpu_elementwise.cc — strided copy/cast, fill, arange, unary and binary maps, where, and the
-// counter-based random generator, on the CPU.
+// counter-based random generator, on the CPU (CUDA twin: cuda/elementwise.cu).
 //
 // Inputs may be any strided view (broadcast inputs arrive with stride 0: TypeScript expands them);
 // outputs are written through their own strides too, so `copy` also serves `contiguous()`, casts

@@ -1,5 +1,5 @@
-// cpu_index.cc — indexing (index_select / index_add, gather / scatter_add), rotary embedding and
-// the fused AdamW step on the CPU.
+// cpu_index.cc — indexing on the CPU: index_select / index_add and gather / scatter_add
+// (CUDA twin: cuda/index.cu).
 //
 // Index kernels see contiguous tensors as [outer, n, inner] around `dim`, so embedding lookup is
 // index_select on dim 0 and its backward is index_add. Every index is range-checked before any
@@ -102,71 +102,10 @@ void scatter_add_kernel(const KernelArgs& a) {
   });
 }
 
-// rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin, where
-// rotate_half(x) = cat(-x[D/2:], x[:D/2]). x may be strided (last stride 1); cos/sin contiguous.
-void rope_kernel(const KernelArgs& a) {
-  const RopeArgs A = parse_rope(a);
-  const TensorArg &out = *A.out, &x = *A.x, &cs = *A.cos, &sn = *A.sin;
-  const int64_t B = A.B, H = A.H, T = A.T, D = A.D;
-  const int64_t half = D / 2;
-  const bool per_batch = A.per_batch;
-  LLAVA_DISPATCH_FLOAT(a, x.dtype, T_, {
-    using F = acc_t<T_>;
-    parallel_for(B * H * T, 64, [&](int64_t b0, int64_t e0) {
-      for (int64_t r = b0; r < e0; r++) {
-        int64_t b = r / (H * T), h = (r / T) % H, t = r % T;
-        const T_* px = x.data<T_>() + b * x.strides[0] + h * x.strides[1] + t * x.strides[2];
-        const T_* pc = cs.data<T_>() + ((per_batch ? b : 0) * T + t) * D;
-        const T_* ps = sn.data<T_>() + ((per_batch ? b : 0) * T + t) * D;
-        T_* po = out.data<T_>() + r * D;
-        for (int64_t i = 0; i < half; i++) {
-          F x1 = load(px + i), x2 = load(px + i + half);
-          store(po + i, x1 * F(load(pc + i)) - x2 * F(load(ps + i)));
-          store(po + i + half, x2 * F(load(pc + i + half)) + x1 * F(load(ps + i + half)));
-        }
-      }
-    });
-  });
-}
-
-// adamw(param, grad, m, v, master?, lr, beta1, beta2, eps, weight_decay, step)
-void adamw_kernel(const KernelArgs& a) {
-  const AdamwArgs A = parse_adamw(a);
-  const TensorArg &p = *A.p, &g = *A.g, &m = *A.m, &v = *A.v;
-  const TensorArg* master = A.master;
-  const double lr = A.lr, b1 = A.b1, b2 = A.b2, eps = A.eps, wd = A.wd;
-  const int64_t step = A.step, n = A.n;
-  double bc1 = 1.0 - std::pow(b1, double(step)), bc2 = 1.0 - std::pow(b2, double(step));
-  LLAVA_DISPATCH_FLOAT(a, p.dtype, T, {
-    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
-    T* pp = p.data<T>();
-    const T* pg = g.data<T>();
-    S* pm = m.data<S>();
-    S* pv = v.data<S>();
-    float* pw = master ? master->data<float>() : nullptr;
-    parallel_for(n, 8192, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; i++) {
-        S w = pw ? S(pw[i]) : S(load(pp + i));
-        S gi = S(load(pg + i));
-        w -= S(lr * wd) * w;
-        S mi = S(b1) * pm[i] + S(1 - b1) * gi;
-        S vi = S(b2) * pv[i] + S(1 - b2) * gi * gi;
-        pm[i] = mi;
-        pv[i] = vi;
-        w -= S(lr) * (mi / S(bc1)) / (std::sqrt(vi / S(bc2)) + S(eps));
-        if (pw) pw[i] = float(w);
-        store(pp + i, w);
-      }
-    });
-  });
-}
-
 REGISTER_KERNEL("index_select", Device::CPU, index_select_kernel);
 REGISTER_KERNEL("index_add", Device::CPU, index_add_kernel);
 REGISTER_KERNEL("gather", Device::CPU, gather_kernel);
 REGISTER_KERNEL("scatter_add", Device::CPU, scatter_add_kernel);
-REGISTER_KERNEL("rope", Device::CPU, rope_kernel);
-REGISTER_KERNEL("adamw", Device::CPU, adamw_kernel);
 
 }  // namespace
 }  // namespace llava

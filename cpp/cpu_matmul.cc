@@ -1,5 +1,5 @@
 // cpu_matmul.cc — the `matmul` kernel on the CPU: out[Bt,M,N] = a[Bt,M,K] @ b[Bt,K,N] (+ bias[N])
-// (+ beta * out_old).
+// (+ beta * out_old). CUDA twin: cuda/matmul.cu.
 //
 // Algorithm: Goto/BLIS blocking. C is cut into "units" (batch, row range, column range) that the
 // thread pool shares out; each unit is an ordinary GEMM run by one thread with its own packing:
@@ -78,7 +78,7 @@ thread_local Scratch tl_bias;  // used on the calling thread only
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // ------------------------------------------------------------------ epilogue activations
-// act: 0 none, 1 gelu (erf), 2 gelu_tanh; evaluated in the accumulation type, as cuda/gemm.cu does.
+// act: 0 none, 1 gelu (erf), 2 gelu_tanh; evaluated in the accumulation type, as cuda/matmul.cu does.
 template <typename Acc> inline Acc activate(int act, Acc v) {
   if (act == 1) return Acc(0.5) * v * (Acc(1) + std::erf(v * Acc(0.70710678118654752440)));
   if (act == 2) {

@@ -1,5 +1,6 @@
 // cpu_norm.cc — LayerNorm and RMSNorm, forward and backward, over the last dim C of a contiguous x
 // viewed as [N, C] (any leading shape is accepted: N = numel / C; mean/rstd have N elements).
+// CUDA twin: cuda/norm.cu.
 //
 // Forward: two passes over the row while it sits in L1/L2 (sum -> mean, then the sum of squared
 // deviations -> var), then a third that writes y. Two-pass is as cheap as Welford here and more

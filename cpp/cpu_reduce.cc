@@ -1,4 +1,5 @@
-// cpu_reduce.cc — reductions, softmax and fused softmax cross-entropy on the CPU.
+// cpu_reduce.cc — reductions, softmax and fused softmax cross-entropy on the CPU (CUDA twin:
+// cuda/reduce.cu).
 //
 // reduce: x is contiguous and seen as [outer, R, inner]; one output per (outer, inner). TypeScript
 // permutes several reduced dims together first. Sums accumulate in f64 for f64 and f32 otherwise,

@@ -115,9 +115,16 @@ class KernelArgs {
 
 using KernelFn = std::function<void(const KernelArgs&)>;
 
+const char* device_name(Device d);  // "cpu" / "cuda"
+
+// A (name, device) pair registered twice keeps its first kernel; the second registration is
+// recorded, listed by duplicate_registrations() and turned into a KernelError naming the kernel
+// by check_registrations() (the addon's module init calls it).
 void register_kernel(const std::string& name, Device device, KernelFn fn);
 const KernelFn* find_kernel(const std::string& name, Device device);
 std::vector<std::string> kernel_names(Device device);
+std::vector<std::string> duplicate_registrations();
+void check_registrations();
 
 struct KernelRegistrar {
   KernelRegistrar(const char* name, Device device, KernelFn fn) { register_kernel(name, device, std::move(fn)); }
@@ -127,8 +134,8 @@ struct KernelRegistrar {
 #define REGISTER_KERNEL(name, device, fn) \
   static ::llava::KernelRegistrar LLAVA_CAT(llava_kernel_reg_, __LINE__)(name, device, fn)
 
-// A device backend: memory, copies and synchronisation. The CPU one lives in storage.cc; the CUDA
-// one registers itself from cuda/ when the build has nvcc.
+// A device backend: memory, copies and synchronisation. The CPU one lives in cpu_backend.cc; the
+// CUDA one (cuda/backend.cu) registers itself when the build has nvcc.
 struct DeviceBackend {
   std::function<bool()> available;
   std::function<std::string()> describe;  // name, or why it is unavailable

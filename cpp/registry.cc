@@ -1,5 +1,10 @@
 // registry.cc — the kernel and backend registries and KernelArgs' typed accessors and checks.
 // Plain C++ (no napi.h), so standalone kernel tests and benchmarks (CMakeLists.txt) link it too.
+//
+// Kernels register from static constructors, before anything could report an error, so a second
+// registration of a (name, device) pair is not applied (the first one stays) but remembered;
+// check_registrations() turns the list into an error, and the addon's module init calls it, so
+// loading an addon with a duplicate fails with the kernel's name.
 #include <cmath>
 #include <map>
 
@@ -23,10 +28,30 @@ std::map<int, DeviceBackend>& backend_table() {
   static std::map<int, DeviceBackend> table;
   return table;
 }
+std::vector<std::string>& duplicate_list() {
+  static std::vector<std::string> list;
+  return list;
+}
 }  // namespace
 
+const char* device_name(Device d) { return d == Device::CPU ? "cpu" : d == Device::CUDA ? "cuda" : "unknown"; }
+
 void register_kernel(const std::string& name, Device device, KernelFn fn) {
-  kernel_table()[{name, static_cast<int>(device)}] = std::move(fn);
+  auto& table = kernel_table();
+  std::pair<std::string, int> key{name, static_cast<int>(device)};
+  if (table.count(key)) {
+    duplicate_list().push_back("'" + name + "' for " + device_name(device));
+    return;
+  }
+  table.emplace(std::move(key), std::move(fn));
+}
+std::vector<std::string> duplicate_registrations() { return duplicate_list(); }
+void check_registrations() {
+  const auto& dups = duplicate_list();
+  if (dups.empty()) return;
+  std::string msg = "[registry] kernel registered more than once: ";
+  for (size_t i = 0; i < dups.size(); i++) msg += (i ? ", " : "") + dups[i];
+  throw KernelError(msg + " (each kernel name may be registered once per device)");
 }
 const KernelFn* find_kernel(const std::string& name, Device device) {
   auto it = kernel_table().find({name, static_cast<int>(device)});

@@ -1,5 +1,5 @@
-// index.cu — index_select / index_add, gather / scatter_add, rotary embedding (rope) and the fused
-// AdamW step on the GPU; same names, arguments, checks and formulas as cpp/cpu_index.cc.
+// index.cu — index_select / index_add and gather / scatter_add on the GPU; same names, arguments,
+// checks and formulas as cpp/cpu_index.cc.
 //
 // Index kernels see contiguous tensors as [outer, n, inner] around `dim` (embedding lookup is
 // index_select on dim 0; its backward is index_add). Every index is range-checked on the device
@@ -14,10 +14,6 @@
 //     with repeated indices can differ from the CPU (and between runs) by rounding. We chose this
 //     over an f32 scratch copy of `out` because `out` is typically a vocab x C embedding gradient
 //     (512 MB in f32 for LLaMA-7B); see the comment at index_add_kernel.
-//   * rope: one thread per (row, i < D/2) pair, x may be strided (last stride 1).
-//   * adamw: one thread per element, exactly the CPU's expression order (PyTorch AdamW: decoupled
-//     decay, then moments, bias-corrected step); with master weights the f32 master is updated and
-//     the 16-bit param receives its rounded copy.
 #include <cmath>
 
 #include "cuda_common.cuh"
@@ -214,89 +210,10 @@ void scatter_add_kernel(const KernelArgs& a) {
   check_launch(a);
 }
 
-// ---------------------------------------------------------------- rope
-// Pair e = (r, i): r = (b, h, t) row of x, i < D/2; out contiguous [B, H, T, D].
-template <typename T>
-__global__ void __launch_bounds__(kBlock) rope_dev(T* out, const T* x, const T* cs, const T* sn, int64_t total, int64_t H,
-                                                   int64_t T_, int64_t D, int64_t sx0, int64_t sx1, int64_t sx2, bool per_batch) {
-  using F = acc_t<T>;
-  const int64_t half = D / 2;
-  for (int64_t e = gtid(); e < total; e += gstride()) {
-    const int64_t r = e / half, i = e - r * half;
-    const int64_t t = r % T_, bh = r / T_, h = bh % H, b = bh / H;
-    const T* px = x + b * sx0 + h * sx1 + t * sx2;
-    const int64_t cb = ((per_batch ? b : 0) * T_ + t) * D;
-    const T* pc = cs + cb;
-    const T* ps = sn + cb;
-    T* po = out + r * D;
-    const F x1 = load(px + i), x2 = load(px + i + half);
-    store(po + i, x1 * F(load(pc + i)) - x2 * F(load(ps + i)));
-    store(po + i + half, x2 * F(load(pc + i + half)) + x1 * F(load(ps + i + half)));
-  }
-}
-
-// rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin.
-void rope_kernel(const KernelArgs& a) {
-  const RopeArgs A = parse_rope(a);
-  const TensorArg &out = *A.out, &x = *A.x, &cs = *A.cos, &sn = *A.sin;
-  const int64_t B = A.B, H = A.H, T = A.T, D = A.D;
-  const bool per_batch = A.per_batch;
-  const int64_t total = B * H * T * (D / 2);
-  if (total == 0) return;
-  GPU_DISPATCH_FLOAT(a, x.dtype, T_, {
-    launch(rope_dev<T_>, grid_for(total), kBlock, 0, stream(),
-           reinterpret_cast<T_*>(out.bytes()), reinterpret_cast<const T_*>(x.bytes()), reinterpret_cast<const T_*>(cs.bytes()),
-           reinterpret_cast<const T_*>(sn.bytes()), total, H, T, D, x.strides[0], x.strides[1], x.strides[2], per_batch);
-  });
-  check_launch(a);
-}
-
-// ---------------------------------------------------------------- adamw
-template <typename S> struct AdamHyper {
-  S lr, lr_wd, b1, one_m_b1, b2, one_m_b2, bc1, bc2, eps;
-};
-
-template <typename T, typename S>
-__global__ void __launch_bounds__(kBlock) adamw_dev(T* p, const T* g, S* m, S* v, float* master, int64_t n, AdamHyper<S> hp) {
-  for (int64_t i = gtid(); i < n; i += gstride()) {
-    S w = master ? S(master[i]) : S(load(p + i));
-    const S gi = S(load(g + i));
-    w -= hp.lr_wd * w;
-    const S mi = hp.b1 * m[i] + hp.one_m_b1 * gi;
-    const S vi = hp.b2 * v[i] + hp.one_m_b2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    w -= hp.lr * (mi / hp.bc1) / (ewmath::sqrt(vi / hp.bc2) + hp.eps);
-    if (master) master[i] = float(w);
-    store(p + i, w);
-  }
-}
-
-// adamw(param, grad, m, v, master?, lr, beta1, beta2, eps, weight_decay, step)
-void adamw_kernel(const KernelArgs& a) {
-  const AdamwArgs A = parse_adamw(a);
-  const TensorArg &p = *A.p, &g = *A.g, &m = *A.m, &v = *A.v;
-  const TensorArg* master = A.master;
-  const double lr = A.lr, b1 = A.b1, b2 = A.b2, eps = A.eps, wd = A.wd;
-  const int64_t step = A.step, n = A.n;
-  if (n == 0) return;
-  double bc1 = 1.0 - std::pow(b1, double(step)), bc2 = 1.0 - std::pow(b2, double(step));
-  GPU_DISPATCH_FLOAT(a, p.dtype, T, {
-    using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
-    AdamHyper<S> hp{S(lr), S(lr * wd), S(b1), S(1 - b1), S(b2), S(1 - b2), S(bc1), S(bc2), S(eps)};
-    launch(adamw_dev<T, S>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(p.bytes()), reinterpret_cast<const T*>(g.bytes()),
-           reinterpret_cast<S*>(m.bytes()), reinterpret_cast<S*>(v.bytes()),
-           master ? reinterpret_cast<float*>(master->bytes()) : nullptr, n, hp);
-  });
-  check_launch(a);
-}
-
 REGISTER_KERNEL("index_select", Device::CUDA, index_select_kernel);
 REGISTER_KERNEL("index_add", Device::CUDA, index_add_kernel);
 REGISTER_KERNEL("gather", Device::CUDA, gather_kernel);
 REGISTER_KERNEL("scatter_add", Device::CUDA, scatter_add_kernel);
-REGISTER_KERNEL("rope", Device::CUDA, rope_kernel);
-REGISTER_KERNEL("adamw", Device::CUDA, adamw_kernel);
 
 }  // namespace
 }  // namespace gpu

@@ -1,5 +1,8 @@
-// native.ts — the only file that touches the addon. Everything above it speaks Tensor; this file
-// speaks storage handles and kernel names (see cpp/KERNELS.md for each kernel's argument list).
+// native.ts — the only file that loads the addon. It speaks storage handles and kernel names (see
+// cpp/KERNELS.md for each kernel's argument list); only the engine core imports it (lib/core:
+// memory.ts allocates, tensor.ts reads back, dispatch.ts runs kernels and writes bytes, kernels.ts
+// lists the registered names, dtype.ts asks about devices) and lib/cuda.ts. Everything above them
+// speaks Tensor.
 import * as path from 'path';
 import * as fs from 'fs';
 

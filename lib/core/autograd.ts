@@ -8,7 +8,11 @@
 //
 // Node lifetime is refcounted: a node lives while an output tensor or a downstream node refers to
 // it, so disposing a loss that was never backpropagated frees its whole graph.
+//
+// Ops attach nodes with `record`. A vjp runs later, inside backward, in a scope of its own (as the
+// forward op did), so the temporaries it creates are freed and only the gradients it returns live on.
 import type { Tensor } from './tensor';
+import { scoped } from './memory';
 
 let gradEnabled = true;
 
@@ -72,6 +76,27 @@ export class Node {
   }
 }
 
+/** Whether an op on these inputs must record a graph node. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  if (!gradEnabled) return false;
+  for (const t of inputs) if (t && t.requiresGrad) return true;
+  return false;
+}
+
+/**
+ * Attach a graph node to `out` when any input requires grad, and return `out`. `saved` are the
+ * tensors the vjp needs: the node holds its own reference to each (`ref()`, which no scope tracks),
+ * so the op's scope or the caller may dispose the originals.
+ */
+export function record(name: string, out: Tensor, inputs: (Tensor | null | undefined)[], vjp: VJP, saved: Tensor[] = []): Tensor {
+  if (!needsGrad(...inputs)) return out;
+  const node = new Node(name, inputs.map((t) => t ?? null), saved.map((s) => s.ref()), vjp);
+  node.refs++;
+  out.gradFn = node;
+  out.requiresGrad = true;
+  return out;
+}
+
 export interface BackwardOptions {
   /** Keep the graph (saved tensors) for a second backward. */
   retainGraph?: boolean;
@@ -125,7 +150,7 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
         continue;
       }
       // A vjp may hand back g itself (add, reshape...): give each use its own reference.
-      const inGrads = n.vjp(g, n.saved).map((gi) => (gi === g ? g.ref() : gi));
+      const inGrads = scoped(() => n.vjp(g, n.saved)).map((gi) => (gi === g ? g.ref() : gi));
       g.dispose();
       n.edges.forEach((e, i) => {
         const gi = inGrads[i];

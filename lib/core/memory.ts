@@ -1,10 +1,13 @@
-// memory.ts — lifetime of native memory: refcounted storages, tidy scopes, and memory() counts.
+// memory.ts — lifetime of native memory: refcounted storages, scopes (tidy, and one per op call),
+// and memory() counts.
 //
 // Tensors own native memory the garbage collector cannot see, so lifetimes are explicit, as in
 // tfjs: every tensor created inside `tidy(fn)` is disposed when fn returns, except the tensors fn
-// returns and those passed to `keep()`. Views share a Storage, which is freed when its last tensor
-// goes. The addon's handle finalizer frees storages whose tensors were dropped without dispose: a
-// safety net, not the plan (the GC does not feel native memory pressure).
+// returns and those passed to `keep()`. Every op runs in such a scope too (`scopedOp()` below, like
+// tfjs's startScope/endScope around each op), so the ops never free their temporaries by hand.
+// Views share a Storage, which is freed when its last tensor goes. The addon's handle finalizer
+// frees storages whose tensors were dropped without dispose: a safety net, not the plan (the GC
+// does not feel native memory pressure).
 import { native, StorageHandle } from '../native';
 import { Device, DEVICE_CODE } from './dtype';
 
@@ -38,9 +41,12 @@ export interface Disposable {
 }
 
 let liveTensors = 0;
+/** Open scopes, innermost last; each holds the tensors created while it is innermost. */
 const scopes: Set<Disposable>[] = [];
+/** Emptied sets of closed scopes, reused so that a scope per op allocates nothing. */
+const spare: Set<Disposable>[] = [];
 
-/** Called by every Tensor constructor: count it and hand it to the innermost tidy scope. */
+/** Called by every Tensor constructor: count it and hand it to the innermost scope. */
 export function trackTensor(t: Disposable, tracked = true): void {
   liveTensors++;
   if (tracked && scopes.length) scopes[scopes.length - 1].add(t);
@@ -55,10 +61,14 @@ export function keep<T extends Disposable>(t: T): T {
   return t;
 }
 
+function isDisposable(x: unknown): x is Disposable {
+  return typeof x === 'object' && x !== null && 'dispose' in x && 'isDisposed' in x;
+}
+
 function collect(x: unknown, out: Set<Disposable>, depth = 0): void {
   if (x == null || depth > 8) return;
-  if (typeof x === 'object' && 'dispose' in (x as object) && 'isDisposed' in (x as object)) {
-    out.add(x as Disposable);
+  if (isDisposable(x)) {
+    out.add(x);
     return;
   }
   if (Array.isArray(x)) for (const e of x) collect(e, out, depth + 1);
@@ -67,34 +77,98 @@ function collect(x: unknown, out: Set<Disposable>, depth = 0): void {
     for (const e of Object.values(x as object)) collect(e, out, depth + 1);
 }
 
+function openScope(): Set<Disposable> {
+  const scope = spare.pop() ?? new Set<Disposable>();
+  scopes.push(scope);
+  return scope;
+}
+
+/**
+ * Close the innermost scope. Tensors it tracked that appear in `result` (itself, or inside arrays,
+ * Maps and plain objects) move to the enclosing scope; every other one is disposed. With
+ * `failed`, all of them are disposed. Tensors that existed before the scope opened are never in
+ * it, so an op that hands back one of its inputs leaves that input alone.
+ */
+function closeScope(scope: Set<Disposable>, result: unknown, failed: boolean): void {
+  scopes.pop();
+  if (scope.size) {
+    const parent = scopes.length ? scopes[scopes.length - 1] : undefined;
+    if (failed) {
+      for (const t of scope) t.dispose();
+    } else if (isDisposable(result)) {
+      // The common case of an op returning one tensor: no walk over the result needed.
+      for (const t of scope) {
+        if (t === result) parent?.add(t);
+        else t.dispose();
+      }
+    } else {
+      const ret = new Set<Disposable>();
+      collect(result, ret);
+      for (const t of scope) {
+        if (ret.has(t)) parent?.add(t);
+        else t.dispose();
+      }
+    }
+    scope.clear();
+  }
+  if (spare.length < 64) spare.push(scope);
+}
+
+/**
+ * Wrap an op so that it runs in its own scope: the tensors its body creates and does not return
+ * (temporaries, casts, views passed to kernels) are disposed when it returns or throws; the
+ * returned tensor(s) move to the caller's scope. This is what `tidy` does, minus the Promise
+ * check, for every op call. Tensors a graph node keeps for backward are separate references
+ * (`record` saves `t.ref()`, which no scope tracks), so they outlive the scope.
+ */
+export function scopedOp<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
+  return (...args: A): R => {
+    const scope = openScope();
+    let result: R;
+    try {
+      result = fn(...args);
+    } catch (e) {
+      closeScope(scope, undefined, true);
+      throw e;
+    }
+    closeScope(scope, result, false);
+    return result;
+  };
+}
+
+/** Run fn in a scope (as `scopedOp` does, without wrapping); used for backward functions. */
+export function scoped<R>(fn: () => R): R {
+  const scope = openScope();
+  let result: R;
+  try {
+    result = fn();
+  } catch (e) {
+    closeScope(scope, undefined, true);
+    throw e;
+  }
+  closeScope(scope, result, false);
+  return result;
+}
+
 /**
  * Run fn and dispose every tensor it created except those it returns (also inside arrays, Maps or
  * plain objects) and those kept. Returned tensors move to the enclosing scope. Async functions are
  * refused: a scope cannot tell which awaits belong to it.
  */
 export function tidy<T>(fn: () => T): T {
-  const scope = new Set<Disposable>();
-  scopes.push(scope);
+  const scope = openScope();
   let result: T;
   try {
     result = fn();
   } catch (e) {
-    scopes.pop();
-    for (const t of scope) t.dispose();
+    closeScope(scope, undefined, true);
     throw e;
   }
-  scopes.pop();
   if (result && typeof (result as { then?: unknown }).then === 'function') {
-    for (const t of scope) t.dispose();
+    closeScope(scope, undefined, true);
     throw new Error('[tidy] fn must be synchronous (it returned a Promise)');
   }
-  const ret = new Set<Disposable>();
-  collect(result, ret);
-  const parent = scopes[scopes.length - 1];
-  for (const t of scope) {
-    if (ret.has(t)) parent?.add(t);
-    else t.dispose();
-  }
+  closeScope(scope, result, false);
   return result;
 }
 

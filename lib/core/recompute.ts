@@ -7,9 +7,8 @@
 // (listed in `params`, since a closure hides them) accumulate their .grad there directly, and the
 // inputs' gradients flow on through the outer graph. The block must be deterministic (no dropout).
 import { Tensor } from './tensor';
-import { noGrad, enableGrad, isGradEnabled } from './autograd';
+import { noGrad, enableGrad, isGradEnabled, record } from './autograd';
 import { tidy } from './memory';
-import { record } from '../ops/util';
 
 export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Tensor | null)[], params: Tensor[]): Tensor {
   const present = inputs.filter((t): t is Tensor => !!t);

@@ -8,7 +8,7 @@
 import { native, NativeView } from '../native';
 import { Device, DType, DTYPE_CODE, ITEMSIZE, TypedArray, isFloat } from './dtype';
 import { Storage, trackTensor, untrackTensor, keep } from './memory';
-import { Node, runBackward, BackwardOptions, isGradEnabled } from './autograd';
+import { Node, runBackward, BackwardOptions } from './autograd';
 import { bf16ToF32, f16ToF32 } from '../io/half';
 import type * as OpsModule from '../ops';
 
@@ -439,11 +439,4 @@ export class Tensor {
   gather(dim: number, index: Tensor): Tensor {
     return O.gather(this, dim, index);
   }
-}
-
-/** Whether an op on these inputs must record a graph node. */
-export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
-  if (!isGradEnabled()) return false;
-  for (const t of inputs) if (t && t.requiresGrad) return true;
-  return false;
 }

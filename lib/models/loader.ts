@@ -7,10 +7,10 @@
 // errors that name them; a few known-unused names (rotary inv_freq, CLIP's text tower) are skipped.
 import * as fs from 'fs';
 import * as path from 'path';
-import { native } from '../native';
 import { Tensor } from '../core/tensor';
-import { DType, Device, ITEMSIZE } from '../core/dtype';
+import { DType, Device } from '../core/dtype';
 import { noGrad } from '../core/autograd';
+import { writeBytes, copyBytes } from '../core/dispatch';
 import { to } from '../ops/view';
 import { rand, Generator } from '../ops/creation';
 import { sub, mul, copyInto } from '../ops/elementwise';
@@ -96,9 +96,9 @@ export function loadWeights(
     const raw = src.read(n);
     const host = Tensor.empty(info.shape, dt, 'cpu');
     try {
-      if (raw.data.byteLength) native.write(host.storage.handle, 0, raw.data);
+      writeBytes(host, raw.data);
       const cast = dt === p.dtype ? host : noGrad(() => to(host, p.dtype));
-      native.copyBytes(p.storage.handle, p.offset * ITEMSIZE[p.dtype], cast.storage.handle, 0, p.numel * ITEMSIZE[p.dtype]);
+      copyBytes(p, cast);
       if (cast !== host) cast.dispose();
     } finally {
       host.dispose();

@@ -5,9 +5,13 @@
 //
 // Causal masking is bottom-right aligned (key j is visible to query i iff j <= i + S - T), so a
 // decode step with T new queries against S cached keys needs no extra mask; for T == S this is
-// PyTorch's is_causal.
+// PyTorch's is_causal. Both ops run in their own scope (scopedOp), which frees the copies and
+// intermediate score tensors they make.
 import { Tensor } from '../core/tensor';
-import { kernel, record, checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
+import { scopedOp } from '../core/memory';
+import { record } from '../core/autograd';
+import { kernel } from '../core/dispatch';
+import { checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
 import { contiguous, reshape, expand, unsqueeze, transpose } from './view';
 import { matmul } from './matmul';
 import { softmax } from './nn';
@@ -48,7 +52,7 @@ function validate(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null | undefin
 const lastUnit = (t: Tensor): Tensor => (t.strides[t.ndim - 1] === 1 ? t : contiguous(t));
 
 /** softmax(q k^T * scale + mask) v with q [B,H,T,D], k/v [B,Hkv,S,D]. Returns [B,H,T,D]. */
-export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+export const scaledDotProductAttention = scopedOp(function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   const op = 'attention';
   validate(q, k, v, opts.mask, op);
   const [B, H, T, D] = q.shape;
@@ -56,89 +60,41 @@ export function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts:
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const causal = !!opts.isCausal;
   const mv = opts.mask ? broadcastView(opts.mask, [B, H, T, S], op) : null;
-  const qi = lastUnit(q);
-  const ki = lastUnit(k);
-  const vi = lastUnit(v);
   const out = Tensor.empty([B, H, T, D], q.dtype, q.device);
   // Row statistics in f32, or f64 for f64 inputs: an f32 lse would cap the f64 backward (which
   // recomputes P = exp(s - lse)) at ~1e-7 relative accuracy and blur the gradient checks.
   const lse = Tensor.empty([B, H, T], q.dtype === 'float64' ? 'float64' : 'float32', q.device);
-  try {
-    kernel('attention_fwd', [out, lse, qi, ki, vi, mv, causal, scale]);
-  } catch (e) {
-    out.dispose();
-    lse.dispose();
-    throw e;
-  } finally {
-    if (qi !== q) qi.dispose();
-    if (ki !== k) ki.dispose();
-    if (vi !== v) vi.dispose();
-  }
+  kernel('attention_fwd', [out, lse, lastUnit(q), lastUnit(k), lastUnit(v), mv, causal, scale]);
   const saved = [q, k, v, out, lse, ...(mv ? [mv] : [])];
-  const res = record(op, out, [q, k, v], (g, [qs, ks, vs, os, ls, ms]) => {
+  return record(op, out, [q, k, v], (g, [qs, ks, vs, os, ls, ms]) => {
     const gc = contiguous(g);
     const dq = Tensor.empty(qs.shape, qs.dtype, qs.device);
     const dk = Tensor.empty(ks.shape, ks.dtype, ks.device);
     const dv = Tensor.empty(vs.shape, vs.dtype, vs.device);
-    const [qa, ka, va] = [lastUnit(qs), lastUnit(ks), lastUnit(vs)];
-    kernel('attention_bwd', [dq, dk, dv, qa, ka, va, os, gc, ls, ms ?? null, causal, scale]);
-    [qa, ka, va].forEach((t, i) => t !== [qs, ks, vs][i] && t.dispose());
-    gc.dispose();
+    kernel('attention_bwd', [dq, dk, dv, lastUnit(qs), lastUnit(ks), lastUnit(vs), os, gc, ls, ms ?? null, causal, scale]);
     return [dq, dk, dv];
   }, saved);
-  lse.dispose();
-  mv?.dispose();
-  return res;
-}
+});
 
 /**
  * The same attention computed with materialised scores (matmul, mask, softmax, matmul): the
  * oracle for tests and the baseline for benchmarks. Fully-masked rows give NaN here (as PyTorch).
  */
-export function attentionComposite(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+export const attentionComposite = scopedOp(function attentionComposite(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
   validate(q, k, v, opts.mask, 'attention_composite');
   const [B, H, T, D] = q.shape;
   const [, Hkv, S] = k.shape;
   const scale = opts.scale ?? 1 / Math.sqrt(D);
   const rep = H / Hkv;
-  const grow = (t: Tensor): Tensor => {
-    if (rep === 1) return t;
-    const u = unsqueeze(t, 2);
-    const e = expand(u, [B, Hkv, rep, S, D]);
-    const r = reshape(e, [B, H, S, D]);
-    u.dispose();
-    e.dispose();
-    return r;
-  };
-  const kk = grow(k);
-  const vv = grow(v);
-  const kt = transpose(kk, -1, -2);
-  const s0 = matmul(q, kt);
-  const s = mul(s0, scale);
+  const grow = (t: Tensor): Tensor => (rep === 1 ? t : reshape(expand(unsqueeze(t, 2), [B, Hkv, rep, S, D]), [B, H, S, D]));
+  const s = mul(matmul(q, transpose(grow(k), -1, -2)), scale);
   let allowed: Tensor | null = null;
   if (opts.isCausal) {
     const vals = new Uint8Array(T * S);
     for (let i = 0; i < T; i++) for (let j = 0; j < S; j++) vals[i * S + j] = j <= i + S - T ? 1 : 0;
     allowed = fromValues(vals, [T, S], 'bool', q.device);
   }
-  if (opts.mask) {
-    if (allowed) {
-      const a2 = logicalAnd(allowed, opts.mask);
-      allowed.dispose();
-      allowed = a2;
-    } else allowed = opts.mask.ref();
-  }
-  let sm = s;
-  if (allowed) {
-    sm = where(allowed, s, -Infinity);
-    allowed.dispose();
-  }
-  const p = softmax(sm, -1);
-  const o = matmul(p, vv);
-  for (const t of [kt, s0, s, p]) t.dispose();
-  if (sm !== s) sm.dispose();
-  if (kk !== k) kk.dispose();
-  if (vv !== v) vv.dispose();
-  return o;
-}
+  if (opts.mask) allowed = allowed ? logicalAnd(allowed, opts.mask) : opts.mask;
+  return matmul(softmax(allowed ? where(allowed, s, -Infinity) : s, -1), grow(v));
+});
 

@@ -3,11 +3,12 @@
 // Random numbers come from a counter-based generator (Philox-4x32-10 in the kernels): a Generator is
 // a seed plus a running offset, so the same seed gives the same numbers on every device and a stream
 // can be replayed by restoring (seed, offset).
-import { native } from '../native';
 import { Tensor, Shape, NestedArray, checkShape, numelOf } from '../core/tensor';
-import { Device, DType, checkDevice, checkDType, DEVICE_CODE } from '../core/dtype';
+import { Device, DType, checkDevice, checkDType } from '../core/dtype';
+import { scopedOp } from '../core/memory';
+import { kernel, writeBytes } from '../core/dispatch';
+import { isAvailable } from '../cuda';
 import { f32ToBf16, f32ToF16 } from '../io/half';
-import { kernel } from './util';
 
 export interface TensorOptions {
   dtype?: DType;
@@ -96,11 +97,11 @@ export function getDefaultDevice(): Device {
 }
 
 /** Upload host values into a new tensor of the given shape/dtype/device. */
-export function fromValues(values: ArrayLike<number | boolean | bigint>, shape: Shape, dtype: DType, device: Device): Tensor {
+export const fromValues = scopedOp(function fromValues(values: ArrayLike<number | boolean | bigint>, shape: Shape, dtype: DType, device: Device): Tensor {
   const t = Tensor.empty(shape, dtype, device);
-  if (values.length) native.write(t.storage.handle, 0, encode(values, dtype));
+  if (values.length) writeBytes(t, encode(values, dtype));
   return t;
-}
+});
 
 function typedDType(a: AnyTyped): DType {
   if (a instanceof Float32Array) return 'float32';
@@ -115,7 +116,7 @@ function typedDType(a: AnyTyped): DType {
  * A tensor from nested arrays, a flat typed array, or a number. Dtype is inferred as PyTorch does
  * (floats → float32, integers → int64, booleans → bool; typed arrays keep their type) unless given.
  */
-export function tensor(data: NestedArray | AnyTyped, opts: FromDataOptions = {}): Tensor {
+export const tensor = scopedOp(function tensor(data: NestedArray | AnyTyped, opts: FromDataOptions = {}): Tensor {
   const op = 'tensor';
   const device = checkDevice(opts.device ?? defaultDevice, op);
   let values: ArrayLike<number | boolean | bigint>;
@@ -144,7 +145,7 @@ export function tensor(data: NestedArray | AnyTyped, opts: FromDataOptions = {})
   }
   const dtype = opts.dtype ? checkDType(opts.dtype, op) : inferred;
   return finish(fromValues(values, shape, dtype, device), opts);
-}
+});
 
 /** A tensor over a typed array's values with an explicit shape. */
 export function fromTypedArray(data: AnyTyped, shape: Shape, opts: TensorOptions = {}): Tensor {
@@ -156,18 +157,18 @@ function resolve(shape: Shape, opts: TensorOptions, op: string): { shape: Shape;
   return { shape: checkShape(shape, op).slice(), dtype: checkDType(opts.dtype ?? 'float32', op), device: checkDevice(opts.device ?? defaultDevice, op) };
 }
 
-export function empty(shape: Shape, opts: TensorOptions = {}): Tensor {
+export const empty = scopedOp(function empty(shape: Shape, opts: TensorOptions = {}): Tensor {
   const r = resolve(shape, opts, 'empty');
   return finish(Tensor.empty(r.shape, r.dtype, r.device), opts);
-}
+});
 
-export function full(shape: Shape, value: number | boolean, opts: TensorOptions = {}): Tensor {
+export const full = scopedOp(function full(shape: Shape, value: number | boolean, opts: TensorOptions = {}): Tensor {
   const r = resolve(shape, opts, 'full');
   if (typeof value !== 'number' && typeof value !== 'boolean') throw new Error('[full] value must be a number or boolean');
   const t = Tensor.empty(r.shape, r.dtype, r.device);
   kernel('fill', [t, Number(value)]);
   return finish(t, opts);
-}
+});
 export const zeros = (shape: Shape, opts: TensorOptions = {}): Tensor => full(shape, 0, opts);
 export const ones = (shape: Shape, opts: TensorOptions = {}): Tensor => full(shape, 1, opts);
 export const zerosLike = (t: Tensor, opts: TensorOptions = {}): Tensor => full(t.shape, 0, { dtype: t.dtype, device: t.device, ...opts });
@@ -175,7 +176,7 @@ export const onesLike = (t: Tensor, opts: TensorOptions = {}): Tensor => full(t.
 export const fullLike = (t: Tensor, v: number, opts: TensorOptions = {}): Tensor => full(t.shape, v, { dtype: t.dtype, device: t.device, ...opts });
 
 /** arange(end) or arange(start, end, step); integer arguments give int64 as in PyTorch. */
-export function arange(start: number, end?: number, step = 1, opts: TensorOptions = {}): Tensor {
+export const arange = scopedOp(function arange(start: number, end?: number, step: number = 1, opts: TensorOptions = {}): Tensor {
   if (end === undefined) {
     end = start;
     start = 0;
@@ -188,7 +189,7 @@ export function arange(start: number, end?: number, step = 1, opts: TensorOption
   const t = Tensor.empty(r.shape, r.dtype, r.device);
   kernel('arange', [t, start, step]);
   return finish(t, opts);
-}
+});
 
 /** A seeded stream of random numbers: (seed, offset) fully determines what comes next. */
 export class Generator {
@@ -220,15 +221,15 @@ export function manualSeed(seed: number): void {
 export interface RandomOptions extends TensorOptions {
   generator?: Generator;
 }
-function random(kind: string, shape: Shape, opts: RandomOptions, op: string, p?: number): Tensor {
-  const r = resolve(shape, opts, op);
+const random = scopedOp(function random(kind: string, shape: Shape, opts: RandomOptions, name: string, p?: number): Tensor {
+  const r = resolve(shape, opts, name);
   if (kind !== 'bernoulli' && !['float32', 'float64', 'bfloat16', 'float16'].includes(r.dtype))
-    throw new Error(`[${op}] dtype must be floating, got ${r.dtype}`);
+    throw new Error(`[${name}] dtype must be floating, got ${r.dtype}`);
   const g = opts.generator ?? defaultGenerator;
   const t = Tensor.empty(r.shape, r.dtype, r.device);
   kernel('random', [t, kind, g.seed, g.take(t.numel), p ?? null]);
   return finish(t, opts);
-}
+});
 /** Uniform on [0, 1). */
 export const rand = (shape: Shape, opts: RandomOptions = {}): Tensor => random('uniform', shape, opts, 'rand');
 /** Standard normal. */
@@ -240,5 +241,5 @@ export function bernoulli(shape: Shape, p: number, opts: RandomOptions = {}): Te
 }
 
 export function cudaAvailable(): boolean {
-  return native.deviceInfo(DEVICE_CODE.cuda).available;
+  return isAvailable();
 }

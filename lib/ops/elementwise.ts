@@ -4,9 +4,14 @@
 // Broadcasting is decided here: both operands become stride-0 views of the output shape before
 // the kernel sees them. Scalars become 0-d tensors of the result dtype. Integer inputs to ops that
 // only make sense on floats (exp, div, ...) are promoted to float32 first, as PyTorch does.
+// Each op runs in its own scope (scopedOp): casts, scalar tensors and broadcast views it makes are
+// freed when it returns.
 import { Tensor, TensorOrScalar } from '../core/tensor';
 import { DType, isFloat, promoteTypes, promoteWithScalar } from '../core/dtype';
-import { kernel, record, broadcastShapes, broadcastView, checkTensor, checkSameDevice } from './util';
+import { scopedOp } from '../core/memory';
+import { record } from '../core/autograd';
+import { kernel } from '../core/dispatch';
+import { broadcastShapes, broadcastView, checkTensor, checkSameDevice } from './util';
 import { to, sumToShape } from './view';
 import { fromValues } from './creation';
 
@@ -15,23 +20,19 @@ type UnaryName =
   | 'gelu' | 'gelu_tanh' | 'quick_gelu' | 'silu' | 'pow' | 'square' | 'reciprocal' | 'sign' | 'erf' | 'log1p' | 'expm1';
 const INT_OK = new Set<UnaryName>(['neg', 'abs', 'sign', 'square']);
 
-function unary(op: UnaryName, x: Tensor, p?: number): Tensor {
+const unary = scopedOp(function unary(op: UnaryName, x: Tensor, p?: number): Tensor {
   checkTensor(x, op);
-  let src = x;
-  if (!isFloat(x.dtype) && !INT_OK.has(op)) src = to(x, 'float32');
+  const src = !isFloat(x.dtype) && !INT_OK.has(op) ? to(x, 'float32') : x;
   const out = Tensor.empty(src.shape, src.dtype, src.device);
   kernel('unary', [out, src, op, p ?? null]);
-  if (src !== x) {
-    src.dispose();
-    return out; // integer inputs are not differentiable
-  }
+  if (src !== x) return out; // integer inputs are not differentiable
   if (op === 'sign') return out;
   return record(op, out, [x], (g, [xs]) => {
     const dx = Tensor.empty(xs.shape, xs.dtype, xs.device);
     kernel('unary_bwd', [dx, xs, g, op, p ?? null]);
     return [dx];
   }, [x]);
-}
+});
 
 export const neg = (x: Tensor): Tensor => unary('neg', x);
 export const exp = (x: Tensor): Tensor => unary('exp', x);
@@ -61,8 +62,8 @@ function scalarTensor(v: number | boolean, dtype: DType, like: Tensor): Tensor {
   return fromValues([v], [], dtype, like.device);
 }
 
-/** Resolve operands to tensors of one dtype (promoted) and the broadcast shape. */
-function prepare(op: string, a: TensorOrScalar, b: TensorOrScalar, floatOnly: boolean): { x: Tensor; y: Tensor; temps: Tensor[]; dtype: DType } {
+/** Resolve operands to tensors of one dtype (promoted); the casts it makes belong to the caller's scope. */
+function prepare(op: string, a: TensorOrScalar, b: TensorOrScalar, floatOnly: boolean): { x: Tensor; y: Tensor; dtype: DType } {
   if (!(a instanceof Tensor) && !(b instanceof Tensor)) throw new Error(`[${op}] at least one operand must be a Tensor`);
   for (const v of [a, b])
     if (!(v instanceof Tensor) && typeof v !== 'number' && typeof v !== 'boolean') throw new Error(`[${op}] operands must be Tensors or numbers, got ${v === null ? 'null' : typeof v}`);
@@ -81,116 +82,63 @@ function prepare(op: string, a: TensorOrScalar, b: TensorOrScalar, floatOnly: bo
         : promoteWithScalar((b as Tensor).dtype, a as number);
   if (floatOnly && !isFloat(dtype)) dtype = 'float32';
   const like = (a instanceof Tensor ? a : b) as Tensor;
-  const temps: Tensor[] = [];
   const conv = (v: TensorOrScalar): Tensor => {
-    if (!(v instanceof Tensor)) {
-      const t = scalarTensor(v, dtype, like);
-      temps.push(t);
-      return t;
-    }
-    if (v.dtype === dtype) return v;
-    const t = to(v, dtype);
-    temps.push(t);
-    return t;
+    if (!(v instanceof Tensor)) return scalarTensor(v, dtype, like);
+    return v.dtype === dtype ? v : to(v, dtype);
   };
-  return { x: conv(a), y: conv(b), temps, dtype };
+  return { x: conv(a), y: conv(b), dtype };
 }
 
-function binary(op: BinaryName, a: TensorOrScalar, b: TensorOrScalar): Tensor {
-  const { x, y, temps, dtype } = prepare(op, a, b, op === 'div' || op === 'pow');
-  try {
-    const shape = broadcastShapes(x.shape, y.shape, op);
-    const out = Tensor.empty(shape, dtype, x.device);
-    const xv = broadcastView(x, shape, op);
-    const yv = broadcastView(y, shape, op);
-    try {
-      kernel('binary', [out, xv, yv, op]);
-    } finally {
-      xv.dispose();
-      yv.dispose();
-    }
-    // Gradients flow to the converted operands, whose own graphs (the cast) lead to a and b.
-    return record(op, out, [x, y], (g, saved) => binaryVjp(op, g, saved, x.shape, y.shape), op === 'add' || op === 'sub' ? [] : [x, y, ...(op === 'pow' ? [out] : [])]);
-  } finally {
-    temps.forEach((t) => t.dispose());
-  }
-}
+const binary = scopedOp(function binary(op: BinaryName, a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  const { x, y, dtype } = prepare(op, a, b, op === 'div' || op === 'pow');
+  const shape = broadcastShapes(x.shape, y.shape, op);
+  const out = Tensor.empty(shape, dtype, x.device);
+  kernel('binary', [out, broadcastView(x, shape, op), broadcastView(y, shape, op), op]);
+  // Gradients flow to the converted operands, whose own graphs (the cast) lead to a and b.
+  const xs = x.shape.slice();
+  const ys = y.shape.slice();
+  return record(op, out, [x, y], (g, saved) => binaryVjp(op, g, saved, xs, ys), op === 'add' || op === 'sub' ? [] : [x, y, ...(op === 'pow' ? [out] : [])]);
+});
 
 function binaryVjp(op: BinaryName, g: Tensor, saved: Tensor[], xs: number[], ys: number[]): (Tensor | null)[] {
   const [x, y] = saved;
-  const red = (t: Tensor, shape: number[]): Tensor => {
-    const r = sumToShape(t, shape);
-    if (r !== t) t.dispose();
-    return r;
-  };
   switch (op) {
     case 'add':
-      return [red(g.ref(), xs), red(g.ref(), ys)];
+      return [sumToShape(g, xs), sumToShape(g, ys)];
     case 'sub':
-      return [red(g.ref(), xs), red(neg(g), ys)];
+      return [sumToShape(g, xs), sumToShape(neg(g), ys)];
     case 'mul':
-      return [red(mul(g, y), xs), red(mul(g, x), ys)];
+      return [sumToShape(mul(g, y), xs), sumToShape(mul(g, x), ys)];
     case 'div': {
       const gx = div(g, y);
-      const t = mul(gx, x);
-      const gy = div(t, y);
-      t.dispose();
-      const ngy = neg(gy);
-      gy.dispose();
-      return [red(gx, xs), red(ngy, ys)];
+      return [sumToShape(gx, xs), sumToShape(neg(div(mul(gx, x), y)), ys)];
     }
     case 'maximum':
     case 'minimum': {
       // The gradient goes to the selected operand; ties split it evenly (as PyTorch).
       const pick = op === 'maximum' ? gt(x, y) : lt(x, y);
-      const tie = eq(x, y);
-      const half = mul(g, 0.5);
-      const zero = scalarTensor(0, g.dtype, g);
-      const gTie = where(tie, half, zero);
+      const gTie = where(eq(x, y), mul(g, 0.5), scalarTensor(0, g.dtype, g));
       const gx0 = where(pick, g, gTie);
       const pickY = op === 'maximum' ? lt(x, y) : gt(x, y);
       const gy0 = where(pickY, g, gTie);
-      [pick, tie, half, zero, gTie, pickY].forEach((t) => t.dispose());
-      return [red(gx0, xs), red(gy0, ys)];
+      return [sumToShape(gx0, xs), sumToShape(gy0, ys)];
     }
     case 'pow': {
       const out = saved[2];
       // d/dx x^y = y x^(y-1); d/dy x^y = x^y log x
-      const ym1 = sub(y, 1);
-      const xp = pow(x, ym1);
-      const t = mul(xp, y);
-      const gx = mul(g, t);
-      const lx = log(x);
-      const t2 = mul(out, lx);
-      const gy = mul(g, t2);
-      [ym1, xp, t, lx, t2].forEach((v) => v.dispose());
-      return [red(gx, xs), red(gy, ys)];
+      const gx = mul(g, mul(pow(x, sub(y, 1)), y));
+      const gy = mul(g, mul(out, log(x)));
+      return [sumToShape(gx, xs), sumToShape(gy, ys)];
     }
   }
 }
 
-export function add(a: TensorOrScalar, b: TensorOrScalar, alpha?: number): Tensor {
-  if (alpha !== undefined && alpha !== 1) {
-    const s = mul(b, alpha);
-    try {
-      return binary('add', a, s);
-    } finally {
-      s.dispose();
-    }
-  }
-  return binary('add', a, b);
-}
-export function sub(a: TensorOrScalar, b: TensorOrScalar, alpha?: number): Tensor {
-  if (alpha !== undefined && alpha !== 1) {
-    const s = mul(b, alpha);
-    try {
-      return binary('sub', a, s);
-    } finally {
-      s.dispose();
-    }
-  }
-  return binary('sub', a, b);
-}
+export const add = scopedOp(function add(a: TensorOrScalar, b: TensorOrScalar, alpha?: number): Tensor {
+  return binary('add', a, alpha !== undefined && alpha !== 1 ? mul(b, alpha) : b);
+});
+export const sub = scopedOp(function sub(a: TensorOrScalar, b: TensorOrScalar, alpha?: number): Tensor {
+  return binary('sub', a, alpha !== undefined && alpha !== 1 ? mul(b, alpha) : b);
+});
 export const mul = (a: TensorOrScalar, b: TensorOrScalar): Tensor => binary('mul', a, b);
 export const div = (a: TensorOrScalar, b: TensorOrScalar): Tensor => binary('div', a, b);
 export const maximum = (a: TensorOrScalar, b: TensorOrScalar): Tensor => binary('maximum', a, b);
@@ -204,24 +152,13 @@ export function pow(x: TensorOrScalar, e: TensorOrScalar): Tensor {
   return binary('pow', x, e);
 }
 
-function compare(op: CompareName, a: TensorOrScalar, b: TensorOrScalar): Tensor {
-  const { x, y, temps } = prepare(op, a, b, false);
-  try {
-    const shape = broadcastShapes(x.shape, y.shape, op);
-    const out = Tensor.empty(shape, 'bool', x.device);
-    const xv = broadcastView(x, shape, op);
-    const yv = broadcastView(y, shape, op);
-    try {
-      kernel('binary', [out, xv, yv, op]);
-    } finally {
-      xv.dispose();
-      yv.dispose();
-    }
-    return out;
-  } finally {
-    temps.forEach((t) => t.dispose());
-  }
-}
+const compare = scopedOp(function compare(op: CompareName, a: TensorOrScalar, b: TensorOrScalar): Tensor {
+  const { x, y } = prepare(op, a, b, false);
+  const shape = broadcastShapes(x.shape, y.shape, op);
+  const out = Tensor.empty(shape, 'bool', x.device);
+  kernel('binary', [out, broadcastView(x, shape, op), broadcastView(y, shape, op), op]);
+  return out;
+});
 export const eq = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('eq', a, b);
 export const ne = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('ne', a, b);
 export const lt = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('lt', a, b);
@@ -232,91 +169,51 @@ export const logicalAnd = (a: TensorOrScalar, b: TensorOrScalar): Tensor => comp
 export const logicalOr = (a: TensorOrScalar, b: TensorOrScalar): Tensor => compare('logical_or', a, b);
 
 /** cond ? a : b with broadcasting; cond must be bool. */
-export function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {
+export const where = scopedOp(function where(cond: Tensor, a: TensorOrScalar, b: TensorOrScalar): Tensor {
   checkTensor(cond, 'where', 'condition');
   if (cond.dtype !== 'bool') throw new Error(`[where] condition must be bool, got ${cond.dtype}`);
   if (!(a instanceof Tensor) && !(b instanceof Tensor) && ['number', 'boolean'].includes(typeof a) && ['number', 'boolean'].includes(typeof b)) {
     // where(cond, 1, 0) as torch: two scalars give int64 (integers), bool (booleans) or float32.
     const dt: DType = typeof a === 'boolean' && typeof b === 'boolean' ? 'bool' : Number.isInteger(a) && Number.isInteger(b) ? 'int64' : 'float32';
-    const ta = scalarTensor(a, dt, cond);
-    try {
-      return where(cond, ta, b);
-    } finally {
-      ta.dispose();
-    }
+    return where(cond, scalarTensor(a, dt, cond), b);
   }
-  const { x, y, temps, dtype } = prepare('where', a, b, false);
-  try {
-    checkSameDevice('where', cond, x);
-    const shape = broadcastShapes(broadcastShapes(x.shape, y.shape, 'where'), cond.shape, 'where');
-    const out = Tensor.empty(shape, dtype, x.device);
-    const views = [broadcastView(cond, shape, 'where'), broadcastView(x, shape, 'where'), broadcastView(y, shape, 'where')];
-    try {
-      kernel('where', [out, ...views]);
-    } finally {
-      views.forEach((v) => v.dispose());
-    }
-    const xs = x.shape.slice();
-    const ys = y.shape.slice();
-    return record('where', out, [x, y], (g, [c]) => {
-      const zero = scalarTensor(0, g.dtype, g);
-      const gx = where(c, g, zero);
-      const gy = where(c, zero, g);
-      zero.dispose();
-      const rx = sumToShape(gx, xs);
-      const ry = sumToShape(gy, ys);
-      if (rx !== gx) gx.dispose();
-      if (ry !== gy) gy.dispose();
-      return [rx, ry];
-    }, [cond]);
-  } finally {
-    temps.forEach((t) => t.dispose());
-  }
-}
+  const { x, y, dtype } = prepare('where', a, b, false);
+  checkSameDevice('where', cond, x);
+  const shape = broadcastShapes(broadcastShapes(x.shape, y.shape, 'where'), cond.shape, 'where');
+  const out = Tensor.empty(shape, dtype, x.device);
+  kernel('where', [out, broadcastView(cond, shape, 'where'), broadcastView(x, shape, 'where'), broadcastView(y, shape, 'where')]);
+  const xs = x.shape.slice();
+  const ys = y.shape.slice();
+  return record('where', out, [x, y], (g, [c]) => {
+    const zero = scalarTensor(0, g.dtype, g);
+    return [sumToShape(where(c, g, zero), xs), sumToShape(where(c, zero, g), ys)];
+  }, [cond]);
+});
 
 /** x with `value` where mask is true (mask broadcasts to x). */
-export function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
+export const maskedFill = scopedOp(function maskedFill(x: Tensor, mask: Tensor, value: number): Tensor {
   checkTensor(x, 'maskedFill');
   checkTensor(mask, 'maskedFill', 'mask');
   if (mask.dtype !== 'bool') throw new Error(`[maskedFill] mask must be bool, got ${mask.dtype}`);
-  const v = scalarTensor(value, x.dtype, x);
-  try {
-    return where(mask, v, x);
-  } finally {
-    v.dispose();
-  }
-}
+  return where(mask, scalarTensor(value, x.dtype, x), x);
+});
 
-export function clamp(x: Tensor, min?: number, max?: number): Tensor {
+export const clamp = scopedOp(function clamp(x: Tensor, min?: number, max?: number): Tensor {
   let r = x;
   if (min !== undefined) r = maximum(r, min);
-  if (max !== undefined) {
-    const r2 = minimum(r, max);
-    if (r !== x) r.dispose();
-    r = r2;
-  }
+  if (max !== undefined) r = minimum(r, max);
   return r === x ? x.clone() : r;
-}
+});
 
 /** dst += src in place, no autograd (gradient accumulation, optimizer state). */
-export function addInPlace(dst: Tensor, src: Tensor): void {
+export const addInPlace = scopedOp(function addInPlace(dst: Tensor, src: Tensor): void {
   checkTensor(dst, 'addInPlace');
   checkTensor(src, 'addInPlace');
   if (dst.dtype !== src.dtype) throw new Error(`[addInPlace] dtypes differ (${dst.dtype} vs ${src.dtype})`);
-  const sv = broadcastView(src, dst.shape, 'addInPlace');
-  try {
-    kernel('binary', [dst, dst, sv, 'add']);
-  } finally {
-    sv.dispose();
-  }
-}
+  kernel('binary', [dst, dst, broadcastView(src, dst.shape, 'addInPlace'), 'add']);
+});
 
 /** dst = src in place (shapes broadcast, dtype cast), no autograd. */
-export function copyInto(dst: Tensor, src: Tensor): void {
-  const sv = broadcastView(src, dst.shape, 'copyInto');
-  try {
-    kernel('copy', [dst, sv]);
-  } finally {
-    sv.dispose();
-  }
-}
+export const copyInto = scopedOp(function copyInto(dst: Tensor, src: Tensor): void {
+  kernel('copy', [dst, broadcastView(src, dst.shape, 'copyInto')]);
+});

@@ -4,15 +4,19 @@
 // The kernel takes [Bt, M, K] @ [Bt, K, N] views with arbitrary strides, so transposes are free and
 // broadcast batch dims are stride 0. Batch dims are collapsed into one when their strides allow it;
 // otherwise the operand is copied. For a 2-D weight, the weight gradient is one [K, N'] GEMM over
-// all rows (x flattened to [rows, K]) rather than a batched GEMM plus a sum.
+// all rows (x flattened to [rows, K]) rather than a batched GEMM plus a sum. Each op runs in its
+// own scope (scopedOp), which frees the 3-D views and any operand copies.
 import { Tensor, Shape, numelOf } from '../core/tensor';
 import { isFloat } from '../core/dtype';
-import { kernel, record, broadcastShapes, broadcastView, checkTensor, checkSameDevice, checkDTypeEq } from './util';
+import { scopedOp } from '../core/memory';
+import { record } from '../core/autograd';
+import { kernel } from '../core/dispatch';
+import { broadcastShapes, broadcastView, checkTensor, checkSameDevice, checkDTypeEq } from './util';
 import { contiguous, reshape, transpose, unsqueeze, squeeze, sumToShape } from './view';
 import { sum } from './reduce';
 
 /** A [Bt, R, C] view of t broadcast to [...batch, R, C], copying only if the batch dims cannot merge. */
-function as3d(t: Tensor, batch: Shape, op: string): { v: Tensor; copy: Tensor | null } {
+function as3d(t: Tensor, batch: Shape, op: string): Tensor {
   const R = t.shape[t.ndim - 2];
   const C = t.shape[t.ndim - 1];
   const full = broadcastView(t, [...batch, R, C], op);
@@ -32,18 +36,12 @@ function as3d(t: Tensor, batch: Shape, op: string): { v: Tensor; copy: Tensor | 
       break;
     } else expect = full.strides[i] * full.shape[i];
   }
-  if (ok) {
-    const v = full.makeView([bt, R, C], [stride, full.strides[nb], full.strides[nb + 1]], full.offset);
-    full.dispose();
-    return { v, copy: null };
-  }
+  if (ok) return full.makeView([bt, R, C], [stride, full.strides[nb], full.strides[nb + 1]], full.offset);
   const c = contiguous(full);
-  full.dispose();
-  const v = c.makeView([bt, R, C], [R * C, C, 1], c.offset);
-  return { v, copy: c };
+  return c.makeView([bt, R, C], [R * C, C, 1], c.offset);
 }
 
-function rawMatmul(a: Tensor, b: Tensor, bias: Tensor | null, op: string): Tensor {
+const rawMatmul = scopedOp(function rawMatmul(a: Tensor, b: Tensor, bias: Tensor | null, op: string): Tensor {
   // a [..., M, K], b [..., K, N], both at least 2-D
   const M = a.shape[a.ndim - 2];
   const K = a.shape[a.ndim - 1];
@@ -52,18 +50,10 @@ function rawMatmul(a: Tensor, b: Tensor, bias: Tensor | null, op: string): Tenso
     throw new Error(`[${op}] shapes [${a.shape.join(', ')}] and [${b.shape.join(', ')}] cannot be multiplied (${K} vs ${b.shape[b.ndim - 2]})`);
   const batch = broadcastShapes(a.shape.slice(0, -2), b.shape.slice(0, -2), op);
   const out = Tensor.empty([...batch, M, N], a.dtype, a.device);
-  const A = as3d(a, batch, op);
-  const B = as3d(b, batch, op);
   const o3 = out.makeView([numelOf(batch), M, N], [M * N, N, 1], 0);
-  try {
-    kernel('matmul', [o3, A.v, B.v, bias, null]);
-  } finally {
-    [o3, A.v, B.v].forEach((t) => t.dispose());
-    A.copy?.dispose();
-    B.copy?.dispose();
-  }
+  kernel('matmul', [o3, as3d(a, batch, op), as3d(b, batch, op), bias, null]);
   return out;
-}
+});
 
 function checkOperands(op: string, a: Tensor, b: Tensor): void {
   checkTensor(a, op, 'first operand');
@@ -75,22 +65,12 @@ function checkOperands(op: string, a: Tensor, b: Tensor): void {
 }
 
 /** Matrix product with torch.matmul semantics. */
-export function matmul(a: Tensor, b: Tensor): Tensor {
+export const matmul = scopedOp(function matmul(a: Tensor, b: Tensor): Tensor {
   checkOperands('matmul', a, b);
   if (a.ndim === 1 || b.ndim === 1) {
-    const a2 = a.ndim === 1 ? unsqueeze(a, 0) : a;
-    const b2 = b.ndim === 1 ? unsqueeze(b, -1) : b;
-    const r = matmul(a2, b2);
-    let s = r;
+    let s = matmul(a.ndim === 1 ? unsqueeze(a, 0) : a, b.ndim === 1 ? unsqueeze(b, -1) : b);
     if (b.ndim === 1) s = squeeze(s, -1);
-    if (a.ndim === 1) {
-      const s2 = squeeze(s, a.ndim === 1 && b.ndim === 1 ? -1 : -2);
-      if (s !== r) s.dispose();
-      s = s2;
-    }
-    if (a2 !== a) a2.dispose();
-    if (b2 !== b) b2.dispose();
-    if (s !== r) r.dispose();
+    if (a.ndim === 1) s = squeeze(s, a.ndim === 1 && b.ndim === 1 ? -1 : -2);
     return s;
   }
   const out = rawMatmul(a, b, null, 'matmul');
@@ -99,34 +79,19 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   return record('matmul', out, [a, b], (g, [as, bs]) => {
     let ga: Tensor | null = null;
     let gb: Tensor | null = null;
-    if (a.requiresGrad) {
-      const bt = transpose(bs, -1, -2);
-      const full = rawMatmul(g, bt, null, 'matmul_bwd');
-      bt.dispose();
-      ga = sumToShape(full, aShape);
-      if (ga !== full) full.dispose();
-    }
+    if (a.requiresGrad) ga = sumToShape(rawMatmul(g, transpose(bs, -1, -2), null, 'matmul_bwd'), aShape);
     if (b.requiresGrad) {
       if (bShape.length === 2 && aShape.length > 2) {
         const a2 = reshape(as, [-1, aShape[aShape.length - 1]]);
-        const g2 = reshape(g, [-1, g.shape[g.ndim - 1]]);
-        const a2t = transpose(a2, 0, 1);
-        gb = rawMatmul(a2t, g2, null, 'matmul_bwd');
-        [a2, g2, a2t].forEach((t) => t.dispose());
-      } else {
-        const at = transpose(as, -1, -2);
-        const full = rawMatmul(at, g, null, 'matmul_bwd');
-        at.dispose();
-        gb = sumToShape(full, bShape);
-        if (gb !== full) full.dispose();
-      }
+        gb = rawMatmul(transpose(a2, 0, 1), reshape(g, [-1, g.shape[g.ndim - 1]]), null, 'matmul_bwd');
+      } else gb = sumToShape(rawMatmul(transpose(as, -1, -2), g, null, 'matmul_bwd'), bShape);
     }
     return [ga, gb];
   }, [a, b]);
-}
+});
 
 /** y = x @ weight^T + bias, weight [out, in] as in torch.nn.Linear. */
-export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+export const linear = scopedOp(function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   checkOperands('linear', x, weight);
   if (weight.ndim !== 2) throw new Error(`[linear] weight must be 2-D [out, in], got [${weight.shape.join(', ')}]`);
   const [O, I] = weight.shape;
@@ -139,33 +104,14 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   }
   const lead = x.shape.slice(0, -1);
   const x2 = x.ndim === 2 ? x : reshape(x, [-1, I]);
-  const wt = transpose(weight, 0, 1);
   const b = bias && !bias.isContiguous() ? contiguous(bias) : bias ?? null;
-  const y2 = rawMatmul(x2, wt, b, 'linear');
-  wt.dispose();
-  if (b && b !== bias) b.dispose();
-  if (x2 !== x) x2.dispose();
+  const y2 = rawMatmul(x2, transpose(weight, 0, 1), b, 'linear');
   const y = x.ndim === 2 ? y2 : reshape(y2, [...lead, O]);
-  if (y !== y2) y2.dispose();
   return record('linear', y, [x, weight, bias], (g, [xs, ws]) => {
     const g2 = reshape(g, [-1, O]);
-    let gx: Tensor | null = null;
-    let gw: Tensor | null = null;
-    let gb: Tensor | null = null;
-    if (x.requiresGrad) {
-      const gx2 = rawMatmul(g2, ws, null, 'linear_bwd');
-      gx = reshape(gx2, xs.shape);
-      if (gx !== gx2) gx2.dispose();
-    }
-    if (weight.requiresGrad) {
-      const x2b = reshape(xs, [-1, I]);
-      const gt = transpose(g2, 0, 1);
-      gw = rawMatmul(gt, x2b, null, 'linear_bwd');
-      x2b.dispose();
-      gt.dispose();
-    }
-    if (bias && bias.requiresGrad) gb = sum(g2, 0);
-    g2.dispose();
+    const gx = x.requiresGrad ? reshape(rawMatmul(g2, ws, null, 'linear_bwd'), xs.shape) : null;
+    const gw = weight.requiresGrad ? rawMatmul(transpose(g2, 0, 1), reshape(xs, [-1, I]), null, 'linear_bwd') : null;
+    const gb = bias && bias.requiresGrad ? sum(g2, 0) : null;
     return [gx, gw, gb];
   }, [x, weight]);
-}
+});

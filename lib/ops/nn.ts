@@ -3,39 +3,29 @@
 // convolution as patch extraction + one GEMM).
 //
 // Fused ops keep only what their backward kernel needs: softmax keeps its output, the norms keep
-// per-row mean / rstd, cross-entropy keeps per-row logsumexp (never the probabilities).
+// per-row mean / rstd, cross-entropy keeps per-row logsumexp (never the probabilities). Each op
+// runs in its own scope (scopedOp): the reshaped, transposed and contiguous copies it makes for
+// the kernels are freed when it returns, and so are those its backward makes.
 import { Tensor, Shape, numelOf } from '../core/tensor';
-import { kernel, record, normDim, checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
+import { scopedOp } from '../core/memory';
+import { record } from '../core/autograd';
+import { kernel } from '../core/dispatch';
+import { normDim, checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
 import { contiguous, reshape, transpose, permute, to, narrow, cat } from './view';
 import { mul, div, neg, ne } from './elementwise';
 import { sum } from './reduce';
 import { linear } from './matmul';
 import { zeros, bernoulli, Generator } from './creation';
 
-/** Run fn on x with `dim` moved last (contiguous), moving the result back. */
+/** Run fn on x with `dim` moved last (contiguous), moving the result back (call inside an op's scope). */
 function lastDim(x: Tensor, dim: number, op: string, fn: (c: Tensor) => Tensor): Tensor {
   const d = normDim(dim, x.ndim, op);
-  if (d === x.ndim - 1) {
-    const c = x.isContiguous() ? x : contiguous(x);
-    try {
-      return fn(c);
-    } finally {
-      if (c !== x) c.dispose();
-    }
-  }
-  const t = transpose(x, d, -1);
-  const c = contiguous(t);
-  t.dispose();
-  const r = fn(c);
-  c.dispose();
-  const back = transpose(r, d, -1);
-  r.dispose();
-  const out = contiguous(back);
-  back.dispose();
-  return out;
+  if (d === x.ndim - 1) return fn(x.isContiguous() ? x : contiguous(x));
+  const r = fn(contiguous(transpose(x, d, -1)));
+  return contiguous(transpose(r, d, -1));
 }
 
-function softmaxImpl(x: Tensor, dim: number, log: boolean): Tensor {
+const softmaxImpl = scopedOp(function softmaxImpl(x: Tensor, dim: number, log: boolean): Tensor {
   const op = log ? 'log_softmax' : 'softmax';
   checkTensor(x, op);
   checkFloat(x, op);
@@ -44,14 +34,12 @@ function softmaxImpl(x: Tensor, dim: number, log: boolean): Tensor {
     const y = Tensor.empty(c.shape, c.dtype, c.device);
     kernel('softmax_fwd', [y, c, log]);
     return record(op, y, [c], (g, [ys]) => {
-      const gc = g.isContiguous() ? g : contiguous(g);
       const dx = Tensor.empty(ys.shape, ys.dtype, ys.device);
-      kernel('softmax_bwd', [dx, ys, gc, log]);
-      if (gc !== g) gc.dispose();
+      kernel('softmax_bwd', [dx, ys, g.isContiguous() ? g : contiguous(g), log]);
       return [dx];
     }, [y]);
   });
-}
+});
 export const softmax = (x: Tensor, dim = -1): Tensor => softmaxImpl(x, dim, false);
 export const logSoftmax = (x: Tensor, dim = -1): Tensor => softmaxImpl(x, dim, true);
 
@@ -67,7 +55,7 @@ export interface CrossEntropyOptions {
  * one logsumexp per row, the backward writes (softmax - onehot) * g straight into dlogits.
  * The loss is float32 for half-precision logits (float64 for float64 logits).
  */
-export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyOptions = {}): Tensor {
+export const crossEntropy = scopedOp(function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyOptions = {}): Tensor {
   const op = 'cross_entropy';
   checkTensor(logits, op, 'logits');
   checkTensor(target, op, 'target');
@@ -87,16 +75,9 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
   const sdt = logits.dtype === 'float64' ? 'float64' : 'float32';
   const rows = Tensor.empty([N], sdt, logits.device);
   const lse = Tensor.empty([N], sdt, logits.device);
-  try {
-    kernel('cross_entropy_fwd', [rows, lse, l2, t1, ignore]);
-  } catch (e) {
-    [l2, t1, rows, lse].forEach((t) => t.dispose());
-    throw e;
-  }
+  kernel('cross_entropy_fwd', [rows, lse, l2, t1, ignore]);
   // Per-row weights of the reduction: 1 for sum, 1/count for mean (count of non-ignored rows).
-  const valid = ne(t1, ignore);
-  const validF = to(valid, sdt);
-  valid.dispose();
+  const validF = to(ne(t1, ignore), sdt);
   let loss: Tensor;
   let count: Tensor | null = null;
   if (reduction === 'none') loss = reshape(rows, target.shape);
@@ -104,39 +85,18 @@ export function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyO
     loss = sum(rows);
     if (reduction === 'mean') {
       count = sum(validF);
-      const m = div(loss, count);
-      loss.dispose();
-      loss = m;
+      loss = div(loss, count);
     }
   }
-  rows.dispose();
-  const res = record(op, loss, [l2], (g, [ls, ts, lsev, vf, cnt]) => {
+  return record(op, loss, [l2], (g, [ls, ts, lsev, vf, cnt]) => {
     // Upstream gradient per row.
-    let dl: Tensor;
     const gf = g.dtype === sdt ? g : to(g, sdt);
-    if (reduction === 'none') {
-      const gr = reshape(gf, [N]);
-      dl = mul(gr, vf);
-      gr.dispose();
-    } else {
-      const s = cnt ? div(gf, cnt) : gf.ref();
-      const gb = broadcastView(s, [N], op);
-      dl = mul(gb, vf);
-      gb.dispose();
-      s.dispose();
-    }
-    if (gf !== g) gf.dispose();
-    const dlc = dl.isContiguous() ? dl : contiguous(dl);
+    const dl = reduction === 'none' ? mul(reshape(gf, [N]), vf) : mul(broadcastView(cnt ? div(gf, cnt) : gf, [N], op), vf);
     const dx = Tensor.empty([N, V], ls.dtype, ls.device);
-    kernel('cross_entropy_bwd', [dx, ls, ts, lsev, dlc, ignore]);
-    if (dlc !== dl) dlc.dispose();
-    dl.dispose();
+    kernel('cross_entropy_bwd', [dx, ls, ts, lsev, dl.isContiguous() ? dl : contiguous(dl), ignore]);
     return [dx];
   }, count ? [l2, t1, lse, validF, count] : [l2, t1, lse, validF]);
-  [l2, t1, lse, validF].forEach((t) => t.dispose());
-  count?.dispose();
-  return res;
-}
+});
 
 function normPrep(op: string, x: Tensor, C: number, weight?: Tensor | null, bias?: Tensor | null): { x2: Tensor; N: number } {
   checkTensor(x, op);
@@ -149,10 +109,7 @@ function normPrep(op: string, x: Tensor, C: number, weight?: Tensor | null, bias
     if (t.numel !== C) throw new Error(`[${op}] ${what} must have ${C} elements, got [${t.shape.join(', ')}]`);
   }
   const N = C ? x.numel / C : 0;
-  const xc = x.isContiguous() ? x : contiguous(x);
-  const x2 = reshape(xc, [N, C]);
-  if (xc !== x) xc.dispose();
-  return { x2, N };
+  return { x2: reshape(x.isContiguous() ? x : contiguous(x), [N, C]), N };
 }
 
 function flatParam(t?: Tensor | null): Tensor | null {
@@ -161,7 +118,7 @@ function flatParam(t?: Tensor | null): Tensor | null {
 }
 
 /** Layer normalisation over the trailing `normalizedShape` dims. */
-export function layerNorm(x: Tensor, normalizedShape: number | Shape, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+export const layerNorm = scopedOp(function layerNorm(x: Tensor, normalizedShape: number | Shape, weight?: Tensor | null, bias?: Tensor | null, eps: number = 1e-5): Tensor {
   const op = 'layer_norm';
   checkTensor(x, op);
   const ns = typeof normalizedShape === 'number' ? [normalizedShape] : normalizedShape;
@@ -176,41 +133,26 @@ export function layerNorm(x: Tensor, normalizedShape: number | Shape, weight?: T
   const meanT = Tensor.empty([N], sdt, x.device);
   const rstd = Tensor.empty([N], sdt, x.device);
   kernel('layer_norm_fwd', [y, meanT, rstd, x2, w, b, eps]);
-  const yr = reshape(y, x.shape);
-  y.dispose();
   const saved = w ? [x2, w, meanT, rstd] : [x2, meanT, rstd];
-  const res = record(op, yr, [x, weight, bias], (g, sv) => {
+  return record(op, reshape(y, x.shape), [x, weight, bias], (g, sv) => {
     const [xs, ws, ms, rs] = w ? sv : [sv[0], null, sv[1], sv[2]];
-    const gc = contiguous(g);
-    const g2 = reshape(gc, [N, C]);
-    gc.dispose();
+    const g2 = reshape(contiguous(g), [N, C]);
     const dx = Tensor.empty([N, C], xs.dtype, xs.device);
     const dw = weight && weight.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
     const db = bias && bias.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
     kernel('layer_norm_bwd', [dx, dw, db, g2, xs, ws, ms, rs]);
-    g2.dispose();
-    const dxr = reshape(dx, x.shape);
-    dx.dispose();
-    return [dxr, castParamGrad(dw, weight), castParamGrad(db, bias)];
+    return [reshape(dx, x.shape), castParamGrad(dw, weight), castParamGrad(db, bias)];
   }, saved);
-  [x2, meanT, rstd].forEach((t) => t.dispose());
-  if (w && w !== weight) w.dispose();
-  if (b && b !== bias) b.dispose();
-  return res;
-}
+});
 
 /** A float32 parameter gradient from a norm kernel, in the parameter's dtype and shape. */
 function castParamGrad(g: Tensor | null, param?: Tensor | null): Tensor | null {
   if (!g || !param) return null;
-  const c = to(g, param.dtype);
-  g.dispose();
-  const r = reshape(c, param.shape);
-  c.dispose();
-  return r;
+  return reshape(to(g, param.dtype), param.shape);
 }
 
 /** RMS normalisation over the last dim, as HF LlamaRMSNorm (statistics in float32). */
-export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
+export const rmsNorm = scopedOp(function rmsNorm(x: Tensor, weight?: Tensor | null, eps: number = 1e-6): Tensor {
   const op = 'rms_norm';
   checkTensor(x, op);
   if (x.ndim < 1) throw new Error(`[${op}] input must be at least 1-D`);
@@ -221,26 +163,16 @@ export function rmsNorm(x: Tensor, weight?: Tensor | null, eps = 1e-6): Tensor {
   const y = Tensor.empty([N, C], x.dtype, x.device);
   const rstd = Tensor.empty([N], sdt, x.device);
   kernel('rms_norm_fwd', [y, rstd, x2, w, eps]);
-  const yr = reshape(y, x.shape);
-  y.dispose();
   const saved = w ? [x2, w, rstd] : [x2, rstd];
-  const res = record(op, yr, [x, weight], (g, sv) => {
+  return record(op, reshape(y, x.shape), [x, weight], (g, sv) => {
     const [xs, ws, rs] = w ? sv : [sv[0], null, sv[1]];
-    const gc = contiguous(g);
-    const g2 = reshape(gc, [N, C]);
-    gc.dispose();
+    const g2 = reshape(contiguous(g), [N, C]);
     const dx = Tensor.empty([N, C], xs.dtype, xs.device);
     const dw = weight && weight.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
     kernel('rms_norm_bwd', [dx, dw, g2, xs, ws, rs]);
-    g2.dispose();
-    const dxr = reshape(dx, x.shape);
-    dx.dispose();
-    return [dxr, castParamGrad(dw, weight)];
+    return [reshape(dx, x.shape), castParamGrad(dw, weight)];
   }, saved);
-  [x2, rstd].forEach((t) => t.dispose());
-  if (w && w !== weight) w.dispose();
-  return res;
-}
+});
 
 function checkIndex(op: string, idx: Tensor): void {
   checkTensor(idx, op, 'index');
@@ -248,7 +180,7 @@ function checkIndex(op: string, idx: Tensor): void {
 }
 
 /** Rows of x along dim picked by a 1-D index. */
-export function indexSelect(x: Tensor, dim: number, index: Tensor): Tensor {
+export const indexSelect = scopedOp(function indexSelect(x: Tensor, dim: number, index: Tensor): Tensor {
   const op = 'index_select';
   checkTensor(x, op);
   checkIndex(op, index);
@@ -260,46 +192,33 @@ export function indexSelect(x: Tensor, dim: number, index: Tensor): Tensor {
   const shape = x.shape.slice();
   shape[d] = index.numel;
   const out = Tensor.empty(shape, x.dtype, x.device);
-  try {
-    kernel('index_select', [out, xc, idx, d]);
-  } finally {
-    if (xc !== x) xc.dispose();
-  }
+  kernel('index_select', [out, xc, idx, d]);
   const inShape = x.shape.slice();
-  const res = record(op, out, [x], (g, [is]) => {
+  return record(op, out, [x], (g, [is]) => {
     const gx = zeros(inShape, { dtype: g.dtype, device: g.device });
-    const gc = g.isContiguous() ? g : contiguous(g);
-    kernel('index_add', [gx, is, gc, d]);
-    if (gc !== g) gc.dispose();
+    kernel('index_add', [gx, is, g.isContiguous() ? g : contiguous(g), d]);
     return [gx];
   }, [idx]);
-  if (idx !== index) idx.dispose();
-  return res;
-}
+});
 
 /** Embedding lookup: weight [V, C] rows for integer ids of any shape → [...ids, C]. */
-export function embedding(ids: Tensor, weight: Tensor): Tensor {
+export const embedding = scopedOp(function embedding(ids: Tensor, weight: Tensor): Tensor {
   checkTensor(ids, 'embedding', 'ids');
   checkTensor(weight, 'embedding', 'weight');
   if (weight.ndim !== 2) throw new Error(`[embedding] weight must be [V, C], got [${weight.shape.join(', ')}]`);
   if (ids.dtype !== 'int64' && ids.dtype !== 'int32') throw new Error(`[embedding] ids must be int64 or int32, got ${ids.dtype}`);
-  const flat = reshape(ids, [-1]);
   let rows: Tensor;
   try {
-    rows = indexSelect(weight, 0, flat);
+    rows = indexSelect(weight, 0, reshape(ids, [-1]));
   } catch (e) {
     // The lookup is index_select underneath; report it under the op the caller used.
     throw new Error(`[embedding] ${(e as Error).message.replace(/^\[index_select\] /, '')}`);
-  } finally {
-    flat.dispose();
   }
-  const out = reshape(rows, [...ids.shape, weight.shape[1]]);
-  rows.dispose();
-  return out;
-}
+  return reshape(rows, [...ids.shape, weight.shape[1]]);
+});
 
 /** torch.gather: out[i][j] = x[i][index[i][j]] along dim (all same rank). */
-export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
+export const gather = scopedOp(function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   const op = 'gather';
   checkTensor(x, op);
   checkIndex(op, index);
@@ -308,25 +227,17 @@ export function gather(x: Tensor, dim: number, index: Tensor): Tensor {
   const xc = contiguous(x);
   const idx = contiguous(index);
   const out = Tensor.empty(index.shape, x.dtype, x.device);
-  try {
-    kernel('gather', [out, xc, idx, d]);
-  } finally {
-    xc.dispose();
-  }
+  kernel('gather', [out, xc, idx, d]);
   const inShape = x.shape.slice();
-  const res = record(op, out, [x], (g, [is]) => {
+  return record(op, out, [x], (g, [is]) => {
     const gx = zeros(inShape, { dtype: g.dtype, device: g.device });
-    const gc = contiguous(g);
-    kernel('scatter_add', [gx, is, gc, d]);
-    gc.dispose();
+    kernel('scatter_add', [gx, is, contiguous(g), d]);
     return [gx];
   }, [idx]);
-  idx.dispose();
-  return res;
-}
+});
 
 /** Rotary position embedding, rotate-half convention: x [B,H,T,D], cos/sin [T,D] or [B,T,D]. */
-export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+export const rope = scopedOp(function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const op = 'rope';
   checkTensor(x, op);
   checkFloat(x, op);
@@ -337,56 +248,35 @@ export function rope(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   const s3 = sin.ndim === 2 ? reshape(sin, [1, ...sin.shape]) : contiguous(sin);
   const xin = x.strides[3] === 1 ? x : contiguous(x);
   const out = Tensor.empty(x.shape, x.dtype, x.device);
-  try {
-    kernel('rope', [out, xin, c3, s3]);
-  } catch (e) {
-    [c3, s3].forEach((t) => t.dispose());
-    if (xin !== x) xin.dispose();
-    out.dispose();
-    throw e;
-  }
-  if (xin !== x) xin.dispose();
-  const res = record(op, out, [x], (g, [cs, sn]) => {
+  kernel('rope', [out, xin, c3, s3]);
+  return record(op, out, [x], (g, [cs, sn]) => {
     // d/dx of out = x*cos + rotate_half(x)*sin is rope(g, cos, s') with s' = -swap_halves(sin)
     // (s'[i] = -sin[i + D/2], s'[i + D/2] = -sin[i]); for the usual tables, whose halves are equal,
     // that is just -sin, but per-position tables built any other way must stay correct.
     const half = sn.shape[2] / 2;
-    const lo = narrow(sn, -1, 0, half);
-    const hi = narrow(sn, -1, half, half);
-    const sw = cat([hi, lo], -1);
-    const ns = neg(sw);
-    [lo, hi, sw].forEach((t) => t.dispose());
-    const gc = g.strides[3] === 1 ? g : contiguous(g);
+    const ns = neg(cat([narrow(sn, -1, half, half), narrow(sn, -1, 0, half)], -1));
     const dx = Tensor.empty(g.shape, g.dtype, g.device);
-    kernel('rope', [dx, gc, cs, ns]);
-    ns.dispose();
-    if (gc !== g) gc.dispose();
+    kernel('rope', [dx, g.strides[3] === 1 ? g : contiguous(g), cs, ns]);
     return [dx];
   }, [c3, s3]);
-  [c3, s3].forEach((t) => t.dispose());
-  return res;
-}
+});
 
 /** Inverted dropout: zero with probability p and scale the rest by 1/(1-p) when training. */
-export function dropout(x: Tensor, p = 0.5, training = true, generator?: Generator): Tensor {
+export const dropout = scopedOp(function dropout(x: Tensor, p: number = 0.5, training: boolean = true, generator?: Generator): Tensor {
   checkTensor(x, 'dropout');
   if (!(p >= 0 && p <= 1)) throw new Error('[dropout] p must be in [0, 1]');
   if (!training || p === 0) return x.clone();
   if (p === 1) return mul(x, 0);
   const keepMask = bernoulli(x.shape, 1 - p, { dtype: x.dtype, device: x.device, generator });
-  const scaled = mul(keepMask, 1 / (1 - p));
-  keepMask.dispose();
-  const y = mul(x, scaled);
-  scaled.dispose();
-  return y;
-}
+  return mul(x, mul(keepMask, 1 / (1 - p)));
+});
 
 /**
  * ViT patch embedding: a convolution whose stride equals its kernel, done as patch extraction
  * (a reshape/permute copy) and one GEMM. x [B, C, H, W], weight [O, C, p, p] → [B, P, O] with
  * P = (H/p)(W/p) in row-major patch order (what CLIP flattens to).
  */
-export function patchEmbed(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+export const patchEmbed = scopedOp(function patchEmbed(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   const op = 'patch_embed';
   checkTensor(x, op);
   checkTensor(weight, op, 'weight');
@@ -398,12 +288,7 @@ export function patchEmbed(x: Tensor, weight: Tensor, bias?: Tensor | null): Ten
   if (H % p || W % p) throw new Error(`[${op}] image ${H}x${W} is not a multiple of the patch size ${p}`);
   const gh = H / p;
   const gw = W / p;
-  const r = reshape(x, [B, C, gh, p, gw, p]);
-  const pm = permute(r, [0, 2, 4, 1, 3, 5]);
-  const patches = reshape(pm, [B, gh * gw, C * p * p]);
-  const w2 = reshape(weight, [O, C * p * p]);
-  const y = linear(patches, w2, bias);
-  [r, pm, patches, w2].forEach((t) => t.dispose());
-  return y;
-}
+  const patches = reshape(permute(reshape(x, [B, C, gh, p, gw, p]), [0, 2, 4, 1, 3, 5]), [B, gh * gw, C * p * p]);
+  return linear(patches, reshape(weight, [O, C * p * p]), bias);
+});
 

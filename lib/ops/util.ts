@@ -1,27 +1,8 @@
-// util.ts — what every op file shares: calling a kernel with tensors, recording a graph node,
-// broadcasting rules, dim normalisation, and reducing a broadcast gradient back to its input shape.
-import { native, KernelArg } from '../native';
-import { Tensor, Shape, needsGrad } from '../core/tensor';
-import { Node, VJP } from '../core/autograd';
-import { DType, isFloat } from '../core/dtype';
-
-export type Arg = Tensor | number | boolean | string | number[] | null | undefined;
-
-/** Run a native kernel; tensors are passed as views (throws if any is disposed). */
-export function kernel(name: string, args: Arg[]): void {
-  const wire: KernelArg[] = args.map((a) => (a instanceof Tensor ? a.v(name) : a));
-  native.run(name, wire);
-}
-
-/** Attach a graph node to `out` when any input requires grad; `saved` tensors are kept alive for vjp. */
-export function record(name: string, out: Tensor, inputs: (Tensor | null | undefined)[], vjp: VJP, saved: Tensor[] = []): Tensor {
-  if (!needsGrad(...inputs)) return out;
-  const node = new Node(name, inputs.map((t) => t ?? null), saved.map((s) => s.ref()), vjp);
-  node.refs++;
-  out.gradFn = node;
-  out.requiresGrad = true;
-  return out;
-}
+// util.ts — the shape, broadcasting and argument-check helpers every op file shares. Running a
+// kernel (`kernel`), recording a graph node (`record`) and the per-op scope (`scopedOp`) live in
+// lib/core (dispatch.ts, autograd.ts, memory.ts).
+import { Tensor, Shape } from '../core/tensor';
+import { isFloat } from '../core/dtype';
 
 export function normDim(dim: number, ndim: number, op: string): number {
   if (!Number.isInteger(dim)) throw new Error(`[${op}] dim must be an integer, got ${dim}`);
@@ -82,8 +63,3 @@ export function checkSameDevice(op: string, ...ts: (Tensor | null | undefined)[]
 export function checkDTypeEq(op: string, a: Tensor, b: Tensor, what = 'inputs'): void {
   if (a.dtype !== b.dtype) throw new Error(`[${op}] ${what} have different dtypes (${a.dtype} vs ${b.dtype})`);
 }
-
-export function out(shape: Shape, dtype: DType, like: Tensor): Tensor {
-  return Tensor.empty(shape, dtype, like.device);
-}
-

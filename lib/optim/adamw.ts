@@ -10,7 +10,7 @@ import { keep } from '../core/memory';
 import { noGrad } from '../core/autograd';
 import { zeros } from '../ops/creation';
 import { to } from '../ops/view';
-import { kernel } from '../ops/util';
+import { kernel } from '../core/dispatch';
 import { square, mul, copyInto } from '../ops/elementwise';
 import { sum } from '../ops/reduce';
 

@@ -1,5 +1,5 @@
-// cuda_emu.test.ts — the tensor-core CUDA kernels (cuda/gemm.cu, cuda/flash_attn_fwd.cu,
-// cuda/flash_attn_bwd.cu) run under the host emulator of test/cuda_emu/ (see its README.md) and compared
+// cuda_emu.test.ts — the tensor-core CUDA kernels (cuda/matmul.cu, cuda/attention_fwd.cu,
+// cuda/attention_bwd.cu) run under the host emulator of test/cuda_emu/ (see its README.md) and compared
 // with the CPU kernels and float64 references: no GPU needed, so CI runs it on every push. Builds the
 // emulator into a fresh temp dir (outside the repo, removed afterwards), runs all its checks once with
 // the default cp.async timing (copies land at the wait) and once with EMU_CP_EAGER=1 EMU_RANDOM=1
@@ -43,7 +43,7 @@ async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<st
 
 const reason = skipReason();
 t.test(
-  'CUDA kernels under the host emulator (gemm, flash-attn fwd/bwd) vs CPU kernels and f64 references',
+  'CUDA kernels under the host emulator (matmul, attention fwd/bwd) vs CPU kernels and f64 references',
   reason ? { skip: reason } : { timeout: 1_100_000 },
   async (tt) => {
     const t0 = Date.now();

@@ -3,8 +3,8 @@
 #
 #   bash test/cuda_emu/build.sh [OUT_DIR]      (or EMU_OUT=OUT_DIR)
 #
-# Compiles cuda/gemm.cu, cuda/flash_attn_fwd.cu and cuda/flash_attn_bwd.cu with g++ against the emulator
-# (emu_core.h force-included, shim/ in place of cuda/gemm_mma.cuh and cuda/launch.cuh), plus the CPU
+# Compiles cuda/matmul.cu, cuda/attention_fwd.cu and cuda/attention_bwd.cu with g++ against the emulator
+# (emu_core.h force-included, shim/ in place of cuda/mma.cuh and cuda/launch.cuh), plus the CPU
 # reference kernels from cpp/, into OUT_DIR/test. Without OUT_DIR a fresh directory under ${TMPDIR:-/tmp}
 # is made; build outputs never go inside the repository. The last line printed is the binary's path.
 # Env: see common.sh.
@@ -15,7 +15,7 @@ emu_setup "${1:-${EMU_OUT:-}}"
 CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -pthread -I"$ROOT/cpp")
 
 # Longest compiles first.
-for f in flash_attn_bwd flash_attn_fwd gemm; do
+for f in attention_bwd attention_fwd matmul; do
   job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
 for f in cpu_attention cpu_matmul registry cpu_backend; do
@@ -29,7 +29,7 @@ done
 emu_wait
 
 OBJS=()
-for f in gemm flash_attn_fwd flash_attn_bwd emu emu_backend test_main registry cpu_backend cpu_matmul cpu_attention; do
+for f in matmul attention_fwd attention_bwd emu emu_backend test_main registry cpu_backend cpu_matmul cpu_attention; do
   OBJS+=("$OBJ/$f.o")
 done
 "$CXX" -pthread -rdynamic -fsanitize=undefined "${OBJS[@]}" -o "$OUT/test" -ldl

@@ -4,7 +4,7 @@
 #   bash test/cuda_emu/mutate.sh FILE 'old' 'new' [test-filter]
 #
 # Copies the kernel sources into a scratch build dir, replaces the first occurrence of 'old' with 'new'
-# in FILE (a name inside cuda/, e.g. gemm.cu or flash_attn_common.cuh), builds that mutant and runs the
+# in FILE (a name inside cuda/, e.g. matmul.cu or attention_common.cuh), builds that mutant and runs the
 # tests (optionally only `matmul`, `attn`, ...) in three modes: default, EMU_CP_EAGER=1, and
 # EMU_RANDOM=1 EMU_CP_EAGER=1. A good test suite reports failures for a meaningful mutant.
 # The repository is not touched. Env: EMU_OUT (scratch dir, kept; default a fresh temp dir, removed).

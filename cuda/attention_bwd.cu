@@ -1,5 +1,5 @@
-// flash_attn_bwd.cu — `attention_bwd` on CUDA: dq, dk, dv from q, k, v, out, dout and the forward's
-// lse (see flash_attn_fwd.cu for shapes, masking and the grouped-query rule). dk/dv are shaped like
+// attention_bwd.cu — `attention_bwd` on CUDA: dq, dk, dv from q, k, v, out, dout and the forward's
+// lse (see attention_fwd.cu for shapes, masking and the grouped-query rule). dk/dv are shaped like
 // k/v and sum over the G query heads that share a kv head. Rows that saw no key (lse = -inf) get
 // zero gradients.
 //
@@ -27,7 +27,7 @@
 // Everything else: SIMT. delta as above; one warp per query row recomputes p and ds for 32 keys at a
 // time (one key per lane), accumulates its dq row in shared memory and adds dk/dv contributions with
 // atomics into f32/f64 scratch, which is cast at the end. Simple and exact in f64 (gradient checks).
-#include "flash_attn_common.cuh"
+#include "attention_common.cuh"
 
 namespace llava {
 namespace attn {

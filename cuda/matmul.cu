@@ -1,4 +1,4 @@
-// gemm.cu — the `matmul` kernel on CUDA:
+// matmul.cu — the `matmul` kernel on CUDA:
 //   out[Bt,M,N] = act(a[Bt,M,K] @ b[Bt,K,N] + bias[N]) + beta * out_old
 // a and b are strided 3-D views (batch stride 0 = broadcast; a transpose is a view with swapped
 // strides), out is contiguous. Optional args: bias (3), beta (4; 0 or absent = out is not read, as
@@ -17,7 +17,7 @@
 //   * operand layouts are template parameters. An operand whose K dimension is contiguous in global
 //     memory is staged K-contiguous ([rows][32]) and read with ldmatrix; one whose M (or N) dimension
 //     is contiguous is staged that way ([32][rows]) and read with ldmatrix.trans. Both give the same
-//     fragments (see gemm_mma.cuh), so all four transpose combinations run at full speed without a
+//     fragments (see mma.cuh), so all four transpose combinations run at full speed without a
 //     transpose pass.
 //   * XOR swizzle on 16-byte chunks so that cp.async stores and ldmatrix reads are bank-conflict
 //     free: [rows][32] rows are 64 B (4 chunks): chunk ^= (row >> 1) & 3; [32][rows] rows are
@@ -38,7 +38,7 @@
 
 #include "cuda_common.cuh"
 #include "kernel_checks.h"
-#include "gemm_mma.cuh"
+#include "mma.cuh"
 
 namespace llava {
 namespace {
@@ -127,7 +127,7 @@ __device__ __forceinline__ int smem_off(int row, int k) {
 }
 
 // One 16 (rows) x 16 (k) ldmatrix.x4 at (row0, k0): r0 = rows 0-7/k 0-7, r1 = rows 8-15/k 0-7,
-// r2 = rows 0-7/k 8-15, r3 = rows 8-15/k 8-15 (see gemm_mma.cuh).
+// r2 = rows 0-7/k 8-15, r3 = rows 8-15/k 8-15 (see mma.cuh).
 template <int ROWS, bool KC, typename T>
 __device__ __forceinline__ void ldsm_rows_k16(uint32_t (&r)[4], const T* s, int row0, int k0, int lane) {
   if constexpr (KC) {

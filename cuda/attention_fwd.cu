@@ -1,4 +1,4 @@
-// flash_attn_fwd.cu — `attention_fwd` on CUDA:
+// attention_fwd.cu — `attention_fwd` on CUDA:
 //   out[B,H,T,D] = softmax(scale * q k^T, masked) v,  lse[B,H,T] = log-sum-exp of the scaled,
 //   masked scores (natural log; -inf and out = 0 for a row that sees no key).
 // q[B,H,T,D], k/v[B,Hkv,S,D] (grouped-query: head h reads kv head h / (H/Hkv)), optional bool mask
@@ -15,7 +15,7 @@
 //     multiply); the running max of a row is shared by its quad with two shuffles. A row whose
 //     maximum is still -inf uses 0 as its reference, so exp2(-inf - ref) = 0 and no NaN appears.
 //   * P never leaves registers: the S accumulator of one 16x16 key step is exactly the A fragment of
-//     the P V mma once packed to 16 bits (gemm_mma.cuh). V fragments come from ldmatrix.trans.
+//     the P V mma once packed to 16 bits (mma.cuh). V fragments come from ldmatrix.trans.
 //   * causal: key tiles past the last visible key of the tile's last row are never loaded; masking
 //     code runs only on tiles that straddle the diagonal or the end of S, or when a mask is given.
 //     Blocks are issued heaviest (latest query tile) first.
@@ -24,7 +24,7 @@
 //     its row max and sum to f32 scratch, and a combine kernel rescales and sums the partials.
 // Everything else (f32, f64, other D, unaligned views): a SIMT kernel, one warp per query row,
 // online softmax over 32 keys at a time (one key per lane), accumulation in f32 (f64 for f64).
-#include "flash_attn_common.cuh"
+#include "attention_common.cuh"
 
 namespace llava {
 namespace attn {

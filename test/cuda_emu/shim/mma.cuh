@@ -1,4 +1,4 @@
-// test/cuda_emu/shim/gemm_mma.cuh — emulator version of cuda/gemm_mma.cuh: the same functions, implemented from the PTX ISA's
+// test/cuda_emu/shim/mma.cuh — emulator version of cuda/mma.cuh: the same functions, implemented from the PTX ISA's
 // definitions of cp.async, ldmatrix and mma.m16n8k16 fragment layouts.
 #pragma once
 #include <immintrin.h>

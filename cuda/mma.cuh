@@ -1,4 +1,4 @@
-// gemm_mma.cuh — the warp-level tensor-core and async-copy primitives that gemm.cu and the flash
+// mma.cuh — the warp-level tensor-core and async-copy primitives that matmul.cu and the flash
 // attention kernels are built from.
 //
 // Everything here is a thin wrapper over one PTX instruction (sm_80+, also valid on sm_90):
@@ -31,7 +31,7 @@
 namespace llava {
 namespace mma {
 
-// All dynamic shared memory of every kernel in gemm.cu / flash_attn_*.cu is carved from this one
+// All dynamic shared memory of every kernel in matmul.cu / attention_*.cu is carved from this one
 // array (16-byte aligned: cp.async and ldmatrix need it).
 extern __shared__ __align__(16) unsigned char dyn_smem[];
 

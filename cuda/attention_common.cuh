@@ -1,5 +1,5 @@
-// flash_attn_common.cuh — what the CUDA attention forward (flash_attn_fwd.cu) and backward
-// (flash_attn_bwd.cu) share: the problem description passed to every kernel, argument validation
+// attention_common.cuh — what the CUDA attention forward (attention_fwd.cu) and backward
+// (attention_bwd.cu) share: the problem description passed to every kernel, argument validation
 // with the CPU kernel's rules and messages (cpp/cpu_attention.cc), and the shared-memory tile helpers
 // of the tensor-core kernels.
 //
@@ -20,7 +20,7 @@
 
 #include "cuda_common.cuh"
 #include "kernel_checks.h"
-#include "gemm_mma.cuh"
+#include "mma.cuh"
 
 namespace llava {
 namespace attn {
