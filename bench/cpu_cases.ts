@@ -17,7 +17,22 @@ import * as L from '../lib';
 import { loadLlava } from '../lib/models/loader';
 import { AdamW } from '../lib/optim';
 import { fixtureDir, tinyLlavaRef } from '../test/gpu/fixture';
-import { BenchOptions, CaseRecord, PeerResult, Timing, emit, peerMs, randU, report, runPeer, runPeerSpec, selected, timeIt, benchDir, round } from './harness';
+import {
+  BenchOptions,
+  CaseRecord,
+  PeerResult,
+  Timing,
+  emit,
+  peerMs,
+  randU,
+  report,
+  runPeer,
+  runPeerSpec,
+  selected,
+  timeIt,
+  benchDir,
+  round,
+} from './harness';
 import * as path from 'path';
 
 const dev = 'cpu' as const;
@@ -30,13 +45,21 @@ const knobs = (o: BenchOptions): Knobs => (o.quick ? { reps: 5, maxMs: 1200 } : 
 
 function matmulCases(o: BenchOptions, k: Knobs): void {
   const sizes = [256, 512, 1024, 2048];
-  const recs = sizes.map((n) => ({ n, rec: { op: 'matmul', scenario: `square ${n}`, dtype: 'float32', device: dev, shape: `${n}x${n}x${n}` } as CaseRecord }));
+  const recs = sizes.map((n) => ({
+    n,
+    rec: { op: 'matmul', scenario: `square ${n}`, dtype: 'float32', device: dev, shape: `${n}x${n}x${n}` } as CaseRecord,
+  }));
   const todo = recs.filter((r) => selected(o, r.rec));
   if (!todo.length) return;
   // numpy first, in one python3 run, so both sides see the machine in the same state.
   let peer = null;
   if (!o.noPeers) {
-    peer = runPeer(o.python, path.join(benchDir(), 'numpy_peer.py'), ['--shapes', todo.map((r) => `${r.n}x${r.n}x${r.n}`).join(','), '--max-time', String(k.maxMs / 1000), '--reps', String(k.reps)], 600_000);
+    peer = runPeer(
+      o.python,
+      path.join(benchDir(), 'numpy_peer.py'),
+      ['--shapes', todo.map((r) => `${r.n}x${r.n}x${r.n}`).join(','), '--max-time', String(k.maxMs / 1000), '--reps', String(k.reps)],
+      600_000,
+    );
     if (!peer.ok) {
       emit({ op: 'matmul', device: dev, skipped: 'numpy', reason: peer.reason });
       peer = null;
@@ -97,7 +120,11 @@ function fusedTable(o: BenchOptions): FusedCase[] {
   {
     const [N, C] = [8192, 1024];
     const eps = 1e-5;
-    const inputs = (): { x: L.Tensor; w: L.Tensor; b: L.Tensor } => ({ x: randU([N, C], 'float32', dev, 4), w: randU([C], 'float32', dev, 5), b: randU([C], 'float32', dev, 6) });
+    const inputs = (): { x: L.Tensor; w: L.Tensor; b: L.Tensor } => ({
+      x: randU([N, C], 'float32', dev, 4),
+      w: randU([C], 'float32', dev, 5),
+      b: randU([C], 'float32', dev, 6),
+    });
     const lnComposite = (xx: L.Tensor, w: L.Tensor, b: L.Tensor): L.Tensor => {
       const mu = L.mean(xx, -1, true);
       const xc = L.sub(xx, mu);
@@ -164,7 +191,11 @@ function fusedTable(o: BenchOptions): FusedCase[] {
         const v = randU([s.B, s.H, s.T, s.D], 'float32', dev, 13);
         const opts = { isCausal: s.causal };
         if (!s.bwd)
-          return { fused: () => L.scaledDotProductAttention(q, kk, v, opts), composite: () => L.attentionComposite(q, kk, v, opts), owned: [q, kk, v] };
+          return {
+            fused: () => L.scaledDotProductAttention(q, kk, v, opts),
+            composite: () => L.attentionComposite(q, kk, v, opts),
+            owned: [q, kk, v],
+          };
         [q, kk, v].forEach((t) => t.setRequiresGrad(true));
         const g = randU([s.B, s.H, s.T, s.D], 'float32', dev, 14);
         const step = (f: typeof L.attentionComposite) => () => {
@@ -186,7 +217,10 @@ function fusedTable(o: BenchOptions): FusedCase[] {
       work: 3 * N * V * 4,
       setup: () => {
         const x = randU([N, V], 'float32', dev, 21).setRequiresGrad(true);
-        const t = L.tensor(Array.from({ length: N }, (_, i) => (i * 7919) % V), { dtype: 'int64' });
+        const t = L.tensor(
+          Array.from({ length: N }, (_, i) => (i * 7919) % V),
+          { dtype: 'int64' },
+        );
         const t2 = L.reshape(t, [N, 1]);
         const fused = (): void => {
           L.crossEntropy(x, t).backward();
@@ -244,7 +278,13 @@ function fusedCases(o: BenchOptions, k: Knobs): void {
 }
 
 function llavaCases(o: BenchOptions, k: Knobs): void {
-  const train: CaseRecord = { op: 'llava_train_step', scenario: 'tiny-llava stage 2 (loss, backward, AdamW)', dtype: 'float32', device: dev, shape: '' };
+  const train: CaseRecord = {
+    op: 'llava_train_step',
+    scenario: 'tiny-llava stage 2 (loss, backward, AdamW)',
+    dtype: 'float32',
+    device: dev,
+    shape: '',
+  };
   const fwd: CaseRecord = { op: 'llava_forward', scenario: 'tiny-llava logits', dtype: 'float32', device: dev, shape: '' };
   const r = tinyLlavaRef();
   const B = r.ids.length;
@@ -256,7 +296,10 @@ function llavaCases(o: BenchOptions, k: Knobs): void {
   try {
     if (selected(o, train)) {
       model.setStage(2);
-      const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-5, weightDecay: 0 });
+      const opt = new AdamW(
+        model.parameters().filter((p) => p.requiresGrad),
+        { lr: 1e-5, weightDecay: 0 },
+      );
       const t = timeIt(
         () => {
           model.loss(batch).loss.backward();

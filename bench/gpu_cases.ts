@@ -37,9 +37,18 @@ export function table(o: BenchOptions): GpuCase[] {
   const dtype = 'bfloat16';
   const cases: GpuCase[] = [];
   const add = (op: string, scenario: string, shape: string, spec: Spec): void => {
-    cases.push({ rec: { op, scenario: o.gpuDryRun ? `${scenario} (dry run /16)` : scenario, dtype, device, shape }, key: `${op} ${scenario} ${shape}`, spec });
+    cases.push({
+      rec: { op, scenario: o.gpuDryRun ? `${scenario} (dry run /16)` : scenario, dtype, device, shape },
+      key: `${op} ${scenario} ${shape}`,
+      spec,
+    });
   };
-  for (const [M, N, K] of [[4096, 4096, 4096], [8192, 11008, 4096], [8192, 4096, 11008]]) add('matmul', 'gemm', `${s(M)}x${s(N)}x${s(K)}`, { kind: 'gemm', M: s(M), N: s(N), K: s(K) });
+  for (const [M, N, K] of [
+    [4096, 4096, 4096],
+    [8192, 11008, 4096],
+    [8192, 4096, 11008],
+  ])
+    add('matmul', 'gemm', `${s(M)}x${s(N)}x${s(K)}`, { kind: 'gemm', M: s(M), N: s(N), K: s(K) });
   const attn = [
     { sc: 'llama7b_train', B: 4, H: 32, T: 2048, D: 128, causal: true },
     ...(o.quick ? [] : [{ sc: 'llama7b_train', B: 4, H: 32, T: 2048, D: 128, causal: false }]),
@@ -48,11 +57,30 @@ export function table(o: BenchOptions): GpuCase[] {
   for (const a of attn)
     for (const bwd of [false, true]) {
       const T = s(a.T);
-      add('attention', `${a.sc} ${bwd ? 'fwd+bwd' : 'fwd'}`, `B${a.B} H${a.H} T${T} D${a.D}${a.causal ? ' causal' : ''}`, { kind: 'attention', B: a.B, H: a.H, T, S: T, D: a.D, causal: a.causal, bwd });
+      add('attention', `${a.sc} ${bwd ? 'fwd+bwd' : 'fwd'}`, `B${a.B} H${a.H} T${T} D${a.D}${a.causal ? ' causal' : ''}`, {
+        kind: 'attention',
+        B: a.B,
+        H: a.H,
+        T,
+        S: T,
+        D: a.D,
+        causal: a.causal,
+        bwd,
+      });
     }
   // `llama7b_decode`: one new query against 2048 cached keys (all visible, so no mask either side:
   // torch's is_causal is top-left aligned and would hide them).
-  if (!o.quick) add('attention', 'llama7b_decode fwd', `B1 H32 T1 S${s(2048)} D128`, { kind: 'attention', B: 1, H: 32, T: 1, S: s(2048), D: 128, causal: false, bwd: false });
+  if (!o.quick)
+    add('attention', 'llama7b_decode fwd', `B1 H32 T1 S${s(2048)} D128`, {
+      kind: 'attention',
+      B: 1,
+      H: 32,
+      T: 1,
+      S: s(2048),
+      D: 128,
+      causal: false,
+      bwd: false,
+    });
   const [N, C] = [s(16384), 4096];
   add('layer_norm', 'fwd', `${N}x${C}`, { kind: 'layer_norm', N, C, bwd: false });
   add('rms_norm', 'fwd', `${N}x${C}`, { kind: 'rms_norm', N, C, bwd: false });
@@ -165,7 +193,10 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
       }
       case 'cross_entropy': {
         const x = u([sp.N, sp.V], 14, 4).setRequiresGrad(true);
-        const tgt = L.tensor(Array.from({ length: sp.N }, (_, i) => (i * 7919) % sp.V), { dtype: 'int64', device: dev });
+        const tgt = L.tensor(
+          Array.from({ length: sp.N }, (_, i) => (i * 7919) % sp.V),
+          { dtype: 'int64', device: dev },
+        );
         owned.push(tgt);
         t = timeIt(() => {
           L.crossEntropy(x, tgt).backward();
@@ -184,7 +215,8 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
     const pj = p?.times.get(c.key);
     if (pj && typeof pj.peak_gib === 'number') extra.baseline_peak_gib = pj.peak_gib;
     if (p?.version) peerName = p.version;
-    if (sp.kind === 'llama_train') llamaFits.push({ layers: sp.layers, shape: c.rec.shape, tokens: sp.B * sp.T, ms: t.median_ms, peerMs: peerMs(p, c.key) });
+    if (sp.kind === 'llama_train')
+      llamaFits.push({ layers: sp.layers, shape: c.rec.shape, tokens: sp.B * sp.T, ms: t.median_ms, peerMs: peerMs(p, c.key) });
     if (peer && !peer.ok) extra.note = `no peer: ${peer.reason}`;
     if (pj && typeof pj.error === 'string') extra.note = `peer failed: ${pj.error}`;
     report(c.rec, t, kind, work, p ? { name: peerName, ms: peerMs(p, c.key) } : null, extra);
@@ -193,7 +225,11 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
   }
 }
 
-function llamaTrain(sp: Extract<Spec, { kind: 'llama_train' }>, dev: BenchDevice, maxMs: number): { t: ReturnType<typeof timeIt>; extra: Record<string, unknown> } {
+function llamaTrain(
+  sp: Extract<Spec, { kind: 'llama_train' }>,
+  dev: BenchDevice,
+  maxMs: number,
+): { t: ReturnType<typeof timeIt>; extra: Record<string, unknown> } {
   const cfg: LlamaConfig = {
     vocab_size: sp.vocab,
     hidden_size: sp.hidden,
@@ -213,8 +249,14 @@ function llamaTrain(sp: Extract<Spec, { kind: 'llama_train' }>, dev: BenchDevice
   const opt = new AdamW(params, { lr: 1e-5, weightDecay: 0 });
   const N = sp.B * sp.T;
   const tok = (i: number): number => (i * 7919) % sp.vocab;
-  const ids = L.tensor(Array.from({ length: N }, (_, i) => tok(i)), { shape: [sp.B, sp.T], dtype: 'int64', device: dev });
-  const targets = L.tensor(Array.from({ length: N }, (_, i) => tok(i + 1)), { dtype: 'int64', device: dev });
+  const ids = L.tensor(
+    Array.from({ length: N }, (_, i) => tok(i)),
+    { shape: [sp.B, sp.T], dtype: 'int64', device: dev },
+  );
+  const targets = L.tensor(
+    Array.from({ length: N }, (_, i) => tok(i + 1)),
+    { dtype: 'int64', device: dev },
+  );
   const positions = Array.from({ length: sp.B }, () => Array.from({ length: sp.T }, (_, i) => i));
   try {
     const t = timeIt(
@@ -310,5 +352,10 @@ export function runGpuCases(o: BenchOptions): void {
     if (!o.gpuDryRun) L.emptyCache();
   }
   emitLlamaFit(cases[0].rec.device);
-  if (!o.filter) emit({ summary: o.gpuDryRun ? 'gpu dry run' : 'cuda', wall_s: round(Number(process.hrtime.bigint() - t0) / 1e9, 3), live_tensors: L.memory().numTensors });
+  if (!o.filter)
+    emit({
+      summary: o.gpuDryRun ? 'gpu dry run' : 'cuda',
+      wall_s: round(Number(process.hrtime.bigint() - t0) / 1e9, 3),
+      live_tensors: L.memory().numTensors,
+    });
 }

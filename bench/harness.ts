@@ -32,7 +32,16 @@ export interface BenchOptions {
 }
 
 export function parseOptions(argv: string[]): BenchOptions {
-  const o: BenchOptions = { filter: null, quick: false, device: 'all', out: null, gpuDryRun: false, noPeers: false, jsonOnly: false, python: process.env.PYTHON ?? 'python3' };
+  const o: BenchOptions = {
+    filter: null,
+    quick: false,
+    device: 'all',
+    out: null,
+    gpuDryRun: false,
+    noPeers: false,
+    jsonOnly: false,
+    python: process.env.PYTHON ?? 'python3',
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const val = (): string => {

@@ -31,7 +31,13 @@ function main(): number {
   }
   openOut(opts.out);
   try {
-    emit({ bench: 'llava-node', node: process.version, cuda: L.cuda.isAvailable() ? L.cuda.describe() : null, quick: opts.quick, device: opts.device });
+    emit({
+      bench: 'llava-node',
+      node: process.version,
+      cuda: L.cuda.isAvailable() ? L.cuda.describe() : null,
+      quick: opts.quick,
+      device: opts.device,
+    });
     if (opts.gpuDryRun) runGpuCases(opts);
     else {
       if (opts.device === 'cpu' || opts.device === 'all') runCpuCases(opts);

@@ -49,7 +49,8 @@ Device parse_device(const Napi::Value& v, const char* op) {
 
 const DeviceBackend& usable_backend(Device d, const char* op) {
   auto* be = find_backend(d);
-  if (!be) throw KernelError(std::string("[") + op + "] this build has no CUDA support (nvcc was not found at build time)");
+  if (!be)
+    throw KernelError(std::string("[") + op + "] this build has no CUDA support (nvcc was not found at build time)");
   if (!be->available()) throw KernelError(std::string("[") + op + "] device not available: " + be->describe());
   return *be;
 }
@@ -67,14 +68,17 @@ double get_number(const Napi::Object& o, const char* key, const char* op) {
 void get_int_array(const Napi::Value& v, int64_t* out, int n, const char* key, const char* op) {
   if (!v.IsArray()) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must be an array");
   auto arr = v.As<Napi::Array>();
-  if ((int)arr.Length() != n) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' has the wrong length");
+  if ((int)arr.Length() != n)
+    throw KernelError(std::string("[") + op + "] tensor field '" + key + "' has the wrong length");
   for (int i = 0; i < n; i++) {
     Napi::Value e = arr.Get(i);
     if (!e.IsNumber()) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must hold numbers");
     double x = e.As<Napi::Number>().DoubleValue();
-    if (x != std::floor(x)) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must hold integers");
+    if (x != std::floor(x))
+      throw KernelError(std::string("[") + op + "] tensor field '" + key + "' must hold integers");
     // Bounding every field keeps the extent arithmetic below (and in the kernels) free of overflow.
-    if (std::fabs(x) > kMaxIndex) throw KernelError(std::string("[") + op + "] tensor field '" + key + "' holds a value beyond 2^48");
+    if (std::fabs(x) > kMaxIndex)
+      throw KernelError(std::string("[") + op + "] tensor field '" + key + "' holds a value beyond 2^48");
     out[i] = static_cast<int64_t>(x);
   }
 }
@@ -107,7 +111,10 @@ TensorArg parse_tensor(const Napi::Object& o, const char* op) {
     numel *= t.shape[i];
     if (numel > ((__int128)1 << 53)) throw KernelError(std::string("[") + op + "] tensor has more than 2^53 elements");
     __int128 ext = (__int128)(t.shape[i] - 1) * t.strides[i];
-    if (ext < 0) lo += ext; else hi += ext;
+    if (ext < 0)
+      lo += ext;
+    else
+      hi += ext;
   }
   __int128 item = (__int128)dtype_size(t.dtype);
   if (!empty && (lo < 0 || (hi + 1) * item > (__int128)t.storage->nbytes))
@@ -137,17 +144,12 @@ KernelArg parse_arg(const Napi::Value& v, const char* op) {
   throw KernelError(std::string("[") + op + "] unsupported argument type");
 }
 
-template <typename F>
-Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
+template <typename F> Napi::Value guarded(const Napi::CallbackInfo& info, F&& f) {
   try {
     return f();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::bad_alloc&) {
+  } catch (const Napi::Error&) { throw; } catch (const std::bad_alloc&) {
     throw Napi::Error::New(info.Env(), "out of host memory");
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), e.what());
-  }
+  } catch (const std::exception& e) { throw Napi::Error::New(info.Env(), e.what()); }
 }
 
 // ---------------------------------------------------------------- JS functions
@@ -232,10 +234,14 @@ Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
     check_range(s, soff, n, "copy");
     char* dp = static_cast<char*>(d->ptr) + (size_t)doff;
     const char* sp = static_cast<const char*>(s->ptr) + (size_t)soff;
-    if (d->device == Device::CPU && s->device == Device::CPU) std::memmove(dp, sp, (size_t)n);
-    else if (d->device == s->device) usable_backend(d->device, "copy").copy_within(dp, sp, (size_t)n);
-    else if (s->device == Device::CPU) usable_backend(d->device, "copy").copy_from_host(dp, sp, (size_t)n);
-    else usable_backend(s->device, "copy").copy_to_host(dp, sp, (size_t)n);
+    if (d->device == Device::CPU && s->device == Device::CPU)
+      std::memmove(dp, sp, (size_t)n);
+    else if (d->device == s->device)
+      usable_backend(d->device, "copy").copy_within(dp, sp, (size_t)n);
+    else if (s->device == Device::CPU)
+      usable_backend(d->device, "copy").copy_from_host(dp, sp, (size_t)n);
+    else
+      usable_backend(s->device, "copy").copy_to_host(dp, sp, (size_t)n);
     return info.Env().Undefined();
   });
 }
@@ -274,7 +280,8 @@ Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
     bool ok = be && be->available();
     o.Set("compiled", be != nullptr);
     o.Set("available", ok);
-    o.Set("description", be ? be->describe() : std::string("this build has no CUDA support (nvcc was not found at build time)"));
+    o.Set("description",
+          be ? be->describe() : std::string("this build has no CUDA support (nvcc was not found at build time)"));
     return o;
   });
 }
@@ -333,9 +340,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // report: refuse to load, naming it.
   try {
     check_registrations();
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
+  } catch (const std::exception& e) { throw Napi::Error::New(env, e.what()); }
   exports.Set("alloc", Napi::Function::New(env, Alloc));
   exports.Set("free", Napi::Function::New(env, Free));
   exports.Set("write", Napi::Function::New(env, Write));

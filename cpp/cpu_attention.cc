@@ -115,33 +115,35 @@ template <typename T> acc_t<T> dot_row(const T* a, const T* b, int64_t n) {
 template <int MR>
 inline void qk_tile(const float* a, int64_t lda, const float* const* bp, int Dp, float* c, int64_t ldc) {
   __m256 acc[MR][4];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int i = 0; i < MR; i++)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int j = 0; j < 4; j++) acc[i][j] = _mm256_setzero_ps();
   for (int d = 0; d < Dp; d += 8) {
     __m256 av[MR];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int i = 0; i < MR; i++) av[i] = _mm256_loadu_ps(a + i * lda + d);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int j = 0; j < 4; j++) {
       __m256 bv = _mm256_loadu_ps(bp[j] + d);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int i = 0; i < MR; i++) acc[i][j] = _mm256_fmadd_ps(av[i], bv, acc[i][j]);
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int i = 0; i < MR; i++) _mm_storeu_ps(c + i * ldc, hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
 }
 void qk(const float* a, int64_t lda, int m, const float* b, int64_t ldb, int nb, int Dp, float* c, int64_t ldc) {
   for (int j0 = 0; j0 < nb; j0 += 4) {
     const float* bp[4];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int j = 0; j < 4; j++) bp[j] = b + std::min(j0 + j, nb - 1) * ldb;
     int i = 0;
     for (; i + 3 <= m; i += 3) qk_tile<3>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
-    if (m - i == 2) qk_tile<2>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
-    else if (m - i == 1) qk_tile<1>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
+    if (m - i == 2)
+      qk_tile<2>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
+    else if (m - i == 1)
+      qk_tile<1>(a + i * lda, lda, bp, Dp, c + i * ldc + j0, ldc);
   }
 }
 void qk(const double* a, int64_t lda, int m, const double* b, int64_t ldb, int nb, int Dp, double* c, int64_t ldc) {
@@ -155,51 +157,67 @@ void qk(const double* a, int64_t lda, int m, const double* b, int64_t ldb, int n
 
 // pv: c[i][0, Dp) += sum_k a(i, k) * b[k][0, Dp), i < m, k < K, where a(i, k) = a[i*ars + k*acs]
 // (so a transposed operand is just swapped strides). 6 x 16 tile: 12 accumulators + 2 loads + 1 broadcast.
-template <int MR, int NV>
-inline void pv_tile(const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb, int K, float* c, int64_t ldc) {
+template <int MR, int NV> inline void pv_tile(const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
+                                              int K, float* c, int64_t ldc) {
   __m256 acc[MR][NV];
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int i = 0; i < MR; i++)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int v = 0; v < NV; v++) acc[i][v] = _mm256_loadu_ps(c + i * ldc + 8 * v);
   for (int k = 0; k < K; k++) {
     __m256 bv[NV];
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int v = 0; v < NV; v++) bv[v] = _mm256_loadu_ps(b + k * ldb + 8 * v);
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int i = 0; i < MR; i++) {
       __m256 av = _mm256_broadcast_ss(a + i * ars + k * acs);
-      #pragma GCC unroll 8
+#pragma GCC unroll 8
       for (int v = 0; v < NV; v++) acc[i][v] = _mm256_fmadd_ps(av, bv[v], acc[i][v]);
     }
   }
-  #pragma GCC unroll 8
+#pragma GCC unroll 8
   for (int i = 0; i < MR; i++)
-    #pragma GCC unroll 8
+#pragma GCC unroll 8
     for (int v = 0; v < NV; v++) _mm256_storeu_ps(c + i * ldc + 8 * v, acc[i][v]);
 }
-template <int NV>
-inline void pv_rows(int mr, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb, int K, float* c, int64_t ldc) {
+template <int NV> inline void pv_rows(int mr, const float* a, int64_t ars, int64_t acs, const float* b, int64_t ldb,
+                                      int K, float* c, int64_t ldc) {
   switch (mr) {
-    case 6: pv_tile<6, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
-    case 5: pv_tile<5, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
-    case 4: pv_tile<4, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
-    case 3: pv_tile<3, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
-    case 2: pv_tile<2, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
-    default: pv_tile<1, NV>(a, ars, acs, b, ldb, K, c, ldc); break;
+    case 6:
+      pv_tile<6, NV>(a, ars, acs, b, ldb, K, c, ldc);
+      break;
+    case 5:
+      pv_tile<5, NV>(a, ars, acs, b, ldb, K, c, ldc);
+      break;
+    case 4:
+      pv_tile<4, NV>(a, ars, acs, b, ldb, K, c, ldc);
+      break;
+    case 3:
+      pv_tile<3, NV>(a, ars, acs, b, ldb, K, c, ldc);
+      break;
+    case 2:
+      pv_tile<2, NV>(a, ars, acs, b, ldb, K, c, ldc);
+      break;
+    default:
+      pv_tile<1, NV>(a, ars, acs, b, ldb, K, c, ldc);
+      break;
   }
 }
-void pv(const float* a, int64_t ars, int64_t acs, int m, const float* b, int64_t ldb, int K, int Dp, float* c, int64_t ldc) {
+void pv(const float* a, int64_t ars, int64_t acs, int m, const float* b, int64_t ldb, int K, int Dp, float* c,
+        int64_t ldc) {
   if (K <= 0) return;
   for (int i = 0; i < m; i += 6) {
     int mr = std::min(6, m - i);
     for (int d = 0; d < Dp; d += 16) {
-      if (d + 16 <= Dp) pv_rows<2>(mr, a + i * ars, ars, acs, b + d, ldb, K, c + i * ldc + d, ldc);
-      else pv_rows<1>(mr, a + i * ars, ars, acs, b + d, ldb, K, c + i * ldc + d, ldc);
+      if (d + 16 <= Dp)
+        pv_rows<2>(mr, a + i * ars, ars, acs, b + d, ldb, K, c + i * ldc + d, ldc);
+      else
+        pv_rows<1>(mr, a + i * ars, ars, acs, b + d, ldb, K, c + i * ldc + d, ldc);
     }
   }
 }
-void pv(const double* a, int64_t ars, int64_t acs, int m, const double* b, int64_t ldb, int K, int Dp, double* c, int64_t ldc) {
+void pv(const double* a, int64_t ars, int64_t acs, int m, const double* b, int64_t ldb, int K, int Dp, double* c,
+        int64_t ldc) {
   for (int i = 0; i < m; i++)
     for (int k = 0; k < K; k++) {
       double av = a[i * ars + k * acs];
@@ -286,8 +304,8 @@ inline void scale_mask_row(const Attn& p, A* s, int kc, int n8, int64_t b, int64
 }
 
 // K (or V) rows of one tile, in place when possible, otherwise widened into buf (kBc x Dp).
-template <typename T, typename A>
-inline const A* tile_rows(const Attn& p, const TensorArg& t, int64_t b, int64_t kvh, int64_t c0, int kc, A* buf, int64_t& ld) {
+template <typename T, typename A> inline const A* tile_rows(const Attn& p, const TensorArg& t, int64_t b, int64_t kvh,
+                                                            int64_t c0, int kc, A* buf, int64_t& ld) {
   const T* src = row_ptr<T>(t, b, kvh, c0);
   if constexpr (std::is_same_v<T, A>) {
     if (p.D == p.Dp) {
@@ -320,8 +338,7 @@ template <typename F> void for_items(int64_t n, F&& make_worker) {
 }
 
 // ------------------------------------------------------------------ forward
-template <typename T>
-void attention_fwd_impl(const Attn& p, const TensorArg& out, const TensorArg& lse) {
+template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& out, const TensorArg& lse) {
   using A = acc_t<T>;
   const int64_t R = p.R(), BK = p.B * p.Hkv, nrb = (R + kBr - 1) / kBr, Dp = p.Dp, D = p.D;
   const A ninf = -std::numeric_limits<A>::infinity();
@@ -378,17 +395,19 @@ void attention_fwd_impl(const Attn& p, const TensorArg& out, const TensorArg& ls
         const bool any = L[i] > A(0);
         store_row(outp + row * D, O + i * Dp, D, any ? A(1) / L[i] : A(0));
         const double l = any ? double(M[i]) + std::log(double(L[i])) : -std::numeric_limits<double>::infinity();
-        if (lse.dtype == DType::F64) lse.data<double>()[row] = l;
-        else lse.data<float>()[row] = float(l);
+        if (lse.dtype == DType::F64)
+          lse.data<double>()[row] = l;
+        else
+          lse.data<float>()[row] = float(l);
       }
     };
   });
 }
 
 // ------------------------------------------------------------------ backward
-template <typename T>
-void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk, const TensorArg& dv,
-                        const TensorArg& out, const TensorArg& dout, const TensorArg& lse) {
+template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk,
+                                              const TensorArg& dv, const TensorArg& out, const TensorArg& dout,
+                                              const TensorArg& lse) {
   using A = acc_t<T>;
   const int64_t R = p.R(), BK = p.B * p.Hkv, Dp = p.Dp, D = p.D, BHT = p.B * p.H * p.T;
   const int64_t nkb = (p.S + kBc - 1) / kBc;
@@ -437,7 +456,8 @@ void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk,
       const int64_t kb0 = nkb * split / nsplit, kb1 = nkb * (split + 1) / nsplit;
       A* dQ = nsplit == 1 ? w->dq.data() : dqacc.data() + split * per_split + bk * R * Dp;
       if (nsplit == 1) std::fill(dQ, dQ + R * Dp, A(0));
-      A *Q = w->q.data(), *dO = w->dO.data(), *S = w->s.data(), *dP = w->dp.data(), *dK = w->dK.data(), *dV = w->dV.data();
+      A *Q = w->q.data(), *dO = w->dO.data(), *S = w->s.data(), *dP = w->dp.data(), *dK = w->dK.data(),
+        *dV = w->dV.data();
       for (int64_t kbi = kb0; kbi < kb1; kbi++) {
         const int64_t c0 = kbi * kBc;
         const int kc = (int)std::min<int64_t>(kBc, p.S - c0), n8 = (int)round8(kc);
@@ -466,9 +486,9 @@ void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk,
             }
             ds_row(s, dP + i * kBc, n8, delta[row], A(p.scale));  // dS (scaled)
           }
-          pv(S, 1, kBc, kc, dO, Dp, n, (int)Dp, dV, Dp);              // dV += P^T dO
-          pv(dP, 1, kBc, kc, Q, Dp, n, (int)Dp, dK, Dp);              // dK += dS^T Q
-          pv(dP, kBc, 1, n, K, ldk, kc, (int)Dp, dQ + r0 * Dp, Dp);   // dQ += dS K
+          pv(S, 1, kBc, kc, dO, Dp, n, (int)Dp, dV, Dp);             // dV += P^T dO
+          pv(dP, 1, kBc, kc, Q, Dp, n, (int)Dp, dK, Dp);             // dK += dS^T Q
+          pv(dP, kBc, 1, n, K, ldk, kc, (int)Dp, dQ + r0 * Dp, Dp);  // dQ += dS K
         }
         const int64_t krow = (b * p.Hkv + kvh) * p.S + c0;
         for (int j = 0; j < kc; j++) {

@@ -25,8 +25,7 @@ namespace {
 constexpr auto kSpin = std::chrono::microseconds(50);
 
 // Spin (with pause) until pred() or kSpin has passed; true when pred() held.
-template <typename P>
-bool spin_until(P pred) {
+template <typename P> bool spin_until(P pred) {
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0;; i++) {
     if (pred()) return true;
@@ -151,22 +150,24 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   });
 }
 
-static BackendRegistrar cpu_backend(Device::CPU, DeviceBackend{
-    [] { return true; },
-    [] { return std::string("cpu (") + std::to_string(num_threads()) + " threads)"; },
-    [](size_t n) -> void* {
-      size_t sz = std::max<size_t>(64, (n + 63) / 64 * 64);
-      void* p = std::aligned_alloc(64, sz);
-      if (!p) throw KernelError("[alloc] out of host memory: asked for " + std::to_string(n) + " bytes");
-      return p;
-    },
-    [](void* p, size_t) { std::free(p); },
-    [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
-    [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
-    [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
-    [] {},
-    nullptr,
-    nullptr,
-});
+static BackendRegistrar cpu_backend(
+    Device::CPU, DeviceBackend{
+                     [] { return true; },
+                     [] { return std::string("cpu (") + std::to_string(num_threads()) + " threads)"; },
+                     [](size_t n) -> void* {
+                       size_t sz = std::max<size_t>(64, (n + 63) / 64 * 64);
+                       void* p = std::aligned_alloc(64, sz);
+                       if (!p)
+                         throw KernelError("[alloc] out of host memory: asked for " + std::to_string(n) + " bytes");
+                       return p;
+                     },
+                     [](void* p, size_t) { std::free(p); },
+                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+                     [] {},
+                     nullptr,
+                     nullptr,
+                 });
 
 }  // namespace llava

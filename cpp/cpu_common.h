@@ -54,26 +54,76 @@ template <typename V> inline void store(f16* p, V v) { p->bits = f32_to_f16(floa
 template <typename V> inline void store(bool* p, V v) { *p = v != V(0); }
 
 // Run `body` with `T` bound to the storage type of dtype `dt` (floating types only).
-#define LLAVA_DISPATCH_FLOAT(args, dt, T, ...)                              \
-  switch (dt) {                                                           \
-    case ::llava::DType::F32: { using T = float; __VA_ARGS__; break; }    \
-    case ::llava::DType::F64: { using T = double; __VA_ARGS__; break; }   \
-    case ::llava::DType::BF16: { using T = ::llava::bf16; __VA_ARGS__; break; } \
-    case ::llava::DType::F16: { using T = ::llava::f16; __VA_ARGS__; break; }   \
-    default: (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
+#define LLAVA_DISPATCH_FLOAT(args, dt, T, ...)                                               \
+  switch (dt) {                                                                              \
+    case ::llava::DType::F32: {                                                              \
+      using T = float;                                                                       \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    case ::llava::DType::F64: {                                                              \
+      using T = double;                                                                      \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    case ::llava::DType::BF16: {                                                             \
+      using T = ::llava::bf16;                                                               \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    case ::llava::DType::F16: {                                                              \
+      using T = ::llava::f16;                                                                \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    default:                                                                                 \
+      (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
   }
 
-#define LLAVA_DISPATCH_ALL(args, dt, T, ...)                                \
-  switch (dt) {                                                           \
-    case ::llava::DType::F32: { using T = float; __VA_ARGS__; break; }    \
-    case ::llava::DType::F64: { using T = double; __VA_ARGS__; break; }   \
-    case ::llava::DType::BF16: { using T = ::llava::bf16; __VA_ARGS__; break; } \
-    case ::llava::DType::F16: { using T = ::llava::f16; __VA_ARGS__; break; }   \
-    case ::llava::DType::I32: { using T = int32_t; __VA_ARGS__; break; }  \
-    case ::llava::DType::I64: { using T = int64_t; __VA_ARGS__; break; }  \
-    case ::llava::DType::U8: { using T = uint8_t; __VA_ARGS__; break; }   \
-    case ::llava::DType::BOOL: { using T = bool; __VA_ARGS__; break; }    \
-    default: (args).fail("unknown dtype");                                \
+#define LLAVA_DISPATCH_ALL(args, dt, T, ...) \
+  switch (dt) {                              \
+    case ::llava::DType::F32: {              \
+      using T = float;                       \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case ::llava::DType::F64: {              \
+      using T = double;                      \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case ::llava::DType::BF16: {             \
+      using T = ::llava::bf16;               \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case ::llava::DType::F16: {              \
+      using T = ::llava::f16;                \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case ::llava::DType::I32: {              \
+      using T = int32_t;                     \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case ::llava::DType::I64: {              \
+      using T = int64_t;                     \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case ::llava::DType::U8: {               \
+      using T = uint8_t;                     \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    case ::llava::DType::BOOL: {             \
+      using T = bool;                        \
+      __VA_ARGS__;                           \
+      break;                                 \
+    }                                        \
+    default:                                 \
+      (args).fail("unknown dtype");          \
   }
 
 // ---------------------------------------------------------------- 8-lane AVX2 helpers
@@ -183,8 +233,7 @@ inline int64_t strided_offset(const TensorArg& t, int64_t i) {
 
 // Walks the elements [begin, end) of a shape in row-major order, keeping the element offsets of up
 // to three strided operands in step without a division per element.
-template <int N>
-struct StridedWalker {
+template <int N> struct StridedWalker {
   int ndim;
   const int64_t* shape;
   const int64_t* strides[N];
@@ -192,7 +241,10 @@ struct StridedWalker {
   int64_t off[N];
 
   StridedWalker(int nd, const int64_t* shp, const int64_t* const* strd, int64_t start) : ndim(nd), shape(shp) {
-    for (int k = 0; k < N; k++) { strides[k] = strd[k]; off[k] = 0; }
+    for (int k = 0; k < N; k++) {
+      strides[k] = strd[k];
+      off[k] = 0;
+    }
     for (int d = nd - 1; d >= 0; d--) {
       idx[d] = shp[d] ? start % shp[d] : 0;
       start = shp[d] ? start / shp[d] : 0;

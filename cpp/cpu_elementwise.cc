@@ -20,8 +20,7 @@ namespace {
 constexpr int64_t kGrain = 1 << 14;
 
 // Calls f(out_offset, in_offsets...) for every element of out's shape, in parallel chunks.
-template <int N, typename F>
-void for_each_strided(const TensorArg& out, const TensorArg* const* ins, F&& f) {
+template <int N, typename F> void for_each_strided(const TensorArg& out, const TensorArg* const* ins, F&& f) {
   int64_t n = out.numel();
   bool contig = out.is_contiguous();
   for (int k = 0; k < N - 1; k++) contig = contig && ins[k]->is_contiguous();
@@ -47,10 +46,11 @@ void for_each_strided(const TensorArg& out, const TensorArg* const* ins, F&& f) 
   });
 }
 
-template <typename TO, typename TI>
-inline void cast_one(TO* o, const TI* i) {
-  if constexpr (std::is_same_v<TO, TI>) *o = *i;
-  else store(o, load(i));
+template <typename TO, typename TI> inline void cast_one(TO* o, const TI* i) {
+  if constexpr (std::is_same_v<TO, TI>)
+    *o = *i;
+  else
+    store(o, load(i));
 }
 
 // copy(out, x): out[...] = cast(x[...]), any dtypes, any strides.
@@ -66,9 +66,7 @@ void copy_kernel(const KernelArgs& a) {
     LLAVA_DISPATCH_ALL(a, x.dtype, TI, {
       TO* po = out.data<TO>();
       const TI* px = x.data<TI>();
-      for_each_strided<2>(out, ins, [&](const int64_t* o) {
-        cast_one(po + o[0], px + o[1]);
-      });
+      for_each_strided<2>(out, ins, [&](const int64_t* o) { cast_one(po + o[0], px + o[1]); });
     });
   });
 }
@@ -162,7 +160,8 @@ void binary_kernel(const KernelArgs& a) {
     const T* py = y.data<T>();
     if (A.cmp) {
       bool* po = out.data<bool>();
-      for_each_strided<3>(out, ins, [&](const int64_t* o) { po[o[0]] = binary_compare<F>(op, load(px + o[1]), load(py + o[2])); });
+      for_each_strided<3>(
+          out, ins, [&](const int64_t* o) { po[o[0]] = binary_compare<F>(op, load(px + o[1]), load(py + o[2])); });
     } else if constexpr (!std::is_same_v<T, bool>) {  // parse_binary refuses arithmetic on bool
       T* po = out.data<T>();
       if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && op <= B::Div) {
@@ -171,7 +170,8 @@ void binary_kernel(const KernelArgs& a) {
           for (int64_t i = b; i < e; i++) store(po + i, binary_fwd<F>(op, load(px + i), load(py + i)));
         });
       } else {
-        for_each_strided<3>(out, ins, [&](const int64_t* o) { store(po + o[0], binary_fwd<F>(op, load(px + o[1]), load(py + o[2]))); });
+        for_each_strided<3>(
+            out, ins, [&](const int64_t* o) { store(po + o[0], binary_fwd<F>(op, load(px + o[1]), load(py + o[2]))); });
       }
     }
   });
@@ -225,11 +225,13 @@ void random_kernel(const KernelArgs& a) {
         philox(ctr, key);
         double u1 = (double(ctr[0]) + 0.5) / 4294967296.0;
         double v;
-        if (k == RandomKind::Uniform) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
+        if (k == RandomKind::Uniform)
+          v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
         else if (k == RandomKind::Normal) {
           double u2 = double(ctr[1]) / 4294967296.0;
           v = std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-        } else v = u1 < p ? 1.0 : 0.0;
+        } else
+          v = u1 < p ? 1.0 : 0.0;
         store(po + i, v);
       }
     });

@@ -34,7 +34,8 @@ void index_select_kernel(const KernelArgs& a) {
   parallel_for(outer * m, std::max<int64_t>(1, 4096 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; r++) {
       int64_t o = r / m, j = r % m;
-      std::memcpy(out.bytes() + (size_t)r * inner * item, x.bytes() + (size_t)(o * n + idx_at(idx, j)) * inner * item, inner * item);
+      std::memcpy(out.bytes() + (size_t)r * inner * item, x.bytes() + (size_t)(o * n + idx_at(idx, j)) * inner * item,
+                  inner * item);
     }
   });
 }

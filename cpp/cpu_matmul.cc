@@ -67,7 +67,10 @@ struct Scratch {
       std::free(p);
       cap = (bytes + 4095) / 4096 * 4096;
       p = std::aligned_alloc(64, cap);
-      if (!p) { cap = 0; throw KernelError("[matmul] out of host memory for packing buffers"); }
+      if (!p) {
+        cap = 0;
+        throw KernelError("[matmul] out of host memory for packing buffers");
+      }
     }
     return static_cast<U*>(p);
   }
@@ -97,10 +100,14 @@ inline void transpose8(__m256 r[8]) {
   __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
   __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
   __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20); r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20); r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31); r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31); r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
 }
 
 // ------------------------------------------------------------------ packing
@@ -149,7 +156,7 @@ void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Ac
 
 struct KernAvx2 {
   using acc = float;
-  static constexpr int MR = 6, NR = 16;  // 12 accumulators + 2 B rows + 1 broadcast of 16 ymm
+  static constexpr int MR = 6, NR = 16;                    // 12 accumulators + 2 B rows + 1 broadcast of 16 ymm
   static constexpr int64_t KC = 256, MC = 144, NC = 3072;  // 16 KiB B micro-panel in L1, 144 KiB A block in L2
   static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
                   const float* bias) {
@@ -198,7 +205,7 @@ struct KernAvx2 {
 // AVX-512 is compiled for this one function only and used only when the CPU reports it, so the
 // addon still loads on AVX2-only machines. The A broadcasts fold into the FMAs ({1to16}).
 __attribute__((target("avx512f"))) void ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C,
-                                                          int64_t ldc, bool first, float beta, const float* bias) {
+                                                         int64_t ldc, bool first, float beta, const float* bias) {
   constexpr int MR = 12, NR = 32;
   __m512 c[MR][2];
 #pragma GCC unroll 12
@@ -267,8 +274,10 @@ struct KernF64 {
     for (int r = 0; r < MR; r++)
       for (int j = 0; j < NR; j++) {
         double& o = C[r * ldc + j];
-        if (!first) o += c[r][j];
-        else o = c[r][j] + (bias ? bias[j] : 0.0) + (beta != 0.0 ? beta * o : 0.0);
+        if (!first)
+          o += c[r][j];
+        else
+          o = c[r][j] + (bias ? bias[j] : 0.0) + (beta != 0.0 ? beta * o : 0.0);
       }
   }
 };
@@ -324,8 +333,8 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
     const int64_t kc = std::min<int64_t>(Kern::KC, K - pc);
     const bool first = pc == 0;
     for (int64_t j = 0; j < nu; j += NR)
-      pack_panel<T, NR>(B + pc * p.bs[1] + (n0 + j) * p.bs[2], p.bs[2], p.bs[1], int(std::min<int64_t>(NR, nu - j)),
-                        kc, Bp + j * kc);
+      pack_panel<T, NR>(B + pc * p.bs[1] + (n0 + j) * p.bs[2], p.bs[2], p.bs[1], int(std::min<int64_t>(NR, nu - j)), kc,
+                        Bp + j * kc);
     for (int64_t ic = m0; ic < m1; ic += Kern::MC) {
       const int64_t mc = std::min<int64_t>(Kern::MC, m1 - ic);
       for (int64_t i = 0; i < mc; i += MR)
@@ -347,8 +356,10 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
             for (int q = 0; q < nr; q++) {
               Acc& o = c[r * ldc + q];
               Acc v = tile[r * NR + q];
-              if (!first) o += v;
-              else o = v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * o : Acc(0));
+              if (!first)
+                o += v;
+              else
+                o = v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * o : Acc(0));
             }
         }
       }
@@ -374,8 +385,7 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
 }
 
 // Splits C into units and runs them on the pool.
-template <typename Kern, typename T>
-void gemm(const Problem& p) {
+template <typename Kern, typename T> void gemm(const Problem& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const int64_t th = num_threads();
   int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
@@ -388,8 +398,10 @@ void gemm(const Problem& p) {
     if (total >= th && (total % th == 0 || total >= 8 * th)) break;
     int64_t mt = ceil_div(p.M, mu * MR), nt = ceil_div(p.N, nu * NR);
     if (mt <= 1 && nt <= 1) break;
-    if (mt >= nt) mu++;
-    else nu++;
+    if (mt >= nt)
+      mu++;
+    else
+      nu++;
   }
   const int64_t mch = ceil_div(ceil_div(p.M, mu), MR) * MR, nch = ceil_div(ceil_div(p.N, nu), NR) * NR;
   mu = ceil_div(p.M, mch);
@@ -411,8 +423,7 @@ struct Gemv {
   bool bias_per_row;   // M == 1: bias[i]; N == 1: bias[0]
 };
 
-template <typename T>
-void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
+template <typename T> void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
   using Acc = acc_t<T>;
   const Acc* bias = static_cast<const Acc*>(p.bias);
   T* Y = reinterpret_cast<T*>(p.out);
@@ -504,8 +515,7 @@ void gemv(const Problem& p, const Gemv& g, const T* X, const T* V) {
   });
 }
 
-template <typename T>
-void run_gemv(const Problem& p) {
+template <typename T> void run_gemv(const Problem& p) {
   const T* a = reinterpret_cast<const T*>(p.a);
   const T* b = reinterpret_cast<const T*>(p.b);
   if (p.M == 1)  // out row = a_row @ b: X = b^T (rows n), v = a[0, :]
@@ -515,8 +525,7 @@ void run_gemv(const Problem& p) {
 }
 
 // ------------------------------------------------------------------ entry point
-template <typename T>
-void run_typed(const Problem& p) {
+template <typename T> void run_typed(const Problem& p) {
   using Acc = acc_t<T>;
   if (p.K == 0) {  // empty sum: out = act(bias) + beta*out
     T* o = reinterpret_cast<T*>(p.out);
@@ -536,8 +545,10 @@ void run_typed(const Problem& p) {
     const char* isa = std::getenv("LLAVA_MATMUL_ISA");
     bool avx2_only = isa && std::string(isa) == "avx2";
     // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
-    if (cpu_has_avx512() && !avx2_only && p.N > 16) gemm<KernAvx512, T>(p);
-    else gemm<KernAvx2, T>(p);
+    if (cpu_has_avx512() && !avx2_only && p.N > 16)
+      gemm<KernAvx512, T>(p);
+    else
+      gemm<KernAvx2, T>(p);
   }
 }
 
@@ -550,8 +561,18 @@ void matmul_kernel(const KernelArgs& args) {
   const int act = P.epilogue == MatmulEpilogue::Gelu ? 1 : P.epilogue == MatmulEpilogue::GeluTanh ? 2 : 0;
   if (Bt == 0 || M == 0 || N == 0) return;
 
-  Problem p{Bt, M, N, K, a.bytes(), b.bytes(), out.bytes(), {a.strides[0], a.strides[1], a.strides[2]},
-            {b.strides[0], b.strides[1], b.strides[2]}, nullptr, beta, act};
+  Problem p{Bt,
+            M,
+            N,
+            K,
+            a.bytes(),
+            b.bytes(),
+            out.bytes(),
+            {a.strides[0], a.strides[1], a.strides[2]},
+            {b.strides[0], b.strides[1], b.strides[2]},
+            nullptr,
+            beta,
+            act};
   LLAVA_DISPATCH_FLOAT(args, out.dtype, T, {
     using Acc = acc_t<T>;
     if (bias) {  // gather once: contiguous, compute type, read by every thread

@@ -31,9 +31,12 @@ namespace {
 // ------------------------------------------------------------------ SIMD: 8 x f32 or 4 x f64 lanes
 // Rounding through the storage type (identity for f32/f64): HF RMSNorm rounds h before * w.
 template <typename T> inline __m256 vround(__m256 v) {
-  if constexpr (std::is_same_v<T, bf16>) return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
-  else if constexpr (std::is_same_v<T, f16>) return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  else return v;
+  if constexpr (std::is_same_v<T, bf16>)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
+  else if constexpr (std::is_same_v<T, f16>)
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  else
+    return v;
 }
 template <typename T> inline __m256d vround(__m256d v) { return v; }
 template <typename T> inline acc_t<T> sround(acc_t<T> v) {
@@ -111,8 +114,10 @@ inline double stat_at(const TensorArg& t, int64_t i) {
   return t.dtype == DType::F64 ? t.data<double>()[i] : double(t.data<float>()[i]);
 }
 inline void stat_set(const TensorArg& t, int64_t i, double v) {
-  if (t.dtype == DType::F64) t.data<double>()[i] = v;
-  else t.data<float>()[i] = float(v);
+  if (t.dtype == DType::F64)
+    t.data<double>()[i] = v;
+  else
+    t.data<float>()[i] = float(v);
 }
 
 // Rows per parallel chunk: about 16K elements, so small problems stay on one thread.
@@ -143,9 +148,9 @@ void reduce_parts(const KernelArgs& a, const std::vector<A>& part, int64_t parts
 }
 
 // ------------------------------------------------------------------ LayerNorm
-template <typename T, bool HasW, bool HasB>
-void ln_fwd_rows(T* y, const TensorArg& mean, const TensorArg& rstd, const T* x, const T* w, const T* b, double eps,
-                 int64_t r0, int64_t r1, int64_t C) {
+template <typename T, bool HasW, bool HasB> void ln_fwd_rows(T* y, const TensorArg& mean, const TensorArg& rstd,
+                                                             const T* x, const T* w, const T* b, double eps, int64_t r0,
+                                                             int64_t r1, int64_t C) {
   using A = acc_t<T>;
   constexpr int64_t W = Lanes<A>::W;
   for (int64_t r = r0; r < r1; r++) {
@@ -186,18 +191,22 @@ void layer_norm_fwd_kernel(const KernelArgs& a) {
     const T* wp = w ? w->data<T>() : nullptr;
     const T* bp = b ? b->data<T>() : nullptr;
     parallel_for(N, row_grain(C), [&](int64_t r0, int64_t r1) {
-      if (wp && bp) ln_fwd_rows<T, true, true>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
-      else if (wp) ln_fwd_rows<T, true, false>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
-      else if (bp) ln_fwd_rows<T, false, true>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
-      else ln_fwd_rows<T, false, false>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
+      if (wp && bp)
+        ln_fwd_rows<T, true, true>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
+      else if (wp)
+        ln_fwd_rows<T, true, false>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
+      else if (bp)
+        ln_fwd_rows<T, false, true>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
+      else
+        ln_fwd_rows<T, false, false>(yp, mean, rstd, xp, wp, bp, eps, r0, r1, C);
     });
   });
 }
 
 // One row of the LayerNorm backward; dwp/dbp are this part's partial rows (null when not needed).
-template <typename T, bool HasW, bool DW, bool DB>
-inline void ln_bwd_row(T* dx, acc_t<T>* dwp, acc_t<T>* dbp, const T* dy, const T* x, const T* w, acc_t<T> mu,
-                       acc_t<T> rs, int64_t C) {
+template <typename T, bool HasW, bool DW, bool DB> inline void ln_bwd_row(T* dx, acc_t<T>* dwp, acc_t<T>* dbp,
+                                                                          const T* dy, const T* x, const T* w,
+                                                                          acc_t<T> mu, acc_t<T> rs, int64_t C) {
   using A = acc_t<T>;
   constexpr int64_t W = Lanes<A>::W;
   const reg_t<A> muv = vset(mu), rsv = vset(rs);
@@ -248,12 +257,13 @@ void ln_bwd_rows(T* dx, acc_t<T>* dwp, acc_t<T>* dbp, const T* dy, const T* x, c
                  const TensorArg& rstd, int64_t r0, int64_t r1, int64_t C) {
   using A = acc_t<T>;
   for (int64_t r = r0; r < r1; r++)
-    ln_bwd_row<T, HasW, DW, DB>(dx + r * C, dwp, dbp, dy + r * C, x + r * C, w, A(stat_at(mean, r)), A(stat_at(rstd, r)), C);
+    ln_bwd_row<T, HasW, DW, DB>(dx + r * C, dwp, dbp, dy + r * C, x + r * C, w, A(stat_at(mean, r)),
+                                A(stat_at(rstd, r)), C);
 }
 
-template <typename T>
-void ln_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw, const TensorArg* db, const TensorArg& dy,
-                 const TensorArg& x, const TensorArg* w, const TensorArg& mean, const TensorArg& rstd, int64_t N, int64_t C) {
+template <typename T> void ln_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw,
+                                       const TensorArg* db, const TensorArg& dy, const TensorArg& x, const TensorArg* w,
+                                       const TensorArg& mean, const TensorArg& rstd, int64_t N, int64_t C) {
   using A = acc_t<T>;
   T* dxp = dx.data<T>();
   const T *dyp = dy.data<T>(), *xp = x.data<T>(), *wp = w ? w->data<T>() : nullptr;
@@ -269,17 +279,25 @@ void ln_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw, 
     using Y = std::true_type;
     using F = std::false_type;
     if (wp) {
-      if (dwr && dbr) run(Y(), Y(), Y());
-      else if (dwr) run(Y(), Y(), F());
-      else if (dbr) run(Y(), F(), Y());
-      else run(Y(), F(), F());
+      if (dwr && dbr)
+        run(Y(), Y(), Y());
+      else if (dwr)
+        run(Y(), Y(), F());
+      else if (dbr)
+        run(Y(), F(), Y());
+      else
+        run(Y(), F(), F());
     } else {
-      if (dbr) run(F(), F(), Y());
-      else run(F(), F(), F());
+      if (dbr)
+        run(F(), F(), Y());
+      else
+        run(F(), F(), F());
     }
   };
-  if (dw || db) for_parts(N, parts, body);
-  else parallel_for(N, row_grain(C), [&](int64_t r0, int64_t r1) { body(0, r0, r1); });
+  if (dw || db)
+    for_parts(N, parts, body);
+  else
+    parallel_for(N, row_grain(C), [&](int64_t r0, int64_t r1) { body(0, r0, r1); });
   if (dw) reduce_parts(a, dwpart, parts, C, *dw);
   if (db) reduce_parts(a, dbpart, parts, C, *db);
 }
@@ -329,8 +347,10 @@ void rms_norm_fwd_kernel(const KernelArgs& a) {
     T* yp = y.data<T>();
     const T *xp = x.data<T>(), *wp = w ? w->data<T>() : nullptr;
     parallel_for(N, row_grain(C), [&](int64_t r0, int64_t r1) {
-      if (wp) rms_fwd_rows<T, true>(yp, rstd, xp, wp, eps, r0, r1, C);
-      else rms_fwd_rows<T, false>(yp, rstd, xp, wp, eps, r0, r1, C);
+      if (wp)
+        rms_fwd_rows<T, true>(yp, rstd, xp, wp, eps, r0, r1, C);
+      else
+        rms_fwd_rows<T, false>(yp, rstd, xp, wp, eps, r0, r1, C);
     });
   });
 }
@@ -388,13 +408,18 @@ void rms_norm_bwd_kernel(const KernelArgs& a) {
       A* dwr = dw ? dwpart.data() + p * C : nullptr;
       for (int64_t r = r0; r < r1; r++) {
         A rs = A(stat_at(rstd, r));
-        if (dwr) rms_bwd_row<T, true, true>(dxp + r * C, dwr, dyp + r * C, xp + r * C, wp, rs, C);
-        else if (wp) rms_bwd_row<T, true, false>(dxp + r * C, dwr, dyp + r * C, xp + r * C, wp, rs, C);
-        else rms_bwd_row<T, false, false>(dxp + r * C, dwr, dyp + r * C, xp + r * C, wp, rs, C);
+        if (dwr)
+          rms_bwd_row<T, true, true>(dxp + r * C, dwr, dyp + r * C, xp + r * C, wp, rs, C);
+        else if (wp)
+          rms_bwd_row<T, true, false>(dxp + r * C, dwr, dyp + r * C, xp + r * C, wp, rs, C);
+        else
+          rms_bwd_row<T, false, false>(dxp + r * C, dwr, dyp + r * C, xp + r * C, wp, rs, C);
       }
     };
-    if (dw) for_parts(N, parts, body);
-    else parallel_for(N, row_grain(C), [&](int64_t r0, int64_t r1) { body(0, r0, r1); });
+    if (dw)
+      for_parts(N, parts, body);
+    else
+      parallel_for(N, row_grain(C), [&](int64_t r0, int64_t r1) { body(0, r0, r1); });
     if (dw) reduce_parts(a, dwpart, parts, C, *dw);
   });
 }

@@ -105,8 +105,10 @@ void reduce_kernel(const KernelArgs& a) {
           int64_t o = oi / inner, i = oi % inner;
           int64_t arg = 0;
           F r = reduce_line<T, F>(op, px + o * n * inner + i, n, inner, correction, &arg);
-          if (arg_op) out.data<int64_t>()[oi] = arg;
-          else store(out.data<T>() + oi, r);
+          if (arg_op)
+            out.data<int64_t>()[oi] = arg;
+          else
+            store(out.data<T>() + oi, r);
         }
       });
     }  // bool: refused by parse_reduce
@@ -196,15 +198,15 @@ inline int64_t target_at(const TensorArg& t, int64_t i) {
   return t.dtype == DType::I64 ? t.data<int64_t>()[i] : int64_t(t.data<int32_t>()[i]);
 }
 
-template <typename S> inline double sload(const TensorArg& t, int64_t i) {
-  return double(t.data<S>()[i]);
-}
+template <typename S> inline double sload(const TensorArg& t, int64_t i) { return double(t.data<S>()[i]); }
 inline double stat_at(const TensorArg& t, int64_t i) {
   return t.dtype == DType::F64 ? sload<double>(t, i) : sload<float>(t, i);
 }
 inline void stat_set(const TensorArg& t, int64_t i, double v) {
-  if (t.dtype == DType::F64) t.data<double>()[i] = v;
-  else t.data<float>()[i] = float(v);
+  if (t.dtype == DType::F64)
+    t.data<double>()[i] = v;
+  else
+    t.data<float>()[i] = float(v);
 }
 
 // cross_entropy_fwd(loss[N], lse[N], logits[N,V], target[N], ignore_index)

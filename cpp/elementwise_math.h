@@ -28,8 +28,8 @@
 namespace llava {
 
 namespace ewmath {
-#define LLAVA_EW_MATH1(name, f32fn, f64fn)                                     \
-  LLAVA_HD LLAVA_EW_INLINE float name(float x) { return ::f32fn(x); }  \
+#define LLAVA_EW_MATH1(name, f32fn, f64fn)                            \
+  LLAVA_HD LLAVA_EW_INLINE float name(float x) { return ::f32fn(x); } \
   LLAVA_HD LLAVA_EW_INLINE double name(double x) { return ::f64fn(x); }
 LLAVA_EW_MATH1(exp, expf, exp)
 LLAVA_EW_MATH1(log, logf, log)
@@ -53,89 +53,143 @@ template <typename F> LLAVA_HD LLAVA_EW_INLINE F sigm(F x) { return F(1) / (F(1)
 }  // namespace ewmath
 
 // f(x) for a unary op (op: a unary_op enumerator; p: the exponent of Pow).
-template <typename F>
-LLAVA_HD LLAVA_EW_INLINE F unary_fwd(int op, F x, F p) {
+template <typename F> LLAVA_HD LLAVA_EW_INLINE F unary_fwd(int op, F x, F p) {
   namespace m = ewmath;
   using namespace unary_op;
   switch (op) {
-    case Neg: return -x;
-    case Exp: return m::exp(x);
-    case Log: return m::log(x);
-    case Sqrt: return m::sqrt(x);
-    case Rsqrt: return F(1) / m::sqrt(x);
-    case Abs: return m::fabs(x);
-    case Sin: return m::sin(x);
-    case Cos: return m::cos(x);
-    case Tanh: return m::tanh(x);
-    case Sigmoid: return m::sigm(x);
-    case Relu: return x > F(0) ? x : F(0);
-    case Gelu: return F(0.5) * x * (F(1) + m::erf(x * F(m::kInvSqrt2)));
-    case GeluTanh: return F(0.5) * x * (F(1) + m::tanh(F(m::kSqrt2OverPi) * (x + F(0.044715) * x * x * x)));
-    case QuickGelu: return x * m::sigm(F(1.702) * x);
-    case Silu: return x * m::sigm(x);
-    case Pow: return m::pow(x, p);
-    case Square: return x * x;
-    case Reciprocal: return F(1) / x;
-    case Sign: return F((x > F(0)) - (x < F(0)));
-    case Erf: return m::erf(x);
-    case Log1p: return m::log1p(x);
-    case Expm1: return m::expm1(x);
+    case Neg:
+      return -x;
+    case Exp:
+      return m::exp(x);
+    case Log:
+      return m::log(x);
+    case Sqrt:
+      return m::sqrt(x);
+    case Rsqrt:
+      return F(1) / m::sqrt(x);
+    case Abs:
+      return m::fabs(x);
+    case Sin:
+      return m::sin(x);
+    case Cos:
+      return m::cos(x);
+    case Tanh:
+      return m::tanh(x);
+    case Sigmoid:
+      return m::sigm(x);
+    case Relu:
+      return x > F(0) ? x : F(0);
+    case Gelu:
+      return F(0.5) * x * (F(1) + m::erf(x * F(m::kInvSqrt2)));
+    case GeluTanh:
+      return F(0.5) * x * (F(1) + m::tanh(F(m::kSqrt2OverPi) * (x + F(0.044715) * x * x * x)));
+    case QuickGelu:
+      return x * m::sigm(F(1.702) * x);
+    case Silu:
+      return x * m::sigm(x);
+    case Pow:
+      return m::pow(x, p);
+    case Square:
+      return x * x;
+    case Reciprocal:
+      return F(1) / x;
+    case Sign:
+      return F((x > F(0)) - (x < F(0)));
+    case Erf:
+      return m::erf(x);
+    case Log1p:
+      return m::log1p(x);
+    case Expm1:
+      return m::expm1(x);
   }
   return x;
 }
 
 // d f(x) / dx
-template <typename F>
-LLAVA_HD LLAVA_EW_INLINE F unary_grad(int op, F x, F p) {
+template <typename F> LLAVA_HD LLAVA_EW_INLINE F unary_grad(int op, F x, F p) {
   namespace m = ewmath;
   using namespace unary_op;
   switch (op) {
-    case Neg: return F(-1);
-    case Exp: return m::exp(x);
-    case Log: return F(1) / x;
-    case Sqrt: return F(0.5) / m::sqrt(x);
-    case Rsqrt: return F(-0.5) / (x * m::sqrt(x));
-    case Abs: return F((x > F(0)) - (x < F(0)));
-    case Sin: return m::cos(x);
-    case Cos: return -m::sin(x);
-    case Tanh: { F t = m::tanh(x); return F(1) - t * t; }
-    case Sigmoid: { F s = m::sigm(x); return s * (F(1) - s); }
-    case Relu: return x > F(0) ? F(1) : F(0);
-    case Gelu: return F(0.5) * (F(1) + m::erf(x * F(m::kInvSqrt2))) + x * F(m::kInvSqrt2Pi) * m::exp(F(-0.5) * x * x);
+    case Neg:
+      return F(-1);
+    case Exp:
+      return m::exp(x);
+    case Log:
+      return F(1) / x;
+    case Sqrt:
+      return F(0.5) / m::sqrt(x);
+    case Rsqrt:
+      return F(-0.5) / (x * m::sqrt(x));
+    case Abs:
+      return F((x > F(0)) - (x < F(0)));
+    case Sin:
+      return m::cos(x);
+    case Cos:
+      return -m::sin(x);
+    case Tanh: {
+      F t = m::tanh(x);
+      return F(1) - t * t;
+    }
+    case Sigmoid: {
+      F s = m::sigm(x);
+      return s * (F(1) - s);
+    }
+    case Relu:
+      return x > F(0) ? F(1) : F(0);
+    case Gelu:
+      return F(0.5) * (F(1) + m::erf(x * F(m::kInvSqrt2))) + x * F(m::kInvSqrt2Pi) * m::exp(F(-0.5) * x * x);
     case GeluTanh: {
       F u = F(m::kSqrt2OverPi) * (x + F(0.044715) * x * x * x);
       F t = m::tanh(u);
       F du = F(m::kSqrt2OverPi) * (F(1) + F(3 * 0.044715) * x * x);
       return F(0.5) * (F(1) + t) + F(0.5) * x * (F(1) - t * t) * du;
     }
-    case QuickGelu: { F s = m::sigm(F(1.702) * x); return s + x * F(1.702) * s * (F(1) - s); }
-    case Silu: { F s = m::sigm(x); return s * (F(1) + x * (F(1) - s)); }
-    case Pow: return p == F(0) ? F(0) : p * m::pow(x, p - F(1));
-    case Square: return F(2) * x;
-    case Reciprocal: return F(-1) / (x * x);
-    case Sign: return F(0);
-    case Erf: return F(2 * m::kInvSqrt2Pi * 1.4142135623730951) * m::exp(-x * x);  // 2/sqrt(pi)
-    case Log1p: return F(1) / (F(1) + x);
-    case Expm1: return m::exp(x);
+    case QuickGelu: {
+      F s = m::sigm(F(1.702) * x);
+      return s + x * F(1.702) * s * (F(1) - s);
+    }
+    case Silu: {
+      F s = m::sigm(x);
+      return s * (F(1) + x * (F(1) - s));
+    }
+    case Pow:
+      return p == F(0) ? F(0) : p * m::pow(x, p - F(1));
+    case Square:
+      return F(2) * x;
+    case Reciprocal:
+      return F(-1) / (x * x);
+    case Sign:
+      return F(0);
+    case Erf:
+      return F(2 * m::kInvSqrt2Pi * 1.4142135623730951) * m::exp(-x * x);  // 2/sqrt(pi)
+    case Log1p:
+      return F(1) / (F(1) + x);
+    case Expm1:
+      return m::exp(x);
   }
   return F(0);
 }
 
 // neg / abs / square / sign of an integer (parse_unary admits no other op for integers). Any other
 // T (bool, or a float type a dispatch macro instantiates but never runs) passes through.
-template <typename T>
-LLAVA_HD LLAVA_EW_INLINE T int_unary(int op, T v) {
+template <typename T> LLAVA_HD LLAVA_EW_INLINE T int_unary(int op, T v) {
   using namespace unary_op;
   if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
     switch (op) {
-      case Neg: return T(-v);
+      case Neg:
+        return T(-v);
       case Abs:
-        if constexpr (std::is_signed_v<T>) return T(v < 0 ? -v : v);
-        else return v;
-      case Square: return T(v * v);
+        if constexpr (std::is_signed_v<T>)
+          return T(v < 0 ? -v : v);
+        else
+          return v;
+      case Square:
+        return T(v * v);
       default:
-        if constexpr (std::is_signed_v<T>) return T((v > 0) - (v < 0));
-        else return T(v > 0);
+        if constexpr (std::is_signed_v<T>)
+          return T((v > 0) - (v < 0));
+        else
+          return T(v > 0);
     }
   }
   return v;
@@ -143,34 +197,49 @@ LLAVA_HD LLAVA_EW_INLINE T int_unary(int op, T v) {
 
 // x op y for the arithmetic binary ops (op: a binary_op enumerator before Eq); F is the compute
 // type (float, double, or an integer storage type).
-template <typename F>
-LLAVA_HD LLAVA_EW_INLINE F binary_fwd(int op, F x, F y) {
+template <typename F> LLAVA_HD LLAVA_EW_INLINE F binary_fwd(int op, F x, F y) {
   switch (op) {
-    case BinaryOp::Add: return x + y;
-    case BinaryOp::Sub: return x - y;
-    case BinaryOp::Mul: return x * y;
-    case BinaryOp::Div: return x / y;
+    case BinaryOp::Add:
+      return x + y;
+    case BinaryOp::Sub:
+      return x - y;
+    case BinaryOp::Mul:
+      return x * y;
+    case BinaryOp::Div:
+      return x / y;
     // NaN propagates as in torch.maximum / torch.minimum
-    case BinaryOp::Max: return (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y);
-    case BinaryOp::Min: return (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y);
-    case BinaryOp::Pow: return F(ewmath::pow(double(x), double(y)));
-    default: return F(0);
+    case BinaryOp::Max:
+      return (x != x || y != y) ? (x != x ? x : y) : (x > y ? x : y);
+    case BinaryOp::Min:
+      return (x != x || y != y) ? (x != x ? x : y) : (x < y ? x : y);
+    case BinaryOp::Pow:
+      return F(ewmath::pow(double(x), double(y)));
+    default:
+      return F(0);
   }
 }
 
 // x op y for the comparisons and logical ops (Eq and after), which write bool.
-template <typename F>
-LLAVA_HD LLAVA_EW_INLINE bool binary_compare(int op, F x, F y) {
+template <typename F> LLAVA_HD LLAVA_EW_INLINE bool binary_compare(int op, F x, F y) {
   switch (op) {
-    case BinaryOp::Eq: return x == y;
-    case BinaryOp::Ne: return x != y;
-    case BinaryOp::Lt: return x < y;
-    case BinaryOp::Le: return x <= y;
-    case BinaryOp::Gt: return x > y;
-    case BinaryOp::Ge: return x >= y;
-    case BinaryOp::And: return x != F(0) && y != F(0);
-    case BinaryOp::Or: return x != F(0) || y != F(0);
-    default: return false;
+    case BinaryOp::Eq:
+      return x == y;
+    case BinaryOp::Ne:
+      return x != y;
+    case BinaryOp::Lt:
+      return x < y;
+    case BinaryOp::Le:
+      return x <= y;
+    case BinaryOp::Gt:
+      return x > y;
+    case BinaryOp::Ge:
+      return x >= y;
+    case BinaryOp::And:
+      return x != F(0) && y != F(0);
+    case BinaryOp::Or:
+      return x != F(0) || y != F(0);
+    default:
+      return false;
   }
 }
 

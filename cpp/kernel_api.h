@@ -27,17 +27,23 @@ constexpr int kMaxDims = 8;
 
 inline size_t dtype_size(DType d) {
   switch (d) {
-    case DType::F32: case DType::I32: return 4;
-    case DType::F64: case DType::I64: return 8;
-    case DType::BF16: case DType::F16: return 2;
-    case DType::U8: case DType::BOOL: return 1;
+    case DType::F32:
+    case DType::I32:
+      return 4;
+    case DType::F64:
+    case DType::I64:
+      return 8;
+    case DType::BF16:
+    case DType::F16:
+      return 2;
+    case DType::U8:
+    case DType::BOOL:
+      return 1;
   }
   return 0;
 }
 const char* dtype_name(DType d);
-inline bool is_float(DType d) {
-  return d == DType::F32 || d == DType::F64 || d == DType::BF16 || d == DType::F16;
-}
+inline bool is_float(DType d) { return d == DType::F32 || d == DType::F64 || d == DType::BF16 || d == DType::F16; }
 
 // Every failure inside a kernel is one of these; the binding rethrows it as a JS Error "[op] msg".
 struct KernelError : std::runtime_error {

@@ -333,9 +333,12 @@ inline MatmulArgs parse_matmul(const KernelArgs& args, Device dev) {
   r.epilogue = MatmulEpilogue::None;
   if (args.size() > 5 && !args.is_none(5)) {
     const std::string& e = args.str(5);
-    if (e == "gelu") r.epilogue = MatmulEpilogue::Gelu;
-    else if (e == "gelu_tanh") r.epilogue = MatmulEpilogue::GeluTanh;
-    else if (e != "none") args.fail("unknown epilogue '" + e + "' (expected none, gelu or gelu_tanh)");
+    if (e == "gelu")
+      r.epilogue = MatmulEpilogue::Gelu;
+    else if (e == "gelu_tanh")
+      r.epilogue = MatmulEpilogue::GeluTanh;
+    else if (e != "none")
+      args.fail("unknown epilogue '" + e + "' (expected none, gelu or gelu_tanh)");
   }
   const TensorArg &out = *r.out, &a = *r.a, &b = *r.b;
   const TensorArg* bias = r.bias;
@@ -349,7 +352,8 @@ inline MatmulArgs parse_matmul(const KernelArgs& args, Device dev) {
     if (t && t->device() != dev)
       args.fail(dev == Device::CPU ? "all tensors must be on the CPU" : "all tensors must be on the CUDA device");
   const int64_t Bt = a.shape[0], M = a.shape[1], K = a.shape[2], N = b.shape[2];
-  if (b.shape[0] != Bt) args.fail("batch sizes differ: a has " + std::to_string(Bt) + ", b has " + std::to_string(b.shape[0]));
+  if (b.shape[0] != Bt)
+    args.fail("batch sizes differ: a has " + std::to_string(Bt) + ", b has " + std::to_string(b.shape[0]));
   if (b.shape[1] != K)
     args.fail("inner dimensions differ: a is [.., " + std::to_string(M) + ", " + std::to_string(K) + "], b is [.., " +
               std::to_string(b.shape[1]) + ", " + std::to_string(N) + "]");
@@ -419,7 +423,8 @@ inline AttnInputs parse_attention_inputs(const KernelArgs& a, size_t iq, size_t 
 }
 
 // lse[B, H, T]: float32 or float64, contiguous, on `dev`.
-inline void check_attention_lse(const KernelArgs& a, const TensorArg& lse, int64_t B, int64_t H, int64_t T, Device dev) {
+inline void check_attention_lse(const KernelArgs& a, const TensorArg& lse, int64_t B, int64_t H, int64_t T,
+                                Device dev) {
   if (lse.dtype != DType::F32 && lse.dtype != DType::F64)
     a.fail(std::string("lse must be float32 or float64, got ") + dtype_name(lse.dtype));
   a.check_contiguous(lse, "lse");
@@ -537,8 +542,10 @@ inline BinaryArgs parse_binary(const KernelArgs& a) {
   checks::same_shape(a, out, x, "first input");
   checks::same_shape(a, out, y, "second input");
   a.check_same_dtype(x, y, "inputs");
-  if (r.cmp) a.check_dtype(out, DType::BOOL, "comparison output");
-  else a.check_same_dtype(out, x, "output");
+  if (r.cmp)
+    a.check_dtype(out, DType::BOOL, "comparison output");
+  else
+    a.check_same_dtype(out, x, "output");
   if (!is_float(x.dtype) && (r.op == BinaryOp::Div || r.op == BinaryOp::Pow))
     a.fail("integer inputs must be promoted to a float dtype first");
   if (!r.cmp && x.dtype == DType::BOOL) a.fail("arithmetic on bool tensors is not supported");
@@ -620,8 +627,7 @@ struct IndexRowsArgs {
 };
 
 // index_select(out, x, idx, dim)
-template <typename RangeCheck>
-inline IndexRowsArgs parse_index_select(const KernelArgs& a, RangeCheck&& range_check) {
+template <typename RangeCheck> inline IndexRowsArgs parse_index_select(const KernelArgs& a, RangeCheck&& range_check) {
   IndexRowsArgs r;
   r.out = &a.tensor(0), r.src = &a.tensor(1), r.idx = &a.tensor(2);
   const TensorArg &out = *r.out, &x = *r.src, &idx = *r.idx;
@@ -640,8 +646,7 @@ inline IndexRowsArgs parse_index_select(const KernelArgs& a, RangeCheck&& range_
 }
 
 // index_add(out, idx, src, dim): float, out and src contiguous.
-template <typename RangeCheck>
-inline IndexRowsArgs parse_index_add(const KernelArgs& a, RangeCheck&& range_check) {
+template <typename RangeCheck> inline IndexRowsArgs parse_index_add(const KernelArgs& a, RangeCheck&& range_check) {
   IndexRowsArgs r;
   r.out = &a.tensor(0), r.idx = &a.tensor(1), r.src = &a.tensor(2);
   const TensorArg &out = *r.out, &src = *r.src, &idx = *r.idx;
@@ -669,8 +674,7 @@ struct GatherArgs {
 };
 
 // gather(out, x, idx, dim)
-template <typename RangeCheck>
-inline GatherArgs parse_gather(const KernelArgs& a, RangeCheck&& range_check) {
+template <typename RangeCheck> inline GatherArgs parse_gather(const KernelArgs& a, RangeCheck&& range_check) {
   GatherArgs r;
   r.out = &a.tensor(0), r.src = &a.tensor(1), r.idx = &a.tensor(2);
   const TensorArg &out = *r.out, &x = *r.src, &idx = *r.idx;
@@ -687,8 +691,7 @@ inline GatherArgs parse_gather(const KernelArgs& a, RangeCheck&& range_check) {
 }
 
 // scatter_add(out, idx, src, dim): float.
-template <typename RangeCheck>
-inline GatherArgs parse_scatter_add(const KernelArgs& a, RangeCheck&& range_check) {
+template <typename RangeCheck> inline GatherArgs parse_scatter_add(const KernelArgs& a, RangeCheck&& range_check) {
   GatherArgs r;
   r.out = &a.tensor(0), r.idx = &a.tensor(1), r.src = &a.tensor(2);
   const TensorArg &out = *r.out, &src = *r.src, &idx = *r.idx;
@@ -730,7 +733,8 @@ inline RopeArgs parse_rope(const KernelArgs& a) {
   if (x.strides[3] != 1) a.fail("x must have unit stride in its last dim");
   a.check_ndim(cs, 3, "cos");
   a.check_ndim(sn, 3, "sin");
-  if ((cs.shape[0] != 1 && cs.shape[0] != r.B) || cs.shape[1] != r.T || cs.shape[2] != r.D) a.fail("cos must be [1 or B, T, D]");
+  if ((cs.shape[0] != 1 && cs.shape[0] != r.B) || cs.shape[1] != r.T || cs.shape[2] != r.D)
+    a.fail("cos must be [1 or B, T, D]");
   for (int d = 0; d < 3; d++)
     if (sn.shape[d] != cs.shape[d]) a.fail("sin and cos shapes differ");
   for (const TensorArg* in : {&x, &cs, &sn}) a.check_no_overlap(out, *in, "rope");
@@ -766,8 +770,10 @@ inline ReduceArgs parse_reduce(const KernelArgs& a) {
   const int64_t xn = x.numel();
   if (n < 0 || (n > 0 && xn % n != 0)) a.fail("reduced size does not divide the input");
   r.arg_op = r.op == ReduceOp::Argmax || r.op == ReduceOp::Argmin;
-  if (r.arg_op) a.check_dtype(out, DType::I64, "output");
-  else a.check_same_dtype(out, x, "output");
+  if (r.arg_op)
+    a.check_dtype(out, DType::I64, "output");
+  else
+    a.check_same_dtype(out, x, "output");
   if (!is_float(x.dtype) && !r.arg_op && r.op != ReduceOp::Sum && r.op != ReduceOp::Max && r.op != ReduceOp::Min &&
       r.op != ReduceOp::Prod)
     a.fail("integer input needs a floating dtype for this reduction");

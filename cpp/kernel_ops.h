@@ -13,8 +13,30 @@
 namespace llava {
 
 namespace unary_op {
-enum UnaryOp : int { Neg, Exp, Log, Sqrt, Rsqrt, Abs, Sin, Cos, Tanh, Sigmoid, Relu, Gelu, GeluTanh, QuickGelu, Silu, Pow,
-                     Square, Reciprocal, Sign, Erf, Log1p, Expm1 };
+enum UnaryOp : int {
+  Neg,
+  Exp,
+  Log,
+  Sqrt,
+  Rsqrt,
+  Abs,
+  Sin,
+  Cos,
+  Tanh,
+  Sigmoid,
+  Relu,
+  Gelu,
+  GeluTanh,
+  QuickGelu,
+  Silu,
+  Pow,
+  Square,
+  Reciprocal,
+  Sign,
+  Erf,
+  Log1p,
+  Expm1
+};
 }
 using unary_op::UnaryOp;
 
@@ -49,21 +71,37 @@ template <size_t N> inline int lookup_op(const OpName (&table)[N], const std::st
 
 inline int lookup_unary(const std::string& s) {
   using namespace unary_op;
-  static const detail::OpName table[] = {
-      {"neg", Neg}, {"exp", Exp}, {"log", Log}, {"sqrt", Sqrt}, {"rsqrt", Rsqrt}, {"abs", Abs},
-      {"sin", Sin}, {"cos", Cos}, {"tanh", Tanh}, {"sigmoid", Sigmoid}, {"relu", Relu},
-      {"gelu", Gelu}, {"gelu_tanh", GeluTanh}, {"quick_gelu", QuickGelu}, {"silu", Silu},
-      {"pow", Pow}, {"square", Square}, {"reciprocal", Reciprocal}, {"sign", Sign}, {"erf", Erf},
-      {"log1p", Log1p}, {"expm1", Expm1}};
+  static const detail::OpName table[] = {{"neg", Neg},
+                                         {"exp", Exp},
+                                         {"log", Log},
+                                         {"sqrt", Sqrt},
+                                         {"rsqrt", Rsqrt},
+                                         {"abs", Abs},
+                                         {"sin", Sin},
+                                         {"cos", Cos},
+                                         {"tanh", Tanh},
+                                         {"sigmoid", Sigmoid},
+                                         {"relu", Relu},
+                                         {"gelu", Gelu},
+                                         {"gelu_tanh", GeluTanh},
+                                         {"quick_gelu", QuickGelu},
+                                         {"silu", Silu},
+                                         {"pow", Pow},
+                                         {"square", Square},
+                                         {"reciprocal", Reciprocal},
+                                         {"sign", Sign},
+                                         {"erf", Erf},
+                                         {"log1p", Log1p},
+                                         {"expm1", Expm1}};
   return detail::lookup_op(table, s);
 }
 
 inline int lookup_binary(const std::string& s) {
   using namespace binary_op;
-  static const detail::OpName table[] = {
-      {"add", Add}, {"sub", Sub}, {"mul", Mul}, {"div", Div}, {"maximum", Max}, {"minimum", Min},
-      {"pow", Pow}, {"eq", Eq}, {"ne", Ne}, {"lt", Lt}, {"le", Le}, {"gt", Gt}, {"ge", Ge},
-      {"logical_and", And}, {"logical_or", Or}};
+  static const detail::OpName table[] = {{"add", Add},     {"sub", Sub},         {"mul", Mul},      {"div", Div},
+                                         {"maximum", Max}, {"minimum", Min},     {"pow", Pow},      {"eq", Eq},
+                                         {"ne", Ne},       {"lt", Lt},           {"le", Le},        {"gt", Gt},
+                                         {"ge", Ge},       {"logical_and", And}, {"logical_or", Or}};
   return detail::lookup_op(table, s);
 }
 
@@ -75,8 +113,9 @@ inline int lookup_random(const std::string& s) {
 
 inline int lookup_reduce(const std::string& s) {
   using namespace reduce_op;
-  static const detail::OpName table[] = {{"sum", Sum}, {"mean", Mean}, {"max", Max}, {"min", Min},
-      {"argmax", Argmax}, {"argmin", Argmin}, {"var", Var}, {"logsumexp", Lse}, {"prod", Prod}};
+  static const detail::OpName table[] = {{"sum", Sum}, {"mean", Mean},     {"max", Max},
+                                         {"min", Min}, {"argmax", Argmax}, {"argmin", Argmin},
+                                         {"var", Var}, {"logsumexp", Lse}, {"prod", Prod}};
   return detail::lookup_op(table, s);
 }
 

@@ -63,7 +63,9 @@ std::vector<std::string> kernel_names(Device device) {
     if (kv.first.second == static_cast<int>(device)) out.push_back(kv.first.first);
   return out;
 }
-void register_backend(Device device, DeviceBackend backend) { backend_table()[static_cast<int>(device)] = std::move(backend); }
+void register_backend(Device device, DeviceBackend backend) {
+  backend_table()[static_cast<int>(device)] = std::move(backend);
+}
 const DeviceBackend* find_backend(Device device) {
   auto it = backend_table().find(static_cast<int>(device));
   return it == backend_table().end() ? nullptr : &it->second;
@@ -79,7 +81,9 @@ const TensorArg& KernelArgs::tensor(size_t i) const {
   if (!t) fail("argument " + std::to_string(i) + " must be a tensor");
   return *t;
 }
-bool KernelArgs::is_none(size_t i) const { return i >= args_.size() || std::holds_alternative<std::monostate>(args_[i]); }
+bool KernelArgs::is_none(size_t i) const {
+  return i >= args_.size() || std::holds_alternative<std::monostate>(args_[i]);
+}
 const TensorArg* KernelArgs::optional_tensor(size_t i) const { return is_none(i) ? nullptr : &tensor(i); }
 double KernelArgs::num(size_t i) const {
   auto* v = std::get_if<double>(&at(i, "number"));
@@ -88,7 +92,8 @@ double KernelArgs::num(size_t i) const {
 }
 int64_t KernelArgs::int_(size_t i) const {
   double v = num(i);
-  if (!(v == std::floor(v)) || std::fabs(v) > 9007199254740992.0) fail("argument " + std::to_string(i) + " must be an integer");
+  if (!(v == std::floor(v)) || std::fabs(v) > 9007199254740992.0)
+    fail("argument " + std::to_string(i) + " must be an integer");
   return static_cast<int64_t>(v);
 }
 bool KernelArgs::flag(size_t i) const {
@@ -125,7 +130,8 @@ void KernelArgs::check_contiguous(const TensorArg& t, const char* what) const {
   if (!t.is_contiguous()) fail(std::string(what) + " must be contiguous");
 }
 void KernelArgs::check_ndim(const TensorArg& t, int ndim, const char* what) const {
-  if (t.ndim != ndim) fail(std::string(what) + " must have " + std::to_string(ndim) + " dims, got shape " + shape_str(t));
+  if (t.ndim != ndim)
+    fail(std::string(what) + " must have " + std::to_string(ndim) + " dims, got shape " + shape_str(t));
 }
 void KernelArgs::check_shape(const TensorArg& t, const std::vector<int64_t>& shape, const char* what) const {
   bool ok = t.ndim == (int)shape.size();
@@ -137,15 +143,22 @@ void KernelArgs::check_shape(const TensorArg& t, const std::vector<int64_t>& sha
   }
 }
 void KernelArgs::check_numel(const TensorArg& t, int64_t n, const char* what) const {
-  if (t.numel() != n) fail(std::string(what) + " must have " + std::to_string(n) + " elements, got " + std::to_string(t.numel()));
+  if (t.numel() != n)
+    fail(std::string(what) + " must have " + std::to_string(n) + " elements, got " + std::to_string(t.numel()));
 }
 // Byte range [lo, hi) a view can touch.
 static void view_range(const TensorArg& t, int64_t& lo, int64_t& hi) {
   int64_t mn = t.offset, mx = t.offset;
   for (int d = 0; d < t.ndim; d++) {
-    if (t.shape[d] == 0) { lo = hi = 0; return; }
+    if (t.shape[d] == 0) {
+      lo = hi = 0;
+      return;
+    }
     int64_t ext = (t.shape[d] - 1) * t.strides[d];
-    if (ext < 0) mn += ext; else mx += ext;
+    if (ext < 0)
+      mn += ext;
+    else
+      mx += ext;
   }
   lo = mn * (int64_t)dtype_size(t.dtype);
   hi = (mx + 1) * (int64_t)dtype_size(t.dtype);

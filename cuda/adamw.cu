@@ -17,12 +17,10 @@ constexpr int kBlock = 256;
 __device__ __forceinline__ int64_t gtid() { return blockIdx.x * (int64_t)blockDim.x + threadIdx.x; }
 __device__ __forceinline__ int64_t gstride() { return (int64_t)gridDim.x * blockDim.x; }
 
-template <typename S> struct AdamHyper {
-  S lr, lr_wd, b1, one_m_b1, b2, one_m_b2, bc1, bc2, eps;
-};
+template <typename S> struct AdamHyper { S lr, lr_wd, b1, one_m_b1, b2, one_m_b2, bc1, bc2, eps; };
 
-template <typename T, typename S>
-__global__ void __launch_bounds__(kBlock) adamw_dev(T* p, const T* g, S* m, S* v, float* master, int64_t n, AdamHyper<S> hp) {
+template <typename T, typename S> __global__ void __launch_bounds__(kBlock)
+    adamw_dev(T* p, const T* g, S* m, S* v, float* master, int64_t n, AdamHyper<S> hp) {
   for (int64_t i = gtid(); i < n; i += gstride()) {
     S w = master ? S(master[i]) : S(load(p + i));
     const S gi = S(load(g + i));
@@ -49,8 +47,8 @@ void adamw_kernel(const KernelArgs& a) {
   GPU_DISPATCH_FLOAT(a, p.dtype, T, {
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     AdamHyper<S> hp{S(lr), S(lr * wd), S(b1), S(1 - b1), S(b2), S(1 - b2), S(bc1), S(bc2), S(eps)};
-    launch(adamw_dev<T, S>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(p.bytes()), reinterpret_cast<const T*>(g.bytes()),
-           reinterpret_cast<S*>(m.bytes()), reinterpret_cast<S*>(v.bytes()),
+    launch(adamw_dev<T, S>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(p.bytes()),
+           reinterpret_cast<const T*>(g.bytes()), reinterpret_cast<S*>(m.bytes()), reinterpret_cast<S*>(v.bytes()),
            master ? reinterpret_cast<float*>(master->bytes()) : nullptr, n, hp);
   });
   check_launch(a);

@@ -49,8 +49,7 @@ __device__ __forceinline__ double load_lse(const AttnParams& p, int64_t row) {
 }
 
 // delta[b,h,t] = sum_d dout * out, one warp per row.
-template <typename T>
-__global__ void __launch_bounds__(128) attention_bwd_delta_kernel(AttnParams p, acc_t<T>* delta) {
+template <typename T> __global__ void __launch_bounds__(128) attention_bwd_delta_kernel(AttnParams p, acc_t<T>* delta) {
   using C = acc_t<T>;
   const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
@@ -65,15 +64,13 @@ __global__ void __launch_bounds__(128) attention_bwd_delta_kernel(AttnParams p, 
 }
 
 // out[i] = cast(in[i] * mul), grid-stride.
-template <typename T, typename A>
-__global__ void attention_bwd_cast_kernel(T* out, const A* in, int64_t n, A mul) {
+template <typename T, typename A> __global__ void attention_bwd_cast_kernel(T* out, const A* in, int64_t n, A mul) {
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
     out[i] = gpu::from_acc<T>(in[i] * mul);
 }
 
 // ------------------------------------------------------------------ tensor-core kernel
-template <int D, int BR>
-struct BwdCfg {
+template <int D, int BR> struct BwdCfg {
   static constexpr int BC = 64, NW = 4, THREADS = 128, LDS = D + 8, LDDS = BR + 8;
   // shared memory in 16-bit units: K [BC][LDS], V [BC][LDS], Q [2][BR][LDS], dO [2][BR][LDS],
   // dS^T [BC][LDDS]; then f32 lse [2][BR] and delta [2][BR]. Every offset is a multiple of 8 units.
@@ -82,13 +79,12 @@ struct BwdCfg {
   static constexpr size_t SMEM = size_t(END16) * 2 + 4 * BR * sizeof(float);
   // dQ (BR x D) over the 4 warps: RB blocks of 16 rows x CS column groups of NCOL; GP column pairs
   // (16 columns) per pass bounds the live accumulators.
-  static constexpr int RB = BR / 16, CS = NW / RB, NCOL = D / CS, NPAIR = NCOL / 16,
-                       GP = NPAIR % 4 == 0 ? 4 : NPAIR;
+  static constexpr int RB = BR / 16, CS = NW / RB, NCOL = D / CS, NPAIR = NCOL / 16, GP = NPAIR % 4 == 0 ? 4 : NPAIR;
   static_assert(NW % RB == 0 && NCOL % 16 == 0 && NPAIR % GP == 0, "dQ split must tile the block");
 };
 
-template <typename T, int D, int BR>
-__global__ void __launch_bounds__(128) attention_bwd_tc_kernel(AttnParams p, BwdOut bo) {
+template <typename T, int D, int BR> __global__ void __launch_bounds__(128)
+    attention_bwd_tc_kernel(AttnParams p, BwdOut bo) {
   using Cfg = BwdCfg<D, BR>;
   constexpr int BC = Cfg::BC, LDS = Cfg::LDS, LDDS = Cfg::LDDS, THREADS = Cfg::THREADS;
   uint16_t* sm = reinterpret_cast<uint16_t*>(mma::dyn_smem);
@@ -226,7 +222,7 @@ __global__ void __launch_bounds__(128) attention_bwd_tc_kernel(AttnParams p, Bwd
 #pragma unroll
       for (int e = 0; e < 4; e++) dpt[nt][e] = st[nt][e] * (dpt[nt][e] - delta_s[nt * 8 + 2 * t4 + (e & 1)]);
 
-    // dK += dS^T Q, and dS^T to shared memory for the dQ product.
+        // dK += dS^T Q, and dS^T to shared memory for the dQ product.
 #pragma unroll
     for (int kk = 0; kk < BR / 16; kk++) {
       uint32_t a[4];
@@ -309,13 +305,11 @@ __global__ void __launch_bounds__(128) attention_bwd_tc_kernel(AttnParams p, Bwd
 __device__ __forceinline__ float exp_(float x) { return expf(x); }
 __device__ __forceinline__ double exp_(double x) { return exp(x); }
 
-template <typename C>
-size_t bwd_simt_smem(int D) { return size_t(4) * (3 * D + 64) * sizeof(C); }
+template <typename C> size_t bwd_simt_smem(int D) { return size_t(4) * (3 * D + 64) * sizeof(C); }
 
 // One warp per query row i of head h; shared per warp: q[D], do[D], dq[D] (lane d % 32 owns dq[d]),
 // p[32], ds[32].
-template <typename T>
-__global__ void __launch_bounds__(128) attention_bwd_simt_kernel(AttnParams p, BwdOut bo) {
+template <typename T> __global__ void __launch_bounds__(128) attention_bwd_simt_kernel(AttnParams p, BwdOut bo) {
   using C = acc_t<T>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int i = blockIdx.x * 4 + warp, h = blockIdx.y, b = blockIdx.z, D = p.D, hk = h / p.G;
@@ -378,23 +372,20 @@ __global__ void __launch_bounds__(128) attention_bwd_simt_kernel(AttnParams p, B
 }
 
 // ------------------------------------------------------------------ launchers
-template <typename T>
-void launch_delta(const KernelArgs& a, const AttnParams& p, acc_t<T>* delta) {
+template <typename T> void launch_delta(const KernelArgs& a, const AttnParams& p, acc_t<T>* delta) {
   const int64_t rows = (int64_t)p.B * p.H * p.T;
   if (rows == 0) return;
   gpu::launch(attention_bwd_delta_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0, gpu::stream(), p, delta);
   gpu::check_launch(a);
 }
 
-template <typename T, typename A>
-void launch_cast(const KernelArgs& a, T* out, const A* in, int64_t n, A mul) {
+template <typename T, typename A> void launch_cast(const KernelArgs& a, T* out, const A* in, int64_t n, A mul) {
   if (n == 0) return;
   gpu::launch(attention_bwd_cast_kernel<T, A>, dim3(gpu::grid_for(n)), dim3(256), 0, gpu::stream(), out, in, n, mul);
   gpu::check_launch(a);
 }
 
-template <typename T, int D, int BR>
-void run_tc(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
+template <typename T, int D, int BR> void run_tc(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   using Cfg = BwdCfg<D, BR>;
   const int64_t rows = (int64_t)p.B * p.H * p.T;
   gpu::Scratch delta(rows * sizeof(float)), dq_acc(rows * D * sizeof(float));
@@ -410,8 +401,7 @@ void run_tc(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   launch_cast<T, float>(a, static_cast<T*>(bo.dq), dq_acc.as<float>(), rows * D, (float)p.scale);
 }
 
-template <typename T>
-void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
+template <typename T> void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   using C = acc_t<T>;
   const int64_t rows = (int64_t)p.B * p.H * p.T, kv = (int64_t)p.B * p.Hkv * p.S * p.D;
   gpu::Scratch delta(rows * sizeof(C)), dkv(2 * kv * sizeof(C));
@@ -428,15 +418,18 @@ void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   launch_cast<T, C>(a, static_cast<T*>(bo.dv), dkv.as<C>() + kv, kv, C(1));
 }
 
-template <typename T>
-void run_typed(const KernelArgs& a, const AttnParams& p, const BwdOut& bo, bool tc_ok) {
+template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, const BwdOut& bo, bool tc_ok) {
   if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
     if (tc_ok) {
       switch (p.D) {
-        case 64: return run_tc<T, 64, 64>(a, p, bo);
-        case 80: return run_tc<T, 80, 64>(a, p, bo);
-        case 128: return run_tc<T, 128, 32>(a, p, bo);
-        default: break;
+        case 64:
+          return run_tc<T, 64, 64>(a, p, bo);
+        case 80:
+          return run_tc<T, 80, 64>(a, p, bo);
+        case 128:
+          return run_tc<T, 128, 32>(a, p, bo);
+        default:
+          break;
       }
     }
   }

@@ -114,8 +114,9 @@ inline bool rows_chunkable(const void* base, const int64_t (&s)[3]) {
 // Stage rows [row0, row0 + ROWS) of a [rows, D] matrix (row stride ld, unit column stride) into
 // s[ROWS][D + 8]; rows at or past `rows` are zero-filled (so padded keys/queries contribute exact
 // zeros, never stale NaNs).
-template <int ROWS, int D, int THREADS>
-__device__ __forceinline__ void load_rows_async(uint16_t* s, const uint16_t* g, int64_t ld, int row0, int rows, int tid) {
+template <int ROWS, int D, int THREADS> __device__ __forceinline__ void load_rows_async(uint16_t* s, const uint16_t* g,
+                                                                                        int64_t ld, int row0, int rows,
+                                                                                        int tid) {
   constexpr int kCpr = D / 8, kLds = D + 8;
 #pragma unroll
   for (int i = 0; i < (ROWS * kCpr + THREADS - 1) / THREADS; i++) {

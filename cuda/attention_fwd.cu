@@ -32,8 +32,7 @@ namespace {
 
 using gpu::acc_t;
 
-template <int D, int NW>
-struct FwdCfg {
+template <int D, int NW> struct FwdCfg {
   static constexpr int BR = 16 * NW, BC = 64, LDS = D + 8, THREADS = 32 * NW;
   static constexpr size_t SMEM = size_t(BR + 2 * BC) * LDS * 2;
 };
@@ -47,12 +46,14 @@ struct SplitOut {
 };
 
 __device__ __forceinline__ void store_lse(const AttnParams& p, int64_t row, float v) {
-  if (p.lse_f64) static_cast<double*>(p.lse)[row] = v;
-  else static_cast<float*>(p.lse)[row] = v;
+  if (p.lse_f64)
+    static_cast<double*>(p.lse)[row] = v;
+  else
+    static_cast<float*>(p.lse)[row] = v;
 }
 
-template <typename T, int D, int NW>
-__global__ void __launch_bounds__(NW * 32) attention_fwd_tc_kernel(AttnParams p, SplitOut so) {
+template <typename T, int D, int NW> __global__ void __launch_bounds__(NW * 32)
+    attention_fwd_tc_kernel(AttnParams p, SplitOut so) {
   using Cfg = FwdCfg<D, NW>;
   constexpr int BR = Cfg::BR, BC = Cfg::BC, LDS = Cfg::LDS, THREADS = Cfg::THREADS;
   uint16_t* sQ = reinterpret_cast<uint16_t*>(mma::dyn_smem);
@@ -193,7 +194,8 @@ __global__ void __launch_bounds__(NW * 32) attention_fwd_tc_kernel(AttnParams p,
       T* orow = static_cast<T*>(p.out) + bhr * D;
 #pragma unroll
       for (int dt = 0; dt < D / 8; dt++)
-        *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * t4) = mma::pack2<T>(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+        *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * t4) =
+            mma::pack2<T>(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
       if (t4 == 0) store_lse(p, bhr, l[r] > 0.f ? m[r] * kLn2 + logf(l[r]) : -INFINITY);
     } else {
       const int64_t prow = (int64_t)split * p.B * p.H * p.T + bhr;
@@ -210,8 +212,7 @@ __global__ void __launch_bounds__(NW * 32) attention_fwd_tc_kernel(AttnParams p,
 }
 
 // Split-KV combine: one warp per (b, h, t) row.
-template <typename T>
-__global__ void __launch_bounds__(128) attention_fwd_combine_kernel(AttnParams p, SplitOut so) {
+template <typename T> __global__ void __launch_bounds__(128) attention_fwd_combine_kernel(AttnParams p, SplitOut so) {
   const int64_t rows = (int64_t)p.B * p.H * p.T;
   const int64_t row = (int64_t)blockIdx.x * 4 + (threadIdx.x >> 5);
   const int lane = threadIdx.x & 31;
@@ -241,15 +242,13 @@ __device__ __forceinline__ double exp_(double x) { return exp(x); }
 __device__ __forceinline__ float log_(float x) { return logf(x); }
 __device__ __forceinline__ double log_(double x) { return log(x); }
 
-template <typename C>
-size_t fwd_simt_smem(int D) { return size_t(4) * (2 * D + 32) * sizeof(C); }
+template <typename C> size_t fwd_simt_smem(int D) { return size_t(4) * (2 * D + 32) * sizeof(C); }
 
 // One warp per query row (4 rows a block); per warp in shared memory: q[D], o[D] (lane d % 32 owns
 // o[d]), p[32]. Keys go 32 at a time, one per lane: a lane computes its key's score as a full dot
 // product, the warp takes the max and sum with shuffles, then each lane updates its o[d] from the 32
 // probabilities. No block-wide barrier, so a warp past T simply leaves.
-template <typename T>
-__global__ void __launch_bounds__(128) attention_fwd_simt_kernel(AttnParams p) {
+template <typename T> __global__ void __launch_bounds__(128) attention_fwd_simt_kernel(AttnParams p) {
   using C = acc_t<T>;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int i = blockIdx.x * 4 + warp, h = blockIdx.y, b = blockIdx.z, D = p.D;
@@ -297,14 +296,15 @@ __global__ void __launch_bounds__(128) attention_fwd_simt_kernel(AttnParams p) {
   for (int d = lane; d < D; d += 32) orow[d] = gpu::from_acc<T>(l > C(0) ? os[d] / l : C(0));
   if (lane == 0) {
     const double v = l > C(0) ? double(m + log_(l)) : -INFINITY;
-    if (p.lse_f64) static_cast<double*>(p.lse)[bhr] = v;
-    else static_cast<float*>(p.lse)[bhr] = float(v);
+    if (p.lse_f64)
+      static_cast<double*>(p.lse)[bhr] = v;
+    else
+      static_cast<float*>(p.lse)[bhr] = float(v);
   }
 }
 
 // ------------------------------------------------------------------ launchers
-template <typename T, int D, int NW>
-void run_tc(const KernelArgs& a, AttnParams p) {
+template <typename T, int D, int NW> void run_tc(const KernelArgs& a, AttnParams p) {
   using Cfg = FwdCfg<D, NW>;
   const int sms = gpu::num_sms();
   const int qtiles = (p.T + Cfg::BR - 1) / Cfg::BR, ktiles = (p.S + Cfg::BC - 1) / Cfg::BC;
@@ -328,36 +328,38 @@ void run_tc(const KernelArgs& a, AttnParams p) {
   gpu::check_launch(a);
   if (so.nsplit > 1) {
     const int64_t rows = (int64_t)p.B * p.H * p.T;
-    gpu::launch(attention_fwd_combine_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0,
-                gpu::stream(), p, so);
+    gpu::launch(attention_fwd_combine_kernel<T>, dim3((unsigned)((rows + 3) / 4)), dim3(128), 0, gpu::stream(), p, so);
     gpu::check_launch(a);
   }
 }
 
-template <typename T, int D>
-void run_tc_d(const KernelArgs& a, const AttnParams& p) {
+template <typename T, int D> void run_tc_d(const KernelArgs& a, const AttnParams& p) {
   // 8 warps (BR 128) halve the K/V traffic per query row, but only when blocks still cover the SMs.
   const int64_t blocks8 = (int64_t)p.B * p.H * ((p.T + 127) / 128);
-  if (blocks8 >= gpu::num_sms()) run_tc<T, D, 8>(a, p);
-  else run_tc<T, D, 4>(a, p);
+  if (blocks8 >= gpu::num_sms())
+    run_tc<T, D, 8>(a, p);
+  else
+    run_tc<T, D, 4>(a, p);
 }
 
-template <typename T>
-void run_simt(const KernelArgs& a, const AttnParams& p) {
+template <typename T> void run_simt(const KernelArgs& a, const AttnParams& p) {
   const dim3 grid((p.T + 3) / 4, p.H, p.B);
   gpu::launch(attention_fwd_simt_kernel<T>, grid, dim3(128), fwd_simt_smem<acc_t<T>>(p.D), gpu::stream(), p);
   gpu::check_launch(a);
 }
 
-template <typename T>
-void run_typed(const KernelArgs& a, const AttnParams& p, bool tc_ok) {
+template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, bool tc_ok) {
   if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) {
     if (tc_ok) {
       switch (p.D) {
-        case 64: return run_tc_d<T, 64>(a, p);
-        case 80: return run_tc_d<T, 80>(a, p);
-        case 128: return run_tc_d<T, 128>(a, p);
-        default: break;
+        case 64:
+          return run_tc_d<T, 64>(a, p);
+        case 80:
+          return run_tc_d<T, 80>(a, p);
+        case 128:
+          return run_tc_d<T, 128>(a, p);
+        default:
+          break;
       }
     }
   }

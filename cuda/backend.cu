@@ -52,7 +52,8 @@ static bool sync_debug() {
 
 void check_launch(const KernelArgs& a) {
   cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) a.fail(std::string("CUDA kernel launch failed: ") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+  if (e != cudaSuccess)
+    a.fail(std::string("CUDA kernel launch failed: ") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
   if (sync_debug()) {
     e = cudaStreamSynchronize(stream());
     if (e != cudaSuccess) {
@@ -100,9 +101,9 @@ void init_device() {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      const char* why = e == cudaErrorNoDevice ? "no device"
+      const char* why = e == cudaErrorNoDevice             ? "no device"
                         : e == cudaErrorInsufficientDriver ? "no NVIDIA driver, or one older than this CUDA runtime"
-                        : "the CUDA driver failed to initialise";
+                                                           : "the CUDA driver failed to initialise";
       d.desc = std::string("CUDA not available: ") + why + " (" + err_detail("cudaGetDeviceCount", e) + ")";
       return;
     }
@@ -115,7 +116,8 @@ void init_device() {
     if (e == cudaSuccess) e = cudaGetDeviceProperties(&p, 0);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      d.desc = "CUDA not available: device 0 could not be opened (" + err_detail("cudaSetDevice/cudaGetDeviceProperties", e) + ")";
+      d.desc = "CUDA not available: device 0 could not be opened (" +
+               err_detail("cudaSetDevice/cudaGetDeviceProperties", e) + ")";
       return;
     }
     std::string cc = "sm_" + std::to_string(p.major) + std::to_string(p.minor);
@@ -124,7 +126,8 @@ void init_device() {
     if (e != cudaSuccess) {
       cudaGetLastError();
       d.desc = std::string("CUDA not available: ") + p.name + " (" + cc +
-               ") cannot run this build's kernels (built for sm_80 and sm_90; " + err_detail("cudaFuncGetAttributes", e) + ")";
+               ") cannot run this build's kernels (built for sm_80 and sm_90; " +
+               err_detail("cudaFuncGetAttributes", e) + ")";
       return;
     }
     int rt = 0, drv = 0;
@@ -143,9 +146,7 @@ void init_device() {
 bool is_available() {
   try {
     init_device();
-  } catch (...) {
-    return false;
-  }
+  } catch (...) { return false; }
   return state().ok;
 }
 
@@ -211,12 +212,14 @@ class CachingAllocator {
     if (e != cudaSuccess) {
       cudaGetLastError();
       if (e != cudaErrorMemoryAllocation)
-        throw KernelError("[alloc] cudaMalloc of " + mib(sz) + " MiB failed: " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
+        throw KernelError("[alloc] cudaMalloc of " + mib(sz) + " MiB failed: " + cudaGetErrorName(e) + ": " +
+                          cudaGetErrorString(e));
       size_t fr = 0, tot = 0;
       cudaMemGetInfo(&fr, &tot);
       cudaGetLastError();
-      throw KernelError("[alloc] CUDA out of memory: asked for " + mib(n) + " MiB, free " + mib(fr) + " MiB of " + mib(tot) +
-                        " MiB (cached " + mib(cached_) + " MiB, in use by tensors " + mib(in_use_) + " MiB)");
+      throw KernelError("[alloc] CUDA out of memory: asked for " + mib(n) + " MiB, free " + mib(fr) + " MiB of " +
+                        mib(tot) + " MiB (cached " + mib(cached_) + " MiB, in use by tensors " + mib(in_use_) +
+                        " MiB)");
     }
     mallocs_ += 1;
     take(p, sz);
@@ -292,9 +295,8 @@ void device_free(void* p) { allocator().free(p); }
 
 // ---------------------------------------------------------------- index validation
 namespace {
-template <typename I>
-__global__ void find_bad_index_kernel(const I* idx, int64_t n, int64_t limit, bool has_ignore, int64_t ignore,
-                                      unsigned long long* first) {
+template <typename I> __global__ void find_bad_index_kernel(const I* idx, int64_t n, int64_t limit, bool has_ignore,
+                                                            int64_t ignore, unsigned long long* first) {
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
     int64_t v = (int64_t)idx[i];
     if ((!has_ignore || v != ignore) && (v < 0 || v >= limit)) atomicMin(first, (unsigned long long)i);
@@ -310,11 +312,11 @@ int64_t first_bad_index(const void* idx, bool is_i64, int64_t n, int64_t limit, 
   CUDA_CHECK(cudaMemsetAsync(flag.get(), 0xff, sizeof(unsigned long long), s));
   unsigned grid = grid_for(n);
   if (is_i64)
-    launch(find_bad_index_kernel<int64_t>, grid, 256, 0, s, static_cast<const int64_t*>(idx), n, limit, has_ignore, ignore,
-           flag.as<unsigned long long>());
+    launch(find_bad_index_kernel<int64_t>, grid, 256, 0, s, static_cast<const int64_t*>(idx), n, limit, has_ignore,
+           ignore, flag.as<unsigned long long>());
   else
-    launch(find_bad_index_kernel<int32_t>, grid, 256, 0, s, static_cast<const int32_t*>(idx), n, limit, has_ignore, ignore,
-           flag.as<unsigned long long>());
+    launch(find_bad_index_kernel<int32_t>, grid, 256, 0, s, static_cast<const int32_t*>(idx), n, limit, has_ignore,
+           ignore, flag.as<unsigned long long>());
   CUDA_CHECK(cudaGetLastError());
   unsigned long long pos = ULLONG_MAX;
   CUDA_CHECK(cudaMemcpyAsync(&pos, flag.get(), sizeof pos, cudaMemcpyDeviceToHost, s));
@@ -368,24 +370,24 @@ void copy_d2d(void* dst, const void* src, size_t n) {
 }
 
 BackendRegistrar cuda_backend(Device::CUDA, DeviceBackend{
-    [] { return is_available(); },
-    [] {
-      is_available();
-      return state().desc;
-    },
-    [](size_t n) -> void* { return device_alloc(n); },
-    [](void* p, size_t) { device_free(p); },
-    copy_h2d,
-    copy_d2h,
-    copy_d2d,
-    [] {
-      if (is_available()) CUDA_CHECK(cudaStreamSynchronize(stream()));
-    },
-    [](double* s) { allocator().stats(s); },
-    [] {
-      if (is_available()) allocator().empty_cache();
-    },
-});
+                                                [] { return is_available(); },
+                                                [] {
+                                                  is_available();
+                                                  return state().desc;
+                                                },
+                                                [](size_t n) -> void* { return device_alloc(n); },
+                                                [](void* p, size_t) { device_free(p); },
+                                                copy_h2d,
+                                                copy_d2h,
+                                                copy_d2d,
+                                                [] {
+                                                  if (is_available()) CUDA_CHECK(cudaStreamSynchronize(stream()));
+                                                },
+                                                [](double* s) { allocator().stats(s); },
+                                                [] {
+                                                  if (is_available()) allocator().empty_cache();
+                                                },
+                                            });
 
 }  // namespace
 }  // namespace gpu

@@ -36,11 +36,10 @@ namespace gpu {
 // Throws KernelError "[cuda] <expr>: <cudaGetErrorName>: <cudaGetErrorString> (file:line)".
 [[noreturn]] void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line);
 
-#define CUDA_CHECK(expr)                                                                     \
-  do {                                                                                       \
-    cudaError_t llava_cuda_err_ = (expr);                                                    \
-    if (llava_cuda_err_ != cudaSuccess)                                                      \
-      ::llava::gpu::throw_cuda_error(llava_cuda_err_, #expr, __FILE__, __LINE__);            \
+#define CUDA_CHECK(expr)                                                                                            \
+  do {                                                                                                              \
+    cudaError_t llava_cuda_err_ = (expr);                                                                           \
+    if (llava_cuda_err_ != cudaSuccess) ::llava::gpu::throw_cuda_error(llava_cuda_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 
 // Call after every kernel launch: turns a launch error (bad configuration, no kernel image for
@@ -50,8 +49,8 @@ namespace gpu {
 void check_launch(const KernelArgs& a);
 
 // ---------------------------------------------------------------- device, stream, memory
-cudaStream_t stream();  // the addon's one stream (device 0), created on first use
-int num_sms();          // multiprocessor count of device 0
+cudaStream_t stream();             // the addon's one stream (device 0), created on first use
+int num_sms();                     // multiprocessor count of device 0
 void* device_alloc(size_t bytes);  // caching allocator (see backend.cu); throws KernelError on OOM
 void device_free(void* p);         // back to the cache; safe while queued kernels still use it
 
@@ -118,7 +117,9 @@ template <typename T> struct Conv {
   template <typename V> __device__ __forceinline__ static T from(V v) { return T(v); }
 };
 template <> struct Conv<__nv_bfloat16> {
-  template <typename V> __device__ __forceinline__ static __nv_bfloat16 from(V v) { return __float2bfloat16_rn(float(v)); }
+  template <typename V> __device__ __forceinline__ static __nv_bfloat16 from(V v) {
+    return __float2bfloat16_rn(float(v));
+  }
 };
 template <> struct Conv<__half> {
   template <typename V> __device__ __forceinline__ static __half from(V v) { return __float2half_rn(float(v)); }
@@ -142,42 +143,107 @@ inline uint16_t host_f32_to_bf16(float f) {
 uint16_t host_f32_to_f16(float f);  // backend.cu (RNE, like _cvtss_sh)
 
 // An aligned group of V elements, loaded/stored as one vector access (16 bytes at most).
-template <typename T, int V> struct alignas(sizeof(T) * V) Pack {
-  T v[V];
-};
+template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
 inline bool aligned_to(const void* p, size_t bytes) { return (reinterpret_cast<uintptr_t>(p) % bytes) == 0; }
 
 // Dispatch on a dtype with T bound to the device storage type (mirrors LLAVA_DISPATCH_* of the CPU).
-#define GPU_DISPATCH_FLOAT(args, dt, T, ...)                                                     \
-  switch (dt) {                                                                                \
-    case ::llava::DType::F32: { using T = float; __VA_ARGS__; break; }                         \
-    case ::llava::DType::F64: { using T = double; __VA_ARGS__; break; }                        \
-    case ::llava::DType::BF16: { using T = __nv_bfloat16; __VA_ARGS__; break; }                \
-    case ::llava::DType::F16: { using T = __half; __VA_ARGS__; break; }                        \
-    default: (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
+#define GPU_DISPATCH_FLOAT(args, dt, T, ...)                                                 \
+  switch (dt) {                                                                              \
+    case ::llava::DType::F32: {                                                              \
+      using T = float;                                                                       \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    case ::llava::DType::F64: {                                                              \
+      using T = double;                                                                      \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    case ::llava::DType::BF16: {                                                             \
+      using T = __nv_bfloat16;                                                               \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    case ::llava::DType::F16: {                                                              \
+      using T = __half;                                                                      \
+      __VA_ARGS__;                                                                           \
+      break;                                                                                 \
+    }                                                                                        \
+    default:                                                                                 \
+      (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
   }
 
-#define GPU_DISPATCH_ALL(args, dt, T, ...)                                                       \
-  switch (dt) {                                                                                \
-    case ::llava::DType::F32: { using T = float; __VA_ARGS__; break; }                         \
-    case ::llava::DType::F64: { using T = double; __VA_ARGS__; break; }                        \
-    case ::llava::DType::BF16: { using T = __nv_bfloat16; __VA_ARGS__; break; }                \
-    case ::llava::DType::F16: { using T = __half; __VA_ARGS__; break; }                        \
-    case ::llava::DType::I32: { using T = int32_t; __VA_ARGS__; break; }                       \
-    case ::llava::DType::I64: { using T = int64_t; __VA_ARGS__; break; }                       \
-    case ::llava::DType::U8: { using T = uint8_t; __VA_ARGS__; break; }                        \
-    case ::llava::DType::BOOL: { using T = bool; __VA_ARGS__; break; }                         \
-    default: (args).fail("unknown dtype");                                                     \
+#define GPU_DISPATCH_ALL(args, dt, T, ...) \
+  switch (dt) {                            \
+    case ::llava::DType::F32: {            \
+      using T = float;                     \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    case ::llava::DType::F64: {            \
+      using T = double;                    \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    case ::llava::DType::BF16: {           \
+      using T = __nv_bfloat16;             \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    case ::llava::DType::F16: {            \
+      using T = __half;                    \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    case ::llava::DType::I32: {            \
+      using T = int32_t;                   \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    case ::llava::DType::I64: {            \
+      using T = int64_t;                   \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    case ::llava::DType::U8: {             \
+      using T = uint8_t;                   \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    case ::llava::DType::BOOL: {           \
+      using T = bool;                      \
+      __VA_ARGS__;                         \
+      break;                               \
+    }                                      \
+    default:                               \
+      (args).fail("unknown dtype");        \
   }
 
 // Dispatch on an element size in bytes, U bound to an unsigned type of that size (raw moves).
-#define GPU_DISPATCH_BITS(args, nbytes, U, ...)                                                  \
-  switch (nbytes) {                                                                            \
-    case 1: { using U = uint8_t; __VA_ARGS__; break; }                                         \
-    case 2: { using U = uint16_t; __VA_ARGS__; break; }                                        \
-    case 4: { using U = uint32_t; __VA_ARGS__; break; }                                        \
-    case 8: { using U = unsigned long long; __VA_ARGS__; break; }                              \
-    default: (args).fail("unsupported element size");                                         \
+#define GPU_DISPATCH_BITS(args, nbytes, U, ...) \
+  switch (nbytes) {                             \
+    case 1: {                                   \
+      using U = uint8_t;                        \
+      __VA_ARGS__;                              \
+      break;                                    \
+    }                                           \
+    case 2: {                                   \
+      using U = uint16_t;                       \
+      __VA_ARGS__;                              \
+      break;                                    \
+    }                                           \
+    case 4: {                                   \
+      using U = uint32_t;                       \
+      __VA_ARGS__;                              \
+      break;                                    \
+    }                                           \
+    case 8: {                                   \
+      using U = unsigned long long;             \
+      __VA_ARGS__;                              \
+      break;                                    \
+    }                                           \
+    default:                                    \
+      (args).fail("unsupported element size");  \
   }
 
 // ---------------------------------------------------------------- strided geometry
@@ -261,8 +327,10 @@ struct Stat {
     return f64 ? static_cast<const double*>(p)[i] : double(static_cast<const float*>(p)[i]);
   }
   __device__ __forceinline__ void set(int64_t i, double v) const {
-    if (f64) static_cast<double*>(p)[i] = v;
-    else static_cast<float*>(p)[i] = float(v);
+    if (f64)
+      static_cast<double*>(p)[i] = v;
+    else
+      static_cast<float*>(p)[i] = float(v);
   }
 };
 inline Stat make_stat(const TensorArg& t) { return Stat{t.bytes(), t.dtype == DType::F64}; }

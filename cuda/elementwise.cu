@@ -44,12 +44,14 @@ template <typename TO, typename TI, int NIN> struct MapPtrs {
 
 template <int NIN, typename Op, typename TI>
 __device__ __forceinline__ auto apply_op(const Op& op, const TI (&x)[NIN]) {
-  if constexpr (NIN == 1) return op(x[0]);
-  else return op(x[0], x[1]);
+  if constexpr (NIN == 1)
+    return op(x[0]);
+  else
+    return op(x[0], x[1]);
 }
 
-template <int V, typename TO, typename TI, int NIN, typename Op>
-__global__ void __launch_bounds__(kBlock) map_vec_kernel(MapPtrs<TO, TI, NIN> p, int64_t n, Op op) {
+template <int V, typename TO, typename TI, int NIN, typename Op> __global__ void __launch_bounds__(kBlock)
+    map_vec_kernel(MapPtrs<TO, TI, NIN> p, int64_t n, Op op) {
   int64_t groups = n / V;
   for (int64_t g = global_tid(); g < groups; g += grid_stride()) {
     Pack<TI, V> in[NIN];
@@ -74,8 +76,8 @@ __global__ void __launch_bounds__(kBlock) map_vec_kernel(MapPtrs<TO, TI, NIN> p,
   }
 }
 
-template <typename I, typename TO, typename TI, int NIN, typename Op>
-__global__ void __launch_bounds__(kBlock) map_strided_kernel(MapPtrs<TO, TI, NIN> p, Geo<NIN + 1> g, int64_t n, Op op) {
+template <typename I, typename TO, typename TI, int NIN, typename Op> __global__ void __launch_bounds__(kBlock)
+    map_strided_kernel(MapPtrs<TO, TI, NIN> p, Geo<NIN + 1> g, int64_t n, Op op) {
   for (int64_t i = global_tid(); i < n; i += grid_stride()) {
     int64_t off[NIN + 1];
     geo_offsets<NIN + 1, I>(g, (I)i, off);
@@ -101,8 +103,10 @@ void launch_map(const KernelArgs& a, const TensorArg& out, const TensorArg* cons
     launch(map_vec_kernel<V, TO, TI, NIN, Op>, grid_for(n / V + 1), kBlock, 0, s, p, n, op);
   } else {
     Geo<NIN + 1> g = make_geo<NIN + 1>(out, ins);
-    if (n <= (int64_t)UINT32_MAX) launch(map_strided_kernel<uint32_t, TO, TI, NIN, Op>, grid_for(n), kBlock, 0, s, p, g, n, op);
-    else launch(map_strided_kernel<int64_t, TO, TI, NIN, Op>, grid_for(n), kBlock, 0, s, p, g, n, op);
+    if (n <= (int64_t)UINT32_MAX)
+      launch(map_strided_kernel<uint32_t, TO, TI, NIN, Op>, grid_for(n), kBlock, 0, s, p, g, n, op);
+    else
+      launch(map_strided_kernel<int64_t, TO, TI, NIN, Op>, grid_for(n), kBlock, 0, s, p, g, n, op);
   }
   check_launch(a);
 }
@@ -123,7 +127,8 @@ void copy_kernel(const KernelArgs& a) {
   if (out.numel() == 0) return;
   if (out.dtype == x.dtype) {
     if (out.is_contiguous() && x.is_contiguous()) {
-      CUDA_CHECK(cudaMemcpyAsync(out.bytes(), x.bytes(), out.numel() * dtype_size(out.dtype), cudaMemcpyDeviceToDevice, stream()));
+      CUDA_CHECK(cudaMemcpyAsync(out.bytes(), x.bytes(), out.numel() * dtype_size(out.dtype), cudaMemcpyDeviceToDevice,
+                                 stream()));
       return;
     }
     GPU_DISPATCH_BITS(a, dtype_size(out.dtype), U, launch_map<U, U, 1>(a, out, ins, RawOp<U>{}));
@@ -137,8 +142,7 @@ void copy_kernel(const KernelArgs& a) {
 }
 
 // ---------------------------------------------------------------- fill / arange
-template <typename U, int V>
-__global__ void __launch_bounds__(kBlock) fill_vec_kernel(U* p, int64_t n, U v) {
+template <typename U, int V> __global__ void __launch_bounds__(kBlock) fill_vec_kernel(U* p, int64_t n, U v) {
   Pack<U, V> pk;
 #pragma unroll
   for (int j = 0; j < V; j++) pk.v[j] = v;
@@ -148,8 +152,8 @@ __global__ void __launch_bounds__(kBlock) fill_vec_kernel(U* p, int64_t n, U v) 
   if (t < n) p[t] = v;
 }
 
-template <typename U, typename I>
-__global__ void __launch_bounds__(kBlock) fill_strided_kernel(U* p, Geo<1> g, int64_t n, U v) {
+template <typename U, typename I> __global__ void __launch_bounds__(kBlock)
+    fill_strided_kernel(U* p, Geo<1> g, int64_t n, U v) {
   for (int64_t i = global_tid(); i < n; i += grid_stride()) {
     int64_t off[1];
     geo_offsets<1, I>(g, (I)i, off);
@@ -171,12 +175,16 @@ template <typename U> void launch_fill(const KernelArgs& a, const TensorArg& out
       CUDA_CHECK(cudaMemsetAsync(p, b[0], n * sizeof(U), s));
       return;
     }
-    if (aligned_to(p, 16)) launch(fill_vec_kernel<U, V>, grid_for(n / V + 1), kBlock, 0, s, p, n, v);
-    else launch(fill_vec_kernel<U, 1>, grid_for(n), kBlock, 0, s, p, n, v);
+    if (aligned_to(p, 16))
+      launch(fill_vec_kernel<U, V>, grid_for(n / V + 1), kBlock, 0, s, p, n, v);
+    else
+      launch(fill_vec_kernel<U, 1>, grid_for(n), kBlock, 0, s, p, n, v);
   } else {
     Geo<1> g = make_geo<1>(out, nullptr);
-    if (n <= (int64_t)UINT32_MAX) launch(fill_strided_kernel<U, uint32_t>, grid_for(n), kBlock, 0, s, p, g, n, v);
-    else launch(fill_strided_kernel<U, int64_t>, grid_for(n), kBlock, 0, s, p, g, n, v);
+    if (n <= (int64_t)UINT32_MAX)
+      launch(fill_strided_kernel<U, uint32_t>, grid_for(n), kBlock, 0, s, p, g, n, v);
+    else
+      launch(fill_strided_kernel<U, int64_t>, grid_for(n), kBlock, 0, s, p, g, n, v);
   }
   check_launch(a);
 }
@@ -185,14 +193,36 @@ template <typename U> void launch_fill(const KernelArgs& a, const TensorArg& out
 template <typename U> U fill_bits(DType dt, double v) {
   uint64_t bits = 0;
   switch (dt) {
-    case DType::F32: { float f = float(v); std::memcpy(&bits, &f, 4); break; }
-    case DType::F64: std::memcpy(&bits, &v, 8); break;
-    case DType::BF16: bits = host_f32_to_bf16(float(v)); break;
-    case DType::F16: bits = host_f32_to_f16(float(v)); break;
-    case DType::I32: { int32_t i = int32_t(v); std::memcpy(&bits, &i, 4); break; }
-    case DType::I64: { int64_t i = int64_t(v); std::memcpy(&bits, &i, 8); break; }
-    case DType::U8: bits = uint8_t(v); break;
-    case DType::BOOL: bits = v != 0.0 ? 1 : 0; break;
+    case DType::F32: {
+      float f = float(v);
+      std::memcpy(&bits, &f, 4);
+      break;
+    }
+    case DType::F64:
+      std::memcpy(&bits, &v, 8);
+      break;
+    case DType::BF16:
+      bits = host_f32_to_bf16(float(v));
+      break;
+    case DType::F16:
+      bits = host_f32_to_f16(float(v));
+      break;
+    case DType::I32: {
+      int32_t i = int32_t(v);
+      std::memcpy(&bits, &i, 4);
+      break;
+    }
+    case DType::I64: {
+      int64_t i = int64_t(v);
+      std::memcpy(&bits, &i, 8);
+      break;
+    }
+    case DType::U8:
+      bits = uint8_t(v);
+      break;
+    case DType::BOOL:
+      bits = v != 0.0 ? 1 : 0;
+      break;
   }
   U u;
   std::memcpy(&u, &bits, sizeof(U));  // little-endian: the low bytes hold the value
@@ -208,8 +238,8 @@ void fill_kernel(const KernelArgs& a) {
   GPU_DISPATCH_BITS(a, dtype_size(out.dtype), U, launch_fill<U>(a, out, fill_bits<U>(out.dtype, v)));
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kBlock) arange_kernel_dev(T* p, int64_t n, double start, double step) {
+template <typename T> __global__ void __launch_bounds__(kBlock)
+    arange_kernel_dev(T* p, int64_t n, double start, double step) {
   for (int64_t i = global_tid(); i < n; i += grid_stride()) store(p + i, start + double(i) * step);
 }
 
@@ -257,10 +287,17 @@ void unary_kernel(const KernelArgs& a) {
   const TensorArg* ins[1] = {&x};
   if (!is_float(x.dtype)) {
     switch (x.dtype) {
-      case DType::I32: launch_map<int32_t, int32_t, 1>(a, out, ins, IntUnaryOp<int32_t>{op}); break;
-      case DType::I64: launch_map<int64_t, int64_t, 1>(a, out, ins, IntUnaryOp<int64_t>{op}); break;
-      case DType::U8: launch_map<uint8_t, uint8_t, 1>(a, out, ins, IntUnaryOp<uint8_t>{op}); break;
-      default: a.fail("unknown dtype");
+      case DType::I32:
+        launch_map<int32_t, int32_t, 1>(a, out, ins, IntUnaryOp<int32_t>{op});
+        break;
+      case DType::I64:
+        launch_map<int64_t, int64_t, 1>(a, out, ins, IntUnaryOp<int64_t>{op});
+        break;
+      case DType::U8:
+        launch_map<uint8_t, uint8_t, 1>(a, out, ins, IntUnaryOp<uint8_t>{op});
+        break;
+      default:
+        a.fail("unknown dtype");
     }
     return;
   }
@@ -311,8 +348,8 @@ void binary_kernel(const KernelArgs& a) {
 }
 
 // ---------------------------------------------------------------- where
-template <typename U, typename I>
-__global__ void __launch_bounds__(kBlock) where_kernel_dev(U* out, const bool* c, const U* x, const U* y, Geo<4> g, int64_t n) {
+template <typename U, typename I> __global__ void __launch_bounds__(kBlock)
+    where_kernel_dev(U* out, const bool* c, const U* x, const U* y, Geo<4> g, int64_t n) {
   for (int64_t i = global_tid(); i < n; i += grid_stride()) {
     int64_t off[4];
     geo_offsets<4, I>(g, (I)i, off);
@@ -335,8 +372,10 @@ void where_kernel(const KernelArgs& a) {
     const bool* pc = reinterpret_cast<const bool*>(c.bytes());
     const U* px = reinterpret_cast<const U*>(x.bytes());
     const U* py = reinterpret_cast<const U*>(y.bytes());
-    if (n <= (int64_t)UINT32_MAX) launch(where_kernel_dev<U, uint32_t>, grid_for(n), kBlock, 0, s, po, pc, px, py, g, n);
-    else launch(where_kernel_dev<U, int64_t>, grid_for(n), kBlock, 0, s, po, pc, px, py, g, n);
+    if (n <= (int64_t)UINT32_MAX)
+      launch(where_kernel_dev<U, uint32_t>, grid_for(n), kBlock, 0, s, po, pc, px, py, g, n);
+    else
+      launch(where_kernel_dev<U, int64_t>, grid_for(n), kBlock, 0, s, po, pc, px, py, g, n);
   });
   check_launch(a);
 }
@@ -359,8 +398,8 @@ __device__ __forceinline__ void philox(uint32_t (&ctr)[4], uint32_t (&key)[2]) {
   }
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kBlock) random_kernel_dev(T* out, int64_t n, uint64_t seed, uint64_t offset, int kind, double p) {
+template <typename T> __global__ void __launch_bounds__(kBlock)
+    random_kernel_dev(T* out, int64_t n, uint64_t seed, uint64_t offset, int kind, double p) {
   for (int64_t i = global_tid(); i < n; i += grid_stride()) {
     uint64_t c = offset + (uint64_t)i;
     uint32_t ctr[4] = {uint32_t(c), uint32_t(c >> 32), 0u, 0u};
@@ -368,11 +407,13 @@ __global__ void __launch_bounds__(kBlock) random_kernel_dev(T* out, int64_t n, u
     philox(ctr, key);
     double u1 = (double(ctr[0]) + 0.5) / 4294967296.0;
     double v;
-    if (kind == RandomKind::Uniform) v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
+    if (kind == RandomKind::Uniform)
+      v = double(ctr[0] >> 8) / 16777216.0;  // 24 bits: exact in f32, never rounds up to 1
     else if (kind == RandomKind::Normal) {
       double u2 = double(ctr[1]) / 4294967296.0;
       v = sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-    } else v = u1 < p ? 1.0 : 0.0;
+    } else
+      v = u1 < p ? 1.0 : 0.0;
     store(out + i, v);
   }
 }
@@ -388,7 +429,8 @@ void random_kernel(const KernelArgs& a) {
   int64_t n = out.numel();
   if (n == 0) return;
   GPU_DISPATCH_ALL(a, out.dtype, T, {
-    launch(random_kernel_dev<T>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()), n, seed, offset, k, p);
+    launch(random_kernel_dev<T>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()), n, seed, offset,
+           k, p);
   });
   check_launch(a);
 }

@@ -40,9 +40,9 @@ void check_index_range(const KernelArgs& a, const TensorArg& idx, int64_t limit)
 
 // ---------------------------------------------------------------- index_select
 // Unit e of the output: row r = e / row_u (r = o * m + j), column c; source row o * n + idx[j].
-template <typename U>
-__global__ void __launch_bounds__(kBlock) index_select_dev(U* out, const U* x, const void* idx, bool i64, int64_t total, int64_t m,
-                                                           int64_t n, int64_t row_u) {
+template <typename U> __global__ void __launch_bounds__(kBlock)
+    index_select_dev(U* out, const U* x, const void* idx, bool i64, int64_t total, int64_t m, int64_t n,
+                     int64_t row_u) {
   for (int64_t e = gtid(); e < total; e += gstride()) {
     const int64_t r = e / row_u, c = e - r * row_u, o = r / m, j = r - o * m;
     out[e] = x[(o * n + idx_at(idx, i64, j)) * row_u + c];
@@ -63,11 +63,10 @@ void index_select_kernel(const KernelArgs& a) {
   const bool i64 = idx.dtype == DType::I64;
   cudaStream_t s = stream();
   switch (unit) {
-#define LLAVA_SEL(BYTES, U)                                                                                         \
-  case BYTES:                                                                                                       \
-    launch(index_select_dev<U>, grid_for(total), kBlock, 0, s, reinterpret_cast<U*>(out.bytes()),                   \
-           reinterpret_cast<const U*>(x.bytes()), idx.bytes(), i64,                                                 \
-           total, m, n, row_u);                                                                                     \
+#define LLAVA_SEL(BYTES, U)                                                                       \
+  case BYTES:                                                                                     \
+    launch(index_select_dev<U>, grid_for(total), kBlock, 0, s, reinterpret_cast<U*>(out.bytes()), \
+           reinterpret_cast<const U*>(x.bytes()), idx.bytes(), i64, total, m, n, row_u);          \
     break;
     LLAVA_SEL(16, uint4)
     LLAVA_SEL(8, unsigned long long)
@@ -91,26 +90,28 @@ __device__ __forceinline__ void atomic_add2(__half* p, __half a, __half b) {
 
 // Element group e (P consecutive elements of one row) of src: src row r = o * m + j -> out row
 // o * n + idx[j]. P = 2 only for 16-bit types with an even inner extent and aligned pointers.
-template <typename T, int P>
-__global__ void __launch_bounds__(kBlock) index_add_dev(T* out, const T* src, const void* idx, bool i64, int64_t total, int64_t m,
-                                                        int64_t n, int64_t inner_p) {
+template <typename T, int P> __global__ void __launch_bounds__(kBlock)
+    index_add_dev(T* out, const T* src, const void* idx, bool i64, int64_t total, int64_t m, int64_t n,
+                  int64_t inner_p) {
   for (int64_t e = gtid(); e < total; e += gstride()) {
     const int64_t r = e / inner_p, c = e - r * inner_p, o = r / m, j = r - o * m;
     T* dst = out + ((o * n + idx_at(idx, i64, j)) * inner_p + c) * P;
-    if constexpr (P == 1) atomic_add(dst, src[e]);
-    else atomic_add2(dst, src[2 * e], src[2 * e + 1]);
+    if constexpr (P == 1)
+      atomic_add(dst, src[e]);
+    else
+      atomic_add2(dst, src[2 * e], src[2 * e + 1]);
   }
 }
 
-template <typename T>
-void launch_index_add(const TensorArg& out, const TensorArg& src, const TensorArg& idx, bool i64, int64_t total, int64_t m,
-                      int64_t n, int64_t inner) {
+template <typename T> void launch_index_add(const TensorArg& out, const TensorArg& src, const TensorArg& idx, bool i64,
+                                            int64_t total, int64_t m, int64_t n, int64_t inner) {
   T* po = reinterpret_cast<T*>(out.bytes());
   const T* ps = reinterpret_cast<const T*>(src.bytes());
   cudaStream_t s = stream();
   if constexpr (sizeof(T) == 2) {
     if (inner % 2 == 0 && aligned_to(po, 4) && aligned_to(ps, 4)) {
-      launch(index_add_dev<T, 2>, grid_for(total / 2), kBlock, 0, s, po, ps, idx.bytes(), i64, total / 2, m, n, inner / 2);
+      launch(index_add_dev<T, 2>, grid_for(total / 2), kBlock, 0, s, po, ps, idx.bytes(), i64, total / 2, m, n,
+             inner / 2);
       return;
     }
   }
@@ -168,13 +169,13 @@ __device__ __forceinline__ int64_t gather_offset(const GatherGeo& g, int64_t i, 
   return off;
 }
 
-template <typename U>
-__global__ void __launch_bounds__(kBlock) gather_dev(U* out, const U* x, const void* idx, bool i64, int64_t n, GatherGeo g) {
+template <typename U> __global__ void __launch_bounds__(kBlock)
+    gather_dev(U* out, const U* x, const void* idx, bool i64, int64_t n, GatherGeo g) {
   for (int64_t i = gtid(); i < n; i += gstride()) out[i] = x[gather_offset(g, i, idx_at(idx, i64, i))];
 }
 
-template <typename T>
-__global__ void __launch_bounds__(kBlock) scatter_add_dev(T* out, const T* src, const void* idx, bool i64, int64_t n, GatherGeo g) {
+template <typename T> __global__ void __launch_bounds__(kBlock)
+    scatter_add_dev(T* out, const T* src, const void* idx, bool i64, int64_t n, GatherGeo g) {
   for (int64_t i = gtid(); i < n; i += gstride()) atomic_add(out + gather_offset(g, i, idx_at(idx, i64, i)), src[i]);
 }
 
@@ -188,8 +189,8 @@ void gather_kernel(const KernelArgs& a) {
   GatherGeo g = make_gather_geo(idx, x, dim);
   const bool i64 = idx.dtype == DType::I64;
   GPU_DISPATCH_BITS(a, dtype_size(x.dtype), U, {
-    launch(gather_dev<U>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<U*>(out.bytes()), reinterpret_cast<const U*>(x.bytes()),
-           idx.bytes(), i64, n, g);
+    launch(gather_dev<U>, grid_for(n), kBlock, 0, stream(), reinterpret_cast<U*>(out.bytes()),
+           reinterpret_cast<const U*>(x.bytes()), idx.bytes(), i64, n, g);
   });
   check_launch(a);
 }

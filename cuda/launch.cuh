@@ -19,8 +19,8 @@ namespace gpu {
 // Launches `kernel` on `stream`, first raising its dynamic shared-memory limit when it needs more
 // than the default 48 KB (once per kernel, and again only if a later launch needs more). A failed
 // attribute call throws the CUDA error.
-template <typename... KParams, typename... Args>
-inline void launch(void (*kernel)(KParams...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+template <typename... KParams, typename... Args> inline void launch(void (*kernel)(KParams...), dim3 grid, dim3 block,
+                                                                    size_t smem, cudaStream_t stream, Args&&... args) {
   if (smem > 48 * 1024) {
     static std::mutex mu;
     static std::unordered_map<const void*, size_t> raised;

@@ -95,12 +95,11 @@ __device__ __forceinline__ void tile_coords(int pid, int tiles_m, int tiles_n, i
 // ===================================================================== tensor-core GEMM (bf16/f16)
 constexpr int kBK = 32;
 
-template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_>
-struct TcCfg {
+template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_> struct TcCfg {
   static constexpr int BM = BM_, BN = BN_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
   static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
   static constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;  // warp tile
-  static constexpr int MI = WTM / 16, NI = WTN / 8;              // mma tiles per warp
+  static constexpr int MI = WTM / 16, NI = WTN / 8;             // mma tiles per warp
   static constexpr size_t SMEM = size_t(STAGES) * (BM + BN) * kBK * 2;
   static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile must be a multiple of 16x16");
   static_assert(BM == 64 || BM == 128, "the [32][rows] swizzle needs rows/8 to be a multiple of 8");
@@ -117,8 +116,7 @@ using CfgSmall = TcCfg<64, 64, 2, 2, 4>;
 //   eight distinct slots.
 // !KC ([32][ROWS], ROWS/8 >= 8 chunks a row): ldmatrix.trans reads k rows k..k+7 at one logical chunk
 //   c; physical chunk c ^ (k & 7) differs in its low three bits, i.e. in its bank slot, for all eight.
-template <int ROWS, bool KC>
-__device__ __forceinline__ int smem_off(int row, int k) {
+template <int ROWS, bool KC> __device__ __forceinline__ int smem_off(int row, int k) {
   if constexpr (KC) {
     return row * kBK + ((((k >> 3) ^ (row >> 1)) & 3) << 3);
   } else {
@@ -133,7 +131,8 @@ __device__ __forceinline__ void ldsm_rows_k16(uint32_t (&r)[4], const T* s, int 
   if constexpr (KC) {
     mma::ldsm_x4(r, s + smem_off<ROWS, true>(row0 + (lane & 15), k0 + ((lane >> 4) << 3)));
   } else {
-    mma::ldsm_x4_trans(r, s + smem_off<ROWS, false>(row0 + (((lane >> 3) & 1) << 3), k0 + ((lane >> 4) << 3) + (lane & 7)));
+    mma::ldsm_x4_trans(
+        r, s + smem_off<ROWS, false>(row0 + (((lane >> 3) & 1) << 3), k0 + ((lane >> 4) << 3) + (lane & 7)));
   }
 }
 
@@ -176,8 +175,8 @@ __device__ __forceinline__ void load_tile(uint16_t* s, const uint16_t* g, int ro
   }
 }
 
-template <typename T, typename Cfg, bool A_KC, bool B_KC, bool ALIGNED>
-__global__ void __launch_bounds__(Cfg::THREADS) gemm_tc_kernel(GemmParams p) {
+template <typename T, typename Cfg, bool A_KC, bool B_KC, bool ALIGNED> __global__ void __launch_bounds__(Cfg::THREADS)
+    gemm_tc_kernel(GemmParams p) {
   constexpr int BM = Cfg::BM, BN = Cfg::BN, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
   constexpr int MI = Cfg::MI, NI = Cfg::NI;
   uint16_t* sA = reinterpret_cast<uint16_t*>(mma::dyn_smem);
@@ -266,7 +265,8 @@ __global__ void __launch_bounds__(Cfg::THREADS) gemm_tc_kernel(GemmParams p) {
           *reinterpret_cast<uint32_t*>(orow + col) = mma::pack2<T>(v0, v1);
         } else {
           orow[col] = gpu::from_acc<T>(v0);
-          if (col + 1 < N) orow[col + 1] = gpu::from_acc<T>(epilogue<T, float>(p, acc[i][j][2 * h + 1], col + 1, orow + col + 1));
+          if (col + 1 < N)
+            orow[col + 1] = gpu::from_acc<T>(epilogue<T, float>(p, acc[i][j][2 * h + 1], col + 1, orow + col + 1));
         }
       }
     }
@@ -274,15 +274,14 @@ __global__ void __launch_bounds__(Cfg::THREADS) gemm_tc_kernel(GemmParams p) {
 }
 
 // ===================================================================== SIMT GEMM (f32/f64)
-template <typename T, int BM, int BN, int TM, int TN>
-struct SimtCfg {
+template <typename T, int BM, int BN, int TM, int TN> struct SimtCfg {
   static constexpr int BK = 8, TX = BN / TN, TY = BM / TM, THREADS = TX * TY;
   static constexpr int LDA = BM + 4, LDB = BN + 4;  // +4: the [k][m] stores of a k-inner A hit distinct banks
   static constexpr size_t SMEM = size_t(BK) * (LDA + LDB) * sizeof(acc_t<T>);
 };
 
-template <typename T, int BM, int BN, int TM, int TN>
-__global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_simt_kernel(GemmParams p) {
+template <typename T, int BM, int BN, int TM, int TN> __global__ void __launch_bounds__((BM / TM) * (BN / TN))
+    gemm_simt_kernel(GemmParams p) {
   using C = acc_t<T>;
   using Cfg = SimtCfg<T, BM, BN, TM, TN>;
   constexpr int BK = Cfg::BK, TX = Cfg::TX, TY = Cfg::TY, THREADS = Cfg::THREADS, LDA = Cfg::LDA, LDB = Cfg::LDB;
@@ -349,9 +348,8 @@ __global__ void __launch_bounds__((BM / TM) * (BN / TN)) gemm_simt_kernel(GemmPa
 }
 
 // ===================================================================== launchers
-template <typename Kernel>
-void launch_batches(const KernelArgs& args, Kernel kernel, GemmParams p, int64_t Bt, int64_t tiles, int threads,
-                    size_t smem) {
+template <typename Kernel> void launch_batches(const KernelArgs& args, Kernel kernel, GemmParams p, int64_t Bt,
+                                               int64_t tiles, int threads, size_t smem) {
   for (int64_t b0 = 0; b0 < Bt; b0 += 65535) {
     p.batch0 = static_cast<int>(b0);
     const dim3 grid(static_cast<unsigned>(tiles), 1, static_cast<unsigned>(std::min<int64_t>(65535, Bt - b0)));
@@ -367,8 +365,7 @@ bool chunkable(const void* base, int64_t inner_extent, int64_t lead, int64_t lea
   return gpu::aligned_to(base, 16) && inner_extent % 8 == 0 && (lead_extent == 1 || lead % 8 == 0) && batch % 8 == 0;
 }
 
-template <typename T, typename Cfg>
-void run_tc_cfg(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
+template <typename T, typename Cfg> void run_tc_cfg(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
   const int64_t tiles = int64_t((p.M + Cfg::BM - 1) / Cfg::BM) * ((p.N + Cfg::BN - 1) / Cfg::BN);
   if (tiles > INT32_MAX) args.fail("problem too large for the CUDA grid");
   const bool a_kc = p.sak == 1 && chunkable(p.a, p.K, p.sam, p.M, p.sab);
@@ -377,21 +374,26 @@ void run_tc_cfg(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
   const bool b_nc = p.sbn == 1 && chunkable(p.b, p.N, p.sbk, p.K, p.sbb);
   auto go = [&](auto kernel) { launch_batches(args, kernel, p, Bt, tiles, Cfg::THREADS, Cfg::SMEM); };
   if ((a_kc || a_mc) && (b_kc || b_nc)) {
-    if (a_kc && b_kc) go(gemm_tc_kernel<T, Cfg, true, true, true>);        // x @ W^T (nn.Linear)
-    else if (a_kc) go(gemm_tc_kernel<T, Cfg, true, false, true>);          // x @ W
-    else if (b_kc) go(gemm_tc_kernel<T, Cfg, false, true, true>);          // x^T @ W^T
-    else go(gemm_tc_kernel<T, Cfg, false, false, true>);                   // x^T @ W (weight grads)
+    if (a_kc && b_kc)
+      go(gemm_tc_kernel<T, Cfg, true, true, true>);  // x @ W^T (nn.Linear)
+    else if (a_kc)
+      go(gemm_tc_kernel<T, Cfg, true, false, true>);  // x @ W
+    else if (b_kc)
+      go(gemm_tc_kernel<T, Cfg, false, true, true>);  // x^T @ W^T
+    else
+      go(gemm_tc_kernel<T, Cfg, false, false, true>);  // x^T @ W (weight grads)
   } else {
     go(gemm_tc_kernel<T, Cfg, true, true, false>);
   }
 }
 
-template <typename T>
-void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
+template <typename T> void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
   // The big tile only when it still gives every SM at least one block.
   const int64_t big_tiles = int64_t((p.M + 127) / 128) * ((p.N + 127) / 128) * Bt;
-  if (big_tiles >= gpu::num_sms()) run_tc_cfg<T, CfgBig>(args, p, Bt);
-  else run_tc_cfg<T, CfgSmall>(args, p, Bt);
+  if (big_tiles >= gpu::num_sms())
+    run_tc_cfg<T, CfgBig>(args, p, Bt);
+  else
+    run_tc_cfg<T, CfgSmall>(args, p, Bt);
 }
 
 template <typename T, int BM, int BN, int TM, int TN>
@@ -408,7 +410,9 @@ void matmul_cuda(const KernelArgs& args) {
   const TensorArg* bias = P.bias;
   const double beta = P.beta;
   const int64_t Bt = P.Bt, M = P.M, K = P.K, N = P.N;
-  const int act = P.epilogue == MatmulEpilogue::Gelu ? kActGelu : P.epilogue == MatmulEpilogue::GeluTanh ? kActGeluTanh : kActNone;
+  const int act = P.epilogue == MatmulEpilogue::Gelu       ? kActGelu
+                  : P.epilogue == MatmulEpilogue::GeluTanh ? kActGeluTanh
+                                                           : kActNone;
   if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX) args.fail("M, N and K must each be below 2^31");
   if (Bt == 0 || M == 0 || N == 0) return;
 
@@ -434,11 +438,20 @@ void matmul_cuda(const KernelArgs& args) {
   p.out_pairs = gpu::aligned_to(p.out, 4) && N % 2 == 0;
 
   switch (out.dtype) {
-    case DType::BF16: run_tc<__nv_bfloat16>(args, p, Bt); break;
-    case DType::F16: run_tc<__half>(args, p, Bt); break;
-    case DType::F32: run_simt<float, 128, 128, 8, 8>(args, p, Bt); break;
-    case DType::F64: run_simt<double, 64, 64, 4, 4>(args, p, Bt); break;
-    default: args.fail(std::string("unsupported dtype ") + dtype_name(out.dtype));
+    case DType::BF16:
+      run_tc<__nv_bfloat16>(args, p, Bt);
+      break;
+    case DType::F16:
+      run_tc<__half>(args, p, Bt);
+      break;
+    case DType::F32:
+      run_simt<float, 128, 128, 8, 8>(args, p, Bt);
+      break;
+    case DType::F64:
+      run_simt<double, 64, 64, 4, 4>(args, p, Bt);
+      break;
+    default:
+      args.fail(std::string("unsupported dtype ") + dtype_name(out.dtype));
   }
 }
 

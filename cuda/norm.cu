@@ -34,14 +34,15 @@ template <typename T> constexpr int per_thread() { return sizeof(acc_t<T>) == 8 
 
 // Rounding through the storage type (identity for f32/f64).
 template <typename T> __device__ __forceinline__ acc_t<T> round_t(acc_t<T> v) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>) return to_acc<T>(from_acc<T>(v));
-  else return v;
+  if constexpr (std::is_same_v<T, __nv_bfloat16> || std::is_same_v<T, __half>)
+    return to_acc<T>(from_acc<T>(v));
+  else
+    return v;
 }
 
 // Sums a and b over the G threads of a group (every thread of the group gets the sums; warps are
 // added in a fixed order). Must be reached by every thread of the block.
-template <int G, typename F>
-__device__ __forceinline__ void group_sum2(F& a, F& b, F* smem /* [2][kBlock / 32] */) {
+template <int G, typename F> __device__ __forceinline__ void group_sum2(F& a, F& b, F* smem /* [2][kBlock / 32] */) {
   a = warp_sum(a);
   b = warp_sum(b);
   if constexpr (G > 32) {
@@ -83,9 +84,9 @@ template <typename T, int V> __device__ __forceinline__ Pack<T, V> ldp(const T* 
 }
 
 // ---------------------------------------------------------------- forward
-template <typename T, int G, int V, bool CACHE>
-__global__ void __launch_bounds__(kBlock) norm_fwd_kernel(T* y, Stat mean, Stat rstd, const T* x, const T* w, const T* b,
-                                                          double eps, int64_t N, int64_t C, bool rms) {
+template <typename T, int G, int V, bool CACHE> __global__ void __launch_bounds__(kBlock)
+    norm_fwd_kernel(T* y, Stat mean, Stat rstd, const T* x, const T* w, const T* b, double eps, int64_t N, int64_t C,
+                    bool rms) {
   using F = acc_t<T>;
   constexpr int NP = CACHE ? per_thread<T>() / V : 1, RPB = kBlock / G;
   __shared__ F smem[2 * kBlock / 32];
@@ -119,8 +120,10 @@ __global__ void __launch_bounds__(kBlock) norm_fwd_kernel(T* y, Stat mean, Stat 
 #pragma unroll
       for (int k = 0; k < V; k++) {
         F v;
-        if constexpr (CACHE) v = xv[q * V + k];
-        else v = to_acc<T>(pk.v[k]);
+        if constexpr (CACHE)
+          v = xv[q * V + k];
+        else
+          v = to_acc<T>(pk.v[k]);
         F d = v - mu;
         ss += d * d;
       }
@@ -141,8 +144,10 @@ __global__ void __launch_bounds__(kBlock) norm_fwd_kernel(T* y, Stat mean, Stat 
 #pragma unroll
       for (int k = 0; k < V; k++) {
         F v;
-        if constexpr (CACHE) v = xv[q * V + k];
-        else v = to_acc<T>(pk.v[k]);
+        if constexpr (CACHE)
+          v = xv[q * V + k];
+        else
+          v = to_acc<T>(pk.v[k]);
         F h;
         if (rms) {
           h = round_t<T>(v * rs);
@@ -163,9 +168,9 @@ __global__ void __launch_bounds__(kBlock) norm_fwd_kernel(T* y, Stat mean, Stat 
 // dwp/dbp: [gridDim.x, C] partial rows, row blockIdx.x belongs to this block. With CACHE it is
 // written once at the end; without, it is pre-zeroed and updated in place (RPB = 1, one owner
 // thread per column).
-template <typename T, int G, int V, bool CACHE>
-__global__ void __launch_bounds__(kBlock) norm_bwd_kernel(T* dx, acc_t<T>* dwp, acc_t<T>* dbp, const T* dy, const T* x,
-                                                          const T* w, Stat mean, Stat rstd, int64_t N, int64_t C, bool rms) {
+template <typename T, int G, int V, bool CACHE> __global__ void __launch_bounds__(kBlock)
+    norm_bwd_kernel(T* dx, acc_t<T>* dwp, acc_t<T>* dbp, const T* dy, const T* x, const T* w, Stat mean, Stat rstd,
+                    int64_t N, int64_t C, bool rms) {
   using F = acc_t<T>;
   constexpr int NP = CACHE ? per_thread<T>() / V : 1, RPB = kBlock / G;
   __shared__ F smem[2 * kBlock / 32];
@@ -283,8 +288,8 @@ __global__ void __launch_bounds__(kBlock) norm_bwd_kernel(T* dx, acc_t<T>* dwp, 
 
 // out[c] = sum over p of partial[p, c]. A block covers 32 columns x 8 slices of P; the 8 slice
 // sums meet in shared memory and are added in slice order (deterministic).
-template <typename TO, typename A>
-__global__ void __launch_bounds__(kBlock) colsum_kernel(TO* out, const A* partial, int64_t P, int64_t C) {
+template <typename TO, typename A> __global__ void __launch_bounds__(kBlock)
+    colsum_kernel(TO* out, const A* partial, int64_t P, int64_t C) {
   __shared__ A tile[8][32];
   const int tx = threadIdx.x & 31, ty = threadIdx.x >> 5;
   for (int64_t c0 = (int64_t)blockIdx.x * 32; c0 < C; c0 += (int64_t)gridDim.x * 32) {
@@ -312,16 +317,23 @@ void dispatch_rows(int64_t C, std::initializer_list<const void*> ptrs, Launch&& 
   for (const void* q : ptrs) vec = vec && (q == nullptr || aligned_to(q, 16));
   using std::integral_constant;
   auto go = [&](auto g, auto cache) {
-    if (vec) launch(g, integral_constant<int, VV>(), cache);
-    else launch(g, integral_constant<int, 1>(), cache);
+    if (vec)
+      launch(g, integral_constant<int, VV>(), cache);
+    else
+      launch(g, integral_constant<int, 1>(), cache);
   };
   integral_constant<bool, true> yes;
   constexpr int kPerThread = per_thread<T>();
-  if (C <= 32 * kPerThread) go(integral_constant<int, 32>(), yes);
-  else if (C <= 64 * kPerThread) go(integral_constant<int, 64>(), yes);
-  else if (C <= 128 * kPerThread) go(integral_constant<int, 128>(), yes);
-  else if (C <= 256 * kPerThread) go(integral_constant<int, 256>(), yes);
-  else go(integral_constant<int, 256>(), integral_constant<bool, false>());
+  if (C <= 32 * kPerThread)
+    go(integral_constant<int, 32>(), yes);
+  else if (C <= 64 * kPerThread)
+    go(integral_constant<int, 64>(), yes);
+  else if (C <= 128 * kPerThread)
+    go(integral_constant<int, 128>(), yes);
+  else if (C <= 256 * kPerThread)
+    go(integral_constant<int, 256>(), yes);
+  else
+    go(integral_constant<int, 256>(), integral_constant<bool, false>());
 }
 
 // ---------------------------------------------------------------- validation: parse_*_norm_* in kernel_checks.h
@@ -339,17 +351,17 @@ void norm_fwd(const KernelArgs& a, const TensorArg& y, const TensorArg* mean, co
     dispatch_rows<T>(C, {py, px, pw, pb}, [&](auto g, auto v, auto cache) {
       constexpr int G = decltype(g)::value;
       unsigned grid = grid_for((N + kBlock / G - 1) / (kBlock / G), 1);
-      launch(norm_fwd_kernel<T, G, decltype(v)::value, decltype(cache)::value>, grid, kBlock, 0, stream(),
-             py, sm, sr, px, pw, pb, eps, N, C, rms);
+      launch(norm_fwd_kernel<T, G, decltype(v)::value, decltype(cache)::value>, grid, kBlock, 0, stream(), py, sm, sr,
+             px, pw, pb, eps, N, C, rms);
     });
   });
   check_launch(a);
 }
 
-template <typename T>
-void norm_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw, const TensorArg* db, const TensorArg& dy,
-                   const TensorArg& x, const TensorArg* w, const TensorArg* mean, const TensorArg& rstd, int64_t N, int64_t C,
-                   bool rms) {
+template <typename T> void norm_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw,
+                                         const TensorArg* db, const TensorArg& dy, const TensorArg& x,
+                                         const TensorArg* w, const TensorArg* mean, const TensorArg& rstd, int64_t N,
+                                         int64_t C, bool rms) {
   using A = acc_t<T>;
   cudaStream_t s = stream();
   if (N == 0) {  // the CPU writes zero gradients for an empty batch
@@ -393,7 +405,8 @@ void norm_bwd_impl(const KernelArgs& a, const TensorArg& dx, const TensorArg* dw
     if (!out) continue;
     const A* part = partial.as<A>() + (k == 1 && dw ? P * C : 0);
     GPU_DISPATCH_FLOAT(a, out->dtype, TO, {
-      launch(colsum_kernel<TO, A>, grid_for((C + 31) / 32, 1), kBlock, 0, s, reinterpret_cast<TO*>(out->bytes()), part, P, C);
+      launch(colsum_kernel<TO, A>, grid_for((C + 31) / 32, 1), kBlock, 0, s, reinterpret_cast<TO*>(out->bytes()), part,
+             P, C);
     });
     check_launch(a);
   }

@@ -48,9 +48,12 @@ struct RParams {
 };
 
 template <typename V> __device__ __forceinline__ V shfl_any(V v, int m) {
-  if constexpr (sizeof(V) < 4) return V(__shfl_xor_sync(kFullMask, int(v), m));
-  else if constexpr (std::is_integral_v<V> && sizeof(V) == 8) return V(__shfl_xor_sync(kFullMask, (long long)v, m));
-  else return __shfl_xor_sync(kFullMask, v, m);
+  if constexpr (sizeof(V) < 4)
+    return V(__shfl_xor_sync(kFullMask, int(v), m));
+  else if constexpr (std::is_integral_v<V> && sizeof(V) == 8)
+    return V(__shfl_xor_sync(kFullMask, (long long)v, m));
+  else
+    return __shfl_xor_sync(kFullMask, v, m);
 }
 
 // ---------------------------------------------------------------- families
@@ -61,7 +64,9 @@ template <typename V> __device__ __forceinline__ V shfl_any(V v, int m) {
 template <typename T> struct SumFam {  // sum, mean
   using F = acc_t<T>;
   using A = std::conditional_t<std::is_same_v<F, float>, double, F>;
-  struct S { A s; };
+  struct S {
+    A s;
+  };
   __host__ __device__ static S init() { return {A(0)}; }
   __host__ __device__ static void add(S& a, F x, int64_t) { a.s += A(x); }
   __host__ __device__ static void merge(S& a, const S& b, const RParams&) { a.s += b.s; }
@@ -75,17 +80,24 @@ template <typename T> struct SumFam {  // sum, mean
 
 template <typename T> struct ProdFam {
   using F = acc_t<T>;
-  struct S { F v; };
+  struct S {
+    F v;
+  };
   __host__ __device__ static S init() { return {F(1)}; }
   __host__ __device__ static void add(S& a, F x, int64_t) { a.v *= x; }
   __host__ __device__ static void merge(S& a, const S& b, const RParams&) { a.v *= b.v; }
   __device__ static S shfl(const S& a, int m) { return {shfl_any(a.v, m)}; }
-  __device__ static void finish(const S& a, const RParams&, void* out, int64_t oi) { store(static_cast<T*>(out) + oi, a.v); }
+  __device__ static void finish(const S& a, const RParams&, void* out, int64_t oi) {
+    store(static_cast<T*>(out) + oi, a.v);
+  }
 };
 
 template <typename T> struct ArgFam {  // max, min, argmax, argmin; i < 0 = no element yet
   using F = acc_t<T>;
-  struct S { F v; int64_t i; };
+  struct S {
+    F v;
+    int64_t i;
+  };
   __host__ __device__ static S init() { return {F(0), -1}; }
   // Does b beat a? NaN wins (first NaN), then the extreme value, then the first index.
   __host__ __device__ static bool beats(const S& a, const S& b, bool want_max) {
@@ -106,14 +118,18 @@ template <typename T> struct ArgFam {  // max, min, argmax, argmin; i < 0 = no e
   }
   __device__ static S shfl(const S& a, int m) { return {shfl_any(a.v, m), shfl_any(a.i, m)}; }
   __device__ static void finish(const S& a, const RParams& p, void* out, int64_t oi) {
-    if (p.op == Argmax || p.op == Argmin) static_cast<int64_t*>(out)[oi] = a.i;
-    else store(static_cast<T*>(out) + oi, a.v);
+    if (p.op == Argmax || p.op == Argmin)
+      static_cast<int64_t*>(out)[oi] = a.i;
+    else
+      store(static_cast<T*>(out) + oi, a.v);
   }
 };
 
 template <typename T> struct VarFam {  // Welford; merge = Chan et al.
   using F = acc_t<T>;
-  struct S { F n, mean, m2; };
+  struct S {
+    F n, mean, m2;
+  };
   __host__ __device__ static S init() { return {F(0), F(0), F(0)}; }
   __host__ __device__ static void add(S& a, F x, int64_t) {
     a.n += F(1);
@@ -123,7 +139,10 @@ template <typename T> struct VarFam {  // Welford; merge = Chan et al.
   }
   __host__ __device__ static void merge(S& a, const S& b, const RParams&) {
     if (b.n == F(0)) return;
-    if (a.n == F(0)) { a = b; return; }
+    if (a.n == F(0)) {
+      a = b;
+      return;
+    }
     F n = a.n + b.n, d = b.mean - a.mean;
     a.mean += d * (b.n / n);
     a.m2 += b.m2 + d * d * (a.n * b.n / n);
@@ -137,11 +156,16 @@ template <typename T> struct VarFam {  // Welford; merge = Chan et al.
 
 template <typename T> struct LseFam {  // online logsumexp: value = m + log(s)
   using F = acc_t<T>;
-  struct S { F m, s; };
+  struct S {
+    F m, s;
+  };
   __host__ __device__ static S init() { return {F(-INFINITY), F(0)}; }
   // NaN is ignored by the max and poisons the sum (as the CPU's std::max / sum of exp).
   __host__ __device__ static void add(S& a, F x, int64_t = 0) {
-    if (x != x) { a.s = x; return; }
+    if (x != x) {
+      a.s = x;
+      return;
+    }
     if (x > a.m) {
       a.s = a.s * ewmath::exp(a.m - x) + F(1);  // exp(-inf) = 0 when nothing finite was seen; NaN stays NaN
       a.m = x;
@@ -186,7 +210,9 @@ __device__ __forceinline__ typename Fam::S group_reduce(typename Fam::S st, cons
 
 // ---------------------------------------------------------------- reduce kernels
 template <typename Fam> struct Adder {  // ArgFam's add needs the direction; the others do not
-  template <typename S, typename F> __device__ static void run(S& st, F x, int64_t i, const RParams&) { Fam::add(st, x, i); }
+  template <typename S, typename F> __device__ static void run(S& st, F x, int64_t i, const RParams&) {
+    Fam::add(st, x, i);
+  }
 };
 template <typename T> struct Adder<ArgFam<T>> {
   template <typename S, typename F> __device__ static void run(S& st, F x, int64_t i, const RParams& p) {
@@ -195,9 +221,9 @@ template <typename T> struct Adder<ArgFam<T>> {
 };
 
 // inner == 1: item = (row, chunk); G threads per item, 256 / G items per block.
-template <typename T, typename Fam, int G>
-__global__ void __launch_bounds__(kBlock) reduce_rows_kernel(const T* x, int64_t outer, int64_t R, int64_t chunk, int splits,
-                                                             RParams p, void* out, typename Fam::S* partial) {
+template <typename T, typename Fam, int G> __global__ void __launch_bounds__(kBlock)
+    reduce_rows_kernel(const T* x, int64_t outer, int64_t R, int64_t chunk, int splits, RParams p, void* out,
+                       typename Fam::S* partial) {
   using S = typename Fam::S;
   using Add = Adder<Fam>;
   constexpr int kItems = kBlock / G;
@@ -222,16 +248,18 @@ __global__ void __launch_bounds__(kBlock) reduce_rows_kernel(const T* x, int64_t
     }
     st = group_reduce<Fam, G>(st, p, smem);
     if (lane == 0 && item < items) {
-      if (splits == 1) Fam::finish(st, p, out, item);
-      else partial[item] = st;
+      if (splits == 1)
+        Fam::finish(st, p, out, item);
+      else
+        partial[item] = st;
     }
   }
 }
 
 // inner > 1: item = (outer, 32-column tile, chunk); thread (tx, ty) reads column tx, rows ty mod 8.
-template <typename T, typename Fam>
-__global__ void __launch_bounds__(kBlock) reduce_cols_kernel(const T* x, int64_t outer, int64_t R, int64_t inner, int64_t chunk,
-                                                             int splits, RParams p, void* out, typename Fam::S* partial) {
+template <typename T, typename Fam> __global__ void __launch_bounds__(kBlock)
+    reduce_cols_kernel(const T* x, int64_t outer, int64_t R, int64_t inner, int64_t chunk, int splits, RParams p,
+                       void* out, typename Fam::S* partial) {
   using S = typename Fam::S;
   using Add = Adder<Fam>;
   __shared__ S tile[8][32];
@@ -260,16 +288,17 @@ __global__ void __launch_bounds__(kBlock) reduce_cols_kernel(const T* x, int64_t
 #pragma unroll
       for (int k = 1; k < 8; k++) Fam::merge(st, tile[k][tx], p);
       const int64_t oi = o * inner + col;
-      if (splits == 1) Fam::finish(st, p, out, oi);
-      else partial[oi * splits + c] = st;
+      if (splits == 1)
+        Fam::finish(st, p, out, oi);
+      else
+        partial[oi * splits + c] = st;
     }
     __syncthreads();
   }
 }
 
-template <typename Fam>
-__global__ void __launch_bounds__(kBlock) reduce_finish_kernel(const typename Fam::S* partial, int64_t nout, int splits, RParams p,
-                                                               void* out) {
+template <typename Fam> __global__ void __launch_bounds__(kBlock)
+    reduce_finish_kernel(const typename Fam::S* partial, int64_t nout, int splits, RParams p, void* out) {
   for (int64_t oi = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; oi < nout; oi += (int64_t)gridDim.x * blockDim.x) {
     typename Fam::S st = partial[oi * splits];
     for (int c = 1; c < splits; c++) Fam::merge(st, partial[oi * splits + c], p);
@@ -277,9 +306,9 @@ __global__ void __launch_bounds__(kBlock) reduce_finish_kernel(const typename Fa
   }
 }
 
-template <typename T>
-__global__ void fill_value_kernel(T* out, int64_t n, double v) {
-  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) store(out + i, v);
+template <typename T> __global__ void fill_value_kernel(T* out, int64_t n, double v) {
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+    store(out + i, v);
 }
 
 // Splits of R so that at least ~4 blocks per SM are busy, each chunk >= min_chunk elements.
@@ -292,9 +321,8 @@ void plan_split(int64_t blocks, int64_t R, int64_t min_chunk, int64_t& chunk, in
   splits = (int)((R + chunk - 1) / chunk);
 }
 
-template <typename T, typename Fam>
-void run_reduce(const KernelArgs& a, const TensorArg& out, const TensorArg& x, const RParams& p, int64_t outer, int64_t R,
-                int64_t inner) {
+template <typename T, typename Fam> void run_reduce(const KernelArgs& a, const TensorArg& out, const TensorArg& x,
+                                                    const RParams& p, int64_t outer, int64_t R, int64_t inner) {
   using S = typename Fam::S;
   const T* px = reinterpret_cast<const T*>(x.bytes());
   void* po = out.bytes();
@@ -312,7 +340,8 @@ void run_reduce(const KernelArgs& a, const TensorArg& out, const TensorArg& x, c
     if (warp)
       launch(reduce_rows_kernel<T, Fam, 32>, grid, kBlock, 0, st, px, outer, R, chunk, splits, p, po, partial.as<S>());
     else
-      launch(reduce_rows_kernel<T, Fam, kBlock>, grid, kBlock, 0, st, px, outer, R, chunk, splits, p, po, partial.as<S>());
+      launch(reduce_rows_kernel<T, Fam, kBlock>, grid, kBlock, 0, st, px, outer, R, chunk, splits, p, po,
+             partial.as<S>());
   } else {
     int64_t blocks = outer * ((inner + 31) / 32);
     plan_split(blocks, R, 64, chunk, splits);
@@ -337,8 +366,8 @@ void reduce_kernel(const KernelArgs& a) {
   if (n == 0) {
     if (outer_inner == 0) return;
     GPU_DISPATCH_ALL(a, out.dtype, T, {
-      launch(fill_value_kernel<T>, grid_for(outer_inner), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()), outer_inner,
-             op == Prod ? 1.0 : 0.0);
+      launch(fill_value_kernel<T>, grid_for(outer_inner), kBlock, 0, stream(), reinterpret_cast<T*>(out.bytes()),
+             outer_inner, op == Prod ? 1.0 : 0.0);
     });
     check_launch(a);
     return;
@@ -349,9 +378,19 @@ void reduce_kernel(const KernelArgs& a) {
   GPU_DISPATCH_ALL(a, x.dtype, T, {
     if constexpr (!std::is_same_v<T, bool>) {
       switch (op) {
-        case Sum: case Mean: run_reduce<T, SumFam<T>>(a, out, x, p, outer, n, inner); break;
-        case Prod: run_reduce<T, ProdFam<T>>(a, out, x, p, outer, n, inner); break;
-        case Max: case Min: case Argmax: case Argmin: run_reduce<T, ArgFam<T>>(a, out, x, p, outer, n, inner); break;
+        case Sum:
+        case Mean:
+          run_reduce<T, SumFam<T>>(a, out, x, p, outer, n, inner);
+          break;
+        case Prod:
+          run_reduce<T, ProdFam<T>>(a, out, x, p, outer, n, inner);
+          break;
+        case Max:
+        case Min:
+        case Argmax:
+        case Argmin:
+          run_reduce<T, ArgFam<T>>(a, out, x, p, outer, n, inner);
+          break;
         case Var:
           if constexpr (std::is_floating_point_v<acc_t<T>>) run_reduce<T, VarFam<T>>(a, out, x, p, outer, n, inner);
           break;
@@ -369,8 +408,8 @@ template <typename T, int V> __device__ __forceinline__ Pack<T, V> load_pack(con
   return reinterpret_cast<const Pack<T, V>*>(row)[j];
 }
 
-template <typename T, int G, int V>
-__global__ void __launch_bounds__(kBlock) softmax_fwd_kernel_dev(T* y, const T* x, int64_t N, int64_t C, bool logsm) {
+template <typename T, int G, int V> __global__ void __launch_bounds__(kBlock)
+    softmax_fwd_kernel_dev(T* y, const T* x, int64_t N, int64_t C, bool logsm) {
   using Fam = LseFam<T>;
   using F = acc_t<T>;
   using S = typename Fam::S;
@@ -404,8 +443,8 @@ __global__ void __launch_bounds__(kBlock) softmax_fwd_kernel_dev(T* y, const T* 
   }
 }
 
-template <typename T, int G, int V>
-__global__ void __launch_bounds__(kBlock) softmax_bwd_kernel_dev(T* dx, const T* y, const T* dy, int64_t N, int64_t C, bool logsm) {
+template <typename T, int G, int V> __global__ void __launch_bounds__(kBlock)
+    softmax_bwd_kernel_dev(T* dx, const T* y, const T* dy, int64_t N, int64_t C, bool logsm) {
   using Fam = SumFam<T>;
   using F = acc_t<T>;
   using S = typename Fam::S;
@@ -447,11 +486,15 @@ void launch_rows(int64_t N, int64_t C, std::initializer_list<const void*> ptrs, 
   const bool warp = C <= 1024;
   unsigned grid = (unsigned)std::min<int64_t>(warp ? (N + 7) / 8 : N, (int64_t)num_sms() * 64);
   if (warp) {
-    if (vec) launch(std::integral_constant<int, 32>(), std::integral_constant<int, VV>(), grid);
-    else launch(std::integral_constant<int, 32>(), std::integral_constant<int, 1>(), grid);
+    if (vec)
+      launch(std::integral_constant<int, 32>(), std::integral_constant<int, VV>(), grid);
+    else
+      launch(std::integral_constant<int, 32>(), std::integral_constant<int, 1>(), grid);
   } else {
-    if (vec) launch(std::integral_constant<int, kBlock>(), std::integral_constant<int, VV>(), grid);
-    else launch(std::integral_constant<int, kBlock>(), std::integral_constant<int, 1>(), grid);
+    if (vec)
+      launch(std::integral_constant<int, kBlock>(), std::integral_constant<int, VV>(), grid);
+    else
+      launch(std::integral_constant<int, kBlock>(), std::integral_constant<int, 1>(), grid);
   }
 }
 
@@ -466,7 +509,8 @@ void softmax_fwd_kernel(const KernelArgs& a) {
     T* py = reinterpret_cast<T*>(y.bytes());
     const T* px = reinterpret_cast<const T*>(x.bytes());
     launch_rows<T>(N, C, {py, px}, [&](auto g, auto v, unsigned grid) {
-      launch(softmax_fwd_kernel_dev<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), py, px, N, C, logsm);
+      launch(softmax_fwd_kernel_dev<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), py, px, N, C,
+             logsm);
     });
   });
   check_launch(a);
@@ -484,7 +528,8 @@ void softmax_bwd_kernel(const KernelArgs& a) {
     const T* py = reinterpret_cast<const T*>(y.bytes());
     const T* pdy = reinterpret_cast<const T*>(dy.bytes());
     launch_rows<T>(N, C, {pdx, py, pdy}, [&](auto g, auto v, unsigned grid) {
-      launch(softmax_bwd_kernel_dev<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), pdx, py, pdy, N, C, logsm);
+      launch(softmax_bwd_kernel_dev<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), pdx, py, pdy,
+             N, C, logsm);
     });
   });
   check_launch(a);
@@ -495,9 +540,8 @@ __device__ __forceinline__ int64_t target_at(const void* t, bool i64, int64_t i)
   return i64 ? static_cast<const int64_t*>(t)[i] : int64_t(static_cast<const int32_t*>(t)[i]);
 }
 
-template <typename T, int G, int V>
-__global__ void __launch_bounds__(kBlock) ce_fwd_kernel(Stat loss, Stat lse, const T* x, const void* target, bool t64, int64_t N,
-                                                        int64_t C, int64_t ignore) {
+template <typename T, int G, int V> __global__ void __launch_bounds__(kBlock)
+    ce_fwd_kernel(Stat loss, Stat lse, const T* x, const void* target, bool t64, int64_t N, int64_t C, int64_t ignore) {
   using Fam = LseFam<T>;
   using F = acc_t<T>;
   using S = typename Fam::S;
@@ -536,9 +580,9 @@ __global__ void __launch_bounds__(kBlock) ce_fwd_kernel(Stat loss, Stat lse, con
 }
 
 // grid.x: chunks of kBlock * V columns, grid.y: rows (grid-stride over both).
-template <typename T, int V>
-__global__ void __launch_bounds__(kBlock) ce_bwd_kernel(T* dl, const T* x, const void* target, bool t64, Stat lse, Stat dloss,
-                                                        int64_t N, int64_t C, int64_t ignore) {
+template <typename T, int V> __global__ void __launch_bounds__(kBlock)
+    ce_bwd_kernel(T* dl, const T* x, const void* target, bool t64, Stat lse, Stat dloss, int64_t N, int64_t C,
+                  int64_t ignore) {
   using F = acc_t<T>;
   const int64_t nv = C / V;
   for (int64_t row = blockIdx.y; row < N; row += gridDim.y) {
@@ -572,14 +616,14 @@ void cross_entropy_fwd_kernel(const KernelArgs& a) {
   if (N == 0) return;
   const bool t64 = target.dtype == DType::I64;
   int64_t bad = 0;
-  if (first_bad_index(target.bytes(), t64, N, C, true, ignore, &bad) >= 0)
-    a.fail(ce_target_range_message(bad, C));
+  if (first_bad_index(target.bytes(), t64, N, C, true, ignore, &bad) >= 0) a.fail(ce_target_range_message(bad, C));
   Stat sl{loss.bytes(), loss.dtype == DType::F64}, ss{lse.bytes(), lse.dtype == DType::F64};
   GPU_DISPATCH_FLOAT(a, logits.dtype, T, {
     const T* px = reinterpret_cast<const T*>(logits.bytes());
     const void* pt = target.bytes();
     launch_rows<T>(N, C, {px}, [&](auto g, auto v, unsigned grid) {
-      launch(ce_fwd_kernel<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), sl, ss, px, pt, t64, N, C, ignore);
+      launch(ce_fwd_kernel<T, decltype(g)::value, decltype(v)::value>, grid, kBlock, 0, stream(), sl, ss, px, pt, t64,
+             N, C, ignore);
     });
   });
   check_launch(a);
@@ -603,8 +647,10 @@ void cross_entropy_bwd_kernel(const KernelArgs& a) {
     const bool vec = C % VV == 0 && aligned_to(pd, 16) && aligned_to(px, 16);
     const int64_t nv = vec ? C / VV : C;
     dim3 grid((unsigned)std::min<int64_t>((nv + kBlock - 1) / kBlock, 1024), (unsigned)std::min<int64_t>(N, 65535));
-    if (vec) launch(ce_bwd_kernel<T, VV>, grid, kBlock, 0, stream(), pd, px, pt, t64, sl, sd, N, C, ignore);
-    else launch(ce_bwd_kernel<T, 1>, grid, kBlock, 0, stream(), pd, px, pt, t64, sl, sd, N, C, ignore);
+    if (vec)
+      launch(ce_bwd_kernel<T, VV>, grid, kBlock, 0, stream(), pd, px, pt, t64, sl, sd, N, C, ignore);
+    else
+      launch(ce_bwd_kernel<T, 1>, grid, kBlock, 0, stream(), pd, px, pt, t64, sl, sd, N, C, ignore);
   });
   check_launch(a);
 }

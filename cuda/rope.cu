@@ -14,9 +14,9 @@ __device__ __forceinline__ int64_t gtid() { return blockIdx.x * (int64_t)blockDi
 __device__ __forceinline__ int64_t gstride() { return (int64_t)gridDim.x * blockDim.x; }
 
 // Pair e = (r, i): r = (b, h, t) row of x, i < D/2; out contiguous [B, H, T, D].
-template <typename T>
-__global__ void __launch_bounds__(kBlock) rope_dev(T* out, const T* x, const T* cs, const T* sn, int64_t total, int64_t H,
-                                                   int64_t T_, int64_t D, int64_t sx0, int64_t sx1, int64_t sx2, bool per_batch) {
+template <typename T> __global__ void __launch_bounds__(kBlock)
+    rope_dev(T* out, const T* x, const T* cs, const T* sn, int64_t total, int64_t H, int64_t T_, int64_t D, int64_t sx0,
+             int64_t sx1, int64_t sx2, bool per_batch) {
   using F = acc_t<T>;
   const int64_t half = D / 2;
   for (int64_t e = gtid(); e < total; e += gstride()) {
@@ -42,9 +42,10 @@ void rope_kernel(const KernelArgs& a) {
   const int64_t total = B * H * T * (D / 2);
   if (total == 0) return;
   GPU_DISPATCH_FLOAT(a, x.dtype, T_, {
-    launch(rope_dev<T_>, grid_for(total), kBlock, 0, stream(),
-           reinterpret_cast<T_*>(out.bytes()), reinterpret_cast<const T_*>(x.bytes()), reinterpret_cast<const T_*>(cs.bytes()),
-           reinterpret_cast<const T_*>(sn.bytes()), total, H, T, D, x.strides[0], x.strides[1], x.strides[2], per_batch);
+    launch(rope_dev<T_>, grid_for(total), kBlock, 0, stream(), reinterpret_cast<T_*>(out.bytes()),
+           reinterpret_cast<const T_*>(x.bytes()), reinterpret_cast<const T_*>(cs.bytes()),
+           reinterpret_cast<const T_*>(sn.bytes()), total, H, T, D, x.strides[0], x.strides[1], x.strides[2],
+           per_batch);
   });
   check_launch(a);
 }

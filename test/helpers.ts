@@ -10,7 +10,6 @@ import { Tensor, tensor, noGrad, tidy, sum, mul, memory, setDefaultDevice } from
 import type { DType, Device } from '../lib';
 import { mulberry32 } from '../lib/app/util/random';
 
-
 // LLAVA_TEST_DEVICE=cuda runs a test file with tensor factories defaulting to that device, so the op
 // suites (ops, grad) run once per device; test/cuda/cuda_emu_addon.test.ts does it on the emulated GPU.
 if (process.env.LLAVA_TEST_DEVICE) setDefaultDevice(process.env.LLAVA_TEST_DEVICE as Device);
@@ -178,7 +177,14 @@ export function refSoftmax(x: ArrayLike<number>, N: number, C: number, log = fal
 }
 
 /** LayerNorm over the last dim of [N, C] (biased variance, as PyTorch). */
-export function refLayerNorm(x: ArrayLike<number>, N: number, C: number, w: ArrayLike<number> | null, b: ArrayLike<number> | null, eps: number): Float64Array {
+export function refLayerNorm(
+  x: ArrayLike<number>,
+  N: number,
+  C: number,
+  w: ArrayLike<number> | null,
+  b: ArrayLike<number> | null,
+  eps: number,
+): Float64Array {
   const out = new Float64Array(N * C);
   for (let r = 0; r < N; r++) {
     let mu = 0;
@@ -383,5 +389,9 @@ export function assertNoLeak(t: Test, fn: () => void, msg = 'no leak'): void {
   const m0 = memory();
   fn();
   const m1 = memory();
-  t.same({ numTensors: m1.numTensors, bytes: m1.cpu.bytes, storages: m1.cpu.storages }, { numTensors: m0.numTensors, bytes: m0.cpu.bytes, storages: m0.cpu.storages }, msg);
+  t.same(
+    { numTensors: m1.numTensors, bytes: m1.cpu.bytes, storages: m1.cpu.storages },
+    { numTensors: m0.numTensors, bytes: m0.cpu.bytes, storages: m0.cpu.storages },
+    msg,
+  );
 }

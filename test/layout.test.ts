@@ -100,7 +100,10 @@ t.test('only the engine core touches the native addon', async (tt) => {
 });
 
 t.test('nothing under lib/ imports the package index', async (tt) => {
-  tt.same(edges.filter((e) => e.to === 'lib/index.ts').map((e) => e.from), []);
+  tt.same(
+    edges.filter((e) => e.to === 'lib/index.ts').map((e) => e.from),
+    [],
+  );
 });
 
 t.test('no import cycles between files', async (tt) => {

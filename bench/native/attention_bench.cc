@@ -141,20 +141,26 @@ void bench(const Case& c, bool quick) {
   const KernelArg none = std::monostate{};
   auto fwd = [&] { call("attention_fwd", {out.view, lse.view, q.view, k.view, v.view, none, c.causal, scale}); };
   auto bwd = [&] {
-    call("attention_bwd", {dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none,
-                           c.causal, scale});
+    call("attention_bwd",
+         {dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, c.causal, scale});
   };
   const double budget = quick ? 0.3 : 1.5;
   const int reps = quick ? 1 : 3;
   double pairs = 0;
-  for (int64_t i = 0; i < c.T; i++) pairs += c.causal ? double(std::clamp<int64_t>(i + c.S - c.T + 1, 0, c.S)) : double(c.S);
+  for (int64_t i = 0; i < c.T; i++)
+    pairs += c.causal ? double(std::clamp<int64_t>(i + c.S - c.T + 1, 0, c.S)) : double(c.S);
   double flops = 4.0 * c.B * c.H * pairs * c.D;
   fwd();  // warm up (pool, page faults)
   double fwd_ms = median_ms(fwd, budget, reps);
   double fb_ms = 0;
   if (c.bwd) {
     bwd();
-    fb_ms = median_ms([&] { fwd(); bwd(); }, budget, reps);
+    fb_ms = median_ms(
+        [&] {
+          fwd();
+          bwd();
+        },
+        budget, reps);
   }
   double naive_fwd_ms = 0, naive_fb_ms = 0;
   const bool run_naive = c.naive && c.dt == DType::F32 && c.H == c.Hkv && !(quick && c.T * c.S > 1000000);
@@ -162,23 +168,43 @@ void bench(const Case& c, bool quick) {
     HostTensor nout = make_contiguous(c.dt, {c.B, c.H, c.T, c.D});
     HostTensor ndq = make_contiguous(c.dt, {c.B, c.H, c.T, c.D}), ndk = make_contiguous(c.dt, {c.B, c.H, c.S, c.D}),
                ndv = make_contiguous(c.dt, {c.B, c.H, c.S, c.D});
-    Naive n{c.B, c.H, c.T, c.S, c.D, c.causal, float(scale), q.view.data<float>(), k.view.data<float>(),
-            v.view.data<float>(), dout.view.data<float>(), nout.view.data<float>(), ndq.view.data<float>(),
-            ndk.view.data<float>(), ndv.view.data<float>()};
+    Naive n{c.B,
+            c.H,
+            c.T,
+            c.S,
+            c.D,
+            c.causal,
+            float(scale),
+            q.view.data<float>(),
+            k.view.data<float>(),
+            v.view.data<float>(),
+            dout.view.data<float>(),
+            nout.view.data<float>(),
+            ndq.view.data<float>(),
+            ndk.view.data<float>(),
+            ndv.view.data<float>()};
     const int nreps = c.T * c.S > 1000000 ? 1 : reps;
     naive_fwd_ms = median_ms([&] { n.fwd(); }, budget, nreps);
-    if (c.bwd) naive_fb_ms = median_ms([&] { n.fwd(); n.bwd(); }, budget, nreps);
+    if (c.bwd)
+      naive_fb_ms = median_ms(
+          [&] {
+            n.fwd();
+            n.bwd();
+          },
+          budget, nreps);
     // sanity: the kernel and the baseline agree
     double err = 0;
     for (int64_t i = 0; i < out.view.numel(); i++) err = std::max(err, std::fabs(get(out.view, i) - get(nout.view, i)));
     if (err > 1e-4) std::fprintf(stderr, "warning: kernel and naive outputs differ by %g\n", err);
   }
   auto line = [&](const char* op, double ms, double fl, double base_ms) {
-    std::printf("{\"op\":\"%s\",\"scenario\":\"%s\",\"shape\":\"B%lld H%lld Hkv%lld T%lld S%lld D%lld%s\",\"dtype\":\"%s\","
-                "\"device\":\"cpu\",\"threads\":%d,\"median_ms\":%.3f,\"gflops\":%.2f",
-                op, c.scenario, (long long)c.B, (long long)c.H, (long long)c.Hkv, (long long)c.T, (long long)c.S,
-                (long long)c.D, c.causal ? " causal" : "", dtype_name(c.dt), num_threads(), ms, fl / ms * 1e-6);
-    if (base_ms > 0) std::printf(",\"baseline\":\"naive materialised\",\"baseline_ms\":%.3f,\"ratio\":%.2f", base_ms, base_ms / ms);
+    std::printf(
+        "{\"op\":\"%s\",\"scenario\":\"%s\",\"shape\":\"B%lld H%lld Hkv%lld T%lld S%lld D%lld%s\",\"dtype\":\"%s\","
+        "\"device\":\"cpu\",\"threads\":%d,\"median_ms\":%.3f,\"gflops\":%.2f",
+        op, c.scenario, (long long)c.B, (long long)c.H, (long long)c.Hkv, (long long)c.T, (long long)c.S,
+        (long long)c.D, c.causal ? " causal" : "", dtype_name(c.dt), num_threads(), ms, fl / ms * 1e-6);
+    if (base_ms > 0)
+      std::printf(",\"baseline\":\"naive materialised\",\"baseline_ms\":%.3f,\"ratio\":%.2f", base_ms, base_ms / ms);
     std::printf("}\n");
     std::fflush(stdout);
   };

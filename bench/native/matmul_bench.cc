@@ -64,8 +64,10 @@ void bench(const Shape& s, double budget_s) {
 int main(int argc, char** argv) {
   bool quick = false;
   for (int i = 1; i < argc; i++) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) setenv("LLAVA_MATMUL_ISA", argv[++i], 1);
+    if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
+    else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc)
+      setenv("LLAVA_MATMUL_ISA", argv[++i], 1);
     else {
       std::fprintf(stderr, "usage: matmul_bench [--isa avx2] [--quick]\n");
       return 2;
@@ -73,15 +75,17 @@ int main(int argc, char** argv) {
   }
   const DType F = DType::F32;
   std::vector<Shape> shapes = {
-      {"square", 1, 256, 256, 256, false, F},     {"square", 1, 512, 512, 512, false, F},
-      {"square", 1, 1024, 1024, 1024, false, F},  {"square", 1, 2048, 2048, 2048, false, F},
+      {"square", 1, 256, 256, 256, false, F},
+      {"square", 1, 512, 512, 512, false, F},
+      {"square", 1, 1024, 1024, 1024, false, F},
+      {"square", 1, 2048, 2048, 2048, false, F},
   };
   if (!quick) {
     std::vector<Shape> more = {
-        {"x@W^T", 1, 512, 1024, 4096, true, F},          // Linear forward, weight [N, K]
+        {"x@W^T", 1, 512, 1024, 4096, true, F},  // Linear forward, weight [N, K]
         {"square_bf16", 1, 1024, 1024, 1024, false, DType::BF16},
-        {"decode_gemv", 1, 1, 4096, 4096, true, F},      // T = 1, weight [N, K]
-        {"batched_small", 64, 64, 64, 64, false, F},     // per-head attention-sized blocks
+        {"decode_gemv", 1, 1, 4096, 4096, true, F},   // T = 1, weight [N, K]
+        {"batched_small", 64, 64, 64, 64, false, F},  // per-head attention-sized blocks
         {"square_f64", 1, 512, 512, 512, false, DType::F64},
     };
     shapes.insert(shapes.end(), more.begin(), more.end());

@@ -90,7 +90,12 @@ export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
  */
 export function record(name: string, out: Tensor, inputs: (Tensor | null | undefined)[], vjp: VJP, saved: Tensor[] = []): Tensor {
   if (!needsGrad(...inputs)) return out;
-  const node = new Node(name, inputs.map((t) => t ?? null), saved.map((s) => s.ref()), vjp);
+  const node = new Node(
+    name,
+    inputs.map((t) => t ?? null),
+    saved.map((s) => s.ref()),
+    vjp,
+  );
   node.refs++;
   out.gradFn = node;
   out.requiresGrad = true;

@@ -22,26 +22,32 @@ export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Te
   const forced = !wanted.some(Boolean);
   if (forced) present[0].requiresGrad = true;
   try {
-    return record('checkpoint', out, present, (g, saved) => {
-      const ins = saved.map((s, i) => {
-        const d = s.detach();
-        if (wanted[i]) d.setRequiresGrad(true);
-        return d;
-      });
-      const grads = enableGrad(() =>
-        tidy(() => {
-          let k = 0;
-          fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
-          return ins.map((d) => {
-            const gr = d.grad;
-            d.grad = null;
-            return gr;
-          });
-        }),
-      );
-      ins.forEach((d) => d.dispose());
-      return grads;
-    }, present);
+    return record(
+      'checkpoint',
+      out,
+      present,
+      (g, saved) => {
+        const ins = saved.map((s, i) => {
+          const d = s.detach();
+          if (wanted[i]) d.setRequiresGrad(true);
+          return d;
+        });
+        const grads = enableGrad(() =>
+          tidy(() => {
+            let k = 0;
+            fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
+            return ins.map((d) => {
+              const gr = d.grad;
+              d.grad = null;
+              return gr;
+            });
+          }),
+        );
+        ins.forEach((d) => d.dispose());
+        return grads;
+      },
+      present,
+    );
   } finally {
     if (forced) present[0].requiresGrad = false;
   }

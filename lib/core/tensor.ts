@@ -40,8 +40,7 @@ export function numelOf(shape: Shape): number {
 }
 export function checkShape(shape: unknown, op: string): Shape {
   if (!Array.isArray(shape)) throw new Error(`[${op}] shape must be an array of integers`);
-  for (const d of shape)
-    if (!Number.isInteger(d) || d < 0) throw new Error(`[${op}] invalid dimension ${String(d)} in shape [${shape.join(', ')}]`);
+  for (const d of shape) if (!Number.isInteger(d) || d < 0) throw new Error(`[${op}] invalid dimension ${String(d)} in shape [${shape.join(', ')}]`);
   if (shape.length > 8) throw new Error(`[${op}] at most 8 dims are supported, got ${shape.length}`);
   return shape as Shape;
 }
@@ -227,7 +226,14 @@ export class Tensor {
           // A fresh, unshared, contiguous gradient becomes .grad as is (no copy); anything that
           // shares storage (e.g. the same upstream gradient handed to two inputs) is copied, so a
           // later in-place accumulation cannot leak into another tensor.
-          if (!leaf.grad && gi.dtype === leaf.dtype && gi.storage.refs === 1 && gi.isContiguous() && gi.offset === 0 && gi.numel * ITEMSIZE[gi.dtype] === gi.storage.nbytes) {
+          if (
+            !leaf.grad &&
+            gi.dtype === leaf.dtype &&
+            gi.storage.refs === 1 &&
+            gi.isContiguous() &&
+            gi.offset === 0 &&
+            gi.numel * ITEMSIZE[gi.dtype] === gi.storage.nbytes
+          ) {
             leaf.grad = keep(gi);
             return true;
           }

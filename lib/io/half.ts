@@ -56,7 +56,8 @@ function buildF16Table(): Float32Array {
     const exp = (h >>> 10) & 0x1f;
     const mant = h & 0x3ff;
     let v: number;
-    if (exp === 0) v = mant * 2 ** -24; // zero and subnormals
+    if (exp === 0)
+      v = mant * 2 ** -24; // zero and subnormals
     else if (exp === 0x1f) v = mant ? NaN : Infinity;
     else v = (1024 + mant) * 2 ** (exp - 25);
     table[h] = sign * v;

@@ -71,10 +71,7 @@ function parseHeader(file: string, json: Uint8Array, dataSize: number): Omit<Saf
     if (!Array.isArray(shape) || !shape.every((s) => Number.isSafeInteger(s) && s >= 0)) {
       fail(file, `${where}: shape ${JSON.stringify(shape)} is not a list of integers >= 0`);
     }
-    if (
-      !Array.isArray(offsets) || offsets.length !== 2 ||
-      !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]
-    ) {
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1]) {
       fail(file, `${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end] with 0 <= begin <= end`);
     }
     const [begin, end] = offsets as [number, number];
@@ -150,14 +147,24 @@ export function typedView(dtype: SafetensorsDtype, data: Uint8Array) {
   const src = data.byteOffset % size === 0 ? data : data.slice(); // slice() realigns to offset 0
   const n = src.byteLength / size;
   switch (dtype) {
-    case 'F64': return new Float64Array(src.buffer, src.byteOffset, n);
-    case 'F32': return new Float32Array(src.buffer, src.byteOffset, n);
-    case 'F16': case 'BF16': return new Uint16Array(src.buffer, src.byteOffset, n);
-    case 'I64': return new BigInt64Array(src.buffer, src.byteOffset, n);
-    case 'I32': return new Int32Array(src.buffer, src.byteOffset, n);
-    case 'I16': return new Int16Array(src.buffer, src.byteOffset, n);
-    case 'I8': return new Int8Array(src.buffer, src.byteOffset, n);
-    case 'U8': case 'BOOL': return new Uint8Array(src.buffer, src.byteOffset, n);
+    case 'F64':
+      return new Float64Array(src.buffer, src.byteOffset, n);
+    case 'F32':
+      return new Float32Array(src.buffer, src.byteOffset, n);
+    case 'F16':
+    case 'BF16':
+      return new Uint16Array(src.buffer, src.byteOffset, n);
+    case 'I64':
+      return new BigInt64Array(src.buffer, src.byteOffset, n);
+    case 'I32':
+      return new Int32Array(src.buffer, src.byteOffset, n);
+    case 'I16':
+      return new Int16Array(src.buffer, src.byteOffset, n);
+    case 'I8':
+      return new Int8Array(src.buffer, src.byteOffset, n);
+    case 'U8':
+    case 'BOOL':
+      return new Uint8Array(src.buffer, src.byteOffset, n);
   }
 }
 
@@ -165,16 +172,20 @@ export function typedView(dtype: SafetensorsDtype, data: Uint8Array) {
 export function toFloat32(dtype: SafetensorsDtype, data: Uint8Array): Float32Array {
   const view = typedView(dtype, data);
   switch (dtype) {
-    case 'F32': return view as Float32Array;
-    case 'F16': return f16ToF32(view as Uint16Array);
-    case 'BF16': return bf16ToF32(view as Uint16Array);
+    case 'F32':
+      return view as Float32Array;
+    case 'F16':
+      return f16ToF32(view as Uint16Array);
+    case 'BF16':
+      return bf16ToF32(view as Uint16Array);
     case 'I64': {
       const v = view as BigInt64Array;
       const out = new Float32Array(v.length);
       for (let i = 0; i < v.length; i++) out[i] = Number(v[i]);
       return out;
     }
-    default: return Float32Array.from(view as Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array);
+    default:
+      return Float32Array.from(view as Float64Array | Int32Array | Int16Array | Int8Array | Uint8Array);
   }
 }
 
@@ -327,7 +338,11 @@ export function loadSharded(dir: string): ShardedSafetensors {
   const single = path.join(dir, 'model.safetensors');
   const paths = fs.existsSync(single)
     ? [single]
-    : fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort().map((f) => path.join(dir, f));
+    : fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith('.safetensors'))
+        .sort()
+        .map((f) => path.join(dir, f));
   if (paths.length === 0) {
     throw new Error(`safetensors: ${dir} has no model.safetensors.index.json, model.safetensors or *.safetensors file`);
   }

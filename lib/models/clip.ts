@@ -77,7 +77,10 @@ class CLIPEncoderLayer extends Module {
   forward(x: Tensor): Tensor {
     return tidy(() => {
       const h = add(x, this.self_attn.forward(this.layer_norm1.forward(x)));
-      const act = this.cfg.hidden_act === 'gelu' ? gelu(this.fc1.forward(this.layer_norm2.forward(h))) : quickGelu(this.fc1.forward(this.layer_norm2.forward(h)));
+      const act =
+        this.cfg.hidden_act === 'gelu'
+          ? gelu(this.fc1.forward(this.layer_norm2.forward(h)))
+          : quickGelu(this.fc1.forward(this.layer_norm2.forward(h)));
       return add(h, this.fc2.forward(act));
     });
   }

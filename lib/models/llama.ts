@@ -200,7 +200,10 @@ export class LlamaForCausalLM extends Module {
     this.headDim = config.head_dim ?? C / config.num_attention_heads;
     const model = this.registerModule('model', new Module());
     this.embed = model.registerModule('embed_tokens', new Embedding(config.vocab_size, C, o));
-    this.layers = model.registerModule('layers', new ModuleList(Array.from({ length: config.num_hidden_layers }, () => new LlamaDecoderLayer(config, o))));
+    this.layers = model.registerModule(
+      'layers',
+      new ModuleList(Array.from({ length: config.num_hidden_layers }, () => new LlamaDecoderLayer(config, o))),
+    );
     this.norm = model.registerModule('norm', new RMSNorm(C, config.rms_norm_eps ?? 1e-6, o));
     this.lmHead = this.registerModule('lm_head', new Linear(C, config.vocab_size, false, o));
   }

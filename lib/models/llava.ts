@@ -23,7 +23,6 @@ import { indexSelect, crossEntropy } from '../ops/nn';
 import { argmax } from '../ops/reduce';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../constants';
 
-
 export interface LlavaConfig {
   vision: CLIPVisionConfig;
   text: LlamaConfig;
@@ -74,7 +73,10 @@ export class LlavaForConditionalGeneration extends Module {
   ) {
     super();
     this.vision = this.registerModule('vision_tower', new Module()).registerModule('vision_model', new CLIPVisionModel(config.vision, o));
-    this.projector = this.registerModule('multi_modal_projector', new Projector(config.projectorType, this.featureDim(), config.text.hidden_size, config.projectorBias, o));
+    this.projector = this.registerModule(
+      'multi_modal_projector',
+      new Projector(config.projectorType, this.featureDim(), config.text.hidden_size, config.projectorBias, o),
+    );
     this.lm = this.registerModule('language_model', new LlamaForCausalLM(config.text, o));
     this.vision.requiresGrad(false);
   }
@@ -191,7 +193,10 @@ export class LlavaForConditionalGeneration extends Module {
       if (labelsOut) while (labelsOut[b].length < T) labelsOut[b].push(IGNORE_INDEX);
     }
     const embeds = tidy(() => {
-      const idsFlat = inputIds.flatMap((r) => [...r.map((id) => (id === IMAGE_TOKEN_INDEX || id === imgTok ? 0 : id)), ...new Array(T0 - r.length).fill(0)]);
+      const idsFlat = inputIds.flatMap((r) => [
+        ...r.map((id) => (id === IMAGE_TOKEN_INDEX || id === imgTok ? 0 : id)),
+        ...new Array(T0 - r.length).fill(0),
+      ]);
       const idT = fromValues(idsFlat, [B * T0], 'int64', emb.device);
       const parts = [this.lm.embedTokens(idT)];
       if (N > 0 && batch.pixelValues) parts.push(reshape(this.imageFeatures(batch.pixelValues), [N * P, C]));
@@ -237,7 +242,10 @@ export class LlavaForConditionalGeneration extends Module {
         const dev = h.device;
         if (!rowsSel.length) {
           // Nothing supervised: NaN, as PyTorch's mean over zero targets.
-          return crossEntropy(zeros([1, this.config.text.vocab_size], { device: dev, dtype: h.dtype }), fromValues([IGNORE_INDEX], [1], 'int64', dev));
+          return crossEntropy(
+            zeros([1, this.config.text.vocab_size], { device: dev, dtype: h.dtype }),
+            fromValues([IGNORE_INDEX], [1], 'int64', dev),
+          );
         }
         const sel = indexSelect(reshape(h, [-1, C]), 0, fromValues(rowsSel, [rowsSel.length], 'int64', dev));
         const logits = this.lm.logits(sel);
@@ -307,4 +315,3 @@ export class LlavaForConditionalGeneration extends Module {
     return out;
   }
 }
-

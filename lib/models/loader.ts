@@ -58,7 +58,8 @@ export function canonicalName(name: string): string | null {
   // original llava_llama names
   if ((m = /^model\.mm_projector\.(\d+)\.(weight|bias)$/.exec(name))) return `multi_modal_projector.linear_${Number(m[1]) / 2 + 1}.${m[2]}`;
   if ((m = /^model\.mm_projector\.(weight|bias)$/.exec(name))) return `multi_modal_projector.linear_1.${m[1]}`;
-  if (name.startsWith('model.vision_tower.vision_tower.vision_model.')) return 'vision_tower.vision_model.' + name.slice('model.vision_tower.vision_tower.vision_model.'.length);
+  if (name.startsWith('model.vision_tower.vision_tower.vision_model.'))
+    return 'vision_tower.vision_model.' + name.slice('model.vision_tower.vision_tower.vision_model.'.length);
   if (name.startsWith('model.')) return 'language_model.' + name;
   if (name === 'lm_head.weight') return 'language_model.lm_head.weight';
   // plain CLIP checkpoints
@@ -84,7 +85,10 @@ export function loadWeights(
       if (!params.has(c)) unexpected.push(n);
       else todo.push([src, n, c]);
     }
-  if (unexpected.length) throw new Error(`[fromPretrained] unexpected tensors in checkpoint: ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ''}`);
+  if (unexpected.length)
+    throw new Error(
+      `[fromPretrained] unexpected tensors in checkpoint: ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ` (+${unexpected.length - 8} more)` : ''}`,
+    );
   let done = 0;
   for (const [src, n, c] of todo) {
     const p = params.get(c)!;
@@ -108,7 +112,9 @@ export function loadWeights(
   }
   const stillMissing = [...missing].filter((n) => !opts.allowMissing?.(n));
   if (stillMissing.length)
-    throw new Error(`[fromPretrained] missing tensors: ${stillMissing.slice(0, 8).join(', ')}${stillMissing.length > 8 ? ` (+${stillMissing.length - 8} more)` : ''}`);
+    throw new Error(
+      `[fromPretrained] missing tensors: ${stillMissing.slice(0, 8).join(', ')}${stillMissing.length > 8 ? ` (+${stillMissing.length - 8} more)` : ''}`,
+    );
   return [...missing];
 }
 
@@ -169,8 +175,10 @@ export function readLlavaConfig(dir: string, visionTower?: string): { config: Ll
   }
   if (cfg.model_type === 'llava_llama' || cfg.mm_vision_tower) {
     const vt = visionTower ?? String(cfg.mm_vision_tower ?? '');
-    const vdir = vt && fs.existsSync(path.join(vt, 'config.json')) ? vt : fs.existsSync(path.join(dir, vt, 'config.json')) ? path.join(dir, vt) : null;
-    if (!vdir) throw new Error(`[fromPretrained] original LLaVA checkpoint needs its CLIP vision tower directory: pass visionTower (config names '${vt}')`);
+    const vdir =
+      vt && fs.existsSync(path.join(vt, 'config.json')) ? vt : fs.existsSync(path.join(dir, vt, 'config.json')) ? path.join(dir, vt) : null;
+    if (!vdir)
+      throw new Error(`[fromPretrained] original LLaVA checkpoint needs its CLIP vision tower directory: pass visionTower (config names '${vt}')`);
     return {
       config: {
         vision: visionConfigFrom(readConfig(path.join(vdir, 'config.json'))),
@@ -196,20 +204,26 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
   const model = new LlavaForConditionalGeneration(config, { dtype: opts.dtype ?? 'float32', device: opts.device });
   try {
     const sources = [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }];
-    if (visionDir) sources.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
+    if (visionDir)
+      sources.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
     // post_layernorm is unused by LLaVA and absent from some exports. An original-style directory
     // assembled for stage 1 (Vicuna + mm_* config keys) has no projector yet: it starts from
     // PyTorch's default initialisation, as initialize_vision_modules does.
     const isProj = (n: string): boolean => n.startsWith('multi_modal_projector.');
     const allowProj = config.format === 'llava_llama';
-    const missing = loadWeights(model, sources, { onProgress: opts.onProgress, allowMissing: (n) => n.includes('post_layernorm') || (allowProj && isProj(n)) });
+    const missing = loadWeights(model, sources, {
+      onProgress: opts.onProgress,
+      allowMissing: (n) => n.includes('post_layernorm') || (allowProj && isProj(n)),
+    });
     const projMissing = missing.filter(isProj);
     const projTotal = model.projector.parameters().length;
     if (projMissing.length && projMissing.length !== projTotal)
       throw new Error(`[fromPretrained] missing tensors: ${projMissing.join(', ')} (the checkpoint has only part of the projector)`);
     if (projMissing.length) {
       initProjector(model, opts.seed ?? 0);
-      (opts.onWarning ?? ((m: string) => process.stderr.write(m + "\n")))(`[fromPretrained] ${dir} has no projector weights: initialised ${model.config.projectorType} with PyTorch's default init (seed ${opts.seed ?? 0})`);
+      (opts.onWarning ?? ((m: string) => process.stderr.write(m + '\n')))(
+        `[fromPretrained] ${dir} has no projector weights: initialised ${model.config.projectorType} with PyTorch's default init (seed ${opts.seed ?? 0})`,
+      );
     }
   } catch (e) {
     model.dispose();
@@ -222,7 +236,9 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
 export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
   const cfg = visionConfigFrom(readConfig(path.join(dir, 'config.json')));
   const holder = new Module();
-  const m = holder.registerModule('vision_tower', new Module()).registerModule('vision_model', new CLIPVisionModel(cfg, { dtype: opts.dtype, device: opts.device }));
+  const m = holder
+    .registerModule('vision_tower', new Module())
+    .registerModule('vision_model', new CLIPVisionModel(cfg, { dtype: opts.dtype, device: opts.device }));
   try {
     loadWeights(holder, [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }], { onProgress: opts.onProgress });
   } catch (e) {

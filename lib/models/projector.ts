@@ -27,7 +27,8 @@ export class Projector extends Module {
     super();
     const n = projectorDepth(type);
     if (n === 0 && visionDim !== textDim) throw new Error(`[projector] identity needs equal widths (${visionDim} vs ${textDim})`);
-    for (let i = 0; i < n; i++) this.linears.push(this.registerModule(`linear_${i + 1}`, new Linear(i === 0 ? visionDim : textDim, textDim, bias, o)));
+    for (let i = 0; i < n; i++)
+      this.linears.push(this.registerModule(`linear_${i + 1}`, new Linear(i === 0 ? visionDim : textDim, textDim, bias, o)));
   }
   forward(x: Tensor): Tensor {
     if (!this.linears.length) return x.clone();

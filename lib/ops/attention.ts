@@ -52,7 +52,12 @@ function validate(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null | undefin
 const lastUnit = (t: Tensor): Tensor => (t.strides[t.ndim - 1] === 1 ? t : contiguous(t));
 
 /** softmax(q k^T * scale + mask) v with q [B,H,T,D], k/v [B,Hkv,S,D]. Returns [B,H,T,D]. */
-export const scaledDotProductAttention = scopedOp(function scaledDotProductAttention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+export const scaledDotProductAttention = scopedOp(function scaledDotProductAttention(
+  q: Tensor,
+  k: Tensor,
+  v: Tensor,
+  opts: AttentionOptions = {},
+): Tensor {
   const op = 'attention';
   validate(q, k, v, opts.mask, op);
   const [B, H, T, D] = q.shape;
@@ -66,14 +71,20 @@ export const scaledDotProductAttention = scopedOp(function scaledDotProductAtten
   const lse = Tensor.empty([B, H, T], q.dtype === 'float64' ? 'float64' : 'float32', q.device);
   kernel('attention_fwd', [out, lse, lastUnit(q), lastUnit(k), lastUnit(v), mv, causal, scale]);
   const saved = [q, k, v, out, lse, ...(mv ? [mv] : [])];
-  return record(op, out, [q, k, v], (g, [qs, ks, vs, os, ls, ms]) => {
-    const gc = contiguous(g);
-    const dq = Tensor.empty(qs.shape, qs.dtype, qs.device);
-    const dk = Tensor.empty(ks.shape, ks.dtype, ks.device);
-    const dv = Tensor.empty(vs.shape, vs.dtype, vs.device);
-    kernel('attention_bwd', [dq, dk, dv, lastUnit(qs), lastUnit(ks), lastUnit(vs), os, gc, ls, ms ?? null, causal, scale]);
-    return [dq, dk, dv];
-  }, saved);
+  return record(
+    op,
+    out,
+    [q, k, v],
+    (g, [qs, ks, vs, os, ls, ms]) => {
+      const gc = contiguous(g);
+      const dq = Tensor.empty(qs.shape, qs.dtype, qs.device);
+      const dk = Tensor.empty(ks.shape, ks.dtype, ks.device);
+      const dv = Tensor.empty(vs.shape, vs.dtype, vs.device);
+      kernel('attention_bwd', [dq, dk, dv, lastUnit(qs), lastUnit(ks), lastUnit(vs), os, gc, ls, ms ?? null, causal, scale]);
+      return [dq, dk, dv];
+    },
+    saved,
+  );
 });
 
 /**
@@ -97,4 +108,3 @@ export const attentionComposite = scopedOp(function attentionComposite(q: Tensor
   if (opts.mask) allowed = allowed ? logicalAnd(allowed, opts.mask) : opts.mask;
   return matmul(softmax(allowed ? where(allowed, s, -Infinity) : s, -1), grow(v));
 });
-

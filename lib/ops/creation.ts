@@ -97,7 +97,12 @@ export function getDefaultDevice(): Device {
 }
 
 /** Upload host values into a new tensor of the given shape/dtype/device. */
-export const fromValues = scopedOp(function fromValues(values: ArrayLike<number | boolean | bigint>, shape: Shape, dtype: DType, device: Device): Tensor {
+export const fromValues = scopedOp(function fromValues(
+  values: ArrayLike<number | boolean | bigint>,
+  shape: Shape,
+  dtype: DType,
+  device: Device,
+): Tensor {
   const t = Tensor.empty(shape, dtype, device);
   if (values.length) writeBytes(t, encode(values, dtype));
   return t;
@@ -134,7 +139,12 @@ export const tensor = scopedOp(function tensor(data: NestedArray | AnyTyped, opt
     shape = inferShape(data);
     const flat = flatten(data, shape, op);
     values = flat;
-    inferred = flat.length && flat.every((x) => typeof x === 'boolean') ? 'bool' : flat.length && flat.every((x) => typeof x === 'number' && Number.isInteger(x)) ? 'int64' : 'float32';
+    inferred =
+      flat.length && flat.every((x) => typeof x === 'boolean')
+        ? 'bool'
+        : flat.length && flat.every((x) => typeof x === 'number' && Number.isInteger(x))
+          ? 'int64'
+          : 'float32';
   } else {
     throw new Error(`[${op}] data must be a number, a nested array or a typed array`);
   }
@@ -154,7 +164,11 @@ export function fromTypedArray(data: AnyTyped, shape: Shape, opts: TensorOptions
 }
 
 function resolve(shape: Shape, opts: TensorOptions, op: string): { shape: Shape; dtype: DType; device: Device } {
-  return { shape: checkShape(shape, op).slice(), dtype: checkDType(opts.dtype ?? 'float32', op), device: checkDevice(opts.device ?? defaultDevice, op) };
+  return {
+    shape: checkShape(shape, op).slice(),
+    dtype: checkDType(opts.dtype ?? 'float32', op),
+    device: checkDevice(opts.device ?? defaultDevice, op),
+  };
 }
 
 export const empty = scopedOp(function empty(shape: Shape, opts: TensorOptions = {}): Tensor {
@@ -181,7 +195,8 @@ export const arange = scopedOp(function arange(start: number, end?: number, step
     end = start;
     start = 0;
   }
-  for (const v of [start, end, step]) if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error('[arange] start, end and step must be finite numbers');
+  for (const v of [start, end, step])
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error('[arange] start, end and step must be finite numbers');
   if (step === 0) throw new Error('[arange] step must be non-zero');
   const n = Math.max(0, Math.ceil((end - start) / step));
   const allInt = Number.isInteger(start) && Number.isInteger(end) && Number.isInteger(step);

@@ -16,8 +16,28 @@ import { to, sumToShape } from './view';
 import { fromValues } from './creation';
 
 type UnaryName =
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'abs' | 'sin' | 'cos' | 'tanh' | 'sigmoid' | 'relu'
-  | 'gelu' | 'gelu_tanh' | 'quick_gelu' | 'silu' | 'pow' | 'square' | 'reciprocal' | 'sign' | 'erf' | 'log1p' | 'expm1';
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'sqrt'
+  | 'rsqrt'
+  | 'abs'
+  | 'sin'
+  | 'cos'
+  | 'tanh'
+  | 'sigmoid'
+  | 'relu'
+  | 'gelu'
+  | 'gelu_tanh'
+  | 'quick_gelu'
+  | 'silu'
+  | 'pow'
+  | 'square'
+  | 'reciprocal'
+  | 'sign'
+  | 'erf'
+  | 'log1p'
+  | 'expm1';
 const INT_OK = new Set<UnaryName>(['neg', 'abs', 'sign', 'square']);
 
 const unary = scopedOp(function unary(op: UnaryName, x: Tensor, p?: number): Tensor {
@@ -27,11 +47,17 @@ const unary = scopedOp(function unary(op: UnaryName, x: Tensor, p?: number): Ten
   kernel('unary', [out, src, op, p ?? null]);
   if (src !== x) return out; // integer inputs are not differentiable
   if (op === 'sign') return out;
-  return record(op, out, [x], (g, [xs]) => {
-    const dx = Tensor.empty(xs.shape, xs.dtype, xs.device);
-    kernel('unary_bwd', [dx, xs, g, op, p ?? null]);
-    return [dx];
-  }, [x]);
+  return record(
+    op,
+    out,
+    [x],
+    (g, [xs]) => {
+      const dx = Tensor.empty(xs.shape, xs.dtype, xs.device);
+      kernel('unary_bwd', [dx, xs, g, op, p ?? null]);
+      return [dx];
+    },
+    [x],
+  );
 });
 
 export const neg = (x: Tensor): Tensor => unary('neg', x);
@@ -66,7 +92,8 @@ function scalarTensor(v: number | boolean, dtype: DType, like: Tensor): Tensor {
 function prepare(op: string, a: TensorOrScalar, b: TensorOrScalar, floatOnly: boolean): { x: Tensor; y: Tensor; dtype: DType } {
   if (!(a instanceof Tensor) && !(b instanceof Tensor)) throw new Error(`[${op}] at least one operand must be a Tensor`);
   for (const v of [a, b])
-    if (!(v instanceof Tensor) && typeof v !== 'number' && typeof v !== 'boolean') throw new Error(`[${op}] operands must be Tensors or numbers, got ${v === null ? 'null' : typeof v}`);
+    if (!(v instanceof Tensor) && typeof v !== 'number' && typeof v !== 'boolean')
+      throw new Error(`[${op}] operands must be Tensors or numbers, got ${v === null ? 'null' : typeof v}`);
   if (a instanceof Tensor) checkTensor(a, op);
   if (b instanceof Tensor) checkTensor(b, op);
   if (a instanceof Tensor && b instanceof Tensor) checkSameDevice(op, a, b);
@@ -97,7 +124,13 @@ const binary = scopedOp(function binary(op: BinaryName, a: TensorOrScalar, b: Te
   // Gradients flow to the converted operands, whose own graphs (the cast) lead to a and b.
   const xs = x.shape.slice();
   const ys = y.shape.slice();
-  return record(op, out, [x, y], (g, saved) => binaryVjp(op, g, saved, xs, ys), op === 'add' || op === 'sub' ? [] : [x, y, ...(op === 'pow' ? [out] : [])]);
+  return record(
+    op,
+    out,
+    [x, y],
+    (g, saved) => binaryVjp(op, g, saved, xs, ys),
+    op === 'add' || op === 'sub' ? [] : [x, y, ...(op === 'pow' ? [out] : [])],
+  );
 });
 
 function binaryVjp(op: BinaryName, g: Tensor, saved: Tensor[], xs: number[], ys: number[]): (Tensor | null)[] {
@@ -184,10 +217,16 @@ export const where = scopedOp(function where(cond: Tensor, a: TensorOrScalar, b:
   kernel('where', [out, broadcastView(cond, shape, 'where'), broadcastView(x, shape, 'where'), broadcastView(y, shape, 'where')]);
   const xs = x.shape.slice();
   const ys = y.shape.slice();
-  return record('where', out, [x, y], (g, [c]) => {
-    const zero = scalarTensor(0, g.dtype, g);
-    return [sumToShape(where(c, g, zero), xs), sumToShape(where(c, zero, g), ys)];
-  }, [cond]);
+  return record(
+    'where',
+    out,
+    [x, y],
+    (g, [c]) => {
+      const zero = scalarTensor(0, g.dtype, g);
+      return [sumToShape(where(c, g, zero), xs), sumToShape(where(c, zero, g), ys)];
+    },
+    [cond],
+  );
 });
 
 /** x with `value` where mask is true (mask broadcasts to x). */

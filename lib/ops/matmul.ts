@@ -76,18 +76,24 @@ export const matmul = scopedOp(function matmul(a: Tensor, b: Tensor): Tensor {
   const out = rawMatmul(a, b, null, 'matmul');
   const aShape = a.shape.slice();
   const bShape = b.shape.slice();
-  return record('matmul', out, [a, b], (g, [as, bs]) => {
-    let ga: Tensor | null = null;
-    let gb: Tensor | null = null;
-    if (a.requiresGrad) ga = sumToShape(rawMatmul(g, transpose(bs, -1, -2), null, 'matmul_bwd'), aShape);
-    if (b.requiresGrad) {
-      if (bShape.length === 2 && aShape.length > 2) {
-        const a2 = reshape(as, [-1, aShape[aShape.length - 1]]);
-        gb = rawMatmul(transpose(a2, 0, 1), reshape(g, [-1, g.shape[g.ndim - 1]]), null, 'matmul_bwd');
-      } else gb = sumToShape(rawMatmul(transpose(as, -1, -2), g, null, 'matmul_bwd'), bShape);
-    }
-    return [ga, gb];
-  }, [a, b]);
+  return record(
+    'matmul',
+    out,
+    [a, b],
+    (g, [as, bs]) => {
+      let ga: Tensor | null = null;
+      let gb: Tensor | null = null;
+      if (a.requiresGrad) ga = sumToShape(rawMatmul(g, transpose(bs, -1, -2), null, 'matmul_bwd'), aShape);
+      if (b.requiresGrad) {
+        if (bShape.length === 2 && aShape.length > 2) {
+          const a2 = reshape(as, [-1, aShape[aShape.length - 1]]);
+          gb = rawMatmul(transpose(a2, 0, 1), reshape(g, [-1, g.shape[g.ndim - 1]]), null, 'matmul_bwd');
+        } else gb = sumToShape(rawMatmul(transpose(as, -1, -2), g, null, 'matmul_bwd'), bShape);
+      }
+      return [ga, gb];
+    },
+    [a, b],
+  );
 });
 
 /** y = x @ weight^T + bias, weight [out, in] as in torch.nn.Linear. */
@@ -104,14 +110,20 @@ export const linear = scopedOp(function linear(x: Tensor, weight: Tensor, bias?:
   }
   const lead = x.shape.slice(0, -1);
   const x2 = x.ndim === 2 ? x : reshape(x, [-1, I]);
-  const b = bias && !bias.isContiguous() ? contiguous(bias) : bias ?? null;
+  const b = bias && !bias.isContiguous() ? contiguous(bias) : (bias ?? null);
   const y2 = rawMatmul(x2, transpose(weight, 0, 1), b, 'linear');
   const y = x.ndim === 2 ? y2 : reshape(y2, [...lead, O]);
-  return record('linear', y, [x, weight, bias], (g, [xs, ws]) => {
-    const g2 = reshape(g, [-1, O]);
-    const gx = x.requiresGrad ? reshape(rawMatmul(g2, ws, null, 'linear_bwd'), xs.shape) : null;
-    const gw = weight.requiresGrad ? rawMatmul(transpose(g2, 0, 1), reshape(xs, [-1, I]), null, 'linear_bwd') : null;
-    const gb = bias && bias.requiresGrad ? sum(g2, 0) : null;
-    return [gx, gw, gb];
-  }, [x, weight]);
+  return record(
+    'linear',
+    y,
+    [x, weight, bias],
+    (g, [xs, ws]) => {
+      const g2 = reshape(g, [-1, O]);
+      const gx = x.requiresGrad ? reshape(rawMatmul(g2, ws, null, 'linear_bwd'), xs.shape) : null;
+      const gw = weight.requiresGrad ? rawMatmul(transpose(g2, 0, 1), reshape(xs, [-1, I]), null, 'linear_bwd') : null;
+      const gb = bias && bias.requiresGrad ? sum(g2, 0) : null;
+      return [gx, gw, gb];
+    },
+    [x, weight],
+  );
 });

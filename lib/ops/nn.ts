@@ -33,11 +33,17 @@ const softmaxImpl = scopedOp(function softmaxImpl(x: Tensor, dim: number, log: b
   return lastDim(x, dim, op, (c) => {
     const y = Tensor.empty(c.shape, c.dtype, c.device);
     kernel('softmax_fwd', [y, c, log]);
-    return record(op, y, [c], (g, [ys]) => {
-      const dx = Tensor.empty(ys.shape, ys.dtype, ys.device);
-      kernel('softmax_bwd', [dx, ys, g.isContiguous() ? g : contiguous(g), log]);
-      return [dx];
-    }, [y]);
+    return record(
+      op,
+      y,
+      [c],
+      (g, [ys]) => {
+        const dx = Tensor.empty(ys.shape, ys.dtype, ys.device);
+        kernel('softmax_bwd', [dx, ys, g.isContiguous() ? g : contiguous(g), log]);
+        return [dx];
+      },
+      [y],
+    );
   });
 });
 export const softmax = (x: Tensor, dim = -1): Tensor => softmaxImpl(x, dim, false);
@@ -69,7 +75,9 @@ export const crossEntropy = scopedOp(function crossEntropy(logits: Tensor, targe
   const V = logits.shape[logits.ndim - 1];
   const N = numelOf(logits.shape) / Math.max(V, 1);
   if (target.numel !== N || target.shape.join() !== logits.shape.slice(0, -1).join())
-    throw new Error(`[${op}] target shape [${target.shape.join(', ')}] must be logits shape without the last dim [${logits.shape.slice(0, -1).join(', ')}]`);
+    throw new Error(
+      `[${op}] target shape [${target.shape.join(', ')}] must be logits shape without the last dim [${logits.shape.slice(0, -1).join(', ')}]`,
+    );
   const l2 = reshape(logits, [N, V]);
   const t1 = reshape(target, [N]);
   const sdt = logits.dtype === 'float64' ? 'float64' : 'float32';
@@ -88,20 +96,29 @@ export const crossEntropy = scopedOp(function crossEntropy(logits: Tensor, targe
       loss = div(loss, count);
     }
   }
-  return record(op, loss, [l2], (g, [ls, ts, lsev, vf, cnt]) => {
-    // Upstream gradient per row.
-    const gf = g.dtype === sdt ? g : to(g, sdt);
-    const dl = reduction === 'none' ? mul(reshape(gf, [N]), vf) : mul(broadcastView(cnt ? div(gf, cnt) : gf, [N], op), vf);
-    const dx = Tensor.empty([N, V], ls.dtype, ls.device);
-    kernel('cross_entropy_bwd', [dx, ls, ts, lsev, dl.isContiguous() ? dl : contiguous(dl), ignore]);
-    return [dx];
-  }, count ? [l2, t1, lse, validF, count] : [l2, t1, lse, validF]);
+  return record(
+    op,
+    loss,
+    [l2],
+    (g, [ls, ts, lsev, vf, cnt]) => {
+      // Upstream gradient per row.
+      const gf = g.dtype === sdt ? g : to(g, sdt);
+      const dl = reduction === 'none' ? mul(reshape(gf, [N]), vf) : mul(broadcastView(cnt ? div(gf, cnt) : gf, [N], op), vf);
+      const dx = Tensor.empty([N, V], ls.dtype, ls.device);
+      kernel('cross_entropy_bwd', [dx, ls, ts, lsev, dl.isContiguous() ? dl : contiguous(dl), ignore]);
+      return [dx];
+    },
+    count ? [l2, t1, lse, validF, count] : [l2, t1, lse, validF],
+  );
 });
 
 function normPrep(op: string, x: Tensor, C: number, weight?: Tensor | null, bias?: Tensor | null): { x2: Tensor; N: number } {
   checkTensor(x, op);
   checkFloat(x, op);
-  for (const [t, what] of [[weight, 'weight'], [bias, 'bias']] as const) {
+  for (const [t, what] of [
+    [weight, 'weight'],
+    [bias, 'bias'],
+  ] as const) {
     if (!t) continue;
     checkTensor(t, op, what);
     checkDTypeEq(op, x, t, `input and ${what}`);
@@ -118,7 +135,13 @@ function flatParam(t?: Tensor | null): Tensor | null {
 }
 
 /** Layer normalisation over the trailing `normalizedShape` dims. */
-export const layerNorm = scopedOp(function layerNorm(x: Tensor, normalizedShape: number | Shape, weight?: Tensor | null, bias?: Tensor | null, eps: number = 1e-5): Tensor {
+export const layerNorm = scopedOp(function layerNorm(
+  x: Tensor,
+  normalizedShape: number | Shape,
+  weight?: Tensor | null,
+  bias?: Tensor | null,
+  eps: number = 1e-5,
+): Tensor {
   const op = 'layer_norm';
   checkTensor(x, op);
   const ns = typeof normalizedShape === 'number' ? [normalizedShape] : normalizedShape;
@@ -134,15 +157,21 @@ export const layerNorm = scopedOp(function layerNorm(x: Tensor, normalizedShape:
   const rstd = Tensor.empty([N], sdt, x.device);
   kernel('layer_norm_fwd', [y, meanT, rstd, x2, w, b, eps]);
   const saved = w ? [x2, w, meanT, rstd] : [x2, meanT, rstd];
-  return record(op, reshape(y, x.shape), [x, weight, bias], (g, sv) => {
-    const [xs, ws, ms, rs] = w ? sv : [sv[0], null, sv[1], sv[2]];
-    const g2 = reshape(contiguous(g), [N, C]);
-    const dx = Tensor.empty([N, C], xs.dtype, xs.device);
-    const dw = weight && weight.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
-    const db = bias && bias.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
-    kernel('layer_norm_bwd', [dx, dw, db, g2, xs, ws, ms, rs]);
-    return [reshape(dx, x.shape), castParamGrad(dw, weight), castParamGrad(db, bias)];
-  }, saved);
+  return record(
+    op,
+    reshape(y, x.shape),
+    [x, weight, bias],
+    (g, sv) => {
+      const [xs, ws, ms, rs] = w ? sv : [sv[0], null, sv[1], sv[2]];
+      const g2 = reshape(contiguous(g), [N, C]);
+      const dx = Tensor.empty([N, C], xs.dtype, xs.device);
+      const dw = weight && weight.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
+      const db = bias && bias.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
+      kernel('layer_norm_bwd', [dx, dw, db, g2, xs, ws, ms, rs]);
+      return [reshape(dx, x.shape), castParamGrad(dw, weight), castParamGrad(db, bias)];
+    },
+    saved,
+  );
 });
 
 /** A float32 parameter gradient from a norm kernel, in the parameter's dtype and shape. */
@@ -164,14 +193,20 @@ export const rmsNorm = scopedOp(function rmsNorm(x: Tensor, weight?: Tensor | nu
   const rstd = Tensor.empty([N], sdt, x.device);
   kernel('rms_norm_fwd', [y, rstd, x2, w, eps]);
   const saved = w ? [x2, w, rstd] : [x2, rstd];
-  return record(op, reshape(y, x.shape), [x, weight], (g, sv) => {
-    const [xs, ws, rs] = w ? sv : [sv[0], null, sv[1]];
-    const g2 = reshape(contiguous(g), [N, C]);
-    const dx = Tensor.empty([N, C], xs.dtype, xs.device);
-    const dw = weight && weight.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
-    kernel('rms_norm_bwd', [dx, dw, g2, xs, ws, rs]);
-    return [reshape(dx, x.shape), castParamGrad(dw, weight)];
-  }, saved);
+  return record(
+    op,
+    reshape(y, x.shape),
+    [x, weight],
+    (g, sv) => {
+      const [xs, ws, rs] = w ? sv : [sv[0], null, sv[1]];
+      const g2 = reshape(contiguous(g), [N, C]);
+      const dx = Tensor.empty([N, C], xs.dtype, xs.device);
+      const dw = weight && weight.requiresGrad ? Tensor.empty([C], sdt, xs.device) : null;
+      kernel('rms_norm_bwd', [dx, dw, g2, xs, ws, rs]);
+      return [reshape(dx, x.shape), castParamGrad(dw, weight)];
+    },
+    saved,
+  );
 });
 
 function checkIndex(op: string, idx: Tensor): void {
@@ -194,11 +229,17 @@ export const indexSelect = scopedOp(function indexSelect(x: Tensor, dim: number,
   const out = Tensor.empty(shape, x.dtype, x.device);
   kernel('index_select', [out, xc, idx, d]);
   const inShape = x.shape.slice();
-  return record(op, out, [x], (g, [is]) => {
-    const gx = zeros(inShape, { dtype: g.dtype, device: g.device });
-    kernel('index_add', [gx, is, g.isContiguous() ? g : contiguous(g), d]);
-    return [gx];
-  }, [idx]);
+  return record(
+    op,
+    out,
+    [x],
+    (g, [is]) => {
+      const gx = zeros(inShape, { dtype: g.dtype, device: g.device });
+      kernel('index_add', [gx, is, g.isContiguous() ? g : contiguous(g), d]);
+      return [gx];
+    },
+    [idx],
+  );
 });
 
 /** Embedding lookup: weight [V, C] rows for integer ids of any shape → [...ids, C]. */
@@ -229,11 +270,17 @@ export const gather = scopedOp(function gather(x: Tensor, dim: number, index: Te
   const out = Tensor.empty(index.shape, x.dtype, x.device);
   kernel('gather', [out, xc, idx, d]);
   const inShape = x.shape.slice();
-  return record(op, out, [x], (g, [is]) => {
-    const gx = zeros(inShape, { dtype: g.dtype, device: g.device });
-    kernel('scatter_add', [gx, is, contiguous(g), d]);
-    return [gx];
-  }, [idx]);
+  return record(
+    op,
+    out,
+    [x],
+    (g, [is]) => {
+      const gx = zeros(inShape, { dtype: g.dtype, device: g.device });
+      kernel('scatter_add', [gx, is, contiguous(g), d]);
+      return [gx];
+    },
+    [idx],
+  );
 });
 
 /** Rotary position embedding, rotate-half convention: x [B,H,T,D], cos/sin [T,D] or [B,T,D]. */
@@ -249,16 +296,22 @@ export const rope = scopedOp(function rope(x: Tensor, cos: Tensor, sin: Tensor):
   const xin = x.strides[3] === 1 ? x : contiguous(x);
   const out = Tensor.empty(x.shape, x.dtype, x.device);
   kernel('rope', [out, xin, c3, s3]);
-  return record(op, out, [x], (g, [cs, sn]) => {
-    // d/dx of out = x*cos + rotate_half(x)*sin is rope(g, cos, s') with s' = -swap_halves(sin)
-    // (s'[i] = -sin[i + D/2], s'[i + D/2] = -sin[i]); for the usual tables, whose halves are equal,
-    // that is just -sin, but per-position tables built any other way must stay correct.
-    const half = sn.shape[2] / 2;
-    const ns = neg(cat([narrow(sn, -1, half, half), narrow(sn, -1, 0, half)], -1));
-    const dx = Tensor.empty(g.shape, g.dtype, g.device);
-    kernel('rope', [dx, g.strides[3] === 1 ? g : contiguous(g), cs, ns]);
-    return [dx];
-  }, [c3, s3]);
+  return record(
+    op,
+    out,
+    [x],
+    (g, [cs, sn]) => {
+      // d/dx of out = x*cos + rotate_half(x)*sin is rope(g, cos, s') with s' = -swap_halves(sin)
+      // (s'[i] = -sin[i + D/2], s'[i + D/2] = -sin[i]); for the usual tables, whose halves are equal,
+      // that is just -sin, but per-position tables built any other way must stay correct.
+      const half = sn.shape[2] / 2;
+      const ns = neg(cat([narrow(sn, -1, half, half), narrow(sn, -1, 0, half)], -1));
+      const dx = Tensor.empty(g.shape, g.dtype, g.device);
+      kernel('rope', [dx, g.strides[3] === 1 ? g : contiguous(g), cs, ns]);
+      return [dx];
+    },
+    [c3, s3],
+  );
 });
 
 /** Inverted dropout: zero with probability p and scale the rest by 1/(1-p) when training. */
@@ -281,7 +334,8 @@ export const patchEmbed = scopedOp(function patchEmbed(x: Tensor, weight: Tensor
   checkTensor(x, op);
   checkTensor(weight, op, 'weight');
   if (x.ndim !== 4) throw new Error(`[${op}] x must be [B, C, H, W], got [${x.shape.join(', ')}]`);
-  if (weight.ndim !== 4 || weight.shape[2] !== weight.shape[3]) throw new Error(`[${op}] weight must be [O, C, p, p], got [${weight.shape.join(', ')}]`);
+  if (weight.ndim !== 4 || weight.shape[2] !== weight.shape[3])
+    throw new Error(`[${op}] weight must be [O, C, p, p], got [${weight.shape.join(', ')}]`);
   const [B, C, H, W] = x.shape;
   const [O, Cw, p] = weight.shape;
   if (Cw !== C) throw new Error(`[${op}] input has ${C} channels, weight expects ${Cw}`);
@@ -291,4 +345,3 @@ export const patchEmbed = scopedOp(function patchEmbed(x: Tensor, weight: Tensor
   const patches = reshape(permute(reshape(x, [B, C, gh, p, gw, p]), [0, 2, 4, 1, 3, 5]), [B, gh * gw, C * p * p]);
   return linear(patches, reshape(weight, [O, C * p * p]), bias);
 });
-

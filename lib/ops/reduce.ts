@@ -92,11 +92,17 @@ const extremum = scopedOp(function extremum(op: 'max' | 'min', x: Tensor, dim: n
   if (!isFloat(x.dtype)) return out;
   const inShape = x.shape.slice();
   // The gradient is shared evenly by the positions that attain the extremum.
-  return record(op, out, [x], (g, [xs, m]) => {
-    const hf = to(eq(xs, expandBack(m, inShape, dims, keepdim)), g.dtype);
-    const share = div(hf, sum(hf, dims, true));
-    return [mul(expandBack(g, inShape, dims, keepdim), share)];
-  }, [x, out]);
+  return record(
+    op,
+    out,
+    [x],
+    (g, [xs, m]) => {
+      const hf = to(eq(xs, expandBack(m, inShape, dims, keepdim)), g.dtype);
+      const share = div(hf, sum(hf, dims, true));
+      return [mul(expandBack(g, inShape, dims, keepdim), share)];
+    },
+    [x, out],
+  );
 });
 export const max = (x: Tensor, dim?: number, keepdim = false): Tensor => extremum('max', x, dim, keepdim);
 export const min = (x: Tensor, dim?: number, keepdim = false): Tensor => extremum('min', x, dim, keepdim);
@@ -113,7 +119,11 @@ export const argmin = scopedOp(function argmin(x: Tensor, dim?: number, keepdim:
 });
 
 /** Variance with Bessel's correction by default (correction = 1), as torch.var. */
-export const variance = scopedOp(function variance(x: Tensor, dim?: number | number[], opts: { correction?: number; keepdim?: boolean } = {}): Tensor {
+export const variance = scopedOp(function variance(
+  x: Tensor,
+  dim?: number | number[],
+  opts: { correction?: number; keepdim?: boolean } = {},
+): Tensor {
   checkTensor(x, 'var');
   if (!isFloat(x.dtype)) throw new Error(`[var] input must be floating, got ${x.dtype}`);
   const dims = normDims(x, dim, 'var');
@@ -122,10 +132,16 @@ export const variance = scopedOp(function variance(x: Tensor, dim?: number | num
   const out = rawReduce('var', x, dims, keepdim, correction);
   const inShape = x.shape.slice();
   const n = numelOf(dims.map((d) => inShape[d]));
-  return record('var', out, [x], (g, [xs]) => {
-    const c = sub(xs, rawReduce('mean', xs, dims, true));
-    return [mul(mul(c, expandBack(g, inShape, dims, keepdim)), 2 / (n - correction))];
-  }, [x]);
+  return record(
+    'var',
+    out,
+    [x],
+    (g, [xs]) => {
+      const c = sub(xs, rawReduce('mean', xs, dims, true));
+      return [mul(mul(c, expandBack(g, inShape, dims, keepdim)), 2 / (n - correction))];
+    },
+    [x],
+  );
 });
 
 export const logsumexp = scopedOp(function logsumexp(x: Tensor, dim: number | number[], keepdim: boolean = false): Tensor {
@@ -134,11 +150,16 @@ export const logsumexp = scopedOp(function logsumexp(x: Tensor, dim: number | nu
   const dims = normDims(x, dim, 'logsumexp');
   const out = rawReduce('logsumexp', x, dims, keepdim);
   const inShape = x.shape.slice();
-  return record('logsumexp', out, [x], (g, [xs, l]) => {
-    const p = exp(sub(xs, expandBack(l, inShape, dims, keepdim)));
-    // rows that are all -inf give NaN in exp(-inf - -inf); their gradient is 0 (eq(p, p) is false for NaN)
-    const pz = where(eq(p, p), p, 0);
-    return [mul(expandBack(g, inShape, dims, keepdim), pz)];
-  }, [x, out]);
+  return record(
+    'logsumexp',
+    out,
+    [x],
+    (g, [xs, l]) => {
+      const p = exp(sub(xs, expandBack(l, inShape, dims, keepdim)));
+      // rows that are all -inf give NaN in exp(-inf - -inf); their gradient is 0 (eq(p, p) is false for NaN)
+      const pz = where(eq(p, p), p, 0);
+      return [mul(expandBack(g, inShape, dims, keepdim), pz)];
+    },
+    [x, out],
+  );
 });
-

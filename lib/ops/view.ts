@@ -85,7 +85,14 @@ export const permute = scopedOp(function permute(x: Tensor, dims: number[]): Ten
   if (new Set(d).size !== d.length) throw new Error('[permute] repeated dim');
   const inv = new Array<number>(d.length);
   d.forEach((v, i) => (inv[v] = i));
-  return makeView(x, d.map((i) => x.shape[i]), d.map((i) => x.strides[i]), x.offset, 'permute', (g) => permute(g, inv));
+  return makeView(
+    x,
+    d.map((i) => x.shape[i]),
+    d.map((i) => x.strides[i]),
+    x.offset,
+    'permute',
+    (g) => permute(g, inv),
+  );
 });
 
 export const transpose = scopedOp(function transpose(x: Tensor, d0: number, d1: number): Tensor {
@@ -126,7 +133,12 @@ export const slice = scopedOp(function slice(x: Tensor, dim: number, start?: num
   strides[d] *= step;
   const inShape = x.shape.slice();
   // Backward: the same slice of a zero tensor of the input's shape receives the gradient.
-  const sliceOf = (z: Tensor): Tensor => z.makeView(shape, z.strides.map((st, i) => (i === d ? st * step : st)), s * z.strides[d]);
+  const sliceOf = (z: Tensor): Tensor =>
+    z.makeView(
+      shape,
+      z.strides.map((st, i) => (i === d ? st * step : st)),
+      s * z.strides[d],
+    );
   return makeView(x, shape, strides, x.offset + s * x.strides[d], 'slice', (g) => scatterInto(g, inShape, sliceOf));
 });
 
@@ -150,7 +162,13 @@ export const select = scopedOp(function select(x: Tensor, dim: number, index: nu
   const strides = x.strides.filter((_, k) => k !== d);
   const inShape = x.shape.slice();
   return makeView(x, shape, strides, x.offset + i * x.strides[d], 'select', (g) =>
-    scatterInto(g, inShape, (z) => z.makeView(shape, z.strides.filter((_, k) => k !== d), i * z.strides[d])),
+    scatterInto(g, inShape, (z) =>
+      z.makeView(
+        shape,
+        z.strides.filter((_, k) => k !== d),
+        i * z.strides[d],
+      ),
+    ),
   );
 });
 
@@ -183,7 +201,14 @@ export const squeeze = scopedOp(function squeeze(x: Tensor, dim?: number): Tenso
     keepIdx = x.shape.map((_, i) => i).filter((i) => i !== d || x.shape[i] !== 1);
   }
   const inShape = x.shape.slice();
-  return makeView(x, keepIdx.map((i) => x.shape[i]), keepIdx.map((i) => x.strides[i]), x.offset, 'squeeze', (g) => reshape(g, inShape));
+  return makeView(
+    x,
+    keepIdx.map((i) => x.shape[i]),
+    keepIdx.map((i) => x.strides[i]),
+    x.offset,
+    'squeeze',
+    (g) => reshape(g, inShape),
+  );
 });
 
 export const unsqueeze = scopedOp(function unsqueeze(x: Tensor, dim: number): Tensor {
@@ -259,7 +284,10 @@ export const stack = scopedOp(function stack(tensors: Tensor[], dim: number = 0)
   for (const t of tensors)
     if (!sameShape(t.shape, tensors[0].shape)) throw new Error(`[stack] all tensors must have one shape ([${tensors[0].shape}] vs [${t.shape}])`);
   const d = normDim(dim, tensors[0].ndim + 1, 'stack');
-  return cat(tensors.map((t) => unsqueeze(t, d)), d);
+  return cat(
+    tensors.map((t) => unsqueeze(t, d)),
+    d,
+  );
 });
 
 /** Views of consecutive pieces: equal pieces of `size`, or the listed section sizes. */

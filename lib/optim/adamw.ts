@@ -52,7 +52,8 @@ export class AdamW {
     const groups: ParamGroup[] = params.length && params[0] instanceof Tensor ? [{ params: params as Tensor[] }] : (params as ParamGroup[]);
     this.groups = groups.map((g) => ({ params: g.params, weightDecay: g.weightDecay ?? wd, lrScale: g.lrScale ?? 1 }));
     for (const g of this.groups)
-      for (const p of g.params) if (!p.requiresGrad) throw new Error('[AdamW] every parameter must require grad (frozen parameters do not belong in the optimizer)');
+      for (const p of g.params)
+        if (!p.requiresGrad) throw new Error('[AdamW] every parameter must require grad (frozen parameters do not belong in the optimizer)');
   }
 
   private slot(p: Tensor): SlotState {

@@ -53,7 +53,9 @@ t.test(
     const b = await run('bash', [path.join(EMU, 'build.sh'), dir], cleanEnv(), BUILD_TIMEOUT_MS);
     tt.comment(`emulator build: ${secs(b.ms)} s`);
     const bin = path.join(dir, 'test');
-    if (!tt.ok(b.code === 0 && fs.existsSync(bin), 'test/cuda_emu/build.sh builds the emulator', { output_tail: b.code === 0 ? '' : tail(b.out, 60) })) {
+    if (
+      !tt.ok(b.code === 0 && fs.existsSync(bin), 'test/cuda_emu/build.sh builds the emulator', { output_tail: b.code === 0 ? '' : tail(b.out, 60) })
+    ) {
       return;
     }
 

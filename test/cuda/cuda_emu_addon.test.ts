@@ -15,17 +15,7 @@ import t from 'tap';
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
-import {
-  DEVICE_SUITES,
-  EMU,
-  cleanEnv,
-  how,
-  run,
-  runSuiteOn,
-  secs,
-  skipReason,
-  tail,
-} from '../cuda_emu/harness';
+import { DEVICE_SUITES, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
 import { TEST_DIR } from '../helpers';
 
 const ROOT = path.join(TEST_DIR, '..');
@@ -58,44 +48,57 @@ function reason(): string | null {
 }
 
 const why = reason();
-t.test('GPU check (parity, allocator, OOM) on the addon with its CUDA backend emulated on the host', why ? { skip: why } : { timeout: 1_400_000 }, async (tt) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cuda_emu_addon-'));
-  tt.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+t.test(
+  'GPU check (parity, allocator, OOM) on the addon with its CUDA backend emulated on the host',
+  why ? { skip: why } : { timeout: 1_400_000 },
+  async (tt) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cuda_emu_addon-'));
+    tt.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const b = await run('bash', [path.join(EMU, 'build_addon.sh'), path.join(dir, 'build')], cleanEnv({ NODE_INC }), 1_000_000);
-  tt.comment(`emulated addon build: ${secs(b.ms)} s`);
-  const addon = path.join(dir, 'build', 'llava_native.node');
-  if (!tt.ok(b.code === 0 && fs.existsSync(addon), 'test/cuda_emu/build_addon.sh builds the addon', { output_tail: b.code === 0 ? '' : tail(b.out, 60) })) return;
+    const b = await run('bash', [path.join(EMU, 'build_addon.sh'), path.join(dir, 'build')], cleanEnv({ NODE_INC }), 1_000_000);
+    tt.comment(`emulated addon build: ${secs(b.ms)} s`);
+    const addon = path.join(dir, 'build', 'llava_native.node');
+    if (
+      !tt.ok(b.code === 0 && fs.existsSync(addon), 'test/cuda_emu/build_addon.sh builds the addon', {
+        output_tail: b.code === 0 ? '' : tail(b.out, 60),
+      })
+    )
+      return;
 
-  const out = path.join(dir, 'out');
-  // EMU_RANDOM=1: threads of a block resume in a shuffled (seeded, so repeatable) order, which with the
-  // poisoned shared memory turns a missing __syncthreads into a wrong result.
-  const env = cleanEnv({ LLAVA_NATIVE: addon, OUT: out, EMU_RANDOM: '1' });
-  const r = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench'], env, 600_000);
-  tt.comment(`gpu check under the emulator: ${secs(r.ms)} s`);
-  const file = path.join(out, 'gpu_check.json');
-  if (!tt.ok(fs.existsSync(file), `check.ts wrote ${file}`, { output_tail: tail(r.out) })) return;
-  const rep = JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
+    const out = path.join(dir, 'out');
+    // EMU_RANDOM=1: threads of a block resume in a shuffled (seeded, so repeatable) order, which with the
+    // poisoned shared memory turns a missing __syncthreads into a wrong result.
+    const env = cleanEnv({ LLAVA_NATIVE: addon, OUT: out, EMU_RANDOM: '1' });
+    const r = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench'], env, 600_000);
+    tt.comment(`gpu check under the emulator: ${secs(r.ms)} s`);
+    const file = path.join(out, 'gpu_check.json');
+    if (!tt.ok(fs.existsSync(file), `check.ts wrote ${file}`, { output_tail: tail(r.out) })) return;
+    const rep = JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
 
-  tt.match(String(rep.device ?? r.out), /CUDA emulator/, "'cuda' is the emulated device");
-  tt.same(rep.kernels?.missingOnCuda, [], 'every CPU kernel has a CUDA version');
-  const parity = rep.parity ?? [];
-  tt.ok(parity.length >= 250, `the parity table ran (${parity.length} cases)`);
-  for (const c of parity) tt.ok(c.pass && !c.leaked, `${c.group}/${c.name}`, c.pass && !c.leaked ? {} : { detail: c.detail, leaked: c.leaked });
-  const mem = rep.memory ?? [];
-  tt.ok(mem.length >= 4, `the memory checks ran (${mem.length})`);
-  for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
-  tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
+    tt.match(String(rep.device ?? r.out), /CUDA emulator/, "'cuda' is the emulated device");
+    tt.same(rep.kernels?.missingOnCuda, [], 'every CPU kernel has a CUDA version');
+    const parity = rep.parity ?? [];
+    tt.ok(parity.length >= 250, `the parity table ran (${parity.length} cases)`);
+    for (const c of parity) tt.ok(c.pass && !c.leaked, `${c.group}/${c.name}`, c.pass && !c.leaked ? {} : { detail: c.detail, leaked: c.leaked });
+    const mem = rep.memory ?? [];
+    tt.ok(mem.length >= 4, `the memory checks ran (${mem.length})`);
+    for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
+    tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
 
-  // The device suites once more with tensor factories (and loadLlava) defaulting to the emulated 'cuda'
-  // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,
-  // the tiny LLaVA against the transformers fixture, generation and training, on the device.
-  for (const suite of DEVICE_SUITES) {
-    const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon });
-    tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);
-    tt.ok(s.total > 0 && s.fail === 0 && s.code === 0, `test/${suite}.test.ts passes on the emulated cuda device (${s.pass}/${s.total}; ${how(s)})`, {
-      failing: s.failing.slice(0, 30).join('\n'),
-      output_tail: s.code === 0 ? '' : tail(s.out),
-    });
-  }
-});
+    // The device suites once more with tensor factories (and loadLlava) defaulting to the emulated 'cuda'
+    // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,
+    // the tiny LLaVA against the transformers fixture, generation and training, on the device.
+    for (const suite of DEVICE_SUITES) {
+      const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon });
+      tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);
+      tt.ok(
+        s.total > 0 && s.fail === 0 && s.code === 0,
+        `test/${suite}.test.ts passes on the emulated cuda device (${s.pass}/${s.total}; ${how(s)})`,
+        {
+          failing: s.failing.slice(0, 30).join('\n'),
+          output_tail: s.code === 0 ? '' : tail(s.out),
+        },
+      );
+    }
+  },
+);

@@ -13,7 +13,11 @@ const reason = L.cuda.isAvailable() ? null : `CUDA unavailable: ${L.cuda.describ
 
 for (const suite of DEVICE_SUITES) {
   t.test(`test/${suite}.test.ts with every tensor on cuda`, reason ? { skip: reason } : { timeout: 1_000_000 }, async (tt) => {
-    const s = await runSuiteOn(path.join(TEST_DIR, `${suite}.test.ts`), 'cuda', process.env.LLAVA_NATIVE ? { LLAVA_NATIVE: process.env.LLAVA_NATIVE } : {});
+    const s = await runSuiteOn(
+      path.join(TEST_DIR, `${suite}.test.ts`),
+      'cuda',
+      process.env.LLAVA_NATIVE ? { LLAVA_NATIVE: process.env.LLAVA_NATIVE } : {},
+    );
     tt.comment(`${suite}.test.ts on cuda: ${secs(s.ms)} s`);
     tt.ok(s.total > 0 && s.fail === 0 && s.code === 0, `passes on cuda (${s.pass}/${s.total}; ${how(s)})`, {
       failing: s.failing.slice(0, 30).join('\n'),

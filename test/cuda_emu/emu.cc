@@ -15,7 +15,12 @@ Fiber* cur = nullptr;
 bool cp_eager = std::getenv("EMU_CP_EAGER") != nullptr;
 static bool random_order = std::getenv("EMU_RANDOM") != nullptr;
 static unsigned long long rs = 88172645463325252ull;
-static unsigned rnd() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (unsigned)rs; }
+static unsigned rnd() {
+  rs ^= rs << 13;
+  rs ^= rs >> 7;
+  rs ^= rs << 17;
+  return (unsigned)rs;
+}
 uint3 g_blockIdx;
 dim3 g_blockDim, g_gridDim;
 unsigned char* smem_base = nullptr;
@@ -68,8 +73,10 @@ void syncthreads() {
 void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, const void*), const void* ctx) {
   Warp& w = my_warp();
   if (need_full && w.live != 32) die("%s with %d live lanes", tag, w.live);
-  if (w.count == 0) w.tag = tag;
-  else if (std::strcmp(w.tag, tag) != 0) die("warp divergence: %s vs %s", w.tag, tag);
+  if (w.count == 0)
+    w.tag = tag;
+  else if (std::strcmp(w.tag, tag) != 0)
+    die("warp divergence: %s vs %s", w.tag, tag);
   progress++;
   if (++w.count == w.live) {
     compute(w, ctx);
@@ -147,7 +154,8 @@ void run_block(int nthreads, const std::function<void()>& fn) {
     }
     cur = nullptr;
     if (!ran || progress == before) {
-      if (remaining > 0) die("deadlock: %d threads blocked (block barrier count %d/%d)", remaining, blk_count, blk_live);
+      if (remaining > 0)
+        die("deadlock: %d threads blocked (block barrier count %d/%d)", remaining, blk_count, blk_live);
     }
   }
 }
@@ -161,7 +169,8 @@ void check_global(const void* p, size_t n, const char* what) {
   auto it = regions.upper_bound(a);
   if (it == regions.begin()) die("%s: %p outside any buffer", what, p);
   --it;
-  if (a + n > it->first + it->second) die("%s: [%p, +%zu) outside buffer [%p, +%zu)", what, p, n, (void*)it->first, it->second);
+  if (a + n > it->first + it->second)
+    die("%s: [%p, +%zu) outside buffer [%p, +%zu)", what, p, n, (void*)it->first, it->second);
 }
 void check_smem(const void* p, size_t n, const char* what) {
   const unsigned char* a = (const unsigned char*)p;
@@ -176,7 +185,9 @@ void memset_async(void* p, int v, size_t n) {
 }  // namespace emu
 
 namespace emu {
-struct Stats { long phases = 0, conflicted = 0, worst = 1; };
+struct Stats {
+  long phases = 0, conflicted = 0, worst = 1;
+};
 static std::map<std::string, std::map<std::string, Stats>> stats;  // kernel -> kind -> stats
 static std::string cur_kernel;
 static std::map<std::pair<int, long>, std::vector<uintptr_t>> cp_calls;  // (warp, seq) -> lane addresses
@@ -216,7 +227,11 @@ void begin_kernel(const void* fn) {
     while (f && fgets(line, sizeof line, f)) {
       char* end;
       uintptr_t a = std::strtoull(line, &end, 16);
-      if (std::strlen(end) > 3) { std::string n(end + 3); n.pop_back(); syms[a] = n; }
+      if (std::strlen(end) > 3) {
+        std::string n(end + 3);
+        n.pop_back();
+        syms[a] = n;
+      }
     }
     if (f) pclose(f);
   }
@@ -226,7 +241,8 @@ void begin_kernel(const void* fn) {
   uintptr_t rel = (uintptr_t)fn - (uintptr_t)self.dli_fbase;
   cur_kernel = "?";
   auto it = syms.find(rel);
-  if (std::getenv("EMU_DEBUG_SYMS")) std::fprintf(stderr, "syms %zu rel %lx found %d\n", syms.size(), (unsigned long)rel, it != syms.end());
+  if (std::getenv("EMU_DEBUG_SYMS"))
+    std::fprintf(stderr, "syms %zu rel %lx found %d\n", syms.size(), (unsigned long)rel, it != syms.end());
   if (it != syms.end()) {
     cur_kernel = it->second;
     for (const char* strip : {"llava::", "(anonymous namespace)::", "attn::", "void "}) {
@@ -242,7 +258,7 @@ void print_bank_stats() {
   for (auto& k : stats)
     for (auto& s : k.second)
       if (s.second.phases)
-        std::printf("bank: %-90.90s %-15s phases %8ld conflicted %6.2f%% worst %ld-way\n", k.first.c_str(), s.first.c_str(),
-                    s.second.phases, 100.0 * s.second.conflicted / s.second.phases, s.second.worst);
+        std::printf("bank: %-90.90s %-15s phases %8ld conflicted %6.2f%% worst %ld-way\n", k.first.c_str(),
+                    s.first.c_str(), s.second.phases, 100.0 * s.second.conflicted / s.second.phases, s.second.worst);
 }
 }  // namespace emu

@@ -10,7 +10,8 @@ namespace llava {
 namespace gpu {
 int emu_sms = 4;
 void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int line) {
-  throw KernelError(std::string("[cuda] ") + expr + " failed (" + std::to_string((int)e) + ") at " + file + ":" + std::to_string(line));
+  throw KernelError(std::string("[cuda] ") + expr + " failed (" + std::to_string((int)e) + ") at " + file + ":" +
+                    std::to_string(line));
 }
 void check_launch(const KernelArgs&) {}
 cudaStream_t stream() { return nullptr; }

@@ -103,30 +103,32 @@ void print_bank_stats();
 
 inline void __syncthreads() { ::emu::syncthreads(); }
 inline void __syncwarp(unsigned = 0xffffffffu) {
-  ::emu::warp_collective("syncwarp", false, [](::emu::Warp&, const void*) {}, nullptr);
+  ::emu::warp_collective(
+      "syncwarp", false, [](::emu::Warp&, const void*) {}, nullptr);
 }
 
-template <typename V>
-inline V __shfl_xor_sync(unsigned, V v, int lm) {
+template <typename V> inline V __shfl_xor_sync(unsigned, V v, int lm) {
   static_assert(sizeof(V) <= 8, "shfl of <= 8 bytes");
   ::emu::Warp& w = ::emu::my_warp();
   const int L = ::emu::lane();
   std::memcpy(&w.in[L][0], &v, sizeof(V));
   w.in[L][1] = (uint64_t)lm;
-  ::emu::warp_collective("shfl_xor", true, [](::emu::Warp& w, const void*) {
-    for (int l = 0; l < 32; l++) {
-      if (w.in[l][1] != w.in[0][1]) ::emu::die("shfl_xor with different lane masks");
-      w.out[l][0] = w.in[l ^ (int)w.in[l][1]][0];
-    }
-  }, nullptr);
+  ::emu::warp_collective(
+      "shfl_xor", true,
+      [](::emu::Warp& w, const void*) {
+        for (int l = 0; l < 32; l++) {
+          if (w.in[l][1] != w.in[0][1]) ::emu::die("shfl_xor with different lane masks");
+          w.out[l][0] = w.in[l ^ (int)w.in[l][1]][0];
+        }
+      },
+      nullptr);
   V r;
   std::memcpy(&r, &w.out[L][0], sizeof(V));
   return r;
 }
 
 // Atomics are plain read-modify-writes: fibers only switch at barriers, so nothing interleaves them.
-template <typename T>
-inline T atomicAdd(T* p, T v) {
+template <typename T> inline T atomicAdd(T* p, T v) {
   T o = *p;
   *p = o + v;
   return o;
@@ -141,8 +143,7 @@ inline __half2 atomicAdd(__half2* p, __half2 v) {
   *p = __floats2half2_rn(__low2float(o) + __low2float(v), __high2float(o) + __high2float(v));
   return o;
 }
-template <typename T>
-inline T atomicMin(T* p, T v) {
+template <typename T> inline T atomicMin(T* p, T v) {
   T o = *p;
   if (v < o) *p = v;
   return o;
@@ -153,20 +154,19 @@ inline int max(int a, int b) { return a > b ? a : b; }
 inline long min(long a, long b) { return a < b ? a : b; }
 inline long max(long a, long b) { return a > b ? a : b; }
 inline unsigned __umulhi(unsigned a, unsigned b) { return (unsigned)(((unsigned long long)a * b) >> 32); }
-using std::isinf;
-using std::isnan;
 using std::erf;
 using std::exp;
 using std::fma;
 using std::fmax;
+using std::isinf;
+using std::isnan;
 using std::log;
 using std::tanh;
 
 #define cudaMemsetAsync(p, v, n, s) (::emu::memset_async((p), (v), (n)), cudaSuccess)
 
 // cuda_runtime.h declares these typed conveniences only for nvcc; the host build needs them too.
-template <typename T>
-inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, T* entry) {
+template <typename T> inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, T* entry) {
   return ::cudaFuncGetAttributes(a, reinterpret_cast<const void*>(entry));
 }
 template <typename T>

@@ -55,20 +55,30 @@ cudaError_t cudaGetLastError(void) {
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "cudaSuccess";
-    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
-    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
-    case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
-    default: return "cudaErrorUnknown";
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorInvalidDevicePointer:
+      return "cudaErrorInvalidDevicePointer";
+    default:
+      return "cudaErrorUnknown";
   }
 }
 const char* cudaGetErrorString(cudaError_t e) {
   switch (e) {
-    case cudaSuccess: return "no error";
-    case cudaErrorMemoryAllocation: return "out of memory";
-    case cudaErrorInvalidValue: return "invalid argument";
-    case cudaErrorInvalidDevicePointer: return "invalid device pointer";
-    default: return "unknown error";
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorInvalidDevicePointer:
+      return "invalid device pointer";
+    default:
+      return "unknown error";
   }
 }
 
@@ -157,8 +167,10 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind kind, cudaStream_t) {
   // Device-side ranges must lie inside cudaMalloc blocks (the bounds checker knows them).
-  if (n && (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice)) emu::check_global(src, n, "cudaMemcpy src");
-  if (n && (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice)) emu::check_global(dst, n, "cudaMemcpy dst");
+  if (n && (kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice))
+    emu::check_global(src, n, "cudaMemcpy src");
+  if (n && (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice))
+    emu::check_global(dst, n, "cudaMemcpy dst");
   if (n) std::memmove(dst, src, n);
   return cudaSuccess;
 }

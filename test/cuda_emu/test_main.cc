@@ -52,17 +52,22 @@ struct Buf {
 
 static double to_double(DType dt, const void* base, int64_t i) {
   switch (dt) {
-    case DType::F32: return static_cast<const float*>(base)[i];
-    case DType::F64: return static_cast<const double*>(base)[i];
+    case DType::F32:
+      return static_cast<const float*>(base)[i];
+    case DType::F64:
+      return static_cast<const double*>(base)[i];
     case DType::BF16: {
       uint32_t u = uint32_t(static_cast<const uint16_t*>(base)[i]) << 16;
       float f;
       std::memcpy(&f, &u, 4);
       return f;
     }
-    case DType::F16: return _cvtsh_ss(static_cast<const uint16_t*>(base)[i]);
-    case DType::BOOL: return static_cast<const uint8_t*>(base)[i];
-    default: return 0;
+    case DType::F16:
+      return _cvtsh_ss(static_cast<const uint16_t*>(base)[i]);
+    case DType::BOOL:
+      return static_cast<const uint8_t*>(base)[i];
+    default:
+      return 0;
   }
 }
 static uint16_t f2bf(float f) {
@@ -73,12 +78,23 @@ static uint16_t f2bf(float f) {
 }
 static void from_double(DType dt, void* base, int64_t i, double v) {
   switch (dt) {
-    case DType::F32: static_cast<float*>(base)[i] = (float)v; break;
-    case DType::F64: static_cast<double*>(base)[i] = v; break;
-    case DType::BF16: static_cast<uint16_t*>(base)[i] = f2bf((float)v); break;
-    case DType::F16: static_cast<uint16_t*>(base)[i] = _cvtss_sh((float)v, 0); break;
-    case DType::BOOL: static_cast<uint8_t*>(base)[i] = v != 0; break;
-    default: break;
+    case DType::F32:
+      static_cast<float*>(base)[i] = (float)v;
+      break;
+    case DType::F64:
+      static_cast<double*>(base)[i] = v;
+      break;
+    case DType::BF16:
+      static_cast<uint16_t*>(base)[i] = f2bf((float)v);
+      break;
+    case DType::F16:
+      static_cast<uint16_t*>(base)[i] = _cvtss_sh((float)v, 0);
+      break;
+    case DType::BOOL:
+      static_cast<uint8_t*>(base)[i] = v != 0;
+      break;
+    default:
+      break;
   }
 }
 
@@ -170,8 +186,10 @@ static void run(const char* name, Device dev, std::vector<KernelArg> args) {
 }
 
 static void report(bool ok, const std::string& what) {
-  if (ok) passes++;
-  else failures++;
+  if (ok)
+    passes++;
+  else
+    failures++;
   std::printf("%s %s\n", ok ? "PASS" : "FAIL", what.c_str());
   std::fflush(stdout);
 }
@@ -234,8 +252,8 @@ static void test_matmul(DType dt, int64_t Bt, int64_t M, int64_t N, int64_t K, b
   std::snprintf(what, sizeof what,
                 "matmul %s Bt=%ld M=%ld N=%ld K=%ld a_%s b_%s bias=%d beta=%g act=%s bbcast=%d aoff=%ld sms=%d "
                 "(max err %.3g, max |ref| %.3g, %d launches)",
-                dtype_name(dt), (long)Bt, (long)M, (long)N, (long)K, a_cm ? "cm" : "rm", b_cm ? "cm" : "rm", bias,
-                beta, acts[act], b_bcast, (long)a_off, sms, max_err, max_ref, ::emu::launches - l0);
+                dtype_name(dt), (long)Bt, (long)M, (long)N, (long)K, a_cm ? "cm" : "rm", b_cm ? "cm" : "rm", bias, beta,
+                acts[act], b_bcast, (long)a_off, sms, max_err, max_ref, ::emu::launches - l0);
   report(ok, what);
   if (vs_cpu && act == 0) {  // the CPU kernel on the same inputs must agree within twice the tolerance
     Tensor ac = clone_as(a, dt, Device::CPU), bc = clone_as(b, dt, Device::CPU), bic = clone_as(bi, dt, Device::CPU);
@@ -276,8 +294,8 @@ static Tensor make_bhtd(DType dt, int64_t B, int64_t H, int64_t T, int64_t D, bo
 static std::string case_name(const AttnCase& c) {
   char s[256];
   std::snprintf(s, sizeof s, "%s B%ld H%ld/%ld T%ld S%ld D%ld causal=%d mask=%d strided=%d qoff=%ld lse64=%d sms=%d",
-                dtype_name(c.dt), (long)c.B, (long)c.H, (long)c.Hkv, (long)c.T, (long)c.S, (long)c.D, c.causal,
-                c.mask, c.q_strided, (long)c.q_off, c.lse64, c.sms);
+                dtype_name(c.dt), (long)c.B, (long)c.H, (long)c.Hkv, (long)c.T, (long)c.S, (long)c.D, c.causal, c.mask,
+                c.q_strided, (long)c.q_off, c.lse64, c.sms);
   return s;
 }
 
@@ -323,7 +341,8 @@ static void test_attention(const AttnCase& c, bool do_bwd = true) {
   Tensor mask;
   bool has_mask = c.mask != 0;
   if (c.mask == 1) {
-    mask = make_tensor(DType::BOOL, {c.B, c.H, c.T, c.S}, {c.T * c.S, 0, c.S, 1}, 0, std::max<int64_t>(1, c.B * c.T * c.S), Device::CUDA);
+    mask = make_tensor(DType::BOOL, {c.B, c.H, c.T, c.S}, {c.T * c.S, 0, c.S, 1}, 0,
+                       std::max<int64_t>(1, c.B * c.T * c.S), Device::CUDA);
     std::bernoulli_distribution bd(0.7);
     for (int64_t i = 0; i < mask.nelem; i++) {
       uint8_t bit = bd(rng);
@@ -332,9 +351,11 @@ static void test_attention(const AttnCase& c, bool do_bwd = true) {
     }
     // one fully masked row to test the no-visible-key rule
     if (c.T > 1)
-      for (int64_t j = 0; j < c.S; j++) reinterpret_cast<uint8_t*>(mask.buf->p)[1 * c.S + j] = 0, mask.vals[1 * c.S + j] = 0;
+      for (int64_t j = 0; j < c.S; j++)
+        reinterpret_cast<uint8_t*>(mask.buf->p)[1 * c.S + j] = 0, mask.vals[1 * c.S + j] = 0;
   } else if (c.mask == 2) {
-    mask = make_tensor(DType::BOOL, {c.B, c.H, c.T, c.S}, {c.S, 0, 0, 1}, 0, std::max<int64_t>(1, c.B * c.S), Device::CUDA);
+    mask = make_tensor(DType::BOOL, {c.B, c.H, c.T, c.S}, {c.S, 0, 0, 1}, 0, std::max<int64_t>(1, c.B * c.S),
+                       Device::CUDA);
     for (int64_t b = 0; b < c.B; b++)
       for (int64_t j = 0; j < c.S; j++) {
         uint8_t bit = j < c.S - 3 * b;  // batch b pads its last 3b keys
@@ -360,7 +381,8 @@ static void test_attention(const AttnCase& c, bool do_bwd = true) {
   const int nl = ::emu::launches - l0;
   // CPU forward in the same dtype and in f64
   auto cpu_fwd = [&](DType cdt, Tensor& o, Tensor& l) {
-    Tensor qc = clone_as(q, cdt, Device::CPU), kc = clone_as(k, cdt, Device::CPU), vc = clone_as(v, cdt, Device::CPU), mc;
+    Tensor qc = clone_as(q, cdt, Device::CPU), kc = clone_as(k, cdt, Device::CPU), vc = clone_as(v, cdt, Device::CPU),
+           mc;
     o = dense(cdt, {c.B, c.H, c.T, c.D}, Device::CPU);
     l = dense(cdt == DType::F64 ? DType::F64 : lse_dt, {c.B, c.H, c.T}, Device::CPU);
     run("attention_fwd", Device::CPU, {o.t, l.t, qc.t, kc.t, vc.t, opt_mask(Device::CPU, mc), c.causal, scale});
@@ -372,8 +394,8 @@ static void test_attention(const AttnCase& c, bool do_bwd = true) {
   const Cmp lg = compare(read_all(lse), read_all(l_ref));
   const bool low = dt == DType::BF16 || dt == DType::F16;
   const double atol = low ? 2e-3 : dt == DType::F32 ? 2e-5 : 1e-12;
-  bool ok = !eg.nan && !lg.nan && eg.max_err <= 3 * ec.max_err + atol && lg.max_err <= (dt == DType::F64 && c.lse64 ? 1e-10 : 2e-4) &&
-            out.buf->guards_ok() && lse.buf->guards_ok();
+  bool ok = !eg.nan && !lg.nan && eg.max_err <= 3 * ec.max_err + atol &&
+            lg.max_err <= (dt == DType::F64 && c.lse64 ? 1e-10 : 2e-4) && out.buf->guards_ok() && lse.buf->guards_ok();
   char what[512];
   std::snprintf(what, sizeof what, "attention_fwd %s: out err %.3g (cpu same dtype %.3g), lse err %.3g, %d launches",
                 case_name(c).c_str(), eg.max_err, ec.max_err, lg.max_err, nl);
@@ -432,9 +454,7 @@ static void expect_fail(const char* what, const std::function<void()>& fn) {
   try {
     fn();
     report(false, std::string("expected failure: ") + what);
-  } catch (const KernelError& e) {
-    report(true, std::string("fails cleanly: ") + what + " -> " + e.what());
-  }
+  } catch (const KernelError& e) { report(true, std::string("fails cleanly: ") + what + " -> " + e.what()); }
 }
 
 int main(int argc, char** argv) {
@@ -445,17 +465,17 @@ int main(int argc, char** argv) {
     for (DType dt : {DType::BF16, DType::F16}) {
       for (int lay = 0; lay < 4; lay++) {
         const bool acm = lay & 1, bcm = lay & 2;
-        test_matmul(dt, 1, 64, 64, 64, acm, bcm, false, 0, 0, false, 0, 1);      // one big-config tile... (128 tile)
-        test_matmul(dt, 2, 136, 200, 72, acm, bcm, true, 0, 0, false, 0, 1);     // big tile, edges
-        test_matmul(dt, 2, 136, 200, 72, acm, bcm, true, 0.5, 0, true, 0, 1000); // small tile, b broadcast, beta
+        test_matmul(dt, 1, 64, 64, 64, acm, bcm, false, 0, 0, false, 0, 1);       // one big-config tile... (128 tile)
+        test_matmul(dt, 2, 136, 200, 72, acm, bcm, true, 0, 0, false, 0, 1);      // big tile, edges
+        test_matmul(dt, 2, 136, 200, 72, acm, bcm, true, 0.5, 0, true, 0, 1000);  // small tile, b broadcast, beta
       }
-      test_matmul(dt, 1, 1, 72, 96, false, true, true, 0, 0, false, 0, 1000);     // decode GEMV shape
-      test_matmul(dt, 1, 37, 41, 29, false, false, true, 1.0, 0, false, 0, 1000); // odd sizes -> unaligned path
-      test_matmul(dt, 1, 70, 66, 40, false, false, false, 0, 0, false, 1, 1);     // misaligned a -> unaligned path
-      test_matmul(dt, 1, 70, 66, 40, true, true, false, 0, 0, false, 1, 1000);    // misaligned a, cm
-      test_matmul(dt, 1, 65, 130, 300, false, true, true, 0, 1, false, 0, 1);     // gelu, K loop > stages
-      test_matmul(dt, 1, 65, 130, 48, false, true, true, 2.0, 2, false, 0, 1000); // gelu_tanh + beta
-      test_matmul(dt, 1, 8, 8, 0, false, false, true, 0.5, 0, false, 0, 1000);    // K = 0
+      test_matmul(dt, 1, 1, 72, 96, false, true, true, 0, 0, false, 0, 1000);      // decode GEMV shape
+      test_matmul(dt, 1, 37, 41, 29, false, false, true, 1.0, 0, false, 0, 1000);  // odd sizes -> unaligned path
+      test_matmul(dt, 1, 70, 66, 40, false, false, false, 0, 0, false, 1, 1);      // misaligned a -> unaligned path
+      test_matmul(dt, 1, 70, 66, 40, true, true, false, 0, 0, false, 1, 1000);     // misaligned a, cm
+      test_matmul(dt, 1, 65, 130, 300, false, true, true, 0, 1, false, 0, 1);      // gelu, K loop > stages
+      test_matmul(dt, 1, 65, 130, 48, false, true, true, 2.0, 2, false, 0, 1000);  // gelu_tanh + beta
+      test_matmul(dt, 1, 8, 8, 0, false, false, true, 0.5, 0, false, 0, 1000);     // K = 0
     }
     for (DType dt : {DType::F32, DType::F64}) {
       test_matmul(dt, 2, 130, 70, 33, false, false, true, 0, 0, false, 0, 4);
@@ -471,19 +491,19 @@ int main(int argc, char** argv) {
         test_attention({dt, 1, 2, 1, 70, 100, D, true, 0, true, 0, false, 1000});
       }
     }
-    test_attention({DType::BF16, 2, 4, 2, 130, 90, 64, true, 0, false, 0, false, 1});   // T > S causal: empty rows
-    test_attention({DType::BF16, 2, 2, 2, 40, 150, 64, false, 1, false, 0, false, 1000}); // random mask + empty row
-    test_attention({DType::BF16, 2, 2, 1, 33, 77, 128, true, 2, true, 0, true, 1000});  // key padding, lse f64
-    test_attention({DType::BF16, 1, 2, 2, 1, 300, 128, true, 0, false, 0, false, 1000}); // decode, split-KV
-    test_attention({DType::F16, 2, 4, 1, 3, 260, 64, false, 2, true, 0, false, 1000});  // small T, split, GQA 4
-    test_attention({DType::BF16, 1, 2, 2, 50, 60, 64, true, 0, false, 3, false, 4});   // misaligned q -> SIMT
-    test_attention({DType::BF16, 1, 2, 2, 50, 60, 32, true, 1, false, 0, false, 4});   // D 32 -> SIMT
+    test_attention({DType::BF16, 2, 4, 2, 130, 90, 64, true, 0, false, 0, false, 1});      // T > S causal: empty rows
+    test_attention({DType::BF16, 2, 2, 2, 40, 150, 64, false, 1, false, 0, false, 1000});  // random mask + empty row
+    test_attention({DType::BF16, 2, 2, 1, 33, 77, 128, true, 2, true, 0, true, 1000});     // key padding, lse f64
+    test_attention({DType::BF16, 1, 2, 2, 1, 300, 128, true, 0, false, 0, false, 1000});   // decode, split-KV
+    test_attention({DType::F16, 2, 4, 1, 3, 260, 64, false, 2, true, 0, false, 1000});     // small T, split, GQA 4
+    test_attention({DType::BF16, 1, 2, 2, 50, 60, 64, true, 0, false, 3, false, 4});       // misaligned q -> SIMT
+    test_attention({DType::BF16, 1, 2, 2, 50, 60, 32, true, 1, false, 0, false, 4});       // D 32 -> SIMT
     test_attention({DType::F32, 2, 4, 2, 37, 45, 24, true, 1, true, 0, false, 4});
     test_attention({DType::F64, 1, 2, 1, 20, 33, 16, false, 2, false, 0, true, 4});
-    test_attention({DType::F64, 1, 2, 2, 40, 12, 8, true, 0, false, 0, false, 4});   // T > S
+    test_attention({DType::F64, 1, 2, 2, 40, 12, 8, true, 0, false, 0, false, 4});  // T > S
     test_attention({DType::F32, 1, 1, 1, 1, 1, 40, false, 0, false, 0, false, 4});
-    test_attention({DType::BF16, 1, 2, 2, 5, 0, 64, false, 0, false, 0, false, 4});   // S = 0
-    test_attention({DType::BF16, 1, 2, 2, 0, 7, 64, true, 0, false, 0, false, 4});    // T = 0
+    test_attention({DType::BF16, 1, 2, 2, 5, 0, 64, false, 0, false, 0, false, 4});  // S = 0
+    test_attention({DType::BF16, 1, 2, 2, 0, 7, 64, true, 0, false, 0, false, 4});   // T = 0
     test_attention({DType::F32, 1, 2, 2, 5, 0, 16, true, 0, false, 0, false, 4});
     test_attention({DType::F32, 1, 2, 1, 0, 9, 16, false, 0, false, 0, false, 4});
   }
@@ -500,7 +520,8 @@ int main(int argc, char** argv) {
       const DType dts[] = {DType::BF16, DType::F16, DType::BF16, DType::F16, DType::F32, DType::F64};
       DType dt = dts[u(rng) % 6];
       test_matmul(dt, 1 + u(rng) % 3, 1 + u(rng) % 200, 1 + u(rng) % 200, u(rng) % 150, u(rng) % 2, u(rng) % 2,
-                  u(rng) % 2, (u(rng) % 3) * 0.5, u(rng) % 3, u(rng) % 2, pick({0, 0, 0, 1, 8}), (int)pick({1, 1000}), true);
+                  u(rng) % 2, (u(rng) % 3) * 0.5, u(rng) % 3, u(rng) % 2, pick({0, 0, 0, 1, 8}), (int)pick({1, 1000}),
+                  true);
       DType adt = dts[u(rng) % 4];
       int64_t D = pick({64, 80, 128, 64, 128, 32});
       int64_t Hkv = pick({1, 2}), H = Hkv * pick({1, 2, 3});

@@ -185,7 +185,11 @@ t.test('bad calls to nn ops', async (t) => {
     ['attention int q', 'attention', () => L.scaledDotProductAttention(tensor([[[[1]]]]), tensor([[[[1]]]]), tensor([[[[1]]]]))],
     ['attention dtype mix', 'attention', () => L.scaledDotProductAttention(q(), f64([1, 4, 5, 8]), f64([1, 4, 5, 8]))],
     ['attention float mask', 'attention', () => L.scaledDotProductAttention(q(), f32([1, 4, 5, 8]), f32([1, 4, 5, 8]), { mask: f32([T, 5]) })],
-    ['attention mask shape', 'attention', () => L.scaledDotProductAttention(q(), f32([1, 4, 5, 8]), f32([1, 4, 5, 8]), { mask: tensor([[true, false]]) })],
+    [
+      'attention mask shape',
+      'attention',
+      () => L.scaledDotProductAttention(q(), f32([1, 4, 5, 8]), f32([1, 4, 5, 8]), { mask: tensor([[true, false]]) }),
+    ],
     ['attention non-finite scale', 'attention', () => L.scaledDotProductAttention(q(), f32([1, 4, 5, 8]), f32([1, 4, 5, 8]), { scale: NaN })],
     ['attentionComposite H % Hkv', 'attention_composite', () => L.attentionComposite(f32([1, 4, 3, 8]), f32([1, 3, 5, 8]), f32([1, 3, 5, 8]))],
   ]);
@@ -236,7 +240,8 @@ t.test('bad calls straight into the native addon', async (t) => {
   const h2 = native.alloc(0, 16);
   const freed = native.alloc(0, 16);
   native.free(freed);
-  const view = (over: Partial<NativeView> & Record<string, unknown> = {}): NativeView => ({ s: h, d: 0, sh: [4], st: [1], o: 0, ...over }) as NativeView;
+  const view = (over: Partial<NativeView> & Record<string, unknown> = {}): NativeView =>
+    ({ s: h, d: 0, sh: [4], st: [1], o: 0, ...over }) as NativeView;
   const other = (): NativeView => ({ s: h2, d: 0, sh: [4], st: [1], o: 0 });
   const run = (k: unknown, args: unknown): void => native.run(k as string, args as KernelArg[]);
   const fake = {} as StorageHandle;
@@ -304,51 +309,133 @@ t.test('bad calls straight into the native addon', async (t) => {
     ['reduce bad inner', 'reduce', () => run('reduce', [view({ sh: [2] }), other(), 'sum', 2, null, 3])],
     ['reduce R = 0 for max', 'reduce', () => run('reduce', [view({ sh: [1] }), other(), 'max', 0])],
     // out [2^11] x R 2^53 wraps to 2^64 == 0 == numel of an empty input (used to read out of bounds)
-    ['reduce size product wraps', 'reduce', () => {
-      const big = native.alloc(0, 4 * 2 ** 11);
-      try {
-        run('reduce', [{ s: big, d: 0, sh: [2 ** 11], st: [1], o: 0 }, view({ sh: [0] }), 'sum', 2 ** 53, null, 1]);
-      } finally {
-        native.free(big);
-      }
-    }],
+    [
+      'reduce size product wraps',
+      'reduce',
+      () => {
+        const big = native.alloc(0, 4 * 2 ** 11);
+        try {
+          run('reduce', [{ s: big, d: 0, sh: [2 ** 11], st: [1], o: 0 }, view({ sh: [0] }), 'sum', 2 ** 53, null, 1]);
+        } finally {
+          native.free(big);
+        }
+      },
+    ],
     ['reduce R beyond the input', 'reduce', () => run('reduce', [view({ sh: [1] }), other(), 'sum', 8])],
     ['reduce R beyond 2^53', 'reduce', () => run('reduce', [view({ sh: [1] }), other(), 'sum', 2 ** 60])],
     ['softmax int input', 'softmax_fwd', () => run('softmax_fwd', [view({ d: 4 }), { ...other(), d: 4 }, false])],
     ['softmax flag not a boolean', 'softmax_fwd', () => run('softmax_fwd', [view(), other(), 'yes'])],
-    ['matmul K differs', 'matmul', () => run('matmul', [view({ sh: [1, 2, 2], st: [4, 2, 1] }), { ...other(), sh: [1, 2, 2], st: [4, 2, 1] }, { ...other(), sh: [1, 1, 2], st: [2, 2, 1] }, null, null])],
-    ['matmul 2-D operands', 'matmul', () => run('matmul', [view({ sh: [2, 2], st: [2, 1] }), { ...other(), sh: [2, 2], st: [2, 1] }, { ...other(), sh: [2, 2], st: [2, 1] }, null, null])],
-    ['matmul bias of the wrong size', 'matmul', () => run('matmul', [view({ sh: [1, 2, 2], st: [4, 2, 1] }), { ...other(), sh: [1, 2, 2], st: [4, 2, 1] }, { ...other(), sh: [1, 2, 2], st: [4, 2, 1] }, { ...other(), sh: [3] }, null])],
-    ['matmul output aliases an input', 'matmul', () => run('matmul', [view({ sh: [1, 2, 2], st: [4, 2, 1] }), view({ sh: [1, 2, 2], st: [4, 2, 1] }), { ...other(), sh: [1, 2, 2], st: [4, 2, 1] }, null, null])],
-    ['cross_entropy target out of range', 'cross_entropy_fwd', () => {
-      const tg = native.alloc(0, 8);
-      native.write(tg, 0, BigInt64Array.of(7n));
-      run('cross_entropy_fwd', [view({ sh: [1] }), view({ s: h2, sh: [1] }), view({ s: h2, sh: [1, 2], st: [2, 1], o: 2 }), { s: tg, d: 5, sh: [1], st: [1], o: 0 }, -100]);
-    }],
-    ['index_select index out of range', 'index_select', () => {
-      const ix = native.alloc(0, 8);
-      native.write(ix, 0, BigInt64Array.of(4n));
-      run('index_select', [view({ sh: [1] }), other(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, 0]);
-    }],
-    ['index_select negative index', 'index_select', () => {
-      const ix = native.alloc(0, 8);
-      native.write(ix, 0, BigInt64Array.of(-1n));
-      run('index_select', [view({ sh: [1] }), other(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, 0]);
-    }],
+    [
+      'matmul K differs',
+      'matmul',
+      () =>
+        run('matmul', [
+          view({ sh: [1, 2, 2], st: [4, 2, 1] }),
+          { ...other(), sh: [1, 2, 2], st: [4, 2, 1] },
+          { ...other(), sh: [1, 1, 2], st: [2, 2, 1] },
+          null,
+          null,
+        ]),
+    ],
+    [
+      'matmul 2-D operands',
+      'matmul',
+      () =>
+        run('matmul', [view({ sh: [2, 2], st: [2, 1] }), { ...other(), sh: [2, 2], st: [2, 1] }, { ...other(), sh: [2, 2], st: [2, 1] }, null, null]),
+    ],
+    [
+      'matmul bias of the wrong size',
+      'matmul',
+      () =>
+        run('matmul', [
+          view({ sh: [1, 2, 2], st: [4, 2, 1] }),
+          { ...other(), sh: [1, 2, 2], st: [4, 2, 1] },
+          { ...other(), sh: [1, 2, 2], st: [4, 2, 1] },
+          { ...other(), sh: [3] },
+          null,
+        ]),
+    ],
+    [
+      'matmul output aliases an input',
+      'matmul',
+      () =>
+        run('matmul', [
+          view({ sh: [1, 2, 2], st: [4, 2, 1] }),
+          view({ sh: [1, 2, 2], st: [4, 2, 1] }),
+          { ...other(), sh: [1, 2, 2], st: [4, 2, 1] },
+          null,
+          null,
+        ]),
+    ],
+    [
+      'cross_entropy target out of range',
+      'cross_entropy_fwd',
+      () => {
+        const tg = native.alloc(0, 8);
+        native.write(tg, 0, BigInt64Array.of(7n));
+        run('cross_entropy_fwd', [
+          view({ sh: [1] }),
+          view({ s: h2, sh: [1] }),
+          view({ s: h2, sh: [1, 2], st: [2, 1], o: 2 }),
+          { s: tg, d: 5, sh: [1], st: [1], o: 0 },
+          -100,
+        ]);
+      },
+    ],
+    [
+      'index_select index out of range',
+      'index_select',
+      () => {
+        const ix = native.alloc(0, 8);
+        native.write(ix, 0, BigInt64Array.of(4n));
+        run('index_select', [view({ sh: [1] }), other(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, 0]);
+      },
+    ],
+    [
+      'index_select negative index',
+      'index_select',
+      () => {
+        const ix = native.alloc(0, 8);
+        native.write(ix, 0, BigInt64Array.of(-1n));
+        run('index_select', [view({ sh: [1] }), other(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, 0]);
+      },
+    ],
     ['index_select float index', 'index_select', () => run('index_select', [view({ sh: [1] }), other(), view({ s: h2, sh: [1] }), 0])],
     ['index_add dim out of range', 'index_add', () => run('index_add', [view(), { s: h2, d: 5, sh: [1], st: [1], o: 0 }, other(), 3])],
-    ['gather index out of range', 'gather', () => {
-      const ix = native.alloc(0, 8);
-      native.write(ix, 0, BigInt64Array.of(9n));
-      run('gather', [view({ sh: [1] }), other(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, 0]);
-    }],
-    ['scatter_add index out of range', 'scatter_add', () => {
-      const ix = native.alloc(0, 8);
-      native.write(ix, 0, BigInt64Array.of(-2n));
-      run('scatter_add', [view(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, view({ s: h2, sh: [1] }), 0]);
-    }],
+    [
+      'gather index out of range',
+      'gather',
+      () => {
+        const ix = native.alloc(0, 8);
+        native.write(ix, 0, BigInt64Array.of(9n));
+        run('gather', [view({ sh: [1] }), other(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, 0]);
+      },
+    ],
+    [
+      'scatter_add index out of range',
+      'scatter_add',
+      () => {
+        const ix = native.alloc(0, 8);
+        native.write(ix, 0, BigInt64Array.of(-2n));
+        run('scatter_add', [view(), { s: ix, d: 5, sh: [1], st: [1], o: 0 }, view({ s: h2, sh: [1] }), 0]);
+      },
+    ],
     ['rope 2-D x', 'rope', () => run('rope', [view(), other(), other(), other()])],
-    ['attention H % Hkv', 'attention_fwd', () => run('attention_fwd', [view({ sh: [1, 3, 1, 1], st: [3, 1, 1, 1] }), view({ s: h2, sh: [1, 3, 1], st: [3, 1, 1] }), view({ sh: [1, 3, 1, 1], st: [3, 1, 1, 1] }), view({ sh: [1, 2, 1, 1], st: [2, 1, 1, 1] }), view({ sh: [1, 2, 1, 1], st: [2, 1, 1, 1] }), null, false, 1])],
+    [
+      'attention H % Hkv',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          view({ sh: [1, 3, 1, 1], st: [3, 1, 1, 1] }),
+          view({ s: h2, sh: [1, 3, 1], st: [3, 1, 1] }),
+          view({ sh: [1, 3, 1, 1], st: [3, 1, 1, 1] }),
+          view({ sh: [1, 2, 1, 1], st: [2, 1, 1, 1] }),
+          view({ sh: [1, 2, 1, 1], st: [2, 1, 1, 1] }),
+          null,
+          false,
+          1,
+        ]),
+    ],
     ['layer_norm_fwd missing args', 'layer_norm_fwd', () => run('layer_norm_fwd', [view()])],
     ['adamw bad step', 'adamw', () => run('adamw', [view(), other(), other(), other(), null, 0.1, 0.9, 0.99, 1e-8, 0, 0])],
     // storage functions
@@ -399,27 +486,184 @@ t.test('bad calls straight into the native addon', async (t) => {
     ['matmul beta NaN', 'matmul', () => run('matmul', [m3(0, 1, 2, 2), m3(1, 1, 2, 4), m3(2, 1, 4, 2), null, NaN])],
     ['matmul beta a string', 'matmul', () => run('matmul', [m3(0, 1, 2, 2), m3(1, 1, 2, 4), m3(2, 1, 4, 2), null, 'x'])],
     ['matmul batch 3 vs 2', 'matmul', () => run('matmul', [m3(0, 3, 2, 2), m3(1, 3, 2, 4), m3(2, 2, 4, 2), null, null])],
-    ['layer_norm_fwd weight size', 'layer_norm_fwd', () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2]), tv(2, [2]), tv(3, [2, 4]), tv(4, [3]), null, 1e-5])],
-    ['layer_norm_fwd int stats', 'layer_norm_fwd', () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2], 4), tv(2, [2], 4), tv(3, [2, 4]), null, null, 1e-5])],
-    ['layer_norm_fwd stats size', 'layer_norm_fwd', () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [3]), tv(2, [3]), tv(3, [2, 4]), null, null, 1e-5])],
-    ['layer_norm_fwd output shape', 'layer_norm_fwd', () => run('layer_norm_fwd', [tv(0, [4, 2]), tv(1, [2]), tv(2, [2]), tv(3, [2, 4]), null, null, 1e-5])],
-    ['layer_norm_fwd int input', 'layer_norm_fwd', () => run('layer_norm_fwd', [tv(0, [2, 4], 4), tv(1, [2]), tv(2, [2]), tv(3, [2, 4], 4), null, null, 1e-5])],
-    ['layer_norm_fwd NaN eps', 'layer_norm_fwd', () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2]), tv(2, [2]), tv(3, [2, 4]), null, null, NaN])],
-    ['layer_norm_fwd output aliases input', 'layer_norm_fwd', () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2]), tv(2, [2]), tv(0, [2, 4], 0, 1), null, null, 1e-5])],
-    ['layer_norm_bwd dw without w', 'layer_norm_bwd', () => run('layer_norm_bwd', [tv(0, [2, 4]), tv(1, [4]), null, tv(2, [2, 4]), tv(3, [2, 4]), null, tv(4, [2]), tv(5, [2])])],
-    ['layer_norm_bwd dy shape', 'layer_norm_bwd', () => run('layer_norm_bwd', [tv(0, [2, 4]), null, null, tv(2, [2, 3]), tv(3, [2, 4]), null, tv(4, [2]), tv(5, [2])])],
+    [
+      'layer_norm_fwd weight size',
+      'layer_norm_fwd',
+      () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2]), tv(2, [2]), tv(3, [2, 4]), tv(4, [3]), null, 1e-5]),
+    ],
+    [
+      'layer_norm_fwd int stats',
+      'layer_norm_fwd',
+      () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2], 4), tv(2, [2], 4), tv(3, [2, 4]), null, null, 1e-5]),
+    ],
+    [
+      'layer_norm_fwd stats size',
+      'layer_norm_fwd',
+      () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [3]), tv(2, [3]), tv(3, [2, 4]), null, null, 1e-5]),
+    ],
+    [
+      'layer_norm_fwd output shape',
+      'layer_norm_fwd',
+      () => run('layer_norm_fwd', [tv(0, [4, 2]), tv(1, [2]), tv(2, [2]), tv(3, [2, 4]), null, null, 1e-5]),
+    ],
+    [
+      'layer_norm_fwd int input',
+      'layer_norm_fwd',
+      () => run('layer_norm_fwd', [tv(0, [2, 4], 4), tv(1, [2]), tv(2, [2]), tv(3, [2, 4], 4), null, null, 1e-5]),
+    ],
+    [
+      'layer_norm_fwd NaN eps',
+      'layer_norm_fwd',
+      () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2]), tv(2, [2]), tv(3, [2, 4]), null, null, NaN]),
+    ],
+    [
+      'layer_norm_fwd output aliases input',
+      'layer_norm_fwd',
+      () => run('layer_norm_fwd', [tv(0, [2, 4]), tv(1, [2]), tv(2, [2]), tv(0, [2, 4], 0, 1), null, null, 1e-5]),
+    ],
+    [
+      'layer_norm_bwd dw without w',
+      'layer_norm_bwd',
+      () => run('layer_norm_bwd', [tv(0, [2, 4]), tv(1, [4]), null, tv(2, [2, 4]), tv(3, [2, 4]), null, tv(4, [2]), tv(5, [2])]),
+    ],
+    [
+      'layer_norm_bwd dy shape',
+      'layer_norm_bwd',
+      () => run('layer_norm_bwd', [tv(0, [2, 4]), null, null, tv(2, [2, 3]), tv(3, [2, 4]), null, tv(4, [2]), tv(5, [2])]),
+    ],
     ['rms_norm_fwd rstd size', 'rms_norm_fwd', () => run('rms_norm_fwd', [tv(0, [2, 4]), tv(1, [5]), tv(3, [2, 4]), null, 1e-6])],
     ['rms_norm_fwd weight dtype', 'rms_norm_fwd', () => run('rms_norm_fwd', [tv(0, [2, 4]), tv(1, [2]), tv(3, [2, 4]), tv(4, [4], 1), 1e-6])],
     ['rms_norm_bwd x shape', 'rms_norm_bwd', () => run('rms_norm_bwd', [tv(0, [2, 4]), null, tv(2, [2, 4]), tv(3, [4, 2]), null, tv(5, [2])])],
-    ['attention_fwd mask shape', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3]), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), tv(5, [1, 2, 3, 4], 7), false, 0.5])],
-    ['attention_fwd float mask', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3]), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), tv(5, [1, 2, 3, 5]), false, 0.5])],
-    ['attention_fwd int lse', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3], 4), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), null, false, 0.5])],
-    ['attention_fwd lse shape', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 3, 2]), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), null, false, 0.5])],
-    ['attention_fwd output aliases q', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3]), q4(0, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), null, false, 0.5])],
-    ['attention_fwd q last stride 2', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3]), tv(2, [1, 2, 3, 4], 0, 0, [48, 24, 8, 2]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), null, false, 0.5])],
-    ['attention_fwd causal not a boolean', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3]), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), null, 1, 0.5])],
-    ['attention_fwd zero kv heads', 'attention_fwd', () => run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3]), q4(2, [1, 2, 3, 4]), q4(3, [1, 0, 5, 4]), q4(4, [1, 0, 5, 4]), null, false, 0.5])],
-    ['attention_bwd dk shape', 'attention_bwd', () => run('attention_bwd', [q4(0, [1, 2, 3, 4]), q4(1, [1, 2, 3, 4]), q4(5, [1, 2, 5, 4]), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 3, 4]), tv(4, [1, 2, 3]), null, false, 0.5])],
+    [
+      'attention_fwd mask shape',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          q4(0, [1, 2, 3, 4]),
+          tv(1, [1, 2, 3]),
+          q4(2, [1, 2, 3, 4]),
+          q4(3, [1, 2, 5, 4]),
+          q4(4, [1, 2, 5, 4]),
+          tv(5, [1, 2, 3, 4], 7),
+          false,
+          0.5,
+        ]),
+    ],
+    [
+      'attention_fwd float mask',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          q4(0, [1, 2, 3, 4]),
+          tv(1, [1, 2, 3]),
+          q4(2, [1, 2, 3, 4]),
+          q4(3, [1, 2, 5, 4]),
+          q4(4, [1, 2, 5, 4]),
+          tv(5, [1, 2, 3, 5]),
+          false,
+          0.5,
+        ]),
+    ],
+    [
+      'attention_fwd int lse',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          q4(0, [1, 2, 3, 4]),
+          tv(1, [1, 2, 3], 4),
+          q4(2, [1, 2, 3, 4]),
+          q4(3, [1, 2, 5, 4]),
+          q4(4, [1, 2, 5, 4]),
+          null,
+          false,
+          0.5,
+        ]),
+    ],
+    [
+      'attention_fwd lse shape',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          q4(0, [1, 2, 3, 4]),
+          tv(1, [1, 3, 2]),
+          q4(2, [1, 2, 3, 4]),
+          q4(3, [1, 2, 5, 4]),
+          q4(4, [1, 2, 5, 4]),
+          null,
+          false,
+          0.5,
+        ]),
+    ],
+    [
+      'attention_fwd output aliases q',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          q4(0, [1, 2, 3, 4]),
+          tv(1, [1, 2, 3]),
+          q4(0, [1, 2, 3, 4]),
+          q4(3, [1, 2, 5, 4]),
+          q4(4, [1, 2, 5, 4]),
+          null,
+          false,
+          0.5,
+        ]),
+    ],
+    [
+      'attention_fwd q last stride 2',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          q4(0, [1, 2, 3, 4]),
+          tv(1, [1, 2, 3]),
+          tv(2, [1, 2, 3, 4], 0, 0, [48, 24, 8, 2]),
+          q4(3, [1, 2, 5, 4]),
+          q4(4, [1, 2, 5, 4]),
+          null,
+          false,
+          0.5,
+        ]),
+    ],
+    [
+      'attention_fwd causal not a boolean',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [q4(0, [1, 2, 3, 4]), tv(1, [1, 2, 3]), q4(2, [1, 2, 3, 4]), q4(3, [1, 2, 5, 4]), q4(4, [1, 2, 5, 4]), null, 1, 0.5]),
+    ],
+    [
+      'attention_fwd zero kv heads',
+      'attention_fwd',
+      () =>
+        run('attention_fwd', [
+          q4(0, [1, 2, 3, 4]),
+          tv(1, [1, 2, 3]),
+          q4(2, [1, 2, 3, 4]),
+          q4(3, [1, 0, 5, 4]),
+          q4(4, [1, 0, 5, 4]),
+          null,
+          false,
+          0.5,
+        ]),
+    ],
+    [
+      'attention_bwd dk shape',
+      'attention_bwd',
+      () =>
+        run('attention_bwd', [
+          q4(0, [1, 2, 3, 4]),
+          q4(1, [1, 2, 3, 4]),
+          q4(5, [1, 2, 5, 4]),
+          q4(2, [1, 2, 3, 4]),
+          q4(3, [1, 2, 5, 4]),
+          q4(4, [1, 2, 5, 4]),
+          q4(2, [1, 2, 3, 4]),
+          q4(3, [1, 2, 3, 4]),
+          tv(4, [1, 2, 3]),
+          null,
+          false,
+          0.5,
+        ]),
+    ],
     ['attention_bwd missing args', 'attention_bwd', () => run('attention_bwd', [q4(0, [1, 2, 3, 4])])],
   ];
   runTable(t, fused);

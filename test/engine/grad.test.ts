@@ -16,7 +16,8 @@ import { gradCheck, randT, randAway, numel, rng, f64, assertClose } from '../hel
 
 const F = 'float64' as const;
 const r64 = (shape: number[], seed: number, lo = -1, hi = 1): Tensor => randT(shape, seed, F, lo, hi);
-const away = (shape: number[], seed: number, lo = -1, hi = 1, gap = 0.05): Tensor => tensor(randAway(numel(shape), seed, lo, hi, gap), { shape, dtype: F });
+const away = (shape: number[], seed: number, lo = -1, hi = 1, gap = 0.05): Tensor =>
+  tensor(randAway(numel(shape), seed, lo, hi, gap), { shape, dtype: F });
 
 // ====================================================================== unary
 t.test('gradcheck: unary ops', async (t) => {
@@ -56,11 +57,20 @@ t.test('gradcheck: unary ops', async (t) => {
 // ====================================================================== binary
 t.test('gradcheck: binary ops with broadcasting and scalars', async (t) => {
   const shapes: [number[], number[]][] = [
-    [[2, 3], [2, 3]],
-    [[3, 1], [1, 4]],
+    [
+      [2, 3],
+      [2, 3],
+    ],
+    [
+      [3, 1],
+      [1, 4],
+    ],
     [[2, 3, 4], [4]],
     [[], [2, 3]],
-    [[2, 1, 3], [4, 1]],
+    [
+      [2, 1, 3],
+      [4, 1],
+    ],
   ];
   const ops: [string, (a: Tensor, b: Tensor) => Tensor, number, number][] = [
     ['add', (a, b) => L.add(a, b), -1, 1],
@@ -81,8 +91,17 @@ t.test('gradcheck: binary ops with broadcasting and scalars', async (t) => {
     }
   }
   // maximum / minimum: distinct values (ties split the gradient, which is not differentiable)
-  for (const [name, fn] of [['maximum', L.maximum], ['minimum', L.minimum]] as const) {
-    const a = tensor([[0.1, 0.9, -0.5], [0.4, -0.2, 0.7]], { dtype: F });
+  for (const [name, fn] of [
+    ['maximum', L.maximum],
+    ['minimum', L.minimum],
+  ] as const) {
+    const a = tensor(
+      [
+        [0.1, 0.9, -0.5],
+        [0.4, -0.2, 0.7],
+      ],
+      { dtype: F },
+    );
     const b = tensor([0.3, 0.2, -0.1], { dtype: F });
     gradCheck(t, fn, [a, b], { msg: `${name} [2,3] x [3]` });
     [a, b].forEach((x) => x.dispose());
@@ -96,7 +115,10 @@ t.test('gradcheck: binary ops with broadcasting and scalars', async (t) => {
   gradCheck(t, (a) => L.mul(a, a), [x], { msg: 'x * x (same input twice)' });
   gradCheck(t, (a) => L.add(L.mul(a, a), L.exp(a)), [x], { msg: 'diamond graph' });
   // where / maskedFill / clamp
-  const cond = tensor([[true, false, true], [false, false, true]]);
+  const cond = tensor([
+    [true, false, true],
+    [false, false, true],
+  ]);
   const y = r64([3], 301);
   gradCheck(t, (a, b) => L.where(cond, a, b), [x, y], { msg: 'where (broadcast y)' });
   gradCheck(t, (a) => L.where(cond, a, 0), [x], { msg: 'where with a scalar' });
@@ -135,9 +157,22 @@ t.test('gradcheck: reductions', async (t) => {
   gradCheck(t, (a) => a.sum().mul(a.mean()), [x], { msg: 'product of two reductions' });
   x.dispose();
   // max with ties: PyTorch splits the gradient evenly between the tied positions
-  const tie = tensor([[1, 3, 3], [2, 0, 1]], { dtype: F }).setRequiresGrad();
+  const tie = tensor(
+    [
+      [1, 3, 3],
+      [2, 0, 1],
+    ],
+    { dtype: F },
+  ).setRequiresGrad();
   L.tidy(() => tie.max(1).sum().backward());
-  t.same(tie.grad!.arraySync(), [[0, 0.5, 0.5], [1, 0, 0]], 'max splits the gradient between ties');
+  t.same(
+    tie.grad!.arraySync(),
+    [
+      [0, 0.5, 0.5],
+      [1, 0, 0],
+    ],
+    'max splits the gradient between ties',
+  );
   tie.dispose();
 });
 
@@ -187,10 +222,19 @@ t.test('gradcheck: softmax, logSoftmax, crossEntropy', async (t) => {
   gradCheck(t, (a) => L.softmax(a.transpose(0, 2)), [x], { msg: 'softmax of a strided view' });
   x.dispose();
   const logits = r64([2, 3, 6], 801, -2, 2);
-  const target = tensor([[0, 5, -100], [2, 2, 4]]);
+  const target = tensor([
+    [0, 5, -100],
+    [2, 2, 4],
+  ]);
   for (const reduction of ['mean', 'sum', 'none'] as const)
     gradCheck(t, (a) => L.crossEntropy(a, target, { reduction }), [logits], { msg: `crossEntropy ${reduction} with ignored rows` });
-  const t2 = tensor([[1, 1, 3], [1, 0, 5]], { dtype: 'int32' });
+  const t2 = tensor(
+    [
+      [1, 1, 3],
+      [1, 0, 5],
+    ],
+    { dtype: 'int32' },
+  );
   gradCheck(t, (a) => L.crossEntropy(a, t2, { ignoreIndex: 1 }), [logits], { msg: 'crossEntropy ignoreIndex=1, int32 targets' });
   gradCheck(t, (a) => L.crossEntropy(L.mul(a, a), target), [logits], { msg: 'crossEntropy behind another op' });
   [logits, target, t2].forEach((v) => v.dispose());
@@ -218,7 +262,10 @@ t.test('gradcheck: layerNorm and rmsNorm', async (t) => {
 
 t.test('gradcheck: embedding, indexSelect, gather (repeated indices accumulate)', async (t) => {
   const w = r64([6, 4], 1000);
-  const ids = tensor([[1, 3, 1], [5, 1, 0]]);
+  const ids = tensor([
+    [1, 3, 1],
+    [5, 1, 0],
+  ]);
   gradCheck(t, (ww) => L.embedding(ids, ww), [w], { msg: 'embedding with repeated ids' });
   const x = r64([3, 4, 5], 1001);
   const idx = tensor([2, 0, 2, 2], { dtype: 'int32' });
@@ -229,8 +276,15 @@ t.test('gradcheck: embedding, indexSelect, gather (repeated indices accumulate)'
   }
   gradCheck(t, (a) => L.indexSelect(a.transpose(0, 2), 0, tensor([4, 4, 1])), [x], { msg: 'indexSelect of a strided view' });
   const g = r64([3, 4], 1002);
-  const gi0 = tensor([[2, 0, 2, 2], [2, 2, 1, 0]]);
-  const gi1 = tensor([[3, 3, 3], [0, 1, 0], [2, 2, 2]]);
+  const gi0 = tensor([
+    [2, 0, 2, 2],
+    [2, 2, 1, 0],
+  ]);
+  const gi1 = tensor([
+    [3, 3, 3],
+    [0, 1, 0],
+    [2, 2, 2],
+  ]);
   gradCheck(t, (a) => L.gather(a, 0, gi0), [g], { msg: 'gather dim 0 repeated' });
   gradCheck(t, (a) => L.gather(a, 1, gi1), [g], { msg: 'gather dim 1 repeated' });
   [w, ids, x, idx, g, gi0, gi1].forEach((v) => v.dispose());
@@ -295,7 +349,9 @@ t.test('gradcheck: attention (causal, masked, GQA, decode) and its composite', a
   const q = r64([1, 3, 2, 4], 1250);
   const k = r64([1, 5, 1, 4], 1251);
   const v = r64([1, 5, 1, 4], 1252);
-  gradCheck(t, (a, b, d) => L.scaledDotProductAttention(a.transpose(1, 2), b.transpose(1, 2), d.transpose(1, 2), { isCausal: true }), [q, k, v], { msg: 'attention on strided views' });
+  gradCheck(t, (a, b, d) => L.scaledDotProductAttention(a.transpose(1, 2), b.transpose(1, 2), d.transpose(1, 2), { isCausal: true }), [q, k, v], {
+    msg: 'attention on strided views',
+  });
   [q, k, v].forEach((x) => x.dispose());
 });
 
@@ -319,7 +375,14 @@ t.test('gradcheck: views and shape ops', async (t) => {
     ['flatten', (a) => a.flatten(1)],
     ['contiguous of strided', (a) => a.transpose(0, 1).contiguous()],
     ['clone', (a) => a.clone()],
-    ['split (all pieces used)', (a) => L.cat(a.split([1, 2], 1).map((p, i) => p.mul(i + 1)), 1)],
+    [
+      'split (all pieces used)',
+      (a) =>
+        L.cat(
+          a.split([1, 2], 1).map((p, i) => p.mul(i + 1)),
+          1,
+        ),
+    ],
     ['chunk', (a) => a.chunk(2, 2)[1]],
     ['stack', (a) => L.stack([a, a.mul(2)], 1)],
     ['cat along 0 with itself', (a) => L.cat([a, a], 0)],
@@ -357,7 +420,12 @@ t.test('autograd: accumulation, zeroGrad, retainGraph, errors', async (t) => {
     const loss = x.exp().sum();
     loss.backward(undefined, { retainGraph: true });
     loss.backward();
-    assertClose(t, x.grad!, f64(x).map((v) => 2 * Math.exp(v)), { msg: 'retainGraph allows a second pass' });
+    assertClose(
+      t,
+      x.grad!,
+      f64(x).map((v) => 2 * Math.exp(v)),
+      { msg: 'retainGraph allows a second pass' },
+    );
   });
   x.zeroGrad();
 
@@ -388,8 +456,20 @@ t.test('autograd: accumulation, zeroGrad, retainGraph, errors', async (t) => {
 });
 
 t.test('autograd: noGrad, enableGrad, detach, frozen inputs', async (t) => {
-  const w = tensor([[1, 2], [3, 4]], { dtype: F, requiresGrad: true });
-  const frozen = tensor([[0.5, -1], [2, 1]], { dtype: F });
+  const w = tensor(
+    [
+      [1, 2],
+      [3, 4],
+    ],
+    { dtype: F, requiresGrad: true },
+  );
+  const frozen = tensor(
+    [
+      [0.5, -1],
+      [2, 1],
+    ],
+    { dtype: F },
+  );
   const xin = tensor([1, -1], { dtype: F });
   L.tidy(() => {
     const y = L.noGrad(() => L.matmul(w, xin));
@@ -407,7 +487,14 @@ t.test('autograd: noGrad, enableGrad, detach, frozen inputs', async (t) => {
     const loss = L.add(L.mul(w, frozen), L.mul(d, w)).sum();
     loss.backward();
     // d(w*frozen + d*w)/dw = frozen + d (d treated as a constant)
-    t.same(w.grad!.arraySync(), [[1.5, 1], [5, 5]], 'detached operand acts as a constant');
+    t.same(
+      w.grad!.arraySync(),
+      [
+        [1.5, 1],
+        [5, 5],
+      ],
+      'detached operand acts as a constant',
+    );
     t.equal(frozen.grad, null, 'frozen input gets no .grad');
     t.equal(d.grad, null, 'detached tensor gets no .grad');
   });

@@ -35,12 +35,28 @@ t.test('the registry keeps the first registration and reports the second', { ski
   const r = spawnSync(exe, [], { encoding: 'utf8' });
   t.equal(r.status, 0, 'it runs');
   const lines = r.stdout.trim().split('\n');
-  t.same(lines.filter((l) => l.startsWith('duplicate: ')), ["duplicate: 'twice' for cpu"], 'exactly one duplicate: twice on the cpu');
-  t.same(lines.filter((l) => l.startsWith('cpu: ')), ['cpu: once', 'cpu: twice'], 'each cpu name listed once');
-  t.same(lines.filter((l) => l.startsWith('cuda: ')), ['cuda: twice'], 'the same name on another device is not a duplicate');
+  t.same(
+    lines.filter((l) => l.startsWith('duplicate: ')),
+    ["duplicate: 'twice' for cpu"],
+    'exactly one duplicate: twice on the cpu',
+  );
+  t.same(
+    lines.filter((l) => l.startsWith('cpu: ')),
+    ['cpu: once', 'cpu: twice'],
+    'each cpu name listed once',
+  );
+  t.same(
+    lines.filter((l) => l.startsWith('cuda: ')),
+    ['cuda: twice'],
+    'the same name on another device is not a duplicate',
+  );
   t.ok(lines.includes('twice on cpu runs: 1'), 'the first registration stays in force (the second does not overwrite it)');
   const check = lines.find((l) => l.startsWith('check: ')) ?? '';
-  t.match(check, /^check: \[registry\] kernel registered more than once: 'twice' for cpu/, 'check_registrations() throws, naming the kernel and device');
+  t.match(
+    check,
+    /^check: \[registry\] kernel registered more than once: 'twice' for cpu/,
+    'check_registrations() throws, naming the kernel and device',
+  );
   t.notMatch(check, /once'/, 'and only that kernel');
 });
 
@@ -50,9 +66,24 @@ t.test('an addon with a duplicate registration refuses to load, naming the kerne
   const napiInc = spawnSync(process.execPath, ['-p', "require('node-addon-api').include_dir"], { cwd: ROOT, encoding: 'utf8' }).stdout.trim();
   const addon = path.join(out, 'dup_addon.node');
   const c = compile([
-    '-std=c++17', '-O0', '-shared', '-fPIC', '-pthread', '-fexceptions', '-DNAPI_VERSION=8', '-DNODE_ADDON_API_DISABLE_DEPRECATED', '-DREGISTRY_DUP_NO_MAIN',
-    `-I${NODE_INC}`, `-I${path.resolve(ROOT, napiInc)}`, '-Icpp',
-    'cpp/binding.cc', 'cpp/registry.cc', 'cpp/cpu_backend.cc', FIXTURE, '-o', addon,
+    '-std=c++17',
+    '-O0',
+    '-shared',
+    '-fPIC',
+    '-pthread',
+    '-fexceptions',
+    '-DNAPI_VERSION=8',
+    '-DNODE_ADDON_API_DISABLE_DEPRECATED',
+    '-DREGISTRY_DUP_NO_MAIN',
+    `-I${NODE_INC}`,
+    `-I${path.resolve(ROOT, napiInc)}`,
+    '-Icpp',
+    'cpp/binding.cc',
+    'cpp/registry.cc',
+    'cpp/cpu_backend.cc',
+    FIXTURE,
+    '-o',
+    addon,
   ]);
   t.ok(c.ok, 'the addon with the duplicate builds (the duplicate is not a link error)');
   if (!c.ok) return void t.comment(c.log);

@@ -55,7 +55,12 @@ t.test('a misspelt kernel name does not compile', async (t) => {
   const file = path.join(dir, 'probe.ts');
   fs.writeFileSync(
     file,
-    [`import { kernel } from '${dispatch}';`, `export const ok = (): void => kernel('matmul', []);`, `export const typo = (): void => kernel('matmull', []);`, ''].join('\n'),
+    [
+      `import { kernel } from '${dispatch}';`,
+      `export const ok = (): void => kernel('matmul', []);`,
+      `export const typo = (): void => kernel('matmull', []);`,
+      '',
+    ].join('\n'),
   );
   try {
     const program = ts.createProgram([file], {
@@ -77,11 +82,19 @@ t.test('a misspelt kernel name does not compile', async (t) => {
       line: d.start !== undefined ? probe.getLineAndCharacterOfPosition(d.start).line + 1 : 0,
       text: ts.flattenDiagnosticMessageText(d.messageText, '\n'),
     }));
-    t.same(diags.filter((d) => d.line === 2), [], "kernel('matmul', ...) compiles");
+    t.same(
+      diags.filter((d) => d.line === 2),
+      [],
+      "kernel('matmul', ...) compiles",
+    );
     const typo = diags.filter((d) => d.line === 3);
     t.equal(typo.length, 1, "kernel('matmull', ...) is a compile error");
     // TypeScript spells KernelName out as the union of the listed names.
-    t.match(typo[0]?.text ?? '', /type '"matmull"' is not assignable to parameter of type '"copy" \| "fill" \|.*"matmul" \|/s, 'the error says the name is not one of the kernel names');
+    t.match(
+      typo[0]?.text ?? '',
+      /type '"matmull"' is not assignable to parameter of type '"copy" \| "fill" \|.*"matmul" \|/s,
+      'the error says the name is not one of the kernel names',
+    );
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -24,7 +24,15 @@ t.test('tidy frees intermediates and keeps what it returns', async (t) => {
   });
   t.ok(a.isDisposed && b.isDisposed, 'intermediates disposed');
   t.notOk(y.isDisposed, 'result alive');
-  t.same(y.arraySync(), [[4, 4, 4, 4], [4, 4, 4, 4], [4, 4, 4, 4]], 'result readable');
+  t.same(
+    y.arraySync(),
+    [
+      [4, 4, 4, 4],
+      [4, 4, 4, 4],
+      [4, 4, 4, 4],
+    ],
+    'result readable',
+  );
   t.equal(live(), start.numTensors + 1, 'one tensor left');
   t.equal(L.memory().cpu.bytes, start.bytes + 48, 'its 48 bytes left');
   y.dispose();
@@ -40,7 +48,11 @@ t.test('tidy frees intermediates and keeps what it returns', async (t) => {
   t.notOk(outside.isDisposed, 'outer tensor untouched');
   outside.dispose();
   // non-tensor results pass through
-  t.equal(L.tidy(() => L.ones([2]).sum().item()), 2, 'numbers pass through');
+  t.equal(
+    L.tidy(() => L.ones([2]).sum().item()),
+    2,
+    'numbers pass through',
+  );
   t.same(snap(), start);
 });
 
@@ -58,7 +70,10 @@ t.test('nested tidy, arrays / objects / Maps, keep, throwing', async (t) => {
   });
   t.equal(out.n, 3);
   const all = [...out.pair, out.nested.deep[0], out.map.get('k')!, out.kept];
-  t.ok(all.every((x) => !x.isDisposed), 'tensors inside arrays, nested objects and Maps are kept');
+  t.ok(
+    all.every((x) => !x.isDisposed),
+    'tensors inside arrays, nested objects and Maps are kept',
+  );
   t.equal(live(), start.numTensors + all.length, 'exactly those are alive');
   t.same(out.nested.deep[0].arraySync(), [-2, -2]);
   all.forEach((x) => x.dispose());
@@ -91,7 +106,13 @@ t.test('nested tidy, arrays / objects / Maps, keep, throwing', async (t) => {
 
 t.test('dispose is idempotent; use after dispose throws; views share storage', async (t) => {
   const start = snap();
-  const x = tensor([[1, 2], [3, 4]], { dtype: 'float32' });
+  const x = tensor(
+    [
+      [1, 2],
+      [3, 4],
+    ],
+    { dtype: 'float32' },
+  );
   x.dispose();
   x.dispose();
   t.ok(x.isDisposed);
@@ -112,7 +133,15 @@ t.test('dispose is idempotent; use after dispose throws; views share storage', a
   base.dispose();
   r.dispose();
   t.equal(L.memory().cpu.storages, start.storages + 1, 'storage alive while a view is');
-  t.same(v.arraySync(), [[1, 4], [2, 5], [3, 6]], 'view still readable');
+  t.same(
+    v.arraySync(),
+    [
+      [1, 4],
+      [2, 5],
+      [3, 6],
+    ],
+    'view still readable',
+  );
   v.dispose();
   t.same(snap(), start, 'storage freed with the last view');
 
@@ -187,7 +216,11 @@ t.test('memory is flat across 5 SGD steps of an MLP (forward, crossEntropy, back
     });
     losses.push(loss);
     // only the parameters' gradients remain beside the start state
-    t.same(snap(), { numTensors: start.numTensors + params.length, bytes: start.bytes + paramBytes, storages: start.storages + params.length }, `step ${step}: only the ${params.length} grads are new`);
+    t.same(
+      snap(),
+      { numTensors: start.numTensors + params.length, bytes: start.bytes + paramBytes, storages: start.storages + params.length },
+      `step ${step}: only the ${params.length} grads are new`,
+    );
     params.forEach((p) => p.zeroGrad());
     t.same(snap(), start, `step ${step}: back to the start after zeroGrad`);
   }

@@ -96,7 +96,14 @@ t.test('results move to the enclosing tidy; graph-saved tensors outlive the op s
   const f64 = { dtype: 'float64' as const };
   // xg^T is a non-contiguous [2, 3] input: layerNorm copies it inside its scope and saves the copy
   // (as its own reference) for backward.
-  const xg = L.tensor([[1, 4], [2, 5], [3, 6]], f64).setRequiresGrad();
+  const xg = L.tensor(
+    [
+      [1, 4],
+      [2, 5],
+      [3, 6],
+    ],
+    f64,
+  ).setRequiresGrad();
   const w = L.tensor([0.5, -1, 2], f64).setRequiresGrad();
   const loss = L.tidy(() => L.sum(L.mul(L.layerNorm(L.transpose(xg, 0, 1), 3, w), L.tensor([1, 2, 3], f64))));
   t.notOk(loss.isDisposed, 'the tidy result survives');
@@ -104,7 +111,13 @@ t.test('results move to the enclosing tidy; graph-saved tensors outlive the op s
   t.ok(xg.grad && w.grad, 'backward ran through the saved copy after the forward scope closed');
   t.equal(live(), start + 5, 'after backward (graph freed): xg, w, loss and the two gradients only');
   // Reference: the same computation on a contiguous leaf.
-  const x2 = L.tensor([[1, 2, 3], [4, 5, 6]], f64).setRequiresGrad();
+  const x2 = L.tensor(
+    [
+      [1, 2, 3],
+      [4, 5, 6],
+    ],
+    f64,
+  ).setRequiresGrad();
   const w2 = L.tensor([0.5, -1, 2], f64).setRequiresGrad();
   const loss2 = L.tidy(() => L.sum(L.mul(L.layerNorm(x2, 3, w2), L.tensor([1, 2, 3], f64))));
   loss2.backward();
@@ -124,7 +137,10 @@ t.test('backward functions run in a scope: only gradients survive them', async (
   loss.backward();
   loss.dispose();
   // d/da: max picks a where a > b (half on the tie), plus b * a^(b-1).
-  t.same(a.grad!.toNumbers().map((v) => Math.round(v * 1e3) / 1e3), [0 + 2, 1 + 500, 0.5 + 27, 1 + 1]);
+  t.same(
+    a.grad!.toNumbers().map((v) => Math.round(v * 1e3) / 1e3),
+    [0 + 2, 1 + 500, 0.5 + 27, 1 + 1],
+  );
   t.equal(live(), start + 4, 'a, b and their two gradients: nothing from the vjps is left');
   [a, b].forEach((v) => v.dispose());
   t.equal(live(), start);
@@ -139,7 +155,14 @@ t.test('scopedOp: nested scopes, array results, throwing', async (t) => {
     return inner;
   })(3);
   t.ok(tmp.isDisposed, 'the temporary is disposed');
-  t.same(pair.map((p) => p.toNumbers()), [[2, 2, 2], [3, 3, 3]], 'both returned tensors survive two scopes');
+  t.same(
+    pair.map((p) => p.toNumbers()),
+    [
+      [2, 2, 2],
+      [3, 3, 3],
+    ],
+    'both returned tensors survive two scopes',
+  );
   t.equal(live(), start + 2);
   let made!: Tensor;
   const boom = scopedOp((): Tensor => {

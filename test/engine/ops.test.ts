@@ -132,7 +132,18 @@ t.test('creation: dtype inference, readback types, item, arraySync', async (t) =
     assertMeta(t, tensor([1.5, 2]), [2], 'float32', 'floats infer float32');
     assertMeta(t, tensor([true, false]), [2], 'bool', 'booleans infer bool');
     assertMeta(t, tensor(3.5), [], 'float32', 'a number is 0-d');
-    assertMeta(t, tensor([[1, 2, 3], [4, 5, 6]], { dtype: 'float64' }), [2, 3], 'float64');
+    assertMeta(
+      t,
+      tensor(
+        [
+          [1, 2, 3],
+          [4, 5, 6],
+        ],
+        { dtype: 'float64' },
+      ),
+      [2, 3],
+      'float64',
+    );
     assertMeta(t, tensor(new Float64Array(6), { shape: [2, 3] }), [2, 3], 'float64', 'typed arrays keep their type');
     assertMeta(t, tensor(new Int32Array(4)), [4], 'int32');
 
@@ -156,15 +167,47 @@ t.test('creation: dtype inference, readback types, item, arraySync', async (t) =
     t.ok(tensor([1, 2], { dtype: 'int32' }).dataSync() instanceof Int32Array, 'int32 -> Int32Array');
     t.ok(tensor([true]).dataSync() instanceof Uint8Array, 'bool -> Uint8Array');
     t.same(tensor([[true, false]]).arraySync(), [[true, false]], 'bool arraySync gives booleans');
-    t.same(tensor([[1, 2], [3, 4]], { dtype: 'float32' }).arraySync(), [[1, 2], [3, 4]]);
-    t.same(tensor([[1, 2], [3, 4]]).arraySync(), [[1, 2], [3, 4]], 'int64 arraySync gives numbers');
+    t.same(
+      tensor(
+        [
+          [1, 2],
+          [3, 4],
+        ],
+        { dtype: 'float32' },
+      ).arraySync(),
+      [
+        [1, 2],
+        [3, 4],
+      ],
+    );
+    t.same(
+      tensor([
+        [1, 2],
+        [3, 4],
+      ]).arraySync(),
+      [
+        [1, 2],
+        [3, 4],
+      ],
+      'int64 arraySync gives numbers',
+    );
     t.equal(tensor([[7]], { dtype: 'int32' }).item(), 7);
     t.equal(tensor(2.5, { dtype: 'float64' }).item(), 2.5);
     t.throws(() => tensor([1, 2]).item(), /\[item\]/);
     // Readback of a non-contiguous view goes through a copy.
-    const m = tensor([[1, 2, 3], [4, 5, 6]], { dtype: 'float32' });
+    const m = tensor(
+      [
+        [1, 2, 3],
+        [4, 5, 6],
+      ],
+      { dtype: 'float32' },
+    );
     t.same(Array.from(m.T.toNumbers()), [1, 4, 2, 5, 3, 6], 'transposed readback');
-    t.same(m.T.arraySync(), [[1, 4], [2, 5], [3, 6]]);
+    t.same(m.T.arraySync(), [
+      [1, 4],
+      [2, 5],
+      [3, 6],
+    ]);
     t.same(Array.from(m.slice(1, 0, 3, 2).toNumbers()), [1, 3, 4, 6], 'step slice readback');
   });
 });
@@ -272,12 +315,23 @@ t.test('unary ops: gelu exact and tanh differ; bf16 inputs round once', async (t
   L.tidy(() => {
     const x = tensor([-3, -1, 0.5, 2.5], { dtype: 'float64' });
     const d = f64(L.sub(L.gelu(x), L.gelu(x, 'tanh')));
-    t.ok(d.some((v) => Math.abs(v) > 1e-5), 'the tanh approximation is a different function');
-    t.ok(d.every((v) => Math.abs(v) < 1e-3), '... but close to the exact one');
+    t.ok(
+      d.some((v) => Math.abs(v) > 1e-5),
+      'the tanh approximation is a different function',
+    );
+    t.ok(
+      d.every((v) => Math.abs(v) < 1e-3),
+      '... but close to the exact one',
+    );
     const xb = randT([64], 7, 'bfloat16', -3, 3);
     const yb = L.gelu(xb);
     // f32 math then one bf16 rounding: relative error <= 2^-9 (plus f32 error, negligible)
-    assertClose(t, yb, Array.from(f64(xb), (v) => 0.5 * v * (1 + erfRef(v / Math.SQRT2))), { dtype: 'bfloat16', atol: 1e-6, rtol: 2 ** -8 });
+    assertClose(
+      t,
+      yb,
+      Array.from(f64(xb), (v) => 0.5 * v * (1 + erfRef(v / Math.SQRT2))),
+      { dtype: 'bfloat16', atol: 1e-6, rtol: 2 ** -8 },
+    );
   });
 });
 
@@ -314,10 +368,22 @@ const BINARY: BinCase[] = [
 
 t.test('binary ops: broadcasting shapes, f32 and f64', async (t) => {
   const shapes: [number[], number[], number[]][] = [
-    [[3, 4], [3, 4], [3, 4]],
-    [[3, 1], [1, 4], [3, 4]],
+    [
+      [3, 4],
+      [3, 4],
+      [3, 4],
+    ],
+    [
+      [3, 1],
+      [1, 4],
+      [3, 4],
+    ],
     [[2, 3, 4], [4], [2, 3, 4]],
-    [[2, 1, 4], [3, 1], [2, 3, 4]],
+    [
+      [2, 1, 4],
+      [3, 1],
+      [2, 3, 4],
+    ],
     [[], [2, 3], [2, 3]],
     [[2, 3], [], [2, 3]],
     [[1], [5], [5]],
@@ -345,13 +411,48 @@ t.test('binary ops: scalars, 0-d tensors, alpha', async (t) => {
     const a = randT([2, 3], 5, 'float32', 0.5, 2);
     const av = f64(a);
     const tol = f32Tol();
-    assertClose(t, L.add(a, 2), av.map((v) => v + 2), { shape: [2, 3], dtype: 'float32', ...tol, msg: 'tensor + number' });
-    assertClose(t, L.sub(3, a), av.map((v) => 3 - v), { dtype: 'float32', ...tol, msg: 'number - tensor' });
-    assertClose(t, L.div(1, a), av.map((v) => Math.fround(1) / v), { dtype: 'float32', ...tol, msg: 'number / tensor' });
-    assertClose(t, L.pow(2, a), av.map((v) => 2 ** v), { dtype: 'float32', ...tol, msg: 'number ** tensor' });
-    assertClose(t, a.mul(tensor(0.5)), av.map((v) => v * 0.5), { dtype: 'float32', ...tol, msg: '0-d tensor' });
-    assertClose(t, L.add(a, a, 2), av.map((v) => v + 2 * v), { dtype: 'float32', ...tol, msg: 'add alpha' });
-    assertClose(t, L.sub(a, a, 0.5), av.map((v) => v - 0.5 * v), { dtype: 'float32', ...tol, msg: 'sub alpha' });
+    assertClose(
+      t,
+      L.add(a, 2),
+      av.map((v) => v + 2),
+      { shape: [2, 3], dtype: 'float32', ...tol, msg: 'tensor + number' },
+    );
+    assertClose(
+      t,
+      L.sub(3, a),
+      av.map((v) => 3 - v),
+      { dtype: 'float32', ...tol, msg: 'number - tensor' },
+    );
+    assertClose(
+      t,
+      L.div(1, a),
+      av.map((v) => Math.fround(1) / v),
+      { dtype: 'float32', ...tol, msg: 'number / tensor' },
+    );
+    assertClose(
+      t,
+      L.pow(2, a),
+      av.map((v) => 2 ** v),
+      { dtype: 'float32', ...tol, msg: 'number ** tensor' },
+    );
+    assertClose(
+      t,
+      a.mul(tensor(0.5)),
+      av.map((v) => v * 0.5),
+      { dtype: 'float32', ...tol, msg: '0-d tensor' },
+    );
+    assertClose(
+      t,
+      L.add(a, a, 2),
+      av.map((v) => v + 2 * v),
+      { dtype: 'float32', ...tol, msg: 'add alpha' },
+    );
+    assertClose(
+      t,
+      L.sub(a, a, 0.5),
+      av.map((v) => v - 0.5 * v),
+      { dtype: 'float32', ...tol, msg: 'sub alpha' },
+    );
     const s = L.add(tensor(1.5, { dtype: 'float64' }), tensor(2, { dtype: 'float64' }));
     assertClose(t, s, [3.5], { shape: [], dtype: 'float64', msg: '0-d + 0-d is 0-d' });
     t.throws(() => L.add(1 as unknown as Tensor, 2), /\[add\]/, 'two numbers are refused');
@@ -366,18 +467,33 @@ t.test('binary ops: non-contiguous operands (transposed, step-sliced, expanded)'
     const bt = other.T; // [6, 4] transposed
     const ra = f64(at);
     const rb = f64(bt);
-    assertClose(t, L.mul(at, bt), ra.map((v, i) => v * rb[i]), { shape: [6, 4], dtype: 'float32', ...f32Tol(), msg: 'sliced * transposed' });
+    assertClose(
+      t,
+      L.mul(at, bt),
+      ra.map((v, i) => v * rb[i]),
+      { shape: [6, 4], dtype: 'float32', ...f32Tol(), msg: 'sliced * transposed' },
+    );
     const col = randT([6, 1], 13, 'float32');
     const ex = col.expand(6, 4);
     t.same(ex.strides, [1, 0], 'expand is a stride-0 view');
     const rc = refBroadcast(f64(col), [6, 1], [6, 4]);
-    assertClose(t, L.sub(ex, bt), rc.map((v, i) => v - rb[i]), { shape: [6, 4], dtype: 'float32', ...f32Tol(), msg: 'expanded - transposed' });
+    assertClose(
+      t,
+      L.sub(ex, bt),
+      rc.map((v, i) => v - rb[i]),
+      { shape: [6, 4], dtype: 'float32', ...f32Tol(), msg: 'expanded - transposed' },
+    );
     // permuted 3-D against a broadcast row
     const p = randT([2, 3, 4], 14, 'float64').permute(2, 0, 1); // [4, 2, 3]
     const row = randT([3], 15, 'float64');
     const rp = f64(p);
     const rr = refBroadcast(f64(row), [3], [4, 2, 3]);
-    assertClose(t, L.add(p, row), rp.map((v, i) => v + rr[i]), { shape: [4, 2, 3], dtype: 'float64', ...F64_TOL, msg: 'permuted + row' });
+    assertClose(
+      t,
+      L.add(p, row),
+      rp.map((v, i) => v + rr[i]),
+      { shape: [4, 2, 3], dtype: 'float64', ...F64_TOL, msg: 'permuted + row' },
+    );
   });
 });
 
@@ -399,7 +515,10 @@ t.test('type promotion', async (t) => {
     assertClose(t, L.add(f32, f64v), [1, 0.5, 4], { dtype: 'float64', msg: 'float32 + float64 -> float64' });
     assertClose(t, L.add(bf, h), [2, 4, 6], { dtype: 'float32', msg: 'bfloat16 + float16 -> float32' });
     assertClose(t, L.add(bf, 1.5), [2.5, 3.5, 4.5], { dtype: 'bfloat16', msg: 'bf16 + number stays bf16' });
-    assertClose(t, L.add(f32, tensor(1, { dtype: 'float64' })), [1.5, 1.25, 3], { dtype: 'float32', msg: '0-d float64 does not widen a float32 tensor' });
+    assertClose(t, L.add(f32, tensor(1, { dtype: 'float64' })), [1.5, 1.25, 3], {
+      dtype: 'float32',
+      msg: '0-d float64 does not widen a float32 tensor',
+    });
     assertClose(t, L.add(i32, tensor(1.5)), [5.5, 6.5, 7.5], { dtype: 'float32', msg: '0-d float lifts an int tensor' });
     assertClose(t, L.add(b, i32), [5, 5, 7], { dtype: 'int32', msg: 'bool + int32 -> int32' });
     assertClose(t, L.mul(b, f32), [0.5, 0, 2], { dtype: 'float32', msg: 'bool * float32 -> float32' });
@@ -435,7 +554,9 @@ t.test('comparisons and logical ops output bool; where, maskedFill, clamp', asyn
     t.throws(() => L.where(tensor([1, 0]), a, a), /\[where\]/);
     assertClose(t, L.maskedFill(a, tensor([true, false, false, true]), -1), [-1, 2, 3, -1], { dtype: 'float32' });
     assertClose(t, L.clamp(tensor([-2, 0.5, 3], { dtype: 'float64' }), -1, 1), [-1, 0.5, 1], { dtype: 'float64' });
-    assertClose(t, L.maximum(tensor([NaN, 1], { dtype: 'float32' }), tensor([0, NaN], { dtype: 'float32' })), [NaN, NaN], { msg: 'maximum propagates NaN' });
+    assertClose(t, L.maximum(tensor([NaN, 1], { dtype: 'float32' }), tensor([0, NaN], { dtype: 'float32' })), [NaN, NaN], {
+      msg: 'maximum propagates NaN',
+    });
   });
 });
 
@@ -456,13 +577,23 @@ t.test('reductions: sum/mean/var/logsumexp over single, multiple and non-contigu
           const lbl = `${dtype} dim=${JSON.stringify(dim)} keepdim=${keepdim}`;
           const sumR = refReduce(xv, shape, dims, (v) => v.reduce((a, b) => a + b, 0));
           assertClose(t, L.sum(x, dim, keepdim), sumR, { shape: outShape, dtype, ...tol, msg: `sum ${lbl}` });
-          assertClose(t, L.mean(x, dim, keepdim), sumR.map((s) => s / K), { shape: outShape, dtype, ...tol, msg: `mean ${lbl}` });
+          assertClose(
+            t,
+            L.mean(x, dim, keepdim),
+            sumR.map((s) => s / K),
+            { shape: outShape, dtype, ...tol, msg: `mean ${lbl}` },
+          );
           for (const correction of [0, 1]) {
             const vr = refReduce(xv, shape, dims, (v) => {
               const m = v.reduce((a, b) => a + b, 0) / v.length;
               return v.reduce((a, b) => a + (b - m) ** 2, 0) / (v.length - correction);
             });
-            assertClose(t, L.variance(x, dim, { correction, keepdim }), vr, { shape: outShape, dtype, ...tol, msg: `var(correction=${correction}) ${lbl}` });
+            assertClose(t, L.variance(x, dim, { correction, keepdim }), vr, {
+              shape: outShape,
+              dtype,
+              ...tol,
+              msg: `var(correction=${correction}) ${lbl}`,
+            });
           }
           if (dim !== undefined) {
             const lse = refReduce(xv, shape, dims, (v) => {
@@ -486,14 +617,24 @@ t.test('reductions on non-contiguous inputs', async (t) => {
     for (const dims of [[0], [1], [2], [0, 2], [1, 2]]) {
       const K = numel(dims.map((d) => shape[d]));
       const r = refReduce(xv, shape, dims, (v) => v.reduce((a, b) => a + b, 0));
-      assertClose(t, x.sum(dims, true), r, { shape: shape.map((s, i) => (dims.includes(i) ? 1 : s)), dtype: 'float32', ...f32Tol(K), msg: `sum dims ${dims} on a strided view` });
+      assertClose(t, x.sum(dims, true), r, {
+        shape: shape.map((s, i) => (dims.includes(i) ? 1 : s)),
+        dtype: 'float32',
+        ...f32Tol(K),
+        msg: `sum dims ${dims} on a strided view`,
+      });
       const mx = refReduce(xv, shape, dims, (v) => Math.max(...v));
       if (dims.length === 1) assertClose(t, x.max(dims[0]), mx, { dtype: 'float32', atol: 0, rtol: 0, msg: `max dim ${dims} on a strided view` });
     }
     // expanded input: sum of a broadcast view
     const row = randT([1, 5], 22, 'float64');
     const ex = row.expand(4, 5);
-    assertClose(t, ex.sum(0), f64(row).map((v) => 4 * v), { shape: [5], dtype: 'float64', ...F64_TOL, msg: 'sum over an expanded dim' });
+    assertClose(
+      t,
+      ex.sum(0),
+      f64(row).map((v) => 4 * v),
+      { shape: [5], dtype: 'float64', ...F64_TOL, msg: 'sum over an expanded dim' },
+    );
   });
 });
 
@@ -513,18 +654,37 @@ t.test('max/min/argmax/argmin: values, ties and keepdim', async (t) => {
       assertClose(t, x.min(dim), rmin, { shape: os, dtype: 'float32', atol: 0, rtol: 0, msg: `min dim ${dim}` });
       assertClose(t, x.argmax(dim), ramax, { shape: os, dtype: 'int64', atol: 0, rtol: 0, msg: `argmax dim ${dim}` });
       assertClose(t, x.argmin(dim), ramin, { shape: os, dtype: 'int64', atol: 0, rtol: 0, msg: `argmin dim ${dim}` });
-      assertMeta(t, x.argmax(dim, true), shape.map((s, i) => (i === d ? 1 : s)), 'int64', `argmax keepdim dim ${dim}`);
+      assertMeta(
+        t,
+        x.argmax(dim, true),
+        shape.map((s, i) => (i === d ? 1 : s)),
+        'int64',
+        `argmax keepdim dim ${dim}`,
+      );
     }
     assertClose(t, x.max(), [Math.max(...xv)], { shape: [], dtype: 'float32', atol: 0, rtol: 0, msg: 'max over all' });
     assertClose(t, x.argmax(), [xv.indexOf(Math.max(...xv))], { shape: [], dtype: 'int64', atol: 0, rtol: 0, msg: 'argmax over all (flattened)' });
     // ties: the first index wins (as PyTorch)
-    const ties = tensor([[1, 3, 3, 0], [2, 2, 2, 2], [-1, -5, 4, -5]], { dtype: 'float32' });
+    const ties = tensor(
+      [
+        [1, 3, 3, 0],
+        [2, 2, 2, 2],
+        [-1, -5, 4, -5],
+      ],
+      { dtype: 'float32' },
+    );
     t.same(toNum(ties.argmax(1)), [1, 0, 2], 'argmax ties -> first index');
     t.same(toNum(ties.argmin(1)), [3, 0, 1], 'argmin ties -> first index');
     t.same(toNum(tensor([1, 3, 3, 0, 3], { dtype: 'float32' }).argmax()), [1], 'flattened argmax tie -> first');
     t.same(toNum(ties.argmax()), [10], 'flattened argmax');
     // integers
-    const xi = tensor([[4, -2, 9], [0, 7, 7]], { dtype: 'int32' });
+    const xi = tensor(
+      [
+        [4, -2, 9],
+        [0, 7, 7],
+      ],
+      { dtype: 'int32' },
+    );
     assertClose(t, xi.max(1), [9, 7], { dtype: 'int32', msg: 'int max keeps dtype' });
     assertClose(t, xi.argmax(1), [2, 1], { dtype: 'int64' });
     assertClose(t, xi.sum(), [25], { shape: [], dtype: 'int64', msg: 'int32 sum accumulates in int64' });
@@ -668,7 +828,13 @@ t.test('softmax and logSoftmax: last dim, other dims, large values', async (t) =
           assertClose(t, op(x, dim), refPermute(sm, ps, inv), { shape, dtype, ...tolK(shape[dim]), msg: `${name} ${dtype} dim ${dim}` });
         }
         const big = L.add(x, 1000);
-        assertClose(t, op(big), refSoftmax(f64(big), 12, 6, log), { shape, dtype, atol: dtype === 'float64' ? 1e-9 : 1e-4, rtol: 1e-5, msg: `${name} ${dtype} stable at +1000` });
+        assertClose(t, op(big), refSoftmax(f64(big), 12, 6, log), {
+          shape,
+          dtype,
+          atol: dtype === 'float64' ? 1e-9 : 1e-4,
+          rtol: 1e-5,
+          msg: `${name} ${dtype} stable at +1000`,
+        });
         const xt = x.transpose(0, 2); // non-contiguous input
         assertClose(t, op(xt), refSoftmax(f64(xt), 24, 3, log), { shape: [6, 4, 3], dtype, ...tolK(3), msg: `${name} ${dtype} strided input` });
       }
@@ -697,19 +863,34 @@ t.test('crossEntropy: mean/sum/none, ignoreIndex, int32 targets, 3-D logits', as
       }
       const tgt2 = [1, 1, 2, 5, 1, 0];
       const r2 = refCrossEntropy(lv, tgt2, B * T, V, { ignoreIndex: 1 });
-      assertClose(t, L.crossEntropy(logits, tensor(tgt2, { dtype: 'int32', shape: [B, T] }), { ignoreIndex: 1 }), r2, { shape: [], dtype: lossDt, ...tol, msg: `crossEntropy ${dtype} ignoreIndex=1, int32 target` });
+      assertClose(t, L.crossEntropy(logits, tensor(tgt2, { dtype: 'int32', shape: [B, T] }), { ignoreIndex: 1 }), r2, {
+        shape: [],
+        dtype: lossDt,
+        ...tol,
+        msg: `crossEntropy ${dtype} ignoreIndex=1, int32 target`,
+      });
     });
   }
   L.tidy(() => {
     const logits = randT([4, 5], 901, 'bfloat16');
     const r = refCrossEntropy(f64(logits), [0, 1, 2, 3], 4, 5);
-    assertClose(t, L.crossEntropy(logits, tensor([0, 1, 2, 3])), r, { shape: [], dtype: 'float32', ...f32Tol(5), msg: 'bf16 logits give a float32 loss' });
+    assertClose(t, L.crossEntropy(logits, tensor([0, 1, 2, 3])), r, {
+      shape: [],
+      dtype: 'float32',
+      ...f32Tol(5),
+      msg: 'bf16 logits give a float32 loss',
+    });
   });
 });
 
 t.test('layerNorm: with/without weight and bias, multi-dim normalizedShape, strided input', async (t) => {
   for (const dtype of ['float32', 'float64'] as DType[]) {
-    for (const [wi, [useW, useB]] of [[true, true], [true, false], [false, true], [false, false]].entries()) {
+    for (const [wi, [useW, useB]] of [
+      [true, true],
+      [true, false],
+      [false, true],
+      [false, false],
+    ].entries()) {
       L.tidy(() => {
         const [N, C] = [6, 10];
         const x = randT([2, 3, C], 1000 + wi, dtype, -2, 3);
@@ -726,13 +907,27 @@ t.test('layerNorm: with/without weight and bias, multi-dim normalizedShape, stri
     const w = randT([4, 5], 1021, 'float64');
     const b = randT([4, 5], 1022, 'float64');
     const r = refLayerNorm(f64(x), 3, 20, f64(w), f64(b), 1e-6);
-    assertClose(t, L.layerNorm(x, [4, 5], w, b, 1e-6), r, { shape: [3, 4, 5], dtype: 'float64', ...F64_TOL, msg: 'layerNorm over two trailing dims' });
+    assertClose(t, L.layerNorm(x, [4, 5], w, b, 1e-6), r, {
+      shape: [3, 4, 5],
+      dtype: 'float64',
+      ...F64_TOL,
+      msg: 'layerNorm over two trailing dims',
+    });
     const xs = randT([8, 5], 1023, 'float32').T; // [5, 8] strided
-    assertClose(t, L.layerNorm(xs, 8), refLayerNorm(f64(xs), 5, 8, null, null, 1e-5), { shape: [5, 8], ...f32Tol(8), msg: 'layerNorm strided input' });
+    assertClose(t, L.layerNorm(xs, 8), refLayerNorm(f64(xs), 5, 8, null, null, 1e-5), {
+      shape: [5, 8],
+      ...f32Tol(8),
+      msg: 'layerNorm strided input',
+    });
     const xb = randT([4, 16], 1024, 'bfloat16');
     const wb = randT([16], 1025, 'bfloat16');
     // f32 statistics, one bf16 rounding of the output
-    assertClose(t, L.layerNorm(xb, 16, wb), refLayerNorm(f64(xb), 4, 16, f64(wb), null, 1e-5), { dtype: 'bfloat16', atol: 1e-5, rtol: 2 ** -7, msg: 'layerNorm bf16' });
+    assertClose(t, L.layerNorm(xb, 16, wb), refLayerNorm(f64(xb), 4, 16, f64(wb), null, 1e-5), {
+      dtype: 'bfloat16',
+      atol: 1e-5,
+      rtol: 2 ** -7,
+      msg: 'layerNorm bf16',
+    });
   });
 });
 
@@ -761,11 +956,17 @@ t.test('embedding, indexSelect, gather', async (t) => {
     const [V, C] = [7, 4];
     const w = randT([V, C], 1200, 'float32');
     const wv = f64(w);
-    const ids = [[3, 0, 6], [3, 3, 1]];
+    const ids = [
+      [3, 0, 6],
+      [3, 3, 1],
+    ];
     const e = L.embedding(tensor(ids), w);
     const r = ids.flat().flatMap((i) => Array.from(wv.subarray(i * C, (i + 1) * C)));
     assertClose(t, e, r, { shape: [2, 3, C], dtype: 'float32', atol: 0, rtol: 0, msg: 'embedding rows (repeated ids)' });
-    assertClose(t, L.embedding(tensor([2, 5], { dtype: 'int32' }), w), [...wv.subarray(8, 12), ...wv.subarray(20, 24)], { shape: [2, C], msg: 'embedding int32 ids' });
+    assertClose(t, L.embedding(tensor([2, 5], { dtype: 'int32' }), w), [...wv.subarray(8, 12), ...wv.subarray(20, 24)], {
+      shape: [2, C],
+      msg: 'embedding int32 ids',
+    });
 
     const x = randT([3, 4, 5], 1201, 'float64');
     const xv = f64(x);
@@ -791,13 +992,25 @@ t.test('embedding, indexSelect, gather', async (t) => {
     // gather along each dim
     const g = randT([3, 4], 1202, 'float32');
     const gv = f64(g);
-    const gi0 = [[2, 0, 1, 1], [0, 0, 2, 1]];
+    const gi0 = [
+      [2, 0, 1, 1],
+      [0, 0, 2, 1],
+    ];
     const r0 = gi0.flatMap((row, i) => row.map((k, j) => gv[k * 4 + j]));
     assertClose(t, L.gather(g, 0, tensor(gi0)), r0, { shape: [2, 4], dtype: 'float32', atol: 0, rtol: 0, msg: 'gather dim 0' });
-    const gi1 = [[3, 3], [0, 1], [2, 0]];
+    const gi1 = [
+      [3, 3],
+      [0, 1],
+      [2, 0],
+    ];
     const r1 = gi1.flatMap((row, i) => row.map((k) => gv[i * 4 + k]));
     assertClose(t, L.gather(g, 1, tensor(gi1)), r1, { shape: [3, 2], atol: 0, rtol: 0, msg: 'gather dim 1' });
-    assertClose(t, L.gather(g.T, 1, tensor([[1], [0], [2], [2]])), [gv[4], gv[1], gv[10], gv[11]], { shape: [4, 1], atol: 0, rtol: 0, msg: 'gather from a transposed view' });
+    assertClose(t, L.gather(g.T, 1, tensor([[1], [0], [2], [2]])), [gv[4], gv[1], gv[10], gv[11]], {
+      shape: [4, 1],
+      atol: 0,
+      rtol: 0,
+      msg: 'gather from a transposed view',
+    });
   });
 });
 
@@ -813,7 +1026,16 @@ function ropeTables(T: number, D: number, base = 10000): { cos: Float64Array; si
     }
   return { cos, sin };
 }
-function refRope(x: ArrayLike<number>, cos: ArrayLike<number>, sin: ArrayLike<number>, B: number, H: number, T: number, D: number, perBatch: boolean): Float64Array {
+function refRope(
+  x: ArrayLike<number>,
+  cos: ArrayLike<number>,
+  sin: ArrayLike<number>,
+  B: number,
+  H: number,
+  T: number,
+  D: number,
+  perBatch: boolean,
+): Float64Array {
   const out = new Float64Array(B * H * T * D);
   const h2 = D / 2;
   for (let b = 0; b < B; b++)
@@ -838,11 +1060,20 @@ t.test('rope: rotate-half against the reference, shared and per-batch tables, st
       const s = tensor(sin, { shape: [T, D], dtype });
       const x = randT([B, H, T, D], 1300, dtype);
       const tol = dtype === 'float64' ? F64_TOL : f32Tol(2);
-      assertClose(t, L.rope(x, c, s), refRope(f64(x), f64(c), f64(s), B, H, T, D, false), { shape: [B, H, T, D], dtype, ...tol, msg: `rope ${dtype}` });
+      assertClose(t, L.rope(x, c, s), refRope(f64(x), f64(c), f64(s), B, H, T, D, false), {
+        shape: [B, H, T, D],
+        dtype,
+        ...tol,
+        msg: `rope ${dtype}`,
+      });
       // per-batch tables (positions differ per sequence), arbitrary values
       const cb = randT([B, T, D], 1301, dtype);
       const sb = randT([B, T, D], 1302, dtype);
-      assertClose(t, L.rope(x, cb, sb), refRope(f64(x), f64(cb), f64(sb), B, H, T, D, true), { dtype, ...tol, msg: `rope ${dtype} per-batch tables` });
+      assertClose(t, L.rope(x, cb, sb), refRope(f64(x), f64(cb), f64(sb), B, H, T, D, true), {
+        dtype,
+        ...tol,
+        msg: `rope ${dtype} per-batch tables`,
+      });
       // x as a [B, T, H, D] -> [B, H, T, D] transposed view (how attention feeds it)
       const xt = randT([B, T, H, D], 1303, dtype).transpose(1, 2);
       assertClose(t, L.rope(xt, c, s), refRope(f64(xt), f64(c), f64(s), B, H, T, D, false), { dtype, ...tol, msg: `rope ${dtype} strided x` });
@@ -858,7 +1089,10 @@ t.test('dropout: identity when p=0 or not training, inverted scaling, seeded', a
     assertClose(t, L.dropout(x, 1), new Float64Array(x.numel), { atol: 0, rtol: 0, msg: 'p = 1 zeroes' });
     const y = f64(L.dropout(x, 0.3, true, new L.Generator(5)));
     const kept = y.filter((v) => v !== 0);
-    t.ok(kept.every((v) => Math.abs(v - 1 / 0.7) < 1e-6), 'kept values are scaled by 1/(1-p)');
+    t.ok(
+      kept.every((v) => Math.abs(v - 1 / 0.7) < 1e-6),
+      'kept values are scaled by 1/(1-p)',
+    );
     const frac = 1 - kept.length / y.length;
     // 10000 Bernoulli(0.3) draws: std of the fraction is 0.0046; allow ~6 sigma
     t.ok(Math.abs(frac - 0.3) < 0.03, `dropped fraction ${frac.toFixed(3)} ~ 0.3`);
@@ -925,7 +1159,12 @@ function attnCase(
     const o = L.scaledDotProductAttention(q, k, v, { isCausal: opts.causal, mask, scale: opts.scale });
     const tol = opts.dtype === 'float64' ? F64_TOL : f32Tol(Math.max(S, D));
     assertClose(t, o, r, { shape: [B, H, T, D], dtype: opts.dtype, ...tol, msg: label });
-    assertClose(t, L.attentionComposite(q, k, v, { isCausal: opts.causal, mask, scale: opts.scale }), r, { shape: [B, H, T, D], dtype: opts.dtype, ...tol, msg: `${label} (composite)` });
+    assertClose(t, L.attentionComposite(q, k, v, { isCausal: opts.causal, mask, scale: opts.scale }), r, {
+      shape: [B, H, T, D],
+      dtype: opts.dtype,
+      ...tol,
+      msg: `${label} (composite)`,
+    });
   });
 }
 
@@ -933,7 +1172,12 @@ t.test('attention: fused kernel and composite against the float64 reference', as
   const D = 12;
   let seed = 1500;
   for (const dtype of ['float32', 'float64'] as DType[]) {
-    for (const [T, S] of [[1, 9], [9, 9], [4, 9], [7, 7]]) {
+    for (const [T, S] of [
+      [1, 9],
+      [9, 9],
+      [4, 9],
+      [7, 7],
+    ]) {
       for (const causal of [false, true]) {
         for (const mask of [false, true]) {
           attnCase(t, { B: 2, H: 4, Hkv: 2, T, S, D }, { causal, mask, dtype, seed: (seed += 10) });
@@ -953,7 +1197,12 @@ t.test('attention: strided q/k/v ([B,T,H,D] transposed views) and fully-masked r
     const k = randT([B, S, Hkv, D], 1701, 'float32').transpose(1, 2);
     const v = randT([B, S, Hkv, D], 1702, 'float32').transpose(1, 2);
     const r = refAttention(f64(q), f64(k), f64(v), { B, H, Hkv, T, S, D }, { causal: true });
-    assertClose(t, L.scaledDotProductAttention(q, k, v, { isCausal: true }), r, { shape: [B, H, T, D], dtype: 'float32', ...f32Tol(S), msg: 'attention on transposed views' });
+    assertClose(t, L.scaledDotProductAttention(q, k, v, { isCausal: true }), r, {
+      shape: [B, H, T, D],
+      dtype: 'float32',
+      ...f32Tol(S),
+      msg: 'attention on transposed views',
+    });
     // T > S with causal: the first T - S query rows see no key -> zeros in the fused kernel
     const q2 = randT([1, 1, 4, 8], 1703, 'float32');
     const k2 = randT([1, 1, 2, 8], 1704, 'float32');
@@ -1008,11 +1257,26 @@ t.test('views: reshape/view/permute/transpose/slice/narrow/select/expand/squeeze
     t.throws(() => p.view(24), /\[view\]/, 'view of a non-contiguous tensor throws');
     const sl = x.slice(2, 1, 4, 2);
     t.equal(sl.storage, x.storage, 'slice is a view');
-    assertClose(t, sl, refReduce(xv, [2, 3, 4], [], (v) => v[0]).filter((_, i) => i % 4 === 1 || i % 4 === 3), { shape: [2, 3, 2], atol: 0, rtol: 0, msg: 'slice with step' });
+    assertClose(
+      t,
+      sl,
+      refReduce(xv, [2, 3, 4], [], (v) => v[0]).filter((_, i) => i % 4 === 1 || i % 4 === 3),
+      { shape: [2, 3, 2], atol: 0, rtol: 0, msg: 'slice with step' },
+    );
     assertMeta(t, x.slice(1, -2), [2, 2, 4], 'float32', 'negative start');
     assertMeta(t, x.slice(1, 5, 10), [2, 0, 4], 'float32', 'out-of-range bounds clamp to empty');
-    assertClose(t, x.narrow(1, 1, 2), xv.filter((_, i) => Math.floor(i / 4) % 3 !== 0), { shape: [2, 2, 4], atol: 0, rtol: 0, msg: 'narrow' });
-    assertClose(t, x.select(1, 2), xv.filter((_, i) => Math.floor(i / 4) % 3 === 2), { shape: [2, 4], atol: 0, rtol: 0, msg: 'select' });
+    assertClose(
+      t,
+      x.narrow(1, 1, 2),
+      xv.filter((_, i) => Math.floor(i / 4) % 3 !== 0),
+      { shape: [2, 2, 4], atol: 0, rtol: 0, msg: 'narrow' },
+    );
+    assertClose(
+      t,
+      x.select(1, 2),
+      xv.filter((_, i) => Math.floor(i / 4) % 3 === 2),
+      { shape: [2, 4], atol: 0, rtol: 0, msg: 'select' },
+    );
     assertClose(t, x.select(0, -1), xv.subarray(12), { shape: [3, 4], atol: 0, rtol: 0, msg: 'select negative index' });
     const u = x.unsqueeze(1);
     assertMeta(t, u, [2, 1, 3, 4], 'float32', 'unsqueeze');
@@ -1042,26 +1306,87 @@ t.test('cat/stack/split/chunk', async (t) => {
     for (let i = 0; i < 2; i++) r1.push(...av.subarray(i * 3, i * 3 + 3), bv[i], ...cv.subarray(i * 2, i * 2 + 2));
     assertClose(t, L.cat([a, b, c], 1), r1, { shape: [2, 6], dtype: 'float32', atol: 0, rtol: 0, msg: 'cat dim 1' });
     assertClose(t, L.cat([a, a], 0), [...av, ...av], { shape: [4, 3], atol: 0, rtol: 0, msg: 'cat dim 0' });
-    assertClose(t, L.cat([a, a.T.T], -1), [...av.subarray(0, 3), ...av.subarray(0, 3), ...av.subarray(3), ...av.subarray(3)], { shape: [2, 6], atol: 0, rtol: 0, msg: 'cat dim -1' });
+    assertClose(t, L.cat([a, a.T.T], -1), [...av.subarray(0, 3), ...av.subarray(0, 3), ...av.subarray(3), ...av.subarray(3)], {
+      shape: [2, 6],
+      atol: 0,
+      rtol: 0,
+      msg: 'cat dim -1',
+    });
     assertClose(t, L.cat([a.T, b.T], 0), [...refTranspose(av, 1, 2, 3), ...bv], { shape: [4, 2], atol: 0, rtol: 0, msg: 'cat of strided views' });
     assertClose(t, L.stack([a, a], 0), [...av, ...av], { shape: [2, 2, 3], atol: 0, rtol: 0, msg: 'stack dim 0' });
     const s1 = L.stack([a, a], 2);
-    assertClose(t, s1, Array.from(av).flatMap((v) => [v, v]), { shape: [2, 3, 2], atol: 0, rtol: 0, msg: 'stack last dim' });
+    assertClose(
+      t,
+      s1,
+      Array.from(av).flatMap((v) => [v, v]),
+      { shape: [2, 3, 2], atol: 0, rtol: 0, msg: 'stack last dim' },
+    );
     const x = randT([7, 2], 2003, 'float64');
     const xv = f64(x);
     const parts = x.split(3);
-    t.same(parts.map((p) => p.shape), [[3, 2], [3, 2], [1, 2]], 'split by size');
-    t.ok(parts.every((p) => p.storage === x.storage), 'split pieces are views');
+    t.same(
+      parts.map((p) => p.shape),
+      [
+        [3, 2],
+        [3, 2],
+        [1, 2],
+      ],
+      'split by size',
+    );
+    t.ok(
+      parts.every((p) => p.storage === x.storage),
+      'split pieces are views',
+    );
     assertClose(t, parts[2], xv.subarray(12), { atol: 0, rtol: 0, msg: 'last split piece' });
     const secs = x.split([2, 5]);
-    t.same(secs.map((p) => p.shape), [[2, 2], [5, 2]], 'split by sections');
+    t.same(
+      secs.map((p) => p.shape),
+      [
+        [2, 2],
+        [5, 2],
+      ],
+      'split by sections',
+    );
     assertClose(t, secs[1], xv.subarray(4), { atol: 0, rtol: 0 });
     const cols = x.split(1, 1);
-    t.same(cols.map((p) => p.shape), [[7, 1], [7, 1]], 'split along dim 1');
-    assertClose(t, cols[1], xv.filter((_, i) => i % 2 === 1), { atol: 0, rtol: 0 });
-    t.same(x.chunk(3).map((p) => p.shape), [[3, 2], [3, 2], [1, 2]], 'chunk(3) of 7 (torch sizes)');
-    t.same(x.chunk(2, 1).map((p) => p.shape), [[7, 1], [7, 1]], 'chunk along dim 1');
-    t.same(L.zeros([6]).chunk(4).map((p) => p.shape), [[2], [2], [2]], 'chunk(4) of 6 gives 3 pieces (as torch)');
+    t.same(
+      cols.map((p) => p.shape),
+      [
+        [7, 1],
+        [7, 1],
+      ],
+      'split along dim 1',
+    );
+    assertClose(
+      t,
+      cols[1],
+      xv.filter((_, i) => i % 2 === 1),
+      { atol: 0, rtol: 0 },
+    );
+    t.same(
+      x.chunk(3).map((p) => p.shape),
+      [
+        [3, 2],
+        [3, 2],
+        [1, 2],
+      ],
+      'chunk(3) of 7 (torch sizes)',
+    );
+    t.same(
+      x.chunk(2, 1).map((p) => p.shape),
+      [
+        [7, 1],
+        [7, 1],
+      ],
+      'chunk along dim 1',
+    );
+    t.same(
+      L.zeros([6])
+        .chunk(4)
+        .map((p) => p.shape),
+      [[2], [2], [2]],
+      'chunk(4) of 6 gives 3 pieces (as torch)',
+    );
   });
 });
 
@@ -1102,11 +1427,17 @@ t.test('random: seeding reproduces, distributions have the right moments', async
     const within1 = z.filter((v) => Math.abs(v) < 1).length / n;
     t.ok(Math.abs(within1 - 0.6827) < 0.01, `P(|z| < 1) = ${within1.toFixed(4)} ~ 0.6827`);
     const u = f64(L.rand([n], { generator: new L.Generator(2) }));
-    t.ok(u.every((v) => v >= 0 && v < 1), 'uniform in [0, 1)');
+    t.ok(
+      u.every((v) => v >= 0 && v < 1),
+      'uniform in [0, 1)',
+    );
     const um = u.reduce((s, v) => s + v, 0) / n;
     t.ok(Math.abs(um - 0.5) < 0.005, `uniform mean ${um.toFixed(4)} ~ 0.5`);
     const bern = f64(L.bernoulli([n], 0.25, { generator: new L.Generator(3) }));
-    t.ok(bern.every((v) => v === 0 || v === 1), 'bernoulli gives 0/1');
+    t.ok(
+      bern.every((v) => v === 0 || v === 1),
+      'bernoulli gives 0/1',
+    );
     const bm = bern.reduce((s, v) => s + v, 0) / n;
     t.ok(Math.abs(bm - 0.25) < 0.006, `bernoulli mean ${bm.toFixed(4)} ~ 0.25`);
     const rb = L.randn([100], { dtype: 'bfloat16' });
@@ -1126,33 +1457,70 @@ t.test('large shapes take the parallel paths (strided walkers starting mid-tenso
     const av = f64(at);
     const rows = f64(randT([1, 57], 2102, 'float32'));
     const rowT = tensor(rows, { shape: [1, 57], dtype: 'float32' });
-    assertClose(t, L.mul(at, rowT), av.map((v, i) => v * rows[i % 57]), { shape: [300, 57], ...f32Tol(), msg: 'strided * broadcast row' });
+    assertClose(
+      t,
+      L.mul(at, rowT),
+      av.map((v, i) => v * rows[i % 57]),
+      { shape: [300, 57], ...f32Tol(), msg: 'strided * broadcast row' },
+    );
     const bv = f64(bt);
-    assertClose(t, L.sub(bt, 1.5), bv.map((v) => v - 1.5), { shape: [300, 33], ...f32Tol(), msg: 'transposed-sliced - scalar' });
+    assertClose(
+      t,
+      L.sub(bt, 1.5),
+      bv.map((v) => v - 1.5),
+      { shape: [300, 33], ...f32Tol(), msg: 'transposed-sliced - scalar' },
+    );
     const big = randT([70, 40, 30], 2103, 'float32').permute(2, 0, 1); // [30, 70, 40], 84000 elements
     const gv = f64(big);
     assertClose(t, L.tanh(big), gv.map(Math.tanh), { shape: [30, 70, 40], ...f32Tol(), msg: 'unary on a permuted view' });
     assertClose(t, big.to('float64'), gv, { dtype: 'float64', ...F64_TOL, msg: 'cast of a permuted view' });
-    assertClose(t, big.to('bfloat16'), f64(big.contiguous().to('bfloat16')), { dtype: 'bfloat16', atol: 0, rtol: 0, msg: 'bf16 cast of a permuted view equals the contiguous cast' });
+    assertClose(t, big.to('bfloat16'), f64(big.contiguous().to('bfloat16')), {
+      dtype: 'bfloat16',
+      atol: 0,
+      rtol: 0,
+      msg: 'bf16 cast of a permuted view equals the contiguous cast',
+    });
     const shape = [30, 70, 40];
     for (const dims of [[0], [1], [2], [0, 2]]) {
       const K = numel(dims.map((d) => shape[d]));
-      assertClose(t, big.sum(dims), refReduce(gv, shape, dims, (v) => v.reduce((x, y) => x + y, 0)), { ...f32Tol(K), msg: `sum dims ${dims} of 84000 elements` });
+      assertClose(
+        t,
+        big.sum(dims),
+        refReduce(gv, shape, dims, (v) => v.reduce((x, y) => x + y, 0)),
+        { ...f32Tol(K), msg: `sum dims ${dims} of 84000 elements` },
+      );
     }
-    assertClose(t, big.argmax(2), refReduce(gv, shape, [2], (v) => v.indexOf(Math.max(...v))), { dtype: 'int64', atol: 0, rtol: 0, msg: 'argmax over 2100 rows' });
+    assertClose(
+      t,
+      big.argmax(2),
+      refReduce(gv, shape, [2], (v) => v.indexOf(Math.max(...v))),
+      { dtype: 'int64', atol: 0, rtol: 0, msg: 'argmax over 2100 rows' },
+    );
     const logits = randT([5000, 13], 2104, 'float32', -3, 3);
     assertClose(t, L.softmax(logits), refSoftmax(f64(logits), 5000, 13), { ...f32Tol(13), msg: 'softmax over 5000 rows' });
     const tg = Array.from({ length: 5000 }, (_, i) => (i * 7) % 13);
-    assertClose(t, L.crossEntropy(logits, tensor(tg), { reduction: 'none' }), refCrossEntropy(f64(logits), tg, 5000, 13, { reduction: 'none' }), { ...f32Tol(13), msg: 'crossEntropy over 5000 rows' });
+    assertClose(t, L.crossEntropy(logits, tensor(tg), { reduction: 'none' }), refCrossEntropy(f64(logits), tg, 5000, 13, { reduction: 'none' }), {
+      ...f32Tol(13),
+      msg: 'crossEntropy over 5000 rows',
+    });
     const [M, K, N] = [130, 257, 190];
     const ma = randT([K, M], 2105, 'float32').T;
     const mb = randT([K, N], 2106, 'float32');
-    assertClose(t, L.matmul(ma, mb), refMatmul(f64(ma), f64(mb), 1, M, K, N), { shape: [M, N], ...f32Tol(K), msg: 'matmul 130x257x190, transposed a' });
+    assertClose(t, L.matmul(ma, mb), refMatmul(f64(ma), f64(mb), 1, M, K, N), {
+      shape: [M, N],
+      ...f32Tol(K),
+      msg: 'matmul 130x257x190, transposed a',
+    });
     const w = randT([300, 64], 2107, 'float32');
     const ids = Array.from({ length: 4000 }, (_, i) => (i * 37) % 300);
     const e = L.embedding(tensor(ids), w);
     const wv = f64(w);
-    assertClose(t, e, ids.flatMap((i) => Array.from(wv.subarray(i * 64, i * 64 + 64))), { shape: [4000, 64], atol: 0, rtol: 0, msg: 'embedding of 4000 ids' });
+    assertClose(
+      t,
+      e,
+      ids.flatMap((i) => Array.from(wv.subarray(i * 64, i * 64 + 64))),
+      { shape: [4000, 64], atol: 0, rtol: 0, msg: 'embedding of 4000 ids' },
+    );
     const ln = randT([4100, 48], 2108, 'float32');
     assertClose(t, L.layerNorm(ln, 48), refLayerNorm(f64(ln), 4100, 48, null, null, 1e-5), { ...f32Tol(48), msg: 'layerNorm over 4100 rows' });
   });
@@ -1163,7 +1531,12 @@ t.test('large shapes take the parallel paths (strided walkers starting mid-tenso
     L.embedding(tensor(ids), w).sum().backward();
     const counts = new Array(50).fill(0);
     ids.forEach((i) => counts[i]++);
-    assertClose(t, w.grad!, counts.flatMap((c) => new Array(200).fill(c)), { shape: [50, 200], atol: 0, rtol: 0, msg: 'embedding backward counts every repeated id' });
+    assertClose(
+      t,
+      w.grad!,
+      counts.flatMap((c) => new Array(200).fill(c)),
+      { shape: [50, 200], atol: 0, rtol: 0, msg: 'embedding backward counts every repeated id' },
+    );
   });
 });
 

@@ -57,11 +57,21 @@ t.test('tiny LLaVA: checkpointed decoder layers give the same gradients in both 
       m.setStage(stage);
       m.lm.gradientCheckpointing = ck;
       L.tidy(() => m.loss(batch).loss.backward());
-      out.push(new Map(m.namedParameters().filter(([, p]) => p.grad).map(([n, p]) => [n, Array.from(p.grad!.dataSync() as Float32Array)])));
+      out.push(
+        new Map(
+          m
+            .namedParameters()
+            .filter(([, p]) => p.grad)
+            .map(([n, p]) => [n, Array.from(p.grad!.dataSync() as Float32Array)]),
+        ),
+      );
       m.dispose();
     }
     tt.equal(out[1].size, stage === 1 ? 4 : 25, `stage ${stage}: the same parameters get gradients`);
-    tt.ok([...out[0]].every(([n, g]) => JSON.stringify(g) === JSON.stringify(out[1].get(n))), `stage ${stage}: gradients bit-identical`);
+    tt.ok(
+      [...out[0]].every(([n, g]) => JSON.stringify(g) === JSON.stringify(out[1].get(n))),
+      `stage ${stage}: gradients bit-identical`,
+    );
   }
   pixels.dispose();
 });

@@ -35,9 +35,7 @@ int main() {
   try {
     llava::check_registrations();
     std::printf("check: passed\n");
-  } catch (const llava::KernelError& e) {
-    std::printf("check: %s\n", e.what());
-  }
+  } catch (const llava::KernelError& e) { std::printf("check: %s\n", e.what()); }
   return 0;
 }
 #endif

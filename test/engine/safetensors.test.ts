@@ -23,15 +23,25 @@ t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 function sample(dtype: SafetensorsDtype, n: number): ArrayBufferView {
   switch (dtype) {
-    case 'F64': return Float64Array.from({ length: n }, (_, i) => i * 0.1 - 1e300 * (i === 1 ? 1 : 0));
-    case 'F32': return Float32Array.from({ length: n }, (_, i) => Math.fround(i * 1.5 - 3));
-    case 'F16': case 'BF16': return Uint16Array.from({ length: n }, (_, i) => (i * 2654435761) & 0xffff);
-    case 'I64': return BigInt64Array.from({ length: n }, (_, i) => BigInt(i) * -123456789012345n);
-    case 'I32': return Int32Array.from({ length: n }, (_, i) => i * -100000);
-    case 'I16': return Int16Array.from({ length: n }, (_, i) => i * -1000);
-    case 'I8': return Int8Array.from({ length: n }, (_, i) => i - 100);
-    case 'U8': return Uint8Array.from({ length: n }, (_, i) => (i * 7) & 255);
-    case 'BOOL': return Uint8Array.from({ length: n }, (_, i) => i & 1);
+    case 'F64':
+      return Float64Array.from({ length: n }, (_, i) => i * 0.1 - 1e300 * (i === 1 ? 1 : 0));
+    case 'F32':
+      return Float32Array.from({ length: n }, (_, i) => Math.fround(i * 1.5 - 3));
+    case 'F16':
+    case 'BF16':
+      return Uint16Array.from({ length: n }, (_, i) => (i * 2654435761) & 0xffff);
+    case 'I64':
+      return BigInt64Array.from({ length: n }, (_, i) => BigInt(i) * -123456789012345n);
+    case 'I32':
+      return Int32Array.from({ length: n }, (_, i) => i * -100000);
+    case 'I16':
+      return Int16Array.from({ length: n }, (_, i) => i * -1000);
+    case 'I8':
+      return Int8Array.from({ length: n }, (_, i) => i - 100);
+    case 'U8':
+      return Uint8Array.from({ length: n }, (_, i) => (i * 7) & 255);
+    case 'BOOL':
+      return Uint8Array.from({ length: n }, (_, i) => i & 1);
   }
 }
 
@@ -53,8 +63,20 @@ t.test('round trip of every dtype, odd shapes, scalars and empty tensors', async
   const raw = fs.readFileSync(file);
   const n = Number(raw.readBigUInt64LE(0));
   t.equal((8 + n) % 8, 0, 'data section starts 8-aligned');
-  t.equal(raw.subarray(8, 8 + n).toString().trimEnd().endsWith('}'), true, 'header padded with spaces');
-  t.same(fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')), [], 'no temp file left behind');
+  t.equal(
+    raw
+      .subarray(8, 8 + n)
+      .toString()
+      .trimEnd()
+      .endsWith('}'),
+    true,
+    'header padded with spaces',
+  );
+  t.same(
+    fs.readdirSync(tmp).filter((f) => f.includes('.tmp-')),
+    [],
+    'no temp file left behind',
+  );
 
   const h = readSafetensorsHeader(file);
   t.equal(h.header.size, Object.keys(tensors).length);
@@ -75,7 +97,10 @@ t.test('round trip of every dtype, odd shapes, scalars and empty tensors', async
     t.equal(b % dtypeSizes[want.dtype], 0, `${name} offset aligned to its item size`);
     t.equal(e - b, want.data.byteLength);
   }
-  t.same(Array.from(f.readAsFloat32('i64.1')), Array.from({ length: 7 }, (_, i) => Math.fround(i * -123456789012345)));
+  t.same(
+    Array.from(f.readAsFloat32('i64.1')),
+    Array.from({ length: 7 }, (_, i) => Math.fround(i * -123456789012345)),
+  );
   t.same(Array.from(f.readAsFloat32('i8.0')).slice(0, 3), [-100, -99, -98]);
   t.same(Array.from(f.readAsFloat32('f32.0')), Array.from(tensors['f32.0'].data as Float32Array));
   t.same(Array.from(f.readAsFloat32('bf16.1')), Array.from(bf16ToF32(tensors['bf16.1'].data as Uint16Array)));
@@ -105,11 +130,16 @@ t.test('writer rejects bad input', async (t) => {
 t.test('fixture checkpoints: f32 and bf16', async (t) => {
   const f32 = SafetensorsFile.open(path.join(fixtures, 'model.safetensors'));
   const bf = SafetensorsFile.open(path.join(fixtures, 'model.bf16.safetensors'));
-  t.teardown(() => { f32.close(); bf.close(); });
+  t.teardown(() => {
+    f32.close();
+    bf.close();
+  });
   t.equal(f32.names().length, 80);
   t.same(f32.metadata, { format: 'pt' });
   t.same(f32.info('language_model.model.embed_tokens.weight'), {
-    dtype: 'F32', shape: [678, 48], dataOffsets: [130176, 260352],
+    dtype: 'F32',
+    shape: [678, 48],
+    dataOffsets: [130176, 260352],
   });
   t.same(new Set(bf.names()), new Set(f32.names()));
   for (const name of f32.names()) {
@@ -121,7 +151,11 @@ t.test('fixture checkpoints: f32 and bf16', async (t) => {
     const bits = typedView('BF16', braw.data) as Uint16Array;
     const mine = f32ToBf16(a);
     let same = true;
-    for (let i = 0; i < bits.length; i++) if (bits[i] !== mine[i]) { same = false; break; }
+    for (let i = 0; i < bits.length; i++)
+      if (bits[i] !== mine[i]) {
+        same = false;
+        break;
+      }
     t.ok(same, `${name}: f32ToBf16 matches the bf16 file bit for bit`);
     // ...and widening stays within bf16's half-ulp of the f32 weights: 8 significant bits, so 2^-8 relative.
     const b = bf.readAsFloat32(name);
@@ -161,14 +195,29 @@ t.test('malformed files are Errors that name the problem', async (t) => {
     ['missing dtype', rawFile(ent({ w: { shape: [2], data_offsets: [0, 2] } }), 2), /unknown dtype/],
     ['negative dim', rawFile(ent({ w: { dtype: 'U8', shape: [-2], data_offsets: [0, 2] } }), 2), /tensor 'w': shape/],
     ['float dim', rawFile(ent({ w: { dtype: 'U8', shape: [1.5], data_offsets: [0, 2] } }), 2), /shape/],
-    ['size mismatch with shape', rawFile(ent({ w: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 20] } }), 24), /tensor 'w': size mismatch.*needs 24 bytes but data_offsets span 20/],
-    ['offsets out of range', rawFile(ent({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }), 8), /tensor 'w': data_offsets \[0, 16\] out of range/],
+    [
+      'size mismatch with shape',
+      rawFile(ent({ w: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 20] } }), 24),
+      /tensor 'w': size mismatch.*needs 24 bytes but data_offsets span 20/,
+    ],
+    [
+      'offsets out of range',
+      rawFile(ent({ w: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }), 8),
+      /tensor 'w': data_offsets \[0, 16\] out of range/,
+    ],
     ['reversed offsets', rawFile(ent({ w: { dtype: 'U8', shape: [0], data_offsets: [4, 2] } }), 8), /data_offsets/],
     ['bad offsets type', rawFile(ent({ w: { dtype: 'U8', shape: [2], data_offsets: ['0', 2] } }), 8), /data_offsets/],
-    ['overlapping tensors', rawFile(ent({
-      a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
-      b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
-    }), 12), /tensors 'a' .* and 'b' .* overlap/],
+    [
+      'overlapping tensors',
+      rawFile(
+        ent({
+          a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+          b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] },
+        }),
+        12,
+      ),
+      /tensors 'a' .* and 'b' .* overlap/,
+    ],
     ['bad metadata', rawFile(ent({ __metadata__: { a: 1 } })), /__metadata__ value for 'a'/],
   ];
   for (const [what, bytes, re] of cases) {
@@ -270,11 +319,20 @@ t.test('half conversions', async (t) => {
     if (isNaN16 ? !Number.isNaN(wide[i]) || (back[i] & 0x7c00) !== 0x7c00 || !(back[i] & 0x3ff) : back[i] !== i) bad++;
   }
   t.equal(bad, 0, 'f16 round trip');
-  t.same(Array.from(f16ToF32(Uint16Array.from([0x3c00, 0xc000, 0x7bff, 0x0001, 0x0400, 0x7c00, 0x8000]))),
-    [1, -2, 65504, 2 ** -24, 2 ** -14, Infinity, -0]);
+  t.same(Array.from(f16ToF32(Uint16Array.from([0x3c00, 0xc000, 0x7bff, 0x0001, 0x0400, 0x7c00, 0x8000]))), [
+    1,
+    -2,
+    65504,
+    2 ** -24,
+    2 ** -14,
+    Infinity,
+    -0,
+  ]);
   // Rounding to nearest even at the interesting edges.
-  t.same(Array.from(f32ToF16([1 + 2 ** -11, 1 + 3 * 2 ** -11, 65504, 65519.99, 65520, 2 ** -25, 2 ** -25 * 1.0001, 2 ** -26, -0, 1e10])),
-    [0x3c00, 0x3c02, 0x7bff, 0x7bff, 0x7c00, 0x0000, 0x0001, 0x0000, 0x8000, 0x7c00]);
+  t.same(
+    Array.from(f32ToF16([1 + 2 ** -11, 1 + 3 * 2 ** -11, 65504, 65519.99, 65520, 2 ** -25, 2 ** -25 * 1.0001, 2 ** -26, -0, 1e10])),
+    [0x3c00, 0x3c02, 0x7bff, 0x7bff, 0x7c00, 0x0000, 0x0001, 0x0000, 0x8000, 0x7c00],
+  );
   // Random f32: the result is the nearest f16 (checked against both neighbours).
   let notNearest = 0;
   for (let k = 0; k < 20000; k++) {

@@ -6,7 +6,8 @@ import * as L from '../../lib';
 import { Input, Outputs, ParityCase, forwardBackward, inp, intInp, noGradInp, parity, f64, upload, uniform, numel } from './parity';
 
 const FLOATS: L.DType[] = ['float32', 'bfloat16', 'float16'];
-const short = (d: L.DType): string => ({ float32: 'f32', bfloat16: 'bf16', float16: 'f16', float64: 'f64', int32: 'i32', int64: 'i64', uint8: 'u8', bool: 'bool' })[d];
+const short = (d: L.DType): string =>
+  ({ float32: 'f32', bfloat16: 'bf16', float16: 'f16', float64: 'f64', int32: 'i32', int64: 'i64', uint8: 'u8', bool: 'bool' })[d];
 
 // ------------------------------------------------------------------ elementwise
 const UNARY: { name: string; f: (x: L.Tensor) => L.Tensor; lo: number; hi: number; gap?: number; grad?: boolean }[] = [
@@ -42,8 +43,12 @@ function unaryCases(): ParityCase[] {
   // Strided inputs: a permuted view and a stepped slice (the kernels take any strides).
   for (const dt of ['float32', 'bfloat16'] as L.DType[]) {
     const x = inp([7, 9, 11], dt, 101, -3, 3);
-    out.push(parity('unary', `exp ${short(dt)} permuted view fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => L.exp(L.permute(t, [2, 0, 1])))));
-    out.push(parity('unary', `gelu ${short(dt)} stepped slice fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => L.gelu(L.slice(t, 1, 1, 9, 2)))));
+    out.push(
+      parity('unary', `exp ${short(dt)} permuted view fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => L.exp(L.permute(t, [2, 0, 1])))),
+    );
+    out.push(
+      parity('unary', `gelu ${short(dt)} stepped slice fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => L.gelu(L.slice(t, 1, 1, 9, 2)))),
+    );
   }
   // Large flat tensor: grid-stride loops and vector tails (1 << 20 + 3 elements).
   const big = inp([(1 << 20) + 3], 'float32', 102, -4, 4);
@@ -74,14 +79,28 @@ function binaryCases(): ParityCase[] {
   for (const dt of ['float32', 'bfloat16'] as L.DType[]) {
     const a = inp([6, 10], dt, 202, 0.2, 2);
     const b = inp([10, 6], dt, 203, 0.3, 2);
-    out.push(parity('binary', `mul ${short(dt)} transposed operand fwd+bwd`, dt, (dev) => forwardBackward(dev, [a, b], (x, y) => L.mul(x, L.transpose(y, 0, 1)))));
-    out.push(parity('binary', `div ${short(dt)} scalar operands fwd+bwd`, dt, (dev) => forwardBackward(dev, [a], (x) => L.add(L.div(x, 3), L.div(2, x)))));
-    out.push(parity('binary', `pow ${short(dt)} scalar base and exponent fwd+bwd`, dt, (dev) => forwardBackward(dev, [a], (x) => L.add(L.pow(x, 3), L.pow(2, x)))));
+    out.push(
+      parity('binary', `mul ${short(dt)} transposed operand fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [a, b], (x, y) => L.mul(x, L.transpose(y, 0, 1))),
+      ),
+    );
+    out.push(
+      parity('binary', `div ${short(dt)} scalar operands fwd+bwd`, dt, (dev) => forwardBackward(dev, [a], (x) => L.add(L.div(x, 3), L.div(2, x)))),
+    );
+    out.push(
+      parity('binary', `pow ${short(dt)} scalar base and exponent fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [a], (x) => L.add(L.pow(x, 3), L.pow(2, x))),
+      ),
+    );
   }
   // Integer arithmetic is exact.
   const ia = intInp([4, 9], 'int64', 204, -50, 50);
   const ib = intInp([9], 'int64', 205, -50, 50);
-  out.push(parity('binary', 'add/mul/maximum i64 broadcast', 'int64', (dev) => forwardBackward(dev, [ia, ib], (x, y) => [L.add(x, y), L.mul(x, y), L.maximum(x, y)])));
+  out.push(
+    parity('binary', 'add/mul/maximum i64 broadcast', 'int64', (dev) =>
+      forwardBackward(dev, [ia, ib], (x, y) => [L.add(x, y), L.mul(x, y), L.maximum(x, y)]),
+    ),
+  );
   const ja = intInp([4, 9], 'int32', 206, -50, 50);
   out.push(parity('binary', 'sub i32 scalar', 'int32', (dev) => forwardBackward(dev, [ja], (x) => L.sub(x, 7))));
   // Comparisons on values with ties (integers 0..3 as floats) give bool outputs: exact.
@@ -90,7 +109,16 @@ function binaryCases(): ParityCase[] {
     const qb = { ...intInp([3, 6], dt, 208, 0, 4) };
     out.push(
       parity('binary', `eq ne lt le gt ge and or ${short(dt)} broadcast`, 'bool', (dev) =>
-        forwardBackward(dev, [qa, qb], (x, y) => [L.eq(x, y), L.ne(x, y), L.lt(x, y), L.le(x, y), L.gt(x, y), L.ge(x, y), L.logicalAnd(L.gt(x, 1), L.lt(y, 2)), L.logicalOr(L.eq(x, 0), L.eq(y, 3))]),
+        forwardBackward(dev, [qa, qb], (x, y) => [
+          L.eq(x, y),
+          L.ne(x, y),
+          L.lt(x, y),
+          L.le(x, y),
+          L.gt(x, y),
+          L.ge(x, y),
+          L.logicalAnd(L.gt(x, 1), L.lt(y, 2)),
+          L.logicalOr(L.eq(x, 0), L.eq(y, 3)),
+        ]),
       ),
     );
   }
@@ -98,8 +126,14 @@ function binaryCases(): ParityCase[] {
     const a = inp([4, 5, 6], dt, 209);
     const b = inp([5, 6], dt, 210);
     const c = intInp([4, 1, 6], 'int32', 211, 0, 2);
-    out.push(parity('where', `where ${short(dt)} broadcast cond fwd+bwd`, dt, (dev) => forwardBackward(dev, [a, b, c], (x, y, m) => L.where(L.eq(m, 1), x, y))));
-    out.push(parity('where', `maskedFill ${short(dt)} fwd+bwd`, dt, (dev) => forwardBackward(dev, [a, c], (x, m) => L.maskedFill(x, L.eq(m, 1), -7.5))));
+    out.push(
+      parity('where', `where ${short(dt)} broadcast cond fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [a, b, c], (x, y, m) => L.where(L.eq(m, 1), x, y)),
+      ),
+    );
+    out.push(
+      parity('where', `maskedFill ${short(dt)} fwd+bwd`, dt, (dev) => forwardBackward(dev, [a, c], (x, m) => L.maskedFill(x, L.eq(m, 1), -7.5))),
+    );
     out.push(parity('where', `clamp ${short(dt)} fwd+bwd`, dt, (dev) => forwardBackward(dev, [a], (x) => L.clamp(x, -0.4, 0.6))));
   }
   return out;
@@ -109,7 +143,28 @@ function binaryCases(): ParityCase[] {
 function castCases(): ParityCase[] {
   const out: ParityCase[] = [];
   // Specials: rounding ties, values past f16's range, subnormals, infinities, NaN.
-  const specials = [0, -0, 1, -1, 1 + 2 ** -8, 1 + 3 * 2 ** -9, 65504, 70000, -70000, 1e-6, 6e-8, 1e-40, 3.4e38, Infinity, -Infinity, NaN, 0.1, -2.7, 2.5, 3.5];
+  const specials = [
+    0,
+    -0,
+    1,
+    -1,
+    1 + 2 ** -8,
+    1 + 3 * 2 ** -9,
+    65504,
+    70000,
+    -70000,
+    1e-6,
+    6e-8,
+    1e-40,
+    3.4e38,
+    Infinity,
+    -Infinity,
+    NaN,
+    0.1,
+    -2.7,
+    2.5,
+    3.5,
+  ];
   const vals = Float64Array.from([...specials, ...uniform(200, 300, -100, 100)]);
   const src: Input = { shape: [vals.length], dtype: 'float32', values: vals };
   const exact = { rtol: 0, atol: 0, atolRms: 0 };
@@ -117,9 +172,31 @@ function castCases(): ParityCase[] {
     out.push(parity('cast', `f32 -> ${short(to)} (specials, round to nearest even)`, to, (dev) => ({ out: f64(L.to(upload(src, dev), to)) }), exact));
   const finite: Input = { shape: [220], dtype: 'float32', values: uniform(220, 301, -1000, 1000) };
   for (const to of ['int32', 'int64', 'uint8', 'bool'] as L.DType[])
-    out.push(parity('cast', `f32 -> ${short(to)} (truncation)`, to, (dev) => ({ out: f64(L.to(L.clamp(upload(finite, dev), to === 'uint8' ? 0 : -1000, to === 'uint8' ? 255 : 1000), to)) }), exact));
-  for (const [from, to] of [['bfloat16', 'float32'], ['float16', 'float32'], ['bfloat16', 'float16'], ['float16', 'bfloat16'], ['int64', 'float32'], ['int64', 'bfloat16'], ['int32', 'float16'], ['bool', 'float32']] as [L.DType, L.DType][]) {
-    const s: Input = from === 'bool' ? intInp([64], 'bool', 302, 0, 2) : from.startsWith('int') ? intInp([64], from, 303, -3000, 3000) : { shape: [220], dtype: from, values: vals };
+    out.push(
+      parity(
+        'cast',
+        `f32 -> ${short(to)} (truncation)`,
+        to,
+        (dev) => ({ out: f64(L.to(L.clamp(upload(finite, dev), to === 'uint8' ? 0 : -1000, to === 'uint8' ? 255 : 1000), to)) }),
+        exact,
+      ),
+    );
+  for (const [from, to] of [
+    ['bfloat16', 'float32'],
+    ['float16', 'float32'],
+    ['bfloat16', 'float16'],
+    ['float16', 'bfloat16'],
+    ['int64', 'float32'],
+    ['int64', 'bfloat16'],
+    ['int32', 'float16'],
+    ['bool', 'float32'],
+  ] as [L.DType, L.DType][]) {
+    const s: Input =
+      from === 'bool'
+        ? intInp([64], 'bool', 302, 0, 2)
+        : from.startsWith('int')
+          ? intInp([64], from, 303, -3000, 3000)
+          : { shape: [220], dtype: from, values: vals };
     out.push(parity('cast', `${short(from)} -> ${short(to)}`, to, (dev) => ({ out: f64(L.to(upload(s, dev), to)) }), exact));
   }
   // Copies of views: permute, expand, stepped slices, cat, stack, to() across devices.
@@ -164,20 +241,48 @@ function reduceCases(): ParityCase[] {
       ),
     );
     if (dt === 'float16') continue;
-    out.push(parity('reduce', `max/min ${short(dt)} dim 1 / 0 fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => [L.max(t, 1), L.min(t, 0, true), L.max(t)])));
-    out.push(parity('reduce', `variance ${short(dt)} dim -1 (corr 1), [0,1] (corr 0) fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => [L.variance(t, -1), L.variance(t, [0, 1], { correction: 0, keepdim: true })])));
-    out.push(parity('reduce', `logsumexp ${short(dt)} dim -1, [0,2] fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => [L.logsumexp(t, -1), L.logsumexp(t, [0, 2])])));
+    out.push(
+      parity('reduce', `max/min ${short(dt)} dim 1 / 0 fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [x], (t) => [L.max(t, 1), L.min(t, 0, true), L.max(t)]),
+      ),
+    );
+    out.push(
+      parity('reduce', `variance ${short(dt)} dim -1 (corr 1), [0,1] (corr 0) fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [x], (t) => [L.variance(t, -1), L.variance(t, [0, 1], { correction: 0, keepdim: true })]),
+      ),
+    );
+    out.push(
+      parity('reduce', `logsumexp ${short(dt)} dim -1, [0,2] fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [x], (t) => [L.logsumexp(t, -1), L.logsumexp(t, [0, 2])]),
+      ),
+    );
   }
   const xf = inp([6, 17, 33], 'float32', 401, -2, 2);
-  out.push(parity('reduce', 'argmax/argmin f32 (i64 out)', 'int64', (dev) => forwardBackward(dev, [noGradInp(xf)], (t) => [L.argmax(t, -1), L.argmin(t, 1), L.argmax(t)])));
+  out.push(
+    parity('reduce', 'argmax/argmin f32 (i64 out)', 'int64', (dev) =>
+      forwardBackward(dev, [noGradInp(xf)], (t) => [L.argmax(t, -1), L.argmin(t, 1), L.argmax(t)]),
+    ),
+  );
   // Ties: integer-valued rows; the first index wins (torch semantics) on every device.
   const tie = intInp([8, 20], 'float32', 402, 0, 3);
-  out.push(parity('reduce', 'argmax/argmin with ties (first index)', 'int64', (dev) => forwardBackward(dev, [tie], (t) => [L.argmax(t, -1), L.argmin(t, -1), L.argmax(t, 0)])));
+  out.push(
+    parity('reduce', 'argmax/argmin with ties (first index)', 'int64', (dev) =>
+      forwardBackward(dev, [tie], (t) => [L.argmax(t, -1), L.argmin(t, -1), L.argmax(t, 0)]),
+    ),
+  );
   // Long rows: one reduction over 300k elements, and many short rows along a strided dim.
   const long = inp([3, 100_000], 'float32', 403, 0, 1);
   // rtol 1e-3: an f32 sum of 1e5 terms carries up to ~n·eps relative error in whatever order each device
   // adds them (both are within it of the exact sum; 1e-4 would test the summation order, not the kernel).
-  out.push(parity('reduce', 'sum/max f32 over 100k-element rows', 'float32', (dev) => forwardBackward(dev, [noGradInp(long)], (t) => [L.sum(t, -1), L.max(t, -1), L.mean(t)]), { rtol: 1e-3 }));
+  out.push(
+    parity(
+      'reduce',
+      'sum/max f32 over 100k-element rows',
+      'float32',
+      (dev) => forwardBackward(dev, [noGradInp(long)], (t) => [L.sum(t, -1), L.max(t, -1), L.mean(t)]),
+      { rtol: 1e-3 },
+    ),
+  );
   const col = inp([4097, 3], 'bfloat16', 404, -1, 1);
   out.push(parity('reduce', 'sum bf16 over dim 0 (4097 rows, strided)', 'bfloat16', (dev) => forwardBackward(dev, [col], (t) => L.sum(t, 0))));
   return out;
@@ -200,7 +305,15 @@ function matmulCases(): ParityCase[] {
           const a = inp(ta ? [K, M] : [M, K], dt, 500 + M, -1, 1);
           const b = inp(tb ? [N, K] : [K, N], dt, 600 + N, -1, 1);
           const f = (x: L.Tensor, y: L.Tensor): L.Tensor => L.matmul(ta ? L.transpose(x, 0, 1) : x, tb ? L.transpose(y, 0, 1) : y);
-          out.push(parity('matmul', `${short(dt)} ${M}x${K}x${N} ${ta ? 'aT' : 'a'} ${tb ? 'bT' : 'b'} fwd+bwd`, dt, (dev) => forwardBackward(dev, [a, b], f), K > 200 && dt === 'float32' ? { rtol: 2e-4 } : {}));
+          out.push(
+            parity(
+              'matmul',
+              `${short(dt)} ${M}x${K}x${N} ${ta ? 'aT' : 'a'} ${tb ? 'bT' : 'b'} fwd+bwd`,
+              dt,
+              (dev) => forwardBackward(dev, [a, b], f),
+              K > 200 && dt === 'float32' ? { rtol: 2e-4 } : {},
+            ),
+          );
         }
   for (const dt of FLOATS) {
     const pairs: [string, number[], number[]][] = [
@@ -219,7 +332,11 @@ function matmulCases(): ParityCase[] {
     const x = inp([2, 9, 33], dt, 900);
     const w = inp([17, 33], dt, 901, -0.3, 0.3);
     const bias = inp([17], dt, 902);
-    out.push(parity('matmul', `${short(dt)} linear x[2,9,33] W[17,33] + bias fwd+bwd`, dt, (dev) => forwardBackward(dev, [x, w, bias], (p, q, r) => L.linear(p, q, r))));
+    out.push(
+      parity('matmul', `${short(dt)} linear x[2,9,33] W[17,33] + bias fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [x, w, bias], (p, q, r) => L.linear(p, q, r)),
+      ),
+    );
   }
   // Long K in bf16: f32 accumulation over 4096 terms (a bf16 accumulator would be far off).
   const a = inp([33, 4096], 'bfloat16', 903);
@@ -228,7 +345,11 @@ function matmulCases(): ParityCase[] {
   // f32 must not silently use TF32 (10-bit mantissa): K = 1024 of values near 1.
   const c = inp([16, 1024], 'float32', 905, 0.5, 1.5);
   const d = inp([1024, 16], 'float32', 906, 0.5, 1.5);
-  out.push(parity('matmul', 'f32 16x1024x16 (no TF32: rtol 1e-5)', 'float32', (dev) => forwardBackward(dev, [noGradInp(c), noGradInp(d)], L.matmul), { rtol: 1e-5 }));
+  out.push(
+    parity('matmul', 'f32 16x1024x16 (no TF32: rtol 1e-5)', 'float32', (dev) => forwardBackward(dev, [noGradInp(c), noGradInp(d)], L.matmul), {
+      rtol: 1e-5,
+    }),
+  );
   return out;
 }
 

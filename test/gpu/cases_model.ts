@@ -51,7 +51,8 @@ function referenceOutputs(): Outputs {
   return out;
 }
 
-const tolFor = (k: string): { atol: number; rtol: number } => (k === 'logits' ? { atol: 3e-5, rtol: 1e-4 } : k === 'loss' ? { atol: 1e-5, rtol: 0 } : { atol: 1e-6, rtol: 1e-3 });
+const tolFor = (k: string): { atol: number; rtol: number } =>
+  k === 'logits' ? { atol: 3e-5, rtol: 1e-4 } : k === 'loss' ? { atol: 1e-5, rtol: 0 } : { atol: 1e-6, rtol: 1e-3 };
 
 export function modelCases(): ParityCase[] {
   return [
@@ -74,7 +75,11 @@ export function modelCases(): ParityCase[] {
         }
         const extra = Object.keys(got).filter((k) => !ref[k]);
         if (extra.length) pass = false;
-        return { pass, stats, detail: `${Object.keys(ref).length - 2} gradients checked${extra.length ? `; unexpected gradients: ${extra.join(', ')}` : ''}` };
+        return {
+          pass,
+          stats,
+          detail: `${Object.keys(ref).length - 2} gradients checked${extra.length ? `; unexpected gradients: ${extra.join(', ')}` : ''}`,
+        };
       },
     },
     {
@@ -99,7 +104,14 @@ export function modelCases(): ParityCase[] {
           const ok = ed <= 2 * ec + floor;
           worstRatio = Math.max(worstRatio, ed / Math.max(ec, 1e-30));
           if (!ok) pass = false;
-          stats[k] = { n: ref[k].length, bad: ok ? 0 : 1, maxAbs: ed, maxRel: ed / Math.max(maxAbs(ref[k]), 1e-30), nmse: NaN, ...(ok ? {} : { worst: `device err ${ed.toExponential(2)} > 2 x cpu ${ec.toExponential(2)} + ${floor.toExponential(1)}` }) };
+          stats[k] = {
+            n: ref[k].length,
+            bad: ok ? 0 : 1,
+            maxAbs: ed,
+            maxRel: ed / Math.max(maxAbs(ref[k]), 1e-30),
+            nmse: NaN,
+            ...(ok ? {} : { worst: `device err ${ed.toExponential(2)} > 2 x cpu ${ec.toExponential(2)} + ${floor.toExponential(1)}` }),
+          };
         }
         return { pass, stats, detail: `worst device/cpu error ratio ${worstRatio.toFixed(2)}` };
       },

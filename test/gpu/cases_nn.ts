@@ -42,9 +42,15 @@ function softmaxCases(): ParityCase[] {
   const out: ParityCase[] = [];
   for (const dt of ['float32', 'bfloat16', 'float16'] as L.DType[]) {
     const x = inp([64, 1000], dt, 1000, -6, 6);
-    out.push(parity('softmax', `softmax+logSoftmax ${short(dt)} [64,1000] fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => [L.softmax(t, -1), L.logSoftmax(t, -1)])));
+    out.push(
+      parity('softmax', `softmax+logSoftmax ${short(dt)} [64,1000] fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [x], (t) => [L.softmax(t, -1), L.logSoftmax(t, -1)]),
+      ),
+    );
     const y = inp([33, 65, 7], dt, 1001, -4, 4);
-    out.push(parity('softmax', `softmax ${short(dt)} over dim 1 of [33,65,7] fwd+bwd`, dt, (dev) => forwardBackward(dev, [y], (t) => L.softmax(t, 1))));
+    out.push(
+      parity('softmax', `softmax ${short(dt)} over dim 1 of [33,65,7] fwd+bwd`, dt, (dev) => forwardBackward(dev, [y], (t) => L.softmax(t, 1))),
+    );
   }
   for (const dt of ['float32', 'bfloat16'] as L.DType[]) {
     const x = inp([4, 32000], dt, 1002, -10, 10);
@@ -52,7 +58,13 @@ function softmaxCases(): ParityCase[] {
     // Partly masked rows (-inf entries, as attention masks make them).
     const z = inp([16, 50], dt, 1003, -3, 3);
     const m = intInp([16, 50], 'int32', 1004, 0, 3);
-    out.push(parity('softmax', `softmax ${short(dt)} with -inf entries fwd+bwd`, dt, (dev) => forwardBackward(dev, [z, m], (t, mm) => L.softmax(L.maskedFill(t, L.logicalAnd(L.eq(mm, 0), L.gt(L.arange(50, undefined, 1, { device: t.device }), 0)), -Infinity), -1))));
+    out.push(
+      parity('softmax', `softmax ${short(dt)} with -inf entries fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [z, m], (t, mm) =>
+          L.softmax(L.maskedFill(t, L.logicalAnd(L.eq(mm, 0), L.gt(L.arange(50, undefined, 1, { device: t.device }), 0)), -Infinity), -1),
+        ),
+      ),
+    );
   }
   return out;
 }
@@ -72,18 +84,40 @@ function crossEntropyCases(): ParityCase[] {
     const t: Input = { shape: [N], dtype: 'int64', values: targets(N, V, 1101, -100, 0.2) };
     for (const reduction of ['mean', 'sum', 'none'] as const)
       out.push(
-        parity('cross_entropy', `${short(dt)} [${N},${V}] ignore_index -100 (20%) ${reduction} fwd+bwd`, 'float32', (dev) => forwardBackward(dev, [x, t], (a, b) => L.crossEntropy(a, b, { reduction })), dt === 'float32' ? {} : ceTol(dt)),
+        parity(
+          'cross_entropy',
+          `${short(dt)} [${N},${V}] ignore_index -100 (20%) ${reduction} fwd+bwd`,
+          'float32',
+          (dev) => forwardBackward(dev, [x, t], (a, b) => L.crossEntropy(a, b, { reduction })),
+          dt === 'float32' ? {} : ceTol(dt),
+        ),
       );
   }
   const x3 = inp([2, 5, 301], 'float32', 1102, -3, 3);
   const t3: Input = { shape: [2, 5], dtype: 'int32', values: targets(10, 301, 1103, 5, 0.3) };
-  out.push(parity('cross_entropy', 'f32 [2,5,301] int32 targets, ignoreIndex 5 fwd+bwd', 'float32', (dev) => forwardBackward(dev, [x3, t3], (a, b) => L.crossEntropy(a, b, { ignoreIndex: 5 }))));
+  out.push(
+    parity('cross_entropy', 'f32 [2,5,301] int32 targets, ignoreIndex 5 fwd+bwd', 'float32', (dev) =>
+      forwardBackward(dev, [x3, t3], (a, b) => L.crossEntropy(a, b, { ignoreIndex: 5 })),
+    ),
+  );
   const all: Input = { shape: [4], dtype: 'int64', values: [-100, -100, -100, -100] };
   const x4 = inp([4, 9], 'float32', 1104);
-  out.push(parity('cross_entropy', 'all targets ignored (mean = NaN, zero gradient rows)', 'float32', (dev) => forwardBackward(dev, [x4, all], (a, b) => L.crossEntropy(a, b))));
+  out.push(
+    parity('cross_entropy', 'all targets ignored (mean = NaN, zero gradient rows)', 'float32', (dev) =>
+      forwardBackward(dev, [x4, all], (a, b) => L.crossEntropy(a, b)),
+    ),
+  );
   const big = inp([16, 32000], 'bfloat16', 1105, -8, 8);
   const tb: Input = { shape: [16], dtype: 'int64', values: targets(16, 32000, 1106, -100, 0.1) };
-  out.push(parity('cross_entropy', 'bf16 [16,32000] fwd+bwd', 'float32', (dev) => forwardBackward(dev, [big, tb], (a, b) => L.crossEntropy(a, b)), ceTol('bfloat16')));
+  out.push(
+    parity(
+      'cross_entropy',
+      'bf16 [16,32000] fwd+bwd',
+      'float32',
+      (dev) => forwardBackward(dev, [big, tb], (a, b) => L.crossEntropy(a, b)),
+      ceTol('bfloat16'),
+    ),
+  );
   return out;
 }
 
@@ -106,8 +140,14 @@ function normCases(): ParityCase[] {
       const x = inp([N, C], dt, 1200 + C, -3, 3);
       const w = inp([C], dt, 1201, 0.5, 1.5);
       const b = inp([C], dt, 1202);
-      out.push(parity('norm', `layer_norm ${short(dt)} [${N},${C}] w+b fwd+bwd`, dt, (dev) => forwardBackward(dev, [x, w, b], (p, q, r) => L.layerNorm(p, C, q, r, 1e-5))));
-      out.push(parity('norm', `rms_norm ${short(dt)} [${N},${C}] w fwd+bwd`, dt, (dev) => forwardBackward(dev, [x, w], (p, q) => L.rmsNorm(p, q, 1e-6))));
+      out.push(
+        parity('norm', `layer_norm ${short(dt)} [${N},${C}] w+b fwd+bwd`, dt, (dev) =>
+          forwardBackward(dev, [x, w, b], (p, q, r) => L.layerNorm(p, C, q, r, 1e-5)),
+        ),
+      );
+      out.push(
+        parity('norm', `rms_norm ${short(dt)} [${N},${C}] w fwd+bwd`, dt, (dev) => forwardBackward(dev, [x, w], (p, q) => L.rmsNorm(p, q, 1e-6))),
+      );
     }
   }
   const x = inp([9, 7], 'float32', 1203, -2, 2);
@@ -116,10 +156,18 @@ function normCases(): ParityCase[] {
   const x3 = inp([5, 4, 6], 'bfloat16', 1204, -2, 2);
   const w3 = inp([4, 6], 'bfloat16', 1205, 0.5, 1.5);
   const b3 = inp([4, 6], 'bfloat16', 1206);
-  out.push(parity('norm', 'layer_norm bf16 over trailing [4,6] (2-D weight) fwd+bwd', 'bfloat16', (dev) => forwardBackward(dev, [x3, w3, b3], (p, q, r) => L.layerNorm(p, [4, 6], q, r))));
+  out.push(
+    parity('norm', 'layer_norm bf16 over trailing [4,6] (2-D weight) fwd+bwd', 'bfloat16', (dev) =>
+      forwardBackward(dev, [x3, w3, b3], (p, q, r) => L.layerNorm(p, [4, 6], q, r)),
+    ),
+  );
   const xs = inp([6, 16], 'float32', 1207, -2, 2);
   const ws = inp([8], 'float32', 1208, 0.5, 1.5);
-  out.push(parity('norm', 'rms_norm f32 on a strided view (non-contiguous input) fwd+bwd', 'float32', (dev) => forwardBackward(dev, [xs, ws], (p, q) => L.rmsNorm(L.slice(p, 1, 0, 16, 2), q))));
+  out.push(
+    parity('norm', 'rms_norm f32 on a strided view (non-contiguous input) fwd+bwd', 'float32', (dev) =>
+      forwardBackward(dev, [xs, ws], (p, q) => L.rmsNorm(L.slice(p, 1, 0, 16, 2), q)),
+    ),
+  );
   return out;
 }
 
@@ -130,20 +178,38 @@ function indexCases(): ParityCase[] {
     const w = inp([50, 24], dt, 1300);
     for (const idt of ['int64', 'int32'] as L.DType[]) {
       const ids = intInp([3, 11], idt, 1301, 0, 20); // 33 ids over 20 rows: repeats accumulate in backward
-      out.push(parity('index', `embedding ${short(dt)} ids ${idt} [3,11] (repeats) fwd+bwd`, dt, (dev) => forwardBackward(dev, [ids, w], (i, ww) => L.embedding(i, ww))));
+      out.push(
+        parity('index', `embedding ${short(dt)} ids ${idt} [3,11] (repeats) fwd+bwd`, dt, (dev) =>
+          forwardBackward(dev, [ids, w], (i, ww) => L.embedding(i, ww)),
+        ),
+      );
     }
     const x = inp([4, 30, 6], dt, 1302);
     const idx = intInp([7], 'int64', 1303, 0, 30);
-    out.push(parity('index', `indexSelect ${short(dt)} dim 1 fwd+bwd`, dt, (dev) => forwardBackward(dev, [x, idx], (a, i) => L.indexSelect(a, 1, i))));
+    out.push(
+      parity('index', `indexSelect ${short(dt)} dim 1 fwd+bwd`, dt, (dev) => forwardBackward(dev, [x, idx], (a, i) => L.indexSelect(a, 1, i))),
+    );
     const g = inp([9, 13], dt, 1304);
     const i0 = intInp([4, 13], 'int64', 1305, 0, 9);
     const i1 = intInp([9, 5], 'int64', 1306, 0, 13);
-    out.push(parity('index', `gather ${short(dt)} dim 0 and dim 1 fwd+bwd`, dt, (dev) => forwardBackward(dev, [g, i0, i1], (a, p, q) => [L.gather(a, 0, p), L.gather(a, 1, q)])));
+    out.push(
+      parity('index', `gather ${short(dt)} dim 0 and dim 1 fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [g, i0, i1], (a, p, q) => [L.gather(a, 0, p), L.gather(a, 1, q)]),
+      ),
+    );
   }
   // Many repeats of few rows: the backward's accumulation (atomics on the GPU) sums 512 rows into 3.
   const w = inp([3, 64], 'float32', 1307);
   const ids = intInp([512], 'int64', 1308, 0, 3);
-  out.push(parity('index', 'embedding f32 512 ids into 3 rows (heavy accumulation) bwd', 'float32', (dev) => forwardBackward(dev, [ids, w], (i, ww) => L.embedding(i, ww)), { rtol: 1e-4, atolRms: 1e-5 }));
+  out.push(
+    parity(
+      'index',
+      'embedding f32 512 ids into 3 rows (heavy accumulation) bwd',
+      'float32',
+      (dev) => forwardBackward(dev, [ids, w], (i, ww) => L.embedding(i, ww)),
+      { rtol: 1e-4, atolRms: 1e-5 },
+    ),
+  );
   return out;
 }
 
@@ -186,7 +252,9 @@ function patchEmbedCases(): ParityCase[] {
     const x = inp([2, 3, 28, 28], dt, 1500);
     const w = inp([32, 3, 7, 7], dt, 1501, -0.2, 0.2);
     const b = inp([32], dt, 1502);
-    return parity('patch_embed', `${short(dt)} [2,3,28,28] p7 -> 32 fwd+bwd`, dt, (dev) => forwardBackward(dev, [x, w, b], (p, q, r) => L.patchEmbed(p, q, r)));
+    return parity('patch_embed', `${short(dt)} [2,3,28,28] p7 -> 32 fwd+bwd`, dt, (dev) =>
+      forwardBackward(dev, [x, w, b], (p, q, r) => L.patchEmbed(p, q, r)),
+    );
   });
 }
 
@@ -241,7 +309,9 @@ function randomCase(): ParityCase {
     });
   // Same seed, same numbers: uniform/bernoulli/dropout exactly (to f32 rounding); normals go through
   // log/cos, whose last bit may differ between libm and CUDA's intrinsics.
-  return parity('random', 'rand/randn/bernoulli/dropout: same seed, same numbers', 'float32', run, (k) => (k.startsWith('normal') || k === 'defaultGenerator' ? { rtol: 1e-5, atolRms: 1e-6 } : { rtol: 1e-6, atol: 1e-7 }));
+  return parity('random', 'rand/randn/bernoulli/dropout: same seed, same numbers', 'float32', run, (k) =>
+    k.startsWith('normal') || k === 'defaultGenerator' ? { rtol: 1e-5, atolRms: 1e-6 } : { rtol: 1e-6, atol: 1e-7 },
+  );
 }
 
 // ------------------------------------------------------------------ attention
@@ -327,7 +397,14 @@ function attnFlashCase(c: AttnCfg, dt: L.DType): ParityCase {
         const floor = EPS[dt] * maxAbs(r);
         const ok = ef <= 2 * ec + floor;
         if (!ok) pass = false;
-        stats[LABEL[k]] = { n: r.length, bad: ok ? 0 : 1, maxAbs: ef, maxRel: ef / Math.max(maxAbs(r), 1e-30), nmse: NaN, ...(ok ? {} : { worst: `fused err ${ef.toExponential(2)} > 2 x composite ${ec.toExponential(2)} + ${floor.toExponential(1)}` }) };
+        stats[LABEL[k]] = {
+          n: r.length,
+          bad: ok ? 0 : 1,
+          maxAbs: ef,
+          maxRel: ef / Math.max(maxAbs(r), 1e-30),
+          nmse: NaN,
+          ...(ok ? {} : { worst: `fused err ${ef.toExponential(2)} > 2 x composite ${ec.toExponential(2)} + ${floor.toExponential(1)}` }),
+        };
         notes.push(`${LABEL[k]} ${ef.toExponential(2)}/${ec.toExponential(2)}`);
       }
       return { pass, stats, detail: `fused/composite err vs f64: ${notes.join(', ')}` };
@@ -367,7 +444,17 @@ function attentionCases(): ParityCase[] {
 }
 
 export function nnCases(): ParityCase[] {
-  return [...softmaxCases(), ...crossEntropyCases(), ...normCases(), ...indexCases(), ...ropeCases(), ...patchEmbedCases(), adamwCase(), randomCase(), ...attentionCases()];
+  return [
+    ...softmaxCases(),
+    ...crossEntropyCases(),
+    ...normCases(),
+    ...indexCases(),
+    ...ropeCases(),
+    ...patchEmbedCases(),
+    adamwCase(),
+    randomCase(),
+    ...attentionCases(),
+  ];
 }
 
 export { numel, noGradInp };

@@ -71,7 +71,10 @@ function memorySteadyState(dev: L.Device): Check {
   const batch = r.batch(dev);
   try {
     model.setStage(2);
-    const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-5, weightDecay: 0 });
+    const opt = new AdamW(
+      model.parameters().filter((p) => p.requiresGrad),
+      { lr: 1e-5, weightDecay: 0 },
+    );
     const step = (): void => {
       L.tidy(() => model.loss(batch).loss.backward());
       opt.stepUpdate();
@@ -82,7 +85,14 @@ function memorySteadyState(dev: L.Device): Check {
     const snap = (): Record<string, number> => {
       const m = L.memory();
       const d = dev === 'cuda' ? m.cuda! : m.cpu;
-      return { numTensors: m.numTensors, storages: d.storages, bytes: d.bytes, deviceMallocs: d.deviceMallocs ?? -1, bytesInUse: d.bytesInUse ?? -1, bytesCached: d.bytesCached ?? -1 };
+      return {
+        numTensors: m.numTensors,
+        storages: d.storages,
+        bytes: d.bytes,
+        deviceMallocs: d.deviceMallocs ?? -1,
+        bytesInUse: d.bytesInUse ?? -1,
+        bytesCached: d.bytesCached ?? -1,
+      };
     };
     const before = snap();
     for (let i = 0; i < 3; i++) step();
@@ -92,7 +102,9 @@ function memorySteadyState(dev: L.Device): Check {
     return {
       name: 'caching allocator steady state (3 tiny-LLaVA stage-2 steps)',
       pass: flat.length === 0,
-      detail: flat.length ? `changed across steps: ${flat.map((k) => `${k} ${before[k]} -> ${after[k]}`).join(', ')}` : `flat: deviceMallocs ${after.deviceMallocs}, bytesInUse ${after.bytesInUse}, cached ${after.bytesCached}, tensors ${after.numTensors}`,
+      detail: flat.length
+        ? `changed across steps: ${flat.map((k) => `${k} ${before[k]} -> ${after[k]}`).join(', ')}`
+        : `flat: deviceMallocs ${after.deviceMallocs}, bytesInUse ${after.bytesInUse}, cached ${after.bytesCached}, tensors ${after.numTensors}`,
       values: { before, after },
     };
   } finally {
@@ -132,8 +144,14 @@ function oomIsAnError(dev: L.Device): Check[] {
       const big = L.full([256, 1024, 1024], 1, { dtype: 'float32', device: dev });
       L.copyInto(L.select(big, 0, 255), L.full([1024, 1024], 2, { device: dev }));
       const s = L.max(big).item() + L.sum(L.select(big, 0, 0)).item();
-      const a = L.tensor(Float32Array.from({ length: 64 * 48 }, (_, i) => Math.sin(i)), { shape: [64, 48], device: dev });
-      const b = L.tensor(Float32Array.from({ length: 48 * 32 }, (_, i) => Math.cos(i)), { shape: [48, 32], device: dev });
+      const a = L.tensor(
+        Float32Array.from({ length: 64 * 48 }, (_, i) => Math.sin(i)),
+        { shape: [64, 48], device: dev },
+      );
+      const b = L.tensor(
+        Float32Array.from({ length: 48 * 32 }, (_, i) => Math.cos(i)),
+        { shape: [48, 32], device: dev },
+      );
       const c = L.matmul(a, b).dataSync();
       const ref = L.matmul(L.to(a, 'cpu'), L.to(b, 'cpu')).dataSync();
       let err = 0;
@@ -152,7 +170,16 @@ function oomIsAnError(dev: L.Device): Check[] {
 function runBench(o: Opts): Promise<{ rc: number | null; lines: unknown[]; wall_s: number }> {
   const compiled = !__filename.endsWith('.ts');
   const script = compiled ? path.resolve(__dirname, '..', '..', 'bench', 'run.js') : path.resolve(__dirname, '..', '..', 'bench', 'run.ts');
-  const args = [...(compiled ? [] : ['--import', 'tsx']), script, '--device', 'cuda', '--out', path.join(OUT, 'bench_cuda.jsonl'), ...(o.quick ? ['--quick'] : []), ...o.benchArgs];
+  const args = [
+    ...(compiled ? [] : ['--import', 'tsx']),
+    script,
+    '--device',
+    'cuda',
+    '--out',
+    path.join(OUT, 'bench_cuda.jsonl'),
+    ...(o.quick ? ['--quick'] : []),
+    ...o.benchArgs,
+  ];
   log(`# bench: ${path.basename(process.execPath)} ${args.join(' ')}`);
   const t0 = Date.now();
   return new Promise((resolve) => {
@@ -173,7 +200,13 @@ function runBench(o: Opts): Promise<{ rc: number | null; lines: unknown[]; wall_
         }
       }
     });
-    child.stderr.on('data', (d: Buffer) => d.toString().split('\n').filter(Boolean).forEach((l) => log(`bench! ${l}`)));
+    child.stderr.on('data', (d: Buffer) =>
+      d
+        .toString()
+        .split('\n')
+        .filter(Boolean)
+        .forEach((l) => log(`bench! ${l}`)),
+    );
     child.on('close', (rc) => resolve({ rc, lines, wall_s: (Date.now() - t0) / 1000 }));
   });
 }
@@ -185,7 +218,13 @@ async function main(): Promise<number> {
   fs.writeFileSync(logFile, '');
   const t0 = Date.now();
   const available = L.cuda.isAvailable();
-  Object.assign(report, { node: process.version, started: new Date().toISOString(), cuda: available, device: L.cuda.describe(), threads: native.numThreads() });
+  Object.assign(report, {
+    node: process.version,
+    started: new Date().toISOString(),
+    cuda: available,
+    device: L.cuda.describe(),
+    threads: native.numThreads(),
+  });
   if (!available && !o.selfTest) {
     const reason = L.cuda.describe();
     log(`SKIP gpu check: CUDA unavailable (${reason})`);
@@ -195,7 +234,9 @@ async function main(): Promise<number> {
     return 0;
   }
   const dev: L.Device = available ? 'cuda' : 'cpu';
-  log(`# gpu check on ${dev}${o.selfTest && !available ? ' (SELF-TEST: the CPU stands in for the GPU; proves nothing about CUDA)' : ''}: ${L.cuda.describe()}; node ${process.version}; OUT=${OUT}`);
+  log(
+    `# gpu check on ${dev}${o.selfTest && !available ? ' (SELF-TEST: the CPU stands in for the GPU; proves nothing about CUDA)' : ''}: ${L.cuda.describe()}; node ${process.version}; OUT=${OUT}`,
+  );
   if (available) {
     const cpuK = new Set(native.kernels(0));
     const cudaK = new Set(native.kernels(1));
@@ -219,7 +260,12 @@ async function main(): Promise<number> {
   }
   const failed = results.filter((r) => !r.pass);
   report.parity = results;
-  report.paritySummary = { total: results.length, passed: results.length - failed.length, failed: failed.length, failedNames: failed.map((r) => `${r.group}/${r.name}`) };
+  report.paritySummary = {
+    total: results.length,
+    passed: results.length - failed.length,
+    failed: failed.length,
+    failedNames: failed.map((r) => `${r.group}/${r.name}`),
+  };
   log(`# parity: ${results.length - failed.length} passed, ${failed.length} failed`);
   save();
 

@@ -10,7 +10,10 @@ import type { LlavaBatch } from '../../lib/models/llava';
 
 /** test/fixtures/tiny-llava, from test/gpu/*.ts or dist/test/gpu/*.js. */
 export function fixtureDir(): string {
-  const cands = [path.resolve(__dirname, '..', 'fixtures', 'tiny-llava'), path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'tiny-llava')];
+  const cands = [
+    path.resolve(__dirname, '..', 'fixtures', 'tiny-llava'),
+    path.resolve(__dirname, '..', '..', '..', 'test', 'fixtures', 'tiny-llava'),
+  ];
   for (const c of cands) if (fs.existsSync(path.join(c, 'config.json'))) return c;
   throw new Error(`tiny-llava fixture not found (looked in ${cands.join(', ')})`);
 }

@@ -16,7 +16,6 @@
 import * as L from '../../lib';
 import { mulberry32 } from '../../lib/app/util/random';
 
-
 export type Outputs = Record<string, Float64Array>;
 
 export interface Tol {
@@ -98,8 +97,18 @@ export interface Input {
   values: ArrayLike<number>;
   grad?: boolean;
 }
-export const inp = (shape: number[], dtype: L.DType, seed: number, lo = -1, hi = 1, gap = 0): Input => ({ shape, dtype, values: uniform(numel(shape), seed, lo, hi, gap), grad: L_isFloat(dtype) });
-export const intInp = (shape: number[], dtype: L.DType, seed: number, lo: number, hi: number): Input => ({ shape, dtype, values: ints(numel(shape), seed, lo, hi), grad: false });
+export const inp = (shape: number[], dtype: L.DType, seed: number, lo = -1, hi = 1, gap = 0): Input => ({
+  shape,
+  dtype,
+  values: uniform(numel(shape), seed, lo, hi, gap),
+  grad: L_isFloat(dtype),
+});
+export const intInp = (shape: number[], dtype: L.DType, seed: number, lo: number, hi: number): Input => ({
+  shape,
+  dtype,
+  values: ints(numel(shape), seed, lo, hi),
+  grad: false,
+});
 export const noGradInp = (i: Input): Input => ({ ...i, grad: false });
 
 function L_isFloat(d: L.DType): boolean {
@@ -178,7 +187,8 @@ export function rms(r: ArrayLike<number>): number {
 }
 
 export function compare(a: ArrayLike<number>, r: ArrayLike<number>, tol: Tol): OutputStat {
-  if (a.length !== r.length) return { n: r.length, bad: r.length, maxAbs: Infinity, maxRel: Infinity, nmse: Infinity, worst: `length ${a.length} vs ${r.length}` };
+  if (a.length !== r.length)
+    return { n: r.length, bad: r.length, maxAbs: Infinity, maxRel: Infinity, nmse: Infinity, worst: `length ${a.length} vs ${r.length}` };
   const rtol = tol.rtol ?? 0;
   const atol = Math.max(tol.atol ?? 0, (tol.atolRms ?? 0) * rms(r));
   let bad = 0;
@@ -236,7 +246,14 @@ export function compareAll(got: Outputs, ref: Outputs, tol: (name: string) => To
   let pass = true;
   for (const k of Object.keys(ref)) {
     if (!got[k]) {
-      stats[k] = { n: ref[k].length, bad: ref[k].length, maxAbs: Infinity, maxRel: Infinity, nmse: Infinity, worst: 'missing on the device under test' };
+      stats[k] = {
+        n: ref[k].length,
+        bad: ref[k].length,
+        maxAbs: Infinity,
+        maxRel: Infinity,
+        nmse: Infinity,
+        worst: 'missing on the device under test',
+      };
       pass = false;
       continue;
     }
@@ -249,7 +266,14 @@ export function compareAll(got: Outputs, ref: Outputs, tol: (name: string) => To
 
 // ------------------------------------------------------------------ case builders
 /** The usual case: the same computation on both devices, compared element-wise. */
-export function parity(group: string, name: string, dtype: L.DType, run: (dev: L.Device) => Outputs, tol: Tol | ((out: string) => Tol) = {}, slow = false): ParityCase {
+export function parity(
+  group: string,
+  name: string,
+  dtype: L.DType,
+  run: (dev: L.Device) => Outputs,
+  tol: Tol | ((out: string) => Tol) = {},
+  slow = false,
+): ParityCase {
   const t = (k: string): Tol => ({ ...DEFAULT_TOL[dtype], ...(typeof tol === 'function' ? tol(k) : tol) });
   return {
     group,
@@ -284,7 +308,9 @@ const e2 = (x: number): string => (Number.isFinite(x) ? x.toExponential(2) : Str
 /** One line: PASS/FAIL, the case, the worst output's errors. */
 export function formatResult(r: CaseResult): string {
   const head = `${r.skipped ? 'SKIP' : r.pass ? 'PASS' : 'FAIL'} ${r.group}/${r.name}`;
-  const parts = Object.entries(r.stats).map(([k, s]) => `${k} maxAbs ${e2(s.maxAbs)} maxRel ${e2(s.maxRel)} nmse ${e2(s.nmse)}${s.bad ? ` BAD ${s.bad}/${s.n} ${s.worst}` : ''}`);
+  const parts = Object.entries(r.stats).map(
+    ([k, s]) => `${k} maxAbs ${e2(s.maxAbs)} maxRel ${e2(s.maxRel)} nmse ${e2(s.nmse)}${s.bad ? ` BAD ${s.bad}/${s.n} ${s.worst}` : ''}`,
+  );
   const worstFirst = parts.sort((a, b) => Number(b.includes(' BAD ')) - Number(a.includes(' BAD ')));
   const shown = r.pass ? worstFirst.slice(0, 3) : worstFirst;
   return `${head} (${r.ms} ms)${shown.length ? ' | ' + shown.join('; ') : ''}${Object.keys(r.stats).length > shown.length ? `; +${Object.keys(r.stats).length - shown.length} more` : ''}${r.detail ? ' | ' + r.detail : ''}${r.leaked ? ` | leaked ${r.leaked} tensors` : ''}${r.skipped ? ' | ' + r.skipped : ''}`;

@@ -39,7 +39,11 @@ function maxErr(actual: ArrayLike<number>, expected: ArrayLike<number>, keep?: (
 }
 function close(tt: Tap.Test, a: L.Tensor, name: string, atol: number, rtol: number, keep?: (i: number) => boolean): void {
   const e = refF(name);
-  tt.same(a.shape, ref.info(name).shape.length === 1 && ref.info(name).shape[0] === 1 && a.ndim === 0 ? a.shape : ref.info(name).shape, `${name} shape`);
+  tt.same(
+    a.shape,
+    ref.info(name).shape.length === 1 && ref.info(name).shape[0] === 1 && a.ndim === 0 ? a.shape : ref.info(name).shape,
+    `${name} shape`,
+  );
   const got = a.dataSync() as Float32Array;
   let bad = 0;
   for (let i = 0; i < e.length; i++) if ((!keep || keep(i)) && !(Math.abs(got[i] - e[i]) <= atol + rtol * Math.abs(e[i]))) bad++;
@@ -95,7 +99,10 @@ for (const stage of [1, 2] as const) {
   t.test(`stage ${stage}: loss and every gradient`, async (tt) => {
     const loss = lossAndGrads(stage);
     tt.ok(Math.abs(loss - refF(`stage${stage}.loss`)[0]) < 1e-5, `loss ${loss} vs ${refF(`stage${stage}.loss`)[0]}`);
-    const expected = ref.names().filter((n) => n.startsWith(`stage${stage}.grad.`)).map((n) => n.slice(`stage${stage}.grad.`.length));
+    const expected = ref
+      .names()
+      .filter((n) => n.startsWith(`stage${stage}.grad.`))
+      .map((n) => n.slice(`stage${stage}.grad.`.length));
     tt.equal(expected.length, stage === 1 ? 4 : 25);
     for (const [name, p] of model.namedParameters()) {
       if (expected.includes(name)) {
@@ -224,7 +231,10 @@ t.test('bad checkpoints give errors naming the problem', async (tt) => {
 
 t.test('memory is flat across a training step', async (tt) => {
   model.setStage(2);
-  const opt = new AdamW(model.parameters().filter((p) => p.requiresGrad), { lr: 1e-4, weightDecay: 0 });
+  const opt = new AdamW(
+    model.parameters().filter((p) => p.requiresGrad),
+    { lr: 1e-4, weightDecay: 0 },
+  );
   const step = (): void => {
     L.tidy(() => model.loss({ inputIds: ids, attentionMask: mask, labels, pixelValues: pixels }).loss.backward());
     opt.stepUpdate();

@@ -65,7 +65,10 @@ function maxLogitDiff(m: ReturnType<typeof loadLlava>, inputIds: number[][], att
 const clipDir = path.join(tmp, 'clip');
 fs.mkdirSync(clipDir);
 fs.writeFileSync(path.join(clipDir, 'config.json'), JSON.stringify({ model_type: 'clip_vision_model', ...cfg.vision_config }));
-writeSafetensors(path.join(clipDir, 'model.safetensors'), tensorsRenamed((n) => (n.startsWith('vision_tower.') ? n.slice('vision_tower.'.length) : null)));
+writeSafetensors(
+  path.join(clipDir, 'model.safetensors'),
+  tensorsRenamed((n) => (n.startsWith('vision_tower.') ? n.slice('vision_tower.'.length) : null)),
+);
 function originalDir(name: string, withProjector: boolean): string {
   const d = path.join(tmp, name);
   fs.mkdirSync(d);
@@ -85,7 +88,8 @@ function originalDir(name: string, withProjector: boolean): string {
     path.join(d, 'model.safetensors'),
     tensorsRenamed((n) => {
       let m: RegExpExecArray | null;
-      if ((m = /^multi_modal_projector\.linear_(\d)\.(.*)$/.exec(n))) return withProjector ? `model.mm_projector.${(Number(m[1]) - 1) * 2}.${m[2]}` : null;
+      if ((m = /^multi_modal_projector\.linear_(\d)\.(.*)$/.exec(n)))
+        return withProjector ? `model.mm_projector.${(Number(m[1]) - 1) * 2}.${m[2]}` : null;
       if (n.startsWith('language_model.model.')) return n.slice('language_model.'.length);
       if (n === 'language_model.lm_head.weight') return 'lm_head.weight';
       return null;
@@ -164,7 +168,10 @@ t.test('plain CLIP and LLaMA checkpoints load on their own', async (tt) => {
   const clip = loadClipVision(clipDir);
   const feats = L.tidy(() => L.slice(clip.forward(pixels, -2), 1, 1).dataSync() as Float32Array);
   const e = ref.readAsFloat32('vision_select_features');
-  tt.ok(feats.every((x, i) => Math.abs(x - e[i]) < 2e-5), 'CLIP features match');
+  tt.ok(
+    feats.every((x, i) => Math.abs(x - e[i]) < 2e-5),
+    'CLIP features match',
+  );
   clip.dispose();
   const ld = path.join(tmp, 'llama');
   fs.mkdirSync(ld);

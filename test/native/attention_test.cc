@@ -31,11 +31,16 @@ namespace {
 const double kInf = std::numeric_limits<double>::infinity();
 
 // ------------------------------------------------------------------ tensors
-enum class Layout { Contig, Permuted, Padded };  // [B,H,T,D] contiguous / a view of [B,T,H,D] / row stride D+5, offset 3
+enum class Layout {
+  Contig,
+  Permuted,
+  Padded
+};  // [B,H,T,D] contiguous / a view of [B,T,H,D] / row stride D+5, offset 3
 
 HostTensor make4(DType dt, int64_t B, int64_t H, int64_t T, int64_t D, Layout l) {
   switch (l) {
-    case Layout::Contig: return make_contiguous(dt, {B, H, T, D});
+    case Layout::Contig:
+      return make_contiguous(dt, {B, H, T, D});
     case Layout::Permuted: {
       auto s = make_storage(size_t(B * T * H * D) * dtype_size(dt));
       return make_view(s, dt, {B, H, T, D}, {T * H * D, D, H * D, 1});
@@ -141,9 +146,15 @@ Problem make_problem(const Case& c, DType dt, uint64_t seed) {
     std::vector<int64_t> st;
     int64_t n;
     switch (c.mask) {
-      case MaskKind::HeadBcast: st = {T * S, 0, S, 1}, n = B * T * S; break;
-      case MaskKind::KeyPad: st = {S, 0, 0, 1}, n = B * S; break;
-      default: st = {H * T * S, T * S, S, 1}, n = B * H * T * S; break;
+      case MaskKind::HeadBcast:
+        st = {T * S, 0, S, 1}, n = B * T * S;
+        break;
+      case MaskKind::KeyPad:
+        st = {S, 0, 0, 1}, n = B * S;
+        break;
+      default:
+        st = {H * T * S, T * S, S, 1}, n = B * H * T * S;
+        break;
     }
     auto s = make_storage(size_t(n));
     p.mask = make_view(s, DType::BOOL, {B, H, T, S}, st);
@@ -152,7 +163,7 @@ Problem make_problem(const Case& c, DType dt, uint64_t seed) {
     if (c.mask == MaskKind::KeyPad)
       for (int64_t b = 0; b < B; b++)
         for (int64_t j = S - S / 3; j < S; j++) m[b * S + j] = 0;  // padded tail
-    if (c.mask == MaskKind::DeadRow)  // some rows attend to nothing
+    if (c.mask == MaskKind::DeadRow)                               // some rows attend to nothing
       for (int64_t i = 0; i < B * H * T; i += 3)
         for (int64_t j = 0; j < S; j++) m[i * S + j] = 0;
   }
@@ -296,20 +307,20 @@ void run_bwd(const Problem& p, Outs& o) {
 const std::vector<Case>& cases() {
   static const std::vector<Case> cs = {
       {1, 1, 1, 1, 1, 12, false, MaskKind::None, Layout::Contig},
-      {2, 4, 4, 1, 300, 64, false, MaskKind::None, Layout::Contig},      // decode
-      {1, 4, 2, 1, 257, 64, true, MaskKind::None, Layout::Permuted},     // decode, GQA
-      {1, 4, 1, 1, 130, 128, false, MaskKind::KeyPad, Layout::Padded},   // decode, MQA, padding mask
+      {2, 4, 4, 1, 300, 64, false, MaskKind::None, Layout::Contig},     // decode
+      {1, 4, 2, 1, 257, 64, true, MaskKind::None, Layout::Permuted},    // decode, GQA
+      {1, 4, 1, 1, 130, 128, false, MaskKind::KeyPad, Layout::Padded},  // decode, MQA, padding mask
       {2, 4, 2, 77, 77, 12, true, MaskKind::None, Layout::Contig},
-      {1, 4, 1, 61, 130, 80, false, MaskKind::Random, Layout::Contig},   // MQA, S != T
-      {2, 2, 2, 130, 70, 64, true, MaskKind::None, Layout::Contig},      // T > S: early rows see nothing
+      {1, 4, 1, 61, 130, 80, false, MaskKind::Random, Layout::Contig},  // MQA, S != T
+      {2, 2, 2, 130, 70, 64, true, MaskKind::None, Layout::Contig},     // T > S: early rows see nothing
       {1, 3, 3, 65, 65, 80, true, MaskKind::HeadBcast, Layout::Permuted},
       {1, 4, 2, 128, 128, 128, false, MaskKind::KeyPad, Layout::Padded},
       {1, 2, 1, 200, 333, 16, true, MaskKind::Random, Layout::Contig},
-      {1, 2, 2, 5, 9, 3, false, MaskKind::DeadRow, Layout::Padded},      // D = 3, rows with no key
+      {1, 2, 2, 5, 9, 3, false, MaskKind::DeadRow, Layout::Padded},  // D = 3, rows with no key
       {1, 4, 2, 64, 64, 8, true, MaskKind::DeadRow, Layout::Permuted},
-      {3, 8, 2, 19, 150, 64, true, MaskKind::None, Layout::Contig},      // G = 4, rows span heads
-      {1, 1, 1, 129, 1, 64, false, MaskKind::None, Layout::Contig},      // S = 1
-      {2, 8, 4, 100, 150, 24, true, MaskKind::Random, Layout::Padded},   // B*Hkv = 8: unsplit backward on 2 threads
+      {3, 8, 2, 19, 150, 64, true, MaskKind::None, Layout::Contig},     // G = 4, rows span heads
+      {1, 1, 1, 129, 1, 64, false, MaskKind::None, Layout::Contig},     // S = 1
+      {2, 8, 4, 100, 150, 24, true, MaskKind::Random, Layout::Padded},  // B*Hkv = 8: unsplit backward on 2 threads
   };
   return cs;
 }
@@ -412,7 +423,8 @@ void test_low_precision(DType dt) {
     Cmp ck = compare(values(o.out.view), r.out, kInf, 0);
     Cmp cn = compare(naive_lowp_out(p), r.out, kInf, 0);
     char buf[160];
-    std::snprintf(buf, sizeof buf, "kernel max_err %.3g vs naive %s max_err %.3g", ck.max_err, dtype_name(dt), cn.max_err);
+    std::snprintf(buf, sizeof buf, "kernel max_err %.3g vs naive %s max_err %.3g", ck.max_err, dtype_name(dt),
+                  cn.max_err);
     report(ck.ok && ck.max_err <= 2 * cn.max_err + 1e-6, "fwd out (flash-attention rule) " + n, buf);
     expect_close("fwd lse " + n, values(o.lse.view), r.lse, 1e-4, 1e-5);  // lse is f32 from f32 math
     run_bwd(p, o);
@@ -444,9 +456,11 @@ void test_deterministic() {
 
 void test_invalid() {
   const DType F = DType::F32;
-  auto q = make_contiguous(F, {1, 4, 8, 16}), k = make_contiguous(F, {1, 2, 10, 16}), v = make_contiguous(F, {1, 2, 10, 16});
+  auto q = make_contiguous(F, {1, 4, 8, 16}), k = make_contiguous(F, {1, 2, 10, 16}),
+       v = make_contiguous(F, {1, 2, 10, 16});
   auto out = make_contiguous(F, {1, 4, 8, 16}), lse = make_contiguous(F, {1, 4, 8});
-  auto dq = make_contiguous(F, {1, 4, 8, 16}), dk = make_contiguous(F, {1, 2, 10, 16}), dv = make_contiguous(F, {1, 2, 10, 16});
+  auto dq = make_contiguous(F, {1, 4, 8, 16}), dk = make_contiguous(F, {1, 2, 10, 16}),
+       dv = make_contiguous(F, {1, 2, 10, 16});
   auto dout = make_contiguous(F, {1, 4, 8, 16});
   const KernelArg none = std::monostate{};
   auto fwd = [&](std::vector<KernelArg> a) { return [a] { call("attention_fwd", a); }; };
@@ -454,15 +468,15 @@ void test_invalid() {
   // A well-formed call first, so the failures below are about what they change.
   try {
     call("attention_fwd", {out.view, lse.view, q.view, k.view, v.view, none, true, 0.25});
-    call("attention_bwd", {dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, true, 0.25});
+    call("attention_bwd",
+         {dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, true, 0.25});
     report(true, "valid call accepted");
-  } catch (const std::exception& e) {
-    report(false, "valid call rejected", e.what());
-  }
+  } catch (const std::exception& e) { report(false, "valid call rejected", e.what()); }
   expect_throw("fwd missing args", fwd({out.view, lse.view, q.view, k.view, v.view}));
   expect_throw("fwd no args", fwd({}));
   expect_throw("bwd missing lse", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view}));
-  expect_throw("bwd lse null", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, none, none, true, 0.25}));
+  expect_throw("bwd lse null",
+               bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, none, none, true, 0.25}));
   expect_throw("number for a tensor", fwd({out.view, lse.view, 1.0, k.view, v.view, none, true, 0.25}));
   expect_throw("causal not a bool", fwd({out.view, lse.view, q.view, k.view, v.view, none, 1.0, 0.25}));
   expect_throw("scale NaN", fwd({out.view, lse.view, q.view, k.view, v.view, none, true, std::nan("")}));
@@ -511,19 +525,29 @@ void test_invalid() {
   lse_in_out.view.strides[0] = 32, lse_in_out.view.strides[1] = 8, lse_in_out.view.strides[2] = 1;
   expect_throw("lse aliases out", fwd({out.view, lse_in_out.view, q.view, k.view, v.view, none, true, 0.25}));
   // backward
-  expect_throw("bwd dk shape", bwd({dq.view, dq.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, true, 0.25}));
+  expect_throw("bwd dk shape", bwd({dq.view, dq.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view,
+                                    none, true, 0.25}));
   auto dqnc = make4(F, 1, 4, 8, 16, Layout::Permuted);
-  expect_throw("bwd dq not contiguous", bwd({dqnc.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, true, 0.25}));
+  expect_throw("bwd dq not contiguous", bwd({dqnc.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view,
+                                             lse.view, none, true, 0.25}));
   auto dout64 = make_contiguous(DType::F64, {1, 4, 8, 16});
-  expect_throw("bwd dout dtype", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout64.view, lse.view, none, true, 0.25}));
+  expect_throw("bwd dout dtype", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout64.view,
+                                      lse.view, none, true, 0.25}));
   auto dv16 = make_contiguous(DType::F16, {1, 2, 10, 16});
-  expect_throw("bwd dv dtype", bwd({dq.view, dk.view, dv16.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, true, 0.25}));
-  expect_throw("bwd dq aliases dout", bwd({dout.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, true, 0.25}));
-  expect_throw("bwd dk aliases dv", bwd({dq.view, dk.view, dk.view, q.view, k.view, v.view, out.view, dout.view, lse.view, none, true, 0.25}));
-  expect_throw("bwd H % Hkv", bwd({dq.view, k3.view, v3.view, q.view, k3.view, v3.view, out.view, dout.view, lse.view, none, true, 0.25}));
-  expect_throw("bwd lse shape", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, ls.view, none, true, 0.25}));
-  expect_throw("bwd out shape", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, ow.view, dout.view, lse.view, none, true, 0.25}));
-  expect_throw("bwd mask shape", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view, mbad.view, true, 0.25}));
+  expect_throw("bwd dv dtype", bwd({dq.view, dk.view, dv16.view, q.view, k.view, v.view, out.view, dout.view, lse.view,
+                                    none, true, 0.25}));
+  expect_throw("bwd dq aliases dout", bwd({dout.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view,
+                                           lse.view, none, true, 0.25}));
+  expect_throw("bwd dk aliases dv", bwd({dq.view, dk.view, dk.view, q.view, k.view, v.view, out.view, dout.view,
+                                         lse.view, none, true, 0.25}));
+  expect_throw("bwd H % Hkv", bwd({dq.view, k3.view, v3.view, q.view, k3.view, v3.view, out.view, dout.view, lse.view,
+                                   none, true, 0.25}));
+  expect_throw("bwd lse shape", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, ls.view,
+                                     none, true, 0.25}));
+  expect_throw("bwd out shape", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, ow.view, dout.view, lse.view,
+                                     none, true, 0.25}));
+  expect_throw("bwd mask shape", bwd({dq.view, dk.view, dv.view, q.view, k.view, v.view, out.view, dout.view, lse.view,
+                                      mbad.view, true, 0.25}));
 }
 
 }  // namespace

@@ -32,11 +32,16 @@ namespace {
 enum class Layout { Row, Col, Strided, BcastRow, BcastCol };
 const char* layout_name(Layout l) {
   switch (l) {
-    case Layout::Row: return "row";
-    case Layout::Col: return "col";
-    case Layout::Strided: return "strided";
-    case Layout::BcastRow: return "bcast-row";
-    case Layout::BcastCol: return "bcast-col";
+    case Layout::Row:
+      return "row";
+    case Layout::Col:
+      return "col";
+    case Layout::Strided:
+      return "strided";
+    case Layout::BcastRow:
+      return "bcast-row";
+    case Layout::BcastCol:
+      return "bcast-col";
   }
   return "?";
 }
@@ -46,11 +51,25 @@ HostTensor make_operand(DType dt, int64_t Bt, int64_t R, int64_t C, Layout l, Rn
   std::vector<int64_t> st(3);
   int64_t off = 0, nb = Bt;
   switch (l) {
-    case Layout::Row: st = {R * C, C, 1}; break;
-    case Layout::Col: st = {R * C, 1, R}; break;
-    case Layout::Strided: st = {0, 2 * C + 1, 2}; st[0] = R * st[1] + 5; off = 3; break;
-    case Layout::BcastRow: st = {0, C, 1}; nb = 1; break;
-    case Layout::BcastCol: st = {0, 1, R}; nb = 1; break;
+    case Layout::Row:
+      st = {R * C, C, 1};
+      break;
+    case Layout::Col:
+      st = {R * C, 1, R};
+      break;
+    case Layout::Strided:
+      st = {0, 2 * C + 1, 2};
+      st[0] = R * st[1] + 5;
+      off = 3;
+      break;
+    case Layout::BcastRow:
+      st = {0, C, 1};
+      nb = 1;
+      break;
+    case Layout::BcastCol:
+      st = {0, 1, R};
+      nb = 1;
+      break;
   }
   int64_t span = off + 1;
   span += (nb - 1) * st[0] + (R - 1) * st[1] + (C - 1) * st[2];
@@ -64,11 +83,16 @@ HostTensor make_operand(DType dt, int64_t Bt, int64_t R, int64_t C, Layout l, Rn
 
 double unit_roundoff(DType d) {
   switch (d) {
-    case DType::F64: return std::ldexp(1.0, -53);
-    case DType::F32: return std::ldexp(1.0, -24);
-    case DType::BF16: return std::ldexp(1.0, -8);
-    case DType::F16: return std::ldexp(1.0, -11);
-    default: return 0;
+    case DType::F64:
+      return std::ldexp(1.0, -53);
+    case DType::F32:
+      return std::ldexp(1.0, -24);
+    case DType::BF16:
+      return std::ldexp(1.0, -8);
+    case DType::F16:
+      return std::ldexp(1.0, -11);
+    default:
+      return 0;
   }
 }
 
@@ -153,8 +177,8 @@ void run_case(const Case& c, const char* isa, uint64_t seed) {
         }
         double got = get(out.view, i);
         double err = std::fabs(got - ref);
-        double tol = (c.act > 0 ? 1.25 : 1.0) * u_acc * (2 * std::sqrt(double(c.K)) + 8) * scale +
-                     2 * u_out * std::fabs(ref);
+        double tol =
+            (c.act > 0 ? 1.25 : 1.0) * u_acc * (2 * std::sqrt(double(c.K)) + 8) * scale + 2 * u_out * std::fabs(ref);
         se += (got - ref) * (got - ref);
         sr += ref * ref;
         if (!(err <= tol)) {  // also catches NaN
@@ -230,11 +254,11 @@ int main() {
   using L = Layout;
   std::vector<Case> cases;
   // (Bt, M, K, N) shapes: tiny, ragged, vectors, several K blocks, M > MC, N > NC.
-  const int64_t shapes[][4] = {
-      {1, 1, 1, 1},    {1, 7, 13, 5},   {1, 1, 300, 77},  {1, 77, 300, 1},  {1, 1, 64, 1},    {1, 2, 3, 2},
-      {1, 6, 256, 16}, {1, 12, 256, 32}, {1, 13, 257, 33}, {1, 37, 129, 70}, {1, 100, 300, 50}, {1, 300, 40, 45},
-      {1, 8, 40, 3100}, {1, 64, 600, 96}, {3, 20, 30, 40}, {5, 1, 50, 33},  {5, 33, 50, 1},   {4, 9, 17, 65},
-      {1, 130, 520, 70}};
+  const int64_t shapes[][4] = {{1, 1, 1, 1},     {1, 7, 13, 5},    {1, 1, 300, 77},   {1, 77, 300, 1},
+                               {1, 1, 64, 1},    {1, 2, 3, 2},     {1, 6, 256, 16},   {1, 12, 256, 32},
+                               {1, 13, 257, 33}, {1, 37, 129, 70}, {1, 100, 300, 50}, {1, 300, 40, 45},
+                               {1, 8, 40, 3100}, {1, 64, 600, 96}, {3, 20, 30, 40},   {5, 1, 50, 33},
+                               {5, 33, 50, 1},   {4, 9, 17, 65},   {1, 130, 520, 70}};
   const L layouts[] = {L::Row, L::Col, L::Strided};
   for (auto& s : shapes)
     for (L la : layouts)
@@ -247,7 +271,8 @@ int main() {
       cases.push_back({4, 20, 30, 1, la, lb});
     }
   // Bias and beta (beta == 0 must not read the NaN-filled out), on GEMM and GEMV paths.
-  for (auto& s : std::vector<std::vector<int64_t>>{{1, 37, 129, 70}, {2, 13, 300, 33}, {1, 1, 100, 40}, {2, 30, 60, 1}, {1, 4, 0, 5}})
+  for (auto& s : std::vector<std::vector<int64_t>>{
+           {1, 37, 129, 70}, {2, 13, 300, 33}, {1, 1, 100, 40}, {2, 30, 60, 1}, {1, 4, 0, 5}})
     for (L la : {L::Row, L::Col})
       for (int mode = 0; mode < 4; mode++) {
         Case c{s[0], s[1], s[2], s[3], la, L::Col};
@@ -258,9 +283,16 @@ int main() {
       }
   // Low precision and f64 on a subset of shapes and layouts.
   for (DType dt : {DType::BF16, DType::F16, DType::F64})
-    for (auto& s : std::vector<std::vector<int64_t>>{{1, 1, 1, 1}, {1, 7, 13, 5}, {1, 37, 129, 70}, {2, 100, 300, 50},
-                                                    {1, 1, 300, 77}, {1, 77, 300, 1}, {1, 8, 40, 3100}, {3, 20, 30, 40}})
-      for (auto lab : std::vector<std::pair<L, L>>{{L::Row, L::Row}, {L::Col, L::Col}, {L::Row, L::Col}, {L::Strided, L::BcastCol}})
+    for (auto& s : std::vector<std::vector<int64_t>>{{1, 1, 1, 1},
+                                                     {1, 7, 13, 5},
+                                                     {1, 37, 129, 70},
+                                                     {2, 100, 300, 50},
+                                                     {1, 1, 300, 77},
+                                                     {1, 77, 300, 1},
+                                                     {1, 8, 40, 3100},
+                                                     {3, 20, 30, 40}})
+      for (auto lab : std::vector<std::pair<L, L>>{
+               {L::Row, L::Row}, {L::Col, L::Col}, {L::Row, L::Col}, {L::Strided, L::BcastCol}})
         for (int mode = 0; mode < 2; mode++) {
           Case c{s[0], s[1], s[2], s[3], lab.first, lab.second, dt};
           c.bias = mode == 1;
@@ -273,10 +305,11 @@ int main() {
   // without bias and beta (beta 0: out is NaN and must not be read).
   {
     const std::vector<std::vector<int64_t>> ep_shapes = {
-        {1, 1, 1, 1},   {1, 7, 13, 5},  {1, 37, 129, 70}, {2, 13, 300, 33}, {1, 1, 300, 77}, {1, 77, 300, 1},
-        {5, 1, 50, 33}, {5, 33, 50, 1}, {1, 4, 0, 5},     {2, 1, 0, 7},     {1, 8, 40, 3100}, {1, 130, 520, 70},
-        {1, 300, 40, 45}};
-    const std::vector<std::pair<L, L>> ep_layouts = {{L::Row, L::Row}, {L::Col, L::Col}, {L::Row, L::Col}, {L::Strided, L::BcastCol}};
+        {1, 1, 1, 1},     {1, 7, 13, 5},     {1, 37, 129, 70}, {2, 13, 300, 33}, {1, 1, 300, 77},
+        {1, 77, 300, 1},  {5, 1, 50, 33},    {5, 33, 50, 1},   {1, 4, 0, 5},     {2, 1, 0, 7},
+        {1, 8, 40, 3100}, {1, 130, 520, 70}, {1, 300, 40, 45}};
+    const std::vector<std::pair<L, L>> ep_layouts = {
+        {L::Row, L::Row}, {L::Col, L::Col}, {L::Row, L::Col}, {L::Strided, L::BcastCol}};
     int li = 0;
     for (DType dt : {DType::F32, DType::F64, DType::BF16, DType::F16})
       for (auto& s : ep_shapes)
@@ -313,8 +346,10 @@ int main() {
   std::vector<const char*> isas = {"avx2"};
   if (avx512) isas.push_back("avx512");
   for (const char* isa : isas) {
-    if (std::string(isa) == "avx2") setenv("LLAVA_MATMUL_ISA", "avx2", 1);
-    else unsetenv("LLAVA_MATMUL_ISA");
+    if (std::string(isa) == "avx2")
+      setenv("LLAVA_MATMUL_ISA", "avx2", 1);
+    else
+      unsetenv("LLAVA_MATMUL_ISA");
     int before = g_fail;
     uint64_t seed = 1;
     for (const Case& c : cases) run_case(c, isa, seed++);

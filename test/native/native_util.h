@@ -64,23 +64,40 @@ inline HostTensor make_contiguous(DType dt, std::vector<int64_t> shape) {
 inline void put(const TensorArg& t, int64_t off, double v) {
   char* p = static_cast<char*>(t.storage->ptr) + (t.offset + off) * int64_t(dtype_size(t.dtype));
   switch (t.dtype) {
-    case DType::F32: store(reinterpret_cast<float*>(p), v); break;
-    case DType::F64: store(reinterpret_cast<double*>(p), v); break;
-    case DType::BF16: store(reinterpret_cast<bf16*>(p), v); break;
-    case DType::F16: store(reinterpret_cast<f16*>(p), v); break;
-    case DType::I32: store(reinterpret_cast<int32_t*>(p), v); break;
-    default: throw std::runtime_error("put: dtype not supported");
+    case DType::F32:
+      store(reinterpret_cast<float*>(p), v);
+      break;
+    case DType::F64:
+      store(reinterpret_cast<double*>(p), v);
+      break;
+    case DType::BF16:
+      store(reinterpret_cast<bf16*>(p), v);
+      break;
+    case DType::F16:
+      store(reinterpret_cast<f16*>(p), v);
+      break;
+    case DType::I32:
+      store(reinterpret_cast<int32_t*>(p), v);
+      break;
+    default:
+      throw std::runtime_error("put: dtype not supported");
   }
 }
 inline double get(const TensorArg& t, int64_t off) {
   const char* p = static_cast<const char*>(t.storage->ptr) + (t.offset + off) * int64_t(dtype_size(t.dtype));
   switch (t.dtype) {
-    case DType::F32: return load(reinterpret_cast<const float*>(p));
-    case DType::F64: return load(reinterpret_cast<const double*>(p));
-    case DType::BF16: return load(reinterpret_cast<const bf16*>(p));
-    case DType::F16: return load(reinterpret_cast<const f16*>(p));
-    case DType::I32: return *reinterpret_cast<const int32_t*>(p);
-    default: throw std::runtime_error("get: dtype not supported");
+    case DType::F32:
+      return load(reinterpret_cast<const float*>(p));
+    case DType::F64:
+      return load(reinterpret_cast<const double*>(p));
+    case DType::BF16:
+      return load(reinterpret_cast<const bf16*>(p));
+    case DType::F16:
+      return load(reinterpret_cast<const f16*>(p));
+    case DType::I32:
+      return *reinterpret_cast<const int32_t*>(p);
+    default:
+      throw std::runtime_error("get: dtype not supported");
   }
 }
 
@@ -132,9 +149,7 @@ inline void expect_throw(const std::string& name, const std::function<void()>& f
   try {
     f();
     report(false, "invalid call accepted: " + name);
-  } catch (const KernelError&) {
-    report(true, name);
-  } catch (const std::exception& e) {
+  } catch (const KernelError&) { report(true, name); } catch (const std::exception& e) {
     report(false, "invalid call threw a non-KernelError: " + name, e.what());
   }
 }

@@ -172,17 +172,18 @@ Run run_case(const Config& c, DType dt, uint64_t seed, double eps, DType grad_dt
 
 std::vector<Config> configs() {
   std::vector<Config> cs;
-  const std::vector<std::vector<int64_t>> shapes = {{1, 1}, {3, 7}, {17, 64}, {2, 3, 33}, {5, 1000}, {300, 24}, {1, 4096}, {600, 64}, {2001, 17}};
+  const std::vector<std::vector<int64_t>> shapes = {{1, 1},    {3, 7},    {17, 64},  {2, 3, 33}, {5, 1000},
+                                                    {300, 24}, {1, 4096}, {600, 64}, {2001, 17}};
   for (int kind = 0; kind < 2; kind++)
     for (const auto& s : shapes) {
       cs.push_back({kind, s, true, kind == 0, true, kind == 0, DType::F32});
       cs.push_back({kind, s, false, false, false, false, DType::F64});
     }
-  cs.push_back({0, {9, 40}, true, false, true, false, DType::F32});  // w, no b
-  cs.push_back({0, {9, 40}, false, true, false, true, DType::F32});  // b, no w
-  cs.push_back({0, {9, 40}, true, true, false, true, DType::F64});   // frozen w, trained b
-  cs.push_back({0, {9, 40}, true, true, false, false, DType::F32});  // both frozen
-  cs.push_back({1, {9, 40}, true, false, false, false, DType::F32}); // frozen RMS weight
+  cs.push_back({0, {9, 40}, true, false, true, false, DType::F32});   // w, no b
+  cs.push_back({0, {9, 40}, false, true, false, true, DType::F32});   // b, no w
+  cs.push_back({0, {9, 40}, true, true, false, true, DType::F64});    // frozen w, trained b
+  cs.push_back({0, {9, 40}, true, true, false, false, DType::F32});   // both frozen
+  cs.push_back({1, {9, 40}, true, false, false, false, DType::F32});  // frozen RMS weight
   return cs;
 }
 
@@ -204,20 +205,28 @@ void check_against_reference(DType dt) {
     double max_rstd = *std::max_element(ref.rstd.begin(), ref.rstd.end());
     double tol = dt == DType::F64 ? (c.stats == DType::F64 ? 1e-11 : 1e-6 * std::max(1.0, max_rstd)) : 1e-5;
     double stat_tol = c.stats == DType::F32 || dt != DType::F64 ? 1e-5 : 1e-11;
-    if (lowp) expect_close("fwd y " + n, values(r.y.view), ref.y, 1e-5, u);
-    else expect_close("fwd y " + n, values(r.y.view), ref.y, tol, tol);
+    if (lowp)
+      expect_close("fwd y " + n, values(r.y.view), ref.y, 1e-5, u);
+    else
+      expect_close("fwd y " + n, values(r.y.view), ref.y, tol, tol);
     if (c.kind == 0) expect_close("fwd mean " + n, values(r.mean.view), ref.mean, stat_tol, stat_tol);
     expect_close("fwd rstd " + n, values(r.rstd.view), ref.rstd, stat_tol, stat_tol);
-    if (lowp) expect_rel("bwd dx " + n, values(r.dx.view), ref.dx, g);
-    else expect_close("bwd dx " + n, values(r.dx.view), ref.dx, tol, tol);
+    if (lowp)
+      expect_rel("bwd dx " + n, values(r.dx.view), ref.dx, g);
+    else
+      expect_close("bwd dx " + n, values(r.dx.view), ref.dx, tol, tol);
     const double red = tol * std::sqrt(double(r.N));
     if (c.want_dw) {
-      if (lowp) expect_rel("bwd dw " + n, values(r.dw.view), ref.dw, g);
-      else expect_close("bwd dw " + n, values(r.dw.view), ref.dw, red, tol);
+      if (lowp)
+        expect_rel("bwd dw " + n, values(r.dw.view), ref.dw, g);
+      else
+        expect_close("bwd dw " + n, values(r.dw.view), ref.dw, red, tol);
     }
     if (c.want_db) {
-      if (lowp) expect_rel("bwd db " + n, values(r.db.view), ref.db, g);
-      else expect_close("bwd db " + n, values(r.db.view), ref.db, red, tol);
+      if (lowp)
+        expect_rel("bwd db " + n, values(r.db.view), ref.db, g);
+      else
+        expect_close("bwd db " + n, values(r.db.view), ref.db, red, tol);
     }
     // absent gradients must stay untouched (zero-initialised buffers)
     if (!c.want_dw) report(values(r.dw.view) == std::vector<double>(r.C, 0.0), "dw untouched when absent " + n);
@@ -255,8 +264,10 @@ void check_finite_differences() {
     auto loss = [&]() {
       HostTensor y = make_contiguous(DType::F64, c.shape), m = make_contiguous(DType::F64, {r.N}),
                  s = make_contiguous(DType::F64, {r.N});
-      if (c.kind == 0) call("layer_norm_fwd", {y.view, m.view, s.view, r.x.view, opt(c.has_w, r.w), opt(c.has_b, r.b), eps});
-      else call("rms_norm_fwd", {y.view, s.view, r.x.view, opt(c.has_w, r.w), eps});
+      if (c.kind == 0)
+        call("layer_norm_fwd", {y.view, m.view, s.view, r.x.view, opt(c.has_w, r.w), opt(c.has_b, r.b), eps});
+      else
+        call("rms_norm_fwd", {y.view, s.view, r.x.view, opt(c.has_w, r.w), eps});
       auto yv = values(y.view), g = values(r.dy.view);
       double L = 0;
       for (size_t i = 0; i < yv.size(); i++) L += yv[i] * g[i];
@@ -286,7 +297,8 @@ void check_finite_differences() {
 
 void check_invalid() {
   const DType F = DType::F32;
-  auto x = make_contiguous(F, {4, 8}), y = make_contiguous(F, {4, 8}), w = make_contiguous(F, {8}), b = make_contiguous(F, {8});
+  auto x = make_contiguous(F, {4, 8}), y = make_contiguous(F, {4, 8}), w = make_contiguous(F, {8}),
+       b = make_contiguous(F, {8});
   auto mean = make_contiguous(F, {4}), rstd = make_contiguous(F, {4}), dy = make_contiguous(F, {4, 8});
   auto dx = make_contiguous(F, {4, 8}), dw = make_contiguous(F, {8}), db = make_contiguous(F, {8});
   const KernelArg none = std::monostate{};
@@ -297,9 +309,7 @@ void check_invalid() {
     call("rms_norm_fwd", {y.view, rstd.view, x.view, w.view, 1e-5});
     call("rms_norm_bwd", {dx.view, dw.view, dy.view, x.view, w.view, rstd.view});
     report(true, "valid calls accepted");
-  } catch (const std::exception& e) {
-    report(false, "valid call rejected", e.what());
-  }
+  } catch (const std::exception& e) { report(false, "valid call rejected", e.what()); }
   expect_throw("ln fwd missing eps", k("layer_norm_fwd", {y.view, mean.view, rstd.view, x.view, w.view, b.view}));
   expect_throw("ln fwd no args", k("layer_norm_fwd", {}));
   expect_throw("rms bwd missing rstd", k("rms_norm_bwd", {dx.view, dw.view, dy.view, x.view, w.view}));
@@ -328,12 +338,17 @@ void check_invalid() {
   expect_throw("y aliases x", k("rms_norm_fwd", {x.view, rstd.view, x.view, w.view, 1e-5}));
   expect_throw("rstd aliases mean", k("layer_norm_fwd", {y.view, mean.view, mean.view, x.view, w.view, b.view, 1e-5}));
   expect_throw("dw without w", k("rms_norm_bwd", {dx.view, dw.view, dy.view, x.view, none, rstd.view}));
-  expect_throw("ln dw without w", k("layer_norm_bwd", {dx.view, dw.view, db.view, dy.view, x.view, none, mean.view, rstd.view}));
-  expect_throw("dw shape", k("layer_norm_bwd", {dx.view, w9.view, db.view, dy.view, x.view, w.view, mean.view, rstd.view}));
+  expect_throw("ln dw without w",
+               k("layer_norm_bwd", {dx.view, dw.view, db.view, dy.view, x.view, none, mean.view, rstd.view}));
+  expect_throw("dw shape",
+               k("layer_norm_bwd", {dx.view, w9.view, db.view, dy.view, x.view, w.view, mean.view, rstd.view}));
   auto dwi = make_contiguous(DType::I32, {8});
-  expect_throw("db int32", k("layer_norm_bwd", {dx.view, dw.view, dwi.view, dy.view, x.view, w.view, mean.view, rstd.view}));
-  expect_throw("dx aliases dy", k("layer_norm_bwd", {dy.view, dw.view, db.view, dy.view, x.view, w.view, mean.view, rstd.view}));
-  expect_throw("dw aliases db", k("layer_norm_bwd", {dx.view, dw.view, dw.view, dy.view, x.view, w.view, mean.view, rstd.view}));
+  expect_throw("db int32",
+               k("layer_norm_bwd", {dx.view, dw.view, dwi.view, dy.view, x.view, w.view, mean.view, rstd.view}));
+  expect_throw("dx aliases dy",
+               k("layer_norm_bwd", {dy.view, dw.view, db.view, dy.view, x.view, w.view, mean.view, rstd.view}));
+  expect_throw("dw aliases db",
+               k("layer_norm_bwd", {dx.view, dw.view, dw.view, dy.view, x.view, w.view, mean.view, rstd.view}));
   auto dy2 = make_contiguous(F, {4, 9});
   expect_throw("dy shape", k("rms_norm_bwd", {dx.view, dw.view, dy2.view, x.view, w.view, rstd.view}));
   auto x0 = make_contiguous(F, {4, 0}), y0 = make_contiguous(F, {4, 0});
@@ -352,13 +367,12 @@ int main() {
   check_rms_hf_rounding();
   check_finite_differences();
   {  // an empty batch is fine (nothing to do)
-    auto x = make_contiguous(DType::F32, {0, 8}), y = make_contiguous(DType::F32, {0, 8}), s = make_contiguous(DType::F32, {0});
+    auto x = make_contiguous(DType::F32, {0, 8}), y = make_contiguous(DType::F32, {0, 8}),
+         s = make_contiguous(DType::F32, {0});
     try {
       call("rms_norm_fwd", {y.view, s.view, x.view, std::monostate{}, 1e-5});
       report(true, "empty batch");
-    } catch (const std::exception& e) {
-      report(false, "empty batch", e.what());
-    }
+    } catch (const std::exception& e) { report(false, "empty batch", e.what()); }
   }
   check_invalid();
   std::printf("norm_test: %d passed, %d failed\n", g_pass, g_fail);

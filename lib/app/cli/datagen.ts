@@ -81,7 +81,10 @@ async function genDataAction(o: GenDataCliOptions): Promise<void> {
   const coco = g.loadCoco(o.captions, g.usesBoxes(type) ? o.instances : undefined);
   for (const w of coco.warnings) process.stderr.write(`[gen-data] warning: ${w}\n`);
   const images = coco.images.slice(o.offset, o.limit === undefined ? undefined : o.offset + o.limit);
-  if (images.length === 0) throw new UsageError(`no images selected (${coco.images.length} with captions in ${o.captions}, --offset ${o.offset}${o.limit !== undefined ? `, --limit ${o.limit}` : ''})`);
+  if (images.length === 0)
+    throw new UsageError(
+      `no images selected (${coco.images.length} with captions in ${o.captions}, --offset ${o.offset}${o.limit !== undefined ? `, --limit ${o.limit}` : ''})`,
+    );
   const prompts = o.promptsDir !== undefined ? g.loadPromptSet(o.promptsDir, type) : g.builtinPromptSet(type);
   const fewShot = o.fewShot ?? prompts.examples.length;
   const paths = genDataPaths(o.out, type);
@@ -89,7 +92,17 @@ async function genDataAction(o: GenDataCliOptions): Promise<void> {
   fs.mkdirSync(o.out, { recursive: true });
 
   if (o.dryRun) {
-    const r = g.writeDryRun({ type, images, outFile: paths.prompts, prompts, fewShot, model: o.model, temperature: o.temperature, maxTokens: o.maxTokens, coordStyle });
+    const r = g.writeDryRun({
+      type,
+      images,
+      outFile: paths.prompts,
+      prompts,
+      fewShot,
+      model: o.model,
+      temperature: o.temperature,
+      maxTokens: o.maxTokens,
+      coordStyle,
+    });
     if (r.first) process.stdout.write(`${g.renderMessages(r.first)}\n-----\n`);
     process.stdout.write(
       `[gen-data] dry run: ${r.count} ${type} prompt(s) (${Math.min(fewShot, prompts.examples.length)} few-shot examples, ${prompts.source}) written to ${r.outFile}\n`,
@@ -109,7 +122,9 @@ async function genDataAction(o: GenDataCliOptions): Promise<void> {
     missingKeyHint: '(or use --dry-run to write the prompts without calling the API)',
   });
   const log = (m: string): void => void process.stderr.write(m + '\n');
-  log(`[gen-data] ${type}: ${images.length} image(s), model ${client.model} at ${client.baseUrl}, concurrency ${o.concurrency}, prompts ${prompts.source}`);
+  log(
+    `[gen-data] ${type}: ${images.length} image(s), model ${client.model} at ${client.baseUrl}, concurrency ${o.concurrency}, prompts ${prompts.source}`,
+  );
   const s = await g.generateInstructData({
     type,
     images,
@@ -146,7 +161,8 @@ async function collectAction(files: string[], o: { out: string }): Promise<void>
   for (const f of files) mustFile(f, 'JSONL file');
   const c = g.collectInstructData(files, o.out);
   for (const b of c.bad) process.stderr.write(`[collect-data] warning: ${b.file}:${b.line} ignored: ${b.reason}\n`);
-  for (const f of c.failures.slice(0, 20)) process.stderr.write(`[collect-data] ${f.type} image ${f.imageId}: malformed output left out: ${f.reason}\n`);
+  for (const f of c.failures.slice(0, 20))
+    process.stderr.write(`[collect-data] ${f.type} image ${f.imageId}: malformed output left out: ${f.reason}\n`);
   if (c.failures.length > 20) process.stderr.write(`[collect-data] ... and ${c.failures.length - 20} more malformed outputs\n`);
   for (const f of c.invalid) process.stderr.write(`[collect-data] ${f.type} image ${f.imageId}: invalid record left out: ${f.reason}\n`);
   process.stdout.write(`[collect-data] wrote ${c.records.length} record(s) from ${files.length} file(s) to ${o.out}\n`);
@@ -176,17 +192,25 @@ export function registerDataCommands(program: Command): Command {
     .option('--offset <n>', 'skip the first n images of the captions file', intArg(0), 0)
     .option('--concurrency <n>', 'requests in flight at once', intArg(1), 4)
     .option('--model <name>', 'chat model name', DEFAULT_MODEL)
-    .option('--temperature <t>', 'sampling temperature (default: the server\'s)', floatArg(0, 2))
-    .option('--max-tokens <n>', 'max_tokens of each request (default: the server\'s)', intArg(1))
-    .option('--base-url <url>', 'OpenAI-compatible API base, requests go to <url>/chat/completions (default: $OPENAI_BASE_URL or https://api.openai.com/v1)')
+    .option('--temperature <t>', "sampling temperature (default: the server's)", floatArg(0, 2))
+    .option('--max-tokens <n>', "max_tokens of each request (default: the server's)", intArg(1))
+    .option(
+      '--base-url <url>',
+      'OpenAI-compatible API base, requests go to <url>/chat/completions (default: $OPENAI_BASE_URL or https://api.openai.com/v1)',
+    )
     .option('--api-key <key>', 'API key (default: $OPENAI_API_KEY)')
     .option('--dry-run', 'only write the prompts (OpenAI Batch-API request lines) and print the first one; no API key needed')
-    .option('--prompts-dir <dir>', 'system message and few-shot examples in the reference layout (<dir>/<type folder>/NNN_caps.txt, NNN_conv.txt, system_message.txt)')
+    .option(
+      '--prompts-dir <dir>',
+      'system message and few-shot examples in the reference layout (<dir>/<type folder>/NNN_caps.txt, NNN_conv.txt, system_message.txt)',
+    )
     .option('--few-shot <n>', 'use only the first n few-shot examples (default: all: 2 conversation, 3 detail, 3 complex_reasoning)', intArg(0))
     .option('--seed <n>', 'seed of the detail-question draw and of --image-position random', intArg(0), 42)
     .addOption(new Option('--image-position <pos>', 'where <image> goes in the first question').choices(['first', 'last', 'random']).default('first'))
     .option('--image-prefix <prefix>', "prefix of each record's image path (e.g. coco/train2017/)", '')
-    .addOption(new Option('--coords <style>', "box numbers: fixed = '%.3f' (0.500), round = round(v, 3) (0.5)").choices(['fixed', 'round']).default('fixed'))
+    .addOption(
+      new Option('--coords <style>', "box numbers: fixed = '%.3f' (0.500), round = round(v, 3) (0.5)").choices(['fixed', 'round']).default('fixed'),
+    )
     .option('--max-retries <n>', 'retries on 408/429/5xx and network errors', intArg(0), 5)
     .option('--retry-base-ms <ms>', 'first backoff delay, doubled on each retry', intArg(0), 1000)
     .option('--timeout <s>', 'per-request timeout in seconds', floatArg(0.001), 300)

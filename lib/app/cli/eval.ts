@@ -104,7 +104,9 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
   const m = G.loadEvalModel(o.model, { device: o.device, dtype: o.dtype, visionTower: o.visionTower });
   try {
     const template = o.template ?? m.template;
-    c.out(`[answer] ${set.questions.length} questions, model ${m.modelId}, template ${template}, aspect ${m.aspect}, temperature ${o.temperature}, max ${o.maxNewTokens} new tokens\n`);
+    c.out(
+      `[answer] ${set.questions.length} questions, model ${m.modelId}, template ${template}, aspect ${m.aspect}, temperature ${o.temperature}, max ${o.maxNewTokens} new tokens\n`,
+    );
     const r = await G.generateAnswers({
       model: m.model,
       tokenizer: m.tokenizer,
@@ -202,7 +204,13 @@ interface ReviewCliOptions {
 }
 
 async function reviewAction(o: ReviewCliOptions, c: Ctx): Promise<void> {
-  for (const [f, what] of [[o.questions, 'questions file'], [o.context, 'context file'], [o.reference, 'reference answers file'], [o.answers, 'answers file']] as const) mustFile(f, what);
+  for (const [f, what] of [
+    [o.questions, 'questions file'],
+    [o.context, 'context file'],
+    [o.reference, 'reference answers file'],
+    [o.answers, 'answers file'],
+  ] as const)
+    mustFile(f, what);
   if (o.rule) mustFile(o.rule, 'rule file');
   mustWritable(o.output, 'output');
   const E = await import('../eval/llava_bench');
@@ -238,7 +246,9 @@ async function reviewAction(o: ReviewCliOptions, c: Ctx): Promise<void> {
     progress: o.progress as 'auto',
     log: (s) => c.out(s + '\n'),
   });
-  c.out(`[review] done: ${r.written} reviewed${r.unparsed ? ` (${r.unparsed} unparseable, scored [-1, -1])` : ''}, ${r.skipped} already there, ${r.total} in total -> ${o.output}\n`);
+  c.out(
+    `[review] done: ${r.written} reviewed${r.unparsed ? ` (${r.unparsed} unparseable, scored [-1, -1])` : ''}, ${r.skipped} already there, ${r.total} in total -> ${o.output}\n`,
+  );
 }
 
 interface SummaryCliOptions {
@@ -278,14 +288,20 @@ async function summaryAction(files: string[], o: SummaryCliOptions, c: Ctx): Pro
 function answerOptions(cmd: Command): Command {
   return cmd
     .requiredOption('--model <dir>', 'model directory (config.json, *.safetensors, tokenizer.json)')
-    .requiredOption('--image-folder <dir>', 'folder that the questions\' image paths are relative to')
-    .requiredOption('--answers-file <file>', 'output JSONL, one {question_id, prompt, text, answer_id, model_id, metadata} per line; existing question_ids are skipped (resume)')
-    .option('--template <name>', '--conv-mode: conversation template (default: the one the model was trained with, else llava-hf: its chat_template or llava_hf; vicuna_v1 otherwise)')
+    .requiredOption('--image-folder <dir>', "folder that the questions' image paths are relative to")
+    .requiredOption(
+      '--answers-file <file>',
+      'output JSONL, one {question_id, prompt, text, answer_id, model_id, metadata} per line; existing question_ids are skipped (resume)',
+    )
+    .option(
+      '--template <name>',
+      '--conv-mode: conversation template (default: the one the model was trained with, else llava-hf: its chat_template or llava_hf; vicuna_v1 otherwise)',
+    )
     .option('--temperature <t>', 'sampling temperature, 0 = greedy (the v1.5 scripts)', floatArg(0), 0)
     .option('--top-p <p>', 'nucleus sampling probability', floatArg(0, 1))
     .option('--max-new-tokens <n>', 'generation limit per answer', intArg(1), 1024)
     .option('--seed <n>', 'sampling seed (question i uses seed + i)', intArg(0), 0)
-    .option('--stop-at-separator', 'also stop at the template\'s separator (### or </s>); the reference stops at EOS only')
+    .option('--stop-at-separator', "also stop at the template's separator (### or </s>); the reference stops at EOS only")
     .option('--num-chunks <n>', 'split the questions into this many chunks', intArg(1), 1)
     .option('--chunk-idx <k>', 'answer only chunk k (0-based)', intArg(0), 0)
     .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
@@ -306,7 +322,8 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
     env: io.env ?? process.env,
   };
   const setExit = io.setExitCode ?? ((code: number) => void (process.exitCode = code));
-  const act = <A extends unknown[]>(name: string, fn: (...a: A) => Promise<void>) =>
+  const act =
+    <A extends unknown[]>(name: string, fn: (...a: A) => Promise<void>) =>
     async (...a: A): Promise<void> => {
       try {
         await fn(...a);
@@ -325,19 +342,27 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
     .description('convert ScienceQA problems.json + pid_splits.json into LLaVA records llava_{split}_{format}.json')
     .requiredOption('--base-dir <dir>', 'ScienceQA data folder holding problems.json and pid_splits.json')
     .option('--split <name>', 'split to convert (train, val, test, minival, ...)', 'train')
-    .option('--prompt-format <fmt>', 'INPUT-OUTPUT: input QCM|CQM|QCML|QCME|QCMLE|QCLM|QCEM|QCLEM, output A|AL|AE|ALE|AEL|LA|EA|LEA|ELA|LEPA', 'QCM-LEA')
+    .option(
+      '--prompt-format <fmt>',
+      'INPUT-OUTPUT: input QCM|CQM|QCML|QCME|QCMLE|QCLM|QCEM|QCLEM, output A|AL|AE|ALE|AEL|LA|EA|LEA|ELA|LEPA',
+      'QCM-LEA',
+    )
     .option('--output <file>', 'output file (default: <base-dir>/llava_{split}_{format}.json)')
     .addHelpText('after', '\nExample:\n  llava eval sqa-convert --base-dir data/scienceqa --split train --prompt-format QCM-LEA')
     .action(act('sqa-convert', (o: ConvertCliOptions) => convertAction(o, ctx)));
 
   answerOptions(
-    ev.command('sqa-answer')
+    ev
+      .command('sqa-answer')
       .description('answer ScienceQA questions with a model (model_vqa_science.py), resumable')
       .requiredOption('--questions <file>', 'question file: JSON array of {id, image?, conversations} (e.g. llava_test_CQM-A.json)')
       .option('--single-pred-prompt', 'append "Answer with the option\'s letter from the given choices directly." (v1.5)')
       .option('--answer-prompter', 'v0-era second pass: feed "<reply> ###\\nANSWER:" back for up to 64 tokens'),
   )
-    .addHelpText('after', '\nExample:\n  llava eval sqa-answer --model llava-v1.5-7b --questions llava_test_CQM-A.json --image-folder scienceqa/images/test \\\n    --answers-file answers/sqa.jsonl --single-pred-prompt')
+    .addHelpText(
+      'after',
+      '\nExample:\n  llava eval sqa-answer --model llava-v1.5-7b --questions llava_test_CQM-A.json --image-folder scienceqa/images/test \\\n    --answers-file answers/sqa.jsonl --single-pred-prompt',
+    )
     .action(act('sqa-answer', (o: AnswerCliOptions) => answerAction('sqa', o, ctx)));
 
   ev.command('sqa-score')
@@ -346,28 +371,43 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
     .requiredOption('--result-file <file>', 'answers JSONL from sqa-answer')
     .option('--split <name>', 'split to score', 'test')
     .option('--output-file <file>', 'write the per-question analysis {correct: [...], incorrect: [...]}')
-    .option('--output-result <file>', 'write {acc, correct, count, results: {pid: index}, outputs} (the official scorer\'s input)')
-    .addOption(new Option('--on-invalid <mode>', 'unparseable answers: wrong (HEAD) or a random choice (2023 script)').choices(['wrong', 'random']).default('wrong'))
+    .option('--output-result <file>', "write {acc, correct, count, results: {pid: index}, outputs} (the official scorer's input)")
+    .addOption(
+      new Option('--on-invalid <mode>', 'unparseable answers: wrong (HEAD) or a random choice (2023 script)')
+        .choices(['wrong', 'random'])
+        .default('wrong'),
+    )
     .option('--seed <n>', 'seed for --on-invalid random', intArg(0), 0)
     .option('--json', 'print the scores as one JSON object')
-    .addHelpText('after', '\nExample:\n  llava eval sqa-score --base-dir data/scienceqa --result-file answers/sqa.jsonl --output-result answers/sqa_result.json')
+    .addHelpText(
+      'after',
+      '\nExample:\n  llava eval sqa-score --base-dir data/scienceqa --result-file answers/sqa.jsonl --output-result answers/sqa_result.json',
+    )
     .action(act('sqa-score', (o: ScoreCliOptions) => scoreAction(o, ctx)));
 
   answerOptions(
-    ev.command('bench-answer')
+    ev
+      .command('bench-answer')
       .description('answer LLaVA-Bench questions with a model (model_vqa.py), resumable')
       .requiredOption('--questions <file>', 'question JSONL: {question_id, image, text, category} per line'),
   )
-    .addHelpText('after', '\nExample:\n  llava eval bench-answer --model llava-v1.5-7b --questions llava-bench-in-the-wild/questions.jsonl \\\n    --image-folder llava-bench-in-the-wild/images --answers-file answers/wild.jsonl')
+    .addHelpText(
+      'after',
+      '\nExample:\n  llava eval bench-answer --model llava-v1.5-7b --questions llava-bench-in-the-wild/questions.jsonl \\\n    --image-folder llava-bench-in-the-wild/images --answers-file answers/wild.jsonl',
+    )
     .action(act('bench-answer', (o: AnswerCliOptions) => answerAction('bench', o, ctx)));
 
   ev.command('bench-review')
     .description('score model answers against GPT-4 reference answers with a GPT judge (OpenAI-compatible API), resumable')
-    .addOption(new Option('--benchmark <name>', 'coco (captions + boxes context) or wild (In-the-Wild description)').choices(['coco', 'wild']).makeOptionMandatory())
+    .addOption(
+      new Option('--benchmark <name>', 'coco (captions + boxes context) or wild (In-the-Wild description)')
+        .choices(['coco', 'wild'])
+        .makeOptionMandatory(),
+    )
     .requiredOption('--questions <file>', 'question JSONL')
     .requiredOption('--context <file>', 'context JSONL (COCO: caps_boxes_coco2014_val_80.jsonl; In-the-Wild: context.jsonl)')
     .requiredOption('--reference <file>', 'GPT-4 reference answers JSONL (Assistant 1)')
-    .requiredOption('--answers <file>', 'the model\'s answers JSONL (Assistant 2)')
+    .requiredOption('--answers <file>', "the model's answers JSONL (Assistant 2)")
     .requiredOption('--output <file>', 'review JSONL (appended; reviewed question_ids are skipped)')
     .option('--rule <file>', 'rule.json to use instead of the built-in rule prompts')
     .option('--judge-model <name>', 'judge model', 'gpt-4-0314')
@@ -379,7 +419,10 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
     .option('--max-retries <n>', 'retries on 429 / 5xx / network errors', intArg(0), 6)
     .option('--timeout <s>', 'per-request timeout in seconds', floatArg(1), 120)
     .addOption(new Option('--progress <mode>', 'progress display').choices(['auto', 'bar', 'plain', 'none']).default('auto'))
-    .addHelpText('after', '\nExample:\n  OPENAI_API_KEY=... llava eval bench-review --benchmark wild --questions questions.jsonl --context context.jsonl \\\n    --reference answers_gpt4.jsonl --answers answers/wild.jsonl --output reviews/review_wild.jsonl')
+    .addHelpText(
+      'after',
+      '\nExample:\n  OPENAI_API_KEY=... llava eval bench-review --benchmark wild --questions questions.jsonl --context context.jsonl \\\n    --reference answers_gpt4.jsonl --answers answers/wild.jsonl --output reviews/review_wild.jsonl',
+    )
     .action(act('bench-review', (o: ReviewCliOptions) => reviewAction(o, ctx)));
 
   ev.command('bench-summary')
@@ -388,7 +431,10 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
     .option('--dir <dir>', 'folder of review_*.jsonl / reviews_*.jsonl / gpt4_text*.jsonl files (or the folder the files are in)')
     .option('--ignore <ids...>', 'question_ids to leave out', (v: string, prev: number[] | undefined) => [...(prev ?? []), intArg(0)(v)])
     .option('--json', 'print {file: rows} as JSON')
-    .addHelpText('after', '\nOutput per file: its name, then "<category> <relative> <10*ref> <10*model>" per row.\n\nExample:\n  llava eval bench-summary reviews/review_wild.jsonl')
+    .addHelpText(
+      'after',
+      '\nOutput per file: its name, then "<category> <relative> <10*ref> <10*model>" per row.\n\nExample:\n  llava eval bench-summary reviews/review_wild.jsonl',
+    )
     .action(act('bench-summary', (files: string[], o: SummaryCliOptions) => summaryAction(files, o, ctx)));
 
   return ev;

@@ -90,7 +90,10 @@ export function registerServeCommand(program: Command): Command {
     .requiredOption('--model <dir>', 'model directory')
     .option('--host <host>', 'address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)')
     .option('--port <n>', 'TCP port, 0 = any free port (default 8000)', portArg)
-    .option('--template <name>', "conversation template, or chat_template for the checkpoint's Jinja one (default: the one the model was trained with, else from its format / name)")
+    .option(
+      '--template <name>',
+      "conversation template, or chat_template for the checkpoint's Jinja one (default: the one the model was trained with, else from its format / name)",
+    )
     .addOption(new Option('--aspect <mode>', 'image preprocessing (default: from the model)').choices(['square', 'pad']))
     .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
     .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))
@@ -100,9 +103,7 @@ export function registerServeCommand(program: Command): Command {
 }
 
 if (require.main === module) {
-  const program = new Command('llava')
-    .description('llava serve (standalone)')
-    .showHelpAfterError('(add --help for usage)');
+  const program = new Command('llava').description('llava serve (standalone)').showHelpAfterError('(add --help for usage)');
   registerServeCommand(program)
     .parseAsync(process.argv)
     .catch((e) => {

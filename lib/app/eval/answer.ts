@@ -106,7 +106,8 @@ export function loadEvalModel(dir: string, o: LoadEvalModelOptions = {}): EvalMo
 /** The reference's get_chunk: ceil(n / numChunks) questions per chunk, chunk k of them. */
 export function getChunk<T>(items: readonly T[], numChunks: number, chunkIdx: number): T[] {
   if (!(Number.isInteger(numChunks) && numChunks >= 1)) throw new EvalError(`numChunks must be a positive integer (got ${numChunks})`);
-  if (!(Number.isInteger(chunkIdx) && chunkIdx >= 0 && chunkIdx < numChunks)) throw new EvalError(`chunkIdx must be in [0, ${numChunks}) (got ${chunkIdx})`);
+  if (!(Number.isInteger(chunkIdx) && chunkIdx >= 0 && chunkIdx < numChunks))
+    throw new EvalError(`chunkIdx must be in [0, ${numChunks}) (got ${chunkIdx})`);
   const size = Math.ceil(items.length / numChunks);
   return items.slice(chunkIdx * size, (chunkIdx + 1) * size);
 }
@@ -261,7 +262,11 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
         let text = pyStrip(first.text);
         if (o.answerPrompter) {
           const again = await run(
-            generate(model, o.tokenizer, { promptIds: encodePrompt(model, o.tokenizer, prompt + text + ' ###\nANSWER:'), ...sampling, maxNewTokens: 64 }),
+            generate(model, o.tokenizer, {
+              promptIds: encodePrompt(model, o.tokenizer, prompt + text + ' ###\nANSWER:'),
+              ...sampling,
+              maxNewTokens: 64,
+            }),
           );
           text = text + '\n The answer is ' + pyStrip(again.text);
         }
@@ -271,7 +276,9 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
         progress.tick();
       } catch (e) {
         if (e instanceof EvalError) throw e;
-        throw new EvalError(`question ${it.id}: ${(e as Error).message} (${result.written} new answers were written to ${o.answersFile}; run again to resume)`);
+        throw new EvalError(
+          `question ${it.id}: ${(e as Error).message} (${result.written} new answers were written to ${o.answersFile}; run again to resume)`,
+        );
       } finally {
         pixels?.dispose();
       }

@@ -12,7 +12,18 @@
 //   again picks up where it stopped.
 // - Answers are matched to questions by question_id (the reference zips the three files line by line).
 import { EvalError, type AnswerRecord } from './common';
-import { BENCH_RULES, judgePrompt, parseJudgeScores, ruleKey, type BenchContext, type BenchKind, type BenchQuestion, type BenchReview, type JudgeMessage, type RulePrompt } from './llava_bench';
+import {
+  BENCH_RULES,
+  judgePrompt,
+  parseJudgeScores,
+  ruleKey,
+  type BenchContext,
+  type BenchKind,
+  type BenchQuestion,
+  type BenchReview,
+  type JudgeMessage,
+  type RulePrompt,
+} from './llava_bench';
 import { OpenAIChatClient, type ChatClientOptions } from '../util/openai';
 import { Progress, type ProgressMode } from '../util/progress';
 import { appendJsonl, prepareJsonlOutput } from '../util/files';
@@ -32,7 +43,15 @@ export class OpenAIJudge implements Judge {
   readonly client: OpenAIChatClient;
 
   constructor(o: OpenAIJudgeOptions = {}) {
-    this.client = new OpenAIChatClient({ model: 'gpt-4-0314', temperature: 0.2, maxTokens: 1024, maxRetries: 6, timeoutMs: 120_000, concurrency: 4, ...o });
+    this.client = new OpenAIChatClient({
+      model: 'gpt-4-0314',
+      temperature: 0.2,
+      maxTokens: 1024,
+      maxRetries: 6,
+      timeoutMs: 120_000,
+      concurrency: 4,
+      ...o,
+    });
   }
 
   get baseUrl(): string {

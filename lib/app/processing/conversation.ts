@@ -17,13 +17,7 @@
 import { type Turn } from './data';
 import { mulberry32 } from '../util/random';
 import { pyStrip } from '../util/pyformat';
-import {
-  DEFAULT_IMAGE_TOKEN,
-  DEFAULT_IMAGE_PATCH_TOKEN,
-  DEFAULT_IM_START_TOKEN,
-  DEFAULT_IM_END_TOKEN,
-  IMAGE_PLACEHOLDER,
-} from '../../constants';
+import { DEFAULT_IMAGE_TOKEN, DEFAULT_IMAGE_PATCH_TOKEN, DEFAULT_IM_START_TOKEN, DEFAULT_IM_END_TOKEN, IMAGE_PLACEHOLDER } from '../../constants';
 
 export type SepStyle = 'SINGLE' | 'TWO' | 'PLAIN' | 'LLAMA_2' | 'LLAVA_HF';
 
@@ -47,7 +41,6 @@ export interface Conversation {
   sep2: string | null;
   version: string;
 }
-
 
 const SYS_HUMAN =
   'A chat between a curious human and an artificial intelligence assistant. ' +
@@ -99,16 +92,40 @@ const V0_ONE_SHOT: Message[] = [
 
 type Preset = Omit<Conversation, 'messages'> & { messages?: Message[] };
 const two = (system: string, version: string): Preset => ({
-  system, roles: ['USER', 'ASSISTANT'], offset: 0, sepStyle: 'TWO', sep: ' ', sep2: '</s>', version,
+  system,
+  roles: ['USER', 'ASSISTANT'],
+  offset: 0,
+  sepStyle: 'TWO',
+  sep: ' ',
+  sep2: '</s>',
+  version,
 });
 const single = (system: string, version: string): Preset => ({
-  system, roles: ['Human', 'Assistant'], offset: 0, sepStyle: 'SINGLE', sep: '###', sep2: null, version,
+  system,
+  roles: ['Human', 'Assistant'],
+  offset: 0,
+  sepStyle: 'SINGLE',
+  sep: '###',
+  sep2: null,
+  version,
 });
 const llama2 = (system: string): Preset => ({
-  system, roles: ['USER', 'ASSISTANT'], offset: 0, sepStyle: 'LLAMA_2', sep: '<s>', sep2: '</s>', version: 'llama_v2',
+  system,
+  roles: ['USER', 'ASSISTANT'],
+  offset: 0,
+  sepStyle: 'LLAMA_2',
+  sep: '<s>',
+  sep2: '</s>',
+  version: 'llama_v2',
 });
 const plain: Preset = {
-  system: '', roles: ['', ''], offset: 0, sepStyle: 'PLAIN', sep: '\n', sep2: null, version: 'Unknown',
+  system: '',
+  roles: ['', ''],
+  offset: 0,
+  sepStyle: 'PLAIN',
+  sep: '\n',
+  sep2: null,
+  version: 'Unknown',
 };
 const vicunaV0: Preset = { ...single(SYS_HUMAN, 'Unknown'), messages: V0_ONE_SHOT, offset: 2 };
 
@@ -126,7 +143,13 @@ const TEMPLATES: Record<string, Preset> = {
   v1_mmtag: two(SYS_MMTAG, 'v1_mmtag'),
   llava_llama_2: llama2(SYS_LLAVA_LLAMA_2),
   llava_hf: {
-    system: '', roles: ['USER', 'ASSISTANT'], offset: 0, sepStyle: 'LLAVA_HF', sep: ' ', sep2: null, version: 'llava_hf',
+    system: '',
+    roles: ['USER', 'ASSISTANT'],
+    offset: 0,
+    sepStyle: 'LLAVA_HF',
+    sep: ' ',
+    sep2: null,
+    version: 'llava_hf',
   },
 };
 
@@ -136,8 +159,9 @@ export const TEMPLATE_NAMES: readonly string[] = Object.keys(TEMPLATES);
 export function getTemplate(name: string): Conversation {
   const t = TEMPLATES[name];
   if (!t) {
-    throw new Error(`[conversation] unknown template '${name}' (known: ${TEMPLATE_NAMES.join(', ')}; ` +
-      'mpt/chatml_direct/mistral_instruct are out of scope)');
+    throw new Error(
+      `[conversation] unknown template '${name}' (known: ${TEMPLATE_NAMES.join(', ')}; ` + 'mpt/chatml_direct/mistral_instruct are out of scope)',
+    );
   }
   return copy({ ...t, roles: [t.roles[0], t.roles[1]], messages: t.messages ?? [] });
 }
@@ -177,12 +201,7 @@ export function render(conv: Conversation): string {
   if (first && first[1] !== null && typeof first[1] === 'object') {
     const init = pyStrip(first[1].text.replaceAll(DEFAULT_IMAGE_TOKEN, ''));
     if (conv.version.includes('mmtag')) {
-      messages = [
-        [conv.roles[0], '<Image><image></Image>'],
-        [conv.roles[1], 'Received.'],
-        [first[0], init],
-        ...messages.slice(1),
-      ];
+      messages = [[conv.roles[0], '<Image><image></Image>'], [conv.roles[1], 'Received.'], [first[0], init], ...messages.slice(1)];
     } else {
       messages[0] = [first[0], DEFAULT_IMAGE_TOKEN + '\n' + init];
     }
@@ -257,9 +276,7 @@ export function templateForModelName(modelName: string): string {
 /** Inference-side image insertion (run_llava.py): `<image-placeholder>` is replaced in place if present,
  *  otherwise the image goes first, followed by a newline (cli.py / model_vqa.py do the latter). */
 export function insertImageToken(query: string, opts: { mmUseImStartEnd?: boolean } = {}): string {
-  const tok = opts.mmUseImStartEnd
-    ? DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN
-    : DEFAULT_IMAGE_TOKEN;
+  const tok = opts.mmUseImStartEnd ? DEFAULT_IM_START_TOKEN + DEFAULT_IMAGE_TOKEN + DEFAULT_IM_END_TOKEN : DEFAULT_IMAGE_TOKEN;
   if (query.includes(IMAGE_PLACEHOLDER)) return query.replaceAll(IMAGE_PLACEHOLDER, tok);
   return tok + '\n' + query;
 }

@@ -120,14 +120,11 @@ export function validateRecord(
         return;
       }
       const tt = t as Record<string, unknown>;
-      if (tt.from !== 'human' && tt.from !== 'gpt')
-        errors.push(`turn ${k}: from must be 'human' or 'gpt', got ${JSON.stringify(tt.from)}`);
+      if (tt.from !== 'human' && tt.from !== 'gpt') errors.push(`turn ${k}: from must be 'human' or 'gpt', got ${JSON.stringify(tt.from)}`);
       if (typeof tt.value !== 'string') errors.push(`turn ${k}: value must be a string`);
       else if (pyStrip(tt.value).length === 0) errors.push(`turn ${k}: value is empty`);
-      else if (tt.value.includes('</s>'))
-        errors.push(`turn ${k}: value contains a literal "</s>" (would be read as EOS and break the v1 mask)`);
-      if ((tt.from === 'human' || tt.from === 'gpt') && typeof tt.value === 'string')
-        turns.push({ from: tt.from, value: tt.value });
+      else if (tt.value.includes('</s>')) errors.push(`turn ${k}: value contains a literal "</s>" (would be read as EOS and break the v1 mask)`);
+      if ((tt.from === 'human' || tt.from === 'gpt') && typeof tt.value === 'string') turns.push({ from: tt.from, value: tt.value });
     });
   }
 
@@ -169,8 +166,7 @@ export function validateRecord(
     }
     if (kind === 'sqa') {
       const last = rest[rest.length - 1];
-      if (last && sqaAnswerLetter(last.value) === null)
-        warnings.push('ScienceQA answer has no "The answer is X." sentence');
+      if (last && sqaAnswerLetter(last.value) === null) warnings.push('ScienceQA answer has no "The answer is X." sentence');
     }
   }
 
@@ -214,8 +210,10 @@ export function parseDataset(text: string, opts: ParseOptions = {}): ParsedDatas
   const skipped = report.total - report.valid;
   if (skipped > 0) {
     const log = opts.logger ?? ((m: string) => console.warn(m));
-    log(`[data] ${source}: skipped ${skipped} of ${report.total} malformed records (first: record ` +
-      `${report.errors[0].index}, id ${report.errors[0].id ?? '?'}: ${report.errors[0].message})`);
+    log(
+      `[data] ${source}: skipped ${skipped} of ${report.total} malformed records (first: record ` +
+        `${report.errors[0].index}, id ${report.errors[0].id ?? '?'}: ${report.errors[0].message})`,
+    );
   }
   return { samples, indices, report };
 }

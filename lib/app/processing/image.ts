@@ -90,7 +90,11 @@ function decodePng(buf: Buffer): RgbImage {
 function decodeJpg(buf: Buffer): RgbImage {
   // tolerantDecoding off: a truncated JPEG is an error, as in PIL (LOAD_TRUNCATED_IMAGES is False).
   const img = decodeJpeg(buf, {
-    useTArray: true, formatAsRGBA: false, tolerantDecoding: false, maxResolutionInMP: 250, maxMemoryUsageInMB: 4096,
+    useTArray: true,
+    formatAsRGBA: false,
+    tolerantDecoding: false,
+    maxResolutionInMP: 250,
+    maxMemoryUsageInMB: 4096,
   });
   return { width: img.width, height: img.height, data: img.data };
 }
@@ -213,7 +217,9 @@ function resampleHorizontal(img: RgbImage, outW: number, c: Coeffs): RgbImage {
       const xmin = c.bounds[xx * 2];
       const xmax = c.bounds[xx * 2 + 1];
       const k0 = xx * c.ksize;
-      let s0 = ONE / 2, s1 = ONE / 2, s2 = ONE / 2;
+      let s0 = ONE / 2,
+        s1 = ONE / 2,
+        s2 = ONE / 2;
       for (let x = 0; x < xmax; x++) {
         const k = c.kk[k0 + x];
         const p = row + (x + xmin) * 3;
@@ -359,10 +365,13 @@ export class CLIPImageProcessor {
     const size = cfg.size ?? { shortest_edge: 224 };
     // An int size means shortest edge for CLIP (get_size_dict with default_to_square=False).
     this.size =
-      typeof size === 'number' ? { shortestEdge: size }
-      : typeof size?.shortest_edge === 'number' ? { shortestEdge: size.shortest_edge }
-      : typeof size?.height === 'number' && typeof size?.width === 'number' ? { height: size.height, width: size.width }
-      : bad(`unsupported size ${JSON.stringify(size)}`);
+      typeof size === 'number'
+        ? { shortestEdge: size }
+        : typeof size?.shortest_edge === 'number'
+          ? { shortestEdge: size.shortest_edge }
+          : typeof size?.height === 'number' && typeof size?.width === 'number'
+            ? { height: size.height, width: size.width }
+            : bad(`unsupported size ${JSON.stringify(size)}`);
     this.resample = cfg.resample ?? Resample.BICUBIC;
     if (!FILTERS[this.resample]) bad(`unsupported resample ${this.resample}`);
     this.doCenterCrop = cfg.do_center_crop ?? true;

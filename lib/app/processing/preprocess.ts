@@ -35,7 +35,6 @@ import type { Sample, Turn } from './data';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../../constants';
 import { DEFAULT_IMAGE_TOKEN } from '../../constants';
 
-
 /** The tokenizer surface this module needs (lib/app/processing/tokenizer.ts satisfies it). `encode` with
  *  addSpecialTokens (default true) prepends BOS like the slow LLaMA tokenizer, and recognises `</s>`/`<s>`
  *  written in the text as the special tokens. */
@@ -185,11 +184,7 @@ export function preprocessPlain(turns: Turn[], tok: TextTokenizer, sep = '\n'): 
 }
 
 /** `_add_speaker_and_signal`: header + "### Role: text\n" per turn + "### ". Returns the per-turn pieces too. */
-export function addSpeakerAndSignal(
-  header: string,
-  turns: Turn[],
-  roles: [string, string],
-): { conversation: string; pieces: string[] } {
+export function addSpeakerAndSignal(header: string, turns: Turn[], roles: [string, string]): { conversation: string; pieces: string[] } {
   const pieces = turns.map((t) => {
     const from = String(t.from).toLowerCase();
     const role = from === 'human' ? roles[0] : from === 'gpt' ? roles[1] : 'unknown';
@@ -219,10 +214,16 @@ export function preprocessV0(turns: Turn[], tok: TextTokenizer, template: Conver
   const lens = [header, ...pieces].map((p) =>
     o.hasImage
       ? tokenizerImageToken(p, tok).length
-      : enc(tok, p).slice(0, o.modelMaxLength).filter((id) => id !== padId).length,
+      : enc(tok, p)
+          .slice(0, o.modelMaxLength)
+          .filter((id) => id !== padId).length,
   );
   const labels = inputIds.slice();
-  maskTargets(labels, lens, turns.map((t) => t.from));
+  maskTargets(
+    labels,
+    lens,
+    turns.map((t) => t.from),
+  );
   return { inputIds, labels };
 }
 
@@ -267,7 +268,7 @@ export function preprocessSample(sample: Sample, opts: SampleOptions): Tokenized
   if (sample.image !== undefined) {
     turns = preprocessMultimodal(turns, { ...opts, mmtag: conv.version.includes('mmtag') });
   }
-  const padId = opts.padId ?? (opts.template === 'v0' ? tok.padId : tok.unkId ?? 0);
+  const padId = opts.padId ?? (opts.template === 'v0' ? tok.padId : (tok.unkId ?? 0));
   if (padId === undefined) throw new Error('[preprocess] --version v0 needs a pad token id (the reference adds [PAD])');
   const o: MaskOptions = {
     hasImage,
@@ -291,13 +292,7 @@ export function preprocessSample(sample: Sample, opts: SampleOptions): Tokenized
 
 /** llava-hf scheme (§1.9): each IMAGE_TOKEN_INDEX sentinel becomes nImageTokens copies of imageTokenId
  *  (labels -100), one per feature row; optional maxLength applies the post-expansion cut (§1.6 step 6). */
-export function expandImageTokens(
-  inputIds: number[],
-  labels: number[],
-  nImageTokens: number,
-  imageTokenId: number,
-  maxLength?: number,
-): Tokenized {
+export function expandImageTokens(inputIds: number[], labels: number[], nImageTokens: number, imageTokenId: number, maxLength?: number): Tokenized {
   if (labels.length !== inputIds.length) throw new Error('[preprocess] expandImageTokens: ids/labels length differ');
   const ids: number[] = [];
   const lab: number[] = [];

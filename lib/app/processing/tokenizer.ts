@@ -81,9 +81,7 @@ export class Tokenizer {
     for (const id of this.tok.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = maxId + 1;
     this.modelMaxLength = typeof config.model_max_length === 'number' ? config.model_max_length : HUGE_MAX_LENGTH;
-    this.specialIds = new Set(
-      [...this.tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id),
-    );
+    this.specialIds = new Set([...this.tok.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
   }
 
   /** Loads `tokenizer.json` and (optionally present) `tokenizer_config.json` from a model directory. */
@@ -94,7 +92,7 @@ export class Tokenizer {
     }
     const tokenizerJson = readJson<Record<string, unknown>>(tjPath, 'file', 'tokenizer', { object: true });
     const cfgPath = path.join(dir, 'tokenizer_config.json');
-    const config = fs.existsSync(cfgPath) ? (readJson<TokenizerConfig>(cfgPath, 'file', 'tokenizer', { object: true })) : {};
+    const config = fs.existsSync(cfgPath) ? readJson<TokenizerConfig>(cfgPath, 'file', 'tokenizer', { object: true }) : {};
     return new Tokenizer(tokenizerJson, config, dir);
   }
 

@@ -208,7 +208,12 @@ export class PrefetchLoader {
     const items = p.items.filter((x): x is EncodedItem => x !== null);
     if (items.length === 0) return { planIndex: b, batch: null };
     const { spec } = this.dataset;
-    const batch = collate(items, { padId: this.dataset.padId, format: spec.format, imageSize: this.dataset.imageSize, numImageTokens: spec.numImageTokens });
+    const batch = collate(items, {
+      padId: this.dataset.padId,
+      format: spec.format,
+      imageSize: this.dataset.imageSize,
+      numImageTokens: spec.numImageTokens,
+    });
     return { planIndex: b, batch };
   }
 

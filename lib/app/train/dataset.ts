@@ -28,22 +28,9 @@
 import * as fs from 'fs';
 import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, ClipProcessorConfig, AspectMode } from '../processing/image';
-import {
-  preprocessSample,
-  expandImageTokens,
-  resolveTrainingTemplate,
-  addSpeakerAndSignal,
-} from '../processing/preprocess';
+import { preprocessSample, expandImageTokens, resolveTrainingTemplate, addSpeakerAndSignal } from '../processing/preprocess';
 import { appendMessage, copy, preprocessMultimodal, render } from '../processing/conversation';
-import {
-  loadDataset,
-  checkImages,
-  imagePath,
-  DataError,
-  Sample,
-  RecordIssue,
-  ValidationReport,
-} from '../processing/data';
+import { loadDataset, checkImages, imagePath, DataError, Sample, RecordIssue, ValidationReport } from '../processing/data';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../../constants';
 import { DEFAULT_IMAGE_TOKEN } from '../../constants';
 
@@ -270,7 +257,8 @@ export class LlavaDataset {
 
   /** Encode sample `pos` (throws DataError for a malformed one). */
   item(pos: number): EncodedItem {
-    if (!(Number.isInteger(pos) && pos >= 0 && pos < this.samples.length)) throw new RangeError(`[dataset] item ${pos} out of range [0, ${this.samples.length})`);
+    if (!(Number.isInteger(pos) && pos >= 0 && pos < this.samples.length))
+      throw new RangeError(`[dataset] item ${pos} out of range [0, ${this.samples.length})`);
     return this.encoder.encode(this.samples[pos], pos, this.indices[pos]);
   }
 }

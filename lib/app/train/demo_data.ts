@@ -29,7 +29,11 @@ export const SHAPES = ['square', 'circle', 'triangle'] as const;
 export type ShapeName = (typeof SHAPES)[number];
 
 /** Draw one shape on a light background. */
-export function drawShape(shape: ShapeName, colour: [number, number, number], opts: { width?: number; height?: number; seed?: number } = {}): RgbImage {
+export function drawShape(
+  shape: ShapeName,
+  colour: [number, number, number],
+  opts: { width?: number; height?: number; seed?: number } = {},
+): RgbImage {
   const W = opts.width ?? 40;
   const H = opts.height ?? 40;
   const rng = mulberry32(opts.seed ?? 1);
@@ -130,8 +134,20 @@ export function makeDemoData(dir: string, opts: { seed?: number; copies?: number
           ],
   }));
   finetune.push(
-    { id: 'text-0', conversations: [{ from: 'human', value: 'What colours are there?' }, { from: 'gpt', value: 'A red, green, blue or yellow one.' }] },
-    { id: 'text-1', conversations: [{ from: 'human', value: 'What shapes are there?' }, { from: 'gpt', value: 'A square, circle or triangle.' }] },
+    {
+      id: 'text-0',
+      conversations: [
+        { from: 'human', value: 'What colours are there?' },
+        { from: 'gpt', value: 'A red, green, blue or yellow one.' },
+      ],
+    },
+    {
+      id: 'text-1',
+      conversations: [
+        { from: 'human', value: 'What shapes are there?' },
+        { from: 'gpt', value: 'A square, circle or triangle.' },
+      ],
+    },
   );
   const pretrainJson = path.join(dir, 'pretrain.json');
   const finetuneJson = path.join(dir, 'finetune.json');

@@ -11,7 +11,6 @@
 import { DataError, modalityLengthOf, type Sample } from '../processing/data';
 import { mulberry32, mixSeed, randomPermutation, shuffleIndices } from '../util/random';
 
-
 /** Split sorted indices into numChunks chunks of equal count, greedily balancing total length. */
 export function splitToEvenChunks(indices: number[], lengths: number[], numChunks: number): number[][] {
   if (indices.length % numChunks !== 0) {
@@ -33,12 +32,7 @@ export function splitToEvenChunks(indices: number[], lengths: number[], numChunk
 
 /** `get_length_grouped_indices`: random permutation, megabatches of worldSize*batchSize sorted by length
  *  (descending, stable), each split into worldSize balanced chunks. */
-export function lengthGroupedIndices(
-  lengths: number[],
-  batchSize: number,
-  worldSize: number,
-  rng: () => number,
-): number[] {
+export function lengthGroupedIndices(lengths: number[], batchSize: number, worldSize: number, rng: () => number): number[] {
   const perm = randomPermutation(lengths.length, rng);
   const mb = worldSize * batchSize;
   const out: number[] = [];
@@ -52,12 +46,7 @@ export function lengthGroupedIndices(
 /** `get_modality_length_grouped_indices` (group_by_modality_length). `lengths` are modality lengths
  *  (positive = image sample, negative = text-only); `worldSize` is world_size × grad_accum as the trainer
  *  passes it. Every megabatch holds one modality except the final, merged one. */
-export function modalityLengthGroupedIndices(
-  lengths: number[],
-  batchSize: number,
-  worldSize: number,
-  rng: () => number,
-): number[] {
+export function modalityLengthGroupedIndices(lengths: number[], batchSize: number, worldSize: number, rng: () => number): number[] {
   const zero = lengths.findIndex((l) => l === 0);
   if (zero >= 0) throw new DataError(`[data] sampler: sample ${zero} has zero length (reference asserts non-zero)`);
   if (lengths.every((l) => l > 0) || lengths.every((l) => l < 0)) {

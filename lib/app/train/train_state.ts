@@ -228,12 +228,19 @@ export function loadOptimizer(opt: AdamW, file: string, step: number): void {
     for (const n of src.names()) {
       const i = Number(n.split('.')[0]);
       const p = params[i];
-      if (!p) throw new Error(`[checkpoint] ${file}: optimizer state for parameter ${i}, but the optimizer has ${params.length} (different stage or model?)`);
+      if (!p)
+        throw new Error(
+          `[checkpoint] ${file}: optimizer state for parameter ${i}, but the optimizer has ${params.length} (different stage or model?)`,
+        );
       const info = src.info(n);
-      if (info.shape.join() !== p.shape.join()) throw new Error(`[checkpoint] ${file}: '${n}' has shape [${info.shape}], parameter ${i} has [${p.shape}]`);
+      if (info.shape.join() !== p.shape.join())
+        throw new Error(`[checkpoint] ${file}: '${n}' has shape [${info.shape}], parameter ${i} has [${p.shape}]`);
       const dtype = info.dtype === 'F64' ? 'float64' : 'float32';
       const data = info.dtype === 'F64' ? new Float64Array(src.read(n).data.buffer) : src.readAsFloat32(n);
-      ts.set(n, noGrad(() => fromTypedArray(data, info.shape, { dtype, device: p.device })));
+      ts.set(
+        n,
+        noGrad(() => fromTypedArray(data, info.shape, { dtype, device: p.device })),
+      );
     }
     try {
       opt.loadStateTensors(ts, step);

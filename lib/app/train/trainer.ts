@@ -131,7 +131,11 @@ export class Trainer {
     options: TrainerOptions,
   ) {
     const o = (this.opts = resolveTrainerOptions(options));
-    this.given = new Set(Object.entries(options).filter(([, v]) => v !== undefined).map(([k]) => k));
+    this.given = new Set(
+      Object.entries(options)
+        .filter(([, v]) => v !== undefined)
+        .map(([k]) => k),
+    );
     this.stage = o.stage;
     this.log = o.log;
     this.globalBatch = o.globalBatch;
@@ -298,7 +302,10 @@ export class Trainer {
           this.state.batchInEpoch = 0;
           continue;
         }
-        const loader = new PrefetchLoader(this.dataset, plan.slice(this.state.batchInEpoch), { prefetch: this.opts.prefetch, pool: pool ?? undefined });
+        const loader = new PrefetchLoader(this.dataset, plan.slice(this.state.batchInEpoch), {
+          prefetch: this.opts.prefetch,
+          pool: pool ?? undefined,
+        });
         const stepsBefore = this.state.step;
         const fromStart = this.state.batchInEpoch === 0;
         try {
@@ -310,7 +317,8 @@ export class Trainer {
             if (f) fs.appendFileSync(f, JSON.stringify(r) + '\n');
             progress.update(r.step, [`loss ${r.loss.toFixed(4)}`, `lr ${r.lr.toExponential(2)}`, `${r.tokens_per_s.toFixed(0)} tok/s`]);
             const save = this.opts.saveSteps;
-            if (this.opts.outputDir && save > 0 && this.state.step % save === 0 && this.state.step < this.state.totalSteps) lastCheckpoint = this.saveCheckpoint();
+            if (this.opts.outputDir && save > 0 && this.state.step % save === 0 && this.state.step < this.state.totalSteps)
+              lastCheckpoint = this.saveCheckpoint();
           }
         } finally {
           loader.close();
@@ -328,7 +336,8 @@ export class Trainer {
     }
     const interrupted = this.stopRequested && this.state.step < until;
     const ran = this.history.length - stepsBefore0;
-    if (ran === 0 && !interrupted) throw new Error(`[train] no optimizer step was run (step ${this.state.step} of ${this.state.totalSteps}): nothing saved`);
+    if (ran === 0 && !interrupted)
+      throw new Error(`[train] no optimizer step was run (step ${this.state.step} of ${this.state.totalSteps}): nothing saved`);
     if (this.opts.outputDir && ran > 0) {
       lastCheckpoint = this.saveCheckpoint();
       if (!interrupted && (this.state.step >= this.state.totalSteps || o.untilStep === undefined)) this.saveFinal();
@@ -371,7 +380,11 @@ export class Trainer {
     if (n === 0) return null;
     if (n < k) this.scaleGrads(k / n); // dropped micro-batches: average over the ones that ran
     let gradNorm: number | undefined;
-    if (this.opts.maxGradNorm > 0) gradNorm = clipGradNorm(this.trainable.map(([, p]) => p), this.opts.maxGradNorm);
+    if (this.opts.maxGradNorm > 0)
+      gradNorm = clipGradNorm(
+        this.trainable.map(([, p]) => p),
+        this.opts.maxGradNorm,
+      );
     const lr = this.lrAt(this.state.step);
     this.optimizer.stepUpdate(lr);
     this.optimizer.zeroGrad();
@@ -449,7 +462,9 @@ export class Trainer {
     const s = readTrainerState(dir);
     if (s.stage !== this.stage) throw new Error(`[train] checkpoint ${dir} is from stage ${s.stage}, this run is stage ${this.stage}`);
     if (s.numSamples !== this.dataset.length)
-      throw new Error(`[train] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`);
+      throw new Error(
+        `[train] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`,
+      );
     const rec = s.options ?? {};
     for (const k of RESUME_MUST_MATCH as TrainerKey[])
       if (rec[k] !== undefined && rec[k] !== this.opts[k])
@@ -470,12 +485,14 @@ export class Trainer {
       this.state.totalSteps = computed;
       this.state.options.epochs = this.epochs;
       this.state.options.maxSteps = this.maxSteps ?? null;
-      if (computed !== s.totalSteps) this.log(`[train] schedule length ${computed} from this run's epochs / max steps (the checkpoint's was ${s.totalSteps})`);
+      if (computed !== s.totalSteps)
+        this.log(`[train] schedule length ${computed} from this run's epochs / max steps (the checkpoint's was ${s.totalSteps})`);
     } else {
       const ms = rec.maxSteps;
       this.maxSteps = typeof ms === 'number' ? ms : undefined;
       if (typeof rec.epochs === 'number') this.epochs = rec.epochs;
-      if (s.totalSteps !== computed) this.log(`[train] resuming with the checkpoint's schedule length ${s.totalSteps} (this run computed ${computed})`);
+      if (s.totalSteps !== computed)
+        this.log(`[train] resuming with the checkpoint's schedule length ${s.totalSteps} (this run computed ${computed})`);
     }
     this.resumedFrom = dir;
     this.logReady = false;
@@ -485,4 +502,3 @@ export class Trainer {
     this.optimizer.dispose();
   }
 }
-

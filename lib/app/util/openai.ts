@@ -140,7 +140,8 @@ export class OpenAIChatClient implements ChatCompleter {
     const key = o.apiKey ?? env.OPENAI_API_KEY;
     if (!key) throw new ApiError(`no API key: set OPENAI_API_KEY or pass --api-key${o.missingKeyHint ? ` ${o.missingKeyHint}` : ''}`, null, true);
     this.maxRetries = o.maxRetries ?? 5;
-    if (!(Number.isInteger(this.maxRetries) && this.maxRetries >= 0)) throw new RangeError(`[openai] maxRetries must be a non-negative integer (got ${o.maxRetries})`);
+    if (!(Number.isInteger(this.maxRetries) && this.maxRetries >= 0))
+      throw new RangeError(`[openai] maxRetries must be a non-negative integer (got ${o.maxRetries})`);
     if (o.concurrency !== undefined && !(Number.isInteger(o.concurrency) && o.concurrency >= 1))
       throw new RangeError(`[openai] concurrency must be a positive integer (got ${o.concurrency})`);
     this.apiKey = key;
@@ -194,7 +195,10 @@ export class OpenAIChatClient implements ChatCompleter {
       } catch (e) {
         if (e instanceof ApiError) throw e;
         const err = e as Error & { cause?: { message?: string } };
-        reason = err.name === 'TimeoutError' ? `timed out after ${timeoutMs} ms` : `${err.message}${err.cause ? ` (${err.cause.message ?? String(err.cause)})` : ''}`;
+        reason =
+          err.name === 'TimeoutError'
+            ? `timed out after ${timeoutMs} ms`
+            : `${err.message}${err.cause ? ` (${err.cause.message ?? String(err.cause)})` : ''}`;
       }
       if (attempt >= this.maxRetries) throw new ApiError(`request to ${this.url} failed after ${attempt + 1} attempt(s): ${reason}`, null, false);
       const delayMs = this.backoff(attempt, retryAfter);
@@ -213,7 +217,11 @@ export class OpenAIChatClient implements ChatCompleter {
     const c = j.choices?.[0];
     const content = c?.message?.content;
     if (!c || !c.message || (content !== null && typeof content !== 'string'))
-      throw new ApiError(`${this.url}: response has no choices[0].message.content${c?.finish_reason ? ` (finish_reason ${String(c.finish_reason)})` : ''}`, status, false);
+      throw new ApiError(
+        `${this.url}: response has no choices[0].message.content${c?.finish_reason ? ` (finish_reason ${String(c.finish_reason)})` : ''}`,
+        status,
+        false,
+      );
     return {
       content: content as string | null,
       finishReason: typeof c.finish_reason === 'string' ? c.finish_reason : null,

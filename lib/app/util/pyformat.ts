@@ -107,4 +107,3 @@ export function pyJsonDump(value: unknown, indent?: number): string {
   const s = indent === undefined ? JSON.stringify(value) : JSON.stringify(value, null, indent);
   return s.replace(/[\u0080-\uffff]/g, (c) => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'));
 }
-

@@ -34,7 +34,8 @@ export function checkRuntime<D extends DType = DType>(
   if (dev === 'cuda') {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const cuda = require('../../cuda') as typeof import('../../cuda');
-    if (!cuda.isAvailable()) throw new Error(`[${area}] --device cuda: CUDA is not available (${cuda.describe().replace(/^CUDA (is )?not available:\s*/i, '')})`);
+    if (!cuda.isAvailable())
+      throw new Error(`[${area}] --device cuda: CUDA is not available (${cuda.describe().replace(/^CUDA (is )?not available:\s*/i, '')})`);
   }
   return { device: dev as Device, dtype: dt as D };
 }

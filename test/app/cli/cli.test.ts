@@ -25,17 +25,42 @@ t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const demo = makeDemoData(path.join(tmp, 'demo'));
 
 function llava(...args: string[]): { code: number; out: string; err: string } {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, encoding: 'utf8', env: { ...process.env, FORCE_COLOR: '0' }, timeout: 120_000 });
+  const r = spawnSync(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    env: { ...process.env, FORCE_COLOR: '0' },
+    timeout: 120_000,
+  });
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
 t.test('--help on every command', async (t) => {
   const top = llava('--help');
   t.equal(top.code, 0);
-  for (const c of ['train', 'chat', 'verify', 'preprocess', 'serve', 'eval', 'gen-data', 'collect-data', 'export-prompts']) t.match(top.out, new RegExp(`\\b${c}\\b`));
+  for (const c of ['train', 'chat', 'verify', 'preprocess', 'serve', 'eval', 'gen-data', 'collect-data', 'export-prompts'])
+    t.match(top.out, new RegExp(`\\b${c}\\b`));
   const train = llava('train', '--help');
   t.equal(train.code, 0);
-  for (const o of ['--stage', '--model', '--data', '--image-folder', '--output', '--template', '--preset', '--lr', '--epochs', '--max-steps', '--batch-size', '--grad-accum', '--max-length', '--device', '--dtype', '--seed', '--resume', '--pretrain-mm-mlp-adapter'])
+  for (const o of [
+    '--stage',
+    '--model',
+    '--data',
+    '--image-folder',
+    '--output',
+    '--template',
+    '--preset',
+    '--lr',
+    '--epochs',
+    '--max-steps',
+    '--batch-size',
+    '--grad-accum',
+    '--max-length',
+    '--device',
+    '--dtype',
+    '--seed',
+    '--resume',
+    '--pretrain-mm-mlp-adapter',
+  ])
     t.match(train.out, o, `train --help lists ${o}`);
   for (const c of ['chat', 'verify', 'preprocess', 'serve']) {
     const h = llava(c, '--help');
@@ -97,12 +122,98 @@ t.test('errors: clear message, non-zero exit', async (t) => {
     [['preprocess', '--model', FIX, '--data', demo.finetuneJson, '--index', '99'], /--index 99 out of range: .* has 14 records/],
     [['preprocess', '--model', FIX, '--data', demo.finetuneJson, '--index', '0', '--template', 'nonsense'], /unknown template 'nonsense'/],
     [['preprocess', '--model', path.join(tmp, 'nomodel'), '--data', demo.finetuneJson, '--index', '0'], /model directory .* not found/],
-    [['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', path.join(tmp, 'x'), '--lr', 'fast'], /'--lr <lr>' argument 'fast' is invalid/],
-    [['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', path.join(tmp, 'x'), '--max-steps', '-3'], /--max-steps.* is invalid/],
-    [['train', '--stage', 'stage3', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', path.join(tmp, 'x')], /unknown stage 'stage3'/],
-    [['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', path.join(tmp, 'noimg'), '--output', path.join(tmp, 'x')], /image folder .* not found/],
-    [['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', path.join(tmp, 'x'), '--batch-size', '10', '--micro-batch-size', '4'], /not divisible/],
-    [['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder], /required option '--output <dir>'/],
+    [
+      [
+        'train',
+        '--stage',
+        'finetune',
+        '--model',
+        FIX,
+        '--data',
+        demo.finetuneJson,
+        '--image-folder',
+        demo.imageFolder,
+        '--output',
+        path.join(tmp, 'x'),
+        '--lr',
+        'fast',
+      ],
+      /'--lr <lr>' argument 'fast' is invalid/,
+    ],
+    [
+      [
+        'train',
+        '--stage',
+        'finetune',
+        '--model',
+        FIX,
+        '--data',
+        demo.finetuneJson,
+        '--image-folder',
+        demo.imageFolder,
+        '--output',
+        path.join(tmp, 'x'),
+        '--max-steps',
+        '-3',
+      ],
+      /--max-steps.* is invalid/,
+    ],
+    [
+      [
+        'train',
+        '--stage',
+        'stage3',
+        '--model',
+        FIX,
+        '--data',
+        demo.finetuneJson,
+        '--image-folder',
+        demo.imageFolder,
+        '--output',
+        path.join(tmp, 'x'),
+      ],
+      /unknown stage 'stage3'/,
+    ],
+    [
+      [
+        'train',
+        '--stage',
+        'finetune',
+        '--model',
+        FIX,
+        '--data',
+        demo.finetuneJson,
+        '--image-folder',
+        path.join(tmp, 'noimg'),
+        '--output',
+        path.join(tmp, 'x'),
+      ],
+      /image folder .* not found/,
+    ],
+    [
+      [
+        'train',
+        '--stage',
+        'finetune',
+        '--model',
+        FIX,
+        '--data',
+        demo.finetuneJson,
+        '--image-folder',
+        demo.imageFolder,
+        '--output',
+        path.join(tmp, 'x'),
+        '--batch-size',
+        '10',
+        '--micro-batch-size',
+        '4',
+      ],
+      /not divisible/,
+    ],
+    [
+      ['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder],
+      /required option '--output <dir>'/,
+    ],
   ];
   for (const [args, re] of cases) {
     const r = llava(...args);
@@ -114,7 +225,22 @@ t.test('errors: clear message, non-zero exit', async (t) => {
 t.test('train: --max-steps 3 writes 3 log lines and a checkpoint; stage 2 from the projector; resume', async (t) => {
   const out1 = path.join(tmp, 'stage1');
   const common = ['--model', FIX, '--image-folder', demo.imageFolder, '--progress', 'plain'];
-  const s1 = llava('train', '--stage', 'pretrain', ...common, '--data', demo.pretrainJson, '--output', out1, '--max-steps', '3', '--batch-size', '4', '--lr', '1e-3');
+  const s1 = llava(
+    'train',
+    '--stage',
+    'pretrain',
+    ...common,
+    '--data',
+    demo.pretrainJson,
+    '--output',
+    out1,
+    '--max-steps',
+    '3',
+    '--batch-size',
+    '4',
+    '--lr',
+    '1e-3',
+  );
   t.equal(s1.code, 0, s1.err);
   t.match(s1.out, /\[train\] done: 3\/3 steps/);
   t.equal(fs.readFileSync(path.join(out1, 'train_log.jsonl'), 'utf8').trim().split('\n').length, 3);
@@ -122,32 +248,97 @@ t.test('train: --max-steps 3 writes 3 log lines and a checkpoint; stage 2 from t
   t.ok(fs.existsSync(path.join(out1, 'checkpoint-3', 'trainer_state.json')));
 
   const out2 = path.join(tmp, 'stage2');
-  const s2 = llava('train', '--stage', 'finetune', ...common, '--data', demo.finetuneJson, '--output', out2, '--max-steps', '3', '--batch-size', '4', '--grad-accum', '2', '--pretrain-mm-mlp-adapter', path.join(out1, 'mm_projector.safetensors'), '--max-grad-norm', '1');
+  const s2 = llava(
+    'train',
+    '--stage',
+    'finetune',
+    ...common,
+    '--data',
+    demo.finetuneJson,
+    '--output',
+    out2,
+    '--max-steps',
+    '3',
+    '--batch-size',
+    '4',
+    '--grad-accum',
+    '2',
+    '--pretrain-mm-mlp-adapter',
+    path.join(out1, 'mm_projector.safetensors'),
+    '--max-grad-norm',
+    '1',
+  );
   t.equal(s2.code, 0, s2.err);
   t.match(s2.out, /projector loaded from/);
-  const lines = fs.readFileSync(path.join(out2, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const lines = fs
+    .readFileSync(path.join(out2, 'train_log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.equal(lines.length, 3, 'train_log.jsonl has 3 lines');
-  t.same(lines.map((l: { step: number }) => l.step), [1, 2, 3]);
+  t.same(
+    lines.map((l: { step: number }) => l.step),
+    [1, 2, 3],
+  );
   t.ok(lines.every((l: Record<string, number>) => Number.isFinite(l.loss) && Number.isFinite(l.lr) && l.tokens_per_s > 0 && l.grad_norm > 0));
-  for (const f of ['checkpoint-3/model.safetensors', 'checkpoint-3/optimizer.safetensors', 'checkpoint-3/trainer_state.json', 'model.safetensors', 'config.json', 'loss.png'])
+  for (const f of [
+    'checkpoint-3/model.safetensors',
+    'checkpoint-3/optimizer.safetensors',
+    'checkpoint-3/trainer_state.json',
+    'model.safetensors',
+    'config.json',
+    'loss.png',
+  ])
     t.ok(fs.existsSync(path.join(out2, f)), `${f} written`);
 
   // A finished run has nothing left to do: the resume says so and fails, and writes no model.
   const model2 = path.join(out2, 'model.safetensors');
   const before = fs.statSync(model2).mtimeMs;
-  const again = llava('train', '--stage', 'finetune', ...common, '--data', demo.finetuneJson, '--output', out2, '--max-steps', '3', '--batch-size', '4', '--grad-accum', '2', '--resume');
+  const again = llava(
+    'train',
+    '--stage',
+    'finetune',
+    ...common,
+    '--data',
+    demo.finetuneJson,
+    '--output',
+    out2,
+    '--max-steps',
+    '3',
+    '--batch-size',
+    '4',
+    '--grad-accum',
+    '2',
+    '--resume',
+  );
   t.not(again.code, 0, 'a resume with no step left fails');
   t.match(again.out, /resumed from .*checkpoint-3 at step 3\/3/);
   t.match(again.err, /nothing to train: the run is already at step 3 of its 3-step schedule .*give a longer schedule/);
   t.equal(fs.statSync(model2).mtimeMs, before, 'model.safetensors untouched');
-  const bad = llava('train', '--stage', 'finetune', ...common, '--data', demo.finetuneJson, '--output', path.join(tmp, 'empty'), '--max-steps', '3', '--resume');
+  const bad = llava(
+    'train',
+    '--stage',
+    'finetune',
+    ...common,
+    '--data',
+    demo.finetuneJson,
+    '--output',
+    path.join(tmp, 'empty'),
+    '--max-steps',
+    '3',
+    '--resume',
+  );
   t.not(bad.code, 0);
   t.match(bad.err, /--resume: no checkpoint found/);
 });
 
 /** `llava` started in the background, with its output collected. */
 function llavaBackground(...args: string[]) {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, FORCE_COLOR: '0' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const r = { child, out: '', err: '', exited: null as Promise<number | null> | null };
   child.stdout.on('data', (d) => (r.out += d));
   child.stderr.on('data', (d) => (r.err += d));
@@ -163,11 +354,37 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
   }
 }
 
-const logLines = (out: string): number => (fs.existsSync(path.join(out, 'train_log.jsonl')) ? fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').split('\n').filter((l) => l.trim()).length : 0);
+const logLines = (out: string): number =>
+  fs.existsSync(path.join(out, 'train_log.jsonl'))
+    ? fs
+        .readFileSync(path.join(out, 'train_log.jsonl'), 'utf8')
+        .split('\n')
+        .filter((l) => l.trim()).length
+    : 0;
 
 t.test('train: Ctrl-C finishes the step, saves a checkpoint, prints the resume command, exits 130', async (t) => {
   const out = path.join(tmp, 'sigint');
-  const run = llavaBackground('train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--max-steps', '100000', '--batch-size', '2', '--lr', '1e-4', '--progress', 'none');
+  const run = llavaBackground(
+    'train',
+    '--stage',
+    'finetune',
+    '--model',
+    FIX,
+    '--data',
+    demo.finetuneJson,
+    '--image-folder',
+    demo.imageFolder,
+    '--output',
+    out,
+    '--max-steps',
+    '100000',
+    '--batch-size',
+    '2',
+    '--lr',
+    '1e-4',
+    '--progress',
+    'none',
+  );
   try {
     await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
     run.child.kill('SIGINT');
@@ -193,7 +410,25 @@ t.test('train: Ctrl-C finishes the step, saves a checkpoint, prints the resume c
 
 t.test('train: SIGTERM stops the same way (exit 143)', async (t) => {
   const out = path.join(tmp, 'sigterm');
-  const run = llavaBackground('train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--max-steps', '100000', '--batch-size', '2', '--progress', 'none');
+  const run = llavaBackground(
+    'train',
+    '--stage',
+    'finetune',
+    '--model',
+    FIX,
+    '--data',
+    demo.finetuneJson,
+    '--image-folder',
+    demo.imageFolder,
+    '--output',
+    out,
+    '--max-steps',
+    '100000',
+    '--batch-size',
+    '2',
+    '--progress',
+    'none',
+  );
   try {
     await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
     run.child.kill('SIGTERM');
@@ -209,7 +444,22 @@ t.test('train: SIGTERM stops the same way (exit 143)', async (t) => {
   const stateFile = path.join(out, `checkpoint-${n}`, 'trainer_state.json');
   const st = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
   fs.writeFileSync(stateFile, JSON.stringify({ ...st, totalSteps: n + 2, options: { ...st.options, maxSteps: n + 2 } }));
-  const again = llava('train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--progress', 'none', '--resume');
+  const again = llava(
+    'train',
+    '--stage',
+    'finetune',
+    '--model',
+    FIX,
+    '--data',
+    demo.finetuneJson,
+    '--image-folder',
+    demo.imageFolder,
+    '--output',
+    out,
+    '--progress',
+    'none',
+    '--resume',
+  );
   t.equal(again.code, 0, again.err);
   t.match(again.out, /--resume: as the checkpoint was trained \(flags override\): .*maxSteps \d+.*microBatch 2, gradAccum 1/);
   t.match(again.out, new RegExp(`done: ${n + 2}/${n + 2} steps, loss \\d`));
@@ -221,7 +471,27 @@ t.test('train: a second Ctrl-C exits at once', async (t) => {
   const big = path.join(tmp, 'big.json');
   fs.writeFileSync(big, JSON.stringify(Array.from({ length: 10 }, (_, k) => recs.map((r) => ({ ...r, id: `${r.id}-${k}` }))).flat()));
   const out = path.join(tmp, 'sigint2');
-  const run = llavaBackground('train', '--stage', 'finetune', '--model', FIX, '--data', big, '--image-folder', demo.imageFolder, '--output', out, '--max-steps', '1000', '--micro-batch-size', '1', '--grad-accum', '140', '--progress', 'none');
+  const run = llavaBackground(
+    'train',
+    '--stage',
+    'finetune',
+    '--model',
+    FIX,
+    '--data',
+    big,
+    '--image-folder',
+    demo.imageFolder,
+    '--output',
+    out,
+    '--max-steps',
+    '1000',
+    '--micro-batch-size',
+    '1',
+    '--grad-accum',
+    '140',
+    '--progress',
+    'none',
+  );
   try {
     await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
     run.child.kill('SIGINT');
@@ -238,15 +508,39 @@ t.test('train: a second Ctrl-C exits at once', async (t) => {
 
 t.test('train: a non-empty --output needs --resume or --overwrite-output; --save-total-limit; the small-data start line', async (t) => {
   const out = path.join(tmp, 'stage2');
-  const args = ['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder, '--output', out, '--progress', 'none'];
+  const args = [
+    'train',
+    '--stage',
+    'finetune',
+    '--model',
+    FIX,
+    '--data',
+    demo.finetuneJson,
+    '--image-folder',
+    demo.imageFolder,
+    '--output',
+    out,
+    '--progress',
+    'none',
+  ];
   const refused = llava(...args, '--max-steps', '1');
   t.not(refused.code, 0);
-  t.match(refused.err, /output directory .*stage2 is not empty \(checkpoint-3, .*\): pass --resume to continue the run in it, --overwrite-output to delete/);
+  t.match(
+    refused.err,
+    /output directory .*stage2 is not empty \(checkpoint-3, .*\): pass --resume to continue the run in it, --overwrite-output to delete/,
+  );
   const over = llava(...args, '--max-steps', '2', '--save-steps', '1', '--save-total-limit', '0', '--overwrite-output');
   t.equal(over.code, 0, over.err);
   t.match(over.out, /--overwrite-output: removed 1 checkpoint folder\(s\) and \d+ file\(s\)/);
   t.match(over.out, /global batch 128 = 4 x 32, but the data set has only 14 samples: each step takes all 14 \(4 micro-batches of up to 4\)/);
-  t.same(fs.readdirSync(out).filter((f) => f.startsWith('checkpoint-')).sort(), ['checkpoint-1', 'checkpoint-2'], "the old run's checkpoint-3 is gone; --save-total-limit 0 keeps all");
+  t.same(
+    fs
+      .readdirSync(out)
+      .filter((f) => f.startsWith('checkpoint-'))
+      .sort(),
+    ['checkpoint-1', 'checkpoint-2'],
+    "the old run's checkpoint-3 is gone; --save-total-limit 0 keeps all",
+  );
   t.equal(logLines(out), 2);
   const both = llava(...args, '--resume', '--overwrite-output');
   t.not(both.code, 0);

@@ -42,12 +42,7 @@ import {
   writePromptsDir,
 } from '../../../lib/app/datagen/index';
 import { pyFixed } from '../../../lib/app/util/pyformat';
-import type {
-  ChatMessage,
-  GenerationLine,
-  GptDataType,
-  ImageContextSource,
-} from '../../../lib/app/datagen/index';
+import type { ChatMessage, GenerationLine, GptDataType, ImageContextSource } from '../../../lib/app/datagen/index';
 import { validateRecord } from '../../../lib/app/processing/data';
 import { TEST_DIR } from '../../helpers';
 
@@ -117,7 +112,11 @@ const CONTEXT_42_BOXES = `${CAPS_42}\n\ntie: [0.574, 0.298, 0.752, 0.704]\nperso
 t.test('COCO join and context strings', async (t) => {
   const { captions, instances } = cocoJson(0);
   const r = cocoFromJson(captions, instances);
-  t.same(r.images.map((i) => i.imageId), ['42', '7'], 'file order; image without captions left out');
+  t.same(
+    r.images.map((i) => i.imageId),
+    ['42', '7'],
+    'file order; image without captions left out',
+  );
   t.ok(r.warnings.some((w) => /1 image\(s\) without captions/.test(w)));
   t.ok(r.warnings.some((w) => /1 caption\(s\) refer to images not in the images list/.test(w)));
   t.ok(r.warnings.some((w) => /1 instance\(s\) refer to images/.test(w)));
@@ -138,7 +137,10 @@ t.test('COCO join and context strings', async (t) => {
     () => cocoFromJson(captions, { categories: [], annotations: [{ image_id: 42, category_id: 5, bbox: [0, 0, 1, 1] }] }),
     /unknown category_id 5/,
   );
-  t.throws(() => cocoFromJson(captions, { categories: [{ id: 1, name: 'x' }], annotations: [{ image_id: 42, category_id: 1, bbox: [0, 0, 1] }] }), /bbox/);
+  t.throws(
+    () => cocoFromJson(captions, { categories: [{ id: 1, name: 'x' }], annotations: [{ image_id: 42, category_id: 1, bbox: [0, 0, 1] }] }),
+    /bbox/,
+  );
 });
 
 t.test("numbers: Python '%.3f' including exact ties to even", async (t) => {
@@ -168,7 +170,10 @@ t.test('system messages and instruction lists are the reference text (docs/refer
   t.equal(sha(COMPLEX_REASONING_SYSTEM_MESSAGE), '640a7ed07d0241efa48dc3eeb5538e8a1c6dba72012614bdd74aed27b5ee12d7', 'complex (1503 chars)');
   // Readable checks of the same facts.
   const conv = CONVERSATION_SYSTEM_MESSAGE.split('\n');
-  t.equal(conv[0], 'You are an AI visual assistant, and you are seeing a single image. What you see are provided with five sentences, describing the same image you are looking at. Answer all questions as you are seeing the image.');
+  t.equal(
+    conv[0],
+    'You are an AI visual assistant, and you are seeing a single image. What you see are provided with five sentences, describing the same image you are looking at. Answer all questions as you are seeing the image.',
+  );
   t.equal(conv[3], 'Ask diverse questions and give corresponding answers.');
   t.equal(conv[6], '(1) one can see the content in the image that the question asks about and can answer confidently;');
   t.equal(conv[7], '(2) one can determine confidently from the image that it is not in the image.');
@@ -204,7 +209,10 @@ t.test('messages: system, (user caps, assistant conv) x k, user context', async 
     want.push({ role: 'user', content: ctx });
     t.same(msgs, want, `${type}: whole chat`);
     t.equal(msgs.length, 2 + 2 * k);
-    t.same(msgs.map((m) => m.role), ['system', ...Array(k).fill(['user', 'assistant']).flat(), 'user']);
+    t.same(
+      msgs.map((m) => m.role),
+      ['system', ...Array(k).fill(['user', 'assistant']).flat(), 'user'],
+    );
     t.same(buildMessages(set, ctx, 1).length, 4, 'fewShot limits k');
     // The built-in examples follow the formats they teach.
     for (const e of set.examples) {
@@ -298,9 +306,19 @@ t.test('parse: conversation (multi-turn), complex reasoning, detail', async (t) 
     if (r.ok) qs.add(r.value.conversations[0].value);
   }
   t.ok(qs.size >= 8, `questions vary across images (${qs.size} distinct of 16)`);
-  const other = [2, 3, 4, 5, 6].map((seed) => (parseGptOutput('detail', 'A man.', { ...meta, seed }) as { value: { conversations: { value: string }[] } }).value.conversations[0].value);
-  t.ok(other.some((q) => q !== h.value), 'the seed changes the draw');
-  t.equal((parseGptOutput('detail', 'Answer: A man.', meta) as { value: { conversations: { value: string }[] } }).value.conversations[1].value, 'A man.', 'leading Answer: label dropped');
+  const other = [2, 3, 4, 5, 6].map(
+    (seed) =>
+      (parseGptOutput('detail', 'A man.', { ...meta, seed }) as { value: { conversations: { value: string }[] } }).value.conversations[0].value,
+  );
+  t.ok(
+    other.some((q) => q !== h.value),
+    'the seed changes the draw',
+  );
+  t.equal(
+    (parseGptOutput('detail', 'Answer: A man.', meta) as { value: { conversations: { value: string }[] } }).value.conversations[1].value,
+    'A man.',
+    'leading Answer: label dropped',
+  );
 
   let firsts = 0;
   for (let i = 0; i < 40; i++) {
@@ -326,7 +344,11 @@ t.test('parse: malformed outputs give a reason', async (t) => {
     ['conversation', 'Question:\nQ1?\n===\nAnswer:\n   \n===', /line 4: empty answer/],
     ['conversation', 'The image shows a man.', /text before the first 'Question:' label/],
     ['conversation', '   \n', /no 'Question:' \/ 'Answer:' blocks found/],
-    ['complex_reasoning', 'Question:\nQ1?\n===\nAnswer:\nA1.\n===\nQuestion:\nQ2?\n===\nAnswer:\nA2.', /expected exactly one Question\/Answer pair, found 2/],
+    [
+      'complex_reasoning',
+      'Question:\nQ1?\n===\nAnswer:\nA1.\n===\nQuestion:\nQ2?\n===\nAnswer:\nA2.',
+      /expected exactly one Question\/Answer pair, found 2/,
+    ],
     ['detail', '  \n ', /empty output/],
     ['detail', 'Question:\nWhat?\n===\nAnswer:\nThat.', /expected a description, found a 'Question:' block/],
   ];
@@ -366,7 +388,14 @@ function formatReply(body: { messages: ChatMessage[] }): string {
   return `Question:\nWhat is in scene ${id}?\n===\nAnswer:\nShapes.\n===\nQuestion:\nHow many?\n===\nAnswer:\nA few.`;
 }
 function ok(content: string): MockReply {
-  return { body: { id: 'x', model: 'mock-model', choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }], usage: { total_tokens: 10 } } };
+  return {
+    body: {
+      id: 'x',
+      model: 'mock-model',
+      choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+      usage: { total_tokens: 10 },
+    },
+  };
 }
 
 async function startMock(handler: Mock['handler'] = (b) => ok(formatReply(b))): Promise<Mock> {
@@ -379,7 +408,10 @@ async function startMock(handler: Mock['handler'] = (b) => ok(formatReply(b))): 
       mock.maxInFlight = Math.max(mock.maxInFlight, mock.inFlight);
       const body = JSON.parse(data);
       mock.requests.push({ auth: req.headers.authorization, body });
-      const r = req.url === '/v1/chat/completions' ? mock.handler(body, mock.requests.length) : { status: 404, body: { error: { message: `no route ${req.url}` } } };
+      const r =
+        req.url === '/v1/chat/completions'
+          ? mock.handler(body, mock.requests.length)
+          : { status: 404, body: { error: { message: `no route ${req.url}` } } };
       setTimeout(() => {
         mock.inFlight--;
         res.writeHead(r.status ?? 200, { 'content-type': 'application/json', ...r.headers });
@@ -409,7 +441,12 @@ t.test('client: retries on 500 and 429, fails fast on 400, key handling', async 
   t.equal(envClient.url, `${mock.url}/chat/completions`, 'base URL from the environment');
   t.equal(envClient.model, 'gpt-4-0314', 'default model');
 
-  mock.handler = (_b, n) => (n === 1 ? { status: 500, body: 'oops' } : n === 2 ? { status: 429, body: { error: { message: 'slow down' } }, headers: { 'retry-after': '0' } } : ok('fine'));
+  mock.handler = (_b, n) =>
+    n === 1
+      ? { status: 500, body: 'oops' }
+      : n === 2
+        ? { status: 429, body: { error: { message: 'slow down' } }, headers: { 'retry-after': '0' } }
+        : ok('fine');
   const r = await envClient.complete(msgs);
   t.equal(r.content, 'fine');
   t.equal(r.attempts, 3, '500, 429, then 200');
@@ -455,7 +492,9 @@ t.test('generate: concurrency limit, JSONL lines, resume, malformed outputs, ret
   t.equal(mock.maxInFlight, 3, 'never more than 3 requests in flight, and 3 used');
   t.equal(mock.requests.length, 10, '9 images + 1 retry');
   t.same([s.total, s.alreadyDone, s.completed, s.apiErrors.length], [9, 0, 9, 0]);
-  t.same(s.parseErrors, [{ type: 'conversation', imageId: '1004', reason: "text before the first 'Question:' label (line 1: \"I cannot help with that.\")" }]);
+  t.same(s.parseErrors, [
+    { type: 'conversation', imageId: '1004', reason: 'text before the first \'Question:\' label (line 1: "I cannot help with that.")' },
+  ]);
   const { lines, bad } = readGenerationJsonl(out);
   t.equal(lines.length, 9);
   t.same(bad, []);
@@ -512,10 +551,24 @@ t.test('generate: concurrency limit, JSONL lines, resume, malformed outputs, ret
   fs.writeFileSync(partial, text.slice(0, 3).join('\n') + '\n' + text[3].slice(0, 30));
   mock.requests.length = 0;
   const logs: string[] = [];
-  const s4 = await generateInstructData({ type: 'conversation', images, client, outJsonl: partial, concurrency: 2, progress: 'plain', log: (m) => logs.push(m) });
+  const s4 = await generateInstructData({
+    type: 'conversation',
+    images,
+    client,
+    outJsonl: partial,
+    concurrency: 2,
+    progress: 'plain',
+    log: (m) => logs.push(m),
+  });
   t.same([s4.alreadyDone, s4.completed, mock.requests.length], [3, 6, 6], 'only the 6 missing images are asked');
-  t.ok(logs.some((m) => /partial\.jsonl:4 ignored: not JSON/.test(m)), 'partial line reported');
-  t.ok(logs.some((m) => /\[gen-data\] conversation 6\/6 \| failed 0/.test(m)), 'plain progress lines');
+  t.ok(
+    logs.some((m) => /partial\.jsonl:4 ignored: not JSON/.test(m)),
+    'partial line reported',
+  );
+  t.ok(
+    logs.some((m) => /\[gen-data\] conversation 6\/6 \| failed 0/.test(m)),
+    'plain progress lines',
+  );
   const after = readGenerationJsonl(partial);
   t.equal(after.lines.length, 9, 'new lines start on a fresh line');
   t.equal(after.bad.length, 1);
@@ -548,7 +601,16 @@ t.test('generate: detail and complex reasoning chats carry boxes and 3 examples'
   for (const type of ['detail', 'complex_reasoning'] as const) {
     mock.requests.length = 0;
     const out = path.join(tmp, 'gen2', `${type}.jsonl`);
-    const s = await generateInstructData({ type, images, client, outJsonl: out, seed: 3, imagePrefix: 'coco/train2017/', progress: 'none', log: quiet });
+    const s = await generateInstructData({
+      type,
+      images,
+      client,
+      outJsonl: out,
+      seed: 3,
+      imagePrefix: 'coco/train2017/',
+      progress: 'none',
+      log: quiet,
+    });
     t.same([s.completed, s.parseErrors.length], [2, 0]);
     const m = mock.requests[0].body.messages;
     t.equal(m.length, 8, `${type}: system + 3 pairs + query`);
@@ -568,9 +630,29 @@ t.test('generate: detail and complex reasoning chats carry boxes and 3 examples'
 t.test('collect: JSONL -> LLaVA JSON array, ordered, newest line wins, failures listed', async (t) => {
   const dir = path.join(tmp, 'collect');
   fs.mkdirSync(dir, { recursive: true });
-  const rec = (id: string, q: string): GenerationLine['record'] => ({ id, image: `${id}.jpg`, conversations: [{ from: 'human', value: `<image>\n${q}` }, { from: 'gpt', value: 'A.' }] });
+  const rec = (id: string, q: string): GenerationLine['record'] => ({
+    id,
+    image: `${id}.jpg`,
+    conversations: [
+      { from: 'human', value: `<image>\n${q}` },
+      { from: 'gpt', value: 'A.' },
+    ],
+  });
   const line = (type: GptDataType, index: number, imageId: string, record: GenerationLine['record'], error: string | null = null): string =>
-    JSON.stringify({ type, index, image_id: imageId, id: imageId, image: `${imageId}.jpg`, model: 'm', response: 'r', finish_reason: 'stop', usage: null, record, error, created: 'T' });
+    JSON.stringify({
+      type,
+      index,
+      image_id: imageId,
+      id: imageId,
+      image: `${imageId}.jpg`,
+      model: 'm',
+      response: 'r',
+      finish_reason: 'stop',
+      usage: null,
+      record,
+      error,
+      created: 'T',
+    });
   const a = path.join(dir, 'a.jsonl');
   fs.writeFileSync(
     a,
@@ -582,14 +664,24 @@ t.test('collect: JSONL -> LLaVA JSON array, ordered, newest line wins, failures 
       line('complex_reasoning', 1, '20', rec('20', 'second')),
       line('complex_reasoning', 0, '10', rec('10', 'first')),
       line('complex_reasoning', 3, '40', null, 'two pairs'),
-      line('complex_reasoning', 4, '50', { id: '50', image: '50.jpg', conversations: [{ from: 'human', value: 'no image tag' }, { from: 'gpt', value: 'x' }] }),
+      line('complex_reasoning', 4, '50', {
+        id: '50',
+        image: '50.jpg',
+        conversations: [
+          { from: 'human', value: 'no image tag' },
+          { from: 'gpt', value: 'x' },
+        ],
+      }),
     ].join('\n') + '\n',
   );
   const b = path.join(dir, 'b.jsonl');
   fs.writeFileSync(b, line('detail', 0, '10', rec('10', 'detail q')) + '\n');
   const outFile = path.join(dir, 'llava_instruct_mix.json');
   const c = collectInstructData([a, b], outFile);
-  t.same(c.records.map((r) => r.conversations[0].value), ['<image>\nfirst', '<image>\nsecond', '<image>\nthird', '<image>\ndetail q']);
+  t.same(
+    c.records.map((r) => r.conversations[0].value),
+    ['<image>\nfirst', '<image>\nsecond', '<image>\nthird', '<image>\ndetail q'],
+  );
   t.same(c.failures, [{ type: 'complex_reasoning', imageId: '40', reason: 'two pairs' }]);
   t.equal(c.invalid.length, 1);
   t.match(c.invalid[0], { imageId: '50', reason: /<image>/ });
@@ -615,7 +707,10 @@ t.test('forEachLine: lines across 1 MiB read chunks, multi-byte characters, no f
     nums.push(n);
   });
   t.equal(got.length, want.length);
-  t.ok(got.every((l, i) => l === want[i]), 'every line intact');
+  t.ok(
+    got.every((l, i) => l === want[i]),
+    'every line intact',
+  );
   t.equal(nums[nums.length - 1], want.length);
 });
 
@@ -625,7 +720,11 @@ t.test('dry run: Batch-API request lines, no key needed', async (t) => {
   const f = path.join(tmp, 'dry', 'detail.prompts.jsonl');
   const r = writeDryRun({ type: 'detail', images, outFile: f, model: 'gpt-4o', temperature: 0.2 });
   t.equal(r.count, 2);
-  const lines = fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const lines = fs
+    .readFileSync(f, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.equal(lines.length, 2);
   t.same(Object.keys(lines[0]), ['custom_id', 'method', 'url', 'body']);
   t.equal(lines[0].custom_id, 'detail-42');
@@ -671,7 +770,30 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
     t.match(help.out, o, `gen-data --help lists ${o}`);
 
   mock.handler = (b, n) => (n === 2 ? { status: 429, body: 'wait', headers: { 'retry-after': '0' } } : ok(formatReply(b)));
-  const run = await cli(['gen-data', '--type', 'complex_reasoning', '--captions', capFile, '--instances', insFile, '--out', out, '--limit', '4', '--concurrency', '2', '--progress', 'none', '--model', 'gpt-test', '--retry-base-ms', '1'], env);
+  const run = await cli(
+    [
+      'gen-data',
+      '--type',
+      'complex_reasoning',
+      '--captions',
+      capFile,
+      '--instances',
+      insFile,
+      '--out',
+      out,
+      '--limit',
+      '4',
+      '--concurrency',
+      '2',
+      '--progress',
+      'none',
+      '--model',
+      'gpt-test',
+      '--retry-base-ms',
+      '1',
+    ],
+    env,
+  );
   t.equal(run.code, 0, run.err);
   t.match(run.out, /complex_reasoning: 4 image\(s\): 0 already done, 4 answered this run \(0 malformed\), 0 failed/);
   t.match(run.out, /wrote 4 record\(s\) to .*llava_instruct_complex_reasoning\.json/);
@@ -679,7 +801,11 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
   t.equal(mock.requests[0].auth, 'Bearer cli-key');
   t.equal(mock.requests[0].body.model, 'gpt-test');
   const json = JSON.parse(fs.readFileSync(path.join(out, 'llava_instruct_complex_reasoning.json'), 'utf8'));
-  t.same(json.map((r: { id: string }) => r.id), ['000000000042', '000000000007', '000000001000', '000000001001'], 'captions-file order');
+  t.same(
+    json.map((r: { id: string }) => r.id),
+    ['000000000042', '000000000007', '000000001000', '000000001001'],
+    'captions-file order',
+  );
   t.same(json[0].conversations, [
     { from: 'human', value: '<image>\nWhat is special about scene suit?' },
     { from: 'gpt', value: 'It is synthetic.' },
@@ -690,7 +816,26 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
   // Rerun with a larger limit: only the new image is asked; one malformed answer is reported, exit 0.
   mock.requests.length = 0;
   mock.handler = () => ok('no idea');
-  const more = await cli(['gen-data', '--type', 'complex_reasoning', '--captions', capFile, '--instances', insFile, '--out', out, '--limit', '5', '--progress', 'none', '--model', 'gpt-test'], env);
+  const more = await cli(
+    [
+      'gen-data',
+      '--type',
+      'complex_reasoning',
+      '--captions',
+      capFile,
+      '--instances',
+      insFile,
+      '--out',
+      out,
+      '--limit',
+      '5',
+      '--progress',
+      'none',
+      '--model',
+      'gpt-test',
+    ],
+    env,
+  );
   t.equal(more.code, 0, more.err);
   t.equal(mock.requests.length, 1, 'resume: 4 done, 1 new');
   t.match(more.err, /\[gen-data\] image 1002: malformed output: text before the first 'Question:' label/);
@@ -704,7 +849,11 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
   t.equal(mock.requests.length, 0);
   t.match(dry.out, /^----- system -----\nYou are an AI visual assistant, and you are seeing a single image\./);
   t.match(dry.out, /dry run: 2 conversation prompt\(s\) \(1 few-shot examples, builtin\) written to .*conversation\.prompts\.jsonl/);
-  const dl = fs.readFileSync(path.join(out, 'conversation.prompts.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const dl = fs
+    .readFileSync(path.join(out, 'conversation.prompts.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   t.equal(dl.length, 2);
   t.equal(dl[0].body.messages.length, 4);
   t.equal(dl[0].body.messages[3].content, CAPS_42);
@@ -717,7 +866,26 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
   fs.writeFileSync(path.join(pdir, 'detail_description', 'system_message.txt'), 'Describe it.\n');
   mock.requests.length = 0;
   mock.handler = (b) => ok(formatReply(b));
-  const det = await cli(['gen-data', '--type', 'detail', '--captions', capFile, '--instances', insFile, '--out', out, '--prompts-dir', pdir, '--limit', '2', '--progress', 'none'], env);
+  const det = await cli(
+    [
+      'gen-data',
+      '--type',
+      'detail',
+      '--captions',
+      capFile,
+      '--instances',
+      insFile,
+      '--out',
+      out,
+      '--prompts-dir',
+      pdir,
+      '--limit',
+      '2',
+      '--progress',
+      'none',
+    ],
+    env,
+  );
   t.equal(det.code, 0, det.err);
   t.equal(mock.requests[0].body.messages[0].content, 'Describe it.', 'system message from --prompts-dir');
   const merged = path.join(dir, 'llava_instruct_mix.json');
@@ -729,11 +897,23 @@ t.test('CLI: gen-data end to end, resume, dry run, collect-data, export-prompts,
 
   // Errors: one line, exit 1.
   const cases: [string[], Record<string, string>, RegExp][] = [
-    [['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o2')], { OPENAI_BASE_URL: mock.url }, /llava gen-data: error: \[openai\] no API key: set OPENAI_API_KEY/],
+    [
+      ['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o2')],
+      { OPENAI_BASE_URL: mock.url },
+      /llava gen-data: error: \[openai\] no API key: set OPENAI_API_KEY/,
+    ],
     [['gen-data', '--type', 'detail', '--captions', capFile, '--out', path.join(dir, 'o2')], env, /--instances is required for --type detail/],
     [['gen-data', '--type', 'captions', '--captions', capFile, '--out', path.join(dir, 'o2')], env, /argument 'captions' is invalid/],
-    [['gen-data', '--type', 'conversation', '--captions', path.join(dir, 'nope.json'), '--out', path.join(dir, 'o2')], env, /captions file .*nope\.json not found/],
-    [['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o2'), '--concurrency', '0'], env, /--concurrency <n>' argument '0' is invalid/],
+    [
+      ['gen-data', '--type', 'conversation', '--captions', path.join(dir, 'nope.json'), '--out', path.join(dir, 'o2')],
+      env,
+      /captions file .*nope\.json not found/,
+    ],
+    [
+      ['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o2'), '--concurrency', '0'],
+      env,
+      /--concurrency <n>' argument '0' is invalid/,
+    ],
     [['gen-data', '--type', 'conversation', '--captions', capFile, '--out', path.join(dir, 'o2'), '--offset', '50'], env, /no images selected/],
     [['collect-data', path.join(dir, 'none.jsonl'), '--out', merged], {}, /llava collect-data: error: JSONL file .* not found/],
   ];

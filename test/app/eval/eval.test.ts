@@ -11,15 +11,35 @@ import { AddressInfo } from 'net';
 import { Command, CommanderError } from 'commander';
 import { SafetensorsFile } from '../../../lib/io/safetensors';
 import { parseDataset } from '../../../lib/app/processing/data';
-import { convertScienceQA, extractSqaAnswer, formatReviewSummary, formatSqaReport, judgeContent, judgePrompt, parseJudgeScores, parseSqaFormat, pyFixed, pyFloatRepr, pyJsonDump, scienceQACategoryAccuracy, scoreScienceQA, sqaConvertedFileName, sqaPrompt, sqaResultJson, summarizeReviews, BENCH_RULES, JUDGE_SYSTEM_PROMPT, type AnswerRecord, type BenchQuestion, type CocoContext, type SqaProblem, type SqaProblems, type WildContext } from '../../../lib/app/eval/index';
-import { OpenAIJudge, runBenchReview, type Judge } from '../../../lib/app/eval/judge';
 import {
-  generateAnswers,
-  getChunk,
-  loadEvalModel,
-  shortUuid,
-  type EvalModel,
-} from '../../../lib/app/eval/answer';
+  convertScienceQA,
+  extractSqaAnswer,
+  formatReviewSummary,
+  formatSqaReport,
+  judgeContent,
+  judgePrompt,
+  parseJudgeScores,
+  parseSqaFormat,
+  pyFixed,
+  pyFloatRepr,
+  pyJsonDump,
+  scienceQACategoryAccuracy,
+  scoreScienceQA,
+  sqaConvertedFileName,
+  sqaPrompt,
+  sqaResultJson,
+  summarizeReviews,
+  BENCH_RULES,
+  JUDGE_SYSTEM_PROMPT,
+  type AnswerRecord,
+  type BenchQuestion,
+  type CocoContext,
+  type SqaProblem,
+  type SqaProblems,
+  type WildContext,
+} from '../../../lib/app/eval/index';
+import { OpenAIJudge, runBenchReview, type Judge } from '../../../lib/app/eval/judge';
+import { generateAnswers, getChunk, loadEvalModel, shortUuid, type EvalModel } from '../../../lib/app/eval/answer';
 import { registerEvalCommands } from '../../../lib/app/cli/eval';
 import { TEST_DIR } from '../../helpers';
 import { mulberry32 } from '../../../lib/app/util/random';
@@ -30,7 +50,13 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-eval-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 let fileNo = 0;
 const tmpFile = (name: string) => path.join(tmp, `${fileNo++}-${name}`);
-const readLines = (f: string) => fs.readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l));
+const readLines = (f: string) =>
+  fs
+    .readFileSync(f, 'utf8')
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 
 // ---------------------------------------------------------------------------------------------------------
 // ScienceQA
@@ -70,7 +96,10 @@ t.test('extractSqaAnswer: the reference rules, in order', async (t) => {
   const a = [0, 1, 2, 3].map(() => 0);
   const rng = mulberry32(7);
   for (let i = 0; i < 400; i++) a[extractSqaAnswer('no idea', 4, { onInvalid: 'random', rng }).index]++;
-  t.ok(a.every((c) => c > 60), `every choice drawn: ${a}`);
+  t.ok(
+    a.every((c) => c > 60),
+    `every choice drawn: ${a}`,
+  );
   const r1 = [1, 2, 3].map(() => extractSqaAnswer('The answer is E.', 3, { onInvalid: 'random', rng: mulberry32(3) }).index);
   t.same(new Set(r1).size, 1, 'same seed, same draw');
   t.equal(extractSqaAnswer('The answer is E.', 3, { onInvalid: 'random' }).letter, 'E');
@@ -78,31 +107,61 @@ t.test('extractSqaAnswer: the reference rules, in order', async (t) => {
 });
 
 t.test('sqaPrompt: model_vqa_science.py question text', async (t) => {
-  const q = { id: '12', image: '12/image.png', conversations: [{ from: 'human', value: 'Context: N/A\nQuestion: Which is a mammal?\nOptions: (A) cat (B) fish\n<image>' }, { from: 'gpt', value: 'A' }] };
+  const q = {
+    id: '12',
+    image: '12/image.png',
+    conversations: [
+      { from: 'human', value: 'Context: N/A\nQuestion: Which is a mammal?\nOptions: (A) cat (B) fish\n<image>' },
+      { from: 'gpt', value: 'A' },
+    ],
+  };
   t.same(sqaPrompt(q), {
     question: '<image>\nContext: N/A\nQuestion: Which is a mammal?\nOptions: (A) cat (B) fish',
     prompt: '<image>\nContext: N/A\nQuestion: Which is a mammal?\nOptions: (A) cat (B) fish',
     hasImage: true,
   });
   const v15 = sqaPrompt(q, { singlePredPrompt: true });
-  t.equal(v15.question, "<image>\nContext: N/A\nQuestion: Which is a mammal?\nOptions: (A) cat (B) fish\nAnswer with the option's letter from the given choices directly.");
+  t.equal(
+    v15.question,
+    "<image>\nContext: N/A\nQuestion: Which is a mammal?\nOptions: (A) cat (B) fish\nAnswer with the option's letter from the given choices directly.",
+  );
   t.equal(v15.prompt, v15.question);
   const text = sqaPrompt({ id: '3', conversations: [{ from: 'human', value: '  Question: Why?<image> \n' }] }, { singlePredPrompt: true });
-  t.same(text, { question: "Question: Why?\nAnswer with the option's letter from the given choices directly.", prompt: "Question: Why?\nAnswer with the option's letter from the given choices directly.", hasImage: false });
+  t.same(text, {
+    question: "Question: Why?\nAnswer with the option's letter from the given choices directly.",
+    prompt: "Question: Why?\nAnswer with the option's letter from the given choices directly.",
+    hasImage: false,
+  });
   t.equal(sqaPrompt(q, { mmUseImStartEnd: true }).question.split('\n')[0], '<im_start><image><im_end>');
   t.equal(sqaPrompt(q, { mmUseImStartEnd: true }).prompt.split('\n')[0], '<image>', 'the recorded prompt keeps <image>');
   t.throws(() => sqaPrompt({ id: '4', conversations: [] }), /^\[eval\] ScienceQA question 4: no human turn/);
 });
 
 const prob = (o: Partial<SqaProblem>): SqaProblem => ({
-  question: 'Q?', choices: ['a', 'b'], answer: 0, hint: '', image: null, subject: 'natural science', grade: 'grade3', split: 'test', lecture: '', solution: '', ...o,
+  question: 'Q?',
+  choices: ['a', 'b'],
+  answer: 0,
+  hint: '',
+  image: null,
+  subject: 'natural science',
+  grade: 'grade3',
+  split: 'test',
+  lecture: '',
+  solution: '',
+  ...o,
 });
 
 t.test('convertScienceQA: docs/reference.md §6.3 layouts', async (t) => {
   const problems: SqaProblems = {
     '10': prob({
-      question: 'Which animal is a mammal?', choices: ['cat', 'trout', 'frog'], answer: 0, hint: 'Look  at the picture.', image: 'image.png',
-      lecture: 'Mammals have fur.\nThey feed milk.', solution: 'A cat has fur.', split: 'train',
+      question: 'Which animal is a mammal?',
+      choices: ['cat', 'trout', 'frog'],
+      answer: 0,
+      hint: 'Look  at the picture.',
+      image: 'image.png',
+      lecture: 'Mammals have fur.\nThey feed milk.',
+      solution: 'A cat has fur.',
+      split: 'train',
     }),
     '11': prob({ question: 'Which word rhymes?', choices: ['bat', 'dog'], answer: 1, hint: '', lecture: '', solution: '', split: 'train' }),
     '12': prob({ question: 'Question: what?', choices: ['x', 'y'], answer: 1, hint: 'h', lecture: 'L\\nM', solution: '', split: 'train' }),
@@ -125,9 +184,16 @@ t.test('convertScienceQA: docs/reference.md §6.3 layouts', async (t) => {
       { from: 'gpt', value: ' The answer is B.' }, // empty lecture and solution: three spaces collapse to two, one survives
     ],
   });
-  t.same(lea[2].conversations.map((c) => c.value), ['what?\nContext: h\nOptions: (A) x (B) y', 'L\nM The answer is B.'], 'every "Question: " goes (Python replace); a literal \\n becomes a newline');
+  t.same(
+    lea[2].conversations.map((c) => c.value),
+    ['what?\nContext: h\nOptions: (A) x (B) y', 'L\nM The answer is B.'],
+    'every "Question: " goes (Python replace); a literal \\n becomes a newline',
+  );
   const cqm = convertScienceQA(problems, splits, 'train', { input: 'CQM', output: 'A' });
-  t.equal(cqm[0].conversations[0].value, 'Context: Look at the picture.\nQuestion: Which animal is a mammal?\nOptions: (A) cat (B) trout (C) frog\n<image>');
+  t.equal(
+    cqm[0].conversations[0].value,
+    'Context: Look at the picture.\nQuestion: Which animal is a mammal?\nOptions: (A) cat (B) trout (C) frog\n<image>',
+  );
   t.equal(cqm[0].conversations[1].value, 'The answer is A.');
   const lepa = convertScienceQA(problems, splits, 'train', { input: 'QCM', output: 'LEPA' });
   t.equal(lepa[0].conversations[1].value, 'LECTURE: Mammals have fur.\nThey feed milk.\nSOLUTION: A cat has fur.\n###\nANSWER: A.');
@@ -181,8 +247,14 @@ t.test('scoreScienceQA: accuracy, IMG-accuracy and the official categories (hand
   t.equal(s.imgAccuracy, 100);
   t.same(s.results, { p1: 0, p2: 1, p3: -1, p4: 0, p5: -1, p6: 3, p7: -1 });
   t.equal(s.outputs.p5, 'FAILED');
-  t.same(s.analysis.correct.map((a) => a.question_id), ['p1', 'p2', 'p6']);
-  t.same(s.analysis.incorrect.find((a) => a.question_id === 'p5'), { question_id: 'p5', parsed_ans: 'FAILED', ground_truth: 'A', question: 'Unknown', pred: 'FAILED', is_multimodal: false });
+  t.same(
+    s.analysis.correct.map((a) => a.question_id),
+    ['p1', 'p2', 'p6'],
+  );
+  t.same(
+    s.analysis.incorrect.find((a) => a.question_id === 'p5'),
+    { question_id: 'p5', parsed_ans: 'FAILED', ground_truth: 'A', question: 'Unknown', pred: 'FAILED', is_multimodal: false },
+  );
   t.same(s.analysis.incorrect.find((a) => a.question_id === 'p3')!.parsed_ans, 'D');
   const c = s.categories;
   const near = (a: number | null, b: number, what: string) => t.ok(a !== null && Math.abs(a - b) < 1e-9, `${what}: ${a} vs ${b}`);
@@ -219,7 +291,12 @@ t.test('scoreScienceQA: accuracy, IMG-accuracy and the official categories (hand
 const RULE_END =
   ' \nPlease rate the helpfulness, relevance, accuracy, level of details of their responses. Each assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better overall performance.\nPlease first output a single line containing only two values indicating the scores for Assistant 1 and 2, respectively. The two scores are separated by a space.\nIn the subsequent line, please provide a comprehensive explanation of your evaluation, avoiding any potential bias and ensuring that the order in which the responses were presented does not affect your judgment.\n\n';
 
-const COCO_Q: BenchQuestion = { question_id: 0, image: '000000441147.jpg', text: 'What is the color of the two suitcases in the image?', category: 'conv' };
+const COCO_Q: BenchQuestion = {
+  question_id: 0,
+  image: '000000441147.jpg',
+  text: 'What is the color of the two suitcases in the image?',
+  category: 'conv',
+};
 const COCO_CTX: CocoContext = {
   image: '000000441147.jpg',
   captions: ['Two suitcases on the floor.', 'Luggage stacked by a wall.'],
@@ -232,7 +309,13 @@ const WILD_Q: BenchQuestion = { question_id: 7, image: '001.jpg', text: 'What is
 const WILD_CTX: WildContext = { image: '001.jpg', caption: 'A bowl of ramen with a soft-boiled egg.' };
 
 t.test('judgePrompt: the exact judge messages (COCO and In-the-Wild)', async (t) => {
-  const coco = judgePrompt({ kind: 'coco', question: COCO_Q, context: COCO_CTX, reference: 'They are black and brown.', candidate: 'Both are black.' });
+  const coco = judgePrompt({
+    kind: 'coco',
+    question: COCO_Q,
+    context: COCO_CTX,
+    reference: 'They are black and brown.',
+    candidate: 'Both are black.',
+  });
   t.equal(coco.length, 2);
   t.same(coco[0], { role: 'system', content: 'You are a helpful and precise assistant for checking the quality of the answer.' });
   t.equal(coco[1].role, 'user');
@@ -257,14 +340,36 @@ t.test('judgePrompt: the exact judge messages (COCO and In-the-Wild)', async (t)
       RULE_END,
   );
   t.same(Object.keys(BENCH_RULES).sort(), ['complex', 'conv', 'detail', 'llava_bench_complex', 'llava_bench_conv', 'llava_bench_detail']);
-  t.equal(judgeContent({ kind: 'wild', question: WILD_Q, context: { image: '001.jpg', caption: ['one', 'two'] }, reference: 'r', candidate: 'c' }).split('\n\n')[0], '[Context]\none\ntwo', 'a list description is joined by newlines');
+  t.equal(
+    judgeContent({ kind: 'wild', question: WILD_Q, context: { image: '001.jpg', caption: ['one', 'two'] }, reference: 'r', candidate: 'c' }).split(
+      '\n\n',
+    )[0],
+    '[Context]\none\ntwo',
+    'a list description is joined by newlines',
+  );
   t.match(
-    judgeContent({ kind: 'coco', question: COCO_Q, context: { ...COCO_CTX, instances: [{ category: 'tie', bbox: '[0.1, 0.2, 0.3, 0.4]' }] }, reference: 'r', candidate: 'c' }),
+    judgeContent({
+      kind: 'coco',
+      question: COCO_Q,
+      context: { ...COCO_CTX, instances: [{ category: 'tie', bbox: '[0.1, 0.2, 0.3, 0.4]' }] },
+      reference: 'r',
+      candidate: 'c',
+    }),
     /\n\ntie: \[0\.1, 0\.2, 0\.3, 0\.4\]\n\n\[Question\]/,
     'a string bbox is used verbatim',
   );
-  t.throws(() => judgePrompt({ kind: 'coco', question: { ...COCO_Q, category: 'other' }, context: COCO_CTX, reference: 'r', candidate: 'c' }), /category 'other' is not in the rule table/);
-  const custom = judgeContent({ kind: 'wild', question: WILD_Q, context: WILD_CTX, reference: 'r', candidate: 'c', rules: { llava_bench_detail: { role: 'Model', prompt: 'Rate.' } } });
+  t.throws(
+    () => judgePrompt({ kind: 'coco', question: { ...COCO_Q, category: 'other' }, context: COCO_CTX, reference: 'r', candidate: 'c' }),
+    /category 'other' is not in the rule table/,
+  );
+  const custom = judgeContent({
+    kind: 'wild',
+    question: WILD_Q,
+    context: WILD_CTX,
+    reference: 'r',
+    candidate: 'c',
+    rules: { llava_bench_detail: { role: 'Model', prompt: 'Rate.' } },
+  });
   t.match(custom, /\[Model 1\]\nr\n\n\[End of Model 1\]\n\n\[Model 2\]\nc\n\n\[End of Model 2\]\n\n\[System\]\nRate\.\n\n$/);
   t.equal(pyFloatRepr(1e-5), '1e-05');
   t.equal(pyFloatRepr(0.1 + 0.2), '0.30000000000000004');
@@ -292,20 +397,51 @@ t.test('parseJudgeScores: first line, commas to spaces, exactly two fields', asy
 
 // Hand-checked against the reference algorithm: means rounded to 3 decimals, ratio of means, Python rounding.
 const REVIEWS = [
-  ...[[8, 7], [9, 9]].map((p) => ({ category: 'conv', tuple: p })),
-  ...[[7, 6], [-1, -1]].map((p) => ({ category: 'detail', tuple: p })), // the unparsed pair counts
-  ...[[7, 6], [7, 6], [7, 6], [7, 6], [7, 6], [7, 6], [7, 7], [8, 7]].map((p) => ({ category: 'complex', tuple: p })),
-  ...[[1, 1], [1, 1], [2, 3]].map((p) => ({ category: 'odd', tuple: p })),
+  ...[
+    [8, 7],
+    [9, 9],
+  ].map((p) => ({ category: 'conv', tuple: p })),
+  ...[
+    [7, 6],
+    [-1, -1],
+  ].map((p) => ({ category: 'detail', tuple: p })), // the unparsed pair counts
+  ...[
+    [7, 6],
+    [7, 6],
+    [7, 6],
+    [7, 6],
+    [7, 6],
+    [7, 6],
+    [7, 7],
+    [8, 7],
+  ].map((p) => ({ category: 'complex', tuple: p })),
+  ...[
+    [1, 1],
+    [1, 1],
+    [2, 3],
+  ].map((p) => ({ category: 'odd', tuple: p })),
 ].map((r, i) => ({ ...r, question_id: i }));
 
 t.test('summarizeReviews: relative scores, roundings and the -1 quirk', async (t) => {
   const rows = summarizeReviews(REVIEWS);
-  t.same(rows.map((r) => r.category), ['all', 'complex', 'conv', 'detail', 'odd'], 'sorted, all included');
+  t.same(
+    rows.map((r) => r.category),
+    ['all', 'complex', 'conv', 'detail', 'odd'],
+    'sorted, all included',
+  );
   const by = Object.fromEntries(rows.map((r) => [r.category, r]));
   t.same(by.conv, { category: 'conv', count: 2, refMean: 8.5, modelMean: 8, relative: 94.1, ref10: 85, model10: 80 });
   t.same(by.detail, { category: 'detail', count: 2, refMean: 3, modelMean: 2.5, relative: 83.3, ref10: 30, model10: 25 }, '[-1, -1] averaged in');
-  t.same(by.complex, { category: 'complex', count: 8, refMean: 7.125, modelMean: 6.25, relative: 87.7, ref10: 71.2, model10: 62.5 }, '71.25 rounds to even (71.2)');
-  t.same(by.odd, { category: 'odd', count: 3, refMean: 1.333, modelMean: 1.667, relative: 125.1, ref10: 13.3, model10: 16.7 }, 'ratio of the 3-decimal means (125.1, not 125.0)');
+  t.same(
+    by.complex,
+    { category: 'complex', count: 8, refMean: 7.125, modelMean: 6.25, relative: 87.7, ref10: 71.2, model10: 62.5 },
+    '71.25 rounds to even (71.2)',
+  );
+  t.same(
+    by.odd,
+    { category: 'odd', count: 3, refMean: 1.333, modelMean: 1.667, relative: 125.1, ref10: 13.3, model10: 16.7 },
+    'ratio of the 3-decimal means (125.1, not 125.0)',
+  );
   t.same(by.all, { category: 'all', count: 15, refMean: 5.6, modelMean: 5.067, relative: 90.5, ref10: 56, model10: 50.7 });
   t.equal(
     formatReviewSummary('review_wild', rows),
@@ -314,7 +450,11 @@ t.test('summarizeReviews: relative scores, roundings and the -1 quirk', async (t
   const ig = Object.fromEntries(summarizeReviews(REVIEWS, { ignore: [3] }).map((r) => [r.category, r]));
   t.same([ig.detail.count, ig.detail.refMean, ig.detail.modelMean], [1, 7, 6], 'ignored question left out');
   const noCat = summarizeReviews([{ tuple: [8, 4] }, { score: [6, 6] }]);
-  t.same(noCat.map((r) => [r.category, r.relative]), [['all', 71.4]], 'reviews without category go to all; `score` is accepted');
+  t.same(
+    noCat.map((r) => [r.category, r.relative]),
+    [['all', 71.4]],
+    'reviews without category go to all; `score` is accepted',
+  );
   t.equal(pyFixed(0.125, 2), '0.12');
   t.equal(pyFixed(0.375, 2), '0.38');
   t.equal(pyFixed(2.675, 2), '2.67', 'binary value below the tie');
@@ -331,7 +471,9 @@ interface Mock {
 }
 
 /** A chat-completions mock: `reply(n, body)` gives [status, content or error text, headers?] for request n. */
-async function mockServer(reply: (n: number, body: Record<string, unknown>) => [number, string, Record<string, string>?] | Promise<[number, string, Record<string, string>?]>): Promise<Mock> {
+async function mockServer(
+  reply: (n: number, body: Record<string, unknown>) => [number, string, Record<string, string>?] | Promise<[number, string, Record<string, string>?]>,
+): Promise<Mock> {
   const m = { requests: [] as Mock['requests'], maxInFlight: 0 };
   let inFlight = 0;
   const server = http.createServer((req, res) => {
@@ -347,7 +489,9 @@ async function mockServer(reply: (n: number, body: Record<string, unknown>) => [
       inFlight--;
       res.writeHead(status, { 'content-type': 'application/json', ...(headers ?? {}) });
       const content = text === '<null>' ? null : text;
-      res.end(status === 200 ? JSON.stringify({ choices: [{ message: { role: 'assistant', content } }] }) : JSON.stringify({ error: { message: text } }));
+      res.end(
+        status === 200 ? JSON.stringify({ choices: [{ message: { role: 'assistant', content } }] }) : JSON.stringify({ error: { message: text } }),
+      );
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -390,7 +534,10 @@ t.test('OpenAIJudge: request body, retries, errors, missing key, concurrency', a
 
   const down = await mockServer(() => [503, 'down']);
   t.teardown(() => down.close());
-  await t.rejects(new OpenAIJudge({ apiKey: 'k', baseUrl: down.url, maxRetries: 2, ...fast }).complete(msgs), /failed after 3 attempt\(s\): HTTP 503: down/);
+  await t.rejects(
+    new OpenAIJudge({ apiKey: 'k', baseUrl: down.url, maxRetries: 2, ...fast }).complete(msgs),
+    /failed after 3 attempt\(s\): HTTP 503: down/,
+  );
   t.equal(down.requests.length, 3);
 
   const nul = await mockServer(() => [200, '<null>']);
@@ -418,8 +565,15 @@ t.test('OpenAIJudge: request body, retries, errors, missing key, concurrency', a
 
 t.test('runBenchReview: review lines, resume, failure and restart', async (t) => {
   const questions: BenchQuestion[] = [COCO_Q, { ...COCO_Q, question_id: 1, category: 'detail' }, { ...COCO_Q, question_id: 2, category: 'complex' }];
-  const refs: AnswerRecord[] = questions.map((q) => ({ question_id: q.question_id, prompt: q.text, text: `ref ${q.question_id}`, answer_id: `r${q.question_id}` }));
-  const cands: AnswerRecord[] = questions.map((q) => ({ question_id: q.question_id, prompt: q.text, text: `model ${q.question_id}`, answer_id: `m${q.question_id}` })).reverse(); // order does not matter
+  const refs: AnswerRecord[] = questions.map((q) => ({
+    question_id: q.question_id,
+    prompt: q.text,
+    text: `ref ${q.question_id}`,
+    answer_id: `r${q.question_id}`,
+  }));
+  const cands: AnswerRecord[] = questions
+    .map((q) => ({ question_id: q.question_id, prompt: q.text, text: `model ${q.question_id}`, answer_id: `m${q.question_id}` }))
+    .reverse(); // order does not matter
   const replies: Record<string, string> = { 'model 0': '8 6\nok', 'model 1': 'Assistant 1: 9\nAssistant 2: 7', 'model 2': '7 7\nsame' };
   const judge: Judge & { seen: string[] } = {
     seen: [],
@@ -430,14 +584,37 @@ t.test('runBenchReview: review lines, resume, failure and restart', async (t) =>
     },
   };
   const out = tmpFile('review.jsonl');
-  const base = { kind: 'coco' as const, questions, contexts: [COCO_CTX], references: refs, candidates: cands, outputFile: out, judge, progress: 'none' as const, log: () => {} };
+  const base = {
+    kind: 'coco' as const,
+    questions,
+    contexts: [COCO_CTX],
+    references: refs,
+    candidates: cands,
+    outputFile: out,
+    judge,
+    progress: 'none' as const,
+    log: () => {},
+  };
   const r = await runBenchReview({ ...base, concurrency: 1 });
   t.same(r, { total: 3, skipped: 0, written: 3, unparsed: 1 });
   const lines = readLines(out);
   t.same(lines[0], {
-    id: 1, question_id: 0, answer1_id: 'r0', answer2_id: 'm0', category: 'conv', content: '8 6\nok', tuple: [8, 6],
+    id: 1,
+    question_id: 0,
+    answer1_id: 'r0',
+    answer2_id: 'm0',
+    category: 'conv',
+    content: '8 6\nok',
+    tuple: [8, 6],
   });
-  t.same(lines.map((l) => l.tuple), [[8, 6], [-1, -1], [7, 7]]);
+  t.same(
+    lines.map((l) => l.tuple),
+    [
+      [8, 6],
+      [-1, -1],
+      [7, 7],
+    ],
+  );
   t.equal(lines[0].content, '8 6\nok');
   t.same(judge.seen, ['model 0', 'model 1', 'model 2']);
   judge.seen = [];
@@ -462,11 +639,25 @@ t.test('runBenchReview: review lines, resume, failure and restart', async (t) =>
   const wildOut = tmpFile('wild.jsonl');
   const wq = questions.map((q) => ({ ...q, image: '001.jpg' }));
   const wbase = { ...base, kind: 'wild' as const, questions: wq, contexts: [WILD_CTX], outputFile: wildOut, concurrency: 1 };
-  await t.rejects(runBenchReview({ ...wbase, judge: new OpenAIJudge({ apiKey: 'k', baseUrl: m.url, ...fast }) }), /question 1: .*HTTP 401.*1 new reviews were written.*run again to resume/);
-  t.same(readLines(wildOut).map((l) => [l.question_id, l.category]), [[0, 'llava_bench_conv']]);
+  await t.rejects(
+    runBenchReview({ ...wbase, judge: new OpenAIJudge({ apiKey: 'k', baseUrl: m.url, ...fast }) }),
+    /question 1: .*HTTP 401.*1 new reviews were written.*run again to resume/,
+  );
+  t.same(
+    readLines(wildOut).map((l) => [l.question_id, l.category]),
+    [[0, 'llava_bench_conv']],
+  );
   fail = false;
-  t.same(await runBenchReview({ ...wbase, judge: new OpenAIJudge({ apiKey: 'k', baseUrl: m.url, ...fast }) }), { total: 3, skipped: 1, written: 2, unparsed: 0 });
-  t.same(readLines(wildOut).map((l) => l.category), ['llava_bench_conv', 'llava_bench_detail', 'llava_bench_complex']);
+  t.same(await runBenchReview({ ...wbase, judge: new OpenAIJudge({ apiKey: 'k', baseUrl: m.url, ...fast }) }), {
+    total: 3,
+    skipped: 1,
+    written: 2,
+    unparsed: 0,
+  });
+  t.same(
+    readLines(wildOut).map((l) => l.category),
+    ['llava_bench_conv', 'llava_bench_detail', 'llava_bench_complex'],
+  );
   t.same(summarizeReviews(readLines(wildOut)).find((r) => r.category === 'all')!.relative, 50);
 
   // Inputs are checked before any request.
@@ -497,7 +688,16 @@ t.test('generateAnswers (bench): greedy answers equal the fixture reference; res
     { question_id: 1, image: 'image1.png', text: 'Describe the image concisely.', category: 'detail' },
   ];
   const out = tmpFile('answers.jsonl');
-  const o = { ...em, set: { kind: 'bench' as const, questions }, imageFolder: FIX, answersFile: out, template: 'llava_v1', maxNewTokens: expected.length, progress: 'none' as const, log: () => {} };
+  const o = {
+    ...em,
+    set: { kind: 'bench' as const, questions },
+    imageFolder: FIX,
+    answersFile: out,
+    template: 'llava_v1',
+    maxNewTokens: expected.length,
+    progress: 'none' as const,
+    log: () => {},
+  };
   t.same(await generateAnswers(o), { total: 2, skipped: 0, written: 2 });
   const lines = readLines(out);
   t.same(Object.keys(lines[0]), ['question_id', 'prompt', 'text', 'answer_id', 'model_id', 'metadata']);
@@ -512,29 +712,60 @@ t.test('generateAnswers (bench): greedy answers equal the fixture reference; res
   // Killed mid-line: the partial answer is dropped and regenerated (greedy: the same text).
   fs.writeFileSync(out, before.split('\n')[0] + '\n' + before.split('\n')[1].slice(0, 15));
   t.same(await generateAnswers(o), { total: 2, skipped: 1, written: 1 });
-  t.same(readLines(out).map((l) => l.text), [lines[0].text, lines[1].text]);
+  t.same(
+    readLines(out).map((l) => l.text),
+    [lines[0].text, lines[1].text],
+  );
   // Chunks: the reference's get_chunk.
   t.same(getChunk([1, 2, 3, 4, 5], 2, 1), [4, 5]);
   t.same(getChunk([1, 2, 3], 4, 3), []);
   const c1 = tmpFile('chunk.jsonl');
   await generateAnswers({ ...o, answersFile: c1, numChunks: 2, chunkIdx: 1 });
-  t.same(readLines(c1).map((l) => l.question_id), [1]);
-  await t.rejects(generateAnswers({ ...o, answersFile: tmpFile('bad.jsonl'), set: { kind: 'bench', questions: [{ ...questions[0], image: 'missing.png' }] } }), /question 0: image file .*missing\.png not found/);
+  t.same(
+    readLines(c1).map((l) => l.question_id),
+    [1],
+  );
+  await t.rejects(
+    generateAnswers({ ...o, answersFile: tmpFile('bad.jsonl'), set: { kind: 'bench', questions: [{ ...questions[0], image: 'missing.png' }] } }),
+    /question 0: image file .*missing\.png not found/,
+  );
   await t.rejects(generateAnswers({ ...o, answersFile: tmpFile('bad.jsonl'), template: 'nope' }), /unknown template 'nope'/);
   t.equal(shortUuid().length, 22);
 });
 
 t.test('generateAnswers (sqa): prompts recorded as the reference does, text-only questions, sampling seeds', async (t) => {
   const questions = [
-    { id: '5', image: 'image0.png', conversations: [{ from: 'human', value: 'Context: N/A\nQuestion: Which?\nOptions: (A) x (B) y\n<image>' }, { from: 'gpt', value: 'The answer is A.' }] },
+    {
+      id: '5',
+      image: 'image0.png',
+      conversations: [
+        { from: 'human', value: 'Context: N/A\nQuestion: Which?\nOptions: (A) x (B) y\n<image>' },
+        { from: 'gpt', value: 'The answer is A.' },
+      ],
+    },
     { id: '6', conversations: [{ from: 'human', value: 'Question: Why?\nOptions: (A) x (B) y' }] },
   ];
   const out = tmpFile('sqa.jsonl');
-  const o = { ...em, set: { kind: 'sqa' as const, questions }, imageFolder: FIX, answersFile: out, maxNewTokens: 4, singlePredPrompt: true, progress: 'none' as const, log: () => {} };
+  const o = {
+    ...em,
+    set: { kind: 'sqa' as const, questions },
+    imageFolder: FIX,
+    answersFile: out,
+    maxNewTokens: 4,
+    singlePredPrompt: true,
+    progress: 'none' as const,
+    log: () => {},
+  };
   t.same(await generateAnswers(o), { total: 2, skipped: 0, written: 2 });
   const lines = readLines(out);
-  t.same(lines.map((l) => l.question_id), ['5', '6']);
-  t.equal(lines[0].prompt, "<image>\nContext: N/A\nQuestion: Which?\nOptions: (A) x (B) y\nAnswer with the option's letter from the given choices directly.");
+  t.same(
+    lines.map((l) => l.question_id),
+    ['5', '6'],
+  );
+  t.equal(
+    lines[0].prompt,
+    "<image>\nContext: N/A\nQuestion: Which?\nOptions: (A) x (B) y\nAnswer with the option's letter from the given choices directly.",
+  );
   t.equal(lines[1].prompt, "Question: Why?\nOptions: (A) x (B) y\nAnswer with the option's letter from the given choices directly.");
   t.ok(lines.every((l) => typeof l.text === 'string' && l.text.length > 0));
   // Sampling is reproducible per question (seed + index).
@@ -542,7 +773,10 @@ t.test('generateAnswers (sqa): prompts recorded as the reference does, text-only
   const s2 = tmpFile('s2.jsonl');
   await generateAnswers({ ...o, answersFile: s1, temperature: 1, seed: 11 });
   await generateAnswers({ ...o, answersFile: s2, temperature: 1, seed: 11 });
-  t.same(readLines(s1).map((l) => l.text), readLines(s2).map((l) => l.text));
+  t.same(
+    readLines(s1).map((l) => l.text),
+    readLines(s2).map((l) => l.text),
+  );
   // The v0 answer prompter appends the second pass.
   const ap = tmpFile('ap.jsonl');
   await generateAnswers({ ...o, answersFile: ap, answerPrompter: true });
@@ -612,48 +846,109 @@ t.test('eval CLI: every command', async (t) => {
 
   // sqa-answer on the fixture: ScienceQA records whose images sit in the fixture folder.
   const qfile = tmpFile('sqa_questions.json');
-  fs.writeFileSync(qfile, JSON.stringify([
-    { id: 'a', image: 'image1.png', conversations: [{ from: 'human', value: 'Question: What?\nOptions: (A) x (B) y\n<image>' }, { from: 'gpt', value: 'A' }] },
-    { id: 'b', conversations: [{ from: 'human', value: 'Question: Why?' }, { from: 'gpt', value: 'B' }] },
-  ]));
+  fs.writeFileSync(
+    qfile,
+    JSON.stringify([
+      {
+        id: 'a',
+        image: 'image1.png',
+        conversations: [
+          { from: 'human', value: 'Question: What?\nOptions: (A) x (B) y\n<image>' },
+          { from: 'gpt', value: 'A' },
+        ],
+      },
+      {
+        id: 'b',
+        conversations: [
+          { from: 'human', value: 'Question: Why?' },
+          { from: 'gpt', value: 'B' },
+        ],
+      },
+    ]),
+  );
   const sqaOut = tmpFile('sqa_out.jsonl');
   const answerArgs = ['--model', FIX, '--image-folder', FIX, '--max-new-tokens', '3', '--progress', 'none'];
   c = cli();
   await c.run('sqa-answer', ...answerArgs, '--questions', qfile, '--answers-file', sqaOut, '--single-pred-prompt');
   t.same(c.codes, [], c.err);
   t.match(c.out, /done: 2 answered, 0 already there, 2 in total/);
-  t.same(readLines(sqaOut).map((l) => l.question_id), ['a', 'b']);
+  t.same(
+    readLines(sqaOut).map((l) => l.question_id),
+    ['a', 'b'],
+  );
   c = cli();
   await c.run('sqa-answer', ...answerArgs, '--questions', qfile, '--answers-file', sqaOut, '--single-pred-prompt');
   t.match(c.out, /done: 0 answered, 2 already there/);
 
   // bench-answer
   const bq = tmpFile('questions.jsonl');
-  fs.writeFileSync(bq, [{ question_id: 0, image: 'image0.png', text: 'What is this?', category: 'conv' }, { question_id: 1, image: 'image1.png', text: 'Describe it.', category: 'detail' }].map((q) => JSON.stringify(q)).join('\n') + '\n');
+  fs.writeFileSync(
+    bq,
+    [
+      { question_id: 0, image: 'image0.png', text: 'What is this?', category: 'conv' },
+      { question_id: 1, image: 'image1.png', text: 'Describe it.', category: 'detail' },
+    ]
+      .map((q) => JSON.stringify(q))
+      .join('\n') + '\n',
+  );
   const bOut = tmpFile('bench_answers.jsonl');
   c = cli();
   await c.run('bench-answer', ...answerArgs, '--questions', bq, '--answers-file', bOut, '--template', 'vicuna_v1');
   t.same(c.codes, [], c.err);
   t.match(c.out, /template vicuna_v1/);
-  t.same(readLines(bOut).map((l) => [l.question_id, l.prompt]), [[0, 'What is this?'], [1, 'Describe it.']]);
+  t.same(
+    readLines(bOut).map((l) => [l.question_id, l.prompt]),
+    [
+      [0, 'What is this?'],
+      [1, 'Describe it.'],
+    ],
+  );
 
   // bench-review against the mock server
   const ctx = tmpFile('context.jsonl');
   fs.writeFileSync(ctx, JSON.stringify({ ...WILD_CTX, image: 'image0.png' }) + '\n' + JSON.stringify({ ...WILD_CTX, image: 'image1.png' }) + '\n');
   const refFile = tmpFile('answers_gpt4.jsonl');
-  fs.writeFileSync(refFile, readLines(bOut).map((a) => JSON.stringify({ ...a, text: 'reference', answer_id: `g${a.question_id}` })).join('\n') + '\n');
+  fs.writeFileSync(
+    refFile,
+    readLines(bOut)
+      .map((a) => JSON.stringify({ ...a, text: 'reference', answer_id: `g${a.question_id}` }))
+      .join('\n') + '\n',
+  );
   const m = await mockServer((n) => (n === 0 ? [502, 'bad gateway'] : [200, n === 1 ? '8 6\nok' : '10 5\nok']));
   t.teardown(() => m.close());
   fs.mkdirSync(path.join(tmp, 'reviews'));
   const reviews = path.join(tmp, 'reviews', 'review_wild.jsonl');
-  const reviewArgs = ['--benchmark', 'wild', '--questions', bq, '--context', ctx, '--reference', refFile, '--answers', bOut, '--output', reviews, '--concurrency', '1', '--progress', 'none'];
+  const reviewArgs = [
+    '--benchmark',
+    'wild',
+    '--questions',
+    bq,
+    '--context',
+    ctx,
+    '--reference',
+    refFile,
+    '--answers',
+    bOut,
+    '--output',
+    reviews,
+    '--concurrency',
+    '1',
+    '--progress',
+    'none',
+  ];
   c = cli({ OPENAI_API_KEY: 'sk-env', OPENAI_BASE_URL: m.url });
   await c.run('bench-review', ...reviewArgs);
   t.same(c.codes, [], c.err);
   t.match(c.err, /retry 1 in .*HTTP 502: bad gateway/);
   t.match(c.out, /done: 2 reviewed, 0 already there, 2 in total/);
   t.equal(m.requests[0].headers.authorization, 'Bearer sk-env');
-  t.same(readLines(reviews).map((l) => [l.category, l.tuple, l.answer1_id]), [['llava_bench_conv', [8, 6], 'g0'], ['llava_bench_detail', [10, 5], 'g1']]);
+  t.same(
+    readLines(reviews).map((l) => [l.category, l.tuple, l.answer1_id]),
+    [
+      ['llava_bench_conv', [8, 6], 'g0'],
+      ['llava_bench_detail', [10, 5], 'g1'],
+    ],
+  );
   c = cli();
   await c.run('bench-review', ...reviewArgs.slice(0, -4), '--output', tmpFile('r.jsonl'), '--progress', 'none');
   t.same(c.codes, [1], 'no key: exit code 1');
@@ -666,12 +961,19 @@ t.test('eval CLI: every command', async (t) => {
   c = cli();
   await c.run('bench-summary', reviews);
   t.same(c.codes, [], c.err);
-  t.equal(c.out, 'review_wild\nall 61.1 90.0 55.0\nllava_bench_conv 75.0 80.0 60.0\nllava_bench_detail 50.0 100.0 50.0\n=================================\n');
+  t.equal(
+    c.out,
+    'review_wild\nall 61.1 90.0 55.0\nllava_bench_conv 75.0 80.0 60.0\nllava_bench_detail 50.0 100.0 50.0\n=================================\n',
+  );
   c = cli();
   await c.run('bench-summary', '--dir', path.dirname(reviews), '--json', '--ignore', '1');
   const js = JSON.parse(c.out);
   t.same(Object.keys(js), ['review_wild']);
-  t.same(js.review_wild.map((r: { category: string }) => r.category), ['all', 'llava_bench_conv'], '--ignore 1 drops the detail review');
+  t.same(
+    js.review_wild.map((r: { category: string }) => r.category),
+    ['all', 'llava_bench_conv'],
+    '--ignore 1 drops the detail review',
+  );
   c = cli();
   await c.run('bench-summary', '--dir', path.join(tmp, 'scienceqa'));
   t.same(c.codes, [1]);
@@ -683,8 +985,14 @@ t.test('eval CLI: every command', async (t) => {
     [['sqa-score', '--base-dir', base, '--result-file', answers, '--split', 'dev'], /split 'dev' is not in pid_splits\.json/],
     [['sqa-convert', '--base-dir', base, '--prompt-format', 'QCM'], /must look like INPUT-OUTPUT/],
     [['bench-answer', ...answerArgs, '--questions', bq, '--answers-file', tmpFile('a.jsonl'), '--template', 'bogus'], /unknown template 'bogus'/],
-    [['bench-answer', ...answerArgs, '--questions', bq, '--answers-file', tmpFile('a.jsonl'), '--num-chunks', '2', '--chunk-idx', '2'], /--chunk-idx 2 must be below --num-chunks 2/],
-    [['sqa-answer', '--model', path.join(tmp, 'nomodel'), '--image-folder', FIX, '--questions', qfile, '--answers-file', tmpFile('a.jsonl')], /model directory .* not found/],
+    [
+      ['bench-answer', ...answerArgs, '--questions', bq, '--answers-file', tmpFile('a.jsonl'), '--num-chunks', '2', '--chunk-idx', '2'],
+      /--chunk-idx 2 must be below --num-chunks 2/,
+    ],
+    [
+      ['sqa-answer', '--model', path.join(tmp, 'nomodel'), '--image-folder', FIX, '--questions', qfile, '--answers-file', tmpFile('a.jsonl')],
+      /model directory .* not found/,
+    ],
     [['sqa-answer', ...answerArgs, '--questions', bq, '--answers-file', tmpFile('a.jsonl')], /malformed JSON/],
   ];
   for (const [args, re] of bad) {

@@ -106,7 +106,10 @@ t.test('stop strings stop generation and are stripped', async (tt) => {
   tt.equal(r.text, 'a traffic lig', 'text before the stop string');
   tt.equal(r.finish, 'stop');
   tt.same(r.ids, expected.slice(0, 2), 'stopped at the token that completed it');
-  tt.notOk(r.pieces.some((p) => p.text.includes('m')), 'no part of the stop string was streamed');
+  tt.notOk(
+    r.pieces.some((p) => p.text.includes('m')),
+    'no part of the stop string was streamed',
+  );
   const two = await collect({ maxNewTokens: 16, stop: ['zzz', 'ga tr'] });
   tt.equal(two.text, 'a traffic ligmi', 'a stop string spanning tokens, one of several');
   const g = await generateText(model, tok, { promptIds: prompt, pixelValues: pix0, maxNewTokens: 16, stop: 'mig' });
@@ -157,11 +160,18 @@ t.test('sampler maths', async (tt) => {
   const n = 20000;
   const counts = [0, 0, 0];
   for (let i = 0; i < n; i++) counts[sampleToken(logits, { temperature: 1 }, rng)]++;
-  tt.ok(counts.every((c, i) => Math.abs(c / n - [0.2, 0.5, 0.3][i]) < 0.015), `frequencies ${counts.map((c) => (c / n).toFixed(3))}`);
+  tt.ok(
+    counts.every((c, i) => Math.abs(c / n - [0.2, 0.5, 0.3][i]) < 0.015),
+    `frequencies ${counts.map((c) => (c / n).toFixed(3))}`,
+  );
   const r1 = seededRandom(1);
   const r2 = seededRandom(1);
   const xs = Array.from({ length: 5 }, () => r1());
-  tt.same(xs, Array.from({ length: 5 }, () => r2()), 'seeded PRNG repeats');
+  tt.same(
+    xs,
+    Array.from({ length: 5 }, () => r2()),
+    'seeded PRNG repeats',
+  );
   tt.ok(xs.every((x) => x >= 0 && x < 1));
   tt.throws(() => sampleToken([0, NaN], { temperature: 1 }, rng), /NaN/);
 });
@@ -173,7 +183,10 @@ t.test('streaming decode: whole UTF-8 characters, stop strings held back', async
   const pieces = ids.map((id) => dec.push(id));
   pieces.push(dec.flush());
   tt.equal(pieces.join(''), s, 'pieces concatenate to the text');
-  tt.notOk(pieces.some((p) => p.includes('\uFFFD')), 'no replacement characters streamed');
+  tt.notOk(
+    pieces.some((p) => p.includes('\uFFFD')),
+    'no replacement characters streamed',
+  );
   tt.ok(pieces.includes('é') || pieces.some((p) => p.endsWith('é')), 'é comes out whole');
   tt.ok(pieces.some((p) => p.includes('日')) && pieces.some((p) => p.includes('本')), 'CJK characters come out whole');
 
@@ -193,26 +206,67 @@ t.test('streaming decode: whole UTF-8 characters, stop strings held back', async
 t.test('chat: one prompt prints the answer and returns 0', async (tt) => {
   let printed = '';
   const output = { write: (s: string) => (printed += s) };
-  const rc = await runChat({ model: dir, image: path.join(dir, 'image0.png'), prompt: 'What is unusual about this image?', temperature: 0, maxNewTokens: 8, output });
+  const rc = await runChat({
+    model: dir,
+    image: path.join(dir, 'image0.png'),
+    prompt: 'What is unusual about this image?',
+    temperature: 0,
+    maxNewTokens: 8,
+    output,
+  });
   tt.equal(rc, 0);
   tt.ok(printed.trim().length > 0, `printed ${JSON.stringify(printed)}`);
   tt.ok(printed.endsWith('\n'));
   let again = '';
-  await runChat({ model: dir, image: path.join(dir, 'image0.png'), prompt: 'What is unusual about this image?', temperature: 0.7, seed: 3, maxNewTokens: 8, output: { write: (s: string) => (again += s) } });
+  await runChat({
+    model: dir,
+    image: path.join(dir, 'image0.png'),
+    prompt: 'What is unusual about this image?',
+    temperature: 0.7,
+    seed: 3,
+    maxNewTokens: 8,
+    output: { write: (s: string) => (again += s) },
+  });
   let again2 = '';
-  await runChat({ model: dir, image: path.join(dir, 'image0.png'), prompt: 'What is unusual about this image?', temperature: 0.7, seed: 3, maxNewTokens: 8, output: { write: (s: string) => (again2 += s) } });
+  await runChat({
+    model: dir,
+    image: path.join(dir, 'image0.png'),
+    prompt: 'What is unusual about this image?',
+    temperature: 0.7,
+    seed: 3,
+    maxNewTokens: 8,
+    output: { write: (s: string) => (again2 += s) },
+  });
   tt.equal(again, again2, 'seeded chat is reproducible');
 });
 
 t.test('chat: interactive loop keeps going until exit', async (tt) => {
   let printed = '';
   const input = Readable.from(['Describe it.\n', '\n', 'Why?\n', 'exit\n', 'never asked\n']);
-  const rc = await runChat({ model: dir, image: path.join(dir, 'image1.png'), temperature: 0, maxNewTokens: 4, input, output: { write: (s: string) => (printed += s) } });
+  const rc = await runChat({
+    model: dir,
+    image: path.join(dir, 'image1.png'),
+    temperature: 0,
+    maxNewTokens: 4,
+    input,
+    output: { write: (s: string) => (printed += s) },
+  });
   tt.equal(rc, 0);
   tt.equal(printed.split('ASSISTANT: ').length - 1, 2, 'two answers');
   tt.ok(printed.startsWith('USER: '));
   let eof = '';
-  tt.equal(await runChat({ model: dir, image: path.join(dir, 'image1.png'), maxNewTokens: 2, seed: 1, input: Readable.from(['Hi\n']), output: { write: (s: string) => (eof += s) } }), 0, 'EOF ends');
+  tt.equal(
+    await runChat({
+      model: dir,
+      image: path.join(dir, 'image1.png'),
+      maxNewTokens: 2,
+      seed: 1,
+      input: Readable.from(['Hi\n']),
+      output: { write: (s: string) => (eof += s) },
+    }),
+    0,
+    'EOF ends',
+  );
   tt.equal(eof.split('ASSISTANT: ').length - 1, 1);
 });
 
@@ -222,7 +276,8 @@ t.test('chat: clear errors', async (tt) => {
   await tt.rejects(runChat({ model: dir, image: path.join(dir, 'config.json'), prompt: 'x', output }), /cannot read image/);
   await tt.rejects(runChat({ model: path.join(dir, 'nope'), image: path.join(dir, 'image0.png'), prompt: 'x', output }), /not a model directory/);
   await tt.rejects(runChat({ model: dir, image: path.join(dir, 'image0.png'), prompt: 'x', template: 'bogus', output }), /unknown template 'bogus'/);
-  if (!L.cuda.isAvailable()) await tt.rejects(runChat({ model: dir, image: path.join(dir, 'image0.png'), prompt: 'x', device: 'cuda', output }), /CUDA is not available/);
+  if (!L.cuda.isAvailable())
+    await tt.rejects(runChat({ model: dir, image: path.join(dir, 'image0.png'), prompt: 'x', device: 'cuda', output }), /CUDA is not available/);
   tt.equal(defaultAspect(model), 'square', 'llava-hf: the HF processor does not pad');
   tt.equal(defaultTemplate(model, dir), 'llava_hf');
   tt.equal(modelNameFromPath('/m/llava-v1.5-7b/'), 'llava-v1.5-7b');

@@ -5,12 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import * as L from '../../../lib';
-import {
-  SafetensorsFile,
-  writeSafetensors,
-  TensorToWrite,
-  SafetensorsDtype,
-} from '../../../lib/io/safetensors';
+import { SafetensorsFile, writeSafetensors, TensorToWrite, SafetensorsDtype } from '../../../lib/io/safetensors';
 import { runVerify, compare, formatTable } from '../../../lib/app/inference/verify';
 import { TEST_DIR } from '../../helpers';
 
@@ -51,7 +46,17 @@ t.test('passes on the fixture', async (tt) => {
   const { rc, out } = await verify(refPath, { out: report });
   tt.equal(rc, 0, 'exit code 0');
   tt.match(out, /PASSED: 42 checks/);
-  for (const name of ['vision_select_features', 'image_features', 'logits', 'stage1.loss', 'stage2.loss', 'greedy.output_ids', 'stage1.frozen', 'stage2.frozen', 'stage2.grad.language_model.lm_head.weight'])
+  for (const name of [
+    'vision_select_features',
+    'image_features',
+    'logits',
+    'stage1.loss',
+    'stage2.loss',
+    'greedy.output_ids',
+    'stage1.frozen',
+    'stage2.frozen',
+    'stage2.grad.language_model.lm_head.weight',
+  ])
     tt.match(out, new RegExp(`^${name.replace(/\./g, '\\.')}\\s+\\[[\\d,]+\\]\\s.*ok`, 'm'), `${name} row ok`);
   tt.match(out, /atol 0\.0001, rtol 0\.001/, 'float32 default tolerances');
   const json = JSON.parse(fs.readFileSync(report, 'utf8'));

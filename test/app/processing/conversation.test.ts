@@ -16,7 +16,6 @@ import {
 } from '../../../lib/app/processing/conversation';
 import { mulberry32 } from '../../../lib/app/util/random';
 
-
 const SYS_USER =
   "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions.";
 const SYS_HUMAN =
@@ -50,17 +49,11 @@ t.test('vicuna_v1 / v1 (TWO, USER/ASSISTANT, " " and "</s>")', async (t) => {
 });
 
 t.test('llava_v1 differs only in the system text ("curious human")', async (t) => {
-  t.equal(
-    render(conv('llava_v1', ['<image>\nWhat is shown?', 'A cat.'])),
-    SYS_HUMAN + ' USER: <image>\nWhat is shown? ASSISTANT: A cat.</s>',
-  );
+  t.equal(render(conv('llava_v1', ['<image>\nWhat is shown?', 'A cat.'])), SYS_HUMAN + ' USER: <image>\nWhat is shown? ASSISTANT: A cat.</s>');
 });
 
 t.test('llava_v0 (SINGLE, ###)', async (t) => {
-  t.equal(
-    render(conv('llava_v0', ['<image>\nWhat is shown?', null])),
-    SYS_HUMAN + '###Human: <image>\nWhat is shown?###Assistant:',
-  );
+  t.equal(render(conv('llava_v0', ['<image>\nWhat is shown?', null])), SYS_HUMAN + '###Human: <image>\nWhat is shown?###Assistant:');
   t.equal(
     render(conv('llava_v0', ['<image>\nWhat is shown?', 'A cat.', 'Why?', null])),
     SYS_HUMAN + '###Human: <image>\nWhat is shown?###Assistant: A cat.###Human: Why?###Assistant:',
@@ -73,7 +66,12 @@ t.test('v0 / default carry the one-shot exchange, offset 2', async (t) => {
   t.equal(c.offset, 2);
   t.equal(c.messages.length, 4);
   const s = render(c);
-  t.ok(s.startsWith(SYS_HUMAN + '###Human: What are the key differences between renewable and non-renewable energy sources?###Assistant: Renewable energy sources are those'));
+  t.ok(
+    s.startsWith(
+      SYS_HUMAN +
+        '###Human: What are the key differences between renewable and non-renewable energy sources?###Assistant: Renewable energy sources are those',
+    ),
+  );
   t.ok(s.endsWith('and their depletion can lead to economic and social instability.\n###Human: Hi###Assistant:'));
   t.equal(render(conv('default', ['Hi', null])), s);
 });
@@ -94,7 +92,11 @@ t.test('llava_llama_2 and llama_2 (LLAMA_2)', async (t) => {
     '[INST] <<SYS>>\n' + SYS_LLAVA_LLAMA_2 + '\n<</SYS>>\n\n<image>\nWhat is shown? [/INST]',
   );
   const l2 = render(conv('llama_2', ['Hi', null]));
-  t.ok(l2.startsWith('[INST] <<SYS>>\nYou are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe.  Your answers'));
+  t.ok(
+    l2.startsWith(
+      '[INST] <<SYS>>\nYou are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being safe.  Your answers',
+    ),
+  );
   t.ok(l2.endsWith("please don't share false information.\n<</SYS>>\n\nHi [/INST]"));
   // Empty system: no <<SYS>> block (HEAD behaviour).
   const c = conv('llava_llama_2', ['Hi', 'Yo']);
@@ -121,10 +123,7 @@ t.test('image given with the first message: moved to the front; mmtag fake excha
   const m1 = getTemplate('v1_mmtag');
   appendMessage(m1, 'USER', { text: 'What is shown?\n<image>', image: {} });
   appendMessage(m1, 'ASSISTANT', null);
-  t.equal(
-    render(m1),
-    SYS_MMTAG + ' USER: <Image><image></Image> ASSISTANT: Received.</s>USER: What is shown? ASSISTANT:',
-  );
+  t.equal(render(m1), SYS_MMTAG + ' USER: <Image><image></Image> ASSISTANT: Received.</s>USER: What is shown? ASSISTANT:');
   const m0 = getTemplate('v0_mmtag');
   appendMessage(m0, 'Human', { text: '<image>\nWhat is shown?', image: {} });
   appendMessage(m0, 'Assistant', null);
@@ -167,7 +166,10 @@ t.test('preprocessMultimodal (§4.2)', async (t) => {
     { from: 'human' as const, value: 'What is shown?\n<image>' },
     { from: 'gpt' as const, value: 'A cat.' },
   ];
-  t.same(preprocessMultimodal(turns).map((x) => x.value), ['<image>\nWhat is shown?', 'A cat.']);
+  t.same(
+    preprocessMultimodal(turns).map((x) => x.value),
+    ['<image>\nWhat is shown?', 'A cat.'],
+  );
   t.equal(turns[0].value, 'What is shown?\n<image>', 'input not mutated');
   t.equal(preprocessMultimodal([{ from: 'human', value: ' <image> ' }])[0].value, '<image>');
   t.equal(preprocessMultimodal(turns, { mmUseImStartEnd: true })[0].value, '<im_start><image><im_end>\nWhat is shown?');

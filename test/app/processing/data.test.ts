@@ -16,12 +16,7 @@ import {
 } from '../../../lib/app/processing/data';
 import { mulberry32, randomPermutation, shuffleIndices } from '../../../lib/app/util/random';
 import { pyStrip, pyWhitespaceSplit } from '../../../lib/app/util/pyformat';
-import {
-  epochOrder,
-  lengthGroupedIndices,
-  modalityLengthGroupedIndices,
-  splitToEvenChunks,
-} from '../../../lib/app/train/sampler';
+import { epochOrder, lengthGroupedIndices, modalityLengthGroupedIndices, splitToEvenChunks } from '../../../lib/app/train/sampler';
 
 const good = (id: string, image?: string) => ({
   id,
@@ -49,28 +44,94 @@ t.test('bad records: reported with index and id, skipped or fatal', async (t) =>
     { conversations: good('x').conversations }, // 2 missing id
     { ...good('img-null'), image: null }, // 3 image key present but null
     { id: 'no-conv' }, // 4
-    { id: 'bad-role', conversations: [{ from: 'Human', value: 'hi' }, { from: 'gpt', value: 'yo' }] }, // 5
-    { id: 'not-alt', conversations: [{ from: 'human', value: 'a' }, { from: 'human', value: 'b' }, { from: 'gpt', value: 'c' }] }, // 6
-    { id: 'ends-human', conversations: [{ from: 'human', value: 'a' }, { from: 'gpt', value: 'b' }, { from: 'human', value: 'c' }] }, // 7
-    { id: 'empty', conversations: [{ from: 'human', value: 'a' }, { from: 'gpt', value: '  \n' }] }, // 8
-    { id: 'two-img', image: 'a.jpg', conversations: [{ from: 'human', value: '<image>\n<image> a' }, { from: 'gpt', value: 'b' }] }, // 9
-    { id: 'no-placeholder', image: 'a.jpg', conversations: [{ from: 'human', value: 'a' }, { from: 'gpt', value: 'b' }] }, // 10
-    { id: 'text-with-img', conversations: [{ from: 'human', value: '<image>\na' }, { from: 'gpt', value: 'b' }] }, // 11
-    { id: 'eos', conversations: [{ from: 'human', value: 'a' }, { from: 'gpt', value: 'b</s>' }] }, // 12
-    { id: 7, conversations: [{ from: 'gpt', value: 'hello' }, { from: 'human', value: 'a' }, { from: 'gpt', value: 'b' }] }, // 13 ok (warning)
+    {
+      id: 'bad-role',
+      conversations: [
+        { from: 'Human', value: 'hi' },
+        { from: 'gpt', value: 'yo' },
+      ],
+    }, // 5
+    {
+      id: 'not-alt',
+      conversations: [
+        { from: 'human', value: 'a' },
+        { from: 'human', value: 'b' },
+        { from: 'gpt', value: 'c' },
+      ],
+    }, // 6
+    {
+      id: 'ends-human',
+      conversations: [
+        { from: 'human', value: 'a' },
+        { from: 'gpt', value: 'b' },
+        { from: 'human', value: 'c' },
+      ],
+    }, // 7
+    {
+      id: 'empty',
+      conversations: [
+        { from: 'human', value: 'a' },
+        { from: 'gpt', value: '  \n' },
+      ],
+    }, // 8
+    {
+      id: 'two-img',
+      image: 'a.jpg',
+      conversations: [
+        { from: 'human', value: '<image>\n<image> a' },
+        { from: 'gpt', value: 'b' },
+      ],
+    }, // 9
+    {
+      id: 'no-placeholder',
+      image: 'a.jpg',
+      conversations: [
+        { from: 'human', value: 'a' },
+        { from: 'gpt', value: 'b' },
+      ],
+    }, // 10
+    {
+      id: 'text-with-img',
+      conversations: [
+        { from: 'human', value: '<image>\na' },
+        { from: 'gpt', value: 'b' },
+      ],
+    }, // 11
+    {
+      id: 'eos',
+      conversations: [
+        { from: 'human', value: 'a' },
+        { from: 'gpt', value: 'b</s>' },
+      ],
+    }, // 12
+    {
+      id: 7,
+      conversations: [
+        { from: 'gpt', value: 'hello' },
+        { from: 'human', value: 'a' },
+        { from: 'gpt', value: 'b' },
+      ],
+    }, // 13 ok (warning)
     good('ok14'), // 14
   ];
   const logs: string[] = [];
   const { samples, indices, report } = parseDataset(JSON.stringify(records), { onError: 'skip', logger: (m) => logs.push(m), source: 'mix.json' });
   t.same(indices, [0, 13, 14]);
-  t.same(samples.map((s) => s.id), ['ok0', '7', 'ok14']);
+  t.same(
+    samples.map((s) => s.id),
+    ['ok0', '7', 'ok14'],
+  );
   t.equal(samples[0].image, '000000033471.jpg');
   t.notOk('image' in samples[2], 'text-only sample has no image key');
   t.equal(report.total, 15);
   t.equal(report.valid, 3);
   const bad = [...new Set(report.errors.map((e) => e.index))];
   t.same(bad, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
-  const msg = (i: number) => report.errors.filter((e) => e.index === i).map((e) => e.message).join(' | ');
+  const msg = (i: number) =>
+    report.errors
+      .filter((e) => e.index === i)
+      .map((e) => e.message)
+      .join(' | ');
   t.match(msg(1), /not an object/);
   t.match(msg(2), /missing id/);
   t.equal(report.errors.find((e) => e.index === 2)?.id, null);
@@ -98,11 +159,31 @@ t.test('bad records: reported with index and id, skipped or fatal', async (t) =>
 
 t.test('pretraining (LCS-558K / CC3M-595K) and ScienceQA kinds', async (t) => {
   const lcs = [
-    { id: '000019465', image: '00001/000019465.jpg', conversations: [
-      { from: 'human', value: 'Give a brief description of the image.\n<image>' }, { from: 'gpt', value: 'a dog on the grass' }] },
-    { id: 'GCC_train_000000000', image: 'GCC_train_000000000.jpg', conversations: [
-      { from: 'human', value: '<image>\nWhat is this?' }, { from: 'gpt', value: 'a' }, { from: 'human', value: 'b' }, { from: 'gpt', value: 'c' }] },
-    { id: 'txt', conversations: [{ from: 'human', value: 'a' }, { from: 'gpt', value: 'b' }] },
+    {
+      id: '000019465',
+      image: '00001/000019465.jpg',
+      conversations: [
+        { from: 'human', value: 'Give a brief description of the image.\n<image>' },
+        { from: 'gpt', value: 'a dog on the grass' },
+      ],
+    },
+    {
+      id: 'GCC_train_000000000',
+      image: 'GCC_train_000000000.jpg',
+      conversations: [
+        { from: 'human', value: '<image>\nWhat is this?' },
+        { from: 'gpt', value: 'a' },
+        { from: 'human', value: 'b' },
+        { from: 'gpt', value: 'c' },
+      ],
+    },
+    {
+      id: 'txt',
+      conversations: [
+        { from: 'human', value: 'a' },
+        { from: 'gpt', value: 'b' },
+      ],
+    },
   ];
   const r = parseDataset(JSON.stringify(lcs), { kind: 'pretrain', onError: 'skip', logger: () => {} });
   t.same(r.indices, [0]);
@@ -110,14 +191,28 @@ t.test('pretraining (LCS-558K / CC3M-595K) and ScienceQA kinds', async (t) => {
   t.ok(r.report.errors.some((e) => e.index === 2 && /no image/.test(e.message)));
 
   const sqa = [
-    { id: '5', image: '5/image.png', conversations: [
-      { from: 'human', value: 'Question: Which is a mammal?\nContext: N/A\nOptions: (A) cat (B) frog\n<image>' },
-      { from: 'gpt', value: 'Lecture text. Solution text. The answer is A.' }] },
-    { id: '6', conversations: [{ from: 'human', value: 'q' }, { from: 'gpt', value: 'no letter' }] },
+    {
+      id: '5',
+      image: '5/image.png',
+      conversations: [
+        { from: 'human', value: 'Question: Which is a mammal?\nContext: N/A\nOptions: (A) cat (B) frog\n<image>' },
+        { from: 'gpt', value: 'Lecture text. Solution text. The answer is A.' },
+      ],
+    },
+    {
+      id: '6',
+      conversations: [
+        { from: 'human', value: 'q' },
+        { from: 'gpt', value: 'no letter' },
+      ],
+    },
   ];
   const q = parseDataset(JSON.stringify(sqa), { kind: 'sqa' });
   t.equal(q.samples.length, 2);
-  t.same(q.report.warnings.map((w) => w.index), [1]);
+  t.same(
+    q.report.warnings.map((w) => w.index),
+    [1],
+  );
   t.equal(sqaAnswerLetter(q.samples[0].conversations[1].value), 'A');
 });
 
@@ -131,17 +226,35 @@ t.test('loadDataset + checkImages reports missing files with their source index'
   fs.writeFileSync(file, JSON.stringify([good('a', '00001/a.jpg'), 3, good('b', '00001/b.jpg'), good('t'), good('d', 'dir.jpg')]));
   const { samples, indices } = loadDataset(file, { onError: 'skip', logger: () => {} });
   const issues = checkImages(samples, path.join(dir, 'images'), indices);
-  t.same(issues.map((i) => [i.index, i.id]), [[2, 'b'], [4, 'd']]);
+  t.same(
+    issues.map((i) => [i.index, i.id]),
+    [
+      [2, 'b'],
+      [4, 'd'],
+    ],
+  );
   t.match(issues[0].message, /missing image file .*00001\/b\.jpg/);
 });
 
 t.test('lengthOf / modalityLengthOf: Python str.split() words, +128 for images', async (t) => {
-  const s: Sample = { id: 'a', image: 'x.jpg', conversations: [
-    { from: 'human', value: '<image>\nWhat  is\tthis?' }, { from: 'gpt', value: ' A cat\u00a0sits.\n' }] };
+  const s: Sample = {
+    id: 'a',
+    image: 'x.jpg',
+    conversations: [
+      { from: 'human', value: '<image>\nWhat  is\tthis?' },
+      { from: 'gpt', value: ' A cat\u00a0sits.\n' },
+    ],
+  };
   // "<image>", "What", "is", "this?" + "A", "cat", "sits." (nbsp is Python whitespace) = 7
   t.equal(lengthOf(s), 7 + 128);
   t.equal(modalityLengthOf(s), 7);
-  const txt: Sample = { id: 'b', conversations: [{ from: 'human', value: 'one two' }, { from: 'gpt', value: 'three' }] };
+  const txt: Sample = {
+    id: 'b',
+    conversations: [
+      { from: 'human', value: 'one two' },
+      { from: 'gpt', value: 'three' },
+    ],
+  };
   t.equal(lengthOf(txt), 3);
   t.equal(modalityLengthOf(txt), -3);
   t.same(pyWhitespaceSplit('a\x1cb\u200bc'), ['a', 'b\u200bc'], '\\x1c splits, zero-width space does not');
@@ -152,25 +265,40 @@ t.test('PRNG and plain shuffling are deterministic', async (t) => {
   const a = mulberry32(123);
   const b = mulberry32(123);
   const xs = Array.from({ length: 5 }, () => a());
-  t.same(Array.from({ length: 5 }, () => b()), xs);
+  t.same(
+    Array.from({ length: 5 }, () => b()),
+    xs,
+  );
   t.ok(xs.every((x) => x >= 0 && x < 1));
   t.same(shuffleIndices(50, 1, 0), shuffleIndices(50, 1, 0));
   t.notSame(shuffleIndices(50, 1, 0), shuffleIndices(50, 1, 1), 'epochs differ');
   t.notSame(shuffleIndices(50, 1, 0), shuffleIndices(50, 2, 0), 'seeds differ');
-  t.same([...shuffleIndices(50, 1)].sort((x, y) => x - y), Array.from({ length: 50 }, (_, i) => i));
+  t.same(
+    [...shuffleIndices(50, 1)].sort((x, y) => x - y),
+    Array.from({ length: 50 }, (_, i) => i),
+  );
   t.same(randomPermutation(0, mulberry32(1)), []);
 });
 
 t.test('splitToEvenChunks: greedy balance, strided when not divisible', async (t) => {
   // sorted desc by length: 0(10) 1(8) 2(3) 3(1) → c0:0 (10), c1:1 (8), c1:2 (11, full), c0:3
-  t.same(splitToEvenChunks([0, 1, 2, 3], [10, 8, 3, 1], 2), [[0, 3], [1, 2]]);
-  t.same(splitToEvenChunks([4, 3, 2, 1, 0], [1, 1, 1, 1, 1], 2), [[4, 2, 0], [3, 1]]);
+  t.same(splitToEvenChunks([0, 1, 2, 3], [10, 8, 3, 1], 2), [
+    [0, 3],
+    [1, 2],
+  ]);
+  t.same(splitToEvenChunks([4, 3, 2, 1, 0], [1, 1, 1, 1, 1], 2), [
+    [4, 2, 0],
+    [3, 1],
+  ]);
 });
 
 t.test('lengthGroupedIndices: megabatches sorted by length, chunks balanced', async (t) => {
-  const lengths = Array.from({ length: 40 }, (_, i) => (i * 37) % 23 + 1);
+  const lengths = Array.from({ length: 40 }, (_, i) => ((i * 37) % 23) + 1);
   const order = lengthGroupedIndices(lengths, 2, 2, mulberry32(5));
-  t.same([...order].sort((x, y) => x - y), Array.from({ length: 40 }, (_, i) => i));
+  t.same(
+    [...order].sort((x, y) => x - y),
+    Array.from({ length: 40 }, (_, i) => i),
+  );
   for (let m = 0; m < 40; m += 4) {
     const mb = order.slice(m, m + 4);
     const top = Math.max(...mb.map((i) => lengths[i]));
@@ -185,7 +313,11 @@ t.test('group_by_modality_length: one modality per megabatch, mixed remainder la
   const nImg = lengths.filter((l) => l > 0).length;
   const nTxt = lengths.length - nImg;
   const order = modalityLengthGroupedIndices(lengths, 2, 3, mulberry32(11));
-  t.same([...order].sort((x, y) => x - y), Array.from({ length: 37 }, (_, i) => i), 'a permutation');
+  t.same(
+    [...order].sort((x, y) => x - y),
+    Array.from({ length: 37 }, (_, i) => i),
+    'a permutation',
+  );
   t.same(modalityLengthGroupedIndices(lengths, 2, 3, mulberry32(11)), order, 'same seed, same order');
   t.notSame(modalityLengthGroupedIndices(lengths, 2, 3, mulberry32(12)), order);
   // Full megabatches: floor((n-1)/6) per modality (the last megabatch of each is always set aside).
@@ -197,7 +329,11 @@ t.test('group_by_modality_length: one modality per megabatch, mixed remainder la
   }
   const tail = order.slice(6 * nFull);
   t.equal(tail.length, nImg - 6 * Math.floor((nImg - 1) / 6) + nTxt - 6 * Math.floor((nTxt - 1) / 6));
-  t.same(tail, [...tail].sort((x, y) => x - y), 'remainder sorted by index');
+  t.same(
+    tail,
+    [...tail].sort((x, y) => x - y),
+    'remainder sorted by index',
+  );
   t.same(new Set(tail.map((i) => Math.sign(lengths[i]))), new Set([1, -1]), 'remainder mixes both');
 
   t.throws(() => modalityLengthGroupedIndices([3, 0, -2], 1, 1, mulberry32(1)), /zero length/);
@@ -208,7 +344,10 @@ t.test('group_by_modality_length: one modality per megabatch, mixed remainder la
   const samples: Sample[] = lengths.map((l, i) => ({
     id: String(i),
     ...(l > 0 ? { image: `${i}.jpg` } : {}),
-    conversations: [{ from: 'human', value: 'w '.repeat(Math.abs(l)) }, { from: 'gpt', value: 'x' }],
+    conversations: [
+      { from: 'human', value: 'w '.repeat(Math.abs(l)) },
+      { from: 'gpt', value: 'x' },
+    ],
   }));
   const e0 = epochOrder(samples, { seed: 42, epoch: 0, groupByModalityLength: true, batchSize: 2, worldSize: 3 });
   t.same(epochOrder(samples, { seed: 42, epoch: 0, groupByModalityLength: true, batchSize: 2, worldSize: 3 }), e0);

@@ -40,7 +40,10 @@ t.test('fixture images: decode, square and pad preprocessing', async (t) => {
     const rgb = ref.read(`image${i}.rgb`);
     t.same([img.height, img.width, 3], rgb.shape);
     t.ok(Buffer.from(img.data).equals(Buffer.from(rgb.data)), `image${i}.rgb exact`);
-    for (const [key, aspect] of [['pixel_values', 'square'], ['pixel_values_pad', 'pad']] as const) {
+    for (const [key, aspect] of [
+      ['pixel_values', 'square'],
+      ['pixel_values_pad', 'pad'],
+    ] as const) {
       const want = ref.readAsFloat32(`image${i}.${key}`);
       const got = proc.preprocess(path.join(dir, `image${i}.png`), { aspect });
       t.same(got.shape, [3, 28, 28]);
@@ -99,7 +102,10 @@ t.test('resize matches Pillow byte for byte', async (t) => {
   const img = pattern(9, 5);
   t.same(resizeBicubicPIL(img, 9, 5).data, img.data, 'same size is a copy');
   const flat: RgbImage = { width: 10, height: 7, data: new Uint8Array(210).fill(200) };
-  t.ok(resizeBicubicPIL(flat, 33, 3).data.every((v) => v === 200), 'a flat image stays flat');
+  t.ok(
+    resizeBicubicPIL(flat, 33, 3).data.every((v) => v === 200),
+    'a flat image stays flat',
+  );
   t.throws(() => resizeRgb(img, 0, 5), /invalid resize target/);
   t.throws(() => resizeRgb(img, 4, 4, 0), /resample mode 0/);
 });
@@ -117,8 +123,11 @@ t.test('geometry helpers', async (t) => {
   t.same(Array.from(c.data.subarray(0, 3)), Array.from(pattern(5, 5).data.subarray((1 * 5 + 1) * 3, (1 * 5 + 1) * 3 + 3)));
   const big = centerCrop(pattern(1, 1), 3, 2);
   t.same([big.width, big.height], [2, 3]);
-  t.same(Array.from(big.data), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0].map((v, i) => (i >= 9 && i < 12 ? pattern(1, 1).data[i - 9] : v)),
-    'transformers pads ceil((3-1)/2)=1 row above and ceil((2-1)/2)=1 column left, then crops from offset 0');
+  t.same(
+    Array.from(big.data),
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0].map((v, i) => (i >= 9 && i < 12 ? pattern(1, 1).data[i - 9] : v)),
+    'transformers pads ceil((3-1)/2)=1 row above and ceil((2-1)/2)=1 column left, then crops from offset 0',
+  );
 });
 
 t.test('processor config variants', async (t) => {

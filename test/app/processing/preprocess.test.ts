@@ -51,9 +51,16 @@ class MockSp implements TextTokenizer {
   bosId = 1;
   eosId = 2;
   unkId = 0;
-  private vocab = new Map<string, number>([['<unk>', 0], ['<s>', 1], ['</s>', 2]]);
+  private vocab = new Map<string, number>([
+    ['<unk>', 0],
+    ['<s>', 1],
+    ['</s>', 2],
+  ]);
   private inv: string[] = ['<unk>', '<s>', '</s>'];
-  constructor(private legacyBehaviour: boolean, readonly legacy?: boolean) {}
+  constructor(
+    private legacyBehaviour: boolean,
+    readonly legacy?: boolean,
+  ) {}
   private id(p: string): number {
     let i = this.vocab.get(p);
     if (i === undefined) {
@@ -95,8 +102,14 @@ function supervisedRuns(tok: MockSp, ids: number[], labels: number[]): Array<[nu
   return runs;
 }
 
-const V1_SYS_IDS = [327, 468, 321, 668, 647, 476, 394, 363, 314, 302, 300, 319, 333, 425, 401, 635, 567, 452, 630, 391, 337, 422, 466, 625, 342, 466, 365, 432, 346, 559, 604, 579, 427, 378, 329, 439, 575, 674, 443, 619, 302, 300, 319, 415, 605, 544, 349, 300, 357];
-const V0_SYS_IDS = [327, 468, 321, 668, 647, 476, 394, 363, 314, 434, 333, 425, 401, 635, 567, 452, 630, 391, 337, 422, 466, 625, 342, 466, 365, 432, 346, 559, 604, 579, 427, 378, 329, 439, 575, 674, 443, 619, 434, 415, 605, 544, 349, 395, 13, 13];
+const V1_SYS_IDS = [
+  327, 468, 321, 668, 647, 476, 394, 363, 314, 302, 300, 319, 333, 425, 401, 635, 567, 452, 630, 391, 337, 422, 466, 625, 342, 466, 365, 432, 346,
+  559, 604, 579, 427, 378, 329, 439, 575, 674, 443, 619, 302, 300, 319, 415, 605, 544, 349, 300, 357,
+];
+const V0_SYS_IDS = [
+  327, 468, 321, 668, 647, 476, 394, 363, 314, 434, 333, 425, 401, 635, 567, 452, 630, 391, 337, 422, 466, 625, 342, 466, 365, 432, 346, 559, 604,
+  579, 427, 378, 329, 439, 575, 674, 443, 619, 434, 415, 605, 544, 349, 395, 13, 13,
+];
 const masked = (n: number) => new Array<number>(n).fill(M);
 
 const imgSample: Sample = {
@@ -127,7 +140,43 @@ t.test('v1, multi-turn image sample, fixture tokenizer', async (t) => {
   const tok = await fixtureTokenizer();
   const r = preprocessSample(imgSample, { template: 'v1', tokenizer: tok, modelMaxLength: 512 });
   // SYS␣ USER:␣ <image> ▁ \n What␣is␣it ?␣A SS IS TAN T :␣A c at . </s> ▁USER : ▁Wh y ?␣A SS IS TAN T :␣ N o . </s>
-  const ids = [1, ...V1_SYS_IDS, 508, 418, IMG, 308, 13, 358, 321, 367, 323, 490, 504, 500, 507, 278, 486, 353, 321, 262, 2, 667, 263, 368, 306, 490, 504, 500, 507, 278, 418, 273, 296, 262, 2];
+  const ids = [
+    1,
+    ...V1_SYS_IDS,
+    508,
+    418,
+    IMG,
+    308,
+    13,
+    358,
+    321,
+    367,
+    323,
+    490,
+    504,
+    500,
+    507,
+    278,
+    486,
+    353,
+    321,
+    262,
+    2,
+    667,
+    263,
+    368,
+    306,
+    490,
+    504,
+    500,
+    507,
+    278,
+    418,
+    273,
+    296,
+    262,
+    2,
+  ];
   t.same(r.inputIds, ids);
   t.equal(r.inputIds.indexOf(IMG), 52, 'sentinel right after "USER: "');
   // Round 0: |tok(R0)| = 68, instr = |tok("…ASSISTANT: ")| - 2 = 63 → mask [1, 64): ":▁A c at . </s>" supervised.
@@ -140,7 +189,10 @@ t.test('v1 with the mock sentencepiece: answer + leading space token + </s>', as
   const tok = new MockSp(true);
   const r = preprocessSample(imgSample, { template: 'vicuna_v1', tokenizer: tok, modelMaxLength: 2048 });
   const runs = supervisedRuns(tok, r.inputIds, r.labels);
-  t.same(runs.map((x) => x[1]), ['▁A|▁cat|.|</s>', '▁No|.|</s>']);
+  t.same(
+    runs.map((x) => x[1]),
+    ['▁A|▁cat|.|</s>', '▁No|.|</s>'],
+  );
   const shown = tok.show(r.inputIds).split('|');
   t.same(shown.slice(runs[0][0] - 2, runs[0][0]), ['▁ASSISTANT', ':'], 'header masked up to the colon');
   t.same(shown.slice(runs[1][0] - 2, runs[1][0]), ['▁ASSISTANT', ':']);
@@ -148,12 +200,23 @@ t.test('v1 with the mock sentencepiece: answer + leading space token + </s>', as
   t.same(shown.slice(shown.indexOf('<IMG>') - 3, shown.indexOf('<IMG>')), ['▁USER', ':', '▁'], '<image> right after "USER: "');
   t.equal(shown[shown.indexOf('<IMG>') + 1], '▁', 'text after the image starts with a dummy-prefix space');
   // Text-only, three rounds, first turn from gpt is dropped.
-  const s: Sample = { id: 'b', conversations: [
-    { from: 'gpt', value: 'ignored' }, { from: 'human', value: 'Hi' }, { from: 'gpt', value: 'Yes' },
-    { from: 'human', value: 'And?' }, { from: 'gpt', value: 'Done now' }, { from: 'human', value: 'Ok' }, { from: 'gpt', value: 'Bye' },
-  ] };
+  const s: Sample = {
+    id: 'b',
+    conversations: [
+      { from: 'gpt', value: 'ignored' },
+      { from: 'human', value: 'Hi' },
+      { from: 'gpt', value: 'Yes' },
+      { from: 'human', value: 'And?' },
+      { from: 'gpt', value: 'Done now' },
+      { from: 'human', value: 'Ok' },
+      { from: 'gpt', value: 'Bye' },
+    ],
+  };
   const r2 = preprocessSample(s, { template: 'v1', tokenizer: tok, modelMaxLength: 2048 });
-  t.same(supervisedRuns(tok, r2.inputIds, r2.labels).map((x) => x[1]), ['▁Yes|</s>', '▁Done|▁now|</s>', '▁Bye|</s>']);
+  t.same(
+    supervisedRuns(tok, r2.inputIds, r2.labels).map((x) => x[1]),
+    ['▁Yes|</s>', '▁Done|▁now|</s>', '▁Bye|</s>'],
+  );
   t.notOk(tok.show(r2.inputIds).includes('ignored'));
 });
 
@@ -161,13 +224,19 @@ t.test('non-legacy rule and the mismatch case (whole sample masked, warning)', a
   // Non-legacy behaviour (no dummy prefix after </s>) + legacy=false flag → the -1 adjustment fits.
   const nl = new MockSp(false, false);
   const ok = preprocessSample(imgSample, { template: 'v1', tokenizer: nl, modelMaxLength: 2048 });
-  t.same(supervisedRuns(nl, ok.inputIds, ok.labels).map((x) => x[1]), ['▁A|▁cat|.|</s>', '▁No|.|</s>']);
+  t.same(
+    supervisedRuns(nl, ok.inputIds, ok.labels).map((x) => x[1]),
+    ['▁A|▁cat|.|</s>', '▁No|.|</s>'],
+  );
 
   // Same behaviour but the tokenizer does not report legacy=false → no adjustment → counts drift by one.
   const warnings: string[] = [];
   const bad = preprocessSample(imgSample, { template: 'v1', tokenizer: new MockSp(false), modelMaxLength: 2048, onWarning: (m) => warnings.push(m) });
   t.ok(bad.mismatch);
-  t.ok(bad.labels.every((l) => l === M), 'every label masked');
+  t.ok(
+    bad.labels.every((l) => l === M),
+    'every label masked',
+  );
   t.same(warnings, [`WARNING: tokenization mismatch: ${bad.inputIds.length + 1} vs. ${bad.inputIds.length}. (ignored)`]);
 
   // Fixture tokenizer forced to legacy=false (it is legacy): cur = 82 vs 83 tokens.
@@ -179,17 +248,42 @@ t.test('non-legacy rule and the mismatch case (whole sample masked, warning)', a
 
   // A conversation that ends on a question: the last round has no " ASSISTANT: " → loop stops early.
   const w3: string[] = [];
-  const open: Sample = { id: 'o', conversations: [{ from: 'human', value: 'Hi' }, { from: 'gpt', value: 'Yes.' }, { from: 'human', value: 'Why?' }] };
+  const open: Sample = {
+    id: 'o',
+    conversations: [
+      { from: 'human', value: 'Hi' },
+      { from: 'gpt', value: 'Yes.' },
+      { from: 'human', value: 'Why?' },
+    ],
+  };
   const r3 = preprocessSample(open, { template: 'v1', tokenizer: tok, modelMaxLength: 512, onWarning: (m) => w3.push(m) });
   t.ok(r3.mismatch);
   t.match(w3[0], /^WARNING: tokenization mismatch: 63 vs\. \d+\. \(ignored\)$/);
 
-  t.throws(() => preprocessV1([{ from: 'human', value: 'a' }, { from: 'human', value: 'b' }], tok, getTemplate('v1'), { hasImage: false, modelMaxLength: 512 }), /alternate/);
+  t.throws(
+    () =>
+      preprocessV1(
+        [
+          { from: 'human', value: 'a' },
+          { from: 'human', value: 'b' },
+        ],
+        tok,
+        getTemplate('v1'),
+        { hasImage: false, modelMaxLength: 512 },
+      ),
+    /alternate/,
+  );
 });
 
 t.test('truncation (§4.6)', async (t) => {
   const tok = await fixtureTokenizer();
-  const s: Sample = { id: 'b', conversations: [{ from: 'human', value: 'Hi' }, { from: 'gpt', value: 'Yes.' }] };
+  const s: Sample = {
+    id: 'b',
+    conversations: [
+      { from: 'human', value: 'Hi' },
+      { from: 'gpt', value: 'Yes.' },
+    ],
+  };
   const full = preprocessSample(s, { template: 'v1', tokenizer: tok, modelMaxLength: 512 });
   // SYS␣ USER :␣ H i ␣A SS IS TAN T :␣ Yes . </s>
   t.same(full.inputIds, [1, ...V1_SYS_IDS, 508, 418, 271, 290, 327, 504, 500, 507, 278, 418, 509, 262, 2]);
@@ -210,12 +304,21 @@ t.test('truncation (§4.6)', async (t) => {
 
 t.test('plain (§4.3): [BOS, -200, caption, \\n], instruction discarded, no EOS', async (t) => {
   const tok = await fixtureTokenizer();
-  const s: Sample = { id: 'p', image: 'x.jpg', conversations: [
-    { from: 'human', value: 'Describe the image concisely.\n<image>' }, { from: 'gpt', value: 'a cat on a mat' }] };
+  const s: Sample = {
+    id: 'p',
+    image: 'x.jpg',
+    conversations: [
+      { from: 'human', value: 'Describe the image concisely.\n<image>' },
+      { from: 'gpt', value: 'a cat on a mat' },
+    ],
+  };
   const r = preprocessSample(s, { template: 'plain', tokenizer: tok, modelMaxLength: 512 });
   t.same(r.inputIds, [1, IMG, 403, 321, 308, 316, 320, 582, 13]); // a␣c at ▁ on a␣ mat \n
   t.same(r.labels, [M, M, 403, 321, 308, 316, 320, 582, 13]);
-  t.throws(() => preprocessSample({ id: 'q', conversations: s.conversations.slice(0, 1) }, { template: 'plain', tokenizer: tok, modelMaxLength: 512 }), /exactly 2 turns/);
+  t.throws(
+    () => preprocessSample({ id: 'q', conversations: s.conversations.slice(0, 1) }, { template: 'plain', tokenizer: tok, modelMaxLength: 512 }),
+    /exactly 2 turns/,
+  );
   const mock = new MockSp(true);
   const m = preprocessSample(s, { template: 'plain', tokenizer: mock, modelMaxLength: 512 });
   t.equal(mock.show(m.inputIds), '<s>|<IMG>|▁|a|▁cat|▁on|▁a|▁mat|\n');
@@ -223,16 +326,69 @@ t.test('plain (§4.3): [BOS, -200, caption, \\n], instruction discarded, no EOS'
 
 t.test('### path (llava_v0): _add_speaker_and_signal + _mask_targets with the per-piece BOS drift', async (t) => {
   const tok = await fixtureTokenizer();
-  const s: Sample = { id: 'c', image: 'x.jpg', conversations: [
-    { from: 'human', value: '<image>\nWhat?' }, { from: 'gpt', value: 'A cat.' }, { from: 'human', value: 'Why?' }, { from: 'gpt', value: 'No.' }] };
+  const s: Sample = {
+    id: 'c',
+    image: 'x.jpg',
+    conversations: [
+      { from: 'human', value: '<image>\nWhat?' },
+      { from: 'gpt', value: 'A cat.' },
+      { from: 'human', value: 'Why?' },
+      { from: 'gpt', value: 'No.' },
+    ],
+  };
   const r = preprocessSample(s, { template: 'llava_v0', tokenizer: tok, modelMaxLength: 512 });
   // SYS\n\n ### Human :␣ <image> ▁ \n Wh at ? \n ### A ssistan t :␣A c at . \n ### Human : Wh y ? \n ### A ssistan t :␣ N o . \n ### ▁
-  t.same(r.inputIds, [1, ...V0_SYS_IDS, 469, 665, 418, IMG, 308, 13, 358, 321, 264, 13, 469, 327, 615, 301, 486, 353, 321, 262, 13, 469, 665, 263, 368, 306, 264, 13, 469, 327, 615, 301, 418, 273, 296, 262, 13, 469, 308]);
+  t.same(r.inputIds, [
+    1,
+    ...V0_SYS_IDS,
+    469,
+    665,
+    418,
+    IMG,
+    308,
+    13,
+    358,
+    321,
+    264,
+    13,
+    469,
+    327,
+    615,
+    301,
+    486,
+    353,
+    321,
+    262,
+    13,
+    469,
+    665,
+    263,
+    368,
+    306,
+    264,
+    13,
+    469,
+    327,
+    615,
+    301,
+    418,
+    273,
+    296,
+    262,
+    13,
+    469,
+    308,
+  ]);
   // Piece lengths (each with its own BOS): header 47, human 11, gpt 10, human 8, gpt 10.
   // Masks: [0,47), [49,58), [70,76). So "### Human" of each human turn is supervised, the "###" opening
   // the first answer is masked and "y ? \n ### A ssistan" of the second question is masked (drift).
   const labels = r.inputIds.slice();
-  for (const [a, b] of [[0, 47], [49, 58], [70, 76]]) labels.fill(M, a, b);
+  for (const [a, b] of [
+    [0, 47],
+    [49, 58],
+    [70, 76],
+  ])
+    labels.fill(M, a, b);
   t.same(r.labels, labels);
   t.same(r.labels.slice(47, 49), [469, 665]);
   t.same(r.labels.slice(82), [469, 308], 'trailing "### " supervised');
@@ -260,7 +416,10 @@ t.test('llava_llama_2 (mock): answers supervised, "[/INST]" masked, -2 rule', as
   const r = preprocessSample(imgSample, { template: 'llava_llama_2', tokenizer: tok, modelMaxLength: 2048 });
   t.notOk(r.mismatch);
   // Answers render as " A cat. </s>"; the trailing space before </s> is a lone ▁ token, supervised.
-  t.same(supervisedRuns(tok, r.inputIds, r.labels).map((x) => x[1]), ['▁A|▁cat|.|▁|</s>', '▁No|.|▁|</s>']);
+  t.same(
+    supervisedRuns(tok, r.inputIds, r.labels).map((x) => x[1]),
+    ['▁A|▁cat|.|▁|</s>', '▁No|.|▁|</s>'],
+  );
   const shown = tok.show(r.inputIds).split('|');
   t.equal(shown[shown.indexOf('</s>') + 1], '<s>', 'next round opens with <s>, masked');
 });

@@ -99,7 +99,13 @@ function sseEvents(text: string): any[] {
   return out;
 }
 
-const userImage = (text: string, uri: string) => ({ role: 'user', content: [{ type: 'text', text }, { type: 'image_url', image_url: { url: uri } }] });
+const userImage = (text: string, uri: string) => ({
+  role: 'user',
+  content: [
+    { type: 'text', text },
+    { type: 'image_url', image_url: { url: uri } },
+  ],
+});
 
 /** Reference generation with the server's own model (called only while the server is idle). */
 async function expected(prompt: string, o: Partial<GenerateOptions> & { image?: Buffer } = {}) {
@@ -149,7 +155,11 @@ t.test('renderChatPrompt: one turn (and history) renders as buildPrompt does for
       { role: 'assistant' as const, text: 'An answer.' },
       { role: 'user' as const, text: 'Second?' },
     ];
-    tt.equal(renderChatPrompt(name, { system: null, turns }, true), buildPrompt(name, 'Second?', { image: true, history: [['First?', 'An answer.']] }), `${name} history`);
+    tt.equal(
+      renderChatPrompt(name, { system: null, turns }, true),
+      buildPrompt(name, 'Second?', { image: true, history: [['First?', 'An answer.']] }),
+      `${name} history`,
+    );
   }
   const sys = (name: string, s: string) => renderChatPrompt(name, { system: s, turns: [{ role: 'user', text: 'Hi' }] }, false);
   tt.equal(sys('vicuna_v1', 'Be brief.'), 'Be brief. USER: Hi ASSISTANT:', 'TWO: system replaced');
@@ -161,7 +171,14 @@ t.test('renderChatPrompt: one turn (and history) renders as buildPrompt does for
 });
 
 t.test('parseChatRequest: defaults and fields', async (tt) => {
-  const r = parseChatRequest({ model: 'anything', messages: [{ role: 'system', content: 'S1' }, { role: 'developer', content: [{ type: 'text', text: 'S2' }] }, { role: 'user', content: 'Hi' }] });
+  const r = parseChatRequest({
+    model: 'anything',
+    messages: [
+      { role: 'system', content: 'S1' },
+      { role: 'developer', content: [{ type: 'text', text: 'S2' }] },
+      { role: 'user', content: 'Hi' },
+    ],
+  });
   tt.equal(r.system, 'S1\nS2', 'system messages joined');
   tt.equal(r.temperature, DEFAULT_TEMPERATURE);
   tt.equal(r.maxTokens, DEFAULT_MAX_TOKENS);
@@ -169,7 +186,24 @@ t.test('parseChatRequest: defaults and fields', async (tt) => {
   tt.equal(MAX_TOKENS_CAP, 1024);
   tt.equal(r.stream, false);
   tt.same(r.stop, []);
-  const s = parseChatRequest({ messages: [{ role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] }], stop: ['x', ''], max_completion_tokens: 7, top_p: 0, top_k: -1, seed: 3, stream: true, stream_options: { include_usage: true } });
+  const s = parseChatRequest({
+    messages: [
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'a' },
+          { type: 'text', text: 'b' },
+        ],
+      },
+    ],
+    stop: ['x', ''],
+    max_completion_tokens: 7,
+    top_p: 0,
+    top_k: -1,
+    seed: 3,
+    stream: true,
+    stream_options: { include_usage: true },
+  });
   tt.equal(s.turns[0].text, 'a\nb', 'text parts joined by newline');
   tt.same(s.stop, ['x'], 'empty stop strings dropped');
   tt.equal(s.maxTokens, 7);
@@ -231,7 +265,13 @@ t.test('GET /health and /v1/models', async (tt) => {
 
 t.test('greedy text-only completion equals generateText (ids, text, usage)', async (tt) => {
   const before = L.memory().numTensors;
-  const r = await chat({ model: 'whatever', messages: [{ role: 'user', content: 'Describe a traffic light.' }], temperature: 0, max_tokens: 12, return_token_ids: true });
+  const r = await chat({
+    model: 'whatever',
+    messages: [{ role: 'user', content: 'Describe a traffic light.' }],
+    temperature: 0,
+    max_tokens: 12,
+    return_token_ids: true,
+  });
   tt.equal(r.status, 200, r.text);
   const prompt = buildPrompt('llava_hf', 'Describe a traffic light.');
   const g = await expected(prompt, { maxNewTokens: 12 });
@@ -251,7 +291,10 @@ t.test('greedy text-only completion equals generateText (ids, text, usage)', asy
 });
 
 t.test('image via a PNG data URI equals the decoded image passed directly', async (tt) => {
-  for (const [name, png] of [['image0', png0], ['image1', png1]] as const) {
+  for (const [name, png] of [
+    ['image0', png0],
+    ['image1', png1],
+  ] as const) {
     const r = await chat({ messages: [userImage(Q, dataUri(png))], temperature: 0, max_tokens: 10, return_token_ids: true });
     tt.equal(r.status, 200, r.text);
     const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: png, maxNewTokens: 10 });
@@ -260,7 +303,19 @@ t.test('image via a PNG data URI equals the decoded image passed directly', asyn
     tt.equal(r.json.usage.prompt_tokens, g.promptLength, 'prompt tokens include the 16 image tokens');
   }
   // image part first, text after, and image_url as a bare string: same prompt (image goes first anyway)
-  const r2 = await chat({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: dataUri(png0) }, { type: 'text', text: Q }] }], temperature: 0, max_tokens: 10 });
+  const r2 = await chat({
+    messages: [
+      {
+        role: 'user',
+        content: [
+          { type: 'image_url', image_url: dataUri(png0) },
+          { type: 'text', text: Q },
+        ],
+      },
+    ],
+    temperature: 0,
+    max_tokens: 10,
+  });
   const g2 = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: png0, maxNewTokens: 10 });
   tt.equal(r2.json.choices[0].message.content, g2.text, 'part order does not matter');
   const other = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: png1, maxNewTokens: 10 });
@@ -292,7 +347,10 @@ t.test('streaming: chunks join to the non-streamed content, usage, [DONE]', asyn
   const ev = sseEvents(s.text);
   tt.equal(ev[ev.length - 1], '[DONE]', 'ends with [DONE]');
   const chunks = ev.slice(0, -1);
-  tt.ok(chunks.every((c) => c.object === 'chat.completion.chunk' && c.id === chunks[0].id && c.model === 'tiny-llava'), 'chunk objects, one id');
+  tt.ok(
+    chunks.every((c) => c.object === 'chat.completion.chunk' && c.id === chunks[0].id && c.model === 'tiny-llava'),
+    'chunk objects, one id',
+  );
   tt.same(chunks[0].choices[0].delta, { role: 'assistant', content: '' }, 'first chunk carries the role');
   const usageChunk = chunks[chunks.length - 1];
   tt.same(usageChunk.choices, [], 'usage chunk has no choices');
@@ -300,13 +358,19 @@ t.test('streaming: chunks join to the non-streamed content, usage, [DONE]', asyn
   const finishChunk = chunks[chunks.length - 2];
   tt.equal(finishChunk.choices[0].finish_reason, plain.json.choices[0].finish_reason);
   tt.same(finishChunk.choices[0].delta, {});
-  const content = chunks.slice(0, -2).map((c) => c.choices[0].delta.content ?? '').join('');
+  const content = chunks
+    .slice(0, -2)
+    .map((c) => c.choices[0].delta.content ?? '')
+    .join('');
   tt.equal(content, plain.json.choices[0].message.content, 'deltas concatenate to the content');
   tt.ok(chunks.slice(1, -2).length > 1, 'several content chunks');
   tt.ok(chunks.slice(0, -2).every((c) => c.choices[0].finish_reason === null));
   // without include_usage: no usage chunk
   const s2 = sseEvents((await chat({ ...body, stream: true })).text);
-  tt.notOk(s2.some((c) => c !== '[DONE]' && 'usage' in c), 'no usage chunk unless asked');
+  tt.notOk(
+    s2.some((c) => c !== '[DONE]' && 'usage' in c),
+    'no usage chunk unless asked',
+  );
   tt.equal(s2[s2.length - 2].choices[0].finish_reason, plain.json.choices[0].finish_reason);
 });
 
@@ -316,7 +380,10 @@ t.test("max_tokens: finish_reason 'length' with exactly that many tokens; the co
     tt.equal(r.json.choices[0].finish_reason, 'length', `max_tokens ${n}`);
     tt.equal(r.json.usage.completion_tokens, n);
     tt.equal(r.json.choices[0].token_ids.length, n);
-    const s = sseEvents((await chat({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: n, stream: true, stream_options: { include_usage: true } })).text);
+    const s = sseEvents(
+      (await chat({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: n, stream: true, stream_options: { include_usage: true } }))
+        .text,
+    );
     tt.equal(s[s.length - 2].usage.completion_tokens, n, 'streamed usage');
     tt.equal(s[s.length - 3].choices[0].finish_reason, 'length');
   }
@@ -344,7 +411,10 @@ t.test('stop strings end the reply, are removed, and give finish_reason stop', a
   tt.same(r.json.choices[0].token_ids, g.ids);
   tt.equal(r.json.choices[0].message.content, text.slice(0, text.indexOf(stop)).trim(), 'text before the first occurrence');
   const s = sseEvents((await chat({ messages: msgs, temperature: 0, max_tokens: 16, stop: ['zzzz', stop], stream: true })).text);
-  const streamed = s.slice(0, -2).map((c) => c.choices[0].delta.content ?? '').join('');
+  const streamed = s
+    .slice(0, -2)
+    .map((c) => c.choices[0].delta.content ?? '')
+    .join('');
   tt.equal(streamed, g.text, 'streamed text stops too');
   tt.equal(s[s.length - 2].choices[0].finish_reason, 'stop');
 });
@@ -376,7 +446,11 @@ t.test('system messages and history', async (tt) => {
   });
   tt.equal(r.status, 200, r.text);
   const prompt = 'You are terse. ' + buildPrompt('llava_hf', 'What colour?', { image: true, history: [['What is it?', 'A shape.']] });
-  tt.same(r.json.prompt_token_ids, encodePrompt(server.llava.model, server.llava.tokenizer, prompt), 'prompt: system + history + image in the first turn');
+  tt.same(
+    r.json.prompt_token_ids,
+    encodePrompt(server.llava.model, server.llava.tokenizer, prompt),
+    'prompt: system + history + image in the first turn',
+  );
   const g = await expected(prompt, { image: png1, maxNewTokens: 6 });
   tt.same(r.json.choices[0].token_ids, g.ids);
 
@@ -385,10 +459,26 @@ t.test('system messages and history', async (tt) => {
   await new Promise<void>((res) => s2.listen(0, '127.0.0.1', res));
   const port = (s2.address() as { port: number }).port;
   try {
-    const body = JSON.stringify({ messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }], temperature: 0, max_tokens: 2, return_token_ids: true });
-    const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, { method: 'POST', body, headers: { 'content-type': 'application/json' } });
+    const body = JSON.stringify({
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'Hi' },
+      ],
+      temperature: 0,
+      max_tokens: 2,
+      return_token_ids: true,
+    });
+    const res = await fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json' },
+    });
     const j = (await res.json()) as { prompt_token_ids: number[] };
-    tt.same(j.prompt_token_ids, encodePrompt(server.llava.model, server.llava.tokenizer, 'Be brief. USER: Hi ASSISTANT:'), 'vicuna_v1: system replaced');
+    tt.same(
+      j.prompt_token_ids,
+      encodePrompt(server.llava.model, server.llava.tokenizer, 'Be brief. USER: Hi ASSISTANT:'),
+      'vicuna_v1: system replaced',
+    );
     tt.equal(s2.llava.template, 'vicuna_v1');
   } finally {
     await new Promise<void>((res) => s2.close(() => res()));
@@ -417,13 +507,23 @@ t.test('concurrent requests are serialized and both answered correctly', async (
   tt.same(a.json.choices[0].token_ids, g0.ids, 'first answer');
   tt.same(c.json.choices[0].token_ids, g1.ids, 'third answer');
   const ev = sseEvents(b.text);
-  tt.equal(ev.slice(0, -2).map((x) => x.choices[0].delta.content ?? '').join(''), g1.text, 'second (streamed) answer');
+  tt.equal(
+    ev
+      .slice(0, -2)
+      .map((x) => x.choices[0].delta.content ?? '')
+      .join(''),
+    g1.text,
+    'second (streamed) answer',
+  );
   polling = false;
   tt.equal(server.llava.stats().maxRunning, 1, 'never more than one generation at a time');
   tt.ok(maxWaiting >= 1, `requests waited in the queue (max ${maxWaiting} waiting)`);
   await waitFor(() => logs.length - mark >= 3);
   tt.equal(logs.length - mark, 3, 'one log line per request');
-  tt.ok(logs.slice(mark).every((l) => /^\[serve\] POST \/v1\/chat\/completions 200 \d+ms prompt \d+ completion 30 finish length$/.test(l)), logs.slice(mark).join('\n'));
+  tt.ok(
+    logs.slice(mark).every((l) => /^\[serve\] POST \/v1\/chat\/completions 200 \d+ms prompt \d+ completion 30 finish length$/.test(l)),
+    logs.slice(mark).join('\n'),
+  );
 });
 
 t.test('a client that disconnects mid-stream stops its generation; the next request is fine', async (tt) => {
@@ -466,7 +566,10 @@ t.test('a client that disconnects mid-stream stops its generation; the next requ
   queued.destroy();
   tt.equal((await long).status, 200, 'the running request completes');
   await waitFor(() => server.llava.stats().aborted === stats0.aborted + 2);
-  tt.ok(logs.some((l) => /client closed while queued/.test(l)), 'logged as skipped');
+  tt.ok(
+    logs.some((l) => /client closed while queued/.test(l)),
+    'logged as skipped',
+  );
 
   const r = await chat({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: 10, return_token_ids: true });
   const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: png0, maxNewTokens: 10 });
@@ -485,21 +588,79 @@ t.test('error paths: status and OpenAI error JSON; the server keeps serving', as
   expectError(tt, await chat({ messages: [{ role: 'user', content: 5 }] }), 400, /string or an array/, 'invalid_type', 'messages[0].content');
   expectError(tt, await chat({ messages: [{ role: 'tool', content: 'x' }] }), 400, /not supported/, undefined, 'messages[0].role');
   expectError(tt, await chat({ messages: [{ role: 'assistant', content: 'x' }] }), 400, /expected a user message/);
-  expectError(tt, await chat({ messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }] }), 400, /last message must come from the user/);
-  expectError(tt, await chat({ messages: [{ role: 'user', content: 'a' }, { role: 'system', content: 'b' }, { role: 'user', content: 'c' }] }), 400, /must come before/);
+  expectError(
+    tt,
+    await chat({
+      messages: [
+        { role: 'user', content: 'a' },
+        { role: 'assistant', content: 'b' },
+      ],
+    }),
+    400,
+    /last message must come from the user/,
+  );
+  expectError(
+    tt,
+    await chat({
+      messages: [
+        { role: 'user', content: 'a' },
+        { role: 'system', content: 'b' },
+        { role: 'user', content: 'c' },
+      ],
+    }),
+    400,
+    /must come before/,
+  );
   expectError(tt, await chat({ messages: [{ role: 'user', content: '' }] }), 400, /empty/);
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'look <image> here' }] }), 400, /<image>/);
   expectError(tt, await chat({ messages: [{ role: 'user', content: [{ type: 'input_audio' }] }] }), 400, /unsupported content part/);
-  expectError(tt, await chat({ messages: [userImage(Q, 'http://example.com/cat.png')] }), 400, /does not fetch http: URLs/, 'invalid_image_url', 'messages[0].content[1].image_url');
+  expectError(
+    tt,
+    await chat({ messages: [userImage(Q, 'http://example.com/cat.png')] }),
+    400,
+    /does not fetch http: URLs/,
+    'invalid_image_url',
+    'messages[0].content[1].image_url',
+  );
   expectError(tt, await chat({ messages: [userImage(Q, 'file:///etc/hosts')] }), 400, /does not fetch file: URLs/, 'invalid_image_url');
   expectError(tt, await chat({ messages: [userImage(Q, 'data:image/gif;base64,R0lGODlh')] }), 400, /unsupported image type/);
-  expectError(tt, await chat({ messages: [userImage(Q, dataUri(Buffer.from('definitely not a png')))] }), 400, /cannot read the image/, 'invalid_image');
+  expectError(
+    tt,
+    await chat({ messages: [userImage(Q, dataUri(Buffer.from('definitely not a png')))] }),
+    400,
+    /cannot read the image/,
+    'invalid_image',
+  );
   expectError(tt, await chat({ messages: [userImage(Q, dataUri(png0.subarray(0, 200)))] }), 400, /cannot read the image/, 'invalid_image');
-  const two = { role: 'user', content: [{ type: 'text', text: Q }, { type: 'image_url', image_url: { url: dataUri(png0) } }, { type: 'image_url', image_url: { url: dataUri(png1) } }] };
+  const two = {
+    role: 'user',
+    content: [
+      { type: 'text', text: Q },
+      { type: 'image_url', image_url: { url: dataUri(png0) } },
+      { type: 'image_url', image_url: { url: dataUri(png1) } },
+    ],
+  };
   expectError(tt, await chat({ messages: [two] }), 400, /2 images .* at most one image/, 'too_many_images', 'messages[0].content[2]');
-  expectError(tt, await chat({ messages: [userImage('a', dataUri(png0)), { role: 'assistant', content: 'b' }, userImage('c', dataUri(png1))] }), 400, /at most one image|first user message/);
-  expectError(tt, await chat({ messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, userImage('c', dataUri(png1))] }), 400, /first user message/);
-  expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], temperature: 'hot' }), 400, /'temperature' must be a number/, 'invalid_type', 'temperature');
+  expectError(
+    tt,
+    await chat({ messages: [userImage('a', dataUri(png0)), { role: 'assistant', content: 'b' }, userImage('c', dataUri(png1))] }),
+    400,
+    /at most one image|first user message/,
+  );
+  expectError(
+    tt,
+    await chat({ messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: 'b' }, userImage('c', dataUri(png1))] }),
+    400,
+    /first user message/,
+  );
+  expectError(
+    tt,
+    await chat({ messages: [{ role: 'user', content: 'x' }], temperature: 'hot' }),
+    400,
+    /'temperature' must be a number/,
+    'invalid_type',
+    'temperature',
+  );
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], temperature: 3 }), 400, /<= 2/, undefined, 'temperature');
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], max_tokens: 0 }), 400, /max_tokens/, undefined, 'max_tokens');
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], max_tokens: 2.5 }), 400, /integer/);
@@ -510,17 +671,35 @@ t.test('error paths: status and OpenAI error JSON; the server keeps serving', as
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }), 400, /tool/);
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], logprobs: true }), 400, /logprobs/);
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'word '.repeat(2000) }] }), 400, /context holds 512/, 'context_length_exceeded');
-  tt.equal((await chat({ messages: [{ role: 'user', content: 'x' }], max_tokens: 1, n: 1, logprobs: false, frequency_penalty: 0, user: 'u', unknown_field: { a: 1 } })).status, 200, 'harmless and default-valued fields are accepted');
+  tt.equal(
+    (
+      await chat({
+        messages: [{ role: 'user', content: 'x' }],
+        max_tokens: 1,
+        n: 1,
+        logprobs: false,
+        frequency_penalty: 0,
+        user: 'u',
+        unknown_field: { a: 1 },
+      })
+    ).status,
+    200,
+    'harmless and default-valued fields are accepted',
+  );
 
   // body size limit (20 MiB): declared by Content-Length, and chunked without a length
   const big = Buffer.alloc(21 * 1024 * 1024, 0x20);
   expectError(tt, await request('POST', '/v1/chat/completions', undefined, { raw: big }), 413, /larger than/, 'request_too_large');
   const chunked = await new Promise<Reply>((resolve, reject) => {
-    const req = http.request(base + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
-      let text = '';
-      res.on('data', (d) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: JSON.parse(text) }));
-    });
+    const req = http.request(
+      base + '/v1/chat/completions',
+      { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } },
+      (res) => {
+        let text = '';
+        res.on('data', (d) => (text += d));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json: JSON.parse(text) }));
+      },
+    );
     req.on('error', reject);
     for (let i = 0; i < 21; i++) req.write(Buffer.alloc(1024 * 1024, 0x20));
     req.end();
@@ -637,11 +816,15 @@ t.test('serve command: argument validation', async (tt) => {
 });
 
 t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTERM', async (tt) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'serve.ts'), 'serve', '--model', dir, '--port', '0'], {
-    cwd: ROOT,
-    env: { ...process.env, FORCE_COLOR: '0' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'serve.ts'), 'serve', '--model', dir, '--port', '0'],
+    {
+      cwd: ROOT,
+      env: { ...process.env, FORCE_COLOR: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => (out += d));
@@ -656,7 +839,10 @@ t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTE
     const h = (await (await fetch(url + '/health')).json()) as { status: string; model: string };
     tt.match(h, { status: 'ok', model: 'tiny-llava' });
     const r = (await (
-      await fetch(url + '/v1/chat/completions', { method: 'POST', body: JSON.stringify({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: 6 }) })
+      await fetch(url + '/v1/chat/completions', {
+        method: 'POST',
+        body: JSON.stringify({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: 6 }),
+      })
     ).json()) as { choices: { message: { content: string } }[] };
     const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: png0, maxNewTokens: 6 });
     tt.equal(r.choices[0].message.content, g.text, 'the CLI server answers like generateText');

@@ -58,7 +58,11 @@ t.test('items: llava-hf expansion, original sentinels, text-only samples', async
   t.notOk(img.inputIds.includes(-200), 'no sentinel left');
   t.equal(img.inputIds.length, ref.inputIds.length + 15);
   img.inputIds.forEach((id, i) => id === 676 && t.equal(img.labels[i], -100));
-  t.same(img.labels.filter((l) => l !== -100), ref.labels.filter((l) => l !== -100), 'same supervised tokens');
+  t.same(
+    img.labels.filter((l) => l !== -100),
+    ref.labels.filter((l) => l !== -100),
+    'same supervised tokens',
+  );
   t.equal(img.pixels!.length, 3 * 28 * 28);
   t.equal(img.index, 0);
   t.equal(img.id, 'ft-0');
@@ -97,7 +101,10 @@ t.test('collate: right padding, masks, labels, image order', async (t) => {
   t.equal(ob.numImages, 2, 'original scheme: zero image for the text-only sample');
   const per = 3 * 28 * 28;
   t.same(Array.from(ob.pixels!.subarray(0, 5)), Array.from(orig.item(0).pixels!.subarray(0, 5)), 'real image first');
-  t.ok(ob.pixels!.subarray(per).every((v) => v === 0), 'zero image after it');
+  t.ok(
+    ob.pixels!.subarray(per).every((v) => v === 0),
+    'zero image after it',
+  );
   t.throws(() => collate([], { padId: 0, format: 'llava-hf', imageSize: 28 }), /empty batch/);
 });
 
@@ -109,8 +116,14 @@ t.test('both image schemes give the same loss on the same batch', async (t) => {
     const positions = [0, 12, 2, 5];
     const a = LlavaDataset.fromFile(demo.finetuneJson, spec(), { tokenizer: tok });
     const b = LlavaDataset.fromFile(demo.finetuneJson, spec({ format: 'llava_llama', imageTokenIndex: -200 }), { tokenizer: tok });
-    const ba = collate(positions.map((p) => a.item(p)), { padId: 677, format: 'llava-hf', imageSize: 28 });
-    const bb = collate(positions.map((p) => b.item(p)), { padId: 677, format: 'llava_llama', imageSize: 28, numImageTokens: 16 });
+    const ba = collate(
+      positions.map((p) => a.item(p)),
+      { padId: 677, format: 'llava-hf', imageSize: 28 },
+    );
+    const bb = collate(
+      positions.map((p) => b.item(p)),
+      { padId: 677, format: 'llava_llama', imageSize: 28, numImageTokens: 16 },
+    );
     t.equal(ba.inputTokens, bb.inputTokens, 'same real positions once spliced');
     const loss = (m: LlavaForConditionalGeneration, x: CollatedBatch): number =>
       L.tidy(() => {
@@ -122,7 +135,16 @@ t.test('both image schemes give the same loss on the same batch', async (t) => {
     // Same maths in a different gather order: float32 rounding only.
     t.ok(Math.abs(la - lb) < 1e-5, `llava-hf ${la} vs llava_llama ${lb}`);
     // The trainer on the original scheme (sentinels, zero images for text-only samples in mixed batches).
-    const tr = new Trainer(orig, b, { stage: 2, lr: 1e-3, microBatch: 4, gradAccum: 1, maxSteps: 2, groupByModalityLength: true, progress: 'none', log: () => {} });
+    const tr = new Trainer(orig, b, {
+      stage: 2,
+      lr: 1e-3,
+      microBatch: 4,
+      gradAccum: 1,
+      maxSteps: 2,
+      groupByModalityLength: true,
+      progress: 'none',
+      log: () => {},
+    });
     const r = await tr.train();
     tr.dispose();
     t.equal(r.steps, 2);
@@ -140,18 +162,36 @@ t.test('malformed JSON, bad records, missing images: index and id, skip or fatal
   fs.writeFileSync(broken, '[{"id": "a", "conversations": [');
   t.throws(() => LlavaDataset.fromFile(broken, spec(), { tokenizer: tok }), /malformed JSON/);
   t.throws(() => LlavaDataset.fromFile(path.join(dir, 'nope.json'), spec(), { tokenizer: tok }), /data file .*nope\.json not found/);
-  t.throws(() => LlavaDataset.fromFile(demo.finetuneJson, spec({ imageFolder: path.join(dir, 'no-such') }), { tokenizer: tok }), /image folder .* not found/);
+  t.throws(
+    () => LlavaDataset.fromFile(demo.finetuneJson, spec({ imageFolder: path.join(dir, 'no-such') }), { tokenizer: tok }),
+    /image folder .* not found/,
+  );
 
   const recs = JSON.parse(fs.readFileSync(demo.finetuneJson, 'utf8')) as Record<string, unknown>[];
-  const mixed = [recs[0], { id: 'bad-roles', conversations: [{ from: 'gpt', value: 'x' }] }, recs[1], { ...recs[2], id: 'lost', image: 'missing.png' }, recs[12]];
+  const mixed = [
+    recs[0],
+    { id: 'bad-roles', conversations: [{ from: 'gpt', value: 'x' }] },
+    recs[1],
+    { ...recs[2], id: 'lost', image: 'missing.png' },
+    recs[12],
+  ];
   const f = path.join(dir, 'mixed.json');
   fs.writeFileSync(f, JSON.stringify(mixed));
   t.throws(() => LlavaDataset.fromFile(f, spec(), { tokenizer: tok }), /record 1 \(id bad-roles\)/, 'fatal: first bad record named');
   const msgs: string[] = [];
   const ds = LlavaDataset.fromFile(f, spec(), { tokenizer: tok, onError: 'skip', logger: (m) => msgs.push(m) });
   t.same(ds.indices, [0, 2, 4], 'bad record and missing image skipped');
-  t.same(ds.samples.map((s) => s.id), ['ft-0', 'ft-1', 'text-0']);
-  t.same(ds.skipped.map((s) => [s.index, s.id]), [[1, 'bad-roles'], [3, 'lost']]);
+  t.same(
+    ds.samples.map((s) => s.id),
+    ['ft-0', 'ft-1', 'text-0'],
+  );
+  t.same(
+    ds.skipped.map((s) => [s.index, s.id]),
+    [
+      [1, 'bad-roles'],
+      [3, 'lost'],
+    ],
+  );
   t.match(msgs.join('\n'), /record 1, id bad-roles/);
   t.match(msgs.join('\n'), /record 3, id lost: missing image file .*missing\.png/);
   // Missing image alone, fatal.
@@ -160,7 +200,10 @@ t.test('malformed JSON, bad records, missing images: index and id, skip or fatal
   const e = t.throws(() => LlavaDataset.fromFile(f2, spec(), { tokenizer: tok })) as unknown as DataError;
   t.ok(e instanceof DataError);
   t.match(e.message, /record 1, id gone: missing image file/);
-  t.same(e.issues.map((i) => [i.index, i.id]), [[1, 'gone']]);
+  t.same(
+    e.issues.map((i) => [i.index, i.id]),
+    [[1, 'gone']],
+  );
 });
 
 t.test('corrupt image: reported when the item is encoded; loader skips or fails', async (t) => {
@@ -204,13 +247,19 @@ t.test('prefetching loader: inline and worker threads give the same batches, in 
   const again = await collect(new PrefetchLoader(ds, plan.slice(1), { pool }));
   pool.close();
   t.equal(inline.length, 3);
-  t.same(inline.map((b) => b.ids), [['ft-3', 'text-0', 'ft-0'], ['ft-7', 'text-1', 'ft-1'], ['ft-9']]);
+  t.same(
+    inline.map((b) => b.ids),
+    [['ft-3', 'text-0', 'ft-0'], ['ft-7', 'text-1', 'ft-1'], ['ft-9']],
+  );
   for (let i = 0; i < inline.length; i++) {
     t.same(workers[i].inputIds, inline[i].inputIds);
     t.same(workers[i].labels, inline[i].labels);
     t.same(Array.from(workers[i].pixels!), Array.from(inline[i].pixels!), `batch ${i} pixels identical`);
   }
-  t.same(again.map((b) => b.ids), inline.slice(1).map((b) => b.ids));
+  t.same(
+    again.map((b) => b.ids),
+    inline.slice(1).map((b) => b.ids),
+  );
   // Encoding runs ahead: after the first batch is taken, the next ones are already being prepared.
   const l = new PrefetchLoader(ds, plan, { prefetch: 2 });
   await l.next();
@@ -223,7 +272,14 @@ t.test('prefetching loader: inline and worker threads give the same batches, in 
 });
 
 t.test('rendered training prompts', async (t) => {
-  const s = { id: 'x', image: 'a.png', conversations: [{ from: 'human' as const, value: 'Q?\n<image>' }, { from: 'gpt' as const, value: 'A b.' }] };
+  const s = {
+    id: 'x',
+    image: 'a.png',
+    conversations: [
+      { from: 'human' as const, value: 'Q?\n<image>' },
+      { from: 'gpt' as const, value: 'A b.' },
+    ],
+  };
   t.equal(renderTrainingPrompt(s, 'plain'), '<image>A b.\n');
   t.match(renderTrainingPrompt(s, 'v1'), /USER: <image>\nQ\? ASSISTANT: A b\.<\/s>$/);
   t.match(renderTrainingPrompt(s, 'llava_v0'), /### Human: <image>\nQ\?\n### Assistant: A b\.\n### $/);

@@ -109,7 +109,7 @@ t.test('Trainer API: defaults and checks from the same table', async (t) => {
     [o.saveSteps, o.saveTotalLimit, o.plot, o.trainVision, o.gradientCheckpointing, o.groupByModalityLength, o.label, o.progress],
     [0, 1, true, false, false, false, 'stage 2', 'auto'],
   );
-  t.equal(o.configPatch, undefined, "no caller config patch (the trainer still records template and aspect)");
+  t.equal(o.configPatch, undefined, 'no caller config patch (the trainer still records template and aspect)');
   t.equal(o.maxSteps, undefined);
   t.equal(o.logEvery, undefined);
   t.type(o.log, 'function');

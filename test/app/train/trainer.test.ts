@@ -17,12 +17,7 @@ import { LlavaDataset, DatasetSpec, resolveProcessorConfig, collate } from '../.
 import { Trainer, paramGroups, StepRecord } from '../../../lib/app/train/trainer';
 import { TrainerOptions, resolveBatching, stageNumber } from '../../../lib/app/train/options';
 import { PRESETS } from '../../../lib/app/train/presets';
-import {
-  originalName,
-  loadPartialWeights,
-  readTrainerState,
-  findCheckpoint,
-} from '../../../lib/app/train/train_state';
+import { originalName, loadPartialWeights, readTrainerState, findCheckpoint } from '../../../lib/app/train/train_state';
 import { renderLossPlot } from '../../../lib/app/train/loss_plot';
 import { Tokenizer } from '../../../lib/app/processing/tokenizer';
 import { TEST_DIR } from '../../helpers';
@@ -57,7 +52,8 @@ function subset(ids: string[], template = 'v1'): LlavaDataset {
   return LlavaDataset.fromFile(f, spec(template), { tokenizer: tok });
 }
 const quietOpts: Partial<TrainerOptions> = { progress: 'none', log: () => {} };
-const snapshot = (m: LlavaForConditionalGeneration): Map<string, Float32Array> => new Map(m.namedParameters().map(([n, p]) => [n, p.dataSync() as Float32Array]));
+const snapshot = (m: LlavaForConditionalGeneration): Map<string, Float32Array> =>
+  new Map(m.namedParameters().map(([n, p]) => [n, p.dataSync() as Float32Array]));
 const same = (a: Float32Array, b: Float32Array): boolean => a.length === b.length && a.every((v, i) => Object.is(v, b[i]));
 
 t.test('schedule: linear warmup from 0, cosine to 0', async (t) => {
@@ -120,14 +116,22 @@ t.test('gradient accumulation = the large batch (equal token counts) = the avera
   const ds = finetune();
   try {
     const tr = new Trainer(m, ds, { ...quietOpts, stage: 2, lr: 1e-3, microBatch: 1, gradAccum: 2 } as TrainerOptions);
-    const sup = (pos: number): number => ds.item(pos).labels.slice(1).filter((l) => l !== -100).length;
+    const sup = (pos: number): number =>
+      ds
+        .item(pos)
+        .labels.slice(1)
+        .filter((l) => l !== -100).length;
     // Two samples with the same number of supervised tokens ("A red square." / "A blue square.").
     const pa = ds.samples.findIndex((s) => s.image === 'red_square.png');
     const pb = ds.samples.findIndex((s) => s.image === 'blue_square.png');
     const pc = ds.samples.findIndex((s) => s.image === 'red_triangle.png'); // two rounds: more tokens
     t.equal(sup(pa), sup(pb), 'equal supervised counts');
     t.not(sup(pa), sup(pc));
-    const batch = (ps: number[]) => collate(ps.map((p) => ds.item(p)), { padId: ds.padId, format: 'llava-hf', imageSize: 28 });
+    const batch = (ps: number[]) =>
+      collate(
+        ps.map((p) => ds.item(p)),
+        { padId: ds.padId, format: 'llava-hf', imageSize: 28 },
+      );
     const grads = (): Map<string, Float32Array> => {
       const g = new Map(tr.trainable.map(([n, p]) => [n, p.grad!.dataSync() as Float32Array]));
       m.zeroGrad();
@@ -176,7 +180,16 @@ t.test('gradient accumulation = the large batch (equal token counts) = the avera
     const pair = subset([ds.samples[pa].id, ds.samples[pb].id]);
     const run = async (micro: number, accum: number): Promise<{ losses: number[]; w: Float32Array }> => {
       const mm = loadLlava(FIX);
-      const tt = new Trainer(mm, pair, { ...quietOpts, stage: 2, lr: 1e-3, microBatch: micro, gradAccum: accum, maxSteps: 3, warmupRatio: 0, seed: 3 } as TrainerOptions);
+      const tt = new Trainer(mm, pair, {
+        ...quietOpts,
+        stage: 2,
+        lr: 1e-3,
+        microBatch: micro,
+        gradAccum: accum,
+        maxSteps: 3,
+        warmupRatio: 0,
+        seed: 3,
+      } as TrainerOptions);
       const r = await tt.train();
       const w = mm.getParameter('language_model.model.layers.0.mlp.up_proj.weight')!.dataSync() as Float32Array;
       tt.dispose();
@@ -238,7 +251,10 @@ t.test('resume: same data order, same next losses', async (t) => {
     });
     const lines = fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n');
     t.equal(lines.length, 7, 'log continues: 4 + 3 lines');
-    t.same(lines.map((l) => (JSON.parse(l) as StepRecord).step), [1, 2, 3, 4, 5, 6, 7]);
+    t.same(
+      lines.map((l) => (JSON.parse(l) as StepRecord).step),
+      [1, 2, 3, 4, 5, 6, 7],
+    );
   }
 });
 
@@ -325,12 +341,26 @@ t.test('checkpoint files: projector naming, stage 2 from the projector, final mo
   const out1 = path.join(tmp, 'ck1');
   const m = loadLlava(FIX);
   try {
-    const s1 = new Trainer(m, pretrain(), { ...quietOpts, stage: 1, lr: 5e-3, microBatch: 4, gradAccum: 1, maxSteps: 3, outputDir: out1, baseModelDir: FIX } as TrainerOptions);
+    const s1 = new Trainer(m, pretrain(), {
+      ...quietOpts,
+      stage: 1,
+      lr: 5e-3,
+      microBatch: 4,
+      gradAccum: 1,
+      maxSteps: 3,
+      outputDir: out1,
+      baseModelDir: FIX,
+    } as TrainerOptions);
     await s1.train();
     s1.dispose();
     const pf = path.join(out1, 'mm_projector.safetensors');
     const f = SafetensorsFile.open(pf);
-    t.same(f.names().sort(), ['model.mm_projector.0.bias', 'model.mm_projector.0.weight', 'model.mm_projector.2.bias', 'model.mm_projector.2.weight']);
+    t.same(f.names().sort(), [
+      'model.mm_projector.0.bias',
+      'model.mm_projector.0.weight',
+      'model.mm_projector.2.bias',
+      'model.mm_projector.2.weight',
+    ]);
     t.same(f.info('model.mm_projector.0.weight').shape, [48, 32]);
     const w2 = f.readAsFloat32('model.mm_projector.2.weight');
     f.close();
@@ -338,7 +368,10 @@ t.test('checkpoint files: projector naming, stage 2 from the projector, final mo
     t.ok(fs.existsSync(path.join(out1, 'config.json')), 'stage 1 also writes the config');
     t.notOk(fs.existsSync(path.join(out1, 'model.safetensors')), 'stage 1 writes the projector alone');
     t.equal(fs.readdirSync(out1).filter((n) => n.includes('.tmp-')).length, 0, 'no temp files left');
-    t.same(fs.readdirSync(out1).filter((n) => n.startsWith('checkpoint-')), ['checkpoint-3']);
+    t.same(
+      fs.readdirSync(out1).filter((n) => n.startsWith('checkpoint-')),
+      ['checkpoint-3'],
+    );
     t.equal(originalName('multi_modal_projector.linear_1.bias'), 'model.mm_projector.0.bias');
     t.equal(originalName('language_model.model.layers.3.mlp.up_proj.weight'), 'model.layers.3.mlp.up_proj.weight');
     t.equal(originalName('language_model.lm_head.weight'), 'lm_head.weight');
@@ -351,23 +384,60 @@ t.test('checkpoint files: projector naming, stage 2 from the projector, final mo
       t.ok(same(m2.getParameter('multi_modal_projector.linear_2.weight')!.dataSync() as Float32Array, w2), 'projector loaded into a fresh model');
       t.throws(() => loadPartialWeights(m2, path.join(FIX, 'model.safetensors'), { only: 'projector' }), /not a projector tensor/);
       const out2 = path.join(tmp, 'ck2');
-      const s2 = new Trainer(m2, finetune(), { ...quietOpts, stage: 2, lr: 1e-3, microBatch: 2, gradAccum: 2, maxSteps: 3, maxGradNorm: 1, outputDir: out2, baseModelDir: FIX } as TrainerOptions);
+      const s2 = new Trainer(m2, finetune(), {
+        ...quietOpts,
+        stage: 2,
+        lr: 1e-3,
+        microBatch: 2,
+        gradAccum: 2,
+        maxSteps: 3,
+        maxGradNorm: 1,
+        outputDir: out2,
+        baseModelDir: FIX,
+      } as TrainerOptions);
       await s2.train();
       s2.dispose();
-      for (const n of ['model.safetensors', 'config.json', 'tokenizer.json', 'preprocessor_config.json', 'train_log.jsonl', 'loss.png', 'trainer_state.json'])
+      for (const n of [
+        'model.safetensors',
+        'config.json',
+        'tokenizer.json',
+        'preprocessor_config.json',
+        'train_log.jsonl',
+        'loss.png',
+        'trainer_state.json',
+      ])
         t.ok(fs.existsSync(path.join(out2, n)), `${n} written`);
-      const log = fs.readFileSync(path.join(out2, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepRecord);
+      const log = fs
+        .readFileSync(path.join(out2, 'train_log.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as StepRecord);
       t.equal(log.length, 3);
       for (const r of log) {
-        t.ok(['step', 'epoch', 'loss', 'lr', 'tokens_per_s', 'grad_norm'].every((k) => k in r), `log line has every field: ${JSON.stringify(r)}`);
+        t.ok(
+          ['step', 'epoch', 'loss', 'lr', 'tokens_per_s', 'grad_norm'].every((k) => k in r),
+          `log line has every field: ${JSON.stringify(r)}`,
+        );
         t.ok(r.grad_norm! > 0 && r.tokens_per_s > 0);
       }
       // the output directory is a loadable model with the trained weights
       const back = loadLlava(out2);
       try {
-        const b = collate([0, 12].map((p) => finetune().item(p)), { padId: 677, format: 'llava-hf', imageSize: 28 });
+        const b = collate(
+          [0, 12].map((p) => finetune().item(p)),
+          { padId: 677, format: 'llava-hf', imageSize: 28 },
+        );
         const lossOf = (mm: LlavaForConditionalGeneration): number =>
-          L.tidy(() => mm.loss({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels, pixelValues: L.tensor(b.pixels!, { shape: [b.numImages, 3, 28, 28] }) }).loss.item());
+          L.tidy(() =>
+            mm
+              .loss({
+                inputIds: b.inputIds,
+                attentionMask: b.attentionMask,
+                labels: b.labels,
+                pixelValues: L.tensor(b.pixels!, { shape: [b.numImages, 3, 28, 28] }),
+              })
+              .loss.item(),
+          );
         t.equal(lossOf(back), lossOf(m2), 'reloaded model gives the same loss');
       } finally {
         back.dispose();
@@ -385,7 +455,17 @@ t.test('bf16 training keeps float32 master weights and saves float32', async (t)
   try {
     const out = path.join(tmp, 'bf16');
     const ds = subset(['ft-0', 'ft-5']);
-    const tr = new Trainer(m, ds, { ...quietOpts, stage: 2, lr: 3e-3, microBatch: 2, gradAccum: 1, maxSteps: 8, warmupRatio: 0, outputDir: out, baseModelDir: FIX } as TrainerOptions);
+    const tr = new Trainer(m, ds, {
+      ...quietOpts,
+      stage: 2,
+      lr: 3e-3,
+      microBatch: 2,
+      gradAccum: 1,
+      maxSteps: 8,
+      warmupRatio: 0,
+      outputDir: out,
+      baseModelDir: FIX,
+    } as TrainerOptions);
     const r = await tr.train();
     t.ok(tr.optimizer.stateTensors().has('0.master'), 'master copies for bf16 parameters');
     tr.dispose();
