@@ -16,7 +16,7 @@
 //   index), so a resumed run sees exactly the batches the uninterrupted run would have.
 // - Parameters: `model.setStage(stage)` freezes (stage 1: projector only; stage 2: projector + LLM; the
 //   vision tower stays frozen unless trainVision). With weightDecay > 0 biases and norm weights go into a
-//   no-decay group (HF's get_parameter_names rule).
+//   no-decay group (HF's get_parameter_names rule, param_groups.ts).
 // - bf16: load the model in bf16 (on the GPU); AdamW keeps float32 master weights and moments for
 //   low-precision parameters, so updates never accumulate bf16 rounding.
 // - Activation checkpointing (gradientCheckpointing): each LLaMA decoder layer keeps only its input
@@ -39,7 +39,7 @@ import { tidy } from '../../core/memory';
 import { noGrad } from '../../core/autograd';
 // '../ops' (not its files) so the ops are installed as Tensor methods, which backward() needs.
 import { fromTypedArray, mul, copyInto } from '../../ops';
-import { AdamW, ParamGroup, clipGradNorm, cosineWithWarmup } from '../../optim/adamw';
+import { AdamW, clipGradNorm, cosineWithWarmup } from '../../optim/adamw';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 
 import { LlavaDataset, CollatedBatch } from './dataset';
@@ -47,6 +47,7 @@ import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
 import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveWeights, saveOptimizer, loadOptimizer } from './train_state';
 import { loadPartialWeights, readTrainerState, readTrainLog, pruneCheckpoints, type ModelFilesPatch } from './train_state';
 import { writeLossPlot } from './loss_plot';
+import { paramGroups } from './param_groups';
 import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
 import { cleanStaleTemps, writeDirAtomic, writeFileAtomic } from '../util/files';
@@ -57,6 +58,7 @@ import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptio
 import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
 
 export type { TrainerOptions } from './options';
+export { paramGroups } from './param_groups';
 
 // ---------------------------------------------------------------------------------------------------------
 // Records
@@ -79,18 +81,6 @@ export interface TrainResult {
   checkpoint: string | null;
   /** requestStop() ended the run early (after a whole optimizer step and a checkpoint; no final model). */
   interrupted: boolean;
-}
-
-/** Trainable parameters split for weight decay: biases and norm weights never decay. */
-export function paramGroups(named: [string, Tensor][], weightDecay: number): ParamGroup[] {
-  if (!(weightDecay > 0)) return [{ params: named.map(([, p]) => p), weightDecay: 0 }];
-  const noDecay = (n: string): boolean => n.endsWith('bias') || /norm/i.test(n);
-  const decay = named.filter(([n]) => !noDecay(n)).map(([, p]) => p);
-  const rest = named.filter(([n]) => noDecay(n)).map(([, p]) => p);
-  return [
-    { params: decay, weightDecay },
-    { params: rest, weightDecay: 0 },
-  ].filter((g) => g.params.length > 0);
 }
 
 // ---------------------------------------------------------------------------------------------------------
