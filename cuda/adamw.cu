@@ -14,8 +14,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-__device__ __forceinline__ int64_t gtid() { return blockIdx.x * (int64_t)blockDim.x + threadIdx.x; }
-__device__ __forceinline__ int64_t gstride() { return (int64_t)gridDim.x * blockDim.x; }
 
 template <typename S> struct AdamHyper { S lr, lr_wd, b1, one_m_b1, b2, one_m_b2, bc1, bc2, eps; };
 

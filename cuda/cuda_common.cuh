@@ -339,6 +339,11 @@ inline Stat make_stat(const TensorArg& t) { return Stat{t.bytes(), t.dtype == DT
 // exp / log / sqrt / ... : ewmath:: in elementwise_math.h, shared with the CPU kernels (explicit f32 and
 // f64 overloads, accurate versions, host-callable).
 
+// ---------------------------------------------------------------- grid-stride loops
+// This thread's first element and the step to its next one.
+__device__ __forceinline__ int64_t gtid() { return blockIdx.x * (int64_t)blockDim.x + threadIdx.x; }
+__device__ __forceinline__ int64_t gstride() { return (int64_t)gridDim.x * blockDim.x; }
+
 // ---------------------------------------------------------------- warp helpers
 constexpr unsigned kFullMask = 0xffffffffu;
 template <typename F> __device__ __forceinline__ F warp_sum(F v) {

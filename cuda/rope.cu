@@ -10,8 +10,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-__device__ __forceinline__ int64_t gtid() { return blockIdx.x * (int64_t)blockDim.x + threadIdx.x; }
-__device__ __forceinline__ int64_t gstride() { return (int64_t)gridDim.x * blockDim.x; }
 
 // Pair e = (r, i): r = (b, h, t) row of x, i < D/2; out contiguous [B, H, T, D].
 template <typename T> __global__ void __launch_bounds__(kBlock)
