@@ -43,3 +43,29 @@ t.test('npm commands in the README exist; the quoted npm test line matches the r
   tt.match(readme, /"N passed, N failed, N skipped"/, 'the README quotes the closing line');
   tt.match(runner, /\$\{s\.pass\} passed, \$\{s\.fail\} failed, \$\{s\.skip \+ s\.todo\} skipped/, 'the runner prints that line');
 });
+
+// The LLaVA example runs as written on the bundled tiny checkpoint (random weights): its path and one of
+// its images stand in for the placeholders; it must print some text and leave no tensor alive.
+t.test('the LLaVA example runs on the tiny fixture', async (tt) => {
+  const section = readme.slice(readme.indexOf('## LLaVA'));
+  const m = /```ts\n([\s\S]*?)```/.exec(section);
+  tt.ok(m, 'found the example');
+  if (!m) return;
+  const fixture = path.join(root, 'test', 'fixtures', 'tiny-llava');
+  const code =
+    m[1]
+      .replace("from 'llava-node'", `from ${JSON.stringify(path.join(root, 'lib'))}`)
+      .replace("'path/to/llava-1.5-7b-hf'", JSON.stringify(fixture))
+      .replace("'photo.jpg'", JSON.stringify(path.join(fixture, 'image0.png')))
+      .replace('maxNewTokens: 64', 'maxNewTokens: 4') + '\nprocess.on("exit", () => console.log("\\nlive", L.memory().numTensors));\n';
+  tt.ok(code.includes(fixture) && code.includes('image0.png'), 'placeholders replaced');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'readme-'));
+  const file = path.join(dir, 'llava_example.ts');
+  fs.writeFileSync(file, code);
+  const r = spawnSync(process.execPath, ['--import', 'tsx', file], { cwd: root, encoding: 'utf8' });
+  fs.rmSync(dir, { recursive: true, force: true });
+  tt.equal(r.status, 0, `exit 0 (stderr: ${r.stderr.slice(-500)})`);
+  const live = /\nlive (\d+)/.exec(r.stdout);
+  tt.ok(live && r.stdout.slice(0, live.index).length > 0, `generated text: ${JSON.stringify(r.stdout.slice(0, 80))}`);
+  tt.equal(live?.[1], '0', 'no tensor left alive');
+});
