@@ -2,7 +2,7 @@
 //
 // Plain C++ (no CUDA, no napi): included by the CPU kernels in cpp/ and by the CUDA kernels in cuda/,
 // so that a CPU and a CUDA kernel of the same name accept exactly the same inputs and fail with the
-// same message (DESIGN: one definition per op). Each parse_* reads the positional arguments of one
+// same message (docs/design.md, "One definition per op"). Each parse_* reads the positional arguments of one
 // kernel (see KERNELS.md), checks them, and returns the parsed arguments. Device-only limits (CUDA
 // grid sizes, 32-bit indices) stay in the device file, after the call. Data-dependent checks (index
 // ranges) read device memory and stay in the device file too, with the same message.
