@@ -15,6 +15,9 @@
 //   picked. Request log lines go to stderr.
 // - SIGINT / SIGTERM: stop listening, stop the running and queued completions, close connections, free the
 //   model, exit 0. A second signal while shutting down exits at once (code 130).
+// - Hardening (serve/guard.ts, serve/server.ts): --api-key, else the LLAVA_API_KEY environment variable
+//   (better: a key on the command line shows in `ps`), --cors, --max-connections and the two timeouts
+//   (seconds here, milliseconds in ServeOptions). An empty key means none.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError, intArg, mustDir, mustModelDir, runAction } from './util';
 import { DEVICES, INFERENCE_DTYPES } from '../util/runtime';
@@ -28,6 +31,11 @@ interface ServeCliOptions {
   device: string;
   dtype: string;
   visionTower?: string;
+  apiKey?: string;
+  cors?: string;
+  maxConnections?: number;
+  headersTimeout?: number;
+  requestTimeout?: number;
 }
 
 /** Parser for a TCP port (0 = let the system pick one). */
@@ -46,7 +54,18 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
   if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template) && o.template !== CHAT_TEMPLATE)
     throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')}, ${CHAT_TEMPLATE})`);
 
-  const { startServer } = await import('../serve/server');
+  const { startServer, parseCors } = await import('../serve/server');
+  let cors: string[] | '*' | undefined;
+  try {
+    cors = o.cors === undefined ? undefined : parseCors(o.cors);
+  } catch (e) {
+    throw new UsageError((e as Error).message.replace(/^\[serve\] /, ''));
+  }
+  const apiKey = o.apiKey ?? process.env.LLAVA_API_KEY;
+  const headersTimeoutMs = o.headersTimeout === undefined ? undefined : o.headersTimeout * 1000;
+  const requestTimeoutMs = o.requestTimeout === undefined ? undefined : o.requestTimeout * 1000;
+  if (headersTimeoutMs !== undefined && requestTimeoutMs !== undefined && headersTimeoutMs > requestTimeoutMs)
+    throw new UsageError('--headers-timeout must not exceed --request-timeout');
   const running = await startServer({
     model: o.model,
     host: o.host,
@@ -56,6 +75,11 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     device: o.device,
     dtype: o.dtype,
     visionTower: o.visionTower,
+    apiKey: apiKey || undefined,
+    cors,
+    maxConnections: o.maxConnections,
+    headersTimeoutMs,
+    requestTimeoutMs,
   });
   const s = running.server.llava;
   const stopped = new Promise<void>((resolve, reject) => {
@@ -78,7 +102,10 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     process.on('SIGTERM', onSignal);
   });
   // Printed only once the signal handlers are in place: whoever waits for this line may signal at once.
-  process.stdout.write(`llava serve: listening on ${running.url} (model ${s.modelName}, ${s.describe}, ${s.device}/${s.dtype}); Ctrl-C stops\n`);
+  const access = `${apiKey ? 'API key required' : 'no API key'}, ${cors === undefined ? 'no CORS' : `CORS ${cors === '*' ? '*' : cors.join(',')}`}`;
+  process.stdout.write(
+    `llava serve: listening on ${running.url} (model ${s.modelName}, ${s.describe}, ${s.device}/${s.dtype}; ${access}); Ctrl-C stops\n`,
+  );
   await stopped;
 }
 
@@ -98,6 +125,14 @@ export function registerServeCommand(program: Command): Command {
     .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
     .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))
     .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
+    .option('--api-key <key>', 'require Authorization: Bearer <key> on every route but /health (default: $LLAVA_API_KEY, else none)')
+    .option(
+      '--cors <origins>',
+      "origins allowed to call from a browser: comma-separated list or '*' (default: none; requests with another Origin get 403)",
+    )
+    .option('--max-connections <n>', 'open connections at most; more are dropped (default 64)', intArg(1))
+    .option('--headers-timeout <s>', 'seconds a client has to send its request headers (default 30)', intArg(1))
+    .option('--request-timeout <s>', 'seconds a client has to send its whole request, body included (default 120)', intArg(1))
     .action(runAction('serve', serveAction));
   return program;
 }

@@ -10,9 +10,17 @@
 //   generating stops at the next token (breaking out of the generator frees its KV cache).
 // - shutdown() refuses new work (503), aborts queued and running completions and waits for the queue; a
 //   completion stopped by shutdown (not by its client) is told so: a 503, or an error event on a stream.
+// - No request may hold the event loop for long. Tokenizing is synchronous and slow (BPE on 19.5 MB of
+//   text took 120 s), so a rendered prompt longer than maxPromptChars characters is refused with
+//   context_length_exceeded before it is tokenized: see promptCharBound for why that bound is sound.
+//   Everything before it (body, JSON.parse, validation, rendering) is linear and fast (about 40 ms for a
+//   19.5 MB text); generation yields to the event loop between tokens (inference/generate.ts).
+import * as fs from 'fs';
+import * as path from 'path';
 import type * as http from 'http';
 import type { Tensor } from '../../core/tensor';
 import type { LlavaSession } from '../processing/session';
+import type { Tokenizer } from '../processing/tokenizer';
 import type { PixelValues } from '../processing/image';
 import { generate, encodePrompt, splicedLength, contextLength, type FinishReason } from '../inference/generate';
 import {
@@ -59,6 +67,9 @@ export interface LogInfo {
   note?: string;
 }
 
+/** Resolves on a later turn of the event loop (after pending I/O). */
+const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
 const shuttingDown = (): ApiError => new ApiError(503, 'the server is shutting down', null, 'server_shutting_down');
 
 /** The pixels of a request's image: its size is checked from the header before decoding. Throws 400. */
@@ -74,10 +85,60 @@ export function requestPixels(session: LlavaSession, image: ImageInput, maxPixel
   }
 }
 
+/** Normalizers that never make a text shorter (LLaMA's: Prepend '▁', Replace ' ' by '▁'). */
+function lengthKeeping(n: unknown): boolean {
+  if (n === null || n === undefined) return true;
+  const o = n as { type?: string; normalizers?: unknown[]; pattern?: { String?: unknown }; content?: unknown };
+  if (o.type === 'Sequence') return Array.isArray(o.normalizers) && o.normalizers.every(lengthKeeping);
+  if (o.type === 'Prepend') return true;
+  if (o.type === 'Replace')
+    return typeof o.pattern?.String === 'string' && typeof o.content === 'string' && o.content.length >= o.pattern.String.length;
+  return false;
+}
+
+/**
+ * At most how many characters (UTF-16 units) of a prompt one token stands for, and whether that is proven.
+ *
+ * Why it holds: the text is normalized, then every token's piece covers a piece of the normalized text of
+ * at most its own length (a merged BPE piece is that very text, '▁' standing for one space; a byte-fallback
+ * piece like '<0x0A>' stands for one byte of one character; an added token is matched literally). So a
+ * text of n characters has at least n / K tokens, K the longest piece in the vocabulary, provided the
+ * normalizer never shortens the text (checked: LLaMA's Prepend / Replace(' ', '▁')), the pre-tokenizer
+ * drops nothing (none, Metaspace or ByteLevel) and unknown characters are not fused into one <unk>
+ * (byte_fallback, or fuse_unk off). A prompt with more than context × K characters therefore cannot fit.
+ * For a tokenizer outside these rules the bound is widened four-fold and only a heuristic.
+ */
+export function promptCharBound(tokenizer: Tokenizer, dir: string): { perToken: number; proven: boolean } {
+  let perToken = 1;
+  for (let id = 0; id < tokenizer.vocabSize; id++) {
+    let piece: string;
+    try {
+      piece = tokenizer.idToToken(id);
+    } catch {
+      continue; // a hole in the ids
+    }
+    perToken = Math.max(perToken, piece.length);
+  }
+  let proven = false;
+  try {
+    const tj = JSON.parse(fs.readFileSync(path.join(dir, 'tokenizer.json'), 'utf8'));
+    const pre = tj.pre_tokenizer as { type?: string; pretokenizers?: { type?: string }[] } | null;
+    const preOk = (p: { type?: string } | null | undefined): boolean => !p || p.type === 'Metaspace' || p.type === 'ByteLevel';
+    const preKeeps = !pre || (pre.type === 'Sequence' ? (pre.pretokenizers ?? []).every(preOk) : preOk(pre));
+    const m = tj.model ?? {};
+    proven = lengthKeeping(tj.normalizer) && preKeeps && m.type === 'BPE' && (m.byte_fallback === true || m.fuse_unk !== true);
+  } catch {
+    proven = false;
+  }
+  return { perToken: proven ? perToken : perToken * 4, proven };
+}
+
 export class Completions {
   readonly queue = new SerialQueue();
   /** Positions the model can hold. */
   readonly contextLength: number;
+  /** Rendered prompts longer than this many characters are refused before tokenizing (promptCharBound). */
+  readonly maxPromptChars: number;
   completed = 0;
   aborted = 0;
   private readonly active = new Set<AbortController>();
@@ -89,6 +150,7 @@ export class Completions {
     private readonly o: { modelName: string; maxBodyBytes: number; maxImagePixels: number },
   ) {
     this.contextLength = contextLength(session.model);
+    this.maxPromptChars = this.contextLength * promptCharBound(session.tokenizer, session.dir).perToken;
     this.templateStop = session.stop;
   }
 
@@ -100,10 +162,16 @@ export class Completions {
   prepare(req: ChatRequest): Prepared {
     const { model, tokenizer, template, chatTemplate, mmUseImStartEnd } = this.session;
     const prompt = renderChatPrompt(template, req, req.image !== null, { jinja: chatTemplate, mmUseImStartEnd });
+    const ctx = this.contextLength;
+    if (prompt.length > this.maxPromptChars)
+      throw bad(
+        `the prompt has ${prompt.length} characters; the model's context holds ${ctx} positions, at most ${this.maxPromptChars} characters`,
+        'messages',
+        'context_length_exceeded',
+      );
     const pixels = req.image ? requestPixels(this.session, req.image, this.o.maxImagePixels) : null;
     const promptIds = encodePrompt(model, tokenizer, prompt);
     const promptLength = splicedLength(model, promptIds);
-    const ctx = this.contextLength;
     if (promptLength >= ctx)
       throw bad(
         `the prompt takes ${promptLength} positions (image included); the model's context holds ${ctx}`,
@@ -153,7 +221,11 @@ export class Completions {
   /** The POST handler: read, validate and prepare, then wait for the queue and answer. */
   async handle(req: http.IncomingMessage, res: http.ServerResponse, info: LogInfo): Promise<void> {
     if (this.closing) throw shuttingDown();
-    const prep = this.prepare(parseChatRequest(await readJsonBody(req, this.o.maxBodyBytes)));
+    const body = await readJsonBody(req, this.o.maxBodyBytes);
+    await nextTurn(); // a big body: let other requests in between parsing, validating and preparing
+    const parsed = parseChatRequest(body);
+    await nextTurn();
+    const prep = this.prepare(parsed);
     const ac = new AbortController();
     const onClose = (): void => {
       if (!res.writableFinished) ac.abort();

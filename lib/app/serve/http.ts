@@ -20,8 +20,39 @@ export function sendError(res: http.ServerResponse, e: ApiError, headers: Record
   sendJson(res, e.status, e.body(), headers);
 }
 
-/** Reads the whole body; over `limit` bytes → ApiError 413 (the rest of the body is left to drain). */
-export function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
+/** JSON bodies may hold at most this many values ('[', '{' and ',' outside strings): JSON.parse of
+ *  19 MB of `[0,0,...]` holds the event loop for half a second, while a chat request with a long history
+ *  needs a few thousand. Counted as the bytes arrive, so the check itself never blocks. */
+export const MAX_JSON_VALUES = 100_000;
+
+/** Counts JSON value separators outside strings, chunk by chunk. */
+export class JsonValueCounter {
+  count = 0;
+  private inString = false;
+  private escaped = false;
+
+  push(c: Buffer): void {
+    let n = this.count;
+    let inString = this.inString;
+    let escaped = this.escaped;
+    for (let i = 0; i < c.length; i++) {
+      const b = c[i];
+      if (inString) {
+        if (escaped) escaped = false;
+        else if (b === 0x5c) escaped = true;
+        else if (b === 0x22) inString = false;
+      } else if (b === 0x22) inString = true;
+      else if (b === 0x2c || b === 0x5b || b === 0x7b) n++;
+    }
+    this.count = n;
+    this.inString = inString;
+    this.escaped = escaped;
+  }
+}
+
+/** Reads the whole body; over `limit` bytes → ApiError 413 (the rest of the body is left to drain).
+ *  `check` sees each chunk as it arrives and may throw an ApiError to refuse the body. */
+export function readBody(req: http.IncomingMessage, limit: number, check?: (c: Buffer) => void): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const tooLarge = (): ApiError => new ApiError(413, `the request body is larger than ${limit} bytes`, null, 'request_too_large');
     const declared = Number(req.headers['content-length']);
@@ -40,6 +71,15 @@ export function readBody(req: http.IncomingMessage, limit: number): Promise<Buff
         done = true;
         chunks.length = 0;
         reject(tooLarge());
+        return;
+      }
+      try {
+        check?.(c);
+      } catch (e) {
+        done = true;
+        chunks.length = 0;
+        req.resume(); // discard the rest
+        reject(e);
         return;
       }
       chunks.push(c);
@@ -66,12 +106,20 @@ export function readBody(req: http.IncomingMessage, limit: number): Promise<Buff
   });
 }
 
-/** Reads the body as JSON: an empty body or invalid JSON is a 400, one over `limit` bytes a 413. */
+/** Reads the body as JSON: an empty body, invalid JSON or more than MAX_JSON_VALUES values is a 400, one
+ *  over `limit` bytes a 413. */
 export async function readJsonBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
-  const raw = await readBody(req, limit);
+  const counter = new JsonValueCounter();
+  const raw = await readBody(req, limit, (c) => {
+    counter.push(c);
+    if (counter.count > MAX_JSON_VALUES)
+      throw bad(`the request body holds more than ${MAX_JSON_VALUES} JSON values; a chat request needs far fewer`, null, 'too_many_values');
+  });
   if (raw.length === 0) throw bad('the request body is empty; send a JSON object', null, 'invalid_json');
+  const text = raw.toString('utf8');
+  await new Promise((r) => setImmediate(r)); // a big body: let other requests in before parsing it
   try {
-    return JSON.parse(raw.toString('utf8'));
+    return JSON.parse(text);
   } catch (e) {
     throw bad(`the request body is not valid JSON (${(e as Error).message})`, null, 'invalid_json');
   }

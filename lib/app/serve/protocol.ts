@@ -50,7 +50,7 @@ export const bad = (message: string, param: string | null = null, code: string |
 
 export type Role = 'user' | 'assistant';
 
-export interface Turn {
+export interface ChatTurn {
   role: Role;
   text: string;
 }
@@ -64,7 +64,7 @@ export interface ImageInput {
 /** A validated chat-completions request, before tokenization. */
 export interface ChatRequest {
   system: string | null;
-  turns: Turn[];
+  turns: ChatTurn[];
   image: ImageInput | null;
   temperature: number;
   topP?: number;
@@ -211,7 +211,7 @@ export function parseChatRequest(body: unknown): ChatRequest {
 
 interface MessageParts {
   systems: string[];
-  turns: Turn[];
+  turns: ChatTurn[];
   images: ImageInput[];
 }
 
@@ -443,6 +443,6 @@ export function completionBody(
 }
 
 /** An entry of GET /v1/models. */
-export function modelCard(id: string): Record<string, unknown> {
-  return { id, object: 'model', created: 0, owned_by: 'llava-node' };
+export function modelCard(id: string, created: number): Record<string, unknown> {
+  return { id, object: 'model', created, owned_by: 'llava-node' };
 }

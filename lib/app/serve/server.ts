@@ -55,7 +55,9 @@
 // Files: protocol.ts (request validation, prompt rendering, response shapes), http.ts (bodies, JSON, SSE),
 // queue.ts (the FIFO), completion.ts (POST /v1/chat/completions); this file holds the session, the routes,
 // the per-request log line and the listening server.
+import * as fs from 'fs';
 import * as http from 'http';
+import * as path from 'path';
 import type { AddressInfo } from 'net';
 import type { Device, DType } from '../../core/dtype';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
@@ -65,6 +67,7 @@ import { LlavaSession } from '../processing/session';
 import { ApiError, modelCard } from './protocol';
 import { sendError, sendJson } from './http';
 import { Completions, type LogInfo } from './completion';
+import { Guard, requestId, requireJson } from './guard';
 
 // The pieces other modules (and the tests) know by this module's name.
 export {
@@ -81,12 +84,19 @@ export {
 } from './protocol';
 export type { ChatRequest } from './protocol';
 export { requestPixels } from './completion';
+export { parseCors } from './guard';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 8000;
 export const DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024;
 /** Decoded images larger than this many pixels are refused before decoding (decompression bombs). */
 export const DEFAULT_MAX_IMAGE_PIXELS = 50_000_000;
+/** Open connections beyond this many are closed at once (server.maxConnections). */
+export const DEFAULT_MAX_CONNECTIONS = 64;
+/** A client must send its request headers within this many milliseconds (server.headersTimeout). */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
+/** ... and its whole request, body included, within this many (server.requestTimeout; not the answer). */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
 
 export interface ServeOptions {
   /** Model directory (loaded once, disposed when the server closes). Give this or `loaded`. */
@@ -106,6 +116,13 @@ export interface ServeOptions {
   modelName?: string;
   maxBodyBytes?: number;
   maxImagePixels?: number;
+  /** Bearer key for every route but /health (default: none; the CLI also reads LLAVA_API_KEY). */
+  apiKey?: string;
+  /** Origins allowed to call from a browser ('*' = any; default: none, a request with Origin is a 403). */
+  cors?: string[] | '*';
+  maxConnections?: number;
+  headersTimeoutMs?: number;
+  requestTimeoutMs?: number;
   /** One line per request (default: stderr). */
   log?: (line: string) => void;
 }
@@ -158,7 +175,10 @@ export function openServeSession(opts: ServeOptions): LlavaSession {
 interface App {
   session: LlavaSession;
   completions: Completions;
+  guard: Guard;
   modelName: string;
+  /** /v1/models `created`: the model's config.json mtime (seconds), else the server's start time. */
+  created: number;
 }
 
 type Handler = () => Promise<void> | void;
@@ -167,6 +187,7 @@ type Handler = () => Promise<void> | void;
 function route(app: App, req: http.IncomingMessage, res: http.ServerResponse, info: LogInfo): Promise<void> | void {
   const method = req.method ?? 'GET';
   const pathname = (req.url ?? '/').split('?')[0];
+  if (app.guard.check(req, res, pathname)) return; // a CORS preflight, answered
   const allow = (methods: string[], fn: Handler): Promise<void> | void => {
     if (!methods.includes(method)) {
       req.resume();
@@ -179,7 +200,7 @@ function route(app: App, req: http.IncomingMessage, res: http.ServerResponse, in
   };
   const get = ['GET', 'HEAD'];
   if (pathname === '/health') return allow(get, () => sendJson(res, 200, health(app)));
-  if (pathname === '/v1/models') return allow(get, () => sendJson(res, 200, { object: 'list', data: [modelCard(app.modelName)] }));
+  if (pathname === '/v1/models') return allow(get, () => sendJson(res, 200, { object: 'list', data: [modelCard(app.modelName, app.created)] }));
   if (pathname.startsWith('/v1/models/')) {
     const raw = pathname.slice('/v1/models/'.length);
     let wanted: string;
@@ -191,10 +212,14 @@ function route(app: App, req: http.IncomingMessage, res: http.ServerResponse, in
     return allow(get, () => {
       if (wanted !== app.modelName)
         throw new ApiError(404, `the model '${wanted}' does not exist (this server serves '${app.modelName}')`, 'model', 'model_not_found');
-      sendJson(res, 200, modelCard(app.modelName));
+      sendJson(res, 200, modelCard(app.modelName, app.created));
     });
   }
-  if (pathname === '/v1/chat/completions') return allow(['POST'], () => app.completions.handle(req, res, info));
+  if (pathname === '/v1/chat/completions')
+    return allow(['POST'], () => {
+      requireJson(req);
+      return app.completions.handle(req, res, info);
+    });
   req.resume();
   throw new ApiError(404, `unknown route ${method} ${pathname} (GET /health, GET /v1/models, POST /v1/chat/completions)`, null, 'not_found');
 }
@@ -221,6 +246,7 @@ function requestListener(app: App, log: (line: string) => void): http.RequestLis
   return (req, res) => {
     const t0 = Date.now();
     const info: LogInfo = {};
+    const id = requestId(req, res);
     const closed = new Promise<void>((r) => res.once('close', () => r()));
     req.on('error', () => {}); // a reset connection: nothing to answer
     res.on('error', () => {});
@@ -230,8 +256,9 @@ function requestListener(app: App, log: (line: string) => void): http.RequestLis
         const api = e instanceof ApiError ? e : new ApiError(500, `internal error: ${(e as Error)?.message ?? String(e)}`);
         info.note = `error: ${e instanceof ApiError ? api.message : ((e as Error)?.stack ?? String(e))}`;
         const allowed = (e as { allow?: string[] }).allow;
+        const headers = { ...((e as { headers?: Record<string, string> }).headers ?? {}), ...(allowed ? { Allow: allowed.join(', ') } : {}) };
         try {
-          sendError(res, api, allowed ? { Allow: allowed.join(', ') } : {});
+          sendError(res, api, headers);
         } catch {
           res.destroy();
         }
@@ -239,7 +266,7 @@ function requestListener(app: App, log: (line: string) => void): http.RequestLis
     void Promise.all([closed, handled]).then(() => {
       const status = res.headersSent ? res.statusCode : 0;
       const extra = info.note ?? (res.writableFinished ? '' : 'client closed');
-      log(`[serve] ${req.method} ${req.url} ${status || '-'} ${Date.now() - t0}ms${extra ? ' ' + extra : ''}`);
+      log(`[serve] ${req.method} ${req.url} ${status || '-'} ${Date.now() - t0}ms${extra ? ' ' + extra : ''} id=${id}`);
     });
   };
 }
@@ -254,12 +281,28 @@ export function createServer(opts: ServeOptions): LlavaServer {
     maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxImagePixels: opts.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS,
   });
-  const app: App = { session, completions, modelName };
-  const server = http.createServer(requestListener(app, log)) as LlavaServer;
+  const guard = new Guard({ apiKey: opts.apiKey, cors: opts.cors });
+  const app: App = { session, completions, guard, modelName, created: createdTime(session.dir) };
+  const limits = serverLimits(opts);
+  const server = http.createServer(
+    // Node checks the two timeouts only this often (default 30 s): check at a quarter of the shorter one.
+    { connectionsCheckingInterval: Math.max(10, Math.min(30_000, Math.floor(Math.min(limits.headersTimeout, limits.requestTimeout) / 4))) },
+    requestListener(app, log),
+  ) as LlavaServer;
+  Object.assign(server, limits);
+  server.on('drop', (d?: { remoteAddress?: string }) =>
+    log(`[serve] connection from ${d?.remoteAddress ?? '?'} dropped: ${limits.maxConnections} connections are open (--max-connections)`),
+  );
 
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
+      return;
+    }
+    if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      // headersTimeout / requestTimeout: the client was too slow to send its request
+      log(`[serve] request timed out (headers or body not received in time)`);
+      socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
     log(`[serve] malformed HTTP request: ${err.message}`);
@@ -297,6 +340,30 @@ export function createServer(opts: ServeOptions): LlavaServer {
   };
   Object.defineProperty(server, 'llava', { value: state, enumerable: true });
   return server;
+}
+
+/** The model's `created` time in /v1/models: config.json's mtime in whole seconds, else now. */
+function createdTime(dir: string): number {
+  try {
+    return Math.floor(fs.statSync(path.join(dir, 'config.json')).mtimeMs / 1000);
+  } catch {
+    return Math.floor(Date.now() / 1000);
+  }
+}
+
+/** Connection cap and timeouts, validated (Node wants headersTimeout <= requestTimeout). */
+function serverLimits(opts: ServeOptions): { maxConnections: number; headersTimeout: number; requestTimeout: number } {
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const headersTimeout = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+  const requestTimeout = Math.max(opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeout);
+  if (!(Number.isInteger(maxConnections) && maxConnections >= 1))
+    throw new Error(`[serve] maxConnections must be an integer >= 1 (got ${maxConnections})`);
+  for (const [k, v] of [
+    ['headersTimeoutMs', headersTimeout],
+    ['requestTimeoutMs', requestTimeout],
+  ] as const)
+    if (!(Number.isInteger(v) && v >= 1)) throw new Error(`[serve] ${k} must be an integer >= 1 (got ${v})`);
+  return { maxConnections, headersTimeout, requestTimeout };
 }
 
 export interface StartOptions extends ServeOptions {

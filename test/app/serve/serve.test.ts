@@ -405,7 +405,7 @@ t.test('concurrent requests are serialized and both answered correctly', async (
   await waitFor(() => logs.length - mark >= 3);
   tt.equal(logs.length - mark, 3, 'one log line per request');
   tt.ok(
-    logs.slice(mark).every((l) => /^\[serve\] POST \/v1\/chat\/completions 200 \d+ms prompt \d+ completion 30 finish length$/.test(l)),
+    logs.slice(mark).every((l) => /^\[serve\] POST \/v1\/chat\/completions 200 \d+ms prompt \d+ completion 30 finish length id=[\w-]+$/.test(l)),
     logs.slice(mark).join('\n'),
   );
 });
@@ -725,6 +725,7 @@ t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTE
     const r = (await (
       await fetch(url + '/v1/chat/completions', {
         method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: 6 }),
       })
     ).json()) as { choices: { message: { content: string } }[] };
