@@ -4,7 +4,8 @@
 // itself (test/gpu/check.ts --no-bench) runs in a child process with LLAVA_NATIVE pointing at that build:
 // every device parity case on 'cuda' against the CPU through the TypeScript API, the caching allocator's
 // steady state over tiny-LLaVA training steps, and out-of-memory errors with the process staying usable.
-// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, checkpoint) run again with tensors created
+// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, recompute; the trainer
+// only its device-relevant subtests, EMULATOR_GREP) run again with tensors created
 // on the emulated 'cuda'.
 //
 // This checks the kernels' logic, the backend and the TypeScript device paths on every push without a
@@ -15,7 +16,7 @@ import t from 'tap';
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
-import { DEVICE_SUITES, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
+import { DEVICE_SUITES, EMULATOR_GREP, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
 import { TEST_DIR } from '../helpers';
 
 const ROOT = path.join(TEST_DIR, '..');
@@ -89,8 +90,9 @@ t.test(
     // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,
     // the tiny LLaVA against the transformers fixture, generation and training, on the device.
     for (const suite of DEVICE_SUITES) {
-      const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon });
-      tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);
+      const grep = EMULATOR_GREP[suite];
+      const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon }, undefined, grep);
+      tt.comment(`${suite}.test.ts on the emulated cuda device${grep ? ` (subtests /${grep}/)` : ''}: ${secs(s.ms)} s`);
       tt.ok(
         s.total > 0 && s.fail === 0 && s.code === 0,
         `test/${suite}.test.ts passes on the emulated cuda device (${s.pass}/${s.total}; ${how(s)})`,

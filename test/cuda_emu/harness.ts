@@ -60,6 +60,13 @@ export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice
  *  activation checkpointing. */
 export const DEVICE_SUITES = ['engine/ops', 'engine/grad', 'models/llava_model', 'app/inference/generate', 'app/train/trainer', 'engine/recompute'];
 
+/** On the host emulator (about 50x slower than the CPU), a suite may run only the subtests that exercise
+ *  the device (TAP_GREP); the rest repeat host-side logic that the CPU run already covers. On a real GPU
+ *  every suite runs whole. */
+export const EMULATOR_GREP: Record<string, string> = {
+  'app/train/trainer': 'gradient accumulation|resume: same data order|bf16 training|memory is flat',
+};
+
 export interface SuiteRun extends RunResult {
   total: number;
   pass: number;
@@ -70,14 +77,22 @@ export interface SuiteRun extends RunResult {
 
 /**
  * Runs one test file of the suite as a plain `node --import=tsx FILE` with tensor factories defaulting to
- * `device` (LLAVA_TEST_DEVICE, test/helpers.ts) and `extra` in the environment. The calling runner's
+ * `device` (LLAVA_TEST_DEVICE, test/helpers.ts) and `extra` in the environment; `grep` keeps only the
+ * top-level subtests whose names match it (TAP_GREP). The calling runner's
  * TAP_* / NODE_OPTIONS are dropped, so the child prints its own TAP and summary instead of reporting to a
  * parent runner.
  */
-export async function runSuiteOn(file: string, device: string, extra: Record<string, string> = {}, timeoutMs = 900_000): Promise<SuiteRun> {
+export async function runSuiteOn(
+  file: string,
+  device: string,
+  extra: Record<string, string> = {},
+  timeoutMs = 900_000,
+  grep?: string,
+): Promise<SuiteRun> {
   const env = cleanEnv({ ...extra, LLAVA_TEST_DEVICE: device });
   for (const k of Object.keys(env)) if (/^(TAP|_TAPJS_)/.test(k) || k === 'NODE_OPTIONS') delete env[k];
   env.TAP_TIMEOUT = String(Math.ceil(timeoutMs / 1000));
+  if (grep) env.TAP_GREP = grep;
   const r = await run(process.execPath, ['--import=tsx', file], env, timeoutMs);
   const m = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(r.out);
   return {
