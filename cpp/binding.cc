@@ -8,6 +8,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 
@@ -148,7 +149,7 @@ template <typename F> Napi::Value guarded(const Napi::CallbackInfo& info, F&& f)
   try {
     return f();
   } catch (const Napi::Error&) { throw; } catch (const std::bad_alloc&) {
-    throw Napi::Error::New(info.Env(), "out of host memory");
+    throw Napi::Error::New(info.Env(), "[native] out of host memory");
   } catch (const std::exception& e) { throw Napi::Error::New(info.Env(), e.what()); }
 }
 
@@ -215,9 +216,25 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
     if (!info[1].IsNumber() || !info[2].IsNumber()) throw KernelError("[read] offset and size must be numbers");
     double off = info[1].As<Napi::Number>().DoubleValue(), n = info[2].As<Napi::Number>().DoubleValue();
     check_range(s, off, n, "read");
-    auto ab = Napi::ArrayBuffer::New(info.Env(), (size_t)n);
-    usable_backend(s->device, "read").copy_to_host(ab.Data(), static_cast<char*>(s->ptr) + (size_t)off, (size_t)n);
-    return ab;
+    const DeviceBackend& be = usable_backend(s->device, "read");
+    // Napi::ArrayBuffer::New(env, n) lets V8 allocate the bytes, and V8 aborts the process when that
+    // fails; allocating them here turns a short memory into a JS error. The buffer then owns them.
+    void* host = std::malloc(n > 0 ? (size_t)n : 1);
+    if (!host)
+      throw KernelError("[read] out of host memory: cannot allocate " + std::to_string((int64_t)n) +
+                        " bytes to read the tensor back");
+    try {
+      be.copy_to_host(host, static_cast<char*>(s->ptr) + (size_t)off, (size_t)n);
+    } catch (...) {
+      std::free(host);
+      throw;
+    }
+    try {
+      return Napi::ArrayBuffer::New(info.Env(), host, (size_t)n, [](Napi::Env, void* p) { std::free(p); });
+    } catch (...) {
+      std::free(host);  // not handed over: New throws before the buffer owns the bytes
+      throw;
+    }
   });
 }
 

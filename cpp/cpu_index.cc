@@ -31,6 +31,7 @@ void index_select_kernel(const KernelArgs& a) {
   const TensorArg &out = *A.out, &x = *A.src, &idx = *A.idx;
   const int64_t outer = A.outer, inner = A.inner, n = A.n, m = A.m;
   size_t item = dtype_size(x.dtype);
+  if (out.numel() == 0) return;  // indices were range-checked above; no row to copy
   parallel_for(outer * m, std::max<int64_t>(1, 4096 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; r++) {
       int64_t o = r / m, j = r % m;
@@ -45,6 +46,7 @@ void index_add_kernel(const KernelArgs& a) {
   const IndexRowsArgs A = parse_index_add(a, check_index_range);
   const TensorArg &out = *A.out, &idx = *A.idx, &src = *A.src;
   const int64_t outer = A.outer, inner = A.inner, n = A.n, m = A.m;
+  if (src.numel() == 0) return;  // nothing to add (and no loop over a huge `outer` with m or inner 0)
   LLAVA_DISPATCH_FLOAT(a, out.dtype, T, {
     T* po = out.data<T>();
     const T* ps = src.data<T>();

@@ -145,6 +145,7 @@ void softmax_fwd_kernel(const KernelArgs& a) {
   const TensorArg &y = *A.y, &x = *A.x;
   const bool logsm = A.log;
   const int64_t C = A.C, N = A.N;
+  if (N * C == 0) return;  // no element to write: no row to visit
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     using F = acc_t<T>;
     parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {
@@ -174,6 +175,7 @@ void softmax_bwd_kernel(const KernelArgs& a) {
   const TensorArg &dx = *A.dx, &y = *A.y, &dy = *A.dy;
   const bool logsm = A.log;
   const int64_t C = A.C, N = A.N;
+  if (N * C == 0) return;  // no element to write: no row to visit
   LLAVA_DISPATCH_FLOAT(a, y.dtype, T, {
     using F = acc_t<T>;
     parallel_for(N, std::max<int64_t>(1, 8192 / std::max<int64_t>(C, 1)), [&](int64_t b, int64_t e) {

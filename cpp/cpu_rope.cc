@@ -15,6 +15,7 @@ void rope_kernel(const KernelArgs& a) {
   const int64_t B = A.B, H = A.H, T = A.T, D = A.D;
   const int64_t half = D / 2;
   const bool per_batch = A.per_batch;
+  if (B * H * T * D == 0) return;  // e.g. [2^40, 1, 1, 0]: no element to write, so no row to visit
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T_, {
     using F = acc_t<T_>;
     parallel_for(B * H * T, 64, [&](int64_t b0, int64_t e0) {

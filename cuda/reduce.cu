@@ -504,7 +504,7 @@ void softmax_fwd_kernel(const KernelArgs& a) {
   const TensorArg &y = *A.y, &x = *A.x;
   const bool logsm = A.log;
   const int64_t C = A.C, N = A.N;
-  if (N == 0) return;
+  if (N == 0 || C == 0) return;  // no element to write
   GPU_DISPATCH_FLOAT(a, x.dtype, T, {
     T* py = reinterpret_cast<T*>(y.bytes());
     const T* px = reinterpret_cast<const T*>(x.bytes());
@@ -522,7 +522,7 @@ void softmax_bwd_kernel(const KernelArgs& a) {
   const TensorArg &dx = *A.dx, &y = *A.y, &dy = *A.dy;
   const bool logsm = A.log;
   const int64_t C = A.C, N = A.N;
-  if (N == 0) return;
+  if (N == 0 || C == 0) return;  // no element to write
   GPU_DISPATCH_FLOAT(a, y.dtype, T, {
     T* pdx = reinterpret_cast<T*>(dx.bytes());
     const T* py = reinterpret_cast<const T*>(y.bytes());

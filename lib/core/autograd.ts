@@ -145,37 +145,52 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
   }
   const grads = new Map<Node, Tensor>();
   grads.set(start, grad.ref());
-  noGrad(() => {
-    for (let k = order.length - 1; k >= 0; k--) {
-      const n = order[k];
-      const g = grads.get(n);
-      grads.delete(n);
-      if (!g) {
+  // The gradient being propagated; held here so that a vjp that throws does not leak it.
+  let current: Tensor | null = null;
+  let next = order.length - 1; // the node being processed; after a throw, it and those below are unprocessed
+  let ok = false;
+  try {
+    noGrad(() => {
+      for (let k = order.length - 1; k >= 0; k--) {
+        next = k;
+        const n = order[k];
+        const g = grads.get(n);
+        grads.delete(n);
+        current = g ?? null;
+        if (!g) {
+          if (!opts.retainGraph) freeSaved(n);
+          continue;
+        }
+        // A vjp may hand back g itself (add, reshape...): give each use its own reference.
+        const inGrads = scoped(() => n.vjp(g, n.saved)).map((gi) => (gi === g ? g.ref() : gi));
+        g.dispose();
+        current = null;
+        n.edges.forEach((e, i) => {
+          const gi = inGrads[i];
+          if (!e || !gi) {
+            gi?.dispose();
+            return;
+          }
+          if (e instanceof Node) {
+            const prev = grads.get(e);
+            if (prev) {
+              grads.set(e, ops.addInto(prev, gi));
+            } else grads.set(e, gi);
+          } else {
+            if (!ops.accumulate(e, gi)) gi.dispose();
+          }
+        });
         if (!opts.retainGraph) freeSaved(n);
-        continue;
       }
-      // A vjp may hand back g itself (add, reshape...): give each use its own reference.
-      const inGrads = scoped(() => n.vjp(g, n.saved)).map((gi) => (gi === g ? g.ref() : gi));
-      g.dispose();
-      n.edges.forEach((e, i) => {
-        const gi = inGrads[i];
-        if (!e || !gi) {
-          gi?.dispose();
-          return;
-        }
-        if (e instanceof Node) {
-          const prev = grads.get(e);
-          if (prev) {
-            grads.set(e, ops.addInto(prev, gi));
-          } else grads.set(e, gi);
-        } else {
-          if (!ops.accumulate(e, gi)) gi.dispose();
-        }
-      });
-      if (!opts.retainGraph) freeSaved(n);
-    }
-  });
-  for (const g of grads.values()) g.dispose();
+    });
+    ok = true;
+  } finally {
+    // On success only leftovers (gradients of nodes never reached); after a throw, everything pending,
+    // and the graph is consumed as a successful backward would have consumed it.
+    (current as Tensor | null)?.dispose();
+    for (const g of grads.values()) g.dispose();
+    if (!ok && !opts.retainGraph) for (let k = next; k >= 0; k--) freeSaved(order[k]);
+  }
 }
 
 function freeSaved(n: Node): void {

@@ -10,7 +10,21 @@ import { Tensor } from './tensor';
 import { noGrad, enableGrad, isGradEnabled, record } from './autograd';
 import { tidy } from './memory';
 
+function checkArgs(fn: unknown, inputs: unknown, params: unknown): void {
+  if (typeof fn !== 'function') throw new Error(`[checkpoint] fn must be a function, got ${fn === null ? 'null' : typeof fn}`);
+  if (!Array.isArray(inputs)) throw new Error('[checkpoint] inputs must be an array of tensors (or nulls)');
+  inputs.forEach((t, i) => {
+    if (t !== null && !(t instanceof Tensor)) throw new Error(`[checkpoint] inputs[${i}] must be a Tensor or null`);
+    if (t) t.assertAlive('checkpoint');
+  });
+  if (!Array.isArray(params)) throw new Error('[checkpoint] params must be an array of tensors');
+  params.forEach((p, i) => {
+    if (!(p instanceof Tensor)) throw new Error(`[checkpoint] params[${i}] must be a Tensor`);
+  });
+}
+
 export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Tensor | null)[], params: Tensor[]): Tensor {
+  checkArgs(fn, inputs, params);
   const present = inputs.filter((t): t is Tensor => !!t);
   const wanted = present.map((t) => t.requiresGrad);
   const trainable = wanted.some(Boolean) || params.some((p) => p.requiresGrad);

@@ -45,6 +45,18 @@ export function checkShape(shape: unknown, op: string): Shape {
   return shape as Shape;
 }
 
+/** The most bytes one storage may hold (the addon's limit, lib/native alloc). */
+export const MAX_TENSOR_BYTES = 1e15;
+/** Refuse a shape whose size the addon cannot allocate, naming the shape and the limit. */
+export function checkSize(shape: Shape, dtype: DType, op: string): void {
+  const n = numelOf(shape);
+  const bytes = n * ITEMSIZE[dtype];
+  if (n > Number.MAX_SAFE_INTEGER || bytes > MAX_TENSOR_BYTES)
+    throw new Error(
+      `[${op}] shape [${shape.join(', ')}] holds ${n} elements (${bytes} bytes of ${dtype}); a tensor may hold at most ${MAX_TENSOR_BYTES} bytes`,
+    );
+}
+
 export class Tensor {
   requiresGrad = false;
   grad: Tensor | null = null;
@@ -67,6 +79,7 @@ export class Tensor {
 
   /** A new uninitialised contiguous tensor. */
   static empty(shape: Shape, dtype: DType, device: Device): Tensor {
+    checkSize(shape, dtype, 'empty');
     const n = numelOf(shape);
     const st = Storage.alloc(n * ITEMSIZE[dtype], device);
     return new Tensor(st, shape.slice(), contiguousStrides(shape), 0, dtype);

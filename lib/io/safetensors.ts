@@ -38,6 +38,32 @@ import {
 export * from './safetensors_format';
 export { writeSafetensors } from './safetensors_write';
 
+/**
+ * The first key that the (valid) JSON text's top-level object holds twice, or null. JSON.parse keeps
+ * the last of duplicates silently, so a header naming one tensor twice would lose one of them.
+ */
+function duplicateTopKey(text: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+    else if (c === '"') {
+      const start = i;
+      for (i++; text[i] !== '"'; i++) if (text[i] === '\\') i++;
+      if (depth !== 1) continue;
+      let j = i + 1;
+      while (j < text.length && ' \t\r\n'.includes(text[j])) j++;
+      if (text[j] !== ':') continue;
+      const key = JSON.parse(text.slice(start, i + 1)) as string;
+      if (seen.has(key)) return key;
+      seen.add(key);
+    }
+  }
+  return null;
+}
+
 function parseHeader(file: string, json: Uint8Array, dataSize: number): Omit<SafetensorsHeader, 'dataStart' | 'fileSize'> {
   let text: string;
   try {
@@ -52,6 +78,8 @@ function parseHeader(file: string, json: Uint8Array, dataSize: number): Omit<Saf
     fail(file, `header is not valid JSON (${(e as Error).message})`);
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) fail(file, 'header JSON is not an object');
+  const dup = duplicateTopKey(text);
+  if (dup !== null) fail(file, `header names tensor ${JSON.stringify(dup)} more than once`);
 
   const header = new Map<string, TensorInfo>();
   const metadata: Record<string, string> = {};

@@ -136,17 +136,86 @@ function initProjector(model: LlavaForConditionalGeneration, seed: number): void
   });
 }
 
+function checkSizeKey(v: unknown, k: string, which: string): void {
+  if (typeof v !== 'number') throw new Error(`[fromPretrained] ${which} config lacks '${k}'`);
+  if (!Number.isSafeInteger(v) || v < 0) throw new Error(`[fromPretrained] ${which} config key '${k}' must be a non-negative integer, got ${v}`);
+}
 function visionConfigFrom(cfg: Record<string, unknown>): CLIPVisionConfig {
   const v = (cfg.vision_config ?? cfg) as CLIPVisionConfig;
   for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'image_size', 'patch_size'] as const)
-    if (typeof v[k] !== 'number') throw new Error(`[fromPretrained] vision config lacks '${k}'`);
+    checkSizeKey(v[k], k, 'vision');
   return v;
 }
 function textConfigFrom(cfg: Record<string, unknown>): LlamaConfig {
   const t = cfg as unknown as LlamaConfig;
   for (const k of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const)
-    if (typeof t[k] !== 'number') throw new Error(`[fromPretrained] text config lacks '${k}'`);
+    checkSizeKey(t[k], k, 'text');
   return t;
+}
+
+type Sources = { src: TensorSource; rename: (n: string) => string | null }[];
+const TEXT = 'language_model.model.';
+const VISION = 'vision_tower.vision_model.';
+
+/**
+ * Check a config's sizes against the checkpoint's tensor list (names and shapes from the headers)
+ * before any parameter is allocated: a config with num_hidden_layers 1e7 would otherwise build a
+ * 20 GB model before the first missing tensor is noticed. Errors name the config key.
+ */
+export function checkConfigAgainstCheckpoint(sources: Sources, text: LlamaConfig | null, vision: CLIPVisionConfig | null): void {
+  const shapes = new Map<string, number[]>();
+  for (const { src, rename } of sources)
+    for (const n of src.names()) {
+      const c = rename(n);
+      if (c !== null) shapes.set(c, src.info(n).shape);
+    }
+  const layers = (re: RegExp): number => {
+    let n = 0;
+    for (const k of shapes.keys()) {
+      const m = re.exec(k);
+      if (m) n = Math.max(n, Number(m[1]) + 1);
+    }
+    return n;
+  };
+  const expect = (which: string, key: string, value: number, actual: number | undefined, what: string): void => {
+    if (actual !== undefined && value !== actual)
+      throw new Error(`[fromPretrained] ${which} config key '${key}' is ${value}, but the checkpoint ${what} ${actual}`);
+  };
+  if (text) {
+    expect('text', 'num_hidden_layers', text.num_hidden_layers, layers(/^language_model\.model\.layers\.(\d+)\./), 'holds layers numbering');
+    const emb = shapes.get(TEXT + 'embed_tokens.weight');
+    expect('text', 'vocab_size', text.vocab_size, emb?.[0], 'embed_tokens.weight has rows:');
+    expect('text', 'hidden_size', text.hidden_size, emb?.[1], 'embed_tokens.weight has columns:');
+    const gate = shapes.get(TEXT + 'layers.0.mlp.gate_proj.weight');
+    expect('text', 'intermediate_size', text.intermediate_size, gate?.[0], 'layers.0.mlp.gate_proj.weight has rows:');
+  }
+  if (vision) {
+    expect(
+      'vision',
+      'num_hidden_layers',
+      vision.num_hidden_layers,
+      layers(/^vision_tower\.vision_model\.encoder\.layers\.(\d+)\./),
+      'holds layers numbering',
+    );
+    const patch = shapes.get(VISION + 'embeddings.patch_embedding.weight');
+    expect('vision', 'hidden_size', vision.hidden_size, patch?.[0], 'patch_embedding.weight has channels:');
+    expect('vision', 'patch_size', vision.patch_size, patch?.[2], 'patch_embedding.weight has a kernel of');
+    const fc1 = shapes.get(VISION + 'encoder.layers.0.mlp.fc1.weight');
+    expect('vision', 'intermediate_size', vision.intermediate_size, fc1?.[0], 'layers.0.mlp.fc1.weight has rows:');
+  }
+}
+
+/** Open the checkpoint(s), run `check` on them, then `build`; the files are closed if either fails. */
+function openChecked<M>(sources: () => Sources, check: (s: Sources) => void, build: () => M): { sources: Sources; model: M } {
+  const opened: Sources = [];
+  try {
+    for (const s of sources()) opened.push(s);
+    check(opened);
+    return { sources: opened, model: build() };
+  } catch (e) {
+    for (const { src } of opened) src.close();
+    throw e;
+  }
 }
 
 /** Read a LLaVA config (llava-hf or original llava_llama) into LlavaConfig. */
@@ -201,11 +270,17 @@ export function readLlavaConfig(dir: string, visionTower?: string): { config: Ll
 /** Load a LLaVA checkpoint directory (llava-hf or original). */
 export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditionalGeneration {
   const { config, visionDir } = readLlavaConfig(dir, opts.visionTower);
-  const model = new LlavaForConditionalGeneration(config, { dtype: opts.dtype ?? 'float32', device: opts.device });
+  const { sources, model } = openChecked(
+    () => {
+      const out: Sources = [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }];
+      if (visionDir)
+        out.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
+      return out;
+    },
+    (s) => checkConfigAgainstCheckpoint(s, config.text, config.vision),
+    () => new LlavaForConditionalGeneration(config, { dtype: opts.dtype ?? 'float32', device: opts.device }),
+  );
   try {
-    const sources = [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }];
-    if (visionDir)
-      sources.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
     // post_layernorm is unused by LLaVA and absent from some exports. An original-style directory
     // assembled for stage 1 (Vicuna + mm_* config keys) has no projector yet: it starts from
     // PyTorch's default initialisation, as initialize_vision_modules does.
@@ -235,12 +310,16 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
 /** Load a plain CLIP vision checkpoint (CLIPModel or CLIPVisionModel). */
 export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
   const cfg = visionConfigFrom(readConfig(path.join(dir, 'config.json')));
-  const holder = new Module();
+  const { sources, model: holder } = openChecked(
+    () => [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }],
+    (s) => checkConfigAgainstCheckpoint(s, null, cfg),
+    () => new Module(),
+  );
   const m = holder
     .registerModule('vision_tower', new Module())
     .registerModule('vision_model', new CLIPVisionModel(cfg, { dtype: opts.dtype, device: opts.device }));
   try {
-    loadWeights(holder, [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }], { onProgress: opts.onProgress });
+    loadWeights(holder, sources, { onProgress: opts.onProgress });
   } catch (e) {
     holder.dispose();
     throw e;
@@ -251,10 +330,14 @@ export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionM
 /** Load a plain LLaMA checkpoint (LlamaForCausalLM). */
 export function loadLlama(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
   const cfg = textConfigFrom(readConfig(path.join(dir, 'config.json')));
-  const holder = new Module();
+  const { sources, model: holder } = openChecked(
+    () => [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }],
+    (s) => checkConfigAgainstCheckpoint(s, cfg, null),
+    () => new Module(),
+  );
   const m = holder.registerModule('language_model', new LlamaForCausalLM(cfg, { dtype: opts.dtype, device: opts.device }));
   try {
-    loadWeights(holder, [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }], { onProgress: opts.onProgress });
+    loadWeights(holder, sources, { onProgress: opts.onProgress });
   } catch (e) {
     holder.dispose();
     throw e;

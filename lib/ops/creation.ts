@@ -3,7 +3,7 @@
 // Random numbers come from a counter-based generator (Philox-4x32-10 in the kernels): a Generator is
 // a seed plus a running offset, so the same seed gives the same numbers on every device and a stream
 // can be replayed by restoring (seed, offset).
-import { Tensor, Shape, NestedArray, checkShape, numelOf } from '../core/tensor';
+import { Tensor, Shape, NestedArray, checkShape, checkSize, numelOf } from '../core/tensor';
 import { Device, DType, checkDevice, checkDType } from '../core/dtype';
 import { scopedOp } from '../core/memory';
 import { kernel, writeBytes } from '../core/dispatch';
@@ -25,10 +25,13 @@ function finish(t: Tensor, opts: TensorOptions): Tensor {
   return t;
 }
 
+const MAX_DIMS = 8;
+
+/** Lengths along the first element at each level; stops one level past MAX_DIMS (the caller refuses that). */
 function inferShape(data: NestedArray): Shape {
   const shape: Shape = [];
   let cur: NestedArray = data;
-  while (Array.isArray(cur)) {
+  while (Array.isArray(cur) && shape.length <= MAX_DIMS) {
     shape.push(cur.length);
     cur = cur[0];
     if (cur === undefined) break;
@@ -137,6 +140,9 @@ export const tensor = scopedOp(function tensor(data: NestedArray | AnyTyped, opt
     inferred = typeof data === 'boolean' ? 'bool' : Number.isInteger(data) ? 'int64' : 'float32';
   } else if (Array.isArray(data)) {
     shape = inferShape(data);
+    // Checked before flattening, which recurses once per level (10,000-deep arrays would overflow the stack).
+    if (shape.length > MAX_DIMS)
+      throw new Error(`[${op}] nested arrays are more than ${MAX_DIMS} levels deep; at most ${MAX_DIMS} dims are supported`);
     const flat = flatten(data, shape, op);
     values = flat;
     inferred =
@@ -164,11 +170,13 @@ export function fromTypedArray(data: AnyTyped, shape: Shape, opts: TensorOptions
 }
 
 function resolve(shape: Shape, opts: TensorOptions, op: string): { shape: Shape; dtype: DType; device: Device } {
-  return {
+  const r = {
     shape: checkShape(shape, op).slice(),
     dtype: checkDType(opts.dtype ?? 'float32', op),
     device: checkDevice(opts.device ?? defaultDevice, op),
   };
+  checkSize(r.shape, r.dtype, op);
+  return r;
 }
 
 export const empty = scopedOp(function empty(shape: Shape, opts: TensorOptions = {}): Tensor {
@@ -230,6 +238,8 @@ export class Generator {
 }
 export const defaultGenerator = new Generator(0x5eed);
 export function manualSeed(seed: number): void {
+  if (typeof seed !== 'number' || !Number.isSafeInteger(seed) || seed < 0)
+    throw new Error(`[manualSeed] seed must be an integer in [0, 2^53 - 1], got ${String(seed)}`);
   defaultGenerator.setState({ seed, offset: 0 });
 }
 

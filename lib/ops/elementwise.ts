@@ -11,7 +11,7 @@ import { DType, isFloat, promoteTypes, promoteWithScalar } from '../core/dtype';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { kernel } from '../core/dispatch';
-import { broadcastShapes, broadcastView, checkTensor, checkSameDevice } from './util';
+import { broadcastShapes, broadcastView, checkTensor, checkSameDevice, checkWritable } from './util';
 import { to, sumToShape } from './view';
 import { fromValues } from './creation';
 
@@ -249,10 +249,19 @@ export const addInPlace = scopedOp(function addInPlace(dst: Tensor, src: Tensor)
   checkTensor(dst, 'addInPlace');
   checkTensor(src, 'addInPlace');
   if (dst.dtype !== src.dtype) throw new Error(`[addInPlace] dtypes differ (${dst.dtype} vs ${src.dtype})`);
-  kernel('binary', [dst, dst, broadcastView(src, dst.shape, 'addInPlace'), 'add']);
+  checkSameDevice('addInPlace', dst, src);
+  checkWritable(dst, 'addInPlace');
+  const s = broadcastView(src, dst.shape, 'addInPlace');
+  if (dst.numel === 0) return;
+  kernel('binary', [dst, dst, s, 'add']);
 });
 
 /** dst = src in place (shapes broadcast, dtype cast), no autograd. */
 export const copyInto = scopedOp(function copyInto(dst: Tensor, src: Tensor): void {
-  kernel('copy', [dst, broadcastView(src, dst.shape, 'copyInto')]);
+  checkTensor(dst, 'copyInto', 'destination');
+  checkTensor(src, 'copyInto', 'source');
+  checkWritable(dst, 'copyInto');
+  const s = broadcastView(src, dst.shape, 'copyInto');
+  if (dst.numel === 0) return;
+  kernel('copy', [dst, s]);
 });

@@ -109,7 +109,7 @@ export const linear = scopedOp(function linear(x: Tensor, weight: Tensor, bias?:
     if (bias.ndim !== 1 || bias.shape[0] !== O) throw new Error(`[linear] bias must be [${O}], got [${bias.shape.join(', ')}]`);
   }
   const lead = x.shape.slice(0, -1);
-  const x2 = x.ndim === 2 ? x : reshape(x, [-1, I]);
+  const x2 = x.ndim === 2 ? x : reshape(x, [lead.reduce((p, d) => p * d, 1), I]);
   const b = bias && !bias.isContiguous() ? contiguous(bias) : (bias ?? null);
   const y2 = rawMatmul(x2, transpose(weight, 0, 1), b, 'linear');
   const y = x.ndim === 2 ? y2 : reshape(y2, [...lead, O]);
@@ -118,9 +118,11 @@ export const linear = scopedOp(function linear(x: Tensor, weight: Tensor, bias?:
     y,
     [x, weight, bias],
     (g, [xs, ws]) => {
-      const g2 = reshape(g, [-1, O]);
+      // Explicit row counts: with O or I = 0 a -1 could not be inferred.
+      const rows = lead.reduce((p, d) => p * d, 1);
+      const g2 = reshape(g, [rows, O]);
       const gx = x.requiresGrad ? reshape(rawMatmul(g2, ws, null, 'linear_bwd'), xs.shape) : null;
-      const gw = weight.requiresGrad ? rawMatmul(transpose(g2, 0, 1), reshape(xs, [-1, I]), null, 'linear_bwd') : null;
+      const gw = weight.requiresGrad ? rawMatmul(transpose(g2, 0, 1), reshape(xs, [rows, I]), null, 'linear_bwd') : null;
       const gb = bias && bias.requiresGrad ? sum(g2, 0) : null;
       return [gx, gw, gb];
     },

@@ -227,7 +227,9 @@ export const indexSelect = scopedOp(function indexSelect(x: Tensor, dim: number,
   const shape = x.shape.slice();
   shape[d] = index.numel;
   const out = Tensor.empty(shape, x.dtype, x.device);
-  kernel('index_select', [out, xc, idx, d]);
+  // Empty work returns at once (x [2^40, 3, 0] would otherwise visit 2^40 empty rows); with indices
+  // left to range-check the kernel still runs, and returns after checking them.
+  if (out.numel || index.numel) kernel('index_select', [out, xc, idx, d]);
   const inShape = x.shape.slice();
   return record(
     op,
@@ -235,7 +237,7 @@ export const indexSelect = scopedOp(function indexSelect(x: Tensor, dim: number,
     [x],
     (g, [is]) => {
       const gx = zeros(inShape, { dtype: g.dtype, device: g.device });
-      kernel('index_add', [gx, is, g.isContiguous() ? g : contiguous(g), d]);
+      if (g.numel) kernel('index_add', [gx, is, g.isContiguous() ? g : contiguous(g), d]);
       return [gx];
     },
     [idx],
@@ -295,7 +297,7 @@ export const rope = scopedOp(function rope(x: Tensor, cos: Tensor, sin: Tensor):
   const s3 = sin.ndim === 2 ? reshape(sin, [1, ...sin.shape]) : contiguous(sin);
   const xin = x.strides[3] === 1 ? x : contiguous(x);
   const out = Tensor.empty(x.shape, x.dtype, x.device);
-  kernel('rope', [out, xin, c3, s3]);
+  kernel('rope', [out, xin, c3, s3]); // validates cos/sin; returns at once when out is empty
   return record(
     op,
     out,
@@ -307,7 +309,7 @@ export const rope = scopedOp(function rope(x: Tensor, cos: Tensor, sin: Tensor):
       const half = sn.shape[2] / 2;
       const ns = neg(cat([narrow(sn, -1, half, half), narrow(sn, -1, 0, half)], -1));
       const dx = Tensor.empty(g.shape, g.dtype, g.device);
-      kernel('rope', [dx, g.strides[3] === 1 ? g : contiguous(g), cs, ns]);
+      if (dx.numel) kernel('rope', [dx, g.strides[3] === 1 ? g : contiguous(g), cs, ns]);
       return [dx];
     },
     [c3, s3],

@@ -63,3 +63,30 @@ export function checkSameDevice(op: string, ...ts: (Tensor | null | undefined)[]
 export function checkDTypeEq(op: string, a: Tensor, b: Tensor, what = 'inputs'): void {
   if (a.dtype !== b.dtype) throw new Error(`[${op}] ${what} have different dtypes (${a.dtype} vs ${b.dtype})`);
 }
+
+/**
+ * Refuse to write into `t` when two of its elements share a memory location (a stride-0 dim of size
+ * > 1 from expand/broadcast, or strides that overlap), as PyTorch does: the result would depend on
+ * the order of the writes, and a stride-0 view of 2^40 elements would have the kernel loop for hours
+ * over a few bytes. Cheap: dims sorted by stride, each stride must reach past the extent of the dims
+ * below it. An empty tensor is never written, so it passes.
+ */
+export function checkWritable(t: Tensor, op: string): void {
+  const dims: [number, number][] = [];
+  for (let i = 0; i < t.ndim; i++) {
+    const n = t.shape[i];
+    if (n === 0) return;
+    if (n === 1) continue;
+    dims.push([Math.abs(t.strides[i]), n]);
+  }
+  dims.sort((a, b) => a[0] - b[0]);
+  let extent = 1;
+  for (const [s, n] of dims) {
+    if (s < extent)
+      throw new Error(
+        `[${op}] unsupported operation: more than one element of the written-to tensor refers to a single memory location ` +
+          `(shape [${t.shape.join(', ')}], strides [${t.strides.join(', ')}]); clone() the tensor before writing to it`,
+      );
+    extent += s * (n - 1);
+  }
+}

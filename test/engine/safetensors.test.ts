@@ -219,6 +219,23 @@ t.test('malformed files are Errors that name the problem', async (t) => {
       /tensors 'a' .* and 'b' .* overlap/,
     ],
     ['bad metadata', rawFile(ent({ __metadata__: { a: 1 } })), /__metadata__ value for 'a'/],
+    // JSON.parse would keep the last 'w' silently.
+    [
+      'duplicated tensor name',
+      rawFile(
+        '{"w": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}, "v": {"dtype": "U8", "shape": [0], "data_offsets": [2, 2]},\n  "w" : {"dtype": "U8", "shape": [1], "data_offsets": [2, 3]}}',
+        3,
+      ),
+      /header names tensor "w" more than once/,
+    ],
+    [
+      'duplicated escaped name',
+      rawFile(
+        '{"a\\"b": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "a\\u0022b": {"dtype": "U8", "shape": [1], "data_offsets": [1, 2]}}',
+        2,
+      ),
+      /header names tensor "a\\"b" more than once/,
+    ],
   ];
   for (const [what, bytes, re] of cases) {
     const file = path.join(tmp, `bad-${what.replace(/\W+/g, '_')}.safetensors`);
@@ -227,6 +244,16 @@ t.test('malformed files are Errors that name the problem', async (t) => {
     t.throws(() => SafetensorsFile.open(file), new RegExp(file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')), `${what}: names the file`);
   }
   t.throws(() => readSafetensorsHeader(path.join(tmp, 'missing.safetensors')), /cannot open/);
+  // The same name inside a tensor's entry or in __metadata__ is not a duplicate tensor.
+  const nested = path.join(tmp, 'nested-names.safetensors');
+  fs.writeFileSync(
+    nested,
+    rawFile(
+      '{"__metadata__": {"w": "x", "dtype": "y"}, "w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}, "w2": {"dtype": "U8", "shape": [0], "data_offsets": [1, 1]}}',
+      1,
+    ),
+  );
+  t.same([...readSafetensorsHeader(nested).header.keys()].sort(), ['w', 'w2']);
   // Gaps between tensors are tolerated (nothing is corrupted by them).
   const gap = path.join(tmp, 'gap.safetensors');
   fs.writeFileSync(gap, rawFile(ent({ a: { dtype: 'U8', shape: [2], data_offsets: [4, 6] } }), Buffer.from([0, 0, 0, 0, 7, 8])));
