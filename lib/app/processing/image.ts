@@ -14,8 +14,8 @@
 // - Decoding follows PIL's convert('RGB'): alpha is dropped, not composited; a tRNS colour key is ignored
 //   (pngjs would zero those pixels, so the chunk is removed before decoding); 16-bit colour keeps the high
 //   byte as PIL's ";16B" unpackers do; 16-bit grey is clipped to 255 like PIL's I;16 -> RGB conversion.
-//   JPEG goes through jpeg-js, whose IDCT/upsampling is not libjpeg's: expect a level or two of difference
-//   from PIL on JPEGs. EXIF orientation is not applied (LLaVA's Image.open(...).convert('RGB') does not).
+//   JPEG goes through jpeg-js, whose IDCT and chroma upsampling are not libjpeg's: on 4:2:0 JPEGs pixels
+//   differ from PIL's by up to tens of levels (mean about 4). EXIF orientation is not applied (LLaVA's Image.open(...).convert('RGB') does not).
 // - The pad colour for 'pad' mode is int(255 * mean) per channel, truncated as LLaVA's expand2square does:
 //   (122, 116, 104) for CLIP, not the rounded (123, 117, 104).
 import * as fs from 'fs';
