@@ -57,7 +57,13 @@ export interface ParseOptions {
   logger?: (msg: string) => void;
   /** Name used in messages (file path). */
   source?: string;
+  /** Largest total length of a record's turn texts, in characters (default MAX_RECORD_CHARS). */
+  maxRecordChars?: number;
 }
+
+/** A record whose turns hold more text than this is refused: LLaVA trains on at most a few thousand tokens
+ *  per sample, and one runaway value (tens of MB) would otherwise exhaust the heap while tokenizing. */
+export const MAX_RECORD_CHARS = 1_000_000;
 
 export interface ParsedDataset {
   samples: Sample[];
@@ -87,6 +93,7 @@ function countOccurrences(s: string, needle: string): number {
 export function validateRecord(
   rec: unknown,
   kind: DatasetKind = 'instruct',
+  maxChars = MAX_RECORD_CHARS,
 ): { sample: Sample | null; id: string | null; errors: string[]; warnings: string[] } {
   const errors: string[] = [];
   const warnings: string[] = [];
@@ -126,6 +133,8 @@ export function validateRecord(
       else if (tt.value.includes('</s>')) errors.push(`turn ${k}: value contains a literal "</s>" (would be read as EOS and break the v1 mask)`);
       if ((tt.from === 'human' || tt.from === 'gpt') && typeof tt.value === 'string') turns.push({ from: tt.from, value: tt.value });
     });
+    const chars = turns.reduce((n, t) => n + t.value.length, 0);
+    if (chars > maxChars) errors.push(`the conversation holds ${chars} characters, over the limit of ${maxChars} per record`);
   }
 
   if (errors.length === 0) {
@@ -193,7 +202,7 @@ export function parseDataset(text: string, opts: ParseOptions = {}): ParsedDatas
   const samples: Sample[] = [];
   const indices: number[] = [];
   raw.forEach((rec, index) => {
-    const v = validateRecord(rec, kind);
+    const v = validateRecord(rec, kind, opts.maxRecordChars);
     for (const message of v.warnings) report.warnings.push({ index, id: v.id, message });
     if (v.sample === null) {
       const issues = v.errors.map((message) => ({ index, id: v.id, message }));

@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
+  MAX_RECORD_CHARS,
   checkImages,
   DataError,
   lengthOf,
@@ -353,4 +354,39 @@ t.test('group_by_modality_length: one modality per megabatch, mixed remainder la
   t.same(epochOrder(samples, { seed: 42, epoch: 0, groupByModalityLength: true, batchSize: 2, worldSize: 3 }), e0);
   t.notSame(epochOrder(samples, { seed: 42, epoch: 1, groupByModalityLength: true, batchSize: 2, worldSize: 3 }), e0);
   t.same(epochOrder(samples, { seed: 42 }), shuffleIndices(37, 42, 0));
+});
+
+t.test('a record with runaway text is refused (skip or fatal), naming its index and id', async (t) => {
+  const big = 'x'.repeat(MAX_RECORD_CHARS + 1);
+  const recs = [
+    {
+      id: 'ok',
+      conversations: [
+        { from: 'human', value: 'Hi?' },
+        { from: 'gpt', value: 'Hello.' },
+      ],
+    },
+    {
+      id: 'huge',
+      conversations: [
+        { from: 'human', value: 'Describe.' },
+        { from: 'gpt', value: big },
+      ],
+    },
+  ];
+  const text = JSON.stringify(recs);
+  t.throws(
+    () => parseDataset(text, { source: 'big.json' }),
+    /\[data\] big\.json: record 1 \(id huge\): the conversation holds 1000010 characters, over the limit of 1000000 per record/,
+  );
+  const logs: string[] = [];
+  const r = parseDataset(text, { source: 'big.json', onError: 'skip', logger: (m) => logs.push(m) });
+  t.same(
+    r.samples.map((s) => s.id),
+    ['ok'],
+    'the runaway record is skipped',
+  );
+  t.match(r.report.errors[0], { index: 1, id: 'huge', message: /over the limit/ });
+  t.ok(logs.length > 0, 'the skip is reported');
+  t.equal(parseDataset(text, { maxRecordChars: 2 * MAX_RECORD_CHARS }).samples.length, 2, 'the limit can be raised');
 });
