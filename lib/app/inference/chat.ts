@@ -15,6 +15,7 @@ import type { Tensor } from '../../core/tensor';
 import { LlavaSession } from '../processing/session';
 import { decodeImage, type AspectMode } from '../processing/image';
 import { generate, encodePrompt } from './generate';
+import { DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE } from '../../constants';
 
 export interface ChatOptions {
   /** Model directory. */
@@ -104,10 +105,10 @@ async function answerTurn(
   for await (const piece of generate(session.model, session.tokenizer, {
     promptIds: encodePrompt(session.model, session.tokenizer, text),
     pixelValues: pixels,
-    temperature: o.temperature ?? 0.2,
+    temperature: o.temperature ?? DEFAULT_TEMPERATURE,
     topP: o.topP,
     topK: o.topK,
-    maxNewTokens: o.maxNewTokens ?? 512,
+    maxNewTokens: o.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS,
     // One seed per turn, derived from the session seed, so a replayed conversation is reproducible.
     seed: o.seed === undefined ? undefined : o.seed + history.length,
     stop: session.stop,

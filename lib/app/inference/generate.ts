@@ -24,7 +24,7 @@ import { Tensor } from '../../core/tensor';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess';
-import { IMAGE_TOKEN_INDEX, IGNORE_INDEX } from '../../constants';
+import { DEFAULT_MAX_NEW_TOKENS, IMAGE_TOKEN_INDEX, IGNORE_INDEX } from '../../constants';
 import { mulberry32, mixSeed } from '../util/random';
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -282,7 +282,7 @@ export async function* generate(
   if (!opts.promptIds && opts.prompt === undefined) throw new Error('[generate] give promptIds or prompt');
   const ids = opts.promptIds ? prepareIds(model, opts.promptIds) : encodePrompt(model, tokenizer, opts.prompt!);
   if (ids.length === 0) throw new Error('[generate] empty prompt');
-  const requested = opts.maxNewTokens ?? 512;
+  const requested = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
   if (!(Number.isInteger(requested) && requested >= 0)) throw new Error(`[generate] maxNewTokens must be a non-negative integer (got ${requested})`);
   const temperature = opts.temperature ?? 0;
   if (!(temperature >= 0)) throw new Error(`[generate] temperature must be >= 0 (got ${temperature})`);

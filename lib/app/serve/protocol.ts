@@ -11,14 +11,14 @@ import { randomBytes } from 'crypto';
 import { Conversation, appendMessage, getTemplate, insertImageToken, render } from '../processing/conversation';
 import { CHAT_TEMPLATE, renderJinjaPrompt, type JinjaTemplate, type PromptMessage } from '../processing/chat_template';
 import type { FinishReason } from '../inference/generate';
-import { DEFAULT_IMAGE_TOKEN, IMAGE_PLACEHOLDER } from '../../constants';
+import { DEFAULT_IMAGE_TOKEN, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, IMAGE_PLACEHOLDER } from '../../constants';
 
 /** max_tokens when the request has none (the LLaVA CLI and Gradio default, docs/reference.md §9). */
-export const DEFAULT_MAX_TOKENS = 512;
+export const DEFAULT_MAX_TOKENS = DEFAULT_MAX_NEW_TOKENS;
 /** The model worker's hard cap on new tokens (docs/reference.md §9). */
 export const MAX_TOKENS_CAP = 1024;
-/** temperature when the request has none (LLaVA CLI / Gradio default, docs/reference.md §9). */
-export const DEFAULT_TEMPERATURE = 0.2;
+/** temperature when the request has none: DEFAULT_TEMPERATURE (lib/constants.ts), re-exported. */
+export { DEFAULT_TEMPERATURE };
 /** At most this many request stop strings (OpenAI allows 4; we are a little more lenient). */
 export const MAX_STOP_STRINGS = 16;
 
