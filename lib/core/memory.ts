@@ -122,18 +122,7 @@ function closeScope(scope: Set<Disposable>, result: unknown, failed: boolean): v
  * (`record` saves `t.ref()`, which no scope tracks), so they outlive the scope.
  */
 export function scopedOp<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
-  return (...args: A): R => {
-    const scope = openScope();
-    let result: R;
-    try {
-      result = fn(...args);
-    } catch (e) {
-      closeScope(scope, undefined, true);
-      throw e;
-    }
-    closeScope(scope, result, false);
-    return result;
-  };
+  return (...args: A): R => scoped(() => fn(...args));
 }
 
 /** Run fn in a scope (as `scopedOp` does, without wrapping); used for backward functions. */

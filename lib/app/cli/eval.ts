@@ -15,9 +15,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, Option } from 'commander';
-import { UsageError, floatArg, intArg, mustDir, mustFile } from './util';
+import { UsageError, floatArg, intArg, mustDir, mustFile, runAction } from './util';
 import { DEVICES, INFERENCE_DTYPES } from '../util/runtime';
-import { commandErrorLine } from '../util/messages';
 import type { SqaPidSplits, SqaProblems } from '../eval/scienceqa';
 import type { BenchKind, ReviewLike, ReviewSummaryRow } from '../eval/llava_bench';
 
@@ -322,17 +321,8 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
     env: io.env ?? process.env,
   };
   const setExit = io.setExitCode ?? ((code: number) => void (process.exitCode = code));
-  const act =
-    <A extends unknown[]>(name: string, fn: (...a: A) => Promise<void>) =>
-    async (...a: A): Promise<void> => {
-      try {
-        await fn(...a);
-      } catch (e) {
-        ctx.err(commandErrorLine('llava', `eval ${name}`, (e as Error).message ?? String(e)) + '\n');
-        if (ctx.env.LLAVA_DEBUG) ctx.err(`${(e as Error).stack}\n`);
-        setExit(1);
-      }
-    };
+  const act = <A extends unknown[]>(name: string, fn: (...a: A) => Promise<void>) =>
+    runAction(`eval ${name}`, fn, 'llava', { err: ctx.err, env: ctx.env, setExitCode: setExit });
 
   const ev = program
     .command('eval')

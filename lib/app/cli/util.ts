@@ -47,17 +47,26 @@ export function mustModelDir(p: string): string {
   return p;
 }
 
+/** Where a failed action reports (tests pass their own; default: stderr, process.env, process.exitCode). */
+export interface ActionIO {
+  err?: (s: string) => void;
+  env?: NodeJS.ProcessEnv;
+  setExitCode?: (code: number) => void;
+}
+
 /** Wraps a command action: errors become `<prog> <name>: error: <message>` and exit code 1; a leading
  *  `[name] ` in the message that repeats the command is dropped (util/messages.ts). */
-export function runAction<A extends unknown[]>(name: string, fn: (...a: A) => Promise<void> | void, prog = 'llava') {
+export function runAction<A extends unknown[]>(name: string, fn: (...a: A) => Promise<void> | void, prog = 'llava', io: ActionIO = {}) {
+  const err = io.err ?? ((s: string) => void process.stderr.write(s));
   return async (...a: A): Promise<void> => {
     try {
       await fn(...a);
     } catch (e) {
       const msg = (e as Error)?.message ?? String(e);
-      process.stderr.write(`${commandErrorLine(prog, name, msg)}\n`);
-      if (process.env.LLAVA_DEBUG) process.stderr.write(`${(e as Error).stack}\n`);
-      process.exitCode = 1;
+      err(`${commandErrorLine(prog, name, msg)}\n`);
+      if ((io.env ?? process.env).LLAVA_DEBUG) err(`${(e as Error).stack}\n`);
+      if (io.setExitCode) io.setExitCode(1);
+      else process.exitCode = 1;
     }
   };
 }

@@ -24,6 +24,7 @@ import { Template } from '@huggingface/jinja';
 import { getTemplate, render, type Conversation } from './conversation';
 import { pyStrip } from '../util/pyformat';
 import { DEFAULT_IMAGE_TOKEN } from '../../constants';
+import { readJson } from '../../io/json';
 
 /** The template name that stands for "the checkpoint's own Jinja chat_template". */
 export const CHAT_TEMPLATE = 'chat_template';
@@ -48,16 +49,7 @@ export interface PromptMessage {
   image?: boolean;
 }
 
-function readJsonObject(file: string): Record<string, unknown> {
-  let v: unknown;
-  try {
-    v = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new Error(`[chat_template] ${file}: ${(e as Error).message}`);
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`[chat_template] ${file}: not a JSON object`);
-  return v as Record<string, unknown>;
-}
+const readJsonObject = (file: string): Record<string, unknown> => readJson(file, 'file', 'chat_template', { object: true });
 
 /** A `chat_template` value: a string, or a list of {name, template} (the one named 'default'). */
 function templateValue(v: unknown, file: string): string | null {

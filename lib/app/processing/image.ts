@@ -22,6 +22,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { PNG } from 'pngjs';
 import { decode as decodeJpeg } from 'jpeg-js';
+import { readJson } from '../../io/json';
 
 export interface RgbImage {
   width: number;
@@ -456,13 +457,7 @@ export function resolveProcessorConfig(modelDir: string, opts: { visionDir?: str
   for (const d of [modelDir, opts.visionDir]) {
     if (!d) continue;
     const f = path.join(d, 'preprocessor_config.json');
-    if (fs.existsSync(f)) {
-      try {
-        return JSON.parse(fs.readFileSync(f, 'utf8')) as ClipProcessorConfig;
-      } catch (e) {
-        throw new Error(`[image] ${f}: invalid JSON (${(e as Error).message})`);
-      }
-    }
+    if (fs.existsSync(f)) return readJson<ClipProcessorConfig>(f, 'file', 'image', { object: true });
   }
   const s = opts.imageSize ?? 224;
   return { size: { shortest_edge: s }, crop_size: { height: s, width: s } };

@@ -23,6 +23,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { TEMPLATE_NAMES } from './conversation';
 import type { AspectMode } from './image';
+import { readJson } from '../../io/json';
 
 /** The config.json key that names the conversation template a model was trained with. */
 export const TEMPLATE_KEY = 'conversation_template';
@@ -64,12 +65,7 @@ export interface TrainingRecord {
 export function readTrainingRecord(dir: string): TrainingRecord {
   const file = path.join(dir, 'config.json');
   if (!fs.existsSync(file)) return { mmUseImStartEnd: false, file };
-  let cfg: Record<string, unknown>;
-  try {
-    cfg = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`[session] ${file}: ${(e as Error).message}`);
-  }
+  const cfg = readJson<Record<string, unknown>>(file, 'file', 'session', { object: true });
   const rec: TrainingRecord = { mmUseImStartEnd: cfg.mm_use_im_start_end === true, file };
   const t = cfg[TEMPLATE_KEY];
   if (t !== undefined && t !== null) {

@@ -32,6 +32,7 @@ import { canonicalName, loadWeights } from '../../models/loader';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import type { AdamW } from '../../optim/adamw';
 import { removeDirAtomic, writeFileAtomic } from '../util/files';
+import { readJson } from '../../io/json';
 
 export const PROJECTOR_FILE = 'mm_projector.safetensors';
 export const MODEL_FILE = 'model.safetensors';
@@ -57,13 +58,7 @@ export interface ModelFilesPatch {
   chatTemplate?: string | null;
 }
 
-function readJsonFile(file: string): Record<string, unknown> {
-  try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
-  } catch (e) {
-    throw new Error(`[checkpoint] ${file}: ${(e as Error).message}`);
-  }
-}
+const readJsonFile = (file: string): Record<string, unknown> => readJson(file, 'file', 'checkpoint', { object: true });
 
 const writeJson = (file: string, v: unknown): void => writeFileAtomic(file, JSON.stringify(v, null, 2) + '\n');
 
