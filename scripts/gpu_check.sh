@@ -43,7 +43,7 @@ prepare() {
   else
     command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] || { echo "nvcc not found: the GPU build needs it" >&2; exit 1; }
     echo "building the addon with CUDA (several minutes on 2 cores) ..."
-    env -u LLAVA_NO_CUDA npx node-gyp rebuild -j 2 --nodedir=/usr
+    env -u LLAVA_NO_CUDA node scripts/install.js --force
   fi
   node -e "const a=require('./$addon').deviceInfo(1); if(!a.compiled){console.error('the addon was built without CUDA: '+a.description);process.exit(1)}"
   echo "compiling TypeScript to dist/ ..."
