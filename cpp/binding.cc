@@ -7,10 +7,12 @@
 // broadcasting or dtypes: that is TypeScript's job; this layer only refuses what would be unsafe.
 #include <napi.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <vector>
 
 #include "kernel_api.h"
 
@@ -23,22 +25,84 @@ struct Counters {
   int64_t bytes[2] = {0, 0};
 } counters;
 
+// Storage handles are numbers, not N-API externals: an external's finalizer runs only when the event
+// loop turns, so a synchronous training loop that never yields would pile up one pending finalizer
+// (and its Storage) per disposed tensor. A handle is `generation * 2^32 + slot`; `free` deletes the
+// Storage and retires the slot's generation at once, so a stale or forged number is refused instead
+// of reaching freed memory. Tensors that JS never disposes are freed by a FinalizationRegistry on the
+// JS side (lib/core/memory.ts). The table is guarded by a mutex because worker threads load the addon
+// too.
+struct Slot {
+  Storage* storage = nullptr;
+  uint32_t generation = 0;
+};
+struct HandleTable {
+  std::mutex mu;
+  std::vector<Slot> slots;
+  std::vector<uint32_t> free_slots;
+} handles;
+constexpr double kSlotSpan = 4294967296.0;     // 2^32
+constexpr uint32_t kMaxGeneration = 1u << 20;  // keeps handles below 2^52, exact in a double
+
+double add_handle(Storage* s) {
+  std::lock_guard<std::mutex> lock(handles.mu);
+  uint32_t slot;
+  if (!handles.free_slots.empty()) {
+    slot = handles.free_slots.back();
+    handles.free_slots.pop_back();
+  } else {
+    if (handles.slots.size() >= 0xffffffffu) throw KernelError("[alloc] too many live storages");
+    slot = (uint32_t)handles.slots.size();
+    handles.slots.emplace_back();
+  }
+  handles.slots[slot].storage = s;
+  return handles.slots[slot].generation * kSlotSpan + slot;
+}
+
+// The slot a handle names, or null when the handle is not a live one.
+Slot* find_slot(const Napi::Value& v) {
+  if (!v.IsNumber()) return nullptr;
+  double h = v.As<Napi::Number>().DoubleValue();
+  if (!(h >= 0) || h != std::floor(h) || h >= kMaxGeneration * kSlotSpan) return nullptr;
+  uint32_t slot = (uint32_t)std::fmod(h, kSlotSpan), gen = (uint32_t)std::floor(h / kSlotSpan);
+  if (slot >= handles.slots.size()) return nullptr;
+  Slot& sl = handles.slots[slot];
+  return sl.storage && sl.generation == gen ? &sl : nullptr;
+}
+
 Storage* get_storage(const Napi::Value& v, const char* op) {
-  if (!v.IsExternal()) throw KernelError(std::string("[") + op + "] expected a storage handle");
-  auto* s = v.As<Napi::External<Storage>>().Data();
-  if (!s || s->freed) throw KernelError(std::string("[") + op + "] storage was already freed (tensor disposed)");
-  return s;
+  std::lock_guard<std::mutex> lock(handles.mu);
+  if (!v.IsNumber()) throw KernelError(std::string("[") + op + "] expected a storage handle");
+  Slot* sl = find_slot(v);
+  if (!sl) throw KernelError(std::string("[") + op + "] storage was already freed (tensor disposed)");
+  return sl->storage;
 }
 
 void release(Storage* s) {
-  if (s->freed) return;
   auto* be = find_backend(s->device);
   if (be && s->ptr) be->free(s->ptr, s->nbytes);
   int d = static_cast<int>(s->device);
   counters.live[d]--;
   counters.bytes[d] -= (int64_t)s->nbytes;
   s->ptr = nullptr;
-  s->freed = true;
+}
+
+// Frees the storage a handle names and retires the handle; a handle that is not live is refused.
+void free_handle(const Napi::Value& v) {
+  Storage* s;
+  {
+    std::lock_guard<std::mutex> lock(handles.mu);
+    if (!v.IsNumber()) throw KernelError("[free] expected a storage handle");
+    Slot* sl = find_slot(v);
+    if (!sl) throw KernelError("[free] storage was already freed (tensor disposed)");
+    s = sl->storage;
+    sl->storage = nullptr;
+    uint32_t slot = (uint32_t)(sl - handles.slots.data());
+    // A slot whose generations are used up is never reused, so no old handle can name it again.
+    if (++sl->generation < kMaxGeneration) handles.free_slots.push_back(slot);
+  }
+  release(s);
+  delete s;
 }
 
 Device parse_device(const Napi::Value& v, const char* op) {
@@ -123,6 +187,24 @@ TensorArg parse_tensor(const Napi::Object& o, const char* op) {
   return t;
 }
 
+// True when two elements of a non-empty view share an address: sorted by stride, each dim's stride
+// must reach past the extent of the dims below it (dims of size 1 never step).
+bool self_overlapping(const TensorArg& t) {
+  std::pair<int64_t, int64_t> dims[kMaxDims];
+  int n = 0;
+  for (int i = 0; i < t.ndim; i++) {
+    if (t.shape[i] == 0) return false;
+    if (t.shape[i] > 1) dims[n++] = {t.strides[i] < 0 ? -t.strides[i] : t.strides[i], t.shape[i]};
+  }
+  std::sort(dims, dims + n);
+  __int128 extent = 1;
+  for (int i = 0; i < n; i++) {
+    if (dims[i].first < extent) return true;
+    extent += (__int128)dims[i].first * (dims[i].second - 1);
+  }
+  return false;
+}
+
 KernelArg parse_arg(const Napi::Value& v, const char* op) {
   if (v.IsNull() || v.IsUndefined()) return std::monostate{};
   if (v.IsNumber()) return v.As<Napi::Number>().DoubleValue();
@@ -172,18 +254,19 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
     }
     counters.live[(int)dev]++;
     counters.bytes[(int)dev] += (int64_t)s->nbytes;
-    // The finalizer is a safety net for tensors that were never disposed.
-    return Napi::External<Storage>::New(info.Env(), s, [](Napi::Env, Storage* st) {
-      release(st);
-      delete st;
-    });
+    try {
+      return Napi::Number::New(info.Env(), add_handle(s));
+    } catch (...) {
+      release(s);
+      delete s;
+      throw;
+    }
   });
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
-    if (!info[0].IsExternal()) throw KernelError("[free] expected a storage handle");
-    release(info[0].As<Napi::External<Storage>>().Data());
+    free_handle(info[0]);
     return info.Env().Undefined();
   });
 }
@@ -281,6 +364,15 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
         device = d;
       }
     }
+    // Argument 0 of every kernel is written (cpp/KERNELS.md). A view of it whose elements share
+    // memory (stride 0 from expand, overlapping strides) is refused here as well as in TypeScript:
+    // the result would depend on the order of the writes, and a stride-0 view of 2^40 elements
+    // would keep a kernel busy for hours over a few bytes.
+    if (!args.empty())
+      if (auto* out = std::get_if<TensorArg>(&args[0]); out && self_overlapping(*out))
+        throw KernelError("[" + name +
+                          "] unsupported operation: more than one element of the written-to tensor refers to a "
+                          "single memory location");
     Device dev = device < 0 ? Device::CPU : static_cast<Device>(device);
     const KernelFn* fn = find_kernel(name, dev);
     if (!fn) throw KernelError("[" + name + "] no kernel for device " + device_name(dev));

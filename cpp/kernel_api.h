@@ -54,7 +54,6 @@ struct Storage {
   void* ptr = nullptr;
   size_t nbytes = 0;
   Device device = Device::CPU;
-  bool freed = false;
 };
 
 struct TensorArg {

@@ -6,8 +6,12 @@
 import * as path from 'path';
 import * as fs from 'fs';
 
-/** An opaque handle to native memory (a napi External). */
-export type StorageHandle = object & { readonly __storage: unique symbol };
+/**
+ * An opaque handle to native memory: a number naming a slot and its generation in the addon's
+ * storage table (cpp/binding.cc). The addon refuses a handle that is not live, so a stale or made-up
+ * number is an error, never an access to freed memory.
+ */
+export type StorageHandle = number & { readonly __storage: unique symbol };
 
 /** The wire form of a tensor view passed to kernels. */
 export interface NativeView {

@@ -5,11 +5,16 @@
 // tfjs: every tensor created inside `tidy(fn)` is disposed when fn returns, except the tensors fn
 // returns and those passed to `keep()`. Every op runs in such a scope too (`scopedOp()` below, like
 // tfjs's startScope/endScope around each op), so the ops never free their temporaries by hand.
-// Views share a Storage, which is freed when its last tensor goes. The addon's handle finalizer
-// frees storages whose tensors were dropped without dispose: a safety net, not the plan (the GC
-// does not feel native memory pressure).
+// Views share a Storage, which is freed when its last tensor goes: at once, inside dispose(), so a
+// synchronous loop that never yields to the event loop still runs in flat memory. A
+// FinalizationRegistry frees storages whose tensors were dropped without dispose: a safety net, not
+// the plan (the GC does not feel native memory pressure). Disposed storages are unregistered, so
+// they leave nothing behind for the GC either.
 import { native, StorageHandle } from '../native';
 import { Device, DEVICE_CODE } from './dtype';
+
+/** Frees the native memory of storages the GC found unreachable before they were released. */
+const orphans = new FinalizationRegistry<StorageHandle>((handle) => native.free(handle));
 
 export class Storage {
   refs = 0;
@@ -18,7 +23,9 @@ export class Storage {
     readonly handle: StorageHandle,
     readonly nbytes: number,
     readonly device: Device,
-  ) {}
+  ) {
+    orphans.register(this, handle, this);
+  }
 
   static alloc(nbytes: number, device: Device): Storage {
     return new Storage(native.alloc(DEVICE_CODE[device], nbytes), nbytes, device);
@@ -29,6 +36,7 @@ export class Storage {
   release(): void {
     if (--this.refs <= 0 && !this.freed) {
       this.freed = true;
+      orphans.unregister(this);
       native.free(this.handle);
     }
   }

@@ -264,7 +264,9 @@ t.test('bad calls straight into the native addon', async (t) => {
     ['list with a string', 'fill', () => run('fill', [view(), ['a']])],
     // tensor views
     ['fake storage object', 'copy', () => run('copy', [view({ s: fake }), other()])],
-    ['storage a number', 'copy', () => run('copy', [view({ s: 5 as unknown as StorageHandle }), other()])],
+    ['storage a fractional number', 'copy', () => run('copy', [view({ s: 5.5 as unknown as StorageHandle }), other()])],
+    ['storage a negative number', 'copy', () => run('copy', [view({ s: -1 as unknown as StorageHandle }), other()])],
+    ['storage beyond the handle range', 'copy', () => run('copy', [view({ s: (2 ** 53) as unknown as StorageHandle }), other()])],
     ['freed storage', 'fill', () => run('fill', [view({ s: freed }), 1])],
     ['unknown dtype code', 'fill', () => run('fill', [view({ d: 9 }), 1])],
     ['fractional dtype code', 'fill', () => run('fill', [view({ d: 0.5 }), 1])],
@@ -459,7 +461,8 @@ t.test('bad calls straight into the native addon', async (t) => {
     ['write to a freed storage', 'write', () => native.write(freed, 0, new Float32Array(1))],
     ['write to a fake handle', 'write', () => native.write(fake, 0, new Float32Array(1))],
     ['free a fake handle', 'free', () => native.free(fake)],
-    ['free a number', 'free', () => native.free(3 as unknown as StorageHandle)],
+    ['free a freed storage', 'free', () => native.free(freed)],
+    ['free a string', 'free', () => native.free('3' as unknown as StorageHandle)],
     ['copyBytes past the end', 'copy', () => native.copyBytes(h, 0, h2, 8, 16)],
     ['copyBytes fake source', 'copy', () => native.copyBytes(h, 0, fake, 0, 4)],
     ['copyBytes negative size', 'copy', () => native.copyBytes(h, 0, h2, 0, -4)],
@@ -669,8 +672,7 @@ t.test('bad calls straight into the native addon', async (t) => {
   runTable(t, fused);
   S.forEach((x) => native.free(x));
 
-  // The storages are intact after all that: double free is a no-op, data round-trips.
-  native.free(freed);
+  // The storages are intact after all that (a double free was refused above), data round-trips.
   native.write(h, 0, Float32Array.of(1, 2, 3, 4));
   native.run('copy', [other(), view()]);
   t.same(Array.from(new Float32Array(native.read(h2, 0, 16))), [1, 2, 3, 4], 'storages still usable after the bad calls');

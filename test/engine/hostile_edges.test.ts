@@ -71,6 +71,23 @@ t.test('writes into overlapping views are refused', async (t) => {
   x.dispose();
 });
 
+t.test('the addon refuses overlapping outputs too (a caller that skips the TypeScript check)', async (t) => {
+  const h = native.alloc(0, 64);
+  t.teardown(() => native.free(h));
+  const view = (sh: number[], st: number[], o = 0) => ({ s: h, d: 0, sh, st, o });
+  const NATIVE_OVERLAP = /^\[(fill|copy|unary|binary)\] unsupported operation: more than one element of the written-to tensor/;
+  const cases: [string, () => void][] = [
+    ['fill a stride-0 view of 2^40 elements', () => native.run('fill', [view([2 ** 40], [0]), 1])],
+    ['copy into strides [1, 1]', () => native.run('copy', [view([3, 3], [1, 1]), view([3, 3], [3, 1])])],
+    ['unary into a negative-stride overlap', () => native.run('unary', [view([2, 3], [-1, 1], 3), view([2, 3], [3, 1]), 'exp'])],
+    ['binary into an expanded row', () => native.run('binary', [view([4, 4], [0, 1]), view([4, 4], [4, 1]), view([4, 4], [4, 1]), 'add'])],
+  ];
+  for (const [name, fn] of cases) t.throws(fn, NATIVE_OVERLAP, name);
+  native.run('fill', [view([4, 1, 4], [4, 0, 1]), 2]); // size-1 dims may have any stride
+  native.run('fill', [view([0, 2 ** 40], [0, 0]), 2]); // empty: nothing is written
+  t.same(Array.from(new Float32Array(native.read(h, 0, 64))), new Array(16).fill(2), 'allowed views written');
+});
+
 t.test('empty work with a huge leading dim returns at once', async (t) => {
   // x [2^40, 3, 0]: no element, but 2^40 * 2 (outer * selected) rows for a kernel to visit.
   const x = L.keep(L.zeros([1, 3, 0]).expand([2 ** 40, 3, 0]));
