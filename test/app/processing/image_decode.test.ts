@@ -18,6 +18,7 @@ import {
 } from '../../../lib/app/processing/image';
 import { requestPixels } from '../../../lib/app/serve/completion';
 import { SampleEncoder, type DatasetSpec } from '../../../lib/app/train/dataset';
+import { EncoderPool } from '../../../lib/app/train/batch_loader';
 import type { LlavaSession } from '../../../lib/app/processing/session';
 import { TEST_DIR } from '../../helpers';
 
@@ -228,4 +229,11 @@ t.test('one cap on every path: limits, environment, server, training data', asyn
   });
   t.equal(enc.encode(sample('ok.jpg'), 0, 0).pixels!.length, 3 * 28 * 28);
   t.throws(() => enc.encode(sample('bomb.png'), 1, 7), /record 7 \(id bomb\.png\): image: .*bomb\.png: malformed PNG: a second IHDR/);
+
+  // The same inside a training worker thread, whose synchronous decode runs sharp in a nested helper.
+  const pool = new EncoderPool(spec, 1);
+  t.teardown(() => pool.close());
+  const fromWorker = await pool.encode(sample('ok.jpg'), 0, 0);
+  t.same(Array.from(fromWorker.pixels!), Array.from(enc.encode(sample('ok.jpg'), 0, 0).pixels!), 'worker thread: same pixels');
+  await t.rejects(pool.encode(sample('bomb.png'), 1, 7), /record 7 \(id bomb\.png\): image: .*malformed PNG/);
 });
