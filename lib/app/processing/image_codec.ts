@@ -21,6 +21,7 @@
 //   pngjs and jpeg-js used the last), a zero size, or a JPEG whose height comes from a DNL marker. The
 //   size it returns is then checked against one set of limits (ImageLimits: w·h and the longest side)
 //   before decoding; sharp gets the same w·h limit as its own header check.
+import * as zlib from 'zlib';
 import { PNG } from 'pngjs';
 import type { Sharp } from 'sharp';
 
@@ -145,7 +146,12 @@ function pngHeader(b: Buffer, name: string): ImageHeader {
 
 const isSof = (m: number) => m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc;
 
+/** Scans a JPEG may have. A progressive file has about 10; thousands of tiny scans over a large frame are
+ *  a known way to make a small file decode for minutes (libjpeg-turbo's own tools cap them too). */
+export const MAX_JPEG_SCANS = 1000;
+
 function jpegHeader(b: Buffer, name: string): ImageHeader {
+  let scans = 0;
   let frame: { width: number; height: number; components: number; at: number } | null = null;
   let p = 2;
   while (p + 1 < b.length) {
@@ -174,6 +180,8 @@ function jpegHeader(b: Buffer, name: string): ImageHeader {
       frame = { height: b.readUInt16BE(p + 5), width: b.readUInt16BE(p + 7), components: b[p + 9], at: p };
     }
     p += 2 + len;
+    if (m === 0xda && ++scans > MAX_JPEG_SCANS)
+      throw new Error(`image: ${name}: malformed JPEG: more than ${MAX_JPEG_SCANS} scans; refused (each scan walks every block of the image)`);
     if (m === 0xda) {
       // Entropy-coded data up to the next marker that is not a stuffed 0x00 or a restart marker.
       while (p + 1 < b.length && !(b[p] === 0xff && b[p + 1] !== 0x00 && !(b[p + 1] >= 0xd0 && b[p + 1] <= 0xd7))) p++;
@@ -216,8 +224,48 @@ function stripColorKey(buf: Buffer): Buffer {
   return Buffer.concat(parts);
 }
 
+const ADAM7 = [
+  [0, 0, 8, 8],
+  [4, 0, 8, 8],
+  [0, 4, 4, 8],
+  [2, 0, 4, 4],
+  [0, 2, 2, 4],
+  [1, 0, 2, 2],
+  [0, 1, 1, 2],
+];
+
+/** pngjs inflates an interlaced PNG's data without a bound (a few MB of IDAT can inflate to gigabytes), so
+ *  for those the stream is first inflated here with the exact size the seven passes need as the limit. */
+function checkInterlacedSize(buf: Buffer): void {
+  if (buf[28] !== 1) return; // not interlaced: pngjs bounds the inflate by the image size itself
+  const w = buf.readUInt32BE(16);
+  const h = buf.readUInt32BE(20);
+  const bits = buf[24] * ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[buf[25]];
+  if (!(bits > 0)) return; // an invalid colour type: pngjs refuses it
+  let need = 0;
+  for (const [x0, y0, dx, dy] of ADAM7) {
+    const pw = w > x0 ? Math.ceil((w - x0) / dx) : 0;
+    const ph = h > y0 ? Math.ceil((h - y0) / dy) : 0;
+    if (pw > 0 && ph > 0) need += ph * (Math.ceil((pw * bits) / 8) + 1);
+  }
+  const idat: Buffer[] = [];
+  for (let pos = 8; pos + 12 <= buf.length;) {
+    const len = buf.readUInt32BE(pos);
+    if (buf.toString('latin1', pos + 4, pos + 8) === 'IDAT') idat.push(buf.subarray(pos + 8, Math.min(pos + 8 + len, buf.length)));
+    pos += 12 + len;
+  }
+  try {
+    zlib.inflateSync(Buffer.concat(idat), { maxOutputLength: Math.max(need, 1) });
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE')
+      throw new Error(`its image data inflates to more than the ${need} bytes a ${w}x${h} interlaced image needs`);
+    // other inflate errors: left for pngjs to report
+  }
+}
+
 /** Decodes a PNG whose header has passed readHeader and the limits. */
 export function decodePng(buf: Buffer): RgbImage {
+  checkInterlacedSize(buf);
   const png = PNG.sync.read(stripColorKey(buf), { skipRescale: true });
   const { width, height, depth, colorType } = png as unknown as { width: number; height: number; depth: number; colorType: number };
   const src = png.data as unknown as ArrayLike<number>; // RGBA; Uint16Array when depth is 16 (skipRescale)

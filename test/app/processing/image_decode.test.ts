@@ -161,6 +161,50 @@ t.test('1x20000 PNG: side cap, pad square and resize target', async (t) => {
   t.throws(() => proc.preprocess(file, { aspect: 'square', limits }), /the resized image is 224x4480000 = 1003520000 pixels/);
 });
 
+t.test('a JPEG with thousands of scans, an interlaced PNG that inflates to far more than its size', async (t) => {
+  // 1001 copies of the last scan of a progressive file: refused from the header walk.
+  const prog = fs.readFileSync(path.join(FIX, 'progressive.jpg'));
+  const lastSos = prog.lastIndexOf(Buffer.from([0xff, 0xda]));
+  const scan = prog.subarray(lastSos, prog.length - 2);
+  const many = Buffer.concat([prog.subarray(0, lastSos), ...new Array(1001).fill(scan), prog.subarray(prog.length - 2)]);
+  t.throws(() => decodeImage(many), /malformed JPEG: more than 1000 scans; refused/);
+
+  // Interlaced 3x3 grey: the seven Adam7 passes hold 15 bytes with their filter bytes.
+  const grid = [10, 20, 30, 40, 50, 60, 70, 80, 90];
+  const at = (x: number, y: number) => grid[y * 3 + x];
+  const passes = [
+    [[0, 0]],
+    [[2, 0]],
+    [
+      [0, 2],
+      [2, 2],
+    ],
+    [[1, 0]],
+    [[1, 2]],
+    [
+      [0, 1],
+      [1, 1],
+      [2, 1],
+    ],
+  ]; // pass 1; 4; 5; 6 (row 0, then row 2); 7: one row each (filter byte 0 first)
+  const stream = Buffer.from(passes.flatMap((row) => [0, ...row.map(([x, y]) => at(x, y))]));
+  t.equal(stream.length, 15);
+  const head = Buffer.alloc(13);
+  head.writeUInt32BE(3, 0);
+  head.writeUInt32BE(3, 4);
+  head.set([8, 0, 0, 0, 1], 8); // 8-bit grey, interlaced
+  const sig = greyPng(1, 1).subarray(0, 8);
+  const png = (idat: Buffer) => Buffer.concat([sig, chunk('IHDR', head), chunk('IDAT', zlib.deflateSync(idat)), chunk('IEND', Buffer.alloc(0))]);
+  t.same(
+    Array.from(decodeImage(png(stream)).data),
+    grid.flatMap((v) => [v, v, v]),
+    'a real interlaced PNG decodes',
+  );
+  const bomb = png(Buffer.concat([stream, Buffer.alloc(20_000_000)])); // ~20 KB that inflates to 20 MB
+  t.ok(bomb.length < 50_000);
+  t.throws(() => decodeImage(bomb), /corrupt or unsupported PNG \(its image data inflates to more than the 15 bytes a 3x3 interlaced image needs\)/);
+});
+
 t.test('one cap on every path: limits, environment, server, training data', async (t) => {
   t.equal(imageLimits().maxPixels, DEFAULT_MAX_IMAGE_PIXELS);
   const file = path.join(FIX, 'rgb420.jpg'); // 64x48 = 3072 pixels
