@@ -406,13 +406,13 @@ export class CLIPImageProcessor {
     let cur = img;
     if (aspect === 'pad' && img.width !== img.height) {
       const s = Math.max(img.width, img.height);
-      checkLimits('<image>', s, s, lim, "the 'pad' square");
+      checkLimits(null, s, s, lim, "the 'pad' square");
       cur = expandToSquare(img, this.padColor);
     }
     if (this.doResize) {
       const t = this.resizeTarget(cur.width, cur.height);
       if (t.width !== cur.width || t.height !== cur.height) {
-        checkLimits('<image>', t.width, Math.max(t.height, cur.height), lim, 'the resized image');
+        checkLimits(null, t.width, Math.max(t.height, cur.height), lim, 'the resized image');
         cur = resizeRgb(cur, t.width, t.height, this.resample);
       }
     }

@@ -81,18 +81,19 @@ export class ImageLimitError extends Error {
 }
 
 /** Throws ImageLimitError when a `what` of width x height is over the limits. */
-export function checkLimits(name: string, width: number, height: number, lim: ImageLimits, what = 'the image'): void {
+export function checkLimits(name: string | null, width: number, height: number, lim: ImageLimits, what = 'the image'): void {
+  const where = name === null ? 'image:' : `image: ${name}:`;
   const px = width * height;
   if (px > lim.maxPixels)
     throw new ImageLimitError(
-      `image: ${name}: ${what} is ${width}x${height} = ${px} pixels, more than the ${lim.maxPixels} allowed (LLAVA_MAX_IMAGE_PIXELS)`,
+      `${where} ${what} is ${width}x${height} = ${px} pixels, more than the ${lim.maxPixels} allowed (LLAVA_MAX_IMAGE_PIXELS)`,
       width,
       height,
     );
   const side = Math.max(width, height);
   if (side > lim.maxSide)
     throw new ImageLimitError(
-      `image: ${name}: ${what} is ${width}x${height}; its longest side ${side} is more than the ${lim.maxSide} allowed (LLAVA_MAX_IMAGE_SIDE)`,
+      `${where} ${what} is ${width}x${height}; its longest side ${side} is more than the ${lim.maxSide} allowed (LLAVA_MAX_IMAGE_SIDE)`,
       width,
       height,
     );

@@ -78,7 +78,7 @@ export function requestPixels(session: LlavaSession, image: ImageInput, maxPixel
   try {
     return session.preprocess(image.bytes, undefined, { maxPixels });
   } catch (e) {
-    const msg = (e as Error).message.replace(/^image: <(buffer|image)>: /, '');
+    const msg = (e as Error).message.replace(/^image: (<buffer>: )?/, '');
     if (e instanceof ImageLimitError) throw bad(`${param}: ${msg}`, param, 'image_too_large');
     throw bad(`${param}: cannot read the image: ${msg}`, param, 'invalid_image');
   }
