@@ -69,7 +69,9 @@ export function decodeJpegSync(bytes: Uint8Array, head: ImageHeader, lim: ImageL
   const b = (bridge ??= startBridge());
   const id = ++b.seq;
   Atomics.store(b.flag, 0, 0);
-  b.port.postMessage({ id, bytes, head, lim } satisfies Request);
+  // Structured cloning copies a view's whole backing buffer: send a view of a larger buffer as a copy.
+  const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+  b.port.postMessage({ id, bytes: own, head, lim } satisfies Request);
   const start = Date.now();
   for (;;) {
     const got = receiveMessageOnPort(b.port);
