@@ -241,7 +241,7 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
           if (!fs.existsSync(file)) throw new EvalError(`question ${it.id}: image file ${file} not found`);
           let pv;
           try {
-            pv = o.imageProcessor.preprocess(file, { aspect });
+            pv = await o.imageProcessor.preprocessAsync(file, { aspect }); // the JPEG decodes off this thread
           } catch (e) {
             throw new EvalError(`question ${it.id}: cannot read image ${file}: ${(e as Error).message}`);
           }

@@ -11,118 +11,99 @@
 //   first into a uint8 intermediate, then vertical, each accumulating from 1 << 21 (the rounding half) and
 //   clamping to 0..255. C's (int) casts truncate toward zero, hence Math.trunc, not floor. This lands on the
 //   same bytes as PIL.
-// - Decoding follows PIL's convert('RGB'): alpha is dropped, not composited; a tRNS colour key is ignored
-//   (pngjs would zero those pixels, so the chunk is removed before decoding); 16-bit colour keeps the high
-//   byte as PIL's ";16B" unpackers do; 16-bit grey is clipped to 255 like PIL's I;16 -> RGB conversion.
-//   JPEG goes through jpeg-js, whose IDCT and chroma upsampling are not libjpeg's: on 4:2:0 JPEGs pixels
-//   differ from PIL's by up to tens of levels (mean about 4). EXIF orientation is not applied (LLaVA's Image.open(...).convert('RGB') does not).
+// - Decoding (image_codec.ts) gives PIL's Image.open(f).convert('RGB') bytes exactly: JPEG through sharp
+//   (libjpeg-turbo's decoder, EXIF orientation not applied, CMYK converted with PIL's formula), PNG through
+//   pngjs with PIL's conversions. Every path checks one set of pixel caps (ImageLimits) from the header
+//   before decoding, and prepareRgb checks the images it makes (the 'pad' square, the resize target) before
+//   allocating them. decodeImage is synchronous (image_worker.ts explains how); decodeImageAsync and
+//   preprocessAsync leave the event loop free while a JPEG decodes.
 // - The pad colour for 'pad' mode is int(255 * mean) per channel, truncated as LLaVA's expand2square does:
 //   (122, 116, 104) for CLIP, not the rounded (123, 117, 104).
 import * as fs from 'fs';
 import * as path from 'path';
-import { PNG } from 'pngjs';
-import { decode as decodeJpeg } from 'jpeg-js';
 import { readJson } from '../../io/json';
+import {
+  checkLimits,
+  decodeJpeg,
+  decodePng,
+  imageLimits,
+  loadSharp,
+  readHeader,
+  type ImageHeader,
+  type ImageLimits,
+  type RgbImage,
+} from './image_codec';
+import { decodeJpegSync } from './image_worker';
 
-export interface RgbImage {
-  width: number;
-  height: number;
-  /** HWC, 3 bytes per pixel, row-major. */
-  data: Uint8Array;
+export type { RgbImage, ImageLimits };
+export { ImageLimitError, imageLimits, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE } from './image_codec';
+
+/** Options of the decoding entry points. */
+export interface DecodeOptions {
+  /** Overrides of the pixel caps (defaults: imageLimits()). */
+  limits?: Partial<ImageLimits>;
 }
 
 // ---------------------------------------------------------------------------------------------------------
 // Decoding
 
-const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
-
-function sniff(b: Uint8Array): string {
-  if (PNG_MAGIC.every((v, i) => b[i] === v)) return 'png';
-  if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
-  const ascii = Buffer.from(b.subarray(0, 12)).toString('latin1');
-  if (ascii.startsWith('GIF8')) return 'GIF';
-  if (ascii.startsWith('BM')) return 'BMP';
-  if (ascii.startsWith('RIFF') && ascii.slice(8, 12) === 'WEBP') return 'WebP';
-  return 'unknown';
-}
-
-/** Drops tRNS chunks of grey/RGB PNGs so pngjs keeps the keyed colour (PIL's convert('RGB') keeps it). */
-function stripColorKey(buf: Buffer): Buffer {
-  const colorType = buf.length > 25 ? buf[25] : -1;
-  if (colorType !== 0 && colorType !== 2) return buf;
-  const parts: Buffer[] = [buf.subarray(0, 8)];
-  let pos = 8;
-  let removed = false;
-  while (pos + 12 <= buf.length) {
-    const len = buf.readUInt32BE(pos);
-    const end = pos + 12 + len;
-    if (end > buf.length) break; // truncated: leave the rest for pngjs to reject
-    if (buf.toString('latin1', pos + 4, pos + 8) === 'tRNS') removed = true;
-    else parts.push(buf.subarray(pos, end));
-    pos = end;
-  }
-  if (!removed) return buf;
-  parts.push(buf.subarray(pos));
-  return Buffer.concat(parts);
-}
-
-function decodePng(buf: Buffer): RgbImage {
-  const png = PNG.sync.read(stripColorKey(buf), { skipRescale: true });
-  const { width, height, depth, colorType } = png as unknown as { width: number; height: number; depth: number; colorType: number };
-  const src = png.data as unknown as ArrayLike<number>; // RGBA; Uint16Array when depth is 16 (skipRescale)
-  const n = width * height;
-  const out = new Uint8Array(n * 3);
-  const grey = colorType === 0 || colorType === 4;
-  let map: (v: number) => number = (v) => v;
-  if (colorType !== 3 && depth === 16) map = colorType === 0 ? (v) => Math.min(v, 255) : (v) => v >>> 8;
-  else if (colorType !== 3 && depth < 8) {
-    const max = 2 ** depth - 1; // 1/2/4-bit grey: 0..max spread over 0..255 (x255, x85, x17) as PIL does
-    map = (v) => Math.floor((v * 255) / max + 0.5);
-  }
-  for (let i = 0; i < n; i++) {
-    const r = map(src[i * 4]);
-    out[i * 3] = r;
-    out[i * 3 + 1] = grey ? r : map(src[i * 4 + 1]);
-    out[i * 3 + 2] = grey ? r : map(src[i * 4 + 2]);
-  }
-  return { width, height, data: out };
-}
-
-function decodeJpg(buf: Buffer): RgbImage {
-  // tolerantDecoding off: a truncated JPEG is an error, as in PIL (LOAD_TRUNCATED_IMAGES is False).
-  const img = decodeJpeg(buf, {
-    useTArray: true,
-    formatAsRGBA: false,
-    tolerantDecoding: false,
-    maxResolutionInMP: 250,
-    maxMemoryUsageInMB: 4096,
-  });
-  return { width: img.width, height: img.height, data: img.data };
-}
-
-/** Decodes a PNG or JPEG (file path or bytes) to 8-bit RGB, as PIL's Image.open(...).convert('RGB'). */
-export function decodeImage(input: string | Uint8Array): RgbImage {
+/** Reads the bytes, the header and checks the limits: everything before pixels are allocated. */
+function openImage(input: string | Uint8Array, opts: DecodeOptions): { name: string; buf: Buffer; head: ImageHeader; lim: ImageLimits } {
   const name = typeof input === 'string' ? input : '<buffer>';
+  const lim = imageLimits(opts.limits);
   let buf: Buffer;
   try {
     buf = typeof input === 'string' ? fs.readFileSync(input) : Buffer.from(input.buffer, input.byteOffset, input.byteLength);
   } catch (e) {
     throw new Error(`image: ${name}: cannot read (${(e as Error).message})`);
   }
-  const kind = sniff(buf);
-  if (kind !== 'png' && kind !== 'jpeg') {
-    throw new Error(`image: ${name}: unsupported image format (${kind}); PNG and JPEG are supported`);
-  }
+  const head = readHeader(buf, name);
+  checkLimits(name, head.width, head.height, lim);
+  return { name, buf, head, lim };
+}
+
+function finish(name: string, head: ImageHeader, decode: () => RgbImage): RgbImage {
   let img: RgbImage;
   try {
-    img = kind === 'png' ? decodePng(buf) : decodeJpg(buf);
+    img = decode();
   } catch (e) {
-    throw new Error(`image: ${name}: corrupt or unsupported ${kind.toUpperCase()} (${(e as Error).message})`);
+    throw new Error(`image: ${name}: corrupt or unsupported ${head.kind.toUpperCase()} (${(e as Error).message})`);
   }
   if (!(img.width > 0 && img.height > 0) || img.data.length !== img.width * img.height * 3) {
     throw new Error(`image: ${name}: decoded to an empty or inconsistent ${img.width}x${img.height} image`);
   }
   return img;
+}
+
+/** Decodes a PNG or JPEG (file path or bytes) to 8-bit RGB, as PIL's Image.open(...).convert('RGB'),
+ *  after checking its header against the pixel caps (ImageLimitError) and refusing malformed files. */
+export function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): RgbImage {
+  const { name, buf, head, lim } = openImage(input, opts);
+  return finish(name, head, () => (head.kind === 'png' ? decodePng(buf) : decodeJpegSync(buf, head, lim)));
+}
+
+/** decodeImage without blocking the thread while a JPEG decodes (sharp runs on libuv's thread pool). */
+export async function decodeImageAsync(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<RgbImage> {
+  const { name, buf, head, lim } = openImage(input, opts);
+  let jpeg: RgbImage | null = null;
+  let error: unknown = null;
+  if (head.kind === 'jpeg') {
+    try {
+      jpeg = await decodeJpeg(buf, head, lim);
+    } catch (e) {
+      error = e;
+    }
+  }
+  return finish(name, head, () => {
+    if (error) throw error;
+    return jpeg ?? decodePng(buf);
+  });
+}
+
+/** Loads the JPEG decoder in this thread now. Call it on the main thread before starting worker threads
+ *  that decode images (sharp's rule on glibc; batch_loader.ts's EncoderPool does). */
+export function loadImageDecoder(): void {
+  loadSharp();
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -417,12 +398,23 @@ export class CLIPImageProcessor {
     return width <= height ? { width: s, height: newLong } : { width: newLong, height: s };
   }
 
-  /** The uint8 stages: [expand to square], resize, center crop. */
-  prepareRgb(img: RgbImage, aspect: AspectMode = 'square'): RgbImage {
-    let cur = aspect === 'pad' ? expandToSquare(img, this.padColor) : img;
+  /** The uint8 stages: [expand to square], resize, center crop. The images the first two make are checked
+   *  against the pixel caps before they are allocated: a 1x20000 image in 'pad' mode would otherwise become
+   *  a 20000x20000 square, and in 'square' mode a 224x4480000 resize. */
+  prepareRgb(img: RgbImage, aspect: AspectMode = 'square', limits: Partial<ImageLimits> = {}): RgbImage {
+    const lim = imageLimits(limits);
+    let cur = img;
+    if (aspect === 'pad' && img.width !== img.height) {
+      const s = Math.max(img.width, img.height);
+      checkLimits(null, s, s, lim, "the 'pad' square");
+      cur = expandToSquare(img, this.padColor);
+    }
     if (this.doResize) {
       const t = this.resizeTarget(cur.width, cur.height);
-      if (t.width !== cur.width || t.height !== cur.height) cur = resizeRgb(cur, t.width, t.height, this.resample);
+      if (t.width !== cur.width || t.height !== cur.height) {
+        checkLimits(null, t.width, Math.max(t.height, cur.height), lim, 'the resized image');
+        cur = resizeRgb(cur, t.width, t.height, this.resample);
+      }
     }
     if (this.doCenterCrop) cur = centerCrop(cur, this.cropHeight, this.cropWidth);
     return cur;
@@ -441,13 +433,29 @@ export class CLIPImageProcessor {
     return { pixelValues: out, shape: [3, h, w] };
   }
 
-  /** Full preprocessing of one image (path, encoded bytes, or decoded RGB). */
-  preprocess(input: string | Uint8Array | RgbImage, opts: { aspect?: AspectMode } = {}): PixelValues {
-    const aspect = opts.aspect ?? 'square';
-    if (aspect !== 'square' && aspect !== 'pad') throw new Error(`image: unknown aspect mode '${aspect}' (square or pad)`);
-    const img = typeof input === 'string' || input instanceof Uint8Array ? decodeImage(input) : input;
-    return this.toPixelValues(this.prepareRgb(img, aspect));
+  /** Full preprocessing of one image (path, encoded bytes, or decoded RGB); `limits` overrides the pixel
+   *  caps of decoding and of the intermediate images. */
+  preprocess(input: string | Uint8Array | RgbImage, opts: { aspect?: AspectMode; limits?: Partial<ImageLimits> } = {}): PixelValues {
+    const aspect = checkAspect(opts.aspect);
+    const img = typeof input === 'string' || input instanceof Uint8Array ? decodeImage(input, opts) : input;
+    return this.toPixelValues(this.prepareRgb(img, aspect, opts.limits));
   }
+
+  /** preprocess with the JPEG decode off this thread (decodeImageAsync). */
+  async preprocessAsync(
+    input: string | Uint8Array | RgbImage,
+    opts: { aspect?: AspectMode; limits?: Partial<ImageLimits> } = {},
+  ): Promise<PixelValues> {
+    const aspect = checkAspect(opts.aspect);
+    const img = typeof input === 'string' || input instanceof Uint8Array ? await decodeImageAsync(input, opts) : input;
+    return this.toPixelValues(this.prepareRgb(img, aspect, opts.limits));
+  }
+}
+
+function checkAspect(aspect: AspectMode | undefined): AspectMode {
+  const a = aspect ?? 'square';
+  if (a !== 'square' && a !== 'pad') throw new Error(`image: unknown aspect mode '${a}' (square or pad)`);
+  return a;
 }
 
 /** The image processor config a checkpoint uses: preprocessor_config.json of the model directory, else of

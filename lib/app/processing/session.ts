@@ -35,7 +35,15 @@ import type { DType, Device } from '../../core/dtype';
 import { loadLlava, readLlavaConfig } from '../../models/loader';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from './tokenizer';
-import { CLIPImageProcessor, resolveProcessorConfig, type AspectMode, type ClipProcessorConfig, type PixelValues, type RgbImage } from './image';
+import {
+  CLIPImageProcessor,
+  resolveProcessorConfig,
+  type AspectMode,
+  type ClipProcessorConfig,
+  type ImageLimits,
+  type PixelValues,
+  type RgbImage,
+} from './image';
 import { buildPrompt, getTemplate, stopString, templateForModelName } from './conversation';
 import { CHAT_TEMPLATE, readChatTemplate, renderJinjaPrompt, type JinjaTemplate, type PromptMessage } from './chat_template';
 import { ASPECT_KEY, TEMPLATE_KEY, readTrainingRecord, type TrainingRecord } from './training_record';
@@ -342,9 +350,9 @@ export class LlavaSession {
   }
 
   /** Host pixel values [3, S, S] of one image (file path, encoded bytes or decoded RGB). Decoding errors
-   *  are thrown as they come; callers say which image it was. */
-  preprocess(image: string | Uint8Array | RgbImage, aspect: AspectMode = this.aspect): PixelValues {
-    const pv = this.processor.preprocess(image, { aspect });
+   *  are thrown as they come (ImageLimitError over the pixel caps); callers say which image it was. */
+  preprocess(image: string | Uint8Array | RgbImage, aspect: AspectMode = this.aspect, limits?: Partial<ImageLimits>): PixelValues {
+    const pv = this.processor.preprocess(image, { aspect, limits });
     this.checkShape(pv);
     return pv;
   }

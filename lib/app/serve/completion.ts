@@ -21,14 +21,13 @@ import type * as http from 'http';
 import type { Tensor } from '../../core/tensor';
 import type { LlavaSession } from '../processing/session';
 import type { Tokenizer } from '../processing/tokenizer';
-import type { PixelValues } from '../processing/image';
+import { ImageLimitError, type PixelValues } from '../processing/image';
 import { generate, encodePrompt, splicedLength, contextLength, type FinishReason } from '../inference/generate';
 import {
   ApiError,
   bad,
   parseChatRequest,
   renderChatPrompt,
-  imageDimensions,
   TrimmedStream,
   MAX_TOKENS_CAP,
   completionBase,
@@ -72,16 +71,16 @@ const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 const shuttingDown = (): ApiError => new ApiError(503, 'the server is shutting down', null, 'server_shutting_down');
 
-/** The pixels of a request's image: its size is checked from the header before decoding. Throws 400. */
+/** The pixels of a request's image: decoding checks its size from the header (every header, so a second
+ *  IHDR/SOF cannot hide a bigger image) and the images preprocessing makes of it. Throws 400. */
 export function requestPixels(session: LlavaSession, image: ImageInput, maxPixels: number): PixelValues {
   const param = image.param;
-  const dims = imageDimensions(image.bytes);
-  if (dims && dims.width * dims.height > maxPixels)
-    throw bad(`${param}: the image is ${dims.width}x${dims.height}; at most ${maxPixels} pixels are accepted`, param, 'image_too_large');
   try {
-    return session.preprocess(image.bytes);
+    return session.preprocess(image.bytes, undefined, { maxPixels });
   } catch (e) {
-    throw bad(`${param}: cannot read the image: ${(e as Error).message.replace(/^image: <buffer>: /, '')}`, param, 'invalid_image');
+    const msg = (e as Error).message.replace(/^image: (<buffer>: )?/, '');
+    if (e instanceof ImageLimitError) throw bad(`${param}: ${msg}`, param, 'image_too_large');
+    throw bad(`${param}: cannot read the image: ${msg}`, param, 'invalid_image');
   }
 }
 

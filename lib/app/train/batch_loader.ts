@@ -6,6 +6,7 @@
 import { Worker, isMainThread, parentPort, workerData } from 'worker_threads';
 import { SampleEncoder, DatasetSpec, EncodedItem, LlavaDataset, CollatedBatch, collate } from './dataset';
 import { DataError, Sample, RecordIssue } from '../processing/data';
+import { loadImageDecoder } from '../processing/image';
 
 // ---------------------------------------------------------------------------------------------------------
 // Prefetching loader
@@ -51,6 +52,7 @@ export class EncoderPool {
 
   constructor(spec: DatasetSpec, n: number) {
     if (!(Number.isInteger(n) && n > 0)) throw new Error(`[dataset] worker count must be a positive integer (got ${n})`);
+    loadImageDecoder(); // sharp must be loaded on the main thread before workers that use it start
     for (let i = 0; i < n; i++) {
       const wk = spawnWorker(spec);
       wk.on('message', (r: WorkerReply) => this.onReply(r));
