@@ -147,10 +147,11 @@ export class EventStream {
     this.res.write(`${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(obj)}\n\n`);
   }
 
-  /** An error event (OpenAI's error object) mid-stream, then the end of the stream. */
+  /** An error event mid-stream as OpenAI sends it (`data: {"error": {...}}`, which the SDK raises as an
+   *  APIError), then the end of the stream. */
   fail(e: ApiError): void {
     if (this.res.writableEnded) return;
-    this.send(e.body().error);
+    this.send(e.body());
     this.end();
   }
 

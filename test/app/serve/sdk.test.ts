@@ -7,7 +7,7 @@
 import t from 'tap';
 import * as fs from 'fs';
 import * as path from 'path';
-import OpenAI, { APIUserAbortError, AuthenticationError, BadRequestError, NotFoundError } from 'openai';
+import OpenAI, { APIError, APIUserAbortError, AuthenticationError, BadRequestError, NotFoundError } from 'openai';
 import * as L from '../../../lib';
 import { Tensor } from '../../../lib/core/tensor';
 import { generateText, encodePrompt } from '../../../lib/app/inference/generate';
@@ -385,4 +385,47 @@ t.test('responses.create refusals: unsupported fields, chat fields, bad input, s
   tt.ok(long instanceof BadRequestError);
   tt.equal(long.code, 'context_length_exceeded');
   tt.equal(long.param, 'input');
+});
+
+// Last: these shut servers down.
+t.test('shutdown mid-stream: response.failed (Responses), a 503 for the queued request, the error event (chat)', async (tt) => {
+  const resp = await client.responses.create({ model: 'x', input: Q, temperature: 0, max_output_tokens: 400, stream: true });
+  let queued: Promise<unknown> | null = null;
+  let closing: Promise<void> | null = null;
+  const types: string[] = [];
+  let failed: OpenAI.Responses.Response | null = null;
+  for await (const ev of resp) {
+    types.push(ev.type);
+    if (ev.type === 'response.failed') failed = ev.response;
+    if (ev.type === 'response.output_text.delta' && !closing) {
+      queued = client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }).catch((x) => x);
+      await waitFor(() => stats().waiting === 1);
+      closing = srv.close();
+    }
+  }
+  tt.equal(types[types.length - 1], 'response.failed', 'the running Responses stream ends with response.failed');
+  tt.equal(failed?.status, 'failed');
+  tt.equal(failed?.error?.code, 'server_shutting_down');
+  const q = (await queued) as InstanceType<typeof APIError>;
+  tt.ok(q instanceof APIError && q.status === 503, `the queued request gets a 503 (${q})`);
+  tt.equal(q.code, 'server_shutting_down');
+  await closing;
+
+  // Chat completions: the mid-stream error event is OpenAI's {"error": {...}}, which the SDK raises.
+  const two = await startServer({ model: dir, host: '127.0.0.1', port: 0, log: () => {} });
+  const c2 = new OpenAI({ apiKey: 'none', baseURL: `${two.url}/v1`, maxRetries: 0 });
+  const chat = await c2.chat.completions.create({
+    model: 'x',
+    messages: [{ role: 'user', content: Q }],
+    temperature: 0,
+    max_tokens: 400,
+    stream: true,
+  });
+  let closing2: Promise<void> | null = null;
+  const chatErr = await (async () => {
+    for await (const _ of chat) closing2 ??= two.close();
+  })().catch((x) => x);
+  await closing2;
+  tt.ok(chatErr instanceof APIError, `APIError (${chatErr})`);
+  tt.equal(chatErr?.code, 'server_shutting_down');
 });
