@@ -333,6 +333,10 @@ t.test('responses.create refusals: unsupported fields, chat fields, bad input, s
   await refuse({ input: [{ type: 'function_call_output', call_id: 'c', output: 'x' }] }, 'unsupported_parameter', 'input[0].type', /only messages/);
   await refuse({ input, temperature: 3 }, 'invalid_value', 'temperature', /<= 2/);
   await refuse({ input, max_output_tokens: 0 }, 'invalid_value', 'max_output_tokens', />= 1/);
+  await refuse({ input, instructions: 5 }, 'invalid_type', 'instructions', /must be a string/);
+  await refuse({ input, metadata: { a: 1 } }, 'invalid_value', 'metadata', /string values/);
+  await refuse({ input: [{ role: 'assistant', content: 'x' }] }, 'invalid_value', 'input[0].role', /expected a user message/);
+  await refuse({ input: [{ role: 'user', content: 'a <image> b' }] }, 'invalid_value', 'input[0].content', /input_image content parts/);
   await refuse(
     { input: [{ role: 'user', content: [{ type: 'input_file', file_id: 'f' }] }] },
     'invalid_value',
