@@ -3,8 +3,9 @@
 //
 // Decisions:
 // - Defaults are the reference's: gpt-4-0314, temperature 0.2, max_tokens 1024.
-// - Retries (the reference retries forever with a fixed sleep): the client retries 408/429/5xx, network
-//   errors and timeouts with exponential backoff up to maxRetries (6) times; other HTTP errors fail at once.
+// - Retries (the reference retries forever with a fixed sleep): the client (the openai SDK) retries 408, 409,
+//   429, 5xx, network errors and timeouts up to maxRetries (6) times, waiting as util/openai.ts says; other
+//   HTTP errors fail at once.
 // - The review loop runs `concurrency` questions at once; the client caps requests in flight too.
 // - The review file is resumable: question_ids already reviewed are skipped, each new review is appended as
 //   one line as soon as it arrives (so lines follow completion order, not question order). When a request

@@ -38,7 +38,6 @@ import {
   finishReason,
   type ChatRequest,
   type ImageInput,
-  type CompletionBase,
 } from './protocol';
 import { EventStream, readJsonBody, sendJson } from './http';
 import { SerialQueue } from './queue';
@@ -158,25 +157,21 @@ export class Completions {
   }
 
   /** Tokenizes, preprocesses the image and applies the caps; throws ApiError 400. */
-  prepare(req: ChatRequest): Prepared {
+  prepare(req: ChatRequest, param = 'messages'): Prepared {
     const { model, tokenizer, template, chatTemplate, mmUseImStartEnd } = this.session;
     const prompt = renderChatPrompt(template, req, req.image !== null, { jinja: chatTemplate, mmUseImStartEnd });
     const ctx = this.contextLength;
     if (prompt.length > this.maxPromptChars)
       throw bad(
         `the prompt has ${prompt.length} characters; the model's context holds ${ctx} positions, at most ${this.maxPromptChars} characters`,
-        'messages',
+        param,
         'context_length_exceeded',
       );
     const pixels = req.image ? requestPixels(this.session, req.image, this.o.maxImagePixels) : null;
     const promptIds = encodePrompt(model, tokenizer, prompt);
     const promptLength = splicedLength(model, promptIds);
     if (promptLength >= ctx)
-      throw bad(
-        `the prompt takes ${promptLength} positions (image included); the model's context holds ${ctx}`,
-        'messages',
-        'context_length_exceeded',
-      );
+      throw bad(`the prompt takes ${promptLength} positions (image included); the model's context holds ${ctx}`, param, 'context_length_exceeded');
     // The model worker's rule (docs/reference.md §9): min(requested, 1024, context − prompt − image tokens).
     const maxNew = Math.min(req.maxTokens, MAX_TOKENS_CAP, ctx - promptLength);
     const stop = [...(this.templateStop ? [this.templateStop] : []), ...req.stop];
@@ -217,14 +212,14 @@ export class Completions {
     }
   }
 
-  /** The POST handler: read, validate and prepare, then wait for the queue and answer. */
-  async handle(req: http.IncomingMessage, res: http.ServerResponse, info: LogInfo): Promise<void> {
+  /** The POST handler of one API: read, validate and prepare, then wait for the queue and answer. */
+  async handle<R extends ChatRequest>(api: Api<R>, req: http.IncomingMessage, res: http.ServerResponse, info: LogInfo): Promise<void> {
     if (this.closing) throw shuttingDown();
     const body = await readJsonBody(req, this.o.maxBodyBytes);
     await nextTurn(); // a big body: let other requests in between parsing, validating and preparing
-    const parsed = parseChatRequest(body);
+    const parsed = api.parse(body);
     await nextTurn();
-    const prep = this.prepare(parsed);
+    const prep = this.prepare(parsed, api.conversationParam);
     const ac = new AbortController();
     const onClose = (): void => {
       if (!res.writableFinished) ac.abort();
@@ -232,7 +227,7 @@ export class Completions {
     res.on('close', onClose);
     if (res.destroyed || req.socket.destroyed) ac.abort(); // gone before we started listening for it
     this.active.add(ac);
-    const base = completionBase(this.o.modelName);
+    const answer = api.answer(parsed, this.o.modelName);
     try {
       await this.queue.run(async () => {
         if (this.closing) throw shuttingDown();
@@ -241,8 +236,8 @@ export class Completions {
           info.note = 'client closed while queued';
           return;
         }
-        if (prep.req.stream) await this.stream(prep, base, res, ac.signal, info);
-        else await this.reply(prep, base, res, ac.signal, info);
+        if (prep.req.stream) await this.stream(prep, answer, res, ac.signal, info);
+        else await this.reply(prep, answer, res, ac.signal, info);
       });
     } finally {
       this.active.delete(ac);
@@ -250,16 +245,15 @@ export class Completions {
     }
   }
 
-  /** A streamed completion: a role chunk, content chunks, a finish chunk, [usage], [DONE]. */
-  private async stream(prep: Prepared, base: CompletionBase, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
-    const events = new EventStream(res);
-    events.send(chunkBody(base, { role: 'assistant', content: '' }, null));
+  /** A streamed answer: the API's opening events, text deltas (trimmed as the reply is), its closing events. */
+  private async stream(prep: Prepared, answer: Answer, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
+    const events = answer.stream(res);
     const trim = new TrimmedStream();
     let out: Outcome;
     try {
       out = await this.generate(prep, signal, (s) => {
         const t = trim.push(s);
-        if (t) events.send(chunkBody(base, { content: t }, null));
+        if (t) events.text(t);
       });
     } catch (e) {
       info.note = `error: ${(e as Error).message}`;
@@ -276,14 +270,12 @@ export class Completions {
       return;
     }
     this.completed++;
-    events.send(chunkBody(base, {}, finishReason(out.finish)));
-    if (prep.req.includeUsage) events.send(usageChunkBody(base, usageOf(prep.promptLength, out.ids.length)));
-    events.end();
+    events.finish(finished(prep, out));
     info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finish)}`;
   }
 
-  /** A non-streamed completion: one JSON body. */
-  private async reply(prep: Prepared, base: CompletionBase, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
+  /** A non-streamed answer: one JSON body. */
+  private async reply(prep: Prepared, answer: Answer, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
     let out: Outcome;
     try {
       out = await this.generate(prep, signal, () => {});
@@ -297,14 +289,8 @@ export class Completions {
       return;
     }
     this.completed++;
-    const body = completionBody(base, {
-      content: out.text.trim(),
-      finish: out.finish,
-      usage: usageOf(prep.promptLength, out.ids.length),
-      tokenIds: prep.req.returnTokenIds ? { prompt: prep.promptIds, completion: out.ids } : undefined,
-    });
     info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finish)}`;
-    sendJson(res, 200, body);
+    sendJson(res, 200, answer.body(finished(prep, out)));
   }
 
   /** Refuse new completions, stop queued and running ones, wait for the queue to drain (idempotent). */
@@ -316,3 +302,81 @@ export class Completions {
     return this.closing;
   }
 }
+
+/** A finished generation as an API's answer writer sees it. */
+export interface Finished {
+  /** The reply, trimmed as the reference decodes it; stream deltas join to exactly this. */
+  text: string;
+  finish: FinishReason;
+  promptTokens: number;
+  completionTokens: number;
+  promptIds: number[];
+  ids: number[];
+}
+
+const finished = (p: Prepared, o: Outcome): Finished => ({
+  text: o.text.trim(),
+  finish: o.finish as FinishReason,
+  promptTokens: p.promptLength,
+  completionTokens: o.ids.length,
+  promptIds: p.promptIds,
+  ids: o.ids,
+});
+
+/** One API on the shared path (validation, prompt, queue, generation): how it reads a request and how it
+ *  writes the answer. Chat completions is CHAT_API; the Responses API is responses.ts's RESPONSES_API. */
+export interface Api<R extends ChatRequest = ChatRequest> {
+  /** The request field holding the conversation (named in context_length_exceeded errors). */
+  conversationParam: string;
+  /** Validates a parsed JSON body; throws ApiError 400. */
+  parse(body: unknown): R;
+  /** The writer of one request's answer (called before the request queues: ids and times are fixed then). */
+  answer(req: R, model: string): Answer;
+}
+
+export interface Answer {
+  /** The body of a non-streamed answer. */
+  body(f: Finished): unknown;
+  /** Starts a streamed answer: writes the headers and opening events. */
+  stream(res: http.ServerResponse): AnswerStream;
+}
+
+export interface AnswerStream {
+  /** A piece of the (trimmed) reply. */
+  text(delta: string): void;
+  /** The closing events, then the end of the stream. */
+  finish(f: Finished): void;
+  /** An error after the stream began (internal error or shutdown), then the end of the stream. */
+  fail(e: ApiError): void;
+}
+
+/** POST /v1/chat/completions: `chat.completion` bodies; `chat.completion.chunk` events closed by [DONE]. */
+export const CHAT_API: Api = {
+  conversationParam: 'messages',
+  parse: parseChatRequest,
+  answer(req, model) {
+    const base = completionBase(model);
+    return {
+      body: (f) =>
+        completionBody(base, {
+          content: f.text,
+          finish: f.finish,
+          usage: usageOf(f.promptTokens, f.completionTokens),
+          tokenIds: req.returnTokenIds ? { prompt: f.promptIds, completion: f.ids } : undefined,
+        }),
+      stream(res) {
+        const events = new EventStream(res);
+        events.send(chunkBody(base, { role: 'assistant', content: '' }, null));
+        return {
+          text: (t) => events.send(chunkBody(base, { content: t }, null)),
+          finish(f) {
+            events.send(chunkBody(base, {}, finishReason(f.finish)));
+            if (req.includeUsage) events.send(usageChunkBody(base, usageOf(f.promptTokens, f.completionTokens)));
+            events.end();
+          },
+          fail: (e) => events.fail(e),
+        };
+      },
+    };
+  },
+};

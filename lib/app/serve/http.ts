@@ -125,9 +125,16 @@ export async function readJsonBody(req: http.IncomingMessage, limit: number): Pr
   }
 }
 
-/** A server-sent-events response: `data: <json>` events, closed by `data: [DONE]`. */
+/** A server-sent-events response: `data: <json>` events (with an `event: <name>` line when named), closed
+ *  by `data: [DONE]` for chat completions (`done`, the default) or by the end of the body (Responses API). */
 export class EventStream {
-  constructor(private readonly res: http.ServerResponse) {
+  private readonly done: boolean;
+
+  constructor(
+    private readonly res: http.ServerResponse,
+    o: { done?: boolean } = {},
+  ) {
+    this.done = o.done ?? true;
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-cache',
@@ -136,18 +143,20 @@ export class EventStream {
     });
   }
 
-  send(obj: unknown): void {
-    this.res.write(`data: ${JSON.stringify(obj)}\n\n`);
+  send(obj: unknown, event?: string): void {
+    this.res.write(`${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(obj)}\n\n`);
   }
 
-  /** An error event (OpenAI's error object) mid-stream, then the end of the stream. */
+  /** An error event mid-stream as OpenAI sends it (`data: {"error": {...}}`, which the SDK raises as an
+   *  APIError), then the end of the stream. */
   fail(e: ApiError): void {
     if (this.res.writableEnded) return;
-    this.send(e.body().error);
+    this.send(e.body());
     this.end();
   }
 
   end(): void {
-    this.res.end('data: [DONE]\n\n');
+    if (this.res.writableEnded) return;
+    this.res.end(this.done ? 'data: [DONE]\n\n' : undefined);
   }
 }

@@ -78,10 +78,10 @@ export interface ChatRequest {
   returnTokenIds: boolean;
 }
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const typeName = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
+export const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+export const typeName = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
 
-function optNumber(body: Record<string, unknown>, key: string, o: { min?: number; max?: number; int?: boolean } = {}): number | undefined {
+export function optNumber(body: Record<string, unknown>, key: string, o: { min?: number; max?: number; int?: boolean } = {}): number | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(`'${key}' must be a number (got ${typeName(v)})`, key, 'invalid_type');
@@ -91,7 +91,7 @@ function optNumber(body: Record<string, unknown>, key: string, o: { min?: number
   return v;
 }
 
-function optBool(body: Record<string, unknown>, key: string): boolean | undefined {
+export function optBool(body: Record<string, unknown>, key: string): boolean | undefined {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== 'boolean') throw bad(`'${key}' must be a boolean (got ${typeName(v)})`, key, 'invalid_type');
@@ -174,24 +174,48 @@ export function imageDimensions(b: Buffer): { width: number; height: number } | 
   return null;
 }
 
+/** The content parts one API uses: the types of its text parts, the type of its image part and where that
+ *  part keeps its URL. Chat completions: `text` and `image_url` ({url} or a string); the Responses API:
+ *  `input_text` / `output_text` and `input_image` (image_url a string; file_id is refused). */
+export interface PartDialect {
+  text: readonly string[];
+  image: string;
+  /** The image part's URL; throws ApiError when it has none. */
+  imageUrl(part: Record<string, unknown>, pp: string): string;
+}
+
+export const CHAT_PARTS: PartDialect = {
+  text: ['text'],
+  image: 'image_url',
+  imageUrl(part, pp) {
+    const iu = part.image_url;
+    const url = typeof iu === 'string' ? iu : isObj(iu) ? iu.url : undefined;
+    if (typeof url !== 'string') throw bad(`${pp}.image_url.url must be a string`, `${pp}.image_url`, 'invalid_type');
+    return url;
+  },
+};
+
 /** The text parts (joined by '\n') and image parts of one message's content. */
-function readContent(content: unknown, param: string, images: ImageInput[]): string {
+function readContent(content: unknown, param: string, images: ImageInput[], dialect: PartDialect): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) throw bad(`${param} must be a string or an array of content parts (got ${typeName(content)})`, param, 'invalid_type');
   const texts: string[] = [];
   content.forEach((part, j) => {
     const pp = `${param}[${j}]`;
     if (!isObj(part)) throw bad(`${pp} must be an object (got ${typeName(part)})`, pp, 'invalid_type');
-    if (part.type === 'text') {
+    if (typeof part.type === 'string' && dialect.text.includes(part.type)) {
       if (typeof part.text !== 'string') throw bad(`${pp}.text must be a string (got ${typeName(part.text)})`, `${pp}.text`, 'invalid_type');
       texts.push(part.text);
-    } else if (part.type === 'image_url') {
-      const iu = part.image_url;
-      const url = typeof iu === 'string' ? iu : isObj(iu) ? iu.url : undefined;
-      if (typeof url !== 'string') throw bad(`${pp}.image_url.url must be a string`, `${pp}.image_url`, 'invalid_type');
+    } else if (part.type === dialect.image) {
+      const url = dialect.imageUrl(part, pp);
       images.push({ bytes: decodeDataUri(url, `${pp}.image_url`), param: pp });
     } else {
-      throw bad(`${pp}: unsupported content part type ${JSON.stringify(part.type)} ('text' or 'image_url')`, `${pp}.type`, 'invalid_value');
+      const known = [...dialect.text, dialect.image].map((k) => `'${k}'`);
+      throw bad(
+        `${pp}: unsupported content part type ${JSON.stringify(part.type)} (${known.slice(0, -1).join(', ')} or ${known[known.length - 1]})`,
+        `${pp}.type`,
+        'invalid_value',
+      );
     }
   });
   return texts.join('\n');
@@ -204,7 +228,7 @@ export function parseChatRequest(body: unknown): ChatRequest {
   if (body.model !== undefined && body.model !== null && typeof body.model !== 'string')
     throw bad(`'model' must be a string (got ${typeName(body.model)})`, 'model', 'invalid_type');
   // Checked in this order: the conversation, then sampling, then output options.
-  const conversation = parseMessages(body.messages);
+  const conversation = parseConversation(body.messages, { param: 'messages', dialect: CHAT_PARTS });
   const sampling = parseSampling(body);
   return { ...conversation, ...sampling, ...parseOutputOptions(body) };
 }
@@ -215,18 +239,28 @@ interface MessageParts {
   images: ImageInput[];
 }
 
+/** Where a conversation comes from: the request field (for messages), the content parts its API uses, and
+ *  system text that leads it (the Responses API's `instructions`). */
+export interface ConversationSource {
+  param: string;
+  dialect: PartDialect;
+  leadingSystem?: string[];
+}
+
 /** The conversation: leading system text, user/assistant turns that alternate and end with the user,
- *  at most one image, in the first user message. */
-function parseMessages(msgs: unknown): Pick<ChatRequest, 'system' | 'turns' | 'image'> {
-  if (msgs === undefined || msgs === null) throw bad("'messages' is required", 'messages', 'missing_required_parameter');
-  if (!Array.isArray(msgs)) throw bad(`'messages' must be an array (got ${typeName(msgs)})`, 'messages', 'invalid_type');
-  if (msgs.length === 0) throw bad("'messages' must not be empty", 'messages', 'invalid_value');
-  const parts: MessageParts = { systems: [], turns: [], images: [] };
-  msgs.forEach((m, i) => addMessage(m, `messages[${i}]`, parts));
+ *  at most one image, in the first user message. Shared by chat completions (`messages`) and the
+ *  Responses API (`input`). */
+export function parseConversation(msgs: unknown, src: ConversationSource): Pick<ChatRequest, 'system' | 'turns' | 'image'> {
+  const name = src.param;
+  if (msgs === undefined || msgs === null) throw bad(`'${name}' is required`, name, 'missing_required_parameter');
+  if (!Array.isArray(msgs)) throw bad(`'${name}' must be an array (got ${typeName(msgs)})`, name, 'invalid_type');
+  if (msgs.length === 0) throw bad(`'${name}' must not be empty`, name, 'invalid_value');
+  const parts: MessageParts = { systems: [...(src.leadingSystem ?? [])], turns: [], images: [] };
+  msgs.forEach((m, i) => addMessage(m, `${name}[${i}]`, parts, src.dialect));
   const { systems, turns, images } = parts;
-  if (turns.length === 0) throw bad("'messages' has no user message", 'messages', 'invalid_value');
+  if (turns.length === 0) throw bad(`'${name}' has no user message`, name, 'invalid_value');
   if (turns[turns.length - 1].role !== 'user')
-    throw bad('the last message must come from the user', `messages[${msgs.length - 1}].role`, 'invalid_value');
+    throw bad('the last message must come from the user', `${name}[${msgs.length - 1}].role`, 'invalid_value');
   if (images.length > 1)
     throw bad(
       `${images.length} images were sent; this server takes at most one image per request (LLaVA inserts one image into the first user turn)`,
@@ -235,12 +269,12 @@ function parseMessages(msgs: unknown): Pick<ChatRequest, 'system' | 'turns' | 'i
     );
   const image = images[0] ?? null;
   if (image && turns[0].text.split(IMAGE_PLACEHOLDER).length > 2)
-    throw bad(`messages: '${IMAGE_PLACEHOLDER}' may appear at most once (one image)`, 'messages', 'invalid_value');
+    throw bad(`${name}: '${IMAGE_PLACEHOLDER}' may appear at most once (one image)`, name, 'invalid_value');
   return { system: systems.length ? systems.join('\n') : null, turns, image };
 }
 
 /** Adds message `m` (at `p`, e.g. messages[2]) to the parts read so far. */
-function addMessage(m: unknown, p: string, parts: MessageParts): void {
+function addMessage(m: unknown, p: string, parts: MessageParts, dialect: PartDialect): void {
   const { systems, turns, images } = parts;
   if (!isObj(m)) throw bad(`${p} must be an object (got ${typeName(m)})`, p, 'invalid_type');
   const role = m.role;
@@ -248,7 +282,7 @@ function addMessage(m: unknown, p: string, parts: MessageParts): void {
   const before = images.length;
   if (role === 'system' || role === 'developer') {
     if (turns.length > 0) throw bad(`${p}: a ${role} message must come before the user and assistant messages`, `${p}.role`, 'invalid_value');
-    systems.push(readContent(m.content, `${p}.content`, images));
+    systems.push(readContent(m.content, `${p}.content`, images, dialect));
     if (images.length > before) throw bad(`${p}: images are only accepted in user messages`, `${p}.content`, 'invalid_value');
     return;
   }
@@ -261,14 +295,14 @@ function addMessage(m: unknown, p: string, parts: MessageParts): void {
       `${p}.role`,
       'invalid_value',
     );
-  const text = readContent(m.content, `${p}.content`, images);
+  const text = readContent(m.content, `${p}.content`, images, dialect);
   if (images.length > before) {
     if (role !== 'user') throw bad(`${p}: images are only accepted in user messages`, `${p}.content`, 'invalid_value');
     if (turns.length !== 0)
       throw bad(`${p}: the image must be in the first user message (LLaVA puts its image into the first user turn)`, `${p}.content`, 'invalid_value');
   }
   if (text.includes(DEFAULT_IMAGE_TOKEN))
-    throw bad(`${p}: the text contains '${DEFAULT_IMAGE_TOKEN}'; send images as image_url content parts`, `${p}.content`, 'invalid_value');
+    throw bad(`${p}: the text contains '${DEFAULT_IMAGE_TOKEN}'; send images as ${dialect.image} content parts`, `${p}.content`, 'invalid_value');
   if (text.length === 0 && !(images.length > before)) throw bad(`${p}: the message is empty`, `${p}.content`, 'invalid_value');
   turns.push({ role, text });
 }

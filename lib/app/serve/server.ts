@@ -5,6 +5,7 @@
 //   GET  /health               {status:'ok', model, device, dtype, template, aspect, format, running, waiting}
 //   GET  /v1/models            OpenAI list format with the one served model (also GET /v1/models/<id>)
 //   POST /v1/chat/completions  OpenAI chat completions, streaming (SSE) or not
+//   POST /v1/responses         OpenAI Responses API (text and one image), streaming or not (responses.ts)
 //
 // Decisions:
 // - One model, one device: requests run one at a time, in arrival order, through a FIFO queue. A request
@@ -53,7 +54,8 @@
 //   completions the token counts and finish reason (or the error, or "client closed").
 //
 // Files: protocol.ts (request validation, prompt rendering, response shapes), http.ts (bodies, JSON, SSE),
-// queue.ts (the FIFO), completion.ts (POST /v1/chat/completions); this file holds the session, the routes,
+// queue.ts (the FIFO), completion.ts (the shared completion path and POST /v1/chat/completions), responses.ts
+// (POST /v1/responses on that path); this file holds the session, the routes,
 // the per-request log line and the listening server.
 import * as fs from 'fs';
 import * as http from 'http';
@@ -66,7 +68,8 @@ import type { AspectMode } from '../processing/image';
 import { LlavaSession } from '../processing/session';
 import { ApiError, modelCard } from './protocol';
 import { sendError, sendJson } from './http';
-import { Completions, type LogInfo } from './completion';
+import { CHAT_API, Completions, type LogInfo } from './completion';
+import { RESPONSES_API } from './responses';
 import { Guard, requestId, requireJson } from './guard';
 
 // The pieces other modules (and the tests) know by this module's name.
@@ -218,10 +221,20 @@ function route(app: App, req: http.IncomingMessage, res: http.ServerResponse, in
   if (pathname === '/v1/chat/completions')
     return allow(['POST'], () => {
       requireJson(req);
-      return app.completions.handle(req, res, info);
+      return app.completions.handle(CHAT_API, req, res, info);
+    });
+  if (pathname === '/v1/responses')
+    return allow(['POST'], () => {
+      requireJson(req);
+      return app.completions.handle(RESPONSES_API, req, res, info);
     });
   req.resume();
-  throw new ApiError(404, `unknown route ${method} ${pathname} (GET /health, GET /v1/models, POST /v1/chat/completions)`, null, 'not_found');
+  throw new ApiError(
+    404,
+    `unknown route ${method} ${pathname} (GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/responses)`,
+    null,
+    'not_found',
+  );
 }
 
 function health(app: App): Record<string, unknown> {

@@ -1,15 +1,22 @@
 // openai.ts — the one client for OpenAI-compatible chat-completions APIs, used by the GPT-assisted data
-// pipeline (datagen/) and the LLaVA-Bench judge (eval/judge.ts). Errors are ApiErrors reading `[openai] ...`.
+// pipeline (datagen/) and the LLaVA-Bench judge (eval/judge.ts): the official `openai` SDK behind the
+// small interface those callers use. Errors are ApiErrors reading `[openai] ...`.
 //
-// - Plain HTTP through Node's global fetch: POST {baseUrl}/chat/completions with {model, messages} plus
-//   temperature / max_tokens when set; the answer is choices[0].message.content.
+// - The SDK sends POST {baseUrl}/chat/completions with {model, messages} plus temperature / max_tokens when
+//   set; the answer is choices[0].message.content.
 // - Key and base URL from the options, else $OPENAI_API_KEY / $OPENAI_BASE_URL (default
 //   https://api.openai.com/v1, any compatible server works). No key is an error at construction.
-// - 408, 429, 5xx, network errors and timeouts are retried up to maxRetries times with exponential backoff
-//   (retryBaseMs · 2^attempt with jitter in [0.5, 1], capped at retryMaxMs; a Retry-After header, also
-//   capped, wins). Other statuses fail at once with the server's message; 401/403/404 are `fatal` (a
-//   wrong key, model or URL: a caller running many requests should stop).
+// - Retries are the SDK's: 408, 409, 429, 5xx (or what an x-should-retry header says), connection errors
+//   and timeouts, up to maxRetries times. Only the wait before an HTTP retry is ours: the server's
+//   Retry-After (capped at retryMaxMs), else retryBaseMs · 2^attempt with jitter in [0.5, 1], capped;
+//   it reaches the SDK as a retry-after-ms header on the failed response, which the SDK honours. After a
+//   connection error or a timeout the SDK waits its own backoff (0.5 s doubling up to 8 s, less up to 25%
+//   jitter). onRetry hears of every retry before its wait, with the reason.
+// - The SDK's typed errors are mapped to ApiError: a non-retryable status fails at once with the server's
+//   message ('HTTP 400 from <url>: ...'; 401/403/404 are `fatal`: a wrong key, model or URL, a caller
+//   running many requests should stop); retries that run out say 'failed after N attempt(s): <reason>'.
 // - `concurrency` caps the requests this client has in flight (queued callers wait their turn).
+import OpenAI, { APIConnectionError, APIError } from 'openai';
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
@@ -71,12 +78,13 @@ export interface ChatClientOptions {
   concurrency?: number;
   /** Appended to the "no API key" message (what else the user can do). */
   missingKeyHint?: string;
-  /** Called before each retry (logging). */
+  /** Called before each retry's wait (logging). After a connection error or timeout, delayMs is the
+   *  SDK's nominal backoff (its jitter may shorten it by up to 25%). */
   onRetry?: (info: { attempt: number; delayMs: number; reason: string }) => void;
   /** Environment to read the defaults from (default process.env). */
   env?: NodeJS.ProcessEnv;
+  /** The fetch the SDK uses underneath (default: the global fetch). */
   fetch?: typeof fetch;
-  sleep?: (ms: number) => Promise<void>;
 }
 
 /** The JSON body of a chat-completions request. */
@@ -123,16 +131,67 @@ class Limiter {
   }
 }
 
-/** POSTs to an OpenAI-compatible /chat/completions endpoint, retrying transient failures. */
+/** The SDK's rule for retrying a response (client.js shouldRetry). */
+function sdkRetries(res: Response): boolean {
+  const h = res.headers.get('x-should-retry');
+  if (h === 'true' || h === 'false') return h === 'true';
+  return res.status === 408 || res.status === 409 || res.status === 429 || res.status >= 500;
+}
+
+/** One complete() call's view of the SDK's attempts: counts them, remembers why the last one failed, sets
+ *  the wait before an HTTP retry and tells onRetry. */
+class Attempts {
+  count = 0;
+  reason = '';
+  lastStatus: number | null = null;
+
+  constructor(
+    private readonly c: OpenAIChatClient,
+    private readonly base: typeof fetch,
+  ) {}
+
+  readonly fetch = async (url: string | URL | Request, init?: RequestInit): Promise<Response> => {
+    const attempt = this.count++;
+    const willRetry = attempt < this.c.maxRetries;
+    let res: Response;
+    try {
+      res = await this.base(url, init);
+    } catch (e) {
+      const err = e as Error & { cause?: { message?: string } };
+      this.reason =
+        err.name === 'AbortError' || err.name === 'TimeoutError'
+          ? `timed out after ${this.c.timeoutMs} ms`
+          : `${err.message}${err.cause ? ` (${err.cause.message ?? String(err.cause)})` : ''}`;
+      this.lastStatus = null;
+      // The SDK retries every connection error and timeout, after its own backoff.
+      if (willRetry) this.c.notifyRetry({ attempt: attempt + 1, delayMs: Math.min(8000, 500 * 2 ** attempt), reason: this.reason });
+      throw e;
+    }
+    if (res.ok) return res;
+    const text = await res.text();
+    this.lastStatus = res.status;
+    this.reason = `HTTP ${res.status}: ${errorText(text)}`;
+    const headers = new Headers(res.headers);
+    if (willRetry && sdkRetries(res)) {
+      const delayMs = this.c.backoff(attempt, retryAfterMs(res.headers.get('retry-after')));
+      headers.set('retry-after-ms', String(delayMs));
+      headers.delete('retry-after');
+      this.c.notifyRetry({ attempt: attempt + 1, delayMs, reason: this.reason });
+    }
+    return new Response(text, { status: res.status, statusText: res.statusText, headers });
+  };
+}
+
+/** Chat completions through the official SDK, with a concurrency gate. */
 export class OpenAIChatClient implements ChatCompleter {
   readonly model: string;
   readonly baseUrl: string;
   readonly url: string;
   readonly maxRetries: number;
-  private readonly apiKey: string;
+  readonly timeoutMs: number;
   private readonly o: ChatClientOptions;
-  private readonly fetchFn: typeof fetch;
-  private readonly sleep: (ms: number) => Promise<void>;
+  private readonly sdk: OpenAI;
+  private readonly baseFetch: typeof fetch;
   private readonly limiter: Limiter | null;
 
   constructor(o: ChatClientOptions = {}) {
@@ -144,13 +203,23 @@ export class OpenAIChatClient implements ChatCompleter {
       throw new RangeError(`[openai] maxRetries must be a non-negative integer (got ${o.maxRetries})`);
     if (o.concurrency !== undefined && !(Number.isInteger(o.concurrency) && o.concurrency >= 1))
       throw new RangeError(`[openai] concurrency must be a positive integer (got ${o.concurrency})`);
-    this.apiKey = key;
+    this.timeoutMs = o.timeoutMs ?? 300_000;
+    if (!(Number.isInteger(this.timeoutMs) && this.timeoutMs >= 1))
+      throw new RangeError(`[openai] timeoutMs must be a positive integer (got ${o.timeoutMs})`);
     this.baseUrl = (o.baseUrl ?? env.OPENAI_BASE_URL ?? DEFAULT_BASE_URL).replace(/\/+$/, '');
     this.url = `${this.baseUrl}/chat/completions`;
     this.model = o.model ?? DEFAULT_MODEL;
     this.o = o;
-    this.fetchFn = o.fetch ?? fetch;
-    this.sleep = o.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
+    this.baseFetch = o.fetch ?? fetch;
+    // Everything from the options or `env`, nothing from process.env behind our back.
+    this.sdk = new OpenAI({
+      apiKey: key,
+      baseURL: this.baseUrl,
+      organization: env.OPENAI_ORG_ID ?? null,
+      project: env.OPENAI_PROJECT_ID ?? null,
+      maxRetries: this.maxRetries,
+      timeout: this.timeoutMs,
+    });
     this.limiter = o.concurrency !== undefined ? new Limiter(o.concurrency) : null;
   }
 
@@ -163,63 +232,54 @@ export class OpenAIChatClient implements ChatCompleter {
     return this.limiter ? this.limiter.run(() => this.send(messages)) : this.send(messages);
   }
 
-  private backoff(attempt: number, retryAfter: number | null): number {
+  /** The wait before HTTP retry number attempt + 1 (0-based attempt). */
+  backoff(attempt: number, retryAfter: number | null): number {
     const max = this.o.retryMaxMs ?? 60_000;
-    if (retryAfter !== null) return Math.min(retryAfter, max);
+    if (retryAfter !== null) return Math.round(Math.min(retryAfter, max));
     const base = (this.o.retryBaseMs ?? 1000) * 2 ** attempt;
-    return Math.min(max, base * (0.5 + 0.5 * Math.random()));
+    return Math.round(Math.min(max, base * (0.5 + 0.5 * Math.random())));
+  }
+
+  notifyRetry(info: { attempt: number; delayMs: number; reason: string }): void {
+    this.o.onRetry?.(info);
   }
 
   private async send(messages: ChatMessage[]): Promise<ChatCompletionResult> {
-    const body = JSON.stringify(this.requestBody(messages));
-    const timeoutMs = this.o.timeoutMs ?? 300_000;
-    for (let attempt = 0; ; attempt++) {
-      let reason: string;
-      let retryAfter: number | null = null;
-      try {
-        const res = await this.fetchFn(this.url, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${this.apiKey}` },
-          body,
-          signal: AbortSignal.timeout(timeoutMs),
-        });
-        const text = await res.text();
-        if (res.ok) return this.parse(text, res.status, attempt);
-        const retryable = res.status === 408 || res.status === 429 || res.status >= 500;
-        if (!retryable) {
-          const fatal = res.status === 401 || res.status === 403 || res.status === 404;
-          throw new ApiError(`HTTP ${res.status} from ${this.url}: ${errorText(text)}`, res.status, fatal);
-        }
-        reason = `HTTP ${res.status}: ${errorText(text)}`;
-        retryAfter = retryAfterMs(res.headers.get('retry-after'));
-      } catch (e) {
-        if (e instanceof ApiError) throw e;
-        const err = e as Error & { cause?: { message?: string } };
-        reason =
-          err.name === 'TimeoutError'
-            ? `timed out after ${timeoutMs} ms`
-            : `${err.message}${err.cause ? ` (${err.cause.message ?? String(err.cause)})` : ''}`;
-      }
-      if (attempt >= this.maxRetries) throw new ApiError(`request to ${this.url} failed after ${attempt + 1} attempt(s): ${reason}`, null, false);
-      const delayMs = this.backoff(attempt, retryAfter);
-      this.o.onRetry?.({ attempt: attempt + 1, delayMs, reason });
-      await this.sleep(delayMs);
+    const attempts = new Attempts(this, this.baseFetch);
+    let reply: unknown;
+    try {
+      reply = await this.sdk
+        .withOptions({ fetch: attempts.fetch })
+        .chat.completions.create(this.requestBody(messages) as unknown as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    } catch (e) {
+      throw this.mapError(e, attempts);
     }
+    return this.parse(reply, attempts.count);
   }
 
-  private parse(text: string, status: number, attempt: number): ChatCompletionResult {
-    let j: { choices?: { message?: { content?: unknown }; finish_reason?: unknown }[]; model?: unknown; usage?: unknown };
-    try {
-      j = JSON.parse(text);
-    } catch {
-      throw new ApiError(`${this.url}: response is not JSON: ${text.slice(0, 120)}`, status, false);
+  /** The SDK's error as an ApiError with our wording. */
+  private mapError(e: unknown, a: Attempts): ApiError {
+    const tries = Math.max(1, a.count);
+    if (e instanceof APIError && !(e instanceof APIConnectionError) && typeof e.status === 'number') {
+      const retryable = e.status === 408 || e.status === 409 || e.status === 429 || e.status >= 500;
+      if (retryable) return new ApiError(`request to ${this.url} failed after ${tries} attempt(s): ${a.reason}`, e.status, false);
+      const fatal = e.status === 401 || e.status === 403 || e.status === 404;
+      return new ApiError(`HTTP ${e.status} from ${this.url}: ${a.reason.replace(/^HTTP \d+: /, '')}`, e.status, fatal);
     }
+    if (e instanceof APIConnectionError)
+      return new ApiError(`request to ${this.url} failed after ${tries} attempt(s): ${a.reason || e.message}`, null, false);
+    return new ApiError(`${this.url}: ${(e as Error)?.message ?? String(e)}`, a.lastStatus, false);
+  }
+
+  private parse(reply: unknown, attempts: number): ChatCompletionResult {
+    const j = (reply ?? {}) as { choices?: { message?: { content?: unknown }; finish_reason?: unknown }[]; model?: unknown; usage?: unknown };
+    if (typeof j !== 'object') throw new ApiError(`${this.url}: response is not JSON: ${String(reply).slice(0, 120)}`, 200, false);
     const c = j.choices?.[0];
     const content = c?.message?.content;
     if (!c || !c.message || (content !== null && typeof content !== 'string'))
       throw new ApiError(
         `${this.url}: response has no choices[0].message.content${c?.finish_reason ? ` (finish_reason ${String(c.finish_reason)})` : ''}`,
-        status,
+        200,
         false,
       );
     return {
@@ -227,7 +287,7 @@ export class OpenAIChatClient implements ChatCompleter {
       finishReason: typeof c.finish_reason === 'string' ? c.finish_reason : null,
       model: typeof j.model === 'string' ? j.model : null,
       usage: j.usage && typeof j.usage === 'object' ? (j.usage as Record<string, unknown>) : null,
-      attempts: attempt + 1,
+      attempts,
     };
   }
 }

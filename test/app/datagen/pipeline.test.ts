@@ -75,6 +75,53 @@ t.test('client: retries on 500 and 429, fails fast on 400, key handling', async 
   await t.rejects(dead.complete(msgs), /failed after 2 attempt\(s\)/);
 });
 
+t.test('client on the openai SDK: our wait before HTTP retries (Retry-After capped), onRetry, timeouts, typed errors mapped', async (t) => {
+  const mock = await startMock();
+  t.teardown(() => mock.close());
+  const msgs: ChatMessage[] = [{ role: 'user', content: 'hi' }];
+  const retries: { attempt: number; delayMs: number; reason: string }[] = [];
+  const c = new OpenAIChatClient({ apiKey: 'k', baseUrl: mock.url, maxRetries: 3, retryBaseMs: 1, retryMaxMs: 30, onRetry: (i) => retries.push(i) });
+  // An hour's Retry-After is capped at retryMaxMs (the SDK alone would sleep the hour); x-should-retry: false wins.
+  mock.handler = (_b, n) =>
+    n === 1
+      ? { status: 429, body: { error: { message: 'later' } }, headers: { 'retry-after': '3600' } }
+      : n === 2
+        ? { status: 502, body: 'bad gw' }
+        : ok('done');
+  const t0 = Date.now();
+  const r = await c.complete(msgs);
+  t.equal(r.content, 'done');
+  t.equal(r.attempts, 3);
+  t.ok(Date.now() - t0 < 5000, `capped wait (${Date.now() - t0} ms)`);
+  t.same(
+    retries.map((x) => [x.attempt, x.reason]),
+    [
+      [1, 'HTTP 429: later'],
+      [2, 'HTTP 502: bad gw'],
+    ],
+  );
+  t.equal(retries[0].delayMs, 30, 'Retry-After capped at retryMaxMs');
+  t.ok(retries[1].delayMs >= 1 && retries[1].delayMs <= 2, `backoff retryBaseMs * 2 * [0.5, 1] (${retries[1].delayMs})`);
+  mock.handler = () => ({ status: 500, body: { error: { message: 'no' } }, headers: { 'x-should-retry': 'false' } });
+  mock.requests.length = 0;
+  await t.rejects(c.complete(msgs), /failed after 1 attempt\(s\): HTTP 500: no/);
+  t.equal(mock.requests.length, 1, 'x-should-retry: false is obeyed');
+  for (const [status, fatal] of [
+    [403, true],
+    [404, true],
+    [422, false],
+  ] as const) {
+    mock.handler = () => ({ status, body: { error: { message: `status ${status}` } } });
+    const e = await c.complete(msgs).catch((x) => x);
+    t.ok(e instanceof ApiError && e.status === status && e.fatal === fatal, `${status}: fatal ${fatal}`);
+    t.match(e.message, new RegExp(`^\\[openai\\] HTTP ${status} from ${mock.url}/chat/completions: status ${status}$`));
+  }
+  // A per-attempt timeout is retried and reported as one.
+  mock.handler = () => ({ ...ok('late'), delayMs: 300 });
+  const slow = new OpenAIChatClient({ apiKey: 'k', baseUrl: mock.url, maxRetries: 0, timeoutMs: 50 });
+  await t.rejects(slow.complete(msgs), /failed after 1 attempt\(s\): timed out after 50 ms/);
+});
+
 t.test('generate: concurrency limit, JSONL lines, resume, malformed outputs, retry-failed, fatal stop', async (t) => {
   const mock = await startMock();
   t.teardown(() => mock.close());
