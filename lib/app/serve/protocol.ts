@@ -4,8 +4,8 @@
 //
 // Decisions (details in server.ts's header):
 // - Validation throws ApiError, which carries the HTTP status and OpenAI's {error:{message,type,param,code}}.
-// - Images arrive only as data URIs (decodeDataUri); their size is read from the PNG/JPEG header before any
-//   decoding (imageDimensions), so oversized images are refused cheaply.
+// - Images arrive only as data URIs (decodeDataUri); the image decoder (processing/image.ts) checks the pixel
+//   caps from the file's headers before it allocates any pixels, so oversized images are refused cheaply.
 // - Defaults follow docs/reference.md §9: temperature 0.2, max_tokens 512, the model worker's 1024 cap.
 import { randomBytes } from 'crypto';
 import { Conversation, appendMessage, getTemplate, insertImageToken, render } from '../processing/conversation';
@@ -145,33 +145,6 @@ export function decodeDataUri(url: string, param: string): Buffer {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64) && !/^[A-Za-z0-9_-]*={0,2}$/.test(b64))
     throw bad(`${param}: the data URI is not valid base64`, param, 'invalid_image_url');
   return Buffer.from(b64, b64.includes('-') || b64.includes('_') ? 'base64url' : 'base64');
-}
-
-/** Width x height from a PNG IHDR or a JPEG SOF segment, without decoding; null when not found. */
-export function imageDimensions(b: Buffer): { width: number; height: number } | null {
-  if (b.length >= 24 && b.readUInt32BE(0) === 0x89504e47 && b.toString('latin1', 12, 16) === 'IHDR')
-    return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
-  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) {
-    let p = 2;
-    while (p + 9 <= b.length) {
-      if (b[p] !== 0xff) return null;
-      const marker = b[p + 1];
-      if (marker === 0xff) {
-        p++;
-        continue;
-      }
-      if (marker === 0xd8 || marker === 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {
-        p += 2;
-        continue;
-      }
-      const len = b.readUInt16BE(p + 2);
-      // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC).
-      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc)
-        return { height: b.readUInt16BE(p + 5), width: b.readUInt16BE(p + 7) };
-      p += 2 + len;
-    }
-  }
-  return null;
 }
 
 /** The content parts one API uses: the types of its text parts, the type of its image part and where that

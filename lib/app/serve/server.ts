@@ -81,7 +81,6 @@ export {
   MAX_TOKENS_CAP,
   TrimmedStream,
   decodeDataUri,
-  imageDimensions,
   parseChatRequest,
   renderChatPrompt,
 } from './protocol';
