@@ -357,6 +357,17 @@ export class LlavaSession {
     return pv;
   }
 
+  /** preprocess with the JPEG decode off this thread, so a server's event loop keeps answering. */
+  async preprocessAsync(
+    image: string | Uint8Array | RgbImage,
+    aspect: AspectMode = this.aspect,
+    limits?: Partial<ImageLimits>,
+  ): Promise<PixelValues> {
+    const pv = await this.processor.preprocessAsync(image, { aspect, limits });
+    this.checkShape(pv);
+    return pv;
+  }
+
   /** Pixel values as a kept [1, 3, S, S] tensor on the model's device and dtype; the caller disposes it. */
   toTensor(pv: PixelValues): Tensor {
     return keep(tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: this.dtype, device: this.device }));

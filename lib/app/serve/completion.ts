@@ -71,11 +71,12 @@ const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 const shuttingDown = (): ApiError => new ApiError(503, 'the server is shutting down', null, 'server_shutting_down');
 
 /** The pixels of a request's image: decoding checks its size from the header (every header, so a second
- *  IHDR/SOF cannot hide a bigger image) and the images preprocessing makes of it. Throws 400. */
-export function requestPixels(session: LlavaSession, image: ImageInput, maxPixels: number): PixelValues {
+ *  IHDR/SOF cannot hide a bigger image) and the images preprocessing makes of it. The JPEG decode runs off
+ *  the event loop. Rejects with a 400. */
+export async function requestPixels(session: LlavaSession, image: ImageInput, maxPixels: number): Promise<PixelValues> {
   const param = image.param;
   try {
-    return session.preprocess(image.bytes, undefined, { maxPixels });
+    return await session.preprocessAsync(image.bytes, undefined, { maxPixels });
   } catch (e) {
     const msg = (e as Error).message.replace(/^image: (<buffer>: )?/, '');
     if (e instanceof ImageLimitError) throw bad(`${param}: ${msg}`, param, 'image_too_large');
@@ -156,8 +157,8 @@ export class Completions {
     return this.closing !== null;
   }
 
-  /** Tokenizes, preprocesses the image and applies the caps; throws ApiError 400. */
-  prepare(req: ChatRequest, param = 'messages'): Prepared {
+  /** Tokenizes, preprocesses the image and applies the caps; rejects with ApiError 400. */
+  async prepare(req: ChatRequest, param = 'messages'): Promise<Prepared> {
     const { model, tokenizer, template, chatTemplate, mmUseImStartEnd } = this.session;
     const prompt = renderChatPrompt(template, req, req.image !== null, { jinja: chatTemplate, mmUseImStartEnd });
     const ctx = this.contextLength;
@@ -167,7 +168,7 @@ export class Completions {
         param,
         'context_length_exceeded',
       );
-    const pixels = req.image ? requestPixels(this.session, req.image, this.o.maxImagePixels) : null;
+    const pixels = req.image ? await requestPixels(this.session, req.image, this.o.maxImagePixels) : null;
     const promptIds = encodePrompt(model, tokenizer, prompt);
     const promptLength = splicedLength(model, promptIds);
     if (promptLength >= ctx)
@@ -219,7 +220,7 @@ export class Completions {
     await nextTurn(); // a big body: let other requests in between parsing, validating and preparing
     const parsed = api.parse(body);
     await nextTurn();
-    const prep = this.prepare(parsed, api.conversationParam);
+    const prep = await this.prepare(parsed, api.conversationParam);
     const ac = new AbortController();
     const onClose = (): void => {
       if (!res.writableFinished) ac.abort();

@@ -219,33 +219,30 @@ t.test('one cap on every path: limits, environment, server, training data', asyn
 
   // Server: the request's cap reaches decoding, and malformed files are invalid images.
   const proc = new CLIPImageProcessor();
-  const session = { preprocess: (img: Uint8Array, aspect: undefined, limits: object) => proc.preprocess(img, { aspect, limits }) };
+  const session = { preprocessAsync: (img: Uint8Array, aspect: undefined, limits: object) => proc.preprocessAsync(img, { aspect, limits }) };
   const req = (bytes: Buffer) => ({ param: 'messages[0].content[1]', bytes }) as never;
-  const err = (f: () => unknown) => {
+  const err = async (f: () => Promise<unknown>) => {
     try {
-      f();
+      await f();
     } catch (e) {
       return e as { status?: number; code?: string; message: string };
     }
     return null;
   };
-  const tooBig = err(() => requestPixels(session as unknown as LlavaSession, req(fs.readFileSync(file)), 3000));
+  const tooBig = await err(() => requestPixels(session as unknown as LlavaSession, req(fs.readFileSync(file)), 3000));
   t.match(tooBig, { status: 400, code: 'image_too_large', message: /messages\[0\]\.content\[1\]: the image is 64x48 = 3072 pixels/ });
   // The cap covers what preprocessing makes too: the 298x224 resize of this 64x48 image.
-  t.equal(requestPixels(session as unknown as LlavaSession, req(fs.readFileSync(file)), 70000).shape[1], 224);
-  t.match(
-    err(() => requestPixels(session as unknown as LlavaSession, req(fs.readFileSync(file)), 4000)),
-    { code: 'image_too_large', message: /the resized image is 298x224/ },
-  );
+  t.equal((await requestPixels(session as unknown as LlavaSession, req(fs.readFileSync(file)), 70000)).shape[1], 224);
+  t.match(await err(() => requestPixels(session as unknown as LlavaSession, req(fs.readFileSync(file)), 4000)), {
+    code: 'image_too_large',
+    message: /the resized image is 298x224/,
+  });
   const one = greyPng(1, 1);
   const twoIhdr = Buffer.concat([one.subarray(0, 33), ihdr(12000, 12000), one.subarray(33)]);
-  t.match(
-    err(() => requestPixels(session as unknown as LlavaSession, req(twoIhdr), DEFAULT_MAX_IMAGE_PIXELS)),
-    {
-      code: 'invalid_image',
-      message: /cannot read the image: malformed PNG/,
-    },
-  );
+  t.match(await err(() => requestPixels(session as unknown as LlavaSession, req(twoIhdr), DEFAULT_MAX_IMAGE_PIXELS)), {
+    code: 'invalid_image',
+    message: /cannot read the image: malformed PNG/,
+  });
 
   // Training data: a bomb in the image folder is a DataError naming the record.
   fs.copyFileSync(path.join(FIX, 'rgb420.jpg'), path.join(tmp, 'ok.jpg'));

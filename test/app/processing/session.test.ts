@@ -156,7 +156,8 @@ t.test('chat, serve, eval and train preprocess an original checkpoint identicall
   const server = createServer({ model: orig, log: () => {} });
   let serveValues: Float32Array;
   try {
-    serveValues = requestPixels(server.llava.session, { bytes: fs.readFileSync(IMAGE), param: 'messages[0].content[0]' }, Infinity).pixelValues;
+    serveValues = (await requestPixels(server.llava.session, { bytes: fs.readFileSync(IMAGE), param: 'messages[0].content[0]' }, Infinity))
+      .pixelValues;
   } finally {
     await server.llava.shutdown();
   }
