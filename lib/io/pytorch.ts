@@ -159,7 +159,11 @@ function isRowMajor(t: TorchTensorRef): boolean {
   return true;
 }
 
-/** Copies a strided view (span starts at the view's first element) into a fresh row-major buffer. */
+/**
+ * Copies a strided view (span starts at the view's first element) into a fresh row-major buffer, plane by
+ * plane over the last two dims. A plane whose rows are contiguous is copied row by row; any other (a
+ * transpose) in 64 x 64 tiles, so both the reads and the writes stay within a few cache lines.
+ */
 function gather(span: Uint8Array, t: TorchTensorRef, size: number): Uint8Array {
   const n = numelOf(t.shape);
   const out = new Uint8Array(n * size);
@@ -170,16 +174,35 @@ function gather(span: Uint8Array, t: TorchTensorRef, size: number): Uint8Array {
   const src = new Arr(span.buffer as ArrayBuffer, span.byteOffset, span.byteLength / unit);
   const dst = new Arr(out.buffer, 0, out.byteLength / unit);
   const nd = t.shape.length;
-  const inner = nd ? t.shape[nd - 1] : 1;
-  const innerStride = (nd ? t.stride[nd - 1] : 0) * words;
-  const idx = new Array<number>(Math.max(0, nd - 1)).fill(0);
-  let base = 0; // element offset (relative to the span) of the current row
-  for (let o = 0; o < n * words;) {
-    for (let i = 0, s = base * words; i < inner; i++, s += innerStride) for (let w = 0; w < words; w++) dst[o++] = src[s + w];
-    for (let d = nd - 2; d >= 0; d--) {
-      base += t.stride[d];
+  const C = t.shape[nd - 1];
+  const sC = t.stride[nd - 1] * words;
+  const R = nd >= 2 ? t.shape[nd - 2] : 1;
+  const sR = nd >= 2 ? t.stride[nd - 2] * words : 0;
+  const outer = Math.max(0, nd - 2);
+  const idx = new Array<number>(outer).fill(0);
+  const TILE = 64;
+  let base = 0; // offset in units (relative to the span) of the current plane
+  for (let o = 0; o < n * words; o += R * C * words) {
+    if (sC === words || R === 1) {
+      for (let i = 0, d = o; i < R; i++)
+        for (let j = 0, s = base + i * sR; j < C; j++, s += sC) for (let w = 0; w < words; w++) dst[d++] = src[s + w];
+    } else {
+      for (let i0 = 0; i0 < R; i0 += TILE)
+        for (let j0 = 0; j0 < C; j0 += TILE) {
+          const i1 = Math.min(R, i0 + TILE);
+          const j1 = Math.min(C, j0 + TILE);
+          for (let i = i0; i < i1; i++) {
+            let s = base + i * sR + j0 * sC;
+            let d = o + (i * C + j0) * words;
+            if (words === 1) for (let j = j0; j < j1; j++, s += sC) dst[d++] = src[s];
+            else for (let j = j0; j < j1; j++, s += sC) ((dst[d++] = src[s]), (dst[d++] = src[s + 1]));
+          }
+        }
+    }
+    for (let d = outer - 1; d >= 0; d--) {
+      base += t.stride[d] * words;
       if (++idx[d] < t.shape[d]) break;
-      base -= t.stride[d] * t.shape[d];
+      base -= t.stride[d] * words * t.shape[d];
       idx[d] = 0;
     }
   }
