@@ -30,6 +30,8 @@ export type { TorchStorage, TorchTensorRef } from './pytorch_pickle';
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
 const LEGACY_PROTOCOL = 1001;
 const MAX_PICKLE_BYTES = 1 << 30;
+/** The largest tensor one read returns: Node 20's largest ArrayBuffer (4 GiB). */
+const MAX_TENSOR_BYTES = 2 ** 32;
 
 interface StorageBytes {
   /** Bytes present for the storage. */
@@ -122,6 +124,7 @@ export class PytorchFile implements TensorSource {
     if (this.closeFn === null) throw new Error(`pytorch: ${this.path}: read('${name}') after close()`);
     const t = this.ref(name);
     const size = dtypeSizes[t.storage.dtype];
+    if (numelOf(t.shape) === 0) return { dtype: t.storage.dtype, shape: t.shape.slice(), data: new Uint8Array(0) };
     const [begin, end] = spanOf(t);
     const span = this.storageBytes.get(t.storage.key)!.read(begin, end - begin);
     const data = isRowMajor(t) ? span : gather(span, t, size);
@@ -221,8 +224,13 @@ function validate(tensors: Map<string, TorchTensorRef>, bytes: Map<string, Stora
     if (b.size !== need) fail(`storage '${key}' declares ${s.numel} x ${s.dtype} = ${need} bytes but its data record holds ${b.size} bytes`);
   }
   for (const [name, t] of tensors) {
-    const [, end] = spanOf(t);
     const size = dtypeSizes[t.storage.dtype];
+    const bytes = numelOf(t.shape) * size;
+    // An expanded (stride 0) view may be far larger than its storage; it must still fit one buffer.
+    if (!Number.isSafeInteger(bytes) || bytes > MAX_TENSOR_BYTES)
+      fail(`tensor '${name}': shape [${t.shape}] of ${t.storage.dtype} would need ${bytes} bytes, over the ${MAX_TENSOR_BYTES}-byte limit`);
+    if (bytes === 0) continue;
+    const [, end] = spanOf(t);
     if (!Number.isSafeInteger(end) || end > t.storage.numel * size)
       fail(
         `tensor '${name}': shape [${t.shape}] with strides [${t.stride}] at storage offset ${t.offset} reaches element ${end / size - 1}, ` +

@@ -5,9 +5,11 @@
 // Decisions:
 // - The format of a file is read from its first bytes, not its name: HF repos hold `.bin` zips, people
 //   rename `.pt` to `.pth`, and a safetensors file starts with its 8-byte header length instead.
-// - A directory is searched in the order transformers uses: the safetensors index, model.safetensors,
-//   any *.safetensors, then pytorch_model.bin.index.json, pytorch_model.bin, any *.bin. So a repo that
-//   ships both formats loads its safetensors, and one that ships only the reference's .bin shards loads those.
+// - A directory is searched by the standard names first, safetensors before PyTorch as transformers does:
+//   model.safetensors.index.json, model.safetensors, pytorch_model.bin.index.json, pytorch_model.bin; then
+//   any *.safetensors, then any *.bin (training_args / optimizer / scheduler / rng_state files excepted). So
+//   a repo that ships both formats loads its safetensors, and one with the reference's .bin shards loads
+//   those even if a stray *.safetensors file sits next to them.
 // - A sharded index (either kind) is checked as the safetensors one is: shards are plain files of the
 //   directory, each listed tensor is in its shard, no tensor is in two shards.
 import * as fs from 'fs';
@@ -162,9 +164,10 @@ export function openStateDict(p: string): StateDict {
       .filter((f) => re.test(f) && fs.statSync(path.join(p, f)).isFile())
       .sort()
       .map((f) => path.join(p, f));
-  if (has('model.safetensors.index.json') || has('model.safetensors') || list(/\.safetensors$/).length) return fromSafetensors(loadSharded(p));
+  if (has('model.safetensors.index.json') || has('model.safetensors')) return fromSafetensors(loadSharded(p));
   if (has('pytorch_model.bin.index.json')) return openBinIndex(p, path.join(p, 'pytorch_model.bin.index.json'));
   if (has('pytorch_model.bin')) return openMany([path.join(p, 'pytorch_model.bin')]);
+  if (list(/\.safetensors$/).length) return fromSafetensors(loadSharded(p));
   const bins = list(BIN_EXT).filter((f) => !/(^|\/)(training_args|optimizer|scheduler|rng_state[^/]*)\.(bin|pt|pth)$/.test(f));
   if (bins.length) return openMany(bins);
   throw new Error(

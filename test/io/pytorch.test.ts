@@ -96,6 +96,15 @@ t.test('openStateDict reads safetensors too, by content, and says which format',
   tt.equal(dir.format, 'safetensors');
   tt.same(dir.files, [TINY], 'the model file, not reference.safetensors');
   dir.close();
+  // .bin shards with their index win over a stray *.safetensors file next to them
+  const mixed = path.join(tmp, 'mixed');
+  fs.mkdirSync(mixed);
+  for (const f of fs.readdirSync(path.join(FIX, 'tiny-llava-bin'))) fs.copyFileSync(path.join(FIX, 'tiny-llava-bin', f), path.join(mixed, f));
+  fs.copyFileSync(path.join(FIX, 'cases_expected.safetensors'), path.join(mixed, 'stray.safetensors'));
+  const m = openStateDict(mixed);
+  tt.equal(m.format, 'pytorch');
+  tt.equal(m.names().length, 80);
+  m.close();
 });
 
 t.test('lazy: opening reads no tensor bytes, a read reads only its span', async (tt) => {

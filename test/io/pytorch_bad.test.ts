@@ -90,6 +90,11 @@ const table: [string, () => Uint8Array | Buffer, RegExp][] = [
     () => torchZip(stateDictPickle({ w: { ...w, shape: [2, 2], stride: [3, 1] } }), { 0: good }),
     /strides \[3,1\].*reaches element 4/,
   ],
+  [
+    'an expanded view too large for memory',
+    () => torchZip(stateDictPickle({ w: { ...w, shape: [2 ** 26, 2 ** 26], stride: [0, 0] } }), { 0: good }),
+    /tensor 'w': shape \[67108864,67108864\] of F32 would need \d+ bytes, over the 4294967296-byte limit/,
+  ],
   ['missing data entry', () => torchZip(stateDictPickle({ w }), {}), /storage '0' has no data record \(missing entry data\/0\)/],
   [
     'os.system via GLOBAL + REDUCE',
