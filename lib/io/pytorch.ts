@@ -28,6 +28,8 @@ import { ZipReader } from './zip';
 export type { TorchStorage, TorchTensorRef } from './pytorch_pickle';
 
 const LEGACY_MAGIC = 0x1950a86a20f9469cfc6cn;
+/** LONG1's little-endian bytes of LEGACY_MAGIC. */
+const LEGACY_MAGIC_BYTES = Buffer.from('6cfc9c46f9206aa85019', 'hex');
 const LEGACY_PROTOCOL = 1001;
 const MAX_PICKLE_BYTES = 1 << 30;
 /** The largest tensor one read returns: Node 20's largest ArrayBuffer (4 GiB). */
@@ -50,7 +52,9 @@ export function sniffTorchFormat(file: string): 'zip' | 'legacy' | 'tar' | null 
     fs.closeSync(fd);
   }
   if (n >= 4 && b.readUInt32LE(0) === 0x04034b50) return 'zip';
-  if (n >= 2 && b[0] === 0x80 && b[1] <= 5) return 'legacy';
+  // A legacy file opens with a pickled magic number (LONG1 after PROTO, maybe a FRAME). "0x80 then a small
+  // byte" alone is not enough: a safetensors header length such as 0x280 starts the same way.
+  if (n >= 2 && b[0] === 0x80 && b[1] <= 5 && b.subarray(0, 32).indexOf(LEGACY_MAGIC_BYTES) >= 0) return 'legacy';
   if (n >= 262 && b.toString('latin1', 257, 262) === 'ustar') return 'tar';
   return null;
 }

@@ -96,6 +96,16 @@ t.test('openStateDict reads safetensors too, by content, and says which format',
   tt.equal(dir.format, 'safetensors');
   tt.same(dir.files, [TINY], 'the model file, not reference.safetensors');
   dir.close();
+  // A safetensors header of 0x280 bytes starts 80 02, like a protocol-2 pickle: still safetensors.
+  const json = Buffer.from(JSON.stringify({ x: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }).padEnd(0x280, ' '));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  const tricky = path.join(tmp, 'tricky.safetensors');
+  fs.writeFileSync(tricky, Buffer.concat([len, json, Buffer.from(f32Bytes([2.5]))]));
+  tt.equal(checkpointFormat(tricky), 'safetensors');
+  const tr = openStateDict(tricky);
+  tt.same([...tr.readAsFloat32('x')], [2.5]);
+  tr.close();
   // .bin shards with their index win over a stray *.safetensors file next to them
   const mixed = path.join(tmp, 'mixed');
   fs.mkdirSync(mixed);
