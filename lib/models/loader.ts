@@ -1,5 +1,6 @@
 // loader.ts — fromPretrained: configs and weights of llava-hf, original llava_llama (+ a separate
-// CLIP directory), and plain CLIP / LLaMA checkpoints, in safetensors (single or sharded).
+// CLIP directory), and plain CLIP / LLaMA checkpoints, in safetensors or PyTorch .bin (single or sharded;
+// io/state_dict.ts picks the format).
 //
 // Every checkpoint name is mapped to this engine's names (the llava-hf on-disk layout); each
 // parameter is read tensor by tensor, cast on the CPU to the requested dtype and copied to the
@@ -14,7 +15,8 @@ import { writeBytes, copyBytes } from '../core/dispatch';
 import { to } from '../ops/view';
 import { rand, Generator } from '../ops/creation';
 import { sub, mul, copyInto } from '../ops/elementwise';
-import { loadSharded, TensorSource } from '../io/safetensors';
+import type { TensorSource } from '../io/safetensors';
+import { openStateDict } from '../io/state_dict';
 import { Module } from '../nn/module';
 import { LlavaForConditionalGeneration, LlavaConfig } from './llava';
 import { CLIPVisionModel, CLIPVisionConfig } from './clip';
@@ -272,9 +274,8 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
   const { config, visionDir } = readLlavaConfig(dir, opts.visionTower);
   const { sources, model } = openChecked(
     () => {
-      const out: Sources = [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }];
-      if (visionDir)
-        out.push({ src: loadSharded(visionDir) as TensorSource, rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
+      const out: Sources = [{ src: openStateDict(dir), rename: canonicalName }];
+      if (visionDir) out.push({ src: openStateDict(visionDir), rename: (n) => (n.startsWith('vision_model.') ? canonicalName(n) : null) });
       return out;
     },
     (s) => checkConfigAgainstCheckpoint(s, config.text, config.vision),
@@ -311,7 +312,7 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
 export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
   const cfg = visionConfigFrom(readConfig(path.join(dir, 'config.json')));
   const { sources, model: holder } = openChecked(
-    () => [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }],
+    () => [{ src: openStateDict(dir), rename: canonicalName }],
     (s) => checkConfigAgainstCheckpoint(s, null, cfg),
     () => new Module(),
   );
@@ -331,7 +332,7 @@ export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionM
 export function loadLlama(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
   const cfg = textConfigFrom(readConfig(path.join(dir, 'config.json')));
   const { sources, model: holder } = openChecked(
-    () => [{ src: loadSharded(dir) as TensorSource, rename: canonicalName }],
+    () => [{ src: openStateDict(dir), rename: canonicalName }],
     (s) => checkConfigAgainstCheckpoint(s, cfg, null),
     () => new Module(),
   );

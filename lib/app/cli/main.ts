@@ -3,13 +3,14 @@
 // commands; each group lives in its own file and registers itself:
 //   train.ts      train, preprocess            inference.ts  chat, verify
 //   datagen.ts    gen-data, collect-data, ...  eval.ts       eval sqa-* / bench-*
-//   serve.ts      serve
+//   serve.ts      serve                       convert.ts    convert
 //
 // Conventions shared by every command (util.ts): commander validates numbers and choices; any other bad
 // input ends in one line `llava <command>: error: ...` on stderr and exit code 1 (the stack too with
 // LLAVA_DEBUG set); commander's own usage errors also exit 1. Heavy modules (the native addon, models) are
 // imported inside the actions, so `--help` starts fast and works without the addon.
 import { Command } from 'commander';
+import { registerConvertCommand } from './convert';
 import { registerDataCommands } from './datagen';
 import { registerEvalCommands } from './eval';
 import { registerInferenceCommands } from './inference';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
   registerDataCommands(program);
   registerEvalCommands(program);
   registerServeCommand(program);
+  registerConvertCommand(program);
   return program;
 }
 

@@ -17,6 +17,8 @@ import { Tensor } from '../../core/tensor';
 import { keep, tidy } from '../../core/memory';
 import { noGrad } from '../../core/autograd';
 import { tensor } from '../../ops/creation';
+// The ops index binds Tensor's methods (dataSync's contiguous copy): `llava verify` loads nothing else that does.
+import '../../ops';
 import { narrow } from '../../ops/view';
 import type { DType, Device } from '../../core/dtype';
 import { SafetensorsFile, typedView, SafetensorsDtype } from '../../io/safetensors';

@@ -182,7 +182,10 @@ export const TRAIN_OPTIONS = {
     default: false,
   }),
   pretrainMmMlpAdapter: maybe(
-    text('command', { flag: '--pretrain-mm-mlp-adapter <file>', help: 'stage-1 projector (mm_projector.safetensors) to start stage 2 from' }),
+    text('command', {
+      flag: '--pretrain-mm-mlp-adapter <file>',
+      help: "stage-1 projector to start stage 2 from (this trainer's mm_projector.safetensors or the reference's mm_projector.bin)",
+    }),
   ),
   visionTower: maybe(text('command', { flag: '--vision-tower <dir>', help: 'CLIP directory for original llava_llama checkpoints' })),
   aspect: oneOf('command', ['square', 'pad'] as const, { flag: '--aspect <mode>', help: 'image aspect handling', defaultText: 'preset' }),

@@ -33,6 +33,7 @@ import type { LlavaForConditionalGeneration } from '../../models/llava';
 import type { AdamW } from '../../optim/adamw';
 import { removeDirAtomic, writeFileAtomic } from '../util/files';
 import { readJson } from '../../io/json';
+import { openStateDict } from '../../io/state_dict';
 
 export const PROJECTOR_FILE = 'mm_projector.safetensors';
 export const MODEL_FILE = 'model.safetensors';
@@ -142,10 +143,11 @@ export function modelTensors(model: LlavaForConditionalGeneration): Map<string, 
   return out;
 }
 
-/** Copy weights from a safetensors file (any naming the loader knows) into the model; others untouched. */
+/** Copy weights from a safetensors or PyTorch (.bin) file, in any naming the loader knows (the reference's
+ *  mm_projector.bin included), into the model; others untouched. */
 export function loadPartialWeights(model: LlavaForConditionalGeneration, file: string, opts: { only?: 'projector' } = {}): string[] {
   if (!fs.existsSync(file)) throw new Error(`[checkpoint] ${file} not found`);
-  const src = SafetensorsFile.open(file);
+  const src = openStateDict(file);
   try {
     const loaded: string[] = [];
     const rename = (n: string): string | null => {
