@@ -24,6 +24,7 @@
 import { TEMPLATE_NAMES } from '../processing/conversation';
 import { DEVICES, TRAIN_DTYPES } from '../util/runtime';
 import type { ProgressMode } from '../util/progress';
+import type { DataParallel } from './distributed';
 import { PRESETS, PRESET_KEYS, PRESET_NAMES, type PresetName, type StageName } from './presets';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -254,6 +255,8 @@ export interface TrainerHooks {
   /** Edits the copied config.json of saved models (e.g. an absolute mm_vision_tower path), after the
    *  trainer's own record of template, aspect and image token scheme. */
   configPatch?: (cfg: Record<string, unknown>) => void;
+  /** Data-parallel training over a process group (distributed.ts); gradAccum is then per rank. */
+  parallel?: DataParallel;
 }
 /** What `new Trainer(...)` takes: stage and lr are required, the rest default from the table. */
 export type TrainerOptions = Partial<TrainerSettings> & Pick<TrainerSettings, 'stage' | 'lr'> & TrainerHooks;
@@ -342,6 +345,7 @@ export function resolveTrainerOptions(opts: TrainerOptions): ResolvedTrainerOpti
     log: opts.log ?? ((m) => console.log(m)),
     // Runs after the training record (Trainer.modelFilesPatch) is written into config.json.
     configPatch: opts.configPatch,
+    parallel: opts.parallel,
   };
 }
 
