@@ -39,7 +39,7 @@ import { writeDirAtomic, writeFileAtomic } from '../util/files';
 export const DIST_FILE = 'distributed.json';
 export const shardFile = (rank: number, world: number): string => `optimizer.rank-${rank}-of-${world}.safetensors`;
 
-export const STRATEGIES = ['ddp', 'zero1', 'zero2', 'zero3'] as const;
+import { STRATEGIES } from './options';
 export type Strategy = (typeof STRATEGIES)[number];
 
 /** A contiguous 1-D view of `len` elements of contiguous `t`, from element `start`. */
@@ -325,4 +325,21 @@ export class DataParallel {
     this.shardGrad?.dispose();
     this.shardGrad = null;
   }
+}
+
+/**
+ * The command line's entry to a job: joins it when the launcher started several processes (lib/dist
+ * init: MPI under mpirun, NCCL too on CUDA) and returns the DataParallel for the chosen strategy, or null
+ * for a single process. Rank 0 alone should print; every rank must call this before touching the output.
+ */
+export async function joinJob(o: { strategy?: Strategy; timeoutS?: number; device: 'cpu' | 'cuda' }): Promise<DataParallel | null> {
+  const { readDistEnv, init } = await import('../../dist');
+  const env = readDistEnv();
+  if (env.worldSize === 1) {
+    if (o.strategy && o.strategy !== 'ddp')
+      throw new Error(`[train] --distributed ${o.strategy} needs several processes (--nproc-per-node N or mpirun -np N)`);
+    return null;
+  }
+  const pg = await init({ timeoutS: o.timeoutS, device: o.device });
+  return new DataParallel(pg, o.strategy ?? 'ddp');
 }
