@@ -143,3 +143,29 @@ t.test('a hung rank ends the job with an error within the timeout; a killed rank
   t.match(die.out, /signal 9|Killed|no answer/, 'the launcher reports the dead rank');
   t.ok(die.seconds < 45, `ended after ${die.seconds.toFixed(1)} s`);
 });
+
+t.test('llava train --nproc-per-node 2 runs the ranks itself; rank 0 alone prints; zero1 shards the checkpoint', async (t) => {
+  const demo = makeDemoData(path.join(tmp, 'cli-demo'));
+  const out = path.join(tmp, 'cli-out');
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'main.ts'), 'train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson]
+      .concat(['--image-folder', demo.imageFolder, '--output', out, '--max-steps', '2', '--batch-size', '4', '--micro-batch-size', '1'])
+      .concat(['--nproc-per-node', '2', '--distributed', 'zero1', '--progress', 'plain']),
+    { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
+  );
+  t.equal(r.status, 0, `exit 0 (${r.stderr.slice(-1500)})`);
+  t.match(r.stdout, /starting 2 processes: mpirun -np 2/);
+  t.match(r.stdout, /global batch 4 = 1 x 4, .*2 processes \(zero1\)/, 'global batch = micro x accumulation x world');
+  t.equal(r.stdout.match(/\[train\] loading/g)?.length, 1, 'one rank prints');
+  const ck = path.join(out, 'checkpoint-2');
+  t.same(
+    fs.readdirSync(ck).filter((f) => f.startsWith('optimizer') || f === 'distributed.json'),
+    ['distributed.json', 'optimizer.rank-0-of-2.safetensors', 'optimizer.rank-1-of-2.safetensors'],
+  );
+  t.equal(fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n').length, 2, 'one log line per step');
+  // The consolidated export is the usual model folder.
+  const m = loadLlava(out);
+  t.ok(m.namedParameters().length > 0, 'the final model loads');
+  m.dispose();
+});
