@@ -211,8 +211,11 @@ export class DataParallel {
     const p0 = params[0];
     const full = zeros([this.shardSize * this.world], { dtype: p0.dtype, device: p0.device });
     try {
-      for (const p of params) copyInto(flat(full, this.offsets.get(p)!, p.numel), flat(p.grad!, 0, p.numel));
-      for (const p of params) p.zeroGrad(); // the full gradients are not needed past this point
+      // Each gradient is freed as soon as it is packed: the full gradient exists once, not twice.
+      for (const p of params) {
+        copyInto(flat(full, this.offsets.get(p)!, p.numel), flat(p.grad!, 0, p.numel));
+        p.zeroGrad();
+      }
       this.shardGrad?.dispose();
       this.shardGrad = keep(zeros([this.shardSize], { dtype: p0.dtype, device: p0.device }));
       this.pg.reduceScatter(this.shardGrad, full, 'sum').wait();
