@@ -28,7 +28,17 @@ export function runDistCases(o: BenchOptions): void {
   const env = { ...process.env, LLAVA_NUM_THREADS: '1', OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' };
   const tps: number[] = [];
   for (const n of [1, 2]) {
-    const args = ['-np', String(n), '--oversubscribe', '--bind-to', 'none', process.execPath, ...(ts ? ['--import', 'tsx'] : []), worker, String(steps)];
+    const args = [
+      '-np',
+      String(n),
+      '--oversubscribe',
+      '--bind-to',
+      'none',
+      process.execPath,
+      ...(ts ? ['--import', 'tsx'] : []),
+      worker,
+      String(steps),
+    ];
     const r = spawnSync(bin, args, { encoding: 'utf8', env, timeout: 600_000 });
     const line = r.stdout.split('\n').find((l) => l.startsWith('{"procs"'));
     if (r.status !== 0 || !line) {

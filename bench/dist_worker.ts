@@ -33,7 +33,16 @@ async function main(): Promise<void> {
     });
     const model = loadLlava(fix);
     const par = pg.worldSize > 1 ? new DataParallel(pg, 'ddp') : undefined;
-    const tr = new Trainer(model, ds, { stage: 2, lr: 1e-4, microBatch: 2, gradAccum: 1, maxSteps: steps, progress: 'none', log: () => {}, parallel: par });
+    const tr = new Trainer(model, ds, {
+      stage: 2,
+      lr: 1e-4,
+      microBatch: 2,
+      gradAccum: 1,
+      maxSteps: steps,
+      progress: 'none',
+      log: () => {},
+      parallel: par,
+    });
     const r = await tr.train();
     const tps = r.history
       .slice(2)

@@ -130,6 +130,10 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/zero2 = ddp, sharded 
       `${s}: frozen parameters bit-identical`,
     );
   t.ok(ranks[0].ckFiles.includes('optimizer.rank-0-of-2.safetensors') && ranks[0].ckFiles.includes('optimizer.rank-1-of-2.safetensors'), 'one optimizer shard per rank');
+  for (const r of ranks) {
+    t.equal(r.live.tensors[1], r.live.tensors[0], `rank ${r.rank}: live tensors flat across 5 trainings (${r.live.tensors[0]})`);
+    t.ok(r.live.bytes[1] <= r.live.bytes[0], `rank ${r.rank}: live CPU bytes do not grow (${r.live.bytes[0]} -> ${r.live.bytes[1]})`);
+  }
   t.same(ranks[0].resumedLosses, [runs.zero2.losses[STEPS - 1]], 'sharded checkpoint -> resume: the same next loss');
 });
 

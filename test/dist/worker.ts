@@ -120,6 +120,7 @@ async function main(): Promise<void> {
     return;
   }
   const res: Record<string, unknown> = { rank: pg.rank, world: pg.worldSize, collectives: collectives(pg) };
+  const before = L.memory();
   for (const s of ['ddp', 'zero1', 'zero2'] as Strategy[]) {
     const r = await train(pg, s);
     if (pg.rank === 0) fs.writeFileSync(path.join(job.out, `${s}.json`), JSON.stringify(r));
@@ -132,6 +133,8 @@ async function main(): Promise<void> {
   res.ckFiles = fs.readdirSync(findCheckpoint(ck)!).sort();
   const resumed = await train(pg, 'zero2', { outputDir: ck, resume: true });
   res.resumedLosses = resumed.losses;
+  const after = L.memory();
+  res.live = { tensors: [before.numTensors, after.numTensors], bytes: [before.cpu.bytes, after.cpu.bytes] };
   let e = '';
   try {
     new DataParallel(pg, 'zero2').checkSame('model config', { rank: pg.rank });

@@ -213,7 +213,9 @@ export class DataParallel {
     try {
       // Each gradient is freed as soon as it is packed: the full gradient exists once, not twice.
       for (const p of params) {
-        copyInto(flat(full, this.offsets.get(p)!, p.numel), flat(p.grad!, 0, p.numel));
+        const [dst, src] = [flat(full, this.offsets.get(p)!, p.numel), flat(p.grad!, 0, p.numel)];
+        copyInto(dst, src);
+        [dst, src].forEach((v) => v.dispose()); // views hold their storage: drop them with the gradient
         p.zeroGrad();
       }
       this.shardGrad?.dispose();
