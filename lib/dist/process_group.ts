@@ -10,8 +10,8 @@
 // communication thread (MPI) or the CUDA stream (NCCL), while JavaScript goes on (for example with the
 // backward of the layers below). `work.wait()` blocks until it is done, or throws after the group's
 // timeout (default 300 s; LLAVA_DIST_TIMEOUT or init({timeoutS})) naming the collective — what a dead or
-// hung peer turns into. The tensors of a collective in flight must stay alive and untouched until its
-// wait(): the Work keeps them referenced, and the addon refuses a disposed one.
+// hung peer turns into. The tensors of a collective in flight must not be read or written until its
+// wait(); their memory stays allocated until then even if they are disposed (the Work holds the storages).
 import { Tensor } from '../core/tensor';
 import { distCall, type DistEntry } from '../core/collective';
 import { zeros } from '../ops/creation';
@@ -47,6 +47,8 @@ export class Work {
     private readonly timeoutS: number,
   ) {
     if (backend === 'none') this.finished = true;
+    // The storages stay allocated until the transfer is over, even if a tensor is disposed meanwhile.
+    for (const t of tensors) t.storage.retain();
   }
 
   /** The tensors this collective reads or writes (held until wait()). */
@@ -58,8 +60,10 @@ export class Work {
   wait(): void {
     if (this.finished) return;
     this.finished = true;
-    this.tensors = [];
     distCall(this.backend === 'mpi' ? 'dist_wait' : 'nccl_wait', [this.id, this.timeoutS]);
+    // Released only once the transfer is known to be over (after a timeout it may still write into them).
+    for (const t of this.tensors) t.storage.release();
+    this.tensors = [];
   }
 
   /** Whether wait() would return at once (MPI only; NCCL work reports false until waited on). */
@@ -241,5 +245,15 @@ export async function init(o: InitOptions = {}): Promise<ProcessGroup> {
     }
   }
   current = new ProcessGroup(env, timeoutS, mpi, nccl);
+  // A script that ends without destroy(): finalise MPI anyway, or mpirun reports the job as failed.
+  if (mpi) process.once('exit', () => finalizeQuietly());
   return current;
+}
+
+function finalizeQuietly(): void {
+  try {
+    current?.destroy();
+  } catch {
+    // exiting anyway
+  }
 }

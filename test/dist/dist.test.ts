@@ -77,6 +77,7 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/zero2 = ddp, sharded 
   t.same(c0.avgBf16, [1.5, 1, 3], 'all_reduce avg on bf16 (through f32)');
   t.same(c1.avgBf16, c0.avgBf16);
   t.same(c0.max, [1, 0], 'all_reduce max on f64');
+  t.same(c0.inFlight.slice(1), [c0.inFlight[0], c0.inFlight[0] - 1], 'a tensor disposed in flight keeps its storage until wait()');
   t.same([c0.reduceScatter, c1.reduceScatter], [[3, 6], [9, 12]], 'reduce_scatter: rank r gets block r summed');
   t.same([c0.allGather, c1.allGather], [[0, 10, 1, 11], [0, 10, 1, 11]], 'all_gather');
   t.same([c0.broadcast, c1.broadcast], [[6, 7], [6, 7]], 'broadcast from rank 1');

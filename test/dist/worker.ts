@@ -75,6 +75,14 @@ function collectives(pg: L.dist.ProcessGroup): Record<string, unknown> {
   pg.broadcast(bc, 1).wait();
   out.broadcast = Array.from(bc.dataSync());
   pg.barrier().wait();
+  // Disposed while in flight: the storage lives until wait(), then goes.
+  const d = L.tensor([1, 2], f32);
+  const live = L.memory().cpu.storages;
+  const wd = pg.allReduce(d);
+  d.dispose();
+  const during = L.memory().cpu.storages;
+  wd.wait();
+  out.inFlight = [live, during, L.memory().cpu.storages];
   const errors: string[] = [];
   for (const bad of [
     () => pg.reduceScatter(L.zeros([3]), L.zeros([4])),
