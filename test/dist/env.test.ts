@@ -99,3 +99,20 @@ t.test('per-rank plan, batch split and the mpirun command line', async (t) => {
   t.same(args.slice(0, 2), ['-np', '2']);
   t.same(args.slice(-6), ['--import', 'tsx', 'main.js', 'train', '--lr', '1']);
 });
+
+t.test('a checkpoint resumes with as many processes as wrote it, sharded or not', async (t) => {
+  const fs = await import('fs');
+  const os = await import('os');
+  const path = await import('path');
+  const { checkProcesses, DIST_FILE } = await import('../../lib/app/train/distributed');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-ck-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const par = (world: number, strategy: string) => ({ world, strategy, sharded: strategy !== 'ddp' }) as unknown as DataParallel;
+  t.doesNotThrow(() => checkProcesses(dir, null), 'one process, one process');
+  t.throws(() => checkProcesses(dir, par(2, 'ddp')), /written by 1 process; this run has 2 \(ddp\)/);
+  fs.writeFileSync(path.join(dir, DIST_FILE), JSON.stringify({ strategy: 'zero2', worldSize: 2 }));
+  t.doesNotThrow(() => checkProcesses(dir, par(2, 'zero1')), 'zero2 shards resume under zero1 with the same world');
+  t.throws(() => checkProcesses(dir, null), /written by 2 processes \(zero2\); this run has 1: .*sharded strategy/);
+  t.throws(() => checkProcesses(dir, par(4, 'zero2')), /this run has 4 \(zero2\)/);
+  t.throws(() => checkProcesses(dir, par(2, 'ddp')), /sharded strategy/);
+});

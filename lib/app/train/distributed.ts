@@ -308,14 +308,8 @@ export class DataParallel {
     this.barrier();
   }
 
-  /** Loads this rank's optimizer shard (sharded runs; the same world size and strategy only). */
+  /** Loads this rank's optimizer shard (checkProcesses has matched the world size and the strategy). */
   loadOptimizerShard(dir: string, opt: AdamW, step: number): void {
-    const f = path.join(dir, DIST_FILE);
-    const rec = fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as { strategy?: string; worldSize?: number }) : {};
-    if (rec.worldSize !== this.world || !(rec.strategy === 'zero1' || rec.strategy === 'zero2'))
-      throw new Error(
-        `[train] checkpoint ${dir} holds ${rec.worldSize ? `${rec.strategy} shards of ${rec.worldSize} ranks` : 'no optimizer shards'}; this run is ${this.strategy} on ${this.world}: resume a sharded run with the same world size`,
-      );
     const shard = path.join(dir, shardFile(this.rank, this.world));
     if (!fs.existsSync(shard)) throw new Error(`[train] checkpoint ${dir} lacks ${shardFile(this.rank, this.world)} (a rank died while saving?)`);
     loadOptimizer(opt, shard, step);
@@ -347,4 +341,21 @@ export async function joinJob(o: { strategy?: Strategy; timeoutS?: number; devic
   }
   const pg = await init({ timeoutS: o.timeoutS, device: o.device });
   return new DataParallel(pg, o.strategy ?? 'ddp');
+}
+
+/**
+ * A checkpoint resumes with as many processes as wrote it (the per-process accumulation, and so the data
+ * order, depends on it) and, when its optimizer state is sharded, with a sharded strategy (the shards are
+ * cut by the world size). A one-process checkpoint has no distributed.json.
+ */
+export function checkProcesses(dir: string, parallel: DataParallel | null): void {
+  const f = path.join(dir, DIST_FILE);
+  const rec = fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as { strategy?: string; worldSize?: number }) : { worldSize: 1 };
+  const world = parallel?.world ?? 1;
+  const wasSharded = rec.strategy === 'zero1' || rec.strategy === 'zero2';
+  const what = `${rec.worldSize} process${rec.worldSize === 1 ? '' : 'es'}${rec.strategy ? ` (${rec.strategy})` : ''}`;
+  if (rec.worldSize !== world || wasSharded !== !!parallel?.sharded)
+    throw new Error(
+      `[train] checkpoint ${dir} was written by ${what}; this run has ${world}${parallel ? ` (${parallel.strategy})` : ''}: resume with the same number of processes${wasSharded ? ' and a sharded strategy (zero1 or zero2)' : ''}`,
+    );
 }

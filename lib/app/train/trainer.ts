@@ -56,7 +56,7 @@ import { jinjaForTemplate } from '../processing/chat_template';
 import { trainingConfigKeys } from '../processing/training_record';
 import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
 import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
-import type { DataParallel } from './distributed';
+import { checkProcesses, type DataParallel } from './distributed';
 
 export type { TrainerOptions } from './options';
 export { paramGroups } from './param_groups';
@@ -366,7 +366,6 @@ export class Trainer {
       samples += e.batch.ids.length;
       tokens += e.batch.supervisedTokens;
     }
-    // Several ranks: the step's figures are sums over the ranks (distributed.ts).
     if (this.parallel) [lossSum, n, inTokens, samples, tokens] = this.parallel.sumStats([lossSum, n, inTokens, samples, tokens]);
     this.state.samplesSeen += samples;
     this.state.tokensSeen += tokens;
@@ -470,6 +469,7 @@ export class Trainer {
     const wfile = path.join(dir, this.stage === 1 ? PROJECTOR_FILE : MODEL_FILE);
     loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
     const ofile = path.join(dir, OPTIMIZER_FILE);
+    checkProcesses(dir, this.parallel); // as many processes as wrote it; sharded or not (distributed.ts)
     if (this.parallel?.sharded) this.parallel.loadOptimizerShard(dir, this.optimizer, s.step);
     else if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
     else this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
