@@ -135,6 +135,14 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/zero2 = ddp, sharded 
     t.equal(r.live.tensors[1], r.live.tensors[0], `rank ${r.rank}: live tensors flat across 5 trainings (${r.live.tensors[0]})`);
     t.ok(r.live.bytes[1] <= r.live.bytes[0], `rank ${r.rank}: live CPU bytes do not grow (${r.live.bytes[0]} -> ${r.live.bytes[1]})`);
   }
+  t.same(
+    ranks.map((r) => r.stopped),
+    [
+      [1, true],
+      [1, true],
+    ],
+    'a stop asked on rank 1 stops both ranks after the same step',
+  );
   t.same(ranks[0].resumedLosses, [runs.zero2.losses[STEPS - 1]], 'sharded checkpoint -> resume: the same next loss');
 });
 

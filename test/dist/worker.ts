@@ -141,6 +141,19 @@ async function main(): Promise<void> {
   res.ckFiles = fs.readdirSync(findCheckpoint(ck)!).sort();
   const resumed = await train(pg, 'zero2', { outputDir: ck, resume: true });
   res.resumedLosses = resumed.losses;
+  {
+    // A stop asked on rank 1 only (its signal): both ranks stop after the same step.
+    const model = loadLlava(FIX);
+    const par = new DataParallel(pg, 'ddp');
+    const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), gradAccum: 1, parallel: par });
+    par.onStop = () => tr.requestStop();
+    if (pg.rank === 1) par.requestStop();
+    const r = await tr.train();
+    res.stopped = [r.steps, r.interrupted];
+    tr.dispose();
+    par.dispose();
+    model.dispose();
+  }
   const after = L.memory();
   res.live = { tensors: [before.numTensors, after.numTensors], bytes: [before.cpu.bytes, after.cpu.bytes] };
   let e = '';

@@ -188,7 +188,9 @@ async function trainOn(
       configPatch: visionDir && model.config.format === 'llava_llama' ? (cfg) => void (cfg.mm_vision_tower = path.resolve(visionDir)) : undefined,
       log,
     });
-    const signals = stopOnSignals(trainer);
+    // Several processes: a signal on any rank stops every rank after the same step (distributed.ts stepStats).
+    const signals = stopOnSignals(parallel ?? trainer);
+    if (parallel) parallel.onStop = () => trainer.requestStop();
     try {
       if (s.resume) {
         const where = s.resume === true ? outputDir : s.resume;

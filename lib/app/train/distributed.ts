@@ -113,6 +113,24 @@ export class DataParallel {
     }
   }
 
+  /** Set by requestStop() on this rank; the step's statistics carry it to every rank (stepStats). */
+  private stopVote = false;
+  /** Called on every rank, after the same step, once any rank asked to stop (the Trainer's requestStop). */
+  onStop: (() => void) | null = null;
+
+  /** A stop request (a signal on this rank): every rank stops after the same optimizer step. */
+  requestStop(): void {
+    this.stopVote = true;
+  }
+
+  /** The step's figures summed over the ranks, with the stop votes: ranks that stopped on their own
+   *  signal at different steps would wait on each other's collectives. */
+  stepStats(xs: number[]): number[] {
+    const all = this.sumStats([...xs, this.stopVote ? 1 : 0]);
+    if (all[xs.length] > 0) this.onStop?.();
+    return all.slice(0, xs.length);
+  }
+
   /** Element-wise sums of `xs` over the ranks (float64). */
   sumStats(xs: number[]): number[] {
     if (this.world === 1) return xs.slice();

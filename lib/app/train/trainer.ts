@@ -366,7 +366,7 @@ export class Trainer {
       samples += e.batch.ids.length;
       tokens += e.batch.supervisedTokens;
     }
-    if (this.parallel) [lossSum, n, inTokens, samples, tokens] = this.parallel.sumStats([lossSum, n, inTokens, samples, tokens]);
+    if (this.parallel) [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
     this.state.samplesSeen += samples;
     this.state.tokensSeen += tokens;
     if (n === 0) return null;
