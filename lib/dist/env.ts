@@ -64,3 +64,22 @@ export function readDistEnv(env: NodeJS.ProcessEnv = process.env): DistEnv {
   if (localRank >= localWorldSize) throw new Error(`[dist] local rank ${localRank} is not below the local world size ${localWorldSize}`);
   return { launcher: f.launcher, rank: f.rank, worldSize: f.size, localRank, localWorldSize, masterAddr, masterPort };
 }
+
+/**
+ * Gives this rank the GPU of its local rank, through CUDA_VISIBLE_DEVICES (the addon uses device 0 of what
+ * it sees): unset, it becomes the local rank; a list of several devices (SLURM and others show every rank
+ * all of a machine's GPUs) becomes its entry at the local rank. Must run before CUDA is first touched.
+ * Returns what CUDA_VISIBLE_DEVICES is now (undefined for a world of one, left alone).
+ */
+export function pinLocalGpu(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  const d = readDistEnv(env);
+  if (d.worldSize === 1) return env.CUDA_VISIBLE_DEVICES;
+  const list = (env.CUDA_VISIBLE_DEVICES ?? '').split(',').filter((s) => s.trim() !== '');
+  if (!list.length) env.CUDA_VISIBLE_DEVICES = String(d.localRank);
+  else if (list.length > 1) {
+    if (d.localRank >= list.length)
+      throw new Error(`[dist] local rank ${d.localRank} has no GPU: CUDA_VISIBLE_DEVICES lists ${list.length} (${list.join(',')})`);
+    env.CUDA_VISIBLE_DEVICES = list[d.localRank].trim();
+  }
+  return env.CUDA_VISIBLE_DEVICES;
+}

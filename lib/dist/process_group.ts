@@ -17,7 +17,7 @@ import { distCall, type DistEntry } from '../core/collective';
 import { zeros } from '../ops/creation';
 import { copyInto } from '../ops/elementwise';
 import { writeBytes } from '../core/dispatch';
-import { readDistEnv, type DistEnv } from './env';
+import { readDistEnv, pinLocalGpu, type DistEnv } from './env';
 import { exchangeId } from './rendezvous';
 import { ncclCandidates } from './nccl_path';
 
@@ -208,7 +208,7 @@ export function defaultTimeout(env: NodeJS.ProcessEnv = process.env): number {
 /**
  * Joins the job this process was launched into (env.ts lists the launchers). Under mpirun MPI is
  * initialised (CPU collectives); with device 'cuda' NCCL too, on the GPU of the local rank
- * (CUDA_VISIBLE_DEVICES is set to it unless the launcher set it). Returns the existing group when called again.
+ * (env.ts pinLocalGpu: CUDA_VISIBLE_DEVICES narrowed to it; call that before CUDA is first used). Returns the existing group when called again.
  */
 export async function init(o: InitOptions = {}): Promise<ProcessGroup> {
   if (current) return current;
@@ -226,7 +226,7 @@ export async function init(o: InitOptions = {}): Promise<ProcessGroup> {
   }
   let nccl = false;
   if (o.device === 'cuda' && env.worldSize > 1) {
-    if (process.env.CUDA_VISIBLE_DEVICES === undefined) process.env.CUDA_VISIBLE_DEVICES = String(env.localRank);
+    pinLocalGpu(o.env ?? process.env);
     const libs = ncclCandidates(o.ncclLib).join(':');
     const id = zeros([128], { dtype: 'uint8', device: 'cpu' });
     try {

@@ -116,3 +116,14 @@ t.test('a checkpoint resumes with as many processes as wrote it, sharded or not'
   t.throws(() => checkProcesses(dir, par(4, 'zero2')), /this run has 4 \(zero2\)/);
   t.throws(() => checkProcesses(dir, par(2, 'ddp')), /sharded strategy/);
 });
+
+t.test('each rank gets the GPU of its local rank', async (t) => {
+  const { pinLocalGpu } = await import('../../lib/dist');
+  const e1: NodeJS.ProcessEnv = { OMPI_COMM_WORLD_RANK: '3', OMPI_COMM_WORLD_SIZE: '4', OMPI_COMM_WORLD_LOCAL_RANK: '1' };
+  t.equal(pinLocalGpu(e1), '1', 'unset: the local rank');
+  const e2: NodeJS.ProcessEnv = { RANK: '2', WORLD_SIZE: '4', LOCAL_RANK: '2', CUDA_VISIBLE_DEVICES: '4,5,6,7' };
+  t.equal(pinLocalGpu(e2), '6', "a list: the local rank's entry");
+  t.equal(pinLocalGpu({ RANK: '1', WORLD_SIZE: '2', LOCAL_RANK: '0', CUDA_VISIBLE_DEVICES: '3' }), '3', 'one device: left alone');
+  t.equal(pinLocalGpu({}), undefined, 'one process: left alone');
+  t.throws(() => pinLocalGpu({ RANK: '0', WORLD_SIZE: '4', LOCAL_RANK: '3', LOCAL_WORLD_SIZE: '4', CUDA_VISIBLE_DEVICES: '0,1' }), /local rank 3 has no GPU/);
+});

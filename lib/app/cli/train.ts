@@ -106,6 +106,8 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
     process.exitCode = await launch.relaunch(s.nprocPerNode, (m) => console.log(m));
     return;
   }
+  // Each rank on the GPU of its local rank: CUDA_VISIBLE_DEVICES before the addon first touches CUDA.
+  if (s.device === 'cuda') (await import('../../dist/env')).pinLocalGpu();
   // Runtime and model (the native addon loads here).
   const { device, dtype } = checkRuntime(s.device, s.dtype, { dtypes: TRAIN_DTYPES, area: 'train' });
   const { joinJob } = await import('../train/distributed');
