@@ -8,14 +8,17 @@
 // found with dlsym; MPI_IN_PLACE is (void*)1. Another MPI (MPICH encodes handles as integers) would need
 // its own table here, so init() refuses a library without those symbols, by name.
 //
-// Every MPI call runs on the communication thread (dist_work.cc), so FUNNELED support is enough. The
+// Every MPI call runs on the communication thread (dist_work.cc), so FUNNELED support is enough; the
+// collectives are the non-blocking MPI-3 ones, completed by a test-then-sleep loop (run_request). The
 // world communicator gets MPI_ERRORS_RETURN so a failed call becomes a JS error instead of an abort.
 // Reductions: sum, avg (sum then one scale, as NCCL's ncclAvg), max, min on f32, f64, i32, i64; bf16 and
 // f16 are widened into an f32 scratch, reduced, and rounded back once. Counts go to MPI as int, so
 // all_reduce is cut into chunks of 2^30 elements; the other collectives refuse more than 2^31-1 per rank.
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <thread>
 
 #include "cpu_common.h"
 #include "dist_api.h"
@@ -27,11 +30,13 @@ using Fn_init_thread = int (*)(int*, char***, int, int*);
 using Fn_flag = int (*)(int*);
 using Fn_void = int (*)();
 using Fn_comm_int = int (*)(void*, int*);
-using Fn_allreduce = int (*)(const void*, void*, int, void*, void*, void*);
-using Fn_reduce_scatter = int (*)(const void*, void*, int, void*, void*, void*);
-using Fn_allgather = int (*)(const void*, int, void*, void*, int, void*, void*);
-using Fn_bcast = int (*)(void*, int, void*, int, void*);
-using Fn_comm = int (*)(void*);
+// The non-blocking collectives (MPI 3): the last argument receives the request (a pointer in Open MPI).
+using Fn_allreduce = int (*)(const void*, void*, int, void*, void*, void*, void**);
+using Fn_reduce_scatter = int (*)(const void*, void*, int, void*, void*, void*, void**);
+using Fn_allgather = int (*)(const void*, int, void*, void*, int, void*, void*, void**);
+using Fn_bcast = int (*)(void*, int, void*, int, void*, void**);
+using Fn_ibarrier = int (*)(void*, void**);
+using Fn_test = int (*)(void**, int*, void*);
 using Fn_abort = int (*)(void*, int);
 using Fn_errstr = int (*)(int, char*, int*);
 using Fn_set_errh = int (*)(void*, void*);
@@ -49,7 +54,8 @@ struct Mpi {
   Fn_reduce_scatter reduce_scatter_block;
   Fn_allgather allgather;
   Fn_bcast bcast;
-  Fn_comm barrier;
+  Fn_ibarrier barrier;
+  Fn_test test;
   Fn_abort abort;
   Fn_errstr error_string;
   Fn_set_errh set_errhandler;
@@ -83,11 +89,12 @@ void open_library(const std::string& explicit_path) {
   M.finalize = sym<Fn_void>("MPI_Finalize");
   M.comm_rank = sym<Fn_comm_int>("MPI_Comm_rank");
   M.comm_size = sym<Fn_comm_int>("MPI_Comm_size");
-  M.allreduce = sym<Fn_allreduce>("MPI_Allreduce");
-  M.reduce_scatter_block = sym<Fn_reduce_scatter>("MPI_Reduce_scatter_block");
-  M.allgather = sym<Fn_allgather>("MPI_Allgather");
-  M.bcast = sym<Fn_bcast>("MPI_Bcast");
-  M.barrier = sym<Fn_comm>("MPI_Barrier");
+  M.allreduce = sym<Fn_allreduce>("MPI_Iallreduce");
+  M.reduce_scatter_block = sym<Fn_reduce_scatter>("MPI_Ireduce_scatter_block");
+  M.allgather = sym<Fn_allgather>("MPI_Iallgather");
+  M.bcast = sym<Fn_bcast>("MPI_Ibcast");
+  M.barrier = sym<Fn_ibarrier>("MPI_Ibarrier");
+  M.test = sym<Fn_test>("MPI_Test");
   M.abort = sym<Fn_abort>("MPI_Abort");
   M.error_string = sym<Fn_errstr>("MPI_Error_string");
   M.set_errhandler = sym<Fn_set_errh>("MPI_Comm_set_errhandler");
@@ -110,6 +117,21 @@ void check(int rc, const char* what) {
   int n = 0;
   if (M.error_string && M.error_string(rc, buf, &n) == 0) buf[n < 511 ? n : 511] = 0;
   throw KernelError(std::string("[") + what + "] MPI error " + std::to_string(rc) + ": " + buf);
+}
+
+// Completes a non-blocking collective started by `start(&request)`. Blocking MPI calls busy-poll for as
+// long as the slowest rank takes, which steals a core from this process's compute or a neighbour's when
+// ranks share cores; here a short busy phase keeps the latency of a quick collective, then the thread
+// sleeps between tests (20 us, then 200 us after a millisecond or so).
+template <typename Start> void run_request(Start start, const char* what) {
+  void* req = nullptr;
+  check(start(&req), what);
+  int done = 0;
+  for (int i = 0;; i++) {
+    check(M.test(&req, &done, nullptr /* MPI_STATUS_IGNORE */), what);
+    if (done) return;
+    if (i >= 200) std::this_thread::sleep_for(std::chrono::microseconds(i < 1000 ? 20 : 200));
+  }
 }
 
 void require_up(const KernelArgs& a) {
@@ -223,7 +245,8 @@ double mpi_all_reduce(const KernelArgs& a) {
     size_t item = type == M.t_double || type == M.t_int64 ? 8 : 4;
     for (int64_t at = 0; at < n; at += (int64_t)1 << 30) {
       int cnt = (int)std::min<int64_t>(n - at, (int64_t)1 << 30);
-      check(M.allreduce(kInPlace, static_cast<char*>(buf) + at * item, cnt, type, mpi_op(op), M.world), "all_reduce");
+      char* p = static_cast<char*>(buf) + at * item;
+      run_request([&](void** r) { return M.allreduce(kInPlace, p, cnt, type, mpi_op(op), M.world, r); }, "all_reduce");
     }
     if (op == Red::Avg) scale(is_half(t.dtype) ? DType::F32 : t.dtype, buf, n, 1.0 / M.size);
     if (scratch) convert(t.dtype, t.bytes(), scratch.get(), n, false);
@@ -248,12 +271,16 @@ double mpi_reduce_scatter(const KernelArgs& a) {
     if (is_half(in.dtype)) {
       std::unique_ptr<float[]> si(new float[(size_t)cnt * M.size + 1]), so(new float[(size_t)cnt + 1]);
       convert(in.dtype, in.bytes(), si.get(), (int64_t)cnt * M.size, true);
-      check(M.reduce_scatter_block(si.get(), so.get(), cnt, type, mpi_op(op), M.world), "reduce_scatter");
+      run_request(
+          [&](void** r) { return M.reduce_scatter_block(si.get(), so.get(), cnt, type, mpi_op(op), M.world, r); },
+          "reduce_scatter");
       if (op == Red::Avg) scale(DType::F32, so.get(), cnt, 1.0 / M.size);
       convert(out.dtype, out.bytes(), so.get(), cnt, false);
       return;
     }
-    check(M.reduce_scatter_block(in.bytes(), out.bytes(), cnt, type, mpi_op(op), M.world), "reduce_scatter");
+    run_request(
+        [&](void** r) { return M.reduce_scatter_block(in.bytes(), out.bytes(), cnt, type, mpi_op(op), M.world, r); },
+        "reduce_scatter");
     if (op == Red::Avg) scale(out.dtype, out.bytes(), cnt, 1.0 / M.size);
   });
 }
@@ -274,8 +301,9 @@ double mpi_all_gather(const KernelArgs& a) {
   return (double)dist_submit("all_gather", [out, in, cnt, in_place] {
     alive(out, "all_gather");
     alive(in, "all_gather");
-    check(M.allgather(in_place ? kInPlace : in.bytes(), cnt, M.t_byte, out.bytes(), cnt, M.t_byte, M.world),
-          "all_gather");
+    const void* src = in_place ? kInPlace : in.bytes();
+    run_request([&](void** r) { return M.allgather(src, cnt, M.t_byte, out.bytes(), cnt, M.t_byte, M.world, r); },
+                "all_gather");
   });
 }
 
@@ -289,13 +317,13 @@ double mpi_broadcast(const KernelArgs& a) {
   int cnt = int_count(a, t.numel() * (int64_t)dtype_size(t.dtype), "tensor (in bytes)");
   return (double)dist_submit("broadcast", [t, root, cnt] {
     alive(t, "broadcast");
-    check(M.bcast(t.bytes(), cnt, M.t_byte, (int)root, M.world), "broadcast");
+    run_request([&](void** r) { return M.bcast(t.bytes(), cnt, M.t_byte, (int)root, M.world, r); }, "broadcast");
   });
 }
 
 double mpi_barrier(const KernelArgs& a) {
   require_up(a);
-  return (double)dist_submit("barrier", [] { check(M.barrier(M.world), "barrier"); });
+  return (double)dist_submit("barrier", [] { run_request([](void** r) { return M.barrier(M.world, r); }, "barrier"); });
 }
 
 // mpi_finalize(timeout_s): after every queued collective.
