@@ -177,6 +177,16 @@ t.test('llava train --nproc-per-node 2 runs the ranks itself; rank 0 alone print
     ['distributed.json', 'optimizer.rank-0-of-2.safetensors', 'optimizer.rank-1-of-2.safetensors'],
   );
   t.equal(fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n').length, 2, 'one log line per step');
+  // --resume takes the checkpoint's per-process accumulation: the global batch stays 4.
+  const again = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'main.ts'), 'train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson]
+      .concat(['--image-folder', demo.imageFolder, '--output', out, '--max-steps', '3', '--resume', '--nproc-per-node', '2', '--distributed', 'zero1']),
+    { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
+  );
+  t.equal(again.status, 0, `resume exits 0 (${again.stderr.slice(-1500)})`);
+  t.match(again.stdout, /global batch 4 = 1 x 4, .*2 processes \(zero1\)/, 'resumed with the same global batch');
+  t.match(again.stdout, /resumed from .*checkpoint-2 at step 2\/3/);
   // The consolidated export is the usual model folder.
   const m = loadLlava(out);
   t.ok(m.namedParameters().length > 0, 'the final model loads');

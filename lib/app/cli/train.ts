@@ -143,7 +143,8 @@ async function trainOn(
   const batch = perRankBatching(
     { globalBatch: s.globalBatch!, microBatch: s.microBatch!, gradAccum: s.gradAccum! },
     world,
-    flags.gradAccum !== undefined,
+    // --grad-accum, or a resume taking the checkpoint's: per process (launch.ts)
+    flags.gradAccum !== undefined || taken.some((k) => k.startsWith('gradAccum ')),
   );
   const { loadLlava } = await import('../../models/loader');
   const { resolveVision } = await import('../processing/session');
