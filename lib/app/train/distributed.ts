@@ -17,8 +17,9 @@
 // - zero1: as ddp for gradients; AdamW moments and f32 master weights exist only for this rank's shard of
 //   the flat parameter space (1/world of it). Each rank updates its shard, then the weights are all-gathered.
 // - zero2: as zero1, but gradients are reduce-scattered: each rank keeps the summed gradient of its shard
-//   only (the full gradients are freed after the reduction; DeepSpeed frees them bucket by bucket during
-//   backward, which needs the hook this engine lacks).
+//   only (each full gradient is freed as it is packed for the reduction, after backward; DeepSpeed
+//   reduces and frees them bucket by bucket during backward, which needs the hook this engine lacks, so
+//   the peak here is zero1's).
 // - zero3 (parameters sharded and gathered per layer) is not implemented: refused with that message.
 // Frozen parameters are never reduced or sharded: only the trainable list passes through here.
 import { createHash } from 'crypto';
@@ -34,12 +35,12 @@ import { AdamW, clipGradNorm, type AdamWOptions, type ParamGroup } from '../../o
 import type { ProcessGroup, Work } from '../../dist';
 import { saveOptimizer, loadOptimizer } from './train_state';
 import { writeDirAtomic, writeFileAtomic } from '../util/files';
+import { STRATEGIES } from './options';
 
 /** In a checkpoint of a sharded run: how it was sharded, and each rank's optimizer shard. */
 export const DIST_FILE = 'distributed.json';
 export const shardFile = (rank: number, world: number): string => `optimizer.rank-${rank}-of-${world}.safetensors`;
 
-import { STRATEGIES } from './options';
 export type Strategy = (typeof STRATEGIES)[number];
 
 /** A contiguous 1-D view of `len` elements of contiguous `t`, from element `start`. */
