@@ -351,6 +351,8 @@ export class DataParallel {
  * for a single process. Rank 0 alone should print; every rank must call this before touching the output.
  */
 export async function joinJob(o: { strategy?: Strategy; timeoutS?: number; device: 'cpu' | 'cuda' }): Promise<DataParallel | null> {
+  if (o.strategy === 'zero3')
+    throw new Error('[train] --distributed zero3 (parameters sharded and gathered per layer) is not supported yet: use zero2 or zero1');
   const { readDistEnv, init } = await import('../../dist');
   const env = readDistEnv();
   if (env.worldSize === 1) {
