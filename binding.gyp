@@ -13,6 +13,7 @@
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-O2"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-mavx2", "-mfma", "-mf16c", "-fno-math-errno", "-pthread"],
       "ldflags": ["-pthread"],
+      "libraries": ["-ldl"],
       "conditions": [
         ["has_cuda=='true'", {
           "sources": ["<!@(node scripts/sources.js cuda)"],

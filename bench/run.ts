@@ -20,6 +20,7 @@ import { closeOut, emit, emitted, openOut, parseOptions } from './harness';
 import { finishReport } from './report';
 import { runCpuCases } from './cpu_cases';
 import { runGpuCases } from './gpu_cases';
+import { runDistCases } from './dist_cases';
 
 function main(): number {
   let opts;
@@ -40,7 +41,10 @@ function main(): number {
     });
     if (opts.gpuDryRun) runGpuCases(opts);
     else {
-      if (opts.device === 'cpu' || opts.device === 'all') runCpuCases(opts);
+      if (opts.device === 'cpu' || opts.device === 'all') {
+        runCpuCases(opts);
+        runDistCases(opts);
+      }
       if (opts.device === 'cuda' || opts.device === 'all') runGpuCases(opts);
     }
   } finally {

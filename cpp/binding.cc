@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "dist_api.h"
 #include "kernel_api.h"
 
 namespace llava {
@@ -381,6 +382,22 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
   });
 }
 
+// dist(name, argsArray) -> number: the collective-communication entry points (dist_api.h). Same
+// argument parsing as run(); the entry point returns a rank, a size or a work id.
+Napi::Value Dist(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    if (!info[0].IsString()) throw KernelError("[dist] entry point name must be a string");
+    std::string name = info[0].As<Napi::String>().Utf8Value();
+    if (!info[1].IsArray()) throw KernelError("[" + name + "] arguments must be an array");
+    auto arr = info[1].As<Napi::Array>();
+    std::vector<KernelArg> args;
+    for (uint32_t i = 0; i < arr.Length(); i++) args.push_back(parse_arg(arr.Get(i), name.c_str()));
+    const DistFn* fn = find_dist(name);
+    if (!fn) throw KernelError("[" + name + "] no such distributed entry point");
+    return Napi::Number::New(info.Env(), (*fn)(KernelArgs(name, std::move(args))));
+  });
+}
+
 Napi::Value DeviceInfo(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
     Device dev = parse_device(info[0], "device_info");
@@ -456,6 +473,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("read", Napi::Function::New(env, Read));
   exports.Set("copyBytes", Napi::Function::New(env, CopyBytes));
   exports.Set("run", Napi::Function::New(env, Run));
+  exports.Set("dist", Napi::Function::New(env, Dist));
   exports.Set("deviceInfo", Napi::Function::New(env, DeviceInfo));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize));

@@ -11,6 +11,7 @@ export * as cuda from './cuda';
 // Layers, optimisers and the LLaVA stack.
 export * as nn from './nn';
 export * as optim from './optim';
+export * as dist from './dist';
 export { checkpoint } from './core/recompute';
 export { loadLlava, loadClipVision, loadLlama, fromPretrained } from './models/loader';
 export type { LoadOptions } from './models/loader';

@@ -30,6 +30,8 @@ interface Addon {
   read(s: StorageHandle, byteOffset: number, nbytes: number): ArrayBuffer;
   copyBytes(dst: StorageHandle, dstOff: number, src: StorageHandle, srcOff: number, n: number): void;
   run(kernel: string, args: KernelArg[]): void;
+  /** Collective communication (cpp/dist_api.h): returns a rank, a size or a work id. */
+  dist(entry: string, args: KernelArg[]): number;
   deviceInfo(device: number): { compiled: boolean; available: boolean; description: string };
   memoryStats(device: number): {
     liveStorages: number;

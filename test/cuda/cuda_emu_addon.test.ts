@@ -18,6 +18,7 @@ import os from 'os';
 import path from 'path';
 import { DEVICE_SUITES, EMULATOR_GREP, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
 import { TEST_DIR } from '../helpers';
+import { checkNcclOnEmulator } from '../dist/nccl_emu';
 
 const ROOT = path.join(TEST_DIR, '..');
 const NODE_INC = process.env.NODE_INC || '/usr/include/node';
@@ -85,6 +86,9 @@ t.test(
     tt.ok(mem.length >= 4, `the memory checks ran (${mem.length})`);
     for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
     tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
+
+    // lib/dist's NCCL path (cpp/dist_nccl.cc) on the emulated device, against a stand-in libnccl over MPI.
+    await checkNcclOnEmulator(tt, addon, dir);
 
     // The device suites once more with tensor factories (and loadLlava) defaulting to the emulated 'cuda'
     // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,

@@ -31,8 +31,11 @@ CPP=()
 for p in "$ROOT"/cpp/*.cc; do
   f=$(basename "$p" .cc)
   CPP+=("$f")
+  # dist_nccl.cc is built as in a CUDA build (its NCCL calls go to the stand-in test/dist/fake_nccl.cc).
+  EXTRA=()
+  if [ "$f" = dist_nccl ]; then EXTRA=(-DLLAVA_WITH_CUDA=1 -I"$CUDA_INC"); fi
   if stale "$OBJ/cpu_$f.o" "$p"; then
-    job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" -c "$p" -o "$OBJ/cpu_$f.o"
+    job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" "${EXTRA[@]}" -c "$p" -o "$OBJ/cpu_$f.o"
   fi
 done
 for f in emu runtime; do

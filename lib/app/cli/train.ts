@@ -77,8 +77,7 @@ export function explicitTrainFlags(cmd: Command): Layer {
 
 async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   const flags = explicitTrainFlags(cmd);
-  const stage = stageNumber(flags.stage as string);
-  const stageName = stage === 1 ? 'pretrain' : 'finetune';
+  stageNumber(flags.stage as string);
   // Paths have no preset or default: check them as given, before any option value.
   const given = flags as {
     baseModelDir: string;
@@ -98,21 +97,62 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   if (flags.resume !== undefined && flags.overwriteOutput) throw new UsageError('--resume and --overwrite-output contradict each other: choose one');
   const fromCheckpoint = await withCheckpointOptions(flags);
   const s = resolveTrainRun(fromCheckpoint.layer);
-  const modelDir = s.baseModelDir!;
-  const outputDir = s.outputDir!;
 
+  // Several processes: --nproc-per-node starts them (launch.ts); each then joins the job (distributed.ts).
+  const launch = await import('../train/launch');
+  if (s.nprocPerNode > 1) {
+    if (process.env.OMPI_COMM_WORLD_SIZE || process.env.WORLD_SIZE)
+      throw new UsageError('--nproc-per-node starts the processes itself: leave it out under mpirun or torchrun');
+    process.exitCode = await launch.relaunch(s.nprocPerNode, (m) => console.log(m));
+    return;
+  }
+  // Each rank on the GPU of its local rank: CUDA_VISIBLE_DEVICES before the addon first touches CUDA.
+  if (s.device === 'cuda') (await import('../../dist/env')).pinLocalGpu();
   // Runtime and model (the native addon loads here).
   const { device, dtype } = checkRuntime(s.device, s.dtype, { dtypes: TRAIN_DTYPES, area: 'train' });
-  const log = (m: string): void => console.log(m);
+  const { joinJob } = await import('../train/distributed');
+  const parallel = await joinJob({ strategy: s.distributed, timeoutS: s.distTimeout, device });
+  try {
+    await trainOn(s, flags, fromCheckpoint.taken, device, dtype, parallel);
+  } catch (e) {
+    // One rank failing would leave the others waiting in a collective: end the whole job now.
+    if (parallel) parallel.pg.abort(`[train] ${(e as Error).message}`);
+    throw e;
+  }
+  parallel?.pg.destroy();
+}
+
+async function trainOn(
+  s: ReturnType<typeof resolveTrainRun>,
+  flags: Layer,
+  taken: string[],
+  device: ReturnType<typeof checkRuntime>['device'],
+  dtype: ReturnType<typeof checkRuntime>['dtype'],
+  parallel: import('../train/distributed').DataParallel | null,
+): Promise<void> {
+  const stage = stageNumber(flags.stage as string);
+  const stageName = stage === 1 ? 'pretrain' : 'finetune';
+  const modelDir = s.baseModelDir!;
+  const outputDir = s.outputDir!;
+  const world = parallel?.world ?? 1;
+  const log = (m: string): void => void (parallel && parallel.rank > 0 ? 0 : console.log(m));
   const { prepareOutputDir, resumeCommand } = await import('../train/output_dir');
-  prepareOutputDir(outputDir, { resume: s.resume !== undefined, overwrite: s.overwriteOutput, log });
+  if (!parallel || parallel.rank === 0) prepareOutputDir(outputDir, { resume: s.resume !== undefined, overwrite: s.overwriteOutput, log });
+  parallel?.barrier();
+  const { perRankBatching } = await import('../train/launch');
+  const batch = perRankBatching(
+    { globalBatch: s.globalBatch!, microBatch: s.microBatch!, gradAccum: s.gradAccum! },
+    world,
+    // --grad-accum, or a resume taking the checkpoint's: per process (launch.ts)
+    flags.gradAccum !== undefined || taken.some((k) => k.startsWith('gradAccum ')),
+  );
   const { loadLlava } = await import('../../models/loader');
   const { resolveVision } = await import('../processing/session');
   const { visionDir, processorConfig } = resolveVision(modelDir, s.visionTower);
   const { LlavaDataset } = await import('../train/dataset');
   const { findCheckpoint, loadPartialWeights } = await import('../train/train_state');
   const { Trainer } = await import('../train/trainer');
-  if (fromCheckpoint.taken.length) log(`[train] --resume: as the checkpoint was trained (flags override): ${fromCheckpoint.taken.join(', ')}`);
+  if (taken.length) log(`[train] --resume: as the checkpoint was trained (flags override): ${taken.join(', ')}`);
   log(`[train] loading ${modelDir} (${device}/${dtype})`);
   const model = loadLlava(modelDir, { dtype, device, visionTower: s.visionTower });
   try {
@@ -138,15 +178,22 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
     log(`[train] ${dataset.length} samples from ${s.data}${dataset.skipped.length ? ` (${dataset.skipped.length} skipped)` : ''}`);
     log(
       `[train] stage ${stage} (${stageName}), preset ${s.preset}, template ${s.template}, aspect ${s.aspect}, lr ${s.lr}, ` +
-        `${batchText(s.globalBatch!, s.microBatch!, s.gradAccum!, dataset.length)}, ${device}/${dtype}`,
+        `${batchText(batch.globalBatch, batch.microBatch, batch.gradAccum * world, dataset.length)}, ${device}/${dtype}` +
+        (parallel ? `, ${world} processes (${parallel.strategy})` : ''),
     );
+    parallel?.checkSame('model and options', { config: model.config, s, samples: dataset.length });
     const trainer = new Trainer(model, dataset, {
       ...trainerPart(s),
+      ...batch,
+      globalBatch: batch.microBatch * batch.gradAccum,
+      parallel: parallel ?? undefined,
       // Original checkpoints name their CLIP tower in the config: make it absolute so the output loads anywhere.
       configPatch: visionDir && model.config.format === 'llava_llama' ? (cfg) => void (cfg.mm_vision_tower = path.resolve(visionDir)) : undefined,
       log,
     });
-    const signals = stopOnSignals(trainer);
+    // Several processes: a signal on any rank stops every rank after the same step (distributed.ts stepStats).
+    const signals = stopOnSignals(parallel ?? trainer);
+    if (parallel) parallel.onStop = () => trainer.requestStop();
     try {
       if (s.resume) {
         const where = s.resume === true ? outputDir : s.resume;

@@ -24,6 +24,10 @@
 import { TEMPLATE_NAMES } from '../processing/conversation';
 import { DEVICES, TRAIN_DTYPES } from '../util/runtime';
 import type { ProgressMode } from '../util/progress';
+import type { DataParallel } from './distributed';
+
+/** Data-parallel strategies (distributed.ts); zero3 is refused as not supported yet. */
+export const STRATEGIES = ['ddp', 'zero1', 'zero2', 'zero3'] as const;
 import { PRESETS, PRESET_KEYS, PRESET_NAMES, type PresetName, type StageName } from './presets';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -239,6 +243,23 @@ export const TRAIN_OPTIONS = {
   label: text('trainer', { help: 'label shown in the progress display', default: (s) => `stage ${String(s.stage)}` }),
   plot: bool('trainer', { help: 'write loss.png at the end (when there is an output directory)', default: true }),
   trainVision: bool('trainer', { help: 'also train the vision tower (LLaVA keeps it frozen in both stages)', default: false }),
+  // Several processes (distributed.ts, launch.ts; README "Training on several GPUs or machines").
+  distributed: maybe(
+    oneOf('command', STRATEGIES, {
+      flag: '--distributed <strategy>',
+      help: 'data parallel across processes: ddp, zero1 (optimizer state sharded), zero2 (and gradients)',
+      defaultText: 'ddp when several processes run',
+    }),
+  ),
+  nprocPerNode: int('command', { flag: '--nproc-per-node <n>', help: 'start N processes on this machine (through mpirun)', min: 1, default: 1 }),
+  distTimeout: maybe(
+    float('command', {
+      flag: '--dist-timeout <s>',
+      help: 'seconds a collective waits for the other ranks before the job ends with an error',
+      defaultText: 'LLAVA_DIST_TIMEOUT or 300',
+      min: 1,
+    }),
+  ),
 };
 
 type Table = typeof TRAIN_OPTIONS;
@@ -257,6 +278,8 @@ export interface TrainerHooks {
   /** Edits the copied config.json of saved models (e.g. an absolute mm_vision_tower path), after the
    *  trainer's own record of template, aspect and image token scheme. */
   configPatch?: (cfg: Record<string, unknown>) => void;
+  /** Data-parallel training over a process group (distributed.ts); gradAccum is then per rank. */
+  parallel?: DataParallel;
 }
 /** What `new Trainer(...)` takes: stage and lr are required, the rest default from the table. */
 export type TrainerOptions = Partial<TrainerSettings> & Pick<TrainerSettings, 'stage' | 'lr'> & TrainerHooks;
@@ -345,6 +368,7 @@ export function resolveTrainerOptions(opts: TrainerOptions): ResolvedTrainerOpti
     log: opts.log ?? ((m) => console.log(m)),
     // Runs after the training record (Trainer.modelFilesPatch) is written into config.json.
     configPatch: opts.configPatch,
+    parallel: opts.parallel,
   };
 }
 

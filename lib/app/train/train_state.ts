@@ -331,3 +331,14 @@ export function readTrainLog<T extends { step: number }>(file: string, warn: (m:
   }
   return out;
 }
+
+/** Why a train() call up to step `until` has nothing to do, or null (Trainer.train). */
+export function nothingToDo(s: TrainerState, until: number, maxEpochs: number, resumedFrom: string | null): string | null {
+  if (s.step < until && s.epoch < maxEpochs) return null;
+  const where = resumedFrom ? ` (resumed from ${resumedFrom})` : '';
+  const what =
+    s.step >= s.totalSteps || s.epoch >= maxEpochs
+      ? `the run is already at step ${s.step} of its ${s.totalSteps}-step schedule${s.epoch >= maxEpochs && s.step < s.totalSteps ? ` (epoch ${s.epoch} of ${maxEpochs})` : ''}${where}; give a longer schedule (--max-steps or --epochs) to train further`
+      : `untilStep ${until} is not past the current step ${s.step}${where}`;
+  return `[train] nothing to train: ${what}`;
+}

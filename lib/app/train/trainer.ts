@@ -45,7 +45,7 @@ import type { LlavaForConditionalGeneration } from '../../models/llava';
 import { LlavaDataset, CollatedBatch } from './dataset';
 import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
 import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveWeights, saveOptimizer, loadOptimizer } from './train_state';
-import { loadPartialWeights, readTrainerState, readTrainLog, pruneCheckpoints, type ModelFilesPatch } from './train_state';
+import { loadPartialWeights, readTrainerState, readTrainLog, pruneCheckpoints, nothingToDo, type ModelFilesPatch } from './train_state';
 import { writeLossPlot } from './loss_plot';
 import { paramGroups } from './param_groups';
 import { epochOrder } from './sampler';
@@ -56,6 +56,7 @@ import { jinjaForTemplate } from '../processing/chat_template';
 import { trainingConfigKeys } from '../processing/training_record';
 import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
 import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
+import { checkProcesses, type DataParallel } from './distributed';
 
 export type { TrainerOptions } from './options';
 export { paramGroups } from './param_groups';
@@ -114,6 +115,9 @@ export class Trainer {
   private readonly given: ReadonlySet<string>;
   /** The options with every default filled in (options.ts). */
   readonly opts: ResolvedTrainerOptions;
+  /** Data-parallel training (distributed.ts), or null; `lead` is rank 0, which alone logs and saves. */
+  readonly parallel: DataParallel | null;
+  private readonly lead: boolean;
 
   constructor(
     readonly model: LlavaForConditionalGeneration,
@@ -127,8 +131,11 @@ export class Trainer {
         .map(([k]) => k),
     );
     this.stage = o.stage;
-    this.log = o.log;
-    this.globalBatch = o.globalBatch;
+    this.parallel = o.parallel ?? null;
+    this.lead = !this.parallel || this.parallel.rank === 0;
+    this.log = this.lead ? o.log : () => undefined;
+    const world = this.parallel?.world ?? 1;
+    this.globalBatch = o.globalBatch * world;
     this.microBatch = o.microBatch;
     this.gradAccum = o.gradAccum;
     this.epochs = o.epochs;
@@ -140,8 +147,11 @@ export class Trainer {
     const w = model.lm.embed.getParameter('weight')!;
     this.device = w.device;
     this.dtype = w.dtype;
-    this.optimizer = new AdamW(paramGroups(this.trainable, o.weightDecay), { lr: o.lr, weightDecay: o.weightDecay });
-    this.stepsPerEpoch = Math.max(1, Math.ceil(Math.ceil(dataset.length / this.microBatch) / this.gradAccum));
+    const groups = paramGroups(this.trainable, o.weightDecay);
+    const adamw = { lr: o.lr, weightDecay: o.weightDecay };
+    const params = this.trainable.map(([, p]) => p);
+    this.optimizer = this.parallel ? this.parallel.makeOptimizer(params, groups, adamw) : new AdamW(groups, adamw);
+    this.stepsPerEpoch = Math.max(1, Math.ceil(Math.ceil(dataset.length / this.microBatch) / (this.gradAccum * world)));
     this.state = {
       version: 1,
       stage: this.stage,
@@ -181,7 +191,7 @@ export class Trainer {
       seed: this.state.seed,
       epoch,
       batchSize: this.microBatch,
-      worldSize: this.gradAccum,
+      worldSize: this.gradAccum * (this.parallel?.world ?? 1),
       groupByModalityLength: this.opts.groupByModalityLength,
     });
     return microBatches(order, this.microBatch);
@@ -228,7 +238,7 @@ export class Trainer {
     if (this.logReady) return;
     this.logReady = true;
     const f = this.logPath();
-    if (!f) return;
+    if (!f || !this.lead) return;
     fs.mkdirSync(path.dirname(f), { recursive: true });
     const keep = this.state.step > 0 ? readTrainLog<StepRecord>(f, this.log).filter((r) => r.step <= this.state.step) : [];
     fs.writeFileSync(f, keep.map((r) => JSON.stringify(r) + '\n').join(''));
@@ -247,18 +257,6 @@ export class Trainer {
     this.stopRequested = true;
   }
 
-  /** Why train() has nothing to do, or null. */
-  private nothingToDo(until: number, maxEpochs: number): string | null {
-    const s = this.state;
-    if (s.step < until && s.epoch < maxEpochs) return null;
-    const where = this.resumedFrom ? ` (resumed from ${this.resumedFrom})` : '';
-    const what =
-      s.step >= s.totalSteps || s.epoch >= maxEpochs
-        ? `the run is already at step ${s.step} of its ${s.totalSteps}-step schedule${s.epoch >= maxEpochs && s.step < s.totalSteps ? ` (epoch ${s.epoch} of ${maxEpochs})` : ''}${where}; give a longer schedule (--max-steps or --epochs) to train further`
-        : `untilStep ${until} is not past the current step ${s.step}${where}`;
-    return `[train] nothing to train: ${what}`;
-  }
-
   /**
    * Train until `untilStep` optimizer steps are done (default: the whole schedule). Saves checkpoints every
    * saveSteps and at the end (when outputDir is set), then the final weights and the loss plot.
@@ -266,14 +264,14 @@ export class Trainer {
   async train(o: { untilStep?: number } = {}): Promise<TrainResult> {
     const until = Math.min(o.untilStep ?? this.state.totalSteps, this.state.totalSteps);
     const maxEpochs = this.maxSteps !== undefined ? Infinity : this.epochs;
-    const idle = this.nothingToDo(until, maxEpochs);
+    const idle = nothingToDo(this.state, until, maxEpochs, this.resumedFrom);
     if (idle) throw new Error(idle);
     const t0 = Date.now();
     this.stopRequested = false;
-    if (this.opts.outputDir) for (const line of cleanStaleTemps(this.opts.outputDir)) this.log(`[train] ${line} (left by a killed run)`);
+    if (this.opts.outputDir && this.lead) for (const line of cleanStaleTemps(this.opts.outputDir)) this.log(`[train] ${line} (left by a killed run)`);
     this.prepareLog();
     const progress = new Progress({
-      mode: this.opts.progress,
+      mode: this.lead ? this.opts.progress : 'none',
       label: this.opts.label,
       unit: 'step ',
       total: this.state.totalSteps,
@@ -292,7 +290,8 @@ export class Trainer {
           this.state.batchInEpoch = 0;
           continue;
         }
-        const loader = new PrefetchLoader(this.dataset, plan.slice(this.state.batchInEpoch), {
+        const mine = this.parallel ? this.parallel.rankPlan(plan, this.gradAccum) : plan;
+        const loader = new PrefetchLoader(this.dataset, mine.slice(this.state.batchInEpoch), {
           prefetch: this.opts.prefetch,
           pool: pool ?? undefined,
         });
@@ -304,7 +303,7 @@ export class Trainer {
             if (!r) continue;
             this.history.push(r);
             const f = this.logPath();
-            if (f) fs.appendFileSync(f, JSON.stringify(r) + '\n');
+            if (f && this.lead) fs.appendFileSync(f, JSON.stringify(r) + '\n');
             progress.update(r.step, [`loss ${r.loss.toFixed(4)}`, `lr ${r.lr.toExponential(2)}`, `${r.tokens_per_s.toFixed(0)} tok/s`]);
             const save = this.opts.saveSteps;
             if (this.opts.outputDir && save > 0 && this.state.step % save === 0 && this.state.step < this.state.totalSteps)
@@ -347,10 +346,10 @@ export class Trainer {
   /** One optimizer step over the next group of micro-batches; null when every sample of it was dropped. */
   private async optimizerStep(loader: PrefetchLoader, planLength: number): Promise<StepRecord | null> {
     const t0 = performance.now();
-    const k = Math.min(this.gradAccum, planLength - this.state.batchInEpoch);
+    const k = Math.min(this.gradAccum * (this.parallel?.world ?? 1), planLength - this.state.batchInEpoch);
     let lossSum = 0;
     let n = 0;
-    let inTokens = 0;
+    let [inTokens, samples, tokens] = [0, 0, 0];
     for (let i = 0; i < k; i++) {
       const e = await loader.nextEntry();
       if (!e) break;
@@ -364,19 +363,22 @@ export class Trainer {
       lossSum += l;
       n++;
       inTokens += e.batch.inputTokens;
-      this.state.samplesSeen += e.batch.ids.length;
-      this.state.tokensSeen += e.batch.supervisedTokens;
+      samples += e.batch.ids.length;
+      tokens += e.batch.supervisedTokens;
     }
+    if (this.parallel) [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
+    this.state.samplesSeen += samples;
+    this.state.tokensSeen += tokens;
     if (n === 0) return null;
     if (n < k) this.scaleGrads(k / n); // dropped micro-batches: average over the ones that ran
+    const params = this.trainable.map(([, p]) => p);
+    this.parallel?.syncGrads(params);
     let gradNorm: number | undefined;
     if (this.opts.maxGradNorm > 0)
-      gradNorm = clipGradNorm(
-        this.trainable.map(([, p]) => p),
-        this.opts.maxGradNorm,
-      );
+      gradNorm = this.parallel ? this.parallel.clipGradNorm(params, this.opts.maxGradNorm) : clipGradNorm(params, this.opts.maxGradNorm);
     const lr = this.lrAt(this.state.step);
     this.optimizer.stepUpdate(lr);
+    this.parallel?.afterStep(params);
     this.optimizer.zeroGrad();
     this.state.step++;
     const dt = (performance.now() - t0) / 1000;
@@ -396,12 +398,14 @@ export class Trainer {
     const out = this.opts.outputDir;
     const target = dir ?? (out ? path.join(out, `checkpoint-${this.state.step}`) : null);
     if (!target) throw new Error('[train] saveCheckpoint needs a directory (no outputDir set)');
-    writeDirAtomic(target, (tmp) => {
+    const lead = (tmp: string): void => {
       saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
-      saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE));
+      if (!this.parallel?.sharded) saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE));
       writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
-    });
-    if (!dir && out) pruneCheckpoints(out, this.opts.saveTotalLimit);
+    };
+    if (this.parallel) this.parallel.saveCheckpoint(target, this.optimizer, lead);
+    else writeDirAtomic(target, lead);
+    if (!dir && out && this.lead) pruneCheckpoints(out, this.opts.saveTotalLimit);
     return target;
   }
 
@@ -433,7 +437,7 @@ export class Trainer {
    *  trainer_state.json and loss.png. */
   saveFinal(): void {
     const out = this.opts.outputDir;
-    if (!out) return;
+    if (!out || !this.lead) return;
     saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
     writeFileAtomic(path.join(out, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     if (this.opts.plot) {
@@ -465,7 +469,9 @@ export class Trainer {
     const wfile = path.join(dir, this.stage === 1 ? PROJECTOR_FILE : MODEL_FILE);
     loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
     const ofile = path.join(dir, OPTIMIZER_FILE);
-    if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
+    checkProcesses(dir, this.parallel); // as many processes as wrote it; sharded or not (distributed.ts)
+    if (this.parallel?.sharded) this.parallel.loadOptimizerShard(dir, this.optimizer, s.step);
+    else if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
     else this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
     this.optimizer.step = s.step;
     // The checkpoint's seed and data position replace this run's; the options it recorded stay on record

@@ -1,0 +1,194 @@
+// Data-parallel training over MPI with 2 processes on the tiny fixture (f32), against one process with the
+// same global batch: lib/dist (collectives, timeouts) and lib/app/train/distributed.ts (ddp, zero1, zero2,
+// sharded checkpoints). The ranks run test/dist/worker.ts under mpirun; the one-process reference runs here.
+// Skipped, with the reason, when mpirun is missing (.ci/run installs Open MPI).
+import t from 'tap';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { spawnSync, execFileSync } from 'child_process';
+import { loadLlava } from '../../lib/models/loader';
+import { LlavaDataset, resolveProcessorConfig } from '../../lib/app/train/dataset';
+import { makeDemoData } from '../../lib/app/train/demo_data';
+import { Trainer } from '../../lib/app/train/trainer';
+import { TEST_DIR } from '../helpers';
+
+const ROOT = path.join(TEST_DIR, '..');
+const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
+const STEPS = 10;
+
+function mpirunPath(): string | null {
+  try {
+    return execFileSync('sh', ['-c', 'command -v mpirun'], { encoding: 'utf8' }).trim() || null;
+  } catch {
+    return null;
+  }
+}
+const mpirun = mpirunPath();
+if (!mpirun) t.plan(0, 'mpirun not found: install Open MPI (apt-get install openmpi-bin libopenmpi-dev)');
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-dist-'));
+t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+/** Runs worker.ts on 2 ranks; returns exit status, output and seconds. */
+function launch(job: object, timeoutS: number): { status: number | null; out: string; seconds: number } {
+  const t0 = Date.now();
+  const r = spawnSync(
+    mpirun!,
+    ['-np', '2', '--oversubscribe', process.execPath, '--import', 'tsx', path.join('test', 'dist', 'worker.ts'), JSON.stringify(job)],
+    {
+      cwd: ROOT,
+      encoding: 'utf8',
+      timeout: timeoutS * 1000,
+      env: { ...process.env, OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1', OMPI_MCA_btl: 'self,vader,tcp' },
+    },
+  );
+  return { status: r.status, out: `${r.stdout}\n${r.stderr}`, seconds: (Date.now() - t0) / 1000 };
+}
+
+/** ||a - b|| / ||b|| */
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0;
+  let n = 0;
+  for (let i = 0; i < b.length; i++) {
+    d += (a[i] - b[i]) ** 2;
+    n += b[i] ** 2;
+  }
+  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
+}
+
+interface RunFile {
+  losses: number[];
+  weights: Record<string, number[]>;
+  globalBatch: number;
+}
+
+t.test('2 MPI ranks: collectives, ddp = one process, zero1/zero2 = ddp, sharded resume', async (t) => {
+  const demo = makeDemoData(path.join(tmp, 'demo'));
+  const out = path.join(tmp, 'out');
+  fs.mkdirSync(out);
+  const run = launch({ mode: 'train', demoDir: path.dirname(demo.finetuneJson), out, steps: STEPS }, 240);
+  if (run.status !== 0) t.fail(`mpirun failed (${run.status}):\n${run.out.slice(-3000)}`);
+  t.equal(run.status, 0, `mpirun -np 2 ran in ${run.seconds.toFixed(1)} s`);
+  if (run.status !== 0) return;
+  const ranks = [0, 1].map((r) => JSON.parse(fs.readFileSync(path.join(out, `rank${r}.json`), 'utf8')));
+  const [c0, c1] = ranks.map((r) => r.collectives);
+  t.same(c0.sum, [3, 4, 6], 'all_reduce sum');
+  t.same(c0.avgBf16, [1.5, 1, 3], 'all_reduce avg on bf16 (through f32)');
+  t.same(c1.avgBf16, c0.avgBf16);
+  t.same(c0.max, [1, 0], 'all_reduce max on f64');
+  t.same(c0.inFlight.slice(1), [c0.inFlight[0], c0.inFlight[0] - 1], 'a tensor disposed in flight keeps its storage until wait()');
+  t.same([c0.reduceScatter, c1.reduceScatter], [[3, 6], [9, 12]], 'reduce_scatter: rank r gets block r summed');
+  t.same([c0.allGather, c1.allGather], [[0, 10, 1, 11], [0, 10, 1, 11]], 'all_gather');
+  t.same([c0.broadcast, c1.broadcast], [[6, 7], [6, 7]], 'broadcast from rank 1');
+  t.match(c0.errors, [/input has 4 elements, expected 2 x 3/, /output has 3 elements/, /root 2 is not a rank/, /unknown reduction 'prod'/, /must be contiguous/]);
+  t.match(ranks[0].mismatch, /ranks disagree on the model config: rank 0 differs from rank\(s\) 1/, 'config mismatch detected at start');
+
+  // One process, same global batch (micro 1 x accumulation 2 = micro 1 x accumulation 1 x 2 ranks).
+  const model = loadLlava(FIX);
+  const ds = LlavaDataset.fromFile(demo.finetuneJson, {
+    imageFolder: demo.imageFolder,
+    tokenizerDir: FIX,
+    processor: resolveProcessorConfig(FIX),
+    template: 'v1',
+    aspect: 'square',
+    modelMaxLength: 512,
+    format: 'llava-hf',
+    numImageTokens: 16,
+    imageTokenIndex: 676,
+    maxLength: 512,
+  });
+  const opts = { stage: 2 as const, lr: 1e-3, microBatch: 1, warmupRatio: 0, seed: 3, maxGradNorm: 1, maxSteps: STEPS, progress: 'none' as const, log: () => {} };
+  const tr = new Trainer(model, ds, { ...opts, gradAccum: 2 });
+  const ref = await tr.train();
+  const frozen = model.namedParameters().filter(([, p]) => !p.requiresGrad).map(([n]) => n);
+  const refW = new Map(model.namedParameters().map(([n, p]) => [n, p.dataSync() as Float32Array]));
+  tr.dispose();
+  model.dispose();
+  const init = loadLlava(FIX);
+  const initW = new Map(init.namedParameters().map(([n, p]) => [n, p.dataSync() as Float32Array]));
+  init.dispose();
+  t.ok(frozen.length > 0, `${frozen.length} frozen parameters (vision tower)`);
+
+  const runs = Object.fromEntries(['ddp', 'zero1', 'zero2'].map((s) => [s, JSON.parse(fs.readFileSync(path.join(out, `${s}.json`), 'utf8')) as RunFile]));
+  t.equal(runs.ddp.globalBatch, 2, 'global batch = micro x accumulation x world');
+  t.equal(runs.ddp.losses.length, STEPS);
+  const worst = (a: RunFile, refLoss: number[], refWeights: Map<string, ArrayLike<number>>): [number, number] => [
+    relDiff(a.losses, refLoss),
+    Math.max(...[...refWeights].map(([n, w]) => relDiff(a.weights[n], w))),
+  ];
+  const [dl, dw] = worst(runs.ddp, ref.history.map((h) => h.loss), refW);
+  t.ok(dl <= 1e-6, `ddp losses vs one process: rel diff ${dl.toExponential(2)}`);
+  t.ok(dw <= 1e-6, `ddp weights vs one process: worst rel diff ${dw.toExponential(2)}`);
+  const ddpW = new Map(Object.entries(runs.ddp.weights));
+  for (const s of ['zero1', 'zero2']) {
+    const [l, w] = worst(runs[s], runs.ddp.losses, ddpW);
+    t.ok(l <= 1e-6 && w <= 1e-6, `${s} vs ddp: losses ${l.toExponential(2)}, weights ${w.toExponential(2)}`);
+  }
+  for (const s of ['ddp', 'zero1', 'zero2'])
+    t.ok(
+      frozen.every((n) => Buffer.compare(Buffer.from(Float32Array.from(runs[s].weights[n]).buffer), Buffer.from(initW.get(n)!.buffer)) === 0),
+      `${s}: frozen parameters bit-identical`,
+    );
+  t.ok(ranks[0].ckFiles.includes('optimizer.rank-0-of-2.safetensors') && ranks[0].ckFiles.includes('optimizer.rank-1-of-2.safetensors'), 'one optimizer shard per rank');
+  for (const r of ranks) {
+    t.equal(r.live.tensors[1], r.live.tensors[0], `rank ${r.rank}: live tensors flat across 5 trainings (${r.live.tensors[0]})`);
+    t.ok(r.live.bytes[1] <= r.live.bytes[0], `rank ${r.rank}: live CPU bytes do not grow (${r.live.bytes[0]} -> ${r.live.bytes[1]})`);
+  }
+  t.same(
+    ranks.map((r) => r.stopped),
+    [
+      [1, true],
+      [1, true],
+    ],
+    'a stop asked on rank 1 stops both ranks after the same step',
+  );
+  t.same(ranks[0].resumedLosses, [runs.zero2.losses[STEPS - 1]], 'sharded checkpoint -> resume: the same next loss');
+});
+
+t.test('a hung rank ends the job with an error within the timeout; a killed rank ends it too', async (t) => {
+  const hang = launch({ mode: 'hang', demoDir: tmp, out: tmp, steps: 0 }, 60);
+  t.not(hang.status, 0, 'non-zero exit');
+  t.match(hang.out, /no answer from the other ranks within 3 s/, 'names the timeout');
+  t.ok(hang.seconds < 45, `ended after ${hang.seconds.toFixed(1)} s`);
+  const die = launch({ mode: 'die', demoDir: tmp, out: tmp, steps: 0 }, 60);
+  t.not(die.status, 0, 'non-zero exit');
+  t.match(die.out, /signal 9|Killed|no answer/, 'the launcher reports the dead rank');
+  t.ok(die.seconds < 45, `ended after ${die.seconds.toFixed(1)} s`);
+});
+
+t.test('llava train --nproc-per-node 2 runs the ranks itself; rank 0 alone prints; zero1 shards the checkpoint', async (t) => {
+  const demo = makeDemoData(path.join(tmp, 'cli-demo'));
+  const out = path.join(tmp, 'cli-out');
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'main.ts'), 'train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson]
+      .concat(['--image-folder', demo.imageFolder, '--output', out, '--max-steps', '2', '--batch-size', '4', '--micro-batch-size', '1'])
+      .concat(['--nproc-per-node', '2', '--distributed', 'zero1', '--progress', 'plain']),
+    { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
+  );
+  t.equal(r.status, 0, `exit 0 (${r.stderr.slice(-1500)})`);
+  t.match(r.stdout, /starting 2 processes: mpirun -np 2/);
+  t.match(r.stdout, /global batch 4 = 1 x 4, .*2 processes \(zero1\)/, 'global batch = micro x accumulation x world');
+  t.equal(r.stdout.match(/\[train\] loading/g)?.length, 1, 'one rank prints');
+  const ck = path.join(out, 'checkpoint-2');
+  t.same(
+    fs.readdirSync(ck).filter((f) => f.startsWith('optimizer') || f === 'distributed.json'),
+    ['distributed.json', 'optimizer.rank-0-of-2.safetensors', 'optimizer.rank-1-of-2.safetensors'],
+  );
+  t.equal(fs.readFileSync(path.join(out, 'train_log.jsonl'), 'utf8').trim().split('\n').length, 2, 'one log line per step');
+  // --resume takes the checkpoint's per-process accumulation: the global batch stays 4.
+  const again = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'main.ts'), 'train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson]
+      .concat(['--image-folder', demo.imageFolder, '--output', out, '--max-steps', '3', '--resume', '--nproc-per-node', '2', '--distributed', 'zero1']),
+    { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
+  );
+  t.equal(again.status, 0, `resume exits 0 (${again.stderr.slice(-1500)})`);
+  t.match(again.stdout, /global batch 4 = 1 x 4, .*2 processes \(zero1\)/, 'resumed with the same global batch');
+  t.match(again.stdout, /resumed from .*checkpoint-2 at step 2\/3/);
+  // The consolidated export is the usual model folder.
+  const m = loadLlava(out);
+  t.ok(m.namedParameters().length > 0, 'the final model loads');
+  m.dispose();
+});

@@ -1,0 +1,76 @@
+// nccl_worker.ts — one rank of the NCCL-path check (test/cuda/cuda_emu_addon.test.ts), started by mpirun with
+// LLAVA_NATIVE at the emulated CUDA addon and LLAVA_NCCL_LIB at the stand-in libnccl (fake_nccl.cc): the
+// NCCL id goes through MPI, collectives run on 'cuda' tensors through cpp/dist_nccl.cc, and ddp training
+// of the tiny fixture on 'cuda' (NCCL) is compared with the same on 'cpu' (MPI). Rank 0 prints one JSON line.
+import * as path from 'path';
+import * as L from '../../lib';
+import { loadLlava } from '../../lib/models/loader';
+import { LlavaDataset, resolveProcessorConfig } from '../../lib/app/train/dataset';
+import { makeDemoData } from '../../lib/app/train/demo_data';
+import { Trainer } from '../../lib/app/train/trainer';
+import { DataParallel } from '../../lib/app/train/distributed';
+import { TEST_DIR } from '../helpers';
+
+const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
+const dev = { device: 'cuda' as const };
+
+async function main(): Promise<void> {
+  const pg = await L.dist.init({ device: 'cuda', timeoutS: 60 });
+  const r = pg.rank;
+  const out: Record<string, unknown> = { nccl: pg.nccl, mpi: pg.mpi };
+  const a = L.tensor([1 + r, 2, 3], { dtype: 'float32', ...dev });
+  pg.allReduce(a, 'sum').wait();
+  out.sum = Array.from(a.dataSync());
+  const b = L.tensor([1 + r, 2 * r, 3], { dtype: 'bfloat16', ...dev });
+  pg.allReduce(b, 'avg').wait();
+  out.avgBf16 = Array.from(b.dataSync());
+  const rs = L.zeros([2], dev);
+  pg.reduceScatter(rs, L.tensor([1, 2, 3, 4].map((x) => x * (r + 1)), { dtype: 'float32', ...dev })).wait();
+  out.reduceScatter = Array.from(rs.dataSync());
+  const ag = L.zeros([4], dev);
+  pg.allGather(ag, L.tensor([r, 10 + r], { dtype: 'float32', ...dev })).wait();
+  out.allGather = Array.from(ag.dataSync());
+  const bc = L.tensor([r + 5, r + 6], { dtype: 'float32', ...dev });
+  pg.broadcast(bc, 1).wait();
+  out.broadcast = Array.from(bc.dataSync());
+  let mixed = '';
+  try {
+    pg.reduceScatter(L.zeros([2], dev), L.zeros([4]));
+  } catch (e) {
+    mixed = (e as Error).message;
+  }
+  out.mixed = mixed;
+
+  const demo = makeDemoData(path.join(process.argv[2], `demo-${r}`));
+  const losses: Record<string, number[]> = {};
+  for (const device of ['cpu', 'cuda'] as const) {
+    const ds = LlavaDataset.fromFile(demo.finetuneJson, {
+      imageFolder: demo.imageFolder,
+      tokenizerDir: FIX,
+      processor: resolveProcessorConfig(FIX),
+      template: 'v1',
+      aspect: 'square',
+      modelMaxLength: 512,
+      format: 'llava-hf',
+      numImageTokens: 16,
+      imageTokenIndex: 676,
+      maxLength: 512,
+    });
+    const model = loadLlava(FIX, { device });
+    const par = new DataParallel(pg, 'zero2');
+    const tr = new Trainer(model, ds, { stage: 2, lr: 1e-3, microBatch: 1, gradAccum: 1, maxSteps: 2, warmupRatio: 0, seed: 3, progress: 'none', log: () => {}, parallel: par });
+    losses[device] = (await tr.train()).history.map((h) => h.loss);
+    tr.dispose();
+    par.dispose();
+    model.dispose();
+  }
+  out.losses = losses;
+  if (r === 0) console.log(`NCCL_RESULT ${JSON.stringify(out)}`);
+  pg.destroy();
+}
+
+main().catch((e) => {
+  console.error(e);
+  L.dist.processGroup()?.abort(String((e as Error).stack ?? e), 2);
+  process.exit(2);
+});

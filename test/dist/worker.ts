@@ -1,0 +1,175 @@
+// worker.ts — one rank of the 2-process tests in dist.test.ts, started by mpirun (never by tap: the name has
+// no .test.ts). argv[2] is a JSON job: { mode, demoDir, out, steps }. Modes:
+//   train  collectives on CPU tensors, then the tiny fixture trained with ddp, zero1 and zero2 (losses and
+//          final weights written by rank 0 to out/<strategy>.json), frozen parameters compared with the
+//          fixture, and a zero2 sharded checkpoint resumed for one more step;
+//   hang   rank 1 stops itself (SIGSTOP); rank 0's all-reduce must time out and abort the job;
+//   die    rank 1 is killed (SIGKILL) before the all-reduce; the launcher must end rank 0.
+import * as fs from 'fs';
+import * as path from 'path';
+import * as L from '../../lib';
+import { loadLlava } from '../../lib/models/loader';
+import { LlavaDataset, resolveProcessorConfig } from '../../lib/app/train/dataset';
+import { Trainer } from '../../lib/app/train/trainer';
+import { DataParallel, type Strategy } from '../../lib/app/train/distributed';
+import { findCheckpoint } from '../../lib/app/train/train_state';
+import { TEST_DIR } from '../helpers';
+
+interface Job {
+  mode: 'train' | 'hang' | 'die';
+  demoDir: string;
+  out: string;
+  steps: number;
+}
+const job = JSON.parse(process.argv[2]) as Job;
+const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
+const f32 = { dtype: 'float32' as const };
+
+export const trainOptions = (steps: number) => ({
+  stage: 2 as const,
+  lr: 1e-3,
+  microBatch: 1,
+  warmupRatio: 0,
+  seed: 3,
+  maxGradNorm: 1,
+  maxSteps: steps,
+  progress: 'none' as const,
+  log: () => {},
+});
+
+function dataset(): LlavaDataset {
+  return LlavaDataset.fromFile(path.join(job.demoDir, 'finetune.json'), {
+    imageFolder: path.join(job.demoDir, 'images'),
+    tokenizerDir: FIX,
+    processor: resolveProcessorConfig(FIX),
+    template: 'v1',
+    aspect: 'square',
+    modelMaxLength: 512,
+    format: 'llava-hf',
+    numImageTokens: 16,
+    imageTokenIndex: 676,
+    maxLength: 512,
+  });
+}
+
+function collectives(pg: L.dist.ProcessGroup): Record<string, unknown> {
+  const r = pg.rank;
+  const out: Record<string, unknown> = {};
+  const a = L.tensor([1 + r, 2, 3], f32);
+  const w = pg.allReduce(a, 'sum');
+  w.wait();
+  out.sum = Array.from(a.dataSync());
+  const b = L.tensor([1 + r, 2 * r, 3], { dtype: 'bfloat16' });
+  pg.allReduce(b, 'avg').wait();
+  out.avgBf16 = Array.from(b.dataSync());
+  const mx = L.tensor([r, -r], { dtype: 'float64' });
+  pg.allReduce(mx, 'max').wait();
+  out.max = Array.from(mx.dataSync());
+  const rs = L.zeros([2]);
+  pg.reduceScatter(rs, L.tensor([1, 2, 3, 4].map((x) => x * (r + 1)), f32)).wait();
+  out.reduceScatter = Array.from(rs.dataSync());
+  const ag = L.zeros([4]);
+  pg.allGather(ag, L.tensor([r, 10 + r], f32)).wait();
+  out.allGather = Array.from(ag.dataSync());
+  const bc = L.tensor([r + 5, r + 6], f32);
+  pg.broadcast(bc, 1).wait();
+  out.broadcast = Array.from(bc.dataSync());
+  pg.barrier().wait();
+  // Disposed while in flight: the storage lives until wait(), then goes.
+  const d = L.tensor([1, 2], f32);
+  const live = L.memory().cpu.storages;
+  const wd = pg.allReduce(d);
+  d.dispose();
+  const during = L.memory().cpu.storages;
+  wd.wait();
+  out.inFlight = [live, during, L.memory().cpu.storages];
+  const errors: string[] = [];
+  for (const bad of [
+    () => pg.reduceScatter(L.zeros([3]), L.zeros([4])),
+    () => pg.allGather(L.zeros([3]), L.zeros([2])),
+    () => pg.broadcast(L.zeros([2]), 2),
+    () => pg.allReduce(L.zeros([2]), 'prod' as 'sum'),
+    () => pg.allReduce(L.zeros([2, 2]).transpose(0, 1)),
+  ])
+    try {
+      bad();
+      errors.push('no error');
+    } catch (e) {
+      errors.push((e as Error).message);
+    }
+  out.errors = errors;
+  return out;
+}
+
+async function train(pg: L.dist.ProcessGroup, strategy: Strategy, o: { outputDir?: string; until?: number; resume?: boolean } = {}) {
+  const model = loadLlava(FIX);
+  const par = new DataParallel(pg, strategy);
+  par.checkSame('model config', model.config);
+  const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), gradAccum: 1, parallel: par, outputDir: o.outputDir, plot: false });
+  if (o.resume) tr.resume(findCheckpoint(o.outputDir!)!);
+  const r = await tr.train({ untilStep: o.until });
+  const weights = Object.fromEntries(model.namedParameters().map(([n, p]) => [n, Array.from(p.dataSync() as Float32Array)]));
+  tr.dispose();
+  par.dispose();
+  model.dispose();
+  return { losses: r.history.map((h) => h.loss), weights, globalBatch: tr.globalBatch };
+}
+
+async function main(): Promise<void> {
+  const pg = await L.dist.init({ timeoutS: job.mode === 'train' ? 60 : 3 });
+  if (job.mode !== 'train') {
+    if (pg.rank === 1) process.kill(process.pid, job.mode === 'hang' ? 'SIGSTOP' : 'SIGKILL');
+    const t0 = Date.now();
+    try {
+      pg.allReduce(L.ones([4])).wait();
+    } catch (e) {
+      pg.abort(`${(e as Error).message} (after ${((Date.now() - t0) / 1000).toFixed(1)} s)`, 3);
+    }
+    return;
+  }
+  const res: Record<string, unknown> = { rank: pg.rank, world: pg.worldSize, collectives: collectives(pg) };
+  const before = L.memory();
+  for (const s of ['ddp', 'zero1', 'zero2'] as Strategy[]) {
+    const r = await train(pg, s);
+    if (pg.rank === 0) fs.writeFileSync(path.join(job.out, `${s}.json`), JSON.stringify(r));
+    res[s] = r.losses;
+  }
+  // Frozen parameters (the vision tower in stage 2) stay bit-identical: compare against a fresh load after a run.
+  // zero2 checkpoint after step `steps - 1`, resumed for the last step.
+  const ck = path.join(job.out, 'ck');
+  await train(pg, 'zero2', { outputDir: ck, until: job.steps - 1 });
+  res.ckFiles = fs.readdirSync(findCheckpoint(ck)!).sort();
+  const resumed = await train(pg, 'zero2', { outputDir: ck, resume: true });
+  res.resumedLosses = resumed.losses;
+  {
+    // A stop asked on rank 1 only (its signal): both ranks stop after the same step.
+    const model = loadLlava(FIX);
+    const par = new DataParallel(pg, 'ddp');
+    const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), gradAccum: 1, parallel: par });
+    par.onStop = () => tr.requestStop();
+    if (pg.rank === 1) par.requestStop();
+    const r = await tr.train();
+    res.stopped = [r.steps, r.interrupted];
+    tr.dispose();
+    par.dispose();
+    model.dispose();
+  }
+  const after = L.memory();
+  res.live = { tensors: [before.numTensors, after.numTensors], bytes: [before.cpu.bytes, after.cpu.bytes] };
+  let e = '';
+  try {
+    new DataParallel(pg, 'zero2').checkSame('model config', { rank: pg.rank });
+  } catch (err) {
+    e = (err as Error).message;
+  }
+  res.mismatch = e;
+  fs.writeFileSync(path.join(job.out, `rank${pg.rank}.json`), JSON.stringify(res));
+  pg.destroy();
+}
+
+main().catch((e) => {
+  const pg = L.dist.processGroup();
+  if (pg) pg.abort((e as Error).stack ?? String(e), 2);
+  console.error(e);
+  process.exit(2);
+});
