@@ -25,6 +25,8 @@ interface Addon {
   write(s: StorageHandle, byteOffset: number, data: ArrayBufferView): void;
   read(s: StorageHandle, byteOffset: number, nbytes: number): ArrayBuffer;
   copyBytes(dst: StorageHandle, dstOff: number, src: StorageHandle, srcOff: number, n: number): void;
+  /** The bytes of a CPU storage as an ArrayBuffer that does not own them (no copy). */
+  hostView(s: StorageHandle): ArrayBuffer;
   run(kernel: string, args: KernelArg[]): void;
   deviceInfo(device: number): { compiled: boolean; available: boolean; description: string };
   memoryStats(device: number): {

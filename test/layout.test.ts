@@ -23,6 +23,7 @@ const RANK: Record<string, number> = {
   ops: 2,
   nn: 3,
   optim: 3,
+  tfjs: 3,
   models: 4,
   'app/util': 5,
   'app/processing': 6,
