@@ -25,7 +25,10 @@ interface TfjsCase {
   op: string;
   shape: string;
   flops: number;
-  /** Builds the inputs on the current backend; returns the call to time and a cleanup. */
+  /**
+   * Builds the inputs on the current backend; returns the call to time (it must return nothing: tf.tidy
+   * walks whatever it returns, and a 1M-element array takes seconds to walk) and a cleanup.
+   */
   setup(): { run: () => void; dispose: () => void };
 }
 
@@ -68,7 +71,7 @@ const CASES: TfjsCase[] = [
     setup() {
       const a = rand([1024, 1024], 1),
         b = rand([1024, 1024], 2);
-      return { run: () => tf.matMul(a, b).dataSync(), dispose: () => tf.dispose([a, b]) };
+      return { run: () => void tf.matMul(a, b).dataSync(), dispose: () => tf.dispose([a, b]) };
     },
   },
   {
@@ -78,7 +81,7 @@ const CASES: TfjsCase[] = [
     setup() {
       const x = rand([1, 224, 224, 32], 3),
         w = rand([3, 3, 32, 64], 4);
-      return { run: () => tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same').dataSync(), dispose: () => tf.dispose([x, w]) };
+      return { run: () => void tf.conv2d(x as tf.Tensor4D, w as tf.Tensor4D, 1, 'same').dataSync(), dispose: () => tf.dispose([x, w]) };
     },
   },
   {
@@ -109,7 +112,7 @@ const CASES: TfjsCase[] = [
       const model = mobilenetish();
       const x = rand([1, 224, 224, 3], 6);
       return {
-        run: () => (model.predict(x) as tf.Tensor).dataSync(),
+        run: () => void (model.predict(x) as tf.Tensor).dataSync(),
         dispose: () => {
           x.dispose();
           model.dispose();

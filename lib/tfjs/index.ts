@@ -27,7 +27,20 @@ function registerKernels(backendName: string): void {
     if (tf.getKernel(cfg.kernelName, backendName)) continue;
     const own = NATIVE_KERNELS[cfg.kernelName];
     const fallback = cfg.kernelFunc;
-    const fn: tf.KernelFunc = own ? (args) => own(args, fallback) : fallback;
+    const name = cfg.kernelName;
+    // Native kernels fail with "[kernel] reason" (cpp/KERNELS.md); say which tfjs kernel called them.
+    // tfjs-backend-cpu's own errors pass through unchanged (tfjs-core's specs match their text).
+    const fn: tf.KernelFunc = own
+      ? (args) => {
+          try {
+            return own(args, fallback);
+          } catch (e) {
+            const msg = (e as Error).message ?? String(e);
+            if (msg.startsWith('[')) throw new Error(`[llava] ${name}: ${msg}`);
+            throw e;
+          }
+        }
+      : fallback;
     tf.registerKernel({
       kernelName: cfg.kernelName,
       backendName,
