@@ -11,6 +11,7 @@ import { Tensor, contiguousStrides } from '../core/tensor';
 import { kernel } from '../core/dispatch';
 import type { LlavaBackend } from './backend';
 import { CONV_KERNELS } from './kernels_conv';
+import { LAYOUT_KERNELS } from './kernels_layout';
 import { ViewSet, isF32 } from './views';
 
 type KernelArgs = { inputs: tf.NamedTensorInfoMap; backend: object; attrs?: tf.NamedAttrMap };
@@ -211,4 +212,5 @@ export const NATIVE_KERNELS: Record<string, NativeKernel> = {
   ...Object.fromEntries(Object.entries(BINARY).map(([k, op]) => [k, binaryKernel(op)])),
   ...Object.fromEntries(Object.entries(UNARY).map(([k, op]) => [k, unaryKernel(op)])),
   ...CONV_KERNELS,
+  ...LAYOUT_KERNELS,
 };

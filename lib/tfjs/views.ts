@@ -10,6 +10,12 @@ import type { LlavaBackend } from './backend';
  * Whether `t` is float32 both as tfjs sees it and in storage: tfjs-backend-cpu's Cast shares the
  * dataId when it widens (an int32 dataId may back a float32 tensor), and native kernels read storage.
  */
+/** Whether `t` is stored natively in its own tfjs dtype (float32, int32 or bool; not a widened Cast). */
+export function isNative(t: tf.TensorInfo | undefined | null, backend: object): t is tf.TensorInfo {
+  if (!t || !(t.dtype === 'float32' || t.dtype === 'int32' || t.dtype === 'bool')) return false;
+  return (backend as LlavaBackend).data.get(t.dataId).dtype === t.dtype;
+}
+
 export function isF32(t: tf.TensorInfo | undefined | null, backend: object): t is tf.TensorInfo {
   return !!t && t.dtype === 'float32' && (backend as LlavaBackend).data.get(t.dataId).dtype === 'float32';
 }
@@ -37,8 +43,8 @@ export class ViewSet {
     return this.strided(info, info.shape, contiguousStrides(info.shape));
   }
   /** `info` seen with any shape and strides (elements) over its storage. */
-  strided(info: tf.TensorInfo, shape: number[], strides: number[]): Tensor {
-    return this.own(this.backend.tensorOf(info.dataId).makeView(shape, strides, 0));
+  strided(info: tf.TensorInfo, shape: number[], strides: number[], offset = 0): Tensor {
+    return this.own(this.backend.tensorOf(info.dataId).makeView(shape, strides, offset));
   }
   /** `info` broadcast to `shape` (numpy rules, stride 0 on broadcast dims). */
   broadcast(info: tf.TensorInfo, shape: number[]): Tensor {
