@@ -24,7 +24,7 @@ function textModel(): tfl.LayersModel {
 
 function cnn(): tfl.LayersModel {
   const m = tfl.sequential();
-  m.add(tfl.layers.conv2d({ inputShape: [10, 10, 2], filters: 6, kernelSize: 3, padding: 'same', activation: 'relu' }));
+  m.add(tfl.layers.conv2d({ inputShape: [8, 8, 2], filters: 4, kernelSize: 3, padding: 'same', activation: 'relu' }));
   m.add(tfl.layers.batchNormalization());
   m.add(tfl.layers.maxPooling2d({ poolSize: 2 }));
   m.add(tfl.layers.flatten());
@@ -39,7 +39,7 @@ interface Batch {
 
 function textBatch(): Batch {
   const r = rng(7);
-  const B = 16;
+  const B = 8;
   const ids = Array.from({ length: B * 6 }, () => Math.floor(r() * 24));
   const y = new Array(B * 24).fill(0);
   for (let b = 0; b < B; b++) y[b * 24 + ids[b * 6 + 5]] = 1; // predict the last token
@@ -48,11 +48,11 @@ function textBatch(): Batch {
 
 function imageBatch(): Batch {
   const r = rng(11);
-  const B = 8;
-  const x = Array.from({ length: B * 10 * 10 * 2 }, () => r() * 2 - 1);
+  const B = 4;
+  const x = Array.from({ length: B * 8 * 8 * 2 }, () => r() * 2 - 1);
   const y = new Array(B * 4).fill(0);
   for (let b = 0; b < B; b++) y[b * 4 + (b % 4)] = 1;
-  return { x: { values: x, shape: [B, 10, 10, 2], dtype: 'float32' }, y: { values: y, shape: [B, 4] } };
+  return { x: { values: x, shape: [B, 8, 8, 2], dtype: 'float32' }, y: { values: y, shape: [B, 4] } };
 }
 
 /** Train on `backend` from `weights` (or the model's own initial weights); returns the loss curve. */
