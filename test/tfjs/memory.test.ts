@@ -85,3 +85,16 @@ t.test('bad input is a JS error, not a crash', async (t) => {
   t.throws(() => tf.engine().runKernel('MaxPool', { x }, { filterSize: 0, strides: 1, pad: 'valid' }));
   x.dispose();
 });
+
+t.test('data moves in from another backend (KernelBackend.move) and out again', async (t) => {
+  await tf.setBackend('cpu');
+  const a = tf.tensor1d([1, 2, 3]);
+  await tf.setBackend(BACKEND_NAME);
+  const b = tf.tensor1d([10, 20, 30]);
+  const c = tf.add(a, b); // a's data moves to llava first
+  t.same(Array.from(c.dataSync()), [11, 22, 33]);
+  await tf.setBackend('cpu');
+  t.same(Array.from(tf.mul(c, 2).dataSync()), [22, 44, 66], 'and back to cpu');
+  await tf.setBackend(BACKEND_NAME);
+  tf.dispose([a, b, c]);
+});
