@@ -1,7 +1,8 @@
-// kernels_layout.ts — the tfjs kernels that only move elements: Slice, Transpose and Tile, each one
+// kernels_layout.ts — the tfjs kernels that only move elements: Slice, Transpose, Tile (each one
 // call to the native `copy` kernel from a strided view of the input (Slice: the input's strides at an
 // offset; Transpose: permuted strides; Tile: the input seen as [r0, d0, r1, d1, ...] with stride 0 on
-// the repeat axes) into a contiguous output. Any native dtype (float32, int32, bool).
+// the repeat axes) into a contiguous output), and GatherV2 on index_select. Any native dtype
+// (float32, int32, bool).
 import type * as tf from '@tensorflow/tfjs-core';
 import { slice_util, util } from '@tensorflow/tfjs-core';
 import { contiguousStrides } from '../core/tensor';
@@ -72,4 +73,33 @@ const tile: NativeKernel = (args, fallback) => {
   return copyFrom(args, x, shape, strides, 0, outShape);
 };
 
-export const LAYOUT_KERNELS: Record<string, NativeKernel> = { Slice: slice, Transpose: transpose, Tile: tile };
+/**
+ * GatherV2 with batchDims 0 (embedding lookups): the native index_select over x seen as
+ * [outer, n, inner]. Indices out of range go to the fallback, which throws tfjs's own message.
+ */
+const gatherV2: NativeKernel = (args, fallback) => {
+  const { x, indices } = args.inputs as { x: tf.TensorInfo; indices: tf.TensorInfo };
+  const { axis, batchDims } = args.attrs as { axis: number; batchDims: number };
+  if (!isNative(x, args.backend) || !isNative(indices, args.backend) || indices.dtype !== 'int32' || batchDims) return fallback(args);
+  if (x.shape.length === 0 || x.shape.length > 8) return fallback(args);
+  const ax = util.parseAxisParam(axis, x.shape)[0];
+  const n = x.shape[ax];
+  const idx = (args.backend as unknown as LlavaBackend).data.get(indices.dataId).values as Int32Array;
+  const m = util.sizeFromShape(indices.shape);
+  for (let i = 0; i < m; i++) if (idx[i] < 0 || idx[i] >= n) return fallback(args);
+  const outShape = [...x.shape.slice(0, ax), ...indices.shape, ...x.shape.slice(ax + 1)];
+  const outer = util.sizeFromShape(x.shape.slice(0, ax));
+  const inner = util.sizeFromShape(x.shape.slice(ax + 1));
+  if (m === 0 || outer * inner === 0) return fallback(args);
+  const vs = new ViewSet(args.backend as unknown as LlavaBackend);
+  try {
+    const out = vs.output(outShape, x.dtype as 'float32');
+    const o3 = vs.own(out.t.makeView([outer, m, inner], [m * inner, inner, 1], 0));
+    kernel('index_select', [o3, vs.strided(x, [outer, n, inner], [n * inner, inner, 1]), vs.strided(indices, [m], [1]), 1]);
+    return out.info();
+  } finally {
+    vs.dispose();
+  }
+};
+
+export const LAYOUT_KERNELS: Record<string, NativeKernel> = { Slice: slice, Transpose: transpose, Tile: tile, GatherV2: gatherV2 };
