@@ -45,13 +45,23 @@ runner.env.addReporter({
     if (r.status === 'passed') passed++;
     else if (r.status === 'failed') {
       failed++;
-      failures.push(`${r.fullName}\n    ${r.failedExpectations.map((f) => f.message).join('\n    ').slice(0, 600)}`);
+      failures.push(
+        `${r.fullName}\n    ${r.failedExpectations
+          .map((f) => f.message)
+          .join('\n    ')
+          .slice(0, 600)}`,
+      );
     } else skipped++;
   },
   suiteDone(r) {
     if (r.status === 'failed') {
       failed++;
-      failures.push(`[suite] ${r.fullName}\n    ${r.failedExpectations.map((f) => f.message).join('\n    ').slice(0, 600)}`);
+      failures.push(
+        `[suite] ${r.fullName}\n    ${r.failedExpectations
+          .map((f) => f.message)
+          .join('\n    ')
+          .slice(0, 600)}`,
+      );
     }
   },
 });
@@ -59,7 +69,9 @@ runner.env.addReporter({
 runner.execute().then(
   () => {
     for (const f of failures) console.log(`FAILED ${f}`);
-    console.log(`backend ${backend}: ${passed} passed, ${failed} failed, ${skipped} skipped (${excluded.length} exclusion patterns) in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    console.log(
+      `backend ${backend}: ${passed} passed, ${failed} failed, ${skipped} skipped (${excluded.length} exclusion patterns) in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+    );
     process.exit(failed ? 1 : 0);
   },
   (e) => {
