@@ -49,6 +49,18 @@ export class Entry {
     throw new Error('[llava] tfjs data is immutable; kernels write new tensors instead');
   }
 
+  /**
+   * CUDA only: copy a host mirror back to the device. tfjs-backend-cpu's kernels fill some outputs in
+   * place (they make a zeros tensor, then write into its `values`), which on the CPU writes our storage
+   * itself but on CUDA only the mirror; the backend calls this for the entries a kernel created.
+   */
+  syncToDevice(): void {
+    if (this.host !== undefined && this.tensor && this.tensor.device !== 'cpu' && this.size > 0) {
+      const h = this.host as Float32Array | Int32Array | Uint8Array;
+      writeBytes(this.tensor, new Uint8Array(h.buffer, h.byteOffset, h.byteLength));
+    }
+  }
+
   /** Drop the native storage now (and the view over it first). */
   free(): void {
     this.host = undefined;
@@ -82,6 +94,8 @@ export class LlavaBackend extends tf.KernelBackend {
   /** Kernels running (nested calls count), and entries disposed meanwhile (see runKernel). */
   private depth = 0;
   private deferred: Entry[] = [];
+  /** Entries created while a kernel runs (on CUDA their mirrors go back to the device when it ends). */
+  private created: Entry[] = [];
   private static nextId = 0;
   /** Kept for tfjs-backend-cpu's BatchMatMul, which reads its block size from the backend. */
   readonly blockSize = 48;
@@ -127,13 +141,13 @@ export class LlavaBackend extends tf.KernelBackend {
   /** Register an output tensor that a native kernel filled (no copy). */
   adopt(t: Tensor, shape: number[], dtype: tf.DataType): tf.TensorInfo {
     const dataId = { id: LlavaBackend.nextId++ };
-    this.data.set(dataId, new Entry(dtype, t, tf.util.sizeFromShape(shape)));
+    this.data.set(dataId, this.track(new Entry(dtype, t, tf.util.sizeFromShape(shape))));
     return { dataId, shape, dtype };
   }
 
   override write(values: BackendValues | null, shape: number[], dtype: tf.DataType): DataId {
     const dataId = { id: LlavaBackend.nextId++ };
-    this.data.set(dataId, this.makeEntry(values, shape, dtype));
+    this.data.set(dataId, this.track(this.makeEntry(values, shape, dtype)));
     return dataId;
   }
 
@@ -218,6 +232,11 @@ export class LlavaBackend extends tf.KernelBackend {
     return true;
   }
 
+  private track(e: Entry): Entry {
+    if (this.depth > 0 && this.device !== 'cpu') this.created.push(e);
+    return e;
+  }
+
   private freeEntry(e: Entry): void {
     if (e.tensor) this.nativeBytes -= e.tensor.storage.nbytes;
     e.free();
@@ -233,9 +252,16 @@ export class LlavaBackend extends tf.KernelBackend {
     try {
       return fn();
     } finally {
-      if (--this.depth === 0 && this.deferred.length) {
-        for (const e of this.deferred) this.freeEntry(e);
-        this.deferred.length = 0;
+      if (--this.depth === 0) {
+        if (this.deferred.length) {
+          for (const e of this.deferred) this.freeEntry(e);
+          this.deferred.length = 0;
+        }
+        // after the frees, so intermediates the kernel disposed are not uploaded
+        if (this.created.length) {
+          for (const e of this.created) if (!e.tensor?.isDisposed) e.syncToDevice();
+          this.created.length = 0;
+        }
       }
     }
   }
