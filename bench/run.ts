@@ -14,15 +14,16 @@
 // why a group did not run (no numpy, no torch, no CUDA); a final `summary` line per device gives the
 // wall time and the live tensor count (a leak shows there). GPU timings are host-side (hrtime around
 // calls closed by cuda.synchronize()), so they include N-API launch overhead; the peer uses CUDA events.
-// Cases live in cpu_cases.ts and gpu_cases.ts; timing and output in harness.ts.
+// Cases live in cpu_cases.ts, tfjs_cases.ts (TensorFlow.js on llava vs tfjs-backend-cpu/wasm) and gpu_cases.ts; timing and output in harness.ts.
 import * as L from '../lib';
 import { closeOut, emit, emitted, openOut, parseOptions } from './harness';
 import { finishReport } from './report';
 import { runCpuCases } from './cpu_cases';
 import { runGpuCases } from './gpu_cases';
 import { runDistCases } from './dist_cases';
+import { runTfjsCases } from './tfjs_cases';
 
-function main(): number {
+async function main(): Promise<number> {
   let opts;
   try {
     opts = parseOptions(process.argv.slice(2));
@@ -44,6 +45,7 @@ function main(): number {
       if (opts.device === 'cpu' || opts.device === 'all') {
         runCpuCases(opts);
         runDistCases(opts);
+        await runTfjsCases(opts);
       }
       if (opts.device === 'cuda' || opts.device === 'all') runGpuCases(opts);
     }
@@ -54,4 +56,6 @@ function main(): number {
   return 0;
 }
 
-process.exitCode = main();
+main().then((code) => {
+  process.exitCode = code;
+});

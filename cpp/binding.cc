@@ -322,6 +322,18 @@ Napi::Value Read(const Napi::CallbackInfo& info) {
   });
 }
 
+// hostView(storage) -> ArrayBuffer over the storage's own bytes (CPU only, no copy). The buffer does
+// not own the bytes: the caller must drop every view before it frees the storage (lib/tfjs keeps its
+// views private to the backend's data map and hands out copies).
+Napi::Value HostView(const Napi::CallbackInfo& info) {
+  return guarded(info, [&]() -> Napi::Value {
+    Storage* s = get_storage(info[0], "hostView");
+    if (s->device != Device::CPU) throw KernelError("[hostView] only CPU storages can be viewed from JS");
+    if (s->nbytes == 0 || !s->ptr) return Napi::ArrayBuffer::New(info.Env(), 0);
+    return Napi::ArrayBuffer::New(info.Env(), s->ptr, s->nbytes);
+  });
+}
+
 // copyBytes(dst, dstOff, src, srcOff, n): byte copy between any two devices (used by to(device)).
 Napi::Value CopyBytes(const Napi::CallbackInfo& info) {
   return guarded(info, [&]() -> Napi::Value {
@@ -472,6 +484,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("write", Napi::Function::New(env, Write));
   exports.Set("read", Napi::Function::New(env, Read));
   exports.Set("copyBytes", Napi::Function::New(env, CopyBytes));
+  exports.Set("hostView", Napi::Function::New(env, HostView));
   exports.Set("run", Napi::Function::New(env, Run));
   exports.Set("dist", Napi::Function::New(env, Dist));
   exports.Set("deviceInfo", Napi::Function::New(env, DeviceInfo));

@@ -78,7 +78,7 @@ template <typename F> LLAVA_HD LLAVA_EW_INLINE F unary_fwd(int op, F x, F p) {
     case Sigmoid:
       return m::sigm(x);
     case Relu:
-      return x > F(0) ? x : F(0);
+      return x < F(0) ? F(0) : x;  // NaN propagates, as in torch.relu
     case Gelu:
       return F(0.5) * x * (F(1) + m::erf(x * F(m::kInvSqrt2)));
     case GeluTanh:

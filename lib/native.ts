@@ -29,6 +29,8 @@ interface Addon {
   write(s: StorageHandle, byteOffset: number, data: ArrayBufferView): void;
   read(s: StorageHandle, byteOffset: number, nbytes: number): ArrayBuffer;
   copyBytes(dst: StorageHandle, dstOff: number, src: StorageHandle, srcOff: number, n: number): void;
+  /** The bytes of a CPU storage as an ArrayBuffer that does not own them (no copy). */
+  hostView(s: StorageHandle): ArrayBuffer;
   run(kernel: string, args: KernelArg[]): void;
   /** Collective communication (cpp/dist_api.h): returns a rank, a size or a work id. */
   dist(entry: string, args: KernelArg[]): number;

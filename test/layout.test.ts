@@ -24,6 +24,7 @@ const RANK: Record<string, number> = {
   nn: 3,
   optim: 3,
   dist: 3,
+  tfjs: 3,
   models: 4,
   'app/util': 5,
   'app/processing': 6,

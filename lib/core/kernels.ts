@@ -41,6 +41,11 @@ export const KERNELS = [
   // rotary embedding (cpu_rope.cc / rope.cu) and the optimizer step (cpu_adamw.cc / adamw.cu)
   'rope',
   'adamw',
+  // convolution helpers for the tfjs backend (cpu_conv.cc / conv.cu)
+  'im2col',
+  'col2im',
+  'depthwise_conv2d',
+  'pool2d',
 ] as const;
 
 export type KernelName = (typeof KERNELS)[number];

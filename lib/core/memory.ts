@@ -33,6 +33,15 @@ export class Storage {
   retain(): void {
     this.refs++;
   }
+  /**
+   * The bytes of a live CPU storage as an ArrayBuffer over the same memory (no copy). The buffer does
+   * not keep the storage alive: whoever holds it must drop it before the storage is released (the
+   * tfjs backend keeps such views private to its data map and hands copies to users).
+   */
+  hostView(): ArrayBuffer {
+    if (this.freed) throw new Error('[hostView] storage was already freed');
+    return native.hostView(this.handle);
+  }
   release(): void {
     if (--this.refs <= 0 && !this.freed) {
       this.freed = true;

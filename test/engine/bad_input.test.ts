@@ -469,6 +469,9 @@ t.test('bad calls straight into the native addon', async (t) => {
     ['deviceInfo of a string', 'device_info', () => native.deviceInfo('cuda' as unknown as number)],
     ['memoryStats of device 7', 'memory', () => native.memoryStats(7)],
     ['kernels of device -1', 'kernels', () => native.kernels(-1)],
+    ['hostView of a freed storage', 'hostView', () => native.hostView(freed)],
+    ['hostView of a fake handle', 'hostView', () => native.hostView(fake)],
+    ['hostView of a number', 'hostView', () => native.hostView(3 as unknown as StorageHandle)],
   ];
   runTable(t, cases);
 

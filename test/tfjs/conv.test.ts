@@ -1,0 +1,67 @@
+// conv.test.ts — the convolution and pooling kernels behind the tfjs backend (cpp/cpu_conv.cc):
+// conv2d, its two gradients, depthwise conv and pooling on `llava` against tfjs-backend-cpu over
+// strides, dilations and paddings (error |a - r| / (1e-3 + |r|) below 1e-4: relative, with an absolute floor
+// of 1e-7 for results near 0, where summation order alone moves the last bits), and the native kernels
+// refusing bad arguments with a JS error.
+import t from 'tap';
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import '../../lib/tfjs';
+import { Tensor } from '../../lib/core/tensor';
+import { kernel } from '../../lib/core/dispatch';
+import { randArray } from '../helpers';
+
+type Case = { x: number[]; f: number[]; s: number; d: number; pad: 'same' | 'valid' | number };
+const CASES: Case[] = [
+  { x: [2, 7, 6, 3], f: [3, 3, 3, 4], s: 1, d: 1, pad: 'same' },
+  { x: [1, 9, 8, 2], f: [3, 2, 2, 5], s: 2, d: 1, pad: 'valid' },
+  { x: [1, 8, 8, 3], f: [3, 3, 3, 2], s: 1, d: 2, pad: 'same' },
+  { x: [2, 6, 7, 4], f: [1, 1, 4, 3], s: 1, d: 1, pad: 'valid' },
+  { x: [1, 7, 7, 2], f: [2, 3, 2, 3], s: 2, d: 1, pad: 1 },
+];
+
+/** conv2d, dx, dw, depthwise, max and avg pool of one case on the current backend. */
+function run(c: Case): number[][] {
+  return tf.tidy(() => {
+    const n = (s: number[]) => s.reduce((a, b) => a * b, 1);
+    const x = tf.tensor4d(Float32Array.from(randArray(n(c.x), 1)), c.x as [number, number, number, number]);
+    const w = tf.tensor4d(Float32Array.from(randArray(n(c.f), 2)), c.f as [number, number, number, number]);
+    const conv = (a: tf.Tensor4D, b: tf.Tensor4D) => tf.conv2d(a, b, c.s, c.pad, 'NHWC', c.d);
+    const y = conv(x, w);
+    // tfjs has no gradient for dilated convolutions: those cases check the forward pass twice
+    const [dx, dw] = c.d > 1 ? [y, y] : tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.square(conv(a as tf.Tensor4D, b as tf.Tensor4D))))([x, w]);
+    const dwf = tf.tensor4d(Float32Array.from(randArray(c.f[0] * c.f[1] * c.x[3] * 2, 3)), [c.f[0], c.f[1], c.x[3], 2]);
+    const dep = tf.depthwiseConv2d(x, dwf, c.d > 1 ? 1 : c.s, c.pad, 'NHWC', c.d);
+    const pad = typeof c.pad === 'number' ? 'same' : c.pad;
+    const mp = tf.maxPool(x, [c.f[0], c.f[1]], c.s, pad);
+    const ap = tf.avgPool(x, [c.f[0], c.f[1]], c.s, pad);
+    return [y, dx, dw, dep, mp, ap].map((z) => Array.from(z.dataSync()));
+  });
+}
+
+t.test('conv2d, its gradients, depthwise conv and pooling match tfjs-backend-cpu', async (t) => {
+  for (const c of CASES) {
+    await tf.setBackend('cpu');
+    const ref = run(c);
+    await tf.setBackend('llava');
+    const got = run(c);
+    const names = ['conv2d', 'dx', 'dw', 'depthwise', 'maxPool', 'avgPool'];
+    for (let k = 0; k < names.length; k++) {
+      let worst = 0;
+      for (let i = 0; i < ref[k].length; i++) worst = Math.max(worst, Math.abs(got[k][i] - ref[k][i]) / (1e-3 + Math.abs(ref[k][i])));
+      t.ok(ref[k].length === got[k].length && worst < 1e-4, `${names[k]} ${JSON.stringify(c)}: worst relative error ${worst.toExponential(1)}`);
+    }
+  }
+});
+
+t.test('the native kernels refuse bad arguments with an error naming them', async (t) => {
+  const f = (shape: number[], dtype: 'float32' | 'int32' = 'float32') => Tensor.empty(shape, dtype, 'cpu');
+  const x = f([1, 4, 4, 2]);
+  const geom = [3, 3, 1, 1, 1, 1, 1, 1, 4, 4];
+  t.throws(() => kernel('im2col', [f([16, 17]), x, geom]), /\[im2col\] cols/);
+  t.throws(() => kernel('im2col', [f([16, 18]), x, [3, 3, 0, 1, 1, 1, 1, 1, 4, 4]]), /\[im2col\] filter size, strides/);
+  t.throws(() => kernel('col2im', [f([1, 4, 4, 2], 'int32'), f([16, 18]), geom]), /\[col2im\] dx/);
+  t.throws(() => kernel('pool2d', [f([1, 4, 4, 2]), x, 'min', geom]), /\[pool2d\] op must be/);
+  t.throws(() => kernel('depthwise_conv2d', [f([1, 4, 4, 2]), x, f([3, 3, 3, 1]), geom]), /\[depthwise_conv2d\] w must be/);
+  t.throws(() => kernel('im2col', [f([16, 18]), f([4, 4, 2]), geom]), /\[im2col\] input must be 4-d/);
+});
