@@ -70,6 +70,24 @@ void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Ac
 // dst[(k2 * W + w) * 2 + e] = bits(src[w*sw + (2 k2 + e)*sk]), zero past wvalid lanes and past kc.
 template <int W> void pack_pairs(const bf16* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, uint16_t* dst) {
   const int64_t kp = (kc + 1) / 2;
+#if LLAVA_X86_ISA && LLAVA_AVX2
+  if (W == 32 && sw == 1 && wvalid == W) {  // row-major B: interleave row pairs in registers
+    isa::bf16_pack_rows32_avx512(reinterpret_cast<const uint16_t*>(src), sk, kc, dst);
+    return;
+  }
+#endif
+  if (sk == 1) {  // depth contiguous (row-major A, x @ W^T): every pair is one 32-bit word
+    uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
+    for (int w = 0; w < wvalid; w++) {
+      const bf16* s = src + w * sw;
+      int64_t k2 = 0;
+      for (; 2 * k2 + 1 < kc; k2++) std::memcpy(d32 + k2 * W + w, s + 2 * k2, 4);
+      if (k2 < kp) d32[k2 * W + w] = s[2 * k2].bits;  // odd kc: low half only (little-endian pair)
+    }
+    for (int64_t k2 = 0; k2 < kp; k2++)
+      for (int w = wvalid; w < W; w++) d32[k2 * W + w] = 0;
+    return;
+  }
   for (int w = 0; w < wvalid; w++) {
     const bf16* s = src + w * sw;
     uint16_t* d = dst + 2 * w;

@@ -107,6 +107,27 @@ __attribute__((target("avx512bf16"))) void bf16gemm_ukr_avx512_12x32(int64_t kp,
   }
 }
 
+// B panel for the bf16 tile from 32 contiguous columns (row stride sk): rows k and k+1 interleaved
+// 16 bits at a time, dst[(k2 * 32 + j) * 2 + e] = src[(2 k2 + e) * sk + j]; an odd last row pairs with 0.
+void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  alignas(64) static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                  8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const uint16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                  24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  int64_t k = 0;
+  for (; k + 2 <= kc; k += 2, dst += 64) {
+    __m512i r0 = _mm512_loadu_si512(src + k * sk), r1 = _mm512_loadu_si512(src + (k + 1) * sk);
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, r1));
+    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, r1));
+  }
+  if (k < kc) {
+    __m512i r0 = _mm512_loadu_si512(src + k * sk), z = _mm512_setzero_si512();
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, z));
+    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, z));
+  }
+}
+
 }  // namespace isa
 }  // namespace llava
 #endif
