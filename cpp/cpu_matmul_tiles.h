@@ -75,6 +75,10 @@ template <int W> void pack_pairs(const bf16* src, int64_t sw, int64_t sk, int wv
     isa::bf16_pack_rows32_avx512(reinterpret_cast<const uint16_t*>(src), sk, kc, dst);
     return;
   }
+  if (W == 32 && sk == 1 && wvalid == W && sw > 0 && sw < (int64_t(1) << 31) / 32) {  // x @ W^T: gathers
+    isa::bf16_pack_cols32_avx512(reinterpret_cast<const uint16_t*>(src), sw, kc, dst);
+    return;
+  }
 #endif
   if (sk == 1) {  // depth contiguous (row-major A, x @ W^T): every pair is one 32-bit word
     uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);

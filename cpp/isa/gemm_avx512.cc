@@ -128,6 +128,25 @@ void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16
   }
 }
 
+// B panel for the bf16 tile from 32 rows of contiguous depth (x @ W^T: row w of W at src + w * sw):
+// each k pair is one 32-bit word, gathered across the 32 rows, 16 at a time. Needs 31 * sw < 2^31.
+void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i lo = _mm512_mullo_epi32(step, _mm512_set1_epi32(int32_t(sw)));
+  const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(int32_t(16 * sw)));
+  int64_t k2 = 0;
+  for (; 2 * k2 + 1 < kc; k2++, dst += 64) {
+    const uint16_t* base = src + 2 * k2;
+    _mm512_storeu_si512(dst, _mm512_i32gather_epi32(lo, base, 2));
+    _mm512_storeu_si512(dst + 32, _mm512_i32gather_epi32(hi, base, 2));
+  }
+  if (2 * k2 < kc)  // odd kc: the last pair's second half is zero
+    for (int w = 0; w < 32; w++) {
+      dst[2 * w] = src[w * sw + 2 * k2];
+      dst[2 * w + 1] = 0;
+    }
+}
+
 }  // namespace isa
 }  // namespace llava
 #endif

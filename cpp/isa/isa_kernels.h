@@ -23,6 +23,8 @@ void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B,
                                float beta, const float* bias);
 // Packs a 32-column bf16 B panel (columns contiguous, row stride sk, kc rows) into that pair layout.
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
+// The same from 32 rows of contiguous depth (row stride sw < 2^31 / 31 elements).
+void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 
 // ---------------------------------------------------------------- act_avx2.cc / act_avx512.cc
 // out[i] = f(x[i]), or dy[i] * f'(x[i]) when dy is not null, i < n, contiguous; op one of
