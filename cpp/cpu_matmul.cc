@@ -353,14 +353,14 @@ template <typename T> void run_typed(const Problem& p) {
     gemm<KernF64, T>(p);
   } else {
 #if LLAVA_AVX2
+#if LLAVA_X86_ISA
     // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
     if constexpr (std::is_same_v<T, bf16>) {
       if (cpu_isa() >= CpuIsa::Avx512 && cpu_has_avx512_bf16() && p.N > 16) return gemm<KernBf16Avx512, T>(p);
     }
-    if (cpu_isa() >= CpuIsa::Avx512 && p.N > 16)
-      gemm<KernAvx512, T>(p);
-    else
-      gemm<KernAvx2, T>(p);
+    if (cpu_isa() >= CpuIsa::Avx512 && p.N > 16) return gemm<KernAvx512, T>(p);
+#endif
+    gemm<KernAvx2, T>(p);
 #else
     gemm<KernPortable, T>(p);
 #endif
