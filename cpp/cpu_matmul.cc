@@ -197,8 +197,8 @@ template <typename Kern, typename T> void gemm(const Problem& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const int64_t th = num_threads();
   int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
-  if (!std::is_same_v<T, typename Kern::acc> || p.act != 0)  // cap the scratch at ~2 MiB (f32) per unit
-    mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 19);
+  if (!std::is_same_v<T, typename Kern::acc> || p.act != 0)  // cap the scratch at ~4 MiB (f32) per unit
+    mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 20);
   // Split further until every thread gets an equal share (or the shares are small enough that
   // imbalance stops mattering). Split the dimension that has more micro-tiles left.
   for (;;) {
