@@ -3,18 +3,21 @@
     "nvcc%": "<!(command -v nvcc || echo /usr/local/cuda/bin/nvcc)",
     "has_cuda%": "<!(node -e \"process.stdout.write(process.env.LLAVA_NO_CUDA ? 'false' : String(require('fs').existsSync(process.argv[1])))\" \"<!(command -v nvcc || echo /usr/local/cuda/bin/nvcc)\")"
   },
+  "target_defaults": {
+    "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "cpp", "cuda"],
+    "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+    "cflags!": ["-fno-exceptions", "-O2"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-O2"],
+    "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-fno-math-errno", "-pthread", "-fPIC"]
+  },
   "targets": [
     {
       "target_name": "llava_native",
       "sources": ["<!@(node scripts/sources.js cpp)"],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "cpp", "cuda"],
-      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_DEPRECATED"],
-      "cflags!": ["-fno-exceptions", "-O2"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-O2"],
-      "cflags_cc": ["-std=c++17", "-O3", "-fexceptions", "-mavx2", "-mfma", "-mf16c", "-fno-math-errno", "-pthread"],
       "ldflags": ["-pthread"],
       "libraries": ["-ldl"],
       "conditions": [
+        ["target_arch=='x64'", {"dependencies": ["llava_avx2", "llava_avx512"]}],
         ["has_cuda=='true'", {
           "sources": ["<!@(node scripts/sources.js cuda)"],
           "defines": ["LLAVA_WITH_CUDA=1"],
@@ -34,5 +37,24 @@
         }]
       ]
     }
+  ],
+  "conditions": [
+    ["target_arch=='x64'", {
+      "targets": [
+        {
+          "target_name": "llava_avx2",
+          "type": "static_library",
+          "sources": ["<!@(node scripts/sources.js avx2)"],
+          "defines": ["LLAVA_ISA_BUILD=1"],
+          "cflags_cc": ["-mavx2", "-mfma", "-mf16c"]
+        },
+        {
+          "target_name": "llava_avx512",
+          "type": "static_library",
+          "sources": ["<!@(node scripts/sources.js avx512)"],
+          "cflags_cc": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mavx2", "-mfma", "-mf16c"]
+        }
+      ]
+    }]
   ]
 }

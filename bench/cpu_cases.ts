@@ -34,6 +34,7 @@ import {
   round,
 } from './harness';
 import * as path from 'path';
+import { runCpuKernelCases } from './cpu_kernels';
 
 const dev = 'cpu' as const;
 
@@ -326,6 +327,7 @@ export function runCpuCases(o: BenchOptions): void {
   const t0 = process.hrtime.bigint();
   matmulCases(o, k);
   fusedCases(o, k);
+  runCpuKernelCases(o);
   llavaCases(o, k);
   const leftover = L.memory();
   if (!o.filter) emit({ summary: 'cpu', wall_s: round(Number(process.hrtime.bigint() - t0) / 1e9, 3), live_tensors: leftover.numTensors });

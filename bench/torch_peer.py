@@ -48,6 +48,8 @@ def main():
         return 0
     dtype = getattr(torch, spec.get("dtype", "bfloat16"))
     reps = int(spec.get("reps", 10))
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
     desc = f"torch {torch.__version__}"
     if device == "cpu":
         desc += f" (cpu, {torch.get_num_threads()} threads)"
@@ -151,12 +153,55 @@ class Runner:
     # ------------------------------------------------------------------ cases
     def run(self, c):
         kind = c["kind"]
-        return getattr(self, "case_" + kind)(c)
+        saved = self.dtype
+        if c.get("dtype"):  # a case may override the spec's dtype (bench/cpu_kernels.ts mixes f32 and bf16)
+            self.dtype = getattr(self.torch, c["dtype"])
+        try:
+            return getattr(self, "case_" + kind)(c)
+        finally:
+            self.dtype = saved
+
+    def _fwd_or_step(self, inputs, f, out_shape, bwd):
+        """Times f() under no_grad, or f().backward(g) with the inputs' grads cleared each call."""
+        if not bwd:
+            with self.torch.no_grad():
+                return self.time(f)
+        g = self.rand(out_shape)
+
+        def step():
+            f().backward(g)
+            for t in inputs:
+                t.grad = None
+
+        return self.time(step)
 
     def case_softmax(self, c):
-        x = self.rand((c["N"], c["C"]))
-        with self.torch.no_grad():
-            return self.time(lambda: x.softmax(-1))
+        bwd = c.get("bwd", False)
+        x = self.rand((c["N"], c["C"]), requires_grad=bwd)
+        return self._fwd_or_step([x], lambda: x.softmax(-1), (c["N"], c["C"]), bwd)
+
+    def case_unary(self, c):
+        """silu / gelu / gelu_tanh on x[N, C], fwd or fwd+bwd."""
+        bwd = c.get("bwd", False)
+        x = self.rand((c["N"], c["C"]), scale=3.0, requires_grad=bwd)
+        F = self.F
+        op = c["op"]
+        f = {"silu": lambda: F.silu(x), "gelu": lambda: F.gelu(x), "gelu_tanh": lambda: F.gelu(x, approximate="tanh")}[op]
+        return self._fwd_or_step([x], f, (c["N"], c["C"]), bwd)
+
+    def case_swiglu(self, c):
+        """silu(a) * b, the LLaMA MLP's gate, on [N, C], fwd or fwd+bwd."""
+        bwd = c.get("bwd", False)
+        a = self.rand((c["N"], c["C"]), scale=3.0, requires_grad=bwd)
+        b = self.rand((c["N"], c["C"]), requires_grad=bwd)
+        return self._fwd_or_step([a, b], lambda: self.F.silu(a) * b, (c["N"], c["C"]), bwd)
+
+    def case_linear(self, c):
+        """x[M, K] @ W[N, K]^T (F.linear, no bias), fwd or fwd+bwd."""
+        bwd = c.get("bwd", False)
+        x = self.rand((c["M"], c["K"]), requires_grad=bwd)
+        w = self.rand((c["N"], c["K"]), scale=0.05, requires_grad=bwd)
+        return self._fwd_or_step([x, w], lambda: self.F.linear(x, w), (c["M"], c["N"]), bwd)
 
     def case_gemm(self, c):
         a = self.rand((c["M"], c["K"]))

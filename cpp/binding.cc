@@ -14,6 +14,7 @@
 #include <mutex>
 #include <vector>
 
+#include "cpu_isa.h"
 #include "dist_api.h"
 #include "kernel_api.h"
 
@@ -473,6 +474,25 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
 
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 
+// cpuIsa(cap?: 'portable' | 'avx2' | 'avx512') -> { active, detected }: the instruction set the CPU
+// kernels use, after setting the cap when one is given (see cpu_isa.h; the parity tests run every path).
+Napi::Value CpuIsaInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsString()) throw Napi::TypeError::New(env, "cpuIsa: the cap must be a string");
+    const std::string name = info[0].As<Napi::String>();
+    CpuIsa cap;
+    if (!parse_cpu_isa(name, &cap))
+      throw Napi::Error::New(env, "cpuIsa: unknown instruction set '" + name + "' (portable, avx2 or avx512)");
+    set_cpu_isa_cap(cap);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("active", cpu_isa_name(cpu_isa()));
+  o.Set("detected", cpu_isa_name(cpu_isa_detected()));
+  o.Set("avx512bf16", cpu_has_avx512_bf16());
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // A kernel registered twice for one device is a build error that static constructors could not
   // report: refuse to load, naming it.
@@ -493,6 +513,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("kernels", Napi::Function::New(env, Kernels));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
+  exports.Set("cpuIsa", Napi::Function::New(env, CpuIsaInfo));
   return exports;
 }
 

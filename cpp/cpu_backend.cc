@@ -7,13 +7,22 @@
 // may call another parallel kernel without deadlocking the pool. Both sides spin briefly (kSpin)
 // before sleeping on a condition variable: kernels come in quick succession, and waking a sleeping
 // worker costs tens of microseconds, more than a small kernel's whole run.
-#include <immintrin.h>
-
+//
+// Host memory goes through a size-bucketed cache, like the CUDA allocator: a freed block of 16 KiB or
+// more is kept on a free list for its bucket (sizes rounded up to 1, 1.25, 1.5 or 1.75 times a power
+// of two, so at most 25% is wasted) and handed to the next allocation of that bucket. Fresh memory
+// from the OS arrives unmapped and is zeroed page by page on first touch, which made every large
+// output cost a page-fault storm; a reused block is already mapped. The cache holds at most
+// LLAVA_CPU_CACHE_MB (default 2048) MiB; emptyCache() returns it all; memoryStats reports
+// bytes in use, cached, allocations from the OS and the peak. Blocks under 16 KiB go straight to
+// the C library, whose own free lists already serve them well.
 #include <algorithm>
 #include <chrono>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
+#include <map>
+#include <vector>
 #include <mutex>
 #include <thread>
 
@@ -24,13 +33,22 @@ namespace {
 
 constexpr auto kSpin = std::chrono::microseconds(50);
 
+// The spin-wait hint of the architecture (lets the sibling hyperthread run), nothing elsewhere.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+
 // Spin (with pause) until pred() or kSpin has passed; true when pred() held.
 template <typename P> bool spin_until(P pred) {
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0;; i++) {
     if (pred()) return true;
     if ((i & 63) == 63 && std::chrono::steady_clock::now() - t0 > kSpin) return false;
-    _mm_pause();
+    cpu_relax();
   }
 }
 
@@ -124,6 +142,98 @@ Pool& pool() {
   static Pool p;
   return p;
 }
+
+// ---------------------------------------------------------------- host memory cache
+class HostCache {
+ public:
+  static constexpr size_t kMinCached = 16 << 10;
+  HostCache() {
+    const char* env = std::getenv("LLAVA_CPU_CACHE_MB");
+    if (env && *env) limit_ = size_t(std::max(0L, std::atol(env))) << 20;
+  }
+  ~HostCache() { release(); }
+
+  // Bucket size for n bytes: 64-byte multiples below kMinCached, else the next of 4 steps per octave.
+  static size_t bucket(size_t n) {
+    size_t sz = std::max<size_t>(64, (n + 63) / 64 * 64);
+    if (sz < kMinCached) return sz;
+    size_t p = size_t(1) << (63 - __builtin_clzll(sz));  // largest power of two <= sz
+    size_t step = p / 4;
+    return (sz + step - 1) / step * step;
+  }
+
+  void* alloc(size_t n) {
+    const size_t sz = bucket(n);
+    if (sz >= kMinCached) {
+      std::lock_guard<std::mutex> lk(mu_);
+      auto it = free_.find(sz);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        cached_ -= sz;
+        in_use_ += sz;
+        peak_ = std::max(peak_, in_use_);
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, sz);
+    if (!p && sz >= kMinCached) {  // out of memory: give the cache back and try once more
+      release();
+      p = std::aligned_alloc(64, sz);
+    }
+    if (!p) throw KernelError("[alloc] out of host memory: asked for " + std::to_string(n) + " bytes");
+    std::lock_guard<std::mutex> lk(mu_);
+    in_use_ += sz;
+    mallocs_++;
+    peak_ = std::max(peak_, in_use_);
+    return p;
+  }
+
+  void free(void* p, size_t n) {
+    if (!p) return;
+    const size_t sz = bucket(n);
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      in_use_ -= sz;
+      if (sz >= kMinCached && cached_ + sz <= limit_) {
+        free_[sz].push_back(p);
+        cached_ += sz;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  void release() {
+    std::map<size_t, std::vector<void*>> blocks;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      blocks.swap(free_);
+      cached_ = 0;
+    }
+    for (auto& kv : blocks)
+      for (void* p : kv.second) std::free(p);
+  }
+
+  void stats(double* st) {
+    std::lock_guard<std::mutex> lk(mu_);
+    st[0] = double(in_use_);
+    st[1] = double(cached_);
+    st[2] = double(mallocs_);
+    st[3] = double(peak_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<size_t, std::vector<void*>> free_;
+  size_t in_use_ = 0, cached_ = 0, peak_ = 0, mallocs_ = 0;
+  size_t limit_ = size_t(2048) << 20;
+};
+
+HostCache& host_cache() {
+  static HostCache* c = new HostCache();  // never destroyed: storages may be freed during exit
+  return *c;
+}
 thread_local bool in_parallel = false;
 
 }  // namespace
@@ -150,24 +260,20 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   });
 }
 
-static BackendRegistrar cpu_backend(
-    Device::CPU, DeviceBackend{
-                     [] { return true; },
-                     [] { return std::string("cpu (") + std::to_string(num_threads()) + " threads)"; },
-                     [](size_t n) -> void* {
-                       size_t sz = std::max<size_t>(64, (n + 63) / 64 * 64);
-                       void* p = std::aligned_alloc(64, sz);
-                       if (!p)
-                         throw KernelError("[alloc] out of host memory: asked for " + std::to_string(n) + " bytes");
-                       return p;
-                     },
-                     [](void* p, size_t) { std::free(p); },
-                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
-                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
-                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
-                     [] {},
-                     nullptr,
-                     nullptr,
-                 });
+static BackendRegistrar cpu_backend(Device::CPU, DeviceBackend{
+                                                     [] { return true; },
+                                                     [] {
+                                                       return std::string("cpu (") + std::to_string(num_threads()) +
+                                                              " threads)";
+                                                     },
+                                                     [](size_t n) -> void* { return host_cache().alloc(n); },
+                                                     [](void* p, size_t n) { host_cache().free(p, n); },
+                                                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+                                                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+                                                     [](void* d, const void* s, size_t n) { std::memmove(d, s, n); },
+                                                     [] {},
+                                                     [](double* st) { host_cache().stats(st); },
+                                                     [] { host_cache().release(); },
+                                                 });
 
 }  // namespace llava

@@ -3,17 +3,35 @@
 //
 // bf16/f16 are storage formats only: kernels load them into f32 registers, compute, and round once
 // on store (round-to-nearest-even, as PyTorch does).
+//
+// This header is compiled at more than one ISA level (cpu_isa.h): the 8-lane helpers exist only where
+// the translation unit is built with AVX2/FMA/F16C (LLAVA_AVX2 is then 1), and everything here sits
+// in an inline namespace named after the level, so the linker never mixes an AVX2-compiled copy of
+// an inline function into the portable path.
 #pragma once
 
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LLAVA_AVX2 1
 #include <immintrin.h>
+#else
+#define LLAVA_AVX2 0
+#endif
 
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 
+#include "cpu_isa.h"
 #include "kernel_api.h"
 
 namespace llava {
+#if defined(__AVX512F__)
+inline namespace isa_avx512 {
+#elif LLAVA_AVX2
+inline namespace isa_avx2 {
+#else
+inline namespace isa_base {
+#endif
 
 struct bf16 {
   uint16_t bits;
@@ -35,8 +53,53 @@ inline uint16_t f32_to_bf16(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
 }
+#if LLAVA_AVX2
 inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
 inline uint16_t f32_to_f16(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
+#else
+// IEEE half <-> single by bit manipulation (what F16C does in hardware): subnormals, inf and NaN kept,
+// round to nearest even on narrowing.
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, u;
+  if (exp == 0x1f) {
+    u = sign | 0x7f800000u | (man << 13);  // inf / NaN
+  } else if (exp != 0) {
+    u = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    u = sign;
+  } else {  // subnormal half: normalise
+    int e = -1;
+    do {
+      e++;
+      man <<= 1;
+    } while (!(man & 0x400u));
+    u = sign | (uint32_t(112 - e) << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t f32_to_f16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // NaN stays NaN
+  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);                        // rounds past 65504: inf
+  if (a < 0x38800000u) {                                                        // half subnormal or 0
+    if (a < 0x33000000u) return sign;                                           // below half the least subnormal
+    const uint32_t man = (a & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - int(a >> 23);  // 14..24
+    uint32_t r = man >> shift;
+    const uint32_t rem = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (r & 1u))) r++;
+    return uint16_t(sign | r);
+  }
+  uint32_t r = a - 0x38000000u;  // rebias the exponent (127 -> 15)
+  r += 0xfffu + ((r >> 13) & 1u);
+  return uint16_t(sign | (r >> 13));
+}
+#endif
 
 template <typename T> struct Compute { using type = T; };
 template <> struct Compute<bf16> { using type = float; };
@@ -126,6 +189,7 @@ template <typename V> inline void store(bool* p, V v) { *p = v != V(0); }
       (args).fail("unknown dtype");          \
   }
 
+#if LLAVA_AVX2
 // ---------------------------------------------------------------- 8-lane AVX2 helpers
 // vload/vstore widen a storage type to its compute register and narrow it back (bf16/f16 <-> 8 x f32,
 // double <-> 4 x f64), rounding to nearest even like store() (NaN stays NaN).
@@ -219,6 +283,18 @@ inline double exp_shift_sum_f32(const float* x, float m, float* out, int64_t n) 
   }
   return total;
 }
+#else
+// out[i] = exp(x[i] - m) (out may be null) for float32 rows; returns the sum in double.
+inline double exp_shift_sum_f32(const float* x, float m, float* out, int64_t n) {
+  double total = 0;
+  for (int64_t i = 0; i < n; i++) {
+    float e = std::exp(x[i] - m);
+    if (out) out[i] = e;
+    total += e;
+  }
+  return total;
+}
+#endif
 
 // Element offset of linear index `i` of a view (row-major order over its shape).
 inline int64_t strided_offset(const TensorArg& t, int64_t i) {
@@ -262,4 +338,5 @@ template <int N> struct StridedWalker {
   }
 };
 
+}  // namespace isa_*
 }  // namespace llava

@@ -12,6 +12,7 @@
 
 #include "cpu_common.h"
 #include "elementwise_math.h"
+#include "isa/isa_kernels.h"
 #include "kernel_checks.h"
 
 namespace llava {
@@ -101,6 +102,42 @@ using U = UnaryOp;  // op names and numbering: kernel_ops.h
 
 // The formulas (unary_fwd, unary_grad, int_unary): elementwise_math.h, shared with CUDA.
 
+// Activations at memory speed: contiguous f32/bf16 exp, tanh, sigmoid, gelu, gelu_tanh, quick_gelu and
+// silu (forward, and backward with dy) go to the vectorised kernels of isa/act_*.cc (AVX-512 where the
+// CPU has it, else AVX2) in chunks over the pool. False when the call is not one of those (the
+// generic loops below run it, the only path of a portable build).
+bool fast_activation(UnaryOp op, const TensorArg& out, const TensorArg& x, const TensorArg* dy) {
+#if LLAVA_X86_ISA
+  using namespace unary_op;
+  const CpuIsa level = cpu_isa();
+  if (level < CpuIsa::Avx2) return false;
+  if (!(op == Exp || op == Tanh || op == Sigmoid || op == Gelu || op == GeluTanh || op == QuickGelu || op == Silu))
+    return false;
+  if ((x.dtype != DType::F32 && x.dtype != DType::BF16) || out.dtype != x.dtype) return false;
+  if (!out.is_contiguous() || !x.is_contiguous() || (dy && (!dy->is_contiguous() || dy->dtype != x.dtype)))
+    return false;
+  const bool wide = level >= CpuIsa::Avx512;
+  const int64_t n = out.numel();
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    if (x.dtype == DType::F32) {
+      const float* xp = x.data<float>() + b;
+      const float* dp = dy ? dy->data<float>() + b : nullptr;
+      float* op_ = out.data<float>() + b;
+      (wide ? isa::act_f32_avx512 : isa::act_f32_avx2)(op, xp, dp, op_, e - b);
+    } else {
+      const uint16_t* xp = reinterpret_cast<const uint16_t*>(x.data<bf16>() + b);
+      const uint16_t* dp = dy ? reinterpret_cast<const uint16_t*>(dy->data<bf16>() + b) : nullptr;
+      uint16_t* op_ = reinterpret_cast<uint16_t*>(out.data<bf16>() + b);
+      (wide ? isa::act_bf16_avx512 : isa::act_bf16_avx2)(op, xp, dp, op_, e - b);
+    }
+  });
+  return true;
+#else
+  (void)op, (void)out, (void)x, (void)dy;
+  return false;
+#endif
+}
+
 // unary(out, x, op, p): out = f(x). Neg/abs/sign/square also take integer dtypes.
 void unary_kernel(const KernelArgs& a) {
   const UnaryArgs A = parse_unary(a);
@@ -116,6 +153,7 @@ void unary_kernel(const KernelArgs& a) {
     });
     return;
   }
+  if (fast_activation(op, out, x, nullptr)) return;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     using F = acc_t<T>;
     T* po = out.data<T>();
@@ -131,6 +169,7 @@ void unary_bwd_kernel(const KernelArgs& a) {
   const U op = A.op;
   const double p = A.p;
   const TensorArg* ins[2] = {&x, &dy};
+  if (fast_activation(op, dx, x, &dy)) return;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     using F = acc_t<T>;
     T* po = dx.data<T>();
@@ -149,6 +188,30 @@ using B = BinaryOp;  // op names and numbering: kernel_ops.h
 
 // binary(out, a, b, op): a and b have out's shape (broadcast views) and one dtype; comparisons
 // write bool.
+// Contiguous add/sub/mul/div: the op chosen once per chunk, not per element, so the loops vectorise
+// (AVX2 registers for f32/bf16 in the AVX2 copy: bf16 widened and rounded once in registers).
+template <typename T, typename F, typename Op>
+inline void flat_loop(T* po, const T* px, const T* py, int64_t b, int64_t e, Op f) {
+  int64_t i = b;
+#if LLAVA_AVX2
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>)
+    for (; i + 8 <= e; i += 8) vstore(po + i, f(vload(px + i), vload(py + i)));
+#endif
+  for (; i < e; i++) store(po + i, f(F(load(px + i)), F(load(py + i))));
+}
+template <typename T, typename F> void flat_binary(B op, T* po, const T* px, const T* py, int64_t b, int64_t e) {
+  switch (op) {
+    case B::Add:
+      return flat_loop<T, F>(po, px, py, b, e, [](auto u, auto v) { return u + v; });
+    case B::Sub:
+      return flat_loop<T, F>(po, px, py, b, e, [](auto u, auto v) { return u - v; });
+    case B::Mul:
+      return flat_loop<T, F>(po, px, py, b, e, [](auto u, auto v) { return u * v; });
+    default:
+      return flat_loop<T, F>(po, px, py, b, e, [](auto u, auto v) { return u / v; });
+  }
+}
+
 void binary_kernel(const KernelArgs& a) {
   const BinaryArgs A = parse_binary(a);
   const TensorArg &out = *A.out, &x = *A.x, &y = *A.y;
@@ -166,9 +229,7 @@ void binary_kernel(const KernelArgs& a) {
       T* po = out.data<T>();
       if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && op <= B::Div) {
         // Flat loops the compiler vectorises.
-        parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; i++) store(po + i, binary_fwd<F>(op, load(px + i), load(py + i)));
-        });
+        parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) { flat_binary<T, F>(op, po, px, py, b, e); });
       } else {
         for_each_strided<3>(
             out, ins, [&](const int64_t* o) { store(po + o[0], binary_fwd<F>(op, load(px + o[1]), load(py + o[2]))); });
@@ -238,14 +299,15 @@ void random_kernel(const KernelArgs& a) {
   });
 }
 
-REGISTER_KERNEL("copy", Device::CPU, copy_kernel);
-REGISTER_KERNEL("fill", Device::CPU, fill_kernel);
-REGISTER_KERNEL("arange", Device::CPU, arange_kernel);
-REGISTER_KERNEL("unary", Device::CPU, unary_kernel);
-REGISTER_KERNEL("unary_bwd", Device::CPU, unary_bwd_kernel);
-REGISTER_KERNEL("binary", Device::CPU, binary_kernel);
-REGISTER_KERNEL("where", Device::CPU, where_kernel);
-REGISTER_KERNEL("random", Device::CPU, random_kernel);
-
 }  // namespace
+
+LLAVA_CPU_KERNEL("copy", copy_kernel, cpu_copy);
+LLAVA_CPU_KERNEL("fill", fill_kernel, cpu_fill);
+LLAVA_CPU_KERNEL("arange", arange_kernel, cpu_arange);
+LLAVA_CPU_KERNEL("unary", unary_kernel, cpu_unary);
+LLAVA_CPU_KERNEL("unary_bwd", unary_bwd_kernel, cpu_unary_bwd);
+LLAVA_CPU_KERNEL("binary", binary_kernel, cpu_binary);
+LLAVA_CPU_KERNEL("where", where_kernel, cpu_where);
+LLAVA_CPU_KERNEL("random", random_kernel, cpu_random);
+
 }  // namespace llava

@@ -51,6 +51,7 @@
 #include <type_traits>
 
 #include "cpu_common.h"
+#include "isa/isa_kernels.h"
 #include "kernel_checks.h"
 
 namespace llava {
@@ -91,201 +92,7 @@ template <typename Acc> inline Acc activate(int act, Acc v) {
   return v;
 }
 
-inline void transpose8(__m256 r[8]) {
-  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
-
-// ------------------------------------------------------------------ packing
-// dst[k*W + w] = src[w*sw + k*sk] for w < wvalid, k < kc; lanes w >= wvalid are zero. This packs
-// an A panel (lanes = MR rows) and a B panel (lanes = NR columns) alike.
-template <typename T, int W, typename Acc>
-void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Acc* dst) {
-  int64_t k = 0;
-  if constexpr (std::is_same_v<Acc, float>) {
-    constexpr int G = (W + 7) / 8;
-    if (sw == 1 && wvalid == W && W % 8 == 0) {
-      // Lanes contiguous (row-major B, column-major A): straight vector copies.
-      for (; k < kc; k++)
-        for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + k * W + g * 8, vload(src + k * sk + g * 8));
-      return;
-    }
-    if (sk == 1) {
-      // Depth contiguous (row-major A, column-major B i.e. x @ W^T): 8x8 transposes. The last
-      // group of a W that is not a multiple of 8 stores 8 lanes; the extra ones land on the next
-      // k row (written right after) or on the buffer's slack.
-      for (; k + 8 <= kc; k += 8) {
-        __m256 r[G][8];
-        for (int g = 0; g < G; g++) {
-          for (int j = 0; j < 8; j++) {
-            int w = g * 8 + j;
-            r[g][j] = w < wvalid ? vload(src + w * sw + k) : _mm256_setzero_ps();
-          }
-          transpose8(r[g]);
-        }
-        for (int kk = 0; kk < 8; kk++)
-          for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + (k + kk) * W + g * 8, r[g][kk]);
-      }
-    }
-  }
-  for (; k < kc; k++) {  // general strides and remainders
-    const T* s = src + k * sk;
-    Acc* d = dst + k * W;
-    for (int w = 0; w < wvalid; w++) d[w] = Acc(load(s + w * sw));
-    for (int w = wvalid; w < W; w++) d[w] = Acc(0);
-  }
-}
-
-// ------------------------------------------------------------------ micro-kernels
-// C[MR x NR] (row stride ldc) = first ? acc + bias + beta*C : C + acc, where acc = A panel @ B panel.
-// bias (NR values) may be null; beta == 0 means C is not read on the first block.
-
-struct KernAvx2 {
-  using acc = float;
-  static constexpr int MR = 6, NR = 16;                    // 12 accumulators + 2 B rows + 1 broadcast of 16 ymm
-  static constexpr int64_t KC = 256, MC = 144, NC = 3072;  // 16 KiB B micro-panel in L1, 144 KiB A block in L2
-  static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
-                  const float* bias) {
-    __m256 c[MR][2];
-#pragma GCC unroll 6
-    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
-    for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < kc; k++) {
-      __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
-#pragma GCC unroll 6
-      for (int r = 0; r < MR; r++) {
-        __m256 a = _mm256_broadcast_ss(A + r);
-        c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-        c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
-      }
-      A += MR;
-      B += NR;
-    }
-    if (first) {
-      __m256 bb0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
-      __m256 bb1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
-      __m256 vb = _mm256_set1_ps(beta);
-#pragma GCC unroll 6
-      for (int r = 0; r < MR; r++) {
-        float* cr = C + r * ldc;
-        __m256 v0 = _mm256_add_ps(c[r][0], bb0), v1 = _mm256_add_ps(c[r][1], bb1);
-        if (beta != 0.f) {
-          v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), v0);
-          v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), v1);
-        }
-        _mm256_storeu_ps(cr, v0);
-        _mm256_storeu_ps(cr + 8, v1);
-      }
-    } else {
-#pragma GCC unroll 6
-      for (int r = 0; r < MR; r++) {
-        float* cr = C + r * ldc;
-        _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), c[r][0]));
-        _mm256_storeu_ps(cr + 8, _mm256_add_ps(_mm256_loadu_ps(cr + 8), c[r][1]));
-      }
-    }
-  }
-};
-
-// AVX-512 is compiled for this one function only and used only when the CPU reports it, so the
-// addon still loads on AVX2-only machines. The A broadcasts fold into the FMAs ({1to16}).
-__attribute__((target("avx512f"))) void ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C,
-                                                         int64_t ldc, bool first, float beta, const float* bias) {
-  constexpr int MR = 12, NR = 32;
-  __m512 c[MR][2];
-#pragma GCC unroll 12
-  for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
-  for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; k++) {
-    __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      __m512 a = _mm512_set1_ps(A[r]);
-      c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
-      c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
-    }
-    A += MR;
-    B += NR;
-  }
-  if (first) {
-    __m512 bb0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-    __m512 bb1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-    __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      float* cr = C + r * ldc;
-      __m512 v0 = _mm512_add_ps(c[r][0], bb0), v1 = _mm512_add_ps(c[r][1], bb1);
-      if (beta != 0.f) {
-        v0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr), v0);
-        v1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr + 16), v1);
-      }
-      _mm512_storeu_ps(cr, v0);
-      _mm512_storeu_ps(cr + 16, v1);
-    }
-  } else {
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      float* cr = C + r * ldc;
-      _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c[r][0]));
-      _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), c[r][1]));
-    }
-  }
-}
-
-struct KernAvx512 {
-  using acc = float;
-  static constexpr int MR = 12, NR = 32;
-  // B micro-panel KC x NR = 32 KiB stays in a 48 KiB L1; the A block MC x KC = 192 KiB sits in L2
-  // (2 MiB on the dev machine); a B panel KC x NC = 3 MiB lives in L3. Tuned on the dev machine:
-  // KC 192..384, MC 96..240 and NC 512..4096 are all within noise of this.
-  static constexpr int64_t KC = 256, MC = 192, NC = 3072;
-  static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
-                  const float* bias) {
-    ukr_avx512_12x32(kc, A, B, C, ldc, first, beta, bias);
-  }
-};
-
-struct KernF64 {
-  using acc = double;
-  static constexpr int MR = 4, NR = 8;
-  static constexpr int64_t KC = 256, MC = 96, NC = 2048;
-  static void ukr(int64_t kc, const double* A, const double* B, double* C, int64_t ldc, bool first, double beta,
-                  const double* bias) {
-    double c[MR][NR] = {};
-    for (int64_t k = 0; k < kc; k++, A += MR, B += NR)
-      for (int r = 0; r < MR; r++)
-        for (int j = 0; j < NR; j++) c[r][j] += A[r] * B[j];
-    for (int r = 0; r < MR; r++)
-      for (int j = 0; j < NR; j++) {
-        double& o = C[r * ldc + j];
-        if (!first)
-          o += c[r][j];
-        else
-          o = c[r][j] + (bias ? bias[j] : 0.0) + (beta != 0.0 ? beta * o : 0.0);
-      }
-  }
-};
-
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f");
-  return has;
-}
+#include "cpu_matmul_tiles.h"  // packing and micro-kernels
 
 // ------------------------------------------------------------------ the problem, as seen by the drivers
 struct Problem {
@@ -325,21 +132,22 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   const Acc beta = direct ? Acc(p.beta) : Acc(0);  // the scratch path applies beta when storing
 
   const int64_t kc_max = std::min<int64_t>(Kern::KC, K);
-  Acc* Bp = tl_bpack.get<Acc>(kc_max * ceil_div(nu, NR) * NR);
-  Acc* Ap = tl_apack.get<Acc>(kc_max * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), MR) * MR);
+  using P = typename Kern::packed;
+  P* Bp = tl_bpack.get<P>(Kern::kpad(kc_max) * ceil_div(nu, NR) * NR);
+  P* Ap = tl_apack.get<P>(Kern::kpad(kc_max) * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), MR) * MR);
   alignas(64) Acc tile[MR * NR];
 
   for (int64_t pc = 0; pc < K; pc += Kern::KC) {
-    const int64_t kc = std::min<int64_t>(Kern::KC, K - pc);
+    const int64_t kc = std::min<int64_t>(Kern::KC, K - pc), kcp = Kern::kpad(kc);
     const bool first = pc == 0;
     for (int64_t j = 0; j < nu; j += NR)
-      pack_panel<T, NR>(B + pc * p.bs[1] + (n0 + j) * p.bs[2], p.bs[2], p.bs[1], int(std::min<int64_t>(NR, nu - j)), kc,
-                        Bp + j * kc);
+      Kern::template pack<T, NR>(B + pc * p.bs[1] + (n0 + j) * p.bs[2], p.bs[2], p.bs[1],
+                                 int(std::min<int64_t>(NR, nu - j)), kc, Bp + j * kcp);
     for (int64_t ic = m0; ic < m1; ic += Kern::MC) {
       const int64_t mc = std::min<int64_t>(Kern::MC, m1 - ic);
       for (int64_t i = 0; i < mc; i += MR)
-        pack_panel<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2], int(std::min<int64_t>(MR, mc - i)),
-                          kc, Ap + i * kc);
+        Kern::template pack<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
+                                   int(std::min<int64_t>(MR, mc - i)), kc, Ap + i * kcp);
       for (int64_t j = 0; j < nu; j += NR) {
         const int nr = int(std::min<int64_t>(NR, nu - j));
         const Acc* bj = bias ? bias + n0 + j : nullptr;
@@ -347,11 +155,11 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
           const int mr = int(std::min<int64_t>(MR, mc - i));
           Acc* c = C + (ic - m0 + i) * ldc + j;
           if (mr == MR && nr == NR) {
-            Kern::ukr(kc, Ap + i * kc, Bp + j * kc, c, ldc, first, beta, bj);
+            Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, beta, bj);
             continue;
           }
           // Edge tile: full tile into a local buffer, then merge the valid part.
-          Kern::ukr(kc, Ap + i * kc, Bp + j * kc, tile, NR, true, Acc(0), nullptr);
+          Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, tile, NR, true, Acc(0), nullptr);
           for (int r = 0; r < mr; r++)
             for (int q = 0; q < nr; q++) {
               Acc& o = c[r * ldc + q];
@@ -389,8 +197,8 @@ template <typename Kern, typename T> void gemm(const Problem& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const int64_t th = num_threads();
   int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
-  if (!std::is_same_v<T, typename Kern::acc> || p.act != 0)  // cap the scratch at ~2 MiB (f32) per unit
-    mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 19);
+  if (!std::is_same_v<T, typename Kern::acc> || p.act != 0)  // cap the scratch at ~4 MiB (f32) per unit
+    mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 20);
   // Split further until every thread gets an equal share (or the shares are small enough that
   // imbalance stops mattering). Split the dimension that has more micro-tiles left.
   for (;;) {
@@ -453,6 +261,7 @@ template <typename T> void gemv(const Problem& p, const Gemv& g, const T* X, con
         if (p.beta != 0.0) s += Acc(p.beta) * load(y + i);
         store(y + i, s);
       };
+#if LLAVA_AVX2
       if constexpr (!std::is_same_v<Acc, double>) {
         if (g.xk == 1) {  // dot products along contiguous rows
           for (int64_t i = i0; i < i1; i++) {
@@ -505,6 +314,7 @@ template <typename T> void gemv(const Problem& p, const Gemv& g, const T* X, con
           continue;
         }
       }
+#endif
       for (int64_t i = i0; i < i1; i++) {  // f64 and general strides
         Acc acc = 0;
         const T* xr = x + i * g.xi;
@@ -542,13 +352,18 @@ template <typename T> void run_typed(const Problem& p) {
   if constexpr (std::is_same_v<Acc, double>) {
     gemm<KernF64, T>(p);
   } else {
-    const char* isa = std::getenv("LLAVA_MATMUL_ISA");
-    bool avx2_only = isa && std::string(isa) == "avx2";
+#if LLAVA_AVX2
+#if LLAVA_X86_ISA
     // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
-    if (cpu_has_avx512() && !avx2_only && p.N > 16)
-      gemm<KernAvx512, T>(p);
-    else
-      gemm<KernAvx2, T>(p);
+    if constexpr (std::is_same_v<T, bf16>) {
+      if (cpu_isa() >= CpuIsa::Avx512 && cpu_has_avx512_bf16() && p.N > 16) return gemm<KernBf16Avx512, T>(p);
+    }
+    if (cpu_isa() >= CpuIsa::Avx512 && p.N > 16) return gemm<KernAvx512, T>(p);
+#endif
+    gemm<KernAvx2, T>(p);
+#else
+    gemm<KernPortable, T>(p);
+#endif
   }
 }
 
@@ -585,7 +400,8 @@ void matmul_kernel(const KernelArgs& args) {
   });
 }
 
-REGISTER_KERNEL("matmul", Device::CPU, matmul_kernel);
-
 }  // namespace
+
+LLAVA_CPU_KERNEL("matmul", matmul_kernel, cpu_matmul);
+
 }  // namespace llava

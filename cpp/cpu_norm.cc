@@ -30,15 +30,6 @@ namespace {
 
 // ------------------------------------------------------------------ SIMD: 8 x f32 or 4 x f64 lanes
 // Rounding through the storage type (identity for f32/f64): HF RMSNorm rounds h before * w.
-template <typename T> inline __m256 vround(__m256 v) {
-  if constexpr (std::is_same_v<T, bf16>)
-    return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
-  else if constexpr (std::is_same_v<T, f16>)
-    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-  else
-    return v;
-}
-template <typename T> inline __m256d vround(__m256d v) { return v; }
 template <typename T> inline acc_t<T> sround(acc_t<T> v) {
   if constexpr (std::is_same_v<T, bf16> || std::is_same_v<T, f16>) {
     T t;
@@ -48,6 +39,17 @@ template <typename T> inline acc_t<T> sround(acc_t<T> v) {
     return v;
   }
 }
+
+#if LLAVA_AVX2
+template <typename T> inline __m256 vround(__m256 v) {
+  if constexpr (std::is_same_v<T, bf16>)
+    return _mm256_castsi256_ps(_mm256_slli_epi32(bf16_bits(v), 16));
+  else if constexpr (std::is_same_v<T, f16>)
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+  else
+    return v;
+}
+template <typename T> inline __m256d vround(__m256d v) { return v; }
 
 inline __m256 vset(float x) { return _mm256_set1_ps(x); }
 inline __m256d vset(double x) { return _mm256_set1_pd(x); }
@@ -69,6 +71,50 @@ template <typename A> struct Reg;
 template <> struct Reg<float> { using type = __m256; };
 template <> struct Reg<double> { using type = __m256d; };
 template <typename A> using reg_t = typename Reg<A>::type;
+#else
+// Portable: the same operations on a plain array of lanes, loops the compiler vectorises.
+template <typename A> struct Lanes { static constexpr int64_t W = 32 / sizeof(A); };
+template <typename A> struct PVec { A v[Lanes<A>::W]; };
+template <typename A> using reg_t = PVec<A>;
+template <typename A, typename F> inline PVec<A> vmap(F&& f) {
+  PVec<A> r;
+  for (int64_t i = 0; i < Lanes<A>::W; i++) r.v[i] = f(i);
+  return r;
+}
+template <typename A> inline PVec<A> vset(A x) {
+  return vmap<A>([&](int64_t) { return x; });
+}
+template <typename A> inline PVec<A> vzero(A) { return vset<A>(A(0)); }
+template <typename A> inline PVec<A> vadd(const PVec<A>& a, const PVec<A>& b) {
+  return vmap<A>([&](int64_t i) { return a.v[i] + b.v[i]; });
+}
+template <typename A> inline PVec<A> vsub(const PVec<A>& a, const PVec<A>& b) {
+  return vmap<A>([&](int64_t i) { return a.v[i] - b.v[i]; });
+}
+template <typename A> inline PVec<A> vmul(const PVec<A>& a, const PVec<A>& b) {
+  return vmap<A>([&](int64_t i) { return a.v[i] * b.v[i]; });
+}
+template <typename A> inline PVec<A> vfma(const PVec<A>& a, const PVec<A>& b, const PVec<A>& c) {
+  return vmap<A>([&](int64_t i) { return a.v[i] * b.v[i] + c.v[i]; });
+}
+template <typename A> inline PVec<A> vfnma(const PVec<A>& a, const PVec<A>& b, const PVec<A>& c) {  // c - a*b
+  return vmap<A>([&](int64_t i) { return c.v[i] - a.v[i] * b.v[i]; });
+}
+template <typename T> inline PVec<acc_t<T> > vload(const T* p) {
+  return vmap<acc_t<T> >([&](int64_t i) { return load(p + i); });
+}
+template <typename T> inline void vstore(T* p, const PVec<acc_t<T> >& r) {
+  for (int64_t i = 0; i < Lanes<acc_t<T> >::W; i++) store(p + i, r.v[i]);
+}
+template <typename T> inline PVec<acc_t<T> > vround(const PVec<acc_t<T> >& r) {
+  return vmap<acc_t<T> >([&](int64_t i) { return sround<T>(r.v[i]); });
+}
+template <typename A> inline A hsum(const PVec<A>& r) {
+  A s = 0;
+  for (int64_t i = 0; i < Lanes<A>::W; i++) s += r.v[i];
+  return s;
+}
+#endif
 
 // ------------------------------------------------------------------ row statistics
 // sum(x) and sum((x - c)^2) over one row, two independent accumulators each to hide FMA latency.
@@ -426,9 +472,9 @@ void rms_norm_bwd_kernel(const KernelArgs& a) {
 
 }  // namespace
 
-REGISTER_KERNEL("layer_norm_fwd", Device::CPU, layer_norm_fwd_kernel);
-REGISTER_KERNEL("layer_norm_bwd", Device::CPU, layer_norm_bwd_kernel);
-REGISTER_KERNEL("rms_norm_fwd", Device::CPU, rms_norm_fwd_kernel);
-REGISTER_KERNEL("rms_norm_bwd", Device::CPU, rms_norm_bwd_kernel);
+LLAVA_CPU_KERNEL("layer_norm_fwd", layer_norm_fwd_kernel, cpu_layer_norm_fwd);
+LLAVA_CPU_KERNEL("layer_norm_bwd", layer_norm_bwd_kernel, cpu_layer_norm_bwd);
+LLAVA_CPU_KERNEL("rms_norm_fwd", rms_norm_fwd_kernel, cpu_rms_norm_fwd);
+LLAVA_CPU_KERNEL("rms_norm_bwd", rms_norm_bwd_kernel, cpu_rms_norm_bwd);
 
 }  // namespace llava

@@ -139,6 +139,91 @@ inline bool ce_grad_row_fast(const float* px, float* po, int64_t V, int64_t t, f
   return true;
 }
 
+// Row helpers: generic loops, with AVX2 overloads for f32 and bf16 below (overloads, not `if
+// constexpr`, because the callers are lambdas inside the dtype dispatch).
+template <typename T, typename F> inline F row_max_of(const T* px, int64_t C, F) {
+  F m = -std::numeric_limits<F>::infinity();
+  for (int64_t i = 0; i < C; i++) m = std::max(m, F(load(px + i)));
+  return m;
+}
+template <typename T, typename F> inline bool log_softmax_row_fast(const T*, T*, int64_t, F) { return false; }
+template <typename T> inline bool softmax_bwd_row_fast(const T*, const T*, T*, int64_t, bool) { return false; }
+
+#if LLAVA_AVX2
+// AVX2 rows for f32 and bf16 (the AVX2 copy of this file): bf16 is widened in registers and rounded
+// once on store, with f32 accumulation; no extra pass through memory but one f32 scratch row for
+// the exponentials of a bf16 softmax.
+template <typename T> inline float row_max(const T* p, int64_t n) {
+  __m256 m0 = _mm256_set1_ps(-std::numeric_limits<float>::infinity()), m1 = m0;
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    m0 = _mm256_max_ps(vload(p + i), m0);  // a NaN element is skipped, as std::max skips it
+    m1 = _mm256_max_ps(vload(p + i + 8), m1);
+  }
+  for (; i + 8 <= n; i += 8) m0 = _mm256_max_ps(vload(p + i), m0);
+  float m = hmax(_mm256_max_ps(m0, m1));
+  for (; i < n; i++) m = std::max(m, float(load(p + i)));
+  return m;
+}
+inline float row_max_of(const float* p, int64_t n, float) { return row_max(p, n); }
+inline float row_max_of(const bf16* p, int64_t n, float) { return row_max(p, n); }
+inline bool log_softmax_row_fast(const float* px, float* py, int64_t C, float m) {
+  if (std::isinf(m) && m < 0) return false;
+  const float lse = m + float(std::log(exp_shift_sum_f32(px, m, nullptr, C)));
+  for (int64_t i = 0; i < C; i++) py[i] = px[i] - lse;
+  return true;
+}
+thread_local std::vector<float> tl_row;
+
+inline bool softmax_row_fast(const bf16* px, bf16* py, int64_t C, float m) {
+  if (std::isinf(m) && m < 0) {
+    for (int64_t i = 0; i < C; i++) store(py + i, std::numeric_limits<float>::quiet_NaN());
+    return true;
+  }
+  if (int64_t(tl_row.size()) < C) tl_row.resize(C);
+  float* buf = tl_row.data();
+  int64_t i = 0;
+  for (; i + 8 <= C; i += 8) _mm256_storeu_ps(buf + i, vload(px + i));
+  for (; i < C; i++) buf[i] = load(px + i);
+  const __m256 inv = _mm256_set1_ps(float(1.0 / exp_shift_sum_f32(buf, m, buf, C)));
+  for (i = 0; i + 8 <= C; i += 8) vstore(py + i, _mm256_mul_ps(_mm256_loadu_ps(buf + i), inv));
+  for (; i < C; i++) store(py + i, buf[i] * inv[0]);
+  return true;
+}
+
+// softmax backward of one row: dx = y (dy - sum(dy y)), or for log-softmax dx = dy - exp(y) sum(dy).
+template <typename T> inline void softmax_bwd_row(const T* py, const T* pd, T* po, int64_t C, bool logsm) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+  int64_t i = 0;
+  for (; i + 16 <= C; i += 16) {
+    __m256 d0 = vload(pd + i), d1 = vload(pd + i + 8);
+    a0 = logsm ? _mm256_add_ps(a0, d0) : _mm256_fmadd_ps(d0, vload(py + i), a0);
+    a1 = logsm ? _mm256_add_ps(a1, d1) : _mm256_fmadd_ps(d1, vload(py + i + 8), a1);
+  }
+  for (; i + 8 <= C; i += 8)
+    a0 = logsm ? _mm256_add_ps(a0, vload(pd + i)) : _mm256_fmadd_ps(vload(pd + i), vload(py + i), a0);
+  float s = hsum(_mm256_add_ps(a0, a1));
+  for (; i < C; i++) s += logsm ? float(load(pd + i)) : float(load(pd + i)) * float(load(py + i));
+  const __m256 sv = _mm256_set1_ps(s);
+  for (i = 0; i + 8 <= C; i += 8) {
+    __m256 y = vload(py + i), d = vload(pd + i);
+    vstore(po + i, logsm ? _mm256_fnmadd_ps(exp256_ps(y), sv, d) : _mm256_mul_ps(y, _mm256_sub_ps(d, sv)));
+  }
+  for (; i < C; i++) {
+    float y = load(py + i), d = load(pd + i);
+    store(po + i, logsm ? d - std::exp(y) * s : y * (d - s));
+  }
+}
+inline bool softmax_bwd_row_fast(const float* py, const float* pd, float* po, int64_t C, bool logsm) {
+  softmax_bwd_row(py, pd, po, C, logsm);
+  return true;
+}
+inline bool softmax_bwd_row_fast(const bf16* py, const bf16* pd, bf16* po, int64_t C, bool logsm) {
+  softmax_bwd_row(py, pd, po, C, logsm);
+  return true;
+}
+#endif
+
 // softmax_fwd(y, x, log)
 void softmax_fwd_kernel(const KernelArgs& a) {
   const SoftmaxFwdArgs A = parse_softmax_fwd(a);
@@ -152,9 +237,9 @@ void softmax_fwd_kernel(const KernelArgs& a) {
       for (int64_t r = b; r < e; r++) {
         const T* px = x.data<T>() + r * C;
         T* py = y.data<T>() + r * C;
-        F m = -std::numeric_limits<F>::infinity();
-        for (int64_t i = 0; i < C; i++) m = std::max(m, F(load(px + i)));
+        const F m = row_max_of(px, C, F());
         if (!logsm && softmax_row_fast(px, py, C, m)) continue;
+        if (logsm && log_softmax_row_fast(px, py, C, m)) continue;
         F s = 0;
         for (int64_t i = 0; i < C; i++) s += std::exp(F(load(px + i)) - m);
         if (logsm) {
@@ -183,6 +268,7 @@ void softmax_bwd_kernel(const KernelArgs& a) {
         const T* py = y.data<T>() + r * C;
         const T* pd = dy.data<T>() + r * C;
         T* po = dx.data<T>() + r * C;
+        if (softmax_bwd_row_fast(py, pd, po, C, logsm)) continue;
         F s = 0;
         if (logsm) {
           for (int64_t i = 0; i < C; i++) s += load(pd + i);
@@ -266,11 +352,12 @@ void cross_entropy_bwd_kernel(const KernelArgs& a) {
   });
 }
 
-REGISTER_KERNEL("reduce", Device::CPU, reduce_kernel);
-REGISTER_KERNEL("softmax_fwd", Device::CPU, softmax_fwd_kernel);
-REGISTER_KERNEL("softmax_bwd", Device::CPU, softmax_bwd_kernel);
-REGISTER_KERNEL("cross_entropy_fwd", Device::CPU, cross_entropy_fwd_kernel);
-REGISTER_KERNEL("cross_entropy_bwd", Device::CPU, cross_entropy_bwd_kernel);
-
 }  // namespace
+
+LLAVA_CPU_KERNEL("reduce", reduce_kernel, cpu_reduce);
+LLAVA_CPU_KERNEL("softmax_fwd", softmax_fwd_kernel, cpu_softmax_fwd);
+LLAVA_CPU_KERNEL("softmax_bwd", softmax_bwd_kernel, cpu_softmax_bwd);
+LLAVA_CPU_KERNEL("cross_entropy_fwd", cross_entropy_fwd_kernel, cpu_cross_entropy_fwd);
+LLAVA_CPU_KERNEL("cross_entropy_bwd", cross_entropy_bwd_kernel, cpu_cross_entropy_bwd);
+
 }  // namespace llava

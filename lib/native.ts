@@ -47,6 +47,8 @@ interface Addon {
   emptyCache(device: number): void;
   kernels(device: number): string[];
   numThreads(): number;
+  /** The CPU kernels' instruction set; a cap ('portable', 'avx2', 'avx512') is applied first when given. */
+  cpuIsa(cap?: string): { active: string; detected: string; avx512bf16: boolean };
 }
 
 function load(): Addon {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "cpu_isa.h"
 #include "native_util.h"
 
 using namespace llava_native;
@@ -49,13 +50,13 @@ void bench(const Shape& s, double budget_s) {
     t.push_back(now_s() - t0);
   }
   std::sort(t.begin(), t.end());
-  const char* isa = std::getenv("LLAVA_MATMUL_ISA");
+  const char* isa = llava::cpu_isa_name(llava::cpu_isa());
   std::printf(
       "{\"op\":\"matmul\",\"shape\":\"%s\",\"Bt\":%lld,\"M\":%lld,\"K\":%lld,\"N\":%lld,\"b\":\"%s\",\"dtype\":\"%s\","
       "\"isa\":\"%s\",\"threads\":%d,\"median_ms\":%.4f,\"gflops\":%.1f,\"best_gflops\":%.1f,\"reps\":%zu}\n",
       s.name, (long long)s.Bt, (long long)s.M, (long long)s.K, (long long)s.N, s.bt_col ? "transposed" : "row",
-      dtype_name(s.dt), isa ? isa : (__builtin_cpu_supports("avx512f") ? "avx512" : "avx2"), num_threads(),
-      t[t.size() / 2] * 1e3, flop / t[t.size() / 2] / 1e9, flop / t[0] / 1e9, t.size());
+      dtype_name(s.dt), isa, num_threads(), t[t.size() / 2] * 1e3, flop / t[t.size() / 2] / 1e9, flop / t[0] / 1e9,
+      t.size());
   std::fflush(stdout);
 }
 
@@ -66,10 +67,15 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--quick"))
       quick = true;
-    else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc)
-      setenv("LLAVA_MATMUL_ISA", argv[++i], 1);
-    else {
-      std::fprintf(stderr, "usage: matmul_bench [--isa avx2] [--quick]\n");
+    else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
+      llava::CpuIsa cap;
+      if (!llava::parse_cpu_isa(argv[++i], &cap)) {
+        std::fprintf(stderr, "matmul_bench: unknown --isa %s (portable, avx2, avx512)\n", argv[i]);
+        return 2;
+      }
+      llava::set_cpu_isa_cap(cap);
+    } else {
+      std::fprintf(stderr, "usage: matmul_bench [--isa portable|avx2|avx512] [--quick]\n");
       return 2;
     }
   }

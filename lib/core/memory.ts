@@ -183,7 +183,7 @@ export interface DeviceMemory {
   storages: number;
   /** Bytes held by live storages. */
   bytes: number;
-  /** CUDA only: allocator figures. */
+  /** Allocator figures (CPU: the host-memory cache of cpp/cpu_backend.cc; CUDA: the caching allocator). */
   bytesInUse?: number;
   bytesCached?: number;
   deviceMallocs?: number;
@@ -207,7 +207,8 @@ export function memory(): MemoryInfo {
   return info;
 }
 
-/** Free the CUDA allocator's cached blocks (no-op without CUDA). */
+/** Free the allocators' cached blocks: the CPU's host-memory cache, and CUDA's when it is available. */
 export function emptyCache(): void {
+  native.emptyCache(0);
   if (native.deviceInfo(1).available) native.emptyCache(1);
 }

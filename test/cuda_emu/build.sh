@@ -12,13 +12,15 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 emu_setup "${1:-${EMU_OUT:-}}"
 
-CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -pthread -I"$ROOT/cpp")
+# The CPU reference kernels as one AVX2 build: LLAVA_PORTABLE_ONLY leaves out the run-time ISA dispatch
+# (cpp/cpu_isa.h), so these few files link without the avx2/avx512 libraries of the addon.
+CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -DLLAVA_PORTABLE_ONLY -pthread -I"$ROOT/cpp")
 
 # Longest compiles first.
 for f in attention_bwd attention_fwd matmul; do
   job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
-for f in cpu_attention cpu_matmul registry cpu_backend; do
+for f in cpu_attention cpu_matmul registry cpu_backend cpu_isa; do
   if stale "$OBJ/$f.o" "$ROOT/cpp/$f.cc"; then
     job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" -c "$ROOT/cpp/$f.cc" -o "$OBJ/$f.o"
   fi
@@ -29,7 +31,7 @@ done
 emu_wait
 
 OBJS=()
-for f in matmul attention_fwd attention_bwd emu emu_backend test_main registry cpu_backend cpu_matmul cpu_attention; do
+for f in matmul attention_fwd attention_bwd emu emu_backend test_main registry cpu_backend cpu_isa cpu_matmul cpu_attention; do
   OBJS+=("$OBJ/$f.o")
 done
 "$CXX" -pthread -rdynamic -fsanitize=undefined "${OBJS[@]}" -o "$OUT/test" -ldl

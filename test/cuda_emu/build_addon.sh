@@ -20,7 +20,10 @@ NAPI_INC=$(cd "$ROOT" && node -p "require('node-addon-api').include_dir")
 NAPI_INC=$(cd "$ROOT" && realpath "$NAPI_INC")
 
 ADDON_DEFS=(-DNAPI_VERSION=8 -DNODE_ADDON_API_DISABLE_DEPRECATED -fPIC -fexceptions -pthread)
-CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -fno-math-errno "${ADDON_DEFS[@]}" -I"$NODE_INC" -I"$NAPI_INC" -I"$ROOT/cpp")
+CPU_FLAGS=(-std=c++17 -O2 -fno-math-errno "${ADDON_DEFS[@]}" -I"$NODE_INC" -I"$NAPI_INC" -I"$ROOT/cpp")
+# The ISA sets of scripts/sources.js with their flags (as binding.gyp builds them), into one archive.
+AVX2_FLAGS=(-DLLAVA_ISA_BUILD=1 -mavx2 -mfma -mf16c)
+AVX512_FLAGS=(-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c)
 
 # Longest compiles first.
 CU=(attention_bwd attention_fwd matmul reduce norm elementwise index conv rope adamw backend)
@@ -28,15 +31,27 @@ for f in "${CU[@]}"; do
   job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
 CPP=()
-for p in "$ROOT"/cpp/*.cc; do
-  f=$(basename "$p" .cc)
+while read -r rel; do
+  f=$(basename "$rel" .cc)
   CPP+=("$f")
   # dist_nccl.cc is built as in a CUDA build (its NCCL calls go to the stand-in test/dist/fake_nccl.cc).
   EXTRA=()
   if [ "$f" = dist_nccl ]; then EXTRA=(-DLLAVA_WITH_CUDA=1 -I"$CUDA_INC"); fi
-  if stale "$OBJ/cpu_$f.o" "$p"; then
-    job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" "${EXTRA[@]}" -c "$p" -o "$OBJ/cpu_$f.o"
+  if stale "$OBJ/cpu_$f.o" "$ROOT/$rel"; then
+    job "$rel" "$CXX" "${CPU_FLAGS[@]}" "${EXTRA[@]}" -c "$ROOT/$rel" -o "$OBJ/cpu_$f.o"
   fi
+done < <(cd "$ROOT" && node scripts/sources.js cpp)
+ISA=()
+for level in avx2 avx512; do
+  while read -r rel; do
+    f=$(basename "$rel" .cc)
+    ISA+=("isa_${level}_$f")
+    flags=("${AVX2_FLAGS[@]}")
+    [ "$level" = avx512 ] && flags=("${AVX512_FLAGS[@]}")
+    if stale "$OBJ/isa_${level}_$f.o" "$ROOT/$rel"; then
+      job "$rel ($level)" "$CXX" "${CPU_FLAGS[@]}" "${flags[@]}" -c "$ROOT/$rel" -o "$OBJ/isa_${level}_$f.o"
+    fi
+  done < <(cd "$ROOT" && node scripts/sources.js "$level")
 done
 for f in emu runtime; do
   job "$f.cc" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
@@ -46,5 +61,9 @@ emu_wait
 OBJS=()
 for f in "${CU[@]}" emu runtime; do OBJS+=("$OBJ/$f.o"); done
 for f in "${CPP[@]}"; do OBJS+=("$OBJ/cpu_$f.o"); done
-"$CXX" -shared -pthread "${OBJS[@]}" -o "$OUT/llava_native.node" -ldl
+ISA_OBJS=()
+for f in "${ISA[@]}"; do ISA_OBJS+=("$OBJ/$f.o"); done
+rm -f "$OBJ/libllava_isa.a"
+ar rcs "$OBJ/libllava_isa.a" "${ISA_OBJS[@]}"
+"$CXX" -shared -pthread "${OBJS[@]}" "$OBJ/libllava_isa.a" -o "$OUT/llava_native.node" -ldl
 echo "$OUT/llava_native.node"

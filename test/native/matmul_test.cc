@@ -6,7 +6,7 @@
 // (7x13x5, 37x129x70), row and column vectors (GEMV path), K spanning several KC blocks, M past
 // MC, N past NC, batches with stride-0 broadcast, and operands that are row-major, transposed
 // (swapped strides) or generally strided with an offset. Every case runs on each micro-kernel the
-// CPU has (LLAVA_MATMUL_ISA=avx2 forces the AVX2 one).
+// CPU has: portable, avx2, avx512 (set_cpu_isa_cap, see cpp/cpu_isa.h).
 //
 // Tolerance: |out - ref| <= u_acc * (2*sqrt(K) + 8) * S + 2 * u_out * |ref|, with S = sum_k |a*b| +
 // |bias| + |beta*old| (the scale rounding errors are proportional to), u_acc the unit roundoff of
@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cpu_isa.h"
 #include "native_util.h"
 
 using namespace llava_native;
@@ -342,19 +343,20 @@ int main() {
   cases.push_back({2, 261, 515, 263, L::Row, L::Col, DType::BF16, true, true, 1.0});
   cases.push_back({1, 200, 520, 150, L::Strided, L::Row, DType::F16});
 
-  bool avx512 = __builtin_cpu_supports("avx512f");
-  std::vector<const char*> isas = {"avx2"};
-  if (avx512) isas.push_back("avx512");
-  for (const char* isa : isas) {
-    if (std::string(isa) == "avx2")
-      setenv("LLAVA_MATMUL_ISA", "avx2", 1);
-    else
-      unsetenv("LLAVA_MATMUL_ISA");
+  // Every instruction set this CPU runs, lowest first (cpu_isa.h): portable, avx2 (6x16 f32 tile),
+  // avx512 (12x32 f32 tile; the AVX512-BF16 kernel for bf16 where the CPU has it).
+  std::vector<llava::CpuIsa> isas = {llava::CpuIsa::Portable};
+  for (llava::CpuIsa i : {llava::CpuIsa::Avx2, llava::CpuIsa::Avx512})
+    if (llava::cpu_isa_detected() >= i) isas.push_back(i);
+  for (llava::CpuIsa i : isas) {
+    llava::set_cpu_isa_cap(i);
+    const char* isa = llava::cpu_isa_name(i);
     int before = g_fail;
     uint64_t seed = 1;
     for (const Case& c : cases) run_case(c, isa, seed++);
     std::printf("[%s] %zu cases, %d failed\n", isa, cases.size(), g_fail - before);
   }
+  llava::set_cpu_isa_cap(llava::CpuIsa::Avx512);
   invalid_calls();
   std::printf("%d threads; %d passed, %d failed\n", num_threads(), g_pass, g_fail);
   return g_fail ? 1 : 0;

@@ -1,0 +1,255 @@
+// cpu_matmul_tiles.h — the GEMM's packing routines and micro-kernels (see cpu_matmul.cc for the
+// algorithm). Included by cpu_matmul.cc only, inside its anonymous namespace, so it is compiled once per
+// ISA copy of that file (cpu_isa.h): the AVX2 tiles under LLAVA_AVX2, the portable tile otherwise.
+#pragma once
+
+#if LLAVA_AVX2
+inline void transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+#endif
+
+// ------------------------------------------------------------------ packing
+// dst[k*W + w] = src[w*sw + k*sk] for w < wvalid, k < kc; lanes w >= wvalid are zero. This packs
+// an A panel (lanes = MR rows) and a B panel (lanes = NR columns) alike.
+template <typename T, int W, typename Acc>
+void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Acc* dst) {
+  int64_t k = 0;
+#if LLAVA_AVX2
+  if constexpr (std::is_same_v<Acc, float>) {
+    constexpr int G = (W + 7) / 8;
+    if (sw == 1 && wvalid == W && W % 8 == 0) {
+      // Lanes contiguous (row-major B, column-major A): straight vector copies.
+      for (; k < kc; k++)
+        for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + k * W + g * 8, vload(src + k * sk + g * 8));
+      return;
+    }
+    if (sk == 1) {
+      // Depth contiguous (row-major A, column-major B i.e. x @ W^T): 8x8 transposes. The last
+      // group of a W that is not a multiple of 8 stores 8 lanes; the extra ones land on the next
+      // k row (written right after) or on the buffer's slack.
+      for (; k + 8 <= kc; k += 8) {
+        __m256 r[G][8];
+        for (int g = 0; g < G; g++) {
+          for (int j = 0; j < 8; j++) {
+            int w = g * 8 + j;
+            r[g][j] = w < wvalid ? vload(src + w * sw + k) : _mm256_setzero_ps();
+          }
+          transpose8(r[g]);
+        }
+        for (int kk = 0; kk < 8; kk++)
+          for (int g = 0; g < G; g++) _mm256_storeu_ps(dst + (k + kk) * W + g * 8, r[g][kk]);
+      }
+    }
+  }
+#endif
+  for (; k < kc; k++) {  // general strides and remainders
+    const T* s = src + k * sk;
+    Acc* d = dst + k * W;
+    for (int w = 0; w < wvalid; w++) d[w] = Acc(load(s + w * sw));
+    for (int w = wvalid; w < W; w++) d[w] = Acc(0);
+  }
+}
+
+// bf16 panels for the AVX512-BF16 kernel: pairs along k ("VNNI" layout),
+// dst[(k2 * W + w) * 2 + e] = bits(src[w*sw + (2 k2 + e)*sk]), zero past wvalid lanes and past kc.
+template <int W> void pack_pairs(const bf16* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, uint16_t* dst) {
+  const int64_t kp = (kc + 1) / 2;
+#if LLAVA_X86_ISA && LLAVA_AVX2
+  if (W == 32 && sw == 1 && wvalid == W) {  // row-major B: interleave row pairs in registers
+    isa::bf16_pack_rows32_avx512(reinterpret_cast<const uint16_t*>(src), sk, kc, dst);
+    return;
+  }
+  if (W == 32 && sk == 1 && wvalid == W && sw > 0 && sw < (int64_t(1) << 31) / 32) {  // x @ W^T: gathers
+    isa::bf16_pack_cols32_avx512(reinterpret_cast<const uint16_t*>(src), sw, kc, dst);
+    return;
+  }
+#endif
+  if (sk == 1) {  // depth contiguous (row-major A, x @ W^T): every pair is one 32-bit word
+    uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
+    for (int w = 0; w < wvalid; w++) {
+      const bf16* s = src + w * sw;
+      int64_t k2 = 0;
+      for (; 2 * k2 + 1 < kc; k2++) std::memcpy(d32 + k2 * W + w, s + 2 * k2, 4);
+      if (k2 < kp) d32[k2 * W + w] = s[2 * k2].bits;  // odd kc: low half only (little-endian pair)
+    }
+    for (int64_t k2 = 0; k2 < kp; k2++)
+      for (int w = wvalid; w < W; w++) d32[k2 * W + w] = 0;
+    return;
+  }
+  for (int w = 0; w < wvalid; w++) {
+    const bf16* s = src + w * sw;
+    uint16_t* d = dst + 2 * w;
+    int64_t k2 = 0;
+    for (; 2 * k2 + 1 < kc; k2++) {
+      d[k2 * W * 2] = s[2 * k2 * sk].bits;
+      d[k2 * W * 2 + 1] = s[(2 * k2 + 1) * sk].bits;
+    }
+    if (k2 < kp) {  // odd kc: the last pair's second half is zero
+      d[k2 * W * 2] = s[2 * k2 * sk].bits;
+      d[k2 * W * 2 + 1] = 0;
+    }
+  }
+  for (int64_t k2 = 0; k2 < kp; k2++)
+    for (int w = wvalid; w < W; w++) dst[(k2 * W + w) * 2] = dst[(k2 * W + w) * 2 + 1] = 0;
+}
+
+// ------------------------------------------------------------------ micro-kernels
+// Packing policy shared by the f32/f64 kernels: panels in the accumulation type, one k per row.
+template <typename Acc> struct PlainPanels {
+  using packed = Acc;
+  static int64_t kpad(int64_t kc) { return kc; }
+  template <typename T, int W>
+  static void pack(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
+    pack_panel<T, W, Acc>(src, sw, sk, wvalid, kc, dst);
+  }
+};
+
+// C[MR x NR] (row stride ldc) = first ? acc + bias + beta*C : C + acc, where acc = A panel @ B panel.
+// bias (NR values) may be null; beta == 0 means C is not read on the first block.
+
+#if LLAVA_AVX2
+struct KernAvx2 : PlainPanels<float> {
+  using acc = float;
+  static constexpr int MR = 6, NR = 16;                    // 12 accumulators + 2 B rows + 1 broadcast of 16 ymm
+  static constexpr int64_t KC = 256, MC = 144, NC = 3072;  // 16 KiB B micro-panel in L1, 144 KiB A block in L2
+  static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
+                  const float* bias) {
+    __m256 c[MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm256_setzero_ps();
+    for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; k++) {
+      __m256 b0 = _mm256_load_ps(B), b1 = _mm256_load_ps(B + 8);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        __m256 a = _mm256_broadcast_ss(A + r);
+        c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
+        c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
+      }
+      A += MR;
+      B += NR;
+    }
+    if (first) {
+      __m256 bb0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
+      __m256 bb1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+      __m256 vb = _mm256_set1_ps(beta);
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        float* cr = C + r * ldc;
+        __m256 v0 = _mm256_add_ps(c[r][0], bb0), v1 = _mm256_add_ps(c[r][1], bb1);
+        if (beta != 0.f) {
+          v0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr), v0);
+          v1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(cr + 8), v1);
+        }
+        _mm256_storeu_ps(cr, v0);
+        _mm256_storeu_ps(cr + 8, v1);
+      }
+    } else {
+#pragma GCC unroll 6
+      for (int r = 0; r < MR; r++) {
+        float* cr = C + r * ldc;
+        _mm256_storeu_ps(cr, _mm256_add_ps(_mm256_loadu_ps(cr), c[r][0]));
+        _mm256_storeu_ps(cr + 8, _mm256_add_ps(_mm256_loadu_ps(cr + 8), c[r][1]));
+      }
+    }
+  }
+};
+
+#endif
+
+// Portable: plain loops over a 4 x 16 tile that the compiler keeps in vector registers (SSE2, NEON).
+struct KernPortable : PlainPanels<float> {
+  using acc = float;
+  static constexpr int MR = 4, NR = 16;
+  static constexpr int64_t KC = 256, MC = 128, NC = 2048;
+  static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
+                  const float* bias) {
+    float c[MR][NR] = {};
+    for (int64_t k = 0; k < kc; k++, A += MR, B += NR)
+      for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) c[r][j] += A[r] * B[j];
+    for (int r = 0; r < MR; r++)
+      for (int j = 0; j < NR; j++) {
+        float& o = C[r * ldc + j];
+        if (!first)
+          o += c[r][j];
+        else
+          o = c[r][j] + (bias ? bias[j] : 0.f) + (beta != 0.f ? beta * o : 0.f);
+      }
+  }
+};
+
+#if LLAVA_X86_ISA && LLAVA_AVX2
+struct KernAvx512 : PlainPanels<float> {
+  using acc = float;
+  static constexpr int MR = 12, NR = 32;
+  // B micro-panel KC x NR = 32 KiB stays in a 48 KiB L1; the A block MC x KC = 192 KiB sits in L2
+  // (2 MiB on the dev machine); a B panel KC x NC = 3 MiB lives in L3. Tuned on the dev machine:
+  // KC 192..384, MC 96..240 and NC 512..4096 are all within noise of this.
+  static constexpr int64_t KC = 256, MC = 192, NC = 3072;
+  static void ukr(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
+                  const float* bias) {
+    isa::sgemm_ukr_avx512_12x32(kc, A, B, C, ldc, first, beta, bias);
+  }
+};
+
+#endif
+
+#if LLAVA_X86_ISA && LLAVA_AVX2
+// bf16 x bf16 with AVX512-BF16 (vdpbf16ps): bf16 panels in k pairs, f32 accumulation; the same
+// tile and blocking as the f32 AVX-512 kernel (KC counts k, so a B micro-panel is half the bytes).
+struct KernBf16Avx512 {
+  using acc = float;
+  using packed = uint16_t;
+  static constexpr int MR = 12, NR = 32;
+  static constexpr int64_t KC = 512, MC = 192, NC = 3072;
+  static int64_t kpad(int64_t kc) { return (kc + 1) & ~int64_t(1); }
+  template <typename T, int W>
+  static void pack(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
+    static_assert(std::is_same_v<T, bf16>, "the bf16 kernel packs bf16 operands only");
+    pack_pairs<W>(src, sw, sk, wvalid, kc, dst);
+  }
+  static void ukr(int64_t kc, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first, float beta,
+                  const float* bias) {
+    isa::bf16gemm_ukr_avx512_12x32(kpad(kc) / 2, A, B, C, ldc, first, beta, bias);
+  }
+};
+#endif
+
+struct KernF64 : PlainPanels<double> {
+  using acc = double;
+  static constexpr int MR = 4, NR = 8;
+  static constexpr int64_t KC = 256, MC = 96, NC = 2048;
+  static void ukr(int64_t kc, const double* A, const double* B, double* C, int64_t ldc, bool first, double beta,
+                  const double* bias) {
+    double c[MR][NR] = {};
+    for (int64_t k = 0; k < kc; k++, A += MR, B += NR)
+      for (int r = 0; r < MR; r++)
+        for (int j = 0; j < NR; j++) c[r][j] += A[r] * B[j];
+    for (int r = 0; r < MR; r++)
+      for (int j = 0; j < NR; j++) {
+        double& o = C[r * ldc + j];
+        if (!first)
+          o += c[r][j];
+        else
+          o = c[r][j] + (bias ? bias[j] : 0.0) + (beta != 0.0 ? beta * o : 0.0);
+      }
+  }
+};

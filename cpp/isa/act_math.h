@@ -1,0 +1,144 @@
+// isa/act_math.h — vectorised activations, written once over a lane-type policy V and instantiated by
+// act_avx2.cc (8 lanes) and act_avx512.cc (16 lanes). Each of those files is built with its ISA's
+// flags and includes this header inside its own namespace, so no instantiation is shared.
+//
+// V provides: reg (f32 lanes), N (lanes), set1, add, sub, mul, div, fma (a*b+c), min, max, neg_abs
+// helpers as below, and load/store of f32 and bf16 (round to nearest even, NaN kept a NaN).
+//
+// exp: n = round(x / ln2), exp(x) = 2^n exp(r) with r = x - n ln2 (ln2 split in two), exp(r) by the
+// Cephes degree-6 polynomial: about 2 ulp on [-87, 88], 0 below (masked scores, -inf), inf-clamped
+// above. erf: Abramowitz & Stegun 7.1.26 refined: erf(x) = 1 - t P(t) exp(-x^2), t = 1/(1 + p|x|),
+// absolute error below 1.5e-7 (float's own rounding near 1 is 6e-8). tanh(x) = sign(x) (1 - 2 /
+// (exp(2|x|) + 1)), absolute error ~1e-7. sigmoid(x) = 1 / (1 + exp(-x)). The derivatives follow
+// elementwise_math.h's unary_grad formulas with these primitives.
+#pragma once
+
+#include <cstdint>
+
+#include "../kernel_ops.h"
+
+// Requires: V defined by the including file.
+template <class V> struct Act {
+  using R = typename V::reg;
+
+  static R exp(R x) {
+    const R lo = V::set1(-87.3365f);  // below: exactly 0 (like expf's underflow, no denormals)
+    R xc = V::min(V::max(x, lo), V::set1(88.3762626647949f));
+    R fx = V::floor(V::fma(xc, V::set1(1.44269504088896341f), V::set1(0.5f)));
+    R r = V::fnma(fx, V::set1(0.693359375f), xc);
+    r = V::fnma(fx, V::set1(-2.12194440e-4f), r);
+    R y = V::set1(1.9875691500e-4f);
+    y = V::fma(y, r, V::set1(1.3981999507e-3f));
+    y = V::fma(y, r, V::set1(8.3334519073e-3f));
+    y = V::fma(y, r, V::set1(4.1665795894e-2f));
+    y = V::fma(y, r, V::set1(1.6666665459e-1f));
+    y = V::fma(y, r, V::set1(5.0000001201e-1f));
+    y = V::fma(y, V::mul(r, r), V::add(r, V::set1(1.0f)));
+    return V::zero_below(V::mul(y, V::pow2i(fx)), x, lo);
+  }
+  static R sigmoid(R x) { return V::div(V::set1(1.f), V::add(V::set1(1.f), exp(V::neg(x)))); }
+  static R tanh(R x) {
+    R a = V::abs(x);
+    R e = exp(V::add(a, a));
+    R t = V::sub(V::set1(1.f), V::div(V::set1(2.f), V::add(e, V::set1(1.f))));
+    return V::copysign(t, x);
+  }
+  static R erf(R x) {
+    R a = V::abs(x);
+    R t = V::div(V::set1(1.f), V::fma(a, V::set1(0.3275911f), V::set1(1.f)));
+    R p = V::set1(1.061405429f);
+    p = V::fma(p, t, V::set1(-1.453152027f));
+    p = V::fma(p, t, V::set1(1.421413741f));
+    p = V::fma(p, t, V::set1(-0.284496736f));
+    p = V::fma(p, t, V::set1(0.254829592f));
+    R y = V::fnma(V::mul(p, t), exp(V::neg(V::mul(a, a))), V::set1(1.f));
+    return V::copysign(y, x);
+  }
+
+  // f(x) for the ops this file handles (see handles()).
+  static R fwd(int op, R x) {
+    using namespace ::llava::unary_op;
+    switch (op) {
+      case Exp:
+        return exp(x);
+      case Tanh:
+        return tanh(x);
+      case Sigmoid:
+        return sigmoid(x);
+      case Gelu:
+        return V::mul(V::mul(V::set1(0.5f), x), V::add(V::set1(1.f), erf(V::mul(x, V::set1(0.70710678118654752f)))));
+      case GeluTanh: {
+        R x3 = V::mul(V::mul(x, x), x);
+        R u = V::mul(V::set1(0.79788456080286535588f), V::fma(x3, V::set1(0.044715f), x));
+        return V::mul(V::mul(V::set1(0.5f), x), V::add(V::set1(1.f), tanh(u)));
+      }
+      case QuickGelu:
+        return V::mul(x, sigmoid(V::mul(V::set1(1.702f), x)));
+      default:  // Silu
+        return V::mul(x, sigmoid(x));
+    }
+  }
+  // f'(x)
+  static R grad(int op, R x) {
+    using namespace ::llava::unary_op;
+    const R one = V::set1(1.f);
+    switch (op) {
+      case Exp:
+        return exp(x);
+      case Tanh: {
+        R t = tanh(x);
+        return V::fnma(t, t, one);
+      }
+      case Sigmoid: {
+        R s = sigmoid(x);
+        return V::mul(s, V::sub(one, s));
+      }
+      case Gelu: {
+        R cdf = V::mul(V::set1(0.5f), V::add(one, erf(V::mul(x, V::set1(0.70710678118654752f)))));
+        R pdf = V::mul(V::set1(0.39894228040143267794f), exp(V::mul(V::set1(-0.5f), V::mul(x, x))));
+        return V::fma(x, pdf, cdf);
+      }
+      case GeluTanh: {
+        R x2 = V::mul(x, x);
+        R u = V::mul(V::set1(0.79788456080286535588f), V::fma(V::mul(x2, x), V::set1(0.044715f), x));
+        R t = tanh(u);
+        R du = V::mul(V::set1(0.79788456080286535588f), V::fma(x2, V::set1(3 * 0.044715f), one));
+        R left = V::mul(V::set1(0.5f), V::add(one, t));
+        return V::fma(V::mul(V::mul(V::set1(0.5f), x), V::fnma(t, t, one)), du, left);
+      }
+      case QuickGelu: {
+        R s = sigmoid(V::mul(V::set1(1.702f), x));
+        return V::fma(V::mul(V::mul(x, V::set1(1.702f)), s), V::sub(one, s), s);
+      }
+      default: {  // Silu
+        R s = sigmoid(x);
+        return V::mul(s, V::fma(x, V::sub(one, s), one));
+      }
+    }
+  }
+
+  static bool handles(int op) {
+    using namespace ::llava::unary_op;
+    return op == Exp || op == Tanh || op == Sigmoid || op == Gelu || op == GeluTanh || op == QuickGelu || op == Silu;
+  }
+
+  // out[i] = f(x[i]) (dy null) or dy[i] * f'(x[i]) for i < n; In/Out: float or uint16_t (bf16 bits).
+  template <typename T> static void run(int op, const T* x, const T* dy, T* out, int64_t n) {
+    int64_t i = 0;
+    for (; i + V::N <= n; i += V::N) {
+      R v = V::load(x + i);
+      R y = dy ? V::mul(V::load(dy + i), grad(op, v)) : fwd(op, v);
+      V::store(out + i, y);
+    }
+    if (i < n) {  // tail through a padded lane buffer
+      alignas(64) T xb[V::N] = {}, db[V::N] = {}, ob[V::N];
+      for (int64_t j = i; j < n; j++) {
+        xb[j - i] = x[j];
+        if (dy) db[j - i] = dy[j];
+      }
+      R v = V::load(xb);
+      V::store(ob, dy ? V::mul(V::load(db), grad(op, v)) : fwd(op, v));
+      for (int64_t j = i; j < n; j++) out[j] = ob[j - i];
+    }
+  }
+};

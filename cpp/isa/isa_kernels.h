@@ -1,0 +1,39 @@
+// isa/isa_kernels.h — functions built with an instruction set above the baseline (see cpu_isa.h).
+// Each is defined in cpp/isa/<name>_<level>.cc, compiled with that level's flags on x86-64 only;
+// call one only after cpu_isa() (or cpu_has_avx512_bf16()) says the CPU runs it. Plain pointer
+// interfaces: nothing here depends on how the caller was compiled.
+#pragma once
+
+#include <cstdint>
+
+#include "../cpu_isa.h"
+
+namespace llava {
+namespace isa {
+
+#if LLAVA_X86_ISA
+// ---------------------------------------------------------------- gemm_avx512.cc
+// C[12 x 32] (row stride ldc) = first ? acc + bias + beta*C : C + acc, acc = A panel (kc x 12,
+// k-major) @ B panel (kc x 32, k-major); bias (32 values) may be null; beta 0: C not read.
+void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
+                            const float* bias);
+// The same for bf16 panels in k pairs (A: kp x 12 x 2, B: kp x 32 x 2 bf16 bit patterns, kp = k pairs);
+// needs AVX512-BF16.
+void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
+                               float beta, const float* bias);
+// Packs a 32-column bf16 B panel (columns contiguous, row stride sk, kc rows) into that pair layout.
+void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
+// The same from 32 rows of contiguous depth (row stride sw < 2^31 / 31 elements).
+void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
+
+// ---------------------------------------------------------------- act_avx2.cc / act_avx512.cc
+// out[i] = f(x[i]), or dy[i] * f'(x[i]) when dy is not null, i < n, contiguous; op one of
+// exp tanh sigmoid gelu gelu_tanh quick_gelu silu (act_handles). bf16 as bit patterns, f32 maths.
+void act_f32_avx2(int op, const float* x, const float* dy, float* out, int64_t n);
+void act_bf16_avx2(int op, const uint16_t* x, const uint16_t* dy, uint16_t* out, int64_t n);
+void act_f32_avx512(int op, const float* x, const float* dy, float* out, int64_t n);
+void act_bf16_avx512(int op, const uint16_t* x, const uint16_t* dy, uint16_t* out, int64_t n);
+#endif
+
+}  // namespace isa
+}  // namespace llava

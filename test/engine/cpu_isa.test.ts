@@ -1,0 +1,178 @@
+// cpu_isa.test.ts — the CPU kernels on every instruction set this machine runs (cpp/cpu_isa.h:
+// portable, avx2, avx512; bf16 matmul takes the AVX512-BF16 kernel where the CPU has it), each against
+// a float64 reference. The cap is switched in process (native.cpuIsa, what LLAVA_CPU_ISA /
+// LLAVA_CPU_PORTABLE set at load), so one run covers every path the CPU has; the portable path runs
+// everywhere, which is what an ARM or pre-AVX2 machine gets.
+//
+// Each case computes a forward output and the input gradients of sum(y * w) for fixed random w. The
+// reference is the same computation in float64 (the f64 kernels: plain loops) on the values the
+// low-precision run saw; matmul is also checked against a plain JS float64 product. Sizes are odd and
+// operands strided (transposed views) so edge tiles and the general packing paths run.
+import t from 'tap';
+import type { Test } from 'tap';
+import * as L from '../../lib';
+import { Tensor, tensor } from '../../lib';
+import type { DType } from '../../lib';
+import { native } from '../../lib/native';
+import { f64, numel, randArray, refMatmul } from '../helpers';
+
+const detected = native.cpuIsa().detected;
+const ORDER = ['portable', 'avx2', 'avx512'];
+const ISAS = ORDER.slice(0, ORDER.indexOf(detected) + 1);
+
+interface Case {
+  name: string;
+  shapes: number[][];
+  dtypes: DType[];
+  /** Builds the output from the inputs (fresh leaves with requiresGrad). */
+  fn: (...xs: Tensor[]) => Tensor;
+  lo?: number;
+  hi?: number;
+}
+
+const CASES: Case[] = [
+  {
+    name: 'matmul',
+    shapes: [
+      [37, 129],
+      [129, 70],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.matmul(a, b),
+  },
+  {
+    name: 'matmul a @ b^T (odd K, strided b)',
+    shapes: [
+      [2, 61, 133],
+      [2, 97, 133],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.matmul(a, b.transpose(-1, -2)),
+  },
+  {
+    name: 'matmul a^T @ b',
+    shapes: [
+      [45, 29],
+      [45, 66],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.matmul(a.transpose(0, 1), b),
+  },
+  { name: 'softmax', shapes: [[7, 1001]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.softmax(x.mul(4)), lo: -2, hi: 2 },
+  { name: 'logSoftmax', shapes: [[5, 333]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.logSoftmax(x) },
+  { name: 'layerNorm', shapes: [[9, 203], [203], [203]], dtypes: ['float32', 'bfloat16'], fn: (x, w, b) => L.layerNorm(x, 203, w, b) },
+  { name: 'rmsNorm', shapes: [[9, 203], [203]], dtypes: ['float32', 'bfloat16'], fn: (x, w) => L.rmsNorm(x, w, 1e-6) },
+  { name: 'gelu', shapes: [[3, 1037]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.gelu(x), lo: -5, hi: 5 },
+  { name: 'gelu tanh', shapes: [[3, 1037]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.gelu(x, 'tanh'), lo: -5, hi: 5 },
+  { name: 'silu', shapes: [[3, 1037]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.silu(x), lo: -6, hi: 6 },
+  {
+    name: 'silu(a) * b',
+    shapes: [
+      [5, 411],
+      [5, 411],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.silu(a).mul(b),
+    lo: -4,
+    hi: 4,
+  },
+  {
+    name: 'sigmoid, tanh, exp',
+    shapes: [[2, 517]],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (x) => L.sigmoid(x).add(L.tanh(x)).add(L.exp(x)),
+    lo: -3,
+    hi: 3,
+  },
+  {
+    name: 'attention (causal, D 40)',
+    shapes: [
+      [1, 2, 37, 40],
+      [1, 2, 37, 40],
+      [1, 2, 37, 40],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (q, k, v) => L.scaledDotProductAttention(q, k, v, { causal: true }),
+  },
+];
+
+/** Output and input gradients (as float64) of fn on the given input values in dtype. */
+function run(c: Case, values: Float64Array[], dtype: DType): { out: Float64Array; grads: Float64Array[] } {
+  const xs = values.map((v, i) => tensor(v, { shape: c.shapes[i], dtype, requiresGrad: true }));
+  const result = L.tidy(() => {
+    const y = c.fn(...xs);
+    const w = tensor(randArray(numel(y.shape), 99), { shape: y.shape, dtype });
+    y.mul(w).sum().backward();
+    return f64(y);
+  });
+  const grads = xs.map((x) => f64(x.grad!));
+  for (const x of xs) x.dispose();
+  return { out: result, grads };
+}
+
+/** |a - r| <= tol * (max|r| + |r|) elementwise; returns the worst ratio (1 = at the tolerance). */
+function check(t: Test, a: Float64Array, r: Float64Array, tol: number, msg: string): void {
+  let scale = 0;
+  for (const v of r) scale = Math.max(scale, Math.abs(v));
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < r.length; i++) {
+    const err = Math.abs(a[i] - r[i]) / (tol * (scale + Math.abs(r[i])) + 1e-30);
+    if (!(err <= worst)) {
+      worst = err;
+      at = i;
+    }
+  }
+  t.ok(a.length === r.length && worst <= 1, `${msg} (worst ${worst.toFixed(3)} of tolerance${at >= 0 ? ` at ${at}: ${a[at]} vs ${r[at]}` : ''})`);
+}
+
+t.test(`cpu kernels on every instruction set (${ISAS.join(', ')})`, async (tt) => {
+  const before = native.cpuIsa().active;
+  try {
+    tt.ok(ISAS.includes('portable'), 'the portable path is always available');
+    for (const c of CASES) {
+      for (const dtype of c.dtypes) {
+        // Inputs rounded to dtype once, so every run and the reference see the same values.
+        const values = c.shapes.map((s, i) => {
+          const x = tensor(randArray(numel(s), 17 * i + c.name.length, c.lo ?? -1, c.hi ?? 1), { shape: s, dtype });
+          const v = f64(x);
+          x.dispose();
+          return v;
+        });
+        native.cpuIsa('portable');
+        const ref = run(c, values, 'float64');
+        if (c.name === 'matmul') {
+          const [M, K] = c.shapes[0];
+          const N = c.shapes[1][1];
+          check(tt, ref.out, refMatmul(values[0], values[1], 1, M, K, N), 1e-12, 'f64 matmul vs JS');
+        }
+        const tol = dtype === 'float32' ? 3e-6 : 1e-2;
+        for (const isa of ISAS) {
+          native.cpuIsa(isa);
+          tt.equal(native.cpuIsa().active, isa, `cap ${isa} applied`);
+          const got = run(c, values, dtype);
+          check(tt, got.out, ref.out, tol, `${c.name} ${dtype} [${isa}] forward`);
+          got.grads.forEach((g, i) => check(tt, g, ref.grads[i], tol * 2, `${c.name} ${dtype} [${isa}] grad ${i}`));
+        }
+      }
+    }
+  } finally {
+    native.cpuIsa(before);
+  }
+});
+
+t.test('a bad instruction set name is refused with the accepted names', async (tt) => {
+  tt.throws(() => native.cpuIsa('sse9'), /unknown instruction set 'sse9' \(portable, avx2 or avx512\)/);
+  tt.throws(() => native.cpuIsa(3 as unknown as string), /cap must be a string/);
+});
+
+t.test('LLAVA_CPU_PORTABLE and LLAVA_CPU_ISA set the cap at load', async (tt) => {
+  const { spawnSync } = await import('child_process');
+  const probe = `const { native } = require(${JSON.stringify(require.resolve('../../lib/native'))}); process.stdout.write(native.cpuIsa().active);`;
+  const runWith = (env: Record<string, string>): string =>
+    spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', probe], { env: { ...process.env, ...env }, encoding: 'utf8' }).stdout;
+  tt.equal(runWith({ LLAVA_CPU_PORTABLE: '1' }), 'portable', 'LLAVA_CPU_PORTABLE=1');
+  tt.equal(runWith({ LLAVA_CPU_ISA: 'portable' }), 'portable', 'LLAVA_CPU_ISA=portable');
+  if (ISAS.includes('avx2')) tt.equal(runWith({ LLAVA_CPU_ISA: 'avx2' }), 'avx2', 'LLAVA_CPU_ISA=avx2');
+  tt.equal(runWith({ LLAVA_CPU_ISA: 'avx512' }), detected, 'a cap above the CPU gives what the CPU has');
+});
