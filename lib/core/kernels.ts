@@ -41,6 +41,10 @@ export const KERNELS = [
   // rotary embedding (cpu_rope.cc / rope.cu) and the optimizer step (cpu_adamw.cc / adamw.cu)
   'rope',
   'adamw',
+  // weight-only quantization: int8 per row, NF4 per block (cpu_quant.cc / quant.cu)
+  'quantize',
+  'dequantize',
+  'quant_matmul',
 ] as const;
 
 export type KernelName = (typeof KERNELS)[number];
