@@ -33,6 +33,9 @@ function uniform(shape: number[], bound: number, opts: LayerOptions): Tensor {
 
 /** A LoRA adapter on a Linear: its lora_A / lora_B are the submodules' `weight`s (lib/nn/lora.ts). */
 export interface LoraState {
+  r: number;
+  alpha: number;
+  rslora: boolean;
   scale: number;
   dropout: number;
   generator?: Generator;
@@ -66,7 +69,8 @@ export class Linear extends Module {
     if (this.lora) {
       const A = this.getParameter('lora_A.weight')!;
       const B = this.getParameter('lora_B.weight')!;
-      return loraLinear(x, w, this.bias, A, B, { ...this.lora, training: this.training });
+      const { scale, dropout, generator } = this.lora;
+      return loraLinear(x, w, this.bias, A, B, { scale, dropout, generator, training: this.training });
     }
     return w instanceof QuantizedWeight ? quantLinear(x, w, this.bias) : linear(x, w, this.bias);
   }

@@ -59,7 +59,7 @@ export function addLora(layer: Linear, spec: LoraSpec, generator?: Generator): v
   layer.registerModule('lora_B', new Module()).registerParameter('weight', B);
   if (ref) ref.requiresGrad = false;
   if (layer.bias) layer.bias.requiresGrad = false;
-  layer.lora = { scale: loraScale(spec), dropout: spec.dropout, generator };
+  layer.lora = { r: spec.r, alpha: spec.alpha, rslora: !!spec.rslora, scale: loraScale(spec), dropout: spec.dropout, generator };
 }
 
 /** The adapter tensors of a layer (null when it has none). */

@@ -44,10 +44,10 @@ import type { LlavaForConditionalGeneration } from '../../models/llava';
 
 import { LlavaDataset, CollatedBatch } from './dataset';
 import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
-import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveWeights, saveOptimizer, loadOptimizer } from './train_state';
-import { loadPartialWeights, readTrainerState, readTrainLog, pruneCheckpoints, type ModelFilesPatch } from './train_state';
+import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveOptimizer, loadOptimizer } from './train_state';
+import { setupLora, saveWeights, loadPartialWeights, paramGroups } from './lora'; // PEFT layout when adapters are on
+import { readTrainerState, readTrainLog, pruneCheckpoints, type ModelFilesPatch } from './train_state';
 import { writeLossPlot } from './loss_plot';
-import { paramGroups } from './param_groups';
 import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
 import { cleanStaleTemps, writeDirAtomic, writeFileAtomic } from '../util/files';
@@ -135,12 +135,13 @@ export class Trainer {
     this.maxSteps = o.maxSteps;
     model.lm.gradientCheckpointing = o.gradientCheckpointing;
     model.setStage(this.stage, { trainVision: o.trainVision });
+    setupLora(model, o, this.log);
     this.trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
     if (!this.trainable.length) throw new Error('[train] no trainable parameters');
     const w = model.lm.embed.getParameter('weight')!;
     this.device = w.device;
     this.dtype = w.dtype;
-    this.optimizer = new AdamW(paramGroups(this.trainable, o.weightDecay), { lr: o.lr, weightDecay: o.weightDecay });
+    this.optimizer = new AdamW(paramGroups(this.trainable, o.weightDecay, o), { lr: o.lr, weightDecay: o.weightDecay });
     this.stepsPerEpoch = Math.max(1, Math.ceil(Math.ceil(dataset.length / this.microBatch) / this.gradAccum));
     this.state = {
       version: 1,
