@@ -19,9 +19,12 @@ import { copyInto } from '../../ops';
 import { Generator } from '../../ops/creation';
 import type { ParamGroup } from '../../optim/adamw';
 import { Linear } from '../../nn/layers';
-import { addLora, linearLayers, loraTensors, quantizeLinear } from '../../nn/lora';
+import { addLora, linearLayers, loraTensors } from '../../nn/lora';
+import { languageLinears, quantizeLanguageModel } from '../../models/quantize';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
+import { loadLlava } from '../../models/loader';
 import {
+  applyPeftAdapter,
   ADAPTER_CONFIG_FILE,
   ADAPTER_WEIGHTS_STEM,
   NON_LORA_STEM,
@@ -45,11 +48,6 @@ export interface LoraRunOptions {
   bits: number;
   seed: number;
   gradientCheckpointing: boolean;
-}
-
-/** Linear layers of the language model LoRA may target (every one but lm_head), with their paths. */
-export function languageLinears(model: LlavaForConditionalGeneration): [string, Linear][] {
-  return linearLayers(model.lm, 'language_model.').filter(([p]) => p !== 'language_model.lm_head');
 }
 
 /** The reference's find_all_linear_names: the distinct leaf names of those layers. */
@@ -93,16 +91,8 @@ export function setupLora(model: LlavaForConditionalGeneration, o: LoraRunOption
   model.lm.requiresGrad(false);
   const layers = languageLinears(model).filter(([p]) => targets.includes(p.slice(p.lastIndexOf('.') + 1)));
   const gen = new Generator(o.seed);
-  let before = 0;
-  let after = 0;
-  for (const [, l] of layers) {
-    if (o.bits !== 16) {
-      before += l.weight.numel * (l.weight.dtype === 'float32' ? 4 : 2);
-      quantizeLinear(l, o.bits === 8 ? 'int8' : 'nf4');
-      after += l.quantized!.nbytes;
-    }
-    addLora(l, { r: o.loraR, alpha: o.loraAlpha, dropout: o.loraDropout }, gen);
-  }
+  const { before, after } = o.bits !== 16 ? quantizeLanguageModel(model, o.bits === 8 ? 'int8' : 'nf4', layers) : { before: 0, after: 0 };
+  for (const [, l] of layers) addLora(l, { r: o.loraR, alpha: o.loraAlpha, dropout: o.loraDropout }, gen);
   const n = layers.reduce((a, [, l]) => a + (loraTensors(l)!.A.numel + loraTensors(l)!.B.numel), 0);
   log(
     `[train] LoRA r ${o.loraR}, alpha ${o.loraAlpha}, dropout ${o.loraDropout} on ${layers.length} layers (${targets.join(', ')}): ${n} adapter parameters`,
@@ -204,4 +194,25 @@ export function loadPartialWeights(model: LlavaForConditionalGeneration, file: s
     for (const v of pairs.values()) [v.A, v.B].forEach((t) => t.dispose());
   }
   return [...layers.keys(), ...loadNonLoraTrainables(model, dir)];
+}
+
+/**
+ * The reference's scripts/merge_lora_weights.py: load `baseDir`, merge the adapter of `adapterDir` into it,
+ * write a complete model folder to `outDir` (weights in the base's naming; config / tokenizer files from the
+ * adapter folder when it has them, else the base's). Returns the merged layer count.
+ */
+export function mergeLoraFolder(adapterDir: string, baseDir: string, outDir: string, log: (m: string) => void = () => {}): number {
+  if (path.resolve(outDir) === path.resolve(baseDir) || path.resolve(outDir) === path.resolve(adapterDir))
+    throw new Error('[merge-lora] --save-model-path must be a new folder (not the base or the adapter)');
+  const model = loadLlava(baseDir, { dtype: 'float32', device: 'cpu' });
+  try {
+    const r = applyPeftAdapter(model, adapterDir);
+    log(`[merge-lora] merged ${r.merged} adapters (r ${r.config.r}, alpha ${r.config.lora_alpha}) and ${r.nonLora} non-LoRA tensors into ${baseDir}`);
+    const side = fs.existsSync(path.join(adapterDir, 'config.json')) ? adapterDir : baseDir;
+    full.saveWeights(model, outDir, 2, side);
+    log(`[merge-lora] wrote ${outDir}`);
+    return r.merged;
+  } finally {
+    model.dispose();
+  }
 }
