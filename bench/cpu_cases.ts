@@ -34,6 +34,7 @@ import {
   round,
 } from './harness';
 import * as path from 'path';
+import { decodeCases } from './decode_cases';
 
 const dev = 'cpu' as const;
 
@@ -327,6 +328,7 @@ export function runCpuCases(o: BenchOptions): void {
   matmulCases(o, k);
   fusedCases(o, k);
   llavaCases(o, k);
+  decodeCases(o, k.maxMs);
   const leftover = L.memory();
   if (!o.filter) emit({ summary: 'cpu', wall_s: round(Number(process.hrtime.bigint() - t0) / 1e9, 3), live_tensors: leftover.numTensors });
 }

@@ -11,6 +11,7 @@
 // accumulate in f64; everything else in f32 with one rounding on store.
 #include <immintrin.h>
 
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -29,13 +30,28 @@ template <typename F> void dequant_row(const QuantArgs& A, const uint8_t* q, con
     for (int64_t k = 0; k < K; k++) dst[k] = F(row[k]) * F(s);
     return;
   }
-  float lut[16];
-  for (int c = 0; c < 16; c++) lut[c] = nf4_level(c);
-  const int64_t e0 = n * K;
-  for (int64_t k = 0; k < K; k++) {
-    const int64_t e = e0 + k;
-    const uint8_t byte = q[e >> 1];
-    dst[k] = F(lut[(e & 1) ? (byte & 15) : (byte >> 4)]) * F(sc[e / A.block]);
+  // NF4: walk the row block by block (block starts are even, so only the row's first element can sit in
+  // a low nibble); each block's 16 levels are scaled once, then every byte gives two table lookups.
+  const int64_t e0 = n * K, end = e0 + K;
+  int64_t e = e0;
+  F* d = dst;
+  while (e < end) {
+    const int64_t blk = e / A.block, stop = std::min(end, (blk + 1) * A.block);
+    static const auto levels = [] {
+      std::array<float, 16> v{};
+      for (int c = 0; c < 16; c++) v[c] = nf4_level(c);
+      return v;
+    }();
+    F lut[16];
+    for (int c = 0; c < 16; c++) lut[c] = F(levels[c]) * F(sc[blk]);
+    if (e & 1) *d++ = lut[q[e++ >> 1] & 15];
+    for (; e + 1 < stop; e += 2) {
+      const uint8_t b = q[e >> 1];
+      d[0] = lut[b >> 4];
+      d[1] = lut[b & 15];
+      d += 2;
+    }
+    if (e < stop) *d++ = lut[q[e++ >> 1] >> 4];
   }
 }
 
