@@ -13,6 +13,8 @@
 
 #include <array>
 #include <cmath>
+#include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_common.h"
@@ -20,6 +22,30 @@
 
 namespace llava {
 namespace {
+
+// 16 NF4 codes (8 bytes, even element e first) -> 16 floats per iteration, while [e, stop) holds 16: each
+// nibble indexes the block's scaled 16-entry table with two in-register permutes (entries 0-7, 8-15) and a
+// blend on the index's bit 3 (shifted into the sign bit); high and low nibbles are then interleaved back
+// into element order. Returns the first element not done; advances d.
+inline int64_t nf4_bytes_avx2(const uint8_t* q, int64_t e, int64_t stop, const float* lut, float*& d) {
+  const __m256 t0 = _mm256_loadu_ps(lut), t1 = _mm256_loadu_ps(lut + 8);
+  const __m256i m15 = _mm256_set1_epi32(15);
+  auto look = [&](__m256i idx) {
+    const __m256 a = _mm256_permutevar8x32_ps(t0, idx), b = _mm256_permutevar8x32_ps(t1, idx);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+  };
+  for (; e + 16 <= stop; e += 16) {
+    int64_t bytes;
+    std::memcpy(&bytes, q + (e >> 1), 8);
+    const __m256i v = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
+    const __m256 hi = look(_mm256_srli_epi32(v, 4)), lo = look(_mm256_and_si256(v, m15));
+    const __m256 a = _mm256_unpacklo_ps(hi, lo), b = _mm256_unpackhi_ps(hi, lo);
+    _mm256_storeu_ps(d, _mm256_permute2f128_ps(a, b, 0x20));
+    _mm256_storeu_ps(d + 8, _mm256_permute2f128_ps(a, b, 0x31));
+    d += 16;
+  }
+  return e;
+}
 
 // Row n of the weight (K values) into dst as acc type F.
 template <typename F> void dequant_row(const QuantArgs& A, const uint8_t* q, const float* sc, int64_t n, F* dst) {
@@ -45,6 +71,7 @@ template <typename F> void dequant_row(const QuantArgs& A, const uint8_t* q, con
     F lut[16];
     for (int c = 0; c < 16; c++) lut[c] = F(levels[c]) * F(sc[blk]);
     if (e & 1) *d++ = lut[q[e++ >> 1] & 15];
+    if constexpr (std::is_same_v<F, float>) e = nf4_bytes_avx2(q, e, stop, lut, d);
     for (; e + 1 < stop; e += 2) {
       const uint8_t b = q[e >> 1];
       d[0] = lut[b >> 4];
