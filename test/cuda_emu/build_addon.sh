@@ -23,7 +23,7 @@ ADDON_DEFS=(-DNAPI_VERSION=8 -DNODE_ADDON_API_DISABLE_DEPRECATED -fPIC -fexcepti
 CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -fno-math-errno "${ADDON_DEFS[@]}" -I"$NODE_INC" -I"$NAPI_INC" -I"$ROOT/cpp")
 
 # Longest compiles first.
-CU=(attention_bwd attention_fwd matmul reduce norm elementwise index rope adamw backend)
+CU=(attention_bwd attention_fwd matmul reduce norm elementwise index rope adamw quant backend)
 for f in "${CU[@]}"; do
   job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
