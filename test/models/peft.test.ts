@@ -5,6 +5,7 @@ import t from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import { spawnSync } from 'child_process';
 import * as L from '../../lib';
 import { loadLlava } from '../../lib/models/loader';
 import { LlavaForConditionalGeneration } from '../../lib/models/llava';
@@ -156,5 +157,46 @@ t.test('bad adapter files: .bin not supported yet, unpaired or unknown tensors, 
     /peft_type "IA3" is not supported/,
   );
   assertClose(t, logits(m), baseLogits, { ...TOL, msg: 'failed applications left the model unchanged' });
+  m.dispose();
+});
+
+t.test('command line: chat --model-base --load-8bit answers; merge-lora writes a loadable folder', async (t) => {
+  const cli = (...args: string[]): { code: number; out: string; err: string } => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', path.join(TEST_DIR, '..', 'lib', 'app', 'cli', 'main.ts'), ...args], {
+      cwd: path.join(TEST_DIR, '..'),
+      encoding: 'utf8',
+      env: { ...process.env, FORCE_COLOR: '0' },
+      timeout: 120_000,
+    });
+    return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
+  };
+  const img = path.join(FIX, 'image0.png');
+  const chat = cli(
+    'chat',
+    '--model',
+    LORA,
+    '--model-base',
+    FIX,
+    '--load-8bit',
+    '--image',
+    img,
+    '--prompt',
+    'hi',
+    '--temperature',
+    '0',
+    '--max-new-tokens',
+    '3',
+  );
+  t.equal(chat.code, 0, `chat exit 0 (${chat.err.slice(-300)})`);
+  t.match(chat.err, /merged the LoRA adapter of .* \(14 layers, r 4, alpha 8\)/);
+  t.match(chat.err, /stored as int8/);
+  const alone = cli('chat', '--model', LORA, '--image', img, '--prompt', 'hi');
+  t.equal(alone.code, 1);
+  t.match(alone.err, /pass --model-base/);
+  const out = path.join(tmp, 'cli-merged');
+  const merge = cli('merge-lora', '--model-path', LORA, '--model-base', FIX, '--save-model-path', out);
+  t.equal(merge.code, 0, merge.err.slice(-300));
+  const m = loadLlava(out);
+  assertClose(t, logits(m), loraLogits, { ...TOL, msg: 'CLI-merged folder logits' });
   m.dispose();
 });
