@@ -11,7 +11,9 @@
 //   dB = g^T (s u)    [O, r]
 //   dA = gu^T drop(x) [r, I]
 //   dx = g W + mask * (gu A)   (with no dropout the adapter term is accumulated into the same output)
-// Saved: drop(x) (x itself without dropout), s*u, and the scaled keep mask when dropout is on.
+// Saved: x (a reference, not a copy) and s*u [N, r]. With dropout the keep mask is not kept either: its
+// Philox counter range is recorded and backward draws the same mask again (one pass of the counter-based
+// generator instead of two [N, I] tensors per adapted layer held from forward to backward).
 import { Tensor } from '../core/tensor';
 import { isFloat } from '../core/dtype';
 import { scopedOp } from '../core/memory';
@@ -20,7 +22,7 @@ import { checkTensor, checkSameDevice, checkDTypeEq } from './util';
 import { reshape, contiguous, transpose } from './view';
 import { mul, addInPlace } from './elementwise';
 import { sum } from './reduce';
-import { bernoulli, Generator } from './creation';
+import { bernoulli, Generator, defaultGenerator } from './creation';
 import { QuantizedWeight, baseProduct, baseInputGrad, gemm2d } from './quant';
 
 export interface LoraOptions {
@@ -86,8 +88,13 @@ export const loraLinear = scopedOp(function loraLinear(
   const b = bias && !bias.isContiguous() ? contiguous(bias) : (bias ?? null);
   const y2 = baseProduct(x2, weight, b);
   const drop = p > 0 && o.training !== false;
-  const mask = drop ? mul(bernoulli([N, I], 1 - p, { dtype: x.dtype, device: x.device, generator: o.generator }), 1 / (1 - p)) : null;
-  const xd = mask ? mul(x2, mask) : x2;
+  const gen = o.generator ?? defaultGenerator;
+  const at = drop ? gen.getState() : null;
+  /** The scaled keep mask of this call (drawn again in backward from the recorded counters). */
+  const maskOf = (s0: { seed: number; offset: number }): Tensor =>
+    mul(bernoulli([N, I], 1 - p, { dtype: x.dtype, device: x.device, generator: new Generator(s0.seed, s0.offset) }), 1 / (1 - p));
+  if (at) gen.take(N * I);
+  const xd = at ? mul(x2, maskOf(at)) : x2;
   const u = Tensor.empty([N, r], x.dtype, x.device);
   gemm2d(u, xd, T2(A));
   const us = mul(u, s);
@@ -98,7 +105,9 @@ export const loraLinear = scopedOp(function loraLinear(
     y,
     [x, bias, A, B],
     (g, saved) => {
-      const [xds, uss, ms] = saved;
+      const [xs, uss] = saved;
+      const ms = at ? maskOf(at) : null;
+      const xds = ms ? mul(reshape(xs, [N, I]), ms) : reshape(xs, [N, I]);
       const g2 = contiguous(reshape(g, [N, O]));
       const gu = Tensor.empty([N, r], g.dtype, g.device);
       gemm2d(gu, g2, B);
@@ -127,6 +136,6 @@ export const loraLinear = scopedOp(function loraLinear(
       const gb = bias && bias.requiresGrad ? sum(g2, 0) : null;
       return [gx, gb, gA, gB];
     },
-    mask ? [xd, us, mask] : [xd, us],
+    [x2, us],
   );
 });
