@@ -15,7 +15,8 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { Tensor } from '../../core/tensor';
 import { noGrad } from '../../core/autograd';
-import { copyInto } from '../../ops';
+import { tidy } from '../../core/memory';
+import { copyInto, to } from '../../ops';
 import { Generator } from '../../ops/creation';
 import type { ParamGroup } from '../../optim/adamw';
 import { Linear } from '../../nn/layers';
@@ -185,10 +186,13 @@ export function loadPartialWeights(model: LlavaForConditionalGeneration, file: s
       const src = pairs.get(p);
       if (!src) throw new Error(`[checkpoint] ${dir}: no adapter for '${p}'`);
       const dst = loraTensors(l)!;
-      noGrad(() => {
-        copyInto(dst.A, src.A);
-        copyInto(dst.B, src.B);
-      });
+      // Host float32 copies onto the adapters' device and dtype.
+      noGrad(() =>
+        tidy(() => {
+          copyInto(dst.A, to(src.A, dst.A.device));
+          copyInto(dst.B, to(src.B, dst.B.device));
+        }),
+      );
     }
   } finally {
     for (const v of pairs.values()) [v.A, v.B].forEach((t) => t.dispose());
