@@ -16,6 +16,7 @@ import * as path from 'path';
 import type { Tensor } from '../../core/tensor';
 import { noGrad } from '../../core/autograd';
 import { tidy } from '../../core/memory';
+import { preserveRandomState } from '../../core/recompute';
 import { copyInto, to } from '../../ops';
 import { Generator } from '../../ops/creation';
 import type { ParamGroup } from '../../optim/adamw';
@@ -48,7 +49,6 @@ export interface LoraRunOptions {
   loraTarget?: string;
   bits: number;
   seed: number;
-  gradientCheckpointing: boolean;
 }
 
 /** The reference's find_all_linear_names: the distinct leaf names of those layers. */
@@ -71,10 +71,6 @@ export function setupLora(model: LlavaForConditionalGeneration, o: LoraRunOption
     return null;
   }
   if (o.stage !== 2) throw new Error('[train] LoRA is for stage 2 (finetune); stage 1 trains the projector alone');
-  if (o.gradientCheckpointing && o.loraDropout > 0)
-    throw new Error(
-      '[train] --lora-dropout > 0 with --gradient-checkpointing is not supported yet (the recomputed layers would draw different dropout masks); use --lora-dropout 0',
-    );
   const all = allLinearNames(model);
   const targets = o.loraTarget
     ? [
@@ -92,6 +88,7 @@ export function setupLora(model: LlavaForConditionalGeneration, o: LoraRunOption
   model.lm.requiresGrad(false);
   const layers = languageLinears(model).filter(([p]) => targets.includes(p.slice(p.lastIndexOf('.') + 1)));
   const gen = new Generator(o.seed);
+  preserveRandomState(gen); // a recomputed layer (--gradient-checkpointing) draws the same dropout masks
   const { before, after } = o.bits !== 16 ? quantizeLanguageModel(model, o.bits === 8 ? 'int8' : 'nf4', layers) : { before: 0, after: 0 };
   for (const [, l] of layers) addLora(l, { r: o.loraR, alpha: o.loraAlpha, dropout: o.loraDropout }, gen);
   const n = layers.reduce((a, [, l]) => a + (loraTensors(l)!.A.numel + loraTensors(l)!.B.numel), 0);
