@@ -235,6 +235,22 @@ t.test('LoRA dropout under --gradient-checkpointing: the recomputed layers draw 
   t.ok(worst < 1e-6, `max weight difference ${worst.toExponential(2)}`);
 });
 
+t.test('bf16 base: bf16 adapters with float32 master weights, base bit-identical, loss falls', async (t) => {
+  const ds = subset(IDS);
+  const m = loadLlava(FIX, { dtype: 'bfloat16' });
+  const before = snapshot(m);
+  const tr = new Trainer(m, ds, { ...quiet, ...run, maxSteps: 8, lr: 1e-2, loraR: 8, loraAlpha: 16, loraDropout: 0.05 } as TrainerOptions);
+  const A = m.lm.layers.items[0].mlp.up_proj.getParameter('lora_A.weight')!;
+  t.equal(A.dtype, 'bfloat16', 'adapters take the base dtype');
+  const r = await tr.train();
+  const master = (tr.optimizer as unknown as { state: Map<L.Tensor, { master: L.Tensor | null }> }).state.get(A)?.master;
+  t.equal(master?.dtype, 'float32', 'AdamW keeps a float32 master copy');
+  tr.dispose();
+  for (const [n, v] of snapshot(m)) if (!/lora_|multi_modal_projector/.test(n)) t.ok(same(v, before.get(n)!), `${n} bit-identical`);
+  t.ok(r.lastLoss < r.firstLoss * 0.7, `bf16 loss ${r.firstLoss.toFixed(3)} -> ${r.lastLoss.toFixed(3)}`);
+  m.dispose();
+});
+
 t.test('LoRA option errors', async (t) => {
   const ds = subset(IDS);
   const m = loadLlava(FIX);
