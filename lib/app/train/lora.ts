@@ -91,6 +91,7 @@ export function setupLora(model: LlavaForConditionalGeneration, o: LoraRunOption
   preserveRandomState(gen); // a recomputed layer (--gradient-checkpointing) draws the same dropout masks
   const { before, after } = o.bits !== 16 ? quantizeLanguageModel(model, o.bits === 8 ? 'int8' : 'nf4', layers) : { before: 0, after: 0 };
   for (const [, l] of layers) addLora(l, { r: o.loraR, alpha: o.loraAlpha, dropout: o.loraDropout }, gen);
+  model.train(); // dropout on, whatever mode the model was left in
   const n = layers.reduce((a, [, l]) => a + (loraTensors(l)!.A.numel + loraTensors(l)!.B.numel), 0);
   log(
     `[train] LoRA r ${o.loraR}, alpha ${o.loraAlpha}, dropout ${o.loraDropout} on ${layers.length} layers (${targets.join(', ')}): ${n} adapter parameters`,

@@ -249,7 +249,7 @@ export const TRAIN_OPTIONS = {
   mmProjectorLr: maybe(
     float('trainer', {
       flag: '--mm-projector-lr <lr>',
-      help: 'learning rate of the projector (default: --lr)',
+      help: 'learning rate of the projector',
       defaultText: '--lr, or the preset',
       min: 0,
     }),
