@@ -35,6 +35,7 @@ import {
 } from './harness';
 import * as path from 'path';
 import { runCpuKernelCases } from './cpu_kernels';
+import { decodeCases } from './decode_cases';
 
 const dev = 'cpu' as const;
 
@@ -329,6 +330,7 @@ export function runCpuCases(o: BenchOptions): void {
   fusedCases(o, k);
   runCpuKernelCases(o);
   llavaCases(o, k);
+  decodeCases(o, k.maxMs);
   const leftover = L.memory();
   if (!o.filter) emit({ summary: 'cpu', wall_s: round(Number(process.hrtime.bigint() - t0) / 1e9, 3), live_tensors: leftover.numTensors });
 }

@@ -46,6 +46,10 @@ export const KERNELS = [
   'col2im',
   'depthwise_conv2d',
   'pool2d',
+  // weight-only quantization: int8 per row, NF4 per block (cpu_quant.cc / quant.cu)
+  'quantize',
+  'dequantize',
+  'quant_matmul',
 ] as const;
 
 export type KernelName = (typeof KERNELS)[number];

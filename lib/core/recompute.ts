@@ -5,10 +5,36 @@
 // inputs. Its vjp re-runs the block with gradients on from detached copies of those inputs and
 // backpropagates the incoming gradient through the recomputed graph: parameters inside the block
 // (listed in `params`, since a closure hides them) accumulate their .grad there directly, and the
-// inputs' gradients flow on through the outer graph. The block must be deterministic (no dropout).
+// inputs' gradients flow on through the outer graph. Random draws inside the block are replayed: every
+// generator registered with preserveRandomState has its state saved before the first run, set back to
+// it for the recomputation and then returned to where it was (torch's preserve_rng_state), so a dropout
+// mask is the same in both runs; anything else in the block must be deterministic.
 import { Tensor } from './tensor';
 import { noGrad, enableGrad, isGradEnabled, record } from './autograd';
 import { tidy } from './memory';
+
+/** A random generator's state, as Generator (lib/ops/creation.ts) exposes it. */
+export interface RandomState<S = unknown> {
+  getState(): S;
+  setState(s: S): void;
+}
+const tracked = new Set<WeakRef<RandomState>>();
+
+/** Replay `g`'s draws when a checkpointed block is recomputed (held weakly: no need to unregister). */
+export function preserveRandomState(g: RandomState): void {
+  for (const r of tracked) if (r.deref() === g) return;
+  tracked.add(new WeakRef(g));
+}
+
+function snapshot(): [RandomState, unknown][] {
+  const out: [RandomState, unknown][] = [];
+  for (const r of tracked) {
+    const g = r.deref();
+    if (g) out.push([g, g.getState()]);
+    else tracked.delete(r);
+  }
+  return out;
+}
 
 function checkArgs(fn: unknown, inputs: unknown, params: unknown): void {
   if (typeof fn !== 'function') throw new Error(`[checkpoint] fn must be a function, got ${fn === null ? 'null' : typeof fn}`);
@@ -30,6 +56,7 @@ export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Te
   const trainable = wanted.some(Boolean) || params.some((p) => p.requiresGrad);
   if (!isGradEnabled() || !trainable) return fn(...inputs);
   if (!present.length) throw new Error('[checkpoint] the block needs at least one tensor input');
+  const before = snapshot();
   const out = noGrad(() => fn(...inputs));
   // record() attaches a node only when an input requires grad. When only the parameters do, the
   // first input stands in as the node's edge for the duration of the call; its gradient is dropped.
@@ -46,17 +73,24 @@ export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Te
           if (wanted[i]) d.setRequiresGrad(true);
           return d;
         });
-        const grads = enableGrad(() =>
-          tidy(() => {
-            let k = 0;
-            fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
-            return ins.map((d) => {
-              const gr = d.grad;
-              d.grad = null;
-              return gr;
-            });
-          }),
-        );
+        const now = snapshot();
+        for (const [r, st] of before) r.setState(st);
+        let grads: (Tensor | null)[];
+        try {
+          grads = enableGrad(() =>
+            tidy(() => {
+              let k = 0;
+              fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
+              return ins.map((d) => {
+                const gr = d.grad;
+                d.grad = null;
+                return gr;
+              });
+            }),
+          );
+        } finally {
+          for (const [r, st] of now) r.setState(st);
+        }
         ins.forEach((d) => d.dispose());
         return grads;
       },

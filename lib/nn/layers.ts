@@ -5,6 +5,8 @@ import { Tensor } from '../core/tensor';
 import { DType, Device } from '../core/dtype';
 import { zeros, ones, rand, Generator } from '../ops/creation';
 import { linear } from '../ops/matmul';
+import { QuantizedWeight, quantLinear } from '../ops/quant';
+import { loraLinear } from '../ops/lora';
 import { layerNorm, rmsNorm, embedding } from '../ops/nn';
 import { noGrad } from '../core/autograd';
 import { mul, sub } from '../ops/elementwise';
@@ -29,7 +31,21 @@ function uniform(shape: number[], bound: number, opts: LayerOptions): Tensor {
   });
 }
 
+/** A LoRA adapter on a Linear: its lora_A / lora_B are the submodules' `weight`s (lib/nn/lora.ts). */
+export interface LoraState {
+  r: number;
+  alpha: number;
+  rslora: boolean;
+  scale: number;
+  dropout: number;
+  generator?: Generator;
+}
+
 export class Linear extends Module {
+  /** The frozen weight in int8 / NF4 storage, which replaces the `weight` parameter (lib/nn/lora.ts). */
+  quantized: QuantizedWeight | null = null;
+  /** Set when a LoRA adapter is attached (lib/nn/lora.ts addLora). */
+  lora: LoraState | null = null;
   get weight(): Tensor {
     return this.getParameter('weight')!;
   }
@@ -49,7 +65,19 @@ export class Linear extends Module {
     this.registerParameter('bias', bias ? (opts.init ? uniform([outFeatures], bound, opts) : zeros([outFeatures], o)) : null);
   }
   forward(x: Tensor): Tensor {
-    return linear(x, this.weight, this.bias);
+    const w = this.quantized ?? this.weight;
+    if (this.lora) {
+      const A = this.getParameter('lora_A.weight')!;
+      const B = this.getParameter('lora_B.weight')!;
+      const { scale, dropout, generator } = this.lora;
+      return loraLinear(x, w, this.bias, A, B, { scale, dropout, generator, training: this.training });
+    }
+    return w instanceof QuantizedWeight ? quantLinear(x, w, this.bias) : linear(x, w, this.bias);
+  }
+  dispose(): void {
+    this.quantized?.dispose();
+    this.quantized = null;
+    super.dispose();
   }
 }
 

@@ -135,9 +135,14 @@ export class Module {
       );
   }
 
-  /** Free every parameter (and gradient). */
+  /** Free every parameter (and gradient), through each submodule's own dispose(). */
   dispose(): void {
-    for (const p of this.parameters()) p.dispose();
+    for (const p of this.params.values()) p?.dispose();
+    for (const m of this.children.values()) m.dispose();
+  }
+  /** Detach a submodule (its parameters stay alive: the caller owns them). */
+  removeModule(name: string): void {
+    this.children.delete(name);
   }
 }
 

@@ -15,5 +15,7 @@ export * from './reduce';
 export * from './matmul';
 export * from './nn';
 export * from './attention';
+export * from './quant';
+export * from './lora';
 
 installOps({ ...creation, ...view, ...elementwise, ...reduce, ...matmulOps, ...nn, ...attention } as unknown as typeof import('./index'));

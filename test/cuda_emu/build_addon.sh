@@ -26,7 +26,7 @@ AVX2_FLAGS=(-DLLAVA_ISA_BUILD=1 -mavx2 -mfma -mf16c)
 AVX512_FLAGS=(-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c)
 
 # Longest compiles first.
-CU=(attention_bwd attention_fwd matmul reduce norm elementwise index conv rope adamw backend)
+CU=(attention_bwd attention_fwd matmul reduce norm elementwise index conv rope adamw quant backend)
 for f in "${CU[@]}"; do
   job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done

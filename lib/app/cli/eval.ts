@@ -80,6 +80,9 @@ interface AnswerCliOptions {
   device: string;
   dtype: string;
   visionTower?: string;
+  modelBase?: string;
+  load8bit?: boolean;
+  load4bit?: boolean;
   progress: string;
 }
 
@@ -100,7 +103,14 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
       ? { kind, questions: (await import('../eval/scienceqa')).readSqaQuestions(o.questions) }
       : { kind, questions: (await import('../eval/llava_bench')).readBenchQuestions(o.questions) };
   const G = await import('../eval/answer');
-  const m = G.loadEvalModel(o.model, { device: o.device, dtype: o.dtype, visionTower: o.visionTower });
+  const m = G.loadEvalModel(o.model, {
+    device: o.device,
+    dtype: o.dtype,
+    visionTower: o.visionTower,
+    modelBase: o.modelBase,
+    load8bit: o.load8bit,
+    load4bit: o.load4bit,
+  });
   try {
     const template = o.template ?? m.template;
     c.out(
@@ -306,6 +316,9 @@ function answerOptions(cmd: Command): Command {
     .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
     .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))
     .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
+    .option('--model-base <dir>', '--model is a LoRA adapter (adapter_config.json): merge it into this base model')
+    .option('--load-8bit', 'store the language model linears as int8 (per output channel)')
+    .option('--load-4bit', 'store the language model linears as NF4 (blocks of 64)')
     .addOption(new Option('--progress <mode>', 'progress display').choices(['auto', 'bar', 'plain', 'none']).default('auto'));
 }
 

@@ -31,6 +31,14 @@ async function verifyAction(o: Record<string, unknown>): Promise<void> {
 }
 
 const deviceOption = (): Option => new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu');
+/** --model-base / --load-8bit / --load-4bit (session.ts WeightOptions), on chat, verify, serve and eval. */
+export function addWeightOptions(c: Command): Command {
+  return c
+    .option('--model-base <dir>', '--model is a LoRA adapter (adapter_config.json): merge it into this base model')
+    .option('--load-8bit', 'store the language model linears as int8 (per output channel)')
+    .option('--load-4bit', 'store the language model linears as NF4 (blocks of 64)');
+}
+
 const dtypeOption = (): Option => new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32');
 
 /** Adds `chat` and `verify` to a commander program. */
@@ -55,8 +63,8 @@ export function registerInferenceCommands(program: Command): Command {
     )
     .addOption(deviceOption())
     .addOption(dtypeOption())
-    .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
-    .action(runAction('chat', chatAction));
+    .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints');
+  addWeightOptions(program.commands[program.commands.length - 1]).action(runAction('chat', chatAction));
 
   program
     .command('verify')
@@ -68,7 +76,19 @@ export function registerInferenceCommands(program: Command): Command {
     .option('--out <file>', 'also write the results as JSON')
     .addOption(deviceOption())
     .addOption(dtypeOption())
-    .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
-    .action(runAction('verify', verifyAction));
+    .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints');
+  addWeightOptions(program.commands[program.commands.length - 1]).action(runAction('verify', verifyAction));
+  program
+    .command('merge-lora')
+    .description('merge a LoRA adapter into its base and write a complete model folder (merge_lora_weights.py)')
+    .requiredOption('--model-path <dir>', 'the LoRA folder (adapter_config.json, adapter_model.safetensors, non_lora_trainables)')
+    .requiredOption('--model-base <dir>', 'the base model it was trained from')
+    .requiredOption('--save-model-path <dir>', 'output model folder')
+    .action(
+      runAction('merge-lora', async (o: { modelPath: string; modelBase: string; saveModelPath: string }) => {
+        const { mergeLoraFolder } = await import('../train/lora');
+        mergeLoraFolder(o.modelPath, o.modelBase, o.saveModelPath, (m) => process.stderr.write(m + '\n'));
+      }),
+    );
   return program;
 }

@@ -31,6 +31,9 @@ interface ServeCliOptions {
   device: string;
   dtype: string;
   visionTower?: string;
+  modelBase?: string;
+  load8bit?: boolean;
+  load4bit?: boolean;
   apiKey?: string;
   cors?: string;
   maxConnections?: number;
@@ -75,6 +78,9 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     device: o.device,
     dtype: o.dtype,
     visionTower: o.visionTower,
+    modelBase: o.modelBase,
+    load8bit: o.load8bit,
+    load4bit: o.load4bit,
     apiKey: apiKey || undefined,
     cors,
     maxConnections: o.maxConnections,
@@ -125,6 +131,9 @@ export function registerServeCommand(program: Command): Command {
     .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
     .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))
     .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')
+    .option('--model-base <dir>', '--model is a LoRA adapter: merge it into this base model')
+    .option('--load-8bit', 'store the language model linears as int8 (per channel)')
+    .option('--load-4bit', 'store the language model linears as NF4 (blocks of 64)')
     .option('--api-key <key>', 'require Authorization: Bearer <key> on every route but /health (default: $LLAVA_API_KEY, else none)')
     .option(
       '--cors <origins>',

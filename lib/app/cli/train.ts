@@ -214,7 +214,7 @@ async function trainOn(
       }
       log(
         `[train] done: ${trainer.state.step}/${trainer.totalSteps} steps, loss ${r.firstLoss.toFixed(4)} -> ${r.lastLoss.toFixed(4)}, ` +
-          `${r.seconds.toFixed(1)} s; outputs in ${outputDir} (${stage === 1 ? 'mm_projector.safetensors' : 'model.safetensors'}, train_log.jsonl, loss.png)`,
+          `${r.seconds.toFixed(1)} s; outputs in ${outputDir} (${stage === 1 ? 'mm_projector.safetensors' : s.loraR > 0 ? 'adapter_config.json, adapter_model.safetensors, non_lora_trainables.safetensors' : 'model.safetensors'}, train_log.jsonl, loss.png)`,
       );
     } finally {
       signals.remove();

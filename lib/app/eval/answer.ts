@@ -82,13 +82,24 @@ export interface LoadEvalModelOptions {
   dtype?: string;
   /** CLIP directory for original llava_llama checkpoints. */
   visionTower?: string;
+  /** LoRA adapter in `dir` over this base; int8 / NF4 language model (session.ts WeightOptions). */
+  modelBase?: string;
+  load8bit?: boolean;
+  load4bit?: boolean;
 }
 
 /** Loads model, tokenizer and image processor from a model directory (an LlavaSession: the vision tower
  *  and its preprocessor config are found as chat, serve and train find them). */
 export function loadEvalModel(dir: string, o: LoadEvalModelOptions = {}): EvalModel {
   if (!fs.existsSync(path.join(dir, 'config.json'))) throw new EvalError(`${dir} is not a model directory (no config.json)`);
-  const s = LlavaSession.load(dir, { device: o.device, dtype: o.dtype, visionTower: o.visionTower });
+  const s = LlavaSession.load(dir, {
+    device: o.device,
+    dtype: o.dtype,
+    visionTower: o.visionTower,
+    modelBase: o.modelBase,
+    load8bit: o.load8bit,
+    load4bit: o.load4bit,
+  });
   return {
     model: s.model,
     tokenizer: s.tokenizer,

@@ -35,6 +35,10 @@ export interface ChatOptions {
   seed?: number;
   /** CLIP directory for original llava_llama checkpoints (default: the config's mm_vision_tower). */
   visionTower?: string;
+  /** LoRA adapter in `model` over this base; int8 / NF4 language model (session.ts WeightOptions). */
+  modelBase?: string;
+  load8bit?: boolean;
+  load4bit?: boolean;
   /** Image preprocessing: 'pad' (expand to square) or 'square' (crop); default from the model. */
   aspect?: AspectMode;
   /** Streams (default process.stdin / process.stdout). */
@@ -52,8 +56,19 @@ function checkImageFile(image: string | undefined): void {
 }
 
 /** The session `llava chat` opens for its options (the caller disposes it). */
-export function openChatSession(o: Pick<ChatOptions, 'model' | 'template' | 'device' | 'dtype' | 'visionTower' | 'aspect'>): LlavaSession {
-  return LlavaSession.load(o.model, { device: o.device, dtype: o.dtype, template: o.template, visionTower: o.visionTower, aspect: o.aspect });
+export function openChatSession(
+  o: Pick<ChatOptions, 'model' | 'template' | 'device' | 'dtype' | 'visionTower' | 'aspect' | 'modelBase' | 'load8bit' | 'load4bit'>,
+): LlavaSession {
+  return LlavaSession.load(o.model, {
+    device: o.device,
+    dtype: o.dtype,
+    template: o.template,
+    visionTower: o.visionTower,
+    aspect: o.aspect,
+    modelBase: o.modelBase,
+    load8bit: o.load8bit,
+    load4bit: o.load4bit,
+  });
 }
 
 /** The image as chat feeds it to the model: a kept [1, 3, S, S] tensor (the caller disposes it). */

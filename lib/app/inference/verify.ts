@@ -43,6 +43,10 @@ export interface VerifyOptions {
   out?: string;
   /** CLIP directory for original llava_llama checkpoints. */
   visionTower?: string;
+  /** LoRA adapter in `model` over this base; int8 / NF4 language model (session.ts WeightOptions). */
+  modelBase?: string;
+  load8bit?: boolean;
+  load4bit?: boolean;
   /** Where table lines go (default: stdout). */
   log?: (line: string) => void;
 }
@@ -387,7 +391,16 @@ export async function runVerify(o: VerifyOptions): Promise<number> {
   const t0 = Date.now();
   try {
     // Only greedy decoding needs the tokenizer (its row says so when there is none); no images are read.
-    session = LlavaSession.load(o.model, { device, dtype, visionTower: o.visionTower, tokenizer: 'optional', images: false });
+    session = LlavaSession.load(o.model, {
+      device,
+      dtype,
+      visionTower: o.visionTower,
+      tokenizer: 'optional',
+      images: false,
+      modelBase: o.modelBase,
+      load8bit: o.load8bit,
+      load4bit: o.load4bit,
+    });
     const model = session.model;
     const { rows, unchecked } = await verifyModel(model, session.tokenizerOrNull, ref, tol);
     log(`model ${o.model} (${model.config.format}), ${dtype} on ${device}; reference ${o.reference}`);

@@ -33,6 +33,8 @@ import { tensor } from '../../ops/creation';
 import type { Tensor } from '../../core/tensor';
 import type { DType, Device } from '../../core/dtype';
 import { loadLlava, readLlavaConfig } from '../../models/loader';
+import { applyPeftAdapter, isAdapterDir } from '../../models/peft';
+import { quantizeLanguageModel } from '../../models/quantize';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from './tokenizer';
 import {
@@ -159,6 +161,50 @@ export interface SessionOptions {
   tokenizer?: 'required' | 'optional';
   /** false: do not build and check the image processor at load (it is built on first use). */
   images?: boolean;
+  /** `dir` is a LoRA adapter (adapter_config.json): load this base model and merge the adapter into it, as
+   *  the reference's load_pretrained_model does for a LoRA model path with --model-base. */
+  modelBase?: string;
+  /** Store the language model's linear layers as int8 (per channel) / NF4 (per 64-block) after loading. */
+  load8bit?: boolean;
+  load4bit?: boolean;
+}
+
+/** The loading options of a session (what chat, serve, eval and verify pass through). */
+export type WeightOptions = Pick<SessionOptions, 'modelBase' | 'load8bit' | 'load4bit'>;
+
+/** Checks --model-base / --load-8bit / --load-4bit against `dir`; returns whether `dir` is an adapter. */
+function checkWeightOptions(dir: string, o: SessionOptions): boolean {
+  if (o.load8bit && o.load4bit) throw new Error('[session] --load-8bit and --load-4bit exclude each other');
+  const adapter = isAdapterDir(dir);
+  if (adapter && !o.modelBase)
+    throw new Error(`[session] ${dir} holds a LoRA adapter (adapter_config.json): pass --model-base with the base model it was trained from`);
+  if (!adapter && o.modelBase) throw new Error(`[session] --model-base was given but ${dir} has no adapter_config.json (not a LoRA adapter)`);
+  if (o.modelBase && !fs.existsSync(path.join(o.modelBase, 'config.json')))
+    throw new Error(`[session] --model-base ${o.modelBase} is not a model directory (no config.json)`);
+  return adapter;
+}
+
+/** The base + adapter + quantization part of load(): the model, and a line saying what was done. */
+function loadWeightsFor(dir: string, o: SessionOptions, dtype: DType, device: Device): { model: LlavaForConditionalGeneration; notes: string[] } {
+  const adapter = checkWeightOptions(dir, o);
+  const notes: string[] = [];
+  const model = loadLlava(o.modelBase ?? dir, { dtype, device, visionTower: o.visionTower });
+  try {
+    if (adapter) {
+      const r = applyPeftAdapter(model, dir);
+      notes.push(`merged the LoRA adapter of ${dir} (${r.merged} layers, r ${r.config.r}, alpha ${r.config.lora_alpha}) into ${o.modelBase}`);
+    }
+    if (o.load8bit || o.load4bit) {
+      const { before, after } = quantizeLanguageModel(model, o.load8bit ? 'int8' : 'nf4');
+      notes.push(
+        `language model linears stored as ${o.load8bit ? 'int8' : 'NF4'}: ${(before / 2 ** 20).toFixed(1)} MiB -> ${(after / 2 ** 20).toFixed(1)} MiB`,
+      );
+    }
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+  return { model, notes };
 }
 
 interface SessionParts {
@@ -224,17 +270,21 @@ export class LlavaSession {
     if (!fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`[session] ${dir} is not a model directory (no config.json)`);
     const { device, dtype } = checkRuntime(o.device, o.dtype, { area: 'session' });
     checkTemplateName(o.template); // unknown names fail before the weights load
+    checkWeightOptions(dir, o);
     readTrainingRecord(dir); // so does a config.json naming an unknown template
-    const { visionDir, imageSize } = resolveVisionDir(dir, o.visionTower);
+    const { visionDir, imageSize } = resolveVisionDir(o.modelBase ?? dir, o.visionTower);
     let tokenizer: Tokenizer | null = null;
+    // A LoRA folder without its own tokenizer uses the base's (the reference loads it from model_base).
+    const tokDir = o.modelBase && !fs.existsSync(path.join(dir, 'tokenizer.json')) ? o.modelBase : dir;
     if (o.tokenizer === 'optional') {
       try {
-        tokenizer = Tokenizer.fromDir(dir);
+        tokenizer = Tokenizer.fromDir(tokDir);
       } catch {
         tokenizer = null;
       }
-    } else tokenizer = Tokenizer.fromDir(dir);
-    const model = loadLlava(dir, { dtype, device, visionTower: o.visionTower });
+    } else tokenizer = Tokenizer.fromDir(tokDir);
+    const { model, notes } = loadWeightsFor(dir, o, dtype, device);
+    for (const n of notes) process.stderr.write(`[session] ${n}\n`);
     return LlavaSession.assemble({ dir, model, tokenizer, owned: true, device, dtype, vision: { visionDir, imageSize } }, o);
   }
 

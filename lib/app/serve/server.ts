@@ -114,6 +114,10 @@ export interface ServeOptions {
   visionTower?: string;
   /** Image preprocessing (default: from the model, as chat). */
   aspect?: AspectMode;
+  /** LoRA adapter in `model` over this base; int8 / NF4 language model (session.ts WeightOptions). */
+  modelBase?: string;
+  load8bit?: boolean;
+  load4bit?: boolean;
   /** Name in /v1/models and in responses (default: the model directory's name, as the reference). */
   modelName?: string;
   maxBodyBytes?: number;
@@ -170,7 +174,15 @@ export function openServeSession(opts: ServeOptions): LlavaSession {
   const pick = { template: opts.template, visionTower: opts.visionTower, aspect: opts.aspect };
   if (opts.loaded) return LlavaSession.fromModel(opts.loaded.model, opts.loaded.tokenizer, opts.loaded.dir, pick);
   if (!opts.model) throw new Error('[serve] a model directory is required');
-  return LlavaSession.load(opts.model, { ...pick, device: opts.device, dtype: opts.dtype });
+  const o = opts;
+  return LlavaSession.load(opts.model, {
+    ...pick,
+    device: opts.device,
+    dtype: opts.dtype,
+    modelBase: o.modelBase,
+    load8bit: o.load8bit,
+    load4bit: o.load4bit,
+  });
 }
 
 /** What the routes need. */

@@ -229,6 +229,49 @@ export const TRAIN_OPTIONS = {
     min: 0,
     default: 1,
   }),
+  // LoRA / QLoRA (lora.ts; docs/reference.md §5: train.py's lora_* defaults, the v1.5-lora preset sets the script's).
+  loraR: int('trainer', { flag: '--lora-r <n>', help: 'LoRA rank (0 = off: full fine-tuning)', defaultText: '0, or the preset', min: 0, default: 0 }),
+  loraAlpha: float('trainer', {
+    flag: '--lora-alpha <a>',
+    help: 'LoRA alpha (scale alpha / r)',
+    defaultText: '16, or the preset',
+    min: 1e-9,
+    default: 16,
+  }),
+  loraDropout: float('trainer', {
+    flag: '--lora-dropout <p>',
+    help: 'dropout on the LoRA input',
+    defaultText: '0.05, or the preset',
+    min: 0,
+    max: 0.999,
+    default: 0.05,
+  }),
+  loraTarget: maybe(
+    text('trainer', {
+      flag: '--lora-target <names>',
+      help: 'comma-separated leaf names of the linear layers to adapt',
+      defaultText: 'every linear layer of the language model but lm_head',
+    }),
+  ),
+  mmProjectorLr: maybe(
+    float('trainer', {
+      flag: '--mm-projector-lr <lr>',
+      help: 'learning rate of the projector',
+      defaultText: '--lr, or the preset',
+      min: 0,
+    }),
+  ),
+  bits: custom('trainer', 'int', {
+    flag: '--bits <n>',
+    help: 'storage of the frozen language-model linears under LoRA: 16 (as loaded), 8 (int8 per channel) or 4 (NF4)',
+    default: 16,
+    min: 4,
+    max: 16,
+    check: (v) => {
+      if (v !== 16 && v !== 8 && v !== 4) throw new Error(`[train] bits must be 16, 8 or 4 (got ${JSON.stringify(v)})`);
+      return v;
+    },
+  }),
   progress: oneOf('trainer', PROGRESS_MODES, { flag: '--progress <mode>', help: 'progress display', default: 'auto' }),
   // Trainer API only.
   logEvery: maybe(

@@ -5,9 +5,10 @@
 // paper (v0): stage 1 2e-3 / 128 / 1 epoch, stage 2 2e-5 / 32 / 3 epochs, the `###` template (llava_v0).
 // v1 scripts: 2e-3 / 128 / 1 (plain), 2e-5 / 128 / 1 (v1).
 // v1.5 scripts: 1e-3 / 256 / 1 (plain), 2e-5 / 128 / 1 (v1, pad aspect, modality-length grouping).
+// v1.5-lora (finetune_lora.sh): 2e-4 / 128 / 1, LoRA r 128, alpha 256, dropout 0.05, projector lr 2e-5.
 
 export type StageName = 'pretrain' | 'finetune';
-export type PresetName = 'paper' | 'v1' | 'v1.5';
+export type PresetName = 'paper' | 'v1' | 'v1.5' | 'v1.5-lora';
 
 export interface StagePreset {
   lr: number;
@@ -17,6 +18,11 @@ export interface StagePreset {
   template: string;
   aspect: 'square' | 'pad';
   groupByModalityLength: boolean;
+  /** LoRA presets only (scripts/v1_5/finetune_lora.sh). */
+  loraR?: number;
+  loraAlpha?: number;
+  loraDropout?: number;
+  mmProjectorLr?: number;
 }
 
 export const PRESETS: Record<PresetName, Record<StageName, StagePreset>> = {
@@ -32,9 +38,24 @@ export const PRESETS: Record<PresetName, Record<StageName, StagePreset>> = {
     pretrain: { lr: 1e-3, globalBatch: 256, epochs: 1, template: 'plain', aspect: 'square', groupByModalityLength: false },
     finetune: { lr: 2e-5, globalBatch: 128, epochs: 1, template: 'v1', aspect: 'pad', groupByModalityLength: true },
   },
+  'v1.5-lora': {
+    pretrain: { lr: 1e-3, globalBatch: 256, epochs: 1, template: 'plain', aspect: 'square', groupByModalityLength: false },
+    finetune: {
+      lr: 2e-4,
+      globalBatch: 128,
+      epochs: 1,
+      template: 'v1',
+      aspect: 'pad',
+      groupByModalityLength: true,
+      loraR: 128,
+      loraAlpha: 256,
+      loraDropout: 0.05,
+      mmProjectorLr: 2e-5,
+    },
+  },
 };
 
 export const PRESET_NAMES = Object.keys(PRESETS) as PresetName[];
 
 /** Option names a preset sets (the same for every preset and stage). */
-export const PRESET_KEYS = Object.keys(PRESETS['v1.5'].pretrain) as (keyof StagePreset)[];
+export const PRESET_KEYS = Object.keys(PRESETS['v1.5-lora'].finetune) as (keyof StagePreset)[];

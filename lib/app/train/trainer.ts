@@ -41,13 +41,12 @@ import { noGrad } from '../../core/autograd';
 import { fromTypedArray, mul, copyInto } from '../../ops';
 import { AdamW, clipGradNorm, cosineWithWarmup } from '../../optim/adamw';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
-
 import { LlavaDataset, CollatedBatch } from './dataset';
 import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
-import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveWeights, saveOptimizer, loadOptimizer } from './train_state';
-import { loadPartialWeights, readTrainerState, readTrainLog, pruneCheckpoints, nothingToDo, type ModelFilesPatch } from './train_state';
+import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveOptimizer, loadOptimizer } from './train_state';
+import { readTrainerState, readTrainLog, pruneCheckpoints, nothingToDo, type ModelFilesPatch } from './train_state';
+import { setupLora, saveWeights, loadPartialWeights, paramGroups } from './lora'; // PEFT layout when adapters are on
 import { writeLossPlot } from './loss_plot';
-import { paramGroups } from './param_groups';
 import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
 import { cleanStaleTemps, writeDirAtomic, writeFileAtomic } from '../util/files';
@@ -142,12 +141,13 @@ export class Trainer {
     this.maxSteps = o.maxSteps;
     model.lm.gradientCheckpointing = o.gradientCheckpointing;
     model.setStage(this.stage, { trainVision: o.trainVision });
+    setupLora(model, o, this.log);
     this.trainable = model.namedParameters().filter(([, p]) => p.requiresGrad);
     if (!this.trainable.length) throw new Error('[train] no trainable parameters');
     const w = model.lm.embed.getParameter('weight')!;
     this.device = w.device;
     this.dtype = w.dtype;
-    const groups = paramGroups(this.trainable, o.weightDecay);
+    const groups = paramGroups(this.trainable, o.weightDecay, o);
     const adamw = { lr: o.lr, weightDecay: o.weightDecay };
     const params = this.trainable.map(([, p]) => p);
     this.optimizer = this.parallel ? this.parallel.makeOptimizer(params, groups, adamw) : new AdamW(groups, adamw);
