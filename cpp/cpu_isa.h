@@ -4,8 +4,8 @@
 // loads anywhere. Code that needs more lives in translation units built with their own flags and is
 // only called after the CPU has been asked (__builtin_cpu_supports):
 //   portable  every .cc in cpp/ (plain C++ the compiler vectorises for the baseline: SSE2 / NEON)
-//   avx2      AVX2 + FMA + F16C: cpp/cpu_matmul.cc, cpu_norm.cc, cpu_attention.cc compiled a second
-//             time (LLAVA_ISA_BUILD=1), plus cpp/isa/*_avx2.cc
+//   avx2      AVX2 + FMA + F16C: the cpp/ files listed in scripts/sources.js (AVX2_COPIES) compiled a
+//             second time (LLAVA_ISA_BUILD=1), plus cpp/isa/*_avx2.cc
 //   avx512    AVX-512 F/BW/VL/DQ (+ BF16 where the CPU has it): cpp/isa/*_avx512.cc
 // scripts/sources.js lists the files of each level; binding.gyp and CMakeLists.txt build every level
 // above portable as a static library with that level's flags (x86-64 only).

@@ -9,8 +9,9 @@
 // large M the op layer (lib/ops/quant.ts) instead dequantizes the whole weight and runs the blocked
 // GEMM, whose packing amortises far better than M dot products per row. f64 inputs (gradient checks)
 // accumulate in f64; everything else in f32 with one rounding on store.
-#include <immintrin.h>
-
+//
+// Built twice (cpu_isa.h): the portable copy uses plain loops, the AVX2 copy (LLAVA_AVX2) the table
+// lookups and FMA dot products below; LLAVA_CPU_KERNEL picks one per call.
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -26,7 +27,8 @@ namespace {
 // 16 NF4 codes (8 bytes, even element e first) -> 16 floats per iteration, while [e, stop) holds 16: each
 // nibble indexes the block's scaled 16-entry table with two in-register permutes (entries 0-7, 8-15) and a
 // blend on the index's bit 3 (shifted into the sign bit); high and low nibbles are then interleaved back
-// into element order. Returns the first element not done; advances d.
+// into element order. Returns the first element not done; advances d. (Portable build: does nothing.)
+#if LLAVA_AVX2
 inline int64_t nf4_bytes_avx2(const uint8_t* q, int64_t e, int64_t stop, const float* lut, float*& d) {
   const __m256 t0 = _mm256_loadu_ps(lut), t1 = _mm256_loadu_ps(lut + 8);
   const __m256i m15 = _mm256_set1_epi32(15);
@@ -46,6 +48,9 @@ inline int64_t nf4_bytes_avx2(const uint8_t* q, int64_t e, int64_t stop, const f
   }
   return e;
 }
+#else
+inline int64_t nf4_bytes_avx2(const uint8_t*, int64_t e, int64_t, const float*, float*&) { return e; }
+#endif
 
 // Row n of the weight (K values) into dst as acc type F.
 template <typename F> void dequant_row(const QuantArgs& A, const uint8_t* q, const float* sc, int64_t n, F* dst) {
@@ -83,8 +88,9 @@ template <typename F> void dequant_row(const QuantArgs& A, const uint8_t* q, con
 }
 
 inline float dot_f32(const float* a, const float* b, int64_t K) {
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   int64_t k = 0;
+#if LLAVA_AVX2
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   for (; k + 16 <= K; k += 16) {
     s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), s0);
     s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), s1);
@@ -93,6 +99,12 @@ inline float dot_f32(const float* a, const float* b, int64_t K) {
   s0 = _mm256_add_ps(s0, s1);
   alignas(32) float t[8];
   _mm256_store_ps(t, s0);
+#else
+  // Eight running sums in the same lanes as the AVX2 copy; plain code the compiler vectorises.
+  float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (; k + 8 <= K; k += 8)
+    for (int l = 0; l < 8; l++) t[l] += a[k + l] * b[k + l];
+#endif
   float s = ((t[0] + t[1]) + (t[2] + t[3])) + ((t[4] + t[5]) + (t[6] + t[7]));
   for (; k < K; k++) s += a[k] * b[k];
   return s;
@@ -193,9 +205,10 @@ void quant_matmul_kernel(const KernelArgs& a) {
   });
 }
 
-REGISTER_KERNEL("quantize", Device::CPU, quantize_kernel);
-REGISTER_KERNEL("dequantize", Device::CPU, dequantize_kernel);
-REGISTER_KERNEL("quant_matmul", Device::CPU, quant_matmul_kernel);
-
 }  // namespace
+
+LLAVA_CPU_KERNEL("quantize", quantize_kernel, cpu_quantize);
+LLAVA_CPU_KERNEL("dequantize", dequantize_kernel, cpu_dequantize);
+LLAVA_CPU_KERNEL("quant_matmul", quant_matmul_kernel, cpu_quant_matmul);
+
 }  // namespace llava

@@ -13,7 +13,7 @@ const root = path.join(__dirname, '..');
 const kind = process.argv[2];
 
 // cpp/ files with an AVX2 copy.
-const AVX2_COPIES = ['cpu_attention.cc', 'cpu_elementwise.cc', 'cpu_matmul.cc', 'cpu_norm.cc', 'cpu_reduce.cc'];
+const AVX2_COPIES = ['cpu_attention.cc', 'cpu_elementwise.cc', 'cpu_matmul.cc', 'cpu_norm.cc', 'cpu_quant.cc', 'cpu_reduce.cc'];
 
 function list(dir, test) {
   const full = path.join(root, dir);
