@@ -62,8 +62,10 @@ prepare() {
     mkdir -p ".gpu/node_modules/$(dirname "$rel")"
     cp -r "$dir" ".gpu/node_modules/$rel"
   done
-  # node-addon-api holds only headers for the build: not needed at run time
-  rm -rf .gpu/node_modules/node-addon-api
+  # node-addon-api holds only headers for the build: not needed at run time. The check decodes no JPEG and
+  # calls no OpenAI endpoint, and sharp's libvips (~20 MiB) and the openai SDK (~20 MiB) would take the
+  # carry past its 64 MiB: they stay behind (a JPEG decode there would fail, naming sharp).
+  rm -rf .gpu/node_modules/node-addon-api .gpu/node_modules/sharp .gpu/node_modules/@img .gpu/node_modules/openai
   local total
   total=$(du -scb "${carry_paths[@]}" | tail -1 | cut -f1)
   du -sh "${carry_paths[@]}"
