@@ -20,6 +20,8 @@
 // Masking: causal is bottom-right aligned (key j visible to query i iff j <= i + S - T); the optional
 // mask is a bool view [B,H,T,S] with any strides (0 = broadcast), true = attend. A row with no visible
 // key gives out 0 and lse -inf, and 0 gradients (P is forced to 0 where lse = -inf, never exp(nan)).
+// A NaN among a row's visible scores gives that row out = NaN and lse = NaN, and NaN gradients for it and
+// every key it saw (as the composite softmax would; the CUDA kernels agree).
 //
 // Numerics: bf16/f16 are widened to f32 on load and rounded once on store; f64 computes in f64 (for
 // the gradient checks). lse is f32 per the kernel table, or f64 (accepted so the f64 gradient check keeps
@@ -233,14 +235,22 @@ void scale_row(float* x, int n8, float s) {
 void scale_row(double* x, int n8, double s) {
   for (int j = 0; j < n8; j++) x[j] *= s;
 }
+// The row maximum, or NaN when the row holds a NaN (max_ps alone would drop it).
 float row_max(const float* x, int n8) {
-  __m256 m = _mm256_set1_ps(kNegInf);
-  for (int j = 0; j < n8; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
-  return hmax(m);
+  __m256 m = _mm256_set1_ps(kNegInf), bad = _mm256_setzero_ps();
+  for (int j = 0; j < n8; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    m = _mm256_max_ps(m, v);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  }
+  return _mm256_movemask_ps(bad) ? std::numeric_limits<float>::quiet_NaN() : hmax(m);
 }
 double row_max(const double* x, int n8) {
   double m = -std::numeric_limits<double>::infinity();
-  for (int j = 0; j < n8; j++) m = std::max(m, x[j]);
+  for (int j = 0; j < n8; j++) {
+    if (std::isnan(x[j])) return x[j];
+    m = std::max(m, x[j]);
+  }
   return m;
 }
 // x = exp(x - m), returns the sum.
@@ -377,7 +387,13 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
           const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
           A* s = S + i * kBc;
           scale_mask_row(p, s, kc, n8, b, h, t, c0);
-          const A mnew = std::max(M[i], row_max(s, n8));
+          const A rmax = M[i] != M[i] ? M[i] : row_max(s, n8);
+          if (rmax != rmax) {  // a visible NaN score: the row's out and lse will be NaN (M marks it)
+            M[i] = rmax;
+            std::fill(s, s + n8, A(0));
+            continue;
+          }
+          const A mnew = std::max(M[i], rmax);
           if (mnew == ninf) {  // nothing visible yet in this row: P = 0, O and l stay 0
             std::fill(s, s + n8, A(0));
             continue;
@@ -392,9 +408,11 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
       for (int i = 0; i < n; i++) {
         const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
         const int64_t row = (b * p.H + h) * p.T + t;
-        const bool any = L[i] > A(0);
-        store_row(outp + row * D, O + i * Dp, D, any ? A(1) / L[i] : A(0));
-        const double l = any ? double(M[i]) + std::log(double(L[i])) : -std::numeric_limits<double>::infinity();
+        const bool any = L[i] > A(0), nan_row = M[i] != M[i];
+        store_row(outp + row * D, O + i * Dp, D, nan_row ? M[i] : any ? A(1) / L[i] : A(0));
+        const double l = nan_row ? double(M[i])
+                         : any   ? double(M[i]) + std::log(double(L[i]))
+                                 : -std::numeric_limits<double>::infinity();
         if (lse.dtype == DType::F64)
           lse.data<double>()[row] = l;
         else
@@ -480,6 +498,8 @@ template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq
             A* s = S + i * kBc;
             if (lsev[row] == ninf) {  // a row that saw no key: no gradient (and no exp(-inf + inf))
               std::fill(s, s + n8, A(0));
+            } else if (lsev[row] != lsev[row]) {  // a NaN row (forward): NaN reaches every key it saw
+              std::fill(s, s + n8, lsev[row]);
             } else {
               scale_mask_row(p, s, kc, n8, b, h, t, c0);
               exp_row(s, n8, lsev[row]);  // P

@@ -23,13 +23,13 @@ for f in cpu_attention cpu_matmul registry cpu_backend; do
     job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" -c "$ROOT/cpp/$f.cc" -o "$OBJ/$f.o"
   fi
 done
-for f in test_main emu emu_backend; do
+for f in test_main test_nan emu emu_backend; do
   job "$f.cc" "$CXX" "${EMU_FLAGS[@]}" -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
 done
 emu_wait
 
 OBJS=()
-for f in matmul attention_fwd attention_bwd emu emu_backend test_main registry cpu_backend cpu_matmul cpu_attention; do
+for f in matmul attention_fwd attention_bwd emu emu_backend test_main test_nan registry cpu_backend cpu_matmul cpu_attention; do
   OBJS+=("$OBJ/$f.o")
 done
 "$CXX" -pthread -rdynamic -fsanitize=undefined "${OBJS[@]}" -o "$OUT/test" -ldl
