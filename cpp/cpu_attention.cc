@@ -20,8 +20,7 @@
 // Masking: causal is bottom-right aligned (key j visible to query i iff j <= i + S - T); the optional
 // mask is a bool view [B,H,T,S] with any strides (0 = broadcast), true = attend. A row with no visible
 // key gives out 0 and lse -inf, and 0 gradients (P is forced to 0 where lse = -inf, never exp(nan)).
-// A NaN among a row's visible scores gives that row out = NaN and lse = NaN, and NaN gradients for it and
-// every key it saw (as the composite softmax would; the CUDA kernels agree).
+// A visible NaN score makes the row's out, lse and gradients NaN (like the composite; CUDA agrees).
 //
 // Numerics: bf16/f16 are widened to f32 on load and rounded once on store; f64 computes in f64 (for
 // the gradient checks). lse is f32 per the kernel table, or f64 (accepted so the f64 gradient check keeps
@@ -247,10 +246,7 @@ float row_max(const float* x, int n8) {
 }
 double row_max(const double* x, int n8) {
   double m = -std::numeric_limits<double>::infinity();
-  for (int j = 0; j < n8; j++) {
-    if (std::isnan(x[j])) return x[j];
-    m = std::max(m, x[j]);
-  }
+  for (int j = 0; j < n8; j++) m = x[j] != x[j] || m != m ? m + x[j] : std::max(m, x[j]);
   return m;
 }
 // x = exp(x - m), returns the sum.
@@ -387,14 +383,10 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
           const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
           A* s = S + i * kBc;
           scale_mask_row(p, s, kc, n8, b, h, t, c0);
-          const A rmax = M[i] != M[i] ? M[i] : row_max(s, n8);
-          if (rmax != rmax) {  // a visible NaN score: the row's out and lse will be NaN (M marks it)
-            M[i] = rmax;
-            std::fill(s, s + n8, A(0));
-            continue;
-          }
-          const A mnew = std::max(M[i], rmax);
-          if (mnew == ninf) {  // nothing visible yet in this row: P = 0, O and l stay 0
+          const A rmax = M[i] != M[i] ? M[i] : row_max(s, n8);  // NaN: a visible NaN score (M keeps it)
+          const A mnew = rmax != rmax ? rmax : std::max(M[i], rmax);
+          if (mnew == ninf || mnew != mnew) {  // nothing visible yet (P = 0, O and l stay 0), or a NaN row
+            M[i] = mnew;
             std::fill(s, s + n8, A(0));
             continue;
           }
