@@ -25,7 +25,7 @@ CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -fno-math-errno "${ADDON_DEFS[@]}"
 # Longest compiles first.
 CU=(attention_bwd attention_fwd matmul reduce norm elementwise index rope adamw backend)
 for f in "${CU[@]}"; do
-  job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
+  emu_job "cuda/$f.cu" "$OBJ/$f.o" "$SRC/$f.cu" "$CXX" "${EMU_FLAGS[@]}" "${SAN_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
 CPP=()
 for p in "$ROOT"/cpp/*.cc; do
@@ -35,13 +35,13 @@ for p in "$ROOT"/cpp/*.cc; do
     job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" -c "$p" -o "$OBJ/cpu_$f.o"
   fi
 done
-for f in emu runtime; do
-  job "$f.cc" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
+for f in emu racecheck runtime; do
+  emu_job "$f.cc" "$OBJ/$f.o" "$HERE/$f.cc" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
 done
 emu_wait
 
 OBJS=()
-for f in "${CU[@]}" emu runtime; do OBJS+=("$OBJ/$f.o"); done
+for f in "${CU[@]}" emu racecheck runtime; do OBJS+=("$OBJ/$f.o"); done
 for f in "${CPP[@]}"; do OBJS+=("$OBJ/cpu_$f.o"); done
 "$CXX" -shared -pthread "${OBJS[@]}" -o "$OUT/llava_native.node" -ldl
 echo "$OUT/llava_native.node"

@@ -359,6 +359,7 @@ int main(int argc, char** argv) {
            q = dense(DType::BF16, {1, 3, 4, 64}, Device::CUDA), k = dense(DType::BF16, {1, 2, 4, 64}, Device::CUDA);
     run("attention_fwd", Device::CUDA, {o.t, l.t, q.t, k.t, k.t, std::monostate{}, false, 1.0});
   });
+  if (emu::racecheck) report(emu::hazards() == 0, "racecheck: " + std::to_string(emu::hazards()) + " hazard(s)");
   if (std::getenv("EMU_BANKS")) emu::print_bank_stats();
   std::printf("%d passed, %d failed\n", passes, failures);
   return failures ? 1 : 0;
