@@ -265,3 +265,12 @@ EMU_HOOK_API void __tsan_func_entry(void*) {}
 EMU_HOOK_API void __tsan_func_exit() {}
 EMU_HOOK_API void __tsan_vptr_read(void**) {}
 EMU_HOOK_API void __tsan_vptr_update(void**, void*) {}
+// Atomic operations of the host code in the instrumented files (static-local guards, std::call_once):
+// done directly (the racecheck model exempts atomics).
+#define EMU_TSAN_ATOMIC(N, T)                                                                                       \
+  EMU_HOOK_API T __tsan_atomic##N##_load(const volatile T* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); } \
+  EMU_HOOK_API void __tsan_atomic##N##_store(volatile T* a, T v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); }
+EMU_TSAN_ATOMIC(8, uint8_t)
+EMU_TSAN_ATOMIC(16, uint16_t)
+EMU_TSAN_ATOMIC(32, uint32_t)
+EMU_TSAN_ATOMIC(64, uint64_t)
