@@ -20,6 +20,7 @@
 // Masking: causal is bottom-right aligned (key j visible to query i iff j <= i + S - T); the optional
 // mask is a bool view [B,H,T,S] with any strides (0 = broadcast), true = attend. A row with no visible
 // key gives out 0 and lse -inf, and 0 gradients (P is forced to 0 where lse = -inf, never exp(nan)).
+// A visible NaN score makes the row's out, lse and gradients NaN (like the composite; CUDA agrees).
 //
 // Numerics: bf16/f16 are widened to f32 on load and rounded once on store; f64 computes in f64 (for
 // the gradient checks). lse is f32 per the kernel table, or f64 (accepted so the f64 gradient check keeps
@@ -163,8 +164,10 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
           const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
           A* s = S + i * kBc;
           scale_mask_row(p, s, kc, n8, b, h, t, c0);
-          const A mnew = std::max(M[i], row_max(s, n8));
-          if (mnew == ninf) {  // nothing visible yet in this row: P = 0, O and l stay 0
+          const A rmax = M[i] != M[i] ? M[i] : row_max(s, n8);  // NaN: a visible NaN score (M keeps it)
+          const A mnew = rmax != rmax ? rmax : std::max(M[i], rmax);
+          if (mnew == ninf || mnew != mnew) {  // nothing visible yet (P = 0, O and l stay 0), or a NaN row
+            M[i] = mnew;
             std::fill(s, s + n8, A(0));
             continue;
           }
@@ -178,9 +181,11 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
       for (int i = 0; i < n; i++) {
         const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
         const int64_t row = (b * p.H + h) * p.T + t;
-        const bool any = L[i] > A(0);
-        store_row(outp + row * D, O + i * Dp, D, any ? A(1) / L[i] : A(0));
-        const double l = any ? double(M[i]) + std::log(double(L[i])) : -std::numeric_limits<double>::infinity();
+        const bool any = L[i] > A(0), nan_row = M[i] != M[i];
+        store_row(outp + row * D, O + i * Dp, D, nan_row ? M[i] : any ? A(1) / L[i] : A(0));
+        const double l = nan_row ? double(M[i])
+                         : any   ? double(M[i]) + std::log(double(L[i]))
+                                 : -std::numeric_limits<double>::infinity();
         if (lse.dtype == DType::F64)
           lse.data<double>()[row] = l;
         else
@@ -266,6 +271,8 @@ template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq
             A* s = S + i * kBc;
             if (lsev[row] == ninf) {  // a row that saw no key: no gradient (and no exp(-inf + inf))
               std::fill(s, s + n8, A(0));
+            } else if (lsev[row] != lsev[row]) {  // a NaN row (forward): NaN reaches every key it saw
+              std::fill(s, s + n8, lsev[row]);
             } else {
               scale_mask_row(p, s, kc, n8, b, h, t, c0);
               exp_row(s, n8, lsev[row]);  // P

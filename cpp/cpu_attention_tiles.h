@@ -200,15 +200,20 @@ template <typename A> void scale_row(A* x, int n8, A s) {
   for (int j = 0; j < n8; j++) x[j] *= s;
 }
 #if LLAVA_AVX2
+// The row maximum, or NaN when the row holds a NaN (max alone would drop it).
 float row_max(const float* x, int n8) {
-  __m256 m = _mm256_set1_ps(kNegInf);
-  for (int j = 0; j < n8; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + j));
-  return hmax(m);
+  __m256 m = _mm256_set1_ps(kNegInf), bad = _mm256_setzero_ps();
+  for (int j = 0; j < n8; j += 8) {
+    const __m256 v = _mm256_loadu_ps(x + j);
+    m = _mm256_max_ps(m, v);
+    bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  }
+  return _mm256_movemask_ps(bad) ? std::numeric_limits<float>::quiet_NaN() : hmax(m);
 }
 #endif
 template <typename A> A row_max(const A* x, int n8) {
   A m = -std::numeric_limits<A>::infinity();
-  for (int j = 0; j < n8; j++) m = std::max(m, x[j]);
+  for (int j = 0; j < n8; j++) m = x[j] != x[j] || m != m ? m + x[j] : std::max(m, x[j]);
   return m;
 }
 // x = exp(x - m), returns the sum.

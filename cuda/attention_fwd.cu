@@ -1,6 +1,8 @@
 // attention_fwd.cu — `attention_fwd` on CUDA:
 //   out[B,H,T,D] = softmax(scale * q k^T, masked) v,  lse[B,H,T] = log-sum-exp of the scaled,
-//   masked scores (natural log; -inf and out = 0 for a row that sees no key).
+//   masked scores (natural log; -inf and out = 0 for a row that sees no key). A NaN among a row's
+//   visible scores makes that row's out and lse NaN (as softmax of the composite would; the CPU agrees);
+//   masked-out NaN scores are ignored.
 // q[B,H,T,D], k/v[B,Hkv,S,D] (grouped-query: head h reads kv head h / (H/Hkv)), optional bool mask
 // view [B,H,T,S], causal bottom-right aligned (key j visible to query i iff j <= i + S - T).
 //
@@ -13,7 +15,8 @@
 //     O += P V_j runs; two barriers per key tile, one K and one V buffer (70 KB at D = 128, BR = 128).
 //   * online softmax in registers on log2-scaled scores (exp2f; scale * log2 e folded into one
 //     multiply); the running max of a row is shared by its quad with two shuffles. A row whose
-//     maximum is still -inf uses 0 as its reference, so exp2(-inf - ref) = 0 and no NaN appears.
+//     maximum is still -inf uses 0 as its reference, so exp2(-inf - ref) = 0 and no NaN appears
+//     from masking; a NaN score (fmaxf skips it in the max) turns its exp2, hence the row sum, NaN.
 //   * P never leaves registers: the S accumulator of one 16x16 key step is exactly the A fragment of
 //     the P V mma once packed to 16 bits (mma.cuh). V fragments come from ldmatrix.trans.
 //   * causal: key tiles past the last visible key of the tile's last row are never loaded; masking
@@ -190,13 +193,13 @@ template <typename T, int D, int NW> __global__ void __launch_bounds__(NW * 32)
     if (row >= p.T) continue;
     const int64_t bhr = ((int64_t)b * p.H + h) * p.T + row;
     if (so.nsplit == 1) {
-      const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+      const float inv = l[r] == 0.f ? 0.f : 1.f / l[r];  // NaN l (a NaN score): NaN row
       T* orow = static_cast<T*>(p.out) + bhr * D;
 #pragma unroll
       for (int dt = 0; dt < D / 8; dt++)
         *reinterpret_cast<uint32_t*>(orow + dt * 8 + 2 * t4) =
             mma::pack2<T>(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
-      if (t4 == 0) store_lse(p, bhr, l[r] > 0.f ? m[r] * kLn2 + logf(l[r]) : -INFINITY);
+      if (t4 == 0) store_lse(p, bhr, l[r] == 0.f ? -INFINITY : m[r] * kLn2 + logf(l[r]));
     } else {
       const int64_t prow = (int64_t)split * p.B * p.H * p.T + bhr;
       float* orow = so.o + prow * D;
@@ -220,9 +223,11 @@ template <typename T> __global__ void __launch_bounds__(128) attention_fwd_combi
   float M = -INFINITY;
   for (int s = 0; s < so.nsplit; s++) M = fmaxf(M, so.m[s * rows + row]);
   T* orow = static_cast<T*>(p.out) + row * p.D;
-  if (M == -INFINITY) {
-    for (int d = lane; d < p.D; d += 32) orow[d] = gpu::from_acc<T>(0.f);
-    if (lane == 0) store_lse(p, row, -INFINITY);
+  if (M == -INFINITY) {  // no split saw a finite score: each l is 0 (nothing visible) or NaN (NaN scores)
+    float z = 0.f;
+    for (int s = 0; s < so.nsplit; s++) z += so.l[s * rows + row];
+    for (int d = lane; d < p.D; d += 32) orow[d] = gpu::from_acc<T>(z);
+    if (lane == 0) store_lse(p, row, z == 0.f ? -INFINITY : z);
     return;
   }
   float L = 0.f;
@@ -267,6 +272,7 @@ template <typename T> __global__ void __launch_bounds__(128) attention_fwd_simt_
   const int kv_end = p.causal ? min(p.S, i + p.S - p.T + 1) : p.S;
   const C scale = C(p.scale);
   C m = C(-INFINITY), l = C(0);
+  bool nan_row = false;  // a visible NaN score: the row's out and lse are NaN
   for (int j0 = 0; j0 < kv_end; j0 += 32) {
     const int j = j0 + lane;
     C s = C(-INFINITY);
@@ -275,6 +281,11 @@ template <typename T> __global__ void __launch_bounds__(128) attention_fwd_simt_
       C acc = C(0);
       for (int d = 0; d < D; d++) acc += qs[d] * gpu::to_acc<T>(kr[d]);
       s = acc * scale;
+    }
+    // The max below must see the same values in every lane (a NaN would make it lane-dependent).
+    if (gpu::warp_sum(s != s ? 1 : 0)) {
+      nan_row = true;
+      break;  // warp-uniform
     }
     const C m_new = fmax(m, gpu::warp_max(s));
     if (m_new == C(-INFINITY)) continue;  // warp-uniform: nothing visible yet
@@ -293,9 +304,10 @@ template <typename T> __global__ void __launch_bounds__(128) attention_fwd_simt_
   }
   const int64_t bhr = ((int64_t)b * p.H + h) * p.T + i;
   T* orow = static_cast<T*>(p.out) + bhr * D;
-  for (int d = lane; d < D; d += 32) orow[d] = gpu::from_acc<T>(l > C(0) ? os[d] / l : C(0));
+  if (nan_row) l = C(NAN);
+  for (int d = lane; d < D; d += 32) orow[d] = gpu::from_acc<T>(l == C(0) ? C(0) : os[d] / l);
   if (lane == 0) {
-    const double v = l > C(0) ? double(m + log_(l)) : -INFINITY;
+    const double v = l == C(0) ? -INFINITY : double(m + log_(l));
     if (p.lse_f64)
       static_cast<double*>(p.lse)[bhr] = v;
     else

@@ -94,6 +94,19 @@ std::string err_detail(const char* call, cudaError_t e) {
   return std::string(call) + ": " + cudaGetErrorName(e) + " (" + std::to_string((int)e) + "): " + cudaGetErrorString(e);
 }
 
+// The reason for cudaErrorInsufficientDriver, with the versions: cudaDriverGetVersion works without a
+// usable driver (it reports 0 when none is installed) and gives the newest CUDA the driver supports.
+std::string driver_too_old() {
+  int drv = 0, rt = 0;
+  cudaDriverGetVersion(&drv);
+  cudaRuntimeGetVersion(&rt);
+  cudaGetLastError();
+  const std::string need = std::to_string(rt / 1000) + "." + std::to_string(rt % 1000 / 10);
+  const std::string tail = "this build needs " + need + (rt / 1000 == 13 ? " (driver R580 or newer)" : "");
+  if (drv <= 0) return "no NVIDIA driver found; " + tail;
+  return "the driver supports CUDA " + std::to_string(drv / 1000) + "." + std::to_string(drv % 1000 / 10) + "; " + tail;
+}
+
 void init_device() {
   DeviceState& d = state();
   std::call_once(d.once, [&d] {
@@ -101,9 +114,10 @@ void init_device() {
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess) {
       cudaGetLastError();
-      const char* why = e == cudaErrorNoDevice             ? "no device"
+      std::string why = e == cudaErrorNoDevice             ? "no device"
                         : e == cudaErrorInsufficientDriver ? "no NVIDIA driver, or one older than this CUDA runtime"
                                                            : "the CUDA driver failed to initialise";
+      if (e == cudaErrorInsufficientDriver) why = driver_too_old();
       d.desc = std::string("CUDA not available: ") + why + " (" + err_detail("cudaGetDeviceCount", e) + ")";
       return;
     }
@@ -126,7 +140,7 @@ void init_device() {
     if (e != cudaSuccess) {
       cudaGetLastError();
       d.desc = std::string("CUDA not available: ") + p.name + " (" + cc +
-               ") cannot run this build's kernels (built for sm_80 and sm_90; " +
+               ") cannot run this build's kernels (built for sm_80 and sm_90, with compute_90 PTX for newer GPUs; " +
                err_detail("cudaFuncGetAttributes", e) + ")";
       return;
     }

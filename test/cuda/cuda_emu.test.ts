@@ -3,7 +3,9 @@
 // with the CPU kernels and float64 references: no GPU needed, so CI runs it on every push. Builds the
 // emulator into a fresh temp dir (outside the repo, removed afterwards), runs all its checks once with
 // the default cp.async timing (copies land at the wait) and once with EMU_CP_EAGER=1 EMU_RANDOM=1
-// (copies land at issue, shuffled thread order). Without g++, the CUDA headers or an x86-64 host it is
+// EMU_RACECHECK=1 (copies land at issue, shuffled thread order, and the racecheck of
+// test/cuda_emu/racecheck.cc on every shared and global access: zero hazards is a check of its own).
+// synccheck (partial __syncthreads, warp collective masks) is always on. Without g++, the CUDA headers or an x86-64 host it is
 // a skip carrying the reason, never a pass. Build and run times are reported as comments.
 import t from 'tap';
 import type { Test } from 'tap';
@@ -38,6 +40,10 @@ async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<st
   });
   tt.ok(passed > 100, `[${mode}] more than 100 checks passed (${passed})`);
   tt.equal(r.code, 0, `[${mode}] test binary exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
+  if (extra.EMU_RACECHECK) {
+    const races = r.out.split('\n').filter((l) => l.startsWith('EMU RACE'));
+    tt.match(r.out, /^PASS racecheck: 0 hazard\(s\)$/m, `[${mode}] racecheck ran and found no hazard`, { races: races.slice(0, 20).join('\n') });
+  }
   return r.ms;
 }
 
@@ -60,7 +66,11 @@ t.test(
     }
 
     let runMs = await runEmulator(tt, bin, 'default', {});
-    runMs += await runEmulator(tt, bin, 'EMU_CP_EAGER=1 EMU_RANDOM=1', { EMU_CP_EAGER: '1', EMU_RANDOM: '1' });
+    runMs += await runEmulator(tt, bin, 'EMU_CP_EAGER=1 EMU_RANDOM=1 EMU_RACECHECK=1', {
+      EMU_CP_EAGER: '1',
+      EMU_RANDOM: '1',
+      EMU_RACECHECK: '1',
+    });
     tt.comment(`cuda_emu total: ${secs(Date.now() - t0)} s (build ${secs(b.ms)} s, runs ${secs(runMs)} s)`);
   },
 );

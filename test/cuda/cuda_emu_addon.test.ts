@@ -8,6 +8,17 @@
 // only its device-relevant subtests, EMULATOR_GREP) run again with tensors created
 // on the emulated 'cuda'.
 //
+// The GPU check runs with the emulator's sanitizers on: EMU_RACECHECK=1 (test/cuda_emu/racecheck.cc;
+// zero hazards is a check), synccheck (always on) and EMU_DEFERRED=1 (launches and copies queue on the
+// stream until a synchronising call, so host code that reads a result without synchronising sees
+// poison). To keep CI's time, this build leaves out racecheck's per-access hooks (EMU_NO_HOOKS=1: they
+// cost ~35% on every emulated kernel of the device suites), so here racecheck sees the cp.async writes
+// and ldmatrix reads of shared memory only; the full racecheck of the addon (every load and store) is
+// test/cuda_emu/racecheck_addon.sh, and test/cuda/cuda_emu.test.ts runs the full one on the GEMM and
+// attention kernels. Every launch is logged (EMU_LAUNCH_LOG) and checked against ptxas's register and shared
+// memory figures for sm_80 and sm_90 (test/cuda_emu/ptxas.ts). A driver older than CUDA 13 is simulated
+// (EMU_DRIVER) to check the message that names both versions.
+//
 // This checks the kernels' logic, the backend and the TypeScript device paths on every push without a
 // GPU. It is no evidence of how they behave on real hardware (memory ordering, the PTX strings, timing):
 // test/cuda_emu/README.md lists what the emulator does not model. Without g++, the CUDA headers or the
@@ -19,6 +30,7 @@ import path from 'path';
 import { DEVICE_SUITES, EMULATOR_GREP, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
 import { TEST_DIR } from '../helpers';
 import { checkNcclOnEmulator } from '../dist/nccl_emu';
+import { ARCHS, type KernelUsage, type Launch, loadUsage, normalizeMangled, refusal } from '../cuda_emu/ptxas';
 
 const ROOT = path.join(TEST_DIR, '..');
 const NODE_INC = process.env.NODE_INC || '/usr/include/node';
@@ -57,7 +69,7 @@ t.test(
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cuda_emu_addon-'));
     tt.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-    const b = await run('bash', [path.join(EMU, 'build_addon.sh'), path.join(dir, 'build')], cleanEnv({ NODE_INC }), 1_000_000);
+    const b = await run('bash', [path.join(EMU, 'build_addon.sh'), path.join(dir, 'build')], cleanEnv({ NODE_INC, EMU_NO_HOOKS: '1' }), 1_000_000);
     tt.comment(`emulated addon build: ${secs(b.ms)} s`);
     const addon = path.join(dir, 'build', 'llava_native.node');
     if (
@@ -70,8 +82,17 @@ t.test(
     const out = path.join(dir, 'out');
     // EMU_RANDOM=1: threads of a block resume in a shuffled (seeded, so repeatable) order, which with the
     // poisoned shared memory turns a missing __syncthreads into a wrong result.
-    const env = cleanEnv({ LLAVA_NATIVE: addon, OUT: out, EMU_RANDOM: '1' });
-    const r = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench'], env, 600_000);
+    const logs = path.join(dir, 'launches');
+    fs.mkdirSync(logs);
+    const env = cleanEnv({
+      LLAVA_NATIVE: addon,
+      OUT: out,
+      EMU_RANDOM: '1',
+      EMU_RACECHECK: '1',
+      EMU_DEFERRED: '1',
+      EMU_LAUNCH_LOG: path.join(logs, 'check.jsonl'),
+    });
+    const r = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench'], env, 900_000);
     tt.comment(`gpu check under the emulator: ${secs(r.ms)} s`);
     const file = path.join(out, 'gpu_check.json');
     if (!tt.ok(fs.existsSync(file), `check.ts wrote ${file}`, { output_tail: tail(r.out) })) return;
@@ -86,6 +107,10 @@ t.test(
     tt.ok(mem.length >= 4, `the memory checks ran (${mem.length})`);
     for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
     tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
+    const races = r.out.split('\n').filter((l) => l.startsWith('EMU RACE'));
+    tt.match(r.out, /^EMU racecheck: 0 hazard\(s\)$/m, 'racecheck over the GPU check: no shared or global memory hazard', {
+      races: races.slice(0, 20).join('\n'),
+    });
 
     // lib/dist's NCCL path (cpp/dist_nccl.cc) on the emulated device, against a stand-in libnccl over MPI.
     await checkNcclOnEmulator(tt, addon, dir);
@@ -95,7 +120,14 @@ t.test(
     // the tiny LLaVA against the transformers fixture, generation and training, on the device.
     for (const suite of DEVICE_SUITES) {
       const grep = EMULATOR_GREP[suite];
-      const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon }, undefined, grep);
+      const launchLog = path.join(logs, `${suite.replace(/\//g, '_')}.jsonl`);
+      const s = await runSuiteOn(
+        path.join(ROOT, 'test', `${suite}.test.ts`),
+        'cuda',
+        { LLAVA_NATIVE: addon, EMU_LAUNCH_LOG: launchLog },
+        undefined,
+        grep,
+      );
       tt.comment(`${suite}.test.ts on the emulated cuda device${grep ? ` (subtests /${grep}/)` : ''}: ${secs(s.ms)} s`);
       tt.ok(
         s.total > 0 && s.fail === 0 && s.code === 0,
@@ -106,5 +138,59 @@ t.test(
         },
       );
     }
+
+    // Resource check: every kernel the runs above launched, at its largest block and dynamic shared
+    // memory, against ptxas's registers / static shared memory / spills for sm_80 and sm_90.
+    const launches = new Map<string, Launch>();
+    for (const f of fs.readdirSync(logs)) {
+      for (const line of fs.readFileSync(path.join(logs, f), 'utf8').split('\n').filter(Boolean)) {
+        const l = JSON.parse(line) as Launch;
+        const prev = launches.get(l.mangled);
+        launches.set(l.mangled, prev ? { ...l, threads: Math.max(l.threads, prev.threads), smem: Math.max(l.smem, prev.smem) } : l);
+      }
+    }
+    tt.ok(launches.size >= 40, `launch logs name the kernels launched (${launches.size})`);
+    const t0 = Date.now();
+    const got = await loadUsage((m) => tt.comment(m));
+    if (!got) {
+      tt.comment('resource check skipped: no ptxas table for these sources and no nvcc to make one');
+    } else {
+      tt.comment(`ptxas table from ${got.from} (${secs(Date.now() - t0)} s)`);
+      const byName = new Map<string, KernelUsage>();
+      for (const k of got.usage.kernels) byName.set(`${k.arch} ${normalizeMangled(k.mangled)}`, k);
+      // launch.cuh raises cudaFuncAttributeMaxDynamicSharedMemorySize for every launch above 48 KB
+      const launchHdr = fs.readFileSync(path.join(ROOT, 'cuda', 'launch.cuh'), 'utf8');
+      const optin = /if \(smem > 48 \* 1024\)[\s\S]*cudaFuncSetAttribute\(fn, cudaFuncAttributeMaxDynamicSharedMemorySize/.test(launchHdr);
+      tt.ok(optin, 'cuda/launch.cuh raises the dynamic shared memory limit (cudaFuncSetAttribute) above 48 KB');
+      const refused: string[] = [];
+      const missing: string[] = [];
+      for (const l of launches.values()) {
+        for (const arch of ARCHS) {
+          const k = byName.get(`${arch} ${normalizeMangled(l.mangled)}`);
+          if (!k) {
+            missing.push(`${arch} ${l.mangled}`);
+            continue;
+          }
+          const why = refusal(k, l, optin);
+          if (why) refused.push(`${arch} ${l.mangled} (${l.threads} threads, ${l.smem} B dynamic): ${why}`);
+        }
+      }
+      tt.same(missing, [], 'every launched kernel has ptxas figures for sm_80 and sm_90');
+      tt.same(refused, [], `no launch would be refused for resources (${launches.size} kernels x ${ARCHS.length} archs)`);
+    }
+
+    // A driver older than the runtime: the reason names what the driver supports and what is needed.
+    const drv = await run(
+      process.execPath,
+      ['--import=tsx', '-e', `const L = require(${JSON.stringify(path.join(ROOT, 'lib'))}); console.log(L.cuda.isAvailable(), L.cuda.describe())`],
+      cleanEnv({ LLAVA_NATIVE: addon, EMU_DRIVER: '12040' }),
+      120_000,
+    );
+    tt.match(
+      drv.out,
+      /false CUDA not available: the driver supports CUDA 12\.4; this build needs 13\.0 \(driver R580 or newer\)/,
+      'an old driver is reported with both versions',
+      { output: tail(drv.out) },
+    );
   },
 );

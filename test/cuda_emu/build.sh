@@ -18,20 +18,20 @@ CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -DLLAVA_PORTABLE_ONLY -pthread -I"
 
 # Longest compiles first.
 for f in attention_bwd attention_fwd matmul; do
-  job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
+  emu_job "cuda/$f.cu" "$OBJ/$f.o" "$SRC/$f.cu" "$CXX" "${EMU_FLAGS[@]}" "${SAN_FLAGS[@]}" -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
 for f in cpu_attention cpu_matmul registry cpu_backend cpu_isa; do
   if stale "$OBJ/$f.o" "$ROOT/cpp/$f.cc"; then
     job "cpp/$f.cc" "$CXX" "${CPU_FLAGS[@]}" -c "$ROOT/cpp/$f.cc" -o "$OBJ/$f.o"
   fi
 done
-for f in test_main emu emu_backend; do
-  job "$f.cc" "$CXX" "${EMU_FLAGS[@]}" -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
+for f in test_main test_nan emu racecheck emu_backend; do
+  emu_job "$f.cc" "$OBJ/$f.o" "$HERE/$f.cc" "$CXX" "${EMU_FLAGS[@]}" -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
 done
 emu_wait
 
 OBJS=()
-for f in matmul attention_fwd attention_bwd emu emu_backend test_main registry cpu_backend cpu_isa cpu_matmul cpu_attention; do
+for f in matmul attention_fwd attention_bwd emu racecheck emu_backend test_main test_nan registry cpu_backend cpu_isa cpu_matmul cpu_attention; do
   OBJS+=("$OBJ/$f.o")
 done
 "$CXX" -pthread -rdynamic -fsanitize=undefined "${OBJS[@]}" -o "$OUT/test" -ldl

@@ -28,7 +28,7 @@ AVX512_FLAGS=(-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c)
 # Longest compiles first.
 CU=(attention_bwd attention_fwd matmul reduce norm elementwise index conv rope adamw quant backend)
 for f in "${CU[@]}"; do
-  job "cuda/$f.cu" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
+  emu_job "cuda/$f.cu" "$OBJ/$f.o" "$SRC/$f.cu" "$CXX" "${EMU_FLAGS[@]}" "${SAN_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
 CPP=()
 while read -r rel; do
@@ -53,13 +53,13 @@ for level in avx2 avx512; do
     fi
   done < <(cd "$ROOT" && node scripts/sources.js "$level")
 done
-for f in emu runtime; do
-  job "$f.cc" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
+for f in emu racecheck runtime; do
+  emu_job "$f.cc" "$OBJ/$f.o" "$HERE/$f.cc" "$CXX" "${EMU_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -c "$HERE/$f.cc" -o "$OBJ/$f.o"
 done
 emu_wait
 
 OBJS=()
-for f in "${CU[@]}" emu runtime; do OBJS+=("$OBJ/$f.o"); done
+for f in "${CU[@]}" emu racecheck runtime; do OBJS+=("$OBJ/$f.o"); done
 for f in "${CPP[@]}"; do OBJS+=("$OBJ/cpu_$f.o"); done
 ISA_OBJS=()
 for f in "${ISA[@]}"; do ISA_OBJS+=("$OBJ/$f.o"); done

@@ -45,6 +45,11 @@ emu_setup() {
     exit 2
   fi
   EMU_FLAGS=(-std=c++17 "$OPT" -g -mavx2 -mfma -mf16c -Wno-attributes -I"$HERE/shim" -I"$SRC" -I"$ROOT/cpp" -I"$CUDA_INC")
+  # Added for the kernel sources only (cuda/*.cu): every load and store calls racecheck.cc's hooks
+  # (GCC's thread-sanitizer instrumentation; its runtime is not linked, racecheck.cc defines the hooks).
+  # EMU_NO_HOOKS=1 leaves them out (EMU_RACECHECK then sees only cp.async and ldmatrix).
+  SAN_FLAGS=(-fsanitize=thread)
+  if [ -n "${EMU_NO_HOOKS:-}" ]; then SAN_FLAGS=(); fi
 }
 
 # job LABEL CMD...: runs CMD in the background, at most $JOBS at a time; emu_wait waits for all and
@@ -72,3 +77,17 @@ emu_wait() {
 
 # stale OBJ SOURCE: true when OBJ is missing or older than SOURCE (so an OUT dir can be reused).
 stale() { [ ! "$1" -nt "$2" ]; }
+
+# emu_job LABEL OBJ SOURCE CMD...: like job, but skipped when OBJ was built from the same SOURCE, kernel
+# headers, emulator headers and command as now (a content stamp next to OBJ), so mutate.sh and a reused
+# OUT_DIR rebuild only what changed.
+emu_job() {
+  local label=$1 obj=$2 src=$3
+  shift 3
+  local sum
+  sum=$(cat "$src" "$SRC"/*.cuh "$HERE"/*.h "$HERE"/shim/*.cuh | md5sum | cut -d' ' -f1)
+  sum="$sum $(echo "$*" | md5sum | cut -d' ' -f1)"
+  if [ -f "$obj" ] && [ "$(cat "$obj.stamp" 2>/dev/null)" = "$sum" ]; then return 0; fi
+  rm -f "$obj.stamp"
+  job "$label" bash -c 'stamp=$1; shift; "$@" && echo "$0" > "$stamp"' "$sum" "$obj.stamp" "$@"
+}

@@ -26,6 +26,7 @@ dim3 g_blockDim, g_gridDim;
 unsigned char* smem_base = nullptr;
 size_t smem_size = 0;
 
+static const char* cur_kernel_name();
 static ucontext_t sched_ctx;
 static std::vector<Fiber> fibers;
 static std::vector<ucontext_t> ctxs;
@@ -56,30 +57,58 @@ void yield_wait(const int* gen, int val) {
   cur->wait_gen = nullptr;
 }
 
-void syncthreads() {
-  if (!cur->open.empty()) {
-    // not an error (the pipelines commit right after), but remember it
-  }
+static const char* blk_site = nullptr;  // call site of the open __syncthreads
+static int blk_threads = 0;             // threads the block was launched with
+
+// synccheck: every thread of the block must reach the same __syncthreads; one that exited, or waits at
+// another one, is an error (hardware may hang or, worse, pair the barriers up silently).
+static void barrier_done() {
+  if (blk_live != blk_threads)
+    die("synccheck: __syncthreads at %s completed by %d of the block's %d threads (the others exited) in %s", blk_site,
+        blk_live, blk_threads, cur_kernel_name());
+  blk_count = 0;
+  blk_gen++;
+  serial++;
+  blk_site = nullptr;
+}
+
+void syncthreads(const char* site) {
   progress++;
+  if (blk_count == 0)
+    blk_site = site;
+  else if (std::strcmp(blk_site, site) != 0)
+    die("synccheck: threads of one block wait at different __syncthreads (%s and %s) in %s", blk_site, site,
+        cur_kernel_name());
   if (++blk_count == blk_live) {
-    blk_count = 0;
-    blk_gen++;
+    barrier_done();
     return;
   }
   const int g = blk_gen;
   while (blk_gen == g) yield_wait(&blk_gen, g);
 }
 
-void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, const void*), const void* ctx) {
+void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, const void*), const void* ctx,
+                     unsigned mask) {
   Warp& w = my_warp();
   if (need_full && w.live != 32) die("%s with %d live lanes", tag, w.live);
-  if (w.count == 0)
+  // synccheck: the member mask must name exactly the lanes that take part, the same in every lane.
+  if (!(mask >> lane() & 1)) die("synccheck: %s with mask 0x%08x that leaves out the calling lane", tag, mask);
+  if (w.count == 0) {
     w.tag = tag;
-  else if (std::strcmp(w.tag, tag) != 0)
+    w.mask = mask;
+  } else if (std::strcmp(w.tag, tag) != 0) {
     die("warp divergence: %s vs %s", w.tag, tag);
+  } else if (w.mask != mask) {
+    die("synccheck: lanes of one warp call %s with different masks (0x%08x, 0x%08x)", tag, w.mask, mask);
+  }
   progress++;
   if (++w.count == w.live) {
-    compute(w, ctx);
+    if (w.mask != w.live_mask)
+      die("synccheck: %s with mask 0x%08x but the active lanes are 0x%08x", tag, w.mask, w.live_mask);
+    {
+      Mute m;  // the collective's own reads (ldmatrix rows) are recorded per lane by the shim
+      compute(w, ctx);
+    }
     w.count = 0;
     w.gen++;
     return;
@@ -97,10 +126,8 @@ static void trampoline() {
   blk_live--;
   Warp& w = warps[f->tid / 32];
   w.live--;
-  if (blk_count > 0 && blk_count == blk_live) {
-    blk_count = 0;
-    blk_gen++;
-  }
+  w.live_mask &= ~(1u << (f->tid % 32));
+  if (blk_count > 0 && blk_count == blk_live) barrier_done();
   if (w.count > 0 && w.count == w.live) die("warp collective %s completed by exiting lanes", w.tag);
 }
 
@@ -112,6 +139,7 @@ void fresh_shared(void* p, size_t n) {
   if (seen == block_serial) return;
   seen = block_serial;
   std::memset(p, 0xff, n);
+  race_static_shared(p, n);
 }
 
 void run_block(int nthreads, const std::function<void()>& fn) {
@@ -120,20 +148,24 @@ void run_block(int nthreads, const std::function<void()>& fn) {
   ctxs.resize(nthreads);
   warps.assign((nthreads + 31) / 32, Warp());
   while ((int)stacks.size() < nthreads) stacks.push_back(static_cast<char*>(std::malloc(kStack)));
-  blk_live = nthreads;
+  blk_live = blk_threads = nthreads;
   blk_count = 0;
+  blk_site = nullptr;
+  race_begin_block();
   block_fn = &fn;
   for (int i = 0; i < nthreads; i++) {
     Fiber& f = fibers[i];
     f.tid = i;
     f.tidx = make_uint3(i % g_blockDim.x, (i / g_blockDim.x) % g_blockDim.y, i / (g_blockDim.x * g_blockDim.y));
     f.ctx = &ctxs[i];
+    f.stack = stacks[i];
     getcontext(&ctxs[i]);
     ctxs[i].uc_stack.ss_sp = stacks[i];
     ctxs[i].uc_stack.ss_size = kStack;
     ctxs[i].uc_link = &sched_ctx;
     makecontext(&ctxs[i], trampoline, 0);
     warps[i / 32].live++;
+    warps[i / 32].live_mask |= 1u << (i % 32);
   }
   int remaining = nthreads;
   while (remaining > 0) {
@@ -163,6 +195,23 @@ void run_block(int nthreads, const std::function<void()>& fn) {
 // ---------------------------------------------------------------- memory registry
 static std::map<uintptr_t, size_t> regions;
 void register_region(const void* p, size_t n) { regions[(uintptr_t)p] = n; }
+// The buffer holding a, or (false) the gap around a between buffers: [*base, *base + *size).
+bool find_region(uintptr_t a, uintptr_t* base, size_t* size) {
+  auto it = regions.upper_bound(a);
+  const uintptr_t next = it == regions.end() ? UINTPTR_MAX : it->first;
+  if (it == regions.begin()) {
+    *base = 0, *size = next;
+    return false;
+  }
+  --it;
+  if (a >= it->first + it->second) {
+    *base = it->first + it->second, *size = next - *base;
+    return false;
+  }
+  *base = it->first;
+  *size = it->second;
+  return true;
+}
 void unregister_region(const void* p) { regions.erase((uintptr_t)p); }
 void check_global(const void* p, size_t n, const char* what) {
   uintptr_t a = (uintptr_t)p;
@@ -179,7 +228,26 @@ void check_smem(const void* p, size_t n, const char* what) {
 }
 void memset_async(void* p, int v, size_t n) {
   if (n) check_global(p, n, "cudaMemsetAsync");
-  std::memset(p, v, n);
+  submit([p, v, n] {
+    if (n) check_global(p, n, "cudaMemsetAsync (when it ran)");
+    std::memset(p, v, n);
+  });
+}
+
+// ---------------------------------------------------------------- the stream (deferred mode)
+bool deferred = std::getenv("EMU_DEFERRED") != nullptr;
+static std::vector<std::function<void()>> queue;
+static bool flushing = false;
+void submit(std::function<void()> work) {
+  if (!deferred || flushing) return work();
+  queue.push_back(std::move(work));
+}
+void flush() {
+  if (flushing) return;
+  flushing = true;
+  for (size_t i = 0; i < queue.size(); i++) queue[i]();
+  queue.clear();
+  flushing = false;
 }
 
 }  // namespace emu
@@ -189,7 +257,7 @@ struct Stats {
   long phases = 0, conflicted = 0, worst = 1;
 };
 static std::map<std::string, std::map<std::string, Stats>> stats;  // kernel -> kind -> stats
-static std::string cur_kernel;
+static std::string cur_kernel, cur_mangled;
 static std::map<std::pair<int, long>, std::vector<uintptr_t>> cp_calls;  // (warp, seq) -> lane addresses
 void note_phase(const char* what, int ways) {
   Stats& s = stats[cur_kernel][what];
@@ -218,11 +286,15 @@ static void flush_cp() {
 }
 void begin_kernel(const void* fn) {
   static std::map<uintptr_t, std::string> syms;
+  race_begin_launch(fn);
+  Dl_info self;
+  dladdr((const void*)&begin_kernel, &self);
   if (syms.empty()) {
     char exe[1024] = {0};
     ssize_t ne = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (ne < 0) ne = 0;
-    FILE* f = popen((std::string("nm -C --defined-only ") + exe).c_str(), "r");
+    if (self.dli_fname && std::strchr(self.dli_fname, '/')) std::snprintf(exe, sizeof exe, "%s", self.dli_fname);
+    FILE* f = popen((std::string("nm --defined-only ") + exe).c_str(), "r");
     char line[4096];
     while (f && fgets(line, sizeof line, f)) {
       char* end;
@@ -236,15 +308,17 @@ void begin_kernel(const void* fn) {
     if (f) pclose(f);
   }
   // PIE: translate the runtime address to the link-time one through our own symbol
-  Dl_info self;
-  dladdr((const void*)&begin_kernel, &self);
   uintptr_t rel = (uintptr_t)fn - (uintptr_t)self.dli_fbase;
   cur_kernel = "?";
   auto it = syms.find(rel);
   if (std::getenv("EMU_DEBUG_SYMS"))
     std::fprintf(stderr, "syms %zu rel %lx found %d\n", syms.size(), (unsigned long)rel, it != syms.end());
+  cur_mangled = it != syms.end() ? it->second : "?";
   if (it != syms.end()) {
-    cur_kernel = it->second;
+    int st = 0;
+    char* dm = abi::__cxa_demangle(it->second.c_str(), nullptr, nullptr, &st);
+    cur_kernel = st == 0 && dm ? dm : it->second;
+    std::free(dm);
     for (const char* strip : {"llava::", "(anonymous namespace)::", "attn::", "void "}) {
       size_t q;
       while ((q = cur_kernel.find(strip)) != std::string::npos) cur_kernel.erase(q, std::strlen(strip));
@@ -253,7 +327,39 @@ void begin_kernel(const void* fn) {
     if (p != std::string::npos) cur_kernel = cur_kernel.substr(0, p);
   }
 }
-void end_kernel() { flush_cp(); }
+// EMU_LAUNCH_LOG=FILE: every kernel launched, with its largest block and dynamic shared memory, as
+// JSON lines at exit (test/cuda/cuda_emu_addon.test.ts checks them against ptxas's resource usage).
+struct LaunchStat {
+  std::string name;
+  long count = 0;
+  unsigned threads = 0;
+  size_t smem = 0;
+};
+static std::map<std::string, LaunchStat> launch_stats;
+static struct LaunchLog {
+  ~LaunchLog() {
+    const char* path = std::getenv("EMU_LAUNCH_LOG");
+    if (!path || launch_stats.empty()) return;
+    FILE* f = std::fopen(path, "w");
+    if (!f) return;
+    for (auto& kv : launch_stats)
+      std::fprintf(f, "{\"mangled\":\"%s\",\"launches\":%ld,\"threads\":%u,\"smem\":%zu}\n", kv.first.c_str(),
+                   kv.second.count, kv.second.threads, kv.second.smem);
+    std::fclose(f);
+  }
+} launch_log;
+
+void end_kernel() {
+  LaunchStat& ls = launch_stats[cur_mangled];
+  ls.count++;
+  ls.threads = std::max(ls.threads, g_blockDim.x * g_blockDim.y * g_blockDim.z);
+  ls.smem = std::max(ls.smem, smem_size);
+  flush_cp();
+  race_end_launch();
+}
+static const char* cur_kernel_name() { return cur_kernel.c_str(); }
+const char* kernel_name() { return cur_kernel.c_str(); }
+uint32_t warp_gen(int warp) { return (uint32_t)warps[warp].gen; }
 void print_bank_stats() {
   for (auto& k : stats)
     for (auto& s : k.second)

@@ -62,6 +62,7 @@ struct Fiber {
 
 struct Warp {
   int live = 0, count = 0, gen = 0;
+  unsigned live_mask = 0, mask = 0;  // lanes still running; the member mask of the open collective
   const char* tag = nullptr;
   uint64_t in[32][8];
   uint64_t out[32][8];
@@ -79,8 +80,9 @@ extern size_t smem_size;
 Warp& my_warp();
 int lane();
 void yield_wait(const int* gen, int val);
-void syncthreads();
-void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, const void*), const void* ctx);
+void syncthreads(const char* site);
+void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, const void*), const void* ctx,
+                     unsigned mask = 0xffffffffu);
 void check_smem(const void* p, size_t n, const char* what);
 void fresh_shared(void* p, size_t n);  // poison a static shared array once per block
 void check_global(const void* p, size_t n, const char* what);
@@ -90,9 +92,33 @@ void note_phase(const char* what, int ways);
 void note_cp_async(const void* smem);
 void begin_kernel(const void* fn);
 void end_kernel();
+// EMU_DEFERRED=1: launches, memsets and copies queue on the (one) stream and run at a synchronising
+// call (runtime.cc: cudaStreamSynchronize, cudaDeviceSynchronize, cudaFree); otherwise they run at once.
+extern bool deferred;
+void submit(std::function<void()> work);
+void flush();
 void register_region(const void* p, size_t n);  // a global buffer the bounds checks accept
 void unregister_region(const void* p);
 void print_bank_stats();
+bool find_region(uintptr_t a, uintptr_t* base, size_t* size);
+const char* kernel_name();
+uint32_t warp_gen(int warp);
+
+// racecheck.cc (EMU_RACECHECK=1): every load/store of the emulated sources reaches it through GCC's
+// thread-sanitizer instrumentation; `quiet` mutes that (atomics, the emulator's own collective code).
+extern bool racecheck;
+extern volatile int quiet;  // volatile: the compiler must not merge a Mute's ++ and -- around inline code
+extern uint32_t serial;
+void note_shared(const void* p, size_t n, bool write, int tid);  // an access the hooks cannot see
+void race_static_shared(void* p, size_t n);
+void race_begin_launch(const void* fn);
+void race_begin_block();
+void race_end_launch();
+long hazards();
+struct Mute {
+  Mute() { quiet++; }
+  ~Mute() { quiet--; }
+};
 
 }  // namespace emu
 
@@ -101,13 +127,17 @@ void print_bank_stats();
 #define blockDim (::emu::g_blockDim)
 #define gridDim (::emu::g_gridDim)
 
-inline void __syncthreads() { ::emu::syncthreads(); }
-inline void __syncwarp(unsigned = 0xffffffffu) {
+// A macro, so the barrier knows its call site: threads of a block meeting different __syncthreads are
+// a synccheck error.
+#define EMU_STR2(x) #x
+#define EMU_STR(x) EMU_STR2(x)
+#define __syncthreads() ::emu::syncthreads(__FILE__ ":" EMU_STR(__LINE__))
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
   ::emu::warp_collective(
-      "syncwarp", false, [](::emu::Warp&, const void*) {}, nullptr);
+      "syncwarp", false, [](::emu::Warp&, const void*) {}, nullptr, mask);
 }
 
-template <typename V> inline V __shfl_xor_sync(unsigned, V v, int lm) {
+template <typename V> inline V __shfl_xor_sync(unsigned mask, V v, int lm) {
   static_assert(sizeof(V) <= 8, "shfl of <= 8 bytes");
   ::emu::Warp& w = ::emu::my_warp();
   const int L = ::emu::lane();
@@ -121,29 +151,34 @@ template <typename V> inline V __shfl_xor_sync(unsigned, V v, int lm) {
           w.out[l][0] = w.in[l ^ (int)w.in[l][1]][0];
         }
       },
-      nullptr);
+      nullptr, mask);
   V r;
   std::memcpy(&r, &w.out[L][0], sizeof(V));
   return r;
 }
 
 // Atomics are plain read-modify-writes: fibers only switch at barriers, so nothing interleaves them.
+// Racecheck exempts them (Mute).
 template <typename T> inline T atomicAdd(T* p, T v) {
+  ::emu::Mute m;
   T o = *p;
   *p = o + v;
   return o;
 }
 inline __nv_bfloat162 atomicAdd(__nv_bfloat162* p, __nv_bfloat162 v) {
+  ::emu::Mute m;
   __nv_bfloat162 o = *p;
   *p = __floats2bfloat162_rn(__low2float(o) + __low2float(v), __high2float(o) + __high2float(v));
   return o;
 }
 inline __half2 atomicAdd(__half2* p, __half2 v) {
+  ::emu::Mute m;
   __half2 o = *p;
   *p = __floats2half2_rn(__low2float(o) + __low2float(v), __high2float(o) + __high2float(v));
   return o;
 }
 template <typename T> inline T atomicMin(T* p, T v) {
+  ::emu::Mute m;
   T o = *p;
   if (v < o) *p = v;
   return o;

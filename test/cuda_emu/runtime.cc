@@ -4,17 +4,23 @@
 //
 // The "device" is host memory: cudaMalloc is an aligned malloc registered with the emulator's bounds
 // checks and poisoned (0xff, NaN in every float type) so reading memory nobody wrote shows up; copies
-// are memcpy; the stream is a dummy and everything is synchronous. Environment knobs:
+// are memcpy; the stream is a dummy and everything is synchronous unless EMU_DEFERRED=1 (then launches,
+// memsets and copies queue until cudaStreamSynchronize / cudaDeviceSynchronize / cudaFree, see
+// cudaMemcpyAsync). Environment knobs:
 //   EMU_SMS=N          multiprocessor count reported (default 4; it steers tile and split choices)
 //   EMU_MEM_MIB=N      device memory size (default 4096); cudaMalloc beyond it fails with
 //                      cudaErrorMemoryAllocation, which exercises the allocator's retry and OOM message
+//   EMU_DRIVER=N       the driver's CUDA version (cudaDriverGetVersion, e.g. 12040 for 12.4); below the
+//                      runtime's version, cudaGetDeviceCount fails with cudaErrorInsufficientDriver
 // Errors follow the runtime's rules where backend.cu depends on them: a failed call returns its code
 // and also leaves it for cudaGetLastError, which returns it once and clears it.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <vector>
 #include <string>
 #include <unordered_map>
 
@@ -63,6 +69,8 @@ const char* cudaGetErrorName(cudaError_t e) {
       return "cudaErrorInvalidValue";
     case cudaErrorInvalidDevicePointer:
       return "cudaErrorInvalidDevicePointer";
+    case cudaErrorInsufficientDriver:
+      return "cudaErrorInsufficientDriver";
     default:
       return "cudaErrorUnknown";
   }
@@ -77,12 +85,18 @@ const char* cudaGetErrorString(cudaError_t e) {
       return "invalid argument";
     case cudaErrorInvalidDevicePointer:
       return "invalid device pointer";
+    case cudaErrorInsufficientDriver:
+      return "CUDA driver version is insufficient for CUDA runtime version";
     default:
       return "unknown error";
   }
 }
 
+static int driver_version() { return (int)env_num("EMU_DRIVER", CUDART_VERSION); }
+
 cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 0;
+  if (driver_version() < CUDART_VERSION) return fail(cudaErrorInsufficientDriver);
   *n = 1;
   return cudaSuccess;
 }
@@ -118,7 +132,7 @@ cudaError_t cudaRuntimeGetVersion(int* v) {
   return cudaSuccess;
 }
 cudaError_t cudaDriverGetVersion(int* v) {
-  *v = CUDART_VERSION;
+  *v = driver_version();
   return cudaSuccess;
 }
 
@@ -127,7 +141,14 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
   *s = reinterpret_cast<cudaStream_t>(&dummy);
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  emu::flush();
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+  emu::flush();
+  return cudaSuccess;
+}
 
 // Events (cpp/dist_nccl.cc marks the end of a collective with one). Work runs synchronously at launch
 // here, so an event is complete as soon as it is recorded.
@@ -159,6 +180,7 @@ cudaError_t cudaMalloc(void** p, size_t n) {
 
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
+  emu::flush();  // cudaFree waits for the device, as on hardware
   std::lock_guard<std::mutex> lk(mu);
   auto it = blocks.find(p);
   if (it == blocks.end()) return fail(cudaErrorInvalidDevicePointer);
@@ -182,7 +204,30 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t n, cudaMemcpyKind
     emu::check_global(src, n, "cudaMemcpy src");
   if (n && (kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice))
     emu::check_global(dst, n, "cudaMemcpy dst");
-  if (n) std::memmove(dst, src, n);
+  if (!n) return cudaSuccess;
+  if (!emu::deferred) {
+    std::memmove(dst, src, n);
+    return cudaSuccess;
+  }
+  // Deferred (EMU_DEFERRED=1): the copy runs in stream order at the next synchronising call. A host
+  // source is read now (the driver stages pageable memory, so the caller may reuse it at once); a host
+  // destination is poisoned now and written only then, as with pinned memory: host code that reads it
+  // before synchronising sees NaNs. Device ranges are checked again when the copy runs (a block freed
+  // in between is an error).
+  if (kind == cudaMemcpyHostToDevice) {
+    auto staged = std::make_shared<std::vector<char>>((const char*)src, (const char*)src + n);
+    emu::submit([dst, staged, n] {
+      emu::check_global(dst, n, "cudaMemcpy dst (when it ran)");
+      std::memcpy(dst, staged->data(), n);
+    });
+  } else {
+    if (kind == cudaMemcpyDeviceToHost) std::memset(dst, 0xff, n);
+    emu::submit([dst, src, n, kind] {
+      emu::check_global(src, n, "cudaMemcpy src (when it ran)");
+      if (kind == cudaMemcpyDeviceToDevice) emu::check_global(dst, n, "cudaMemcpy dst (when it ran)");
+      std::memmove(dst, src, n);
+    });
+  }
   return cudaSuccess;
 }
 

@@ -21,6 +21,8 @@ inline void cp_async16(void* smem, const void* gmem, int src_bytes) {
   }
   ::emu::note_cp_async(smem);
   if (::emu::cp_eager) {  // earliest completion: exposes write-after-read hazards on the slot
+    ::emu::Mute m;        // the copy is recorded as a write of the 16 bytes when it lands (here)
+    ::emu::note_shared(smem, 16, true, ::emu::cur->tid);
     if (src_bytes) std::memcpy(smem, gmem, src_bytes);
     std::memset((char*)smem + src_bytes, 0, 16 - src_bytes);
     return;
@@ -33,8 +35,10 @@ inline void cp_async_commit() {
 }
 template <int N> inline void cp_async_wait() {
   auto& gs = ::emu::cur->groups;
+  ::emu::Mute m;
   while ((int)gs.size() > N) {
     for (auto& c : gs.front()) {
+      ::emu::note_shared(c.dst, 16, true, ::emu::cur->tid);  // a cp.async write counts when it lands
       if (c.n) std::memcpy(c.dst, c.src, c.n);
       std::memset((char*)c.dst + c.n, 0, 16 - c.n);
     }
@@ -45,6 +49,7 @@ template <int N> inline void cp_async_wait() {
 inline void ldsm_impl(uint32_t (&r)[4], const void* p, bool trans) {
   if ((uintptr_t)p % 16) ::emu::die("ldmatrix: address not 16-byte aligned");
   ::emu::check_smem(p, 16, "ldmatrix");
+  ::emu::note_shared(p, 16, false, ::emu::cur->tid);  // this lane's row, read at the collective
   ::emu::Warp& w = ::emu::my_warp();
   const int L = ::emu::lane();
   w.in[L][0] = (uint64_t)(uintptr_t)p;
