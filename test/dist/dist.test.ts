@@ -8,10 +8,11 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync, execFileSync } from 'child_process';
 import { loadLlava } from '../../lib/models/loader';
-import { LlavaDataset, resolveProcessorConfig } from '../../lib/app/train/dataset';
+import { LlavaDataset } from '../../lib/app/train/dataset';
 import { makeDemoData } from '../../lib/app/train/demo_data';
 import { Trainer } from '../../lib/app/train/trainer';
 import { TEST_DIR } from '../helpers';
+import { tinyDatasetSpec } from '../tiny_dataset';
 
 const ROOT = path.join(TEST_DIR, '..');
 const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
@@ -86,18 +87,7 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/zero2 = ddp, sharded 
 
   // One process, same global batch (micro 1 x accumulation 2 = micro 1 x accumulation 1 x 2 ranks).
   const model = loadLlava(FIX);
-  const ds = LlavaDataset.fromFile(demo.finetuneJson, {
-    imageFolder: demo.imageFolder,
-    tokenizerDir: FIX,
-    processor: resolveProcessorConfig(FIX),
-    template: 'v1',
-    aspect: 'square',
-    modelMaxLength: 512,
-    format: 'llava-hf',
-    numImageTokens: 16,
-    imageTokenIndex: 676,
-    maxLength: 512,
-  });
+  const ds = LlavaDataset.fromFile(demo.finetuneJson, tinyDatasetSpec(demo.imageFolder));
   const opts = { stage: 2 as const, lr: 1e-3, microBatch: 1, warmupRatio: 0, seed: 3, maxGradNorm: 1, maxSteps: STEPS, progress: 'none' as const, log: () => {} };
   const tr = new Trainer(model, ds, { ...opts, gradAccum: 2 });
   const ref = await tr.train();

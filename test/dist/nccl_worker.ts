@@ -5,11 +5,12 @@
 import * as path from 'path';
 import * as L from '../../lib';
 import { loadLlava } from '../../lib/models/loader';
-import { LlavaDataset, resolveProcessorConfig } from '../../lib/app/train/dataset';
+import { LlavaDataset } from '../../lib/app/train/dataset';
 import { makeDemoData } from '../../lib/app/train/demo_data';
 import { Trainer } from '../../lib/app/train/trainer';
 import { DataParallel } from '../../lib/app/train/distributed';
 import { TEST_DIR } from '../helpers';
+import { tinyDatasetSpec } from '../tiny_dataset';
 
 const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 const dev = { device: 'cuda' as const };
@@ -44,18 +45,7 @@ async function main(): Promise<void> {
   const demo = makeDemoData(path.join(process.argv[2], `demo-${r}`));
   const losses: Record<string, number[]> = {};
   for (const device of ['cpu', 'cuda'] as const) {
-    const ds = LlavaDataset.fromFile(demo.finetuneJson, {
-      imageFolder: demo.imageFolder,
-      tokenizerDir: FIX,
-      processor: resolveProcessorConfig(FIX),
-      template: 'v1',
-      aspect: 'square',
-      modelMaxLength: 512,
-      format: 'llava-hf',
-      numImageTokens: 16,
-      imageTokenIndex: 676,
-      maxLength: 512,
-    });
+    const ds = LlavaDataset.fromFile(demo.finetuneJson, tinyDatasetSpec(demo.imageFolder));
     const model = loadLlava(FIX, { device });
     const par = new DataParallel(pg, 'zero2');
     const tr = new Trainer(model, ds, { stage: 2, lr: 1e-3, microBatch: 1, gradAccum: 1, maxSteps: 2, warmupRatio: 0, seed: 3, progress: 'none', log: () => {}, parallel: par });

@@ -11,15 +11,8 @@ import { loadLlava, canonicalName, loadWeights } from '../../../lib/models/loade
 import { LlavaForConditionalGeneration } from '../../../lib/models/llava';
 import { loadSharded, TensorSource } from '../../../lib/io/safetensors';
 import { makeDemoData, DemoData } from '../../../lib/app/train/demo_data';
-import {
-  LlavaDataset,
-  DatasetSpec,
-  collate,
-  renderTrainingPrompt,
-  resolveProcessorConfig,
-  DataError,
-  CollatedBatch,
-} from '../../../lib/app/train/dataset';
+import { LlavaDataset, DatasetSpec, collate, renderTrainingPrompt, DataError, CollatedBatch } from '../../../lib/app/train/dataset';
+import { tinyDatasetSpec } from '../../tiny_dataset';
 import { PrefetchLoader, EncoderPool, microBatches } from '../../../lib/app/train/batch_loader';
 import { preprocessSample } from '../../../lib/app/processing/preprocess';
 import { Tokenizer } from '../../../lib/app/processing/tokenizer';
@@ -32,21 +25,7 @@ t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const demo: DemoData = makeDemoData(path.join(tmp, 'demo'));
 const tok = Tokenizer.fromDir(FIX);
 
-function spec(over: Partial<DatasetSpec> = {}): DatasetSpec {
-  return {
-    imageFolder: demo.imageFolder,
-    tokenizerDir: FIX,
-    processor: resolveProcessorConfig(FIX),
-    template: 'v1',
-    aspect: 'square',
-    modelMaxLength: 512,
-    format: 'llava-hf',
-    numImageTokens: 16,
-    imageTokenIndex: 676,
-    maxLength: 512,
-    ...over,
-  };
-}
+const spec = (over: Partial<DatasetSpec> = {}): DatasetSpec => tinyDatasetSpec(demo.imageFolder, over);
 const quiet = { logger: () => {} };
 
 t.test('items: llava-hf expansion, original sentinels, text-only samples', async (t) => {

@@ -12,31 +12,21 @@ import { loadLlava } from '../../../lib/models/loader';
 import { LlavaForConditionalGeneration } from '../../../lib/models/llava';
 import { SafetensorsFile } from '../../../lib/io/safetensors';
 import { makeDemoData } from '../../../lib/app/train/demo_data';
-import { LlavaDataset, DatasetSpec, resolveProcessorConfig } from '../../../lib/app/train/dataset';
+import { LlavaDataset } from '../../../lib/app/train/dataset';
 import { Trainer } from '../../../lib/app/train/trainer';
 import { TrainerOptions } from '../../../lib/app/train/options';
 import { allLinearNames, paramGroups } from '../../../lib/app/train/lora';
 import { applyPeftAdapter } from '../../../lib/models/peft';
 import { Tokenizer } from '../../../lib/app/processing/tokenizer';
 import { TEST_DIR, assertClose } from '../../helpers';
+import { tinyDatasetSpec } from '../../tiny_dataset';
 
 const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-lora-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const demo = makeDemoData(path.join(tmp, 'demo'));
 const tok = Tokenizer.fromDir(FIX);
-const spec: DatasetSpec = {
-  imageFolder: demo.imageFolder,
-  tokenizerDir: FIX,
-  processor: resolveProcessorConfig(FIX),
-  template: 'v1',
-  aspect: 'square',
-  modelMaxLength: 512,
-  format: 'llava-hf',
-  numImageTokens: 16,
-  imageTokenIndex: 676,
-  maxLength: 512,
-};
+const spec = tinyDatasetSpec(demo.imageFolder);
 function subset(ids: string[]): LlavaDataset {
   const all = JSON.parse(fs.readFileSync(demo.finetuneJson, 'utf8')) as { id: string }[];
   const f = path.join(tmp, `subset-${ids.join('_')}.json`);

@@ -16,7 +16,7 @@ import { spawnSync } from 'child_process';
 import { loadLlava } from '../../../lib/models/loader';
 import { writeSafetensors } from '../../../lib/io/safetensors';
 import { makeDemoData } from '../../../lib/app/train/demo_data';
-import { LlavaDataset, resolveProcessorConfig, type DatasetSpec } from '../../../lib/app/train/dataset';
+import { LlavaDataset } from '../../../lib/app/train/dataset';
 import { Trainer, type StepRecord } from '../../../lib/app/train/trainer';
 import type { TrainerOptions } from '../../../lib/app/train/options';
 import { findCheckpoint, pruneCheckpoints, readTrainLog } from '../../../lib/app/train/train_state';
@@ -25,23 +25,13 @@ import { batchText } from '../../../lib/app/cli/train';
 import { cleanStaleTemps } from '../../../lib/app/util/files';
 import { Tokenizer } from '../../../lib/app/processing/tokenizer';
 import { TEST_DIR } from '../../helpers';
+import { tinyDatasetSpec } from '../../tiny_dataset';
 
 const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-safety-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const demo = makeDemoData(path.join(tmp, 'demo'));
-const spec: DatasetSpec = {
-  imageFolder: demo.imageFolder,
-  tokenizerDir: FIX,
-  processor: resolveProcessorConfig(FIX),
-  template: 'v1',
-  aspect: 'square',
-  modelMaxLength: 512,
-  format: 'llava-hf',
-  numImageTokens: 16,
-  imageTokenIndex: 676,
-  maxLength: 512,
-};
+const spec = tinyDatasetSpec(demo.imageFolder);
 const ds = LlavaDataset.fromFile(demo.finetuneJson, spec, { tokenizer: Tokenizer.fromDir(FIX) }); // 14 samples
 // micro 2 x accum 2: 4 optimizer steps per epoch
 const base = { stage: 2, lr: 1e-3, microBatch: 2, gradAccum: 2, progress: 'none', log: () => {} } as TrainerOptions;
