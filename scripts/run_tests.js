@@ -28,7 +28,8 @@
 //
 // Counts and exit code: the closing line takes its numbers from tap's own summary
 // ("# { total, pass, fail, skip, todo }"; todo counts as skipped). The exit code is tap's, made non-zero
-// when the summary shows a failure; with no summary at all the run is a failure (exit 1).
+// when the summary shows a failure, or when a test file that should have run did not (it is named); with
+// no summary at all the run is a failure (exit 1).
 'use strict';
 const { spawn } = require('child_process');
 const fs = require('fs');
@@ -406,6 +407,13 @@ function main() {
       const lines = (n) => `${n} line${n === 1 ? '' : 's'}`;
       const shown = errTail.length < errLines ? `last ${errTail.length} of ${lines(errLines)}` : lines(errLines);
       console.log(`\nstderr of the test processes (${shown}; all in ${stderrFile}):\n${errTail.map((l) => `  ${l}`).join('\n')}`);
+    }
+    // A test file that tap never ran (its exclude patterns, e.g. its default `dist/` one, once hid
+    // test/dist) is a failure, not a smaller suite.
+    const unrun = expected ? expected.filter((f) => !done.has(f)) : [];
+    if (unrun.length) {
+      console.log(`\ntap did not run ${unrun.length} test file(s):\n${unrun.map((f) => `  ${f}`).join('\n')}`);
+      if (!code) code = 1;
     }
     const errNote = errOut && errLines ? `; stderr: ${stderrFile}` : '';
     console.log(`\n${filesDone} test files in ${secs} s; full TAP output: ${o.tapFile}${errNote}`);
