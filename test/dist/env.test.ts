@@ -2,10 +2,13 @@
 // (every collective the identity), clear errors when MPI or NCCL cannot be opened, and the trainer's
 // per-rank plan, batch split and mpirun command line (lib/app/train/distributed.ts, launch.ts).
 import t from 'tap';
+import * as fs from 'fs';
 import * as net from 'net';
+import * as os from 'os';
+import * as path from 'path';
 import * as L from '../../lib';
-import { readDistEnv, exchangeId, ncclCandidates, ProcessGroup } from '../../lib/dist';
-import { DataParallel } from '../../lib/app/train/distributed';
+import { readDistEnv, exchangeId, ncclCandidates, ProcessGroup, pinLocalGpu } from '../../lib/dist';
+import { DataParallel, checkProcesses, DIST_FILE } from '../../lib/app/train/distributed';
 import { perRankBatching, withoutFlag, mpirunArgs } from '../../lib/app/train/launch';
 
 t.test('launcher variables', async (t) => {
@@ -101,10 +104,6 @@ t.test('per-rank plan, batch split and the mpirun command line', async (t) => {
 });
 
 t.test('a checkpoint resumes with as many processes as wrote it, sharded or not', async (t) => {
-  const fs = await import('fs');
-  const os = await import('os');
-  const path = await import('path');
-  const { checkProcesses, DIST_FILE } = await import('../../lib/app/train/distributed');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-ck-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const par = (world: number, strategy: string) => ({ world, strategy, sharded: strategy !== 'ddp' }) as unknown as DataParallel;
@@ -118,7 +117,6 @@ t.test('a checkpoint resumes with as many processes as wrote it, sharded or not'
 });
 
 t.test('each rank gets the GPU of its local rank', async (t) => {
-  const { pinLocalGpu } = await import('../../lib/dist');
   const e1: NodeJS.ProcessEnv = { OMPI_COMM_WORLD_RANK: '3', OMPI_COMM_WORLD_SIZE: '4', OMPI_COMM_WORLD_LOCAL_RANK: '1' };
   t.equal(pinLocalGpu(e1), '1', 'unset: the local rank');
   const e2: NodeJS.ProcessEnv = { RANK: '2', WORLD_SIZE: '4', LOCAL_RANK: '2', CUDA_VISIBLE_DEVICES: '4,5,6,7' };
