@@ -15,7 +15,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { PytorchFile, sniffTorchFormat } from './pytorch';
-import { ShardedSafetensors, SafetensorsFile, loadSharded } from './safetensors';
+import { SafetensorsFile } from './safetensors';
 import type { RawTensor, TensorInfo, TensorSource } from './safetensors_format';
 
 export type CheckpointFormat = 'safetensors' | 'pytorch';
@@ -91,13 +91,6 @@ class MultiFile implements StateDict {
   }
 }
 
-function fromSafetensors(s: ShardedSafetensors): StateDict {
-  const owner = new Map<string, TensorSource>();
-  const byPath = new Map(s.files.map((f) => [f.path, f]));
-  for (const n of s.names()) owner.set(n, byPath.get(s.fileOf(n))!);
-  return new MultiFile('safetensors', s.files, owner, s.metadata);
-}
-
 /** Opens files as one state dict; a tensor in two of them is an error. */
 function openMany(paths: string[], metadata: Record<string, unknown> = {}): StateDict {
   const opened: (SafetensorsFile | PytorchFile)[] = [];
@@ -107,7 +100,7 @@ function openMany(paths: string[], metadata: Record<string, unknown> = {}): Stat
     for (const f of opened)
       for (const n of f.names()) {
         const prev = owner.get(n) as SafetensorsFile | PytorchFile | undefined;
-        if (prev) throw new Error(`checkpoint: tensor '${n}' is in both ${prev.path} and ${f.path}`);
+        if (prev) throw new Error(`checkpoint: tensor '${n}' is duplicated in ${prev.path} and ${f.path}`);
         owner.set(n, f);
       }
     const kinds = new Set(opened.map((f) => (f instanceof PytorchFile ? 'pytorch' : 'safetensors')));
@@ -120,7 +113,8 @@ function openMany(paths: string[], metadata: Record<string, unknown> = {}): Stat
   }
 }
 
-function openBinIndex(dir: string, indexPath: string): StateDict {
+/** A sharded checkpoint's index (`weight_map`: tensor name -> shard file of the directory), either format. */
+function openIndex(dir: string, indexPath: string): StateDict {
   let index: unknown;
   try {
     index = JSON.parse(fs.readFileSync(indexPath, 'utf8'));
@@ -164,10 +158,15 @@ export function openStateDict(p: string): StateDict {
       .filter((f) => re.test(f) && fs.statSync(path.join(p, f)).isFile())
       .sort()
       .map((f) => path.join(p, f));
-  if (has('model.safetensors.index.json') || has('model.safetensors')) return fromSafetensors(loadSharded(p));
-  if (has('pytorch_model.bin.index.json')) return openBinIndex(p, path.join(p, 'pytorch_model.bin.index.json'));
-  if (has('pytorch_model.bin')) return openMany([path.join(p, 'pytorch_model.bin')]);
-  if (list(/\.safetensors$/).length) return fromSafetensors(loadSharded(p));
+  for (const [index, single] of [
+    ['model.safetensors.index.json', 'model.safetensors'],
+    ['pytorch_model.bin.index.json', 'pytorch_model.bin'],
+  ]) {
+    if (has(index)) return openIndex(p, path.join(p, index));
+    if (has(single)) return openMany([path.join(p, single)]);
+  }
+  const safetensors = list(/\.safetensors$/);
+  if (safetensors.length) return openMany(safetensors);
   const bins = list(BIN_EXT).filter((f) => !/(^|\/)(training_args|optimizer|scheduler|rng_state[^/]*)\.(bin|pt|pth)$/.test(f));
   if (bins.length) return openMany(bins);
   throw new Error(

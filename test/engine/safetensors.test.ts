@@ -7,13 +7,13 @@ import * as path from 'path';
 import {
   SafetensorsFile,
   dtypeSizes,
-  loadSharded,
   readSafetensorsHeader,
   typedView,
   writeSafetensors,
   type SafetensorsDtype,
   type TensorToWrite,
 } from '../../lib/io/safetensors';
+import { openStateDict } from '../../lib/io/state_dict';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../lib/io/half';
 import { TEST_DIR } from '../helpers';
 
@@ -286,7 +286,7 @@ t.test('sharded checkpoints', async (t) => {
   };
   const indexPath = path.join(dir, 'model.safetensors.index.json');
   fs.writeFileSync(indexPath, JSON.stringify(index));
-  const m = loadSharded(dir);
+  const m = openStateDict(dir);
   t.same(m.names().sort(), ['w.a', 'w.b', 'w.c']);
   t.same(m.metadata, { total_size: 28 });
   t.same(Array.from(m.readAsFloat32('w.a')), [1, 2, 3, 4]);
@@ -299,40 +299,40 @@ t.test('sharded checkpoints', async (t) => {
 
   // Tensor listed for a shard that lacks it.
   fs.writeFileSync(indexPath, JSON.stringify({ weight_map: { ...index.weight_map, 'w.b': 'model-00001-of-00002.safetensors' } }));
-  t.throws(() => loadSharded(dir), /'w.b' is listed for shard model-00001-of-00002.safetensors but that file does not contain it/);
+  t.throws(() => openStateDict(dir), /'w.b' is listed for shard model-00001-of-00002.safetensors but that file does not contain it/);
   // The same tensor in two shards.
   writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), {
     'w.b': { dtype: 'BF16', shape: [2], data: b },
     'w.a': { dtype: 'F32', shape: [2, 2], data: a },
   });
   fs.writeFileSync(indexPath, JSON.stringify(index));
-  t.throws(() => loadSharded(dir), /'w.a' is duplicated/);
+  t.throws(() => openStateDict(dir), /'w.a' is duplicated/);
   // Missing shard, path escapes, broken index.
   fs.writeFileSync(indexPath, JSON.stringify({ weight_map: { ...index.weight_map, 'w.d': 'model-00003-of-00003.safetensors' } }));
-  t.throws(() => loadSharded(dir), /missing shard .*model-00003-of-00003/);
+  t.throws(() => openStateDict(dir), /missing shard .*model-00003-of-00003/);
   fs.writeFileSync(indexPath, JSON.stringify({ weight_map: { 'w.a': '../x.safetensors' } }));
-  t.throws(() => loadSharded(dir), /invalid shard file/);
+  t.throws(() => openStateDict(dir), /invalid shard file/);
   fs.writeFileSync(indexPath, '{"weight_map": ');
-  t.throws(() => loadSharded(dir), /cannot parse/);
+  t.throws(() => openStateDict(dir), /cannot parse/);
   fs.writeFileSync(indexPath, '{}');
-  t.throws(() => loadSharded(dir), /no "weight_map"/);
+  t.throws(() => openStateDict(dir), /no "weight_map"/);
 
   // No index: model.safetensors wins (the fixture dir also holds reference.safetensors).
-  const fx = loadSharded(fixtures);
+  const fx = openStateDict(fixtures);
   t.equal(fx.names().length, 80);
   t.match(fx.fileOf('multi_modal_projector.linear_1.weight'), /model\.safetensors$/);
   fx.close();
   // No index and no model.safetensors: every *.safetensors is merged; duplicates rejected.
   fs.rmSync(indexPath);
-  t.throws(() => loadSharded(dir), /'w.a' is duplicated/);
+  t.throws(() => openStateDict(dir), /'w.a' is duplicated/);
   writeSafetensors(path.join(dir, 'model-00002-of-00002.safetensors'), { 'w.b': { dtype: 'BF16', shape: [2], data: b } });
-  t.same(loadSharded(dir).names().sort(), ['w.a', 'w.b', 'w.c']);
+  t.same(openStateDict(dir).names().sort(), ['w.a', 'w.b', 'w.c']);
   // A single file path works too; an empty or missing directory does not.
-  t.same(loadSharded(path.join(dir, 'model-00002-of-00002.safetensors')).names(), ['w.b']);
+  t.same(openStateDict(path.join(dir, 'model-00002-of-00002.safetensors')).names(), ['w.b']);
   const empty = path.join(tmp, 'empty');
   fs.mkdirSync(empty);
-  t.throws(() => loadSharded(empty), /has no model\.safetensors/);
-  t.throws(() => loadSharded(path.join(tmp, 'nope')), /does not exist/);
+  t.throws(() => openStateDict(empty), /has no safetensors/);
+  t.throws(() => openStateDict(path.join(tmp, 'nope')), /does not exist/);
 });
 
 t.test('half conversions', async (t) => {

@@ -9,7 +9,8 @@ import * as path from 'path';
 import * as L from '../../../lib';
 import { loadLlava, canonicalName, loadWeights } from '../../../lib/models/loader';
 import { LlavaForConditionalGeneration } from '../../../lib/models/llava';
-import { loadSharded, TensorSource } from '../../../lib/io/safetensors';
+import type { TensorSource } from '../../../lib/io/safetensors';
+import { openStateDict } from '../../../lib/io/state_dict';
 import { makeDemoData, DemoData } from '../../../lib/app/train/demo_data';
 import { LlavaDataset, DatasetSpec, collate, renderTrainingPrompt, DataError, CollatedBatch } from '../../../lib/app/train/dataset';
 import { tinyDatasetSpec } from '../../tiny_dataset';
@@ -90,7 +91,7 @@ t.test('collate: right padding, masks, labels, image order', async (t) => {
 t.test('both image schemes give the same loss on the same batch', async (t) => {
   const hf = loadLlava(FIX);
   const orig = new LlavaForConditionalGeneration({ ...hf.config, format: 'llava_llama', imageTokenIndex: -200 });
-  loadWeights(orig, [{ src: loadSharded(FIX) as TensorSource, rename: canonicalName }], { allowMissing: (n) => n.includes('post_layernorm') });
+  loadWeights(orig, [{ src: openStateDict(FIX) as TensorSource, rename: canonicalName }], { allowMissing: (n) => n.includes('post_layernorm') });
   try {
     const positions = [0, 12, 2, 5];
     const a = LlavaDataset.fromFile(demo.finetuneJson, spec(), { tokenizer: tok });
