@@ -116,78 +116,9 @@ template <typename V> inline void store(bf16* p, V v) { p->bits = f32_to_bf16(fl
 template <typename V> inline void store(f16* p, V v) { p->bits = f32_to_f16(float(v)); }
 template <typename V> inline void store(bool* p, V v) { *p = v != V(0); }
 
-// Run `body` with `T` bound to the storage type of dtype `dt` (floating types only).
-#define LLAVA_DISPATCH_FLOAT(args, dt, T, ...)                                               \
-  switch (dt) {                                                                              \
-    case ::llava::DType::F32: {                                                              \
-      using T = float;                                                                       \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    case ::llava::DType::F64: {                                                              \
-      using T = double;                                                                      \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    case ::llava::DType::BF16: {                                                             \
-      using T = ::llava::bf16;                                                               \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    case ::llava::DType::F16: {                                                              \
-      using T = ::llava::f16;                                                                \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    default:                                                                                 \
-      (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
-  }
-
-#define LLAVA_DISPATCH_ALL(args, dt, T, ...) \
-  switch (dt) {                              \
-    case ::llava::DType::F32: {              \
-      using T = float;                       \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    case ::llava::DType::F64: {              \
-      using T = double;                      \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    case ::llava::DType::BF16: {             \
-      using T = ::llava::bf16;               \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    case ::llava::DType::F16: {              \
-      using T = ::llava::f16;                \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    case ::llava::DType::I32: {              \
-      using T = int32_t;                     \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    case ::llava::DType::I64: {              \
-      using T = int64_t;                     \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    case ::llava::DType::U8: {               \
-      using T = uint8_t;                     \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    case ::llava::DType::BOOL: {             \
-      using T = bool;                        \
-      __VA_ARGS__;                           \
-      break;                                 \
-    }                                        \
-    default:                                 \
-      (args).fail("unknown dtype");          \
-  }
+// Run the body with `T` bound to the CPU storage type of dtype `dt` (kernel_api.h).
+#define LLAVA_DISPATCH_FLOAT(args, dt, T, ...) LLAVA_DISPATCH_FLOAT_AS(::llava::bf16, ::llava::f16, args, dt, T, __VA_ARGS__)
+#define LLAVA_DISPATCH_ALL(args, dt, T, ...) LLAVA_DISPATCH_ALL_AS(::llava::bf16, ::llava::f16, args, dt, T, __VA_ARGS__)
 
 #if LLAVA_AVX2
 // ---------------------------------------------------------------- 8-lane AVX2 helpers

@@ -131,6 +131,38 @@ std::vector<std::string> kernel_names(Device device);
 std::vector<std::string> duplicate_registrations();
 void check_registrations();
 
+// Dispatch on a dtype: runs the body with `T` bound to the storage type of `dt`. The 16-bit float types
+// differ by device (the CPU's bf16/f16 structs, CUDA's __nv_bfloat16/__half), so the device headers pass
+// them in: cpu_common.h defines LLAVA_DISPATCH_FLOAT/_ALL, cuda_common.cuh GPU_DISPATCH_FLOAT/_ALL.
+#define LLAVA_DTYPE_CASE(DT, TYPE, T, ...) \
+  case ::llava::DType::DT: {               \
+    using T = TYPE;                        \
+    __VA_ARGS__;                           \
+    break;                                 \
+  }
+#define LLAVA_DISPATCH_FLOAT_AS(BF16_T, F16_T, args, dt, T, ...)                            \
+  switch (dt) {                                                                              \
+    LLAVA_DTYPE_CASE(F32, float, T, __VA_ARGS__)                                             \
+    LLAVA_DTYPE_CASE(F64, double, T, __VA_ARGS__)                                            \
+    LLAVA_DTYPE_CASE(BF16, BF16_T, T, __VA_ARGS__)                                           \
+    LLAVA_DTYPE_CASE(F16, F16_T, T, __VA_ARGS__)                                             \
+    default:                                                                                 \
+      (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
+  }
+#define LLAVA_DISPATCH_ALL_AS(BF16_T, F16_T, args, dt, T, ...) \
+  switch (dt) {                                                 \
+    LLAVA_DTYPE_CASE(F32, float, T, __VA_ARGS__)                \
+    LLAVA_DTYPE_CASE(F64, double, T, __VA_ARGS__)               \
+    LLAVA_DTYPE_CASE(BF16, BF16_T, T, __VA_ARGS__)              \
+    LLAVA_DTYPE_CASE(F16, F16_T, T, __VA_ARGS__)                \
+    LLAVA_DTYPE_CASE(I32, int32_t, T, __VA_ARGS__)              \
+    LLAVA_DTYPE_CASE(I64, int64_t, T, __VA_ARGS__)              \
+    LLAVA_DTYPE_CASE(U8, uint8_t, T, __VA_ARGS__)               \
+    LLAVA_DTYPE_CASE(BOOL, bool, T, __VA_ARGS__)                \
+    default:                                                    \
+      (args).fail("unknown dtype");                             \
+  }
+
 struct KernelRegistrar {
   KernelRegistrar(const char* name, Device device, KernelFn fn) { register_kernel(name, device, std::move(fn)); }
 };

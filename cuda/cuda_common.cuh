@@ -146,78 +146,9 @@ uint16_t host_f32_to_f16(float f);  // backend.cu (RNE, like _cvtss_sh)
 template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
 inline bool aligned_to(const void* p, size_t bytes) { return (reinterpret_cast<uintptr_t>(p) % bytes) == 0; }
 
-// Dispatch on a dtype with T bound to the device storage type (mirrors LLAVA_DISPATCH_* of the CPU).
-#define GPU_DISPATCH_FLOAT(args, dt, T, ...)                                                 \
-  switch (dt) {                                                                              \
-    case ::llava::DType::F32: {                                                              \
-      using T = float;                                                                       \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    case ::llava::DType::F64: {                                                              \
-      using T = double;                                                                      \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    case ::llava::DType::BF16: {                                                             \
-      using T = __nv_bfloat16;                                                               \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    case ::llava::DType::F16: {                                                              \
-      using T = __half;                                                                      \
-      __VA_ARGS__;                                                                           \
-      break;                                                                                 \
-    }                                                                                        \
-    default:                                                                                 \
-      (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
-  }
-
-#define GPU_DISPATCH_ALL(args, dt, T, ...) \
-  switch (dt) {                            \
-    case ::llava::DType::F32: {            \
-      using T = float;                     \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    case ::llava::DType::F64: {            \
-      using T = double;                    \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    case ::llava::DType::BF16: {           \
-      using T = __nv_bfloat16;             \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    case ::llava::DType::F16: {            \
-      using T = __half;                    \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    case ::llava::DType::I32: {            \
-      using T = int32_t;                   \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    case ::llava::DType::I64: {            \
-      using T = int64_t;                   \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    case ::llava::DType::U8: {             \
-      using T = uint8_t;                   \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    case ::llava::DType::BOOL: {           \
-      using T = bool;                      \
-      __VA_ARGS__;                         \
-      break;                               \
-    }                                      \
-    default:                               \
-      (args).fail("unknown dtype");        \
-  }
+// Dispatch on a dtype with T bound to the device storage type (kernel_api.h).
+#define GPU_DISPATCH_FLOAT(args, dt, T, ...) LLAVA_DISPATCH_FLOAT_AS(__nv_bfloat16, __half, args, dt, T, __VA_ARGS__)
+#define GPU_DISPATCH_ALL(args, dt, T, ...) LLAVA_DISPATCH_ALL_AS(__nv_bfloat16, __half, args, dt, T, __VA_ARGS__)
 
 // Dispatch on an element size in bytes, U bound to an unsigned type of that size (raw moves).
 #define GPU_DISPATCH_BITS(args, nbytes, U, ...) \
