@@ -308,42 +308,49 @@ export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditio
   return model;
 }
 
-/** Load a plain CLIP vision checkpoint (CLIPModel or CLIPVisionModel). */
-export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
-  const cfg = visionConfigFrom(readConfig(path.join(dir, 'config.json')));
+/**
+ * A checkpoint of one sub-model (a plain CLIP or LLaMA repo): `attach` registers the model under the
+ * names its checkpoint uses on an empty holder module, so the canonical renaming applies as for LLaVA.
+ */
+function loadSubmodel<M>(dir: string, opts: LoadOptions, check: (s: Sources) => void, attach: (holder: Module) => M): M {
   const { sources, model: holder } = openChecked(
     () => [{ src: openStateDict(dir), rename: canonicalName }],
-    (s) => checkConfigAgainstCheckpoint(s, null, cfg),
+    check,
     () => new Module(),
   );
-  const m = holder
-    .registerModule('vision_tower', new Module())
-    .registerModule('vision_model', new CLIPVisionModel(cfg, { dtype: opts.dtype, device: opts.device }));
   try {
+    const m = attach(holder);
     loadWeights(holder, sources, { onProgress: opts.onProgress });
+    return m;
   } catch (e) {
     holder.dispose();
     throw e;
   }
-  return m;
+}
+
+/** Load a plain CLIP vision checkpoint (CLIPModel or CLIPVisionModel). */
+export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
+  const cfg = visionConfigFrom(readConfig(path.join(dir, 'config.json')));
+  return loadSubmodel(
+    dir,
+    opts,
+    (s) => checkConfigAgainstCheckpoint(s, null, cfg),
+    (holder) =>
+      holder
+        .registerModule('vision_tower', new Module())
+        .registerModule('vision_model', new CLIPVisionModel(cfg, { dtype: opts.dtype, device: opts.device })),
+  );
 }
 
 /** Load a plain LLaMA checkpoint (LlamaForCausalLM). */
 export function loadLlama(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
   const cfg = textConfigFrom(readConfig(path.join(dir, 'config.json')));
-  const { sources, model: holder } = openChecked(
-    () => [{ src: openStateDict(dir), rename: canonicalName }],
+  return loadSubmodel(
+    dir,
+    opts,
     (s) => checkConfigAgainstCheckpoint(s, cfg, null),
-    () => new Module(),
+    (holder) => holder.registerModule('language_model', new LlamaForCausalLM(cfg, { dtype: opts.dtype, device: opts.device })),
   );
-  const m = holder.registerModule('language_model', new LlamaForCausalLM(cfg, { dtype: opts.dtype, device: opts.device }));
-  try {
-    loadWeights(holder, sources, { onProgress: opts.onProgress });
-  } catch (e) {
-    holder.dispose();
-    throw e;
-  }
-  return m;
 }
 
 export const fromPretrained = loadLlava;
