@@ -362,36 +362,26 @@ const logLines = (out: string): number =>
         .filter((l) => l.trim()).length
     : 0;
 
-t.test('train: Ctrl-C finishes the step, saves a checkpoint, prints the resume command, exits 130', async (t) => {
-  const out = path.join(tmp, 'sigint');
+/** Starts a long finetune run into `out`, sends `signal` once a step is logged; the exit code and output. */
+async function interruptTraining(out: string, signal: NodeJS.Signals, extra: string[] = []) {
   const run = llavaBackground(
-    'train',
-    '--stage',
-    'finetune',
-    '--model',
-    FIX,
-    '--data',
-    demo.finetuneJson,
-    '--image-folder',
-    demo.imageFolder,
-    '--output',
-    out,
-    '--max-steps',
-    '100000',
-    '--batch-size',
-    '2',
-    '--lr',
-    '1e-4',
-    '--progress',
-    'none',
+    ...['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder],
+    ...['--output', out, '--max-steps', '100000', '--batch-size', '2', ...extra, '--progress', 'none'],
   );
   try {
     await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
-    run.child.kill('SIGINT');
-    t.equal(await run.exited, 130, run.err);
+    run.child.kill(signal);
+    const code = await run.exited;
+    return Object.assign(run, { code });
   } finally {
     if (run.child.exitCode === null) run.child.kill('SIGKILL');
   }
+}
+
+t.test('train: Ctrl-C finishes the step, saves a checkpoint, prints the resume command, exits 130', async (t) => {
+  const out = path.join(tmp, 'sigint');
+  const run = await interruptTraining(out, 'SIGINT', ['--lr', '1e-4']);
+  t.equal(run.code, 130, run.err);
   t.match(run.err, /\[train\] SIGINT: finishing the current optimizer step, then saving a checkpoint/);
   const n = logLines(out);
   t.match(run.out, new RegExp(`\\[train\\] stopped by SIGINT at step ${n}/100000; checkpoint .*checkpoint-${n}`));
@@ -410,32 +400,8 @@ t.test('train: Ctrl-C finishes the step, saves a checkpoint, prints the resume c
 
 t.test('train: SIGTERM stops the same way (exit 143)', async (t) => {
   const out = path.join(tmp, 'sigterm');
-  const run = llavaBackground(
-    'train',
-    '--stage',
-    'finetune',
-    '--model',
-    FIX,
-    '--data',
-    demo.finetuneJson,
-    '--image-folder',
-    demo.imageFolder,
-    '--output',
-    out,
-    '--max-steps',
-    '100000',
-    '--batch-size',
-    '2',
-    '--progress',
-    'none',
-  );
-  try {
-    await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
-    run.child.kill('SIGTERM');
-    t.equal(await run.exited, 143, run.err);
-  } finally {
-    if (run.child.exitCode === null) run.child.kill('SIGKILL');
-  }
+  const run = await interruptTraining(out, 'SIGTERM');
+  t.equal(run.code, 143, run.err);
   const n = logLines(out);
   t.ok(fs.existsSync(path.join(out, `checkpoint-${n}`, 'trainer_state.json')), `checkpoint-${n} saved`);
   t.match(run.out, /\[train\] to resume: .*--resume/);
