@@ -187,36 +187,26 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
     });
     const common = { progress: o.progress ?? ('auto' as const), log, baseModelDir: modelDir, warmupRatio: 0.03, seed: DEMO_SEED };
 
+    const runStage = async (stage: 1 | 2, json: string, maxSteps: number) => {
+      const s = STAGES[stage];
+      const ds = LlavaDataset.fromFile(json, spec(s.template), { tokenizer: tok });
+      const { lr, globalBatch, microBatch, gradAccum } = s;
+      const tr = new Trainer(model, ds, {
+        ...common,
+        ...{ stage, lr, globalBatch, microBatch, gradAccum, maxSteps },
+        outputDir: path.join(outDir, `stage${stage}`),
+        label: `stage ${stage}`,
+      });
+      try {
+        return await tr.train();
+      } finally {
+        tr.dispose();
+      }
+    };
     log('\n== stage 1: feature alignment (projector only, plain captions) ==');
-    const ds1 = LlavaDataset.fromFile(data.pretrainJson, spec(STAGES[1].template), { tokenizer: tok });
-    const t1 = new Trainer(model, ds1, {
-      ...common,
-      stage: 1,
-      lr: STAGES[1].lr,
-      globalBatch: STAGES[1].globalBatch,
-      microBatch: STAGES[1].microBatch,
-      maxSteps: stage1Steps,
-      outputDir: path.join(outDir, 'stage1'),
-      label: 'stage 1',
-    });
-    const r1 = await t1.train();
-    t1.dispose();
-
+    const r1 = await runStage(1, data.pretrainJson, stage1Steps);
     log('\n== stage 2: instruction tuning (projector + language model, v1 template) ==');
-    const ds2 = LlavaDataset.fromFile(data.finetuneJson, spec(STAGES[2].template), { tokenizer: tok });
-    const t2 = new Trainer(model, ds2, {
-      ...common,
-      stage: 2,
-      lr: STAGES[2].lr,
-      globalBatch: STAGES[2].globalBatch,
-      microBatch: STAGES[2].microBatch,
-      gradAccum: STAGES[2].gradAccum,
-      maxSteps: stage2Steps,
-      outputDir: path.join(outDir, 'stage2'),
-      label: 'stage 2',
-    });
-    const r2 = await t2.train();
-    t2.dispose();
+    const r2 = await runStage(2, data.finetuneJson, stage2Steps);
 
     log('');
     log(`stage 1 loss: first ${r1.firstLoss.toFixed(3)} -> last ${r1.lastLoss.toFixed(3)} (${r1.steps} steps, ${r1.seconds.toFixed(1)} s)`);
