@@ -11,26 +11,10 @@
 namespace llava {
 namespace isa {
 
-// 12 x 32 f32 tile in 24 zmm accumulators; the A broadcasts fold into the FMAs ({1to16}).
-void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
-                            const float* bias) {
-  constexpr int MR = 12, NR = 32;
-  __m512 c[MR][2];
-#pragma GCC unroll 12
-  for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
-  for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
-#pragma GCC unroll 4
-  for (int64_t k = 0; k < kc; k++) {
-    __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      __m512 a = _mm512_set1_ps(A[r]);
-      c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
-      c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
-    }
-    A += MR;
-    B += NR;
-  }
+// Writes a finished 12 x 32 accumulator tile: on the first k block C = acc + bias + beta * C, after it
+// C += acc.
+__attribute__((always_inline)) static inline void store_tile_12x32(__m512 (&c)[12][2], float* C, int64_t ldc, bool first, float beta, const float* bias) {
+  constexpr int MR = 12;
   if (first) {
     __m512 bb0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
     __m512 bb1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
@@ -54,6 +38,29 @@ void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C
       _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), c[r][1]));
     }
   }
+}
+
+// 12 x 32 f32 tile in 24 zmm accumulators; the A broadcasts fold into the FMAs ({1to16}).
+void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
+                            const float* bias) {
+  constexpr int MR = 12, NR = 32;
+  __m512 c[MR][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; k++) {
+    __m512 b0 = _mm512_load_ps(B), b1 = _mm512_load_ps(B + 16);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      __m512 a = _mm512_set1_ps(A[r]);
+      c[r][0] = _mm512_fmadd_ps(a, b0, c[r][0]);
+      c[r][1] = _mm512_fmadd_ps(a, b1, c[r][1]);
+    }
+    A += MR;
+    B += NR;
+  }
+  store_tile_12x32(c, C, ldc, first, beta, bias);
 }
 
 // bf16 x bf16 -> f32, 12 x 32 tile: vdpbf16ps multiplies a pair of bf16 along k and adds both
@@ -82,29 +89,7 @@ __attribute__((target("avx512bf16"))) void bf16gemm_ukr_avx512_12x32(int64_t kp,
     A += 2 * MR;
     B += 64;
   }
-  if (first) {
-    __m512 bb0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-    __m512 bb1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-    __m512 vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      float* cr = C + r * ldc;
-      __m512 v0 = _mm512_add_ps(c[r][0], bb0), v1 = _mm512_add_ps(c[r][1], bb1);
-      if (beta != 0.f) {
-        v0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr), v0);
-        v1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr + 16), v1);
-      }
-      _mm512_storeu_ps(cr, v0);
-      _mm512_storeu_ps(cr + 16, v1);
-    }
-  } else {
-#pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      float* cr = C + r * ldc;
-      _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c[r][0]));
-      _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), c[r][1]));
-    }
-  }
+  store_tile_12x32(c, C, ldc, first, beta, bias);
 }
 
 // B panel for the bf16 tile from 32 contiguous columns (row stride sk): rows k and k+1 interleaved
