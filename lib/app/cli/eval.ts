@@ -15,7 +15,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Command, Option } from 'commander';
-import { UsageError, floatArg, intArg, mustDir, mustFile, runAction } from './util';
+import { UsageError, floatArg, intArg, mustDir, mustFile, mustTemplateName, runAction } from './util';
 import { DEVICES, INFERENCE_DTYPES } from '../util/runtime';
 import type { SqaPidSplits, SqaProblems } from '../eval/scienceqa';
 import type { BenchKind, ReviewLike, ReviewSummaryRow } from '../eval/llava_bench';
@@ -93,24 +93,14 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
   mustDir(o.imageFolder, 'image folder');
   mustWritable(o.answersFile, 'answers file');
   if (o.chunkIdx >= o.numChunks) throw new UsageError(`--chunk-idx ${o.chunkIdx} must be below --num-chunks ${o.numChunks}`);
-  const { TEMPLATE_NAMES } = await import('../processing/conversation');
-  const { CHAT_TEMPLATE } = await import('../processing/chat_template');
-  if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template) && o.template !== CHAT_TEMPLATE)
-    throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')}, ${CHAT_TEMPLATE})`);
+  await mustTemplateName(o.template);
   // Read the questions before the model loads: a bad file fails fast.
   const set: import('../eval/answer').QuestionSet =
     kind === 'sqa'
       ? { kind, questions: (await import('../eval/scienceqa')).readSqaQuestions(o.questions) }
       : { kind, questions: (await import('../eval/llava_bench')).readBenchQuestions(o.questions) };
   const G = await import('../eval/answer');
-  const m = G.loadEvalModel(o.model, {
-    device: o.device,
-    dtype: o.dtype,
-    visionTower: o.visionTower,
-    modelBase: o.modelBase,
-    load8bit: o.load8bit,
-    load4bit: o.load4bit,
-  });
+  const m = G.loadEvalModel(o.model, o);
   try {
     const template = o.template ?? m.template;
     c.out(

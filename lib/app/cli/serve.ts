@@ -19,7 +19,7 @@
 //   (better: a key on the command line shows in `ps`), --cors, --max-connections and the two timeouts
 //   (seconds here, milliseconds in ServeOptions). An empty key means none.
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { UsageError, intArg, mustDir, mustModelDir, runAction } from './util';
+import { UsageError, intArg, mustDir, mustModelDir, mustTemplateName, runAction } from './util';
 import { DEVICES, INFERENCE_DTYPES } from '../util/runtime';
 
 interface ServeCliOptions {
@@ -52,12 +52,10 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
   mustModelDir(o.model);
   if (o.visionTower) mustDir(o.visionTower, 'vision tower directory');
   if (o.host !== undefined && o.host.trim() === '') throw new UsageError('--host must not be empty');
-  const { TEMPLATE_NAMES } = await import('../processing/conversation');
-  const { CHAT_TEMPLATE } = await import('../processing/chat_template');
-  if (o.template !== undefined && !TEMPLATE_NAMES.includes(o.template) && o.template !== CHAT_TEMPLATE)
-    throw new UsageError(`unknown template '${o.template}' (${TEMPLATE_NAMES.join(', ')}, ${CHAT_TEMPLATE})`);
+  await mustTemplateName(o.template);
 
   const { startServer, parseCors } = await import('../serve/server');
+  const { modelLoadOptions } = await import('../processing/session');
   let cors: string[] | '*' | undefined;
   try {
     cors = o.cors === undefined ? undefined : parseCors(o.cors);
@@ -75,12 +73,7 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     port: o.port,
     template: o.template,
     aspect: o.aspect,
-    device: o.device,
-    dtype: o.dtype,
-    visionTower: o.visionTower,
-    modelBase: o.modelBase,
-    load8bit: o.load8bit,
-    load4bit: o.load4bit,
+    ...modelLoadOptions(o),
     apiKey: apiKey || undefined,
     cors,
     maxConnections: o.maxConnections,

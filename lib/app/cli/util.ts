@@ -47,6 +47,14 @@ export function mustModelDir(p: string): string {
   return p;
 }
 
+/** --template: a hand-written template's name or 'chat_template' (the checkpoint's Jinja one), if given. */
+export async function mustTemplateName(name: string | undefined): Promise<void> {
+  const { TEMPLATE_NAMES } = await import('../processing/conversation');
+  const { CHAT_TEMPLATE } = await import('../processing/chat_template');
+  if (name !== undefined && !TEMPLATE_NAMES.includes(name) && name !== CHAT_TEMPLATE)
+    throw new UsageError(`unknown template '${name}' (${TEMPLATE_NAMES.join(', ')}, ${CHAT_TEMPLATE})`);
+}
+
 /** Where a failed action reports (tests pass their own; default: stderr, process.env, process.exitCode). */
 export interface ActionIO {
   err?: (s: string) => void;

@@ -34,7 +34,7 @@ import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, type AspectMode } from '../processing/image';
 import { appendMessage, getTemplate, render, stopString } from '../processing/conversation';
-import { LlavaSession, defaultAspect } from '../processing/session';
+import { LlavaSession, defaultAspect, modelLoadOptions, type ModelLoadOptions } from '../processing/session';
 import { CHAT_TEMPLATE, readChatTemplate, renderJinjaPrompt, type JinjaTemplate } from '../processing/chat_template';
 import { readTrainingRecord } from '../processing/training_record';
 import { generate, encodePrompt, type GenerateResult } from '../inference/generate';
@@ -77,29 +77,14 @@ export function defaultEvalTemplate(model: LlavaForConditionalGeneration, dir?: 
   return model.config.format === 'llava-hf' ? 'llava_hf' : 'vicuna_v1';
 }
 
-export interface LoadEvalModelOptions {
-  device?: string;
-  dtype?: string;
-  /** CLIP directory for original llava_llama checkpoints. */
-  visionTower?: string;
-  /** LoRA adapter in `dir` over this base; int8 / NF4 language model (session.ts WeightOptions). */
-  modelBase?: string;
-  load8bit?: boolean;
-  load4bit?: boolean;
-}
+/** Device, dtype, vision tower (original llava_llama checkpoints), LoRA base and int8 / NF4 (session.ts). */
+export type LoadEvalModelOptions = ModelLoadOptions;
 
 /** Loads model, tokenizer and image processor from a model directory (an LlavaSession: the vision tower
  *  and its preprocessor config are found as chat, serve and train find them). */
 export function loadEvalModel(dir: string, o: LoadEvalModelOptions = {}): EvalModel {
   if (!fs.existsSync(path.join(dir, 'config.json'))) throw new EvalError(`${dir} is not a model directory (no config.json)`);
-  const s = LlavaSession.load(dir, {
-    device: o.device,
-    dtype: o.dtype,
-    visionTower: o.visionTower,
-    modelBase: o.modelBase,
-    load8bit: o.load8bit,
-    load4bit: o.load4bit,
-  });
+  const s = LlavaSession.load(dir, modelLoadOptions(o));
   return {
     model: s.model,
     tokenizer: s.tokenizer,

@@ -12,7 +12,7 @@
 import * as fs from 'fs';
 import * as readline from 'readline';
 import type { Tensor } from '../../core/tensor';
-import { LlavaSession } from '../processing/session';
+import { LlavaSession, modelLoadOptions } from '../processing/session';
 import { decodeImage, type AspectMode } from '../processing/image';
 import { generate, encodePrompt } from './generate';
 import { DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE } from '../../constants';
@@ -59,16 +59,7 @@ function checkImageFile(image: string | undefined): void {
 export function openChatSession(
   o: Pick<ChatOptions, 'model' | 'template' | 'device' | 'dtype' | 'visionTower' | 'aspect' | 'modelBase' | 'load8bit' | 'load4bit'>,
 ): LlavaSession {
-  return LlavaSession.load(o.model, {
-    device: o.device,
-    dtype: o.dtype,
-    template: o.template,
-    visionTower: o.visionTower,
-    aspect: o.aspect,
-    modelBase: o.modelBase,
-    load8bit: o.load8bit,
-    load4bit: o.load4bit,
-  });
+  return LlavaSession.load(o.model, { ...modelLoadOptions(o), template: o.template, aspect: o.aspect });
 }
 
 /** The image as chat feeds it to the model: a kept [1, 3, S, S] tensor (the caller disposes it). */

@@ -26,7 +26,7 @@ import { LlavaForConditionalGeneration } from '../../models/llava';
 import { AdamW } from '../../optim/adamw';
 import { Tokenizer } from '../processing/tokenizer';
 import { generate } from './generate';
-import { LlavaSession } from '../processing/session';
+import { LlavaSession, modelLoadOptions } from '../processing/session';
 import { checkRuntime } from '../util/runtime';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
 
@@ -391,16 +391,7 @@ export async function runVerify(o: VerifyOptions): Promise<number> {
   const t0 = Date.now();
   try {
     // Only greedy decoding needs the tokenizer (its row says so when there is none); no images are read.
-    session = LlavaSession.load(o.model, {
-      device,
-      dtype,
-      visionTower: o.visionTower,
-      tokenizer: 'optional',
-      images: false,
-      modelBase: o.modelBase,
-      load8bit: o.load8bit,
-      load4bit: o.load4bit,
-    });
+    session = LlavaSession.load(o.model, { ...modelLoadOptions(o), device, dtype, tokenizer: 'optional', images: false });
     const model = session.model;
     const { rows, unchecked } = await verifyModel(model, session.tokenizerOrNull, ref, tol);
     log(`model ${o.model} (${model.config.format}), ${dtype} on ${device}; reference ${o.reference}`);

@@ -172,6 +172,15 @@ export interface SessionOptions {
 /** The loading options of a session (what chat, serve, eval and verify pass through). */
 export type WeightOptions = Pick<SessionOptions, 'modelBase' | 'load8bit' | 'load4bit'>;
 
+/** What a command's options say about where and how the model loads (device, dtype, vision tower, weights). */
+export type ModelLoadOptions = Pick<SessionOptions, 'device' | 'dtype' | 'visionTower'> & WeightOptions;
+
+/** The ModelLoadOptions part of a command's options, nothing else. */
+export function modelLoadOptions(o: ModelLoadOptions): ModelLoadOptions {
+  const { device, dtype, visionTower, modelBase, load8bit, load4bit } = o;
+  return { device, dtype, visionTower, modelBase, load8bit, load4bit };
+}
+
 /** Checks --model-base / --load-8bit / --load-4bit against `dir`; returns whether `dir` is an adapter. */
 function checkWeightOptions(dir: string, o: SessionOptions): boolean {
   if (o.load8bit && o.load4bit) throw new Error('[session] --load-8bit and --load-4bit exclude each other');
