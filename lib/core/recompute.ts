@@ -63,7 +63,7 @@ export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Te
   const forced = !wanted.some(Boolean);
   if (forced) present[0].requiresGrad = true;
   try {
-    return record(
+    const res = record(
       'checkpoint',
       out,
       present,
@@ -96,6 +96,10 @@ export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Te
       },
       present,
     );
+    // The parameters get their gradients inside the vjp's own backward: the outer pass must know, for its
+    // grad-ready hooks (autograd.ts).
+    if (res.gradFn) res.gradFn.innerLeaves = params.filter((p) => p.requiresGrad);
+    return res;
   } finally {
     if (forced) present[0].requiresGrad = false;
   }
