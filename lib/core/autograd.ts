@@ -188,7 +188,9 @@ function backwardPass(root: Tensor, grad: Tensor, opts: BackwardOptions, rawOps:
       const p = hookPass;
       if (p && gradHooks.has(leaf)) {
         if (p.fired.has(leaf))
-          throw new Error('[backward] a gradient reached a leaf after its grad-ready hook ran (a checkpointed block did not list it among its params?)');
+          throw new Error(
+            '[backward] a gradient reached a leaf after its grad-ready hook ran (a checkpointed block did not list it among its params?)',
+          );
         p.touched.add(leaf);
       }
       return rawOps.accumulate(leaf, g);

@@ -60,6 +60,7 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 interface RunFile {
   losses: number[];
+  buckets: { duringBackward: number; total: number };
   weights: Record<string, number[]>;
   globalBatch: number;
 }
@@ -100,7 +101,8 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/zero2 = ddp, sharded 
   init.dispose();
   t.ok(frozen.length > 0, `${frozen.length} frozen parameters (vision tower)`);
 
-  const runs = Object.fromEntries(['ddp', 'zero1', 'zero2'].map((s) => [s, JSON.parse(fs.readFileSync(path.join(out, `${s}.json`), 'utf8')) as RunFile]));
+  const names = ['ddp', 'ddp-after-backward', 'zero1', 'zero2', 'zero2-after-backward'];
+  const runs = Object.fromEntries(names.map((s) => [s, JSON.parse(fs.readFileSync(path.join(out, `${s}.json`), 'utf8')) as RunFile]));
   t.equal(runs.ddp.globalBatch, 2, 'global batch = micro x accumulation x world');
   t.equal(runs.ddp.losses.length, STEPS);
   const worst = (a: RunFile, refLoss: number[], refWeights: Map<string, ArrayLike<number>>): [number, number] => [
@@ -111,18 +113,23 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/zero2 = ddp, sharded 
   t.ok(dl <= 1e-6, `ddp losses vs one process: rel diff ${dl.toExponential(2)}`);
   t.ok(dw <= 1e-6, `ddp weights vs one process: worst rel diff ${dw.toExponential(2)}`);
   const ddpW = new Map(Object.entries(runs.ddp.weights));
-  for (const s of ['zero1', 'zero2']) {
+  for (const s of names.slice(1)) {
     const [l, w] = worst(runs[s], runs.ddp.losses, ddpW);
-    t.ok(l <= 1e-6 && w <= 1e-6, `${s} vs ddp: losses ${l.toExponential(2)}, weights ${w.toExponential(2)}`);
+    t.ok(l <= 1e-6 && w <= 1e-6, `${s} vs ddp (small buckets started during backward): losses ${l.toExponential(2)}, weights ${w.toExponential(2)}`);
   }
-  for (const s of ['ddp', 'zero1', 'zero2'])
+  for (const s of ['ddp', 'zero2']) {
+    const b = runs[s].buckets;
+    t.ok(b.total >= 3 * STEPS && b.duringBackward === b.total, `${s}: all ${b.total} buckets of the ${STEPS} steps started during backward`);
+  }
+  for (const s of ['ddp-after-backward', 'zero2-after-backward']) t.equal(runs[s].buckets.duringBackward, 0, `${s}: none during backward`);
+  for (const s of names)
     t.ok(
       frozen.every((n) => Buffer.compare(Buffer.from(Float32Array.from(runs[s].weights[n]).buffer), Buffer.from(initW.get(n)!.buffer)) === 0),
       `${s}: frozen parameters bit-identical`,
     );
   t.ok(ranks[0].ckFiles.includes('optimizer.rank-0-of-2.safetensors') && ranks[0].ckFiles.includes('optimizer.rank-1-of-2.safetensors'), 'one optimizer shard per rank');
   for (const r of ranks) {
-    t.equal(r.live.tensors[1], r.live.tensors[0], `rank ${r.rank}: live tensors flat across 5 trainings (${r.live.tensors[0]})`);
+    t.equal(r.live.tensors[1], r.live.tensors[0], `rank ${r.rank}: live tensors flat across 8 trainings (${r.live.tensors[0]})`);
     t.ok(r.live.bytes[1] <= r.live.bytes[0], `rank ${r.rank}: live CPU bytes do not grow (${r.live.bytes[0]} -> ${r.live.bytes[1]})`);
   }
   t.same(

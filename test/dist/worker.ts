@@ -101,18 +101,26 @@ function collectives(pg: L.dist.ProcessGroup): Record<string, unknown> {
   return out;
 }
 
-async function train(pg: L.dist.ProcessGroup, strategy: Strategy, o: { outputDir?: string; until?: number; resume?: boolean } = {}) {
+// Small buckets (the tiny model is ~1 MB): several buckets, started during backward by the grad hooks.
+const SMALL = { bucketMB: 0.05 };
+
+async function train(
+  pg: L.dist.ProcessGroup,
+  strategy: Strategy,
+  o: { outputDir?: string; until?: number; resume?: boolean; bucketMB?: number; overlap?: boolean } = {},
+) {
   const model = loadLlava(FIX);
-  const par = new DataParallel(pg, strategy);
+  const par = new DataParallel(pg, strategy, { bucketMB: o.bucketMB, overlap: o.overlap });
   par.checkSame('model config', model.config);
   const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), gradAccum: 1, parallel: par, outputDir: o.outputDir, plot: false });
   if (o.resume) tr.resume(findCheckpoint(o.outputDir!)!);
   const r = await tr.train({ untilStep: o.until });
+  const buckets = par.bucketCounts;
   const weights = Object.fromEntries(model.namedParameters().map(([n, p]) => [n, Array.from(p.dataSync() as Float32Array)]));
   tr.dispose();
   par.dispose();
   model.dispose();
-  return { losses: r.history.map((h) => h.loss), weights, globalBatch: tr.globalBatch };
+  return { losses: r.history.map((h) => h.loss), weights, globalBatch: tr.globalBatch, buckets };
 }
 
 async function main(): Promise<void> {
@@ -129,17 +137,24 @@ async function main(): Promise<void> {
   }
   const res: Record<string, unknown> = { rank: pg.rank, world: pg.worldSize, collectives: collectives(pg) };
   const before = L.memory();
-  for (const s of ['ddp', 'zero1', 'zero2'] as Strategy[]) {
-    const r = await train(pg, s);
-    if (pg.rank === 0) fs.writeFileSync(path.join(job.out, `${s}.json`), JSON.stringify(r));
-    res[s] = r.losses;
+  const runs: [string, Strategy, { bucketMB?: number; overlap?: boolean }][] = [
+    ['ddp', 'ddp', SMALL],
+    ['ddp-after-backward', 'ddp', { overlap: false }], // one 25 MB bucket, reduced after backward
+    ['zero1', 'zero1', SMALL],
+    ['zero2', 'zero2', SMALL],
+    ['zero2-after-backward', 'zero2', { ...SMALL, overlap: false }],
+  ];
+  for (const [name, s, o] of runs) {
+    const r = await train(pg, s, o);
+    if (pg.rank === 0) fs.writeFileSync(path.join(job.out, `${name}.json`), JSON.stringify(r));
+    res[name] = r.losses;
   }
   // Frozen parameters (the vision tower in stage 2) stay bit-identical: compare against a fresh load after a run.
   // zero2 checkpoint after step `steps - 1`, resumed for the last step.
   const ck = path.join(job.out, 'ck');
-  await train(pg, 'zero2', { outputDir: ck, until: job.steps - 1 });
+  await train(pg, 'zero2', { ...SMALL, outputDir: ck, until: job.steps - 1 });
   res.ckFiles = fs.readdirSync(findCheckpoint(ck)!).sort();
-  const resumed = await train(pg, 'zero2', { outputDir: ck, resume: true });
+  const resumed = await train(pg, 'zero2', { ...SMALL, outputDir: ck, resume: true });
   res.resumedLosses = resumed.losses;
   {
     // A stop asked on rank 1 only (its signal): both ranks stop after the same step.

@@ -48,11 +48,7 @@ t.test('checkpointed blocks: their params fire after the recompute, undeclared o
   const w2 = leaf([4, 5]);
   const x = leaf([1, 1]);
   const order: string[] = [];
-  const rm = [
-    onGradReady(w1, () => order.push('w1')),
-    onGradReady(w2, () => order.push('w2')),
-    onGradReady(x, () => order.push('x')),
-  ];
+  const rm = [onGradReady(w1, () => order.push('w1')), onGradReady(w2, () => order.push('w2')), onGradReady(x, () => order.push('x'))];
   L.tidy(() => {
     const h = checkpoint((v) => L.mul(v!, w1), [x], [w1]); // declared
     const y = checkpoint((v) => L.mul(v!, w2), [h], []); // w2 hidden in the closure
@@ -75,7 +71,10 @@ t.test('a gradient after the hook fired is an error; hooks need leaves', (t) => 
   t.throws(
     () =>
       L.tidy(() => {
-        const y = L.mul(checkpoint((v) => L.mul(v!, w), [x], []), w);
+        const y = L.mul(
+          checkpoint((v) => L.mul(v!, w), [x], []),
+          w,
+        );
         L.sum(y).backward();
       }),
     /reached a leaf after its grad-ready hook ran/,

@@ -355,6 +355,7 @@ export class Trainer {
       if (!e) break;
       this.state.batchInEpoch++;
       if (!e.batch) continue;
+      this.parallel?.beforeMicroBatch(i, k);
       const l = this.microStep(e.batch, 1 / k);
       if (!Number.isFinite(l)) {
         this.optimizer.zeroGrad();
@@ -366,13 +367,17 @@ export class Trainer {
       samples += e.batch.ids.length;
       tokens += e.batch.supervisedTokens;
     }
-    if (this.parallel) [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
+    if (this.parallel) {
+      this.parallel.flushGrads(); // the gradient buckets go before any other collective of the step
+      [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
+    }
     this.state.samplesSeen += samples;
     this.state.tokensSeen += tokens;
     if (n === 0) return null;
-    if (n < k) this.scaleGrads(k / n); // dropped micro-batches: average over the ones that ran
+    // Dropped micro-batches: average over the ones that ran (distributed: on the summed gradients).
+    if (this.parallel) this.parallel.syncGrads(n < k ? k / n : 1);
+    else if (n < k) this.scaleGrads(k / n);
     const params = this.trainable.map(([, p]) => p);
-    this.parallel?.syncGrads(params);
     let gradNorm: number | undefined;
     if (this.opts.maxGradNorm > 0)
       gradNorm = this.parallel ? this.parallel.clipGradNorm(params, this.opts.maxGradNorm) : clipGradNorm(params, this.opts.maxGradNorm);
