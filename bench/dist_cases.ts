@@ -3,7 +3,8 @@
 // the processes). Reports tokens/s of the whole job and the scaling efficiency
 // tokens_per_s(2) / (2 x tokens_per_s(1)); two processes run ddp and zero2 with their gradient buckets
 // reduced after backward (the baseline) and started during backward by the grad hooks, each with 0.05 MB
-// buckets (8 per step on the tiny model). Skipped, with the reason, without mpirun.
+// buckets (8 per step on the tiny model), and zero3 (one unit per decoder layer, gathered for forward and
+// again for the recomputed backward). Skipped, with the reason, without mpirun.
 import * as path from 'path';
 import { spawnSync, execFileSync } from 'child_process';
 import { emit, type BenchOptions } from './harness';
@@ -35,6 +36,7 @@ export function runDistCases(o: BenchOptions): void {
     [2, 'ddp', 'during'],
     [2, 'zero2', 'after-backward'],
     [2, 'zero2', 'during'],
+    [2, 'zero3', 'during'],
   ];
   for (const [n, strategy, when] of cases) {
     const args = ['-np', String(n), '--oversubscribe', '--bind-to', 'none', process.execPath, ...(ts ? ['--import', 'tsx'] : [])];

@@ -80,7 +80,8 @@ t.test('a world of one: collectives are the identity; errors name the cause', as
     /NCCL is not available|no CUDA support/,
   );
   const fake = { rank: 0, worldSize: 2 } as unknown as ProcessGroup;
-  t.throws(() => new DataParallel(fake, 'zero3'), /zero3 .* not supported yet/);
+  t.throws(() => new DataParallel(fake, 'zero4' as 'zero3'), /unknown --distributed 'zero4'/);
+  t.throws(() => new DataParallel(fake, 'ddp', { bucketMB: 0 }), /bucket size must be a positive number of MB/);
 });
 
 t.test('NCCL library search order', async (t) => {

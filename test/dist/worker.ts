@@ -112,15 +112,17 @@ async function train(
   const model = loadLlava(FIX);
   const par = new DataParallel(pg, strategy, { bucketMB: o.bucketMB, overlap: o.overlap });
   par.checkSame('model config', model.config);
-  const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), gradAccum: 1, parallel: par, outputDir: o.outputDir, plot: false });
+  const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), gradAccum: 1, parallel: par, outputDir: o.outputDir, plot: false, baseModelDir: FIX });
   if (o.resume) tr.resume(findCheckpoint(o.outputDir!)!);
   const r = await tr.train({ untilStep: o.until });
   const buckets = par.bucketCounts;
-  const weights = Object.fromEntries(model.namedParameters().map(([n, p]) => [n, Array.from(p.dataSync() as Float32Array)]));
+  // zero3: between steps the trainable parameters hold no memory (only this rank's shard exists).
+  const zero3 = par.zero3Stats && { ...par.zero3Stats, released: tr.trainable.filter(([, p]) => p.isReleased).length, trainable: tr.trainable.length };
   tr.dispose();
-  par.dispose();
+  par.dispose(); // zero3 makes the parameters whole again
+  const weights = Object.fromEntries(model.namedParameters().map(([n, p]) => [n, Array.from(p.dataSync() as Float32Array)]));
   model.dispose();
-  return { losses: r.history.map((h) => h.loss), weights, globalBatch: tr.globalBatch, buckets };
+  return { losses: r.history.map((h) => h.loss), weights, globalBatch: tr.globalBatch, buckets, zero3 };
 }
 
 async function main(): Promise<void> {
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
     ['zero1', 'zero1', SMALL],
     ['zero2', 'zero2', SMALL],
     ['zero2-after-backward', 'zero2', { ...SMALL, overlap: false }],
+    ['zero3', 'zero3', {}],
   ];
   for (const [name, s, o] of runs) {
     const r = await train(pg, s, o);
@@ -156,6 +159,12 @@ async function main(): Promise<void> {
   res.ckFiles = fs.readdirSync(findCheckpoint(ck)!).sort();
   const resumed = await train(pg, 'zero2', { ...SMALL, outputDir: ck, resume: true });
   res.resumedLosses = resumed.losses;
+  // The same for zero3, whose resumed run ends with the consolidated export (rank 0 writes what it trained).
+  const ck3 = path.join(job.out, 'ck3');
+  await train(pg, 'zero3', { outputDir: ck3, until: job.steps - 1 });
+  const resumed3 = await train(pg, 'zero3', { outputDir: ck3, resume: true });
+  res.resumedLosses3 = resumed3.losses;
+  if (pg.rank === 0) fs.writeFileSync(path.join(job.out, 'zero3-resumed.json'), JSON.stringify(resumed3));
   {
     // A stop asked on rank 1 only (its signal): both ranks stop after the same step.
     const model = loadLlava(FIX);

@@ -111,7 +111,7 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   // Runtime and model (the native addon loads here).
   const { device, dtype } = checkRuntime(s.device, s.dtype, { dtypes: TRAIN_DTYPES, area: 'train' });
   const { joinJob } = await import('../train/distributed');
-  const parallel = await joinJob({ strategy: s.distributed, timeoutS: s.distTimeout, device });
+  const parallel = await joinJob({ strategy: s.distributed, timeoutS: s.distTimeout, bucketMB: s.distBucketMb, device });
   try {
     await trainOn(s, flags, fromCheckpoint.taken, device, dtype, parallel);
   } catch (e) {

@@ -17,7 +17,8 @@
 //   (chunk r of every bucket). Each rank updates its shard, then the weights are all-gathered per bucket.
 // - zero2: as zero1, but each bucket is reduce-scattered during backward and the full gradients are freed
 //   as they are packed: a rank keeps the summed gradient of its shard only.
-// - zero3 (parameters sharded and gathered per layer) is not implemented: refused with that message.
+// - zero3: as zero2, and the parameters are sharded too: each decoder layer's weights are all-gathered
+//   just before its forward and again for its recomputed backward, freed after (dist_zero3.ts).
 // Frozen parameters are never reduced or sharded: only the trainable list passes through here.
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -32,6 +33,8 @@ import { AdamW, clipGradNorm, type AdamWOptions, type ParamGroup } from '../../o
 import type { ProcessGroup } from '../../dist';
 import { FlatLayout, flatView } from './dist_layout';
 import { GradReducer } from './dist_grads';
+import { Zero3 } from './dist_zero3';
+import type { Module } from '../../nn/module';
 import { saveOptimizer, loadOptimizer } from './train_state';
 import { writeDirAtomic, writeFileAtomic } from '../util/files';
 import { STRATEGIES } from './options';
@@ -49,8 +52,13 @@ export class DataParallel {
   private readonly overlap: boolean;
   private layout: FlatLayout | null = null;
   private reducer: GradReducer | null = null;
-  /** zero1/zero2: the optimizer's leaves, one per shard slice (views of the parameters' bytes). */
+  /** zero1/2/3: the optimizer's leaves, one per shard slice (views of the parameters' bytes; zero3: of
+   *  its shard weights). */
   private leaves: Tensor[] = [];
+  /** zero3's parameter shards. */
+  private zero3: Zero3 | null = null;
+  /** zero3: forward + backward passes run in the current step. */
+  private passes = 0;
 
   constructor(
     readonly pg: ProcessGroup,
@@ -58,8 +66,6 @@ export class DataParallel {
     o: { bucketMB?: number; overlap?: boolean } = {},
   ) {
     if (!STRATEGIES.includes(strategy)) throw new Error(`[train] unknown --distributed '${String(strategy)}' (${STRATEGIES.join(', ')})`);
-    if (strategy === 'zero3')
-      throw new Error('[train] --distributed zero3 (parameters sharded and gathered per layer) is not supported yet: use zero2 or zero1');
     this.rank = pg.rank;
     this.world = pg.worldSize;
     const mb = o.bucketMB ?? 25;
@@ -69,7 +75,12 @@ export class DataParallel {
   }
 
   get sharded(): boolean {
-    return this.strategy === 'zero1' || this.strategy === 'zero2';
+    return this.strategy !== 'ddp';
+  }
+
+  /** zero3's statistics (gathers, most decoder blocks gathered at once), or null. */
+  get zero3Stats(): { gathers: number; blocksNow: number; peakBlocks: number } | null {
+    return this.zero3 ? { ...this.zero3.stats } : null;
   }
 
   /** Micro-batches per optimizer step across the job. */
@@ -130,24 +141,50 @@ export class DataParallel {
     }
   }
 
-  /** The optimizer: plain AdamW for ddp, AdamW over this rank's shard for zero1/zero2. Sets up the buckets. */
-  makeOptimizer(params: Tensor[], groups: ParamGroup[], o: AdamWOptions): AdamW {
+  /**
+   * The optimizer: plain AdamW for ddp, AdamW over this rank's shard for zero1/2/3. Sets up the buckets;
+   * zero3 shards `params` at once, one unit per block of `blocks` (the decoder layers) plus one for the rest.
+   */
+  makeOptimizer(params: Tensor[], groups: ParamGroup[], o: AdamWOptions, blocks: Module[] = []): AdamW {
     if (this.sharded) {
       const dtypes = new Set(params.map((p) => p.dtype));
       if (dtypes.size > 1) throw new Error(`[train] --distributed ${this.strategy} needs one parameter dtype, got ${[...dtypes].join(', ')}`);
     }
-    this.layout = new FlatLayout(params, this.world, this.rank, { bucketElems: this.bucketElems });
-    this.reducer = new GradReducer(this.pg, this.layout, this.strategy === 'zero2' ? 'reduce-scatter' : 'all-reduce', this.overlap);
+    if (this.strategy === 'zero3') {
+      this.zero3 = new Zero3(this.pg, params, blocks);
+      this.layout = this.zero3.layout;
+      this.leaves = this.zero3.makeLeaves();
+    } else {
+      this.layout = new FlatLayout(params, this.world, this.rank, { bucketElems: this.bucketElems });
+      if (this.sharded)
+        this.leaves = this.layout.slices.map((sl) => {
+          const leaf = keep(flatView(sl.param, sl.inParam, sl.len));
+          leaf.requiresGrad = true;
+          return leaf;
+        });
+    }
+    this.reducer = new GradReducer(
+      this.pg,
+      this.layout,
+      this.strategy === 'zero1' || this.strategy === 'ddp' ? 'all-reduce' : 'reduce-scatter',
+      this.overlap,
+    );
     if (!this.sharded) return new AdamW(groups, o);
     const byParam = new Map<Tensor, Tensor[]>();
-    for (const sl of this.layout.slices) {
-      const leaf = keep(flatView(sl.param, sl.inParam, sl.len));
-      leaf.requiresGrad = true;
-      this.leaves.push(leaf);
-      byParam.set(sl.param, [...(byParam.get(sl.param) ?? []), leaf]);
-    }
+    this.layout.slices.forEach((sl, i) => byParam.set(sl.param, [...(byParam.get(sl.param) ?? []), this.leaves[i]]));
     const shardGroups = groups.map((g) => ({ ...g, params: g.params.flatMap((p) => byParam.get(p) ?? []) }));
     return new AdamW(shardGroups, o);
+  }
+
+  /** Runs one micro-batch's forward + backward (zero3: with the non-block parameters gathered). */
+  pass<T>(fn: () => T): T {
+    return this.zero3 ? this.zero3.stepScope(fn) : fn();
+  }
+
+  /** Runs fn with the model's trainable weights whole (zero3 gathers them; `writeBack` takes them as the new
+   *  shards afterwards, after a load). Every rank must call it. */
+  withWeights<T>(fn: () => T, writeBack = false): T {
+    return this.zero3 ? this.zero3.withWeights(fn, writeBack) : fn();
   }
 
   /** Gradient buckets started so far: by the hooks during backward, and in all. */
@@ -163,12 +200,27 @@ export class DataParallel {
   /** Before a micro-batch's forward: i-th of the k micro-batches of the step (all ranks counted). On this
    *  rank's last one the gradient hooks start the reduction during backward. */
   beforeMicroBatch(i: number, k: number): void {
+    if (this.zero3) {
+      // Arm on the same pass on every rank: the all-gathers of the passes must pair up across ranks.
+      if (++this.passes === Math.ceil(k / this.world)) this.grads.arm();
+      return;
+    }
     const last = this.rank + this.world * Math.floor((k - 1 - this.rank) / this.world);
     if (i === last) this.grads.arm();
   }
 
-  /** After this rank's micro-batches of the step, before any other collective: starts what is left. */
-  flushGrads(): void {
+  /**
+   * After this rank's micro-batches of the step, before any other collective: zero3 repeats `zeroPass` (a
+   * pass whose loss is scaled by 0) until this rank ran as many passes as the others (ceil(k / world)),
+   * then the gradient buckets not started yet are.
+   */
+  flushGrads(k: number, zeroPass: () => void): void {
+    if (this.zero3)
+      while (this.passes < Math.ceil(k / this.world)) {
+        this.beforeMicroBatch(-1, k);
+        zeroPass();
+      }
+    this.passes = 0;
     this.grads.flush();
   }
 
@@ -185,7 +237,7 @@ export class DataParallel {
 
   /** Gradient clipping after syncGrads (the norm of the whole summed gradient); returns the norm. */
   clipGradNorm(params: Tensor[], maxNorm: number): number {
-    if (this.strategy !== 'zero2') return clipGradNorm(params, maxNorm);
+    if (this.strategy === 'ddp' || this.strategy === 'zero1') return clipGradNorm(params, maxNorm);
     return tidy(() =>
       noGrad(() => {
         let local = 0;
@@ -214,7 +266,7 @@ export class DataParallel {
     for (const leaf of this.leaves) leaf.zeroGrad();
     for (const p of params) p.zeroGrad();
     this.grads.clear();
-    if (!this.sharded || this.world === 1) return;
+    if (!this.sharded || this.zero3 || this.world === 1) return; // zero3 gathers at the next use
     // One all-gather per bucket; the next is packed while the previous one is in flight.
     noGrad(() => {
       let prev: (() => void) | null = null;
@@ -260,12 +312,14 @@ export class DataParallel {
    * is refused by resume.
    */
   saveCheckpoint(target: string, opt: AdamW, lead: (tmp: string) => void): void {
-    if (this.rank === 0)
-      writeDirAtomic(target, (tmp) => {
-        lead(tmp);
-        if (this.sharded) saveOptimizer(opt, path.join(tmp, shardFile(0, this.world)));
-        writeFileAtomic(path.join(tmp, DIST_FILE), JSON.stringify({ strategy: this.strategy, worldSize: this.world }) + '\n');
-      });
+    this.withWeights(() => {
+      if (this.rank === 0)
+        writeDirAtomic(target, (tmp) => {
+          lead(tmp);
+          if (this.sharded) saveOptimizer(opt, path.join(tmp, shardFile(0, this.world)));
+          writeFileAtomic(path.join(tmp, DIST_FILE), JSON.stringify({ strategy: this.strategy, worldSize: this.world }) + '\n');
+        });
+    });
     this.barrier();
     if (this.sharded && this.rank > 0) {
       const f = path.join(target, shardFile(this.rank, this.world));
@@ -291,6 +345,8 @@ export class DataParallel {
     this.leaves = [];
     this.reducer?.dispose();
     this.reducer = null;
+    this.zero3?.dispose(); // the parameters become whole again
+    this.zero3 = null;
   }
 }
 
@@ -299,9 +355,12 @@ export class DataParallel {
  * init: MPI under mpirun, NCCL too on CUDA) and returns the DataParallel for the chosen strategy, or null
  * for a single process. Rank 0 alone should print; every rank must call this before touching the output.
  */
-export async function joinJob(o: { strategy?: Strategy; timeoutS?: number; device: 'cpu' | 'cuda' }): Promise<DataParallel | null> {
-  if (o.strategy === 'zero3')
-    throw new Error('[train] --distributed zero3 (parameters sharded and gathered per layer) is not supported yet: use zero2 or zero1');
+export async function joinJob(o: {
+  strategy?: Strategy;
+  timeoutS?: number;
+  bucketMB?: number;
+  device: 'cpu' | 'cuda';
+}): Promise<DataParallel | null> {
   const { readDistEnv, init } = await import('../../dist');
   const env = readDistEnv();
   if (env.worldSize === 1) {
@@ -310,7 +369,7 @@ export async function joinJob(o: { strategy?: Strategy; timeoutS?: number; devic
     return null;
   }
   const pg = await init({ timeoutS: o.timeoutS, device: o.device });
-  return new DataParallel(pg, o.strategy ?? 'ddp');
+  return new DataParallel(pg, o.strategy ?? 'ddp', { bucketMB: o.bucketMB });
 }
 
 /**
@@ -322,10 +381,10 @@ export function checkProcesses(dir: string, parallel: DataParallel | null): void
   const f = path.join(dir, DIST_FILE);
   const rec = fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as { strategy?: string; worldSize?: number }) : { worldSize: 1 };
   const world = parallel?.world ?? 1;
-  const wasSharded = rec.strategy === 'zero1' || rec.strategy === 'zero2';
+  const wasSharded = rec.strategy !== undefined && rec.strategy !== 'ddp';
   const what = `${rec.worldSize} process${rec.worldSize === 1 ? '' : 'es'}${rec.strategy ? ` (${rec.strategy})` : ''}`;
   if (rec.worldSize !== world || wasSharded !== !!parallel?.sharded)
     throw new Error(
-      `[train] checkpoint ${dir} was written by ${what}; this run has ${world}${parallel ? ` (${parallel.strategy})` : ''}: resume with the same number of processes${wasSharded ? ' and a sharded strategy (zero1 or zero2)' : ''}`,
+      `[train] checkpoint ${dir} was written by ${what}; this run has ${world}${parallel ? ` (${parallel.strategy})` : ''}: resume with the same number of processes${wasSharded ? ' and a sharded strategy (zero1, zero2 or zero3)' : ''}`,
     );
 }

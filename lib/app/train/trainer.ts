@@ -150,7 +150,7 @@ export class Trainer {
     const groups = paramGroups(this.trainable, o.weightDecay, o);
     const adamw = { lr: o.lr, weightDecay: o.weightDecay };
     const params = this.trainable.map(([, p]) => p);
-    this.optimizer = this.parallel ? this.parallel.makeOptimizer(params, groups, adamw) : new AdamW(groups, adamw);
+    this.optimizer = this.parallel ? this.parallel.makeOptimizer(params, groups, adamw, model.lm.layers.items) : new AdamW(groups, adamw);
     this.stepsPerEpoch = Math.max(1, Math.ceil(Math.ceil(dataset.length / this.microBatch) / (this.gradAccum * world)));
     this.state = {
       version: 1,
@@ -210,12 +210,14 @@ export class Trainer {
 
   /** Forward + backward of one micro-batch with its loss scaled by `scale`; returns the unscaled loss. */
   microStep(b: CollatedBatch, scale: number): number {
-    return tidy(() => {
-      const pixelValues = this.toPixels(b);
-      const { loss } = this.model.loss({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels, pixelValues });
-      (scale === 1 ? loss : mul(loss, scale)).backward();
-      return loss.item();
-    });
+    const run = (): number =>
+      tidy(() => {
+        const pixelValues = this.toPixels(b);
+        const { loss } = this.model.loss({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels, pixelValues });
+        (scale === 1 ? loss : mul(loss, scale)).backward();
+        return loss.item();
+      });
+    return this.parallel ? this.parallel.pass(run) : run();
   }
 
   private scaleGrads(f: number): void {
@@ -350,6 +352,7 @@ export class Trainer {
     let lossSum = 0;
     let n = 0;
     let [inTokens, samples, tokens] = [0, 0, 0];
+    let last: CollatedBatch | null = null;
     for (let i = 0; i < k; i++) {
       const e = await loader.nextEntry();
       if (!e) break;
@@ -361,6 +364,7 @@ export class Trainer {
         this.optimizer.zeroGrad();
         throw new Error(`[train] non-finite loss ${l} at step ${this.state.step + 1} (samples ${e.batch.ids.join(', ')})`);
       }
+      last = e.batch;
       lossSum += l;
       n++;
       inTokens += e.batch.inputTokens;
@@ -368,7 +372,12 @@ export class Trainer {
       tokens += e.batch.supervisedTokens;
     }
     if (this.parallel) {
-      this.parallel.flushGrads(); // the gradient buckets go before any other collective of the step
+      // zero3's padding passes and the gradient buckets go before any other collective of the step.
+      this.parallel.flushGrads(k, () => {
+        if (!last)
+          throw new Error(`[train] zero3: rank ${this.parallel!.rank} has no micro-batch in step ${this.state.step + 1} to pad its passes with`);
+        this.microStep(last, 0);
+      });
       [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
     }
     this.state.samplesSeen += samples;
@@ -442,8 +451,12 @@ export class Trainer {
    *  trainer_state.json and loss.png. */
   saveFinal(): void {
     const out = this.opts.outputDir;
-    if (!out || !this.lead) return;
-    saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
+    if (!out) return;
+    // Every rank takes part when the weights are sharded (zero3 gathers them); rank 0 writes.
+    const write = (): void => void (this.lead && saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.modelFilesPatch()));
+    if (this.parallel) this.parallel.withWeights(write);
+    else write();
+    if (!this.lead) return;
     writeFileAtomic(path.join(out, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     if (this.opts.plot) {
       const pts = this.fullHistory().map((r) => ({ step: r.step, loss: r.loss }));
@@ -472,7 +485,9 @@ export class Trainer {
     const ownSchedule = RESUME_UNLESS_GIVEN.some((k: string) => given.has(k));
     const computed = this.state.totalSteps;
     const wfile = path.join(dir, this.stage === 1 ? PROJECTOR_FILE : MODEL_FILE);
-    loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
+    const load = (): void => void loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
+    if (this.parallel) this.parallel.withWeights(load, true);
+    else load();
     const ofile = path.join(dir, OPTIMIZER_FILE);
     checkProcesses(dir, this.parallel); // as many processes as wrote it; sharded or not (distributed.ts)
     if (this.parallel?.sharded) this.parallel.loadOptimizerShard(dir, this.optimizer, s.step);
