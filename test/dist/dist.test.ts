@@ -70,7 +70,27 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/2/3 = ddp, sharded re
   const demo = makeDemoData(path.join(tmp, 'demo'));
   const out = path.join(tmp, 'out');
   fs.mkdirSync(out);
-  const run = launch({ mode: 'train', demoDir: path.dirname(demo.finetuneJson), out, steps: STEPS }, 240);
+  // One process, same global batch (micro 1 x accumulation 2 = micro 1 x accumulation 1 x 2 ranks); and a
+  // checkpoint of it after STEPS - 1 steps, which the 2 ranks resume (1 -> 2 processes).
+  const ds = LlavaDataset.fromFile(demo.finetuneJson, tinyDatasetSpec(demo.imageFolder));
+  const opts = { stage: 2 as const, lr: 1e-3, microBatch: 1, warmupRatio: 0, seed: 3, maxGradNorm: 1, maxSteps: STEPS, progress: 'none' as const, log: () => {} };
+  const oneCk = path.join(tmp, 'one-ck');
+  {
+    const m = loadLlava(FIX);
+    const tr1 = new Trainer(m, ds, { ...opts, gradAccum: 2, outputDir: oneCk, plot: false });
+    await tr1.train({ untilStep: STEPS - 1 });
+    tr1.dispose();
+    m.dispose();
+  }
+  const model = loadLlava(FIX);
+  const tr = new Trainer(model, ds, { ...opts, gradAccum: 2 });
+  const ref = await tr.train();
+  const frozen = model.namedParameters().filter(([, p]) => !p.requiresGrad).map(([n]) => n);
+  const refW = new Map(model.namedParameters().map(([n, p]) => [n, p.dataSync() as Float32Array]));
+  tr.dispose();
+  model.dispose();
+
+  const run = launch({ mode: 'train', demoDir: path.dirname(demo.finetuneJson), out, steps: STEPS, oneCk }, 240);
   if (run.status !== 0) t.fail(`mpirun failed (${run.status}):\n${run.out.slice(-3000)}`);
   t.equal(run.status, 0, `mpirun -np 2 ran in ${run.seconds.toFixed(1)} s`);
   if (run.status !== 0) return;
@@ -87,16 +107,6 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/2/3 = ddp, sharded re
   t.match(c0.errors, [/input has 4 elements, expected 2 x 3/, /output has 3 elements/, /root 2 is not a rank/, /unknown reduction 'prod'/, /must be contiguous/]);
   t.match(ranks[0].mismatch, /ranks disagree on the model config: rank 0 differs from rank\(s\) 1/, 'config mismatch detected at start');
 
-  // One process, same global batch (micro 1 x accumulation 2 = micro 1 x accumulation 1 x 2 ranks).
-  const model = loadLlava(FIX);
-  const ds = LlavaDataset.fromFile(demo.finetuneJson, tinyDatasetSpec(demo.imageFolder));
-  const opts = { stage: 2 as const, lr: 1e-3, microBatch: 1, warmupRatio: 0, seed: 3, maxGradNorm: 1, maxSteps: STEPS, progress: 'none' as const, log: () => {} };
-  const tr = new Trainer(model, ds, { ...opts, gradAccum: 2 });
-  const ref = await tr.train();
-  const frozen = model.namedParameters().filter(([, p]) => !p.requiresGrad).map(([n]) => n);
-  const refW = new Map(model.namedParameters().map(([n, p]) => [n, p.dataSync() as Float32Array]));
-  tr.dispose();
-  model.dispose();
   const init = loadLlava(FIX);
   const initW = new Map(init.namedParameters().map(([n, p]) => [n, p.dataSync() as Float32Array]));
   init.dispose();
@@ -155,6 +165,24 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/2/3 = ddp, sharded re
   t.equal(exportDiff, 0, 'zero3: the consolidated export loads with loadLlava and equals the trained weights');
   const [l3, w3] = worst(resumed3, runs.zero3.losses.slice(-1), ddpW);
   t.ok(l3 <= 1e-6 && w3 <= 1e-6, `zero3 resumed = ddp after ${STEPS} steps: weights ${w3.toExponential(2)}`);
+
+  // Another world size: the one-process checkpoint resumed by 2 zero3 ranks; the 2-rank zero2 checkpoint
+  // resumed by one process (the optimizer state cut again for the new layout, optimizer_shards.ts).
+  const fromOne = JSON.parse(fs.readFileSync(path.join(out, 'from-one.json'), 'utf8')) as RunFile;
+  const [l12, w12] = worst(fromOne, ref.history.slice(-1).map((h) => h.loss), refW);
+  t.ok(l12 <= 1e-6 && w12 <= 1e-6, `1 -> 2 processes (zero3): the next loss ${l12.toExponential(2)} and the weights ${w12.toExponential(2)} as one process`);
+  {
+    const m = loadLlava(FIX);
+    const tr2 = new Trainer(m, ds, { ...opts, gradAccum: 2 });
+    tr2.resume(path.join(out, 'two-ck'));
+    t.equal(tr2.gradAccum, 2);
+    const r = await tr2.train();
+    const w = Object.fromEntries(m.namedParameters().map(([n, p]) => [n, Array.from(p.dataSync() as Float32Array)]));
+    const [l21, w21] = worst({ ...fromOne, losses: r.history.map((h) => h.loss), weights: w }, ref.history.slice(-1).map((h) => h.loss), refW);
+    t.ok(l21 <= 1e-6 && w21 <= 1e-6, `2 -> 1 process (zero2 shards): the next loss ${l21.toExponential(2)} and the weights ${w21.toExponential(2)} as one process`);
+    tr2.dispose();
+    m.dispose();
+  }
 });
 
 t.test('a hung rank ends the job with an error within the timeout; a killed rank ends it too', async (t) => {

@@ -1,5 +1,5 @@
 // worker.ts — one rank of the 2-process tests in dist.test.ts, started by mpirun (never by tap: the name has
-// no .test.ts). argv[2] is a JSON job: { mode, demoDir, out, steps }. Modes:
+// no .test.ts). argv[2] is a JSON job: { mode, demoDir, out, steps, oneCk }. Modes:
 //   train  collectives on CPU tensors, then the tiny fixture trained with ddp, zero1 and zero2 (losses and
 //          final weights written by rank 0 to out/<strategy>.json), frozen parameters compared with the
 //          fixture, and a zero2 sharded checkpoint resumed for one more step;
@@ -17,6 +17,8 @@ import { TEST_DIR } from '../helpers';
 
 interface Job {
   mode: 'train' | 'hang' | 'die';
+  /** A one-process checkpoint folder the ranks resume (1 -> 2 processes). */
+  oneCk?: string;
   demoDir: string;
   out: string;
   steps: number;
@@ -157,6 +159,8 @@ async function main(): Promise<void> {
   const ck = path.join(job.out, 'ck');
   await train(pg, 'zero2', { ...SMALL, outputDir: ck, until: job.steps - 1 });
   res.ckFiles = fs.readdirSync(findCheckpoint(ck)!).sort();
+  // Kept for the one-process resume in dist.test.ts (2 -> 1); the resume below replaces it in ck.
+  if (pg.rank === 0) fs.cpSync(findCheckpoint(ck)!, path.join(job.out, 'two-ck'), { recursive: true });
   const resumed = await train(pg, 'zero2', { ...SMALL, outputDir: ck, resume: true });
   res.resumedLosses = resumed.losses;
   // The same for zero3, whose resumed run ends with the consolidated export (rank 0 writes what it trained).
@@ -165,6 +169,12 @@ async function main(): Promise<void> {
   const resumed3 = await train(pg, 'zero3', { outputDir: ck3, resume: true });
   res.resumedLosses3 = resumed3.losses;
   if (pg.rank === 0) fs.writeFileSync(path.join(job.out, 'zero3-resumed.json'), JSON.stringify(resumed3));
+  // 1 -> 2 processes: a copy of the one-process checkpoint resumed by both ranks under zero3.
+  const fromOne = path.join(job.out, 'from-one');
+  if (pg.rank === 0) fs.cpSync(job.oneCk!, fromOne, { recursive: true });
+  pg.barrier().wait();
+  const r1 = await train(pg, 'zero3', { outputDir: fromOne, resume: true });
+  if (pg.rank === 0) fs.writeFileSync(path.join(job.out, 'from-one.json'), JSON.stringify(r1));
   {
     // A stop asked on rank 1 only (its signal): both ranks stop after the same step.
     const model = loadLlava(FIX);

@@ -35,7 +35,8 @@ import { FlatLayout, flatView } from './dist_layout';
 import { GradReducer } from './dist_grads';
 import { Zero3 } from './dist_zero3';
 import type { Module } from '../../nn/module';
-import { saveOptimizer, loadOptimizer } from './train_state';
+import { saveOptimizer, OPTIMIZER_FILE } from './train_state';
+import { piecesOf, loadOptimizerPieces, PIECES_KEY, type Piece } from './optimizer_shards';
 import { writeDirAtomic, writeFileAtomic } from '../util/files';
 import { STRATEGIES } from './options';
 
@@ -59,6 +60,9 @@ export class DataParallel {
   private zero3: Zero3 | null = null;
   /** zero3: forward + backward passes run in the current step. */
   private passes = 0;
+  /** The trainable parameters, and the shard slice behind each optimizer leaf (checkpoint pieces). */
+  private params: Tensor[] = [];
+  private readonly leafSlices = new Map<Tensor, { param: Tensor; inParam: number; len: number }>();
 
   constructor(
     readonly pg: ProcessGroup,
@@ -163,6 +167,8 @@ export class DataParallel {
           return leaf;
         });
     }
+    this.params = params.slice();
+    this.leaves.forEach((leaf, i) => this.leafSlices.set(leaf, this.layout!.slices[i]));
     this.reducer = new GradReducer(
       this.pg,
       this.layout,
@@ -174,6 +180,11 @@ export class DataParallel {
     this.layout.slices.forEach((sl, i) => byParam.set(sl.param, [...(byParam.get(sl.param) ?? []), this.leaves[i]]));
     const shardGroups = groups.map((g) => ({ ...g, params: g.params.flatMap((p) => byParam.get(p) ?? []) }));
     return new AdamW(shardGroups, o);
+  }
+
+  /** Which piece of the trainable parameters each leaf of `opt` covers (optimizer_shards.ts). */
+  pieces(opt: AdamW): Piece[] {
+    return piecesOf(opt, this.params, this.leafSlices);
   }
 
   /** Runs one micro-batch's forward + backward (zero3: with the non-block parameters gathered). */
@@ -316,7 +327,7 @@ export class DataParallel {
       if (this.rank === 0)
         writeDirAtomic(target, (tmp) => {
           lead(tmp);
-          if (this.sharded) saveOptimizer(opt, path.join(tmp, shardFile(0, this.world)));
+          if (this.sharded) saveOptimizer(opt, path.join(tmp, shardFile(0, this.world)), { [PIECES_KEY]: JSON.stringify(this.pieces(opt)) });
           writeFileAtomic(path.join(tmp, DIST_FILE), JSON.stringify({ strategy: this.strategy, worldSize: this.world }) + '\n');
         });
     });
@@ -324,17 +335,10 @@ export class DataParallel {
     if (this.sharded && this.rank > 0) {
       const f = path.join(target, shardFile(this.rank, this.world));
       const tmp = `${f}.tmp-${process.pid}`;
-      saveOptimizer(opt, tmp);
+      saveOptimizer(opt, tmp, { [PIECES_KEY]: JSON.stringify(this.pieces(opt)) });
       fs.renameSync(tmp, f);
     }
     this.barrier();
-  }
-
-  /** Loads this rank's optimizer shard (checkProcesses has matched the world size and the strategy). */
-  loadOptimizerShard(dir: string, opt: AdamW, step: number): void {
-    const shard = path.join(dir, shardFile(this.rank, this.world));
-    if (!fs.existsSync(shard)) throw new Error(`[train] checkpoint ${dir} lacks ${shardFile(this.rank, this.world)} (a rank died while saving?)`);
-    loadOptimizer(opt, shard, step);
   }
 
   dispose(): void {
@@ -372,19 +376,28 @@ export async function joinJob(o: {
   return new DataParallel(pg, o.strategy ?? 'ddp', { bucketMB: o.bucketMB });
 }
 
-/**
- * A checkpoint resumes with as many processes as wrote it (the per-process accumulation, and so the data
- * order, depends on it) and, when its optimizer state is sharded, with a sharded strategy (the shards are
- * cut by the world size). A one-process checkpoint has no distributed.json.
- */
-export function checkProcesses(dir: string, parallel: DataParallel | null): void {
+/** What a checkpoint's distributed.json says; a one-process checkpoint has none (world size 1). */
+export function readDistRecord(dir: string): { strategy?: string; worldSize: number } {
   const f = path.join(dir, DIST_FILE);
-  const rec = fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as { strategy?: string; worldSize?: number }) : { worldSize: 1 };
-  const world = parallel?.world ?? 1;
-  const wasSharded = rec.strategy !== undefined && rec.strategy !== 'ddp';
-  const what = `${rec.worldSize} process${rec.worldSize === 1 ? '' : 'es'}${rec.strategy ? ` (${rec.strategy})` : ''}`;
-  if (rec.worldSize !== world || wasSharded !== !!parallel?.sharded)
-    throw new Error(
-      `[train] checkpoint ${dir} was written by ${what}; this run has ${world}${parallel ? ` (${parallel.strategy})` : ''}: resume with the same number of processes${wasSharded ? ' and a sharded strategy (zero1, zero2 or zero3)' : ''}`,
-    );
+  return fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as { strategy?: string; worldSize: number }) : { worldSize: 1 };
+}
+
+/**
+ * Loads checkpoint `dir`'s optimizer state into this run's optimizer, whatever world size and strategy
+ * wrote it (optimizer_shards.ts cuts it again for this run's leaves); false when the checkpoint has none.
+ */
+export function loadCheckpointOptimizer(dir: string, opt: AdamW, trainable: Tensor[], parallel: DataParallel | null, step: number): boolean {
+  const rec = readDistRecord(dir);
+  const sharded = rec.strategy !== undefined && rec.strategy !== 'ddp';
+  const files = sharded ? Array.from({ length: rec.worldSize }, (_, r) => shardFile(r, rec.worldSize)) : [OPTIMIZER_FILE];
+  if (!sharded && !fs.existsSync(path.join(dir, OPTIMIZER_FILE))) return false;
+  for (const f of files) if (!fs.existsSync(path.join(dir, f))) throw new Error(`[train] checkpoint ${dir} lacks ${f} (a rank died while saving?)`);
+  const pieces = parallel ? parallel.pieces(opt) : piecesOf(opt, trainable);
+  loadOptimizerPieces(
+    opt,
+    files.map((f) => path.join(dir, f)),
+    pieces,
+    step,
+  );
+  return true;
 }

@@ -43,7 +43,7 @@ import { AdamW, clipGradNorm, cosineWithWarmup } from '../../optim/adamw';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import { LlavaDataset, CollatedBatch } from './dataset';
 import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
-import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveOptimizer, loadOptimizer } from './train_state';
+import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveOptimizer } from './train_state';
 import { readTrainerState, readTrainLog, pruneCheckpoints, nothingToDo, type ModelFilesPatch } from './train_state';
 import { setupLora, saveWeights, loadPartialWeights, paramGroups } from './lora'; // PEFT layout when adapters are on
 import { writeLossPlot } from './loss_plot';
@@ -55,7 +55,8 @@ import { jinjaForTemplate } from '../processing/chat_template';
 import { trainingConfigKeys } from '../processing/training_record';
 import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
 import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
-import { checkProcesses, type DataParallel } from './distributed';
+import { loadCheckpointOptimizer, readDistRecord, type DataParallel } from './distributed';
+import { piecesOf, PIECES_KEY } from './optimizer_shards';
 
 export type { TrainerOptions } from './options';
 export { paramGroups } from './param_groups';
@@ -414,7 +415,13 @@ export class Trainer {
     if (!target) throw new Error('[train] saveCheckpoint needs a directory (no outputDir set)');
     const lead = (tmp: string): void => {
       saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
-      if (!this.parallel?.sharded) saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE));
+      const pieces = this.parallel
+        ? this.parallel.pieces(this.optimizer)
+        : piecesOf(
+            this.optimizer,
+            this.trainable.map(([, p]) => p),
+          );
+      if (!this.parallel?.sharded) saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE), { [PIECES_KEY]: JSON.stringify(pieces) });
       writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     };
     if (this.parallel) this.parallel.saveCheckpoint(target, this.optimizer, lead);
@@ -478,9 +485,16 @@ export class Trainer {
         `[train] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`,
       );
     const rec = s.options ?? {};
+    // Another number of processes may resume (the optimizer state is cut again): the global batch, not the
+    // per-process accumulation, must then match.
+    const otherWorld = readDistRecord(dir).worldSize !== (this.parallel?.world ?? 1);
     for (const k of RESUME_MUST_MATCH as TrainerKey[])
-      if (rec[k] !== undefined && rec[k] !== this.opts[k])
+      if (rec[k] !== undefined && rec[k] !== this.opts[k] && !(otherWorld && k === 'gradAccum'))
         throw new Error(`[train] checkpoint ${dir} used ${k} ${String(rec[k])}, this run ${String(this.opts[k])}: the data order would differ`);
+    if (otherWorld && rec.globalBatch !== undefined && rec.globalBatch !== this.globalBatch)
+      throw new Error(
+        `[train] checkpoint ${dir} used a global batch of ${String(rec.globalBatch)}, this run ${this.globalBatch} (micro-batch x accumulation x processes): the data order would differ`,
+      );
     const given = new Set(o.given ?? this.given);
     const ownSchedule = RESUME_UNLESS_GIVEN.some((k: string) => given.has(k));
     const computed = this.state.totalSteps;
@@ -488,15 +502,14 @@ export class Trainer {
     const load = (): void => void loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
     if (this.parallel) this.parallel.withWeights(load, true);
     else load();
-    const ofile = path.join(dir, OPTIMIZER_FILE);
-    checkProcesses(dir, this.parallel); // as many processes as wrote it; sharded or not (distributed.ts)
-    if (this.parallel?.sharded) this.parallel.loadOptimizerShard(dir, this.optimizer, s.step);
-    else if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
-    else this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
+    // Any world size and strategy wrote it (distributed.ts, optimizer_shards.ts).
+    const params = this.trainable.map(([, p]) => p);
+    if (!loadCheckpointOptimizer(dir, this.optimizer, params, this.parallel, s.step))
+      this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
     this.optimizer.step = s.step;
     // The checkpoint's seed and data position replace this run's; the options it recorded stay on record
-    // under this run's schedule when this run gives its own.
-    this.state = { ...s, options: { ...this.state.options, ...rec } };
+    // under this run's schedule when this run gives its own, and with this run's per-process batching.
+    this.state = { ...s, options: { ...this.state.options, ...rec, gradAccum: this.gradAccum, globalBatch: this.globalBatch } };
     if (ownSchedule) {
       this.state.totalSteps = computed;
       this.state.options.epochs = this.epochs;
