@@ -226,6 +226,16 @@ t.test('llava train --nproc-per-node 2 runs the ranks itself; rank 0 alone print
   t.equal(again.status, 0, `resume exits 0 (${again.stderr.slice(-1500)})`);
   t.match(again.stdout, /global batch 4 = 1 x 4, .*2 processes \(zero1\)/, 'resumed with the same global batch');
   t.match(again.stdout, /resumed from .*checkpoint-2 at step 2\/3/);
+  // One process resumes the 2-process zero1 checkpoint: the global batch carries over (accumulation 4).
+  const one = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'main.ts'), 'train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson]
+      .concat(['--image-folder', demo.imageFolder, '--output', out, '--max-steps', '4', '--resume']),
+    { cwd: ROOT, encoding: 'utf8', timeout: 120_000 },
+  );
+  t.equal(one.status, 0, `2 -> 1 process resume exits 0 (${one.stderr.slice(-1500)})`);
+  t.match(one.stdout, /global batch 4 = 1 x 4/, 'one process takes the global batch, accumulation 4');
+  t.match(one.stdout, /resumed from .*checkpoint-3 at step 3\/4/);
   // The consolidated export is the usual model folder.
   const m = loadLlava(out);
   t.ok(m.namedParameters().length > 0, 'the final model loads');

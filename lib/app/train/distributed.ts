@@ -39,10 +39,9 @@ import { saveOptimizer, OPTIMIZER_FILE } from './train_state';
 import { piecesOf, loadOptimizerPieces, PIECES_KEY, type Piece } from './optimizer_shards';
 import { writeDirAtomic, writeFileAtomic } from '../util/files';
 import { STRATEGIES } from './options';
+import { DIST_FILE, shardFile, readDistRecord } from './dist_record';
 
-/** In a checkpoint of a sharded run: how it was sharded, and each rank's optimizer shard. */
-export const DIST_FILE = 'distributed.json';
-export const shardFile = (rank: number, world: number): string => `optimizer.rank-${rank}-of-${world}.safetensors`;
+export { DIST_FILE, shardFile, readDistRecord } from './dist_record';
 
 export type Strategy = (typeof STRATEGIES)[number];
 
@@ -374,12 +373,6 @@ export async function joinJob(o: {
   }
   const pg = await init({ timeoutS: o.timeoutS, device: o.device });
   return new DataParallel(pg, o.strategy ?? 'ddp', { bucketMB: o.bucketMB });
-}
-
-/** What a checkpoint's distributed.json says; a one-process checkpoint has none (world size 1). */
-export function readDistRecord(dir: string): { strategy?: string; worldSize: number } {
-  const f = path.join(dir, DIST_FILE);
-  return fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as { strategy?: string; worldSize: number }) : { worldSize: 1 };
 }
 
 /**
