@@ -50,9 +50,7 @@ import { writeLossPlot } from './loss_plot';
 import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
 import { cleanStaleTemps, writeDirAtomic, writeFileAtomic } from '../util/files';
-import { resolveTrainingTemplate } from '../processing/preprocess';
-import { jinjaForTemplate } from '../processing/chat_template';
-import { trainingConfigKeys } from '../processing/training_record';
+import { modelFilesPatch } from './model_files';
 import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
 import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
 import { loadCheckpointOptimizer, readDistRecord, type DataParallel } from './distributed';
@@ -430,28 +428,9 @@ export class Trainer {
     return target;
   }
 
-  /** How saved model folders differ from the base's files: config.json records the training template,
-   *  aspect and image token scheme (processing/training_record.ts), then the caller's configPatch; a llava-hf
-   *  base's Jinja chat_template becomes the training template's (removed when it has no Jinja form). */
+  /** How saved model folders differ from the base's files (model_files.ts). */
   modelFilesPatch(): ModelFilesPatch {
-    const spec = this.dataset.spec;
-    const template = resolveTrainingTemplate(spec.template).name;
-    const keys = trainingConfigKeys({
-      template,
-      aspect: spec.aspect,
-      format: this.model.config.format,
-      numImageTokens: this.model.numImageTokens,
-      imageTokenIndex: this.model.config.imageTokenIndex,
-      maxLength: spec.maxLength,
-    });
-    const user = this.opts.configPatch;
-    return {
-      config: (cfg) => {
-        Object.assign(cfg, keys);
-        user?.(cfg);
-      },
-      chatTemplate: this.model.config.format === 'llava-hf' ? jinjaForTemplate(template) : undefined,
-    };
+    return modelFilesPatch(this.model, this.dataset.spec, this.opts.configPatch);
   }
 
   /** Final weights in outputDir (stage 1: mm_projector.safetensors; stage 2: model.safetensors + configs),
