@@ -59,8 +59,8 @@ async function main(): Promise<void> {
     model.dispose();
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
-    pg.destroy();
   }
+  pg.destroy(); // after success only: a failed rank aborts the job (below) instead of waiting in finalize
 }
 
 main().catch((e) => {

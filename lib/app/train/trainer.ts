@@ -116,6 +116,8 @@ export class Trainer {
   /** Data-parallel training (distributed.ts), or null; `lead` is rank 0, which alone logs and saves. */
   readonly parallel: DataParallel | null;
   private readonly lead: boolean;
+  /** The last micro-batch this rank ran: zero3 repeats it, weighted 0, when it has fewer than the others. */
+  private lastBatch: CollatedBatch | null = null;
 
   constructor(
     readonly model: LlavaForConditionalGeneration,
@@ -351,7 +353,6 @@ export class Trainer {
     let lossSum = 0;
     let n = 0;
     let [inTokens, samples, tokens] = [0, 0, 0];
-    let last: CollatedBatch | null = null;
     for (let i = 0; i < k; i++) {
       const e = await loader.nextEntry();
       if (!e) break;
@@ -363,7 +364,7 @@ export class Trainer {
         this.optimizer.zeroGrad();
         throw new Error(`[train] non-finite loss ${l} at step ${this.state.step + 1} (samples ${e.batch.ids.join(', ')})`);
       }
-      last = e.batch;
+      this.lastBatch = e.batch;
       lossSum += l;
       n++;
       inTokens += e.batch.inputTokens;
@@ -373,9 +374,11 @@ export class Trainer {
     if (this.parallel) {
       // zero3's padding passes and the gradient buckets go before any other collective of the step.
       this.parallel.flushGrads(k, () => {
-        if (!last)
-          throw new Error(`[train] zero3: rank ${this.parallel!.rank} has no micro-batch in step ${this.state.step + 1} to pad its passes with`);
-        this.microStep(last, 0);
+        if (!this.lastBatch)
+          throw new Error(
+            `[train] zero3: rank ${this.parallel!.rank} has had no micro-batch yet to pad its passes with (fewer micro-batches than processes?)`,
+          );
+        this.microStep(this.lastBatch, 0);
       });
       [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
     }
