@@ -38,7 +38,7 @@ import type { Module } from '../../nn/module';
 import { saveOptimizer, OPTIMIZER_FILE } from './train_state';
 import { piecesOf, loadOptimizerPieces, PIECES_KEY, type Piece } from './optimizer_shards';
 import { writeDirAtomic, writeFileAtomic } from '../util/files';
-import { STRATEGIES } from './options';
+import { STRATEGIES, RESUME_MUST_MATCH, type TrainerKey } from './options';
 import { DIST_FILE, shardFile, readDistRecord } from './dist_record';
 
 export { DIST_FILE, shardFile, readDistRecord } from './dist_record';
@@ -224,9 +224,11 @@ export class DataParallel {
    * pass whose loss is scaled by 0) until this rank ran as many passes as the others (ceil(k / world)),
    * then the gradient buckets not started yet are.
    */
-  flushGrads(k: number, zeroPass: () => void): void {
+  flushGrads(k: number, zeroPass: (() => void) | null): void {
     if (this.zero3)
       while (this.passes < Math.ceil(k / this.world)) {
+        if (!zeroPass)
+          throw new Error(`[train] zero3: rank ${this.rank} has had no micro-batch yet to pad its passes with (fewer micro-batches than processes?)`);
         this.beforeMicroBatch(-1, k);
         zeroPass();
       }
@@ -385,12 +387,32 @@ export function loadCheckpointOptimizer(dir: string, opt: AdamW, trainable: Tens
   const files = sharded ? Array.from({ length: rec.worldSize }, (_, r) => shardFile(r, rec.worldSize)) : [OPTIMIZER_FILE];
   if (!sharded && !fs.existsSync(path.join(dir, OPTIMIZER_FILE))) return false;
   for (const f of files) if (!fs.existsSync(path.join(dir, f))) throw new Error(`[train] checkpoint ${dir} lacks ${f} (a rank died while saving?)`);
-  const pieces = parallel ? parallel.pieces(opt) : piecesOf(opt, trainable);
   loadOptimizerPieces(
     opt,
     files.map((f) => path.join(dir, f)),
-    pieces,
+    optimizerPieces(opt, trainable, parallel),
     step,
   );
   return true;
+}
+
+/** Which piece of the trainable parameters each leaf of `opt` covers (optimizer_shards.ts). */
+export function optimizerPieces(opt: AdamW, trainable: Tensor[], parallel: DataParallel | null): Piece[] {
+  return parallel ? parallel.pieces(opt) : piecesOf(opt, trainable);
+}
+
+/**
+ * Refuses a resume whose data order would differ from the checkpoint's (`rec`: its recorded options). Another
+ * number of processes may resume (the optimizer state is cut again): the global batch, not the per-process
+ * accumulation, must then match.
+ */
+export function checkSameDataOrder(dir: string, rec: Record<string, unknown>, now: Record<string, unknown>, world: number): void {
+  const otherWorld = readDistRecord(dir).worldSize !== world;
+  for (const k of RESUME_MUST_MATCH as TrainerKey[])
+    if (rec[k] !== undefined && rec[k] !== now[k] && !(otherWorld && k === 'gradAccum'))
+      throw new Error(`[train] checkpoint ${dir} used ${k} ${String(rec[k])}, this run ${String(now[k])}: the data order would differ`);
+  if (otherWorld && rec.globalBatch !== undefined && rec.globalBatch !== now.globalBatch)
+    throw new Error(
+      `[train] checkpoint ${dir} used a global batch of ${String(rec.globalBatch)}, this run ${String(now.globalBatch)} (micro-batch x accumulation x processes): the data order would differ`,
+    );
 }

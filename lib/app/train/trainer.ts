@@ -51,10 +51,10 @@ import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
 import { cleanStaleTemps, writeDirAtomic, writeFileAtomic } from '../util/files';
 import { modelFilesPatch } from './model_files';
-import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
-import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
-import { loadCheckpointOptimizer, readDistRecord, type DataParallel } from './distributed';
-import { piecesOf, PIECES_KEY } from './optimizer_shards';
+import { RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
+import type { ResolvedTrainerOptions, TrainerOptions } from './options';
+import { loadCheckpointOptimizer, optimizerPieces, checkSameDataOrder, type DataParallel } from './distributed';
+import { PIECES_KEY } from './optimizer_shards';
 
 export type { TrainerOptions } from './options';
 export { paramGroups } from './param_groups';
@@ -373,13 +373,8 @@ export class Trainer {
     }
     if (this.parallel) {
       // zero3's padding passes and the gradient buckets go before any other collective of the step.
-      this.parallel.flushGrads(k, () => {
-        if (!this.lastBatch)
-          throw new Error(
-            `[train] zero3: rank ${this.parallel!.rank} has had no micro-batch yet to pad its passes with (fewer micro-batches than processes?)`,
-          );
-        this.microStep(this.lastBatch, 0);
-      });
+      const last = this.lastBatch;
+      this.parallel.flushGrads(k, last && ((): void => void this.microStep(last, 0)));
       [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
     }
     this.state.samplesSeen += samples;
@@ -416,12 +411,11 @@ export class Trainer {
     if (!target) throw new Error('[train] saveCheckpoint needs a directory (no outputDir set)');
     const lead = (tmp: string): void => {
       saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
-      const pieces = this.parallel
-        ? this.parallel.pieces(this.optimizer)
-        : piecesOf(
-            this.optimizer,
-            this.trainable.map(([, p]) => p),
-          );
+      const pieces = optimizerPieces(
+        this.optimizer,
+        this.trainable.map(([, p]) => p),
+        this.parallel,
+      );
       if (!this.parallel?.sharded) saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE), { [PIECES_KEY]: JSON.stringify(pieces) });
       writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     };
@@ -467,16 +461,7 @@ export class Trainer {
         `[train] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`,
       );
     const rec = s.options ?? {};
-    // Another number of processes may resume (the optimizer state is cut again): the global batch, not the
-    // per-process accumulation, must then match.
-    const otherWorld = readDistRecord(dir).worldSize !== (this.parallel?.world ?? 1);
-    for (const k of RESUME_MUST_MATCH as TrainerKey[])
-      if (rec[k] !== undefined && rec[k] !== this.opts[k] && !(otherWorld && k === 'gradAccum'))
-        throw new Error(`[train] checkpoint ${dir} used ${k} ${String(rec[k])}, this run ${String(this.opts[k])}: the data order would differ`);
-    if (otherWorld && rec.globalBatch !== undefined && rec.globalBatch !== this.globalBatch)
-      throw new Error(
-        `[train] checkpoint ${dir} used a global batch of ${String(rec.globalBatch)}, this run ${this.globalBatch} (micro-batch x accumulation x processes): the data order would differ`,
-      );
+    checkSameDataOrder(dir, rec, { ...this.opts, globalBatch: this.globalBatch }, this.parallel?.world ?? 1);
     const given = new Set(o.given ?? this.given);
     const ownSchedule = RESUME_UNLESS_GIVEN.some((k: string) => given.has(k));
     const computed = this.state.totalSteps;
