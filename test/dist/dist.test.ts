@@ -61,7 +61,7 @@ function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
 interface RunFile {
   losses: number[];
   buckets: { duringBackward: number; total: number };
-  zero3: { gathers: number; peakBlocks: number; released: number; trainable: number } | null;
+  zero3: { gathers: number; prefetches: number; dropped: number; peakBlocks: number; released: number; trainable: number } | null;
   weights: Record<string, number[]>;
   globalBatch: number;
 }
@@ -138,7 +138,9 @@ t.test('2 MPI ranks: collectives, ddp = one process, zero1/2/3 = ddp, sharded re
   t.ok(lm <= 1e-6 && wm <= 1e-6, `zero3 = ddp across a short last step that rank 1 has no micro-batch in: losses ${lm.toExponential(2)}, weights ${wm.toExponential(2)}`);
   const z3 = runs.zero3.zero3!;
   t.equal(z3.released, z3.trainable, `zero3: between steps all ${z3.trainable} trainable parameters hold no memory (only the rank's shard)`);
-  t.equal(z3.peakBlocks, 1, 'zero3: one decoder layer gathered at a time');
+  t.equal(z3.peakBlocks, 2, 'zero3: two decoder layers gathered at most (the one running, the next one prefetched)');
+  // Per step: layer 1 while layer 0 runs forward, layer 0 while layer 1 is recomputed in backward.
+  t.same([z3.prefetches, z3.dropped], [STEPS * 2, 0], `zero3: ${z3.prefetches} prefetches, none unused`);
   // Per step on the tiny fixture's 2 layers: the rest once, each layer for forward and again for backward.
   t.equal(z3.gathers, STEPS * 5, `zero3: ${z3.gathers} all-gathers in ${STEPS} steps`);
   for (const s of ['ddp-after-backward', 'zero2-after-backward']) t.equal(runs[s].buckets.duringBackward, 0, `${s}: none during backward`);

@@ -14,8 +14,8 @@
 // forward per block). The rest unit stays gathered for a whole forward + backward pass (stepScope): its
 // parameters are used at both ends of the model. Gradients leave through the zero2 path: each unit's
 // gradient is reduce-scattered as soon as its recomputed backward is done (dist_grads.ts), then freed.
-// No prefetch: the next unit's all-gather starts when it is needed (MPI runs it on its own thread, but the
-// JavaScript side waits for it).
+// Prefetch: once a block is gathered, the next block's all-gather starts (prefetchAfter), so it travels
+// while the current block computes; at most two blocks exist at once.
 //
 // Every rank must run the same number of passes per optimizer step, since each pass gathers with the
 // others: distributed.ts pads a rank that ran fewer with zero-weighted repeats.
@@ -25,8 +25,14 @@ import { noGrad } from '../../core/autograd';
 import { zeros } from '../../ops';
 import { copyInto } from '../../ops/elementwise';
 import type { Module } from '../../nn/module';
-import type { ProcessGroup } from '../../dist';
+import type { ProcessGroup, Work } from '../../dist';
 import { FlatLayout, flatView, type Bucket } from './dist_layout';
+
+interface InFlight {
+  unit: Unit;
+  buf: Tensor;
+  work: Work;
+}
 
 interface Unit {
   bucket: Bucket;
@@ -42,13 +48,20 @@ export class Zero3 {
   readonly shardW: Tensor;
   private readonly units: Unit[];
   private readonly empty: Storage;
-  /** For tests: gathers done, and the most decoder blocks held gathered at once. */
-  readonly stats = { gathers: 0, blocksNow: 0, peakBlocks: 0 };
+  /** The block units in model order, and the index of the last one gathered (prefetch direction). */
+  private readonly blocks: Unit[];
+  private lastBlock = -1;
+  private pending: InFlight | null = null;
+  /** For tests: gathers done, prefetches (and those dropped unused), and the most decoder blocks whose
+   *  weights existed at once (prefetched included). */
+  readonly stats = { gathers: 0, prefetches: 0, dropped: 0, blocksNow: 0, peakBlocks: 0 };
 
   constructor(
     private readonly pg: ProcessGroup,
     params: Tensor[],
     blocks: Module[],
+    /** Start the next block's all-gather while the current one runs. */
+    private readonly prefetch = true,
   ) {
     const trainable = new Set(params);
     const inBlock = new Set<Tensor>();
@@ -69,6 +82,7 @@ export class Zero3 {
     }
     this.layout = new FlatLayout(params, pg.worldSize, pg.rank, { units: groups });
     this.units = this.layout.buckets.map((bucket, i) => ({ bucket, block: owners[i], buf: null, uses: 0 }));
+    this.blocks = blocks.map((m) => this.units.find((u) => u.block === m)).filter((u): u is Unit => !!u);
     const p0 = params[0];
     this.empty = Storage.alloc(0, p0.device);
     this.empty.retain();
@@ -96,11 +110,12 @@ export class Zero3 {
     });
   }
 
-  private gather(u: Unit): void {
-    if (u.uses++ > 0) return;
+  /** Starts the all-gather of unit u into a new buffer (this rank's chunk copied in first). */
+  private startGather(u: Unit): InFlight {
     const b = u.bucket;
     const p0 = b.members[0].param;
-    noGrad(() => {
+    if (u.block) this.stats.peakBlocks = Math.max(this.stats.peakBlocks, ++this.stats.blocksNow);
+    return noGrad(() => {
       const buf = keep(zeros([b.size], { dtype: p0.dtype, device: p0.device }));
       const mine = flatView(buf, this.pg.rank * b.chunk, b.chunk);
       const src = flatView(this.shardW, b.shardAt, b.chunk);
@@ -108,12 +123,49 @@ export class Zero3 {
       src.dispose();
       const work = this.pg.allGather(buf, mine);
       mine.dispose();
-      work.wait();
-      for (const { param, at } of b.members) param.rebind(buf.storage, buf.offset + at);
-      u.buf = buf;
+      return { unit: u, buf, work };
     });
+  }
+
+  private gather(u: Unit): void {
+    if (u.uses++ > 0) return;
+    let g = this.pending;
+    if (g?.unit === u) this.pending = null;
+    else {
+      this.dropPending();
+      g = this.startGather(u);
+    }
+    g.work.wait();
+    for (const { param, at } of u.bucket.members) param.rebind(g.buf.storage, g.buf.offset + at);
+    u.buf = g.buf;
     this.stats.gathers++;
-    if (u.block) this.stats.peakBlocks = Math.max(this.stats.peakBlocks, ++this.stats.blocksNow);
+    if (u.block) this.prefetchAfter(u);
+  }
+
+  /**
+   * Prefetch: after block i is gathered, the all-gather of the block the pass needs next starts at once
+   * and runs (on MPI's thread, or NCCL's stream) while block i computes. The direction is read from the
+   * order of the gathers: i after i-1 is a forward (next i+1), anything else a backward (next i-1). The
+   * decisions depend only on that order, the same on every rank, so the collectives stay paired.
+   */
+  private prefetchAfter(u: Unit): void {
+    const i = this.blocks.indexOf(u);
+    const next = this.blocks[i === this.lastBlock + 1 ? i + 1 : i - 1];
+    this.lastBlock = i;
+    if (!this.prefetch || !next || next.uses > 0 || this.pending) return;
+    this.pending = this.startGather(next);
+    this.stats.prefetches++;
+  }
+
+  /** A prefetched unit the pass did not ask for next: completed (the ranks issued it) and dropped. */
+  private dropPending(): void {
+    const g = this.pending;
+    if (!g) return;
+    this.pending = null;
+    this.stats.dropped++;
+    g.work.wait();
+    g.buf.dispose();
+    if (g.unit.block) this.stats.blocksNow--;
   }
 
   private free(u: Unit): void {
@@ -140,6 +192,7 @@ export class Zero3 {
 
   /** One forward + backward pass: the rest unit stays gathered throughout. */
   stepScope<T>(fn: () => T): T {
+    this.lastBlock = -1; // a pass starts with a forward
     return this.within(
       this.units.filter((u) => !u.block),
       fn,
@@ -161,6 +214,7 @@ export class Zero3 {
 
   /** Leaves every parameter whole again (the model works alone afterwards) and frees the shards. Collective. */
   dispose(): void {
+    this.dropPending();
     for (const u of this.units) {
       if (u.block) u.block.paramScope = null;
       this.gather(u);
@@ -168,6 +222,7 @@ export class Zero3 {
       u.buf = null;
       u.uses = 0;
     }
+    this.dropPending();
     this.stats.blocksNow = 0;
     this.shardW.dispose();
     this.empty.release();

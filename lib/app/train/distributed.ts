@@ -82,7 +82,7 @@ export class DataParallel {
   }
 
   /** zero3's statistics (gathers, most decoder blocks gathered at once), or null. */
-  get zero3Stats(): { gathers: number; blocksNow: number; peakBlocks: number } | null {
+  get zero3Stats(): Zero3['stats'] | null {
     return this.zero3 ? { ...this.zero3.stats } : null;
   }
 
