@@ -2,7 +2,7 @@
 // shard, for every data-parallel strategy (distributed.ts).
 //
 // Buckets take the parameters in reverse order (the order backward finishes them: lm_head first, the
-// embeddings last), up to `bucketElems` elements each, never mixing dtypes or devices (torch DDP's
+// embeddings last), up to `bucketBytes` each, never mixing dtypes or devices (torch DDP's
 // bucketing); ZeRO-3 passes its gather units instead (one bucket per decoder layer, ...). A bucket is padded
 // to a multiple of the world size and cut into `world` equal chunks: rank r owns chunk r of every bucket, so
 // one reduce-scatter per bucket leaves each rank the summed gradient of exactly its shard, and one
@@ -11,6 +11,7 @@
 // of one parameter that falls in it.
 import type { Tensor } from '../../core/tensor';
 import { contiguousStrides } from '../../core/tensor';
+import { ITEMSIZE } from '../../core/dtype';
 
 export interface Member {
   param: Tensor;
@@ -60,10 +61,10 @@ export class FlatLayout {
     params: Tensor[],
     readonly world: number,
     readonly rank: number,
-    o: { bucketElems?: number; units?: Tensor[][] },
+    o: { bucketBytes?: number; units?: Tensor[][] },
   ) {
     for (const p of params) if (!p.isContiguous()) throw new Error('[train] data-parallel buckets need contiguous parameters');
-    const groups = o.units ?? this.cut(params, o.bucketElems ?? Infinity);
+    const groups = o.units ?? this.cut(params, o.bucketBytes ?? Infinity);
     let shardAt = 0;
     for (const ps of groups) {
       if (!ps.length) continue;
@@ -88,20 +89,21 @@ export class FlatLayout {
     this.shardSize = shardAt;
   }
 
-  /** Reverse parameter order, at most `limit` elements a bucket (a larger parameter gets one of its own). */
+  /** Reverse parameter order, at most `limit` bytes a bucket (a larger parameter gets one of its own). */
   private cut(params: Tensor[], limit: number): Tensor[][] {
     const out: Tensor[][] = [];
     let cur: Tensor[] = [];
     let n = 0;
     for (const p of params.slice().reverse()) {
       const last = cur[cur.length - 1];
-      if (cur.length && (n + p.numel > limit || p.dtype !== last.dtype || p.device !== last.device)) {
+      const bytes = p.numel * ITEMSIZE[p.dtype];
+      if (cur.length && (n + bytes > limit || p.dtype !== last.dtype || p.device !== last.device)) {
         out.push(cur);
         cur = [];
         n = 0;
       }
       cur.push(p);
-      n += p.numel;
+      n += bytes;
     }
     if (cur.length) out.push(cur);
     return out;

@@ -48,7 +48,7 @@ export type Strategy = (typeof STRATEGIES)[number];
 export class DataParallel {
   readonly rank: number;
   readonly world: number;
-  private readonly bucketElems: number;
+  private readonly bucketBytes: number;
   private readonly overlap: boolean;
   private layout: FlatLayout | null = null;
   private reducer: GradReducer | null = null;
@@ -73,7 +73,7 @@ export class DataParallel {
     this.world = pg.worldSize;
     const mb = o.bucketMB ?? 25;
     if (!(mb > 0)) throw new Error(`[train] the bucket size must be a positive number of MB (got ${mb})`);
-    this.bucketElems = Math.max(1, Math.floor((mb * 1024 * 1024) / 4));
+    this.bucketBytes = mb * 1024 * 1024;
     this.overlap = o.overlap ?? true;
   }
 
@@ -158,7 +158,7 @@ export class DataParallel {
       this.layout = this.zero3.layout;
       this.leaves = this.zero3.makeLeaves();
     } else {
-      this.layout = new FlatLayout(params, this.world, this.rank, { bucketElems: this.bucketElems });
+      this.layout = new FlatLayout(params, this.world, this.rank, { bucketBytes: this.bucketBytes });
       if (this.sharded)
         this.leaves = this.layout.slices.map((sl) => {
           const leaf = keep(flatView(sl.param, sl.inParam, sl.len));
