@@ -52,13 +52,15 @@ export function enableGrad<T>(fn: () => T): T {
 
 export type VJP = (grad: Tensor, saved: Tensor[]) => (Tensor | null | undefined)[];
 
+const NO_LEAVES: readonly Tensor[] = [];
+
 export class Node {
   refs = 0;
   released = false;
   /** parents[i] is the node or leaf tensor behind input i; null where no gradient is needed. */
   readonly edges: (Node | Tensor | null)[];
   /** Leaves this node's vjp accumulates into through a backward of its own (recompute.ts). */
-  innerLeaves: Tensor[] = [];
+  innerLeaves: readonly Tensor[] = NO_LEAVES;
 
   constructor(
     readonly name: string,

@@ -1,7 +1,9 @@
 // Data-parallel training over MPI with 2 processes on the tiny fixture (f32), against one process with the
 // same global batch: lib/dist (collectives, timeouts) and lib/app/train/distributed.ts (ddp, zero1, zero2,
-// sharded checkpoints). The ranks run test/dist/worker.ts under mpirun; the one-process reference runs here.
-// Skipped, with the reason, when mpirun is missing (.ci/run installs Open MPI).
+// zero3; gradient buckets started during backward by the grad-ready hooks, or after it; sharded
+// checkpoints, resumed by the same or another number of processes). The ranks run test/dist/worker.ts under
+// mpirun; the one-process reference runs here. Skipped, with the reason, when mpirun is missing (.ci/run
+// installs Open MPI).
 import t from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';

@@ -1,8 +1,9 @@
 // worker.ts — one rank of the 2-process tests in dist.test.ts, started by mpirun (never by tap: the name has
 // no .test.ts). argv[2] is a JSON job: { mode, demoDir, out, steps, oneCk }. Modes:
-//   train  collectives on CPU tensors, then the tiny fixture trained with ddp, zero1 and zero2 (losses and
-//          final weights written by rank 0 to out/<strategy>.json), frozen parameters compared with the
-//          fixture, and a zero2 sharded checkpoint resumed for one more step;
+//   train  collectives on CPU tensors, then the tiny fixture trained with ddp, zero1, zero2 and zero3, with
+//          gradient buckets reduced during or after backward (losses, final weights, bucket and zero3
+//          counts written by rank 0 to out/<run>.json), zero2 and zero3 sharded checkpoints resumed for one
+//          more step, and a one-process checkpoint (job.oneCk) resumed by both ranks;
 //   hang   rank 1 stops itself (SIGSTOP); rank 0's all-reduce must time out and abort the job;
 //   die    rank 1 is killed (SIGKILL) before the all-reduce; the launcher must end rank 0.
 import * as fs from 'fs';
