@@ -1,6 +1,8 @@
 // dist_worker.ts — one rank of the data-parallel bench (dist_cases.ts), started by mpirun: trains the tiny
-// fixture (stage 2, f32, ddp) for argv[2] optimizer steps of micro-batch 2 per rank, and rank 0 prints one
-// JSON line with the median tokens/s over the steps after the first two (tokens of every rank per second).
+// fixture (stage 2, f32) for argv[2] optimizer steps of micro-batch 2 per rank with the strategy argv[3]
+// (default ddp), gradient buckets of argv[4] MB (default 25) started during backward unless argv[5] is
+// 'after-backward'; rank 0 prints one JSON line with the median tokens/s over the steps after the first two
+// (tokens of every rank per second).
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -9,11 +11,14 @@ import { loadLlava } from '../lib/models/loader';
 import { LlavaDataset, resolveProcessorConfig } from '../lib/app/train/dataset';
 import { makeDemoData } from '../lib/app/train/demo_data';
 import { Trainer } from '../lib/app/train/trainer';
-import { DataParallel } from '../lib/app/train/distributed';
+import { DataParallel, type Strategy } from '../lib/app/train/distributed';
 import { fixtureDir } from '../test/gpu/fixture';
 
 async function main(): Promise<void> {
   const steps = Number(process.argv[2] ?? 12);
+  const strategy = (process.argv[3] ?? 'ddp') as Strategy;
+  const bucketMB = Number(process.argv[4] ?? 25);
+  const overlap = process.argv[5] !== 'after-backward';
   const pg = await L.dist.init();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `llava-dist-bench-${pg.rank}-`));
   try {
@@ -32,7 +37,7 @@ async function main(): Promise<void> {
       maxLength: 512,
     });
     const model = loadLlava(fix);
-    const par = pg.worldSize > 1 ? new DataParallel(pg, 'ddp') : undefined;
+    const par = pg.worldSize > 1 ? new DataParallel(pg, strategy, { bucketMB, overlap }) : undefined;
     const tr = new Trainer(model, ds, {
       stage: 2,
       lr: 1e-4,
@@ -54,8 +59,8 @@ async function main(): Promise<void> {
     model.dispose();
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
-    pg.destroy();
   }
+  pg.destroy(); // after success only: a failed rank aborts the job (below) instead of waiting in finalize
 }
 
 main().catch((e) => {

@@ -2,7 +2,7 @@
 export { Tensor } from './core/tensor';
 export type { Shape, NestedArray, TensorOrScalar } from './core/tensor';
 export type { DType, Device } from './core/dtype';
-export { noGrad, enableGrad, isGradEnabled } from './core/autograd';
+export { noGrad, enableGrad, isGradEnabled, onGradReady } from './core/autograd';
 export { tidy, keep, memory, emptyCache } from './core/memory';
 export type { MemoryInfo, DeviceMemory } from './core/memory';
 export * from './ops';

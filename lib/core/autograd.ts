@@ -11,6 +11,14 @@
 //
 // Ops attach nodes with `record`. A vjp runs later, inside backward, in a scope of its own (as the
 // forward op did), so the temporaries it creates are freed and only the gradients it returns live on.
+//
+// Grad-ready hooks (onGradReady): a leaf's callback runs once per backward pass, as soon as nothing more
+// can flow into its .grad — after the last node that has an edge to it, or that declares it among its
+// innerLeaves (a checkpointed block whose vjp runs a backward of its own into parameters the outer graph
+// cannot see). Data-parallel training starts a gradient's reduction there, while backward goes on
+// (torch's post-accumulate-grad hook). Leaves reached only by a nested backward without being declared fire
+// at the end of the outermost pass; a gradient arriving after its leaf fired is an error, never a silent
+// miss. Nested backward passes (recompute) fire nothing themselves.
 import type { Tensor } from './tensor';
 import { scoped } from './memory';
 
@@ -44,11 +52,15 @@ export function enableGrad<T>(fn: () => T): T {
 
 export type VJP = (grad: Tensor, saved: Tensor[]) => (Tensor | null | undefined)[];
 
+const NO_LEAVES: readonly Tensor[] = [];
+
 export class Node {
   refs = 0;
   released = false;
   /** parents[i] is the node or leaf tensor behind input i; null where no gradient is needed. */
   readonly edges: (Node | Tensor | null)[];
+  /** Leaves this node's vjp accumulates into through a backward of its own (recompute.ts). */
+  innerLeaves: readonly Tensor[] = NO_LEAVES;
 
   constructor(
     readonly name: string,
@@ -102,6 +114,54 @@ export function record(name: string, out: Tensor, inputs: (Tensor | null | undef
   return out;
 }
 
+type GradHook = (leaf: Tensor) => void;
+const gradHooks = new Map<Tensor, GradHook[]>();
+
+/** Calls `fn(leaf)` once per backward pass when `leaf`'s gradient is final (see the header); returns a
+ *  function that removes the hook. `leaf.grad` may be null then (no path carried a gradient). */
+export function onGradReady(leaf: Tensor, fn: GradHook): () => void {
+  if (typeof fn !== 'function') throw new Error('[onGradReady] fn must be a function');
+  if (leaf.gradFn) throw new Error('[onGradReady] the tensor is not a leaf');
+  gradHooks.set(leaf, [...(gradHooks.get(leaf) ?? []), fn]);
+  return () => {
+    const rest = (gradHooks.get(leaf) ?? []).filter((f) => f !== fn);
+    if (rest.length) gradHooks.set(leaf, rest);
+    else gradHooks.delete(leaf);
+  };
+}
+
+/** The outermost backward pass's bookkeeping for hooked leaves (null when no pass runs or none is hooked). */
+interface HookPass {
+  pending: Map<Tensor, number>;
+  touched: Set<Tensor>;
+  fired: Set<Tensor>;
+}
+let depth = 0;
+let hookPass: HookPass | null = null;
+
+function hookedLeaves(n: Node): Tensor[] {
+  const out: Tensor[] = [];
+  for (const e of n.edges) if (e && !(e instanceof Node) && gradHooks.has(e)) out.push(e);
+  for (const l of n.innerLeaves) if (gradHooks.has(l)) out.push(l);
+  return out;
+}
+
+function fire(p: HookPass, leaf: Tensor): void {
+  if (p.fired.has(leaf)) return;
+  p.fired.add(leaf);
+  for (const f of gradHooks.get(leaf) ?? []) f(leaf);
+}
+
+/** A node is done: its hooked leaves that expect nothing more fire. */
+function settle(p: HookPass | null, n: Node): void {
+  if (!p) return;
+  for (const l of hookedLeaves(n)) {
+    const left = (p.pending.get(l) ?? 1) - 1;
+    p.pending.set(l, left);
+    if (left <= 0) fire(p, l);
+  }
+}
+
 export interface BackwardOptions {
   /** Keep the graph (saved tensors) for a second backward. */
   retainGraph?: boolean;
@@ -112,12 +172,40 @@ export interface BackwardOptions {
  * supplies ones for scalars.
  */
 export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, ops: GradOps): void {
+  const outer = depth === 0;
+  depth++;
+  try {
+    backwardPass(root, grad, opts, ops, outer);
+  } finally {
+    depth--;
+    if (outer) hookPass = null;
+  }
+}
+
+function backwardPass(root: Tensor, grad: Tensor, opts: BackwardOptions, rawOps: GradOps, outer: boolean): void {
+  // Leaf accumulation, watched for the hooks.
+  const ops: GradOps = {
+    ...rawOps,
+    accumulate: (leaf, g) => {
+      const p = hookPass;
+      if (p && gradHooks.has(leaf)) {
+        if (p.fired.has(leaf))
+          throw new Error(
+            '[backward] a gradient reached a leaf after its grad-ready hook ran (a checkpointed block did not list it among its params?)',
+          );
+        p.touched.add(leaf);
+      }
+      return rawOps.accumulate(leaf, g);
+    },
+  };
+  if (outer && gradHooks.size) hookPass = { pending: new Map(), touched: new Set(), fired: new Set() };
   const start = root.gradFn;
   if (!start) {
     if (root.requiresGrad) {
       // The caller owns `grad`: hand over a second reference, which accumulate may not adopt.
       const r = grad.ref();
       if (!ops.accumulate(root, r)) r.dispose();
+      if (hookPass && gradHooks.has(root)) fire(hookPass, root);
     }
     return;
   }
@@ -143,6 +231,8 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
       stack.pop();
     }
   }
+  const pass = outer ? hookPass : null;
+  if (pass) for (const n of order) for (const l of hookedLeaves(n)) pass.pending.set(l, (pass.pending.get(l) ?? 0) + 1);
   const grads = new Map<Node, Tensor>();
   grads.set(start, grad.ref());
   // The gradient being propagated; held here so that a vjp that throws does not leak it.
@@ -159,6 +249,7 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
         current = g ?? null;
         if (!g) {
           if (!opts.retainGraph) freeSaved(n);
+          settle(pass, n);
           continue;
         }
         // A vjp may hand back g itself (add, reshape...): give each use its own reference.
@@ -181,7 +272,10 @@ export function runBackward(root: Tensor, grad: Tensor, opts: BackwardOptions, o
           }
         });
         if (!opts.retainGraph) freeSaved(n);
+        settle(pass, n);
       }
+      // Leaves fed only by nested passes without being declared: final now.
+      if (pass) for (const l of pass.touched) fire(pass, l);
     });
     ok = true;
   } finally {

@@ -49,21 +49,35 @@ function checkArgs(fn: unknown, inputs: unknown, params: unknown): void {
   });
 }
 
-export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Tensor | null)[], params: Tensor[]): Tensor {
+/** Runs `fn` with a block's parameters present (ZeRO-3 gathers them before and frees them after). */
+export type ParamScope = <T>(fn: () => T) => T;
+const direct: ParamScope = (fn) => fn();
+
+/**
+ * Runs fn(...inputs) keeping only the inputs for backward, which recomputes it. `params` are the trainable
+ * tensors fn's closure uses; `scope`, when given, wraps the first run and the recomputation (and a plain run
+ * when no gradient is needed).
+ */
+export function checkpoint(
+  fn: (...xs: (Tensor | null)[]) => Tensor,
+  inputs: (Tensor | null)[],
+  params: Tensor[],
+  scope: ParamScope = direct,
+): Tensor {
   checkArgs(fn, inputs, params);
   const present = inputs.filter((t): t is Tensor => !!t);
   const wanted = present.map((t) => t.requiresGrad);
   const trainable = wanted.some(Boolean) || params.some((p) => p.requiresGrad);
-  if (!isGradEnabled() || !trainable) return fn(...inputs);
+  if (!isGradEnabled() || !trainable) return scope(() => fn(...inputs));
   if (!present.length) throw new Error('[checkpoint] the block needs at least one tensor input');
   const before = snapshot();
-  const out = noGrad(() => fn(...inputs));
+  const out = scope(() => noGrad(() => fn(...inputs)));
   // record() attaches a node only when an input requires grad. When only the parameters do, the
   // first input stands in as the node's edge for the duration of the call; its gradient is dropped.
   const forced = !wanted.some(Boolean);
   if (forced) present[0].requiresGrad = true;
   try {
-    return record(
+    const res = record(
       'checkpoint',
       out,
       present,
@@ -77,16 +91,18 @@ export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Te
         for (const [r, st] of before) r.setState(st);
         let grads: (Tensor | null)[];
         try {
-          grads = enableGrad(() =>
-            tidy(() => {
-              let k = 0;
-              fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
-              return ins.map((d) => {
-                const gr = d.grad;
-                d.grad = null;
-                return gr;
-              });
-            }),
+          grads = scope(() =>
+            enableGrad(() =>
+              tidy(() => {
+                let k = 0;
+                fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
+                return ins.map((d) => {
+                  const gr = d.grad;
+                  d.grad = null;
+                  return gr;
+                });
+              }),
+            ),
           );
         } finally {
           for (const [r, st] of now) r.setState(st);
@@ -96,6 +112,10 @@ export function checkpoint(fn: (...xs: (Tensor | null)[]) => Tensor, inputs: (Te
       },
       present,
     );
+    // The parameters get their gradients inside the vjp's own backward: the outer pass must know, for its
+    // grad-ready hooks (autograd.ts).
+    if (res.gradFn) res.gradFn.innerLeaves = params.filter((p) => p.requiresGrad);
+    return res;
   } finally {
     if (forced) present[0].requiresGrad = false;
   }

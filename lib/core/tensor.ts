@@ -128,6 +128,32 @@ export class Tensor {
     return new Tensor(this.storage, shape, strides, offset, this.dtype);
   }
 
+  /**
+   * Points this contiguous tensor at `storage` from element `offset` (same device; the shape must fit, or the
+   * storage be empty: a tensor on an empty storage is 'released' and any kernel on it fails its size check)
+   * and drops its hold on the old memory. ZeRO-3 moves a parameter between its gathered copy and nothing
+   * (lib/app/train/dist_zero3.ts). Views taken earlier keep the old memory.
+   */
+  rebind(storage: Storage, offset = 0): void {
+    this.assertAlive('rebind');
+    if (storage.device !== this.device) throw new Error(`[rebind] storage is on ${storage.device}, the tensor on ${this.device}`);
+    if (!this.isContiguous()) throw new Error('[rebind] the tensor must be contiguous');
+    const need = (offset + this.numel) * ITEMSIZE[this.dtype];
+    if (!Number.isInteger(offset) || offset < 0 || (storage.nbytes > 0 && need > storage.nbytes))
+      throw new Error(`[rebind] ${this.numel} elements from ${offset} do not fit a storage of ${storage.nbytes} bytes`);
+    storage.retain();
+    const old = this.storage;
+    const self = this as unknown as { storage: Storage; offset: number };
+    self.storage = storage;
+    self.offset = storage.nbytes > 0 ? offset : 0;
+    old.release();
+  }
+
+  /** Whether the tensor sits on an empty storage (rebind) while it has elements. */
+  get isReleased(): boolean {
+    return this.storage.nbytes === 0 && this.numel > 0;
+  }
+
   /** Another handle to the same data and graph position; disposing one leaves the other valid. */
   ref(): Tensor {
     const t = new Tensor(this.storage, this.shape, this.strides, this.offset, this.dtype, false);

@@ -224,10 +224,13 @@ export class LlamaForCausalLM extends Module {
       const step: LlamaStep = { cos, sin, keyMask, cache };
       let h = embeds;
       this.layers.items.forEach((layer, i) => {
-        if (this.gradientCheckpointing && !cache) {
-          // Keep only each layer's input; recompute the layer in backward.
-          h = checkpoint((x, c, s, m) => layer.forward(x!, { cos: c!, sin: s!, keyMask: m }, i), [h, cos, sin, keyMask ?? null], layer.parameters());
-        } else h = layer.forward(h, step, i);
+        const scope = layer.paramScope;
+        if ((this.gradientCheckpointing || scope) && !cache) {
+          // Keep only each layer's input; recompute the layer in backward (inside its parameter scope: ZeRO-3).
+          const run = (x: Tensor | null, c: Tensor | null, s: Tensor | null, m: Tensor | null): Tensor =>
+            layer.forward(x!, { cos: c!, sin: s!, keyMask: m }, i);
+          h = checkpoint(run, [h, cos, sin, keyMask ?? null], layer.parameters(), scope ?? undefined);
+        } else h = scope ? scope(() => layer.forward(h, step, i)) : layer.forward(h, step, i);
       });
       return this.norm.forward(h);
     });

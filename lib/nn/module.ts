@@ -8,11 +8,18 @@ import { Tensor } from '../core/tensor';
 import { keep } from '../core/memory';
 import { DType, Device } from '../core/dtype';
 import { noGrad } from '../core/autograd';
+import type { ParamScope } from '../core/recompute';
 import { to } from '../ops/view';
 import { copyInto } from '../ops/elementwise';
 
 export class Module {
   training = true;
+  /**
+   * Set by ZeRO-3 (lib/app/train/dist_zero3.ts) on the blocks whose parameters it shards: runs a function
+   * with this module's parameters present. A model runs such a block through it (LLaMA's decoder layers:
+   * recomputed in backward, the scope wrapping both runs, as gradient checkpointing).
+   */
+  paramScope: ParamScope | null = null;
   private readonly params = new Map<string, Tensor | null>();
   private readonly children = new Map<string, Module>();
 

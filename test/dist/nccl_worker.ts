@@ -1,7 +1,7 @@
 // nccl_worker.ts — one rank of the NCCL-path check (test/cuda/cuda_emu_addon.test.ts), started by mpirun with
 // LLAVA_NATIVE at the emulated CUDA addon and LLAVA_NCCL_LIB at the stand-in libnccl (fake_nccl.cc): the
-// NCCL id goes through MPI, collectives run on 'cuda' tensors through cpp/dist_nccl.cc, and ddp training
-// of the tiny fixture on 'cuda' (NCCL) is compared with the same on 'cpu' (MPI). Rank 0 prints one JSON line.
+// NCCL id goes through MPI, collectives run on 'cuda' tensors through cpp/dist_nccl.cc, and zero2 and zero3
+// training of the tiny fixture on 'cuda' (NCCL) are compared with zero2 on 'cpu' (MPI). Rank 0 prints one JSON line.
 import * as path from 'path';
 import * as L from '../../lib';
 import { loadLlava } from '../../lib/models/loader';
@@ -44,12 +44,17 @@ async function main(): Promise<void> {
 
   const demo = makeDemoData(path.join(process.argv[2], `demo-${r}`));
   const losses: Record<string, number[]> = {};
-  for (const device of ['cpu', 'cuda'] as const) {
+  const runs = [
+    ['cpu', 'zero2'],
+    ['cuda', 'zero2'],
+    ['cuda', 'zero3'],
+  ] as const;
+  for (const [device, strategy] of runs) {
     const ds = LlavaDataset.fromFile(demo.finetuneJson, tinyDatasetSpec(demo.imageFolder));
     const model = loadLlava(FIX, { device });
-    const par = new DataParallel(pg, 'zero2');
+    const par = new DataParallel(pg, strategy);
     const tr = new Trainer(model, ds, { stage: 2, lr: 1e-3, microBatch: 1, gradAccum: 1, maxSteps: 2, warmupRatio: 0, seed: 3, progress: 'none', log: () => {}, parallel: par });
-    losses[device] = (await tr.train()).history.map((h) => h.loss);
+    losses[`${device}${strategy === 'zero3' ? '-zero3' : ''}`] = (await tr.train()).history.map((h) => h.loss);
     tr.dispose();
     par.dispose();
     model.dispose();

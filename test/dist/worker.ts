@@ -1,8 +1,9 @@
 // worker.ts — one rank of the 2-process tests in dist.test.ts, started by mpirun (never by tap: the name has
-// no .test.ts). argv[2] is a JSON job: { mode, demoDir, out, steps }. Modes:
-//   train  collectives on CPU tensors, then the tiny fixture trained with ddp, zero1 and zero2 (losses and
-//          final weights written by rank 0 to out/<strategy>.json), frozen parameters compared with the
-//          fixture, and a zero2 sharded checkpoint resumed for one more step;
+// no .test.ts). argv[2] is a JSON job: { mode, demoDir, out, steps, oneCk }. Modes:
+//   train  collectives on CPU tensors, then the tiny fixture trained with ddp, zero1, zero2 and zero3, with
+//          gradient buckets reduced during or after backward (losses, final weights, bucket and zero3
+//          counts written by rank 0 to out/<run>.json), zero2 and zero3 sharded checkpoints resumed for one
+//          more step, and a one-process checkpoint (job.oneCk) resumed by both ranks;
 //   hang   rank 1 stops itself (SIGSTOP); rank 0's all-reduce must time out and abort the job;
 //   die    rank 1 is killed (SIGKILL) before the all-reduce; the launcher must end rank 0.
 import * as fs from 'fs';
@@ -17,6 +18,8 @@ import { TEST_DIR } from '../helpers';
 
 interface Job {
   mode: 'train' | 'hang' | 'die';
+  /** A one-process checkpoint folder the ranks resume (1 -> 2 processes). */
+  oneCk?: string;
   demoDir: string;
   out: string;
   steps: number;
@@ -101,18 +104,28 @@ function collectives(pg: L.dist.ProcessGroup): Record<string, unknown> {
   return out;
 }
 
-async function train(pg: L.dist.ProcessGroup, strategy: Strategy, o: { outputDir?: string; until?: number; resume?: boolean } = {}) {
+// Small buckets (the tiny model is ~1 MB): several buckets, started during backward by the grad hooks.
+const SMALL = { bucketMB: 0.05 };
+
+async function train(
+  pg: L.dist.ProcessGroup,
+  strategy: Strategy,
+  o: { outputDir?: string; until?: number; resume?: boolean; bucketMB?: number; overlap?: boolean; microBatch?: number } = {},
+) {
   const model = loadLlava(FIX);
-  const par = new DataParallel(pg, strategy);
+  const par = new DataParallel(pg, strategy, { bucketMB: o.bucketMB, overlap: o.overlap });
   par.checkSame('model config', model.config);
-  const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), gradAccum: 1, parallel: par, outputDir: o.outputDir, plot: false });
+  const tr = new Trainer(model, dataset(), { ...trainOptions(job.steps), microBatch: o.microBatch ?? 1, gradAccum: 1, parallel: par, outputDir: o.outputDir, plot: false, baseModelDir: FIX });
   if (o.resume) tr.resume(findCheckpoint(o.outputDir!)!);
   const r = await tr.train({ untilStep: o.until });
-  const weights = Object.fromEntries(model.namedParameters().map(([n, p]) => [n, Array.from(p.dataSync() as Float32Array)]));
+  const buckets = par.bucketCounts;
+  // zero3: between steps the trainable parameters hold no memory (only this rank's shard exists).
+  const zero3 = par.zero3Stats && { ...par.zero3Stats, released: tr.trainable.filter(([, p]) => p.isReleased).length, trainable: tr.trainable.length };
   tr.dispose();
-  par.dispose();
+  par.dispose(); // zero3 makes the parameters whole again
+  const weights = Object.fromEntries(model.namedParameters().map(([n, p]) => [n, Array.from(p.dataSync() as Float32Array)]));
   model.dispose();
-  return { losses: r.history.map((h) => h.loss), weights, globalBatch: tr.globalBatch };
+  return { losses: r.history.map((h) => h.loss), weights, globalBatch: tr.globalBatch, buckets, zero3 };
 }
 
 async function main(): Promise<void> {
@@ -129,18 +142,44 @@ async function main(): Promise<void> {
   }
   const res: Record<string, unknown> = { rank: pg.rank, world: pg.worldSize, collectives: collectives(pg) };
   const before = L.memory();
-  for (const s of ['ddp', 'zero1', 'zero2'] as Strategy[]) {
-    const r = await train(pg, s);
-    if (pg.rank === 0) fs.writeFileSync(path.join(job.out, `${s}.json`), JSON.stringify(r));
-    res[s] = r.losses;
+  const runs: [string, Strategy, { bucketMB?: number; overlap?: boolean; microBatch?: number }][] = [
+    ['ddp', 'ddp', SMALL],
+    ['ddp-after-backward', 'ddp', { overlap: false }], // one 25 MB bucket, reduced after backward
+    ['zero1', 'zero1', SMALL],
+    ['zero2', 'zero2', SMALL],
+    ['zero2-after-backward', 'zero2', { ...SMALL, overlap: false }],
+    ['zero3', 'zero3', {}],
+    // Micro-batches of 2: the epoch ends with a short step of one micro-batch, which rank 1 has none of
+    // (zero3 then repeats its last micro-batch weighted 0, so that both ranks gather alike).
+    ['ddp-mb2', 'ddp', { microBatch: 2 }],
+    ['zero3-mb2', 'zero3', { microBatch: 2 }],
+  ];
+  for (const [name, s, o] of runs) {
+    const r = await train(pg, s, o);
+    if (pg.rank === 0) fs.writeFileSync(path.join(job.out, `${name}.json`), JSON.stringify(r));
+    res[name] = r.losses;
   }
   // Frozen parameters (the vision tower in stage 2) stay bit-identical: compare against a fresh load after a run.
   // zero2 checkpoint after step `steps - 1`, resumed for the last step.
   const ck = path.join(job.out, 'ck');
-  await train(pg, 'zero2', { outputDir: ck, until: job.steps - 1 });
+  await train(pg, 'zero2', { ...SMALL, outputDir: ck, until: job.steps - 1 });
   res.ckFiles = fs.readdirSync(findCheckpoint(ck)!).sort();
-  const resumed = await train(pg, 'zero2', { outputDir: ck, resume: true });
+  // Kept for the one-process resume in dist.test.ts (2 -> 1); the resume below replaces it in ck.
+  if (pg.rank === 0) fs.cpSync(findCheckpoint(ck)!, path.join(job.out, 'two-ck'), { recursive: true });
+  const resumed = await train(pg, 'zero2', { ...SMALL, outputDir: ck, resume: true });
   res.resumedLosses = resumed.losses;
+  // The same for zero3, whose resumed run ends with the consolidated export (rank 0 writes what it trained).
+  const ck3 = path.join(job.out, 'ck3');
+  await train(pg, 'zero3', { outputDir: ck3, until: job.steps - 1 });
+  const resumed3 = await train(pg, 'zero3', { outputDir: ck3, resume: true });
+  res.resumedLosses3 = resumed3.losses;
+  if (pg.rank === 0) fs.writeFileSync(path.join(job.out, 'zero3-resumed.json'), JSON.stringify(resumed3));
+  // 1 -> 2 processes: a copy of the one-process checkpoint resumed by both ranks under zero3.
+  const fromOne = path.join(job.out, 'from-one');
+  if (pg.rank === 0) fs.cpSync(job.oneCk!, fromOne, { recursive: true });
+  pg.barrier().wait();
+  const r1 = await train(pg, 'zero3', { outputDir: fromOne, resume: true });
+  if (pg.rank === 0) fs.writeFileSync(path.join(job.out, 'from-one.json'), JSON.stringify(r1));
   {
     // A stop asked on rank 1 only (its signal): both ranks stop after the same step.
     const model = loadLlava(FIX);

@@ -111,7 +111,7 @@ async function trainAction(_opts: unknown, cmd: Command): Promise<void> {
   // Runtime and model (the native addon loads here).
   const { device, dtype } = checkRuntime(s.device, s.dtype, { dtypes: TRAIN_DTYPES, area: 'train' });
   const { joinJob } = await import('../train/distributed');
-  const parallel = await joinJob({ strategy: s.distributed, timeoutS: s.distTimeout, device });
+  const parallel = await joinJob({ strategy: s.distributed, timeoutS: s.distTimeout, bucketMB: s.distBucketMb, device });
   try {
     await trainOn(s, flags, fromCheckpoint.taken, device, dtype, parallel);
   } catch (e) {
@@ -249,7 +249,12 @@ async function withCheckpointOptions(flags: Layer): Promise<{ layer: Layer; take
   const ck = findCheckpoint(flags.resume === true ? String(flags.outputDir) : String(flags.resume));
   if (!ck) return { layer: flags, taken: [] }; // reported later, with the other resume errors
   const rec = readTrainerState(ck).options ?? {};
-  const keys = [...RECORDED, ...(BATCH_KEYS.some((k) => flags[k] !== undefined) ? [] : (['microBatch', 'gradAccum'] as TrainKey[]))];
+  // Another number of processes than wrote it: the global batch carries over, the per-process accumulation
+  // follows from it (launch.ts perRankBatching).
+  const { readDistRecord } = await import('../train/dist_record');
+  const { readDistEnv } = await import('../../dist/env');
+  const perProcess: TrainKey = readDistRecord(ck).worldSize === readDistEnv().worldSize ? 'gradAccum' : 'globalBatch';
+  const keys = [...RECORDED, ...(BATCH_KEYS.some((k) => flags[k] !== undefined) ? [] : (['microBatch', perProcess] as TrainKey[]))];
   const layer: Layer = { ...flags };
   const taken: string[] = [];
   for (const k of keys)

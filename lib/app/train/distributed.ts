@@ -9,18 +9,16 @@
 // modality-grouped order is kept. Every micro-batch loss is scaled by 1/G (1/k for a short last group) and
 // gradients are SUMMED across ranks: the step's gradient is then exactly the one-process mean.
 //
-// Strategies:
-// - ddp: gradients all-reduced in buckets (25 MB by default, packed per dtype). The engine's autograd has
-//   no per-parameter hook, so the reduction starts after the backward of the step's last micro-batch; the
-//   buckets themselves are pipelined (bucket i is in flight while bucket i+1 is packed). Every rank then
-//   runs the same AdamW update.
-// - zero1: as ddp for gradients; AdamW moments and f32 master weights exist only for this rank's shard of
-//   the flat parameter space (1/world of it). Each rank updates its shard, then the weights are all-gathered.
-// - zero2: as zero1, but gradients are reduce-scattered: each rank keeps the summed gradient of its shard
-//   only (each full gradient is freed as it is packed for the reduction, after backward; DeepSpeed
-//   reduces and frees them bucket by bucket during backward, which needs the hook this engine lacks, so
-//   the peak here is zero1's).
-// - zero3 (parameters sharded and gathered per layer) is not implemented: refused with that message.
+// Strategies (gradient reduction bucket by bucket during backward: dist_grads.ts; the bucket and shard
+// layout: dist_layout.ts):
+// - ddp: gradients all-reduced in buckets (25 MB by default) started by grad-ready hooks as backward
+//   produces them, on the step's last micro-batch. Every rank then runs the same AdamW update.
+// - zero1: as ddp for gradients; AdamW moments and f32 master weights exist only for this rank's shard
+//   (chunk r of every bucket). Each rank updates its shard, then the weights are all-gathered per bucket.
+// - zero2: as zero1, but each bucket is reduce-scattered during backward and the full gradients are freed
+//   as they are packed: a rank keeps the summed gradient of its shard only.
+// - zero3: as zero2, and the parameters are sharded too: each decoder layer's weights are all-gathered
+//   just before its forward and again for its recomputed backward, freed after (dist_zero3.ts).
 // Frozen parameters are never reduced or sharded: only the trainable list passes through here.
 import { createHash } from 'crypto';
 import * as fs from 'fs';
@@ -32,58 +30,60 @@ import { zeros, fromTypedArray } from '../../ops';
 import { copyInto, mul, square } from '../../ops/elementwise';
 import { sum } from '../../ops/reduce';
 import { AdamW, clipGradNorm, type AdamWOptions, type ParamGroup } from '../../optim/adamw';
-import type { ProcessGroup, Work } from '../../dist';
-import { saveOptimizer, loadOptimizer } from './train_state';
+import type { ProcessGroup } from '../../dist';
+import { FlatLayout, flatView } from './dist_layout';
+import { GradReducer } from './dist_grads';
+import { Zero3 } from './dist_zero3';
+import type { Module } from '../../nn/module';
+import { saveOptimizer, OPTIMIZER_FILE } from './train_state';
+import { piecesOf, loadOptimizerPieces, PIECES_KEY, type Piece } from './optimizer_shards';
 import { writeDirAtomic, writeFileAtomic } from '../util/files';
-import { STRATEGIES } from './options';
+import { STRATEGIES, RESUME_MUST_MATCH, type TrainerKey } from './options';
+import { DIST_FILE, shardFile, readDistRecord } from './dist_record';
 
-/** In a checkpoint of a sharded run: how it was sharded, and each rank's optimizer shard. */
-export const DIST_FILE = 'distributed.json';
-export const shardFile = (rank: number, world: number): string => `optimizer.rank-${rank}-of-${world}.safetensors`;
+export { DIST_FILE, shardFile, readDistRecord } from './dist_record';
 
 export type Strategy = (typeof STRATEGIES)[number];
-
-/** A contiguous 1-D view of `len` elements of contiguous `t`, from element `start`. */
-function flat(t: Tensor, start: number, len: number): Tensor {
-  return t.makeView([len], [1], t.offset + start);
-}
-
-/** A piece of one parameter that falls in this rank's shard of the flat parameter space. */
-interface ShardSlice {
-  param: Tensor;
-  /** Where the piece starts inside the parameter, and inside the flat space. */
-  inParam: number;
-  inFlat: number;
-  len: number;
-  /** The leaf the shard optimizer updates: a view of the parameter's bytes. */
-  leaf: Tensor;
-}
 
 export class DataParallel {
   readonly rank: number;
   readonly world: number;
-  private readonly bucketElems: number;
-  /** zero1/zero2: the flat layout. */
-  private offsets = new Map<Tensor, number>();
-  private shardSize = 0;
-  private slices: ShardSlice[] = [];
-  private shardGrad: Tensor | null = null;
+  private readonly bucketBytes: number;
+  private readonly overlap: boolean;
+  private layout: FlatLayout | null = null;
+  private reducer: GradReducer | null = null;
+  /** zero1/2/3: the optimizer's leaves, one per shard slice (views of the parameters' bytes; zero3: of
+   *  its shard weights). */
+  private leaves: Tensor[] = [];
+  /** zero3's parameter shards. */
+  private zero3: Zero3 | null = null;
+  /** zero3: forward + backward passes run in the current step. */
+  private passes = 0;
+  /** The trainable parameters, and the shard slice behind each optimizer leaf (checkpoint pieces). */
+  private params: Tensor[] = [];
+  private readonly leafSlices = new Map<Tensor, { param: Tensor; inParam: number; len: number }>();
 
   constructor(
     readonly pg: ProcessGroup,
     readonly strategy: Strategy,
-    o: { bucketMB?: number } = {},
+    o: { bucketMB?: number; overlap?: boolean } = {},
   ) {
     if (!STRATEGIES.includes(strategy)) throw new Error(`[train] unknown --distributed '${String(strategy)}' (${STRATEGIES.join(', ')})`);
-    if (strategy === 'zero3')
-      throw new Error('[train] --distributed zero3 (parameters sharded and gathered per layer) is not supported yet: use zero2 or zero1');
     this.rank = pg.rank;
     this.world = pg.worldSize;
-    this.bucketElems = Math.max(1, Math.floor(((o.bucketMB ?? 25) * 1024 * 1024) / 4));
+    const mb = o.bucketMB ?? 25;
+    if (!(mb > 0)) throw new Error(`[train] the bucket size must be a positive number of MB (got ${mb})`);
+    this.bucketBytes = mb * 1024 * 1024;
+    this.overlap = o.overlap ?? true;
   }
 
   get sharded(): boolean {
-    return this.strategy === 'zero1' || this.strategy === 'zero2';
+    return this.strategy !== 'ddp';
+  }
+
+  /** zero3's statistics (gathers, most decoder blocks gathered at once), or null. */
+  get zero3Stats(): Zero3['stats'] | null {
+    return this.zero3 ? { ...this.zero3.stats } : null;
   }
 
   /** Micro-batches per optimizer step across the job. */
@@ -144,117 +144,117 @@ export class DataParallel {
     }
   }
 
-  /** The optimizer: plain AdamW for ddp, AdamW over this rank's shard for zero1/zero2. */
-  makeOptimizer(params: Tensor[], groups: ParamGroup[], o: AdamWOptions): AdamW {
+  /**
+   * The optimizer: plain AdamW for ddp, AdamW over this rank's shard for zero1/2/3. Sets up the buckets;
+   * zero3 shards `params` at once, one unit per block of `blocks` (the decoder layers) plus one for the rest.
+   */
+  makeOptimizer(params: Tensor[], groups: ParamGroup[], o: AdamWOptions, blocks: Module[] = []): AdamW {
+    if (this.sharded) {
+      const dtypes = new Set(params.map((p) => p.dtype));
+      if (dtypes.size > 1) throw new Error(`[train] --distributed ${this.strategy} needs one parameter dtype, got ${[...dtypes].join(', ')}`);
+    }
+    if (this.strategy === 'zero3') {
+      this.zero3 = new Zero3(this.pg, params, blocks);
+      this.layout = this.zero3.layout;
+      this.leaves = this.zero3.makeLeaves();
+    } else {
+      this.layout = new FlatLayout(params, this.world, this.rank, { bucketBytes: this.bucketBytes });
+      if (this.sharded)
+        this.leaves = this.layout.slices.map((sl) => {
+          const leaf = keep(flatView(sl.param, sl.inParam, sl.len));
+          leaf.requiresGrad = true;
+          return leaf;
+        });
+    }
+    this.params = params.slice();
+    this.leaves.forEach((leaf, i) => this.leafSlices.set(leaf, this.layout!.slices[i]));
+    this.reducer = new GradReducer(
+      this.pg,
+      this.layout,
+      this.strategy === 'zero1' || this.strategy === 'ddp' ? 'all-reduce' : 'reduce-scatter',
+      this.overlap,
+    );
     if (!this.sharded) return new AdamW(groups, o);
-    const dtypes = new Set(params.map((p) => p.dtype));
-    if (dtypes.size > 1) throw new Error(`[train] --distributed ${this.strategy} needs one parameter dtype, got ${[...dtypes].join(', ')}`);
-    let at = 0;
-    for (const p of params) {
-      if (!p.isContiguous()) throw new Error('[train] sharding needs contiguous parameters');
-      this.offsets.set(p, at);
-      at += p.numel;
-    }
-    this.shardSize = Math.ceil(at / this.world);
-    const lo = this.rank * this.shardSize;
-    const hi = Math.min(at, lo + this.shardSize);
-    const byParam = new Map<Tensor, ShardSlice>();
-    for (const p of params) {
-      const a = this.offsets.get(p)!;
-      const s = Math.max(a, lo);
-      const e = Math.min(a + p.numel, hi);
-      if (e <= s) continue;
-      const leaf = keep(flat(p, s - a, e - s));
-      leaf.requiresGrad = true;
-      const sl: ShardSlice = { param: p, inParam: s - a, inFlat: s, len: e - s, leaf };
-      this.slices.push(sl);
-      byParam.set(p, sl);
-    }
-    const shardGroups = groups.map((g) => ({ ...g, params: g.params.filter((p) => byParam.has(p)).map((p) => byParam.get(p)!.leaf) }));
+    const byParam = new Map<Tensor, Tensor[]>();
+    this.layout.slices.forEach((sl, i) => byParam.set(sl.param, [...(byParam.get(sl.param) ?? []), this.leaves[i]]));
+    const shardGroups = groups.map((g) => ({ ...g, params: g.params.flatMap((p) => byParam.get(p) ?? []) }));
     return new AdamW(shardGroups, o);
   }
 
-  /** After the step's backward: reduce gradients (see the header). Missing gradients count as zeros. */
-  syncGrads(params: Tensor[]): void {
-    tidy(() =>
-      noGrad(() => {
-        for (const p of params) if (!p.grad) p.grad = keep(zeros(p.shape, { dtype: p.dtype, device: p.device }));
-        if (this.world > 1) {
-          if (this.strategy === 'zero2') this.reduceScatterGrads(params);
-          else this.allReduceGrads(params);
-        }
-        if (this.strategy === 'zero1') for (const s of this.slices) s.leaf.grad = keep(flat(s.param.grad!, s.inParam, s.len));
-      }),
-    );
+  /** Which piece of the trainable parameters each leaf of `opt` covers (optimizer_shards.ts). */
+  pieces(opt: AdamW): Piece[] {
+    return piecesOf(opt, this.params, this.leafSlices);
   }
 
-  private allReduceGrads(params: Tensor[]): void {
-    const byType = new Map<string, Tensor[]>();
-    for (const p of params) byType.set(`${p.dtype}/${p.device}`, [...(byType.get(`${p.dtype}/${p.device}`) ?? []), p]);
-    const inFlight: { bucket: Tensor; members: Tensor[]; work: Work }[] = [];
-    const finish = (f: (typeof inFlight)[number]): void => {
-      f.work.wait();
-      let at = 0;
-      for (const p of f.members) {
-        const src = flat(f.bucket, at, p.numel);
-        copyInto(flat(p.grad!, 0, p.numel), src);
-        at += p.numel;
-      }
-      f.bucket.dispose();
-    };
-    for (const list of byType.values()) {
-      let i = 0;
-      while (i < list.length) {
-        const members: Tensor[] = [];
-        let n = 0;
-        while (i < list.length && (members.length === 0 || n + list[i].numel <= this.bucketElems)) {
-          members.push(list[i]);
-          n += list[i].numel;
-          i++;
-        }
-        const bucket = keep(zeros([n], { dtype: members[0].dtype, device: members[0].device }));
-        let at = 0;
-        for (const p of members) {
-          copyInto(flat(bucket, at, p.numel), flat(p.grad!, 0, p.numel));
-          at += p.numel;
-        }
-        inFlight.push({ bucket, members, work: this.pg.allReduce(bucket, 'sum') });
-        // Two buckets in flight at most: the next one is packed while the previous is reduced.
-        if (inFlight.length > 1) finish(inFlight.shift()!);
-      }
-    }
-    for (const f of inFlight) finish(f);
+  /** Runs one micro-batch's forward + backward (zero3: with the non-block parameters gathered). */
+  pass<T>(fn: () => T): T {
+    return this.zero3 ? this.zero3.stepScope(fn) : fn();
   }
 
-  private reduceScatterGrads(params: Tensor[]): void {
-    const p0 = params[0];
-    const full = zeros([this.shardSize * this.world], { dtype: p0.dtype, device: p0.device });
-    try {
-      // Each gradient is freed as soon as it is packed: the full gradient exists once, not twice.
-      for (const p of params) {
-        const [dst, src] = [flat(full, this.offsets.get(p)!, p.numel), flat(p.grad!, 0, p.numel)];
-        copyInto(dst, src);
-        [dst, src].forEach((v) => v.dispose()); // views hold their storage: drop them with the gradient
-        p.zeroGrad();
-      }
-      this.shardGrad?.dispose();
-      this.shardGrad = keep(zeros([this.shardSize], { dtype: p0.dtype, device: p0.device }));
-      this.pg.reduceScatter(this.shardGrad, full, 'sum').wait();
-    } finally {
-      full.dispose();
+  /** Runs fn with the model's trainable weights whole (zero3 gathers them; `writeBack` takes them as the new
+   *  shards afterwards, after a load). Every rank must call it. */
+  withWeights<T>(fn: () => T, writeBack = false): T {
+    return this.zero3 ? this.zero3.withWeights(fn, writeBack) : fn();
+  }
+
+  /** Gradient buckets started so far: by the hooks during backward, and in all. */
+  get bucketCounts(): { duringBackward: number; total: number } {
+    return { ...this.grads.counts };
+  }
+
+  private get grads(): GradReducer {
+    if (!this.reducer) throw new Error('[train] DataParallel.makeOptimizer must run first');
+    return this.reducer;
+  }
+
+  /** Before a micro-batch's forward: i-th of the k micro-batches of the step (all ranks counted). On this
+   *  rank's last one the gradient hooks start the reduction during backward. */
+  beforeMicroBatch(i: number, k: number): void {
+    if (this.zero3) {
+      // Arm on the same pass on every rank: the all-gathers of the passes must pair up across ranks.
+      if (++this.passes === Math.ceil(k / this.world)) this.grads.arm();
+      return;
     }
-    const lo = this.rank * this.shardSize;
-    for (const s of this.slices) s.leaf.grad = keep(flat(this.shardGrad, s.inFlat - lo, s.len));
+    const last = this.rank + this.world * Math.floor((k - 1 - this.rank) / this.world);
+    if (i === last) this.grads.arm();
+  }
+
+  /**
+   * After this rank's micro-batches of the step, before any other collective: zero3 repeats `zeroPass` (a
+   * pass whose loss is scaled by 0) until this rank ran as many passes as the others (ceil(k / world)),
+   * then the gradient buckets not started yet are.
+   */
+  flushGrads(k: number, zeroPass: (() => void) | null): void {
+    if (this.zero3)
+      while (this.passes < Math.ceil(k / this.world)) {
+        if (!zeroPass)
+          throw new Error(`[train] zero3: rank ${this.rank} has had no micro-batch yet to pad its passes with (fewer micro-batches than processes?)`);
+        this.beforeMicroBatch(-1, k);
+        zeroPass();
+      }
+    this.passes = 0;
+    this.grads.flush();
+  }
+
+  /** Waits for the step's reductions; `scale` multiplies the summed gradients (micro-batches dropped). */
+  syncGrads(scale = 1): void {
+    this.grads.finish(scale);
+    if (!this.sharded) return;
+    const shardGrad = this.grads.shardGrad;
+    this.layout!.slices.forEach((s, i) => {
+      this.leaves[i].zeroGrad();
+      this.leaves[i].grad = keep(shardGrad ? flatView(shardGrad, s.shardAt, s.len) : flatView(s.param.grad!, s.inParam, s.len));
+    });
   }
 
   /** Gradient clipping after syncGrads (the norm of the whole summed gradient); returns the norm. */
   clipGradNorm(params: Tensor[], maxNorm: number): number {
-    if (this.strategy !== 'zero2') return clipGradNorm(params, maxNorm);
+    if (this.strategy === 'ddp' || this.strategy === 'zero1') return clipGradNorm(params, maxNorm);
     return tidy(() =>
       noGrad(() => {
         let local = 0;
-        for (const s of this.slices) {
-          const sq = square(s.leaf.grad!);
+        for (const leaf of this.leaves) {
+          const sq = square(leaf.grad!);
           const t = sum(sq);
           local += t.item();
           sq.dispose();
@@ -263,9 +263,9 @@ export class DataParallel {
         const norm = Math.sqrt(this.sumStats([local])[0]);
         const coef = maxNorm / (norm + 1e-6);
         if (coef < 1)
-          for (const s of this.slices) {
-            const g = mul(s.leaf.grad!, coef);
-            copyInto(s.leaf.grad!, g);
+          for (const leaf of this.leaves) {
+            const g = mul(leaf.grad!, coef);
+            copyInto(leaf.grad!, g);
             g.dispose();
           }
         return norm;
@@ -275,28 +275,41 @@ export class DataParallel {
 
   /** After the optimizer step: zero1/zero2 all-gather the updated shards into every rank's weights. */
   afterStep(params: Tensor[]): void {
-    if (!this.sharded) return;
-    // The optimizer's parameters are the shard leaves: the full gradients are cleared here.
-    for (const s of this.slices) s.leaf.zeroGrad();
+    for (const leaf of this.leaves) leaf.zeroGrad();
     for (const p of params) p.zeroGrad();
-    if (this.strategy === 'zero2') {
-      this.shardGrad?.dispose();
-      this.shardGrad = null;
-    }
-    if (this.world === 1) return;
-    tidy(() =>
-      noGrad(() => {
-        const p0 = params[0];
-        const buf = zeros([this.shardSize * this.world], { dtype: p0.dtype, device: p0.device });
-        try {
-          for (const s of this.slices) copyInto(flat(buf, s.inFlat, s.len), s.leaf);
-          this.pg.allGather(buf, flat(buf, this.rank * this.shardSize, this.shardSize)).wait();
-          for (const p of params) copyInto(flat(p, 0, p.numel), flat(buf, this.offsets.get(p)!, p.numel));
-        } finally {
-          buf.dispose();
+    this.grads.clear();
+    if (!this.sharded || this.zero3 || this.world === 1) return; // zero3 gathers at the next use
+    // One all-gather per bucket; the next is packed while the previous one is in flight.
+    noGrad(() => {
+      let prev: (() => void) | null = null;
+      for (const b of this.layout!.buckets) {
+        const p0 = b.members[0].param;
+        const buf = keep(zeros([b.size], { dtype: p0.dtype, device: p0.device }));
+        const mine = flatView(buf, this.rank * b.chunk, b.chunk);
+        const lo = this.rank * b.chunk;
+        for (const s of this.layout!.slices) {
+          if (s.bucket !== b) continue;
+          const [dst, src] = [flatView(buf, lo + s.shardAt - b.shardAt, s.len), flatView(s.param, s.inParam, s.len)];
+          copyInto(dst, src);
+          dst.dispose();
+          src.dispose();
         }
-      }),
-    );
+        const work = this.pg.allGather(buf, mine);
+        mine.dispose();
+        prev?.();
+        prev = () => {
+          work.wait();
+          for (const { param, at } of b.members) {
+            const [dst, src] = [flatView(param, 0, param.numel), flatView(buf, at, param.numel)];
+            copyInto(dst, src);
+            dst.dispose();
+            src.dispose();
+          }
+          buf.dispose();
+        };
+      }
+      prev?.();
+    });
   }
 
   /** Waits until every rank got here. */
@@ -311,37 +324,34 @@ export class DataParallel {
    * is refused by resume.
    */
   saveCheckpoint(target: string, opt: AdamW, lead: (tmp: string) => void): void {
-    if (this.rank === 0)
-      writeDirAtomic(target, (tmp) => {
-        lead(tmp);
-        if (this.sharded) saveOptimizer(opt, path.join(tmp, shardFile(0, this.world)));
-        writeFileAtomic(path.join(tmp, DIST_FILE), JSON.stringify({ strategy: this.strategy, worldSize: this.world }) + '\n');
-      });
+    this.withWeights(() => {
+      if (this.rank === 0)
+        writeDirAtomic(target, (tmp) => {
+          lead(tmp);
+          if (this.sharded) saveOptimizer(opt, path.join(tmp, shardFile(0, this.world)), { [PIECES_KEY]: JSON.stringify(this.pieces(opt)) });
+          writeFileAtomic(path.join(tmp, DIST_FILE), JSON.stringify({ strategy: this.strategy, worldSize: this.world }) + '\n');
+        });
+    });
     this.barrier();
     if (this.sharded && this.rank > 0) {
       const f = path.join(target, shardFile(this.rank, this.world));
       const tmp = `${f}.tmp-${process.pid}`;
-      saveOptimizer(opt, tmp);
+      saveOptimizer(opt, tmp, { [PIECES_KEY]: JSON.stringify(this.pieces(opt)) });
       fs.renameSync(tmp, f);
     }
     this.barrier();
   }
 
-  /** Loads this rank's optimizer shard (checkProcesses has matched the world size and the strategy). */
-  loadOptimizerShard(dir: string, opt: AdamW, step: number): void {
-    const shard = path.join(dir, shardFile(this.rank, this.world));
-    if (!fs.existsSync(shard)) throw new Error(`[train] checkpoint ${dir} lacks ${shardFile(this.rank, this.world)} (a rank died while saving?)`);
-    loadOptimizer(opt, shard, step);
-  }
-
   dispose(): void {
-    for (const s of this.slices) {
-      s.leaf.zeroGrad();
-      s.leaf.dispose();
+    for (const leaf of this.leaves) {
+      leaf.zeroGrad();
+      leaf.dispose();
     }
-    this.slices = [];
-    this.shardGrad?.dispose();
-    this.shardGrad = null;
+    this.leaves = [];
+    this.reducer?.dispose();
+    this.reducer = null;
+    this.zero3?.dispose(); // the parameters become whole again
+    this.zero3 = null;
   }
 }
 
@@ -350,9 +360,12 @@ export class DataParallel {
  * init: MPI under mpirun, NCCL too on CUDA) and returns the DataParallel for the chosen strategy, or null
  * for a single process. Rank 0 alone should print; every rank must call this before touching the output.
  */
-export async function joinJob(o: { strategy?: Strategy; timeoutS?: number; device: 'cpu' | 'cuda' }): Promise<DataParallel | null> {
-  if (o.strategy === 'zero3')
-    throw new Error('[train] --distributed zero3 (parameters sharded and gathered per layer) is not supported yet: use zero2 or zero1');
+export async function joinJob(o: {
+  strategy?: Strategy;
+  timeoutS?: number;
+  bucketMB?: number;
+  device: 'cpu' | 'cuda';
+}): Promise<DataParallel | null> {
   const { readDistEnv, init } = await import('../../dist');
   const env = readDistEnv();
   if (env.worldSize === 1) {
@@ -361,22 +374,45 @@ export async function joinJob(o: { strategy?: Strategy; timeoutS?: number; devic
     return null;
   }
   const pg = await init({ timeoutS: o.timeoutS, device: o.device });
-  return new DataParallel(pg, o.strategy ?? 'ddp');
+  return new DataParallel(pg, o.strategy ?? 'ddp', { bucketMB: o.bucketMB });
 }
 
 /**
- * A checkpoint resumes with as many processes as wrote it (the per-process accumulation, and so the data
- * order, depends on it) and, when its optimizer state is sharded, with a sharded strategy (the shards are
- * cut by the world size). A one-process checkpoint has no distributed.json.
+ * Loads checkpoint `dir`'s optimizer state into this run's optimizer, whatever world size and strategy
+ * wrote it (optimizer_shards.ts cuts it again for this run's leaves); false when the checkpoint has none.
  */
-export function checkProcesses(dir: string, parallel: DataParallel | null): void {
-  const f = path.join(dir, DIST_FILE);
-  const rec = fs.existsSync(f) ? (JSON.parse(fs.readFileSync(f, 'utf8')) as { strategy?: string; worldSize?: number }) : { worldSize: 1 };
-  const world = parallel?.world ?? 1;
-  const wasSharded = rec.strategy === 'zero1' || rec.strategy === 'zero2';
-  const what = `${rec.worldSize} process${rec.worldSize === 1 ? '' : 'es'}${rec.strategy ? ` (${rec.strategy})` : ''}`;
-  if (rec.worldSize !== world || wasSharded !== !!parallel?.sharded)
+export function loadCheckpointOptimizer(dir: string, opt: AdamW, trainable: Tensor[], parallel: DataParallel | null, step: number): boolean {
+  const rec = readDistRecord(dir);
+  const sharded = rec.strategy !== undefined && rec.strategy !== 'ddp';
+  const files = sharded ? Array.from({ length: rec.worldSize }, (_, r) => shardFile(r, rec.worldSize)) : [OPTIMIZER_FILE];
+  if (!sharded && !fs.existsSync(path.join(dir, OPTIMIZER_FILE))) return false;
+  for (const f of files) if (!fs.existsSync(path.join(dir, f))) throw new Error(`[train] checkpoint ${dir} lacks ${f} (a rank died while saving?)`);
+  loadOptimizerPieces(
+    opt,
+    files.map((f) => path.join(dir, f)),
+    optimizerPieces(opt, trainable, parallel),
+    step,
+  );
+  return true;
+}
+
+/** Which piece of the trainable parameters each leaf of `opt` covers (optimizer_shards.ts). */
+export function optimizerPieces(opt: AdamW, trainable: Tensor[], parallel: DataParallel | null): Piece[] {
+  return parallel ? parallel.pieces(opt) : piecesOf(opt, trainable);
+}
+
+/**
+ * Refuses a resume whose data order would differ from the checkpoint's (`rec`: its recorded options). Another
+ * number of processes may resume (the optimizer state is cut again): the global batch, not the per-process
+ * accumulation, must then match.
+ */
+export function checkSameDataOrder(dir: string, rec: Record<string, unknown>, now: Record<string, unknown>, world: number): void {
+  const otherWorld = readDistRecord(dir).worldSize !== world;
+  for (const k of RESUME_MUST_MATCH as TrainerKey[])
+    if (rec[k] !== undefined && rec[k] !== now[k] && !(otherWorld && k === 'gradAccum'))
+      throw new Error(`[train] checkpoint ${dir} used ${k} ${String(rec[k])}, this run ${String(now[k])}: the data order would differ`);
+  if (otherWorld && rec.globalBatch !== undefined && rec.globalBatch !== now.globalBatch)
     throw new Error(
-      `[train] checkpoint ${dir} was written by ${what}; this run has ${world}${parallel ? ` (${parallel.strategy})` : ''}: resume with the same number of processes${wasSharded ? ' and a sharded strategy (zero1 or zero2)' : ''}`,
+      `[train] checkpoint ${dir} used a global batch of ${String(rec.globalBatch)}, this run ${String(now.globalBatch)} (micro-batch x accumulation x processes): the data order would differ`,
     );
 }

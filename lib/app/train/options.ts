@@ -26,7 +26,7 @@ import { DEVICES, TRAIN_DTYPES } from '../util/runtime';
 import type { ProgressMode } from '../util/progress';
 import type { DataParallel } from './distributed';
 
-/** Data-parallel strategies (distributed.ts); zero3 is refused as not supported yet. */
+/** Data-parallel strategies (distributed.ts). */
 export const STRATEGIES = ['ddp', 'zero1', 'zero2', 'zero3'] as const;
 import { PRESETS, PRESET_KEYS, PRESET_NAMES, type PresetName, type StageName } from './presets';
 
@@ -290,8 +290,16 @@ export const TRAIN_OPTIONS = {
   distributed: maybe(
     oneOf('command', STRATEGIES, {
       flag: '--distributed <strategy>',
-      help: 'data parallel across processes: ddp, zero1 (optimizer state sharded), zero2 (and gradients)',
+      help: 'data parallel across processes: ddp, zero1 (optimizer state sharded), zero2 (and gradients), zero3 (and weights)',
       defaultText: 'ddp when several processes run',
+    }),
+  ),
+  distBucketMb: maybe(
+    float('command', {
+      flag: '--dist-bucket-mb <mb>',
+      help: 'gradient bucket size: each bucket starts its reduction during backward as soon as it is complete',
+      defaultText: '25',
+      min: 0.001,
     }),
   ),
   nprocPerNode: int('command', { flag: '--nproc-per-node <n>', help: 'start N processes on this machine (through mpirun)', min: 1, default: 1 }),

@@ -210,10 +210,10 @@ export function saveWeights(
 }
 
 /** Optimizer moments (and master weights) as F32 tensors named by parameter index. */
-export function saveOptimizer(opt: AdamW, file: string): void {
+export function saveOptimizer(opt: AdamW, file: string, meta: Record<string, string> = {}): void {
   const out = new Map<string, TensorToWrite>();
   for (const [n, t] of opt.stateTensors()) out.set(n, toWritable(t));
-  writeSafetensors(file, out, { step: String(opt.step) });
+  writeSafetensors(file, out, { ...meta, step: String(opt.step) });
 }
 
 /** Restore saved optimizer state into a freshly built AdamW over the same parameter list. */

@@ -43,19 +43,18 @@ import { AdamW, clipGradNorm, cosineWithWarmup } from '../../optim/adamw';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import { LlavaDataset, CollatedBatch } from './dataset';
 import { PrefetchLoader, EncoderPool, microBatches } from './batch_loader';
-import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveOptimizer, loadOptimizer } from './train_state';
+import { TrainerState, STATE_FILE, OPTIMIZER_FILE, PROJECTOR_FILE, MODEL_FILE, saveOptimizer } from './train_state';
 import { readTrainerState, readTrainLog, pruneCheckpoints, nothingToDo, type ModelFilesPatch } from './train_state';
 import { setupLora, saveWeights, loadPartialWeights, paramGroups } from './lora'; // PEFT layout when adapters are on
 import { writeLossPlot } from './loss_plot';
 import { epochOrder } from './sampler';
 import { Progress } from '../util/progress';
 import { cleanStaleTemps, writeDirAtomic, writeFileAtomic } from '../util/files';
-import { resolveTrainingTemplate } from '../processing/preprocess';
-import { jinjaForTemplate } from '../processing/chat_template';
-import { trainingConfigKeys } from '../processing/training_record';
-import { RESUME_MUST_MATCH, RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
-import type { ResolvedTrainerOptions, TrainerKey, TrainerOptions } from './options';
-import { checkProcesses, type DataParallel } from './distributed';
+import { modelFilesPatch } from './model_files';
+import { RESUME_UNLESS_GIVEN, resolveOne, resolveTrainerOptions } from './options';
+import type { ResolvedTrainerOptions, TrainerOptions } from './options';
+import { loadCheckpointOptimizer, optimizerPieces, checkSameDataOrder, type DataParallel } from './distributed';
+import { PIECES_KEY } from './optimizer_shards';
 
 export type { TrainerOptions } from './options';
 export { paramGroups } from './param_groups';
@@ -117,6 +116,8 @@ export class Trainer {
   /** Data-parallel training (distributed.ts), or null; `lead` is rank 0, which alone logs and saves. */
   readonly parallel: DataParallel | null;
   private readonly lead: boolean;
+  /** The last micro-batch this rank ran: zero3 repeats it, weighted 0, when it has fewer than the others. */
+  private lastBatch: CollatedBatch | null = null;
 
   constructor(
     readonly model: LlavaForConditionalGeneration,
@@ -150,7 +151,7 @@ export class Trainer {
     const groups = paramGroups(this.trainable, o.weightDecay, o);
     const adamw = { lr: o.lr, weightDecay: o.weightDecay };
     const params = this.trainable.map(([, p]) => p);
-    this.optimizer = this.parallel ? this.parallel.makeOptimizer(params, groups, adamw) : new AdamW(groups, adamw);
+    this.optimizer = this.parallel ? this.parallel.makeOptimizer(params, groups, adamw, model.lm.layers.items) : new AdamW(groups, adamw);
     this.stepsPerEpoch = Math.max(1, Math.ceil(Math.ceil(dataset.length / this.microBatch) / (this.gradAccum * world)));
     this.state = {
       version: 1,
@@ -210,12 +211,14 @@ export class Trainer {
 
   /** Forward + backward of one micro-batch with its loss scaled by `scale`; returns the unscaled loss. */
   microStep(b: CollatedBatch, scale: number): number {
-    return tidy(() => {
-      const pixelValues = this.toPixels(b);
-      const { loss } = this.model.loss({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels, pixelValues });
-      (scale === 1 ? loss : mul(loss, scale)).backward();
-      return loss.item();
-    });
+    const run = (): number =>
+      tidy(() => {
+        const pixelValues = this.toPixels(b);
+        const { loss } = this.model.loss({ inputIds: b.inputIds, attentionMask: b.attentionMask, labels: b.labels, pixelValues });
+        (scale === 1 ? loss : mul(loss, scale)).backward();
+        return loss.item();
+      });
+    return this.parallel ? this.parallel.pass(run) : run();
   }
 
   private scaleGrads(f: number): void {
@@ -355,24 +358,32 @@ export class Trainer {
       if (!e) break;
       this.state.batchInEpoch++;
       if (!e.batch) continue;
+      this.parallel?.beforeMicroBatch(i, k);
       const l = this.microStep(e.batch, 1 / k);
       if (!Number.isFinite(l)) {
         this.optimizer.zeroGrad();
         throw new Error(`[train] non-finite loss ${l} at step ${this.state.step + 1} (samples ${e.batch.ids.join(', ')})`);
       }
+      this.lastBatch = e.batch;
       lossSum += l;
       n++;
       inTokens += e.batch.inputTokens;
       samples += e.batch.ids.length;
       tokens += e.batch.supervisedTokens;
     }
-    if (this.parallel) [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
+    if (this.parallel) {
+      // zero3's padding passes and the gradient buckets go before any other collective of the step.
+      const last = this.lastBatch;
+      this.parallel.flushGrads(k, last && ((): void => void this.microStep(last, 0)));
+      [lossSum, n, inTokens, samples, tokens] = this.parallel.stepStats([lossSum, n, inTokens, samples, tokens]);
+    }
     this.state.samplesSeen += samples;
     this.state.tokensSeen += tokens;
     if (n === 0) return null;
-    if (n < k) this.scaleGrads(k / n); // dropped micro-batches: average over the ones that ran
+    // Dropped micro-batches: average over the ones that ran (distributed: on the summed gradients).
+    if (this.parallel) this.parallel.syncGrads(n < k ? k / n : 1);
+    else if (n < k) this.scaleGrads(k / n);
     const params = this.trainable.map(([, p]) => p);
-    this.parallel?.syncGrads(params);
     let gradNorm: number | undefined;
     if (this.opts.maxGradNorm > 0)
       gradNorm = this.parallel ? this.parallel.clipGradNorm(params, this.opts.maxGradNorm) : clipGradNorm(params, this.opts.maxGradNorm);
@@ -400,7 +411,12 @@ export class Trainer {
     if (!target) throw new Error('[train] saveCheckpoint needs a directory (no outputDir set)');
     const lead = (tmp: string): void => {
       saveWeights(this.model, tmp, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
-      if (!this.parallel?.sharded) saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE));
+      const pieces = optimizerPieces(
+        this.optimizer,
+        this.trainable.map(([, p]) => p),
+        this.parallel,
+      );
+      if (!this.parallel?.sharded) saveOptimizer(this.optimizer, path.join(tmp, OPTIMIZER_FILE), { [PIECES_KEY]: JSON.stringify(pieces) });
       writeFileAtomic(path.join(tmp, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     };
     if (this.parallel) this.parallel.saveCheckpoint(target, this.optimizer, lead);
@@ -409,36 +425,21 @@ export class Trainer {
     return target;
   }
 
-  /** How saved model folders differ from the base's files: config.json records the training template,
-   *  aspect and image token scheme (processing/training_record.ts), then the caller's configPatch; a llava-hf
-   *  base's Jinja chat_template becomes the training template's (removed when it has no Jinja form). */
+  /** How saved model folders differ from the base's files (model_files.ts). */
   modelFilesPatch(): ModelFilesPatch {
-    const spec = this.dataset.spec;
-    const template = resolveTrainingTemplate(spec.template).name;
-    const keys = trainingConfigKeys({
-      template,
-      aspect: spec.aspect,
-      format: this.model.config.format,
-      numImageTokens: this.model.numImageTokens,
-      imageTokenIndex: this.model.config.imageTokenIndex,
-      maxLength: spec.maxLength,
-    });
-    const user = this.opts.configPatch;
-    return {
-      config: (cfg) => {
-        Object.assign(cfg, keys);
-        user?.(cfg);
-      },
-      chatTemplate: this.model.config.format === 'llava-hf' ? jinjaForTemplate(template) : undefined,
-    };
+    return modelFilesPatch(this.model, this.dataset.spec, this.opts.configPatch);
   }
 
   /** Final weights in outputDir (stage 1: mm_projector.safetensors; stage 2: model.safetensors + configs),
    *  trainer_state.json and loss.png. */
   saveFinal(): void {
     const out = this.opts.outputDir;
-    if (!out || !this.lead) return;
-    saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.modelFilesPatch());
+    if (!out) return;
+    // Every rank takes part when the weights are sharded (zero3 gathers them); rank 0 writes.
+    const write = (): void => void (this.lead && saveWeights(this.model, out, this.stage, this.opts.baseModelDir, this.modelFilesPatch()));
+    if (this.parallel) this.parallel.withWeights(write);
+    else write();
+    if (!this.lead) return;
     writeFileAtomic(path.join(out, STATE_FILE), JSON.stringify(this.state, null, 2) + '\n');
     if (this.opts.plot) {
       const pts = this.fullHistory().map((r) => ({ step: r.step, loss: r.loss }));
@@ -460,23 +461,22 @@ export class Trainer {
         `[train] checkpoint ${dir} was trained on ${s.numSamples} samples, the dataset now has ${this.dataset.length}: the data order would differ`,
       );
     const rec = s.options ?? {};
-    for (const k of RESUME_MUST_MATCH as TrainerKey[])
-      if (rec[k] !== undefined && rec[k] !== this.opts[k])
-        throw new Error(`[train] checkpoint ${dir} used ${k} ${String(rec[k])}, this run ${String(this.opts[k])}: the data order would differ`);
+    checkSameDataOrder(dir, rec, { ...this.opts, globalBatch: this.globalBatch }, this.parallel?.world ?? 1);
     const given = new Set(o.given ?? this.given);
     const ownSchedule = RESUME_UNLESS_GIVEN.some((k: string) => given.has(k));
     const computed = this.state.totalSteps;
     const wfile = path.join(dir, this.stage === 1 ? PROJECTOR_FILE : MODEL_FILE);
-    loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
-    const ofile = path.join(dir, OPTIMIZER_FILE);
-    checkProcesses(dir, this.parallel); // as many processes as wrote it; sharded or not (distributed.ts)
-    if (this.parallel?.sharded) this.parallel.loadOptimizerShard(dir, this.optimizer, s.step);
-    else if (fs.existsSync(ofile)) loadOptimizer(this.optimizer, ofile, s.step);
-    else this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
+    const load = (): void => void loadPartialWeights(this.model, wfile, this.stage === 1 ? { only: 'projector' } : {});
+    if (this.parallel) this.parallel.withWeights(load, true);
+    else load();
+    // Any world size and strategy wrote it (distributed.ts, optimizer_shards.ts).
+    const params = this.trainable.map(([, p]) => p);
+    if (!loadCheckpointOptimizer(dir, this.optimizer, params, this.parallel, s.step))
+      this.log(`[train] ${dir} has no ${OPTIMIZER_FILE}: optimizer moments start from zero`);
     this.optimizer.step = s.step;
     // The checkpoint's seed and data position replace this run's; the options it recorded stay on record
-    // under this run's schedule when this run gives its own.
-    this.state = { ...s, options: { ...this.state.options, ...rec } };
+    // under this run's schedule when this run gives its own, and with this run's per-process batching.
+    this.state = { ...s, options: { ...this.state.options, ...rec, gradAccum: this.gradAccum, globalBatch: this.globalBatch } };
     if (ownSchedule) {
       this.state.totalSteps = computed;
       this.state.options.epochs = this.epochs;
