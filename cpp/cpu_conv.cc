@@ -68,7 +68,32 @@ void col2im_kernel(const KernelArgs& a) {
   });
 }
 
-// out pixel (b, oy, ox): for each tap, out[c*M + m] += x[c] * w[kh, kw, c, m] over the C*M vector.
+// One output pixel of a depthwise convolution with M == 1, channels [c0, c0 + n): the n sums stay in a
+// local block (registers when CB, the block size, is a compile-time constant; CB == 0 is the tail,
+// cb < kDepthwiseBlock channels) over the taps and are stored once.
+constexpr int64_t kDepthwiseBlock = 64;
+template <int CB>
+inline void depthwise_block(const ConvGeom& g, const float* x, const float* w, float* dst, int64_t b, int64_t oy,
+                            int64_t ox, int64_t c0, int64_t cb) {
+  float acc[kDepthwiseBlock];
+  const int64_t n = CB > 0 ? CB : cb;
+  for (int64_t c = 0; c < n; c++) acc[c] = 0.f;
+  for (int64_t kh = 0; kh < g.KH; kh++) {
+    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
+    if (iy < 0 || iy >= g.H) continue;
+    for (int64_t kw = 0; kw < g.KW; kw++) {
+      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
+      if (ix < 0 || ix >= g.W) continue;
+      const float* src = x + ((b * g.H + iy) * g.W + ix) * g.C + c0;
+      const float* wt = w + (kh * g.KW + kw) * g.C + c0;
+      for (int64_t c = 0; c < n; c++) acc[c] += src[c] * wt[c];
+    }
+  }
+  for (int64_t c = 0; c < n; c++) dst[c0 + c] = acc[c];
+}
+
+// out pixel (b, oy, ox): the taps' channel vectors times the filter's, summed. M == 1 (MobileNet's
+// case) accumulates 64-channel blocks locally; M > 1 accumulates the C*M output vector in place.
 void depthwise_conv2d_kernel(const KernelArgs& a) {
   int64_t M = 0;
   const ConvGeom g = parse_depthwise(a, &M);
@@ -79,6 +104,13 @@ void depthwise_conv2d_kernel(const KernelArgs& a) {
     for (int64_t p = p0; p < p1; p++) {
       const int64_t ox = p % g.OW, oy = (p / g.OW) % g.OH, b = p / (g.OW * g.OH);
       float* dst = out + p * CM;
+      if (M == 1) {
+        int64_t c0 = 0;
+        for (; c0 + kDepthwiseBlock <= g.C; c0 += kDepthwiseBlock)
+          depthwise_block<kDepthwiseBlock>(g, x, w, dst, b, oy, ox, c0, kDepthwiseBlock);
+        if (c0 < g.C) depthwise_block<0>(g, x, w, dst, b, oy, ox, c0, g.C - c0);
+        continue;
+      }
       std::memset(dst, 0, sizeof(float) * CM);
       for (int64_t kh = 0; kh < g.KH; kh++) {
         const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
@@ -88,10 +120,7 @@ void depthwise_conv2d_kernel(const KernelArgs& a) {
           if (ix < 0 || ix >= g.W) continue;
           const float* src = x + ((b * g.H + iy) * g.W + ix) * g.C;
           const float* wt = w + (kh * g.KW + kw) * CM;
-          if (M == 1)
-            for (int64_t c = 0; c < g.C; c++) dst[c] += src[c] * wt[c];
-          else
-            for (int64_t q = 0; q < CM; q++) dst[q] += src[q / M] * wt[q];
+          for (int64_t q = 0; q < CM; q++) dst[q] += src[q / M] * wt[q];
         }
       }
     }
