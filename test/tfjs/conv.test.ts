@@ -111,3 +111,33 @@ t.test('depthwise_conv2d against a float64 reference (channel blocks, tails, M >
     for (const z of [x, w, y]) z.dispose();
   }
 });
+
+t.test('conv2d in row bands (large images) and fused bias + relu against a float64 reference', async (t) => {
+  await tf.setBackend('llava');
+  // 4 * OW * K bytes per output row against the 4 MiB band: [2, 40, 300, 64] 3x3 gives 6-row bands.
+  const cases = [
+    { B: 2, H: 40, W: 300, C: 64, K: 3, s: 1, p: 1, d: 1, Co: 3 },
+    { B: 1, H: 41, W: 301, C: 64, K: 3, s: 2, p: 1, d: 1, Co: 5 },
+    { B: 1, H: 23, W: 257, C: 131, K: 3, s: 1, p: 0, d: 2, Co: 2 },
+    { B: 1, H: 30, W: 211, C: 97, K: 5, s: 3, p: 4, d: 1, Co: 3 },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const g: G = { ...c, KH: c.K, KW: c.K, OH: outSize(c.H, c.K, c.s, c.p, c.d), OW: outSize(c.W, c.K, c.s, c.p, c.d) };
+    const xv = Float32Array.from(randArray(c.B * c.H * c.W * c.C, 30 + i));
+    const wv = Float32Array.from(randArray(c.K * c.K * c.C * c.Co, 40 + i));
+    const bv = Float32Array.from(randArray(c.Co, 50 + i));
+    const ref = refConv(Float64Array.from(xv), Float64Array.from(wv), g, false, c.Co);
+    const [y, yf] = tf.tidy(() => {
+      const x = tf.tensor4d(xv, [c.B, c.H, c.W, c.C]),
+        w = tf.tensor4d(wv, [c.K, c.K, c.C, c.Co]);
+      const pad = [[0, 0], [c.p, c.p], [c.p, c.p], [0, 0]] as tf.backend_util.ExplicitPadding;
+      return [
+        tf.conv2d(x, w, c.s, pad, 'NHWC', c.d).dataSync(),
+        tf.fused.conv2d({ x, filter: w, strides: c.s, pad, dilations: c.d, bias: tf.tensor1d(bv), activation: 'relu' }).dataSync(),
+      ];
+    });
+    const tol = f32Tol(c.K * c.K * c.C);
+    assertClose(t, y, ref, { ...tol, msg: `conv2d ${JSON.stringify(c)}` });
+    assertClose(t, yf, Array.from(ref, (v, k) => Math.max(0, v + bv[k % c.Co])), { ...tol, msg: `fused conv2d + bias + relu ${JSON.stringify(c)}` });
+  }
+});
