@@ -17,7 +17,7 @@ constexpr int64_t kPixelGrain = 16;
 
 // cols row r = (b, oy, ox): KH*KW channel vectors, zeros where the tap falls in the padding.
 void im2col_kernel(const KernelArgs& a) {
-  const ConvGeom g = parse_im2col(a);
+  const ConvGeom g = parse_cols(a, true);
   float* cols = a.tensor(0).data<float>();
   const float* x = a.tensor(1).data<float>();
   const int64_t rows = g.B * g.OH * g.OW, K = g.KH * g.KW * g.C;
@@ -41,29 +41,19 @@ void im2col_kernel(const KernelArgs& a) {
 
 // dx pixel (b, y, x): the sum of the cols channel vectors im2col copied from it (a gather).
 void col2im_kernel(const KernelArgs& a) {
-  const ConvGeom g = parse_col2im(a);
+  const ConvGeom g = parse_cols(a, false);
   float* dx = a.tensor(0).data<float>();
   const float* cols = a.tensor(1).data<float>();
-  const int64_t pixels = g.B * g.H * g.W, K = g.KH * g.KW * g.C;
+  const int64_t pixels = g.B * g.H * g.W;
   parallel_for(pixels, kPixelGrain, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; p++) {
       const int64_t x = p % g.W, y = (p / g.W) % g.H, b = p / (g.W * g.H);
       float* dst = dx + p * g.C;
       std::memset(dst, 0, sizeof(float) * g.C);
-      for (int64_t kh = 0; kh < g.KH; kh++) {
-        const int64_t ty = y + g.pt - kh * g.dh;
-        if (ty < 0 || ty % g.sh) continue;
-        const int64_t oy = ty / g.sh;
-        if (oy >= g.OH) continue;
-        for (int64_t kw = 0; kw < g.KW; kw++) {
-          const int64_t tx = x + g.pl - kw * g.dw;
-          if (tx < 0 || tx % g.sw) continue;
-          const int64_t ox = tx / g.sw;
-          if (ox >= g.OW) continue;
-          const float* src = cols + ((b * g.OH + oy) * g.OW + ox) * K + (kh * g.KW + kw) * g.C;
-          for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
-        }
-      }
+      conv::for_each_col_of(g, b, y, x, [&](int64_t o) {
+        const float* src = cols + o;
+        for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
+      });
     }
   });
 }
