@@ -97,6 +97,20 @@ LLAVA_HD inline float im2col_at(const float* x, const ConvGeom& g, int64_t e) {
   return x[((b * g.H + iy) * g.W + ix) * g.C + c];
 }
 
+// The taps of output pixel (b, oy, ox) that land inside x: f(xo, t) with xo the offset in x of the
+// input pixel's channel vector and t = kh*KW + kw the tap (taps in the padding are skipped).
+template <typename F> LLAVA_HD inline void for_each_tap(const ConvGeom& g, int64_t b, int64_t oy, int64_t ox, F&& f) {
+  for (int64_t kh = 0; kh < g.KH; kh++) {
+    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
+    if (iy < 0 || iy >= g.H) continue;
+    for (int64_t kw = 0; kw < g.KW; kw++) {
+      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
+      if (ix < 0 || ix >= g.W) continue;
+      f(((b * g.H + iy) * g.W + ix) * g.C, kh * g.KW + kw);
+    }
+  }
+}
+
 // The adjoint walk of im2col: for input pixel (b, y, x), f(o) for the offset o in cols of every
 // channel vector im2col copied from it (output pixel (oy, ox), tap (kh, kw) with
 // iy = oy*sh - pt + kh*dh == y, likewise for x). Shared by col2im_at and the CPU's col2im.
@@ -131,15 +145,7 @@ LLAVA_HD inline float depthwise_at(const float* x, const float* w, const ConvGeo
   const int64_t q = e % CM, c = q / M, m = q % M;
   const int64_t ox = (e / CM) % g.OW, oy = (e / (CM * g.OW)) % g.OH, b = e / (CM * g.OW * g.OH);
   float s = 0.f;
-  for (int64_t kh = 0; kh < g.KH; kh++) {
-    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-    if (iy < 0 || iy >= g.H) continue;
-    for (int64_t kw = 0; kw < g.KW; kw++) {
-      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-      if (ix < 0 || ix >= g.W) continue;
-      s += x[((b * g.H + iy) * g.W + ix) * g.C + c] * w[((kh * g.KW + kw) * g.C + c) * M + m];
-    }
-  }
+  for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t t) { s += x[xo + c] * w[(t * g.C + c) * M + m]; });
   return s;
 }
 
@@ -149,18 +155,12 @@ LLAVA_HD inline float pool_at(const float* x, const ConvGeom& g, int avg, int64_
   const int64_t c = e % g.C, ox = (e / g.C) % g.OW, oy = (e / (g.C * g.OW)) % g.OH, b = e / (g.C * g.OW * g.OH);
   float best = -INFINITY, sum = 0.f;
   int64_t n = 0;
-  for (int64_t kh = 0; kh < g.KH; kh++) {
-    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-    if (iy < 0 || iy >= g.H) continue;
-    for (int64_t kw = 0; kw < g.KW; kw++) {
-      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-      if (ix < 0 || ix >= g.W) continue;
-      const float v = x[((b * g.H + iy) * g.W + ix) * g.C + c];
-      if (v > best) best = v;
-      sum += v;
-      n++;
-    }
-  }
+  for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t) {
+    const float v = x[xo + c];
+    if (v > best) best = v;
+    sum += v;
+    n++;
+  });
   return avg ? (n ? sum / float(n) : NAN) : best;
 }
 

@@ -68,17 +68,10 @@ inline void depthwise_block(const ConvGeom& g, const float* x, const float* w, f
   float acc[kDepthwiseBlock];
   const int64_t n = CB > 0 ? CB : cb;
   for (int64_t c = 0; c < n; c++) acc[c] = 0.f;
-  for (int64_t kh = 0; kh < g.KH; kh++) {
-    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-    if (iy < 0 || iy >= g.H) continue;
-    for (int64_t kw = 0; kw < g.KW; kw++) {
-      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-      if (ix < 0 || ix >= g.W) continue;
-      const float* src = x + ((b * g.H + iy) * g.W + ix) * g.C + c0;
-      const float* wt = w + (kh * g.KW + kw) * g.C + c0;
-      for (int64_t c = 0; c < n; c++) acc[c] += src[c] * wt[c];
-    }
-  }
+  conv::for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t t) {
+    const float *src = x + xo + c0, *wt = w + t * g.C + c0;
+    for (int64_t c = 0; c < n; c++) acc[c] += src[c] * wt[c];
+  });
   for (int64_t c = 0; c < n; c++) dst[c0 + c] = acc[c];
 }
 
@@ -102,17 +95,10 @@ void depthwise_conv2d_kernel(const KernelArgs& a) {
         continue;
       }
       std::memset(dst, 0, sizeof(float) * CM);
-      for (int64_t kh = 0; kh < g.KH; kh++) {
-        const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-        if (iy < 0 || iy >= g.H) continue;
-        for (int64_t kw = 0; kw < g.KW; kw++) {
-          const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-          if (ix < 0 || ix >= g.W) continue;
-          const float* src = x + ((b * g.H + iy) * g.W + ix) * g.C;
-          const float* wt = w + (kh * g.KW + kw) * CM;
-          for (int64_t q = 0; q < CM; q++) dst[q] += src[q / M] * wt[q];
-        }
-      }
+      conv::for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t t) {
+        const float *src = x + xo, *wt = w + t * CM;
+        for (int64_t q = 0; q < CM; q++) dst[q] += src[q / M] * wt[q];
+      });
     }
   });
 }
@@ -130,20 +116,14 @@ void pool2d_kernel(const KernelArgs& a) {
       float* dst = out + p * g.C;
       for (int64_t c = 0; c < g.C; c++) dst[c] = avg ? 0.f : -INFINITY;
       int64_t n = 0;
-      for (int64_t kh = 0; kh < g.KH; kh++) {
-        const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-        if (iy < 0 || iy >= g.H) continue;
-        for (int64_t kw = 0; kw < g.KW; kw++) {
-          const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-          if (ix < 0 || ix >= g.W) continue;
-          const float* src = x + ((b * g.H + iy) * g.W + ix) * g.C;
-          n++;
-          if (avg)
-            for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
-          else
-            for (int64_t c = 0; c < g.C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
-        }
-      }
+      conv::for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t) {
+        const float* src = x + xo;
+        n++;
+        if (avg)
+          for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
+        else
+          for (int64_t c = 0; c < g.C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
+      });
       if (avg) {
         for (int64_t c = 0; c < g.C; c++) dst[c] = n ? dst[c] / float(n) : NAN;
       }

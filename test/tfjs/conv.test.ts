@@ -91,7 +91,10 @@ function refConv(xv: Float64Array, wv: Float64Array, g: G, depthwise: boolean, M
           }
   return out;
 }
-const outSize = (n: number, k: number, s: number, p: number, d: number) => Math.floor((n + 2 * p - d * (k - 1) - 1) / s) + 1;
+/** The geometry of a square-filter case with symmetric pads. */
+type Sq = { B: number; H: number; W: number; C: number; K: number; s: number; p: number; d: number };
+const outSize = (n: number, c: Sq) => Math.floor((n + 2 * c.p - c.d * (c.K - 1) - 1) / c.s) + 1;
+const geomOf = (c: Sq): G => ({ ...c, KH: c.K, KW: c.K, OH: outSize(c.H, c), OW: outSize(c.W, c) });
 
 t.test('depthwise_conv2d against a float64 reference (channel blocks, tails, M > 1)', async (t) => {
   const cases = [
@@ -102,7 +105,7 @@ t.test('depthwise_conv2d against a float64 reference (channel blocks, tails, M >
     { B: 1, H: 7, W: 5, C: 5, K: 2, s: 1, p: 1, d: 1, M: 3 },
   ];
   for (const [i, c] of cases.entries()) {
-    const g: G = { ...c, KH: c.K, KW: c.K, OH: outSize(c.H, c.K, c.s, c.p, c.d), OW: outSize(c.W, c.K, c.s, c.p, c.d) };
+    const g = geomOf(c);
     const x = randT([c.B, c.H, c.W, c.C], 10 + i),
       w = randT([c.K, c.K, c.C, c.M], 20 + i);
     const y = Tensor.empty([c.B, g.OH, g.OW, c.C * c.M], 'float32', 'cpu');
@@ -122,7 +125,7 @@ t.test('conv2d in row bands (large images) and fused bias + relu against a float
     { B: 1, H: 30, W: 211, C: 97, K: 5, s: 3, p: 4, d: 1, Co: 3 },
   ];
   for (const [i, c] of cases.entries()) {
-    const g: G = { ...c, KH: c.K, KW: c.K, OH: outSize(c.H, c.K, c.s, c.p, c.d), OW: outSize(c.W, c.K, c.s, c.p, c.d) };
+    const g = geomOf(c);
     const xv = Float32Array.from(randArray(c.B * c.H * c.W * c.C, 30 + i));
     const wv = Float32Array.from(randArray(c.K * c.K * c.C * c.Co, 40 + i));
     const bv = Float32Array.from(randArray(c.Co, 50 + i));
