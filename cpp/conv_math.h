@@ -41,25 +41,16 @@ inline void check_f32_dense(const KernelArgs& a, const TensorArg& t, const char*
   a.check_contiguous(t, what);
 }
 
-// im2col(cols[B*OH*OW, KH*KW*C], x[B,H,W,C], geom)
-inline ConvGeom parse_im2col(const KernelArgs& a) {
-  const TensorArg &cols = a.tensor(0), &x = a.tensor(1);
-  ConvGeom g = parse_geom(a, 2, x);
-  check_f32_dense(a, cols, "cols");
-  check_f32_dense(a, x, "x");
+// im2col(cols[B*OH*OW, KH*KW*C], x[B,H,W,C], geom) when into_cols; else its adjoint
+// col2im(dx[B,H,W,C], cols[B*OH*OW, KH*KW*C], geom) (dx overwritten). Output first, as always.
+inline ConvGeom parse_cols(const KernelArgs& a, bool into_cols) {
+  const TensorArg &out = a.tensor(0), &in = a.tensor(1);
+  const TensorArg &img = into_cols ? in : out, &cols = into_cols ? out : in;
+  ConvGeom g = parse_geom(a, 2, img);
+  check_f32_dense(a, out, into_cols ? "cols" : "dx");
+  check_f32_dense(a, in, into_cols ? "x" : "cols");
   a.check_shape(cols, {g.B * g.OH * g.OW, g.KH * g.KW * g.C}, "cols");
-  a.check_no_overlap(cols, x, "cols");
-  return g;
-}
-
-// col2im(dx[B,H,W,C], cols[B*OH*OW, KH*KW*C], geom): dx = the adjoint of im2col (dx overwritten)
-inline ConvGeom parse_col2im(const KernelArgs& a) {
-  const TensorArg &dx = a.tensor(0), &cols = a.tensor(1);
-  ConvGeom g = parse_geom(a, 2, dx);
-  check_f32_dense(a, dx, "dx");
-  check_f32_dense(a, cols, "cols");
-  a.check_shape(cols, {g.B * g.OH * g.OW, g.KH * g.KW * g.C}, "cols");
-  a.check_no_overlap(dx, cols, "dx");
+  a.check_no_overlap(out, in, into_cols ? "cols" : "dx");
   return g;
 }
 
@@ -106,11 +97,25 @@ LLAVA_HD inline float im2col_at(const float* x, const ConvGeom& g, int64_t e) {
   return x[((b * g.H + iy) * g.W + ix) * g.C + c];
 }
 
-// Element e of dx (b, y, x, c): the sum of every cols entry that im2col copied from it.
-LLAVA_HD inline float col2im_at(const float* cols, const ConvGeom& g, int64_t e) {
-  const int64_t c = e % g.C, x = (e / g.C) % g.W, y = (e / (g.C * g.W)) % g.H, b = e / (g.C * g.W * g.H);
+// The taps of output pixel (b, oy, ox) that land inside x: f(xo, t) with xo the offset in x of the
+// input pixel's channel vector and t = kh*KW + kw the tap (taps in the padding are skipped).
+template <typename F> LLAVA_HD inline void for_each_tap(const ConvGeom& g, int64_t b, int64_t oy, int64_t ox, F&& f) {
+  for (int64_t kh = 0; kh < g.KH; kh++) {
+    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
+    if (iy < 0 || iy >= g.H) continue;
+    for (int64_t kw = 0; kw < g.KW; kw++) {
+      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
+      if (ix < 0 || ix >= g.W) continue;
+      f(((b * g.H + iy) * g.W + ix) * g.C, kh * g.KW + kw);
+    }
+  }
+}
+
+// The adjoint walk of im2col: for input pixel (b, y, x), f(o) for the offset o in cols of every
+// channel vector im2col copied from it (output pixel (oy, ox), tap (kh, kw) with
+// iy = oy*sh - pt + kh*dh == y, likewise for x). Shared by col2im_at and the CPU's col2im.
+template <typename F> LLAVA_HD inline void for_each_col_of(const ConvGeom& g, int64_t b, int64_t y, int64_t x, F&& f) {
   const int64_t K = g.KH * g.KW * g.C;
-  float s = 0.f;
   for (int64_t kh = 0; kh < g.KH; kh++) {
     const int64_t ty = y + g.pt - kh * g.dh;
     if (ty < 0 || ty % g.sh) continue;
@@ -121,9 +126,16 @@ LLAVA_HD inline float col2im_at(const float* cols, const ConvGeom& g, int64_t e)
       if (tx < 0 || tx % g.sw) continue;
       const int64_t ox = tx / g.sw;
       if (ox >= g.OW) continue;
-      s += cols[((b * g.OH + oy) * g.OW + ox) * K + (kh * g.KW + kw) * g.C + c];
+      f(((b * g.OH + oy) * g.OW + ox) * K + (kh * g.KW + kw) * g.C);
     }
   }
+}
+
+// Element e of dx (b, y, x, c): the sum of every cols entry that im2col copied from it.
+LLAVA_HD inline float col2im_at(const float* cols, const ConvGeom& g, int64_t e) {
+  const int64_t c = e % g.C, x = (e / g.C) % g.W, y = (e / (g.C * g.W)) % g.H, b = e / (g.C * g.W * g.H);
+  float s = 0.f;
+  for_each_col_of(g, b, y, x, [&](int64_t o) { s += cols[o + c]; });
   return s;
 }
 
@@ -133,15 +145,7 @@ LLAVA_HD inline float depthwise_at(const float* x, const float* w, const ConvGeo
   const int64_t q = e % CM, c = q / M, m = q % M;
   const int64_t ox = (e / CM) % g.OW, oy = (e / (CM * g.OW)) % g.OH, b = e / (CM * g.OW * g.OH);
   float s = 0.f;
-  for (int64_t kh = 0; kh < g.KH; kh++) {
-    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-    if (iy < 0 || iy >= g.H) continue;
-    for (int64_t kw = 0; kw < g.KW; kw++) {
-      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-      if (ix < 0 || ix >= g.W) continue;
-      s += x[((b * g.H + iy) * g.W + ix) * g.C + c] * w[((kh * g.KW + kw) * g.C + c) * M + m];
-    }
-  }
+  for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t t) { s += x[xo + c] * w[(t * g.C + c) * M + m]; });
   return s;
 }
 
@@ -151,18 +155,12 @@ LLAVA_HD inline float pool_at(const float* x, const ConvGeom& g, int avg, int64_
   const int64_t c = e % g.C, ox = (e / g.C) % g.OW, oy = (e / (g.C * g.OW)) % g.OH, b = e / (g.C * g.OW * g.OH);
   float best = -INFINITY, sum = 0.f;
   int64_t n = 0;
-  for (int64_t kh = 0; kh < g.KH; kh++) {
-    const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-    if (iy < 0 || iy >= g.H) continue;
-    for (int64_t kw = 0; kw < g.KW; kw++) {
-      const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-      if (ix < 0 || ix >= g.W) continue;
-      const float v = x[((b * g.H + iy) * g.W + ix) * g.C + c];
-      if (v > best) best = v;
-      sum += v;
-      n++;
-    }
-  }
+  for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t) {
+    const float v = x[xo + c];
+    if (v > best) best = v;
+    sum += v;
+    n++;
+  });
   return avg ? (n ? sum / float(n) : NAN) : best;
 }
 

@@ -17,7 +17,7 @@ constexpr int64_t kPixelGrain = 16;
 
 // cols row r = (b, oy, ox): KH*KW channel vectors, zeros where the tap falls in the padding.
 void im2col_kernel(const KernelArgs& a) {
-  const ConvGeom g = parse_im2col(a);
+  const ConvGeom g = parse_cols(a, true);
   float* cols = a.tensor(0).data<float>();
   const float* x = a.tensor(1).data<float>();
   const int64_t rows = g.B * g.OH * g.OW, K = g.KH * g.KW * g.C;
@@ -41,34 +41,42 @@ void im2col_kernel(const KernelArgs& a) {
 
 // dx pixel (b, y, x): the sum of the cols channel vectors im2col copied from it (a gather).
 void col2im_kernel(const KernelArgs& a) {
-  const ConvGeom g = parse_col2im(a);
+  const ConvGeom g = parse_cols(a, false);
   float* dx = a.tensor(0).data<float>();
   const float* cols = a.tensor(1).data<float>();
-  const int64_t pixels = g.B * g.H * g.W, K = g.KH * g.KW * g.C;
+  const int64_t pixels = g.B * g.H * g.W;
   parallel_for(pixels, kPixelGrain, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; p++) {
       const int64_t x = p % g.W, y = (p / g.W) % g.H, b = p / (g.W * g.H);
       float* dst = dx + p * g.C;
       std::memset(dst, 0, sizeof(float) * g.C);
-      for (int64_t kh = 0; kh < g.KH; kh++) {
-        const int64_t ty = y + g.pt - kh * g.dh;
-        if (ty < 0 || ty % g.sh) continue;
-        const int64_t oy = ty / g.sh;
-        if (oy >= g.OH) continue;
-        for (int64_t kw = 0; kw < g.KW; kw++) {
-          const int64_t tx = x + g.pl - kw * g.dw;
-          if (tx < 0 || tx % g.sw) continue;
-          const int64_t ox = tx / g.sw;
-          if (ox >= g.OW) continue;
-          const float* src = cols + ((b * g.OH + oy) * g.OW + ox) * K + (kh * g.KW + kw) * g.C;
-          for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
-        }
-      }
+      conv::for_each_col_of(g, b, y, x, [&](int64_t o) {
+        const float* src = cols + o;
+        for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
+      });
     }
   });
 }
 
-// out pixel (b, oy, ox): for each tap, out[c*M + m] += x[c] * w[kh, kw, c, m] over the C*M vector.
+// One output pixel of a depthwise convolution with M == 1, channels [c0, c0 + n): the n sums stay in a
+// local block (registers when CB, the block size, is a compile-time constant; CB == 0 is the tail,
+// cb < kDepthwiseBlock channels) over the taps and are stored once.
+constexpr int64_t kDepthwiseBlock = 64;
+template <int CB>
+inline void depthwise_block(const ConvGeom& g, const float* x, const float* w, float* dst, int64_t b, int64_t oy,
+                            int64_t ox, int64_t c0, int64_t cb) {
+  float acc[kDepthwiseBlock];
+  const int64_t n = CB > 0 ? CB : cb;
+  for (int64_t c = 0; c < n; c++) acc[c] = 0.f;
+  conv::for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t t) {
+    const float *src = x + xo + c0, *wt = w + t * g.C + c0;
+    for (int64_t c = 0; c < n; c++) acc[c] += src[c] * wt[c];
+  });
+  for (int64_t c = 0; c < n; c++) dst[c0 + c] = acc[c];
+}
+
+// out pixel (b, oy, ox): the taps' channel vectors times the filter's, summed. M == 1 (MobileNet's
+// case) accumulates 64-channel blocks locally; M > 1 accumulates the C*M output vector in place.
 void depthwise_conv2d_kernel(const KernelArgs& a) {
   int64_t M = 0;
   const ConvGeom g = parse_depthwise(a, &M);
@@ -79,21 +87,18 @@ void depthwise_conv2d_kernel(const KernelArgs& a) {
     for (int64_t p = p0; p < p1; p++) {
       const int64_t ox = p % g.OW, oy = (p / g.OW) % g.OH, b = p / (g.OW * g.OH);
       float* dst = out + p * CM;
-      std::memset(dst, 0, sizeof(float) * CM);
-      for (int64_t kh = 0; kh < g.KH; kh++) {
-        const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-        if (iy < 0 || iy >= g.H) continue;
-        for (int64_t kw = 0; kw < g.KW; kw++) {
-          const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-          if (ix < 0 || ix >= g.W) continue;
-          const float* src = x + ((b * g.H + iy) * g.W + ix) * g.C;
-          const float* wt = w + (kh * g.KW + kw) * CM;
-          if (M == 1)
-            for (int64_t c = 0; c < g.C; c++) dst[c] += src[c] * wt[c];
-          else
-            for (int64_t q = 0; q < CM; q++) dst[q] += src[q / M] * wt[q];
-        }
+      if (M == 1) {
+        int64_t c0 = 0;
+        for (; c0 + kDepthwiseBlock <= g.C; c0 += kDepthwiseBlock)
+          depthwise_block<kDepthwiseBlock>(g, x, w, dst, b, oy, ox, c0, kDepthwiseBlock);
+        if (c0 < g.C) depthwise_block<0>(g, x, w, dst, b, oy, ox, c0, g.C - c0);
+        continue;
       }
+      std::memset(dst, 0, sizeof(float) * CM);
+      conv::for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t t) {
+        const float *src = x + xo, *wt = w + t * CM;
+        for (int64_t q = 0; q < CM; q++) dst[q] += src[q / M] * wt[q];
+      });
     }
   });
 }
@@ -111,20 +116,14 @@ void pool2d_kernel(const KernelArgs& a) {
       float* dst = out + p * g.C;
       for (int64_t c = 0; c < g.C; c++) dst[c] = avg ? 0.f : -INFINITY;
       int64_t n = 0;
-      for (int64_t kh = 0; kh < g.KH; kh++) {
-        const int64_t iy = oy * g.sh - g.pt + kh * g.dh;
-        if (iy < 0 || iy >= g.H) continue;
-        for (int64_t kw = 0; kw < g.KW; kw++) {
-          const int64_t ix = ox * g.sw - g.pl + kw * g.dw;
-          if (ix < 0 || ix >= g.W) continue;
-          const float* src = x + ((b * g.H + iy) * g.W + ix) * g.C;
-          n++;
-          if (avg)
-            for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
-          else
-            for (int64_t c = 0; c < g.C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
-        }
-      }
+      conv::for_each_tap(g, b, oy, ox, [&](int64_t xo, int64_t) {
+        const float* src = x + xo;
+        n++;
+        if (avg)
+          for (int64_t c = 0; c < g.C; c++) dst[c] += src[c];
+        else
+          for (int64_t c = 0; c < g.C; c++) dst[c] = src[c] > dst[c] ? src[c] : dst[c];
+      });
       if (avg) {
         for (int64_t c = 0; c < g.C; c++) dst[c] = n ? dst[c] / float(n) : NAN;
       }

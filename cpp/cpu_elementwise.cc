@@ -8,6 +8,7 @@
 //
 // Random numbers: Philox-4x32-10 keyed by the seed, counter = element index + offset, so a stream
 // is reproducible, splittable, and the CUDA kernel can produce the same numbers.
+#include <algorithm>
 #include <cmath>
 
 #include "cpu_common.h"
@@ -138,6 +139,26 @@ bool fast_activation(UnaryOp op, const TensorArg& out, const TensorArg& x, const
 #endif
 }
 
+// Contiguous f32 relu/neg/abs/square (activation layers, bias-free CNN tails): the op chosen once per
+// chunk so the loop vectorises; same formulas as unary_fwd (relu keeps NaN). In place is fine.
+bool flat_unary_f32(UnaryOp op, const TensorArg& out, const TensorArg& x) {
+  using namespace unary_op;
+  if (x.dtype != DType::F32 || !out.is_contiguous() || !x.is_contiguous()) return false;
+  if (op != Relu && op != Neg && op != Abs && op != Square) return false;
+  float* po = out.data<float>();
+  const float* px = x.data<float>();
+  auto run = [&](auto f) {
+    parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; i++) po[i] = f(px[i]);
+    });
+  };
+  if (op == Relu) run([](float v) { return v < 0.f ? 0.f : v; });
+  else if (op == Neg) run([](float v) { return -v; });
+  else if (op == Abs) run([](float v) { return std::fabs(v); });
+  else run([](float v) { return v * v; });
+  return true;
+}
+
 // unary(out, x, op, p): out = f(x). Neg/abs/sign/square also take integer dtypes.
 void unary_kernel(const KernelArgs& a) {
   const UnaryArgs A = parse_unary(a);
@@ -154,6 +175,7 @@ void unary_kernel(const KernelArgs& a) {
     return;
   }
   if (fast_activation(op, out, x, nullptr)) return;
+  if (flat_unary_f32(op, out, x)) return;
   LLAVA_DISPATCH_FLOAT(a, x.dtype, T, {
     using F = acc_t<T>;
     T* po = out.data<T>();
@@ -212,6 +234,18 @@ template <typename T, typename F> void flat_binary(B op, T* po, const T* px, con
   }
 }
 
+// When `full` is contiguous and `row` repeats one contiguous block of its trailing axes over its
+// leading axes (stride 0 there: a broadcast view), the block's length (16 or more); else 0.
+int64_t row_period(const TensorArg& full, const TensorArg& row) {
+  if (!full.is_contiguous() || row.ndim != full.ndim) return 0;
+  int64_t P = 1;
+  int d = row.ndim - 1;
+  for (; d >= 0 && (row.shape[d] == 1 || row.strides[d] == P); d--) P *= row.shape[d];
+  for (; d >= 0; d--)
+    if (row.shape[d] != 1 && row.strides[d] != 0) return 0;
+  return P >= 16 && P < full.numel() ? P : 0;  // shorter rows: the strided walk is as quick
+}
+
 void binary_kernel(const KernelArgs& a) {
   const BinaryArgs A = parse_binary(a);
   const TensorArg &out = *A.out, &x = *A.x, &y = *A.y;
@@ -227,9 +261,21 @@ void binary_kernel(const KernelArgs& a) {
           out, ins, [&](const int64_t* o) { po[o[0]] = binary_compare<F>(op, load(px + o[1]), load(py + o[2])); });
     } else if constexpr (!std::is_same_v<T, bool>) {  // parse_binary refuses arithmetic on bool
       T* po = out.data<T>();
+      int64_t period = 0;
       if (out.is_contiguous() && x.is_contiguous() && y.is_contiguous() && op <= B::Div) {
         // Flat loops the compiler vectorises.
         parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) { flat_binary<T, F>(op, po, px, py, b, e); });
+      } else if (op <= B::Div && out.is_contiguous() && (period = row_period(x, y)) > 0) {
+        // y is one row repeated over x's rows (a bias over the last axes): flat loops per row.
+        const int64_t P = period;
+        parallel_for(out.numel() / P, std::max<int64_t>(1, kGrain / P), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; r++) flat_binary<T, F>(op, po + r * P, px + r * P, py, 0, P);
+        });
+      } else if (op <= B::Div && out.is_contiguous() && (period = row_period(y, x)) > 0) {
+        const int64_t P = period;
+        parallel_for(out.numel() / P, std::max<int64_t>(1, kGrain / P), [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; r++) flat_binary<T, F>(op, po + r * P, px, py + r * P, 0, P);
+        });
       } else {
         for_each_strided<3>(
             out, ins, [&](const int64_t* o) { store(po + o[0], binary_fwd<F>(op, load(px + o[1]), load(py + o[2]))); });

@@ -25,7 +25,7 @@ __global__ void __launch_bounds__(kBlock) pool_dev(float* out, const float* x, C
 }
 
 void im2col_kernel(const KernelArgs& a) {
-  const ConvGeom g = parse_im2col(a);
+  const ConvGeom g = parse_cols(a, true);
   const int64_t n = a.tensor(0).numel();
   if (n == 0) return;
   launch(im2col_dev, grid_for(n), kBlock, 0, stream(), a.tensor(0).data<float>(), a.tensor(1).data<float>(), g, n);
@@ -33,7 +33,7 @@ void im2col_kernel(const KernelArgs& a) {
 }
 
 void col2im_kernel(const KernelArgs& a) {
-  const ConvGeom g = parse_col2im(a);
+  const ConvGeom g = parse_cols(a, false);
   const int64_t n = a.tensor(0).numel();
   if (n == 0) return;
   launch(col2im_dev, grid_for(n), kBlock, 0, stream(), a.tensor(0).data<float>(), a.tensor(1).data<float>(), g, n);

@@ -145,11 +145,8 @@ const fusedMatMul: NativeKernel = (args, fallback) => {
   try {
     const r = matmulInto(vs, a, b, transposeA, transposeB, bias ? vs.strided(bias, [N], [1]) : null);
     if (!r) return fallback(args);
-    if (!act) return r.out.info();
-    const y = vs.output(r.out.shape, 'float32');
-    kernel('unary', [y.t, r.out.t, act]);
-    r.out.drop();
-    return y.info();
+    if (act) kernel('unary', [r.out.t, r.out.t, act]); // in place: nobody else holds the output yet
+    return r.out.info();
   } finally {
     vs.dispose();
   }

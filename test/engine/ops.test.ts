@@ -388,6 +388,11 @@ t.test('binary ops: broadcasting shapes, f32 and f64', async (t) => {
     [[2, 3], [], [2, 3]],
     [[1], [5], [5]],
     [[0, 3], [3], [0, 3]],
+    // one operand a row (block of trailing axes) repeated over the other's rows: the per-row CPU path
+    [[3, 17], [17], [3, 17]],
+    [[17], [4, 17], [4, 17]],
+    [[2, 5, 16], [5, 16], [2, 5, 16]],
+    [[2, 1, 3, 16], [3, 16], [2, 1, 3, 16]],
   ];
   for (const [ci, c] of BINARY.entries()) {
     for (const dtype of ['float32', 'float64'] as DType[]) {
