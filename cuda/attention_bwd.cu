@@ -24,9 +24,10 @@
 // Causal: a key tile only visits query tiles from the first one that can see it; masking code runs
 // only on tiles that straddle the diagonal or the end of S, or when a mask is given.
 //
-// Everything else: SIMT. delta as above; one warp per query row recomputes p and ds for 32 keys at a
-// time (one key per lane), accumulates its dq row in shared memory and adds dk/dv contributions with
-// atomics into f32/f64 scratch, which is cast at the end. Simple and exact in f64 (gradient checks).
+// Everything else (f32, f64, other D, unaligned views): the same FlashAttention-2 loop on CUDA cores in
+// the accumulator type (SIMT kernel below): delta as above, then one block per 32 keys x column chunk
+// owns its dK/dV rows (registers, no atomics) and adds dQ with one atomicAdd per (query, column) per
+// key tile into a compute-type scratch, cast with the scale at the end (step 3).
 #include "attention_common.cuh"
 
 namespace llava {
@@ -40,8 +41,7 @@ struct BwdOut {
   void* dk;       // [B,Hkv,S,D] contiguous
   void* dv;       // [B,Hkv,S,D] contiguous
   void* delta;    // scratch [B,H,T], compute type
-  void* dq_acc;   // TC: f32 scratch [B,H,T,D]
-  void* dkv_acc;  // SIMT: compute-type scratch dk [B,Hkv,S,D] then dv
+  void* dq_acc;   // scratch [B,H,T,D]: f32 (tensor cores), compute type (SIMT)
 };
 
 __device__ __forceinline__ double load_lse(const AttnParams& p, int64_t row) {
@@ -302,73 +302,140 @@ template <typename T, int D, int BR> __global__ void __launch_bounds__(128)
 }
 
 // ------------------------------------------------------------------ SIMT kernel
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-
-template <typename C> size_t bwd_simt_smem(int D) { return size_t(4) * (3 * D + 64) * sizeof(C); }
-
-// One warp per query row i of head h; shared per warp: q[D], do[D], dq[D] (lane d % 32 owns dq[d]),
-// p[32], ds[32].
-template <typename T> __global__ void __launch_bounds__(128) attention_bwd_simt_kernel(AttnParams p, BwdOut bo) {
+// One block = 32 keys of one (b, kv head) and one chunk of DV columns (SimtCfg, attention_common.cuh);
+// blockIdx.x = key tile x chunk. It loops over every (query head of the group, query tile of 32 rows)
+// that can see its keys. Per item: S = Q K^T and dP = dO V^T over all of D, a DV-column chunk of the
+// Q, dO, K, V tiles at a time in shared memory, the block's own chunk last so that its Q, dO and K
+// tiles are still in place afterwards; P = exp(S scale - lse) (0 where masked or lse = -inf) and
+// dS = P (dP - delta) go to shared memory; then for the block's columns dV += P^T dO and dK += dS^T Q
+// accumulate in registers over all items (no atomics; written once, dK scaled), and dQ += dS K is
+// added with one atomicAdd per (query, column) into the accumulator-type scratch (cast with the scale
+// afterwards). With D <= DV there is one chunk and the K/V tiles are staged once for all items.
+template <typename T, int NC> __global__ void __launch_bounds__(128) attention_bwd_simt_kernel(AttnParams p, BwdOut bo) {
   using C = acc_t<T>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int i = blockIdx.x * 4 + warp, h = blockIdx.y, b = blockIdx.z, D = p.D, hk = h / p.G;
-  if (i >= p.T) return;
-  C* qs = reinterpret_cast<C*>(mma::dyn_smem) + warp * (3 * D + 64);
-  C* dos = qs + D;
-  C* dqs = dos + D;
-  C* ps = dqs + D;
-  C* dss = ps + 32;
-  const int64_t bhr = ((int64_t)b * p.H + h) * p.T + i;
-  const T* qrow = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1] + i * p.q_s[2];
-  const T* drow = static_cast<const T*>(p.dout) + b * p.do_s[0] + h * p.do_s[1] + i * p.do_s[2];
-  for (int d = lane; d < D; d += 32) {
-    qs[d] = gpu::to_acc<T>(qrow[d]);
-    dos[d] = gpu::to_acc<T>(drow[d]);
-    dqs[d] = C(0);
-  }
-  __syncwarp();
-  const C lse = C(load_lse(p, bhr));
-  const C delta = static_cast<const C*>(bo.delta)[bhr];
+  using Cfg = SimtCfg<NC>;
+  constexpr int BR = Cfg::BR, BC = Cfg::BC, DV = Cfg::DV, LD = Cfg::LD, LDP = Cfg::LDP, TH = Cfg::THREADS;
+  C* sQ = reinterpret_cast<C*>(mma::dyn_smem);
+  C* sdO = sQ + BR * LD;
+  C* sK = sdO + BR * LD;
+  C* sV = sK + BC * LD;
+  C* sP = sV + BC * LD;
+  C* sdS = sP + BR * LDP;
+  const int tid = threadIdx.x, ty = tid >> 3, tx = tid & 7, D = p.D;
+  const int nch = Cfg::chunks(D), c0 = blockIdx.x % nch, col0 = c0 * DV;
+  const int k0 = blockIdx.x / nch * BC, hk = blockIdx.y, b = blockIdx.z;
+  const T* Kg = static_cast<const T*>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
+  const T* Vg = static_cast<const T*>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
+  const int nqt = (p.T + BR - 1) / BR;
+  const int qt_begin = p.causal ? max(0, k0 - (p.S - p.T)) / BR : 0;  // the first tile that sees key k0
+  const int nq = max(0, nqt - qt_begin), n_items = p.G * nq;
   const C scale = C(p.scale);
-  const T* Kb = static_cast<const T*>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
-  const T* Vb = static_cast<const T*>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
-  C* dK = static_cast<C*>(bo.dkv_acc) + ((int64_t)b * p.Hkv + hk) * p.S * D;
-  C* dV = dK + (int64_t)p.B * p.Hkv * p.S * D;
-  const int kv_end = lse == C(-INFINITY) ? 0 : (p.causal ? min(p.S, i + p.S - p.T + 1) : p.S);
-  for (int j0 = 0; j0 < kv_end; j0 += 32) {
-    const int j = j0 + lane;
-    C pj = C(0), dsj = C(0);
-    if (j < kv_end && (!p.mask || visible(p, b, h, i, j))) {
-      const T* kr = Kb + j * p.k_s[2];
-      const T* vr = Vb + j * p.v_s[2];
-      C s = C(0), dp = C(0);
-      for (int d = 0; d < D; d++) {
-        s += qs[d] * gpu::to_acc<T>(kr[d]);
-        dp += dos[d] * gpu::to_acc<T>(vr[d]);
+  C dk[2][NC], dv[2][NC];
+#pragma unroll
+  for (int c = 0; c < NC; c++) dk[0][c] = dk[1][c] = dv[0][c] = dv[1][c] = C(0);
+
+  for (int it = 0; it < n_items; it++) {
+    const int h = hk * p.G + it / nq, q0 = (qt_begin + it % nq) * BR;
+    const T* Qg = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1];
+    const T* dOg = static_cast<const T*>(p.dout) + b * p.do_s[0] + h * p.do_s[1];
+    C s[2][4] = {}, dp[2][4] = {};
+    for (int n = 0; n < nch; n++) {
+      const int d0 = (c0 + 1 + n) % nch * DV;  // ends with the block's own chunk
+      __syncthreads();  // every thread is done with the previous tiles (all six)
+      stage_tile<T, BR, DV, TH>(sQ, Qg, p.q_s[2], q0, p.T, d0, D, tid);
+      stage_tile<T, BR, DV, TH>(sdO, dOg, p.do_s[2], q0, p.T, d0, D, tid);
+      if (nch > 1 || it == 0) {
+        stage_tile<T, BC, DV, TH>(sK, Kg, p.k_s[2], k0, p.S, d0, D, tid);
+        stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, d0, D, tid);
       }
-      pj = exp_(s * scale - lse);
-      dsj = pj * (dp - delta);
-    }
-    ps[lane] = pj;
-    dss[lane] = dsj;
-    __syncwarp();
-    const int cnt = min(32, kv_end - j0);
-    for (int d = lane; d < D; d += 32) {
-      C acc = dqs[d];
-      for (int jj = 0; jj < cnt; jj++) {
-        if (ps[jj] == C(0)) continue;  // masked or underflowed: no contribution anywhere
-        const int64_t kj = (int64_t)(j0 + jj);
-        acc += dss[jj] * gpu::to_acc<T>(Kb[kj * p.k_s[2] + d]);
-        atomicAdd(dK + kj * D + d, dss[jj] * scale * qs[d]);
-        atomicAdd(dV + kj * D + d, ps[jj] * dos[d]);
+      __syncthreads();  // the tiles are in place
+      const int dw = min(DV, D - d0);
+      for (int d = 0; d < dw; d++) {
+        const C q_0 = sQ[ty * LD + d], q_1 = sQ[(ty + 16) * LD + d];
+        const C o_0 = sdO[ty * LD + d], o_1 = sdO[(ty + 16) * LD + d];
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          const C kd = sK[(tx + 8 * c) * LD + d], vd = sV[(tx + 8 * c) * LD + d];
+          s[0][c] += q_0 * kd;
+          s[1][c] += q_1 * kd;
+          dp[0][c] += o_0 * vd;
+          dp[1][c] += o_1 * vd;
+        }
       }
-      dqs[d] = acc;
     }
-    __syncwarp();
+
+    // P and dS for rows ty, ty + 16 and keys tx + 8c. A NaN row (lse NaN) gets NaN P and dS.
+    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int row = q0 + ty + 16 * r;
+      C lse = C(-INFINITY), delta = C(0);
+      if (row < p.T) {
+        const int64_t bhr = ((int64_t)b * p.H + h) * p.T + row;
+        lse = C(load_lse(p, bhr));
+        delta = static_cast<const C*>(bo.delta)[bhr];
+      }
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        const int col = k0 + tx + 8 * c;
+        C pv = C(0);
+        if (lse != C(-INFINITY) && (!need_mask || (col < p.S && row < p.T && visible(p, b, h, row, col))))
+          pv = exp_(s[r][c] * scale - lse);
+        sP[(ty + 16 * r) * LDP + tx + 8 * c] = pv;
+        sdS[(ty + 16 * r) * LDP + tx + 8 * c] = pv * (dp[r][c] - delta);
+      }
+    }
+    __syncthreads();  // P and dS are complete (read across warps below)
+
+    // dV += P^T dO, dK += dS^T Q: keys ty, ty + 16, columns col0 + tx + 8c.
+#pragma unroll 2
+    for (int i = 0; i < BR; i++) {
+      const C p0 = sP[i * LDP + ty], p1 = sP[i * LDP + ty + 16];
+      const C s0 = sdS[i * LDP + ty], s1 = sdS[i * LDP + ty + 16];
+#pragma unroll
+      for (int c = 0; c < NC; c++) {
+        const C od = sdO[i * LD + tx + 8 * c], qd = sQ[i * LD + tx + 8 * c];
+        dv[0][c] += p0 * od;
+        dv[1][c] += p1 * od;
+        dk[0][c] += s0 * qd;
+        dk[1][c] += s1 * qd;
+      }
+    }
+    // dQ += dS K: queries ty, ty + 16, the same columns.
+    C* dq_rows = static_cast<C*>(bo.dq_acc) + (((int64_t)b * p.H + h) * p.T + q0) * D;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int i = ty + 16 * r;
+      C acc[NC];
+#pragma unroll
+      for (int c = 0; c < NC; c++) acc[c] = C(0);
+#pragma unroll 4
+      for (int j = 0; j < BC; j++) {
+        const C ds = sdS[i * LDP + j];
+#pragma unroll
+        for (int c = 0; c < NC; c++) acc[c] += ds * sK[j * LD + tx + 8 * c];
+      }
+      if (q0 + i >= p.T) continue;
+#pragma unroll
+      for (int c = 0; c < NC; c++)
+        if (col0 + tx + 8 * c < D) atomicAdd(dq_rows + (int64_t)i * D + col0 + tx + 8 * c, acc[c]);
+    }
   }
-  T* dq = static_cast<T*>(bo.dq) + bhr * D;
-  for (int d = lane; d < D; d += 32) dq[d] = gpu::from_acc<T>(dqs[d] * scale);
+
+  // dK (scaled) and dV rows of this key tile's columns; keys no query saw get zeros.
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int key = k0 + ty + 16 * r;
+    if (key >= p.S) continue;
+    const int64_t off = (((int64_t)b * p.Hkv + hk) * p.S + key) * D;
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+      const int col = col0 + tx + 8 * c;
+      if (col >= D) continue;
+      static_cast<T*>(bo.dk)[off + col] = gpu::from_acc<T>(dk[r][c] * scale);
+      static_cast<T*>(bo.dv)[off + col] = gpu::from_acc<T>(dv[r][c]);
+    }
+  }
 }
 
 // ------------------------------------------------------------------ launchers
@@ -401,21 +468,22 @@ template <typename T, int D, int BR> void run_tc(const KernelArgs& a, const Attn
   launch_cast<T, float>(a, static_cast<T*>(bo.dq), dq_acc.as<float>(), rows * D, (float)p.scale);
 }
 
-template <typename T> void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
+template <typename T, int NC> void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   using C = acc_t<T>;
-  const int64_t rows = (int64_t)p.B * p.H * p.T, kv = (int64_t)p.B * p.Hkv * p.S * p.D;
-  gpu::Scratch delta(rows * sizeof(C)), dkv(2 * kv * sizeof(C));
+  using Cfg = SimtCfg<NC>;
+  const int64_t rows = (int64_t)p.B * p.H * p.T;
+  gpu::Scratch delta(rows * sizeof(C)), dq_acc(rows * p.D * sizeof(C));
   bo.delta = delta.get();
-  bo.dkv_acc = dkv.get();
-  if (kv > 0) CUDA_CHECK(cudaMemsetAsync(bo.dkv_acc, 0, 2 * kv * sizeof(C), gpu::stream()));
+  bo.dq_acc = dq_acc.get();
+  if (rows * p.D > 0) CUDA_CHECK(cudaMemsetAsync(bo.dq_acc, 0, rows * p.D * sizeof(C), gpu::stream()));
   launch_delta<T>(a, p, delta.as<C>());
-  if (rows > 0) {
-    const dim3 grid((p.T + 3) / 4, p.H, p.B);
-    gpu::launch(attention_bwd_simt_kernel<T>, grid, dim3(128), bwd_simt_smem<C>(p.D), gpu::stream(), p, bo);
+  if (p.S > 0) {
+    const dim3 grid((unsigned)((p.S + Cfg::BC - 1) / Cfg::BC * Cfg::chunks(p.D)), p.Hkv, p.B);
+    const size_t smem = size_t((2 * Cfg::BR + 2 * Cfg::BC) * Cfg::LD + 2 * Cfg::BR * Cfg::LDP) * sizeof(C);
+    gpu::launch(attention_bwd_simt_kernel<T, NC>, grid, dim3(Cfg::THREADS), smem, gpu::stream(), p, bo);
     gpu::check_launch(a);
   }
-  launch_cast<T, C>(a, static_cast<T*>(bo.dk), dkv.as<C>(), kv, C(1));
-  launch_cast<T, C>(a, static_cast<T*>(bo.dv), dkv.as<C>() + kv, kv, C(1));
+  launch_cast<T, C>(a, static_cast<T*>(bo.dq), dq_acc.as<C>(), rows * p.D, C(p.scale));
 }
 
 template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, const BwdOut& bo, bool tc_ok) {
@@ -433,7 +501,10 @@ template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, c
       }
     }
   }
-  run_simt<T>(a, p, bo);
+  if (p.D <= 32)
+    run_simt<T, 4>(a, p, bo);
+  else
+    run_simt<T, 8>(a, p, bo);
 }
 
 // attention_bwd(dq, dk, dv, q, k, v, out, dout, lse, mask?, causal, scale)
@@ -464,7 +535,7 @@ void attention_bwd_cuda(const KernelArgs& a) {
   p.dout = dout.bytes();
   head_strides(out, p.o_s);
   head_strides(dout, p.do_s);
-  BwdOut bo{dq.bytes(), dk.bytes(), dv.bytes(), nullptr, nullptr, nullptr};
+  BwdOut bo{dq.bytes(), dk.bytes(), dv.bytes(), nullptr, nullptr};
   const bool tc_ok = rows_chunkable(p.q, p.q_s) && rows_chunkable(p.k, p.k_s) && rows_chunkable(p.v, p.v_s) &&
                      rows_chunkable(p.dout, p.do_s) && gpu::aligned_to(bo.dk, 4) && gpu::aligned_to(bo.dv, 4);
   GPU_DISPATCH_FLOAT(a, in.q->dtype, T, run_typed<T>(a, p, bo, tc_ok));

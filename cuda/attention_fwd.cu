@@ -25,8 +25,9 @@
 //   * split-KV (flash-decoding) when B * H * query tiles would leave SMs idle (decode, T = 1, long
 //     S): blockIdx.z also picks a range of key tiles, each block writes an unnormalised partial O with
 //     its row max and sum to f32 scratch, and a combine kernel rescales and sums the partials.
-// Everything else (f32, f64, other D, unaligned views): a SIMT kernel, one warp per query row,
-// online softmax over 32 keys at a time (one key per lane), accumulation in f32 (f64 for f64).
+// Everything else (f32, f64, other D, unaligned views): the same loop on CUDA cores (SIMT path below):
+// 32 query rows x 32 keys a tile, K/V tiles in shared memory in the accumulator type (f32, f64 for
+// f64), D in chunks of 32 or 64 columns.
 #include "attention_common.cuh"
 
 namespace llava {
@@ -242,76 +243,118 @@ template <typename T> __global__ void __launch_bounds__(128) attention_fwd_combi
 }
 
 // ------------------------------------------------------------------ SIMT path
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-__device__ __forceinline__ float log_(float x) { return logf(x); }
-__device__ __forceinline__ double log_(double x) { return log(x); }
-
-template <typename C> size_t fwd_simt_smem(int D) { return size_t(4) * (2 * D + 32) * sizeof(C); }
-
-// One warp per query row (4 rows a block); per warp in shared memory: q[D], o[D] (lane d % 32 owns
-// o[d]), p[32]. Keys go 32 at a time, one per lane: a lane computes its key's score as a full dot
-// product, the warp takes the max and sum with shuffles, then each lane updates its o[d] from the 32
-// probabilities. No block-wide barrier, so a warp past T simply leaves.
-template <typename T> __global__ void __launch_bounds__(128) attention_fwd_simt_kernel(AttnParams p) {
+// One block = 32 query rows of one (b, h) and one chunk of DV output columns (SimtCfg in
+// attention_common.cuh); blockIdx.x = query tile x chunk, heaviest query tiles first. Per key tile of
+// BC = 32 keys: S = Q K^T over all of D, a DV-column chunk of the Q and K tiles at a time in shared
+// memory (the Q tile stays resident when D is one chunk); then the online softmax in registers, P to
+// shared memory (rows stay within a warp: __syncwarp), and O_chunk += P V_chunk from a V tile staged with
+// the first K chunk. Blocks of the same query tile and different chunks recompute the same S and
+// softmax bit for bit, so lse (written by chunk 0) matches every chunk's normalisation. Key tiles past
+// the tile's last visible key are never visited; no atomics, two barriers per chunk of a key tile.
+// Masking and NaN rows as in the tensor-core kernel (a NaN score: fmax skips it, its exp makes l NaN).
+template <typename T, int NC> __global__ void __launch_bounds__(128) attention_fwd_simt_kernel(AttnParams p) {
   using C = acc_t<T>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int i = blockIdx.x * 4 + warp, h = blockIdx.y, b = blockIdx.z, D = p.D;
-  if (i >= p.T) return;
-  C* qs = reinterpret_cast<C*>(mma::dyn_smem) + warp * (2 * D + 32);
-  C* os = qs + D;
-  C* ps = os + D;
-  const T* qrow = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1] + i * p.q_s[2];
-  const T* Kb = static_cast<const T*>(p.k) + b * p.k_s[0] + (h / p.G) * p.k_s[1];
-  const T* Vb = static_cast<const T*>(p.v) + b * p.v_s[0] + (h / p.G) * p.v_s[1];
-  for (int d = lane; d < D; d += 32) {
-    qs[d] = gpu::to_acc<T>(qrow[d]);
-    os[d] = C(0);
-  }
-  __syncwarp();
-  const int kv_end = p.causal ? min(p.S, i + p.S - p.T + 1) : p.S;
+  using Cfg = SimtCfg<NC>;
+  constexpr int BR = Cfg::BR, BC = Cfg::BC, DV = Cfg::DV, LD = Cfg::LD, LDP = Cfg::LDP, TH = Cfg::THREADS;
+  C* sQ = reinterpret_cast<C*>(mma::dyn_smem);
+  C* sK = sQ + BR * LD;
+  C* sV = sK + BC * LD;
+  C* sP = sV + BC * LD;
+  const int tid = threadIdx.x, ty = tid >> 3, tx = tid & 7, D = p.D;
+  const int nch = Cfg::chunks(D), c0 = blockIdx.x % nch;
+  const int q0 = (gridDim.x / nch - 1 - blockIdx.x / nch) * BR;
+  const int h = blockIdx.y, b = blockIdx.z, hk = h / p.G;
+  const T* Qg = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1];
+  const T* Kg = static_cast<const T*>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
+  const T* Vg = static_cast<const T*>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
+  const int kv_end = p.causal ? min(p.S, q0 + BR + p.S - p.T) : p.S;
   const C scale = C(p.scale);
-  C m = C(-INFINITY), l = C(0);
-  bool nan_row = false;  // a visible NaN score: the row's out and lse are NaN
-  for (int j0 = 0; j0 < kv_end; j0 += 32) {
-    const int j = j0 + lane;
-    C s = C(-INFINITY);
-    if (j < kv_end && (!p.mask || visible(p, b, h, i, j))) {
-      const T* kr = Kb + j * p.k_s[2];
-      C acc = C(0);
-      for (int d = 0; d < D; d++) acc += qs[d] * gpu::to_acc<T>(kr[d]);
-      s = acc * scale;
+  C o[2][NC], m[2] = {C(-INFINITY), C(-INFINITY)}, l[2] = {C(0), C(0)};
+#pragma unroll
+  for (int c = 0; c < NC; c++) o[0][c] = o[1][c] = C(0);
+
+  for (int k0 = 0; k0 < kv_end; k0 += BC) {
+    C s[2][4] = {};
+    for (int n = 0; n < nch; n++) {
+      const int d0 = n * DV;
+      __syncthreads();  // every thread is done with the previous tiles (sQ, sK; sV and sP of the last key tile)
+      if (nch > 1 || k0 == 0) stage_tile<T, BR, DV, TH>(sQ, Qg, p.q_s[2], q0, p.T, d0, D, tid);
+      stage_tile<T, BC, DV, TH>(sK, Kg, p.k_s[2], k0, p.S, d0, D, tid);
+      if (n == 0) stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, c0 * DV, D, tid);
+      __syncthreads();  // the tiles are in place
+      const int dw = min(DV, D - d0);
+      for (int d = 0; d < dw; d++) {
+        const C a0 = sQ[ty * LD + d], a1 = sQ[(ty + 16) * LD + d];
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          const C kd = sK[(tx + 8 * c) * LD + d];
+          s[0][c] += a0 * kd;
+          s[1][c] += a1 * kd;
+        }
+      }
     }
-    // The max below must see the same values in every lane (a NaN would make it lane-dependent).
-    if (gpu::warp_sum(s != s ? 1 : 0)) {
-      nan_row = true;
-      break;  // warp-uniform
+
+    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int row = q0 + ty + 16 * r;
+      C mx = C(-INFINITY);
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        const int col = k0 + tx + 8 * c;
+        C x = s[r][c] * scale;
+        if (need_mask && (col >= p.S || row >= p.T || !visible(p, b, h, row, col))) x = C(-INFINITY);
+        s[r][c] = x;
+        mx = fmax(mx, x);
+      }
+      const C m_new = fmax(m[r], row8_max(mx));
+      const C ref = m_new == C(-INFINITY) ? C(0) : m_new;  // nothing visible yet: exp(-inf - 0) = 0
+      const C corr = exp_(m[r] - ref);
+      m[r] = m_new;
+      C sum = C(0);
+#pragma unroll
+      for (int c = 0; c < 4; c++) {
+        const C pc = exp_(s[r][c] - ref);
+        sum += pc;
+        sP[(ty + 16 * r) * LDP + tx + 8 * c] = pc;
+      }
+      l[r] = l[r] * corr + sum;  // this lane's partial; the row's 8 lanes add theirs at the end
+#pragma unroll
+      for (int c = 0; c < NC; c++) o[r][c] *= corr;
     }
-    const C m_new = fmax(m, gpu::warp_max(s));
-    if (m_new == C(-INFINITY)) continue;  // warp-uniform: nothing visible yet
-    const C corr = exp_(m - m_new), pj = exp_(s - m_new);
-    l = l * corr + gpu::warp_sum(pj);
-    ps[lane] = pj;
-    __syncwarp();
-    const int cnt = min(32, kv_end - j0);
-    for (int d = lane; d < D; d += 32) {
-      C acc = os[d] * corr;
-      for (int jj = 0; jj < cnt; jj++) acc += ps[jj] * gpu::to_acc<T>(Vb[(j0 + jj) * p.v_s[2] + d]);
-      os[d] = acc;
+    __syncwarp();  // a row of P is written and read by the lanes of one warp
+#pragma unroll 4
+    for (int k = 0; k < BC; k++) {
+      const C p0 = sP[ty * LDP + k], p1 = sP[(ty + 16) * LDP + k];
+#pragma unroll
+      for (int c = 0; c < NC; c++) {
+        const C vd = sV[k * LD + tx + 8 * c];
+        o[0][c] += p0 * vd;
+        o[1][c] += p1 * vd;
+      }
     }
-    __syncwarp();
-    m = m_new;
   }
-  const int64_t bhr = ((int64_t)b * p.H + h) * p.T + i;
-  T* orow = static_cast<T*>(p.out) + bhr * D;
-  if (nan_row) l = C(NAN);
-  for (int d = lane; d < D; d += 32) orow[d] = gpu::from_acc<T>(l == C(0) ? C(0) : os[d] / l);
-  if (lane == 0) {
-    const double v = l == C(0) ? -INFINITY : double(m + log_(l));
-    if (p.lse_f64)
-      static_cast<double*>(p.lse)[bhr] = v;
-    else
-      static_cast<float*>(p.lse)[bhr] = float(v);
+
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const C lt = row8_sum(l[r]);
+    const int row = q0 + ty + 16 * r;
+    if (row >= p.T) continue;
+    const int64_t bhr = ((int64_t)b * p.H + h) * p.T + row;
+    const C inv = lt == C(0) ? C(0) : C(1) / lt;  // NaN l (a NaN score): a NaN row
+    T* orow = static_cast<T*>(p.out) + bhr * D;
+#pragma unroll
+    for (int c = 0; c < NC; c++) {
+      const int col = c0 * DV + tx + 8 * c;
+      if (col < D) orow[col] = gpu::from_acc<T>(o[r][c] * inv);
+    }
+    if (c0 == 0 && tx == 0) {
+      const double v = lt == C(0) ? -INFINITY : double(m[r] + log_(lt));
+      if (p.lse_f64)
+        static_cast<double*>(p.lse)[bhr] = v;
+      else
+        static_cast<float*>(p.lse)[bhr] = float(v);
+    }
   }
 }
 
@@ -354,9 +397,11 @@ template <typename T, int D> void run_tc_d(const KernelArgs& a, const AttnParams
     run_tc<T, D, 4>(a, p);
 }
 
-template <typename T> void run_simt(const KernelArgs& a, const AttnParams& p) {
-  const dim3 grid((p.T + 3) / 4, p.H, p.B);
-  gpu::launch(attention_fwd_simt_kernel<T>, grid, dim3(128), fwd_simt_smem<acc_t<T>>(p.D), gpu::stream(), p);
+template <typename T, int NC> void run_simt(const KernelArgs& a, const AttnParams& p) {
+  using Cfg = SimtCfg<NC>;
+  const dim3 grid((unsigned)((p.T + Cfg::BR - 1) / Cfg::BR * Cfg::chunks(p.D)), p.H, p.B);
+  const size_t smem = size_t((Cfg::BR + 2 * Cfg::BC) * Cfg::LD + Cfg::BR * Cfg::LDP) * sizeof(acc_t<T>);
+  gpu::launch(attention_fwd_simt_kernel<T, NC>, grid, dim3(Cfg::THREADS), smem, gpu::stream(), p);
   gpu::check_launch(a);
 }
 
@@ -375,7 +420,10 @@ template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, b
       }
     }
   }
-  run_simt<T>(a, p);
+  if (p.D <= 32)
+    run_simt<T, 4>(a, p);
+  else
+    run_simt<T, 8>(a, p);
 }
 
 // attention_fwd(out, lse, q, k, v, mask?, causal, scale)
