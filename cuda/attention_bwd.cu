@@ -25,28 +25,14 @@
 // only on tiles that straddle the diagonal or the end of S, or when a mask is given.
 //
 // Everything else (f32, f64, other D, unaligned views): the same FlashAttention-2 loop on CUDA cores in
-// the accumulator type (SIMT kernel below): delta as above, then one block per 32 keys x column chunk
+// the accumulator type (attention_simt.cuh): delta as above, then one block per 32 keys x column chunk
 // owns its dK/dV rows (registers, no atomics) and adds dQ with one atomicAdd per (query, column) per
 // key tile into a compute-type scratch, cast with the scale at the end (step 3).
-#include "attention_common.cuh"
+#include "attention_simt.cuh"
 
 namespace llava {
 namespace attn {
 namespace {
-
-using gpu::acc_t;
-
-struct BwdOut {
-  void* dq;       // [B,H,T,D] contiguous
-  void* dk;       // [B,Hkv,S,D] contiguous
-  void* dv;       // [B,Hkv,S,D] contiguous
-  void* delta;    // scratch [B,H,T], compute type
-  void* dq_acc;   // scratch [B,H,T,D]: f32 (tensor cores), compute type (SIMT)
-};
-
-__device__ __forceinline__ double load_lse(const AttnParams& p, int64_t row) {
-  return p.lse_f64 ? static_cast<const double*>(p.lse)[row] : static_cast<const float*>(p.lse)[row];
-}
 
 // delta[b,h,t] = sum_d dout * out, one warp per row.
 template <typename T> __global__ void __launch_bounds__(128) attention_bwd_delta_kernel(AttnParams p, acc_t<T>* delta) {
@@ -301,143 +287,6 @@ template <typename T, int D, int BR> __global__ void __launch_bounds__(128)
   }
 }
 
-// ------------------------------------------------------------------ SIMT kernel
-// One block = 32 keys of one (b, kv head) and one chunk of DV columns (SimtCfg, attention_common.cuh);
-// blockIdx.x = key tile x chunk. It loops over every (query head of the group, query tile of 32 rows)
-// that can see its keys. Per item: S = Q K^T and dP = dO V^T over all of D, a DV-column chunk of the
-// Q, dO, K, V tiles at a time in shared memory, the block's own chunk last so that its Q, dO and K
-// tiles are still in place afterwards; P = exp(S scale - lse) (0 where masked or lse = -inf) and
-// dS = P (dP - delta) go to shared memory; then for the block's columns dV += P^T dO and dK += dS^T Q
-// accumulate in registers over all items (no atomics; written once, dK scaled), and dQ += dS K is
-// added with one atomicAdd per (query, column) into the accumulator-type scratch (cast with the scale
-// afterwards). With D <= DV there is one chunk and the K/V tiles are staged once for all items.
-template <typename T, int NC> __global__ void __launch_bounds__(128) attention_bwd_simt_kernel(AttnParams p, BwdOut bo) {
-  using C = acc_t<T>;
-  using Cfg = SimtCfg<NC>;
-  constexpr int BR = Cfg::BR, BC = Cfg::BC, DV = Cfg::DV, LD = Cfg::LD, LDP = Cfg::LDP, TH = Cfg::THREADS;
-  C* sQ = reinterpret_cast<C*>(mma::dyn_smem);
-  C* sdO = sQ + BR * LD;
-  C* sK = sdO + BR * LD;
-  C* sV = sK + BC * LD;
-  C* sP = sV + BC * LD;
-  C* sdS = sP + BR * LDP;
-  const int tid = threadIdx.x, ty = tid >> 3, tx = tid & 7, D = p.D;
-  const int nch = Cfg::chunks(D), c0 = blockIdx.x % nch, col0 = c0 * DV;
-  const int k0 = blockIdx.x / nch * BC, hk = blockIdx.y, b = blockIdx.z;
-  const T* Kg = static_cast<const T*>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
-  const T* Vg = static_cast<const T*>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
-  const int nqt = (p.T + BR - 1) / BR;
-  const int qt_begin = p.causal ? max(0, k0 - (p.S - p.T)) / BR : 0;  // the first tile that sees key k0
-  const int nq = max(0, nqt - qt_begin), n_items = p.G * nq;
-  const C scale = C(p.scale);
-  C dk[2][NC], dv[2][NC];
-#pragma unroll
-  for (int c = 0; c < NC; c++) dk[0][c] = dk[1][c] = dv[0][c] = dv[1][c] = C(0);
-
-  for (int it = 0; it < n_items; it++) {
-    const int h = hk * p.G + it / nq, q0 = (qt_begin + it % nq) * BR;
-    const T* Qg = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1];
-    const T* dOg = static_cast<const T*>(p.dout) + b * p.do_s[0] + h * p.do_s[1];
-    C s[2][4] = {}, dp[2][4] = {};
-    for (int n = 0; n < nch; n++) {
-      const int d0 = (c0 + 1 + n) % nch * DV;  // ends with the block's own chunk
-      __syncthreads();  // every thread is done with the previous tiles (all six)
-      stage_tile<T, BR, DV, TH>(sQ, Qg, p.q_s[2], q0, p.T, d0, D, tid);
-      stage_tile<T, BR, DV, TH>(sdO, dOg, p.do_s[2], q0, p.T, d0, D, tid);
-      if (nch > 1 || it == 0) {
-        stage_tile<T, BC, DV, TH>(sK, Kg, p.k_s[2], k0, p.S, d0, D, tid);
-        stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, d0, D, tid);
-      }
-      __syncthreads();  // the tiles are in place
-      const int dw = min(DV, D - d0);
-      for (int d = 0; d < dw; d++) {
-        const C q_0 = sQ[ty * LD + d], q_1 = sQ[(ty + 16) * LD + d];
-        const C o_0 = sdO[ty * LD + d], o_1 = sdO[(ty + 16) * LD + d];
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-          const C kd = sK[(tx + 8 * c) * LD + d], vd = sV[(tx + 8 * c) * LD + d];
-          s[0][c] += q_0 * kd;
-          s[1][c] += q_1 * kd;
-          dp[0][c] += o_0 * vd;
-          dp[1][c] += o_1 * vd;
-        }
-      }
-    }
-
-    // P and dS for rows ty, ty + 16 and keys tx + 8c. A NaN row (lse NaN) gets NaN P and dS.
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int row = q0 + ty + 16 * r;
-      C lse = C(-INFINITY), delta = C(0);
-      if (row < p.T) {
-        const int64_t bhr = ((int64_t)b * p.H + h) * p.T + row;
-        lse = C(load_lse(p, bhr));
-        delta = static_cast<const C*>(bo.delta)[bhr];
-      }
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        const int col = k0 + tx + 8 * c;
-        C pv = C(0);
-        if (lse != C(-INFINITY) && (!need_mask || (col < p.S && row < p.T && visible(p, b, h, row, col))))
-          pv = exp_(s[r][c] * scale - lse);
-        sP[(ty + 16 * r) * LDP + tx + 8 * c] = pv;
-        sdS[(ty + 16 * r) * LDP + tx + 8 * c] = pv * (dp[r][c] - delta);
-      }
-    }
-    __syncthreads();  // P and dS are complete (read across warps below)
-
-    // dV += P^T dO, dK += dS^T Q: keys ty, ty + 16, columns col0 + tx + 8c.
-#pragma unroll 2
-    for (int i = 0; i < BR; i++) {
-      const C p0 = sP[i * LDP + ty], p1 = sP[i * LDP + ty + 16];
-      const C s0 = sdS[i * LDP + ty], s1 = sdS[i * LDP + ty + 16];
-#pragma unroll
-      for (int c = 0; c < NC; c++) {
-        const C od = sdO[i * LD + tx + 8 * c], qd = sQ[i * LD + tx + 8 * c];
-        dv[0][c] += p0 * od;
-        dv[1][c] += p1 * od;
-        dk[0][c] += s0 * qd;
-        dk[1][c] += s1 * qd;
-      }
-    }
-    // dQ += dS K: queries ty, ty + 16, the same columns.
-    C* dq_rows = static_cast<C*>(bo.dq_acc) + (((int64_t)b * p.H + h) * p.T + q0) * D;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int i = ty + 16 * r;
-      C acc[NC];
-#pragma unroll
-      for (int c = 0; c < NC; c++) acc[c] = C(0);
-#pragma unroll 4
-      for (int j = 0; j < BC; j++) {
-        const C ds = sdS[i * LDP + j];
-#pragma unroll
-        for (int c = 0; c < NC; c++) acc[c] += ds * sK[j * LD + tx + 8 * c];
-      }
-      if (q0 + i >= p.T) continue;
-#pragma unroll
-      for (int c = 0; c < NC; c++)
-        if (col0 + tx + 8 * c < D) atomicAdd(dq_rows + (int64_t)i * D + col0 + tx + 8 * c, acc[c]);
-    }
-  }
-
-  // dK (scaled) and dV rows of this key tile's columns; keys no query saw get zeros.
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int key = k0 + ty + 16 * r;
-    if (key >= p.S) continue;
-    const int64_t off = (((int64_t)b * p.Hkv + hk) * p.S + key) * D;
-#pragma unroll
-    for (int c = 0; c < NC; c++) {
-      const int col = col0 + tx + 8 * c;
-      if (col >= D) continue;
-      static_cast<T*>(bo.dk)[off + col] = gpu::from_acc<T>(dk[r][c] * scale);
-      static_cast<T*>(bo.dv)[off + col] = gpu::from_acc<T>(dv[r][c]);
-    }
-  }
-}
-
 // ------------------------------------------------------------------ launchers
 template <typename T> void launch_delta(const KernelArgs& a, const AttnParams& p, acc_t<T>* delta) {
   const int64_t rows = (int64_t)p.B * p.H * p.T;
@@ -479,7 +328,7 @@ template <typename T, int NC> void run_simt(const KernelArgs& a, const AttnParam
   launch_delta<T>(a, p, delta.as<C>());
   if (p.S > 0) {
     const dim3 grid((unsigned)((p.S + Cfg::BC - 1) / Cfg::BC * Cfg::chunks(p.D)), p.Hkv, p.B);
-    const size_t smem = size_t((2 * Cfg::BR + 2 * Cfg::BC) * Cfg::LD + 2 * Cfg::BR * Cfg::LDP) * sizeof(C);
+    const size_t smem = size_t(Cfg::BWD_SMEM) * sizeof(C);
     gpu::launch(attention_bwd_simt_kernel<T, NC>, grid, dim3(Cfg::THREADS), smem, gpu::stream(), p, bo);
     gpu::check_launch(a);
   }

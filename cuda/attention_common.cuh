@@ -46,6 +46,19 @@ struct AttnParams {
   float scale_log2;  // scale * log2(e): scores go straight into exp2
 };
 
+// Outputs and scratch of the backward kernels.
+struct BwdOut {
+  void* dq;      // [B,H,T,D] contiguous
+  void* dk;      // [B,Hkv,S,D] contiguous
+  void* dv;      // [B,Hkv,S,D] contiguous
+  void* delta;   // scratch [B,H,T], compute type
+  void* dq_acc;  // scratch [B,H,T,D]: f32 (tensor cores), compute type (SIMT)
+};
+
+__device__ __forceinline__ double load_lse(const AttnParams& p, int64_t row) {
+  return p.lse_f64 ? static_cast<const double*>(p.lse)[row] : static_cast<const float*>(p.lse)[row];
+}
+
 // key j visible to query i (both in range) under the causal rule and the mask.
 __device__ __forceinline__ bool visible(const AttnParams& p, int b, int h, int i, int j) {
   if (p.causal && j > i + p.S - p.T) return false;
@@ -147,48 +160,6 @@ __device__ __forceinline__ float quad_max(float v) {
 __device__ __forceinline__ float quad_sum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 1);
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-
-// ------------------------------------------------------------------ SIMT tiles
-// The fallback kernels (f32/f64, any D, any view; attention_fwd.cu / attention_bwd.cu) work in the
-// accumulator type C on tiles of 32 query rows x 32 keys with 128 threads. Thread t owns rows (or keys)
-// t / 8 and t / 8 + 16 and columns t % 8 + 8 c: the 8 threads of a row are 8 consecutive lanes of one
-// warp, so a row's max and sum take three shuffles and a row of P written to shared memory is read back
-// by the same warp. D is cut into chunks of DV = 8 NC columns (NC = 4 for D <= 32, else 8); shared tiles
-// are [rows][DV + 1] (odd row stride: the 8 lanes reading 8 rows at one column hit 8 banks).
-template <int NC> struct SimtCfg {
-  static constexpr int BR = 32, BC = 32, THREADS = 128, DV = 8 * NC, LD = DV + 1, LDP = BC + 1;
-  __host__ __device__ static int chunks(int D) { return D > DV ? (D + DV - 1) / DV : 1; }
-};
-
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-__device__ __forceinline__ float log_(float x) { return logf(x); }
-__device__ __forceinline__ double log_(double x) { return log(x); }
-
-// Max / sum over the 8 lanes of a SIMT row (fmax skips a NaN, so every lane gets the same value).
-template <typename C> __device__ __forceinline__ C row8_max(C v) {
-#pragma unroll
-  for (int o = 1; o < 8; o <<= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-template <typename C> __device__ __forceinline__ C row8_sum(C v) {
-#pragma unroll
-  for (int o = 1; o < 8; o <<= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// s[r][c] (row stride DV + 1) = g[row0 + r][c0 + c] in C for r < R, c < DV, from a [rows, D] view with
-// row stride ld; out-of-range rows and columns are 0. Consecutive threads read consecutive columns.
-template <typename T, int R, int DV, int THREADS> __device__ __forceinline__ void stage_tile(
-    gpu::acc_t<T>* s, const T* g, int64_t ld, int row0, int rows, int c0, int D, int tid) {
-#pragma unroll 4
-  for (int e = tid; e < R * DV; e += THREADS) {
-    const int r = e / DV, c = e % DV;
-    s[r * (DV + 1) + c] = row0 + r < rows && c0 + c < D ? gpu::to_acc<T>(g[(int64_t)(row0 + r) * ld + c0 + c])
-                                                        : gpu::acc_t<T>(0);
-  }
 }
 
 }  // namespace attn

@@ -25,16 +25,14 @@
 //   * split-KV (flash-decoding) when B * H * query tiles would leave SMs idle (decode, T = 1, long
 //     S): blockIdx.z also picks a range of key tiles, each block writes an unnormalised partial O with
 //     its row max and sum to f32 scratch, and a combine kernel rescales and sums the partials.
-// Everything else (f32, f64, other D, unaligned views): the same loop on CUDA cores (SIMT path below):
+// Everything else (f32, f64, other D, unaligned views): the same loop on CUDA cores (attention_simt.cuh):
 // 32 query rows x 32 keys a tile, K/V tiles in shared memory in the accumulator type (f32, f64 for
 // f64), D in chunks of 32 or 64 columns.
-#include "attention_common.cuh"
+#include "attention_simt.cuh"
 
 namespace llava {
 namespace attn {
 namespace {
-
-using gpu::acc_t;
 
 template <int D, int NW> struct FwdCfg {
   static constexpr int BR = 16 * NW, BC = 64, LDS = D + 8, THREADS = 32 * NW;
@@ -242,122 +240,6 @@ template <typename T> __global__ void __launch_bounds__(128) attention_fwd_combi
   if (lane == 0) store_lse(p, row, M * kLn2 + logf(L));
 }
 
-// ------------------------------------------------------------------ SIMT path
-// One block = 32 query rows of one (b, h) and one chunk of DV output columns (SimtCfg in
-// attention_common.cuh); blockIdx.x = query tile x chunk, heaviest query tiles first. Per key tile of
-// BC = 32 keys: S = Q K^T over all of D, a DV-column chunk of the Q and K tiles at a time in shared
-// memory (the Q tile stays resident when D is one chunk); then the online softmax in registers, P to
-// shared memory (rows stay within a warp: __syncwarp), and O_chunk += P V_chunk from a V tile staged with
-// the first K chunk. Blocks of the same query tile and different chunks recompute the same S and
-// softmax bit for bit, so lse (written by chunk 0) matches every chunk's normalisation. Key tiles past
-// the tile's last visible key are never visited; no atomics, two barriers per chunk of a key tile.
-// Masking and NaN rows as in the tensor-core kernel (a NaN score: fmax skips it, its exp makes l NaN).
-template <typename T, int NC> __global__ void __launch_bounds__(128) attention_fwd_simt_kernel(AttnParams p) {
-  using C = acc_t<T>;
-  using Cfg = SimtCfg<NC>;
-  constexpr int BR = Cfg::BR, BC = Cfg::BC, DV = Cfg::DV, LD = Cfg::LD, LDP = Cfg::LDP, TH = Cfg::THREADS;
-  C* sQ = reinterpret_cast<C*>(mma::dyn_smem);
-  C* sK = sQ + BR * LD;
-  C* sV = sK + BC * LD;
-  C* sP = sV + BC * LD;
-  const int tid = threadIdx.x, ty = tid >> 3, tx = tid & 7, D = p.D;
-  const int nch = Cfg::chunks(D), c0 = blockIdx.x % nch;
-  const int q0 = (gridDim.x / nch - 1 - blockIdx.x / nch) * BR;
-  const int h = blockIdx.y, b = blockIdx.z, hk = h / p.G;
-  const T* Qg = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1];
-  const T* Kg = static_cast<const T*>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
-  const T* Vg = static_cast<const T*>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
-  const int kv_end = p.causal ? min(p.S, q0 + BR + p.S - p.T) : p.S;
-  const C scale = C(p.scale);
-  C o[2][NC], m[2] = {C(-INFINITY), C(-INFINITY)}, l[2] = {C(0), C(0)};
-#pragma unroll
-  for (int c = 0; c < NC; c++) o[0][c] = o[1][c] = C(0);
-
-  for (int k0 = 0; k0 < kv_end; k0 += BC) {
-    C s[2][4] = {};
-    for (int n = 0; n < nch; n++) {
-      const int d0 = n * DV;
-      __syncthreads();  // every thread is done with the previous tiles (sQ, sK; sV and sP of the last key tile)
-      if (nch > 1 || k0 == 0) stage_tile<T, BR, DV, TH>(sQ, Qg, p.q_s[2], q0, p.T, d0, D, tid);
-      stage_tile<T, BC, DV, TH>(sK, Kg, p.k_s[2], k0, p.S, d0, D, tid);
-      if (n == 0) stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, c0 * DV, D, tid);
-      __syncthreads();  // the tiles are in place
-      const int dw = min(DV, D - d0);
-      for (int d = 0; d < dw; d++) {
-        const C a0 = sQ[ty * LD + d], a1 = sQ[(ty + 16) * LD + d];
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-          const C kd = sK[(tx + 8 * c) * LD + d];
-          s[0][c] += a0 * kd;
-          s[1][c] += a1 * kd;
-        }
-      }
-    }
-
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int row = q0 + ty + 16 * r;
-      C mx = C(-INFINITY);
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        const int col = k0 + tx + 8 * c;
-        C x = s[r][c] * scale;
-        if (need_mask && (col >= p.S || row >= p.T || !visible(p, b, h, row, col))) x = C(-INFINITY);
-        s[r][c] = x;
-        mx = fmax(mx, x);
-      }
-      const C m_new = fmax(m[r], row8_max(mx));
-      const C ref = m_new == C(-INFINITY) ? C(0) : m_new;  // nothing visible yet: exp(-inf - 0) = 0
-      const C corr = exp_(m[r] - ref);
-      m[r] = m_new;
-      C sum = C(0);
-#pragma unroll
-      for (int c = 0; c < 4; c++) {
-        const C pc = exp_(s[r][c] - ref);
-        sum += pc;
-        sP[(ty + 16 * r) * LDP + tx + 8 * c] = pc;
-      }
-      l[r] = l[r] * corr + sum;  // this lane's partial; the row's 8 lanes add theirs at the end
-#pragma unroll
-      for (int c = 0; c < NC; c++) o[r][c] *= corr;
-    }
-    __syncwarp();  // a row of P is written and read by the lanes of one warp
-#pragma unroll 4
-    for (int k = 0; k < BC; k++) {
-      const C p0 = sP[ty * LDP + k], p1 = sP[(ty + 16) * LDP + k];
-#pragma unroll
-      for (int c = 0; c < NC; c++) {
-        const C vd = sV[k * LD + tx + 8 * c];
-        o[0][c] += p0 * vd;
-        o[1][c] += p1 * vd;
-      }
-    }
-  }
-
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const C lt = row8_sum(l[r]);
-    const int row = q0 + ty + 16 * r;
-    if (row >= p.T) continue;
-    const int64_t bhr = ((int64_t)b * p.H + h) * p.T + row;
-    const C inv = lt == C(0) ? C(0) : C(1) / lt;  // NaN l (a NaN score): a NaN row
-    T* orow = static_cast<T*>(p.out) + bhr * D;
-#pragma unroll
-    for (int c = 0; c < NC; c++) {
-      const int col = c0 * DV + tx + 8 * c;
-      if (col < D) orow[col] = gpu::from_acc<T>(o[r][c] * inv);
-    }
-    if (c0 == 0 && tx == 0) {
-      const double v = lt == C(0) ? -INFINITY : double(m[r] + log_(lt));
-      if (p.lse_f64)
-        static_cast<double*>(p.lse)[bhr] = v;
-      else
-        static_cast<float*>(p.lse)[bhr] = float(v);
-    }
-  }
-}
-
 // ------------------------------------------------------------------ launchers
 template <typename T, int D, int NW> void run_tc(const KernelArgs& a, AttnParams p) {
   using Cfg = FwdCfg<D, NW>;
@@ -400,7 +282,7 @@ template <typename T, int D> void run_tc_d(const KernelArgs& a, const AttnParams
 template <typename T, int NC> void run_simt(const KernelArgs& a, const AttnParams& p) {
   using Cfg = SimtCfg<NC>;
   const dim3 grid((unsigned)((p.T + Cfg::BR - 1) / Cfg::BR * Cfg::chunks(p.D)), p.H, p.B);
-  const size_t smem = size_t((Cfg::BR + 2 * Cfg::BC) * Cfg::LD + Cfg::BR * Cfg::LDP) * sizeof(acc_t<T>);
+  const size_t smem = size_t(Cfg::FWD_SMEM) * sizeof(acc_t<T>);
   gpu::launch(attention_fwd_simt_kernel<T, NC>, grid, dim3(Cfg::THREADS), smem, gpu::stream(), p);
   gpu::check_launch(a);
 }
