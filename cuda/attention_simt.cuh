@@ -97,8 +97,9 @@ template <typename T, int NC> __global__ void __launch_bounds__(128) attention_f
       if (nch > 1 || k0 == 0) stage_tile<T, BR, DV, TH>(sQ, Qg, p.q_s[2], q0, p.T, d0, D, tid);
       stage_tile<T, BC, DV, TH>(sK, Kg, p.k_s[2], k0, p.S, d0, D, tid);
       if (n == 0) stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, c0 * DV, D, tid);
-      __syncthreads();  // the tiles are in place
+      __syncthreads();  // the Q, K (and V) tiles are in place
       const int dw = min(DV, D - d0);
+#pragma unroll 4
       for (int d = 0; d < dw; d++) {
         const C a0 = sQ[ty * LD + d], a1 = sQ[(ty + 16) * LD + d];
 #pragma unroll
@@ -222,8 +223,9 @@ template <typename T, int NC> __global__ void __launch_bounds__(128)
         stage_tile<T, BC, DV, TH>(sK, Kg, p.k_s[2], k0, p.S, d0, D, tid);
         stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, d0, D, tid);
       }
-      __syncthreads();  // the tiles are in place
+      __syncthreads();  // the Q, dO, K, V tiles are in place
       const int dw = min(DV, D - d0);
+#pragma unroll 4
       for (int d = 0; d < dw; d++) {
         const C q_0 = sQ[ty * LD + d], q_1 = sQ[(ty + 16) * LD + d];
         const C o_0 = sdO[ty * LD + d], o_1 = sdO[(ty + 16) * LD + d];
