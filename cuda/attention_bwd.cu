@@ -151,7 +151,7 @@ template <typename T, int D, int BR> __global__ void __launch_bounds__(128)
 
     // P^T. Keys past S must be zeroed explicitly: their zero K rows give S = 0, and exp2(0 - lse) can
     // overflow. Queries past T already give 0 through lse_s = +inf.
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+    const bool need_mask = tile_needs_mask(p, q0, k0, BC);
 #pragma unroll
     for (int nt = 0; nt < BR / 8; nt++) {
 #pragma unroll

@@ -66,6 +66,12 @@ __device__ __forceinline__ bool visible(const AttnParams& p, int b, int h, int i
   return true;
 }
 
+// Does the (query tile from q0, key tile of bc keys from k0) pair need per-element masking: a mask,
+// keys past S, or (causal) a key past the last one its first row sees? Otherwise every pair is visible.
+__device__ __forceinline__ bool tile_needs_mask(const AttnParams& p, int q0, int k0, int bc) {
+  return p.mask != nullptr || k0 + bc > p.S || (p.causal && k0 + bc - 1 > q0 + p.S - p.T);
+}
+
 // ------------------------------------------------------------------ validation (mirrors the CPU)
 using Inputs = AttnInputs;  // parse_attention_inputs in kernel_checks.h, shared with the CPU kernels
 

@@ -120,7 +120,7 @@ template <typename T, int D, int NW> __global__ void __launch_bounds__(NW * 32)
 
     // Scale into log2 units; hide invisible keys. The first row of the tile (q0) has the tightest
     // causal limit, so a tile whose last key it can see needs no causal masking at all.
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+    const bool need_mask = tile_needs_mask(p, q0, k0, BC);
 #pragma unroll
     for (int nt = 0; nt < BC / 8; nt++) {
 #pragma unroll

@@ -58,6 +58,22 @@ __device__ __forceinline__ void stage_tile(gpu::acc_t<T>* s, const T* g, int64_t
   }
 }
 
+// s[r][c] += sum over d < dw of a[ty + 16 r][d] * b[tx + 8 c][d]: this thread's 2 x 4 block of the
+// 32 x 32 product A B^T of two [32][LD] tiles over one chunk of columns.
+template <typename C, int LD>
+__device__ __forceinline__ void dot_tile(C (&s)[2][4], const C* a, const C* b, int dw, int ty, int tx) {
+#pragma unroll 4
+  for (int d = 0; d < dw; d++) {
+    const C a0 = a[ty * LD + d], a1 = a[(ty + 16) * LD + d];
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+      const C bd = b[(tx + 8 * c) * LD + d];
+      s[0][c] += a0 * bd;
+      s[1][c] += a1 * bd;
+    }
+  }
+}
+
 // ------------------------------------------------------------------ forward
 // One block = 32 query rows of one (b, h) and one chunk of DV output columns; blockIdx.x = query
 // tile x chunk, heaviest query tiles first. Per key tile of BC = 32 keys: S = Q K^T over all of D, a
@@ -98,20 +114,10 @@ template <typename T, int NC> __global__ void __launch_bounds__(128) attention_f
       stage_tile<T, BC, DV, TH>(sK, Kg, p.k_s[2], k0, p.S, d0, D, tid);
       if (n == 0) stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, c0 * DV, D, tid);
       __syncthreads();  // the Q, K (and V) tiles are in place
-      const int dw = min(DV, D - d0);
-#pragma unroll 4
-      for (int d = 0; d < dw; d++) {
-        const C a0 = sQ[ty * LD + d], a1 = sQ[(ty + 16) * LD + d];
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-          const C kd = sK[(tx + 8 * c) * LD + d];
-          s[0][c] += a0 * kd;
-          s[1][c] += a1 * kd;
-        }
-      }
+      dot_tile<C, LD>(s, sQ, sK, min(DV, D - d0), ty, tx);
     }
 
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+    const bool need_mask = tile_needs_mask(p, q0, k0, BC);
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       const int row = q0 + ty + 16 * r;
@@ -224,24 +230,12 @@ template <typename T, int NC> __global__ void __launch_bounds__(128)
         stage_tile<T, BC, DV, TH>(sV, Vg, p.v_s[2], k0, p.S, d0, D, tid);
       }
       __syncthreads();  // the Q, dO, K, V tiles are in place
-      const int dw = min(DV, D - d0);
-#pragma unroll 4
-      for (int d = 0; d < dw; d++) {
-        const C q_0 = sQ[ty * LD + d], q_1 = sQ[(ty + 16) * LD + d];
-        const C o_0 = sdO[ty * LD + d], o_1 = sdO[(ty + 16) * LD + d];
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-          const C kd = sK[(tx + 8 * c) * LD + d], vd = sV[(tx + 8 * c) * LD + d];
-          s[0][c] += q_0 * kd;
-          s[1][c] += q_1 * kd;
-          dp[0][c] += o_0 * vd;
-          dp[1][c] += o_1 * vd;
-        }
-      }
+      dot_tile<C, LD>(s, sQ, sK, min(DV, D - d0), ty, tx);
+      dot_tile<C, LD>(dp, sdO, sV, min(DV, D - d0), ty, tx);
     }
 
     // P and dS for rows ty, ty + 16 and keys tx + 8c. A NaN row (lse NaN) gets NaN P and dS.
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+    const bool need_mask = tile_needs_mask(p, q0, k0, BC);
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       const int row = q0 + ty + 16 * r;
