@@ -24,29 +24,15 @@
 // Causal: a key tile only visits query tiles from the first one that can see it; masking code runs
 // only on tiles that straddle the diagonal or the end of S, or when a mask is given.
 //
-// Everything else: SIMT. delta as above; one warp per query row recomputes p and ds for 32 keys at a
-// time (one key per lane), accumulates its dq row in shared memory and adds dk/dv contributions with
-// atomics into f32/f64 scratch, which is cast at the end. Simple and exact in f64 (gradient checks).
-#include "attention_common.cuh"
+// Everything else (f32, f64, other D, unaligned views): the same FlashAttention-2 loop on CUDA cores in
+// the accumulator type (attention_simt.cuh): delta as above, then one block per 32 keys x column chunk
+// owns its dK/dV rows (registers, no atomics) and adds dQ with one atomicAdd per (query, column) per
+// key tile into a compute-type scratch, cast with the scale at the end (step 3).
+#include "attention_simt.cuh"
 
 namespace llava {
 namespace attn {
 namespace {
-
-using gpu::acc_t;
-
-struct BwdOut {
-  void* dq;       // [B,H,T,D] contiguous
-  void* dk;       // [B,Hkv,S,D] contiguous
-  void* dv;       // [B,Hkv,S,D] contiguous
-  void* delta;    // scratch [B,H,T], compute type
-  void* dq_acc;   // TC: f32 scratch [B,H,T,D]
-  void* dkv_acc;  // SIMT: compute-type scratch dk [B,Hkv,S,D] then dv
-};
-
-__device__ __forceinline__ double load_lse(const AttnParams& p, int64_t row) {
-  return p.lse_f64 ? static_cast<const double*>(p.lse)[row] : static_cast<const float*>(p.lse)[row];
-}
 
 // delta[b,h,t] = sum_d dout * out, one warp per row.
 template <typename T> __global__ void __launch_bounds__(128) attention_bwd_delta_kernel(AttnParams p, acc_t<T>* delta) {
@@ -165,7 +151,7 @@ template <typename T, int D, int BR> __global__ void __launch_bounds__(128)
 
     // P^T. Keys past S must be zeroed explicitly: their zero K rows give S = 0, and exp2(0 - lse) can
     // overflow. Queries past T already give 0 through lse_s = +inf.
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+    const bool need_mask = tile_needs_mask(p, q0, k0, BC);
 #pragma unroll
     for (int nt = 0; nt < BR / 8; nt++) {
 #pragma unroll
@@ -301,76 +287,6 @@ template <typename T, int D, int BR> __global__ void __launch_bounds__(128)
   }
 }
 
-// ------------------------------------------------------------------ SIMT kernel
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-
-template <typename C> size_t bwd_simt_smem(int D) { return size_t(4) * (3 * D + 64) * sizeof(C); }
-
-// One warp per query row i of head h; shared per warp: q[D], do[D], dq[D] (lane d % 32 owns dq[d]),
-// p[32], ds[32].
-template <typename T> __global__ void __launch_bounds__(128) attention_bwd_simt_kernel(AttnParams p, BwdOut bo) {
-  using C = acc_t<T>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int i = blockIdx.x * 4 + warp, h = blockIdx.y, b = blockIdx.z, D = p.D, hk = h / p.G;
-  if (i >= p.T) return;
-  C* qs = reinterpret_cast<C*>(mma::dyn_smem) + warp * (3 * D + 64);
-  C* dos = qs + D;
-  C* dqs = dos + D;
-  C* ps = dqs + D;
-  C* dss = ps + 32;
-  const int64_t bhr = ((int64_t)b * p.H + h) * p.T + i;
-  const T* qrow = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1] + i * p.q_s[2];
-  const T* drow = static_cast<const T*>(p.dout) + b * p.do_s[0] + h * p.do_s[1] + i * p.do_s[2];
-  for (int d = lane; d < D; d += 32) {
-    qs[d] = gpu::to_acc<T>(qrow[d]);
-    dos[d] = gpu::to_acc<T>(drow[d]);
-    dqs[d] = C(0);
-  }
-  __syncwarp();
-  const C lse = C(load_lse(p, bhr));
-  const C delta = static_cast<const C*>(bo.delta)[bhr];
-  const C scale = C(p.scale);
-  const T* Kb = static_cast<const T*>(p.k) + b * p.k_s[0] + hk * p.k_s[1];
-  const T* Vb = static_cast<const T*>(p.v) + b * p.v_s[0] + hk * p.v_s[1];
-  C* dK = static_cast<C*>(bo.dkv_acc) + ((int64_t)b * p.Hkv + hk) * p.S * D;
-  C* dV = dK + (int64_t)p.B * p.Hkv * p.S * D;
-  const int kv_end = lse == C(-INFINITY) ? 0 : (p.causal ? min(p.S, i + p.S - p.T + 1) : p.S);
-  for (int j0 = 0; j0 < kv_end; j0 += 32) {
-    const int j = j0 + lane;
-    C pj = C(0), dsj = C(0);
-    if (j < kv_end && (!p.mask || visible(p, b, h, i, j))) {
-      const T* kr = Kb + j * p.k_s[2];
-      const T* vr = Vb + j * p.v_s[2];
-      C s = C(0), dp = C(0);
-      for (int d = 0; d < D; d++) {
-        s += qs[d] * gpu::to_acc<T>(kr[d]);
-        dp += dos[d] * gpu::to_acc<T>(vr[d]);
-      }
-      pj = exp_(s * scale - lse);
-      dsj = pj * (dp - delta);
-    }
-    ps[lane] = pj;
-    dss[lane] = dsj;
-    __syncwarp();
-    const int cnt = min(32, kv_end - j0);
-    for (int d = lane; d < D; d += 32) {
-      C acc = dqs[d];
-      for (int jj = 0; jj < cnt; jj++) {
-        if (ps[jj] == C(0)) continue;  // masked or underflowed: no contribution anywhere
-        const int64_t kj = (int64_t)(j0 + jj);
-        acc += dss[jj] * gpu::to_acc<T>(Kb[kj * p.k_s[2] + d]);
-        atomicAdd(dK + kj * D + d, dss[jj] * scale * qs[d]);
-        atomicAdd(dV + kj * D + d, ps[jj] * dos[d]);
-      }
-      dqs[d] = acc;
-    }
-    __syncwarp();
-  }
-  T* dq = static_cast<T*>(bo.dq) + bhr * D;
-  for (int d = lane; d < D; d += 32) dq[d] = gpu::from_acc<T>(dqs[d] * scale);
-}
-
 // ------------------------------------------------------------------ launchers
 template <typename T> void launch_delta(const KernelArgs& a, const AttnParams& p, acc_t<T>* delta) {
   const int64_t rows = (int64_t)p.B * p.H * p.T;
@@ -401,21 +317,22 @@ template <typename T, int D, int BR> void run_tc(const KernelArgs& a, const Attn
   launch_cast<T, float>(a, static_cast<T*>(bo.dq), dq_acc.as<float>(), rows * D, (float)p.scale);
 }
 
-template <typename T> void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
+template <typename T, int NC> void run_simt(const KernelArgs& a, const AttnParams& p, BwdOut bo) {
   using C = acc_t<T>;
-  const int64_t rows = (int64_t)p.B * p.H * p.T, kv = (int64_t)p.B * p.Hkv * p.S * p.D;
-  gpu::Scratch delta(rows * sizeof(C)), dkv(2 * kv * sizeof(C));
+  using Cfg = SimtCfg<NC>;
+  const int64_t rows = (int64_t)p.B * p.H * p.T;
+  gpu::Scratch delta(rows * sizeof(C)), dq_acc(rows * p.D * sizeof(C));
   bo.delta = delta.get();
-  bo.dkv_acc = dkv.get();
-  if (kv > 0) CUDA_CHECK(cudaMemsetAsync(bo.dkv_acc, 0, 2 * kv * sizeof(C), gpu::stream()));
+  bo.dq_acc = dq_acc.get();
+  if (rows * p.D > 0) CUDA_CHECK(cudaMemsetAsync(bo.dq_acc, 0, rows * p.D * sizeof(C), gpu::stream()));
   launch_delta<T>(a, p, delta.as<C>());
-  if (rows > 0) {
-    const dim3 grid((p.T + 3) / 4, p.H, p.B);
-    gpu::launch(attention_bwd_simt_kernel<T>, grid, dim3(128), bwd_simt_smem<C>(p.D), gpu::stream(), p, bo);
+  if (p.S > 0) {
+    const dim3 grid((unsigned)((p.S + Cfg::BC - 1) / Cfg::BC * Cfg::chunks(p.D)), p.Hkv, p.B);
+    const size_t smem = size_t(Cfg::BWD_SMEM) * sizeof(C);
+    gpu::launch(attention_bwd_simt_kernel<T, NC>, grid, dim3(Cfg::THREADS), smem, gpu::stream(), p, bo);
     gpu::check_launch(a);
   }
-  launch_cast<T, C>(a, static_cast<T*>(bo.dk), dkv.as<C>(), kv, C(1));
-  launch_cast<T, C>(a, static_cast<T*>(bo.dv), dkv.as<C>() + kv, kv, C(1));
+  launch_cast<T, C>(a, static_cast<T*>(bo.dq), dq_acc.as<C>(), rows * p.D, C(p.scale));
 }
 
 template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, const BwdOut& bo, bool tc_ok) {
@@ -433,7 +350,10 @@ template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, c
       }
     }
   }
-  run_simt<T>(a, p, bo);
+  if (p.D <= 32)
+    run_simt<T, 4>(a, p, bo);
+  else
+    run_simt<T, 8>(a, p, bo);
 }
 
 // attention_bwd(dq, dk, dv, q, k, v, out, dout, lse, mask?, causal, scale)
@@ -464,7 +384,7 @@ void attention_bwd_cuda(const KernelArgs& a) {
   p.dout = dout.bytes();
   head_strides(out, p.o_s);
   head_strides(dout, p.do_s);
-  BwdOut bo{dq.bytes(), dk.bytes(), dv.bytes(), nullptr, nullptr, nullptr};
+  BwdOut bo{dq.bytes(), dk.bytes(), dv.bytes(), nullptr, nullptr};
   const bool tc_ok = rows_chunkable(p.q, p.q_s) && rows_chunkable(p.k, p.k_s) && rows_chunkable(p.v, p.v_s) &&
                      rows_chunkable(p.dout, p.do_s) && gpu::aligned_to(bo.dk, 4) && gpu::aligned_to(bo.dv, 4);
   GPU_DISPATCH_FLOAT(a, in.q->dtype, T, run_typed<T>(a, p, bo, tc_ok));

@@ -46,11 +46,30 @@ struct AttnParams {
   float scale_log2;  // scale * log2(e): scores go straight into exp2
 };
 
+// Outputs and scratch of the backward kernels.
+struct BwdOut {
+  void* dq;      // [B,H,T,D] contiguous
+  void* dk;      // [B,Hkv,S,D] contiguous
+  void* dv;      // [B,Hkv,S,D] contiguous
+  void* delta;   // scratch [B,H,T], compute type
+  void* dq_acc;  // scratch [B,H,T,D]: f32 (tensor cores), compute type (SIMT)
+};
+
+__device__ __forceinline__ double load_lse(const AttnParams& p, int64_t row) {
+  return p.lse_f64 ? static_cast<const double*>(p.lse)[row] : static_cast<const float*>(p.lse)[row];
+}
+
 // key j visible to query i (both in range) under the causal rule and the mask.
 __device__ __forceinline__ bool visible(const AttnParams& p, int b, int h, int i, int j) {
   if (p.causal && j > i + p.S - p.T) return false;
   if (p.mask && !p.mask[b * p.m_s[0] + h * p.m_s[1] + i * p.m_s[2] + j * p.m_s[3]]) return false;
   return true;
+}
+
+// Does the (query tile from q0, key tile of bc keys from k0) pair need per-element masking: a mask,
+// keys past S, or (causal) a key past the last one its first row sees? Otherwise every pair is visible.
+__device__ __forceinline__ bool tile_needs_mask(const AttnParams& p, int q0, int k0, int bc) {
+  return p.mask != nullptr || k0 + bc > p.S || (p.causal && k0 + bc - 1 > q0 + p.S - p.T);
 }
 
 // ------------------------------------------------------------------ validation (mirrors the CPU)

@@ -25,15 +25,14 @@
 //   * split-KV (flash-decoding) when B * H * query tiles would leave SMs idle (decode, T = 1, long
 //     S): blockIdx.z also picks a range of key tiles, each block writes an unnormalised partial O with
 //     its row max and sum to f32 scratch, and a combine kernel rescales and sums the partials.
-// Everything else (f32, f64, other D, unaligned views): a SIMT kernel, one warp per query row,
-// online softmax over 32 keys at a time (one key per lane), accumulation in f32 (f64 for f64).
-#include "attention_common.cuh"
+// Everything else (f32, f64, other D, unaligned views): the same loop on CUDA cores (attention_simt.cuh):
+// 32 query rows x 32 keys a tile, K/V tiles in shared memory in the accumulator type (f32, f64 for
+// f64), D in chunks of 32 or 64 columns.
+#include "attention_simt.cuh"
 
 namespace llava {
 namespace attn {
 namespace {
-
-using gpu::acc_t;
 
 template <int D, int NW> struct FwdCfg {
   static constexpr int BR = 16 * NW, BC = 64, LDS = D + 8, THREADS = 32 * NW;
@@ -121,7 +120,7 @@ template <typename T, int D, int NW> __global__ void __launch_bounds__(NW * 32)
 
     // Scale into log2 units; hide invisible keys. The first row of the tile (q0) has the tightest
     // causal limit, so a tile whose last key it can see needs no causal masking at all.
-    const bool need_mask = p.mask != nullptr || k0 + BC > p.S || (p.causal && k0 + BC - 1 > q0 + p.S - p.T);
+    const bool need_mask = tile_needs_mask(p, q0, k0, BC);
 #pragma unroll
     for (int nt = 0; nt < BC / 8; nt++) {
 #pragma unroll
@@ -241,80 +240,6 @@ template <typename T> __global__ void __launch_bounds__(128) attention_fwd_combi
   if (lane == 0) store_lse(p, row, M * kLn2 + logf(L));
 }
 
-// ------------------------------------------------------------------ SIMT path
-__device__ __forceinline__ float exp_(float x) { return expf(x); }
-__device__ __forceinline__ double exp_(double x) { return exp(x); }
-__device__ __forceinline__ float log_(float x) { return logf(x); }
-__device__ __forceinline__ double log_(double x) { return log(x); }
-
-template <typename C> size_t fwd_simt_smem(int D) { return size_t(4) * (2 * D + 32) * sizeof(C); }
-
-// One warp per query row (4 rows a block); per warp in shared memory: q[D], o[D] (lane d % 32 owns
-// o[d]), p[32]. Keys go 32 at a time, one per lane: a lane computes its key's score as a full dot
-// product, the warp takes the max and sum with shuffles, then each lane updates its o[d] from the 32
-// probabilities. No block-wide barrier, so a warp past T simply leaves.
-template <typename T> __global__ void __launch_bounds__(128) attention_fwd_simt_kernel(AttnParams p) {
-  using C = acc_t<T>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int i = blockIdx.x * 4 + warp, h = blockIdx.y, b = blockIdx.z, D = p.D;
-  if (i >= p.T) return;
-  C* qs = reinterpret_cast<C*>(mma::dyn_smem) + warp * (2 * D + 32);
-  C* os = qs + D;
-  C* ps = os + D;
-  const T* qrow = static_cast<const T*>(p.q) + b * p.q_s[0] + h * p.q_s[1] + i * p.q_s[2];
-  const T* Kb = static_cast<const T*>(p.k) + b * p.k_s[0] + (h / p.G) * p.k_s[1];
-  const T* Vb = static_cast<const T*>(p.v) + b * p.v_s[0] + (h / p.G) * p.v_s[1];
-  for (int d = lane; d < D; d += 32) {
-    qs[d] = gpu::to_acc<T>(qrow[d]);
-    os[d] = C(0);
-  }
-  __syncwarp();
-  const int kv_end = p.causal ? min(p.S, i + p.S - p.T + 1) : p.S;
-  const C scale = C(p.scale);
-  C m = C(-INFINITY), l = C(0);
-  bool nan_row = false;  // a visible NaN score: the row's out and lse are NaN
-  for (int j0 = 0; j0 < kv_end; j0 += 32) {
-    const int j = j0 + lane;
-    C s = C(-INFINITY);
-    if (j < kv_end && (!p.mask || visible(p, b, h, i, j))) {
-      const T* kr = Kb + j * p.k_s[2];
-      C acc = C(0);
-      for (int d = 0; d < D; d++) acc += qs[d] * gpu::to_acc<T>(kr[d]);
-      s = acc * scale;
-    }
-    // The max below must see the same values in every lane (a NaN would make it lane-dependent).
-    if (gpu::warp_sum(s != s ? 1 : 0)) {
-      nan_row = true;
-      break;  // warp-uniform
-    }
-    const C m_new = fmax(m, gpu::warp_max(s));
-    if (m_new == C(-INFINITY)) continue;  // warp-uniform: nothing visible yet
-    const C corr = exp_(m - m_new), pj = exp_(s - m_new);
-    l = l * corr + gpu::warp_sum(pj);
-    ps[lane] = pj;
-    __syncwarp();
-    const int cnt = min(32, kv_end - j0);
-    for (int d = lane; d < D; d += 32) {
-      C acc = os[d] * corr;
-      for (int jj = 0; jj < cnt; jj++) acc += ps[jj] * gpu::to_acc<T>(Vb[(j0 + jj) * p.v_s[2] + d]);
-      os[d] = acc;
-    }
-    __syncwarp();
-    m = m_new;
-  }
-  const int64_t bhr = ((int64_t)b * p.H + h) * p.T + i;
-  T* orow = static_cast<T*>(p.out) + bhr * D;
-  if (nan_row) l = C(NAN);
-  for (int d = lane; d < D; d += 32) orow[d] = gpu::from_acc<T>(l == C(0) ? C(0) : os[d] / l);
-  if (lane == 0) {
-    const double v = l == C(0) ? -INFINITY : double(m + log_(l));
-    if (p.lse_f64)
-      static_cast<double*>(p.lse)[bhr] = v;
-    else
-      static_cast<float*>(p.lse)[bhr] = float(v);
-  }
-}
-
 // ------------------------------------------------------------------ launchers
 template <typename T, int D, int NW> void run_tc(const KernelArgs& a, AttnParams p) {
   using Cfg = FwdCfg<D, NW>;
@@ -354,9 +279,11 @@ template <typename T, int D> void run_tc_d(const KernelArgs& a, const AttnParams
     run_tc<T, D, 4>(a, p);
 }
 
-template <typename T> void run_simt(const KernelArgs& a, const AttnParams& p) {
-  const dim3 grid((p.T + 3) / 4, p.H, p.B);
-  gpu::launch(attention_fwd_simt_kernel<T>, grid, dim3(128), fwd_simt_smem<acc_t<T>>(p.D), gpu::stream(), p);
+template <typename T, int NC> void run_simt(const KernelArgs& a, const AttnParams& p) {
+  using Cfg = SimtCfg<NC>;
+  const dim3 grid((unsigned)((p.T + Cfg::BR - 1) / Cfg::BR * Cfg::chunks(p.D)), p.H, p.B);
+  const size_t smem = size_t(Cfg::FWD_SMEM) * sizeof(acc_t<T>);
+  gpu::launch(attention_fwd_simt_kernel<T, NC>, grid, dim3(Cfg::THREADS), smem, gpu::stream(), p);
   gpu::check_launch(a);
 }
 
@@ -375,7 +302,10 @@ template <typename T> void run_typed(const KernelArgs& a, const AttnParams& p, b
       }
     }
   }
-  run_simt<T>(a, p);
+  if (p.D <= 32)
+    run_simt<T, 4>(a, p);
+  else
+    run_simt<T, 8>(a, p);
 }
 
 // attention_fwd(out, lse, q, k, v, mask?, causal, scale)

@@ -319,6 +319,22 @@ int main(int argc, char** argv) {
     test_attention_nan(DType::BF16, 70, 90, 64, 1);     // tensor cores
     test_attention_nan(DType::F16, 1, 300, 128, 1000);  // split-KV decode + combine
     test_attention_nan(DType::F32, 37, 45, 24, 4);      // SIMT
+    // SIMT tiles (32 rows x 32 keys, D in chunks of 32/64 columns): T/S off the tile, D off the chunk,
+    // several chunks (D 200), causal S > T and T > S, masks, GQA, strided views, f32/f64/16-bit.
+    test_attention({DType::F32, 2, 4, 2, 45, 77, 40, true, 1, true, 0, false, 4});
+    test_attention({DType::F64, 1, 3, 1, 33, 50, 72, false, 2, false, 0, true, 4});
+    test_attention({DType::F32, 1, 2, 2, 70, 40, 96, true, 0, true, 0, false, 4});
+    test_attention({DType::F32, 1, 2, 1, 37, 65, 200, true, 1, false, 0, false, 4});
+    test_attention({DType::F64, 1, 2, 2, 20, 70, 200, true, 0, true, 0, true, 4});
+    test_attention({DType::BF16, 1, 2, 1, 40, 90, 96, true, 2, true, 0, false, 4});
+    test_attention({DType::F16, 1, 2, 2, 33, 33, 130, false, 0, false, 1, false, 4});
+    test_attention_nan(DType::F64, 50, 70, 72, 4);
+    test_attention_nan(DType::F32, 33, 40, 200, 4);
+  }
+  if (only == "vit" || only == "long") {  // the SIMT path at model sizes (f32; minutes on the emulator)
+    if (only == "vit") test_attention({DType::F32, 1, 16, 16, 577, 577, 64, false, 0, false, 0, false, 4});
+    for (int64_t D : {64, 128})
+      if (only == "long") test_attention({DType::F32, 1, 1, 1, 2048, 2048, D, true, 0, false, 0, false, 4});
   }
   if (only == "big") {
     test_attention({DType::BF16, 1, 2, 1, 300, 300, 128, true, 0, true, 0, false, 1});

@@ -52,6 +52,15 @@ function softmaxCases(): ParityCase[] {
       parity('softmax', `softmax ${short(dt)} over dim 1 of [33,65,7] fwd+bwd`, dt, (dev) => forwardBackward(dev, [y], (t) => L.softmax(t, 1))),
     );
   }
+  // More rows than the block-per-row kernel's grid (C > 1024: one block per row, grid capped at 64 blocks per SM,
+  // 256 on the default 4-SM emulated device): blocks loop and run their block reduction twice on the same
+  // shared memory, which is what the barrier at the top of group_reduce (cuda/reduce.cu) guards.
+  const xl = inp([300, 1100], 'float32', 1005, -6, 6);
+  out.push(
+    parity('softmax', 'softmax+logSoftmax f32 [300,1100] fwd+bwd (blocks loop over rows)', 'float32', (dev) =>
+      forwardBackward(dev, [xl], (t) => [L.softmax(t, -1), L.logSoftmax(t, -1)]),
+    ),
+  );
   for (const dt of ['float32', 'bfloat16'] as L.DType[]) {
     const x = inp([4, 32000], dt, 1002, -10, 10);
     out.push(parity('softmax', `logSoftmax ${short(dt)} [4,32000] fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => L.logSoftmax(t, -1))));
