@@ -1,6 +1,7 @@
 // cpu_kernels.ts — the CPU kernel cases of issue 17 against PyTorch on the CPU: bf16 matmul and
 // linear (with our own f32 matmul of the same shape as a second ratio), bf16 and f32 softmax, and the
-// activations (silu, gelu, SwiGLU = silu(a)·b) forward and forward+backward, in f32 and bf16.
+// activations (silu, gelu, CLIP's quick_gelu, the fused SwiGLU = silu(a)·b, and that composite unfused)
+// forward and forward+backward, in f32 and bf16.
 //
 // The peer is bench/torch_peer.py (kinds gemm, linear, softmax, unary, swiglu; each case names its
 // dtype), run once for every selected case before the engine's timings, with torch pinned to the
@@ -89,9 +90,9 @@ function table(o: BenchOptions): KernelCase[] {
     }
   const [AN, AC] = [512, 1376];
   for (const dt of ['float32', 'bfloat16'] as DT[])
-    for (const op of ['silu', 'gelu', 'swiglu'])
+    for (const op of ['silu', 'gelu', 'quick_gelu', 'swiglu', 'swiglu_composite'])
       for (const bwd of [false, true]) {
-        const two = op === 'swiglu';
+        const two = op.startsWith('swiglu');
         cases.push({
           rec: rec(op, bwd ? 'fwd+bwd' : 'fwd', dt, `${AN}x${AC}`),
           spec: two ? { kind: 'swiglu', N: AN, C: AC, bwd, dtype: dt } : { kind: 'unary', op, N: AN, C: AC, bwd, dtype: dt },
@@ -101,7 +102,14 @@ function table(o: BenchOptions): KernelCase[] {
             const a = randU([AN, AC], dt, dev, 8).setRequiresGrad(bwd);
             const b = randU([AN, AC], dt, dev, 9).setRequiresGrad(bwd);
             const g = bwd ? randU([AN, AC], dt, dev, 10) : null;
-            const f = op === 'silu' ? () => L.silu(a) : op === 'gelu' ? () => L.gelu(a) : () => L.mul(L.silu(a), b);
+            const fns: Record<string, () => L.Tensor> = {
+              silu: () => L.silu(a),
+              gelu: () => L.gelu(a),
+              quick_gelu: () => L.quickGelu(a),
+              swiglu: () => L.swiglu(a, b),
+              swiglu_composite: () => L.mul(L.silu(a), b),
+            };
+            const f = fns[op];
             return { run: step(two ? [a, b] : [a], f, bwd, g), owned: [a, b, ...(g ? [g] : [])] };
           },
         });

@@ -181,12 +181,18 @@ class Runner:
         return self._fwd_or_step([x], lambda: x.softmax(-1), (c["N"], c["C"]), bwd)
 
     def case_unary(self, c):
-        """silu / gelu / gelu_tanh on x[N, C], fwd or fwd+bwd."""
+        """silu / gelu / gelu_tanh / quick_gelu on x[N, C], fwd or fwd+bwd. quick_gelu is written as
+        transformers' QuickGELUActivation computes it (torch has no fused kernel for it)."""
         bwd = c.get("bwd", False)
         x = self.rand((c["N"], c["C"]), scale=3.0, requires_grad=bwd)
         F = self.F
         op = c["op"]
-        f = {"silu": lambda: F.silu(x), "gelu": lambda: F.gelu(x), "gelu_tanh": lambda: F.gelu(x, approximate="tanh")}[op]
+        f = {
+            "silu": lambda: F.silu(x),
+            "gelu": lambda: F.gelu(x),
+            "gelu_tanh": lambda: F.gelu(x, approximate="tanh"),
+            "quick_gelu": lambda: x * self.torch.sigmoid(1.702 * x),
+        }[op]
         return self._fwd_or_step([x], f, (c["N"], c["C"]), bwd)
 
     def case_swiglu(self, c):

@@ -57,10 +57,7 @@ struct V8 {
 
 }  // namespace
 
-void act_f32_avx2(int op, const float* x, const float* dy, float* out, int64_t n) { Act<V8>::run(op, x, dy, out, n); }
-void act_bf16_avx2(int op, const uint16_t* x, const uint16_t* dy, uint16_t* out, int64_t n) {
-  Act<V8>::run(op, x, dy, out, n);
-}
+const ActKernels& act_kernels_avx2() { return Act<V8>::table(); }
 
 }  // namespace isa
 }  // namespace llava

@@ -58,12 +58,7 @@ struct V16 {
 
 }  // namespace
 
-void act_f32_avx512(int op, const float* x, const float* dy, float* out, int64_t n) {
-  Act<V16>::run(op, x, dy, out, n);
-}
-void act_bf16_avx512(int op, const uint16_t* x, const uint16_t* dy, uint16_t* out, int64_t n) {
-  Act<V16>::run(op, x, dy, out, n);
-}
+const ActKernels& act_kernels_avx512() { return Act<V16>::table(); }
 
 }  // namespace isa
 }  // namespace llava
