@@ -1,9 +1,9 @@
-// isa/act_math.h — vectorised activations, written once over a lane-type policy V and instantiated by
-// act_avx2.cc (8 lanes) and act_avx512.cc (16 lanes). Each of those files is built with its ISA's
-// flags and includes this header inside its own namespace, so no instantiation is shared.
+// isa/act_math.h — vectorised activations, written once over a lane type V (isa/act_lanes.h's
+// Lanes<W>) and instantiated by act_avx2.cc (8 lanes) and act_avx512.cc (16 lanes). Each of those
+// files is built with its ISA's flags; the anonymous namespace gives each its own instantiations.
 //
-// V provides: reg (f32 lanes), N (lanes), set1, add, sub, mul, div, fma (a*b+c), min, max, neg_abs
-// helpers as below, and load/store of f32 and bf16 (round to nearest even, NaN kept a NaN).
+// V provides: reg (f32 lanes), N (lanes), set1, add, sub, mul, div, fma (a*b+c), fnma (c-a*b), min,
+// max, floor, neg, abs, copysign, pow2i, zero_below, and load/store of f32 and bf16.
 //
 // exp: n = round(x / ln2), exp(x) = 2^n exp(r) with r = x - n ln2 (ln2 split in two), exp(r) by the
 // Cephes degree-6 polynomial: about 2 ulp on [-87, 88], 0 below (masked scores, -inf), inf-clamped
@@ -18,7 +18,10 @@
 #include "../kernel_ops.h"
 #include "isa_kernels.h"
 
-// Requires: V defined by the including file.
+namespace llava {
+namespace isa {
+namespace {
+
 template <class V> struct Act {
   using R = typename V::reg;
 
@@ -167,3 +170,7 @@ template <class V> struct Act {
     return t;
   }
 };
+
+}  // namespace
+}  // namespace isa
+}  // namespace llava
