@@ -35,6 +35,7 @@ import {
 } from './harness';
 import * as path from 'path';
 import { runCpuKernelCases } from './cpu_kernels';
+import { runPoolWakeCase } from './pool_wake';
 import { decodeCases } from './decode_cases';
 
 const dev = 'cpu' as const;
@@ -329,6 +330,7 @@ export function runCpuCases(o: BenchOptions): void {
   matmulCases(o, k);
   fusedCases(o, k);
   runCpuKernelCases(o);
+  runPoolWakeCase(o);
   llavaCases(o, k);
   decodeCases(o, k.maxMs);
   const leftover = L.memory();
