@@ -13,8 +13,10 @@
 // tens of microseconds plus, after an idle spell, the core's climb back out of its sleep state, so a
 // 50 us window made every call after a short pause pay the wake-up. The block time is
 // LLAVA_CPU_SPIN_US (default 2000 us; 0 sleeps at once; at most 1 s) or native.cpuSpinUs(us) at run
-// time. Spinning ends with the window, so an idle process uses no CPU. One notify_all (one futex wake)
-// wakes every sleeping worker; while regions keep coming nobody sleeps and nobody is woken.
+// time. Spinning ends with the window, so an idle process uses no CPU, and ends early when the
+// waiter finds it was preempted (more runnable threads than cores: there spinning made a two-thread
+// call wait for its descheduled partner, measured 2-3x slower than sleeping). One notify_all (one
+// futex wake) wakes every sleeping worker; while regions keep coming nobody sleeps or is woken.
 //
 // Host memory goes through a size-bucketed cache, like the CUDA allocator: a freed block of 16 KiB or
 // more is kept on a free list for its bucket (sizes rounded up to 1, 1.25, 1.5 or 1.75 times a power
@@ -64,19 +66,24 @@ inline void cpu_relax() {
 }
 
 // Wait for pred() for up to the block time; true when it held. The first kPauseSpin spins with the
-// pause hint (a region usually follows within it); after that each check yields the core, so on a
-// loaded machine a waiting thread hands its time slice to whoever can use it instead of burning it
-// (spinning through whole slices made a two-thread call wait milliseconds for a preempted partner).
+// pause hint (a region usually follows within it); after that each check yields the core. A gap of
+// more than kPreempted between two checks means the scheduler took the core away: the machine has
+// more runnable threads than cores, where a spinning thread only delays the others (and is itself
+// queued behind them when its work arrives, while a sleeper is woken with priority), so the wait
+// goes to sleep at once.
 constexpr auto kPauseSpin = std::chrono::microseconds(50);
+constexpr auto kPreempted = std::chrono::microseconds(200);
 template <typename P> bool spin_until(P pred) {
   const auto window = std::chrono::microseconds(spin_us_slot().load(std::memory_order_relaxed));
-  auto t0 = std::chrono::steady_clock::now();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
   for (int i = 0;; i++) {
     if (pred()) return true;
     if ((i & 63) == 63) {
-      auto waited = std::chrono::steady_clock::now() - t0;
-      if (waited > window) return false;
-      if (waited > kPauseSpin) {
+      const auto t = std::chrono::steady_clock::now();
+      if (t - t0 > window || t - last > kPreempted) return false;
+      last = t;
+      if (t - t0 > kPauseSpin) {
         std::this_thread::yield();
         continue;
       }
