@@ -497,7 +497,8 @@ Napi::Value CpuIsaInfo(const Napi::CallbackInfo& info) {
 Napi::Value CpuSpinUs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() > 0 && !info[0].IsUndefined()) {
-    if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "cpuSpinUs: the block time must be a number of microseconds");
+    if (!info[0].IsNumber())
+      throw Napi::TypeError::New(env, "cpuSpinUs: the block time must be a number of microseconds");
     double us = info[0].As<Napi::Number>().DoubleValue();
     if (!(us >= 0 && us <= 1e6) || us != std::floor(us))
       throw Napi::RangeError::New(env, "cpuSpinUs: the block time must be an integer from 0 to 1000000 microseconds");

@@ -214,9 +214,8 @@ void swiglu_kernel(const KernelArgs& a) {
     using F = acc_t<T>;
     T* po = out.data<T>();
     const T *pg = g.data<T>(), *pu = u.data<T>();
-    for_each_strided<3>(out, ins, [&](const int64_t* o) {
-      store(po + o[0], swiglu_fwd<F>(F(load(pg + o[1])), F(load(pu + o[2]))));
-    });
+    for_each_strided<3>(
+        out, ins, [&](const int64_t* o) { store(po + o[0], swiglu_fwd<F>(F(load(pg + o[1])), F(load(pu + o[2])))); });
   });
 }
 

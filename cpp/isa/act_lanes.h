@@ -19,11 +19,11 @@ namespace isa {
 namespace {
 
 // The vector types of a width (GCC wants the size of a vector_size attribute known where it is written).
-#define LLAVA_ACT_VECTORS(W)                                          \
-  template <> struct Vectors<W> {                                     \
-    typedef float reg __attribute__((vector_size(4 * W)));            \
-    typedef int32_t ireg __attribute__((vector_size(4 * W)));         \
-    typedef uint32_t ureg __attribute__((vector_size(4 * W)));        \
+#define LLAVA_ACT_VECTORS(W)                                   \
+  template <> struct Vectors<W> {                              \
+    typedef float reg __attribute__((vector_size(4 * W)));     \
+    typedef int32_t ireg __attribute__((vector_size(4 * W)));  \
+    typedef uint32_t ureg __attribute__((vector_size(4 * W))); \
   };
 template <int W> struct Vectors;
 LLAVA_ACT_VECTORS(8)
