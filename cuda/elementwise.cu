@@ -320,7 +320,9 @@ void unary_bwd_kernel(const KernelArgs& a) {
 // dgate and dup are contiguous (parse_swiglu_bwd), so dup takes dgate's offset. Formulas:
 // cpp/elementwise_math.h (swiglu_fwd, swiglu_grad), shared with the CPU.
 template <typename T> struct SwigluFn {
-  __device__ __forceinline__ T operator()(T g, T u) const { return from_acc<T>(swiglu_fwd(to_acc<T>(g), to_acc<T>(u))); }
+  __device__ __forceinline__ T operator()(T g, T u) const {
+    return from_acc<T>(swiglu_fwd(to_acc<T>(g), to_acc<T>(u)));
+  }
 };
 
 template <typename I, typename T> __global__ void __launch_bounds__(kBlock)
