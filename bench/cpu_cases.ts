@@ -35,6 +35,8 @@ import {
 } from './harness';
 import * as path from 'path';
 import { runCpuKernelCases } from './cpu_kernels';
+import { runPoolWakeCase } from './pool_wake';
+import { runBf16Cases } from './bf16_cases';
 import { decodeCases } from './decode_cases';
 
 const dev = 'cpu' as const;
@@ -329,8 +331,10 @@ export function runCpuCases(o: BenchOptions): void {
   matmulCases(o, k);
   fusedCases(o, k);
   runCpuKernelCases(o);
+  runPoolWakeCase(o);
   llavaCases(o, k);
   decodeCases(o, k.maxMs);
+  runBf16Cases(o);
   const leftover = L.memory();
   if (!o.filter) emit({ summary: 'cpu', wall_s: round(Number(process.hrtime.bigint() - t0) / 1e9, 3), live_tensors: leftover.numTensors });
 }

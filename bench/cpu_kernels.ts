@@ -1,8 +1,9 @@
 // cpu_kernels.ts — the CPU kernel cases of issue 17 against PyTorch on the CPU: bf16 matmul and
-// linear (with our own f32 matmul of the same shape as a second ratio), bf16 and f32 softmax, and the
-// activations (silu, gelu, SwiGLU = silu(a)·b) forward and forward+backward, in f32 and bf16.
+// linear (with our own f32 matmul of the same shape as a second ratio), bf16 and f32 softmax, bf16
+// layer and RMS norm, and the activations (silu, gelu, CLIP's quick_gelu, the fused SwiGLU =
+// silu(a)·b and that product unfused) forward and forward+backward, in f32 and bf16.
 //
-// The peer is bench/torch_peer.py (kinds gemm, linear, softmax, unary, swiglu; each case names its
+// The peer is bench/torch_peer.py (kinds gemm, linear, softmax, layer_norm, rms_norm, unary, swiglu; each case names its
 // dtype), run once for every selected case before the engine's timings, with torch pinned to the
 // engine's thread count (2 on the dev machine). ratio = torch_ms / ours (> 1: we are faster). Without
 // torch a `skipped` line says why and the cases are reported without a baseline.
@@ -87,11 +88,31 @@ function table(o: BenchOptions): KernelCase[] {
         },
       });
     }
+  // bf16 layer/RMS norm, read and written as bf16 with f32 statistics (x, weight and bias all train in
+  // fwd+bwd, as in the peer).
+  const [NN, NC] = [8192, 1024];
+  for (const op of ['layer_norm', 'rms_norm'])
+    for (const bwd of [false, true]) {
+      cases.push({
+        rec: rec(op, bwd ? 'fwd+bwd' : 'fwd', 'bfloat16', `${NN}x${NC}`),
+        spec: { kind: op, N: NN, C: NC, bwd, dtype: 'bfloat16' },
+        kind: 'bytes',
+        work: (bwd ? 5 : 2) * NN * NC * 2,
+        setup: () => {
+          const x = randU([NN, NC], 'bfloat16', dev, 11).setRequiresGrad(bwd);
+          const w = randU([NC], 'bfloat16', dev, 12).setRequiresGrad(bwd);
+          const b = randU([NC], 'bfloat16', dev, 13).setRequiresGrad(bwd);
+          const g = bwd ? randU([NN, NC], 'bfloat16', dev, 14) : null;
+          const f = op === 'layer_norm' ? () => L.layerNorm(x, NC, w, b, 1e-5) : () => L.rmsNorm(x, w, 1e-6);
+          return { run: step(op === 'layer_norm' ? [x, w, b] : [x, w], f, bwd, g), owned: [x, w, b, ...(g ? [g] : [])] };
+        },
+      });
+    }
   const [AN, AC] = [512, 1376];
   for (const dt of ['float32', 'bfloat16'] as DT[])
-    for (const op of ['silu', 'gelu', 'swiglu'])
+    for (const op of ['silu', 'gelu', 'quick_gelu', 'swiglu', 'swiglu_composite'])
       for (const bwd of [false, true]) {
-        const two = op === 'swiglu';
+        const two = op.startsWith('swiglu');
         cases.push({
           rec: rec(op, bwd ? 'fwd+bwd' : 'fwd', dt, `${AN}x${AC}`),
           spec: two ? { kind: 'swiglu', N: AN, C: AC, bwd, dtype: dt } : { kind: 'unary', op, N: AN, C: AC, bwd, dtype: dt },
@@ -101,7 +122,14 @@ function table(o: BenchOptions): KernelCase[] {
             const a = randU([AN, AC], dt, dev, 8).setRequiresGrad(bwd);
             const b = randU([AN, AC], dt, dev, 9).setRequiresGrad(bwd);
             const g = bwd ? randU([AN, AC], dt, dev, 10) : null;
-            const f = op === 'silu' ? () => L.silu(a) : op === 'gelu' ? () => L.gelu(a) : () => L.mul(L.silu(a), b);
+            const fns: Record<string, () => L.Tensor> = {
+              silu: () => L.silu(a),
+              gelu: () => L.gelu(a),
+              quick_gelu: () => L.quickGelu(a),
+              swiglu: () => L.swiglu(a, b),
+              swiglu_composite: () => L.mul(L.silu(a), b),
+            };
+            const f = fns[op];
             return { run: step(two ? [a, b] : [a], f, bwd, g), owned: [a, b, ...(g ? [g] : [])] };
           },
         });
@@ -109,7 +137,8 @@ function table(o: BenchOptions): KernelCase[] {
   return cases;
 }
 
-function peerFor(o: BenchOptions, cases: KernelCase[], reps: number): PeerResult | null {
+/** Runs bench/torch_peer.py on the CPU for these cases (each a key and its peer spec), pinned to the pool's threads. */
+export function cpuTorchPeer(o: BenchOptions, cases: Record<string, unknown>[], reps: number): PeerResult | null {
   if (o.noPeers || !cases.length) return null;
   const spec = {
     device: dev,
@@ -117,7 +146,8 @@ function peerFor(o: BenchOptions, cases: KernelCase[], reps: number): PeerResult
     reps,
     // the engine's pool size (cpp/cpu_backend.cc: LLAVA_NUM_THREADS, else every core)
     threads: Number(process.env.LLAVA_NUM_THREADS) || os.cpus().length,
-    cases: cases.map((c) => ({ key: keyOf(c.rec), ...c.spec })),
+    clock: o.cpuTime ? 'process' : 'wall',
+    cases,
   };
   // The configured python first, then Debian's (python3-torch) when that one has no torch.
   const reasons: string[] = [];
@@ -135,7 +165,11 @@ export function runCpuKernelCases(o: BenchOptions): void {
   const reps = o.quick ? 5 : 10;
   const maxMs = o.quick ? 1200 : 3000;
   const cases = table(o).filter((c) => selected(o, c.rec));
-  const peer = peerFor(o, cases, reps);
+  const peer = cpuTorchPeer(
+    o,
+    cases.map((c) => ({ key: keyOf(c.rec), ...c.spec })),
+    reps,
+  );
   for (const c of cases) {
     const { run, f32, owned } = c.setup();
     try {

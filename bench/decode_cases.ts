@@ -14,13 +14,22 @@ import { type BenchOptions, type CaseRecord, emit, report, selected, timeIt, rou
 
 const dev = 'cpu' as const;
 
-function build(layers: number): LlamaForCausalLM {
+/** LLaMA sizes of a decode case: width, MLP width, heads, vocabulary. */
+export interface DecodeDims {
+  C: number;
+  I: number;
+  H: number;
+  V: number;
+}
+const HALF_7B: DecodeDims = { C: 2048, I: 5504, H: 16, V: 4096 };
+
+export function build(layers: number, d: DecodeDims = HALF_7B): LlamaForCausalLM {
   const m = new LlamaForCausalLM({
-    vocab_size: 4096,
-    hidden_size: 2048,
-    intermediate_size: 5504,
+    vocab_size: d.V,
+    hidden_size: d.C,
+    intermediate_size: d.I,
     num_hidden_layers: layers,
-    num_attention_heads: 16,
+    num_attention_heads: d.H,
     rms_norm_eps: 1e-6,
     max_position_embeddings: 2048,
   });
@@ -38,7 +47,7 @@ function build(layers: number): LlamaForCausalLM {
 }
 
 /** One greedy decode of `steps` tokens after a 1-token prompt; returns the ids. */
-function decode(m: LlamaForCausalLM, steps: number): number[] {
+export function decode(m: LlamaForCausalLM, steps: number): number[] {
   return L.noGrad(() => {
     const cache = m.newCache(1, steps + 2);
     const ids: number[] = [];

@@ -15,7 +15,7 @@ import { AdamW } from '../lib/optim';
 import { attentionFlops } from './cpu_cases';
 import { BenchDevice, BenchOptions, CaseRecord, PeerResult, emit, peerMs, randU, report, round, runPeerSpec, selected, timeIt } from './harness';
 
-type Spec =
+export type Spec =
   | { kind: 'gemm'; M: number; N: number; K: number }
   | { kind: 'attention'; B: number; H: number; T: number; S: number; D: number; causal: boolean; bwd: boolean }
   | { kind: 'layer_norm' | 'rms_norm'; N: number; C: number; bwd: boolean }
@@ -225,7 +225,7 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
   }
 }
 
-function llamaTrain(
+export function llamaTrain(
   sp: Extract<Spec, { kind: 'llama_train' }>,
   dev: BenchDevice,
   maxMs: number,

@@ -29,6 +29,8 @@ export interface BenchOptions {
   /** JSON lines only: no table after them (the PNG chart is still written with --out). */
   jsonOnly: boolean;
   python: string;
+  /** Samples are this process's CPU time (user + system), not wall time: for a loaded machine, with one thread. */
+  cpuTime: boolean;
 }
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -41,6 +43,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     noPeers: false,
     jsonOnly: false,
     python: process.env.PYTHON ?? 'python3',
+    cpuTime: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -63,14 +66,18 @@ export function parseOptions(argv: string[]): BenchOptions {
     else if (key === '--no-peers') o.noPeers = true;
     else if (key === '--json') o.jsonOnly = true;
     else if (key === '--python') o.python = val();
-    else if (key === '--help' || key === '-h') {
+    else if (key === '--cpu-time') {
+      o.cpuTime = true;
+      clock = 'cpu';
+    } else if (key === '--help' || key === '-h') {
       console.log(
         'usage: npm run bench -- [--filter REGEX] [--quick] [--device cpu|cuda|all] [--out FILE]\n' +
-          '                        [--no-peers] [--python PY] [--gpu-dry-run] [--json]\n' +
+          '                        [--no-peers] [--python PY] [--gpu-dry-run] [--json] [--cpu-time]\n' +
           'Prints one JSON line per case, then a table of them (not with --json); ratio = baseline_ms / median_ms\n' +
           '(> 1: the engine is faster). --out FILE also writes the JSON lines to FILE and a chart of the ratios\n' +
           'beside it (FILE with .png for its extension).\n' +
-          '--filter matches "op scenario dtype device shape"; --gpu-dry-run runs the GPU list on the CPU at toy sizes.',
+          '--filter matches "op scenario dtype device shape"; --gpu-dry-run runs the GPU list on the CPU at toy sizes.\n' +
+          '--cpu-time: CPU samples are process CPU time on both sides (a loaded machine; run with LLAVA_NUM_THREADS=1).',
       );
       process.exit(0);
     } else throw new Error(`[bench] unknown option '${a}' (see --help)`);
@@ -116,7 +123,14 @@ export interface Timing {
   samples: number;
 }
 
-const now = (): bigint => process.hrtime.bigint();
+// The sample clock: wall time, or (--cpu-time) the process's user + system CPU time, which other
+// processes on a loaded machine do not inflate (with one thread it is the kernel's own time).
+let clock: 'wall' | 'cpu' = 'wall';
+const now = (): bigint => {
+  if (clock === 'wall') return process.hrtime.bigint();
+  const u = process.cpuUsage();
+  return BigInt(u.user + u.system) * 1000n;
+};
 const ms = (a: bigint, b: bigint): number => Number(b - a) / 1e6;
 
 function sync(device: BenchDevice): void {

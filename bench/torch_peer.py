@@ -60,6 +60,7 @@ def main():
         torch.backends.cudnn.allow_tf32 = False
     emit({"peer": desc})
     runner = Runner(torch, device, dtype, reps)
+    runner.clock = spec.get("clock", "wall")
     for case in spec["cases"]:
         key = case["key"]
         try:
@@ -80,6 +81,7 @@ class Runner:
         self.device = device
         self.dtype = dtype
         self.reps = reps
+        self.clock = "wall"  # or "process": CPU samples in CPU time (the spec's `clock`, bench --cpu-time)
         self.gen = torch.Generator(device="cpu").manual_seed(0)
 
     def cleanup(self):
@@ -123,9 +125,10 @@ class Runner:
                 b.synchronize()
                 samples.append(a.elapsed_time(b) / inner)
             else:
-                t0 = time.perf_counter()
+                clock = time.process_time if self.clock == "process" else time.perf_counter
+                t0 = clock()
                 fn()
-                samples.append((time.perf_counter() - t0) * 1e3)
+                samples.append((clock() - t0) * 1e3)
             if len(samples) >= min_reps and time.perf_counter() - start > max_s:
                 break
         samples.sort()
@@ -181,12 +184,18 @@ class Runner:
         return self._fwd_or_step([x], lambda: x.softmax(-1), (c["N"], c["C"]), bwd)
 
     def case_unary(self, c):
-        """silu / gelu / gelu_tanh on x[N, C], fwd or fwd+bwd."""
+        """silu / gelu / gelu_tanh / quick_gelu on x[N, C], fwd or fwd+bwd. quick_gelu is written as
+        transformers' QuickGELUActivation computes it (torch has no fused kernel for it)."""
         bwd = c.get("bwd", False)
         x = self.rand((c["N"], c["C"]), scale=3.0, requires_grad=bwd)
         F = self.F
         op = c["op"]
-        f = {"silu": lambda: F.silu(x), "gelu": lambda: F.gelu(x), "gelu_tanh": lambda: F.gelu(x, approximate="tanh")}[op]
+        f = {
+            "silu": lambda: F.silu(x),
+            "gelu": lambda: F.gelu(x),
+            "gelu_tanh": lambda: F.gelu(x, approximate="tanh"),
+            "quick_gelu": lambda: x * self.torch.sigmoid(1.702 * x),
+        }[op]
         return self._fwd_or_step([x], f, (c["N"], c["C"]), bwd)
 
     def case_swiglu(self, c):
@@ -362,6 +371,58 @@ class Runner:
             res["peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
         del model, opt
         return res
+
+    def case_llama_decode(self, c):
+        """Greedy decode with a KV cache through a LLaMA layer stack (weights N(0, 0.02), RMSNorm weights
+        of one, batch 1): 1 prompt token, then `steps` tokens, each step's argmax fed back; times the
+        whole decode. Plain tensors, no modules: what a minimal torch decode loop costs."""
+        torch = self.torch
+        F = self.F
+        L, C, I, H, V, steps = c["layers"], c["hidden"], c["inter"], c["heads"], c["vocab"], c["steps"]
+        D = C // H
+        dt = self.dtype
+        gen = torch.Generator().manual_seed(1)
+
+        def w(*shape):
+            return (torch.randn(*shape, generator=gen) * 0.02).to(dt)
+
+        names = [("q", C, C), ("k", C, C), ("v", C, C), ("o", C, C), ("gate", I, C), ("up", I, C), ("down", C, I)]
+        layers = [{n: w(r, k) for n, r, k in names} for _ in range(L)]
+        emb, head = w(V, C), w(V, C)
+        T = steps + 1
+        inv = 1.0 / (10000 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+        f = torch.outer(torch.arange(T, dtype=torch.float32), inv)
+        ang = torch.cat((f, f), -1)
+        cos, sin = ang.cos().to(dt), ang.sin().to(dt)
+
+        def rms(x):
+            x32 = x.float()
+            return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-6)).to(dt)
+
+        def rot(x, p):
+            x1, x2 = x[..., : D // 2], x[..., D // 2 :]
+            return x * cos[p] + torch.cat((-x2, x1), -1) * sin[p]
+
+        def decode():
+            kc = [torch.empty(H, T, D, dtype=dt) for _ in range(L)]
+            vc = [torch.empty(H, T, D, dtype=dt) for _ in range(L)]
+            tok = 1
+            for p in range(T):
+                x = emb[tok].view(1, C)
+                for i, ly in enumerate(layers):
+                    h = rms(x)
+                    q = rot(F.linear(h, ly["q"]).view(H, 1, D), p)
+                    kc[i][:, p] = rot(F.linear(h, ly["k"]).view(H, D), p)
+                    vc[i][:, p] = F.linear(h, ly["v"]).view(H, D)
+                    s = (q @ kc[i][:, : p + 1].transpose(1, 2)).float() / D**0.5
+                    a = torch.softmax(s, -1).to(dt) @ vc[i][:, : p + 1]
+                    x = x + F.linear(a.reshape(1, C), ly["o"])
+                    h = rms(x)
+                    x = x + F.linear(F.silu(F.linear(h, ly["gate"])) * F.linear(h, ly["up"]), ly["down"])
+                tok = int(F.linear(rms(x), head).argmax())
+
+        with torch.no_grad():
+            return self.time(decode, warmup=1, reps=int(c.get("reps", 3)), max_s=30.0, min_reps=2)
 
 
 if __name__ == "__main__":

@@ -493,6 +493,20 @@ Napi::Value CpuIsaInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cpuSpinUs(us?) -> us: the CPU pool's block time in microseconds (cpu_backend.cc), set first when given.
+Napi::Value CpuSpinUs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsNumber())
+      throw Napi::TypeError::New(env, "cpuSpinUs: the block time must be a number of microseconds");
+    double us = info[0].As<Napi::Number>().DoubleValue();
+    if (!(us >= 0 && us <= 1e6) || us != std::floor(us))
+      throw Napi::RangeError::New(env, "cpuSpinUs: the block time must be an integer from 0 to 1000000 microseconds");
+    set_cpu_spin_us(int64_t(us));
+  }
+  return Napi::Number::New(env, double(cpu_spin_us()));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // A kernel registered twice for one device is a build error that static constructors could not
   // report: refuse to load, naming it.
@@ -514,6 +528,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernels", Napi::Function::New(env, Kernels));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("cpuIsa", Napi::Function::New(env, CpuIsaInfo));
+  exports.Set("cpuSpinUs", Napi::Function::New(env, CpuSpinUs));
   return exports;
 }
 

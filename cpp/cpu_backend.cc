@@ -4,9 +4,19 @@
 // The pool is sized to the machine's cores and created on first use. parallel_for splits [0, n)
 // into one contiguous range per worker (no work stealing: our kernels hand it even work), runs the
 // first range on the calling thread and waits for the rest. Nested calls run serially, so a kernel
-// may call another parallel kernel without deadlocking the pool. Both sides spin briefly (kSpin)
-// before sleeping on a condition variable: kernels come in quick succession, and waking a sleeping
-// worker costs tens of microseconds, more than a small kernel's whole run.
+// may call another parallel kernel without deadlocking the pool.
+//
+// Waiting, as OpenMP runtimes do it (KMP_BLOCKTIME): a worker that finishes its range spins (with the
+// pause hint) for the block time waiting for the next region, then sleeps on a condition variable; the
+// caller spins the same way for the workers to finish. Kernels come in quick succession separated by
+// the JavaScript between them (tens to hundreds of microseconds), and waking a sleeping worker costs
+// tens of microseconds plus, after an idle spell, the core's climb back out of its sleep state, so a
+// 50 us window made every call after a short pause pay the wake-up. The block time is
+// LLAVA_CPU_SPIN_US (default 2000 us; 0 sleeps at once; at most 1 s) or native.cpuSpinUs(us) at run
+// time. Spinning ends with the window, so an idle process uses no CPU, and ends early when the
+// waiter finds it was preempted (more runnable threads than cores: there spinning made a two-thread
+// call wait for its descheduled partner, measured 2-3x slower than sleeping). One notify_all (one
+// futex wake) wakes every sleeping worker; while regions keep coming nobody sleeps or is woken.
 //
 // Host memory goes through a size-bucketed cache, like the CUDA allocator: a freed block of 16 KiB or
 // more is kept on a free list for its bucket (sizes rounded up to 1, 1.25, 1.5 or 1.75 times a power
@@ -31,7 +41,20 @@
 namespace llava {
 namespace {
 
-constexpr auto kSpin = std::chrono::microseconds(50);
+constexpr int64_t kDefaultSpinUs = 2000, kMaxSpinUs = 1000000;
+
+int64_t spin_us_from_env() {
+  const char* env = std::getenv("LLAVA_CPU_SPIN_US");
+  if (!env || !*env) return kDefaultSpinUs;
+  char* end = nullptr;
+  long long v = std::strtoll(env, &end, 10);
+  if (end == env || *end || v < 0) return kDefaultSpinUs;  // not a count of microseconds: the default
+  return std::min<int64_t>(v, kMaxSpinUs);
+}
+std::atomic<int64_t>& spin_us_slot() {
+  static std::atomic<int64_t> us{spin_us_from_env()};
+  return us;
+}
 
 // The spin-wait hint of the architecture (lets the sibling hyperthread run), nothing elsewhere.
 inline void cpu_relax() {
@@ -42,12 +65,29 @@ inline void cpu_relax() {
 #endif
 }
 
-// Spin (with pause) until pred() or kSpin has passed; true when pred() held.
+// Wait for pred() for up to the block time; true when it held. The first kPauseSpin spins with the
+// pause hint (a region usually follows within it); after that each check yields the core. A gap of
+// more than kPreempted between two checks means the scheduler took the core away: the machine has
+// more runnable threads than cores, where a spinning thread only delays the others (and is itself
+// queued behind them when its work arrives, while a sleeper is woken with priority), so the wait
+// goes to sleep at once.
+constexpr auto kPauseSpin = std::chrono::microseconds(50);
+constexpr auto kPreempted = std::chrono::microseconds(200);
 template <typename P> bool spin_until(P pred) {
-  auto t0 = std::chrono::steady_clock::now();
+  const auto window = std::chrono::microseconds(spin_us_slot().load(std::memory_order_relaxed));
+  const auto t0 = std::chrono::steady_clock::now();
+  auto last = t0;
   for (int i = 0;; i++) {
     if (pred()) return true;
-    if ((i & 63) == 63 && std::chrono::steady_clock::now() - t0 > kSpin) return false;
+    if ((i & 63) == 63) {
+      const auto t = std::chrono::steady_clock::now();
+      if (t - t0 > window || t - last > kPreempted) return false;
+      last = t;
+      if (t - t0 > kPauseSpin) {
+        std::this_thread::yield();
+        continue;
+      }
+    }
     cpu_relax();
   }
 }
@@ -239,6 +279,9 @@ thread_local bool in_parallel = false;
 }  // namespace
 
 int num_threads() { return pool().size(); }
+
+int64_t cpu_spin_us() { return spin_us_slot().load(std::memory_order_relaxed); }
+void set_cpu_spin_us(int64_t us) { spin_us_slot().store(std::max<int64_t>(0, std::min(us, kMaxSpinUs))); }
 
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
   if (n <= 0) return;

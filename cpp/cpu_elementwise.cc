@@ -103,6 +103,11 @@ using U = UnaryOp;  // op names and numbering: kernel_ops.h
 
 // The formulas (unary_fwd, unary_grad, int_unary): elementwise_math.h, shared with CUDA.
 
+#if LLAVA_X86_ISA
+// A bf16 tensor's elements as the bit patterns the isa/ kernels take.
+inline uint16_t* bf16_bits(const TensorArg& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); }
+#endif
+
 // Activations at memory speed: contiguous f32/bf16 exp, tanh, sigmoid, gelu, gelu_tanh, quick_gelu and
 // silu (forward, and backward with dy) go to the vectorised kernels of isa/act_*.cc (AVX-512 where the
 // CPU has it, else AVX2) in chunks over the pool. False when the call is not one of those (the
@@ -117,20 +122,12 @@ bool fast_activation(UnaryOp op, const TensorArg& out, const TensorArg& x, const
   if ((x.dtype != DType::F32 && x.dtype != DType::BF16) || out.dtype != x.dtype) return false;
   if (!out.is_contiguous() || !x.is_contiguous() || (dy && (!dy->is_contiguous() || dy->dtype != x.dtype)))
     return false;
-  const bool wide = level >= CpuIsa::Avx512;
-  const int64_t n = out.numel();
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-    if (x.dtype == DType::F32) {
-      const float* xp = x.data<float>() + b;
-      const float* dp = dy ? dy->data<float>() + b : nullptr;
-      float* op_ = out.data<float>() + b;
-      (wide ? isa::act_f32_avx512 : isa::act_f32_avx2)(op, xp, dp, op_, e - b);
-    } else {
-      const uint16_t* xp = reinterpret_cast<const uint16_t*>(x.data<bf16>() + b);
-      const uint16_t* dp = dy ? reinterpret_cast<const uint16_t*>(dy->data<bf16>() + b) : nullptr;
-      uint16_t* op_ = reinterpret_cast<uint16_t*>(out.data<bf16>() + b);
-      (wide ? isa::act_bf16_avx512 : isa::act_bf16_avx2)(op, xp, dp, op_, e - b);
-    }
+  const isa::ActKernels& k = level >= CpuIsa::Avx512 ? isa::act_kernels_avx512() : isa::act_kernels_avx2();
+  parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
+    if (x.dtype == DType::F32)
+      k.f32.unary(op, x.data<float>() + b, dy ? dy->data<float>() + b : nullptr, out.data<float>() + b, e - b);
+    else
+      k.bf16.unary(op, bf16_bits(x) + b, dy ? bf16_bits(*dy) + b : nullptr, bf16_bits(out) + b, e - b);
   });
   return true;
 #else
@@ -199,6 +196,66 @@ void unary_bwd_kernel(const KernelArgs& a) {
     const T* pd = dy.data<T>();
     for_each_strided<3>(dx, ins, [&](const int64_t* o) {
       store(po + o[0], load(pd + o[2]) * unary_grad<F>(op, load(px + o[1]), F(p)));
+    });
+  });
+}
+
+// --------------------------------------------------------------- swiglu
+// swiglu(out, gate, up): out = silu(gate) * up, and swiglu_bwd(dgate, dup, gate, up, dy): both
+// gradients from one read of gate, up and dy (formulas: elementwise_math.h). Contiguous f32/bf16
+// operands run the vectorised isa/act_math.h loop; anything else (strided views, f64/f16, a portable
+// build) the generic walk, f32 (f64) maths either way.
+bool fast_swiglu(const TensorArg& out, const TensorArg* out2, const TensorArg& g, const TensorArg& u,
+                 const TensorArg* dy) {
+#if LLAVA_X86_ISA
+  const CpuIsa level = cpu_isa();
+  if (level < CpuIsa::Avx2 || (g.dtype != DType::F32 && g.dtype != DType::BF16)) return false;
+  if (!out.is_contiguous() || !g.is_contiguous() || !u.is_contiguous() || (dy && !dy->is_contiguous())) return false;
+  const isa::ActKernels& k = level >= CpuIsa::Avx512 ? isa::act_kernels_avx512() : isa::act_kernels_avx2();
+  parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
+    if (g.dtype == DType::F32)
+      k.f32.swiglu(g.data<float>() + b, u.data<float>() + b, dy ? dy->data<float>() + b : nullptr,
+                   out.data<float>() + b, out2 ? out2->data<float>() + b : nullptr, e - b);
+    else
+      k.bf16.swiglu(bf16_bits(g) + b, bf16_bits(u) + b, dy ? bf16_bits(*dy) + b : nullptr, bf16_bits(out) + b,
+                    out2 ? bf16_bits(*out2) + b : nullptr, e - b);
+  });
+  return true;
+#else
+  (void)out, (void)out2, (void)g, (void)u, (void)dy;
+  return false;
+#endif
+}
+
+void swiglu_kernel(const KernelArgs& a) {
+  const SwigluArgs A = parse_swiglu(a);
+  const TensorArg &out = *A.out, &g = *A.gate, &u = *A.up;
+  if (fast_swiglu(out, nullptr, g, u, nullptr)) return;
+  const TensorArg* ins[2] = {&g, &u};
+  LLAVA_DISPATCH_FLOAT(a, g.dtype, T, {
+    using F = acc_t<T>;
+    T* po = out.data<T>();
+    const T *pg = g.data<T>(), *pu = u.data<T>();
+    for_each_strided<3>(
+        out, ins, [&](const int64_t* o) { store(po + o[0], swiglu_fwd<F>(F(load(pg + o[1])), F(load(pu + o[2])))); });
+  });
+}
+
+void swiglu_bwd_kernel(const KernelArgs& a) {
+  const SwigluBwdArgs A = parse_swiglu_bwd(a);
+  const TensorArg &dg = *A.dgate, &du = *A.dup, &g = *A.gate, &u = *A.up, &dy = *A.dy;
+  if (fast_swiglu(dg, &du, g, u, &dy)) return;
+  // dgate and dup are contiguous (parse_swiglu_bwd), so dup shares dgate's offsets.
+  const TensorArg* ins[3] = {&g, &u, &dy};
+  LLAVA_DISPATCH_FLOAT(a, g.dtype, T, {
+    using F = acc_t<T>;
+    T *pdg = dg.data<T>(), *pdu = du.data<T>();
+    const T *pg = g.data<T>(), *pu = u.data<T>(), *pd = dy.data<T>();
+    for_each_strided<4>(dg, ins, [&](const int64_t* o) {
+      F rg, ru;
+      swiglu_grad<F>(F(load(pg + o[1])), F(load(pu + o[2])), F(load(pd + o[3])), &rg, &ru);
+      store(pdg + o[0], rg);
+      store(pdu + o[0], ru);
     });
   });
 }
@@ -352,6 +409,8 @@ LLAVA_CPU_KERNEL("fill", fill_kernel, cpu_fill);
 LLAVA_CPU_KERNEL("arange", arange_kernel, cpu_arange);
 LLAVA_CPU_KERNEL("unary", unary_kernel, cpu_unary);
 LLAVA_CPU_KERNEL("unary_bwd", unary_bwd_kernel, cpu_unary_bwd);
+LLAVA_CPU_KERNEL("swiglu", swiglu_kernel, cpu_swiglu);
+LLAVA_CPU_KERNEL("swiglu_bwd", swiglu_bwd_kernel, cpu_swiglu_bwd);
 LLAVA_CPU_KERNEL("binary", binary_kernel, cpu_binary);
 LLAVA_CPU_KERNEL("where", where_kernel, cpu_where);
 LLAVA_CPU_KERNEL("random", random_kernel, cpu_random);

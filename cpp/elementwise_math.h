@@ -170,6 +170,16 @@ template <typename F> LLAVA_HD LLAVA_EW_INLINE F unary_grad(int op, F x, F p) {
   return F(0);
 }
 
+// SwiGLU, the gate of LLaMA's MLP: out = silu(g) * u. With s = sigmoid(g) the backward is
+//   d_gate = dy * u * s * (1 + g (1 - s))   (silu'(g) times u),   d_up = dy * g * s   (silu(g)).
+template <typename F> LLAVA_HD LLAVA_EW_INLINE F swiglu_fwd(F g, F u) { return g * ewmath::sigm(g) * u; }
+template <typename F> LLAVA_HD LLAVA_EW_INLINE void swiglu_grad(F g, F u, F dy, F* dg, F* du) {
+  F s = ewmath::sigm(g);
+  F gs = g * s;
+  *du = dy * gs;
+  *dg = dy * u * (s + gs * (F(1) - s));
+}
+
 // neg / abs / square / sign of an integer (parse_unary admits no other op for integers). Any other
 // T (bool, or a float type a dispatch macro instantiates but never runs) passes through.
 template <typename T> LLAVA_HD LLAVA_EW_INLINE T int_unary(int op, T v) {

@@ -194,5 +194,9 @@ struct BackendRegistrar {
 // Work splitting for CPU kernels: fn(begin, end) over [0, n) in chunks of at least `grain`.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 int num_threads();
+// The worker pool's block time: how long idle workers spin for the next region before sleeping
+// (LLAVA_CPU_SPIN_US at load; the setter clamps to [0, 1 s]).
+int64_t cpu_spin_us();
+void set_cpu_spin_us(int64_t us);
 
 }  // namespace llava

@@ -524,6 +524,43 @@ inline UnaryBwdArgs parse_unary_bwd(const KernelArgs& a) {
   return r;
 }
 
+struct SwigluArgs {
+  const TensorArg *out, *gate, *up;
+};
+// swiglu(out, gate, up): out = silu(gate) * up; one float dtype, one shape (inputs any strides).
+inline SwigluArgs parse_swiglu(const KernelArgs& a) {
+  SwigluArgs r{&a.tensor(0), &a.tensor(1), &a.tensor(2)};
+  checks::same_shape(a, *r.out, *r.gate, "gate");
+  checks::same_shape(a, *r.out, *r.up, "up");
+  a.check_float(*r.gate, "gate");
+  a.check_same_dtype(*r.out, *r.gate, "gate");
+  a.check_same_dtype(*r.out, *r.up, "up");
+  a.check_no_overlap(*r.out, *r.gate, "gate");
+  a.check_no_overlap(*r.out, *r.up, "up");
+  return r;
+}
+
+struct SwigluBwdArgs {
+  const TensorArg *dgate, *dup, *gate, *up, *dy;
+};
+// swiglu_bwd(dgate, dup, gate, up, dy): both gradients in one pass; outputs contiguous, inputs any
+// strides, one float dtype and shape.
+inline SwigluBwdArgs parse_swiglu_bwd(const KernelArgs& a) {
+  SwigluBwdArgs r{&a.tensor(0), &a.tensor(1), &a.tensor(2), &a.tensor(3), &a.tensor(4)};
+  const TensorArg* all[5] = {r.dgate, r.dup, r.gate, r.up, r.dy};
+  const char* names[5] = {"dgate", "dup", "gate", "up", "dy"};
+  a.check_float(*r.gate, "gate");
+  for (int k = 1; k < 5; k++) {
+    checks::same_shape(a, *r.dgate, *all[k], names[k]);
+    a.check_same_dtype(*r.dgate, *all[k], names[k]);
+  }
+  a.check_contiguous(*r.dgate, "dgate");
+  a.check_contiguous(*r.dup, "dup");
+  for (int o = 0; o < 2; o++)
+    for (int k = o + 1; k < 5; k++) a.check_no_overlap(*all[o], *all[k], names[k]);
+  return r;
+}
+
 struct BinaryArgs {
   const TensorArg *out, *x, *y;
   BinaryOp op;

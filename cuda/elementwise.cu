@@ -1,5 +1,5 @@
-// elementwise.cu — copy/cast, fill, arange, unary and unary_bwd, binary (+ comparisons to bool),
-// where, and the counter-based random generator on the GPU. Same names, arguments, checks and
+// elementwise.cu — copy/cast, fill, arange, unary and unary_bwd, swiglu and swiglu_bwd, binary
+// (+ comparisons to bool), where, and the counter-based random generator on the GPU. Same names, arguments, checks and
 // formulas as cpp/cpu_elementwise.cc.
 //
 // Shapes: every operand is a view with the output's shape (broadcast inputs arrive with stride 0),
@@ -314,6 +314,55 @@ void unary_bwd_kernel(const KernelArgs& a) {
   GPU_DISPATCH_FLOAT(a, x.dtype, T, { launch_map<T, T, 2>(a, dx, ins, UnaryBwdOp<T>{op, acc_t<T>(p)}); });
 }
 
+// ---------------------------------------------------------------- swiglu
+// swiglu(out, gate, up) through the generic two-input map; swiglu_bwd(dgate, dup, gate, up, dy) in
+// one kernel that reads each input once and writes both gradients (the map has a single output).
+// dgate and dup are contiguous (parse_swiglu_bwd), so dup takes dgate's offset. Formulas:
+// cpp/elementwise_math.h (swiglu_fwd, swiglu_grad), shared with the CPU.
+template <typename T> struct SwigluFn {
+  __device__ __forceinline__ T operator()(T g, T u) const {
+    return from_acc<T>(swiglu_fwd(to_acc<T>(g), to_acc<T>(u)));
+  }
+};
+
+template <typename I, typename T> __global__ void __launch_bounds__(kBlock)
+    swiglu_bwd_kernel_dev(T* dg, T* du, const T* g, const T* u, const T* dy, Geo<4> geo, int64_t n) {
+  for (int64_t i = global_tid(); i < n; i += grid_stride()) {
+    int64_t off[4];
+    geo_offsets<4, I>(geo, (I)i, off);
+    acc_t<T> rg, ru;
+    swiglu_grad(to_acc<T>(g[off[1]]), to_acc<T>(u[off[2]]), to_acc<T>(dy[off[3]]), &rg, &ru);
+    dg[off[0]] = from_acc<T>(rg);
+    du[off[0]] = from_acc<T>(ru);
+  }
+}
+
+void swiglu_kernel(const KernelArgs& a) {
+  const SwigluArgs A = parse_swiglu(a);
+  const TensorArg* ins[2] = {A.gate, A.up};
+  GPU_DISPATCH_FLOAT(a, A.gate->dtype, T, { launch_map<T, T, 2>(a, *A.out, ins, SwigluFn<T>{}); });
+}
+
+void swiglu_bwd_kernel(const KernelArgs& a) {
+  const SwigluBwdArgs A = parse_swiglu_bwd(a);
+  const int64_t n = A.dgate->numel();
+  if (n == 0) return;
+  const TensorArg* ins[3] = {A.gate, A.up, A.dy};
+  Geo<4> geo = make_geo<4>(*A.dgate, ins);
+  GPU_DISPATCH_FLOAT(a, A.gate->dtype, T, {
+    T* dg = reinterpret_cast<T*>(A.dgate->bytes());
+    T* du = reinterpret_cast<T*>(A.dup->bytes());
+    const T* g = reinterpret_cast<const T*>(A.gate->bytes());
+    const T* u = reinterpret_cast<const T*>(A.up->bytes());
+    const T* dy = reinterpret_cast<const T*>(A.dy->bytes());
+    if (n <= (int64_t)UINT32_MAX)
+      launch(swiglu_bwd_kernel_dev<uint32_t, T>, grid_for(n), kBlock, 0, stream(), dg, du, g, u, dy, geo, n);
+    else
+      launch(swiglu_bwd_kernel_dev<int64_t, T>, grid_for(n), kBlock, 0, stream(), dg, du, g, u, dy, geo, n);
+  });
+  check_launch(a);
+}
+
 // ---------------------------------------------------------------- binary
 // Op names and numbering: kernel_ops.h. Qualified (BinaryOp::Pow) because unary_op is in scope.
 // Formulas (binary_fwd, binary_compare): cpp/elementwise_math.h, shared with the CPU.
@@ -440,6 +489,8 @@ REGISTER_KERNEL("fill", Device::CUDA, fill_kernel);
 REGISTER_KERNEL("arange", Device::CUDA, arange_kernel);
 REGISTER_KERNEL("unary", Device::CUDA, unary_kernel);
 REGISTER_KERNEL("unary_bwd", Device::CUDA, unary_bwd_kernel);
+REGISTER_KERNEL("swiglu", Device::CUDA, swiglu_kernel);
+REGISTER_KERNEL("swiglu_bwd", Device::CUDA, swiglu_bwd_kernel);
 REGISTER_KERNEL("binary", Device::CUDA, binary_kernel);
 REGISTER_KERNEL("where", Device::CUDA, where_kernel);
 REGISTER_KERNEL("random", Device::CUDA, random_kernel);

@@ -49,6 +49,8 @@ interface Addon {
   numThreads(): number;
   /** The CPU kernels' instruction set; a cap ('portable', 'avx2', 'avx512') is applied first when given. */
   cpuIsa(cap?: string): { active: string; detected: string; avx512bf16: boolean };
+  /** The CPU pool's block time (µs idle workers spin before sleeping; LLAVA_CPU_SPIN_US), set first when given. */
+  cpuSpinUs(us?: number): number;
 }
 
 function load(): Addon {

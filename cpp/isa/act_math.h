@@ -1,9 +1,9 @@
-// isa/act_math.h — vectorised activations, written once over a lane-type policy V and instantiated by
-// act_avx2.cc (8 lanes) and act_avx512.cc (16 lanes). Each of those files is built with its ISA's
-// flags and includes this header inside its own namespace, so no instantiation is shared.
+// isa/act_math.h — vectorised activations, written once over a lane type V (isa/act_lanes.h's
+// Lanes<W>) and instantiated by act_avx2.cc (8 lanes) and act_avx512.cc (16 lanes). Each of those
+// files is built with its ISA's flags; the anonymous namespace gives each its own instantiations.
 //
-// V provides: reg (f32 lanes), N (lanes), set1, add, sub, mul, div, fma (a*b+c), min, max, neg_abs
-// helpers as below, and load/store of f32 and bf16 (round to nearest even, NaN kept a NaN).
+// V provides: reg (f32 lanes), N (lanes), set1, add, sub, mul, div, fma (a*b+c), fnma (c-a*b), min,
+// max, floor, neg, abs, copysign, pow2i, zero_below, and load/store of f32 and bf16.
 //
 // exp: n = round(x / ln2), exp(x) = 2^n exp(r) with r = x - n ln2 (ln2 split in two), exp(r) by the
 // Cephes degree-6 polynomial: about 2 ulp on [-87, 88], 0 below (masked scores, -inf), inf-clamped
@@ -16,8 +16,12 @@
 #include <cstdint>
 
 #include "../kernel_ops.h"
+#include "isa_kernels.h"
 
-// Requires: V defined by the including file.
+namespace llava {
+namespace isa {
+namespace {
+
 template <class V> struct Act {
   using R = typename V::reg;
 
@@ -55,7 +59,7 @@ template <class V> struct Act {
     return V::copysign(y, x);
   }
 
-  // f(x) for the ops this file handles (see handles()).
+  // f(x) for the ops isa_kernels.h lists for the unary table entry.
   static R fwd(int op, R x) {
     using namespace ::llava::unary_op;
     switch (op) {
@@ -117,28 +121,56 @@ template <class V> struct Act {
     }
   }
 
-  static bool handles(int op) {
-    using namespace ::llava::unary_op;
-    return op == Exp || op == Tanh || op == Sigmoid || op == Gelu || op == GeluTanh || op == QuickGelu || op == Silu;
+  // out[i] = f(x[i]) (dy null) or dy[i] * f'(x[i]) for i < n; T: float or uint16_t (bf16 bits).
+  template <typename T> static void run(int op, const T* x, const T* dy, T* out, int64_t n) {
+    auto body = [op](const T* xp, const T* dp, T* op_) {
+      R v = V::load(xp);
+      V::store(op_, dp ? V::mul(V::load(dp), grad(op, v)) : fwd(op, v));
+    };
+    int64_t i = 0;
+    for (; i + V::N <= n; i += V::N) body(x + i, dy ? dy + i : nullptr, out + i);
+    if (i < n) {  // the tail through padded lane buffers
+      alignas(64) T xb[V::N] = {}, db[V::N] = {}, ob[V::N];
+      copy_in(xb, x + i, n - i), copy_in(db, dy ? dy + i : nullptr, n - i);
+      body(xb, dy ? db : nullptr, ob);
+      copy_in(out + i, ob, n - i);
+    }
   }
 
-  // out[i] = f(x[i]) (dy null) or dy[i] * f'(x[i]) for i < n; In/Out: float or uint16_t (bf16 bits).
-  template <typename T> static void run(int op, const T* x, const T* dy, T* out, int64_t n) {
+  // SwiGLU in one pass: out = silu(g) u (dy null), else out = dy u silu'(g) and out2 = dy silu(g)
+  // with silu'(g) = s + g s (1 - s), s = sigmoid(g): one exp per element either way.
+  template <typename T> static void swiglu(const T* g, const T* u, const T* dy, T* out, T* out2, int64_t n) {
+    auto body = [](const T* gp, const T* up, const T* dp, T* o0, T* o1) {
+      R gv = V::load(gp), uv = V::load(up);
+      R s = sigmoid(gv), gs = V::mul(gv, s);
+      if (!dp) return V::store(o0, V::mul(gs, uv));
+      R d = V::load(dp);
+      V::store(o1, V::mul(d, gs));
+      V::store(o0, V::mul(V::mul(d, uv), V::fma(gs, V::sub(V::set1(1.f), s), s)));
+    };
     int64_t i = 0;
-    for (; i + V::N <= n; i += V::N) {
-      R v = V::load(x + i);
-      R y = dy ? V::mul(V::load(dy + i), grad(op, v)) : fwd(op, v);
-      V::store(out + i, y);
-    }
-    if (i < n) {  // tail through a padded lane buffer
-      alignas(64) T xb[V::N] = {}, db[V::N] = {}, ob[V::N];
-      for (int64_t j = i; j < n; j++) {
-        xb[j - i] = x[j];
-        if (dy) db[j - i] = dy[j];
-      }
-      R v = V::load(xb);
-      V::store(ob, dy ? V::mul(V::load(db), grad(op, v)) : fwd(op, v));
-      for (int64_t j = i; j < n; j++) out[j] = ob[j - i];
+    for (; i + V::N <= n; i += V::N) body(g + i, u + i, dy ? dy + i : nullptr, out + i, out2 + i);
+    if (i < n) {
+      alignas(64) T gb[V::N] = {}, ub[V::N] = {}, db[V::N] = {}, ob[V::N], ob2[V::N];
+      copy_in(gb, g + i, n - i), copy_in(ub, u + i, n - i), copy_in(db, dy ? dy + i : nullptr, n - i);
+      body(gb, ub, dy ? db : nullptr, ob, ob2);
+      copy_in(out + i, ob, n - i);
+      if (dy) copy_in(out2 + i, ob2, n - i);
     }
   }
+
+  template <typename T> static void copy_in(T* dst, const T* src, int64_t n) {
+    if (src)
+      for (int64_t j = 0; j < n; j++) dst[j] = src[j];
+  }
+
+  // The table an ISA file hands out (isa_kernels.h).
+  static const ::llava::isa::ActKernels& table() {
+    static const ::llava::isa::ActKernels t{{&run<float>, &swiglu<float>}, {&run<uint16_t>, &swiglu<uint16_t>}};
+    return t;
+  }
 };
+
+}  // namespace
+}  // namespace isa
+}  // namespace llava

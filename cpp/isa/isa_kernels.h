@@ -27,12 +27,21 @@ void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 
 // ---------------------------------------------------------------- act_avx2.cc / act_avx512.cc
-// out[i] = f(x[i]), or dy[i] * f'(x[i]) when dy is not null, i < n, contiguous; op one of
-// exp tanh sigmoid gelu gelu_tanh quick_gelu silu (act_handles). bf16 as bit patterns, f32 maths.
-void act_f32_avx2(int op, const float* x, const float* dy, float* out, int64_t n);
-void act_bf16_avx2(int op, const uint16_t* x, const uint16_t* dy, uint16_t* out, int64_t n);
-void act_f32_avx512(int op, const float* x, const float* dy, float* out, int64_t n);
-void act_bf16_avx512(int op, const uint16_t* x, const uint16_t* dy, uint16_t* out, int64_t n);
+// The vectorised activations of one ISA level (isa/act_math.h), contiguous, i < n, bf16 as bit
+// patterns with f32 maths:
+//   unary:  out[i] = f(x[i]), or dy[i] * f'(x[i]) when dy is not null; op one of exp tanh sigmoid gelu
+//           gelu_tanh quick_gelu silu (the unary_op enumerators).
+//   swiglu: out[i] = silu(g[i]) * u[i] when dy is null; else out[i] = d_gate, out2[i] = d_up.
+template <typename T> struct ActFns {
+  void (*unary)(int op, const T* x, const T* dy, T* out, int64_t n);
+  void (*swiglu)(const T* g, const T* u, const T* dy, T* out, T* out2, int64_t n);
+};
+struct ActKernels {
+  ActFns<float> f32;
+  ActFns<uint16_t> bf16;
+};
+const ActKernels& act_kernels_avx2();
+const ActKernels& act_kernels_avx512();
 #endif
 
 }  // namespace isa

@@ -14,6 +14,8 @@ export const KERNELS = [
   'arange',
   'unary',
   'unary_bwd',
+  'swiglu',
+  'swiglu_bwd',
   'binary',
   'where',
   'random',

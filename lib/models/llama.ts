@@ -10,7 +10,7 @@
 import { Tensor } from '../core/tensor';
 import { Module, ModuleList } from '../nn/module';
 import { Linear, RMSNorm, Embedding, LayerOptions } from '../nn/layers';
-import { add, mul, silu, copyInto } from '../ops/elementwise';
+import { add, swiglu, copyInto } from '../ops/elementwise';
 import { reshape, permute, narrow } from '../ops/view';
 import { rope } from '../ops/nn';
 import { scaledDotProductAttention } from '../ops/attention';
@@ -154,7 +154,8 @@ class LlamaMLP extends Module {
     this.down_proj = this.registerModule('down_proj', new Linear(I, C, bias, o));
   }
   forward(x: Tensor): Tensor {
-    return tidy(() => this.down_proj.forward(mul(silu(this.gate_proj.forward(x)), this.up_proj.forward(x))));
+    // silu(gate) * up as one fused op (one pass forward, one pass for both gradients).
+    return tidy(() => this.down_proj.forward(swiglu(this.gate_proj.forward(x), this.up_proj.forward(x))));
   }
 }
 

@@ -81,6 +81,35 @@ export const reciprocal = (x: Tensor): Tensor => unary('reciprocal', x);
 export const sign = (x: Tensor): Tensor => unary('sign', x);
 export const erf = (x: Tensor): Tensor => unary('erf', x);
 
+/**
+ * SwiGLU, the gate of LLaMA's MLP: silu(gate) * up in one pass (bf16 in and out, f32 maths), with a
+ * one-pass backward that reads gate, up and dy once and writes both gradients. gate and up must have
+ * one shape and one float dtype (no broadcasting); either may be a strided view.
+ */
+export const swiglu = scopedOp(function swiglu(gate: Tensor, up: Tensor): Tensor {
+  checkTensor(gate, 'swiglu', 'gate');
+  checkTensor(up, 'swiglu', 'up');
+  checkSameDevice('swiglu', gate, up);
+  if (!isFloat(gate.dtype)) throw new Error(`[swiglu] gate must be a float tensor, got ${gate.dtype}`);
+  if (up.dtype !== gate.dtype) throw new Error(`[swiglu] gate and up dtypes differ (${gate.dtype} vs ${up.dtype})`);
+  if (gate.shape.length !== up.shape.length || gate.shape.some((d, i) => d !== up.shape[i]))
+    throw new Error(`[swiglu] gate and up shapes differ ([${gate.shape}] vs [${up.shape}])`);
+  const out = Tensor.empty(gate.shape, gate.dtype, gate.device);
+  if (out.numel > 0) kernel('swiglu', [out, gate, up]);
+  return record(
+    'swiglu',
+    out,
+    [gate, up],
+    (g, [gs, us]) => {
+      const dgate = Tensor.empty(gs.shape, gs.dtype, gs.device);
+      const dup = Tensor.empty(us.shape, us.dtype, us.device);
+      if (dgate.numel > 0) kernel('swiglu_bwd', [dgate, dup, gs, us, g.dtype === gs.dtype ? g : to(g, gs.dtype)]);
+      return [dgate, dup];
+    },
+    [gate, up],
+  );
+});
+
 type BinaryName = 'add' | 'sub' | 'mul' | 'div' | 'maximum' | 'minimum' | 'pow';
 type CompareName = 'eq' | 'ne' | 'lt' | 'le' | 'gt' | 'ge' | 'logical_and' | 'logical_or';
 

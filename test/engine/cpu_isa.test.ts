@@ -77,6 +77,29 @@ const CASES: Case[] = [
     hi: 4,
   },
   {
+    name: 'swiglu (fused, odd size)',
+    shapes: [
+      [5, 411],
+      [5, 411],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.swiglu(a, b),
+    lo: -6,
+    hi: 6,
+  },
+  {
+    name: 'swiglu (strided views)',
+    shapes: [
+      [37, 9],
+      [9, 37],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.swiglu(a.transpose(0, 1), b),
+    lo: -4,
+    hi: 4,
+  },
+  { name: 'quick_gelu', shapes: [[3, 1037]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.quickGelu(x), lo: -6, hi: 6 },
+  {
     name: 'sigmoid, tanh, exp',
     shapes: [[2, 517]],
     dtypes: ['float32', 'bfloat16'],

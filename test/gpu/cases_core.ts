@@ -50,6 +50,21 @@ function unaryCases(): ParityCase[] {
       parity('unary', `gelu ${short(dt)} stepped slice fwd+bwd`, dt, (dev) => forwardBackward(dev, [x], (t) => L.gelu(L.slice(t, 1, 1, 9, 2)))),
     );
   }
+  // Fused SwiGLU: the vector map forward and the one-kernel backward; odd sizes, then strided views.
+  for (const dt of FLOATS) {
+    const g = inp([37, 53], dt, 103, -6, 6);
+    const u = inp([37, 53], dt, 104, -3, 3);
+    out.push(parity('swiglu', `swiglu ${short(dt)} [37,53] fwd+bwd`, dt, (dev) => forwardBackward(dev, [g, u], L.swiglu)));
+  }
+  for (const dt of ['float32', 'bfloat16'] as L.DType[]) {
+    const g = inp([9, 13], dt, 105, -6, 6);
+    const u = inp([13, 9], dt, 106, -3, 3);
+    out.push(
+      parity('swiglu', `swiglu ${short(dt)} transposed gate fwd+bwd`, dt, (dev) =>
+        forwardBackward(dev, [g, u], (x, y) => L.swiglu(L.transpose(x, 0, 1), y)),
+      ),
+    );
+  }
   // Large flat tensor: grid-stride loops and vector tails (1 << 20 + 3 elements).
   const big = inp([(1 << 20) + 3], 'float32', 102, -4, 4);
   out.push(parity('unary', 'sigmoid f32 1M+3 elements', 'float32', (dev) => forwardBackward(dev, [noGradInp(big)], L.sigmoid)));
