@@ -113,13 +113,58 @@ void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16
   }
 }
 
+// In-register transpose of a 16 x 16 matrix of 32-bit words (row i in r[i] -> column i in r[i]):
+// 32-bit and 64-bit interleaves inside each 128-bit lane, then two rounds of 128-bit block shuffles.
+__attribute__((always_inline)) static inline void transpose_16x16_epi32(__m512i (&r)[16]) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; g++) {  // r[4g + c]: word 4b + c of rows 4g..4g+3, in 128-bit block b
+    r[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    r[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    t[c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
+    t[4 + c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+    t[8 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
+    r[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
+    r[4 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0xdd);
+  }
+}
+
 // B panel for the bf16 tile from 32 rows of contiguous depth (x @ W^T: row w of W at src + w * sw):
-// each k pair is one 32-bit word, gathered across the 32 rows, 16 at a time. Needs 31 * sw < 2^31.
+// each k pair is one 32-bit word. Whole blocks of 16 pairs are read as 64-byte row pieces and
+// transposed in registers (16 rows at a time); the remaining pairs are gathered across the 32 rows,
+// 16 at a time. Needs 31 * sw < 2^31.
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  int64_t k2 = 0;
+  for (; 2 * k2 + 32 <= kc; k2 += 16, dst += 16 * 64) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+      __m512i r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(src + (16 * h + i) * sw + 2 * k2);
+      transpose_16x16_epi32(r);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; j++) _mm512_storeu_si512(dst + j * 64 + 32 * h, r[j]);
+    }
+  }
   const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   const __m512i lo = _mm512_mullo_epi32(step, _mm512_set1_epi32(int32_t(sw)));
   const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(int32_t(16 * sw)));
-  int64_t k2 = 0;
   for (; 2 * k2 + 1 < kc; k2++, dst += 64) {
     const uint16_t* base = src + 2 * k2;
     _mm512_storeu_si512(dst, _mm512_i32gather_epi32(lo, base, 2));

@@ -64,6 +64,9 @@ function checkOperands(op: string, a: Tensor, b: Tensor): void {
   if (a.ndim === 0 || b.ndim === 0) throw new Error(`[${op}] operands must be at least 1-D`);
 }
 
+/** A 2-D column-major view (a transposed row-major matrix): unit stride down the rows. */
+const colMajor = (t: Tensor): boolean => t.ndim === 2 && t.shape[0] > 1 && t.shape[1] > 1 && t.strides[0] === 1 && t.strides[1] >= t.shape[0];
+
 /** Matrix product with torch.matmul semantics. */
 export const matmul = scopedOp(function matmul(a: Tensor, b: Tensor): Tensor {
   checkOperands('matmul', a, b);
@@ -83,9 +86,17 @@ export const matmul = scopedOp(function matmul(a: Tensor, b: Tensor): Tensor {
     (g, [as, bs]) => {
       let ga: Tensor | null = null;
       let gb: Tensor | null = null;
-      if (a.requiresGrad) ga = sumToShape(rawMatmul(g, transpose(bs, -1, -2), null, 'matmul_bwd'), aShape);
+      // A 2-D operand that is a transposed view (x @ W^T) gets its gradient computed transposed, as a
+      // view of a row-major product: the transpose's own backward then turns it back into a
+      // contiguous gradient, instead of the product being written row-major and copied transposed.
+      const flat = aShape.length === 2 && bShape.length === 2;
+      if (a.requiresGrad)
+        ga = flat && colMajor(as)
+          ? transpose(rawMatmul(bs, transpose(g, 0, 1), null, 'matmul_bwd'), 0, 1)
+          : sumToShape(rawMatmul(g, transpose(bs, -1, -2), null, 'matmul_bwd'), aShape);
       if (b.requiresGrad) {
-        if (bShape.length === 2 && aShape.length > 2) {
+        if (flat && colMajor(bs)) gb = transpose(rawMatmul(transpose(g, 0, 1), as, null, 'matmul_bwd'), 0, 1);
+        else if (bShape.length === 2 && aShape.length > 2) {
           const a2 = reshape(as, [-1, aShape[aShape.length - 1]]);
           gb = rawMatmul(transpose(a2, 0, 1), reshape(g, [-1, g.shape[g.ndim - 1]]), null, 'matmul_bwd');
         } else gb = sumToShape(rawMatmul(transpose(as, -1, -2), g, null, 'matmul_bwd'), bShape);

@@ -58,6 +58,23 @@ const CASES: Case[] = [
     dtypes: ['float32', 'bfloat16'],
     fn: (a, b) => L.matmul(a.transpose(0, 1), b),
   },
+  {
+    // x @ W^T over two depth blocks plus a tail (the bf16 B packer transposes 32-deep pieces in
+    // registers and gathers the rest), with a bias and an edge column panel.
+    name: 'linear with bias (K over two depth blocks)',
+    shapes: [[13, 1100], [70, 1100], [70]],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (x, w, b) => L.linear(x, w, b),
+  },
+  {
+    name: 'matmul x @ W^T with W a column slice (row stride above K)',
+    shapes: [
+      [9, 99],
+      [67, 130],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (x, w) => L.matmul(x, L.narrow(w, 1, 3, 99).transpose(0, 1)),
+  },
   { name: 'softmax', shapes: [[7, 1001]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.softmax(x.mul(4)), lo: -2, hi: 2 },
   { name: 'logSoftmax', shapes: [[5, 333]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.logSoftmax(x) },
   { name: 'layerNorm', shapes: [[9, 203], [203], [203]], dtypes: ['float32', 'bfloat16'], fn: (x, w, b) => L.layerNorm(x, 203, w, b) },

@@ -190,6 +190,7 @@ t.test('gradcheck: matmul and linear', async (t) => {
     ['1-D @ 3-D', [4], [2, 4, 3]],
     ['a transposed', [3, 4], [4, 5], true],
     ['b transposed', [3, 4], [4, 5], false, true],
+    ['both transposed', [3, 4], [4, 5], true, true],
   ];
   for (const [i, [name, sa, sb, ta, tb]] of cases.entries()) {
     const a = r64(ta ? [sa[1], sa[0]] : sa, 500 + i);
