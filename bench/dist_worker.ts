@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as L from '../lib';
 import { loadLlava } from '../lib/models/loader';
-import { LlavaDataset, resolveProcessorConfig } from '../lib/app/train/dataset';
+import { LlavaDataset, modelSpecFields, resolveProcessorConfig } from '../lib/app/train/dataset';
 import { makeDemoData } from '../lib/app/train/demo_data';
 import { Trainer } from '../lib/app/train/trainer';
 import { DataParallel, type Strategy } from '../lib/app/train/distributed';
@@ -24,19 +24,15 @@ async function main(): Promise<void> {
   try {
     const demo = makeDemoData(dir);
     const fix = fixtureDir();
+    const model = loadLlava(fix);
     const ds = LlavaDataset.fromFile(demo.finetuneJson, {
       imageFolder: demo.imageFolder,
       tokenizerDir: fix,
       processor: resolveProcessorConfig(fix),
       template: 'v1',
       aspect: 'square',
-      modelMaxLength: 512,
-      format: 'llava-hf',
-      numImageTokens: 16,
-      imageTokenIndex: 676,
-      maxLength: 512,
+      ...modelSpecFields(model),
     });
-    const model = loadLlava(fix);
     const par = pg.worldSize > 1 ? new DataParallel(pg, strategy, { bucketMB, overlap }) : undefined;
     const tr = new Trainer(model, ds, {
       stage: 2,

@@ -10,11 +10,12 @@ import * as fs from 'fs';
 import * as path from 'path';
 import * as L from '../../lib';
 import { loadLlava } from '../../lib/models/loader';
-import { LlavaDataset, resolveProcessorConfig } from '../../lib/app/train/dataset';
+import { LlavaDataset } from '../../lib/app/train/dataset';
 import { Trainer } from '../../lib/app/train/trainer';
 import { DataParallel, type Strategy } from '../../lib/app/train/distributed';
 import { findCheckpoint } from '../../lib/app/train/train_state';
 import { TEST_DIR } from '../helpers';
+import { tinyDatasetSpec } from '../tiny_dataset';
 
 interface Job {
   mode: 'train' | 'hang' | 'die';
@@ -41,18 +42,7 @@ export const trainOptions = (steps: number) => ({
 });
 
 function dataset(): LlavaDataset {
-  return LlavaDataset.fromFile(path.join(job.demoDir, 'finetune.json'), {
-    imageFolder: path.join(job.demoDir, 'images'),
-    tokenizerDir: FIX,
-    processor: resolveProcessorConfig(FIX),
-    template: 'v1',
-    aspect: 'square',
-    modelMaxLength: 512,
-    format: 'llava-hf',
-    numImageTokens: 16,
-    imageTokenIndex: 676,
-    maxLength: 512,
-  });
+  return LlavaDataset.fromFile(path.join(job.demoDir, 'finetune.json'), tinyDatasetSpec(path.join(job.demoDir, 'images')));
 }
 
 function collectives(pg: L.dist.ProcessGroup): Record<string, unknown> {

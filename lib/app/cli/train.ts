@@ -149,7 +149,7 @@ async function trainOn(
   const { loadLlava } = await import('../../models/loader');
   const { resolveVision } = await import('../processing/session');
   const { visionDir, processorConfig } = resolveVision(modelDir, s.visionTower);
-  const { LlavaDataset } = await import('../train/dataset');
+  const { LlavaDataset, modelSpecFields } = await import('../train/dataset');
   const { findCheckpoint, loadPartialWeights } = await import('../train/train_state');
   const { Trainer } = await import('../train/trainer');
   if (taken.length) log(`[train] --resume: as the checkpoint was trained (flags override): ${taken.join(', ')}`);
@@ -168,11 +168,7 @@ async function trainOn(
       processor: processorConfig,
       template: s.template,
       aspect: s.aspect,
-      modelMaxLength: maxLength,
-      format: model.config.format,
-      numImageTokens: model.numImageTokens,
-      imageTokenIndex: model.config.imageTokenIndex,
-      maxLength,
+      ...modelSpecFields(model),
     };
     const dataset = LlavaDataset.fromFile(s.data, spec, { onError: s.onError, logger: (m) => console.warn(m) });
     log(`[train] ${dataset.length} samples from ${s.data}${dataset.skipped.length ? ` (${dataset.skipped.length} skipped)` : ''}`);

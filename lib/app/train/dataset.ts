@@ -59,6 +59,15 @@ export interface DatasetSpec {
   maxLength: number;
 }
 
+/** The DatasetSpec fields a model decides: its sequence format, image tokens and lengths. */
+export function modelSpecFields(model: {
+  numImageTokens: number;
+  config: { format: DatasetSpec['format']; imageTokenIndex: number; maxLength: number };
+}): Pick<DatasetSpec, 'format' | 'numImageTokens' | 'imageTokenIndex' | 'modelMaxLength' | 'maxLength'> {
+  const { format, imageTokenIndex, maxLength } = model.config;
+  return { format, numImageTokens: model.numImageTokens, imageTokenIndex, modelMaxLength: maxLength, maxLength };
+}
+
 export interface EncodedItem {
   /** Position of the sample in the dataset's sample list. */
   pos: number;

@@ -21,7 +21,7 @@ import * as cuda from '../../cuda';
 import { LlavaSession } from '../processing/session';
 import { buildPrompt } from '../processing/conversation';
 import { encodePrompt, generateText } from '../inference/generate';
-import { LlavaDataset, DatasetSpec } from './dataset';
+import { LlavaDataset, DatasetSpec, modelSpecFields } from './dataset';
 import { Trainer, TrainResult } from './trainer';
 import { makeDemoData, answerFor, DEMO_QUESTION } from './demo_data';
 import { packageRoot } from '../util/paths';
@@ -179,11 +179,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoResult> {
       processor: session.processorConfig,
       template,
       aspect: 'square',
-      modelMaxLength: model.config.maxLength,
-      format: model.config.format,
-      numImageTokens: model.numImageTokens,
-      imageTokenIndex: model.config.imageTokenIndex,
-      maxLength: model.config.maxLength,
+      ...modelSpecFields(model),
     });
     const common = { progress: o.progress ?? ('auto' as const), log, baseModelDir: modelDir, warmupRatio: 0.03, seed: DEMO_SEED };
 

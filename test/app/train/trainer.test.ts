@@ -13,7 +13,7 @@ import { LlavaForConditionalGeneration } from '../../../lib/models/llava';
 import { cosineWithWarmup } from '../../../lib/optim';
 import { SafetensorsFile } from '../../../lib/io/safetensors';
 import { makeDemoData } from '../../../lib/app/train/demo_data';
-import { LlavaDataset, DatasetSpec, resolveProcessorConfig, collate } from '../../../lib/app/train/dataset';
+import { LlavaDataset, DatasetSpec, collate } from '../../../lib/app/train/dataset';
 import { Trainer, paramGroups, StepRecord } from '../../../lib/app/train/trainer';
 import { TrainerOptions, resolveBatching, stageNumber } from '../../../lib/app/train/options';
 import { PRESETS } from '../../../lib/app/train/presets';
@@ -21,6 +21,7 @@ import { originalName, loadPartialWeights, readTrainerState, findCheckpoint } fr
 import { renderLossPlot } from '../../../lib/app/train/loss_plot';
 import { Tokenizer } from '../../../lib/app/processing/tokenizer';
 import { TEST_DIR } from '../../helpers';
+import { tinyDatasetSpec } from '../../tiny_dataset';
 
 const FIX = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-trainer-'));
@@ -28,20 +29,7 @@ t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const demo = makeDemoData(path.join(tmp, 'demo'));
 const tok = Tokenizer.fromDir(FIX);
 
-function spec(template: string): DatasetSpec {
-  return {
-    imageFolder: demo.imageFolder,
-    tokenizerDir: FIX,
-    processor: resolveProcessorConfig(FIX),
-    template,
-    aspect: 'square',
-    modelMaxLength: 512,
-    format: 'llava-hf',
-    numImageTokens: 16,
-    imageTokenIndex: 676,
-    maxLength: 512,
-  };
-}
+const spec = (template: string): DatasetSpec => tinyDatasetSpec(demo.imageFolder, { template });
 const finetune = (): LlavaDataset => LlavaDataset.fromFile(demo.finetuneJson, spec('v1'), { tokenizer: tok });
 const pretrain = (): LlavaDataset => LlavaDataset.fromFile(demo.pretrainJson, spec('plain'), { tokenizer: tok });
 /** A dataset of chosen samples of the finetune set. */
