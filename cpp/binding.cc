@@ -474,7 +474,7 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
 
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 
-// cpuIsa(cap?: 'portable' | 'avx2' | 'avx512') -> { active, detected }: the instruction set the CPU
+// cpuIsa(cap?: 'portable' | 'avx2' | 'avx512' | 'avx512bf16') -> { active, detected }: the instruction set the CPU
 // kernels use, after setting the cap when one is given (see cpu_isa.h; the parity tests run every path).
 Napi::Value CpuIsaInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -483,7 +483,8 @@ Napi::Value CpuIsaInfo(const Napi::CallbackInfo& info) {
     const std::string name = info[0].As<Napi::String>();
     CpuIsa cap;
     if (!parse_cpu_isa(name, &cap))
-      throw Napi::Error::New(env, "cpuIsa: unknown instruction set '" + name + "' (portable, avx2 or avx512)");
+      throw Napi::Error::New(env,
+                             "cpuIsa: unknown instruction set '" + name + "' (portable, avx2, avx512 or avx512bf16)");
     set_cpu_isa_cap(cap);
   }
   Napi::Object o = Napi::Object::New(env);

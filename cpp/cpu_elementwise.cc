@@ -122,7 +122,7 @@ bool fast_activation(UnaryOp op, const TensorArg& out, const TensorArg& x, const
   if ((x.dtype != DType::F32 && x.dtype != DType::BF16) || out.dtype != x.dtype) return false;
   if (!out.is_contiguous() || !x.is_contiguous() || (dy && (!dy->is_contiguous() || dy->dtype != x.dtype)))
     return false;
-  const isa::ActKernels& k = level >= CpuIsa::Avx512 ? isa::act_kernels_avx512() : isa::act_kernels_avx2();
+  const isa::ActKernels& k = isa::act_kernels(level);
   parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
     if (x.dtype == DType::F32)
       k.f32.unary(op, x.data<float>() + b, dy ? dy->data<float>() + b : nullptr, out.data<float>() + b, e - b);
@@ -149,10 +149,14 @@ bool flat_unary_f32(UnaryOp op, const TensorArg& out, const TensorArg& x) {
       for (int64_t i = b; i < e; i++) po[i] = f(px[i]);
     });
   };
-  if (op == Relu) run([](float v) { return v < 0.f ? 0.f : v; });
-  else if (op == Neg) run([](float v) { return -v; });
-  else if (op == Abs) run([](float v) { return std::fabs(v); });
-  else run([](float v) { return v * v; });
+  if (op == Relu)
+    run([](float v) { return v < 0.f ? 0.f : v; });
+  else if (op == Neg)
+    run([](float v) { return -v; });
+  else if (op == Abs)
+    run([](float v) { return std::fabs(v); });
+  else
+    run([](float v) { return v * v; });
   return true;
 }
 
@@ -211,7 +215,7 @@ bool fast_swiglu(const TensorArg& out, const TensorArg* out2, const TensorArg& g
   const CpuIsa level = cpu_isa();
   if (level < CpuIsa::Avx2 || (g.dtype != DType::F32 && g.dtype != DType::BF16)) return false;
   if (!out.is_contiguous() || !g.is_contiguous() || !u.is_contiguous() || (dy && !dy->is_contiguous())) return false;
-  const isa::ActKernels& k = level >= CpuIsa::Avx512 ? isa::act_kernels_avx512() : isa::act_kernels_avx2();
+  const isa::ActKernels& k = isa::act_kernels(level);
   parallel_for(out.numel(), kGrain, [&](int64_t b, int64_t e) {
     if (g.dtype == DType::F32)
       k.f32.swiglu(g.data<float>() + b, u.data<float>() + b, dy ? dy->data<float>() + b : nullptr,

@@ -14,7 +14,7 @@ CpuIsa detect() {
     return CpuIsa::Portable;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
-    return CpuIsa::Avx512;
+    return __builtin_cpu_supports("avx512bf16") ? CpuIsa::Avx512Bf16 : CpuIsa::Avx512;
   return CpuIsa::Avx2;
 #else
   return CpuIsa::Portable;
@@ -25,7 +25,7 @@ CpuIsa env_cap() {
   const char* p = std::getenv("LLAVA_CPU_PORTABLE");
   if (p && *p && std::string(p) != "0") return CpuIsa::Portable;
   const char* s = std::getenv("LLAVA_CPU_ISA");
-  CpuIsa cap = CpuIsa::Avx512;
+  CpuIsa cap = CpuIsa::Avx512Bf16;
   if (s && *s) parse_cpu_isa(s, &cap);  // an unknown name leaves the level uncapped
   return cap;
 }
@@ -48,14 +48,7 @@ CpuIsa cpu_isa() {
   return static_cast<CpuIsa>(cap < det ? cap : det);
 }
 
-bool cpu_has_avx512_bf16() {
-#if LLAVA_X86_ISA
-  static const bool has = __builtin_cpu_supports("avx512bf16");
-  return has && cpu_isa_detected() >= CpuIsa::Avx512;
-#else
-  return false;
-#endif
-}
+bool cpu_has_avx512_bf16() { return cpu_isa() >= CpuIsa::Avx512Bf16; }
 
 void set_cpu_isa_cap(CpuIsa cap) { cap_slot().store(static_cast<int>(cap), std::memory_order_relaxed); }
 
@@ -65,6 +58,8 @@ const char* cpu_isa_name(CpuIsa isa) {
       return "avx2";
     case CpuIsa::Avx512:
       return "avx512";
+    case CpuIsa::Avx512Bf16:
+      return "avx512bf16";
     default:
       return "portable";
   }
@@ -77,6 +72,8 @@ bool parse_cpu_isa(const std::string& name, CpuIsa* out) {
     *out = CpuIsa::Avx2;
   else if (name == "avx512")
     *out = CpuIsa::Avx512;
+  else if (name == "avx512bf16")
+    *out = CpuIsa::Avx512Bf16;
   else
     return false;
   return true;

@@ -6,13 +6,15 @@
 //   portable  every .cc in cpp/ (plain C++ the compiler vectorises for the baseline: SSE2 / NEON)
 //   avx2      AVX2 + FMA + F16C: the cpp/ files listed in scripts/sources.js (AVX2_COPIES) compiled a
 //             second time (LLAVA_ISA_BUILD=1), plus cpp/isa/*_avx2.cc
-//   avx512    AVX-512 F/BW/VL/DQ (+ BF16 where the CPU has it): cpp/isa/*_avx512.cc
+//   avx512    AVX-512 F/BW/VL/DQ: cpp/isa/*_avx512.cc
+//   avx512bf16  the same plus AVX512-BF16 (vdpbf16ps, vcvtneps2bf16: Cooper Lake, Sapphire Rapids, Zen 4):
+//             the functions of cpp/isa/*_avx512.cc built for it (a target attribute or pragma)
 // scripts/sources.js lists the files of each level; binding.gyp and CMakeLists.txt build every level
 // above portable as a static library with that level's flags (x86-64 only).
 //
 // Environment (read once, at first use):
 //   LLAVA_CPU_PORTABLE=1          use the portable path only
-//   LLAVA_CPU_ISA=portable|avx2|avx512   cap the level (never above what the CPU has)
+//   LLAVA_CPU_ISA=portable|avx2|avx512|avx512bf16   cap the level (never above what the CPU has)
 // set_cpu_isa_cap() changes the cap at run time (the parity tests run every path in one process).
 #pragma once
 
@@ -20,7 +22,7 @@
 
 namespace llava {
 
-enum class CpuIsa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+enum class CpuIsa : int { Portable = 0, Avx2 = 1, Avx512 = 2, Avx512Bf16 = 3 };
 
 // Whether this build carries x86 ISA code at all (not on aarch64, nor when LLAVA_PORTABLE_ONLY is set).
 #if defined(__x86_64__) && !defined(LLAVA_PORTABLE_ONLY)
@@ -36,7 +38,7 @@ enum class CpuIsa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
 CpuIsa cpu_isa();            // the level in use: min(detected, cap)
 CpuIsa cpu_isa_detected();   // what this CPU (and this build) supports
-bool cpu_has_avx512_bf16();  // vdpbf16ps (only meaningful when cpu_isa() >= Avx512)
+bool cpu_has_avx512_bf16();  // cpu_isa() >= Avx512Bf16: the bf16 instructions may be used
 void set_cpu_isa_cap(CpuIsa cap);
 const char* cpu_isa_name(CpuIsa isa);
 bool parse_cpu_isa(const std::string& name, CpuIsa* out);

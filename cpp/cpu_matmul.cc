@@ -107,6 +107,11 @@ struct Problem {
 };
 
 // ------------------------------------------------------------------ blocked GEMM for one unit
+// Whether a kernel writes its last depth block to a bf16 output itself (Kern::ukr_bf16).
+template <typename K, typename = void> struct StoresBf16 : std::false_type {};
+template <typename K> struct StoresBf16<K, std::void_t<decltype(K::stores_bf16)>> : std::bool_constant<K::stores_bf16> {
+};
+
 // Unit: batch `bt`, rows [m0, m1), columns [n0, n1) of C.
 template <typename Kern, typename T>
 void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -114,6 +119,10 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   constexpr int MR = Kern::MR, NR = Kern::NR;
   // Accumulate in place in out, unless the output is 16-bit or an activation has to run before beta.
   const bool direct = std::is_same_v<T, Acc> && p.act == 0;
+  // A bf16 output without an activation is written by the last depth block's tiles, rounded once from
+  // registers (plus beta * out); the scratch then only carries sums between depth blocks.
+  constexpr bool can_fuse = StoresBf16<Kern>::value && std::is_same_v<T, bf16>;
+  const bool fused = can_fuse && p.act == 0;
   const T* A = reinterpret_cast<const T*>(p.a) + bt * p.as[0];
   const T* B = reinterpret_cast<const T*>(p.b) + bt * p.bs[0];
   T* O = reinterpret_cast<T*>(p.out) + bt * p.M * p.N;
@@ -139,7 +148,7 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
 
   for (int64_t pc = 0; pc < K; pc += Kern::KC) {
     const int64_t kc = std::min<int64_t>(Kern::KC, K - pc), kcp = Kern::kpad(kc);
-    const bool first = pc == 0;
+    const bool first = pc == 0, to_out = fused && pc + kc == K;
     for (int64_t j = 0; j < nu; j += NR)
       Kern::template pack<T, NR>(B + pc * p.bs[1] + (n0 + j) * p.bs[2], p.bs[2], p.bs[1],
                                  int(std::min<int64_t>(NR, nu - j)), kc, Bp + j * kcp);
@@ -154,7 +163,13 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
         for (int64_t i = 0; i < mc; i += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - i));
           Acc* c = C + (ic - m0 + i) * ldc + j;
+          T* out = O + (ic + i) * p.N + n0 + j;
           if (mr == MR && nr == NR) {
+            if constexpr (can_fuse)
+              if (to_out) {
+                Kern::ukr_bf16(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, bj, out, p.N, float(p.beta));
+                continue;
+              }
             Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, beta, bj);
             continue;
           }
@@ -164,16 +179,19 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
             for (int q = 0; q < nr; q++) {
               Acc& o = c[r * ldc + q];
               Acc v = tile[r * NR + q];
-              if (!first)
-                o += v;
-              else
-                o = v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * o : Acc(0));
+              v = first ? v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * o : Acc(0)) : o + v;
+              if (!to_out) {
+                o = v;
+                continue;
+              }
+              T* y = out + r * p.N + q;
+              store(y, p.beta != 0 ? v + Acc(p.beta) * load(y) : v);
             }
         }
       }
     }
   }
-  if (!direct) {  // store the scratch into out once: act, then beta*old, one rounding
+  if (!direct && !fused) {  // store the scratch into out once: act, then beta*old, one rounding
     const Acc bt_ = Acc(p.beta);
     const int act = p.act;
     for (int64_t r = m0; r < m1; r++) {
@@ -356,7 +374,7 @@ template <typename T> void run_typed(const Problem& p) {
 #if LLAVA_X86_ISA
     // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
     if constexpr (std::is_same_v<T, bf16>) {
-      if (cpu_isa() >= CpuIsa::Avx512 && cpu_has_avx512_bf16() && p.N > 16) return gemm<KernBf16Avx512, T>(p);
+      if (cpu_has_avx512_bf16() && p.N > 16) return gemm<KernBf16Avx512, T>(p);
     }
     if (cpu_isa() >= CpuIsa::Avx512 && p.N > 16) return gemm<KernAvx512, T>(p);
 #endif

@@ -121,18 +121,39 @@ template <class V> struct Act {
     }
   }
 
-  // out[i] = f(x[i]) (dy null) or dy[i] * f'(x[i]) for i < n; T: float or uint16_t (bf16 bits).
+  // out[i] = f(x[i]) (dy null) or dy[i] * f'(x[i]) for i < n; T: float or uint16_t (bf16 bits). The op
+  // and the direction are chosen once, outside the loop, so each loop body is straight-line code.
   template <typename T> static void run(int op, const T* x, const T* dy, T* out, int64_t n) {
-    auto body = [op](const T* xp, const T* dp, T* op_) {
-      R v = V::load(xp);
-      V::store(op_, dp ? V::mul(V::load(dp), grad(op, v)) : fwd(op, v));
-    };
+    using namespace ::llava::unary_op;
+    switch (op) {
+      case Exp:
+        return run_op<Exp>(x, dy, out, n);
+      case Tanh:
+        return run_op<Tanh>(x, dy, out, n);
+      case Sigmoid:
+        return run_op<Sigmoid>(x, dy, out, n);
+      case Gelu:
+        return run_op<Gelu>(x, dy, out, n);
+      case GeluTanh:
+        return run_op<GeluTanh>(x, dy, out, n);
+      case QuickGelu:
+        return run_op<QuickGelu>(x, dy, out, n);
+      default:
+        return run_op<Silu>(x, dy, out, n);
+    }
+  }
+  template <int Op, typename T> static void run_op(const T* x, const T* dy, T* out, int64_t n) {
+    if (dy) return map(x, dy, out, n, [](R v, R d) { return V::mul(d, grad(Op, v)); });
+    map(x, x, out, n, [](R v, R) { return fwd(Op, v); });
+  }
+  // out[i] = f(x[i], y[i]) over full vectors, the tail through padded lane buffers.
+  template <typename T, typename F> static void map(const T* x, const T* y, T* out, int64_t n, F f) {
     int64_t i = 0;
-    for (; i + V::N <= n; i += V::N) body(x + i, dy ? dy + i : nullptr, out + i);
-    if (i < n) {  // the tail through padded lane buffers
-      alignas(64) T xb[V::N] = {}, db[V::N] = {}, ob[V::N];
-      copy_in(xb, x + i, n - i), copy_in(db, dy ? dy + i : nullptr, n - i);
-      body(xb, dy ? db : nullptr, ob);
+    for (; i + V::N <= n; i += V::N) V::store(out + i, f(V::load(x + i), V::load(y + i)));
+    if (i < n) {
+      alignas(64) T xb[V::N] = {}, yb[V::N] = {}, ob[V::N];
+      copy_in(xb, x + i, n - i), copy_in(yb, y + i, n - i);
+      V::store(ob, f(V::load(xb), V::load(yb)));
       copy_in(out + i, ob, n - i);
     }
   }

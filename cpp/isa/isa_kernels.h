@@ -17,16 +17,20 @@ namespace isa {
 // k-major) @ B panel (kc x 32, k-major); bias (32 values) may be null; beta 0: C not read.
 void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
                             const float* bias);
-// The same for bf16 panels in k pairs (A: kp x 12 x 2, B: kp x 32 x 2 bf16 bit patterns, kp = k pairs);
-// needs AVX512-BF16.
+// ---------------------------------------------------------------- gemm_bf16_avx512.cc (AVX512-BF16)
+// The same for bf16 panels in k pairs (A: kp x 12 x 2, B: kp x 32 x 2 bf16 bit patterns, kp = k pairs).
+// With out16 not null the finished tile (plus beta * out16) is rounded to bf16 into out16 (row stride
+// ldo) instead of being written to C.
 void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
-                               float beta, const float* bias);
+                               float beta, const float* bias, uint16_t* out16 = nullptr, int64_t ldo = 0);
 // Packs a 32-column bf16 B panel (columns contiguous, row stride sk, kc rows) into that pair layout.
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
-// The same from 32 rows of contiguous depth (row stride sw < 2^31 / 31 elements).
+// The same from 32 rows of contiguous depth (row stride sw < 2^31 / 31 elements), and the 12-row A
+// panel from 12 such rows.
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
+void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 
-// ---------------------------------------------------------------- act_avx2.cc / act_avx512.cc
+// ---------------------------------------------------------------- act_avx2.cc / act_avx512.cc / act_bf16_avx512.cc
 // The vectorised activations of one ISA level (isa/act_math.h), contiguous, i < n, bf16 as bit
 // patterns with f32 maths:
 //   unary:  out[i] = f(x[i]), or dy[i] * f'(x[i]) when dy is not null; op one of exp tanh sigmoid gelu
@@ -42,6 +46,13 @@ struct ActKernels {
 };
 const ActKernels& act_kernels_avx2();
 const ActKernels& act_kernels_avx512();
+const ActKernels& act_kernels_avx512bf16();  // needs AVX512-BF16
+// The table for an ISA level (Avx2 or above).
+inline const ActKernels& act_kernels(CpuIsa level) {
+  return level >= CpuIsa::Avx512Bf16 ? act_kernels_avx512bf16()
+         : level >= CpuIsa::Avx512   ? act_kernels_avx512()
+                                     : act_kernels_avx2();
+}
 #endif
 
 }  // namespace isa

@@ -1,5 +1,5 @@
 // cpu_isa.test.ts — the CPU kernels on every instruction set this machine runs (cpp/cpu_isa.h:
-// portable, avx2, avx512; bf16 matmul takes the AVX512-BF16 kernel where the CPU has it), each against
+// portable, avx2, avx512, avx512bf16: the bf16 GEMM tile and bf16 stores of the activations), each against
 // a float64 reference. The cap is switched in process (native.cpuIsa, what LLAVA_CPU_ISA /
 // LLAVA_CPU_PORTABLE set at load), so one run covers every path the CPU has; the portable path runs
 // everywhere, which is what an ARM or pre-AVX2 machine gets.
@@ -14,10 +14,11 @@ import * as L from '../../lib';
 import { Tensor, tensor } from '../../lib';
 import type { DType } from '../../lib';
 import { native } from '../../lib/native';
+import { gemm2d } from '../../lib/ops/quant';
 import { f64, numel, randArray, refMatmul } from '../helpers';
 
 const detected = native.cpuIsa().detected;
-const ORDER = ['portable', 'avx2', 'avx512'];
+const ORDER = ['portable', 'avx2', 'avx512', 'avx512bf16'];
 const ISAS = ORDER.slice(0, ORDER.indexOf(detected) + 1);
 
 interface Case {
@@ -67,14 +68,15 @@ const CASES: Case[] = [
     fn: (x, w, b) => L.linear(x, w, b),
   },
   {
-    name: 'matmul x @ W^T with W a column slice (row stride above K)',
+    name: 'matmul x @ W^T with x and W column slices (row strides above K)',
     shapes: [
-      [9, 99],
+      [29, 141],
       [67, 130],
     ],
     dtypes: ['float32', 'bfloat16'],
-    fn: (x, w) => L.matmul(x, L.narrow(w, 1, 3, 99).transpose(0, 1)),
+    fn: (x, w) => L.matmul(L.narrow(x, 1, 5, 99), L.narrow(w, 1, 3, 99).transpose(0, 1)),
   },
+
   { name: 'softmax', shapes: [[7, 1001]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.softmax(x.mul(4)), lo: -2, hi: 2 },
   { name: 'logSoftmax', shapes: [[5, 333]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.logSoftmax(x) },
   { name: 'layerNorm', shapes: [[9, 203], [203], [203]], dtypes: ['float32', 'bfloat16'], fn: (x, w, b) => L.layerNorm(x, 203, w, b) },
@@ -201,8 +203,59 @@ t.test(`cpu kernels on every instruction set (${ISAS.join(', ')})`, async (tt) =
   }
 });
 
+t.test('bf16 results below the smallest normal are rounded, not flushed, on every instruction set', async (tt) => {
+  // AVX512-BF16's conversion flushes subnormal f32 values to zero, so the activations store vectors
+  // holding one with the exact rounding: silu(x) ~ x / 2 for x near 0 lands in bf16's subnormal range.
+  const before = native.cpuIsa().active;
+  const x = tensor(
+    randArray(2 * 40, 5, -1, 1).map((v) => v * 1e-38),
+    { shape: [2, 40], dtype: 'bfloat16' },
+  );
+  try {
+    native.cpuIsa('portable');
+    const ref = L.silu(x);
+    const want = Array.from(ref.dataSync());
+    ref.dispose();
+    tt.ok(want.filter((v) => v !== 0 && Math.abs(v) < 1.1754943508222875e-38).length > 60, 'the reference holds subnormal results');
+    for (const isa of ISAS) {
+      native.cpuIsa(isa);
+      const y = L.silu(x);
+      tt.same(Array.from(y.dataSync()), want, `silu bf16 [${isa}] equals the portable path bit for bit`);
+      y.dispose();
+    }
+  } finally {
+    native.cpuIsa(before);
+    x.dispose();
+  }
+});
+
+t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on every instruction set', async (tt) => {
+  // Full 12 x 32 tiles, edge tiles and three depth blocks (K 1100): the bf16 kernel rounds its last depth
+  // block straight into the output, adding beta * out there.
+  const [M, K, N] = [27, 1100, 70];
+  const vals = [randArray(M * K, 61, -1, 1), randArray(K * N, 62, -1, 1), randArray(N, 63, -1, 1), randArray(M * N, 64, -8, 8)];
+  const mk = (v: Float64Array, shape: number[]) => tensor(v, { shape, dtype: 'bfloat16' });
+  const [a, b, bias, out0] = [mk(vals[0], [M, K]), mk(vals[1], [K, N]), mk(vals[2], [N]), mk(vals[3], [M, N])];
+  const [av, bv, biasv, outv] = [a, b, bias, out0].map(f64);
+  const prod = refMatmul(av, bv, 1, M, K, N);
+  const want = prod.map((v, i) => v + biasv[i % N] + 2 * outv[i]);
+  const before = native.cpuIsa().active;
+  try {
+    for (const isa of ISAS) {
+      native.cpuIsa(isa);
+      const out = out0.clone();
+      gemm2d(out, a, b, bias, 2);
+      check(tt, f64(out), want, 1e-2, `bf16 gemm with bias and beta 2 [${isa}]`);
+      out.dispose();
+    }
+  } finally {
+    native.cpuIsa(before);
+    for (const x of [a, b, bias, out0]) x.dispose();
+  }
+});
+
 t.test('a bad instruction set name is refused with the accepted names', async (tt) => {
-  tt.throws(() => native.cpuIsa('sse9'), /unknown instruction set 'sse9' \(portable, avx2 or avx512\)/);
+  tt.throws(() => native.cpuIsa('sse9'), /unknown instruction set 'sse9' \(portable, avx2, avx512 or avx512bf16\)/);
   tt.throws(() => native.cpuIsa(3 as unknown as string), /cap must be a string/);
 });
 
@@ -214,5 +267,6 @@ t.test('LLAVA_CPU_PORTABLE and LLAVA_CPU_ISA set the cap at load', async (tt) =>
   tt.equal(runWith({ LLAVA_CPU_PORTABLE: '1' }), 'portable', 'LLAVA_CPU_PORTABLE=1');
   tt.equal(runWith({ LLAVA_CPU_ISA: 'portable' }), 'portable', 'LLAVA_CPU_ISA=portable');
   if (ISAS.includes('avx2')) tt.equal(runWith({ LLAVA_CPU_ISA: 'avx2' }), 'avx2', 'LLAVA_CPU_ISA=avx2');
-  tt.equal(runWith({ LLAVA_CPU_ISA: 'avx512' }), detected, 'a cap above the CPU gives what the CPU has');
+  if (ISAS.includes('avx512')) tt.equal(runWith({ LLAVA_CPU_ISA: 'avx512' }), 'avx512', 'LLAVA_CPU_ISA=avx512');
+  tt.equal(runWith({ LLAVA_CPU_ISA: 'avx512bf16' }), detected, 'a cap above the CPU gives what the CPU has');
 });

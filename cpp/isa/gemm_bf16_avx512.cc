@@ -1,0 +1,167 @@
+// isa/gemm_bf16_avx512.cc — the AVX512-BF16 GEMM micro-kernel and its panel packers. The file is built
+// with the AVX-512 flags (scripts/sources.js) and, by the pragma below, for AVX512-BF16 too (vdpbf16ps,
+// vcvtneps2bf16); cpu_matmul.cc calls it only when cpu_has_avx512_bf16().
+#include "isa_kernels.h"
+
+#if LLAVA_X86_ISA
+#pragma GCC target("avx512bf16")
+#define LLAVA_ACT_HW_BF16 1
+#include <cstring>
+
+#include "act_lanes.h"
+#include "gemm_tile_avx512.h"
+
+namespace llava {
+namespace isa {
+
+// bf16 x bf16 -> f32, 12 x 32 tile: vdpbf16ps multiplies a pair of bf16 along k and adds both
+// products into an f32 lane, so one instruction does 16 lanes x 2 k. Panels hold bf16 in pairs
+// along k ("VNNI" layout): A[(k2 * 12 + r) * 2 + e], B[(k2 * 32 + j) * 2 + e] for k = 2 k2 + e.
+// With out16 (the last depth block of a bf16 product) the finished tile, first ? acc + bias : C + acc,
+// plus beta * out16 when beta is not 0, is rounded once and written to out16 (row stride ldo); C is
+// then only read.
+void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
+                               float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+  constexpr int MR = 12;
+  __m512 c[MR][2];
+#pragma GCC unroll 12
+  for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+  if (!(out16 && first))  // C is read or written
+    for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kp; k++) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(B), b1 = (__m512bh)_mm512_loadu_si512(B + 32);
+#pragma GCC unroll 12
+    for (int r = 0; r < MR; r++) {
+      int32_t pair;
+      std::memcpy(&pair, A + 2 * r, 4);
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+      c[r][0] = _mm512_dpbf16_ps(c[r][0], a, b0);
+      c[r][1] = _mm512_dpbf16_ps(c[r][1], a, b1);
+    }
+    A += 2 * MR;
+    B += 64;
+  }
+  if (!out16) return store_tile_12x32(c, C, ldc, first, beta, bias);
+  using V = Lanes<16>;
+  const __m512 bb0 = first && bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
+  const __m512 bb1 = first && bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
+  for (int r = 0; r < MR; r++) {
+    const float* cr = C + r * ldc;
+    uint16_t* o = out16 + r * ldo;
+    __m512 v0 = _mm512_add_ps(c[r][0], first ? bb0 : _mm512_loadu_ps(cr));
+    __m512 v1 = _mm512_add_ps(c[r][1], first ? bb1 : _mm512_loadu_ps(cr + 16));
+    if (beta != 0.f) {
+      v0 = _mm512_add_ps(v0, _mm512_mul_ps(_mm512_set1_ps(beta), __m512(V::load(o))));
+      v1 = _mm512_add_ps(v1, _mm512_mul_ps(_mm512_set1_ps(beta), __m512(V::load(o + 16))));
+    }
+    V::store(o, V::reg(v0));
+    V::store(o + 16, V::reg(v1));
+  }
+}
+
+// B panel for the bf16 tile from 32 contiguous columns (row stride sk): rows k and k+1 interleaved
+// 16 bits at a time, dst[(k2 * 32 + j) * 2 + e] = src[(2 k2 + e) * sk + j]; an odd last row pairs with 0.
+void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  alignas(64) static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                                  8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+  alignas(64) static const uint16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+                                                  24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+  const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  int64_t k = 0;
+  for (; k + 2 <= kc; k += 2, dst += 64) {
+    __m512i r0 = _mm512_loadu_si512(src + k * sk), r1 = _mm512_loadu_si512(src + (k + 1) * sk);
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, r1));
+    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, r1));
+  }
+  if (k < kc) {
+    __m512i r0 = _mm512_loadu_si512(src + k * sk), z = _mm512_setzero_si512();
+    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, z));
+    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, z));
+  }
+}
+
+// In-register transpose of a 16 x 16 matrix of 32-bit words (row i in r[i] -> column i in r[i]):
+// 32-bit and 64-bit interleaves inside each 128-bit lane, then two rounds of 128-bit block shuffles.
+__attribute__((always_inline)) static inline void transpose_16x16_epi32(__m512i (&r)[16]) {
+  __m512i t[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int g = 0; g < 4; g++) {  // r[4g + c]: word 4b + c of rows 4g..4g+3, in 128-bit block b
+    r[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+    r[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    t[c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
+    t[4 + c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
+    t[8 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
+    t[12 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
+  }
+#pragma GCC unroll 4
+  for (int c = 0; c < 4; c++) {
+    r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
+    r[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
+    r[4 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0x88);
+    r[12 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0xdd);
+  }
+}
+
+// A (W = 12) or B (W = 32) panel for the bf16 tile from W rows of contiguous depth (row w at
+// src + w * sw; a row-major A, or W of x @ W^T): each k pair is one 32-bit word. Whole blocks of 16 pairs
+// are read as 64-byte row pieces and transposed in registers, 16 rows at a time (a 12-row group padded
+// with zero rows, stored under a mask); the remaining pairs are gathered across the rows, 16 at a time.
+// Needs (W - 1) * sw < 2^31.
+template <int W> static void pack_cols(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  constexpr int G = (W + 15) / 16;  // groups of 16 rows
+  auto rows_of = [](int g) { return W - 16 * g < 16 ? W - 16 * g : 16; };
+  int64_t k2 = 0;
+  for (; 2 * k2 + 32 <= kc; k2 += 16, dst += 16 * 2 * W) {
+#pragma GCC unroll 2
+    for (int g = 0; g < G; g++) {
+      const int rows = rows_of(g);
+      const __mmask16 keep = __mmask16((1u << rows) - 1);
+      __m512i r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_loadu_si512(src + (16 * g + i) * sw + 2 * k2) : _mm512_setzero_si512();
+      transpose_16x16_epi32(r);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; j++) _mm512_mask_storeu_epi32(dst + j * 2 * W + 32 * g, keep, r[j]);
+    }
+  }
+  const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  __m512i idx[G];
+  for (int g = 0; g < G; g++)
+    idx[g] = _mm512_mullo_epi32(_mm512_add_epi32(step, _mm512_set1_epi32(16 * g)), _mm512_set1_epi32(int32_t(sw)));
+  for (; 2 * k2 + 1 < kc; k2++, dst += 2 * W) {
+    const uint16_t* base = src + 2 * k2;
+    for (int g = 0; g < G; g++) {
+      const __mmask16 keep = __mmask16((1u << rows_of(g)) - 1);
+      const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), keep, idx[g], base, 2);
+      _mm512_mask_storeu_epi32(dst + 32 * g, keep, v);
+    }
+  }
+  if (2 * k2 < kc)  // odd kc: the last pair's second half is zero
+    for (int w = 0; w < W; w++) {
+      dst[2 * w] = src[w * sw + 2 * k2];
+      dst[2 * w + 1] = 0;
+    }
+}
+
+void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  pack_cols<12>(src, sw, kc, dst);
+}
+void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  pack_cols<32>(src, sw, kc, dst);
+}
+
+}  // namespace isa
+}  // namespace llava
+#endif
