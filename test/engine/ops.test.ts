@@ -335,6 +335,23 @@ t.test('unary ops: gelu exact and tanh differ; bf16 inputs round once', async (t
   });
 });
 
+t.test('gelu (exact erf) in float32: forward and derivative within 1e-6 over [-8, 8]', async (t) => {
+  // The vectorised CPU path evaluates erf(x / sqrt 2) as a fitted rational function (3e-7 in float);
+  // a dense grid through every code path (full vectors and the tail) against the series reference.
+  const n = 16001;
+  const xs = Array.from({ length: n }, (_, i) => -8 + (16 * i) / (n - 1));
+  const phi = (v: number) => Math.exp(-0.5 * v * v) / Math.sqrt(2 * Math.PI);
+  L.tidy(() => {
+    const x = tensor(xs, { dtype: 'float32', requiresGrad: true });
+    const y = L.gelu(x);
+    y.sum().backward();
+    const xv = f64(x);
+    const cdf = Array.from(xv, (v) => 0.5 * (1 + erfRef(v / Math.SQRT2)));
+    assertClose(t, y, Array.from(xv, (v, i) => v * cdf[i]), { atol: 1e-6, rtol: 1e-6, msg: 'gelu forward' });
+    assertClose(t, x.grad!, Array.from(xv, (v, i) => cdf[i] + v * phi(v)), { atol: 1e-6, rtol: 1e-6, msg: 'gelu derivative' });
+  });
+});
+
 t.test('unary ops on integers: neg/abs/sign/square keep the dtype, others promote to float32', async (t) => {
   L.tidy(() => {
     const xi = tensor([-3, 0, 2], { dtype: 'int32' });
