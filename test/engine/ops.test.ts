@@ -347,8 +347,18 @@ t.test('gelu (exact erf) in float32: forward and derivative within 1e-6 over [-8
     y.sum().backward();
     const xv = f64(x);
     const cdf = Array.from(xv, (v) => 0.5 * (1 + erfRef(v / Math.SQRT2)));
-    assertClose(t, y, Array.from(xv, (v, i) => v * cdf[i]), { atol: 1e-6, rtol: 1e-6, msg: 'gelu forward' });
-    assertClose(t, x.grad!, Array.from(xv, (v, i) => cdf[i] + v * phi(v)), { atol: 1e-6, rtol: 1e-6, msg: 'gelu derivative' });
+    assertClose(
+      t,
+      y,
+      Array.from(xv, (v, i) => v * cdf[i]),
+      { atol: 1e-6, rtol: 1e-6, msg: 'gelu forward' },
+    );
+    assertClose(
+      t,
+      x.grad!,
+      Array.from(xv, (v, i) => cdf[i] + v * phi(v)),
+      { atol: 1e-6, rtol: 1e-6, msg: 'gelu derivative' },
+    );
   });
 });
 
@@ -408,8 +418,16 @@ t.test('binary ops: broadcasting shapes, f32 and f64', async (t) => {
     // one operand a row (block of trailing axes) repeated over the other's rows: the per-row CPU path
     [[3, 17], [17], [3, 17]],
     [[17], [4, 17], [4, 17]],
-    [[2, 5, 16], [5, 16], [2, 5, 16]],
-    [[2, 1, 3, 16], [3, 16], [2, 1, 3, 16]],
+    [
+      [2, 5, 16],
+      [5, 16],
+      [2, 5, 16],
+    ],
+    [
+      [2, 1, 3, 16],
+      [3, 16],
+      [2, 1, 3, 16],
+    ],
   ];
   for (const [ci, c] of BINARY.entries()) {
     for (const dtype of ['float32', 'float64'] as DType[]) {
