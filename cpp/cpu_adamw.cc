@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "cpu_common.h"
+#include "isa/isa_kernels.h"
 #include "kernel_checks.h"
 
 namespace llava {
@@ -18,6 +19,24 @@ void adamw_kernel(const KernelArgs& a) {
   const double lr = A.lr, b1 = A.b1, b2 = A.b2, eps = A.eps, wd = A.wd;
   const int64_t step = A.step, n = A.n;
   double bc1 = 1.0 - std::pow(b1, double(step)), bc2 = 1.0 - std::pow(b2, double(step));
+#if LLAVA_X86_ISA
+  // f32, and bf16 with f32 moments: the AVX2 loop (isa/adamw_avx2.cc), the loop below vectorised.
+  if (cpu_isa() >= CpuIsa::Avx2 && (p.dtype == DType::F32 || p.dtype == DType::BF16) && m.dtype == DType::F32) {
+    const isa::AdamwConsts c{float(lr * wd), float(b1),  float(1 - b1), float(b2), float(1 - b2),
+                             float(lr),      float(bc1), float(bc2),    float(eps)};
+    auto bits = [](const TensorArg& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); };
+    float* pw = master ? master->data<float>() : nullptr;
+    parallel_for(n, 8192, [&](int64_t b, int64_t e) {
+      if (p.dtype == DType::F32)
+        isa::adamw_f32_avx2(p.data<float>() + b, g.data<float>() + b, m.data<float>() + b, v.data<float>() + b, e - b,
+                            c);
+      else
+        isa::adamw_bf16_avx2(bits(p) + b, bits(g) + b, m.data<float>() + b, v.data<float>() + b, pw ? pw + b : nullptr,
+                             e - b, c);
+    });
+    return;
+  }
+#endif
   LLAVA_DISPATCH_FLOAT(a, p.dtype, T, {
     using S = std::conditional_t<std::is_same_v<T, double>, double, float>;
     T* pp = p.data<T>();

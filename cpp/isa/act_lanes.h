@@ -68,6 +68,12 @@ template <int W> struct Lanes {
     else
       return _mm256_max_ps(a, b);
   }
+  static reg sqrt(reg a) {
+    if constexpr (W == 16)
+      return _mm512_sqrt_ps(a);
+    else
+      return _mm256_sqrt_ps(a);
+  }
   static reg floor(reg a) {
     if constexpr (W == 16)
       return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);

@@ -30,6 +30,16 @@ void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 
+// ---------------------------------------------------------------- adamw_avx2.cc
+// One AdamW step over n contiguous elements (cpu_adamw.cc's expression order; its constants as float).
+struct AdamwConsts {
+  float lr_wd, b1, one_b1, b2, one_b2, lr, bc1, bc2, eps;
+};
+void adamw_f32_avx2(float* p, const float* g, float* m, float* v, int64_t n, const AdamwConsts& c);
+// bf16 parameters (bit patterns); master: their f32 copy (read and written), or null.
+void adamw_bf16_avx2(uint16_t* p, const uint16_t* g, float* m, float* v, float* master, int64_t n,
+                     const AdamwConsts& c);
+
 // ---------------------------------------------------------------- act_avx2.cc / act_avx512.cc / act_bf16_avx512.cc
 // The vectorised activations of one ISA level (isa/act_math.h), contiguous, i < n, bf16 as bit
 // patterns with f32 maths:
