@@ -372,6 +372,65 @@ class Runner:
         del model, opt
         return res
 
+    def case_clip_forward(self, c):
+        # A CLIP vision tower (HF CLIPVisionModel's layout, quick_gelu) under no_grad: the frozen half of a
+        # LLaVA training step. Weights N(0, 0.02), layer norms at their init.
+        torch = self.torch
+        nn = torch.nn
+        F = self.F
+        B, S, P, L, C, I, H = c["B"], c["image"], c["patch"], c["layers"], c["hidden"], c["inter"], c["heads"]
+        D = C // H
+        runner = self
+
+        class Layer(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.ln1, self.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)
+                self.q, self.k, self.v, self.o = (nn.Linear(C, C) for _ in range(4))
+                self.fc1, self.fc2 = nn.Linear(C, I), nn.Linear(I, C)
+
+            def forward(self, x):
+                n = x.shape[1]
+                h = self.ln1(x)
+                heads = lambda t: t.view(B, n, H, D).transpose(1, 2)  # noqa: E731
+                a = runner.sdpa(heads(self.q(h)), heads(self.k(h)), heads(self.v(h)), False)
+                x = x + self.o(a.transpose(1, 2).reshape(B, n, C))
+                h = self.fc1(self.ln2(x))
+                return x + self.fc2(h * torch.sigmoid(1.702 * h))
+
+        class Tower(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.patch = nn.Conv2d(3, C, P, P, bias=False)
+                self.cls = nn.Parameter(torch.zeros(C))
+                self.pos = nn.Parameter(torch.zeros((S // P) ** 2 + 1, C))
+                self.pre = nn.LayerNorm(C)
+                self.layers = nn.ModuleList(Layer() for _ in range(L))
+
+            def forward(self, px):
+                x = self.patch(px).flatten(2).transpose(1, 2)
+                x = torch.cat((self.cls.expand(B, 1, C), x), 1) + self.pos
+                x = self.pre(x)
+                for layer in self.layers:
+                    x = layer(x)
+                return x
+
+        model = Tower()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "ln" not in name and "pre" not in name:
+                    p.normal_(0, 0.02)
+        model = model.to(device=self.device, dtype=self.dtype)
+        px = torch.randn(B, 3, S, S).to(device=self.device, dtype=self.dtype)
+
+        def step():
+            with torch.no_grad():
+                model(px)
+
+        res = self.time(step, warmup=1, reps=int(c.get("steps", 5)), max_s=12.0, min_reps=2)
+        del model
+        return res
+
     def case_llama_decode(self, c):
         """Greedy decode with a KV cache through a LLaMA layer stack (weights N(0, 0.02), RMSNorm weights
         of one, batch 1): 1 prompt token, then `steps` tokens, each step's argmax fed back; times the
