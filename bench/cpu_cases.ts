@@ -32,6 +32,7 @@ import {
   timeIt,
   benchDir,
   round,
+  attentionFlops,
 } from './harness';
 import * as path from 'path';
 import { runCpuKernelCases } from './cpu_kernels';
@@ -78,11 +79,6 @@ function matmulCases(o: BenchOptions, k: Knobs): void {
     a.dispose();
     b.dispose();
   }
-}
-
-export function attentionFlops(B: number, H: number, T: number, S: number, D: number, causal: boolean, bwd: boolean): number {
-  const f = (4 * B * H * T * S * D) / (causal ? 2 : 1);
-  return bwd ? f * 3.5 : f;
 }
 
 /** One fused-op case: its record, the peer's spec (torch_peer.py / numpy_peer.py kinds) and how to run it. */

@@ -9,7 +9,7 @@
 // torch a `skipped` line says why and the cases are reported without a baseline.
 import * as os from 'os';
 import * as L from '../lib';
-import { BenchOptions, CaseRecord, PeerResult, emit, peerMs, randU, report, round, runPeerSpec, selected, timeIt } from './harness';
+import { BenchOptions, CaseRecord, PeerResult, attentionFlops, emit, peerMs, randU, report, round, runPeerSpec, selected, timeIt } from './harness';
 
 const dev = 'cpu' as const;
 
@@ -108,6 +108,26 @@ function table(o: BenchOptions): KernelCase[] {
         },
       });
     }
+  // bf16 attention at the ViT-L/14-336 shape (f32 twin: our f32 run of the same shape).
+  const [AB, AH, AT, AD] = [1, 16, 577, 64];
+  for (const bwd of o.quick ? [false] : [false, true])
+    cases.push({
+      rec: rec('attention', `vit_l14_336 ${bwd ? 'fwd+bwd' : 'fwd'}`, 'bfloat16', `B${AB} H${AH} T${AT} D${AD}`),
+      spec: { kind: 'attention', B: AB, H: AH, T: AT, S: AT, D: AD, causal: false, bwd, dtype: 'bfloat16' },
+      kind: 'flops',
+      work: attentionFlops(AB, AH, AT, AT, AD, false, bwd),
+      setup: () => {
+        const mk = (dt: DT) => {
+          const qkv = [21, 22, 23].map((seed) => randU([AB, AH, AT, AD], dt, dev, seed).setRequiresGrad(bwd));
+          const g = bwd ? randU([AB, AH, AT, AD], dt, dev, 24) : null;
+          const [q, k, v] = qkv;
+          return { run: step(qkv, () => L.scaledDotProductAttention(q, k, v), bwd, g), owned: [...qkv, ...(g ? [g] : [])] };
+        };
+        const b16 = mk('bfloat16');
+        const f32 = mk('float32');
+        return { run: b16.run, f32: f32.run, owned: [...b16.owned, ...f32.owned] };
+      },
+    });
   const [AN, AC] = [512, 1376];
   for (const dt of ['float32', 'bfloat16'] as DT[])
     for (const op of ['silu', 'gelu', 'quick_gelu', 'swiglu', 'swiglu_composite'])

@@ -12,8 +12,21 @@
 import * as L from '../lib';
 import { LlamaForCausalLM, LlamaConfig } from '../lib/models/llama';
 import { AdamW } from '../lib/optim';
-import { attentionFlops } from './cpu_cases';
-import { BenchDevice, BenchOptions, CaseRecord, PeerResult, emit, peerMs, randU, report, round, runPeerSpec, selected, timeIt } from './harness';
+import {
+  BenchDevice,
+  BenchOptions,
+  CaseRecord,
+  PeerResult,
+  attentionFlops,
+  emit,
+  peerMs,
+  randU,
+  report,
+  round,
+  runPeerSpec,
+  selected,
+  timeIt,
+} from './harness';
 
 export type Spec =
   | { kind: 'gemm'; M: number; N: number; K: number }

@@ -298,3 +298,9 @@ export function randU(shape: number[], dtype: L.DType, device: BenchDevice, seed
     return L.sub(L.mul(L.rand(shape, { dtype, device, generator: g }), 2), 1);
   });
 }
+
+/** FLOPs of attention over [B, H, T, D] queries and S keys (the backward counted as 2.5 forwards). */
+export function attentionFlops(B: number, H: number, T: number, S: number, D: number, causal: boolean, bwd: boolean): number {
+  const f = (4 * B * H * T * S * D) / (causal ? 2 : 1);
+  return bwd ? f * 3.5 : f;
+}
