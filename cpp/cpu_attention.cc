@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "cpu_common.h"
+#include "isa/isa_kernels.h"
 #include "kernel_checks.h"
 
 namespace llava {
@@ -125,30 +126,120 @@ template <typename F> void for_items(int64_t n, F&& make_worker) {
 }
 
 // ------------------------------------------------------------------ forward
-template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& out, const TensorArg& lse) {
+// How a forward row block gets its products, S = Q K^T and O += P V. F32Products: the f32 tiles above
+// (bf16/f16 widened on load); every dtype and ISA level.
+template <typename T> struct F32Products {
+  using A = acc_t<T>;
+  const Attn& p;
+  std::vector<A> q, kb, vb;
+  const A *K = nullptr, *V = nullptr;
+  int64_t ldk = 0, ldv = 0;
+  int n = 0;
+  explicit F32Products(const Attn& p_) : p(p_), q(kBr * p_.Dp), kb(kBc * p_.Dp), vb(kBc * p_.Dp) {}
+  void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
+    n = n_;
+    load_rows<T>(p, *p.q, b, kvh, r0, n, q.data());
+  }
+  void scores(int64_t b, int64_t kvh, int64_t c0, int kc, A* S) {
+    K = tile_rows<T>(p, *p.k, b, kvh, c0, kc, kb.data(), ldk);
+    V = tile_rows<T>(p, *p.v, b, kvh, c0, kc, vb.data(), ldv);
+    qk(q.data(), p.Dp, n, K, ldk, kc, (int)p.Dp, S, kBc);
+  }
+  void accumulate(const A* P, int kc, A* O) { pv(P, kBc, 1, n, V, ldv, kc, (int)p.Dp, O, p.Dp); }
+};
+
+#if LLAVA_AVX2 && LLAVA_X86_ISA
+// Bf16Products: bf16 tensors on AVX512-BF16 run both products on the bf16 GEMM tile (cpp/isa,
+// 12 x 32, f32 accumulation): Q rows and K rows packed in k pairs along D, P rounded to bf16 and packed
+// in pairs along the keys, V packed in pairs of keys. P is rounded once for P V only (its row sums stay
+// f32), as FlashAttention does on tensor cores.
+struct Bf16Products {
+  const Attn& p;
+  const int64_t Dk;  // D rounded up to whole pairs
+  const int nd;      // 32-column panels of D
+  std::vector<uint16_t> qrows, q, k, krows, v, vrows, pp;
+  float tile[12 * 32];
+  int n = 0, kc = 0;
+  explicit Bf16Products(const Attn& p_)
+      : p(p_),
+        Dk((p_.D + 1) & ~int64_t(1)),
+        nd(int((p_.D + 31) / 32)),
+        qrows(kBr * p_.D),
+        q((kBr + 11) / 12 * 12 * Dk),
+        k(kBc * Dk),
+        krows(kBc * p_.D),
+        v(nd * 32 * kBc),
+        vrows(kBc * nd * 32),
+        pp((kBr + 11) / 12 * 12 * kBc) {}
+  static const uint16_t* bits(const bf16* x) { return reinterpret_cast<const uint16_t*>(x); }
+  void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
+    n = n_;
+    std::fill(qrows.begin(), qrows.end(), uint16_t(0));  // rows past n pack as zeros
+    for (int i = 0; i < n; i++) {
+      const int64_t r = r0 + i;
+      std::memcpy(&qrows[i * p.D], row_ptr<bf16>(*p.q, b, kvh * p.G + r % p.G, r / p.G), p.D * 2);
+    }
+    for (int i = 0; i < n; i += 12) isa::bf16_pack_cols12_avx512(&qrows[i * p.D], p.D, p.D, &q[i * Dk]);
+  }
+  void scores(int64_t b, int64_t kvh, int64_t c0, int kc_, float* S) {
+    kc = kc_;
+    // K rows (zero past kc) -> 32-key panels in D pairs; V rows (zero-padded to nd * 32 columns) -> panels
+    // of 32 columns in key pairs.
+    const TensorArg &kt = *p.k, &vt = *p.v;
+    std::fill(krows.begin(), krows.end(), uint16_t(0));
+    std::fill(vrows.begin(), vrows.end(), uint16_t(0));
+    for (int j = 0; j < kc; j++) {
+      std::memcpy(&krows[j * p.D], row_ptr<bf16>(kt, b, kvh, c0 + j), p.D * 2);
+      std::memcpy(&vrows[j * nd * 32], row_ptr<bf16>(vt, b, kvh, c0 + j), p.D * 2);
+    }
+    const int kpan = (kc + 31) / 32;
+    for (int j = 0; j < kpan; j++) isa::bf16_pack_cols32_avx512(&krows[j * 32 * p.D], p.D, p.D, &k[j * 32 * Dk]);
+    const int64_t kk = (kc + 1) & ~1;
+    for (int d = 0; d < nd; d++) isa::bf16_pack_rows32_avx512(&vrows[d * 32], nd * 32, kc, &v[d * 32 * kk]);
+    for (int i = 0; i < n; i += 12)
+      for (int j = 0; j < kpan; j++)
+        isa::bf16gemm_ukr_avx512_12x32(Dk / 2, &q[i * Dk], &k[j * 32 * Dk], S + i * kBc + 32 * j, kBc, true, 0.f,
+                                       nullptr);
+  }
+  void accumulate(const float* P, int, float* O) {
+    const int64_t kk = (kc + 1) & ~1, Dp = p.Dp;
+    for (int i = 0; i < n; i += 12) isa::bf16_pack_f32_cols12_avx512(P + i * kBc, kBc, kc, &pp[i * kk]);
+    for (int i = 0; i < n; i += 12)
+      for (int d = 0; d < nd; d++) {
+        float* o = O + i * Dp + 32 * d;
+        const int w = int(std::min<int64_t>(32, p.D - 32 * d));
+        if (w == 32 && 32 * (d + 1) <= Dp) {
+          isa::bf16gemm_ukr_avx512_12x32(kk / 2, &pp[i * kk], &v[d * 32 * kk], o, Dp, false, 0.f, nullptr);
+          continue;
+        }
+        // A part-panel of D: the full tile into a local buffer, then the valid columns.
+        isa::bf16gemm_ukr_avx512_12x32(kk / 2, &pp[i * kk], &v[d * 32 * kk], tile, 32, true, 0.f, nullptr);
+        for (int r = 0; r < 12 && i + r < n; r++)
+          for (int c = 0; c < w; c++) o[r * Dp + c] += tile[r * 32 + c];
+      }
+  }
+};
+#endif
+
+template <typename T, typename Prod> void attention_fwd_run(const Attn& p, const TensorArg& out, const TensorArg& lse) {
   using A = acc_t<T>;
   const int64_t R = p.R(), BK = p.B * p.Hkv, nrb = (R + kBr - 1) / kBr, Dp = p.Dp, D = p.D;
   const A ninf = -std::numeric_limits<A>::infinity();
   T* outp = out.data<T>();
   for_items(BK * nrb, [&] {
     struct W {
-      std::vector<A> q, o, s, kb, vb, m, l;
+      Prod prod;
+      std::vector<A> o, s, m, l;
+      explicit W(const Attn& p_) : prod(p_), o(kBr * p_.Dp), s(kBr * kBc), m(kBr), l(kBr) {}
     };
-    auto w = std::make_shared<W>();
-    w->q.resize(kBr * Dp);
-    w->o.resize(kBr * Dp);
-    w->s.resize(kBr * kBc);
-    w->kb.resize(kBc * Dp);
-    w->vb.resize(kBc * Dp);
-    w->m.resize(kBr);
-    w->l.resize(kBr);
+    auto w = std::make_shared<W>(p);
     return [&, w](int64_t item) {
       // Largest causal blocks first: the block index runs backwards over the item order.
       const int64_t rb = nrb - 1 - item / BK, bk = item % BK, b = bk / p.Hkv, kvh = bk % p.Hkv;
       const int64_t r0 = rb * kBr;
       const int n = (int)std::min<int64_t>(kBr, R - r0);
-      A *Q = w->q.data(), *O = w->o.data(), *S = w->s.data(), *M = w->m.data(), *L = w->l.data();
-      load_rows<T>(p, *p.q, b, kvh, r0, n, Q);
+      A *O = w->o.data(), *S = w->s.data(), *M = w->m.data(), *L = w->l.data();
+      w->prod.rows(b, kvh, r0, n);
       std::fill(O, O + n * Dp, A(0));
       std::fill(M, M + n, ninf);
       std::fill(L, L + n, A(0));
@@ -156,10 +247,7 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
       const int64_t kend = p.causal ? std::min(p.S, tmax + p.S - p.T + 1) : p.S;
       for (int64_t c0 = 0; c0 < kend; c0 += kBc) {
         const int kc = (int)std::min<int64_t>(kBc, kend - c0), n8 = (int)round8(kc);
-        int64_t ldk, ldv;
-        const A* K = tile_rows<T>(p, *p.k, b, kvh, c0, kc, w->kb.data(), ldk);
-        const A* V = tile_rows<T>(p, *p.v, b, kvh, c0, kc, w->vb.data(), ldv);
-        qk(Q, Dp, n, K, ldk, kc, (int)Dp, S, kBc);
+        w->prod.scores(b, kvh, c0, kc, S);
         for (int i = 0; i < n; i++) {
           const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
           A* s = S + i * kBc;
@@ -176,7 +264,7 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
           M[i] = mnew;
           if (alpha != A(1)) scale_row(O + i * Dp, (int)Dp, alpha);
         }
-        pv(S, kBc, 1, n, V, ldv, kc, (int)Dp, O, Dp);
+        w->prod.accumulate(S, kc, O);
       }
       for (int i = 0; i < n; i++) {
         const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
@@ -193,6 +281,14 @@ template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& ou
       }
     };
   });
+}
+
+template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& out, const TensorArg& lse) {
+#if LLAVA_AVX2 && LLAVA_X86_ISA
+  if constexpr (std::is_same_v<T, bf16>)
+    if (cpu_has_avx512_bf16()) return attention_fwd_run<T, Bf16Products>(p, out, lse);
+#endif
+  attention_fwd_run<T, F32Products<T>>(p, out, lse);
 }
 
 // ------------------------------------------------------------------ backward

@@ -8,6 +8,9 @@
 #define LLAVA_ACT_HW_BF16 1
 #include <cstring>
 
+#include <type_traits>
+
+#include "../cpu_common.h"
 #include "act_lanes.h"
 #include "gemm_tile_avx512.h"
 
@@ -117,10 +120,18 @@ __attribute__((always_inline)) static inline void transpose_16x16_epi32(__m512i 
 // src + w * sw; a row-major A, or W of x @ W^T): each k pair is one 32-bit word. Whole blocks of 16 pairs
 // are read as 64-byte row pieces and transposed in registers, 16 rows at a time (a 12-row group padded
 // with zero rows, stored under a mask); the remaining pairs are gathered across the rows, 16 at a time.
-// Needs (W - 1) * sw < 2^31.
-template <int W> static void pack_cols(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+// An f32 source (S = float) is rounded to bf16 on the way (vcvtne2ps2bf16 in the blocks, which flushes
+// subnormals to zero; exact rounding in the scalar tail). Needs (W - 1) * sw < 2^31.
+template <int W, typename S> static void pack_cols(const S* src, int64_t sw, int64_t kc, uint16_t* dst) {
   constexpr int G = (W + 15) / 16;  // groups of 16 rows
   auto rows_of = [](int g) { return W - 16 * g < 16 ? W - 16 * g : 16; };
+  auto row16 = [&](int i, int64_t k2) -> __m512i {  // pairs k2 .. k2 + 15 of row i
+    const S* r = src + i * sw + 2 * k2;
+    if constexpr (std::is_same_v<S, float>)
+      return __m512i(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(r + 16), _mm512_loadu_ps(r)));
+    else
+      return _mm512_loadu_si512(r);
+  };
   int64_t k2 = 0;
   for (; 2 * k2 + 32 <= kc; k2 += 16, dst += 16 * 2 * W) {
 #pragma GCC unroll 2
@@ -129,29 +140,37 @@ template <int W> static void pack_cols(const uint16_t* src, int64_t sw, int64_t 
       const __mmask16 keep = __mmask16((1u << rows) - 1);
       __m512i r[16];
 #pragma GCC unroll 16
-      for (int i = 0; i < 16; i++)
-        r[i] = i < rows ? _mm512_loadu_si512(src + (16 * g + i) * sw + 2 * k2) : _mm512_setzero_si512();
+      for (int i = 0; i < 16; i++) r[i] = i < rows ? row16(16 * g + i, k2) : _mm512_setzero_si512();
       transpose_16x16_epi32(r);
 #pragma GCC unroll 16
       for (int j = 0; j < 16; j++) _mm512_mask_storeu_epi32(dst + j * 2 * W + 32 * g, keep, r[j]);
     }
   }
-  const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  __m512i idx[G];
-  for (int g = 0; g < G; g++)
-    idx[g] = _mm512_mullo_epi32(_mm512_add_epi32(step, _mm512_set1_epi32(16 * g)), _mm512_set1_epi32(int32_t(sw)));
-  for (; 2 * k2 + 1 < kc; k2++, dst += 2 * W) {
-    const uint16_t* base = src + 2 * k2;
-    for (int g = 0; g < G; g++) {
-      const __mmask16 keep = __mmask16((1u << rows_of(g)) - 1);
-      const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), keep, idx[g], base, 2);
-      _mm512_mask_storeu_epi32(dst + 32 * g, keep, v);
+  if constexpr (std::is_same_v<S, uint16_t>) {
+    const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512i idx[G];
+    for (int g = 0; g < G; g++)
+      idx[g] = _mm512_mullo_epi32(_mm512_add_epi32(step, _mm512_set1_epi32(16 * g)), _mm512_set1_epi32(int32_t(sw)));
+    for (; 2 * k2 + 1 < kc; k2++, dst += 2 * W) {
+      const uint16_t* base = src + 2 * k2;
+      for (int g = 0; g < G; g++) {
+        const __mmask16 keep = __mmask16((1u << rows_of(g)) - 1);
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), keep, idx[g], base, 2);
+        _mm512_mask_storeu_epi32(dst + 32 * g, keep, v);
+      }
     }
   }
-  if (2 * k2 < kc)  // odd kc: the last pair's second half is zero
+  auto bits = [](S v) -> uint16_t {
+    if constexpr (std::is_same_v<S, float>)
+      return f32_to_bf16(v);
+    else
+      return v;
+  };
+  for (; 2 * k2 < kc; k2++, dst += 2 * W)  // the rest one pair at a time; an odd kc pairs with zero
     for (int w = 0; w < W; w++) {
-      dst[2 * w] = src[w * sw + 2 * k2];
-      dst[2 * w + 1] = 0;
+      const S* r = src + w * sw + 2 * k2;
+      dst[2 * w] = bits(r[0]);
+      dst[2 * w + 1] = 2 * k2 + 1 < kc ? bits(r[1]) : 0;
     }
 }
 
@@ -160,6 +179,9 @@ void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16
 }
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
   pack_cols<32>(src, sw, kc, dst);
+}
+void bf16_pack_f32_cols12_avx512(const float* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  pack_cols<12>(src, sw, kc, dst);
 }
 
 }  // namespace isa

@@ -15,7 +15,7 @@ import { Tensor, tensor } from '../../lib';
 import type { DType } from '../../lib';
 import { native } from '../../lib/native';
 import { gemm2d } from '../../lib/ops/quant';
-import { f64, numel, randArray, refMatmul } from '../helpers';
+import { f64, numel, randArray, refAttention, refMatmul } from '../helpers';
 
 const detected = native.cpuIsa().detected;
 const ORDER = ['portable', 'avx2', 'avx512', 'avx512bf16'];
@@ -251,6 +251,61 @@ t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on e
   } finally {
     native.cpuIsa(before);
     for (const x of [a, b, bias, out0]) x.dispose();
+  }
+});
+
+t.test('bf16 attention forward on every instruction set (avx512bf16: bf16 GEMM tiles, P rounded to bf16)', async (tt) => {
+  // Shapes for the packed path's edges: D a whole number of 32-column panels, a part panel, odd; key
+  // tiles short of 32 and of 64; one query row (decode); grouped-query heads; masks and rows that see
+  // no key. Criterion (FlashAttention's): at most 2x the bf16 composite's error plus half a bf16 ulp.
+  const shapes = [
+    { B: 1, H: 2, Hkv: 2, T: 70, S: 70, D: 64, causal: false, mask: false },
+    { B: 1, H: 4, Hkv: 2, T: 61, S: 130, D: 40, causal: true, mask: false },
+    { B: 2, H: 2, Hkv: 1, T: 1, S: 9, D: 33, causal: false, mask: false },
+    { B: 1, H: 2, Hkv: 2, T: 13, S: 100, D: 130, causal: false, mask: true },
+    { B: 1, H: 1, Hkv: 1, T: 6, S: 3, D: 8, causal: true, mask: false },
+  ];
+  const before = native.cpuIsa().active;
+  try {
+    for (const [si, d] of shapes.entries()) {
+      const mk = (shape: number[], seed: number, lo = -2, hi = 2) => tensor(randArray(numel(shape), seed, lo, hi), { shape, dtype: 'bfloat16' });
+      const q = mk([d.B, d.H, d.T, d.D], 70 + si);
+      const k = mk([d.B, d.Hkv, d.S, d.D], 80 + si);
+      const v = mk([d.B, d.Hkv, d.S, d.D], 90 + si, -1, 1);
+      let mask: Tensor | null = null;
+      let maskVals: Uint8Array | undefined;
+      if (d.mask) {
+        const m = Uint8Array.from(randArray(d.B * d.T * d.S, 99, 0, 1), (x) => (x < 0.6 ? 1 : 0));
+        for (let s = 0; s < d.S; s++) m[s] = 0; // row 0 sees no key: output 0
+        mask = tensor(m, { shape: [d.B, 1, d.T, d.S], dtype: 'bool' });
+        maskVals = new Uint8Array(d.B * d.H * d.T * d.S);
+        for (let b = 0; b < d.B; b++)
+          for (let h = 0; h < d.H; h++) maskVals.set(m.subarray(b * d.T * d.S, (b + 1) * d.T * d.S), (b * d.H + h) * d.T * d.S);
+      }
+      const ref = refAttention(f64(q), f64(k), f64(v), d, { causal: d.causal, mask: maskVals });
+      if (maskVals) for (let h = 0; h < d.B * d.H; h++) ref.fill(0, h * d.T * d.D, h * d.T * d.D + d.D); // no key: 0
+      const maxErr = (x: Tensor): number => {
+        const a = f64(x);
+        let m = 0;
+        for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - ref[i]));
+        x.dispose();
+        return m;
+      };
+      native.cpuIsa('portable');
+      const comp = L.attentionComposite(q, k, v, { isCausal: d.causal, mask });
+      const compVals = f64(comp);
+      comp.dispose();
+      let eComp = 0;
+      for (let i = 0; i < ref.length; i++) if (Number.isFinite(compVals[i])) eComp = Math.max(eComp, Math.abs(compVals[i] - ref[i]));
+      for (const isa of ISAS) {
+        native.cpuIsa(isa);
+        const e = maxErr(L.scaledDotProductAttention(q, k, v, { isCausal: d.causal, mask }));
+        tt.ok(e <= 2 * eComp + 2 ** -9, `${JSON.stringify(d)} [${isa}]: max error ${e.toExponential(2)}, composite ${eComp.toExponential(2)}`);
+      }
+      for (const x of [q, k, v, mask]) x?.dispose();
+    }
+  } finally {
+    native.cpuIsa(before);
   }
 });
 
