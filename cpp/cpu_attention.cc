@@ -125,102 +125,9 @@ template <typename F> void for_items(int64_t n, F&& make_worker) {
   });
 }
 
+#include "cpu_attention_products.h"  // S = Q K^T, O += P V, ... on f32 or bf16 tiles
+
 // ------------------------------------------------------------------ forward
-// How a forward row block gets its products, S = Q K^T and O += P V. F32Products: the f32 tiles above
-// (bf16/f16 widened on load); every dtype and ISA level.
-template <typename T> struct F32Products {
-  using A = acc_t<T>;
-  const Attn& p;
-  std::vector<A> q, kb, vb;
-  const A *K = nullptr, *V = nullptr;
-  int64_t ldk = 0, ldv = 0;
-  int n = 0;
-  explicit F32Products(const Attn& p_) : p(p_), q(kBr * p_.Dp), kb(kBc * p_.Dp), vb(kBc * p_.Dp) {}
-  void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
-    n = n_;
-    load_rows<T>(p, *p.q, b, kvh, r0, n, q.data());
-  }
-  void scores(int64_t b, int64_t kvh, int64_t c0, int kc, A* S) {
-    K = tile_rows<T>(p, *p.k, b, kvh, c0, kc, kb.data(), ldk);
-    V = tile_rows<T>(p, *p.v, b, kvh, c0, kc, vb.data(), ldv);
-    qk(q.data(), p.Dp, n, K, ldk, kc, (int)p.Dp, S, kBc);
-  }
-  void accumulate(const A* P, int kc, A* O) { pv(P, kBc, 1, n, V, ldv, kc, (int)p.Dp, O, p.Dp); }
-};
-
-#if LLAVA_AVX2 && LLAVA_X86_ISA
-// Bf16Products: bf16 tensors on AVX512-BF16 run both products on the bf16 GEMM tile (cpp/isa,
-// 12 x 32, f32 accumulation): Q rows and K rows packed in k pairs along D, P rounded to bf16 and packed
-// in pairs along the keys, V packed in pairs of keys. P is rounded once for P V only (its row sums stay
-// f32), as FlashAttention does on tensor cores.
-struct Bf16Products {
-  const Attn& p;
-  const int64_t Dk;  // D rounded up to whole pairs
-  const int nd;      // 32-column panels of D
-  std::vector<uint16_t> qrows, q, k, krows, v, vrows, pp;
-  float tile[12 * 32];
-  int n = 0, kc = 0;
-  explicit Bf16Products(const Attn& p_)
-      : p(p_),
-        Dk((p_.D + 1) & ~int64_t(1)),
-        nd(int((p_.D + 31) / 32)),
-        qrows(kBr * p_.D),
-        q((kBr + 11) / 12 * 12 * Dk),
-        k(kBc * Dk),
-        krows(kBc * p_.D),
-        v(nd * 32 * kBc),
-        vrows(kBc * nd * 32),
-        pp((kBr + 11) / 12 * 12 * kBc) {}
-  static const uint16_t* bits(const bf16* x) { return reinterpret_cast<const uint16_t*>(x); }
-  void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
-    n = n_;
-    std::fill(qrows.begin(), qrows.end(), uint16_t(0));  // rows past n pack as zeros
-    for (int i = 0; i < n; i++) {
-      const int64_t r = r0 + i;
-      std::memcpy(&qrows[i * p.D], row_ptr<bf16>(*p.q, b, kvh * p.G + r % p.G, r / p.G), p.D * 2);
-    }
-    for (int i = 0; i < n; i += 12) isa::bf16_pack_cols12_avx512(&qrows[i * p.D], p.D, p.D, &q[i * Dk]);
-  }
-  void scores(int64_t b, int64_t kvh, int64_t c0, int kc_, float* S) {
-    kc = kc_;
-    // K rows (zero past kc) -> 32-key panels in D pairs; V rows (zero-padded to nd * 32 columns) -> panels
-    // of 32 columns in key pairs.
-    const TensorArg &kt = *p.k, &vt = *p.v;
-    std::fill(krows.begin(), krows.end(), uint16_t(0));
-    std::fill(vrows.begin(), vrows.end(), uint16_t(0));
-    for (int j = 0; j < kc; j++) {
-      std::memcpy(&krows[j * p.D], row_ptr<bf16>(kt, b, kvh, c0 + j), p.D * 2);
-      std::memcpy(&vrows[j * nd * 32], row_ptr<bf16>(vt, b, kvh, c0 + j), p.D * 2);
-    }
-    const int kpan = (kc + 31) / 32;
-    for (int j = 0; j < kpan; j++) isa::bf16_pack_cols32_avx512(&krows[j * 32 * p.D], p.D, p.D, &k[j * 32 * Dk]);
-    const int64_t kk = (kc + 1) & ~1;
-    for (int d = 0; d < nd; d++) isa::bf16_pack_rows32_avx512(&vrows[d * 32], nd * 32, kc, &v[d * 32 * kk]);
-    for (int i = 0; i < n; i += 12)
-      for (int j = 0; j < kpan; j++)
-        isa::bf16gemm_ukr_avx512_12x32(Dk / 2, &q[i * Dk], &k[j * 32 * Dk], S + i * kBc + 32 * j, kBc, true, 0.f,
-                                       nullptr);
-  }
-  void accumulate(const float* P, int, float* O) {
-    const int64_t kk = (kc + 1) & ~1, Dp = p.Dp;
-    for (int i = 0; i < n; i += 12) isa::bf16_pack_f32_cols12_avx512(P + i * kBc, kBc, kc, &pp[i * kk]);
-    for (int i = 0; i < n; i += 12)
-      for (int d = 0; d < nd; d++) {
-        float* o = O + i * Dp + 32 * d;
-        const int w = int(std::min<int64_t>(32, p.D - 32 * d));
-        if (w == 32 && 32 * (d + 1) <= Dp) {
-          isa::bf16gemm_ukr_avx512_12x32(kk / 2, &pp[i * kk], &v[d * 32 * kk], o, Dp, false, 0.f, nullptr);
-          continue;
-        }
-        // A part-panel of D: the full tile into a local buffer, then the valid columns.
-        isa::bf16gemm_ukr_avx512_12x32(kk / 2, &pp[i * kk], &v[d * 32 * kk], tile, 32, true, 0.f, nullptr);
-        for (int r = 0; r < 12 && i + r < n; r++)
-          for (int c = 0; c < w; c++) o[r * Dp + c] += tile[r * 32 + c];
-      }
-  }
-};
-#endif
-
 template <typename T, typename Prod> void attention_fwd_run(const Attn& p, const TensorArg& out, const TensorArg& lse) {
   using A = acc_t<T>;
   const int64_t R = p.R(), BK = p.B * p.Hkv, nrb = (R + kBr - 1) / kBr, Dp = p.Dp, D = p.D;
@@ -286,15 +193,15 @@ template <typename T, typename Prod> void attention_fwd_run(const Attn& p, const
 template <typename T> void attention_fwd_impl(const Attn& p, const TensorArg& out, const TensorArg& lse) {
 #if LLAVA_AVX2 && LLAVA_X86_ISA
   if constexpr (std::is_same_v<T, bf16>)
-    if (cpu_has_avx512_bf16()) return attention_fwd_run<T, Bf16Products>(p, out, lse);
+    if (cpu_has_avx512_bf16()) return attention_fwd_run<T, Bf16Fwd>(p, out, lse);
 #endif
-  attention_fwd_run<T, F32Products<T>>(p, out, lse);
+  attention_fwd_run<T, F32Fwd<T>>(p, out, lse);
 }
 
 // ------------------------------------------------------------------ backward
-template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk,
-                                              const TensorArg& dv, const TensorArg& out, const TensorArg& dout,
-                                              const TensorArg& lse) {
+template <typename T, typename Prod> void attention_bwd_run(const Attn& p, const TensorArg& dq, const TensorArg& dk,
+                                                            const TensorArg& dv, const TensorArg& out,
+                                                            const TensorArg& dout, const TensorArg& lse) {
   using A = acc_t<T>;
   const int64_t R = p.R(), BK = p.B * p.Hkv, Dp = p.Dp, D = p.D, BHT = p.B * p.H * p.T;
   const int64_t nkb = (p.S + kBc - 1) / kBc;
@@ -326,41 +233,31 @@ template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq
 
   for_items(BK * nsplit, [&] {
     struct W {
-      std::vector<A> q, dO, s, dp, dK, dV, kb, vb, dq;
+      Prod prod;
+      std::vector<A> s, dp, dK, dV, dq;
+      // s and dp keep 16 spare values past the last row (the bf16 packers read 12-column pieces).
+      W(const Attn& p_, const TensorArg& dout_, int64_t dq_n)
+          : prod(p_, dout_), s(kBr * kBc + 16), dp(kBr * kBc + 16), dK(kBc * p_.Dp), dV(kBc * p_.Dp), dq(dq_n) {}
     };
-    auto w = std::make_shared<W>();
-    w->q.resize(kBr * Dp);
-    w->dO.resize(kBr * Dp);
-    w->s.resize(kBr * kBc);
-    w->dp.resize(kBr * kBc);
-    w->dK.resize(kBc * Dp);
-    w->dV.resize(kBc * Dp);
-    w->kb.resize(kBc * Dp);
-    w->vb.resize(kBc * Dp);
-    if (nsplit == 1) w->dq.resize(R * Dp);
+    auto w = std::make_shared<W>(p, dout, nsplit == 1 ? R * Dp : 0);
     return [&, w](int64_t item) {
       const int64_t split = item / BK, bk = item % BK, b = bk / p.Hkv, kvh = bk % p.Hkv;
       const int64_t kb0 = nkb * split / nsplit, kb1 = nkb * (split + 1) / nsplit;
       A* dQ = nsplit == 1 ? w->dq.data() : dqacc.data() + split * per_split + bk * R * Dp;
       if (nsplit == 1) std::fill(dQ, dQ + R * Dp, A(0));
-      A *Q = w->q.data(), *dO = w->dO.data(), *S = w->s.data(), *dP = w->dp.data(), *dK = w->dK.data(),
-        *dV = w->dV.data();
+      A *S = w->s.data(), *dP = w->dp.data(), *dK = w->dK.data(), *dV = w->dV.data();
       for (int64_t kbi = kb0; kbi < kb1; kbi++) {
         const int64_t c0 = kbi * kBc;
         const int kc = (int)std::min<int64_t>(kBc, p.S - c0), n8 = (int)round8(kc);
-        int64_t ldk, ldv;
-        const A* K = tile_rows<T>(p, *p.k, b, kvh, c0, kc, w->kb.data(), ldk);
-        const A* V = tile_rows<T>(p, *p.v, b, kvh, c0, kc, w->vb.data(), ldv);
+        w->prod.keys(b, kvh, c0, kc);
         std::fill(dK, dK + kc * Dp, A(0));
         std::fill(dV, dV + kc * Dp, A(0));
         // Causal: rows before position c0 - (S - T) see none of this tile.
         const int64_t rstart = p.causal ? std::max<int64_t>(0, c0 - (p.S - p.T)) * p.G : 0;
         for (int64_t r0 = rstart; r0 < R; r0 += kBr) {
           const int n = (int)std::min<int64_t>(kBr, R - r0);
-          load_rows<T>(p, *p.q, b, kvh, r0, n, Q);
-          load_rows<T>(p, dout, b, kvh, r0, n, dO);
-          qk(Q, Dp, n, K, ldk, kc, (int)Dp, S, kBc);    // S = Q K^T
-          qk(dO, Dp, n, V, ldv, kc, (int)Dp, dP, kBc);  // dP = dO V^T
+          w->prod.rows(b, kvh, r0, n);
+          w->prod.scores(S, dP);  // S = Q K^T, dP = dO V^T
           for (int i = 0; i < n; i++) {
             const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
             const int64_t row = (b * p.H + h) * p.T + t;
@@ -375,9 +272,7 @@ template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq
             }
             ds_row(s, dP + i * kBc, n8, delta[row], A(p.scale));  // dS (scaled)
           }
-          pv(S, 1, kBc, kc, dO, Dp, n, (int)Dp, dV, Dp);             // dV += P^T dO
-          pv(dP, 1, kBc, kc, Q, Dp, n, (int)Dp, dK, Dp);             // dK += dS^T Q
-          pv(dP, kBc, 1, n, K, ldk, kc, (int)Dp, dQ + r0 * Dp, Dp);  // dQ += dS K
+          w->prod.grads(S, dP, dV, dK, dQ + r0 * Dp);  // dV += P^T dO, dK += dS^T Q, dQ += dS K
         }
         const int64_t krow = (b * p.Hkv + kvh) * p.S + c0;
         for (int j = 0; j < kc; j++) {
@@ -402,6 +297,16 @@ template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq
       store_dq_row(i / R / p.Hkv, (i / R) % p.Hkv, i % R, acc.data());
     }
   });
+}
+
+template <typename T> void attention_bwd_impl(const Attn& p, const TensorArg& dq, const TensorArg& dk,
+                                              const TensorArg& dv, const TensorArg& out, const TensorArg& dout,
+                                              const TensorArg& lse) {
+#if LLAVA_AVX2 && LLAVA_X86_ISA
+  if constexpr (std::is_same_v<T, bf16>)
+    if (cpu_has_avx512_bf16()) return attention_bwd_run<T, Bf16Bwd>(p, dq, dk, dv, out, dout, lse);
+#endif
+  attention_bwd_run<T, F32Bwd<T>>(p, dq, dk, dv, out, dout, lse);
 }
 
 // ------------------------------------------------------------------ validation

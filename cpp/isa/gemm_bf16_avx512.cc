@@ -84,6 +84,26 @@ void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16
   }
 }
 
+// A panel for the bf16 tile from 12 f32 columns of kc rows (row stride sk), rounded to bf16
+// (vcvtne2ps2bf16), rows k and k+1 interleaved: dst[(k2 * 12 + j) * 2 + e] = src[(2 k2 + e) * sk + j];
+// an odd last row pairs with 0. (The transposed operand of attention's dV += P^T dO, dK += dS^T Q.)
+void bf16_pack_f32_rows12_avx512(const float* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  alignas(64) static const uint16_t idx[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
+                                               8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  const __m512i ix = _mm512_load_si512(idx);
+  const __mmask16 m12 = 0x0fff;
+  int64_t k = 0;
+  for (; k + 2 <= kc; k += 2, dst += 24) {
+    const __m512 r0 = _mm512_maskz_loadu_ps(m12, src + k * sk), r1 = _mm512_maskz_loadu_ps(m12, src + (k + 1) * sk);
+    _mm512_mask_storeu_epi32(dst, m12, _mm512_permutexvar_epi16(ix, __m512i(_mm512_cvtne2ps_pbh(r1, r0))));
+  }
+  if (k < kc) {
+    const __m512 r0 = _mm512_maskz_loadu_ps(m12, src + k * sk);
+    _mm512_mask_storeu_epi32(dst, m12,
+                             _mm512_permutexvar_epi16(ix, __m512i(_mm512_cvtne2ps_pbh(_mm512_setzero_ps(), r0))));
+  }
+}
+
 // In-register transpose of a 16 x 16 matrix of 32-bit words (row i in r[i] -> column i in r[i]):
 // 32-bit and 64-bit interleaves inside each 128-bit lane, then two rounds of 128-bit block shuffles.
 __attribute__((always_inline)) static inline void transpose_16x16_epi32(__m512i (&r)[16]) {

@@ -31,6 +31,8 @@ void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16
 void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 // The 12-row A panel from 12 f32 rows, rounded to bf16 (subnormals flushed to zero).
 void bf16_pack_f32_cols12_avx512(const float* src, int64_t sw, int64_t kc, uint16_t* dst);
+// The 12-row A panel from 12 f32 columns (kc rows of row stride sk), rounded to bf16: a transposed A.
+void bf16_pack_f32_rows12_avx512(const float* src, int64_t sk, int64_t kc, uint16_t* dst);
 
 // ---------------------------------------------------------------- adamw_avx2.cc
 // One AdamW step over n contiguous elements (cpu_adamw.cc's expression order; its constants as float).

@@ -254,10 +254,12 @@ t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on e
   }
 });
 
-t.test('bf16 attention forward on every instruction set (avx512bf16: bf16 GEMM tiles, P rounded to bf16)', async (tt) => {
+t.test('bf16 attention forward and backward on every instruction set (avx512bf16: bf16 GEMM tiles)', async (tt) => {
   // Shapes for the packed path's edges: D a whole number of 32-column panels, a part panel, odd; key
   // tiles short of 32 and of 64; one query row (decode); grouped-query heads; masks and rows that see
-  // no key. Criterion (FlashAttention's): at most 2x the bf16 composite's error plus half a bf16 ulp.
+  // no key. Criterion (FlashAttention's): at most 2x the bf16 composite's error, plus half a bf16 ulp
+  // of the largest reference value. References: the forward in float64 (refAttention), the gradients
+  // of the float64 kernel (plain loops, gradient-checked in grad.test.ts) on the same bf16 values.
   const shapes = [
     { B: 1, H: 2, Hkv: 2, T: 70, S: 70, D: 64, causal: false, mask: false },
     { B: 1, H: 4, Hkv: 2, T: 61, S: 130, D: 40, causal: true, mask: false },
@@ -266,12 +268,17 @@ t.test('bf16 attention forward on every instruction set (avx512bf16: bf16 GEMM t
     { B: 1, H: 1, Hkv: 1, T: 6, S: 3, D: 8, causal: true, mask: false },
   ];
   const before = native.cpuIsa().active;
+  const errOf = (a: Float64Array, r: Float64Array): number => {
+    let m = 0;
+    for (let i = 0; i < r.length; i++) m = Math.max(m, Math.abs(a[i] - r[i]));
+    return m;
+  };
+  const peak = (r: Float64Array): number => r.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
   try {
     for (const [si, d] of shapes.entries()) {
-      const mk = (shape: number[], seed: number, lo = -2, hi = 2) => tensor(randArray(numel(shape), seed, lo, hi), { shape, dtype: 'bfloat16' });
-      const q = mk([d.B, d.H, d.T, d.D], 70 + si);
-      const k = mk([d.B, d.Hkv, d.S, d.D], 80 + si);
-      const v = mk([d.B, d.Hkv, d.S, d.D], 90 + si, -1, 1);
+      const vals = (shape: number[], seed: number, lo = -2, hi = 2) => ({ v: randArray(numel(shape), seed, lo, hi), shape });
+      const inputs = [vals([d.B, d.H, d.T, d.D], 70 + si), vals([d.B, d.Hkv, d.S, d.D], 80 + si), vals([d.B, d.Hkv, d.S, d.D], 90 + si, -1, 1)];
+      const gvals = vals([d.B, d.H, d.T, d.D], 95 + si, -1, 1);
       let mask: Tensor | null = null;
       let maskVals: Uint8Array | undefined;
       if (d.mask) {
@@ -282,27 +289,43 @@ t.test('bf16 attention forward on every instruction set (avx512bf16: bf16 GEMM t
         for (let b = 0; b < d.B; b++)
           for (let h = 0; h < d.H; h++) maskVals.set(m.subarray(b * d.T * d.S, (b + 1) * d.T * d.S), (b * d.H + h) * d.T * d.S);
       }
-      const ref = refAttention(f64(q), f64(k), f64(v), d, { causal: d.causal, mask: maskVals });
-      if (maskVals) for (let h = 0; h < d.B * d.H; h++) ref.fill(0, h * d.T * d.D, h * d.T * d.D + d.D); // no key: 0
-      const maxErr = (x: Tensor): number => {
-        const a = f64(x);
-        let m = 0;
-        for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - ref[i]));
-        x.dispose();
-        return m;
+      // Output and input gradients of fn on the inputs rounded to bf16, computed in dtype.
+      const run = (dtype: DType, fn: typeof L.scaledDotProductAttention) => {
+        const xs = inputs.map(({ v, shape }) =>
+          tensor(f64(L.tidy(() => tensor(v, { shape, dtype: 'bfloat16' }))), { shape, dtype, requiresGrad: true }),
+        );
+        const g = tensor(f64(L.tidy(() => tensor(gvals.v, { shape: gvals.shape, dtype: 'bfloat16' }))), { shape: gvals.shape, dtype });
+        const y = fn(xs[0], xs[1], xs[2], { isCausal: d.causal, mask });
+        y.backward(g);
+        const res = { out: f64(y), grads: xs.map((x) => f64(x.grad!)) };
+        for (const x of [...xs, g, y]) x.dispose();
+        return res;
       };
       native.cpuIsa('portable');
-      const comp = L.attentionComposite(q, k, v, { isCausal: d.causal, mask });
-      const compVals = f64(comp);
-      comp.dispose();
-      let eComp = 0;
-      for (let i = 0; i < ref.length; i++) if (Number.isFinite(compVals[i])) eComp = Math.max(eComp, Math.abs(compVals[i] - ref[i]));
+      const x64 = inputs.map(({ v, shape }) => f64(L.tidy(() => tensor(v, { shape, dtype: 'bfloat16' }))));
+      const refOut = refAttention(x64[0], x64[1], x64[2], d, { causal: d.causal, mask: maskVals });
+      if (maskVals) for (let h = 0; h < d.B * d.H; h++) refOut.fill(0, h * d.T * d.D, h * d.T * d.D + d.D); // no key: 0
+      const refGrads = run('float64', L.scaledDotProductAttention).grads;
+      const comp = run('bfloat16', L.attentionComposite);
+      const finite = (a: Float64Array) => a.map((x) => (Number.isFinite(x) ? x : 0)); // the composite's no-key rows are NaN
+      const eComp = [errOf(finite(comp.out), refOut), ...comp.grads.map((gr, i) => errOf(finite(gr), refGrads[i]))];
+      const peaks = [peak(refOut), ...refGrads.map(peak)];
+      const slack = peaks.map((m) => m * 2 ** -9);
+      // The composite's rows that see no key are NaN (zeroed above), which inflates its dv error: cap
+      // its error at two bf16 ulps of the peak.
+      eComp.forEach((e, i) => (eComp[i] = Math.min(e, peaks[i] * 2 ** -7)));
       for (const isa of ISAS) {
         native.cpuIsa(isa);
-        const e = maxErr(L.scaledDotProductAttention(q, k, v, { isCausal: d.causal, mask }));
-        tt.ok(e <= 2 * eComp + 2 ** -9, `${JSON.stringify(d)} [${isa}]: max error ${e.toExponential(2)}, composite ${eComp.toExponential(2)}`);
+        const got = run('bfloat16', L.scaledDotProductAttention);
+        const errs = [errOf(got.out, refOut), ...got.grads.map((gr, i) => errOf(gr, refGrads[i]))];
+        ['out', 'dq', 'dk', 'dv'].forEach((what, i) =>
+          tt.ok(
+            errs[i] <= 2 * eComp[i] + slack[i],
+            `${JSON.stringify(d)} ${what} [${isa}]: max error ${errs[i].toExponential(2)}, composite ${eComp[i].toExponential(2)}`,
+          ),
+        );
       }
-      for (const x of [q, k, v, mask]) x?.dispose();
+      mask?.dispose();
     }
   } finally {
     native.cpuIsa(before);
