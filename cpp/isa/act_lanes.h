@@ -1,10 +1,11 @@
 // isa/act_lanes.h — the lane type of isa/act_math.h, written once over the vector width W (8 f32 lanes
 // for AVX2, 16 for AVX-512) with GCC/Clang vector extensions: the arithmetic, comparisons, selects, bit
 // casts and width conversions are the compiler's, which emits the instructions of the flags the
-// including file is built with (act_avx2.cc, act_avx512.cc). Fused multiply-add, min, max and floor
-// are spelled as intrinsics per width (ISO C++ mode does not contract a*b+c; the others the compiler
-// does not find from portable spellings). Included by those two files only; the anonymous
-// namespace gives each its own copy, so code built with different flags is never shared.
+// including file is built with. Fused multiply-add, min, max, sqrt and floor are spelled as intrinsics
+// per width (a fused multiply-add where the formula wants one, not wherever the compiler may contract
+// a*b+c; the others the compiler does not find from portable spellings). Included by the cpp/isa files
+// only (the activations, the AdamW loop, the bf16 GEMM's stores); the anonymous namespace gives each its
+// own copy, so code built with different flags is never shared.
 //
 // bf16 store: round to nearest even, a NaN stays a (quiet) NaN. A file that defines LLAVA_ACT_HW_BF16
 // (built for AVX512-BF16) stores with the hardware conversion.
