@@ -1,8 +1,8 @@
 // cpu_isa.test.ts — the CPU kernels on every instruction set this machine runs (cpp/cpu_isa.h:
-// portable, avx2, avx512, avx512bf16: the bf16 GEMM tile and bf16 stores of the activations), each against
-// a float64 reference. The cap is switched in process (native.cpuIsa, what LLAVA_CPU_ISA /
-// LLAVA_CPU_PORTABLE set at load), so one run covers every path the CPU has; the portable path runs
-// everywhere, which is what an ARM or pre-AVX2 machine gets.
+// portable, avx2, avx512, avx512bf16: the bf16 GEMM tile, bf16 attention products and bf16 stores of
+// the activations), each against a float64 reference. The cap is switched in process (native.cpuIsa,
+// what LLAVA_CPU_ISA / LLAVA_CPU_PORTABLE set at load), so one run covers every path the CPU has; the
+// portable path runs everywhere, which is what an ARM or pre-AVX2 machine gets.
 //
 // Each case computes a forward output and the input gradients of sum(y * w) for fixed random w. The
 // reference is the same computation in float64 (the f64 kernels: plain loops) on the values the
