@@ -24,15 +24,14 @@ void adamw_kernel(const KernelArgs& a) {
   if (cpu_isa() >= CpuIsa::Avx2 && (p.dtype == DType::F32 || p.dtype == DType::BF16) && m.dtype == DType::F32) {
     const isa::AdamwConsts c{float(lr * wd), float(b1),  float(1 - b1), float(b2), float(1 - b2),
                              float(lr),      float(bc1), float(bc2),    float(eps)};
-    auto bits = [](const TensorArg& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); };
     float* pw = master ? master->data<float>() : nullptr;
     parallel_for(n, 8192, [&](int64_t b, int64_t e) {
       if (p.dtype == DType::F32)
         isa::adamw_f32_avx2(p.data<float>() + b, g.data<float>() + b, m.data<float>() + b, v.data<float>() + b, e - b,
                             c);
       else
-        isa::adamw_bf16_avx2(bits(p) + b, bits(g) + b, m.data<float>() + b, v.data<float>() + b, pw ? pw + b : nullptr,
-                             e - b, c);
+        isa::adamw_bf16_avx2(bf16_bits(p) + b, bf16_bits(g) + b, m.data<float>() + b, v.data<float>() + b,
+                             pw ? pw + b : nullptr, e - b, c);
     });
     return;
   }

@@ -84,6 +84,11 @@ struct Bf16Base {
     for (int r = 0; r < rows; r++)
       for (int c = 0; c < cols; c++) C[r * ldc + c] = (first ? 0.f : C[r * ldc + c]) + tile[r * 32 + c];
   }
+  // Row copies are zero past D from their construction (copies write D values); rows past the n in use
+  // are zeroed here, as the packers read whole panels.
+  void zero_from(std::vector<uint16_t>& rows, int n) const {
+    std::fill(rows.begin() + n * D32, rows.end(), uint16_t(0));
+  }
   // Rows [r0, r0 + n) of a (b, kv head) problem of a [B,H,T,D] bf16 view into dst (row stride D32).
   void copy_rows(const TensorArg& t, int64_t b, int64_t kvh, int64_t r0, int n, uint16_t* dst) const {
     for (int i = 0; i < n; i++) {
@@ -130,14 +135,14 @@ struct Bf16Fwd : Bf16Base {
         pp(kBr * kBc) {}
   void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
     n = n_;
-    std::fill(qrows.begin(), qrows.end(), uint16_t(0));
+    zero_from(qrows, n);
     copy_rows(*p.q, b, kvh, r0, n, qrows.data());
     pack_rows_a(qrows.data(), n, q.data());
   }
   void scores(int64_t b, int64_t kvh, int64_t c0, int kc_, float* S) {
     kc = kc_;
-    std::fill(krows.begin(), krows.end(), uint16_t(0));
-    std::fill(vrows.begin(), vrows.end(), uint16_t(0));
+    zero_from(krows, kc);
+    zero_from(vrows, kc);
     copy_keys(*p.k, b, kvh, c0, kc, krows.data());
     copy_keys(*p.v, b, kvh, c0, kc, vrows.data());
     pack_rows_b(krows.data(), kc, k.data());
@@ -175,8 +180,8 @@ struct Bf16Bwd : Bf16Base {
         dsa(kBr * kBc) {}
   void keys(int64_t b, int64_t kvh, int64_t c0, int kc_) {
     kc = kc_;
-    std::fill(krows.begin(), krows.end(), uint16_t(0));
-    std::fill(vrows.begin(), vrows.end(), uint16_t(0));
+    zero_from(krows, kc);
+    zero_from(vrows, kc);
     copy_keys(*p.k, b, kvh, c0, kc, krows.data());
     copy_keys(*p.v, b, kvh, c0, kc, vrows.data());
     pack_rows_b(krows.data(), kc, kb.data());  // for S = Q K^T
@@ -185,8 +190,8 @@ struct Bf16Bwd : Bf16Base {
   }
   void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
     n = n_;
-    std::fill(qrows.begin(), qrows.end(), uint16_t(0));
-    std::fill(dorows.begin(), dorows.end(), uint16_t(0));
+    zero_from(qrows, n);
+    zero_from(dorows, n);
     copy_rows(*p.q, b, kvh, r0, n, qrows.data());
     copy_rows(dout, b, kvh, r0, n, dorows.data());
     pack_rows_a(qrows.data(), n, qa.data());    // for S

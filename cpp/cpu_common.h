@@ -40,6 +40,9 @@ struct f16 {
   uint16_t bits;
 };
 
+// A bf16 tensor's elements as the bit patterns the cpp/isa kernels take.
+inline uint16_t* bf16_bits(const TensorArg& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); }
+
 inline float bf16_to_f32(uint16_t b) {
   uint32_t u = uint32_t(b) << 16;
   float f;

@@ -103,11 +103,6 @@ using U = UnaryOp;  // op names and numbering: kernel_ops.h
 
 // The formulas (unary_fwd, unary_grad, int_unary): elementwise_math.h, shared with CUDA.
 
-#if LLAVA_X86_ISA
-// A bf16 tensor's elements as the bit patterns the isa/ kernels take.
-inline uint16_t* bf16_bits(const TensorArg& t) { return reinterpret_cast<uint16_t*>(t.data<bf16>()); }
-#endif
-
 // Activations at memory speed: contiguous f32/bf16 exp, tanh, sigmoid, gelu, gelu_tanh, quick_gelu and
 // silu (forward, and backward with dy) go to the vectorised kernels of isa/act_*.cc (AVX-512 where the
 // CPU has it, else AVX2) in chunks over the pool. False when the call is not one of those (the
