@@ -11,7 +11,8 @@
 //
 // Packing is where layouts and dtypes disappear: a and b are arbitrary strided views (a transposed
 // matrix is a view with swapped strides, batch stride 0 is broadcast), and bf16/f16 are widened to
-// f32 while packing, so the micro-kernels only ever see unit-stride f32 (or f64) panels. Both
+// f32 while packing, so the micro-kernels only ever see unit-stride f32 (or f64) panels; on
+// AVX512-BF16, bf16 stays bf16 and is packed in k pairs for the vdpbf16ps tile instead. Both
 // packings are the same operation ("W lanes x kc depth, lane stride sw, depth stride sk"), with
 // AVX2 fast paths for unit lane stride (copy) and unit depth stride (8x8 transposes).
 //
@@ -27,7 +28,8 @@
 // Accumulation is always f32 (f64 for f64). f32/f64 outputs are accumulated in place across K
 // blocks; bias and beta*out_old are folded into the first K block's store. bf16/f16 outputs go
 // through an f32 scratch per unit and are rounded once at the end (units are capped in size so the
-// scratch stays small). beta == 0 means "do not read out" (as in BLAS), so an uninitialised out
+// scratch stays small); the AVX512-BF16 tile rounds its last K block into a bf16 output itself, so
+// there the scratch only carries sums between K blocks and is not used at all when K <= KC. beta == 0 means "do not read out" (as in BLAS), so an uninitialised out
 // never leaks NaNs.
 //
 // Epilogue 'gelu' / 'gelu_tanh' (optional 6th argument, same semantics as the CUDA kernel): out =
@@ -112,6 +114,13 @@ template <typename K, typename = void> struct StoresBf16 : std::false_type {};
 template <typename K> struct StoresBf16<K, std::void_t<decltype(K::stores_bf16)>> : std::bool_constant<K::stores_bf16> {
 };
 
+// Whether a unit sums into its f32 scratch: 16-bit outputs and epilogues do, except a bf16 product
+// without an epilogue in one depth block, which the kernel rounds straight into the output.
+template <typename Kern, typename T> bool uses_scratch(const Problem& p) {
+  if (std::is_same_v<T, typename Kern::acc> && p.act == 0) return false;
+  return !(StoresBf16<Kern>::value && std::is_same_v<T, bf16> && p.act == 0 && p.K <= Kern::KC);
+}
+
 // Unit: batch `bt`, rows [m0, m1), columns [n0, n1) of C.
 template <typename Kern, typename T>
 void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -129,14 +138,13 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   const Acc* bias = static_cast<const Acc*>(p.bias);
   const int64_t nu = n1 - n0, K = p.K;
 
-  Acc* C;
-  int64_t ldc;
+  Acc* C = nullptr;
+  int64_t ldc = nu;
   if (direct) {
     C = reinterpret_cast<Acc*>(O) + m0 * p.N + n0;
     ldc = p.N;
-  } else {
+  } else if (uses_scratch<Kern, T>(p)) {
     C = tl_cacc.get<Acc>((m1 - m0) * nu);
-    ldc = nu;
   }
   const Acc beta = direct ? Acc(p.beta) : Acc(0);  // the scratch path applies beta when storing
 
@@ -162,7 +170,7 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
         const Acc* bj = bias ? bias + n0 + j : nullptr;
         for (int64_t i = 0; i < mc; i += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - i));
-          Acc* c = C + (ic - m0 + i) * ldc + j;
+          Acc* c = C ? C + (ic - m0 + i) * ldc + j : nullptr;  // null: one depth block into a bf16 out
           T* out = O + (ic + i) * p.N + n0 + j;
           if (mr == MR && nr == NR) {
             if constexpr (can_fuse)
@@ -177,11 +185,11 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
           Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, tile, NR, true, Acc(0), nullptr);
           for (int r = 0; r < mr; r++)
             for (int q = 0; q < nr; q++) {
-              Acc& o = c[r * ldc + q];
+              Acc* o = c ? c + r * ldc + q : nullptr;  // read unless first (beta is 0 without c)
               Acc v = tile[r * NR + q];
-              v = first ? v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * o : Acc(0)) : o + v;
+              v = first ? v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * *o : Acc(0)) : *o + v;
               if (!to_out) {
-                o = v;
+                *o = v;
                 continue;
               }
               T* y = out + r * p.N + q;
@@ -215,7 +223,7 @@ template <typename Kern, typename T> void gemm(const Problem& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const int64_t th = num_threads();
   int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
-  if (!std::is_same_v<T, typename Kern::acc> || p.act != 0)  // cap the scratch at ~4 MiB (f32) per unit
+  if (uses_scratch<Kern, T>(p))  // cap the scratch at ~4 MiB (f32) per unit
     mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 20);
   // Split further until every thread gets an equal share (or the shares are small enough that
   // imbalance stops mattering). Split the dimension that has more micro-tiles left.

@@ -71,8 +71,9 @@ void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Ac
 template <int W> void pack_pairs(const bf16* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, uint16_t* dst) {
   const int64_t kp = (kc + 1) / 2;
 #if LLAVA_X86_ISA && LLAVA_AVX2
-  if (W == 32 && sw == 1 && wvalid == W) {  // row-major B: interleave row pairs in registers
-    isa::bf16_pack_rows32_avx512(reinterpret_cast<const uint16_t*>(src), sk, kc, dst);
+  if ((W == 32 || W == 12) && sw == 1 && wvalid == W) {  // lanes contiguous: interleave row pairs in registers
+    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
+    W == 32 ? isa::bf16_pack_rows32_avx512(s, sk, kc, dst) : isa::bf16_pack_rows12_avx512(s, sk, kc, dst);
     return;
   }
   if ((W == 32 || W == 12) && sk == 1 && wvalid == W && sw > 0 && sw < (int64_t(1) << 31) / W) {  // depth contiguous
@@ -222,7 +223,10 @@ struct KernBf16Avx512 {
   using acc = float;
   using packed = uint16_t;
   static constexpr int MR = 12, NR = 32;
-  static constexpr int64_t KC = 512, MC = 192, NC = 1024;
+  // KC 2048: a product with K <= 2048 is one depth block, rounded into a bf16 output from registers
+  // with no f32 scratch (measured 5-10% faster than KC 512 at 1024^3 and 2048^3 on Zen 4, whose L2 feeds
+  // the tile well enough that the B micro-panel need not sit in L1); the A block MC x KC is 768 KiB.
+  static constexpr int64_t KC = 2048, MC = 192, NC = 1024;
   static int64_t kpad(int64_t kc) { return (kc + 1) & ~int64_t(1); }
   template <typename T, int W>
   static void pack(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {

@@ -49,11 +49,10 @@ void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B,
   using V = Lanes<16>;
   const __m512 bb0 = first && bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   const __m512 bb1 = first && bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-  for (int r = 0; r < MR; r++) {
-    const float* cr = C + r * ldc;
+  for (int r = 0; r < MR; r++) {  // C is read only after the first depth block (it may be null before)
     uint16_t* o = out16 + r * ldo;
-    __m512 v0 = _mm512_add_ps(c[r][0], first ? bb0 : _mm512_loadu_ps(cr));
-    __m512 v1 = _mm512_add_ps(c[r][1], first ? bb1 : _mm512_loadu_ps(cr + 16));
+    __m512 v0 = _mm512_add_ps(c[r][0], first ? bb0 : _mm512_loadu_ps(C + r * ldc));
+    __m512 v1 = _mm512_add_ps(c[r][1], first ? bb1 : _mm512_loadu_ps(C + r * ldc + 16));
     if (beta != 0.f) {
       v0 = _mm512_add_ps(v0, _mm512_mul_ps(_mm512_set1_ps(beta), __m512(V::load(o))));
       v1 = _mm512_add_ps(v1, _mm512_mul_ps(_mm512_set1_ps(beta), __m512(V::load(o + 16))));
@@ -63,25 +62,36 @@ void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B,
   }
 }
 
-// B panel for the bf16 tile from 32 contiguous columns (row stride sk): rows k and k+1 interleaved
-// 16 bits at a time, dst[(k2 * 32 + j) * 2 + e] = src[(2 k2 + e) * sk + j]; an odd last row pairs with 0.
-void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+// A (W = 12) or B (W = 32) panel for the bf16 tile from W contiguous columns (row stride sk; a row-major
+// B, or the transposed A of dW = dYᵀ X): rows k and k+1 interleaved 16 bits at a time,
+// dst[(k2 * W + j) * 2 + e] = src[(2 k2 + e) * sk + j]; an odd last row pairs with 0.
+template <int W> static void pack_rows(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  static_assert(W == 12 || W == 32, "the tile's panel widths");
   alignas(64) static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
                                                   8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
   alignas(64) static const uint16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
                                                   24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
   const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
+  const __mmask32 in = W == 32 ? ~__mmask32(0) : __mmask32((1u << W) - 1);
+  auto row = [&](int64_t k) { return _mm512_maskz_loadu_epi16(in, src + k * sk); };
+  auto put = [&](__m512i r0, __m512i r1) {
+    if constexpr (W == 32) {
+      _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, r1));
+      _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, r1));
+    } else {
+      _mm512_mask_storeu_epi16(dst, __mmask32((1u << 2 * W) - 1), _mm512_permutex2var_epi16(r0, lo, r1));
+    }
+  };
   int64_t k = 0;
-  for (; k + 2 <= kc; k += 2, dst += 64) {
-    __m512i r0 = _mm512_loadu_si512(src + k * sk), r1 = _mm512_loadu_si512(src + (k + 1) * sk);
-    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, r1));
-    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, r1));
-  }
-  if (k < kc) {
-    __m512i r0 = _mm512_loadu_si512(src + k * sk), z = _mm512_setzero_si512();
-    _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, z));
-    _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, z));
-  }
+  for (; k + 2 <= kc; k += 2, dst += 2 * W) put(row(k), row(k + 1));
+  if (k < kc) put(row(k), _mm512_setzero_si512());
+}
+
+void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  pack_rows<32>(src, sk, kc, dst);
+}
+void bf16_pack_rows12_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  pack_rows<12>(src, sk, kc, dst);
 }
 
 // A panel for the bf16 tile from 12 f32 columns of kc rows (row stride sk), rounded to bf16

@@ -23,8 +23,10 @@ void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C
 // ldo) instead of being written to C.
 void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
                                float beta, const float* bias, uint16_t* out16 = nullptr, int64_t ldo = 0);
-// Packs a 32-column bf16 B panel (columns contiguous, row stride sk, kc rows) into that pair layout.
+// Packs a 32-column bf16 B panel (columns contiguous, row stride sk, kc rows) into that pair layout,
+// and the 12-column A panel of a transposed A the same way.
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
+void bf16_pack_rows12_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
 // The same from 32 rows of contiguous depth (row stride sw < 2^31 / 31 elements), and the 12-row A
 // panel from 12 such rows.
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);

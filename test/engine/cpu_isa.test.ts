@@ -63,7 +63,7 @@ const CASES: Case[] = [
     // x @ W^T over two depth blocks plus a tail (the bf16 B packer transposes 32-deep pieces in
     // registers and gathers the rest), with a bias and an edge column panel.
     name: 'linear with bias (K over two depth blocks)',
-    shapes: [[13, 1100], [70, 1100], [70]],
+    shapes: [[13, 2100], [70, 2100], [70]],
     dtypes: ['float32', 'bfloat16'],
     fn: (x, w, b) => L.linear(x, w, b),
   },
@@ -230,9 +230,14 @@ t.test('bf16 results below the smallest normal are rounded, not flushed, on ever
 });
 
 t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on every instruction set', async (tt) => {
-  // Full 12 x 32 tiles, edge tiles and three depth blocks (K 1100): the bf16 kernel rounds its last depth
-  // block straight into the output, adding beta * out there.
-  const [M, K, N] = [27, 1100, 70];
+  // Full 12 x 32 tiles, edge tiles; one depth block (K 1100: no f32 scratch), and three for the f32 kernel
+  // and two for the bf16 one (K 4200): the bf16 kernel rounds its last depth block straight into the
+  // output, adding beta * out there.
+  for (const K of [1100, 4200]) gemmWithBeta(tt, K);
+});
+
+function gemmWithBeta(tt: Test, K: number): void {
+  const [M, N] = [27, 70];
   const vals = [randArray(M * K, 61, -1, 1), randArray(K * N, 62, -1, 1), randArray(N, 63, -1, 1), randArray(M * N, 64, -8, 8)];
   const mk = (v: Float64Array, shape: number[]) => tensor(v, { shape, dtype: 'bfloat16' });
   const [a, b, bias, out0] = [mk(vals[0], [M, K]), mk(vals[1], [K, N]), mk(vals[2], [N]), mk(vals[3], [M, N])];
@@ -245,14 +250,14 @@ t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on e
       native.cpuIsa(isa);
       const out = out0.clone();
       gemm2d(out, a, b, bias, 2);
-      check(tt, f64(out), want, 1e-2, `bf16 gemm with bias and beta 2 [${isa}]`);
+      check(tt, f64(out), want, 1e-2, `bf16 gemm with bias and beta 2, K ${K} [${isa}]`);
       out.dispose();
     }
   } finally {
     native.cpuIsa(before);
     for (const x of [a, b, bias, out0]) x.dispose();
   }
-});
+}
 
 t.test('bf16 attention forward and backward on every instruction set (avx512bf16: bf16 GEMM tiles)', async (tt) => {
   // Shapes for the packed path's edges: D a whole number of 32-column panels, a part panel, odd; key
