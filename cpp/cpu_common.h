@@ -120,8 +120,10 @@ template <typename V> inline void store(f16* p, V v) { p->bits = f32_to_f16(floa
 template <typename V> inline void store(bool* p, V v) { *p = v != V(0); }
 
 // Run the body with `T` bound to the CPU storage type of dtype `dt` (kernel_api.h).
-#define LLAVA_DISPATCH_FLOAT(args, dt, T, ...) LLAVA_DISPATCH_FLOAT_AS(::llava::bf16, ::llava::f16, args, dt, T, __VA_ARGS__)
-#define LLAVA_DISPATCH_ALL(args, dt, T, ...) LLAVA_DISPATCH_ALL_AS(::llava::bf16, ::llava::f16, args, dt, T, __VA_ARGS__)
+#define LLAVA_DISPATCH_FLOAT(args, dt, T, ...) \
+  LLAVA_DISPATCH_FLOAT_AS(::llava::bf16, ::llava::f16, args, dt, T, __VA_ARGS__)
+#define LLAVA_DISPATCH_ALL(args, dt, T, ...) \
+  LLAVA_DISPATCH_ALL_AS(::llava::bf16, ::llava::f16, args, dt, T, __VA_ARGS__)
 
 #if LLAVA_AVX2
 // ---------------------------------------------------------------- 8-lane AVX2 helpers
@@ -191,13 +193,13 @@ inline __m256 exp256_ps(__m256 x) {
   return _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(n, 23)));
 }
 
-// out[i] = exp(x[i] - m) (out may be null) for float32 rows; returns the sum in double.
-inline double exp_shift_sum_f32(const float* x, float m, float* out, int64_t n) {
+// out[i] = exp(x[i] - m) (out may be null) for float32 or bf16 rows, in f32; returns the sum in double.
+template <typename T> inline double exp_shift_sum(const T* x, float m, float* out, int64_t n) {
   __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
   double total = 0;
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256 e = exp256_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    __m256 e = exp256_ps(_mm256_sub_ps(vload(x + i), vm));
     if (out) _mm256_storeu_ps(out + i, e);
     acc = _mm256_add_ps(acc, e);
     if ((i & 1023) == 1016) {  // flush to double every 1024 elements
@@ -211,18 +213,18 @@ inline double exp_shift_sum_f32(const float* x, float m, float* out, int64_t n) 
   _mm256_store_ps(t, acc);
   for (float v : t) total += v;
   for (; i < n; i++) {
-    float e = std::exp(x[i] - m);
+    float e = std::exp(float(load(x + i)) - m);
     if (out) out[i] = e;
     total += e;
   }
   return total;
 }
 #else
-// out[i] = exp(x[i] - m) (out may be null) for float32 rows; returns the sum in double.
-inline double exp_shift_sum_f32(const float* x, float m, float* out, int64_t n) {
+// out[i] = exp(x[i] - m) (out may be null) for float32 or bf16 rows, in f32; returns the sum in double.
+template <typename T> inline double exp_shift_sum(const T* x, float m, float* out, int64_t n) {
   double total = 0;
   for (int64_t i = 0; i < n; i++) {
-    float e = std::exp(x[i] - m);
+    float e = std::exp(float(load(x + i)) - m);
     if (out) out[i] = e;
     total += e;
   }

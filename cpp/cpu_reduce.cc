@@ -115,29 +115,28 @@ void reduce_kernel(const KernelArgs& a) {
   });
 }
 
-// float32 rows take the vectorised exp (cpu_common.h); other dtypes fall back to the scalar loops.
+// float32 (and for cross-entropy bf16) rows take the vectorised exp (cpu_common.h); other dtypes fall
+// back to the scalar loops.
 template <typename T, typename F> inline bool softmax_row_fast(const T*, T*, int64_t, F) { return false; }
 inline bool softmax_row_fast(const float* px, float* py, int64_t C, float m) {
   if (std::isinf(m) && m < 0) {  // every entry -inf: a NaN row, as PyTorch
     for (int64_t i = 0; i < C; i++) py[i] = std::numeric_limits<float>::quiet_NaN();
     return true;
   }
-  float inv = float(1.0 / exp_shift_sum_f32(px, m, py, C));
+  float inv = float(1.0 / exp_shift_sum(px, m, py, C));
   for (int64_t i = 0; i < C; i++) py[i] *= inv;
   return true;
 }
 template <typename T, typename F> inline bool exp_sum_fast(const T*, F, int64_t, F&) { return false; }
 inline bool exp_sum_fast(const float* px, float m, int64_t n, float& s) {
-  s = float(exp_shift_sum_f32(px, m, nullptr, n));
+  s = float(exp_shift_sum(px, m, nullptr, n));
+  return true;
+}
+inline bool exp_sum_fast(const bf16* px, float m, int64_t n, float& s) {
+  s = float(exp_shift_sum(px, m, nullptr, n));
   return true;
 }
 template <typename T, typename F> inline bool ce_grad_row_fast(const T*, T*, int64_t, int64_t, F, F) { return false; }
-inline bool ce_grad_row_fast(const float* px, float* po, int64_t V, int64_t t, float l, float g) {
-  exp_shift_sum_f32(px, l, po, V);
-  for (int64_t i = 0; i < V; i++) po[i] *= g;
-  po[t] -= g;
-  return true;
-}
 
 // Row helpers: generic loops, with AVX2 overloads for f32 and bf16 below (overloads, not `if
 // constexpr`, because the callers are lambdas inside the dtype dispatch).
@@ -169,7 +168,7 @@ inline float row_max_of(const float* p, int64_t n, float) { return row_max(p, n)
 inline float row_max_of(const bf16* p, int64_t n, float) { return row_max(p, n); }
 inline bool log_softmax_row_fast(const float* px, float* py, int64_t C, float m) {
   if (std::isinf(m) && m < 0) return false;
-  const float lse = m + float(std::log(exp_shift_sum_f32(px, m, nullptr, C)));
+  const float lse = m + float(std::log(exp_shift_sum(px, m, nullptr, C)));
   for (int64_t i = 0; i < C; i++) py[i] = px[i] - lse;
   return true;
 }
@@ -185,7 +184,7 @@ inline bool softmax_row_fast(const bf16* px, bf16* py, int64_t C, float m) {
   int64_t i = 0;
   for (; i + 8 <= C; i += 8) _mm256_storeu_ps(buf + i, vload(px + i));
   for (; i < C; i++) buf[i] = load(px + i);
-  const __m256 inv = _mm256_set1_ps(float(1.0 / exp_shift_sum_f32(buf, m, buf, C)));
+  const __m256 inv = _mm256_set1_ps(float(1.0 / exp_shift_sum(buf, m, buf, C)));
   for (i = 0; i + 8 <= C; i += 8) vstore(py + i, _mm256_mul_ps(_mm256_loadu_ps(buf + i), inv));
   for (; i < C; i++) store(py + i, buf[i] * inv[0]);
   return true;
@@ -213,6 +212,22 @@ template <typename T> inline void softmax_bwd_row(const T* py, const T* pd, T* p
     float y = load(py + i), d = load(pd + i);
     store(po + i, logsm ? d - std::exp(y) * s : y * (d - s));
   }
+}
+// One row of the cross-entropy gradient: dx = (exp(x - lse) - [i == t]) * g, one rounding per element.
+template <typename T> inline void ce_grad_row(const T* px, T* po, int64_t V, int64_t t, float l, float g) {
+  const __m256 vl = _mm256_set1_ps(l), vg = _mm256_set1_ps(g);
+  int64_t i = 0;
+  for (; i + 8 <= V; i += 8) vstore(po + i, _mm256_mul_ps(exp256_ps(_mm256_sub_ps(vload(px + i), vl)), vg));
+  for (; i < V; i++) store(po + i, std::exp(float(load(px + i)) - l) * g);
+  store(po + t, (std::exp(float(load(px + t)) - l) - 1.f) * g);
+}
+inline bool ce_grad_row_fast(const float* px, float* po, int64_t V, int64_t t, float l, float g) {
+  ce_grad_row(px, po, V, t, l, g);
+  return true;
+}
+inline bool ce_grad_row_fast(const bf16* px, bf16* po, int64_t V, int64_t t, float l, float g) {
+  ce_grad_row(px, po, V, t, l, g);
+  return true;
 }
 inline bool softmax_bwd_row_fast(const float* py, const float* pd, float* po, int64_t C, bool logsm) {
   softmax_bwd_row(py, pd, po, C, logsm);
@@ -312,8 +327,7 @@ void cross_entropy_fwd_kernel(const KernelArgs& a) {
     parallel_for(N, 1, [&](int64_t b, int64_t e) {
       for (int64_t r = b; r < e; r++) {
         const T* px = logits.data<T>() + r * V;
-        F m = -std::numeric_limits<F>::infinity();
-        for (int64_t i = 0; i < V; i++) m = std::max(m, F(load(px + i)));
+        const F m = row_max_of(px, V, F());
         F s = 0;
         if (!exp_sum_fast(px, m, V, s))
           for (int64_t i = 0; i < V; i++) s += std::exp(F(load(px + i)) - m);

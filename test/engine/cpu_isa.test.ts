@@ -78,6 +78,15 @@ const CASES: Case[] = [
   },
 
   { name: 'softmax', shapes: [[7, 1001]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.softmax(x.mul(4)), lo: -2, hi: 2 },
+  {
+    // Odd V (vector tail), targets in the tail and at the row ends, one ignored row.
+    name: 'crossEntropy (per row, ignoreIndex)',
+    shapes: [[6, 1003]],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (x) => L.crossEntropy(x, tensor([0, 1002, 1000, -100, 517, 8], { dtype: 'int64' }), { reduction: 'none' }),
+    lo: -4,
+    hi: 4,
+  },
   { name: 'logSoftmax', shapes: [[5, 333]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.logSoftmax(x) },
   { name: 'layerNorm', shapes: [[9, 203], [203], [203]], dtypes: ['float32', 'bfloat16'], fn: (x, w, b) => L.layerNorm(x, 203, w, b) },
   { name: 'rmsNorm', shapes: [[9, 203], [203]], dtypes: ['float32', 'bfloat16'], fn: (x, w) => L.rmsNorm(x, w, 1e-6) },
