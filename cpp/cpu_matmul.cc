@@ -114,6 +114,10 @@ template <typename K, typename = void> struct StoresBf16 : std::false_type {};
 template <typename K> struct StoresBf16<K, std::void_t<decltype(K::stores_bf16)>> : std::bool_constant<K::stores_bf16> {
 };
 
+// Whether a kernel runs tiles of fewer than MR rows itself (Kern::row_edges: ukr(..., mr)).
+template <typename K, typename = void> struct RowEdges : std::false_type {};
+template <typename K> struct RowEdges<K, std::void_t<decltype(K::row_edges)>> : std::bool_constant<K::row_edges> {};
+
 // Whether a unit sums into its f32 scratch: 16-bit outputs and epilogues do, except a bf16 product
 // without an epilogue in one depth block, which the kernel rounds straight into the output.
 template <typename Kern, typename T> bool uses_scratch(const Problem& p) {
@@ -172,6 +176,15 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
           const int mr = int(std::min<int64_t>(MR, mc - i));
           Acc* c = C ? C + (ic - m0 + i) * ldc + j : nullptr;  // null: one depth block into a bf16 out
           T* out = O + (ic + i) * p.N + n0 + j;
+          if (nr == NR && mr < MR && RowEdges<Kern>::value) {  // bottom edge, full width: mr rows
+            if constexpr (RowEdges<Kern>::value) {
+              if (to_out)
+                Kern::ukr_bf16(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, bj, out, p.N, float(p.beta), mr);
+              else
+                Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, beta, bj, mr);
+              continue;
+            }
+          }
           if (mr == MR && nr == NR) {
             if constexpr (can_fuse)
               if (to_out) {

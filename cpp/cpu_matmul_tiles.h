@@ -233,16 +233,20 @@ struct KernBf16Avx512 {
     static_assert(std::is_same_v<T, bf16>, "the bf16 kernel packs bf16 operands only");
     pack_pairs<W>(src, sw, sk, wvalid, kc, dst);
   }
+  // mr < MR: the first mr rows only (a product's bottom edge, computed and stored without a full tile).
+  static constexpr bool row_edges = true;
   static void ukr(int64_t kc, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first, float beta,
-                  const float* bias) {
-    isa::bf16gemm_ukr_avx512_12x32(kpad(kc) / 2, A, B, C, ldc, first, beta, bias);
+                  const float* bias, int mr = MR) {
+    ukr_bf16(kc, A, B, C, ldc, first, bias, nullptr, 0, beta, mr);
   }
   // The last depth block of a bf16 product: the tile goes to the bf16 output from registers.
   static constexpr bool stores_bf16 = true;
   static void ukr_bf16(int64_t kc, const uint16_t* A, const uint16_t* B, const float* C, int64_t ldc, bool first,
-                       const float* bias, bf16* out, int64_t ldo, float beta) {
-    isa::bf16gemm_ukr_avx512_12x32(kpad(kc) / 2, A, B, const_cast<float*>(C), ldc, first, beta, bias,
-                                   reinterpret_cast<uint16_t*>(out), ldo);
+                       const float* bias, bf16* out, int64_t ldo, float beta, int mr = MR) {
+    float* c = const_cast<float*>(C);
+    uint16_t* o = reinterpret_cast<uint16_t*>(out);
+    if (mr == MR) return isa::bf16gemm_ukr_avx512_12x32(kpad(kc) / 2, A, B, c, ldc, first, beta, bias, o, ldo);
+    isa::bf16gemm_ukr_avx512_rows_x32(mr, kpad(kc) / 2, A, B, c, ldc, first, beta, bias, o, ldo);
   }
 };
 #endif

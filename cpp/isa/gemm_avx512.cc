@@ -29,7 +29,7 @@ void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C
     A += MR;
     B += NR;
   }
-  store_tile_12x32(c, C, ldc, first, beta, bias);
+  store_tile_x32(c, C, ldc, first, beta, bias);
 }
 
 }  // namespace isa

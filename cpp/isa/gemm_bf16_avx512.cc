@@ -22,20 +22,20 @@ namespace isa {
 // along k ("VNNI" layout): A[(k2 * 12 + r) * 2 + e], B[(k2 * 32 + j) * 2 + e] for k = 2 k2 + e.
 // With out16 (the last depth block of a bf16 product) the finished tile, first ? acc + bias : C + acc,
 // plus beta * out16 when beta is not 0, is rounded once and written to out16 (row stride ldo); C is
-// then only read.
-void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
-                               float beta, const float* bias, uint16_t* out16, int64_t ldo) {
-  constexpr int MR = 12;
-  __m512 c[MR][2];
+// then only read. R < 12 runs the first R rows of the A panel (the bottom edge of a product).
+template <int R> static void ukr_rows(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
+                                      bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+  constexpr int MR = 12;  // the A panel's width
+  __m512 c[R][2];
 #pragma GCC unroll 12
-  for (int r = 0; r < MR; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
   if (!(out16 && first))  // C is read or written
-    for (int r = 0; r < MR; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+    for (int r = 0; r < R; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kp; k++) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(B), b1 = (__m512bh)_mm512_loadu_si512(B + 32);
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
+    for (int r = 0; r < R; r++) {
       int32_t pair;
       std::memcpy(&pair, A + 2 * r, 4);
       const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
@@ -45,11 +45,11 @@ void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B,
     A += 2 * MR;
     B += 64;
   }
-  if (!out16) return store_tile_12x32(c, C, ldc, first, beta, bias);
+  if (!out16) return store_tile_x32(c, C, ldc, first, beta, bias);
   using V = Lanes<16>;
   const __m512 bb0 = first && bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
   const __m512 bb1 = first && bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-  for (int r = 0; r < MR; r++) {  // C is read only after the first depth block (it may be null before)
+  for (int r = 0; r < R; r++) {  // C is read only after the first depth block (it may be null before)
     uint16_t* o = out16 + r * ldo;
     __m512 v0 = _mm512_add_ps(c[r][0], first ? bb0 : _mm512_loadu_ps(C + r * ldc));
     __m512 v1 = _mm512_add_ps(c[r][1], first ? bb1 : _mm512_loadu_ps(C + r * ldc + 16));
@@ -59,6 +59,33 @@ void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B,
     }
     V::store(o, V::reg(v0));
     V::store(o + 16, V::reg(v1));
+  }
+}
+
+void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
+                               float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+  ukr_rows<12>(kp, A, B, C, ldc, first, beta, bias, out16, ldo);
+}
+
+void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
+                                  bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+  switch (rows) {
+#define LLAVA_ROWS_CASE(R) \
+  case R:                  \
+    return ukr_rows<R>(kp, A, B, C, ldc, first, beta, bias, out16, ldo);
+    LLAVA_ROWS_CASE(1)
+    LLAVA_ROWS_CASE(2)
+    LLAVA_ROWS_CASE(3)
+    LLAVA_ROWS_CASE(4)
+    LLAVA_ROWS_CASE(5)
+    LLAVA_ROWS_CASE(6)
+    LLAVA_ROWS_CASE(7)
+    LLAVA_ROWS_CASE(8)
+    LLAVA_ROWS_CASE(9)
+    LLAVA_ROWS_CASE(10)
+    LLAVA_ROWS_CASE(11)
+    LLAVA_ROWS_CASE(12)
+#undef LLAVA_ROWS_CASE
   }
 }
 

@@ -23,6 +23,9 @@ void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C
 // ldo) instead of being written to C.
 void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
                                float beta, const float* bias, uint16_t* out16 = nullptr, int64_t ldo = 0);
+// The same for the first `rows` (1..12) rows of the A panel: an R x 32 tile, C and out16 R rows.
+void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
+                                  bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo);
 // Packs a 32-column bf16 B panel (columns contiguous, row stride sk, kc rows) into that pair layout,
 // and the 12-column A panel of a transposed A the same way.
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
