@@ -57,18 +57,28 @@ function flatten(data: NestedArray, shape: Shape, op: string): (number | boolean
 
 type AnyTyped = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Uint16Array | Int8Array | Int16Array | Uint32Array;
 
+/** Whether every value is a JS number (a typed array other than the BigInt ones, or an array of numbers). */
+function allNumbers(values: ArrayLike<number | boolean | bigint>): values is ArrayLike<number> {
+  if (ArrayBuffer.isView(values)) return !(values instanceof BigInt64Array || values instanceof BigUint64Array);
+  return Array.isArray(values) && values.every((v) => typeof v === 'number');
+}
+
 function encode(values: ArrayLike<number | boolean | bigint>, dtype: DType): ArrayBufferView {
   const n = values.length;
   const num = (i: number): number => Number(values[i]);
+  // Numbers go through the typed-array constructors (one native loop; the same rounding as Number()
+  // stored element by element); booleans and bigints through Number() one at a time.
+  const f32 = (): Float32Array => (allNumbers(values) ? new Float32Array(values) : Float32Array.from({ length: n }, (_, i) => num(i)));
+  const f64 = (): Float64Array => (allNumbers(values) ? new Float64Array(values) : Float64Array.from({ length: n }, (_, i) => num(i)));
   switch (dtype) {
     case 'float32':
-      return Float32Array.from({ length: n }, (_, i) => num(i));
+      return f32();
     case 'float64':
-      return Float64Array.from({ length: n }, (_, i) => num(i));
+      return f64();
     case 'bfloat16':
-      return f32ToBf16(Float32Array.from({ length: n }, (_, i) => num(i)));
+      return f32ToBf16(f32());
     case 'float16':
-      return f32ToF16(Float32Array.from({ length: n }, (_, i) => num(i)));
+      return f32ToF16(f32());
     case 'int32':
       return Int32Array.from({ length: n }, (_, i) => Math.trunc(num(i)));
     case 'int64':
