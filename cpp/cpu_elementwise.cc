@@ -64,6 +64,19 @@ void copy_kernel(const KernelArgs& a) {
     std::memcpy(out.bytes(), x.bytes(), out.numel() * dtype_size(out.dtype));
     return;
   }
+  const int nd = out.ndim;
+  if (out.dtype == x.dtype && nd >= 2 && x.ndim == nd && out.numel() > 0 && out.shape[nd - 1] >= 16 &&
+      out.strides[nd - 1] == 1 && x.strides[nd - 1] == 1) {
+    // Same dtype, unit-stride rows on both sides (head permutes, slices, cat): one memcpy per row.
+    const int64_t inner = out.shape[nd - 1], rows = out.numel() / inner, es = dtype_size(out.dtype);
+    const int64_t* strides[2] = {out.strides, x.strides};
+    parallel_for(rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t b, int64_t e) {
+      StridedWalker<2> w(nd - 1, out.shape, strides, b);
+      for (int64_t r = b; r < e; r++, w.next())
+        std::memcpy(out.bytes() + w.off[0] * es, x.bytes() + w.off[1] * es, size_t(inner * es));
+    });
+    return;
+  }
   LLAVA_DISPATCH_ALL(a, out.dtype, TO, {
     LLAVA_DISPATCH_ALL(a, x.dtype, TI, {
       TO* po = out.data<TO>();

@@ -1278,6 +1278,33 @@ t.test('attention: bf16 error is at most ~2x the bf16 composite error (flash-att
 });
 
 // ====================================================================== shape ops
+t.test('copies of views whose rows are contiguous (one memcpy per row): permute, slice, cat into a slice', async (t) => {
+  L.tidy(() => {
+    const shape = [2, 5, 3, 37];
+    for (const dtype of ['float32', 'bfloat16', 'int64'] as DType[]) {
+      const x = randT(shape, 2200, 'float32').mul(50).to(dtype);
+      const xv = f64(x);
+      const perm = [0, 2, 1, 3];
+      const p = x.permute(...perm).contiguous();
+      assertClose(t, p, refPermute(xv, shape, perm), { shape: [2, 3, 5, 37], atol: 0, rtol: 0, msg: `head permute ${dtype}` });
+      // A slice along a middle dimension: rows 1, 3 of dimension 1, columns 2..33 of the last.
+      const s = x.slice(1, 1, 5, 2).slice(3, 2, 34).contiguous();
+      const want: number[] = [];
+      for (let a = 0; a < 2; a++)
+        for (const b of [1, 3]) for (let c = 0; c < 3; c++) for (let d = 2; d < 34; d++) want.push(xv[((a * 5 + b) * 3 + c) * 37 + d]);
+      assertClose(t, s, Float64Array.from(want), { shape: [2, 2, 3, 32], atol: 0, rtol: 0, msg: `middle slice ${dtype}` });
+      // cat along the last dimension writes each input into a strided slice of the output.
+      const c = L.cat([x, x.slice(3, 0, 20)], 3);
+      const wc: number[] = [];
+      for (let r = 0; r < 30; r++) {
+        for (let d = 0; d < 37; d++) wc.push(xv[r * 37 + d]);
+        for (let d = 0; d < 20; d++) wc.push(xv[r * 37 + d]);
+      }
+      assertClose(t, c, Float64Array.from(wc), { shape: [2, 5, 3, 57], atol: 0, rtol: 0, msg: `cat along the rows ${dtype}` });
+    }
+  });
+});
+
 t.test('views: reshape/view/permute/transpose/slice/narrow/select/expand/squeeze/unsqueeze/flatten share storage', async (t) => {
   L.tidy(() => {
     const x = randT([2, 3, 4], 1900, 'float32');
