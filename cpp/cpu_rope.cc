@@ -1,11 +1,34 @@
 // cpu_rope.cc — the `rope` kernel on the CPU: rotary position embedding, rotate-half convention
 // (CUDA twin: cuda/rope.cu). One parallel task per (b, h, t) row; each row pairs element i with
-// element i + D/2. The backward is the same kernel with a modified sin table (lib/ops/nn.ts).
+// element i + D/2. The backward is the same kernel with a modified sin table (lib/ops/nn.ts). Built
+// twice (scripts/sources.js): the AVX2 copy runs f32 and bf16 rows 8 lanes at a time.
 #include "cpu_common.h"
 #include "kernel_checks.h"
 
 namespace llava {
 namespace {
+
+// The first pairs of one row done 8 lanes at a time (f32 math, one rounding per element, as the scalar
+// loop); returns how many. Only f32 and bf16 rows of the AVX2 copy have them.
+template <typename T> inline int64_t rope_row_fast(const T*, const T*, const T*, T*, int64_t) { return 0; }
+#if LLAVA_AVX2
+template <typename T> inline int64_t rope_row_avx2(const T* px, const T* pc, const T* ps, T* po, int64_t half) {
+  int64_t i = 0;
+  for (; i + 8 <= half; i += 8) {
+    const __m256 x1 = vload(px + i), x2 = vload(px + i + half);
+    vstore(po + i, _mm256_sub_ps(_mm256_mul_ps(x1, vload(pc + i)), _mm256_mul_ps(x2, vload(ps + i))));
+    vstore(po + i + half,
+           _mm256_add_ps(_mm256_mul_ps(x2, vload(pc + i + half)), _mm256_mul_ps(x1, vload(ps + i + half))));
+  }
+  return i;
+}
+inline int64_t rope_row_fast(const float* px, const float* pc, const float* ps, float* po, int64_t half) {
+  return rope_row_avx2(px, pc, ps, po, half);
+}
+inline int64_t rope_row_fast(const bf16* px, const bf16* pc, const bf16* ps, bf16* po, int64_t half) {
+  return rope_row_avx2(px, pc, ps, po, half);
+}
+#endif
 
 // rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin, where
 // rotate_half(x) = cat(-x[D/2:], x[:D/2]). x may be strided (last stride 1); cos/sin contiguous.
@@ -25,7 +48,8 @@ void rope_kernel(const KernelArgs& a) {
         const T_* pc = cs.data<T_>() + ((per_batch ? b : 0) * T + t) * D;
         const T_* ps = sn.data<T_>() + ((per_batch ? b : 0) * T + t) * D;
         T_* po = out.data<T_>() + r * D;
-        for (int64_t i = 0; i < half; i++) {
+        int64_t i = rope_row_fast(px, pc, ps, po, half);
+        for (; i < half; i++) {
           F x1 = load(px + i), x2 = load(px + i + half);
           store(po + i, x1 * F(load(pc + i)) - x2 * F(load(ps + i)));
           store(po + i + half, x2 * F(load(pc + i + half)) + x1 * F(load(ps + i + half)));
@@ -35,7 +59,8 @@ void rope_kernel(const KernelArgs& a) {
   });
 }
 
-REGISTER_KERNEL("rope", Device::CPU, rope_kernel);
-
 }  // namespace
+
+LLAVA_CPU_KERNEL("rope", rope_kernel, cpu_rope);
+
 }  // namespace llava

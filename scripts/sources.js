@@ -13,7 +13,7 @@ const root = path.join(__dirname, '..');
 const kind = process.argv[2];
 
 // cpp/ files with an AVX2 copy.
-const AVX2_COPIES = ['cpu_attention.cc', 'cpu_elementwise.cc', 'cpu_matmul.cc', 'cpu_norm.cc', 'cpu_quant.cc', 'cpu_reduce.cc'];
+const AVX2_COPIES = ['cpu_attention.cc', 'cpu_elementwise.cc', 'cpu_matmul.cc', 'cpu_norm.cc', 'cpu_quant.cc', 'cpu_reduce.cc', 'cpu_rope.cc'];
 
 function list(dir, test) {
   const full = path.join(root, dir);
@@ -26,8 +26,7 @@ function list(dir, test) {
 let files;
 if (kind === 'cuda') files = list('cuda', (f) => f.endsWith('.cu'));
 else if (kind === 'cpp') files = list('cpp', (f) => f.endsWith('.cc'));
-else if (kind === 'avx2')
-  files = [...AVX2_COPIES.map((f) => `cpp/${f}`), ...list('cpp/isa', (f) => f.endsWith('_avx2.cc'))];
+else if (kind === 'avx2') files = [...AVX2_COPIES.map((f) => `cpp/${f}`), ...list('cpp/isa', (f) => f.endsWith('_avx2.cc'))];
 else if (kind === 'avx512') files = list('cpp/isa', (f) => f.endsWith('_avx512.cc'));
 else {
   process.stderr.write(`sources.js: unknown kind '${kind}' (cpp, avx2, avx512 or cuda)\n`);

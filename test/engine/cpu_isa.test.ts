@@ -15,6 +15,7 @@ import { Tensor, tensor } from '../../lib';
 import type { DType } from '../../lib';
 import { native } from '../../lib/native';
 import { gemm2d } from '../../lib/ops/quant';
+import { ropeTables } from '../../lib/models/llama';
 import { f64, numel, randArray, refAttention, refMatmul } from '../helpers';
 
 const detected = native.cpuIsa().detected;
@@ -78,6 +79,18 @@ const CASES: Case[] = [
   },
 
   { name: 'softmax', shapes: [[7, 1001]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.softmax(x.mul(4)), lo: -2, hi: 2 },
+  {
+    // Half of D 20: two 8-lane steps and a scalar tail; x a strided view, as the attention heads are.
+    name: 'rope (strided x, D 40)',
+    shapes: [[1, 5, 2, 40]],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (x) => {
+      const { cos, sin } = ropeTables([[0, 1, 2, 3, 7]], 40, 10000, x.dtype, 'cpu');
+      return L.rope(x.transpose(1, 2), cos, sin);
+    },
+    lo: -2,
+    hi: 2,
+  },
   {
     // Odd V (vector tail), targets in the tail and at the row ends, one ignored row.
     name: 'crossEntropy (per row, ignoreIndex)',
