@@ -176,15 +176,14 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
           const int mr = int(std::min<int64_t>(MR, mc - i));
           Acc* c = C ? C + (ic - m0 + i) * ldc + j : nullptr;  // null: one depth block into a bf16 out
           T* out = O + (ic + i) * p.N + n0 + j;
-          if (nr == NR && mr < MR && RowEdges<Kern>::value) {  // bottom edge, full width: mr rows
-            if constexpr (RowEdges<Kern>::value) {
+          if constexpr (RowEdges<Kern>::value)
+            if (nr == NR && mr < MR) {  // bottom edge, full width: an mr-row tile
               if (to_out)
                 Kern::ukr_bf16(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, bj, out, p.N, float(p.beta), mr);
               else
                 Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, beta, bj, mr);
               continue;
             }
-          }
           if (mr == MR && nr == NR) {
             if constexpr (can_fuse)
               if (to_out) {
