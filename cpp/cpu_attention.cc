@@ -252,8 +252,9 @@ template <typename T, typename Prod> void attention_bwd_run(const Attn& p, const
         w->prod.keys(b, kvh, c0, kc);
         std::fill(dK, dK + kc * Dp, A(0));
         std::fill(dV, dV + kc * Dp, A(0));
-        // Causal: rows before position c0 - (S - T) see none of this tile.
-        const int64_t rstart = p.causal ? std::max<int64_t>(0, c0 - (p.S - p.T)) * p.G : 0;
+        // Causal: rows before position c0 - (S - T) see none of this tile; blocks still start at multiples
+        // of kBr (the bf16 policy keeps its packed row blocks), the rows before rstart being fully masked.
+        const int64_t rstart = p.causal ? std::max<int64_t>(0, c0 - (p.S - p.T)) * p.G / kBr * kBr : 0;
         for (int64_t r0 = rstart; r0 < R; r0 += kBr) {
           const int n = (int)std::min<int64_t>(kBr, R - r0);
           w->prod.rows(b, kvh, r0, n);

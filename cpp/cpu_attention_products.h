@@ -159,17 +159,22 @@ struct Bf16Fwd : Bf16Base {
 
 struct Bf16Bwd : Bf16Base {
   const TensorArg& dout;
-  std::vector<uint16_t> qrows, dorows, qa, doa, qb, dob, krows, vrows, kb, vb, kr, pt, dst, dsa;
+  std::vector<uint16_t> qrows, dorows, krows, vrows, kb, vb, kr, pt, dst, dsa;
+  // Q and dO of each row block, in the four layouts the products read: A panels (qa, doa) and the
+  // D-column B panels (qb, dob). Every key tile visits the same row blocks of its (b, kv head), so they
+  // are packed once per block and kept (row blocks start at multiples of kBr; up to kKeptRows rows of
+  // a head, beyond which one block's worth is packed per visit, in block slot 0).
+  static constexpr int64_t kKeptRows = 4096;
+  const int64_t nkept;  // row blocks kept
+  std::vector<uint16_t> qa, doa, qb, dob;
+  std::vector<char> have;  // per kept block: packed for (at_b, at_kvh)
+  int64_t at_b = -1, at_kvh = -1, blk = 0;
   int n = 0, kc = 0;
   Bf16Bwd(const Attn& p_, const TensorArg& dout_)
       : Bf16Base(p_),
         dout(dout_),
         qrows(kBr * D32),
         dorows(kBr * D32),
-        qa(kBr * Dk),
-        doa(kBr * Dk),
-        qb(kBr * D32),
-        dob(kBr * D32),
         krows(kBc * D32),
         vrows(kBc * D32),
         kb(kBc * Dk),
@@ -177,7 +182,13 @@ struct Bf16Bwd : Bf16Base {
         kr(kBc * D32),
         pt((kBc + 11) / 12 * 12 * kBr),
         dst((kBc + 11) / 12 * 12 * kBr),
-        dsa(kBr * kBc) {}
+        dsa(kBr * kBc),
+        nkept(p_.R() <= kKeptRows ? (p_.R() + kBr - 1) / kBr : 1),
+        qa(nkept * kBr * Dk),
+        doa(nkept * kBr * Dk),
+        qb(nkept * kBr * D32),
+        dob(nkept * kBr * D32),
+        have(nkept, 0) {}
   void keys(int64_t b, int64_t kvh, int64_t c0, int kc_) {
     kc = kc_;
     zero_from(krows, kc);
@@ -190,20 +201,27 @@ struct Bf16Bwd : Bf16Base {
   }
   void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
     n = n_;
+    const bool keep = (nkept > 1 || p.R() <= kBr) && r0 % kBr == 0;
+    if (b != at_b || kvh != at_kvh || !keep) std::fill(have.begin(), have.end(), 0);
+    at_b = b, at_kvh = kvh;
+    blk = keep ? r0 / kBr : 0;
+    if (have[blk]) return;
     zero_from(qrows, n);
     zero_from(dorows, n);
     copy_rows(*p.q, b, kvh, r0, n, qrows.data());
     copy_rows(dout, b, kvh, r0, n, dorows.data());
-    pack_rows_a(qrows.data(), n, qa.data());    // for S
-    pack_rows_a(dorows.data(), n, doa.data());  // for dP
-    pack_cols_b(qrows.data(), n, qb.data());    // for dK += dS^T Q
-    pack_cols_b(dorows.data(), n, dob.data());  // for dV += P^T dO
+    pack_rows_a(qrows.data(), n, &qa[blk * kBr * Dk]);     // for S
+    pack_rows_a(dorows.data(), n, &doa[blk * kBr * Dk]);   // for dP
+    pack_cols_b(qrows.data(), n, &qb[blk * kBr * D32]);    // for dK += dS^T Q
+    pack_cols_b(dorows.data(), n, &dob[blk * kBr * D32]);  // for dV += P^T dO
+    have[blk] = 1;
   }
   void scores(float* S, float* dP) {
+    const uint16_t *q = &qa[blk * kBr * Dk], *o = &doa[blk * kBr * Dk];
     for (int i = 0; i < n; i += 12)
       for (int j = 0; j < kc; j += 32) {
-        mm(Dk / 2, &qa[i * Dk], &kb[j * Dk], S + i * kBc + j, kBc, 12, 32, true);
-        mm(Dk / 2, &doa[i * Dk], &vb[j * Dk], dP + i * kBc + j, kBc, 12, 32, true);
+        mm(Dk / 2, &q[i * Dk], &kb[j * Dk], S + i * kBc + j, kBc, 12, 32, true);
+        mm(Dk / 2, &o[i * Dk], &vb[j * Dk], dP + i * kBc + j, kBc, 12, 32, true);
       }
   }
   // P and dS are [n x kBc] f32 with room for 16 more floats past the last row (the 12-column loads).
@@ -213,8 +231,8 @@ struct Bf16Bwd : Bf16Base {
       isa::bf16_pack_f32_rows12_avx512(P + j, kBc, n, &pt[j * kn]);
       isa::bf16_pack_f32_rows12_avx512(dS + j, kBc, n, &dst[j * kn]);
     }
-    mm_d(kn, pt.data(), dob.data(), dV, kc, false);  // dV += P^T dO
-    mm_d(kn, dst.data(), qb.data(), dK, kc, false);  // dK += dS^T Q
+    mm_d(kn, pt.data(), &dob[blk * kBr * D32], dV, kc, false);  // dV += P^T dO
+    mm_d(kn, dst.data(), &qb[blk * kBr * D32], dK, kc, false);  // dK += dS^T Q
     for (int i = 0; i < n; i += 12) isa::bf16_pack_f32_cols12_avx512(dS + i * kBc, kBc, kc, &dsa[i * kk]);
     mm_d(kk, dsa.data(), kr.data(), dQ, n, false);  // dQ += dS K
   }

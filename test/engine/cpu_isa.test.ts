@@ -289,6 +289,8 @@ t.test('bf16 attention forward and backward on every instruction set (avx512bf16
   // of the float64 kernel (plain loops, gradient-checked in grad.test.ts) on the same bf16 values.
   const shapes = [
     { B: 1, H: 2, Hkv: 2, T: 70, S: 70, D: 64, causal: false, mask: false },
+    // More (batch, kv head) problems than threads: a worker moves on to another head's rows.
+    { B: 2, H: 3, Hkv: 3, T: 75, S: 75, D: 64, causal: true, mask: false },
     { B: 1, H: 4, Hkv: 2, T: 61, S: 130, D: 40, causal: true, mask: false },
     { B: 2, H: 2, Hkv: 1, T: 1, S: 9, D: 33, causal: false, mask: false },
     { B: 1, H: 2, Hkv: 2, T: 13, S: 100, D: 130, causal: false, mask: true },
