@@ -67,13 +67,14 @@ void copy_kernel(const KernelArgs& a) {
   const int nd = out.ndim;
   if (out.dtype == x.dtype && nd >= 2 && x.ndim == nd && out.numel() > 0 && out.shape[nd - 1] >= 16 &&
       out.strides[nd - 1] == 1 && x.strides[nd - 1] == 1) {
-    // Same dtype, unit-stride rows on both sides (head permutes, slices, cat): one memcpy per row.
+    // Same dtype, unit-stride rows on both sides (head permutes, slices, cat): one memmove per row (a
+    // row may overlap its source when a tensor is copied into a shifted view of itself).
     const int64_t inner = out.shape[nd - 1], rows = out.numel() / inner, es = dtype_size(out.dtype);
     const int64_t* strides[2] = {out.strides, x.strides};
     parallel_for(rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t b, int64_t e) {
       StridedWalker<2> w(nd - 1, out.shape, strides, b);
       for (int64_t r = b; r < e; r++, w.next())
-        std::memcpy(out.bytes() + w.off[0] * es, x.bytes() + w.off[1] * es, size_t(inner * es));
+        std::memmove(out.bytes() + w.off[0] * es, x.bytes() + w.off[1] * es, size_t(inner * es));
     });
     return;
   }
