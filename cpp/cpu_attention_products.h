@@ -79,8 +79,8 @@ struct Bf16Base {
   static int64_t pairs(int64_t k) { return (k + 1) & ~int64_t(1); }
   // C[rows x cols] (row stride ldc) = (first ? 0 : C) + A panel (kp pairs x 12) @ B panel (kp x 32).
   void mm(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, int rows, int cols, bool first) {
-    if (rows == 12 && cols == 32) return isa::bf16gemm_ukr_avx512_12x32(kp, A, B, C, ldc, first, 0.f, nullptr);
-    isa::bf16gemm_ukr_avx512_12x32(kp, A, B, tile, 32, true, 0.f, nullptr);
+    if (cols == 32) return isa::bf16gemm_ukr_avx512_rows_x32(rows, kp, A, B, C, ldc, first, 0.f, nullptr);
+    isa::bf16gemm_ukr_avx512_rows_x32(rows, kp, A, B, tile, 32, true, 0.f, nullptr);
     for (int r = 0; r < rows; r++)
       for (int c = 0; c < cols; c++) C[r * ldc + c] = (first ? 0.f : C[r * ldc + c]) + tile[r * 32 + c];
   }

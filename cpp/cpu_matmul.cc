@@ -29,8 +29,8 @@
 // blocks; bias and beta*out_old are folded into the first K block's store. bf16/f16 outputs go
 // through an f32 scratch per unit and are rounded once at the end (units are capped in size so the
 // scratch stays small); the AVX512-BF16 tile rounds its last K block into a bf16 output itself, so
-// there the scratch only carries sums between K blocks and is not used at all when K <= KC. beta == 0 means "do not read out" (as in BLAS), so an uninitialised out
-// never leaks NaNs.
+// there the scratch only carries sums between K blocks and is not used at all when K <= KC. beta == 0
+// means "do not read out" (as in BLAS), so an uninitialised out never leaks NaNs.
 //
 // Epilogue 'gelu' / 'gelu_tanh' (optional 6th argument, same semantics as the CUDA kernel): out =
 // act(a@b + bias) + beta*out_old, act applied to the f32 (f64) accumulator value, one rounding on

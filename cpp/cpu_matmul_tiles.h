@@ -216,9 +216,8 @@ struct KernAvx512 : PlainPanels<float> {
 
 #if LLAVA_X86_ISA && LLAVA_AVX2
 // bf16 x bf16 with AVX512-BF16 (vdpbf16ps): bf16 panels in k pairs, f32 accumulation; the f32
-// AVX-512 kernel's tile. KC x NC, the packed B block, is 1 MiB and stays in L2 (2 MiB on the dev
-// machine, Zen 4): against NC 3072 (a 3 MiB block in L3) that made x @ W^T at 256x2048x5504 about 7%
-// faster in interleaved runs, and square products no slower.
+// AVX-512 kernel's tile. NC 1024 against 3072 made x @ W^T at 256x2048x5504 about 7% faster in
+// interleaved runs (measured with KC 512), and square products no slower.
 struct KernBf16Avx512 {
   using acc = float;
   using packed = uint16_t;
@@ -243,10 +242,8 @@ struct KernBf16Avx512 {
   static constexpr bool stores_bf16 = true;
   static void ukr_bf16(int64_t kc, const uint16_t* A, const uint16_t* B, const float* C, int64_t ldc, bool first,
                        const float* bias, bf16* out, int64_t ldo, float beta, int mr = MR) {
-    float* c = const_cast<float*>(C);
-    uint16_t* o = reinterpret_cast<uint16_t*>(out);
-    if (mr == MR) return isa::bf16gemm_ukr_avx512_12x32(kpad(kc) / 2, A, B, c, ldc, first, beta, bias, o, ldo);
-    isa::bf16gemm_ukr_avx512_rows_x32(mr, kpad(kc) / 2, A, B, c, ldc, first, beta, bias, o, ldo);
+    isa::bf16gemm_ukr_avx512_rows_x32(mr, kpad(kc) / 2, A, B, const_cast<float*>(C), ldc, first, beta, bias,
+                                      reinterpret_cast<uint16_t*>(out), ldo);
   }
 };
 #endif

@@ -62,11 +62,6 @@ template <int R> static void ukr_rows(int64_t kp, const uint16_t* A, const uint1
   }
 }
 
-void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
-                               float beta, const float* bias, uint16_t* out16, int64_t ldo) {
-  ukr_rows<12>(kp, A, B, C, ldc, first, beta, bias, out16, ldo);
-}
-
 void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
                                   bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
   switch (rows) {

@@ -18,14 +18,13 @@ namespace isa {
 void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
                             const float* bias);
 // ---------------------------------------------------------------- gemm_bf16_avx512.cc (AVX512-BF16)
-// The same for bf16 panels in k pairs (A: kp x 12 x 2, B: kp x 32 x 2 bf16 bit patterns, kp = k pairs).
-// With out16 not null the finished tile (plus beta * out16) is rounded to bf16 into out16 (row stride
-// ldo) instead of being written to C.
-void bf16gemm_ukr_avx512_12x32(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, bool first,
-                               float beta, const float* bias, uint16_t* out16 = nullptr, int64_t ldo = 0);
-// The same for the first `rows` (1..12) rows of the A panel: an R x 32 tile, C and out16 R rows.
+// The same for bf16 panels in k pairs (A: kp x 12 x 2, B: kp x 32 x 2 bf16 bit patterns, kp = k pairs),
+// for the first `rows` (1..12) rows of the A panel: a rows x 32 tile of C. With out16 not null the
+// finished tile (plus beta * out16) is rounded to bf16 into out16 (row stride ldo) instead of being
+// written to C.
 void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
-                                  bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo);
+                                  bool first, float beta, const float* bias, uint16_t* out16 = nullptr,
+                                  int64_t ldo = 0);
 // Packs a 32-column bf16 B panel (columns contiguous, row stride sk, kc rows) into that pair layout,
 // and the 12-column A panel of a transposed A the same way.
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
