@@ -1,15 +1,16 @@
 // isa/act_math.h — vectorised activations, written once over a lane type V (isa/act_lanes.h's
-// Lanes<W>) and instantiated by act_avx2.cc (8 lanes) and act_avx512.cc (16 lanes). Each of those
-// files is built with its ISA's flags; the anonymous namespace gives each its own instantiations.
+// Lanes<W>) and instantiated by act_avx2.cc (8 lanes), act_avx512.cc and act_bf16_avx512.cc (16 lanes).
+// Each of those files is built with its ISA's flags; the anonymous namespace gives each its own
+// instantiations.
 //
 // V provides: reg (f32 lanes), N (lanes), set1, add, sub, mul, div, fma (a*b+c), fnma (c-a*b), min,
 // max, floor, neg, abs, copysign, pow2i, zero_below, and load/store of f32 and bf16.
 //
 // exp: n = round(x / ln2), exp(x) = 2^n exp(r) with r = x - n ln2 (ln2 split in two), exp(r) by the
 // Cephes degree-6 polynomial: about 2 ulp on [-87, 88], 0 below (masked scores, -inf), inf-clamped
-// above. erf(x / sqrt 2) for GELU: a rational function, absolute error 3e-7 (see erf_sqrt1_2). tanh(x) = sign(x) (1 - 2 /
-// (exp(2|x|) + 1)), absolute error ~1e-7. sigmoid(x) = 1 / (1 + exp(-x)). The derivatives follow
-// elementwise_math.h's unary_grad formulas with these primitives.
+// above. erf(x / sqrt 2) for GELU: a rational function, absolute error 3e-7 (see erf_sqrt1_2).
+// tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)), absolute error ~1e-7. sigmoid(x) = 1 / (1 + exp(-x)).
+// The derivatives follow elementwise_math.h's unary_grad formulas with these primitives.
 #pragma once
 
 #include <cstdint>
