@@ -109,20 +109,22 @@ struct Problem {
 };
 
 // ------------------------------------------------------------------ blocked GEMM for one unit
-// Whether a kernel writes its last depth block to a bf16 output itself (Kern::ukr_bf16).
-template <typename K, typename = void> struct StoresBf16 : std::false_type {};
-template <typename K> struct StoresBf16<K, std::void_t<decltype(K::stores_bf16)>> : std::bool_constant<K::stores_bf16> {
-};
-
-// Whether a kernel runs tiles of fewer than MR rows itself (Kern::row_edges: ukr(..., mr)).
-template <typename K, typename = void> struct RowEdges : std::false_type {};
-template <typename K> struct RowEdges<K, std::void_t<decltype(K::row_edges)>> : std::bool_constant<K::row_edges> {};
+// Whether a kernel has the bf16 tile's extras (Kern::bf16_tile; see KernBf16Avx512): tiles of any size up
+// to MR x NR, A read in place from a row-major matrix, and the bf16 output written by the tile itself.
+template <typename K, typename = void> struct Bf16Tile : std::false_type {};
+template <typename K> struct Bf16Tile<K, std::void_t<decltype(K::bf16_tile)>> : std::bool_constant<K::bf16_tile> {};
 
 // Whether a unit sums into its f32 scratch: 16-bit outputs and epilogues do, except a bf16 product
 // without an epilogue in one depth block, which the kernel rounds straight into the output.
 template <typename Kern, typename T> bool uses_scratch(const Problem& p) {
   if (std::is_same_v<T, typename Kern::acc> && p.act == 0) return false;
-  return !(StoresBf16<Kern>::value && std::is_same_v<T, bf16> && p.act == 0 && p.K <= Kern::KC);
+  return !(Bf16Tile<Kern>::value && p.act == 0 && p.K <= Kern::KC);
+}
+
+// Whether the bf16 tile reads A in place: a row-major A (depth stride 1, rows apart) whose k pairs are
+// whole, so that a row's last pair never reaches past it (K even).
+template <typename Kern> bool reads_a_in_place(const Problem& p) {
+  return Bf16Tile<Kern>::value && p.as[2] == 1 && p.as[1] != 0 && p.K % 2 == 0;
 }
 
 // Unit: batch `bt`, rows [m0, m1), columns [n0, n1) of C.
@@ -134,8 +136,9 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   const bool direct = std::is_same_v<T, Acc> && p.act == 0;
   // A bf16 output without an activation is written by the last depth block's tiles, rounded once from
   // registers (plus beta * out); the scratch then only carries sums between depth blocks.
-  constexpr bool can_fuse = StoresBf16<Kern>::value && std::is_same_v<T, bf16>;
-  const bool fused = can_fuse && p.act == 0;
+  constexpr bool bf16_tile = Bf16Tile<Kern>::value;  // (so T is bf16)
+  const bool fused = bf16_tile && p.act == 0;
+  const bool a_in_place = reads_a_in_place<Kern>(p);
   const T* A = reinterpret_cast<const T*>(p.a) + bt * p.as[0];
   const T* B = reinterpret_cast<const T*>(p.b) + bt * p.bs[0];
   T* O = reinterpret_cast<T*>(p.out) + bt * p.M * p.N;
@@ -155,8 +158,8 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   const int64_t kc_max = std::min<int64_t>(Kern::KC, K);
   using P = typename Kern::packed;
   P* Bp = tl_bpack.get<P>(Kern::kpad(kc_max) * ceil_div(nu, NR) * NR);
-  P* Ap = tl_apack.get<P>(Kern::kpad(kc_max) * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), MR) * MR);
-  alignas(64) Acc tile[MR * NR];
+  P* Ap = a_in_place ? nullptr
+                     : tl_apack.get<P>(Kern::kpad(kc_max) * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), MR) * MR);
 
   for (int64_t pc = 0; pc < K; pc += Kern::KC) {
     const int64_t kc = std::min<int64_t>(Kern::KC, K - pc), kcp = Kern::kpad(kc);
@@ -166,47 +169,41 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
                                  int(std::min<int64_t>(NR, nu - j)), kc, Bp + j * kcp);
     for (int64_t ic = m0; ic < m1; ic += Kern::MC) {
       const int64_t mc = std::min<int64_t>(Kern::MC, m1 - ic);
-      for (int64_t i = 0; i < mc; i += MR)
-        Kern::template pack<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
-                                   int(std::min<int64_t>(MR, mc - i)), kc, Ap + i * kcp);
+      if (!a_in_place)
+        for (int64_t i = 0; i < mc; i += MR)
+          Kern::template pack<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
+                                     int(std::min<int64_t>(MR, mc - i)), kc, Ap + i * kcp);
       for (int64_t j = 0; j < nu; j += NR) {
         const int nr = int(std::min<int64_t>(NR, nu - j));
         const Acc* bj = bias ? bias + n0 + j : nullptr;
+        const P* b = Bp + j * kcp;
         for (int64_t i = 0; i < mc; i += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - i));
           Acc* c = C ? C + (ic - m0 + i) * ldc + j : nullptr;  // null: one depth block into a bf16 out
           T* out = O + (ic + i) * p.N + n0 + j;
-          if constexpr (RowEdges<Kern>::value)
-            if (nr == NR && mr < MR) {  // bottom edge, full width: an mr-row tile
-              if (to_out)
-                Kern::ukr_bf16(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, bj, out, p.N, float(p.beta), mr);
-              else
-                Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, beta, bj, mr);
+          if constexpr (bf16_tile) {  // any tile size
+            const int64_t lda = a_in_place ? p.as[1] : 0;
+            const P* a = a_in_place ? reinterpret_cast<const P*>(A + (ic + i) * lda + pc) : Ap + i * kcp;
+            if (to_out)  // beta * out is added where the tile writes out
+              Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, float(p.beta), bj, out, p.N);
+            else
+              Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, beta, bj);
+            continue;
+          } else {
+            if (mr == MR && nr == NR) {
+              Kern::ukr(kc, Ap + i * kcp, b, c, ldc, first, beta, bj);
               continue;
             }
-          if (mr == MR && nr == NR) {
-            if constexpr (can_fuse)
-              if (to_out) {
-                Kern::ukr_bf16(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, bj, out, p.N, float(p.beta));
-                continue;
+            // Edge tile: full tile into a local buffer, then merge the valid part.
+            alignas(64) Acc tile[MR * NR];
+            Kern::ukr(kc, Ap + i * kcp, b, tile, NR, true, Acc(0), nullptr);
+            for (int r = 0; r < mr; r++)
+              for (int q = 0; q < nr; q++) {
+                Acc* o = c + r * ldc + q;
+                Acc v = tile[r * NR + q];
+                *o = first ? v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * *o : Acc(0)) : *o + v;
               }
-            Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, c, ldc, first, beta, bj);
-            continue;
           }
-          // Edge tile: full tile into a local buffer, then merge the valid part.
-          Kern::ukr(kc, Ap + i * kcp, Bp + j * kcp, tile, NR, true, Acc(0), nullptr);
-          for (int r = 0; r < mr; r++)
-            for (int q = 0; q < nr; q++) {
-              Acc* o = c ? c + r * ldc + q : nullptr;  // read unless first (beta is 0 without c)
-              Acc v = tile[r * NR + q];
-              v = first ? v + (bj ? bj[q] : Acc(0)) + (beta != Acc(0) ? beta * *o : Acc(0)) : *o + v;
-              if (!to_out) {
-                *o = v;
-                continue;
-              }
-              T* y = out + r * p.N + q;
-              store(y, p.beta != 0 ? v + Acc(p.beta) * load(y) : v);
-            }
         }
       }
     }
@@ -230,28 +227,61 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   }
 }
 
+// The bf16 tile's split: the (row chunks, column chunks) whose busiest thread has the least work, counted
+// in multiply-adds per depth step: its tiles (short tiles at their size) plus its operand traffic, about
+// 30 per B element packed, 23 per A element packed, and 2 per A element read in place (each unit walks
+// all of its rows of A once per depth block); the weights were read off profiles on Zen 4. A read in
+// place makes column splits cheap: each thread packs only its own columns of B, where a row split has
+// every thread pack all of B.
+template <typename Kern> void split_bf16(const Problem& p, bool a_packed, bool scratch, int64_t th, int64_t& mch,
+                                         int64_t& nch) {
+  constexpr int64_t MR = Kern::MR, NR = Kern::NR, kB = 30, kA = 23, kR = 2;
+  const int64_t panels = ceil_div(p.N, NR), max_width = std::min(panels, Kern::NC / NR);  // in panels
+  // The f32 scratch of a unit stays under 4 MiB (1M values): enough row chunks for that at one panel.
+  const int64_t mu_min = scratch ? std::max<int64_t>(1, ceil_div(p.M * NR, int64_t(1) << 20)) : 1;
+  const int64_t mu_max = std::max(mu_min, std::min(ceil_div(p.M, MR), mu_min + 4 * th));
+  double best = -1;
+  for (int64_t mu = mu_min; mu <= mu_max; mu++)
+    for (int64_t w = 1; w <= max_width; w++) {
+      const int64_t m = ceil_div(p.M, mu), n = w * NR;
+      if (best >= 0 && scratch && m * n > (int64_t(1) << 20)) continue;
+      const int64_t units = p.Bt * ceil_div(p.M, m) * ceil_div(panels, w), per_thread = ceil_div(units, th);
+      const double cost = double(per_thread) * double(m * n + kB * n + (a_packed ? kA : kR) * m);
+      if (best < 0 || cost < best) {
+        best = cost;
+        mch = m;
+        nch = n;
+      }
+    }
+}
+
 // Splits C into units and runs them on the pool.
 template <typename Kern, typename T> void gemm(const Problem& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const int64_t th = num_threads();
-  int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
-  if (uses_scratch<Kern, T>(p))  // cap the scratch at ~4 MiB (f32) per unit
-    mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 20);
-  // Split further until every thread gets an equal share (or the shares are small enough that
-  // imbalance stops mattering). Split the dimension that has more micro-tiles left.
-  for (;;) {
-    int64_t total = p.Bt * mu * nu;
-    if (total >= th && (total % th == 0 || total >= 8 * th)) break;
-    int64_t mt = ceil_div(p.M, mu * MR), nt = ceil_div(p.N, nu * NR);
-    if (mt <= 1 && nt <= 1) break;
-    if (mt >= nt)
-      mu++;
-    else
-      nu++;
+  int64_t mch = 0, nch = 0;
+  if constexpr (Bf16Tile<Kern>::value) {
+    split_bf16<Kern>(p, !reads_a_in_place<Kern>(p), uses_scratch<Kern, T>(p), th, mch, nch);
+  } else {
+    int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
+    if (uses_scratch<Kern, T>(p))  // cap the scratch at ~4 MiB (f32) per unit
+      mu = ceil_div(p.M * std::min<int64_t>(p.N, Kern::NC), int64_t(1) << 20);
+    // Split further until every thread gets an equal share (or the shares are small enough that
+    // imbalance stops mattering). Split the dimension that has more micro-tiles left.
+    for (;;) {
+      int64_t total = p.Bt * mu * nu;
+      if (total >= th && (total % th == 0 || total >= 8 * th)) break;
+      int64_t mt = ceil_div(p.M, mu * MR), nt = ceil_div(p.N, nu * NR);
+      if (mt <= 1 && nt <= 1) break;
+      if (mt >= nt)
+        mu++;
+      else
+        nu++;
+    }
+    mch = ceil_div(ceil_div(p.M, mu), MR) * MR;
+    nch = ceil_div(ceil_div(p.N, nu), NR) * NR;
   }
-  const int64_t mch = ceil_div(ceil_div(p.M, mu), MR) * MR, nch = ceil_div(ceil_div(p.N, nu), NR) * NR;
-  mu = ceil_div(p.M, mch);
-  nu = ceil_div(p.N, nch);
+  const int64_t mu = ceil_div(p.M, mch), nu = ceil_div(p.N, nch);
   parallel_for(p.Bt * mu * nu, 1, [&](int64_t u0, int64_t u1) {
     for (int64_t u = u0; u < u1; u++) {
       int64_t bt = u / (mu * nu), r = u % (mu * nu), mi = r / nu, ni = r % nu;

@@ -84,36 +84,131 @@ void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const
   }
 }
 
-// A (W = 12) or B (W = 32) panel for the bf16 tile from W contiguous columns (row stride sk; a row-major
-// B, or the transposed A of dW = dYᵀ X): rows k and k+1 interleaved 16 bits at a time,
-// dst[(k2 * W + j) * 2 + e] = src[(2 k2 + e) * sk + j]; an odd last row pairs with 0.
+// The matmul's tile, R x 64 (R <= 6), the shape oneDNN's brgemm uses on this ISA: 24 accumulators, 4 B
+// vectors and one broadcast per k pair. B is a packed 64-column panel (zero past the product's columns);
+// A is either a packed 6-row panel (lda == 0: A[(k2 * 6 + r) * 2 + e]) or read in place, rows of a
+// row-major matrix at A + r * lda whose k pairs are already adjacent. Reading in place is what the short
+// tile buys: six rows a power-of-two stride apart share an L1 set without overflowing its eight ways (the
+// 12-row tile's rows did, at half speed), and with no A panel to pack, threads can split the columns and
+// each pack only its own part of B. Only the first `cols` columns are stored (masked), so a product's
+// right edge needs no separate path. Store rules as ukr_rows.
+template <int R, bool RowA>
+static void ukr_x64(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B, int cols, float* C, int64_t ldc,
+                    bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+  __m512 c[R][4];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; r++) c[r][0] = c[r][1] = c[r][2] = c[r][3] = _mm512_setzero_ps();
+  const int64_t ldab = lda * 2;  // RowA: rows 0-2 at a0 + {0, 1, 2} * ldab, rows 3-5 at a3 + ... (addressing modes)
+  const char* a0 = reinterpret_cast<const char*>(A);
+  const char* a3 = a0 + 3 * ldab;
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kp; k++) {
+    __m512bh b[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++) b[q] = (__m512bh)_mm512_loadu_si512(B + 32 * q);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; r++) {
+      int32_t pair;
+      std::memcpy(&pair, RowA ? (r < 3 ? a0 : a3) + (r % 3) * ldab : a0 + 4 * r, 4);
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; q++) c[r][q] = _mm512_dpbf16_ps(c[r][q], a, b[q]);
+    }
+    a0 += RowA ? 4 : 4 * 6;
+    a3 += 4;
+    B += 128;
+  }
+  __mmask16 m[4];
+  for (int q = 0; q < 4; q++) {
+    const int n = cols - 16 * q;
+    m[q] = n >= 16 ? __mmask16(0xffff) : n > 0 ? __mmask16((1u << n) - 1) : __mmask16(0);
+  }
+  using V = Lanes<16>;
+  for (int q = 0; q < 4; q++) {
+    if (!m[q]) break;
+    const __m512 bb = first && bias ? _mm512_maskz_loadu_ps(m[q], bias + 16 * q) : _mm512_setzero_ps();
+    for (int r = 0; r < R; r++) {
+      float* cr = C + r * ldc + 16 * q;
+      __m512 v = _mm512_add_ps(c[r][q], first ? bb : _mm512_maskz_loadu_ps(m[q], cr));
+      if (!out16) {  // C is the f32 sum between depth blocks (or the output's f32 scratch)
+        if (first && beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m[q], cr), v);
+        _mm512_mask_storeu_ps(cr, m[q], v);
+        continue;
+      }
+      uint16_t* o = out16 + r * ldo + 16 * q;
+      if (m[q] == 0xffff) {
+        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(o)), v);
+        V::store(o, V::reg(v));
+      } else {  // a part vector goes through a local row, so its rounding is V::store's
+        const int n = cols - 16 * q;
+        alignas(64) uint16_t part[16] = {};
+        std::memcpy(part, o, 2 * n);
+        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(part)), v);
+        V::store(part, V::reg(v));
+        std::memcpy(o, part, 2 * n);
+      }
+    }
+  }
+}
+
+void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
+                                  float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
+                                  int64_t ldo) {
+  switch (rows) {
+#define LLAVA_ROWS_CASE(R)                                                                                 \
+  case R:                                                                                                  \
+    return lda ? ukr_x64<R, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo)              \
+               : ukr_x64<R, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
+    LLAVA_ROWS_CASE(1)
+    LLAVA_ROWS_CASE(2)
+    LLAVA_ROWS_CASE(3)
+    LLAVA_ROWS_CASE(4)
+    LLAVA_ROWS_CASE(5)
+    LLAVA_ROWS_CASE(6)
+#undef LLAVA_ROWS_CASE
+  }
+}
+
+// A panel (W = 6) or B panel (W = 32, 64) for the bf16 tiles from W contiguous columns (row stride sk; a
+// row-major B, or the transposed A of dW = dYᵀ X): rows k and k+1 interleaved 16 bits at a time,
+// dst[(k2 * W + j) * 2 + e] = src[(2 k2 + e) * sk + j]; an odd last row pairs with 0. W = 64 is two
+// 32-column halves side by side.
 template <int W> static void pack_rows(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
-  static_assert(W == 12 || W == 32, "the tile's panel widths");
+  static_assert(W <= 32 || W == 64, "up to 32 columns, or two halves of 32");
+  constexpr int H = W == 64 ? 32 : W;  // columns per half
   alignas(64) static const uint16_t lo_idx[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
                                                   8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
   alignas(64) static const uint16_t hi_idx[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
                                                   24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
   const __m512i lo = _mm512_load_si512(lo_idx), hi = _mm512_load_si512(hi_idx);
-  const __mmask32 in = W == 32 ? ~__mmask32(0) : __mmask32((1u << W) - 1);
-  auto row = [&](int64_t k) { return _mm512_maskz_loadu_epi16(in, src + k * sk); };
-  auto put = [&](__m512i r0, __m512i r1) {
-    if constexpr (W == 32) {
-      _mm512_storeu_si512(dst, _mm512_permutex2var_epi16(r0, lo, r1));
-      _mm512_storeu_si512(dst + 32, _mm512_permutex2var_epi16(r0, hi, r1));
+  const __mmask32 in = H == 32 ? ~__mmask32(0) : __mmask32((1u << H) - 1);
+  auto row = [&](int64_t k, int h) { return _mm512_maskz_loadu_epi16(in, src + k * sk + h * 32); };
+  auto put = [&](__m512i r0, __m512i r1, uint16_t* d) {
+    if constexpr (H == 32) {
+      _mm512_storeu_si512(d, _mm512_permutex2var_epi16(r0, lo, r1));
+      _mm512_storeu_si512(d + 32, _mm512_permutex2var_epi16(r0, hi, r1));
+    } else if constexpr (H > 16) {
+      _mm512_storeu_si512(d, _mm512_permutex2var_epi16(r0, lo, r1));
+      _mm512_mask_storeu_epi16(d + 32, __mmask32((1u << (2 * H - 32)) - 1), _mm512_permutex2var_epi16(r0, hi, r1));
     } else {
-      _mm512_mask_storeu_epi16(dst, __mmask32((1u << 2 * W) - 1), _mm512_permutex2var_epi16(r0, lo, r1));
+      _mm512_mask_storeu_epi16(d, __mmask32((uint64_t(1) << 2 * H) - 1), _mm512_permutex2var_epi16(r0, lo, r1));
     }
   };
   int64_t k = 0;
-  for (; k + 2 <= kc; k += 2, dst += 2 * W) put(row(k), row(k + 1));
-  if (k < kc) put(row(k), _mm512_setzero_si512());
+  for (; k + 2 <= kc; k += 2, dst += 2 * W)
+    for (int h = 0; h < W / H; h++) put(row(k, h), row(k + 1, h), dst + 2 * H * h);
+  if (k < kc)
+    for (int h = 0; h < W / H; h++) put(row(k, h), _mm512_setzero_si512(), dst + 2 * H * h);
 }
 
+void bf16_pack_rows6_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  pack_rows<6>(src, sk, kc, dst);
+}
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
   pack_rows<32>(src, sk, kc, dst);
 }
-void bf16_pack_rows12_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
-  pack_rows<12>(src, sk, kc, dst);
+void bf16_pack_rows64_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  pack_rows<64>(src, sk, kc, dst);
 }
 
 // A panel for the bf16 tile from 12 f32 columns of kc rows (row stride sk), rounded to bf16
@@ -184,20 +279,24 @@ template <int W, typename S> static void pack_cols(const S* src, int64_t sw, int
     else
       return _mm512_loadu_si512(r);
   };
-  int64_t k2 = 0;
-  for (; 2 * k2 + 32 <= kc; k2 += 16, dst += 16 * 2 * W) {
-#pragma GCC unroll 2
-    for (int g = 0; g < G; g++) {
-      const int rows = rows_of(g);
-      const __mmask16 keep = __mmask16((1u << rows) - 1);
+  // One group of 16 rows at a time over the whole depth: 16 sequential read streams rather than W (the
+  // hardware prefetchers keep up with 16; a 22 MB weight packed 64 rows at a time ran at DRAM latency).
+  const int64_t blocks = kc / 32;
+  for (int g = 0; g < G; g++) {
+    const int rows = rows_of(g);
+    const __mmask16 keep = __mmask16((1u << rows) - 1);
+    for (int64_t b = 0; b < blocks; b++) {
       __m512i r[16];
 #pragma GCC unroll 16
-      for (int i = 0; i < 16; i++) r[i] = i < rows ? row16(16 * g + i, k2) : _mm512_setzero_si512();
+      for (int i = 0; i < 16; i++) r[i] = i < rows ? row16(16 * g + i, 16 * b) : _mm512_setzero_si512();
       transpose_16x16_epi32(r);
+      uint16_t* d = dst + b * 16 * 2 * W + 32 * g;
 #pragma GCC unroll 16
-      for (int j = 0; j < 16; j++) _mm512_mask_storeu_epi32(dst + j * 2 * W + 32 * g, keep, r[j]);
+      for (int j = 0; j < 16; j++) _mm512_mask_storeu_epi32(d + j * 2 * W, keep, r[j]);
     }
   }
+  int64_t k2 = 16 * blocks;
+  dst += blocks * 16 * 2 * W;
   if constexpr (std::is_same_v<S, uint16_t>) {
     const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
     __m512i idx[G];
@@ -231,6 +330,12 @@ void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16
 }
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
   pack_cols<32>(src, sw, kc, dst);
+}
+void bf16_pack_cols6_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  pack_cols<6>(src, sw, kc, dst);
+}
+void bf16_pack_cols64_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
+  pack_cols<64>(src, sw, kc, dst);
 }
 void bf16_pack_f32_cols12_avx512(const float* src, int64_t sw, int64_t kc, uint16_t* dst) {
   pack_cols<12>(src, sw, kc, dst);

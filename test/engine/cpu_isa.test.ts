@@ -69,6 +69,26 @@ const CASES: Case[] = [
     fn: (x, w, b) => L.linear(x, w, b),
   },
   {
+    // Even K: the bf16 tile reads a's rows in place, here a column slice (rows further apart than K)
+    // broadcast over the batch; N 101 ends in a part vector of the 64-wide tile.
+    name: 'matmul with a read in place (even K, broadcast over the batch, sliced rows)',
+    shapes: [
+      [23, 70],
+      [3, 66, 101],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.matmul(L.narrow(a, 1, 3, 66), b),
+  },
+  {
+    name: 'matmul N 20 (one part-filled column panel)',
+    shapes: [
+      [23, 66],
+      [66, 20],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (a, b) => L.matmul(a, b),
+  },
+  {
     name: 'matmul x @ W^T with x and W column slices (row strides above K)',
     shapes: [
       [29, 141],
