@@ -11,8 +11,7 @@
 //
 // Packing is where layouts and dtypes disappear: a and b are arbitrary strided views (a transposed
 // matrix is a view with swapped strides, batch stride 0 is broadcast), and bf16/f16 are widened to
-// f32 while packing, so the micro-kernels only ever see unit-stride f32 (or f64) panels; on
-// AVX512-BF16, bf16 stays bf16 and is packed in k pairs for the vdpbf16ps tile instead. Both
+// f32 while packing, so the micro-kernels only ever see unit-stride f32 (or f64) panels. Both
 // packings are the same operation ("W lanes x kc depth, lane stride sw, depth stride sk"), with
 // AVX2 fast paths for unit lane stride (copy) and unit depth stride (8x8 transposes).
 //
@@ -25,6 +24,10 @@
 // AVX2 kernel tops out near 0.6 of it). N <= 16 uses the 6x16 tile; LLAVA_MATMUL_ISA=avx2 forces
 // it everywhere (the tests run both).
 //
+// bf16 on AVX512-BF16 has a tile of its own (KernBf16Avx512, isa::bf16gemm_ukr_avx512_rows_x64): 6 x 64
+// vdpbf16ps with B packed in k pairs, any row and column count, and a row-major A (depth stride 1, K
+// even) read in place, with no A panels at all. Its units are chosen by split_bf16's cost model, which
+// with A in place usually splits the columns, so each thread packs only its own part of B.
 // Accumulation is always f32 (f64 for f64). f32/f64 outputs are accumulated in place across K
 // blocks; bias and beta*out_old are folded into the first K block's store. bf16/f16 outputs go
 // through an f32 scratch per unit and are rounded once at the end (units are capped in size so the
@@ -158,8 +161,15 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   const int64_t kc_max = std::min<int64_t>(Kern::KC, K);
   using P = typename Kern::packed;
   P* Bp = tl_bpack.get<P>(Kern::kpad(kc_max) * ceil_div(nu, NR) * NR);
+  // Packed A panels are AW rows wide: MR, or for the bf16 tile two of its tiles (Kern::AW).
+  constexpr int AW = [] {
+    if constexpr (bf16_tile)
+      return Kern::AW;
+    else
+      return MR;
+  }();
   P* Ap = a_in_place ? nullptr
-                     : tl_apack.get<P>(Kern::kpad(kc_max) * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), MR) * MR);
+                     : tl_apack.get<P>(Kern::kpad(kc_max) * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), AW) * AW);
 
   for (int64_t pc = 0; pc < K; pc += Kern::KC) {
     const int64_t kc = std::min<int64_t>(Kern::KC, K - pc), kcp = Kern::kpad(kc);
@@ -170,9 +180,9 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
     for (int64_t ic = m0; ic < m1; ic += Kern::MC) {
       const int64_t mc = std::min<int64_t>(Kern::MC, m1 - ic);
       if (!a_in_place)
-        for (int64_t i = 0; i < mc; i += MR)
-          Kern::template pack<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
-                                     int(std::min<int64_t>(MR, mc - i)), kc, Ap + i * kcp);
+        for (int64_t i = 0; i < mc; i += AW)
+          Kern::template pack<T, AW>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
+                                     int(std::min<int64_t>(AW, mc - i)), kc, Ap + i * kcp);
       for (int64_t j = 0; j < nu; j += NR) {
         const int nr = int(std::min<int64_t>(NR, nu - j));
         const Acc* bj = bias ? bias + n0 + j : nullptr;
@@ -183,7 +193,8 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
           T* out = O + (ic + i) * p.N + n0 + j;
           if constexpr (bf16_tile) {  // any tile size
             const int64_t lda = a_in_place ? p.as[1] : 0;
-            const P* a = a_in_place ? reinterpret_cast<const P*>(A + (ic + i) * lda + pc) : Ap + i * kcp;
+            const P* a = a_in_place ? reinterpret_cast<const P*>(A + (ic + i) * lda + pc)
+                                    : Ap + (i - i % AW) * kcp + (i % AW) * 2;
             if (to_out)  // beta * out is added where the tile writes out
               Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, float(p.beta), bj, out, p.N);
             else
@@ -233,8 +244,8 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
 // all of its rows of A once per depth block); the weights were read off profiles on Zen 4. A read in
 // place makes column splits cheap: each thread packs only its own columns of B, where a row split has
 // every thread pack all of B.
-template <typename Kern> void split_bf16(const Problem& p, bool a_packed, bool scratch, int64_t th, int64_t& mch,
-                                         int64_t& nch) {
+template <typename Kern>
+void split_bf16(const Problem& p, bool a_packed, bool scratch, int64_t th, int64_t& mch, int64_t& nch) {
   constexpr int64_t MR = Kern::MR, NR = Kern::NR, kB = 30, kA = 23, kR = 2;
   const int64_t panels = ceil_div(p.N, NR), max_width = std::min(panels, Kern::NC / NR);  // in panels
   // The f32 scratch of a unit stays under 4 MiB (1M values): enough row chunks for that at one panel.

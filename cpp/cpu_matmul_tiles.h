@@ -71,15 +71,15 @@ void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Ac
 template <int W> void pack_pairs(const bf16* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, uint16_t* dst) {
   const int64_t kp = (kc + 1) / 2;
 #if LLAVA_X86_ISA && LLAVA_AVX2
-  static_assert(W == 64 || W == 6, "the matmul tile's panel widths");
+  static_assert(W == 64 || W == 12, "the matmul tile's panel widths");
   if (sw == 1 && wvalid == W) {  // lanes contiguous: interleave row pairs in registers
     const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-    W == 64 ? isa::bf16_pack_rows64_avx512(s, sk, kc, dst) : isa::bf16_pack_rows6_avx512(s, sk, kc, dst);
+    W == 64 ? isa::bf16_pack_rows64_avx512(s, sk, kc, dst) : isa::bf16_pack_rows12_avx512(s, sk, kc, dst);
     return;
   }
   if (sk == 1 && wvalid == W && sw > 0 && sw < (int64_t(1) << 31) / W) {  // depth contiguous
     const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-    W == 64 ? isa::bf16_pack_cols64_avx512(s, sw, kc, dst) : isa::bf16_pack_cols6_avx512(s, sw, kc, dst);
+    W == 64 ? isa::bf16_pack_cols64_avx512(s, sw, kc, dst) : isa::bf16_pack_cols12_avx512(s, sw, kc, dst);
     return;
   }
 #endif
@@ -222,6 +222,7 @@ struct KernBf16Avx512 {
   using acc = float;
   using packed = uint16_t;
   static constexpr int MR = 6, NR = 64;
+  static constexpr int AW = 12;  // packed A panels are 12 rows wide, two tiles each (see the tile)
   // KC 2048: a product with K <= 2048 is one depth block, rounded into a bf16 output from registers
   // with no f32 scratch (measured 5-10% faster than KC 512 at 1024^3 and 2048^3 on Zen 4, whose L2 feeds
   // the tile well enough that the B micro-panel need not sit in L1). NC 1024 against 3072 made

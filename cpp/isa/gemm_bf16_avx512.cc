@@ -86,45 +86,48 @@ void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const
 
 // The matmul's tile, R x 64 (R <= 6), the shape oneDNN's brgemm uses on this ISA: 24 accumulators, 4 B
 // vectors and one broadcast per k pair. B is a packed 64-column panel (zero past the product's columns);
-// A is either a packed 6-row panel (lda == 0: A[(k2 * 6 + r) * 2 + e]) or read in place, rows of a
+// A is either 6 rows of a packed 12-row panel (lda == 0: row r at A[(k2 * 12 + r) * 2 + e], A pointing at
+// the panel's row 0 or 6; 12-wide panels pack twice as fast as 6-wide ones) or read in place, rows of a
 // row-major matrix at A + r * lda whose k pairs are already adjacent. Reading in place is what the short
 // tile buys: six rows a power-of-two stride apart share an L1 set without overflowing its eight ways (the
 // 12-row tile's rows did, at half speed), and with no A panel to pack, threads can split the columns and
 // each pack only its own part of B. Only the first `cols` columns are stored (masked), so a product's
-// right edge needs no separate path. Store rules as ukr_rows.
-template <int R, bool RowA>
-static void ukr_x64(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B, int cols, float* C, int64_t ldc,
-                    bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
-  __m512 c[R][4];
+// right edge needs no separate path; Q = 2 computes only the panel's first 32 columns (an edge of at most 32).
+// Store rules as ukr_rows.
+template <int R, int Q, bool RowA> static void ukr_x64(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
+                                                       int cols, float* C, int64_t ldc, bool first, float beta,
+                                                       const float* bias, uint16_t* out16, int64_t ldo) {
+  __m512 c[R][Q];
 #pragma GCC unroll 6
-  for (int r = 0; r < R; r++) c[r][0] = c[r][1] = c[r][2] = c[r][3] = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++)
+    for (int q = 0; q < Q; q++) c[r][q] = _mm512_setzero_ps();
   const int64_t ldab = lda * 2;  // RowA: rows 0-2 at a0 + {0, 1, 2} * ldab, rows 3-5 at a3 + ... (addressing modes)
   const char* a0 = reinterpret_cast<const char*>(A);
   const char* a3 = a0 + 3 * ldab;
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kp; k++) {
-    __m512bh b[4];
+    __m512bh b[Q];
 #pragma GCC unroll 4
-    for (int q = 0; q < 4; q++) b[q] = (__m512bh)_mm512_loadu_si512(B + 32 * q);
+    for (int q = 0; q < Q; q++) b[q] = (__m512bh)_mm512_loadu_si512(B + 32 * q);
 #pragma GCC unroll 6
     for (int r = 0; r < R; r++) {
       int32_t pair;
       std::memcpy(&pair, RowA ? (r < 3 ? a0 : a3) + (r % 3) * ldab : a0 + 4 * r, 4);
       const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
 #pragma GCC unroll 4
-      for (int q = 0; q < 4; q++) c[r][q] = _mm512_dpbf16_ps(c[r][q], a, b[q]);
+      for (int q = 0; q < Q; q++) c[r][q] = _mm512_dpbf16_ps(c[r][q], a, b[q]);
     }
-    a0 += RowA ? 4 : 4 * 6;
+    a0 += RowA ? 4 : 4 * 12;
     a3 += 4;
     B += 128;
   }
-  __mmask16 m[4];
-  for (int q = 0; q < 4; q++) {
+  __mmask16 m[Q];
+  for (int q = 0; q < Q; q++) {
     const int n = cols - 16 * q;
     m[q] = n >= 16 ? __mmask16(0xffff) : n > 0 ? __mmask16((1u << n) - 1) : __mmask16(0);
   }
   using V = Lanes<16>;
-  for (int q = 0; q < 4; q++) {
+  for (int q = 0; q < Q; q++) {
     if (!m[q]) break;
     const __m512 bb = first && bias ? _mm512_maskz_loadu_ps(m[q], bias + 16 * q) : _mm512_setzero_ps();
     for (int r = 0; r < R; r++) {
@@ -155,10 +158,13 @@ void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t
                                   float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo) {
   switch (rows) {
-#define LLAVA_ROWS_CASE(R)                                                                                 \
-  case R:                                                                                                  \
-    return lda ? ukr_x64<R, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo)              \
-               : ukr_x64<R, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
+#define LLAVA_ROWS_CASE(R)                                                                         \
+  case R:                                                                                          \
+    if (cols > 32)                                                                                 \
+      return lda ? ukr_x64<R, 4, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo) \
+                 : ukr_x64<R, 4, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo); \
+    return lda ? ukr_x64<R, 2, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo)   \
+               : ukr_x64<R, 2, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
     LLAVA_ROWS_CASE(1)
     LLAVA_ROWS_CASE(2)
     LLAVA_ROWS_CASE(3)
@@ -169,7 +175,7 @@ void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t
   }
 }
 
-// A panel (W = 6) or B panel (W = 32, 64) for the bf16 tiles from W contiguous columns (row stride sk; a
+// A panel (W = 12) or B panel (W = 32, 64) for the bf16 tiles from W contiguous columns (row stride sk; a
 // row-major B, or the transposed A of dW = dYᵀ X): rows k and k+1 interleaved 16 bits at a time,
 // dst[(k2 * W + j) * 2 + e] = src[(2 k2 + e) * sk + j]; an odd last row pairs with 0. W = 64 is two
 // 32-column halves side by side.
@@ -201,8 +207,8 @@ template <int W> static void pack_rows(const uint16_t* src, int64_t sk, int64_t 
     for (int h = 0; h < W / H; h++) put(row(k, h), _mm512_setzero_si512(), dst + 2 * H * h);
 }
 
-void bf16_pack_rows6_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
-  pack_rows<6>(src, sk, kc, dst);
+void bf16_pack_rows12_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
+  pack_rows<12>(src, sk, kc, dst);
 }
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst) {
   pack_rows<32>(src, sk, kc, dst);
@@ -330,9 +336,6 @@ void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16
 }
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
   pack_cols<32>(src, sw, kc, dst);
-}
-void bf16_pack_cols6_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
-  pack_cols<6>(src, sw, kc, dst);
 }
 void bf16_pack_cols64_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst) {
   pack_cols<64>(src, sw, kc, dst);

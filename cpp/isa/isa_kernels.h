@@ -26,19 +26,19 @@ void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const
                                   bool first, float beta, const float* bias, uint16_t* out16 = nullptr,
                                   int64_t ldo = 0);
 // The matmul's tile: rows (1..6) x 64 columns, of which the first `cols` (1..64) are stored. B is a packed
-// 64-column panel in the pair layout; A a packed 6-row panel (lda == 0) or rows of a row-major bf16
-// matrix read in place (row r at A + r * lda, 2 kp values each). Store rules as above.
+// 64-column panel in the pair layout; A six rows of a packed 12-row panel (lda == 0; A at its row 0 or 6)
+// or rows of a row-major bf16 matrix read in place (row r at A + r * lda, 2 kp values each). Store rules
+// as above.
 void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
                                   float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo);
 // Pack W contiguous columns (row stride sk, kc rows) into that pair layout: a B panel (W 32, 64), or the
-// 6-row A panel of a transposed A.
-void bf16_pack_rows6_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
+// 12-row A panel of a transposed A.
+void bf16_pack_rows12_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
 void bf16_pack_rows32_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
 void bf16_pack_rows64_avx512(const uint16_t* src, int64_t sk, int64_t kc, uint16_t* dst);
 // The same from W rows of contiguous depth (row stride sw < 2^31 / (W - 1) elements): B panels (32, 64)
-// and A panels (6, 12).
-void bf16_pack_cols6_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
+// and A panels (12).
 void bf16_pack_cols12_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 void bf16_pack_cols32_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);
 void bf16_pack_cols64_avx512(const uint16_t* src, int64_t sw, int64_t kc, uint16_t* dst);

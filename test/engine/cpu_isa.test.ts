@@ -272,7 +272,7 @@ t.test('bf16 results below the smallest normal are rounded, not flushed, on ever
 });
 
 t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on every instruction set', async (tt) => {
-  // Full 12 x 32 tiles, edge tiles; one depth block (K 1100: no f32 scratch), and three for the f32 kernel
+  // Full tiles, edge tiles (M 27, N 70); one depth block (K 1100: no f32 scratch), and three for the f32 kernel
   // and two for the bf16 one (K 4200): the bf16 kernel rounds its last depth block straight into the
   // output, adding beta * out there.
   for (const K of [1100, 4200]) gemmWithBeta(tt, K);
