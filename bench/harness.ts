@@ -31,6 +31,8 @@ export interface BenchOptions {
   python: string;
   /** Samples are this process's CPU time (user + system), not wall time: for a loaded machine, with one thread. */
   cpuTime: boolean;
+  /** Run the CPU cases (peer, then ours) this many times and report each case's medians over the rounds. */
+  rounds: number;
 }
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -44,6 +46,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     jsonOnly: false,
     python: process.env.PYTHON ?? 'python3',
     cpuTime: false,
+    rounds: 1,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -66,18 +69,24 @@ export function parseOptions(argv: string[]): BenchOptions {
     else if (key === '--no-peers') o.noPeers = true;
     else if (key === '--json') o.jsonOnly = true;
     else if (key === '--python') o.python = val();
-    else if (key === '--cpu-time') {
+    else if (key === '--rounds') {
+      const v = val();
+      o.rounds = Number(v);
+      if (!Number.isInteger(o.rounds) || o.rounds < 1) throw new Error(`[bench] --rounds must be a whole number >= 1, got '${v}'`);
+    } else if (key === '--cpu-time') {
       o.cpuTime = true;
       clock = 'cpu';
     } else if (key === '--help' || key === '-h') {
       console.log(
         'usage: npm run bench -- [--filter REGEX] [--quick] [--device cpu|cuda|all] [--out FILE]\n' +
-          '                        [--no-peers] [--python PY] [--gpu-dry-run] [--json] [--cpu-time]\n' +
+          '                        [--no-peers] [--python PY] [--gpu-dry-run] [--json] [--cpu-time] [--rounds N]\n' +
           'Prints one JSON line per case, then a table of them (not with --json); ratio = baseline_ms / median_ms\n' +
           '(> 1: the engine is faster). --out FILE also writes the JSON lines to FILE and a chart of the ratios\n' +
           'beside it (FILE with .png for its extension).\n' +
           '--filter matches "op scenario dtype device shape"; --gpu-dry-run runs the GPU list on the CPU at toy sizes.\n' +
-          '--cpu-time: CPU samples are process CPU time on both sides (a loaded machine; run with LLAVA_NUM_THREADS=1).',
+          '--cpu-time: CPU samples are process CPU time on both sides (a loaded machine; run with LLAVA_NUM_THREADS=1).\n' +
+          "--rounds N: the CPU cases N times over (each round the peer, then ours); the table shows each case's median\n" +
+          'over the rounds and the range of its per-round ratios (for a machine whose speed drifts).',
       );
       process.exit(0);
     } else throw new Error(`[bench] unknown option '${a}' (see --help)`);
@@ -95,8 +104,15 @@ export function openOut(file: string | null): void {
 /** Every line emitted in this run, for the table and chart that follow the JSON (bench/report.ts). */
 export const emitted: Record<string, unknown>[] = [];
 
+/** The round (--rounds) whose lines are being emitted, written into each of them; null outside rounds. */
+let currentRound: number | null = null;
+export function setRound(r: number | null): void {
+  currentRound = r;
+}
+
 /** Print one JSON line (and append it to --out). */
 export function emit(rec: Record<string, unknown>): void {
+  if (currentRound !== null) rec = { ...rec, round: currentRound };
   const line = JSON.stringify(rec);
   console.log(line);
   emitted.push(rec);

@@ -19,6 +19,8 @@ export interface Row {
   ours: string;
   baseline: string;
   ratio: number | null;
+  /** With --rounds: the lowest and highest per-round ratio. */
+  range: [number, number] | null;
   composite: number | null;
 }
 
@@ -52,15 +54,58 @@ function shortName(name: string): string {
   return name.replace(/\s*\(.*$/, '');
 }
 
-/** Table rows from the emitted JSON lines (case lines only). */
+const median = (v: number[]): number => {
+  const s = [...v].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const round3 = (v: number): number => Number(v.toPrecision(4));
+
+/**
+ * One line per case from the lines of its rounds (those with a numeric `round`): the last round's line
+ * with `rounds`, the medians of median_ms, baseline_ms, ratio and the other ratios over the rounds, the
+ * throughput of the median time, and ratio_min / ratio_max. Each round compares the peer's and our times
+ * of that round, so the ratio is the median of per-round ratios, not a ratio of medians.
+ */
+export function combineRounds(records: Rec[]): Rec[] {
+  const groups = new Map<string, Rec[]>();
+  for (const r of records) {
+    if (typeof r.round !== 'number' || typeof r.op !== 'string' || 'skipped' in r || num(r.median_ms) === null) continue;
+    const key = [r.op, r.scenario, r.dtype, r.device, r.shape].join('|');
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const out: Rec[] = [];
+  for (const rs of groups.values()) {
+    const { round: _, ...last } = rs[rs.length - 1];
+    const med = (k: string): number | null => {
+      const v = rs.map((r) => num(r[k])).filter((x): x is number => x !== null);
+      return v.length ? round3(median(v)) : null;
+    };
+    const ms = med('median_ms')!;
+    const rec: Rec = { ...last, rounds: rs.length, median_ms: ms };
+    for (const k of ['gflops', 'tflops', 'gbps', 'tokens_per_s'])
+      if (num(last[k]) !== null) rec[k] = round3((num(last[k])! * num(last.median_ms)!) / ms);
+    for (const k of ['baseline_ms', 'ratio', 'composite_ms', 'composite_ratio', 'f32_ms', 'vs_our_f32']) if (k in last) rec[k] = med(k);
+    const bt = last.baseline_throughput as Rec | undefined;
+    const [bms, lastB] = [num(rec.baseline_ms), num(last.baseline_ms)];
+    if (bt && bms !== null && lastB !== null)
+      rec.baseline_throughput = Object.fromEntries(Object.entries(bt).map(([k, v]) => [k, num(v) === null ? v : round3((num(v)! * lastB) / bms)]));
+    const ratios = rs.map((r) => num(r.ratio)).filter((x): x is number => x !== null);
+    if (ratios.length) Object.assign(rec, { ratio_min: Math.min(...ratios), ratio_max: Math.max(...ratios) });
+    out.push(rec);
+  }
+  return out;
+}
+
+/** Table rows from the emitted JSON lines (case lines only; with --rounds, the combined lines). */
 export function rowsOf(records: Rec[]): Row[] {
   const rows: Row[] = [];
   for (const r of records) {
-    if (typeof r.op !== 'string' || 'skipped' in r) continue;
+    if (typeof r.op !== 'string' || 'skipped' in r || typeof r.round === 'number') continue;
     const label = [r.op, r.scenario, r.shape].filter((x) => typeof x === 'string' && x).join(' ');
     const device = [r.device, r.dtype === 'float32' ? 'f32' : r.dtype === 'bfloat16' ? 'bf16' : r.dtype].filter(Boolean).join(' ');
     if (typeof r.error === 'string') {
-      rows.push({ label, device, ours: `error: ${r.error}`, baseline: '', ratio: null, composite: null });
+      rows.push({ label, device, ours: `error: ${r.error}`, baseline: '', ratio: null, range: null, composite: null });
       continue;
     }
     let ours = '';
@@ -74,7 +119,10 @@ export function rowsOf(records: Rec[]): Row[] {
     const bms = num(r.baseline_ms) ?? num(r.baseline_ms_per_layer);
     if (bname) baseline = bms !== null ? `${bname}: ${fmt(bms)} ms${num(r.baseline_ms_per_layer) !== null ? '/layer' : ''}` : `${bname}: -`;
     else if (r.note) baseline = String(r.note);
-    rows.push({ label, device, ours, baseline, ratio: num(r.ratio), composite: num(r.composite_ratio) });
+    const lo = num(r.ratio_min),
+      hi = num(r.ratio_max);
+    const range: [number, number] | null = lo !== null && hi !== null ? [lo, hi] : null;
+    rows.push({ label, device, ours, baseline, ratio: num(r.ratio), range, composite: num(r.composite_ratio) });
   }
   return rows;
 }
@@ -90,7 +138,7 @@ export function formatTable(records: Rec[]): string {
     r.device,
     r.ours,
     r.baseline,
-    ratio(r.ratio),
+    ratio(r.ratio) + (r.range ? ` (${fmt(r.range[0])}-${fmt(r.range[1])})` : ''),
     ...(hasComposite ? [r.composite === null ? '' : ratio(r.composite)] : []),
   ]);
   const width = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
@@ -102,6 +150,8 @@ export function formatTable(records: Rec[]): string {
       .trimEnd();
   const out = [line(head), width.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
   out.push('ratio = baseline ms / ours (> 1: llava-node is faster)' + (hasComposite ? "; vs composite: against the engine's own unfused ops" : ''));
+  const rounds = records.find((r) => typeof r.rounds === 'number')?.rounds;
+  if (rounds) out.push(`medians over ${rounds} rounds; in brackets the range of the per-round ratios`);
   for (const r of records)
     if (typeof r.skipped === 'string') out.push(`skipped ${r.skipped}${r.device ? ` (${r.device})` : ''}: ${String(r.reason ?? '')}`);
   return out.join('\n');

@@ -9,15 +9,18 @@
 // otherwise, with the engine's own composite fallback beside it (composite_ms, composite_ratio); PyTorch
 // on the GPU (bench/torch_peer.py). ratio = baseline_ms / median_ms, so > 1 means the engine is faster.
 // After the JSON lines comes a readable table of them (--json leaves it out), and with --out FILE a PNG
-// chart of the ratios is written beside FILE (bench/report.ts).
+// chart of the ratios is written beside FILE (bench/report.ts). --rounds N runs the CPU cases N times
+// (peer, then ours, each round): the lines of a round carry `round`, and one line per case follows with
+// `rounds`, the medians over the rounds, and ratio_min / ratio_max of the per-round ratios; the table
+// shows those (the machine's speed can drift between a peer's run and ours).
 // The first line names the run (node version, CUDA device or null, options); lines with `skipped` say
 // why a group did not run (no numpy, no torch, no CUDA); a final `summary` line per device gives the
 // wall time and the live tensor count (a leak shows there). GPU timings are host-side (hrtime around
 // calls closed by cuda.synchronize()), so they include N-API launch overhead; the peer uses CUDA events.
 // Cases live in cpu_cases.ts, tfjs_cases.ts (TensorFlow.js on llava vs tfjs-backend-cpu/wasm) and gpu_cases.ts; timing and output in harness.ts.
 import * as L from '../lib';
-import { closeOut, emit, emitted, openOut, parseOptions } from './harness';
-import { finishReport } from './report';
+import { closeOut, emit, emitted, openOut, parseOptions, setRound } from './harness';
+import { combineRounds, finishReport } from './report';
 import { runCpuCases } from './cpu_cases';
 import { runGpuCases } from './gpu_cases';
 import { runDistCases } from './dist_cases';
@@ -43,7 +46,12 @@ async function main(): Promise<number> {
     if (opts.gpuDryRun) runGpuCases(opts);
     else {
       if (opts.device === 'cpu' || opts.device === 'all') {
-        runCpuCases(opts);
+        for (let r = 1; r <= opts.rounds; r++) {
+          if (opts.rounds > 1) setRound(r);
+          runCpuCases(opts);
+        }
+        setRound(null);
+        if (opts.rounds > 1) combineRounds(emitted).forEach((rec) => emit(rec));
         runDistCases(opts);
         await runTfjsCases(opts);
       }

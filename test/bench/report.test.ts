@@ -8,7 +8,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawnSync } from 'child_process';
 import { PNG } from 'pngjs';
-import { chartPath, formatTable, renderRatioChart, rowsOf } from '../../bench/report';
+import { chartPath, combineRounds, formatTable, renderRatioChart, rowsOf } from '../../bench/report';
+import { parseOptions } from '../../bench/harness';
 import { TEST_DIR } from '../helpers';
 
 const ROOT = path.join(TEST_DIR, '..');
@@ -73,6 +74,53 @@ t.test('table: one row per case, ratios, composite column, skipped notes', async
   t.match(text, /ratio = baseline ms \/ ours \(> 1: llava-node is faster\)/);
   t.match(text, /skipped torch \(cuda\): torch cannot be imported/);
   t.notMatch(text, /summary/);
+});
+
+t.test('--rounds: one line per case with the medians over the rounds and the range of the ratios', async (t) => {
+  const line = (round: number, ms: number, base: number) => ({
+    op: 'matmul',
+    scenario: 'square 512',
+    dtype: 'bfloat16',
+    device: 'cpu',
+    shape: '512x512x512',
+    median_ms: ms,
+    gflops: (2 * 512 ** 3) / (ms / 1e3) / 1e9,
+    baseline: 'torch 1.13.0a0 (cpu, 2 threads)',
+    baseline_ms: base,
+    baseline_throughput: { gflops: (2 * 512 ** 3) / (base / 1e3) / 1e9 },
+    ratio: base / ms,
+    vs_our_f32: 2 + round / 10,
+    round,
+  });
+  // Round 2 ran on a slow machine for both sides: its ratio stays 1.0 while its times double.
+  const lines = [
+    { bench: 'llava-node', round: 1 },
+    line(1, 0.7, 0.63),
+    line(2, 1.4, 1.4),
+    line(3, 0.72, 0.8),
+    { skipped: 'numpy', reason: 'x', round: 1 },
+  ];
+  const [c, ...more] = combineRounds(lines);
+  t.equal(more.length, 0, 'one combined line');
+  t.equal(c.rounds, 3);
+  t.notOk('round' in c, 'no round field on the combined line');
+  t.equal(c.median_ms, 0.72);
+  t.equal(c.baseline_ms, 0.8);
+  t.equal(c.ratio, 1, 'the median of the per-round ratios (0.9, 1, 1.11), not 0.8 / 0.72');
+  t.equal(c.ratio_min, 0.9);
+  t.ok(Math.abs((c.ratio_max as number) - 0.8 / 0.72) < 1e-12);
+  t.equal(c.vs_our_f32, 2.2);
+  t.ok(Math.abs((c.gflops as number) - (2 * 512 ** 3) / 0.72e-3 / 1e9) < 0.1, 'throughput of the median time');
+  const bt = (c.baseline_throughput as { gflops: number }).gflops;
+  t.ok(Math.abs(bt - (2 * 512 ** 3) / 0.8e-3 / 1e9) < 0.1, `the baseline's throughput of its median time (${bt})`);
+  const text = formatTable([...lines, c]);
+  t.equal(rowsOf([...lines, c]).length, 1, 'the per-round lines leave the table');
+  t.match(text, /matmul square 512 512x512x512\s+cpu bf16\s+0\.72 ms \(373 GFLOP\/s\)\s+torch 1\.13\.0a0: 0\.8 ms\s+1x \(0\.9-1\.11\)/);
+  t.match(text, /medians over 3 rounds/);
+  t.equal(parseOptions(['--rounds', '4']).rounds, 4);
+  t.equal(parseOptions([]).rounds, 1);
+  t.throws(() => parseOptions(['--rounds', '0']), /--rounds must be a whole number >= 1/);
+  t.throws(() => parseOptions(['--rounds=1.5']), /--rounds must be a whole number >= 1/);
 });
 
 t.test('chart: PNG beside the --out file', async (t) => {
