@@ -74,15 +74,12 @@ struct Bf16Base {
   const int64_t Dk;   // D rounded up to whole pairs
   const int nd;       // 32-column panels of D
   const int64_t D32;  // nd * 32: the row length of the zero-padded row copies
-  float tile[12 * 32];
   explicit Bf16Base(const Attn& p_) : p(p_), Dk((p_.D + 1) & ~int64_t(1)), nd(int((p_.D + 31) / 32)), D32(nd * 32) {}
   static int64_t pairs(int64_t k) { return (k + 1) & ~int64_t(1); }
   // C[rows x cols] (row stride ldc) = (first ? 0 : C) + A panel (kp pairs x 12) @ B panel (kp x 32).
-  void mm(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, int rows, int cols, bool first) {
-    if (cols == 32) return isa::bf16gemm_ukr_avx512_rows_x32(rows, kp, A, B, C, ldc, first, 0.f, nullptr);
-    isa::bf16gemm_ukr_avx512_rows_x32(rows, kp, A, B, tile, 32, true, 0.f, nullptr);
-    for (int r = 0; r < rows; r++)
-      for (int c = 0; c < cols; c++) C[r * ldc + c] = (first ? 0.f : C[r * ldc + c]) + tile[r * 32 + c];
+  static void mm(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc, int rows, int cols,
+                 bool first) {
+    isa::bf16gemm_ukr_avx512_rows_x32(rows, cols, kp, A, B, C, ldc, first, 0.f, nullptr);
   }
   // Row copies are zero past D from their construction (copies write D values); rows past the n in use
   // are zeroed here, as the packers read whole panels.

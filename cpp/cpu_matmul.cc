@@ -126,8 +126,14 @@ template <typename Kern, typename T> bool uses_scratch(const Problem& p) {
 
 // Whether the bf16 tile reads A in place: a row-major A (depth stride 1, rows apart) whose k pairs are
 // whole, so that a row's last pair never reaches past it (K even).
+template <typename Kern> constexpr bool kReadsA = [] {
+  if constexpr (Bf16Tile<Kern>::value)
+    return Kern::reads_a;
+  else
+    return false;
+}();
 template <typename Kern> bool reads_a_in_place(const Problem& p) {
-  return Bf16Tile<Kern>::value && p.as[2] == 1 && p.as[1] != 0 && p.K % 2 == 0;
+  return kReadsA<Kern> && p.as[2] == 1 && p.as[1] != 0 && p.K % 2 == 0;
 }
 
 // Unit: batch `bt`, rows [m0, m1), columns [n0, n1) of C.
@@ -238,15 +244,14 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   }
 }
 
-// The bf16 tile's split: the (row chunks, column chunks) whose busiest thread has the least work, counted
-// in multiply-adds per depth step: its tiles (short tiles at their size) plus its operand traffic, about
-// 30 per B element packed, 23 per A element packed, and 2 per A element read in place (each unit walks
-// all of its rows of A once per depth block); the weights were read off profiles on Zen 4. A read in
-// place makes column splits cheap: each thread packs only its own columns of B, where a row split has
-// every thread pack all of B.
-template <typename Kern>
-void split_bf16(const Problem& p, bool a_packed, bool scratch, int64_t th, int64_t& mch, int64_t& nch) {
-  constexpr int64_t MR = Kern::MR, NR = Kern::NR, kB = 30, kA = 23, kR = 2;
+// The split for a tile that reads A in place: the (row chunks, column chunks) whose busiest thread has the
+// least work, counted in multiply-adds per depth step: its tiles (short tiles at their size) plus its
+// operand traffic, about 30 per B element packed and 2 per A element read (each unit walks all of its
+// rows of A once per depth block); the weights were read off profiles on Zen 4. With no A panels to pack,
+// column splits are cheap: each thread packs only its own columns of B, where a row split has every
+// thread pack all of B.
+template <typename Kern> void split_in_place(const Problem& p, bool scratch, int64_t th, int64_t& mch, int64_t& nch) {
+  constexpr int64_t MR = Kern::MR, NR = Kern::NR, kB = 30, kR = 2;
   const int64_t panels = ceil_div(p.N, NR), max_width = std::min(panels, Kern::NC / NR);  // in panels
   // The f32 scratch of a unit stays under 4 MiB (1M values): enough row chunks for that at one panel.
   const int64_t mu_min = scratch ? std::max<int64_t>(1, ceil_div(p.M * NR, int64_t(1) << 20)) : 1;
@@ -257,7 +262,7 @@ void split_bf16(const Problem& p, bool a_packed, bool scratch, int64_t th, int64
       const int64_t m = ceil_div(p.M, mu), n = w * NR;
       if (best >= 0 && scratch && m * n > (int64_t(1) << 20)) continue;
       const int64_t units = p.Bt * ceil_div(p.M, m) * ceil_div(panels, w), per_thread = ceil_div(units, th);
-      const double cost = double(per_thread) * double(m * n + kB * n + (a_packed ? kA : kR) * m);
+      const double cost = double(per_thread) * double(m * n + kB * n + kR * m);
       if (best < 0 || cost < best) {
         best = cost;
         mch = m;
@@ -271,8 +276,8 @@ template <typename Kern, typename T> void gemm(const Problem& p) {
   constexpr int MR = Kern::MR, NR = Kern::NR;
   const int64_t th = num_threads();
   int64_t mch = 0, nch = 0;
-  if constexpr (Bf16Tile<Kern>::value) {
-    split_bf16<Kern>(p, !reads_a_in_place<Kern>(p), uses_scratch<Kern, T>(p), th, mch, nch);
+  if constexpr (kReadsA<Kern>) {  // (such a kernel runs only where it reads A in place)
+    split_in_place<Kern>(p, uses_scratch<Kern, T>(p), th, mch, nch);
   } else {
     int64_t mu = 1, nu = ceil_div(p.N, Kern::NC);
     if (uses_scratch<Kern, T>(p))  // cap the scratch at ~4 MiB (f32) per unit
@@ -435,7 +440,8 @@ template <typename T> void run_typed(const Problem& p) {
 #if LLAVA_X86_ISA
     // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
     if constexpr (std::is_same_v<T, bf16>) {
-      if (cpu_has_avx512_bf16() && p.N > 16) return gemm<KernBf16Avx512, T>(p);
+      if (cpu_has_avx512_bf16() && p.N > 16)
+        return reads_a_in_place<KernBf16Avx512>(p) ? gemm<KernBf16Avx512, T>(p) : gemm<KernBf16Avx512Packed, T>(p);
     }
     if (cpu_isa() >= CpuIsa::Avx512 && p.N > 16) return gemm<KernAvx512, T>(p);
 #endif

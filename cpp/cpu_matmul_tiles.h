@@ -71,15 +71,18 @@ void pack_panel(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, Ac
 template <int W> void pack_pairs(const bf16* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, uint16_t* dst) {
   const int64_t kp = (kc + 1) / 2;
 #if LLAVA_X86_ISA && LLAVA_AVX2
-  static_assert(W == 64 || W == 12, "the matmul tile's panel widths");
+  static_assert(W == 64 || W == 32 || W == 12, "the bf16 tiles' panel widths");
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
   if (sw == 1 && wvalid == W) {  // lanes contiguous: interleave row pairs in registers
-    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-    W == 64 ? isa::bf16_pack_rows64_avx512(s, sk, kc, dst) : isa::bf16_pack_rows12_avx512(s, sk, kc, dst);
+    if constexpr (W == 64) isa::bf16_pack_rows64_avx512(s, sk, kc, dst);
+    if constexpr (W == 32) isa::bf16_pack_rows32_avx512(s, sk, kc, dst);
+    if constexpr (W == 12) isa::bf16_pack_rows12_avx512(s, sk, kc, dst);
     return;
   }
   if (sk == 1 && wvalid == W && sw > 0 && sw < (int64_t(1) << 31) / W) {  // depth contiguous
-    const uint16_t* s = reinterpret_cast<const uint16_t*>(src);
-    W == 64 ? isa::bf16_pack_cols64_avx512(s, sw, kc, dst) : isa::bf16_pack_cols12_avx512(s, sw, kc, dst);
+    if constexpr (W == 64) isa::bf16_pack_cols64_avx512(s, sw, kc, dst);
+    if constexpr (W == 32) isa::bf16_pack_cols32_avx512(s, sw, kc, dst);
+    if constexpr (W == 12) isa::bf16_pack_cols12_avx512(s, sw, kc, dst);
     return;
   }
 #endif
@@ -216,31 +219,48 @@ struct KernAvx512 : PlainPanels<float> {
 #endif
 
 #if LLAVA_X86_ISA && LLAVA_AVX2
-// bf16 x bf16 with AVX512-BF16 (vdpbf16ps): bf16 panels in k pairs, f32 accumulation, a 6 x 64 tile
-// (isa::bf16gemm_ukr_avx512_rows_x64) that reads a row-major A in place.
-struct KernBf16Avx512 {
+// bf16 x bf16 with AVX512-BF16 (vdpbf16ps): bf16 operands in k pairs, f32 accumulation, the tiles of
+// isa/gemm_bf16_avx512.cc. What the two matmul kernels share:
+struct KernBf16Base {
   using acc = float;
   using packed = uint16_t;
-  static constexpr int MR = 6, NR = 64;
-  static constexpr int AW = 12;  // packed A panels are 12 rows wide, two tiles each (see the tile)
   // KC 2048: a product with K <= 2048 is one depth block, rounded into a bf16 output from registers
   // with no f32 scratch (measured 5-10% faster than KC 512 at 1024^3 and 2048^3 on Zen 4, whose L2 feeds
   // the tile well enough that the B micro-panel need not sit in L1). NC 1024 against 3072 made
-  // x @ W^T at 256x2048x5504 about 7% faster (measured with the 12 x 32 tile this one replaced).
+  // x @ W^T at 256x2048x5504 about 7% faster (measured with the 12 x 32 tile).
   static constexpr int64_t KC = 2048, MC = 192, NC = 1024;
+  static constexpr int AW = 12;  // packed A panels are 12 rows wide
   static int64_t kpad(int64_t kc) { return (kc + 1) & ~int64_t(1); }
   template <typename T, int W>
   static void pack(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
     static_assert(std::is_same_v<T, bf16>, "the bf16 kernel packs bf16 operands only");
     pack_pairs<W>(src, sw, sk, wvalid, kc, dst);
   }
-  // The tile's extras (the Bf16Tile trait in cpu_matmul.cc): any row count up to MR and column count up
-  // to NR; lda != 0 reads A in place (rows of a row-major matrix) instead of a packed panel; out not
-  // null: the last depth block of a bf16 product goes to the bf16 output from registers.
+  // The tiles' extras (the Bf16Tile trait in cpu_matmul.cc): any row count up to MR and column count up
+  // to NR; out not null: the last depth block of a bf16 product goes to the bf16 output from registers.
   static constexpr bool bf16_tile = true;
+};
+
+// 6 x 64, for a row-major A, which the tile reads in place (lda != 0; packed 12-row panels otherwise).
+struct KernBf16Avx512 : KernBf16Base {
+  static constexpr int MR = 6, NR = 64;
+  static constexpr bool reads_a = true;
   static void ukr(int64_t kc, const uint16_t* A, int64_t lda, const uint16_t* B, int mr, int nr, const float* C,
                   int64_t ldc, bool first, float beta, const float* bias, bf16* out = nullptr, int64_t ldo = 0) {
     isa::bf16gemm_ukr_avx512_rows_x64(mr, nr, kpad(kc) / 2, A, lda, B, const_cast<float*>(C), ldc, first, beta, bias,
+                                      reinterpret_cast<uint16_t*>(out), ldo);
+  }
+};
+
+// 12 x 32 on packed A panels: the products whose A needs packing (the transposed A of dW = dYᵀ X, odd K),
+// which ran 4-8% slower on the 6 x 64 tile (it reads half of each A panel line, and twice the B bytes
+// per multiply-add).
+struct KernBf16Avx512Packed : KernBf16Base {
+  static constexpr int MR = 12, NR = 32;
+  static constexpr bool reads_a = false;
+  static void ukr(int64_t kc, const uint16_t* A, int64_t, const uint16_t* B, int mr, int nr, const float* C,
+                  int64_t ldc, bool first, float beta, const float* bias, bf16* out = nullptr, int64_t ldo = 0) {
+    isa::bf16gemm_ukr_avx512_rows_x32(mr, nr, kpad(kc) / 2, A, B, const_cast<float*>(C), ldc, first, beta, bias,
                                       reinterpret_cast<uint16_t*>(out), ldo);
   }
 };

@@ -12,62 +12,91 @@
 
 #include "../cpu_common.h"
 #include "act_lanes.h"
-#include "gemm_tile_avx512.h"
 
 namespace llava {
 namespace isa {
 
-// bf16 x bf16 -> f32, 12 x 32 tile: vdpbf16ps multiplies a pair of bf16 along k and adds both
-// products into an f32 lane, so one instruction does 16 lanes x 2 k. Panels hold bf16 in pairs
-// along k ("VNNI" layout): A[(k2 * 12 + r) * 2 + e], B[(k2 * 32 + j) * 2 + e] for k = 2 k2 + e.
-// With out16 (the last depth block of a bf16 product) the finished tile, first ? acc + bias : C + acc,
-// plus beta * out16 when beta is not 0, is rounded once and written to out16 (row stride ldo); C is
-// then only read. R < 12 runs the first R rows of the A panel (the bottom edge of a product).
-template <int R> static void ukr_rows(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
-                                      bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
-  constexpr int MR = 12;  // the A panel's width
-  __m512 c[R][2];
+// The bf16 GEMM tiles: vdpbf16ps multiplies a pair of bf16 along k and adds both products into an f32
+// lane, so one instruction does 16 lanes x 2 k. Operands hold bf16 in pairs along k ("VNNI" layout). B is a
+// packed panel BW (32 or 64) columns wide, B[(k2 * BW + j) * 2 + e] for k = 2 k2 + e, zero past the
+// product's columns; the tile computes its first 16 Q columns. A is either a packed 12-row panel
+// (lda == 0: row r at A[(k2 * 12 + r) * 2 + e]; a 6-row tile gets the panel's row 0 or 6) or, with RowA,
+// rows of a row-major matrix read in place (row r at A + r * lda, whose k pairs are already adjacent; the
+// rows are reached as four base pointers plus 0, 1 or 2 row strides, an x86 addressing mode).
+//   12 x 32 (R <= 12, Q 2, BW 32): attention's products, and matmuls whose A needs packing.
+//   6 x 64 (R <= 6, Q 4 or 2, BW 64, A packed or in place): matmuls with a row-major A. The shape oneDNN's
+//   brgemm uses on this ISA; six rows a power-of-two stride apart share an L1 set without overflowing its
+//   eight ways (a 12-row tile reading in place ran at half speed at 2048^3), and with no A panels the
+//   threads can split the columns, each packing only its part of B.
+// Only the first `cols` columns are stored (masked). Without out16, C = first ? acc + bias + beta * C :
+// C + acc (C is not read when first and beta is 0). With out16 (the last depth block of a bf16 product)
+// the finished tile, first ? acc + bias : C + acc, plus beta * out16 when beta is not 0, is rounded once
+// and written to out16 (row stride ldo); C is then only read. R below the tile's height runs the first R
+// rows (a product's bottom edge).
+template <int R, int Q, int BW, bool RowA>
+static void tile(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B, int cols, float* C, int64_t ldc,
+                 bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+  __m512 c[R][Q];
 #pragma GCC unroll 12
-  for (int r = 0; r < R; r++) c[r][0] = c[r][1] = _mm512_setzero_ps();
+  for (int r = 0; r < R; r++)
+    for (int q = 0; q < Q; q++) c[r][q] = _mm512_setzero_ps();
   if (!(out16 && first))  // C is read or written
     for (int r = 0; r < R; r++) _mm_prefetch(reinterpret_cast<const char*>(C + r * ldc), _MM_HINT_T0);
+  const int64_t ldab = lda * 2;
+  const char* base[4];  // RowA: row 3 g + t at base[g] + t * ldab
+  for (int g = 0; g < 4; g++) base[g] = reinterpret_cast<const char*>(A) + (RowA ? 3 * g * ldab : 0);
 #pragma GCC unroll 2
   for (int64_t k = 0; k < kp; k++) {
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(B), b1 = (__m512bh)_mm512_loadu_si512(B + 32);
+    __m512bh b[Q];
+#pragma GCC unroll 4
+    for (int q = 0; q < Q; q++) b[q] = (__m512bh)_mm512_loadu_si512(B + 32 * q);
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++) {
       int32_t pair;
-      std::memcpy(&pair, A + 2 * r, 4);
+      std::memcpy(&pair, RowA ? base[r / 3] + (r % 3) * ldab : base[0] + 4 * r, 4);
       const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
-      c[r][0] = _mm512_dpbf16_ps(c[r][0], a, b0);
-      c[r][1] = _mm512_dpbf16_ps(c[r][1], a, b1);
+#pragma GCC unroll 4
+      for (int q = 0; q < Q; q++) c[r][q] = _mm512_dpbf16_ps(c[r][q], a, b[q]);
     }
-    A += 2 * MR;
-    B += 64;
+    for (int g = 0; g < (RowA ? 4 : 1); g++) base[g] += RowA ? 4 : 4 * 12;
+    B += 2 * BW;
   }
-  if (!out16) return store_tile_x32(c, C, ldc, first, beta, bias);
   using V = Lanes<16>;
-  const __m512 bb0 = first && bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-  const __m512 bb1 = first && bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-  for (int r = 0; r < R; r++) {  // C is read only after the first depth block (it may be null before)
-    uint16_t* o = out16 + r * ldo;
-    __m512 v0 = _mm512_add_ps(c[r][0], first ? bb0 : _mm512_loadu_ps(C + r * ldc));
-    __m512 v1 = _mm512_add_ps(c[r][1], first ? bb1 : _mm512_loadu_ps(C + r * ldc + 16));
-    if (beta != 0.f) {
-      v0 = _mm512_add_ps(v0, _mm512_mul_ps(_mm512_set1_ps(beta), __m512(V::load(o))));
-      v1 = _mm512_add_ps(v1, _mm512_mul_ps(_mm512_set1_ps(beta), __m512(V::load(o + 16))));
+  for (int q = 0; q < Q && cols > 16 * q; q++) {
+    const int n = cols - 16 * q;
+    const __mmask16 m = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
+    const __m512 bb = first && bias ? _mm512_maskz_loadu_ps(m, bias + 16 * q) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+    for (int r = 0; r < R; r++) {
+      float* cr = C + r * ldc + 16 * q;
+      __m512 v = _mm512_add_ps(c[r][q], first ? bb : _mm512_maskz_loadu_ps(m, cr));
+      if (!out16) {
+        if (first && beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cr), v);
+        _mm512_mask_storeu_ps(cr, m, v);
+        continue;
+      }
+      uint16_t* o = out16 + r * ldo + 16 * q;
+      if (n >= 16) {
+        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(o)), v);
+        V::store(o, V::reg(v));
+      } else {  // a part vector goes through a local row, so its rounding is V::store's
+        alignas(64) uint16_t part[16] = {};
+        std::memcpy(part, o, 2 * n);
+        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(part)), v);
+        V::store(part, V::reg(v));
+        std::memcpy(o, part, 2 * n);
+      }
     }
-    V::store(o, V::reg(v0));
-    V::store(o + 16, V::reg(v1));
   }
 }
 
-void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
-                                  bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+void bf16gemm_ukr_avx512_rows_x32(int rows, int cols, int64_t kp, const uint16_t* A, const uint16_t* B, float* C,
+                                  int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
+                                  int64_t ldo) {
   switch (rows) {
 #define LLAVA_ROWS_CASE(R) \
   case R:                  \
-    return ukr_rows<R>(kp, A, B, C, ldc, first, beta, bias, out16, ldo);
+    return tile<R, 2, 32, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
     LLAVA_ROWS_CASE(1)
     LLAVA_ROWS_CASE(2)
     LLAVA_ROWS_CASE(3)
@@ -84,87 +113,17 @@ void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const
   }
 }
 
-// The matmul's tile, R x 64 (R <= 6), the shape oneDNN's brgemm uses on this ISA: 24 accumulators, 4 B
-// vectors and one broadcast per k pair. B is a packed 64-column panel (zero past the product's columns);
-// A is either 6 rows of a packed 12-row panel (lda == 0: row r at A[(k2 * 12 + r) * 2 + e], A pointing at
-// the panel's row 0 or 6; 12-wide panels pack twice as fast as 6-wide ones) or read in place, rows of a
-// row-major matrix at A + r * lda whose k pairs are already adjacent. Reading in place is what the short
-// tile buys: six rows a power-of-two stride apart share an L1 set without overflowing its eight ways (the
-// 12-row tile's rows did, at half speed), and with no A panel to pack, threads can split the columns and
-// each pack only its own part of B. Only the first `cols` columns are stored (masked), so a product's
-// right edge needs no separate path; Q = 2 computes only the panel's first 32 columns (an edge of at most 32).
-// Store rules as ukr_rows.
-template <int R, int Q, bool RowA> static void ukr_x64(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
-                                                       int cols, float* C, int64_t ldc, bool first, float beta,
-                                                       const float* bias, uint16_t* out16, int64_t ldo) {
-  __m512 c[R][Q];
-#pragma GCC unroll 6
-  for (int r = 0; r < R; r++)
-    for (int q = 0; q < Q; q++) c[r][q] = _mm512_setzero_ps();
-  const int64_t ldab = lda * 2;  // RowA: rows 0-2 at a0 + {0, 1, 2} * ldab, rows 3-5 at a3 + ... (addressing modes)
-  const char* a0 = reinterpret_cast<const char*>(A);
-  const char* a3 = a0 + 3 * ldab;
-#pragma GCC unroll 2
-  for (int64_t k = 0; k < kp; k++) {
-    __m512bh b[Q];
-#pragma GCC unroll 4
-    for (int q = 0; q < Q; q++) b[q] = (__m512bh)_mm512_loadu_si512(B + 32 * q);
-#pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-      int32_t pair;
-      std::memcpy(&pair, RowA ? (r < 3 ? a0 : a3) + (r % 3) * ldab : a0 + 4 * r, 4);
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(pair);
-#pragma GCC unroll 4
-      for (int q = 0; q < Q; q++) c[r][q] = _mm512_dpbf16_ps(c[r][q], a, b[q]);
-    }
-    a0 += RowA ? 4 : 4 * 12;
-    a3 += 4;
-    B += 128;
-  }
-  __mmask16 m[Q];
-  for (int q = 0; q < Q; q++) {
-    const int n = cols - 16 * q;
-    m[q] = n >= 16 ? __mmask16(0xffff) : n > 0 ? __mmask16((1u << n) - 1) : __mmask16(0);
-  }
-  using V = Lanes<16>;
-  for (int q = 0; q < Q; q++) {
-    if (!m[q]) break;
-    const __m512 bb = first && bias ? _mm512_maskz_loadu_ps(m[q], bias + 16 * q) : _mm512_setzero_ps();
-    for (int r = 0; r < R; r++) {
-      float* cr = C + r * ldc + 16 * q;
-      __m512 v = _mm512_add_ps(c[r][q], first ? bb : _mm512_maskz_loadu_ps(m[q], cr));
-      if (!out16) {  // C is the f32 sum between depth blocks (or the output's f32 scratch)
-        if (first && beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m[q], cr), v);
-        _mm512_mask_storeu_ps(cr, m[q], v);
-        continue;
-      }
-      uint16_t* o = out16 + r * ldo + 16 * q;
-      if (m[q] == 0xffff) {
-        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(o)), v);
-        V::store(o, V::reg(v));
-      } else {  // a part vector goes through a local row, so its rounding is V::store's
-        const int n = cols - 16 * q;
-        alignas(64) uint16_t part[16] = {};
-        std::memcpy(part, o, 2 * n);
-        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(part)), v);
-        V::store(part, V::reg(v));
-        std::memcpy(o, part, 2 * n);
-      }
-    }
-  }
-}
-
 void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
                                   float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo) {
   switch (rows) {
-#define LLAVA_ROWS_CASE(R)                                                                         \
-  case R:                                                                                          \
-    if (cols > 32)                                                                                 \
-      return lda ? ukr_x64<R, 4, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo) \
-                 : ukr_x64<R, 4, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo); \
-    return lda ? ukr_x64<R, 2, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo)   \
-               : ukr_x64<R, 2, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
+#define LLAVA_ROWS_CASE(R)                                                                          \
+  case R:                                                                                           \
+    if (cols > 32)                                                                                  \
+      return lda ? tile<R, 4, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo) \
+                 : tile<R, 4, 64, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo); \
+    return lda ? tile<R, 2, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo)   \
+               : tile<R, 2, 64, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
     LLAVA_ROWS_CASE(1)
     LLAVA_ROWS_CASE(2)
     LLAVA_ROWS_CASE(3)

@@ -18,17 +18,16 @@ namespace isa {
 void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C, int64_t ldc, bool first, float beta,
                             const float* bias);
 // ---------------------------------------------------------------- gemm_bf16_avx512.cc (AVX512-BF16)
-// The same for bf16 panels in k pairs (A: kp x 12 x 2, B: kp x 32 x 2 bf16 bit patterns, kp = k pairs),
-// for the first `rows` (1..12) rows of the A panel: a rows x 32 tile of C. With out16 not null the
-// finished tile (plus beta * out16) is rounded to bf16 into out16 (row stride ldo) instead of being
-// written to C.
-void bf16gemm_ukr_avx512_rows_x32(int rows, int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int64_t ldc,
-                                  bool first, float beta, const float* bias, uint16_t* out16 = nullptr,
+// The bf16 tiles (vdpbf16ps, f32 accumulation) on operands in k pairs (bf16 bit patterns; kp = k pairs):
+// a rows x cols block of C from the first `rows` rows of A and a B panel 32 (x32) or 64 (x64) columns wide,
+// of which the first `cols` are stored. A is a packed 12-row panel (x64: its row 0 or 6 as A), or for x64
+// with lda != 0 rows of a row-major matrix read in place (row r at A + r * lda). Without out16, C = first ?
+// acc + bias + beta * C : C + acc (bias: cols values or null; beta 0: C not read); with out16 the finished
+// tile (first ? acc + bias : C + acc, plus beta * out16) is rounded to bf16 into out16 (row stride ldo) and C
+// is only read.
+void bf16gemm_ukr_avx512_rows_x32(int rows, int cols, int64_t kp, const uint16_t* A, const uint16_t* B, float* C,
+                                  int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16 = nullptr,
                                   int64_t ldo = 0);
-// The matmul's tile: rows (1..6) x 64 columns, of which the first `cols` (1..64) are stored. B is a packed
-// 64-column panel in the pair layout; A six rows of a packed 12-row panel (lda == 0; A at its row 0 or 6)
-// or rows of a row-major bf16 matrix read in place (row r at A + r * lda, 2 kp values each). Store rules
-// as above.
 void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
                                   float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo);
