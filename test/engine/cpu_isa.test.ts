@@ -274,8 +274,8 @@ t.test('bf16 results below the smallest normal are rounded, not flushed, on ever
 t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on every instruction set', async (tt) => {
   // Full tiles, edge tiles (M 27, N 70); one depth block (K 1100: no f32 scratch), and three for the f32 kernel
   // and two for the bf16 one (K 4200): the bf16 kernel rounds its last depth block straight into the
-  // output, adding beta * out there.
-  for (const K of [1100, 4200]) gemmWithBeta(tt, K);
+  // output, adding beta * out there. Odd K (1101) sends bf16 to the packed-A tile instead of reading A in place.
+  for (const K of [1100, 1101, 4200]) gemmWithBeta(tt, K);
 });
 
 function gemmWithBeta(tt: Test, K: number): void {
