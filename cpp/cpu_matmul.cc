@@ -24,10 +24,11 @@
 // AVX2 kernel tops out near 0.6 of it). N <= 16 uses the 6x16 tile; LLAVA_MATMUL_ISA=avx2 forces
 // it everywhere (the tests run both).
 //
-// bf16 on AVX512-BF16 has a tile of its own (KernBf16Avx512, isa::bf16gemm_ukr_avx512_rows_x64): 6 x 64
-// vdpbf16ps with B packed in k pairs, any row and column count, and a row-major A (depth stride 1, K
-// even) read in place, with no A panels at all. Its units are chosen by split_bf16's cost model, which
-// with A in place usually splits the columns, so each thread packs only its own part of B.
+// bf16 on AVX512-BF16 has tiles of its own (vdpbf16ps, isa/gemm_bf16_avx512.cc; operands packed in k
+// pairs, any row and column count): a row-major A (depth stride 1, K even) goes to KernBf16Avx512, 6 x 64,
+// which reads A in place with no A panels at all, its units chosen by split_in_place's cost model (which
+// usually splits the columns, so each thread packs only its own part of B); any other A is packed for
+// KernBf16Avx512Packed, 12 x 32, with the generic split.
 // Accumulation is always f32 (f64 for f64). f32/f64 outputs are accumulated in place across K
 // blocks; bias and beta*out_old are folded into the first K block's store. bf16/f16 outputs go
 // through an f32 scratch per unit and are rounded once at the end (units are capped in size so the
@@ -112,8 +113,8 @@ struct Problem {
 };
 
 // ------------------------------------------------------------------ blocked GEMM for one unit
-// Whether a kernel has the bf16 tile's extras (Kern::bf16_tile; see KernBf16Avx512): tiles of any size up
-// to MR x NR, A read in place from a row-major matrix, and the bf16 output written by the tile itself.
+// Whether a kernel has the bf16 tiles' extras (Kern::bf16_tile; see KernBf16Base): tiles of any size up to
+// MR x NR, the bf16 output written by the tile itself, and (Kern::reads_a) A read in place.
 template <typename K, typename = void> struct Bf16Tile : std::false_type {};
 template <typename K> struct Bf16Tile<K, std::void_t<decltype(K::bf16_tile)>> : std::bool_constant<K::bf16_tile> {};
 
@@ -124,8 +125,8 @@ template <typename Kern, typename T> bool uses_scratch(const Problem& p) {
   return !(Bf16Tile<Kern>::value && p.act == 0 && p.K <= Kern::KC);
 }
 
-// Whether the bf16 tile reads A in place: a row-major A (depth stride 1, rows apart) whose k pairs are
-// whole, so that a row's last pair never reaches past it (K even).
+// Whether a bf16 tile reads A in place: it can (Kern::reads_a), and A is row-major (depth stride 1, rows
+// apart) with whole k pairs, so that a row's last pair never reaches past it (K even).
 template <typename Kern> constexpr bool kReadsA = [] {
   if constexpr (Bf16Tile<Kern>::value)
     return Kern::reads_a;
@@ -147,7 +148,7 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   // registers (plus beta * out); the scratch then only carries sums between depth blocks.
   constexpr bool bf16_tile = Bf16Tile<Kern>::value;  // (so T is bf16)
   const bool fused = bf16_tile && p.act == 0;
-  const bool a_in_place = reads_a_in_place<Kern>(p);
+  constexpr bool a_in_place = kReadsA<Kern>;  // such a kernel is run only where it can (run_typed)
   const T* A = reinterpret_cast<const T*>(p.a) + bt * p.as[0];
   const T* B = reinterpret_cast<const T*>(p.b) + bt * p.bs[0];
   T* O = reinterpret_cast<T*>(p.out) + bt * p.M * p.N;
@@ -167,15 +168,8 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   const int64_t kc_max = std::min<int64_t>(Kern::KC, K);
   using P = typename Kern::packed;
   P* Bp = tl_bpack.get<P>(Kern::kpad(kc_max) * ceil_div(nu, NR) * NR);
-  // Packed A panels are AW rows wide: MR, or for the bf16 tile two of its tiles (Kern::AW).
-  constexpr int AW = [] {
-    if constexpr (bf16_tile)
-      return Kern::AW;
-    else
-      return MR;
-  }();
   P* Ap = a_in_place ? nullptr
-                     : tl_apack.get<P>(Kern::kpad(kc_max) * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), AW) * AW);
+                     : tl_apack.get<P>(Kern::kpad(kc_max) * ceil_div(std::min<int64_t>(Kern::MC, m1 - m0), MR) * MR);
 
   for (int64_t pc = 0; pc < K; pc += Kern::KC) {
     const int64_t kc = std::min<int64_t>(Kern::KC, K - pc), kcp = Kern::kpad(kc);
@@ -185,10 +179,10 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
                                  int(std::min<int64_t>(NR, nu - j)), kc, Bp + j * kcp);
     for (int64_t ic = m0; ic < m1; ic += Kern::MC) {
       const int64_t mc = std::min<int64_t>(Kern::MC, m1 - ic);
-      if (!a_in_place)
-        for (int64_t i = 0; i < mc; i += AW)
-          Kern::template pack<T, AW>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
-                                     int(std::min<int64_t>(AW, mc - i)), kc, Ap + i * kcp);
+      if constexpr (!a_in_place)
+        for (int64_t i = 0; i < mc; i += MR)
+          Kern::template pack<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
+                                     int(std::min<int64_t>(MR, mc - i)), kc, Ap + i * kcp);
       for (int64_t j = 0; j < nu; j += NR) {
         const int nr = int(std::min<int64_t>(NR, nu - j));
         const Acc* bj = bias ? bias + n0 + j : nullptr;
@@ -199,13 +193,11 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
           T* out = O + (ic + i) * p.N + n0 + j;
           if constexpr (bf16_tile) {  // any tile size
             const int64_t lda = a_in_place ? p.as[1] : 0;
-            const P* a = a_in_place ? reinterpret_cast<const P*>(A + (ic + i) * lda + pc)
-                                    : Ap + (i - i % AW) * kcp + (i % AW) * 2;
+            const P* a = a_in_place ? reinterpret_cast<const P*>(A + (ic + i) * lda + pc) : Ap + i * kcp;
             if (to_out)  // beta * out is added where the tile writes out
               Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, float(p.beta), bj, out, p.N);
             else
               Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, beta, bj);
-            continue;
           } else {
             if (mr == MR && nr == NR) {
               Kern::ukr(kc, Ap + i * kcp, b, c, ldc, first, beta, bj);

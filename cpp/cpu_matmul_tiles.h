@@ -229,7 +229,6 @@ struct KernBf16Base {
   // the tile well enough that the B micro-panel need not sit in L1). NC 1024 against 3072 made
   // x @ W^T at 256x2048x5504 about 7% faster (measured with the 12 x 32 tile).
   static constexpr int64_t KC = 2048, MC = 192, NC = 1024;
-  static constexpr int AW = 12;  // packed A panels are 12 rows wide
   static int64_t kpad(int64_t kc) { return (kc + 1) & ~int64_t(1); }
   template <typename T, int W>
   static void pack(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
@@ -241,7 +240,7 @@ struct KernBf16Base {
   static constexpr bool bf16_tile = true;
 };
 
-// 6 x 64, for a row-major A, which the tile reads in place (lda != 0; packed 12-row panels otherwise).
+// 6 x 64 for a row-major A, which the tile reads in place (run only then: lda > 0).
 struct KernBf16Avx512 : KernBf16Base {
   static constexpr int MR = 6, NR = 64;
   static constexpr bool reads_a = true;
@@ -252,9 +251,10 @@ struct KernBf16Avx512 : KernBf16Base {
   }
 };
 
-// 12 x 32 on packed A panels: the products whose A needs packing (the transposed A of dW = dYᵀ X, odd K),
-// which ran 4-8% slower on the 6 x 64 tile (it reads half of each A panel line, and twice the B bytes
-// per multiply-add).
+// 12 x 32 on packed A panels, with the generic split: the products whose A needs packing (the transposed
+// A of dW = dYᵀ X, odd K). On those, the 6 x 64 tile and the in-place split measured 5-10% slower in
+// interleaved runs (6 x 64 reads half of each 12-row panel's line per k pair, and twice the B bytes per
+// multiply-add).
 struct KernBf16Avx512Packed : KernBf16Base {
   static constexpr int MR = 12, NR = 32;
   static constexpr bool reads_a = false;

@@ -19,15 +19,15 @@ namespace isa {
 // The bf16 GEMM tiles: vdpbf16ps multiplies a pair of bf16 along k and adds both products into an f32
 // lane, so one instruction does 16 lanes x 2 k. Operands hold bf16 in pairs along k ("VNNI" layout). B is a
 // packed panel BW (32 or 64) columns wide, B[(k2 * BW + j) * 2 + e] for k = 2 k2 + e, zero past the
-// product's columns; the tile computes its first 16 Q columns. A is either a packed 12-row panel
-// (lda == 0: row r at A[(k2 * 12 + r) * 2 + e]; a 6-row tile gets the panel's row 0 or 6) or, with RowA,
-// rows of a row-major matrix read in place (row r at A + r * lda, whose k pairs are already adjacent; the
-// rows are reached as four base pointers plus 0, 1 or 2 row strides, an x86 addressing mode).
-//   12 x 32 (R <= 12, Q 2, BW 32): attention's products, and matmuls whose A needs packing.
-//   6 x 64 (R <= 6, Q 4 or 2, BW 64, A packed or in place): matmuls with a row-major A. The shape oneDNN's
-//   brgemm uses on this ISA; six rows a power-of-two stride apart share an L1 set without overflowing its
-//   eight ways (a 12-row tile reading in place ran at half speed at 2048^3), and with no A panels the
-//   threads can split the columns, each packing only its part of B.
+// product's columns; the tile computes the panel's first 16 * Q columns. A is either a packed 12-row panel
+// (row r at A[(k2 * 12 + r) * 2 + e]) or, with RowA, rows of a row-major matrix read in place (row r at
+// A + r * lda, whose k pairs are already adjacent; the rows are reached as four base pointers plus 0, 1 or
+// 2 row strides, an x86 addressing mode).
+//   12 x 32 (R <= 12, Q 2, BW 32, packed A): attention's products, and matmuls whose A needs packing.
+//   6 x 64 (R <= 6, Q 4, or 2 for a right edge of at most 32 columns, BW 64, A in place): matmuls with a
+//   row-major A. The shape oneDNN's brgemm uses on this ISA; six rows a power-of-two stride apart share
+//   an L1 set without overflowing its eight ways (a 12-row tile reading in place ran at half speed at
+//   2048^3), and with no A panels the threads can split the columns, each packing only its part of B.
 // Only the first `cols` columns are stored (masked). Without out16, C = first ? acc + bias + beta * C :
 // C + acc (C is not read when first and beta is 0). With out16 (the last depth block of a bf16 product)
 // the finished tile, first ? acc + bias : C + acc, plus beta * out16 when beta is not 0, is rounded once
@@ -58,7 +58,7 @@ static void tile(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B, 
 #pragma GCC unroll 4
       for (int q = 0; q < Q; q++) c[r][q] = _mm512_dpbf16_ps(c[r][q], a, b[q]);
     }
-    for (int g = 0; g < (RowA ? 4 : 1); g++) base[g] += RowA ? 4 : 4 * 12;
+    for (int g = 0; g < (RowA ? 4 : 1); g++) base[g] += RowA ? 4 : 4 * 12;  // (packed: the 12-row panel)
     B += 2 * BW;
   }
   using V = Lanes<16>;
@@ -117,13 +117,10 @@ void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t
                                   float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo) {
   switch (rows) {
-#define LLAVA_ROWS_CASE(R)                                                                          \
-  case R:                                                                                           \
-    if (cols > 32)                                                                                  \
-      return lda ? tile<R, 4, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo) \
-                 : tile<R, 4, 64, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo); \
-    return lda ? tile<R, 2, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo)   \
-               : tile<R, 2, 64, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
+#define LLAVA_ROWS_CASE(R)                                                                              \
+  case R:                                                                                               \
+    return cols > 32 ? tile<R, 4, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo) \
+                     : tile<R, 2, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo);
     LLAVA_ROWS_CASE(1)
     LLAVA_ROWS_CASE(2)
     LLAVA_ROWS_CASE(3)

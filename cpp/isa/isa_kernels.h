@@ -20,8 +20,8 @@ void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C
 // ---------------------------------------------------------------- gemm_bf16_avx512.cc (AVX512-BF16)
 // The bf16 tiles (vdpbf16ps, f32 accumulation) on operands in k pairs (bf16 bit patterns; kp = k pairs):
 // a rows x cols block of C from the first `rows` rows of A and a B panel 32 (x32) or 64 (x64) columns wide,
-// of which the first `cols` are stored. A is a packed 12-row panel (x64: its row 0 or 6 as A), or for x64
-// with lda != 0 rows of a row-major matrix read in place (row r at A + r * lda). Without out16, C = first ?
+// of which the first `cols` are stored. x32: A is a packed 12-row panel; x64: rows of a row-major matrix
+// read in place (row r at A + r * lda, lda > 0). Without out16, C = first ?
 // acc + bias + beta * C : C + acc (bias: cols values or null; beta 0: C not read); with out16 the finished
 // tile (first ? acc + bias : C + acc, plus beta * out16) is rounded to bf16 into out16 (row stride ldo) and C
 // is only read.
