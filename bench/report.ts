@@ -10,6 +10,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { Canvas, drawLegend, formatTick, logTicks, type RGB } from '../lib/app/util/png_chart';
+import { round } from './harness';
 
 type Rec = Record<string, unknown>;
 
@@ -59,7 +60,6 @@ const median = (v: number[]): number => {
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
-const round3 = (v: number): number => Number(v.toPrecision(4));
 
 /**
  * One line per case from the lines of its rounds (those with a numeric `round`): the last round's line
@@ -79,17 +79,17 @@ export function combineRounds(records: Rec[]): Rec[] {
     const { round: _, ...last } = rs[rs.length - 1];
     const med = (k: string): number | null => {
       const v = rs.map((r) => num(r[k])).filter((x): x is number => x !== null);
-      return v.length ? round3(median(v)) : null;
+      return v.length ? round(median(v)) : null;
     };
     const ms = med('median_ms')!;
     const rec: Rec = { ...last, rounds: rs.length, median_ms: ms };
     for (const k of ['gflops', 'tflops', 'gbps', 'tokens_per_s'])
-      if (num(last[k]) !== null) rec[k] = round3((num(last[k])! * num(last.median_ms)!) / ms);
+      if (num(last[k]) !== null) rec[k] = round((num(last[k])! * num(last.median_ms)!) / ms);
     for (const k of ['baseline_ms', 'ratio', 'composite_ms', 'composite_ratio', 'f32_ms', 'vs_our_f32']) if (k in last) rec[k] = med(k);
     const bt = last.baseline_throughput as Rec | undefined;
     const [bms, lastB] = [num(rec.baseline_ms), num(last.baseline_ms)];
     if (bt && bms !== null && lastB !== null)
-      rec.baseline_throughput = Object.fromEntries(Object.entries(bt).map(([k, v]) => [k, num(v) === null ? v : round3((num(v)! * lastB) / bms)]));
+      rec.baseline_throughput = Object.fromEntries(Object.entries(bt).map(([k, v]) => [k, num(v) === null ? v : round((num(v)! * lastB) / bms)]));
     const ratios = rs.map((r) => num(r.ratio)).filter((x): x is number => x !== null);
     if (ratios.length) Object.assign(rec, { ratio_min: Math.min(...ratios), ratio_max: Math.max(...ratios) });
     out.push(rec);

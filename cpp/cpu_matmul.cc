@@ -125,17 +125,15 @@ template <typename Kern, typename T> bool uses_scratch(const Problem& p) {
   return !(Bf16Tile<Kern>::value && p.act == 0 && p.K <= Kern::KC);
 }
 
-// Whether a bf16 tile reads A in place: it can (Kern::reads_a), and A is row-major (depth stride 1, rows
-// apart) with whole k pairs, so that a row's last pair never reaches past it (K even).
+// Whether a kernel reads A in place (Kern::reads_a), which run_typed picks only where A allows it: row-major
+// (depth stride 1, rows apart) with whole k pairs, so that a row's last pair never reaches past it (K even).
 template <typename Kern> constexpr bool kReadsA = [] {
   if constexpr (Bf16Tile<Kern>::value)
     return Kern::reads_a;
   else
     return false;
 }();
-template <typename Kern> bool reads_a_in_place(const Problem& p) {
-  return kReadsA<Kern> && p.as[2] == 1 && p.as[1] != 0 && p.K % 2 == 0;
-}
+inline bool a_readable_in_place(const Problem& p) { return p.as[2] == 1 && p.as[1] != 0 && p.K % 2 == 0; }
 
 // Unit: batch `bt`, rows [m0, m1), columns [n0, n1) of C.
 template <typename Kern, typename T>
@@ -190,12 +188,11 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
         for (int64_t i = 0; i < mc; i += MR) {
           const int mr = int(std::min<int64_t>(MR, mc - i));
           Acc* c = C ? C + (ic - m0 + i) * ldc + j : nullptr;  // null: one depth block into a bf16 out
-          T* out = O + (ic + i) * p.N + n0 + j;
-          if constexpr (bf16_tile) {  // any tile size
+          if constexpr (bf16_tile) {                           // any tile size
             const int64_t lda = a_in_place ? p.as[1] : 0;
             const P* a = a_in_place ? reinterpret_cast<const P*>(A + (ic + i) * lda + pc) : Ap + i * kcp;
             if (to_out)  // beta * out is added where the tile writes out
-              Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, float(p.beta), bj, out, p.N);
+              Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, float(p.beta), bj, O + (ic + i) * p.N + n0 + j, p.N);
             else
               Kern::ukr(kc, a, lda, b, mr, nr, c, ldc, first, beta, bj);
           } else {
@@ -433,7 +430,7 @@ template <typename T> void run_typed(const Problem& p) {
     // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
     if constexpr (std::is_same_v<T, bf16>) {
       if (cpu_has_avx512_bf16() && p.N > 16)
-        return reads_a_in_place<KernBf16Avx512>(p) ? gemm<KernBf16Avx512, T>(p) : gemm<KernBf16Avx512Packed, T>(p);
+        return a_readable_in_place(p) ? gemm<KernBf16Avx512, T>(p) : gemm<KernBf16Avx512Packed, T>(p);
     }
     if (cpu_isa() >= CpuIsa::Avx512 && p.N > 16) return gemm<KernAvx512, T>(p);
 #endif

@@ -10,25 +10,19 @@ namespace {
 
 // The first pairs of one row done 8 lanes at a time (f32 math, one rounding per element, as the scalar
 // loop); returns how many. Only f32 and bf16 rows of the AVX2 copy have them.
-template <typename T> inline int64_t rope_row_fast(const T*, const T*, const T*, T*, int64_t) { return 0; }
-#if LLAVA_AVX2
-template <typename T> inline int64_t rope_row_avx2(const T* px, const T* pc, const T* ps, T* po, int64_t half) {
+template <typename T> inline int64_t rope_row_fast(const T* px, const T* pc, const T* ps, T* po, int64_t half) {
   int64_t i = 0;
-  for (; i + 8 <= half; i += 8) {
-    const __m256 x1 = vload(px + i), x2 = vload(px + i + half);
-    vstore(po + i, _mm256_sub_ps(_mm256_mul_ps(x1, vload(pc + i)), _mm256_mul_ps(x2, vload(ps + i))));
-    vstore(po + i + half,
-           _mm256_add_ps(_mm256_mul_ps(x2, vload(pc + i + half)), _mm256_mul_ps(x1, vload(ps + i + half))));
-  }
+#if LLAVA_AVX2
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, bf16>)
+    for (; i + 8 <= half; i += 8) {
+      const __m256 x1 = vload(px + i), x2 = vload(px + i + half);
+      vstore(po + i, _mm256_sub_ps(_mm256_mul_ps(x1, vload(pc + i)), _mm256_mul_ps(x2, vload(ps + i))));
+      vstore(po + i + half,
+             _mm256_add_ps(_mm256_mul_ps(x2, vload(pc + i + half)), _mm256_mul_ps(x1, vload(ps + i + half))));
+    }
+#endif
   return i;
 }
-inline int64_t rope_row_fast(const float* px, const float* pc, const float* ps, float* po, int64_t half) {
-  return rope_row_avx2(px, pc, ps, po, half);
-}
-inline int64_t rope_row_fast(const bf16* px, const bf16* pc, const bf16* ps, bf16* po, int64_t half) {
-  return rope_row_avx2(px, pc, ps, po, half);
-}
-#endif
 
 // rope(out, x[B,H,T,D], cos[B',T,D], sin[B',T,D]): out = x*cos + rotate_half(x)*sin, where
 // rotate_half(x) = cat(-x[D/2:], x[:D/2]). x may be strided (last stride 1); cos/sin contiguous.

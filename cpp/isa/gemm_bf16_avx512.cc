@@ -32,10 +32,12 @@ namespace isa {
 // C + acc (C is not read when first and beta is 0). With out16 (the last depth block of a bf16 product)
 // the finished tile, first ? acc + bias : C + acc, plus beta * out16 when beta is not 0, is rounded once
 // and written to out16 (row stride ldo); C is then only read. R below the tile's height runs the first R
-// rows (a product's bottom edge).
+// rows (a product's bottom edge). noinline: one copy per shape, called from the row dispatch below, which
+// would otherwise take in the short tiles and grow to thousands of instructions.
 template <int R, int Q, int BW, bool RowA>
-static void tile(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B, int cols, float* C, int64_t ldc,
-                 bool first, float beta, const float* bias, uint16_t* out16, int64_t ldo) {
+__attribute__((noinline)) static void tile(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B, int cols,
+                                           float* C, int64_t ldc, bool first, float beta, const float* bias,
+                                           uint16_t* out16, int64_t ldo) {
   __m512 c[R][Q];
 #pragma GCC unroll 12
   for (int r = 0; r < R; r++)
@@ -90,45 +92,31 @@ static void tile(int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B, 
   }
 }
 
+// Calls f(std::integral_constant<int, rows>) for rows in 1..R (the tile heights); nothing outside it.
+template <int R, typename F> static void with_rows(int rows, F&& f) {
+  if constexpr (R > 1)
+    if (rows < R) return with_rows<R - 1>(rows, f);
+  if (rows == R) f(std::integral_constant<int, R>{});
+}
+
 void bf16gemm_ukr_avx512_rows_x32(int rows, int cols, int64_t kp, const uint16_t* A, const uint16_t* B, float* C,
                                   int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo) {
-  switch (rows) {
-#define LLAVA_ROWS_CASE(R) \
-  case R:                  \
-    return tile<R, 2, 32, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
-    LLAVA_ROWS_CASE(1)
-    LLAVA_ROWS_CASE(2)
-    LLAVA_ROWS_CASE(3)
-    LLAVA_ROWS_CASE(4)
-    LLAVA_ROWS_CASE(5)
-    LLAVA_ROWS_CASE(6)
-    LLAVA_ROWS_CASE(7)
-    LLAVA_ROWS_CASE(8)
-    LLAVA_ROWS_CASE(9)
-    LLAVA_ROWS_CASE(10)
-    LLAVA_ROWS_CASE(11)
-    LLAVA_ROWS_CASE(12)
-#undef LLAVA_ROWS_CASE
-  }
+  with_rows<12>(rows, [&](auto r) {
+    tile<decltype(r)::value, 2, 32, false>(kp, A, 0, B, cols, C, ldc, first, beta, bias, out16, ldo);
+  });
 }
 
 void bf16gemm_ukr_avx512_rows_x64(int rows, int cols, int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
                                   float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo) {
-  switch (rows) {
-#define LLAVA_ROWS_CASE(R)                                                                              \
-  case R:                                                                                               \
-    return cols > 32 ? tile<R, 4, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo) \
-                     : tile<R, 2, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo);
-    LLAVA_ROWS_CASE(1)
-    LLAVA_ROWS_CASE(2)
-    LLAVA_ROWS_CASE(3)
-    LLAVA_ROWS_CASE(4)
-    LLAVA_ROWS_CASE(5)
-    LLAVA_ROWS_CASE(6)
-#undef LLAVA_ROWS_CASE
-  }
+  with_rows<6>(rows, [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    if (cols > 32)
+      tile<R, 4, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo);
+    else
+      tile<R, 2, 64, true>(kp, A, lda, B, cols, C, ldc, first, beta, bias, out16, ldo);
+  });
 }
 
 // A panel (W = 12) or B panel (W = 32, 64) for the bf16 tiles from W contiguous columns (row stride sk; a
