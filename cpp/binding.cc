@@ -474,23 +474,29 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
 
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 
-// cpuIsa(cap?: 'portable' | 'avx2' | 'avx512' | 'avx512bf16') -> { active, detected }: the instruction set the CPU
-// kernels use, after setting the cap when one is given (see cpu_isa.h; the parity tests run every path).
+// cpuIsa(cap?: 'portable' | 'avx2' | 'avx512' | 'avx512bf16' | 'amx', amxEmulation?: boolean)
+//   -> { active, detected, avx512bf16, amxEmulated }: the instruction set the CPU kernels use, after setting the
+// cap and the AMX emulation when given (see cpu_isa.h; the parity tests run every path).
 Napi::Value CpuIsaInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsBoolean()) throw Napi::TypeError::New(env, "cpuIsa: amxEmulation must be a boolean");
+    set_amx_emulation(info[1].As<Napi::Boolean>());
+  }
   if (info.Length() > 0 && !info[0].IsUndefined()) {
     if (!info[0].IsString()) throw Napi::TypeError::New(env, "cpuIsa: the cap must be a string");
     const std::string name = info[0].As<Napi::String>();
     CpuIsa cap;
     if (!parse_cpu_isa(name, &cap))
-      throw Napi::Error::New(env,
-                             "cpuIsa: unknown instruction set '" + name + "' (portable, avx2, avx512 or avx512bf16)");
+      throw Napi::Error::New(
+          env, "cpuIsa: unknown instruction set '" + name + "' (portable, avx2, avx512, avx512bf16 or amx)");
     set_cpu_isa_cap(cap);
   }
   Napi::Object o = Napi::Object::New(env);
   o.Set("active", cpu_isa_name(cpu_isa()));
   o.Set("detected", cpu_isa_name(cpu_isa_detected()));
   o.Set("avx512bf16", cpu_has_avx512_bf16());
+  o.Set("amxEmulated", cpu_amx_emulated());
   return o;
 }
 

@@ -28,7 +28,9 @@
 // pairs, any row and column count): a row-major A (depth stride 1, K even) goes to KernBf16Avx512, 6 x 64,
 // which reads A in place with no A panels at all, its units chosen by split_in_place's cost model (which
 // usually splits the columns, so each thread packs only its own part of B); any other A is packed for
-// KernBf16Avx512Packed, 12 x 32, with the generic split.
+// KernBf16Avx512Packed, 12 x 32, with the generic split. Where the CPU has AMX (cpu_isa() Amx), every bf16
+// product goes to KernBf16Amx instead: 32 x 32 tiles of tdpbf16ps on row-major A panels, which hold the tile
+// configuration for a unit of work (Kern::Scope).
 // Accumulation is always f32 (f64 for f64). f32/f64 outputs are accumulated in place across K
 // blocks; bias and beta*out_old are folded into the first K block's store. bf16/f16 outputs go
 // through an f32 scratch per unit and are rounded once at the end (units are capped in size so the
@@ -135,6 +137,12 @@ template <typename Kern> constexpr bool kReadsA = [] {
 }();
 inline bool a_readable_in_place(const Problem& p) { return p.as[2] == 1 && p.as[1] != 0 && p.K % 2 == 0; }
 
+// What a kernel holds for one unit of work on its thread (Kern::Scope: the AMX tile configuration), if any.
+template <typename K, typename = void> struct UnitScope {
+  struct type {};
+};
+template <typename K> struct UnitScope<K, std::void_t<typename K::Scope>> { using type = typename K::Scope; };
+
 // Unit: batch `bt`, rows [m0, m1), columns [n0, n1) of C.
 template <typename Kern, typename T>
 void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
@@ -152,6 +160,7 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
   T* O = reinterpret_cast<T*>(p.out) + bt * p.M * p.N;
   const Acc* bias = static_cast<const Acc*>(p.bias);
   const int64_t nu = n1 - n0, K = p.K;
+  [[maybe_unused]] typename UnitScope<Kern>::type scope;
 
   Acc* C = nullptr;
   int64_t ldc = nu;
@@ -179,8 +188,8 @@ void gemm_unit(const Problem& p, int64_t bt, int64_t m0, int64_t m1, int64_t n0,
       const int64_t mc = std::min<int64_t>(Kern::MC, m1 - ic);
       if constexpr (!a_in_place)
         for (int64_t i = 0; i < mc; i += MR)
-          Kern::template pack<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
-                                     int(std::min<int64_t>(MR, mc - i)), kc, Ap + i * kcp);
+          Kern::template pack_a<T, MR>(A + (ic + i) * p.as[1] + pc * p.as[2], p.as[1], p.as[2],
+                                       int(std::min<int64_t>(MR, mc - i)), kc, Ap + i * kcp);
       for (int64_t j = 0; j < nu; j += NR) {
         const int nr = int(std::min<int64_t>(NR, nu - j));
         const Acc* bj = bias ? bias + n0 + j : nullptr;
@@ -429,6 +438,7 @@ template <typename T> void run_typed(const Problem& p) {
 #if LLAVA_X86_ISA
     // N <= 16 would leave half of every 32-wide AVX-512 tile empty; the 6x16 tile fits it better.
     if constexpr (std::is_same_v<T, bf16>) {
+      if (cpu_isa() >= CpuIsa::Amx && p.N > 16) return gemm<KernBf16Amx, T>(p);
       if (cpu_has_avx512_bf16() && p.N > 16)
         return a_readable_in_place(p) ? gemm<KernBf16Avx512, T>(p) : gemm<KernBf16Avx512Packed, T>(p);
     }

@@ -124,6 +124,10 @@ template <typename Acc> struct PlainPanels {
   static void pack(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
     pack_panel<T, W, Acc>(src, sw, sk, wvalid, kc, dst);
   }
+  template <typename T, int W>
+  static void pack_a(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
+    pack<T, W>(src, sw, sk, wvalid, kc, dst);  // A panels are laid out as B panels are
+  }
 };
 
 // C[MR x NR] (row stride ldc) = first ? acc + bias + beta*C : C + acc, where acc = A panel @ B panel.
@@ -235,6 +239,10 @@ struct KernBf16Base {
     static_assert(std::is_same_v<T, bf16>, "the bf16 kernel packs bf16 operands only");
     pack_pairs<W>(src, sw, sk, wvalid, kc, dst);
   }
+  template <typename T, int W>
+  static void pack_a(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
+    pack<T, W>(src, sw, sk, wvalid, kc, dst);
+  }
   // The tiles' extras (the Bf16Tile trait in cpu_matmul.cc): any row count up to MR and column count up
   // to NR; out not null: the last depth block of a bf16 product goes to the bf16 output from registers.
   static constexpr bool bf16_tile = true;
@@ -262,6 +270,38 @@ struct KernBf16Avx512Packed : KernBf16Base {
                   int64_t ldc, bool first, float beta, const float* bias, bf16* out = nullptr, int64_t ldo = 0) {
     isa::bf16gemm_ukr_avx512_rows_x32(mr, nr, kpad(kc) / 2, A, B, const_cast<float*>(C), ldc, first, beta, bias,
                                       reinterpret_cast<uint16_t*>(out), ldo);
+  }
+};
+
+// AMX-BF16 (isa/gemm_amx_avx512.cc), when cpu_isa() is Amx: 32 x 32 tiles, every product (A packed into
+// row-major 32-row panels, which the tile loads 16 rows x 32 k at a time; B panels in k pairs as above), the
+// depth padded with zeros to whole tile loads of 32. KC 512: a B micro-panel of 32 KiB stays in L1 while the
+// tile walks the A block; MC 128: a 128 KiB A block in L2. Not tuned: no AMX machine has run it yet.
+struct KernBf16Amx : KernBf16Base {
+  static constexpr int MR = 32, NR = 32;
+  static constexpr int64_t KC = 512, MC = 128, NC = 1024;
+  static constexpr bool reads_a = false;
+  static int64_t kpad(int64_t kc) { return (kc + 31) & ~int64_t(31); }
+  template <typename T, int W>
+  static void pack(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
+    KernBf16Base::pack<T, W>(src, sw, sk, wvalid, kc, dst);
+    const int64_t kp = (kc + 1) / 2;
+    std::memset(dst + kp * W * 2, 0, sizeof(packed) * (kpad(kc) / 2 - kp) * W * 2);
+  }
+  template <typename T, int W>
+  static void pack_a(const T* src, int64_t sw, int64_t sk, int wvalid, int64_t kc, packed* dst) {
+    isa::bf16_pack_rows_amx(reinterpret_cast<const uint16_t*>(src), sw, sk, wvalid, kc, kpad(kc), dst);
+  }
+  // The tile configuration, held for one unit of work on one thread (gemm_unit).
+  struct Scope {
+    const bool emulated = cpu_amx_emulated();
+    Scope() { isa::amx_tiles_begin(emulated); }
+    ~Scope() { isa::amx_tiles_end(emulated); }
+  };
+  static void ukr(int64_t kc, const uint16_t* A, int64_t, const uint16_t* B, int mr, int nr, const float* C,
+                  int64_t ldc, bool first, float beta, const float* bias, bf16* out = nullptr, int64_t ldo = 0) {
+    isa::bf16gemm_amx_32x32(cpu_amx_emulated(), mr, nr, kpad(kc) / 2, A, kpad(kc), B, const_cast<float*>(C), ldc, first,
+                            beta, bias, reinterpret_cast<uint16_t*>(out), ldo);
   }
 };
 #endif

@@ -47,8 +47,12 @@ interface Addon {
   emptyCache(device: number): void;
   kernels(device: number): string[];
   numThreads(): number;
-  /** The CPU kernels' instruction set; a cap ('portable', 'avx2', 'avx512') is applied first when given. */
-  cpuIsa(cap?: string): { active: string; detected: string; avx512bf16: boolean };
+  /**
+   * The CPU kernels' instruction set. A cap ('portable', 'avx2', 'avx512', 'avx512bf16', 'amx') and the AMX
+   * emulation (LLAVA_CPU_AMX_EMULATE: the AMX tile in software where the CPU has AVX512-BF16 but no AMX) are
+   * applied first when given.
+   */
+  cpuIsa(cap?: string, amxEmulation?: boolean): { active: string; detected: string; avx512bf16: boolean; amxEmulated: boolean };
   /** The CPU pool's block time (µs idle workers spin before sleeping; LLAVA_CPU_SPIN_US), set first when given. */
   cpuSpinUs(us?: number): number;
 }

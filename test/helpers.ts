@@ -9,6 +9,7 @@ import type { Test } from 'tap';
 import { Tensor, tensor, noGrad, tidy, sum, mul, memory, setDefaultDevice } from '../lib';
 import type { DType, Device } from '../lib';
 import { mulberry32 } from '../lib/app/util/random';
+import { native } from '../lib/native';
 
 // LLAVA_TEST_DEVICE=cuda runs a test file with tensor factories defaulting to that device, so the op
 // suites (ops, grad) run once per device; test/cuda/cuda_emu_addon.test.ts does it on the emulated GPU.
@@ -394,4 +395,19 @@ export function assertNoLeak(t: Test, fn: () => void, msg = 'no leak'): void {
     { numTensors: m0.numTensors, bytes: m0.cpu.bytes, storages: m0.cpu.storages },
     msg,
   );
+}
+
+/**
+ * The CPU instruction sets this machine runs, lowest first (cpp/cpu_isa.h). 'amx' is listed too where the CPU
+ * has AVX512-BF16 but no AMX: there it runs the AMX tile with its instructions done in software (emulated).
+ */
+export function cpuIsas(): string[] {
+  const order = ['portable', 'avx2', 'avx512', 'avx512bf16', 'amx'];
+  const { detected } = native.cpuIsa();
+  return order.slice(0, Math.max(order.indexOf(detected), detected === 'avx512bf16' ? 4 : 0) + 1);
+}
+
+/** Caps the CPU kernels at isa (one of cpuIsas()), emulating AMX where that is how this machine runs it. */
+export function useCpuIsa(isa: string): void {
+  native.cpuIsa(isa, isa === 'amx' && native.cpuIsa().detected !== 'amx');
 }

@@ -12,6 +12,7 @@
 
 #include "../cpu_common.h"
 #include "act_lanes.h"
+#include "gemm_bf16_parts.h"
 
 namespace llava {
 namespace isa {
@@ -63,32 +64,12 @@ __attribute__((noinline)) static void tile(int64_t kp, const uint16_t* A, int64_
     for (int g = 0; g < (RowA ? 4 : 1); g++) base[g] += RowA ? 4 : 4 * 12;  // (packed: the 12-row panel)
     B += 2 * BW;
   }
-  using V = Lanes<16>;
   for (int q = 0; q < Q && cols > 16 * q; q++) {
     const int n = cols - 16 * q;
-    const __mmask16 m = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
-    const __m512 bb = first && bias ? _mm512_maskz_loadu_ps(m, bias + 16 * q) : _mm512_setzero_ps();
+    const __m512 bb = first && bias ? _mm512_maskz_loadu_ps(lane_mask(n), bias + 16 * q) : _mm512_setzero_ps();
 #pragma GCC unroll 12
-    for (int r = 0; r < R; r++) {
-      float* cr = C + r * ldc + 16 * q;
-      __m512 v = _mm512_add_ps(c[r][q], first ? bb : _mm512_maskz_loadu_ps(m, cr));
-      if (!out16) {
-        if (first && beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), _mm512_maskz_loadu_ps(m, cr), v);
-        _mm512_mask_storeu_ps(cr, m, v);
-        continue;
-      }
-      uint16_t* o = out16 + r * ldo + 16 * q;
-      if (n >= 16) {
-        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(o)), v);
-        V::store(o, V::reg(v));
-      } else {  // a part vector goes through a local row, so its rounding is V::store's
-        alignas(64) uint16_t part[16] = {};
-        std::memcpy(part, o, 2 * n);
-        if (beta != 0.f) v = _mm512_fmadd_ps(_mm512_set1_ps(beta), __m512(V::load(part)), v);
-        V::store(part, V::reg(v));
-        std::memcpy(o, part, 2 * n);
-      }
-    }
+    for (int r = 0; r < R; r++)
+      finish_row16(c[r][q], n, first, bb, beta, C + r * ldc + 16 * q, out16 ? out16 + r * ldo + 16 * q : nullptr);
   }
 }
 
@@ -178,38 +159,6 @@ void bf16_pack_f32_rows12_avx512(const float* src, int64_t sk, int64_t kc, uint1
     const __m512 r0 = _mm512_maskz_loadu_ps(m12, src + k * sk);
     _mm512_mask_storeu_epi32(dst, m12,
                              _mm512_permutexvar_epi16(ix, __m512i(_mm512_cvtne2ps_pbh(_mm512_setzero_ps(), r0))));
-  }
-}
-
-// In-register transpose of a 16 x 16 matrix of 32-bit words (row i in r[i] -> column i in r[i]):
-// 32-bit and 64-bit interleaves inside each 128-bit lane, then two rounds of 128-bit block shuffles.
-__attribute__((always_inline)) static inline void transpose_16x16_epi32(__m512i (&r)[16]) {
-  __m512i t[16];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 4
-  for (int g = 0; g < 4; g++) {  // r[4g + c]: word 4b + c of rows 4g..4g+3, in 128-bit block b
-    r[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
-    r[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
-    r[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    r[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; c++) {
-    t[c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
-    t[4 + c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
-    t[8 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
-    t[12 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
-  }
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; c++) {
-    r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
-    r[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
-    r[4 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0x88);
-    r[12 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0xdd);
   }
 }
 

@@ -46,6 +46,20 @@ void bf16_pack_f32_cols12_avx512(const float* src, int64_t sw, int64_t kc, uint1
 // The 12-row A panel from 12 f32 columns (kc rows of row stride sk), rounded to bf16: a transposed A.
 void bf16_pack_f32_rows12_avx512(const float* src, int64_t sk, int64_t kc, uint16_t* dst);
 
+// ---------------------------------------------------------------- gemm_amx_avx512.cc (AMX-BF16)
+// The AMX tile (cpu_isa() == Amx; emulated: the same tile with its instructions done in software, see
+// cpu_amx_emulated). begin loads the tile configuration on the calling thread and end releases it; the tile
+// runs only between them. bf16gemm_amx_32x32: a rows x cols (<= 32 x 32) block of C from a packed A (32
+// rows at row stride lda, zero past the product) and a 32-column B panel in k pairs (as above), kp pairs a
+// multiple of 16 with zeros past the depth; stored as the rows_x32 tile stores.
+void amx_tiles_begin(bool emulated);
+void amx_tiles_end(bool emulated);
+void bf16gemm_amx_32x32(bool emulated, int rows, int cols, int64_t kp, const uint16_t* A, int64_t lda,
+                        const uint16_t* B, float* C, int64_t ldc, bool first, float beta, const float* bias,
+                        uint16_t* out16, int64_t ldo);
+// Its A panel: dst[r * kcp + k] = src[r * sw + k * sk] for r < rows, k < kc; zero up to 32 rows and kcp.
+void bf16_pack_rows_amx(const uint16_t* src, int64_t sw, int64_t sk, int rows, int64_t kc, int64_t kcp, uint16_t* dst);
+
 // ---------------------------------------------------------------- adamw_avx2.cc
 // One AdamW step over n contiguous elements (cpu_adamw.cc's expression order; its constants as float).
 struct AdamwConsts {

@@ -1,6 +1,7 @@
 // cpu_isa.test.ts — the CPU kernels on every instruction set this machine runs (cpp/cpu_isa.h:
 // portable, avx2, avx512, avx512bf16: the bf16 GEMM tile, bf16 attention products and bf16 stores of
-// the activations), each against a float64 reference. The cap is switched in process (native.cpuIsa,
+// the activations; amx: the AMX bf16 GEMM tile, emulated in software on a CPU without AMX), each against a
+// float64 reference. The cap is switched in process (native.cpuIsa,
 // what LLAVA_CPU_ISA / LLAVA_CPU_PORTABLE set at load), so one run covers every path the CPU has; the
 // portable path runs everywhere, which is what an ARM or pre-AVX2 machine gets.
 //
@@ -16,11 +17,10 @@ import type { DType } from '../../lib';
 import { native } from '../../lib/native';
 import { gemm2d } from '../../lib/ops/quant';
 import { ropeTables } from '../../lib/models/llama';
-import { f64, numel, randArray, refAttention, refMatmul } from '../helpers';
+import { cpuIsas, f64, numel, randArray, refAttention, refMatmul, useCpuIsa } from '../helpers';
 
 const detected = native.cpuIsa().detected;
-const ORDER = ['portable', 'avx2', 'avx512', 'avx512bf16'];
-const ISAS = ORDER.slice(0, ORDER.indexOf(detected) + 1);
+const ISAS = cpuIsas();
 
 interface Case {
   name: string;
@@ -223,7 +223,7 @@ t.test(`cpu kernels on every instruction set (${ISAS.join(', ')})`, async (tt) =
           x.dispose();
           return v;
         });
-        native.cpuIsa('portable');
+        useCpuIsa('portable');
         const ref = run(c, values, 'float64');
         if (c.name === 'matmul') {
           const [M, K] = c.shapes[0];
@@ -232,7 +232,7 @@ t.test(`cpu kernels on every instruction set (${ISAS.join(', ')})`, async (tt) =
         }
         const tol = dtype === 'float32' ? 3e-6 : 1e-2;
         for (const isa of ISAS) {
-          native.cpuIsa(isa);
+          useCpuIsa(isa);
           tt.equal(native.cpuIsa().active, isa, `cap ${isa} applied`);
           const got = run(c, values, dtype);
           check(tt, got.out, ref.out, tol, `${c.name} ${dtype} [${isa}] forward`);
@@ -241,7 +241,7 @@ t.test(`cpu kernels on every instruction set (${ISAS.join(', ')})`, async (tt) =
       }
     }
   } finally {
-    native.cpuIsa(before);
+    useCpuIsa(before);
   }
 });
 
@@ -254,19 +254,19 @@ t.test('bf16 results below the smallest normal are rounded, not flushed, on ever
     { shape: [2, 40], dtype: 'bfloat16' },
   );
   try {
-    native.cpuIsa('portable');
+    useCpuIsa('portable');
     const ref = L.silu(x);
     const want = Array.from(ref.dataSync());
     ref.dispose();
     tt.ok(want.filter((v) => v !== 0 && Math.abs(v) < 1.1754943508222875e-38).length > 60, 'the reference holds subnormal results');
     for (const isa of ISAS) {
-      native.cpuIsa(isa);
+      useCpuIsa(isa);
       const y = L.silu(x);
       tt.same(Array.from(y.dataSync()), want, `silu bf16 [${isa}] equals the portable path bit for bit`);
       y.dispose();
     }
   } finally {
-    native.cpuIsa(before);
+    useCpuIsa(before);
     x.dispose();
   }
 });
@@ -289,14 +289,14 @@ function gemmWithBeta(tt: Test, K: number): void {
   const before = native.cpuIsa().active;
   try {
     for (const isa of ISAS) {
-      native.cpuIsa(isa);
+      useCpuIsa(isa);
       const out = out0.clone();
       gemm2d(out, a, b, bias, 2);
       check(tt, f64(out), want, 1e-2, `bf16 gemm with bias and beta 2, K ${K} [${isa}]`);
       out.dispose();
     }
   } finally {
-    native.cpuIsa(before);
+    useCpuIsa(before);
     for (const x of [a, b, bias, out0]) x.dispose();
   }
 }
@@ -350,7 +350,7 @@ t.test('bf16 attention forward and backward on every instruction set (avx512bf16
         for (const x of [...xs, g, y]) x.dispose();
         return res;
       };
-      native.cpuIsa('portable');
+      useCpuIsa('portable');
       const x64 = inputs.map(({ v, shape }) => f64(L.tidy(() => tensor(v, { shape, dtype: 'bfloat16' }))));
       const refOut = refAttention(x64[0], x64[1], x64[2], d, { causal: d.causal, mask: maskVals });
       if (maskVals) for (let h = 0; h < d.B * d.H; h++) refOut.fill(0, h * d.T * d.D, h * d.T * d.D + d.D); // no key: 0
@@ -364,7 +364,7 @@ t.test('bf16 attention forward and backward on every instruction set (avx512bf16
       // its error at two bf16 ulps of the peak.
       eComp.forEach((e, i) => (eComp[i] = Math.min(e, peaks[i] * 2 ** -7)));
       for (const isa of ISAS) {
-        native.cpuIsa(isa);
+        useCpuIsa(isa);
         const got = run('bfloat16', L.scaledDotProductAttention);
         const errs = [errOf(got.out, refOut), ...got.grads.map((gr, i) => errOf(gr, refGrads[i]))];
         ['out', 'dq', 'dk', 'dv'].forEach((what, i) =>
@@ -377,12 +377,12 @@ t.test('bf16 attention forward and backward on every instruction set (avx512bf16
       mask?.dispose();
     }
   } finally {
-    native.cpuIsa(before);
+    useCpuIsa(before);
   }
 });
 
 t.test('a bad instruction set name is refused with the accepted names', async (tt) => {
-  tt.throws(() => native.cpuIsa('sse9'), /unknown instruction set 'sse9' \(portable, avx2, avx512 or avx512bf16\)/);
+  tt.throws(() => native.cpuIsa('sse9'), /unknown instruction set 'sse9' \(portable, avx2, avx512, avx512bf16 or amx\)/);
   tt.throws(() => native.cpuIsa(3 as unknown as string), /cap must be a string/);
 });
 
@@ -395,5 +395,9 @@ t.test('LLAVA_CPU_PORTABLE and LLAVA_CPU_ISA set the cap at load', async (tt) =>
   tt.equal(runWith({ LLAVA_CPU_ISA: 'portable' }), 'portable', 'LLAVA_CPU_ISA=portable');
   if (ISAS.includes('avx2')) tt.equal(runWith({ LLAVA_CPU_ISA: 'avx2' }), 'avx2', 'LLAVA_CPU_ISA=avx2');
   if (ISAS.includes('avx512')) tt.equal(runWith({ LLAVA_CPU_ISA: 'avx512' }), 'avx512', 'LLAVA_CPU_ISA=avx512');
-  tt.equal(runWith({ LLAVA_CPU_ISA: 'avx512bf16' }), detected, 'a cap above the CPU gives what the CPU has');
+  tt.equal(runWith({ LLAVA_CPU_ISA: 'amx' }), detected, 'a cap above the CPU gives what the CPU has');
+  if (detected === 'avx512bf16') {
+    tt.equal(runWith({ LLAVA_CPU_AMX_EMULATE: '1' }), 'amx', 'LLAVA_CPU_AMX_EMULATE=1: the AMX tile in software');
+    tt.equal(runWith({ LLAVA_CPU_AMX_EMULATE: '1', LLAVA_CPU_ISA: 'avx512bf16' }), 'avx512bf16', 'the cap still applies');
+  }
 });

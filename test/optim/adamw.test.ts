@@ -7,10 +7,9 @@ import * as L from '../../lib';
 import { tensor } from '../../lib';
 import { AdamW } from '../../lib/optim';
 import { native } from '../../lib/native';
-import { f64, randArray } from '../helpers';
+import { cpuIsas, f64, randArray, useCpuIsa } from '../helpers';
 
-const ISAS = ['portable', 'avx2', 'avx512', 'avx512bf16'];
-const usable = ISAS.slice(0, ISAS.indexOf(native.cpuIsa().detected) + 1);
+const usable = cpuIsas();
 const H = { lr: 1e-2, b1: 0.9, b2: 0.999, eps: 1e-8, wd: 0.1 };
 
 /** Three AdamW steps in float64 from weights w0 with gradients gs[step]. */
@@ -43,7 +42,7 @@ t.test('AdamW on the CPU: f32 and bf16 (f32 master) parameters against float64, 
         const gsd = gs.map((g) => f64(L.tidy(() => tensor(g, { dtype }))));
         const want = reference(w0d, gsd);
         for (const isa of usable) {
-          native.cpuIsa(isa);
+          useCpuIsa(isa);
           const p = tensor(w0d, { dtype, requiresGrad: true });
           const opt = new AdamW([p], { lr: H.lr, betas: [H.b1, H.b2], eps: H.eps, weightDecay: H.wd });
           for (const g of gsd) {
@@ -64,6 +63,6 @@ t.test('AdamW on the CPU: f32 and bf16 (f32 master) parameters against float64, 
       }
     }
   } finally {
-    native.cpuIsa(before);
+    useCpuIsa(before);
   }
 });
