@@ -9,6 +9,7 @@
 // torch a `skipped` line says why and the cases are reported without a baseline.
 import * as os from 'os';
 import * as L from '../lib';
+import { native } from '../lib/native';
 import { BenchOptions, CaseRecord, PeerResult, attentionFlops, emit, peerMs, randU, report, round, runPeerSpec, selected, timeIt } from './harness';
 
 const dev = 'cpu' as const;
@@ -190,11 +191,13 @@ export function runCpuKernelCases(o: BenchOptions): void {
     cases.map((c) => ({ key: keyOf(c.rec), ...c.spec })),
     reps,
   );
+  // The instruction set the kernels ran with (cpp/cpu_isa.h): 'amx' means the bf16 products ran the AMX tile.
+  const isa = native.cpuIsa().active;
   for (const c of cases) {
     const { run, f32, owned } = c.setup();
     try {
       const t = timeIt(run, { device: dev, reps, maxMs });
-      const extra: Record<string, unknown> = {};
+      const extra: Record<string, unknown> = { isa };
       if (f32) {
         const t32 = timeIt(f32, { device: dev, reps, maxMs });
         extra.f32_ms = t32.median_ms;
