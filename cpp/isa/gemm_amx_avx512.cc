@@ -65,12 +65,18 @@ struct Hw {
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }
-  static void store(float* acc, bool both) {  // acc: 32 x 32, row stride 128 bytes
-    _tile_stored(0, acc, 128);
-    _tile_stored(1, acc + 16, 128);
+  static void load_c(const float* c, int64_t ldc) {  // C (32 x 32, row stride ldc floats) into the C tiles
+    _tile_loadd(0, c, 4 * ldc);
+    _tile_loadd(1, c + 16, 4 * ldc);
+    _tile_loadd(2, c + 16 * ldc, 4 * ldc);
+    _tile_loadd(3, c + 16 * ldc + 16, 4 * ldc);
+  }
+  static void store(float* c, int64_t ldc, bool both) {  // the C tiles (rows 0-15, and 16-31 if both) to c
+    _tile_stored(0, c, 4 * ldc);
+    _tile_stored(1, c + 16, 4 * ldc);
     if (!both) return;
-    _tile_stored(2, acc + 512, 128);
-    _tile_stored(3, acc + 528, 128);
+    _tile_stored(2, c + 16 * ldc, 4 * ldc);
+    _tile_stored(3, c + 16 * ldc + 16, 4 * ldc);
   }
 };
 
@@ -132,19 +138,28 @@ struct Emu {
     dp(2, 5, 6);
     dp(3, 5, 7);
   }
-  static void store(float* acc, bool both) {
+  static void load_c(const float* c, int64_t ldc) {
+    for (int t = 0; t < 4; t++) load(t, c + 16 * (t / 2) * ldc + 16 * (t % 2), 4 * ldc);
+  }
+  static void store(float* c, int64_t ldc, bool both) {
     for (int t = 0; t < (both ? 4 : 2); t++)
-      for (int r = 0; r < 16; r++) std::memcpy(acc + (16 * (t / 2) + r) * 32 + 16 * (t % 2), s().t[t][r], 64);
+      for (int r = 0; r < 16; r++) std::memcpy(c + (16 * (t / 2) + r) * ldc + 16 * (t % 2), s().t[t][r], 64);
   }
 };
 
 // rows x cols (<= 32 x 32) of C from A (32 rows of row-major bf16 at row stride lda, zero past the product's
 // rows and depth) and a 32-column B panel of kp pairs (kp a multiple of 16, zero past the depth), written
-// back as the AVX512-BF16 tile does (finish_row16).
+// back as the AVX512-BF16 tile does (finish_row16). A whole 32 x 32 block of f32 C that is only summed into
+// (a depth block before the last, or the first with no bias and beta 0) goes between C and the tiles with
+// tile loads and stores, with no pass of vector code.
 template <typename T> void tile32(int rows, int cols, int64_t kp, const uint16_t* A, int64_t lda, const uint16_t* B,
                                   float* C, int64_t ldc, bool first, float beta, const float* bias, uint16_t* out16,
                                   int64_t ldo) {
-  T::zero();
+  const bool direct = rows == 32 && cols == 32 && !out16 && (!first || (!bias && beta == 0.f));
+  if (direct && !first)
+    T::load_c(C, ldc);
+  else
+    T::zero();
   const int64_t sa = 2 * lda;  // bytes
   const uint16_t* A1 = A + 16 * lda;
   if (rows > 16) {
@@ -159,8 +174,9 @@ template <typename T> void tile32(int rows, int cols, int64_t kp, const uint16_t
       T::top(A + 2 * k2, sa);
     }
   }
+  if (direct) return T::store(C, ldc, true);
   alignas(64) float acc[32 * 32];
-  T::store(acc, rows > 16);
+  T::store(acc, 32, rows > 16);
   for (int q = 0; q < 2 && cols > 16 * q; q++) {
     const int n = cols - 16 * q;
     const __m512 bb = first && bias ? _mm512_maskz_loadu_ps(lane_mask(n), bias + 16 * q) : _mm512_setzero_ps();
