@@ -280,10 +280,12 @@ t.test('bf16 GEMM into an existing output (out = a @ b + bias + beta * out) on e
   // (from the first block on where there is no bias).
   gemmWithBeta(tt, 1500, 70);
   gemmWithBeta(tt, 1500, 70, false);
+  // The in-place bf16 tile's units keep their packed B within half of L2: at K 2100, 128 columns at most, so
+  // N 300 is cut into several column units over two depth blocks.
+  gemmWithBeta(tt, 2100, 40, true, 300);
 });
 
-function gemmWithBeta(tt: Test, K: number, M = 27, withBias = true): void {
-  const N = 70;
+function gemmWithBeta(tt: Test, K: number, M = 27, withBias = true, N = 70): void {
   const vals = [randArray(M * K, 61, -1, 1), randArray(K * N, 62, -1, 1), randArray(N, 63, -1, 1), randArray(M * N, 64, -8, 8)];
   const mk = (v: Float64Array, shape: number[]) => tensor(v, { shape, dtype: 'bfloat16' });
   const [a, b, bias, out0] = [mk(vals[0], [M, K]), mk(vals[1], [K, N]), mk(vals[2], [N]), mk(vals[3], [M, N])];
@@ -296,7 +298,7 @@ function gemmWithBeta(tt: Test, K: number, M = 27, withBias = true): void {
       useCpuIsa(isa);
       const out = out0.clone();
       gemm2d(out, a, b, withBias ? bias : null, 2);
-      check(tt, f64(out), want, 1e-2, `bf16 gemm ${withBias ? 'with bias ' : ''}and beta 2, M ${M} K ${K} [${isa}]`);
+      check(tt, f64(out), want, 1e-2, `bf16 gemm ${withBias ? 'with bias ' : ''}and beta 2, M ${M} K ${K} N ${N} [${isa}]`);
       out.dispose();
     }
   } finally {
