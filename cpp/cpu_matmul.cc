@@ -252,7 +252,7 @@ template <typename Kern> void split_in_place(const Problem& p, bool scratch, int
   constexpr int64_t MR = Kern::MR, NR = Kern::NR, kB = 30, kR = 2;
   // A unit's packed B stays within half of a 1 MiB L2 (Zen 4's per-core L2; 256K bf16), at least one panel wide:
   // at K 2048 that is 128 columns, where NC's 1024 had the packer spill to L3 and the tiles read it back from
-  // there (x @ Wᵀ and dX = dY W at 256 x 2048 x 5504: 7-9% faster in interleaved runs).
+  // there (x @ Wᵀ and dX = dY W at 256 x 2048 x 5504: 4-12% faster in interleaved runs).
   const int64_t kc = std::min(p.K, Kern::KC), fit = std::max<int64_t>(1, (int64_t(1) << 18) / (kc * NR));
   const int64_t panels = ceil_div(p.N, NR), max_width = std::min({panels, Kern::NC / NR, fit});  // in panels
   // The f32 scratch of a unit stays under 4 MiB (1M values): enough row chunks for that at one panel.
