@@ -23,7 +23,7 @@
 #include <cstring>
 
 #include "act_lanes.h"
-#include "gemm_bf16_parts.h"
+#include "gemm_parts.h"
 
 namespace llava {
 namespace isa {

@@ -4,7 +4,7 @@
 #include "isa_kernels.h"
 
 #if LLAVA_X86_ISA
-#include <immintrin.h>
+#include "gemm_parts.h"
 
 namespace llava {
 namespace isa {
@@ -29,30 +29,13 @@ void sgemm_ukr_avx512_12x32(int64_t kc, const float* A, const float* B, float* C
     A += MR;
     B += NR;
   }
-  // Write-back: on the first k block C = acc + bias + beta * C (C not read when beta is 0), after it C += acc.
-  if (first) {
-    const __m512 bb0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
-    const __m512 bb1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
-    const __m512 vb = _mm512_set1_ps(beta);
+  // Write-back (the bf16 tiles' row store without a bf16 output): on the first k block C = acc + bias + beta * C
+  // (C not read when beta is 0), after it C += acc.
+  const __m512 bb[2] = {first && bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps(),
+                        first && bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps()};
 #pragma GCC unroll 12
-    for (int r = 0; r < MR; r++) {
-      float* cr = C + r * ldc;
-      __m512 v0 = _mm512_add_ps(c[r][0], bb0), v1 = _mm512_add_ps(c[r][1], bb1);
-      if (beta != 0.f) {
-        v0 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr), v0);
-        v1 = _mm512_fmadd_ps(vb, _mm512_loadu_ps(cr + 16), v1);
-      }
-      _mm512_storeu_ps(cr, v0);
-      _mm512_storeu_ps(cr + 16, v1);
-    }
-    return;
-  }
-#pragma GCC unroll 12
-  for (int r = 0; r < MR; r++) {
-    float* cr = C + r * ldc;
-    _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c[r][0]));
-    _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), c[r][1]));
-  }
+  for (int r = 0; r < MR; r++)
+    for (int q = 0; q < 2; q++) finish_row16(c[r][q], 16, first, bb[q], beta, C + r * ldc + 16 * q, nullptr);
 }
 
 }  // namespace isa

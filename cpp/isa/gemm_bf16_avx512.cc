@@ -12,7 +12,7 @@
 
 #include "../cpu_common.h"
 #include "act_lanes.h"
-#include "gemm_bf16_parts.h"
+#include "gemm_parts.h"
 
 namespace llava {
 namespace isa {

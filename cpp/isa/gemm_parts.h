@@ -1,7 +1,8 @@
-// isa/gemm_bf16_parts.h — what the bf16 GEMM tiles share: the store of a finished tile row (the AVX512-BF16
-// tile of gemm_bf16_avx512.cc and the AMX tile of gemm_amx_avx512.cc write back alike) and a 16 x 16
-// transpose of 32-bit words (their packers). Included by those two files only, after act_lanes.h; both are
-// built for AVX512-BF16, and the anonymous namespace gives each its own copy.
+// isa/gemm_parts.h — what the AVX-512 GEMM tiles share: the store of a finished tile row (the f32 tile of
+// gemm_avx512.cc, the AVX512-BF16 tile of gemm_bf16_avx512.cc and the AMX tile of gemm_amx_avx512.cc write
+// back alike; only the bf16 ones round into a bf16 output) and a 16 x 16 transpose of 32-bit words (the bf16
+// packers). Included by those files only; the anonymous namespace gives each its own copy, built with its
+// flags.
 #pragma once
 
 #include <immintrin.h>
