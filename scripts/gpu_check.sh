@@ -17,11 +17,13 @@
 #        carry:   [".gpu", "dist"]
 #    which unpacks .gpu/llava_native.node.xz to build/Release/llava_native.node and comes down to
 #        NODE_PATH=$PWD/.gpu/node_modules OUT=${OUT:-out/gpu-check} bash .gpu/run.sh node dist/test/gpu/check.js
-#    i.e. the parity suite (test/gpu/cases.ts on cuda vs cpu), the memory checks, and
-#    `node dist/bench/run.js --device cuda` with the PyTorch peer (python3 + torch exist there).
-#    Results: $OUT/gpu_check.json, $OUT/gpu_check.log, $OUT/bench_cuda.jsonl (they come back with the
-#    call's files). Extra arguments go to check.js: --quick (fewer cases and bench shapes), --no-bench,
-#    --filter REGEX (parity cases by "group/name"), --bench-args "--filter gemm".
+#    i.e. the parity suite (test/gpu/cases.ts on cuda vs cpu), the memory checks,
+#    `node dist/bench/run.js --device cuda` with the PyTorch peer (python3 + torch exist there), and,
+#    where the host CPU has AMX, the AMX GEMM tile's parity and speed (test/gpu/cpu_amx.ts).
+#    Results: $OUT/gpu_check.json, $OUT/gpu_check.log, $OUT/bench_cuda.jsonl, $OUT/bench_cpu.jsonl (they
+#    come back with the call's files). Extra arguments go to check.js: --quick (fewer cases and bench
+#    shapes), --no-bench, --filter REGEX (parity cases by "group/name"; "cpu_amx" selects the host-CPU
+#    phase), --bench-args "--filter gemm".
 #    node_modules itself is not carried (the dev tree's is far over 64 MiB); NODE_PATH points Node's
 #    require() at the small production copy instead (today's check needs none of it: lib/ops, models
 #    and optim import only Node built-ins; the copy keeps a later import from breaking the run).

@@ -7,10 +7,17 @@
 //     in use and live tensors flat across 3 tiny-LLaVA training steps), an absurd allocation is a JS
 //     Error naming CUDA out of memory and the process stays usable; (c) `bench/run.js --device cuda` in a
 //     child process (its JSON lines are kept). Everything goes to $OUT/gpu_check.json (rewritten after
-//     each phase, so a crash still leaves what ran) and $OUT/gpu_check.log. Exit 1 if a parity or memory
-//     check failed, 0 otherwise; without CUDA it prints the reason, writes {skipped: 'cuda'} and exits 0.
-// --self-test runs (a) and (b) with the CPU standing in for the GPU and (c) as `--gpu-dry-run` (checks
-// this harness on a machine without one; it is no evidence about CUDA). $OUT defaults to out/gpu-check (git-ignored).
+//     each phase, so a crash still leaves what ran) and $OUT/gpu_check.log. Exit 1 if a parity, memory or (d)
+//     check failed, 0 otherwise; without CUDA it prints the reason, writes {skipped: 'cuda'}, runs (d) and exits 0
+//     unless (d) failed.
+// (d) the host CPU (test/gpu/cpu_amx.ts): where it has AMX (Sapphire Rapids and later Xeons), the AMX-BF16
+//     GEMM tile against the AVX512-BF16 tile and a wider reference, its speed against both our other tiles,
+//     and, with the bench on, `bench/run.js --device cpu` on the bf16 GEMM rows beside torch's CPU matmul
+//     ($OUT/bench_cpu.jsonl); without AMX a SKIP line with the reason. `--filter cpu_amx --no-bench` runs
+//     only its parity and timing.
+// --self-test runs (a) and (b) with the CPU standing in for the GPU, (c) as `--gpu-dry-run` and (d) on the
+// small cases with the AMX instructions emulated (checks this harness on a machine without a GPU or AMX; it
+// is no evidence about either). $OUT defaults to out/gpu-check (git-ignored).
 import { spawn } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -19,6 +26,7 @@ import { native } from '../../lib/native';
 import { loadLlava } from '../../lib/models/loader';
 import { AdamW } from '../../lib/optim';
 import { CaseResult, formatResult, parityCases, runParityCase } from './cases';
+import { amxParity, amxTiming, hostCpu } from './cpu_amx';
 import { fixtureDir, tinyLlavaRef } from './fixture';
 
 interface Opts {
@@ -167,18 +175,18 @@ function oomIsAnError(dev: L.Device): Check[] {
 }
 
 // ------------------------------------------------------------------ (c) bench
-function runBench(o: Opts): Promise<{ rc: number | null; lines: unknown[]; wall_s: number }> {
+function runBench(o: Opts, device: 'cuda' | 'cpu', extra: string[]): Promise<{ rc: number | null; lines: unknown[]; wall_s: number }> {
   const compiled = !__filename.endsWith('.ts');
   const script = compiled ? path.resolve(__dirname, '..', '..', 'bench', 'run.js') : path.resolve(__dirname, '..', '..', 'bench', 'run.ts');
   const args = [
     ...(compiled ? [] : ['--import', 'tsx']),
     script,
     '--device',
-    'cuda',
+    device,
     '--out',
-    path.join(OUT, 'bench_cuda.jsonl'),
+    path.join(OUT, `bench_${device}.jsonl`),
     ...(o.quick ? ['--quick'] : []),
-    ...o.benchArgs,
+    ...extra,
   ];
   log(`# bench: ${path.basename(process.execPath)} ${args.join(' ')}`);
   const t0 = Date.now();
@@ -211,6 +219,36 @@ function runBench(o: Opts): Promise<{ rc: number | null; lines: unknown[]; wall_
   });
 }
 
+// ------------------------------------------------------------------ (d) host CPU
+/** Phase (d): its checks, which the summary line counts beside the parity and memory checks. */
+async function hostAmx(o: Opts): Promise<Check[]> {
+  const host = hostCpu();
+  report.hostCpu = host;
+  log(`# (d) host CPU: ${host.model}; our kernels detect ${host.detected}; ${host.threads} threads`);
+  const emulate = host.detected !== 'amx';
+  if (emulate && !o.selfTest) {
+    log(`SKIP cpu_amx: the host CPU runs ${host.detected}, not AMX (no AMX-TILE/AMX-BF16, or the kernel refused the tile state)`);
+    return [];
+  }
+  const cases = amxParity({ emulate, small: emulate || o.quick });
+  report.cpuAmx = cases;
+  for (const c of cases) log(`${c.pass ? 'PASS' : 'FAIL'} cpu_amx/${c.name}${emulate ? ' (emulated)' : ''} | ${c.detail}`);
+  save();
+  if (!emulate) {
+    const rows = amxTiming(o.quick ? 3 : 7);
+    report.cpuAmxTiming = rows;
+    for (const r of rows)
+      log(`# cpu_amx timing ${r.case}: amx ${r.amx_ms} ms (${r.amx_gflops} GFLOP/s), ${r.vs_avx512bf16}x the AVX512-BF16 tile, ${r.vs_f32}x our f32`);
+    save();
+    if (o.bench) {
+      const b = await runBench(o, 'cpu', ['--filter', '^(matmul square (1024|2048) bfloat16|linear) ']);
+      report.benchCpu = b;
+      log(`# cpu bench exited ${b.rc} after ${b.wall_s.toFixed(1)} s`);
+    }
+  }
+  return cases.map((c) => ({ name: `cpu_amx/${c.name}`, pass: c.pass, detail: c.detail }));
+}
+
 // ------------------------------------------------------------------ main
 async function main(): Promise<number> {
   const o = parse(process.argv.slice(2));
@@ -231,7 +269,10 @@ async function main(): Promise<number> {
     Object.assign(report, { skipped: 'cuda', reason });
     save();
     console.log(JSON.stringify({ skipped: 'cuda', reason }));
-    return 0;
+    // A GPU host whose driver failed still has its CPU: (d) runs where that CPU has AMX.
+    const host = await hostAmx(o);
+    save();
+    return host.every((c) => c.pass) ? 0 : 1;
   }
   const dev: L.Device = available ? 'cuda' : 'cpu';
   log(
@@ -291,17 +332,23 @@ async function main(): Promise<number> {
     // In a self-test the bench runs its GPU table on the CPU at toy sizes (checks the spawn and the parse).
     if (o.selfTest && !available) o.benchArgs.push('--gpu-dry-run', '--no-peers');
     log(`# (c) bench --device cuda${o.selfTest && !available ? ' (dry run on the CPU)' : ''}`);
-    const b = await runBench(o);
+    const b = await runBench(o, 'cuda', o.benchArgs);
     report.bench = b;
     log(`# bench exited ${b.rc} after ${b.wall_s.toFixed(1)} s`);
   }
 
-  const memFailed = mem.filter((m) => !m.pass).length;
+  // (d) host CPU
+  const host = !o.filter || o.filter.test('cpu_amx') ? await hostAmx(o) : [];
+
+  const checks = [...mem, ...host];
+  const checksFailed = checks.filter((m) => !m.pass).length;
   const wall = (Date.now() - t0) / 1000;
   report.wall_s = wall;
-  report.ok = failed.length === 0 && memFailed === 0;
+  report.ok = failed.length === 0 && checksFailed === 0;
   save();
-  log(`${results.length + mem.length - failed.length - memFailed} passed, ${failed.length + memFailed} failed (${wall.toFixed(1)} s; ${jsonFile})`);
+  log(
+    `${results.length + checks.length - failed.length - checksFailed} passed, ${failed.length + checksFailed} failed (${wall.toFixed(1)} s; ${jsonFile})`,
+  );
   return report.ok ? 0 : 1;
 }
 
