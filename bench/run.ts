@@ -19,12 +19,28 @@
 // calls closed by cuda.synchronize()), so they include N-API launch overhead; the peer uses CUDA events.
 // Cases live in cpu_cases.ts, tfjs_cases.ts (TensorFlow.js on llava vs tfjs-backend-cpu/wasm) and gpu_cases.ts; timing and output in harness.ts.
 import * as L from '../lib';
-import { closeOut, emit, emitted, openOut, parseOptions, setRound } from './harness';
+import { BenchOptions, closeOut, emit, emitted, openOut, parseOptions, setRound } from './harness';
 import { combineRounds, finishReport } from './report';
 import { runCpuCases } from './cpu_cases';
 import { runGpuCases } from './gpu_cases';
 import { runDistCases } from './dist_cases';
-import { runTfjsCases } from './tfjs_cases';
+
+/**
+ * The TensorFlow.js cases, loaded here rather than imported: TensorFlow.js is a peer dependency (with its
+ * backends and tsx for its gradients), absent from a production install such as the GPU check's carry, where
+ * the rest of the bench must still run. Without it a `skipped` line says why.
+ */
+async function tfjsCases(opts: BenchOptions): Promise<void> {
+  let mod: typeof import('./tfjs_cases');
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    mod = require('./tfjs_cases');
+  } catch (e) {
+    emit({ op: 'tfjs', device: 'cpu', skipped: 'tfjs', reason: `TensorFlow.js did not load: ${(e as Error).message.split('\n')[0]}` });
+    return;
+  }
+  await mod.runTfjsCases(opts);
+}
 
 async function main(): Promise<number> {
   let opts;
@@ -53,7 +69,7 @@ async function main(): Promise<number> {
         setRound(null);
         if (opts.rounds > 1) combineRounds(emitted).forEach((rec) => emit(rec));
         runDistCases(opts);
-        await runTfjsCases(opts);
+        await tfjsCases(opts);
       }
       if (opts.device === 'cuda' || opts.device === 'all') runGpuCases(opts);
     }

@@ -5,8 +5,14 @@
 //   3. nothing under lib/ imports the package index (lib/index.ts);
 //   4. no import cycles between files of lib/ (type-only imports excepted: they vanish at run time);
 //   5. the line budget: .ts ≤ 500 lines, .cc/.h ≤ 600, .cu/.cuh ≤ 800, test files ≤ 800,
-//      except the files in ALLOW, each with its reason.
+//      except the files in ALLOW, each with its reason;
+//   6. importing the package index, the GPU check (test/gpu/check.ts) and the bench's CUDA run load no dev
+//      dependency and none of NOT_CARRIED (heavy packages required where they are first used), so tensor code
+//      never pays for them and the GPU machine, which gets the production modules less those
+//      (scripts/gpu_check.sh), can start them.
 import t from 'tap';
+import { spawnSync } from 'child_process';
+import * as os from 'os';
 import * as fs from 'fs';
 import * as path from 'path';
 import { TEST_DIR } from './helpers';
@@ -42,6 +48,9 @@ const ALLOW: Record<string, string> = {
   'cpp/kernel_checks.h': 'one argument parser per op, shared by the CPU and CUDA kernels; splitting it scatters the one definition of each op',
   'test/engine/ops.test.ts': 'the op table: every op against its float64 reference in one place',
 };
+
+/** Runtime packages that the GPU check's carry leaves out (scripts/gpu_check.sh): they must load on first use. */
+const NOT_CARRIED = ['openai', 'sharp'];
 
 function walk(dir: string, keep: (f: string) => boolean): string[] {
   const abs = path.join(ROOT, dir);
@@ -141,4 +150,50 @@ t.test('line budget', async (tt) => {
     .map(({ f, n }) => `${f}: ${n} lines (budget ${limit(f)})`);
   tt.same(over, [], 'files over the line budget (split them, or add them to ALLOW with the reason)');
   for (const f of Object.keys(ALLOW)) tt.ok(fs.existsSync(path.join(ROOT, f)), `allow-listed ${f} exists`);
+});
+
+/** The package roots (node_modules/<name>) a node command loaded, read by an exit hook that --require installs. */
+function packagesLoadedBy(args: string[]): { status: number | null; roots: string[]; stderr: string } {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-layout-'));
+  try {
+    const hook = path.join(dir, 'hook.js');
+    fs.writeFileSync(
+      hook,
+      `process.on('exit', () => {
+        const roots = Object.keys(require.cache).map((k) => /node_modules[\\\\/]((?:@[^/\\\\]+[\\\\/])?[^/\\\\]+)/.exec(k)?.[1]);
+        require('fs').writeFileSync(${JSON.stringify(path.join(dir, 'roots.json'))}, JSON.stringify([...new Set(roots.filter(Boolean))]));
+      });`,
+    );
+    const r = spawnSync(process.execPath, ['--require', hook, '--import', 'tsx', ...args], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      env: { ...process.env, OUT: path.join(dir, 'out') },
+    });
+    const file = path.join(dir, 'roots.json');
+    const roots: string[] = fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')).map((m: string) => m.replace(/\\/g, '/')) : [];
+    return { status: r.status, roots, stderr: r.stderr };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+t.test('the library and what the GPU machine runs load only packages that are carried there', async (tt) => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  // tsx is this probe's own loader; everything else of the dev tooling stays behind.
+  const absent = new Set([...Object.keys(pkg.devDependencies ?? {}), ...NOT_CARRIED].filter((m) => m !== 'tsx'));
+  const runs: [string, string[]][] = [
+    ['importing lib/', ['-e', `require(${JSON.stringify(path.join(ROOT, 'lib'))})`]],
+    ['test/gpu/check.ts --no-bench', [path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench']],
+    ['bench/run.ts --device cuda', [path.join(ROOT, 'bench', 'run.ts'), '--device', 'cuda', '--quick', '--json']],
+  ];
+  for (const [what, args] of runs) {
+    const r = packagesLoadedBy(args);
+    tt.equal(r.status, 0, `${what} ran (${r.stderr.slice(-300)})`);
+    tt.ok(r.roots.includes('@huggingface/tokenizers'), `${what}: the probe sees the packages it does load (${r.roots.join(', ')})`);
+    tt.same(
+      r.roots.filter((m) => absent.has(m)),
+      [],
+      `${what}: dev dependencies, or packages the GPU check's carry leaves out, that it loads`,
+    );
+  }
 });

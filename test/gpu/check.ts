@@ -106,7 +106,10 @@ function memorySteadyState(dev: L.Device): Check {
     for (let i = 0; i < 3; i++) step();
     const after = snap();
     opt.dispose();
-    const flat = ['numTensors', 'storages', 'bytes', 'deviceMallocs', 'bytesInUse'].filter((k) => before[k] !== after[k]);
+    // On the CPU stand-in of --self-test, blocks under 16 KiB bypass the host cache and each counts as an
+    // allocation from the OS, so only the CUDA allocator is held to a flat allocation count.
+    const keys = ['numTensors', 'storages', 'bytes', 'bytesInUse', ...(dev === 'cuda' ? ['deviceMallocs'] : [])];
+    const flat = keys.filter((k) => before[k] !== after[k]);
     return {
       name: 'caching allocator steady state (3 tiny-LLaVA stage-2 steps)',
       pass: flat.length === 0,
@@ -270,7 +273,7 @@ async function main(): Promise<number> {
     save();
     console.log(JSON.stringify({ skipped: 'cuda', reason }));
     // A GPU host whose driver failed still has its CPU: (d) runs where that CPU has AMX.
-    const host = await hostAmx(o);
+    const host = !o.filter || o.filter.test('cpu_amx') ? await hostAmx(o) : [];
     save();
     return host.every((c) => c.pass) ? 0 : 1;
   }

@@ -16,7 +16,17 @@
 //   message ('HTTP 400 from <url>: ...'; 401/403/404 are `fatal`: a wrong key, model or URL, a caller
 //   running many requests should stop); retries that run out say 'failed after N attempt(s): <reason>'.
 // - `concurrency` caps the requests this client has in flight (queued callers wait their turn).
-import OpenAI, { APIConnectionError, APIError } from 'openai';
+// - The SDK is loaded when the first client is made, not when this file is: the package index reaches this
+//   file, and a program that never calls a chat API (or a deployment without the package) should not load
+//   20 MB of SDK for nothing.
+import type OpenAI from 'openai';
+
+type OpenAIModule = typeof import('openai');
+let openaiModule: OpenAIModule | null = null;
+function openaiSdk(): OpenAIModule {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (openaiModule ??= require('openai') as OpenAIModule);
+}
 
 export interface ChatMessage {
   role: 'system' | 'user' | 'assistant';
@@ -212,7 +222,7 @@ export class OpenAIChatClient implements ChatCompleter {
     this.o = o;
     this.baseFetch = o.fetch ?? fetch;
     // Everything from the options or `env`, nothing from process.env behind our back.
-    this.sdk = new OpenAI({
+    this.sdk = new (openaiSdk().OpenAI)({
       apiKey: key,
       baseURL: this.baseUrl,
       organization: env.OPENAI_ORG_ID ?? null,
@@ -260,6 +270,7 @@ export class OpenAIChatClient implements ChatCompleter {
   /** The SDK's error as an ApiError with our wording. */
   private mapError(e: unknown, a: Attempts): ApiError {
     const tries = Math.max(1, a.count);
+    const { APIError, APIConnectionError } = openaiSdk();
     if (e instanceof APIError && !(e instanceof APIConnectionError) && typeof e.status === 'number') {
       const retryable = e.status === 408 || e.status === 409 || e.status === 429 || e.status >= 500;
       if (retryable) return new ApiError(`request to ${this.url} failed after ${tries} attempt(s): ${a.reason}`, e.status, false);
