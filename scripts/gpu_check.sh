@@ -155,19 +155,23 @@ first_run() {
   tail -3 "$sync_log"
 
   echo "== 2/3: compute-sanitizer"
-  local san_log="$final_out/sanitizers.log"
-  if command -v compute-sanitizer >/dev/null; then
+  local san_log="$final_out/sanitizers.log" sanitizer
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1 || true)
+  if [ -n "$sanitizer" ]; then
+    # The sanitizer starts node itself (run.sh has unpacked it onto the PATH by now), not through a shell.
+    export PATH=/tmp/gpu-node/bin:$PATH
     local tool filter secs
     for spec in "memcheck@^(matmul|attention|norm)/@70" "racecheck@^(matmul/(bf16|f16) (127x129x65|64x256x96)|attention/)@60" \
       "synccheck@^(matmul|attention)/@40"; do
       IFS='@' read -r tool filter secs <<< "$spec"
       # --error-exitcode makes a finding fail the stage even when every value was right.
       OUT=/tmp/gpu-check-$tool stage $(( $(left) - 200 < secs ? $(left) - 200 : secs )) "$san_log" \
-        compute-sanitizer --tool "$tool" --error-exitcode 3 --print-limit 30 "${check[@]}" --no-bench --quick --filter "$filter"
+        "$sanitizer" --tool "$tool" --target-processes all --error-exitcode 3 --print-limit 30 \
+        node dist/test/gpu/check.js --no-bench --quick --filter "$filter"
     done
     grep -E "^# exit|ERROR SUMMARY|RACECHECK SUMMARY|passed, [0-9]+ failed" "$san_log" || true
   else
-    echo "compute-sanitizer is not on the PATH: stage 2 skipped" | tee "$san_log"
+    echo "compute-sanitizer not found (PATH, /usr/local/cuda): stage 2 skipped" | tee "$san_log"
   fi
 
   echo "== 3/3: the whole check with the benchmarks ($(left) s left)"
