@@ -133,13 +133,14 @@ template <typename T, typename Prod> void attention_fwd_run(const Attn& p, const
   const int64_t R = p.R(), BK = p.B * p.Hkv, nrb = (R + kBr - 1) / kBr, Dp = p.Dp, D = p.D;
   const A ninf = -std::numeric_limits<A>::infinity();
   T* outp = out.data<T>();
+  const typename Prod::Shared shared(p);  // what every row block reads (the bf16 policy's packed K and V)
   for_items(BK * nrb, [&] {
     struct W {
       Prod prod;
       std::vector<A> o, s, m, l;
-      explicit W(const Attn& p_) : prod(p_), o(kBr * p_.Dp), s(kBr * kBc), m(kBr), l(kBr) {}
+      W(const Attn& p_, const typename Prod::Shared& sh) : prod(p_, sh), o(kBr * p_.Dp), s(kBr * kBc), m(kBr), l(kBr) {}
     };
-    auto w = std::make_shared<W>(p);
+    auto w = std::make_shared<W>(p, shared);
     return [&, w](int64_t item) {
       // Largest causal blocks first: the block index runs backwards over the item order.
       const int64_t rb = nrb - 1 - item / BK, bk = item % BK, b = bk / p.Hkv, kvh = bk % p.Hkv;

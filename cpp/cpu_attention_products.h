@@ -15,12 +15,15 @@
 // ------------------------------------------------------------------ f32 tiles
 template <typename T> struct F32Fwd {
   using A = acc_t<T>;
+  struct Shared {  // nothing: f32 K and V are read in place (or widened per tile)
+    explicit Shared(const Attn&) {}
+  };
   const Attn& p;
   std::vector<A> q, kb, vb;
   const A *K = nullptr, *V = nullptr;
   int64_t ldk = 0, ldv = 0;
   int n = 0;
-  explicit F32Fwd(const Attn& p_) : p(p_), q(kBr * p_.Dp), kb(kBc * p_.Dp), vb(kBc * p_.Dp) {}
+  F32Fwd(const Attn& p_, const Shared&) : p(p_), q(kBr * p_.Dp), kb(kBc * p_.Dp), vb(kBc * p_.Dp) {}
   void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
     n = n_;
     load_rows<T>(p, *p.q, b, kvh, r0, n, q.data());
@@ -109,26 +112,65 @@ struct Bf16Base {
   void pack_cols_b(const uint16_t* rows, int n, uint16_t* dst) const {
     for (int d = 0; d < nd; d++) isa::bf16_pack_rows32_avx512(rows + d * 32, D32, n, dst + d * 32 * pairs(n));
   }
-  // C[rows, D) (+)= A panels (rows in 12s, kp pairs deep) @ the D-column B panels of pack_cols_b.
-  void mm_d(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int rows, bool first) {
+  // C[rows, D) (+)= A panels (rows in 12s, kp pairs deep) @ the D-column B panels of pack_cols_b, which were
+  // packed bkp >= kp pairs deep (a causal row block reads the first kp pairs of a tile packed for all its keys).
+  void mm_d(int64_t kp, const uint16_t* A, const uint16_t* B, float* C, int rows, bool first, int64_t bkp = 0) {
+    const int64_t bstride = 32 * std::max(kp, bkp);
     for (int i = 0; i < rows; i += 12)
       for (int d = 0; d < nd; d++)
-        mm(kp / 2, A + i * kp, B + d * 32 * kp, C + i * p.Dp + 32 * d, p.Dp, std::min(12, rows - i),
+        mm(kp / 2, A + i * kp, B + d * bstride, C + i * p.Dp + 32 * d, p.Dp, std::min(12, rows - i),
            (int)std::min<int64_t>(32, p.D - 32 * d), first);
   }
 };
 
 struct Bf16Fwd : Bf16Base {
+  // K and V of every key tile of every (b, kv head), packed once before the row blocks start, when several row
+  // blocks read each tile and the copy stays under kMaxBytes (about the size of K and V themselves); else
+  // each row block packs the tiles it visits (one row block: a decode step, a short prompt).
+  struct Shared {
+    static constexpr double kMaxBytes = 128.0 * (1 << 20);
+    const int64_t nkt;  // key tiles per (b, kv head); 0: not packed here
+    const int64_t ktile, vtile;
+    const HostScratch<uint16_t> k, v;  // [b, kv head][key tile][ktile or vtile]
+    static int64_t tiles(const Attn& p, const Bf16Base& base) {
+      const int64_t n = (p.S + kBc - 1) / kBc;
+      return p.R() > kBr && 2.0 * p.B * p.Hkv * n * kBc * (base.Dk + base.D32) <= kMaxBytes ? n : 0;
+    }
+    explicit Shared(const Attn& p) : Shared(p, Bf16Base(p)) {}
+    Shared(const Attn& p, const Bf16Base& base)
+        : nkt(tiles(p, base)),
+          ktile(kBc * base.Dk),
+          vtile(kBc * base.D32),
+          k(p.B * p.Hkv * nkt * ktile),
+          v(p.B * p.Hkv * nkt * vtile) {
+      parallel_for(p.B * p.Hkv * nkt, 1, [&](int64_t i0, int64_t i1) {
+        std::vector<uint16_t> rows(kBc * base.D32, 0);
+        for (int64_t i = i0; i < i1; i++) {
+          const int64_t bk = i / nkt, c0 = i % nkt * kBc, b = bk / p.Hkv, kvh = bk % p.Hkv;
+          const int kc = (int)std::min<int64_t>(kBc, p.S - c0);
+          base.zero_from(rows, kc);
+          base.copy_keys(*p.k, b, kvh, c0, kc, rows.data());
+          base.pack_rows_b(rows.data(), kc, &k[i * ktile]);
+          base.copy_keys(*p.v, b, kvh, c0, kc, rows.data());
+          base.pack_cols_b(rows.data(), kc, &v[i * vtile]);
+        }
+      });
+    }
+  };
+  const Shared& sh;
   std::vector<uint16_t> qrows, q, krows, k, vrows, v, pp;
+  const uint16_t *kt = nullptr, *vt = nullptr;  // this key tile's packed K and V
+  int64_t vpairs = 0;                           // the depth vt was packed to (its panel stride / 32)
   int n = 0, kc = 0;
-  explicit Bf16Fwd(const Attn& p_)
+  Bf16Fwd(const Attn& p_, const Shared& sh_)
       : Bf16Base(p_),
+        sh(sh_),
         qrows(kBr * D32),
         q(kBr * Dk),
-        krows(kBc * D32),
-        k(kBc * Dk),
-        vrows(kBc * D32),
-        v(kBc * D32),
+        krows(sh.nkt ? 0 : kBc * D32),
+        k(sh.nkt ? 0 : kBc * Dk),
+        vrows(sh.nkt ? 0 : kBc * D32),
+        v(sh.nkt ? 0 : kBc * D32),
         pp(kBr * kBc) {}
   void rows(int64_t b, int64_t kvh, int64_t r0, int n_) {
     n = n_;
@@ -138,19 +180,27 @@ struct Bf16Fwd : Bf16Base {
   }
   void scores(int64_t b, int64_t kvh, int64_t c0, int kc_, float* S) {
     kc = kc_;
-    zero_from(krows, kc);
-    zero_from(vrows, kc);
-    copy_keys(*p.k, b, kvh, c0, kc, krows.data());
-    copy_keys(*p.v, b, kvh, c0, kc, vrows.data());
-    pack_rows_b(krows.data(), kc, k.data());
-    pack_cols_b(vrows.data(), kc, v.data());
+    if (sh.nkt) {
+      const int64_t i = (b * p.Hkv + kvh) * sh.nkt + c0 / kBc;
+      kt = &sh.k[i * sh.ktile], vt = &sh.v[i * sh.vtile];
+      vpairs = pairs(std::min<int64_t>(kBc, p.S - c0));  // packed for every key of the tile, kc or more
+    } else {
+      zero_from(krows, kc);
+      zero_from(vrows, kc);
+      copy_keys(*p.k, b, kvh, c0, kc, krows.data());
+      copy_keys(*p.v, b, kvh, c0, kc, vrows.data());
+      pack_rows_b(krows.data(), kc, k.data());
+      pack_cols_b(vrows.data(), kc, v.data());
+      kt = k.data(), vt = v.data();
+      vpairs = pairs(kc);
+    }
     for (int i = 0; i < n; i += 12)  // whole panels: S has kBr x kBc room, columns past kc are ignored
-      for (int j = 0; j < kc; j += 32) mm(Dk / 2, &q[i * Dk], &k[j * Dk], S + i * kBc + j, kBc, 12, 32, true);
+      for (int j = 0; j < kc; j += 32) mm(Dk / 2, &q[i * Dk], kt + j * Dk, S + i * kBc + j, kBc, 12, 32, true);
   }
   void accumulate(const float* P, int, float* O) {
     const int64_t kk = pairs(kc);
     for (int i = 0; i < n; i += 12) isa::bf16_pack_f32_cols12_avx512(P + i * kBc, kBc, kc, &pp[i * kk]);
-    mm_d(kk, pp.data(), v.data(), O, n, false);  // O += P V
+    mm_d(kk, pp.data(), vt, O, n, false, vpairs);  // O += P V
   }
 };
 

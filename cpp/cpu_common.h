@@ -119,6 +119,27 @@ template <typename V> inline void store(bf16* p, V v) { p->bits = f32_to_bf16(fl
 template <typename V> inline void store(f16* p, V v) { p->bits = f32_to_f16(float(v)); }
 template <typename V> inline void store(bool* p, V v) { *p = v != V(0); }
 
+// A kernel's scratch too large for a thread-local buffer to keep, from the CPU backend's caching allocator:
+// a block of the same size comes back warm (already mapped: no page faults, unlike a fresh malloc of this
+// size), and emptyCache() releases it. Uninitialised; 64-byte aligned.
+template <typename U> class HostScratch {
+ public:
+  explicit HostScratch(size_t n) : bytes_(n * sizeof(U)) {
+    if (bytes_) p_ = static_cast<U*>(find_backend(Device::CPU)->alloc(bytes_));
+  }
+  ~HostScratch() {
+    if (p_) find_backend(Device::CPU)->free(p_, bytes_);
+  }
+  HostScratch(const HostScratch&) = delete;
+  HostScratch& operator=(const HostScratch&) = delete;
+  U* data() const { return p_; }
+  U& operator[](size_t i) const { return p_[i]; }
+
+ private:
+  size_t bytes_;
+  U* p_ = nullptr;
+};
+
 // Run the body with `T` bound to the CPU storage type of dtype `dt` (kernel_api.h).
 #define LLAVA_DISPATCH_FLOAT(args, dt, T, ...) \
   LLAVA_DISPATCH_FLOAT_AS(::llava::bf16, ::llava::f16, args, dt, T, __VA_ARGS__)
