@@ -25,7 +25,8 @@
 // Numerics: bf16/f16 are widened to f32 on load and rounded once on store; f64 computes in f64 (for
 // the gradient checks). lse is f32 per the kernel table, or f64 (accepted so the f64 gradient check keeps
 // full precision). The scale is applied to the raw dot products in both passes, identically, so the
-// backward recomputes exactly the forward's scores.
+// backward recomputes exactly the forward's scores: a positive scale inside exp_row's FMA (exp(s * scale - m),
+// the row max taken on the raw scores), any other by a pass of its own before the max.
 //
 // Inner loops are two AVX2 register-blocked micro-kernels (f32): `qk` (C = A B^T: dot products along D,
 // 3 rows x 4 keys, used for S = Q K^T and dP = dO V^T) and `pv` (C += A B: broadcast-FMA, 6 rows x 16
@@ -72,12 +73,16 @@ template <typename T> inline const T* row_ptr(const TensorArg& t, int64_t b, int
   return t.data<T>() + b * t.strides[0] + h * t.strides[1] + i * t.strides[2];
 }
 
-// Scales a row of raw scores and sets invisible keys (and the padding up to n8) to -inf.
-// Keys of this tile are c0 + [0, kc); query position t of head h.
+// The factor exp_row applies to a row that scale_mask_row left raw: a positive scale is folded into exp_row's
+// FMA (max(s) * scale is then the max of the scaled row); any other is applied by scale_mask_row.
+template <typename A> inline A exp_scale(const Attn& p) { return p.scale > 0 ? A(p.scale) : A(1); }
+
+// Sets invisible keys of a row of raw scores (and the padding up to n8) to -inf, and scales the row unless
+// exp_row will (exp_scale). Keys of this tile are c0 + [0, kc); query position t of head h.
 template <typename A>
 inline void scale_mask_row(const Attn& p, A* s, int kc, int n8, int64_t b, int64_t h, int64_t t, int64_t c0) {
   const A ninf = -std::numeric_limits<A>::infinity();
-  scale_row(s, n8, A(p.scale));
+  if (!(p.scale > 0)) scale_row(s, n8, A(p.scale));
   int64_t vis = kc;  // keys [vis, kc) are hidden by causality
   if (p.causal) vis = std::clamp<int64_t>(t + p.S - p.T + 1 - c0, 0, kc);
   for (int64_t j = vis; j < n8; j++) s[j] = ninf;
@@ -131,7 +136,7 @@ template <typename F> void for_items(int64_t n, F&& make_worker) {
 template <typename T, typename Prod> void attention_fwd_run(const Attn& p, const TensorArg& out, const TensorArg& lse) {
   using A = acc_t<T>;
   const int64_t R = p.R(), BK = p.B * p.Hkv, nrb = (R + kBr - 1) / kBr, Dp = p.Dp, D = p.D;
-  const A ninf = -std::numeric_limits<A>::infinity();
+  const A ninf = -std::numeric_limits<A>::infinity(), es = exp_scale<A>(p);
   T* outp = out.data<T>();
   const typename Prod::Shared shared(p);  // what every row block reads (the bf16 policy's packed K and V)
   for_items(BK * nrb, [&] {
@@ -160,15 +165,15 @@ template <typename T, typename Prod> void attention_fwd_run(const Attn& p, const
           const int64_t r = r0 + i, t = r / p.G, h = kvh * p.G + r % p.G;
           A* s = S + i * kBc;
           scale_mask_row(p, s, kc, n8, b, h, t, c0);
-          const A rmax = M[i] != M[i] ? M[i] : row_max(s, n8);  // NaN: a visible NaN score (M keeps it)
+          const A rmax = M[i] != M[i] ? M[i] : row_max(s, n8) * es;  // NaN: a visible NaN score (M keeps it)
           const A mnew = rmax != rmax ? rmax : std::max(M[i], rmax);
           if (mnew == ninf || mnew != mnew) {  // nothing visible yet (P = 0, O and l stay 0), or a NaN row
             M[i] = mnew;
             std::fill(s, s + n8, A(0));
             continue;
           }
-          const A alpha = std::exp(M[i] - mnew);  // 0 when M was -inf
-          L[i] = L[i] * alpha + exp_row(s, n8, mnew);
+          const A alpha = M[i] == mnew ? A(1) : std::exp(M[i] - mnew);  // 0 when M was -inf
+          L[i] = L[i] * alpha + exp_row(s, n8, mnew, es);
           M[i] = mnew;
           if (alpha != A(1)) scale_row(O + i * Dp, (int)Dp, alpha);
         }
@@ -206,7 +211,7 @@ template <typename T, typename Prod> void attention_bwd_run(const Attn& p, const
   using A = acc_t<T>;
   const int64_t R = p.R(), BK = p.B * p.Hkv, Dp = p.Dp, D = p.D, BHT = p.B * p.H * p.T;
   const int64_t nkb = (p.S + kBc - 1) / kBc;
-  const A ninf = -std::numeric_limits<A>::infinity();
+  const A ninf = -std::numeric_limits<A>::infinity(), es = exp_scale<A>(p);
 
   // delta = rowsum(dO * O) and lse, per (b, h, t), in the compute type.
   std::vector<A> delta(BHT), lsev(BHT);
@@ -270,7 +275,7 @@ template <typename T, typename Prod> void attention_bwd_run(const Attn& p, const
               std::fill(s, s + n8, lsev[row]);
             } else {
               scale_mask_row(p, s, kc, n8, b, h, t, c0);
-              exp_row(s, n8, lsev[row]);  // P
+              exp_row(s, n8, lsev[row], es);  // P
             }
             ds_row(s, dP + i * kBc, n8, delta[row], A(p.scale));  // dS (scaled)
           }

@@ -216,22 +216,22 @@ template <typename A> A row_max(const A* x, int n8) {
   for (int j = 0; j < n8; j++) m = x[j] != x[j] || m != m ? m + x[j] : std::max(m, x[j]);
   return m;
 }
-// x = exp(x - m), returns the sum.
+// x = exp(x * scale - m), returns the sum (the score scale applied here, in the same FMA as the shift).
 #if LLAVA_AVX2
-float exp_row(float* x, int n8, float m) {
-  const __m256 mv = _mm256_set1_ps(m);
+float exp_row(float* x, int n8, float m, float scale) {
+  const __m256 mv = _mm256_set1_ps(m), sv = _mm256_set1_ps(scale);
   __m256 s = _mm256_setzero_ps();
   for (int j = 0; j < n8; j += 8) {
-    __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv));
+    __m256 p = exp8(_mm256_fmsub_ps(_mm256_loadu_ps(x + j), sv, mv));
     _mm256_storeu_ps(x + j, p);
     s = _mm256_add_ps(s, p);
   }
   return hsum(s);
 }
 #endif
-template <typename A> A exp_row(A* x, int n8, A m) {
+template <typename A> A exp_row(A* x, int n8, A m, A scale) {
   A s = 0;
-  for (int j = 0; j < n8; j++) s += (x[j] = std::exp(x[j] - m));
+  for (int j = 0; j < n8; j++) s += (x[j] = std::exp(x[j] * scale - m));
   return s;
 }
 // dp = p * (dp - delta) * scale (dS, with the scale folded in for dQ and dK).

@@ -321,8 +321,20 @@ t.test('gradcheck: rope, dropout, patchEmbed', async (t) => {
 });
 
 t.test('gradcheck: attention (causal, masked, GQA, decode) and its composite', async (t) => {
-  const cases: { name: string; B: number; H: number; Hkv: number; T: number; S: number; D: number; causal?: boolean; mask?: boolean }[] = [
+  const cases: {
+    name: string;
+    B: number;
+    H: number;
+    Hkv: number;
+    T: number;
+    S: number;
+    D: number;
+    causal?: boolean;
+    mask?: boolean;
+    scale?: number;
+  }[] = [
     { name: 'plain', B: 1, H: 2, Hkv: 2, T: 3, S: 4, D: 4 },
+    { name: 'negative scale, causal', B: 1, H: 2, Hkv: 1, T: 4, S: 5, D: 3, causal: true, scale: -0.8 },
     { name: 'causal T=S', B: 1, H: 2, Hkv: 2, T: 4, S: 4, D: 4, causal: true },
     { name: 'causal T<S', B: 1, H: 1, Hkv: 1, T: 2, S: 5, D: 3, causal: true },
     { name: 'GQA H=4 Hkv=2 causal', B: 2, H: 4, Hkv: 2, T: 3, S: 3, D: 4, causal: true },
@@ -341,7 +353,7 @@ t.test('gradcheck: attention (causal, masked, GQA, decode) and its composite', a
       for (let row = 0; row < c.B * c.T; row++) m[row * c.S] = 1; // every row sees key 0
       mask = tensor(m, { shape: [c.B, 1, c.T, c.S], dtype: 'bool' });
     }
-    const opts = { isCausal: c.causal, mask };
+    const opts = { isCausal: c.causal, mask, scale: c.scale };
     gradCheck(t, (a, b, d) => L.scaledDotProductAttention(a, b, d, opts), [q, k, v], { msg: `attention ${c.name}` });
     gradCheck(t, (a, b, d) => L.attentionComposite(a, b, d, opts), [q, k, v], { msg: `attention composite ${c.name}` });
     [q, k, v, mask].forEach((x) => x?.dispose());

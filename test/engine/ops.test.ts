@@ -1226,6 +1226,10 @@ t.test('attention: fused kernel and composite against the float64 reference', as
     }
     attnCase(t, { B: 1, H: 2, Hkv: 2, T: 5, S: 5, D }, { causal: true, dtype, seed: (seed += 10) });
     attnCase(t, { B: 1, H: 4, Hkv: 1, T: 3, S: 6, D: 8 }, { causal: false, dtype, seed: (seed += 10), scale: 0.3 });
+    // A positive scale is folded into the kernel's exp (the row max taken on raw scores); a negative or zero
+    // one is applied to the scores first, which for a negative scale turns the row's max into its min.
+    attnCase(t, { B: 1, H: 2, Hkv: 2, T: 70, S: 70, D: 8 }, { causal: true, dtype, seed: (seed += 10), scale: -0.7 });
+    attnCase(t, { B: 1, H: 2, Hkv: 1, T: 4, S: 9, D: 8 }, { causal: false, dtype, seed: (seed += 10), scale: 0 });
     attnCase(t, { B: 1, H: 3, Hkv: 3, T: 33, S: 70, D: 16 }, { causal: true, dtype, seed: (seed += 10) });
   }
 });
