@@ -6,17 +6,34 @@
 
 #if LLAVA_AVX2
 // ------------------------------------------------------------------ 8-lane helpers
-// (vload / vstore / hsum / hmax / exp256_ps come from cpu_common.h.)
+// (vload / vstore / hsum / hmax come from cpu_common.h.)
 // The four horizontal sums of a0..a3 as one 4-lane vector.
 inline __m128 hsum4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
   __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
   return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-// exp for 8 lanes: exp256_ps with inputs below -87 (including -inf, masked scores) flushed to exactly 0.
+// exp for 8 lanes of attention's shifted scores (x <= 0 up to rounding; -inf for masked keys), as 2^(x log2 e):
+// n = round(y) by adding 1.5 * 2^23 + 127 (the sum's low bits then hold n + 127, which shifted up by 23 are
+// the bits of 2^n), 2^(y - n) on [-1/2, 1/2] by a degree-5 polynomial fitted for relative error (9e-8).
+// Measured against exp in double: relative error 1.8e-7 on [-1, 0], growing with |x| (the rounding of
+// x log2 e) to 6e-7 at -10 and 4e-6 at -87, absolute error at most 1.2e-7 everywhere, so every P is within
+// 1.2e-7 of the row's largest (1). A third fewer instructions than exp256_ps's exact range reduction (2 ulp),
+// which measured 5% of the ViT-L bf16 attention forward. Inputs below -87 give exactly 0 (masked keys);
+// a NaN stays NaN. Valid for x < 88.
 inline __m256 exp8(__m256 x) {
-  const __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
-  return _mm256_andnot_ps(tiny, exp256_ps(x));
+  const __m256 zero = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+  const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
+  const __m256 y = _mm256_max_ps(_mm256_set1_ps(-126.0f), _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)));
+  const __m256 t = _mm256_add_ps(y, shifter);
+  const __m256 f = _mm256_sub_ps(y, _mm256_sub_ps(t, shifter));
+  __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.32647287e-3f), f, _mm256_set1_ps(9.67151292e-3f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.55073374e-2f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.40222421e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.93146978e-1f));
+  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256 two_n = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(t), 23));
+  return _mm256_andnot_ps(zero, _mm256_mul_ps(p, two_n));
 }
 #endif
 
