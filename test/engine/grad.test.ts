@@ -13,6 +13,7 @@ import t from 'tap';
 import * as L from '../../lib';
 import { Tensor, tensor } from '../../lib';
 import { gradCheck, randT, randAway, numel, rng, f64, assertClose } from '../helpers';
+import type { AttnDims } from '../helpers';
 
 const F = 'float64' as const;
 const r64 = (shape: number[], seed: number, lo = -1, hi = 1): Tensor => randT(shape, seed, F, lo, hi);
@@ -321,18 +322,7 @@ t.test('gradcheck: rope, dropout, patchEmbed', async (t) => {
 });
 
 t.test('gradcheck: attention (causal, masked, GQA, decode) and its composite', async (t) => {
-  const cases: {
-    name: string;
-    B: number;
-    H: number;
-    Hkv: number;
-    T: number;
-    S: number;
-    D: number;
-    causal?: boolean;
-    mask?: boolean;
-    scale?: number;
-  }[] = [
+  const cases: (AttnDims & { name: string; causal?: boolean; mask?: boolean; scale?: number })[] = [
     { name: 'plain', B: 1, H: 2, Hkv: 2, T: 3, S: 4, D: 4 },
     { name: 'negative scale, causal', B: 1, H: 2, Hkv: 1, T: 4, S: 5, D: 3, causal: true, scale: -0.8 },
     { name: 'causal T=S', B: 1, H: 2, Hkv: 2, T: 4, S: 4, D: 4, causal: true },

@@ -10,7 +10,7 @@ import * as L from '../../lib';
 import type { DType, Tensor } from '../../lib';
 import { native } from '../../lib/native';
 import { gemm2d } from '../../lib/ops/quant';
-import { mulberry32 } from '../../lib/app/util/random';
+import { randArray, useCpuIsa } from '../helpers';
 
 export interface AmxCase {
   name: string;
@@ -115,11 +115,6 @@ const SPECS: Spec[] = [
   },
 ];
 
-/** Sets the CPU kernels' cap; AMX emulated where the CPU lacks it (only the self-test asks for that). */
-function useIsa(isa: string, emulate: boolean): void {
-  native.cpuIsa(isa, isa === 'amx' && emulate);
-}
-
 /** Output (and input gradients of sum(y * w)) of spec on the given values, as float64 arrays. */
 function evaluate(s: Spec, values: Float64Array[], dtype: DType, seed: number): Float64Array[] {
   const xs = values.map((v, i) => L.tensor(v, { shape: s.shapes[i], dtype, requiresGrad: !!s.grads }));
@@ -139,10 +134,12 @@ function evaluate(s: Spec, values: Float64Array[], dtype: DType, seed: number): 
   }
 }
 
-function randValues(shape: number[], seed: number): Float64Array {
-  const r = mulberry32(seed);
-  return Float64Array.from({ length: shape.reduce((p, d) => p * d, 1) }, () => 2 * r() - 1);
-}
+/** Uniform values in [-1, 1) for a tensor of the given shape. */
+const randValues = (shape: number[], seed: number): Float64Array =>
+  randArray(
+    shape.reduce((p, d) => p * d, 1),
+    seed,
+  );
 
 /** Max |a - r| and max |r|. */
 function errOf(a: Float64Array, r: Float64Array): { err: number; scale: number } {
@@ -161,7 +158,7 @@ function errOf(a: Float64Array, r: Float64Array): { err: number; scale: number }
  * tests use): the AMX error at most 2x the AVX512-BF16 tile's plus half a bf16 ulp of the largest reference value
  * (2^-9 of it): both round their f32 sums to bf16, so a correct tile differs from the other only in summation order.
  */
-export function amxParity(opts: { emulate: boolean; small: boolean }): AmxCase[] {
+export function amxParity(opts: { small: boolean }): AmxCase[] {
   const before = native.cpuIsa().active;
   const out: AmxCase[] = [];
   try {
@@ -174,11 +171,11 @@ export function amxParity(opts: { emulate: boolean; small: boolean }): AmxCase[]
         t.dispose();
         return v;
       });
-      useIsa('avx512', false);
+      useCpuIsa('avx512');
       const ref = evaluate(s, values, s.ref ?? 'float64', 7 + ci);
-      useIsa('avx512bf16', false);
+      useCpuIsa('avx512bf16');
       const tile = evaluate(s, values, 'bfloat16', 7 + ci);
-      useIsa('amx', opts.emulate);
+      useCpuIsa('amx'); // emulated where the CPU has no AMX (the self-test)
       const active = native.cpuIsa().active;
       const amx = evaluate(s, values, 'bfloat16', 7 + ci);
       const parts = ref.map((r, i) => ({ what: i === 0 ? 'out' : `grad ${i - 1}`, a: errOf(amx[i], r), b: errOf(tile[i], r) }));
@@ -228,7 +225,7 @@ export function amxTiming(reps = 7): AmxTiming[] {
   try {
     for (const s of shapes) {
       const time = (dtype: DType, isa: string): number => {
-        useIsa(isa, false);
+        useCpuIsa(isa);
         const a = L.tensor(randValues([s.M, s.K], 1), { shape: [s.M, s.K], dtype, requiresGrad: s.bwd });
         const bShape = s.wt ? [s.N, s.K] : [s.K, s.N];
         const b = L.tensor(randValues(bShape, 2), { shape: bShape, dtype, requiresGrad: s.bwd });
