@@ -3,6 +3,7 @@
 // emptyCache() returns it, and bytes in use come back to where they were.
 import t from 'tap';
 import * as L from '../../lib';
+import { native } from '../../lib/native';
 
 const cpu = (): Required<Pick<L.DeviceMemory, 'bytesInUse' | 'bytesCached' | 'deviceMallocs' | 'peakBytes'>> => {
   const m = L.memory().cpu;
@@ -41,4 +42,27 @@ t.test('small blocks bypass the cache', async (tt) => {
   const x = L.zeros([100]);
   x.dispose();
   tt.equal(cpu().bytesCached, 0, 'a 400-byte tensor is not cached');
+});
+
+t.test('kernel scratch (HostScratch) comes from the cache and goes back to it', async (tt) => {
+  // Where the CPU has AVX512-BF16, the bf16 attention forward packs K and V for all its row blocks into
+  // HostScratch (cpp/cpu_common.h): here 4 kv heads x 3 key tiles x 64 keys x 64 values x 2 bytes, twice
+  // (K and V), 98,304 bytes each.
+  const [B, H, T, D] = [1, 4, 150, 64];
+  const mk = (seed: number): L.Tensor => L.mul(L.randn([B, H, T, D], { dtype: 'bfloat16', generator: new L.Generator(seed) }), 0.5);
+  const [q, k, v] = [mk(1), mk(2), mk(3)];
+  const attend = (): number[] => L.tidy(() => Array.from(L.scaledDotProductAttention(q, k, v).dataSync()));
+  try {
+    L.emptyCache();
+    const start = cpu();
+    const first = attend();
+    const after = cpu();
+    tt.equal(after.bytesInUse, start.bytesInUse, 'bytes in use come back to where they were');
+    if (native.cpuIsa().avx512bf16)
+      tt.ok(after.bytesCached - start.bytesCached >= 2 * 98_304, `the scratch went back to the cache (${after.bytesCached} bytes cached)`);
+    tt.same(attend(), first, 'a second call (scratch from the cache) gives the same output');
+    tt.equal(cpu().bytesCached, after.bytesCached, 'and takes its scratch from the cache: nothing more is cached');
+  } finally {
+    [q, k, v].forEach((x) => x.dispose());
+  }
 });
