@@ -43,6 +43,17 @@ __attribute__((always_inline)) inline void finish_row16(__m512 acc, int n, bool 
   }
 }
 
+// One round of 128-bit block shuffles: for every pair (i, i + D) with bit D of i clear, dst[i] takes the even
+// blocks and dst[i + D] the odd blocks of src[i] and src[i + D].
+template <int D> __attribute__((always_inline)) inline void block_round(const __m512i (&src)[16], __m512i (&dst)[16]) {
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i++)
+    if (!(i & D)) {
+      dst[i] = _mm512_shuffle_i32x4(src[i], src[i + D], 0x88);
+      dst[i + D] = _mm512_shuffle_i32x4(src[i], src[i + D], 0xdd);
+    }
+}
+
 // In-register transpose of a 16 x 16 matrix of 32-bit words (row i in r[i] -> column i in r[i]):
 // 32-bit and 64-bit interleaves inside each 128-bit lane, then two rounds of 128-bit block shuffles.
 __attribute__((always_inline)) inline void transpose_16x16_epi32(__m512i (&r)[16]) {
@@ -59,20 +70,8 @@ __attribute__((always_inline)) inline void transpose_16x16_epi32(__m512i (&r)[16
     r[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
     r[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
   }
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; c++) {
-    t[c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0x88);
-    t[4 + c] = _mm512_shuffle_i32x4(r[c], r[4 + c], 0xdd);
-    t[8 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0x88);
-    t[12 + c] = _mm512_shuffle_i32x4(r[8 + c], r[12 + c], 0xdd);
-  }
-#pragma GCC unroll 4
-  for (int c = 0; c < 4; c++) {
-    r[c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0x88);
-    r[8 + c] = _mm512_shuffle_i32x4(t[c], t[8 + c], 0xdd);
-    r[4 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0x88);
-    r[12 + c] = _mm512_shuffle_i32x4(t[4 + c], t[12 + c], 0xdd);
-  }
+  block_round<4>(r, t);
+  block_round<8>(t, r);
 }
 
 }  // namespace
