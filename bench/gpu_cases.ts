@@ -10,6 +10,7 @@
 // The peer spec is built from the same table, so shapes cannot drift apart. --gpu-dry-run runs the table
 // on the CPU at toy sizes (each dim / 16) to exercise this file on a machine with no GPU.
 import * as L from '../lib';
+import { native } from '../lib/native';
 import { LlamaForCausalLM, LlamaConfig } from '../lib/models/llama';
 import { AdamW } from '../lib/optim';
 import {
@@ -29,7 +30,7 @@ import {
 } from './harness';
 
 export type Spec =
-  | { kind: 'gemm'; M: number; N: number; K: number }
+  | { kind: 'gemm'; M: number; N: number; K: number; tile?: string }
   | { kind: 'attention'; B: number; H: number; T: number; S: number; D: number; causal: boolean; bwd: boolean }
   | { kind: 'layer_norm' | 'rms_norm'; N: number; C: number; bwd: boolean }
   | { kind: 'patch_embed'; B: number; C: number; img: number; patch: number; O: number }
@@ -40,6 +41,8 @@ interface GpuCase {
   rec: CaseRecord;
   key: string;
   spec: Spec;
+  /** The case whose torch time is this one's baseline (a forced GEMM tile shares its shape's). */
+  peerKey: string;
 }
 
 const GiB = 1024 ** 3;
@@ -49,19 +52,29 @@ export function table(o: BenchOptions): GpuCase[] {
   const device: BenchDevice = o.gpuDryRun ? 'cpu' : 'cuda';
   const dtype = 'bfloat16';
   const cases: GpuCase[] = [];
-  const add = (op: string, scenario: string, shape: string, spec: Spec): void => {
+  const add = (op: string, scenario: string, shape: string, spec: Spec, peerKey?: string): void => {
+    const key = `${op} ${scenario} ${shape}`;
     cases.push({
       rec: { op, scenario: o.gpuDryRun ? `${scenario} (dry run /16)` : scenario, dtype, device, shape },
-      key: `${op} ${scenario} ${shape}`,
+      key,
       spec,
+      peerKey: peerKey ?? key,
     });
   };
+  // Each GEMM shape once with the tile the engine picks, then once per tile forced through
+  // native.cudaGemmTile, all against the same torch time: the numbers that choose the default tile.
+  const tiles = native.cudaGemmTile().tiles.filter((t) => t !== 'auto');
   for (const [M, N, K] of [
     [4096, 4096, 4096],
     [8192, 11008, 4096],
     [8192, 4096, 11008],
-  ])
-    add('matmul', 'gemm', `${s(M)}x${s(N)}x${s(K)}`, { kind: 'gemm', M: s(M), N: s(N), K: s(K) });
+  ]) {
+    const shape = `${s(M)}x${s(N)}x${s(K)}`;
+    add('matmul', 'gemm', shape, { kind: 'gemm', M: s(M), N: s(N), K: s(K) });
+    const plain = cases[cases.length - 1].key;
+    if (M === N || !(o.quick || o.gpuDryRun))
+      for (const tile of tiles) add('matmul', `gemm tile=${tile}`, shape, { kind: 'gemm', M: s(M), N: s(N), K: s(K), tile }, plain);
+  }
   const attn = [
     { sc: 'llama7b_train', B: 4, H: 32, T: 2048, D: 128, causal: true },
     ...(o.quick ? [] : [{ sc: 'llama7b_train', B: 4, H: 32, T: 2048, D: 128, causal: false }]),
@@ -161,7 +174,13 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
       case 'gemm': {
         const a = u([sp.M, sp.K], 1);
         const b = u([sp.K, sp.N], 2);
-        t = timeIt(() => L.matmul(a, b), tOpts);
+        if (sp.tile) native.cudaGemmTile(sp.tile);
+        try {
+          t = timeIt(() => L.matmul(a, b), tOpts);
+        } finally {
+          native.cudaGemmTile('auto');
+        }
+        if (sp.tile) extra.tile = sp.tile;
         break;
       }
       case 'attention': {
@@ -225,14 +244,14 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
       }
     }
     const p = peer && peer.ok ? peer : null;
-    const pj = p?.times.get(c.key);
+    const pj = p?.times.get(c.peerKey);
     if (pj && typeof pj.peak_gib === 'number') extra.baseline_peak_gib = pj.peak_gib;
     if (p?.version) peerName = p.version;
     if (sp.kind === 'llama_train')
-      llamaFits.push({ layers: sp.layers, shape: c.rec.shape, tokens: sp.B * sp.T, ms: t.median_ms, peerMs: peerMs(p, c.key) });
+      llamaFits.push({ layers: sp.layers, shape: c.rec.shape, tokens: sp.B * sp.T, ms: t.median_ms, peerMs: peerMs(p, c.peerKey) });
     if (peer && !peer.ok) extra.note = `no peer: ${peer.reason}`;
     if (pj && typeof pj.error === 'string') extra.note = `peer failed: ${pj.error}`;
-    report(c.rec, t, kind, work, p ? { name: peerName, ms: peerMs(p, c.key) } : null, extra);
+    report(c.rec, t, kind, work, p ? { name: peerName, ms: peerMs(p, c.peerKey) } : null, extra);
   } finally {
     owned.forEach((x) => x.dispose());
   }
@@ -340,8 +359,10 @@ export function runGpuCases(o: BenchOptions): void {
     emit({ skipped: 'cuda', reason: L.cuda.describe() });
     return;
   }
-  const cases = table(o).filter((c) => selected(o, c.rec));
+  const all = table(o);
+  const cases = all.filter((c) => selected(o, c.rec));
   if (!cases.length) return;
+  const peerKeys = new Set(cases.map((c) => c.peerKey));
   const t0 = process.hrtime.bigint();
   peer = null;
   llamaFits.length = 0;
@@ -350,7 +371,7 @@ export function runGpuCases(o: BenchOptions): void {
       device: o.gpuDryRun ? 'cpu' : 'cuda',
       dtype: 'bfloat16',
       reps: o.quick ? 5 : 10,
-      cases: cases.map((c) => ({ key: c.key, ...c.spec })),
+      cases: all.filter((c) => peerKeys.has(c.key)).map((c) => ({ key: c.key, ...c.spec })),
     };
     peer = runPeerSpec(o.python, 'torch_peer.py', spec, 900_000);
     if (!peer.ok) emit({ device: cases[0].rec.device, skipped: 'torch', reason: peer.reason });

@@ -514,6 +514,32 @@ Napi::Value CpuSpinUs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(cpu_spin_us()));
 }
 
+// cudaGemmTile(name?) -> { active, tiles }: the CUDA GEMM's block tile (kCudaGemmTiles) after setting it
+// when a name is given, and every name. A benchmark knob: every build takes it; a CPU-only one never
+// reads it.
+Napi::Value CudaGemmTile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array tiles = Napi::Array::New(env, kNumCudaGemmTiles);
+  std::string known;
+  for (int i = 0; i < kNumCudaGemmTiles; i++) {
+    tiles.Set(uint32_t(i), kCudaGemmTiles[i]);
+    known += (i ? ", " : "") + std::string(kCudaGemmTiles[i]);
+  }
+  if (info.Length() > 0 && !info[0].IsUndefined()) {
+    if (!info[0].IsString()) throw Napi::TypeError::New(env, "cudaGemmTile: the tile must be a string");
+    const std::string name = info[0].As<Napi::String>();
+    int found = -1;
+    for (int i = 0; i < kNumCudaGemmTiles; i++)
+      if (name == kCudaGemmTiles[i]) found = i;
+    if (found < 0) throw Napi::Error::New(env, "cudaGemmTile: unknown tile '" + name + "' (" + known + ")");
+    set_cuda_gemm_tile(found);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("active", kCudaGemmTiles[cuda_gemm_tile()]);
+  o.Set("tiles", tiles);
+  return o;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // A kernel registered twice for one device is a build error that static constructors could not
   // report: refuse to load, naming it.
@@ -536,6 +562,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
   exports.Set("cpuIsa", Napi::Function::New(env, CpuIsaInfo));
   exports.Set("cpuSpinUs", Napi::Function::New(env, CpuSpinUs));
+  exports.Set("cudaGemmTile", Napi::Function::New(env, CudaGemmTile));
   return exports;
 }
 

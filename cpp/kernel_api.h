@@ -140,7 +140,7 @@ void check_registrations();
     __VA_ARGS__;                           \
     break;                                 \
   }
-#define LLAVA_DISPATCH_FLOAT_AS(BF16_T, F16_T, args, dt, T, ...)                            \
+#define LLAVA_DISPATCH_FLOAT_AS(BF16_T, F16_T, args, dt, T, ...)                             \
   switch (dt) {                                                                              \
     LLAVA_DTYPE_CASE(F32, float, T, __VA_ARGS__)                                             \
     LLAVA_DTYPE_CASE(F64, double, T, __VA_ARGS__)                                            \
@@ -150,17 +150,17 @@ void check_registrations();
       (args).fail(std::string("expected a floating dtype, got ") + ::llava::dtype_name(dt)); \
   }
 #define LLAVA_DISPATCH_ALL_AS(BF16_T, F16_T, args, dt, T, ...) \
-  switch (dt) {                                                 \
-    LLAVA_DTYPE_CASE(F32, float, T, __VA_ARGS__)                \
-    LLAVA_DTYPE_CASE(F64, double, T, __VA_ARGS__)               \
-    LLAVA_DTYPE_CASE(BF16, BF16_T, T, __VA_ARGS__)              \
-    LLAVA_DTYPE_CASE(F16, F16_T, T, __VA_ARGS__)                \
-    LLAVA_DTYPE_CASE(I32, int32_t, T, __VA_ARGS__)              \
-    LLAVA_DTYPE_CASE(I64, int64_t, T, __VA_ARGS__)              \
-    LLAVA_DTYPE_CASE(U8, uint8_t, T, __VA_ARGS__)               \
-    LLAVA_DTYPE_CASE(BOOL, bool, T, __VA_ARGS__)                \
-    default:                                                    \
-      (args).fail("unknown dtype");                             \
+  switch (dt) {                                                \
+    LLAVA_DTYPE_CASE(F32, float, T, __VA_ARGS__)               \
+    LLAVA_DTYPE_CASE(F64, double, T, __VA_ARGS__)              \
+    LLAVA_DTYPE_CASE(BF16, BF16_T, T, __VA_ARGS__)             \
+    LLAVA_DTYPE_CASE(F16, F16_T, T, __VA_ARGS__)               \
+    LLAVA_DTYPE_CASE(I32, int32_t, T, __VA_ARGS__)             \
+    LLAVA_DTYPE_CASE(I64, int64_t, T, __VA_ARGS__)             \
+    LLAVA_DTYPE_CASE(U8, uint8_t, T, __VA_ARGS__)              \
+    LLAVA_DTYPE_CASE(BOOL, bool, T, __VA_ARGS__)               \
+    default:                                                   \
+      (args).fail("unknown dtype");                            \
   }
 
 struct KernelRegistrar {
@@ -198,5 +198,15 @@ int num_threads();
 // (LLAVA_CPU_SPIN_US at load; the setter clamps to [0, 1 s]).
 int64_t cpu_spin_us();
 void set_cpu_spin_us(int64_t us);
+
+// The CUDA bf16 GEMM's block tile (cuda/matmul.cu), as BM x BN x BK, "-pf" with fragment prefetch. Index
+// 0, "auto", picks 128x128x32 or 64x64x32 per problem; the others force one tile on every bf16 GEMM with
+// 16-byte-aligned operands, so a benchmark can compare them on one GPU. The binding's cudaGemmTile(name?)
+// reads and sets it.
+inline constexpr const char* kCudaGemmTiles[] = {"auto",          "128x128x32",    "64x64x32",  "128x128x64",
+                                                 "128x128x32-pf", "128x128x64-pf", "128x256x32"};
+inline constexpr int kNumCudaGemmTiles = sizeof(kCudaGemmTiles) / sizeof(kCudaGemmTiles[0]);
+int cuda_gemm_tile();
+void set_cuda_gemm_tile(int index);  // index into kCudaGemmTiles; out-of-range values are ignored
 
 }  // namespace llava

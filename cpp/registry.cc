@@ -5,6 +5,7 @@
 // registration of a (name, device) pair is not applied (the first one stays) but remembered;
 // check_registrations() turns the list into an error, and the addon's module init calls it, so
 // loading an addon with a duplicate fails with the kernel's name.
+#include <atomic>
 #include <cmath>
 #include <map>
 
@@ -33,6 +34,14 @@ std::vector<std::string>& duplicate_list() {
   return list;
 }
 }  // namespace
+
+namespace {
+std::atomic<int> g_cuda_gemm_tile{0};
+}
+int cuda_gemm_tile() { return g_cuda_gemm_tile.load(std::memory_order_relaxed); }
+void set_cuda_gemm_tile(int index) {
+  if (index >= 0 && index < kNumCudaGemmTiles) g_cuda_gemm_tile.store(index, std::memory_order_relaxed);
+}
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : d == Device::CUDA ? "cuda" : "unknown"; }
 

@@ -6,22 +6,27 @@
 // is f32 (f64 for f64); the result is rounded once on store.
 //
 // bf16 / f16: tensor cores, the classic Ampere "multistage" GEMM (CUTLASS sm80 style), written out:
-//   * block tile BM x BN x 32, warps laid out WARPS_M x WARPS_N, each warp owns a (BM/WARPS_M) x
-//     (BN/WARPS_N) tile of f32 accumulators and issues mma.sync.m16n8k16.
-//     big:   128 x 128, 8 warps (2 x 4), warp tile 64 x 32, 4 stages, 64 KB shared memory
-//     small:  64 x  64, 4 warps (2 x 2), warp tile 32 x 32, 4 stages, 32 KB (used when the big tile
-//             would not give every SM a block: decode, small layers)
-//   * a 4-stage cp.async ring: tile kt+3 is being fetched while tile kt is multiplied, one
-//     __syncthreads per k tile (the wait+barrier at the top of iteration kt both publishes tile kt
-//     and proves every warp has finished reading the slot that the new fetch overwrites).
+//   * block tile BM x BN x BK, warps laid out WARPS_M x WARPS_N, each warp owns a (BM/WARPS_M) x
+//     (BN/WARPS_N) tile of f32 accumulators and issues mma.sync.m16n8k16. By default:
+//     big:   128 x 128 x 32, 8 warps (2 x 4), warp tile 64 x 32, 4 stages, 64 KB shared memory
+//     small:  64 x  64 x 32, 4 warps (2 x 2), warp tile 32 x 32, 4 stages, 32 KB (used when the big
+//             tile would not give every SM a block: decode, small layers)
+//     and, forced through cudaGemmTile so the GPU benchmark can compare them (bf16, 16-byte-aligned
+//     operands; anything else keeps the defaults): 128 x 128 x 64 (3 stages, 96 KB), each of the two
+//     128 x 128 tiles with fragment prefetch (below), 128 x 256 x 32 (warp tile 64 x 64, 3 stages,
+//     72 KB).
+//   * a STAGES-deep cp.async ring: tile kt+STAGES-1 is being fetched while tile kt is multiplied, one
+//     __syncthreads per k tile (the wait+barrier both publishes the next tile and proves every warp
+//     has finished reading the slot that the next fetch overwrites).
+//   * optional fragment prefetch: the ldmatrix reads of k-step s+1 are issued before the mma of step s.
 //   * operand layouts are template parameters. An operand whose K dimension is contiguous in global
-//     memory is staged K-contiguous ([rows][32]) and read with ldmatrix; one whose M (or N) dimension
-//     is contiguous is staged that way ([32][rows]) and read with ldmatrix.trans. Both give the same
+//     memory is staged K-contiguous ([rows][BK]) and read with ldmatrix; one whose M (or N) dimension
+//     is contiguous is staged that way ([BK][rows]) and read with ldmatrix.trans. Both give the same
 //     fragments (see mma.cuh), so all four transpose combinations run at full speed without a
 //     transpose pass.
 //   * XOR swizzle on 16-byte chunks so that cp.async stores and ldmatrix reads are bank-conflict
-//     free: [rows][32] rows are 64 B (4 chunks): chunk ^= (row >> 1) & 3; [32][rows] rows are
-//     128/256 B: chunk ^= k & 7 (proof of conflict freedom next to smem_off).
+//     free: [rows][32] rows are 64 B (4 chunks): chunk ^= (row >> 1) & 3; [rows][64] rows are 128 B:
+//     chunk ^= row & 7; [BK][rows] rows are 128-512 B: chunk ^= k & 7 (proof next to smem_off).
 //   * predicated cp.async with zero fill for M/N/K tails. The 16-byte path needs every row start
 //     16-byte aligned (inner extent and leading stride multiples of 8, base aligned); otherwise
 //     ("unaligned", e.g. K = 588 for the patch embedding) the same kernel stages the tiles with
@@ -35,6 +40,7 @@
 // Batches run on gridDim.z (chunks of 65535).
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "cuda_common.cuh"
 #include "kernel_checks.h"
@@ -93,32 +99,41 @@ __device__ __forceinline__ void tile_coords(int pid, int tiles_m, int tiles_n, i
 }
 
 // ===================================================================== tensor-core GEMM (bf16/f16)
-constexpr int kBK = 32;
-
-template <int BM_, int BN_, int WARPS_M_, int WARPS_N_, int STAGES_> struct TcCfg {
-  static constexpr int BM = BM_, BN = BN_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
+template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int STAGES_, bool PREFETCH_> struct TcCfg {
+  static constexpr int BM = BM_, BN = BN_, BK = BK_, WARPS_M = WARPS_M_, WARPS_N = WARPS_N_, STAGES = STAGES_;
+  static constexpr bool PREFETCH = PREFETCH_;  // double-buffered fragments (see gemm_tc_kernel)
   static constexpr int THREADS = 32 * WARPS_M * WARPS_N;
   static constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;  // warp tile
   static constexpr int MI = WTM / 16, NI = WTN / 8;             // mma tiles per warp
-  static constexpr size_t SMEM = size_t(STAGES) * (BM + BN) * kBK * 2;
+  static constexpr int KS = BK / 16;                            // mma k-steps per k tile
+  static constexpr size_t SMEM = size_t(STAGES) * (BM + BN) * BK * 2;
   static_assert(WTM % 16 == 0 && WTN % 16 == 0, "warp tile must be a multiple of 16x16");
-  static_assert(BM == 64 || BM == 128, "the [32][rows] swizzle needs rows/8 to be a multiple of 8");
-  static_assert(BN == 64 || BN == 128, "the [32][rows] swizzle needs rows/8 to be a multiple of 8");
-  static_assert((BM * kBK / 8) % THREADS == 0 && (BN * kBK / 8) % THREADS == 0, "whole chunks per thread");
+  static_assert(BK == 32 || BK == 64, "the [rows][BK] swizzle covers 4 or 8 chunks a row");
+  static_assert(KS % 2 == 0, "fragment double buffering pairs the k-steps of a tile");
+  static_assert(STAGES >= 3, "the ring refills the slot read one tile earlier");
+  static_assert(BM % 64 == 0 && BN % 64 == 0, "the [BK][rows] swizzle needs rows/8 to be a multiple of 8");
+  static_assert((BM * BK / 8) % THREADS == 0 && (BN * BK / 8) % THREADS == 0, "whole chunks per thread");
 };
-using CfgBig = TcCfg<128, 128, 2, 4, 4>;
-using CfgSmall = TcCfg<64, 64, 2, 2, 4>;
+// The tiles, named as in kCudaGemmTiles (cpp/kernel_api.h). "auto" uses the first two: the big one when
+// it gives every SM at least one block, the small one otherwise (decode, small layers).
+using Cfg128x128x32 = TcCfg<128, 128, 32, 2, 4, 4, false>;   // 8 warps of 64 x 32, 4 stages, 64 KB
+using Cfg64x64x32 = TcCfg<64, 64, 32, 2, 2, 4, false>;       // 4 warps of 32 x 32, 4 stages, 32 KB
+using Cfg128x128x64 = TcCfg<128, 128, 64, 2, 4, 3, false>;   // 3 stages, 96 KB
+using Cfg128x128x32pf = TcCfg<128, 128, 32, 2, 4, 4, true>;  // the big tile with fragment prefetch
+using Cfg128x128x64pf = TcCfg<128, 128, 64, 2, 4, 3, true>;
+using Cfg128x256x32 = TcCfg<128, 256, 32, 2, 4, 3, false>;  // 8 warps of 64 x 64, 3 stages, 72 KB
 
 // Element offset, inside one stage of an operand tile, of the 16-byte chunk that starts at (row, k).
-// KC ([ROWS][32], 64 B rows): ldmatrix reads rows r..r+7 at one logical chunk c; the physical chunk
-//   is c ^ ((r >> 1) & 3), so the 16-byte slot within a 128-byte bank line is 4 * (r & 1) + (c ^ ...):
-//   eight distinct slots for the eight rows. cp.async writes 8 consecutive chunks = 2 whole rows, also
-//   eight distinct slots.
-// !KC ([32][ROWS], ROWS/8 >= 8 chunks a row): ldmatrix.trans reads k rows k..k+7 at one logical chunk
+// KC ([ROWS][BK]): a row is BK / 8 chunks (4: 64 B, 8: 128 B). Physical chunk = c ^ (row / (8 / CPR)
+//   mod CPR): for CPR 4, c ^ ((r >> 1) & 3), the slot within a 128-byte bank line is 4 * (r & 1) + ...;
+//   for CPR 8, c ^ (r & 7). Either way ldmatrix's eight rows r..r+7 at one logical chunk hit eight
+//   distinct 16-byte bank slots, and cp.async's eight consecutive chunks (2 rows or 1 row) do too.
+// !KC ([BK][ROWS], ROWS/8 >= 8 chunks a row): ldmatrix.trans reads k rows k..k+7 at one logical chunk
 //   c; physical chunk c ^ (k & 7) differs in its low three bits, i.e. in its bank slot, for all eight.
-template <int ROWS, bool KC> __device__ __forceinline__ int smem_off(int row, int k) {
+template <int ROWS, int BK, bool KC> __device__ __forceinline__ int smem_off(int row, int k) {
   if constexpr (KC) {
-    return row * kBK + ((((k >> 3) ^ (row >> 1)) & 3) << 3);
+    constexpr int CPR = BK / 8;
+    return row * BK + ((((k >> 3) ^ (row / (8 / CPR))) & (CPR - 1)) << 3);
   } else {
     return k * ROWS + (((row >> 3) ^ (k & 7)) << 3);
   }
@@ -126,40 +141,40 @@ template <int ROWS, bool KC> __device__ __forceinline__ int smem_off(int row, in
 
 // One 16 (rows) x 16 (k) ldmatrix.x4 at (row0, k0): r0 = rows 0-7/k 0-7, r1 = rows 8-15/k 0-7,
 // r2 = rows 0-7/k 8-15, r3 = rows 8-15/k 8-15 (see mma.cuh).
-template <int ROWS, bool KC, typename T>
+template <int ROWS, int BK, bool KC, typename T>
 __device__ __forceinline__ void ldsm_rows_k16(uint32_t (&r)[4], const T* s, int row0, int k0, int lane) {
   if constexpr (KC) {
-    mma::ldsm_x4(r, s + smem_off<ROWS, true>(row0 + (lane & 15), k0 + ((lane >> 4) << 3)));
+    mma::ldsm_x4(r, s + smem_off<ROWS, BK, true>(row0 + (lane & 15), k0 + ((lane >> 4) << 3)));
   } else {
     mma::ldsm_x4_trans(
-        r, s + smem_off<ROWS, false>(row0 + (((lane >> 3) & 1) << 3), k0 + ((lane >> 4) << 3) + (lane & 7)));
+        r, s + smem_off<ROWS, BK, false>(row0 + (((lane >> 3) & 1) << 3), k0 + ((lane >> 4) << 3) + (lane & 7)));
   }
 }
 
-// Stage one ROWS x 32 operand tile (rows row0.., depth k0..) of the matrix at g, whose element
+// Stage one ROWS x BK operand tile (rows row0.., depth k0..) of the matrix at g, whose element
 // (row, k) lives at g[row * s_row + k * s_k], into the shared slot s. Out-of-range elements are zero.
 // ALIGNED: 16-byte cp.async (KC: s_k == 1; !KC: s_row == 1; chunks never straddle an edge).
 // Otherwise: element loads from any strides, KC layout.
-template <int ROWS, int THREADS, bool KC, bool ALIGNED>
+template <int ROWS, int BK, int THREADS, bool KC, bool ALIGNED>
 __device__ __forceinline__ void load_tile(uint16_t* s, const uint16_t* g, int row0, int rows, int k0, int K,
                                           int64_t s_row, int64_t s_k, int tid) {
-  constexpr int kChunks = ROWS * kBK / 8;
+  constexpr int kChunks = ROWS * BK / 8, CPR = BK / 8;
 #pragma unroll
   for (int i = 0; i < kChunks / THREADS; i++) {
     const int c = tid + i * THREADS;
     if constexpr (ALIGNED && KC) {
-      const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+      const int r = c / CPR, kc = (c % CPR) * 8;
       const int gr = row0 + r, gk = k0 + kc;
       const bool ok = gr < rows && gk < K;
-      mma::cp_async16(s + smem_off<ROWS, true>(r, kc), ok ? g + (int64_t)gr * s_row + gk : g, ok ? 16 : 0);
+      mma::cp_async16(s + smem_off<ROWS, BK, true>(r, kc), ok ? g + (int64_t)gr * s_row + gk : g, ok ? 16 : 0);
     } else if constexpr (ALIGNED) {
       const int k = c / (ROWS / 8), rc = (c % (ROWS / 8)) * 8;
       const int gr = row0 + rc, gk = k0 + k;
       const bool ok = gr < rows && gk < K;
-      mma::cp_async16(s + smem_off<ROWS, false>(rc, k), ok ? g + (int64_t)gk * s_k + gr : g, ok ? 16 : 0);
+      mma::cp_async16(s + smem_off<ROWS, BK, false>(rc, k), ok ? g + (int64_t)gk * s_k + gr : g, ok ? 16 : 0);
     } else {
       static_assert(KC, "the unaligned path stages K-contiguous tiles");
-      const int r = c / (kBK / 8), kc = (c % (kBK / 8)) * 8;
+      const int r = c / CPR, kc = (c % CPR) * 8;
       const int gr = row0 + r;
       union {
         uint4 v;
@@ -170,17 +185,24 @@ __device__ __forceinline__ void load_tile(uint16_t* s, const uint16_t* g, int ro
         const int gk = k0 + kc + e;
         u.h[e] = (gr < rows && gk < K) ? g[(int64_t)gr * s_row + (int64_t)gk * s_k] : uint16_t(0);
       }
-      *reinterpret_cast<uint4*>(s + smem_off<ROWS, true>(r, kc)) = u.v;
+      *reinterpret_cast<uint4*>(s + smem_off<ROWS, BK, true>(r, kc)) = u.v;
     }
   }
 }
 
+// PREFETCH: the main loop keeps two sets of mma fragments, and while the tensor cores work on k-step
+// s the ldmatrix reads for step s + 1 are already issued (the asm statements are volatile, so the
+// compiler keeps this order). The step after a tile's last is step 0 of the next tile, so the wait
+// and barrier that publish tile kt + 1 sit at the last step of tile kt, before those fragments are
+// read. The price is registers: ~175 instead of ~125 for the big tile, i.e. one block per SM, not two.
+// Without PREFETCH each step reads its own fragments, and the wait and barrier open each tile.
 template <typename T, typename Cfg, bool A_KC, bool B_KC, bool ALIGNED> __global__ void __launch_bounds__(Cfg::THREADS)
     gemm_tc_kernel(GemmParams p) {
-  constexpr int BM = Cfg::BM, BN = Cfg::BN, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
-  constexpr int MI = Cfg::MI, NI = Cfg::NI;
+  constexpr int BM = Cfg::BM, BN = Cfg::BN, BK = Cfg::BK, STAGES = Cfg::STAGES, THREADS = Cfg::THREADS;
+  constexpr int MI = Cfg::MI, NI = Cfg::NI, KS = Cfg::KS;
+  constexpr bool PF = Cfg::PREFETCH;
   uint16_t* sA = reinterpret_cast<uint16_t*>(mma::dyn_smem);
-  uint16_t* sB = sA + STAGES * BM * kBK;
+  uint16_t* sB = sA + STAGES * BM * BK;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp % Cfg::WARPS_M, wn = warp / Cfg::WARPS_M;
@@ -194,8 +216,25 @@ template <typename T, typename Cfg, bool A_KC, bool B_KC, bool ALIGNED> __global
 
   // B is staged as an N x K operand: its "row" stride is sbn, its depth stride sbk.
   auto load_stage = [&](int stage, int kt) {
-    load_tile<BM, THREADS, A_KC, ALIGNED>(sA + stage * BM * kBK, A, m0, M, kt * kBK, K, p.sam, p.sak, tid);
-    load_tile<BN, THREADS, B_KC, ALIGNED>(sB + stage * BN * kBK, B, n0, N, kt * kBK, K, p.sbn, p.sbk, tid);
+    load_tile<BM, BK, THREADS, A_KC, ALIGNED>(sA + stage * BM * BK, A, m0, M, kt * BK, K, p.sam, p.sak, tid);
+    load_tile<BN, BK, THREADS, B_KC, ALIGNED>(sB + stage * BN * BK, B, n0, N, kt * BK, K, p.sbn, p.sbk, tid);
+  };
+  uint32_t af[PF ? 2 : 1][MI][4], bf[PF ? 2 : 1][NI][2];
+  // The fragments of k-step ks of the tile in `stage` into set `buf`.
+  auto load_frags = [&](int buf, int stage, int ks) {
+    const uint16_t* a_s = sA + stage * BM * BK;
+    const uint16_t* b_s = sB + stage * BN * BK;
+#pragma unroll
+    for (int i = 0; i < MI; i++) ldsm_rows_k16<BM, BK, A_KC>(af[buf][i], a_s, wm * Cfg::WTM + i * 16, ks * 16, lane);
+#pragma unroll
+    for (int j = 0; j < NI / 2; j++) {
+      uint32_t r[4];
+      ldsm_rows_k16<BN, BK, B_KC>(r, b_s, wn * Cfg::WTN + j * 16, ks * 16, lane);
+      bf[buf][2 * j][0] = r[0];
+      bf[buf][2 * j][1] = r[2];
+      bf[buf][2 * j + 1][0] = r[1];
+      bf[buf][2 * j + 1][1] = r[3];
+    }
   };
 
   float acc[MI][NI][4];
@@ -206,41 +245,48 @@ template <typename T, typename Cfg, bool A_KC, bool B_KC, bool ALIGNED> __global
 #pragma unroll
       for (int e = 0; e < 4; e++) acc[i][j][e] = 0.f;
 
-  const int KT = (K + kBK - 1) / kBK;
+  const int KT = (K + BK - 1) / BK;
 #pragma unroll
   for (int s = 0; s < STAGES - 1; s++) {
     if (s < KT) load_stage(s, s);
     mma::cp_async_commit();  // always commit: group i <-> k tile i keeps the wait count exact
   }
+  if constexpr (PF) {
+    mma::cp_async_wait<STAGES - 2>();  // tile 0 has landed, for this thread ...
+    __syncthreads();                   // ... and for everyone
+    if (KT > 0) load_frags(0, 0, 0);
+  }
 
   for (int kt = 0; kt < KT; kt++) {
-    mma::cp_async_wait<STAGES - 2>();  // this thread's copies of tile kt have landed
-    __syncthreads();                   // ... everyone's have, and slot (kt-1) % STAGES is free
-    {
-      const int nk = kt + STAGES - 1;
-      if (nk < KT) load_stage(nk % STAGES, nk);
-      mma::cp_async_commit();
-    }
-    const uint16_t* a_s = sA + (kt % STAGES) * BM * kBK;
-    const uint16_t* b_s = sB + (kt % STAGES) * BN * kBK;
 #pragma unroll
-    for (int ks = 0; ks < kBK; ks += 16) {
-      uint32_t af[MI][4], bf[NI][2];
-#pragma unroll
-      for (int i = 0; i < MI; i++) ldsm_rows_k16<BM, A_KC>(af[i], a_s, wm * Cfg::WTM + i * 16, ks, lane);
-#pragma unroll
-      for (int j = 0; j < NI / 2; j++) {
-        uint32_t r[4];
-        ldsm_rows_k16<BN, B_KC>(r, b_s, wn * Cfg::WTN + j * 16, ks, lane);
-        bf[2 * j][0] = r[0];
-        bf[2 * j][1] = r[2];
-        bf[2 * j + 1][0] = r[1];
-        bf[2 * j + 1][1] = r[3];
+    for (int ks = 0; ks < KS; ks++) {
+      if (ks == (PF ? KS - 1 : 0)) {
+        // Publish tile kt + 1 (PF) or kt: the groups committed so far are tiles 0 .. kt + STAGES - 1
+        // (PF) or 0 .. kt + STAGES - 2, so at most STAGES - 2 may still be in flight.
+        mma::cp_async_wait<STAGES - 2>();
+        __syncthreads();
       }
+      if (ks == 0) {
+        // Refill the slot of tile kt - 1. Every warp read its last fragment there (step KS - 2 of tile
+        // kt - 1 with PF, KS - 1 without) before a barrier that all threads have passed: the one at
+        // step KS - 1 of tile kt - 1 (PF) or the one just above.
+        const int nk = kt + STAGES - 1;
+        if (nk < KT) load_stage(nk % STAGES, nk);
+        mma::cp_async_commit();
+      }
+      if constexpr (PF) {
+        if (ks < KS - 1)
+          load_frags((ks + 1) & 1, kt % STAGES, ks + 1);
+        else if (kt + 1 < KT)
+          load_frags(0, (kt + 1) % STAGES, 0);  // KS is even: step 0 of the next tile uses set 0
+      } else {
+        load_frags(0, kt % STAGES, ks);
+      }
+      const int buf = PF ? (ks & 1) : 0;
 #pragma unroll
       for (int i = 0; i < MI; i++)
 #pragma unroll
-        for (int j = 0; j < NI; j++) mma::mma_16816<T>(acc[i][j], af[i], bf[j][0], bf[j][1]);
+        for (int j = 0; j < NI; j++) mma::mma_16816<T>(acc[i][j], af[buf][i], bf[buf][j][0], bf[buf][j][1]);
     }
   }
   mma::cp_async_wait<0>();
@@ -382,18 +428,36 @@ template <typename T, typename Cfg> void run_tc_cfg(const KernelArgs& args, cons
       go(gemm_tc_kernel<T, Cfg, false, true, true>);  // x^T @ W^T
     else
       go(gemm_tc_kernel<T, Cfg, false, false, true>);  // x^T @ W (weight grads)
-  } else {
+  } else if constexpr (std::is_same_v<Cfg, Cfg128x128x32> || std::is_same_v<Cfg, Cfg64x64x32>) {
     go(gemm_tc_kernel<T, Cfg, true, true, false>);
+  } else {
+    run_tc_cfg<T, Cfg128x128x32>(args, p, Bt);  // a forced tile covers the 16-byte-aligned layouts only
   }
 }
 
 template <typename T> void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
-  // The big tile only when it still gives every SM at least one block.
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    switch (cuda_gemm_tile()) {  // a tile forced by cudaGemmTile (benchmarks), in kCudaGemmTiles' order
+      case 1:
+        return run_tc_cfg<T, Cfg128x128x32>(args, p, Bt);
+      case 2:
+        return run_tc_cfg<T, Cfg64x64x32>(args, p, Bt);
+      case 3:
+        return run_tc_cfg<T, Cfg128x128x64>(args, p, Bt);
+      case 4:
+        return run_tc_cfg<T, Cfg128x128x32pf>(args, p, Bt);
+      case 5:
+        return run_tc_cfg<T, Cfg128x128x64pf>(args, p, Bt);
+      case 6:
+        return run_tc_cfg<T, Cfg128x256x32>(args, p, Bt);
+    }
+  }
+  // auto: the big tile only when it still gives every SM at least one block.
   const int64_t big_tiles = int64_t((p.M + 127) / 128) * ((p.N + 127) / 128) * Bt;
   if (big_tiles >= gpu::num_sms())
-    run_tc_cfg<T, CfgBig>(args, p, Bt);
+    run_tc_cfg<T, Cfg128x128x32>(args, p, Bt);
   else
-    run_tc_cfg<T, CfgSmall>(args, p, Bt);
+    run_tc_cfg<T, Cfg64x64x32>(args, p, Bt);
 }
 
 template <typename T, int BM, int BN, int TM, int TN>

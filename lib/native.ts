@@ -55,6 +55,11 @@ interface Addon {
   cpuIsa(cap?: string, amxEmulation?: boolean): { active: string; detected: string; avx512bf16: boolean; amxEmulated: boolean };
   /** The CPU pool's block time (µs idle workers spin before sleeping; LLAVA_CPU_SPIN_US), set first when given. */
   cpuSpinUs(us?: number): number;
+  /**
+   * The CUDA bf16 GEMM's block tile ('auto', or BMxBNxBK with '-pf' for fragment prefetch; cpp/kernel_api.h), set
+   * first when given, and every tile name. A benchmark knob.
+   */
+  cudaGemmTile(tile?: string): { active: string; tiles: string[] };
 }
 
 function load(): Addon {

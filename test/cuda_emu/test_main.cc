@@ -58,8 +58,9 @@ static void test_matmul(DType dt, int64_t Bt, int64_t M, int64_t N, int64_t K, b
   ok = ok && out.buf->guards_ok();
   char what[256];
   std::snprintf(what, sizeof what,
-                "matmul %s Bt=%ld M=%ld N=%ld K=%ld a_%s b_%s bias=%d beta=%g act=%s bbcast=%d aoff=%ld sms=%d "
+                "matmul%s%s %s Bt=%ld M=%ld N=%ld K=%ld a_%s b_%s bias=%d beta=%g act=%s bbcast=%d aoff=%ld sms=%d "
                 "(max err %.3g, max |ref| %.3g, %d launches)",
+                cuda_gemm_tile() ? " tile=" : "", cuda_gemm_tile() ? kCudaGemmTiles[cuda_gemm_tile()] : "",
                 dtype_name(dt), (long)Bt, (long)M, (long)N, (long)K, a_cm ? "cm" : "rm", b_cm ? "cm" : "rm", bias, beta,
                 acts[act], b_bcast, (long)a_off, sms, max_err, max_ref, ::emu::launches - l0);
   report(ok, what);
@@ -286,6 +287,17 @@ int main(int argc, char** argv) {
       test_matmul(dt, 1, 65, 130, 300, false, true, true, 0, 1, false, 0, 1);      // gelu, K loop > stages
       test_matmul(dt, 1, 65, 130, 48, false, true, true, 2.0, 2, false, 0, 1000);  // gelu_tanh + beta
       test_matmul(dt, 1, 8, 8, 0, false, false, true, 0.5, 0, false, 0, 1000);     // K = 0
+    }
+    // Every forced tile (cudaGemmTile, bf16): the four layouts over edges and a K loop longer than the
+    // ring, a beta epilogue with a broadcast b; f16 and the unaligned path fall back to the defaults.
+    for (int tile = 1; tile < kNumCudaGemmTiles; tile++) {
+      set_cuda_gemm_tile(tile);
+      for (int lay = 0; lay < 4; lay++)
+        test_matmul(DType::BF16, 1, 136, 264, 328, lay & 1, lay & 2, true, 0, 0, false, 0, 1);
+      test_matmul(DType::BF16, 2, 70, 130, 200, false, true, true, 0.5, 0, true, 0, 1);
+      test_matmul(DType::F16, 1, 64, 64, 64, true, false, false, 0, 0, false, 0, 1);
+      test_matmul(DType::BF16, 1, 37, 41, 150, false, false, true, 0, 1, false, 1, 1);  // unaligned, gelu
+      set_cuda_gemm_tile(0);
     }
     for (DType dt : {DType::F32, DType::F64}) {
       test_matmul(dt, 2, 130, 70, 33, false, false, true, 0, 0, false, 0, 4);

@@ -3,6 +3,7 @@
 // reductions, and matmul (every transpose combination, odd sizes, batched and broadcast batches, 1-D
 // operands, linear with bias) in float32, bfloat16 and float16, forward and backward.
 import * as L from '../../lib';
+import { native } from '../../lib/native';
 import { Input, Outputs, ParityCase, forwardBackward, inp, intInp, noGradInp, parity, f64, upload, uniform, numel } from './parity';
 
 const FLOATS: L.DType[] = ['float32', 'bfloat16', 'float16'];
@@ -353,6 +354,26 @@ function matmulCases(): ParityCase[] {
       ),
     );
   }
+  // Every bf16 GEMM tile the benchmark can force (native.cudaGemmTile), on the four layouts, the backward's
+  // products included; several k tiles deep and off every tile edge. Only the device run sets the tile.
+  for (const tile of native.cudaGemmTile().tiles.filter((t) => t !== 'auto'))
+    for (const ta of [false, true])
+      for (const tb of [false, true]) {
+        const [M, K, N] = [136, 328, 264];
+        const a = inp(ta ? [K, M] : [M, K], 'bfloat16', 950, -1, 1);
+        const b = inp(tb ? [N, K] : [K, N], 'bfloat16', 951, -1, 1);
+        const f = (x: L.Tensor, y: L.Tensor): L.Tensor => L.matmul(ta ? L.transpose(x, 0, 1) : x, tb ? L.transpose(y, 0, 1) : y);
+        out.push(
+          parity('matmul', `bf16 tile ${tile} ${M}x${K}x${N} ${ta ? 'aT' : 'a'} ${tb ? 'bT' : 'b'} fwd+bwd`, 'bfloat16', (dev) => {
+            if (dev === 'cuda') native.cudaGemmTile(tile);
+            try {
+              return forwardBackward(dev, [a, b], f);
+            } finally {
+              native.cudaGemmTile('auto');
+            }
+          }),
+        );
+      }
   // Long K in bf16: f32 accumulation over 4096 terms (a bf16 accumulator would be far off).
   const a = inp([33, 4096], 'bfloat16', 903);
   const b = inp([4096, 40], 'bfloat16', 904);
