@@ -7,7 +7,8 @@
 // in backward g = dy * w rounded, dw = sum dy * rounded(h)).
 // Layout: a group of G threads per row, G the smallest of 32/64/128/256 with C <= 32 * G, so for
 // C <= 8192 (4096 for f64) each thread holds its <= 32 (16) elements of the row in registers (x, and dy in backward)
-// and the row is read from memory once; loads are 16-byte vectors (Pack<T,V>) when every row is
+// and the row is read from memory once (the backward uses 16 per thread, so twice the threads, up to
+// C = 4096: see kBwdNarrow); loads are 16-byte vectors (Pack<T,V>) when every row is
 // aligned. Larger C falls back to a 256-thread group that re-reads the row (L1/L2 hits).
 // Statistics are two-pass (mean, then sum of squared deviations) in f32 (f64 for f64), reduced
 // with warp shuffles and, for groups of several warps, shared memory summed in a fixed order.
@@ -31,6 +32,11 @@ namespace {
 constexpr int kBlock = 256;
 // Row elements a thread keeps in registers: 32 (16 for f64, whose backward would spill otherwise).
 template <typename T> constexpr int per_thread() { return sizeof(acc_t<T>) == 8 ? 16 : 32; }
+// The backward keeps four values per element (x, dy and the dw/db partial sums), so at 32 elements a
+// thread needs ~190 registers and an SM runs one 256-thread block. Rows up to 16 * kBlock elements
+// (every LLaMA-7B / CLIP width) take 16 per thread instead, i.e. twice the threads per row and about
+// half the registers; wider rows keep per_thread<T>().
+constexpr int kBwdNarrow = 16;
 
 // Rounding through the storage type (identity for f32/f64).
 template <typename T> __device__ __forceinline__ acc_t<T> round_t(acc_t<T> v) {
@@ -168,11 +174,11 @@ template <typename T, int G, int V, bool CACHE> __global__ void __launch_bounds_
 // dwp/dbp: [gridDim.x, C] partial rows, row blockIdx.x belongs to this block. With CACHE it is
 // written once at the end; without, it is pre-zeroed and updated in place (RPB = 1, one owner
 // thread per column).
-template <typename T, int G, int V, bool CACHE> __global__ void __launch_bounds__(kBlock)
+template <typename T, int PT, int G, int V, bool CACHE> __global__ void __launch_bounds__(kBlock)
     norm_bwd_kernel(T* dx, acc_t<T>* dwp, acc_t<T>* dbp, const T* dy, const T* x, const T* w, Stat mean, Stat rstd,
                     int64_t N, int64_t C, bool rms) {
   using F = acc_t<T>;
-  constexpr int NP = CACHE ? per_thread<T>() / V : 1, RPB = kBlock / G;
+  constexpr int NP = CACHE ? PT / V : 1, RPB = kBlock / G;
   __shared__ F smem[2 * kBlock / 32];
   const int lane = threadIdx.x % G, sub = threadIdx.x / G;
   const int64_t nv = C / V;
@@ -263,8 +269,8 @@ template <typename T, int G, int V, bool CACHE> __global__ void __launch_bounds_
         });
       } else {
         // Several groups per block: add their partial rows in shared memory (group order) first,
-        // so the block writes one row. RPB * C <= kBlock * per_thread elements = 32 KB.
-        __shared__ F red[kBlock * per_thread<T>()];
+        // so the block writes one row. RPB * C <= kBlock * PT elements (16 or 32 KB).
+        __shared__ F red[kBlock * PT];
         for (int which = 0; which < 2; which++) {
           F* dst = which == 0 ? dwp : dbp;
           if (!dst) continue;  // uniform across the block
@@ -309,8 +315,9 @@ template <typename TO, typename A> __global__ void __launch_bounds__(kBlock)
 }
 
 // ---------------------------------------------------------------- launch helpers
-// Calls launch(G, V, CACHE, rows_per_block) with compile-time constants for this row length.
-template <typename T, typename Launch>
+// Calls launch(G, V, CACHE) with compile-time constants for this row length, G the smallest group of at
+// least G0 threads with C <= G * PT (PT elements a thread keeps in registers); CACHE false past 256 * PT.
+template <typename T, int PT, int G0 = 32, typename Launch>
 void dispatch_rows(int64_t C, std::initializer_list<const void*> ptrs, Launch&& launch) {
   constexpr int VV = int(16 / sizeof(T));
   bool vec = C % VV == 0;
@@ -323,17 +330,14 @@ void dispatch_rows(int64_t C, std::initializer_list<const void*> ptrs, Launch&& 
       launch(g, integral_constant<int, 1>(), cache);
   };
   integral_constant<bool, true> yes;
-  constexpr int kPerThread = per_thread<T>();
-  if (C <= 32 * kPerThread)
-    go(integral_constant<int, 32>(), yes);
-  else if (C <= 64 * kPerThread)
-    go(integral_constant<int, 64>(), yes);
-  else if (C <= 128 * kPerThread)
-    go(integral_constant<int, 128>(), yes);
-  else if (C <= 256 * kPerThread)
-    go(integral_constant<int, 256>(), yes);
-  else
-    go(integral_constant<int, 256>(), integral_constant<bool, false>());
+  if constexpr (G0 <= 32)
+    if (C <= 32 * PT) return go(integral_constant<int, 32>(), yes);
+  if constexpr (G0 <= 64)
+    if (C <= 64 * PT) return go(integral_constant<int, 64>(), yes);
+  if constexpr (G0 <= 128)
+    if (C <= 128 * PT) return go(integral_constant<int, 128>(), yes);
+  if (C <= 256 * PT) return go(integral_constant<int, 256>(), yes);
+  go(integral_constant<int, 256>(), integral_constant<bool, false>());
 }
 
 // ---------------------------------------------------------------- validation: parse_*_norm_* in kernel_checks.h
@@ -348,7 +352,7 @@ void norm_fwd(const KernelArgs& a, const TensorArg& y, const TensorArg* mean, co
   GPU_DISPATCH_FLOAT(a, x.dtype, T, {
     T* py = reinterpret_cast<T*>(y.bytes());
     const T *px = tptr<T>(&x), *pw = tptr<T>(w), *pb = tptr<T>(b);
-    dispatch_rows<T>(C, {py, px, pw, pb}, [&](auto g, auto v, auto cache) {
+    dispatch_rows<T, per_thread<T>()>(C, {py, px, pw, pb}, [&](auto g, auto v, auto cache) {
       constexpr int G = decltype(g)::value;
       unsigned grid = grid_for((N + kBlock / G - 1) / (kBlock / G), 1);
       launch(norm_fwd_kernel<T, G, decltype(v)::value, decltype(cache)::value>, grid, kBlock, 0, stream(), py, sm, sr,
@@ -375,10 +379,10 @@ template <typename T> void norm_bwd_impl(const KernelArgs& a, const TensorArg& d
   const bool grads = dw || db;
   Scratch partial;
   int64_t P = 0;
-  dispatch_rows<T>(C, {pdx, pdy, px, pw}, [&](auto g, auto v, auto cache) {
-    constexpr int G = decltype(g)::value, VV = decltype(v)::value;
+  auto run = [&](auto pt, auto g, auto v, auto cache) {
+    constexpr int PT = decltype(pt)::value, G = decltype(g)::value, VV = decltype(v)::value;
     constexpr bool CACHE = decltype(cache)::value;
-    auto kernel = norm_bwd_kernel<T, G, VV, CACHE>;
+    auto kernel = norm_bwd_kernel<T, PT, G, VV, CACHE>;
     const int64_t rpb = kBlock / G, blocks = (N + rpb - 1) / rpb;
     unsigned grid = grid_for(blocks, 1);
     A *pdw = nullptr, *pdb = nullptr;
@@ -398,7 +402,15 @@ template <typename T> void norm_bwd_impl(const KernelArgs& a, const TensorArg& d
       if (!CACHE) CUDA_CHECK(cudaMemsetAsync(partial.get(), 0, all, s));
     }
     launch(kernel, grid, kBlock, 0, s, pdx, pdw, pdb, pdy, px, pw, sm, sr, N, C, rms);
-  });
+  };
+  using std::integral_constant;
+  constexpr int kWide = per_thread<T>(), kNarrow = kBwdNarrow < kWide ? kBwdNarrow : kWide;
+  if (C <= int64_t(kBlock) * kNarrow)
+    dispatch_rows<T, kNarrow>(C, {pdx, pdy, px, pw},
+                              [&](auto g, auto v, auto cache) { run(integral_constant<int, kNarrow>(), g, v, cache); });
+  else
+    dispatch_rows<T, kWide, kBlock>(
+        C, {pdx, pdy, px, pw}, [&](auto g, auto v, auto cache) { run(integral_constant<int, kWide>(), g, v, cache); });
   check_launch(a);
   for (int k = 0; k < 2; k++) {
     const TensorArg* out = k == 0 ? dw : db;

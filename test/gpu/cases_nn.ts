@@ -141,9 +141,13 @@ function ceTol(dt: L.DType): (out: string) => Tol {
 function normCases(): ParityCase[] {
   const out: ParityCase[] = [];
   for (const dt of ['float32', 'bfloat16', 'float16'] as L.DType[]) {
+    // Row widths for each backward layout (cuda/norm.cu): several rows a block (1024), one 256-thread
+    // group a row at 16 elements a thread (4096), at 32 (5120), re-reading rows (8200), unaligned (1000).
     for (const [N, C] of [
       [50, 1024],
       [8, 4096],
+      [6, 5120],
+      [3, 8200],
       [33, 1000],
     ]) {
       const x = inp([N, C], dt, 1200 + C, -3, 3);
