@@ -291,18 +291,23 @@ export function llamaTrain(
   );
   const positions = Array.from({ length: sp.B }, () => Array.from({ length: sp.T }, (_, i) => i));
   try {
-    const t = timeIt(
-      () => {
-        const h = lm.hidden(lm.embedTokens(ids), positions);
-        const logits = lm.logits(h);
-        L.crossEntropy(L.reshape(logits, [N, sp.vocab]), targets).backward();
-        opt.stepUpdate();
-        opt.zeroGrad();
-      },
-      { device: dev, warmup: 1, reps: sp.steps, minReps: 2, maxMs: maxMs * 4 },
-    );
+    const step = (): void => {
+      const h = lm.hidden(lm.embedTokens(ids), positions);
+      const logits = lm.logits(h);
+      L.crossEntropy(L.reshape(logits, [N, sp.vocab]), targets).backward();
+      opt.stepUpdate();
+      opt.zeroGrad();
+    };
+    const t = timeIt(step, { device: dev, warmup: 1, reps: sp.steps, minReps: 2, maxMs: maxMs * 4 });
+    // One more step under the kernel profiler: where the step's device time goes.
+    const prof = L.profile(step);
     const m = L.memory();
     const extra: Record<string, unknown> = {
+      kernel_ms: round(prof.kernelMs),
+      top_kernels: L.byKernel(prof.kernels)
+        .slice(0, 8)
+        .map((k) => ({ kernel: k.key, ms: round(k.totalMs), calls: k.calls, share: round(k.share, 3) })),
+      top_shapes: prof.kernels.slice(0, 8).map((k) => ({ key: k.key, ms: round(k.totalMs), calls: k.calls })),
       tokens: N,
       layers: sp.layers,
       params_m: round(params.reduce((a, p) => a + p.numel, 0) / 1e6, 4),

@@ -1,4 +1,4 @@
-// binding.cc — the N-API surface of the addon, and the only file that includes napi.h.
+// binding.cc — the N-API surface of the addon (with binding_knobs.cc, the only files that include napi.h).
 //
 // JS sees a handful of functions: storage management (alloc, free, read, write, copy between
 // devices), device queries, and `run(kernel, args)`, which converts the JS argument list into
@@ -14,11 +14,14 @@
 #include <mutex>
 #include <vector>
 
-#include "cpu_isa.h"
 #include "dist_api.h"
 #include "kernel_api.h"
+#include "profiler.h"
 
 namespace llava {
+
+// binding_knobs.cc: cpuIsa, cpuSpinUs, cudaGemmTile and profile.
+void add_knob_exports(Napi::Env env, Napi::Object exports);
 
 // ---------------------------------------------------------------- storage
 namespace {
@@ -390,7 +393,12 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
     Device dev = device < 0 ? Device::CPU : static_cast<Device>(device);
     const KernelFn* fn = find_kernel(name, dev);
     if (!fn) throw KernelError("[" + name + "] no kernel for device " + device_name(dev));
-    (*fn)(KernelArgs(name, std::move(args)));
+    if (profiler::active()) {
+      profiler::Scope timed(profiler::call_key(name, args), dev);
+      (*fn)(KernelArgs(name, std::move(args)));
+    } else {
+      (*fn)(KernelArgs(name, std::move(args)));
+    }
     return info.Env().Undefined();
   });
 }
@@ -474,72 +482,6 @@ Napi::Value Kernels(const Napi::CallbackInfo& info) {
 
 Napi::Value NumThreads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), num_threads()); }
 
-// cpuIsa(cap?: 'portable' | 'avx2' | 'avx512' | 'avx512bf16' | 'amx', amxEmulation?: boolean)
-//   -> { active, detected, avx512bf16, amxEmulated }: the instruction set the CPU kernels use, after setting the
-// cap and the AMX emulation when given (see cpu_isa.h; the parity tests run every path).
-Napi::Value CpuIsaInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsBoolean()) throw Napi::TypeError::New(env, "cpuIsa: amxEmulation must be a boolean");
-    set_amx_emulation(info[1].As<Napi::Boolean>());
-  }
-  if (info.Length() > 0 && !info[0].IsUndefined()) {
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "cpuIsa: the cap must be a string");
-    const std::string name = info[0].As<Napi::String>();
-    CpuIsa cap;
-    if (!parse_cpu_isa(name, &cap))
-      throw Napi::Error::New(
-          env, "cpuIsa: unknown instruction set '" + name + "' (portable, avx2, avx512, avx512bf16 or amx)");
-    set_cpu_isa_cap(cap);
-  }
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("active", cpu_isa_name(cpu_isa()));
-  o.Set("detected", cpu_isa_name(cpu_isa_detected()));
-  o.Set("avx512bf16", cpu_has_avx512_bf16());
-  o.Set("amxEmulated", cpu_amx_emulated());
-  return o;
-}
-
-// cpuSpinUs(us?) -> us: the CPU pool's block time in microseconds (cpu_backend.cc), set first when given.
-Napi::Value CpuSpinUs(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() > 0 && !info[0].IsUndefined()) {
-    if (!info[0].IsNumber())
-      throw Napi::TypeError::New(env, "cpuSpinUs: the block time must be a number of microseconds");
-    double us = info[0].As<Napi::Number>().DoubleValue();
-    if (!(us >= 0 && us <= 1e6) || us != std::floor(us))
-      throw Napi::RangeError::New(env, "cpuSpinUs: the block time must be an integer from 0 to 1000000 microseconds");
-    set_cpu_spin_us(int64_t(us));
-  }
-  return Napi::Number::New(env, double(cpu_spin_us()));
-}
-
-// cudaGemmTile(name?) -> { active, tiles }: the CUDA GEMM's block tile (kCudaGemmTiles) after setting it
-// when a name is given, and every name. A benchmark knob: every build takes it; a CPU-only one never
-// reads it.
-Napi::Value CudaGemmTile(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Napi::Array tiles = Napi::Array::New(env, kNumCudaGemmTiles);
-  std::string known;
-  for (int i = 0; i < kNumCudaGemmTiles; i++) {
-    tiles.Set(uint32_t(i), kCudaGemmTiles[i]);
-    known += (i ? ", " : "") + std::string(kCudaGemmTiles[i]);
-  }
-  if (info.Length() > 0 && !info[0].IsUndefined()) {
-    if (!info[0].IsString()) throw Napi::TypeError::New(env, "cudaGemmTile: the tile must be a string");
-    const std::string name = info[0].As<Napi::String>();
-    int found = -1;
-    for (int i = 0; i < kNumCudaGemmTiles; i++)
-      if (name == kCudaGemmTiles[i]) found = i;
-    if (found < 0) throw Napi::Error::New(env, "cudaGemmTile: unknown tile '" + name + "' (" + known + ")");
-    set_cuda_gemm_tile(found);
-  }
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("active", kCudaGemmTiles[cuda_gemm_tile()]);
-  o.Set("tiles", tiles);
-  return o;
-}
-
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // A kernel registered twice for one device is a build error that static constructors could not
   // report: refuse to load, naming it.
@@ -560,9 +502,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("emptyCache", Napi::Function::New(env, EmptyCache));
   exports.Set("kernels", Napi::Function::New(env, Kernels));
   exports.Set("numThreads", Napi::Function::New(env, NumThreads));
-  exports.Set("cpuIsa", Napi::Function::New(env, CpuIsaInfo));
-  exports.Set("cpuSpinUs", Napi::Function::New(env, CpuSpinUs));
-  exports.Set("cudaGemmTile", Napi::Function::New(env, CudaGemmTile));
+  add_knob_exports(env, exports);
   return exports;
 }
 

@@ -184,6 +184,12 @@ struct DeviceBackend {
   std::function<void()> synchronize;
   std::function<void(double* stats)> stats;  // [bytes_in_use, bytes_cached, n_cuda_malloc, peak]
   std::function<void()> empty_cache;
+  // Kernel timing for the profiler (cpp/profiler.cc). mark() puts a point on the device's timeline (a
+  // CUDA event on the stream); elapsed_ms(a, b) waits for b, returns the milliseconds from a to b and
+  // releases both (b null: releases a, returns 0). Left empty where kernels run on the calling thread
+  // (the CPU: the host clock).
+  std::function<void*()> timing_mark;
+  std::function<double(void*, void*)> timing_elapsed_ms;
 };
 void register_backend(Device device, DeviceBackend backend);
 const DeviceBackend* find_backend(Device device);

@@ -383,6 +383,31 @@ void copy_d2d(void* dst, const void* src, size_t n) {
   CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, s));
 }
 
+// The profiler's marks (cpp/profiler.h): one timing event recorded on the stream per mark.
+void* timing_mark() {
+  cudaEvent_t e;
+  CUDA_CHECK(cudaEventCreate(&e));
+  const cudaError_t r = cudaEventRecord(e, stream());
+  if (r != cudaSuccess) {
+    cudaEventDestroy(e);
+    throw_cuda_error(r, "cudaEventRecord(profile mark)", __FILE__, __LINE__);
+  }
+  return e;
+}
+double timing_elapsed_ms(void* a, void* b) {
+  cudaEvent_t ea = static_cast<cudaEvent_t>(a), eb = static_cast<cudaEvent_t>(b);
+  float ms = 0;
+  cudaError_t r = cudaSuccess;
+  if (ea && eb) {
+    r = cudaEventSynchronize(eb);
+    if (r == cudaSuccess) r = cudaEventElapsedTime(&ms, ea, eb);
+  }
+  if (ea) cudaEventDestroy(ea);
+  if (eb) cudaEventDestroy(eb);
+  if (r != cudaSuccess) throw_cuda_error(r, "cudaEventElapsedTime(profile marks)", __FILE__, __LINE__);
+  return ms;
+}
+
 BackendRegistrar cuda_backend(Device::CUDA, DeviceBackend{
                                                 [] { return is_available(); },
                                                 [] {
@@ -401,6 +426,8 @@ BackendRegistrar cuda_backend(Device::CUDA, DeviceBackend{
                                                 [] {
                                                   if (is_available()) allocator().empty_cache();
                                                 },
+                                                timing_mark,
+                                                timing_elapsed_ms,
                                             });
 
 }  // namespace

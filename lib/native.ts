@@ -60,6 +60,9 @@ interface Addon {
    * first when given, and every tile name. A benchmark knob.
    */
   cudaGemmTile(tile?: string): { active: string; tiles: string[] };
+  /** The kernel profiler (cpp/profiler.h): true starts a recording, false stops it and returns what it timed. */
+  profile(start: true): undefined;
+  profile(start: false): { kernels: { key: string; device: string; calls: number; totalMs: number; maxMs: number }[]; dropped: number };
 }
 
 function load(): Addon {

@@ -4,7 +4,7 @@
 // itself (test/gpu/check.ts --no-bench) runs in a child process with LLAVA_NATIVE pointing at that build:
 // every device parity case on 'cuda' against the CPU through the TypeScript API, the caching allocator's
 // steady state over tiny-LLaVA training steps, and out-of-memory errors with the process staying usable.
-// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, recompute; the trainer
+// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, recompute, profile; the trainer
 // only its device-relevant subtests, EMULATOR_GREP) run again with tensors created
 // on the emulated 'cuda'.
 //

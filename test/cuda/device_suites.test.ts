@@ -1,4 +1,4 @@
-// device_suites.test.ts — the suites once per available device: test/{ops,grad,llava_model,generate,trainer,checkpoint}.test.ts
+// device_suites.test.ts — the suites once per available device: the DEVICE_SUITES of test/cuda_emu/harness.ts
 // run again (as child processes) with every tensor and model created on 'cuda' when this machine has a
 // usable GPU. Without one it is a skip carrying the reason; test/cuda/cuda_emu_addon.test.ts runs the
 // same suites on the emulated device on every machine that can build it.

@@ -76,16 +76,18 @@ emu_wait() {
 }
 
 # stale OBJ SOURCE: true when OBJ is missing or older than SOURCE (so an OUT dir can be reused).
-stale() { [ ! "$1" -nt "$2" ]; }
+# stale OBJ SOURCE: OBJ is missing or older than SOURCE or than any header under cpp/ (a struct that
+# changes layout must rebuild every object that uses it).
+stale() { [ ! "$1" -nt "$2" ] || [ -n "$(find "$ROOT/cpp" -name '*.h' -newer "$1" -print -quit)" ]; }
 
 # emu_job LABEL OBJ SOURCE CMD...: like job, but skipped when OBJ was built from the same SOURCE, kernel
-# headers, emulator headers and command as now (a content stamp next to OBJ), so mutate.sh and a reused
+# headers (cuda/ and cpp/), emulator headers and command as now (a content stamp next to OBJ), so mutate.sh and a reused
 # OUT_DIR rebuild only what changed.
 emu_job() {
   local label=$1 obj=$2 src=$3
   shift 3
   local sum
-  sum=$(cat "$src" "$SRC"/*.cuh "$HERE"/*.h "$HERE"/shim/*.cuh | md5sum | cut -d' ' -f1)
+  sum=$(cat "$src" "$SRC"/*.cuh "$ROOT"/cpp/*.h "$HERE"/*.h "$HERE"/shim/*.cuh | md5sum | cut -d' ' -f1)
   sum="$sum $(echo "$*" | md5sum | cut -d' ' -f1)"
   if [ -f "$obj" ] && [ "$(cat "$obj.stamp" 2>/dev/null)" = "$sum" ]; then return 0; fi
   rm -f "$obj.stamp"

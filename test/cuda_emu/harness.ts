@@ -58,7 +58,7 @@ export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice
 /** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, the tiny LLaVA against
  *  the transformers fixture, generation, the trainer (bf16 master weights, accumulation, resume) and
  *  activation checkpointing. */
-export const DEVICE_SUITES = ['engine/ops', 'engine/grad', 'models/llava_model', 'app/inference/generate', 'app/train/trainer', 'engine/recompute'];
+export const DEVICE_SUITES = ['engine/ops', 'engine/grad', 'models/llava_model', 'app/inference/generate', 'app/train/trainer', 'engine/recompute', 'engine/profile'];
 
 /** On the host emulator (about 50x slower than the CPU), a suite may run only the subtests that exercise
  *  the device (TAP_GREP); the rest repeat host-side logic that the CPU run already covers. On a real GPU

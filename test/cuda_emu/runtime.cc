@@ -16,6 +16,7 @@
 // and also leaves it for cudaGetLastError, which returns it once and clears it.
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -150,16 +151,47 @@ cudaError_t cudaDeviceSynchronize(void) {
   return cudaSuccess;
 }
 
-// Events (cpp/dist_nccl.cc marks the end of a collective with one). Work runs synchronously at launch
-// here, so an event is complete as soon as it is recorded.
+// Events: cpp/dist_nccl.cc marks the end of a collective with one, the profiler (cpp/profiler.cc) times
+// kernels between two. An event takes the host clock when it is reached in stream order: at the call,
+// or with EMU_DEFERRED=1 when the queued work before it has run.
+struct EmuEvent {
+  double ms = -1;  // host clock when reached; -1: not yet
+};
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) {
-  static int dummy;
-  *e = reinterpret_cast<cudaEvent_t>(&dummy);
+  *e = reinterpret_cast<cudaEvent_t>(new EmuEvent());
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
-cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  auto* ev = reinterpret_cast<EmuEvent*>(e);
+  auto stamp = [ev] {
+    ev->ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  };
+  ev->ms = -1;
+  if (emu::deferred)
+    emu::submit(stamp);
+  else
+    stamp();
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  emu::flush();  // the emulated device makes progress only when asked: let a polling caller see it finish
+  return reinterpret_cast<EmuEvent*>(e)->ms < 0 ? cudaErrorNotReady : cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  emu::flush();
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  const double ta = reinterpret_cast<EmuEvent*>(a)->ms, tb = reinterpret_cast<EmuEvent*>(b)->ms;
+  if (ta < 0 || tb < 0) return fail(cudaErrorNotReady);
+  *ms = float(tb - ta);
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<EmuEvent*>(e);
+  return cudaSuccess;
+}
 
 cudaError_t cudaMalloc(void** p, size_t n) {
   std::lock_guard<std::mutex> lk(mu);
