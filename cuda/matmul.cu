@@ -40,7 +40,9 @@
 // Batches run on gridDim.z (chunks of 65535).
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 #include "cuda_common.cuh"
 #include "kernel_checks.h"
@@ -122,6 +124,33 @@ using Cfg128x128x64 = TcCfg<128, 128, 64, 2, 4, 3, false>;   // 3 stages, 96 KB
 using Cfg128x128x32pf = TcCfg<128, 128, 32, 2, 4, 4, true>;  // the big tile with fragment prefetch
 using Cfg128x128x64pf = TcCfg<128, 128, 64, 2, 4, 3, true>;
 using Cfg128x256x32 = TcCfg<128, 256, 32, 2, 4, 3, false>;  // 8 warps of 64 x 64, 3 stages, 72 KB
+// The tiles cudaGemmTile can force, in the order of their names in kCudaGemmTiles (after "auto").
+using ForcedTiles =
+    std::tuple<Cfg128x128x32, Cfg64x64x32, Cfg128x128x64, Cfg128x128x32pf, Cfg128x128x64pf, Cfg128x256x32>;
+
+// Does the name "BMxBNxBK" (with "-pf" for prefetch) describe this tile? Checked at compile time below.
+constexpr bool tile_named(const char* s, int bm, int bn, int bk, bool pf) {
+  int v[3] = {0, 0, 0}, i = 0;
+  for (; *s && *s != '-'; s++) {
+    if (*s == 'x') {
+      if (++i > 2) return false;
+    } else if (*s >= '0' && *s <= '9') {
+      v[i] = v[i] * 10 + (*s - '0');
+    } else {
+      return false;
+    }
+  }
+  return i == 2 && v[0] == bm && v[1] == bn && v[2] == bk && (*s == '-') == pf;
+}
+template <size_t... I> constexpr bool forced_tiles_named(std::index_sequence<I...>) {
+  return sizeof...(I) + 1 == size_t(kNumCudaGemmTiles) &&
+         (tile_named(kCudaGemmTiles[I + 1], std::tuple_element_t<I, ForcedTiles>::BM,
+                     std::tuple_element_t<I, ForcedTiles>::BN, std::tuple_element_t<I, ForcedTiles>::BK,
+                     std::tuple_element_t<I, ForcedTiles>::PREFETCH) &&
+          ...);
+}
+static_assert(forced_tiles_named(std::make_index_sequence<std::tuple_size_v<ForcedTiles>>()),
+              "ForcedTiles must match kCudaGemmTiles (cpp/kernel_api.h) one for one");
 
 // Element offset, inside one stage of an operand tile, of the 16-byte chunk that starts at (row, k).
 // KC ([ROWS][BK]): a row is BK / 8 chunks (4: 64 B, 8: 128 B). Physical chunk = c ^ (row / (8 / CPR)
@@ -411,6 +440,8 @@ bool chunkable(const void* base, int64_t inner_extent, int64_t lead, int64_t lea
   return gpu::aligned_to(base, 16) && inner_extent % 8 == 0 && (lead_extent == 1 || lead % 8 == 0) && batch % 8 == 0;
 }
 
+template <typename T> void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt, bool force = true);
+
 template <typename T, typename Cfg> void run_tc_cfg(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
   const int64_t tiles = int64_t((p.M + Cfg::BM - 1) / Cfg::BM) * ((p.N + Cfg::BN - 1) / Cfg::BN);
   if (tiles > INT32_MAX) args.fail("problem too large for the CUDA grid");
@@ -431,27 +462,22 @@ template <typename T, typename Cfg> void run_tc_cfg(const KernelArgs& args, cons
   } else if constexpr (std::is_same_v<Cfg, Cfg128x128x32> || std::is_same_v<Cfg, Cfg64x64x32>) {
     go(gemm_tc_kernel<T, Cfg, true, true, false>);
   } else {
-    run_tc_cfg<T, Cfg128x128x32>(args, p, Bt);  // a forced tile covers the 16-byte-aligned layouts only
+    run_tc<T>(args, p, Bt, false);  // a forced tile covers the 16-byte-aligned layouts; the rest as auto
   }
 }
 
-template <typename T> void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    switch (cuda_gemm_tile()) {  // a tile forced by cudaGemmTile (benchmarks), in kCudaGemmTiles' order
-      case 1:
-        return run_tc_cfg<T, Cfg128x128x32>(args, p, Bt);
-      case 2:
-        return run_tc_cfg<T, Cfg64x64x32>(args, p, Bt);
-      case 3:
-        return run_tc_cfg<T, Cfg128x128x64>(args, p, Bt);
-      case 4:
-        return run_tc_cfg<T, Cfg128x128x32pf>(args, p, Bt);
-      case 5:
-        return run_tc_cfg<T, Cfg128x128x64pf>(args, p, Bt);
-      case 6:
-        return run_tc_cfg<T, Cfg128x256x32>(args, p, Bt);
-    }
-  }
+// Runs the tile cudaGemmTile forces (`tile` indexes kCudaGemmTiles); false for "auto".
+template <typename T, size_t... I>
+bool run_forced(int tile, const KernelArgs& args, const GemmParams& p, int64_t Bt, std::index_sequence<I...>) {
+  return ((tile == int(I) + 1 ? (run_tc_cfg<T, std::tuple_element_t<I, ForcedTiles>>(args, p, Bt), true) : false) ||
+          ...);
+}
+
+template <typename T> void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt, bool force) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    if (force &&
+        run_forced<T>(cuda_gemm_tile(), args, p, Bt, std::make_index_sequence<std::tuple_size_v<ForcedTiles>>()))
+      return;
   // auto: the big tile only when it still gives every SM at least one block.
   const int64_t big_tiles = int64_t((p.M + 127) / 128) * ((p.N + 127) / 128) * Bt;
   if (big_tiles >= gpu::num_sms())
