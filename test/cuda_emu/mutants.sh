@@ -18,7 +18,8 @@ NL=$'\n'
 
 # name @@ target (test/addon) @@ file @@ old @@ new @@ filter (a regex: the test family, or check.ts --filter)
 MUTANTS=(
-  "matmul tc: no barrier before reusing a stage @@ test @@ matmul.cu @@     __syncthreads();                   // ... everyone's have @@     // @@ matmul"
+  "matmul tc: no barrier before reusing a stage @@ test @@ matmul.cu @@         __syncthreads();${NL}      }${NL}      if (ks == 0) { @@       }${NL}      if (ks == 0) { @@ matmul"
+  "matmul tc: prefetch reads the next tile into the wrong fragment set @@ test @@ matmul.cu @@ load_frags(0, (kt + 1) % STAGES, 0) @@ load_frags(1, (kt + 1) % STAGES, 0) @@ matmul"
   "matmul simt: no barrier after the tile stores @@ test @@ matmul.cu @@ : C(0);${NL}    }${NL}    __syncthreads(); @@ : C(0);${NL}    } @@ matmul"
   "matmul simt: no barrier before the next tile @@ test @@ matmul.cu @@     __syncthreads();${NL}  }${NL}${NL}  T* O @@   }${NL}${NL}  T* O @@ matmul"
   "attention fwd: no barrier after K_j/V_{j-1} @@ test @@ attention_fwd.cu @@     __syncthreads();          // ... for all threads @@     // @@ attn"
