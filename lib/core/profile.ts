@@ -39,6 +39,7 @@ export interface Profile<T> {
  * `fn` ends the recording and is rethrown.
  */
 export function profile<T>(fn: () => T): Profile<T> {
+  if (typeof fn !== 'function') throw new TypeError(`profile: expected a function, got ${typeof fn}`);
   const t0 = process.hrtime.bigint();
   native.profile(true);
   let result: T;

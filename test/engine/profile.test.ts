@@ -83,5 +83,6 @@ t.test('errors: a throwing function ends the recording; profiles do not nest; as
   });
   tt.equal(outer.result, 2, 'and the outer one completes');
   tt.throws(() => L.profile(() => Promise.resolve(3)), /must be synchronous/);
+  tt.throws(() => L.profile(42 as unknown as () => number), { name: 'TypeError', message: /expected a function, got number/ });
   tt.equal(L.profile(() => 4).result, 4, 'the recorder is free again');
 });
