@@ -5,7 +5,7 @@ export type { DType, Device } from './core/dtype';
 export { noGrad, enableGrad, isGradEnabled, onGradReady } from './core/autograd';
 export { tidy, keep, memory, emptyCache } from './core/memory';
 export type { MemoryInfo, DeviceMemory } from './core/memory';
-export { profile, formatProfile, byKernel } from './core/profile';
+export { profile, profileAsync, formatProfile, byKernel } from './core/profile';
 export type { Profile, KernelTime } from './core/profile';
 export * from './ops';
 export * as cuda from './cuda';

@@ -1,6 +1,6 @@
 // profile.ts — which kernels a piece of work spends its time in (cpp/profiler.h does the timing).
 //
-//   const p = L.profile(() => trainStep());
+//   const p = L.profile(() => trainStep());          // or await L.profileAsync(async () => ...)
 //   console.log(L.formatProfile(p));
 //
 // Every kernel call inside `fn` is timed and summed per key: the kernel's name, dtype and argument
@@ -49,8 +49,32 @@ export function profile<T>(fn: () => T): Profile<T> {
     native.profile(false);
     throw e;
   }
+  const done = finish(result, t0);
+  if (result instanceof Promise) throw new Error('profile: fn must be synchronous (it returned a Promise); use profileAsync');
+  return done;
+}
+
+/**
+ * profile() for an async function (a training run, a generation loop): the recording covers everything
+ * the process launches until the promise settles, other async work that runs meanwhile included.
+ */
+export async function profileAsync<T>(fn: () => Promise<T>): Promise<Profile<T>> {
+  if (typeof fn !== 'function') throw new TypeError(`profileAsync: expected a function, got ${typeof fn}`);
+  const t0 = process.hrtime.bigint();
+  native.profile(true);
+  let result: T;
+  try {
+    result = await fn();
+  } catch (e) {
+    native.profile(false);
+    throw e;
+  }
+  return finish(result, t0);
+}
+
+/** Stops the recording and shapes its entries. */
+function finish<T>(result: T, t0: bigint): Profile<T> {
   const raw = native.profile(false);
-  if (result instanceof Promise) throw new Error('profile: fn must be synchronous (it returned a Promise)');
   const wallMs = Number(process.hrtime.bigint() - t0) / 1e6;
   const kernelMs = raw.kernels.reduce((a, k) => a + k.totalMs, 0);
   const kernels = raw.kernels.map((k) => ({

@@ -86,3 +86,24 @@ t.test('errors: a throwing function ends the recording; profiles do not nest; as
   tt.throws(() => L.profile(42 as unknown as () => number), { name: 'TypeError', message: /expected a function, got number/ });
   tt.equal(L.profile(() => 4).result, 4, 'the recorder is free again');
 });
+
+t.test('profileAsync covers the kernels launched until the promise settles', async (tt) => {
+  const x = L.rand([16, 16]);
+  const p = await L.profileAsync(async () => {
+    L.tidy(() => void L.exp(x));
+    await new Promise((r) => setTimeout(r, 5));
+    L.tidy(() => void L.exp(x));
+    return 'done';
+  });
+  tt.equal(p.result, 'done');
+  tt.equal(p.kernels.find((k) => k.key.startsWith('unary'))?.calls, 2, 'calls on both sides of the await');
+  tt.ok(p.wallMs >= 4, `the wall time spans the wait (${p.wallMs.toFixed(1)} ms)`);
+  await tt.rejects(
+    L.profileAsync(async () => {
+      throw new Error('late boom');
+    }),
+    /late boom/,
+  );
+  tt.equal(L.profile(() => 5).result, 5, 'a rejected profile stops its recording');
+  x.dispose();
+});
