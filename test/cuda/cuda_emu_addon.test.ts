@@ -92,7 +92,12 @@ t.test(
       EMU_DEFERRED: '1',
       EMU_LAUNCH_LOG: path.join(logs, 'check.jsonl'),
     });
-    const r = await run(process.execPath, ['--import=tsx', path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench'], env, 900_000);
+    const r = await run(
+      process.execPath,
+      ['--import=tsx', path.join(ROOT, 'test', 'gpu', 'check.ts'), '--no-bench', '--demo-steps', '3'],
+      env,
+      900_000,
+    );
     tt.comment(`gpu check under the emulator: ${secs(r.ms)} s`);
     const file = path.join(out, 'gpu_check.json');
     if (!tt.ok(fs.existsSync(file), `check.ts wrote ${file}`, { output_tail: tail(r.out) })) return;
@@ -104,7 +109,11 @@ t.test(
     tt.ok(parity.length >= 250, `the parity table ran (${parity.length} cases)`);
     for (const c of parity) tt.ok(c.pass && !c.leaked, `${c.group}/${c.name}`, c.pass && !c.leaked ? {} : { detail: c.detail, leaked: c.leaked });
     const mem = rep.memory ?? [];
-    tt.ok(mem.length >= 4, `the memory checks ran (${mem.length})`);
+    tt.ok(mem.length >= 5, `the memory checks and the demo training ran (${mem.length})`);
+    tt.ok(
+      mem.some((m) => m.name.startsWith('demo training on cuda vs cpu')),
+      'the demo trained on the emulated device and on the CPU',
+    );
     for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
     tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
     const races = r.out.split('\n').filter((l) => l.startsWith('EMU RACE'));

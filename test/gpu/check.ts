@@ -6,7 +6,9 @@
 //     with its max errors; (b) memory: the caching allocator reaches a steady state (deviceMallocs, bytes
 //     in use and live tensors flat across 3 tiny-LLaVA training steps), an absurd allocation is a JS
 //     Error naming CUDA out of memory and the process stays usable; (c) `bench/run.js --device cuda` in a
-//     child process (its JSON lines are kept). Everything goes to $OUT/gpu_check.json (rewritten after
+//     child process (its JSON lines are kept). Between (b) and (c), the bundled demo (`npm start`) trains
+//     on the device and on the CPU from the same seed and must reach the same per-step losses
+//     (test/gpu/demo_parity.ts; --demo-steps N per stage, default 15, 0 skips it). Everything goes to $OUT/gpu_check.json (rewritten after
 //     each phase, so a crash still leaves what ran) and $OUT/gpu_check.log. Exit 1 if a parity, memory or (d)
 //     check failed, 0 otherwise; without CUDA it prints the reason, writes {skipped: 'cuda'}, runs (d) and exits 0
 //     unless (d) failed.
@@ -27,6 +29,7 @@ import { loadLlava } from '../../lib/models/loader';
 import { AdamW } from '../../lib/optim';
 import { CaseResult, formatResult, parityCases, runParityCase } from './cases';
 import { amxParity, amxTiming, hostCpu } from './cpu_amx';
+import { demoParity } from './demo_parity';
 import { fixtureDir, tinyLlavaRef } from './fixture';
 
 interface Opts {
@@ -35,10 +38,12 @@ interface Opts {
   bench: boolean;
   selfTest: boolean;
   benchArgs: string[];
+  /** Optimizer steps per stage of the demo training phase (0: skip it). */
+  demoSteps: number;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { filter: null, quick: false, bench: true, selfTest: false, benchArgs: [] };
+  const o: Opts = { filter: null, quick: false, bench: true, selfTest: false, benchArgs: [], demoSteps: 15 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--filter') o.filter = new RegExp(argv[++i]);
@@ -47,7 +52,10 @@ function parse(argv: string[]): Opts {
     else if (a === '--no-bench') o.bench = false;
     else if (a === '--self-test') o.selfTest = true;
     else if (a === '--bench-args') o.benchArgs = argv[++i].split(/\s+/).filter(Boolean);
-    else throw new Error(`[gpu-check] unknown option '${a}'`);
+    else if (a === '--demo-steps') {
+      o.demoSteps = Number(argv[++i]);
+      if (!Number.isInteger(o.demoSteps) || o.demoSteps < 0) throw new Error('[gpu-check] --demo-steps takes an integer >= 0');
+    } else throw new Error(`[gpu-check] unknown option '${a}'`);
   }
   return o;
 }
@@ -328,6 +336,21 @@ async function main(): Promise<number> {
     if (dev === 'cuda') L.emptyCache();
     report.memory = mem;
     report.memoryAfter = L.memory();
+    save();
+  }
+
+  // (b) the bundled demo trained on the device and on the CPU
+  if (o.demoSteps > 0 && (!o.filter || o.filter.test('demo'))) {
+    log('# (b) demo training, device vs cpu');
+    let c: Check;
+    try {
+      c = await demoParity(dev, o.quick ? Math.min(5, o.demoSteps) : o.demoSteps);
+    } catch (e) {
+      c = { name: 'demo training on the device vs the cpu', pass: false, detail: `error: ${(e as Error).message}` };
+    }
+    log(`${c.pass ? 'PASS' : 'FAIL'} demo/${c.name} | ${c.detail}`);
+    mem.push(c);
+    report.demo = c;
     save();
   }
 
