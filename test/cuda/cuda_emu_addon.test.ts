@@ -109,11 +109,16 @@ t.test(
     tt.ok(parity.length >= 250, `the parity table ran (${parity.length} cases)`);
     for (const c of parity) tt.ok(c.pass && !c.leaked, `${c.group}/${c.name}`, c.pass && !c.leaked ? {} : { detail: c.detail, leaked: c.leaked });
     const mem = rep.memory ?? [];
-    tt.ok(mem.length >= 5, `the memory checks and the demo training ran (${mem.length})`);
-    tt.ok(
-      mem.some((m) => m.name.startsWith('demo training on cuda vs cpu')),
-      'the demo trained on the emulated device and on the CPU',
-    );
+    tt.ok(mem.length >= 7, `the memory and end-to-end checks ran (${mem.length})`);
+    for (const want of [
+      /^llava verify --device cuda --dtype float32/,
+      /^llava verify --device cuda --dtype bfloat16/,
+      /^demo training on cuda vs cpu/,
+    ])
+      tt.ok(
+        mem.some((m) => want.test(m.name)),
+        `end to end on the emulated device: ${want.source}`,
+      );
     for (const m of mem) tt.ok(m.pass, `memory/${m.name}: ${m.detail.slice(0, 160)}`);
     tt.equal(r.code, 0, `check.ts exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
     const races = r.out.split('\n').filter((l) => l.startsWith('EMU RACE'));

@@ -6,9 +6,10 @@
 //     with its max errors; (b) memory: the caching allocator reaches a steady state (deviceMallocs, bytes
 //     in use and live tensors flat across 3 tiny-LLaVA training steps), an absurd allocation is a JS
 //     Error naming CUDA out of memory and the process stays usable; (c) `bench/run.js --device cuda` in a
-//     child process (its JSON lines are kept). Between (b) and (c), the bundled demo (`npm start`) trains
-//     on the device and on the CPU from the same seed and must reach the same per-step losses
-//     (test/gpu/demo_parity.ts; --demo-steps N per stage, default 15, 0 skips it). Everything goes to $OUT/gpu_check.json (rewritten after
+//     child process (its JSON lines are kept). Between (b) and (c), end to end (test/gpu/e2e.ts, filter
+//     'e2e'): `llava verify` on the device in f32 and bf16, and the bundled demo (`npm start`) trained on the
+//     device and on the CPU from the same seed, with the same per-step losses (--demo-steps N per stage,
+//     default 15, 0 skips the demo). Everything goes to $OUT/gpu_check.json (rewritten after
 //     each phase, so a crash still leaves what ran) and $OUT/gpu_check.log. Exit 1 if a parity, memory or (d)
 //     check failed, 0 otherwise; without CUDA it prints the reason, writes {skipped: 'cuda'}, runs (d) and exits 0
 //     unless (d) failed.
@@ -29,7 +30,7 @@ import { loadLlava } from '../../lib/models/loader';
 import { AdamW } from '../../lib/optim';
 import { CaseResult, formatResult, parityCases, runParityCase } from './cases';
 import { amxParity, amxTiming, hostCpu } from './cpu_amx';
-import { demoParity } from './demo_parity';
+import { demoParity, verifyOnDevice } from './e2e';
 import { fixtureDir, tinyLlavaRef } from './fixture';
 
 interface Opts {
@@ -339,18 +340,23 @@ async function main(): Promise<number> {
     save();
   }
 
-  // (b) the bundled demo trained on the device and on the CPU
-  if (o.demoSteps > 0 && (!o.filter || o.filter.test('demo'))) {
-    log('# (b) demo training, device vs cpu');
-    let c: Check;
-    try {
-      c = await demoParity(dev, o.quick ? Math.min(5, o.demoSteps) : o.demoSteps);
-    } catch (e) {
-      c = { name: 'demo training on the device vs the cpu', pass: false, detail: `error: ${(e as Error).message}` };
-    }
-    log(`${c.pass ? 'PASS' : 'FAIL'} demo/${c.name} | ${c.detail}`);
-    mem.push(c);
-    report.demo = c;
+  // (b) end to end: `llava verify` on the device in f32 and bf16, the demo trained on the device and the CPU
+  if (!o.filter || o.filter.test('e2e')) {
+    log('# (b) end to end: llava verify, demo training');
+    const e2e: Check[] = [];
+    const guard = async (name: string, f: () => Promise<Check>): Promise<void> => {
+      try {
+        e2e.push(await f());
+      } catch (e) {
+        e2e.push({ name, pass: false, detail: `error: ${(e as Error).message}` });
+      }
+      const c = e2e[e2e.length - 1];
+      log(`${c.pass ? 'PASS' : 'FAIL'} e2e/${c.name} | ${c.detail}`);
+    };
+    for (const dtype of ['float32', 'bfloat16'] as const) await guard(`llava verify ${dtype}`, () => verifyOnDevice(dev, dtype, log));
+    if (o.demoSteps > 0) await guard('demo training', () => demoParity(dev, o.quick ? Math.min(5, o.demoSteps) : o.demoSteps));
+    mem.push(...e2e);
+    report.e2e = e2e;
     save();
   }
 

@@ -1,18 +1,45 @@
-// demo_parity.ts — the bundled demo (`npm start`: the tiny LLaVA, stage 1 then stage 2 on generated
-// images) trained on the device under test and on the CPU from the same seed and data. Every optimizer
-// step's loss must agree within the tolerance below: issue 16's bar "a training run of the bundled demo
-// on cuda reaches the same losses as on the CPU".
+// e2e.ts — the GPU check's end-to-end bars (issue 16), through the same entry points a user runs:
+//   * `llava verify` on the tiny LLaVA fixture on the device, float32 and bfloat16: its 42 checks
+//     (logits, loss, every gradient, AdamW steps, greedy ids) against transformers' reference, with the
+//     command's own tolerances (looser for bf16);
+//   * the bundled demo (`npm start`: stage 1 then stage 2 on generated images) trained on the device and
+//     on the CPU from the same seed and data: every optimizer step's loss must agree within DEMO_RTOL.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { Device } from '../../lib';
+import { runVerify } from '../../lib/app/inference/verify';
 import { runDemo } from '../../lib/app/train/demo';
 import type { StepRecord } from '../../lib/app/train/trainer';
+import { fixtureDir } from './fixture';
+
+type Check = { name: string; pass: boolean; detail: string };
+
+/** `llava verify --device dev --dtype dtype` on the fixture; `log` gets the command's table. */
+export async function verifyOnDevice(dev: Device, dtype: 'float32' | 'bfloat16', log: (line: string) => void): Promise<Check> {
+  const dir = fixtureDir();
+  const lines: string[] = [];
+  const rc = await runVerify({
+    model: dir,
+    reference: path.join(dir, 'reference.safetensors'),
+    device: dev,
+    dtype,
+    log: (l) => {
+      lines.push(l);
+      log(`verify ${dtype} | ${l}`);
+    },
+  });
+  return {
+    name: `llava verify --device ${dev} --dtype ${dtype} (tiny LLaVA vs transformers)`,
+    pass: rc === 0,
+    detail: lines[lines.length - 1] ?? '',
+  };
+}
 
 /** |device - cpu| <= RTOL * max(1, |cpu|) per step: f32 training, the two devices differ only in summation order. */
 export const DEMO_RTOL = 2e-3;
 
-export async function demoParity(dev: Device, steps: number): Promise<{ name: string; pass: boolean; detail: string }> {
+export async function demoParity(dev: Device, steps: number): Promise<Check> {
   const name = `demo training on ${dev} vs cpu: stage 1 and stage 2, ${steps} steps each, per-step losses`;
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-demo-parity-'));
   try {
