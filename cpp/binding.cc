@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "dist_api.h"
@@ -393,12 +394,9 @@ Napi::Value Run(const Napi::CallbackInfo& info) {
     Device dev = device < 0 ? Device::CPU : static_cast<Device>(device);
     const KernelFn* fn = find_kernel(name, dev);
     if (!fn) throw KernelError("[" + name + "] no kernel for device " + device_name(dev));
-    if (profiler::active()) {
-      profiler::Scope timed(profiler::call_key(name, args), dev);
-      (*fn)(KernelArgs(name, std::move(args)));
-    } else {
-      (*fn)(KernelArgs(name, std::move(args)));
-    }
+    std::optional<profiler::Scope> timed;  // while a profile records (cpp/profiler.h)
+    if (profiler::active()) timed.emplace(profiler::call_key(name, args), dev);
+    (*fn)(KernelArgs(name, std::move(args)));
     return info.Env().Undefined();
   });
 }
