@@ -2,7 +2,9 @@
 // bench/torch_peer.py in the same bench run (one python3 process for all cases, run before the engine
 // touches the GPU so the two never share device memory).
 //
-// Cases (bf16): GEMM 4096³, 8192x11008x4096 and 8192x4096x11008 (M x N x K, a[M,K] @ b[K,N]); attention
+// Cases (bf16): GEMM 4096³, 8192x11008x4096 and 8192x4096x11008 (M x N x K, a[M,K] @ b[K,N]), each also
+// with every tile native.cudaGemmTile can force; linear x[8192,4096] @ W[11008,4096]ᵀ fwd and fwd+bwd
+// (the three layouts of a training step), with the same tile rows; attention
 // `llama7b_train` B4 H32 T2048 D128 causal and `vit_l14_336` B16 H16 T577 D64, fwd and fwd+bwd; layer and
 // RMS norm 16384x4096 fwd (GB/s) and layer norm fwd+bwd; patch embed B32 336 px 1024 ch (conv 14/14);
 // cross-entropy 8192x32000 fwd+bwd (fp32 upcast in the peer); a LLaMA-7B-shaped training step, B4 x T2048
@@ -31,6 +33,7 @@ import {
 
 export type Spec =
   | { kind: 'gemm'; M: number; N: number; K: number; tile?: string }
+  | { kind: 'linear'; M: number; N: number; K: number; bwd: boolean; tile?: string }
   | { kind: 'attention'; B: number; H: number; T: number; S: number; D: number; causal: boolean; bwd: boolean }
   | { kind: 'layer_norm' | 'rms_norm'; N: number; C: number; bwd: boolean }
   | { kind: 'patch_embed'; B: number; C: number; img: number; patch: number; O: number }
@@ -74,6 +77,17 @@ export function table(o: BenchOptions): GpuCase[] {
     const plain = cases[cases.length - 1].key;
     if (M === N || !(o.quick || o.gpuDryRun))
       for (const tile of tiles) add('matmul', `gemm tile=${tile}`, shape, { kind: 'gemm', M: s(M), N: s(N), K: s(K), tile }, plain);
+  }
+  // The layouts a training step runs: x @ Wᵀ forward, then dX = dY @ W and dW = dYᵀ @ X (LLaMA-7B's MLP up
+  // projection at B4 x T2048), with the same tile rows.
+  for (const bwd of [false, true]) {
+    const [M, N, K] = [s(8192), s(11008), s(4096)];
+    const shape = `x[${M},${K}] W[${N},${K}]`;
+    const scenario = bwd ? 'fwd+bwd' : 'fwd';
+    add('linear', scenario, shape, { kind: 'linear', M, N, K, bwd });
+    const plain = cases[cases.length - 1].key;
+    if (!(o.quick || o.gpuDryRun))
+      for (const tile of tiles) add('linear', `${scenario} tile=${tile}`, shape, { kind: 'linear', M, N, K, bwd, tile }, plain);
   }
   const attn = [
     { sc: 'llama7b_train', B: 4, H: 32, T: 2048, D: 128, causal: true },
@@ -138,6 +152,8 @@ function workOf(spec: Spec): { kind: 'flops' | 'bytes' | 'tokens' | 'none'; work
   switch (spec.kind) {
     case 'gemm':
       return { kind: 'flops', work: 2 * spec.M * spec.N * spec.K };
+    case 'linear':
+      return { kind: 'flops', work: (spec.bwd ? 6 : 2) * spec.M * spec.N * spec.K };
     case 'attention':
       return { kind: 'flops', work: attentionFlops(spec.B, spec.H, spec.T, spec.S, spec.D, spec.causal, spec.bwd) };
     case 'layer_norm':
@@ -150,6 +166,17 @@ function workOf(spec: Spec): { kind: 'flops' | 'bytes' | 'tokens' | 'none'; work
       return { kind: 'none', work: 0 };
     case 'llama_train':
       return { kind: 'tokens', work: spec.B * spec.T };
+  }
+}
+
+/** fn with the CUDA GEMM tile forced to `tile` (native.cudaGemmTile), then back to 'auto'. */
+function withTile<T>(tile: string | undefined, fn: () => T): T {
+  if (!tile) return fn();
+  native.cudaGemmTile(tile);
+  try {
+    return fn();
+  } finally {
+    native.cudaGemmTile('auto');
   }
 }
 
@@ -174,11 +201,23 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
       case 'gemm': {
         const a = u([sp.M, sp.K], 1);
         const b = u([sp.K, sp.N], 2);
-        if (sp.tile) native.cudaGemmTile(sp.tile);
-        try {
-          t = timeIt(() => L.matmul(a, b), tOpts);
-        } finally {
-          native.cudaGemmTile('auto');
+        t = withTile(sp.tile, () => timeIt(() => L.matmul(a, b), tOpts));
+        if (sp.tile) extra.tile = sp.tile;
+        break;
+      }
+      case 'linear': {
+        const x = u([sp.M, sp.K], 15);
+        const w = u([sp.N, sp.K], 16, 0.05);
+        if (!sp.bwd) t = withTile(sp.tile, () => timeIt(() => L.linear(x, w), tOpts));
+        else {
+          [x, w].forEach((z) => z.setRequiresGrad(true));
+          const g = u([sp.M, sp.N], 17);
+          t = withTile(sp.tile, () =>
+            timeIt(() => {
+              L.linear(x, w).backward(g);
+              [x, w].forEach((z) => z.zeroGrad());
+            }, tOpts),
+          );
         }
         if (sp.tile) extra.tile = sp.tile;
         break;
