@@ -303,6 +303,7 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   });
 }
 
+// No timing hooks (the last two): CPU kernels run on the calling thread, so the profiler uses the host clock.
 static BackendRegistrar cpu_backend(Device::CPU, DeviceBackend{
                                                      [] { return true; },
                                                      [] {
@@ -317,6 +318,8 @@ static BackendRegistrar cpu_backend(Device::CPU, DeviceBackend{
                                                      [] {},
                                                      [](double* st) { host_cache().stats(st); },
                                                      [] { host_cache().release(); },
+                                                     {},
+                                                     {},
                                                  });
 
 }  // namespace llava
