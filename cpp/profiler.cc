@@ -5,12 +5,14 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <utility>
 
 namespace llava {
 namespace profiler {
 namespace {
 
-// One timed call: host milliseconds (CPU), or two device marks to resolve at stop().
+// One timed call: host milliseconds (CPU), or two device marks to resolve at stop(). `key` indexes the
+// recording's (key, device) pairs: the same kernel and shapes on two devices are two entries.
 struct Record {
   int key;
   Device device;
@@ -26,8 +28,8 @@ constexpr size_t kMaxRecords = 1 << 20;
 struct State {
   std::mutex mu;
   std::atomic<bool> on{false};
-  std::vector<std::string> keys;
-  std::map<std::string, int> key_index;
+  std::vector<std::pair<std::string, Device>> keys;
+  std::map<std::pair<std::string, Device>, int> key_index;
   std::vector<Record> records;
   int64_t dropped = 0;
 };
@@ -66,7 +68,7 @@ void start() {
 std::vector<Entry> stop(int64_t* dropped) {
   State& s = state();
   std::vector<Record> records;
-  std::vector<std::string> keys;
+  std::vector<std::pair<std::string, Device>> keys;
   {
     std::lock_guard<std::mutex> lock(s.mu);
     if (!s.on) throw KernelError("[profile] no recording is on");
@@ -76,23 +78,21 @@ std::vector<Entry> stop(int64_t* dropped) {
     s.key_index.clear();
     if (dropped) *dropped = s.dropped;
   }
+  // Every key was added with its first record, so every entry gets at least one call.
   std::vector<Entry> out(keys.size());
-  std::vector<bool> seen(keys.size(), false);
+  for (size_t i = 0; i < keys.size(); i++) {
+    out[i].key = keys[i].first;
+    out[i].device = keys[i].second;
+  }
   for (Record& r : records) {
     release(r);  // waits for the device work behind this record
     Entry& e = out[r.key];
-    if (!seen[r.key]) {
-      seen[r.key] = true;
-      e.key = keys[r.key];
-      e.device = r.device;
-    }
     e.calls++;
     if (r.ms > 0) {
       e.total_ms += r.ms;
       e.max_ms = std::max(e.max_ms, r.ms);
     }
   }
-  out.erase(std::remove_if(out.begin(), out.end(), [](const Entry& e) { return e.calls == 0; }), out.end());
   std::stable_sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.total_ms > b.total_ms; });
   return out;
 }
@@ -147,15 +147,9 @@ Scope::~Scope() {
     }
     return;
   }
-  auto it = s.key_index.find(key_);
-  int idx;
-  if (it == s.key_index.end()) {
-    idx = (int)s.keys.size();
-    s.keys.push_back(key_);
-    s.key_index.emplace(key_, idx);
-  } else {
-    idx = it->second;
-  }
+  auto [it, added] = s.key_index.try_emplace({key_, device_}, (int)s.keys.size());
+  if (added) s.keys.push_back(it->first);
+  const int idx = it->second;
   s.records.push_back(Record{idx, device_, be ? 0.0 : host_ms, mark_, end});
 }
 

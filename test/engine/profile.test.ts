@@ -107,3 +107,20 @@ t.test('profileAsync covers the kernels launched until the promise settles', asy
   tt.equal(L.profile(() => 5).result, 5, 'a rejected profile stops its recording');
   x.dispose();
 });
+
+t.test(
+  'the same kernel and shapes on two devices are two entries',
+  { skip: dev === 'cpu' ? 'needs a device besides the CPU' : false },
+  async (tt) => {
+    const x = L.rand([8, 8]);
+    const xc = L.to(x, 'cpu');
+    const p = L.profile(() => L.tidy(() => void [L.exp(x), L.exp(xc)]));
+    const exps = p.kernels.filter((k) => k.key.startsWith('unary float32 [8,8]'));
+    tt.same(exps.map((k) => k.device).sort(), ['cpu', dev].sort(), 'one entry per device');
+    tt.ok(
+      exps.every((k) => k.calls === 1),
+      'each with its own call',
+    );
+    [x, xc].forEach((t2) => t2.dispose());
+  },
+);
