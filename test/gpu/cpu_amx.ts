@@ -10,7 +10,7 @@ import * as L from '../../lib';
 import type { DType, Tensor } from '../../lib';
 import { native } from '../../lib/native';
 import { gemm2d } from '../../lib/ops/quant';
-import { randArray, useCpuIsa } from '../helpers';
+import { numel, randArray, useCpuIsa } from '../helpers';
 
 export interface AmxCase {
   name: string;
@@ -135,11 +135,7 @@ function evaluate(s: Spec, values: Float64Array[], dtype: DType, seed: number): 
 }
 
 /** Uniform values in [-1, 1) for a tensor of the given shape. */
-const randValues = (shape: number[], seed: number): Float64Array =>
-  randArray(
-    shape.reduce((p, d) => p * d, 1),
-    seed,
-  );
+const randValues = (shape: number[], seed: number): Float64Array => randArray(numel(shape), seed);
 
 /** Max |a - r| and max |r|. */
 function errOf(a: Float64Array, r: Float64Array): { err: number; scale: number } {
