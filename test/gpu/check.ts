@@ -30,7 +30,7 @@ import { loadLlava } from '../../lib/models/loader';
 import { AdamW } from '../../lib/optim';
 import { CaseResult, formatResult, parityCases, runParityCase } from './cases';
 import { amxParity, amxTiming, hostCpu } from './cpu_amx';
-import { demoParity, verifyOnDevice } from './e2e';
+import { Check, demoParity, verifyOnDevice } from './e2e';
 import { fixtureDir, tinyLlavaRef } from './fixture';
 
 interface Opts {
@@ -72,13 +72,6 @@ function log(line: string): void {
 }
 function save(): void {
   fs.writeFileSync(jsonFile, JSON.stringify(report, null, 1) + '\n');
-}
-
-interface Check {
-  name: string;
-  pass: boolean;
-  detail: string;
-  values?: Record<string, unknown>;
 }
 
 // ------------------------------------------------------------------ (b) memory
@@ -341,9 +334,9 @@ async function main(): Promise<number> {
   }
 
   // (b) end to end: `llava verify` on the device in f32 and bf16, the demo trained on the device and the CPU
+  const e2e: Check[] = [];
   if (!o.filter || o.filter.test('e2e')) {
     log('# (b) end to end: llava verify, demo training');
-    const e2e: Check[] = [];
     const guard = async (name: string, f: () => Promise<Check>): Promise<void> => {
       try {
         e2e.push(await f());
@@ -355,7 +348,6 @@ async function main(): Promise<number> {
     };
     for (const dtype of ['float32', 'bfloat16'] as const) await guard(`llava verify ${dtype}`, () => verifyOnDevice(dev, dtype, log));
     if (o.demoSteps > 0) await guard('demo training', () => demoParity(dev, o.quick ? Math.min(5, o.demoSteps) : o.demoSteps));
-    mem.push(...e2e);
     report.e2e = e2e;
     save();
   }
@@ -373,7 +365,7 @@ async function main(): Promise<number> {
   // (d) host CPU
   const host = await hostAmx(o);
 
-  const checks = [...mem, ...host];
+  const checks = [...mem, ...e2e, ...host];
   const checksFailed = checks.filter((m) => !m.pass).length;
   const wall = (Date.now() - t0) / 1000;
   report.wall_s = wall;

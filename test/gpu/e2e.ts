@@ -13,7 +13,13 @@ import { runDemo } from '../../lib/app/train/demo';
 import type { StepRecord } from '../../lib/app/train/trainer';
 import { fixtureDir } from './fixture';
 
-type Check = { name: string; pass: boolean; detail: string };
+/** One named pass/fail line of the GPU check (memory, end to end, host CPU). */
+export interface Check {
+  name: string;
+  pass: boolean;
+  detail: string;
+  values?: Record<string, unknown>;
+}
 
 /** `llava verify --device dev --dtype dtype` on the fixture; `log` gets the command's table. */
 export async function verifyOnDevice(dev: Device, dtype: 'float32' | 'bfloat16', log: (line: string) => void): Promise<Check> {
