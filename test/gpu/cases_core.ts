@@ -305,6 +305,17 @@ function reduceCases(): ParityCase[] {
 }
 
 // ------------------------------------------------------------------ matmul
+/** a[M,K] @ b[K,N] with either operand stored transposed ([K,M] / [N,K]) and viewed back, so the kernel
+ *  sees a non-unit last stride; values uniform in [-1, 1). */
+function layoutCase(M: number, K: number, N: number, dt: L.DType, ta: boolean, tb: boolean, seedA: number, seedB: number) {
+  return {
+    name: `${M}x${K}x${N} ${ta ? 'aT' : 'a'} ${tb ? 'bT' : 'b'}`,
+    a: inp(ta ? [K, M] : [M, K], dt, seedA, -1, 1),
+    b: inp(tb ? [N, K] : [K, N], dt, seedB, -1, 1),
+    f: (x: L.Tensor, y: L.Tensor): L.Tensor => L.matmul(ta ? L.transpose(x, 0, 1) : x, tb ? L.transpose(y, 0, 1) : y),
+  };
+}
+
 function matmulCases(): ParityCase[] {
   const out: ParityCase[] = [];
   const sizes: [number, number, number][] = [
@@ -317,16 +328,13 @@ function matmulCases(): ParityCase[] {
     for (const [M, K, N] of sizes)
       for (const ta of [false, true])
         for (const tb of [false, true]) {
-          // a^T stored [K, M] and viewed transposed, so the kernel sees a non-unit last stride.
-          const a = inp(ta ? [K, M] : [M, K], dt, 500 + M, -1, 1);
-          const b = inp(tb ? [N, K] : [K, N], dt, 600 + N, -1, 1);
-          const f = (x: L.Tensor, y: L.Tensor): L.Tensor => L.matmul(ta ? L.transpose(x, 0, 1) : x, tb ? L.transpose(y, 0, 1) : y);
+          const c = layoutCase(M, K, N, dt, ta, tb, 500 + M, 600 + N);
           out.push(
             parity(
               'matmul',
-              `${short(dt)} ${M}x${K}x${N} ${ta ? 'aT' : 'a'} ${tb ? 'bT' : 'b'} fwd+bwd`,
+              `${short(dt)} ${c.name} fwd+bwd`,
               dt,
-              (dev) => forwardBackward(dev, [a, b], f),
+              (dev) => forwardBackward(dev, [c.a, c.b], c.f),
               K > 200 && dt === 'float32' ? { rtol: 2e-4 } : {},
             ),
           );
@@ -359,15 +367,12 @@ function matmulCases(): ParityCase[] {
   for (const tile of native.cudaGemmTile().tiles.filter((t) => t !== 'auto'))
     for (const ta of [false, true])
       for (const tb of [false, true]) {
-        const [M, K, N] = [136, 328, 264];
-        const a = inp(ta ? [K, M] : [M, K], 'bfloat16', 950, -1, 1);
-        const b = inp(tb ? [N, K] : [K, N], 'bfloat16', 951, -1, 1);
-        const f = (x: L.Tensor, y: L.Tensor): L.Tensor => L.matmul(ta ? L.transpose(x, 0, 1) : x, tb ? L.transpose(y, 0, 1) : y);
+        const c = layoutCase(136, 328, 264, 'bfloat16', ta, tb, 950, 951);
         out.push(
-          parity('matmul', `bf16 tile ${tile} ${M}x${K}x${N} ${ta ? 'aT' : 'a'} ${tb ? 'bT' : 'b'} fwd+bwd`, 'bfloat16', (dev) => {
+          parity('matmul', `bf16 tile ${tile} ${c.name} fwd+bwd`, 'bfloat16', (dev) => {
             if (dev === 'cuda') native.cudaGemmTile(tile);
             try {
-              return forwardBackward(dev, [a, b], f);
+              return forwardBackward(dev, [c.a, c.b], c.f);
             } finally {
               native.cudaGemmTile('auto');
             }
