@@ -15,6 +15,7 @@ import * as L from '../lib';
 import { native } from '../lib/native';
 import { LlamaForCausalLM, LlamaConfig } from '../lib/models/llama';
 import { AdamW } from '../lib/optim';
+import { withGemmTile } from '../test/gpu/cases_core';
 import {
   BenchDevice,
   BenchOptions,
@@ -169,17 +170,6 @@ function workOf(spec: Spec): { kind: 'flops' | 'bytes' | 'tokens' | 'none'; work
   }
 }
 
-/** fn with the CUDA GEMM tile forced to `tile` (native.cudaGemmTile), then back to 'auto'. */
-function withTile<T>(tile: string | undefined, fn: () => T): T {
-  if (!tile) return fn();
-  native.cudaGemmTile(tile);
-  try {
-    return fn();
-  } finally {
-    native.cudaGemmTile('auto');
-  }
-}
-
 function runEngine(c: GpuCase, o: BenchOptions): void {
   const dev = c.rec.device;
   const dt: L.DType = 'bfloat16';
@@ -201,18 +191,18 @@ function runEngine(c: GpuCase, o: BenchOptions): void {
       case 'gemm': {
         const a = u([sp.M, sp.K], 1);
         const b = u([sp.K, sp.N], 2);
-        t = withTile(sp.tile, () => timeIt(() => L.matmul(a, b), tOpts));
+        t = withGemmTile(sp.tile, () => timeIt(() => L.matmul(a, b), tOpts));
         if (sp.tile) extra.tile = sp.tile;
         break;
       }
       case 'linear': {
         const x = u([sp.M, sp.K], 15);
         const w = u([sp.N, sp.K], 16, 0.05);
-        if (!sp.bwd) t = withTile(sp.tile, () => timeIt(() => L.linear(x, w), tOpts));
+        if (!sp.bwd) t = withGemmTile(sp.tile, () => timeIt(() => L.linear(x, w), tOpts));
         else {
           [x, w].forEach((z) => z.setRequiresGrad(true));
           const g = u([sp.M, sp.N], 17);
-          t = withTile(sp.tile, () =>
+          t = withGemmTile(sp.tile, () =>
             timeIt(() => {
               L.linear(x, w).backward(g);
               [x, w].forEach((z) => z.zeroGrad());

@@ -305,6 +305,18 @@ function reduceCases(): ParityCase[] {
 }
 
 // ------------------------------------------------------------------ matmul
+/** fn with the CUDA GEMM tile forced to `tile` (native.cudaGemmTile), then back to 'auto'; the GPU bench
+ *  uses it too. */
+export function withGemmTile<T>(tile: string | undefined, fn: () => T): T {
+  if (!tile) return fn();
+  native.cudaGemmTile(tile);
+  try {
+    return fn();
+  } finally {
+    native.cudaGemmTile('auto');
+  }
+}
+
 /** a[M,K] @ b[K,N] with either operand stored transposed ([K,M] / [N,K]) and viewed back, so the kernel
  *  sees a non-unit last stride; values uniform in [-1, 1). */
 function layoutCase(M: number, K: number, N: number, dt: L.DType, ta: boolean, tb: boolean, seedA: number, seedB: number) {
@@ -369,14 +381,9 @@ function matmulCases(): ParityCase[] {
       for (const tb of [false, true]) {
         const c = layoutCase(136, 328, 264, 'bfloat16', ta, tb, 950, 951);
         out.push(
-          parity('matmul', `bf16 tile ${tile} ${c.name} fwd+bwd`, 'bfloat16', (dev) => {
-            if (dev === 'cuda') native.cudaGemmTile(tile);
-            try {
-              return forwardBackward(dev, [c.a, c.b], c.f);
-            } finally {
-              native.cudaGemmTile('auto');
-            }
-          }),
+          parity('matmul', `bf16 tile ${tile} ${c.name} fwd+bwd`, 'bfloat16', (dev) =>
+            withGemmTile(dev === 'cuda' ? tile : undefined, () => forwardBackward(dev, [c.a, c.b], c.f)),
+          ),
         );
       }
   // Long K in bf16: f32 accumulation over 4096 terms (a bf16 accumulator would be far off).
