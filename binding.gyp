@@ -29,7 +29,7 @@
             "inputs": ["<(RULE_INPUT_PATH)"],
             "outputs": ["<(INTERMEDIATE_DIR)/<(RULE_INPUT_ROOT).o"],
             "action": ["<(nvcc)", "-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Icuda", "-Icpp",
-                       "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90",
+                       "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90a,code=sm_90a",
                        "-gencode", "arch=compute_90,code=compute_90",
                        "--expt-relaxed-constexpr", "-c", "<(RULE_INPUT_PATH)", "-o", "<@(_outputs)"],
             "message": "nvcc <(RULE_INPUT_PATH)",

@@ -3,7 +3,7 @@
 // touches the GPU so the two never share device memory).
 //
 // Cases (bf16): GEMM 4096³, 8192x11008x4096 and 8192x4096x11008 (M x N x K, a[M,K] @ b[K,N]), each also
-// with every tile native.cudaGemmTile can force; linear x[8192,4096] @ W[11008,4096]ᵀ fwd and fwd+bwd
+// with every tile native.cudaGemmTile can force (the wgmma ones on sm_90); linear x[8192,4096] @ W[11008,4096]ᵀ fwd and fwd+bwd
 // (the three layouts of a training step), with the same tile rows; attention
 // `llama7b_train` B4 H32 T2048 D128 causal and `vit_l14_336` B16 H16 T577 D64, fwd and fwd+bwd; layer and
 // RMS norm 16384x4096 fwd (GB/s) and layer norm fwd+bwd; patch embed B32 336 px 1024 ch (conv 14/14);
@@ -12,10 +12,9 @@
 // The peer spec is built from the same table, so shapes cannot drift apart. --gpu-dry-run runs the table
 // on the CPU at toy sizes (each dim / 16) to exercise this file on a machine with no GPU.
 import * as L from '../lib';
-import { native } from '../lib/native';
 import { LlamaForCausalLM, LlamaConfig } from '../lib/models/llama';
 import { AdamW } from '../lib/optim';
-import { withGemmTile } from '../test/gpu/cases_core';
+import { forcedGemmTiles, withGemmTile } from '../test/gpu/cases_core';
 import {
   BenchDevice,
   BenchOptions,
@@ -67,7 +66,7 @@ export function table(o: BenchOptions): GpuCase[] {
   };
   // Each GEMM shape once with the tile the engine picks, then once per tile forced through
   // native.cudaGemmTile, all against the same torch time: the numbers that choose the default tile.
-  const tiles = native.cudaGemmTile().tiles.filter((t) => t !== 'auto');
+  const tiles = forcedGemmTiles();
   for (const [M, N, K] of [
     [4096, 4096, 4096],
     [8192, 11008, 4096],

@@ -82,6 +82,7 @@ struct DeviceState {
   bool ok = false;
   std::string desc;
   int sms = 1;
+  int sm = 0;  // 10 * major + minor
   std::mutex stream_mu;
   cudaStream_t stream = nullptr;
 };
@@ -140,7 +141,7 @@ void init_device() {
     if (e != cudaSuccess) {
       cudaGetLastError();
       d.desc = std::string("CUDA not available: ") + p.name + " (" + cc +
-               ") cannot run this build's kernels (built for sm_80 and sm_90, with compute_90 PTX for newer GPUs; " +
+               ") cannot run this build's kernels (built for sm_80 and sm_90a, with compute_90 PTX for newer GPUs; " +
                err_detail("cudaFuncGetAttributes", e) + ")";
       return;
     }
@@ -150,6 +151,7 @@ void init_device() {
     char mem[32];
     std::snprintf(mem, sizeof mem, "%.1f GiB", double(p.totalGlobalMem) / (1024.0 * 1024.0 * 1024.0));
     d.sms = std::max(1, p.multiProcessorCount);
+    d.sm = 10 * p.major + p.minor;
     d.desc = std::string(p.name) + " (" + cc + ", " + mem + ", " + std::to_string(p.multiProcessorCount) +
              " SMs, CUDA runtime " + std::to_string(rt / 1000) + "." + std::to_string(rt % 1000 / 10) + ", driver " +
              std::to_string(drv / 1000) + "." + std::to_string(drv % 1000 / 10) + ")";
@@ -186,6 +188,10 @@ cudaStream_t stream() {
 int num_sms() {
   init_device();
   return state().sms;
+}
+int sm_version() {
+  init_device();
+  return state().sm;
 }
 
 // ---------------------------------------------------------------- caching allocator

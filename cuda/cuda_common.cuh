@@ -51,6 +51,7 @@ void check_launch(const KernelArgs& a);
 // ---------------------------------------------------------------- device, stream, memory
 cudaStream_t stream();             // the addon's one stream (device 0), created on first use
 int num_sms();                     // multiprocessor count of device 0
+int sm_version();                  // compute capability of device 0 as 10 * major + minor (90: H100)
 void* device_alloc(size_t bytes);  // caching allocator (see backend.cu); throws KernelError on OOM
 void device_free(void* p);         // back to the cache; safe while queued kernels still use it
 

@@ -14,7 +14,7 @@
 //     and, forced through cudaGemmTile so the GPU benchmark can compare them (bf16, 16-byte-aligned
 //     operands; anything else keeps the defaults): 128 x 128 x 64 (3 stages, 96 KB), each of the two
 //     128 x 128 tiles with fragment prefetch (below), 128 x 256 x 32 (warp tile 64 x 64, 3 stages,
-//     72 KB).
+//     72 KB); on sm_90 also the two Hopper tiles of matmul_sm90.cu (wgmma).
 //   * a STAGES-deep cp.async ring: tile kt+STAGES-1 is being fetched while tile kt is multiplied, one
 //     __syncthreads per k tile (the wait+barrier both publishes the next tile and proves every warp
 //     has finished reading the slot that the next fetch overwrites).
@@ -45,6 +45,7 @@
 #include <utility>
 
 #include "cuda_common.cuh"
+#include "gemm_common.cuh"
 #include "kernel_checks.h"
 #include "mma.cuh"
 
@@ -52,53 +53,7 @@ namespace llava {
 namespace {
 
 using gpu::acc_t;
-
-enum Act : int { kActNone = 0, kActGelu = 1, kActGeluTanh = 2 };
-
-struct GemmParams {
-  const void* a;
-  const void* b;
-  void* out;
-  const void* bias;  // null = none
-  int M, N, K;
-  int64_t sab, sam, sak;  // a strides: batch, row (M), depth (K)
-  int64_t sbb, sbk, sbn;  // b strides: batch, depth (K), column (N)
-  int64_t bias_stride;
-  double beta;  // 0 = out is not read
-  int act;
-  int batch0;      // first batch of this launch (batches run in chunks of 65535 on gridDim.z)
-  bool out_pairs;  // out is 4-byte aligned and N even: store two 16-bit values at once
-};
-
-__device__ __forceinline__ float erf_(float x) { return erff(x); }
-__device__ __forceinline__ double erf_(double x) { return erf(x); }
-__device__ __forceinline__ float tanh_(float x) { return tanhf(x); }
-__device__ __forceinline__ double tanh_(double x) { return tanh(x); }
-
-// The epilogue in the compute type C: act(acc + bias) + beta * old.
-template <typename T, typename C>
-__device__ __forceinline__ C epilogue(const GemmParams& p, C v, int col, const T* old) {
-  if (p.bias) v += gpu::to_acc<T>(static_cast<const T*>(p.bias)[(int64_t)col * p.bias_stride]);
-  if (p.act == kActGelu) {
-    v = C(0.5) * v * (C(1) + erf_(v * C(0.70710678118654752440)));
-  } else if (p.act == kActGeluTanh) {
-    const C k0 = C(0.79788456080286535588), k1 = C(0.044715);
-    v = C(0.5) * v * (C(1) + tanh_(k0 * (v + k1 * v * v * v)));
-  }
-  if (p.beta != 0.0) v += C(p.beta) * gpu::to_acc<T>(*old);
-  return v;
-}
-
-// Block tile -> (m tile, n tile) in groups of 8 M-tiles (L2 reuse of the shared B columns).
-__device__ __forceinline__ void tile_coords(int pid, int tiles_m, int tiles_n, int& tm, int& tn) {
-  constexpr int kGroup = 8;
-  const int per_group = kGroup * tiles_n;
-  const int first_m = (pid / per_group) * kGroup;
-  const int gm = min(tiles_m - first_m, kGroup);
-  const int r = pid % per_group;
-  tm = first_m + r % gm;
-  tn = r / gm;
-}
+using namespace gemm;
 
 // ===================================================================== tensor-core GEMM (bf16/f16)
 template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int STAGES_, bool PREFETCH_> struct TcCfg {
@@ -128,29 +83,15 @@ using Cfg128x256x32 = TcCfg<128, 256, 32, 2, 4, 3, false>;  // 8 warps of 64 x 6
 using ForcedTiles =
     std::tuple<Cfg128x128x32, Cfg64x64x32, Cfg128x128x64, Cfg128x128x32pf, Cfg128x128x64pf, Cfg128x256x32>;
 
-// Does the name "BMxBNxBK" (with "-pf" for prefetch) describe this tile? Checked at compile time below.
-constexpr bool tile_named(const char* s, int bm, int bn, int bk, bool pf) {
-  int v[3] = {0, 0, 0}, i = 0;
-  for (; *s && *s != '-'; s++) {
-    if (*s == 'x') {
-      if (++i > 2) return false;
-    } else if (*s >= '0' && *s <= '9') {
-      v[i] = v[i] * 10 + (*s - '0');
-    } else {
-      return false;
-    }
-  }
-  return i == 2 && v[0] == bm && v[1] == bn && v[2] == bk && (*s == '-') == pf;
-}
 template <size_t... I> constexpr bool forced_tiles_named(std::index_sequence<I...>) {
-  return sizeof...(I) + 1 == size_t(kNumCudaGemmTiles) &&
+  return sizeof...(I) + 1 + kNumWgmmaTiles == size_t(kNumCudaGemmTiles) &&
          (tile_named(kCudaGemmTiles[I + 1], std::tuple_element_t<I, ForcedTiles>::BM,
                      std::tuple_element_t<I, ForcedTiles>::BN, std::tuple_element_t<I, ForcedTiles>::BK,
                      std::tuple_element_t<I, ForcedTiles>::PREFETCH) &&
           ...);
 }
 static_assert(forced_tiles_named(std::make_index_sequence<std::tuple_size_v<ForcedTiles>>()),
-              "ForcedTiles must match kCudaGemmTiles (cpp/kernel_api.h) one for one");
+              "ForcedTiles must match kCudaGemmTiles (cpp/kernel_api.h) one for one, before the wgmma tiles");
 
 // Element offset, inside one stage of an operand tile, of the 16-byte chunk that starts at (row, k).
 // KC ([ROWS][BK]): a row is BK / 8 chunks (4: 64 B, 8: 128 B). Physical chunk = c ^ (row / (8 / CPR)
@@ -324,28 +265,13 @@ template <typename T, typename Cfg, bool A_KC, bool B_KC, bool ALIGNED> __global
   T* O = static_cast<T*>(p.out) + bz * (int64_t)M * N;
   const int g = lane >> 2, t4 = lane & 3;
 #pragma unroll
-  for (int i = 0; i < MI; i++) {
+  for (int i = 0; i < MI; i++)
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const int row = m0 + wm * Cfg::WTM + i * 16 + g + h * 8;
-      if (row >= M) continue;
-      T* orow = O + (int64_t)row * N;
+    for (int h = 0; h < 2; h++)
 #pragma unroll
-      for (int j = 0; j < NI; j++) {
-        const int col = n0 + wn * Cfg::WTN + j * 8 + 2 * t4;
-        if (col >= N) continue;
-        const float v0 = epilogue<T, float>(p, acc[i][j][2 * h], col, orow + col);
-        if (p.out_pairs) {  // N even, so col + 1 < N too
-          const float v1 = epilogue<T, float>(p, acc[i][j][2 * h + 1], col + 1, orow + col + 1);
-          *reinterpret_cast<uint32_t*>(orow + col) = mma::pack2<T>(v0, v1);
-        } else {
-          orow[col] = gpu::from_acc<T>(v0);
-          if (col + 1 < N)
-            orow[col + 1] = gpu::from_acc<T>(epilogue<T, float>(p, acc[i][j][2 * h + 1], col + 1, orow + col + 1));
-        }
-      }
-    }
-  }
+      for (int j = 0; j < NI; j++)
+        store_pair(p, O, m0 + wm * Cfg::WTM + i * 16 + g + h * 8, n0 + wn * Cfg::WTN + j * 8 + 2 * t4, acc[i][j][2 * h],
+                   acc[i][j][2 * h + 1]);
 }
 
 // ===================================================================== SIMT GEMM (f32/f64)
@@ -423,34 +349,14 @@ template <typename T, int BM, int BN, int TM, int TN> __global__ void __launch_b
 }
 
 // ===================================================================== launchers
-template <typename Kernel> void launch_batches(const KernelArgs& args, Kernel kernel, GemmParams p, int64_t Bt,
-                                               int64_t tiles, int threads, size_t smem) {
-  for (int64_t b0 = 0; b0 < Bt; b0 += 65535) {
-    p.batch0 = static_cast<int>(b0);
-    const dim3 grid(static_cast<unsigned>(tiles), 1, static_cast<unsigned>(std::min<int64_t>(65535, Bt - b0)));
-    gpu::launch(kernel, grid, dim3(threads), smem, gpu::stream(), p);
-    gpu::check_launch(args);
-  }
-}
-
-// Can an operand with `rows` x K extent be staged with 16-byte copies? `inner` = its unit-stride
-// extent (must be a multiple of 8), `lead` = the other stride (must keep row starts 16-byte aligned,
-// irrelevant when that dimension has extent 1), `batch` = batch stride.
-bool chunkable(const void* base, int64_t inner_extent, int64_t lead, int64_t lead_extent, int64_t batch) {
-  return gpu::aligned_to(base, 16) && inner_extent % 8 == 0 && (lead_extent == 1 || lead % 8 == 0) && batch % 8 == 0;
-}
-
 template <typename T> void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt, bool force = true);
 
 template <typename T, typename Cfg> void run_tc_cfg(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
   const int64_t tiles = int64_t((p.M + Cfg::BM - 1) / Cfg::BM) * ((p.N + Cfg::BN - 1) / Cfg::BN);
-  if (tiles > INT32_MAX) args.fail("problem too large for the CUDA grid");
-  const bool a_kc = p.sak == 1 && chunkable(p.a, p.K, p.sam, p.M, p.sab);
-  const bool a_mc = p.sam == 1 && chunkable(p.a, p.M, p.sak, p.K, p.sab);
-  const bool b_kc = p.sbk == 1 && chunkable(p.b, p.K, p.sbn, p.N, p.sbb);
-  const bool b_nc = p.sbn == 1 && chunkable(p.b, p.N, p.sbk, p.K, p.sbb);
+  const Layouts l(p);
+  const bool a_kc = l.a_kc, b_kc = l.b_kc;
   auto go = [&](auto kernel) { launch_batches(args, kernel, p, Bt, tiles, Cfg::THREADS, Cfg::SMEM); };
-  if ((a_kc || a_mc) && (b_kc || b_nc)) {
+  if (l.aligned()) {
     if (a_kc && b_kc)
       go(gemm_tc_kernel<T, Cfg, true, true, true>);  // x @ W^T (nn.Linear)
     else if (a_kc)
@@ -476,7 +382,8 @@ bool run_forced(int tile, const KernelArgs& args, const GemmParams& p, int64_t B
 template <typename T> void run_tc(const KernelArgs& args, const GemmParams& p, int64_t Bt, bool force) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>)
     if (force &&
-        run_forced<T>(cuda_gemm_tile(), args, p, Bt, std::make_index_sequence<std::tuple_size_v<ForcedTiles>>()))
+        (run_forced<T>(cuda_gemm_tile(), args, p, Bt, std::make_index_sequence<std::tuple_size_v<ForcedTiles>>()) ||
+         run_wgmma(cuda_gemm_tile(), args, p, Bt)))
       return;
   // auto: the big tile only when it still gives every SM at least one block.
   const int64_t big_tiles = int64_t((p.M + 127) / 128) * ((p.N + 127) / 128) * Bt;
@@ -490,7 +397,6 @@ template <typename T, int BM, int BN, int TM, int TN>
 void run_simt(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
   using Cfg = SimtCfg<T, BM, BN, TM, TN>;
   const int64_t tiles = int64_t((p.M + BM - 1) / BM) * ((p.N + BN - 1) / BN);
-  if (tiles > INT32_MAX) args.fail("problem too large for the CUDA grid");
   launch_batches(args, gemm_simt_kernel<T, BM, BN, TM, TN>, p, Bt, tiles, Cfg::THREADS, Cfg::SMEM);
 }
 

@@ -16,7 +16,7 @@
 // and ldmatrix reads of shared memory only; the full racecheck of the addon (every load and store) is
 // test/cuda_emu/racecheck_addon.sh, and test/cuda/cuda_emu.test.ts runs the full one on the GEMM and
 // attention kernels. Every launch is logged (EMU_LAUNCH_LOG) and checked against ptxas's register and shared
-// memory figures for sm_80 and sm_90 (test/cuda_emu/ptxas.ts). A driver older than CUDA 13 is simulated
+// memory figures for sm_80 and sm_90aa (test/cuda_emu/ptxas.ts). A driver older than CUDA 13 is simulated
 // (EMU_DRIVER) to check the message that names both versions.
 //
 // This checks the kernels' logic, the backend and the TypeScript device paths on every push without a
@@ -30,7 +30,7 @@ import path from 'path';
 import { DEVICE_SUITES, EMULATOR_GREP, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
 import { TEST_DIR } from '../helpers';
 import { checkNcclOnEmulator } from '../dist/nccl_emu';
-import { ARCHS, type KernelUsage, type Launch, loadUsage, normalizeMangled, refusal } from '../cuda_emu/ptxas';
+import { ARCHS, archsFor, type KernelUsage, type Launch, loadUsage, normalizeMangled, refusal } from '../cuda_emu/ptxas';
 
 const ROOT = path.join(TEST_DIR, '..');
 const NODE_INC = process.env.NODE_INC || '/usr/include/node';
@@ -157,7 +157,7 @@ t.test(
     }
 
     // Resource check: every kernel the runs above launched, at its largest block and dynamic shared
-    // memory, against ptxas's registers / static shared memory / spills for sm_80 and sm_90.
+    // memory, against ptxas's registers / static shared memory / spills for sm_80 and sm_90a.
     const launches = new Map<string, Launch>();
     for (const f of fs.readdirSync(logs)) {
       for (const line of fs.readFileSync(path.join(logs, f), 'utf8').split('\n').filter(Boolean)) {
@@ -182,7 +182,7 @@ t.test(
       const refused: string[] = [];
       const missing: string[] = [];
       for (const l of launches.values()) {
-        for (const arch of ARCHS) {
+        for (const arch of archsFor(l.mangled)) {
           const k = byName.get(`${arch} ${normalizeMangled(l.mangled)}`);
           if (!k) {
             missing.push(`${arch} ${l.mangled}`);
@@ -192,7 +192,7 @@ t.test(
           if (why) refused.push(`${arch} ${l.mangled} (${l.threads} threads, ${l.smem} B dynamic): ${why}`);
         }
       }
-      tt.same(missing, [], 'every launched kernel has ptxas figures for sm_80 and sm_90');
+      tt.same(missing, [], 'every launched kernel has ptxas figures for sm_80 and sm_90a');
       tt.same(refused, [], `no launch would be refused for resources (${launches.size} kernels x ${ARCHS.length} archs)`);
     }
 

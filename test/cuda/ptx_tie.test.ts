@@ -1,8 +1,9 @@
-// ptx_tie.test.ts — ties the inline PTX of cuda/mma.cuh to the C++ that replaces it in the host emulator
-// (test/cuda_emu/shim/mma.cuh), so that the two cannot drift apart. The emulator never compiles the real
+// ptx_tie.test.ts — ties the inline PTX of cuda/mma.cuh and cuda/wgmma.cuh to the C++ that replaces it in the
+// host emulator (test/cuda_emu/shim/), so that the two cannot drift apart. The emulator never compiles the real
 // asm strings; this test does: test/cuda_emu/ptx_probe.cu (one kernel per wrapper, each operand loaded
 // from its own slot of a volatile input, each result stored to its own slot) goes through
-// `nvcc -ptx -arch=sm_80`, and for every wrapper the table below names the exact instruction (with its
+// `nvcc -ptx -arch=sm_90a` (the wgmma instruction exists only there; the others are the same PTX as for
+// sm_80), and for every wrapper the table below names the exact instruction (with its
 // modifiers) and which C++ argument must sit at each operand position. The test follows every register
 // of the PTX back to the slot it was loaded from (or forward to the slot it is stored to) and compares.
 // The same table states the fragment layout the emulator implements for those positions; the shim's
@@ -16,7 +17,7 @@ import { TEST_DIR } from '../helpers';
 
 const ROOT = path.join(TEST_DIR, '..');
 const PROBE = path.join(ROOT, 'test', 'cuda_emu', 'ptx_probe.cu');
-const SHIM = path.join(ROOT, 'test', 'cuda_emu', 'shim', 'mma.cuh');
+const SHIM_DIR = path.join(ROOT, 'test', 'cuda_emu', 'shim');
 
 function nvccPath(): string | null {
   for (const p of [process.env.NVCC, 'nvcc', '/usr/local/cuda/bin/nvcc']) {
@@ -36,7 +37,10 @@ interface Entry {
 
 function parse(ptx: string): Map<string, Entry> {
   const out = new Map<string, Entry>();
-  for (const m of ptx.matchAll(/\.entry\s+(\w+)\(([\s\S]*?)\n\}/g)) {
+  // Each entry runs to the next one (an inline asm may hold braces of its own, so not to the first "}").
+  for (const chunk of ptx.split(/\.entry\s+/).slice(1)) {
+    const m = chunk.match(/^(\w+)\(([\s\S]*)$/);
+    if (!m) continue;
     const e: Entry = { insts: [], label: new Map(), stores: new Map() };
     for (const raw of m[2].split('\n')) {
       const line = raw
@@ -81,8 +85,12 @@ interface Wrapper {
   instruction: string;
   /** Per operand group: the C++ argument each position must come from ('out:' = where it is stored). */
   operands: string[][];
-  /** The emulator's definitions of those positions: each must appear in shim/mma.cuh. */
+  /** The emulator's definitions of those positions: each must appear in shim/<shimFile> (default mma.cuh). */
   shim: string[];
+  shimFile?: string;
+  /** The first operand group is read and written (wgmma's accumulators): its registers must also be the
+   *  ones loaded from these slots. */
+  inPlace?: string[];
   also?: string[];
 }
 
@@ -108,6 +116,21 @@ const MMA_SHIM = [
   'rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1}',
 ];
 const LDSM_SHIM = ['for (int i = 0; i < 4; i++) r[i] = (uint32_t)w.out[L][i]'];
+// wgmma probe: p0 = f (d[0..63] before), p1 = u (descriptor of A, of B: 8-byte slots 0 and 2 in 4-byte
+// units), p2 = out (d after the instruction and its wait).
+const WGMMA_SHIM = [
+  // the transpose flags select the descriptor's K-major or MN-major layout, per operand
+  'wg_operand(da, TA, 16 * w + g + 8 * h, k, "wgmma A")',
+  'wg_operand(db, TB, 8 * j + 2 * t + e, k, "wgmma B")',
+  'return wg_elem(start + (r / 8) * sbo + (r % 8) * 128 + 2 * k, what)',
+  'return wg_elem(start + (r / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + 2 * (r % 64), what)',
+  'addr ^= ((addr >> 7) & 7) << 4',
+  // descriptor fields: start, LBO, SBO (>> 4, 14 bits each at bits 0, 16, 32), layout type at bit 62
+  'const uint32_t start = uint32_t(desc & 0x3fff) << 4, lbo = uint32_t((desc >> 16) & 0x3fff) << 4',
+  'sbo = uint32_t((desc >> 32) & 0x3fff) << 4',
+  // D: d[4j + 2h + e] = (row 16w + g + 8h, column 8j + 2t + e), accumulated
+  'acc[4 * j + 2 * h + e] += s',
+];
 const TABLE: Wrapper[] = [
   ...(['bf16', 'f16'] as const).map((ty) => ({
     kernel: `probe_mma_${ty}`,
@@ -136,24 +159,34 @@ const TABLE: Wrapper[] = [
     shim: ['if (src_bytes) std::memcpy(smem, gmem, src_bytes)', 'std::memset((char*)smem + src_bytes, 0, 16 - src_bytes)'],
     also: ['cp.async.commit_group', 'cp.async.wait_group'],
   },
+  {
+    kernel: 'probe_wgmma_n128',
+    instruction: 'wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16',
+    // {d}, A descriptor, B descriptor, scale-d (a predicate set from 1: accumulate), scale-a, scale-b,
+    // transpose A (0: K-major), transpose B (1: N-major)
+    operands: [slots('out:p2', 0, 64), ['p1[0]'], ['p1[2]'], ['p'], ['1'], ['1'], ['0'], ['1']],
+    inPlace: slots('p0', 0, 64),
+    shim: WGMMA_SHIM,
+    shimFile: 'wgmma.cuh',
+    also: ['setp.ne.b32', 'wgmma.fence.sync.aligned', 'wgmma.commit_group.sync.aligned', 'wgmma.wait_group.sync.aligned'],
+  },
 ];
 
 const nvcc = nvccPath();
 t.test(
-  'inline PTX of cuda/mma.cuh vs the emulator shim (nvcc -ptx, operand order and modifiers)',
+  'inline PTX of cuda/mma.cuh and cuda/wgmma.cuh vs the emulator shims (nvcc -ptx, operand order and modifiers)',
   nvcc ? {} : { skip: 'nvcc not found (set NVCC)' },
   async (tt) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ptx_tie-'));
     tt.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
     const ptxFile = path.join(dir, 'probe.ptx');
     const t0 = Date.now();
-    const r = spawnSync(nvcc!, ['-ptx', '-arch=sm_80', '-O3', '-std=c++17', `-I${path.join(ROOT, 'cuda')}`, PROBE, '-o', ptxFile], {
+    const r = spawnSync(nvcc!, ['-ptx', '-arch=sm_90a', '-O3', '-std=c++17', `-I${path.join(ROOT, 'cuda')}`, PROBE, '-o', ptxFile], {
       encoding: 'utf8',
     });
     tt.comment(`nvcc -ptx: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     if (!tt.equal(r.status, 0, 'nvcc compiles the probe to PTX', { stderr: r.stderr })) return;
     const entries = parse(fs.readFileSync(ptxFile, 'utf8'));
-    const shim = fs.readFileSync(SHIM, 'utf8');
 
     for (const w of TABLE) {
       const e = entries.get(w.kernel);
@@ -176,15 +209,19 @@ t.test(
         tt.same(names, want, `${w.kernel}: operand group ${gi} in order`);
       });
       if (w.instruction.startsWith('mma')) tt.same(got[0], got[3], `${w.kernel}: D and C are the same registers (accumulate in place)`);
+      if (w.inPlace) tt.same((got[0] ?? []).map(lab), w.inPlace, `${w.kernel}: D is read from the registers loaded with C`);
       for (const op of w.also ?? [])
         tt.ok(
           e!.insts.some((i) => i.op === op),
           `${w.kernel}: ${op} present`,
         );
-      for (const s of w.shim) tt.ok(shim.includes(s), `emulator shim defines: ${s}`);
+      const shim = fs.readFileSync(path.join(SHIM_DIR, w.shimFile ?? 'mma.cuh'), 'utf8');
+      for (const s of w.shim) tt.ok(shim.includes(s), `emulator shim ${w.shimFile ?? 'mma.cuh'} defines: ${s}`);
     }
-    // Nothing in mma.cuh is a plain asm (the compiler could drop or move it): every statement is volatile.
-    const real = fs.readFileSync(path.join(ROOT, 'cuda', 'mma.cuh'), 'utf8');
-    tt.equal((real.match(/\basm\s*\(/g) ?? []).length, 0, 'every asm in cuda/mma.cuh is asm volatile');
+    // Nothing in the wrappers is a plain asm (the compiler could drop or move it): every statement is volatile.
+    for (const f of ['mma.cuh', 'wgmma.cuh']) {
+      const real = fs.readFileSync(path.join(ROOT, 'cuda', f), 'utf8');
+      tt.equal((real.match(/\basm\s*\(/g) ?? []).length, 0, `every asm in cuda/${f} is asm volatile`);
+    }
   },
 );

@@ -17,7 +17,7 @@ emu_setup "${1:-${EMU_OUT:-}}"
 CPU_FLAGS=(-std=c++17 -O2 -mavx2 -mfma -mf16c -DLLAVA_PORTABLE_ONLY -pthread -I"$ROOT/cpp")
 
 # Longest compiles first.
-for f in attention_bwd attention_fwd matmul; do
+for f in attention_bwd attention_fwd matmul matmul_sm90; do
   emu_job "cuda/$f.cu" "$OBJ/$f.o" "$SRC/$f.cu" "$CXX" "${EMU_FLAGS[@]}" "${SAN_FLAGS[@]}" -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done
 for f in cpu_attention cpu_matmul registry cpu_backend cpu_isa; do
@@ -31,7 +31,7 @@ done
 emu_wait
 
 OBJS=()
-for f in matmul attention_fwd attention_bwd emu racecheck emu_backend test_main test_nan registry cpu_backend cpu_isa cpu_matmul cpu_attention; do
+for f in matmul matmul_sm90 attention_fwd attention_bwd emu racecheck emu_backend test_main test_nan registry cpu_backend cpu_isa cpu_matmul cpu_attention; do
   OBJS+=("$OBJ/$f.o")
 done
 "$CXX" -pthread -rdynamic -fsanitize=undefined "${OBJS[@]}" -o "$OUT/test" -ldl

@@ -25,8 +25,12 @@ CPU_FLAGS=(-std=c++17 -O2 -fno-math-errno "${ADDON_DEFS[@]}" -I"$NODE_INC" -I"$N
 AVX2_FLAGS=(-DLLAVA_ISA_BUILD=1 -mavx2 -mfma -mf16c)
 AVX512_FLAGS=(-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c)
 
-# Longest compiles first.
-CU=(attention_bwd attention_fwd matmul reduce norm elementwise index conv rope adamw quant backend)
+# Every cuda/*.cu of scripts/sources.js, the longest compiles first.
+CU=(attention_bwd attention_fwd matmul)
+while read -r rel; do
+  f=$(basename "$rel" .cu)
+  [[ " ${CU[*]} " == *" $f "* ]] || CU+=("$f")
+done < <(cd "$ROOT" && node scripts/sources.js cuda)
 for f in "${CU[@]}"; do
   emu_job "cuda/$f.cu" "$OBJ/$f.o" "$SRC/$f.cu" "$CXX" "${EMU_FLAGS[@]}" "${SAN_FLAGS[@]}" -fPIC -include "$HERE/emu_core.h" -x c++ -c "$SRC/$f.cu" -o "$OBJ/$f.o"
 done

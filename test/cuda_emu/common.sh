@@ -31,11 +31,11 @@ emu_setup() {
   SRC=$OUT/src
   OBJ=$OUT/obj
   mkdir -p "$SRC" "$OBJ"
-  # The kernel sources are copied next to each other WITHOUT cuda/mma.cuh and cuda/launch.cuh, so
-  # that their `#include "mma.cuh"` / `#include "launch.cuh"` (searched first in the including
+  # The kernel sources are copied next to each other WITHOUT cuda/mma.cuh, cuda/wgmma.cuh and cuda/launch.cuh,
+  # so that their `#include "mma.cuh"` (and the others) (searched first in the including
   # file's directory) fall through to -I shim and pick up the emulated versions; the rest is real.
   if [ -z "${SKIP_COPY:-}" ]; then cp "$ROOT"/cuda/*.cu "$ROOT"/cuda/*.cuh "$SRC/"; fi
-  rm -f "$SRC/mma.cuh" "$SRC/launch.cuh"
+  rm -f "$SRC/mma.cuh" "$SRC/wgmma.cuh" "$SRC/launch.cuh"
   # The one rewrite of the kernel sources: a static shared array `__shared__ T name[...];` becomes
   # EMU_STATIC_SHARED(T, name, [...]), which NaN-poisons it at the start of every block (emu_core.h), as
   # dynamic shared memory is, so a thread reading a slot no thread of this block wrote is caught.

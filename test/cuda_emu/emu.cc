@@ -120,7 +120,9 @@ void warp_collective(const char* tag, bool need_full, void (*compute)(Warp&, con
 static void trampoline() {
   (*block_fn)();
   Fiber* f = cur;
-  // retire outstanding copies (harmless)
+  // retire outstanding copies (harmless); a wgmma never waited for leaves its accumulators undefined
+  if (!f->wg_open.empty() || !f->wg_groups.empty())
+    die("wgmma: thread %d of %s exited with wgmma not waited for (wgmma.wait_group 0 missing)", f->tid, kernel_name());
   f->done = true;
   progress++;
   blk_live--;

@@ -1,6 +1,6 @@
 // test/cuda_emu/emu_backend.cc — for the kernel test binary only: the host functions that cuda/backend.cu
 // provides to cuda_common.cuh, reduced to what the kernel tests need (poisoned scratch registered with
-// the bounds checker, an SM count the tests can change). The emulated addon (build_addon.sh) compiles
+// the bounds checker, an SM count the tests can change, sm_90). The emulated addon (build_addon.sh) compiles
 // the real backend.cu against runtime.cc instead.
 #include <immintrin.h>
 
@@ -16,6 +16,7 @@ void throw_cuda_error(cudaError_t e, const char* expr, const char* file, int lin
 void check_launch(const KernelArgs&) {}
 cudaStream_t stream() { return nullptr; }
 int num_sms() { return emu_sms; }
+int sm_version() { return 90; }  // an H100: the forced wgmma tiles run
 void* device_alloc(size_t bytes) {
   void* p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
   std::memset(p, 0xff, bytes);  // poison scratch

@@ -55,6 +55,8 @@ struct Fiber {
   uint3 tidx{0, 0, 0};
   std::vector<Copy> open;
   std::vector<std::vector<Copy>> groups;
+  std::vector<std::function<void()>> wg_open;                 // wgmma issued since the last commit
+  std::vector<std::vector<std::function<void()>>> wg_groups;  // committed wgmma groups not yet waited for
   const int* wait_gen = nullptr;
   int wait_val = 0;
   long cp_seq = 0;

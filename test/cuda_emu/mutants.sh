@@ -17,7 +17,13 @@ SCRATCH=${TMPDIR:-/tmp}/cuda_emu_mutants
 NL=$'\n'
 
 # name @@ target (test/addon) @@ file @@ old @@ new @@ filter (a regex: the test family, or check.ts --filter)
+#   [@@ mode: the EMU_* settings of the run instead of race's EMU_RACECHECK=1 EMU_RANDOM=1]
 MUTANTS=(
+  "matmul wgmma: operand tile stored without the 128-byte swizzle @@ test @@ matmul_sm90.cu @@ ((((k >> 3) ^ row) & 7) << 3) @@ (((k >> 3) & 7) << 3) @@ matmul"
+  "matmul wgmma: LBO and SBO swapped in the MN-major descriptor @@ test @@ matmul_sm90.cu @@ BK * 128, 1024); @@ 1024, BK * 128); @@ matmul"
+  "matmul wgmma: no barrier before refilling a stage @@ test @@ matmul_sm90.cu @@     __syncthreads();             // ... for every @@     // @@ matmul"
+  "matmul wgmma: wait_group 2, so a stage is refilled while a wgmma still reads it @@ test @@ matmul_sm90.cu @@ wgmma::wait<1>(); @@ wgmma::wait<2>(); @@ matmul @@ EMU_CP_EAGER=1 EMU_RACECHECK=1 EMU_RANDOM=1"
+  "matmul wgmma: no final wait_group 0 @@ test @@ matmul_sm90.cu @@   wgmma::wait<0>(); @@   @@ matmul"
   "matmul tc: no barrier before reusing a stage @@ test @@ matmul.cu @@         __syncthreads();${NL}      }${NL}      if (ks == 0) { @@       }${NL}      if (ks == 0) { @@ matmul"
   "matmul tc: prefetch reads the next tile into the wrong fragment set @@ test @@ matmul.cu @@ load_frags(0, (kt + 1) % STAGES, 0) @@ load_frags(1, (kt + 1) % STAGES, 0) @@ matmul"
   "matmul simt: no barrier after the tile stores @@ test @@ matmul.cu @@ : C(0);${NL}    }${NL}    __syncthreads(); @@ : C(0);${NL}    } @@ matmul"
@@ -56,10 +62,10 @@ for m in "${MUTANTS[@]}"; do
     rest=${rest#* @@ }
   done
   f+=("$rest")
-  name=${f[0]} target=${f[1]} file=${f[2]} old=${f[3]} new=${f[4]} filter=${f[5]}
+  name=${f[0]} target=${f[1]} file=${f[2]} old=${f[3]} new=${f[4]} filter=${f[5]} mode=${f[6]:-race}
   [[ "$name" =~ $ONLY ]] || continue
-  res=$(EMU_OUT="$SCRATCH/$target" EMU_TARGET=$target EMU_MODES=race bash "$HERE/mutate.sh" "$file" "$old" "$new" "$filter" 2>&1)
-  line=$(echo "$res" | grep -m1 "mode\[race\]")
+  res=$(EMU_OUT="$SCRATCH/$target" EMU_TARGET=$target EMU_MODES=$mode bash "$HERE/mutate.sh" "$file" "$old" "$new" "$filter" 2>&1)
+  line=$(echo "$res" | grep -m1 "mode\[")
   if [ -z "$line" ]; then
     echo "| $name | $file | ? | ? | $(echo "$res" | tail -1) |"
     continue

@@ -2,7 +2,8 @@
 // arch (registers, static shared memory, spills; `nvcc -Xptxas -v` with binding.gyp's flags) joined with
 // the launch configurations the backend really uses (threads per block and dynamic shared memory of
 // every launch, logged by the emulated addon: EMU_LAUNCH_LOG, test/cuda_emu/emu.cc), against the limits
-// that make a GPU refuse a launch ("too many resources requested for launch") on sm_80 and sm_90.
+// that make a GPU refuse a launch ("too many resources requested for launch") on sm_80 and sm_90a (the H100 build:
+// sm_90 plus the wgmma instructions).
 //
 // ptxas -v is a full device compile of every cuda/*.cu for two archs (minutes on 2 cores), so its
 // parsed output is kept: test/cuda/ptxas_usage.json (committed) when its hash of the CUDA sources
@@ -17,13 +18,17 @@ import path from 'path';
 export const ROOT = path.join(__dirname, '..', '..');
 export const COMMITTED = path.join(ROOT, 'test', 'cuda', 'ptxas_usage.json');
 const CACHE_DIR = path.join(ROOT, 'node_modules', '.cache', 'llava-node');
-export const ARCHS = ['sm_80', 'sm_90'] as const;
+export const ARCHS = ['sm_80', 'sm_90a'] as const;
 
 /** Per-block limits: registers (65,536 per block on both), shared memory with the opt-in attribute. */
 export const LIMITS: Record<string, { regsPerBlock: number; smemOptin: number; smemDefault: number }> = {
   sm_80: { regsPerBlock: 65536, smemOptin: 163 * 1024, smemDefault: 48 * 1024 },
-  sm_90: { regsPerBlock: 65536, smemOptin: 227 * 1024, smemDefault: 48 * 1024 },
+  sm_90a: { regsPerBlock: 65536, smemOptin: 227 * 1024, smemDefault: 48 * 1024 },
 };
+/** The archs a kernel can launch on: the wgmma GEMM (cuda/matmul_sm90.cu) only on sm_90 (its sm_80 image is a trap). */
+export function archsFor(mangled: string): readonly string[] {
+  return mangled.includes('gemm_wgmma_kernel') ? ['sm_90a'] : ARCHS;
+}
 /** Spill budget (bytes of spill stores per thread) for the tensor-core kernels. */
 export const TC_SPILL_BUDGET = 64;
 
@@ -80,7 +85,7 @@ export function parsePtxas(text: string): KernelUsage[] {
   const out: KernelUsage[] = [];
   let cur: KernelUsage | null = null;
   for (const line of text.split('\n')) {
-    let m = line.match(/Compiling entry function '(\w+)' for '(sm_\d+)'/);
+    let m = line.match(/Compiling entry function '(\w+)' for '(sm_\d+a?)'/);
     if (m) {
       cur = { arch: m[2], mangled: m[1], regs: 0, smem: 0, spillStores: 0, spillLoads: 0, stack: 0 };
       out.push(cur);

@@ -107,7 +107,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   if (d != 0) return fail(cudaErrorInvalidValue);
   std::memset(p, 0, sizeof *p);
   std::strncpy(p->name, "CUDA emulator (host)", sizeof p->name - 1);
-  p->major = 8;
+  p->major = 9;  // an H100 (sm_90): the forced wgmma GEMM tiles run
   p->minor = 0;
   p->multiProcessorCount = (int)env_num("EMU_SMS", 4);
   p->totalGlobalMem = capacity();
@@ -119,7 +119,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, const void*) {
   std::memset(a, 0, sizeof *a);
   a->maxThreadsPerBlock = 1024;
-  a->ptxVersion = a->binaryVersion = 80;
+  a->ptxVersion = a->binaryVersion = 90;
   return cudaSuccess;
 }
 cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) { return cudaSuccess; }

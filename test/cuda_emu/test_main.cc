@@ -288,13 +288,15 @@ int main(int argc, char** argv) {
       test_matmul(dt, 1, 65, 130, 48, false, true, true, 2.0, 2, false, 0, 1000);  // gelu_tanh + beta
       test_matmul(dt, 1, 8, 8, 0, false, false, true, 0.5, 0, false, 0, 1000);     // K = 0
     }
-    // Every forced tile (cudaGemmTile, bf16): the four layouts over edges and a K loop longer than the
-    // ring, a beta epilogue with a broadcast b; f16 and the unaligned path fall back to the defaults.
+    // Every forced tile (cudaGemmTile, bf16; the wgmma ones run too: the emulated device is an sm_90): the
+    // four layouts over edges and a K loop longer than the ring, a beta epilogue with a broadcast b; f16 and
+    // the unaligned path fall back to the defaults.
     for (int tile = 1; tile < kNumCudaGemmTiles; tile++) {
       set_cuda_gemm_tile(tile);
       for (int lay = 0; lay < 4; lay++)
         test_matmul(DType::BF16, 1, 136, 264, 328, lay & 1, lay & 2, true, 0, 0, false, 0, 1);
       test_matmul(DType::BF16, 2, 70, 130, 200, false, true, true, 0.5, 0, true, 0, 1);
+      test_matmul(DType::BF16, 1, 72, 136, 1100, true, false, false, 0, 0, false, 0, 1);  // 18 k tiles: the ring wraps
       test_matmul(DType::F16, 1, 64, 64, 64, true, false, false, 0, 0, false, 0, 1);
       test_matmul(DType::BF16, 1, 37, 41, 150, false, false, true, 0, 1, false, 1, 1);  // unaligned, gelu
       set_cuda_gemm_tile(0);

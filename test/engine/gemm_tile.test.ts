@@ -4,14 +4,25 @@
 // parity cases (test/gpu/cases_core.ts, run on the emulated addon in CI and on a GPU by the GPU check)
 // and the emulator's kernel tests (test/cuda_emu/test_main.cc).
 import t from 'tap';
+import * as L from '../../lib';
 import { native } from '../../lib/native';
+import { forcedGemmTiles } from '../gpu/cases_core';
 
 t.test('tile names, set and read back', async (tt) => {
   const { active, tiles } = native.cudaGemmTile();
   tt.equal(active, 'auto', 'the engine picks the tile unless told');
   tt.equal(tiles[0], 'auto');
   tt.ok(tiles.includes('128x128x32') && tiles.includes('64x64x32'), `the two default tiles are offered: ${tiles.join(', ')}`);
-  for (const name of tiles) tt.ok(/^(auto|\d+x\d+x\d+(-pf)?)$/.test(name), `${name} is BMxBNxBK[-pf]`);
+  for (const name of tiles) tt.ok(/^(auto|(wgmma-)?\d+x\d+x\d+(-pf)?)$/.test(name), `${name} is [wgmma-]BMxBNxBK[-pf]`);
+  tt.same(
+    tiles.filter((n) => n.startsWith('wgmma-')),
+    ['wgmma-128x128x64', 'wgmma-128x256x64'],
+    'the Hopper tiles (cuda/matmul_sm90.cu) are offered, last',
+  );
+  tt.ok(
+    tiles.slice(-2).every((n) => n.startsWith('wgmma-')),
+    'the wgmma names close the list',
+  );
   try {
     for (const name of tiles) tt.equal(native.cudaGemmTile(name).active, name, `set ${name}`);
     tt.equal(native.cudaGemmTile().active, tiles[tiles.length - 1], 'a read does not change it');
@@ -31,3 +42,25 @@ t.test('bad names fail clearly and change nothing', async (tt) => {
     native.cudaGemmTile('auto');
   }
 });
+
+t.test('the tiles the parity table and the GPU bench force', async (tt) => {
+  const sm90 = /\(sm_90[,)]/.test(L.cuda.describe());
+  const tiles = forcedGemmTiles();
+  tt.notOk(tiles.includes('auto'), 'auto is not a forced tile');
+  tt.ok(tiles.includes('128x128x32-pf'), 'the mma.sync tiles are always there');
+  tt.equal(
+    tiles.some((n) => n.startsWith('wgmma-')),
+    sm90,
+    `the wgmma tiles only on an sm_90 device (${L.cuda.describe()})`,
+  );
+  process.env.LLAVA_SKIP_WGMMA = '1';
+  try {
+    tt.notOk(
+      forcedGemmTiles().some((n) => n.startsWith('wgmma-')),
+      'LLAVA_SKIP_WGMMA leaves them out (scripts/gpu_check.sh sets it after they failed)',
+    );
+  } finally {
+    delete process.env.LLAVA_SKIP_WGMMA;
+  }
+});
+

@@ -317,6 +317,15 @@ export function withGemmTile<T>(tile: string | undefined, fn: () => T): T {
   }
 }
 
+/** The tiles native.cudaGemmTile can force, 'auto' left out; the wgmma ones only when the device is an sm_90
+ *  (elsewhere they fall back to the default tile) and LLAVA_SKIP_WGMMA is not set (scripts/gpu_check.sh sets
+ *  it when they failed in a process of their own, so that a fault of theirs cannot take the rest of the
+ *  check and the benchmarks down with the CUDA context). The parity table and the GPU bench share it. */
+export function forcedGemmTiles(): string[] {
+  const wgmma = /\(sm_90[,)]/.test(L.cuda.describe()) && !process.env.LLAVA_SKIP_WGMMA;
+  return native.cudaGemmTile().tiles.filter((t) => t !== 'auto' && (wgmma || !t.startsWith('wgmma-')));
+}
+
 /** a[M,K] @ b[K,N] with either operand stored transposed ([K,M] / [N,K]) and viewed back, so the kernel
  *  sees a non-unit last stride; values uniform in [-1, 1). */
 function layoutCase(M: number, K: number, N: number, dt: L.DType, ta: boolean, tb: boolean, seedA: number, seedB: number) {
@@ -376,7 +385,7 @@ function matmulCases(): ParityCase[] {
   }
   // Every bf16 GEMM tile the benchmark can force (native.cudaGemmTile), on the four layouts, the backward's
   // products included; several k tiles deep and off every tile edge. Only the device run sets the tile.
-  for (const tile of native.cudaGemmTile().tiles.filter((t) => t !== 'auto'))
+  for (const tile of forcedGemmTiles())
     for (const ta of [false, true])
       for (const tb of [false, true]) {
         const c = layoutCase(136, 328, 264, 'bfloat16', ta, tb, 950, 951);

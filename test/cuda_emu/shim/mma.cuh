@@ -10,6 +10,12 @@ namespace mma {
 
 // The dynamic shared memory of the running block (see shim/launch.cuh).
 inline unsigned char* const dyn_smem = ::emu::dyn_smem_buf;
+// A shared-memory address as the GPU sees it: here, the offset into the dynamic shared memory.
+inline uint32_t smem_u32(const void* p) {
+  const auto* c = static_cast<const unsigned char*>(p);
+  if (c < dyn_smem || c >= dyn_smem + sizeof(::emu::dyn_smem_buf)) ::emu::die("smem_u32: not a dynamic shared address");
+  return uint32_t(c - dyn_smem);
+}
 
 inline void cp_async16(void* smem, const void* gmem, int src_bytes) {
   if ((uintptr_t)smem % 16) ::emu::die("cp.async: shared address not 16-byte aligned");
