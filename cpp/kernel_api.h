@@ -209,7 +209,7 @@ void set_cpu_spin_us(int64_t us);
 // "wgmma-" for the Hopper kernel (cuda/matmul_sm90.cu, sm_90 only). Index 0, "auto", picks 128x128x32 or
 // 64x64x32 per problem; the others force one tile on every bf16 GEMM with 16-byte-aligned operands (a
 // wgmma tile also needs an sm_90 GPU), so a benchmark can compare them on one GPU. The binding's
-// cudaGemmTile(name?) reads and sets it.
+// cudaGemmTile(name?) reads and sets it; LLAVA_CUDA_GEMM_TILE=<name> sets it at load.
 inline constexpr const char* kCudaGemmTiles[] = {"auto",       "128x128x32",       "64x64x32",
                                                  "128x128x64", "128x128x32-pf",    "128x128x64-pf",
                                                  "128x256x32", "wgmma-128x128x64", "wgmma-128x256x64"};

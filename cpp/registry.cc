@@ -7,7 +7,11 @@
 // loading an addon with a duplicate fails with the kernel's name.
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <map>
+#include <string>
 
 #include "kernel_api.h"
 
@@ -36,11 +40,27 @@ std::vector<std::string>& duplicate_list() {
 }  // namespace
 
 namespace {
-std::atomic<int> g_cuda_gemm_tile{0};
+// LLAVA_CUDA_GEMM_TILE=<name> forces a tile from the start (e.g. a wgmma one for a whole training run); an
+// unknown name is reported on stderr and leaves "auto".
+int env_gemm_tile() {
+  const char* s = std::getenv("LLAVA_CUDA_GEMM_TILE");
+  if (!s || !*s) return 0;
+  std::string known;
+  for (int i = 0; i < kNumCudaGemmTiles; i++) {
+    if (std::strcmp(s, kCudaGemmTiles[i]) == 0) return i;
+    known += (i ? ", " : "") + std::string(kCudaGemmTiles[i]);
+  }
+  std::fprintf(stderr, "llava-node: LLAVA_CUDA_GEMM_TILE='%s' is not a tile (%s); using auto\n", s, known.c_str());
+  return 0;
 }
-int cuda_gemm_tile() { return g_cuda_gemm_tile.load(std::memory_order_relaxed); }
+std::atomic<int>& gemm_tile_slot() {
+  static std::atomic<int> tile{env_gemm_tile()};
+  return tile;
+}
+}  // namespace
+int cuda_gemm_tile() { return gemm_tile_slot().load(std::memory_order_relaxed); }
 void set_cuda_gemm_tile(int index) {
-  if (index >= 0 && index < kNumCudaGemmTiles) g_cuda_gemm_tile.store(index, std::memory_order_relaxed);
+  if (index >= 0 && index < kNumCudaGemmTiles) gemm_tile_slot().store(index, std::memory_order_relaxed);
 }
 
 const char* device_name(Device d) { return d == Device::CPU ? "cpu" : d == Device::CUDA ? "cuda" : "unknown"; }

@@ -1,6 +1,6 @@
-// gemm_tile.test.ts — the CUDA GEMM's tile knob (native.cudaGemmTile, cpp/kernel_api.h): the names it
-// offers, setting and reading back, and clear errors for a bad name, in every build (a CPU-only build
-// takes the knob and never reads it). Each tile's results are checked against the CPU by the device
+// gemm_tile.test.ts — the CUDA GEMM's tile knob (native.cudaGemmTile and LLAVA_CUDA_GEMM_TILE,
+// cpp/kernel_api.h): the names it offers, setting and reading back, and clear errors for a bad name, in
+// every build (a CPU-only build takes the knob and never reads it). Each tile's results are checked against the CPU by the device
 // parity cases (test/gpu/cases_core.ts, run on the emulated addon in CI and on a GPU by the GPU check)
 // and the emulator's kernel tests (test/cuda_emu/test_main.cc).
 import t from 'tap';
@@ -64,3 +64,14 @@ t.test('the tiles the parity table and the GPU bench force', async (tt) => {
   }
 });
 
+t.test('LLAVA_CUDA_GEMM_TILE sets the tile at load; an unknown name is reported and ignored', async (tt) => {
+  const { spawnSync } = await import('child_process');
+  const probe = `const { native } = require(${JSON.stringify(require.resolve('../../lib/native'))}); process.stdout.write(native.cudaGemmTile().active);`;
+  const runWith = (tile: string) =>
+    spawnSync(process.execPath, ['-r', 'tsx/cjs', '-e', probe], { env: { ...process.env, LLAVA_CUDA_GEMM_TILE: tile }, encoding: 'utf8' });
+  tt.equal(runWith('wgmma-128x256x64').stdout, 'wgmma-128x256x64', 'a known name is active from the start');
+  tt.equal(runWith('').stdout, 'auto', 'empty: auto');
+  const bad = runWith('256x256');
+  tt.equal(bad.stdout, 'auto', 'an unknown name leaves auto');
+  tt.match(bad.stderr, /LLAVA_CUDA_GEMM_TILE='256x256' is not a tile \(auto, 128x128x32, .*wgmma-128x256x64\); using auto/, 'and says so');
+});
