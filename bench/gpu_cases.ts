@@ -3,8 +3,8 @@
 // touches the GPU so the two never share device memory).
 //
 // Cases (bf16): GEMM 4096³, 8192x11008x4096 and 8192x4096x11008 (M x N x K, a[M,K] @ b[K,N]), each also
-// with every tile native.cudaGemmTile can force (the wgmma ones on sm_90); linear x[8192,4096] @ W[11008,4096]ᵀ fwd and fwd+bwd
-// (the three layouts of a training step), with the same tile rows; attention
+// with every tile native.cudaGemmTile can force (the wgmma ones on sm_90); linear x[8192,4096] @
+// W[11008,4096]ᵀ fwd and fwd+bwd (the three layouts of a training step), with the same tile rows; attention
 // `llama7b_train` B4 H32 T2048 D128 causal and `vit_l14_336` B16 H16 T577 D64, fwd and fwd+bwd; layer and
 // RMS norm 16384x4096 fwd (GB/s) and layer norm fwd+bwd; patch embed B32 336 px 1024 ch (conv 14/14);
 // cross-entropy 8192x32000 fwd+bwd (fp32 upcast in the peer); a LLaMA-7B-shaped training step, B4 x T2048

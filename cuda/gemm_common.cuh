@@ -75,6 +75,22 @@ __device__ __forceinline__ void tile_coords(int pid, int tiles_m, int tiles_n, i
   tn = r / gm;
 }
 
+// Where a block of a 16-bit GEMM works: its tile's first row and column, its batch, and that batch's
+// operands.
+struct BlockTile {
+  int m0, n0;
+  int64_t bz;
+  const uint16_t* A;
+  const uint16_t* B;
+};
+template <int BM, int BN> __device__ __forceinline__ BlockTile block_tile(const GemmParams& p) {
+  int tm, tn;
+  tile_coords(blockIdx.x, (p.M + BM - 1) / BM, (p.N + BN - 1) / BN, tm, tn);
+  const int64_t bz = (int64_t)blockIdx.z + p.batch0;
+  return {tm * BM, tn * BN, bz, static_cast<const uint16_t*>(p.a) + bz * p.sab,
+          static_cast<const uint16_t*>(p.b) + bz * p.sbb};
+}
+
 // Can an operand with `rows` x K extent be staged with 16-byte copies? `inner` = its unit-stride
 // extent (must be a multiple of 8), `lead` = the other stride (must keep row starts 16-byte aligned,
 // irrelevant when that dimension has extent 1), `batch` = batch stride.

@@ -177,12 +177,10 @@ template <typename T, typename Cfg, bool A_KC, bool B_KC, bool ALIGNED> __global
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int wm = warp % Cfg::WARPS_M, wn = warp / Cfg::WARPS_M;
   const int M = p.M, N = p.N, K = p.K;
-  int tm, tn;
-  tile_coords(blockIdx.x, (M + BM - 1) / BM, (N + BN - 1) / BN, tm, tn);
-  const int m0 = tm * BM, n0 = tn * BN;
-  const int64_t bz = (int64_t)blockIdx.z + p.batch0;
-  const uint16_t* A = static_cast<const uint16_t*>(p.a) + bz * p.sab;
-  const uint16_t* B = static_cast<const uint16_t*>(p.b) + bz * p.sbb;
+  const BlockTile bt = block_tile<BM, BN>(p);
+  const int m0 = bt.m0, n0 = bt.n0;
+  const int64_t bz = bt.bz;
+  const uint16_t *A = bt.A, *B = bt.B;
 
   // B is staged as an N x K operand: its "row" stride is sbn, its depth stride sbk.
   auto load_stage = [&](int stage, int kt) {

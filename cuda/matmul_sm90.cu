@@ -122,12 +122,10 @@ template <typename Cfg, bool A_KC, bool B_KC> __global__ void __launch_bounds__(
 
   const int tid = threadIdx.x, wg = tid / 128, lane = tid & 31, warp = (tid & 127) >> 5;
   const int M = p.M, N = p.N, K = p.K;
-  int tm, tn;
-  tile_coords(blockIdx.x, (M + BM - 1) / BM, (N + BN - 1) / BN, tm, tn);
-  const int m0 = tm * BM, n0 = tn * BN;
-  const int64_t bz = (int64_t)blockIdx.z + p.batch0;
-  const uint16_t* A = static_cast<const uint16_t*>(p.a) + bz * p.sab;
-  const uint16_t* B = static_cast<const uint16_t*>(p.b) + bz * p.sbb;
+  const BlockTile bt = block_tile<BM, BN>(p);
+  const int m0 = bt.m0, n0 = bt.n0;
+  const int64_t bz = bt.bz;
+  const uint16_t *A = bt.A, *B = bt.B;
   auto load_stage = [&](int stage, int kt) {
     wg_load<BM, BK, THREADS, A_KC>(sA + stage * Cfg::A_STAGE, A, m0, M, kt * BK, K, p.sam, p.sak, tid);
     wg_load<BN, BK, THREADS, B_KC>(sB + stage * Cfg::B_STAGE, B, n0, N, kt * BK, K, p.sbn, p.sbk, tid);
