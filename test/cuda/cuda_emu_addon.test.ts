@@ -4,7 +4,7 @@
 // itself (test/gpu/check.ts --no-bench) runs in a child process with LLAVA_NATIVE pointing at that build:
 // every device parity case on 'cuda' against the CPU through the TypeScript API, the caching allocator's
 // steady state over tiny-LLaVA training steps, and out-of-memory errors with the process staying usable.
-// Then the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, recompute, profile; the trainer
+// Beside it the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, recompute, profile; the trainer
 // only its device-relevant subtests, EMULATOR_GREP) run again with tensors created
 // on the emulated 'cuda'.
 //
@@ -16,7 +16,7 @@
 // and ldmatrix reads of shared memory only; the full racecheck of the addon (every load and store) is
 // test/cuda_emu/racecheck_addon.sh, and test/cuda/cuda_emu.test.ts runs the full one on the GEMM and
 // attention kernels. Every launch is logged (EMU_LAUNCH_LOG) and checked against ptxas's register and shared
-// memory figures for sm_80 and sm_90aa (test/cuda_emu/ptxas.ts). A driver older than CUDA 13 is simulated
+// memory figures for sm_80 and sm_90a (test/cuda_emu/ptxas.ts). A driver older than CUDA 13 is simulated
 // (EMU_DRIVER) to check the message that names both versions.
 //
 // This checks the kernels' logic, the backend and the TypeScript device paths on every push without a
@@ -65,7 +65,7 @@ function reason(): string | null {
 const why = reason();
 t.test(
   'GPU check (parity, allocator, OOM) on the addon with its CUDA backend emulated on the host',
-  why ? { skip: why } : { timeout: 1_400_000 },
+  why ? { skip: why } : { timeout: 1_800_000 },
   async (tt) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cuda_emu_addon-'));
     tt.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -80,11 +80,30 @@ t.test(
     )
       return;
 
+    // The device suites (below) run beside the GPU check: two single-threaded emulated processes on the
+    // two cores, instead of one after the other (which took most of the 23 minutes this test may run).
+    const logs = path.join(dir, 'launches');
+    fs.mkdirSync(logs);
+    const suitesRun = (async () => {
+      const res: { suite: string; grep?: string; s: Awaited<ReturnType<typeof runSuiteOn>> }[] = [];
+      for (const suite of DEVICE_SUITES) {
+        const grep = EMULATOR_GREP[suite];
+        const launchLog = path.join(logs, `${suite.replace(/\//g, '_')}.jsonl`);
+        const s = await runSuiteOn(
+          path.join(ROOT, 'test', `${suite}.test.ts`),
+          'cuda',
+          { LLAVA_NATIVE: addon, EMU_LAUNCH_LOG: launchLog },
+          undefined,
+          grep,
+        );
+        res.push({ suite, grep, s });
+      }
+      return res;
+    })();
+
     const out = path.join(dir, 'out');
     // EMU_RANDOM=1: threads of a block resume in a shuffled (seeded, so repeatable) order, which with the
     // poisoned shared memory turns a missing __syncthreads into a wrong result.
-    const logs = path.join(dir, 'launches');
-    fs.mkdirSync(logs);
     const env = cleanEnv({
       LLAVA_NATIVE: addon,
       OUT: out,
@@ -101,7 +120,10 @@ t.test(
     );
     tt.comment(`gpu check under the emulator: ${secs(r.ms)} s`);
     const file = path.join(out, 'gpu_check.json');
-    if (!tt.ok(fs.existsSync(file), `check.ts wrote ${file}`, { output_tail: tail(r.out) })) return;
+    if (!tt.ok(fs.existsSync(file), `check.ts wrote ${file}`, { output_tail: tail(r.out) })) {
+      await suitesRun; // before the teardown removes their directory
+      return;
+    }
     const rep = JSON.parse(fs.readFileSync(file, 'utf8')) as Report;
 
     tt.match(String(rep.device ?? r.out), /CUDA emulator/, "'cuda' is the emulated device");
@@ -135,16 +157,7 @@ t.test(
     // The device suites once more with tensor factories (and loadLlava) defaulting to the emulated 'cuda'
     // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,
     // the tiny LLaVA against the transformers fixture, generation and training, on the device.
-    for (const suite of DEVICE_SUITES) {
-      const grep = EMULATOR_GREP[suite];
-      const launchLog = path.join(logs, `${suite.replace(/\//g, '_')}.jsonl`);
-      const s = await runSuiteOn(
-        path.join(ROOT, 'test', `${suite}.test.ts`),
-        'cuda',
-        { LLAVA_NATIVE: addon, EMU_LAUNCH_LOG: launchLog },
-        undefined,
-        grep,
-      );
+    for (const { suite, grep, s } of await suitesRun) {
       tt.comment(`${suite}.test.ts on the emulated cuda device${grep ? ` (subtests /${grep}/)` : ''}: ${secs(s.ms)} s`);
       tt.ok(
         s.total > 0 && s.fail === 0 && s.code === 0,

@@ -296,7 +296,8 @@ int main(int argc, char** argv) {
       for (int lay = 0; lay < 4; lay++)
         test_matmul(DType::BF16, 1, 136, 264, 328, lay & 1, lay & 2, true, 0, 0, false, 0, 1);
       test_matmul(DType::BF16, 2, 70, 130, 200, false, true, true, 0.5, 0, true, 0, 1);
-      test_matmul(DType::BF16, 1, 72, 136, 1100, true, false, false, 0, 0, false, 0, 1);  // 18 k tiles: the ring wraps
+      if (std::string(kCudaGemmTiles[tile]).rfind("wgmma-", 0) == 0)  // 6 stages: 18 k tiles wrap the ring
+        test_matmul(DType::BF16, 1, 72, 136, 1100, true, false, false, 0, 0, false, 0, 1);
       test_matmul(DType::F16, 1, 64, 64, 64, true, false, false, 0, 0, false, 0, 1);
       test_matmul(DType::BF16, 1, 37, 41, 150, false, false, true, 0, 1, false, 1, 1);  // unaligned, gelu
       set_cuda_gemm_tile(0);
