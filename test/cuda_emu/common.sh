@@ -75,7 +75,6 @@ emu_wait() {
   fi
 }
 
-# stale OBJ SOURCE: true when OBJ is missing or older than SOURCE (so an OUT dir can be reused).
 # stale OBJ SOURCE: OBJ is missing or older than SOURCE or than any header under cpp/ (a struct that
 # changes layout must rebuild every object that uses it).
 stale() { [ ! "$1" -nt "$2" ] || [ -n "$(find "$ROOT/cpp" -name '*.h' -newer "$1" -print -quit)" ]; }

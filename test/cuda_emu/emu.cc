@@ -1,11 +1,12 @@
 // test/cuda_emu/emu.cc — host CUDA emulator runtime (see README.md): fiber scheduler, barriers, warp
 // collectives, memory checks and the bank-conflict report.
-#include <ucontext.h>
 #include <dlfcn.h>
+#include <ucontext.h>
 #include <unistd.h>
 #include <cxxabi.h>
 
 #include <cstdarg>
+#include <deque>
 #include <map>
 #include <stdexcept>
 
@@ -27,9 +28,7 @@ unsigned char* smem_base = nullptr;
 size_t smem_size = 0;
 
 static const char* cur_kernel_name();
-static ucontext_t sched_ctx;
 static std::vector<Fiber> fibers;
-static std::vector<ucontext_t> ctxs;
 static std::vector<Warp> warps;
 static int blk_live = 0, blk_count = 0, blk_gen = 0;
 static long progress = 0;
@@ -50,10 +49,85 @@ void die(const char* fmt, ...) {
 Warp& my_warp() { return warps[cur->tid / 32]; }
 int lane() { return cur->tid % 32; }
 
+// ---------------------------------------------------------------- fiber switching
+// A thread of the emulated block is a fiber on its own stack; the scheduler (run_block) runs one until it
+// waits (yield_wait) or exits. swapcontext also saves and restores the signal mask: a system call per
+// switch, two per wait, millions per emulated GEMM; with it the emulator ran ten times slower (35 GEMM and
+// attention parity cases: 120 s, against 11 s now). On x86-64 a switch needs only what the ABI says a
+// call preserves (rbx, rbp, r12-r15, the stack pointer, MXCSR and the x87 control word), which emu_switch
+// saves on the stack it leaves and restores from the one it enters. Elsewhere (or with -DEMU_UCONTEXT)
+// ucontext stays.
+static void trampoline();
+#if defined(__x86_64__) && !defined(EMU_UCONTEXT)
+extern "C" void emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .globl emu_switch
+  .hidden emu_switch
+  .type emu_switch, @function
+emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_switch, .-emu_switch
+)");
+static void* sched_sp = nullptr;
+// A new fiber's stack as emu_switch leaves one: the control words, six zeroed registers and trampoline as
+// the return address, above it a null return address for trampoline (which never returns), 16-aligned as
+// a call would leave it.
+static void fiber_start(Fiber& f) {
+  auto* sp = reinterpret_cast<uint64_t*>(reinterpret_cast<uintptr_t>(f.stack + kStack) & ~uintptr_t(15));
+  *--sp = 0;
+  *--sp = reinterpret_cast<uint64_t>(&trampoline);
+  for (int i = 0; i < 6; i++) *--sp = 0;
+  uint32_t mxcsr;
+  uint16_t fpcw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(fpcw));
+  *--sp = mxcsr | uint64_t(fpcw) << 32;
+  f.ctx = sp;
+}
+static void to_fiber(Fiber& f) { emu_switch(&sched_sp, f.ctx); }
+static void to_scheduler() { emu_switch(&cur->ctx, sched_sp); }
+#else
+static ucontext_t sched_ctx;
+static std::deque<ucontext_t> ctxs;  // a deque: growing it keeps the earlier fibers' contexts in place
+static void fiber_start(Fiber& f) {
+  if ((int)ctxs.size() <= f.tid) ctxs.resize(f.tid + 1);
+  ucontext_t& c = ctxs[f.tid];
+  getcontext(&c);
+  c.uc_stack.ss_sp = f.stack;
+  c.uc_stack.ss_size = kStack;
+  c.uc_link = &sched_ctx;
+  makecontext(&c, trampoline, 0);
+  f.ctx = &c;
+}
+static void to_fiber(Fiber& f) { swapcontext(&sched_ctx, static_cast<ucontext_t*>(f.ctx)); }
+static void to_scheduler() { swapcontext(static_cast<ucontext_t*>(cur->ctx), &sched_ctx); }
+#endif
+
 void yield_wait(const int* gen, int val) {
   cur->wait_gen = gen;
   cur->wait_val = val;
-  swapcontext((ucontext_t*)cur->ctx, &sched_ctx);
+  to_scheduler();
   cur->wait_gen = nullptr;
 }
 
@@ -131,6 +205,8 @@ static void trampoline() {
   w.live_mask &= ~(1u << (f->tid % 32));
   if (blk_count > 0 && blk_count == blk_live) barrier_done();
   if (w.count > 0 && w.count == w.live) die("warp collective %s completed by exiting lanes", w.tag);
+  to_scheduler();  // for good: a finished fiber is never resumed
+  die("a finished fiber was resumed");
 }
 
 static long block_serial = 0;  // counts blocks run, so static shared arrays are poisoned once per block
@@ -147,7 +223,6 @@ void fresh_shared(void* p, size_t n) {
 void run_block(int nthreads, const std::function<void()>& fn) {
   block_serial++;
   fibers.assign(nthreads, Fiber());
-  ctxs.resize(nthreads);
   warps.assign((nthreads + 31) / 32, Warp());
   while ((int)stacks.size() < nthreads) stacks.push_back(static_cast<char*>(std::malloc(kStack)));
   blk_live = blk_threads = nthreads;
@@ -159,13 +234,8 @@ void run_block(int nthreads, const std::function<void()>& fn) {
     Fiber& f = fibers[i];
     f.tid = i;
     f.tidx = make_uint3(i % g_blockDim.x, (i / g_blockDim.x) % g_blockDim.y, i / (g_blockDim.x * g_blockDim.y));
-    f.ctx = &ctxs[i];
     f.stack = stacks[i];
-    getcontext(&ctxs[i]);
-    ctxs[i].uc_stack.ss_sp = stacks[i];
-    ctxs[i].uc_stack.ss_size = kStack;
-    ctxs[i].uc_link = &sched_ctx;
-    makecontext(&ctxs[i], trampoline, 0);
+    fiber_start(f);
     warps[i / 32].live++;
     warps[i / 32].live_mask |= 1u << (i % 32);
   }
@@ -183,7 +253,7 @@ void run_block(int nthreads, const std::function<void()>& fn) {
       if (f.wait_gen && *f.wait_gen == f.wait_val) continue;
       cur = &f;
       ran = true;
-      swapcontext(&sched_ctx, (ucontext_t*)f.ctx);
+      to_fiber(f);
       if (f.done) remaining--;
     }
     cur = nullptr;

@@ -48,7 +48,7 @@ struct Copy {
 };
 
 struct Fiber {
-  void* ctx = nullptr;  // ucontext_t*
+  void* ctx = nullptr;  // the saved stack pointer (x86-64) or a ucontext_t* (emu.cc)
   char* stack = nullptr;
   bool done = false;
   int tid = 0;

@@ -74,8 +74,11 @@ async function healthWhile(base: string, done: Promise<unknown>): Promise<{ max:
   return { max, n };
 }
 
-/** /health latency allowed in these tests: 100 ms is the target, measured alone; tap runs files in parallel. */
-const SLACK_MS = 250;
+/** The slowest /health answer allowed while a hostile request is handled. The target is 100 ms, met alone
+ *  (about 25 ms), but tap runs two files at once on a 2-core CI machine and a loaded one stretched it to
+ *  255 ms. What these tests guard against holds the event loop for seconds (tokenizing the 19.5 MB prompt
+ *  took 120 s; JSON.parse of 9.7 million values takes about 1.7 s), which a 1 s bound still catches. */
+const SLACK_MS = 1000;
 
 const user = (content: string) => ({ messages: [{ role: 'user', content }] });
 
@@ -108,8 +111,6 @@ t.test('a 19.5 MB prompt is refused before tokenizing; /health answers within 10
     tt.equal(r.json?.error?.code, 'context_length_exceeded');
     tt.match(r.json?.error?.message, /the prompt has \d+ characters; the model's context holds 512 positions, at most \d+ characters/);
     tt.ok(Date.now() - t0 < 10_000, `answered in ${Date.now() - t0} ms`);
-    // The target is 100 ms (met alone: about 25 ms); the bound leaves room for other test files sharing
-    // two cores (seen: 108 ms). Before the character bound, this request held the event loop for 120 s.
     tt.ok(health.max < SLACK_MS, `slowest /health ${health.max.toFixed(1)} ms over ${health.n} polls`);
     // A prompt just over the bound in characters is refused the same way; one that fits is served.
     const ctx = server.llava.contextLength;
@@ -154,11 +155,19 @@ t.test('generation yields to the event loop: /health answers within 100 ms while
     // about 350 prompt positions (of 512), then up to 150 tokens, streamed and not
     for (const stream of [false, true]) {
       const body = JSON.stringify({ ...user('hello world '.repeat(55)), max_tokens: 150, temperature: 0, stream });
+      const t0 = performance.now();
       const answer = request(base, 'POST', '/v1/chat/completions', { body });
       const health = await healthWhile(base, answer);
       const r = await answer;
+      const took = performance.now() - t0;
       tt.equal(r.status, 200, r.text.slice(0, 200));
-      tt.ok(health.n >= 2, `${health.n} polls during the completion`);
+      // A completion that did not yield would answer /health once, after it; a load on the machine slows
+      // the polls and the completion alike, so these two checks hold however busy it is.
+      tt.ok(health.n >= 10, `stream ${stream}: ${health.n} polls during the ${took.toFixed(0)} ms completion`);
+      tt.ok(
+        health.max < took / 4,
+        `stream ${stream}: slowest /health ${health.max.toFixed(1)} ms, under a quarter of the completion's ${took.toFixed(0)} ms`,
+      );
       tt.ok(health.max < SLACK_MS, `stream ${stream}: slowest /health ${health.max.toFixed(1)} ms over ${health.n} polls`);
     }
   } finally {
