@@ -4,9 +4,9 @@
 // itself (test/gpu/check.ts --no-bench) runs in a child process with LLAVA_NATIVE pointing at that build:
 // every device parity case on 'cuda' against the CPU through the TypeScript API, the caching allocator's
 // steady state over tiny-LLaVA training steps, and out-of-memory errors with the process staying usable.
-// Beside it the device suites (DEVICE_SUITES: ops, grad, llava_model, generate, trainer, recompute, profile; the trainer
-// only its device-relevant subtests, EMULATOR_GREP) run again with tensors created
-// on the emulated 'cuda'.
+// Beside it the device suites (DEVICE_SUITES: ops, grad, swiglu, LoRA and quantized ops, AdamW,
+// llava_model, generate, trainer, recompute, profile) run again, whole, with tensors created on the
+// emulated 'cuda'.
 //
 // The GPU check runs with the emulator's sanitizers on: EMU_RACECHECK=1 (test/cuda_emu/racecheck.cc;
 // zero hazards is a check), synccheck (always on) and EMU_DEFERRED=1 (launches and copies queue on the
@@ -27,7 +27,7 @@ import t from 'tap';
 import fs from 'fs';
 import os from 'os';
 import path from 'path';
-import { DEVICE_SUITES, EMULATOR_GREP, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
+import { DEVICE_SUITES, EMU, cleanEnv, how, run, runSuiteOn, secs, skipReason, tail } from '../cuda_emu/harness';
 import { TEST_DIR } from '../helpers';
 import { checkNcclOnEmulator } from '../dist/nccl_emu';
 import { ARCHS, archsFor, type KernelUsage, type Launch, loadUsage, normalizeMangled, refusal } from '../cuda_emu/ptxas';
@@ -86,18 +86,11 @@ t.test(
     const logs = path.join(dir, 'launches');
     fs.mkdirSync(logs);
     const suitesRun = (async () => {
-      const res: { suite: string; grep?: string; s: Awaited<ReturnType<typeof runSuiteOn>> }[] = [];
+      const res: { suite: string; s: Awaited<ReturnType<typeof runSuiteOn>> }[] = [];
       for (const suite of DEVICE_SUITES) {
-        const grep = EMULATOR_GREP[suite];
         const launchLog = path.join(logs, `${suite.replace(/\//g, '_')}.jsonl`);
-        const s = await runSuiteOn(
-          path.join(ROOT, 'test', `${suite}.test.ts`),
-          'cuda',
-          { LLAVA_NATIVE: addon, EMU_LAUNCH_LOG: launchLog },
-          undefined,
-          grep,
-        );
-        res.push({ suite, grep, s });
+        const s = await runSuiteOn(path.join(ROOT, 'test', `${suite}.test.ts`), 'cuda', { LLAVA_NATIVE: addon, EMU_LAUNCH_LOG: launchLog });
+        res.push({ suite, s });
       }
       return res;
     })();
@@ -158,8 +151,8 @@ t.test(
     // The device suites once more with tensor factories (and loadLlava) defaulting to the emulated 'cuda'
     // (test/helpers.ts): every op against its float64 reference, every finite-difference gradient check,
     // the tiny LLaVA against the transformers fixture, generation and training, on the device.
-    for (const { suite, grep, s } of await suitesRun) {
-      tt.comment(`${suite}.test.ts on the emulated cuda device${grep ? ` (subtests /${grep}/)` : ''}: ${secs(s.ms)} s`);
+    for (const { suite, s } of await suitesRun) {
+      tt.comment(`${suite}.test.ts on the emulated cuda device: ${secs(s.ms)} s`);
       tt.ok(
         s.total > 0 && s.fail === 0 && s.code === 0,
         `test/${suite}.test.ts passes on the emulated cuda device (${s.pass}/${s.total}; ${how(s)})`,

@@ -58,14 +58,18 @@ export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice
 /** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, the tiny LLaVA against
  *  the transformers fixture, generation, the trainer (bf16 master weights, accumulation, resume) and
  *  activation checkpointing. */
-export const DEVICE_SUITES = ['engine/ops', 'engine/grad', 'models/llava_model', 'app/inference/generate', 'app/train/trainer', 'engine/recompute', 'engine/profile'];
-
-/** On the host emulator (about 50x slower than the CPU), a suite may run only the subtests that exercise
- *  the device (TAP_GREP); the rest repeat host-side logic that the CPU run already covers. On a real GPU
- *  every suite runs whole. */
-export const EMULATOR_GREP: Record<string, string> = {
-  'app/train/trainer': 'gradient accumulation|resume: same data order|bf16 training|memory is flat',
-};
+export const DEVICE_SUITES = [
+  'engine/ops',
+  'engine/grad',
+  'engine/swiglu',
+  'nn/lora_quant_ops',
+  'optim/adamw',
+  'models/llava_model',
+  'app/inference/generate',
+  'app/train/trainer',
+  'engine/recompute',
+  'engine/profile',
+];
 
 export interface SuiteRun extends RunResult {
   total: number;
@@ -77,22 +81,14 @@ export interface SuiteRun extends RunResult {
 
 /**
  * Runs one test file of the suite as a plain `node --import=tsx FILE` with tensor factories defaulting to
- * `device` (LLAVA_TEST_DEVICE, test/helpers.ts) and `extra` in the environment; `grep` keeps only the
- * top-level subtests whose names match it (TAP_GREP). The calling runner's
+ * `device` (LLAVA_TEST_DEVICE, test/helpers.ts) and `extra` in the environment. The calling runner's
  * TAP_* / NODE_OPTIONS are dropped, so the child prints its own TAP and summary instead of reporting to a
  * parent runner.
  */
-export async function runSuiteOn(
-  file: string,
-  device: string,
-  extra: Record<string, string> = {},
-  timeoutMs = 900_000,
-  grep?: string,
-): Promise<SuiteRun> {
+export async function runSuiteOn(file: string, device: string, extra: Record<string, string> = {}, timeoutMs = 900_000): Promise<SuiteRun> {
   const env = cleanEnv({ ...extra, LLAVA_TEST_DEVICE: device });
   for (const k of Object.keys(env)) if (/^(TAP|_TAPJS_)/.test(k) || k === 'NODE_OPTIONS') delete env[k];
   env.TAP_TIMEOUT = String(Math.ceil(timeoutMs / 1000));
-  if (grep) env.TAP_GREP = grep;
   const r = await run(process.execPath, ['--import=tsx', file], env, timeoutMs);
   const m = /# \{ total: (\d+), pass: (\d+)(?:, fail: (\d+))?/.exec(r.out);
   return {
