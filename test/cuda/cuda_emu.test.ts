@@ -4,7 +4,8 @@
 // emulator into a fresh temp dir (outside the repo, removed afterwards), runs all its checks once with
 // the default cp.async timing (copies land at the wait) and once with EMU_CP_EAGER=1 EMU_RANDOM=1
 // EMU_RACECHECK=1 (copies land at issue, shuffled thread order, and the racecheck of
-// test/cuda_emu/racecheck.cc on every shared and global access: zero hazards is a check of its own).
+// test/cuda_emu/racecheck.cc on every shared and global access: zero hazards is a check of its own), then
+// 60 random GEMM and attention cases from a fixed seed under the same settings.
 // synccheck (partial __syncthreads, warp collective masks) is always on. Without g++, the CUDA headers or an x86-64 host it is
 // a skip carrying the reason, never a pass. Build and run times are reported as comments.
 import t from 'tap';
@@ -21,8 +22,8 @@ const RUN_TIMEOUT_MS = 300_000;
 // another test file can take a good part of that, so ask the runner for more.
 t.setTimeout(1_200_000);
 
-async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<string, string>): Promise<number> {
-  const r = await run(bin, [], cleanEnv(extra), RUN_TIMEOUT_MS);
+async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<string, string>, args: string[] = []): Promise<number> {
+  const r = await run(bin, args, cleanEnv(extra), RUN_TIMEOUT_MS);
   tt.comment(`emulator run [${mode}]: ${secs(r.ms)} s`);
   const summary = [...r.out.matchAll(/^(\d+) passed, (\d+) failed$/gm)].pop();
   const failing = r.out.split('\n').filter((l) => /^FAIL|EMU FATAL/.test(l));
@@ -71,6 +72,10 @@ t.test(
       EMU_RANDOM: '1',
       EMU_RACECHECK: '1',
     });
+    // Random shapes, layouts, dtypes, batches, epilogues and attention settings (test_main.cc, "fuzz"), from
+    // a fixed seed so that a failure repeats: 60 GEMM and 60 attention cases, about 20 s.
+    const fuzz = { EMU_SEED: '7', EMU_CP_EAGER: '1', EMU_RANDOM: '1', EMU_RACECHECK: '1' };
+    runMs += await runEmulator(tt, bin, 'fuzz 60, EMU_SEED=7 EMU_CP_EAGER=1 EMU_RANDOM=1 EMU_RACECHECK=1', fuzz, ['fuzz', '60']);
     tt.comment(`cuda_emu total: ${secs(Date.now() - t0)} s (build ${secs(b.ms)} s, runs ${secs(runMs)} s)`);
   },
 );
