@@ -55,9 +55,9 @@ export const how = (r: RunResult): string => (r.error ? `error ${r.error.message
 export const secs = (ms: number): string => (ms / 1000).toFixed(1);
 export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice(-n).join('\n');
 
-/** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, the tiny LLaVA against
- *  the transformers fixture, generation, the trainer (bf16 master weights, accumulation, resume) and
- *  activation checkpointing. */
+/** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, SwiGLU, LoRA and quantized
+ *  linears, AdamW, the tiny LLaVA against the transformers fixture, generation, the trainer (bf16 master
+ *  weights, accumulation, resume), activation checkpointing and the profiler. */
 export const DEVICE_SUITES = [
   'engine/ops',
   'engine/grad',
