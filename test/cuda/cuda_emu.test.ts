@@ -5,7 +5,8 @@
 // the default cp.async timing (copies land at the wait) and once with EMU_CP_EAGER=1 EMU_RANDOM=1
 // EMU_RACECHECK=1 (copies land at issue, shuffled thread order, and the racecheck of
 // test/cuda_emu/racecheck.cc on every shared and global access: zero hazards is a check of its own), then
-// 60 random GEMM and attention cases from a fixed seed under the same settings.
+// 60 random GEMM and attention cases from a fixed seed under the same settings, and the cases at model
+// sizes (test_main.cc's vit, long, big).
 // synccheck (partial __syncthreads, warp collective masks) is always on. Without g++, the CUDA headers or an x86-64 host it is
 // a skip carrying the reason, never a pass. Build and run times are reported as comments.
 import t from 'tap';
@@ -22,7 +23,16 @@ const RUN_TIMEOUT_MS = 300_000;
 // another test file can take a good part of that, so ask the runner for more.
 t.setTimeout(1_200_000);
 
-async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<string, string>, args: string[] = []): Promise<number> {
+/** Runs the kernel test binary once (args: a family such as 'fuzz 60'; none runs the default set) and
+ *  checks that at least minChecks checks ran and none failed; returns its milliseconds. */
+async function runEmulator(
+  tt: Test,
+  bin: string,
+  mode: string,
+  extra: Record<string, string>,
+  args: string[] = [],
+  minChecks = 100,
+): Promise<number> {
   const r = await run(bin, args, cleanEnv(extra), RUN_TIMEOUT_MS);
   tt.comment(`emulator run [${mode}]: ${secs(r.ms)} s`);
   const summary = [...r.out.matchAll(/^(\d+) passed, (\d+) failed$/gm)].pop();
@@ -39,7 +49,7 @@ async function runEmulator(tt: Test, bin: string, mode: string, extra: Record<st
   tt.equal(failed, 0, `[${mode}] no failed checks (${passed} passed, ${failed} failed)`, {
     failing: failing.slice(0, 50).join('\n') || '(none printed)',
   });
-  tt.ok(passed > 100, `[${mode}] more than 100 checks passed (${passed})`);
+  tt.ok(passed >= minChecks, `[${mode}] at least ${minChecks} checks passed (${passed})`);
   tt.equal(r.code, 0, `[${mode}] test binary exits 0 (${how(r)})`, { output_tail: r.code === 0 ? '' : tail(r.out) });
   if (extra.EMU_RACECHECK) {
     const races = r.out.split('\n').filter((l) => l.startsWith('EMU RACE'));
@@ -76,6 +86,9 @@ t.test(
     // a fixed seed so that a failure repeats: 60 GEMM and 60 attention cases, about 20 s.
     const fuzz = { EMU_SEED: '7', EMU_CP_EAGER: '1', EMU_RANDOM: '1', EMU_RACECHECK: '1' };
     runMs += await runEmulator(tt, bin, 'fuzz 60, EMU_SEED=7 EMU_CP_EAGER=1 EMU_RANDOM=1 EMU_RACECHECK=1', fuzz, ['fuzz', '60']);
+    // Attention at model sizes on the SIMT path (f32): the ViT's B1 H16 T577 D64, causal T2048 at D64 and
+    // D128; and bf16 attention at T300/S513 with a 256x384x1024 GEMM. Seconds each.
+    for (const family of ['vit', 'long', 'big']) runMs += await runEmulator(tt, bin, `${family} (model sizes)`, {}, [family], 5);
     tt.comment(`cuda_emu total: ${secs(Date.now() - t0)} s (build ${secs(b.ms)} s, runs ${secs(runMs)} s)`);
   },
 );

@@ -346,7 +346,7 @@ int main(int argc, char** argv) {
     test_attention_nan(DType::F64, 50, 70, 72, 4);
     test_attention_nan(DType::F32, 33, 40, 200, 4);
   }
-  if (only == "vit" || only == "long") {  // the SIMT path at model sizes (f32; minutes on the emulator)
+  if (only == "vit" || only == "long") {  // the SIMT path at model sizes (f32; seconds on the emulator)
     if (only == "vit") test_attention({DType::F32, 1, 16, 16, 577, 577, 64, false, 0, false, 0, false, 4});
     for (int64_t D : {64, 128})
       if (only == "long") test_attention({DType::F32, 1, 1, 1, 2048, 2048, D, true, 0, false, 0, false, 4});
