@@ -23,16 +23,11 @@ const RUN_TIMEOUT_MS = 300_000;
 // another test file can take a good part of that, so ask the runner for more.
 t.setTimeout(1_200_000);
 
-/** Runs the kernel test binary once (args: a family such as 'fuzz 60'; none runs the default set) and
- *  checks that at least minChecks checks ran and none failed; returns its milliseconds. */
-async function runEmulator(
-  tt: Test,
-  bin: string,
-  mode: string,
-  extra: Record<string, string>,
-  args: string[] = [],
-  minChecks = 100,
-): Promise<number> {
+/** Runs the kernel test binary once with `extra` in its environment (args: a family such as 'fuzz 60';
+ *  none runs the default set) and checks that at least minChecks checks ran and none failed; the run is
+ *  named by its args and settings. Returns its milliseconds. */
+async function runEmulator(tt: Test, bin: string, extra: Record<string, string> = {}, args: string[] = [], minChecks = 100): Promise<number> {
+  const mode = [...args, ...Object.entries(extra).map(([k, v]) => `${k}=${v}`)].join(' ') || 'default';
   const r = await run(bin, args, cleanEnv(extra), RUN_TIMEOUT_MS);
   tt.comment(`emulator run [${mode}]: ${secs(r.ms)} s`);
   const summary = [...r.out.matchAll(/^(\d+) passed, (\d+) failed$/gm)].pop();
@@ -76,19 +71,15 @@ t.test(
       return;
     }
 
-    let runMs = await runEmulator(tt, bin, 'default', {});
-    runMs += await runEmulator(tt, bin, 'EMU_CP_EAGER=1 EMU_RANDOM=1 EMU_RACECHECK=1', {
-      EMU_CP_EAGER: '1',
-      EMU_RANDOM: '1',
-      EMU_RACECHECK: '1',
-    });
+    const strict = { EMU_CP_EAGER: '1', EMU_RANDOM: '1', EMU_RACECHECK: '1' };
+    let runMs = await runEmulator(tt, bin);
+    runMs += await runEmulator(tt, bin, strict);
     // Random shapes, layouts, dtypes, batches, epilogues and attention settings (test_main.cc, "fuzz"), from
     // a fixed seed so that a failure repeats: 60 GEMM and 60 attention cases, about 20 s.
-    const fuzz = { EMU_SEED: '7', EMU_CP_EAGER: '1', EMU_RANDOM: '1', EMU_RACECHECK: '1' };
-    runMs += await runEmulator(tt, bin, 'fuzz 60, EMU_SEED=7 EMU_CP_EAGER=1 EMU_RANDOM=1 EMU_RACECHECK=1', fuzz, ['fuzz', '60']);
+    runMs += await runEmulator(tt, bin, { ...strict, EMU_SEED: '7' }, ['fuzz', '60']);
     // Attention at model sizes on the SIMT path (f32): the ViT's B1 H16 T577 D64, causal T2048 at D64 and
     // D128; and bf16 attention at T300/S513 with a 256x384x1024 GEMM. Seconds each.
-    for (const family of ['vit', 'long', 'big']) runMs += await runEmulator(tt, bin, `${family} (model sizes)`, {}, [family], 5);
+    for (const family of ['vit', 'long', 'big']) runMs += await runEmulator(tt, bin, {}, [family], 5);
     tt.comment(`cuda_emu total: ${secs(Date.now() - t0)} s (build ${secs(b.ms)} s, runs ${secs(runMs)} s)`);
   },
 );

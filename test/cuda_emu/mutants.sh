@@ -9,7 +9,8 @@
 # One run per mutant with EMU_RACECHECK=1 EMU_RANDOM=1 (the same run also counts wrong numbers), so a
 # row shows racecheck hazards, synccheck/fatal errors and failed checks side by side. Every mutant
 # rebuilds one kernel file (~1 min) and runs its tests (under a minute); seven of them took 6.6 min on 2
-# cores, the first addon build included. Scratch builds go to ${TMPDIR:-/tmp}/cuda_emu_mutants (kept, reused between runs).
+# cores, the first addon build included. Scratch builds go to ${TMPDIR:-/tmp}/cuda_emu_mutants (kept,
+# reused between runs).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ONLY=${1:-.}
