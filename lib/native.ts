@@ -65,7 +65,7 @@ interface Addon {
   profile(start: false): { kernels: { key: string; device: string; calls: number; totalMs: number; maxMs: number }[]; dropped: number };
 }
 
-function load(): Addon {
+function load(): { addon: Addon; file: string } {
   const root = path.resolve(__dirname, '..', fs.existsSync(path.resolve(__dirname, '..', 'binding.gyp')) ? '' : '..');
   const candidates = [
     process.env.LLAVA_NATIVE,
@@ -73,9 +73,12 @@ function load(): Addon {
     path.join(root, 'build', 'Debug', 'llava_native.node'),
   ].filter((p): p is string => !!p);
   for (const p of candidates) {
-    if (fs.existsSync(p)) return require(p) as Addon;
+    if (fs.existsSync(p)) return { addon: require(p) as Addon, file: p };
   }
   throw new Error(`native addon not found (looked in ${candidates.join(', ')}); run \`npm run build:native\``);
 }
 
-export const native: Addon = load();
+const loaded = load();
+export const native: Addon = loaded.addon;
+/** The file `native` was loaded from: LLAVA_NATIVE when set, else the build folder's addon. */
+export const nativeFile: string = loaded.file;

@@ -6,13 +6,11 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { spawnSync } from 'child_process';
-import * as path from 'path';
 import * as L from '../../lib';
 import { Tensor } from '../../lib';
 import { checkpoint } from '../../lib/core/recompute';
 import { record } from '../../lib/core/autograd';
-import { native } from '../../lib/native';
-import { TEST_DIR } from '../helpers';
+import { native, nativeFile } from '../../lib/native';
 
 const OVERLAP = /^\[(copyInto|addInPlace)\] unsupported operation: more than one element of the written-to tensor refers to a single memory location/;
 
@@ -188,7 +186,7 @@ t.test('a readback that runs out of host memory throws instead of aborting', asy
   // A child under `ulimit -v`: its address space fits the 256 MiB storage, not a second copy of it.
   // It is plain JS on the addon (tsx's WebAssembly would not start under the limit), doing what
   // dataSync does: alloc, fill, read.
-  const addon = path.join(TEST_DIR, '..', 'build', 'Release', 'llava_native.node');
+  const addon = nativeFile;
   const N = 256 * 2 ** 20;
   const prelude = `const A = require(${JSON.stringify(addon)});
     const vm = () => Number(/VmSize:\\s+(\\d+)/.exec(require('fs').readFileSync('/proc/self/status', 'utf8'))[1]);
