@@ -56,7 +56,8 @@ int lane() { return cur->tid % 32; }
 // attention parity cases: 120 s, against 11 s now). On x86-64 a switch needs only what the ABI says a
 // call preserves (rbx, rbp, r12-r15, the stack pointer, MXCSR and the x87 control word), which emu_switch
 // saves on the stack it leaves and restores from the one it enters. Elsewhere (or with -DEMU_UCONTEXT)
-// ucontext stays.
+// ucontext stays; that build passed `test fuzz 12` and `test attn` on 2026-12-07 (a g++ wrapper adding
+// -DEMU_UCONTEXT as CXX for build.sh).
 static void trampoline();
 #if defined(__x86_64__) && !defined(EMU_UCONTEXT)
 extern "C" void emu_switch(void** save_sp, void* load_sp);
