@@ -75,6 +75,7 @@ printf '%s\n' "${SRC[@]}" | ARM64_CXX=$CXX NODE_INC=$NODE_INC NAPI_INC=$NAPI_INC
   exit 1
 echo "check_arm64: ${#SRC[@]} files compile for aarch64 ($CXX)"
 [ "$RUN" = 1 ] || exit 0
+[ "$(uname -m)" = x86_64 ] || { echo "check_arm64: --run emulates arm64 on an x86-64 host; on arm64 run npm test" >&2; exit 2; }
 need qemu-aarch64 qemu-user
 [ -f "$SYSROOT/lib/ld-linux-aarch64.so.1" ] || { echo "check_arm64: no aarch64 libc under $SYSROOT (set ARM64_SYSROOT)" >&2; exit 2; }
 
@@ -105,11 +106,16 @@ fi
 mkdir -p "$OUT/bin"
 printf '#!/bin/sh\nexec qemu-aarch64 -L "%s" "%s" "$@"\n' "$SYSROOT" "$NODE_BIN" > "$OUT/bin/node"
 chmod +x "$OUT/bin/node"
-printf 'process.execPath = %s;\n' "\"$OUT/bin/node\"" > "$OUT/exec_path.js"
+printf 'process.execPath = "%s";\n' "$OUT/bin/node" > "$OUT/exec_path.js"
+
+# tap builds its plugin set (package.json drops @tapjs/typescript: tsx loads the TypeScript) on its first run
+# after npm ci. Under qemu that first run started its test processes with the default set, and every one of
+# them crashed (SIGSEGV), so the build is done here, natively, first.
+npx tap build > /dev/null
 
 export PATH="$OUT/bin:$PATH" NODE_OPTIONS="--require=$OUT/exec_path.js" LLAVA_NATIVE="$OUT/llava_native.node"
 export ESBUILD_BINARY_PATH=$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild
-probe=$(node -p "process.arch + ' ' + process.version + ' ' + require('$ROOT/build/arm64/llava_native.node').cpuIsa().active")
+probe=$(node -p "process.arch + ' ' + process.version + ' ' + require(process.env.LLAVA_NATIVE).cpuIsa().active")
 echo "check_arm64: running on $probe under qemu"
 [ "${probe%% *}" = arm64 ] || { echo "check_arm64: the test Node is not arm64" >&2; exit 1; }
 [ $# -gt 0 ] || set -- "${ARM64_TESTS[@]}"
