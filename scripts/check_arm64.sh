@@ -38,14 +38,14 @@ fi
 # The arm64 test set: the files whose results depend on the compiled code. The op table and gradient checks
 # against float64 references, bad input and hostile edges at the N-API layer, every CPU instruction-set cap
 # and the thread pool (spawned processes), allocator and byte counts, recompute, safetensors, SwiGLU, LoRA and
-# quantized ops, AdamW, the tiny LLaVA against transformers' logits, loss and gradients (llava_model) and
-# `llava verify`. Left out: the TypeScript-only files (tokenizer, templates, pickle, JSON and the rest), which
+# quantized ops, AdamW, the tiny LLaVA against transformers' logits, loss and gradients (llava_model),
+# `llava verify`, and the bundled demo (npm start's two-stage training and answers). Left out: the TypeScript-only files (tokenizer, templates, pickle, JSON and the rest), which
 # run the same JavaScript on any CPU; kernel_registry and native_labs, which build and start host programs
 # (the labs run through ctest instead); gemm_tile and amx_check, CUDA and AMX knobs.
 ARM64_TESTS=(
   test/engine/{ops,grad,grad_hooks,bad_input,hostile_edges,cpu_isa,cpu_pool,cpu_alloc,memory,recompute}.test.ts
   test/engine/{safetensors,swiglu,kernels,profile}.test.ts test/nn/lora_quant_ops.test.ts test/optim/adamw.test.ts
-  test/models/llava_model.test.ts test/app/inference/verify.test.ts
+  test/models/llava_model.test.ts test/app/inference/verify.test.ts test/app/train/demo.test.ts
 )
 
 CXX=${CXX:-aarch64-linux-gnu-g++}
