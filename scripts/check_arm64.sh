@@ -5,7 +5,7 @@
 #                                              Debian's cross compiler (objects only)
 #   bash scripts/check_arm64.sh --run [FILES]  also runs, under qemu-user, the C++ kernel labs (ctest) and
 #                                              test files on an arm64 Node with the cross-built addon
-#                                              (default: ARM64_TESTS below); about 9 minutes on 2 cores
+#                                              (default: ARM64_TESTS below); about 10 minutes on 2 cores
 #
 # Compiling: the flags are binding.gyp's; the Node and node-addon-api headers are the same on every
 # architecture, so the host's serve. The avx2/avx512 sets (scripts/sources.js) are compiled too (on aarch64
