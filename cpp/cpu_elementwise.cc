@@ -14,7 +14,7 @@
 #include "cpu_common.h"
 #include "elementwise_math.h"
 #include "isa/isa_kernels.h"
-#include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace {

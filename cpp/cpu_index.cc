@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "cpu_common.h"
-#include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace {

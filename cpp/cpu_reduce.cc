@@ -13,6 +13,7 @@
 
 #include "cpu_common.h"
 #include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace {

@@ -3,7 +3,7 @@
 // element i + D/2. The backward is the same kernel with a modified sin table (lib/ops/nn.ts). Built
 // twice (scripts/sources.js): the AVX2 copy runs f32 and bf16 rows 8 lanes at a time.
 #include "cpu_common.h"
-#include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace {

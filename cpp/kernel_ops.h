@@ -4,8 +4,8 @@
 // Plain C++ with no dependencies, so device code can switch on the same enumerators. Each op set
 // is an unscoped enum inside its own namespace (UnaryOp::Neg, BinaryOp::Pow, ...): the values are
 // plain ints that a CUDA kernel can carry, and Pow exists in two sets without a clash. The
-// lookup_* functions map a name to its value, or -1 for an unknown name; kernel_checks.h turns
-// that into the kernel's error message.
+// lookup_* functions map a name to its value, or -1 for an unknown name; kernel_checks_tensor.h
+// turns that into the kernel's error message.
 #pragma once
 
 #include <string>

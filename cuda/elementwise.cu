@@ -24,7 +24,7 @@
 
 #include "cuda_common.cuh"
 #include "elementwise_math.h"
-#include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace gpu {

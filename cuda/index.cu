@@ -17,7 +17,7 @@
 #include <cmath>
 
 #include "cuda_common.cuh"
-#include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace gpu {

@@ -31,6 +31,7 @@
 
 #include "cuda_common.cuh"
 #include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace gpu {

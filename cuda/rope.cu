@@ -2,7 +2,7 @@
 // arguments, checks and formula as cpp/cpu_rope.cc. One thread per (row, i < D/2) pair, so each
 // thread reads x[i] and x[i + D/2] once and writes both outputs; x may be strided (last stride 1).
 #include "cuda_common.cuh"
-#include "kernel_checks.h"
+#include "kernel_checks_tensor.h"
 
 namespace llava {
 namespace gpu {
