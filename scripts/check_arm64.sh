@@ -43,7 +43,7 @@ fi
 # run the same JavaScript on any CPU; kernel_registry and native_labs, which build and start host programs
 # (the labs run through ctest instead); gemm_tile and amx_check, CUDA and AMX knobs.
 ARM64_TESTS=(
-  test/engine/{ops,grad,grad_hooks,bad_input,hostile_edges,cpu_isa,cpu_pool,cpu_alloc,memory,recompute}.test.ts
+  test/engine/{ops_unary_binary,ops_reduce_matmul_norm,ops_index_attention,ops_create_shape_random,grad,grad_hooks,bad_input,bad_input_native,hostile_edges,cpu_isa,cpu_pool,cpu_alloc,memory,recompute}.test.ts
   test/engine/{safetensors,swiglu,kernels,profile}.test.ts test/nn/lora_quant_ops.test.ts test/optim/adamw.test.ts
   test/models/llava_model.test.ts test/app/inference/verify.test.ts test/app/train/demo.test.ts
 )

@@ -55,11 +55,14 @@ export const how = (r: RunResult): string => (r.error ? `error ${r.error.message
 export const secs = (ms: number): string => (ms / 1000).toFixed(1);
 export const tail = (s: string, n = 40): string => s.trimEnd().split('\n').slice(-n).join('\n');
 
-/** The test files that run once per device (LLAVA_TEST_DEVICE): ops, gradients, SwiGLU, LoRA and quantized
- *  linears, AdamW, the tiny LLaVA against the transformers fixture, generation, the trainer (bf16 master
- *  weights, accumulation, resume), activation checkpointing and the profiler. */
+/** The test files that run once per device (LLAVA_TEST_DEVICE): ops (the op table's four files), gradients,
+ *  SwiGLU, LoRA and quantized linears, AdamW, the tiny LLaVA against the transformers fixture, generation, the
+ *  trainer (bf16 master weights, accumulation, resume), activation checkpointing and the profiler. */
 export const DEVICE_SUITES = [
-  'engine/ops',
+  'engine/ops_unary_binary',
+  'engine/ops_reduce_matmul_norm',
+  'engine/ops_index_attention',
+  'engine/ops_create_shape_random',
   'engine/grad',
   'engine/swiglu',
   'nn/lora_quant_ops',

@@ -34,6 +34,20 @@ function llava(...args: string[]): { code: number; out: string; err: string } {
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
+/** `llava train` arguments on the tiny fixture: finetune on the demo data and images unless told otherwise. */
+function trainArgs(o: { stage?: string; data?: string; images?: string; output?: string }, ...extra: string[]): string[] {
+  const { stage = 'finetune', data = demo.finetuneJson, images = demo.imageFolder, output } = o;
+  return ['train', '--stage', stage, '--model', FIX, '--data', data, '--image-folder', images, ...(output ? ['--output', output] : []), ...extra];
+}
+
+/** The records of a run's train_log.jsonl. */
+const logRecords = (out: string): Record<string, number>[] =>
+  fs
+    .readFileSync(path.join(out, 'train_log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+
 t.test('--help on every command', async (t) => {
   const top = llava('--help');
   t.equal(top.code, 0);
@@ -116,104 +130,20 @@ t.test('preprocess: --json ids/labels with -200, and the text view', async (t) =
 });
 
 t.test('errors: clear message, non-zero exit', async (t) => {
+  const pre = (...extra: string[]): string[] => ['preprocess', '--model', FIX, '--data', demo.finetuneJson, ...extra];
+  const x = path.join(tmp, 'x');
   const cases: [string[], RegExp][] = [
     [['preprocess', '--model', FIX, '--data', path.join(tmp, 'nope.json'), '--index', '0'], /data file .*nope\.json not found/],
-    [['preprocess', '--model', FIX, '--data', demo.finetuneJson, '--index', 'abc'], /'--index <i>' argument 'abc' is invalid/],
-    [['preprocess', '--model', FIX, '--data', demo.finetuneJson, '--index', '99'], /--index 99 out of range: .* has 14 records/],
-    [['preprocess', '--model', FIX, '--data', demo.finetuneJson, '--index', '0', '--template', 'nonsense'], /unknown template 'nonsense'/],
+    [pre('--index', 'abc'), /'--index <i>' argument 'abc' is invalid/],
+    [pre('--index', '99'), /--index 99 out of range: .* has 14 records/],
+    [pre('--index', '0', '--template', 'nonsense'), /unknown template 'nonsense'/],
     [['preprocess', '--model', path.join(tmp, 'nomodel'), '--data', demo.finetuneJson, '--index', '0'], /model directory .* not found/],
-    [
-      [
-        'train',
-        '--stage',
-        'finetune',
-        '--model',
-        FIX,
-        '--data',
-        demo.finetuneJson,
-        '--image-folder',
-        demo.imageFolder,
-        '--output',
-        path.join(tmp, 'x'),
-        '--lr',
-        'fast',
-      ],
-      /'--lr <lr>' argument 'fast' is invalid/,
-    ],
-    [
-      [
-        'train',
-        '--stage',
-        'finetune',
-        '--model',
-        FIX,
-        '--data',
-        demo.finetuneJson,
-        '--image-folder',
-        demo.imageFolder,
-        '--output',
-        path.join(tmp, 'x'),
-        '--max-steps',
-        '-3',
-      ],
-      /--max-steps.* is invalid/,
-    ],
-    [
-      [
-        'train',
-        '--stage',
-        'stage3',
-        '--model',
-        FIX,
-        '--data',
-        demo.finetuneJson,
-        '--image-folder',
-        demo.imageFolder,
-        '--output',
-        path.join(tmp, 'x'),
-      ],
-      /unknown stage 'stage3'/,
-    ],
-    [
-      [
-        'train',
-        '--stage',
-        'finetune',
-        '--model',
-        FIX,
-        '--data',
-        demo.finetuneJson,
-        '--image-folder',
-        path.join(tmp, 'noimg'),
-        '--output',
-        path.join(tmp, 'x'),
-      ],
-      /image folder .* not found/,
-    ],
-    [
-      [
-        'train',
-        '--stage',
-        'finetune',
-        '--model',
-        FIX,
-        '--data',
-        demo.finetuneJson,
-        '--image-folder',
-        demo.imageFolder,
-        '--output',
-        path.join(tmp, 'x'),
-        '--batch-size',
-        '10',
-        '--micro-batch-size',
-        '4',
-      ],
-      /not divisible/,
-    ],
-    [
-      ['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder],
-      /required option '--output <dir>'/,
-    ],
+    [trainArgs({ output: x }, '--lr', 'fast'), /'--lr <lr>' argument 'fast' is invalid/],
+    [trainArgs({ output: x }, '--max-steps', '-3'), /--max-steps.* is invalid/],
+    [trainArgs({ stage: 'stage3', output: x }), /unknown stage 'stage3'/],
+    [trainArgs({ images: path.join(tmp, 'noimg'), output: x }), /image folder .* not found/],
+    [trainArgs({ output: x }, '--batch-size', '10', '--micro-batch-size', '4'), /not divisible/],
+    [trainArgs({}), /required option '--output <dir>'/],
   ];
   for (const [args, re] of cases) {
     const r = llava(...args);
@@ -224,63 +154,29 @@ t.test('errors: clear message, non-zero exit', async (t) => {
 
 t.test('train: --max-steps 3 writes 3 log lines and a checkpoint; stage 2 from the projector; resume', async (t) => {
   const out1 = path.join(tmp, 'stage1');
-  const common = ['--model', FIX, '--image-folder', demo.imageFolder, '--progress', 'plain'];
+  const plain = ['--progress', 'plain'];
   const s1 = llava(
-    'train',
-    '--stage',
-    'pretrain',
-    ...common,
-    '--data',
-    demo.pretrainJson,
-    '--output',
-    out1,
-    '--max-steps',
-    '3',
-    '--batch-size',
-    '4',
-    '--lr',
-    '1e-3',
+    ...trainArgs({ stage: 'pretrain', data: demo.pretrainJson, output: out1 }, ...plain, '--max-steps', '3', '--batch-size', '4', '--lr', '1e-3'),
   );
   t.equal(s1.code, 0, s1.err);
   t.match(s1.out, /\[train\] done: 3\/3 steps/);
-  t.equal(fs.readFileSync(path.join(out1, 'train_log.jsonl'), 'utf8').trim().split('\n').length, 3);
+  t.equal(logRecords(out1).length, 3);
   t.ok(fs.existsSync(path.join(out1, 'mm_projector.safetensors')));
   t.ok(fs.existsSync(path.join(out1, 'checkpoint-3', 'trainer_state.json')));
 
   const out2 = path.join(tmp, 'stage2');
-  const s2 = llava(
-    'train',
-    '--stage',
-    'finetune',
-    ...common,
-    '--data',
-    demo.finetuneJson,
-    '--output',
-    out2,
-    '--max-steps',
-    '3',
-    '--batch-size',
-    '4',
-    '--grad-accum',
-    '2',
-    '--pretrain-mm-mlp-adapter',
-    path.join(out1, 'mm_projector.safetensors'),
-    '--max-grad-norm',
-    '1',
-  );
+  const stage2 = (...extra: string[]): string[] =>
+    trainArgs({ output: out2 }, ...plain, '--max-steps', '3', '--batch-size', '4', '--grad-accum', '2', ...extra);
+  const s2 = llava(...stage2('--pretrain-mm-mlp-adapter', path.join(out1, 'mm_projector.safetensors'), '--max-grad-norm', '1'));
   t.equal(s2.code, 0, s2.err);
   t.match(s2.out, /projector loaded from/);
-  const lines = fs
-    .readFileSync(path.join(out2, 'train_log.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l));
+  const lines = logRecords(out2);
   t.equal(lines.length, 3, 'train_log.jsonl has 3 lines');
   t.same(
-    lines.map((l: { step: number }) => l.step),
+    lines.map((l) => l.step),
     [1, 2, 3],
   );
-  t.ok(lines.every((l: Record<string, number>) => Number.isFinite(l.loss) && Number.isFinite(l.lr) && l.tokens_per_s > 0 && l.grad_norm > 0));
+  t.ok(lines.every((l) => Number.isFinite(l.loss) && Number.isFinite(l.lr) && l.tokens_per_s > 0 && l.grad_norm > 0));
   for (const f of [
     'checkpoint-3/model.safetensors',
     'checkpoint-3/optimizer.safetensors',
@@ -294,40 +190,12 @@ t.test('train: --max-steps 3 writes 3 log lines and a checkpoint; stage 2 from t
   // A finished run has nothing left to do: the resume says so and fails, and writes no model.
   const model2 = path.join(out2, 'model.safetensors');
   const before = fs.statSync(model2).mtimeMs;
-  const again = llava(
-    'train',
-    '--stage',
-    'finetune',
-    ...common,
-    '--data',
-    demo.finetuneJson,
-    '--output',
-    out2,
-    '--max-steps',
-    '3',
-    '--batch-size',
-    '4',
-    '--grad-accum',
-    '2',
-    '--resume',
-  );
+  const again = llava(...stage2('--resume'));
   t.not(again.code, 0, 'a resume with no step left fails');
   t.match(again.out, /resumed from .*checkpoint-3 at step 3\/3/);
   t.match(again.err, /nothing to train: the run is already at step 3 of its 3-step schedule .*give a longer schedule/);
   t.equal(fs.statSync(model2).mtimeMs, before, 'model.safetensors untouched');
-  const bad = llava(
-    'train',
-    '--stage',
-    'finetune',
-    ...common,
-    '--data',
-    demo.finetuneJson,
-    '--output',
-    path.join(tmp, 'empty'),
-    '--max-steps',
-    '3',
-    '--resume',
-  );
+  const bad = llava(...trainArgs({ output: path.join(tmp, 'empty') }, ...plain, '--max-steps', '3', '--resume'));
   t.not(bad.code, 0);
   t.match(bad.err, /--resume: no checkpoint found/);
 });
@@ -362,20 +230,26 @@ const logLines = (out: string): number =>
         .filter((l) => l.trim()).length
     : 0;
 
-/** Starts a long finetune run into `out`, sends `signal` once a step is logged; the exit code and output. */
-async function interruptTraining(out: string, signal: NodeJS.Signals, extra: string[] = []) {
-  const run = llavaBackground(
-    ...['train', '--stage', 'finetune', '--model', FIX, '--data', demo.finetuneJson, '--image-folder', demo.imageFolder],
-    ...['--output', out, '--max-steps', '100000', '--batch-size', '2', ...extra, '--progress', 'none'],
-  );
+/** Starts `llava train` into `out` in the background and, once a step is logged, hands the run to `fn`;
+ *  a run still going when `fn` returns (or throws) is killed. */
+async function duringTraining<T>(out: string, args: string[], fn: (run: ReturnType<typeof llavaBackground>) => Promise<T>): Promise<T> {
+  const run = llavaBackground(...args);
   try {
     await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
-    run.child.kill(signal);
-    const code = await run.exited;
-    return Object.assign(run, { code });
+    return await fn(run);
   } finally {
     if (run.child.exitCode === null) run.child.kill('SIGKILL');
   }
+}
+
+/** Starts a long finetune run into `out`, sends `signal` once a step is logged; the exit code and output. */
+function interruptTraining(out: string, signal: NodeJS.Signals, extra: string[] = []) {
+  const args = trainArgs({ output: out }, '--max-steps', '100000', '--batch-size', '2', ...extra, '--progress', 'none');
+  return duringTraining(out, args, async (run) => {
+    run.child.kill(signal);
+    const code = await run.exited;
+    return Object.assign(run, { code });
+  });
 }
 
 t.test('train: Ctrl-C finishes the step, saves a checkpoint, prints the resume command, exits 130', async (t) => {
@@ -410,22 +284,7 @@ t.test('train: SIGTERM stops the same way (exit 143)', async (t) => {
   const stateFile = path.join(out, `checkpoint-${n}`, 'trainer_state.json');
   const st = JSON.parse(fs.readFileSync(stateFile, 'utf8'));
   fs.writeFileSync(stateFile, JSON.stringify({ ...st, totalSteps: n + 2, options: { ...st.options, maxSteps: n + 2 } }));
-  const again = llava(
-    'train',
-    '--stage',
-    'finetune',
-    '--model',
-    FIX,
-    '--data',
-    demo.finetuneJson,
-    '--image-folder',
-    demo.imageFolder,
-    '--output',
-    out,
-    '--progress',
-    'none',
-    '--resume',
-  );
+  const again = llava(...trainArgs({ output: out }, '--progress', 'none', '--resume'));
   t.equal(again.code, 0, again.err);
   t.match(again.out, /--resume: as the checkpoint was trained \(flags override\): .*maxSteps \d+.*microBatch 2, gradAccum 1/);
   t.match(again.out, new RegExp(`done: ${n + 2}/${n + 2} steps, loss \\d`));
@@ -437,36 +296,14 @@ t.test('train: a second Ctrl-C exits at once', async (t) => {
   const big = path.join(tmp, 'big.json');
   fs.writeFileSync(big, JSON.stringify(Array.from({ length: 10 }, (_, k) => recs.map((r) => ({ ...r, id: `${r.id}-${k}` }))).flat()));
   const out = path.join(tmp, 'sigint2');
-  const run = llavaBackground(
-    'train',
-    '--stage',
-    'finetune',
-    '--model',
-    FIX,
-    '--data',
-    big,
-    '--image-folder',
-    demo.imageFolder,
-    '--output',
-    out,
-    '--max-steps',
-    '1000',
-    '--micro-batch-size',
-    '1',
-    '--grad-accum',
-    '140',
-    '--progress',
-    'none',
-  );
-  try {
-    await waitFor(() => logLines(out) > 0 || run.child.exitCode !== null, 100_000, 'the first logged step');
+  const args = trainArgs({ data: big, output: out }, '--max-steps', '1000', '--micro-batch-size', '1', '--grad-accum', '140', '--progress', 'none');
+  const run = await duringTraining(out, args, async (run) => {
     run.child.kill('SIGINT');
     await waitFor(() => /finishing the current optimizer step/.test(run.err) || run.child.exitCode !== null, 20_000, 'the first signal');
     run.child.kill('SIGINT');
     t.equal(await run.exited, 130);
-  } finally {
-    if (run.child.exitCode === null) run.child.kill('SIGKILL');
-  }
+    return run;
+  });
   t.match(run.err, /SIGINT again: exiting now/);
   t.notMatch(run.out, /to resume/, 'no checkpoint was waited for');
   t.equal(logLines(out), 1, 'the step under way was not finished');
@@ -474,21 +311,7 @@ t.test('train: a second Ctrl-C exits at once', async (t) => {
 
 t.test('train: a non-empty --output needs --resume or --overwrite-output; --save-total-limit; the small-data start line', async (t) => {
   const out = path.join(tmp, 'stage2');
-  const args = [
-    'train',
-    '--stage',
-    'finetune',
-    '--model',
-    FIX,
-    '--data',
-    demo.finetuneJson,
-    '--image-folder',
-    demo.imageFolder,
-    '--output',
-    out,
-    '--progress',
-    'none',
-  ];
+  const args = trainArgs({ output: out }, '--progress', 'none');
   const refused = llava(...args, '--max-steps', '1');
   t.not(refused.code, 0);
   t.match(

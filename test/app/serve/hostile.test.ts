@@ -1,7 +1,7 @@
 // `llava serve` against hostile inputs (issue 10): a huge prompt must not freeze the server (it is refused
 // before tokenizing, and /health keeps answering during it and during generation), the API key, Origin /
 // CORS and content-type checks, the connection cap and the header / request timeouts, X-Request-Id and
-// /v1/models' created time. The ordinary API is tested in serve.test.ts.
+// /v1/models' created time. The ordinary API is tested in serve.test.ts and serve_service.test.ts.
 import t from 'tap';
 import * as fs from 'fs';
 import * as http from 'http';
