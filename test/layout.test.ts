@@ -5,7 +5,9 @@
 //   3. nothing under lib/ imports the package index (lib/index.ts);
 //   4. no import cycles between files of lib/ (type-only imports excepted: they vanish at run time);
 //   5. the line budget, with no exceptions: .ts ≤ 500 lines, test files and .cc/.h ≤ 600, .cu/.cuh ≤ 800;
-//   6. importing the package index, the GPU check (test/gpu/check.ts) and the bench's CUDA run load no dev
+//   6. every TypeScript file type-checks, the tests included (tsconfig.test.json: tsx runs the tests
+//      without checking types, so a misspelt option such as `{ causal: true }` would otherwise pass silently);
+//   7. importing the package index, the GPU check (test/gpu/check.ts) and the bench's CUDA run load no dev
 //      dependency and none of NOT_CARRIED (heavy packages required where they are first used), so tensor code
 //      never pays for them and the GPU machine, which gets the production modules less those
 //      (scripts/gpu_check.sh), can start them.
@@ -168,6 +170,14 @@ function packagesLoadedBy(args: string[]): { status: number | null; roots: strin
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
+
+t.test('every TypeScript file type-checks, tests included', async (tt) => {
+  const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const r = spawnSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tsconfig.test.json')], { cwd: ROOT, encoding: 'utf8' });
+  tt.equal(r.status, 0, 'tsc -p tsconfig.test.json');
+  const errors = (r.stdout + r.stderr).split('\n').filter((l) => / error TS\d+/.test(l));
+  tt.same(errors, [], 'type errors');
+});
 
 t.test('the library and what the GPU machine runs load only packages that are carried there', async (tt) => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));

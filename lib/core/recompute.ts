@@ -58,9 +58,9 @@ const direct: ParamScope = (fn) => fn();
  * tensors fn's closure uses; `scope`, when given, wraps the first run and the recomputation (and a plain run
  * when no gradient is needed).
  */
-export function checkpoint(
-  fn: (...xs: (Tensor | null)[]) => Tensor,
-  inputs: (Tensor | null)[],
+export function checkpoint<A extends (Tensor | null)[]>(
+  fn: (...xs: A) => Tensor,
+  inputs: [...A],
   params: Tensor[],
   scope: ParamScope = direct,
 ): Tensor {
@@ -95,7 +95,7 @@ export function checkpoint(
             enableGrad(() =>
               tidy(() => {
                 let k = 0;
-                fn(...inputs.map((t) => (t ? ins[k++] : null))).backward(g);
+                fn(...(inputs.map((t) => (t ? ins[k++] : null)) as A)).backward(g);
                 return ins.map((d) => {
                   const gr = d.grad;
                   d.grad = null;

@@ -21,19 +21,19 @@ async function main(): Promise<void> {
   const out: Record<string, unknown> = { nccl: pg.nccl, mpi: pg.mpi };
   const a = L.tensor([1 + r, 2, 3], { dtype: 'float32', ...dev });
   pg.allReduce(a, 'sum').wait();
-  out.sum = Array.from(a.dataSync());
+  out.sum = a.toNumbers();
   const b = L.tensor([1 + r, 2 * r, 3], { dtype: 'bfloat16', ...dev });
   pg.allReduce(b, 'avg').wait();
-  out.avgBf16 = Array.from(b.dataSync());
+  out.avgBf16 = b.toNumbers();
   const rs = L.zeros([2], dev);
   pg.reduceScatter(rs, L.tensor([1, 2, 3, 4].map((x) => x * (r + 1)), { dtype: 'float32', ...dev })).wait();
-  out.reduceScatter = Array.from(rs.dataSync());
+  out.reduceScatter = rs.toNumbers();
   const ag = L.zeros([4], dev);
   pg.allGather(ag, L.tensor([r, 10 + r], { dtype: 'float32', ...dev })).wait();
-  out.allGather = Array.from(ag.dataSync());
+  out.allGather = ag.toNumbers();
   const bc = L.tensor([r + 5, r + 6], { dtype: 'float32', ...dev });
   pg.broadcast(bc, 1).wait();
-  out.broadcast = Array.from(bc.dataSync());
+  out.broadcast = bc.toNumbers();
   let mixed = '';
   try {
     pg.reduceScatter(L.zeros([2], dev), L.zeros([4]));

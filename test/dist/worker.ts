@@ -51,22 +51,22 @@ function collectives(pg: L.dist.ProcessGroup): Record<string, unknown> {
   const a = L.tensor([1 + r, 2, 3], f32);
   const w = pg.allReduce(a, 'sum');
   w.wait();
-  out.sum = Array.from(a.dataSync());
+  out.sum = a.toNumbers();
   const b = L.tensor([1 + r, 2 * r, 3], { dtype: 'bfloat16' });
   pg.allReduce(b, 'avg').wait();
-  out.avgBf16 = Array.from(b.dataSync());
+  out.avgBf16 = b.toNumbers();
   const mx = L.tensor([r, -r], { dtype: 'float64' });
   pg.allReduce(mx, 'max').wait();
-  out.max = Array.from(mx.dataSync());
+  out.max = mx.toNumbers();
   const rs = L.zeros([2]);
   pg.reduceScatter(rs, L.tensor([1, 2, 3, 4].map((x) => x * (r + 1)), f32)).wait();
-  out.reduceScatter = Array.from(rs.dataSync());
+  out.reduceScatter = rs.toNumbers();
   const ag = L.zeros([4]);
   pg.allGather(ag, L.tensor([r, 10 + r], f32)).wait();
-  out.allGather = Array.from(ag.dataSync());
+  out.allGather = ag.toNumbers();
   const bc = L.tensor([r + 5, r + 6], f32);
   pg.broadcast(bc, 1).wait();
-  out.broadcast = Array.from(bc.dataSync());
+  out.broadcast = bc.toNumbers();
   pg.barrier().wait();
   // Disposed while in flight: the storage lives until wait(), then goes.
   const d = L.tensor([1, 2], f32);

@@ -176,7 +176,7 @@ const CASES: Case[] = [
       [1, 2, 37, 40],
     ],
     dtypes: ['float32', 'bfloat16'],
-    fn: (q, k, v) => L.scaledDotProductAttention(q, k, v, { causal: true }),
+    fn: (q, k, v) => L.scaledDotProductAttention(q, k, v, { isCausal: true }),
   },
 ];
 
@@ -256,13 +256,13 @@ t.test('bf16 results below the smallest normal are rounded, not flushed, on ever
   try {
     useCpuIsa('portable');
     const ref = L.silu(x);
-    const want = Array.from(ref.dataSync());
+    const want = ref.toNumbers();
     ref.dispose();
     tt.ok(want.filter((v) => v !== 0 && Math.abs(v) < 1.1754943508222875e-38).length > 60, 'the reference holds subnormal results');
     for (const isa of ISAS) {
       useCpuIsa(isa);
       const y = L.silu(x);
-      tt.same(Array.from(y.dataSync()), want, `silu bf16 [${isa}] equals the portable path bit for bit`);
+      tt.same(y.toNumbers(), want, `silu bf16 [${isa}] equals the portable path bit for bit`);
       y.dispose();
     }
   } finally {

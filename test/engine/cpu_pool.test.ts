@@ -34,7 +34,7 @@ function runnableThreads(): number {
 
 t.test('the pool stops spinning when the process idles', async (tt) => {
   if (native.numThreads() < 2) {
-    tt.skip('a one-thread pool has no workers');
+    tt.skip('a one-thread pool has no workers', () => {});
     return;
   }
   const before = native.cpuSpinUs();

@@ -60,7 +60,7 @@ t.test('embedding, indexSelect, gather', async (t) => {
       [2, 0, 1, 1],
       [0, 0, 2, 1],
     ];
-    const r0 = gi0.flatMap((row, i) => row.map((k, j) => gv[k * 4 + j]));
+    const r0 = gi0.flatMap((row) => row.map((k, j) => gv[k * 4 + j]));
     assertClose(t, L.gather(g, 0, tensor(gi0)), r0, { shape: [2, 4], dtype: 'float32', atol: 0, rtol: 0, msg: 'gather dim 0' });
     const gi1 = [
       [3, 3],

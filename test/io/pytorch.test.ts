@@ -124,11 +124,11 @@ t.test('lazy: opening reads no tensor bytes, a read reads only its span', async 
   const cjs = require('fs') as { readSync: typeof fs.readSync };
   const real = cjs.readSync;
   let bytes = 0;
-  cjs.readSync = (...a: Parameters<typeof fs.readSync>) => {
+  cjs.readSync = ((...a: unknown[]) => {
     const n = (real as (...x: unknown[]) => number)(...a);
     bytes += n;
     return n;
-  };
+  }) as typeof fs.readSync;
   try {
     const p = PytorchFile.open(file);
     const atOpen = bytes;

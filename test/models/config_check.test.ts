@@ -2,6 +2,7 @@
 // refused before the model is built — an error naming the key, at once, with nothing allocated — instead
 // of growing to gigabytes of parameters and aborting.
 import t from 'tap';
+import type { Test } from 'tap';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -32,7 +33,7 @@ function dirWith(config: unknown, rename: (n: string) => string | null = (x) => 
   return d;
 }
 
-function refused(tt: Tsub, what: string, load: () => { dispose(): void }, re: RegExp): void {
+function refused(tt: Test, what: string, load: () => { dispose(): void }, re: RegExp): void {
   const before = L.memory();
   const t0 = Date.now();
   let err: unknown = null;
@@ -48,7 +49,6 @@ function refused(tt: Tsub, what: string, load: () => { dispose(): void }, re: Re
   tt.equal(after.numTensors, before.numTensors, `${what}: no tensor left`);
   tt.equal(after.cpu.bytes, before.cpu.bytes, `${what}: no byte left`);
 }
-type Tsub = Parameters<Parameters<typeof t.test>[1]>[0];
 
 t.test('llava-hf config against its checkpoint', async (tt) => {
   const text = (o: object): object => ({ ...cfg, text_config: { ...cfg.text_config, ...o } });

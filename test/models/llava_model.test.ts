@@ -3,6 +3,7 @@
 // 1e-4 relative (fixtures README); we use atol 2e-5 on O(1) activations and rtol 1e-3 on gradients,
 // whose smallest entries carry the most relative rounding.
 import t from 'tap';
+import type { Test } from 'tap';
 import * as path from 'path';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -37,7 +38,7 @@ function maxErr(actual: ArrayLike<number>, expected: ArrayLike<number>, keep?: (
   }
   return { abs, rel };
 }
-function close(tt: Tap.Test, a: L.Tensor, name: string, atol: number, rtol: number, keep?: (i: number) => boolean, label = name): void {
+function close(tt: Test, a: L.Tensor, name: string, atol: number, rtol: number, keep?: (i: number) => boolean, label = name): void {
   const e = refF(name);
   tt.same(
     a.shape,
@@ -49,10 +50,6 @@ function close(tt: Tap.Test, a: L.Tensor, name: string, atol: number, rtol: numb
   for (let i = 0; i < e.length; i++) if ((!keep || keep(i)) && !(Math.abs(got[i] - e[i]) <= atol + rtol * Math.abs(e[i]))) bad++;
   const { abs } = maxErr(got, e, keep);
   tt.equal(bad, 0, `${label}: max abs err ${abs.toExponential(2)}`);
-}
-type Tap = typeof t;
-declare namespace Tap {
-  type Test = typeof t;
 }
 
 let model: LlavaForConditionalGeneration;

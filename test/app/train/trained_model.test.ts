@@ -178,7 +178,7 @@ t.test('session, chat, serve and eval pick the trained template and aspect witho
     const pad = new CLIPImageProcessor(resolveProcessorConfig(hfOut)).preprocess(IMAGE, { aspect: 'pad' });
     const chatSession = openChatSession({ model: hfOut });
     const px = chatPixels(chatSession, IMAGE);
-    t.same(Array.from(px.dataSync()), Array.from(pad.pixelValues), 'chat preprocesses with pad');
+    t.same(px.toNumbers(), Array.from(pad.pixelValues), 'chat preprocesses with pad');
     px.dispose();
     chatSession.dispose();
   } finally {
