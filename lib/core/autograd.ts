@@ -21,6 +21,7 @@
 // miss. Nested backward passes (recompute) fire nothing themselves.
 import type { Tensor } from './tensor';
 import { scoped } from './memory';
+import { optionKeys } from './options';
 
 let gradEnabled = true;
 
@@ -166,6 +167,7 @@ export interface BackwardOptions {
   /** Keep the graph (saved tensors) for a second backward. */
   retainGraph?: boolean;
 }
+export const BACKWARD_KEYS = optionKeys<BackwardOptions>({ retainGraph: true });
 
 /**
  * Backpropagate from `root` with upstream gradient `grad`. Called by Tensor.backward, which

@@ -8,7 +8,8 @@
 import { native, NativeView } from '../native';
 import { Device, DType, DTYPE_CODE, ITEMSIZE, TypedArray, isFloat } from './dtype';
 import { Storage, trackTensor, untrackTensor, keep } from './memory';
-import { Node, runBackward, BackwardOptions } from './autograd';
+import { Node, runBackward, BackwardOptions, BACKWARD_KEYS } from './autograd';
+import { checkOptions } from './options';
 import { bf16ToF32, f16ToF32 } from '../io/half';
 import type * as OpsModule from '../ops';
 
@@ -251,6 +252,7 @@ export class Tensor {
   /** Backpropagate. Scalars default to a gradient of one; other shapes need `grad`. */
   backward(grad?: Tensor, opts: BackwardOptions = {}): void {
     this.assertAlive('backward');
+    checkOptions('backward', opts, BACKWARD_KEYS);
     if (!this.requiresGrad) throw new Error('[backward] tensor does not require grad (no parameter in its graph requires grad)');
     let g = grad;
     if (!g) {
@@ -463,7 +465,7 @@ export class Tensor {
   argmin(dim?: number, keepdim = false): Tensor {
     return O.argmin(this, dim, keepdim);
   }
-  var(dim?: number | number[], opts?: { correction?: number; keepdim?: boolean }): Tensor {
+  var(dim?: number | number[], opts?: OpsModule.VarOptions): Tensor {
     return O.variance(this, dim, opts);
   }
   logsumexp(dim: number | number[], keepdim = false): Tensor {

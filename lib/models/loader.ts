@@ -11,6 +11,7 @@ import * as path from 'path';
 import { Tensor } from '../core/tensor';
 import { DType, Device } from '../core/dtype';
 import { noGrad } from '../core/autograd';
+import { checkOptions, optionKeys } from '../core/options';
 import { writeBytes, copyBytes } from '../core/dispatch';
 import { to } from '../ops/view';
 import { rand, Generator } from '../ops/creation';
@@ -37,6 +38,7 @@ export interface LoadOptions {
   /** Non-fatal notes (e.g. a freshly initialised projector); default prints to stderr. */
   onWarning?: (msg: string) => void;
 }
+const LOAD_KEYS = optionKeys<LoadOptions>({ dtype: true, device: true, visionTower: true, onProgress: true, seed: true, onWarning: true });
 
 const ST_DTYPE: Record<string, DType> = {
   F32: 'float32',
@@ -271,6 +273,7 @@ export function readLlavaConfig(dir: string, visionTower?: string): { config: Ll
 
 /** Load a LLaVA checkpoint directory (llava-hf or original). */
 export function loadLlava(dir: string, opts: LoadOptions = {}): LlavaForConditionalGeneration {
+  checkOptions('fromPretrained', opts, LOAD_KEYS);
   const { config, visionDir } = readLlavaConfig(dir, opts.visionTower);
   const { sources, model } = openChecked(
     () => {
@@ -330,6 +333,7 @@ function loadSubmodel<M>(dir: string, opts: LoadOptions, check: (s: Sources) => 
 
 /** Load a plain CLIP vision checkpoint (CLIPModel or CLIPVisionModel). */
 export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionModel {
+  checkOptions('loadClipVision', opts, LOAD_KEYS);
   const cfg = visionConfigFrom(readConfig(path.join(dir, 'config.json')));
   return loadSubmodel(
     dir,
@@ -344,6 +348,7 @@ export function loadClipVision(dir: string, opts: LoadOptions = {}): CLIPVisionM
 
 /** Load a plain LLaMA checkpoint (LlamaForCausalLM). */
 export function loadLlama(dir: string, opts: LoadOptions = {}): LlamaForCausalLM {
+  checkOptions('loadLlama', opts, LOAD_KEYS);
   const cfg = textConfigFrom(readConfig(path.join(dir, 'config.json')));
   return loadSubmodel(
     dir,

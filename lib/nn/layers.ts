@@ -9,6 +9,7 @@ import { QuantizedWeight, quantLinear } from '../ops/quant';
 import { loraLinear } from '../ops/lora';
 import { layerNorm, rmsNorm, embedding } from '../ops/nn';
 import { noGrad } from '../core/autograd';
+import { checkOptions, optionKeys } from '../core/options';
 import { mul, sub } from '../ops/elementwise';
 import { Module } from './module';
 
@@ -18,6 +19,18 @@ export interface LayerOptions {
   /** PyTorch default initialisation instead of zeros (for layers trained from scratch). */
   init?: boolean;
   generator?: Generator;
+}
+const LAYER_KEYS = optionKeys<LayerOptions>({ dtype: true, device: true, init: true, generator: true });
+
+/** A layer's positional arguments and options, checked before anything is allocated: a JavaScript caller
+ *  who leaves out `bias` or `eps` and passes the options in its place gets an error, not a default layer. */
+function checkLayer(name: string, sizes: Record<string, unknown>, opts: unknown, extra: { bias?: unknown; eps?: unknown } = {}): void {
+  for (const [k, v] of Object.entries(sizes))
+    if (!Number.isSafeInteger(v) || (v as number) < 1) throw new Error(`[${name}] ${k} must be a positive integer, got ${String(v)}`);
+  if ('bias' in extra && typeof extra.bias !== 'boolean') throw new Error(`[${name}] bias must be a boolean, got ${typeof extra.bias}`);
+  if ('eps' in extra && !(typeof extra.eps === 'number' && extra.eps >= 0 && Number.isFinite(extra.eps)))
+    throw new Error(`[${name}] eps must be a finite number >= 0, got ${typeof extra.eps === 'number' ? extra.eps : typeof extra.eps}`);
+  checkOptions(name, opts, LAYER_KEYS);
 }
 
 function uniform(shape: number[], bound: number, opts: LayerOptions): Tensor {
@@ -59,6 +72,7 @@ export class Linear extends Module {
     opts: LayerOptions = {},
   ) {
     super();
+    checkLayer(new.target.name, { inFeatures, outFeatures }, opts, { bias });
     const o = { dtype: opts.dtype ?? 'float32', device: opts.device };
     const bound = 1 / Math.sqrt(inFeatures);
     this.registerParameter('weight', opts.init ? uniform([outFeatures, inFeatures], bound, opts) : zeros([outFeatures, inFeatures], o));
@@ -88,6 +102,7 @@ export class LayerNorm extends Module {
     opts: LayerOptions = {},
   ) {
     super();
+    checkLayer(new.target.name, { dim }, opts, { eps });
     const o = { dtype: opts.dtype ?? 'float32', device: opts.device };
     this.registerParameter('weight', ones([dim], o));
     this.registerParameter('bias', zeros([dim], o));
@@ -104,6 +119,7 @@ export class RMSNorm extends Module {
     opts: LayerOptions = {},
   ) {
     super();
+    checkLayer(new.target.name, { dim }, opts, { eps });
     this.registerParameter('weight', ones([dim], { dtype: opts.dtype ?? 'float32', device: opts.device }));
   }
   forward(x: Tensor): Tensor {
@@ -118,6 +134,7 @@ export class Embedding extends Module {
     opts: LayerOptions = {},
   ) {
     super();
+    checkLayer(new.target.name, { numEmbeddings, dim }, opts);
     this.registerParameter('weight', zeros([numEmbeddings, dim], { dtype: opts.dtype ?? 'float32', device: opts.device }));
   }
   forward(ids: Tensor): Tensor {

@@ -8,9 +8,12 @@ import { Tensor } from '../core/tensor';
 import { keep } from '../core/memory';
 import { DType, Device } from '../core/dtype';
 import { noGrad } from '../core/autograd';
+import { checkOptions } from '../core/options';
 import type { ParamScope } from '../core/recompute';
 import { to } from '../ops/view';
 import { copyInto } from '../ops/elementwise';
+
+const STATE_DICT_KEYS = { strict: true } as const;
 
 export class Module {
   training = true;
@@ -121,6 +124,7 @@ export class Module {
 
   /** Copy values into existing parameters (shapes must match exactly). */
   loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, opts: { strict?: boolean } = {}): void {
+    checkOptions('loadStateDict', opts, STATE_DICT_KEYS);
     const entries = state instanceof Map ? [...state.entries()] : Object.entries(state);
     const mine = new Map(this.namedParameters());
     const missing = new Set(mine.keys());

@@ -11,6 +11,7 @@ import { Tensor } from '../core/tensor';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { kernel } from '../core/dispatch';
+import { checkOptions, optionKeys } from '../core/options';
 import { checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
 import { contiguous, reshape, expand, unsqueeze, transpose } from './view';
 import { matmul } from './matmul';
@@ -26,6 +27,7 @@ export interface AttentionOptions {
   /** Score scale; default 1/sqrt(D). */
   scale?: number;
 }
+const ATTENTION_KEYS = optionKeys<AttentionOptions>({ isCausal: true, mask: true, scale: true });
 
 function validate(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | null | undefined, op: string): void {
   checkTensor(q, op, 'q');
@@ -59,6 +61,7 @@ export const scaledDotProductAttention = scopedOp(function scaledDotProductAtten
   opts: AttentionOptions = {},
 ): Tensor {
   const op = 'attention';
+  checkOptions(op, opts, ATTENTION_KEYS);
   validate(q, k, v, opts.mask, op);
   const [B, H, T, D] = q.shape;
   const S = k.shape[2];
@@ -92,6 +95,7 @@ export const scaledDotProductAttention = scopedOp(function scaledDotProductAtten
  * oracle for tests and the baseline for benchmarks. Fully-masked rows give NaN here (as PyTorch).
  */
 export const attentionComposite = scopedOp(function attentionComposite(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): Tensor {
+  checkOptions('attention_composite', opts, ATTENTION_KEYS);
   validate(q, k, v, opts.mask, 'attention_composite');
   const [B, H, T, D] = q.shape;
   const [, Hkv, S] = k.shape;

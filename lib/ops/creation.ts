@@ -6,6 +6,7 @@
 import { Tensor, Shape, NestedArray, checkShape, checkSize, numelOf } from '../core/tensor';
 import { Device, DType, checkDevice, checkDType } from '../core/dtype';
 import { scopedOp } from '../core/memory';
+import { checkOptions, optionKeys, OptionKeys } from '../core/options';
 import { kernel, writeBytes } from '../core/dispatch';
 import { isAvailable } from '../cuda';
 import { f32ToBf16, f32ToF16 } from '../io/half';
@@ -19,6 +20,8 @@ export interface FromDataOptions extends TensorOptions {
   /** Reshape flat data to this shape. */
   shape?: Shape;
 }
+const TENSOR_KEYS = optionKeys<TensorOptions>({ dtype: true, device: true, requiresGrad: true });
+const FROM_DATA_KEYS = optionKeys<FromDataOptions>({ ...TENSOR_KEYS, shape: true });
 
 function finish(t: Tensor, opts: TensorOptions): Tensor {
   if (opts.requiresGrad) t.setRequiresGrad(true);
@@ -136,6 +139,7 @@ function typedDType(a: AnyTyped): DType {
  */
 export const tensor = scopedOp(function tensor(data: NestedArray | AnyTyped, opts: FromDataOptions = {}): Tensor {
   const op = 'tensor';
+  checkOptions(op, opts, FROM_DATA_KEYS);
   const device = checkDevice(opts.device ?? defaultDevice, op);
   let values: ArrayLike<number | boolean | bigint>;
   let shape: Shape;
@@ -179,7 +183,13 @@ export function fromTypedArray(data: AnyTyped, shape: Shape, opts: TensorOptions
   return tensor(data, { ...opts, shape });
 }
 
-function resolve(shape: Shape, opts: TensorOptions, op: string): { shape: Shape; dtype: DType; device: Device } {
+function resolve(
+  shape: Shape,
+  opts: TensorOptions,
+  op: string,
+  keys: OptionKeys<TensorOptions> = TENSOR_KEYS,
+): { shape: Shape; dtype: DType; device: Device } {
+  checkOptions(op, opts, keys);
   const r = {
     shape: checkShape(shape, op).slice(),
     dtype: checkDType(opts.dtype ?? 'float32', op),
@@ -209,6 +219,7 @@ export const fullLike = (t: Tensor, v: number, opts: TensorOptions = {}): Tensor
 
 /** arange(end) or arange(start, end, step); integer arguments give int64 as in PyTorch. */
 export const arange = scopedOp(function arange(start: number, end?: number, step: number = 1, opts: TensorOptions = {}): Tensor {
+  checkOptions('arange', opts, TENSOR_KEYS);
   if (end === undefined) {
     end = start;
     start = 0;
@@ -256,8 +267,9 @@ export function manualSeed(seed: number): void {
 export interface RandomOptions extends TensorOptions {
   generator?: Generator;
 }
+const RANDOM_KEYS = optionKeys<RandomOptions>({ ...TENSOR_KEYS, generator: true });
 const random = scopedOp(function random(kind: string, shape: Shape, opts: RandomOptions, name: string, p?: number): Tensor {
-  const r = resolve(shape, opts, name);
+  const r = resolve(shape, opts, name, RANDOM_KEYS);
   if (kind !== 'bernoulli' && !['float32', 'float64', 'bfloat16', 'float16'].includes(r.dtype))
     throw new Error(`[${name}] dtype must be floating, got ${r.dtype}`);
   const g = opts.generator ?? defaultGenerator;

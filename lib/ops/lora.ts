@@ -16,6 +16,7 @@
 // generator instead of two [N, I] tensors per adapted layer held from forward to backward).
 import { Tensor } from '../core/tensor';
 import { isFloat } from '../core/dtype';
+import { checkOptions, optionKeys } from '../core/options';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { checkTensor, checkSameDevice, checkDTypeEq } from './util';
@@ -33,6 +34,7 @@ export interface LoraOptions {
   training?: boolean;
   generator?: Generator;
 }
+const LORA_KEYS = optionKeys<LoraOptions>({ scale: true, dropout: true, training: true, generator: true });
 
 const T2 = (t: Tensor): Tensor => transpose(t, 0, 1);
 
@@ -46,6 +48,7 @@ export const loraLinear = scopedOp(function loraLinear(
   o: LoraOptions,
 ): Tensor {
   const op = 'lora_linear';
+  checkOptions(op, o, LORA_KEYS);
   checkTensor(x, op);
   checkTensor(A, op, 'lora_A');
   checkTensor(B, op, 'lora_B');

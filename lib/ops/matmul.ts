@@ -91,9 +91,10 @@ export const matmul = scopedOp(function matmul(a: Tensor, b: Tensor): Tensor {
       // contiguous gradient, instead of the product being written row-major and copied transposed.
       const flat = aShape.length === 2 && bShape.length === 2;
       if (a.requiresGrad)
-        ga = flat && colMajor(as)
-          ? transpose(rawMatmul(bs, transpose(g, 0, 1), null, 'matmul_bwd'), 0, 1)
-          : sumToShape(rawMatmul(g, transpose(bs, -1, -2), null, 'matmul_bwd'), aShape);
+        ga =
+          flat && colMajor(as)
+            ? transpose(rawMatmul(bs, transpose(g, 0, 1), null, 'matmul_bwd'), 0, 1)
+            : sumToShape(rawMatmul(g, transpose(bs, -1, -2), null, 'matmul_bwd'), aShape);
       if (b.requiresGrad) {
         if (flat && colMajor(bs)) gb = transpose(rawMatmul(transpose(g, 0, 1), as, null, 'matmul_bwd'), 0, 1);
         else if (bShape.length === 2 && aShape.length > 2) {

@@ -10,6 +10,7 @@ import { Tensor, Shape, numelOf } from '../core/tensor';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { kernel } from '../core/dispatch';
+import { checkOptions, optionKeys } from '../core/options';
 import { normDim, checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
 import { contiguous, reshape, transpose, permute, to, narrow, cat } from './view';
 import { mul, div, neg, ne } from './elementwise';
@@ -55,6 +56,7 @@ export interface CrossEntropyOptions {
   /** 'mean' over non-ignored targets (default), 'sum', or 'none' (per row, float32). */
   reduction?: 'mean' | 'sum' | 'none';
 }
+const CROSS_ENTROPY_KEYS = optionKeys<CrossEntropyOptions>({ ignoreIndex: true, reduction: true });
 
 /**
  * Softmax cross-entropy between logits [..., V] and integer targets [...]. Fused: the forward keeps
@@ -63,6 +65,7 @@ export interface CrossEntropyOptions {
  */
 export const crossEntropy = scopedOp(function crossEntropy(logits: Tensor, target: Tensor, opts: CrossEntropyOptions = {}): Tensor {
   const op = 'cross_entropy';
+  checkOptions(op, opts, CROSS_ENTROPY_KEYS);
   checkTensor(logits, op, 'logits');
   checkTensor(target, op, 'target');
   checkFloat(logits, op, 'logits');

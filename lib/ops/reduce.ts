@@ -9,6 +9,7 @@ import { isFloat } from '../core/dtype';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { kernel } from '../core/dispatch';
+import { checkOptions, optionKeys } from '../core/options';
 import { normDim, checkTensor } from './util';
 import { contiguous, permute, reshape, expand, to } from './view';
 import { mul, div, sub, exp, eq, where } from './elementwise';
@@ -118,12 +119,16 @@ export const argmin = scopedOp(function argmin(x: Tensor, dim?: number, keepdim:
   return rawReduce('argmin', x, normDims(x, dim, 'argmin'), keepdim);
 });
 
+export interface VarOptions {
+  /** Subtracted from the count in the divisor: 1 (default) is Bessel's correction, 0 the population variance. */
+  correction?: number;
+  keepdim?: boolean;
+}
+const VAR_KEYS = optionKeys<VarOptions>({ correction: true, keepdim: true });
+
 /** Variance with Bessel's correction by default (correction = 1), as torch.var. */
-export const variance = scopedOp(function variance(
-  x: Tensor,
-  dim?: number | number[],
-  opts: { correction?: number; keepdim?: boolean } = {},
-): Tensor {
+export const variance = scopedOp(function variance(x: Tensor, dim?: number | number[], opts: VarOptions = {}): Tensor {
+  checkOptions('var', opts, VAR_KEYS);
   checkTensor(x, 'var');
   if (!isFloat(x.dtype)) throw new Error(`[var] input must be floating, got ${x.dtype}`);
   const dims = normDims(x, dim, 'var');

@@ -8,6 +8,7 @@
 import { Tensor } from '../core/tensor';
 import { keep } from '../core/memory';
 import { noGrad } from '../core/autograd';
+import { checkOptions, optionKeys } from '../core/options';
 import { zeros } from '../ops/creation';
 import { to } from '../ops/view';
 import { kernel } from '../core/dispatch';
@@ -27,6 +28,8 @@ export interface AdamWOptions {
   eps?: number;
   weightDecay?: number;
 }
+const ADAMW_KEYS = optionKeys<AdamWOptions>({ lr: true, betas: true, eps: true, weightDecay: true });
+const GROUP_KEYS = optionKeys<ParamGroup>({ params: true, weightDecay: true, lrScale: true });
 
 interface SlotState {
   m: Tensor;
@@ -43,6 +46,7 @@ export class AdamW {
   private readonly state = new Map<Tensor, SlotState>();
 
   constructor(params: Tensor[] | ParamGroup[], opts: AdamWOptions = {}) {
+    checkOptions('AdamW', opts, ADAMW_KEYS);
     this.lr = opts.lr ?? 1e-3;
     this.betas = opts.betas ?? [0.9, 0.999];
     this.eps = opts.eps ?? 1e-8;
@@ -50,6 +54,7 @@ export class AdamW {
     if (!(this.lr >= 0) || !(this.eps > 0) || !(wd >= 0) || this.betas.some((b) => !(b >= 0 && b < 1)))
       throw new Error('[AdamW] invalid hyperparameters (lr >= 0, 0 <= betas < 1, eps > 0, weightDecay >= 0)');
     const groups: ParamGroup[] = params.length && params[0] instanceof Tensor ? [{ params: params as Tensor[] }] : (params as ParamGroup[]);
+    groups.forEach((g, i) => checkOptions(`AdamW param group ${i}`, g, GROUP_KEYS));
     this.groups = groups.map((g) => ({ params: g.params, weightDecay: g.weightDecay ?? wd, lrScale: g.lrScale ?? 1 }));
     for (const g of this.groups)
       for (const p of g.params)

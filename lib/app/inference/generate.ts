@@ -21,6 +21,7 @@
 //   multi-byte characters come out whole. At the end everything still held is flushed.
 // - Each sampled token is yielded exactly once; the last piece carries `finishReason`.
 import { Tensor } from '../../core/tensor';
+import { checkOptions, optionKeys } from '../../core/options';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess';
@@ -66,6 +67,18 @@ export interface GenerateOptions extends SamplingOptions {
   /** Override the EOS id(s); null disables EOS stopping. Default: config eos_token_id, else the tokenizer's. */
   eosTokenId?: number | number[] | null;
 }
+const GENERATE_KEYS = optionKeys<GenerateOptions>({
+  temperature: true,
+  topP: true,
+  topK: true,
+  promptIds: true,
+  prompt: true,
+  pixelValues: true,
+  maxNewTokens: true,
+  seed: true,
+  stop: true,
+  eosTokenId: true,
+});
 
 export interface GenerateResult {
   text: string;
@@ -279,6 +292,7 @@ export async function* generate(
   tokenizer: Tokenizer,
   opts: GenerateOptions,
 ): AsyncGenerator<GeneratedPiece, GenerateResult, undefined> {
+  checkOptions('generate', opts, GENERATE_KEYS);
   if (!opts.promptIds && opts.prompt === undefined) throw new Error('[generate] give promptIds or prompt');
   const ids = opts.promptIds ? prepareIds(model, opts.promptIds) : encodePrompt(model, tokenizer, opts.prompt!);
   if (ids.length === 0) throw new Error('[generate] empty prompt');

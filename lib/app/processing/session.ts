@@ -29,6 +29,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { keep } from '../../core/memory';
+import { checkOptions, optionKeys } from '../../core/options';
 import { tensor } from '../../ops/creation';
 import type { Tensor } from '../../core/tensor';
 import type { DType, Device } from '../../core/dtype';
@@ -168,6 +169,18 @@ export interface SessionOptions {
   load8bit?: boolean;
   load4bit?: boolean;
 }
+const SESSION_KEYS = optionKeys<SessionOptions>({
+  device: true,
+  dtype: true,
+  template: true,
+  visionTower: true,
+  aspect: true,
+  tokenizer: true,
+  images: true,
+  modelBase: true,
+  load8bit: true,
+  load4bit: true,
+});
 
 /** The loading options of a session (what chat, serve, eval and verify pass through). */
 export type WeightOptions = Pick<SessionOptions, 'modelBase' | 'load8bit' | 'load4bit'>;
@@ -276,6 +289,7 @@ export class LlavaSession {
 
   /** Loads the checkpoint in `dir` (llava-hf or original layout). Setup problems throw an Error. */
   static load(dir: string, o: SessionOptions = {}): LlavaSession {
+    checkOptions('session', o, SESSION_KEYS);
     if (!fs.existsSync(path.join(dir, 'config.json'))) throw new Error(`[session] ${dir} is not a model directory (no config.json)`);
     const { device, dtype } = checkRuntime(o.device, o.dtype, { area: 'session' });
     checkTemplateName(o.template); // unknown names fail before the weights load
@@ -304,6 +318,7 @@ export class LlavaSession {
     dir: string,
     o: Omit<SessionOptions, 'device' | 'dtype'> = {},
   ): LlavaSession {
+    checkOptions('session', o, SESSION_KEYS);
     checkTemplateName(o.template);
     const w = model.parameters()[0];
     const device = (w?.device ?? 'cpu') as Device;

@@ -23,6 +23,7 @@
 // - Checks throw `[train] ...`; the command line also checks numbers and choices while parsing.
 import { TEMPLATE_NAMES } from '../processing/conversation';
 import { DEVICES, TRAIN_DTYPES } from '../util/runtime';
+import { checkOptions, optionKeys, type OptionKeys } from '../../core/options';
 import type { ProgressMode } from '../util/progress';
 import type { DataParallel } from './distributed';
 
@@ -341,6 +342,9 @@ type AnySpec = OptionSpec<unknown>;
 const spec = (k: TrainKey): AnySpec => TRAIN_OPTIONS[k] as AnySpec;
 export const TRAIN_KEYS = Object.keys(TRAIN_OPTIONS) as TrainKey[];
 export const TRAINER_KEYS = TRAIN_KEYS.filter((k) => spec(k).scope === 'trainer') as TrainerKey[];
+const HOOK_KEYS = optionKeys<TrainerHooks>({ log: true, configPatch: true, parallel: true });
+/** Every key `new Trainer(...)` accepts: the table's trainer options and the hooks. */
+const TRAINER_OPTION_KEYS = { ...Object.fromEntries(TRAINER_KEYS.map((k) => [k, true])), ...HOOK_KEYS } as OptionKeys<TrainerOptions>;
 /** Options that must equal the checkpoint's on resume (else the data order would differ). */
 export const RESUME_MUST_MATCH = TRAIN_KEYS.filter((k) => spec(k).onResume === 'match');
 /** Options that set the schedule: a resume keeps the checkpoint's unless one of them is given. */
@@ -414,6 +418,7 @@ function resolveLayers<K extends TrainKey>(keys: readonly K[], layers: Layer[], 
 
 /** The Trainer's options with every default filled in and every value checked. */
 export function resolveTrainerOptions(opts: TrainerOptions): ResolvedTrainerOptions {
+  checkOptions('Trainer', opts, TRAINER_OPTION_KEYS);
   return {
     ...(resolveLayers(TRAINER_KEYS, [opts], {}) as ResolvedTrainerOptions),
     log: opts.log ?? ((m) => console.log(m)),
