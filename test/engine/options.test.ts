@@ -3,20 +3,13 @@
 // and the closest known one, never a silently ignored setting; a non-object is refused; every known key is
 // still accepted (the suites that use them: ops, nn, optim, models, app).
 import t from 'tap';
-import type { Test } from 'tap';
 import * as L from '../../lib';
 import { checkOptions, optionKeys } from '../../lib/core/options';
 import { Trainer } from '../../lib/app/train/trainer';
 import type { LlavaForConditionalGeneration } from '../../lib';
 import type { Tokenizer } from '../../lib';
 import type { LlavaDataset } from '../../lib/app/train/dataset';
-
-/** fn throws an Error whose message matches re, and leaves no tensor behind. */
-function refuses(tt: Test, name: string, re: RegExp, fn: () => unknown): void {
-  const before = L.memory().numTensors;
-  tt.throws(() => L.tidy(() => void fn()), re, name);
-  tt.equal(L.memory().numTensors, before, `${name}: no tensor left`);
-}
+import { refuses } from '../helpers';
 
 t.test('checkOptions: unknown keys, suggestions, non-objects', async (tt) => {
   const keys = optionKeys<{ isCausal?: boolean; scale?: number; weightDecay?: number }>({ isCausal: true, scale: true, weightDecay: true });
@@ -134,11 +127,24 @@ t.test('tensor ops, layers, optimizer and autograd refuse unknown options', asyn
   lin.dispose();
 });
 
-t.test('loading, generation and the trainer refuse unknown options', async (tt) => {
+t.test('loading, sessions, generation, the server and the trainer refuse unknown options', async (tt) => {
   tt.throws(() => L.loadLlava('/nonexistent', { torch_dtype: 'bfloat16' } as never), /^\[fromPretrained\] unknown option 'torch_dtype'/);
   tt.throws(() => L.loadLlama('/nonexistent', { dtyp: 'bfloat16' } as never), /^\[loadLlama\] unknown option 'dtyp' \(did you mean 'dtype'\?\)/);
   tt.throws(() => L.LlavaSession.load('/nonexistent', { load_in_8bit: true } as never), /^\[session\] unknown option 'load_in_8bit'/);
   tt.throws(() => L.LlavaSession.load('/nonexistent', { visionTowr: 'x' } as never), /unknown option 'visionTowr' \(did you mean 'visionTower'\?\)/);
+  tt.throws(
+    () => L.createLlavaServer({ model: '/nonexistent', api_key: 'k' } as never),
+    /^\[serve\] unknown option 'api_key' \(did you mean 'apiKey'\?\)/,
+  );
+  tt.throws(
+    () => L.createLlavaServer({ model: '/nonexistent', port: 8000 } as never),
+    /^\[serve\] unknown option 'port'/,
+    'createServer does not listen',
+  );
+  await tt.rejects(
+    L.startLlavaServer({ model: '/nonexistent', hostname: '0.0.0.0' } as never),
+    /^\[serve\] unknown option 'hostname' \(did you mean 'host'\?\)/,
+  );
   const model = null as unknown as LlavaForConditionalGeneration;
   const tokenizer = null as unknown as Tokenizer;
   await tt.rejects(

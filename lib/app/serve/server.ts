@@ -61,6 +61,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
 import type { AddressInfo } from 'net';
+import { checkOptions, optionKeys } from '../../core/options';
 import type { Device, DType } from '../../core/dtype';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import type { Tokenizer } from '../processing/tokenizer';
@@ -132,6 +133,27 @@ export interface ServeOptions {
   /** One line per request (default: stderr). */
   log?: (line: string) => void;
 }
+const SERVE_KEYS = optionKeys<ServeOptions>({
+  model: true,
+  loaded: true,
+  template: true,
+  device: true,
+  dtype: true,
+  visionTower: true,
+  aspect: true,
+  modelBase: true,
+  load8bit: true,
+  load4bit: true,
+  modelName: true,
+  maxBodyBytes: true,
+  maxImagePixels: true,
+  apiKey: true,
+  cors: true,
+  maxConnections: true,
+  headersTimeoutMs: true,
+  requestTimeoutMs: true,
+  log: true,
+});
 
 export interface ServeStats {
   running: number;
@@ -297,6 +319,7 @@ function requestListener(app: App, log: (line: string) => void): http.RequestLis
 
 /** Creates the HTTP server (not listening) with the model loaded. */
 export function createServer(opts: ServeOptions): LlavaServer {
+  checkOptions('serve', opts, SERVE_KEYS);
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const session = openServeSession(opts);
   const modelName = opts.modelName ?? session.name;
@@ -394,6 +417,7 @@ export interface StartOptions extends ServeOptions {
   host?: string;
   port?: number;
 }
+const START_KEYS = optionKeys<StartOptions>({ ...SERVE_KEYS, host: true, port: true });
 
 export interface RunningServer {
   server: LlavaServer;
@@ -406,10 +430,10 @@ export interface RunningServer {
 
 /** Loads the model, listens (default 127.0.0.1:8000; port 0 = any free port), resolves when ready. */
 export async function startServer(opts: StartOptions): Promise<RunningServer> {
-  const host = opts.host ?? DEFAULT_HOST;
-  const port = opts.port ?? DEFAULT_PORT;
+  checkOptions('serve', opts, START_KEYS);
+  const { host = DEFAULT_HOST, port = DEFAULT_PORT, ...serveOpts } = opts;
   if (!(Number.isInteger(port) && port >= 0 && port <= 65535)) throw new Error(`[serve] port must be an integer in 0..65535 (got ${port})`);
-  const server = createServer(opts);
+  const server = createServer(serveOpts);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
