@@ -411,3 +411,24 @@ export function cpuIsas(): string[] {
 export function useCpuIsa(isa: string): void {
   native.cpuIsa(isa, isa === 'amx' && native.cpuIsa().detected !== 'amx');
 }
+
+/**
+ * fn must throw an Error whose message matches re, and leave the live-tensor count as it was (it runs inside
+ * tidy). With `ms`, it must also answer within that many milliseconds (hostile sizes are refused up front).
+ */
+export function refuses(t: Test, name: string, re: RegExp, fn: () => unknown, ms?: number): void {
+  const before = memory().numTensors;
+  const t0 = Date.now();
+  let err: unknown = null;
+  try {
+    tidy(() => {
+      fn();
+    });
+  } catch (e) {
+    err = e;
+  }
+  if (!(err instanceof Error)) t.fail(`${name}: expected an Error, got ${err === null ? 'no throw' : String(err)}`);
+  else t.match(err.message, re, `${name}: ${err.message}`);
+  if (ms !== undefined) t.ok(Date.now() - t0 < ms, `${name}: answered at once`);
+  t.equal(memory().numTensors, before, `${name}: no tensor leaked`);
+}

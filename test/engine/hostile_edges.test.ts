@@ -11,26 +11,12 @@ import { Tensor } from '../../lib';
 import { checkpoint } from '../../lib/core/recompute';
 import { record } from '../../lib/core/autograd';
 import { native, nativeFile } from '../../lib/native';
+import { refuses as refusesIn } from '../helpers';
 
 const OVERLAP = /^\[(copyInto|addInPlace)\] unsupported operation: more than one element of the written-to tensor refers to a single memory location/;
 
-/** fn must throw an Error matching re, leak no tensor (inside tidy), and return within `ms`. */
-function refuses(t: Test, name: string, re: RegExp, fn: () => unknown, ms = 2000): void {
-  const before = L.memory().numTensors;
-  const t0 = Date.now();
-  let err: unknown = null;
-  try {
-    L.tidy(() => {
-      fn();
-    });
-  } catch (e) {
-    err = e;
-  }
-  if (!(err instanceof Error)) t.fail(`${name}: expected an Error, got ${err === null ? 'no throw' : String(err)}`);
-  else t.match(err.message, re, `${name}: ${err.message}`);
-  t.ok(Date.now() - t0 < ms, `${name}: answered at once`);
-  t.equal(L.memory().numTensors, before, `${name}: no tensor leaked`);
-}
+/** The shared refusal check (test/helpers.ts), which here must also answer within `ms`. */
+const refuses = (t: Test, name: string, re: RegExp, fn: () => unknown, ms = 2000): void => refusesIn(t, name, re, fn, ms);
 
 /** fn must run to completion within `ms` without leaking. */
 function quick<T>(t: Test, name: string, fn: () => T, ms = 2000): T {

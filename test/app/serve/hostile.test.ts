@@ -7,12 +7,11 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
 import * as path from 'path';
-import { Command } from 'commander';
 import { createServer, parseCors, LlavaServer, ServeOptions } from '../../../lib/app/serve/server';
 import { promptCharBound } from '../../../lib/app/serve/completion';
 import { JsonValueCounter } from '../../../lib/app/serve/http';
-import { registerServeCommand } from '../../../lib/app/cli/serve';
 import { TEST_DIR } from '../../helpers';
+import { runServeCli } from './serve_helpers';
 
 const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 
@@ -378,25 +377,7 @@ t.test('X-Request-Id on every response; /v1/models created is the config mtime',
 });
 
 t.test('serve command: the new options are validated', async (tt) => {
-  const run = async (args: string[]): Promise<string> => {
-    const program = new Command('llava').exitOverride();
-    let err = '';
-    program.configureOutput({ writeErr: (s) => (err += s), writeOut: () => {} });
-    registerServeCommand(program);
-    program.commands.forEach((c) => c.exitOverride().configureOutput({ writeErr: (s) => (err += s), writeOut: () => {} }));
-    const write = process.stderr.write.bind(process.stderr);
-    const saved = process.exitCode;
-    (process.stderr as unknown as { write: (s: string) => boolean }).write = (s: string) => ((err += s), true);
-    try {
-      await program.parseAsync(['node', 'llava', 'serve', '--model', dir, ...args]);
-    } catch {
-      // commander's exitOverride
-    } finally {
-      (process.stderr as unknown as { write: typeof write }).write = write;
-      process.exitCode = saved;
-    }
-    return err;
-  };
+  const run = async (args: string[]): Promise<string> => (await runServeCli(['--model', dir, ...args])).err;
   tt.match(await run(['--cors', 'evil.example']), /llava serve: error: --cors: 'evil.example' is not an origin/);
   tt.match(await run(['--max-connections', '0']), /--max-connections.*must be an integer >= 1/);
   tt.match(await run(['--headers-timeout', 'x']), /not an integer/);

@@ -1,17 +1,20 @@
 // serve_helpers.ts — shared by serve.test.ts and serve_service.test.ts: the tiny LLaVA fixture and its two
 // images, one `llava serve` server per test file (useServer: created on an ephemeral port before the file's
 // tests, closed after them; `server`, `base` and `logs` are live bindings), requests with their parsed replies,
-// SSE parsing, image data URIs, the reference generateText answer and the OpenAI error-body check.
+// SSE parsing, image data URIs, the reference generateText answer, the OpenAI error-body check, and
+// runServeCli (the `llava serve` command run in-process; hostile.test.ts uses it too).
 import t from 'tap';
 import type { Test } from 'tap';
 import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
+import { Command } from 'commander';
 import * as L from '../../../lib';
 import { Tensor } from '../../../lib/core/tensor';
 import { generateText, encodePrompt, GenerateOptions } from '../../../lib/app/inference/generate';
 import { CLIPImageProcessor } from '../../../lib/app/processing/image';
 import { createServer, LlavaServer } from '../../../lib/app/serve/server';
+import { registerServeCommand } from '../../../lib/app/cli/serve';
 import { TEST_DIR } from '../../helpers';
 
 export const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
@@ -123,4 +126,29 @@ export function expectError(tt: Test, r: Reply, status: number, re: RegExp, code
   tt.ok('param' in (r.json?.error ?? {}) && 'code' in (r.json?.error ?? {}), 'param and code present');
   if (code !== undefined) tt.equal(r.json?.error?.code, code, `code ${code}`);
   if (param !== undefined) tt.equal(r.json?.error?.param, param, `param ${param}`);
+}
+
+/** Runs `llava serve ARGS` through commander in this process: what it wrote to stderr, the exit code it set,
+ *  and what it threw (commander's exitOverride). */
+export async function runServeCli(args: string[]): Promise<{ err: string; code: number | undefined; thrown?: Error }> {
+  const program = new Command('llava').exitOverride();
+  let err = '';
+  program.configureOutput({ writeErr: (s) => (err += s), writeOut: () => {} });
+  registerServeCommand(program);
+  program.commands.forEach((c) => c.exitOverride().configureOutput({ writeErr: (s) => (err += s), writeOut: () => {} }));
+  const write = process.stderr.write.bind(process.stderr);
+  const saved = process.exitCode;
+  process.exitCode = undefined;
+  (process.stderr as unknown as { write: (s: string) => boolean }).write = (s: string) => ((err += s), true);
+  let thrown: Error | undefined;
+  try {
+    await program.parseAsync(['node', 'llava', 'serve', ...args]);
+  } catch (e) {
+    thrown = e as Error;
+  } finally {
+    (process.stderr as unknown as { write: typeof write }).write = write;
+  }
+  const code = process.exitCode as number | undefined;
+  process.exitCode = saved;
+  return { err, code, thrown };
 }

@@ -7,11 +7,9 @@ import t from 'tap';
 import * as http from 'http';
 import * as path from 'path';
 import { spawn } from 'child_process';
-import { Command } from 'commander';
 import * as L from '../../../lib';
 import { buildPrompt } from '../../../lib/app/processing/conversation';
 import { startServer } from '../../../lib/app/serve/server';
-import { registerServeCommand } from '../../../lib/app/cli/serve';
 import { TEST_DIR } from '../../helpers';
 import {
   Q,
@@ -26,6 +24,7 @@ import {
   png0,
   png1,
   request,
+  runServeCli,
   server,
   sseEvents,
   useServer,
@@ -320,29 +319,6 @@ t.test('startServer: listens on an ephemeral port; close() ends a running stream
 
 // ---------------------------------------------------------------------------------------------------------
 // CLI
-
-async function runServeCli(args: string[]): Promise<{ err: string; code: number | undefined; thrown?: Error }> {
-  const program = new Command('llava').exitOverride();
-  let err = '';
-  program.configureOutput({ writeErr: (s) => (err += s), writeOut: () => {} });
-  registerServeCommand(program);
-  program.commands.forEach((c) => c.exitOverride().configureOutput({ writeErr: (s) => (err += s), writeOut: () => {} }));
-  const write = process.stderr.write.bind(process.stderr);
-  const saved = process.exitCode;
-  process.exitCode = undefined;
-  (process.stderr as unknown as { write: (s: string) => boolean }).write = (s: string) => ((err += s), true);
-  let thrown: Error | undefined;
-  try {
-    await program.parseAsync(['node', 'llava', 'serve', ...args]);
-  } catch (e) {
-    thrown = e as Error;
-  } finally {
-    (process.stderr as unknown as { write: typeof write }).write = write;
-  }
-  const code = process.exitCode as number | undefined;
-  process.exitCode = saved;
-  return { err, code, thrown };
-}
 
 t.test('serve command: argument validation', async (tt) => {
   const missing = await runServeCli(['--model', path.join(dir, 'nope')]);
