@@ -62,9 +62,8 @@ void col2im_kernel(const KernelArgs& a) {
 // local block (registers when CB, the block size, is a compile-time constant; CB == 0 is the tail,
 // cb < kDepthwiseBlock channels) over the taps and are stored once.
 constexpr int64_t kDepthwiseBlock = 64;
-template <int CB>
-inline void depthwise_block(const ConvGeom& g, const float* x, const float* w, float* dst, int64_t b, int64_t oy,
-                            int64_t ox, int64_t c0, int64_t cb) {
+template <int CB> inline void depthwise_block(const ConvGeom& g, const float* x, const float* w, float* dst, int64_t b,
+                                              int64_t oy, int64_t ox, int64_t c0, int64_t cb) {
   float acc[kDepthwiseBlock];
   const int64_t n = CB > 0 ? CB : cb;
   for (int64_t c = 0; c < n; c++) acc[c] = 0.f;

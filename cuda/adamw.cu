@@ -14,7 +14,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-
 template <typename S> struct AdamHyper { S lr, lr_wd, b1, one_m_b1, b2, one_m_b2, bc1, bc2, eps; };
 
 template <typename T, typename S> __global__ void __launch_bounds__(kBlock)

@@ -10,7 +10,6 @@ namespace {
 
 constexpr int kBlock = 256;
 
-
 // Pair e = (r, i): r = (b, h, t) row of x, i < D/2; out contiguous [B, H, T, D].
 template <typename T> __global__ void __launch_bounds__(kBlock)
     rope_dev(T* out, const T* x, const T* cs, const T* sn, int64_t total, int64_t H, int64_t T_, int64_t D, int64_t sx0,

@@ -7,7 +7,9 @@
 //   5. the line budget, with no exceptions: .ts ≤ 500 lines, test files and .cc/.h ≤ 600, .cu/.cuh ≤ 800;
 //   6. every TypeScript file type-checks, the tests included (tsconfig.test.json: tsx runs the tests
 //      without checking types, so a misspelt option such as `{ causal: true }` would otherwise pass silently);
-//   7. importing the package index, the GPU check (test/gpu/check.ts) and the bench's CUDA run load no dev
+//   7. the sources are formatted: TypeScript by prettier (.prettierrc.json), C++ and CUDA by clang-format
+//      (.clang-format; skipped, with the reason, where Debian's clang-format is not installed);
+//   8. importing the package index, the GPU check (test/gpu/check.ts) and the bench's CUDA run load no dev
 //      dependency and none of NOT_CARRIED (heavy packages required where they are first used), so tensor code
 //      never pays for them and the GPU machine, which gets the production modules less those
 //      (scripts/gpu_check.sh), can start them.
@@ -177,6 +179,26 @@ t.test('every TypeScript file type-checks, tests included', async (tt) => {
   tt.equal(r.status, 0, 'tsc -p tsconfig.test.json');
   const errors = (r.stdout + r.stderr).split('\n').filter((l) => / error TS\d+/.test(l));
   tt.same(errors, [], 'type errors');
+});
+
+t.test('the TypeScript is formatted', async (tt) => {
+  const prettier = path.join(ROOT, 'node_modules', 'prettier', 'bin', 'prettier.cjs');
+  const r = spawnSync(process.execPath, [prettier, '--list-different', 'lib/**/*.ts', 'test/**/*.ts', 'bench/**/*.ts'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
+  tt.equal(r.stderr, '', 'prettier ran');
+  tt.same(r.stdout.split('\n').filter(Boolean), [], 'files prettier would change (npx prettier --write them)');
+});
+
+t.test('the C++ and CUDA are formatted', async (tt) => {
+  const probe = spawnSync('clang-format', ['--version'], { encoding: 'utf8' });
+  if (probe.status !== 0) return void tt.skip('clang-format not found (apt-get install clang-format)', () => {});
+  const files = spawnSync('git', ['ls-files', '*.cc', '*.h', '*.cu', '*.cuh'], { cwd: ROOT, encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  tt.ok(files.length > 50, `${files.length} C++ / CUDA files tracked`);
+  const r = spawnSync('clang-format', ['--dry-run', ...files], { cwd: ROOT, encoding: 'utf8' });
+  const bad = [...new Set((r.stderr.match(/^[^\s:]+(?=:\d+:\d+: warning)/gm) ?? []).sort())];
+  tt.same(bad, [], 'files clang-format would change (clang-format -i them)');
 });
 
 t.test('the library and what the GPU machine runs load only packages that are carried there', async (tt) => {

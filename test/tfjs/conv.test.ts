@@ -133,7 +133,12 @@ t.test('conv2d in row bands (large images) and fused bias + relu against a float
     const [y, yf] = tf.tidy(() => {
       const x = tf.tensor4d(xv, [c.B, c.H, c.W, c.C]),
         w = tf.tensor4d(wv, [c.K, c.K, c.C, c.Co]);
-      const pad = [[0, 0], [c.p, c.p], [c.p, c.p], [0, 0]] as tf.backend_util.ExplicitPadding;
+      const pad = [
+        [0, 0],
+        [c.p, c.p],
+        [c.p, c.p],
+        [0, 0],
+      ] as tf.backend_util.ExplicitPadding;
       return [
         tf.conv2d(x, w, c.s, pad, 'NHWC', c.d).dataSync(),
         tf.fused.conv2d({ x, filter: w, strides: c.s, pad, dilations: c.d, bias: tf.tensor1d(bv), activation: 'relu' }).dataSync(),
@@ -141,6 +146,11 @@ t.test('conv2d in row bands (large images) and fused bias + relu against a float
     });
     const tol = f32Tol(c.K * c.K * c.C);
     assertClose(t, y, ref, { ...tol, msg: `conv2d ${JSON.stringify(c)}` });
-    assertClose(t, yf, Array.from(ref, (v, k) => Math.max(0, v + bv[k % c.Co])), { ...tol, msg: `fused conv2d + bias + relu ${JSON.stringify(c)}` });
+    assertClose(
+      t,
+      yf,
+      Array.from(ref, (v, k) => Math.max(0, v + bv[k % c.Co])),
+      { ...tol, msg: `fused conv2d + bias + relu ${JSON.stringify(c)}` },
+    );
   }
 });
