@@ -13,6 +13,7 @@
 // hung peer turns into. The tensors of a collective in flight must not be read or written until its
 // wait(); their memory stays allocated until then even if they are disposed (the Work holds the storages).
 import { Tensor } from '../core/tensor';
+import { checkOptions, optionKeys } from '../core/options';
 import { distCall, type DistEntry } from '../core/collective';
 import { zeros } from '../ops/creation';
 import { copyInto } from '../ops/elementwise';
@@ -36,6 +37,7 @@ export interface InitOptions {
   /** The environment to read the launcher's variables from (default process.env). */
   env?: NodeJS.ProcessEnv;
 }
+const INIT_KEYS = optionKeys<InitOptions>({ timeoutS: true, device: true, mpiLib: true, ncclLib: true, env: true });
 
 /** A collective in flight. */
 export class Work {
@@ -211,6 +213,7 @@ export function defaultTimeout(env: NodeJS.ProcessEnv = process.env): number {
  * (env.ts pinLocalGpu: CUDA_VISIBLE_DEVICES narrowed to it; call that before CUDA is first used). Returns the existing group when called again.
  */
 export async function init(o: InitOptions = {}): Promise<ProcessGroup> {
+  checkOptions('dist', o, INIT_KEYS);
   if (current) return current;
   const env = readDistEnv(o.env ?? process.env);
   const timeoutS = o.timeoutS ?? defaultTimeout(o.env ?? process.env);

@@ -8,8 +8,9 @@ import { checkOptions, optionKeys } from '../../lib/core/options';
 import { Trainer } from '../../lib/app/train/trainer';
 import type { LlavaForConditionalGeneration } from '../../lib';
 import type { Tokenizer } from '../../lib';
-import type { LlavaDataset } from '../../lib/app/train/dataset';
-import { refuses } from '../helpers';
+import { LlavaDataset } from '../../lib/app/train/dataset';
+import * as path from 'path';
+import { refuses, TEST_DIR } from '../helpers';
 
 t.test('checkOptions: unknown keys, suggestions, non-objects', async (tt) => {
   const keys = optionKeys<{ isCausal?: boolean; scale?: number; weightDecay?: number }>({ isCausal: true, scale: true, weightDecay: true });
@@ -127,35 +128,76 @@ t.test('tensor ops, layers, optimizer and autograd refuse unknown options', asyn
   lin.dispose();
 });
 
-t.test('loading, sessions, generation, the server and the trainer refuse unknown options', async (tt) => {
-  tt.throws(() => L.loadLlava('/nonexistent', { torch_dtype: 'bfloat16' } as never), /^\[fromPretrained\] unknown option 'torch_dtype'/);
-  tt.throws(() => L.loadLlama('/nonexistent', { dtyp: 'bfloat16' } as never), /^\[loadLlama\] unknown option 'dtyp' \(did you mean 'dtype'\?\)/);
-  tt.throws(() => L.LlavaSession.load('/nonexistent', { load_in_8bit: true } as never), /^\[session\] unknown option 'load_in_8bit'/);
-  tt.throws(() => L.LlavaSession.load('/nonexistent', { visionTowr: 'x' } as never), /unknown option 'visionTowr' \(did you mean 'visionTower'\?\)/);
-  tt.throws(
-    () => L.createLlavaServer({ model: '/nonexistent', api_key: 'k' } as never),
-    /^\[serve\] unknown option 'api_key' \(did you mean 'apiKey'\?\)/,
-  );
-  tt.throws(
-    () => L.createLlavaServer({ model: '/nonexistent', port: 8000 } as never),
-    /^\[serve\] unknown option 'port'/,
-    'createServer does not listen',
-  );
-  await tt.rejects(
-    L.startLlavaServer({ model: '/nonexistent', hostname: '0.0.0.0' } as never),
-    /^\[serve\] unknown option 'hostname' \(did you mean 'host'\?\)/,
-  );
-  const model = null as unknown as LlavaForConditionalGeneration;
-  const tokenizer = null as unknown as Tokenizer;
-  await tt.rejects(
-    L.generateText(model, tokenizer, { prompt: 'hi', max_new_tokens: 8 } as never),
-    /^\[generate\] unknown option 'max_new_tokens' \(did you mean 'maxNewTokens'\?\)/,
-  );
-  await tt.rejects(L.generateText(model, tokenizer, { prompt: 'hi', top_p: 0.9 } as never), /unknown option 'top_p' \(did you mean 'topP'\?\)/);
-  const dataset = null as unknown as LlavaDataset;
-  tt.throws(
-    () => new Trainer(model, dataset, { stage: 1, lr: 1e-3, epohcs: 2 } as never),
-    /^\[Trainer\] unknown option 'epohcs' \(did you mean 'epochs'\?\)/,
-  );
-  tt.throws(() => new Trainer(model, dataset, { stage: 1, lr: 1e-3, learning_rate: 2e-5 } as never), /\[Trainer\] unknown option 'learning_rate'/);
-});
+t.test(
+  'loading, sessions, generation, images, the server, evaluation, data generation, the OpenAI client, datasets, dist.init and the trainer refuse unknown options',
+  async (tt) => {
+    tt.throws(() => L.loadLlava('/nonexistent', { torch_dtype: 'bfloat16' } as never), /^\[fromPretrained\] unknown option 'torch_dtype'/);
+    tt.throws(() => L.loadLlama('/nonexistent', { dtyp: 'bfloat16' } as never), /^\[loadLlama\] unknown option 'dtyp' \(did you mean 'dtype'\?\)/);
+    tt.throws(() => L.LlavaSession.load('/nonexistent', { load_in_8bit: true } as never), /^\[session\] unknown option 'load_in_8bit'/);
+    tt.throws(
+      () => L.LlavaSession.load('/nonexistent', { visionTowr: 'x' } as never),
+      /unknown option 'visionTowr' \(did you mean 'visionTower'\?\)/,
+    );
+    tt.throws(
+      () => L.createLlavaServer({ model: '/nonexistent', api_key: 'k' } as never),
+      /^\[serve\] unknown option 'api_key' \(did you mean 'apiKey'\?\)/,
+    );
+    tt.throws(
+      () => L.createLlavaServer({ model: '/nonexistent', port: 8000 } as never),
+      /^\[serve\] unknown option 'port'/,
+      'createServer does not listen',
+    );
+    await tt.rejects(
+      L.startLlavaServer({ model: '/nonexistent', hostname: '0.0.0.0' } as never),
+      /^\[serve\] unknown option 'hostname' \(did you mean 'host'\?\)/,
+    );
+    const png = path.join(TEST_DIR, 'fixtures', 'tiny-llava', 'image0.png');
+    tt.throws(() => L.decodeImage(png, { max_pixels: 10 } as never), /^\[decodeImage\] unknown option 'max_pixels'; the options are limits$/);
+    tt.throws(
+      () => L.decodeImage(png, { limits: { maxPixel: 10 } } as never),
+      /^\[imageLimits\] unknown option 'maxPixel' \(did you mean 'maxPixels'\?\)/,
+      'a cap is never ignored',
+    );
+    await tt.rejects(L.decodeImageAsync(png, { limit: {} } as never), /^\[decodeImage\] unknown option 'limit' \(did you mean 'limits'\?\)/);
+    tt.throws(
+      () => new L.OpenAIJudge({ apiKey: 'k', base_url: 'http://x' } as never),
+      /^\[openai\] unknown option 'base_url' \(did you mean 'baseUrl'\?\)/,
+    );
+    tt.equal(L.decodeImage(png, { limits: { maxPixels: 1e6, maxSide: 4096 } }).width > 0, true, 'decoding with every option');
+    const proc = new L.CLIPImageProcessor({ crop_size: 16, size: 16 });
+    tt.throws(
+      () => proc.preprocess(png, { aspect_mode: 'pad' } as never),
+      /^\[preprocess\] unknown option 'aspect_mode' \(did you mean 'aspect'\?\)/,
+    );
+    await tt.rejects(proc.preprocessAsync(png, { limit: {} } as never), /^\[preprocess\] unknown option 'limit' \(did you mean 'limits'\?\)/);
+    tt.same(proc.preprocess(png, { aspect: 'pad', limits: { maxPixels: 1e6 } }).shape, [3, 16, 16], 'preprocess with every option');
+    await tt.rejects(
+      L.generateAnswers({ max_new_tokens: 64 } as never),
+      /^\[eval\] unknown option 'max_new_tokens' \(did you mean 'maxNewTokens'\?\)/,
+    );
+    await tt.rejects(L.runBenchReview({ output_file: 'x' } as never), /^\[eval\] unknown option 'output_file' \(did you mean 'outputFile'\?\)/);
+    await tt.rejects(
+      L.gptData.generateInstructData({ out_jsonl: 'x' } as never),
+      /^\[gen-data\] unknown option 'out_jsonl' \(did you mean 'outJsonl'\?\)/,
+    );
+    tt.throws(() => L.gptData.writeDryRun({ max_tokens: 9 } as never), /^\[gen-data\] unknown option 'max_tokens' \(did you mean 'maxTokens'\?\)/);
+    await tt.rejects(L.dist.init({ world_size: 2 } as never), /^\[dist\] unknown option 'world_size'; the options are /);
+    tt.throws(
+      () => LlavaDataset.fromFile('/nonexistent.json', {} as never, { on_error: 'skip' } as never),
+      /^\[dataset\] unknown option 'on_error' \(did you mean 'onError'\?\)/,
+    );
+    const model = null as unknown as LlavaForConditionalGeneration;
+    const tokenizer = null as unknown as Tokenizer;
+    await tt.rejects(
+      L.generateText(model, tokenizer, { prompt: 'hi', max_new_tokens: 8 } as never),
+      /^\[generate\] unknown option 'max_new_tokens' \(did you mean 'maxNewTokens'\?\)/,
+    );
+    await tt.rejects(L.generateText(model, tokenizer, { prompt: 'hi', top_p: 0.9 } as never), /unknown option 'top_p' \(did you mean 'topP'\?\)/);
+    const dataset = null as unknown as LlavaDataset;
+    tt.throws(
+      () => new Trainer(model, dataset, { stage: 1, lr: 1e-3, epohcs: 2 } as never),
+      /^\[Trainer\] unknown option 'epohcs' \(did you mean 'epochs'\?\)/,
+    );
+    tt.throws(() => new Trainer(model, dataset, { stage: 1, lr: 1e-3, learning_rate: 2e-5 } as never), /\[Trainer\] unknown option 'learning_rate'/);
+  },
+);

@@ -19,6 +19,7 @@
 // - A partial last line left by a crash is kept (collect.ts reports it) and our lines start on a fresh one.
 import * as fs from 'fs';
 import * as path from 'path';
+import { checkOptions, optionKeys } from '../../core/options';
 import type { GptDataType } from './prompts';
 import { ApiError, DEFAULT_MODEL, requestBody, type ChatCompleter, type ChatCompletionResult, type ChatMessage } from '../util/openai';
 import { Progress, type ProgressMode } from '../util/progress';
@@ -55,6 +56,22 @@ export interface GenerateOptions {
   progress?: ProgressMode;
   log?: (m: string) => void;
 }
+const GENERATE_KEYS = optionKeys<GenerateOptions>({
+  type: true,
+  images: true,
+  client: true,
+  outJsonl: true,
+  prompts: true,
+  fewShot: true,
+  concurrency: true,
+  seed: true,
+  imagePosition: true,
+  imagePrefix: true,
+  coordStyle: true,
+  retryFailed: true,
+  progress: true,
+  log: true,
+});
 
 export interface GenerateSummary {
   type: GptDataType;
@@ -77,6 +94,7 @@ export interface GenerateSummary {
  * arrives. A fatal API error (401/403/404) stops the run and is thrown; lines already written stay.
  */
 export async function generateInstructData(o: GenerateOptions): Promise<GenerateSummary> {
+  checkOptions('gen-data', o, GENERATE_KEYS);
   const log = o.log ?? ((m: string) => console.log(m));
   const prompts = o.prompts ?? builtinPromptSet(o.type);
   if (prompts.type !== o.type) throw new GptDataError(`prompt set is for '${prompts.type}', not '${o.type}'`);
@@ -180,6 +198,17 @@ export interface DryRunOptions {
   maxTokens?: number;
   coordStyle?: CoordStyle;
 }
+const DRY_RUN_KEYS = optionKeys<DryRunOptions>({
+  type: true,
+  images: true,
+  outFile: true,
+  prompts: true,
+  fewShot: true,
+  model: true,
+  temperature: true,
+  maxTokens: true,
+  coordStyle: true,
+});
 
 /** One line of a dry run (the OpenAI Batch API input format, so the file can also be submitted as a batch). */
 export interface DryRunLine {
@@ -191,6 +220,7 @@ export interface DryRunLine {
 
 /** Writes the request of every image without calling any API; returns the first chat for display. */
 export function writeDryRun(o: DryRunOptions): { outFile: string; count: number; first: ChatMessage[] | null } {
+  checkOptions('gen-data', o, DRY_RUN_KEYS);
   const prompts = o.prompts ?? builtinPromptSet(o.type);
   fs.mkdirSync(path.dirname(path.resolve(o.outFile)), { recursive: true });
   const fd = fs.openSync(o.outFile, 'w');

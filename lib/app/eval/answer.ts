@@ -27,6 +27,7 @@ import * as crypto from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { keep } from '../../core/memory';
+import { checkOptions, optionKeys } from '../../core/options';
 import { tensor } from '../../ops/creation';
 import type { Tensor } from '../../core/tensor';
 import type { DType, Device } from '../../core/dtype';
@@ -160,6 +161,33 @@ export interface GenerateAnswersOptions {
   progress?: ProgressMode;
   log?: (m: string) => void;
 }
+/** The options' keys, and the rest of an EvalModel's, so that `{ ...loadEvalModel(dir), set, ... }` is accepted. */
+const ANSWER_KEYS = optionKeys<GenerateAnswersOptions & Partial<Pick<EvalModel, 'dtype' | 'device' | 'dispose'>>>({
+  model: true,
+  tokenizer: true,
+  imageProcessor: true,
+  set: true,
+  imageFolder: true,
+  answersFile: true,
+  modelId: true,
+  template: true,
+  chatTemplate: true,
+  aspect: true,
+  temperature: true,
+  topP: true,
+  maxNewTokens: true,
+  seed: true,
+  singlePredPrompt: true,
+  answerPrompter: true,
+  stopAtSeparator: true,
+  numChunks: true,
+  chunkIdx: true,
+  progress: true,
+  log: true,
+  dtype: true,
+  device: true,
+  dispose: true,
+});
 
 export interface GenerateAnswersResult {
   /** Questions in this chunk. */
@@ -199,6 +227,7 @@ async function run(it: AsyncGenerator<unknown, GenerateResult, undefined>): Prom
 
 /** Answers every question of the (chunk of the) set that the answers file does not hold yet. */
 export async function generateAnswers(o: GenerateAnswersOptions): Promise<GenerateAnswersResult> {
+  checkOptions('eval', o, ANSWER_KEYS);
   const log = o.log ?? ((m: string) => console.log(m));
   const model = o.model;
   const template = o.template ?? defaultEvalTemplate(model);

@@ -12,6 +12,7 @@
 //   fails for good, no new ones start, the ones in flight are still written, and the run throws; running it
 //   again picks up where it stopped.
 // - Answers are matched to questions by question_id (the reference zips the three files line by line).
+import { checkOptions, optionKeys } from '../../core/options';
 import { EvalError, type AnswerRecord } from './common';
 import {
   BENCH_RULES,
@@ -90,6 +91,19 @@ export interface BenchReviewOptions {
   progress?: ProgressMode;
   log?: (m: string) => void;
 }
+const REVIEW_KEYS = optionKeys<BenchReviewOptions>({
+  kind: true,
+  questions: true,
+  contexts: true,
+  references: true,
+  candidates: true,
+  outputFile: true,
+  judge: true,
+  rules: true,
+  concurrency: true,
+  progress: true,
+  log: true,
+});
 
 export interface BenchReviewResult {
   total: number;
@@ -109,6 +123,7 @@ function indexById<T extends { question_id: number | string }>(recs: readonly T[
 
 /** Judges every question not yet in the output file and appends one review line per question. */
 export async function runBenchReview(o: BenchReviewOptions): Promise<BenchReviewResult> {
+  checkOptions('eval', o, REVIEW_KEYS);
   const log = o.log ?? ((m: string) => console.log(m));
   const rules = o.rules ?? BENCH_RULES;
   const ctxByImage = new Map<string, BenchContext>();

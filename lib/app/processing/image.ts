@@ -22,6 +22,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { readJson } from '../../io/json';
+import { checkOptions, optionKeys } from '../../core/options';
 import {
   checkLimits,
   decodeJpeg,
@@ -43,12 +44,14 @@ export interface DecodeOptions {
   /** Overrides of the pixel caps (defaults: imageLimits()). */
   limits?: Partial<ImageLimits>;
 }
+const DECODE_KEYS = optionKeys<DecodeOptions>({ limits: true });
 
 // ---------------------------------------------------------------------------------------------------------
 // Decoding
 
 /** Reads the bytes, the header and checks the limits: everything before pixels are allocated. */
 function openImage(input: string | Uint8Array, opts: DecodeOptions): { name: string; buf: Buffer; head: ImageHeader; lim: ImageLimits } {
+  checkOptions('decodeImage', opts, DECODE_KEYS);
   const name = typeof input === 'string' ? input : '<buffer>';
   const lim = imageLimits(opts.limits);
   let buf: Buffer;
@@ -435,21 +438,29 @@ export class CLIPImageProcessor {
 
   /** Full preprocessing of one image (path, encoded bytes, or decoded RGB); `limits` overrides the pixel
    *  caps of decoding and of the intermediate images. */
-  preprocess(input: string | Uint8Array | RgbImage, opts: { aspect?: AspectMode; limits?: Partial<ImageLimits> } = {}): PixelValues {
-    const aspect = checkAspect(opts.aspect);
-    const img = typeof input === 'string' || input instanceof Uint8Array ? decodeImage(input, opts) : input;
+  preprocess(input: string | Uint8Array | RgbImage, opts: PreprocessOptions = {}): PixelValues {
+    const aspect = checkPreprocess(opts);
+    const img = typeof input === 'string' || input instanceof Uint8Array ? decodeImage(input, { limits: opts.limits }) : input;
     return this.toPixelValues(this.prepareRgb(img, aspect, opts.limits));
   }
 
   /** preprocess with the JPEG decode off this thread (decodeImageAsync). */
-  async preprocessAsync(
-    input: string | Uint8Array | RgbImage,
-    opts: { aspect?: AspectMode; limits?: Partial<ImageLimits> } = {},
-  ): Promise<PixelValues> {
-    const aspect = checkAspect(opts.aspect);
-    const img = typeof input === 'string' || input instanceof Uint8Array ? await decodeImageAsync(input, opts) : input;
+  async preprocessAsync(input: string | Uint8Array | RgbImage, opts: PreprocessOptions = {}): Promise<PixelValues> {
+    const aspect = checkPreprocess(opts);
+    const img = typeof input === 'string' || input instanceof Uint8Array ? await decodeImageAsync(input, { limits: opts.limits }) : input;
     return this.toPixelValues(this.prepareRgb(img, aspect, opts.limits));
   }
+}
+
+/** Options of CLIPImageProcessor.preprocess: the aspect mode and the decoding / resizing caps. */
+export interface PreprocessOptions extends DecodeOptions {
+  aspect?: AspectMode;
+}
+const PREPROCESS_KEYS = optionKeys<PreprocessOptions>({ ...DECODE_KEYS, aspect: true });
+
+function checkPreprocess(opts: PreprocessOptions): AspectMode {
+  checkOptions('preprocess', opts, PREPROCESS_KEYS);
+  return checkAspect(opts.aspect);
 }
 
 function checkAspect(aspect: AspectMode | undefined): AspectMode {

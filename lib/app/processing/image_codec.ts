@@ -24,6 +24,7 @@
 import * as zlib from 'zlib';
 import { PNG } from 'pngjs';
 import type { Sharp } from 'sharp';
+import { checkOptions, optionKeys } from '../../core/options';
 
 export interface RgbImage {
   width: number;
@@ -43,6 +44,7 @@ export interface ImageLimits {
   /** Longest side allowed. Default 16384, or LLAVA_MAX_IMAGE_SIDE; Infinity: no cap. */
   maxSide: number;
 }
+const LIMIT_KEYS = optionKeys<ImageLimits>({ maxPixels: true, maxSide: true });
 
 export const DEFAULT_MAX_IMAGE_PIXELS = 50_000_000;
 export const DEFAULT_MAX_IMAGE_SIDE = 16384;
@@ -57,6 +59,7 @@ function limitFromEnv(name: string, fallback: number): number {
 
 /** The limits in force: `over` (per call) over the environment over the defaults. */
 export function imageLimits(over: Partial<ImageLimits> = {}): ImageLimits {
+  checkOptions('imageLimits', over, LIMIT_KEYS);
   const lim: ImageLimits = {
     maxPixels: over.maxPixels ?? limitFromEnv('LLAVA_MAX_IMAGE_PIXELS', DEFAULT_MAX_IMAGE_PIXELS),
     maxSide: over.maxSide ?? limitFromEnv('LLAVA_MAX_IMAGE_SIDE', DEFAULT_MAX_IMAGE_SIDE),

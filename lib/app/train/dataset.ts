@@ -26,6 +26,7 @@
 //   reports it.
 // - Prefetching lives in batch_loader.ts.
 import * as fs from 'fs';
+import { checkOptions, optionKeys } from '../../core/options';
 import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, ClipProcessorConfig, AspectMode } from '../processing/image';
 import { preprocessSample, expandImageTokens, resolveTrainingTemplate, addSpeakerAndSignal } from '../processing/preprocess';
@@ -103,6 +104,7 @@ export interface DatasetOptions {
   /** Where reports go (default console.warn). */
   logger?: (msg: string) => void;
 }
+const FROM_FILE_KEYS = optionKeys<DatasetOptions & { tokenizer?: Tokenizer }>({ onError: true, checkImages: true, logger: true, tokenizer: true });
 
 // ---------------------------------------------------------------------------------------------------------
 // Spec helpers
@@ -247,6 +249,7 @@ export class LlavaDataset {
 
   /** Parse, validate and check a LLaVA JSON file (malformed records: fatal or skipped, by onError). */
   static fromFile(file: string, spec: DatasetSpec, opts: DatasetOptions & { tokenizer?: Tokenizer } = {}): LlavaDataset {
+    checkOptions('dataset', opts, FROM_FILE_KEYS);
     if (!fs.existsSync(file)) throw new DataError(`[dataset] data file ${file} not found`);
     if (!fs.existsSync(spec.imageFolder) || !fs.statSync(spec.imageFolder).isDirectory())
       throw new DataError(`[dataset] image folder ${spec.imageFolder} not found`);

@@ -20,6 +20,7 @@
 //   file, and a program that never calls a chat API (or a deployment without the package) should not load
 //   20 MB of SDK for nothing.
 import type OpenAI from 'openai';
+import { checkOptions, optionKeys } from '../../core/options';
 
 type OpenAIModule = typeof import('openai');
 let openaiModule: OpenAIModule | null = null;
@@ -96,6 +97,22 @@ export interface ChatClientOptions {
   /** The fetch the SDK uses underneath (default: the global fetch). */
   fetch?: typeof fetch;
 }
+const CLIENT_KEYS = optionKeys<ChatClientOptions>({
+  apiKey: true,
+  baseUrl: true,
+  model: true,
+  temperature: true,
+  maxTokens: true,
+  maxRetries: true,
+  retryBaseMs: true,
+  retryMaxMs: true,
+  timeoutMs: true,
+  concurrency: true,
+  missingKeyHint: true,
+  onRetry: true,
+  env: true,
+  fetch: true,
+});
 
 /** The JSON body of a chat-completions request. */
 export function requestBody(model: string, messages: ChatMessage[], o: { temperature?: number; maxTokens?: number } = {}): Record<string, unknown> {
@@ -205,6 +222,7 @@ export class OpenAIChatClient implements ChatCompleter {
   private readonly limiter: Limiter | null;
 
   constructor(o: ChatClientOptions = {}) {
+    checkOptions('openai', o, CLIENT_KEYS);
     const env = o.env ?? process.env;
     const key = o.apiKey ?? env.OPENAI_API_KEY;
     if (!key) throw new ApiError(`no API key: set OPENAI_API_KEY or pass --api-key${o.missingKeyHint ? ` ${o.missingKeyHint}` : ''}`, null, true);
