@@ -30,11 +30,15 @@
 #include <chrono>
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <vector>
 #include <mutex>
 #include <thread>
+#if defined(__linux__)
+#include <pthread.h>
+#endif
 
 #include "kernel_api.h"
 
@@ -92,6 +96,18 @@ template <typename P> bool spin_until(P pred) {
   }
 }
 
+// Names a pool worker "llava-cpu-<i>" (Linux; at most 15 characters), so that top -H, perf and the tests
+// (test/engine/cpu_pool.test.ts reads /proc/self/task/*/comm) can tell the pool's threads from V8's.
+static void name_worker(int i) {
+#if defined(__linux__)
+  char name[16];
+  std::snprintf(name, sizeof name, "llava-cpu-%d", i);
+  pthread_setname_np(pthread_self(), name);
+#else
+  (void)i;
+#endif
+}
+
 class Pool {
  public:
   Pool() {
@@ -99,7 +115,11 @@ class Pool {
     const char* env = std::getenv("LLAVA_NUM_THREADS");
     int n = env ? std::atoi(env) : (int)(hc ? hc : 1);
     n_ = std::max(1, std::min(n, 256));
-    for (int i = 1; i < n_; i++) workers_.emplace_back([this, i] { loop(i); });
+    for (int i = 1; i < n_; i++)
+      workers_.emplace_back([this, i] {
+        name_worker(i);
+        loop(i);
+      });
   }
   ~Pool() {
     {
