@@ -115,6 +115,8 @@ npx tap build > /dev/null
 
 export PATH="$OUT/bin:$PATH" NODE_OPTIONS="--require=$OUT/exec_path.js" LLAVA_NATIVE="$OUT/llava_native.node"
 export ESBUILD_BINARY_PATH=$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild
+# Tells the few tests that observe thread scheduling that they run under an emulator (test/engine/cpu_pool.test.ts).
+export LLAVA_UNDER_QEMU=1
 probe=$(node -p "process.arch + ' ' + process.version + ' ' + require(process.env.LLAVA_NATIVE).cpuIsa().active")
 echo "check_arm64: running on $probe under qemu"
 [ "${probe%% *}" = arm64 ] || { echo "check_arm64: the test Node is not arm64" >&2; exit 1; }
