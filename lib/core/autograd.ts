@@ -21,7 +21,7 @@
 // miss. Nested backward passes (recompute) fire nothing themselves.
 import type { Tensor } from './tensor';
 import { scoped } from './memory';
-import { optionKeys } from './options';
+import { optionKeys } from '../options';
 
 let gradEnabled = true;
 

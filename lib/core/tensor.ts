@@ -9,7 +9,7 @@ import { native, NativeView } from '../native';
 import { Device, DType, DTYPE_CODE, ITEMSIZE, TypedArray, isFloat } from './dtype';
 import { Storage, trackTensor, untrackTensor, keep } from './memory';
 import { Node, runBackward, BackwardOptions, BACKWARD_KEYS } from './autograd';
-import { checkOptions } from './options';
+import { checkOptions } from '../options';
 import { bf16ToF32, f16ToF32 } from '../io/half';
 import type * as OpsModule from '../ops';
 

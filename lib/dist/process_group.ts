@@ -13,7 +13,7 @@
 // hung peer turns into. The tensors of a collective in flight must not be read or written until its
 // wait(); their memory stays allocated until then even if they are disposed (the Work holds the storages).
 import { Tensor } from '../core/tensor';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { distCall, type DistEntry } from '../core/collective';
 import { zeros } from '../ops/creation';
 import { copyInto } from '../ops/elementwise';

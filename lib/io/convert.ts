@@ -15,6 +15,7 @@ import * as path from 'path';
 import { openStateDict, type StateDict } from './state_dict';
 import { writeSafetensors } from './safetensors';
 import type { TensorToWrite } from './safetensors_format';
+import { checkOptions, optionKeys } from '../options';
 
 export interface ConvertOptions {
   /** Called after each tensor is read: (done, total, name). */
@@ -22,6 +23,8 @@ export interface ConvertOptions {
   /** Called after each output file is written. */
   onFile?: (file: string) => void;
 }
+
+const CONVERT_KEYS = optionKeys<ConvertOptions>({ onProgress: true, onFile: true });
 
 export interface ConvertResult {
   files: string[];
@@ -45,6 +48,7 @@ function writeShard(sd: StateDict, names: string[], out: string, state: { done: 
 
 /** Converts `input` (file or model folder, either format) to safetensors at `output` (a new file or folder). */
 export function convertToSafetensors(input: string, output: string, opts: ConvertOptions = {}): ConvertResult {
+  checkOptions('convert', opts, CONVERT_KEYS);
   if (!fs.existsSync(input)) throw new Error(`convert: ${input} does not exist`);
   if (fs.existsSync(output)) throw new Error(`convert: ${output} already exists (choose a new path)`);
   const sd = openStateDict(input);

@@ -22,6 +22,7 @@ import { reshape, cat, slice, narrow } from '../ops/view';
 import { indexSelect, crossEntropy } from '../ops/nn';
 import { argmax } from '../ops/reduce';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../constants';
+import { checkOptions, optionKeys } from '../options';
 
 export interface LlavaConfig {
   vision: CLIPVisionConfig;
@@ -260,6 +261,8 @@ export class LlavaForConditionalGeneration extends Module {
 
   /** Freeze for a training stage: 1 = projector only, 2 = projector + language model. */
   setStage(stage: 1 | 2, opts: { trainVision?: boolean } = {}): void {
+    checkOptions('setStage', opts, optionKeys<{ trainVision?: boolean }>({ trainVision: true }));
+    if (stage !== 1 && stage !== 2) throw new Error(`[setStage] stage must be 1 or 2, got ${String(stage)}`);
     this.requiresGrad(false);
     this.projector.requiresGrad(true);
     if (stage === 2) this.lm.requiresGrad(true);

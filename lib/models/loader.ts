@@ -11,7 +11,7 @@ import * as path from 'path';
 import { Tensor } from '../core/tensor';
 import { DType, Device } from '../core/dtype';
 import { noGrad } from '../core/autograd';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { writeBytes, copyBytes } from '../core/dispatch';
 import { to } from '../ops/view';
 import { rand, Generator } from '../ops/creation';

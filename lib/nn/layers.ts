@@ -9,7 +9,7 @@ import { QuantizedWeight, quantLinear } from '../ops/quant';
 import { loraLinear } from '../ops/lora';
 import { layerNorm, rmsNorm, embedding } from '../ops/nn';
 import { noGrad } from '../core/autograd';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { mul, sub } from '../ops/elementwise';
 import { Module } from './module';
 

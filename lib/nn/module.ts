@@ -8,12 +8,17 @@ import { Tensor } from '../core/tensor';
 import { keep } from '../core/memory';
 import { DType, Device } from '../core/dtype';
 import { noGrad } from '../core/autograd';
-import { checkOptions } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import type { ParamScope } from '../core/recompute';
 import { to } from '../ops/view';
 import { copyInto } from '../ops/elementwise';
 
-const STATE_DICT_KEYS = { strict: true } as const;
+/** Options of `Module.loadStateDict`. */
+export interface LoadStateDictOptions {
+  /** Throw when a parameter is missing from the state or the state has a name the module lacks (default true). */
+  strict?: boolean;
+}
+const STATE_DICT_KEYS = optionKeys<LoadStateDictOptions>({ strict: true });
 
 export class Module {
   training = true;
@@ -123,7 +128,7 @@ export class Module {
   }
 
   /** Copy values into existing parameters (shapes must match exactly). */
-  loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, opts: { strict?: boolean } = {}): void {
+  loadStateDict(state: Map<string, Tensor> | Record<string, Tensor>, opts: LoadStateDictOptions = {}): void {
     checkOptions('loadStateDict', opts, STATE_DICT_KEYS);
     const entries = state instanceof Map ? [...state.entries()] : Object.entries(state);
     const mine = new Map(this.namedParameters());

@@ -11,7 +11,7 @@ import { Tensor } from '../core/tensor';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { kernel } from '../core/dispatch';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
 import { contiguous, reshape, expand, unsqueeze, transpose } from './view';
 import { matmul } from './matmul';

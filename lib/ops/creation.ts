@@ -6,7 +6,7 @@
 import { Tensor, Shape, NestedArray, checkShape, checkSize, numelOf } from '../core/tensor';
 import { Device, DType, checkDevice, checkDType } from '../core/dtype';
 import { scopedOp } from '../core/memory';
-import { checkOptions, optionKeys, OptionKeys } from '../core/options';
+import { checkOptions, optionKeys, OptionKeys } from '../options';
 import { kernel, writeBytes } from '../core/dispatch';
 import { isAvailable } from '../cuda';
 import { f32ToBf16, f32ToF16 } from '../io/half';

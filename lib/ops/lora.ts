@@ -16,7 +16,7 @@
 // generator instead of two [N, I] tensors per adapted layer held from forward to backward).
 import { Tensor } from '../core/tensor';
 import { isFloat } from '../core/dtype';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { checkTensor, checkSameDevice, checkDTypeEq } from './util';

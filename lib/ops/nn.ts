@@ -10,7 +10,7 @@ import { Tensor, Shape, numelOf } from '../core/tensor';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { kernel } from '../core/dispatch';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { normDim, checkTensor, checkFloat, checkSameDevice, checkDTypeEq, broadcastView } from './util';
 import { contiguous, reshape, transpose, permute, to, narrow, cat } from './view';
 import { mul, div, neg, ne } from './elementwise';

@@ -9,7 +9,7 @@ import { isFloat } from '../core/dtype';
 import { scopedOp } from '../core/memory';
 import { record } from '../core/autograd';
 import { kernel } from '../core/dispatch';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { normDim, checkTensor } from './util';
 import { contiguous, permute, reshape, expand, to } from './view';
 import { mul, div, sub, exp, eq, where } from './elementwise';

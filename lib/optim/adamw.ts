@@ -8,7 +8,7 @@
 import { Tensor } from '../core/tensor';
 import { keep } from '../core/memory';
 import { noGrad } from '../core/autograd';
-import { checkOptions, optionKeys } from '../core/options';
+import { checkOptions, optionKeys } from '../options';
 import { zeros } from '../ops/creation';
 import { to } from '../ops/view';
 import { kernel } from '../core/dispatch';

@@ -1,10 +1,10 @@
-// options.test.ts — options bags are checked against their types' keys (lib/core/options.ts): a misspelt or
+// options.test.ts — options bags are checked against their types' keys (lib/options.ts): a misspelt or
 // foreign key (PyTorch's `keepdim`-style names, `causal` for `isCausal`) is an error that names the option
 // and the closest known one, never a silently ignored setting; a non-object is refused; every known key is
 // still accepted (the suites that use them: ops, nn, optim, models, app).
 import t from 'tap';
 import * as L from '../../lib';
-import { checkOptions, optionKeys } from '../../lib/core/options';
+import { checkOptions, optionKeys } from '../../lib/options';
 import { Trainer } from '../../lib/app/train/trainer';
 import type { LlavaForConditionalGeneration } from '../../lib';
 import type { Tokenizer } from '../../lib';
@@ -199,5 +199,70 @@ t.test(
       /^\[Trainer\] unknown option 'epohcs' \(did you mean 'epochs'\?\)/,
     );
     tt.throws(() => new Trainer(model, dataset, { stage: 1, lr: 1e-3, learning_rate: 2e-5 } as never), /\[Trainer\] unknown option 'learning_rate'/);
+  },
+);
+
+t.test(
+  'the tokenizer, stage freezing, conversion, ScienceQA, review summaries, GPT contexts, the loss plot and the demo data refuse unknown options',
+  async (tt) => {
+    const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
+    const tok = L.Tokenizer.fromDir(dir);
+    tt.throws(
+      () => tok.encode('hi', { add_special_tokens: false } as never),
+      /^\[tokenizer\.encode\] unknown option 'add_special_tokens' \(did you mean 'addSpecialTokens'\?\)/,
+    );
+    tt.throws(
+      () => tok.tokenize('hi', { addSpecial: true } as never),
+      /^\[tokenizer\.tokenize\] unknown option 'addSpecial' \(did you mean 'addSpecialTokens'\?\)/,
+    );
+    tt.throws(
+      () => tok.decode([1], { skip_special_tokens: false } as never),
+      /^\[tokenizer\.decode\] unknown option 'skip_special_tokens' \(did you mean 'skipSpecialTokens'\?\)/,
+    );
+    tt.same(tok.encode('hi', { addSpecialTokens: false }), tok.encode('hi').slice(1), 'encode with its option');
+    tt.equal(tok.decode(tok.encode('hi'), { skipSpecialTokens: true }), 'hi', 'decode with its option');
+    const model = null as unknown as LlavaForConditionalGeneration;
+    const setStage = L.LlavaForConditionalGeneration.prototype.setStage;
+    tt.throws(
+      () => setStage.call(model, 2, { train_vision: true } as never),
+      /^\[setStage\] unknown option 'train_vision' \(did you mean 'trainVision'\?\)/,
+    );
+    tt.throws(() => setStage.call(model, 3 as never), /^\[setStage\] stage must be 1 or 2, got 3$/);
+    tt.throws(
+      () => L.convertToSafetensors('/nonexistent', '/x', { on_file: () => {} } as never),
+      /^\[convert\] unknown option 'on_file' \(did you mean 'onFile'\?\)/,
+    );
+    const ev = L.evaluation;
+    tt.throws(
+      () => ev.convertScienceQA({}, {}, 'test', { format: 'QCM-LEA' } as never),
+      /^\[convertScienceQA\] unknown option 'format'; the options are input, output$/,
+    );
+    const q = { id: '1', conversations: [{ from: 'human', value: 'Q?' }] };
+    tt.throws(
+      () => ev.sqaPrompt(q as never, { single_pred_prompt: true } as never),
+      /^\[sqaPrompt\] unknown option 'single_pred_prompt' \(did you mean 'singlePredPrompt'\?\)/,
+    );
+    tt.throws(
+      () => ev.extractSqaAnswer('The answer is A.', 2, { seed: 1 } as never),
+      /^\[extractSqaAnswer\] unknown option 'seed'; the options are onInvalid, rng$/,
+    );
+    tt.throws(
+      () => ev.scoreScienceQA({}, [], [], { on_invalid: 'random' } as never),
+      /^\[scoreScienceQA\] unknown option 'on_invalid' \(did you mean 'onInvalid'\?\)/,
+    );
+    tt.equal(ev.extractSqaAnswer('The answer is B.', 2, { onInvalid: 'wrong' }).index, 1, 'extraction with a known option');
+    tt.throws(() => ev.summarizeReviews([], { ignored: [1] } as never), /^\[summarizeReviews\] unknown option 'ignored' \(did you mean 'ignore'\?\)/);
+    const img = { width: 10, height: 10, captions: ['a'], objects: [] };
+    tt.throws(
+      () => L.gptData.buildContext(img as never, 'conversation', { coord_style: 'fixed' } as never),
+      /^\[buildContext\] unknown option 'coord_style' \(did you mean 'coordStyle'\?\)/,
+    );
+    const { renderLossPlot } = await import('../../lib/app/train/loss_plot');
+    tt.throws(
+      () => renderLossPlot([{ step: 1, loss: 1 }], { log_y: true } as never),
+      /^\[lossPlot\] unknown option 'log_y' \(did you mean 'logY'\?\)/,
+    );
+    const { makeDemoData } = await import('../../lib/app/train/demo_data');
+    tt.throws(() => makeDemoData('/nonexistent', { coppies: 2 } as never), /^\[makeDemoData\] unknown option 'coppies' \(did you mean 'copies'\?\)/);
   },
 );

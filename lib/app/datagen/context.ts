@@ -17,6 +17,7 @@ import type { GptDataType } from './prompts';
 import { pyFixed, pyStrip } from '../util/pyformat';
 import { readJson } from '../../io/json';
 import { GptDataError } from './common';
+import { checkOptions, optionKeys } from '../../options';
 
 // ---------------------------------------------------------------------------------------------------------
 // Numbers
@@ -183,6 +184,7 @@ export function formatBox(bbox: readonly number[], width: number, height: number
  * "category: [x1, y1, x2, y2]" line per object follow.
  */
 export function buildContext(img: ImageContextSource, type: GptDataType, opts: ContextOptions = {}): string {
+  checkOptions('buildContext', opts, optionKeys<ContextOptions>({ coordStyle: true }));
   const caps = img.captions.join('\n');
   if (!usesBoxes(type) || img.objects.length === 0) return caps;
   const boxes = img.objects.map((o) => `${o.category}: ${formatBox(o.bbox, img.width, img.height, opts.coordStyle)}`);

@@ -19,7 +19,7 @@
 // - A partial last line left by a crash is kept (collect.ts reports it) and our lines start on a fresh one.
 import * as fs from 'fs';
 import * as path from 'path';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 import type { GptDataType } from './prompts';
 import { ApiError, DEFAULT_MODEL, requestBody, type ChatCompleter, type ChatCompletionResult, type ChatMessage } from '../util/openai';
 import { Progress, type ProgressMode } from '../util/progress';

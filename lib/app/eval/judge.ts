@@ -12,7 +12,7 @@
 //   fails for good, no new ones start, the ones in flight are still written, and the run throws; running it
 //   again picks up where it stopped.
 // - Answers are matched to questions by question_id (the reference zips the three files line by line).
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 import { EvalError, type AnswerRecord } from './common';
 import {
   BENCH_RULES,

@@ -16,6 +16,7 @@
 import * as path from 'path';
 import { pyRound, pyFloatRepr, pyFloat, pyFloatList } from '../util/pyformat';
 import { EvalError, checkFields, readJson, readJsonl, validateBenchAnswers, type AnswerRecord } from './common';
+import { checkOptions, optionKeys } from '../../options';
 
 // ---------------------------------------------------------------------------------------------------------
 // LLaVA-Bench: files (docs/reference.md §8.1)
@@ -251,6 +252,7 @@ export type ReviewLike = { question_id?: number | string; category?: string; tup
  * Reviews whose question_id is in `ignore` are left out. Parse failures ([-1, -1]) are averaged in.
  */
 export function summarizeReviews(reviews: readonly ReviewLike[], opts: { ignore?: ReadonlyArray<number | string> } = {}): ReviewSummaryRow[] {
+  checkOptions('summarizeReviews', opts, optionKeys<typeof opts>({ ignore: true }));
   const ignore = new Set((opts.ignore ?? []).map(String));
   const groups = new Map<string, number[][]>();
   const add = (k: string, pair: number[]) => {

@@ -16,6 +16,7 @@ import { DEFAULT_IMAGE_TOKEN } from '../../constants';
 import { mulberry32 } from '../util/random';
 import { pyFixed, pyStrip } from '../util/pyformat';
 import { EvalError, readJson, type AnswerRecord } from './common';
+import { checkOptions, optionKeys } from '../../options';
 
 // ---------------------------------------------------------------------------------------------------------
 // ScienceQA: records and conversion (docs/reference.md §6.3)
@@ -145,6 +146,7 @@ export function sqaExample(p: SqaProblem, id: string, fmt: Required<SqaConvertOp
  * Records with an image get `image = "{pid}/{file}"` and "\n<image>" after the input text.
  */
 export function convertScienceQA(problems: SqaProblems, pidSplits: SqaPidSplits, split: string, opts: SqaConvertOptions = {}): Sample[] {
+  checkOptions('convertScienceQA', opts, optionKeys<SqaConvertOptions>({ input: true, output: true }));
   const ids = pidSplits[split];
   if (!Array.isArray(ids)) throw new EvalError(`ScienceQA split '${split}' is not in pid_splits (${Object.keys(pidSplits).join(', ')})`);
   const fmt = { input: opts.input ?? 'QCM', output: opts.output ?? 'LEA' } as Required<SqaConvertOptions>;
@@ -206,6 +208,7 @@ export interface SqaPromptOptions {
  * file records (they differ only with mmUseImStartEnd).
  */
 export function sqaPrompt(q: SqaQuestion, opts: SqaPromptOptions = {}): { question: string; prompt: string; hasImage: boolean } {
+  checkOptions('sqaPrompt', opts, optionKeys<SqaPromptOptions>({ singlePredPrompt: true, mmUseImStartEnd: true }));
   const first = q.conversations?.find((t) => t.from === 'human');
   if (!first || typeof first.value !== 'string') throw new EvalError(`ScienceQA question ${q.id}: no human turn`);
   let qs = pyStrip(first.value.replaceAll(DEFAULT_IMAGE_TOKEN, ''));
@@ -259,6 +262,7 @@ export function extractSqaLetter(output: string): { letter: string; rule: SqaExt
 
 /** Model output → predicted choice index (see SqaExtraction). */
 export function extractSqaAnswer(output: string, numChoices: number, opts: SqaExtractOptions = {}): SqaExtraction {
+  checkOptions('extractSqaAnswer', opts, optionKeys<SqaExtractOptions>({ onInvalid: true, rng: true }));
   const { letter, rule } = extractSqaLetter(output);
   let index = SQA_OPTIONS.slice(0, numChoices).indexOf(letter);
   if (index < 0 && opts.onInvalid === 'random' && numChoices > 0) {
@@ -374,6 +378,7 @@ export function scoreScienceQA(
   splitIds: readonly string[],
   opts: SqaScoreOptions = {},
 ): SqaScore {
+  checkOptions('scoreScienceQA', opts, optionKeys<SqaScoreOptions>({ onInvalid: true, rng: true, seed: true }));
   const byId = new Map<string, AnswerRecord>();
   if (predictions instanceof Map) for (const [k, v] of predictions) byId.set(String(k), v);
   else for (const p of predictions as readonly AnswerRecord[]) byId.set(String(p.question_id), p);

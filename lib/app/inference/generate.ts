@@ -21,7 +21,7 @@
 //   multi-byte characters come out whole. At the end everything still held is flushed.
 // - Each sampled token is yielded exactly once; the last piece carries `finishReason`.
 import { Tensor } from '../../core/tensor';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess';

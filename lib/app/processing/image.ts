@@ -22,7 +22,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { readJson } from '../../io/json';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 import {
   checkLimits,
   decodeJpeg,

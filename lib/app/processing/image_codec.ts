@@ -24,7 +24,7 @@
 import * as zlib from 'zlib';
 import { PNG } from 'pngjs';
 import type { Sharp } from 'sharp';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 
 export interface RgbImage {
   width: number;

@@ -29,7 +29,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { keep } from '../../core/memory';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 import { tensor } from '../../ops/creation';
 import type { Tensor } from '../../core/tensor';
 import type { DType, Device } from '../../core/dtype';

@@ -20,6 +20,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { readJson } from '../../io/json';
+import { checkOptions, optionKeys } from '../../options';
 
 interface TokenizerConfig {
   add_bos_token?: boolean;
@@ -31,6 +32,19 @@ interface TokenizerConfig {
   model_max_length?: number;
   [key: string]: unknown;
 }
+
+/** Options of `Tokenizer.encode` and `tokenize`. */
+export interface EncodeOptions {
+  /** Add <s> in front (and </s> if the config says so); default true for encode, false for tokenize. */
+  addSpecialTokens?: boolean;
+}
+/** Options of `Tokenizer.decode`. */
+export interface DecodeOptions {
+  /** Drop special tokens (<s>, </s>, <image>, <pad>, ...); default true. */
+  skipSpecialTokens?: boolean;
+}
+const ENCODE_KEYS = optionKeys<EncodeOptions>({ addSpecialTokens: true });
+const DECODE_KEYS = optionKeys<DecodeOptions>({ skipSpecialTokens: true });
 
 /** transformers' VERY_LARGE_INTEGER, used when model_max_length is absent. */
 const HUGE_MAX_LENGTH = 1e30;
@@ -97,7 +111,8 @@ export class Tokenizer {
   }
 
   /** Text -> ids; with addSpecialTokens, <s> in front (and </s> at the end if the config says so). */
-  encode(text: string, opts: { addSpecialTokens?: boolean } = {}): number[] {
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    checkOptions('tokenizer.encode', opts, ENCODE_KEYS);
     if (typeof text !== 'string') throw new Error(`tokenizer: encode expects a string, got ${typeof text}`);
     const add = opts.addSpecialTokens ?? true;
     if (add && this.useTemplate) return this.tok.encode(text, { add_special_tokens: true }).ids;
@@ -110,12 +125,14 @@ export class Tokenizer {
   }
 
   /** Text -> token strings (pieces such as '▁What', '<0x0A>'); no <s> unless addSpecialTokens. */
-  tokenize(text: string, opts: { addSpecialTokens?: boolean } = {}): string[] {
+  tokenize(text: string, opts: EncodeOptions = {}): string[] {
+    checkOptions('tokenizer.tokenize', opts, ENCODE_KEYS);
     return this.encode(text, { addSpecialTokens: opts.addSpecialTokens ?? false }).map((id) => this.idToToken(id));
   }
 
   /** Ids -> text, by the tokenizer.json decoder; special tokens (<s>, </s>, <image>, <pad>...) skipped by default. */
-  decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): string {
+  decode(ids: readonly number[], opts: DecodeOptions = {}): string {
+    checkOptions('tokenizer.decode', opts, DECODE_KEYS);
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= this.vocabSize) {
         throw new Error(`tokenizer: decode: id ${id} is outside the vocabulary (0..${this.vocabSize - 1})`);

@@ -61,7 +61,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
 import type { AddressInfo } from 'net';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 import type { Device, DType } from '../../core/dtype';
 import type { LlavaForConditionalGeneration } from '../../models/llava';
 import type { Tokenizer } from '../processing/tokenizer';

@@ -26,7 +26,7 @@
 //   reports it.
 // - Prefetching lives in batch_loader.ts.
 import * as fs from 'fs';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 import { Tokenizer } from '../processing/tokenizer';
 import { CLIPImageProcessor, ClipProcessorConfig, AspectMode } from '../processing/image';
 import { preprocessSample, expandImageTokens, resolveTrainingTemplate, addSpeakerAndSignal } from '../processing/preprocess';

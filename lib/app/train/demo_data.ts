@@ -18,6 +18,7 @@ import { PNG } from 'pngjs';
 import type { Sample } from '../processing/data';
 import type { RgbImage } from '../processing/image';
 import { mulberry32 } from '../util/random';
+import { checkOptions, optionKeys } from '../../options';
 
 export const COLOURS: Record<string, [number, number, number]> = {
   red: [220, 40, 40],
@@ -93,6 +94,7 @@ export const answerFor = (it: { colour: string; shape: string }): string => `A $
 
 /** Generate images and both JSON files under `dir` (created if needed). `copies` images per colour×shape. */
 export function makeDemoData(dir: string, opts: { seed?: number; copies?: number } = {}): DemoData {
+  checkOptions('makeDemoData', opts, optionKeys<typeof opts>({ seed: true, copies: true }));
   const seed = opts.seed ?? 7;
   const copies = opts.copies ?? 1;
   const imageFolder = path.join(dir, 'images');

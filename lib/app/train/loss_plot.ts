@@ -8,6 +8,7 @@
 // curve that overfits a small set; its ticks are 1, 2, 5 x 10^k.
 import * as fs from 'fs';
 import { Canvas, drawLegend, formatTick, logTicks, niceTicks, type LegendEntry, type RGB } from '../util/png_chart';
+import { checkOptions, optionKeys } from '../../options';
 
 export { Canvas, formatTick } from '../util/png_chart';
 
@@ -24,6 +25,8 @@ export interface PlotOptions {
 }
 
 /** Colours of the two lines (exported for tests that look for them). */
+const PLOT_KEYS = optionKeys<PlotOptions>({ width: true, height: true, title: true, logY: true, smoothing: true, markers: true });
+
 export const RAW_COLOUR: RGB = [150, 180, 230];
 export const RAW_ONLY_COLOUR: RGB = [30, 80, 200];
 export const SMOOTH_COLOUR: RGB = [20, 50, 160];
@@ -43,6 +46,7 @@ export function renderLossPlot(points: { step: number; loss: number }[], opts: P
 
 /** renderLossPlot, also returning what was drawn. */
 export function drawLossPlot(points: { step: number; loss: number }[], opts: PlotOptions = {}): { png: Buffer; layout: PlotLayout } {
+  checkOptions('lossPlot', opts, PLOT_KEYS);
   const W = opts.width ?? 640;
   const H = opts.height ?? 400;
   const cv = new Canvas(W, H);

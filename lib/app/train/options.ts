@@ -23,7 +23,7 @@
 // - Checks throw `[train] ...`; the command line also checks numbers and choices while parsing.
 import { TEMPLATE_NAMES } from '../processing/conversation';
 import { DEVICES, TRAIN_DTYPES } from '../util/runtime';
-import { checkOptions, optionKeys, type OptionKeys } from '../../core/options';
+import { checkOptions, optionKeys, type OptionKeys } from '../../options';
 import type { ProgressMode } from '../util/progress';
 import type { DataParallel } from './distributed';
 

@@ -20,7 +20,7 @@
 //   file, and a program that never calls a chat API (or a deployment without the package) should not load
 //   20 MB of SDK for nothing.
 import type OpenAI from 'openai';
-import { checkOptions, optionKeys } from '../../core/options';
+import { checkOptions, optionKeys } from '../../options';
 
 type OpenAIModule = typeof import('openai');
 let openaiModule: OpenAIModule | null = null;
