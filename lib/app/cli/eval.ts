@@ -4,6 +4,7 @@
 //   eval sqa-convert   problems.json + pid_splits.json → llava_{split}_{format}.json
 //   eval sqa-answer    a model answers a ScienceQA question file (model_vqa_science.py)
 //   eval sqa-score     accuracy, IMG-accuracy and the official categories (eval_science_qa.py)
+//   eval sqa-gpt4      the GPT-4 ensembles: complement or judge (eval_science_qa_gpt4{,_requery}.py)
 //   eval bench-answer  a model answers LLaVA-Bench questions (model_vqa.py)
 //   eval bench-review  the GPT judge scores model answers against GPT-4's (eval_gpt_review_*.py)
 //   eval bench-summary relative scores per category from review files (summarize_gpt_review.py)
@@ -51,6 +52,13 @@ async function readSqaFolder(baseDir: string): Promise<{ problems: SqaProblems; 
     problems: readJson<SqaProblems>(mustFile(path.join(baseDir, 'problems.json'), 'problems file'), 'problems file'),
     splits: readJson<SqaPidSplits>(mustFile(path.join(baseDir, 'pid_splits.json'), 'splits file'), 'splits file'),
   };
+}
+
+/** The problem ids of one split, or a usage error naming the splits there are. */
+function splitIds(splits: SqaPidSplits, name: string): string[] {
+  const ids = splits[name];
+  if (!Array.isArray(ids)) throw new UsageError(`split '${name}' is not in pid_splits.json (${Object.keys(splits).join(', ')})`);
+  return ids;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -171,16 +179,51 @@ async function scoreAction(o: ScoreCliOptions, c: Ctx): Promise<void> {
   const { problems, splits } = await readSqaFolder(o.baseDir);
   const E = await import('../eval/scienceqa');
   const C = await import('../eval/common');
-  const ids = splits[o.split];
-  if (!Array.isArray(ids)) throw new UsageError(`split '${o.split}' is not in pid_splits.json (${Object.keys(splits).join(', ')})`);
   const preds = C.validateBenchAnswers(C.readJsonl(o.resultFile, 'answers file'), `answers file ${o.resultFile}`);
-  const s = E.scoreScienceQA(problems, preds, ids, { onInvalid: o.onInvalid as 'wrong' | 'random', seed: o.seed });
+  const s = E.scoreScienceQA(problems, preds, splitIds(splits, o.split), { onInvalid: o.onInvalid as 'wrong' | 'random', seed: o.seed });
   if (o.outputFile) writeOutput(o.outputFile, JSON.stringify(s.analysis, null, 2));
   if (o.outputResult) writeOutput(o.outputResult, JSON.stringify(E.sqaResultJson(s), null, 2));
   if (o.json) {
     const { total, correct, accuracy, imgTotal, imgCorrect, imgAccuracy, categories, categoryCounts } = s;
     c.out(JSON.stringify({ total, correct, accuracy, imgTotal, imgCorrect, imgAccuracy, categories, categoryCounts }) + '\n');
   } else c.out(E.formatSqaReport(s) + '\n');
+}
+
+interface Gpt4CliOptions {
+  baseDir: string;
+  gpt4Result: string;
+  ourResult: string;
+  requeryResult?: string;
+  outputResult?: string;
+  split: string;
+  seed: number;
+  json?: boolean;
+}
+
+async function gpt4Action(o: Gpt4CliOptions, c: Ctx): Promise<void> {
+  mustDir(o.baseDir, 'ScienceQA folder');
+  mustFile(o.gpt4Result, 'GPT-4 result file');
+  mustFile(o.ourResult, 'answers file');
+  if (o.requeryResult) mustFile(o.requeryResult, 'requery answers file');
+  const { problems, splits } = await readSqaFolder(o.baseDir);
+  const E = await import('../eval/scienceqa_gpt4');
+  const C = await import('../eval/common');
+  const answers = (f: string, what: string) => C.validateBenchAnswers(C.readJsonl(f, what), `${what} ${f}`);
+  const s = E.scoreScienceQAWithGpt4(
+    problems,
+    splitIds(splits, o.split),
+    answers(o.ourResult, 'answers file'),
+    E.gpt4Outputs(C.readJson(o.gpt4Result, 'GPT-4 result file'), `GPT-4 result file ${o.gpt4Result}`),
+    {
+      requery: o.requeryResult ? answers(o.requeryResult, 'requery answers file') : undefined,
+      seed: o.seed,
+    },
+  );
+  if (o.outputResult) writeOutput(o.outputResult, JSON.stringify(E.sqaGpt4ResultJson(s), null, 2));
+  if (o.json) {
+    const { results: _results, ...scores } = s;
+    c.out(JSON.stringify(scores) + '\n');
+  } else c.out(E.formatSqaGpt4Report(s) + '\n');
 }
 
 interface ReviewCliOptions {
@@ -377,6 +420,22 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
       '\nExample:\n  llava eval sqa-score --base-dir data/scienceqa --result-file answers/sqa.jsonl --output-result answers/sqa_result.json',
     )
     .action(act('sqa-score', (o: ScoreCliOptions) => scoreAction(o, ctx)));
+
+  ev.command('sqa-gpt4')
+    .description("score the paper's ScienceQA ensembles with text-only GPT-4: complement, or GPT-4 as judge given --requery-result")
+    .requiredOption('--base-dir <dir>', 'ScienceQA data folder holding problems.json and pid_splits.json')
+    .requiredOption('--gpt4-result <file>', "GPT-4's result JSON: {outputs: {problem id: answer text}}")
+    .requiredOption('--our-result <file>', 'answers JSONL from sqa-answer')
+    .option('--requery-result <file>', "GPT-4's second answers JSONL {question_id, text} where it disagreed (scores the judge ensemble)")
+    .option('--output-result <file>', "write the ensemble's {acc, correct, count, results: {pid: index}}")
+    .option('--split <name>', 'split to score', 'test')
+    .option('--seed <n>', 'seed of the random choice for an unusable letter (the scripts draw one, unseeded)', intArg(0), 0)
+    .option('--json', 'print the counts as one JSON object')
+    .addHelpText(
+      'after',
+      '\nExample:\n  llava eval sqa-gpt4 --base-dir data/scienceqa --gpt4-result gpt4_text_test.json --our-result answers/sqa.jsonl',
+    )
+    .action(act('sqa-gpt4', (o: Gpt4CliOptions) => gpt4Action(o, ctx)));
 
   answerOptions(
     ev

@@ -6,3 +6,4 @@ export * from './scienceqa';
 export * from './llava_bench';
 export { EvalError, readJson, validateBenchAnswers, type AnswerRecord } from './common';
 export { pyFixed, pyRound, pyFloatRepr, pyFloat, pyFloatList, pyJsonDump } from '../util/pyformat';
+export * from './scienceqa_gpt4';

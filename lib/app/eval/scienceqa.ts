@@ -255,9 +255,15 @@ const SQA_ANSWER_RE = /The answer is ([A-Z])[^\n]/g;
 export function extractSqaLetter(output: string): { letter: string; rule: SqaExtractRule } {
   if (SQA_OPTIONS.includes(output)) return { letter: output, rule: 'letter' };
   if (output.length >= 3 && SQA_OPTIONS.includes(output[0]) && output.slice(1, 3) === '. ') return { letter: output[0], rule: 'prefix' };
+  const letter = sqaRegexLetter(output);
+  return { letter, rule: letter === 'FAILED' ? 'failed' : 'regex' };
+}
+
+/** The letter of "The answer is X." when the output says it exactly once, else 'FAILED' (the third rule
+ *  alone, which is all the GPT-4 ensemble scripts apply). */
+export function sqaRegexLetter(output: string): string {
   const found = [...output.matchAll(SQA_ANSWER_RE)];
-  if (found.length === 1) return { letter: found[0][1], rule: 'regex' };
-  return { letter: 'FAILED', rule: 'failed' };
+  return found.length === 1 ? found[0][1] : 'FAILED';
 }
 
 /** Model output → predicted choice index (see SqaExtraction). */

@@ -7,7 +7,21 @@ import * as path from 'path';
 import { Command, CommanderError } from 'commander';
 import { convertScienceQA } from '../../../lib/app/eval/index';
 import { registerEvalCommands } from '../../../lib/app/cli/eval';
-import { FIX, PREDS, PROBLEMS, SPLITS, WILD_CTX, mockServer, readLines, tempDir } from './fixtures';
+import {
+  FIX,
+  G4_GPT4,
+  G4_OURS,
+  G4_PROBLEMS,
+  G4_REQUERY,
+  G4_SPLITS,
+  PREDS,
+  PROBLEMS,
+  SPLITS,
+  WILD_CTX,
+  mockServer,
+  readLines,
+  tempDir,
+} from './fixtures';
 
 const { tmp, tmpFile } = tempDir(t);
 
@@ -227,5 +241,52 @@ t.test('eval CLI: every command', async (t) => {
   t.match(c.err, /'--temperature <t>' argument 'hot' is invalid/);
   c = cli();
   await t.rejects(c.run('--help'), CommanderError);
-  for (const cmd of ['sqa-convert', 'sqa-answer', 'sqa-score', 'bench-answer', 'bench-review', 'bench-summary']) t.match(c.out, cmd);
+  for (const cmd of ['sqa-convert', 'sqa-answer', 'sqa-score', 'sqa-gpt4', 'bench-answer', 'bench-review', 'bench-summary']) t.match(c.out, cmd);
+});
+
+t.test('eval sqa-gpt4: the complement and judge ensembles from files', async (t) => {
+  const base = path.join(tmp, 'scienceqa-gpt4');
+  fs.mkdirSync(base);
+  fs.writeFileSync(path.join(base, 'problems.json'), JSON.stringify(G4_PROBLEMS));
+  fs.writeFileSync(path.join(base, 'pid_splits.json'), JSON.stringify(G4_SPLITS));
+  const jsonl = (name: string, recs: object[]) => {
+    const f = tmpFile(name);
+    fs.writeFileSync(f, recs.map((r) => JSON.stringify(r)).join('\n') + '\n');
+    return f;
+  };
+  const ours = jsonl('ours.jsonl', G4_OURS);
+  const requery = jsonl('requery.jsonl', G4_REQUERY);
+  const gpt4 = tmpFile('gpt4.json');
+  fs.writeFileSync(gpt4, JSON.stringify({ acc: 0, outputs: G4_GPT4 }));
+  const args = ['--base-dir', base, '--gpt4-result', gpt4, '--our-result', ours];
+
+  let c = cli();
+  await c.run('sqa-gpt4', ...args);
+  t.same(c.codes, []);
+  t.match(c.out, /^Total: 5, GPT-4-OursVisual-Correct \(complement\): 3, Accuracy: 60\.00%$/m);
+  const result = tmpFile('result.json');
+  c = cli();
+  await c.run('sqa-gpt4', ...args, '--split', 'both', '--requery-result', requery, '--output-result', result, '--json');
+  const scores = JSON.parse(c.out);
+  t.equal(scores.judge, 4);
+  t.equal(scores.complement, 3);
+  t.notOk('results' in scores, 'the per-problem map goes to --output-result only');
+  t.same(JSON.parse(fs.readFileSync(result, 'utf8')), { acc: 80, correct: 4, count: 5, results: { g1: 0, g2: 1, g3: 0, g4: 0, g5: 1 }, outputs: {} });
+
+  const bad: [string[], RegExp][] = [
+    [[...args, '--requery-result', requery], /problem g6 of the split has no answer from GPT-4/],
+    [['--base-dir', base, '--gpt4-result', ours, '--our-result', ours], /GPT-4 result file .*: .*JSON/],
+    [['--base-dir', base, '--gpt4-result', requery.replace('requery', 'none'), '--our-result', ours], /GPT-4 result file .* not found/],
+    [[...args, '--split', 'dev'], /split 'dev' is not in pid_splits\.json/],
+  ];
+  const notOutputs = tmpFile('not-outputs.json');
+  fs.writeFileSync(notOutputs, JSON.stringify({ results: {} }));
+  bad.push([['--base-dir', base, '--gpt4-result', notOutputs, '--our-result', ours], /needs an "outputs" object/]);
+  for (const [a, re] of bad) {
+    c = cli();
+    await c.run('sqa-gpt4', ...a);
+    t.same(c.codes, [1], `exit code: ${re}`);
+    t.match(c.err, re);
+    t.match(c.err, /^llava eval sqa-gpt4: error: /);
+  }
 });

@@ -69,6 +69,26 @@ export const PREDS: AnswerRecord[] = [
   { question_id: 'p8', prompt: 'Q', text: 'A' }, // other split, ignored
 ];
 
+// The GPT-4 ensembles (scienceqa_gpt4.ts): five problems both sides answered and one GPT-4 did not. Every
+// letter is usable except GPT-4's on g4, a one-choice problem, so its random choice can only be index 0.
+export const G4_PROBLEMS: SqaProblems = {
+  g1: prob({ answer: 0, choices: ['a', 'b'] }),
+  g2: prob({ answer: 1, choices: ['a', 'b', 'c'] }),
+  g3: prob({ answer: 2, choices: ['a', 'b', 'c'] }),
+  g4: prob({ answer: 0, choices: ['a'] }),
+  g5: prob({ answer: 1, choices: ['a', 'b'] }),
+  g6: prob({ answer: 0, choices: ['a', 'b'] }),
+};
+export const G4_SPLITS = { test: ['g1', 'g2', 'g3', 'g4', 'g5', 'g6'], both: ['g1', 'g2', 'g3', 'g4', 'g5'] };
+const says = (question_id: string, letter: string): AnswerRecord => ({ question_id, prompt: 'Q', text: `The answer is ${letter}.` });
+//               g1 g2 g3 g4 g5 g6     (answers: A B C A B A)
+// model:        A  B  A  A  A  A      right on g1 g2 g4 (g6 is left out by complement)
+// GPT-4:        B  B  C  -  A         right on g2 g3; g4 unparseable (its random index 0 is right)
+// requery:      A  -  A  A  B         right on g1 g4 g5; g2 has none and keeps the model's (right)
+export const G4_OURS: AnswerRecord[] = [says('g1', 'A'), says('g2', 'B'), says('g3', 'A'), says('g4', 'A'), says('g5', 'A'), says('g6', 'A')];
+export const G4_GPT4 = { g1: 'The answer is B.', g2: 'The answer is B.', g3: 'The answer is C.', g4: 'I am not sure.', g5: 'The answer is A.' };
+export const G4_REQUERY: AnswerRecord[] = [says('g1', 'A'), says('g3', 'A'), says('g4', 'A'), says('g5', 'B')];
+
 // ---------------------------------------------------------------------------------------------------------
 // LLaVA-Bench: an In-the-Wild context, and a chat-completions mock for the judge
 
