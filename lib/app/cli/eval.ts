@@ -372,7 +372,7 @@ export function registerEvalCommands(program: Command, io: EvalCliIO = {}): Comm
 
   const ev = program
     .command('eval')
-    .description('benchmarks: ScienceQA (convert, answer, score) and LLaVA-Bench COCO / In-the-Wild (answer, GPT review, summary)');
+    .description('benchmarks: ScienceQA (convert, answer, score, GPT-4 ensembles) and LLaVA-Bench COCO / In-the-Wild (answer, GPT review, summary)');
 
   ev.command('sqa-convert')
     .description('convert ScienceQA problems.json + pid_splits.json into LLaVA records llava_{split}_{format}.json')
