@@ -222,9 +222,27 @@ function openChecked<M>(sources: () => Sources, check: (s: Sources) => void, bui
   }
 }
 
+/** What marks a config as LLaVA-1.6 and later (tiled "anyres" images with newline tokens), or null. Loaded
+ *  as LLaVA-1.5, such a checkpoint would see every image as one square tile: wrong answers, no error. */
+function llavaNextSign(cfg: Record<string, unknown>): string | null {
+  const type = String(cfg.model_type ?? '');
+  if (/^llava_(next|onevision)/.test(type)) return `model_type ${type}`;
+  const aspect = String(cfg.image_aspect_ratio ?? '');
+  if (aspect.startsWith('anyres')) return `image_aspect_ratio ${aspect}`;
+  const merge = String(cfg.mm_patch_merge_type ?? 'flat');
+  if (merge !== 'flat') return `mm_patch_merge_type ${merge}`;
+  return null;
+}
+
 /** Read a LLaVA config (llava-hf or original llava_llama) into LlavaConfig. */
 export function readLlavaConfig(dir: string, visionTower?: string): { config: LlavaConfig; visionDir: string | null } {
   const cfg = readConfig(path.join(dir, 'config.json'));
+  const next = llavaNextSign(cfg);
+  if (next)
+    throw new Error(
+      `[fromPretrained] ${dir} is a LLaVA-1.6 / LLaVA-NeXT checkpoint (${next}): its "anyres" image tiling and ` +
+        'image_newline tokens are not implemented; LLaVA-1.5 and earlier checkpoints load',
+    );
   if (cfg.model_type === 'llava' || cfg.text_config) {
     const text = textConfigFrom(cfg.text_config as Record<string, unknown>);
     const fl = cfg.vision_feature_layer;

@@ -184,3 +184,29 @@ t.test('plain CLIP and LLaMA checkpoints load on their own', async (tt) => {
   tt.equal(lm.numParameters(), 2 * 678 * 48 + 2 * (4 * 48 * 48 + 3 * 48 * 112 + 2 * 48) + 48);
   lm.dispose();
 });
+
+t.test('LLaVA-1.6 / LLaVA-NeXT checkpoints are refused by name, before any weight is read', async (tt) => {
+  const base = JSON.parse(fs.readFileSync(path.join(originalDir('next-base', true), 'config.json'), 'utf8'));
+  const hf = JSON.parse(fs.readFileSync(path.join(TEST_DIR, 'fixtures', 'tiny-llava', 'config.json'), 'utf8'));
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['anyres', { ...base, image_aspect_ratio: 'anyres', mm_patch_merge_type: 'spatial_unpad' }, /\(image_aspect_ratio anyres\)/],
+    ['anyres_max_9', { ...base, image_aspect_ratio: 'anyres_max_9' }, /\(image_aspect_ratio anyres_max_9\)/],
+    ['spatial merge', { ...base, mm_patch_merge_type: 'spatial' }, /\(mm_patch_merge_type spatial\)/],
+    ['llava-hf llava_next', { ...hf, model_type: 'llava_next' }, /\(model_type llava_next\)/],
+    ['llava-hf llava_onevision', { ...hf, model_type: 'llava_onevision' }, /\(model_type llava_onevision\)/],
+  ];
+  for (const [name, cfgJson, re] of cases) {
+    const d = path.join(tmp, `next-${name.replace(/\W/g, '_')}`);
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify(cfgJson));
+    tt.throws(() => loadLlava(d), re, name);
+    tt.throws(() => loadLlava(d), /is a LLaVA-1\.6 \/ LLaVA-NeXT checkpoint .*"anyres" image tiling/, `${name}: says why`);
+  }
+  const flat = path.join(tmp, 'flat-pad');
+  fs.mkdirSync(flat);
+  for (const f of fs.readdirSync(path.join(tmp, 'next-base'))) fs.copyFileSync(path.join(tmp, 'next-base', f), path.join(flat, f));
+  fs.writeFileSync(path.join(flat, 'config.json'), JSON.stringify({ ...base, image_aspect_ratio: 'pad', mm_patch_merge_type: 'flat' }));
+  const m = loadLlava(flat);
+  tt.equal(m.config.imageAspectRatio, 'pad', 'LLaVA-1.5 keys (pad, flat) still load');
+  m.dispose();
+});
