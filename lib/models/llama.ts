@@ -29,7 +29,8 @@ export interface LlamaConfig {
   head_dim?: number;
   rms_norm_eps?: number;
   rope_theta?: number;
-  rope_parameters?: { rope_theta?: number; rope_type?: string };
+  rope_parameters?: { rope_theta?: number; rope_type?: string; factor?: number };
+  rope_scaling?: { type?: string; rope_type?: string; factor?: number } | null;
   max_position_embeddings?: number;
   attention_bias?: boolean;
   mlp_bias?: boolean;
@@ -43,12 +44,37 @@ export function ropeTheta(cfg: LlamaConfig): number {
   return cfg.rope_parameters?.rope_theta ?? cfg.rope_theta ?? 10000;
 }
 
-/** cos/sin tables [B, T, D] for explicit positions (computed in float64, stored in `dtype`). */
-export function ropeTables(positions: number[][], D: number, theta: number, dtype: DType, device: Device): { cos: Tensor; sin: Tensor } {
+/** The factor of linear RoPE scaling (HF `rope_scaling: {type: 'linear', factor}`: frequencies divided by
+ *  it), 1 without scaling. The other scalings (dynamic NTK, llama3, yarn, ...) are refused, not ignored. */
+export function ropeLinearFactor(cfg: LlamaConfig): number {
+  const p = cfg.rope_parameters;
+  const r = cfg.rope_scaling ?? (p?.rope_type !== undefined && p.rope_type !== 'default' ? p : null);
+  if (!r) return 1;
+  const type = ('type' in r ? r.type : undefined) ?? r.rope_type;
+  if (type === 'default') return 1;
+  if (type !== 'linear') throw new Error(`[llama] RoPE scaling '${String(type)}' is not supported (only linear)`);
+  const f = r.factor;
+  if (typeof f !== 'number' || !Number.isFinite(f) || f < 1) throw new Error(`[llama] linear RoPE scaling needs a factor >= 1, got ${String(f)}`);
+  return f;
+}
+
+/** cos/sin tables [B, T, D] for explicit positions (computed in float64, stored in `dtype`); `linearFactor`
+ *  divides the frequencies as HF's linear RoPE scaling does (in float32, as HF). */
+export function ropeTables(
+  positions: number[][],
+  D: number,
+  theta: number,
+  dtype: DType,
+  device: Device,
+  linearFactor = 1,
+): { cos: Tensor; sin: Tensor } {
   const B = positions.length;
   const T = positions[0]?.length ?? 0;
   const half = D / 2;
-  const invFreq = Array.from({ length: half }, (_, j) => 1 / Math.pow(theta, (2 * j) / D));
+  const invFreq = Array.from({ length: half }, (_, j) => {
+    const f = 1 / Math.pow(theta, (2 * j) / D);
+    return linearFactor === 1 ? f : Math.fround(f) / linearFactor;
+  });
   const c = new Float64Array(B * T * D);
   const s = new Float64Array(B * T * D);
   for (let b = 0; b < B; b++)
@@ -221,7 +247,7 @@ export class LlamaForCausalLM extends Module {
    */
   hidden(embeds: Tensor, positions: number[][], keyMask?: Tensor | null, cache?: KVCache | null): Tensor {
     const out = tidy(() => {
-      const { cos, sin } = ropeTables(positions, this.headDim, ropeTheta(this.config), embeds.dtype, embeds.device);
+      const { cos, sin } = ropeTables(positions, this.headDim, ropeTheta(this.config), embeds.dtype, embeds.device, ropeLinearFactor(this.config));
       const step: LlamaStep = { cos, sin, keyMask, cache };
       let h = embeds;
       this.layers.items.forEach((layer, i) => {

@@ -21,7 +21,7 @@ import { openStateDict } from '../io/state_dict';
 import { Module } from '../nn/module';
 import { LlavaForConditionalGeneration, LlavaConfig } from './llava';
 import { CLIPVisionModel, CLIPVisionConfig } from './clip';
-import { LlamaForCausalLM, LlamaConfig } from './llama';
+import { LlamaForCausalLM, LlamaConfig, ropeLinearFactor } from './llama';
 import { readJson } from '../io/json';
 
 const readConfig = (file: string): Record<string, unknown> => readJson(file, 'config', 'fromPretrained', { object: true });
@@ -148,13 +148,39 @@ function visionConfigFrom(cfg: Record<string, unknown>): CLIPVisionConfig {
   const v = (cfg.vision_config ?? cfg) as CLIPVisionConfig;
   for (const k of ['hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads', 'image_size', 'patch_size'] as const)
     checkSizeKey(v[k], k, 'vision');
+  const type = String((v as unknown as Record<string, unknown>).model_type ?? 'clip_vision_model');
+  if (!['clip_vision_model', 'clip'].includes(type))
+    throw new Error(`[fromPretrained] the vision tower has model_type '${type}'; this tower is CLIP's ViT (clip_vision_model)`);
+  if (v.hidden_act !== undefined && v.hidden_act !== 'quick_gelu' && v.hidden_act !== 'gelu')
+    throw new Error(`[fromPretrained] the vision tower has hidden_act '${v.hidden_act}'; CLIP's ViT uses quick_gelu or gelu`);
   return v;
 }
 function textConfigFrom(cfg: Record<string, unknown>): LlamaConfig {
   const t = cfg as unknown as LlamaConfig;
   for (const k of ['vocab_size', 'hidden_size', 'intermediate_size', 'num_hidden_layers', 'num_attention_heads'] as const)
     checkSizeKey(t[k], k, 'text');
+  checkTextArchitecture(cfg);
   return t;
+}
+
+/** Refuses a language model this LLaMA decoder would run wrongly: another architecture, another activation,
+ *  a RoPE scaling other than linear, or Mistral's sliding window where it would cut the context. */
+function checkTextArchitecture(cfg: Record<string, unknown>): void {
+  const type = String(cfg.model_type ?? 'llama');
+  const fail = (what: string): never => {
+    throw new Error(`[fromPretrained] the language model has ${what}; this decoder is LLaMA's (Vicuna, LLaMA-2, Mistral without a sliding window)`);
+  };
+  if (!['llama', 'llava_llama', 'mistral', 'llava_mistral'].includes(type)) fail(`model_type '${type}'`);
+  const act = cfg.hidden_act ?? 'silu';
+  if (act !== 'silu') fail(`hidden_act '${String(act)}'`);
+  const window = cfg.sliding_window;
+  const maxPos = Number(cfg.max_position_embeddings ?? 0);
+  if (typeof window === 'number' && window < maxPos) fail(`a sliding attention window of ${window} (max_position_embeddings ${maxPos})`);
+  try {
+    ropeLinearFactor(cfg as unknown as LlamaConfig);
+  } catch (e) {
+    fail((e as Error).message.replace('[llama] ', '').replace(/ is not supported.*/, ''));
+  }
 }
 
 type Sources = { src: TensorSource; rename: (n: string) => string | null }[];

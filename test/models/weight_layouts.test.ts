@@ -210,3 +210,46 @@ t.test('LLaVA-1.6 / LLaVA-NeXT checkpoints are refused by name, before any weigh
   tt.equal(m.config.imageAspectRatio, 'pad', 'LLaVA-1.5 keys (pad, flat) still load');
   m.dispose();
 });
+
+t.test('language models and vision towers this engine would run wrongly are refused by their config', async (tt) => {
+  const withText = (o: Record<string, unknown>) => ({ ...cfg, text_config: { ...cfg.text_config, ...o } });
+  const withVision = (o: Record<string, unknown>) => ({ ...cfg, vision_config: { ...cfg.vision_config, ...o } });
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['another decoder', withText({ model_type: 'mpt' }), /the language model has model_type 'mpt'; this decoder is LLaMA's/],
+    ['another activation', withText({ hidden_act: 'gelu' }), /the language model has hidden_act 'gelu'/],
+    ['dynamic NTK RoPE', withText({ rope_scaling: { type: 'dynamic', factor: 2 } }), /RoPE scaling 'dynamic'/],
+    ['llama3 RoPE', withText({ rope_parameters: { rope_type: 'llama3', factor: 8, rope_theta: 5e5 } }), /RoPE scaling 'llama3'/],
+    ['linear RoPE below 1', withText({ rope_scaling: { type: 'linear', factor: 0.5 } }), /linear RoPE scaling needs a factor >= 1, got 0\.5/],
+    ['a sliding window', withText({ model_type: 'mistral', sliding_window: 8 }), /a sliding attention window of 8 \(max_position_embeddings \d+\)/],
+    ['SigLIP', withVision({ model_type: 'siglip_vision_model' }), /the vision tower has model_type 'siglip_vision_model'/],
+    ['tanh GELU tower', withVision({ hidden_act: 'gelu_pytorch_tanh' }), /the vision tower has hidden_act 'gelu_pytorch_tanh'/],
+  ];
+  for (const [name, json, re] of cases) {
+    const d = path.join(tmp, `arch-${name.replace(/\W/g, '_')}`);
+    fs.mkdirSync(d);
+    fs.writeFileSync(path.join(d, 'config.json'), JSON.stringify(json));
+    tt.throws(() => loadLlava(d), re, name);
+  }
+});
+
+t.test('linear RoPE scaling: the scaled model at positions p is the plain one at p / factor', async (tt) => {
+  const d = path.join(tmp, 'rope-linear');
+  fs.mkdirSync(d);
+  fs.copyFileSync(path.join(dir, 'model.safetensors'), path.join(d, 'model.safetensors'));
+  fs.writeFileSync(
+    path.join(d, 'config.json'),
+    JSON.stringify({ ...cfg, text_config: { ...cfg.text_config, rope_scaling: { type: 'linear', factor: 4 } } }),
+  );
+  const scaled = loadLlava(d);
+  const plain = loadLlava(dir);
+  L.tidy(() => {
+    const e = L.randn([1, 6, cfg.text_config.hidden_size], { generator: new L.Generator(3) });
+    const p = [[0, 1, 2, 5, 9, 40]];
+    const maxDiff = (a: L.Tensor, b: L.Tensor) => L.max(L.abs(L.sub(a, b))).item();
+    const got = scaled.lm.hidden(e, p);
+    tt.equal(maxDiff(got, plain.lm.hidden(e, [p[0].map((x) => x / 4)])), 0, 'same hidden states at a quarter of the positions');
+    tt.ok(maxDiff(got, plain.lm.hidden(e, p)) > 1e-3, 'and not those at the unscaled positions');
+  });
+  scaled.dispose();
+  plain.dispose();
+});
