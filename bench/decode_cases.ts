@@ -68,6 +68,59 @@ export function decode(m: LlamaForCausalLM, steps: number): number[] {
   });
 }
 
+/** `decode` for B rows at once (one cache of B rows, the same prompt token, each row's own argmax). */
+export function decodeRows(m: LlamaForCausalLM, steps: number, B: number): number[][] {
+  return L.noGrad(() => {
+    const cache = m.newCache(B, steps + 2);
+    const ids: number[][] = Array.from({ length: B }, () => []);
+    let toks = new Array<number>(B).fill(1);
+    try {
+      for (let pos = 0; pos <= steps; pos++) {
+        toks = L.tidy(() => {
+          const e = m.embedTokens(L.fromValues(toks, [B, 1], 'int64', dev));
+          const h = m.hidden(
+            e,
+            toks.map(() => [pos]),
+            null,
+            cache,
+          );
+          return L.argmax(L.reshape(m.logits(h), [B, -1]), 1).toNumbers();
+        });
+        toks.forEach((t, b) => ids[b].push(t));
+      }
+    } finally {
+      cache.dispose();
+    }
+    return ids;
+  });
+}
+
+/** B rows decoded together (what generateBatch does per step) against B one-row decodes in the same run:
+ *  each step reads every weight once for the whole batch, so at small B it costs little more than one row. */
+function batchedDecodeCase(o: BenchOptions, maxMs: number, layers: number, steps: number): void {
+  const B = 4;
+  const rec = (b: number): CaseRecord => ({
+    op: 'llama_batched_decode',
+    scenario: `llama7b_decode half width (C 2048, I 5504, ${layers} layers, vocab 4096), float32, ${b} row(s) per step`,
+    dtype: 'float32',
+    device: dev,
+    shape: `B${b} x T1 x ${steps} steps`,
+  });
+  if (!selected(o, rec(B))) return;
+  const m = build(layers);
+  try {
+    const one = timeIt(() => decode(m, steps), { device: dev, warmup: 1, reps: o.quick ? 3 : 5, maxMs });
+    report(rec(1), one, 'tokens', steps + 1, null);
+    const same = decodeRows(m, steps, 2);
+    if (same[0].join() !== decode(m, steps).join() || same[1].join() !== same[0].join())
+      throw new Error('llama_batched_decode: batched rows differ from one-row decoding');
+    const many = timeIt(() => decodeRows(m, steps, B), { device: dev, warmup: 1, reps: o.quick ? 3 : 5, maxMs });
+    report(rec(B), many, 'tokens', B * (steps + 1), { name: `${B} one-row decodes (same run)`, ms: B * one.median_ms });
+  } finally {
+    m.dispose();
+  }
+}
+
 export function decodeCases(o: BenchOptions, maxMs: number): void {
   const layers = o.quick ? 1 : 2;
   const steps = o.quick ? 8 : 16;
@@ -79,7 +132,18 @@ export function decodeCases(o: BenchOptions, maxMs: number): void {
     device: dev,
     shape: `T1 x ${steps} steps`,
   });
-  if (!kinds.some((k) => selected(o, rec(k)))) return;
+  if (kinds.some((k) => selected(o, rec(k)))) quantizedDecodeCases(kinds, rec, layers, steps, o, maxMs);
+  batchedDecodeCase(o, maxMs, layers, steps);
+}
+
+function quantizedDecodeCases(
+  kinds: readonly ('float32' | 'bfloat16' | 'int8' | 'nf4')[],
+  rec: (k: string) => CaseRecord,
+  layers: number,
+  steps: number,
+  o: BenchOptions,
+  maxMs: number,
+): void {
   let baseMs: number | null = null;
   for (const k of kinds) {
     const m = build(layers);

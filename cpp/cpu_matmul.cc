@@ -46,7 +46,8 @@
 // their single store. With epilogue 'none' nothing changes.
 //
 // M == 1 or N == 1 (decode, matrix-vector) skip packing: a GEMV streams the matrix once, as dot
-// products when its K stride is 1 and as axpy over rows otherwise.
+// products when its K stride is 1 and as axpy over rows otherwise. So do 2..8 rows of a against a b whose
+// K stride is 1 (x @ W^T in a batched decode step): each weight row is read once for all of them.
 //
 // Threads: units are (batch x row chunks x column chunks), split until there are enough of them to
 // keep every core busy with even shares (parallel_for hands out contiguous ranges, no stealing).
@@ -308,6 +309,47 @@ template <typename Kern, typename T> void gemm(const Problem& p) {
   });
 }
 
+// ------------------------------------------------------------------ dot products of one row with R vectors
+// out[r] = sum_k x[k] * v[r * vstride + k] for r < R, x contiguous. The GEMV (R = 1) and the skinny path
+// (a few rows of a) share this one summation order, so a row's result does not depend on how many rows
+// were multiplied with it: batched decoding gives bit-for-bit what one-row decoding gives.
+template <int R, typename T> void dot_rows(const T* x, const float* v, int64_t vstride, int64_t K, float* out) {
+#if LLAVA_AVX2
+  __m256 s[R][4];
+  for (int r = 0; r < R; r++) s[r][0] = s[r][1] = s[r][2] = s[r][3] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    const __m256 x0 = vload(x + k), x1 = vload(x + k + 8), x2 = vload(x + k + 16), x3 = vload(x + k + 24);
+    for (int r = 0; r < R; r++) {
+      const float* vr = v + r * vstride + k;
+      s[r][0] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(vr), s[r][0]);
+      s[r][1] = _mm256_fmadd_ps(x1, _mm256_loadu_ps(vr + 8), s[r][1]);
+      s[r][2] = _mm256_fmadd_ps(x2, _mm256_loadu_ps(vr + 16), s[r][2]);
+      s[r][3] = _mm256_fmadd_ps(x3, _mm256_loadu_ps(vr + 24), s[r][3]);
+    }
+  }
+  for (; k + 8 <= K; k += 8) {
+    const __m256 x0 = vload(x + k);
+    for (int r = 0; r < R; r++) s[r][0] = _mm256_fmadd_ps(x0, _mm256_loadu_ps(v + r * vstride + k), s[r][0]);
+  }
+  for (int r = 0; r < R; r++) {
+    const __m256 t = _mm256_add_ps(_mm256_add_ps(s[r][0], s[r][1]), _mm256_add_ps(s[r][2], s[r][3]));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float acc = _mm_cvtss_f32(h);
+    for (int64_t j = k; j < K; j++) acc += load(x + j) * v[r * vstride + j];
+    out[r] = acc;
+  }
+#else
+  for (int r = 0; r < R; r++) {
+    float acc = 0.f;
+    for (int64_t k = 0; k < K; k++) acc += float(load(x + k)) * v[r * vstride + k];
+    out[r] = acc;
+  }
+#endif
+}
+
 // ------------------------------------------------------------------ GEMV (M == 1 or N == 1)
 // y[i] = sum_k X[i*xi + k*xk] * v[k*vs] for i < L, per batch; y is contiguous in out.
 struct Gemv {
@@ -351,22 +393,8 @@ template <typename T> void gemv(const Problem& p, const Gemv& g, const T* X, con
       if constexpr (!std::is_same_v<Acc, double>) {
         if (g.xk == 1) {  // dot products along contiguous rows
           for (int64_t i = i0; i < i1; i++) {
-            const T* xr = x + i * g.xi;
-            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-            int64_t k = 0;
-            for (; k + 32 <= K; k += 32) {
-              s0 = _mm256_fmadd_ps(vload(xr + k), _mm256_loadu_ps(v + k), s0);
-              s1 = _mm256_fmadd_ps(vload(xr + k + 8), _mm256_loadu_ps(v + k + 8), s1);
-              s2 = _mm256_fmadd_ps(vload(xr + k + 16), _mm256_loadu_ps(v + k + 16), s2);
-              s3 = _mm256_fmadd_ps(vload(xr + k + 24), _mm256_loadu_ps(v + k + 24), s3);
-            }
-            for (; k + 8 <= K; k += 8) s0 = _mm256_fmadd_ps(vload(xr + k), _mm256_loadu_ps(v + k), s0);
-            __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-            h = _mm_add_ss(h, _mm_movehdup_ps(h));
-            float acc = _mm_cvtss_f32(h);
-            for (; k < K; k++) acc += load(xr + k) * v[k];
+            float acc;
+            dot_rows<1>(x + i * g.xi, v, K, K, &acc);
             finish(i, acc);
           }
           continue;
@@ -420,6 +448,51 @@ template <typename T> void run_gemv(const Problem& p) {
     gemv<T>(p, Gemv{p.M, p.K, p.as[1], p.as[2], p.as[0], p.bs[1], p.bs[0], false}, a, b);
 }
 
+// ------------------------------------------------------------------ skinny: 2 <= M <= 8, b's K stride 1
+// out[m, n] = a[m, :] . b[:, n] for the few rows of a batched decode step (x @ W^T with W's rows
+// contiguous): every weight row is read once for all M rows, as dot_rows in pairs, instead of being packed
+// as the GEMM would pack it (a read and a write of every weight, which at small M costs more than the
+// multiply itself). f32 accumulation; tasks are runs of output columns, as in the GEMV.
+constexpr int64_t kSkinnyMaxM = 8;
+
+template <typename T> void run_skinny(const Problem& p) {
+  const float* bias = static_cast<const float*>(p.bias);
+  const T* A = reinterpret_cast<const T*>(p.a);
+  const T* Bm = reinterpret_cast<const T*>(p.b);
+  T* Y = reinterpret_cast<T*>(p.out);
+  const int64_t M = p.M, N = p.N, K = p.K;
+  const int64_t want = ceil_div(32768, std::max<int64_t>(K * M, 1)), share = ceil_div(N, num_threads());
+  const int64_t cols = ceil_div(std::max<int64_t>(1, std::min(want, share)), 8) * 8;
+  const int64_t nch = ceil_div(N, cols);
+  parallel_for(p.Bt * nch, 1, [&](int64_t u0, int64_t u1) {
+    int64_t have_bt = -1;
+    float* v = tl_vec.get<float>(M * K);
+    for (int64_t u = u0; u < u1; u++) {
+      const int64_t bt = u / nch, n0 = (u % nch) * cols, n1 = std::min(N, n0 + cols);
+      if (bt != have_bt) {  // gather a's rows once per batch: contiguous, f32
+        for (int64_t m = 0; m < M; m++)
+          for (int64_t k = 0; k < K; k++) v[m * K + k] = float(load(A + bt * p.as[0] + m * p.as[1] + k * p.as[2]));
+        have_bt = bt;
+      }
+      T* y = Y + bt * M * N;
+      for (int64_t n = n0; n < n1; n++) {
+        const T* w = Bm + bt * p.bs[0] + n * p.bs[2];
+        float acc[kSkinnyMaxM];
+        int64_t m = 0;
+        for (; m + 2 <= M; m += 2) dot_rows<2>(w, v + m * K, K, K, acc + m);
+        if (m < M) dot_rows<1>(w, v + m * K, K, K, acc + m);
+        for (m = 0; m < M; m++) {
+          float s = acc[m];
+          if (bias) s += bias[n];
+          if (p.act) s = activate<float>(p.act, s);
+          if (p.beta != 0.0) s += float(p.beta) * load(y + m * N + n);
+          store(y + m * N + n, s);
+        }
+      }
+    }
+  });
+}
+
 // ------------------------------------------------------------------ entry point
 template <typename T> void run_typed(const Problem& p) {
   using Acc = acc_t<T>;
@@ -435,6 +508,8 @@ template <typename T> void run_typed(const Problem& p) {
     return;
   }
   if (p.M == 1 || p.N == 1) return run_gemv<T>(p);
+  if constexpr (!std::is_same_v<Acc, double>)
+    if (p.M <= kSkinnyMaxM && p.bs[1] == 1) return run_skinny<T>(p);
   if constexpr (std::is_same_v<Acc, double>) {
     gemm<KernF64, T>(p);
   } else {

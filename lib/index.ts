@@ -29,6 +29,8 @@ export type { ImageLimits, RgbImage } from './app/processing/image';
 export { LlavaSession, resolveVision } from './app/processing/session';
 export type { SessionOptions } from './app/processing/session';
 export { generate, generateText } from './app/inference/generate';
+export { generateBatch } from './app/inference/generate_batch';
+export type { BatchPrompt, GenerateBatchOptions } from './app/inference/generate_batch';
 
 // Around the model: evaluation (ScienceQA, LLaVA-Bench), the GPT-assisted data pipeline, the HTTP server.
 export * as evaluation from './app/eval/index';

@@ -43,6 +43,12 @@ export function randAway(n: number, seed: number, lo = -1, hi = 1, gap = 0.05): 
   return out;
 }
 
+/** An int64 tensor of a safetensors file (the fixtures' token ids) as numbers. */
+export function readInts(file: { read(name: string): { data: Uint8Array } }, name: string): number[] {
+  const r = file.read(name);
+  return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
+}
+
 export function numel(shape: number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }

@@ -111,10 +111,13 @@ export class LlavaForConditionalGeneration extends Module {
     return tidy(() => this.projector.forward(this.visionFeatures(pixels)));
   }
 
-  /** Build input embeddings, key mask, positions and shifted-ready labels for a batch. */
-  splice(batch: LlavaBatch): Spliced {
+  /** Build input embeddings, key mask, positions and shifted-ready labels for a batch. Rows are padded on
+   *  the right, or on the left with `padLeft` (generation: every row's last column is its last token;
+   *  unpadded rows only). */
+  splice(batch: LlavaBatch, padLeft = false): Spliced {
     const { inputIds } = batch;
     if (!Array.isArray(inputIds) || inputIds.length === 0) throw new Error('[llava] inputIds must be a non-empty array of id arrays');
+    if (padLeft && (batch.attentionMask || batch.labels)) throw new Error('[llava] left padding is for unpadded, unlabelled prompts');
     const B = inputIds.length;
     const V = this.config.text.vocab_size;
     const imgTok = this.config.imageTokenIndex;
@@ -186,11 +189,14 @@ export class LlavaForConditionalGeneration extends Module {
     const positions: number[][] = [];
     for (let b = 0; b < B; b++) {
       const r = rows[b];
+      const off = padLeft ? T - r.length : 0; // row column t holds spliced position t - off
       for (let t = 0; t < T; t++) {
-        idx.push(t < r.length ? r[t] : zeroRow);
-        keyMask.push(imageTokens ? (masks[b][t] ? 1 : 0) : t < r.length ? 1 : 0);
+        const u = t - off;
+        const real = u >= 0 && u < r.length;
+        idx.push(real ? r[u] : zeroRow);
+        keyMask.push(real && (!imageTokens || masks[b][u]) ? 1 : 0);
       }
-      positions.push(Array.from({ length: T }, (_, t) => t));
+      positions.push(Array.from({ length: T }, (_, t) => Math.max(0, t - off)));
       if (labelsOut) while (labelsOut[b].length < T) labelsOut[b].push(IGNORE_INDEX);
     }
     const embeds = tidy(() => {
@@ -284,6 +290,55 @@ export class LlavaForConditionalGeneration extends Module {
       s.keyMask.dispose();
       return { cache, logits, length: L };
     });
+  }
+
+  /**
+   * Prefill B prompts at once, left-padded to a common width W, into a fresh KV cache of `capacity` columns.
+   * Returns the last column's logits [B, V], each row's spliced length, and the key mask [B][W] (1 = a real
+   * key) that the decode steps extend.
+   */
+  prefillBatch(
+    inputIds: number[][],
+    pixelValues: Tensor | null,
+    capacity: number,
+  ): { cache: KVCache; logits: Tensor; lengths: number[]; keyMask: number[][] } {
+    return noGrad(() => {
+      const s = this.splice({ inputIds, pixelValues }, true);
+      try {
+        const [B, W] = s.embeds.shape;
+        const cache = this.lm.newCache(B, Math.max(capacity, W + 1));
+        const logits = tidy(() => {
+          const h = this.lm.hidden(s.embeds, s.positions, s.keyMask, cache);
+          return reshape(this.lm.logits(narrow(h, 1, W - 1, 1)), [B, -1]);
+        });
+        const flat = s.keyMask.toNumbers();
+        const keyMask = Array.from({ length: B }, (_, b) => flat.slice(b * W, (b + 1) * W));
+        return { cache, logits, lengths: s.lengths, keyMask };
+      } finally {
+        s.embeds.dispose();
+        s.keyMask.dispose();
+      }
+    });
+  }
+
+  /** One decode step of a batch: logits [B, V] for `tokens[b]` at `positions[b]`, advancing the cache;
+   *  `keyMask` [B][cache length + 1] marks the real keys (the left padding stays hidden). */
+  decodeStepBatch(tokens: number[], positions: number[], cache: KVCache, keyMask: number[][]): Tensor {
+    return noGrad(() =>
+      tidy(() => {
+        const dev = this.lm.embed.getParameter('weight')!.device;
+        const B = tokens.length;
+        const e = this.lm.embedTokens(fromValues(tokens, [B, 1], 'int64', dev));
+        const m = fromValues(keyMask.flat(), [B, keyMask[0].length], 'bool', dev);
+        const h = this.lm.hidden(
+          e,
+          positions.map((p) => [p]),
+          m,
+          cache,
+        );
+        return reshape(this.lm.logits(h), [B, -1]);
+      }),
+    );
   }
 
   /** One decode step: logits [V] for `token` at position `pos`, advancing the cache. */

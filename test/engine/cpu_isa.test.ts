@@ -98,6 +98,24 @@ const CASES: Case[] = [
     fn: (x, w) => L.matmul(L.narrow(x, 1, 5, 99), L.narrow(w, 1, 3, 99).transpose(0, 1)),
   },
 
+  {
+    // 2..8 rows of x against W's contiguous rows take the skinny path (each weight row read once for all
+    // rows, in pairs of rows plus one): M 5 is two pairs and a single, K 133 ends in a scalar tail.
+    name: 'linear M 5 with bias (skinny: rows share each weight load)',
+    shapes: [[5, 133], [70, 133], [70]],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (x, w, b) => L.linear(x, w, b),
+  },
+  {
+    // Batched, x a column slice (row stride above K), M 8 (the largest skinny M), N 17.
+    name: 'matmul M 8 x @ W^T batched (skinny, strided x)',
+    shapes: [
+      [2, 8, 80],
+      [2, 17, 64],
+    ],
+    dtypes: ['float32', 'bfloat16'],
+    fn: (x, w) => L.matmul(L.narrow(x, 2, 7, 64), w.transpose(-1, -2)),
+  },
   { name: 'softmax', shapes: [[7, 1001]], dtypes: ['float32', 'bfloat16'], fn: (x) => L.softmax(x.mul(4)), lo: -2, hi: 2 },
   {
     // Half of D 20: two 8-lane steps and a scalar tail; x a strided view, as the attention heads are.

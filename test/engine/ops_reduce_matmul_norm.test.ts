@@ -273,6 +273,32 @@ t.test('linear: x @ W^T + b for 1-D, 2-D and 3-D inputs, with and without bias',
   });
 });
 
+t.test('x @ W^T: a row gives the same bits whether multiplied alone or with up to 8 rows beside it', async (t) => {
+  // Batched decoding relies on it: the GEMV (one row) and the skinny path (2..8 rows) share one summation
+  // order, so a batch of prompts decodes exactly as each prompt alone.
+  for (const dtype of ['float32', 'bfloat16'] as DType[]) {
+    for (const [M, K] of [
+      [2, 7],
+      [3, 64],
+      [5, 203],
+      [8, 1029],
+    ]) {
+      L.tidy(() => {
+        const x = randT([M, K], 710 + M, dtype);
+        const w = randT([37, K], 720 + M, dtype);
+        const b = randT([37], 730, dtype);
+        const all = L.linear(x, w, b).toNumbers();
+        let same = true;
+        for (let m = 0; m < M; m++) {
+          const one = L.linear(L.narrow(x, 0, m, 1), w, b).toNumbers();
+          for (let n = 0; n < 37; n++) if (!Object.is(one[n], all[m * 37 + n])) same = false;
+        }
+        t.ok(same, `${dtype} M ${M} K ${K}: every row equals its one-row product bit for bit`);
+      });
+    }
+  }
+});
+
 // ====================================================================== softmax / cross-entropy / norms
 t.test('softmax and logSoftmax: last dim, other dims, large values', async (t) => {
   for (const dtype of ['float32', 'float64'] as DType[]) {

@@ -8,7 +8,7 @@ import { checkpoint } from '../../lib/core/recompute';
 import { Linear } from '../../lib/nn';
 import { loadLlava } from '../../lib/models/loader';
 import { SafetensorsFile } from '../../lib/io/safetensors';
-import { TEST_DIR } from '../helpers';
+import { TEST_DIR, readInts } from '../helpers';
 
 function grads(ps: L.Tensor[]): number[][] {
   return ps.map((p) => Array.from(p.grad!.dataSync() as Float64Array));
@@ -43,10 +43,7 @@ t.test('a block of two layers, input with and without grad', async (tt) => {
 t.test('tiny LLaVA: checkpointed decoder layers give the same gradients in both stages', async (tt) => {
   const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
   const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-  const ints = (n: string): number[] => {
-    const r = ref.read(n);
-    return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
-  };
+  const ints = (n: string): number[] => readInts(ref, n);
   const rows = (a: number[]): number[][] => [a.slice(0, 143), a.slice(143)];
   const pixels = L.keep(L.tensor(ref.readAsFloat32('pixel_values'), { shape: ref.info('pixel_values').shape }));
   const batch = { inputIds: rows(ints('input_ids')), attentionMask: rows(ints('attention_mask')), labels: rows(ints('labels')), pixelValues: pixels };

@@ -12,15 +12,12 @@ import { loadLlava } from '../../lib/models/loader';
 import { LlavaForConditionalGeneration } from '../../lib/models/llava';
 import { SafetensorsFile } from '../../lib/io/safetensors';
 import { AdamW } from '../../lib/optim';
-import { TEST_DIR } from '../helpers';
+import { TEST_DIR, readInts } from '../helpers';
 
 const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
 const refF = (n: string): Float32Array => ref.readAsFloat32(n);
-const refI = (n: string): number[] => {
-  const r = ref.read(n);
-  return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
-};
+const refI = (n: string): number[] => readInts(ref, n);
 const T = 143;
 const rows = (a: number[]): number[][] => [a.slice(0, T), a.slice(T)];
 const ids = rows(refI('input_ids'));

@@ -9,16 +9,13 @@ import * as path from 'path';
 import * as L from '../../lib';
 import { loadLlava, loadClipVision, loadLlama } from '../../lib/models/loader';
 import { SafetensorsFile, writeSafetensors } from '../../lib/io/safetensors';
-import { TEST_DIR } from '../helpers';
+import { TEST_DIR, readInts } from '../helpers';
 
 const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
 const src = SafetensorsFile.open(path.join(dir, 'model.safetensors'));
 const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-const refI = (n: string): number[] => {
-  const r = ref.read(n);
-  return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
-};
+const refI = (n: string): number[] => readInts(ref, n);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llava-formats-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 

@@ -85,6 +85,7 @@ interface AnswerCliOptions {
   stopAtSeparator?: boolean;
   numChunks: number;
   chunkIdx: number;
+  batchSize: number;
   device: string;
   dtype: string;
   visionTower?: string;
@@ -134,6 +135,7 @@ async function answerAction(kind: 'sqa' | 'bench', o: AnswerCliOptions, c: Ctx):
       stopAtSeparator: o.stopAtSeparator,
       numChunks: o.numChunks,
       chunkIdx: o.chunkIdx,
+      batchSize: o.batchSize,
       progress: o.progress as 'auto',
       log: (s) => c.out(s + '\n'),
     });
@@ -346,6 +348,7 @@ function answerOptions(cmd: Command): Command {
     .option('--stop-at-separator', "also stop at the template's separator (### or </s>); the reference stops at EOS only")
     .option('--num-chunks <n>', 'split the questions into this many chunks', intArg(1), 1)
     .option('--chunk-idx <k>', 'answer only chunk k (0-based)', intArg(0), 0)
+    .option('--batch-size <n>', 'questions generated together (each answer is the one it gets alone)', intArg(1), 1)
     .addOption(new Option('--device <device>', 'compute device').choices(DEVICES).default('cpu'))
     .addOption(new Option('--dtype <dtype>', 'parameter dtype').choices(INFERENCE_DTYPES).default('float32'))
     .option('--vision-tower <dir>', 'CLIP directory for original llava_llama checkpoints')

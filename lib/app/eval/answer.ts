@@ -12,6 +12,8 @@
 //   when temperature > 0.001 with a per-question seed (seed + question index), so reruns are reproducible.
 //   HEAD stops only on EOS; `stopAtSeparator` also stops on the template's stop string (the model worker's
 //   behaviour, useful with `###` templates). The reply is decoded without special tokens and stripped.
+// - `batchSize` questions are generated together (inference/generate_batch.ts, left-padded); each gets
+//   the answer it gets alone (same seed, stops and caps), and answers are still written in question order.
 // - Images go through the CLIP processor with the model's aspect handling (original: config
 //   image_aspect_ratio, `pad` for v1.5; llava-hf: no padding), as process_images does.
 // - `prompt` in the output is the question text as the reference records it: the raw question for
@@ -38,12 +40,12 @@ import { appendMessage, getTemplate, render, stopString } from '../processing/co
 import { LlavaSession, defaultAspect, modelLoadOptions, type ModelLoadOptions } from '../processing/session';
 import { CHAT_TEMPLATE, readChatTemplate, renderJinjaPrompt, type JinjaTemplate } from '../processing/chat_template';
 import { readTrainingRecord } from '../processing/training_record';
-import { generate, encodePrompt, type GenerateResult } from '../inference/generate';
+import { encodePrompt } from '../inference/generate';
+import { generateBatch } from '../inference/generate_batch';
 import { imagePath } from '../processing/data';
 import { EvalError, type AnswerRecord } from './common';
 import { sqaPrompt, type SqaQuestion } from './scienceqa';
 import type { BenchQuestion } from './llava_bench';
-import { pyStrip } from '../util/pyformat';
 import { Progress, type ProgressMode } from '../util/progress';
 import { appendJsonl, prepareJsonlOutput } from '../util/files';
 
@@ -158,6 +160,8 @@ export interface GenerateAnswersOptions {
   stopAtSeparator?: boolean;
   numChunks?: number;
   chunkIdx?: number;
+  /** Questions generated together (generateBatch; default 1). Each gets the answer it would get alone. */
+  batchSize?: number;
   progress?: ProgressMode;
   log?: (m: string) => void;
 }
@@ -182,6 +186,7 @@ const ANSWER_KEYS = optionKeys<GenerateAnswersOptions & Partial<Pick<EvalModel, 
   stopAtSeparator: true,
   numChunks: true,
   chunkIdx: true,
+  batchSize: true,
   progress: true,
   log: true,
   dtype: true,
@@ -218,13 +223,6 @@ function itemsOf(set: QuestionSet, o: GenerateAnswersOptions): Item[] {
   });
 }
 
-async function run(it: AsyncGenerator<unknown, GenerateResult, undefined>): Promise<GenerateResult> {
-  for (;;) {
-    const r = await it.next();
-    if (r.done) return r.value;
-  }
-}
-
 /** Answers every question of the (chunk of the) set that the answers file does not hold yet. */
 export async function generateAnswers(o: GenerateAnswersOptions): Promise<GenerateAnswersResult> {
   checkOptions('eval', o, ANSWER_KEYS);
@@ -256,56 +254,71 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
   if (result.skipped > 0) log(`[answer] ${result.skipped} of ${items.length} questions already answered in ${o.answersFile}`);
   if (todo.length === 0) return result;
 
+  const batchSize = o.batchSize ?? 1;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new EvalError(`batchSize must be a positive integer (got ${batchSize})`);
+  const prompt = (question: string): string => {
+    if (jinja) return renderJinjaPrompt(jinja, [{ role: 'user', text: question }]);
+    const conv = getTemplate(template);
+    appendMessage(conv, conv.roles[0], question);
+    appendMessage(conv, conv.roles[1], null);
+    return render(conv);
+  };
+  const pixelsOf = async (it: Item): Promise<Tensor | null> => {
+    if (it.image === null) return null;
+    const file = imagePath(o.imageFolder, it.image);
+    if (!fs.existsSync(file)) throw new EvalError(`question ${it.id}: image file ${file} not found`);
+    let pv;
+    try {
+      pv = await o.imageProcessor.preprocessAsync(file, { aspect }); // the JPEG decodes off this thread
+    } catch (e) {
+      throw new EvalError(`question ${it.id}: cannot read image ${file}: ${(e as Error).message}`);
+    }
+    if (pv.shape[1] !== S || pv.shape[2] !== S)
+      throw new EvalError(`the image processor makes ${pv.shape[1]}x${pv.shape[2]} images; the vision tower takes ${S}x${S}`);
+    return keep(tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: param.dtype, device: param.device }));
+  };
+  const sampling = { temperature, topP: o.topP, stop };
+
   const progress = new Progress({ mode: o.progress, label: '[answer]', total: items.length, done: result.skipped, log });
   try {
-    for (const { it, i } of todo) {
-      let pixels: Tensor | null = null;
+    for (let g = 0; g < todo.length; g += batchSize) {
+      const group = todo.slice(g, g + batchSize);
+      const pixels: (Tensor | null)[] = [];
       try {
-        if (it.image !== null) {
-          const file = imagePath(o.imageFolder, it.image);
-          if (!fs.existsSync(file)) throw new EvalError(`question ${it.id}: image file ${file} not found`);
-          let pv;
-          try {
-            pv = await o.imageProcessor.preprocessAsync(file, { aspect }); // the JPEG decodes off this thread
-          } catch (e) {
-            throw new EvalError(`question ${it.id}: cannot read image ${file}: ${(e as Error).message}`);
-          }
-          if (pv.shape[1] !== S || pv.shape[2] !== S)
-            throw new EvalError(`the image processor makes ${pv.shape[1]}x${pv.shape[2]} images; the vision tower takes ${S}x${S}`);
-          pixels = keep(tensor(pv.pixelValues, { shape: [1, ...pv.shape], dtype: param.dtype, device: param.device }));
-        }
-        let prompt: string;
-        if (jinja) prompt = renderJinjaPrompt(jinja, [{ role: 'user', text: it.question }]);
-        else {
-          const conv = getTemplate(template);
-          appendMessage(conv, conv.roles[0], it.question);
-          appendMessage(conv, conv.roles[1], null);
-          prompt = render(conv);
-        }
-        const sampling = { temperature, topP: o.topP, maxNewTokens, seed: seed + i, stop, pixelValues: pixels };
-        const first = await run(generate(model, o.tokenizer, { promptIds: encodePrompt(model, o.tokenizer, prompt), ...sampling }));
-        let text = pyStrip(first.text);
+        for (const { it } of group) pixels.push(await pixelsOf(it));
+        const prompts = group.map(({ it }) => prompt(it.question));
+        const rows = (texts: string[]) =>
+          group.map(({ i }, k) => ({ promptIds: encodePrompt(model, o.tokenizer, texts[k]), pixelValues: pixels[k], seed: seed + i }));
+        const first = await generateBatch(model, o.tokenizer, rows(prompts), { ...sampling, maxNewTokens });
+        let texts = first.map((r) => r.text);
         if (o.answerPrompter) {
-          const again = await run(
-            generate(model, o.tokenizer, {
-              promptIds: encodePrompt(model, o.tokenizer, prompt + text + ' ###\nANSWER:'),
-              ...sampling,
-              maxNewTokens: 64,
-            }),
-          );
-          text = text + '\n The answer is ' + pyStrip(again.text);
+          const again = await generateBatch(model, o.tokenizer, rows(prompts.map((p, k) => p + texts[k] + ' ###\nANSWER:')), {
+            ...sampling,
+            maxNewTokens: 64,
+          });
+          texts = texts.map((t, k) => t + '\n The answer is ' + again[k].text);
         }
-        const rec: AnswerRecord = { question_id: it.id, prompt: it.prompt, text, answer_id: shortUuid(), model_id: o.modelId, metadata: {} };
-        appendJsonl(o.answersFile, rec);
-        result.written++;
-        progress.tick();
+        group.forEach(({ it }, k) => {
+          const rec: AnswerRecord = {
+            question_id: it.id,
+            prompt: it.prompt,
+            text: texts[k],
+            answer_id: shortUuid(),
+            model_id: o.modelId,
+            metadata: {},
+          };
+          appendJsonl(o.answersFile, rec);
+          result.written++;
+          progress.tick();
+        });
       } catch (e) {
         if (e instanceof EvalError) throw e;
+        const ids = group.map(({ it }) => it.id).join(', ');
         throw new EvalError(
-          `question ${it.id}: ${(e as Error).message} (${result.written} new answers were written to ${o.answersFile}; run again to resume)`,
+          `question ${ids}: ${(e as Error).message} (${result.written} new answers were written to ${o.answersFile}; run again to resume)`,
         );
       } finally {
-        pixels?.dispose();
+        for (const p of pixels) p?.dispose();
       }
     }
   } finally {

@@ -27,6 +27,7 @@ import { Tokenizer } from '../processing/tokenizer';
 import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess';
 import { DEFAULT_MAX_NEW_TOKENS, IMAGE_TOKEN_INDEX, IGNORE_INDEX } from '../../constants';
 import { mulberry32, mixSeed } from '../util/random';
+import { pyStrip } from '../util/pyformat';
 
 export type FinishReason = 'eos' | 'stop' | 'length';
 
@@ -348,11 +349,11 @@ export async function* generate(
   return { text: dec.fullText, ids: out, finishReason: finish, promptLength: L };
 }
 
-/** Non-streaming generation: the whole reply (stripped, as the reference's decode(...).strip()) and its ids. */
+/** Non-streaming generation: the whole reply (stripped as Python's str.strip, as the reference's decode(...).strip()) and its ids. */
 export async function generateText(model: LlavaForConditionalGeneration, tokenizer: Tokenizer, opts: GenerateOptions): Promise<GenerateResult> {
   const it = generate(model, tokenizer, opts);
   for (;;) {
     const r = await it.next();
-    if (r.done) return { ...r.value, text: r.value.text.trim() };
+    if (r.done) return { ...r.value, text: pyStrip(r.value.text) };
   }
 }

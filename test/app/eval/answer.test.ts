@@ -9,6 +9,7 @@ import type { BenchQuestion } from '../../../lib/app/eval/index';
 import { generateAnswers, getChunk, loadEvalModel, shortUuid, type EvalModel } from '../../../lib/app/eval/answer';
 import { prepareJsonlOutput } from '../../../lib/app/util/files';
 import { FIX, readLines, tempDir } from './fixtures';
+import { readInts } from '../../helpers';
 
 const { tmp, tmpFile } = tempDir(t);
 
@@ -20,8 +21,7 @@ t.teardown(() => em?.dispose());
 
 t.test('generateAnswers (bench): greedy answers equal the fixture reference; resumable', async (t) => {
   const ref = SafetensorsFile.open(path.join(FIX, 'reference.safetensors'));
-  const r = ref.read('greedy.output_ids');
-  const expected = Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
+  const expected = readInts(ref, 'greedy.output_ids');
   ref.close();
   t.equal(em.template, 'llava_hf');
   t.equal(em.modelId, 'tiny-llava');
@@ -123,6 +123,21 @@ t.test('generateAnswers (sqa): prompts recorded as the reference does, text-only
   const ap = tmpFile('ap.jsonl');
   await generateAnswers({ ...o, answersFile: ap, answerPrompter: true });
   t.ok(readLines(ap).every((l, i) => l.text.startsWith(lines[i].text + '\n The answer is ')));
+  // Batched: the same answers, in question order, greedy and sampled, with and without the prompter.
+  const many = [...questions, ...questions.map((q) => ({ ...q, id: q.id + 'b' })), { ...questions[1], id: '7' }];
+  for (const extra of [{}, { temperature: 1, seed: 3 }, { answerPrompter: true }]) {
+    const one = tmpFile('one.jsonl');
+    const batched = tmpFile('batched.jsonl');
+    await generateAnswers({ ...o, ...extra, set: { kind: 'sqa', questions: many }, answersFile: one });
+    t.same(await generateAnswers({ ...o, ...extra, set: { kind: 'sqa', questions: many }, answersFile: batched, batchSize: 2 }), {
+      total: 5,
+      skipped: 0,
+      written: 5,
+    });
+    const strip = (f: string) => readLines(f).map(({ question_id, prompt, text }) => ({ question_id, prompt, text }));
+    t.same(strip(batched), strip(one), `batchSize 2 answers as batchSize 1 (${JSON.stringify(extra)})`);
+  }
+  await t.rejects(generateAnswers({ ...o, answersFile: tmpFile('x.jsonl'), batchSize: 0 }), /batchSize must be a positive integer \(got 0\)/);
 });
 
 t.test('prepareJsonlOutput: creates, cuts a partial last line, refuses a broken middle line', async (t) => {

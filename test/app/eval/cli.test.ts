@@ -107,6 +107,14 @@ t.test('eval CLI: every command', async (t) => {
   c = cli();
   await c.run('sqa-answer', ...answerArgs, '--questions', qfile, '--answers-file', sqaOut, '--single-pred-prompt');
   t.match(c.out, /done: 0 answered, 2 already there/);
+  const sqaBatched = tmpFile('sqa_batched.jsonl');
+  c = cli();
+  await c.run('sqa-answer', ...answerArgs, '--questions', qfile, '--answers-file', sqaBatched, '--single-pred-prompt', '--batch-size', '2');
+  t.same(
+    readLines(sqaBatched).map((l) => [l.question_id, l.text]),
+    readLines(sqaOut).map((l) => [l.question_id, l.text]),
+    '--batch-size 2 writes the same answers',
+  );
 
   // bench-answer
   const bq = tmpFile('questions.jsonl');

@@ -23,14 +23,11 @@ import {
 } from '../../../lib/app/inference/generate';
 import { runChat } from '../../../lib/app/inference/chat';
 import { modelNameFromPath, defaultAspect, defaultTemplate } from '../../../lib/app/processing/session';
-import { TEST_DIR } from '../../helpers';
+import { TEST_DIR, readInts } from '../../helpers';
 
 const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
 const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-const refI = (n: string): number[] => {
-  const r = ref.read(n);
-  return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
-};
+const refI = (n: string): number[] => readInts(ref, n);
 const prompt = refI('greedy.prompt_ids');
 const expected = refI('greedy.output_ids');
 
