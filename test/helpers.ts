@@ -10,6 +10,7 @@ import { Tensor, tensor, noGrad, tidy, sum, mul, memory, setDefaultDevice } from
 import type { DType, Device } from '../lib';
 import { mulberry32 } from '../lib/app/util/random';
 import { native } from '../lib/native';
+export { readInts } from './gpu/fixture'; // an int64 fixture tensor as numbers
 
 // LLAVA_TEST_DEVICE=cuda runs a test file with tensor factories defaulting to that device, so the op
 // suites (ops, grad) run once per device; test/cuda/cuda_emu_addon.test.ts does it on the emulated GPU.
@@ -41,12 +42,6 @@ export function randAway(n: number, seed: number, lo = -1, hi = 1, gap = 0.05): 
     out[i] = v;
   }
   return out;
-}
-
-/** An int64 tensor of a safetensors file (the fixtures' token ids) as numbers. */
-export function readInts(file: { read(name: string): { data: Uint8Array } }, name: string): number[] {
-  const r = file.read(name);
-  return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
 }
 
 export function numel(shape: number[]): number {

@@ -7,7 +7,7 @@
 import * as L from '../../lib';
 import { loadLlava } from '../../lib/models/loader';
 import { LlavaForConditionalGeneration } from '../../lib/models/llava';
-import { fixtureDir, tinyLlavaRef } from './fixture';
+import { fixtureDir, readInts, tinyLlavaRef } from './fixture';
 import { EPS, OutputStat, Outputs, ParityCase, compare, f64, maxAbs, maxAbsErr } from './parity';
 
 /** Logits (attended rows only), stage-2 loss and every stage-2 gradient for a model on `dev`. */
@@ -54,6 +54,59 @@ function referenceOutputs(): Outputs {
 const tolFor = (k: string): { atol: number; rtol: number } =>
   k === 'logits' ? { atol: 3e-5, rtol: 1e-4 } : k === 'loss' ? { atol: 1e-5, rtol: 0 } : { atol: 1e-6, rtol: 1e-3 };
 
+/** Greedy decoding of `rows` together (left-padded, as generateBatch) or one row at a time: the logits
+ *  of every step, row after row, and the ids. */
+function greedyLogits(model: LlavaForConditionalGeneration, rows: number[][], pixels: (L.Tensor | null)[], steps: number, batched: boolean) {
+  const logits: number[] = [];
+  const ids: number[][] = rows.map(() => []);
+  const V = model.config.text.vocab_size;
+  const take = (lg: L.Tensor, b0: number): number[] => {
+    const h = f64(lg);
+    lg.dispose();
+    const toks: number[] = [];
+    for (let b = 0; b * V < h.length; b++) {
+      const row = Array.from(h.subarray(b * V, (b + 1) * V));
+      logits.push(...row);
+      const t = row.indexOf(Math.max(...row));
+      ids[b0 + b].push(t);
+      toks.push(t);
+    }
+    return toks;
+  };
+  if (batched) {
+    const images = pixels.filter((p): p is L.Tensor => !!p);
+    const all = images.length ? L.keep(L.cat(images, 0)) : null;
+    const pre = model.prefillBatch(rows, all, Math.max(...rows.map((r) => r.length)) + 16 * steps);
+    all?.dispose();
+    let toks = take(pre.logits, 0);
+    for (let i = 1; i < steps; i++) {
+      for (const m of pre.keyMask) m.push(1);
+      toks = take(
+        model.decodeStepBatch(
+          toks,
+          pre.lengths.map((l) => l + i - 1),
+          pre.cache,
+          pre.keyMask,
+        ),
+        0,
+      );
+    }
+    pre.cache.dispose();
+  } else
+    rows.forEach((r, b) => {
+      const pre = model.prefill(r, pixels[b], r.length + 16 * steps);
+      let [tok] = take(pre.logits, b);
+      for (let i = 1; i < steps; i++) [tok] = take(model.decodeStep(tok, pre.length + i - 1, pre.cache), b);
+      pre.cache.dispose();
+    });
+  // One row at a time lists each row's steps together; order the batched run's logits the same way.
+  if (!batched) return { logits: Float64Array.from(logits), ids };
+  const byRow = rows.map((_, b) =>
+    Array.from({ length: steps }, (_, i) => logits.slice((i * rows.length + b) * V, (i * rows.length + b + 1) * V)).flat(),
+  );
+  return { logits: Float64Array.from(byRow.flat()), ids };
+}
+
 export function modelCases(): ParityCase[] {
   return [
     {
@@ -79,6 +132,39 @@ export function modelCases(): ParityCase[] {
           pass,
           stats,
           detail: `${Object.keys(ref).length - 2} gradients checked${extra.length ? `; unexpected gradients: ${extra.join(', ')}` : ''}`,
+        };
+      },
+    },
+    {
+      group: 'model',
+      name: 'tiny-llava f32: batched greedy decoding of left-padded prompts (generateBatch) vs one row at a time, and vs the CPU',
+      evaluate(dev, refDev) {
+        const r = tinyLlavaRef();
+        const prompt = readInts(r.ref, 'greedy.prompt_ids');
+        const run = (d: L.Device, batched: boolean) => {
+          const model = loadLlava(fixtureDir(), { device: d });
+          const pix = L.keep(L.tensor(r.refF('image0.pixel_values'), { shape: [1, 3, 28, 28], device: d }));
+          const text = prompt.filter((id) => id !== model.config.imageTokenIndex).slice(0, 9);
+          try {
+            return greedyLogits(model, [prompt, text, prompt.slice(0, prompt.length - 3)], [pix, null, pix], 6, batched);
+          } finally {
+            pix.dispose();
+            model.dispose();
+          }
+        };
+        const batched = run(dev, true);
+        const single = run(dev, false);
+        const cpu = run(refDev, true);
+        const tol = { atol: 3e-5, rtol: 1e-4 };
+        const stats = {
+          'batched vs one row (device)': compare(batched.logits, single.logits, tol),
+          'device vs cpu (batched)': compare(batched.logits, cpu.logits, tol),
+        };
+        const sameIds = JSON.stringify(batched.ids) === JSON.stringify(single.ids) && JSON.stringify(batched.ids) === JSON.stringify(cpu.ids);
+        return {
+          pass: sameIds && Object.values(stats).every((st) => st.bad === 0),
+          stats,
+          detail: `3 rows x 6 greedy steps; ids ${sameIds ? 'equal' : `differ: ${JSON.stringify(batched.ids)} vs ${JSON.stringify(single.ids)} / cpu ${JSON.stringify(cpu.ids)}`}`,
         };
       },
     },

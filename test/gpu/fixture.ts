@@ -18,6 +18,12 @@ export function fixtureDir(): string {
   throw new Error(`tiny-llava fixture not found (looked in ${cands.join(', ')})`);
 }
 
+/** An int64 tensor of a safetensors file (the fixtures' token ids) as numbers; test/helpers.ts re-exports it. */
+export function readInts(ref: SafetensorsFile, name: string): number[] {
+  const r = ref.read(name);
+  return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
+}
+
 export interface TinyLlavaRef {
   ref: SafetensorsFile;
   refF(name: string): Float32Array;
@@ -36,10 +42,7 @@ export function tinyLlavaRef(): TinyLlavaRef {
   if (cached) return cached;
   const ref = SafetensorsFile.open(path.join(fixtureDir(), 'reference.safetensors'));
   const refF = (n: string): Float32Array => ref.readAsFloat32(n);
-  const refI = (n: string): number[] => {
-    const r = ref.read(n);
-    return Array.from(new BigInt64Array(r.data.buffer, r.data.byteOffset, r.data.byteLength / 8), Number);
-  };
+  const refI = (n: string): number[] => readInts(ref, n);
   const T = ref.info('input_ids').shape[1];
   const rows = (a: number[]): number[][] => Array.from({ length: a.length / T }, (_, b) => a.slice(b * T, (b + 1) * T));
   const ids = rows(refI('input_ids'));
