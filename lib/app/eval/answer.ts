@@ -226,6 +226,8 @@ function itemsOf(set: QuestionSet, o: GenerateAnswersOptions): Item[] {
 /** Answers every question of the (chunk of the) set that the answers file does not hold yet. */
 export async function generateAnswers(o: GenerateAnswersOptions): Promise<GenerateAnswersResult> {
   checkOptions('eval', o, ANSWER_KEYS);
+  const batchSize = o.batchSize ?? 1;
+  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new EvalError(`batchSize must be a positive integer (got ${batchSize})`);
   const log = o.log ?? ((m: string) => console.log(m));
   const model = o.model;
   const template = o.template ?? defaultEvalTemplate(model);
@@ -254,8 +256,6 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
   if (result.skipped > 0) log(`[answer] ${result.skipped} of ${items.length} questions already answered in ${o.answersFile}`);
   if (todo.length === 0) return result;
 
-  const batchSize = o.batchSize ?? 1;
-  if (!(Number.isInteger(batchSize) && batchSize >= 1)) throw new EvalError(`batchSize must be a positive integer (got ${batchSize})`);
   const prompt = (question: string): string => {
     if (jinja) return renderJinjaPrompt(jinja, [{ role: 'user', text: question }]);
     const conv = getTemplate(template);
