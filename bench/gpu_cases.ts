@@ -89,6 +89,10 @@ export function table(o: BenchOptions): GpuCase[] {
     if (!(o.quick || o.gpuDryRun))
       for (const tile of tiles) add('linear', `${scenario} tile=${tile}`, shape, { kind: 'linear', M, N, K, bwd, tile }, plain);
   }
+  // Decoding: x @ Wᵀ for one sequence and for a batch of 8 (the skinny kernel, one warp per weight row),
+  // LLaMA-7B's MLP up projection; bound by reading the 90 MB weight.
+  for (const M of [1, 8])
+    add('linear', 'decode fwd (skinny)', `x[${M},${s(4096)}] W[${s(11008)},${s(4096)}]`, { kind: 'linear', M, N: s(11008), K: s(4096), bwd: false });
   const attn = [
     { sc: 'llama7b_train', B: 4, H: 32, T: 2048, D: 128, causal: true },
     ...(o.quick ? [] : [{ sc: 'llama7b_train', B: 4, H: 32, T: 2048, D: 128, causal: false }]),

@@ -383,6 +383,25 @@ function matmulCases(): ParityCase[] {
       ),
     );
   }
+  // The skinny kernel (M <= 8, W's rows contiguous: x @ W^T in decoding): 16-byte loads at K 264, element
+  // loads at K 263 and for a column-sliced x (row stride above K), one to eight rows.
+  for (const dt of FLOATS)
+    for (const [M, K, sliced] of [
+      [1, 264, false],
+      [4, 264, false],
+      [8, 264, false],
+      [3, 263, false],
+      [5, 264, true],
+    ] as const) {
+      const x = inp([M, sliced ? K + 8 : K], dt, 910 + M);
+      const w = inp([40, K], dt, 911, -0.3, 0.3);
+      const bias = inp([40], dt, 912);
+      out.push(
+        parity('matmul', `${short(dt)} skinny linear x[${M},${K}]${sliced ? ' (sliced)' : ''} W[40,${K}] + bias fwd+bwd`, dt, (dev) =>
+          forwardBackward(dev, [x, w, bias], (p, q, r) => L.linear(sliced ? L.narrow(p, 1, 3, K) : p, q, r)),
+        ),
+      );
+    }
   // Every bf16 GEMM tile the benchmark can force (native.cudaGemmTile), on the four layouts, the backward's
   // products included; several k tiles deep and off every tile edge. Only the device run sets the tile.
   for (const tile of forcedGemmTiles())
