@@ -179,7 +179,7 @@ function checkTextArchitecture(cfg: Record<string, unknown>): void {
   try {
     ropeLinearFactor(cfg as unknown as LlamaConfig);
   } catch (e) {
-    fail((e as Error).message.replace('[llama] ', '').replace(/ is not supported.*/, ''));
+    throw new Error(`[fromPretrained] ${(e as Error).message.replace('[llama] ', '')}`);
   }
 }
 
