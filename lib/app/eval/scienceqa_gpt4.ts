@@ -82,8 +82,15 @@ export function scoreScienceQAWithGpt4(
   };
   const s: SqaGpt4Score = {
     mode: judging ? 'judge' : 'complement',
-    ...{ total: 0, skipped: 0, ours: 0, gpt4: 0, complement: 0, gpt4Failed: 0, missingRequery: 0, upperBound: 0 },
+    total: 0,
+    skipped: 0,
+    ours: 0,
+    gpt4: 0,
+    complement: 0,
+    gpt4Failed: 0,
     judge: judging ? 0 : null,
+    missingRequery: 0,
+    upperBound: 0,
     results: {},
   };
   for (const id of new Set(splitIds)) {
