@@ -87,6 +87,8 @@ export async function generateBatch(
     if (!p.promptIds && p.prompt === undefined) throw new Error(`[generateBatch] prompt ${b}: give promptIds or prompt`);
     const ids = p.promptIds ? prepareIds(model, p.promptIds) : encodePrompt(model, tokenizer, p.prompt!);
     if (ids.length === 0) throw new Error(`[generateBatch] prompt ${b} is empty`);
+    if (p.pixelValues && p.pixelValues.shape.length !== 4)
+      throw new Error(`[generateBatch] prompt ${b}: pixelValues must be [N, 3, S, S], got [${p.pixelValues.shape}]`);
     const images = p.pixelValues ? p.pixelValues.shape[0] : 0;
     const placeholders = imagePlaceholders(model, ids);
     if (placeholders !== images)

@@ -137,6 +137,12 @@ t.test('bad input', async (tt) => {
     generateBatch(m32, tok, [{ prompt: USER('x', false), pixelValues: pix.f32 }, ok]),
     /prompt 0 has 0 image placeholder\(s\) but 1 image\(s\)/,
   );
+  const flat = L.zeros([3, 28, 28]);
+  await tt.rejects(
+    generateBatch(m32, tok, [{ prompt: USER('x', true), pixelValues: flat }]),
+    /prompt 0: pixelValues must be \[N, 3, S, S\], got \[3,28,28\]/,
+  );
+  flat.dispose();
   await tt.rejects(generateBatch(m32, tok, [ok], { maxNewTokens: -1 }), /maxNewTokens must be a non-negative integer/);
   await tt.rejects(generateBatch(m32, tok, [ok], { temperature: 0.5, topP: 2 }), /topP must be in \(0, 1\]/);
   const long = { promptIds: new Array(600).fill(5) };
