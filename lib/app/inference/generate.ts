@@ -287,6 +287,44 @@ export function contextLength(model: LlavaForConditionalGeneration): number {
   return model.config.text.max_position_embeddings ?? model.config.maxLength;
 }
 
+/** The checked decoding settings of a generation call (`where` names it in errors): sampling, the requested
+ *  token cap and the EOS ids. */
+export function decodingSettings(
+  model: LlavaForConditionalGeneration,
+  tokenizer: Tokenizer,
+  o: SamplingOptions & Pick<GenerateOptions, 'maxNewTokens' | 'eosTokenId'>,
+  where: string,
+): { sampling: SamplingOptions; requested: number; eos: number[] } {
+  const requested = o.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
+  if (!(Number.isInteger(requested) && requested >= 0)) throw new Error(`[${where}] maxNewTokens must be a non-negative integer (got ${requested})`);
+  const temperature = o.temperature ?? 0;
+  if (!(temperature >= 0)) throw new Error(`[${where}] temperature must be >= 0 (got ${temperature})`);
+  const sampling: SamplingOptions = { temperature, topP: o.topP, topK: o.topK };
+  if (!isGreedy(sampling)) samplingDistribution([0], sampling); // validates topP/topK up front
+  const eos = o.eosTokenId === null ? [] : o.eosTokenId === undefined ? eosIds(model, tokenizer) : ([] as number[]).concat(o.eosTokenId);
+  return { sampling, requested, eos };
+}
+
+/** A prompt as the model takes it: its ids (promptIds prepared, or the prompt text encoded), the positions
+ *  they take once spliced, and the new tokens the context leaves. `name` names it in errors (a batch's
+ *  "prompt 2"). */
+export function resolvePrompt(
+  model: LlavaForConditionalGeneration,
+  tokenizer: Tokenizer,
+  p: Pick<GenerateOptions, 'promptIds' | 'prompt'>,
+  where: string,
+  name?: string,
+): { ids: number[]; length: number; room: number } {
+  if (!p.promptIds && p.prompt === undefined) throw new Error(`[${where}] ${name ? `${name}: ` : ''}give promptIds or prompt`);
+  const ids = p.promptIds ? prepareIds(model, p.promptIds) : encodePrompt(model, tokenizer, p.prompt!);
+  if (ids.length === 0) throw new Error(`[${where}] ${name ? `${name} is empty` : 'empty prompt'}`);
+  const length = splicedLength(model, ids);
+  const ctx = contextLength(model);
+  if (length >= ctx)
+    throw new Error(`[${where}] ${name ?? 'the prompt'} takes ${length} positions; the context holds ${ctx}: nothing left to generate`);
+  return { ids, length, room: ctx - length };
+}
+
 /** Streams a reply: one piece per sampled token (text may be '' while held back). */
 export async function* generate(
   model: LlavaForConditionalGeneration,
@@ -294,20 +332,9 @@ export async function* generate(
   opts: GenerateOptions,
 ): AsyncGenerator<GeneratedPiece, GenerateResult, undefined> {
   checkOptions('generate', opts, GENERATE_KEYS);
-  if (!opts.promptIds && opts.prompt === undefined) throw new Error('[generate] give promptIds or prompt');
-  const ids = opts.promptIds ? prepareIds(model, opts.promptIds) : encodePrompt(model, tokenizer, opts.prompt!);
-  if (ids.length === 0) throw new Error('[generate] empty prompt');
-  const requested = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
-  if (!(Number.isInteger(requested) && requested >= 0)) throw new Error(`[generate] maxNewTokens must be a non-negative integer (got ${requested})`);
-  const temperature = opts.temperature ?? 0;
-  if (!(temperature >= 0)) throw new Error(`[generate] temperature must be >= 0 (got ${temperature})`);
-  const sampling: SamplingOptions = { temperature, topP: opts.topP, topK: opts.topK };
-  if (!isGreedy(sampling)) samplingDistribution([0], sampling); // validates topP/topK up front
-  const L = splicedLength(model, ids);
-  const ctx = contextLength(model);
-  if (L >= ctx) throw new Error(`[generate] the prompt takes ${L} positions; the context holds ${ctx}: nothing left to generate`);
-  const maxNew = Math.min(requested, ctx - L);
-  const eos = opts.eosTokenId === null ? [] : opts.eosTokenId === undefined ? eosIds(model, tokenizer) : ([] as number[]).concat(opts.eosTokenId);
+  const { ids, length: L, room } = resolvePrompt(model, tokenizer, opts, 'generate');
+  const { sampling, requested, eos } = decodingSettings(model, tokenizer, opts, 'generate');
+  const maxNew = Math.min(requested, room);
   const rng = seededRandom(opts.seed ?? Math.floor(Math.random() * 2 ** 32));
   const dec = new StreamDecoder(tokenizer, opts.stop);
   const out: number[] = [];

@@ -16,19 +16,14 @@ import { tidy } from '../../core/memory';
 import { checkOptions, optionKeys } from '../../options';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
-import { DEFAULT_MAX_NEW_TOKENS, IMAGE_TOKEN_INDEX } from '../../constants';
+import { IMAGE_TOKEN_INDEX } from '../../constants';
 import { pyStrip } from '../util/pyformat';
 import {
   StreamDecoder,
-  contextLength,
-  encodePrompt,
-  eosIds,
-  isGreedy,
-  prepareIds,
+  decodingSettings,
+  resolvePrompt,
   sampleToken,
-  samplingDistribution,
   seededRandom,
-  splicedLength,
   type FinishReason,
   type GenerateResult,
   type SamplingOptions,
@@ -73,29 +68,17 @@ export async function generateBatch(
 ): Promise<GenerateResult[]> {
   checkOptions('generateBatch', opts, BATCH_KEYS);
   if (!Array.isArray(prompts) || prompts.length === 0) throw new Error('[generateBatch] give a non-empty array of prompts');
-  const requested = opts.maxNewTokens ?? DEFAULT_MAX_NEW_TOKENS;
-  if (!(Number.isInteger(requested) && requested >= 0))
-    throw new Error(`[generateBatch] maxNewTokens must be a non-negative integer (got ${requested})`);
-  const temperature = opts.temperature ?? 0;
-  if (!(temperature >= 0)) throw new Error(`[generateBatch] temperature must be >= 0 (got ${temperature})`);
-  const sampling: SamplingOptions = { temperature, topP: opts.topP, topK: opts.topK };
-  if (!isGreedy(sampling)) samplingDistribution([0], sampling);
-  const eos = opts.eosTokenId === null ? [] : opts.eosTokenId === undefined ? eosIds(model, tokenizer) : ([] as number[]).concat(opts.eosTokenId);
-  const ctx = contextLength(model);
+  const { sampling, requested, eos } = decodingSettings(model, tokenizer, opts, 'generateBatch');
   const rows: Row[] = prompts.map((p, b) => {
     checkOptions(`generateBatch prompt ${b}`, p, PROMPT_KEYS);
-    if (!p.promptIds && p.prompt === undefined) throw new Error(`[generateBatch] prompt ${b}: give promptIds or prompt`);
-    const ids = p.promptIds ? prepareIds(model, p.promptIds) : encodePrompt(model, tokenizer, p.prompt!);
-    if (ids.length === 0) throw new Error(`[generateBatch] prompt ${b} is empty`);
+    const { ids, length, room } = resolvePrompt(model, tokenizer, p, 'generateBatch', `prompt ${b}`);
     if (p.pixelValues && p.pixelValues.shape.length !== 4)
       throw new Error(`[generateBatch] prompt ${b}: pixelValues must be [N, 3, S, S], got [${p.pixelValues.shape}]`);
     const images = p.pixelValues ? p.pixelValues.shape[0] : 0;
     const placeholders = imagePlaceholders(model, ids);
     if (placeholders !== images)
       throw new Error(`[generateBatch] prompt ${b} has ${placeholders} image placeholder(s) but ${images} image(s) in its pixelValues`);
-    const length = splicedLength(model, ids);
-    if (length >= ctx) throw new Error(`[generateBatch] prompt ${b} takes ${length} positions; the context holds ${ctx}: nothing left to generate`);
-    const maxNew = Math.min(requested, ctx - length);
+    const maxNew = Math.min(requested, room);
     const rng = seededRandom(p.seed ?? Math.floor(Math.random() * 2 ** 32));
     return { ids, length, maxNew, rng, dec: new StreamDecoder(tokenizer, opts.stop), out: [], finish: maxNew === 0 ? 'length' : null };
   });

@@ -24,9 +24,9 @@ export interface PlotOptions {
   markers?: number[];
 }
 
-/** Colours of the two lines (exported for tests that look for them). */
 const PLOT_KEYS = optionKeys<PlotOptions>({ width: true, height: true, title: true, logY: true, smoothing: true, markers: true });
 
+/** Colours of the two lines (exported for tests that look for them). */
 export const RAW_COLOUR: RGB = [150, 180, 230];
 export const RAW_ONLY_COLOUR: RGB = [30, 80, 200];
 export const SMOOTH_COLOUR: RGB = [20, 50, 160];
