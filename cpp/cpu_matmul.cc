@@ -309,6 +309,14 @@ template <typename Kern, typename T> void gemm(const Problem& p) {
   });
 }
 
+// The single-store epilogue of the GEMV and skinny paths: out = act(s) + beta * out_old (s with its bias),
+// one rounding.
+template <typename T, typename Acc> inline void store_out(const Problem& p, T* e, Acc s) {
+  if (p.act) s = activate<Acc>(p.act, s);
+  if (p.beta != 0.0) s += Acc(p.beta) * load(e);
+  store(e, s);
+}
+
 // ------------------------------------------------------------------ dot products of one row with R vectors
 // out[r] = sum_k x[k] * v[r * vstride + k] for r < R, x contiguous. The GEMV (R = 1) and the skinny path
 // (a few rows of a) share this one summation order, so a row's result does not depend on how many rows
@@ -383,12 +391,7 @@ template <typename T> void gemv(const Problem& p, const Gemv& g, const T* X, con
       }
       const T* x = X + bt * g.xb;
       T* y = Y + bt * L;
-      auto finish = [&](int64_t i, Acc s) {
-        if (bias) s += bias[g.bias_per_row ? i : 0];
-        if (p.act) s = activate<Acc>(p.act, s);
-        if (p.beta != 0.0) s += Acc(p.beta) * load(y + i);
-        store(y + i, s);
-      };
+      auto finish = [&](int64_t i, Acc s) { store_out(p, y + i, bias ? s + bias[g.bias_per_row ? i : 0] : s); };
 #if LLAVA_AVX2
       if constexpr (!std::is_same_v<Acc, double>) {
         if (g.xk == 1) {  // dot products along contiguous rows
@@ -481,13 +484,7 @@ template <typename T> void run_skinny(const Problem& p) {
         int64_t m = 0;
         for (; m + 2 <= M; m += 2) dot_rows<2>(w, v + m * K, K, K, acc + m);
         if (m < M) dot_rows<1>(w, v + m * K, K, K, acc + m);
-        for (m = 0; m < M; m++) {
-          float s = acc[m];
-          if (bias) s += bias[n];
-          if (p.act) s = activate<float>(p.act, s);
-          if (p.beta != 0.0) s += float(p.beta) * load(y + m * N + n);
-          store(y + m * N + n, s);
-        }
+        for (m = 0; m < M; m++) store_out(p, y + m * N + n, bias ? acc[m] + bias[n] : acc[m]);
       }
     }
   });
