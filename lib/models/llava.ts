@@ -322,14 +322,14 @@ export class LlavaForConditionalGeneration extends Module {
   }
 
   /** One decode step of a batch: logits [B, V] for `tokens[b]` at `positions[b]`, advancing the cache;
-   *  `keyMask` [B][cache length + 1] marks the real keys (the left padding stays hidden). */
-  decodeStepBatch(tokens: number[], positions: number[], cache: KVCache, keyMask: number[][]): Tensor {
+   *  `keyMask` [B][cache length + 1] marks the real keys (the left padding stays hidden), null: all are. */
+  decodeStepBatch(tokens: number[], positions: number[], cache: KVCache, keyMask: number[][] | null): Tensor {
     return noGrad(() =>
       tidy(() => {
         const dev = this.lm.embed.getParameter('weight')!.device;
         const B = tokens.length;
         const e = this.lm.embedTokens(fromValues(tokens, [B, 1], 'int64', dev));
-        const m = fromValues(keyMask.flat(), [B, keyMask[0].length], 'bool', dev);
+        const m = keyMask ? fromValues(keyMask.flat(), [B, keyMask[0].length], 'bool', dev) : null;
         const h = this.lm.hidden(
           e,
           positions.map((p) => [p]),
@@ -343,14 +343,7 @@ export class LlavaForConditionalGeneration extends Module {
 
   /** One decode step: logits [V] for `token` at position `pos`, advancing the cache. */
   decodeStep(token: number, pos: number, cache: KVCache): Tensor {
-    return noGrad(() =>
-      tidy(() => {
-        const dev = this.lm.embed.getParameter('weight')!.device;
-        const e = this.lm.embedTokens(fromValues([token], [1, 1], 'int64', dev));
-        const h = this.lm.hidden(e, [[pos]], null, cache);
-        return reshape(this.lm.logits(h), [-1]);
-      }),
-    );
+    return tidy(() => reshape(this.decodeStepBatch([token], [pos], cache, null), [-1]));
   }
 
   /** Greedy ids without a cache (recomputes the whole prefix every step): the reference path. */
