@@ -48,27 +48,11 @@ export function build(layers: number, d: DecodeDims = HALF_7B): LlamaForCausalLM
 
 /** One greedy decode of `steps` tokens after a 1-token prompt; returns the ids. */
 export function decode(m: LlamaForCausalLM, steps: number): number[] {
-  return L.noGrad(() => {
-    const cache = m.newCache(1, steps + 2);
-    const ids: number[] = [];
-    let tok = 1;
-    try {
-      for (let pos = 0; pos <= steps; pos++) {
-        tok = L.tidy(() => {
-          const e = m.embedTokens(L.fromValues([tok], [1, 1], 'int64', dev));
-          const h = m.hidden(e, [[pos]], null, cache);
-          return L.argmax(L.reshape(m.logits(h), [-1])).item();
-        });
-        ids.push(tok);
-      }
-    } finally {
-      cache.dispose();
-    }
-    return ids;
-  });
+  return decodeRows(m, steps, 1)[0];
 }
 
-/** `decode` for B rows at once (one cache of B rows, the same prompt token, each row's own argmax). */
+/** Greedy decoding of B rows at once after the same 1-token prompt (one cache of B rows, each row's own
+ *  argmax); the ids of every row. */
 export function decodeRows(m: LlamaForCausalLM, steps: number, B: number): number[][] {
   return L.noGrad(() => {
     const cache = m.newCache(B, steps + 2);
