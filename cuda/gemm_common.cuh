@@ -92,10 +92,13 @@ template <int BM, int BN> __device__ __forceinline__ BlockTile block_tile(const 
 }
 
 // Can an operand with `rows` x K extent be staged with 16-byte copies? `inner` = its unit-stride
-// extent (must be a multiple of 8), `lead` = the other stride (must keep row starts 16-byte aligned,
-// irrelevant when that dimension has extent 1), `batch` = batch stride.
-inline bool chunkable(const void* base, int64_t inner_extent, int64_t lead, int64_t lead_extent, int64_t batch) {
-  return gpu::aligned_to(base, 16) && inner_extent % 8 == 0 && (lead_extent == 1 || lead % 8 == 0) && batch % 8 == 0;
+// extent (must be a multiple of `per16`, the elements in 16 bytes: 8 for the 16-bit types), `lead` = the
+// other stride (must keep row starts 16-byte aligned, irrelevant when that dimension has extent 1),
+// `batch` = batch stride.
+inline bool chunkable(const void* base, int64_t inner_extent, int64_t lead, int64_t lead_extent, int64_t batch,
+                      int per16 = 8) {
+  return gpu::aligned_to(base, 16) && inner_extent % per16 == 0 && (lead_extent == 1 || lead % per16 == 0) &&
+         batch % per16 == 0;
 }
 
 // The operand layouts a 16-byte-staged kernel can take: K contiguous (kc) or M / N contiguous (mc, nc).

@@ -447,10 +447,7 @@ template <typename T, int V> __global__ void __launch_bounds__(32 * kSkinnyWarps
 template <typename T> bool run_skinny(const KernelArgs& args, const GemmParams& p, int64_t Bt) {
   if (p.M > kSkinnyMaxM || p.sbk != 1) return false;
   constexpr int V = 16 / sizeof(T);
-  auto rows16 = [](const void* base, int64_t lead, int64_t extent, int64_t batch) {
-    return gpu::aligned_to(base, 16) && (extent == 1 || lead % V == 0) && batch % V == 0;
-  };
-  const bool vec = p.sak == 1 && p.K % V == 0 && rows16(p.a, p.sam, p.M, p.sab) && rows16(p.b, p.sbn, p.N, p.sbb);
+  const bool vec = p.sak == 1 && chunkable(p.a, p.K, p.sam, p.M, p.sab, V) && chunkable(p.b, p.K, p.sbn, p.N, p.sbb, V);
   const int64_t blocks = (p.N + kSkinnyWarps - 1) / kSkinnyWarps;
   if (vec)
     launch_batches(args, gemm_skinny_kernel<T, V>, p, Bt, blocks, 32 * kSkinnyWarps, 0);
