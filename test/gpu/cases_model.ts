@@ -57,7 +57,7 @@ const tolFor = (k: string): { atol: number; rtol: number } =>
 /** Greedy decoding of `rows` together (left-padded, as generateBatch) or one row at a time: the logits
  *  of every step, row after row, and the ids. */
 function greedyLogits(model: LlavaForConditionalGeneration, rows: number[][], pixels: (L.Tensor | null)[], steps: number, batched: boolean) {
-  const logits: number[] = [];
+  const logits: number[][] = rows.map(() => []); // row by row, step by step, whichever way they ran
   const ids: number[][] = rows.map(() => []);
   const V = model.config.text.vocab_size;
   const take = (lg: L.Tensor, b0: number): number[] => {
@@ -66,7 +66,7 @@ function greedyLogits(model: LlavaForConditionalGeneration, rows: number[][], pi
     const toks: number[] = [];
     for (let b = 0; b * V < h.length; b++) {
       const row = Array.from(h.subarray(b * V, (b + 1) * V));
-      logits.push(...row);
+      logits[b0 + b].push(...row);
       const t = row.indexOf(Math.max(...row));
       ids[b0 + b].push(t);
       toks.push(t);
@@ -99,12 +99,7 @@ function greedyLogits(model: LlavaForConditionalGeneration, rows: number[][], pi
       for (let i = 1; i < steps; i++) [tok] = take(model.decodeStep(tok, pre.length + i - 1, pre.cache), b);
       pre.cache.dispose();
     });
-  // One row at a time lists each row's steps together; order the batched run's logits the same way.
-  if (!batched) return { logits: Float64Array.from(logits), ids };
-  const byRow = rows.map((_, b) =>
-    Array.from({ length: steps }, (_, i) => logits.slice((i * rows.length + b) * V, (i * rows.length + b + 1) * V)).flat(),
-  );
-  return { logits: Float64Array.from(byRow.flat()), ids };
+  return { logits: Float64Array.from(logits.flat()), ids };
 }
 
 export function modelCases(): ParityCase[] {
