@@ -31,6 +31,8 @@ export type { SessionOptions } from './app/processing/session';
 export { generate, generateText } from './app/inference/generate';
 export { generateBatch } from './app/inference/generate_batch';
 export type { BatchPrompt, GenerateBatchOptions } from './app/inference/generate_batch';
+export { DecodeBatcher } from './app/inference/batcher';
+export type { BatchRequest, BatchResult, BatcherOptions } from './app/inference/batcher';
 
 // Around the model: evaluation (ScienceQA, LLaVA-Bench), the GPT-assisted data pipeline, the HTTP server.
 export * as evaluation from './app/eval/index';

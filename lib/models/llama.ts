@@ -123,6 +123,58 @@ export class KVCache {
   dispose(): void {
     [...this.k, ...this.v].forEach((t) => t.dispose());
   }
+
+  /**
+   * A new cache of `capacity` columns, filled to `length`, holding `rows` of each part's cache in order
+   * (continuous batching: rows join and leave a running batch). Each source's filled columns are
+   * right-aligned to end at column `length`: a shorter source leaves zero columns on the left (the caller
+   * masks them as padding); a longer one loses its first columns, which must be padding for every row kept.
+   */
+  static gather(parts: readonly { cache: KVCache; rows: readonly number[] }[], length: number, capacity: number): KVCache {
+    const first = parts[0]?.cache;
+    if (!first) throw new Error('[kv_cache] gather needs at least one part');
+    if (!(Number.isInteger(length) && length >= 0 && length <= capacity))
+      throw new Error(`[kv_cache] gather: length ${length} must be an integer in [0, capacity ${capacity}]`);
+    for (const { cache, rows } of parts) {
+      if (cache.layers !== first.layers || cache.Hkv !== first.Hkv || cache.D !== first.D)
+        throw new Error('[kv_cache] gather: parts differ in layers, heads or head size');
+      for (const r of rows)
+        if (!(Number.isInteger(r) && r >= 0 && r < cache.B)) throw new Error(`[kv_cache] gather: row ${r} not in [0, ${cache.B})`);
+    }
+    const B = parts.reduce((n, p) => n + p.rows.length, 0);
+    const t0 = first.k[0];
+    const out = new KVCache(first.layers, B, first.Hkv, capacity, first.D, t0.dtype, t0.device);
+    out.length = length;
+    let b = 0; // the first output row of the current run
+    for (const { cache, rows } of parts) {
+      const take = Math.min(cache.length, length);
+      for (const [r, n] of runs(rows)) {
+        // rows r..r+n-1 of the source, its last `take` filled columns → rows b..b+n-1, ending at `length`
+        if (take > 0)
+          tidy(() => {
+            for (let i = 0; i < first.layers; i++)
+              for (const [src, dst] of [
+                [cache.k[i], out.k[i]],
+                [cache.v[i], out.v[i]],
+              ])
+                copyInto(narrow(narrow(dst, 0, b, n), 2, length - take, take), narrow(narrow(src, 0, r, n), 2, cache.length - take, take));
+          });
+        b += n;
+      }
+    }
+    return out;
+  }
+}
+
+/** Consecutive runs of row indices: [start, count] pairs, so gather copies a run of rows at once. */
+function runs(rows: readonly number[]): [number, number][] {
+  const out: [number, number][] = [];
+  for (const r of rows) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === r) last[1]++;
+    else out.push([r, 1]);
+  }
+  return out;
 }
 
 export interface LlamaStep {

@@ -251,6 +251,16 @@ export class StreamDecoder {
   }
 }
 
+/** The piece the `index`-th sampled token of a reply makes: the text that became final, and why the reply
+ *  ends if it does (an EOS id, a stop string, or the cap of `maxNew` tokens reached). */
+export function tokenPiece(dec: StreamDecoder, token: number, index: number, maxNew: number, eos: readonly number[]): GeneratedPiece {
+  if (eos.includes(token)) return { token, text: dec.flush(), index, finishReason: 'eos' };
+  const text = dec.push(token);
+  if (dec.stopped) return { token, text, index, finishReason: 'stop' };
+  if (index === maxNew - 1) return { token, text: text + dec.flush(), index, finishReason: 'length' };
+  return { token, text, index };
+}
+
 /** EOS ids from the model config (text config eos_token_id, number or list), else the tokenizer's. */
 export function eosIds(model: LlavaForConditionalGeneration, tokenizer?: Pick<Tokenizer, 'eosId'>): number[] {
   const e = model.config.text.eos_token_id;
@@ -348,25 +358,12 @@ export async function* generate(
       const host = lg!.dataSync() as Float32Array;
       lg!.dispose();
       lg = null;
-      const tok = sampleToken(host, sampling, rng);
-      out.push(tok);
-      let text: string;
-      let done: FinishReason | undefined;
-      if (eos.includes(tok)) {
-        done = 'eos';
-        text = dec.flush();
-      } else {
-        text = dec.push(tok);
-        if (dec.stopped) done = 'stop';
-        else if (i === maxNew - 1) {
-          done = 'length';
-          text += dec.flush();
-        }
-      }
-      if (done) finish = done;
-      yield done ? { token: tok, text, index: i, finishReason: done } : { token: tok, text, index: i };
-      if (done) break;
-      lg = model.decodeStep(tok, length + i, cache);
+      const piece = tokenPiece(dec, sampleToken(host, sampling, rng), i, maxNew, eos);
+      out.push(piece.token);
+      if (piece.finishReason) finish = piece.finishReason;
+      yield piece;
+      if (piece.finishReason) break;
+      lg = model.decodeStep(piece.token, length + i, cache);
       await new Promise<void>((r) => setImmediate(r)); // let I/O (stdout, signals) run between tokens
     }
   } finally {

@@ -140,7 +140,7 @@ t.test('bad input', async (tt) => {
   const flat = L.zeros([3, 28, 28]);
   await tt.rejects(
     generateBatch(m32, tok, [{ prompt: USER('x', true), pixelValues: flat }]),
-    /prompt 0: pixelValues must be \[N, 3, S, S\], got \[3,28,28\]/,
+    /prompt 0: pixelValues must be \[N, 3, 28, 28\], got \[3,28,28\]/,
   );
   flat.dispose();
   await tt.rejects(generateBatch(m32, tok, [ok], { maxNewTokens: -1 }), /maxNewTokens must be a non-negative integer/);
