@@ -37,6 +37,7 @@ interface ServeCliOptions {
   apiKey?: string;
   cors?: string;
   maxConnections?: number;
+  maxBatch?: number;
   headersTimeout?: number;
   requestTimeout?: number;
 }
@@ -77,6 +78,7 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     apiKey: apiKey || undefined,
     cors,
     maxConnections: o.maxConnections,
+    maxBatch: o.maxBatch,
     headersTimeoutMs,
     requestTimeoutMs,
   });
@@ -132,6 +134,7 @@ export function registerServeCommand(program: Command): Command {
       '--cors <origins>',
       "origins allowed to call from a browser: comma-separated list or '*' (default: none; requests with another Origin get 403)",
     )
+    .option('--max-batch <n>', 'completions decoded together; more wait for a free row (default 4; 1: one at a time)', intArg(1))
     .option('--max-connections <n>', 'open connections at most; more are dropped (default 64)', intArg(1))
     .option('--headers-timeout <s>', 'seconds a client has to send its request headers (default 30)', intArg(1))
     .option('--request-timeout <s>', 'seconds a client has to send its whole request, body included (default 120)', intArg(1))

@@ -1,7 +1,7 @@
 // completion.ts — POST /v1/chat/completions for `llava serve`: validate and prepare a request (prompt ids,
-// image pixels, token caps) before it queues, then generate inside the serial queue and answer as one JSON
-// body or as an event stream. Owns the queue, the in-flight requests and the counters; server.ts routes to
-// it and reports its state.
+// image pixels, token caps) before it queues, then generate in the shared decode batch (continuous
+// batching, inference/batcher.ts) and answer as one JSON body or as an event stream. Owns the batcher, the
+// in-flight requests and the counters; server.ts routes to it and reports its state.
 //
 // Decisions (see server.ts's header for the protocol-level ones):
 // - Everything that can fail on a bad request happens in prepare(), before the queue: a prepared request
@@ -14,15 +14,15 @@
 //   text took 120 s), so a rendered prompt longer than maxPromptChars characters is refused with
 //   context_length_exceeded before it is tokenized: see promptCharBound for why that bound is sound.
 //   Everything before it (body, JSON.parse, validation, rendering) is linear and fast (about 40 ms for a
-//   19.5 MB text); generation yields to the event loop between tokens (inference/generate.ts).
+//   19.5 MB text); the batch yields to the event loop between steps (inference/batcher.ts).
 import * as fs from 'fs';
 import * as path from 'path';
 import type * as http from 'http';
-import type { Tensor } from '../../core/tensor';
 import type { LlavaSession } from '../processing/session';
 import type { Tokenizer } from '../processing/tokenizer';
 import { ImageLimitError, type PixelValues } from '../processing/image';
-import { generate, encodePrompt, splicedLength, contextLength, type FinishReason } from '../inference/generate';
+import { encodePrompt, splicedLength, contextLength, type FinishReason } from '../inference/generate';
+import { DecodeBatcher, type BatchResult } from '../inference/batcher';
 import {
   ApiError,
   bad,
@@ -40,7 +40,6 @@ import {
   type ImageInput,
 } from './protocol';
 import { EventStream, readJsonBody, sendJson } from './http';
-import { SerialQueue } from './queue';
 
 /** A validated request with everything generation needs. */
 export interface Prepared {
@@ -52,12 +51,6 @@ export interface Prepared {
   /** max_tokens after the caps. */
   maxNew: number;
   stop: string[];
-}
-
-export interface Outcome {
-  text: string;
-  ids: number[];
-  finish: FinishReason | 'aborted';
 }
 
 /** Per-request details for the server's log line. */
@@ -133,7 +126,8 @@ export function promptCharBound(tokenizer: Tokenizer, dir: string): { perToken: 
 }
 
 export class Completions {
-  readonly queue = new SerialQueue();
+  /** The decode batch every completion runs in. */
+  readonly batcher: DecodeBatcher;
   /** Positions the model can hold. */
   readonly contextLength: number;
   /** Rendered prompts longer than this many characters are refused before tokenizing (promptCharBound). */
@@ -146,8 +140,9 @@ export class Completions {
 
   constructor(
     readonly session: LlavaSession,
-    private readonly o: { modelName: string; maxBodyBytes: number; maxImagePixels: number },
+    private readonly o: { modelName: string; maxBodyBytes: number; maxImagePixels: number; maxBatch: number },
   ) {
+    this.batcher = new DecodeBatcher(session.model, session.tokenizer, { maxBatch: o.maxBatch });
     this.contextLength = contextLength(session.model);
     this.maxPromptChars = this.contextLength * promptCharBound(session.tokenizer, session.dir).perToken;
     this.templateStop = session.stop;
@@ -179,41 +174,7 @@ export class Completions {
     return { req, promptIds, promptLength, pixels, maxNew, stop };
   }
 
-  /** Runs one generation (inside the queue); `onText` gets each piece of final text. */
-  async generate(p: Prepared, signal: AbortSignal, onText: (s: string) => void): Promise<Outcome> {
-    const ids: number[] = [];
-    let text = '';
-    if (signal.aborted) return { text, ids, finish: 'aborted' };
-    let pix: Tensor | null = null;
-    try {
-      if (p.pixels) pix = this.session.toTensor(p.pixels);
-      let finish: FinishReason | 'aborted' = 'length';
-      for await (const piece of generate(this.session.model, this.session.tokenizer, {
-        promptIds: p.promptIds,
-        pixelValues: pix,
-        temperature: p.req.temperature,
-        topP: p.req.topP,
-        topK: p.req.topK,
-        maxNewTokens: p.maxNew,
-        seed: p.req.seed,
-        stop: p.stop,
-      })) {
-        ids.push(piece.token);
-        text += piece.text;
-        if (piece.text) onText(piece.text);
-        if (piece.finishReason) finish = piece.finishReason;
-        if (signal.aborted && !piece.finishReason) {
-          finish = 'aborted';
-          break; // for-await calls return(): the generator's finally frees the cache
-        }
-      }
-      return { text, ids, finish };
-    } finally {
-      pix?.dispose();
-    }
-  }
-
-  /** The POST handler of one API: read, validate and prepare, then wait for the queue and answer. */
+  /** The POST handler of one API: read, validate and prepare, then generate in the batch and answer. */
   async handle<R extends ChatRequest>(api: Api<R>, req: http.IncomingMessage, res: http.ServerResponse, info: LogInfo): Promise<void> {
     if (this.closing) throw shuttingDown();
     const body = await readJsonBody(req, this.o.maxBodyBytes);
@@ -221,6 +182,7 @@ export class Completions {
     const parsed = api.parse(body);
     await nextTurn();
     const prep = await this.prepare(parsed, api.conversationParam);
+    if (this.closing) throw shuttingDown();
     const ac = new AbortController();
     const onClose = (): void => {
       if (!res.writableFinished) ac.abort();
@@ -228,77 +190,74 @@ export class Completions {
     res.on('close', onClose);
     if (res.destroyed || req.socket.destroyed) ac.abort(); // gone before we started listening for it
     this.active.add(ac);
-    const answer = api.answer(parsed, this.o.modelName);
     try {
-      await this.queue.run(async () => {
-        if (this.closing) throw shuttingDown();
-        if (ac.signal.aborted) {
-          this.aborted++;
-          info.note = 'client closed while queued';
-          return;
-        }
-        if (prep.req.stream) await this.stream(prep, answer, res, ac.signal, info);
-        else await this.reply(prep, answer, res, ac.signal, info);
-      });
+      await this.answer(prep, api.answer(parsed, this.o.modelName), res, ac.signal, info);
     } finally {
       this.active.delete(ac);
       res.off('close', onClose);
     }
   }
 
-  /** A streamed answer: the API's opening events, text deltas (trimmed as the reply is), its closing events. */
-  private async stream(prep: Prepared, answer: Answer, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
-    const events = answer.stream(res);
+  /**
+   * Generates in the batcher and answers: one JSON body, or an event stream that opens when the request
+   * joins the batch and carries the reply's text (trimmed as the reply is) as it becomes final.
+   */
+  private async answer(prep: Prepared, answer: Answer, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
+    const opened: { events: AnswerStream | null } = { events: null };
     const trim = new TrimmedStream();
-    let out: Outcome;
+    const pix = prep.pixels ? this.session.toTensor(prep.pixels) : null;
+    let out: BatchResult;
     try {
-      out = await this.generate(prep, signal, (s) => {
-        const t = trim.push(s);
-        if (t) events.text(t);
+      out = await this.batcher.submit({
+        promptIds: prep.promptIds,
+        pixelValues: pix,
+        temperature: prep.req.temperature,
+        topP: prep.req.topP,
+        topK: prep.req.topK,
+        maxNewTokens: prep.maxNew,
+        seed: prep.req.seed,
+        stop: prep.stop,
+        signal,
+        onStart: prep.req.stream ? () => (opened.events = answer.stream(res)) : undefined,
+        onPiece: (piece) => {
+          const t = opened.events && piece.text ? trim.push(piece.text) : '';
+          if (t) opened.events!.text(t);
+        },
       });
     } catch (e) {
-      info.note = `error: ${(e as Error).message}`;
-      events.fail(new ApiError(500, (e as Error).message, null, 'generation_failed'));
+      const msg = (e as Error).message;
+      if (!opened.events) throw new ApiError(500, `generation failed: ${msg}`, null, 'generation_failed');
+      info.note = `error: ${msg}`;
+      opened.events.fail(new ApiError(500, msg, null, 'generation_failed'));
       return;
+    } finally {
+      pix?.dispose();
     }
-    if (out.finish === 'aborted') {
+    const events = opened.events;
+    if (out.finishReason === 'aborted') {
+      if (!out.started && this.closing) throw shuttingDown(); // queued when the server began to stop
       this.aborted++;
-      if (this.closing && !res.destroyed) {
+      if (!out.started) info.note = 'client closed while queued';
+      else if (this.closing && !res.destroyed) {
         // stopped by shutdown, not by the client: tell it why
         info.note = `stopped by shutdown after ${out.ids.length} tokens`;
+        if (!events) throw shuttingDown();
         events.fail(shuttingDown());
       } else info.note = `client closed after ${out.ids.length} tokens`;
       return;
     }
     this.completed++;
-    events.finish(finished(prep, out));
-    info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finish)}`;
+    info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finishReason)}`;
+    const f = finished(prep, out);
+    if (events) events.finish(f);
+    else sendJson(res, 200, answer.body(f));
   }
 
-  /** A non-streamed answer: one JSON body. */
-  private async reply(prep: Prepared, answer: Answer, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
-    let out: Outcome;
-    try {
-      out = await this.generate(prep, signal, () => {});
-    } catch (e) {
-      throw new ApiError(500, `generation failed: ${(e as Error).message}`, null, 'generation_failed');
-    }
-    if (out.finish === 'aborted') {
-      this.aborted++;
-      if (this.closing && !res.destroyed) throw shuttingDown();
-      info.note = `client closed after ${out.ids.length} tokens`;
-      return;
-    }
-    this.completed++;
-    info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finish)}`;
-    sendJson(res, 200, answer.body(finished(prep, out)));
-  }
-
-  /** Refuse new completions, stop queued and running ones, wait for the queue to drain (idempotent). */
+  /** Refuse new completions, stop queued and running ones, wait for the batch to empty (idempotent). */
   shutdown(): Promise<void> {
     this.closing ??= (async () => {
       for (const ac of this.active) ac.abort();
-      await this.queue.idle();
+      await this.batcher.idle();
     })();
     return this.closing;
   }
@@ -315,9 +274,9 @@ export interface Finished {
   ids: number[];
 }
 
-const finished = (p: Prepared, o: Outcome): Finished => ({
+const finished = (p: Prepared, o: BatchResult): Finished => ({
   text: o.text.trim(),
-  finish: o.finish as FinishReason,
+  finish: o.finishReason as FinishReason,
   promptTokens: p.promptLength,
   completionTokens: o.ids.length,
   promptIds: p.promptIds,

@@ -2,16 +2,20 @@
 // chat-completions protocol, so tools written for that API can use the model as a backend.
 //
 // Endpoints
-//   GET  /health               {status:'ok', model, device, dtype, template, aspect, format, running, waiting}
+//   GET  /health               {status:'ok', model, device, dtype, template, aspect, format, running, waiting,
+//                               max_batch}
 //   GET  /v1/models            OpenAI list format with the one served model (also GET /v1/models/<id>)
 //   POST /v1/chat/completions  OpenAI chat completions, streaming (SSE) or not
 //   POST /v1/responses         OpenAI Responses API (text and one image), streaming or not (responses.ts)
 //
 // Decisions:
-// - One model, one device: requests run one at a time, in arrival order, through a FIFO queue. A request
-//   whose client goes away while it waits is skipped; one that goes away mid-generation stops at the next
-//   token (the generator's `finally` frees the KV cache). Generation yields to the event loop between
-//   tokens (inference/generate.ts), so the server keeps accepting, validating and queueing meanwhile.
+// - One model, one device, continuous batching: up to maxBatch completions (default 4) decode together, one
+//   step for all of them per token; the others wait in arrival order and join as soon as a row is free
+//   (inference/batcher.ts; completion.ts). A request whose client goes away while it waits never runs; one
+//   that goes away mid-generation leaves the batch at the next step. The batch yields to the event loop
+//   between steps, so the server keeps accepting, validating and queueing meanwhile. A reply can differ
+//   from a lone run only by attention's rounding (the batch blocks the sums differently); --max-batch 1
+//   runs completions one at a time.
 // - Everything that can be checked before the queue is: JSON, field types, message layout, the image
 //   (decoded and preprocessed), the prompt length against the context. A request that passes these can
 //   only fail on an internal error (500, or an SSE error event once streaming has started).
@@ -54,7 +58,7 @@
 //   completions the token counts and finish reason (or the error, or "client closed").
 //
 // Files: protocol.ts (request validation, prompt rendering, response shapes), http.ts (bodies, JSON, SSE),
-// queue.ts (the FIFO), completion.ts (the shared completion path and POST /v1/chat/completions), responses.ts
+// completion.ts (the shared completion path and POST /v1/chat/completions), responses.ts
 // (POST /v1/responses on that path); this file holds the session, the routes,
 // the per-request log line and the listening server.
 import * as fs from 'fs';
@@ -94,6 +98,8 @@ export const DEFAULT_PORT = 8000;
 export const DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024;
 /** Decoded images larger than this many pixels are refused before decoding (decompression bombs). */
 export const DEFAULT_MAX_IMAGE_PIXELS = 50_000_000;
+/** Completions decoded together (continuous batching); more wait for a free row. */
+export const DEFAULT_MAX_BATCH = 4;
 /** Open connections beyond this many are closed at once (server.maxConnections). */
 export const DEFAULT_MAX_CONNECTIONS = 64;
 /** A client must send its request headers within this many milliseconds (server.headersTimeout). */
@@ -121,6 +127,8 @@ export interface ServeOptions {
   load4bit?: boolean;
   /** Name in /v1/models and in responses (default: the model directory's name, as the reference). */
   modelName?: string;
+  /** Completions decoded together in one batch (default 4); 1 runs them one at a time. */
+  maxBatch?: number;
   maxBodyBytes?: number;
   maxImagePixels?: number;
   /** Bearer key for every route but /health (default: none; the CLI also reads LLAVA_API_KEY). */
@@ -145,6 +153,7 @@ const SERVE_KEYS = optionKeys<ServeOptions>({
   load8bit: true,
   load4bit: true,
   modelName: true,
+  maxBatch: true,
   maxBodyBytes: true,
   maxImagePixels: true,
   apiKey: true,
@@ -162,7 +171,7 @@ export interface ServeStats {
   completed: number;
   /** Completions stopped because their client went away (while running or waiting). */
   aborted: number;
-  /** Highest number of completions ever generating at the same time (1 by construction). */
+  /** Highest number of completions ever generating at the same time (at most maxBatch). */
   maxRunning: number;
 }
 
@@ -280,8 +289,9 @@ function health(app: App): Record<string, unknown> {
     template: session.template,
     aspect: session.aspect,
     format: session.format,
-    running: completions.queue.running,
-    waiting: completions.queue.waiting,
+    running: completions.batcher.running,
+    waiting: completions.batcher.waiting,
+    max_batch: completions.batcher.maxBatch,
   };
 }
 
@@ -321,16 +331,19 @@ function requestListener(app: App, log: (line: string) => void): http.RequestLis
 export function createServer(opts: ServeOptions): LlavaServer {
   checkOptions('serve', opts, SERVE_KEYS);
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  const limits = serverLimits(opts); // checked before the model loads
+  const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
+  if (!(Number.isInteger(maxBatch) && maxBatch >= 1)) throw new Error(`[serve] maxBatch must be an integer >= 1 (got ${maxBatch})`);
   const session = openServeSession(opts);
   const modelName = opts.modelName ?? session.name;
   const completions = new Completions(session, {
     modelName,
     maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxImagePixels: opts.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS,
+    maxBatch,
   });
   const guard = new Guard({ apiKey: opts.apiKey, cors: opts.cors });
   const app: App = { session, completions, guard, modelName, created: createdTime(session.dir) };
-  const limits = serverLimits(opts);
   const server = http.createServer(
     // Node checks the two timeouts only this often (default 30 s): check at a quarter of the shorter one.
     { connectionsCheckingInterval: Math.max(10, Math.min(30_000, Math.floor(Math.min(limits.headersTimeout, limits.requestTimeout) / 4))) },
@@ -377,11 +390,11 @@ export function createServer(opts: ServeOptions): LlavaServer {
     tokenizer: session.tokenizer,
     session,
     stats: () => ({
-      running: completions.queue.running,
-      waiting: completions.queue.waiting,
+      running: completions.batcher.running,
+      waiting: completions.batcher.waiting,
       completed: completions.completed,
       aborted: completions.aborted,
-      maxRunning: completions.queue.maxRunning,
+      maxRunning: completions.batcher.maxRunning,
     }),
     shutdown,
   };

@@ -380,6 +380,8 @@ t.test('serve command: the new options are validated', async (tt) => {
   const run = async (args: string[]): Promise<string> => (await runServeCli(['--model', dir, ...args])).err;
   tt.match(await run(['--cors', 'evil.example']), /llava serve: error: --cors: 'evil.example' is not an origin/);
   tt.match(await run(['--max-connections', '0']), /--max-connections.*must be an integer >= 1/);
+  tt.match(await run(['--max-batch', '0']), /--max-batch.*must be an integer >= 1/);
+  tt.match(await run(['--max-batch', '2.5']), /--max-batch.*not an integer/);
   tt.match(await run(['--headers-timeout', 'x']), /not an integer/);
   tt.match(await run(['--headers-timeout', '60', '--request-timeout', '30']), /--headers-timeout must not exceed --request-timeout/);
 });

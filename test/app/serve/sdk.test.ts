@@ -392,7 +392,7 @@ t.test('responses.create refusals: unsupported fields, chat fields, bad input, s
 });
 
 // Last: these shut servers down.
-t.test('shutdown mid-stream: response.failed (Responses), a 503 for the queued request, the error event (chat)', async (tt) => {
+t.test('shutdown mid-stream: response.failed (Responses), a 503 for the other request, the error event (chat)', async (tt) => {
   const resp = await client.responses.create({ model: 'x', input: Q, temperature: 0, max_output_tokens: 400, stream: true });
   let queued: Promise<unknown> | null = null;
   let closing: Promise<void> | null = null;
@@ -403,7 +403,7 @@ t.test('shutdown mid-stream: response.failed (Responses), a 503 for the queued r
     if (ev.type === 'response.failed') failed = ev.response;
     if (ev.type === 'response.output_text.delta' && !closing) {
       queued = client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }).catch((x) => x);
-      await waitFor(() => stats().waiting === 1);
+      await waitFor(() => stats().running + stats().waiting === 2);
       closing = srv.close();
     }
   }
@@ -411,7 +411,7 @@ t.test('shutdown mid-stream: response.failed (Responses), a 503 for the queued r
   tt.equal(failed?.status, 'failed');
   tt.equal(failed?.error?.code, 'server_shutting_down');
   const q = (await queued) as InstanceType<typeof APIError>;
-  tt.ok(q instanceof APIError && q.status === 503, `the queued request gets a 503 (${q})`);
+  tt.ok(q instanceof APIError && q.status === 503, `the other request gets a 503 (${q})`);
   tt.equal(q.code, 'server_shutting_down');
   await closing;
 

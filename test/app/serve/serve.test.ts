@@ -1,7 +1,7 @@
 // `llava serve` (lib/app/serve/server.ts) on the tiny LLaVA fixture, the answers: the HTTP API against
 // generateText on the same prompt (ids and text), /health and /v1/models, streaming, usage, max_tokens, stop
 // strings, seeded sampling, images sent as data URIs (PNG and JPEG) against the decoded image passed directly,
-// system messages and history. The serial queue, client aborts, every error path, shutdown and the CLI are
+// system messages and history. The decode batch, client aborts, every error path, shutdown and the CLI are
 // tested in serve_service.test.ts; the request and prompt pieces alone (lib/app/serve/protocol.ts) in
 // protocol.test.ts; the shared server and request helpers are in serve_helpers.ts.
 import t from 'tap';

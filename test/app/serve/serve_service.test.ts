@@ -1,5 +1,5 @@
 // `llava serve` (lib/app/serve/server.ts, lib/app/cli/serve.ts) on the tiny LLaVA fixture, as a service: the
-// serial queue under concurrent requests, client aborts (mid-stream and while queued), every error path with
+// decode batch under concurrent requests, client aborts (mid-stream and while queued), every error path with
 // its status and OpenAI error JSON, startServer and shutdown, and the `llava serve` command (argument
 // validation; a child process that answers and stops on SIGTERM). The answers themselves are tested in
 // serve.test.ts; the shared server and request helpers are in serve_helpers.ts.
@@ -9,7 +9,7 @@ import * as path from 'path';
 import { spawn } from 'child_process';
 import * as L from '../../../lib';
 import { buildPrompt } from '../../../lib/app/processing/conversation';
-import { startServer } from '../../../lib/app/serve/server';
+import { createServer, startServer } from '../../../lib/app/serve/server';
 import { TEST_DIR } from '../../helpers';
 import {
   Q,
@@ -43,18 +43,11 @@ const waitFor = async (cond: () => boolean, ms = 10_000): Promise<void> => {
   }
 };
 
-t.test('concurrent requests are serialized and both answered correctly', async (tt) => {
+t.test('concurrent requests decode together in one batch and are each answered correctly', async (tt) => {
   const prompt = buildPrompt('llava_hf', Q, { image: true });
   const g0 = await expected(prompt, { image: png0, maxNewTokens: 30 });
   const g1 = await expected(prompt, { image: png1, maxNewTokens: 30 });
   const mark = logs.length;
-  let maxWaiting = 0;
-  let polling = true;
-  const poll = (): void => {
-    maxWaiting = Math.max(maxWaiting, server.llava.stats().waiting);
-    if (polling) setTimeout(poll, 1);
-  };
-  poll();
   const [a, b, c] = await Promise.all([
     chat({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: 30, return_token_ids: true }),
     chat({ messages: [userImage(Q, dataUri(png1))], temperature: 0, max_tokens: 30, stream: true }),
@@ -71,15 +64,91 @@ t.test('concurrent requests are serialized and both answered correctly', async (
     g1.text,
     'second (streamed) answer',
   );
-  polling = false;
-  tt.equal(server.llava.stats().maxRunning, 1, 'never more than one generation at a time');
-  tt.ok(maxWaiting >= 1, `requests waited in the queue (max ${maxWaiting} waiting)`);
+  const { maxRunning } = server.llava.stats();
+  tt.ok(maxRunning >= 2 && maxRunning <= 4, `requests decoded together (up to ${maxRunning} at once; max_batch 4)`);
   await waitFor(() => logs.length - mark >= 3);
   tt.equal(logs.length - mark, 3, 'one log line per request');
   tt.ok(
     logs.slice(mark).every((l) => /^\[serve\] POST \/v1\/chat\/completions 200 \d+ms prompt \d+ completion 30 finish length id=[\w-]+$/.test(l)),
     logs.slice(mark).join('\n'),
   );
+});
+
+t.test('a short request is not held behind a long one', async (tt) => {
+  const order: string[] = [];
+  const long = chat({ messages: [{ role: 'user', content: Q }], temperature: 0, max_tokens: 300 }).then((r) => (order.push('long'), r));
+  await waitFor(() => server.llava.stats().running === 1);
+  const short = chat({ messages: [{ role: 'user', content: Q }], temperature: 0, max_tokens: 3 }).then((r) => (order.push('short'), r));
+  const [a, b] = await Promise.all([long, short]);
+  tt.same([a.status, b.status], [200, 200]);
+  tt.equal(b.json.usage.completion_tokens, 3);
+  tt.ok(a.json.usage.completion_tokens > 3, `the long one ran on (${a.json.usage.completion_tokens} tokens)`);
+  tt.same(order, ['short', 'long'], 'the short request joined the running batch and finished first');
+});
+
+t.test('maxBatch 1 runs completions one at a time; a request aborted while waiting never runs; /health reports max_batch', async (tt) => {
+  const { model, tokenizer } = server.llava;
+  const mark = logs.length;
+  const one = createServer({ loaded: { model, tokenizer, dir }, maxBatch: 1, log: (l) => logs.push(l) });
+  await new Promise<void>((r) => one.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(one.address() as { port: number }).port}`;
+  try {
+    const post = (max: number): Promise<Reply> =>
+      fetch(url + '/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: Q }], temperature: 0, max_tokens: max, return_token_ids: true }),
+      }).then(async (r) => ({ status: r.status, headers: {}, text: '', json: await r.json() }));
+    let maxWaiting = 0;
+    let polling = true;
+    const poll = (): void => {
+      maxWaiting = Math.max(maxWaiting, one.llava.stats().waiting);
+      if (polling) setTimeout(poll, 1);
+    };
+    poll();
+    const [a, b] = await Promise.all([post(20), post(20)]);
+    polling = false;
+    tt.same(a.json.choices[0].token_ids, b.json.choices[0].token_ids, 'the same request twice, the same answer');
+    tt.equal(one.llava.stats().maxRunning, 1, 'never more than one generation at a time');
+    tt.ok(maxWaiting >= 1, `a request waited for the row (max ${maxWaiting} waiting)`);
+
+    // aborted while waiting for the row: skipped
+    const stats0 = one.llava.stats();
+    const long = post(200);
+    await waitFor(() => one.llava.stats().running === 1);
+    const queued = http.request(url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' } });
+    queued.on('error', () => {});
+    queued.end(JSON.stringify({ messages: [{ role: 'user', content: 'x' }], max_tokens: 5 }));
+    await waitFor(() => one.llava.stats().waiting === 1);
+    queued.destroy();
+    tt.equal((await long).status, 200, 'the running request completes');
+    await waitFor(() => one.llava.stats().aborted === stats0.aborted + 1);
+    tt.equal(one.llava.stats().completed, stats0.completed + 1, 'only the running one completed');
+    await waitFor(() => logs.slice(mark).some((l) => /client closed while queued/.test(l)));
+    tt.pass('logged as skipped');
+
+    const h = (await (await fetch(url + '/health')).json()) as { max_batch: number };
+    tt.equal(h.max_batch, 1);
+    tt.throws(() => createServer({ loaded: { model, tokenizer, dir }, maxBatch: 0 }), /maxBatch must be an integer >= 1 \(got 0\)/);
+
+    // shutdown: the running request and the one waiting for the row both get a 503
+    const running = post(300);
+    await waitFor(() => one.llava.stats().running === 1);
+    const waiting = post(5);
+    await waitFor(() => one.llava.stats().waiting === 1);
+    await one.llava.shutdown();
+    for (const [name, r] of [
+      ['running', await running],
+      ['waiting', await waiting],
+    ] as const) {
+      tt.equal(r.status, 503, `the ${name} request gets a 503`);
+      tt.equal(r.json.error.code, 'server_shutting_down');
+    }
+  } finally {
+    await new Promise<void>((r) => one.close(() => r()));
+    await one.llava.shutdown();
+    logs.splice(mark);
+  }
 });
 
 t.test('a client that disconnects mid-stream stops its generation; the next request is fine', async (tt) => {
@@ -111,21 +180,6 @@ t.test('a client that disconnects mid-stream stops its generation; the next requ
   const n = Number(/client closed after (\d+) tokens/.exec(logs.filter((l) => /client closed after/.test(l)).pop()!)![1]);
   tt.ok(n < 450, `stopped after ${n} of 450 tokens`);
   tt.equal(L.memory().numTensors, before, 'KV cache and image tensor freed');
-
-  // aborted while waiting in the queue: skipped
-  const long = chat({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: 200 });
-  await waitFor(() => server.llava.stats().running === 1);
-  const queued = http.request(base + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' } });
-  queued.on('error', () => {});
-  queued.end(JSON.stringify({ messages: [{ role: 'user', content: 'x' }], max_tokens: 5 }));
-  await waitFor(() => server.llava.stats().waiting === 1);
-  queued.destroy();
-  tt.equal((await long).status, 200, 'the running request completes');
-  await waitFor(() => server.llava.stats().aborted === stats0.aborted + 2);
-  tt.ok(
-    logs.some((l) => /client closed while queued/.test(l)),
-    'logged as skipped',
-  );
 
   const r = await chat({ messages: [userImage(Q, dataUri(png0))], temperature: 0, max_tokens: 10, return_token_ids: true });
   const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: png0, maxNewTokens: 10 });
@@ -351,7 +405,7 @@ t.test('serve command: argument validation', async (tt) => {
 t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTERM', async (tt) => {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'serve.ts'), 'serve', '--model', dir, '--port', '0'],
+    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'serve.ts'), 'serve', '--model', dir, '--port', '0', '--max-batch', '2'],
     {
       cwd: ROOT,
       env: { ...process.env, FORCE_COLOR: '0' },
@@ -369,8 +423,8 @@ t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTE
     const url = /listening on (http:\/\/[^\s]+)/.exec(out)?.[1];
     tt.ok(url, `printed the URL: ${out}${err}`);
     tt.match(out, /model tiny-llava, template llava_hf \(llava-hf format\), aspect square \(llava-hf processor: no padding\), cpu\/float32/);
-    const h = (await (await fetch(url + '/health')).json()) as { status: string; model: string };
-    tt.match(h, { status: 'ok', model: 'tiny-llava' });
+    const h = (await (await fetch(url + '/health')).json()) as { status: string; model: string; max_batch: number };
+    tt.match(h, { status: 'ok', model: 'tiny-llava', max_batch: 2 });
     const r = (await (
       await fetch(url + '/v1/chat/completions', {
         method: 'POST',
