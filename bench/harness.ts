@@ -188,6 +188,23 @@ export function timeIt(fn: () => unknown, o: TimeOptions): Timing {
   return { median_ms: round(samples[Math.floor(samples.length / 2)]), min_ms: round(samples[0]), samples: samples.length };
 }
 
+/** timeIt for an async workload of its own (long runs: one call per sample, no inner batching). */
+export async function timeItAsync(fn: () => Promise<unknown>, o: TimeOptions): Promise<Timing> {
+  const samples: number[] = [];
+  for (let i = 0; i < (o.warmup ?? 1); i++) await fn();
+  sync(o.device);
+  const start = now();
+  while (samples.length < (o.reps ?? 5)) {
+    const t0 = now();
+    await fn();
+    sync(o.device);
+    samples.push(ms(t0, now()));
+    if (samples.length >= (o.minReps ?? 3) && ms(start, now()) > (o.maxMs ?? 5000)) break;
+  }
+  samples.sort((a, b) => a - b);
+  return { median_ms: round(samples[Math.floor(samples.length / 2)]), min_ms: round(samples[0]), samples: samples.length };
+}
+
 export function round(x: number, digits = 4): number {
   if (!Number.isFinite(x)) return x;
   if (x === 0) return 0;

@@ -17,13 +17,15 @@
 // why a group did not run (no numpy, no torch, no CUDA); a final `summary` line per device gives the
 // wall time and the live tensor count (a leak shows there). GPU timings are host-side (hrtime around
 // calls closed by cuda.synchronize()), so they include N-API launch overhead; the peer uses CUDA events.
-// Cases live in cpu_cases.ts, tfjs_cases.ts (TensorFlow.js on llava vs tfjs-backend-cpu/wasm) and gpu_cases.ts; timing and output in harness.ts.
+// Cases live in cpu_cases.ts, serve_cases.ts (continuous batching), tfjs_cases.ts (TensorFlow.js on llava vs
+// tfjs-backend-cpu/wasm) and gpu_cases.ts; timing and output in harness.ts.
 import * as L from '../lib';
 import { BenchOptions, closeOut, emit, emitted, openOut, parseOptions, setRound } from './harness';
 import { combineRounds, finishReport } from './report';
 import { runCpuCases } from './cpu_cases';
 import { runGpuCases } from './gpu_cases';
 import { runDistCases } from './dist_cases';
+import { runServeCases } from './serve_cases';
 
 /**
  * The TensorFlow.js cases, loaded here rather than imported: TensorFlow.js is a peer dependency (with its
@@ -69,6 +71,7 @@ async function main(): Promise<number> {
         setRound(null);
         if (opts.rounds > 1) combineRounds(emitted).forEach((rec) => emit(rec));
         runDistCases(opts);
+        await runServeCases(opts);
         await tfjsCases(opts);
       }
       if (opts.device === 'cuda' || opts.device === 'all') runGpuCases(opts);
