@@ -33,6 +33,12 @@ export function build(layers: number, d: DecodeDims = HALF_7B): LlamaForCausalLM
     rms_norm_eps: 1e-6,
     max_position_embeddings: 2048,
   });
+  randomInit(m);
+  return m;
+}
+
+/** N(0, 0.02) weights (norms left at one), seeded, and no gradients: a model to time, not to train. */
+export function randomInit(m: L.nn.Module): void {
   L.noGrad(() => {
     let seed = 1;
     for (const [n, p] of m.namedParameters()) {
@@ -43,7 +49,6 @@ export function build(layers: number, d: DecodeDims = HALF_7B): LlamaForCausalLM
     }
   });
   m.requiresGrad(false);
-  return m;
 }
 
 /** One greedy decode of `steps` tokens after a 1-token prompt; returns the ids. */

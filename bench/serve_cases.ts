@@ -7,12 +7,12 @@
 // Model: decode_cases.ts's LLaMA-7B proportions at half width (C 2048, I 5504, 16 heads, vocab 4096, 2
 // layers; 1 with --quick) as the language model of a LLaVA with the tiny fixture's vision tower, random
 // weights. Prompts are random text ids; EOS is off so every request runs to its cap.
-import * as L from '../lib';
 import { loadLlava } from '../lib/models/loader';
 import { LlavaForConditionalGeneration } from '../lib/models/llava';
 import { Tokenizer } from '../lib/app/processing/tokenizer';
 import { DecodeBatcher, type BatchRequest } from '../lib/app/inference/batcher';
 import { fixtureDir } from '../test/gpu/fixture';
+import { randomInit } from './decode_cases';
 import { type BenchOptions, type CaseRecord, report, selected, timeItAsync } from './harness';
 
 const dev = 'cpu' as const;
@@ -35,15 +35,7 @@ function buildLlava(layers: number): LlavaForConditionalGeneration {
   };
   tiny.dispose();
   const m = new LlavaForConditionalGeneration(config);
-  L.noGrad(() => {
-    let seed = 1;
-    for (const [n, p] of m.lm.namedParameters()) {
-      if (/norm/.test(n)) continue;
-      const r = L.mul(L.randn(p.shape, { generator: new L.Generator(seed++) }), 0.02);
-      L.copyInto(p, r);
-      r.dispose();
-    }
-  });
+  randomInit(m.lm);
   m.requiresGrad(false);
   return m;
 }

@@ -7,6 +7,7 @@
 import * as L from '../../lib';
 import { loadLlava } from '../../lib/models/loader';
 import { LlavaForConditionalGeneration } from '../../lib/models/llava';
+import { KVCache } from '../../lib/models/llama';
 import { fixtureDir, readInts, tinyLlavaRef } from './fixture';
 import { EPS, OutputStat, Outputs, ParityCase, compare, f64, maxAbs, maxAbsErr } from './parity';
 
@@ -161,6 +162,49 @@ export function modelCases(): ParityCase[] {
           stats,
           detail: `3 rows x 6 greedy steps; ids ${sameIds ? 'equal' : `differ: ${JSON.stringify(batched.ids)} vs ${JSON.stringify(single.ids)} / cpu ${JSON.stringify(cpu.ids)}`}`,
         };
+      },
+    },
+    {
+      group: 'model',
+      name: 'KVCache.gather (continuous batching): rows of two caches, right-aligned in a new one, exactly as on the CPU',
+      evaluate(dev, refDev) {
+        const run = (d: L.Device): Float64Array => {
+          const make = (B: number, len: number, seed: number): KVCache => {
+            const c = new KVCache(2, B, 2, 9, 8, 'float32', d);
+            c.length = len;
+            L.tidy(() =>
+              [...c.k, ...c.v].forEach((x, n) =>
+                L.copyInto(
+                  x,
+                  L.tensor(
+                    Array.from({ length: x.numel }, (_, i) => Math.sin(seed * 1e4 + n * 1e3 + i)),
+                    { shape: x.shape, device: d },
+                  ),
+                ),
+              ),
+            );
+            return c;
+          };
+          const a = make(3, 7, 1);
+          const b = make(2, 4, 2);
+          const g = KVCache.gather(
+            [
+              { cache: a, rows: [2, 0] },
+              { cache: b, rows: [1, 0] },
+            ],
+            6,
+            9,
+          );
+          try {
+            return Float64Array.from([...g.k, ...g.v].flatMap((x) => Array.from(f64(x))));
+          } finally {
+            [a, b, g].forEach((c) => c.dispose());
+          }
+        };
+        const got = run(dev);
+        const want = run(refDev);
+        const stats = { 'k and v': compare(got, want, { atol: 0, rtol: 0 }) };
+        return { pass: stats['k and v'].bad === 0, stats, detail: '2 layers, 4 rows from caches of 7 and 4 columns into 6 of 9' };
       },
     },
     {

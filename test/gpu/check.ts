@@ -30,7 +30,7 @@ import { loadLlava } from '../../lib/models/loader';
 import { AdamW } from '../../lib/optim';
 import { CaseResult, formatResult, parityCases, runParityCase } from './cases';
 import { amxParity, amxTiming, hostCpu } from './cpu_amx';
-import { Check, demoParity, verifyOnDevice } from './e2e';
+import { Check, demoParity, servingParity, verifyOnDevice } from './e2e';
 import { fixtureDir, tinyLlavaRef } from './fixture';
 
 interface Opts {
@@ -336,7 +336,7 @@ async function main(): Promise<number> {
   // (b) end to end: `llava verify` on the device in f32 and bf16, the demo trained on the device and the CPU
   const e2e: Check[] = [];
   if (!o.filter || o.filter.test('e2e')) {
-    log('# (b) end to end: llava verify, demo training');
+    log('# (b) end to end: llava verify, demo training, continuous batching');
     const guard = async (name: string, f: () => Promise<Check>): Promise<void> => {
       try {
         e2e.push(await f());
@@ -348,6 +348,7 @@ async function main(): Promise<number> {
     };
     for (const dtype of ['float32', 'bfloat16'] as const) await guard(`llava verify ${dtype}`, () => verifyOnDevice(dev, dtype, log));
     if (o.demoSteps > 0) await guard('demo training', () => demoParity(dev, o.quick ? Math.min(5, o.demoSteps) : o.demoSteps));
+    await guard('continuous batching', () => servingParity(dev));
     report.e2e = e2e;
     save();
   }

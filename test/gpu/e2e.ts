@@ -3,15 +3,22 @@
 //     (logits, loss, every gradient, AdamW steps, greedy ids) against transformers' reference, with the
 //     command's own tolerances (looser for bf16);
 //   * the bundled demo (`npm start`: stage 1 then stage 2 on generated images) trained on the device and
-//     on the CPU from the same seed and data: every optimizer step's loss must agree within DEMO_RTOL.
+//     on the CPU from the same seed and data: every optimizer step's loss must agree within DEMO_RTOL;
+//   * continuous batching as `llava serve` runs it: requests joining a running DecodeBatcher on the device
+//     must get the greedy ids `generate` gives each alone on the device, with no tensor left behind.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
+import * as L from '../../lib';
 import type { Device } from '../../lib';
+import { loadLlava } from '../../lib/models/loader';
+import { Tokenizer } from '../../lib/app/processing/tokenizer';
+import { generateText } from '../../lib/app/inference/generate';
+import { DecodeBatcher, type BatchRequest, type BatchResult } from '../../lib/app/inference/batcher';
 import { runVerify } from '../../lib/app/inference/verify';
 import { runDemo } from '../../lib/app/train/demo';
 import type { StepRecord } from '../../lib/app/train/trainer';
-import { fixtureDir } from './fixture';
+import { fixtureDir, tinyLlavaRef } from './fixture';
 
 /** One named pass/fail line of the GPU check (memory, end to end, host CPU). */
 export interface Check {
@@ -81,5 +88,46 @@ export async function demoParity(dev: Device, steps: number): Promise<Check> {
     };
   } finally {
     fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** Four greedy requests through a DecodeBatcher of 3 rows on `dev`, the 2nd to 4th joining mid-flight (one
+ *  waits for a row), against `generateText` alone on the same device. */
+export async function servingParity(dev: Device): Promise<Check> {
+  const name = `continuous batching on ${dev}: 4 requests joining a running batch of 3 rows vs each alone`;
+  const model = loadLlava(fixtureDir(), { device: dev });
+  const tok = Tokenizer.fromDir(fixtureDir());
+  const pix = L.keep(L.tensor(tinyLlavaRef().refF('image0.pixel_values'), { shape: [1, 3, 28, 28], device: dev }));
+  const before = L.memory().numTensors;
+  try {
+    const q = (text: string, image: boolean): BatchRequest => ({
+      prompt: `USER: ${image ? '<image>\n' : ''}${text} ASSISTANT:`,
+      pixelValues: image ? pix : null,
+      maxNewTokens: 12,
+      eosTokenId: null,
+    });
+    const reqs = [q('Describe the picture.', true), q('Count to ten.', false), q('What colour is it, and why?', true), q('Say hi.', false)];
+    const alone: number[][] = [];
+    for (const r of reqs) alone.push((await generateText(model, tok, r)).ids);
+    const b = new DecodeBatcher(model, tok, { maxBatch: 3 });
+    const done: Promise<BatchResult>[] = [];
+    done[0] = b.submit({
+      ...reqs[0],
+      onPiece: (p) => {
+        if (p.index === 2) done.push(...reqs.slice(1).map((r) => b.submit(r)));
+      },
+    });
+    await b.idle();
+    const got = (await Promise.all(done)).map((r) => r.ids);
+    const differ = got.map((ids, i) => (JSON.stringify(ids) === JSON.stringify(alone[i]) ? null : i)).filter((i) => i !== null);
+    const leaked = L.memory().numTensors - before;
+    return {
+      name,
+      pass: got.length === 4 && differ.length === 0 && leaked === 0 && b.maxRunning === 3,
+      detail: `ids ${differ.length ? `differ for request(s) ${differ.join(', ')}: ${JSON.stringify(got)} vs ${JSON.stringify(alone)}` : 'equal'}; at most ${b.maxRunning} rows together; ${leaked} tensor(s) left`,
+    };
+  } finally {
+    pix.dispose();
+    model.dispose();
   }
 }

@@ -24,6 +24,7 @@ import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
 import {
+  GENERATE_KEYS,
   StreamDecoder,
   decodingSettings,
   resolvePrompt,
@@ -45,21 +46,7 @@ export interface BatchRequest extends GenerateOptions {
   /** Each sampled token as `generate` yields it (text held back until final, finishReason on the last). */
   onPiece?: (piece: GeneratedPiece) => void;
 }
-const REQUEST_KEYS = optionKeys<BatchRequest>({
-  temperature: true,
-  topP: true,
-  topK: true,
-  promptIds: true,
-  prompt: true,
-  pixelValues: true,
-  maxNewTokens: true,
-  seed: true,
-  stop: true,
-  eosTokenId: true,
-  signal: true,
-  onStart: true,
-  onPiece: true,
-});
+const REQUEST_KEYS = optionKeys<BatchRequest>({ ...GENERATE_KEYS, signal: true, onStart: true, onPiece: true });
 
 export interface BatchResult {
   /** The whole reply, stop string removed, not stripped (as `generate`'s return value). */

@@ -68,7 +68,7 @@ export interface GenerateOptions extends SamplingOptions {
   /** Override the EOS id(s); null disables EOS stopping. Default: config eos_token_id, else the tokenizer's. */
   eosTokenId?: number | number[] | null;
 }
-const GENERATE_KEYS = optionKeys<GenerateOptions>({
+export const GENERATE_KEYS = optionKeys<GenerateOptions>({
   temperature: true,
   topP: true,
   topK: true,
