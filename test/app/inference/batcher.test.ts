@@ -109,6 +109,29 @@ t.test('requests joining a running batch mid-flight each generate what they gene
   tt.equal(L.memory().numTensors, before, 'no tensor leaked');
 });
 
+t.test('a request that ends with its first token leaves at once; one that joins after it still matches', async (tt) => {
+  const one = { ...req(1), maxNewTokens: 1 };
+  const want = [await alone(req(0)), await alone(one), await alone(req(3))];
+  const before = L.memory().numTensors;
+  const b = new DecodeBatcher(m64, tok, { maxBatch: 3 });
+  const pieces: GeneratedPiece[][] = [[], [], []];
+  const done: Promise<BatchResult>[] = [];
+  done[0] = b.submit({
+    ...req(0),
+    onPiece: (p) => {
+      pieces[0].push(p);
+      if (p.index === 1) done[1] = b.submit({ ...one, onPiece: (q) => pieces[1].push(q) });
+      if (p.index === 3) done[2] = b.submit({ ...req(3), onPiece: (q) => pieces[2].push(q) });
+    },
+  });
+  await b.idle();
+  const got = await Promise.all(done);
+  got.forEach((g, i) => same(tt, g, pieces[i], want[i], `request ${i}`));
+  tt.equal(got[1].ids.length, 1);
+  tt.equal(b.maxRunning, 2, 'the one-token request had left before the third joined');
+  tt.equal(L.memory().numTensors, before, 'no tensor leaked');
+});
+
 t.test('aborts: a waiting request never runs, a running one stops at once, the others are unaffected', async (tt) => {
   const want0 = await alone(req(0));
   const want2 = await alone(req(2));
