@@ -191,7 +191,7 @@ export class Completions {
     if (res.destroyed || req.socket.destroyed) ac.abort(); // gone before we started listening for it
     this.active.add(ac);
     try {
-      await this.answer(prep, api.answer(parsed, this.o.modelName), res, ac.signal, info);
+      await this.answer(prep, api.answer(parsed, this.o.modelName), res, ac, info);
     } finally {
       this.active.delete(ac);
       res.off('close', onClose);
@@ -199,32 +199,37 @@ export class Completions {
   }
 
   /**
-   * Generates in the batcher and answers: one JSON body, or an event stream that opens when the request
-   * joins the batch and carries the reply's text (trimmed as the reply is) as it becomes final.
+   * Generates the request's choices in the batcher (each its own row) and answers: one JSON body, or an
+   * event stream that opens when the first choice joins the batch and carries each choice's text (trimmed
+   * as the reply is) as it becomes final. Aborting `ac` stops every choice; a failed choice stops the rest.
    */
-  private async answer(prep: Prepared, answer: Answer, res: http.ServerResponse, signal: AbortSignal, info: LogInfo): Promise<void> {
+  private async answer(prep: Prepared, answer: Answer, res: http.ServerResponse, ac: AbortController, info: LogInfo): Promise<void> {
     const opened: { events: AnswerStream | null } = { events: null };
-    const trim = new TrimmedStream();
+    const { req } = prep;
+    const trims = Array.from({ length: req.n }, () => new TrimmedStream());
     const pix = prep.pixels ? this.session.toTensor(prep.pixels) : null;
-    let out: BatchResult;
+    let outs: BatchResult[];
     try {
-      out = await this.batcher.submit({
-        promptIds: prep.promptIds,
-        pixelValues: pix,
-        temperature: prep.req.temperature,
-        topP: prep.req.topP,
-        topK: prep.req.topK,
-        maxNewTokens: prep.maxNew,
-        seed: prep.req.seed,
-        stop: prep.stop,
-        signal,
-        onStart: prep.req.stream ? () => (opened.events = answer.stream(res)) : undefined,
-        onPiece: (piece) => {
-          const t = opened.events && piece.text ? trim.push(piece.text) : '';
-          if (t) opened.events!.text(t);
-        },
-      });
+      outs = await this.batcher.submitAll(
+        trims.map((trim, i) => ({
+          promptIds: prep.promptIds,
+          pixelValues: pix,
+          temperature: req.temperature,
+          topP: req.topP,
+          topK: req.topK,
+          maxNewTokens: prep.maxNew,
+          seed: req.seed === undefined ? undefined : req.seed + i,
+          stop: prep.stop,
+          signal: ac.signal,
+          onStart: req.stream ? () => (opened.events ??= answer.stream(res)) : undefined,
+          onPiece: (piece) => {
+            const t = opened.events && piece.text ? trim.push(piece.text) : '';
+            if (t) opened.events!.text(t, i);
+          },
+        })),
+      );
     } catch (e) {
+      ac.abort(); // the other choices
       const msg = (e as Error).message;
       if (!opened.events) throw new ApiError(500, `generation failed: ${msg}`, null, 'generation_failed');
       info.note = `error: ${msg}`;
@@ -234,23 +239,25 @@ export class Completions {
       pix?.dispose();
     }
     const events = opened.events;
-    if (out.finishReason === 'aborted') {
-      if (!out.started && this.closing) throw shuttingDown(); // queued when the server began to stop
+    const tokens = outs.reduce((a, o) => a + o.ids.length, 0);
+    if (outs.some((o) => o.finishReason === 'aborted')) {
+      const started = outs.some((o) => o.started);
+      if (!started && this.closing) throw shuttingDown(); // queued when the server began to stop
       this.aborted++;
-      if (!out.started) info.note = 'client closed while queued';
+      if (!started) info.note = 'client closed while queued';
       else if (this.closing && !res.destroyed) {
         // stopped by shutdown, not by the client: tell it why
-        info.note = `stopped by shutdown after ${out.ids.length} tokens`;
+        info.note = `stopped by shutdown after ${tokens} tokens`;
         if (!events) throw shuttingDown();
         events.fail(shuttingDown());
-      } else info.note = `client closed after ${out.ids.length} tokens`;
+      } else info.note = `client closed after ${tokens} tokens`;
       return;
     }
     this.completed++;
-    info.note = `prompt ${prep.promptLength} completion ${out.ids.length} finish ${finishReason(out.finishReason)}`;
-    const f = finished(prep, out);
-    if (events) events.finish(f);
-    else sendJson(res, 200, answer.body(f));
+    info.note = `prompt ${prep.promptLength} completion ${tokens} finish ${outs.map((o) => finishReason(o.finishReason as FinishReason)).join(',')}`;
+    const fs = outs.map((o) => finished(prep, o));
+    if (events) events.finish(fs);
+    else sendJson(res, 200, answer.body(fs));
   }
 
   /** Refuse new completions, stop queued and running ones, wait for the batch to empty (idempotent). */
@@ -295,17 +302,17 @@ export interface Api<R extends ChatRequest = ChatRequest> {
 }
 
 export interface Answer {
-  /** The body of a non-streamed answer. */
-  body(f: Finished): unknown;
+  /** The body of a non-streamed answer: its choices in order (one unless the request asked for n). */
+  body(fs: Finished[]): unknown;
   /** Starts a streamed answer: writes the headers and opening events. */
   stream(res: http.ServerResponse): AnswerStream;
 }
 
 export interface AnswerStream {
-  /** A piece of the (trimmed) reply. */
-  text(delta: string): void;
-  /** The closing events, then the end of the stream. */
-  finish(f: Finished): void;
+  /** A piece of the (trimmed) reply of choice `index`. */
+  text(delta: string, index: number): void;
+  /** The closing events of every choice, then the end of the stream. */
+  finish(fs: Finished[]): void;
   /** An error after the stream began (internal error or shutdown), then the end of the stream. */
   fail(e: ApiError): void;
 }
@@ -316,22 +323,27 @@ export const CHAT_API: Api = {
   parse: parseChatRequest,
   answer(req, model) {
     const base = completionBase(model);
+    // The prompt counts once, every choice's tokens count (as OpenAI counts n choices).
+    const usage = (fs: Finished[]) =>
+      usageOf(
+        fs[0].promptTokens,
+        fs.reduce((a, f) => a + f.completionTokens, 0),
+      );
     return {
-      body: (f) =>
+      body: (fs) =>
         completionBody(base, {
-          content: f.text,
-          finish: f.finish,
-          usage: usageOf(f.promptTokens, f.completionTokens),
-          tokenIds: req.returnTokenIds ? { prompt: f.promptIds, completion: f.ids } : undefined,
+          choices: fs.map((f) => ({ content: f.text, finish: f.finish, tokenIds: req.returnTokenIds ? f.ids : undefined })),
+          usage: usage(fs),
+          promptTokenIds: req.returnTokenIds ? fs[0].promptIds : undefined,
         }),
       stream(res) {
         const events = new EventStream(res);
-        events.send(chunkBody(base, { role: 'assistant', content: '' }, null));
+        for (let i = 0; i < req.n; i++) events.send(chunkBody(base, { role: 'assistant', content: '' }, null, i));
         return {
-          text: (t) => events.send(chunkBody(base, { content: t }, null)),
-          finish(f) {
-            events.send(chunkBody(base, {}, finishReason(f.finish)));
-            if (req.includeUsage) events.send(usageChunkBody(base, usageOf(f.promptTokens, f.completionTokens)));
+          text: (t, i) => events.send(chunkBody(base, { content: t }, null, i)),
+          finish(fs) {
+            fs.forEach((f, i) => events.send(chunkBody(base, {}, finishReason(f.finish), i)));
+            if (req.includeUsage) events.send(usageChunkBody(base, usage(fs)));
             events.end();
           },
           fail: (e) => events.fail(e),

@@ -21,6 +21,8 @@ export const MAX_TOKENS_CAP = 1024;
 export { DEFAULT_TEMPERATURE };
 /** At most this many request stop strings (OpenAI allows 4; we are a little more lenient). */
 export const MAX_STOP_STRINGS = 16;
+/** Most choices one chat completion may ask for (`n`); each decodes as its own row of the batch. */
+export const MAX_CHOICES = 16;
 
 // ---------------------------------------------------------------------------------------------------------
 // Errors
@@ -73,6 +75,8 @@ export interface ChatRequest {
   maxTokens: number;
   stop: string[];
   seed?: number;
+  /** Choices to generate (chat completions' `n`; choice i samples with seed + i). 1 for the Responses API. */
+  n: number;
   stream: boolean;
   includeUsage: boolean;
   returnTokenIds: boolean;
@@ -104,7 +108,6 @@ function rejectUnsupported(body: Record<string, unknown>): void {
     throw bad(`'${key}' is not supported by this server (${why})`, key, 'unsupported_parameter');
   };
   const present = (k: string): boolean => body[k] !== undefined && body[k] !== null;
-  if (present('n') && body.n !== 1) unsupported('n', 'one choice per request');
   if (present('logprobs') && body.logprobs !== false) unsupported('logprobs', 'no log probabilities');
   if (present('top_logprobs')) unsupported('top_logprobs', 'no log probabilities');
   for (const k of ['tools', 'functions'])
@@ -281,7 +284,7 @@ function addMessage(m: unknown, p: string, parts: MessageParts, dialect: PartDia
 }
 
 /** temperature, top_p, top_k, max_tokens, seed and stop, with the defaults of docs/reference.md §9. */
-function parseSampling(body: Record<string, unknown>): Pick<ChatRequest, 'temperature' | 'topP' | 'topK' | 'maxTokens' | 'seed' | 'stop'> {
+function parseSampling(body: Record<string, unknown>): Pick<ChatRequest, 'temperature' | 'topP' | 'topK' | 'maxTokens' | 'seed' | 'stop' | 'n'> {
   const temperature = optNumber(body, 'temperature', { min: 0, max: 2 }) ?? DEFAULT_TEMPERATURE;
   let topP = optNumber(body, 'top_p', { min: 0, max: 1 });
   if (topP === 0) topP = 1e-9; // OpenAI accepts 0: keep only the most probable token
@@ -293,7 +296,8 @@ function parseSampling(body: Record<string, unknown>): Pick<ChatRequest, 'temper
     throw bad("'max_tokens' and 'max_completion_tokens' disagree; send one of them", 'max_tokens', 'invalid_value');
   const maxTokens = mct ?? mt ?? DEFAULT_MAX_TOKENS;
   const seed = optNumber(body, 'seed', { int: true });
-  return { temperature, topP, topK, maxTokens, seed, stop: parseStop(body.stop) };
+  const n = optNumber(body, 'n', { min: 1, max: MAX_CHOICES, int: true }) ?? 1;
+  return { temperature, topP, topK, maxTokens, seed, stop: parseStop(body.stop), n };
 }
 
 /** `stop`: a string or up to MAX_STOP_STRINGS strings; empty ones are dropped. */
@@ -420,9 +424,9 @@ export function usageOf(promptTokens: number, completionTokens: number): Usage {
   return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
 }
 
-/** One `chat.completion.chunk` of a stream. */
-export function chunkBody(base: CompletionBase, delta: Record<string, unknown>, finish: string | null): Record<string, unknown> {
-  return { ...base, object: 'chat.completion.chunk', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] };
+/** One `chat.completion.chunk` of a stream, for choice `index`. */
+export function chunkBody(base: CompletionBase, delta: Record<string, unknown>, finish: string | null, index = 0): Record<string, unknown> {
+  return { ...base, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs: null, finish_reason: finish }] };
 }
 
 /** The last chunk of a stream that asked for usage (stream_options.include_usage). */
@@ -430,22 +434,25 @@ export function usageChunkBody(base: CompletionBase, usage: Usage): Record<strin
   return { ...base, object: 'chat.completion.chunk', choices: [], usage };
 }
 
-/** A non-streamed `chat.completion`; token ids are added when the request asked (return_token_ids). */
-export function completionBody(
-  base: CompletionBase,
-  o: { content: string; finish: FinishReason; usage: Usage; tokenIds?: { prompt: number[]; completion: number[] } },
-): Record<string, unknown> {
-  const choice: Record<string, unknown> = {
-    index: 0,
-    message: { role: 'assistant', content: o.content },
+/** One choice of a non-streamed completion; `tokenIds` when the request asked (return_token_ids). */
+export interface ChoiceOut {
+  content: string;
+  finish: FinishReason;
+  tokenIds?: number[];
+}
+
+/** A non-streamed `chat.completion`: its choices in order, the usage of them all, and the prompt's token ids
+ *  when the request asked (return_token_ids). */
+export function completionBody(base: CompletionBase, o: { choices: ChoiceOut[]; usage: Usage; promptTokenIds?: number[] }): Record<string, unknown> {
+  const choices = o.choices.map((c, index) => ({
+    index,
+    message: { role: 'assistant', content: c.content },
     logprobs: null,
-    finish_reason: finishReason(o.finish),
-  };
-  const body: Record<string, unknown> = { ...base, object: 'chat.completion', choices: [choice], usage: o.usage };
-  if (o.tokenIds) {
-    choice.token_ids = o.tokenIds.completion;
-    body.prompt_token_ids = o.tokenIds.prompt;
-  }
+    finish_reason: finishReason(c.finish),
+    ...(c.tokenIds ? { token_ids: c.tokenIds } : {}),
+  }));
+  const body: Record<string, unknown> = { ...base, object: 'chat.completion', choices, usage: o.usage };
+  if (o.promptTokenIds) body.prompt_token_ids = o.promptTokenIds;
   return body;
 }
 

@@ -170,6 +170,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     topP: topPSent === null ? undefined : topPSent === 0 ? 1e-9 : topPSent, // 0: keep only the most probable token
     maxTokens: maxOutputTokens ?? DEFAULT_MAX_TOKENS,
     stop: [],
+    n: 1,
     stream,
     includeUsage: false,
     returnTokenIds: false,
@@ -252,7 +253,7 @@ function responsesAnswer(req: ResponsesRequest, model: string): Answer {
   const done = (f: Finished): Record<string, unknown> =>
     obj({ status: statusOf(f), output: [messageItem(msgId, statusOf(f), [outputText(f.text)])], usage: usage(f) });
   return {
-    body: done,
+    body: (fs) => done(fs[0]), // the Responses API has no n: one choice
     stream(res: http.ServerResponse): AnswerStream {
       const events = new EventStream(res, { done: false });
       let seq = 0;
@@ -268,7 +269,7 @@ function responsesAnswer(req: ResponsesRequest, model: string): Answer {
           text += delta;
           send('response.output_text.delta', { ...at, delta, logprobs: [] });
         },
-        finish(f) {
+        finish([f]) {
           send('response.output_text.done', { ...at, text: f.text, logprobs: [] });
           send('response.content_part.done', { ...at, part: outputText(f.text) });
           send('response.output_item.done', { output_index: 0, item: messageItem(msgId, statusOf(f), [outputText(f.text)]) });

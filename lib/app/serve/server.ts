@@ -46,11 +46,14 @@
 //   leading and trailing whitespace so that its deltas concatenate to exactly the non-streamed content.
 // - usage.prompt_tokens counts the positions the prompt occupies with image rows spliced in;
 //   completion_tokens counts every sampled token, the EOS token included.
+// - `n` (chat completions, up to 16): n choices, each its own row of the batch, choice i sampled with seed
+//   + i (so choice 0 is the n = 1 reply); usage counts the prompt once and every choice's tokens. Streamed,
+//   each chunk names its choice's index and the finish chunks of all choices come at the end.
 // - The request's `model` field is accepted whatever it names (clients often send a fixed name); responses
 //   carry the served model's name. Unknown fields are ignored; known ones whose meaning we cannot honour
-//   (n > 1, logprobs, tools, penalties, logit_bias, a non-text response_format) are a 400 rather than
-//   silently dropped. Extensions: `top_k`, and `return_token_ids: true` (adds prompt_token_ids and the
-//   choice's token_ids to a non-streamed response).
+//   (logprobs, tools, penalties, logit_bias, a non-text response_format) are a 400 rather than silently
+//   dropped. Extensions: `top_k`, and `return_token_ids: true` (adds prompt_token_ids and each choice's
+//   token_ids to a non-streamed response).
 // - Errors use OpenAI's body {error:{message,type,param,code}}: 400 invalid_request_error, 404 unknown
 //   route, 405 wrong method (with Allow), 413 body over the limit (default 20 MiB), 500 server_error, 503
 //   while shutting down. A bad request never throws out of the handler.

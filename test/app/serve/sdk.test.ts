@@ -140,9 +140,39 @@ t.test('typed errors: AuthenticationError, BadRequestError (param and code)', as
   tt.equal(b.param, 'temperature');
   tt.equal(b.code, 'invalid_value');
   tt.match(b.message, /'temperature' must be <= 2/);
-  const n = await client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], n: 2 }).catch((x) => x);
-  tt.ok(n instanceof BadRequestError);
-  tt.equal(n.code, 'unsupported_parameter');
+  const lp = await client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], logprobs: true }).catch((x) => x);
+  tt.ok(lp instanceof BadRequestError);
+  tt.equal(lp.code, 'unsupported_parameter');
+});
+
+t.test('n choices through the SDK: streamed choices, told apart by index, join to the non-streamed ones', async (tt) => {
+  const body = { model: 'x', messages: [{ role: 'user' as const, content: Q }], temperature: 1, seed: 99, max_tokens: 10, n: 2 };
+  const whole = await client.chat.completions.create(body);
+  tt.same(
+    whole.choices.map((c) => c.index),
+    [0, 1],
+  );
+  const stream = await client.chat.completions.create({ ...body, stream: true, stream_options: { include_usage: true } });
+  const text = ['', ''];
+  const finish: (string | null)[] = [null, null];
+  let usage: unknown = null;
+  for await (const chunk of stream) {
+    if (chunk.usage) usage = chunk.usage;
+    for (const c of chunk.choices) {
+      text[c.index] += c.delta.content ?? '';
+      finish[c.index] = c.finish_reason ?? finish[c.index];
+    }
+  }
+  tt.same(
+    text,
+    whole.choices.map((c) => c.message.content),
+    'each choice streams its own text',
+  );
+  tt.same(
+    finish,
+    whole.choices.map((c) => c.finish_reason),
+  );
+  tt.same(usage, whole.usage);
 });
 
 t.test('abort mid-stream with an AbortController: generation stops, the slot is freed, the server stays healthy', async (tt) => {
@@ -394,7 +424,7 @@ t.test('responses.create refusals: unsupported fields, chat fields, bad input, s
 // Last: these shut servers down.
 t.test('shutdown mid-stream: response.failed (Responses), a 503 for the other request, the error event (chat)', async (tt) => {
   const resp = await client.responses.create({ model: 'x', input: Q, temperature: 0, max_output_tokens: 400, stream: true });
-  let queued: Promise<unknown> | null = null;
+  let other: Promise<unknown> | null = null;
   let closing: Promise<void> | null = null;
   const types: string[] = [];
   let failed: OpenAI.Responses.Response | null = null;
@@ -402,7 +432,9 @@ t.test('shutdown mid-stream: response.failed (Responses), a 503 for the other re
     types.push(ev.type);
     if (ev.type === 'response.failed') failed = ev.response;
     if (ev.type === 'response.output_text.delta' && !closing) {
-      queued = client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }).catch((x) => x);
+      other = client.chat.completions
+        .create({ model: 'x', messages: [{ role: 'user', content: Q }], temperature: 0, max_tokens: 300 })
+        .catch((x) => x);
       await waitFor(() => stats().running + stats().waiting === 2);
       closing = srv.close();
     }
@@ -410,7 +442,7 @@ t.test('shutdown mid-stream: response.failed (Responses), a 503 for the other re
   tt.equal(types[types.length - 1], 'response.failed', 'the running Responses stream ends with response.failed');
   tt.equal(failed?.status, 'failed');
   tt.equal(failed?.error?.code, 'server_shutting_down');
-  const q = (await queued) as InstanceType<typeof APIError>;
+  const q = (await other) as InstanceType<typeof APIError>;
   tt.ok(q instanceof APIError && q.status === 503, `the other request gets a 503 (${q})`);
   tt.equal(q.code, 'server_shutting_down');
   await closing;

@@ -198,6 +198,30 @@ t.test('seeded sampling is reproducible and matches generateText', async (tt) =>
   tt.same(k1.json.choices[0].token_ids, greedy.json.choices[0].token_ids, 'top_k 1 (extension) is greedy');
 });
 
+t.test('n choices: choice i is the reply seeded with seed + i; usage counts the prompt once and every choice', async (tt) => {
+  const body = { messages: [userImage(Q, dataUri(png0))], temperature: 1, top_p: 0.9, seed: 1234, max_tokens: 12, n: 3, return_token_ids: true };
+  const r = await chat(body);
+  tt.equal(r.status, 200);
+  tt.equal(r.json.choices.length, 3);
+  const prompt = buildPrompt('llava_hf', Q, { image: true });
+  let tokens = 0;
+  for (let i = 0; i < 3; i++) {
+    const g = await expected(prompt, { image: png0, maxNewTokens: 12, temperature: 1, topP: 0.9, seed: 1234 + i });
+    const c = r.json.choices[i];
+    tt.equal(c.index, i);
+    tt.same(c.token_ids, g.ids, `choice ${i}: generateText with seed ${1234 + i}`);
+    tt.equal(c.message.content, g.text);
+    tt.equal(c.finish_reason, g.finishReason === 'length' ? 'length' : 'stop');
+    tokens += g.ids.length;
+  }
+  tt.notSame(r.json.choices[0].token_ids, r.json.choices[1].token_ids, 'the choices differ');
+  tt.equal(r.json.usage.completion_tokens, tokens, 'completion_tokens: every choice');
+  const one = await chat({ ...body, n: 1 });
+  tt.equal(r.json.usage.prompt_tokens, one.json.usage.prompt_tokens, 'prompt_tokens: the prompt once');
+  tt.equal(r.json.usage.total_tokens, r.json.usage.prompt_tokens + tokens);
+  tt.same(one.json.choices[0].token_ids, r.json.choices[0].token_ids, 'choice 0 is the n = 1 reply');
+});
+
 t.test('system messages and history', async (tt) => {
   const r = await chat({
     messages: [

@@ -277,7 +277,8 @@ t.test('error paths: status and OpenAI error JSON; the server keeps serving', as
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], stream: 'yes' }), 400, /boolean/, undefined, 'stream');
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], stop: [1] }), 400, /stop\[0\]/, undefined, 'stop');
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], model: 7 }), 400, /'model' must be a string/);
-  expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], n: 2 }), 400, /'n' is not supported/, 'unsupported_parameter', 'n');
+  expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], n: 17 }), 400, /'n' must be <= 16/, 'invalid_value', 'n');
+  expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], n: 0 }), 400, /'n' must be >= 1/, 'invalid_value', 'n');
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }), 400, /tool/);
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], logprobs: true }), 400, /logprobs/);
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'word '.repeat(2000) }] }), 400, /context holds 512/, 'context_length_exceeded');
