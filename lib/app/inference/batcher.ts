@@ -6,8 +6,10 @@
 // - Admission: while rows are free (maxBatch), the waiting requests are prefilled together, left-padded to
 //   their longest prompt (LlavaForConditionalGeneration.prefillBatch), and their first tokens are sampled.
 //   Their cache then joins the running one (KVCache.gather): every row's filled columns are right-aligned,
-//   and the columns left of a row's own keys are padding, masked out of its attention. A turn that admits
-//   does not also step: new requests get their first token as soon as possible.
+//   and the columns left of a row's own keys are padding, masked out of its attention. Requests admitted
+//   together with the same prompt ids and the same image tensor (the n choices of one server request)
+//   share one prefill; each gets its own copy of the rows. A turn that admits does not also step: new
+//   requests get their first token as soon as possible.
 // - Otherwise one decode step for every row (decodeStepBatch): each row feeds its last token at its own
 //   position; the key mask hides each row's padding.
 // - Rows that finished (EOS, stop string, token cap), were aborted or failed leave at once: the cache is
@@ -238,17 +240,25 @@ export class DecodeBatcher {
         j.error = e as Error;
       }
     }
-    const images = jobs.map((j) => j.req.pixelValues).filter((x): x is Tensor => !!x);
-    const width = Math.max(...jobs.map((j) => j.length));
+    // Requests with the same prompt and the same image tensor (a request's n choices) are prefilled once;
+    // each of their rows gets a copy of that prompt's keys and values.
+    const unique: Job[] = [];
+    const src = jobs.map((j) => {
+      const k = unique.findIndex(
+        (u) => u.req.pixelValues === j.req.pixelValues && u.ids.length === j.ids.length && u.ids.every((id, i) => id === j.ids[i]),
+      );
+      return k >= 0 ? k : unique.push(j) - 1;
+    });
+    const images = unique.map((j) => j.req.pixelValues).filter((x): x is Tensor => !!x);
     let part: KVCache;
     try {
       const pixels = images.length === 0 ? null : images.length === 1 ? images[0] : tidy(() => cat(images, 0));
       let pre;
       try {
         pre = this.model.prefillBatch(
-          jobs.map((j) => j.ids),
+          unique.map((j) => j.ids),
           pixels,
-          width + Math.max(...jobs.map((j) => j.maxNew)),
+          Math.max(...unique.map((j) => j.length)) + Math.max(...jobs.map((j) => j.maxNew)),
         );
       } finally {
         if (pixels && images.length > 1) pixels.dispose();
@@ -259,7 +269,7 @@ export class DecodeBatcher {
         const V = pre.logits.shape[1];
         jobs.forEach((j, b) => {
           j.keys = j.length;
-          if (!j.error) this.advance(j, host.subarray(b * V, (b + 1) * V));
+          if (!j.error) this.advance(j, host.subarray(src[b] * V, (src[b] + 1) * V));
         });
       } finally {
         pre.logits.dispose();
@@ -268,30 +278,22 @@ export class DecodeBatcher {
       for (const j of jobs) j.settle.reject(e as Error);
       return;
     }
-    if (!this.cache) {
-      this.cache = part;
-      this.rows = jobs;
-    } else {
-      const rows = [...this.rows, ...jobs];
+    const rows = [...this.rows, ...jobs];
+    if (!this.cache && unique.length === jobs.length) this.cache = part;
+    else {
       let cache: KVCache;
       try {
-        cache = this.regroup(
-          [
-            { cache: this.cache, rows: this.rows.map((_, i) => i) },
-            { cache: part, rows: jobs.map((_, i) => i) },
-          ],
-          rows,
-        );
+        cache = this.regroup([...(this.cache ? [{ cache: this.cache, rows: this.rows.map((_, i) => i) }] : []), { cache: part, rows: src }], rows);
       } catch (e) {
         for (const j of jobs) j.settle.reject(e as Error); // the running rows keep their cache
         return;
       } finally {
         part.dispose();
       }
-      this.cache.dispose();
+      this.cache?.dispose();
       this.cache = cache;
-      this.rows = rows;
     }
+    this.rows = rows;
     this.maxRunning = Math.max(this.maxRunning, this.rows.length);
   }
 

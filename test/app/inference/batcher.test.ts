@@ -132,6 +132,32 @@ t.test('a request that ends with its first token leaves at once; one that joins 
   tt.equal(L.memory().numTensors, before, 'no tensor leaked');
 });
 
+t.test('requests with the same prompt and image (n choices) share one prefill and still match each alone', async (tt) => {
+  const seeds = [5, 6, 7];
+  const choice = (seed: number): GenerateOptions => ({ ...req(2), seed });
+  const want: Alone[] = [];
+  for (const seed of seeds) want.push(await alone(choice(seed)));
+  tt.ok(new Set(want.map((w) => w.ids.join())).size > 1, 'the seeds give different replies');
+  const before = L.memory().numTensors;
+  const prefilled: number[] = [];
+  const prefill = m64.prefillBatch;
+  m64.prefillBatch = function (ids, ...rest) {
+    prefilled.push(ids.length);
+    return prefill.call(this, ids, ...rest);
+  };
+  try {
+    const b = new DecodeBatcher(m64, tok, { maxBatch: 4 });
+    const pieces: GeneratedPiece[][] = seeds.map(() => []);
+    const got = await b.submitAll([...seeds.map((seed, i) => ({ ...choice(seed), onPiece: (p: GeneratedPiece) => pieces[i].push(p) })), req(1)]);
+    seeds.forEach((seed, i) => same(tt, got[i], pieces[i], want[i], `seed ${seed}`));
+    tt.same(got[3].ids, (await alone(req(1))).ids, 'the other prompt admitted with them');
+    tt.same(prefilled, [2], 'one prefill of the two distinct prompts for four requests');
+  } finally {
+    m64.prefillBatch = prefill;
+  }
+  tt.equal(L.memory().numTensors, before, 'no tensor leaked');
+});
+
 t.test('aborts: a waiting request never runs, a running one stops at once, the others are unaffected', async (tt) => {
   const want0 = await alone(req(0));
   const want2 = await alone(req(2));
