@@ -129,13 +129,16 @@ export class KVCache {
    * (continuous batching: rows join and leave a running batch). Each source's filled columns are
    * right-aligned to end at column `length`: a shorter source leaves zero columns on the left (the caller
    * masks them as padding); a longer one loses its first columns, which must be padding for every row kept.
+   * A part's `filled` (default: its cache's length) reads only its first `filled` columns: a prefix.
    */
-  static gather(parts: readonly { cache: KVCache; rows: readonly number[] }[], length: number, capacity: number): KVCache {
+  static gather(parts: readonly { cache: KVCache; rows: readonly number[]; filled?: number }[], length: number, capacity: number): KVCache {
     const first = parts[0]?.cache;
     if (!first) throw new Error('[kv_cache] gather needs at least one part');
     if (!(Number.isInteger(length) && length >= 0 && length <= capacity))
       throw new Error(`[kv_cache] gather: length ${length} must be an integer in [0, capacity ${capacity}]`);
-    for (const { cache, rows } of parts) {
+    for (const { cache, rows, filled } of parts) {
+      if (filled !== undefined && !(Number.isInteger(filled) && filled >= 0 && filled <= cache.length))
+        throw new Error(`[kv_cache] gather: filled ${filled} must be an integer in [0, ${cache.length}]`);
       if (cache.layers !== first.layers || cache.Hkv !== first.Hkv || cache.D !== first.D)
         throw new Error('[kv_cache] gather: parts differ in layers, heads or head size');
       for (const r of rows)
@@ -146,8 +149,8 @@ export class KVCache {
     const out = new KVCache(first.layers, B, first.Hkv, capacity, first.D, t0.dtype, t0.device);
     out.length = length;
     let b = 0; // the first output row of the current run
-    for (const { cache, rows } of parts) {
-      const take = Math.min(cache.length, length);
+    for (const { cache, rows, filled = cache.length } of parts) {
+      const take = Math.min(filled, length);
       for (const [r, n] of runs(rows)) {
         // rows r..r+n-1 of the source, its last `take` filled columns → rows b..b+n-1, ending at `length`
         if (take > 0)
@@ -157,7 +160,7 @@ export class KVCache {
                 [cache.k[i], out.k[i]],
                 [cache.v[i], out.v[i]],
               ])
-                copyInto(narrow(narrow(dst, 0, b, n), 2, length - take, take), narrow(narrow(src, 0, r, n), 2, cache.length - take, take));
+                copyInto(narrow(narrow(dst, 0, b, n), 2, length - take, take), narrow(narrow(src, 0, r, n), 2, filled - take, take));
           });
         b += n;
       }

@@ -341,6 +341,25 @@ export class LlavaForConditionalGeneration extends Module {
     );
   }
 
+  /** Text tokens (no image placeholders) fed to a one-row cache at positions start, start + 1, ...: the
+   *  rest of a prompt whose beginning the cache already holds (a reused prefix). Returns the last
+   *  position's logits [1, V] and advances the cache. */
+  extendPrompt(ids: number[], start: number, cache: KVCache): Tensor {
+    if (ids.length === 0) throw new Error('[llava] extendPrompt needs at least one token');
+    if (ids.some((id) => id === IMAGE_TOKEN_INDEX || id === this.config.imageTokenIndex))
+      throw new Error('[llava] extendPrompt takes text tokens only (an image placeholder needs the full prefill)');
+    if (cache.B !== 1 || cache.length !== start) throw new Error(`[llava] extendPrompt: a one-row cache filled to ${start} is needed`);
+    return noGrad(() =>
+      tidy(() => {
+        const dev = this.lm.embed.getParameter('weight')!.device;
+        const T = ids.length;
+        const e = this.lm.embedTokens(fromValues(ids, [1, T], 'int64', dev));
+        const h = this.lm.hidden(e, [Array.from({ length: T }, (_, i) => start + i)], null, cache);
+        return reshape(this.lm.logits(narrow(h, 1, T - 1, 1)), [1, -1]);
+      }),
+    );
+  }
+
   /** One decode step: logits [V] for `token` at position `pos`, advancing the cache. */
   decodeStep(token: number, pos: number, cache: KVCache): Tensor {
     return tidy(() => reshape(this.decodeStepBatch([token], [pos], cache, null), [-1]));

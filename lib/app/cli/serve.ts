@@ -38,6 +38,7 @@ interface ServeCliOptions {
   cors?: string;
   maxConnections?: number;
   maxBatch?: number;
+  prefixCache?: number;
   headersTimeout?: number;
   requestTimeout?: number;
 }
@@ -79,6 +80,7 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     cors,
     maxConnections: o.maxConnections,
     maxBatch: o.maxBatch,
+    prefixCache: o.prefixCache,
     headersTimeoutMs,
     requestTimeoutMs,
   });
@@ -135,6 +137,7 @@ export function registerServeCommand(program: Command): Command {
       "origins allowed to call from a browser: comma-separated list or '*' (default: none; requests with another Origin get 403)",
     )
     .option('--max-batch <n>', 'completions decoded together; more wait for a free row (default 4; 1: one at a time)', intArg(1))
+    .option('--prefix-cache <n>', 'positions of finished requests kept to reuse as prompt prefixes (default: the context length; 0: off)', intArg(0))
     .option('--max-connections <n>', 'open connections at most; more are dropped (default 64)', intArg(1))
     .option('--headers-timeout <s>', 'seconds a client has to send its request headers (default 30)', intArg(1))
     .option('--request-timeout <s>', 'seconds a client has to send its whole request, body included (default 120)', intArg(1))

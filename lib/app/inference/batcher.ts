@@ -14,6 +14,9 @@
 //   position; the key mask hides each row's padding.
 // - Rows that finished (EOS, stop string, token cap), were aborted or failed leave at once: the cache is
 //   rebuilt without them and without the leading columns that are now padding for every row left.
+// - Prefix cache (prefixCachePositions > 0, prefix_cache.ts): a request that leaves keeps its keys and values
+//   (prompt and reply) for later prompts; a new request whose prompt begins as a kept one did, with the same
+//   images (prefixKey), copies that prefix into its own row and feeds only the rest (extendPrompt).
 // Each row is generated as `generate` generates it alone (same sampler, seed, stops and caps; the batch
 // changes only how attention's sums are blocked, a rounding-level difference; docs in generate_batch.ts).
 // A failed prefill fails only the requests it was admitting; a failed step fails the rows in the batch.
@@ -24,6 +27,7 @@ import { checkOptions, optionKeys } from '../../options';
 import { KVCache } from '../../models/llama';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
+import { MIN_REUSE, PrefixCache, type PrefixHit } from './prefix_cache';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
 import {
   GENERATE_KEYS,
@@ -47,8 +51,12 @@ export interface BatchRequest extends GenerateOptions {
   onStart?: () => void;
   /** Each sampled token as `generate` yields it (text held back until final, finishReason on the last). */
   onPiece?: (piece: GeneratedPiece) => void;
+  /** With a prefix cache (BatcherOptions.prefixCachePositions): what this request's images are (e.g. a hash
+   *  of their bytes); prefixes holding an image are shared only between equal keys. A request with images
+   *  and no key neither uses nor fills the cache; one without images needs none. */
+  prefixKey?: string;
 }
-const REQUEST_KEYS = optionKeys<BatchRequest>({ ...GENERATE_KEYS, signal: true, onStart: true, onPiece: true });
+const REQUEST_KEYS = optionKeys<BatchRequest>({ ...GENERATE_KEYS, signal: true, onStart: true, onPiece: true, prefixKey: true });
 
 export interface BatchResult {
   /** The whole reply, stop string removed, not stripped (as `generate`'s return value). */
@@ -59,11 +67,16 @@ export interface BatchResult {
   promptLength: number;
   /** False when the request was aborted before it joined the batch. */
   started: boolean;
+  /** Prompt positions taken from the prefix cache instead of computed (0 without a hit). */
+  cachedTokens: number;
 }
 
 export interface BatcherOptions {
   /** Most requests decoded together (default 4). */
   maxBatch?: number;
+  /** Positions of finished requests' keys and values kept for later prompts that begin the same way
+   *  (prefix_cache.ts; default 0: off). Call dispose() to free them. */
+  prefixCachePositions?: number;
 }
 
 interface Job {
@@ -78,6 +91,10 @@ interface Job {
   out: number[];
   /** Real key columns this row has in the cache. */
   keys: number;
+  /** Of those, taken from the prefix cache. */
+  cached: number;
+  /** Its images' key for the prefix cache ('' without images), null: not cached. */
+  prefixKey: string | null;
   finish: FinishReason | 'aborted' | null;
   error: Error | null;
   started: boolean;
@@ -102,16 +119,21 @@ export class DecodeBatcher {
   private rows: Job[] = [];
   private cache: KVCache | null = null;
   private loop: Promise<void> | null = null;
+  /** Finished requests' keys and values for later prompts (null: off). */
+  readonly prefix: PrefixCache | null;
 
   constructor(
     readonly model: LlavaForConditionalGeneration,
     readonly tokenizer: Tokenizer,
     opts: BatcherOptions = {},
   ) {
-    checkOptions('DecodeBatcher', opts, optionKeys<BatcherOptions>({ maxBatch: true }));
+    checkOptions('DecodeBatcher', opts, optionKeys<BatcherOptions>({ maxBatch: true, prefixCachePositions: true }));
     const n = opts.maxBatch ?? 4;
     if (!(Number.isInteger(n) && n >= 1)) throw new Error(`[DecodeBatcher] maxBatch must be a positive integer (got ${n})`);
     this.maxBatch = n;
+    const keep = opts.prefixCachePositions ?? 0;
+    if (!(Number.isInteger(keep) && keep >= 0)) throw new Error(`[DecodeBatcher] prefixCachePositions must be a non-negative integer (got ${keep})`);
+    this.prefix = keep > 0 ? new PrefixCache(model, keep) : null;
   }
 
   /** Requests decoding now. */
@@ -153,6 +175,12 @@ export class DecodeBatcher {
     while (this.loop) await this.loop;
   }
 
+  /** Frees the prefix cache once no request is running or waiting (the batcher stays usable, emptier). */
+  async dispose(): Promise<void> {
+    await this.idle();
+    this.prefix?.dispose();
+  }
+
   private prepare(req: BatchRequest, where: string, name: string): { job: Job; done: Promise<BatchResult> } {
     checkOptions(`${where} ${name}`, req, REQUEST_KEYS);
     const { ids, length, room } = resolvePrompt(this.model, this.tokenizer, req, where, name);
@@ -178,6 +206,8 @@ export class DecodeBatcher {
       dec: new StreamDecoder(this.tokenizer, req.stop),
       out: [],
       keys: 0,
+      cached: 0,
+      prefixKey: req.prefixKey ?? (images === 0 ? '' : null),
       finish: null,
       error: null,
       started: false,
@@ -187,7 +217,7 @@ export class DecodeBatcher {
   }
 
   private result(j: Job, finish: FinishReason | 'aborted'): BatchResult {
-    return { text: j.dec.fullText, ids: j.out, finishReason: finish, promptLength: j.length, started: j.started };
+    return { text: j.dec.fullText, ids: j.out, finishReason: finish, promptLength: j.length, started: j.started, cachedTokens: j.cached };
   }
 
   private async run(): Promise<void> {
@@ -230,7 +260,8 @@ export class DecodeBatcher {
     }
   }
 
-  /** Prefills `jobs` together, samples their first tokens and adds them to the running batch. */
+  /** Prefills `jobs` (reusing cached prefixes where it can), samples their first tokens and adds them to
+   *  the running batch. */
   private admit(jobs: Job[]): void {
     for (const j of jobs) {
       j.started = true;
@@ -240,8 +271,48 @@ export class DecodeBatcher {
         j.error = e as Error;
       }
     }
-    // Requests with the same prompt and the same image tensor (a request's n choices) are prefilled once;
-    // each of their rows gets a copy of that prompt's keys and values.
+    const parts: { cache: KVCache; rows: number[] }[] = [];
+    const joined: Job[] = [];
+    const misses: Job[] = [];
+    for (const j of jobs) {
+      const hit = this.prefix && j.prefixKey !== null ? this.prefix.lookup(j.ids, j.prefixKey) : null;
+      if (!hit) misses.push(j);
+      else {
+        const cache = this.extend(j, hit);
+        if (cache) (parts.push({ cache, rows: [0] }), joined.push(j));
+      }
+    }
+    if (misses.length > 0) {
+      const part = this.prefill(misses);
+      if (part) (parts.unshift(part), joined.unshift(...misses));
+    }
+    if (parts.length === 0) return;
+    const rows = [...this.rows, ...joined];
+    if (!this.cache && parts.length === 1 && parts[0].rows.every((r, i) => r === i) && parts[0].rows.length === parts[0].cache.B)
+      this.cache = parts[0].cache;
+    else {
+      let cache: KVCache;
+      try {
+        cache = this.regroup([...(this.cache ? [{ cache: this.cache, rows: this.rows.map((_, i) => i) }] : []), ...parts], rows);
+      } catch (e) {
+        for (const j of joined) j.settle.reject(e as Error); // the running rows keep their cache
+        return;
+      } finally {
+        for (const p of parts) p.cache.dispose();
+      }
+      this.cache?.dispose();
+      this.cache = cache;
+    }
+    this.rows = rows;
+    this.maxRunning = Math.max(this.maxRunning, this.rows.length);
+  }
+
+  /**
+   * One prefill of `jobs`, left-padded to the longest; samples their first tokens. Jobs with the same prompt
+   * and the same image tensor (a request's n choices) are prefilled once and each row gets a copy. Returns
+   * the new cache and, for each job, its row in it; null (every job rejected) if the prefill failed.
+   */
+  private prefill(jobs: Job[]): { cache: KVCache; rows: number[] } | null {
     const unique: Job[] = [];
     const src = jobs.map((j) => {
       const k = unique.findIndex(
@@ -250,7 +321,6 @@ export class DecodeBatcher {
       return k >= 0 ? k : unique.push(j) - 1;
     });
     const images = unique.map((j) => j.req.pixelValues).filter((x): x is Tensor => !!x);
-    let part: KVCache;
     try {
       const pixels = images.length === 0 ? null : images.length === 1 ? images[0] : tidy(() => cat(images, 0));
       let pre;
@@ -263,7 +333,6 @@ export class DecodeBatcher {
       } finally {
         if (pixels && images.length > 1) pixels.dispose();
       }
-      part = pre.cache;
       try {
         const host = pre.logits.dataSync() as Float32Array | Float64Array;
         const V = pre.logits.shape[1];
@@ -271,30 +340,39 @@ export class DecodeBatcher {
           j.keys = j.length;
           if (!j.error) this.advance(j, host.subarray(src[b] * V, (src[b] + 1) * V));
         });
+      } catch (e) {
+        pre.cache.dispose();
+        throw e;
       } finally {
         pre.logits.dispose();
       }
+      return { cache: pre.cache, rows: src };
     } catch (e) {
       for (const j of jobs) j.settle.reject(e as Error);
-      return;
+      return null;
     }
-    const rows = [...this.rows, ...jobs];
-    if (!this.cache && unique.length === jobs.length) this.cache = part;
-    else {
-      let cache: KVCache;
+  }
+
+  /** A one-row cache for `j` from a cached prefix: copied, then the rest of the prompt fed as text;
+   *  samples its first token. Null (the job rejected) on failure. */
+  private extend(j: Job, hit: PrefixHit): KVCache | null {
+    let cache: KVCache | null = null;
+    try {
+      cache = KVCache.gather([{ cache: hit.cache, rows: [0], filled: hit.positions }], hit.positions, j.length + j.maxNew);
+      const lg = this.model.extendPrompt(j.ids.slice(hit.tokens), hit.positions, cache);
       try {
-        cache = this.regroup([...(this.cache ? [{ cache: this.cache, rows: this.rows.map((_, i) => i) }] : []), { cache: part, rows: src }], rows);
-      } catch (e) {
-        for (const j of jobs) j.settle.reject(e as Error); // the running rows keep their cache
-        return;
+        j.keys = j.length;
+        j.cached = hit.positions;
+        if (!j.error) this.advance(j, lg.dataSync() as Float32Array | Float64Array);
       } finally {
-        part.dispose();
+        lg.dispose();
       }
-      this.cache?.dispose();
-      this.cache = cache;
+      return cache;
+    } catch (e) {
+      cache?.dispose();
+      j.settle.reject(e as Error);
+      return null;
     }
-    this.rows = rows;
-    this.maxRunning = Math.max(this.maxRunning, this.rows.length);
   }
 
   /** A cache holding `parts`' rows (the jobs `rows`, in order), as short as their keys and as wide as
@@ -334,6 +412,18 @@ export class DecodeBatcher {
     }
   }
 
+  /** Keeps a leaving row's keys and values (its prompt and the reply tokens fed back) for later prompts. */
+  private remember(j: Job, cache: KVCache): void {
+    if (j.finish === null) return;
+    const ids = [...j.ids, ...j.out.slice(0, j.keys - j.length)];
+    if (j.keys < MIN_REUSE || j.keys > this.prefix!.maxPositions) return;
+    try {
+      this.prefix!.store(ids, j.prefixKey!, KVCache.gather([{ cache, rows: [this.rows.indexOf(j)] }], j.keys, j.keys));
+    } catch {
+      // out of memory for the copy: not kept; the request itself is done
+    }
+  }
+
   /** Settles the rows that finished, failed or were aborted, and rebuilds the cache without them. */
   private leave(): void {
     for (const j of this.rows) if (!j.finish && !j.error && j.req.signal?.aborted) j.finish = 'aborted';
@@ -345,6 +435,7 @@ export class DecodeBatcher {
     }
     const old = this.cache!;
     this.cache = null;
+    if (this.prefix) for (const j of this.rows) if (!j.error && j.prefixKey !== null) this.remember(j, old);
     try {
       if (keep.length > 0) this.cache = this.regroup([{ cache: old, rows: keep.map((j) => this.rows.indexOf(j)) }], keep);
     } catch (e) {

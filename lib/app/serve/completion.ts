@@ -16,6 +16,7 @@
 //   Everything before it (body, JSON.parse, validation, rendering) is linear and fast (about 40 ms for a
 //   19.5 MB text); the batch yields to the event loop between steps (inference/batcher.ts).
 import * as fs from 'fs';
+import { createHash } from 'crypto';
 import * as path from 'path';
 import type * as http from 'http';
 import type { LlavaSession } from '../processing/session';
@@ -51,6 +52,8 @@ export interface Prepared {
   /** max_tokens after the caps. */
   maxNew: number;
   stop: string[];
+  /** The image's key for the prefix cache (a hash of its bytes), or undefined without an image. */
+  imageKey?: string;
 }
 
 /** Per-request details for the server's log line. */
@@ -140,9 +143,9 @@ export class Completions {
 
   constructor(
     readonly session: LlavaSession,
-    private readonly o: { modelName: string; maxBodyBytes: number; maxImagePixels: number; maxBatch: number },
+    private readonly o: { modelName: string; maxBodyBytes: number; maxImagePixels: number; maxBatch: number; prefixCache: number },
   ) {
-    this.batcher = new DecodeBatcher(session.model, session.tokenizer, { maxBatch: o.maxBatch });
+    this.batcher = new DecodeBatcher(session.model, session.tokenizer, { maxBatch: o.maxBatch, prefixCachePositions: o.prefixCache });
     this.contextLength = contextLength(session.model);
     this.maxPromptChars = this.contextLength * promptCharBound(session.tokenizer, session.dir).perToken;
     this.templateStop = session.stop;
@@ -171,7 +174,8 @@ export class Completions {
     // The model worker's rule (docs/reference.md §9): min(requested, 1024, context − prompt − image tokens).
     const maxNew = Math.min(req.maxTokens, MAX_TOKENS_CAP, ctx - promptLength);
     const stop = [...(this.templateStop ? [this.templateStop] : []), ...req.stop];
-    return { req, promptIds, promptLength, pixels, maxNew, stop };
+    const imageKey = req.image ? createHash('sha256').update(req.image.bytes).digest('hex') : undefined;
+    return { req, promptIds, promptLength, pixels, maxNew, stop, imageKey };
   }
 
   /** The POST handler of one API: read, validate and prepare, then generate in the batch and answer. */
@@ -220,6 +224,7 @@ export class Completions {
           maxNewTokens: prep.maxNew,
           seed: req.seed === undefined ? undefined : req.seed + i,
           stop: prep.stop,
+          prefixKey: prep.imageKey,
           signal: ac.signal,
           onStart: req.stream ? () => (opened.events ??= answer.stream(res)) : undefined,
           onPiece: (piece) => {
@@ -260,11 +265,17 @@ export class Completions {
     else sendJson(res, 200, answer.body(fs));
   }
 
+  /** The prefix cache as /health shows it (null when off). */
+  prefixStats(): Record<string, number> | null {
+    const p = this.batcher.prefix;
+    return p ? { positions: p.positions, max_positions: p.maxPositions, entries: p.size, hits: p.hits, lookups: p.lookups } : null;
+  }
+
   /** Refuse new completions, stop queued and running ones, wait for the batch to empty (idempotent). */
   shutdown(): Promise<void> {
     this.closing ??= (async () => {
       for (const ac of this.active) ac.abort();
-      await this.batcher.idle();
+      await this.batcher.dispose(); // waits for the batch to empty, then frees the prefix cache
     })();
     return this.closing;
   }
@@ -279,6 +290,8 @@ export interface Finished {
   completionTokens: number;
   promptIds: number[];
   ids: number[];
+  /** Prompt positions taken from the prefix cache. */
+  cachedTokens: number;
 }
 
 const finished = (p: Prepared, o: BatchResult): Finished => ({
@@ -288,6 +301,7 @@ const finished = (p: Prepared, o: BatchResult): Finished => ({
   completionTokens: o.ids.length,
   promptIds: p.promptIds,
   ids: o.ids,
+  cachedTokens: o.cachedTokens,
 });
 
 /** One API on the shared path (validation, prompt, queue, generation): how it reads a request and how it
@@ -328,6 +342,7 @@ export const CHAT_API: Api = {
       usageOf(
         fs[0].promptTokens,
         fs.reduce((a, f) => a + f.completionTokens, 0),
+        fs[0].cachedTokens,
       );
     return {
       body: (fs) =>

@@ -401,6 +401,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** cached_tokens: prompt positions taken from the prefix cache. */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 /** The fields every response and chunk of one completion share. */
@@ -420,8 +422,13 @@ export function finishReason(f: FinishReason): 'stop' | 'length' {
   return f === 'length' ? 'length' : 'stop';
 }
 
-export function usageOf(promptTokens: number, completionTokens: number): Usage {
-  return { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens };
+export function usageOf(promptTokens: number, completionTokens: number, cachedTokens = 0): Usage {
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: cachedTokens },
+  };
 }
 
 /** One `chat.completion.chunk` of a stream, for choice `index`. */

@@ -231,7 +231,7 @@ const outputText = (text: string): Record<string, unknown> => ({ type: 'output_t
 function usage(f: Finished): Record<string, unknown> {
   return {
     input_tokens: f.promptTokens,
-    input_tokens_details: { cached_tokens: 0 },
+    input_tokens_details: { cached_tokens: f.cachedTokens },
     output_tokens: f.completionTokens,
     output_tokens_details: { reasoning_tokens: 0 },
     total_tokens: f.promptTokens + f.completionTokens,

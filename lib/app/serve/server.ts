@@ -3,7 +3,7 @@
 //
 // Endpoints
 //   GET  /health               {status:'ok', model, device, dtype, template, aspect, format, running, waiting,
-//                               max_batch}
+//                               max_batch, prefix_cache}
 //   GET  /v1/models            OpenAI list format with the one served model (also GET /v1/models/<id>)
 //   POST /v1/chat/completions  OpenAI chat completions, streaming (SSE) or not
 //   POST /v1/responses         OpenAI Responses API (text and one image), streaming or not (responses.ts)
@@ -16,6 +16,10 @@
 //   between steps, so the server keeps accepting, validating and queueing meanwhile. A reply can differ
 //   from a lone run only by attention's rounding (the batch blocks the sums differently); --max-batch 1
 //   runs completions one at a time.
+// - Prefix caching (inference/prefix_cache.ts): the keys and values of finished requests are kept (up to
+//   --prefix-cache positions, default the context length) and a prompt that begins as one of them did, with
+//   the same image (a hash of its bytes), prefills only the rest: a chat's next turn skips the vision tower
+//   and the earlier turns. usage.prompt_tokens_details.cached_tokens says how many positions were reused.
 // - Everything that can be checked before the queue is: JSON, field types, message layout, the image
 //   (decoded and preprocessed), the prompt length against the context. A request that passes these can
 //   only fail on an internal error (500, or an SSE error event once streaming has started).
@@ -61,9 +65,8 @@
 //   completions the token counts and finish reason (or the error, or "client closed").
 //
 // Files: protocol.ts (request validation, prompt rendering, response shapes), http.ts (bodies, JSON, SSE),
-// completion.ts (the shared completion path and POST /v1/chat/completions), responses.ts
-// (POST /v1/responses on that path); this file holds the session, the routes,
-// the per-request log line and the listening server.
+// completion.ts (the shared completion path and POST /v1/chat/completions), responses.ts (POST /v1/responses
+// on that path); this file holds the session, the routes, the per-request log line and the listening server.
 import * as fs from 'fs';
 import * as http from 'http';
 import * as path from 'path';
@@ -77,6 +80,7 @@ import { LlavaSession } from '../processing/session';
 import { ApiError, modelCard } from './protocol';
 import { sendError, sendJson } from './http';
 import { CHAT_API, Completions, type LogInfo } from './completion';
+import { contextLength } from '../inference/generate';
 import { RESPONSES_API } from './responses';
 import { Guard, requestId, requireJson } from './guard';
 
@@ -132,6 +136,10 @@ export interface ServeOptions {
   modelName?: string;
   /** Completions decoded together in one batch (default 4); 1 runs them one at a time. */
   maxBatch?: number;
+  /** Positions of finished requests' keys and values kept so that a later prompt beginning the same way
+   *  (a chat's next turn, the same image) prefills only the rest (default: the model's context length;
+   *  0: off). */
+  prefixCache?: number;
   maxBodyBytes?: number;
   maxImagePixels?: number;
   /** Bearer key for every route but /health (default: none; the CLI also reads LLAVA_API_KEY). */
@@ -157,6 +165,7 @@ const SERVE_KEYS = optionKeys<ServeOptions>({
   load4bit: true,
   modelName: true,
   maxBatch: true,
+  prefixCache: true,
   maxBodyBytes: true,
   maxImagePixels: true,
   apiKey: true,
@@ -295,6 +304,7 @@ function health(app: App): Record<string, unknown> {
     running: completions.batcher.running,
     waiting: completions.batcher.waiting,
     max_batch: completions.batcher.maxBatch,
+    prefix_cache: completions.prefixStats(),
   };
 }
 
@@ -337,6 +347,8 @@ export function createServer(opts: ServeOptions): LlavaServer {
   const limits = serverLimits(opts); // checked before the model loads
   const maxBatch = opts.maxBatch ?? DEFAULT_MAX_BATCH;
   if (!(Number.isInteger(maxBatch) && maxBatch >= 1)) throw new Error(`[serve] maxBatch must be an integer >= 1 (got ${maxBatch})`);
+  if (opts.prefixCache !== undefined && !(Number.isInteger(opts.prefixCache) && opts.prefixCache >= 0))
+    throw new Error(`[serve] prefixCache must be an integer >= 0 (got ${opts.prefixCache})`);
   const session = openServeSession(opts);
   const modelName = opts.modelName ?? session.name;
   const completions = new Completions(session, {
@@ -344,6 +356,7 @@ export function createServer(opts: ServeOptions): LlavaServer {
     maxBodyBytes: opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES,
     maxImagePixels: opts.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS,
     maxBatch,
+    prefixCache: opts.prefixCache ?? contextLength(session.model),
   });
   const guard = new Guard({ apiKey: opts.apiKey, cors: opts.cors });
   const app: App = { session, completions, guard, modelName, created: createdTime(session.dir) };

@@ -26,7 +26,8 @@ let srv: RunningServer;
 let client: OpenAI;
 
 t.before(async () => {
-  srv = await startServer({ model: dir, host: '127.0.0.1', port: 0, apiKey: KEY, log: () => {} });
+  // prefixCache 0: the tests check that requests leave no tensor behind (serve_service.test.ts tests the cache).
+  srv = await startServer({ model: dir, host: '127.0.0.1', port: 0, apiKey: KEY, prefixCache: 0, log: () => {} });
   client = new OpenAI({ apiKey: KEY, baseURL: `${srv.url}/v1`, maxRetries: 0, timeout: 60_000 });
 });
 t.teardown(() => srv.close());
@@ -81,7 +82,12 @@ t.test('chat.completions.create: plain, streamed (deltas join, usage) and with a
   const g = await expected(buildPrompt('llava_hf', 'Describe a traffic light.'), 12);
   tt.equal(r.object, 'chat.completion');
   tt.equal(r.choices[0].message.content, g.text, 'the text generateText gives');
-  tt.same(r.usage, { prompt_tokens: g.promptLength, completion_tokens: g.ids.length, total_tokens: g.promptLength + g.ids.length });
+  tt.same(r.usage, {
+    prompt_tokens: g.promptLength,
+    completion_tokens: g.ids.length,
+    total_tokens: g.promptLength + g.ids.length,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
 
   const stream = await client.chat.completions.create({
     model: 'tiny-llava',

@@ -52,7 +52,12 @@ t.test('greedy text-only completion equals generateText (ids, text, usage)', asy
   tt.same(c.token_ids, g.ids, 'ids');
   tt.same(r.json.prompt_token_ids, encodePrompt(server.llava.model, server.llava.tokenizer, prompt), 'prompt ids');
   tt.equal(c.finish_reason, g.finishReason === 'length' ? 'length' : 'stop');
-  tt.same(r.json.usage, { prompt_tokens: g.promptLength, completion_tokens: g.ids.length, total_tokens: g.promptLength + g.ids.length });
+  tt.same(r.json.usage, {
+    prompt_tokens: g.promptLength,
+    completion_tokens: g.ids.length,
+    total_tokens: g.promptLength + g.ids.length,
+    prompt_tokens_details: { cached_tokens: 0 },
+  });
   tt.equal(L.memory().numTensors, before, 'no tensors leak');
 });
 

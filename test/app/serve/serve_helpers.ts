@@ -30,7 +30,9 @@ export const logs: string[] = [];
 /** Starts the file's server before its tests and closes it (and its model) after them. */
 export function useServer(): void {
   t.before(async () => {
-    server = createServer({ model: dir, log: (l) => logs.push(l) });
+    // No prefix cache here: the tests check that a request leaves no tensor behind (serve_service.test.ts
+    // tests the cache on a server of its own).
+    server = createServer({ model: dir, prefixCache: 0, log: (l) => logs.push(l) });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   });

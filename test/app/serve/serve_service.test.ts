@@ -406,7 +406,20 @@ t.test('serve command: argument validation', async (tt) => {
 t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTERM', async (tt) => {
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', path.join(ROOT, 'lib', 'app', 'cli', 'serve.ts'), 'serve', '--model', dir, '--port', '0', '--max-batch', '2'],
+    [
+      '--import',
+      'tsx',
+      path.join(ROOT, 'lib', 'app', 'cli', 'serve.ts'),
+      'serve',
+      '--model',
+      dir,
+      '--port',
+      '0',
+      '--max-batch',
+      '2',
+      '--prefix-cache',
+      '64',
+    ],
     {
       cwd: ROOT,
       env: { ...process.env, FORCE_COLOR: '0' },
@@ -424,8 +437,8 @@ t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTE
     const url = /listening on (http:\/\/[^\s]+)/.exec(out)?.[1];
     tt.ok(url, `printed the URL: ${out}${err}`);
     tt.match(out, /model tiny-llava, template llava_hf \(llava-hf format\), aspect square \(llava-hf processor: no padding\), cpu\/float32/);
-    const h = (await (await fetch(url + '/health')).json()) as { status: string; model: string; max_batch: number };
-    tt.match(h, { status: 'ok', model: 'tiny-llava', max_batch: 2 });
+    const h = (await (await fetch(url + '/health')).json()) as { status: string; model: string; max_batch: number; prefix_cache: unknown };
+    tt.match(h, { status: 'ok', model: 'tiny-llava', max_batch: 2, prefix_cache: { max_positions: 64 } });
     const r = (await (
       await fetch(url + '/v1/chat/completions', {
         method: 'POST',
