@@ -1,8 +1,11 @@
-// serve_cases.ts — continuous batching as `llava serve` runs it (lib/app/inference/batcher.ts): eight greedy
-// requests with different prompt lengths and token caps, all arriving at once, through a DecodeBatcher of
-// 4 rows, so rows leave as their requests end and waiting requests join the running batch. The baseline is
-// the same requests one at a time (maxBatch 1: one prefill and one decode loop per request) in the same run.
-// Work is the tokens generated; ratio > 1: batching serves them faster.
+// serve_cases.ts — generation as `llava serve` runs it (lib/app/inference/batcher.ts), each case against
+// its baseline in the same run (ratio > 1: faster than the baseline):
+// - serve_continuous_batching: eight greedy requests with different prompt lengths and token caps, all
+//   arriving at once, through a DecodeBatcher of 4 rows (rows leave as their requests end and waiting
+//   requests join the running batch), against the same requests one at a time (maxBatch 1). Work is the
+//   tokens generated.
+// - serve_prefix_cache: a follow-up prompt whose first 600 positions an earlier request left in the prefix
+//   cache, against the same prompt prefilled in full.
 //
 // Model: decode_cases.ts's LLaMA-7B proportions at half width (C 2048, I 5504, 16 heads, vocab 4096, 2
 // layers; 1 with --quick) as the language model of a LLaVA with the tiny fixture's vision tower, random
@@ -40,8 +43,23 @@ function buildLlava(layers: number): LlavaForConditionalGeneration {
   return m;
 }
 
-export async function runServeCases(o: BenchOptions): Promise<void> {
-  const layers = o.quick ? 1 : 2;
+/** Random text ids (never the image token) from a seeded generator. */
+function textIds(model: LlavaForConditionalGeneration, tok: Tokenizer, n: number, next: () => number): number[] {
+  const top = Math.min(tok.vocabSize, 4096);
+  const ids: number[] = [];
+  while (ids.length < n) {
+    const id = 3 + Math.floor(next() * (top - 3));
+    if (id !== model.config.imageTokenIndex) ids.push(id);
+  }
+  return ids;
+}
+
+function lcg(seed: number): () => number {
+  return () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+}
+
+/** Continuous batching: 8 requests through 4 rows against one at a time. */
+async function batchingCase(o: BenchOptions, model: LlavaForConditionalGeneration, tok: Tokenizer, layers: number): Promise<void> {
   const caps = o.quick ? [2, 12, 4, 8, 12, 2, 6, 10] : [4, 24, 8, 16, 24, 4, 12, 20];
   const rec = (b: number): CaseRecord => ({
     op: 'serve_continuous_batching',
@@ -51,23 +69,61 @@ export async function runServeCases(o: BenchOptions): Promise<void> {
     shape: `prompts 8-40 tokens, ${b === 1 ? 'one at a time' : `maxBatch ${b}`}`,
   });
   if (!selected(o, rec(4))) return;
+  const rnd = lcg(7);
+  const reqs: BatchRequest[] = caps.map((cap, i) => ({
+    promptIds: textIds(model, tok, 8 + ((i * 11) % 33), rnd),
+    maxNewTokens: cap,
+    eosTokenId: null,
+  }));
+  const tokens = caps.reduce((a, b) => a + b, 0);
+  const serveAll = (maxBatch: number): Promise<unknown> => new DecodeBatcher(model, tok, { maxBatch }).submitAll(reqs);
+  const reps = o.quick ? 3 : 5;
+  const one = await timeItAsync(() => serveAll(1), { device: dev, reps, maxMs: 20_000 });
+  report(rec(1), one, 'tokens', tokens, null);
+  const four = await timeItAsync(() => serveAll(4), { device: dev, reps, maxMs: 20_000 });
+  report(rec(4), four, 'tokens', tokens, { name: 'the same requests one at a time (maxBatch 1, same run)', ms: one.median_ms });
+}
+
+/** Prefix caching: a follow-up whose first `shared` positions a finished request left in the cache, against
+ *  the same follow-up prefilled in full. Each call's new text is fresh, so the reuse is the shared part. */
+async function prefixCase(o: BenchOptions, model: LlavaForConditionalGeneration, tok: Tokenizer, layers: number): Promise<void> {
+  const shared = o.quick ? 256 : 600;
+  const rec = (hit: boolean): CaseRecord => ({
+    op: 'serve_prefix_cache',
+    scenario: `follow-up of ${shared} shared + 24 new positions, 4 tokens generated, LLaMA-7B half width, ${layers} layer(s)`,
+    dtype: 'float32',
+    device: dev,
+    shape: hit ? `${shared} positions reused` : 'full prefill',
+  });
+  if (!selected(o, rec(true))) return;
+  const rnd = lcg(11);
+  const head = textIds(model, tok, shared, rnd);
+  const ask = (): BatchRequest => ({ promptIds: [...head, ...textIds(model, tok, 24, rnd)], maxNewTokens: 4, eosTokenId: null });
+  const reps = o.quick ? 3 : 5;
+  const plain = new DecodeBatcher(model, tok);
+  const full = await timeItAsync(() => plain.submit(ask()), { device: dev, reps, maxMs: 20_000 });
+  report(rec(false), full, 'none', 0, null);
+  const cached = new DecodeBatcher(model, tok, { prefixCachePositions: 4 * (shared + 32) });
+  try {
+    await cached.submit(ask()); // the earlier turn that leaves the prefix behind
+    let reused = 0;
+    const hit = await timeItAsync(async () => (reused = (await cached.submit(ask())).cachedTokens), { device: dev, reps, maxMs: 20_000 });
+    if (reused !== shared) throw new Error(`serve_prefix_cache: reused ${reused} positions, expected ${shared}`);
+    report(rec(true), hit, 'none', 0, { name: 'the same follow-up prefilled in full (same run)', ms: full.median_ms });
+  } finally {
+    await cached.dispose();
+  }
+}
+
+export async function runServeCases(o: BenchOptions): Promise<void> {
+  const layers = o.quick ? 1 : 2;
+  const ops = ['serve_continuous_batching', 'serve_prefix_cache'];
+  if (!ops.some((op) => selected(o, { op, scenario: '', dtype: 'float32', device: dev, shape: '' }))) return;
   const model = buildLlava(layers);
   const tok = Tokenizer.fromDir(fixtureDir());
   try {
-    let seed = 7;
-    const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const textIds = Math.min(tok.vocabSize, 4096);
-    const prompts = caps.map((_, i) =>
-      Array.from({ length: 8 + ((i * 11) % 33) }, () => 3 + Math.floor(rnd() * (textIds - 3))).filter((id) => id !== model.config.imageTokenIndex),
-    );
-    const reqs: BatchRequest[] = prompts.map((promptIds, i) => ({ promptIds, maxNewTokens: caps[i], eosTokenId: null }));
-    const tokens = caps.reduce((a, b) => a + b, 0);
-    const serveAll = (maxBatch: number): Promise<unknown> => new DecodeBatcher(model, tok, { maxBatch }).submitAll(reqs);
-    const reps = o.quick ? 3 : 5;
-    const one = await timeItAsync(() => serveAll(1), { device: dev, reps, maxMs: 20_000 });
-    report(rec(1), one, 'tokens', tokens, null);
-    const four = await timeItAsync(() => serveAll(4), { device: dev, reps, maxMs: 20_000 });
-    report(rec(4), four, 'tokens', tokens, { name: 'the same requests one at a time (maxBatch 1, same run)', ms: one.median_ms });
+    await batchingCase(o, model, tok, layers);
+    await prefixCase(o, model, tok, layers);
   } finally {
     model.dispose();
   }
