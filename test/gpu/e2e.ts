@@ -5,7 +5,8 @@
 //   * the bundled demo (`npm start`: stage 1 then stage 2 on generated images) trained on the device and
 //     on the CPU from the same seed and data: every optimizer step's loss must agree within DEMO_RTOL;
 //   * continuous batching as `llava serve` runs it: requests joining a running DecodeBatcher on the device
-//     must get the greedy ids `generate` gives each alone on the device, with no tensor left behind.
+//     must get the greedy ids `generate` gives each alone on the device, and so must a follow-up turn that
+//     reuses the first turn from the prefix cache, with no tensor left behind.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -92,9 +93,10 @@ export async function demoParity(dev: Device, steps: number): Promise<Check> {
 }
 
 /** Four greedy requests through a DecodeBatcher of 3 rows on `dev`, the 2nd to 4th joining mid-flight (one
- *  waits for a row), against `generateText` alone on the same device. */
+ *  waits for a row), then a follow-up turn from the prefix cache, each against `generateText` alone on the
+ *  same device. */
 export async function servingParity(dev: Device): Promise<Check> {
-  const name = `continuous batching on ${dev}: 4 requests joining a running batch of 3 rows vs each alone`;
+  const name = `continuous batching on ${dev}: 4 requests joining a running batch of 3 rows, and a follow-up from the prefix cache, vs each alone`;
   const model = loadLlava(fixtureDir(), { device: dev });
   const tok = Tokenizer.fromDir(fixtureDir());
   const pix = L.keep(L.tensor(tinyLlavaRef().refF('image0.pixel_values'), { shape: [1, 3, 28, 28], device: dev }));
@@ -119,12 +121,20 @@ export async function servingParity(dev: Device): Promise<Check> {
     });
     await b.idle();
     const got = (await Promise.all(done)).map((r) => r.ids);
+    // A follow-up turn through the prefix cache: the first turn's keys and values reused, the rest fed.
+    const cached = new DecodeBatcher(model, tok, { prefixCachePositions: 512 });
+    const turn1 = await cached.submit({ ...reqs[0], prefixKey: 'img0' });
+    const follow = q(`Describe the picture. ASSISTANT: ${turn1.text.trim()}</s>USER: And the colours?`, true);
+    const turn2 = await cached.submit({ ...follow, prefixKey: 'img0' });
+    await cached.dispose();
+    got.push(turn2.ids);
+    alone.push((await generateText(model, tok, follow)).ids);
     const differ = got.map((ids, i) => (JSON.stringify(ids) === JSON.stringify(alone[i]) ? null : i)).filter((i) => i !== null);
     const leaked = L.memory().numTensors - before;
     return {
       name,
-      pass: got.length === 4 && differ.length === 0 && leaked === 0 && b.maxRunning === 3,
-      detail: `ids ${differ.length ? `differ for request(s) ${differ.join(', ')}: ${JSON.stringify(got)} vs ${JSON.stringify(alone)}` : 'equal'}; at most ${b.maxRunning} rows together; ${leaked} tensor(s) left`,
+      pass: got.length === 5 && differ.length === 0 && leaked === 0 && b.maxRunning === 3 && turn2.cachedTokens > 0,
+      detail: `ids ${differ.length ? `differ for request(s) ${differ.join(', ')}: ${JSON.stringify(got)} vs ${JSON.stringify(alone)}` : 'equal'}; at most ${b.maxRunning} rows together; follow-up reused ${turn2.cachedTokens} positions; ${leaked} tensor(s) left`,
     };
   } finally {
     pix.dispose();
