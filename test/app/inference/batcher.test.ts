@@ -4,32 +4,13 @@
 // streamed pieces); failures stay with their request; no tensor leaks. Also KVCache.gather, which moves
 // rows between caches when requests join and leave.
 import t, { type Test } from 'tap';
-import * as path from 'path';
 import * as L from '../../../lib';
-import { loadLlava } from '../../../lib/models/loader';
-import { LlavaForConditionalGeneration } from '../../../lib/models/llava';
 import { KVCache } from '../../../lib/models/llama';
-import { SafetensorsFile } from '../../../lib/io/safetensors';
-import { Tokenizer } from '../../../lib/app/processing/tokenizer';
 import { generate, type GenerateOptions, type GeneratedPiece } from '../../../lib/app/inference/generate';
 import { DecodeBatcher, type BatchResult } from '../../../lib/app/inference/batcher';
-import { TEST_DIR } from '../../helpers';
+import { useFloat64Llava } from './fixture64';
 
-const dir = path.join(TEST_DIR, 'fixtures', 'tiny-llava');
-let m64: LlavaForConditionalGeneration;
-let tok: Tokenizer;
-let pix: L.Tensor[];
-t.before(() => {
-  m64 = loadLlava(dir, { dtype: 'float64' });
-  tok = Tokenizer.fromDir(dir);
-  const ref = SafetensorsFile.open(path.join(dir, 'reference.safetensors'));
-  pix = ['image0', 'image1'].map((n) => L.keep(L.tensor(ref.readAsFloat32(`${n}.pixel_values`), { shape: [1, 3, 28, 28], dtype: 'float64' })));
-  ref.close();
-});
-t.teardown(() => {
-  m64.dispose();
-  pix.forEach((p) => p.dispose());
-});
+const fx = useFloat64Llava();
 
 const USER = (q: string, image: boolean): string => `USER: ${image ? '<image>\n' : ''}${q} ASSISTANT:`;
 
@@ -41,7 +22,7 @@ const REQS: GenerateOptions[] = [
   { prompt: USER('Say hi.', false), temperature: 1.3, topK: 20, seed: 11, maxNewTokens: 16, stop: ['e'] },
   { prompt: USER('A long question that takes more positions than the others do, about nothing at all.', false), maxNewTokens: 5 },
 ];
-const req = (i: number): GenerateOptions => ({ ...REQS[i], pixelValues: REQS[i].prompt!.includes('<image>') ? pix[i % 2] : null });
+const req = (i: number): GenerateOptions => ({ ...REQS[i], pixelValues: REQS[i].prompt!.includes('<image>') ? fx.pix[i % 2] : null });
 
 interface Alone {
   pieces: GeneratedPiece[];
@@ -51,7 +32,7 @@ interface Alone {
 }
 /** What `generate` streams for a request alone: its pieces and its return value. */
 async function alone(o: GenerateOptions): Promise<Alone> {
-  const it = generate(m64, tok, o);
+  const it = generate(fx.model, fx.tok, o);
   const pieces: GeneratedPiece[] = [];
   for (;;) {
     const r = await it.next();
@@ -73,7 +54,7 @@ t.test('requests joining a running batch mid-flight each generate what they gene
   tt.ok(want[0].ids.length >= 3 && want[1].ids.length >= 2, 'requests 0 and 1 run long enough for others to join');
   tt.ok(new Set(want.map((w) => w.ids.length)).size >= 3, `they end at different steps (${want.map((w) => w.ids.length)})`);
   const before = L.memory().numTensors;
-  const b = new DecodeBatcher(m64, tok, { maxBatch: 3 });
+  const b = new DecodeBatcher(fx.model, fx.tok, { maxBatch: 3 });
   const pieces: GeneratedPiece[][] = REQS.map(() => []);
   const started: number[] = [];
   const done: Promise<BatchResult>[] = [];
@@ -113,7 +94,7 @@ t.test('a request that ends with its first token leaves at once; one that joins 
   const one = { ...req(1), maxNewTokens: 1 };
   const want = [await alone(req(0)), await alone(one), await alone(req(3))];
   const before = L.memory().numTensors;
-  const b = new DecodeBatcher(m64, tok, { maxBatch: 3 });
+  const b = new DecodeBatcher(fx.model, fx.tok, { maxBatch: 3 });
   const pieces: GeneratedPiece[][] = [[], [], []];
   const done: Promise<BatchResult>[] = [];
   done[0] = b.submit({
@@ -140,20 +121,20 @@ t.test('requests with the same prompt and image (n choices) share one prefill an
   tt.ok(new Set(want.map((w) => w.ids.join())).size > 1, 'the seeds give different replies');
   const before = L.memory().numTensors;
   const prefilled: number[] = [];
-  const prefill = m64.prefillBatch;
-  m64.prefillBatch = function (ids, ...rest) {
+  const prefill = fx.model.prefillBatch;
+  fx.model.prefillBatch = function (ids, ...rest) {
     prefilled.push(ids.length);
     return prefill.call(this, ids, ...rest);
   };
   try {
-    const b = new DecodeBatcher(m64, tok, { maxBatch: 4 });
+    const b = new DecodeBatcher(fx.model, fx.tok, { maxBatch: 4 });
     const pieces: GeneratedPiece[][] = seeds.map(() => []);
     const got = await b.submitAll([...seeds.map((seed, i) => ({ ...choice(seed), onPiece: (p: GeneratedPiece) => pieces[i].push(p) })), req(1)]);
     seeds.forEach((seed, i) => same(tt, got[i], pieces[i], want[i], `seed ${seed}`));
     tt.same(got[3].ids, (await alone(req(1))).ids, 'the other prompt admitted with them');
     tt.same(prefilled, [2], 'one prefill of the two distinct prompts for four requests');
   } finally {
-    m64.prefillBatch = prefill;
+    fx.model.prefillBatch = prefill;
   }
   tt.equal(L.memory().numTensors, before, 'no tensor leaked');
 });
@@ -162,7 +143,7 @@ t.test('aborts: a waiting request never runs, a running one stops at once, the o
   const want0 = await alone(req(0));
   const want2 = await alone(req(2));
   const before = L.memory().numTensors;
-  const b = new DecodeBatcher(m64, tok, { maxBatch: 2 });
+  const b = new DecodeBatcher(fx.model, fx.tok, { maxBatch: 2 });
   const ac0 = new AbortController();
   const ac1 = new AbortController();
   const p0: GeneratedPiece[] = [];
@@ -195,7 +176,7 @@ t.test('aborts: a waiting request never runs, a running one stops at once, the o
 t.test('a failure stays with its request; bad requests are refused at once', async (tt) => {
   const want1 = await alone(req(1));
   const before = L.memory().numTensors;
-  const b = new DecodeBatcher(m64, tok, { maxBatch: 4 });
+  const b = new DecodeBatcher(fx.model, fx.tok, { maxBatch: 4 });
   const boom = b.submit({
     ...req(0),
     onStart: () => {
@@ -238,8 +219,8 @@ t.test('a failure stays with its request; bad requests are refused at once', asy
   await tt.rejects(b.submit({ prompt: 'x', maxNewTokens: 1.5 }), /maxNewTokens must be a non-negative integer/);
   const none = await b.submit({ prompt: USER('x', false), maxNewTokens: 0 });
   tt.same([none.ids, none.finishReason], [[], 'length'], 'no token asked: no prefill, finish length');
-  tt.throws(() => new DecodeBatcher(m64, tok, { maxBatch: 0 }), /maxBatch must be a positive integer/);
-  tt.throws(() => new DecodeBatcher(m64, tok, { size: 2 } as never), /size/);
+  tt.throws(() => new DecodeBatcher(fx.model, fx.tok, { maxBatch: 0 }), /maxBatch must be a positive integer/);
+  tt.throws(() => new DecodeBatcher(fx.model, fx.tok, { size: 2 } as never), /size/);
   await b.idle();
   tt.equal(L.memory().numTensors, before, 'no tensor leaked');
 });
