@@ -260,9 +260,9 @@ export class Completions {
     }
     this.completed++;
     info.note = `prompt ${prep.promptLength} completion ${tokens} finish ${outs.map((o) => finishReason(o.finishReason as FinishReason)).join(',')}`;
-    const fs = outs.map((o) => finished(prep, o));
-    if (events) events.finish(fs);
-    else sendJson(res, 200, answer.body(fs));
+    const choices = outs.map((o) => finished(prep, o));
+    if (events) events.finish(choices);
+    else sendJson(res, 200, answer.body(choices));
   }
 
   /** The prefix cache as /health shows it (null when off). */
