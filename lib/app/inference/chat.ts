@@ -7,14 +7,17 @@
 // llava_v1, else llava_v0), the aspect mode and the vision tower exactly as serve, eval and train do; one
 // line on stderr says which template and aspect were chosen and why. The
 // template's stop string (`###` for SINGLE, `</s>` for TWO) ends a reply besides EOS. Defaults follow the
-// reference CLI: temperature 0.2, no top_p, 512 new tokens. The whole conversation is prefilled again each
-// turn.
+// reference CLI: temperature 0.2, no top_p, 512 new tokens. Each turn's prompt is the whole conversation, as
+// the reference CLI builds it, but only what the last turn added is prefilled: the turns go through a
+// DecodeBatcher whose prefix cache keeps the conversation's keys and values (inference/prefix_cache.ts), so
+// the image and the earlier turns are not computed again.
 import * as fs from 'fs';
 import * as readline from 'readline';
 import type { Tensor } from '../../core/tensor';
 import { LlavaSession, modelLoadOptions } from '../processing/session';
 import { decodeImage, type AspectMode } from '../processing/image';
-import { generate, encodePrompt } from './generate';
+import { encodePrompt, contextLength } from './generate';
+import { DecodeBatcher } from './batcher';
 import { DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE } from '../../constants';
 
 export interface ChatOptions {
@@ -81,10 +84,11 @@ export async function runChat(o: ChatOptions): Promise<number> {
   const session = openChatSession(o);
   (o.info ?? ((l: string) => process.stderr.write(l + '\n')))(`llava chat: ${session.describe()}`);
   let pixels: Tensor | null = null;
+  const turns = new DecodeBatcher(session.model, session.tokenizer, { maxBatch: 1, prefixCachePositions: contextLength(session.model) });
   try {
     pixels = chatPixels(session, o.image);
     const history: Array<[string, string]> = [];
-    const answer = (question: string): Promise<string> => answerTurn(session, o, pixels!, history, question, out);
+    const answer = (question: string): Promise<string> => answerTurn(session, turns, o, pixels!, history, question, out);
     if (o.prompt !== undefined) {
       await answer(o.prompt);
       return 0;
@@ -92,6 +96,7 @@ export async function runChat(o: ChatOptions): Promise<number> {
     await interactiveLoop(session, o.input ?? process.stdin, out, history, answer);
     return 0;
   } finally {
+    await turns.dispose();
     pixels?.dispose();
     session.dispose();
   }
@@ -100,6 +105,7 @@ export async function runChat(o: ChatOptions): Promise<number> {
 /** One reply, streamed to `out`; returns the reply text (trimmed). */
 async function answerTurn(
   session: LlavaSession,
+  turns: DecodeBatcher,
   o: ChatOptions,
   pixels: Tensor,
   history: Array<[string, string]>,
@@ -108,7 +114,7 @@ async function answerTurn(
 ): Promise<string> {
   const text = session.prompt(question, { image: true, history });
   let reply = '';
-  for await (const piece of generate(session.model, session.tokenizer, {
+  await turns.submit({
     promptIds: encodePrompt(session.model, session.tokenizer, text),
     pixelValues: pixels,
     temperature: o.temperature ?? DEFAULT_TEMPERATURE,
@@ -118,10 +124,12 @@ async function answerTurn(
     // One seed per turn, derived from the session seed, so a replayed conversation is reproducible.
     seed: o.seed === undefined ? undefined : o.seed + history.length,
     stop: session.stop,
-  })) {
-    reply += piece.text;
-    if (piece.text) out.write(piece.text);
-  }
+    prefixKey: 'the chat image', // one image for the whole conversation
+    onPiece: (piece) => {
+      reply += piece.text;
+      if (piece.text) out.write(piece.text);
+    },
+  });
   out.write('\n');
   return reply.trim();
 }

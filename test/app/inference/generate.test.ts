@@ -21,7 +21,7 @@ import {
   prepareIds,
   eosIds,
 } from '../../../lib/app/inference/generate';
-import { runChat } from '../../../lib/app/inference/chat';
+import { runChat, openChatSession, chatPixels } from '../../../lib/app/inference/chat';
 import { modelNameFromPath, defaultAspect, defaultTemplate } from '../../../lib/app/processing/session';
 import { TEST_DIR, readInts } from '../../helpers';
 
@@ -265,6 +265,55 @@ t.test('chat: interactive loop keeps going until exit', async (tt) => {
     'EOF ends',
   );
   tt.equal(eof.split('ASSISTANT: ').length - 1, 1);
+});
+
+t.test('chat: each turn answers as generateText does on the whole conversation (earlier turns reused, not re-prefilled)', async (tt) => {
+  const qs = ['Describe it.', 'Why is that unusual?', 'And the colours?'];
+  let printed = '';
+  let prefills = 0;
+  let extended = 0;
+  const proto = LlavaForConditionalGeneration.prototype;
+  const [prefill, extend] = [proto.prefillBatch, proto.extendPrompt];
+  proto.prefillBatch = function (...a: Parameters<typeof prefill>) {
+    prefills++;
+    return prefill.apply(this, a);
+  };
+  proto.extendPrompt = function (...a: Parameters<typeof extend>) {
+    extended++;
+    return extend.apply(this, a);
+  };
+  try {
+    await runChat({
+      model: dir,
+      image: path.join(dir, 'image0.png'),
+      temperature: 0,
+      maxNewTokens: 6,
+      input: Readable.from(qs.map((q) => q + '\n')),
+      output: { write: (s: string) => (printed += s) },
+    });
+  } finally {
+    [proto.prefillBatch, proto.extendPrompt] = [prefill, extend];
+  }
+  tt.equal(prefills, 1, 'the image and the first turn are prefilled once');
+  tt.equal(extended, 2, 'the later turns feed only what they add');
+  const answers = printed
+    .split('ASSISTANT: ')
+    .slice(1)
+    .map((a) => a.split('\nUSER: ')[0].trim());
+  const session = openChatSession({ model: dir });
+  const pixels = chatPixels(session, path.join(dir, 'image0.png'));
+  try {
+    const history: Array<[string, string]> = [];
+    for (const [i, q] of qs.entries()) {
+      const text = session.prompt(q, { image: true, history });
+      const g = await generateText(session.model, session.tokenizer, { prompt: text, pixelValues: pixels, maxNewTokens: 6, stop: session.stop });
+      tt.equal(answers[i], g.text, `turn ${i + 1}`);
+      history.push([q, g.text]);
+    }
+  } finally {
+    pixels.dispose();
+    session.dispose();
+  }
 });
 
 t.test('chat: clear errors', async (tt) => {
