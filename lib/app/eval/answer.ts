@@ -12,8 +12,9 @@
 //   when temperature > 0.001 with a per-question seed (seed + question index), so reruns are reproducible.
 //   HEAD stops only on EOS; `stopAtSeparator` also stops on the template's stop string (the model worker's
 //   behaviour, useful with `###` templates). The reply is decoded without special tokens and stripped.
-// - `batchSize` questions are generated together (inference/generate_batch.ts, left-padded); each gets
-//   the answer it gets alone (same seed, stops and caps), and answers are still written in question order.
+// - Up to `batchSize` questions are generated together, continuously (inference/batcher.ts): a question
+//   joins the running batch as soon as another one ends. Each gets the answer it gets alone (same seed,
+//   stops and caps); answers are still written in question order, each as soon as the earlier ones are.
 // - Images go through the CLIP processor with the model's aspect handling (original: config
 //   image_aspect_ratio, `pad` for v1.5; llava-hf: no padding), as process_images does.
 // - `prompt` in the output is the question text as the reference records it: the raw question for
@@ -41,7 +42,8 @@ import { LlavaSession, defaultAspect, modelLoadOptions, type ModelLoadOptions } 
 import { CHAT_TEMPLATE, readChatTemplate, renderJinjaPrompt, type JinjaTemplate } from '../processing/chat_template';
 import { readTrainingRecord } from '../processing/training_record';
 import { encodePrompt } from '../inference/generate';
-import { generateBatch } from '../inference/generate_batch';
+import { DecodeBatcher } from '../inference/batcher';
+import { pyStrip } from '../util/pyformat';
 import { imagePath } from '../processing/data';
 import { EvalError, type AnswerRecord } from './common';
 import { sqaPrompt, type SqaQuestion } from './scienceqa';
@@ -160,7 +162,7 @@ export interface GenerateAnswersOptions {
   stopAtSeparator?: boolean;
   numChunks?: number;
   chunkIdx?: number;
-  /** Questions generated together (generateBatch; default 1). Each gets the answer it would get alone. */
+  /** Questions decoded together (continuous batching; default 1). Each gets the answer it would get alone. */
   batchSize?: number;
   progress?: ProgressMode;
   log?: (m: string) => void;
@@ -280,49 +282,69 @@ export async function generateAnswers(o: GenerateAnswersOptions): Promise<Genera
   const sampling = { temperature, topP: o.topP, stop };
 
   const progress = new Progress({ mode: o.progress, label: '[answer]', total: items.length, done: result.skipped, log });
-  try {
-    for (let g = 0; g < todo.length; g += batchSize) {
-      const group = todo.slice(g, g + batchSize);
-      const pixels: (Tensor | null)[] = [];
-      try {
-        for (const { it } of group) pixels.push(await pixelsOf(it));
-        const prompts = group.map(({ it }) => prompt(it.question));
-        const rows = (texts: string[]) =>
-          group.map(({ i }, k) => ({ promptIds: encodePrompt(model, o.tokenizer, texts[k]), pixelValues: pixels[k], seed: seed + i }));
-        const first = await generateBatch(model, o.tokenizer, rows(prompts), { ...sampling, maxNewTokens });
-        let texts = first.map((r) => r.text);
-        if (o.answerPrompter) {
-          const again = await generateBatch(model, o.tokenizer, rows(prompts.map((p, k) => p + texts[k] + ' ###\nANSWER:')), {
-            ...sampling,
-            maxNewTokens: 64,
-          });
-          texts = texts.map((t, k) => t + '\n The answer is ' + again[k].text);
-        }
-        group.forEach(({ it }, k) => {
-          const rec: AnswerRecord = {
-            question_id: it.id,
-            prompt: it.prompt,
-            text: texts[k],
-            answer_id: shortUuid(),
-            model_id: o.modelId,
-            metadata: {},
-          };
-          appendJsonl(o.answersFile, rec);
-          result.written++;
-          progress.tick();
-        });
-      } catch (e) {
-        if (e instanceof EvalError) throw e;
-        const ids = group.map(({ it }) => it.id).join(', ');
-        throw new EvalError(
-          `question ${ids}: ${(e as Error).message} (${result.written} new answers were written to ${o.answersFile}; run again to resume)`,
-        );
-      } finally {
-        for (const p of pixels) p?.dispose();
-      }
+  // Up to batchSize questions decode together, a new one joining as soon as one ends (continuous batching);
+  // answers are written in question order as soon as every earlier one is. After a failure no question
+  // starts, the ones under way finish, and the file holds exactly the answers before the failing question.
+  const batcher = new DecodeBatcher(model, o.tokenizer, { maxBatch: batchSize });
+  const finished = new Map<number, string>();
+  const failures: { error: Error; id: string | number }[] = [];
+  const record = (k: number, text: string): void => {
+    finished.set(k, text);
+    // result.written: the answers written so far, so also the index of the next one to write
+    while (finished.has(result.written)) {
+      const { it } = todo[result.written];
+      const rec: AnswerRecord = {
+        question_id: it.id,
+        prompt: it.prompt,
+        text: finished.get(result.written)!,
+        answer_id: shortUuid(),
+        model_id: o.modelId,
+        metadata: {},
+      };
+      finished.delete(result.written);
+      appendJsonl(o.answersFile, rec);
+      result.written++;
+      progress.tick();
     }
+  };
+  const answer = async (k: number): Promise<void> => {
+    const { it, i } = todo[k];
+    let pixels: Tensor | null = null;
+    try {
+      pixels = await pixelsOf(it);
+      const ask = async (text: string, cap: number): Promise<string> => {
+        const r = await batcher.submit({
+          ...sampling,
+          promptIds: encodePrompt(model, o.tokenizer, text),
+          pixelValues: pixels,
+          seed: seed + i,
+          maxNewTokens: cap,
+        });
+        return pyStrip(r.text);
+      };
+      const first = prompt(it.question);
+      let text = await ask(first, maxNewTokens);
+      if (o.answerPrompter) text = text + '\n The answer is ' + (await ask(first + text + ' ###\nANSWER:', 64));
+      record(k, text);
+    } catch (e) {
+      failures.push({ error: e as Error, id: it.id });
+    } finally {
+      pixels?.dispose();
+    }
+  };
+  let cursor = 0;
+  const worker = async (): Promise<void> => {
+    while (cursor < todo.length && failures.length === 0) await answer(cursor++);
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.min(batchSize, todo.length) }, worker));
   } finally {
     progress.stop();
+  }
+  if (failures.length > 0) {
+    const { error, id } = failures[0];
+    if (error instanceof EvalError) throw error;
+    throw new EvalError(`question ${id}: ${error.message} (${result.written} new answers were written to ${o.answersFile}; run again to resume)`);
   }
   return result;
 }

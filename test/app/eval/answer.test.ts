@@ -137,6 +137,18 @@ t.test('generateAnswers (sqa): prompts recorded as the reference does, text-only
     const strip = (f: string) => readLines(f).map(({ question_id, prompt, text }) => ({ question_id, prompt, text }));
     t.same(strip(batched), strip(one), `batchSize 2 answers as batchSize 1 (${JSON.stringify(extra)})`);
   }
+  // A question that fails mid-batch stops the run: the answers before it are written, in order, and none
+  // after it (the file stays resumable); a second run with the image back finishes the same file.
+  const broken = many.map((q, k) => (k === 3 ? { ...q, image: 'missing.png' } : q));
+  const part = tmpFile('part.jsonl');
+  const sqa = (qs: typeof many) => ({ ...o, set: { kind: 'sqa' as const, questions: qs }, answersFile: part, batchSize: 3 });
+  await t.rejects(generateAnswers(sqa(broken)), /image file .*missing\.png not found/);
+  const all = tmpFile('all.jsonl');
+  await generateAnswers({ ...sqa(many), answersFile: all, batchSize: 1 });
+  const texts = (f: string) => readLines(f).map(({ question_id, text }) => ({ question_id, text }));
+  t.same(texts(part), texts(all).slice(0, 3), 'the three answers before the failing question, in order');
+  t.same(await generateAnswers(sqa(many)), { total: 5, skipped: 3, written: 2 });
+  t.same(texts(part), texts(all), 'resumed to the same answers');
   await t.rejects(generateAnswers({ ...o, answersFile: tmpFile('x.jsonl'), batchSize: 0 }), /batchSize must be a positive integer \(got 0\)/);
 });
 
