@@ -11,8 +11,8 @@
 //   and exit code 1 (runAction in cli/util.ts). The server (and with it the native addon) is imported inside
 //   the action, so `--help` stays fast.
 // - When the server listens, one line on stdout: `llava serve: listening on http://HOST:PORT (model NAME,
-//   template T (why), aspect A (why), DEVICE/DTYPE)`; with --port 0 the line carries the port the system
-//   picked. Request log lines go to stderr.
+//   template T (why), aspect A (why), DEVICE/DTYPE; batching; access)`; with --port 0 the line carries the
+//   port the system picked. Request log lines go to stderr.
 // - SIGINT / SIGTERM: stop listening, stop the running and queued completions, close connections, free the
 //   model, exit 0. A second signal while shutting down exits at once (code 130).
 // - Hardening (serve/guard.ts, serve/server.ts): --api-key, else the LLAVA_API_KEY environment variable
@@ -105,9 +105,10 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     process.on('SIGTERM', onSignal);
   });
   // Printed only once the signal handlers are in place: whoever waits for this line may signal at once.
+  const batching = `up to ${s.maxBatch} decoded together, prefix cache ${s.prefixCache ? `${s.prefixCache} positions` : 'off'}`;
   const access = `${apiKey ? 'API key required' : 'no API key'}, ${cors === undefined ? 'no CORS' : `CORS ${cors === '*' ? '*' : cors.join(',')}`}`;
   process.stdout.write(
-    `llava serve: listening on ${running.url} (model ${s.modelName}, ${s.describe}, ${s.device}/${s.dtype}; ${access}); Ctrl-C stops\n`,
+    `llava serve: listening on ${running.url} (model ${s.modelName}, ${s.describe}, ${s.device}/${s.dtype}; ${batching}; ${access}); Ctrl-C stops\n`,
   );
   await stopped;
 }

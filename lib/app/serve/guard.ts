@@ -1,5 +1,6 @@
 // guard.ts — what `llava serve` checks about a request before routing it: the request id it answers with,
-// the Origin header and CORS, the API key, and the content type of a POST body. Knows nothing about models.
+// the Origin header and CORS, the API key, and the content type of a POST body; and the server's connection
+// cap and timeouts (serverLimits). Knows nothing about models.
 //
 // Decisions:
 // - Every response carries `X-Request-Id`: the client's own when it sent a sane one (1..128 visible ASCII
@@ -135,4 +136,30 @@ export function requireJson(req: http.IncomingMessage): void {
       'unsupported_media_type',
     );
   }
+}
+
+/** Open connections beyond this many are closed at once (server.maxConnections). */
+export const DEFAULT_MAX_CONNECTIONS = 64;
+/** A client must send its request headers within this many milliseconds (server.headersTimeout). */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
+/** ... and its whole request, body included, within this many (server.requestTimeout; not the answer). */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
+
+/** Connection cap and timeouts, validated (Node wants headersTimeout <= requestTimeout). */
+export function serverLimits(opts: { maxConnections?: number; headersTimeoutMs?: number; requestTimeoutMs?: number }): {
+  maxConnections: number;
+  headersTimeout: number;
+  requestTimeout: number;
+} {
+  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const headersTimeout = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+  const requestTimeout = Math.max(opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeout);
+  if (!(Number.isInteger(maxConnections) && maxConnections >= 1))
+    throw new Error(`[serve] maxConnections must be an integer >= 1 (got ${maxConnections})`);
+  for (const [k, v] of [
+    ['headersTimeoutMs', headersTimeout],
+    ['requestTimeoutMs', requestTimeout],
+  ] as const)
+    if (!(Number.isInteger(v) && v >= 1)) throw new Error(`[serve] ${k} must be an integer >= 1 (got ${v})`);
+  return { maxConnections, headersTimeout, requestTimeout };
 }

@@ -9,13 +9,12 @@
 //   POST /v1/responses         OpenAI Responses API (text and one image), streaming or not (responses.ts)
 //
 // Decisions:
-// - One model, one device, continuous batching: up to maxBatch completions (default 4) decode together, one
-//   step for all of them per token; the others wait in arrival order and join as soon as a row is free
-//   (inference/batcher.ts; completion.ts). A request whose client goes away while it waits never runs; one
-//   that goes away mid-generation leaves the batch at the next step. The batch yields to the event loop
-//   between steps, so the server keeps accepting, validating and queueing meanwhile. A reply can differ
-//   from a lone run only by attention's rounding (the batch blocks the sums differently); --max-batch 1
-//   runs completions one at a time.
+// - One model, one device, continuous batching: up to maxBatch completions (default 4; 1: one at a time)
+//   decode together, one step for all per token; the others wait in arrival order and join as soon as a row
+//   is free (inference/batcher.ts). A request whose client goes away while it waits never runs; one that
+//   goes away mid-generation leaves the batch at the next step. The batch yields to the event loop between
+//   steps, so the server keeps accepting meanwhile. A reply can differ from a lone run only by attention's
+//   rounding (the batch blocks the sums differently).
 // - Prefix caching (inference/prefix_cache.ts): the keys and values of finished requests are kept (up to
 //   --prefix-cache positions, default the context length) and a prompt that begins as one of them did, with
 //   the same image (a hash of its bytes), prefills only the rest: a chat's next turn skips the vision tower
@@ -82,7 +81,7 @@ import { sendError, sendJson } from './http';
 import { CHAT_API, Completions, type LogInfo } from './completion';
 import { contextLength } from '../inference/generate';
 import { RESPONSES_API } from './responses';
-import { Guard, requestId, requireJson } from './guard';
+import { Guard, requestId, requireJson, serverLimits } from './guard';
 
 // The pieces other modules (and the tests) know by this module's name.
 export {
@@ -98,7 +97,7 @@ export {
 } from './protocol';
 export type { ChatRequest } from './protocol';
 export { requestPixels } from './completion';
-export { parseCors } from './guard';
+export { parseCors, DEFAULT_MAX_CONNECTIONS, DEFAULT_HEADERS_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from './guard';
 
 export const DEFAULT_HOST = '127.0.0.1';
 export const DEFAULT_PORT = 8000;
@@ -107,12 +106,6 @@ export const DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024;
 export const DEFAULT_MAX_IMAGE_PIXELS = 50_000_000;
 /** Completions decoded together (continuous batching); more wait for a free row. */
 export const DEFAULT_MAX_BATCH = 4;
-/** Open connections beyond this many are closed at once (server.maxConnections). */
-export const DEFAULT_MAX_CONNECTIONS = 64;
-/** A client must send its request headers within this many milliseconds (server.headersTimeout). */
-export const DEFAULT_HEADERS_TIMEOUT_MS = 30_000;
-/** ... and its whole request, body included, within this many (server.requestTimeout; not the answer). */
-export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
 
 export interface ServeOptions {
   /** Model directory (loaded once, disposed when the server closes). Give this or `loaded`. */
@@ -197,12 +190,15 @@ export interface ServeState {
   readonly dtype: DType;
   readonly format: string;
   readonly contextLength: number;
+  /** Completions decoded together, and the prefix cache's size in positions (0: off). */
+  readonly maxBatch: number;
+  readonly prefixCache: number;
   readonly model: LlavaForConditionalGeneration;
   readonly tokenizer: Tokenizer;
   /** The checkpoint as the server opened it (model, tokenizer, image processor, template, aspect). */
   readonly session: LlavaSession;
   stats(): ServeStats;
-  /** Refuse new completions (503), stop queued and running ones, wait for the queue to drain, free the
+  /** Refuse new completions (503), stop queued and running ones, wait for the batch to empty, free the
    *  model if the server loaded it. Does not close the listening socket (startServer's close() does). */
   shutdown(): Promise<void>;
 }
@@ -402,6 +398,8 @@ export function createServer(opts: ServeOptions): LlavaServer {
     dtype: session.dtype,
     format: session.format,
     contextLength: completions.contextLength,
+    maxBatch: completions.batcher.maxBatch,
+    prefixCache: completions.batcher.prefix?.maxPositions ?? 0,
     model: session.model,
     tokenizer: session.tokenizer,
     session,
@@ -425,21 +423,6 @@ function createdTime(dir: string): number {
   } catch {
     return Math.floor(Date.now() / 1000);
   }
-}
-
-/** Connection cap and timeouts, validated (Node wants headersTimeout <= requestTimeout). */
-function serverLimits(opts: ServeOptions): { maxConnections: number; headersTimeout: number; requestTimeout: number } {
-  const maxConnections = opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
-  const headersTimeout = opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
-  const requestTimeout = Math.max(opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, headersTimeout);
-  if (!(Number.isInteger(maxConnections) && maxConnections >= 1))
-    throw new Error(`[serve] maxConnections must be an integer >= 1 (got ${maxConnections})`);
-  for (const [k, v] of [
-    ['headersTimeoutMs', headersTimeout],
-    ['requestTimeoutMs', requestTimeout],
-  ] as const)
-    if (!(Number.isInteger(v) && v >= 1)) throw new Error(`[serve] ${k} must be an integer >= 1 (got ${v})`);
-  return { maxConnections, headersTimeout, requestTimeout };
 }
 
 export interface StartOptions extends ServeOptions {
