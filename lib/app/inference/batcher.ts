@@ -27,7 +27,7 @@ import { checkOptions, optionKeys } from '../../options';
 import { KVCache } from '../../models/llama';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
-import { MIN_REUSE, PrefixCache, type PrefixHit } from './prefix_cache';
+import { PrefixCache, type PrefixHit } from './prefix_cache';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
 import {
   GENERATE_KEYS,
@@ -414,9 +414,8 @@ export class DecodeBatcher {
 
   /** Keeps a leaving row's keys and values (its prompt and the reply tokens fed back) for later prompts. */
   private remember(j: Job, cache: KVCache): void {
-    if (j.finish === null) return;
+    if (j.finish === null || !this.prefix!.keeps(j.keys)) return;
     const ids = [...j.ids, ...j.out.slice(0, j.keys - j.length)];
-    if (j.keys < MIN_REUSE || j.keys > this.prefix!.maxPositions) return;
     try {
       this.prefix!.store(ids, j.prefixKey!, KVCache.gather([{ cache, rows: [this.rows.indexOf(j)] }], j.keys, j.keys));
     } catch {

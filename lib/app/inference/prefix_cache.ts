@@ -77,6 +77,11 @@ export class PrefixCache {
     return { cache: best.e.cache, tokens: best.p, positions };
   }
 
+  /** Whether an entry of this many positions would be kept (callers skip copying one that would not). */
+  keeps(positions: number): boolean {
+    return positions >= MIN_REUSE && positions <= this.maxPositions;
+  }
+
   /** Keeps `cache` (one row, filled with exactly the positions of `ids`) for later prompts; the cache is
    *  the prefix cache's from now on (freed when evicted or when it does not fit). */
   store(ids: number[], key: string, cache: KVCache): void {
@@ -84,7 +89,7 @@ export class PrefixCache {
       cache.dispose();
       throw new Error('[prefix_cache] store needs a one-row cache filled with exactly the positions of its ids');
     }
-    if (cache.length > this.maxPositions || cache.length < MIN_REUSE) {
+    if (!this.keeps(cache.length)) {
       cache.dispose();
       return;
     }
