@@ -184,6 +184,11 @@ export function timeIt(fn: () => unknown, o: TimeOptions): Timing {
     samples.push(ms(t0, now()) / inner);
     if (samples.length >= minReps && ms(start, now()) > maxMs) break;
   }
+  return summarize(samples);
+}
+
+/** Median and minimum of the samples (ms). */
+function summarize(samples: number[]): Timing {
   samples.sort((a, b) => a - b);
   return { median_ms: round(samples[Math.floor(samples.length / 2)]), min_ms: round(samples[0]), samples: samples.length };
 }
@@ -201,8 +206,7 @@ export async function timeItAsync(fn: () => Promise<unknown>, o: TimeOptions): P
     samples.push(ms(t0, now()));
     if (samples.length >= (o.minReps ?? 3) && ms(start, now()) > (o.maxMs ?? 5000)) break;
   }
-  samples.sort((a, b) => a - b);
-  return { median_ms: round(samples[Math.floor(samples.length / 2)]), min_ms: round(samples[0]), samples: samples.length };
+  return summarize(samples);
 }
 
 export function round(x: number, digits = 4): number {
