@@ -300,23 +300,28 @@ t.test('dispose releases native memory synchronously: a loop that never yields s
   t.ok(slots.size <= 4, `slots reused across 2000 allocate/dispose pairs (${slots.size} distinct)`);
 
   // The process-level symptom: native memory that waited for the event loop (one finalizer per
-  // disposed tensor) grew RSS by ~0.3 KB per tensor. Measured in a child with --expose-gc, net of the
-  // JS heap's own growth, after a warm-up round of the same size (the first round also grows V8's
-  // code and heap spaces).
+  // disposed tensor) grew RSS by ~0.3 KB per tensor, ~45 MB a round of 150,000. Measured in a child with
+  // --expose-gc, net of the JS heap's own growth, after a warm-up round (the first round also grows V8's
+  // code and heap spaces). A leak grows every round; allocator noise does not (one round of CI once grew
+  // 15.9 MB with nothing leaking), so the check takes the smallest of three rounds.
   const script = `
     const L = require(${JSON.stringify(require.resolve('../../lib'))});
     const round = (n) => { for (let i = 0; i < n; i++) L.zeros([4]).dispose(); };
     round(150000); gc();
-    const a = process.memoryUsage();
-    round(150000); gc();
-    const b = process.memoryUsage();
-    process.stdout.write(JSON.stringify({ rss: b.rss - a.rss, heap: b.heapTotal - a.heapTotal }));`;
+    const nets = [];
+    for (let r = 0; r < 3; r++) {
+      const a = process.memoryUsage();
+      round(150000); gc();
+      const b = process.memoryUsage();
+      nets.push((b.rss - a.rss) - (b.heapTotal - a.heapTotal));
+    }
+    process.stdout.write(JSON.stringify(nets));`;
   const { execFileSync } = await import('child_process');
   const env = { ...process.env, NODE_OPTIONS: '' }; // tap's own hooks stay out of the measured process
   const out = execFileSync(process.execPath, ['--import=tsx', '--expose-gc', '-e', script], { encoding: 'utf8', env });
-  const { rss, heap } = JSON.parse(out) as { rss: number; heap: number };
-  const netMB = (rss - heap) / 1e6;
-  t.ok(netMB < 15, `RSS growth net of the JS heap over 150,000 tensors: ${netMB.toFixed(1)} MB (< 15 MB)`);
+  const nets = (JSON.parse(out) as number[]).map((b) => b / 1e6);
+  const least = Math.min(...nets);
+  t.ok(least < 15, `RSS growth net of the JS heap per round of 150,000 tensors: ${nets.map((m) => m.toFixed(1)).join(', ')} MB (least < 15 MB)`);
 });
 
 t.test('no tensors left at the end', async (t) => {
