@@ -332,6 +332,15 @@ export function resolvePrompt(
   const ctx = contextLength(model);
   if (length >= ctx)
     throw new Error(`[${where}] ${name ?? 'the prompt'} takes ${length} positions; the context holds ${ctx}: nothing left to generate`);
+  // The splice cuts text-only and -200 sentinel sequences at maxLength (the reference's
+  // tokenizer_model_max_length, 2048 for LLaVA-1.5, below its 4096 positions), as the reference does when it
+  // generates too: the prompt's end, with the question and the assistant's cue, would be lost, and the reply
+  // would answer something else. Refused instead.
+  const cut = model.config.maxLength;
+  if (length > cut && !ids.includes(model.config.imageTokenIndex))
+    throw new Error(
+      `[${where}] ${name ?? 'the prompt'} takes ${length} positions; the model cuts its input at ${cut} (tokenizer_model_max_length), which would drop the prompt's end`,
+    );
   return { ids, length, room: ctx - length };
 }
 
