@@ -188,7 +188,7 @@ export function timeIt(fn: () => unknown, o: TimeOptions): Timing {
 }
 
 /** Median and minimum of the samples (ms). */
-function summarize(samples: number[]): Timing {
+export function summarize(samples: number[]): Timing {
   samples.sort((a, b) => a - b);
   return { median_ms: round(samples[Math.floor(samples.length / 2)]), min_ms: round(samples[0]), samples: samples.length };
 }

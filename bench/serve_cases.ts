@@ -6,6 +6,9 @@
 //   tokens generated.
 // - serve_prefix_cache: a follow-up prompt whose first 600 positions an earlier request left in the prefix
 //   cache, against the same prompt prefilled in full.
+// - serve_chunked_prefill: a request decoding while a 1024-position prompt joins; its longest wait between
+//   two tokens with the joining prompt prefilled 128 positions a step (chunked prefill) against the whole
+//   prompt at once (prefillChunk 0). The time for both requests and the joiner's first token are beside it.
 //
 // Model: decode_cases.ts's LLaMA-7B proportions at half width (C 2048, I 5504, 16 heads, vocab 4096, 2
 // layers; 1 with --quick) as the language model of a LLaVA with the tiny fixture's vision tower, random
@@ -16,7 +19,7 @@ import { Tokenizer } from '../lib/app/processing/tokenizer';
 import { DecodeBatcher, type BatchRequest } from '../lib/app/inference/batcher';
 import { fixtureDir } from '../test/gpu/fixture';
 import { randomInit } from './decode_cases';
-import { type BenchOptions, type CaseRecord, report, selected, timeItAsync } from './harness';
+import { type BenchOptions, type CaseRecord, report, round, selected, summarize, timeItAsync } from './harness';
 
 const dev = 'cpu' as const;
 
@@ -35,6 +38,7 @@ function buildLlava(layers: number): LlavaForConditionalGeneration {
       head_dim: 128,
       max_position_embeddings: 2048,
     },
+    maxLength: 2048,
   };
   tiny.dispose();
   const m = new LlavaForConditionalGeneration(config);
@@ -115,15 +119,82 @@ async function prefixCase(o: BenchOptions, model: LlavaForConditionalGeneration,
   }
 }
 
+/** Chunked prefill: the longest gap between a running request's tokens while a long prompt joins, prefilled
+ *  in chunks against at once. Each sample is one run of both requests. */
+async function chunkedCase(o: BenchOptions, model: LlavaForConditionalGeneration, tok: Tokenizer, layers: number): Promise<void> {
+  const long = o.quick ? 512 : 1024;
+  const chunk = 128;
+  const rec = (c: number): CaseRecord => ({
+    op: 'serve_chunked_prefill',
+    scenario: `longest gap between a running request's tokens while a ${long}-position prompt joins, LLaMA-7B half width, ${layers} layer(s)`,
+    dtype: 'float32',
+    device: dev,
+    shape: c ? `prefill in chunks of ${c}` : 'whole prompt at once',
+  });
+  if (!selected(o, rec(chunk))) return;
+  const rnd = lcg(13);
+  const running = textIds(model, tok, 16, rnd);
+  const joining = textIds(model, tok, long, rnd);
+  const once = async (prefillChunk: number): Promise<{ gap: number; total: number; firstToken: number }> => {
+    const b = new DecodeBatcher(model, tok, { prefillChunk });
+    const t0 = performance.now();
+    let last = t0;
+    let gap = 0;
+    let joinedAt = 0;
+    let firstToken = 0;
+    const joiner = (): Promise<unknown> =>
+      b.submit({
+        promptIds: joining,
+        maxNewTokens: 2,
+        eosTokenId: null,
+        onPiece: (p) => (p.index === 0 ? (firstToken = performance.now() - joinedAt) : 0),
+      });
+    let joined: Promise<unknown> | null = null;
+    await b.submit({
+      promptIds: running,
+      maxNewTokens: o.quick ? 24 : 40,
+      eosTokenId: null,
+      onPiece: (p) => {
+        const t = performance.now();
+        if (p.index > 0) gap = Math.max(gap, t - last);
+        last = t;
+        if (p.index === 3) ((joinedAt = t), (joined = joiner()));
+      },
+    });
+    await joined;
+    return { gap, total: performance.now() - t0, firstToken };
+  };
+  const reps = o.quick ? 2 : 3;
+  const measure = async (c: number) => {
+    await once(c); // warm-up
+    const runs: { gap: number; total: number; firstToken: number }[] = [];
+    for (let i = 0; i < reps; i++) runs.push(await once(c));
+    const med = (k: 'total' | 'firstToken'): number => round(summarize(runs.map((r) => r[k])).median_ms);
+    return { gaps: summarize(runs.map((r) => r.gap)), extra: { total_ms: med('total'), join_first_token_ms: med('firstToken') } };
+  };
+  const whole = await measure(0);
+  report(rec(0), whole.gaps, 'none', 0, null, whole.extra);
+  const chunked = await measure(chunk);
+  report(
+    rec(chunk),
+    chunked.gaps,
+    'none',
+    0,
+    { name: 'the whole prompt at once (prefillChunk 0, same run)', ms: whole.gaps.median_ms },
+    chunked.extra,
+  );
+}
+
 export async function runServeCases(o: BenchOptions): Promise<void> {
   const layers = o.quick ? 1 : 2;
-  const ops = ['serve_continuous_batching', 'serve_prefix_cache'];
+  const ops = ['serve_continuous_batching', 'serve_prefix_cache', 'serve_chunked_prefill'];
   if (!ops.some((op) => selected(o, { op, scenario: '', dtype: 'float32', device: dev, shape: '' }))) return;
   const model = buildLlava(layers);
   const tok = Tokenizer.fromDir(fixtureDir());
   try {
     await batchingCase(o, model, tok, layers);
     await prefixCase(o, model, tok, layers);
+    await chunkedCase(o, model, tok, layers);
   } finally {
     model.dispose();
   }

@@ -15,7 +15,7 @@ import { LayerOptions } from '../nn/layers';
 import { CLIPVisionModel, CLIPVisionConfig } from './clip';
 import { LlamaForCausalLM, LlamaConfig, KVCache } from './llama';
 import { Projector } from './projector';
-import { tidy } from '../core/memory';
+import { keep, tidy } from '../core/memory';
 import { noGrad } from '../core/autograd';
 import { fromValues, zeros } from '../ops/creation';
 import { reshape, cat, slice, narrow } from '../ops/view';
@@ -59,6 +59,66 @@ export interface Spliced {
   positions: number[][];
   labels: number[][] | null;
   lengths: number[];
+}
+
+/**
+ * A batch of prompts prefilled a few columns at a time (chunked prefill), from
+ * LlavaForConditionalGeneration.startPrefill. The prompts are spliced once (the vision tower runs then);
+ * each `next` feeds the following columns into the cache, so a server can decode other requests between
+ * the chunks. Every chunk attends to the cache and to itself causally, so the result equals a single
+ * prefill up to the blocking of attention's sums. The caller owns `cache`; `dispose` frees the spliced
+ * prompt.
+ */
+export class PromptPrefill {
+  /** Columns fed so far, of `width`. */
+  fed = 0;
+  /** Column count of the left-padded batch. */
+  readonly width: number;
+  constructor(
+    private readonly lm: LlamaForCausalLM,
+    private readonly spliced: Spliced,
+    readonly cache: KVCache,
+  ) {
+    this.width = spliced.embeds.shape[1];
+  }
+  /** Each prompt's spliced length (image rows included). */
+  get lengths(): number[] {
+    return this.spliced.lengths;
+  }
+  /** The key mask [B][width] (1 = a real key, 0 = left padding). */
+  keyMaskRows(): number[][] {
+    const flat = this.spliced.keyMask.toNumbers();
+    const W = this.width;
+    return Array.from({ length: flat.length / W }, (_, b) => flat.slice(b * W, (b + 1) * W));
+  }
+  /** Feeds up to `columns` more columns (at least one); returns the last column's logits [B, V] once the
+   *  whole prompt is in, null before. */
+  next(columns = Infinity): Tensor | null {
+    if (this.fed >= this.width) throw new Error('[llava] this prefill is complete');
+    if (!(columns >= 1)) throw new Error(`[llava] a prefill chunk needs at least one column (got ${columns})`);
+    const s = this.spliced;
+    const start = this.fed;
+    const n = Math.min(this.width - start, Math.floor(Math.min(columns, this.width)));
+    const logits = noGrad(() =>
+      tidy(() => {
+        const e = start === 0 && n === this.width ? s.embeds : narrow(s.embeds, 1, start, n);
+        const m = start + n === this.width ? s.keyMask : narrow(s.keyMask, 1, 0, start + n);
+        const h = this.lm.hidden(
+          e,
+          s.positions.map((p) => p.slice(start, start + n)),
+          m,
+          this.cache,
+        );
+        return start + n === this.width ? reshape(this.lm.logits(narrow(h, 1, n - 1, 1)), [e.shape[0], -1]) : null;
+      }),
+    );
+    this.fed = start + n;
+    return logits;
+  }
+  dispose(): void {
+    this.spliced.embeds.dispose();
+    this.spliced.keyMask.dispose();
+  }
 }
 
 export class LlavaForConditionalGeneration extends Module {
@@ -302,23 +362,32 @@ export class LlavaForConditionalGeneration extends Module {
     pixelValues: Tensor | null,
     capacity: number,
   ): { cache: KVCache; logits: Tensor; lengths: number[]; keyMask: number[][] } {
-    return noGrad(() => {
-      const s = this.splice({ inputIds, pixelValues }, true);
-      try {
-        const [B, W] = s.embeds.shape;
-        const cache = this.lm.newCache(B, Math.max(capacity, W + 1));
-        const logits = tidy(() => {
-          const h = this.lm.hidden(s.embeds, s.positions, s.keyMask, cache);
-          return reshape(this.lm.logits(narrow(h, 1, W - 1, 1)), [B, -1]);
-        });
-        const flat = s.keyMask.toNumbers();
-        const keyMask = Array.from({ length: B }, (_, b) => flat.slice(b * W, (b + 1) * W));
-        return { cache, logits, lengths: s.lengths, keyMask };
-      } finally {
-        s.embeds.dispose();
-        s.keyMask.dispose();
-      }
-    });
+    const run = this.startPrefill(inputIds, pixelValues, capacity);
+    try {
+      const logits = run.next()!;
+      return { cache: run.cache, logits, lengths: run.lengths, keyMask: run.keyMaskRows() };
+    } catch (e) {
+      run.cache.dispose();
+      throw e;
+    } finally {
+      run.dispose();
+    }
+  }
+
+  /** prefillBatch a chunk at a time: splices the prompts (left-padded) and makes their cache; the caller
+   *  feeds the columns with `next` (see PromptPrefill). */
+  startPrefill(inputIds: number[][], pixelValues: Tensor | null, capacity: number): PromptPrefill {
+    const s = noGrad(() => this.splice({ inputIds, pixelValues }, true));
+    keep(s.embeds);
+    keep(s.keyMask);
+    try {
+      const [B, W] = s.embeds.shape;
+      return new PromptPrefill(this.lm, s, this.lm.newCache(B, Math.max(capacity, W + 1)));
+    } catch (e) {
+      s.embeds.dispose();
+      s.keyMask.dispose();
+      throw e;
+    }
   }
 
   /** One decode step of a batch: logits [B, V] for `tokens[b]` at `positions[b]`, advancing the cache;

@@ -5,8 +5,9 @@
 //   * the bundled demo (`npm start`: stage 1 then stage 2 on generated images) trained on the device and
 //     on the CPU from the same seed and data: every optimizer step's loss must agree within DEMO_RTOL;
 //   * continuous batching as `llava serve` runs it: requests joining a running DecodeBatcher on the device
-//     must get the greedy ids `generate` gives each alone on the device, and so must a follow-up turn that
-//     reuses the first turn from the prefix cache, with no tensor left behind.
+//     (their prompts prefilled 8 positions at a time between decode steps) must get the greedy ids
+//     `generate` gives each alone on the device, and so must a follow-up turn that reuses the first turn
+//     from the prefix cache, with no tensor left behind.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -93,10 +94,11 @@ export async function demoParity(dev: Device, steps: number): Promise<Check> {
 }
 
 /** Four greedy requests through a DecodeBatcher of 3 rows on `dev`, the 2nd to 4th joining mid-flight (one
- *  waits for a row), then a follow-up turn from the prefix cache, each against `generateText` alone on the
- *  same device. */
+ *  waits for a row; their prompts go in chunks of 8 positions: masked attention of 8 queries over the
+ *  cache), then a follow-up turn from the prefix cache, each against `generateText` alone on the same
+ *  device. */
 export async function servingParity(dev: Device): Promise<Check> {
-  const name = `continuous batching on ${dev}: 4 requests joining a running batch of 3 rows, and a follow-up from the prefix cache, vs each alone`;
+  const name = `continuous batching on ${dev}: 4 requests joining a running batch of 3 rows (chunked prefill), and a follow-up from the prefix cache, vs each alone`;
   const model = loadLlava(fixtureDir(), { device: dev });
   const tok = Tokenizer.fromDir(fixtureDir());
   const pix = L.keep(L.tensor(tinyLlavaRef().refF('image0.pixel_values'), { shape: [1, 3, 28, 28], device: dev }));
@@ -111,7 +113,7 @@ export async function servingParity(dev: Device): Promise<Check> {
     const reqs = [q('Describe the picture.', true), q('Count to ten.', false), q('What colour is it, and why?', true), q('Say hi.', false)];
     const alone: number[][] = [];
     for (const r of reqs) alone.push((await generateText(model, tok, r)).ids);
-    const b = new DecodeBatcher(model, tok, { maxBatch: 3 });
+    const b = new DecodeBatcher(model, tok, { maxBatch: 3, prefillChunk: 8 });
     const done: Promise<BatchResult>[] = [];
     done[0] = b.submit({
       ...reqs[0],

@@ -39,6 +39,7 @@ interface ServeCliOptions {
   maxConnections?: number;
   maxBatch?: number;
   prefixCache?: number;
+  prefillChunk?: number;
   headersTimeout?: number;
   requestTimeout?: number;
 }
@@ -81,6 +82,7 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     maxConnections: o.maxConnections,
     maxBatch: o.maxBatch,
     prefixCache: o.prefixCache,
+    prefillChunk: o.prefillChunk,
     headersTimeoutMs,
     requestTimeoutMs,
   });
@@ -105,7 +107,9 @@ async function serveAction(o: ServeCliOptions): Promise<void> {
     process.on('SIGTERM', onSignal);
   });
   // Printed only once the signal handlers are in place: whoever waits for this line may signal at once.
-  const batching = `up to ${s.maxBatch} decoded together, prefix cache ${s.prefixCache ? `${s.prefixCache} positions` : 'off'}`;
+  const batching =
+    `up to ${s.maxBatch} decoded together, prefill ${s.prefillChunk ? `in chunks of ${s.prefillChunk}` : 'whole'}, ` +
+    `prefix cache ${s.prefixCache ? `${s.prefixCache} positions` : 'off'}`;
   const access = `${apiKey ? 'API key required' : 'no API key'}, ${cors === undefined ? 'no CORS' : `CORS ${cors === '*' ? '*' : cors.join(',')}`}`;
   process.stdout.write(
     `llava serve: listening on ${running.url} (model ${s.modelName}, ${s.describe}, ${s.device}/${s.dtype}; ${batching}; ${access}); Ctrl-C stops\n`,
@@ -138,6 +142,11 @@ export function registerServeCommand(program: Command): Command {
       "origins allowed to call from a browser: comma-separated list or '*' (default: none; requests with another Origin get 403)",
     )
     .option('--max-batch <n>', 'completions decoded together; more wait for a free row (default 4; 1: one at a time)', intArg(1))
+    .option(
+      '--prefill-chunk <n>',
+      'prompt positions prefilled per step while other completions decode, so they keep streaming (default 512; 0: whole prompts)',
+      intArg(0),
+    )
     .option('--prefix-cache <n>', 'positions of finished requests kept to reuse as prompt prefixes (default: the context length; 0: off)', intArg(0))
     .option('--max-connections <n>', 'open connections at most; more are dropped (default 64)', intArg(1))
     .option('--headers-timeout <s>', 'seconds a client has to send its request headers (default 30)', intArg(1))

@@ -4,12 +4,15 @@
 //
 // How the batch runs (one loop, one iteration per event-loop turn):
 // - Admission: while rows are free (maxBatch), the waiting requests are prefilled together, left-padded to
-//   their longest prompt (LlavaForConditionalGeneration.prefillBatch), and their first tokens are sampled.
+//   their longest prompt (LlavaForConditionalGeneration.startPrefill), and their first tokens are sampled.
 //   Their cache then joins the running one (KVCache.gather): every row's filled columns are right-aligned,
 //   and the columns left of a row's own keys are padding, masked out of its attention. Requests admitted
 //   together with the same prompt ids and the same image tensor (the n choices of one server request)
-//   share one prefill; each gets its own copy of the rows. A turn that admits does not also step: new
-//   requests get their first token as soon as possible.
+//   share one prefill; each gets its own copy of the rows. A turn in which rows join does not also step:
+//   new requests get their first token as soon as possible.
+// - Chunked prefill: when rows are already decoding and the new prompts are wider than prefillChunk, they
+//   go in prefillChunk columns a turn, each chunk followed by a decode step for the running rows, so those
+//   keep streaming while a long prompt is read. Requests that arrive meanwhile wait for the next admission.
 // - Otherwise one decode step for every row (decodeStepBatch): each row feeds its last token at its own
 //   position; the key mask hides each row's padding.
 // - Rows that finished (EOS, stop string, token cap), were aborted or failed leave at once: the cache is
@@ -25,51 +28,12 @@ import { cat } from '../../ops/view';
 import { tidy } from '../../core/memory';
 import { checkOptions, optionKeys } from '../../options';
 import { KVCache } from '../../models/llama';
-import { LlavaForConditionalGeneration } from '../../models/llava';
+import type { LlavaForConditionalGeneration, PromptPrefill } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { PrefixCache, type PrefixHit } from './prefix_cache';
-import { IMAGE_TOKEN_INDEX } from '../../constants';
-import {
-  GENERATE_KEYS,
-  StreamDecoder,
-  decodingSettings,
-  resolvePrompt,
-  sampleToken,
-  seededRandom,
-  tokenPiece,
-  type FinishReason,
-  type GenerateOptions,
-  type GeneratedPiece,
-  type SamplingOptions,
-} from './generate';
+import { advanceJob, jobResult, prepareJob, type BatchRequest, type BatchResult, type Job } from './batch_job';
 
-/** One request: a `generate` call's options, plus how the caller follows and stops it. */
-export interface BatchRequest extends GenerateOptions {
-  /** Aborting it ends the request at the next step ('aborted'); one still waiting never runs. */
-  signal?: AbortSignal;
-  /** Called when the request joins the batch (before its prefill). */
-  onStart?: () => void;
-  /** Each sampled token as `generate` yields it (text held back until final, finishReason on the last). */
-  onPiece?: (piece: GeneratedPiece) => void;
-  /** With a prefix cache (BatcherOptions.prefixCachePositions): what this request's images are (e.g. a hash
-   *  of their bytes); prefixes holding an image are shared only between equal keys. A request with images
-   *  and no key neither uses nor fills the cache; one without images needs none. */
-  prefixKey?: string;
-}
-const REQUEST_KEYS = optionKeys<BatchRequest>({ ...GENERATE_KEYS, signal: true, onStart: true, onPiece: true, prefixKey: true });
-
-export interface BatchResult {
-  /** The whole reply, stop string removed, not stripped (as `generate`'s return value). */
-  text: string;
-  ids: number[];
-  finishReason: FinishReason | 'aborted';
-  /** Positions the prompt occupies after splicing (image rows included). */
-  promptLength: number;
-  /** False when the request was aborted before it joined the batch. */
-  started: boolean;
-  /** Prompt positions taken from the prefix cache instead of computed (0 without a hit). */
-  cachedTokens: number;
-}
+export type { BatchRequest, BatchResult } from './batch_job';
 
 export interface BatcherOptions {
   /** Most requests decoded together (default 4). */
@@ -77,36 +41,18 @@ export interface BatcherOptions {
   /** Positions of finished requests' keys and values kept for later prompts that begin the same way
    *  (prefix_cache.ts; default 0: off). Call dispose() to free them. */
   prefixCachePositions?: number;
+  /** Prompt columns prefilled per turn while other requests are decoding (chunked prefill; default 512,
+   *  0: a whole prompt at once). With nothing decoding, a prompt goes in whole. */
+  prefillChunk?: number;
 }
 
-interface Job {
-  req: BatchRequest;
-  ids: number[];
-  length: number;
-  sampling: SamplingOptions;
-  eos: number[];
-  maxNew: number;
-  rng: () => number;
-  dec: StreamDecoder;
-  out: number[];
-  /** Real key columns this row has in the cache. */
-  keys: number;
-  /** Of those, taken from the prefix cache. */
-  cached: number;
-  /** Its images' key for the prefix cache ('' without images), null: not cached. */
-  prefixKey: string | null;
-  finish: FinishReason | 'aborted' | null;
-  error: Error | null;
-  started: boolean;
-  settle: { resolve: (r: BatchResult) => void; reject: (e: Error) => void };
+/** Requests being prefilled together: their prompts' prefill, and each job's row in its cache. */
+interface Admission {
+  run: PromptPrefill;
+  jobs: Job[];
+  rows: number[];
 }
-
-/** Images a prompt's ids call for: -200 sentinels, or runs of the model's image token (llava-hf). */
-function imagePlaceholders(model: LlavaForConditionalGeneration, ids: number[]): number {
-  const sentinels = ids.filter((id) => id === IMAGE_TOKEN_INDEX).length;
-  const tokens = ids.filter((id) => id === model.config.imageTokenIndex).length;
-  return sentinels + Math.ceil(tokens / model.numImageTokens);
-}
+type Part = { cache: KVCache; rows: number[] };
 
 const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -118,22 +64,29 @@ export class DecodeBatcher {
   private pending: Job[] = [];
   private rows: Job[] = [];
   private cache: KVCache | null = null;
+  /** Prompts being prefilled a chunk a turn (null: none). */
+  private admission: Admission | null = null;
   private loop: Promise<void> | null = null;
   /** Finished requests' keys and values for later prompts (null: off). */
   readonly prefix: PrefixCache | null;
+  /** Prompt columns prefilled per turn while rows decode (0: whole prompts). */
+  readonly prefillChunk: number;
 
   constructor(
     readonly model: LlavaForConditionalGeneration,
     readonly tokenizer: Tokenizer,
     opts: BatcherOptions = {},
   ) {
-    checkOptions('DecodeBatcher', opts, optionKeys<BatcherOptions>({ maxBatch: true, prefixCachePositions: true }));
+    checkOptions('DecodeBatcher', opts, optionKeys<BatcherOptions>({ maxBatch: true, prefixCachePositions: true, prefillChunk: true }));
     const n = opts.maxBatch ?? 4;
     if (!(Number.isInteger(n) && n >= 1)) throw new Error(`[DecodeBatcher] maxBatch must be a positive integer (got ${n})`);
     this.maxBatch = n;
     const keep = opts.prefixCachePositions ?? 0;
     if (!(Number.isInteger(keep) && keep >= 0)) throw new Error(`[DecodeBatcher] prefixCachePositions must be a non-negative integer (got ${keep})`);
     this.prefix = keep > 0 ? new PrefixCache(model, keep) : null;
+    const chunk = opts.prefillChunk ?? 512;
+    if (!(Number.isInteger(chunk) && chunk >= 0)) throw new Error(`[DecodeBatcher] prefillChunk must be a non-negative integer (got ${chunk})`);
+    this.prefillChunk = chunk;
   }
 
   /** Requests decoding now. */
@@ -143,6 +96,10 @@ export class DecodeBatcher {
   /** Requests waiting for a free row. */
   get waiting(): number {
     return this.pending.length;
+  }
+  /** Requests whose prompts are being prefilled a chunk at a time. */
+  get prefilling(): number {
+    return this.admission?.jobs.length ?? 0;
   }
 
   /** Queues one request; the promise settles when it ends. Bad options reject at once. */
@@ -158,12 +115,12 @@ export class DecodeBatcher {
   submitAll(reqs: readonly BatchRequest[], where = 'DecodeBatcher', names?: readonly string[]): Promise<BatchResult[]> {
     let jobs: { job: Job; done: Promise<BatchResult> }[];
     try {
-      jobs = reqs.map((r, i) => this.prepare(r, where, names?.[i] ?? `request ${i}`));
+      jobs = reqs.map((r, i) => prepareJob(this.model, this.tokenizer, r, where, names?.[i] ?? `request ${i}`));
     } catch (e) {
       return Promise.reject(e);
     }
     for (const { job } of jobs) {
-      if (job.maxNew === 0) job.settle.resolve(this.result(job, 'length'));
+      if (job.maxNew === 0) job.settle.resolve(jobResult(job, 'length'));
       else this.pending.push(job);
     }
     this.loop ??= this.run();
@@ -181,65 +138,29 @@ export class DecodeBatcher {
     this.prefix?.dispose();
   }
 
-  private prepare(req: BatchRequest, where: string, name: string): { job: Job; done: Promise<BatchResult> } {
-    checkOptions(`${where} ${name}`, req, REQUEST_KEYS);
-    const { ids, length, room } = resolvePrompt(this.model, this.tokenizer, req, where, name);
-    const { sampling, requested, eos } = decodingSettings(this.model, this.tokenizer, req, where);
-    const pix = req.pixelValues;
-    const S = this.model.config.vision.image_size;
-    if (pix && (pix.shape.length !== 4 || pix.shape[1] !== 3 || pix.shape[2] !== S || pix.shape[3] !== S))
-      throw new Error(`[${where}] ${name}: pixelValues must be [N, 3, ${S}, ${S}], got [${pix.shape}]`);
-    const images = pix ? pix.shape[0] : 0;
-    const placeholders = imagePlaceholders(this.model, ids);
-    if (placeholders !== images)
-      throw new Error(`[${where}] ${name} has ${placeholders} image placeholder(s) but ${images} image(s) in its pixelValues`);
-    let settle!: Job['settle'];
-    const done = new Promise<BatchResult>((resolve, reject) => (settle = { resolve, reject }));
-    const job: Job = {
-      req,
-      ids,
-      length,
-      sampling,
-      eos,
-      maxNew: Math.min(requested, room),
-      rng: seededRandom(req.seed ?? Math.floor(Math.random() * 2 ** 32)),
-      dec: new StreamDecoder(this.tokenizer, req.stop),
-      out: [],
-      keys: 0,
-      cached: 0,
-      prefixKey: req.prefixKey ?? (images === 0 ? '' : null),
-      finish: null,
-      error: null,
-      started: false,
-      settle,
-    };
-    return { job, done };
-  }
-
-  private result(j: Job, finish: FinishReason | 'aborted'): BatchResult {
-    return { text: j.dec.fullText, ids: j.out, finishReason: finish, promptLength: j.length, started: j.started, cachedTokens: j.cached };
-  }
-
   private async run(): Promise<void> {
     try {
       await nextTurn(); // requests queued in this turn join the first batch
-      while (this.rows.length > 0 || this.pending.length > 0) {
+      while (this.rows.length > 0 || this.pending.length > 0 || this.admission) {
         this.pending = this.pending.filter((j) => {
           if (!j.req.signal?.aborted) return true;
-          j.settle.resolve(this.result(j, 'aborted'));
+          j.settle.resolve(jobResult(j, 'aborted'));
           return false;
         });
         try {
           const free = this.maxBatch - this.rows.length;
-          if (free > 0 && this.pending.length > 0) this.admit(this.pending.splice(0, free));
-          else if (this.rows.length > 0) this.step();
+          let joined = false;
+          if (this.admission) joined = this.feed(this.rows.length > 0 ? this.prefillChunk : Infinity);
+          else if (free > 0 && this.pending.length > 0) joined = this.admit(this.pending.splice(0, free));
+          if (!joined && this.rows.length > 0) this.step();
           this.leave();
         } catch (e) {
           // Not expected (each stage settles its own failures); never leave a request hanging.
-          for (const j of this.rows) j.settle.reject(e as Error);
+          for (const j of [...this.rows, ...(this.admission?.jobs ?? [])]) j.settle.reject(e as Error);
           this.rows = [];
           this.cache?.dispose();
           this.cache = null;
+          this.endAdmission(true);
         }
         await nextTurn();
       }
@@ -248,21 +169,9 @@ export class DecodeBatcher {
     }
   }
 
-  /** Samples a row's next token from its logits and reports the piece. */
-  private advance(j: Job, logits: ArrayLike<number>): void {
-    try {
-      const piece = tokenPiece(j.dec, sampleToken(logits, j.sampling, j.rng), j.out.length, j.maxNew, j.eos);
-      j.out.push(piece.token);
-      if (piece.finishReason) j.finish = piece.finishReason;
-      j.req.onPiece?.(piece);
-    } catch (e) {
-      j.error = e as Error;
-    }
-  }
-
-  /** Prefills `jobs` (reusing cached prefixes where it can), samples their first tokens and adds them to
-   *  the running batch. */
-  private admit(jobs: Job[]): void {
+  /** Admits `jobs`: those with a cached prefix join at once; the others start one prefill, run whole, or a
+   *  chunk a turn while rows are decoding (see the file header). Returns whether rows joined. */
+  private admit(jobs: Job[]): boolean {
     for (const j of jobs) {
       j.started = true;
       try {
@@ -271,7 +180,7 @@ export class DecodeBatcher {
         j.error = e as Error;
       }
     }
-    const parts: { cache: KVCache; rows: number[] }[] = [];
+    const parts: Part[] = [];
     const joined: Job[] = [];
     const misses: Job[] = [];
     for (const j of jobs) {
@@ -282,11 +191,99 @@ export class DecodeBatcher {
         if (cache) (parts.push({ cache, rows: [0] }), joined.push(j));
       }
     }
-    if (misses.length > 0) {
-      const part = this.prefill(misses);
-      if (part) (parts.unshift(part), joined.unshift(...misses));
+    let grew = this.join(parts, joined);
+    if (misses.length > 0) this.admission = this.startPrefill(misses);
+    if (this.admission) {
+      const chunked = this.rows.length > 0 && this.prefillChunk > 0 && this.admission.run.width > this.prefillChunk;
+      grew = this.feed(chunked ? this.prefillChunk : Infinity) || grew;
     }
-    if (parts.length === 0) return;
+    return grew;
+  }
+
+  /**
+   * Starts one prefill of `jobs`, left-padded to the longest. Jobs with the same prompt and the same image
+   * tensor (a request's n choices) are prefilled once and each row gets a copy. Null (every job rejected)
+   * if splicing the prompts failed.
+   */
+  private startPrefill(jobs: Job[]): Admission | null {
+    const unique: Job[] = [];
+    const rows = jobs.map((j) => {
+      const k = unique.findIndex(
+        (u) => u.req.pixelValues === j.req.pixelValues && u.ids.length === j.ids.length && u.ids.every((id, i) => id === j.ids[i]),
+      );
+      return k >= 0 ? k : unique.push(j) - 1;
+    });
+    const images = unique.map((j) => j.req.pixelValues).filter((x): x is Tensor => !!x);
+    try {
+      const pixels = images.length === 0 ? null : images.length === 1 ? images[0] : tidy(() => cat(images, 0));
+      try {
+        const capacity = Math.max(...unique.map((j) => j.length)) + Math.max(...jobs.map((j) => j.maxNew));
+        const run = this.model.startPrefill(
+          unique.map((j) => j.ids),
+          pixels,
+          capacity,
+        );
+        return { run, jobs, rows };
+      } finally {
+        if (pixels && images.length > 1) pixels.dispose();
+      }
+    } catch (e) {
+      for (const j of jobs) j.settle.reject(e as Error);
+      return null;
+    }
+  }
+
+  /**
+   * Feeds up to `columns` more columns of the admission's prompts. Once they are all in, samples the first
+   * tokens and the jobs join the batch; a failure rejects them; if all of them were aborted meanwhile, the
+   * prefill stops. Returns whether rows joined.
+   */
+  private feed(columns: number): boolean {
+    const a = this.admission!;
+    if (a.jobs.every((j) => j.req.signal?.aborted)) {
+      this.endAdmission(true);
+      for (const j of a.jobs) j.settle.resolve(jobResult(j, 'aborted'));
+      return false;
+    }
+    let logits: Tensor | null;
+    try {
+      logits = a.run.next(columns);
+    } catch (e) {
+      this.endAdmission(true);
+      for (const j of a.jobs) j.settle.reject(e as Error);
+      return false;
+    }
+    if (!logits) return false;
+    this.endAdmission(false);
+    try {
+      const host = logits.dataSync() as Float32Array | Float64Array;
+      const V = logits.shape[1];
+      a.jobs.forEach((j, b) => {
+        j.keys = j.length;
+        if (!j.error) advanceJob(j, host.subarray(a.rows[b] * V, (a.rows[b] + 1) * V));
+      });
+    } catch (e) {
+      a.run.cache.dispose();
+      for (const j of a.jobs) j.settle.reject(e as Error);
+      return false;
+    } finally {
+      logits.dispose();
+    }
+    return this.join([{ cache: a.run.cache, rows: a.rows }], a.jobs);
+  }
+
+  /** Frees the admission's spliced prompts, and its cache too when `dropCache`. */
+  private endAdmission(dropCache: boolean): void {
+    if (!this.admission) return;
+    this.admission.run.dispose();
+    if (dropCache) this.admission.run.cache.dispose();
+    this.admission = null;
+  }
+
+  /** Adds `joined` (their rows in `parts`' caches) to the running batch; frees the parts' caches. Returns
+   *  whether rows joined. */
+  private join(parts: Part[], joined: Job[]): boolean {
+    if (parts.length === 0) return false;
     const rows = [...this.rows, ...joined];
     if (!this.cache && parts.length === 1 && parts[0].rows.every((r, i) => r === i) && parts[0].rows.length === parts[0].cache.B)
       this.cache = parts[0].cache;
@@ -296,7 +293,7 @@ export class DecodeBatcher {
         cache = this.regroup([...(this.cache ? [{ cache: this.cache, rows: this.rows.map((_, i) => i) }] : []), ...parts], rows);
       } catch (e) {
         for (const j of joined) j.settle.reject(e as Error); // the running rows keep their cache
-        return;
+        return false;
       } finally {
         for (const p of parts) p.cache.dispose();
       }
@@ -305,52 +302,7 @@ export class DecodeBatcher {
     }
     this.rows = rows;
     this.maxRunning = Math.max(this.maxRunning, this.rows.length);
-  }
-
-  /**
-   * One prefill of `jobs`, left-padded to the longest; samples their first tokens. Jobs with the same prompt
-   * and the same image tensor (a request's n choices) are prefilled once and each row gets a copy. Returns
-   * the new cache and, for each job, its row in it; null (every job rejected) if the prefill failed.
-   */
-  private prefill(jobs: Job[]): { cache: KVCache; rows: number[] } | null {
-    const unique: Job[] = [];
-    const src = jobs.map((j) => {
-      const k = unique.findIndex(
-        (u) => u.req.pixelValues === j.req.pixelValues && u.ids.length === j.ids.length && u.ids.every((id, i) => id === j.ids[i]),
-      );
-      return k >= 0 ? k : unique.push(j) - 1;
-    });
-    const images = unique.map((j) => j.req.pixelValues).filter((x): x is Tensor => !!x);
-    try {
-      const pixels = images.length === 0 ? null : images.length === 1 ? images[0] : tidy(() => cat(images, 0));
-      let pre;
-      try {
-        pre = this.model.prefillBatch(
-          unique.map((j) => j.ids),
-          pixels,
-          Math.max(...unique.map((j) => j.length)) + Math.max(...jobs.map((j) => j.maxNew)),
-        );
-      } finally {
-        if (pixels && images.length > 1) pixels.dispose();
-      }
-      try {
-        const host = pre.logits.dataSync() as Float32Array | Float64Array;
-        const V = pre.logits.shape[1];
-        jobs.forEach((j, b) => {
-          j.keys = j.length;
-          if (!j.error) this.advance(j, host.subarray(src[b] * V, (src[b] + 1) * V));
-        });
-      } catch (e) {
-        pre.cache.dispose();
-        throw e;
-      } finally {
-        pre.logits.dispose();
-      }
-      return { cache: pre.cache, rows: src };
-    } catch (e) {
-      for (const j of jobs) j.settle.reject(e as Error);
-      return null;
-    }
+    return true;
   }
 
   /** A one-row cache for `j` from a cached prefix: copied, then the rest of the prompt fed as text;
@@ -363,7 +315,7 @@ export class DecodeBatcher {
       try {
         j.keys = j.length;
         j.cached = hit.positions;
-        if (!j.error) this.advance(j, lg.dataSync() as Float32Array | Float64Array);
+        if (!j.error) advanceJob(j, lg.dataSync() as Float32Array | Float64Array);
       } finally {
         lg.dispose();
       }
@@ -377,7 +329,7 @@ export class DecodeBatcher {
 
   /** A cache holding `parts`' rows (the jobs `rows`, in order), as short as their keys and as wide as
    *  their remaining tokens need. */
-  private regroup(parts: { cache: KVCache; rows: number[] }[], rows: Job[]): KVCache {
+  private regroup(parts: Part[], rows: Job[]): KVCache {
     const length = Math.max(...rows.map((j) => j.keys));
     const steps = Math.max(...rows.map((j) => j.maxNew - j.out.length));
     return KVCache.gather(parts, length, length + steps);
@@ -405,7 +357,7 @@ export class DecodeBatcher {
       const V = host.length / this.rows.length;
       this.rows.forEach((j, b) => {
         j.keys++;
-        this.advance(j, host.subarray(b * V, (b + 1) * V));
+        advanceJob(j, host.subarray(b * V, (b + 1) * V));
       });
     } catch (e) {
       for (const j of this.rows) j.error = e as Error;
@@ -430,7 +382,7 @@ export class DecodeBatcher {
     if (keep.length === this.rows.length) return;
     for (const j of this.rows) {
       if (j.error) j.settle.reject(j.error);
-      else if (j.finish) j.settle.resolve(this.result(j, j.finish));
+      else if (j.finish) j.settle.resolve(jobResult(j, j.finish));
     }
     const old = this.cache!;
     this.cache = null;

@@ -143,9 +143,20 @@ export class Completions {
 
   constructor(
     readonly session: LlavaSession,
-    private readonly o: { modelName: string; maxBodyBytes: number; maxImagePixels: number; maxBatch: number; prefixCache: number },
+    private readonly o: {
+      modelName: string;
+      maxBodyBytes: number;
+      maxImagePixels: number;
+      maxBatch: number;
+      prefixCache: number;
+      prefillChunk?: number;
+    },
   ) {
-    this.batcher = new DecodeBatcher(session.model, session.tokenizer, { maxBatch: o.maxBatch, prefixCachePositions: o.prefixCache });
+    this.batcher = new DecodeBatcher(session.model, session.tokenizer, {
+      maxBatch: o.maxBatch,
+      prefixCachePositions: o.prefixCache,
+      prefillChunk: o.prefillChunk,
+    });
     this.contextLength = contextLength(session.model);
     this.maxPromptChars = this.contextLength * promptCharBound(session.tokenizer, session.dir).perToken;
     this.templateStop = session.stop;

@@ -133,6 +133,9 @@ export interface ServeOptions {
    *  (a chat's next turn, the same image) prefills only the rest (default: the model's context length;
    *  0: off). */
   prefixCache?: number;
+  /** Prompt columns prefilled per turn while other completions are decoding, so they keep streaming while a
+   *  long prompt goes in (default 512; 0: whole prompts). */
+  prefillChunk?: number;
   maxBodyBytes?: number;
   maxImagePixels?: number;
   /** Bearer key for every route but /health (default: none; the CLI also reads LLAVA_API_KEY). */
@@ -159,6 +162,7 @@ const SERVE_KEYS = optionKeys<ServeOptions>({
   modelName: true,
   maxBatch: true,
   prefixCache: true,
+  prefillChunk: true,
   maxBodyBytes: true,
   maxImagePixels: true,
   apiKey: true,
@@ -190,9 +194,11 @@ export interface ServeState {
   readonly dtype: DType;
   readonly format: string;
   readonly contextLength: number;
-  /** Completions decoded together, and the prefix cache's size in positions (0: off). */
+  /** Completions decoded together, the prefix cache's size in positions (0: off), and the prompt columns
+   *  prefilled per turn while others decode (0: whole prompts). */
   readonly maxBatch: number;
   readonly prefixCache: number;
+  readonly prefillChunk: number;
   readonly model: LlavaForConditionalGeneration;
   readonly tokenizer: Tokenizer;
   /** The checkpoint as the server opened it (model, tokenizer, image processor, template, aspect). */
@@ -299,7 +305,9 @@ function health(app: App): Record<string, unknown> {
     format: session.format,
     running: completions.batcher.running,
     waiting: completions.batcher.waiting,
+    prefilling: completions.batcher.prefilling,
     max_batch: completions.batcher.maxBatch,
+    prefill_chunk: completions.batcher.prefillChunk,
     prefix_cache: completions.prefixStats(),
   };
 }
@@ -345,6 +353,8 @@ export function createServer(opts: ServeOptions): LlavaServer {
   if (!(Number.isInteger(maxBatch) && maxBatch >= 1)) throw new Error(`[serve] maxBatch must be an integer >= 1 (got ${maxBatch})`);
   if (opts.prefixCache !== undefined && !(Number.isInteger(opts.prefixCache) && opts.prefixCache >= 0))
     throw new Error(`[serve] prefixCache must be an integer >= 0 (got ${opts.prefixCache})`);
+  if (opts.prefillChunk !== undefined && !(Number.isInteger(opts.prefillChunk) && opts.prefillChunk >= 0))
+    throw new Error(`[serve] prefillChunk must be an integer >= 0 (got ${opts.prefillChunk})`);
   const session = openServeSession(opts);
   const modelName = opts.modelName ?? session.name;
   const completions = new Completions(session, {
@@ -353,6 +363,7 @@ export function createServer(opts: ServeOptions): LlavaServer {
     maxImagePixels: opts.maxImagePixels ?? DEFAULT_MAX_IMAGE_PIXELS,
     maxBatch,
     prefixCache: opts.prefixCache ?? contextLength(session.model),
+    prefillChunk: opts.prefillChunk,
   });
   const guard = new Guard({ apiKey: opts.apiKey, cors: opts.cors });
   const app: App = { session, completions, guard, modelName, created: createdTime(session.dir) };
@@ -400,6 +411,7 @@ export function createServer(opts: ServeOptions): LlavaServer {
     contextLength: completions.contextLength,
     maxBatch: completions.batcher.maxBatch,
     prefixCache: completions.batcher.prefix?.maxPositions ?? 0,
+    prefillChunk: completions.batcher.prefillChunk,
     model: session.model,
     tokenizer: session.tokenizer,
     session,

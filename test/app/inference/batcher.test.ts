@@ -121,8 +121,8 @@ t.test('requests with the same prompt and image (n choices) share one prefill an
   tt.ok(new Set(want.map((w) => w.ids.join())).size > 1, 'the seeds give different replies');
   const before = L.memory().numTensors;
   const prefilled: number[] = [];
-  const prefill = fx.model.prefillBatch;
-  fx.model.prefillBatch = function (ids, ...rest) {
+  const prefill = fx.model.startPrefill;
+  fx.model.startPrefill = function (ids, ...rest) {
     prefilled.push(ids.length);
     return prefill.call(this, ids, ...rest);
   };
@@ -134,7 +134,7 @@ t.test('requests with the same prompt and image (n choices) share one prefill an
     tt.same(got[3].ids, (await alone(req(1))).ids, 'the other prompt admitted with them');
     tt.same(prefilled, [2], 'one prefill of the two distinct prompts for four requests');
   } finally {
-    fx.model.prefillBatch = prefill;
+    fx.model.startPrefill = prefill;
   }
   tt.equal(L.memory().numTensors, before, 'no tensor leaked');
 });

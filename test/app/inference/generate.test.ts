@@ -128,6 +128,26 @@ t.test('maxNewTokens is respected and capped by the context', async (tt) => {
   await tt.rejects(collect({ temperature: 1, topP: 0 }), /topP/);
 });
 
+t.test('a text prompt longer than the length the splice cuts at is refused, not cut', async (tt) => {
+  const config = model.config as { maxLength: number };
+  const was = config.maxLength;
+  config.maxLength = 40;
+  try {
+    const text = new Array(41).fill(311);
+    await tt.rejects(collect({ promptIds: text, maxNewTokens: 2 }), /\[generate\] the prompt takes 41 positions; the model cuts its input at 40/);
+    const b = new L.DecodeBatcher(model, tok);
+    await tt.rejects(
+      b.submit({ promptIds: text, maxNewTokens: 2 }),
+      /\[DecodeBatcher\] request 0 takes 41 positions; the model cuts its input at 40/,
+    );
+    tt.equal((await collect({ promptIds: text.slice(1), maxNewTokens: 2 })).ids.length, 2, '40 positions are fine');
+    tt.ok(prompt.length > 40, `the llava-hf image prompt (${prompt.length} positions, expanded image tokens) is never cut`);
+    tt.equal((await collect({ maxNewTokens: 2 })).ids.length, 2, 'and still generates');
+  } finally {
+    config.maxLength = was;
+  }
+});
+
 t.test('EOS stops generation', async (tt) => {
   const r = await collect({ maxNewTokens: 16, eosTokenId: expected[1] });
   tt.same(r.ids, expected.slice(0, 2), 'EOS token is the last id');
@@ -273,8 +293,8 @@ t.test('chat: each turn answers as generateText does on the whole conversation (
   let prefills = 0;
   let extended = 0;
   const proto = LlavaForConditionalGeneration.prototype;
-  const [prefill, extend] = [proto.prefillBatch, proto.extendPrompt];
-  proto.prefillBatch = function (...a: Parameters<typeof prefill>) {
+  const [prefill, extend] = [proto.startPrefill, proto.extendPrompt];
+  proto.startPrefill = function (...a: Parameters<typeof prefill>) {
     prefills++;
     return prefill.apply(this, a);
   };
@@ -292,7 +312,7 @@ t.test('chat: each turn answers as generateText does on the whole conversation (
       output: { write: (s: string) => (printed += s) },
     });
   } finally {
-    [proto.prefillBatch, proto.extendPrompt] = [prefill, extend];
+    [proto.startPrefill, proto.extendPrompt] = [prefill, extend];
   }
   tt.equal(prefills, 1, 'the image and the first turn are prefilled once');
   tt.equal(extended, 2, 'the later turns feed only what they add');

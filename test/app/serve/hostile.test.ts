@@ -383,6 +383,7 @@ t.test('serve command: the new options are validated', async (tt) => {
   tt.match(await run(['--max-batch', '0']), /--max-batch.*must be an integer >= 1/);
   tt.match(await run(['--max-batch', '2.5']), /--max-batch.*not an integer/);
   tt.match(await run(['--prefix-cache', '-1']), /--prefix-cache.*must be an integer >= 0/);
+  tt.match(await run(['--prefill-chunk', '-1']), /--prefill-chunk.*must be an integer >= 0/);
   tt.match(await run(['--headers-timeout', 'x']), /not an integer/);
   tt.match(await run(['--headers-timeout', '60', '--request-timeout', '30']), /--headers-timeout must not exceed --request-timeout/);
 });

@@ -69,6 +69,7 @@ t.test('the next turn of a conversation reuses the first and answers as without 
     const off = (await (await fetch(b + '/health')).json()) as { prefix_cache: unknown };
     tt.equal(off.prefix_cache, null, 'prefixCache 0: off');
     tt.throws(() => createServer({ loaded: { model, tokenizer, dir }, prefixCache: -1 }), /prefixCache must be an integer >= 0/);
+    tt.throws(() => createServer({ loaded: { model, tokenizer, dir }, prefillChunk: 2.5 }), /prefillChunk must be an integer >= 0 \(got 2.5\)/);
   } finally {
     for (const s of [cached, plain]) {
       await new Promise<void>((r) => s.close(() => r()));

@@ -419,6 +419,8 @@ t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTE
       '2',
       '--prefix-cache',
       '64',
+      '--prefill-chunk',
+      '16',
     ],
     {
       cwd: ROOT,
@@ -437,8 +439,9 @@ t.test('serve command: starts on port 0, prints the URL, answers, stops on SIGTE
     const url = /listening on (http:\/\/[^\s]+)/.exec(out)?.[1];
     tt.ok(url, `printed the URL: ${out}${err}`);
     tt.match(out, /model tiny-llava, template llava_hf \(llava-hf format\), aspect square \(llava-hf processor: no padding\), cpu\/float32/);
-    const h = (await (await fetch(url + '/health')).json()) as { status: string; model: string; max_batch: number; prefix_cache: unknown };
-    tt.match(h, { status: 'ok', model: 'tiny-llava', max_batch: 2, prefix_cache: { max_positions: 64 } });
+    tt.match(out, /up to 2 decoded together, prefill in chunks of 16, prefix cache 64 positions/);
+    const h = (await (await fetch(url + '/health')).json()) as Record<string, unknown>;
+    tt.match(h, { status: 'ok', model: 'tiny-llava', max_batch: 2, prefill_chunk: 16, prefilling: 0, prefix_cache: { max_positions: 64 } });
     const r = (await (
       await fetch(url + '/v1/chat/completions', {
         method: 'POST',

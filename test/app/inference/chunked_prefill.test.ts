@@ -1,0 +1,171 @@
+// Chunked prefill (LlavaForConditionalGeneration.startPrefill, DecodeBatcher's prefillChunk) on the tiny
+// LLaVA fixture in float64: a left-padded batch fed a few columns at a time leaves the same cache and the
+// same last logits as one prefill; in the batcher, a long prompt joining a running batch goes in a chunk a
+// turn with a decode step of the running rows after each chunk, and every request still generates what it
+// generates alone; aborts and failures in the middle of a prefill end only the requests it was admitting.
+import t, { type Test } from 'tap';
+import * as L from '../../../lib';
+import { PromptPrefill } from '../../../lib/models/llava';
+import { encodePrompt, generate, type GenerateOptions, type GeneratedPiece } from '../../../lib/app/inference/generate';
+import { DecodeBatcher, type BatchRequest, type BatchResult } from '../../../lib/app/inference/batcher';
+import { useFloat64Llava } from './fixture64';
+
+const fx = useFloat64Llava();
+
+const USER = (q: string, image: boolean): string => `USER: ${image ? '<image>\n' : ''}${q} ASSISTANT:`;
+const maxDiff = (a: number[], b: number[]): number => a.reduce((m, x, i) => Math.max(m, Math.abs(x - b[i])), a.length === b.length ? 0 : Infinity);
+
+t.test('a prefill fed a few columns at a time equals one prefill: cache and last logits', async (tt) => {
+  const rows = [
+    encodePrompt(fx.model, fx.tok, USER('A long question about the picture, with many words in it?', true)),
+    encodePrompt(fx.model, fx.tok, USER('Hi', false)),
+  ];
+  const before = L.memory().numTensors;
+  const whole = fx.model.prefillBatch(rows, fx.pix[0], 80);
+  const run = fx.model.startPrefill(rows, fx.pix[0], 80);
+  const W = run.width;
+  tt.same(run.lengths, whole.lengths, 'the same spliced lengths');
+  tt.same(run.keyMaskRows(), whole.keyMask, 'the same key mask');
+  tt.ok(W > 12, `a prompt of ${W} columns`);
+  const sizes = [3, 5, 1, 3];
+  let logits: L.Tensor | null = null;
+  let calls = 0;
+  while (!logits) {
+    const n = sizes[calls++ % sizes.length];
+    const fed = run.fed;
+    logits = run.next(n);
+    tt.equal(run.fed, Math.min(W, fed + n), `chunk ${calls}: ${run.fed - fed} columns`);
+    if (!logits) tt.ok(run.fed < W, 'no logits before the last column');
+  }
+  tt.equal(run.cache.length, whole.cache.length, `cache filled to ${W}`);
+  const d = maxDiff(logits.toNumbers(), whole.logits.toNumbers());
+  tt.ok(d < 1e-12, `last logits of both rows: max difference ${d.toExponential(2)}`);
+  let dk = 0;
+  for (let i = 0; i < whole.cache.layers; i++)
+    for (const [a, b] of [
+      [run.cache.k[i], whole.cache.k[i]],
+      [run.cache.v[i], whole.cache.v[i]],
+    ])
+      dk = Math.max(
+        dk,
+        L.tidy(() => maxDiff(L.narrow(a, 2, 0, W).toNumbers(), L.narrow(b, 2, 0, W).toNumbers())),
+      );
+  tt.ok(dk < 1e-12, `keys and values of every layer: max difference ${dk.toExponential(2)}`);
+  tt.throws(() => run.next(1), /this prefill is complete/);
+  logits.dispose();
+  run.dispose();
+  run.cache.dispose();
+  whole.logits.dispose();
+  whole.cache.dispose();
+  const idle = fx.model.startPrefill(rows.slice(1), null, 8);
+  tt.throws(() => idle.next(0), /at least one column \(got 0\)/);
+  idle.dispose();
+  idle.cache.dispose();
+  tt.equal(L.memory().numTensors, before, 'no tensor leaked');
+});
+
+/** What `generate` streams for a request alone, and its return value. */
+async function alone(o: GenerateOptions): Promise<{ pieces: GeneratedPiece[]; ids: number[]; text: string }> {
+  const it = generate(fx.model, fx.tok, o);
+  const pieces: GeneratedPiece[] = [];
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return { pieces, ids: r.value.ids, text: r.value.text };
+    pieces.push(r.value);
+  }
+}
+
+const RUNNING: GenerateOptions = { prompt: USER('Count to ten.', false), maxNewTokens: 40, temperature: 0.8, seed: 3 };
+const LONG = (): GenerateOptions => ({
+  prompt: USER('Describe the picture in detail: the colours, the shapes and what they might mean together.', true),
+  pixelValues: fx.pix[1],
+  maxNewTokens: 6,
+});
+
+/** Runs RUNNING, lets `joiner` join after its second token (and `late` during the joiner's prefill), and
+ *  logs the order of events. */
+async function scenario(b: DecodeBatcher, joiner: BatchRequest, late?: GenerateOptions) {
+  const log: string[] = [];
+  const pieces: GeneratedPiece[][] = [[], [], []];
+  const done: Promise<BatchResult>[] = [];
+  let prefilling = 0;
+  done[0] = b.submit({
+    ...RUNNING,
+    onPiece: (p) => {
+      pieces[0].push(p);
+      log.push('run');
+      prefilling = Math.max(prefilling, b.prefilling);
+      if (p.index === 1)
+        done[1] = b.submit({
+          ...joiner,
+          onStart: () => (log.push('join-start'), joiner.onStart?.()),
+          onPiece: (q) => (pieces[1].push(q), log.push('join')),
+        });
+      done[1]?.catch(() => {}); // settled below
+
+      if (late && b.prefilling > 0 && !done[2])
+        done[2] = b.submit({ ...late, onStart: () => log.push('late-start'), onPiece: (q) => pieces[2].push(q) });
+    },
+  });
+  await b.idle();
+  const settled = await Promise.allSettled(done);
+  return { log, pieces, settled, prefilling };
+}
+
+function same(tt: Test, got: PromiseSettledResult<BatchResult>, pieces: GeneratedPiece[], want: Awaited<ReturnType<typeof alone>>, name: string) {
+  if (got.status !== 'fulfilled') return tt.fail(`${name}: ${String(got.reason)}`);
+  tt.same(got.value.ids, want.ids, `${name}: ids`);
+  tt.equal(got.value.text, want.text, `${name}: text`);
+  tt.same(pieces, want.pieces, `${name}: streamed pieces`);
+}
+
+t.test('a long prompt joins a running batch a chunk a turn; the running row decodes between its chunks', async (tt) => {
+  const late: GenerateOptions = { prompt: USER('Say hi.', false), maxNewTokens: 4 };
+  const want = [await alone(RUNNING), await alone(LONG()), await alone(late)];
+  const before = L.memory().numTensors;
+  const b = new DecodeBatcher(fx.model, fx.tok, { maxBatch: 4, prefillChunk: 4 });
+  const { log, pieces, settled, prefilling } = await scenario(b, LONG(), late);
+  ['running', 'joining', 'late'].forEach((name, i) => same(tt, settled[i], pieces[i], want[i], name));
+  const W = (settled[1] as PromiseFulfilledResult<BatchResult>).value.promptLength;
+  const between = log.slice(log.indexOf('join-start'), log.indexOf('join')).filter((e) => e === 'run').length;
+  tt.equal(prefilling, 1, 'the joining request was seen prefilling');
+  tt.equal(between, Math.ceil(W / 4) - 1, `${W} prompt columns in chunks of 4: a running step after each chunk but the last`);
+  tt.ok(log.indexOf('late-start') > log.indexOf('join'), `a request that came during the prefill waited for it to end (${log.join(' ')})`);
+  tt.equal(L.memory().numTensors, before, 'no tensor leaked');
+
+  // prefillChunk 0: the same prompt goes in at once, no running step in between
+  const whole = await scenario(new DecodeBatcher(fx.model, fx.tok, { maxBatch: 4, prefillChunk: 0 }), LONG());
+  same(tt, whole.settled[1], whole.pieces[1], want[1], 'joining, whole prefill');
+  tt.equal(whole.log.indexOf('join'), whole.log.indexOf('join-start') + 1, 'whole: its first token came in the turn it joined');
+});
+
+t.test('aborted or failing in the middle of a chunked prefill: only that request ends', async (tt) => {
+  const want = await alone(RUNNING);
+  const before = L.memory().numTensors;
+  const ac = new AbortController();
+  const aborting = await scenario(new DecodeBatcher(fx.model, fx.tok, { prefillChunk: 4 }), {
+    ...LONG(),
+    signal: ac.signal,
+    onStart: () => setImmediate(() => ac.abort()),
+  });
+  same(tt, aborting.settled[0], aborting.pieces[0], want, 'running, beside an abort');
+  const r = aborting.settled[1] as PromiseFulfilledResult<BatchResult>;
+  tt.match(r.value, { finishReason: 'aborted', started: true, ids: [] }, 'the aborted request ends with no token');
+  tt.equal(L.memory().numTensors, before, 'no tensor leaked after the abort');
+
+  const next = PromptPrefill.prototype.next;
+  let calls = 0;
+  PromptPrefill.prototype.next = function (this: PromptPrefill, n?: number) {
+    if (++calls === 2) throw new Error('chunk failed');
+    return next.call(this, n);
+  };
+  try {
+    const failing = await scenario(new DecodeBatcher(fx.model, fx.tok, { prefillChunk: 4 }), LONG());
+    same(tt, failing.settled[0], failing.pieces[0], want, 'running, beside a failure');
+    tt.match(failing.settled[1], { status: 'rejected', reason: { message: 'chunk failed' } }, 'the request whose chunk failed is rejected');
+  } finally {
+    PromptPrefill.prototype.next = next;
+  }
+  tt.equal(L.memory().numTensors, before, 'no tensor leaked after the failure');
+  tt.throws(() => new DecodeBatcher(fx.model, fx.tok, { prefillChunk: -1 }), /prefillChunk must be a non-negative integer \(got -1\)/);
+});
