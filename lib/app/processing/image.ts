@@ -11,12 +11,13 @@
 //   first into a uint8 intermediate, then vertical, each accumulating from 1 << 21 (the rounding half) and
 //   clamping to 0..255. C's (int) casts truncate toward zero, hence Math.trunc, not floor. This lands on the
 //   same bytes as PIL.
-// - Decoding (image_codec.ts) gives PIL's Image.open(f).convert('RGB') bytes exactly: JPEG through sharp
-//   (libjpeg-turbo's decoder, EXIF orientation not applied, CMYK converted with PIL's formula), PNG through
+// - Decoding (image_codec.ts) gives PIL's Image.open(f).convert('RGB') bytes exactly: JPEG and WebP through
+//   sharp (libjpeg-turbo's and libwebp's decoders, EXIF orientation not applied, CMYK converted with PIL's
+//   formula, WebP's alpha dropped), PNG through
 //   pngjs with PIL's conversions. Every path checks one set of pixel caps (ImageLimits) from the header
 //   before decoding, and prepareRgb checks the images it makes (the 'pad' square, the resize target) before
 //   allocating them. decodeImage is synchronous (image_worker.ts explains how); decodeImageAsync and
-//   preprocessAsync leave the event loop free while a JPEG decodes.
+//   preprocessAsync leave the event loop free while a JPEG or WebP decodes.
 // - The pad colour for 'pad' mode is int(255 * mean) per channel, truncated as LLaVA's expand2square does:
 //   (122, 116, 104) for CLIP, not the rounded (123, 117, 104).
 import * as fs from 'fs';
@@ -25,7 +26,7 @@ import { readJson } from '../../io/json';
 import { checkOptions, optionKeys } from '../../options';
 import {
   checkLimits,
-  decodeJpeg,
+  decodeSharp,
   decodePng,
   imageLimits,
   loadSharp,
@@ -34,7 +35,7 @@ import {
   type ImageLimits,
   type RgbImage,
 } from './image_codec';
-import { decodeJpegSync } from './image_worker';
+import { decodeSharpSync } from './image_worker';
 
 export type { RgbImage, ImageLimits };
 export { ImageLimitError, imageLimits, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE } from './image_codec';
@@ -70,7 +71,7 @@ function finish(name: string, head: ImageHeader, decode: () => RgbImage): RgbIma
   try {
     img = decode();
   } catch (e) {
-    throw new Error(`image: ${name}: corrupt or unsupported ${head.kind.toUpperCase()} (${(e as Error).message})`);
+    throw new Error(`image: ${name}: corrupt or unsupported ${head.kind === 'webp' ? 'WebP' : head.kind.toUpperCase()} (${(e as Error).message})`);
   }
   if (!(img.width > 0 && img.height > 0) || img.data.length !== img.width * img.height * 3) {
     throw new Error(`image: ${name}: decoded to an empty or inconsistent ${img.width}x${img.height} image`);
@@ -78,32 +79,32 @@ function finish(name: string, head: ImageHeader, decode: () => RgbImage): RgbIma
   return img;
 }
 
-/** Decodes a PNG or JPEG (file path or bytes) to 8-bit RGB, as PIL's Image.open(...).convert('RGB'),
+/** Decodes a PNG, JPEG or WebP (file path or bytes) to 8-bit RGB, as PIL's Image.open(...).convert('RGB'),
  *  after checking its header against the pixel caps (ImageLimitError) and refusing malformed files. */
 export function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): RgbImage {
   const { name, buf, head, lim } = openImage(input, opts);
-  return finish(name, head, () => (head.kind === 'png' ? decodePng(buf) : decodeJpegSync(buf, head, lim)));
+  return finish(name, head, () => (head.kind === 'png' ? decodePng(buf) : decodeSharpSync(buf, head, lim)));
 }
 
-/** decodeImage without blocking the thread while a JPEG decodes (sharp runs on libuv's thread pool). */
+/** decodeImage without blocking the thread while a JPEG or WebP decodes (sharp runs on libuv's thread pool). */
 export async function decodeImageAsync(input: string | Uint8Array, opts: DecodeOptions = {}): Promise<RgbImage> {
   const { name, buf, head, lim } = openImage(input, opts);
-  let jpeg: RgbImage | null = null;
+  let decoded: RgbImage | null = null;
   let error: unknown = null;
-  if (head.kind === 'jpeg') {
+  if (head.kind !== 'png') {
     try {
-      jpeg = await decodeJpeg(buf, head, lim);
+      decoded = await decodeSharp(buf, head, lim);
     } catch (e) {
       error = e;
     }
   }
   return finish(name, head, () => {
     if (error) throw error;
-    return jpeg ?? decodePng(buf);
+    return decoded ?? decodePng(buf);
   });
 }
 
-/** Loads the JPEG decoder in this thread now. Call it on the main thread before starting worker threads
+/** Loads the JPEG and WebP decoder in this thread now. Call it on the main thread before starting worker threads
  *  that decode images (sharp's rule on glibc; batch_loader.ts's EncoderPool does). */
 export function loadImageDecoder(): void {
   loadSharp();
@@ -444,7 +445,7 @@ export class CLIPImageProcessor {
     return this.toPixelValues(this.prepareRgb(img, aspect, opts.limits));
   }
 
-  /** preprocess with the JPEG decode off this thread (decodeImageAsync). */
+  /** preprocess with the JPEG or WebP decode off this thread (decodeImageAsync). */
   async preprocessAsync(input: string | Uint8Array | RgbImage, opts: PreprocessOptions = {}): Promise<PixelValues> {
     const aspect = checkPreprocess(opts);
     const img = typeof input === 'string' || input instanceof Uint8Array ? await decodeImageAsync(input, { limits: opts.limits }) : input;

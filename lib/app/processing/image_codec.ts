@@ -1,5 +1,6 @@
-// image_codec.ts — reading PNG and JPEG files into 8-bit RGB exactly as PIL's Image.open(f).convert('RGB')
-// does, with the pixel caps checked from the file's header before any pixel is allocated.
+// image_codec.ts — reading PNG, JPEG and WebP files into 8-bit RGB exactly as PIL's
+// Image.open(f).convert('RGB') does, with the pixel caps checked from the file's header before any pixel is
+// allocated.
 //
 // Decisions:
 // - JPEG goes through sharp (libvips + mozjpeg, whose decoder is libjpeg-turbo's): same IDCT (islow) and
@@ -12,6 +13,10 @@
 //   would then convert CMYK to sRGB through an ICC profile; instead we take libvips's CMYK bands as they are
 //   (pipeline colourspace cmyk) and convert with PIL's own formula (Convert.c cmyk2rgb):
 //   nk - MULDIV255(c, nk) per channel, nk = 255 - k, MULDIV255(a, b) = (t + (t >> 8)) >> 8, t = a·b + 128.
+// - WebP goes through sharp too: libvips decodes with libwebp, as PIL does, and libwebp's lossy decoder
+//   (fancy chroma upsampling, fixed-point YUV -> RGB) gives PIL 9.4's bytes exactly (libwebp 1.2.4 there):
+//   lossy, lossless, with an alpha plane (dropped, as convert('RGB') drops it, not composited) and the first
+//   frame of an animation (fixtures webp_*). Its size comes from the VP8X canvas, else the VP8 / VP8L frame.
 // - PNG stays on pngjs: it is lossless, so the only PIL-specific parts are the conversions, which this
 //   file does PIL's way (alpha dropped, not composited; a tRNS colour key ignored; 16-bit colour keeps the
 //   high byte; 16-bit grey is clipped to 255 as PIL's I;16 -> RGB does). libvips shifts 16-bit grey down
@@ -106,7 +111,7 @@ export function checkLimits(name: string | null, width: number, height: number, 
 // Headers
 
 export interface ImageHeader {
-  kind: 'png' | 'jpeg';
+  kind: 'png' | 'jpeg' | 'webp';
   width: number;
   height: number;
   /** JPEG: colour components in the frame (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK). */
@@ -115,15 +120,45 @@ export interface ImageHeader {
 
 const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
-/** The container format by its magic bytes ('png', 'jpeg', or a name for the message). */
+/** The container format by its magic bytes ('png', 'jpeg', 'webp', or a name for the message). */
 export function sniff(b: Uint8Array): string {
   if (PNG_MAGIC.every((v, i) => b[i] === v)) return 'png';
   if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
   const ascii = Buffer.from(b.subarray(0, 12)).toString('latin1');
+  if (ascii.startsWith('RIFF') && ascii.slice(8, 12) === 'WEBP') return 'webp';
   if (ascii.startsWith('GIF8')) return 'GIF';
   if (ascii.startsWith('BM')) return 'BMP';
-  if (ascii.startsWith('RIFF') && ascii.slice(8, 12) === 'WEBP') return 'WebP';
+  if (ascii.startsWith('II*\0') || ascii.startsWith('MM\0*')) return 'TIFF';
   return 'unknown';
+}
+
+/** A WebP's size: the VP8X canvas (extended files: alpha, animation, metadata), else the VP8 (lossy) or VP8L
+ *  (lossless) frame header of its first chunk. */
+function webpHeader(b: Buffer, name: string): ImageHeader {
+  const corrupt = (why: string): never => {
+    throw new Error(`image: ${name}: corrupt or unsupported WebP (${why})`);
+  };
+  if (b.length < 30) corrupt('too short');
+  const chunk = b.toString('latin1', 12, 16);
+  const d = 20; // the first chunk's data
+  let width = 0;
+  let height = 0;
+  if (chunk === 'VP8X') {
+    width = 1 + b.readUIntLE(d + 4, 3);
+    height = 1 + b.readUIntLE(d + 7, 3);
+  } else if (chunk === 'VP8 ') {
+    if (b[d] & 1) corrupt('its first frame is not a key frame');
+    if (b[d + 3] !== 0x9d || b[d + 4] !== 0x01 || b[d + 5] !== 0x2a) corrupt('no VP8 start code');
+    width = b.readUInt16LE(d + 6) & 0x3fff;
+    height = b.readUInt16LE(d + 8) & 0x3fff;
+  } else if (chunk === 'VP8L') {
+    if (b[d] !== 0x2f) corrupt('no VP8L signature');
+    const bits = b.readUInt32LE(d + 1);
+    width = 1 + (bits & 0x3fff);
+    height = 1 + ((bits >>> 14) & 0x3fff);
+  } else corrupt(`first chunk '${chunk.replace(/[^ -~]/g, '?')}' is not VP8, VP8L or VP8X`);
+  if (width === 0 || height === 0) corrupt(`invalid size ${width}x${height}`);
+  return { kind: 'webp', width, height, components: 0 };
 }
 
 function pngHeader(b: Buffer, name: string): ImageHeader {
@@ -202,7 +237,8 @@ export function readHeader(b: Buffer, name: string): ImageHeader {
   const kind = sniff(b);
   if (kind === 'png') return pngHeader(b, name);
   if (kind === 'jpeg') return jpegHeader(b, name);
-  throw new Error(`image: ${name}: unsupported image format (${kind}); PNG and JPEG are supported`);
+  if (kind === 'webp') return webpHeader(b, name);
+  throw new Error(`image: ${name}: unsupported image format (${kind}); PNG, JPEG and WebP are supported`);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -292,7 +328,7 @@ export function decodePng(buf: Buffer): RgbImage {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// JPEG (sharp)
+// JPEG and WebP (sharp)
 
 type SharpFactory = typeof import('sharp').default;
 let sharpModule: SharpFactory | null = null;
@@ -322,11 +358,12 @@ function cmykToRgb(src: Uint8Array, n: number): Uint8Array {
   return out;
 }
 
-/** Decodes a JPEG whose header has passed readHeader and the limits (async: sharp works on libuv's pool). */
-export async function decodeJpeg(buf: Uint8Array, head: ImageHeader, lim: ImageLimits): Promise<RgbImage> {
+/** Decodes a JPEG or WebP whose header has passed readHeader and the limits (async: sharp works on libuv's
+ *  pool). */
+export async function decodeSharp(buf: Uint8Array, head: ImageHeader, lim: ImageLimits): Promise<RgbImage> {
   const sharp = loadSharp();
   // failOn 'error': a truncated file fails as in PIL (LOAD_TRUNCATED_IMAGES is off), libjpeg warnings
-  // (e.g. extraneous bytes before a marker) pass as they do in PIL.
+  // (e.g. extraneous bytes before a marker) pass as they do in PIL. An animated WebP gives its first frame.
   let s: Sharp = sharp(buf, {
     autoOrient: false,
     ignoreIcc: true,
@@ -340,10 +377,13 @@ export async function decodeJpeg(buf: Uint8Array, head: ImageHeader, lim: ImageL
     throw new Error(`decoded ${info.width}x${info.height}, but the header says ${head.width}x${head.height}`);
   let out: Uint8Array;
   if (info.channels === 3) out = new Uint8Array(data);
-  else if (info.channels === 1) {
+  else if (info.channels === 4 && head.kind === 'webp') {
+    out = new Uint8Array(n * 3); // RGBA: the alpha plane is dropped, as PIL's convert('RGB') drops it
+    for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) out[i * 3 + c] = data[i * 4 + c];
+  } else if (info.channels === 1) {
     out = new Uint8Array(n * 3);
     for (let i = 0; i < n; i++) out[i * 3] = out[i * 3 + 1] = out[i * 3 + 2] = data[i];
   } else if (info.channels === 4 && head.components === 4) out = cmykToRgb(data, n);
-  else throw new Error(`unexpected ${info.channels}-channel output for a ${head.components}-component JPEG`);
+  else throw new Error(`unexpected ${info.channels}-channel output for a ${head.kind === 'webp' ? 'WebP' : `${head.components}-component JPEG`}`);
   return { width: info.width, height: info.height, data: out };
 }

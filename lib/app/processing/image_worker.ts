@@ -1,4 +1,4 @@
-// image_worker.ts — a synchronous front door to sharp's asynchronous JPEG decoder.
+// image_worker.ts — a synchronous front door to sharp's asynchronous JPEG and WebP decoders.
 //
 // Why a worker and Atomics.wait, not async all the way: decodeImage and CLIPImageProcessor.preprocess are
 // synchronous public APIs, and the training encoder (dataset.ts's SampleEncoder, run inline and inside
@@ -12,7 +12,7 @@
 // Callers that can await use decodeImageAsync (image.ts) instead, which runs sharp in their own thread and
 // leaves the event loop free while libvips works.
 import { Worker, MessageChannel, MessagePort, receiveMessageOnPort, isMainThread, workerData } from 'worker_threads';
-import { decodeJpeg, loadSharp, type ImageHeader, type ImageLimits, type RgbImage } from './image_codec';
+import { decodeSharp, loadSharp, type ImageHeader, type ImageLimits, type RgbImage } from './image_codec';
 
 const TAG = 'llava-image-decoder';
 /** How long a caller waits for one decode before giving up (the helper died, or the machine is stuck). */
@@ -63,9 +63,9 @@ function startBridge(): Bridge {
   return { worker, port: port1, flag, seq: 0 };
 }
 
-/** Decodes a JPEG synchronously (header already read and checked against `lim`). Errors are thrown with
+/** Decodes a JPEG or WebP synchronously (header already read and checked against `lim`). Errors are thrown with
  *  the decoder's message. */
-export function decodeJpegSync(bytes: Uint8Array, head: ImageHeader, lim: ImageLimits): RgbImage {
+export function decodeSharpSync(bytes: Uint8Array, head: ImageHeader, lim: ImageLimits): RgbImage {
   const b = (bridge ??= startBridge());
   const id = ++b.seq;
   Atomics.store(b.flag, 0, 0);
@@ -85,7 +85,7 @@ export function decodeJpegSync(bytes: Uint8Array, head: ImageHeader, lim: ImageL
     if (left <= 0) {
       bridge = null;
       void b.worker.terminate();
-      throw new Error(`the JPEG decoder did not answer within ${TIMEOUT_MS / 1000} s`);
+      throw new Error(`the image decoder did not answer within ${TIMEOUT_MS / 1000} s`);
     }
     Atomics.wait(b.flag, 0, 0, left);
     Atomics.store(b.flag, 0, 0);
@@ -103,7 +103,7 @@ if (!isMainThread && workerData && (workerData as { tag?: string }).tag === TAG)
     Atomics.notify(flag, 0);
   };
   port.on('message', (m: Request) => {
-    decodeJpeg(m.bytes, m.head, m.lim).then(
+    decodeSharp(m.bytes, m.head, m.lim).then(
       (img) => answer({ id: m.id, width: img.width, height: img.height, data: img.data }, [img.data.buffer as ArrayBuffer]),
       (e: unknown) => answer({ id: m.id, error: e instanceof Error ? e.message : String(e) }),
     );

@@ -192,7 +192,8 @@ t.test('bad inputs are Errors naming the file', async (t) => {
     ['truncated.png', good.subarray(0, 200), /truncated\.png: corrupt or unsupported PNG/],
     ['header-only.png', good.subarray(0, 8), /header-only\.png: corrupt or unsupported PNG/],
     ['bitflip.png', Buffer.concat([good.subarray(0, 100), Buffer.from([good[100] ^ 0xff]), good.subarray(101)]), /bitflip\.png: corrupt/],
-    ['anim.gif', Buffer.from('GIF89a\x01\x00\x01\x00'), /anim\.gif: unsupported image format \(GIF\)/],
+    ['anim.gif', Buffer.from('GIF89a\x01\x00\x01\x00'), /anim\.gif: unsupported image format \(GIF\); PNG, JPEG and WebP are supported/],
+    ['scan.tif', Buffer.from('II*\x00\x08\x00\x00\x00'), /scan\.tif: unsupported image format \(TIFF\)/],
     ['empty.png', Buffer.alloc(0), /empty\.png: unsupported image format/],
     ['text.png', Buffer.from('hello world'), /text\.png: unsupported image format/],
   ];

@@ -40,7 +40,10 @@ const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 t.test('every fixture decodes to PIL convert("RGB") bytes, sync and async', async (t) => {
   const names = manifest.images.map((e) => e.file);
-  for (const want of ['rgb420.jpg', 'rgb422.jpg', 'rgb444.jpg', 'progressive.jpg', 'grey.jpg', 'cmyk.jpg', 'cmyk_noadobe.jpg', 'exif_rotated.jpg'])
+  for (const want of [
+    ...['rgb420.jpg', 'rgb422.jpg', 'rgb444.jpg', 'progressive.jpg', 'grey.jpg', 'cmyk.jpg', 'cmyk_noadobe.jpg', 'exif_rotated.jpg'],
+    ...['webp_lossy.webp', 'webp_lossless.webp', 'webp_alpha.webp', 'webp_anim.webp'],
+  ])
     t.ok(names.includes(want), `fixture ${want} present`);
   for (const e of manifest.images) {
     const file = path.join(FIX, e.file);
@@ -57,7 +60,7 @@ t.test('every fixture decodes to PIL convert("RGB") bytes, sync and async', asyn
 
 t.test("224x224 CLIP preprocessing matches PIL's resize and crop", async (t) => {
   const proc = new CLIPImageProcessor(); // openai/clip-vit-large-patch14 defaults: shortest edge 224, crop 224
-  for (const e of manifest.images.filter((x) => /^(rgb420|odd422|grey|cmyk|png_palette)\./.test(x.file))) {
+  for (const e of manifest.images.filter((x) => /^(rgb420|odd422|grey|cmyk|png_palette|webp_lossy|webp_alpha)\./.test(x.file))) {
     const img = decodeImage(path.join(FIX, e.file));
     for (const aspect of ['square', 'pad'] as const) {
       const out = proc.prepareRgb(img, aspect);
@@ -144,6 +147,37 @@ t.test('a small 15000x15000 JPEG is refused from its header', async (t) => {
     () => decodeImage(big, { limits: { maxPixels: 3e8, maxSide: 10000 } }),
     /15000x15000; its longest side 15000 is more than the 10000 allowed/,
   );
+});
+
+t.test('WebP: sizes from the header (VP8, VP8L, VP8X canvas) checked before decoding; malformed files refused', async (t) => {
+  const lossy = fs.readFileSync(path.join(FIX, 'webp_lossy.webp')); // VP8: frame size at data byte 6
+  const lossless = fs.readFileSync(path.join(FIX, 'webp_lossless.webp')); // VP8L: packed size at data byte 1
+  const anim = fs.readFileSync(path.join(FIX, 'webp_anim.webp')); // VP8X: canvas size at data byte 4
+  const big = Buffer.from(lossy);
+  big.writeUInt16LE(15000, 26);
+  big.writeUInt16LE(15000, 28);
+  const re = /<buffer>: the image is 15000x15000 = 225000000 pixels, more than the 50000000 allowed/;
+  t.throws(() => decodeImage(big), re);
+  await t.rejects(decodeImageAsync(big), re);
+  const wide = Buffer.from(lossless);
+  wide.writeUInt32LE((wide.readUInt32LE(21) & ~0x3fff) | 16383, 21);
+  t.throws(() => decodeImage(wide, { limits: { maxSide: 8000 } }), /16384x37; its longest side 16384 is more than the 8000 allowed/);
+  const canvas = Buffer.from(anim);
+  canvas.writeUIntLE(9999, 24, 3);
+  canvas.writeUIntLE(9999, 27, 3);
+  t.throws(() => decodeImage(canvas), /the image is 10000x10000 = 100000000 pixels/);
+  // a canvas that disagrees with the frame decodes to another size: refused, not resized
+  const small = Buffer.from(anim);
+  small.writeUIntLE(29, 24, 3);
+  t.throws(() => decodeImage(small), /corrupt or unsupported WebP/);
+  t.throws(() => decodeImage(lossy.subarray(0, 200)), /<buffer>: corrupt or unsupported WebP/);
+  await t.rejects(decodeImageAsync(lossy.subarray(0, 200)), /<buffer>: corrupt or unsupported WebP/);
+  const odd = Buffer.from(lossy);
+  odd.write('ABCD', 12, 'latin1');
+  t.throws(() => decodeImage(odd), /corrupt or unsupported WebP \(first chunk 'ABCD' is not VP8, VP8L or VP8X\)/);
+  const nostart = Buffer.from(lossy);
+  nostart[23] = 0;
+  t.throws(() => decodeImage(nostart), /corrupt or unsupported WebP \(no VP8 start code\)/);
 });
 
 t.test('1x20000 PNG: side cap, pad square and resize target', async (t) => {

@@ -1,16 +1,19 @@
 // `llava serve` (lib/app/serve/server.ts) on the tiny LLaVA fixture, the answers: the HTTP API against
 // generateText on the same prompt (ids and text), /health and /v1/models, streaming, usage, max_tokens, stop
-// strings, seeded sampling, images sent as data URIs (PNG and JPEG) against the decoded image passed directly,
+// strings, seeded sampling, images sent as data URIs (PNG, JPEG and WebP) against the decoded image passed directly,
 // system messages and history. The decode batch, client aborts, every error path, shutdown and the CLI are
 // tested in serve_service.test.ts; the request and prompt pieces alone (lib/app/serve/protocol.ts) in
 // protocol.test.ts; the shared server and request helpers are in serve_helpers.ts.
 import t from 'tap';
+import * as fs from 'fs';
+import * as path from 'path';
 import { encode as encodeJpeg } from 'jpeg-js';
 import * as L from '../../../lib';
 import { encodePrompt } from '../../../lib/app/inference/generate';
 import { buildPrompt } from '../../../lib/app/processing/conversation';
 import { decodeImage } from '../../../lib/app/processing/image';
 import { createServer, MAX_TOKENS_CAP } from '../../../lib/app/serve/server';
+import { TEST_DIR } from '../../helpers';
 import { Q, chat, dataUri, dir, expectError, expected, png0, png1, request, server, sseEvents, useServer, userImage } from './serve_helpers';
 
 useServer();
@@ -106,6 +109,14 @@ t.test('image via a JPEG data URI', async (tt) => {
   const r = await chat({ messages: [userImage(Q, dataUri(jpg, 'image/jpeg'))], temperature: 0, max_tokens: 8, return_token_ids: true });
   tt.equal(r.status, 200, r.text);
   const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: jpg, maxNewTokens: 8 });
+  tt.same(r.json.choices[0].token_ids, g.ids);
+});
+
+t.test('image via a WebP data URI', async (tt) => {
+  const webp = fs.readFileSync(path.join(TEST_DIR, 'fixtures', 'images', 'webp_alpha.webp'));
+  const r = await chat({ messages: [userImage(Q, dataUri(webp, 'image/webp'))], temperature: 0, max_tokens: 8, return_token_ids: true });
+  tt.equal(r.status, 200, r.text);
+  const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: webp, maxNewTokens: 8 });
   tt.same(r.json.choices[0].token_ids, g.ids);
 });
 
