@@ -47,7 +47,7 @@ export function registerInferenceCommands(program: Command): Command {
     .command('chat')
     .description('ask about an image, streaming the answer; without --prompt, an interactive session')
     .requiredOption('--model <dir>', 'model directory')
-    .requiredOption('--image <file>', 'image file (PNG, JPEG or WebP)')
+    .requiredOption('--image <file>', 'image file (PNG, JPEG, WebP or GIF)')
     .option('--prompt <text>', 'a single question (omit for an interactive session)')
     .option(
       '--template <name>',

@@ -23,7 +23,7 @@ import { DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE } from '../../constants';
 export interface ChatOptions {
   /** Model directory. */
   model: string;
-  /** Image file (PNG, JPEG or WebP). */
+  /** Image file (PNG, JPEG, WebP or GIF). */
   image: string;
   /** One question; without it, an interactive loop on `input`. */
   prompt?: string;

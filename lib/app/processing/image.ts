@@ -13,7 +13,7 @@
 //   same bytes as PIL.
 // - Decoding (image_codec.ts) gives PIL's Image.open(f).convert('RGB') bytes exactly: JPEG and WebP through
 //   sharp (libjpeg-turbo's and libwebp's decoders, EXIF orientation not applied, CMYK converted with PIL's
-//   formula, WebP's alpha dropped), PNG through
+//   formula, WebP's alpha dropped), GIF by gif.ts, PNG through
 //   pngjs with PIL's conversions. Every path checks one set of pixel caps (ImageLimits) from the header
 //   before decoding, and prepareRgb checks the images it makes (the 'pad' square, the resize target) before
 //   allocating them. decodeImage is synchronous (image_worker.ts explains how); decodeImageAsync and
@@ -36,6 +36,7 @@ import {
   type RgbImage,
 } from './image_codec';
 import { decodeSharpSync } from './image_worker';
+import { decodeGif } from './gif';
 
 export type { RgbImage, ImageLimits };
 export { ImageLimitError, imageLimits, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_IMAGE_SIDE } from './image_codec';
@@ -66,12 +67,20 @@ function openImage(input: string | Uint8Array, opts: DecodeOptions): { name: str
   return { name, buf, head, lim };
 }
 
+const FORMAT_NAMES: Record<ImageHeader['kind'], string> = { png: 'PNG', jpeg: 'JPEG', webp: 'WebP', gif: 'GIF' };
+
+/** The decoders that run in this thread, in JavaScript (JPEG and WebP go to sharp). */
+function decodeHere(buf: Buffer, head: ImageHeader): RgbImage {
+  return head.kind === 'gif' ? decodeGif(buf) : decodePng(buf);
+}
+const usesSharp = (head: ImageHeader): boolean => head.kind === 'jpeg' || head.kind === 'webp';
+
 function finish(name: string, head: ImageHeader, decode: () => RgbImage): RgbImage {
   let img: RgbImage;
   try {
     img = decode();
   } catch (e) {
-    throw new Error(`image: ${name}: corrupt or unsupported ${head.kind === 'webp' ? 'WebP' : head.kind.toUpperCase()} (${(e as Error).message})`);
+    throw new Error(`image: ${name}: corrupt or unsupported ${FORMAT_NAMES[head.kind]} (${(e as Error).message})`);
   }
   if (!(img.width > 0 && img.height > 0) || img.data.length !== img.width * img.height * 3) {
     throw new Error(`image: ${name}: decoded to an empty or inconsistent ${img.width}x${img.height} image`);
@@ -79,11 +88,12 @@ function finish(name: string, head: ImageHeader, decode: () => RgbImage): RgbIma
   return img;
 }
 
-/** Decodes a PNG, JPEG or WebP (file path or bytes) to 8-bit RGB, as PIL's Image.open(...).convert('RGB'),
- *  after checking its header against the pixel caps (ImageLimitError) and refusing malformed files. */
+/** Decodes a PNG, JPEG, WebP or GIF (file path or bytes) to 8-bit RGB, as PIL's
+ *  Image.open(...).convert('RGB'), after checking its header against the pixel caps (ImageLimitError) and
+ *  refusing malformed files. */
 export function decodeImage(input: string | Uint8Array, opts: DecodeOptions = {}): RgbImage {
   const { name, buf, head, lim } = openImage(input, opts);
-  return finish(name, head, () => (head.kind === 'png' ? decodePng(buf) : decodeSharpSync(buf, head, lim)));
+  return finish(name, head, () => (usesSharp(head) ? decodeSharpSync(buf, head, lim) : decodeHere(buf, head)));
 }
 
 /** decodeImage without blocking the thread while a JPEG or WebP decodes (sharp runs on libuv's thread pool). */
@@ -91,7 +101,7 @@ export async function decodeImageAsync(input: string | Uint8Array, opts: DecodeO
   const { name, buf, head, lim } = openImage(input, opts);
   let decoded: RgbImage | null = null;
   let error: unknown = null;
-  if (head.kind !== 'png') {
+  if (usesSharp(head)) {
     try {
       decoded = await decodeSharp(buf, head, lim);
     } catch (e) {
@@ -100,7 +110,7 @@ export async function decodeImageAsync(input: string | Uint8Array, opts: DecodeO
   }
   return finish(name, head, () => {
     if (error) throw error;
-    return decoded ?? decodePng(buf);
+    return decoded ?? decodeHere(buf, head);
   });
 }
 

@@ -1,4 +1,4 @@
-// image_codec.ts — reading PNG, JPEG and WebP files into 8-bit RGB exactly as PIL's
+// image_codec.ts — reading PNG, JPEG, WebP and GIF files into 8-bit RGB exactly as PIL's
 // Image.open(f).convert('RGB') does, with the pixel caps checked from the file's header before any pixel is
 // allocated.
 //
@@ -17,6 +17,7 @@
 //   (fancy chroma upsampling, fixed-point YUV -> RGB) gives PIL 9.4's bytes exactly (libwebp 1.2.4 there):
 //   lossy, lossless, with an alpha plane (dropped, as convert('RGB') drops it, not composited) and the first
 //   frame of an animation (fixtures webp_*). Its size comes from the VP8X canvas, else the VP8 / VP8L frame.
+// - GIF is ours (gif.ts): libvips composites GIF frames its own way, PIL's first frame is simple to match.
 // - PNG stays on pngjs: it is lossless, so the only PIL-specific parts are the conversions, which this
 //   file does PIL's way (alpha dropped, not composited; a tRNS colour key ignored; 16-bit colour keeps the
 //   high byte; 16-bit grey is clipped to 255 as PIL's I;16 -> RGB does). libvips shifts 16-bit grey down
@@ -30,6 +31,7 @@ import * as zlib from 'zlib';
 import { PNG } from 'pngjs';
 import type { Sharp } from 'sharp';
 import { checkOptions, optionKeys } from '../../options';
+import { gifSize } from './gif';
 
 export interface RgbImage {
   width: number;
@@ -111,7 +113,7 @@ export function checkLimits(name: string | null, width: number, height: number, 
 // Headers
 
 export interface ImageHeader {
-  kind: 'png' | 'jpeg' | 'webp';
+  kind: 'png' | 'jpeg' | 'webp' | 'gif';
   width: number;
   height: number;
   /** JPEG: colour components in the frame (1 grey, 3 YCbCr/RGB, 4 CMYK/YCCK). */
@@ -126,7 +128,7 @@ export function sniff(b: Uint8Array): string {
   if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';
   const ascii = Buffer.from(b.subarray(0, 12)).toString('latin1');
   if (ascii.startsWith('RIFF') && ascii.slice(8, 12) === 'WEBP') return 'webp';
-  if (ascii.startsWith('GIF8')) return 'GIF';
+  if (ascii.startsWith('GIF87a') || ascii.startsWith('GIF89a')) return 'gif';
   if (ascii.startsWith('BM')) return 'BMP';
   if (ascii.startsWith('II*\0') || ascii.startsWith('MM\0*')) return 'TIFF';
   return 'unknown';
@@ -238,7 +240,8 @@ export function readHeader(b: Buffer, name: string): ImageHeader {
   if (kind === 'png') return pngHeader(b, name);
   if (kind === 'jpeg') return jpegHeader(b, name);
   if (kind === 'webp') return webpHeader(b, name);
-  throw new Error(`image: ${name}: unsupported image format (${kind}); PNG, JPEG and WebP are supported`);
+  if (kind === 'gif') return { kind, ...gifSize(b, name), components: 0 };
+  throw new Error(`image: ${name}: unsupported image format (${kind}); PNG, JPEG, WebP and GIF are supported`);
 }
 
 // ---------------------------------------------------------------------------------------------------------

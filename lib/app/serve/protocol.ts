@@ -124,9 +124,9 @@ function rejectUnsupported(body: Record<string, unknown>): void {
 }
 
 const DATA_URI = /^data:([^;,]*)((?:;[^;,]*)*),/i;
-const IMAGE_MIME = new Set(['image/png', 'image/jpeg', 'image/jpg', 'image/pjpeg', 'image/webp']);
+const IMAGE_MIME = new Set(['image/png', 'image/jpeg', 'image/jpg', 'image/pjpeg', 'image/webp', 'image/gif']);
 
-/** The bytes of a `data:image/png|jpeg|webp;base64,...` URI; anything else is a 400. */
+/** The bytes of a `data:image/png|jpeg|webp|gif;base64,...` URI; anything else is a 400. */
 export function decodeDataUri(url: string, param: string): Buffer {
   const m = DATA_URI.exec(url);
   if (!m) {
@@ -140,7 +140,11 @@ export function decodeDataUri(url: string, param: string): Buffer {
   }
   const mime = m[1].trim().toLowerCase();
   if (!IMAGE_MIME.has(mime))
-    throw bad(`${param}: unsupported image type '${m[1] || '(none)'}' (image/png, image/jpeg or image/webp)`, param, 'invalid_image_format');
+    throw bad(
+      `${param}: unsupported image type '${m[1] || '(none)'}' (image/png, image/jpeg, image/webp or image/gif)`,
+      param,
+      'invalid_image_format',
+    );
   if (!m[2].toLowerCase().split(';').includes('base64'))
     throw bad(`${param}: the data URI must be base64-encoded (';base64,')`, param, 'invalid_image_url');
   const b64 = url.slice(m[0].length).replace(/\s+/g, '');

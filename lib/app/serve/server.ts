@@ -33,7 +33,7 @@
 //   one removes it). llava_hf has no system slot in conversation.ts; the text is put in front followed by
 //   one space, as the llava-1.5-hf chat template prints a system turn ([unverified] against docs/reference.md).
 //   The plain template has no place for one: 400.
-// - Images: at most one per request, only as a `data:image/png|jpeg|webp;base64,...` URI, only in the first
+// - Images: at most one per request, only as a `data:image/png|jpeg|webp|gif;base64,...` URI, only in the first
 //   user message (LLaVA inserts its one image into the first user turn, docs/reference.md §9). Nothing is
 //   ever fetched: http(s)/file URLs are a 400. The checkpoint is an LlavaSession (processing/session.ts), so
 //   the vision tower, its preprocessor config and the aspect mode are those chat, eval and train use.

@@ -43,6 +43,8 @@ t.test('every fixture decodes to PIL convert("RGB") bytes, sync and async', asyn
   for (const want of [
     ...['rgb420.jpg', 'rgb422.jpg', 'rgb444.jpg', 'progressive.jpg', 'grey.jpg', 'cmyk.jpg', 'cmyk_noadobe.jpg', 'exif_rotated.jpg'],
     ...['webp_lossy.webp', 'webp_lossless.webp', 'webp_alpha.webp', 'webp_anim.webp'],
+    ...['gif_palette.gif', 'gif_interlaced.gif', 'gif_grey.gif', 'gif_transparent.gif', 'gif_anim.gif'],
+    ...['gif_inset.gif', 'gif_inset_transparent.gif', 'gif_overhang.gif'],
   ])
     t.ok(names.includes(want), `fixture ${want} present`);
   for (const e of manifest.images) {
@@ -60,7 +62,7 @@ t.test('every fixture decodes to PIL convert("RGB") bytes, sync and async', asyn
 
 t.test("224x224 CLIP preprocessing matches PIL's resize and crop", async (t) => {
   const proc = new CLIPImageProcessor(); // openai/clip-vit-large-patch14 defaults: shortest edge 224, crop 224
-  for (const e of manifest.images.filter((x) => /^(rgb420|odd422|grey|cmyk|png_palette|webp_lossy|webp_alpha)\./.test(x.file))) {
+  for (const e of manifest.images.filter((x) => /^(rgb420|odd422|grey|cmyk|png_palette|webp_lossy|webp_alpha|gif_inset)\./.test(x.file))) {
     const img = decodeImage(path.join(FIX, e.file));
     for (const aspect of ['square', 'pad'] as const) {
       const out = proc.prepareRgb(img, aspect);
@@ -178,6 +180,31 @@ t.test('WebP: sizes from the header (VP8, VP8L, VP8X canvas) checked before deco
   const nostart = Buffer.from(lossy);
   nostart[23] = 0;
   t.throws(() => decodeImage(nostart), /corrupt or unsupported WebP \(no VP8 start code\)/);
+});
+
+t.test('GIF: the size (screen grown to the first frame) checked before decoding; malformed files refused', async (t) => {
+  const gif = fs.readFileSync(path.join(FIX, 'gif_palette.gif'));
+  const desc = gif.indexOf(0x2c, 13 + (3 << ((gif[10] & 7) + 1))); // the first image descriptor
+  const screen = Buffer.from(gif);
+  screen.writeUInt16LE(15000, 6);
+  screen.writeUInt16LE(15000, 8);
+  const re = /<buffer>: the image is 15000x15000 = 225000000 pixels, more than the 50000000 allowed/;
+  t.throws(() => decodeImage(screen), re);
+  await t.rejects(decodeImageAsync(screen), re);
+  const overhang = Buffer.from(gif);
+  overhang.writeUInt16LE(20000, desc + 1); // the frame placed at x 20000 grows the image past the side cap
+  t.throws(() => decodeImage(overhang), /the image is 20064x48; its longest side 20064 is more than the 16384 allowed/);
+  const cut = gif.subarray(0, gif.length - 40);
+  t.throws(() => decodeImage(cut), /<buffer>: corrupt or unsupported GIF \(image data truncated after \d+ of 3072 pixels\)/);
+  await t.rejects(decodeImageAsync(cut), /corrupt or unsupported GIF \(image data truncated/);
+  const code = Buffer.from(gif);
+  code[desc + 10] = 12; // LZW minimum code size
+  t.throws(() => decodeImage(code), /corrupt or unsupported GIF \(LZW code size 12 outside 2\.\.8\)/);
+  const noImage = Buffer.concat([gif.subarray(0, desc), Buffer.from([0x3b])]);
+  t.throws(() => decodeImage(noImage), /corrupt or unsupported GIF \(no image before the trailer\)/);
+  const empty = Buffer.from(gif);
+  empty.writeUInt16LE(0, desc + 5);
+  t.throws(() => decodeImage(empty), /corrupt or unsupported GIF \(empty first frame 0x48\)/);
 });
 
 t.test('1x20000 PNG: side cap, pad square and resize target', async (t) => {

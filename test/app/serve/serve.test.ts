@@ -1,6 +1,6 @@
 // `llava serve` (lib/app/serve/server.ts) on the tiny LLaVA fixture, the answers: the HTTP API against
 // generateText on the same prompt (ids and text), /health and /v1/models, streaming, usage, max_tokens, stop
-// strings, seeded sampling, images sent as data URIs (PNG, JPEG and WebP) against the decoded image passed directly,
+// strings, seeded sampling, images sent as data URIs (PNG, JPEG, WebP and GIF) against the decoded image passed directly,
 // system messages and history. The decode batch, client aborts, every error path, shutdown and the CLI are
 // tested in serve_service.test.ts; the request and prompt pieces alone (lib/app/serve/protocol.ts) in
 // protocol.test.ts; the shared server and request helpers are in serve_helpers.ts.
@@ -112,12 +112,17 @@ t.test('image via a JPEG data URI', async (tt) => {
   tt.same(r.json.choices[0].token_ids, g.ids);
 });
 
-t.test('image via a WebP data URI', async (tt) => {
-  const webp = fs.readFileSync(path.join(TEST_DIR, 'fixtures', 'images', 'webp_alpha.webp'));
-  const r = await chat({ messages: [userImage(Q, dataUri(webp, 'image/webp'))], temperature: 0, max_tokens: 8, return_token_ids: true });
-  tt.equal(r.status, 200, r.text);
-  const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: webp, maxNewTokens: 8 });
-  tt.same(r.json.choices[0].token_ids, g.ids);
+t.test('images via WebP and GIF data URIs', async (tt) => {
+  for (const [file, mime] of [
+    ['webp_alpha.webp', 'image/webp'],
+    ['gif_inset_transparent.gif', 'image/gif'],
+  ]) {
+    const bytes = fs.readFileSync(path.join(TEST_DIR, 'fixtures', 'images', file));
+    const r = await chat({ messages: [userImage(Q, dataUri(bytes, mime))], temperature: 0, max_tokens: 8, return_token_ids: true });
+    tt.equal(r.status, 200, r.text);
+    const g = await expected(buildPrompt('llava_hf', Q, { image: true }), { image: bytes, maxNewTokens: 8 });
+    tt.same(r.json.choices[0].token_ids, g.ids, file);
+  }
 });
 
 t.test('streaming: chunks join to the non-streamed content, usage, [DONE]', async (tt) => {

@@ -233,7 +233,7 @@ t.test('error paths: status and OpenAI error JSON; the server keeps serving', as
     'messages[0].content[1].image_url',
   );
   expectError(tt, await chat({ messages: [userImage(Q, 'file:///etc/hosts')] }), 400, /does not fetch file: URLs/, 'invalid_image_url');
-  expectError(tt, await chat({ messages: [userImage(Q, 'data:image/gif;base64,R0lGODlh')] }), 400, /unsupported image type/);
+  expectError(tt, await chat({ messages: [userImage(Q, 'data:image/bmp;base64,Qk0AAAAA')] }), 400, /unsupported image type/);
   expectError(
     tt,
     await chat({ messages: [userImage(Q, dataUri(Buffer.from('definitely not a png')))] }),
