@@ -7,11 +7,15 @@
 // rows into place and attends over a narrowed view, so decoding costs one position per token.
 // Attention masks: causal (bottom-right, so cached keys stay visible) and an optional key-padding
 // mask [B, S] (true = real token).
+// A packed forward (hiddenPacked) runs several batches at once, each with its own positions, mask and
+// cache (a prompt's prefill chunk beside a decode step of other requests): their tokens go through the
+// norms, projections and MLP as one [1, N, C] sequence, so every weight is read once for all of them, and
+// only attention runs per batch.
 import { Tensor } from '../core/tensor';
 import { Module, ModuleList } from '../nn/module';
 import { Linear, RMSNorm, Embedding, LayerOptions } from '../nn/layers';
 import { add, swiglu, copyInto } from '../ops/elementwise';
-import { reshape, permute, narrow } from '../ops/view';
+import { reshape, permute, narrow, cat } from '../ops/view';
 import { rope } from '../ops/nn';
 import { scaledDotProductAttention } from '../ops/attention';
 import { fromValues, zeros } from '../ops/creation';
@@ -188,6 +192,18 @@ export interface LlamaStep {
   keyMask?: Tensor | null;
   cache?: KVCache | null;
 }
+/** One batch of a packed step: B rows of T tokens, B·T consecutive tokens of the packed sequence. */
+type Segment = LlamaStep & { B: number; T: number };
+/** What a layer gets: one batch [B, T, C], or the segments of a packed [1, N, C] sequence. */
+type LayerStep = LlamaStep | { segments: Segment[] };
+
+/** One batch of LlamaForCausalLM.hiddenPacked: embeddings [B, T, C] at `positions`, its mask and cache. */
+export interface PackedBatch {
+  embeds: Tensor;
+  positions: number[][];
+  keyMask?: Tensor | null;
+  cache?: KVCache | null;
+}
 
 class LlamaAttention extends Module {
   readonly q_proj: Linear;
@@ -208,18 +224,26 @@ class LlamaAttention extends Module {
     this.v_proj = this.registerModule('v_proj', new Linear(C, Hkv * D, bias, o));
     this.o_proj = this.registerModule('o_proj', new Linear(H * D, C, bias, o));
   }
-  forward(x: Tensor, step: LlamaStep, layer: number): Tensor {
+  forward(x: Tensor, step: LayerStep, layer: number): Tensor {
     return tidy(() => {
-      const [B, T] = x.shape;
-      const heads = (t: Tensor, h: number): Tensor => permute(reshape(t, [B, T, h, this.D]), [0, 2, 1, 3]);
-      const q = rope(heads(this.q_proj.forward(x), this.H), step.cos, step.sin);
-      let k = rope(heads(this.k_proj.forward(x), this.Hkv), step.cos, step.sin);
-      let v = heads(this.v_proj.forward(x), this.Hkv);
-      if (step.cache) ({ k, v } = step.cache.append(layer, k, v));
-      const S = k.shape[2];
-      const mask = step.keyMask ? reshape(step.keyMask, [B, 1, 1, S]) : null;
-      const o = scaledDotProductAttention(q, k, v, { isCausal: true, mask });
-      return this.o_proj.forward(reshape(permute(o, [0, 2, 1, 3]), [B, T, this.H * this.D]));
+      const packed = 'segments' in step;
+      const segments = packed ? step.segments : [{ ...step, B: x.shape[0], T: x.shape[1] }];
+      const [q, k, v] = [this.q_proj, this.k_proj, this.v_proj].map((p) => p.forward(x));
+      const outs: Tensor[] = [];
+      let at = 0;
+      for (const s of segments) {
+        // this segment's tokens as [B, heads, T, D]
+        const heads = (t: Tensor, h: number): Tensor =>
+          permute(reshape(packed ? narrow(t, 1, at, s.B * s.T) : t, [s.B, s.T, h, this.D]), [0, 2, 1, 3]);
+        let ks = rope(heads(k, this.Hkv), s.cos, s.sin);
+        let vs = heads(v, this.Hkv);
+        if (s.cache) ({ k: ks, v: vs } = s.cache.append(layer, ks, vs));
+        const mask = s.keyMask ? reshape(s.keyMask, [s.B, 1, 1, ks.shape[2]]) : null;
+        const o = scaledDotProductAttention(rope(heads(q, this.H), s.cos, s.sin), ks, vs, { isCausal: true, mask });
+        outs.push(reshape(permute(o, [0, 2, 1, 3]), packed ? [1, s.B * s.T, this.H * this.D] : [s.B, s.T, this.H * this.D]));
+        at += s.B * s.T;
+      }
+      return this.o_proj.forward(outs.length === 1 ? outs[0] : cat(outs, 1));
     });
   }
 }
@@ -256,7 +280,7 @@ class LlamaDecoderLayer extends Module {
     this.input_layernorm = this.registerModule('input_layernorm', new RMSNorm(C, eps, o));
     this.post_attention_layernorm = this.registerModule('post_attention_layernorm', new RMSNorm(C, eps, o));
   }
-  forward(x: Tensor, step: LlamaStep, layer: number): Tensor {
+  forward(x: Tensor, step: LayerStep, layer: number): Tensor {
     return tidy(() => {
       const h = add(x, this.self_attn.forward(this.input_layernorm.forward(x), step, layer));
       return add(h, this.mlp.forward(this.post_attention_layernorm.forward(h)));
@@ -317,6 +341,41 @@ export class LlamaForCausalLM extends Module {
       return this.norm.forward(h);
     });
     if (cache) cache.length += embeds.shape[1];
+    return out;
+  }
+
+  /**
+   * `hidden` for several batches in one forward (inference): each batch keeps its own positions, mask and
+   * cache, the linear layers see all their tokens at once. Returns each batch's hidden states [B, T, C];
+   * every cache is advanced. The batches must not share a cache.
+   */
+  hiddenPacked(batches: PackedBatch[]): Tensor[] {
+    const caches = batches.map((b) => b.cache).filter((c): c is KVCache => !!c);
+    if (new Set(caches).size !== caches.length) throw new Error('[llama] hiddenPacked: two batches share a KV cache');
+    const out = tidy(() => {
+      const C = this.config.hidden_size;
+      const segments: Segment[] = batches.map((b) => {
+        const [B, T] = b.embeds.shape;
+        const rt = ropeTables(b.positions, this.headDim, ropeTheta(this.config), b.embeds.dtype, b.embeds.device, ropeLinearFactor(this.config));
+        return { ...rt, keyMask: b.keyMask, cache: b.cache, B, T };
+      });
+      let h = cat(
+        batches.map((b, i) => reshape(b.embeds, [1, segments[i].B * segments[i].T, C])),
+        1,
+      );
+      this.layers.items.forEach((layer, i) => {
+        const scope = layer.paramScope;
+        h = scope ? scope(() => layer.forward(h, { segments }, i)) : layer.forward(h, { segments }, i);
+      });
+      h = this.norm.forward(h);
+      let at = 0;
+      return segments.map((s) => {
+        const part = reshape(narrow(h, 1, at, s.B * s.T), [s.B, s.T, C]);
+        at += s.B * s.T;
+        return part;
+      });
+    });
+    for (const b of batches) if (b.cache) b.cache.length += b.embeds.shape[1];
     return out;
   }
 

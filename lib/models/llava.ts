@@ -14,6 +14,9 @@ import { Module } from '../nn/module';
 import { LayerOptions } from '../nn/layers';
 import { CLIPVisionModel, CLIPVisionConfig } from './clip';
 import { LlamaForCausalLM, LlamaConfig, KVCache } from './llama';
+import { PromptPrefill, decodeBatch, type Spliced } from './prompt_prefill';
+
+export type { Spliced } from './prompt_prefill';
 import { Projector } from './projector';
 import { keep, tidy } from '../core/memory';
 import { noGrad } from '../core/autograd';
@@ -51,74 +54,6 @@ export interface LlavaBatch {
   labels?: number[][];
   /** [N, 3, S, S] images, consumed in order by the image placeholders of the batch. */
   pixelValues?: Tensor | null;
-}
-
-export interface Spliced {
-  embeds: Tensor;
-  keyMask: Tensor;
-  positions: number[][];
-  labels: number[][] | null;
-  lengths: number[];
-}
-
-/**
- * A batch of prompts prefilled a few columns at a time (chunked prefill), from
- * LlavaForConditionalGeneration.startPrefill. The prompts are spliced once (the vision tower runs then);
- * each `next` feeds the following columns into the cache, so a server can decode other requests between
- * the chunks. Every chunk attends to the cache and to itself causally, so the result equals a single
- * prefill up to the blocking of attention's sums. The caller owns `cache`; `dispose` frees the spliced
- * prompt.
- */
-export class PromptPrefill {
-  /** Columns fed so far, of `width`. */
-  fed = 0;
-  /** Column count of the left-padded batch. */
-  readonly width: number;
-  constructor(
-    private readonly lm: LlamaForCausalLM,
-    private readonly spliced: Spliced,
-    readonly cache: KVCache,
-  ) {
-    this.width = spliced.embeds.shape[1];
-  }
-  /** Each prompt's spliced length (image rows included). */
-  get lengths(): number[] {
-    return this.spliced.lengths;
-  }
-  /** The key mask [B][width] (1 = a real key, 0 = left padding). */
-  keyMaskRows(): number[][] {
-    const flat = this.spliced.keyMask.toNumbers();
-    const W = this.width;
-    return Array.from({ length: flat.length / W }, (_, b) => flat.slice(b * W, (b + 1) * W));
-  }
-  /** Feeds up to `columns` more columns (at least one); returns the last column's logits [B, V] once the
-   *  whole prompt is in, null before. */
-  next(columns = Infinity): Tensor | null {
-    if (this.fed >= this.width) throw new Error('[llava] this prefill is complete');
-    if (!(columns >= 1)) throw new Error(`[llava] a prefill chunk needs at least one column (got ${columns})`);
-    const s = this.spliced;
-    const start = this.fed;
-    const n = Math.min(this.width - start, Math.floor(Math.min(columns, this.width)));
-    const logits = noGrad(() =>
-      tidy(() => {
-        const e = start === 0 && n === this.width ? s.embeds : narrow(s.embeds, 1, start, n);
-        const m = start + n === this.width ? s.keyMask : narrow(s.keyMask, 1, 0, start + n);
-        const h = this.lm.hidden(
-          e,
-          s.positions.map((p) => p.slice(start, start + n)),
-          m,
-          this.cache,
-        );
-        return start + n === this.width ? reshape(this.lm.logits(narrow(h, 1, n - 1, 1)), [e.shape[0], -1]) : null;
-      }),
-    );
-    this.fed = start + n;
-    return logits;
-  }
-  dispose(): void {
-    this.spliced.embeds.dispose();
-    this.spliced.keyMask.dispose();
-  }
 }
 
 export class LlavaForConditionalGeneration extends Module {
@@ -395,17 +330,8 @@ export class LlavaForConditionalGeneration extends Module {
   decodeStepBatch(tokens: number[], positions: number[], cache: KVCache, keyMask: number[][] | null): Tensor {
     return noGrad(() =>
       tidy(() => {
-        const dev = this.lm.embed.getParameter('weight')!.device;
-        const B = tokens.length;
-        const e = this.lm.embedTokens(fromValues(tokens, [B, 1], 'int64', dev));
-        const m = keyMask ? fromValues(keyMask.flat(), [B, keyMask[0].length], 'bool', dev) : null;
-        const h = this.lm.hidden(
-          e,
-          positions.map((p) => [p]),
-          m,
-          cache,
-        );
-        return reshape(this.lm.logits(h), [B, -1]);
+        const b = decodeBatch(this.lm, { tokens, positions, cache, keyMask });
+        return reshape(this.lm.logits(this.lm.hidden(b.embeds, b.positions, b.keyMask, b.cache)), [tokens.length, -1]);
       }),
     );
   }

@@ -5,7 +5,8 @@
 //   * the bundled demo (`npm start`: stage 1 then stage 2 on generated images) trained on the device and
 //     on the CPU from the same seed and data: every optimizer step's loss must agree within DEMO_RTOL;
 //   * continuous batching as `llava serve` runs it: requests joining a running DecodeBatcher on the device
-//     (their prompts prefilled 8 positions at a time between decode steps) must get the greedy ids
+//     (their prompts prefilled 8 positions at a time, each chunk in one forward with the running rows'
+//     decode step) must get the greedy ids
 //     `generate` gives each alone on the device, and so must a follow-up turn that reuses the first turn
 //     from the prefix cache, with no tensor left behind.
 import * as fs from 'fs';

@@ -10,9 +10,11 @@
 //   together with the same prompt ids and the same image tensor (the n choices of one server request)
 //   share one prefill; each gets its own copy of the rows. A turn in which rows join does not also step:
 //   new requests get their first token as soon as possible.
-// - Chunked prefill: when rows are already decoding and the new prompts are wider than prefillChunk, they
-//   go in prefillChunk columns a turn, each chunk followed by a decode step for the running rows, so those
-//   keep streaming while a long prompt is read. Requests that arrive meanwhile wait for the next admission.
+// - Chunked prefill: while rows are decoding, the new prompts go in prefillChunk columns a turn, each chunk
+//   in one forward with a decode step of the running rows (PromptPrefill.nextWithStep: the linear layers
+//   read their weights once for both), so those keep streaming while a long prompt is read. If that
+//   forward fails, the turn is redone as two forwards, so that a failure stays with its own side. Requests
+//   that arrive meanwhile wait for the next admission. With nothing decoding, a prompt goes in whole.
 // - Otherwise one decode step for every row (decodeStepBatch): each row feeds its last token at its own
 //   position; the key mask hides each row's padding.
 // - Rows that finished (EOS, stop string, token cap), were aborted or failed leave at once: the cache is
@@ -28,7 +30,8 @@ import { cat } from '../../ops/view';
 import { tidy } from '../../core/memory';
 import { checkOptions, optionKeys } from '../../options';
 import { KVCache } from '../../models/llama';
-import type { LlavaForConditionalGeneration, PromptPrefill } from '../../models/llava';
+import type { LlavaForConditionalGeneration } from '../../models/llava';
+import type { DecodeStep, PromptPrefill } from '../../models/prompt_prefill';
 import { Tokenizer } from '../processing/tokenizer';
 import { PrefixCache, type PrefixHit } from './prefix_cache';
 import { advanceJob, jobResult, prepareJob, type BatchRequest, type BatchResult, type Job } from './batch_job';
@@ -150,9 +153,9 @@ export class DecodeBatcher {
         try {
           const free = this.maxBatch - this.rows.length;
           let joined = false;
-          if (this.admission) joined = this.feed(this.rows.length > 0 ? this.prefillChunk : Infinity);
-          else if (free > 0 && this.pending.length > 0) joined = this.admit(this.pending.splice(0, free));
-          if (!joined && this.rows.length > 0) this.step();
+          if (!this.admission && free > 0 && this.pending.length > 0) joined = this.admit(this.pending.splice(0, free));
+          if (this.admission) joined = this.feed() || joined;
+          else if (!joined && this.rows.length > 0) this.step();
           this.leave();
         } catch (e) {
           // Not expected (each stage settles its own failures); never leave a request hanging.
@@ -169,8 +172,8 @@ export class DecodeBatcher {
     }
   }
 
-  /** Admits `jobs`: those with a cached prefix join at once; the others start one prefill, run whole, or a
-   *  chunk a turn while rows are decoding (see the file header). Returns whether rows joined. */
+  /** Admits `jobs`: those with a cached prefix join at once; the others start one prefill (fed from this
+   *  turn on, see the file header). Returns whether rows joined. */
   private admit(jobs: Job[]): boolean {
     for (const j of jobs) {
       j.started = true;
@@ -191,12 +194,8 @@ export class DecodeBatcher {
         if (cache) (parts.push({ cache, rows: [0] }), joined.push(j));
       }
     }
-    let grew = this.join(parts, joined);
+    const grew = this.join(parts, joined);
     if (misses.length > 0) this.admission = this.startPrefill(misses);
-    if (this.admission) {
-      const chunked = this.rows.length > 0 && this.prefillChunk > 0 && this.admission.run.width > this.prefillChunk;
-      grew = this.feed(chunked ? this.prefillChunk : Infinity) || grew;
-    }
     return grew;
   }
 
@@ -234,24 +233,43 @@ export class DecodeBatcher {
   }
 
   /**
-   * Feeds up to `columns` more columns of the admission's prompts. Once they are all in, samples the first
-   * tokens and the jobs join the batch; a failure rejects them; if all of them were aborted meanwhile, the
-   * prefill stops. Returns whether rows joined.
+   * Feeds the admission's next columns: with rows decoding, prefillChunk of them (all if 0) in one forward
+   * with their decode step; else all of them. Once the prompts are all in, samples the first tokens and the
+   * jobs join the batch; a failure of the prefill rejects them; if all of them were aborted meanwhile, the
+   * prefill stops (the rows still step). Returns whether rows joined.
    */
-  private feed(columns: number): boolean {
+  private feed(): boolean {
     const a = this.admission!;
     if (a.jobs.every((j) => j.req.signal?.aborted)) {
       this.endAdmission(true);
       for (const j of a.jobs) j.settle.resolve(jobResult(j, 'aborted'));
+      if (this.rows.length > 0) this.step();
       return false;
     }
-    let logits: Tensor | null;
-    try {
-      logits = a.run.next(columns);
-    } catch (e) {
-      this.endAdmission(true);
-      for (const j of a.jobs) j.settle.reject(e as Error);
-      return false;
+    const columns = this.rows.length > 0 && this.prefillChunk > 0 ? this.prefillChunk : Infinity;
+    let logits: Tensor | null = null;
+    let fed = false;
+    if (this.rows.length > 0) {
+      let both: { logits: Tensor | null; step: Tensor } | null = null;
+      try {
+        both = a.run.nextWithStep(columns, this.stepInputs());
+      } catch {
+        // redone below as two forwards, which charge a failure to its own side
+      }
+      if (both) {
+        this.stepped(both.step);
+        ({ logits } = both);
+        fed = true;
+      }
+    }
+    if (!fed) {
+      try {
+        logits = a.run.next(columns);
+      } catch (e) {
+        this.endAdmission(true);
+        for (const j of a.jobs) j.settle.reject(e as Error);
+      }
+      if (this.rows.length > 0) this.step();
     }
     if (!logits) return false;
     this.endAdmission(false);
@@ -335,25 +353,37 @@ export class DecodeBatcher {
     return KVCache.gather(parts, length, length + steps);
   }
 
-  /** One decode step for every row. */
-  private step(): void {
+  /** The running rows' next decode step: each row's last token at its own position; the key mask hides
+   *  each row's padding. */
+  private stepInputs(): DecodeStep {
     const cache = this.cache!;
     const S = cache.length + 1;
     const padded = this.rows.some((j) => j.keys !== cache.length);
-    const mask = padded ? this.rows.map((j) => Array.from({ length: S }, (_, c) => (c >= S - j.keys - 1 ? 1 : 0))) : null;
+    return {
+      tokens: this.rows.map((j) => j.out[j.out.length - 1]),
+      positions: this.rows.map((j) => j.length + j.out.length - 1),
+      cache,
+      keyMask: padded ? this.rows.map((j) => Array.from({ length: S }, (_, c) => (c >= S - j.keys - 1 ? 1 : 0))) : null,
+    };
+  }
+
+  /** One decode step for every row. */
+  private step(): void {
+    let lg: Tensor;
     try {
-      const lg = this.model.decodeStepBatch(
-        this.rows.map((j) => j.out[j.out.length - 1]),
-        this.rows.map((j) => j.length + j.out.length - 1),
-        cache,
-        mask,
-      );
-      let host: Float32Array | Float64Array;
-      try {
-        host = lg.dataSync() as Float32Array | Float64Array;
-      } finally {
-        lg.dispose();
-      }
+      const d = this.stepInputs();
+      lg = this.model.decodeStepBatch(d.tokens, d.positions, d.cache, d.keyMask);
+    } catch (e) {
+      for (const j of this.rows) j.error = e as Error;
+      return;
+    }
+    this.stepped(lg);
+  }
+
+  /** Samples every row's next token from a decode step's logits [B, V] (freed here). */
+  private stepped(lg: Tensor): void {
+    try {
+      const host = lg.dataSync() as Float32Array | Float64Array;
       const V = host.length / this.rows.length;
       this.rows.forEach((j, b) => {
         j.keys++;
@@ -361,6 +391,8 @@ export class DecodeBatcher {
       });
     } catch (e) {
       for (const j of this.rows) j.error = e as Error;
+    } finally {
+      lg.dispose();
     }
   }
 

@@ -1,11 +1,13 @@
 // Chunked prefill (LlavaForConditionalGeneration.startPrefill, DecodeBatcher's prefillChunk) on the tiny
 // LLaVA fixture in float64: a left-padded batch fed a few columns at a time leaves the same cache and the
-// same last logits as one prefill; in the batcher, a long prompt joining a running batch goes in a chunk a
-// turn with a decode step of the running rows after each chunk, and every request still generates what it
-// generates alone; aborts and failures in the middle of a prefill end only the requests it was admitting.
+// same last logits as one prefill, and so does a chunk fed in one forward with another batch's decode step
+// (nextWithStep), whose logits equal the step's alone; in the batcher, a long prompt joining a running
+// batch goes in a chunk a turn beside a decode step of the running rows, and every request still generates
+// what it generates alone; aborts and failures in the middle of a prefill end only the requests it was
+// admitting, and a failed joint forward is redone as two.
 import t, { type Test } from 'tap';
 import * as L from '../../../lib';
-import { PromptPrefill } from '../../../lib/models/llava';
+import { PromptPrefill } from '../../../lib/models/prompt_prefill';
 import { encodePrompt, generate, type GenerateOptions, type GeneratedPiece } from '../../../lib/app/inference/generate';
 import { DecodeBatcher, type BatchRequest, type BatchResult } from '../../../lib/app/inference/batcher';
 import { useFloat64Llava } from './fixture64';
@@ -55,8 +57,42 @@ t.test('a prefill fed a few columns at a time equals one prefill: cache and last
   logits.dispose();
   run.dispose();
   run.cache.dispose();
-  whole.logits.dispose();
+
+  // A chunk in one forward with a decode step of two other rows (left-padded, so with a key mask).
+  const other = [encodePrompt(fx.model, fx.tok, USER('Say hi.', false)), encodePrompt(fx.model, fx.tok, USER('Count to ten, please.', false))];
+  const decodeAfter = () => {
+    const pre = fx.model.prefillBatch(other, null, 64);
+    const host = pre.logits.toNumbers();
+    pre.logits.dispose();
+    const V = host.length / 2;
+    const tokens = [0, 1].map((b) => host.slice(b * V, (b + 1) * V).reduce((best, x, i, a) => (x > a[best] ? i : best), 0));
+    const W2 = pre.keyMask[0].length;
+    const keyMask = pre.keyMask.map((m) => [...m, 1]);
+    return { cache: pre.cache, tokens, positions: pre.lengths.map((l) => l), keyMask, W2 };
+  };
+  const alone = decodeAfter();
+  const stepAlone = fx.model.decodeStepBatch(alone.tokens, alone.positions, alone.cache, alone.keyMask);
+  const joint = decodeAfter();
+  const mixed = fx.model.startPrefill(rows, fx.pix[0], 80);
+  const both = mixed.nextWithStep(5, { tokens: joint.tokens, positions: joint.positions, cache: joint.cache, keyMask: joint.keyMask });
+  tt.equal(both.logits, null, 'a first chunk of 5 columns: no prefill logits yet');
+  const ds = maxDiff(both.step.toNumbers(), stepAlone.toNumbers());
+  tt.ok(ds < 1e-12, `the decode step's logits beside a chunk: max difference ${ds.toExponential(2)} from the step alone`);
+  tt.same([joint.cache.length, mixed.cache.length], [alone.cache.length, 5], 'each cache advanced by its own columns');
+  const rest = mixed.next()!;
+  const dr = maxDiff(rest.toNumbers(), whole.logits.toNumbers());
+  tt.ok(dr < 1e-12, `and the prefill's last logits: max difference ${dr.toExponential(2)} from one prefill`);
+  const dc = L.tidy(() =>
+    maxDiff(L.narrow(joint.cache.k[1], 2, 0, joint.W2 + 1).toNumbers(), L.narrow(alone.cache.k[1], 2, 0, alone.W2 + 1).toNumbers()),
+  );
+  tt.ok(dc < 1e-12, `the step's keys in its own cache: max difference ${dc.toExponential(2)}`);
+  tt.throws(() => mixed.nextWithStep(1, { ...joint, cache: mixed.cache }), /the decode step needs its own cache/);
+  [stepAlone, both.step, rest].forEach((x) => x.dispose());
+  [alone.cache, joint.cache, mixed.cache].forEach((c) => c.dispose());
+  mixed.dispose();
   whole.cache.dispose();
+  whole.logits.dispose();
+
   const idle = fx.model.startPrefill(rows.slice(1), null, 8);
   tt.throws(() => idle.next(0), /at least one column \(got 0\)/);
   idle.dispose();
@@ -129,14 +165,14 @@ t.test('a long prompt joins a running batch a chunk a turn; the running row deco
   const W = (settled[1] as PromiseFulfilledResult<BatchResult>).value.promptLength;
   const between = log.slice(log.indexOf('join-start'), log.indexOf('join')).filter((e) => e === 'run').length;
   tt.equal(prefilling, 1, 'the joining request was seen prefilling');
-  tt.equal(between, Math.ceil(W / 4) - 1, `${W} prompt columns in chunks of 4: a running step after each chunk but the last`);
+  tt.equal(between, Math.ceil(W / 4), `${W} prompt columns in chunks of 4: a running step in each chunk's forward`);
   tt.ok(log.indexOf('late-start') > log.indexOf('join'), `a request that came during the prefill waited for it to end (${log.join(' ')})`);
   tt.equal(L.memory().numTensors, before, 'no tensor leaked');
 
-  // prefillChunk 0: the same prompt goes in at once, no running step in between
+  // prefillChunk 0: the same prompt goes in at once, beside one running step
   const whole = await scenario(new DecodeBatcher(fx.model, fx.tok, { maxBatch: 4, prefillChunk: 0 }), LONG());
   same(tt, whole.settled[1], whole.pieces[1], want[1], 'joining, whole prefill');
-  tt.equal(whole.log.indexOf('join'), whole.log.indexOf('join-start') + 1, 'whole: its first token came in the turn it joined');
+  tt.equal(whole.log.indexOf('join'), whole.log.indexOf('join-start') + 2, 'whole: its first token came after one running step');
 });
 
 t.test('aborted or failing in the middle of a chunked prefill: only that request ends', async (tt) => {
@@ -153,10 +189,30 @@ t.test('aborted or failing in the middle of a chunked prefill: only that request
   tt.match(r.value, { finishReason: 'aborted', started: true, ids: [] }, 'the aborted request ends with no token');
   tt.equal(L.memory().numTensors, before, 'no tensor leaked after the abort');
 
-  const next = PromptPrefill.prototype.next;
+  // The joint forward fails once: redone as two forwards, nothing is lost.
+  const proto = PromptPrefill.prototype;
+  const [next, nextWithStep] = [proto.next, proto.nextWithStep];
+  let joint = 0;
+  proto.nextWithStep = function (this: PromptPrefill, ...a: Parameters<typeof nextWithStep>) {
+    if (++joint === 1) throw new Error('joint forward failed');
+    return nextWithStep.apply(this, a);
+  };
+  try {
+    const retried = await scenario(new DecodeBatcher(fx.model, fx.tok, { prefillChunk: 4 }), LONG());
+    same(tt, retried.settled[0], retried.pieces[0], want, 'running, after a failed joint forward');
+    same(tt, retried.settled[1], retried.pieces[1], await alone(LONG()), 'joining, after a failed joint forward');
+    tt.ok(joint > 2, `the later chunks went jointly again (${joint} joint calls)`);
+  } finally {
+    proto.nextWithStep = nextWithStep;
+  }
+  // Every joint forward fails and so does the joining prompt's second chunk alone: that request fails,
+  // the running one does not.
   let calls = 0;
-  PromptPrefill.prototype.next = function (this: PromptPrefill, n?: number) {
-    if (++calls === 2) throw new Error('chunk failed');
+  proto.nextWithStep = () => {
+    throw new Error('joint forward failed');
+  };
+  proto.next = function (this: PromptPrefill, n?: number) {
+    if (++calls === 3) throw new Error('chunk failed'); // 1: the running request's prompt, 2: the first chunk
     return next.call(this, n);
   };
   try {
@@ -164,7 +220,7 @@ t.test('aborted or failing in the middle of a chunked prefill: only that request
     same(tt, failing.settled[0], failing.pieces[0], want, 'running, beside a failure');
     tt.match(failing.settled[1], { status: 'rejected', reason: { message: 'chunk failed' } }, 'the request whose chunk failed is rejected');
   } finally {
-    PromptPrefill.prototype.next = next;
+    [proto.next, proto.nextWithStep] = [next, nextWithStep];
   }
   tt.equal(L.memory().numTensors, before, 'no tensor leaked after the failure');
   tt.throws(() => new DecodeBatcher(fx.model, fx.tok, { prefillChunk: -1 }), /prefillChunk must be a non-negative integer \(got -1\)/);
