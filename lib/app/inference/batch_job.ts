@@ -4,6 +4,7 @@ import { checkOptions, optionKeys } from '../../options';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
+import { MAX_TOP_LOGPROBS, stepLogprobs } from './logprobs';
 import {
   GENERATE_KEYS,
   StreamDecoder,
@@ -30,8 +31,11 @@ export interface BatchRequest extends GenerateOptions {
    *  of their bytes); prefixes holding an image are shared only between equal keys. A request with images
    *  and no key neither uses nor fills the cache; one without images needs none. */
   prefixKey?: string;
+  /** Report each token's log-probability and this many likeliest alternatives (0 to 20) on its piece
+   *  (GeneratedPiece.logprobs; logprobs.ts says which distribution). */
+  logprobs?: number;
 }
-const REQUEST_KEYS = optionKeys<BatchRequest>({ ...GENERATE_KEYS, signal: true, onStart: true, onPiece: true, prefixKey: true });
+const REQUEST_KEYS = optionKeys<BatchRequest>({ ...GENERATE_KEYS, signal: true, onStart: true, onPiece: true, prefixKey: true, logprobs: true });
 
 export interface BatchResult {
   /** The whole reply, stop string removed, not stripped (as `generate`'s return value). */
@@ -86,6 +90,8 @@ export function prepareJob(
   checkOptions(`${where} ${name}`, req, REQUEST_KEYS);
   const { ids, length, room } = resolvePrompt(model, tokenizer, req, where, name);
   const { sampling, requested, eos } = decodingSettings(model, tokenizer, req, where);
+  if (req.logprobs !== undefined && !(Number.isInteger(req.logprobs) && req.logprobs >= 0 && req.logprobs <= MAX_TOP_LOGPROBS))
+    throw new Error(`[${where}] ${name}: logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}] (got ${req.logprobs})`);
   const pix = req.pixelValues;
   const S = model.config.vision.image_size;
   if (pix && (pix.shape.length !== 4 || pix.shape[1] !== 3 || pix.shape[2] !== S || pix.shape[3] !== S))
@@ -125,6 +131,7 @@ export function jobResult(j: Job, finish: FinishReason | 'aborted'): BatchResult
 export function advanceJob(j: Job, logits: ArrayLike<number>): void {
   try {
     const piece = tokenPiece(j.dec, sampleToken(logits, j.sampling, j.rng), j.out.length, j.maxNew, j.eos);
+    if (j.req.logprobs !== undefined) piece.logprobs = stepLogprobs(logits, piece.token, j.req.logprobs);
     j.out.push(piece.token);
     if (piece.finishReason) j.finish = piece.finishReason;
     j.req.onPiece?.(piece);

@@ -28,6 +28,7 @@ import { tokenizerImageToken, expandImageTokens } from '../processing/preprocess
 import { DEFAULT_MAX_NEW_TOKENS, IMAGE_TOKEN_INDEX, IGNORE_INDEX } from '../../constants';
 import { mulberry32, mixSeed } from '../util/random';
 import { pyStrip } from '../util/pyformat';
+import type { StepLogprobs } from './logprobs';
 
 export type FinishReason = 'eos' | 'stop' | 'length';
 
@@ -40,6 +41,9 @@ export interface GeneratedPiece {
   index: number;
   /** Set on the last piece. */
   finishReason?: FinishReason;
+  /** The token's log-probability and the likeliest alternatives, when the request asked for them
+   *  (BatchRequest.logprobs). */
+  logprobs?: StepLogprobs;
 }
 
 export interface SamplingOptions {

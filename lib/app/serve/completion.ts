@@ -41,6 +41,7 @@ import {
   type ImageInput,
 } from './protocol';
 import { EventStream, readJsonBody, sendJson } from './http';
+import { logprobEntry, type LogprobEntry } from './logprobs';
 
 /** A validated request with everything generation needs. */
 export interface Prepared {
@@ -222,6 +223,9 @@ export class Completions {
     const opened: { events: AnswerStream | null } = { events: null };
     const { req } = prep;
     const trims = Array.from({ length: req.n }, () => new TrimmedStream());
+    // logprobs: each choice's entries, and those not yet sent with a streamed delta
+    const entries: LogprobEntry[][] = trims.map(() => []);
+    const unsent: LogprobEntry[][] = trims.map(() => []);
     const pix = prep.pixels ? this.session.toTensor(prep.pixels) : null;
     let outs: BatchResult[];
     try {
@@ -236,11 +240,17 @@ export class Completions {
           seed: req.seed === undefined ? undefined : req.seed + i,
           stop: prep.stop,
           prefixKey: prep.imageKey,
+          logprobs: req.logprobs ?? undefined,
           signal: ac.signal,
           onStart: req.stream ? () => (opened.events ??= answer.stream(res)) : undefined,
           onPiece: (piece) => {
+            if (piece.logprobs && piece.finishReason !== 'eos') {
+              const e = logprobEntry(this.session.tokenizer, piece.logprobs);
+              entries[i].push(e);
+              unsent[i].push(e);
+            }
             const t = opened.events && piece.text ? trim.push(piece.text) : '';
-            if (t) opened.events!.text(t, i);
+            if (t) opened.events!.text(t, i, req.logprobs === null ? null : unsent[i].splice(0));
           },
         })),
       );
@@ -271,7 +281,7 @@ export class Completions {
     }
     this.completed++;
     info.note = `prompt ${prep.promptLength} completion ${tokens} finish ${outs.map((o) => finishReason(o.finishReason as FinishReason)).join(',')}`;
-    const choices = outs.map((o) => finished(prep, o));
+    const choices = outs.map((o, i) => ({ ...finished(prep, o), ...(req.logprobs === null ? {} : { logprobs: entries[i], unsent: unsent[i] }) }));
     if (events) events.finish(choices);
     else sendJson(res, 200, answer.body(choices));
   }
@@ -303,6 +313,10 @@ export interface Finished {
   ids: number[];
   /** Prompt positions taken from the prefix cache. */
   cachedTokens: number;
+  /** With logprobs: one entry per generated token (an EOS token excluded), and the entries a stream has
+   *  not sent yet with a delta. */
+  logprobs?: LogprobEntry[];
+  unsent?: LogprobEntry[];
 }
 
 const finished = (p: Prepared, o: BatchResult): Finished => ({
@@ -334,8 +348,9 @@ export interface Answer {
 }
 
 export interface AnswerStream {
-  /** A piece of the (trimmed) reply of choice `index`. */
-  text(delta: string, index: number): void;
+  /** A piece of the (trimmed) reply of choice `index`, with the logprobs entries of the tokens since the
+   *  last piece (null: not asked for). */
+  text(delta: string, index: number, logprobs: LogprobEntry[] | null): void;
   /** The closing events of every choice, then the end of the stream. */
   finish(fs: Finished[]): void;
   /** An error after the stream began (internal error or shutdown), then the end of the stream. */
@@ -358,7 +373,7 @@ export const CHAT_API: Api = {
     return {
       body: (fs) =>
         completionBody(base, {
-          choices: fs.map((f) => ({ content: f.text, finish: f.finish, tokenIds: req.returnTokenIds ? f.ids : undefined })),
+          choices: fs.map((f) => ({ content: f.text, finish: f.finish, tokenIds: req.returnTokenIds ? f.ids : undefined, logprobs: f.logprobs })),
           usage: usage(fs),
           promptTokenIds: req.returnTokenIds ? fs[0].promptIds : undefined,
         }),
@@ -366,9 +381,9 @@ export const CHAT_API: Api = {
         const events = new EventStream(res);
         for (let i = 0; i < req.n; i++) events.send(chunkBody(base, { role: 'assistant', content: '' }, null, i));
         return {
-          text: (t, i) => events.send(chunkBody(base, { content: t }, null, i)),
+          text: (t, i, lp) => events.send(chunkBody(base, { content: t }, null, i, lp)),
           finish(fs) {
-            fs.forEach((f, i) => events.send(chunkBody(base, {}, finishReason(f.finish), i)));
+            fs.forEach((f, i) => events.send(chunkBody(base, {}, finishReason(f.finish), i, f.unsent ?? null)));
             if (req.includeUsage) events.send(usageChunkBody(base, usage(fs)));
             events.end();
           },

@@ -11,6 +11,7 @@ import { randomBytes } from 'crypto';
 import { Conversation, appendMessage, getTemplate, insertImageToken, render } from '../processing/conversation';
 import { CHAT_TEMPLATE, renderJinjaPrompt, type JinjaTemplate, type PromptMessage } from '../processing/chat_template';
 import type { FinishReason } from '../inference/generate';
+import { MAX_TOP_LOGPROBS } from '../inference/logprobs';
 import { DEFAULT_IMAGE_TOKEN, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, IMAGE_PLACEHOLDER } from '../../constants';
 
 /** max_tokens when the request has none (the LLaVA CLI and Gradio default, docs/reference.md §9). */
@@ -80,6 +81,9 @@ export interface ChatRequest {
   stream: boolean;
   includeUsage: boolean;
   returnTokenIds: boolean;
+  /** null: no log-probabilities; else each token's and this many alternatives (chat completions'
+   *  logprobs: true and top_logprobs). */
+  logprobs: number | null;
 }
 
 export const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -108,8 +112,6 @@ function rejectUnsupported(body: Record<string, unknown>): void {
     throw bad(`'${key}' is not supported by this server (${why})`, key, 'unsupported_parameter');
   };
   const present = (k: string): boolean => body[k] !== undefined && body[k] !== null;
-  if (present('logprobs') && body.logprobs !== false) unsupported('logprobs', 'no log probabilities');
-  if (present('top_logprobs')) unsupported('top_logprobs', 'no log probabilities');
   for (const k of ['tools', 'functions'])
     if (present(k) && !(Array.isArray(body[k]) && (body[k] as unknown[]).length === 0)) unsupported(k, 'no tool calling');
   if (present('tool_choice') && body.tool_choice !== 'none') unsupported('tool_choice', 'no tool calling');
@@ -319,7 +321,7 @@ function parseStop(s: unknown): string[] {
 }
 
 /** stream, stream_options.include_usage and the return_token_ids extension. */
-function parseOutputOptions(body: Record<string, unknown>): Pick<ChatRequest, 'stream' | 'includeUsage' | 'returnTokenIds'> {
+function parseOutputOptions(body: Record<string, unknown>): Pick<ChatRequest, 'stream' | 'includeUsage' | 'returnTokenIds' | 'logprobs'> {
   const stream = optBool(body, 'stream') ?? false;
   let includeUsage = false;
   const so = body.stream_options;
@@ -329,7 +331,10 @@ function parseOutputOptions(body: Record<string, unknown>): Pick<ChatRequest, 's
     includeUsage = optBool(so, 'include_usage') ?? false;
   }
   const returnTokenIds = optBool(body, 'return_token_ids') ?? false;
-  return { stream, includeUsage, returnTokenIds };
+  const logprobs = optBool(body, 'logprobs') ?? false;
+  const top = optNumber(body, 'top_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, int: true });
+  if (top !== undefined && !logprobs) throw bad("'top_logprobs' needs 'logprobs': true", 'top_logprobs', 'invalid_value');
+  return { stream, includeUsage, returnTokenIds, logprobs: logprobs ? (top ?? 0) : null };
 }
 
 /** Puts a request's system text where the template keeps its system prompt (see the header). */
@@ -436,8 +441,15 @@ export function usageOf(promptTokens: number, completionTokens: number, cachedTo
 }
 
 /** One `chat.completion.chunk` of a stream, for choice `index`. */
-export function chunkBody(base: CompletionBase, delta: Record<string, unknown>, finish: string | null, index = 0): Record<string, unknown> {
-  return { ...base, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs: null, finish_reason: finish }] };
+export function chunkBody(
+  base: CompletionBase,
+  delta: Record<string, unknown>,
+  finish: string | null,
+  index = 0,
+  logprobs: unknown[] | null = null,
+): Record<string, unknown> {
+  const lp = logprobs ? { content: logprobs, refusal: null } : null;
+  return { ...base, object: 'chat.completion.chunk', choices: [{ index, delta, logprobs: lp, finish_reason: finish }] };
 }
 
 /** The last chunk of a stream that asked for usage (stream_options.include_usage). */
@@ -450,6 +462,8 @@ export interface ChoiceOut {
   content: string;
   finish: FinishReason;
   tokenIds?: number[];
+  /** `logprobs.content` when the request asked (logprobs: true). */
+  logprobs?: unknown[];
 }
 
 /** A non-streamed `chat.completion`: its choices in order, the usage of them all, and the prompt's token ids
@@ -458,7 +472,7 @@ export function completionBody(base: CompletionBase, o: { choices: ChoiceOut[]; 
   const choices = o.choices.map((c, index) => ({
     index,
     message: { role: 'assistant', content: c.content },
-    logprobs: null,
+    logprobs: c.logprobs ? { content: c.logprobs, refusal: null } : null,
     finish_reason: finishReason(c.finish),
     ...(c.tokenIds ? { token_ids: c.tokenIds } : {}),
   }));

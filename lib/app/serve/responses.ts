@@ -174,6 +174,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     stream,
     includeUsage: false,
     returnTokenIds: false,
+    logprobs: null,
     instructions,
     maxOutputTokens,
     topPSent,

@@ -54,8 +54,8 @@
 //   each chunk names its choice's index and the finish chunks of all choices come at the end.
 // - The request's `model` field is accepted whatever it names (clients often send a fixed name); responses
 //   carry the served model's name. Unknown fields are ignored; known ones whose meaning we cannot honour
-//   (logprobs, tools, penalties, logit_bias, a non-text response_format) are a 400 rather than silently
-//   dropped. Extensions: `top_k`, and `return_token_ids: true` (adds prompt_token_ids and each choice's
+//   (tools, penalties, logit_bias, a non-text response_format) are a 400 rather than silently dropped.
+//   logprobs / top_logprobs: logprobs.ts. Extensions: `top_k`, and `return_token_ids: true` (adds prompt_token_ids and each choice's
 //   token_ids to a non-streamed response).
 // - Errors use OpenAI's body {error:{message,type,param,code}}: 400 invalid_request_error, 404 unknown
 //   route, 405 wrong method (with Allow), 413 body over the limit (default 20 MiB), 500 server_error, 503

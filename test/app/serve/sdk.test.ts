@@ -146,9 +146,31 @@ t.test('typed errors: AuthenticationError, BadRequestError (param and code)', as
   tt.equal(b.param, 'temperature');
   tt.equal(b.code, 'invalid_value');
   tt.match(b.message, /'temperature' must be <= 2/);
-  const lp = await client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], logprobs: true }).catch((x) => x);
+  const lp = await client.chat.completions.create({ model: 'x', messages: [{ role: 'user', content: 'hi' }], top_logprobs: 30 }).catch((x) => x);
   tt.ok(lp instanceof BadRequestError);
-  tt.equal(lp.code, 'unsupported_parameter');
+  tt.equal(lp.param, 'top_logprobs');
+});
+
+t.test('logprobs through the SDK: typed entries, plain and streamed', async (tt) => {
+  const body = {
+    model: 'x',
+    messages: [{ role: 'user' as const, content: 'Say something.' }],
+    temperature: 0,
+    max_tokens: 5,
+    logprobs: true,
+    top_logprobs: 2,
+  };
+  const r = await client.chat.completions.create(body);
+  const content = r.choices[0].logprobs?.content ?? [];
+  tt.ok(content.length > 0, `${content.length} entries`);
+  tt.ok(
+    content.every((e) => e.logprob <= 0 && e.top_logprobs.length === 2 && e.top_logprobs[0].token === e.token && Array.isArray(e.bytes)),
+    'each entry: logprob, bytes and two alternatives, the first the greedy token',
+  );
+  const stream = await client.chat.completions.create({ ...body, stream: true });
+  const streamed: typeof content = [];
+  for await (const c of stream) streamed.push(...(c.choices[0]?.logprobs?.content ?? []));
+  tt.same(streamed, content, 'the stream carries the same entries');
 });
 
 t.test('n choices through the SDK: streamed choices, told apart by index, join to the non-streamed ones', async (tt) => {

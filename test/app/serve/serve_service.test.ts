@@ -280,7 +280,7 @@ t.test('error paths: status and OpenAI error JSON; the server keeps serving', as
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], n: 17 }), 400, /'n' must be <= 16/, 'invalid_value', 'n');
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], n: 0 }), 400, /'n' must be >= 1/, 'invalid_value', 'n');
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }), 400, /tool/);
-  expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], logprobs: true }), 400, /logprobs/);
+  expectError(tt, await chat({ messages: [{ role: 'user', content: 'x' }], top_logprobs: 1 }), 400, /logprobs/);
   expectError(tt, await chat({ messages: [{ role: 'user', content: 'word '.repeat(2000) }] }), 400, /context holds 512/, 'context_length_exceeded');
   tt.equal(
     (
