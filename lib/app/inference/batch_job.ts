@@ -34,8 +34,19 @@ export interface BatchRequest extends GenerateOptions {
   /** Report each token's log-probability and this many likeliest alternatives (0 to 20) on its piece
    *  (GeneratedPiece.logprobs; logprobs.ts says which distribution). */
   logprobs?: number;
+  /** Decode the reply as the continuation of these ids (the prompt's last): its text is what it adds to
+   *  them (StreamDecoder's context), for callers that append it to the prompt's text. */
+  continues?: number[];
 }
-const REQUEST_KEYS = optionKeys<BatchRequest>({ ...GENERATE_KEYS, signal: true, onStart: true, onPiece: true, prefixKey: true, logprobs: true });
+const REQUEST_KEYS = optionKeys<BatchRequest>({
+  ...GENERATE_KEYS,
+  signal: true,
+  onStart: true,
+  onPiece: true,
+  prefixKey: true,
+  logprobs: true,
+  continues: true,
+});
 
 export interface BatchResult {
   /** The whole reply, stop string removed, not stripped (as `generate`'s return value). */
@@ -110,7 +121,7 @@ export function prepareJob(
     eos,
     maxNew: Math.min(requested, room),
     rng: seededRandom(req.seed ?? Math.floor(Math.random() * 2 ** 32)),
-    dec: new StreamDecoder(tokenizer, req.stop),
+    dec: new StreamDecoder(tokenizer, req.stop, req.continues),
     out: [],
     keys: 0,
     cached: 0,

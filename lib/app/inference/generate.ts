@@ -194,12 +194,22 @@ export class StreamDecoder {
   private emitted = 0;
   stopped = false;
   private readonly stops: string[];
+  /** Ids the reply continues, decoded in front of it and cut off (see the constructor). */
+  private readonly context: number[] = [];
+  private readonly contextChars: number = 0;
 
+  /** `context`: ids the reply follows (the prompt's last), decoded with it so that the reply's text is
+   *  what it adds to them: a tokenizer that drops the leading space at the start of a text (SentencePiece)
+   *  keeps a continuation's " Paris" whole. Unused if they do not decode to whole characters. */
   constructor(
     private readonly tokenizer: Pick<Tokenizer, 'decode' | 'vocabSize'>,
     stop: string | string[] | null | undefined = null,
+    context: readonly number[] = [],
   ) {
     this.stops = (stop === null || stop === undefined ? [] : Array.isArray(stop) ? stop : [stop]).filter((s) => s.length > 0);
+    const ctx = context.filter((t) => t < tokenizer.vocabSize);
+    const text = ctx.length ? tokenizer.decode(ctx) : '';
+    if (ctx.length && !text.includes('\ufffd')) [this.context, this.contextChars] = [ctx, text.length];
   }
 
   /** Adds a token; returns newly final text. After a stop string is found, `stopped` is true. */
@@ -207,7 +217,8 @@ export class StreamDecoder {
     if (this.stopped) throw new Error('[generate] StreamDecoder: push after a stop string');
     this.ids.push(id);
     // Ids past the tokenizer's vocabulary (embedding rows padded to a multiple of 64) decode to nothing.
-    const full = this.tokenizer.decode(this.ids.filter((t) => t < this.tokenizer.vocabSize));
+    const ids = this.ids.filter((t) => t < this.tokenizer.vocabSize);
+    const full = this.context.length ? this.tokenizer.decode([...this.context, ...ids]).slice(this.contextChars) : this.tokenizer.decode(ids);
     // Earliest stop string at or after the part that was still undecided.
     const maxStop = Math.max(0, ...this.stops.map((s) => s.length));
     const from = Math.max(0, this.emitted - maxStop);

@@ -3,6 +3,12 @@
 // temperature, top-p and top-k shape the distribution the token was drawn from (as vLLM reports by
 // default), so a greedy and a sampled reply of the same text get the same numbers.
 
+import type { LlavaForConditionalGeneration } from '../../models/llava';
+import { noGrad } from '../../core/autograd';
+import { tidy } from '../../core/memory';
+import { narrow } from '../../ops/view';
+import { IMAGE_TOKEN_INDEX } from '../../constants';
+
 /** A token and its log-probability. */
 export interface TokenLogprob {
   token: number;
@@ -43,4 +49,34 @@ export function stepLogprobs(logits: ArrayLike<number>, token: number, top: numb
     logprob: logits[token] - norm,
     top: best.map((id) => ({ token: id, logprob: logits[id] - norm })),
   };
+}
+
+/** Rows of lm_head computed at once when scoring a prompt ([rows, V] floats on the host at a time). */
+const SCORE_ROWS = 256;
+
+/**
+ * Every token of a text prompt (no image) scored by the model: entry t is token t's log-probability given
+ * the tokens before it, with the `top` likeliest alternatives; entry 0 is null (nothing precedes it). One
+ * forward without a KV cache; lm_head runs SCORE_ROWS positions at a time.
+ */
+export function promptLogprobs(model: LlavaForConditionalGeneration, ids: number[], top: number): (StepLogprobs | null)[] {
+  if (ids.some((id) => id === IMAGE_TOKEN_INDEX || id === model.config.imageTokenIndex))
+    throw new Error('[logprobs] promptLogprobs scores text prompts only (no image placeholders)');
+  const out: (StepLogprobs | null)[] = [null];
+  noGrad(() =>
+    tidy(() => {
+      const s = model.splice({ inputIds: [ids], pixelValues: null });
+      const h = model.lm.hidden(s.embeds, s.positions, null, null);
+      const T = h.shape[1];
+      for (let at = 0; at < T - 1; at += SCORE_ROWS) {
+        const n = Math.min(SCORE_ROWS, T - 1 - at);
+        const lg = model.lm.logits(narrow(h, 1, at, n));
+        const host = lg.dataSync() as Float32Array | Float64Array;
+        lg.dispose();
+        const V = host.length / n;
+        for (let r = 0; r < n; r++) out.push(stepLogprobs(host.subarray(r * V, (r + 1) * V), ids[at + r + 1], top));
+      }
+    }),
+  );
+  return out;
 }

@@ -197,7 +197,7 @@ export class Completions {
     await nextTurn(); // a big body: let other requests in between parsing, validating and preparing
     const parsed = api.parse(body);
     await nextTurn();
-    const prep = await this.prepare(parsed, api.conversationParam);
+    const prep = api.prepare ? await api.prepare(parsed, this) : await this.prepare(parsed, api.conversationParam);
     if (this.closing) throw shuttingDown();
     const ac = new AbortController();
     const onClose = (): void => {
@@ -207,7 +207,7 @@ export class Completions {
     if (res.destroyed || req.socket.destroyed) ac.abort(); // gone before we started listening for it
     this.active.add(ac);
     try {
-      await this.answer(prep, api.answer(parsed, this.o.modelName), res, ac, info);
+      await this.answer(prep, api.answer(parsed, this.o.modelName), res, ac, info, api.raw ?? false);
     } finally {
       this.active.delete(ac);
       res.off('close', onClose);
@@ -219,7 +219,7 @@ export class Completions {
    * event stream that opens when the first choice joins the batch and carries each choice's text (trimmed
    * as the reply is) as it becomes final. Aborting `ac` stops every choice; a failed choice stops the rest.
    */
-  private async answer(prep: Prepared, answer: Answer, res: http.ServerResponse, ac: AbortController, info: LogInfo): Promise<void> {
+  private async answer(prep: Prepared, answer: Answer, res: http.ServerResponse, ac: AbortController, info: LogInfo, raw: boolean): Promise<void> {
     const opened: { events: AnswerStream | null } = { events: null };
     const { req } = prep;
     const trims = Array.from({ length: req.n }, () => new TrimmedStream());
@@ -241,6 +241,7 @@ export class Completions {
           stop: prep.stop,
           prefixKey: prep.imageKey,
           logprobs: req.logprobs ?? undefined,
+          continues: raw ? prep.promptIds.slice(-1) : undefined,
           signal: ac.signal,
           onStart: req.stream ? () => (opened.events ??= answer.stream(res)) : undefined,
           onPiece: (piece) => {
@@ -249,7 +250,7 @@ export class Completions {
               entries[i].push(e);
               unsent[i].push(e);
             }
-            const t = opened.events && piece.text ? trim.push(piece.text) : '';
+            const t = opened.events && piece.text ? (raw ? piece.text : trim.push(piece.text)) : '';
             if (t) opened.events!.text(t, i, req.logprobs === null ? null : unsent[i].splice(0));
           },
         })),
@@ -304,8 +305,11 @@ export class Completions {
 
 /** A finished generation as an API's answer writer sees it. */
 export interface Finished {
-  /** The reply, trimmed as the reference decodes it; stream deltas join to exactly this. */
+  /** The reply, trimmed as the reference decodes it; stream deltas join to exactly this (to `raw` for an
+   *  API with raw text). */
   text: string;
+  /** The reply untrimmed (stop string removed). */
+  raw: string;
   finish: FinishReason;
   promptTokens: number;
   completionTokens: number;
@@ -321,6 +325,7 @@ export interface Finished {
 
 const finished = (p: Prepared, o: BatchResult): Finished => ({
   text: o.text.trim(),
+  raw: o.text,
   finish: o.finishReason as FinishReason,
   promptTokens: p.promptLength,
   completionTokens: o.ids.length,
@@ -338,6 +343,10 @@ export interface Api<R extends ChatRequest = ChatRequest> {
   parse(body: unknown): R;
   /** The writer of one request's answer (called before the request queues: ids and times are fixed then). */
   answer(req: R, model: string): Answer;
+  /** The prompt and caps, when the API does not render a conversation (default: Completions.prepare). */
+  prepare?(req: R, c: Completions): Promise<Prepared>;
+  /** Stream the reply's text as generated, not trimmed as the reference trims a chat reply. */
+  raw?: boolean;
 }
 
 export interface Answer {

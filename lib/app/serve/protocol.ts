@@ -290,17 +290,22 @@ function addMessage(m: unknown, p: string, parts: MessageParts, dialect: PartDia
 }
 
 /** temperature, top_p, top_k, max_tokens, seed and stop, with the defaults of docs/reference.md §9. */
-function parseSampling(body: Record<string, unknown>): Pick<ChatRequest, 'temperature' | 'topP' | 'topK' | 'maxTokens' | 'seed' | 'stop' | 'n'> {
+/** temperature, top_p, top_k, max_tokens (or max_completion_tokens; `maxTokens` the default, from
+ *  `minTokens` up), seed, stop and n. */
+export function parseSampling(
+  body: Record<string, unknown>,
+  o: { maxTokens: number; minTokens: number } = { maxTokens: DEFAULT_MAX_TOKENS, minTokens: 1 },
+): Pick<ChatRequest, 'temperature' | 'topP' | 'topK' | 'maxTokens' | 'seed' | 'stop' | 'n'> {
   const temperature = optNumber(body, 'temperature', { min: 0, max: 2 }) ?? DEFAULT_TEMPERATURE;
   let topP = optNumber(body, 'top_p', { min: 0, max: 1 });
   if (topP === 0) topP = 1e-9; // OpenAI accepts 0: keep only the most probable token
   const topKRaw = optNumber(body, 'top_k', { min: -1, int: true });
   const topK = topKRaw !== undefined && topKRaw > 0 ? topKRaw : undefined;
-  const mt = optNumber(body, 'max_tokens', { min: 1, int: true });
-  const mct = optNumber(body, 'max_completion_tokens', { min: 1, int: true });
+  const mt = optNumber(body, 'max_tokens', { min: o.minTokens, int: true });
+  const mct = optNumber(body, 'max_completion_tokens', { min: o.minTokens, int: true });
   if (mt !== undefined && mct !== undefined && mt !== mct)
     throw bad("'max_tokens' and 'max_completion_tokens' disagree; send one of them", 'max_tokens', 'invalid_value');
-  const maxTokens = mct ?? mt ?? DEFAULT_MAX_TOKENS;
+  const maxTokens = mct ?? mt ?? o.maxTokens;
   const seed = optNumber(body, 'seed', { int: true });
   const n = optNumber(body, 'n', { min: 1, max: MAX_CHOICES, int: true }) ?? 1;
   return { temperature, topP, topK, maxTokens, seed, stop: parseStop(body.stop), n };

@@ -78,9 +78,10 @@ import type { AspectMode } from '../processing/image';
 import { LlavaSession } from '../processing/session';
 import { ApiError, modelCard } from './protocol';
 import { sendError, sendJson } from './http';
-import { CHAT_API, Completions, type LogInfo } from './completion';
+import { CHAT_API, Completions, type Api, type LogInfo } from './completion';
 import { contextLength } from '../inference/generate';
 import { RESPONSES_API } from './responses';
+import { textCompletionsApi, type TextRequest } from './text_completions';
 import { Guard, requestId, requireJson, serverLimits } from './guard';
 
 // The pieces other modules (and the tests) know by this module's name.
@@ -238,6 +239,8 @@ interface App {
   modelName: string;
   /** /v1/models `created`: the model's config.json mtime (seconds), else the server's start time. */
   created: number;
+  /** POST /v1/completions (text_completions.ts). */
+  text: Api<TextRequest>;
 }
 
 type Handler = () => Promise<void> | void;
@@ -284,10 +287,15 @@ function route(app: App, req: http.IncomingMessage, res: http.ServerResponse, in
       requireJson(req);
       return app.completions.handle(RESPONSES_API, req, res, info);
     });
+  if (pathname === '/v1/completions')
+    return allow(['POST'], () => {
+      requireJson(req);
+      return app.completions.handle(app.text, req, res, info);
+    });
   req.resume();
   throw new ApiError(
     404,
-    `unknown route ${method} ${pathname} (GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/responses)`,
+    `unknown route ${method} ${pathname} (GET /health, GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/responses)`,
     null,
     'not_found',
   );
@@ -366,7 +374,7 @@ export function createServer(opts: ServeOptions): LlavaServer {
     prefillChunk: opts.prefillChunk,
   });
   const guard = new Guard({ apiKey: opts.apiKey, cors: opts.cors });
-  const app: App = { session, completions, guard, modelName, created: createdTime(session.dir) };
+  const app: App = { session, completions, guard, modelName, created: createdTime(session.dir), text: textCompletionsApi(session.tokenizer) };
   const server = http.createServer(
     // Node checks the two timeouts only this often (default 30 s): check at a quarter of the shorter one.
     { connectionsCheckingInterval: Math.max(10, Math.min(30_000, Math.floor(Math.min(limits.headersTimeout, limits.requestTimeout) / 4))) },

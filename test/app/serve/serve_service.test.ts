@@ -318,7 +318,7 @@ t.test('error paths: status and OpenAI error JSON; the server keeps serving', as
   expectError(tt, chunked, 413, /larger than/, 'request_too_large');
 
   // routes and methods
-  expectError(tt, await request('GET', '/v1/completions'), 404, /unknown route/, 'not_found');
+  expectError(tt, await request('GET', '/v1/completions'), 405, /not allowed/, 'method_not_allowed');
   expectError(tt, await request('POST', '/nothing/here', {}), 404, /unknown route/);
   const wrong = await request('GET', '/v1/chat/completions');
   expectError(tt, wrong, 405, /not allowed/, 'method_not_allowed');
