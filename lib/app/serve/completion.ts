@@ -39,6 +39,7 @@ import {
   finishReason,
   type ChatRequest,
   type ImageInput,
+  type Usage,
 } from './protocol';
 import { EventStream, readJsonBody, sendJson } from './http';
 import { logprobEntry, type LogprobEntry } from './logprobs';
@@ -367,18 +368,21 @@ export interface AnswerStream {
 }
 
 /** POST /v1/chat/completions: `chat.completion` bodies; `chat.completion.chunk` events closed by [DONE]. */
+/** The usage of a request's choices: the prompt counts once, every choice's tokens count (as OpenAI
+ *  counts n choices). */
+export const choicesUsage = (fs: Finished[]): Usage =>
+  usageOf(
+    fs[0].promptTokens,
+    fs.reduce((a, f) => a + f.completionTokens, 0),
+    fs[0].cachedTokens,
+  );
+
 export const CHAT_API: Api = {
   conversationParam: 'messages',
   parse: parseChatRequest,
   answer(req, model) {
     const base = completionBase(model);
-    // The prompt counts once, every choice's tokens count (as OpenAI counts n choices).
-    const usage = (fs: Finished[]) =>
-      usageOf(
-        fs[0].promptTokens,
-        fs.reduce((a, f) => a + f.completionTokens, 0),
-        fs[0].cachedTokens,
-      );
+    const usage = choicesUsage;
     return {
       body: (fs) =>
         completionBody(base, {

@@ -22,10 +22,10 @@ import { encodePrompt, splicedLength } from '../inference/generate';
 import { promptLogprobs, MAX_TOP_LOGPROBS, type StepLogprobs } from '../inference/logprobs';
 import type { Tokenizer } from '../processing/tokenizer';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
-import { bad, isObj, typeName, optBool, optNumber, usageOf, finishReason, parseSampling, MAX_TOKENS_CAP, type ChatRequest } from './protocol';
+import { bad, isObj, typeName, optBool, optNumber, finishReason, parseSampling, MAX_TOKENS_CAP, type ChatRequest } from './protocol';
 import { EventStream } from './http';
 import { tokenBytes, type LogprobEntry } from './logprobs';
-import type { Api, Completions, Finished, Prepared } from './completion';
+import { choicesUsage, type Api, type Completions, type Finished, type Prepared } from './completion';
 import { randomBytes } from 'crypto';
 
 /** OpenAI's default max_tokens for text completions. */
@@ -180,12 +180,7 @@ export function textCompletionsApi(tokenizer: Tokenizer): Api<TextRequest> {
           ...(req.returnTokenIds ? { token_ids: f.ids } : {}),
         };
       };
-      const usage = (fs: Finished[]) =>
-        usageOf(
-          fs[0].promptTokens,
-          fs.reduce((a, f) => a + f.completionTokens, 0),
-          fs[0].cachedTokens,
-        );
+      const usage = choicesUsage;
       return {
         body: (fs) => ({ ...base, choices: fs.map(choice), usage: usage(fs) }),
         stream(res: http.ServerResponse) {
