@@ -51,32 +51,40 @@ export function stepLogprobs(logits: ArrayLike<number>, token: number, top: numb
   };
 }
 
-/** Rows of lm_head computed at once when scoring a prompt ([rows, V] floats on the host at a time). */
+/** Prompt positions fed per forward when scoring a prompt (the event loop runs between them). */
 const SCORE_ROWS = 256;
 
 /**
  * Every token of a text prompt (no image) scored by the model: entry t is token t's log-probability given
- * the tokens before it, with the `top` likeliest alternatives; entry 0 is null (nothing precedes it). One
- * forward without a KV cache; lm_head runs SCORE_ROWS positions at a time.
+ * the tokens before it, with the `top` likeliest alternatives; entry 0 is null (nothing precedes it). The
+ * prompt goes through the model SCORE_ROWS positions at a time with a KV cache, yielding to the event loop
+ * between them, and lm_head runs on those positions only, so neither the thread nor memory is held by a long
+ * prompt's whole [T, V] logits.
  */
-export function promptLogprobs(model: LlavaForConditionalGeneration, ids: number[], top: number): (StepLogprobs | null)[] {
+export async function promptLogprobs(model: LlavaForConditionalGeneration, ids: number[], top: number): Promise<(StepLogprobs | null)[]> {
   if (ids.some((id) => id === IMAGE_TOKEN_INDEX || id === model.config.imageTokenIndex))
     throw new Error('[logprobs] promptLogprobs scores text prompts only (no image placeholders)');
   const out: (StepLogprobs | null)[] = [null];
-  noGrad(() =>
-    tidy(() => {
-      const s = model.splice({ inputIds: [ids], pixelValues: null });
-      const h = model.lm.hidden(s.embeds, s.positions, null, null);
-      const T = h.shape[1];
-      for (let at = 0; at < T - 1; at += SCORE_ROWS) {
-        const n = Math.min(SCORE_ROWS, T - 1 - at);
-        const lg = model.lm.logits(narrow(h, 1, at, n));
-        const host = lg.dataSync() as Float32Array | Float64Array;
-        lg.dispose();
-        const V = host.length / n;
-        for (let r = 0; r < n; r++) out.push(stepLogprobs(host.subarray(r * V, (r + 1) * V), ids[at + r + 1], top));
-      }
-    }),
-  );
+  const s = noGrad(() => model.splice({ inputIds: [ids], pixelValues: null }));
+  const T = s.embeds.shape[1];
+  const cache = model.lm.newCache(1, T);
+  try {
+    for (let at = 0; at < T - 1; at += SCORE_ROWS) {
+      const n = Math.min(SCORE_ROWS, T - 1 - at);
+      const host = noGrad(() =>
+        tidy(() => {
+          const h = model.lm.hidden(narrow(s.embeds, 1, at, n), [s.positions[0].slice(at, at + n)], null, cache);
+          return model.lm.logits(h).dataSync() as Float32Array | Float64Array;
+        }),
+      );
+      const V = host.length / n;
+      for (let r = 0; r < n; r++) out.push(stepLogprobs(host.subarray(r * V, (r + 1) * V), ids[at + r + 1], top));
+      await new Promise<void>((r) => setImmediate(r));
+    }
+  } finally {
+    cache.dispose();
+    s.embeds.dispose();
+    s.keyMask.dispose();
+  }
   return out;
 }

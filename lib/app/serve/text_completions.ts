@@ -9,8 +9,8 @@
 //   ids (taken as they are); several prompts in one request are refused (send one request each). Image
 //   placeholders are refused: this endpoint is text only.
 // - `echo: true` puts the prompt before the reply in `text`; with `logprobs` the prompt's tokens are scored
-//   too (one extra forward of the prompt without the KV cache, before the request queues; the first token
-//   has null, as nothing precedes it). `max_tokens: 0` is allowed then: only the prompt is scored.
+//   too (one extra pass over the prompt before the request queues, 256 positions a forward with the event
+//   loop free between them; the first token has null, as nothing precedes it). `max_tokens: 0` is allowed then: only the prompt is scored.
 // - `logprobs: k` (0 to 20) is OpenAI's legacy shape: per token its text, log-probability, the k likeliest
 //   alternatives as a {token text: log-probability} map, and its character offset in `text`. The numbers
 //   are the model's raw distribution (inference/logprobs.ts).
@@ -99,7 +99,7 @@ async function prepareText(req: TextRequest, c: Completions): Promise<Prepared> 
   const cut = Math.min(ctx - 1, model.config.maxLength);
   if (promptLength > cut)
     throw bad(`the prompt takes ${promptLength} positions; the model takes at most ${cut}`, 'prompt', 'context_length_exceeded');
-  if (req.echo && req.logprobs !== null) req.promptScores = { ids: promptIds, scores: promptLogprobs(model, promptIds, req.logprobs) };
+  if (req.echo && req.logprobs !== null) req.promptScores = { ids: promptIds, scores: await promptLogprobs(model, promptIds, req.logprobs) };
   const maxNew = Math.min(req.maxTokens, MAX_TOKENS_CAP, ctx - promptLength);
   return { req, promptIds, promptLength, pixels: null, maxNew, stop: req.stop };
 }

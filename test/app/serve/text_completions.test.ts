@@ -72,6 +72,13 @@ t.test('echo with logprobs: every prompt token scored as a full forward scores i
     'each token sits at its offset',
   );
 
+  // a prompt longer than one scoring forward (256 positions): scored across the boundary as one forward
+  const long = Array.from({ length: 300 }, (_, i) => 3 + ((i * 37) % 200));
+  const lr = await complete({ prompt: long, max_tokens: 0, echo: true, logprobs: 0 });
+  const lref = scores(long);
+  const lworst = Math.max(...long.slice(1).map((id, p) => Math.abs(lr.json.choices[0].logprobs.token_logprobs[p + 1] - lref[p][id])));
+  tt.ok(lworst < 1e-4, `300 prompt tokens scored in two forwards: within ${lworst.toExponential(2)} of one`);
+
   const only = await complete({ prompt: PROMPT, max_tokens: 0, echo: true, logprobs: 0 });
   tt.equal(only.json.choices[0].text, PROMPT, 'max_tokens 0: the prompt alone');
   tt.same(only.json.choices[0].logprobs.token_logprobs.slice(1), lp.token_logprobs.slice(1, promptIds.length), 'the same scores');
