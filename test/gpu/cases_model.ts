@@ -103,6 +103,40 @@ function greedyLogits(model: LlavaForConditionalGeneration, rows: number[][], pi
   return { logits: Float64Array.from(logits.flat()), ids };
 }
 
+/** A decode step of two left-padded rows and a 17-position prompt's prefill, in one forward (`joint`:
+ *  the step beside the prompt's first 5 columns) or each alone: the step's logits, then the prompt's. */
+function packedLogits(dev: L.Device, joint: boolean): Float64Array {
+  const model = loadLlava(fixtureDir(), { device: dev });
+  const ids = (n: number, k: number): number[] => Array.from({ length: n }, (_, i) => 3 + ((i * k) % 60));
+  try {
+    const pre = model.prefillBatch([ids(9, 7), ids(6, 11)], null, 16);
+    const V = pre.logits.shape[1];
+    const last = f64(pre.logits);
+    pre.logits.dispose();
+    const step = {
+      tokens: [0, 1].map((b) => Array.from(last.subarray(b * V, (b + 1) * V)).reduce((m, x, i, a) => (x > a[m] ? i : m), 0)),
+      positions: pre.lengths,
+      cache: pre.cache,
+      keyMask: pre.keyMask.map((m) => [...m, 1]),
+    };
+    const run = model.startPrefill([ids(17, 5)], null, 20);
+    let stepLogits: L.Tensor;
+    if (joint) {
+      const both = run.nextWithStep(5, step);
+      stepLogits = both.step;
+    } else stepLogits = model.decodeStepBatch(step.tokens, step.positions, step.cache, step.keyMask);
+    const prompt = run.next()!;
+    const out = Float64Array.from([...f64(stepLogits), ...f64(prompt)]);
+    [stepLogits, prompt].forEach((x) => x.dispose());
+    run.dispose();
+    run.cache.dispose();
+    pre.cache.dispose();
+    return out;
+  } finally {
+    model.dispose();
+  }
+}
+
 export function modelCases(): ParityCase[] {
   return [
     {
@@ -205,6 +239,22 @@ export function modelCases(): ParityCase[] {
         const want = run(refDev);
         const stats = { 'k and v': compare(got, want, { atol: 0, rtol: 0 }) };
         return { pass: stats['k and v'].bad === 0, stats, detail: '2 layers, 4 rows from caches of 7 and 4 columns into 6 of 9' };
+      },
+    },
+    {
+      group: 'model',
+      name: 'tiny-llava f32: a prefill chunk in one forward with a decode step (hiddenPacked, chunked prefill) vs each alone, and vs the CPU',
+      evaluate(dev, refDev) {
+        const got = packedLogits(dev, true);
+        const alone = packedLogits(dev, false);
+        const cpu = packedLogits(refDev, true);
+        const tol = { atol: 3e-5, rtol: 1e-4 };
+        const stats = { 'vs alone on the device': compare(got, alone, tol), 'vs the CPU': compare(got, cpu, tol) };
+        return {
+          pass: Object.values(stats).every((st) => st.bad === 0),
+          stats,
+          detail: 'a 2-row decode step (left-padded, masked) beside the first 5 columns of a 17-position prompt, then the rest',
+        };
       },
     },
     {
