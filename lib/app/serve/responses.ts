@@ -41,6 +41,8 @@ import {
 } from './protocol';
 import { EventStream } from './http';
 import type { Api, Answer, AnswerStream, Finished } from './completion';
+import type { LogprobEntry } from './logprobs';
+import { MAX_TOP_LOGPROBS } from '../inference/logprobs';
 
 /** A validated Responses request: what generation needs (a ChatRequest) and what the answer echoes. */
 export interface ResponsesRequest extends ChatRequest {
@@ -69,6 +71,9 @@ const present = (body: Record<string, unknown>, k: string): boolean => body[k] !
 const emptyList = (v: unknown): boolean => Array.isArray(v) && v.length === 0;
 const emptyObject = (v: unknown): boolean => isObj(v) && Object.values(v).every((x) => x === undefined || x === null);
 
+/** The `include` entry that asks for the output text's log-probabilities (with top_logprobs alternatives). */
+const LOGPROBS_INCLUDE = 'message.output_text.logprobs';
+
 /** Fields this server knows and cannot honour: [field, accepted when, why]. */
 const UNSUPPORTED: [string, (v: unknown) => boolean, string][] = [
   ['tools', emptyList, 'no tool calling'],
@@ -78,10 +83,9 @@ const UNSUPPORTED: [string, (v: unknown) => boolean, string][] = [
   ['store', (v) => v === false, 'responses are not stored; send store: false or leave it out'],
   ['background', (v) => v === false, 'no background responses'],
   ['prompt', () => false, 'no stored prompt templates'],
-  ['include', emptyList, 'no extra output data'],
+  ['include', (v) => Array.isArray(v) && v.every((x) => x === LOGPROBS_INCLUDE), `no extra output data but '${LOGPROBS_INCLUDE}'`],
   ['reasoning', emptyObject, 'not a reasoning model'],
   ['truncation', (v) => v === 'disabled', "only 'disabled': a conversation longer than the context is a 400"],
-  ['top_logprobs', (v) => v === 0, 'no log probabilities'],
   ['context_management', emptyList, 'no context management'],
 ];
 
@@ -158,6 +162,8 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
   const temperature = optNumber(body, 'temperature', { min: 0, max: 2 }) ?? DEFAULT_TEMPERATURE;
   const topPSent = optNumber(body, 'top_p', { min: 0, max: 1 }) ?? null;
   const maxOutputTokens = optNumber(body, 'max_output_tokens', { min: 1, int: true }) ?? null;
+  const top = optNumber(body, 'top_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, int: true });
+  const wantLogprobs = (Array.isArray(body.include) && body.include.includes(LOGPROBS_INCLUDE)) || (top ?? 0) > 0;
   const stream = optBool(body, 'stream') ?? false;
   const so = body.stream_options;
   if (so !== undefined && so !== null) {
@@ -174,7 +180,7 @@ export function parseResponsesRequest(body: unknown): ResponsesRequest {
     stream,
     includeUsage: false,
     returnTokenIds: false,
-    logprobs: null,
+    logprobs: wantLogprobs ? (top ?? 0) : null,
     instructions,
     maxOutputTokens,
     topPSent,
@@ -218,7 +224,7 @@ function responseObject(id: string, createdAt: number, model: string, req: Respo
     text: { format: { type: 'text' }, verbosity: 'medium' },
     tool_choice: 'none',
     tools: [],
-    top_logprobs: 0,
+    top_logprobs: req.logprobs ?? 0,
     top_p: req.topPSent ?? 1,
     truncation: 'disabled',
     usage: s.usage,
@@ -227,7 +233,12 @@ function responseObject(id: string, createdAt: number, model: string, req: Respo
   };
 }
 
-const outputText = (text: string): Record<string, unknown> => ({ type: 'output_text', text, annotations: [], logprobs: [] });
+const outputText = (text: string, logprobs: LogprobEntry[] = []): Record<string, unknown> => ({
+  type: 'output_text',
+  text,
+  annotations: [],
+  logprobs,
+});
 
 function usage(f: Finished): Record<string, unknown> {
   return {
@@ -252,7 +263,7 @@ function responsesAnswer(req: ResponsesRequest, model: string): Answer {
   const createdAt = Math.floor(Date.now() / 1000);
   const obj = (s: ResponseState): Record<string, unknown> => responseObject(id, createdAt, model, req, s);
   const done = (f: Finished): Record<string, unknown> =>
-    obj({ status: statusOf(f), output: [messageItem(msgId, statusOf(f), [outputText(f.text)])], usage: usage(f) });
+    obj({ status: statusOf(f), output: [messageItem(msgId, statusOf(f), [outputText(f.text, f.logprobs)])], usage: usage(f) });
   return {
     body: (fs) => done(fs[0]), // the Responses API has no n: one choice
     stream(res: http.ServerResponse): AnswerStream {
@@ -266,14 +277,15 @@ function responsesAnswer(req: ResponsesRequest, model: string): Answer {
       send('response.content_part.added', { ...at, part: outputText('') });
       let text = '';
       return {
-        text(delta) {
+        text(delta, _i, lp) {
           text += delta;
-          send('response.output_text.delta', { ...at, delta, logprobs: [] });
+          send('response.output_text.delta', { ...at, delta, logprobs: lp ?? [] });
         },
         finish([f]) {
-          send('response.output_text.done', { ...at, text: f.text, logprobs: [] });
-          send('response.content_part.done', { ...at, part: outputText(f.text) });
-          send('response.output_item.done', { output_index: 0, item: messageItem(msgId, statusOf(f), [outputText(f.text)]) });
+          if (f.unsent?.length) send('response.output_text.delta', { ...at, delta: '', logprobs: f.unsent });
+          send('response.output_text.done', { ...at, text: f.text, logprobs: f.logprobs ?? [] });
+          send('response.content_part.done', { ...at, part: outputText(f.text, f.logprobs) });
+          send('response.output_item.done', { output_index: 0, item: messageItem(msgId, statusOf(f), [outputText(f.text, f.logprobs)]) });
           send(statusOf(f) === 'completed' ? 'response.completed' : 'response.incomplete', { response: done(f) });
           events.end();
         },

@@ -171,6 +171,21 @@ t.test('logprobs through the SDK: typed entries, plain and streamed', async (tt)
   const streamed: typeof content = [];
   for await (const c of stream) streamed.push(...(c.choices[0]?.logprobs?.content ?? []));
   tt.same(streamed, content, 'the stream carries the same entries');
+
+  // the Responses API: include message.output_text.logprobs, the same numbers on the same conversation
+  const req = { model: 'x', input: 'Say something.', temperature: 0, max_output_tokens: 5, top_logprobs: 2 };
+  const resp = await client.responses.create({ ...req, include: ['message.output_text.logprobs'] });
+  const part = (resp.output[0] as OpenAI.Responses.ResponseOutputMessage).content[0] as OpenAI.Responses.ResponseOutputText;
+  tt.equal(resp.top_logprobs, 2);
+  tt.same(
+    part.logprobs?.map((e) => [e.token, e.logprob]),
+    content.map((e) => [e.token, e.logprob]),
+    'Responses: the same tokens and log-probabilities as chat completions',
+  );
+  const rs = await client.responses.create({ ...req, include: ['message.output_text.logprobs'], stream: true });
+  const deltas: unknown[] = [];
+  for await (const ev of rs) if (ev.type === 'response.output_text.delta') deltas.push(...ev.logprobs);
+  tt.same(deltas, part.logprobs, 'streamed deltas carry them too');
 });
 
 t.test('n choices through the SDK: streamed choices, told apart by index, join to the non-streamed ones', async (tt) => {
@@ -383,7 +398,8 @@ t.test('responses.create refusals: unsupported fields, chat fields, bad input, s
   await refuse({ input, background: true }, 'unsupported_parameter', 'background', /background/);
   await refuse({ input, text: { format: { type: 'json_object' } } }, 'unsupported_parameter', 'text.format', /only \{type: 'text'\}/);
   await refuse({ input, truncation: 'auto' }, 'unsupported_parameter', 'truncation', /disabled/);
-  await refuse({ input, include: ['message.output_text.logprobs'] }, 'unsupported_parameter', 'include', /extra output/);
+  await refuse({ input, include: ['reasoning.encrypted_content'] }, 'unsupported_parameter', 'include', /extra output/);
+  await refuse({ input, top_logprobs: 21 }, 'invalid_value', 'top_logprobs', /<= 20/);
   await refuse({ input, messages: [] }, 'unsupported_parameter', 'messages', /'input'/);
   await refuse({ input, max_tokens: 5 }, 'unsupported_parameter', 'max_tokens', /max_output_tokens/);
   await refuse({}, 'missing_required_parameter', 'input', /'input' is required/);
