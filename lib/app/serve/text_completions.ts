@@ -6,8 +6,8 @@
 //
 // Decisions:
 // - The prompt is one string (encoded with BOS, as the tokenizer does for any text) or one array of token
-//   ids (taken as they are); several prompts in one request are refused (send one request each). Image
-//   placeholders are refused: this endpoint is text only.
+//   ids (taken as they are), alone or as a list of one; several prompts in one request are refused (send
+//   one request each). Image placeholders are refused: this endpoint is text only.
 // - `echo: true` puts the prompt before the reply in `text`; with `logprobs` the prompt's tokens are scored
 //   too (one extra pass over the prompt before the request queues, 256 positions a forward with the event
 //   loop free between them; the first token has null, as nothing precedes it). `max_tokens: 0` is allowed then: only the prompt is scored.
@@ -65,8 +65,10 @@ function parseTextRequest(body: unknown): TextRequest {
   return { system: null, turns: [], image: null, ...sampling, stream, includeUsage, returnTokenIds, logprobs, prompt, echo };
 }
 
-/** One prompt: a non-empty string or a non-empty array of token ids. */
+/** One prompt: a non-empty string or a non-empty array of token ids, alone or as a list of one (the batch
+ *  shape clients such as lm-evaluation-harness send). */
 function parsePrompt(p: unknown): string | number[] {
+  if (Array.isArray(p) && p.length === 1 && (typeof p[0] === 'string' || Array.isArray(p[0]))) p = p[0];
   if (typeof p === 'string') {
     if (p.length === 0) throw bad("'prompt' must not be empty", 'prompt', 'invalid_value');
     return p;

@@ -43,13 +43,15 @@ t.test('a raw prompt is continued as generateText continues it; the text is what
   tt.equal(c.logprobs, null);
   const byIds = await complete({ prompt: promptIds, max_tokens: 6, temperature: 0 });
   tt.equal(byIds.json.choices[0].text, c.text, 'the prompt as token ids gives the same');
+  const listed = await complete({ prompt: [PROMPT], max_tokens: 6, temperature: 0 });
+  tt.equal(listed.json.choices[0].text, c.text, 'and as a list of one prompt');
 });
 
 t.test('echo with logprobs: every prompt token scored as a full forward scores it; offsets into the text', async (tt) => {
   const { model, tokenizer } = server.llava;
   const promptIds = encodePrompt(model, tokenizer, PROMPT);
-  // lm-evaluation-harness's scoring request
-  const r = await complete({ prompt: promptIds, max_tokens: 1, temperature: 0, echo: true, logprobs: 1, return_token_ids: true });
+  // lm-evaluation-harness's scoring request (a batch of one prompt, as token ids)
+  const r = await complete({ prompt: [promptIds], max_tokens: 1, temperature: 0, echo: true, logprobs: 1, seed: 1234, return_token_ids: true });
   tt.equal(r.status, 200, r.text.slice(0, 300));
   const c = r.json.choices[0];
   const lp = c.logprobs;
