@@ -4,7 +4,7 @@
 // (nextWithStep), whose logits equal the step's alone; in the batcher, a long prompt joining a running
 // batch goes in a chunk a turn beside a decode step of the running rows, and every request still generates
 // what it generates alone; aborts and failures in the middle of a prefill end only the requests it was
-// admitting, and a failed joint forward is redone as two.
+// admitting, and a failed joint forward is redone as two; n choices of one prompt joining in chunks share it.
 import t, { type Test } from 'tap';
 import * as L from '../../../lib';
 import { PromptPrefill } from '../../../lib/models/prompt_prefill';
@@ -224,4 +224,40 @@ t.test('aborted or failing in the middle of a chunked prefill: only that request
   }
   tt.equal(L.memory().numTensors, before, 'no tensor leaked after the failure');
   tt.throws(() => new DecodeBatcher(fx.model, fx.tok, { prefillChunk: -1 }), /prefillChunk must be a non-negative integer \(got -1\)/);
+});
+
+t.test('n choices and a second prompt join a running batch in one chunked prefill (one row each, shared prompt once)', async (tt) => {
+  const choice = (seed: number): GenerateOptions => ({ ...LONG(), temperature: 0.9, seed, maxNewTokens: 8 });
+  const other: GenerateOptions = { prompt: USER('Count to five.', false), maxNewTokens: 5 };
+  const want = [await alone(RUNNING), await alone(choice(1)), await alone(choice(2)), await alone(other)];
+  const before = L.memory().numTensors;
+  const b = new DecodeBatcher(fx.model, fx.tok, { maxBatch: 4, prefillChunk: 4 });
+  const widths: number[] = [];
+  const start = fx.model.startPrefill;
+  fx.model.startPrefill = function (ids, ...rest) {
+    widths.push(ids.length);
+    return start.call(this, ids, ...rest);
+  };
+  const pieces: GeneratedPiece[][] = [[], [], [], []];
+  let joining: Promise<BatchResult[]> | null = null;
+  try {
+    const first = b.submit({
+      ...RUNNING,
+      onPiece: (p) => {
+        pieces[0].push(p);
+        if (p.index === 1)
+          joining = b.submitAll([choice(1), choice(2), other].map((r, i) => ({ ...r, onPiece: (q: GeneratedPiece) => pieces[i + 1].push(q) })));
+      },
+    });
+    const got = [await first, ...(await joining!)];
+    got.forEach((g, i) => {
+      tt.same(g.ids, want[i].ids, `request ${i}: ids`);
+      tt.same(pieces[i], want[i].pieces, `request ${i}: pieces`);
+    });
+  } finally {
+    fx.model.startPrefill = start;
+  }
+  tt.same(widths, [1, 2], 'the running prompt, then one prefill of the two distinct prompts for three requests');
+  tt.equal(b.maxRunning, 4);
+  tt.equal(L.memory().numTensors, before, 'no tensor leaked');
 });
