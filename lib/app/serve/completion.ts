@@ -69,8 +69,8 @@ const nextTurn = (): Promise<void> => new Promise((r) => setImmediate(r));
 const shuttingDown = (): ApiError => new ApiError(503, 'the server is shutting down', null, 'server_shutting_down');
 
 /** The pixels of a request's image: decoding checks its size from the header (every header, so a second
- *  IHDR/SOF cannot hide a bigger image) and the images preprocessing makes of it. The JPEG or WebP decode runs off
- *  the event loop. Rejects with a 400. */
+ *  IHDR/SOF cannot hide a bigger image) and the images preprocessing makes of it. The JPEG or WebP decode
+ *  runs off the event loop. Rejects with a 400. */
 export async function requestPixels(session: LlavaSession, image: ImageInput, maxPixels: number): Promise<PixelValues> {
   const param = image.param;
   try {
