@@ -57,7 +57,9 @@ function parseTextRequest(body: unknown): TextRequest {
   if (sampling.maxTokens === 0 && !echo) throw bad("'max_tokens' must be >= 1 unless 'echo' is true", 'max_tokens', 'invalid_value');
   const stream = optBool(body, 'stream') ?? false;
   let includeUsage = false;
-  if (isObj(body.stream_options)) {
+  if (present('stream_options')) {
+    if (!isObj(body.stream_options))
+      throw bad(`'stream_options' must be an object (got ${typeName(body.stream_options)})`, 'stream_options', 'invalid_type');
     if (!stream) throw bad("'stream_options' is only allowed with stream: true", 'stream_options', 'invalid_value');
     includeUsage = optBool(body.stream_options, 'include_usage') ?? false;
   }

@@ -116,6 +116,8 @@ t.test('bad requests are 400s', async (tt) => {
   expectError(tt, await complete({ prompt: [1, server.llava.model.config.imageTokenIndex] }), 400, /image placeholder/);
   expectError(tt, await complete({ prompt: 'x', logprobs: 21 }), 400, /'logprobs' must be <= 20/);
   expectError(tt, await complete({ prompt: 'x', frequency_penalty: 1 }), 400, /penalties/);
+  expectError(tt, await complete({ prompt: 'x', stream_options: 'yes' }), 400, /'stream_options' must be an object/, 'invalid_type');
+  expectError(tt, await complete({ prompt: 'x', stream_options: { include_usage: true } }), 400, /only allowed with stream: true/);
 });
 
 t.test('the official SDK: completions.create, plain and with echo and logprobs', async (tt) => {
