@@ -4,7 +4,7 @@ import { checkOptions, optionKeys } from '../../options';
 import { LlavaForConditionalGeneration } from '../../models/llava';
 import { Tokenizer } from '../processing/tokenizer';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
-import { MAX_TOP_LOGPROBS, stepLogprobs } from './logprobs';
+import { MAX_TOP_LOGPROBS, isTopCount, stepLogprobs } from './logprobs';
 import {
   GENERATE_KEYS,
   StreamDecoder,
@@ -101,7 +101,7 @@ export function prepareJob(
   checkOptions(`${where} ${name}`, req, REQUEST_KEYS);
   const { ids, length, room } = resolvePrompt(model, tokenizer, req, where, name);
   const { sampling, requested, eos } = decodingSettings(model, tokenizer, req, where);
-  if (req.logprobs !== undefined && !(Number.isInteger(req.logprobs) && req.logprobs >= 0 && req.logprobs <= MAX_TOP_LOGPROBS))
+  if (req.logprobs !== undefined && !isTopCount(req.logprobs))
     throw new Error(`[${where}] ${name}: logprobs must be an integer in [0, ${MAX_TOP_LOGPROBS}] (got ${req.logprobs})`);
   const pix = req.pixelValues;
   const S = model.config.vision.image_size;

@@ -344,19 +344,26 @@ export function resolvePrompt(
   const ids = p.promptIds ? prepareIds(model, p.promptIds) : encodePrompt(model, tokenizer, p.prompt!);
   if (ids.length === 0) throw new Error(`[${where}] ${name ? `${name} is empty` : 'empty prompt'}`);
   const length = splicedLength(model, ids);
+  const tooLong = promptLengthError(model, ids, length);
+  if (tooLong) throw new Error(`[${where}] ${name ?? 'the prompt'} ${tooLong}`);
+  return { ids, length, room: contextLength(model) - length };
+}
+
+/**
+ * Why a prompt of `ids`, `length` positions once spliced, cannot be generated from (null: it can): it fills
+ * the context, or the splice would cut it. The splice cuts text-only and -200 sentinel sequences at
+ * maxLength (the reference's tokenizer_model_max_length, 2048 for LLaVA-1.5, below its 4096 positions), as
+ * the reference does when it generates too: the prompt's end, with the question and the assistant's cue,
+ * would be lost, and the reply would answer something else. Refused instead. The message starts with
+ * "takes N positions" (callers name the prompt).
+ */
+export function promptLengthError(model: LlavaForConditionalGeneration, ids: readonly number[], length: number): string | null {
   const ctx = contextLength(model);
-  if (length >= ctx)
-    throw new Error(`[${where}] ${name ?? 'the prompt'} takes ${length} positions; the context holds ${ctx}: nothing left to generate`);
-  // The splice cuts text-only and -200 sentinel sequences at maxLength (the reference's
-  // tokenizer_model_max_length, 2048 for LLaVA-1.5, below its 4096 positions), as the reference does when it
-  // generates too: the prompt's end, with the question and the assistant's cue, would be lost, and the reply
-  // would answer something else. Refused instead.
+  if (length >= ctx) return `takes ${length} positions; the context holds ${ctx}: nothing left to generate`;
   const cut = model.config.maxLength;
   if (length > cut && !ids.includes(model.config.imageTokenIndex))
-    throw new Error(
-      `[${where}] ${name ?? 'the prompt'} takes ${length} positions; the model cuts its input at ${cut} (tokenizer_model_max_length), which would drop the prompt's end`,
-    );
-  return { ids, length, room: ctx - length };
+    return `takes ${length} positions; the model cuts its input at ${cut} (tokenizer_model_max_length), which would drop the prompt's end`;
+  return null;
 }
 
 /** Streams a reply: one piece per sampled token (text may be '' while held back). */

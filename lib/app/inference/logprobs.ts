@@ -23,12 +23,14 @@ export interface StepLogprobs extends TokenLogprob {
 /** Most alternatives a caller may ask for (OpenAI's cap on top_logprobs). */
 export const MAX_TOP_LOGPROBS = 20;
 
+/** Whether `top` is a count of alternatives a caller may ask for (an integer in [0, MAX_TOP_LOGPROBS]). */
+export const isTopCount = (top: number): boolean => Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS;
+
 /** log-softmax of `logits` (computed in float64) at `token`, and its `top` best tokens. */
 export function stepLogprobs(logits: ArrayLike<number>, token: number, top: number): StepLogprobs {
   const V = logits.length;
   if (!(Number.isInteger(token) && token >= 0 && token < V)) throw new Error(`[logprobs] token ${token} outside [0, ${V})`);
-  if (!(Number.isInteger(top) && top >= 0 && top <= MAX_TOP_LOGPROBS))
-    throw new Error(`[logprobs] top must be an integer in [0, ${MAX_TOP_LOGPROBS}] (got ${top})`);
+  if (!isTopCount(top)) throw new Error(`[logprobs] top must be an integer in [0, ${MAX_TOP_LOGPROBS}] (got ${top})`);
   let max = -Infinity;
   for (let i = 0; i < V; i++) if (logits[i] > max) max = logits[i];
   let sum = 0;

@@ -122,7 +122,7 @@ export interface ImageHeader {
 
 const PNG_MAGIC = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a];
 
-/** The container format by its magic bytes ('png', 'jpeg', 'webp', or a name for the message). */
+/** The container format by its magic bytes ('png', 'jpeg', 'webp', 'gif', or a name for the message). */
 export function sniff(b: Uint8Array): string {
   if (PNG_MAGIC.every((v, i) => b[i] === v)) return 'png';
   if (b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'jpeg';

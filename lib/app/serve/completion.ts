@@ -22,7 +22,7 @@ import type * as http from 'http';
 import type { LlavaSession } from '../processing/session';
 import type { Tokenizer } from '../processing/tokenizer';
 import { ImageLimitError, type PixelValues } from '../processing/image';
-import { encodePrompt, splicedLength, contextLength, type FinishReason } from '../inference/generate';
+import { encodePrompt, splicedLength, contextLength, promptLengthError, type FinishReason } from '../inference/generate';
 import { DecodeBatcher, type BatchResult } from '../inference/batcher';
 import {
   ApiError,
@@ -182,8 +182,8 @@ export class Completions {
     const pixels = req.image ? await requestPixels(this.session, req.image, this.o.maxImagePixels) : null;
     const promptIds = encodePrompt(model, tokenizer, prompt);
     const promptLength = splicedLength(model, promptIds);
-    if (promptLength >= ctx)
-      throw bad(`the prompt takes ${promptLength} positions (image included); the model's context holds ${ctx}`, param, 'context_length_exceeded');
+    const tooLong = promptLengthError(model, promptIds, promptLength);
+    if (tooLong) throw bad(`the prompt${req.image ? ' (image included)' : ''} ${tooLong}`, param, 'context_length_exceeded');
     // The model worker's rule (docs/reference.md §9): min(requested, 1024, context − prompt − image tokens).
     const maxNew = Math.min(req.maxTokens, MAX_TOKENS_CAP, ctx - promptLength);
     const stop = [...(this.templateStop ? [this.templateStop] : []), ...req.stop];

@@ -18,8 +18,7 @@ import { DEFAULT_IMAGE_TOKEN, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE, IMAGE
 export const DEFAULT_MAX_TOKENS = DEFAULT_MAX_NEW_TOKENS;
 /** The model worker's hard cap on new tokens (docs/reference.md §9). */
 export const MAX_TOKENS_CAP = 1024;
-/** temperature when the request has none: DEFAULT_TEMPERATURE (lib/constants.ts), re-exported. */
-export { DEFAULT_TEMPERATURE };
+export { DEFAULT_TEMPERATURE }; // temperature when the request has none (lib/constants.ts)
 /** At most this many request stop strings (OpenAI allows 4; we are a little more lenient). */
 export const MAX_STOP_STRINGS = 16;
 /** Most choices one chat completion may ask for (`n`); each decodes as its own row of the batch. */
@@ -106,8 +105,14 @@ export function optBool(body: Record<string, unknown>, key: string): boolean | u
   return v;
 }
 
-/** Fields we know but cannot honour: rejected when they ask for something other than the default. */
-function rejectUnsupported(body: Record<string, unknown>): void {
+/** `model`: any name (responses carry the served model's), but a string when sent. */
+export function checkModelField(body: Record<string, unknown>): void {
+  if (body.model !== undefined && body.model !== null && typeof body.model !== 'string')
+    throw bad(`'model' must be a string (got ${typeName(body.model)})`, 'model', 'invalid_type');
+}
+
+/** Fields we know but cannot honour (chat and text completions): a 400 unless they ask for the default. */
+export function rejectUnsupported(body: Record<string, unknown>): void {
   const unsupported = (key: string, why: string): never => {
     throw bad(`'${key}' is not supported by this server (${why})`, key, 'unsupported_parameter');
   };
@@ -207,8 +212,7 @@ function readContent(content: unknown, param: string, images: ImageInput[], dial
 export function parseChatRequest(body: unknown): ChatRequest {
   if (!isObj(body)) throw bad(`the request body must be a JSON object (got ${typeName(body)})`, null, 'invalid_type');
   rejectUnsupported(body);
-  if (body.model !== undefined && body.model !== null && typeof body.model !== 'string')
-    throw bad(`'model' must be a string (got ${typeName(body.model)})`, 'model', 'invalid_type');
+  checkModelField(body);
   // Checked in this order: the conversation, then sampling, then output options.
   const conversation = parseConversation(body.messages, { param: 'messages', dialect: CHAT_PARTS });
   const sampling = parseSampling(body);
@@ -325,8 +329,8 @@ function parseStop(s: unknown): string[] {
   return stop.filter((x) => x.length > 0);
 }
 
-/** stream, stream_options.include_usage and the return_token_ids extension. */
-function parseOutputOptions(body: Record<string, unknown>): Pick<ChatRequest, 'stream' | 'includeUsage' | 'returnTokenIds' | 'logprobs'> {
+/** stream, stream_options.include_usage and the return_token_ids extension (chat and text completions). */
+export function parseStreamOptions(body: Record<string, unknown>): Pick<ChatRequest, 'stream' | 'includeUsage' | 'returnTokenIds'> {
   const stream = optBool(body, 'stream') ?? false;
   let includeUsage = false;
   const so = body.stream_options;
@@ -335,11 +339,15 @@ function parseOutputOptions(body: Record<string, unknown>): Pick<ChatRequest, 's
     if (!stream) throw bad("'stream_options' is only allowed with stream: true", 'stream_options', 'invalid_value');
     includeUsage = optBool(so, 'include_usage') ?? false;
   }
-  const returnTokenIds = optBool(body, 'return_token_ids') ?? false;
+  return { stream, includeUsage, returnTokenIds: optBool(body, 'return_token_ids') ?? false };
+}
+
+/** The stream options, and chat's logprobs (a boolean) with top_logprobs. */
+function parseOutputOptions(body: Record<string, unknown>): Pick<ChatRequest, 'stream' | 'includeUsage' | 'returnTokenIds' | 'logprobs'> {
   const logprobs = optBool(body, 'logprobs') ?? false;
   const top = optNumber(body, 'top_logprobs', { min: 0, max: MAX_TOP_LOGPROBS, int: true });
   if (top !== undefined && !logprobs) throw bad("'top_logprobs' needs 'logprobs': true", 'top_logprobs', 'invalid_value');
-  return { stream, includeUsage, returnTokenIds, logprobs: logprobs ? (top ?? 0) : null };
+  return { ...parseStreamOptions(body), logprobs: logprobs ? (top ?? 0) : null };
 }
 
 /** Puts a request's system text where the template keeps its system prompt (see the header). */

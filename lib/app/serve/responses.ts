@@ -33,6 +33,7 @@ import {
   optBool,
   optNumber,
   parseConversation,
+  checkModelField,
   typeName,
   DEFAULT_MAX_TOKENS,
   DEFAULT_TEMPERATURE,
@@ -149,8 +150,7 @@ function inputMessages(input: unknown): unknown {
 export function parseResponsesRequest(body: unknown): ResponsesRequest {
   if (!isObj(body)) throw bad(`the request body must be a JSON object (got ${typeName(body)})`, null, 'invalid_type');
   rejectUnsupported(body);
-  if (present(body, 'model') && typeof body.model !== 'string')
-    throw bad(`'model' must be a string (got ${typeName(body.model)})`, 'model', 'invalid_type');
+  checkModelField(body);
   const instructions = body.instructions ?? null;
   if (instructions !== null && typeof instructions !== 'string')
     throw bad(`'instructions' must be a string (got ${typeName(instructions)})`, 'instructions', 'invalid_type');

@@ -18,11 +18,24 @@
 //   scorer). Defaults as chat completions' (temperature 0.2, 16 tokens as OpenAI's max_tokens default).
 // - suffix, best_of other than n, penalties and logit_bias are refused with a 400, as in chat completions.
 import type * as http from 'http';
-import { encodePrompt, splicedLength } from '../inference/generate';
+import { encodePrompt, promptLengthError, splicedLength } from '../inference/generate';
 import { promptLogprobs, MAX_TOP_LOGPROBS, type StepLogprobs } from '../inference/logprobs';
 import type { Tokenizer } from '../processing/tokenizer';
 import { IMAGE_TOKEN_INDEX } from '../../constants';
-import { bad, isObj, typeName, optBool, optNumber, finishReason, parseSampling, MAX_TOKENS_CAP, type ChatRequest } from './protocol';
+import {
+  bad,
+  isObj,
+  typeName,
+  optBool,
+  optNumber,
+  finishReason,
+  parseSampling,
+  parseStreamOptions,
+  rejectUnsupported,
+  checkModelField,
+  MAX_TOKENS_CAP,
+  type ChatRequest,
+} from './protocol';
 import { EventStream } from './http';
 import { tokenBytes, type LogprobEntry } from './logprobs';
 import { choicesUsage, type Api, type Completions, type Finished, type Prepared } from './completion';
@@ -44,27 +57,16 @@ function parseTextRequest(body: unknown): TextRequest {
     throw bad(`'${key}' is not supported by this server (${why})`, key, 'unsupported_parameter');
   };
   const present = (k: string): boolean => body[k] !== undefined && body[k] !== null;
+  rejectUnsupported(body);
   if (present('suffix') && body.suffix !== '') refuse('suffix', 'no insertion');
-  for (const k of ['frequency_penalty', 'presence_penalty']) if (present(k) && body[k] !== 0) refuse(k, 'no repetition penalties');
-  if (present('logit_bias') && !(isObj(body.logit_bias) && Object.keys(body.logit_bias).length === 0)) refuse('logit_bias', 'no logit bias');
-  if (body.model !== undefined && body.model !== null && typeof body.model !== 'string')
-    throw bad(`'model' must be a string (got ${typeName(body.model)})`, 'model', 'invalid_type');
+  checkModelField(body);
   const prompt = parsePrompt(body.prompt);
   const sampling = parseSampling(body, { maxTokens: TEXT_DEFAULT_MAX_TOKENS, minTokens: 0 });
   if (present('best_of') && body.best_of !== sampling.n && body.best_of !== 1) refuse('best_of', 'no best-of ranking; use n');
   const echo = optBool(body, 'echo') ?? false;
   const logprobs = optNumber(body, 'logprobs', { min: 0, max: MAX_TOP_LOGPROBS, int: true }) ?? null;
   if (sampling.maxTokens === 0 && !echo) throw bad("'max_tokens' must be >= 1 unless 'echo' is true", 'max_tokens', 'invalid_value');
-  const stream = optBool(body, 'stream') ?? false;
-  let includeUsage = false;
-  if (present('stream_options')) {
-    if (!isObj(body.stream_options))
-      throw bad(`'stream_options' must be an object (got ${typeName(body.stream_options)})`, 'stream_options', 'invalid_type');
-    if (!stream) throw bad("'stream_options' is only allowed with stream: true", 'stream_options', 'invalid_value');
-    includeUsage = optBool(body.stream_options, 'include_usage') ?? false;
-  }
-  const returnTokenIds = optBool(body, 'return_token_ids') ?? false;
-  return { system: null, turns: [], image: null, ...sampling, stream, includeUsage, returnTokenIds, logprobs, prompt, echo };
+  return { system: null, turns: [], image: null, ...sampling, ...parseStreamOptions(body), logprobs, prompt, echo };
 }
 
 /** One prompt: a non-empty string or a non-empty array of token ids, alone or as a list of one (the batch
@@ -90,7 +92,7 @@ async function prepareText(req: TextRequest, c: Completions): Promise<Prepared> 
   if (typeof req.prompt === 'string') {
     if (req.prompt.length > c.maxPromptChars)
       throw bad(`the prompt has ${req.prompt.length} characters; at most ${c.maxPromptChars}`, 'prompt', 'context_length_exceeded');
-    promptIds = encodePrompt(model, tokenizer, req.prompt.replace(/<image>/g, ' <image>')); // never a placeholder
+    promptIds = encodePrompt(model, tokenizer, req.prompt);
   } else {
     const badId = req.prompt.findIndex((id) => id < 0 || id >= V);
     if (badId >= 0) throw bad(`prompt[${badId}]: token id ${req.prompt[badId]} outside [0, ${V})`, 'prompt', 'invalid_value');
@@ -99,12 +101,10 @@ async function prepareText(req: TextRequest, c: Completions): Promise<Prepared> 
   if (promptIds.some((id) => id === IMAGE_TOKEN_INDEX || id === model.config.imageTokenIndex))
     throw bad('the prompt holds an image placeholder; /v1/completions is text only', 'prompt', 'invalid_value');
   const promptLength = splicedLength(model, promptIds);
-  const ctx = c.contextLength;
-  const cut = Math.min(ctx - 1, model.config.maxLength);
-  if (promptLength > cut)
-    throw bad(`the prompt takes ${promptLength} positions; the model takes at most ${cut}`, 'prompt', 'context_length_exceeded');
+  const tooLong = promptLengthError(model, promptIds, promptLength);
+  if (tooLong) throw bad(`the prompt ${tooLong}`, 'prompt', 'context_length_exceeded');
   if (req.echo && req.logprobs !== null) req.promptScores = { ids: promptIds, scores: await promptLogprobs(model, promptIds, req.logprobs) };
-  const maxNew = Math.min(req.maxTokens, MAX_TOKENS_CAP, ctx - promptLength);
+  const maxNew = Math.min(req.maxTokens, MAX_TOKENS_CAP, c.contextLength - promptLength);
   return { req, promptIds, promptLength, pixels: null, maxNew, stop: req.stop };
 }
 

@@ -120,6 +120,26 @@ t.test('bad requests are 400s', async (tt) => {
   expectError(tt, await complete({ prompt: 'x', stream_options: { include_usage: true } }), 400, /only allowed with stream: true/);
 });
 
+t.test('a text prompt the splice would cut is a 400 before it queues, on both completions endpoints', async (tt) => {
+  const config = server.llava.model.config as { maxLength: number };
+  const was = config.maxLength;
+  config.maxLength = 40;
+  try {
+    const long = 'word '.repeat(40);
+    const re = /the prompt takes \d+ positions; the model cuts its input at 40 \(tokenizer_model_max_length\)/;
+    expectError(tt, await complete({ prompt: long }), 400, re, 'context_length_exceeded', 'prompt');
+    expectError(
+      tt,
+      await request('POST', '/v1/chat/completions', { messages: [{ role: 'user', content: long }] }),
+      400,
+      re,
+      'context_length_exceeded',
+    );
+  } finally {
+    config.maxLength = was;
+  }
+});
+
 t.test('the official SDK: completions.create, plain and with echo and logprobs', async (tt) => {
   const client = new OpenAI({ apiKey: 'none', baseURL: `${base}/v1`, maxRetries: 0 });
   const r = await client.completions.create({ model: 'x', prompt: PROMPT, max_tokens: 4, temperature: 0, echo: true, logprobs: 1 });
