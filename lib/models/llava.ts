@@ -15,8 +15,6 @@ import { LayerOptions } from '../nn/layers';
 import { CLIPVisionModel, CLIPVisionConfig } from './clip';
 import { LlamaForCausalLM, LlamaConfig, KVCache } from './llama';
 import { PromptPrefill, decodeBatch, type Spliced } from './prompt_prefill';
-
-export type { Spliced } from './prompt_prefill';
 import { Projector } from './projector';
 import { keep, tidy } from '../core/memory';
 import { noGrad } from '../core/autograd';
@@ -26,6 +24,8 @@ import { indexSelect, crossEntropy } from '../ops/nn';
 import { argmax } from '../ops/reduce';
 import { IGNORE_INDEX, IMAGE_TOKEN_INDEX } from '../constants';
 import { checkOptions, optionKeys } from '../options';
+
+export type { Spliced } from './prompt_prefill';
 
 export interface LlavaConfig {
   vision: CLIPVisionConfig;
